@@ -1,0 +1,5 @@
+//! The card simulator's library: the file-backed persistent store and the platform that
+//! lends cards the operating system's randomness and date.
+
+pub mod file_store;
+pub mod os_platform;

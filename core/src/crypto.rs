@@ -1,0 +1,155 @@
+//! The cryptography the device uses, wrapped small: ECDSA P-256 with SHA-256 for indicia,
+//! AES-128-CMAC under K1 for audits and refill messages, SHA-256 for digests.
+//!
+//! Keys are zeroized on drop; MACs are compared in constant time.
+
+use alloc::vec::Vec;
+use cmac::{Cmac, KeyInit, Mac};
+use p256::ecdsa::signature::{Signer, Verifier};
+use p256::ecdsa::{Signature, SigningKey, VerifyingKey};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+use zeroize::{Zeroize, ZeroizeOnDrop};
+
+use crate::platform::Platform;
+use crate::types::KeyId;
+
+/// Length of a SEC1 uncompressed P-256 public key.
+pub const PUBLIC_KEY_LEN: usize = 65;
+/// Length of an ECDSA P-256 signature (r ‖ s).
+pub const SIGNATURE_LEN: usize = 64;
+/// Length of an AES-CMAC tag.
+pub const MAC_LEN: usize = 16;
+/// Length of K1, an AES-128 key.
+pub const MAC_KEY_LEN: usize = 16;
+
+/// SHA-256 of `data`.
+pub fn sha256(data: &[u8]) -> [u8; 32] {
+    Sha256::digest(data).into()
+}
+
+/// The secret key K1 shared by a PSD and the key management system (AES-128).
+#[derive(Clone, Zeroize, ZeroizeOnDrop)]
+pub struct MacKey([u8; MAC_KEY_LEN]);
+
+impl MacKey {
+    /// Wraps raw key bytes.
+    pub fn new(bytes: [u8; MAC_KEY_LEN]) -> Self {
+        Self(bytes)
+    }
+
+    /// The raw key, for sealing it into persistent storage.
+    pub fn expose(&self) -> &[u8; MAC_KEY_LEN] {
+        &self.0
+    }
+
+    /// AES-CMAC over the concatenation of `parts`.
+    pub fn mac(&self, parts: &[&[u8]]) -> [u8; MAC_LEN] {
+        let mut m = <Cmac<aes::Aes128> as KeyInit>::new(&self.0.into());
+        for p in parts {
+            m.update(p);
+        }
+        m.finalize().into_bytes().into()
+    }
+
+    /// Whether `tag` is the MAC of `parts`, compared in constant time.
+    pub fn verify(&self, parts: &[&[u8]], tag: &[u8]) -> bool {
+        let expected = self.mac(parts);
+        tag.len() == MAC_LEN && bool::from(expected.ct_eq(tag))
+    }
+}
+
+impl core::fmt::Debug for MacKey {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str("MacKey(..)")
+    }
+}
+
+/// The device's indicium signing key (its verifying key is cached alongside).
+#[derive(Clone)]
+pub struct IndiciumKey {
+    key: SigningKey,
+}
+
+impl IndiciumKey {
+    /// Generates a key inside the device from the platform's randomness.
+    pub fn generate(platform: &mut dyn Platform) -> Self {
+        loop {
+            let mut bytes = zeroize::Zeroizing::new([0u8; 32]);
+            platform.fill_random(bytes.as_mut());
+            // Rejection sampling: out of range (0 or >= n) happens with probability ~2^-32.
+            if let Ok(key) = SigningKey::from_slice(bytes.as_ref()) {
+                return Self { key };
+            }
+        }
+    }
+
+    /// Restores a key from its 32-byte scalar.
+    pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
+        SigningKey::from_slice(bytes).ok().map(|key| Self { key })
+    }
+
+    /// The 32-byte scalar, for sealing into persistent storage (zeroized on drop).
+    pub fn secret_bytes(&self) -> zeroize::Zeroizing<[u8; 32]> {
+        let mut out = zeroize::Zeroizing::new([0u8; 32]);
+        out.copy_from_slice(&self.key.to_bytes());
+        out
+    }
+
+    /// The public key as an uncompressed SEC1 point.
+    pub fn public_key(&self) -> [u8; PUBLIC_KEY_LEN] {
+        let mut out = [0u8; PUBLIC_KEY_LEN];
+        out.copy_from_slice(self.key.verifying_key().to_sec1_point(false).as_bytes());
+        out
+    }
+
+    /// The key's identifier.
+    pub fn key_id(&self) -> KeyId {
+        key_id(&self.public_key())
+    }
+
+    /// ECDSA P-256 / SHA-256 signature over `msg` (deterministic, RFC 6979).
+    pub fn sign(&self, msg: &[u8]) -> [u8; SIGNATURE_LEN] {
+        let sig: Signature = self.key.sign(msg);
+        let mut out = [0u8; SIGNATURE_LEN];
+        out.copy_from_slice(&sig.to_bytes());
+        out
+    }
+}
+
+impl core::fmt::Debug for IndiciumKey {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str("IndiciumKey(..)")
+    }
+}
+
+/// The identifier of a public key: the first 4 bytes of its SHA-256.
+pub fn key_id(public_key: &[u8]) -> KeyId {
+    let h = sha256(public_key);
+    KeyId([h[0], h[1], h[2], h[3]])
+}
+
+/// Whether `public_key` (SEC1) is a valid P-256 point.
+pub fn is_valid_public_key(public_key: &[u8]) -> bool {
+    VerifyingKey::from_sec1_bytes(public_key).is_ok()
+}
+
+/// Verifies an ECDSA P-256 / SHA-256 signature (r ‖ s) over `msg` with a SEC1 public key.
+pub fn verify_signature(public_key: &[u8], msg: &[u8], signature: &[u8]) -> bool {
+    let Ok(vk) = VerifyingKey::from_sec1_bytes(public_key) else {
+        return false;
+    };
+    let Ok(sig) = Signature::from_slice(signature) else {
+        return false;
+    };
+    vk.verify(msg, &sig).is_ok()
+}
+
+/// Concatenation helper for MAC inputs built from several slices.
+pub fn concat(parts: &[&[u8]]) -> Vec<u8> {
+    let mut v = Vec::with_capacity(parts.iter().map(|p| p.len()).sum());
+    for p in parts {
+        v.extend_from_slice(p);
+    }
+    v
+}

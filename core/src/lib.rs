@@ -1,0 +1,26 @@
+//! openpsd-core: the card side of openpsd.
+//!
+//! Everything a postal security device (PSD) needs that does not touch the outside world:
+//! the ISO 7816-4 APDU layer ([`card`], [`apdu`], [`status`]), the transactional persistent
+//! store interface ([`store`]), the crypto primitives behind small wrappers ([`crypto`]), the
+//! host platform interface for randomness and time ([`platform`]), and the PSD applet itself
+//! ([`psd`]) with its indicium verifier. No I/O, no clock, no randomness except through
+//! [`platform::Platform`]; hosts (the card simulator, the wasm module, tests) supply those.
+#![no_std]
+#![deny(unsafe_code)]
+#![warn(missing_docs, clippy::unwrap_used, clippy::expect_used)]
+
+extern crate alloc;
+
+pub mod apdu;
+pub mod card;
+pub mod crypto;
+pub mod platform;
+pub mod psd;
+pub mod status;
+pub mod store;
+pub mod types;
+pub mod wire;
+
+pub use card::{Applet, Card, Ctx};
+pub use status::Status;

@@ -1,0 +1,99 @@
+//! The audit message (seed 000, step 215): the PSD's registers and the meter server's
+//! nonce, MACed under K1 so the key management system can vouch for them.
+//!
+//! Layout (`docs/apdu.md` § AUDIT):
+//!
+//! ```text
+//! tag A1 | version 1 | device ID 8 | license 4 | set 1 | AR 8 | DR 8 | control sum 8 |
+//! piece count 4 | refill count 4 | nonce 16 ‖ AES-CMAC(K1) 16
+//! ```
+
+use alloc::vec::Vec;
+
+use crate::crypto::{MacKey, MAC_LEN};
+use crate::types::{Amount, DeviceId, LicenseId, PieceCount, RefillCount, RegisterSetIndex};
+use crate::wire::{Malformed, Reader, Writer};
+
+/// First byte of an audit message (domain separation from refill messages under K1).
+pub const AUDIT_TAG: u8 = 0xA1;
+/// Length of the server's nonce.
+pub const NONCE_LEN: usize = 16;
+
+/// What an audit reports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AuditData {
+    /// The device.
+    pub device: DeviceId,
+    /// The register set's license.
+    pub license: LicenseId,
+    /// The register set's slot.
+    pub set: RegisterSetIndex,
+    /// Ascending register.
+    pub ar: Amount,
+    /// Descending register.
+    pub dr: Amount,
+    /// Control sum.
+    pub control_sum: Amount,
+    /// Piece count.
+    pub pieces: PieceCount,
+    /// Refill count.
+    pub refills: RefillCount,
+    /// The meter server's nonce, echoed so the audit is fresh.
+    pub nonce: [u8; NONCE_LEN],
+}
+
+impl AuditData {
+    fn body(&self) -> Vec<u8> {
+        let mut w = Vec::with_capacity(80);
+        w.put_u8(AUDIT_TAG);
+        w.put_u8(1);
+        w.extend_from_slice(&self.device.0);
+        w.put_u32(self.license.0);
+        w.put_u8(self.set.0);
+        w.put_u64(self.ar.0);
+        w.put_u64(self.dr.0);
+        w.put_u64(self.control_sum.0);
+        w.put_u32(self.pieces.0);
+        w.put_u32(self.refills.0);
+        w.extend_from_slice(&self.nonce);
+        w
+    }
+
+    /// The audit message: body ‖ CMAC under K1.
+    pub fn seal(&self, k1: &MacKey) -> Vec<u8> {
+        let mut msg = self.body();
+        let tag = k1.mac(&[&msg]);
+        msg.extend_from_slice(&tag);
+        msg
+    }
+
+    /// Decodes an audit message without checking its MAC (for display).
+    pub fn decode_unverified(msg: &[u8]) -> Result<AuditData, Malformed> {
+        let split = msg.len().checked_sub(MAC_LEN).ok_or(Malformed::Length)?;
+        let mut r = Reader::new(&msg[..split]);
+        if r.u8()? != AUDIT_TAG || r.u8()? != 1 {
+            return Err(Malformed::Value);
+        }
+        let data = AuditData {
+            device: DeviceId(r.array()?),
+            license: LicenseId(r.u32()?),
+            set: RegisterSetIndex(r.u8()?),
+            ar: Amount(r.u64()?),
+            dr: Amount(r.u64()?),
+            control_sum: Amount(r.u64()?),
+            pieces: PieceCount(r.u32()?),
+            refills: RefillCount(r.u32()?),
+            nonce: r.array()?,
+        };
+        r.finish()?;
+        Ok(data)
+    }
+
+    /// Decodes an audit message and checks its MAC under K1 (the KMS's step 230).
+    /// `None` if malformed or the MAC is wrong.
+    pub fn open(msg: &[u8], k1: &MacKey) -> Option<AuditData> {
+        let data = Self::decode_unverified(msg).ok()?;
+        let split = msg.len() - MAC_LEN;
+        k1.verify(&[&msg[..split]], &msg[split..]).then_some(data)
+    }
+}

@@ -1,0 +1,261 @@
+//! The device's identity and keys: the PERSONALIZE command's data, the persistent device
+//! record, and the public data a host reads back (GET DATA).
+
+use alloc::vec::Vec;
+use zeroize::Zeroizing;
+
+use crate::crypto::{self, IndiciumKey, MacKey, MAC_KEY_LEN, PUBLIC_KEY_LEN};
+use crate::types::{Amount, Date, DeviceId, KeyId, LicenseId, PostalCode};
+use crate::wire::{Malformed, Reader, Writer};
+
+/// Most register sets a PSD holds.
+pub const MAX_REGISTER_SETS: usize = 4;
+/// Layout version of the personalization data and the device record.
+pub const FORMAT_VERSION: u8 = 1;
+
+/// A register set to create at personalization.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LicenseSlot {
+    /// License number.
+    pub license: LicenseId,
+    /// The license's origin postal code.
+    pub origin: PostalCode,
+}
+
+/// PERSONALIZE command data (sent once, in the vendor's trusted personalization room).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Personalization {
+    /// Serial number of the device.
+    pub device: DeviceId,
+    /// K1, the audit/refill key shared with the key management system.
+    pub k1: [u8; MAC_KEY_LEN],
+    /// The vendor's public key (SEC1 uncompressed).
+    pub vendor_public_key: [u8; PUBLIC_KEY_LEN],
+    /// Highest postage for one piece.
+    pub max_postage: Amount,
+    /// Highest value the descending register may hold.
+    pub max_dr: Amount,
+    /// Register sets to create (1 to [`MAX_REGISTER_SETS`]).
+    pub licenses: Vec<LicenseSlot>,
+}
+
+impl Drop for Personalization {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.k1);
+    }
+}
+
+impl Personalization {
+    /// Command data layout.
+    pub fn encode(&self) -> Zeroizing<Vec<u8>> {
+        let mut w = Zeroizing::new(Vec::with_capacity(128));
+        w.put_u8(FORMAT_VERSION);
+        w.extend_from_slice(&self.device.0);
+        w.extend_from_slice(&self.k1);
+        w.extend_from_slice(&self.vendor_public_key);
+        w.put_u64(self.max_postage.0);
+        w.put_u64(self.max_dr.0);
+        w.put_u8(self.licenses.len() as u8);
+        for l in &self.licenses {
+            w.put_u32(l.license.0);
+            l.origin.write(&mut w);
+        }
+        w
+    }
+
+    /// Parses and validates command data: a valid vendor key, 1 to 4 distinct licenses,
+    /// 0 < max postage <= max DR.
+    pub fn decode(bytes: &[u8]) -> Result<Personalization, Malformed> {
+        let mut r = Reader::new(bytes);
+        if r.u8()? != FORMAT_VERSION {
+            return Err(Malformed::Value);
+        }
+        let mut p = Personalization {
+            device: DeviceId(r.array()?),
+            k1: r.array()?,
+            vendor_public_key: r.array()?,
+            max_postage: Amount(r.u64()?),
+            max_dr: Amount(r.u64()?),
+            licenses: Vec::new(),
+        };
+        let n = usize::from(r.u8()?);
+        if n == 0 || n > MAX_REGISTER_SETS {
+            return Err(Malformed::Value);
+        }
+        for _ in 0..n {
+            let slot = LicenseSlot {
+                license: LicenseId(r.u32()?),
+                origin: PostalCode::read(&mut r)?,
+            };
+            if p.licenses.iter().any(|l| l.license == slot.license) {
+                return Err(Malformed::Value);
+            }
+            p.licenses.push(slot);
+        }
+        r.finish()?;
+        let limits_ok = p.max_postage > Amount::ZERO && p.max_postage <= p.max_dr;
+        if !limits_ok || !crypto::is_valid_public_key(&p.vendor_public_key) {
+            return Err(Malformed::Value);
+        }
+        Ok(p)
+    }
+}
+
+/// The personalized device, as it lives in RAM while the card is powered.
+#[derive(Clone, Debug)]
+pub struct Device {
+    /// Serial number.
+    pub id: DeviceId,
+    /// Indicium signing key (generated inside).
+    pub key: IndiciumKey,
+    /// Its public key, cached.
+    pub public_key: [u8; PUBLIC_KEY_LEN],
+    /// K1.
+    pub k1: MacKey,
+    /// Vendor public key.
+    pub vendor_public_key: [u8; PUBLIC_KEY_LEN],
+    /// Per-piece limit.
+    pub max_postage: Amount,
+    /// DR limit.
+    pub max_dr: Amount,
+}
+
+impl Device {
+    /// A device from personalization data and a freshly generated key.
+    pub fn new(p: &Personalization, key: IndiciumKey) -> Self {
+        Device {
+            id: p.device,
+            public_key: key.public_key(),
+            key,
+            k1: MacKey::new(p.k1),
+            vendor_public_key: p.vendor_public_key,
+            max_postage: p.max_postage,
+            max_dr: p.max_dr,
+        }
+    }
+
+    /// The key identifier of the indicium key.
+    pub fn key_id(&self) -> KeyId {
+        crypto::key_id(&self.public_key)
+    }
+
+    /// Persistent record (holds the secrets; never leaves the card).
+    pub fn encode(&self) -> Zeroizing<Vec<u8>> {
+        let mut w = Zeroizing::new(Vec::with_capacity(160));
+        w.put_u8(FORMAT_VERSION);
+        w.extend_from_slice(&self.id.0);
+        w.extend_from_slice(self.key.secret_bytes().as_ref());
+        w.extend_from_slice(self.k1.expose());
+        w.extend_from_slice(&self.vendor_public_key);
+        w.put_u64(self.max_postage.0);
+        w.put_u64(self.max_dr.0);
+        w
+    }
+
+    /// Restores the device record.
+    pub fn decode(bytes: &[u8]) -> Result<Device, Malformed> {
+        let mut r = Reader::new(bytes);
+        if r.u8()? != FORMAT_VERSION {
+            return Err(Malformed::Value);
+        }
+        let id = DeviceId(r.array()?);
+        let key = IndiciumKey::from_bytes(r.take(32)?).ok_or(Malformed::Value)?;
+        let k1 = MacKey::new(r.array()?);
+        let vendor_public_key = r.array()?;
+        let max_postage = Amount(r.u64()?);
+        let max_dr = Amount(r.u64()?);
+        r.finish()?;
+        Ok(Device {
+            id,
+            public_key: key.public_key(),
+            key,
+            k1,
+            vendor_public_key,
+            max_postage,
+            max_dr,
+        })
+    }
+}
+
+/// The device's public data (GET DATA response when personalized).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeviceInfo {
+    /// Serial number.
+    pub device: DeviceId,
+    /// Identifier of the indicium key.
+    pub key_id: KeyId,
+    /// Indicium verification key (SEC1 uncompressed).
+    pub public_key: [u8; PUBLIC_KEY_LEN],
+    /// Vendor public key.
+    pub vendor_public_key: [u8; PUBLIC_KEY_LEN],
+    /// Per-piece limit.
+    pub max_postage: Amount,
+    /// DR limit.
+    pub max_dr: Amount,
+    /// Number of register sets.
+    pub register_sets: u8,
+    /// Last date of mailing used, if any.
+    pub last_date: Option<Date>,
+}
+
+/// Life-cycle byte of GET DATA: blank.
+pub const STATE_BLANK: u8 = 0x00;
+/// Life-cycle byte of GET DATA: personalized.
+pub const STATE_PERSONALIZED: u8 = 0x01;
+
+impl DeviceInfo {
+    /// GET DATA layout: state 01 | version | device ID | key ID | public key | vendor key |
+    /// max postage | max DR | sets | last date (00000000 if none).
+    pub fn write(&self, w: &mut Vec<u8>) {
+        w.put_u8(STATE_PERSONALIZED);
+        w.put_u8(FORMAT_VERSION);
+        w.extend_from_slice(&self.device.0);
+        w.extend_from_slice(&self.key_id.0);
+        w.extend_from_slice(&self.public_key);
+        w.extend_from_slice(&self.vendor_public_key);
+        w.put_u64(self.max_postage.0);
+        w.put_u64(self.max_dr.0);
+        w.put_u8(self.register_sets);
+        match self.last_date {
+            Some(d) => d.write(w),
+            None => w.put_u32(0),
+        }
+    }
+
+    /// Decodes GET DATA; `Ok(None)` for a blank device.
+    pub fn decode(bytes: &[u8]) -> Result<Option<DeviceInfo>, Malformed> {
+        let mut r = Reader::new(bytes);
+        match r.u8()? {
+            STATE_BLANK => return r.finish().map(|_| None),
+            STATE_PERSONALIZED => {}
+            _ => return Err(Malformed::Value),
+        }
+        if r.u8()? != FORMAT_VERSION {
+            return Err(Malformed::Value);
+        }
+        let device = DeviceId(r.array()?);
+        let key_id = KeyId(r.array()?);
+        let public_key = r.array()?;
+        let vendor_public_key = r.array()?;
+        let max_postage = Amount(r.u64()?);
+        let max_dr = Amount(r.u64()?);
+        let register_sets = r.u8()?;
+        let last_date = if r.remaining().starts_with(&[0, 0, 0, 0]) {
+            r.take(4)?;
+            None
+        } else {
+            Some(Date::read(&mut r)?)
+        };
+        r.finish()?;
+        Ok(Some(DeviceInfo {
+            device,
+            key_id,
+            public_key,
+            vendor_public_key,
+            max_postage,
+            max_dr,
+            register_sets,
+            last_date,
+        }))
+    }
+}

@@ -1,0 +1,189 @@
+//! The indicium: what the PSD signs for each mail piece, and its verifier.
+//!
+//! Layout (version 1, big-endian, `docs/apdu.md` § Indicium):
+//!
+//! ```text
+//! version 1 | algorithm 1 | key ID 4 | device ID 8 | license 4 | AR 8 | DR 8 |
+//! piece count 4 | postage 8 | date 4 | rate 2 | origin 1+n | destination 1+n ‖ signature 64
+//! ```
+//!
+//! The signature is ECDSA P-256 with SHA-256 over every byte before it. The verifier needs
+//! nothing but the bytes and the device's public key, so it runs anywhere (`no_std`).
+
+use alloc::vec::Vec;
+
+use crate::crypto::{self, SIGNATURE_LEN};
+use crate::types::{
+    Amount, Date, DeviceId, KeyId, LicenseId, PieceCount, PostalCode, RateCategory, TransactionId,
+};
+use crate::wire::{Malformed, Reader, Writer};
+
+/// Layout version of the indicium.
+pub const INDICIUM_VERSION: u8 = 1;
+/// Algorithm identifier: ECDSA P-256 with SHA-256.
+pub const ALG_ECDSA_P256_SHA256: u8 = 1;
+
+/// What a host asks for (ISSUE INDICIUM command data).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IndiciumRequest {
+    /// The host's ID for this request; a retry with the same ID returns the same indicium.
+    pub transaction: TransactionId,
+    /// Postage for the piece.
+    pub postage: Amount,
+    /// Date of mailing.
+    pub date: Date,
+    /// Rate category.
+    pub rate: RateCategory,
+    /// Origin postal code (must be the license's).
+    pub origin: PostalCode,
+    /// Destination postal code.
+    pub destination: PostalCode,
+}
+
+impl IndiciumRequest {
+    /// Command data layout: `txn 8 | postage 8 | date 4 | rate 2 | origin 1+n | dest 1+n`.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut w = Vec::with_capacity(48);
+        w.extend_from_slice(&self.transaction.0);
+        w.put_u64(self.postage.0);
+        self.date.write(&mut w);
+        w.put_u16(self.rate.0);
+        self.origin.write(&mut w);
+        self.destination.write(&mut w);
+        w
+    }
+
+    /// Parses command data.
+    pub fn decode(bytes: &[u8]) -> Result<Self, Malformed> {
+        let mut r = Reader::new(bytes);
+        let req = IndiciumRequest {
+            transaction: TransactionId(r.array()?),
+            postage: Amount(r.u64()?),
+            date: Date::read(&mut r)?,
+            rate: RateCategory(r.u16()?),
+            origin: PostalCode::read(&mut r)?,
+            destination: PostalCode::read(&mut r)?,
+        };
+        r.finish()?;
+        Ok(req)
+    }
+}
+
+/// The signed content of an indicium.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IndiciumData {
+    /// Identifier of the signing key.
+    pub key_id: KeyId,
+    /// The PSD that made it.
+    pub device: DeviceId,
+    /// The license (register set) it was debited from.
+    pub license: LicenseId,
+    /// AR after this piece.
+    pub ar: Amount,
+    /// DR after this piece.
+    pub dr: Amount,
+    /// Piece count including this piece.
+    pub pieces: PieceCount,
+    /// Postage paid.
+    pub postage: Amount,
+    /// Date of mailing.
+    pub date: Date,
+    /// Rate category.
+    pub rate: RateCategory,
+    /// Origin postal code.
+    pub origin: PostalCode,
+    /// Destination postal code.
+    pub destination: PostalCode,
+}
+
+impl IndiciumData {
+    /// The bytes that are signed.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut w = Vec::with_capacity(96);
+        w.put_u8(INDICIUM_VERSION);
+        w.put_u8(ALG_ECDSA_P256_SHA256);
+        w.extend_from_slice(&self.key_id.0);
+        w.extend_from_slice(&self.device.0);
+        w.put_u32(self.license.0);
+        w.put_u64(self.ar.0);
+        w.put_u64(self.dr.0);
+        w.put_u32(self.pieces.0);
+        w.put_u64(self.postage.0);
+        self.date.write(&mut w);
+        w.put_u16(self.rate.0);
+        self.origin.write(&mut w);
+        self.destination.write(&mut w);
+        w
+    }
+
+    /// Decodes the signed bytes (without signature).
+    pub fn decode(bytes: &[u8]) -> Result<Self, Malformed> {
+        let mut r = Reader::new(bytes);
+        if r.u8()? != INDICIUM_VERSION || r.u8()? != ALG_ECDSA_P256_SHA256 {
+            return Err(Malformed::Value);
+        }
+        let data = IndiciumData {
+            key_id: KeyId(r.array()?),
+            device: DeviceId(r.array()?),
+            license: LicenseId(r.u32()?),
+            ar: Amount(r.u64()?),
+            dr: Amount(r.u64()?),
+            pieces: PieceCount(r.u32()?),
+            postage: Amount(r.u64()?),
+            date: Date::read(&mut r)?,
+            rate: RateCategory(r.u16()?),
+            origin: PostalCode::read(&mut r)?,
+            destination: PostalCode::read(&mut r)?,
+        };
+        r.finish()?;
+        Ok(data)
+    }
+
+    /// Whether this indicium answers `req` (same postage, date, rate, codes).
+    pub fn answers(&self, req: &IndiciumRequest) -> bool {
+        self.postage == req.postage
+            && self.date == req.date
+            && self.rate == req.rate
+            && self.origin == req.origin
+            && self.destination == req.destination
+    }
+}
+
+/// Why an indicium does not verify.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VerifyError {
+    /// Shorter than a signature, or the fields do not decode.
+    Malformed,
+    /// The key ID in the indicium is not the given key's.
+    WrongKey,
+    /// The signature does not verify.
+    BadSignature,
+}
+
+impl core::fmt::Display for VerifyError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(match self {
+            VerifyError::Malformed => "indicium malformed",
+            VerifyError::WrongKey => "indicium signed under another key",
+            VerifyError::BadSignature => "indicium signature invalid",
+        })
+    }
+}
+
+/// Checks an indicium (signed bytes ‖ 64-byte signature) against the device's SEC1 public
+/// key and returns every field.
+pub fn verify(indicium: &[u8], public_key: &[u8]) -> Result<IndiciumData, VerifyError> {
+    let split = indicium
+        .len()
+        .checked_sub(SIGNATURE_LEN)
+        .ok_or(VerifyError::Malformed)?;
+    let (signed, signature) = indicium.split_at(split);
+    let data = IndiciumData::decode(signed).map_err(|_| VerifyError::Malformed)?;
+    if data.key_id != crypto::key_id(public_key) {
+        return Err(VerifyError::WrongKey);
+    }
+    if !crypto::verify_signature(public_key, signed, signature) {
+        return Err(VerifyError::BadSignature);
+    }
+    Ok(data)
+}

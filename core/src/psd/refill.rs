@@ -1,0 +1,92 @@
+//! The refill message (seed 000, steps 265-305): a refill combination bound to one device,
+//! one register set, one amount and the audited control sum and refill count, MACed under
+//! K1 by the key management system. It can be applied once: applying it moves the refill
+//! count on, so the same message is then a replay.
+//!
+//! Layout (`docs/apdu.md` § REFILL):
+//!
+//! ```text
+//! tag B1 | version 1 | device ID 8 | license 4 | amount 8 | control sum 8 |
+//! refill count 4 | combination ID 8 ‖ AES-CMAC(K1) 16
+//! ```
+
+use alloc::vec::Vec;
+
+use crate::crypto::{MacKey, MAC_LEN};
+use crate::types::{Amount, DeviceId, LicenseId, RefillCount};
+use crate::wire::{Malformed, Reader, Writer};
+
+/// First byte of a refill message.
+pub const REFILL_TAG: u8 = 0xB1;
+/// Length of a sealed refill message.
+pub const REFILL_MESSAGE_LEN: usize = 42 + MAC_LEN;
+
+/// The refill combination (what the recharging center decides).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RefillCombination {
+    /// The device it is for.
+    pub device: DeviceId,
+    /// The license (register set) it credits.
+    pub license: LicenseId,
+    /// The amount credited to DR.
+    pub amount: Amount,
+    /// The control sum the audit showed; the refill applies only to a set that still has it.
+    pub control_sum: Amount,
+    /// The refill count the audit showed.
+    pub refills: RefillCount,
+    /// The recharging center's reference for this combination.
+    pub combination_id: [u8; 8],
+}
+
+impl RefillCombination {
+    fn body(&self) -> Vec<u8> {
+        let mut w = Vec::with_capacity(REFILL_MESSAGE_LEN);
+        w.put_u8(REFILL_TAG);
+        w.put_u8(1);
+        w.extend_from_slice(&self.device.0);
+        w.put_u32(self.license.0);
+        w.put_u64(self.amount.0);
+        w.put_u64(self.control_sum.0);
+        w.put_u32(self.refills.0);
+        w.extend_from_slice(&self.combination_id);
+        w
+    }
+
+    /// The refill message: combination ‖ CMAC under K1 (the KMS's step 275).
+    pub fn seal(&self, k1: &MacKey) -> Vec<u8> {
+        let mut msg = self.body();
+        let tag = k1.mac(&[&msg]);
+        msg.extend_from_slice(&tag);
+        msg
+    }
+
+    /// Checks the MAC (step 290) and decodes the combination. `Err(None)` is a bad MAC;
+    /// `Err(Some(_))` a malformed message.
+    pub fn open(msg: &[u8], k1: &MacKey) -> Result<RefillCombination, Option<Malformed>> {
+        if msg.len() != REFILL_MESSAGE_LEN {
+            return Err(Some(Malformed::Length));
+        }
+        let (body, tag) = msg.split_at(REFILL_MESSAGE_LEN - MAC_LEN);
+        if !k1.verify(&[body], tag) {
+            return Err(None);
+        }
+        Self::decode_body(body).map_err(Some)
+    }
+
+    fn decode_body(body: &[u8]) -> Result<RefillCombination, Malformed> {
+        let mut r = Reader::new(body);
+        if r.u8()? != REFILL_TAG || r.u8()? != 1 {
+            return Err(Malformed::Value);
+        }
+        let c = RefillCombination {
+            device: DeviceId(r.array()?),
+            license: LicenseId(r.u32()?),
+            amount: Amount(r.u64()?),
+            control_sum: Amount(r.u64()?),
+            refills: RefillCount(r.u32()?),
+            combination_id: r.array()?,
+        };
+        r.finish()?;
+        Ok(c)
+    }
+}

@@ -1,0 +1,212 @@
+//! A register set: the accounting of one meter license inside the PSD (seed 003).
+//!
+//! AR (ascending register) is postage used, DR (descending register) postage left, and the
+//! control sum AR + DR moves only when a refill credits DR. Every change returns a new
+//! set (checked arithmetic), so the caller can commit it before it replaces the old one.
+
+use alloc::vec::Vec;
+
+use crate::status::Status;
+use crate::types::{Amount, LicenseId, PieceCount, PostalCode, RefillCount, TransactionId};
+use crate::wire::{Malformed, Reader, Writer};
+
+/// One register set.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RegisterSet {
+    /// The meter license this set accounts for.
+    pub license: LicenseId,
+    /// The license's town: indicia on this set must name it as origin.
+    pub origin: PostalCode,
+    /// Ascending register: postage used.
+    pub ar: Amount,
+    /// Descending register: postage left.
+    pub dr: Amount,
+    /// AR + DR, raised only by refills.
+    pub control_sum: Amount,
+    /// Mail pieces franked.
+    pub pieces: PieceCount,
+    /// Refills applied.
+    pub refills: RefillCount,
+    /// The last indicium issued on this set and the host transaction that asked for it,
+    /// kept so a host that lost the reply gets the same indicium, not a second debit.
+    pub last_indicium: Option<(TransactionId, Vec<u8>)>,
+}
+
+impl RegisterSet {
+    /// A fresh set for `license`: all registers zero.
+    pub fn new(license: LicenseId, origin: PostalCode) -> Self {
+        Self {
+            license,
+            origin,
+            ar: Amount::ZERO,
+            dr: Amount::ZERO,
+            control_sum: Amount::ZERO,
+            pieces: PieceCount(0),
+            refills: RefillCount(0),
+            last_indicium: None,
+        }
+    }
+
+    /// Whether AR + DR equals the control sum.
+    pub fn is_consistent(&self) -> bool {
+        self.ar.checked_add(self.dr) == Some(self.control_sum)
+    }
+
+    /// The set after franking one piece of `postage`: DR debited, AR credited, piece
+    /// counted. Refused if DR is short or a counter would overflow.
+    pub fn debit(&self, postage: Amount) -> Result<RegisterSet, Status> {
+        if !self.is_consistent() {
+            return Err(Status::Internal);
+        }
+        let dr = self
+            .dr
+            .checked_sub(postage)
+            .ok_or(Status::InsufficientFunds)?;
+        let ar = self
+            .ar
+            .checked_add(postage)
+            .ok_or(Status::CounterOverflow)?;
+        let pieces = self.pieces.checked_next().ok_or(Status::CounterOverflow)?;
+        Ok(RegisterSet {
+            ar,
+            dr,
+            pieces,
+            ..self.clone()
+        })
+    }
+
+    /// The set after a refill of `amount`: DR and the control sum raised, refill counted.
+    /// Refused above `max_dr` or on overflow.
+    pub fn credit(&self, amount: Amount, max_dr: Amount) -> Result<RegisterSet, Status> {
+        if !self.is_consistent() {
+            return Err(Status::Internal);
+        }
+        let dr = self.dr.checked_add(amount).ok_or(Status::CounterOverflow)?;
+        if dr > max_dr {
+            return Err(Status::RefillAboveLimit);
+        }
+        let control_sum = self
+            .control_sum
+            .checked_add(amount)
+            .ok_or(Status::CounterOverflow)?;
+        let refills = self.refills.checked_next().ok_or(Status::CounterOverflow)?;
+        Ok(RegisterSet {
+            dr,
+            control_sum,
+            refills,
+            ..self.clone()
+        })
+    }
+
+    /// The public readout (READ REGISTERS response).
+    pub fn readout(&self) -> Registers {
+        Registers {
+            license: self.license,
+            origin: self.origin,
+            ar: self.ar,
+            dr: self.dr,
+            control_sum: self.control_sum,
+            pieces: self.pieces,
+            refills: self.refills,
+        }
+    }
+
+    /// Persistent encoding (record layout, version 1).
+    pub fn encode(&self) -> Vec<u8> {
+        let mut w = Vec::with_capacity(64);
+        w.put_u8(1);
+        w.put_u32(self.license.0);
+        self.origin.write(&mut w);
+        w.put_u64(self.ar.0);
+        w.put_u64(self.dr.0);
+        w.put_u64(self.control_sum.0);
+        w.put_u32(self.pieces.0);
+        w.put_u32(self.refills.0);
+        match &self.last_indicium {
+            None => w.put_u8(0),
+            Some((txn, payload)) => {
+                w.put_u8(1);
+                w.extend_from_slice(&txn.0);
+                w.put_u16(payload.len() as u16);
+                w.extend_from_slice(payload);
+            }
+        }
+        w
+    }
+
+    /// Decodes a persistent record; a set whose AR + DR is not its control sum is refused.
+    pub fn decode(bytes: &[u8]) -> Result<RegisterSet, Malformed> {
+        let mut r = Reader::new(bytes);
+        if r.u8()? != 1 {
+            return Err(Malformed::Value);
+        }
+        let mut set = RegisterSet::new(LicenseId(r.u32()?), PostalCode::read(&mut r)?);
+        set.ar = Amount(r.u64()?);
+        set.dr = Amount(r.u64()?);
+        set.control_sum = Amount(r.u64()?);
+        set.pieces = PieceCount(r.u32()?);
+        set.refills = RefillCount(r.u32()?);
+        set.last_indicium = match r.u8()? {
+            0 => None,
+            1 => {
+                let txn = TransactionId(r.array()?);
+                let n = r.u16()?;
+                Some((txn, r.take(usize::from(n))?.to_vec()))
+            }
+            _ => return Err(Malformed::Value),
+        };
+        r.finish()?;
+        if !set.is_consistent() {
+            return Err(Malformed::Value);
+        }
+        Ok(set)
+    }
+}
+
+/// The registers as a host reads them (READ REGISTERS; also the REFILL response).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Registers {
+    /// License of the set.
+    pub license: LicenseId,
+    /// Origin postal code of the license.
+    pub origin: PostalCode,
+    /// Ascending register.
+    pub ar: Amount,
+    /// Descending register.
+    pub dr: Amount,
+    /// Control sum (AR + DR).
+    pub control_sum: Amount,
+    /// Piece count.
+    pub pieces: PieceCount,
+    /// Refill count.
+    pub refills: RefillCount,
+}
+
+impl Registers {
+    /// Appends the readout layout.
+    pub fn write(&self, w: &mut Vec<u8>) {
+        w.put_u32(self.license.0);
+        self.origin.write(w);
+        w.put_u64(self.ar.0);
+        w.put_u64(self.dr.0);
+        w.put_u64(self.control_sum.0);
+        w.put_u32(self.pieces.0);
+        w.put_u32(self.refills.0);
+    }
+
+    /// Decodes the readout layout.
+    pub fn decode(bytes: &[u8]) -> Result<Registers, Malformed> {
+        let mut r = Reader::new(bytes);
+        let regs = Registers {
+            license: LicenseId(r.u32()?),
+            origin: PostalCode::read(&mut r)?,
+            ar: Amount(r.u64()?),
+            dr: Amount(r.u64()?),
+            control_sum: Amount(r.u64()?),
+            pieces: PieceCount(r.u32()?),
+            refills: RefillCount(r.u32()?),
+        };
+        r.finish()?;
+        Ok(regs)
+    }
+}

@@ -1,0 +1,182 @@
+//! Every status word the card can answer, in one table.
+//!
+//! Each layer reports failures as a [`Status`]; [`Status::sw`] is the only place where a
+//! failure becomes the two bytes a host sees. `docs/apdu.md` documents the same table.
+
+/// A command's outcome other than success, mapped once to an ISO 7816-4 status word.
+///
+/// The `9Axx` words are proprietary (ISO 7816-4 leaves `9XXX` other than `9000` to the
+/// application): they name the postage-specific refusals so a host can tell them apart.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Status {
+    /// `6581` the persistent store could not commit (power lost, I/O error); nothing changed.
+    MemoryFailure,
+    /// `6700` Lc or Le is not what the command needs, or the APDU is malformed.
+    WrongLength,
+    /// `6881` logical channels are not supported.
+    LogicalChannelNotSupported,
+    /// `6882` secure messaging is not supported.
+    SecureMessagingNotSupported,
+    /// `6883` a chain was interrupted by another command; the chain is dropped.
+    LastCommandOfChainExpected,
+    /// `6982` a MAC or signature did not verify.
+    SecurityStatusNotSatisfied,
+    /// `6985` the command is not allowed in the device's life-cycle state
+    /// (not yet personalized, or personalized already).
+    ConditionsNotSatisfied,
+    /// `6A80` a field of the command data is out of range or malformed.
+    WrongData,
+    /// `6A82` no applet with that AID (or no file with that identifier).
+    NotFound,
+    /// `6A86` P1 or P2 is not valid for this instruction.
+    IncorrectP1P2,
+    /// `6A88` the referenced register set does not exist.
+    ReferencedDataNotFound,
+    /// `6B00` P1/P2 out of range for GET RESPONSE (no pending response).
+    WrongP1P2,
+    /// `6D00` instruction not supported.
+    InstructionNotSupported,
+    /// `6E00` class not supported.
+    ClassNotSupported,
+    /// `6F00` an invariant the card keeps was found broken; nothing changed.
+    Internal,
+    /// `9A01` the descending register holds less than the postage asked for.
+    InsufficientFunds,
+    /// `9A02` postage above the device's per-piece limit.
+    PostageAboveLimit,
+    /// `9A03` date of mailing earlier than the last one used on this device.
+    DateBeforeLastUsed,
+    /// `9A04` origin postal code is not the one of the register set's license.
+    OriginMismatch,
+    /// `9A05` date of mailing too far ahead of the platform's clock.
+    DateTooFarAhead,
+    /// `9A06` a register or counter would overflow; it stays where it is.
+    CounterOverflow,
+    /// `9A07` client transaction ID reused with different indicium data.
+    TransactionIdReused,
+    /// `9A10` refill message made for another device.
+    RefillWrongDevice,
+    /// `9A11` refill message made for another license / register set.
+    RefillWrongLicense,
+    /// `9A12` refill message already applied (refill count behind the device's).
+    RefillReplayed,
+    /// `9A13` refill message bound to a control sum / refill count the device no longer has.
+    RefillStale,
+    /// `9A14` the refill would raise the descending register above its maximum.
+    RefillAboveLimit,
+}
+
+impl Status {
+    /// The status word (SW1 SW2) for this outcome.
+    pub const fn sw(self) -> u16 {
+        use Status::*;
+        match self {
+            MemoryFailure => 0x6581,
+            WrongLength => 0x6700,
+            LogicalChannelNotSupported => 0x6881,
+            SecureMessagingNotSupported => 0x6882,
+            LastCommandOfChainExpected => 0x6883,
+            SecurityStatusNotSatisfied => 0x6982,
+            ConditionsNotSatisfied => 0x6985,
+            WrongData => 0x6A80,
+            NotFound => 0x6A82,
+            IncorrectP1P2 => 0x6A86,
+            ReferencedDataNotFound => 0x6A88,
+            WrongP1P2 => 0x6B00,
+            InstructionNotSupported => 0x6D00,
+            ClassNotSupported => 0x6E00,
+            Internal => 0x6F00,
+            InsufficientFunds => 0x9A01,
+            PostageAboveLimit => 0x9A02,
+            DateBeforeLastUsed => 0x9A03,
+            OriginMismatch => 0x9A04,
+            DateTooFarAhead => 0x9A05,
+            CounterOverflow => 0x9A06,
+            TransactionIdReused => 0x9A07,
+            RefillWrongDevice => 0x9A10,
+            RefillWrongLicense => 0x9A11,
+            RefillReplayed => 0x9A12,
+            RefillStale => 0x9A13,
+            RefillAboveLimit => 0x9A14,
+        }
+    }
+
+    /// Every status, for documentation and tests that walk the table.
+    pub const ALL: [Status; 27] = {
+        use Status::*;
+        [
+            MemoryFailure,
+            WrongLength,
+            LogicalChannelNotSupported,
+            SecureMessagingNotSupported,
+            LastCommandOfChainExpected,
+            SecurityStatusNotSatisfied,
+            ConditionsNotSatisfied,
+            WrongData,
+            NotFound,
+            IncorrectP1P2,
+            ReferencedDataNotFound,
+            WrongP1P2,
+            InstructionNotSupported,
+            ClassNotSupported,
+            Internal,
+            InsufficientFunds,
+            PostageAboveLimit,
+            DateBeforeLastUsed,
+            OriginMismatch,
+            DateTooFarAhead,
+            CounterOverflow,
+            TransactionIdReused,
+            RefillWrongDevice,
+            RefillWrongLicense,
+            RefillReplayed,
+            RefillStale,
+            RefillAboveLimit,
+        ]
+    };
+
+    /// The status a host sees for a status word, if the card can send it.
+    pub fn from_sw(sw: u16) -> Option<Status> {
+        Self::ALL.iter().copied().find(|s| s.sw() == sw)
+    }
+
+    /// A short English description, for host-side error messages.
+    pub const fn describe(self) -> &'static str {
+        use Status::*;
+        match self {
+            MemoryFailure => "persistent memory failure; nothing changed",
+            WrongLength => "wrong length",
+            LogicalChannelNotSupported => "logical channel not supported",
+            SecureMessagingNotSupported => "secure messaging not supported",
+            LastCommandOfChainExpected => "last command of the chain expected",
+            SecurityStatusNotSatisfied => "MAC or signature invalid",
+            ConditionsNotSatisfied => "not allowed in the device's life-cycle state",
+            WrongData => "incorrect command data",
+            NotFound => "application or file not found",
+            IncorrectP1P2 => "incorrect P1/P2",
+            ReferencedDataNotFound => "register set not found",
+            WrongP1P2 => "wrong P1/P2 (no response pending)",
+            InstructionNotSupported => "instruction not supported",
+            ClassNotSupported => "class not supported",
+            Internal => "internal error",
+            InsufficientFunds => "insufficient funds in the descending register",
+            PostageAboveLimit => "postage above the per-piece limit",
+            DateBeforeLastUsed => "date earlier than the last date used",
+            OriginMismatch => "origin postal code does not match the license",
+            DateTooFarAhead => "date too far ahead of the device clock",
+            CounterOverflow => "register or counter would overflow",
+            TransactionIdReused => "transaction ID reused with different data",
+            RefillWrongDevice => "refill message for another device",
+            RefillWrongLicense => "refill message for another license",
+            RefillReplayed => "refill message already applied",
+            RefillStale => "refill message bound to a stale control sum",
+            RefillAboveLimit => "refill would exceed the maximum descending register",
+        }
+    }
+}
+
+/// Status word for success.
+pub const SW_OK: u16 = 0x9000;
+
+/// Status word prefix telling the host more response bytes wait for GET RESPONSE.
+pub const SW1_BYTES_REMAINING: u8 = 0x61;

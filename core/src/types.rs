@@ -1,0 +1,234 @@
+//! Domain types: money, counters, identities, dates and postal codes.
+//!
+//! Each carries its meaning so a piece count can never be added to an amount, and each
+//! arithmetic step that could overflow is `checked`.
+
+use core::fmt;
+use serde::{Deserialize, Serialize};
+
+use crate::wire::{Malformed, Reader, Writer};
+use alloc::vec::Vec;
+
+/// Money in minor currency units (cents). Registers and postage are `Amount`s.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+pub struct Amount(pub u64);
+
+impl Amount {
+    /// Zero.
+    pub const ZERO: Amount = Amount(0);
+    /// `self + other`, or `None` on overflow.
+    pub fn checked_add(self, other: Amount) -> Option<Amount> {
+        self.0.checked_add(other.0).map(Amount)
+    }
+    /// `self - other`, or `None` if `other` is larger.
+    pub fn checked_sub(self, other: Amount) -> Option<Amount> {
+        self.0.checked_sub(other.0).map(Amount)
+    }
+    /// Minor units.
+    pub const fn minor(self) -> u64 {
+        self.0
+    }
+}
+
+impl fmt::Display for Amount {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{:02}", self.0 / 100, self.0 % 100)
+    }
+}
+
+/// Number of mail pieces franked on a register set.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+pub struct PieceCount(pub u32);
+
+impl PieceCount {
+    /// The next count, or `None` at the top (a stuck counter, never a wrapped one).
+    pub fn checked_next(self) -> Option<PieceCount> {
+        self.0.checked_add(1).map(PieceCount)
+    }
+}
+
+/// Number of refills applied to a register set.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+pub struct RefillCount(pub u32);
+
+impl RefillCount {
+    /// The next count, or `None` at the top.
+    pub fn checked_next(self) -> Option<RefillCount> {
+        self.0.checked_add(1).map(RefillCount)
+    }
+}
+
+/// The device's serial number, unique per PSD (8 bytes).
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+pub struct DeviceId(pub [u8; 8]);
+
+impl fmt::Display for DeviceId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.iter().try_for_each(|b| write!(f, "{b:02X}"))
+    }
+}
+
+/// A meter license number granted by the postal authority.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+pub struct LicenseId(pub u32);
+
+impl fmt::Display for LicenseId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// Which register set of the device (0-based slot; APDU P2).
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+pub struct RegisterSetIndex(pub u8);
+
+/// Identifies the indicium signing key: the first 4 bytes of SHA-256 of its SEC1 point.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct KeyId(pub [u8; 4]);
+
+/// Rate category (service / product code) of a mail piece.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct RateCategory(pub u16);
+
+/// A host's identifier for one indicium request; a retry with the same ID returns the
+/// same indicium instead of debiting twice.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct TransactionId(pub [u8; 8]);
+
+/// A calendar date of mailing. Encoded as year (2 bytes), month, day, so that byte order
+/// is date order.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+pub struct Date {
+    /// Year, e.g. 2026.
+    pub year: u16,
+    /// Month 1-12.
+    pub month: u8,
+    /// Day 1-31 (as the month allows).
+    pub day: u8,
+}
+
+impl Date {
+    /// A valid Gregorian date between 2000-01-01 and 9999-12-31, or `None`.
+    pub fn new(year: u16, month: u8, day: u8) -> Option<Date> {
+        if !(2000..=9999).contains(&year) || !(1..=12).contains(&month) || day == 0 {
+            return None;
+        }
+        let leap = (year.is_multiple_of(4) && !year.is_multiple_of(100)) || year.is_multiple_of(400);
+        let days = match month {
+            2 if leap => 29,
+            2 => 28,
+            4 | 6 | 9 | 11 => 30,
+            _ => 31,
+        };
+        (day <= days).then_some(Date { year, month, day })
+    }
+
+    /// Days since 2000-01-01 (for "how far ahead" checks).
+    pub fn day_number(self) -> u32 {
+        // Civil-from-days inverse (H. Hinnant's algorithm), shifted to 2000-01-01 = 0.
+        let y = u32::from(self.year) - u32::from(self.month <= 2);
+        let era = y / 400;
+        let yoe = y - era * 400;
+        let m = u32::from(self.month);
+        let mp = if m > 2 { m - 3 } else { m + 9 };
+        let doy = (153 * mp + 2) / 5 + u32::from(self.day) - 1;
+        let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+        (era * 146_097 + doe).saturating_sub(730_425)
+    }
+
+    /// Reads the 4-byte encoding, refusing impossible dates.
+    pub fn read(r: &mut Reader<'_>) -> Result<Date, Malformed> {
+        let year = r.u16()?;
+        let month = r.u8()?;
+        let day = r.u8()?;
+        Date::new(year, month, day).ok_or(Malformed::Value)
+    }
+
+    /// Appends the 4-byte encoding.
+    pub fn write(self, w: &mut Vec<u8>) {
+        w.put_u16(self.year);
+        w.put_u8(self.month);
+        w.put_u8(self.day);
+    }
+}
+
+impl fmt::Display for Date {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:04}-{:02}-{:02}", self.year, self.month, self.day)
+    }
+}
+
+/// A postal code: 1 to 10 characters of `A-Z`, `0-9`, space or hyphen.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct PostalCode {
+    len: u8,
+    bytes: [u8; PostalCode::MAX],
+}
+
+impl PostalCode {
+    /// Longest postal code accepted.
+    pub const MAX: usize = 10;
+
+    /// A postal code from its characters, or `None` if empty, too long or not allowed.
+    pub fn new(code: &[u8]) -> Option<PostalCode> {
+        if code.is_empty() || code.len() > Self::MAX {
+            return None;
+        }
+        if !code
+            .iter()
+            .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || *c == b' ' || *c == b'-')
+        {
+            return None;
+        }
+        let mut bytes = [0u8; Self::MAX];
+        bytes[..code.len()].copy_from_slice(code);
+        Some(PostalCode {
+            len: code.len() as u8,
+            bytes,
+        })
+    }
+
+    /// The characters.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..usize::from(self.len).min(Self::MAX)]
+    }
+
+    /// Reads a length byte and the characters.
+    pub fn read(r: &mut Reader<'_>) -> Result<PostalCode, Malformed> {
+        PostalCode::new(r.short_bytes()?).ok_or(Malformed::Value)
+    }
+
+    /// Appends a length byte and the characters.
+    pub fn write(&self, w: &mut Vec<u8>) {
+        w.put_short_bytes(self.as_bytes());
+    }
+}
+
+impl fmt::Display for PostalCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Only ASCII is ever stored.
+        self.as_bytes()
+            .iter()
+            .try_for_each(|&c| write!(f, "{}", c as char))
+    }
+}
+
+impl fmt::Debug for PostalCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "PostalCode({self})")
+    }
+}

@@ -1,0 +1,399 @@
+//! The PSD's flows end to end, in-process, as APDU exchanges (SYSTEM.md flows 1-3).
+
+use openpsd_core::crypto::MacKey;
+use openpsd_core::psd::audit::AuditData;
+use openpsd_core::psd::device::DeviceInfo;
+use openpsd_core::psd::host;
+use openpsd_core::psd::indicium::{self, VerifyError};
+use openpsd_core::psd::refill::RefillCombination;
+use openpsd_core::store::MemStore;
+use openpsd_core::types::*;
+use openpsd_core::Status;
+use openpsd_tests::*;
+
+const SET0: RegisterSetIndex = RegisterSetIndex(0);
+const SET1: RegisterSetIndex = RegisterSetIndex(1);
+
+#[test]
+fn personalization_generates_key_inside_and_is_refused_a_second_time() {
+    let mut card = blank_card(1);
+    let blank = expect_ok(&card.transmit(&host::get_data()));
+    assert_eq!(DeviceInfo::decode(&blank).unwrap(), None);
+
+    let resp = expect_ok(&card.transmit(&host::personalize(&personalization())));
+    assert_eq!(resp.len(), 4 + 65);
+    let info = DeviceInfo::decode(&expect_ok(&card.transmit(&host::get_data())))
+        .unwrap()
+        .unwrap();
+    assert_eq!(info.device, DEVICE);
+    assert_eq!(&info.public_key[..], &resp[4..]);
+    assert_eq!(info.key_id.0, resp[..4]);
+    assert_eq!(info.vendor_public_key, vendor_public_key());
+    assert_eq!(
+        (info.max_postage, info.max_dr, info.register_sets),
+        (MAX_POSTAGE, MAX_DR, 2)
+    );
+
+    // Once only: the second attempt changes nothing, not even the key.
+    expect_refused(
+        &card.transmit(&host::personalize(&personalization())),
+        Status::ConditionsNotSatisfied,
+    );
+    let again = DeviceInfo::decode(&expect_ok(&card.transmit(&host::get_data())))
+        .unwrap()
+        .unwrap();
+    assert_eq!(again, info);
+}
+
+#[test]
+fn personalization_with_bad_data_is_refused_and_leaves_a_blank_card() {
+    let mut card = blank_card(2);
+    let mut p = personalization();
+    p.vendor_public_key[10] ^= 0xFF; // not a point on the curve
+    expect_refused(&card.transmit(&host::personalize(&p)), Status::WrongData);
+    let mut p = personalization();
+    p.max_postage = Amount(MAX_DR.0 + 1);
+    expect_refused(&card.transmit(&host::personalize(&p)), Status::WrongData);
+    let data = personalization().encode();
+    let cut = host::command(0x80, 0x10, 0, 0, &data[..data.len() - 1], 256);
+    expect_refused(&card.transmit(&cut), Status::WrongLength);
+    assert_eq!(card.store().writes(), 0, "nothing was written");
+    assert_eq!(
+        DeviceInfo::decode(&expect_ok(&card.transmit(&host::get_data()))).unwrap(),
+        None
+    );
+}
+
+#[test]
+fn commands_before_personalization_are_refused() {
+    let mut card = blank_card(3);
+    expect_refused(
+        &card.transmit(&host::read_registers(SET0)),
+        Status::ConditionsNotSatisfied,
+    );
+    expect_refused(
+        &card.transmit(&host::issue_indicium(SET0, &request(1, 100, 21))),
+        Status::ConditionsNotSatisfied,
+    );
+    expect_refused(
+        &card.transmit(&host::audit(SET0, &[0; 16])),
+        Status::ConditionsNotSatisfied,
+    );
+}
+
+#[test]
+fn register_sets_start_at_zero_for_each_license() {
+    let (mut card, _) = personalized_card(4);
+    for (i, (license, origin)) in LICENSES.iter().enumerate() {
+        let r = registers(&mut card, i as u8);
+        assert_eq!(r.license, LicenseId(*license));
+        assert_eq!(r.origin.as_bytes(), *origin);
+        assert_eq!(
+            (r.ar, r.dr, r.control_sum, r.pieces, r.refills),
+            (
+                Amount(0),
+                Amount(0),
+                Amount(0),
+                PieceCount(0),
+                RefillCount(0)
+            )
+        );
+    }
+    expect_refused(
+        &card.transmit(&host::read_registers(RegisterSetIndex(2))),
+        Status::ReferencedDataNotFound,
+    );
+}
+
+#[test]
+fn indicium_debits_dr_credits_ar_counts_the_piece_and_verifies() {
+    let (mut card, pk) = funded_card(5, 50_000);
+    let ind = expect_ok(&card.transmit(&host::issue_indicium(SET0, &request(1, 85, 21))));
+    let d = indicium::verify(&ind, &pk).expect("indicium verifies");
+    assert_eq!(d.device, DEVICE);
+    assert_eq!(d.license, LicenseId(LICENSES[0].0));
+    assert_eq!(
+        (d.ar, d.dr, d.pieces, d.postage),
+        (Amount(85), Amount(49_915), PieceCount(1), Amount(85))
+    );
+    assert_eq!(d.date, Date::new(2026, 11, 21).unwrap());
+    assert_eq!(d.origin.as_bytes(), b"10115");
+    assert_eq!(d.destination.as_bytes(), b"20095");
+    assert_eq!(d.rate, RateCategory(1));
+
+    let r = registers(&mut card, 0);
+    assert_eq!(
+        (r.ar, r.dr, r.control_sum, r.pieces),
+        (Amount(85), Amount(49_915), Amount(50_000), PieceCount(1))
+    );
+
+    // The verifier refuses a changed byte, a foreign key, and garbage.
+    let mut forged = ind.clone();
+    forged[30] ^= 1;
+    assert_eq!(
+        indicium::verify(&forged, &pk),
+        Err(VerifyError::BadSignature)
+    );
+    let (_, other_pk) = personalized_card(99);
+    assert_eq!(
+        indicium::verify(&ind, &other_pk),
+        Err(VerifyError::WrongKey)
+    );
+    assert_eq!(
+        indicium::verify(&ind[..40], &pk),
+        Err(VerifyError::Malformed)
+    );
+}
+
+#[test]
+fn indicium_with_insufficient_funds_is_refused_and_registers_unchanged() {
+    let (mut card, _) = funded_card(6, 100);
+    let before = registers(&mut card, 0);
+    expect_refused(
+        &card.transmit(&host::issue_indicium(SET0, &request(1, 101, 21))),
+        Status::InsufficientFunds,
+    );
+    assert_eq!(registers(&mut card, 0), before);
+    // Exactly the balance works; then nothing is left.
+    expect_ok(&card.transmit(&host::issue_indicium(SET0, &request(2, 100, 21))));
+    expect_refused(
+        &card.transmit(&host::issue_indicium(SET0, &request(3, 1, 21))),
+        Status::InsufficientFunds,
+    );
+    assert_eq!(registers(&mut card, 0).dr, Amount(0));
+}
+
+#[test]
+fn indicium_limits_dates_and_origin_are_enforced() {
+    let (mut card, _) = funded_card(7, 100_000);
+    let refuse = |card: &mut TestCard, req, status| {
+        let before = registers(card, 0);
+        expect_refused(&card.transmit(&host::issue_indicium(SET0, &req)), status);
+        assert_eq!(registers(card, 0), before);
+    };
+    refuse(
+        &mut card,
+        request(1, MAX_POSTAGE.0 + 1, 21),
+        Status::PostageAboveLimit,
+    );
+    refuse(&mut card, request(2, 0, 21), Status::WrongData);
+    let mut other_town = request(3, 100, 21);
+    other_town.origin = PostalCode::new(b"99999").unwrap();
+    refuse(&mut card, other_town, Status::OriginMismatch);
+    refuse(&mut card, request(4, 100, 29), Status::DateTooFarAhead);
+
+    expect_ok(&card.transmit(&host::issue_indicium(SET0, &request(5, 100, 22))));
+    refuse(&mut card, request(6, 100, 21), Status::DateBeforeLastUsed);
+    expect_ok(&card.transmit(&host::issue_indicium(SET0, &request(7, 100, 22))));
+}
+
+#[test]
+fn indicium_retry_with_same_transaction_id_returns_the_same_indicium_debited_once() {
+    let (mut card, pk) = funded_card(8, 1_000);
+    let first = expect_ok(&card.transmit(&host::issue_indicium(SET0, &request(42, 300, 21))));
+    let again = expect_ok(&card.transmit(&host::issue_indicium(SET0, &request(42, 300, 21))));
+    assert_eq!(first, again);
+    assert_eq!(indicium::verify(&again, &pk).unwrap().pieces, PieceCount(1));
+    assert_eq!(registers(&mut card, 0).dr, Amount(700));
+    // The same ID for a different piece is refused.
+    expect_refused(
+        &card.transmit(&host::issue_indicium(SET0, &request(42, 301, 21))),
+        Status::TransactionIdReused,
+    );
+}
+
+#[test]
+fn register_sets_account_separately() {
+    let (mut card, pk) = funded_card(9, 1_000);
+    let kms = Kms::new();
+    let msg = kms.refill_for(&mut card, SET1, Amount(2_000), [2; 8]);
+    expect_ok(&card.transmit(&host::refill(SET1, &msg)));
+    let mut req = request(1, 500, 21);
+    req.origin = PostalCode::new(LICENSES[1].1).unwrap();
+    let ind = expect_ok(&card.transmit(&host::issue_indicium(SET1, &req)));
+    assert_eq!(
+        indicium::verify(&ind, &pk).unwrap().license,
+        LicenseId(LICENSES[1].0)
+    );
+    assert_eq!(registers(&mut card, 0).dr, Amount(1_000));
+    assert_eq!(registers(&mut card, 1).dr, Amount(1_500));
+}
+
+#[test]
+fn audit_is_maced_under_k1_and_reports_the_registers_and_nonce() {
+    let (mut card, _) = funded_card(10, 5_000);
+    expect_ok(&card.transmit(&host::issue_indicium(SET0, &request(1, 250, 21))));
+    let nonce = *b"server-nonce-123";
+    let msg = expect_ok(&card.transmit(&host::audit(SET0, &nonce)));
+    let a = AuditData::open(&msg, &MacKey::new(K1)).expect("MAC verifies under K1");
+    assert_eq!(
+        (a.device, a.license, a.set),
+        (DEVICE, LicenseId(4711), SET0)
+    );
+    assert_eq!(
+        (a.ar, a.dr, a.control_sum, a.pieces, a.refills),
+        (
+            Amount(250),
+            Amount(4_750),
+            Amount(5_000),
+            PieceCount(1),
+            RefillCount(1)
+        )
+    );
+    assert_eq!(a.nonce, nonce);
+    // Another key, or a changed byte, does not verify.
+    assert!(AuditData::open(&msg, &MacKey::new([0; 16])).is_none());
+    let mut changed = msg.clone();
+    changed[20] ^= 1;
+    assert!(AuditData::open(&changed, &MacKey::new(K1)).is_none());
+    let short = host::command(0x80, 0x50, 0, 0, &[0; 15], 256);
+    expect_refused(&card.transmit(&short), Status::WrongLength);
+}
+
+#[test]
+fn refill_verified_and_credited_once() {
+    let (mut card, _) = personalized_card(11);
+    let kms = Kms::new();
+    let msg = kms.refill_for(&mut card, SET0, Amount(25_00), [3; 8]);
+    let data = expect_ok(&card.transmit(&host::refill(SET0, &msg)));
+    let r = registers(&mut card, 0);
+    assert_eq!(
+        openpsd_core::psd::registers::Registers::decode(&data).unwrap(),
+        r
+    );
+    assert_eq!(
+        (r.dr, r.control_sum, r.refills),
+        (Amount(25_00), Amount(25_00), RefillCount(1))
+    );
+
+    // Replay of the same message: refused, nothing credited.
+    expect_refused(
+        &card.transmit(&host::refill(SET0, &msg)),
+        Status::RefillReplayed,
+    );
+    assert_eq!(registers(&mut card, 0), r);
+}
+
+fn refused_refill(card: &mut TestCard, set: RegisterSetIndex, msg: &[u8], status: Status) {
+    let before = (registers(card, 0), registers(card, 1));
+    let writes = card.store().writes();
+    expect_refused(&card.transmit(&host::refill(set, msg)), status);
+    assert_eq!(
+        (registers(card, 0), registers(card, 1)),
+        before,
+        "nothing credited"
+    );
+    assert_eq!(card.store().writes(), writes, "nothing written");
+}
+
+#[test]
+fn refill_attacks_are_refused_each_with_its_own_status() {
+    let (mut card, _) = funded_card(12, 1_000);
+    let kms = Kms::new();
+    let good = kms.combination_for(&mut card, SET0, Amount(500), [4; 8]);
+
+    // A changed amount breaks the MAC.
+    let mut msg = good.seal(&kms.k1);
+    msg[14 + 7] ^= 0x01;
+    refused_refill(&mut card, SET0, &msg, Status::SecurityStatusNotSatisfied);
+    // Sealed under another key (a forger without K1).
+    refused_refill(
+        &mut card,
+        SET0,
+        &good.seal(&MacKey::new([9; 16])),
+        Status::SecurityStatusNotSatisfied,
+    );
+    // Another device's message (properly MACed for it — same K1 here to isolate the check).
+    let other = RefillCombination {
+        device: DeviceId(*b"PSD00002"),
+        ..good
+    };
+    refused_refill(
+        &mut card,
+        SET0,
+        &other.seal(&kms.k1),
+        Status::RefillWrongDevice,
+    );
+    // For set 0's license but applied to set 1.
+    refused_refill(
+        &mut card,
+        SET1,
+        &good.seal(&kms.k1),
+        Status::RefillWrongLicense,
+    );
+    // Bound to a control sum the device no longer has.
+    let stale = RefillCombination {
+        control_sum: Amount(999),
+        ..good
+    };
+    refused_refill(&mut card, SET0, &stale.seal(&kms.k1), Status::RefillStale);
+    // Made for a refill count ahead of the device.
+    let ahead = RefillCombination {
+        refills: RefillCount(good.refills.0 + 1),
+        ..good
+    };
+    refused_refill(&mut card, SET0, &ahead.seal(&kms.k1), Status::RefillStale);
+    // Above the DR limit.
+    let big = RefillCombination {
+        amount: MAX_DR,
+        ..good
+    };
+    refused_refill(
+        &mut card,
+        SET0,
+        &big.seal(&kms.k1),
+        Status::RefillAboveLimit,
+    );
+    // Zero and truncated messages.
+    let zero = RefillCombination {
+        amount: Amount(0),
+        ..good
+    };
+    refused_refill(&mut card, SET0, &zero.seal(&kms.k1), Status::WrongData);
+    refused_refill(
+        &mut card,
+        SET0,
+        &good.seal(&kms.k1)[..40],
+        Status::WrongLength,
+    );
+
+    // The genuine one still works, once.
+    expect_ok(&card.transmit(&host::refill(SET0, &good.seal(&kms.k1))));
+    assert_eq!(registers(&mut card, 0).dr, Amount(1_500));
+    refused_refill(&mut card, SET0, &good.seal(&kms.k1), Status::RefillReplayed);
+}
+
+#[test]
+fn refill_made_before_an_earlier_refill_landed_is_stale_or_replayed() {
+    let (mut card, _) = personalized_card(13);
+    let kms = Kms::new();
+    // Two combinations made from the same audit: only the first can apply.
+    let first = kms.refill_for(&mut card, SET0, Amount(100), [5; 8]);
+    let second = kms.refill_for(&mut card, SET0, Amount(200), [6; 8]);
+    expect_ok(&card.transmit(&host::refill(SET0, &first)));
+    refused_refill(&mut card, SET0, &second, Status::RefillReplayed);
+    assert_eq!(registers(&mut card, 0).control_sum, Amount(100));
+}
+
+#[test]
+fn state_survives_power_cycles_and_unreadable_state_is_an_error() {
+    let (mut card, pk) = funded_card(14, 10_000);
+    expect_ok(&card.transmit(&host::issue_indicium(SET0, &request(1, 100, 21))));
+    let before = registers(&mut card, 0);
+
+    // Power cycle: selection is volatile, registers are not.
+    card.reset();
+    expect_refused(
+        &card.transmit(&host::read_registers(SET0)),
+        Status::ConditionsNotSatisfied,
+    );
+    let mut card = reopen(card.store().nvm(), 14);
+    assert_eq!(registers(&mut card, 0), before);
+    let ind = expect_ok(&card.transmit(&host::issue_indicium(SET0, &request(2, 100, 21))));
+    assert_eq!(indicium::verify(&ind, &pk).unwrap().pieces, PieceCount(2));
+
+    // A damaged register set record: the card refuses to start instead of starting blank.
+    let mut nvm = card.store().nvm().clone();
+    assert!(nvm.corrupt_record(0x0110));
+    assert!(MemStore::open(nvm).is_err());
+}

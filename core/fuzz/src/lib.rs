@@ -1,0 +1,14 @@
+//! Fuzzing harness for `openpsd_core::Card::handle` with the PSD applet.
+//!
+//! * [`input`]: how fuzzer bytes become a start state and a sequence of operations
+//!   (raw APDUs, resets, power cuts, KMS refills, well-formed indicium requests).
+//! * [`harness`]: runs them on a card over a [`MemStore`](openpsd_core::store::MemStore) and
+//!   asserts the properties listed in `docs/fuzzing.md`.
+//! * [`seeds`]: the seed corpus written by `cargo run --bin gen-corpus`.
+
+pub mod harness;
+pub mod input;
+pub mod seeds;
+
+pub use harness::{run, run_bytes};
+pub use input::{Input, Op, Start};

@@ -1,0 +1,388 @@
+//! The seed corpus: meaningful command sequences the fuzzer mutates from. Deterministic
+//! (fixed keys, fixed platform seed), so `cargo run --bin gen-corpus` always writes the
+//! same files.
+
+use openpsd_core::psd::host;
+use openpsd_core::psd::indicium::IndiciumRequest;
+use openpsd_core::psd::{psd_card, PSD_AID};
+use openpsd_core::store::MemStore;
+use openpsd_core::types::*;
+
+use crate::harness::{funded_nvm, personalization, today, LICENSES};
+use crate::input::{Input, Op, Start};
+
+/// A command APDU in extended form even when short form would do: `00 Lc Lc data Le Le`,
+/// `ne` 0 meaning no Le and 65536 encoded as `00 00`.
+pub fn extended(cla: u8, ins: u8, p1: u8, p2: u8, data: &[u8], ne: u32) -> Vec<u8> {
+    let mut a = vec![cla, ins, p1, p2, 0x00];
+    if !data.is_empty() {
+        a.extend_from_slice(&(data.len() as u16).to_be_bytes());
+        a.extend_from_slice(data);
+    }
+    if ne > 0 {
+        a.extend_from_slice(&((ne & 0xFFFF) as u16).to_be_bytes());
+    }
+    a
+}
+
+/// A short APDU: `CLA INS P1 P2 [Lc data] [Le]`.
+pub fn short(cla: u8, ins: u8, p1: u8, p2: u8, data: &[u8], le: Option<u8>) -> Vec<u8> {
+    let mut a = vec![cla, ins, p1, p2];
+    if !data.is_empty() {
+        a.push(data.len() as u8);
+        a.extend_from_slice(data);
+    }
+    a.extend(le);
+    a
+}
+
+/// An indicium request on `set`'s town, November 2026.
+pub fn request(set: u8, txn: u64, postage: u64, day: u8) -> IndiciumRequest {
+    IndiciumRequest {
+        transaction: TransactionId(txn.to_be_bytes()),
+        postage: Amount(postage),
+        date: Date::new(2026, 11, day).expect("valid day"),
+        rate: RateCategory(1),
+        origin: PostalCode::new(LICENSES[usize::from(set) % 2].1).expect("valid code"),
+        destination: PostalCode::new(b"20095").expect("valid code"),
+    }
+}
+
+fn issue(set: u8, txn: u64, postage: u64, day: u8) -> Op {
+    Op::Apdu(host::issue_indicium(
+        RegisterSetIndex(set),
+        &request(set, txn, postage, day),
+    ))
+}
+
+fn apdu(a: Vec<u8>) -> Op {
+    Op::Apdu(a)
+}
+
+fn read(set: u8) -> Op {
+    apdu(host::read_registers(RegisterSetIndex(set)))
+}
+
+/// Splits `cmd`'s data into a chain (`CLA | 0x10` for every part but the last).
+fn chain(cla: u8, ins: u8, p1: u8, p2: u8, data: &[u8], part: usize, le: Option<u8>) -> Vec<Op> {
+    let parts: Vec<&[u8]> = data.chunks(part).collect();
+    parts
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            if i + 1 < parts.len() {
+                apdu(short(cla | 0x10, ins, p1, p2, p, None))
+            } else {
+                apdu(short(cla, ins, p1, p2, p, le))
+            }
+        })
+        .collect()
+}
+
+/// A REFILL APDU the KMS seals for set `set` of the funded fixture as it is at start.
+fn funded_refill(set: u8, amount: u64, id: u8) -> Vec<u8> {
+    let store = MemStore::open(funded_nvm().clone()).expect("fixture opens");
+    let mut p = openpsd_core::platform::SeededPlatform::new(0);
+    p.today = Some(today());
+    let mut card = psd_card(store, p).expect("fixture loads");
+    card.transmit(&host::select());
+    let msg = crate::harness::kms_refill_message(&mut card, set, amount, id);
+    host::refill(RegisterSetIndex(set), &msg)
+}
+
+/// Every seed: a file name and the input.
+pub fn seeds() -> Vec<(&'static str, Input)> {
+    use Start::*;
+    let select = || apdu(host::select());
+    let get_data = || apdu(host::get_data());
+    let get_response = |le: Option<u8>| apdu(short(0x00, 0xC0, 0x00, 0x00, &[], le));
+    let personalize = host::personalize(&personalization());
+    let issue_data = request(0, 900, 250, 21).encode();
+    let refill0 = funded_refill(0, 1_000, 0x11);
+
+    let mut s: Vec<(&'static str, Start, Vec<Op>)> = vec![
+        ("select", Funded, vec![select()]),
+        ("get-data", Funded, vec![get_data(), select(), get_data()]),
+        ("read-registers", Funded, (0..5).map(read).collect()),
+        (
+            "issue",
+            Funded,
+            vec![issue(0, 1, 123, 21), issue(0, 2, 10_000, 21), issue(1, 3, 55, 22)],
+        ),
+        (
+            "issue-retry",
+            Funded,
+            vec![
+                issue(0, 5, 300, 21),
+                issue(0, 5, 300, 21),
+                issue(0, 5, 301, 21),
+                issue(0, 6, 300, 21),
+            ],
+        ),
+        (
+            "issue-refusals",
+            Funded,
+            vec![
+                issue(0, 10, 0, 21),
+                issue(0, 11, 10_001, 21),
+                apdu(host::issue_indicium(RegisterSetIndex(0), &request(1, 12, 5, 21))),
+                issue(0, 13, 5, 23),
+                issue(0, 14, 5, 22),
+                issue(0, 15, 5, 30),
+                issue(1, 16, 10_000, 23),
+                issue(1, 17, 10_000, 23),
+                issue(1, 18, 10_000, 23),
+                issue(2, 19, 5, 23),
+                apdu(short(0x80, 0x40, 0x00, 0x00, b"short", Some(0))),
+                apdu(short(0x80, 0x40, 0x01, 0x00, &issue_data, Some(0))),
+            ],
+        ),
+        (
+            "audit",
+            Funded,
+            vec![
+                apdu(host::audit(RegisterSetIndex(0), &[0xA5; 16])),
+                apdu(host::audit(RegisterSetIndex(1), &[0x5A; 16])),
+                apdu(host::audit(RegisterSetIndex(2), &[0; 16])),
+                apdu(short(0x80, 0x50, 0x00, 0x00, &[1; 15], Some(0))),
+                apdu(short(0x80, 0x50, 0x00, 0x00, &[], Some(0))),
+            ],
+        ),
+        (
+            "refill-raw",
+            Funded,
+            vec![
+                apdu(refill0.clone()),
+                apdu(refill0.clone()),
+                read(0),
+                apdu(funded_refill(1, 2_000_000, 0x12)),
+                apdu(funded_refill(1, 0, 0x13)),
+            ],
+        ),
+        (
+            "refill-kms",
+            Funded,
+            vec![
+                Op::KmsRefill { set: 0, amount: 1_000, id: 1 },
+                Op::KmsRefill { set: 1, amount: 2_000_000, id: 2 },
+                Op::KmsRefill { set: 1, amount: 980_000, id: 3 },
+                Op::KmsRefill { set: 3, amount: 1, id: 4 },
+                issue(1, 20, 10_000, 21),
+            ],
+        ),
+        (
+            "refill-bad",
+            Funded,
+            vec![
+                apdu({
+                    let mut a = refill0.clone();
+                    let n = a.len();
+                    a[n - 2] ^= 1; // last MAC byte (before Le)
+                    a
+                }),
+                apdu(short(0x80, 0x52, 0x00, 0x00, &[0xB1; 10], Some(0))),
+                apdu({
+                    let mut a = refill0.clone();
+                    a[3] = 1; // set 1: wrong license
+                    a
+                }),
+            ],
+        ),
+        ("chain-issue", Funded, {
+            let mut v = chain(0x80, 0x40, 0x00, 0x00, &issue_data, 10, Some(0));
+            v.push(read(0));
+            v
+        }),
+        ("chain-interrupted", Funded, {
+            let mut v = chain(0x80, 0x40, 0x00, 0x00, &issue_data, 10, Some(0));
+            v.truncate(2);
+            v.push(get_data());
+            v.push(get_data());
+            v.extend(chain(0x80, 0x40, 0x00, 0x00, &issue_data, 20, Some(0)).into_iter().take(1));
+            v.push(apdu(short(0x80, 0x40, 0x00, 0x01, &issue_data[20..], Some(0))));
+            v
+        }),
+        ("chain-too-long", Funded, {
+            let part = vec![0x42; 4000];
+            vec![
+                apdu(extended(0x90, 0x40, 0x00, 0x00, &part, 0)),
+                apdu(extended(0x90, 0x40, 0x00, 0x00, &part, 0)),
+                apdu(extended(0x80, 0x40, 0x00, 0x00, &part, 65536)),
+                read(0),
+            ]
+        }),
+        (
+            "extended",
+            Funded,
+            vec![
+                apdu(extended(0x80, 0x40, 0x00, 0x00, &issue_data, 65536)),
+                apdu(extended(0x80, 0x32, 0x00, 0x00, &[], 65536)),
+                apdu(extended(0x80, 0xCA, 0x00, 0x01, &[], 300)),
+                apdu(extended(0x00, 0xA4, 0x04, 0x00, PSD_AID, 0)),
+                apdu(extended(0x80, 0x50, 0x00, 0x01, &[9; 16], 2)),
+                apdu(extended(0x00, 0xC0, 0x00, 0x00, &[], 65536)),
+            ],
+        ),
+        (
+            "get-response",
+            Funded,
+            vec![
+                apdu(short(0x80, 0xCA, 0x00, 0x01, &[], Some(0x10))),
+                get_response(Some(0x10)),
+                get_response(Some(0x00)),
+                apdu(short(0x80, 0x40, 0x00, 0x00, &issue_data, Some(0x20))),
+                get_response(None),
+                get_response(None),
+                apdu(short(0x80, 0xCA, 0x00, 0x01, &[], Some(0x01))),
+                apdu(short(0x00, 0xC0, 0x01, 0x00, &[], Some(0))),
+                apdu(short(0x80, 0x32, 0x00, 0x00, &[], Some(0x08))),
+                read(1),
+                get_response(None),
+            ],
+        ),
+        (
+            "select-variants",
+            Funded,
+            vec![
+                apdu(short(0x00, 0xA4, 0x04, 0x0C, &PSD_AID[..5], None)),
+                apdu(short(0x00, 0xA4, 0x04, 0x04, PSD_AID, Some(0))),
+                apdu(short(0x00, 0xA4, 0x04, 0x00, &PSD_AID[..4], Some(0))),
+                apdu(short(0x00, 0xA4, 0x04, 0x00, &[0xA0, 0, 0, 0, 3], Some(0))),
+                apdu(short(0x00, 0xA4, 0x00, 0x00, &[0x3F, 0x00], Some(0))),
+                apdu(short(0x00, 0xA4, 0x04, 0x01, PSD_AID, Some(0))),
+                apdu(short(0x00, 0xA4, 0x04, 0x00, &[], Some(0))),
+                apdu(short(0x80, 0xA4, 0x04, 0x00, PSD_AID, Some(0))),
+                read(0),
+            ],
+        ),
+        (
+            "class-errors",
+            Funded,
+            [0x01, 0x0C, 0x40, 0x60, 0xA0, 0xFF, 0x84, 0x00, 0x90]
+                .iter()
+                .map(|&cla| apdu(short(cla, 0x32, 0x00, 0x00, &[], Some(0))))
+                .chain([
+                    apdu(short(0x80, 0x00, 0x00, 0x00, &[], None)),
+                    apdu(short(0x80, 0xC0, 0x00, 0x00, &[], None)),
+                    read(0),
+                ])
+                .collect(),
+        ),
+        (
+            "malformed",
+            Funded,
+            vec![
+                apdu(vec![]),
+                apdu(vec![0x80]),
+                apdu(vec![0x80, 0x32, 0x00]),
+                apdu(vec![0x80, 0x32, 0x00, 0x00, 0x05, 0x01]),
+                apdu(vec![0x80, 0x32, 0x00, 0x00, 0x00, 0x00]),
+                apdu(vec![0x80, 0x32, 0x00, 0x00, 0x00, 0x00, 0x01]),
+                apdu(vec![0x80, 0x40, 0x00, 0x00, 0x00, 0x00, 0x02, 0x01, 0x02, 0x00]),
+                apdu(vec![0x80, 0x40, 0x00, 0x00, 0x00, 0xFF, 0xFF]),
+                read(0),
+            ],
+        ),
+        (
+            "reset",
+            Funded,
+            vec![Op::Reset, read(0), get_response(None), select(), read(0)],
+        ),
+        ("power-cut-issue", Funded, {
+            let mut v: Vec<Op> = (0..8)
+                .map(|k| Op::PowerCut {
+                    at_write: k,
+                    torn: k % 2 == 1,
+                    apdu: host::issue_indicium(RegisterSetIndex(0), &request(0, 40, 77, 21)),
+                })
+                .collect();
+            v.push(issue(0, 40, 77, 21));
+            v
+        }),
+        (
+            "power-cut-refill",
+            Funded,
+            vec![
+                Op::PowerCut { at_write: 1, torn: false, apdu: refill0.clone() },
+                Op::PowerCut { at_write: 2, torn: true, apdu: refill0.clone() },
+                Op::PowerCut { at_write: 3, torn: false, apdu: refill0.clone() },
+                apdu(refill0.clone()),
+                Op::KmsRefill { set: 0, amount: 5, id: 9 },
+            ],
+        ),
+        (
+            "clock-reopen",
+            Funded,
+            vec![
+                Op::Clock { day: 0 },
+                issue(0, 50, 10, 30),
+                Op::Clock { day: 21 },
+                Op::Reopen,
+                issue(0, 51, 10, 29),
+                Op::Issue { set: 1, txn: 52, postage: 40, day: 29 },
+                Op::Reopen,
+                read(0),
+            ],
+        ),
+        (
+            "blank-personalize",
+            Blank,
+            vec![
+                get_data(),
+                read(0),
+                issue(0, 1, 10, 21),
+                apdu(host::audit(RegisterSetIndex(0), &[0; 16])),
+                apdu(personalize.to_vec()),
+                get_data(),
+                apdu(personalize.to_vec()),
+                Op::KmsRefill { set: 0, amount: 50_000, id: 1 },
+                issue(0, 1, 10, 21),
+                Op::Reopen,
+                issue(0, 1, 10, 21),
+            ],
+        ),
+        ("blank-personalize-chained", Blank, {
+            let mut v = chain(0x80, 0x10, 0x00, 0x00, &personalize, 64, Some(0x20));
+            v.extend([get_response(Some(0x20)), get_response(None), read(1)]);
+            v
+        }),
+        (
+            "blank-power-cut",
+            Blank,
+            vec![
+                Op::PowerCut { at_write: 2, torn: true, apdu: personalize.to_vec() },
+                Op::PowerCut { at_write: 9, torn: false, apdu: personalize.to_vec() },
+                get_data(),
+                apdu(personalize.to_vec()),
+            ],
+        ),
+        (
+            "personalized",
+            Personalized,
+            vec![
+                issue(0, 1, 10, 21),
+                Op::KmsRefill { set: 1, amount: 10_000, id: 7 },
+                Op::Issue { set: 1, txn: 1, postage: 10_000, day: 20 },
+                Op::Issue { set: 1, txn: 2, postage: 1, day: 20 },
+            ],
+        ),
+        (
+            "structured",
+            Funded,
+            vec![
+                Op::Issue { set: 0, txn: 1, postage: 100, day: 20 },
+                Op::Issue { set: 0, txn: 1, postage: 100, day: 20 },
+                Op::Issue { set: 1, txn: 2, postage: 9_999, day: 21 },
+                Op::Issue { set: 2, txn: 3, postage: 1, day: 21 },
+                Op::KmsRefill { set: 1, amount: 42, id: 3 },
+                Op::Reset,
+                Op::Issue { set: 0, txn: 4, postage: 1, day: 21 },
+                select(),
+                Op::Issue { set: 0, txn: 4, postage: 1, day: 21 },
+            ],
+        ),
+    ];
+    s.drain(..)
+        .map(|(name, start, ops)| (name, Input { start, ops }))
+        .collect()
+}

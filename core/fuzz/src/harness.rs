@@ -131,6 +131,16 @@ pub fn funded_nvm() -> &'static Nvm {
     })
 }
 
+/// Whether `OPENPSD_FUZZ_TRACE` is set: every APDU and response goes to stderr.
+fn trace() -> bool {
+    static TRACE: OnceLock<bool> = OnceLock::new();
+    *TRACE.get_or_init(|| std::env::var_os("OPENPSD_FUZZ_TRACE").is_some())
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02X}")).collect()
+}
+
 /// The class checks of `Card` (ISO 7816-4 5.1.1), to know whether a command reached the
 /// chain / pending-response logic.
 fn class_ok(cla: u8) -> bool {
@@ -225,6 +235,9 @@ impl Harness {
         self.card().handle(cmd, &mut reply);
         let resp = reply.clone();
         self.reply = reply;
+        if trace() {
+            eprintln!("> {}\n< {}", hex(cmd), hex(&resp));
+        }
 
         // Every response ends with a status word the card defines.
         assert!(resp.len() >= 2, "response without status word: {resp:02X?}");
@@ -352,6 +365,15 @@ impl Harness {
     }
 
     fn run_op(&mut self, op: &Op) {
+        if trace() {
+            match op {
+                Op::Apdu(_) => {}
+                Op::PowerCut { at_write, torn, .. } => {
+                    eprintln!("# power cut at write +{at_write} torn={torn}")
+                }
+                other => eprintln!("# {other:?}"),
+            }
+        }
         match op {
             Op::Apdu(a) => {
                 self.exchange(a);

@@ -342,7 +342,8 @@ pub fn seeds() -> Vec<(&'static str, Input)> {
             ],
         ),
         ("blank-personalize-chained", Blank, {
-            let mut v = chain(0x80, 0x10, 0x00, 0x00, &personalize, 64, Some(0x20));
+            let data = personalization().encode();
+            let mut v = chain(0x80, 0x10, 0x00, 0x00, &data, 64, Some(0x20));
             v.extend([get_response(Some(0x20)), get_response(None), read(1)]);
             v
         }),

@@ -139,14 +139,14 @@ impl<S: Store, P: Platform> Card<S, P> {
     }
 
     fn process(&mut self, raw: &[u8], reply: &mut Vec<u8>) -> Result<u16, Status> {
+        // Response bytes not fetched are dropped by any command but GET RESPONSE.
+        let pending = core::mem::take(&mut self.volatile.pending);
         let view = apdu::parse(raw)?;
         let cla = view.class().into_inner();
         check_class(cla)?;
         let header = [cla, raw[1], raw[2], raw[3]];
         let chained = cla & CHAIN_BIT != 0;
 
-        // Response bytes not fetched are dropped by any command but GET RESPONSE.
-        let pending = core::mem::take(&mut self.volatile.pending);
         if cla == 0x00 && header[1] == INS_GET_RESPONSE {
             return self.get_response(pending, header, view.expected(), reply);
         }
@@ -258,18 +258,24 @@ impl<S: Store, P: Platform> Card<S, P> {
             store: &mut self.store,
             platform: &mut self.platform,
         };
-        if let Some(prev) = self.volatile.selected.take() {
+        let applet = self.applets.get_mut(i).ok_or(Status::Internal)?;
+        if self.volatile.selected == Some(i) {
+            // Selecting the selected applet again starts it afresh.
+            applet.deselect();
+            self.volatile.selected = None;
+        }
+        // A refused selection leaves the previous one (and its state) as it was.
+        applet.select(&mut ctx)?;
+        if let Some(prev) = self.volatile.selected.replace(i) {
             if let Some(a) = self.applets.get_mut(prev) {
                 a.deselect();
             }
         }
-        let applet = self.applets.get_mut(i).ok_or(Status::Internal)?;
-        applet.select(&mut ctx)?;
-        self.volatile.selected = Some(i);
+        let full = self.applets.get(i).ok_or(Status::Internal)?.aid();
         if cmd.p2 != 0x0C {
-            let full = applet.aid();
-            // FCI template with the DF name (the full AID).
-            reply.extend_from_slice(&[0x6F, (full.len() + 2) as u8, 0x84, full.len() as u8]);
+            // FCI (P2 00) or FCP (P2 04) template with the DF name (the full AID).
+            let template = if cmd.p2 == 0x04 { 0x62 } else { 0x6F };
+            reply.extend_from_slice(&[template, (full.len() + 2) as u8, 0x84, full.len() as u8]);
             reply.extend_from_slice(full);
         }
         Ok(())

@@ -9,9 +9,11 @@
 /// application): they name the postage-specific refusals so a host can tell them apart.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Status {
-    /// `6581` the persistent store could not commit (power lost, I/O error); nothing changed.
+    /// `6581` the persistent store failed during a commit (power lost, I/O error). The
+    /// commit may or may not have reached its commit point: after re-opening the card the
+    /// host re-reads, or retries (same transaction ID, same refill message).
     MemoryFailure,
-    /// `6700` Lc or Le is not what the command needs, or the APDU is malformed.
+    /// `6700` Lc is not what the command needs, or the APDU's length fields are malformed.
     WrongLength,
     /// `6881` logical channels are not supported.
     LogicalChannelNotSupported,
@@ -21,8 +23,8 @@ pub enum Status {
     LastCommandOfChainExpected,
     /// `6982` a MAC or signature did not verify.
     SecurityStatusNotSatisfied,
-    /// `6985` the command is not allowed in the device's life-cycle state
-    /// (not yet personalized, or personalized already).
+    /// `6985` the command is not allowed now: no applet is selected, or the device's
+    /// life-cycle state forbids it (not yet personalized, or personalized already).
     ConditionsNotSatisfied,
     /// `6A80` a field of the command data is out of range or malformed.
     WrongData,
@@ -144,7 +146,7 @@ impl Status {
     pub const fn describe(self) -> &'static str {
         use Status::*;
         match self {
-            MemoryFailure => "persistent memory failure; nothing changed",
+            MemoryFailure => "persistent memory failure during commit; re-read or retry",
             WrongLength => "wrong length",
             LogicalChannelNotSupported => "logical channel not supported",
             SecureMessagingNotSupported => "secure messaging not supported",

@@ -16,12 +16,15 @@ use crate::status::{Status, SW_OK};
 use crate::types::RegisterSetIndex;
 
 /// Encodes one command APDU (short when it fits, extended otherwise). `ne` 0 means no Le.
-/// Data longer than an extended APDU can carry (65535 bytes) gives an empty vector.
+/// Data longer than an extended APDU can carry (65535 bytes), or CLA `FF`, gives an empty
+/// vector.
 pub fn command(cla: u8, ins: u8, p1: u8, p2: u8, data: &[u8], ne: u16) -> Vec<u8> {
     if data.len() > usize::from(u16::MAX) {
         return Vec::new();
     }
-    let class = Class::from_byte(cla).unwrap_or(iso7816::command::class::NO_SM_CLA);
+    let Ok(class) = Class::from_byte(cla) else {
+        return Vec::new();
+    };
     let le = if ne == u16::MAX {
         ExpectedLen::Max
     } else {

@@ -29,7 +29,7 @@ use indicium::{IndiciumData, IndiciumRequest};
 use refill::RefillCombination;
 use registers::RegisterSet;
 
-/// The PSD applet's AID (proprietary RID `F0 50 53 44` = "PSD", application 00 00 01).
+/// The PSD applet's AID: proprietary RID `F0 50 53 44 00` (`F0` + "PSD" + `00`), PIX `00 01`.
 pub const PSD_AID: &[u8] = &[0xF0, 0x50, 0x53, 0x44, 0x00, 0x00, 0x01];
 
 /// Class byte of the PSD's proprietary commands.
@@ -53,6 +53,9 @@ pub mod ins {
 
 /// Days a date of mailing may lie ahead of the platform's clock (when it has one).
 pub const MAX_DAYS_AHEAD: u32 = 7;
+/// Days a date of mailing may lie behind the platform's clock: one, for hosts in time zones
+/// behind UTC; backdating beyond that is refused.
+pub const MAX_DAYS_BEHIND: u32 = 1;
 
 const REC_DEVICE: RecordId = 0x0100;
 const REC_COUNTERS: RecordId = 0x0101;
@@ -241,8 +244,12 @@ impl PsdApplet {
             return Err(Status::DateBeforeLastUsed);
         }
         if let Some(today) = ctx.platform.today() {
-            if req.date.day_number() > today.day_number().saturating_add(MAX_DAYS_AHEAD) {
+            let (day, today) = (req.date.day_number(), today.day_number());
+            if day > today.saturating_add(MAX_DAYS_AHEAD) {
                 return Err(Status::DateTooFarAhead);
+            }
+            if day < today.saturating_sub(MAX_DAYS_BEHIND) {
+                return Err(Status::DateBeforeLastUsed);
             }
         }
         let mut next = set.debit(req.postage)?;

@@ -19,9 +19,9 @@ unset RUSTUP_TOOLCHAIN RUSTC RUSTDOC RUSTC_WRAPPER RUSTC_WORKSPACE_WRAPPER CARGO
 export PATH=/usr/bin:/bin:/usr/sbin:/sbin:$PATH
 export RUSTC=/usr/bin/rustc RUSTDOC=/usr/bin/rustdoc
 
-echo "== cargo build -p openpsd-core --release --target $TARGET ($(rustc -V))"
+echo "== cargo build -p openpsd-core -p openpsd-wasm --release --target $TARGET ($(rustc -V))"
 t0=$(date +%s)
-/usr/bin/cargo build -p openpsd-core --release --target "$TARGET" --target-dir "$TARGET_DIR"
+/usr/bin/cargo build -p openpsd-core -p openpsd-wasm --release --target "$TARGET" --target-dir "$TARGET_DIR"
 
 rlib=$TARGET_DIR/$TARGET/release/libopenpsd_core.rlib
 [ -f "$rlib" ] || { echo "error: $rlib was not produced" >&2; exit 1; }

@@ -15,22 +15,34 @@ use openpsd_tests::*;
 const SET0: RegisterSetIndex = RegisterSetIndex(0);
 const SEED: u64 = 20;
 
-/// Runs `apdu` on a card re-opened from `base`, with power cut at the `k`-th write of the
-/// command. Returns the response and the memory it left, or `None` if the command made
-/// fewer than `k + 1` writes (it completed, and the sweep is over).
-fn cut_at(base: &Nvm, apdu: &[u8], k: u64, torn: bool) -> Option<(Vec<u8>, Nvm)> {
-    let mut card = reopen(base, SEED);
-    let start = card.store().writes();
-    card.store_mut().set_power_cut(Some(PowerCut {
-        at_write: start + k,
-        torn,
-    }));
-    let resp = card.transmit(apdu);
-    if !card.store().is_dead() {
-        assert_eq!(host::sw(&resp), 0x9000, "uncut command must succeed");
-        return None;
+/// Runs `apdu` on cards re-opened from `base`, cutting power at its write k = 0, 1, ...
+/// (clean, then torn) until the command completes uncut. For each cut, `check` gets the
+/// response, the card re-opened from what the cut left, and a label. Returns the number
+/// of cut points.
+fn sweep(base: &Nvm, apdu: &[u8], mut check: impl FnMut(&[u8], TestCard, &str)) -> usize {
+    let mut cuts = 0;
+    for torn in [false, true] {
+        for k in 0.. {
+            let mut card = reopen(base, SEED);
+            let start = card.store().writes();
+            card.store_mut().set_power_cut(Some(PowerCut {
+                at_write: start + k,
+                torn,
+            }));
+            let resp = card.transmit(apdu);
+            if !card.store().is_dead() {
+                assert_eq!(host::sw(&resp), 0x9000, "uncut command must succeed");
+                break;
+            }
+            cuts += 1;
+            check(
+                &resp,
+                reopen(card.store().nvm(), SEED),
+                &format!("cut {k} torn {torn}"),
+            );
+        }
     }
-    Some((resp, card.store().nvm().clone()))
+    cuts
 }
 
 fn consistent(r: &Registers) {
@@ -45,50 +57,33 @@ fn indicium_tearing() -> usize {
     let (card, pk) = funded_card(SEED, 10_000);
     let base = card.store().nvm().clone();
     let before = registers(&mut reopen(&base, SEED), 0);
-    let req = request(77, 123, 21);
-    let apdu = host::issue_indicium(SET0, &req);
+    let apdu = host::issue_indicium(SET0, &request(77, 123, 21));
     let debited = Registers {
         ar: Amount(before.ar.0 + 123),
         dr: Amount(before.dr.0 - 123),
         pieces: PieceCount(before.pieces.0 + 1),
         ..before
     };
-    let mut cuts = 0;
-    for torn in [false, true] {
-        for k in 0.. {
-            let Some((resp, nvm)) = cut_at(&base, &apdu, k, torn) else {
-                break;
-            };
-            cuts += 1;
-            // No indicium leaves a card whose commit did not complete.
-            assert_eq!(
-                resp,
-                Status::MemoryFailure.sw().to_be_bytes(),
-                "cut {k} torn {torn}"
-            );
-            let mut card = reopen(&nvm, SEED);
-            let after = registers(&mut card, 0);
-            consistent(&after);
-            assert_eq!(
-                after.control_sum, before.control_sum,
-                "no value created or lost"
-            );
-            assert!(
-                after == before || after == debited,
-                "cut {k} torn {torn}: {after:?}"
-            );
-            // The host retries with the same transaction ID and gets the piece, debited once.
-            let ind = expect_ok(&card.transmit(&apdu));
-            let d = indicium::verify(&ind, &pk).expect("retried indicium verifies");
-            assert_eq!(
-                (d.ar, d.dr, d.pieces),
-                (debited.ar, debited.dr, debited.pieces)
-            );
-            assert_eq!(registers(&mut card, 0), debited);
-            assert_eq!(registers(&mut reopen(card.store().nvm(), SEED), 0), debited);
-        }
-    }
-    cuts
+    sweep(&base, &apdu, |resp, mut card, at| {
+        // No indicium leaves a card whose commit did not complete.
+        assert_eq!(resp, Status::MemoryFailure.sw().to_be_bytes(), "{at}");
+        let after = registers(&mut card, 0);
+        consistent(&after);
+        assert_eq!(
+            after.control_sum, before.control_sum,
+            "no value created or lost"
+        );
+        assert!(after == before || after == debited, "{at}: {after:?}");
+        // The host retries with the same transaction ID and gets the piece, debited once.
+        let ind = expect_ok(&card.transmit(&apdu));
+        let d = indicium::verify(&ind, &pk).expect("retried indicium verifies");
+        assert_eq!(
+            (d.ar, d.dr, d.pieces),
+            (debited.ar, debited.dr, debited.pieces)
+        );
+        assert_eq!(registers(&mut card, 0), debited);
+        assert_eq!(registers(&mut reopen(card.store().nvm(), SEED), 0), debited);
+    })
 }
 
 fn refill_tearing() -> usize {
@@ -104,62 +99,37 @@ fn refill_tearing() -> usize {
         ..before
     };
     let apdu = host::refill(SET0, &msg);
-    let mut cuts = 0;
-    for torn in [false, true] {
-        for k in 0.. {
-            let Some((resp, nvm)) = cut_at(&base, &apdu, k, torn) else {
-                break;
-            };
-            cuts += 1;
-            assert_eq!(
-                resp,
-                Status::MemoryFailure.sw().to_be_bytes(),
-                "cut {k} torn {torn}"
-            );
-            let mut card = reopen(&nvm, SEED);
-            let after = registers(&mut card, 0);
-            consistent(&after);
-            assert!(
-                after == before || after == credited,
-                "cut {k} torn {torn}: {after:?}"
-            );
-            // Retrying the same message credits it exactly once overall.
-            let retry = card.transmit(&apdu);
-            if after == credited {
-                expect_refused(&retry, Status::RefillReplayed);
-            } else {
-                expect_ok(&retry);
-            }
-            assert_eq!(registers(&mut card, 0), credited);
+    sweep(&base, &apdu, |resp, mut card, at| {
+        assert_eq!(resp, Status::MemoryFailure.sw().to_be_bytes(), "{at}");
+        let after = registers(&mut card, 0);
+        consistent(&after);
+        assert!(after == before || after == credited, "{at}: {after:?}");
+        // Retrying the same message credits it exactly once overall.
+        let retry = card.transmit(&apdu);
+        if after == credited {
+            expect_refused(&retry, Status::RefillReplayed);
+        } else {
+            expect_ok(&retry);
         }
-    }
-    cuts
+        assert_eq!(registers(&mut card, 0), credited);
+    })
 }
 
 fn personalization_tearing() -> usize {
     let base = blank_card(SEED).store().nvm().clone();
     let apdu = host::personalize(&personalization());
-    let mut cuts = 0;
-    for torn in [false, true] {
-        for k in 0.. {
-            let Some((_, nvm)) = cut_at(&base, &apdu, k, torn) else {
-                break;
-            };
-            cuts += 1;
-            // Either still blank (and personalizable) or fully personalized: never half.
-            let mut card = reopen(&nvm, SEED);
-            let resp = card.transmit(&apdu);
-            if host::sw(&resp) == Status::ConditionsNotSatisfied.sw() {
-                for set in 0..LICENSES.len() as u8 {
-                    consistent(&registers(&mut card, set));
-                }
-            } else {
-                expect_ok(&resp);
+    sweep(&base, &apdu, |_, mut card, _| {
+        // Either still blank (and personalizable) or fully personalized: never half.
+        let resp = card.transmit(&apdu);
+        if host::sw(&resp) == Status::ConditionsNotSatisfied.sw() {
+            for set in 0..LICENSES.len() as u8 {
+                consistent(&registers(&mut card, set));
             }
-            assert_eq!(registers(&mut card, 1).license, LicenseId(LICENSES[1].0));
+        } else {
+            expect_ok(&resp);
         }
-    }
-    cuts
+        assert_eq!(registers(&mut card, 1).license, LicenseId(LICENSES[1].0));
+    })
 }
 
 fn main() {

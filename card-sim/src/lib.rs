@@ -3,3 +3,4 @@
 
 pub mod file_store;
 pub mod os_platform;
+pub mod script;

@@ -195,7 +195,7 @@ fn parse_expectation(comment: &str) -> Result<Option<Expect>, String> {
 /// Hex bytes, spaced or not (scriptor reads unspaced hex two digits at a time).
 pub fn parse_hex(text: &str) -> Result<Vec<u8>, String> {
     let digits: String = text.split_whitespace().collect();
-    if text.split_whitespace().any(|t| t.len() % 2 != 0) || digits.len() % 2 != 0 {
+    if text.split_whitespace().any(|t| !t.len().is_multiple_of(2)) {
         return Err(format!("'{}' is not a sequence of hex bytes", text.trim()));
     }
     (0..digits.len())

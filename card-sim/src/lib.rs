@@ -3,4 +3,7 @@
 
 pub mod file_store;
 pub mod os_platform;
+pub mod personalize;
 pub mod script;
+pub mod sim;
+pub mod transport;

@@ -1,14 +1,65 @@
-//! The platform a simulated card runs on: the operating system's random generator and the
-//! system clock's date (UTC).
+//! The platform a simulated card runs on: the operating system's random generator and a
+//! clock — the system's date (UTC), a fixed date (reproducible scripts), or none.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use openpsd_core::platform::Platform;
 use openpsd_core::types::Date;
 
-/// Randomness from the OS, today's date from the system clock.
+/// Where the card's idea of today comes from.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Clock {
+    /// The system clock's date in UTC.
+    #[default]
+    System,
+    /// Always this date (for scripts whose indicia carry fixed dates).
+    Fixed(Date),
+    /// No clock: the card checks dates only against the last one it used.
+    None,
+}
+
+impl std::str::FromStr for Clock {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "system" => Ok(Clock::System),
+            "none" => Ok(Clock::None),
+            date => parse_date(date).map(Clock::Fixed),
+        }
+    }
+}
+
+/// Parses `YYYY-MM-DD`.
+pub fn parse_date(s: &str) -> Result<Date, String> {
+    let bad = || format!("'{s}': expected system, none or a date YYYY-MM-DD (2000 or later)");
+    let mut parts = s.split('-');
+    let mut next = || parts.next().and_then(|p| p.parse::<u16>().ok());
+    let (y, m, d) = (
+        next().ok_or_else(bad)?,
+        next().ok_or_else(bad)?,
+        next().ok_or_else(bad)?,
+    );
+    Date::new(
+        y,
+        u8::try_from(m).map_err(|_| bad())?,
+        u8::try_from(d).map_err(|_| bad())?,
+    )
+    .ok_or_else(bad)
+}
+
+/// Randomness from the OS, today's date from a [`Clock`].
 #[derive(Clone, Copy, Debug, Default)]
-pub struct OsPlatform;
+pub struct OsPlatform {
+    /// The clock.
+    pub clock: Clock,
+}
+
+impl OsPlatform {
+    /// A platform with the given clock.
+    pub fn new(clock: Clock) -> Self {
+        Self { clock }
+    }
+}
 
 impl Platform for OsPlatform {
     fn fill_random(&mut self, buf: &mut [u8]) {
@@ -18,8 +69,14 @@ impl Platform for OsPlatform {
     }
 
     fn today(&self) -> Option<Date> {
-        let secs = SystemTime::now().duration_since(UNIX_EPOCH).ok()?.as_secs();
-        date_from_unix_days(secs / 86_400)
+        match self.clock {
+            Clock::System => {
+                let secs = SystemTime::now().duration_since(UNIX_EPOCH).ok()?.as_secs();
+                date_from_unix_days(secs / 86_400)
+            }
+            Clock::Fixed(d) => Some(d),
+            Clock::None => None,
+        }
     }
 }
 
@@ -59,6 +116,18 @@ mod tests {
         for d in (10_957..10_957 + 3_000).step_by(17) {
             let date = date_from_unix_days(d).unwrap();
             assert_eq!(u64::from(date.day_number()), d - 10_957, "{date}");
+        }
+    }
+
+    #[test]
+    fn clocks_parse() {
+        assert_eq!("none".parse::<Clock>(), Ok(Clock::None));
+        assert_eq!(
+            "2026-11-21".parse::<Clock>(),
+            Ok(Clock::Fixed(Date::new(2026, 11, 21).unwrap()))
+        );
+        for bad in ["2026-13-01", "26-1-1", "tomorrow", "2026-11", "1999-12-31"] {
+            assert!(bad.parse::<Clock>().is_err(), "{bad}");
         }
     }
 }

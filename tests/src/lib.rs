@@ -16,6 +16,8 @@ use openpsd_core::store::{MemStore, Nvm};
 use openpsd_core::types::*;
 use openpsd_core::{Card, Status};
 
+pub mod scripts;
+
 /// The card type under test.
 pub type TestCard = Card<MemStore, SeededPlatform>;
 

@@ -1,0 +1,211 @@
+//! Personalizing a PSD from the host side: the vendor's personalization station.
+//!
+//! The card generates its indicium key inside; the station chooses the device ID and K1,
+//! sends PERSONALIZE, and hands the back office what it needs (device ID, K1, public key)
+//! as a secrets file that is never part of the card's state.
+
+use std::fs;
+use std::io::Write as _;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+
+use anyhow::{anyhow, bail, Context, Result};
+use openpsd_core::crypto::IndiciumKey;
+use openpsd_core::platform::Platform;
+use openpsd_core::psd::device::{DeviceInfo, LicenseSlot, Personalization};
+use openpsd_core::psd::host;
+use openpsd_core::types::{Amount, DeviceId, LicenseId, PostalCode};
+use serde::{Deserialize, Serialize};
+
+use crate::sim::SimulatedCard;
+
+/// What the station asks for.
+#[derive(Clone, Debug)]
+pub struct Request {
+    /// Device ID (random "PSD" + 5 bytes if `None`).
+    pub device: Option<DeviceId>,
+    /// The vendor's public key (a fresh throwaway key if `None`).
+    pub vendor_public_key: Option<[u8; 65]>,
+    /// Per-piece postage limit.
+    pub max_postage: Amount,
+    /// DR limit.
+    pub max_dr: Amount,
+    /// Licenses (register sets) with their origin postal codes.
+    pub licenses: Vec<LicenseSlot>,
+}
+
+/// What the back office needs about a personalized PSD (JSON).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Secrets {
+    /// Device ID, hex.
+    pub device_id: String,
+    /// K1, hex: the audit/refill key the key management system shares with the device.
+    pub k1: String,
+    /// Indicium key ID, hex.
+    pub key_id: String,
+    /// Indicium public key (SEC1 uncompressed), hex.
+    pub public_key: String,
+    /// License numbers and origin postal codes, in register set order.
+    pub licenses: Vec<(u32, String)>,
+}
+
+/// Parses `4711:10115` (license:origin postal code).
+pub fn parse_license(s: &str) -> Result<LicenseSlot, String> {
+    let (l, o) = s
+        .split_once(':')
+        .ok_or_else(|| format!("'{s}': expected LICENSE:POSTALCODE, e.g. 4711:10115"))?;
+    let license = l
+        .parse()
+        .map_err(|_| format!("'{l}': a license number is an integer"))?;
+    let origin = PostalCode::new(o.as_bytes())
+        .ok_or_else(|| format!("'{o}': postal codes are 1-10 of A-Z 0-9 space -"))?;
+    Ok(LicenseSlot {
+        license: LicenseId(license),
+        origin,
+    })
+}
+
+/// Parses an amount in currency units ("25", "25.5", "25.00") into minor units.
+pub fn parse_amount(text: &str) -> Result<Amount, String> {
+    let bad = || format!("amount {text:?}: use units with at most two decimals, e.g. 25.00");
+    let (units, cents) = match text.split_once('.') {
+        Some((u, c)) if !c.is_empty() && c.len() <= 2 => (u, format!("{c:0<2}")),
+        None => (text, "00".to_string()),
+        _ => return Err(bad()),
+    };
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    if !digits(units) || !digits(&cents) {
+        return Err(bad());
+    }
+    let minor = units
+        .parse::<u64>()
+        .ok()
+        .and_then(|u| u.checked_mul(100))
+        .and_then(|u| u.checked_add(cents.parse().ok()?));
+    match minor {
+        Some(m) if m > 0 => Ok(Amount(m)),
+        _ => Err(format!("amount {text:?} out of range")),
+    }
+}
+
+/// Sends one APDU and returns the data of a `9000` response.
+pub fn send(card: &mut dyn SimulatedCard, what: &str, apdu: &[u8]) -> Result<Vec<u8>> {
+    let mut resp = Vec::new();
+    card.transmit(apdu, &mut resp);
+    tracing::debug!(command = what, apdu = %hex::encode_upper(apdu), response = %hex::encode_upper(&resp));
+    host::data(&resp).map(<[u8]>::to_vec).map_err(|s| {
+        anyhow!(
+            "{what}: card answered {:04X} ({})",
+            host::sw(&resp),
+            s.describe()
+        )
+    })
+}
+
+/// Personalizes a blank card and returns its public data and the back office's secrets.
+pub fn personalize(
+    card: &mut dyn SimulatedCard,
+    platform: &mut dyn Platform,
+    req: &Request,
+) -> Result<(DeviceInfo, Secrets)> {
+    send(card, "SELECT PSD", &host::select())?;
+    let info = DeviceInfo::decode(&send(card, "GET DATA", &host::get_data())?)
+        .map_err(|_| anyhow!("GET DATA malformed"))?;
+    if info.is_some() {
+        bail!("the card is personalized already");
+    }
+    let mut k1 = [0u8; 16];
+    platform.fill_random(&mut k1);
+    let device = req.device.unwrap_or_else(|| {
+        let mut id = *b"PSD00000";
+        platform.fill_random(&mut id[3..]);
+        DeviceId(id)
+    });
+    let vendor_public_key = match req.vendor_public_key {
+        Some(k) => k,
+        None => IndiciumKey::generate(platform).public_key(),
+    };
+    let p = Personalization {
+        device,
+        k1,
+        vendor_public_key,
+        max_postage: req.max_postage,
+        max_dr: req.max_dr,
+        licenses: req.licenses.clone(),
+    };
+    send(card, "PERSONALIZE", &host::personalize(&p))?;
+    let info = DeviceInfo::decode(&send(card, "GET DATA", &host::get_data())?)
+        .ok()
+        .flatten()
+        .ok_or_else(|| anyhow!("card not personalized after PERSONALIZE"))?;
+    let secrets = Secrets {
+        device_id: hex::encode_upper(info.device.0),
+        k1: hex::encode(k1),
+        key_id: hex::encode(info.key_id.0),
+        public_key: hex::encode(info.public_key),
+        licenses: req
+            .licenses
+            .iter()
+            .map(|l| (l.license.0, l.origin.to_string()))
+            .collect(),
+    };
+    zeroize::Zeroize::zeroize(&mut k1);
+    Ok((info, secrets))
+}
+
+/// Writes the secrets file, readable by its owner only; refuses to overwrite one.
+pub fn write_secrets(path: &Path, secrets: &Secrets) -> Result<()> {
+    let json = serde_json::to_string_pretty(secrets)?;
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("creating the secrets file {}", path.display()))?;
+    f.write_all(json.as_bytes())?;
+    f.write_all(b"\n")?;
+    f.sync_all()?;
+    Ok(())
+}
+
+/// Reads a secrets file.
+pub fn read_secrets(path: &Path) -> Result<Secrets> {
+    let text = fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("{} is not a secrets file", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn amounts() {
+        assert_eq!(parse_amount("25.00").unwrap(), Amount(2500));
+        assert_eq!(parse_amount("25.5").unwrap(), Amount(2550));
+        assert_eq!(parse_amount("7").unwrap(), Amount(700));
+        for bad in [
+            "",
+            "0",
+            "1.234",
+            "-1",
+            "1,00",
+            ".5",
+            "x",
+            "184467440737095517",
+        ] {
+            assert!(parse_amount(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn licenses() {
+        let l = parse_license("4711:10115").unwrap();
+        assert_eq!(
+            (l.license, l.origin.as_bytes()),
+            (LicenseId(4711), &b"10115"[..])
+        );
+        for bad in ["4711", "x:10115", "1:", "1:toolongpostcode", "1:abc"] {
+            assert!(parse_license(bad).is_err(), "{bad}");
+        }
+    }
+}

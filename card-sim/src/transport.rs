@@ -1,0 +1,218 @@
+//! The vpcd framing, both ways: as pcscd's vpcd reader expects a virtual card (the card is
+//! the TCP *client*), and as a TCP server for clients without pcscd.
+//!
+//! Every message is a 2-byte big-endian length and that many bytes. A 1-byte message is a
+//! control code — `00` power off, `01` power on, `02` reset (none answered), `04` get ATR
+//! (answered with the ATR) — anything longer is a command APDU, answered with one frame of
+//! response data and status word.
+//!
+//! Latency: Debian 12's vpcd writes the length and the body of a frame in two writes, so a
+//! card with delayed ACKs holds the body ~40 ms. Setting `TCP_QUICKACK` before every read
+//! (Linux clears it again after each ACK) and `TCP_NODELAY`, and writing each reply with
+//! one `write_all`, takes that away.
+
+use std::io::{self, Read, Write};
+use std::net::{TcpListener, TcpStream, ToSocketAddrs};
+use std::time::Duration;
+
+use crate::sim::SimulatedCard;
+
+/// Control codes of the vpcd protocol.
+pub mod control {
+    /// Power off.
+    pub const POWER_OFF: u8 = 0x00;
+    /// Power on.
+    pub const POWER_ON: u8 = 0x01;
+    /// Reset.
+    pub const RESET: u8 = 0x02;
+    /// Get ATR.
+    pub const GET_ATR: u8 = 0x04;
+}
+
+/// Default address of vpcd's first reader ("Virtual PCD 00 00"); slot *n* is port + *n*.
+pub const VPCD_DEFAULT: &str = "127.0.0.1:35963";
+
+/// Counts of what a connection carried, for logs and tests.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Stats {
+    /// Command APDUs answered.
+    pub apdus: u64,
+    /// Power-off, power-on and reset events.
+    pub power_events: u64,
+}
+
+fn read_frame(stream: &mut TcpStream, buf: &mut Vec<u8>) -> io::Result<bool> {
+    quickack(stream);
+    let mut len = [0u8; 2];
+    match stream.read_exact(&mut len) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(false),
+        Err(e) => return Err(e),
+    }
+    buf.resize(usize::from(u16::from_be_bytes(len)), 0);
+    if !buf.is_empty() {
+        quickack(stream);
+        stream.read_exact(buf)?;
+    }
+    Ok(true)
+}
+
+fn write_frame(stream: &mut TcpStream, out: &mut Vec<u8>, body: &[u8]) -> io::Result<()> {
+    let len = u16::try_from(body.len()).map_err(|_| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            "response longer than 65535 bytes",
+        )
+    })?;
+    out.clear();
+    out.extend_from_slice(&len.to_be_bytes());
+    out.extend_from_slice(body);
+    stream.write_all(out)
+}
+
+#[cfg(target_os = "linux")]
+fn quickack(stream: &TcpStream) {
+    use std::os::linux::net::TcpStreamExt;
+    // Best effort: without it replies are merely slower.
+    let _ = stream.set_quickack(true);
+}
+
+#[cfg(not(target_os = "linux"))]
+fn quickack(_stream: &TcpStream) {}
+
+/// Serves one connection until the peer closes it (card removed) or an I/O error.
+pub fn serve_connection(stream: &mut TcpStream, card: &mut dyn SimulatedCard) -> io::Result<Stats> {
+    stream.set_nodelay(true)?;
+    let mut stats = Stats::default();
+    let (mut frame, mut reply, mut out) = (Vec::new(), Vec::new(), Vec::new());
+    while read_frame(stream, &mut frame)? {
+        match frame.as_slice() {
+            [] => {}
+            [code] => match *code {
+                control::POWER_OFF | control::POWER_ON | control::RESET => {
+                    tracing::debug!(code, "power event");
+                    card.reset();
+                    stats.power_events += 1;
+                }
+                control::GET_ATR => {
+                    let atr = card.atr().to_vec();
+                    write_frame(stream, &mut out, &atr)?;
+                }
+                other => tracing::warn!(code = other, "unknown vpcd control code ignored"),
+            },
+            apdu => {
+                card.transmit(apdu, &mut reply);
+                tracing::debug!(apdu = %hex::encode_upper(apdu), response = %hex::encode_upper(&reply), "exchange");
+                write_frame(stream, &mut out, &reply)?;
+                stats.apdus += 1;
+            }
+        }
+    }
+    Ok(stats)
+}
+
+/// Connects the card to vpcd at `addr` and serves it for ever, reconnecting (every
+/// `retry`) when pcscd is not there yet or goes away.
+pub fn run_vpcd_client(
+    addr: &str,
+    card: &mut dyn SimulatedCard,
+    retry: Duration,
+) -> io::Result<()> {
+    let mut waiting_logged = false;
+    loop {
+        let target = addr.to_socket_addrs()?.next().ok_or_else(|| {
+            io::Error::new(io::ErrorKind::InvalidInput, format!("{addr}: no address"))
+        })?;
+        match TcpStream::connect_timeout(&target, Duration::from_secs(2)) {
+            Ok(mut stream) => {
+                tracing::info!(%addr, "connected to vpcd: card inserted");
+                waiting_logged = false;
+                card.reset();
+                match serve_connection(&mut stream, card) {
+                    Ok(s) => {
+                        tracing::info!(apdus = s.apdus, "vpcd closed the connection: card removed")
+                    }
+                    Err(e) => tracing::warn!(error = %e, "vpcd connection lost"),
+                }
+                card.reset();
+            }
+            Err(e) => {
+                if !waiting_logged {
+                    tracing::info!(%addr, error = %e, "vpcd not reachable; retrying");
+                    waiting_logged = true;
+                }
+            }
+        }
+        std::thread::sleep(retry);
+    }
+}
+
+/// Serves the card to TCP clients at `addr`, one connection at a time, for ever. Each
+/// connection starts with a powered-on, freshly reset card.
+pub fn run_tcp_server(listener: TcpListener, card: &mut dyn SimulatedCard) -> io::Result<()> {
+    loop {
+        let (mut stream, peer) = listener.accept()?;
+        tracing::info!(%peer, "client connected");
+        card.reset();
+        match serve_connection(&mut stream, card) {
+            Ok(s) => tracing::info!(%peer, apdus = s.apdus, "client disconnected"),
+            Err(e) => tracing::warn!(%peer, error = %e, "client connection failed"),
+        }
+        card.reset();
+    }
+}
+
+/// A client of the vpcd framing (used by the `openpsd` host tools and tests to talk to
+/// `card-sim serve --tcp`).
+pub struct TcpCardClient {
+    stream: TcpStream,
+    out: Vec<u8>,
+}
+
+impl TcpCardClient {
+    /// Connects to a `card-sim serve --tcp` address.
+    pub fn connect(addr: impl ToSocketAddrs) -> io::Result<Self> {
+        let stream = TcpStream::connect(addr)?;
+        stream.set_nodelay(true)?;
+        Ok(Self {
+            stream,
+            out: Vec::new(),
+        })
+    }
+
+    fn exchange(&mut self, body: &[u8], answered: bool) -> io::Result<Vec<u8>> {
+        write_frame(&mut self.stream, &mut self.out, body)?;
+        if !answered {
+            return Ok(Vec::new());
+        }
+        let mut frame = Vec::new();
+        if !read_frame(&mut self.stream, &mut frame)? {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "card-sim closed the connection",
+            ));
+        }
+        Ok(frame)
+    }
+
+    /// Sends a command APDU, returns the response APDU.
+    pub fn transmit(&mut self, apdu: &[u8]) -> io::Result<Vec<u8>> {
+        if apdu.len() < 2 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "a 0- or 1-byte APDU would be read as a vpcd control code",
+            ));
+        }
+        self.exchange(apdu, true)
+    }
+
+    /// The card's ATR.
+    pub fn atr(&mut self) -> io::Result<Vec<u8>> {
+        self.exchange(&[control::GET_ATR], true)
+    }
+
+    /// Resets the card (volatile state lost).
+    pub fn reset(&mut self) -> io::Result<()> {
+        self.exchange(&[control::RESET], false).map(|_| ())
+    }
+}

@@ -1,0 +1,10 @@
+//! Writes the APDU scripts of `tests/scripts/` (see `tests/src/scripts.rs`).
+fn main() -> std::io::Result<()> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts");
+    std::fs::create_dir_all(&dir)?;
+    for (name, text) in openpsd_tests::scripts::all() {
+        std::fs::write(dir.join(name), text)?;
+        println!("wrote tests/scripts/{name}");
+    }
+    Ok(())
+}

@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# pcsc-test.sh - the APDU scripts through the real PC/SC stack: pcscd + vpcd + card-sim,
+# driven by scriptor (pcsc-tools) and compared with the scripts' expectations; then
+# pcsc_scan, opensc-tool with its probing, and a pyscard client doing an indicium and a
+# refill. Installs what it needs (Debian packages); stops what it started.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+# shellcheck source=scripts/pcsc-lib.sh
+. scripts/pcsc-lib.sh
+trap pcsc_stop_all EXIT
+
+pcsc_install
+cargo build --release -q -p openpsd-card-sim
+CARD_SIM=$(pwd)/target/release/card-sim
+export CARD_SIM
+pcsc_start
+
+echo "== the scripts in-process (card-sim run)"
+"$CARD_SIM" run --clock none tests/scripts/*.apdu
+
+echo "== the same scripts through pcscd + vpcd with scriptor"
+for script in tests/scripts/*.apdu; do
+  name=$(basename "$script" .apdu)
+  state="$PCSC_RUN/cards/$name"
+  rm -rf "$state"
+  "$CARD_SIM" create --state "$state" >/dev/null
+  card_start card "$state" 0 --clock none
+  timeout 60 scriptor -r "Virtual PCD 00 00" "$script" > "$PCSC_RUN/$name.scriptor" 2>&1
+  "$CARD_SIM" check-scriptor --script "$script" --output "$PCSC_RUN/$name.scriptor"
+  card_stop card
+  pcsc_wait 10 pcsc_card_absent 0
+done
+
+echo "== pcsc_scan sees the card and its ATR"
+state="$PCSC_RUN/cards/probe"
+rm -rf "$state" "$state.secrets.json"
+"$CARD_SIM" personalize --state "$state" >/dev/null
+card_start card "$state" 0
+atr=$(timeout 5 pcsc_scan 2>/dev/null | grep -m1 "ATR: " || true)
+echo "$atr"
+echo "$atr" | grep -q "3B 88 80 01 6F 70 65 6E 70 73 64 31 4B" || { echo "pcsc_scan did not show card-sim's ATR" >&2; exit 1; }
+
+echo "== opensc-tool (with its probing) gets clean status words"
+before=$(grep -c '"exchange"\|exchange' "$PCSC_RUN/card.log" || true)
+timeout 60 opensc-tool -r 0 -n > "$PCSC_RUN/opensc-name.out" 2>&1 || true
+timeout 60 opensc-tool -r 0 -s 00A4040007F0505344000001 -s 80CA000100 > "$PCSC_RUN/opensc-apdu.out" 2>&1
+grep -q "Received (SW1=0x90, SW2=0x00)" "$PCSC_RUN/opensc-apdu.out" || { cat "$PCSC_RUN/opensc-apdu.out"; exit 1; }
+# Every response the card gave during opensc's probing ends in a status word of our table.
+/usr/bin/python3 scripts/check-card-log.py "$PCSC_RUN/card.log"
+pcsc_alive_as "$(cat "$PCSC_RUN/card.pid")" card-sim || { echo "card-sim died during opensc probing" >&2; exit 1; }
+echo "opensc-tool: $(grep -c exchange "$PCSC_RUN/card.log") exchanges (was $before), all with known status words"
+
+echo "== pyscard: an indicium and a refill through PC/SC"
+/usr/bin/python3 tests/pcsc/pyscard_flow.py --reader "Virtual PCD 00 00" --secrets "$state.secrets.json"
+card_stop card
+echo "== PC/SC tests passed"

@@ -25,8 +25,16 @@ fn every_script_passes_in_process() {
         .output()
         .expect("card-sim runs");
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(stdout.lines().filter(|l| l.contains(": ok (")).count(), scripts.len(), "{stdout}");
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        stdout.lines().filter(|l| l.contains(": ok (")).count(),
+        scripts.len(),
+        "{stdout}"
+    );
 }
 
 #[test]
@@ -34,9 +42,16 @@ fn a_wrong_expectation_fails_with_line_apdu_expected_and_got() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("wrong.apdu");
     std::fs::write(&path, "00 A4 04 00 07 F0 50 53 44 00 00 01\n# expect 9000\n80 CA 00 01 00\n# expect 6A82\n80 CA 00 01 00\n").unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_card-sim")).arg("run").arg(&path).output().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_card-sim"))
+        .arg("run")
+        .arg(&path)
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("line 3: > 80 CA 00 01 00"), "{err}");
-    assert!(err.contains("expected 6A82") && err.contains("got      00 90 00"), "{err}");
+    assert!(
+        err.contains("expected 6A82") && err.contains("got      00 90 00"),
+        "{err}"
+    );
 }

@@ -182,3 +182,11 @@ pub const SW_OK: u16 = 0x9000;
 
 /// Status word prefix telling the host more response bytes wait for GET RESPONSE.
 pub const SW1_BYTES_REMAINING: u8 = 0x61;
+
+impl core::fmt::Display for Status {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "{:04X}: {}", self.sw(), self.describe())
+    }
+}
+
+impl core::error::Error for Status {}

@@ -16,6 +16,17 @@ pub enum Malformed {
     Value,
 }
 
+impl core::fmt::Display for Malformed {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(match self {
+            Malformed::Length => "data too short or too long for its layout",
+            Malformed::Value => "a field holds a value its layout does not allow",
+        })
+    }
+}
+
+impl core::error::Error for Malformed {}
+
 impl From<Malformed> for crate::status::Status {
     fn from(m: Malformed) -> Self {
         match m {

@@ -86,7 +86,10 @@ fn ok_data(resp: &[u8], what: &str) -> Vec<u8> {
 pub(crate) fn kms_refill_message(card: &mut FuzzCard, set: u8, amount: u64, id: u8) -> Vec<u8> {
     let k1 = MacKey::new(K1);
     let nonce = [id; 16];
-    let msg = ok_data(&card.transmit(&host::audit(RegisterSetIndex(set), &nonce)), "audit");
+    let msg = ok_data(
+        &card.transmit(&host::audit(RegisterSetIndex(set), &nonce)),
+        "audit",
+    );
     let a = AuditData::open(&msg, &k1).expect("fixture audit MAC");
     RefillCombination {
         device: a.device,
@@ -144,7 +147,10 @@ fn hex(b: &[u8]) -> String {
 /// The class checks of `Card` (ISO 7816-4 5.1.1), to know whether a command reached the
 /// chain / pending-response logic.
 fn class_ok(cla: u8) -> bool {
-    matches!(cla, 0x00..=0x1F | 0x80..=0xFE) && cla & 0x03 == 0 && cla & 0x0C == 0 && cla & 0x60 == 0
+    matches!(cla, 0x00..=0x1F | 0x80..=0xFE)
+        && cla & 0x03 == 0
+        && cla & 0x0C == 0
+        && cla & 0x60 == 0
 }
 
 /// The persisted register sets (records `0x0110..`); every record must decode, which
@@ -163,10 +169,21 @@ fn persisted_sets(store: &MemStore) -> Vec<RegisterSet> {
     sets
 }
 
+#[derive(Clone)]
 struct Keys {
     public_key: [u8; 65],
     k1: MacKey,
     max_postage: Amount,
+}
+
+impl Keys {
+    fn from_device(d: &Device) -> Keys {
+        Keys {
+            public_key: d.public_key,
+            k1: d.k1.clone(),
+            max_postage: d.max_postage,
+        }
+    }
 }
 
 struct Harness {
@@ -205,6 +222,19 @@ impl Harness {
             credit_ok: [false; MAX_SETS as usize],
             reply: Vec::new(),
         };
+        if start != Start::Blank {
+            // The fixture's keys, decoded once per process (a scalar multiplication saved
+            // per execution).
+            static KEYS: OnceLock<Keys> = OnceLock::new();
+            h.keys = Some(
+                KEYS.get_or_init(|| {
+                    let store = MemStore::open(personalized_nvm().clone()).expect("opens");
+                    let rec = store.read(REC_DEVICE).expect("readable").expect("present");
+                    Keys::from_device(&Device::decode(&rec).expect("device record decodes"))
+                })
+                .clone(),
+            );
+        }
         h.sets = persisted_sets(h.card().store());
         let resp = h.exchange(&host::select());
         assert_eq!(sw(&resp), SW_OK, "SELECT of a fresh card");
@@ -217,13 +247,13 @@ impl Harness {
 
     fn keys(&mut self) -> Option<&Keys> {
         if self.keys.is_none() {
-            let rec = self.card().store().read(REC_DEVICE).expect("device record readable")?;
+            let rec = self
+                .card()
+                .store()
+                .read(REC_DEVICE)
+                .expect("device record readable")?;
             let d = Device::decode(&rec).expect("device record decodes");
-            self.keys = Some(Keys {
-                public_key: d.public_key,
-                k1: d.k1.clone(),
-                max_postage: d.max_postage,
-            });
+            self.keys = Some(Keys::from_device(&d));
         }
         self.keys.as_ref()
     }
@@ -259,8 +289,11 @@ impl Harness {
             assert!(data_len > 0, "61xx without data");
         }
 
+        // Any command but a successful GET RESPONSE drops response bytes not fetched,
+        // malformed ones included.
+        self.pending = sw1 == 0x61;
         let Ok(view) = apdu::parse(cmd) else {
-            // Malformed APDUs are refused before the card touches its volatile state.
+            // Malformed APDUs leave a chain in progress as it was.
             assert_eq!(data_len, 0);
             return resp;
         };
@@ -274,7 +307,6 @@ impl Harness {
         }
         let (ins, p2) = (cmd[1], cmd[3]);
         let get_response = cla == 0x00 && ins == 0xC0;
-        self.pending = sw1 == 0x61;
         if !get_response {
             self.chain = cla & 0x10 != 0 && sw == SW_OK;
         }
@@ -305,7 +337,9 @@ impl Harness {
             .get(set)
             .unwrap_or_else(|| panic!("INS {ins:02X} succeeded on missing set {set}"))
             .clone();
-        let keys = self.keys().expect("a personalized card has a device record");
+        let keys = self
+            .keys()
+            .expect("a personalized card has a device record");
         match ins {
             0x40 => {
                 let d = indicium::verify(data, &keys.public_key)
@@ -335,7 +369,11 @@ impl Harness {
             }
             _ => {
                 let r = Registers::decode(data).expect("REFILL response decodes");
-                assert_eq!(r, s.readout(), "REFILL response differs from the persisted set");
+                assert_eq!(
+                    r,
+                    s.readout(),
+                    "REFILL response differs from the persisted set"
+                );
             }
         }
     }
@@ -435,6 +473,37 @@ impl Harness {
                 };
                 self.exchange(&host::refill(RegisterSetIndex(set), &msg));
             }
+            Op::ForgedRefill { set, amount, mode } => {
+                let set = set % MAX_SETS;
+                let resp = self.exchange(&host::audit(RegisterSetIndex(set), &[*mode; 16]));
+                let (SW_OK, Some(keys)) = (sw(&resp), self.keys()) else {
+                    return;
+                };
+                let a = AuditData::open(&resp[..resp.len() - 2], &keys.k1).expect("audit MAC");
+                let mut c = RefillCombination {
+                    device: a.device,
+                    license: a.license,
+                    amount: Amount(u64::from(*amount)),
+                    control_sum: a.control_sum,
+                    refills: a.refills,
+                    combination_id: [*mode; 8],
+                };
+                match mode % 5 {
+                    0 => c.device.0[7] ^= 1,
+                    1 => c.control_sum.0 = c.control_sum.0.wrapping_add(1),
+                    2 => c.refills.0 = c.refills.0.wrapping_add(1),
+                    3 => c.refills.0 = c.refills.0.wrapping_sub(1),
+                    _ => c.license.0 ^= 1,
+                }
+                let msg = c.seal(&keys.k1);
+                let resp = self.exchange(&host::refill(RegisterSetIndex(set), &msg));
+                assert_ne!(
+                    sw(&resp),
+                    SW_OK,
+                    "forged refill (mode {}) accepted",
+                    mode % 5
+                );
+            }
             Op::Issue {
                 set,
                 txn,
@@ -467,12 +536,23 @@ impl Harness {
         let now = persisted_sets(self.card().store());
         let before = core::mem::replace(&mut self.sets, now.clone());
         if !before.is_empty() {
-            assert_eq!(now.len(), before.len(), "register sets appeared or vanished");
+            assert_eq!(
+                now.len(),
+                before.len(),
+                "register sets appeared or vanished"
+            );
         }
         let max_postage = self.keys().map(|k| k.max_postage);
         for (i, (b, n)) in before.iter().zip(&now).enumerate() {
-            assert_eq!((n.license, n.origin), (b.license, b.origin), "set {i} identity");
-            assert!(n.pieces >= b.pieces, "set {i}: piece count went back {b:?} -> {n:?}");
+            assert_eq!(
+                (n.license, n.origin),
+                (b.license, b.origin),
+                "set {i} identity"
+            );
+            assert!(
+                n.pieces >= b.pieces,
+                "set {i}: piece count went back {b:?} -> {n:?}"
+            );
             assert!(n.refills >= b.refills, "set {i}: refill count went back");
             if n.control_sum != b.control_sum {
                 assert!(
@@ -481,17 +561,39 @@ impl Harness {
                 );
                 assert!(n.control_sum > b.control_sum, "set {i}: control sum fell");
                 let credit = n.control_sum.0 - b.control_sum.0;
-                assert_eq!(n.dr.0.checked_sub(b.dr.0), Some(credit), "set {i}: DR credit");
-                assert_eq!((n.ar, n.pieces), (b.ar, b.pieces), "set {i}: refill debited");
-                assert_eq!(n.refills.0, b.refills.0 + 1, "set {i}: refill not counted once");
+                assert_eq!(
+                    n.dr.0.checked_sub(b.dr.0),
+                    Some(credit),
+                    "set {i}: DR credit"
+                );
+                assert_eq!(
+                    (n.ar, n.pieces),
+                    (b.ar, b.pieces),
+                    "set {i}: refill debited"
+                );
+                assert_eq!(
+                    n.refills.0,
+                    b.refills.0 + 1,
+                    "set {i}: refill not counted once"
+                );
             } else {
-                assert_eq!(n.refills, b.refills, "set {i}: refill counted without credit");
+                assert_eq!(
+                    n.refills, b.refills,
+                    "set {i}: refill counted without credit"
+                );
                 let pieces = n.pieces.0 - b.pieces.0;
                 let debit = n.ar.0.checked_sub(b.ar.0).expect("AR fell");
                 assert!(pieces <= 1, "set {i}: {pieces} pieces in one operation");
-                assert_eq!(debit > 0, pieces == 1, "set {i}: debit {debit} for {pieces} pieces");
+                assert_eq!(
+                    debit > 0,
+                    pieces == 1,
+                    "set {i}: debit {debit} for {pieces} pieces"
+                );
                 if let Some(max) = max_postage {
-                    assert!(debit <= max.0, "set {i}: debit {debit} above the per-piece limit");
+                    assert!(
+                        debit <= max.0,
+                        "set {i}: debit {debit} above the per-piece limit"
+                    );
                 }
             }
         }

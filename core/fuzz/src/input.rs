@@ -13,6 +13,10 @@
 //!        | 0x04 set:u8 txn:u8 postage:u16 day:u8  well-formed ISSUE INDICIUM
 //!        | 0x05 day:u8                            clock: 0 none, else 2026-11-(1+(day-1)%30)
 //!        | 0x06                                   power cycle: re-open the memory, SELECT
+//!        | 0x07 set:u8 amount:u32 mode:u8         forged refill, MACed with K1 but bound
+//!                                                 to the wrong state (mode % 5: device,
+//!                                                 control sum, refills + 1, refills - 1,
+//!                                                 license); must be refused
 //!        | any other byte, len:u16 apdu           one raw command APDU
 //! ```
 //!
@@ -76,6 +80,16 @@ pub enum Op {
     },
     /// Power cycle: the memory is re-opened and the PSD SELECTed.
     Reopen,
+    /// A refill message sealed under K1 for a state the card is not in.
+    ForgedRefill {
+        /// Register set (P2).
+        set: u8,
+        /// Amount credited.
+        amount: u32,
+        /// What is wrong (modulo 5): device, control sum, refill count ahead, refill
+        /// count behind, license.
+        mode: u8,
+    },
 }
 
 /// A decoded fuzz input.
@@ -148,6 +162,11 @@ impl Input {
                 },
                 0x05 => Op::Clock { day: b.u8() },
                 0x06 => Op::Reopen,
+                0x07 => Op::ForgedRefill {
+                    set: b.u8(),
+                    amount: b.u32(),
+                    mode: b.u8(),
+                },
                 _ => Op::Apdu(b.apdu()),
             };
             ops.push(op);
@@ -200,6 +219,11 @@ impl Input {
                 }
                 Op::Clock { day } => out.extend_from_slice(&[0x05, *day]),
                 Op::Reopen => out.push(0x06),
+                Op::ForgedRefill { set, amount, mode } => {
+                    out.extend_from_slice(&[0x07, *set]);
+                    out.extend_from_slice(&amount.to_be_bytes());
+                    out.push(*mode);
+                }
             }
         }
         out

@@ -107,7 +107,11 @@ pub fn seeds() -> Vec<(&'static str, Input)> {
         (
             "issue",
             Funded,
-            vec![issue(0, 1, 123, 21), issue(0, 2, 10_000, 21), issue(1, 3, 55, 22)],
+            vec![
+                issue(0, 1, 123, 21),
+                issue(0, 2, 10_000, 21),
+                issue(1, 3, 55, 22),
+            ],
         ),
         (
             "issue-retry",
@@ -125,7 +129,10 @@ pub fn seeds() -> Vec<(&'static str, Input)> {
             vec![
                 issue(0, 10, 0, 21),
                 issue(0, 11, 10_001, 21),
-                apdu(host::issue_indicium(RegisterSetIndex(0), &request(1, 12, 5, 21))),
+                apdu(host::issue_indicium(
+                    RegisterSetIndex(0),
+                    &request(1, 12, 5, 21),
+                )),
                 issue(0, 13, 5, 23),
                 issue(0, 14, 5, 22),
                 issue(0, 15, 5, 30),
@@ -163,10 +170,26 @@ pub fn seeds() -> Vec<(&'static str, Input)> {
             "refill-kms",
             Funded,
             vec![
-                Op::KmsRefill { set: 0, amount: 1_000, id: 1 },
-                Op::KmsRefill { set: 1, amount: 2_000_000, id: 2 },
-                Op::KmsRefill { set: 1, amount: 980_000, id: 3 },
-                Op::KmsRefill { set: 3, amount: 1, id: 4 },
+                Op::KmsRefill {
+                    set: 0,
+                    amount: 1_000,
+                    id: 1,
+                },
+                Op::KmsRefill {
+                    set: 1,
+                    amount: 2_000_000,
+                    id: 2,
+                },
+                Op::KmsRefill {
+                    set: 1,
+                    amount: 980_000,
+                    id: 3,
+                },
+                Op::KmsRefill {
+                    set: 3,
+                    amount: 1,
+                    id: 4,
+                },
                 issue(1, 20, 10_000, 21),
             ],
         ),
@@ -198,8 +221,19 @@ pub fn seeds() -> Vec<(&'static str, Input)> {
             v.truncate(2);
             v.push(get_data());
             v.push(get_data());
-            v.extend(chain(0x80, 0x40, 0x00, 0x00, &issue_data, 20, Some(0)).into_iter().take(1));
-            v.push(apdu(short(0x80, 0x40, 0x00, 0x01, &issue_data[20..], Some(0))));
+            v.extend(
+                chain(0x80, 0x40, 0x00, 0x00, &issue_data, 20, Some(0))
+                    .into_iter()
+                    .take(1),
+            );
+            v.push(apdu(short(
+                0x80,
+                0x40,
+                0x00,
+                0x01,
+                &issue_data[20..],
+                Some(0),
+            )));
             v
         }),
         ("chain-too-long", Funded, {
@@ -211,6 +245,32 @@ pub fn seeds() -> Vec<(&'static str, Input)> {
                 read(0),
             ]
         }),
+        ("chain-overflow-midway", Funded, {
+            let part = vec![0x42; 3000];
+            vec![
+                apdu(extended(0x90, 0x40, 0x00, 0x00, &part, 0)),
+                apdu(extended(0x90, 0x40, 0x00, 0x00, &part, 0)),
+                apdu(extended(0x90, 0x40, 0x00, 0x00, &part, 0)),
+                apdu(extended(0x80, 0x40, 0x00, 0x00, &part[..10], 0)),
+                read(0),
+            ]
+        }),
+        (
+            "forged-refills",
+            Funded,
+            (0..5)
+                .map(|mode| Op::ForgedRefill {
+                    set: mode % 2,
+                    amount: 1_000,
+                    mode,
+                })
+                .chain([Op::KmsRefill {
+                    set: 0,
+                    amount: 1_000,
+                    id: 5,
+                }])
+                .collect(),
+        ),
         (
             "extended",
             Funded,
@@ -278,7 +338,9 @@ pub fn seeds() -> Vec<(&'static str, Input)> {
                 apdu(vec![0x80, 0x32, 0x00, 0x00, 0x05, 0x01]),
                 apdu(vec![0x80, 0x32, 0x00, 0x00, 0x00, 0x00]),
                 apdu(vec![0x80, 0x32, 0x00, 0x00, 0x00, 0x00, 0x01]),
-                apdu(vec![0x80, 0x40, 0x00, 0x00, 0x00, 0x00, 0x02, 0x01, 0x02, 0x00]),
+                apdu(vec![
+                    0x80, 0x40, 0x00, 0x00, 0x00, 0x00, 0x02, 0x01, 0x02, 0x00,
+                ]),
                 apdu(vec![0x80, 0x40, 0x00, 0x00, 0x00, 0xFF, 0xFF]),
                 read(0),
             ],
@@ -303,11 +365,27 @@ pub fn seeds() -> Vec<(&'static str, Input)> {
             "power-cut-refill",
             Funded,
             vec![
-                Op::PowerCut { at_write: 1, torn: false, apdu: refill0.clone() },
-                Op::PowerCut { at_write: 2, torn: true, apdu: refill0.clone() },
-                Op::PowerCut { at_write: 3, torn: false, apdu: refill0.clone() },
+                Op::PowerCut {
+                    at_write: 1,
+                    torn: false,
+                    apdu: refill0.clone(),
+                },
+                Op::PowerCut {
+                    at_write: 2,
+                    torn: true,
+                    apdu: refill0.clone(),
+                },
+                Op::PowerCut {
+                    at_write: 3,
+                    torn: false,
+                    apdu: refill0.clone(),
+                },
                 apdu(refill0.clone()),
-                Op::KmsRefill { set: 0, amount: 5, id: 9 },
+                Op::KmsRefill {
+                    set: 0,
+                    amount: 5,
+                    id: 9,
+                },
             ],
         ),
         (
@@ -319,7 +397,12 @@ pub fn seeds() -> Vec<(&'static str, Input)> {
                 Op::Clock { day: 21 },
                 Op::Reopen,
                 issue(0, 51, 10, 29),
-                Op::Issue { set: 1, txn: 52, postage: 40, day: 29 },
+                Op::Issue {
+                    set: 1,
+                    txn: 52,
+                    postage: 40,
+                    day: 29,
+                },
                 Op::Reopen,
                 read(0),
             ],
@@ -335,7 +418,11 @@ pub fn seeds() -> Vec<(&'static str, Input)> {
                 apdu(personalize.to_vec()),
                 get_data(),
                 apdu(personalize.to_vec()),
-                Op::KmsRefill { set: 0, amount: 50_000, id: 1 },
+                Op::KmsRefill {
+                    set: 0,
+                    amount: 50_000,
+                    id: 1,
+                },
                 issue(0, 1, 10, 21),
                 Op::Reopen,
                 issue(0, 1, 10, 21),
@@ -351,8 +438,16 @@ pub fn seeds() -> Vec<(&'static str, Input)> {
             "blank-power-cut",
             Blank,
             vec![
-                Op::PowerCut { at_write: 2, torn: true, apdu: personalize.to_vec() },
-                Op::PowerCut { at_write: 9, torn: false, apdu: personalize.to_vec() },
+                Op::PowerCut {
+                    at_write: 2,
+                    torn: true,
+                    apdu: personalize.to_vec(),
+                },
+                Op::PowerCut {
+                    at_write: 9,
+                    torn: false,
+                    apdu: personalize.to_vec(),
+                },
                 get_data(),
                 apdu(personalize.to_vec()),
             ],
@@ -362,24 +457,72 @@ pub fn seeds() -> Vec<(&'static str, Input)> {
             Personalized,
             vec![
                 issue(0, 1, 10, 21),
-                Op::KmsRefill { set: 1, amount: 10_000, id: 7 },
-                Op::Issue { set: 1, txn: 1, postage: 10_000, day: 20 },
-                Op::Issue { set: 1, txn: 2, postage: 1, day: 20 },
+                Op::KmsRefill {
+                    set: 1,
+                    amount: 10_000,
+                    id: 7,
+                },
+                Op::Issue {
+                    set: 1,
+                    txn: 1,
+                    postage: 10_000,
+                    day: 20,
+                },
+                Op::Issue {
+                    set: 1,
+                    txn: 2,
+                    postage: 1,
+                    day: 20,
+                },
             ],
         ),
         (
             "structured",
             Funded,
             vec![
-                Op::Issue { set: 0, txn: 1, postage: 100, day: 20 },
-                Op::Issue { set: 0, txn: 1, postage: 100, day: 20 },
-                Op::Issue { set: 1, txn: 2, postage: 9_999, day: 21 },
-                Op::Issue { set: 2, txn: 3, postage: 1, day: 21 },
-                Op::KmsRefill { set: 1, amount: 42, id: 3 },
+                Op::Issue {
+                    set: 0,
+                    txn: 1,
+                    postage: 100,
+                    day: 20,
+                },
+                Op::Issue {
+                    set: 0,
+                    txn: 1,
+                    postage: 100,
+                    day: 20,
+                },
+                Op::Issue {
+                    set: 1,
+                    txn: 2,
+                    postage: 9_999,
+                    day: 21,
+                },
+                Op::Issue {
+                    set: 2,
+                    txn: 3,
+                    postage: 1,
+                    day: 21,
+                },
+                Op::KmsRefill {
+                    set: 1,
+                    amount: 42,
+                    id: 3,
+                },
                 Op::Reset,
-                Op::Issue { set: 0, txn: 4, postage: 1, day: 21 },
+                Op::Issue {
+                    set: 0,
+                    txn: 4,
+                    postage: 1,
+                    day: 21,
+                },
                 select(),
-                Op::Issue { set: 0, txn: 4, postage: 1, day: 21 },
+                Op::Issue {
+                    set: 0,
+                    txn: 4,
+                    postage: 1,
+                    day: 21,
+                },
             ],
         ),
     ];

@@ -187,3 +187,5 @@ pub fn verify(indicium: &[u8], public_key: &[u8]) -> Result<IndiciumData, Verify
     }
     Ok(data)
 }
+
+impl core::error::Error for VerifyError {}

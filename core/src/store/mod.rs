@@ -85,3 +85,5 @@ impl<S: Store + ?Sized> Store for alloc::boxed::Box<S> {
         (**self).commit(writes)
     }
 }
+
+impl core::error::Error for StoreError {}

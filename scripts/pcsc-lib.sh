@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # pcsc-lib.sh - sourced by the PC/SC scripts: install the PC/SC stack, start pcscd with its
 # vpcd readers without systemd, start/stop card-sim cards, stop everything by recorded PID.
 #

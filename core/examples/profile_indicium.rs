@@ -53,9 +53,14 @@ fn main() {
     let mut reply = Vec::new();
     let key = IndiciumKey::from_bytes(&[0x42; 32]).unwrap();
     let payload = vec![0x5A; 64];
+    let p256key = p256::ecdsa::SigningKey::from_slice(&[0x42; 32]).unwrap();
     for i in 0..n {
         if mode == "raw" {
             std::hint::black_box(key.sign(&payload));
+        } else if mode == "p256" {
+            use p256::ecdsa::signature::Signer;
+            let sig: p256::ecdsa::Signature = p256key.sign(&payload);
+            std::hint::black_box(sig);
         } else {
             apdu[5..13].copy_from_slice(&(i + 1).to_be_bytes());
             card.handle(&apdu, &mut reply);

@@ -15,11 +15,28 @@ trap pcsc_stop_all EXIT
 # vicc_start SLOT: Debian 12's vicc (python3-virtualsmartcard) on vpcd port 35963 + SLOT.
 # Its modules live outside Debian's sys.path, and it imports `Crypto` (PyCrypto), which
 # bookworm ships as pycryptodome's `Cryptodome`: PYTHONPATH and a Crypto -> Cryptodome shim.
+# With QUICKACK=1 a sitecustomize module sets TCP_QUICKACK before each of vicc's socket
+# reads, as card-sim does: that removes the ~40 ms delayed-ACK stall of Debian 12's vpcd, so
+# the comparison is between the two cards, not between one card and a TCP timer.
 vicc_start() {
-  local slot=$1
-  mkdir -p "$PCSC_RUN/pyshim"
-  ln -sfn /usr/lib/python3/dist-packages/Cryptodome "$PCSC_RUN/pyshim/Crypto"
-  PYTHONPATH="/usr/lib/python3/site-packages/virtualsmartcard:$PCSC_RUN/pyshim" \
+  local slot=$1 shim="$PCSC_RUN/pyshim"
+  mkdir -p "$shim" "$PCSC_RUN/pyshim-quickack"
+  ln -sfn /usr/lib/python3/dist-packages/Cryptodome "$shim/Crypto"
+  cat > "$PCSC_RUN/pyshim-quickack/sitecustomize.py" <<'PY'
+import socket
+
+class _QuickAckSocket(socket.socket):
+    def recv(self, *args, **kwargs):
+        try:
+            self.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
+        except OSError:
+            pass
+        return super().recv(*args, **kwargs)
+
+socket.socket = _QuickAckSocket
+PY
+  [ "${QUICKACK:-0}" = 1 ] && shim="$shim:$PCSC_RUN/pyshim-quickack"
+  PYTHONPATH="/usr/lib/python3/site-packages/virtualsmartcard:$shim" \
     setsid /usr/bin/python3 /usr/bin/vicc -t iso7816 --hostname 127.0.0.1 --port $((35963 + slot)) \
     > "$PCSC_RUN/vicc.log" 2>&1 < /dev/null &
   echo $! > "$PCSC_RUN/vicc.pid"
@@ -41,6 +58,12 @@ vicc_start 1
 
 echo "== APDU round trip through pcscd + vpcd: card-sim (slot 0) vs vicc (slot 1)"
 /usr/bin/python3 tests/pcsc/bench_roundtrip.py "$@"
+stop_pid vicc vicc
+pcsc_wait 10 pcsc_card_absent 1
+
+echo "== the same against vicc with TCP_QUICKACK (vpcd's delayed-ACK stall removed for both)"
+QUICKACK=1 vicc_start 1
+/usr/bin/python3 tests/pcsc/bench_roundtrip.py --vicc-label vicc+qa "$@"
 
 card_stop bench-card
 stop_pid vicc vicc

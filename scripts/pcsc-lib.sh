@@ -6,7 +6,7 @@
 # (after checking its command line), never by name: the machine may run other things.
 
 PCSC_RUN=${PCSC_RUN:-$(pwd)/target/pcsc-run}
-PCSC_PKGS="pcscd pcsc-tools vsmartcard-vpcd vsmartcard-vpicc python3-pyscard opensc python3-pycryptodome"
+PCSC_PKGS="pcscd pcsc-tools vsmartcard-vpcd vsmartcard-vpicc python3-pyscard opensc python3-pycryptodome libpcsclite-dev pkg-config"
 mkdir -p "$PCSC_RUN"
 
 pcsc_log() { echo "[pcsc] $*"; }

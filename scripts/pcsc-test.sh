@@ -11,7 +11,9 @@ trap pcsc_stop_all EXIT
 
 pcsc_install
 cargo build --release -q -p openpsd-card-sim
+cargo build --release -q -p openpsd-host --features pcsc
 CARD_SIM=$(pwd)/target/release/card-sim
+OPENPSD=$(pwd)/target/release/openpsd
 export CARD_SIM
 pcsc_start
 
@@ -52,5 +54,12 @@ echo "opensc-tool: $(grep -c exchange "$PCSC_RUN/card.log") exchanges (was $befo
 
 echo "== pyscard: an indicium and a refill through PC/SC"
 /usr/bin/python3 tests/pcsc/pyscard_flow.py --reader "Virtual PCD 00 00" --secrets "$state.secrets.json"
+
+echo "== openpsd (the Rust host, pcsc crate) through the same reader"
+"$OPENPSD" --card "pcsc:Virtual PCD 00 00" status
+"$OPENPSD" --card "pcsc:Virtual PCD 00 00" indicium --postage 0.85 --to 20095 --txn 00000000000000B1 > "$PCSC_RUN/openpsd-1.out"
+"$OPENPSD" --card "pcsc:Virtual PCD 00 00" indicium --postage 0.85 --to 20095 --txn 00000000000000B1 > "$PCSC_RUN/openpsd-2.out"
+cat "$PCSC_RUN/openpsd-1.out"
+cmp -s "$PCSC_RUN/openpsd-1.out" "$PCSC_RUN/openpsd-2.out" || { echo "a retried transaction gave another indicium" >&2; exit 1; }
 card_stop card
 echo "== PC/SC tests passed"

@@ -31,20 +31,8 @@ impl std::str::FromStr for Clock {
 
 /// Parses `YYYY-MM-DD`.
 pub fn parse_date(s: &str) -> Result<Date, String> {
-    let bad = || format!("'{s}': expected system, none or a date YYYY-MM-DD (2000 or later)");
-    let mut parts = s.split('-');
-    let mut next = || parts.next().and_then(|p| p.parse::<u16>().ok());
-    let (y, m, d) = (
-        next().ok_or_else(bad)?,
-        next().ok_or_else(bad)?,
-        next().ok_or_else(bad)?,
-    );
-    Date::new(
-        y,
-        u8::try_from(m).map_err(|_| bad())?,
-        u8::try_from(d).map_err(|_| bad())?,
-    )
-    .ok_or_else(bad)
+    s.parse()
+        .map_err(|_| format!("'{s}': expected system, none or a date YYYY-MM-DD (2000 or later)"))
 }
 
 /// Randomness from the OS, today's date from a [`Clock`].

@@ -65,26 +65,12 @@ pub fn parse_license(s: &str) -> Result<LicenseSlot, String> {
     })
 }
 
-/// Parses an amount in currency units ("25", "25.5", "25.00") into minor units.
+/// Parses a positive amount in currency units ("25", "25.5", "25.00") into minor units.
 pub fn parse_amount(text: &str) -> Result<Amount, String> {
-    let bad = || format!("amount {text:?}: use units with at most two decimals, e.g. 25.00");
-    let (units, cents) = match text.split_once('.') {
-        Some((u, c)) if !c.is_empty() && c.len() <= 2 => (u, format!("{c:0<2}")),
-        None => (text, "00".to_string()),
-        _ => return Err(bad()),
-    };
-    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
-    if !digits(units) || !digits(&cents) {
-        return Err(bad());
-    }
-    let minor = units
-        .parse::<u64>()
-        .ok()
-        .and_then(|u| u.checked_mul(100))
-        .and_then(|u| u.checked_add(cents.parse().ok()?));
-    match minor {
-        Some(m) if m > 0 => Ok(Amount(m)),
-        _ => Err(format!("amount {text:?} out of range")),
+    match text.parse::<Amount>() {
+        Ok(a) if a > Amount::ZERO => Ok(a),
+        Ok(_) => Err(format!("amount {text:?} must be more than zero")),
+        Err(e) => Err(format!("amount {text:?}: {e}")),
     }
 }
 

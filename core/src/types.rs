@@ -32,6 +32,48 @@ impl Amount {
     }
 }
 
+/// Why text is not an amount.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AmountParseError;
+
+impl fmt::Display for AmountParseError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an amount is currency units with at most two decimals, e.g. 25.00")
+    }
+}
+
+impl core::error::Error for AmountParseError {}
+
+impl core::str::FromStr for Amount {
+    type Err = AmountParseError;
+
+    /// Currency units with at most two decimals ("25", "25.5", "25.00"): minor units.
+    fn from_str(text: &str) -> Result<Amount, AmountParseError> {
+        let (units, cents) = match text.split_once('.') {
+            Some((u, c)) if !c.is_empty() && c.len() <= 2 => (u, c),
+            None => (text, "0"),
+            _ => return Err(AmountParseError),
+        };
+        let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+        if !digits(units) || !digits(cents) {
+            return Err(AmountParseError);
+        }
+        let cents: u64 = cents.parse().map_err(|_| AmountParseError)?;
+        let cents = if text.split_once('.').is_some_and(|(_, c)| c.len() == 1) {
+            cents * 10
+        } else {
+            cents
+        };
+        units
+            .parse::<u64>()
+            .ok()
+            .and_then(|u| u.checked_mul(100))
+            .and_then(|u| u.checked_add(cents))
+            .map(Amount)
+            .ok_or(AmountParseError)
+    }
+}
+
 impl fmt::Display for Amount {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}.{:02}", self.0 / 100, self.0 % 100)
@@ -167,6 +209,27 @@ impl Date {
     }
 }
 
+impl core::str::FromStr for Date {
+    type Err = Malformed;
+
+    /// `YYYY-MM-DD`.
+    fn from_str(s: &str) -> Result<Date, Malformed> {
+        let mut parts = s.split('-');
+        let mut next = || {
+            parts
+                .next()
+                .and_then(|p| p.parse::<u16>().ok())
+                .ok_or(Malformed::Value)
+        };
+        let (y, m, d) = (next()?, next()?, next()?);
+        if parts.next().is_some() {
+            return Err(Malformed::Value);
+        }
+        let narrow = |v: u16| u8::try_from(v).map_err(|_| Malformed::Value);
+        Date::new(y, narrow(m)?, narrow(d)?).ok_or(Malformed::Value)
+    }
+}
+
 impl fmt::Display for Date {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{:04}-{:02}-{:02}", self.year, self.month, self.day)
@@ -231,5 +294,52 @@ impl fmt::Display for PostalCode {
 impl fmt::Debug for PostalCode {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "PostalCode({self})")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn amounts_parse() {
+        assert_eq!("25.00".parse(), Ok(Amount(2500)));
+        assert_eq!("25.5".parse(), Ok(Amount(2550)));
+        assert_eq!("7".parse(), Ok(Amount(700)));
+        assert_eq!("0.05".parse(), Ok(Amount(5)));
+        for bad in [
+            "",
+            "1.234",
+            "-1",
+            "1,00",
+            ".5",
+            "5.",
+            "x",
+            "184467440737095517",
+        ] {
+            assert!(bad.parse::<Amount>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn dates_parse() {
+        assert_eq!(
+            "2026-11-21".parse(),
+            Ok(Date {
+                year: 2026,
+                month: 11,
+                day: 21
+            })
+        );
+        for bad in [
+            "2026-13-01",
+            "2026-02-30",
+            "1999-12-31",
+            "2026-11",
+            "2026-11-21-1",
+            "x",
+        ] {
+            assert!(bad.parse::<Date>().is_err(), "{bad}");
+        }
     }
 }

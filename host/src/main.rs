@@ -1,0 +1,209 @@
+//! `openpsd`: the mailer's command line for a PSD — its status and registers, and indicia.
+//!
+//! The card is named with `--card` (or `OPENPSD_CARD`): `state:DIR` (a card-sim card run in
+//! this process), `tcp:HOST:PORT` (`card-sim serve --tcp`), or `pcsc:READER` (any PC/SC
+//! reader, by name or index; needs the `pcsc` build feature). Refills through the meter
+//! server come with the back office and are not built yet.
+
+use std::process::ExitCode;
+
+use anyhow::{anyhow, Context, Result};
+use clap::{Parser, Subcommand};
+use openpsd_core::platform::Platform;
+use openpsd_core::psd::indicium::IndiciumRequest;
+use openpsd_core::types::*;
+use openpsd_host::{open, CardSpec, PsdClient};
+use serde_json::json;
+
+/// openpsd host tool: talk to a postal security device.
+#[derive(Parser, Debug)]
+#[command(name = "openpsd", version, about, long_about = None)]
+struct Cli {
+    /// The card: state:DIR, tcp:HOST:PORT or pcsc:READER.
+    #[arg(long, env = "OPENPSD_CARD", global = true, default_value = "pcsc:0")]
+    card: CardSpec,
+    /// Print JSON instead of text.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// The device's identity, limits and every register set.
+    Status,
+    /// Frank one mail piece: debit the register set, print the signed indicium (verified
+    /// against the device's public key) and its fields.
+    Indicium {
+        /// Postage in currency units, e.g. 0.85.
+        #[arg(long)]
+        postage: Amount,
+        /// Destination postal code.
+        #[arg(long)]
+        to: String,
+        /// Origin postal code (default: the register set's license town).
+        #[arg(long)]
+        from: Option<String>,
+        /// Date of mailing YYYY-MM-DD (default: today, UTC).
+        #[arg(long)]
+        date: Option<Date>,
+        /// Rate category.
+        #[arg(long, default_value_t = 1)]
+        rate: u16,
+        /// Register set (license slot).
+        #[arg(long, default_value_t = 0)]
+        set: u8,
+        /// Transaction ID (16 hex digits). Re-use the one printed by a run whose answer was
+        /// lost to get the same indicium without a second debit. Default: random.
+        #[arg(long)]
+        txn: Option<String>,
+    },
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    let transport = open(&cli.card).with_context(|| format!("opening {}", cli.card))?;
+    let mut psd = PsdClient::new(transport);
+    let info = psd
+        .select()?
+        .ok_or_else(|| anyhow!("{} is a blank PSD: personalize it first", cli.card))?;
+    match cli.command {
+        Command::Status => {
+            let mut sets = Vec::new();
+            for i in 0..info.register_sets {
+                sets.push(psd.registers(RegisterSetIndex(i))?);
+            }
+            if cli.json {
+                let sets: Vec<_> = sets
+                    .iter()
+                    .map(|r| {
+                        json!({
+                            "license": r.license.0, "origin": r.origin.to_string(),
+                            "ar": r.ar.0, "dr": r.dr.0, "control_sum": r.control_sum.0,
+                            "pieces": r.pieces.0, "refills": r.refills.0,
+                        })
+                    })
+                    .collect();
+                println!(
+                    "{}",
+                    json!({
+                        "device_id": info.device.to_string(), "key_id": hex::encode(info.key_id.0),
+                        "public_key": hex::encode(info.public_key), "max_postage": info.max_postage.0,
+                        "max_dr": info.max_dr.0, "last_date": info.last_date.map(|d| d.to_string()),
+                        "register_sets": sets,
+                    })
+                );
+            } else {
+                println!(
+                    "device {}  key ID {}",
+                    info.device,
+                    hex::encode(info.key_id.0)
+                );
+                println!(
+                    "limits: {} per piece, DR at most {}",
+                    info.max_postage, info.max_dr
+                );
+                if let Some(d) = info.last_date {
+                    println!("last date of mailing {d}");
+                }
+                for (i, r) in sets.iter().enumerate() {
+                    println!(
+                        "set {i}: license {} origin {}  AR {}  DR {}  control sum {}  pieces {}  refills {}",
+                        r.license, r.origin, r.ar, r.dr, r.control_sum, r.pieces.0, r.refills.0
+                    );
+                }
+            }
+        }
+        Command::Indicium {
+            postage,
+            to,
+            from,
+            date,
+            rate,
+            set,
+            txn,
+        } => {
+            let set = RegisterSetIndex(set);
+            let origin = match from {
+                Some(f) => postal_code(&f)?,
+                None => psd.registers(set)?.origin,
+            };
+            let date = match date {
+                Some(d) => d,
+                None => card_sim::os_platform::OsPlatform::default()
+                    .today()
+                    .ok_or_else(|| anyhow!("the system clock is before 2000; give --date"))?,
+            };
+            let transaction = match txn {
+                Some(t) => TransactionId(
+                    hex::decode(&t)
+                        .ok()
+                        .and_then(|b| b.try_into().ok())
+                        .ok_or_else(|| anyhow!("--txn: 16 hex digits"))?,
+                ),
+                None => {
+                    let mut t = [0u8; 8];
+                    getrandom::fill(&mut t).map_err(|e| anyhow!("random transaction ID: {e}"))?;
+                    TransactionId(t)
+                }
+            };
+            let req = IndiciumRequest {
+                transaction,
+                postage,
+                date,
+                rate: RateCategory(rate),
+                origin,
+                destination: postal_code(&to)?,
+            };
+            let (bytes, d) = psd.issue_indicium(set, &req).with_context(|| {
+                format!(
+                    "transaction {} (re-run with --txn {} if the answer was lost)",
+                    hex::encode(transaction.0),
+                    hex::encode(transaction.0)
+                )
+            })?;
+            if cli.json {
+                println!(
+                    "{}",
+                    json!({
+                        "transaction": hex::encode(transaction.0), "indicium": hex::encode(&bytes),
+                        "verified": true, "device_id": d.device.to_string(), "license": d.license.0,
+                        "postage": d.postage.0, "date": d.date.to_string(), "origin": d.origin.to_string(),
+                        "destination": d.destination.to_string(), "rate": d.rate.0,
+                        "ar": d.ar.0, "dr": d.dr.0, "pieces": d.pieces.0,
+                    })
+                );
+            } else {
+                println!("indicium {}", hex::encode(&bytes));
+                println!(
+                    "verified: device {} license {} postage {} date {} {} -> {} rate {} | AR {} DR {} piece {}",
+                    d.device, d.license, d.postage, d.date, d.origin, d.destination, d.rate.0, d.ar, d.dr, d.pieces.0
+                );
+                println!("transaction {}", hex::encode(transaction.0));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn postal_code(s: &str) -> Result<PostalCode> {
+    PostalCode::new(s.as_bytes())
+        .ok_or_else(|| anyhow!("'{s}': a postal code is 1-10 of A-Z 0-9 space -"))
+}

@@ -1,0 +1,185 @@
+//! The `openpsd` CLI against a card in-process (state:DIR) and through card-sim's TCP
+//! transport: status, an indicium that verifies, and a retry with the same transaction
+//! ID that returns the same indicium without a second debit.
+
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::Command;
+
+use card_sim::os_platform::{Clock, OsPlatform};
+use card_sim::personalize::{self, Request};
+use card_sim::sim;
+use card_sim::transport::run_tcp_server;
+use openpsd_core::crypto::MacKey;
+use openpsd_core::psd::audit::AuditData;
+use openpsd_core::psd::refill::RefillCombination;
+use openpsd_core::types::*;
+use openpsd_host::transport::InProcess;
+use openpsd_host::PsdClient;
+use serde_json::Value;
+
+/// A personalized card in `dir`, refilled with `amount` (the test plays the KMS).
+fn funded_card(dir: &Path, amount: u64) {
+    let mut card = sim::create_file_card(dir, Clock::System).unwrap();
+    let req = Request {
+        device: Some(DeviceId(*b"PSDHOST1")),
+        vendor_public_key: None,
+        max_postage: Amount(10_000),
+        max_dr: Amount(1_000_000),
+        licenses: vec![personalize::parse_license("4711:10115").unwrap()],
+    };
+    let (_, secrets) =
+        personalize::personalize(&mut card, &mut OsPlatform::default(), &req).unwrap();
+    let k1 = MacKey::new(hex::decode(&secrets.k1).unwrap().try_into().unwrap());
+    let mut psd = PsdClient::new(Box::new(InProcess(card)));
+    psd.select().unwrap();
+    let set = RegisterSetIndex(0);
+    let audit = AuditData::open(&psd.audit(set, &[3; 16]).unwrap(), &k1).unwrap();
+    let msg = RefillCombination {
+        device: audit.device,
+        license: audit.license,
+        amount: Amount(amount),
+        control_sum: audit.control_sum,
+        refills: audit.refills,
+        combination_id: [3; 8],
+    }
+    .seal(&k1);
+    assert_eq!(psd.refill(set, &msg).unwrap().dr, Amount(amount));
+}
+
+fn openpsd(card: &str, args: &[&str]) -> Value {
+    let out = Command::new(env!("CARGO_BIN_EXE_openpsd"))
+        .args(["--json", "--card", card])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "openpsd {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("JSON output")
+}
+
+#[test]
+fn status_and_indicium_in_process() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("card");
+    funded_card(&state, 2_500);
+    let card = format!("state:{}", state.display());
+
+    let s = openpsd(&card, &["status"]);
+    assert_eq!(s["device_id"], "505344484F535431");
+    assert_eq!(s["register_sets"][0]["dr"], 2_500);
+
+    let i = openpsd(&card, &["indicium", "--postage", "0.85", "--to", "20095"]);
+    assert_eq!(
+        (
+            i["verified"].as_bool(),
+            i["postage"].as_u64(),
+            i["pieces"].as_u64()
+        ),
+        (Some(true), Some(85), Some(1))
+    );
+    assert_eq!(i["origin"], "10115");
+    let s = openpsd(&card, &["status"]);
+    assert_eq!(
+        (
+            s["register_sets"][0]["ar"].as_u64(),
+            s["register_sets"][0]["dr"].as_u64()
+        ),
+        (Some(85), Some(2_415))
+    );
+}
+
+#[test]
+fn indicium_over_tcp_and_a_retry_with_the_same_transaction_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("card");
+    funded_card(&state, 1_000);
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let card = format!("tcp:{}", listener.local_addr().unwrap());
+    let served = state.clone();
+    std::thread::spawn(move || {
+        let mut card = sim::open_file_card(&served, Clock::System).unwrap();
+        run_tcp_server(listener, &mut card)
+    });
+
+    let first = openpsd(
+        &card,
+        &[
+            "indicium",
+            "--postage",
+            "1.60",
+            "--to",
+            "80331",
+            "--txn",
+            "00000000000000AA",
+        ],
+    );
+    let again = openpsd(
+        &card,
+        &[
+            "indicium",
+            "--postage",
+            "1.60",
+            "--to",
+            "80331",
+            "--txn",
+            "00000000000000AA",
+        ],
+    );
+    assert_eq!(
+        first["indicium"], again["indicium"],
+        "the same indicium comes back"
+    );
+    let s = openpsd(&card, &["status"]);
+    assert_eq!(
+        (
+            s["register_sets"][0]["dr"].as_u64(),
+            s["register_sets"][0]["pieces"].as_u64()
+        ),
+        (Some(840), Some(1))
+    );
+
+    // Refusals are the card's status words, named.
+    let out = Command::new(env!("CARGO_BIN_EXE_openpsd"))
+        .args([
+            "--card",
+            &card,
+            "indicium",
+            "--postage",
+            "9.00",
+            "--to",
+            "80331",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("9A01") && err.contains("insufficient funds"),
+        "{err}"
+    );
+}
+
+#[test]
+fn bad_card_specs_and_missing_cards_are_clear_errors() {
+    let out = Command::new(env!("CARGO_BIN_EXE_openpsd"))
+        .args(["--card", "usb:1", "status"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr)
+        .contains("expected state:DIR, tcp:HOST:PORT or pcsc:READER"));
+    let out = Command::new(env!("CARGO_BIN_EXE_openpsd"))
+        .args(["--card", "state:/nonexistent/card", "status"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no card state"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

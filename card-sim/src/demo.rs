@@ -45,6 +45,7 @@ pub fn run(state: Option<PathBuf>, amount: Amount, indicia: u32) -> Result<()> {
             vendor_public_key: None,
             max_postage: Amount(10_000),
             max_dr: Amount(1_000_000),
+            inspection_days: 28,
             licenses: vec![personalize::parse_license("4711:10115").map_err(|e| anyhow!(e))?],
         };
         let (info, secrets) = personalize::personalize(&mut card, &mut platform, &req)?;

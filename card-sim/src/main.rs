@@ -71,6 +71,10 @@ enum Command {
         /// Highest value of the descending register, in currency units.
         #[arg(long, default_value = "10000.00", value_parser = parse_amount)]
         max_dr: Amount,
+        /// Days an audit accepted by the back office (RECEIPT) keeps the device printing;
+        /// 0 turns inspection off (a card with no back office to reach).
+        #[arg(long, default_value_t = 0)]
+        inspection_days: u16,
         /// The vendor's public key (SEC1 uncompressed, 130 hex digits); default: a fresh
         /// throwaway key.
         #[arg(long)]
@@ -167,6 +171,7 @@ fn dispatch(command: Command) -> Result<ExitCode> {
             licenses,
             max_postage,
             max_dr,
+            inspection_days,
             vendor_key,
         } => {
             let secrets_path = secrets.unwrap_or_else(|| default_secrets_path(&state));
@@ -189,6 +194,7 @@ fn dispatch(command: Command) -> Result<ExitCode> {
                 vendor_public_key,
                 max_postage,
                 max_dr,
+                inspection_days,
                 licenses,
             };
             let (info, secrets) =

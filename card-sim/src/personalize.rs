@@ -30,6 +30,8 @@ pub struct Request {
     pub max_postage: Amount,
     /// DR limit.
     pub max_dr: Amount,
+    /// Days an accepted audit keeps the device printing (0: no inspection).
+    pub inspection_days: u16,
     /// Licenses (register sets) with their origin postal codes.
     pub licenses: Vec<LicenseSlot>,
 }
@@ -117,6 +119,7 @@ pub fn personalize(
         vendor_public_key,
         max_postage: req.max_postage,
         max_dr: req.max_dr,
+        inspection_days: req.inspection_days,
         licenses: req.licenses.clone(),
     };
     send(card, "PERSONALIZE", &host::personalize(&p))?;

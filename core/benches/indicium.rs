@@ -55,6 +55,7 @@ fn funded_card() -> openpsd_core::Card<MemStore, SeededPlatform> {
         vendor_public_key: vendor,
         max_postage: Amount(1_000),
         max_dr: Amount(u64::MAX / 2),
+        inspection_days: 0,
         licenses: vec![LicenseSlot {
             license: LicenseId(1),
             origin: PostalCode::new(b"10115").unwrap(),

@@ -23,6 +23,7 @@ fn main() {
         vendor_public_key: IndiciumKey::from_bytes(&[7; 32]).unwrap().public_key(),
         max_postage: Amount(1_000),
         max_dr: Amount(u64::MAX / 2),
+        inspection_days: 0,
         licenses: vec![LicenseSlot {
             license: LicenseId(1),
             origin: PostalCode::new(b"10115").unwrap(),

@@ -56,6 +56,8 @@ pub enum Status {
     CounterOverflow,
     /// `9A07` client transaction ID reused with different indicium data.
     TransactionIdReused,
+    /// `9A08` the last accepted audit (inspection) is older than the device allows.
+    InspectionOverdue,
     /// `9A10` refill message made for another device.
     RefillWrongDevice,
     /// `9A11` refill message made for another license / register set.
@@ -66,6 +68,8 @@ pub enum Status {
     RefillStale,
     /// `9A14` the refill would raise the descending register above its maximum.
     RefillAboveLimit,
+    /// `9A15` audit receipt for another audit than this session's last one.
+    ReceiptForOtherAudit,
 }
 
 impl Status {
@@ -95,16 +99,18 @@ impl Status {
             DateTooFarAhead => 0x9A05,
             CounterOverflow => 0x9A06,
             TransactionIdReused => 0x9A07,
+            InspectionOverdue => 0x9A08,
             RefillWrongDevice => 0x9A10,
             RefillWrongLicense => 0x9A11,
             RefillReplayed => 0x9A12,
             RefillStale => 0x9A13,
             RefillAboveLimit => 0x9A14,
+            ReceiptForOtherAudit => 0x9A15,
         }
     }
 
     /// Every status, for documentation and tests that walk the table.
-    pub const ALL: [Status; 27] = {
+    pub const ALL: [Status; 29] = {
         use Status::*;
         [
             MemoryFailure,
@@ -129,11 +135,13 @@ impl Status {
             DateTooFarAhead,
             CounterOverflow,
             TransactionIdReused,
+            InspectionOverdue,
             RefillWrongDevice,
             RefillWrongLicense,
             RefillReplayed,
             RefillStale,
             RefillAboveLimit,
+            ReceiptForOtherAudit,
         ]
     };
 
@@ -168,11 +176,13 @@ impl Status {
             DateTooFarAhead => "date too far ahead of the device clock",
             CounterOverflow => "register or counter would overflow",
             TransactionIdReused => "transaction ID reused with different data",
+            InspectionOverdue => "inspection overdue: refill or audit the device first",
             RefillWrongDevice => "refill message for another device",
             RefillWrongLicense => "refill message for another license",
             RefillReplayed => "refill message already applied",
             RefillStale => "refill message bound to a stale control sum",
             RefillAboveLimit => "refill would exceed the maximum descending register",
+            ReceiptForOtherAudit => "receipt for another audit than the last one",
         }
     }
 }

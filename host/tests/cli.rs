@@ -26,6 +26,7 @@ fn funded_card(dir: &Path, amount: u64) {
         vendor_public_key: None,
         max_postage: Amount(10_000),
         max_dr: Amount(1_000_000),
+        inspection_days: 0,
         licenses: vec![personalize::parse_license("4711:10115").unwrap()],
     };
     let (_, secrets) =

@@ -46,6 +46,7 @@ pub fn personalization() -> Personalization {
         vendor_public_key: vendor_public_key(),
         max_postage: MAX_POSTAGE,
         max_dr: MAX_DR,
+        inspection_days: 0,
         licenses: LICENSES
             .iter()
             .map(|(l, o)| LicenseSlot {

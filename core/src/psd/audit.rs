@@ -5,7 +5,7 @@
 //!
 //! ```text
 //! tag A1 | version 1 | device ID 8 | license 4 | set 1 | AR 8 | DR 8 | control sum 8 |
-//! piece count 4 | refill count 4 | nonce 16 ‖ AES-CMAC(K1) 16
+//! piece count 4 | refill count 4 | last combination ID 8 | nonce 16 ‖ AES-CMAC(K1) 16
 //! ```
 
 use alloc::vec::Vec;
@@ -38,6 +38,9 @@ pub struct AuditData {
     pub pieces: PieceCount,
     /// Refill count.
     pub refills: RefillCount,
+    /// The combination ID of the last refill applied to the set (zeros if none): tells the
+    /// back office which refill message became value.
+    pub last_combination: [u8; 8],
     /// The meter server's nonce, echoed so the audit is fresh.
     pub nonce: [u8; NONCE_LEN],
 }
@@ -55,6 +58,7 @@ impl AuditData {
         w.put_u64(self.control_sum.0);
         w.put_u32(self.pieces.0);
         w.put_u32(self.refills.0);
+        w.extend_from_slice(&self.last_combination);
         w.extend_from_slice(&self.nonce);
         w
     }
@@ -83,6 +87,7 @@ impl AuditData {
             control_sum: Amount(r.u64()?),
             pieces: PieceCount(r.u32()?),
             refills: RefillCount(r.u32()?),
+            last_combination: r.array()?,
             nonce: r.array()?,
         };
         r.finish()?;

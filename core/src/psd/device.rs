@@ -35,6 +35,8 @@ pub struct Personalization {
     pub max_postage: Amount,
     /// Highest value the descending register may hold.
     pub max_dr: Amount,
+    /// Days an accepted audit keeps the device printing (0: no inspection).
+    pub inspection_days: u16,
     /// Register sets to create (1 to [`MAX_REGISTER_SETS`]).
     pub licenses: Vec<LicenseSlot>,
 }
@@ -55,6 +57,7 @@ impl Personalization {
         w.extend_from_slice(&self.vendor_public_key);
         w.put_u64(self.max_postage.0);
         w.put_u64(self.max_dr.0);
+        w.put_u16(self.inspection_days);
         w.put_u8(self.licenses.len() as u8);
         for l in &self.licenses {
             w.put_u32(l.license.0);
@@ -76,6 +79,7 @@ impl Personalization {
             vendor_public_key: r.array()?,
             max_postage: Amount(r.u64()?),
             max_dr: Amount(r.u64()?),
+            inspection_days: r.u16()?,
             licenses: Vec::new(),
         };
         let n = usize::from(r.u8()?);
@@ -118,6 +122,8 @@ pub struct Device {
     pub max_postage: Amount,
     /// DR limit.
     pub max_dr: Amount,
+    /// Days an accepted audit keeps the device printing (0: no inspection).
+    pub inspection_days: u16,
 }
 
 impl Device {
@@ -131,6 +137,7 @@ impl Device {
             vendor_public_key: p.vendor_public_key,
             max_postage: p.max_postage,
             max_dr: p.max_dr,
+            inspection_days: p.inspection_days,
         }
     }
 
@@ -149,6 +156,7 @@ impl Device {
         w.extend_from_slice(&self.vendor_public_key);
         w.put_u64(self.max_postage.0);
         w.put_u64(self.max_dr.0);
+        w.put_u16(self.inspection_days);
         w
     }
 
@@ -164,6 +172,7 @@ impl Device {
         let vendor_public_key = r.array()?;
         let max_postage = Amount(r.u64()?);
         let max_dr = Amount(r.u64()?);
+        let inspection_days = r.u16()?;
         r.finish()?;
         Ok(Device {
             id,
@@ -173,6 +182,7 @@ impl Device {
             vendor_public_key,
             max_postage,
             max_dr,
+            inspection_days,
         })
     }
 }
@@ -196,6 +206,10 @@ pub struct DeviceInfo {
     pub register_sets: u8,
     /// Last date of mailing used, if any.
     pub last_date: Option<Date>,
+    /// Days an accepted audit keeps the device printing (0: no inspection).
+    pub inspection_days: u16,
+    /// Date of the last accepted audit (receipt), if any.
+    pub last_inspection: Option<Date>,
 }
 
 /// Life-cycle byte of GET DATA: blank.
@@ -205,7 +219,8 @@ pub const STATE_PERSONALIZED: u8 = 0x01;
 
 impl DeviceInfo {
     /// GET DATA layout: state 01 | version | device ID | key ID | public key | vendor key |
-    /// max postage | max DR | sets | last date (00000000 if none).
+    /// max postage | max DR | sets | last date | inspection days | last inspection (dates
+    /// 00000000 if none).
     pub fn write(&self, w: &mut Vec<u8>) {
         w.put_u8(STATE_PERSONALIZED);
         w.put_u8(FORMAT_VERSION);
@@ -216,10 +231,9 @@ impl DeviceInfo {
         w.put_u64(self.max_postage.0);
         w.put_u64(self.max_dr.0);
         w.put_u8(self.register_sets);
-        match self.last_date {
-            Some(d) => d.write(w),
-            None => w.put_u32(0),
-        }
+        write_optional_date(w, self.last_date);
+        w.put_u16(self.inspection_days);
+        write_optional_date(w, self.last_inspection);
     }
 
     /// Decodes GET DATA; `Ok(None)` for a blank device.
@@ -240,12 +254,9 @@ impl DeviceInfo {
         let max_postage = Amount(r.u64()?);
         let max_dr = Amount(r.u64()?);
         let register_sets = r.u8()?;
-        let last_date = if r.remaining().starts_with(&[0, 0, 0, 0]) {
-            r.take(4)?;
-            None
-        } else {
-            Some(Date::read(&mut r)?)
-        };
+        let last_date = read_optional_date(&mut r)?;
+        let inspection_days = r.u16()?;
+        let last_inspection = read_optional_date(&mut r)?;
         r.finish()?;
         Ok(Some(DeviceInfo {
             device,
@@ -256,6 +267,24 @@ impl DeviceInfo {
             max_dr,
             register_sets,
             last_date,
+            inspection_days,
+            last_inspection,
         }))
+    }
+}
+
+fn write_optional_date(w: &mut Vec<u8>, d: Option<Date>) {
+    match d {
+        Some(d) => d.write(w),
+        None => w.put_u32(0),
+    }
+}
+
+fn read_optional_date(r: &mut Reader<'_>) -> Result<Option<Date>, Malformed> {
+    if r.remaining().starts_with(&[0, 0, 0, 0]) {
+        r.take(4)?;
+        Ok(None)
+    } else {
+        Date::read(r).map(Some)
     }
 }

@@ -75,6 +75,11 @@ pub fn refill(set: RegisterSetIndex, message: &[u8]) -> Vec<u8> {
     command(CLA_PSD, ins::REFILL, 0, set.0, message, 256)
 }
 
+/// RECEIPT: the back office's acceptance of this session's last audit.
+pub fn receipt(message: &[u8]) -> Vec<u8> {
+    command(CLA_PSD, ins::RECEIPT, 0, 0, message, 256)
+}
+
 /// A response APDU's status word.
 pub fn sw(response: &[u8]) -> u16 {
     match response {

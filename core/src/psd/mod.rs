@@ -10,6 +10,7 @@ pub mod audit;
 pub mod device;
 pub mod host;
 pub mod indicium;
+pub mod receipt;
 pub mod refill;
 pub mod registers;
 
@@ -26,6 +27,7 @@ use crate::wire::{Reader, Writer};
 use audit::{AuditData, NONCE_LEN};
 use device::{Device, DeviceInfo, Personalization, STATE_BLANK};
 use indicium::{IndiciumData, IndiciumRequest};
+use receipt::Receipt;
 use refill::RefillCombination;
 use registers::RegisterSet;
 
@@ -47,6 +49,8 @@ pub mod ins {
     pub const AUDIT: u8 = 0x50;
     /// REFILL.
     pub const REFILL: u8 = 0x52;
+    /// RECEIPT (audit accepted by the back office).
+    pub const RECEIPT: u8 = 0x54;
     /// GET DATA (device public data).
     pub const GET_DATA: u8 = 0xCA;
 }
@@ -76,8 +80,19 @@ pub fn psd_card<S: Store, P: crate::platform::Platform>(
 /// The PSD application.
 pub struct PsdApplet {
     device: Option<Device>,
-    last_date: Option<Date>,
+    counters: Counters,
     sets: Vec<RegisterSet>,
+    /// Volatile: the nonce of the last AUDIT since power-on, which a RECEIPT must name.
+    last_audit_nonce: Option<[u8; NONCE_LEN]>,
+}
+
+/// Device-wide persistent counters (one record).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Counters {
+    /// Last date of mailing used (dates never go back).
+    last_date: Option<Date>,
+    /// Date of the last audit the back office accepted (RECEIPT).
+    last_inspection: Option<Date>,
 }
 
 impl PsdApplet {
@@ -93,14 +108,15 @@ impl PsdApplet {
             if ids.is_empty() {
                 return Ok(PsdApplet {
                     device: None,
-                    last_date: None,
+                    counters: Counters::default(),
                     sets: Vec::new(),
+                    last_audit_nonce: None,
                 });
             }
             return Err(StoreError::Corrupt("PSD records without a device record"));
         };
         let device = Device::decode(&device).map_err(|_| StoreError::Corrupt("device record"))?;
-        let last_date = match store.read(REC_COUNTERS)? {
+        let counters = match store.read(REC_COUNTERS)? {
             None => return Err(StoreError::Corrupt("counters record missing")),
             Some(bytes) => decode_counters(&bytes)?,
         };
@@ -121,8 +137,9 @@ impl PsdApplet {
         }
         Ok(PsdApplet {
             device: Some(device),
-            last_date,
+            counters,
             sets,
+            last_audit_nonce: None,
         })
     }
 
@@ -165,7 +182,7 @@ impl PsdApplet {
             .collect();
         let mut txn = Transaction::begin(ctx.store);
         txn.write(REC_DEVICE, device.encode().to_vec());
-        txn.write(REC_COUNTERS, encode_counters(None));
+        txn.write(REC_COUNTERS, encode_counters(Counters::default()));
         for (i, s) in sets.iter().enumerate() {
             txn.write(REC_SET_BASE + i as u16, s.encode());
         }
@@ -174,7 +191,7 @@ impl PsdApplet {
         reply.extend_from_slice(&device.public_key);
         self.device = Some(device);
         self.sets = sets;
-        self.last_date = None;
+        self.counters = Counters::default();
         Ok(())
     }
 
@@ -191,7 +208,9 @@ impl PsdApplet {
                 max_postage: d.max_postage,
                 max_dr: d.max_dr,
                 register_sets: self.sets.len() as u8,
-                last_date: self.last_date,
+                last_date: self.counters.last_date,
+                inspection_days: d.inspection_days,
+                last_inspection: self.counters.last_inspection,
             }
             .write(reply),
         }
@@ -240,7 +259,7 @@ impl PsdApplet {
         if req.postage > device.max_postage {
             return Err(Status::PostageAboveLimit);
         }
-        if self.last_date.is_some_and(|last| req.date < last) {
+        if self.counters.last_date.is_some_and(|last| req.date < last) {
             return Err(Status::DateBeforeLastUsed);
         }
         if let Some(today) = ctx.platform.today() {
@@ -250,6 +269,22 @@ impl PsdApplet {
             }
             if day < today.saturating_sub(MAX_DAYS_BEHIND) {
                 return Err(Status::DateBeforeLastUsed);
+            }
+        }
+        if device.inspection_days > 0 {
+            // Measured on the date of mailing, which never goes back, so a host cannot
+            // escape the inspection by withholding the clock.
+            let due = match self.counters.last_inspection {
+                None => true,
+                Some(last) => {
+                    req.date.day_number()
+                        > last
+                            .day_number()
+                            .saturating_add(u32::from(device.inspection_days))
+                }
+            };
+            if due {
+                return Err(Status::InspectionOverdue);
             }
         }
         let mut next = set.debit(req.postage)?;
@@ -270,22 +305,26 @@ impl PsdApplet {
         next.last_indicium = Some((req.transaction, payload.clone()));
 
         // Commit first: no indicium leaves the card for a debit that is not durable.
+        let counters = Counters {
+            last_date: Some(req.date),
+            ..self.counters
+        };
         let mut txn = Transaction::begin(ctx.store);
         txn.write(REC_SET_BASE + i as u16, next.encode());
-        if self.last_date != Some(req.date) {
-            txn.write(REC_COUNTERS, encode_counters(Some(req.date)));
+        if counters != self.counters {
+            txn.write(REC_COUNTERS, encode_counters(counters));
         }
         txn.commit().map_err(|_| Status::MemoryFailure)?;
 
         let signature = device.key.sign(&payload);
         self.sets[i] = next;
-        self.last_date = Some(req.date);
+        self.counters = counters;
         reply.extend_from_slice(&payload);
         reply.extend_from_slice(&signature);
         Ok(())
     }
 
-    fn audit(&self, cmd: &Command<'_>, reply: &mut Vec<u8>) -> Result<(), Status> {
+    fn audit(&mut self, cmd: &Command<'_>, reply: &mut Vec<u8>) -> Result<(), Status> {
         expect_p1_zero(cmd)?;
         let i = self.set_index(cmd.p2)?;
         let device = self.device()?;
@@ -300,9 +339,11 @@ impl PsdApplet {
             control_sum: s.control_sum,
             pieces: s.pieces,
             refills: s.refills,
+            last_combination: s.last_combination,
             nonce,
         };
         reply.extend_from_slice(&audit.seal(&device.k1));
+        self.last_audit_nonce = Some(nonce);
         Ok(())
     }
 
@@ -338,12 +379,54 @@ impl PsdApplet {
             return Err(Status::WrongData);
         }
         // Step 305: credit, committed before the host hears of it.
-        let next = set.credit(c.amount, device.max_dr)?;
+        let next = set.credit(c.amount, device.max_dr, c.combination_id)?;
         let mut txn = Transaction::begin(ctx.store);
         txn.write(REC_SET_BASE + i as u16, next.encode());
         txn.commit().map_err(|_| Status::MemoryFailure)?;
         next.readout().write(reply);
         self.sets[i] = next;
+        Ok(())
+    }
+}
+
+impl PsdApplet {
+    fn receipt(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        cmd: &Command<'_>,
+        reply: &mut Vec<u8>,
+    ) -> Result<(), Status> {
+        cmd.expect_p1p2(0, 0)?;
+        let device = self.device()?;
+        let r = Receipt::open(cmd.data, &device.k1).map_err(|e| match e {
+            None => Status::SecurityStatusNotSatisfied,
+            Some(m) => m.into(),
+        })?;
+        if r.device != device.id {
+            return Err(Status::RefillWrongDevice);
+        }
+        // Only the audit this session produced last: an old receipt cannot renew anything.
+        let fresh = self
+            .last_audit_nonce
+            .is_some_and(|n| bool::from(subtle::ConstantTimeEq::ct_eq(&n[..], &r.nonce[..])));
+        if !fresh {
+            return Err(Status::ReceiptForOtherAudit);
+        }
+        let inspected = self.counters.last_inspection.max(Some(r.accepted_on));
+        let counters = Counters {
+            last_inspection: inspected,
+            ..self.counters
+        };
+        if counters != self.counters {
+            let mut txn = Transaction::begin(ctx.store);
+            txn.write(REC_COUNTERS, encode_counters(counters));
+            txn.commit().map_err(|_| Status::MemoryFailure)?;
+            self.counters = counters;
+        }
+        self.last_audit_nonce = None;
+        if let Some(d) = self.counters.last_inspection {
+            d.write(reply);
+        }
         Ok(())
     }
 }
@@ -357,7 +440,9 @@ impl Applet for PsdApplet {
         Ok(())
     }
 
-    fn deselect(&mut self) {}
+    fn deselect(&mut self) {
+        self.last_audit_nonce = None;
+    }
 
     fn call(
         &mut self,
@@ -368,7 +453,7 @@ impl Applet for PsdApplet {
         use ins::*;
         let known = matches!(
             cmd.ins,
-            PERSONALIZE | READ_REGISTERS | ISSUE_INDICIUM | AUDIT | REFILL | GET_DATA
+            PERSONALIZE | READ_REGISTERS | ISSUE_INDICIUM | AUDIT | REFILL | RECEIPT | GET_DATA
         );
         if !known {
             return Err(Status::InstructionNotSupported);
@@ -382,6 +467,7 @@ impl Applet for PsdApplet {
             ISSUE_INDICIUM => self.issue_indicium(ctx, cmd, reply),
             AUDIT => self.audit(cmd, reply),
             REFILL => self.refill(ctx, cmd, reply),
+            RECEIPT => self.receipt(ctx, cmd, reply),
             _ => self.get_data(cmd, reply),
         }
     }
@@ -395,30 +481,38 @@ fn expect_p1_zero(cmd: &Command<'_>) -> Result<(), Status> {
     }
 }
 
-fn encode_counters(last_date: Option<Date>) -> Vec<u8> {
-    let mut w = Vec::with_capacity(6);
+fn encode_counters(c: Counters) -> Vec<u8> {
+    let mut w = Vec::with_capacity(11);
     w.put_u8(1);
-    match last_date {
-        None => w.put_u8(0),
-        Some(d) => {
-            w.put_u8(1);
-            d.write(&mut w);
+    for d in [c.last_date, c.last_inspection] {
+        match d {
+            None => w.put_u8(0),
+            Some(d) => {
+                w.put_u8(1);
+                d.write(&mut w);
+            }
         }
     }
     w
 }
 
-fn decode_counters(bytes: &[u8]) -> Result<Option<Date>, StoreError> {
+fn decode_counters(bytes: &[u8]) -> Result<Counters, StoreError> {
     let corrupt = |_| StoreError::Corrupt("counters record");
     let mut r = Reader::new(bytes);
     if r.u8().map_err(corrupt)? != 1 {
         return Err(StoreError::Corrupt("counters record version"));
     }
-    let date = match r.u8().map_err(corrupt)? {
-        0 => None,
-        1 => Some(Date::read(&mut r).map_err(corrupt)?),
-        _ => return Err(StoreError::Corrupt("counters record")),
+    let mut date = || -> Result<Option<Date>, StoreError> {
+        match r.u8().map_err(corrupt)? {
+            0 => Ok(None),
+            1 => Ok(Some(Date::read(&mut r).map_err(corrupt)?)),
+            _ => Err(StoreError::Corrupt("counters record")),
+        }
+    };
+    let counters = Counters {
+        last_date: date()?,
+        last_inspection: date()?,
     };
     r.finish().map_err(corrupt)?;
-    Ok(date)
+    Ok(counters)
 }

@@ -39,7 +39,9 @@ pub struct RefillCombination {
 }
 
 impl RefillCombination {
-    fn body(&self) -> Vec<u8> {
+    /// The combination's canonical bytes: the refill message without its MAC (what the
+    /// recharging center signs and the KMS MACs).
+    pub fn body(&self) -> Vec<u8> {
         let mut w = Vec::with_capacity(REFILL_MESSAGE_LEN);
         w.put_u8(REFILL_TAG);
         w.put_u8(1);

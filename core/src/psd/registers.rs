@@ -27,6 +27,9 @@ pub struct RegisterSet {
     pub pieces: PieceCount,
     /// Refills applied.
     pub refills: RefillCount,
+    /// Combination ID of the last refill applied (zeros before the first), reported in
+    /// audits so the back office knows which refill message became value.
+    pub last_combination: [u8; 8],
     /// The last indicium issued on this set and the host transaction that asked for it,
     /// kept so a host that lost the reply gets the same indicium, not a second debit.
     pub last_indicium: Option<(TransactionId, Vec<u8>)>,
@@ -43,6 +46,7 @@ impl RegisterSet {
             control_sum: Amount::ZERO,
             pieces: PieceCount(0),
             refills: RefillCount(0),
+            last_combination: [0; 8],
             last_indicium: None,
         }
     }
@@ -75,9 +79,14 @@ impl RegisterSet {
         })
     }
 
-    /// The set after a refill of `amount`: DR and the control sum raised, refill counted.
-    /// Refused above `max_dr` or on overflow.
-    pub fn credit(&self, amount: Amount, max_dr: Amount) -> Result<RegisterSet, Status> {
+    /// The set after a refill of `amount` by combination `combination`: DR and the control
+    /// sum raised, refill counted. Refused above `max_dr` or on overflow.
+    pub fn credit(
+        &self,
+        amount: Amount,
+        max_dr: Amount,
+        combination: [u8; 8],
+    ) -> Result<RegisterSet, Status> {
         if !self.is_consistent() {
             return Err(Status::Internal);
         }
@@ -94,6 +103,7 @@ impl RegisterSet {
             dr,
             control_sum,
             refills,
+            last_combination: combination,
             ..self.clone()
         })
     }
@@ -122,6 +132,7 @@ impl RegisterSet {
         w.put_u64(self.control_sum.0);
         w.put_u32(self.pieces.0);
         w.put_u32(self.refills.0);
+        w.extend_from_slice(&self.last_combination);
         match &self.last_indicium {
             None => w.put_u8(0),
             Some((txn, payload)) => {
@@ -146,6 +157,7 @@ impl RegisterSet {
         set.control_sum = Amount(r.u64()?);
         set.pieces = PieceCount(r.u32()?);
         set.refills = RefillCount(r.u32()?);
+        set.last_combination = r.array()?;
         set.last_indicium = match r.u8()? {
             0 => None,
             1 => {

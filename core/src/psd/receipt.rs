@@ -1,0 +1,74 @@
+//! The audit receipt: the back office's word that it accepted an audit on a date, MACed
+//! under K1 by the key management system. It renews the PSD's inspection — real meters stop
+//! printing when they have not reached the data center for too long (a notice after ~21
+//! days, blocked at 28).
+//!
+//! Layout (`docs/apdu.md` § RECEIPT):
+//!
+//! ```text
+//! tag C1 | version 1 | device ID 8 | audit nonce 16 | date accepted 4 ‖ AES-CMAC(K1) 16
+//! ```
+
+use alloc::vec::Vec;
+
+use crate::crypto::{MacKey, MAC_LEN};
+use crate::types::{Date, DeviceId};
+use crate::wire::{Malformed, Reader, Writer};
+
+/// First byte of a receipt.
+pub const RECEIPT_TAG: u8 = 0xC1;
+/// Length of a sealed receipt.
+pub const RECEIPT_LEN: usize = 30 + MAC_LEN;
+
+/// An accepted audit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Receipt {
+    /// The audited device.
+    pub device: DeviceId,
+    /// The nonce of the audit accepted.
+    pub nonce: [u8; 16],
+    /// When the back office accepted it.
+    pub accepted_on: Date,
+}
+
+impl Receipt {
+    fn body(&self) -> Vec<u8> {
+        let mut w = Vec::with_capacity(RECEIPT_LEN);
+        w.put_u8(RECEIPT_TAG);
+        w.put_u8(1);
+        w.extend_from_slice(&self.device.0);
+        w.extend_from_slice(&self.nonce);
+        self.accepted_on.write(&mut w);
+        w
+    }
+
+    /// The receipt message: body ‖ CMAC under K1 (made by the KMS).
+    pub fn seal(&self, k1: &MacKey) -> Vec<u8> {
+        let mut msg = self.body();
+        let tag = k1.mac(&[&msg]);
+        msg.extend_from_slice(&tag);
+        msg
+    }
+
+    /// Checks the MAC and decodes. `Err(None)` is a bad MAC; `Err(Some(_))` malformed.
+    pub fn open(msg: &[u8], k1: &MacKey) -> Result<Receipt, Option<Malformed>> {
+        if msg.len() != RECEIPT_LEN {
+            return Err(Some(Malformed::Length));
+        }
+        let (body, tag) = msg.split_at(RECEIPT_LEN - MAC_LEN);
+        if !k1.verify(&[body], tag) {
+            return Err(None);
+        }
+        let mut r = Reader::new(body);
+        if r.u8().map_err(Some)? != RECEIPT_TAG || r.u8().map_err(Some)? != 1 {
+            return Err(Some(Malformed::Value));
+        }
+        let receipt = Receipt {
+            device: DeviceId(r.array().map_err(Some)?),
+            nonce: r.array().map_err(Some)?,
+            accepted_on: Date::read(&mut r).map_err(Some)?,
+        };
+        r.finish().map_err(Some)?;
+        Ok(receipt)
+    }
+}

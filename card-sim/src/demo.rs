@@ -15,6 +15,7 @@ use openpsd_core::psd::audit::AuditData;
 use openpsd_core::psd::device::DeviceInfo;
 use openpsd_core::psd::host;
 use openpsd_core::psd::indicium::{self, IndiciumRequest};
+use openpsd_core::psd::receipt::Receipt;
 use openpsd_core::psd::refill::RefillCombination;
 use openpsd_core::psd::registers::Registers;
 use openpsd_core::types::*;
@@ -107,10 +108,20 @@ pub fn run(state: Option<PathBuf>, amount: Amount, indicia: u32) -> Result<()> {
     )?)
     .map_err(|_| anyhow!("REFILL response malformed"))?;
     print_registers(&format!("refilled {amount}"), &regs);
-
+    // The back office accepted the audit: its receipt renews the PSD's inspection, without
+    // which a PSD personalized with inspection days refuses to frank (9A08).
     let today = platform
         .today()
         .ok_or_else(|| anyhow!("system clock is before 2000"))?;
+    let receipt = Receipt {
+        device: audit.device,
+        nonce,
+        accepted_on: today,
+    }
+    .seal(&k1);
+    send(&mut card, "RECEIPT", &host::receipt(&receipt))?;
+    println!("audit receipt accepted: inspection renewed on {today}");
+
     let pieces = [
         (85, b"20095" as &[u8], 1),
         (160, b"80331", 2),

@@ -4,7 +4,7 @@ use openpsd_core::crypto::MacKey;
 use openpsd_core::psd::audit::AuditData;
 use openpsd_core::psd::device::DeviceInfo;
 use openpsd_core::psd::host;
-use openpsd_core::psd::indicium::{self, VerifyError};
+use openpsd_core::psd::indicium::{self, IndiciumRequest, VerifyError};
 use openpsd_core::psd::refill::RefillCombination;
 use openpsd_core::store::MemStore;
 use openpsd_core::types::*;
@@ -396,4 +396,144 @@ fn state_survives_power_cycles_and_unreadable_state_is_an_error() {
     let mut nvm = card.store().nvm().clone();
     assert!(nvm.corrupt_record(0x0110));
     assert!(MemStore::open(nvm).is_err());
+}
+
+fn inspected_card(seed: u64) -> (TestCard, [u8; 65]) {
+    let mut card = blank_card(seed);
+    let mut p = personalization();
+    p.inspection_days = 28;
+    let data = expect_ok(&card.transmit(&host::personalize(&p)));
+    let msg = Kms::new().refill_for(&mut card, SET0, Amount(10_000), [1; 8]);
+    expect_ok(&card.transmit(&host::refill(SET0, &msg)));
+    (card, data[4..].try_into().unwrap())
+}
+
+fn receipt(nonce: [u8; 16], day: (u16, u8, u8)) -> Vec<u8> {
+    openpsd_core::psd::receipt::Receipt {
+        device: DEVICE,
+        nonce,
+        accepted_on: Date::new(day.0, day.1, day.2).unwrap(),
+    }
+    .seal(&MacKey::new(K1))
+}
+
+#[test]
+fn inspection_overdue_refuses_indicia_until_an_accepted_audit_renews_it() {
+    let (mut card, _) = inspected_card(20);
+    // Never inspected: no franking.
+    let before = registers(&mut card, 0);
+    expect_refused(
+        &card.transmit(&host::issue_indicium(SET0, &request(1, 85, 21))),
+        Status::InspectionOverdue,
+    );
+    assert_eq!(registers(&mut card, 0), before);
+
+    // Audit, receipt for that audit: the PSD records the date and franks again.
+    let nonce = *b"inspection-nonce";
+    Kms::new().audit(&mut card, SET0, nonce);
+    let resp = expect_ok(&card.transmit(&host::receipt(&receipt(nonce, (2026, 11, 20)))));
+    assert_eq!(resp, [0x07, 0xEA, 11, 20]);
+    expect_ok(&card.transmit(&host::issue_indicium(SET0, &request(2, 85, 21))));
+    let info = DeviceInfo::decode(&expect_ok(&card.transmit(&host::get_data())))
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (info.inspection_days, info.last_inspection),
+        (28, Date::new(2026, 11, 20))
+    );
+
+    // 28 days after the inspection is still fine; the 29th is not (dates of mailing).
+    card.platform_mut().today = None;
+    let on = |d: u8| IndiciumRequest {
+        date: Date::new(2026, 12, d).unwrap(),
+        ..request(u64::from(d) + 100, 10, 21)
+    };
+    expect_ok(&card.transmit(&host::issue_indicium(SET0, &on(18))));
+    expect_refused(
+        &card.transmit(&host::issue_indicium(SET0, &on(19))),
+        Status::InspectionOverdue,
+    );
+}
+
+#[test]
+fn receipts_are_accepted_only_for_this_sessions_last_audit_and_genuine() {
+    let (mut card, _) = inspected_card(21);
+    let nonce = *b"first-audit-nonc";
+    let writes = card.store().writes();
+    // No audit yet in this session.
+    expect_refused(
+        &card.transmit(&host::receipt(&receipt(nonce, (2026, 11, 21)))),
+        Status::ReceiptForOtherAudit,
+    );
+    Kms::new().audit(&mut card, SET0, nonce);
+    // For another audit's nonce; forged; for another device; malformed.
+    expect_refused(
+        &card.transmit(&host::receipt(&receipt([9; 16], (2026, 11, 21)))),
+        Status::ReceiptForOtherAudit,
+    );
+    let mut forged = receipt(nonce, (2026, 11, 21));
+    forged[30] ^= 1;
+    expect_refused(
+        &card.transmit(&host::receipt(&forged)),
+        Status::SecurityStatusNotSatisfied,
+    );
+    let other = openpsd_core::psd::receipt::Receipt {
+        device: DeviceId(*b"PSD00002"),
+        nonce,
+        accepted_on: Date::new(2026, 11, 21).unwrap(),
+    }
+    .seal(&MacKey::new(K1));
+    expect_refused(
+        &card.transmit(&host::receipt(&other)),
+        Status::RefillWrongDevice,
+    );
+    expect_refused(
+        &card.transmit(&host::receipt(&forged[..20])),
+        Status::WrongLength,
+    );
+    assert_eq!(
+        card.store().writes(),
+        writes,
+        "nothing written by refused receipts"
+    );
+
+    // A reset forgets the audit: the receipt of the audit before it no longer counts.
+    card.reset();
+    expect_ok(&card.transmit(&host::select()));
+    expect_refused(
+        &card.transmit(&host::receipt(&receipt(nonce, (2026, 11, 21)))),
+        Status::ReceiptForOtherAudit,
+    );
+
+    // Accepted once; the same receipt again names no fresh audit.
+    Kms::new().audit(&mut card, SET0, nonce);
+    expect_ok(&card.transmit(&host::receipt(&receipt(nonce, (2026, 11, 21)))));
+    expect_refused(
+        &card.transmit(&host::receipt(&receipt(nonce, (2026, 11, 21)))),
+        Status::ReceiptForOtherAudit,
+    );
+    // An older date never moves the inspection back.
+    Kms::new().audit(&mut card, SET0, nonce);
+    assert_eq!(
+        expect_ok(&card.transmit(&host::receipt(&receipt(nonce, (2026, 10, 1))))),
+        [0x07, 0xEA, 11, 21]
+    );
+}
+
+#[test]
+fn audits_name_the_last_refill_combination_applied() {
+    let (mut card, _) = personalized_card(22);
+    let kms = Kms::new();
+    assert_eq!(kms.audit(&mut card, SET0, [1; 16]).last_combination, [0; 8]);
+    let msg = kms.refill_for(&mut card, SET0, Amount(500), [0xC7; 8]);
+    expect_ok(&card.transmit(&host::refill(SET0, &msg)));
+    assert_eq!(
+        kms.audit(&mut card, SET0, [2; 16]).last_combination,
+        [0xC7; 8]
+    );
+    assert_eq!(
+        kms.audit(&mut card, SET1, [3; 16]).last_combination,
+        [0; 8],
+        "per register set"
+    );
 }

@@ -4,6 +4,7 @@
 //! whose debit was not committed, no value was created or lost, and the same command can
 //! be retried to completion. Prints how many cut points it checked.
 
+use openpsd_core::psd::device::DeviceInfo;
 use openpsd_core::psd::host;
 use openpsd_core::psd::indicium;
 use openpsd_core::psd::registers::Registers;
@@ -19,11 +20,23 @@ const SEED: u64 = 20;
 /// (clean, then torn) until the command completes uncut. For each cut, `check` gets the
 /// response, the card re-opened from what the cut left, and a label. Returns the number
 /// of cut points.
-fn sweep(base: &Nvm, apdu: &[u8], mut check: impl FnMut(&[u8], TestCard, &str)) -> usize {
+fn sweep(base: &Nvm, apdu: &[u8], check: impl FnMut(&[u8], TestCard, &str)) -> usize {
+    sweep_after(base, |_| {}, apdu, check)
+}
+
+/// [`sweep`], with `prepare` run on each re-opened card before the command (for commands
+/// that need volatile state, like RECEIPT after its AUDIT).
+fn sweep_after(
+    base: &Nvm,
+    prepare: impl Fn(&mut TestCard),
+    apdu: &[u8],
+    mut check: impl FnMut(&[u8], TestCard, &str),
+) -> usize {
     let mut cuts = 0;
     for torn in [false, true] {
         for k in 0.. {
             let mut card = reopen(base, SEED);
+            prepare(&mut card);
             let start = card.store().writes();
             card.store_mut().set_power_cut(Some(PowerCut {
                 at_write: start + k,
@@ -132,17 +145,56 @@ fn personalization_tearing() -> usize {
     })
 }
 
+fn receipt_tearing() -> usize {
+    let (card, _) = funded_card(SEED, 10_000);
+    let base = card.store().nvm().clone();
+    let nonce = *b"tearing-receipt!";
+    let receipt = openpsd_core::psd::receipt::Receipt {
+        device: DEVICE,
+        nonce,
+        accepted_on: Date::new(2026, 11, 21).unwrap(),
+    }
+    .seal(&openpsd_core::crypto::MacKey::new(K1));
+    let before = registers(&mut reopen(&base, SEED), 0);
+    let audit = |card: &mut TestCard| {
+        Kms::new().audit(card, SET0, nonce);
+    };
+    sweep_after(
+        &base,
+        audit,
+        &host::receipt(&receipt),
+        |resp, mut card, at| {
+            assert_eq!(resp, Status::MemoryFailure.sw().to_be_bytes(), "{at}");
+            assert_eq!(
+                registers(&mut card, 0),
+                before,
+                "{at}: a receipt moves no money"
+            );
+            // The audit's nonce was volatile: the host audits again and sends the receipt.
+            audit(&mut card);
+            expect_ok(&card.transmit(&host::receipt(&receipt)));
+            let info = DeviceInfo::decode(&expect_ok(&card.transmit(&host::get_data())))
+                .unwrap()
+                .unwrap();
+            assert_eq!(info.last_inspection, Date::new(2026, 11, 21), "{at}");
+        },
+    )
+}
+
 fn main() {
     let i = indicium_tearing();
     let r = refill_tearing();
     let p = personalization_tearing();
-    println!("tearing: issue indicium {i} cut points, refill {r}, personalize {p} (clean and torn writes)");
+    let c = receipt_tearing();
+    println!(
+        "tearing: issue indicium {i} cut points, refill {r}, personalize {p}, receipt {c} (clean and torn writes)"
+    );
     assert!(
-        i >= 8 && r >= 8 && p >= 8,
+        i >= 8 && r >= 8 && p >= 8 && c >= 4,
         "every command was cut at several writes"
     );
     println!(
         "tearing: all {} cut points kept AR + DR = control sum, no value created or lost",
-        i + r + p
+        i + r + p + c
     );
 }

@@ -6,6 +6,7 @@
 //! status words mapped to [`openpsd_core::Status`], the one table the card itself uses.
 
 pub mod client;
+pub mod refill;
 pub mod transport;
 
 pub use client::{HostError, PsdClient};

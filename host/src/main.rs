@@ -2,8 +2,8 @@
 //!
 //! The card is named with `--card` (or `OPENPSD_CARD`): `state:DIR` (a card-sim card run in
 //! this process), `tcp:HOST:PORT` (`card-sim serve --tcp`), or `pcsc:READER` (any PC/SC
-//! reader, by name or index; needs the `pcsc` build feature). Refills through the meter
-//! server come with the back office and are not built yet.
+//! reader, by name or index; needs the `pcsc` build feature). Refills go through the meter
+//! server (`--meter`, `OPENPSD_METER`).
 
 use std::process::ExitCode;
 
@@ -56,6 +56,25 @@ enum Command {
         set: u8,
         /// Transaction ID (16 hex digits). Re-use the one printed by a run whose answer was
         /// lost to get the same indicium without a second debit. Default: random.
+        #[arg(long)]
+        txn: Option<String>,
+    },
+    /// Refill a register set through the meter server (audit, refill message, receipt,
+    /// confirmation). An interrupted refill is finished by running again with its --txn.
+    Refill {
+        /// Amount in currency units, e.g. 25.00.
+        #[arg(long)]
+        amount: Amount,
+        /// The meter server.
+        #[arg(long, env = "OPENPSD_METER", default_value = "http://127.0.0.1:8700")]
+        meter: String,
+        /// Customer account at the recharging center.
+        #[arg(long, env = "OPENPSD_ACCOUNT", default_value = "demo")]
+        account: String,
+        /// Register set (license slot).
+        #[arg(long, default_value_t = 0)]
+        set: u8,
+        /// Client transaction ID; default: a new random one (printed).
         #[arg(long)]
         txn: Option<String>,
     },
@@ -131,6 +150,22 @@ fn run(cli: Cli) -> Result<()> {
                 }
             }
         }
+        Command::Refill {
+            amount,
+            meter,
+            account,
+            set,
+            txn,
+        } => refill(
+            &mut psd,
+            info.device,
+            cli.json,
+            amount,
+            &meter,
+            account,
+            set,
+            txn,
+        )?,
         Command::Indicium {
             postage,
             to,
@@ -199,6 +234,63 @@ fn run(cli: Cli) -> Result<()> {
                 println!("transaction {}", hex::encode(transaction.0));
             }
         }
+    }
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn refill(
+    psd: &mut PsdClient,
+    device: DeviceId,
+    json_out: bool,
+    amount: Amount,
+    meter: &str,
+    account: String,
+    set: u8,
+    txn: Option<String>,
+) -> Result<()> {
+    let client_txn_id = match txn {
+        Some(t) => t,
+        None => {
+            let mut t = [0u8; 8];
+            getrandom::fill(&mut t).map_err(|e| anyhow!("random transaction ID: {e}"))?;
+            hex::encode(t)
+        }
+    };
+    if !json_out {
+        println!("refill {client_txn_id}: {amount} from account {account} via {meter}");
+    }
+    let req = openpsd_host::refill::RefillRequest {
+        client_txn_id: client_txn_id.clone(),
+        account_id: account,
+        set: RegisterSetIndex(set),
+        amount,
+    };
+    let meter = openpsd_host::refill::MeterClient::new(meter);
+    let mut progress = |line: &str| {
+        if !json_out {
+            println!("  {line}");
+        }
+    };
+    let out = meter
+        .refill(psd, device, &req, &mut progress)
+        .with_context(|| {
+            format!("refill {client_txn_id} (run again with --txn {client_txn_id} to finish it)")
+        })?;
+    let r = out.registers;
+    if json_out {
+        println!(
+            "{}",
+            json!({
+                "client_txn_id": client_txn_id, "state": out.state, "inspection_renewed": out.inspection_renewed,
+                "ar": r.ar.0, "dr": r.dr.0, "control_sum": r.control_sum.0, "refills": r.refills.0,
+            })
+        );
+    } else {
+        println!(
+            "{}: DR {} control sum {} refills {}",
+            out.state, r.dr, r.control_sum, r.refills.0
+        );
     }
     Ok(())
 }

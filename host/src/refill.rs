@@ -1,0 +1,234 @@
+//! The host's side of a remote refill (seed 000, Fig. 4; `docs/refill.md`): ask the meter
+//! server, let the PSD audit itself with the server's nonce, carry the audit over, apply
+//! the refill message and the audit receipt on the PSD, and confirm with a fresh audit.
+//!
+//! Every step is keyed by the client transaction ID, so a run interrupted anywhere (a lost
+//! reply, a crash of this process) is finished by running it again with the same ID: the
+//! meter server hands back the same refill, and the PSD refuses a message it has applied
+//! already (`9A12`), which the host then simply confirms.
+
+use std::fmt;
+
+use openpsd_core::psd::audit::NONCE_LEN;
+use openpsd_core::psd::registers::Registers;
+use openpsd_core::types::{Amount, DeviceId, RegisterSetIndex};
+use openpsd_core::Status;
+use serde_json::{json, Value};
+
+use crate::client::{HostError, PsdClient};
+
+/// Why a refill did not complete.
+#[derive(Debug)]
+pub enum RefillError {
+    /// The meter server refused a step (its error code, the step, its message).
+    Meter {
+        /// Error code (`docs/refill.md` § Errors).
+        code: String,
+        /// Which step refused.
+        step: String,
+        /// The server's explanation.
+        message: String,
+    },
+    /// The meter server could not be reached or answered nonsense.
+    Http(String),
+    /// The PSD refused or could not be reached.
+    Card(HostError),
+}
+
+impl fmt::Display for RefillError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RefillError::Meter {
+                code,
+                step,
+                message,
+            } => {
+                write!(f, "meter server refused at step {step}: {code}: {message}")
+            }
+            RefillError::Http(e) => write!(f, "meter server: {e}"),
+            RefillError::Card(e) => write!(f, "PSD: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for RefillError {}
+
+impl From<HostError> for RefillError {
+    fn from(e: HostError) -> Self {
+        RefillError::Card(e)
+    }
+}
+
+/// A refill to run.
+#[derive(Clone, Debug)]
+pub struct RefillRequest {
+    /// The host's ID for this refill; re-use it to finish an interrupted one.
+    pub client_txn_id: String,
+    /// The customer account at the recharging center.
+    pub account_id: String,
+    /// The register set to credit.
+    pub set: RegisterSetIndex,
+    /// Amount to add to DR.
+    pub amount: Amount,
+}
+
+/// What a completed refill left.
+#[derive(Clone, Debug)]
+pub struct RefillOutcome {
+    /// The meter server's final state (`completed`).
+    pub state: String,
+    /// The registers after the credit.
+    pub registers: Registers,
+    /// Whether the PSD accepted the audit receipt (inspection renewed).
+    pub inspection_renewed: bool,
+}
+
+/// A client of the meter server's HTTP JSON API.
+pub struct MeterClient {
+    base: String,
+    agent: ureq::Agent,
+}
+
+impl MeterClient {
+    /// A client for the meter server at `base` (e.g. `http://127.0.0.1:8700`).
+    pub fn new(base: &str) -> Self {
+        let agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .new_agent();
+        Self {
+            base: base.trim_end_matches('/').to_string(),
+            agent,
+        }
+    }
+
+    fn call(&self, method: &str, path: &str, body: Option<Value>) -> Result<Value, RefillError> {
+        let url = format!("{}{path}", self.base);
+        let http = |e: ureq::Error| RefillError::Http(format!("{method} {url}: {e}"));
+        let mut resp = match (method, body) {
+            ("GET", _) => self.agent.get(&url).call().map_err(http)?,
+            (_, Some(b)) => self.agent.post(&url).send_json(&b).map_err(http)?,
+            (_, None) => self.agent.post(&url).send_empty().map_err(http)?,
+        };
+        let status = resp.status();
+        let value: Value = resp.body_mut().read_json().map_err(http)?;
+        if status.is_success() {
+            return Ok(value);
+        }
+        let e = &value["error"];
+        let text = |k: &str| e[k].as_str().unwrap_or("?").to_string();
+        Err(RefillError::Meter {
+            code: text("code"),
+            step: text("step"),
+            message: text("message"),
+        })
+    }
+
+    /// The refill with this client transaction ID as the meter server has it.
+    pub fn status(&self, client_txn_id: &str) -> Result<Value, RefillError> {
+        self.call("GET", &format!("/v1/refills/{client_txn_id}"), None)
+    }
+
+    /// Runs (or finishes) a refill of the PSD behind `psd`, whose device is `device`.
+    pub fn refill(
+        &self,
+        psd: &mut PsdClient,
+        device: DeviceId,
+        req: &RefillRequest,
+        progress: &mut dyn FnMut(&str),
+    ) -> Result<RefillOutcome, RefillError> {
+        let txn = &req.client_txn_id;
+        let mut r = self.call(
+            "POST",
+            "/v1/refills",
+            Some(json!({
+                "client_txn_id": txn, "device_id": device.to_string(), "set": req.set.0,
+                "account_id": req.account_id, "amount": req.amount.0,
+            })),
+        )?;
+        progress(&format!(
+            "refill {txn}: {}",
+            r["state"].as_str().unwrap_or("?")
+        ));
+        let mut inspection_renewed = false;
+        if r["state"] == "awaiting_audit" {
+            // Steps 210-220: the PSD signs its audit data with the server's nonce.
+            let nonce = hex_array::<NONCE_LEN>(&r["nonce"], "nonce")?;
+            let audit = psd.audit(req.set, &nonce)?;
+            progress("audit made by the PSD; sent to the meter server");
+            r = self.call(
+                "POST",
+                &format!("/v1/refills/{txn}/audit"),
+                Some(json!({"audit": hex::encode(&audit)})),
+            )?;
+            // Steps 290-305 on the PSD, then the receipt while its audit is the last one.
+            apply_message(psd, req.set, &r, progress)?;
+            let receipt = hex_bytes(&r["receipt"], "receipt")?;
+            psd.exchange(&openpsd_core::psd::host::receipt(&receipt))?;
+            inspection_renewed = true;
+            progress("audit receipt accepted: inspection renewed");
+        } else if r["state"] == "message_issued" {
+            // An earlier run got this far: the message may or may not be in the PSD.
+            apply_message(psd, req.set, &r, progress)?;
+        }
+        if r["state"] == "message_issued" {
+            let nonce = hex_array::<NONCE_LEN>(&r["confirm_nonce"], "confirm_nonce")?;
+            let audit = psd.audit(req.set, &nonce)?;
+            r = self.call(
+                "POST",
+                &format!("/v1/refills/{txn}/confirm"),
+                Some(json!({"audit": hex::encode(&audit)})),
+            )?;
+            progress(&format!(
+                "confirmed: {}",
+                r["state"].as_str().unwrap_or("?")
+            ));
+        }
+        let state = r["state"].as_str().unwrap_or("?").to_string();
+        if state != "completed" {
+            return Err(RefillError::Meter {
+                code: "wrong_state".into(),
+                step: "host".into(),
+                message: format!("refill {txn} ended in state {state}"),
+            });
+        }
+        Ok(RefillOutcome {
+            state,
+            registers: psd.registers(req.set)?,
+            inspection_renewed,
+        })
+    }
+}
+
+fn apply_message(
+    psd: &mut PsdClient,
+    set: RegisterSetIndex,
+    r: &Value,
+    progress: &mut dyn FnMut(&str),
+) -> Result<(), RefillError> {
+    let message = hex_bytes(&r["refill_message"], "refill_message")?;
+    match psd.refill(set, &message) {
+        Ok(regs) => progress(&format!(
+            "refill message applied: DR {} control sum {}",
+            regs.dr, regs.control_sum
+        )),
+        // Applied by an earlier run whose reply was lost: confirm it.
+        Err(HostError::Card(Status::RefillReplayed)) => {
+            progress("refill message was applied before")
+        }
+        Err(e) => return Err(e.into()),
+    }
+    Ok(())
+}
+
+fn hex_bytes(v: &Value, what: &str) -> Result<Vec<u8>, RefillError> {
+    v.as_str()
+        .and_then(|s| hex::decode(s).ok())
+        .ok_or_else(|| RefillError::Http(format!("meter server sent no valid {what}")))
+}
+
+fn hex_array<const N: usize>(v: &Value, what: &str) -> Result<[u8; N], RefillError> {
+    hex_bytes(v, what)?
+        .try_into()
+        .map_err(|_| RefillError::Http(format!("meter server sent a {what} of the wrong length")))
+}

@@ -176,7 +176,7 @@ impl Status {
             DateTooFarAhead => "date too far ahead of the device clock",
             CounterOverflow => "register or counter would overflow",
             TransactionIdReused => "transaction ID reused with different data",
-            InspectionOverdue => "inspection overdue: refill or audit the device first",
+            InspectionOverdue => "inspection overdue: have the back office accept an audit (refill or inspection)",
             RefillWrongDevice => "refill message for another device",
             RefillWrongLicense => "refill message for another license",
             RefillReplayed => "refill message already applied",

@@ -10,9 +10,11 @@
 //! Each exchange is printed as `> command` and `< response` in hex, 32 bytes per line.
 
 use openpsd_core::psd::audit::AuditData;
+use openpsd_core::psd::receipt::Receipt;
 use openpsd_core::psd::refill::RefillCombination;
 use openpsd_core::psd::{host, indicium};
-use openpsd_core::types::{Amount, RegisterSetIndex};
+use openpsd_core::types::{Amount, Date, RegisterSetIndex};
+use openpsd_core::Status;
 use openpsd_tests::*;
 
 const SET0: RegisterSetIndex = RegisterSetIndex(0);
@@ -116,6 +118,33 @@ fn main() {
     forged[21] ^= 0x01;
     title("REFILL with a changed amount byte (MAC fails) -> 6982");
     x(&mut card, &host::refill(SET0, &forged));
+
+    // --- Receipts --------------------------------------------------------------------
+    // The KMS accepted the audit above and seals a receipt naming its nonce.
+    let today = Date::new(2026, 11, 21).expect("valid date");
+    let receipt = Receipt {
+        device: a.device,
+        nonce: a.nonce,
+        accepted_on: today,
+    }
+    .seal(&kms.k1);
+    title("RECEIPT for the audit above (nonce \"server-nonce-123\"), accepted 2026-11-21");
+    let inspected_on = expect_ok(&x(&mut card, &host::receipt(&receipt)));
+    assert_eq!(
+        inspected_on,
+        [0x07, 0xEA, 0x0B, 0x15],
+        "last inspection 2026-11-21"
+    );
+    title("AUDIT set 0 with nonce \"confirm-nonce-01\" (after the refill)");
+    let confirm = expect_ok(&x(&mut card, &host::audit(SET0, b"confirm-nonce-01")));
+    let c = AuditData::open(&confirm, &kms.k1).expect("audit MAC verifies under K1");
+    assert_eq!(
+        c.last_combination, [1; 8],
+        "the audit names the refill applied"
+    );
+    title("the receipt for \"server-nonce-123\" again, after another AUDIT -> 9A15");
+    let again = x(&mut card, &host::receipt(&receipt));
+    expect_refused(&again, Status::ReceiptForOtherAudit);
     title("AUDIT with a 15-byte nonce -> 6700");
     x(
         &mut card,
@@ -153,4 +182,47 @@ fn main() {
     x(&mut card, &host::read_registers(SET0));
     title("READ REGISTERS set 0 after two pieces");
     x(&mut card, &host::read_registers(SET0));
+
+    // --- Inspection --------------------------------------------------------------------
+    // A card that must be inspected every 28 days: it prints nothing before its first
+    // accepted audit.
+    let mut inspected = blank_card(7);
+    let mut p = personalization();
+    p.inspection_days = 28;
+    title("PERSONALIZE with inspection_days = 28 (another card)");
+    let pk7 = expect_ok(&x(&mut inspected, &host::personalize(&p)))[4..].to_vec();
+    title("ISSUE INDICIUM before any inspection -> 9A08");
+    let overdue = x(&mut inspected, &host::issue_indicium(SET0, &req));
+    expect_refused(&overdue, Status::InspectionOverdue);
+    let nonce = *b"inspect-nonce-01";
+    let receipt = Receipt {
+        device: DEVICE,
+        nonce,
+        accepted_on: today,
+    }
+    .seal(&kms.k1);
+    title("RECEIPT with no AUDIT in this session -> 9A15");
+    let early = x(&mut inspected, &host::receipt(&receipt));
+    expect_refused(&early, Status::ReceiptForOtherAudit);
+    title("AUDIT set 0 with nonce \"inspect-nonce-01\"");
+    let audit = expect_ok(&x(&mut inspected, &host::audit(SET0, &nonce)));
+    let a = AuditData::open(&audit, &kms.k1).expect("audit MAC verifies under K1");
+    let msg = RefillCombination {
+        device: a.device,
+        license: a.license,
+        amount: Amount(10_000),
+        control_sum: a.control_sum,
+        refills: a.refills,
+        combination_id: [2; 8],
+    }
+    .seal(&kms.k1);
+    title("REFILL set 0 with 100.00, bound to that audit (combination ID 02..02)");
+    expect_ok(&x(&mut inspected, &host::refill(SET0, &msg)));
+    title("the same RECEIPT, now for the last AUDIT of the session -> 9000");
+    expect_ok(&x(&mut inspected, &host::receipt(&receipt)));
+    title("ISSUE INDICIUM after the receipt");
+    let issued = x(&mut inspected, &host::issue_indicium(SET0, &req));
+    indicium::verify(&expect_ok(&issued), &pk7).expect("indicium verifies");
+    title("GET DATA: inspection days 28, last inspection 2026-11-21");
+    x(&mut inspected, &host::get_data());
 }

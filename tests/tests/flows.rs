@@ -512,6 +512,9 @@ fn receipts_are_accepted_only_for_this_sessions_last_audit_and_genuine() {
         &card.transmit(&host::receipt(&receipt(nonce, (2026, 11, 21)))),
         Status::ReceiptForOtherAudit,
     );
+    // A receipt dated ahead of the device's clock (2026-11-21) is refused.
+    Kms::new().audit(&mut card, SET0, nonce);
+    expect_refused(&card.transmit(&host::receipt(&receipt(nonce, (2026, 11, 23)))), Status::WrongData);
     // An older date never moves the inspection back.
     Kms::new().audit(&mut card, SET0, nonce);
     assert_eq!(

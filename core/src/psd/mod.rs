@@ -272,8 +272,8 @@ impl PsdApplet {
             }
         }
         if device.inspection_days > 0 {
-            // Measured on the date of mailing, which never goes back, so a host cannot
-            // escape the inspection by withholding the clock.
+            // Measured on the date of mailing (checked against the platform's clock when
+            // there is one, and never going back), so the window closes with the calendar.
             let due = match self.counters.last_inspection {
                 None => true,
                 Some(last) => {
@@ -411,6 +411,12 @@ impl PsdApplet {
             .is_some_and(|n| bool::from(subtle::ConstantTimeEq::ct_eq(&n[..], &r.nonce[..])));
         if !fresh {
             return Err(Status::ReceiptForOtherAudit);
+        }
+        // A receipt dated ahead of the device's clock would stretch the inspection window.
+        if let Some(today) = ctx.platform.today() {
+            if r.accepted_on.day_number() > today.day_number().saturating_add(MAX_DAYS_BEHIND) {
+                return Err(Status::WrongData);
+            }
         }
         let inspected = self.counters.last_inspection.max(Some(r.accepted_on));
         let counters = Counters {

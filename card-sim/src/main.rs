@@ -187,8 +187,12 @@ fn dispatch(command: Command) -> Result<ExitCode> {
             let vendor_public_key = vendor_key
                 .map(|h| parse_fixed_hex::<65>(&h, "--vendor-key"))
                 .transpose()?;
-            let mut card =
-                sim::create_file_card(&state, Clock::System).map_err(|e| anyhow!("{e}"))?;
+            if state.exists() {
+                bail!(
+                    "{} exists already; personalize makes a new card",
+                    state.display()
+                );
+            }
             let req = Request {
                 device,
                 vendor_public_key,
@@ -197,9 +201,23 @@ fn dispatch(command: Command) -> Result<ExitCode> {
                 inspection_days,
                 licenses,
             };
-            let (info, secrets) =
-                personalize::personalize(&mut card, &mut OsPlatform::default(), &req)?;
-            write_secrets(&secrets_path, &secrets)?;
+            // All or nothing: a card whose personalization (or whose secrets file) failed is
+            // of no use — its K1 would be known to nobody — so it is removed again.
+            let made = (|| {
+                let mut card =
+                    sim::create_file_card(&state, Clock::System).map_err(|e| anyhow!("{e}"))?;
+                let (info, secrets) =
+                    personalize::personalize(&mut card, &mut OsPlatform::default(), &req)?;
+                write_secrets(&secrets_path, &secrets)?;
+                Ok::<_, anyhow::Error>(info)
+            })();
+            let info = match made {
+                Ok(info) => info,
+                Err(e) => {
+                    let _ = std::fs::remove_dir_all(&state);
+                    return Err(e.context(format!("nothing was kept in {}", state.display())));
+                }
+            };
             println!("device_id {}", info.device);
             println!("key_id {}", hex::encode(info.key_id.0));
             println!("public_key {}", hex::encode(info.public_key));

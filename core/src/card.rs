@@ -139,23 +139,23 @@ impl<S: Store, P: Platform> Card<S, P> {
     }
 
     fn process(&mut self, raw: &[u8], reply: &mut Vec<u8>) -> Result<u16, Status> {
-        // Response bytes not fetched are dropped by any command but GET RESPONSE.
+        // Response bytes not fetched are dropped by any command but GET RESPONSE, and a
+        // chain by any command that does not continue it — malformed ones included.
         let pending = core::mem::take(&mut self.volatile.pending);
+        let mut chain = self.volatile.chain.take();
         let view = apdu::parse(raw)?;
         let cla = view.class().into_inner();
         check_class(cla)?;
         let header = [cla, raw[1], raw[2], raw[3]];
         let chained = cla & CHAIN_BIT != 0;
 
-        if cla == 0x00 && header[1] == INS_GET_RESPONSE {
-            return self.get_response(pending, header, view.expected(), reply);
-        }
-
-        let mut chain = self.volatile.chain.take();
         if let Some(c) = &chain {
             if c.header[1..] != header[1..] || (c.header[0] & !CHAIN_BIT) != (cla & !CHAIN_BIT) {
                 return Err(Status::LastCommandOfChainExpected);
             }
+        }
+        if cla == 0x00 && header[1] == INS_GET_RESPONSE {
+            return self.get_response(pending, header, view.expected(), reply);
         }
         if chained {
             let c = chain.get_or_insert_with(|| Chain {

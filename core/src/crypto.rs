@@ -3,7 +3,6 @@
 //!
 //! Keys are zeroized on drop; MACs are compared in constant time.
 
-use alloc::vec::Vec;
 use cmac::{Cmac, KeyInit, Mac};
 use p256::ecdsa::signature::{Signer, Verifier};
 use p256::ecdsa::{Signature, SigningKey, VerifyingKey};
@@ -143,13 +142,4 @@ pub fn verify_signature(public_key: &[u8], msg: &[u8], signature: &[u8]) -> bool
         return false;
     };
     vk.verify(msg, &sig).is_ok()
-}
-
-/// Concatenation helper for MAC inputs built from several slices.
-pub fn concat(parts: &[&[u8]]) -> Vec<u8> {
-    let mut v = Vec::with_capacity(parts.iter().map(|p| p.len()).sum());
-    for p in parts {
-        v.extend_from_slice(p);
-    }
-    v
 }

@@ -176,7 +176,9 @@ impl Status {
             DateTooFarAhead => "date too far ahead of the device clock",
             CounterOverflow => "register or counter would overflow",
             TransactionIdReused => "transaction ID reused with different data",
-            InspectionOverdue => "inspection overdue: have the back office accept an audit (refill or inspection)",
+            InspectionOverdue => {
+                "inspection overdue: have the back office accept an audit (refill or inspection)"
+            }
             RefillWrongDevice => "refill message for another device",
             RefillWrongLicense => "refill message for another license",
             RefillReplayed => "refill message already applied",
@@ -192,6 +194,13 @@ pub const SW_OK: u16 = 0x9000;
 
 /// Status word prefix telling the host more response bytes wait for GET RESPONSE.
 pub const SW1_BYTES_REMAINING: u8 = 0x61;
+
+impl From<crate::store::StoreError> for Status {
+    /// Any failure to commit is `6581`: the host re-reads or retries after a power cycle.
+    fn from(_: crate::store::StoreError) -> Self {
+        Status::MemoryFailure
+    }
+}
 
 impl core::fmt::Display for Status {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {

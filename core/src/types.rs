@@ -4,15 +4,12 @@
 //! arithmetic step that could overflow is `checked`.
 
 use core::fmt;
-use serde::{Deserialize, Serialize};
 
 use crate::wire::{Malformed, Reader, Writer};
 use alloc::vec::Vec;
 
 /// Money in minor currency units (cents). Registers and postage are `Amount`s.
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
-)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Amount(pub u64);
 
 impl Amount {
@@ -81,9 +78,7 @@ impl fmt::Display for Amount {
 }
 
 /// Number of mail pieces franked on a register set.
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
-)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct PieceCount(pub u32);
 
 impl PieceCount {
@@ -94,9 +89,7 @@ impl PieceCount {
 }
 
 /// Number of refills applied to a register set.
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
-)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct RefillCount(pub u32);
 
 impl RefillCount {
@@ -107,9 +100,7 @@ impl RefillCount {
 }
 
 /// The device's serial number, unique per PSD (8 bytes).
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
-)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct DeviceId(pub [u8; 8]);
 
 impl fmt::Display for DeviceId {
@@ -119,9 +110,7 @@ impl fmt::Display for DeviceId {
 }
 
 /// A meter license number granted by the postal authority.
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
-)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct LicenseId(pub u32);
 
 impl fmt::Display for LicenseId {
@@ -131,29 +120,26 @@ impl fmt::Display for LicenseId {
 }
 
 /// Which register set of the device (0-based slot; APDU P2).
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
-)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct RegisterSetIndex(pub u8);
 
 /// Identifies the indicium signing key: the first 4 bytes of SHA-256 of its SEC1 point.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct KeyId(pub [u8; 4]);
 
 /// Rate category (service / product code) of a mail piece.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct RateCategory(pub u16);
 
 /// A host's identifier for one indicium request; a retry with the same ID returns the
 /// same indicium instead of debiting twice.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct TransactionId(pub [u8; 8]);
 
 /// A calendar date of mailing. Encoded as year (2 bytes), month, day, so that byte order
-/// is date order.
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
-)]
+/// is date order. Fields are public for reading; build dates with [`Date::new`] (or parse
+/// them), which refuses impossible ones.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Date {
     /// Year, e.g. 2026.
     pub year: u16,
@@ -183,12 +169,13 @@ impl Date {
     /// Days since 2000-01-01 (for "how far ahead" checks).
     pub fn day_number(self) -> u32 {
         // Civil-from-days inverse (H. Hinnant's algorithm), shifted to 2000-01-01 = 0.
-        let y = u32::from(self.year) - u32::from(self.month <= 2);
+        // Saturating: a `Date` built field by field (not through `new`) must not panic.
+        let y = u32::from(self.year).saturating_sub(u32::from(self.month <= 2));
         let era = y / 400;
         let yoe = y - era * 400;
         let m = u32::from(self.month);
         let mp = if m > 2 { m - 3 } else { m + 9 };
-        let doy = (153 * mp + 2) / 5 + u32::from(self.day) - 1;
+        let doy = ((153 * mp + 2) / 5 + u32::from(self.day)).saturating_sub(1);
         let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
         (era * 146_097 + doe).saturating_sub(730_425)
     }
@@ -237,7 +224,7 @@ impl fmt::Display for Date {
 }
 
 /// A postal code: 1 to 10 characters of `A-Z`, `0-9`, space or hyphen.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct PostalCode {
     len: u8,
     bytes: [u8; PostalCode::MAX],

@@ -140,3 +140,30 @@ fn extended_length_commands_and_get_response_for_short_le() {
     assert_eq!(host::sw(&card.transmit(&apdu)), 0x9000);
     assert_eq!(registers(&mut card, RegisterSetIndex(0).0).pieces.0, 1);
 }
+
+#[test]
+fn a_chain_is_dropped_by_malformed_or_wrong_class_commands_too() {
+    let (mut card, _) = funded_card(45, 1_000);
+    let req = request(1, 85, 21).encode();
+    let (first, rest) = req.split_at(10);
+    let part = |cla: u8, data: &[u8]| {
+        let mut v = vec![cla, 0x40, 0x00, 0x00, data.len() as u8];
+        v.extend_from_slice(data);
+        v
+    };
+    for interruption in [
+        &[0x84, 0xCA, 0x00, 0x01, 0x00][..],
+        &[0x80, 0x32, 0x00],
+        &[0xFF, 0, 0, 0],
+    ] {
+        assert_eq!(card.transmit(&part(0x90, first)), [0x90, 0x00]);
+        assert_ne!(host::sw(&card.transmit(interruption)), 0x9000);
+        // The last part alone is not a whole indicium request: the chain is gone.
+        expect_refused(&card.transmit(&part(0x80, rest)), Status::WrongData);
+    }
+    assert_eq!(
+        registers(&mut card, 0).pieces.0,
+        0,
+        "no indicium was issued"
+    );
+}

@@ -181,7 +181,10 @@ fn indicium_limits_dates_and_origin_are_enforced() {
     other_town.origin = PostalCode::new(b"99999").unwrap();
     refuse(&mut card, other_town, Status::OriginMismatch);
     refuse(&mut card, request(4, 100, 29), Status::DateTooFarAhead);
+    // Backdating: one day behind the clock (2026-11-21) is allowed, two are not.
+    refuse(&mut card, request(8, 100, 19), Status::DateBeforeLastUsed);
 
+    expect_ok(&card.transmit(&host::issue_indicium(SET0, &request(9, 100, 20))));
     expect_ok(&card.transmit(&host::issue_indicium(SET0, &request(5, 100, 22))));
     refuse(&mut card, request(6, 100, 21), Status::DateBeforeLastUsed);
     expect_ok(&card.transmit(&host::issue_indicium(SET0, &request(7, 100, 22))));
@@ -514,7 +517,10 @@ fn receipts_are_accepted_only_for_this_sessions_last_audit_and_genuine() {
     );
     // A receipt dated ahead of the device's clock (2026-11-21) is refused.
     Kms::new().audit(&mut card, SET0, nonce);
-    expect_refused(&card.transmit(&host::receipt(&receipt(nonce, (2026, 11, 23)))), Status::WrongData);
+    expect_refused(
+        &card.transmit(&host::receipt(&receipt(nonce, (2026, 11, 23)))),
+        Status::WrongData,
+    );
     // An older date never moves the inspection back.
     Kms::new().audit(&mut card, SET0, nonce);
     assert_eq!(

@@ -97,6 +97,9 @@ proptest! {
         // whether the card applied it.
         let mut last_refill: Option<(u8, Vec<u8>, u64, bool, bool)> = None;
         let mut cut: Option<PowerCut> = None;
+        // Per register set, the last indicium issued: its transaction ID and bytes (None
+        // when a power cut swallowed the answer after the commit).
+        let mut last_issued: [Option<(u8, Option<Vec<u8>>)>; 2] = [None, None];
 
         for op in ops {
             if let Some(c) = cut.take() {
@@ -162,14 +165,33 @@ proptest! {
                 if let (Op::Refill { .. } | Op::ReplayLastRefill, Some((.., applied))) = (&op, last_refill.as_mut()) {
                     *applied |= Some(observed) == on_success;
                 }
+                if let Op::Indicium { txn, .. } = &op {
+                    if Some(observed) == on_success {
+                        last_issued[set] = Some((*txn, None));
+                    }
+                }
             } else {
                 card.store_mut().set_power_cut(None);
                 if ok {
                     match (&op, on_success) {
                         (Op::Indicium { txn, .. }, Some(m)) => {
                             let d = indicium::verify(&resp[..resp.len() - 2], &pk).expect("issued indicia verify");
-                            // A retry of the last transaction returns the earlier indicium.
-                            if d.pieces.0 == m.pieces { model[set] = m; } else { prop_assert!(*txn < 6); }
+                            let bytes = resp[..resp.len() - 2].to_vec();
+                            if d.pieces.0 == m.pieces {
+                                model[set] = m;
+                                last_issued[set] = Some((*txn, Some(bytes)));
+                            } else {
+                                // No debit: only a retry of the set's last transaction, and
+                                // it returns that transaction's indicium again.
+                                let Some((last_txn, earlier)) = &mut last_issued[set] else {
+                                    return Err(TestCaseError::fail("an indicium without a debit and no earlier one"));
+                                };
+                                prop_assert_eq!(*last_txn, *txn, "indicium without a debit for a new transaction");
+                                if let Some(e) = earlier {
+                                    prop_assert_eq!(&*e, &bytes, "a retry returned another indicium");
+                                }
+                                *earlier = Some(bytes);
+                            }
                         }
                         (Op::Refill { .. } | Op::ReplayLastRefill, Some(m)) => {
                             let Some((.., tampered, applied)) = last_refill.as_mut() else { unreachable!() };

@@ -186,7 +186,7 @@ impl PsdApplet {
         for (i, s) in sets.iter().enumerate() {
             txn.write(REC_SET_BASE + i as u16, s.encode());
         }
-        txn.commit().map_err(|_| Status::MemoryFailure)?;
+        txn.commit()?;
         reply.extend_from_slice(&device.key_id().0);
         reply.extend_from_slice(&device.public_key);
         self.device = Some(device);
@@ -314,7 +314,7 @@ impl PsdApplet {
         if counters != self.counters {
             txn.write(REC_COUNTERS, encode_counters(counters));
         }
-        txn.commit().map_err(|_| Status::MemoryFailure)?;
+        txn.commit()?;
 
         let signature = device.key.sign(&payload);
         self.sets[i] = next;
@@ -382,7 +382,7 @@ impl PsdApplet {
         let next = set.credit(c.amount, device.max_dr, c.combination_id)?;
         let mut txn = Transaction::begin(ctx.store);
         txn.write(REC_SET_BASE + i as u16, next.encode());
-        txn.commit().map_err(|_| Status::MemoryFailure)?;
+        txn.commit()?;
         next.readout().write(reply);
         self.sets[i] = next;
         Ok(())
@@ -426,7 +426,7 @@ impl PsdApplet {
         if counters != self.counters {
             let mut txn = Transaction::begin(ctx.store);
             txn.write(REC_COUNTERS, encode_counters(counters));
-            txn.commit().map_err(|_| Status::MemoryFailure)?;
+            txn.commit()?;
             self.counters = counters;
         }
         self.last_audit_nonce = None;

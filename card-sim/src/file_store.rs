@@ -191,7 +191,12 @@ impl FileStore {
         self
     }
 
-    /// The directory holding the card's state.
+    /// Whether a write failed and the store refuses commits until it is re-opened.
+    pub fn has_failed(&self) -> bool {
+        self.failed
+    }
+
+    /// The directory the card's state is in.
     pub fn dir(&self) -> &Path {
         &self.dir
     }

@@ -215,6 +215,7 @@ fn dispatch(command: Command) -> Result<ExitCode> {
                 Ok(info) => info,
                 Err(e) => {
                     let _ = std::fs::remove_dir_all(&state);
+                    let _ = std::fs::remove_file(sim::storage_key_path(&state));
                     return Err(e.context(format!("nothing was kept in {}", state.display())));
                 }
             };

@@ -1,11 +1,18 @@
 //! A simulated card: the PSD applet on a persistent store, with its ATR and power states,
 //! as the transports (vpcd, TCP, scripts) drive it.
+//!
+//! A card kept in a directory has its records sealed (`SealedStore`) under a storage key
+//! kept beside the directory, in `<dir>.storage-key` (mode 0600): the state file never
+//! holds the card's secrets (K1, the indicium key) in clear.
 
-use std::path::Path;
+use std::fs;
+use std::io::Write as _;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
 
 use openpsd_core::platform::Platform;
 use openpsd_core::psd::psd_card;
-use openpsd_core::store::{MemStore, Store, StoreError};
+use openpsd_core::store::{MemStore, SealedStore, StorageKey, Store, StoreError, STORAGE_KEY_LEN};
 use openpsd_core::Card;
 
 use crate::file_store::FileStore;
@@ -74,24 +81,156 @@ impl<S: Store, P: Platform> SimulatedCard for SimCard<S, P> {
     }
 }
 
-/// A card whose memory is a state directory.
-pub type FileCard = SimCard<FileStore, OsPlatform>;
 /// A card in memory only (scripts, tests).
 pub type MemCard = SimCard<MemStore, OsPlatform>;
-
-/// Opens the card kept in `dir`; a missing or unreadable state is an error.
-pub fn open_file_card(dir: &Path, clock: Clock) -> Result<FileCard, StoreError> {
-    SimCard::new(FileStore::open(dir)?, OsPlatform::new(clock))
-}
-
-/// Creates a blank card (not yet personalized) in `dir`.
-pub fn create_file_card(dir: &Path, clock: Clock) -> Result<FileCard, StoreError> {
-    SimCard::new(FileStore::create(dir)?, OsPlatform::new(clock))
-}
 
 /// A blank card in memory.
 pub fn mem_card(clock: Clock) -> Result<MemCard, StoreError> {
     SimCard::new(MemStore::new(), OsPlatform::new(clock))
+}
+
+/// A card whose memory is a state directory, sealed under its storage key.
+pub struct FileCard {
+    /// `None` only after a failed write could not be recovered by re-opening.
+    card: Option<SimCard<SealedStore<FileStore>, OsPlatform>>,
+    dir: PathBuf,
+    clock: Clock,
+}
+
+/// Where the storage key of the card in `dir` is kept: `<dir>.storage-key`.
+pub fn storage_key_path(dir: &Path) -> PathBuf {
+    let name = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    dir.with_file_name(format!("{name}.storage-key"))
+}
+
+fn read_storage_key(dir: &Path) -> Result<StorageKey, StoreError> {
+    let path = storage_key_path(dir);
+    let text = fs::read_to_string(&path)
+        .map_err(|e| StoreError::Io(format!("storage key {}: {e}", path.display())))?;
+    let bytes: [u8; STORAGE_KEY_LEN] = hex::decode(text.trim())
+        .ok()
+        .and_then(|b| b.try_into().ok())
+        .ok_or(StoreError::Corrupt("storage key file is not 32 hex bytes"))?;
+    Ok(StorageKey::new(bytes))
+}
+
+fn make_storage_key(dir: &Path) -> Result<StorageKey, StoreError> {
+    let path = storage_key_path(dir);
+    let mut key = [0u8; STORAGE_KEY_LEN];
+    OsPlatform::default().fill_random(&mut key);
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .map_err(|e| StoreError::Io(format!("creating storage key {}: {e}", path.display())))?;
+    f.write_all(hex::encode(key).as_bytes())
+        .and_then(|_| f.sync_all())
+        .map_err(|e| StoreError::Io(format!("writing storage key {}: {e}", path.display())))?;
+    let k = StorageKey::new(key);
+    zeroize::Zeroize::zeroize(&mut key);
+    Ok(k)
+}
+
+fn load(
+    dir: &Path,
+    clock: Clock,
+) -> Result<SimCard<SealedStore<FileStore>, OsPlatform>, StoreError> {
+    let key = read_storage_key(dir)?;
+    SimCard::new(
+        SealedStore::new(FileStore::open(dir)?, key),
+        OsPlatform::new(clock),
+    )
+}
+
+impl FileCard {
+    /// Opens the card kept in `dir`; a missing or unreadable state (or key) is an error.
+    pub fn open(dir: &Path, clock: Clock) -> Result<Self, StoreError> {
+        Ok(Self {
+            card: Some(load(dir, clock)?),
+            dir: dir.to_path_buf(),
+            clock,
+        })
+    }
+
+    /// Creates a blank card (not yet personalized) in `dir`, with a new storage key.
+    pub fn create(dir: &Path, clock: Clock) -> Result<Self, StoreError> {
+        if dir.join("state.log").exists() {
+            return Err(StoreError::Io(format!(
+                "a card exists already in {}",
+                dir.display()
+            )));
+        }
+        let key = make_storage_key(dir)?;
+        let store = match FileStore::create(dir) {
+            Ok(s) => s,
+            Err(e) => {
+                let _ = fs::remove_file(storage_key_path(dir));
+                return Err(e);
+            }
+        };
+        let card = SimCard::new(SealedStore::new(store, key), OsPlatform::new(clock))?;
+        Ok(Self {
+            card: Some(card),
+            dir: dir.to_path_buf(),
+            clock,
+        })
+    }
+}
+
+impl SimulatedCard for FileCard {
+    fn atr(&self) -> &[u8] {
+        &ATR
+    }
+
+    /// A power cycle also brings back a store whose write failed (the `6581` case): the
+    /// card re-reads its memory, as a real card does at power-up, instead of answering
+    /// from RAM that may lag the disk.
+    fn reset(&mut self) {
+        let failed = match self.card.as_mut() {
+            Some(c) => c.card().store().inner().has_failed(),
+            None => true,
+        };
+        if failed {
+            // Drop the old store first: it holds the lock the new one takes.
+            self.card = None;
+            match load(&self.dir, self.clock) {
+                Ok(c) => {
+                    tracing::info!(dir = %self.dir.display(), "card memory re-read after a failed write");
+                    self.card = Some(c);
+                }
+                Err(e) => {
+                    tracing::error!(dir = %self.dir.display(), error = %e, "card memory cannot be re-read")
+                }
+            }
+        }
+        if let Some(c) = self.card.as_mut() {
+            c.reset();
+        }
+    }
+
+    fn transmit(&mut self, apdu: &[u8], reply: &mut Vec<u8>) {
+        match self.card.as_mut() {
+            Some(c) => c.transmit(apdu, reply),
+            None => {
+                reply.clear();
+                reply.extend_from_slice(&openpsd_core::Status::MemoryFailure.sw().to_be_bytes());
+            }
+        }
+    }
+}
+
+/// Opens the card kept in `dir`; a missing or unreadable state is an error.
+pub fn open_file_card(dir: &Path, clock: Clock) -> Result<FileCard, StoreError> {
+    FileCard::open(dir, clock)
+}
+
+/// Creates a blank card (not yet personalized) in `dir`.
+pub fn create_file_card(dir: &Path, clock: Clock) -> Result<FileCard, StoreError> {
+    FileCard::create(dir, clock)
 }
 
 #[cfg(test)]

@@ -8,9 +8,11 @@
 //! never an empty card.
 
 mod mem;
+mod sealed;
 mod txn;
 
 pub use mem::{MemStore, Nvm, PowerCut};
+pub use sealed::{SealedStore, StorageKey, STORAGE_KEY_LEN};
 pub use txn::Transaction;
 
 use alloc::vec::Vec;

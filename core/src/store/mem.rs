@@ -119,6 +119,25 @@ impl MemStore {
         Ok(store)
     }
 
+    /// Powers up a chip with a power cut armed during the recovery itself (a second power
+    /// loss while an interrupted commit is being finished). `Err` hands back the memory as
+    /// that second cut left it.
+    pub fn open_with_cut(nvm: Nvm, cut: PowerCut) -> Result<Self, Nvm> {
+        let mut store = MemStore {
+            nvm,
+            writes: 0,
+            cut: Some(cut),
+            dead: false,
+        };
+        match store.recover() {
+            Ok(()) => {
+                store.cut = None;
+                Ok(store)
+            }
+            Err(_) => Err(store.nvm),
+        }
+    }
+
     /// The chip's memory as it is now (what a power cut would leave).
     pub fn nvm(&self) -> &Nvm {
         &self.nvm
@@ -324,6 +343,55 @@ mod tests {
             }
         }
         assert_eq!(cuts, 2 * 8);
+    }
+
+    #[test]
+    fn a_second_power_cut_during_recovery_still_gives_all_or_nothing() {
+        let mut base = MemStore::new();
+        base.commit(&[w(1, b"old-1")]).unwrap();
+        let start = MemStore::open(base.nvm().clone()).unwrap();
+        let txn = [w(1, b"new-1"), w(2, b"new-2")];
+        let mut double_cuts = 0;
+        for torn in [false, true] {
+            for k in 0..6 {
+                let mut s = start.clone();
+                s.set_power_cut(Some(PowerCut { at_write: k, torn }));
+                assert!(s.commit(&txn).is_err());
+                let after_one = MemStore::open(s.nvm().clone()).unwrap();
+                let expected = (after_one.read(1).unwrap(), after_one.read(2).unwrap());
+                for j in 0.. {
+                    for torn2 in [false, true] {
+                        match MemStore::open_with_cut(
+                            s.nvm().clone(),
+                            PowerCut {
+                                at_write: j,
+                                torn: torn2,
+                            },
+                        ) {
+                            Ok(_) => {}
+                            Err(nvm) => {
+                                double_cuts += 1;
+                                let r = MemStore::open(nvm).unwrap();
+                                let got = (r.read(1).unwrap(), r.read(2).unwrap());
+                                assert_eq!(got, expected, "cut {k}/{torn}, then {j}/{torn2}");
+                            }
+                        }
+                    }
+                    if MemStore::open_with_cut(
+                        s.nvm().clone(),
+                        PowerCut {
+                            at_write: j,
+                            torn: false,
+                        },
+                    )
+                    .is_ok()
+                    {
+                        break;
+                    }
+                }
+            }
+        }
+        assert!(double_cuts > 10, "recovery was cut {double_cuts} times");
     }
 
     #[test]

@@ -135,3 +135,33 @@ fn every_instruction_is_documented() {
     }
     assert_eq!(found, known.len(), "INS constants found in the source");
 }
+
+#[test]
+fn the_example_exchanges_are_what_the_card_answers_today() {
+    // docs/apdu.md's examples were printed by tests/src/bin/apdu_examples.rs (deterministic:
+    // seeded platform); a change of the card shows up here until the doc is regenerated.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_apdu_examples"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines = |text: &str| -> std::collections::BTreeSet<String> {
+        text.lines()
+            .filter(|l| l.starts_with("> ") || l.starts_with("< "))
+            .map(str::to_string)
+            .collect()
+    };
+    let printed = lines(&String::from_utf8_lossy(&out.stdout));
+    let documented = lines(&doc());
+    assert!(printed.len() > 40, "the program printed its exchanges");
+    let stale: Vec<_> = documented.difference(&printed).collect();
+    let missing: Vec<_> = printed.difference(&documented).collect();
+    assert!(
+        stale.is_empty() && missing.is_empty(),
+        "docs/apdu.md examples are stale (regenerate with `cargo run -p openpsd-tests --bin apdu_examples`): \
+         in the doc only: {stale:?}; printed only: {missing:?}"
+    );
+}

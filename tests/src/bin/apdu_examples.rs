@@ -4,7 +4,7 @@
 //! (today = 2026-11-21), so keys, signatures and MACs are the same on every run.
 //!
 //! ```text
-//! cargo run -p openpsd-tests --example apdu_examples
+//! cargo run -p openpsd-tests --bin apdu_examples
 //! ```
 //!
 //! Each exchange is printed as `> command` and `< response` in hex, 32 bytes per line.

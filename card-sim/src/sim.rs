@@ -139,11 +139,10 @@ fn load(
     dir: &Path,
     clock: Clock,
 ) -> Result<SimCard<SealedStore<FileStore>, OsPlatform>, StoreError> {
+    // The state first: a missing card should say so, not complain about its key.
+    let store = FileStore::open(dir)?;
     let key = read_storage_key(dir)?;
-    SimCard::new(
-        SealedStore::new(FileStore::open(dir)?, key),
-        OsPlatform::new(clock),
-    )
+    SimCard::new(SealedStore::new(store, key), OsPlatform::new(clock))
 }
 
 impl FileCard {

@@ -12,18 +12,35 @@ fn secrets_go_to_their_own_file_and_never_into_the_state_in_clear() {
         .arg(&state)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.contains("device_id ") && stdout.contains("public_key 04"), "{stdout}");
+    assert!(
+        stdout.contains("device_id ") && stdout.contains("public_key 04"),
+        "{stdout}"
+    );
 
-    let secrets = card_sim::personalize::read_secrets(&dir.path().join("psd.secrets.json")).unwrap();
+    let secrets =
+        card_sim::personalize::read_secrets(&dir.path().join("psd.secrets.json")).unwrap();
     let k1 = hex::decode(&secrets.k1).unwrap();
     let log = std::fs::read(state.join("state.log")).unwrap();
-    assert!(!log.windows(k1.len()).any(|w| w == k1), "K1 is in the state file in clear");
-    assert!(!log.windows(secrets.k1.len()).any(|w| w == secrets.k1.as_bytes()));
+    assert!(
+        !log.windows(k1.len()).any(|w| w == k1),
+        "K1 is in the state file in clear"
+    );
+    assert!(!log
+        .windows(secrets.k1.len())
+        .any(|w| w == secrets.k1.as_bytes()));
 
     // Without its storage key the card does not open (and is not taken for a blank one).
-    std::fs::rename(dir.path().join("psd.storage-key"), dir.path().join("elsewhere")).unwrap();
+    std::fs::rename(
+        dir.path().join("psd.storage-key"),
+        dir.path().join("elsewhere"),
+    )
+    .unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_card-sim"))
         .args(["run", "--state"])
         .arg(&state)
@@ -31,11 +48,20 @@ fn secrets_go_to_their_own_file_and_never_into_the_state_in_clear() {
         .output()
         .unwrap();
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("storage key"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("storage key"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // With another key it is corrupt, never blank.
     std::fs::write(dir.path().join("psd.storage-key"), "11".repeat(32)).unwrap();
-    let err = card_sim::sim::open_file_card(&state, card_sim::os_platform::Clock::None).err().unwrap();
-    assert!(matches!(err, openpsd_core::store::StoreError::Corrupt(_)), "{err}");
+    let err = card_sim::sim::open_file_card(&state, card_sim::os_platform::Clock::None)
+        .err()
+        .unwrap();
+    assert!(
+        matches!(err, openpsd_core::store::StoreError::Corrupt(_)),
+        "{err}"
+    );
 }
 
 #[test]
@@ -43,7 +69,14 @@ fn a_failed_personalization_keeps_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("psd");
     let out = Command::new(env!("CARGO_BIN_EXE_card-sim"))
-        .args(["personalize", "--max-postage", "200", "--max-dr", "100", "--state"])
+        .args([
+            "personalize",
+            "--max-postage",
+            "200",
+            "--max-dr",
+            "100",
+            "--state",
+        ])
         .arg(&state)
         .output()
         .unwrap();

@@ -1,0 +1,104 @@
+//! Key files: the KMS master key (AES-256, wraps every K1 at rest) and the recharging
+//! center's ECDSA P-256 signing key. Each is made from the OS random source on the
+//! service's first start and written hex, mode 0600, created exclusively so two starts
+//! racing on one directory cannot end up with different keys.
+
+use std::fs;
+use std::io::Write as _;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+use zeroize::Zeroizing;
+
+use crate::codec::random_bytes;
+
+/// Reads the 32-byte key in `path`, or makes one with `generate` and writes it (0600).
+/// `generate` returns the key bytes; `valid` says whether bytes read back are a key.
+pub fn load_or_create(
+    path: &Path,
+    generate: impl FnOnce() -> Zeroizing<[u8; 32]>,
+    valid: impl Fn(&[u8; 32]) -> bool,
+) -> Result<Zeroizing<[u8; 32]>> {
+    match fs::read_to_string(path) {
+        Ok(text) => {
+            let mode = fs::metadata(path)?.permissions().mode();
+            if mode & 0o077 != 0 {
+                tracing::warn!(
+                    "{} is readable by others (mode {:o}); it should be 0600",
+                    path.display(),
+                    mode & 0o777
+                );
+            }
+            let mut key = Zeroizing::new([0u8; 32]);
+            let text = Zeroizing::new(text);
+            hex::decode_to_slice(text.trim(), key.as_mut())
+                .with_context(|| format!("{} is not 64 hex digits", path.display()))?;
+            if !valid(&key) {
+                bail!("{} does not hold a valid key", path.display());
+            }
+            Ok(key)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let key = generate();
+            let mut f = fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(path)
+                .with_context(|| format!("creating {}", path.display()))?;
+            let text = Zeroizing::new(hex::encode(key.as_ref()));
+            f.write_all(text.as_bytes())?;
+            f.write_all(b"\n")?;
+            f.sync_all()?;
+            sync_dir(path)?;
+            tracing::info!("made a new key in {}", path.display());
+            Ok(key)
+        }
+        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+    }
+}
+
+/// A fresh AES-256 key.
+pub fn random_key() -> Zeroizing<[u8; 32]> {
+    let mut k = Zeroizing::new([0u8; 32]);
+    random_bytes(k.as_mut());
+    k
+}
+
+/// Writes a public (non-secret) file atomically: temp file, fsync, rename.
+pub fn write_public(path: &Path, text: &str) -> Result<()> {
+    let tmp = path.with_extension("tmp");
+    {
+        let mut f =
+            fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+        f.write_all(text.as_bytes())?;
+        f.sync_all()?;
+    }
+    fs::rename(&tmp, path)?;
+    sync_dir(path)
+}
+
+/// Creates a service's data directory (and parents) readable by its owner only: it holds
+/// the key files and the database.
+pub fn private_dir(path: &Path) -> Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(path)
+        .with_context(|| format!("creating {}", path.display()))
+}
+
+/// fsyncs the directory holding `path`, so a new file's name is durable too.
+fn sync_dir(path: &Path) -> Result<()> {
+    if let Some(dir) = path.parent() {
+        let dir = if dir.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            dir
+        };
+        fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}

@@ -1,0 +1,156 @@
+//! `backoffice`: runs the meter server, the key management system and the recharging
+//! center, alone (`--role kms|recharge|meter`) or together in one process (`--role all`).
+//!
+//! Each service prints `ROLE listening on http://ADDR` on stdout once it accepts
+//! connections (scripts and the crash tests wait for that line); logs go to stderr
+//! (`RUST_LOG=debug` for more).
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand, ValueEnum};
+use openpsd_backoffice::server::{self, Service};
+use openpsd_backoffice::{kms, recharge};
+
+#[derive(Parser)]
+#[command(
+    name = "backoffice",
+    version,
+    about = "openpsd back office: meter server, key management system and recharging center for remote refills",
+    long_about = "openpsd back office for remote refills (docs/refill.md): the meter server (the host's \
+                  counterpart), the key management system (holds K1) and the recharging center \
+                  (holds deposits). Each keeps its own SQLite database in its data directory."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve one service, or all three in one process.
+    Serve(Serve),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Role {
+    /// Key management system (default port 8701).
+    Kms,
+    /// Recharging center (default port 8702).
+    Recharge,
+    /// Meter server (default port 8700).
+    Meter,
+    /// All three; data in DIR/kms, DIR/recharge, DIR/meter.
+    All,
+}
+
+#[derive(clap::Args)]
+struct Serve {
+    /// Which service to run.
+    #[arg(long, value_enum, default_value = "all")]
+    role: Role,
+    /// Data directory (created if missing): the service's SQLite file and key files.
+    #[arg(long, value_name = "DIR")]
+    data: PathBuf,
+    /// Listen address of the service (with --role all: of the meter server).
+    /// Default: 127.0.0.1 with port 8700 (meter, all), 8701 (kms) or 8702 (recharge).
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<String>,
+    /// With --role all: the KMS's listen address.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8701")]
+    kms_listen: String,
+    /// With --role all: the recharging center's listen address.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8702")]
+    recharge_listen: String,
+    /// With --role meter: the KMS's base URL.
+    #[arg(long, value_name = "URL", default_value = "http://127.0.0.1:8701")]
+    kms: String,
+    /// With --role meter: the recharging center's base URL.
+    #[arg(long, value_name = "URL", default_value = "http://127.0.0.1:8702")]
+    recharge: String,
+    /// With --role kms (required): the recharging center's public key file, SEC1 hex
+    /// (the RC writes it as recharge-public.key in its data directory).
+    #[arg(long, value_name = "FILE")]
+    recharge_public_key: Option<PathBuf>,
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    match cli.command {
+        Command::Serve(s) => runtime.block_on(serve(s)),
+    }
+}
+
+async fn serve(s: Serve) -> Result<()> {
+    let default_port = match s.role {
+        Role::Meter | Role::All => 8700,
+        Role::Kms => 8701,
+        Role::Recharge => 8702,
+    };
+    let listen = s
+        .listen
+        .clone()
+        .unwrap_or_else(|| format!("127.0.0.1:{default_port}"));
+    let services: Vec<(&str, Service)> = match s.role {
+        Role::Kms => {
+            let file = s.recharge_public_key.as_ref().context(
+                "--role kms needs --recharge-public-key FILE (the recharging center's recharge-public.key)",
+            )?;
+            let key = kms::read_public_key(file)?;
+            vec![("kms", server::start_kms(&s.data, &listen, key).await?)]
+        }
+        Role::Recharge => vec![("recharge", server::start_recharge(&s.data, &listen).await?)],
+        Role::Meter => vec![(
+            "meter",
+            server::start_meter(&s.data, &listen, &s.kms, &s.recharge).await?,
+        )],
+        Role::All => {
+            let h =
+                server::spawn_all_on(&s.data, &listen, &s.kms_listen, &s.recharge_listen).await?;
+            tracing::info!(
+                "recharging center public key: {}",
+                recharge::Recharge::public_key_path(&s.data.join("recharge")).display()
+            );
+            vec![("recharge", h.recharge), ("kms", h.kms), ("meter", h.meter)]
+        }
+    };
+    for (name, svc) in &services {
+        println!("{name} listening on {}", svc.url);
+    }
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    for (_, svc) in services {
+        svc.stop().await;
+    }
+    Ok(())
+}
+
+/// Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}

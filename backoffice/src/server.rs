@@ -1,0 +1,163 @@
+//! Running a service's router on a TCP listener, stopping it, and starting the three
+//! services together (`--role all`, the tests and the benchmark).
+
+use std::net::SocketAddr;
+use std::path::Path;
+
+use axum::http::StatusCode;
+use axum::Router;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use crate::error::ApiError;
+use crate::{kms, meter, recharge};
+
+/// A running service.
+pub struct Service {
+    /// Address it listens on.
+    pub addr: SocketAddr,
+    /// `http://addr`.
+    pub url: String,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: JoinHandle<()>,
+}
+
+impl Service {
+    /// Serves `router` on `listener` until [`Service::stop`].
+    pub fn spawn(
+        name: &'static str,
+        listener: TcpListener,
+        router: Router,
+    ) -> std::io::Result<Self> {
+        let addr = listener.local_addr()?;
+        let (tx, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            let serve = axum::serve(listener, router).with_graceful_shutdown(async move {
+                let _ = rx.await;
+            });
+            if let Err(e) = serve.await {
+                tracing::error!("{name}: server failed: {e}");
+            }
+        });
+        tracing::info!("{name} listening on http://{addr}");
+        Ok(Self {
+            addr,
+            url: format!("http://{addr}"),
+            shutdown: Some(tx),
+            task,
+        })
+    }
+
+    /// Stops accepting, closes idle connections and waits for requests in flight.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        let _ = (&mut self.task).await;
+    }
+
+    /// Waits until the server ends (it runs until stopped).
+    pub async fn wait(self) {
+        let _ = self.task.await;
+    }
+}
+
+/// Binds `addr` (e.g. `127.0.0.1:0` for any free port).
+pub async fn bind(addr: &str) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("binding {addr}: {e}"))
+}
+
+/// The three services of one back office.
+pub struct Handles {
+    /// Meter server (the host's).
+    pub meter: Service,
+    /// Key management system.
+    pub kms: Service,
+    /// Recharging center.
+    pub recharge: Service,
+    /// The RC's public key, as the KMS was given it.
+    pub recharge_public_key: [u8; 65],
+}
+
+impl Handles {
+    /// Stops all three.
+    pub async fn stop(self) {
+        self.meter.stop().await;
+        self.kms.stop().await;
+        self.recharge.stop().await;
+    }
+}
+
+/// Starts the recharging center, the KMS and the meter server on `127.0.0.1:0` each,
+/// with their databases in `dir/recharge`, `dir/kms` and `dir/meter`, talking HTTP to each
+/// other exactly as when they run apart.
+pub async fn spawn_all(dir: &Path) -> anyhow::Result<Handles> {
+    spawn_all_on(dir, "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0").await
+}
+
+/// [`spawn_all`] on given listen addresses (meter, KMS, RC).
+pub async fn spawn_all_on(
+    dir: &Path,
+    meter_addr: &str,
+    kms_addr: &str,
+    recharge_addr: &str,
+) -> anyhow::Result<Handles> {
+    let rc = recharge::Recharge::open(&dir.join("recharge"))?;
+    let recharge_public_key = rc.public_key();
+    let recharge = Service::spawn("recharge", bind(recharge_addr).await?, rc.router())?;
+    let kms = start_kms(&dir.join("kms"), kms_addr, recharge_public_key).await?;
+    let meter = start_meter(&dir.join("meter"), meter_addr, &kms.url, &recharge.url).await?;
+    Ok(Handles {
+        meter,
+        kms,
+        recharge,
+        recharge_public_key,
+    })
+}
+
+/// Starts a KMS alone (e.g. again after a test stopped it).
+pub async fn start_kms(
+    dir: &Path,
+    addr: &str,
+    recharge_public_key: [u8; 65],
+) -> anyhow::Result<Service> {
+    let k = kms::Kms::open(&kms::Config {
+        data: dir.to_path_buf(),
+        recharge_public_key,
+    })?;
+    Ok(Service::spawn("kms", bind(addr).await?, k.router())?)
+}
+
+/// Starts a recharging center alone.
+pub async fn start_recharge(dir: &Path, addr: &str) -> anyhow::Result<Service> {
+    let rc = recharge::Recharge::open(dir)?;
+    Ok(Service::spawn("recharge", bind(addr).await?, rc.router())?)
+}
+
+/// Starts a meter server alone.
+pub async fn start_meter(
+    dir: &Path,
+    addr: &str,
+    kms_url: &str,
+    recharge_url: &str,
+) -> anyhow::Result<Service> {
+    let m = meter::Meter::open(&meter::Config {
+        data: dir.to_path_buf(),
+        kms_url: kms_url.to_owned(),
+        recharge_url: recharge_url.to_owned(),
+    })?;
+    Ok(Service::spawn("meter", bind(addr).await?, m.router())?)
+}
+
+/// The JSON 404 for paths no service has.
+pub async fn not_found() -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        "route",
+        "no such endpoint",
+    )
+}

@@ -1,0 +1,104 @@
+//! Calls from the meter server to the KMS and the recharging center (plain HTTP on
+//! loopback or a private network).
+//!
+//! A refusal from the other service comes back unchanged (its status, code and step), so
+//! the host learns which service refused and why. A service that cannot be reached, times
+//! out or answers something that is not our JSON becomes `503 service_unavailable` at the
+//! meter's step: the caller then commits nothing that depends on the answer, and every
+//! call it makes is idempotent, so the host's retry continues where this one stopped.
+
+use std::time::Duration;
+
+use axum::http::StatusCode;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::error::{ApiError, ErrorBody};
+
+/// Another service's base URL and an HTTP client.
+#[derive(Clone, Debug)]
+pub struct Upstream {
+    http: reqwest::Client,
+    base: String,
+    name: &'static str,
+}
+
+impl Upstream {
+    /// A client for the service `name` (for messages) at `base` (`http://host:port`).
+    pub fn new(name: &'static str, base: &str) -> anyhow::Result<Self> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(2))
+            .timeout(Duration::from_secs(15))
+            .build()?;
+        Ok(Self {
+            http,
+            base: base.trim_end_matches('/').to_owned(),
+            name,
+        })
+    }
+
+    /// The base URL.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    /// `POST path` with a JSON body.
+    pub async fn post<B: Serialize + ?Sized, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+        step: &str,
+    ) -> Result<T, ApiError> {
+        let req = self.http.post(format!("{}{path}", self.base)).json(body);
+        self.send(req, path, step).await
+    }
+
+    /// `GET path`.
+    pub async fn get<T: DeserializeOwned>(&self, path: &str, step: &str) -> Result<T, ApiError> {
+        let req = self.http.get(format!("{}{path}", self.base));
+        self.send(req, path, step).await
+    }
+
+    async fn send<T: DeserializeOwned>(
+        &self,
+        req: reqwest::RequestBuilder,
+        path: &str,
+        step: &str,
+    ) -> Result<T, ApiError> {
+        let unavailable = |what: String| {
+            ApiError::unavailable(step, format!("{} at {} {what}", self.name, self.base))
+        };
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| unavailable(format!("unreachable ({path}): {e}")))?;
+        let status = resp.status();
+        let bytes = resp
+            .bytes()
+            .await
+            .map_err(|e| unavailable(format!("answer lost ({path}): {e}")))?;
+        if status.is_success() {
+            return serde_json::from_slice(&bytes)
+                .map_err(|e| unavailable(format!("answered {path} with unexpected JSON: {e}")));
+        }
+        match serde_json::from_slice::<ErrorBody>(&bytes) {
+            // A refusal (4xx) is the other service's decision: pass it on as it is. Its own
+            // 503 (it could not reach something) is passed on too; any other server error
+            // means it failed without deciding, which for us is "not available".
+            Ok(body) if status.is_client_error() || status == StatusCode::SERVICE_UNAVAILABLE => {
+                Err(ApiError {
+                    status: StatusCode::from_u16(status.as_u16())
+                        .unwrap_or(StatusCode::BAD_GATEWAY),
+                    code: body.error.code,
+                    step: body.error.step,
+                    message: body.error.message,
+                })
+            }
+            Ok(body) => Err(unavailable(format!(
+                "failed {path}: {} {}",
+                body.error.code, body.error.message
+            ))),
+            Err(_) => Err(unavailable(format!("answered {path} with HTTP {status}"))),
+        }
+    }
+}

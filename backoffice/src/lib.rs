@@ -18,6 +18,7 @@
 pub mod api;
 pub mod codec;
 pub mod db;
+pub mod demo;
 pub mod error;
 pub mod failpoint;
 pub mod keys;

@@ -30,6 +30,39 @@ struct Cli {
 enum Command {
     /// Serve one service, or all three in one process.
     Serve(Serve),
+    /// The demo: the three services, a PSD in the card simulator, a customer deposit, a
+    /// refill through the meter server and indicia; then it keeps serving the card (over
+    /// TCP, for `openpsd`) and the back office until Ctrl-C.
+    Demo(Demo),
+}
+
+#[derive(clap::Args)]
+struct Demo {
+    /// Data directory for the services and the card (re-used when it exists).
+    /// Default: a new directory under the system's temporary directory.
+    #[arg(long, value_name = "DIR")]
+    data: Option<PathBuf>,
+    /// Meter server listen address.
+    #[arg(long, default_value = "127.0.0.1:8700")]
+    meter_listen: String,
+    /// KMS listen address.
+    #[arg(long, default_value = "127.0.0.1:8701")]
+    kms_listen: String,
+    /// Recharging center listen address.
+    #[arg(long, default_value = "127.0.0.1:8702")]
+    recharge_listen: String,
+    /// Where to serve the card over TCP afterwards.
+    #[arg(long, default_value = "127.0.0.1:35990")]
+    card_listen: String,
+    /// Amount to refill, in currency units.
+    #[arg(long, default_value = "25.00")]
+    refill: openpsd_core::types::Amount,
+    /// Indicia to issue.
+    #[arg(long, default_value_t = 3)]
+    indicia: u32,
+    /// Stop after the refill and the indicia instead of serving on.
+    #[arg(long)]
+    exit: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -89,6 +122,18 @@ fn main() -> Result<()> {
         .build()?;
     match cli.command {
         Command::Serve(s) => runtime.block_on(serve(s)),
+        Command::Demo(d) => runtime.block_on(openpsd_backoffice::demo::run(
+            openpsd_backoffice::demo::DemoOptions {
+                data: d.data.unwrap_or_else(|| {
+                    std::env::temp_dir().join(format!("openpsd-demo-{}", std::process::id()))
+                }),
+                listen: [d.meter_listen, d.kms_listen, d.recharge_listen],
+                card_listen: d.card_listen,
+                refill: d.refill,
+                indicia: d.indicia,
+                exit: d.exit,
+            },
+        )),
     }
 }
 

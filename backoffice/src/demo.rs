@@ -1,0 +1,237 @@
+//! The demo (the README's main job): the three back-office services, a PSD in the card
+//! simulator, a customer account with a deposit, and a mailer's host that refills the PSD
+//! through the meter server (seed 000, Fig. 4) and frankes mail with it. Afterwards the card
+//! stays served over card-sim's TCP transport and the back office keeps running, so the
+//! `openpsd` CLI can carry on with the same card.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, bail, Context, Result};
+use card_sim::os_platform::{Clock, OsPlatform};
+use card_sim::personalize::{self, Request};
+use card_sim::sim::{self, FileCard};
+use openpsd_core::platform::Platform;
+use openpsd_core::psd::indicium::IndiciumRequest;
+use openpsd_core::types::*;
+use openpsd_host::refill::{MeterClient, RefillRequest};
+use openpsd_host::transport::InProcess;
+use openpsd_host::PsdClient;
+use serde_json::{json, Value};
+
+use crate::server;
+
+/// What the demo is told.
+pub struct DemoOptions {
+    /// Where the services' databases and the card live (re-used if present).
+    pub data: PathBuf,
+    /// Meter server, KMS and RC listen addresses.
+    pub listen: [String; 3],
+    /// Where the card is served over TCP afterwards.
+    pub card_listen: String,
+    /// Refill amount.
+    pub refill: Amount,
+    /// Indicia to issue.
+    pub indicia: u32,
+    /// Stop after the scripted part instead of serving on.
+    pub exit: bool,
+}
+
+const ACCOUNT: &str = "demo";
+
+/// Runs the demo.
+pub async fn run(o: DemoOptions) -> Result<()> {
+    std::fs::create_dir_all(&o.data).with_context(|| format!("creating {}", o.data.display()))?;
+    let h = server::spawn_all_on(&o.data, &o.listen[0], &o.listen[1], &o.listen[2]).await?;
+    println!(
+        "back office: meter {}  KMS {}  recharging center {}",
+        h.meter.url, h.kms.url, h.recharge.url
+    );
+    let http = reqwest::Client::new();
+
+    // The vendor's personalization station makes the PSD and registers it with the KMS.
+    let card_dir = o.data.join("card");
+    let secrets_path = o.data.join("card.secrets.json");
+    let fresh = !card_dir.join("state.log").exists();
+    if fresh {
+        let secrets_path = secrets_path.clone();
+        let card_dir = card_dir.clone();
+        tokio::task::spawn_blocking(move || make_card(&card_dir, &secrets_path)).await??;
+    }
+    let secrets: Value = serde_json::from_str(&std::fs::read_to_string(&secrets_path)?)?;
+    post(&http, &format!("{}/v1/devices", h.kms.url), &secrets).await?;
+    println!(
+        "PSD {} registered with the KMS (K1 stored wrapped under its master key)",
+        secrets["device_id"].as_str().unwrap_or("?")
+    );
+
+    // The customer's deposit at the recharging center.
+    post(
+        &http,
+        &format!("{}/v1/accounts", h.recharge.url),
+        &json!({"account_id": ACCOUNT}),
+    )
+    .await?;
+    let acct = post(
+        &http,
+        &format!("{}/v1/accounts/{ACCOUNT}/deposits", h.recharge.url),
+        &json!({"amount": 10_000, "reference": "demo-initial-deposit"}),
+    )
+    .await?;
+    println!(
+        "account {ACCOUNT}: available {}",
+        Amount(acct["available"].as_u64().unwrap_or(0))
+    );
+
+    // The mailer's host: refill through the meter server, then frank.
+    let meter = h.meter.url.clone();
+    let (refill, indicia) = (o.refill, o.indicia);
+    let dir = card_dir.clone();
+    tokio::task::spawn_blocking(move || mailer(&dir, &meter, refill, indicia)).await??;
+
+    let acct: Value = http
+        .get(format!("{}/v1/accounts/{ACCOUNT}", h.recharge.url))
+        .send()
+        .await?
+        .json()
+        .await?;
+    println!(
+        "account {ACCOUNT}: available {}  held {}  debited {}  (deposited {})",
+        Amount(acct["available"].as_u64().unwrap_or(0)),
+        Amount(acct["held"].as_u64().unwrap_or(0)),
+        Amount(acct["debited"].as_u64().unwrap_or(0)),
+        Amount(acct["deposited"].as_u64().unwrap_or(0)),
+    );
+    if o.exit {
+        h.stop().await;
+        return Ok(());
+    }
+
+    // Serve on: the card over TCP for `openpsd`, the back office over HTTP.
+    let listener = TcpListener::bind(&o.card_listen)
+        .with_context(|| format!("card listener {}", o.card_listen))?;
+    let card_addr = listener.local_addr()?;
+    std::thread::spawn(move || -> Result<()> {
+        let mut card = sim::open_file_card(&card_dir, Clock::System).map_err(|e| anyhow!("{e}"))?;
+        card_sim::transport::run_tcp_server(listener, &mut card)?;
+        Ok(())
+    });
+    println!("\nthe card is served at tcp:{card_addr}; the back office keeps running. Try:");
+    println!("  cargo run -p openpsd-host -- --card tcp:{card_addr} status");
+    println!("  cargo run -p openpsd-host -- --card tcp:{card_addr} refill --amount 10.00 --meter {} --account {ACCOUNT}", h.meter.url);
+    println!(
+        "  cargo run -p openpsd-host -- --card tcp:{card_addr} indicium --postage 0.85 --to 20095"
+    );
+    println!(
+        "Ctrl-C stops the demo; run it again with --data {} to continue.",
+        o.data.display()
+    );
+    let _ = tokio::signal::ctrl_c().await;
+    h.stop().await;
+    Ok(())
+}
+
+fn make_card(card_dir: &Path, secrets_path: &Path) -> Result<()> {
+    let mut card = sim::create_file_card(card_dir, Clock::System).map_err(|e| anyhow!("{e}"))?;
+    let req = Request {
+        device: None,
+        vendor_public_key: None,
+        max_postage: Amount(10_000),
+        max_dr: Amount(1_000_000),
+        // Real meters stop franking 28 days after they last reached the data center.
+        inspection_days: 28,
+        licenses: vec![personalize::parse_license("4711:10115").map_err(|e| anyhow!(e))?],
+    };
+    let (info, secrets) = personalize::personalize(&mut card, &mut OsPlatform::default(), &req)?;
+    personalize::write_secrets(secrets_path, &secrets)?;
+    println!(
+        "personalized PSD {} (key generated inside the card; key ID {})",
+        info.device,
+        hex::encode(info.key_id.0)
+    );
+    Ok(())
+}
+
+fn mailer(card_dir: &Path, meter: &str, amount: Amount, indicia: u32) -> Result<()> {
+    let card: FileCard =
+        sim::open_file_card(card_dir, Clock::System).map_err(|e| anyhow!("{e}"))?;
+    let mut psd = PsdClient::new(Box::new(InProcess(card)));
+    let info = psd
+        .select()?
+        .ok_or_else(|| anyhow!("the demo card is blank"))?;
+    let set = RegisterSetIndex(0);
+    let mut txn = [0u8; 8];
+    OsPlatform::default().fill_random(&mut txn);
+    let req = RefillRequest {
+        client_txn_id: hex::encode(txn),
+        account_id: ACCOUNT.into(),
+        set,
+        amount,
+    };
+    println!(
+        "refill {amount} through the meter server (client transaction {}):",
+        req.client_txn_id
+    );
+    let out = MeterClient::new(meter).refill(&mut psd, info.device, &req, &mut |line| {
+        println!("  {line}")
+    })?;
+    let r = out.registers;
+    println!(
+        "registers: AR {} DR {} control sum {} pieces {} refills {}",
+        r.ar, r.dr, r.control_sum, r.pieces.0, r.refills.0
+    );
+
+    let today = OsPlatform::default()
+        .today()
+        .ok_or_else(|| anyhow!("system clock before 2000"))?;
+    let pieces = [
+        (85, b"20095" as &[u8], 1),
+        (160, b"80331", 2),
+        (270, b"50667", 3),
+    ];
+    for n in 0..indicia {
+        let (postage, dest, rate) = pieces[n as usize % pieces.len()];
+        let mut t = [0u8; 8];
+        OsPlatform::default().fill_random(&mut t);
+        let req = IndiciumRequest {
+            transaction: TransactionId(t),
+            postage: Amount(postage),
+            date: today,
+            rate: RateCategory(rate),
+            origin: r.origin,
+            destination: PostalCode::new(dest).ok_or_else(|| anyhow!("postal code"))?,
+        };
+        let (bytes, d) = psd.issue_indicium(set, &req)?;
+        println!(
+            "indicium #{}: {} bytes, signature verified — device {} license {} postage {} {} {} -> {} | AR {} DR {}",
+            d.pieces.0, bytes.len(), d.device, d.license, d.postage, d.date, d.origin, d.destination, d.ar, d.dr
+        );
+    }
+    let r = psd.registers(set)?;
+    if r.ar.checked_add(r.dr) != Some(r.control_sum) {
+        bail!("registers inconsistent: {r:?}");
+    }
+    println!(
+        "registers: AR {} DR {} control sum {} pieces {} refills {}",
+        r.ar, r.dr, r.control_sum, r.pieces.0, r.refills.0
+    );
+    Ok(())
+}
+
+async fn post(http: &reqwest::Client, url: &str, body: &Value) -> Result<Value> {
+    let resp = http
+        .post(url)
+        .json(body)
+        .send()
+        .await
+        .with_context(|| format!("POST {url}"))?;
+    let status = resp.status();
+    let value: Value = resp
+        .json()
+        .await
+        .with_context(|| format!("POST {url}: reply"))?;
+    if !status.is_success() {
+        bail!("POST {url}: {status}: {value}");
+    }
+    Ok(value)
+}

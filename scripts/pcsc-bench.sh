@@ -50,7 +50,7 @@ export CARD_SIM
 pcsc_start
 
 state="$PCSC_RUN/cards/bench"
-rm -rf "$state"
+rm -rf "$state" "$state.storage-key"
 "$CARD_SIM" create --state "$state" >/dev/null
 # info, not debug: no log line per exchange while timing.
 CARD_LOG=card_sim=info card_start bench-card "$state" 0

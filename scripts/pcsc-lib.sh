@@ -102,6 +102,7 @@ pcsc_stop_all() {
     case "$(basename "$f" .pid)" in
       pcscd) ;;
       vicc) stop_pid vicc "vicc" ;;
+      backoffice) stop_pid backoffice "backoffice" ;;
       *) card_stop "$(basename "$f" .pid)" ;;
     esac
   done

@@ -12,6 +12,7 @@ trap pcsc_stop_all EXIT
 pcsc_install
 cargo build --release -q -p openpsd-card-sim
 cargo build --release -q -p openpsd-host --features pcsc
+cargo build --release -q -p openpsd-backoffice
 CARD_SIM=$(pwd)/target/release/card-sim
 OPENPSD=$(pwd)/target/release/openpsd
 export CARD_SIM
@@ -24,7 +25,7 @@ echo "== the same scripts through pcscd + vpcd with scriptor"
 for script in tests/scripts/*.apdu; do
   name=$(basename "$script" .apdu)
   state="$PCSC_RUN/cards/$name"
-  rm -rf "$state"
+  rm -rf "$state" "$state.storage-key"
   "$CARD_SIM" create --state "$state" >/dev/null
   card_start card "$state" 0 --clock none
   timeout 60 scriptor -r "Virtual PCD 00 00" "$script" > "$PCSC_RUN/$name.scriptor" 2>&1
@@ -35,7 +36,7 @@ done
 
 echo "== pcsc_scan sees the card and its ATR"
 state="$PCSC_RUN/cards/probe"
-rm -rf "$state" "$state.secrets.json"
+rm -rf "$state" "$state.secrets.json" "$state.storage-key"
 "$CARD_SIM" personalize --state "$state" >/dev/null
 card_start card "$state" 0
 atr=$(timeout 5 pcsc_scan 2>/dev/null | grep -m1 "ATR: " || true)
@@ -61,5 +62,40 @@ echo "== openpsd (the Rust host, pcsc crate) through the same reader"
 "$OPENPSD" --card "pcsc:Virtual PCD 00 00" indicium --postage 0.85 --to 20095 --txn 00000000000000B1 > "$PCSC_RUN/openpsd-2.out"
 cat "$PCSC_RUN/openpsd-1.out"
 cmp -s "$PCSC_RUN/openpsd-1.out" "$PCSC_RUN/openpsd-2.out" || { echo "a retried transaction gave another indicium" >&2; exit 1; }
+
+echo "== a refill through the meter server, the card in a PC/SC reader"
+rm -rf "$PCSC_RUN/backoffice"
+setsid target/release/backoffice serve --role all --data "$PCSC_RUN/backoffice" \
+  --listen 127.0.0.1:18700 --kms-listen 127.0.0.1:18701 --recharge-listen 127.0.0.1:18702 \
+  > "$PCSC_RUN/backoffice.out" 2> "$PCSC_RUN/backoffice.log" < /dev/null &
+echo $! > "$PCSC_RUN/backoffice.pid"
+pcsc_wait 30 grep -q "meter listening" "$PCSC_RUN/backoffice.out" || { cat "$PCSC_RUN/backoffice.log"; exit 1; }
+# The vendor registers the device with the KMS; the customer deposits 100.00.
+/usr/bin/python3 - "$state.secrets.json" <<'PY'
+import json, sys, urllib.request
+def post(url, body):
+    req = urllib.request.Request(url, json.dumps(body).encode(), {"content-type": "application/json"})
+    with urllib.request.urlopen(req) as r:
+        return json.load(r)
+post("http://127.0.0.1:18701/v1/devices", json.load(open(sys.argv[1])))
+post("http://127.0.0.1:18702/v1/accounts", {"account_id": "pcsc"})
+print("deposit:", post("http://127.0.0.1:18702/v1/accounts/pcsc/deposits", {"amount": 10000, "reference": "pcsc-test"}))
+PY
+"$OPENPSD" --card "pcsc:Virtual PCD 00 00" refill --amount 25.00 --meter http://127.0.0.1:18700 --account pcsc --txn pcsc-refill-1
+"$OPENPSD" --card "pcsc:Virtual PCD 00 00" --json refill --amount 25.00 --meter http://127.0.0.1:18700 --account pcsc --txn pcsc-refill-1 \
+  | tee "$PCSC_RUN/refill-again.json"
+grep -q '"state":"completed"' "$PCSC_RUN/refill-again.json"
+# The card was credited once (the pyscard flow put 25.00 on it before: 50.00 in all), the
+# account debited once.
+"$OPENPSD" --card "pcsc:Virtual PCD 00 00" --json status | tee "$PCSC_RUN/status.json"
+/usr/bin/python3 - "$PCSC_RUN/status.json" <<'PY'
+import json, sys, urllib.request
+s = json.load(open(sys.argv[1]))["register_sets"][0]
+acct = json.load(urllib.request.urlopen("http://127.0.0.1:18702/v1/accounts/pcsc"))
+assert s["control_sum"] == 5000 and s["refills"] == 2, s
+assert acct["debited"] == 2500 and acct["held"] == 0 and acct["available"] == 7500, acct
+print("refill through PC/SC: card control sum 50.00 (2 refills), account debited 25.00 once")
+PY
+stop_pid backoffice "backoffice"
 card_stop card
 echo "== PC/SC tests passed"

@@ -235,12 +235,15 @@ def run(card, secrets):
     check(vendor_key[0] == 0x04, "GET DATA: vendor key is not an uncompressed SEC1 point")
     max_postage, max_dr, sets = r.amount(), r.amount(), r.u8()
     last_date = r.take(4)
+    inspection_days = r.u16()
+    last_inspection = r.take(4)
     r.end()
     check(1 <= sets <= 4, f"GET DATA: {sets} register sets")
     expect_eq("GET DATA number of register sets vs secrets", sets, len(secrets["licenses"]))
     step(f"GET DATA: device {device_id.hex().upper()}, key ID {card_key_id.hex().upper()}, "
          f"public key matches; max postage {cents(max_postage)}, max DR {cents(max_dr)}, "
-         f"{sets} set(s), last date {last_date.hex().upper()}")
+         f"{sets} set(s), last date {last_date.hex().upper()}, inspection every "
+         f"{inspection_days} days (last {last_inspection.hex().upper()})")
 
     # READ REGISTERS set 0.
     regs0 = decode_registers(card.ok("READ REGISTERS", CLA_PSD, INS_READ_REGISTERS, 0x00, 0x00))
@@ -251,8 +254,8 @@ def run(card, secrets):
     # AUDIT with a random nonce.
     nonce = os.urandom(16)
     audit = card.ok("AUDIT", CLA_PSD, INS_AUDIT, 0x00, 0x00, nonce)
-    expect_eq("AUDIT length", len(audit), 79)
-    expect_eq("AUDIT MAC (AES-128-CMAC under K1 over bytes 0-62)", audit[63:], cmac(k1, audit[:63]))
+    expect_eq("AUDIT length", len(audit), 87)
+    expect_eq("AUDIT MAC (AES-128-CMAC under K1 over bytes 0-70)", audit[71:], cmac(k1, audit[:71]))
     r = Reader(audit, "AUDIT")
     expect_eq("AUDIT tag", r.u8(), 0xA1)
     expect_eq("AUDIT version", r.u8(), 0x01)
@@ -261,6 +264,7 @@ def run(card, secrets):
     expect_eq("AUDIT register set index", r.u8(), 0)
     a_ar, a_dr, a_cs = r.amount(), r.amount(), r.amount()
     a_pieces, a_refills = r.u32(), r.u32()
+    r.take(8)  # the last refill combination applied (zeros before the first)
     expect_eq("AUDIT nonce echoed", r.take(16), nonce)
     r.take(16)
     r.end()

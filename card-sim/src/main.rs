@@ -16,8 +16,6 @@ use clap::{Parser, Subcommand, ValueEnum};
 use openpsd_core::psd::device::LicenseSlot;
 use openpsd_core::types::{Amount, DeviceId};
 
-mod demo;
-
 /// openpsd card simulator: persistent virtual cards for pcscd (vpcd), TCP clients and APDU
 /// scripts.
 #[derive(Parser, Debug)]
@@ -119,21 +117,6 @@ enum Command {
         /// scriptor's standard output.
         #[arg(long)]
         output: PathBuf,
-    },
-    /// Personalize a PSD (or re-open it), refill it through an audit and a MACed refill
-    /// message, issue indicia, and print each decoded indicium and the registers.
-    Demo {
-        /// Directory holding the card's state and its secrets file. Re-running with the
-        /// same directory continues with the same card. Default: a new directory under the
-        /// system's temporary directory.
-        #[arg(long)]
-        state: Option<PathBuf>,
-        /// Amount to refill, in currency units (e.g. 25.00).
-        #[arg(long, default_value = "25.00", value_parser = parse_amount)]
-        refill: Amount,
-        /// Number of indicia to issue.
-        #[arg(long, default_value_t = 3)]
-        indicia: u32,
     },
 }
 
@@ -270,11 +253,6 @@ fn dispatch(command: Command) -> Result<ExitCode> {
                 }
             });
         }
-        Command::Demo {
-            state,
-            refill,
-            indicia,
-        } => demo::run(state, refill, indicia)?,
     }
     Ok(ExitCode::SUCCESS)
 }

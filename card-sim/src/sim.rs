@@ -163,6 +163,11 @@ impl FileCard {
                 dir.display()
             )));
         }
+        // The key lives beside the card's directory: its parent must exist first.
+        if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+            fs::create_dir_all(parent)
+                .map_err(|e| StoreError::Io(format!("creating {}: {e}", parent.display())))?;
+        }
         let key = make_storage_key(dir)?;
         let store = match FileStore::create(dir) {
             Ok(s) => s,

@@ -85,3 +85,20 @@ fn a_failed_personalization_keeps_nothing() {
     let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
     assert!(left.is_empty(), "left behind: {left:?}");
 }
+
+#[test]
+fn a_card_can_be_created_below_directories_that_do_not_exist_yet() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("cards/new/psd");
+    let out = Command::new(env!("CARGO_BIN_EXE_card-sim"))
+        .args(["create", "--state"])
+        .arg(&state)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(dir.path().join("cards/new/psd.storage-key").exists());
+}

@@ -125,6 +125,8 @@ fn run(cli: Cli) -> Result<()> {
                     json!({
                         "device_id": info.device.to_string(), "key_id": hex::encode(info.key_id.0),
                         "public_key": hex::encode(info.public_key), "max_postage": info.max_postage.0,
+                    "inspection_days": info.inspection_days,
+                    "last_inspection": info.last_inspection.map(|d| d.to_string()),
                         "max_dr": info.max_dr.0, "last_date": info.last_date.map(|d| d.to_string()),
                         "register_sets": sets,
                     })
@@ -141,6 +143,9 @@ fn run(cli: Cli) -> Result<()> {
                 );
                 if let Some(d) = info.last_date {
                     println!("last date of mailing {d}");
+                }
+                if let Some(line) = inspection_line(&info) {
+                    println!("{line}");
                 }
                 for (i, r) in sets.iter().enumerate() {
                     println!(
@@ -295,7 +300,78 @@ fn refill(
     Ok(())
 }
 
+/// Days after the last inspection from which the host warns (real meters: ~21 of 28).
+const INSPECTION_WARNING_DAYS: u32 = 21;
+
+/// The inspection state as a line for `status`, with a warning when it is due soon.
+fn inspection_line(info: &openpsd_core::psd::device::DeviceInfo) -> Option<String> {
+    use card_sim::os_platform::date_from_unix_days;
+    if info.inspection_days == 0 {
+        return None;
+    }
+    let days = u32::from(info.inspection_days);
+    let Some(last) = info.last_inspection else {
+        return Some(
+            "inspection: never — franking is blocked until the back office accepts an audit (openpsd refill)"
+                .to_string(),
+        );
+    };
+    // Day numbers count from 2000-01-01, which is day 10957 of the Unix epoch.
+    let due = date_from_unix_days(u64::from(last.day_number() + days) + 10_957)?;
+    let today = card_sim::os_platform::OsPlatform::default().today()?;
+    let elapsed = today.day_number().saturating_sub(last.day_number());
+    let state = if elapsed > days {
+        "OVERDUE: franking is blocked until the back office accepts an audit".to_string()
+    } else if elapsed >= INSPECTION_WARNING_DAYS {
+        format!(
+            "warning: due in {} day(s) — refill or have the device inspected",
+            days - elapsed
+        )
+    } else {
+        "ok".to_string()
+    };
+    Some(format!(
+        "inspection: last {last}, every {days} days, due by {due}: {state}"
+    ))
+}
+
 fn postal_code(s: &str) -> Result<PostalCode> {
     PostalCode::new(s.as_bytes())
         .ok_or_else(|| anyhow!("'{s}': a postal code is 1-10 of A-Z 0-9 space -"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use openpsd_core::psd::device::DeviceInfo;
+
+    fn info(days: u16, last: Option<Date>) -> DeviceInfo {
+        DeviceInfo {
+            device: DeviceId(*b"PSD00001"),
+            key_id: KeyId([0; 4]),
+            public_key: [4; 65],
+            vendor_public_key: [4; 65],
+            max_postage: Amount(100),
+            max_dr: Amount(1000),
+            register_sets: 1,
+            last_date: None,
+            inspection_days: days,
+            last_inspection: last,
+        }
+    }
+
+    #[test]
+    fn inspection_lines() {
+        assert_eq!(
+            inspection_line(&info(0, None)),
+            None,
+            "no inspection configured"
+        );
+        assert!(inspection_line(&info(28, None)).unwrap().contains("never"));
+        let old = inspection_line(&info(28, Date::new(2001, 1, 1))).unwrap();
+        assert!(
+            old.contains("due by 2001-01-29") && old.contains("OVERDUE"),
+            "{old}"
+        );
+    }
 }

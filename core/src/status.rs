@@ -58,8 +58,8 @@ pub enum Status {
     TransactionIdReused,
     /// `9A08` the last accepted audit (inspection) is older than the device allows.
     InspectionOverdue,
-    /// `9A10` refill message made for another device.
-    RefillWrongDevice,
+    /// `9A10` refill message or audit receipt made for another device.
+    WrongDevice,
     /// `9A11` refill message made for another license / register set.
     RefillWrongLicense,
     /// `9A12` refill message already applied (refill count behind the device's).
@@ -100,7 +100,7 @@ impl Status {
             CounterOverflow => 0x9A06,
             TransactionIdReused => 0x9A07,
             InspectionOverdue => 0x9A08,
-            RefillWrongDevice => 0x9A10,
+            WrongDevice => 0x9A10,
             RefillWrongLicense => 0x9A11,
             RefillReplayed => 0x9A12,
             RefillStale => 0x9A13,
@@ -136,7 +136,7 @@ impl Status {
             CounterOverflow,
             TransactionIdReused,
             InspectionOverdue,
-            RefillWrongDevice,
+            WrongDevice,
             RefillWrongLicense,
             RefillReplayed,
             RefillStale,
@@ -179,7 +179,7 @@ impl Status {
             InspectionOverdue => {
                 "inspection overdue: have the back office accept an audit (refill or inspection)"
             }
-            RefillWrongDevice => "refill message for another device",
+            WrongDevice => "refill message or receipt for another device",
             RefillWrongLicense => "refill message for another license",
             RefillReplayed => "refill message already applied",
             RefillStale => "refill message bound to a stale control sum",

@@ -27,6 +27,30 @@ impl core::fmt::Display for Malformed {
 
 impl core::error::Error for Malformed {}
 
+/// Why a MACed message (refill message, receipt) was not opened.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OpenError {
+    /// The MAC does not verify: nothing in the message may be believed.
+    BadMac,
+    /// The MAC holds (or the length was wrong to begin with) but the layout does not.
+    Malformed(Malformed),
+}
+
+impl From<Malformed> for OpenError {
+    fn from(m: Malformed) -> Self {
+        OpenError::Malformed(m)
+    }
+}
+
+impl From<OpenError> for crate::status::Status {
+    fn from(e: OpenError) -> Self {
+        match e {
+            OpenError::BadMac => crate::status::Status::SecurityStatusNotSatisfied,
+            OpenError::Malformed(m) => m.into(),
+        }
+    }
+}
+
 impl From<Malformed> for crate::status::Status {
     fn from(m: Malformed) -> Self {
         match m {

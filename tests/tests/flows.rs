@@ -311,12 +311,7 @@ fn refill_attacks_are_refused_each_with_its_own_status() {
         device: DeviceId(*b"PSD00002"),
         ..good
     };
-    refused_refill(
-        &mut card,
-        SET0,
-        &other.seal(&kms.k1),
-        Status::RefillWrongDevice,
-    );
+    refused_refill(&mut card, SET0, &other.seal(&kms.k1), Status::WrongDevice);
     // For set 0's license but applied to set 1.
     refused_refill(
         &mut card,
@@ -486,10 +481,7 @@ fn receipts_are_accepted_only_for_this_sessions_last_audit_and_genuine() {
         accepted_on: Date::new(2026, 11, 21).unwrap(),
     }
     .seal(&MacKey::new(K1));
-    expect_refused(
-        &card.transmit(&host::receipt(&other)),
-        Status::RefillWrongDevice,
-    );
+    expect_refused(&card.transmit(&host::receipt(&other)), Status::WrongDevice);
     expect_refused(
         &card.transmit(&host::receipt(&forged[..20])),
         Status::WrongLength,

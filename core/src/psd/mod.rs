@@ -357,14 +357,11 @@ impl PsdApplet {
         let i = self.set_index(cmd.p2)?;
         let device = self.device()?;
         // Step 290: the MAC under K1 first; nothing in an unauthenticated message counts.
-        let c = RefillCombination::open(cmd.data, &device.k1).map_err(|e| match e {
-            None => Status::SecurityStatusNotSatisfied,
-            Some(m) => m.into(),
-        })?;
+        let c = RefillCombination::open(cmd.data, &device.k1)?;
         // Step 300: the combination must be for this device, this set, and its present state.
         let set = &self.sets[i];
         if c.device != device.id {
-            return Err(Status::RefillWrongDevice);
+            return Err(Status::WrongDevice);
         }
         if c.license != set.license {
             return Err(Status::RefillWrongLicense);
@@ -398,12 +395,9 @@ impl PsdApplet {
     ) -> Result<(), Status> {
         cmd.expect_p1p2(0, 0)?;
         let device = self.device()?;
-        let r = Receipt::open(cmd.data, &device.k1).map_err(|e| match e {
-            None => Status::SecurityStatusNotSatisfied,
-            Some(m) => m.into(),
-        })?;
+        let r = Receipt::open(cmd.data, &device.k1)?;
         if r.device != device.id {
-            return Err(Status::RefillWrongDevice);
+            return Err(Status::WrongDevice);
         }
         // Only the audit this session produced last: an old receipt cannot renew anything.
         let fresh = self

@@ -13,7 +13,7 @@ use alloc::vec::Vec;
 
 use crate::crypto::{MacKey, MAC_LEN};
 use crate::types::{Date, DeviceId};
-use crate::wire::{Malformed, Reader, Writer};
+use crate::wire::{Malformed, OpenError, Reader, Writer};
 
 /// First byte of a receipt.
 pub const RECEIPT_TAG: u8 = 0xC1;
@@ -50,25 +50,25 @@ impl Receipt {
         msg
     }
 
-    /// Checks the MAC and decodes. `Err(None)` is a bad MAC; `Err(Some(_))` malformed.
-    pub fn open(msg: &[u8], k1: &MacKey) -> Result<Receipt, Option<Malformed>> {
+    /// Checks the MAC and decodes.
+    pub fn open(msg: &[u8], k1: &MacKey) -> Result<Receipt, OpenError> {
         if msg.len() != RECEIPT_LEN {
-            return Err(Some(Malformed::Length));
+            return Err(Malformed::Length.into());
         }
         let (body, tag) = msg.split_at(RECEIPT_LEN - MAC_LEN);
         if !k1.verify(&[body], tag) {
-            return Err(None);
+            return Err(OpenError::BadMac);
         }
         let mut r = Reader::new(body);
-        if r.u8().map_err(Some)? != RECEIPT_TAG || r.u8().map_err(Some)? != 1 {
-            return Err(Some(Malformed::Value));
+        if r.u8()? != RECEIPT_TAG || r.u8()? != 1 {
+            return Err(Malformed::Value.into());
         }
         let receipt = Receipt {
-            device: DeviceId(r.array().map_err(Some)?),
-            nonce: r.array().map_err(Some)?,
-            accepted_on: Date::read(&mut r).map_err(Some)?,
+            device: DeviceId(r.array()?),
+            nonce: r.array()?,
+            accepted_on: Date::read(&mut r)?,
         };
-        r.finish().map_err(Some)?;
+        r.finish()?;
         Ok(receipt)
     }
 }

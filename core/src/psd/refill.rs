@@ -14,7 +14,7 @@ use alloc::vec::Vec;
 
 use crate::crypto::{MacKey, MAC_LEN};
 use crate::types::{Amount, DeviceId, LicenseId, RefillCount};
-use crate::wire::{Malformed, Reader, Writer};
+use crate::wire::{Malformed, OpenError, Reader, Writer};
 
 /// First byte of a refill message.
 pub const REFILL_TAG: u8 = 0xB1;
@@ -62,17 +62,16 @@ impl RefillCombination {
         msg
     }
 
-    /// Checks the MAC (step 290) and decodes the combination. `Err(None)` is a bad MAC;
-    /// `Err(Some(_))` a malformed message.
-    pub fn open(msg: &[u8], k1: &MacKey) -> Result<RefillCombination, Option<Malformed>> {
+    /// Checks the MAC (step 290) and decodes the combination.
+    pub fn open(msg: &[u8], k1: &MacKey) -> Result<RefillCombination, OpenError> {
         if msg.len() != REFILL_MESSAGE_LEN {
-            return Err(Some(Malformed::Length));
+            return Err(Malformed::Length.into());
         }
         let (body, tag) = msg.split_at(REFILL_MESSAGE_LEN - MAC_LEN);
         if !k1.verify(&[body], tag) {
-            return Err(None);
+            return Err(OpenError::BadMac);
         }
-        Self::decode_body(body).map_err(Some)
+        Ok(Self::decode_body(body)?)
     }
 
     fn decode_body(body: &[u8]) -> Result<RefillCombination, Malformed> {

@@ -796,19 +796,30 @@ async fn openpsd_host_refill_client_completes_against_the_back_office() {
         let again = meter
             .refill(&mut psd, info.device, &req, &mut |_| {})
             .unwrap();
-        (out, again, psd.registers(RegisterSetIndex(0)).unwrap())
+        // A plain inspection (`openpsd inspect`) renews the inspection on its own too.
+        let inspected = meter
+            .inspect(&mut psd, info.device, RegisterSetIndex(0))
+            .unwrap();
+        (
+            out,
+            again,
+            inspected,
+            psd.registers(RegisterSetIndex(0)).unwrap(),
+        )
     });
     let secrets = tokio::task::spawn_blocking(move || rx_secrets.recv().unwrap())
         .await
         .unwrap();
     let _: serde_json::Value = env.admin.kms.post("/v1/devices", &secrets).await.unwrap();
     tx_go.send(env.handles.meter.url.clone()).unwrap();
-    let (out, again, regs) = tokio::task::spawn_blocking(move || card.join().unwrap())
+    let (out, again, inspected, regs) = tokio::task::spawn_blocking(move || card.join().unwrap())
         .await
         .unwrap();
     assert_eq!(out.state, "completed");
     assert!(out.inspection_renewed);
     assert_eq!(again.state, "completed");
+    use openpsd_core::platform::Platform;
+    assert_eq!(Some(inspected), OsPlatform::default().today());
     assert_eq!(
         (regs.dr.0, regs.control_sum.0, regs.refills.0),
         (2_500, 2_500, 1)

@@ -59,6 +59,16 @@ enum Command {
         #[arg(long)]
         txn: Option<String>,
     },
+    /// Have the device inspected: a plain audit, checked by the meter server, whose receipt
+    /// renews the PSD's inspection (without it, franking stops after the inspection days).
+    Inspect {
+        /// The meter server.
+        #[arg(long, env = "OPENPSD_METER", default_value = "http://127.0.0.1:8700")]
+        meter: String,
+        /// Register set to audit.
+        #[arg(long, default_value_t = 0)]
+        set: u8,
+    },
     /// Refill a register set through the meter server (audit, refill message, receipt,
     /// confirmation). An interrupted refill is finished by running again with its --txn.
     Refill {
@@ -153,6 +163,17 @@ fn run(cli: Cli) -> Result<()> {
                         r.license, r.origin, r.ar, r.dr, r.control_sum, r.pieces.0, r.refills.0
                     );
                 }
+            }
+        }
+        Command::Inspect { meter, set } => {
+            let client = openpsd_host::refill::MeterClient::new(&meter);
+            let date = client
+                .inspect(&mut psd, info.device, RegisterSetIndex(set))
+                .context("inspection")?;
+            if cli.json {
+                println!("{}", json!({"inspected_on": date.to_string()}));
+            } else {
+                println!("inspection renewed: the PSD counts from {date}");
             }
         }
         Command::Refill {

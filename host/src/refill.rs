@@ -200,6 +200,41 @@ impl MeterClient {
     }
 }
 
+impl MeterClient {
+    /// A plain audit that renews the PSD's inspection (`POST /v1/inspections`): the meter
+    /// server checks the audit against the device's history like any other and answers a
+    /// receipt, which the PSD takes while that audit is its last. Returns the date the
+    /// PSD now counts its inspection from.
+    pub fn inspect(
+        &self,
+        psd: &mut PsdClient,
+        device: DeviceId,
+        set: RegisterSetIndex,
+    ) -> Result<openpsd_core::types::Date, RefillError> {
+        let i = self.call(
+            "POST",
+            "/v1/inspections",
+            Some(json!({"device_id": device.to_string(), "set": set.0})),
+        )?;
+        let id = i["inspection_id"]
+            .as_str()
+            .ok_or_else(|| RefillError::Http("meter server sent no inspection_id".into()))?
+            .to_string();
+        let nonce = hex_array::<NONCE_LEN>(&i["nonce"], "nonce")?;
+        let audit = psd.audit(set, &nonce)?;
+        let r = self.call(
+            "POST",
+            &format!("/v1/inspections/{id}/audit"),
+            Some(json!({"audit": hex::encode(&audit)})),
+        )?;
+        let receipt = hex_bytes(&r["receipt"], "receipt")?;
+        let date = psd.exchange(&openpsd_core::psd::host::receipt(&receipt))?;
+        let mut reader = openpsd_core::wire::Reader::new(&date);
+        openpsd_core::types::Date::read(&mut reader)
+            .map_err(|_| RefillError::Card(HostError::Malformed("RECEIPT response")))
+    }
+}
+
 fn apply_message(
     psd: &mut PsdClient,
     set: RegisterSetIndex,

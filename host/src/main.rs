@@ -333,7 +333,7 @@ fn inspection_line(info: &openpsd_core::psd::device::DeviceInfo) -> Option<Strin
     let days = u32::from(info.inspection_days);
     let Some(last) = info.last_inspection else {
         return Some(
-            "inspection: never — franking is blocked until the back office accepts an audit (openpsd refill)"
+            "inspection: never — franking is blocked until the back office accepts an audit (openpsd refill or openpsd inspect)"
                 .to_string(),
         );
     };

@@ -66,6 +66,13 @@ pub struct VerifiedAudit {
     pub pieces: u32,
     /// Refill count.
     pub refills: u32,
+    /// Part of AR moved out to purse cards (seed 002 transfers).
+    #[serde(default)]
+    pub transferred: u64,
+    /// Debited for a transfer to a purse not yet acknowledged (AR + DR + pending is the
+    /// control sum).
+    #[serde(default)]
+    pub pending: u64,
     /// Last combination applied to the set, 16 hex (zeros if none).
     pub last_combination_id: String,
     /// The nonce the audit answers, 32 hex.
@@ -83,6 +90,8 @@ impl From<&AuditData> for VerifiedAudit {
             control_sum: a.control_sum.0,
             pieces: a.pieces.0,
             refills: a.refills.0,
+            transferred: a.transferred.0,
+            pending: a.pending.0,
             last_combination_id: hex::encode(a.last_combination),
             nonce: hex::encode(a.nonce),
         }

@@ -466,6 +466,8 @@ struct Audited {
     control_sum: u64,
     pieces: u32,
     refills: u32,
+    transferred: u64,
+    pending: u64,
     last_combination_id: String,
     nonce: String,
 }
@@ -480,7 +482,7 @@ impl Audited {
         let nonce: [u8; 16] =
             codec::hex_array("nonce", &v.nonce, step).map_err(|_| bad("nonce"))?;
         // Registers beyond SQLite's integers cannot be recorded; no real device has them.
-        for x in [v.ar, v.dr, v.control_sum] {
+        for x in [v.ar, v.dr, v.control_sum, v.transferred, v.pending] {
             if i64::try_from(x).is_err() {
                 return Err(ApiError::audit_inconsistent(
                     STEP_CHECK,
@@ -498,6 +500,8 @@ impl Audited {
             control_sum: v.control_sum,
             pieces: v.pieces,
             refills: v.refills,
+            transferred: v.transferred,
+            pending: v.pending,
             last_combination_id: hex::encode(comb),
             nonce: hex::encode(nonce),
         })
@@ -533,8 +537,14 @@ struct Known {
 /// Step 250: is `a` what the device can show after `last`, given the combination its
 /// audit names (`applied`, looked up when the refill count moved by one)?
 fn check_history(last: Option<&Last>, a: &Audited, applied: Option<&Known>) -> Result<(), String> {
-    if a.ar.checked_add(a.dr) != Some(a.control_sum) {
-        return Err("AR + DR is not the control sum".into());
+    let sum =
+        a.ar.checked_add(a.dr)
+            .and_then(|s| s.checked_add(a.pending));
+    if sum != Some(a.control_sum) {
+        return Err("AR + DR + pending is not the control sum".into());
+    }
+    if a.transferred > a.ar {
+        return Err("more transferred to purses than AR holds".into());
     }
     // The first audit of a set is the baseline everything later is checked against.
     let Some(l) = last else { return Ok(()) };

@@ -120,6 +120,7 @@ pub fn personalize(
         max_postage: req.max_postage,
         max_dr: req.max_dr,
         inspection_days: req.inspection_days,
+        scheme: None,
         licenses: req.licenses.clone(),
     };
     send(card, "PERSONALIZE", &host::personalize(&p))?;

@@ -24,6 +24,7 @@ fn main() {
         max_postage: Amount(1_000),
         max_dr: Amount(u64::MAX / 2),
         inspection_days: 0,
+        scheme: None,
         licenses: vec![LicenseSlot {
             license: LicenseId(1),
             origin: PostalCode::new(b"10115").unwrap(),

@@ -17,8 +17,10 @@ pub mod card;
 pub mod crypto;
 pub mod platform;
 pub mod psd;
+pub mod purse;
 pub mod status;
 pub mod store;
+pub mod transfer;
 pub mod types;
 pub mod wire;
 

@@ -9,6 +9,9 @@
 /// application): they name the postage-specific refusals so a host can tell them apart.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Status {
+    /// `63Cx` a PIN or a recognition cryptogram did not match; `x` tries are left (the
+    /// counter was decremented and committed before the compare).
+    VerificationFailed(u8),
     /// `6581` the persistent store failed during a commit (power lost, I/O error). The
     /// commit may or may not have reached its commit point: after re-opening the card the
     /// host re-reads, or retries (same transaction ID, same refill message).
@@ -21,8 +24,12 @@ pub enum Status {
     SecureMessagingNotSupported,
     /// `6883` a chain was interrupted by another command; the chain is dropped.
     LastCommandOfChainExpected,
-    /// `6982` a MAC or signature did not verify.
+    /// `6982` a MAC or signature did not verify, or the command needs a verified PIN or a
+    /// recognised partner first.
     SecurityStatusNotSatisfied,
+    /// `6983` the PIN, or the value-transfer function after too many failed
+    /// recognitions, is blocked until an authenticated issuer command resets it.
+    AuthenticationBlocked,
     /// `6985` the command is not allowed now: no applet is selected, or the device's
     /// life-cycle state forbids it (not yet personalized, or personalized already).
     ConditionsNotSatisfied,
@@ -70,6 +77,18 @@ pub enum Status {
     RefillAboveLimit,
     /// `9A15` audit receipt for another audit than this session's last one.
     ReceiptForOtherAudit,
+    /// `9A20` the PSD has a transfer to a purse pending: it must be resolved with that card
+    /// before another transfer starts.
+    TransferPending,
+    /// `9A21` the purse's balance would exceed its maximum.
+    BalanceAboveLimit,
+    /// `9A22` the amount exceeds the purse's per-transfer maximum.
+    TransferAboveLimit,
+    /// `9A23` the pending transfer cannot be resolved from what this card reports (it has
+    /// forgotten this PSD); the value stays pending, counted in the audit.
+    TransferUnresolved,
+    /// `9A24` the PSD's pending transfer is for another card than the one recognised.
+    PendingForOtherCard,
 }
 
 impl Status {
@@ -77,12 +96,14 @@ impl Status {
     pub const fn sw(self) -> u16 {
         use Status::*;
         match self {
+            VerificationFailed(left) => 0x63C0 | (if left > 15 { 15 } else { left }) as u16,
             MemoryFailure => 0x6581,
             WrongLength => 0x6700,
             LogicalChannelNotSupported => 0x6881,
             SecureMessagingNotSupported => 0x6882,
             LastCommandOfChainExpected => 0x6883,
             SecurityStatusNotSatisfied => 0x6982,
+            AuthenticationBlocked => 0x6983,
             ConditionsNotSatisfied => 0x6985,
             WrongData => 0x6A80,
             NotFound => 0x6A82,
@@ -106,19 +127,27 @@ impl Status {
             RefillStale => 0x9A13,
             RefillAboveLimit => 0x9A14,
             ReceiptForOtherAudit => 0x9A15,
+            TransferPending => 0x9A20,
+            BalanceAboveLimit => 0x9A21,
+            TransferAboveLimit => 0x9A22,
+            TransferUnresolved => 0x9A23,
+            PendingForOtherCard => 0x9A24,
         }
     }
 
-    /// Every status, for documentation and tests that walk the table.
-    pub const ALL: [Status; 29] = {
+    /// Every status, for documentation and tests that walk the table
+    /// (`VerificationFailed(0)` stands for the whole `63Cx` family).
+    pub const ALL: [Status; 36] = {
         use Status::*;
         [
+            VerificationFailed(0),
             MemoryFailure,
             WrongLength,
             LogicalChannelNotSupported,
             SecureMessagingNotSupported,
             LastCommandOfChainExpected,
             SecurityStatusNotSatisfied,
+            AuthenticationBlocked,
             ConditionsNotSatisfied,
             WrongData,
             NotFound,
@@ -142,11 +171,19 @@ impl Status {
             RefillStale,
             RefillAboveLimit,
             ReceiptForOtherAudit,
+            TransferPending,
+            BalanceAboveLimit,
+            TransferAboveLimit,
+            TransferUnresolved,
+            PendingForOtherCard,
         ]
     };
 
     /// The status a host sees for a status word, if the card can send it.
     pub fn from_sw(sw: u16) -> Option<Status> {
+        if sw & 0xFFF0 == 0x63C0 {
+            return Some(Status::VerificationFailed((sw & 0x000F) as u8));
+        }
         Self::ALL.iter().copied().find(|s| s.sw() == sw)
     }
 
@@ -154,13 +191,19 @@ impl Status {
     pub const fn describe(self) -> &'static str {
         use Status::*;
         match self {
+            VerificationFailed(_) => "PIN or recognition cryptogram wrong; tries left in SW2",
             MemoryFailure => "persistent memory failure during commit; re-read or retry",
             WrongLength => "wrong length",
             LogicalChannelNotSupported => "logical channel not supported",
             SecureMessagingNotSupported => "secure messaging not supported",
             LastCommandOfChainExpected => "last command of the chain expected",
-            SecurityStatusNotSatisfied => "MAC or signature invalid",
-            ConditionsNotSatisfied => "not allowed in the device's life-cycle state",
+            SecurityStatusNotSatisfied => {
+                "MAC or signature invalid, or PIN not verified / partner not recognised"
+            }
+            AuthenticationBlocked => {
+                "PIN blocked or transfer function blocked; issuer reset needed"
+            }
+            ConditionsNotSatisfied => "not allowed now (life-cycle state or protocol step)",
             WrongData => "incorrect command data",
             NotFound => "application or file not found",
             IncorrectP1P2 => "incorrect P1/P2",
@@ -169,7 +212,7 @@ impl Status {
             InstructionNotSupported => "instruction not supported",
             ClassNotSupported => "class not supported",
             Internal => "internal error",
-            InsufficientFunds => "insufficient funds in the descending register",
+            InsufficientFunds => "insufficient funds (descending register or purse balance)",
             PostageAboveLimit => "postage above the per-piece limit",
             DateBeforeLastUsed => "date earlier than the last date used",
             OriginMismatch => "origin postal code does not match the license",
@@ -185,6 +228,11 @@ impl Status {
             RefillStale => "refill message bound to a stale control sum",
             RefillAboveLimit => "refill would exceed the maximum descending register",
             ReceiptForOtherAudit => "receipt for another audit than the last one",
+            TransferPending => "a transfer to a purse is pending; resolve it with that card first",
+            BalanceAboveLimit => "the purse balance would exceed its maximum",
+            TransferAboveLimit => "amount above the purse's per-transfer maximum",
+            TransferUnresolved => "the card cannot prove what became of the pending transfer",
+            PendingForOtherCard => "the pending transfer is for another card",
         }
     }
 }

@@ -119,6 +119,43 @@ impl fmt::Display for LicenseId {
     }
 }
 
+/// A purse card's serial number (8 bytes), unique within its scheme.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct CardId(pub [u8; 8]);
+
+impl fmt::Display for CardId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.iter().try_for_each(|b| write!(f, "{b:02X}"))
+    }
+}
+
+/// The value-transfer scheme a PSD and a purse card belong to: only devices of the same
+/// scheme recognise each other (seed 002, Fig. 8 block 111).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct SchemeId(pub u32);
+
+/// A merchant terminal's identifier (8 bytes), named in every purchase the purse signs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct TerminalId(pub [u8; 8]);
+
+impl fmt::Display for TerminalId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.iter().try_for_each(|b| write!(f, "{b:02X}"))
+    }
+}
+
+/// A device's count of value transfers (the PSD counts transfers started, the purse
+/// transfers credited); part of each device's personality, so it enters every session key.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct TransferCount(pub u32);
+
+impl TransferCount {
+    /// The next count, or `None` at the top (the transfer function then stays stuck).
+    pub fn checked_next(self) -> Option<TransferCount> {
+        self.0.checked_add(1).map(TransferCount)
+    }
+}
+
 /// Which register set of the device (0-based slot; APDU P2).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct RegisterSetIndex(pub u8);

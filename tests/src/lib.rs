@@ -47,6 +47,7 @@ pub fn personalization() -> Personalization {
         max_postage: MAX_POSTAGE,
         max_dr: MAX_DR,
         inspection_days: 0,
+        scheme: None,
         licenses: LICENSES
             .iter()
             .map(|(l, o)| LicenseSlot {

@@ -75,6 +75,8 @@ fn registers(ar: u64, dr: u64, pieces: u32, refills: u32) -> Vec<u8> {
         control_sum: Amount(ar + dr),
         pieces: PieceCount(pieces),
         refills: RefillCount(refills),
+        transferred: Amount(0),
+        pending: Amount(0),
     }
     .write(&mut v);
     v

@@ -19,6 +19,9 @@ pub const AUDIT_TAG: u8 = 0xA1;
 /// Length of the server's nonce.
 pub const NONCE_LEN: usize = 16;
 
+/// Layout version of the audit body (2: with the transfer registers).
+const AUDIT_VERSION: u8 = 2;
+
 /// What an audit reports.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct AuditData {
@@ -38,6 +41,11 @@ pub struct AuditData {
     pub pieces: PieceCount,
     /// Refill count.
     pub refills: RefillCount,
+    /// The part of AR moved out to purse cards (seed 002 transfers, completed).
+    pub transferred: Amount,
+    /// Value debited for a transfer to a purse not yet acknowledged (AR + DR + pending is
+    /// the control sum).
+    pub pending: Amount,
     /// The combination ID of the last refill applied to the set (zeros if none): tells the
     /// back office which refill message became value.
     pub last_combination: [u8; 8],
@@ -49,7 +57,7 @@ impl AuditData {
     fn body(&self) -> Vec<u8> {
         let mut w = Vec::with_capacity(80);
         w.put_u8(AUDIT_TAG);
-        w.put_u8(1);
+        w.put_u8(AUDIT_VERSION);
         w.extend_from_slice(&self.device.0);
         w.put_u32(self.license.0);
         w.put_u8(self.set.0);
@@ -58,6 +66,8 @@ impl AuditData {
         w.put_u64(self.control_sum.0);
         w.put_u32(self.pieces.0);
         w.put_u32(self.refills.0);
+        w.put_u64(self.transferred.0);
+        w.put_u64(self.pending.0);
         w.extend_from_slice(&self.last_combination);
         w.extend_from_slice(&self.nonce);
         w
@@ -75,7 +85,7 @@ impl AuditData {
     pub fn decode_unverified(msg: &[u8]) -> Result<AuditData, Malformed> {
         let split = msg.len().checked_sub(MAC_LEN).ok_or(Malformed::Length)?;
         let mut r = Reader::new(&msg[..split]);
-        if r.u8()? != AUDIT_TAG || r.u8()? != 1 {
+        if r.u8()? != AUDIT_TAG || r.u8()? != AUDIT_VERSION {
             return Err(Malformed::Value);
         }
         let data = AuditData {
@@ -87,6 +97,8 @@ impl AuditData {
             control_sum: Amount(r.u64()?),
             pieces: PieceCount(r.u32()?),
             refills: RefillCount(r.u32()?),
+            transferred: Amount(r.u64()?),
+            pending: Amount(r.u64()?),
             last_combination: r.array()?,
             nonce: r.array()?,
         };

@@ -5,7 +5,7 @@ use alloc::vec::Vec;
 use zeroize::Zeroizing;
 
 use crate::crypto::{self, IndiciumKey, MacKey, MAC_KEY_LEN, PUBLIC_KEY_LEN};
-use crate::types::{Amount, Date, DeviceId, KeyId, LicenseId, PostalCode};
+use crate::types::{Amount, Date, DeviceId, KeyId, LicenseId, PostalCode, SchemeId};
 use crate::wire::{Malformed, Reader, Writer};
 
 /// Most register sets a PSD holds.
@@ -20,6 +20,55 @@ pub struct LicenseSlot {
     pub license: LicenseId,
     /// The license's origin postal code.
     pub origin: PostalCode,
+}
+
+/// The value-transfer scheme a PSD joins at personalization (seed 002): the scheme key it
+/// derives purse card keys from, and how many failed recognitions block the function.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SchemeSlot {
+    /// The scheme.
+    pub scheme: SchemeId,
+    /// The scheme key (AES-128): purse card keys are diversified from it.
+    pub key: [u8; MAC_KEY_LEN],
+    /// Failed recognitions in a row that block transfers (1 to 15).
+    pub max_failures: u8,
+}
+
+impl Drop for SchemeSlot {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.key);
+    }
+}
+
+/// Tag of the optional scheme block after the licenses.
+const SCHEME_TAG: u8 = 0x53;
+
+impl SchemeSlot {
+    fn write(&self, w: &mut Vec<u8>) {
+        w.put_u8(SCHEME_TAG);
+        w.put_u32(self.scheme.0);
+        w.extend_from_slice(&self.key);
+        w.put_u8(self.max_failures);
+    }
+
+    /// Reads an optional trailing scheme block.
+    fn read_optional(r: &mut Reader<'_>) -> Result<Option<SchemeSlot>, Malformed> {
+        if r.remaining().is_empty() {
+            return Ok(None);
+        }
+        if r.u8()? != SCHEME_TAG {
+            return Err(Malformed::Value);
+        }
+        let slot = SchemeSlot {
+            scheme: SchemeId(r.u32()?),
+            key: r.array()?,
+            max_failures: r.u8()?,
+        };
+        if slot.max_failures == 0 || slot.max_failures > 15 {
+            return Err(Malformed::Value);
+        }
+        Ok(Some(slot))
+    }
 }
 
 /// PERSONALIZE command data (sent once, in the vendor's trusted personalization room).
@@ -39,6 +88,8 @@ pub struct Personalization {
     pub inspection_days: u16,
     /// Register sets to create (1 to [`MAX_REGISTER_SETS`]).
     pub licenses: Vec<LicenseSlot>,
+    /// The value-transfer scheme, if the PSD may move value to purse cards.
+    pub scheme: Option<SchemeSlot>,
 }
 
 impl Drop for Personalization {
@@ -63,6 +114,9 @@ impl Personalization {
             w.put_u32(l.license.0);
             l.origin.write(&mut w);
         }
+        if let Some(s) = &self.scheme {
+            s.write(&mut w);
+        }
         w
     }
 
@@ -81,6 +135,7 @@ impl Personalization {
             max_dr: Amount(r.u64()?),
             inspection_days: r.u16()?,
             licenses: Vec::new(),
+            scheme: None,
         };
         let n = usize::from(r.u8()?);
         if n == 0 || n > MAX_REGISTER_SETS {
@@ -96,6 +151,7 @@ impl Personalization {
             }
             p.licenses.push(slot);
         }
+        p.scheme = SchemeSlot::read_optional(&mut r)?;
         r.finish()?;
         let limits_ok = p.max_postage > Amount::ZERO && p.max_postage <= p.max_dr;
         if !limits_ok || !crypto::is_valid_public_key(&p.vendor_public_key) {
@@ -124,6 +180,19 @@ pub struct Device {
     pub max_dr: Amount,
     /// Days an accepted audit keeps the device printing (0: no inspection).
     pub inspection_days: u16,
+    /// The value-transfer scheme, if any.
+    pub scheme: Option<Scheme>,
+}
+
+/// A PSD's value-transfer scheme, in RAM.
+#[derive(Clone, Debug)]
+pub struct Scheme {
+    /// The scheme.
+    pub id: SchemeId,
+    /// The scheme key.
+    pub key: MacKey,
+    /// Failed recognitions in a row that block transfers.
+    pub max_failures: u8,
 }
 
 impl Device {
@@ -138,6 +207,11 @@ impl Device {
             max_postage: p.max_postage,
             max_dr: p.max_dr,
             inspection_days: p.inspection_days,
+            scheme: p.scheme.as_ref().map(|s| Scheme {
+                id: s.scheme,
+                key: MacKey::new(s.key),
+                max_failures: s.max_failures,
+            }),
         }
     }
 
@@ -157,6 +231,14 @@ impl Device {
         w.put_u64(self.max_postage.0);
         w.put_u64(self.max_dr.0);
         w.put_u16(self.inspection_days);
+        if let Some(s) = &self.scheme {
+            SchemeSlot {
+                scheme: s.id,
+                key: *s.key.expose(),
+                max_failures: s.max_failures,
+            }
+            .write(&mut w);
+        }
         w
     }
 
@@ -173,6 +255,11 @@ impl Device {
         let max_postage = Amount(r.u64()?);
         let max_dr = Amount(r.u64()?);
         let inspection_days = r.u16()?;
+        let scheme = SchemeSlot::read_optional(&mut r)?.map(|s| Scheme {
+            id: s.scheme,
+            key: MacKey::new(s.key),
+            max_failures: s.max_failures,
+        });
         r.finish()?;
         Ok(Device {
             id,
@@ -183,6 +270,7 @@ impl Device {
             max_postage,
             max_dr,
             inspection_days,
+            scheme,
         })
     }
 }

@@ -13,6 +13,7 @@ pub mod indicium;
 pub mod receipt;
 pub mod refill;
 pub mod registers;
+pub mod transfer;
 
 use alloc::vec::Vec;
 
@@ -30,6 +31,7 @@ use indicium::{IndiciumData, IndiciumRequest};
 use receipt::Receipt;
 use refill::RefillCombination;
 use registers::RegisterSet;
+use transfer::{PsdSession, TransferState, REC_TRANSFER};
 
 /// The PSD applet's AID: proprietary RID `F0 50 53 44 00` (`F0` + "PSD" + `00`), PIX `00 01`.
 pub const PSD_AID: &[u8] = &[0xF0, 0x50, 0x53, 0x44, 0x00, 0x00, 0x01];
@@ -51,6 +53,18 @@ pub mod ins {
     pub const REFILL: u8 = 0x52;
     /// RECEIPT (audit accepted by the back office).
     pub const RECEIPT: u8 = 0x54;
+    /// OPEN SESSION (value transfer: the PSD's hello).
+    pub const OPEN_SESSION: u8 = 0x60;
+    /// AUTHENTICATE CARD (the card's hello and cryptogram).
+    pub const AUTHENTICATE_CARD: u8 = 0x62;
+    /// TRANSFER DEBIT (the purse's request).
+    pub const TRANSFER_DEBIT: u8 = 0x64;
+    /// TRANSFER CONFIRM (the purse's acknowledgement).
+    pub const TRANSFER_CONFIRM: u8 = 0x66;
+    /// TRANSFER RESOLVE (the purse's status, for a pending transfer).
+    pub const TRANSFER_RESOLVE: u8 = 0x68;
+    /// RESET RECOGNITION (issuer-authenticated).
+    pub const RESET_RECOGNITION: u8 = 0x6A;
     /// GET DATA (device public data).
     pub const GET_DATA: u8 = 0xCA;
 }
@@ -63,7 +77,7 @@ pub const MAX_DAYS_BEHIND: u32 = 1;
 
 const REC_DEVICE: RecordId = 0x0100;
 const REC_COUNTERS: RecordId = 0x0101;
-const REC_SET_BASE: RecordId = 0x0110;
+pub(crate) const REC_SET_BASE: RecordId = 0x0110;
 const PSD_RECORDS: core::ops::RangeInclusive<RecordId> = 0x0100..=0x01FF;
 
 /// A card with the PSD applet installed, its state loaded from `store`.
@@ -84,6 +98,10 @@ pub struct PsdApplet {
     sets: Vec<RegisterSet>,
     /// Volatile: the nonce of the last AUDIT since power-on, which a RECEIPT must name.
     last_audit_nonce: Option<[u8; NONCE_LEN]>,
+    /// Value transfer to purses: personality, failed recognitions, pending transfer.
+    transfer: TransferState,
+    /// Volatile: the transfer session in progress.
+    session: Option<PsdSession>,
 }
 
 /// Device-wide persistent counters (one record).
@@ -111,6 +129,8 @@ impl PsdApplet {
                     counters: Counters::default(),
                     sets: Vec::new(),
                     last_audit_nonce: None,
+                    transfer: TransferState::default(),
+                    session: None,
                 });
             }
             return Err(StoreError::Corrupt("PSD records without a device record"));
@@ -135,11 +155,24 @@ impl PsdApplet {
                 "personalized PSD without register sets",
             ));
         }
+        let transfer = TransferState::load(store.read(REC_TRANSFER)?)?;
+        if let Some(p) = &transfer.pending {
+            let set = sets
+                .get(usize::from(p.set))
+                .ok_or(StoreError::Corrupt("pending transfer on a missing set"))?;
+            if set.pending != p.amount {
+                return Err(StoreError::Corrupt(
+                    "pending transfer and register disagree",
+                ));
+            }
+        }
         Ok(PsdApplet {
             device: Some(device),
             counters,
             sets,
             last_audit_nonce: None,
+            transfer,
+            session: None,
         })
     }
 
@@ -192,10 +225,15 @@ impl PsdApplet {
         self.device = Some(device);
         self.sets = sets;
         self.counters = Counters::default();
+        self.transfer = TransferState::default();
         Ok(())
     }
 
     fn get_data(&self, cmd: &Command<'_>, reply: &mut Vec<u8>) -> Result<(), Status> {
+        if cmd.p1 == 0x00 && cmd.p2 == 0x02 {
+            cmd.expect_no_data()?;
+            return self.transfer_info(reply);
+        }
         cmd.expect_p1p2(0x00, 0x01)?;
         cmd.expect_no_data()?;
         match &self.device {
@@ -339,6 +377,8 @@ impl PsdApplet {
             control_sum: s.control_sum,
             pieces: s.pieces,
             refills: s.refills,
+            transferred: s.transferred,
+            pending: s.pending,
             last_combination: s.last_combination,
             nonce,
         };
@@ -442,6 +482,7 @@ impl Applet for PsdApplet {
 
     fn deselect(&mut self) {
         self.last_audit_nonce = None;
+        self.session = None;
     }
 
     fn call(
@@ -453,7 +494,19 @@ impl Applet for PsdApplet {
         use ins::*;
         let known = matches!(
             cmd.ins,
-            PERSONALIZE | READ_REGISTERS | ISSUE_INDICIUM | AUDIT | REFILL | RECEIPT | GET_DATA
+            PERSONALIZE
+                | READ_REGISTERS
+                | ISSUE_INDICIUM
+                | AUDIT
+                | REFILL
+                | RECEIPT
+                | GET_DATA
+                | OPEN_SESSION
+                | AUTHENTICATE_CARD
+                | TRANSFER_DEBIT
+                | TRANSFER_CONFIRM
+                | TRANSFER_RESOLVE
+                | RESET_RECOGNITION
         );
         if !known {
             return Err(Status::InstructionNotSupported);
@@ -468,6 +521,12 @@ impl Applet for PsdApplet {
             AUDIT => self.audit(cmd, reply),
             REFILL => self.refill(ctx, cmd, reply),
             RECEIPT => self.receipt(ctx, cmd, reply),
+            OPEN_SESSION => self.open_session(ctx, cmd, reply),
+            AUTHENTICATE_CARD => self.authenticate_card(ctx, cmd, reply),
+            TRANSFER_DEBIT => self.transfer_debit(ctx, cmd, reply),
+            TRANSFER_CONFIRM => self.transfer_confirm(ctx, cmd, reply),
+            TRANSFER_RESOLVE => self.transfer_resolve(ctx, cmd, reply),
+            RESET_RECOGNITION => self.reset_recognition(ctx, cmd),
             _ => self.get_data(cmd, reply),
         }
     }

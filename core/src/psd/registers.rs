@@ -1,7 +1,10 @@
 //! A register set: the accounting of one meter license inside the PSD (seed 003).
 //!
-//! AR (ascending register) is postage used, DR (descending register) postage left, and the
-//! control sum AR + DR moves only when a refill credits DR. Every change returns a new
+//! AR (ascending register) is value used — postage franked and value moved out to purse
+//! cards (seed 002) — and DR (descending register) value left. A transfer to a purse first
+//! moves its amount from DR to *pending*; the purse's acknowledgement moves it on to AR (and
+//! counts it as *transferred*), an undo back to DR. The control sum AR + DR + pending moves
+//! only when a refill credits DR. Every change returns a new
 //! set (checked arithmetic), so the caller can commit it before it replaces the old one.
 
 use alloc::vec::Vec;
@@ -21,8 +24,12 @@ pub struct RegisterSet {
     pub ar: Amount,
     /// Descending register: postage left.
     pub dr: Amount,
-    /// AR + DR, raised only by refills.
+    /// AR + DR + pending, raised only by refills.
     pub control_sum: Amount,
+    /// The part of AR moved out to purse cards (transfers completed).
+    pub transferred: Amount,
+    /// Value debited from DR for a transfer the purse has not acknowledged yet.
+    pub pending: Amount,
     /// Mail pieces franked.
     pub pieces: PieceCount,
     /// Refills applied.
@@ -44,6 +51,8 @@ impl RegisterSet {
             ar: Amount::ZERO,
             dr: Amount::ZERO,
             control_sum: Amount::ZERO,
+            transferred: Amount::ZERO,
+            pending: Amount::ZERO,
             pieces: PieceCount(0),
             refills: RefillCount(0),
             last_combination: [0; 8],
@@ -51,9 +60,70 @@ impl RegisterSet {
         }
     }
 
-    /// Whether AR + DR equals the control sum.
+    /// Whether AR + DR + pending equals the control sum, and transfers fit in AR.
     pub fn is_consistent(&self) -> bool {
-        self.ar.checked_add(self.dr) == Some(self.control_sum)
+        self.ar
+            .checked_add(self.dr)
+            .and_then(|s| s.checked_add(self.pending))
+            == Some(self.control_sum)
+            && self.transferred <= self.ar
+    }
+
+    /// The set after debiting `amount` for a transfer to a purse: DR down, pending up.
+    pub fn transfer_out(&self, amount: Amount) -> Result<RegisterSet, Status> {
+        if !self.is_consistent() {
+            return Err(Status::Internal);
+        }
+        if self.pending != Amount::ZERO {
+            return Err(Status::TransferPending);
+        }
+        let dr = self
+            .dr
+            .checked_sub(amount)
+            .ok_or(Status::InsufficientFunds)?;
+        Ok(RegisterSet {
+            dr,
+            pending: amount,
+            ..self.clone()
+        })
+    }
+
+    /// The set after the purse acknowledged the pending transfer: pending moves to AR and
+    /// is counted as transferred.
+    pub fn transfer_completed(&self) -> Result<RegisterSet, Status> {
+        if !self.is_consistent() {
+            return Err(Status::Internal);
+        }
+        let ar = self
+            .ar
+            .checked_add(self.pending)
+            .ok_or(Status::CounterOverflow)?;
+        let transferred = self
+            .transferred
+            .checked_add(self.pending)
+            .ok_or(Status::CounterOverflow)?;
+        Ok(RegisterSet {
+            ar,
+            transferred,
+            pending: Amount::ZERO,
+            ..self.clone()
+        })
+    }
+
+    /// The set after undoing the pending transfer: pending goes back to DR.
+    pub fn transfer_undone(&self) -> Result<RegisterSet, Status> {
+        if !self.is_consistent() {
+            return Err(Status::Internal);
+        }
+        let dr = self
+            .dr
+            .checked_add(self.pending)
+            .ok_or(Status::CounterOverflow)?;
+        Ok(RegisterSet {
+            dr,
+            pending: Amount::ZERO,
+            ..self.clone()
+        })
     }
 
     /// The set after franking one piece of `postage`: DR debited, AR credited, piece
@@ -118,13 +188,16 @@ impl RegisterSet {
             control_sum: self.control_sum,
             pieces: self.pieces,
             refills: self.refills,
+            transferred: self.transferred,
+            pending: self.pending,
         }
     }
 
-    /// Persistent encoding (record layout, version 1).
+    /// Persistent encoding (record layout, version 2: version 1 plus transferred and
+    /// pending at the end).
     pub fn encode(&self) -> Vec<u8> {
-        let mut w = Vec::with_capacity(64);
-        w.put_u8(1);
+        let mut w = Vec::with_capacity(80);
+        w.put_u8(2);
         w.put_u32(self.license.0);
         self.origin.write(&mut w);
         w.put_u64(self.ar.0);
@@ -142,13 +215,17 @@ impl RegisterSet {
                 w.extend_from_slice(payload);
             }
         }
+        w.put_u64(self.transferred.0);
+        w.put_u64(self.pending.0);
         w
     }
 
-    /// Decodes a persistent record; a set whose AR + DR is not its control sum is refused.
+    /// Decodes a persistent record (version 1 or 2); a set whose AR + DR + pending is not
+    /// its control sum is refused.
     pub fn decode(bytes: &[u8]) -> Result<RegisterSet, Malformed> {
         let mut r = Reader::new(bytes);
-        if r.u8()? != 1 {
+        let version = r.u8()?;
+        if version != 1 && version != 2 {
             return Err(Malformed::Value);
         }
         let mut set = RegisterSet::new(LicenseId(r.u32()?), PostalCode::read(&mut r)?);
@@ -167,6 +244,10 @@ impl RegisterSet {
             }
             _ => return Err(Malformed::Value),
         };
+        if version == 2 {
+            set.transferred = Amount(r.u64()?);
+            set.pending = Amount(r.u64()?);
+        }
         r.finish()?;
         if !set.is_consistent() {
             return Err(Malformed::Value);
@@ -192,6 +273,10 @@ pub struct Registers {
     pub pieces: PieceCount,
     /// Refill count.
     pub refills: RefillCount,
+    /// Part of AR moved out to purse cards.
+    pub transferred: Amount,
+    /// Debited for a transfer not yet acknowledged by the purse.
+    pub pending: Amount,
 }
 
 impl Registers {
@@ -204,6 +289,8 @@ impl Registers {
         w.put_u64(self.control_sum.0);
         w.put_u32(self.pieces.0);
         w.put_u32(self.refills.0);
+        w.put_u64(self.transferred.0);
+        w.put_u64(self.pending.0);
     }
 
     /// Decodes the readout layout.
@@ -217,6 +304,8 @@ impl Registers {
             control_sum: Amount(r.u64()?),
             pieces: PieceCount(r.u32()?),
             refills: RefillCount(r.u32()?),
+            transferred: Amount(r.u64()?),
+            pending: Amount(r.u64()?),
         };
         r.finish()?;
         Ok(regs)

@@ -1,0 +1,494 @@
+//! The PSD's side of value transfer to a purse card (seed 002, Fig. 8): recognition,
+//! debit into pending, confirmation, resolution of an interrupted transfer at the next
+//! contact, and the authenticated reset of the failed-recognition counter.
+//!
+//! The persistent [`TransferState`] is the PSD's transfer *personality* (transfers started,
+//! completed, totalizer, last date), its failed-recognition counter, and the pending
+//! transfer if one is in flight. It is committed in the same transaction as the register
+//! set whose pending register it explains, so the two never disagree.
+
+use alloc::vec::Vec;
+
+use subtle::ConstantTimeEq;
+
+use super::{expect_p1_zero, PsdApplet, REC_SET_BASE};
+use crate::apdu::Command;
+use crate::card::Ctx;
+use crate::crypto::MAC_LEN;
+use crate::status::Status;
+use crate::store::{RecordId, StoreError, Transaction};
+use crate::transfer::{
+    self, card_key, Ack, CardHello, PsdHello, Request, Resolution, Session, TransferStatus, Value,
+    CHALLENGE_LEN,
+};
+use crate::types::{Amount, CardId, Date, TransferCount};
+use crate::wire::{Malformed, Reader, Writer};
+
+pub(super) const REC_TRANSFER: RecordId = 0x0102;
+
+/// A transfer debited from DR that the purse has not acknowledged yet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Pending {
+    /// The card it is for.
+    pub card: CardId,
+    /// The register set it was debited from.
+    pub set: u8,
+    /// The PSD's number for it.
+    pub transfer: TransferCount,
+    /// The card's transfer count in the session it was made in.
+    pub card_transfers: TransferCount,
+    /// The value.
+    pub amount: Amount,
+}
+
+/// The PSD's persistent transfer state.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TransferState {
+    /// Transfers started (numbers each transfer; part of the session context).
+    pub started: TransferCount,
+    /// Transfers the purse acknowledged.
+    pub completed: TransferCount,
+    /// Value moved out, acknowledged (the totalizer).
+    pub total_out: Amount,
+    /// Date of the last completed transfer, when the platform had a clock.
+    pub last_date: Option<Date>,
+    /// Failed recognitions in a row.
+    pub failures: u8,
+    /// Highest issuer reset counter used (resets must go up).
+    pub reset_counter: u32,
+    /// The transfer in flight, if any.
+    pub pending: Option<Pending>,
+}
+
+impl TransferState {
+    /// Record layout, version 1.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut w = Vec::with_capacity(64);
+        w.put_u8(1);
+        w.put_u32(self.started.0);
+        w.put_u32(self.completed.0);
+        w.put_u64(self.total_out.0);
+        match self.last_date {
+            None => w.put_u32(0),
+            Some(d) => d.write(&mut w),
+        }
+        w.put_u8(self.failures);
+        w.put_u32(self.reset_counter);
+        match &self.pending {
+            None => w.put_u8(0),
+            Some(p) => {
+                w.put_u8(1);
+                w.extend_from_slice(&p.card.0);
+                w.put_u8(p.set);
+                w.put_u32(p.transfer.0);
+                w.put_u32(p.card_transfers.0);
+                w.put_u64(p.amount.0);
+            }
+        }
+        w
+    }
+
+    /// Parses the record.
+    pub fn decode(bytes: &[u8]) -> Result<TransferState, Malformed> {
+        let mut r = Reader::new(bytes);
+        if r.u8()? != 1 {
+            return Err(Malformed::Value);
+        }
+        let started = TransferCount(r.u32()?);
+        let completed = TransferCount(r.u32()?);
+        let total_out = Amount(r.u64()?);
+        let last_date = if r.remaining().starts_with(&[0, 0, 0, 0]) {
+            r.take(4)?;
+            None
+        } else {
+            Some(Date::read(&mut r)?)
+        };
+        let failures = r.u8()?;
+        let reset_counter = r.u32()?;
+        let pending = match r.u8()? {
+            0 => None,
+            1 => Some(Pending {
+                card: CardId(r.array()?),
+                set: r.u8()?,
+                transfer: TransferCount(r.u32()?),
+                card_transfers: TransferCount(r.u32()?),
+                amount: Amount(r.u64()?),
+            }),
+            _ => return Err(Malformed::Value),
+        };
+        r.finish()?;
+        Ok(TransferState {
+            started,
+            completed,
+            total_out,
+            last_date,
+            failures,
+            reset_counter,
+            pending,
+        })
+    }
+
+    /// Loads the record (absent: a PSD that never transferred).
+    pub(super) fn load(bytes: Option<Vec<u8>>) -> Result<TransferState, StoreError> {
+        match bytes {
+            None => Ok(TransferState::default()),
+            Some(b) => {
+                TransferState::decode(&b).map_err(|_| StoreError::Corrupt("transfer record"))
+            }
+        }
+    }
+}
+
+/// Where the PSD is in a transfer session (volatile: lost at reset or deselect).
+#[derive(Clone, Debug)]
+pub(super) enum PsdSession {
+    /// OPEN SESSION answered with this hello.
+    Opened(PsdHello),
+    /// The card proved the session key.
+    Recognized(Session),
+    /// DEBIT committed this value; CONFIRM expected.
+    Debited(Session, Value),
+}
+
+/// The public transfer data (GET DATA `00 02`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TransferInfo {
+    /// The scheme.
+    pub scheme: crate::types::SchemeId,
+    /// Failed recognitions that block the function.
+    pub max_failures: u8,
+    /// The persistent state.
+    pub state: TransferState,
+}
+
+impl TransferInfo {
+    /// Layout: scheme ‖ max failures ‖ transfer record (as stored).
+    pub fn write(&self, w: &mut Vec<u8>) {
+        w.put_u32(self.scheme.0);
+        w.put_u8(self.max_failures);
+        w.extend_from_slice(&self.state.encode());
+    }
+
+    /// Parses the layout.
+    pub fn decode(bytes: &[u8]) -> Result<TransferInfo, Malformed> {
+        let mut r = Reader::new(bytes);
+        let scheme = crate::types::SchemeId(r.u32()?);
+        let max_failures = r.u8()?;
+        let state = TransferState::decode(r.remaining())?;
+        Ok(TransferInfo {
+            scheme,
+            max_failures,
+            state,
+        })
+    }
+}
+
+/// Outcome byte of TRANSFER RESOLVE: the card had credited it.
+pub const RESOLVED_COMPLETED: u8 = 0x01;
+/// Outcome byte of TRANSFER RESOLVE: the value went back to DR.
+pub const RESOLVED_UNDONE: u8 = 0x02;
+
+impl PsdApplet {
+    fn scheme(&self) -> Result<&super::device::Scheme, Status> {
+        self.device()?
+            .scheme
+            .as_ref()
+            .ok_or(Status::ConditionsNotSatisfied)
+    }
+
+    fn check_not_blocked(&self) -> Result<(), Status> {
+        if self.transfer.failures >= self.scheme()?.max_failures {
+            return Err(Status::AuthenticationBlocked);
+        }
+        Ok(())
+    }
+
+    fn commit_transfer(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        state: TransferState,
+        set: Option<(usize, super::registers::RegisterSet)>,
+    ) -> Result<(), Status> {
+        let mut txn = Transaction::begin(ctx.store);
+        txn.write(REC_TRANSFER, state.encode());
+        if let Some((i, s)) = &set {
+            txn.write(REC_SET_BASE + *i as u16, s.encode());
+        }
+        txn.commit()?;
+        self.transfer = state;
+        if let Some((i, s)) = set {
+            self.sets[i] = s;
+        }
+        Ok(())
+    }
+
+    /// OPEN SESSION (80 60 00 00): a fresh challenge and the PSD's personality.
+    pub(super) fn open_session(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        cmd: &Command<'_>,
+        reply: &mut Vec<u8>,
+    ) -> Result<(), Status> {
+        cmd.expect_p1p2(0, 0)?;
+        cmd.expect_no_data()?;
+        self.session = None;
+        let scheme = self.scheme()?.id;
+        self.check_not_blocked()?;
+        let device = self.device()?.id;
+        let mut challenge = [0u8; CHALLENGE_LEN];
+        ctx.platform.fill_random(&mut challenge);
+        let hello = PsdHello {
+            device,
+            scheme,
+            transfers: self.transfer.started,
+            total_out: self.transfer.total_out,
+            challenge,
+            pending_for: self.transfer.pending.map(|p| p.card),
+        };
+        reply.extend_from_slice(&hello.encode());
+        self.session = Some(PsdSession::Opened(hello));
+        Ok(())
+    }
+
+    /// AUTHENTICATE CARD (80 62 00 00): checks the card's cryptogram, counting the attempt
+    /// as failed (committed) before the compare; answers the PSD's cryptogram.
+    pub(super) fn authenticate_card(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        cmd: &Command<'_>,
+        reply: &mut Vec<u8>,
+    ) -> Result<(), Status> {
+        cmd.expect_p1p2(0, 0)?;
+        let Some(PsdSession::Opened(hello)) = self.session.take() else {
+            return Err(Status::ConditionsNotSatisfied);
+        };
+        self.check_not_blocked()?;
+        let card = CardHello::decode(cmd.data)?;
+        let scheme = self.scheme()?.clone();
+
+        // Count the attempt first: cutting power after a wrong cryptogram gains nothing.
+        let failures = self.transfer.failures.saturating_add(1);
+        let counted = TransferState {
+            failures,
+            ..self.transfer
+        };
+        self.commit_transfer(ctx, counted, None)?;
+
+        let session = Session::derive(&card_key(&scheme.key, card.card), &hello, &card);
+        let expected = session.card_cryptogram();
+        let ok = card.scheme == scheme.id && bool::from(expected.ct_eq(&card.cryptogram));
+        if !ok {
+            let left = scheme.max_failures.saturating_sub(failures);
+            return Err(Status::VerificationFailed(left));
+        }
+        let cleared = TransferState {
+            failures: 0,
+            ..self.transfer
+        };
+        self.commit_transfer(ctx, cleared, None)?;
+        reply.extend_from_slice(&session.psd_cryptogram());
+        self.session = Some(PsdSession::Recognized(session));
+        Ok(())
+    }
+
+    /// TRANSFER DEBIT (80 64 00 set): the purse's request; DR → pending, committed before
+    /// the value message leaves.
+    pub(super) fn transfer_debit(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        cmd: &Command<'_>,
+        reply: &mut Vec<u8>,
+    ) -> Result<(), Status> {
+        expect_p1_zero(cmd)?;
+        let i = self.set_index(cmd.p2)?;
+        let Some(PsdSession::Recognized(session)) = &self.session else {
+            return Err(Status::ConditionsNotSatisfied);
+        };
+        let session = session.clone();
+        if self.transfer.pending.is_some() {
+            return Err(Status::TransferPending);
+        }
+        let req = Request::open(cmd.data, &session)?;
+        if req.amount == Amount::ZERO {
+            return Err(Status::WrongData);
+        }
+        let next_set = self.sets[i].transfer_out(req.amount)?;
+        let number = self.transfer.started;
+        let started = number.checked_next().ok_or(Status::CounterOverflow)?;
+        let state = TransferState {
+            started,
+            pending: Some(Pending {
+                card: session.card,
+                set: i as u8,
+                transfer: number,
+                card_transfers: session.card_transfers,
+                amount: req.amount,
+            }),
+            ..self.transfer
+        };
+        self.commit_transfer(ctx, state, Some((i, next_set)))?;
+        let value = Value {
+            amount: req.amount,
+            transfer: number,
+        };
+        reply.extend_from_slice(&value.seal(&session));
+        self.session = Some(PsdSession::Debited(session, value));
+        Ok(())
+    }
+
+    /// TRANSFER CONFIRM (80 66 00 00): the purse's acknowledgement; pending → AR.
+    pub(super) fn transfer_confirm(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        cmd: &Command<'_>,
+        reply: &mut Vec<u8>,
+    ) -> Result<(), Status> {
+        cmd.expect_p1p2(0, 0)?;
+        let Some(PsdSession::Debited(session, value)) = &self.session else {
+            return Err(Status::ConditionsNotSatisfied);
+        };
+        let (session, value) = (session.clone(), *value);
+        let ack = Ack::open(cmd.data, &session)?;
+        if ack.amount != value.amount || ack.transfer != value.transfer {
+            return Err(Status::WrongData);
+        }
+        let i = self.finish_pending(ctx, Resolution::Complete)?;
+        self.session = None;
+        self.sets[i].readout().write(reply);
+        Ok(())
+    }
+
+    /// TRANSFER RESOLVE (80 68 00 00): in a fresh recognised session, the card's status
+    /// completes or undoes the pending transfer.
+    pub(super) fn transfer_resolve(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        cmd: &Command<'_>,
+        reply: &mut Vec<u8>,
+    ) -> Result<(), Status> {
+        cmd.expect_p1p2(0, 0)?;
+        let Some(PsdSession::Recognized(session)) = &self.session else {
+            return Err(Status::ConditionsNotSatisfied);
+        };
+        let session = session.clone();
+        let Some(pending) = self.transfer.pending else {
+            return Err(Status::ConditionsNotSatisfied);
+        };
+        if pending.card != session.card {
+            return Err(Status::PendingForOtherCard);
+        }
+        let status = TransferStatus::open(cmd.data, &session)?;
+        let resolution = transfer::resolve(pending.transfer, pending.card_transfers, &status);
+        let outcome = match resolution {
+            Resolution::Complete => RESOLVED_COMPLETED,
+            Resolution::Undo => RESOLVED_UNDONE,
+            Resolution::Unknown => return Err(Status::TransferUnresolved),
+        };
+        let i = self.finish_pending(ctx, resolution)?;
+        self.session = None;
+        reply.put_u8(outcome);
+        self.sets[i].readout().write(reply);
+        Ok(())
+    }
+
+    /// Commits the end of the pending transfer; returns its register set.
+    fn finish_pending(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        resolution: Resolution,
+    ) -> Result<usize, Status> {
+        let pending = self.transfer.pending.ok_or(Status::Internal)?;
+        let i = usize::from(pending.set);
+        let set = self.sets.get(i).ok_or(Status::Internal)?;
+        if set.pending != pending.amount {
+            return Err(Status::Internal);
+        }
+        let (next_set, state) = match resolution {
+            Resolution::Complete => (
+                set.transfer_completed()?,
+                TransferState {
+                    completed: self
+                        .transfer
+                        .completed
+                        .checked_next()
+                        .ok_or(Status::CounterOverflow)?,
+                    total_out: self
+                        .transfer
+                        .total_out
+                        .checked_add(pending.amount)
+                        .ok_or(Status::CounterOverflow)?,
+                    last_date: ctx.platform.today().or(self.transfer.last_date),
+                    pending: None,
+                    ..self.transfer
+                },
+            ),
+            Resolution::Undo => (
+                set.transfer_undone()?,
+                TransferState {
+                    pending: None,
+                    ..self.transfer
+                },
+            ),
+            Resolution::Unknown => return Err(Status::TransferUnresolved),
+        };
+        self.commit_transfer(ctx, state, Some((i, next_set)))?;
+        Ok(i)
+    }
+
+    /// RESET RECOGNITION (80 6A 00 00): counter ‖ CMAC under K1; clears the failed
+    /// recognitions. The counter must exceed the last one used, so a reset cannot be
+    /// replayed.
+    pub(super) fn reset_recognition(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        cmd: &Command<'_>,
+    ) -> Result<(), Status> {
+        cmd.expect_p1p2(0, 0)?;
+        let device = self.device()?;
+        self.scheme()?;
+        if cmd.data.len() != 4 + MAC_LEN {
+            return Err(Status::WrongLength);
+        }
+        let (counter, tag) = cmd.data.split_at(4);
+        if !device.k1.verify(&[RESET_LABEL, &device.id.0, counter], tag) {
+            return Err(Status::SecurityStatusNotSatisfied);
+        }
+        let counter = u32::from_be_bytes([counter[0], counter[1], counter[2], counter[3]]);
+        if counter <= self.transfer.reset_counter {
+            return Err(Status::SecurityStatusNotSatisfied);
+        }
+        let state = TransferState {
+            failures: 0,
+            reset_counter: counter,
+            ..self.transfer
+        };
+        self.commit_transfer(ctx, state, None)
+    }
+
+    /// GET DATA 00 02: the transfer function's public data.
+    pub(super) fn transfer_info(&self, reply: &mut Vec<u8>) -> Result<(), Status> {
+        let scheme = self.scheme()?;
+        TransferInfo {
+            scheme: scheme.id,
+            max_failures: scheme.max_failures,
+            state: self.transfer,
+        }
+        .write(reply);
+        Ok(())
+    }
+}
+
+/// Label of the RESET RECOGNITION MAC.
+pub const RESET_LABEL: &[u8] = b"openpsd psd reset recognition";
+
+/// Builds RESET RECOGNITION's data: what the back office (holder of K1) sends.
+pub fn reset_recognition_data(
+    k1: &crate::crypto::MacKey,
+    device: crate::types::DeviceId,
+    counter: u32,
+) -> Vec<u8> {
+    let c = counter.to_be_bytes();
+    let mut out = c.to_vec();
+    out.extend_from_slice(&k1.mac(&[RESET_LABEL, &device.0, &c]));
+    out
+}

@@ -1,0 +1,436 @@
+//! The purse's persistent records: identity and keys, PIN, balance and personality, the
+//! PSDs it has been paired with, and the log of its last operations.
+//!
+//! Each lives in its own record so a command commits only what it changes (the PIN try
+//! counter alone, for instance), and each decodes strictly: a record that does not parse
+//! is a corrupt card, never a fresh one.
+
+use alloc::vec::Vec;
+
+use crate::crypto::{IndiciumKey, MacKey, MAC_KEY_LEN, PUBLIC_KEY_LEN, SIGNATURE_LEN};
+use crate::types::{Amount, CardId, Date, DeviceId, SchemeId, TransferCount};
+use crate::wire::{Malformed, Reader, Writer};
+
+/// Longest PIN.
+pub const MAX_PIN_LEN: usize = 12;
+/// Shortest PIN.
+pub const MIN_PIN_LEN: usize = 4;
+/// PSDs a purse remembers (most recent first out when full).
+pub const MAX_PAIRED: usize = 16;
+/// Operations kept in the purse's log.
+pub const LOG_LEN: usize = 10;
+
+pub(crate) fn write_date(w: &mut Vec<u8>, d: Option<Date>) {
+    match d {
+        None => w.put_u32(0),
+        Some(d) => d.write(w),
+    }
+}
+
+pub(crate) fn read_date(r: &mut Reader<'_>) -> Result<Option<Date>, Malformed> {
+    if r.remaining().starts_with(&[0, 0, 0, 0]) {
+        r.take(4)?;
+        Ok(None)
+    } else {
+        Date::read(r).map(Some)
+    }
+}
+
+/// The card's identity, keys and limits (written at personalization; the certificate once
+/// afterwards).
+#[derive(Clone, Debug)]
+pub struct Identity {
+    /// Serial number.
+    pub card: CardId,
+    /// Scheme.
+    pub scheme: SchemeId,
+    /// Card key (diversified from the scheme key by the card ID).
+    pub card_key: MacKey,
+    /// Issuer admin key for this card (PIN unblock, recognition reset).
+    pub admin_key: MacKey,
+    /// The issuer's public key, which certifies the purchase key.
+    pub issuer_public_key: [u8; PUBLIC_KEY_LEN],
+    /// Purchase signing key (generated inside the card).
+    pub purchase_key: IndiciumKey,
+    /// The issuer's signature over the purchase key, once installed.
+    pub certificate: Option<[u8; SIGNATURE_LEN]>,
+    /// Highest balance.
+    pub max_balance: Amount,
+    /// Highest amount of one transfer.
+    pub max_transfer: Amount,
+    /// PIN tries.
+    pub pin_tries: u8,
+    /// Failed recognitions that block transfers.
+    pub max_failures: u8,
+}
+
+impl Identity {
+    /// Record layout, version 1.
+    pub fn encode(&self) -> zeroize::Zeroizing<Vec<u8>> {
+        let mut w = zeroize::Zeroizing::new(Vec::with_capacity(240));
+        w.put_u8(1);
+        w.extend_from_slice(&self.card.0);
+        w.put_u32(self.scheme.0);
+        w.extend_from_slice(self.card_key.expose());
+        w.extend_from_slice(self.admin_key.expose());
+        w.extend_from_slice(&self.issuer_public_key);
+        w.extend_from_slice(self.purchase_key.secret_bytes().as_ref());
+        w.put_u64(self.max_balance.0);
+        w.put_u64(self.max_transfer.0);
+        w.put_u8(self.pin_tries);
+        w.put_u8(self.max_failures);
+        match &self.certificate {
+            None => w.put_u8(0),
+            Some(c) => {
+                w.put_u8(1);
+                w.extend_from_slice(c);
+            }
+        }
+        w
+    }
+
+    /// Parses the record.
+    pub fn decode(bytes: &[u8]) -> Result<Identity, Malformed> {
+        let mut r = Reader::new(bytes);
+        if r.u8()? != 1 {
+            return Err(Malformed::Value);
+        }
+        let card = CardId(r.array()?);
+        let scheme = SchemeId(r.u32()?);
+        let card_key = MacKey::new(r.array::<MAC_KEY_LEN>()?);
+        let admin_key = MacKey::new(r.array::<MAC_KEY_LEN>()?);
+        let issuer_public_key = r.array()?;
+        let purchase_key = IndiciumKey::from_bytes(r.take(32)?).ok_or(Malformed::Value)?;
+        let max_balance = Amount(r.u64()?);
+        let max_transfer = Amount(r.u64()?);
+        let pin_tries = r.u8()?;
+        let max_failures = r.u8()?;
+        let certificate = match r.u8()? {
+            0 => None,
+            1 => Some(r.array()?),
+            _ => return Err(Malformed::Value),
+        };
+        r.finish()?;
+        Ok(Identity {
+            card,
+            scheme,
+            card_key,
+            admin_key,
+            issuer_public_key,
+            purchase_key,
+            certificate,
+            max_balance,
+            max_transfer,
+            pin_tries,
+            max_failures,
+        })
+    }
+}
+
+/// The PIN and its try counter.
+#[derive(Clone, PartialEq, Eq)]
+pub struct PinRecord {
+    /// Tries left; 0 is blocked.
+    pub tries_left: u8,
+    /// The PIN's length.
+    pub len: u8,
+    /// The PIN, zero-padded to [`MAX_PIN_LEN`].
+    pub pin: [u8; MAX_PIN_LEN],
+}
+
+impl Drop for PinRecord {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.pin);
+    }
+}
+
+impl core::fmt::Debug for PinRecord {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "PinRecord {{ tries_left: {}, .. }}", self.tries_left)
+    }
+}
+
+impl PinRecord {
+    /// A PIN record for `pin` with `tries` tries, or `None` if the PIN's length is out of
+    /// range.
+    pub fn new(pin: &[u8], tries: u8) -> Option<PinRecord> {
+        if !(MIN_PIN_LEN..=MAX_PIN_LEN).contains(&pin.len()) {
+            return None;
+        }
+        let mut padded = [0u8; MAX_PIN_LEN];
+        padded[..pin.len()].copy_from_slice(pin);
+        Some(PinRecord {
+            tries_left: tries,
+            len: pin.len() as u8,
+            pin: padded,
+        })
+    }
+
+    /// Whether `candidate` is the PIN, in time independent of where they differ.
+    pub fn matches(&self, candidate: &[u8]) -> bool {
+        use subtle::ConstantTimeEq;
+        let mut padded = zeroize::Zeroizing::new([0u8; MAX_PIN_LEN]);
+        let n = candidate.len().min(MAX_PIN_LEN);
+        padded[..n].copy_from_slice(&candidate[..n]);
+        let same_len = (candidate.len() as u64).ct_eq(&u64::from(self.len));
+        bool::from(same_len & padded.ct_eq(&self.pin))
+    }
+
+    /// Record layout.
+    pub fn encode(&self) -> zeroize::Zeroizing<Vec<u8>> {
+        let mut w = zeroize::Zeroizing::new(Vec::with_capacity(15));
+        w.put_u8(1);
+        w.put_u8(self.tries_left);
+        w.put_u8(self.len);
+        w.extend_from_slice(&self.pin);
+        w
+    }
+
+    /// Parses the record.
+    pub fn decode(bytes: &[u8]) -> Result<PinRecord, Malformed> {
+        let mut r = Reader::new(bytes);
+        if r.u8()? != 1 {
+            return Err(Malformed::Value);
+        }
+        let rec = PinRecord {
+            tries_left: r.u8()?,
+            len: r.u8()?,
+            pin: r.array()?,
+        };
+        r.finish()?;
+        if !(MIN_PIN_LEN..=MAX_PIN_LEN).contains(&usize::from(rec.len)) {
+            return Err(Malformed::Value);
+        }
+        Ok(rec)
+    }
+}
+
+/// Balance and personality.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PurseState {
+    /// Value on the card.
+    pub balance: Amount,
+    /// Transfers credited (personality; part of the session context).
+    pub transfers: TransferCount,
+    /// Value received over the card's life (personality: the totalizer).
+    pub total_in: Amount,
+    /// Date of the last transfer credited, when the platform had a clock.
+    pub last_transfer: Option<Date>,
+    /// Purchases made (the card transaction number of the last one).
+    pub purchases: u32,
+    /// Failed recognitions in a row.
+    pub failures: u8,
+    /// Highest issuer command counter used (issuer commands must go up).
+    pub admin_counter: u32,
+}
+
+impl PurseState {
+    /// Record layout.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut w = Vec::with_capacity(40);
+        w.put_u8(1);
+        w.put_u64(self.balance.0);
+        w.put_u32(self.transfers.0);
+        w.put_u64(self.total_in.0);
+        write_date(&mut w, self.last_transfer);
+        w.put_u32(self.purchases);
+        w.put_u8(self.failures);
+        w.put_u32(self.admin_counter);
+        w
+    }
+
+    /// Parses the record.
+    pub fn decode(bytes: &[u8]) -> Result<PurseState, Malformed> {
+        let mut r = Reader::new(bytes);
+        if r.u8()? != 1 {
+            return Err(Malformed::Value);
+        }
+        let s = PurseState {
+            balance: Amount(r.u64()?),
+            transfers: TransferCount(r.u32()?),
+            total_in: Amount(r.u64()?),
+            last_transfer: read_date(&mut r)?,
+            purchases: r.u32()?,
+            failures: r.u8()?,
+            admin_counter: r.u32()?,
+        };
+        r.finish()?;
+        Ok(s)
+    }
+}
+
+/// A PSD the purse has received value from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Paired {
+    /// The PSD.
+    pub device: DeviceId,
+    /// The PSD's number of the last transfer credited from it.
+    pub last_transfer: TransferCount,
+    /// Transfers credited from it.
+    pub count: u32,
+    /// Value credited from it.
+    pub total: Amount,
+    /// Date of the last one, when known.
+    pub date: Option<Date>,
+}
+
+/// The PSDs the purse has been paired with, least recent first.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PairedTable(pub Vec<Paired>);
+
+impl PairedTable {
+    /// The entry for `device`.
+    pub fn get(&self, device: DeviceId) -> Option<&Paired> {
+        self.0.iter().find(|p| p.device == device)
+    }
+
+    /// The table after crediting `amount` from `device`'s transfer `transfer`: its entry
+    /// moves to the end; the least recent entry goes when the table is full.
+    pub fn credited(
+        &self,
+        device: DeviceId,
+        transfer: TransferCount,
+        amount: Amount,
+        date: Option<Date>,
+    ) -> Option<PairedTable> {
+        let mut entries = self.0.clone();
+        let old = entries
+            .iter()
+            .position(|p| p.device == device)
+            .map(|i| entries.remove(i));
+        let (count, total) = match old {
+            None => (1, amount),
+            Some(o) => (o.count.checked_add(1)?, o.total.checked_add(amount)?),
+        };
+        entries.push(Paired {
+            device,
+            last_transfer: transfer,
+            count,
+            total,
+            date,
+        });
+        if entries.len() > MAX_PAIRED {
+            entries.remove(0);
+        }
+        Some(PairedTable(entries))
+    }
+
+    /// Record layout: count, then entries.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut w = Vec::with_capacity(1 + self.0.len() * 28);
+        w.put_u8(self.0.len() as u8);
+        for p in &self.0 {
+            w.extend_from_slice(&p.device.0);
+            w.put_u32(p.last_transfer.0);
+            w.put_u32(p.count);
+            w.put_u64(p.total.0);
+            write_date(&mut w, p.date);
+        }
+        w
+    }
+
+    /// Parses the layout.
+    pub fn decode(bytes: &[u8]) -> Result<PairedTable, Malformed> {
+        let mut r = Reader::new(bytes);
+        let n = usize::from(r.u8()?);
+        if n > MAX_PAIRED {
+            return Err(Malformed::Value);
+        }
+        let mut entries = Vec::with_capacity(n);
+        for _ in 0..n {
+            entries.push(Paired {
+                device: DeviceId(r.array()?),
+                last_transfer: TransferCount(r.u32()?),
+                count: r.u32()?,
+                total: Amount(r.u64()?),
+                date: read_date(&mut r)?,
+            });
+        }
+        r.finish()?;
+        Ok(PairedTable(entries))
+    }
+}
+
+/// What a log entry records.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogKind {
+    /// Value received from a PSD.
+    Credit = 1,
+    /// A purchase paid to a merchant terminal.
+    Purchase = 2,
+}
+
+/// One operation in the purse's log.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LogEntry {
+    /// Credit or purchase.
+    pub kind: LogKind,
+    /// The PSD or terminal on the other side.
+    pub counterpart: [u8; 8],
+    /// The PSD's transfer number or the card's purchase number.
+    pub number: u32,
+    /// Value moved.
+    pub amount: Amount,
+    /// Balance after it.
+    pub balance: Amount,
+    /// Date, when known.
+    pub date: Option<Date>,
+}
+
+/// The last [`LOG_LEN`] operations, oldest first.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Log(pub Vec<LogEntry>);
+
+impl Log {
+    /// The log with `entry` appended (the oldest dropped when full).
+    pub fn with(&self, entry: LogEntry) -> Log {
+        let mut entries = self.0.clone();
+        entries.push(entry);
+        if entries.len() > LOG_LEN {
+            entries.remove(0);
+        }
+        Log(entries)
+    }
+
+    /// Record layout: count, then entries.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut w = Vec::with_capacity(1 + self.0.len() * 33);
+        w.put_u8(self.0.len() as u8);
+        for e in &self.0 {
+            w.put_u8(e.kind as u8);
+            w.extend_from_slice(&e.counterpart);
+            w.put_u32(e.number);
+            w.put_u64(e.amount.0);
+            w.put_u64(e.balance.0);
+            write_date(&mut w, e.date);
+        }
+        w
+    }
+
+    /// Parses the layout.
+    pub fn decode(bytes: &[u8]) -> Result<Log, Malformed> {
+        let mut r = Reader::new(bytes);
+        let n = usize::from(r.u8()?);
+        if n > LOG_LEN {
+            return Err(Malformed::Value);
+        }
+        let mut entries = Vec::with_capacity(n);
+        for _ in 0..n {
+            let kind = match r.u8()? {
+                1 => LogKind::Credit,
+                2 => LogKind::Purchase,
+                _ => return Err(Malformed::Value),
+            };
+            entries.push(LogEntry {
+                kind,
+                counterpart: r.array()?,
+                number: r.u32()?,
+                amount: Amount(r.u64()?),
+                balance: Amount(r.u64()?),
+                date: read_date(&mut r)?,
+            });
+        }
+        r.finish()?;
+        Ok(Log(entries))
+    }
+}

@@ -1,0 +1,392 @@
+//! Value transfer between a PSD and a purse card (seed 002, WO 97/40602, Fig. 8): the
+//! messages both applets and every host share.
+//!
+//! **Recognition** (blocks 111-117). Both devices belong to a *scheme*. The purse holds a
+//! card key diversified from the scheme key by its card ID; the PSD holds the scheme key and
+//! derives the card key itself (SCP03-style diversification, with AES-CMAC as the KDF). Each
+//! side sends a *hello* — its ID, its personality (transfer count and totalizer) and a fresh
+//! 16-byte challenge — and the session MAC key is the card key's CMAC over the SHA-256 of
+//! both hellos. So a session key is fresh (two challenges), dedicated to those two devices
+//! (both IDs), and bound to their personality (both counters and totalizers): "one of a
+//! kind, dedicated only to those two communicating devices". Each side then proves the
+//! session key with a cryptogram the other checks; a failed check is counted on the
+//! checking device before the compare, and too many block the function there.
+//!
+//! **Transfer** (blocks 118-121), Mondex-style: the purse asks (REQ), the PSD debits its
+//! descending register into *pending* and answers (VAL), the purse credits and answers
+//! (ACK), the PSD clears pending. Every message is MACed under the session key with its own
+//! label. Each device commits before it answers, so an interruption leaves the value either
+//! in the PSD's DR, in its pending register, or in the purse; [`TransferStatus`] (the purse's
+//! MACed account of what it credited from this PSD) lets the PSD complete or undo a pending
+//! transfer at the next contact. `docs/purse.md` walks through every interruption.
+
+pub mod host;
+
+use alloc::vec::Vec;
+
+use crate::crypto::{sha256, MacKey, MAC_LEN};
+use crate::types::{Amount, CardId, DeviceId, SchemeId, TransferCount};
+use crate::wire::{Malformed, OpenError, Reader, Writer};
+
+/// Length of each side's challenge.
+pub const CHALLENGE_LEN: usize = 16;
+
+/// The purse's card key: the scheme key's CMAC over a label and the card ID.
+pub fn card_key(scheme_key: &MacKey, card: CardId) -> MacKey {
+    MacKey::new(scheme_key.mac(&[b"openpsd card key", &card.0]))
+}
+
+/// The key an issuer uses for authenticated commands to one card (PIN unblock,
+/// recognition reset): the issuer's admin key diversified by the card ID.
+pub fn card_admin_key(issuer_admin_key: &MacKey, card: CardId) -> MacKey {
+    MacKey::new(issuer_admin_key.mac(&[b"openpsd card admin key", &card.0]))
+}
+
+/// The PSD's side of a recognition: OPEN SESSION's response.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PsdHello {
+    /// The PSD's serial number.
+    pub device: DeviceId,
+    /// The scheme it belongs to.
+    pub scheme: SchemeId,
+    /// Transfers it has started (personality).
+    pub transfers: TransferCount,
+    /// Value it has moved out to purses, completed (personality: the totalizer).
+    pub total_out: Amount,
+    /// Fresh challenge.
+    pub challenge: [u8; CHALLENGE_LEN],
+    /// The card a pending transfer waits for, if any (the host then resolves first).
+    pub pending_for: Option<CardId>,
+}
+
+impl PsdHello {
+    /// Layout: device ‖ scheme ‖ transfers ‖ total out ‖ challenge ‖ 00 | 01 card ID.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut w = Vec::with_capacity(54);
+        w.extend_from_slice(&self.device.0);
+        w.put_u32(self.scheme.0);
+        w.put_u32(self.transfers.0);
+        w.put_u64(self.total_out.0);
+        w.extend_from_slice(&self.challenge);
+        match self.pending_for {
+            None => w.put_u8(0),
+            Some(c) => {
+                w.put_u8(1);
+                w.extend_from_slice(&c.0);
+            }
+        }
+        w
+    }
+
+    /// Parses the layout.
+    pub fn decode(bytes: &[u8]) -> Result<PsdHello, Malformed> {
+        let mut r = Reader::new(bytes);
+        let h = PsdHello {
+            device: DeviceId(r.array()?),
+            scheme: SchemeId(r.u32()?),
+            transfers: TransferCount(r.u32()?),
+            total_out: Amount(r.u64()?),
+            challenge: r.array()?,
+            pending_for: match r.u8()? {
+                0 => None,
+                1 => Some(CardId(r.array()?)),
+                _ => return Err(Malformed::Value),
+            },
+        };
+        r.finish()?;
+        Ok(h)
+    }
+}
+
+/// The purse's side of a recognition: RECOGNIZE's response.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CardHello {
+    /// The card's serial number.
+    pub card: CardId,
+    /// The scheme it belongs to.
+    pub scheme: SchemeId,
+    /// Transfers it has received (personality).
+    pub transfers: TransferCount,
+    /// Value it has received over its life (personality: the totalizer).
+    pub total_in: Amount,
+    /// Fresh challenge.
+    pub challenge: [u8; CHALLENGE_LEN],
+    /// Proof that the card holds the session key ([`Session::card_cryptogram`]).
+    pub cryptogram: [u8; MAC_LEN],
+}
+
+impl CardHello {
+    /// The part the session key covers (everything but the cryptogram).
+    pub fn body(&self) -> Vec<u8> {
+        let mut w = Vec::with_capacity(40);
+        w.extend_from_slice(&self.card.0);
+        w.put_u32(self.scheme.0);
+        w.put_u32(self.transfers.0);
+        w.put_u64(self.total_in.0);
+        w.extend_from_slice(&self.challenge);
+        w
+    }
+
+    /// Layout: body ‖ cryptogram.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut w = self.body();
+        w.extend_from_slice(&self.cryptogram);
+        w
+    }
+
+    /// Parses the layout.
+    pub fn decode(bytes: &[u8]) -> Result<CardHello, Malformed> {
+        let mut r = Reader::new(bytes);
+        let h = CardHello {
+            card: CardId(r.array()?),
+            scheme: SchemeId(r.u32()?),
+            transfers: TransferCount(r.u32()?),
+            total_in: Amount(r.u64()?),
+            challenge: r.array()?,
+            cryptogram: r.array()?,
+        };
+        r.finish()?;
+        Ok(h)
+    }
+}
+
+/// A recognised session's MAC key and the facts it is bound to.
+#[derive(Clone, Debug)]
+pub struct Session {
+    key: MacKey,
+    /// The PSD of this session.
+    pub device: DeviceId,
+    /// The card of this session.
+    pub card: CardId,
+    /// The PSD's transfer count when the session opened.
+    pub psd_transfers: TransferCount,
+    /// The card's transfer count when the session opened.
+    pub card_transfers: TransferCount,
+}
+
+const LABEL_SESSION: &[u8] = b"openpsd transfer session";
+
+impl Session {
+    /// Derives the session from the card key and both hellos (the card's without its
+    /// cryptogram).
+    pub fn derive(card_key: &MacKey, psd: &PsdHello, card: &CardHello) -> Session {
+        let mut context = psd.encode();
+        context.extend_from_slice(&card.body());
+        let key = MacKey::new(card_key.mac(&[LABEL_SESSION, &sha256(&context)]));
+        Session {
+            key,
+            device: psd.device,
+            card: card.card,
+            psd_transfers: psd.transfers,
+            card_transfers: card.transfers,
+        }
+    }
+
+    /// The card's proof of the session key.
+    pub fn card_cryptogram(&self) -> [u8; MAC_LEN] {
+        self.key.mac(&[b"card cryptogram"])
+    }
+
+    /// The PSD's proof of the session key.
+    pub fn psd_cryptogram(&self) -> [u8; MAC_LEN] {
+        self.key.mac(&[b"psd cryptogram"])
+    }
+
+    fn seal(&self, label: &[u8], body: Vec<u8>) -> Vec<u8> {
+        let tag = self.key.mac(&[label, &body]);
+        let mut out = body;
+        out.extend_from_slice(&tag);
+        out
+    }
+
+    fn open<'m>(
+        &self,
+        label: &[u8],
+        msg: &'m [u8],
+        body_len: usize,
+    ) -> Result<&'m [u8], OpenError> {
+        if msg.len() != body_len + MAC_LEN {
+            return Err(OpenError::Malformed(Malformed::Length));
+        }
+        let (body, tag) = msg.split_at(body_len);
+        if self.key.verify(&[label, body], tag) {
+            Ok(body)
+        } else {
+            Err(OpenError::BadMac)
+        }
+    }
+}
+
+const LABEL_REQ: &[u8] = b"REQ";
+const LABEL_VAL: &[u8] = b"VAL";
+const LABEL_ACK: &[u8] = b"ACK";
+const LABEL_STATUS: &[u8] = b"STS";
+
+/// The purse asks the PSD for `amount` (TRANSFER REQUEST's response, TRANSFER DEBIT's data).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Request {
+    /// Value asked for.
+    pub amount: Amount,
+}
+
+impl Request {
+    /// amount ‖ MAC.
+    pub fn seal(&self, s: &Session) -> Vec<u8> {
+        let mut body = Vec::with_capacity(8);
+        body.put_u64(self.amount.0);
+        s.seal(LABEL_REQ, body)
+    }
+
+    /// Checks the MAC, then parses.
+    pub fn open(msg: &[u8], s: &Session) -> Result<Request, OpenError> {
+        let body = s.open(LABEL_REQ, msg, 8)?;
+        let mut r = Reader::new(body);
+        Ok(Request {
+            amount: Amount(r.u64()?),
+        })
+    }
+}
+
+/// The PSD's value message: it has debited `amount` (TRANSFER DEBIT's response, TRANSFER
+/// CREDIT's data).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Value {
+    /// Value debited and now pending in the PSD.
+    pub amount: Amount,
+    /// The PSD's number for this transfer (its transfer count before it).
+    pub transfer: TransferCount,
+}
+
+impl Value {
+    /// amount ‖ transfer number ‖ MAC.
+    pub fn seal(&self, s: &Session) -> Vec<u8> {
+        let mut body = Vec::with_capacity(12);
+        body.put_u64(self.amount.0);
+        body.put_u32(self.transfer.0);
+        s.seal(LABEL_VAL, body)
+    }
+
+    /// Checks the MAC, then parses.
+    pub fn open(msg: &[u8], s: &Session) -> Result<Value, OpenError> {
+        let body = s.open(LABEL_VAL, msg, 12)?;
+        let mut r = Reader::new(body);
+        Ok(Value {
+            amount: Amount(r.u64()?),
+            transfer: TransferCount(r.u32()?),
+        })
+    }
+}
+
+/// The purse's acknowledgement: it has credited the transfer (TRANSFER CREDIT's response,
+/// TRANSFER CONFIRM's data).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Ack {
+    /// Value credited.
+    pub amount: Amount,
+    /// The PSD's number of the transfer credited.
+    pub transfer: TransferCount,
+}
+
+impl Ack {
+    /// amount ‖ transfer number ‖ MAC.
+    pub fn seal(&self, s: &Session) -> Vec<u8> {
+        let mut body = Vec::with_capacity(12);
+        body.put_u64(self.amount.0);
+        body.put_u32(self.transfer.0);
+        s.seal(LABEL_ACK, body)
+    }
+
+    /// Checks the MAC, then parses.
+    pub fn open(msg: &[u8], s: &Session) -> Result<Ack, OpenError> {
+        let body = s.open(LABEL_ACK, msg, 12)?;
+        let mut r = Reader::new(body);
+        Ok(Ack {
+            amount: Amount(r.u64()?),
+            transfer: TransferCount(r.u32()?),
+        })
+    }
+}
+
+/// The purse's account, in a fresh session, of what it has credited from this PSD
+/// (TRANSFER STATUS's response, TRANSFER RESOLVE's data).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TransferStatus {
+    /// The card's transfer count now.
+    pub card_transfers: TransferCount,
+    /// The PSD's number of the last transfer from this PSD the card credited, if the card
+    /// remembers this PSD.
+    pub last_from_psd: Option<TransferCount>,
+}
+
+impl TransferStatus {
+    /// card transfers ‖ 00 00000000 | 01 last ‖ MAC.
+    pub fn seal(&self, s: &Session) -> Vec<u8> {
+        let mut body = Vec::with_capacity(9);
+        body.put_u32(self.card_transfers.0);
+        match self.last_from_psd {
+            None => {
+                body.put_u8(0);
+                body.put_u32(0);
+            }
+            Some(t) => {
+                body.put_u8(1);
+                body.put_u32(t.0);
+            }
+        }
+        s.seal(LABEL_STATUS, body)
+    }
+
+    /// Checks the MAC, then parses.
+    pub fn open(msg: &[u8], s: &Session) -> Result<TransferStatus, OpenError> {
+        let body = s.open(LABEL_STATUS, msg, 9)?;
+        let mut r = Reader::new(body);
+        let card_transfers = TransferCount(r.u32()?);
+        let known = r.u8()?;
+        let last = TransferCount(r.u32()?);
+        let last_from_psd = match known {
+            0 => None,
+            1 => Some(last),
+            _ => return Err(OpenError::Malformed(Malformed::Value)),
+        };
+        Ok(TransferStatus {
+            card_transfers,
+            last_from_psd,
+        })
+    }
+}
+
+/// What a PSD should do with its pending transfer, given the card's [`TransferStatus`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Resolution {
+    /// The card credited it: clear pending, count it as moved out.
+    Complete,
+    /// The card did not and now never can credit it: give the value back to DR.
+    Undo,
+    /// The card's answer does not decide it: keep pending.
+    Unknown,
+}
+
+/// Decides a pending transfer `transfer`, made while the card's count was
+/// `card_transfers_then`, from the card's status in a later session.
+///
+/// A value message is bound to the session it was made in, and a card holds one session:
+/// once the card has answered in a new session, an old value message can never be
+/// credited. The card credits a transfer by raising its count, so an unchanged count means
+/// "not credited"; and a PSD has one transfer pending at most, so the card's last transfer
+/// from this PSD being this one means "credited", and being an earlier one "not credited".
+pub fn resolve(
+    transfer: TransferCount,
+    card_transfers_then: TransferCount,
+    status: &TransferStatus,
+) -> Resolution {
+    if status.card_transfers < card_transfers_then {
+        return Resolution::Unknown;
+    }
+    match status.last_from_psd {
+        Some(last) if last == transfer => Resolution::Complete,
+        Some(last) if last < transfer => Resolution::Undo,
+        Some(_) => Resolution::Unknown,
+        None if status.card_transfers == card_transfers_then => Resolution::Undo,
+        None => Resolution::Unknown,
+    }
+}

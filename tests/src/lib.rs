@@ -16,6 +16,7 @@ use openpsd_core::store::{MemStore, Nvm};
 use openpsd_core::types::*;
 use openpsd_core::{Card, Status};
 
+pub mod purse;
 pub mod scripts;
 
 /// The card type under test.

@@ -1,0 +1,125 @@
+//! Harness for the purse and value-transfer tests (seed 002): a scheme (scheme key, issuer
+//! signing and admin keys), a PSD of that scheme funded through a refill, and purse cards
+//! personalized and certified by the issuer.
+
+use openpsd_core::crypto::{IndiciumKey, MacKey};
+use openpsd_core::platform::SeededPlatform;
+use openpsd_core::psd::device::{Personalization, SchemeSlot};
+use openpsd_core::psd::{host, psd_card};
+use openpsd_core::purse::host as purse_host;
+use openpsd_core::purse::personal::{certificate_body, PurseInfo, PursePersonalization};
+use openpsd_core::purse::purse_card;
+use openpsd_core::store::{MemStore, Nvm};
+use openpsd_core::transfer::{card_admin_key, card_key};
+use openpsd_core::types::*;
+
+use crate::{expect_ok, personalization, Kms, TestCard};
+
+/// The test scheme.
+pub const SCHEME: SchemeId = SchemeId(0x0002_0001);
+/// Its scheme key (PSDs hold it; purse keys are diversified from it).
+pub const SCHEME_KEY: [u8; 16] = *b"openpsd-scheme-1";
+/// The issuer's admin key (per-card admin keys are diversified from it).
+pub const ADMIN_KEY: [u8; 16] = *b"openpsd-admin-k1";
+/// Failed recognitions that block, on both sides.
+pub const MAX_FAILURES: u8 = 5;
+/// PIN tries.
+pub const PIN_TRIES: u8 = 3;
+/// The holder's PIN.
+pub const PIN: &[u8] = b"2468";
+/// Purse limits.
+pub const MAX_BALANCE: Amount = Amount(50_000);
+/// Per-transfer limit.
+pub const MAX_TRANSFER: Amount = Amount(20_000);
+/// The test card's ID.
+pub const CARD: CardId = CardId(*b"PURSE001");
+
+/// The issuer's signing key (certifies purchase keys).
+pub fn issuer_key() -> IndiciumKey {
+    IndiciumKey::from_bytes(&[9u8; 32]).expect("valid scalar")
+}
+
+/// The PSD's personalization: the standard test PSD in scheme `scheme` with `key`.
+pub fn psd_personalization(scheme: SchemeId, key: [u8; 16]) -> Personalization {
+    let mut p = personalization();
+    p.scheme = Some(SchemeSlot {
+        scheme,
+        key,
+        max_failures: MAX_FAILURES,
+    });
+    p
+}
+
+/// A PSD of the test scheme with `amount` refilled on set 0, SELECTed.
+pub fn funded_psd(seed: u64, amount: u64) -> TestCard {
+    let mut platform = SeededPlatform::new(seed);
+    platform.today = Date::new(2026, 11, 21);
+    let mut card = psd_card(MemStore::new(), platform).expect("blank store loads");
+    expect_ok(&card.transmit(&host::select()));
+    expect_ok(&card.transmit(&host::personalize(&psd_personalization(SCHEME, SCHEME_KEY))));
+    if amount > 0 {
+        let msg = Kms::new().refill_for(&mut card, RegisterSetIndex(0), Amount(amount), [1; 8]);
+        expect_ok(&card.transmit(&host::refill(RegisterSetIndex(0), &msg)));
+    }
+    card
+}
+
+/// The purse personalization for `card` in scheme `scheme` whose key is `scheme_key`.
+pub fn purse_personalization(
+    card: CardId,
+    scheme: SchemeId,
+    scheme_key: [u8; 16],
+) -> PursePersonalization {
+    PursePersonalization {
+        card,
+        scheme,
+        card_key: *card_key(&MacKey::new(scheme_key), card).expose(),
+        admin_key: *card_admin_key(&MacKey::new(ADMIN_KEY), card).expose(),
+        issuer_public_key: issuer_key().public_key(),
+        max_balance: MAX_BALANCE,
+        max_transfer: MAX_TRANSFER,
+        pin_tries: PIN_TRIES,
+        max_failures: MAX_FAILURES,
+        pin: PIN.to_vec(),
+    }
+}
+
+/// A personalized, certified purse, SELECTed.
+pub fn purse_in(seed: u64, card: CardId, scheme: SchemeId, scheme_key: [u8; 16]) -> TestCard {
+    let mut platform = SeededPlatform::new(seed);
+    platform.today = Date::new(2026, 11, 21);
+    let mut purse = purse_card(MemStore::new(), platform).expect("blank store loads");
+    expect_ok(&purse.transmit(&purse_host::select()));
+    let pk = expect_ok(
+        &purse.transmit(&purse_host::personalize(&purse_personalization(
+            card, scheme, scheme_key,
+        ))),
+    );
+    let sig = issuer_key().sign(&certificate_body(card, scheme, &pk));
+    expect_ok(&purse.transmit(&purse_host::certify(&sig)));
+    purse
+}
+
+/// The test purse.
+pub fn purse(seed: u64) -> TestCard {
+    purse_in(seed, CARD, SCHEME, SCHEME_KEY)
+}
+
+/// Re-opens a purse's memory (after a power loss) and SELECTs it.
+pub fn reopen_purse(nvm: &Nvm, seed: u64) -> TestCard {
+    let store = MemStore::open(nvm.clone()).expect("store re-opens");
+    let mut platform = SeededPlatform::new(seed);
+    platform.today = Date::new(2026, 11, 21);
+    let mut card = purse_card(store, platform).expect("state loads");
+    expect_ok(&card.transmit(&purse_host::select()));
+    card
+}
+
+/// The purse's public data.
+pub fn purse_data(purse: &mut TestCard) -> PurseInfo {
+    expect_ok(&purse.transmit(&purse_host::select()));
+    let data = expect_ok(&purse.transmit(&purse_host::get_data(1)));
+    PurseInfo::decode(&data)
+        .expect("decodes")
+        .expect("personalized")
+}

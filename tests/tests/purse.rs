@@ -1,0 +1,611 @@
+//! The purse and value transfer, step by step as seed 002 (WO 97/40602) Fig. 8 draws them:
+//! recognition (blocks 111-112, 117), PIN (113-116), amount and funds (118-119), registers
+//! adjusted (120) and personality updated (121); then paying a merchant (Fig. 2, 5).
+
+use openpsd_core::crypto::MacKey;
+use openpsd_core::psd::host;
+use openpsd_core::psd::transfer::reset_recognition_data;
+use openpsd_core::psd::{ins as psd_ins, CLA_PSD};
+use openpsd_core::purse::host as purse_host;
+use openpsd_core::purse::purchase::{PurchaseRecord, PurchaseRequest};
+use openpsd_core::purse::state::{Log, LogKind, PairedTable};
+use openpsd_core::transfer::host::{self as driver, Resolved, TransferError};
+use openpsd_core::transfer::{card_admin_key, CardHello, PsdHello, Session};
+use openpsd_core::types::*;
+use openpsd_core::Status;
+use openpsd_tests::purse::*;
+use openpsd_tests::*;
+
+const SET0: RegisterSetIndex = RegisterSetIndex(0);
+
+fn psd_cmd(ins: u8, p2: u8, data: &[u8]) -> Vec<u8> {
+    host::command(CLA_PSD, ins, 0, p2, data, 256)
+}
+
+/// Runs recognition by hand: returns the PSD's hello and the card's hello bytes.
+fn recognise(psd: &mut TestCard, purse: &mut TestCard) -> (PsdHello, Vec<u8>) {
+    expect_ok(&psd.transmit(&host::select()));
+    expect_ok(&purse.transmit(&purse_host::select()));
+    let hello = expect_ok(&psd.transmit(&psd_cmd(psd_ins::OPEN_SESSION, 0, &[])));
+    let hello = PsdHello::decode(&hello).expect("hello");
+    let card = expect_ok(&purse.transmit(&purse_host::recognize(&hello)));
+    let crypt = expect_ok(&psd.transmit(&psd_cmd(psd_ins::AUTHENTICATE_CARD, 0, &card)));
+    expect_ok(&purse.transmit(&purse_host::authenticate_psd(&crypt)));
+    (hello, card)
+}
+
+fn total(psd: &mut TestCard, purse: &mut TestCard) -> u64 {
+    let r = registers(psd, 0);
+    r.dr.0 + r.pending.0 + purse_data(purse).balance.0
+}
+
+#[test]
+fn fig8_block_120_transfer_moves_value_from_dr_to_the_purse() {
+    let mut psd = funded_psd(1, 10_000);
+    let mut purse = purse(2);
+    let out = driver::transfer(&mut psd, &mut purse, SET0, Amount(2_500), PIN).expect("moves");
+    assert_eq!(out.resolved_first, None);
+    let r = registers(&mut psd, 0);
+    assert_eq!(r.dr, Amount(7_500));
+    assert_eq!(r.ar, Amount(2_500), "value moved out counts as used");
+    assert_eq!(r.transferred, Amount(2_500));
+    assert_eq!(r.pending, Amount::ZERO);
+    assert_eq!(
+        r.control_sum,
+        Amount(10_000),
+        "a transfer never moves the control sum"
+    );
+    assert_eq!(r.pieces, PieceCount(0), "no mail piece was franked");
+    assert_eq!(out.registers, r);
+    let p = purse_data(&mut purse);
+    assert_eq!(p.balance, Amount(2_500));
+    assert_eq!(out.purse, p);
+}
+
+#[test]
+fn fig8_block_121_both_devices_update_their_personality() {
+    let mut psd = funded_psd(1, 10_000);
+    let mut purse = purse(2);
+    driver::transfer(&mut psd, &mut purse, SET0, Amount(1_000), PIN).expect("first");
+    driver::transfer(&mut psd, &mut purse, SET0, Amount(700), PIN).expect("second");
+
+    let info = driver::psd_transfer_info(&mut psd).expect("info");
+    assert_eq!(info.state.started, TransferCount(2));
+    assert_eq!(info.state.completed, TransferCount(2));
+    assert_eq!(info.state.total_out, Amount(1_700));
+    assert_eq!(info.state.last_date, Date::new(2026, 11, 21));
+    assert_eq!(info.state.pending, None);
+
+    let p = purse_data(&mut purse);
+    assert_eq!(p.transfers, TransferCount(2));
+    assert_eq!(p.total_in, Amount(1_700));
+    assert_eq!(p.last_transfer, Date::new(2026, 11, 21));
+    let paired =
+        PairedTable::decode(&expect_ok(&purse.transmit(&purse_host::get_data(2)))).expect("table");
+    let entry = paired.get(DEVICE).expect("the PSD is remembered");
+    assert_eq!((entry.count, entry.total), (2, Amount(1_700)));
+    assert_eq!(entry.last_transfer, TransferCount(1));
+    let log = Log::decode(&expect_ok(&purse.transmit(&purse_host::get_data(3)))).expect("log");
+    assert_eq!(log.0.len(), 2);
+    assert_eq!(log.0[1].kind, LogKind::Credit);
+    assert_eq!(log.0[1].balance, Amount(1_700));
+    assert_eq!(log.0[1].counterpart, DEVICE.0);
+}
+
+#[test]
+fn session_keys_depend_on_both_personalities_and_ids() {
+    let key = MacKey::new([3; 16]);
+    let psd = PsdHello {
+        device: DEVICE,
+        scheme: SCHEME,
+        transfers: TransferCount(4),
+        total_out: Amount(100),
+        challenge: [1; 16],
+        pending_for: None,
+    };
+    let card = CardHello {
+        card: CARD,
+        scheme: SCHEME,
+        transfers: TransferCount(9),
+        total_in: Amount(100),
+        challenge: [2; 16],
+        cryptogram: [0; 16],
+    };
+    let base = Session::derive(&key, &psd, &card).card_cryptogram();
+    let variants = [
+        Session::derive(
+            &key,
+            &PsdHello {
+                transfers: TransferCount(5),
+                ..psd.clone()
+            },
+            &card,
+        ),
+        Session::derive(
+            &key,
+            &PsdHello {
+                total_out: Amount(101),
+                ..psd.clone()
+            },
+            &card,
+        ),
+        Session::derive(
+            &key,
+            &psd,
+            &CardHello {
+                transfers: TransferCount(10),
+                ..card.clone()
+            },
+        ),
+        Session::derive(
+            &key,
+            &PsdHello {
+                device: DeviceId(*b"PSD00002"),
+                ..psd.clone()
+            },
+            &card,
+        ),
+        Session::derive(
+            &key,
+            &psd,
+            &CardHello {
+                challenge: [3; 16],
+                ..card.clone()
+            },
+        ),
+    ];
+    for v in variants {
+        assert_ne!(v.card_cryptogram(), base);
+    }
+}
+
+#[test]
+fn fig8_block_119_insufficient_funds_debits_nothing() {
+    let mut psd = funded_psd(1, 1_000);
+    let mut purse = purse(2);
+    let err = driver::transfer(&mut psd, &mut purse, SET0, Amount(1_001), PIN).unwrap_err();
+    assert_eq!(err.status(), Some(Status::InsufficientFunds));
+    assert_eq!(registers(&mut psd, 0).dr, Amount(1_000));
+    assert_eq!(purse_data(&mut purse).balance, Amount::ZERO);
+}
+
+#[test]
+fn purse_limits_are_checked_before_the_psd_debits() {
+    let mut psd = funded_psd(1, 100_000);
+    let mut purse = purse(2);
+    let err = driver::transfer(&mut psd, &mut purse, SET0, Amount(20_001), PIN).unwrap_err();
+    assert_eq!(err.status(), Some(Status::TransferAboveLimit));
+    for _ in 0..2 {
+        driver::transfer(&mut psd, &mut purse, SET0, Amount(20_000), PIN).expect("fits");
+    }
+    let err = driver::transfer(&mut psd, &mut purse, SET0, Amount(10_001), PIN).unwrap_err();
+    assert_eq!(err.status(), Some(Status::BalanceAboveLimit));
+    assert_eq!(registers(&mut psd, 0).dr, Amount(60_000));
+    assert_eq!(purse_data(&mut purse).balance, Amount(40_000));
+}
+
+#[test]
+fn fig8_block_111_117_a_card_of_another_scheme_is_refused_and_counted() {
+    let mut psd = funded_psd(1, 10_000);
+    let mut stranger = purse_in(3, CARD, SchemeId(0x0002_0002), *b"another-scheme-k");
+    for left in (0..MAX_FAILURES).rev() {
+        let err = driver::transfer(&mut psd, &mut stranger, SET0, Amount(100), PIN).unwrap_err();
+        assert_eq!(
+            err,
+            TransferError::Refused(
+                driver::Side::Psd,
+                "AUTHENTICATE CARD",
+                Status::VerificationFailed(left)
+            )
+        );
+    }
+    // Block 117: the function is blocked, even for a card of the right scheme.
+    let mut good = purse(2);
+    let err = driver::transfer(&mut psd, &mut good, SET0, Amount(100), PIN).unwrap_err();
+    assert_eq!(err.status(), Some(Status::AuthenticationBlocked));
+    let info = driver::psd_transfer_info(&mut psd).expect("info");
+    assert_eq!(info.state.failures, MAX_FAILURES);
+    assert_eq!(registers(&mut psd, 0).dr, Amount(10_000));
+
+    // Only an authenticated reset (MAC under K1, counter going up) unblocks it.
+    let k1 = MacKey::new(K1);
+    let reset = |counter, key: &MacKey| {
+        psd_cmd(
+            psd_ins::RESET_RECOGNITION,
+            0,
+            &reset_recognition_data(key, DEVICE, counter),
+        )
+    };
+    expect_refused(
+        &psd.transmit(&reset(1, &MacKey::new([0; 16]))),
+        Status::SecurityStatusNotSatisfied,
+    );
+    expect_ok(&psd.transmit(&reset(1, &k1)));
+    expect_refused(
+        &psd.transmit(&reset(1, &k1)),
+        Status::SecurityStatusNotSatisfied,
+    );
+    driver::transfer(&mut psd, &mut good, SET0, Amount(100), PIN).expect("unblocked");
+}
+
+#[test]
+fn fig8_block_112_the_purse_counts_failed_psd_cryptograms_and_blocks() {
+    let mut psd = funded_psd(1, 10_000);
+    let mut purse = purse(2);
+    expect_ok(&psd.transmit(&host::select()));
+    for left in (0..MAX_FAILURES).rev() {
+        let hello = expect_ok(&psd.transmit(&psd_cmd(psd_ins::OPEN_SESSION, 0, &[])));
+        let hello = PsdHello::decode(&hello).expect("hello");
+        expect_ok(&purse.transmit(&purse_host::recognize(&hello)));
+        expect_refused(
+            &purse.transmit(&purse_host::authenticate_psd(&[0x55; 16])),
+            Status::VerificationFailed(left),
+        );
+    }
+    let err = driver::transfer(&mut psd, &mut purse, SET0, Amount(100), PIN).unwrap_err();
+    assert_eq!(
+        err,
+        TransferError::Refused(
+            driver::Side::Purse,
+            "RECOGNIZE",
+            Status::AuthenticationBlocked
+        )
+    );
+    let admin = card_admin_key(&MacKey::new(ADMIN_KEY), CARD);
+    expect_ok(&purse.transmit(&purse_host::reset_recognition(&admin, CARD, 7)));
+    expect_refused(
+        &purse.transmit(&purse_host::reset_recognition(&admin, CARD, 7)),
+        Status::SecurityStatusNotSatisfied,
+    );
+    driver::transfer(&mut psd, &mut purse, SET0, Amount(100), PIN).expect("unblocked");
+}
+
+#[test]
+fn fig8_block_113_116_wrong_pin_until_blocked_then_issuer_unblock() {
+    let mut psd = funded_psd(1, 10_000);
+    let mut purse = purse(2);
+    for left in (0..PIN_TRIES).rev() {
+        let err = driver::transfer(&mut psd, &mut purse, SET0, Amount(100), b"0000").unwrap_err();
+        assert_eq!(err.status(), Some(Status::VerificationFailed(left)));
+    }
+    // Blocked: even the right PIN is refused, and VERIFY without data says so.
+    let err = driver::transfer(&mut psd, &mut purse, SET0, Amount(100), PIN).unwrap_err();
+    assert_eq!(err.status(), Some(Status::AuthenticationBlocked));
+    expect_refused(
+        &purse.transmit(&purse_host::verify(&[])),
+        Status::AuthenticationBlocked,
+    );
+    assert_eq!(purse_data(&mut purse).pin_tries_left, 0);
+
+    // A transfer request without a verified PIN is refused.
+    recognise(&mut psd, &mut purse);
+    expect_refused(
+        &purse.transmit(&purse_host::transfer_request(Amount(100))),
+        Status::SecurityStatusNotSatisfied,
+    );
+
+    // Unblock: only with the card's admin key and a fresh counter.
+    let wrong = MacKey::new([1; 16]);
+    expect_refused(
+        &purse.transmit(&purse_host::unblock_pin(&wrong, CARD, 1, b"1357")),
+        Status::SecurityStatusNotSatisfied,
+    );
+    let admin = card_admin_key(&MacKey::new(ADMIN_KEY), CARD);
+    expect_ok(&purse.transmit(&purse_host::unblock_pin(&admin, CARD, 1, b"1357")));
+    expect_refused(
+        &purse.transmit(&purse_host::unblock_pin(&admin, CARD, 1, b"1357")),
+        Status::SecurityStatusNotSatisfied,
+    );
+    assert_eq!(purse_data(&mut purse).pin_tries_left, PIN_TRIES);
+    driver::transfer(&mut psd, &mut purse, SET0, Amount(100), b"1357").expect("new PIN");
+    assert_eq!(registers(&mut psd, 0).dr, Amount(9_900));
+}
+
+#[test]
+fn pin_change_needs_the_old_pin() {
+    let mut purse = purse(2);
+    expect_refused(
+        &purse.transmit(&purse_host::change_pin(b"1111", b"9999")),
+        Status::VerificationFailed(PIN_TRIES - 1),
+    );
+    expect_ok(&purse.transmit(&purse_host::change_pin(PIN, b"97531")));
+    expect_refused(
+        &purse.transmit(&purse_host::verify(PIN)),
+        Status::VerificationFailed(PIN_TRIES - 1),
+    );
+    expect_ok(&purse.transmit(&purse_host::verify(b"97531")));
+    assert_eq!(purse_data(&mut purse).pin_tries_left, PIN_TRIES);
+}
+
+#[test]
+fn pin_attack_power_cut_after_a_wrong_guess_still_costs_a_try() {
+    use openpsd_core::store::PowerCut;
+    let purse0 = purse(2);
+    let base = purse0.store().nvm().clone();
+    let mut evaluated = 0;
+    for torn in [false, true] {
+        for k in 0.. {
+            let mut card = reopen_purse(&base, 2);
+            let start = card.store().writes();
+            card.store_mut().set_power_cut(Some(PowerCut {
+                at_write: start + k,
+                torn,
+            }));
+            let resp = card.transmit(&purse_host::verify(b"0000"));
+            let dead = card.store().is_dead();
+            let after = purse_data(&mut reopen_purse(card.store().nvm(), 2)).pin_tries_left;
+            if !dead {
+                // The guess was compared only after the decrement was durable, and no
+                // write follows a wrong guess: there is no later instant to cut.
+                assert_eq!(
+                    resp,
+                    Status::VerificationFailed(PIN_TRIES - 1).sw().to_be_bytes()
+                );
+                assert_eq!(after, PIN_TRIES - 1, "cut {k} torn {torn}");
+                evaluated += 1;
+                break;
+            }
+            // Power went before the compare: no answer, nothing learned.
+            assert_eq!(host::sw(&resp), Status::MemoryFailure.sw());
+            assert!(after == PIN_TRIES || after == PIN_TRIES - 1);
+        }
+    }
+    assert_eq!(evaluated, 2);
+    // And a correct guess cut between the decrement and the restore costs a try too, but
+    // never gives a verified PIN without the decrement having been durable.
+    let mut card = reopen_purse(&base, 2);
+    let start = card.store().writes();
+    let decrement_writes = {
+        let mut probe = reopen_purse(&base, 2);
+        let s = probe.store().writes();
+        probe.transmit(&purse_host::verify(b"0000"));
+        probe.store().writes() - s
+    };
+    card.store_mut().set_power_cut(Some(PowerCut {
+        at_write: start + decrement_writes,
+        torn: false,
+    }));
+    let resp = card.transmit(&purse_host::verify(PIN));
+    assert_eq!(host::sw(&resp), Status::MemoryFailure.sw());
+    let after = purse_data(&mut reopen_purse(card.store().nvm(), 2)).pin_tries_left;
+    assert_eq!(after, PIN_TRIES - 1);
+}
+
+#[test]
+fn messages_out_of_order_or_replayed_are_refused_and_change_nothing() {
+    let mut psd = funded_psd(1, 10_000);
+    let mut purse = purse(2);
+    // Reordered: credit or confirm before anything.
+    recognise(&mut psd, &mut purse);
+    expect_ok(&purse.transmit(&purse_host::verify(PIN)));
+    expect_refused(
+        &purse.transmit(&purse_host::transfer_credit(&[0; 28])),
+        Status::ConditionsNotSatisfied,
+    );
+    expect_refused(
+        &psd.transmit(&psd_cmd(psd_ins::TRANSFER_CONFIRM, 0, &[0; 28])),
+        Status::ConditionsNotSatisfied,
+    );
+    let req = expect_ok(&purse.transmit(&purse_host::transfer_request(Amount(300))));
+    // A forged request (amount changed) fails the MAC.
+    let mut forged = req.clone();
+    forged[7] ^= 1;
+    expect_refused(
+        &psd.transmit(&psd_cmd(psd_ins::TRANSFER_DEBIT, 0, &forged)),
+        Status::SecurityStatusNotSatisfied,
+    );
+    let value = expect_ok(&psd.transmit(&psd_cmd(psd_ins::TRANSFER_DEBIT, 0, &req)));
+    // Replayed request: the PSD has moved on.
+    expect_refused(
+        &psd.transmit(&psd_cmd(psd_ins::TRANSFER_DEBIT, 0, &req)),
+        Status::ConditionsNotSatisfied,
+    );
+    let ack = expect_ok(&purse.transmit(&purse_host::transfer_credit(&value)));
+    // Replayed value: credited once.
+    expect_refused(
+        &purse.transmit(&purse_host::transfer_credit(&value)),
+        Status::ConditionsNotSatisfied,
+    );
+    expect_ok(&psd.transmit(&psd_cmd(psd_ins::TRANSFER_CONFIRM, 0, &ack)));
+    expect_refused(
+        &psd.transmit(&psd_cmd(psd_ins::TRANSFER_CONFIRM, 0, &ack)),
+        Status::ConditionsNotSatisfied,
+    );
+    assert_eq!(total(&mut psd, &mut purse), 10_000);
+    assert_eq!(purse_data(&mut purse).balance, Amount(300));
+
+    // The old value message in a new session: wrong session key.
+    recognise(&mut psd, &mut purse);
+    expect_ok(&purse.transmit(&purse_host::verify(PIN)));
+    expect_ok(&purse.transmit(&purse_host::transfer_request(Amount(300))));
+    expect_refused(
+        &purse.transmit(&purse_host::transfer_credit(&value)),
+        Status::SecurityStatusNotSatisfied,
+    );
+    assert_eq!(purse_data(&mut purse).balance, Amount(300));
+    assert_eq!(total(&mut psd, &mut purse), 10_000);
+}
+
+#[test]
+fn lost_value_message_is_undone_at_the_next_contact() {
+    let mut psd = funded_psd(1, 10_000);
+    let mut purse = purse(2);
+    recognise(&mut psd, &mut purse);
+    expect_ok(&purse.transmit(&purse_host::verify(PIN)));
+    let req = expect_ok(&purse.transmit(&purse_host::transfer_request(Amount(400))));
+    let _lost = expect_ok(&psd.transmit(&psd_cmd(psd_ins::TRANSFER_DEBIT, 0, &req)));
+    let r = registers(&mut psd, 0);
+    assert_eq!((r.dr, r.pending), (Amount(9_600), Amount(400)));
+    assert_eq!(total(&mut psd, &mut purse), 10_000);
+    // While pending, another transfer is refused; indicia still work.
+    let info = driver::psd_transfer_info(&mut psd).expect("info");
+    assert_eq!(info.state.pending.map(|p| p.card), Some(CARD));
+    let out = driver::resolve_pending(&mut psd, &mut purse).expect("resolves");
+    assert_eq!(out, Some((Resolved::Undone, Amount(400))));
+    let r = registers(&mut psd, 0);
+    assert_eq!(
+        (r.dr, r.pending, r.ar),
+        (Amount(10_000), Amount::ZERO, Amount::ZERO)
+    );
+    assert_eq!(purse_data(&mut purse).balance, Amount::ZERO);
+}
+
+#[test]
+fn lost_acknowledgement_is_completed_at_the_next_contact() {
+    let mut psd = funded_psd(1, 10_000);
+    let mut purse = purse(2);
+    recognise(&mut psd, &mut purse);
+    expect_ok(&purse.transmit(&purse_host::verify(PIN)));
+    let req = expect_ok(&purse.transmit(&purse_host::transfer_request(Amount(400))));
+    let value = expect_ok(&psd.transmit(&psd_cmd(psd_ins::TRANSFER_DEBIT, 0, &req)));
+    let _lost_ack = expect_ok(&purse.transmit(&purse_host::transfer_credit(&value)));
+    assert_eq!(
+        total(&mut psd, &mut purse),
+        10_400,
+        "pending + credited, until resolved"
+    );
+    // Both sides reset; the next transfer resolves first, then moves its own amount.
+    psd.reset();
+    purse.reset();
+    let out = driver::transfer(&mut psd, &mut purse, SET0, Amount(100), PIN).expect("moves");
+    assert_eq!(out.resolved_first, Some((Resolved::Completed, Amount(400))));
+    let r = registers(&mut psd, 0);
+    assert_eq!(
+        (r.dr, r.pending, r.transferred),
+        (Amount(9_500), Amount::ZERO, Amount(500))
+    );
+    assert_eq!(purse_data(&mut purse).balance, Amount(500));
+    assert_eq!(total(&mut psd, &mut purse), 10_000);
+}
+
+#[test]
+fn a_pending_transfer_waits_for_its_own_card() {
+    let mut psd = funded_psd(1, 10_000);
+    let mut purse = purse(2);
+    recognise(&mut psd, &mut purse);
+    expect_ok(&purse.transmit(&purse_host::verify(PIN)));
+    let req = expect_ok(&purse.transmit(&purse_host::transfer_request(Amount(400))));
+    expect_ok(&psd.transmit(&psd_cmd(psd_ins::TRANSFER_DEBIT, 0, &req)));
+    let mut other = purse_in(4, CardId(*b"PURSE002"), SCHEME, SCHEME_KEY);
+    let err = driver::transfer(&mut psd, &mut other, SET0, Amount(100), PIN).unwrap_err();
+    assert_eq!(err, TransferError::PendingForOtherCard(CARD));
+    // Resolving by hand with the other card is refused by the PSD itself.
+    recognise(&mut psd, &mut other);
+    let status = expect_ok(&other.transmit(&purse_host::transfer_status()));
+    expect_refused(
+        &psd.transmit(&psd_cmd(psd_ins::TRANSFER_RESOLVE, 0, &status)),
+        Status::PendingForOtherCard,
+    );
+    assert_eq!(registers(&mut psd, 0).pending, Amount(400));
+}
+
+#[test]
+fn audits_show_transfers_separately() {
+    let mut psd = funded_psd(1, 10_000);
+    let mut purse = purse(2);
+    driver::transfer(&mut psd, &mut purse, SET0, Amount(1_200), PIN).expect("moves");
+    expect_ok(&psd.transmit(&host::issue_indicium(SET0, &request(1, 85, 21))));
+    let a = Kms::new().audit(&mut psd, SET0, [7; 16]);
+    assert_eq!(a.transferred, Amount(1_200));
+    assert_eq!(a.ar, Amount(1_285));
+    assert_eq!(a.pending, Amount::ZERO);
+    assert_eq!(a.ar.0 + a.dr.0 + a.pending.0, a.control_sum.0);
+}
+
+fn purchase(terminal: u8, counter: u32, amount: u64) -> PurchaseRequest {
+    PurchaseRequest {
+        terminal: TerminalId([terminal; 8]),
+        terminal_counter: counter,
+        amount: Amount(amount),
+        date: Date::new(2026, 11, 21).expect("date"),
+    }
+}
+
+#[test]
+fn fig2_the_purse_pays_a_merchant_with_a_signed_record() {
+    let mut psd = funded_psd(1, 10_000);
+    let mut purse = purse(2);
+    driver::transfer(&mut psd, &mut purse, SET0, Amount(1_000), PIN).expect("moves");
+    let info = purse_data(&mut purse);
+    assert!(info.certified_by(&issuer_key().public_key()));
+
+    // No PIN, no purchase.
+    expect_refused(
+        &purse.transmit(&purse_host::purchase(&purchase(1, 1, 250))),
+        Status::SecurityStatusNotSatisfied,
+    );
+    expect_ok(&purse.transmit(&purse_host::verify(PIN)));
+    let rec = expect_ok(&purse.transmit(&purse_host::purchase(&purchase(1, 1, 250))));
+    let r = PurchaseRecord::verify(&rec, &info.public_key).expect("signature verifies");
+    assert_eq!(
+        (
+            r.card,
+            r.number,
+            r.amount,
+            r.balance,
+            r.terminal,
+            r.terminal_counter
+        ),
+        (CARD, 1, Amount(250), Amount(750), TerminalId([1; 8]), 1)
+    );
+    // A terminal that lost the reply gets the same record, debited once.
+    let again = expect_ok(&purse.transmit(&purse_host::purchase(&purchase(1, 1, 250))));
+    assert_eq!(again, rec);
+    // The same counter with another amount is refused.
+    expect_refused(
+        &purse.transmit(&purse_host::purchase(&purchase(1, 1, 999))),
+        Status::TransactionIdReused,
+    );
+    // Too much.
+    expect_refused(
+        &purse.transmit(&purse_host::purchase(&purchase(1, 2, 751))),
+        Status::InsufficientFunds,
+    );
+    let rec2 = expect_ok(&purse.transmit(&purse_host::purchase(&purchase(1, 2, 750))));
+    let r2 = PurchaseRecord::verify(&rec2, &info.public_key).expect("verifies");
+    assert_eq!((r2.number, r2.balance), (2, Amount::ZERO));
+    // A tampered record does not verify.
+    let mut bad = rec2.clone();
+    bad[40] ^= 1;
+    assert!(PurchaseRecord::verify(&bad, &info.public_key).is_none());
+    let log = Log::decode(&expect_ok(&purse.transmit(&purse_host::get_data(3)))).expect("log");
+    assert_eq!(
+        log.0.iter().filter(|e| e.kind == LogKind::Purchase).count(),
+        2
+    );
+}
+
+#[test]
+fn an_uncertified_purse_cannot_pay_and_a_bad_certificate_is_refused() {
+    use openpsd_core::platform::SeededPlatform;
+    use openpsd_core::store::MemStore;
+    let mut platform = SeededPlatform::new(5);
+    platform.today = Date::new(2026, 11, 21);
+    let mut card = openpsd_core::purse::purse_card(MemStore::new(), platform).expect("blank loads");
+    expect_ok(&card.transmit(&purse_host::select()));
+    let pk = expect_ok(
+        &card.transmit(&purse_host::personalize(&purse_personalization(
+            CARD, SCHEME, SCHEME_KEY,
+        ))),
+    );
+    expect_refused(
+        &card.transmit(&purse_host::personalize(&purse_personalization(
+            CARD, SCHEME, SCHEME_KEY,
+        ))),
+        Status::ConditionsNotSatisfied,
+    );
+    let forged = openpsd_core::crypto::IndiciumKey::from_bytes(&[8; 32])
+        .expect("scalar")
+        .sign(&openpsd_core::purse::personal::certificate_body(
+            CARD, SCHEME, &pk,
+        ));
+    expect_refused(
+        &card.transmit(&purse_host::certify(&forged)),
+        Status::SecurityStatusNotSatisfied,
+    );
+    expect_ok(&card.transmit(&purse_host::verify(PIN)));
+    expect_refused(
+        &card.transmit(&purse_host::purchase(&purchase(1, 1, 1))),
+        Status::ConditionsNotSatisfied,
+    );
+}

@@ -1,0 +1,283 @@
+// The mailer's journey through the web demo, in Debian's Chromium driven by playwright-core:
+// create a PSD in the page, refusals with their messages, refill through the meter server,
+// issue an indicium and screenshot its label, print CSS, history, the purse section, reload
+// (the device and its registers are still there), tamper with the sealed record (a clear
+// error, the record kept). Run by scripts/web-test.sh, which starts the back office and then
+// decodes the label with libdmtx and verifies it independently (verify-indicium.mjs).
+//
+//   node tests/web/journey.mjs --url http://127.0.0.1:PORT/ --out target/web-test
+//
+// Writes OUT/label.png, OUT/print.png, OUT/journey.json; exits non-zero on the first failure.
+
+import { createRequire } from 'node:module';
+import { mkdtempSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+const args = Object.fromEntries(
+  process.argv.slice(2).reduce((acc, a, i, all) => (a.startsWith('--') ? [...acc, [a.slice(2), all[i + 1]]] : acc), []),
+);
+const URL = args.url || 'http://127.0.0.1:8080/';
+const OUT = args.out || 'target/web-test';
+const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
+mkdirSync(OUT, { recursive: true });
+
+function loadPlaywright() {
+  const require = createRequire(import.meta.url);
+  const tools = process.env.WEB_TOOLS || join(process.env.HOME || '', '.cache/openpsd/web-tools');
+  for (const name of ['playwright-core', join(tools, 'js/node_modules/playwright-core')]) {
+    try {
+      return require(name);
+    } catch {
+      // next
+    }
+  }
+  throw new Error('playwright-core not found: run bash scripts/install-web-toolchain.sh (and source scripts/web-env.sh)');
+}
+
+const t0 = Date.now();
+const log = (msg) => console.log(`[journey ${((Date.now() - t0) / 1000).toFixed(1).padStart(5)}s] ${msg}`);
+function check(cond, what) {
+  if (!cond) throw new Error(`check failed: ${what}`);
+  log(`ok: ${what}`);
+}
+
+const { chromium } = loadPlaywright();
+const profile = mkdtempSync(join(tmpdir(), 'openpsd-journey-'));
+let context;
+const consoleLines = [];
+
+async function main() {
+  context = await chromium.launchPersistentContext(profile, {
+    executablePath: CHROMIUM,
+    headless: true,
+    args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+      '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+    viewport: { width: 1100, height: 1400 },
+    deviceScaleFactor: 2,
+  });
+  const page = context.pages()[0] || await context.newPage();
+  page.on('console', (m) => consoleLines.push(`${m.type()}: ${m.text()}`));
+  page.on('pageerror', (e) => consoleLines.push(`pageerror: ${e.message}`));
+  page.setDefaultTimeout(60_000);
+
+  const settled = async () => {
+    await page.waitForFunction(() => {
+      const s = document.getElementById('status').dataset.state;
+      return s !== 'busy' && s !== 'loading';
+    });
+    return page.locator('#status').getAttribute('data-state');
+  };
+  const text = (sel) => page.locator(sel).innerText();
+  const notice = async () => ({
+    kind: await page.locator('#notice').getAttribute('data-kind'),
+    text: await text('#notice'),
+    hidden: await page.locator('#notice').isHidden(),
+  });
+  const registers = async () => ({
+    ar: await text('#reg-ar'), dr: await text('#reg-dr'), controlSum: await text('#reg-cs'),
+    pieces: await text('#reg-pieces'), refills: await text('#reg-refills'),
+    inspection: await text('#reg-inspection'),
+  });
+  const expectRefusal = async (what, pattern) => {
+    await settled();
+    const n = await notice();
+    check(!n.hidden && n.kind === 'error' && pattern.test(n.text), `${what} refused with a clear message: "${n.text.split('\n')[0]}" (${n.text.split('\n')[1] || ''})`);
+  };
+  const frank = async (postage, destination) => {
+    await page.selectOption('#frank-rate', postage === '0.85' ? '1' : '9');
+    await page.fill('#frank-postage', postage);
+    await page.fill('#frank-destination', destination);
+    await page.click('#frank-button');
+  };
+
+  // -- 1. open the page: no device yet
+  await page.goto(URL);
+  check(await settled() === 'ready', 'the page loads the wasm module and the sealed storage');
+  check(await page.locator('#create').isVisible(), 'no device yet: the create form is shown');
+
+  // -- 2. create the device (personalization room + PSD in the page + KMS registration)
+  await page.fill('#create-origin', '10115');
+  await page.click('#create-button');
+  await settled();
+  let n = await notice();
+  check(n.kind === 'ok' && /created and registered/.test(n.text), `device created: ${n.text.split('\n')[0]}`);
+  const deviceId = await text('#dev-id');
+  const publicKey = (await page.locator('#dev-pubkey').textContent()).trim();
+  const keyId = await text('#dev-keyid');
+  check(/^[0-9A-F]{16}$/.test(deviceId), `device ID ${deviceId}`);
+  check(/^04[0-9a-f]{128}$/.test(publicKey), `public key ${publicKey.slice(0, 20)}…`);
+  let regs = await registers();
+  check(regs.dr === '0.00' && regs.pieces === '0' && /never inspected/.test(regs.inspection), `fresh registers ${JSON.stringify(regs)}`);
+
+  // -- 3. refusal: a fresh device has never been inspected
+  await frank('0.85', '20095');
+  await expectRefusal('franking before the first inspection', /Inspection due/);
+
+  // -- 4. refill 25.00 through the meter server
+  await page.fill('#refill-amount', '25.00');
+  await page.click('#refill-button');
+  check(await settled() === 'ready', 'refill finished');
+  n = await notice();
+  const steps = await page.locator('#refill-steps li').allInnerTexts();
+  for (const s of steps) log(`  refill step: ${s}`);
+  check(n.kind === 'ok' && /Refilled 25\.00/.test(n.text), `refill: ${n.text.split('\n')[0]}`);
+  check(steps.some((s) => /completed/.test(s)) && steps.some((s) => /receipt accepted/.test(s)), 'refill steps: audit, message, receipt, confirmation completed');
+  regs = await registers();
+  check(regs.dr === '25.00' && regs.controlSum === '25.00' && regs.refills === '1' && /franking allowed/.test(regs.inspection),
+    `registers after the refill ${JSON.stringify(regs)}`);
+  check(/available 75\.00, held 0\.00, debited 25\.00/.test(await text('#dev-account')), `account: ${await text('#dev-account')}`);
+
+  // -- 5. refusals with their messages
+  await page.fill('#refill-amount', '500.00');
+  await page.click('#refill-button');
+  await expectRefusal('a refill above the deposit', /deposit does not cover/);
+  await frank('30.00', '20095');
+  await expectRefusal('postage above the descending register', /Insufficient funds/);
+  await frank('150.00', '20095');
+  await expectRefusal('postage above the per-piece limit', /Postage above the limit/);
+  regs = await registers();
+  check(regs.dr === '25.00' && regs.pieces === '0', 'nothing was debited by the refusals');
+
+  // -- 6. issue an indicium; its label
+  await frank('0.85', '20095');
+  await settled();
+  n = await notice();
+  check(n.kind === 'ok' && /Indicium #1 issued: 0\.85 to 20095/.test(n.text), `indicium: ${n.text.split('\n')[0]}`);
+  regs = await registers();
+  check(regs.ar === '0.85' && regs.dr === '24.15' && regs.controlSum === '25.00' && regs.pieces === '1', `registers after the piece ${JSON.stringify(regs)}`);
+  const label = page.locator('#label');
+  check(await label.isVisible(), 'the label is shown');
+  const barcode = await label.getAttribute('data-barcode');
+  check(/^[0-9a-f]+$/.test(barcode) && barcode.length === 256, `label carries a ${barcode.length / 2}-byte indicium`);
+  check(/Signature verified/.test(await text('#label-verified')), 'the page verified the indicium (wasm verifyIndicium)');
+  const labelText = await label.innerText();
+  log(`  label text: ${labelText.replace(/\s+/g, ' ')}`);
+  check(labelText.includes('0.85') && labelText.includes('10115') && labelText.includes('20095') && labelText.includes(deviceId),
+    'the label shows postage, origin, destination and device ID');
+  await label.screenshot({ path: join(OUT, 'label.png') });
+  log(`  saved ${join(OUT, 'label.png')}`);
+
+  // -- 7. print CSS: only the label prints
+  await page.emulateMedia({ media: 'print' });
+  const printed = await page.evaluate(() => {
+    const vis = (sel) => getComputedStyle(document.querySelector(sel)).display !== 'none';
+    return { main: vis('main'), header: vis('header'), label: vis('#label'), labelArea: vis('#label-area'), printButton: vis('#print-button') };
+  });
+  check(!printed.main && !printed.header && !printed.printButton && printed.label && printed.labelArea, `print media shows only the label ${JSON.stringify(printed)}`);
+  await page.screenshot({ path: join(OUT, 'print.png') });
+  await page.emulateMedia({ media: 'screen' });
+
+  // -- 8. history
+  let rows = await page.locator('#history-rows tr').allInnerTexts();
+  check(rows.length === 1 && /verified/.test(rows[0]), `history: ${rows.map((r) => r.replace(/\s+/g, ' '))}`);
+
+  // -- 9. purse
+  const purse = await text('#purse-status');
+  if (/Not built yet/i.test(purse)) {
+    check(await page.locator('#purse-button').isDisabled(), 'purse: not built yet, and the page says so (no fake transfer)');
+  } else {
+    throw new Error(`the purse section is wired now; the journey must transfer: ${purse}`);
+  }
+
+  // -- 10. reload: the device, its registers and its history are still there
+  await page.reload();
+  check(await settled() === 'ready', 'reloaded');
+  check(await text('#dev-id') === deviceId, `same device ${deviceId} after the reload`);
+  const after = await registers();
+  check(after.ar === regs.ar && after.dr === regs.dr && after.pieces === regs.pieces && after.refills === regs.refills,
+    `same registers after the reload ${JSON.stringify(after)}`);
+  rows = await page.locator('#history-rows tr').allInnerTexts();
+  check(rows.length === 1 && /verified/.test(rows[0]), 'history kept and re-verified after the reload');
+
+  // -- 11. tamper with the sealed record: a clear error, never a silent reset
+  const tampered = await page.evaluate(tamperSealedRecord);
+  log(`  tampered: ${tampered}`);
+  await page.reload();
+  check(await settled() === 'fatal', 'after tampering the page refuses to open the device');
+  const fatalText = await text('#fatal-text');
+  check(/changed or damaged and does not open/.test(fatalText), `clear error: "${fatalText}"`);
+  check(await page.locator('#create').isHidden(), 'no "create device" offered over the tampered record');
+  const still = await page.evaluate(readSealedRecord);
+  check(still === tampered, 'the tampered record is kept as it was (not reset, not replaced)');
+
+  const result = { url: URL, deviceId, keyId, publicKey, barcode, registers: regs };
+  writeFileSync(join(OUT, 'journey.json'), JSON.stringify(result, null, 2) + '\n');
+  log(`journey passed; ${join(OUT, 'journey.json')} written`);
+}
+
+// In the page: find the sealed record of "psd" in the storage module's IndexedDB and flip
+// one bit of its ciphertext. Returns a fingerprint of the record after the change.
+async function tamperSealedRecord() {
+  const open = () => new Promise((res, rej) => {
+    const r = indexedDB.open('openpsd');
+    r.onsuccess = () => res(r.result);
+    r.onerror = () => rej(r.error);
+  });
+  const db = await open();
+  const p = (req) => new Promise((res, rej) => { req.onsuccess = () => res(req.result); req.onerror = () => rej(req.error); });
+  for (const storeName of db.objectStoreNames) {
+    const tx = db.transaction(storeName, 'readwrite');
+    const st = tx.objectStore(storeName);
+    const keys = await p(st.getAllKeys());
+    for (const key of keys) {
+      const rec = await p(st.get(key));
+      if (rec && rec.ct && rec.iv && String(key).includes('psd')) {
+        const ct = new Uint8Array(rec.ct instanceof ArrayBuffer ? rec.ct : rec.ct.buffer).slice();
+        ct[Math.floor(ct.length / 2)] ^= 0x01;
+        rec.ct = ct.buffer;
+        await p(st.put(rec, st.keyPath === null ? key : undefined));
+        await new Promise((res) => { tx.oncomplete = res; });
+        db.close();
+        const h = await crypto.subtle.digest('SHA-256', ct);
+        return `${storeName}/${key}: ${ct.length} bytes, sha256 ${Array.from(new Uint8Array(h), (b) => b.toString(16).padStart(2, '0')).join('')}`;
+      }
+    }
+  }
+  db.close();
+  throw new Error('no sealed "psd" record found in IndexedDB "openpsd"');
+}
+
+async function readSealedRecord() {
+  const db = await new Promise((res, rej) => {
+    const r = indexedDB.open('openpsd');
+    r.onsuccess = () => res(r.result);
+    r.onerror = () => rej(r.error);
+  });
+  const p = (req) => new Promise((res, rej) => { req.onsuccess = () => res(req.result); req.onerror = () => rej(req.error); });
+  for (const storeName of db.objectStoreNames) {
+    const st = db.transaction(storeName, 'readonly').objectStore(storeName);
+    for (const key of await p(st.getAllKeys())) {
+      const rec = await p(st.get(key));
+      if (rec && rec.ct && rec.iv && String(key).includes('psd')) {
+        const ct = new Uint8Array(rec.ct instanceof ArrayBuffer ? rec.ct : rec.ct.buffer);
+        const h = await crypto.subtle.digest('SHA-256', ct);
+        db.close();
+        return `${storeName}/${key}: ${ct.length} bytes, sha256 ${Array.from(new Uint8Array(h), (b) => b.toString(16).padStart(2, '0')).join('')}`;
+      }
+    }
+  }
+  db.close();
+  return null;
+}
+
+try {
+  await main();
+  await context.close();
+  rmSync(profile, { recursive: true, force: true });
+} catch (e) {
+  console.error(`[journey] FAILED: ${e.stack || e}`);
+  if (consoleLines.length) console.error('[journey] page console:\n  ' + consoleLines.join('\n  '));
+  if (context) {
+    try {
+      const page = context.pages()[0];
+      if (page) await page.screenshot({ path: join(OUT, 'failure.png'), fullPage: true });
+      console.error(`[journey] screenshot at ${join(OUT, 'failure.png')}`);
+    } catch {
+      // ignore
+    }
+    await context.close().catch(() => {});
+  }
+  rmSync(profile, { recursive: true, force: true });
+  process.exit(1);
+}

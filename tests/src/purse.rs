@@ -123,3 +123,71 @@ pub fn purse_data(purse: &mut TestCard) -> PurseInfo {
         .expect("decodes")
         .expect("personalized")
 }
+
+/// Which device runs a protocol step.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Dev {
+    /// The PSD.
+    Psd,
+    /// The purse.
+    Purse,
+}
+
+/// A transfer's steps as the host drives them (seed 002 Fig. 8), and which device runs
+/// each; tests cut power or drop replies at any of them.
+pub const STEPS: [(&str, Dev); 11] = [
+    ("SELECT PSD", Dev::Psd),
+    ("SELECT purse", Dev::Purse),
+    ("OPEN SESSION", Dev::Psd),
+    ("RECOGNIZE", Dev::Purse),
+    ("AUTHENTICATE CARD", Dev::Psd),
+    ("AUTHENTICATE PSD", Dev::Purse),
+    ("VERIFY", Dev::Purse),
+    ("TRANSFER REQUEST", Dev::Purse),
+    ("TRANSFER DEBIT", Dev::Psd),
+    ("TRANSFER CREDIT", Dev::Purse),
+    ("TRANSFER CONFIRM", Dev::Psd),
+];
+
+/// The response carried from one step to the next.
+#[derive(Default)]
+pub struct Carry {
+    /// The previous step's response data.
+    pub last: Vec<u8>,
+}
+
+/// The command APDU of step `i` of a transfer of `amount` on set 0.
+pub fn step_apdu(i: usize, c: &Carry, amount: u64) -> Vec<u8> {
+    use openpsd_core::psd::{ins as psd_ins, CLA_PSD};
+    let psd = |ins, p2, data: &[u8]| host::command(CLA_PSD, ins, 0, p2, data, 256);
+    match i {
+        0 => host::select(),
+        1 => purse_host::select(),
+        2 => psd(psd_ins::OPEN_SESSION, 0, &[]),
+        3 => purse_host::recognize(
+            &openpsd_core::transfer::PsdHello::decode(&c.last).expect("a PSD hello"),
+        ),
+        4 => psd(psd_ins::AUTHENTICATE_CARD, 0, &c.last),
+        5 => purse_host::authenticate_psd(&c.last),
+        6 => purse_host::verify(PIN),
+        7 => purse_host::transfer_request(Amount(amount)),
+        8 => psd(psd_ins::TRANSFER_DEBIT, 0, &c.last),
+        9 => purse_host::transfer_credit(&c.last),
+        _ => psd(psd_ins::TRANSFER_CONFIRM, 0, &c.last),
+    }
+}
+
+/// Runs steps `0..upto` of a transfer of `amount`, each of which must succeed; returns
+/// the last response.
+pub fn run_until(psd: &mut TestCard, purse: &mut TestCard, amount: u64, upto: usize) -> Carry {
+    let mut c = Carry::default();
+    for (i, (_, dev)) in STEPS.iter().enumerate().take(upto) {
+        let a = step_apdu(i, &c, amount);
+        let card = match dev {
+            Dev::Psd => &mut *psd,
+            Dev::Purse => &mut *purse,
+        };
+        c.last = expect_ok(&card.transmit(&a));
+    }
+    c
+}

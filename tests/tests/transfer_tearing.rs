@@ -21,50 +21,6 @@ const AMOUNT: u64 = 1_234;
 const PSD_SEED: u64 = 31;
 const PURSE_SEED: u64 = 32;
 
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum Dev {
-    Psd,
-    Purse,
-}
-
-/// The protocol's steps, in order: which device runs each.
-const STEPS: [(&str, Dev); 11] = [
-    ("SELECT PSD", Dev::Psd),
-    ("SELECT purse", Dev::Purse),
-    ("OPEN SESSION", Dev::Psd),
-    ("RECOGNIZE", Dev::Purse),
-    ("AUTHENTICATE CARD", Dev::Psd),
-    ("AUTHENTICATE PSD", Dev::Purse),
-    ("VERIFY", Dev::Purse),
-    ("TRANSFER REQUEST", Dev::Purse),
-    ("TRANSFER DEBIT", Dev::Psd),
-    ("TRANSFER CREDIT", Dev::Purse),
-    ("TRANSFER CONFIRM", Dev::Psd),
-];
-
-/// Messages carried between steps.
-#[derive(Default)]
-struct Carry {
-    last: Vec<u8>,
-}
-
-fn apdu(i: usize, c: &Carry) -> Vec<u8> {
-    let psd = |ins, p2, data: &[u8]| host::command(CLA_PSD, ins, 0, p2, data, 256);
-    match i {
-        0 => host::select(),
-        1 => purse_host::select(),
-        2 => psd(psd_ins::OPEN_SESSION, 0, &[]),
-        3 => purse_host::recognize(&PsdHello::decode(&c.last).expect("hello")),
-        4 => psd(psd_ins::AUTHENTICATE_CARD, 0, &c.last),
-        5 => purse_host::authenticate_psd(&c.last),
-        6 => purse_host::verify(PIN),
-        7 => purse_host::transfer_request(Amount(AMOUNT)),
-        8 => psd(psd_ins::TRANSFER_DEBIT, 0, &c.last),
-        9 => purse_host::transfer_credit(&c.last),
-        _ => psd(psd_ins::TRANSFER_CONFIRM, 0, &c.last),
-    }
-}
-
 struct World {
     psd: TestCard,
     purse: TestCard,
@@ -159,17 +115,6 @@ fn bases() -> (openpsd_core::store::Nvm, openpsd_core::store::Nvm) {
     (psd.store().nvm().clone(), purse.store().nvm().clone())
 }
 
-/// Runs steps `0..upto` uncut; returns the carried message.
-fn run_until(w: &mut World, upto: usize) -> Carry {
-    let mut c = Carry::default();
-    for (i, (name, dev)) in STEPS.iter().enumerate().take(upto) {
-        let a = apdu(i, &c);
-        c.last = expect_ok(&w.card(*dev).transmit(&a));
-        let _ = name;
-    }
-    c
-}
-
 #[test]
 fn power_cut_at_every_write_of_every_step_on_both_devices_conserves_value() {
     let (base_psd, base_purse) = bases();
@@ -178,14 +123,14 @@ fn power_cut_at_every_write_of_every_step_on_both_devices_conserves_value() {
         for torn in [false, true] {
             for k in 0.. {
                 let mut w = World::new(&base_psd, &base_purse);
-                let c = run_until(&mut w, i);
+                let c = run_until(&mut w.psd, &mut w.purse, AMOUNT, i);
                 let card = w.card(*dev);
                 let start = card.store().writes();
                 card.store_mut().set_power_cut(Some(PowerCut {
                     at_write: start + k,
                     torn,
                 }));
-                let resp = card.transmit(&apdu(i, &c));
+                let resp = card.transmit(&step_apdu(i, &c, AMOUNT));
                 if !card.store().is_dead() {
                     assert_eq!(host::sw(&resp), 0x9000, "{name} uncut");
                     break;
@@ -216,7 +161,7 @@ fn every_lost_reply_and_power_loss_of_both_conserves_value() {
     for i in 1..=STEPS.len() {
         // The host got nothing back from step i - 1 (or crashed): both devices lose power.
         let mut w = World::new(&base_psd, &base_purse);
-        run_until(&mut w, i);
+        run_until(&mut w.psd, &mut w.purse, AMOUNT, i);
         let at = format!("reply of {} lost", STEPS[i - 1].0);
         w.repower(Dev::Psd);
         w.repower(Dev::Purse);
@@ -224,7 +169,7 @@ fn every_lost_reply_and_power_loss_of_both_conserves_value() {
         w.recover_and_finish(&at);
         // Same, but the devices stay powered and only the host gives up.
         let mut w = World::new(&base_psd, &base_purse);
-        run_until(&mut w, i);
+        run_until(&mut w.psd, &mut w.purse, AMOUNT, i);
         let at = format!("host gave up after {}", STEPS[i - 1].0);
         w.conserved(&at);
         w.recover_and_finish(&at);
@@ -241,7 +186,7 @@ fn power_cut_during_the_resolution_conserves_value() {
         for torn in [false, true] {
             for k in 0.. {
                 let mut w = World::new(&base_psd, &base_purse);
-                run_until(&mut w, upto);
+                run_until(&mut w.psd, &mut w.purse, AMOUNT, upto);
                 w.psd.reset();
                 w.purse.reset();
                 // Recognise in a fresh session, ask the card, and cut the PSD's RESOLVE.

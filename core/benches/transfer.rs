@@ -1,0 +1,139 @@
+//! Value transfers PSD → purse per second, in process: both cards on in-memory stores,
+//! the full host driver (SELECT both, recognition with two cryptograms and four counter
+//! commits, PIN with its two commits, request, debit, credit, confirmation, and the purse's
+//! GET DATA at the end) — what one `openpsd transfer` costs without the transport. Prints
+//! transfers per second and the time of one; the PC/SC figure is `scripts/pcsc-bench.sh`.
+//!
+//! `cargo bench -p openpsd-core --bench transfer`
+
+use std::time::{Duration, Instant};
+
+use criterion::{criterion_group, Criterion};
+use openpsd_core::crypto::{IndiciumKey, MacKey};
+use openpsd_core::platform::SeededPlatform;
+use openpsd_core::psd::device::{LicenseSlot, Personalization, SchemeSlot};
+use openpsd_core::psd::refill::RefillCombination;
+use openpsd_core::psd::{host, psd_card};
+use openpsd_core::purse::host as purse_host;
+use openpsd_core::purse::personal::{certificate_body, PursePersonalization};
+use openpsd_core::purse::purse_card;
+use openpsd_core::store::MemStore;
+use openpsd_core::transfer::host::transfer;
+use openpsd_core::transfer::{card_admin_key, card_key};
+use openpsd_core::types::*;
+use openpsd_core::Card;
+
+type TestCard = Card<MemStore, SeededPlatform>;
+
+const SCHEME_KEY: [u8; 16] = [0x5C; 16];
+const PIN: &[u8] = b"2468";
+
+fn ok(r: Vec<u8>) -> Vec<u8> {
+    assert_eq!(host::sw(&r), 0x9000, "{r:02X?}");
+    r[..r.len() - 2].to_vec()
+}
+
+fn cards() -> (TestCard, TestCard) {
+    let k1 = [0x11; 16];
+    let mut psd = psd_card(MemStore::new(), SeededPlatform::new(1)).unwrap();
+    ok(psd.transmit(&host::select()));
+    let p = Personalization {
+        device: DeviceId(*b"BENCH001"),
+        k1,
+        vendor_public_key: IndiciumKey::from_bytes(&[7; 32]).unwrap().public_key(),
+        max_postage: Amount(1_000),
+        max_dr: Amount(u64::MAX / 2),
+        inspection_days: 0,
+        licenses: vec![LicenseSlot {
+            license: LicenseId(1),
+            origin: PostalCode::new(b"10115").unwrap(),
+        }],
+        scheme: Some(SchemeSlot {
+            scheme: SchemeId(1),
+            key: SCHEME_KEY,
+            max_failures: 5,
+        }),
+    };
+    ok(psd.transmit(&host::personalize(&p)));
+    let refill = RefillCombination {
+        device: p.device,
+        license: LicenseId(1),
+        amount: Amount(u64::MAX / 4),
+        control_sum: Amount(0),
+        refills: RefillCount(0),
+        combination_id: [0; 8],
+    };
+    ok(psd.transmit(&host::refill(
+        RegisterSetIndex(0),
+        &refill.seal(&MacKey::new(k1)),
+    )));
+
+    let card = CardId(*b"BENCHCRD");
+    let issuer = IndiciumKey::from_bytes(&[9; 32]).unwrap();
+    let mut purse = purse_card(MemStore::new(), SeededPlatform::new(2)).unwrap();
+    ok(purse.transmit(&purse_host::select()));
+    let pk = ok(
+        purse.transmit(&purse_host::personalize(&PursePersonalization {
+            card,
+            scheme: SchemeId(1),
+            card_key: *card_key(&MacKey::new(SCHEME_KEY), card).expose(),
+            admin_key: *card_admin_key(&MacKey::new([1; 16]), card).expose(),
+            issuer_public_key: issuer.public_key(),
+            max_balance: Amount(u64::MAX / 4),
+            max_transfer: Amount(1_000_000),
+            pin_tries: 3,
+            max_failures: 5,
+            pin: PIN.to_vec(),
+        })),
+    );
+    ok(
+        purse.transmit(&purse_host::certify(&issuer.sign(&certificate_body(
+            card,
+            SchemeId(1),
+            &pk,
+        )))),
+    );
+    (psd, purse)
+}
+
+fn bench(c: &mut Criterion) {
+    let (mut psd, mut purse) = cards();
+    let mut g = c.benchmark_group("transfer");
+    g.bench_function("psd_to_purse_in_process", |b| {
+        b.iter_custom(|iters| {
+            let t = Instant::now();
+            for _ in 0..iters {
+                transfer(&mut psd, &mut purse, RegisterSetIndex(0), Amount(1), PIN).unwrap();
+            }
+            t.elapsed()
+        })
+    });
+    g.finish();
+
+    // A plain timed run for the headline figure.
+    let n = 2_000;
+    let t = Instant::now();
+    for _ in 0..n {
+        transfer(&mut psd, &mut purse, RegisterSetIndex(0), Amount(1), PIN).unwrap();
+    }
+    let el: Duration = t.elapsed();
+    println!(
+        "in-process transfers: {:.0} transfers/s ({:.1} µs each, {n} transfers)",
+        n as f64 / el.as_secs_f64(),
+        el.as_secs_f64() * 1e6 / n as f64
+    );
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default()
+        .sample_size(20)
+        .measurement_time(Duration::from_secs(3))
+        .warm_up_time(Duration::from_secs(1));
+    targets = bench
+}
+
+fn main() {
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}

@@ -217,3 +217,76 @@ proptest! {
         prop_assert_eq!(purse_data(&mut w.purse).total_in.0, transferred);
     }
 }
+
+/// APDUs aimed at the purse's and the PSD's transfer commands, mostly malformed.
+fn garbage() -> impl Strategy<Value = Vec<u8>> {
+    let ins = prop_oneof![
+        Just(0x10u8),
+        Just(0x12),
+        Just(0x20),
+        Just(0x24),
+        Just(0x2C),
+        Just(0x60),
+        Just(0x62),
+        Just(0x64),
+        Just(0x66),
+        Just(0x68),
+        Just(0x6A),
+        Just(0x70),
+        Just(0x72),
+        Just(0x74),
+        Just(0x76),
+        Just(0x78),
+        Just(0x7A),
+        Just(0xCA),
+        any::<u8>(),
+    ];
+    (
+        prop_oneof![Just(0x00u8), Just(0x80), any::<u8>()],
+        ins,
+        any::<u8>(),
+        prop_oneof![Just(0u8), Just(0x81), any::<u8>()],
+        proptest::collection::vec(any::<u8>(), 0..120),
+    )
+        .prop_map(|(cla, ins, p1, p2, data)| {
+            let mut a = vec![cla, ins, p1, p2];
+            if !data.is_empty() {
+                a.push(data.len() as u8);
+                a.extend_from_slice(&data);
+            }
+            a
+        })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+    #[test]
+    fn garbage_never_panics_and_refusals_write_nothing(
+        apdus in proptest::collection::vec(garbage(), 1..40)
+    ) {
+        let mut psd = funded_psd(41, FUNDS);
+        let mut purse = purse(42);
+        expect_ok(&purse.transmit(&purse_host::verify(PIN)));
+        for a in &apdus {
+            for card in [&mut psd, &mut purse] {
+                let before = card.store().writes();
+                let resp = card.transmit(a);
+                let sw = host::sw(&resp);
+                prop_assert!(resp.len() >= 2);
+                // Refusals write nothing, except the counted ones (wrong PIN or
+                // cryptogram: 63Cx) whose counter commit is the point.
+                if sw != 0x9000 && sw & 0xFF00 != 0x6100 && sw & 0xFFF0 != 0x63C0 {
+                    prop_assert_eq!(card.store().writes(), before, "{:02X?} -> {:04X}", a, sw);
+                    prop_assert_eq!(resp.len(), 2);
+                }
+            }
+        }
+        // Whatever happened, the money still adds up.
+        psd.reset();
+        purse.reset();
+        expect_ok(&psd.transmit(&host::select()));
+        let r = registers(&mut psd, 0);
+        prop_assert_eq!(r.ar.0 + r.dr.0 + r.pending.0, r.control_sum.0);
+        prop_assert!(r.dr.0 + r.pending.0 + purse_data(&mut purse).balance.0 <= FUNDS);
+    }
+}

@@ -130,6 +130,7 @@ def cents(v):
 
 
 def decode_registers(data, what="registers"):
+    """READ REGISTERS / REFILL response, docs/apdu.md 4.3 (53 + origin length bytes)."""
     r = Reader(data, what)
     regs = {
         "license": r.u32(),
@@ -139,17 +140,23 @@ def decode_registers(data, what="registers"):
         "control_sum": r.amount(),
         "pieces": r.u32(),
         "refills": r.u32(),
+        "transferred": r.amount(),
+        "pending": r.amount(),
     }
     r.end()
-    check(regs["ar"] + regs["dr"] == regs["control_sum"],
-          f"{what}: AR {regs['ar']} + DR {regs['dr']} != control sum {regs['control_sum']}")
+    check(regs["ar"] + regs["dr"] + regs["pending"] == regs["control_sum"],
+          f"{what}: AR {regs['ar']} + DR {regs['dr']} + pending {regs['pending']} "
+          f"!= control sum {regs['control_sum']}")
+    check(regs["transferred"] <= regs["ar"],
+          f"{what}: transferred {regs['transferred']} > AR {regs['ar']}")
     return regs
 
 
 def show_registers(regs):
     return (f"license {regs['license']} origin {regs['origin']} AR {cents(regs['ar'])} "
             f"DR {cents(regs['dr'])} control sum {cents(regs['control_sum'])} "
-            f"pieces {regs['pieces']} refills {regs['refills']}")
+            f"pieces {regs['pieces']} refills {regs['refills']} "
+            f"transferred {cents(regs['transferred'])} pending {cents(regs['pending'])}")
 
 
 # ---------------------------------------------------------------- transport
@@ -219,7 +226,7 @@ def run(card, secrets):
     expect_eq("SELECT FCI", fci, bytes([0x6F, 0x09, 0x84, 0x07]) + AID)
     step("SELECT: FCI names the PSD's AID")
 
-    # GET DATA: device info (165 bytes).
+    # GET DATA 00 01: device info (171 bytes).
     info = card.ok("GET DATA", CLA_PSD, INS_GET_DATA, 0x00, 0x01)
     r = Reader(info, "GET DATA")
     expect_eq("GET DATA life-cycle state", r.u8(), 0x01)
@@ -253,27 +260,32 @@ def run(card, secrets):
 
     # AUDIT with a random nonce.
     nonce = os.urandom(16)
+    # The audit message, docs/apdu.md 4.5: body version 02 (103 bytes).
     audit = card.ok("AUDIT", CLA_PSD, INS_AUDIT, 0x00, 0x00, nonce)
-    expect_eq("AUDIT length", len(audit), 87)
-    expect_eq("AUDIT MAC (AES-128-CMAC under K1 over bytes 0-70)", audit[71:], cmac(k1, audit[:71]))
+    expect_eq("AUDIT length", len(audit), 103)
+    expect_eq("AUDIT MAC (AES-128-CMAC under K1 over bytes 0-86)", audit[87:], cmac(k1, audit[:87]))
     r = Reader(audit, "AUDIT")
     expect_eq("AUDIT tag", r.u8(), 0xA1)
-    expect_eq("AUDIT version", r.u8(), 0x01)
+    expect_eq("AUDIT version", r.u8(), 0x02)
     expect_eq("AUDIT device ID", r.take(8), device_id)
     expect_eq("AUDIT license ID", r.u32(), license_id)
     expect_eq("AUDIT register set index", r.u8(), 0)
     a_ar, a_dr, a_cs = r.amount(), r.amount(), r.amount()
     a_pieces, a_refills = r.u32(), r.u32()
+    a_transferred, a_pending = r.amount(), r.amount()
     r.take(8)  # the last refill combination applied (zeros before the first)
     expect_eq("AUDIT nonce echoed", r.take(16), nonce)
     r.take(16)
     r.end()
-    check(a_ar + a_dr == a_cs, f"AUDIT: AR {a_ar} + DR {a_dr} != control sum {a_cs}")
+    check(a_ar + a_dr + a_pending == a_cs,
+          f"AUDIT: AR {a_ar} + DR {a_dr} + pending {a_pending} != control sum {a_cs}")
     expect_eq("AUDIT registers vs READ REGISTERS",
-              (a_ar, a_dr, a_cs, a_pieces, a_refills),
-              (regs0["ar"], regs0["dr"], regs0["control_sum"], regs0["pieces"], regs0["refills"]))
+              (a_ar, a_dr, a_cs, a_pieces, a_refills, a_transferred, a_pending),
+              (regs0["ar"], regs0["dr"], regs0["control_sum"], regs0["pieces"], regs0["refills"],
+               regs0["transferred"], regs0["pending"]))
     step(f"AUDIT: MAC verifies under K1, nonce echoed, AR {cents(a_ar)} + DR {cents(a_dr)} "
-         f"= control sum {cents(a_cs)}, {a_pieces} pieces, {a_refills} refills")
+         f"+ pending {cents(a_pending)} = control sum {cents(a_cs)}, {a_pieces} pieces, "
+         f"{a_refills} refills, {cents(a_transferred)} transferred")
 
     # REFILL 25.00 bound to the audited control sum and refill count.
     amount = 2500
@@ -292,6 +304,8 @@ def run(card, secrets):
     expect_eq("REFILL control sum", after["control_sum"], a_cs + amount)
     expect_eq("REFILL piece count", after["pieces"], a_pieces)
     expect_eq("REFILL refill count", after["refills"], a_refills + 1)
+    expect_eq("REFILL transferred", after["transferred"], a_transferred)
+    expect_eq("REFILL pending", after["pending"], a_pending)
     step(f"REFILL {cents(amount)}: {show_registers(after)}")
 
     # The same message again: already applied.
@@ -343,6 +357,8 @@ def run(card, secrets):
     expect_eq("final control sum", final["control_sum"], after["control_sum"])
     expect_eq("final piece count", final["pieces"], after["pieces"] + 1)
     expect_eq("final refill count", final["refills"], after["refills"])
+    expect_eq("final transferred", final["transferred"], after["transferred"])
+    expect_eq("final pending", final["pending"], after["pending"])
     step(f"READ REGISTERS set 0: {show_registers(final)}")
 
 

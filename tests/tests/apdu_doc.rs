@@ -1,10 +1,12 @@
 //! `docs/apdu.md` is the APDU contract: these checks keep it from falling behind the code.
-//! Every status word the card can send and every PSD instruction byte must be documented,
-//! and the status word table must not list words the card does not have.
+//! Every status word the card can send and every instruction byte of the PSD and the purse
+//! must be documented, the status word table must not list words the card does not have,
+//! and every example exchange must be what the card answers today.
 
 use std::collections::BTreeSet;
 
 use openpsd_core::psd::{ins, CLA_PSD};
+use openpsd_core::purse::{ins as purse_ins, CLA_PURSE};
 use openpsd_core::status::{Status, SW_OK};
 
 fn read(relative: &str) -> String {
@@ -34,18 +36,35 @@ fn status_rows(doc: &str) -> Vec<(String, String)> {
         .collect()
 }
 
+/// The table's key for a status: its status word, or `63Cx` for the whole
+/// `VerificationFailed` family (`Status::ALL` lists it as `VerificationFailed(0)`).
+fn row_key(status: Status) -> String {
+    match status {
+        Status::VerificationFailed(_) => "63Cx".to_string(),
+        s => format!("{:04X}", s.sw()),
+    }
+}
+
+/// The name the table gives a status: its variant, without the tries of `63Cx`.
+fn row_name(status: Status) -> String {
+    match status {
+        Status::VerificationFailed(_) => "`VerificationFailed`".to_string(),
+        s => format!("`{s:?}`"),
+    }
+}
+
 #[test]
 fn every_status_word_is_documented_in_the_table_with_its_name() {
     let doc = doc();
     let rows = status_rows(&doc);
     for status in Status::ALL {
-        let sw = format!("{:04X}", status.sw());
+        let sw = row_key(status);
         assert!(doc.contains(&sw), "docs/apdu.md does not mention {sw}");
         let row = rows
             .iter()
             .find(|(s, _)| *s == sw)
             .unwrap_or_else(|| panic!("no row for {sw} in the status word table"));
-        let name = format!("`{status:?}`");
+        let name = row_name(status);
         assert!(
             row.1.contains(&name),
             "the table row for {sw} does not name {name}: {}",
@@ -59,7 +78,7 @@ fn the_status_word_table_lists_only_words_the_card_sends() {
     let doc = doc();
     let known: BTreeSet<String> = Status::ALL
         .iter()
-        .map(|s| format!("{:04X}", s.sw()))
+        .map(|s| row_key(*s))
         .chain([format!("{SW_OK:04X}"), "61xx".to_string()])
         .collect();
     let rows = status_rows(&doc);
@@ -82,58 +101,227 @@ fn status_words_are_distinct() {
     for s in Status::ALL {
         assert_eq!(Status::from_sw(s.sw()), Some(s));
     }
+    // The 63Cx row stands for 16 words: each is VerificationFailed with its tries left,
+    // and none of them is another status.
+    for x in 0..=0x0F_u8 {
+        let sw = 0x63C0 | u16::from(x);
+        assert_eq!(Status::from_sw(sw), Some(Status::VerificationFailed(x)));
+        assert_eq!(Status::VerificationFailed(x).sw(), sw);
+        assert!(Status::ALL
+            .iter()
+            .all(|s| matches!(s, Status::VerificationFailed(_)) || s.sw() != sw));
+    }
+}
+
+/// The `pub const NAME: u8 = 0xNN;` lines of the `pub mod ins` block of a source file.
+fn ins_constants(relative: &str) -> Vec<(String, u8)> {
+    let source = read(relative);
+    let start = source
+        .find("pub mod ins {")
+        .unwrap_or_else(|| panic!("no `pub mod ins` in {relative}"));
+    let end = start
+        + source[start..]
+            .find("\n}")
+            .unwrap_or_else(|| panic!("end of `pub mod ins` in {relative}"));
+    source[start..end]
+        .lines()
+        .filter_map(|line| {
+            let rest = line.trim().strip_prefix("pub const ")?;
+            let (name, value) = rest.split_once(": u8 = 0x")?;
+            let value = value.strip_suffix(';')?;
+            let byte = u8::from_str_radix(value, 16).expect("INS constant is a hex byte");
+            Some((name.to_string(), byte))
+        })
+        .collect()
+}
+
+/// The text of the section that starts with `heading` (up to the next `## `).
+fn section<'d>(doc: &'d str, heading: &str) -> &'d str {
+    let start = doc
+        .find(heading)
+        .unwrap_or_else(|| panic!("docs/apdu.md has no \"{heading}\" section"));
+    let rest = &doc[start..];
+    let end = rest[3..].find("\n## ").map_or(rest.len(), |i| i + 3);
+    &rest[..end]
+}
+
+/// Checks that `section` has a `### ` subsection for each command: its heading names the
+/// command (the constant's name with spaces, or `alias`) and its header, e.g.
+/// `### 4.8 OPEN SESSION (80 60)`, and the commands table of section 1.1 lists it.
+fn check_commands(
+    doc: &str,
+    heading: &str,
+    source: &str,
+    known: &[(&str, u8, u8)],
+    alias: &[(&str, &str)],
+) {
+    let found = ins_constants(source);
+    let known_pairs: Vec<(String, u8)> =
+        known.iter().map(|(n, _, i)| (n.to_string(), *i)).collect();
+    assert_eq!(
+        found, known_pairs,
+        "the INS constants of {source} differ from this test's list (and maybe docs/apdu.md)"
+    );
+    let text = section(doc, heading);
+    let overview = section(doc, "## 1. Overview");
+    for (name, cla, ins) in known {
+        let header = format!("{cla:02X} {ins:02X}");
+        let title = alias
+            .iter()
+            .find(|(n, _)| n == name)
+            .map_or_else(|| name.replace('_', " "), |(_, a)| a.to_string());
+        let documented = text.lines().any(|l| {
+            l.starts_with("### ") && l.contains(&title) && l.contains(&format!("({header}"))
+        });
+        assert!(
+            documented,
+            "{heading}: no \"### \" subsection for {title} ({header})"
+        );
+        let listed = overview.lines().any(|l| {
+            l.starts_with(&format!("| {title} |"))
+                && l.contains(&format!("| `{cla:02X}` | `{ins:02X}` |"))
+        });
+        assert!(
+            listed,
+            "the commands table of section 1 has no row \"| {title} | `{cla:02X}` | `{ins:02X}` |\""
+        );
+    }
 }
 
 #[test]
 fn every_instruction_is_documented() {
     let doc = doc();
-    let known = [
-        ins::PERSONALIZE,
-        ins::READ_REGISTERS,
-        ins::ISSUE_INDICIUM,
-        ins::AUDIT,
-        ins::REFILL,
-        ins::RECEIPT,
-        ins::GET_DATA,
+    // Read from the source too, so a constant added to `ins` fails here until it is listed
+    // (and documented).
+    let psd = [
+        ("PERSONALIZE", CLA_PSD, ins::PERSONALIZE),
+        ("READ_REGISTERS", CLA_PSD, ins::READ_REGISTERS),
+        ("ISSUE_INDICIUM", CLA_PSD, ins::ISSUE_INDICIUM),
+        ("AUDIT", CLA_PSD, ins::AUDIT),
+        ("REFILL", CLA_PSD, ins::REFILL),
+        ("RECEIPT", CLA_PSD, ins::RECEIPT),
+        ("OPEN_SESSION", CLA_PSD, ins::OPEN_SESSION),
+        ("AUTHENTICATE_CARD", CLA_PSD, ins::AUTHENTICATE_CARD),
+        ("TRANSFER_DEBIT", CLA_PSD, ins::TRANSFER_DEBIT),
+        ("TRANSFER_CONFIRM", CLA_PSD, ins::TRANSFER_CONFIRM),
+        ("TRANSFER_RESOLVE", CLA_PSD, ins::TRANSFER_RESOLVE),
+        ("RESET_RECOGNITION", CLA_PSD, ins::RESET_RECOGNITION),
+        ("GET_DATA", CLA_PSD, ins::GET_DATA),
     ];
-    for i in known {
-        let byte = format!("{i:02X}");
-        assert!(
-            doc.contains(&byte),
-            "docs/apdu.md does not mention INS {byte}"
-        );
-        let header = format!("{CLA_PSD:02X} {i:02X}");
-        assert!(
-            doc.contains(&header),
-            "docs/apdu.md has no command header \"{header}\""
-        );
-    }
+    check_commands(
+        &doc,
+        "## 4. PSD commands",
+        "../core/src/psd/mod.rs",
+        &psd,
+        &[],
+    );
+    // VERIFY and CHANGE REFERENCE DATA are ISO 7816-4 commands: class 00.
+    let purse = [
+        ("PERSONALIZE", CLA_PURSE, purse_ins::PERSONALIZE),
+        ("CERTIFY", CLA_PURSE, purse_ins::CERTIFY),
+        ("VERIFY", 0x00, purse_ins::VERIFY),
+        ("CHANGE_PIN", 0x00, purse_ins::CHANGE_PIN),
+        ("UNBLOCK_PIN", CLA_PURSE, purse_ins::UNBLOCK_PIN),
+        ("RESET_RECOGNITION", CLA_PURSE, purse_ins::RESET_RECOGNITION),
+        ("RECOGNIZE", CLA_PURSE, purse_ins::RECOGNIZE),
+        ("AUTHENTICATE_PSD", CLA_PURSE, purse_ins::AUTHENTICATE_PSD),
+        ("TRANSFER_REQUEST", CLA_PURSE, purse_ins::TRANSFER_REQUEST),
+        ("TRANSFER_CREDIT", CLA_PURSE, purse_ins::TRANSFER_CREDIT),
+        ("TRANSFER_STATUS", CLA_PURSE, purse_ins::TRANSFER_STATUS),
+        ("PURCHASE", CLA_PURSE, purse_ins::PURCHASE),
+        ("GET_DATA", CLA_PURSE, purse_ins::GET_DATA),
+    ];
+    check_commands(
+        &doc,
+        "## 9. Purse commands",
+        "../core/src/purse/mod.rs",
+        &purse,
+        &[("CHANGE_PIN", "CHANGE REFERENCE DATA")],
+    );
+}
 
-    // Constants added to `psd::ins` later must be documented too: read them from the
-    // source, so a new one that is not in the list above still fails here.
-    let source = read("../core/src/psd/mod.rs");
-    let start = source
-        .find("pub mod ins {")
-        .expect("psd::ins in core/src/psd/mod.rs");
-    let end = start + source[start..].find("\n}").expect("end of psd::ins");
-    let mut found = 0;
-    for line in source[start..end].lines() {
-        let Some(value) = line
-            .trim()
-            .strip_prefix("pub const ")
-            .and_then(|l| l.split("= 0x").nth(1))
-            .and_then(|v| v.strip_suffix(';'))
-        else {
-            continue;
-        };
-        found += 1;
-        let byte = u8::from_str_radix(value, 16).expect("INS constant is a hex byte");
+/// Every `#...` link of the document points at a heading of the document (GitHub's
+/// anchors: lower case, punctuation dropped, spaces to hyphens).
+#[test]
+fn in_document_links_resolve() {
+    let doc = doc();
+    let anchors: BTreeSet<String> = doc
+        .lines()
+        .filter(|l| l.starts_with('#'))
+        .map(|l| {
+            l.trim_start_matches('#')
+                .trim()
+                .to_lowercase()
+                .chars()
+                .filter_map(|c| match c {
+                    ' ' => Some('-'),
+                    c if c.is_alphanumeric() || c == '-' || c == '_' => Some(c),
+                    _ => None,
+                })
+                .collect()
+        })
+        .collect();
+    let mut rest = doc.as_str();
+    let mut links = 0;
+    while let Some(i) = rest.find("](#") {
+        let tail = &rest[i + 3..];
+        let end = tail.find(')').expect("a link ends");
+        let anchor = &tail[..end];
         assert!(
-            known.contains(&byte),
-            "psd::ins has {byte:02X}, which this test (and maybe docs/apdu.md) does not know"
+            anchors.contains(anchor),
+            "docs/apdu.md links to #{anchor}, which is no heading"
         );
+        links += 1;
+        rest = &tail[end..];
     }
-    assert_eq!(found, known.len(), "INS constants found in the source");
+    assert!(links > 20, "docs/apdu.md has its cross references");
+}
+
+/// The example exchanges of a text: each `> command` entry with the `< response` entry
+/// right after it, continuation lines (two spaces, then hex bytes) included, so a
+/// response is compared whole and under the command that produced it.
+fn exchanges(text: &str) -> BTreeSet<(String, String)> {
+    let is_hex = |s: &str| {
+        !s.is_empty()
+            && s.split(' ')
+                .all(|b| b.len() == 2 && b.chars().all(|c| c.is_ascii_hexdigit()))
+    };
+    let mut entries: Vec<(char, String)> = Vec::new();
+    let mut open = false;
+    for line in text.lines() {
+        if let Some(kind) = ['>', '<']
+            .into_iter()
+            .find(|k| line.starts_with(&format!("{k} ")))
+        {
+            assert!(
+                is_hex(&line[2..]),
+                "an example line is not hex bytes: {line:?}"
+            );
+            entries.push((kind, line.to_string()));
+            open = true;
+        } else if open && line.starts_with("  ") && is_hex(&line[2..]) {
+            let last = entries.last_mut().expect("an open entry");
+            last.1.push('\n');
+            last.1.push_str(line);
+        } else {
+            // Anything else ends the entry (and the pair: a response must follow its
+            // command directly).
+            entries.push(('|', String::new()));
+            open = false;
+        }
+    }
+    let mut out = BTreeSet::new();
+    for w in entries.windows(2) {
+        if let [(a, cmd), (b, resp)] = w {
+            if *a == '>' && *b == '<' {
+                out.insert((cmd.clone(), resp.clone()));
+            }
+        }
+    }
+    let commands = entries.iter().filter(|(k, _)| *k == '>').count();
+    let responses = entries.iter().filter(|(k, _)| *k == '<').count();
+    assert_eq!(commands, responses, "every command has its response");
+    out
 }
 
 #[test]
@@ -148,20 +336,14 @@ fn the_example_exchanges_are_what_the_card_answers_today() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let lines = |text: &str| -> std::collections::BTreeSet<String> {
-        text.lines()
-            .filter(|l| l.starts_with("> ") || l.starts_with("< "))
-            .map(str::to_string)
-            .collect()
-    };
-    let printed = lines(&String::from_utf8_lossy(&out.stdout));
-    let documented = lines(&doc());
-    assert!(printed.len() > 40, "the program printed its exchanges");
+    let printed = exchanges(&String::from_utf8_lossy(&out.stdout));
+    let documented = exchanges(&doc());
+    assert!(printed.len() > 70, "the program printed its exchanges");
     let stale: Vec<_> = documented.difference(&printed).collect();
     let missing: Vec<_> = printed.difference(&documented).collect();
     assert!(
         stale.is_empty() && missing.is_empty(),
         "docs/apdu.md examples are stale (regenerate with `cargo run -p openpsd-tests --bin apdu_examples`): \
-         in the doc only: {stale:?}; printed only: {missing:?}"
+         in the doc only: {stale:#?}; printed only: {missing:#?}"
     );
 }

@@ -1,7 +1,8 @@
 //! Prints the example APDU exchanges of `docs/apdu.md`, produced by the real card code.
 //!
 //! Every card here comes from the test harness: an in-memory store and a seeded platform
-//! (today = 2026-11-21), so keys, signatures and MACs are the same on every run.
+//! (today = 2026-11-21), so keys, signatures, challenges and MACs are the same on every run.
+//! The value-transfer examples use the scheme, issuer and purse of `tests/src/purse.rs`.
 //!
 //! ```text
 //! cargo run -p openpsd-tests --bin apdu_examples
@@ -9,12 +10,26 @@
 //!
 //! Each exchange is printed as `> command` and `< response` in hex, 32 bytes per line.
 
+use openpsd_core::crypto::MacKey;
+use openpsd_core::platform::SeededPlatform;
 use openpsd_core::psd::audit::AuditData;
 use openpsd_core::psd::receipt::Receipt;
 use openpsd_core::psd::refill::RefillCombination;
-use openpsd_core::psd::{host, indicium};
-use openpsd_core::types::{Amount, Date, RegisterSetIndex};
+use openpsd_core::psd::registers::Registers;
+use openpsd_core::psd::transfer::{reset_recognition_data, TransferInfo};
+use openpsd_core::psd::{host, indicium, ins as psd_ins, CLA_PSD};
+use openpsd_core::purse::host as purse_host;
+use openpsd_core::purse::personal::{certificate_body, PurseInfo};
+use openpsd_core::purse::purchase::{PurchaseRecord, PurchaseRequest};
+use openpsd_core::purse::purse_card;
+use openpsd_core::store::MemStore;
+use openpsd_core::transfer::{card_admin_key, PsdHello};
+use openpsd_core::types::{Amount, Date, RegisterSetIndex, TerminalId, TransferCount};
 use openpsd_core::Status;
+use openpsd_tests::purse::{
+    issuer_key, psd_personalization, purse_personalization, ADMIN_KEY, CARD, PIN, SCHEME,
+    SCHEME_KEY,
+};
 use openpsd_tests::*;
 
 const SET0: RegisterSetIndex = RegisterSetIndex(0);
@@ -33,6 +48,16 @@ fn x(card: &mut TestCard, cmd: &[u8]) -> Vec<u8> {
     hex_lines(">", cmd);
     hex_lines("<", &resp);
     resp
+}
+
+/// Sends `cmd` without printing it (steps the text describes but does not show).
+fn quiet(card: &mut TestCard, cmd: &[u8]) -> Vec<u8> {
+    expect_ok(&card.transmit(cmd))
+}
+
+/// A PSD command of the transfer function (CLA 80, P1 00, Le 00).
+fn psd_cmd(ins: u8, p2: u8, data: &[u8]) -> Vec<u8> {
+    host::command(CLA_PSD, ins, 0, p2, data, 256)
 }
 
 fn title(t: &str) {
@@ -90,6 +115,8 @@ fn main() {
     x(&mut card, &host::command(0x00, 0xC0, 0x00, 0x00, &[], 256));
     title("GET DATA with extended Le=0000 (Ne=65536)");
     x(&mut card, &[0x80, 0xCA, 0x00, 0x01, 0x00, 0x00, 0x00]);
+    title("GET DATA 00 02 on a PSD personalized without a transfer scheme -> 6985");
+    x(&mut card, &psd_cmd(psd_ins::GET_DATA, 0x02, &[]));
     title("READ REGISTERS set 0");
     x(&mut card, &host::read_registers(SET0));
     title("READ REGISTERS set 2 (the device has 2 sets) -> 6A88");
@@ -225,4 +252,210 @@ fn main() {
     indicium::verify(&expect_ok(&issued), &pk7).expect("indicium verifies");
     title("GET DATA: inspection days 28, last inspection 2026-11-21");
     x(&mut inspected, &host::get_data());
+
+    value_transfer();
+}
+
+/// A PSD of the test scheme, a purse, a transfer, a purchase, an interrupted transfer
+/// and its resolution, the refusals of recognition and PIN, the issuer's commands.
+fn value_transfer() {
+    let today = Date::new(2026, 11, 21).expect("valid date");
+    let set0 = SET0;
+
+    // --- The PSD, personalized with the scheme block and refilled with 100.00 -------
+    let mut psd = blank_card(11);
+    title("PERSONALIZE with the scheme block (scheme 00020001, max failures 5) (card seed 11)");
+    expect_ok(&x(
+        &mut psd,
+        &host::personalize(&psd_personalization(SCHEME, SCHEME_KEY)),
+    ));
+    let kms = Kms::new();
+    let msg = kms.refill_for(&mut psd, set0, Amount(10_000), [1; 8]);
+    quiet(&mut psd, &host::refill(set0, &msg));
+
+    // --- The purse: blank, personalized, certified ------------------------------------
+    let mut platform = SeededPlatform::new(12);
+    platform.today = Some(today);
+    let mut purse = purse_card(MemStore::new(), platform).expect("blank store loads");
+    title("purse: SELECT by full AID");
+    x(&mut purse, &purse_host::select());
+    title("purse: GET DATA 00 01 on a blank purse");
+    x(&mut purse, &purse_host::get_data(0x01));
+    title("purse: PERSONALIZE (card PURSE001, scheme 00020001, PIN 2468)");
+    let pk = expect_ok(&x(
+        &mut purse,
+        &purse_host::personalize(&purse_personalization(CARD, SCHEME, SCHEME_KEY)),
+    ));
+    let cert = issuer_key().sign(&certificate_body(CARD, SCHEME, &pk));
+    title("purse: CERTIFY with the issuer's signature on the purchase key");
+    expect_ok(&x(&mut purse, &purse_host::certify(&cert)));
+    title("purse: GET DATA 00 01 (personalized, certified)");
+    let info = expect_ok(&x(&mut purse, &purse_host::get_data(0x01)));
+    let info = PurseInfo::decode(&info)
+        .expect("decodes")
+        .expect("personalized");
+    assert!(info.certified_by(&issuer_key().public_key()));
+
+    // --- A transfer of 25.00, step by step ---------------------------------------------
+    title("transfer: SELECT the PSD");
+    x(&mut psd, &host::select());
+    title("transfer: SELECT the purse");
+    x(&mut purse, &purse_host::select());
+    title("transfer: OPEN SESSION (PSD)");
+    let hello = expect_ok(&x(&mut psd, &psd_cmd(psd_ins::OPEN_SESSION, 0, &[])));
+    let hello = PsdHello::decode(&hello).expect("a PSD hello");
+    assert_eq!(hello.pending_for, None);
+    title("transfer: RECOGNIZE (purse)");
+    let card_hello = expect_ok(&x(&mut purse, &purse_host::recognize(&hello)));
+    title("transfer: AUTHENTICATE CARD (PSD)");
+    let crypt = expect_ok(&x(
+        &mut psd,
+        &psd_cmd(psd_ins::AUTHENTICATE_CARD, 0, &card_hello),
+    ));
+    title("transfer: AUTHENTICATE PSD (purse)");
+    expect_ok(&x(&mut purse, &purse_host::authenticate_psd(&crypt)));
+    title("transfer: VERIFY PIN 2468 (purse)");
+    expect_ok(&x(&mut purse, &purse_host::verify(PIN)));
+    title("transfer: TRANSFER REQUEST 25.00 (purse)");
+    let req = expect_ok(&x(&mut purse, &purse_host::transfer_request(Amount(2_500))));
+    title("transfer: TRANSFER DEBIT set 0 (PSD)");
+    let value = expect_ok(&x(&mut psd, &psd_cmd(psd_ins::TRANSFER_DEBIT, 0, &req)));
+    title("transfer: TRANSFER CREDIT (purse)");
+    let ack = expect_ok(&x(&mut purse, &purse_host::transfer_credit(&value)));
+    title("transfer: TRANSFER CONFIRM (PSD)");
+    let regs = expect_ok(&x(&mut psd, &psd_cmd(psd_ins::TRANSFER_CONFIRM, 0, &ack)));
+    let regs = Registers::decode(&regs).expect("registers");
+    assert_eq!(
+        (regs.ar, regs.dr, regs.transferred, regs.pending),
+        (Amount(2_500), Amount(7_500), Amount(2_500), Amount::ZERO)
+    );
+    title("TRANSFER DEBIT replayed (the session has moved on) -> 6985");
+    expect_refused(
+        &x(&mut psd, &psd_cmd(psd_ins::TRANSFER_DEBIT, 0, &req)),
+        Status::ConditionsNotSatisfied,
+    );
+    title("PSD: GET DATA 00 02 after the transfer");
+    let t = expect_ok(&x(&mut psd, &psd_cmd(psd_ins::GET_DATA, 0x02, &[])));
+    let t = TransferInfo::decode(&t).expect("transfer info");
+    assert_eq!(
+        (t.state.started, t.state.completed, t.state.total_out),
+        (TransferCount(1), TransferCount(1), Amount(2_500))
+    );
+    title("purse: GET DATA 00 01 after the transfer");
+    x(&mut purse, &purse_host::get_data(0x01));
+
+    // --- A purchase --------------------------------------------------------------------
+    let purchase = PurchaseRequest {
+        terminal: TerminalId(*b"TERM0001"),
+        terminal_counter: 1,
+        amount: Amount(350),
+        date: today,
+    };
+    title("purse: PURCHASE 3.50 at terminal TERM0001, its counter 1 (PIN verified above)");
+    let record = expect_ok(&x(&mut purse, &purse_host::purchase(&purchase)));
+    let r = PurchaseRecord::verify(&record, &info.public_key).expect("record verifies");
+    assert_eq!((r.number, r.balance), (1, Amount(2_150)));
+    title("purse: GET DATA 00 02 (paired PSDs)");
+    x(&mut purse, &purse_host::get_data(0x02));
+    title("purse: GET DATA 00 03 (log)");
+    x(&mut purse, &purse_host::get_data(0x03));
+
+    // --- PIN: a wrong guess, the status, the issuer's unblock ---------------------------
+    title("purse: VERIFY with a wrong PIN -> 63C2");
+    expect_refused(
+        &x(&mut purse, &purse_host::verify(b"0000")),
+        Status::VerificationFailed(2),
+    );
+    title("purse: VERIFY without data (PIN status) -> 63C2");
+    expect_refused(
+        &x(&mut purse, &purse_host::verify(&[])),
+        Status::VerificationFailed(2),
+    );
+    let admin = card_admin_key(&MacKey::new(ADMIN_KEY), CARD);
+    title("purse: UNBLOCK PIN, counter 1, new PIN 2468");
+    expect_ok(&x(
+        &mut purse,
+        &purse_host::unblock_pin(&admin, CARD, 1, PIN),
+    ));
+
+    // --- An interrupted transfer: the value message is lost ------------------------------
+    // Recognition, PIN and request as above (not shown); the PSD debits 10.00 into
+    // pending and its value message never reaches the purse.
+    let hello = quiet(&mut psd, &psd_cmd(psd_ins::OPEN_SESSION, 0, &[]));
+    let hello = PsdHello::decode(&hello).expect("a PSD hello");
+    let card_hello = quiet(&mut purse, &purse_host::recognize(&hello));
+    let crypt = quiet(
+        &mut psd,
+        &psd_cmd(psd_ins::AUTHENTICATE_CARD, 0, &card_hello),
+    );
+    quiet(&mut purse, &purse_host::authenticate_psd(&crypt));
+    quiet(&mut purse, &purse_host::verify(PIN));
+    let req = quiet(&mut purse, &purse_host::transfer_request(Amount(1_000)));
+    title("TRANSFER DEBIT 10.00 whose value message is lost");
+    expect_ok(&x(&mut psd, &psd_cmd(psd_ins::TRANSFER_DEBIT, 0, &req)));
+    title("READ REGISTERS set 0: 10.00 pending");
+    x(&mut psd, &host::read_registers(set0));
+
+    title("resolution: OPEN SESSION (pending for PURSE001)");
+    let hello = expect_ok(&x(&mut psd, &psd_cmd(psd_ins::OPEN_SESSION, 0, &[])));
+    let hello = PsdHello::decode(&hello).expect("a PSD hello");
+    assert_eq!(hello.pending_for, Some(CARD));
+    title("resolution: RECOGNIZE");
+    let card_hello = expect_ok(&x(&mut purse, &purse_host::recognize(&hello)));
+    title("resolution: AUTHENTICATE CARD");
+    let crypt = expect_ok(&x(
+        &mut psd,
+        &psd_cmd(psd_ins::AUTHENTICATE_CARD, 0, &card_hello),
+    ));
+    title("resolution: AUTHENTICATE PSD");
+    expect_ok(&x(&mut purse, &purse_host::authenticate_psd(&crypt)));
+    title("resolution: TRANSFER STATUS (purse)");
+    let status = expect_ok(&x(&mut purse, &purse_host::transfer_status()));
+    title("resolution: TRANSFER RESOLVE (PSD) -> 02 undone");
+    let out = expect_ok(&x(
+        &mut psd,
+        &psd_cmd(psd_ins::TRANSFER_RESOLVE, 0, &status),
+    ));
+    assert_eq!(out[0], 0x02, "undone");
+    let regs = Registers::decode(&out[1..]).expect("registers");
+    assert_eq!((regs.dr, regs.pending), (Amount(7_500), Amount::ZERO));
+
+    // --- A wrong card cryptogram, and the issuer's reset ----------------------------------
+    let hello = quiet(&mut psd, &psd_cmd(psd_ins::OPEN_SESSION, 0, &[]));
+    let hello = PsdHello::decode(&hello).expect("a PSD hello");
+    let mut card_hello = quiet(&mut purse, &purse_host::recognize(&hello));
+    let last = card_hello.len() - 1;
+    card_hello[last] ^= 0x01;
+    title("AUTHENTICATE CARD with a wrong cryptogram -> 63C4");
+    expect_refused(
+        &x(
+            &mut psd,
+            &psd_cmd(psd_ins::AUTHENTICATE_CARD, 0, &card_hello),
+        ),
+        Status::VerificationFailed(4),
+    );
+    title("PSD: RESET RECOGNITION, counter 1, MAC under K1");
+    expect_ok(&x(
+        &mut psd,
+        &psd_cmd(
+            psd_ins::RESET_RECOGNITION,
+            0,
+            &reset_recognition_data(&kms.k1, DEVICE, 1),
+        ),
+    ));
+
+    // --- The audit shows the transfer ------------------------------------------------------
+    title("AUDIT set 0 with nonce \"transfer-audit-1\" after the transfers");
+    let audit = expect_ok(&x(&mut psd, &host::audit(set0, b"transfer-audit-1")));
+    let a = AuditData::open(&audit, &kms.k1).expect("audit MAC verifies under K1");
+    assert_eq!(
+        (a.ar, a.dr, a.transferred, a.pending, a.control_sum),
+        (
+            Amount(2_500),
+            Amount(7_500),
+            Amount(2_500),
+            Amount::ZERO,
+            Amount(10_000)
+        )
+    );
 }

@@ -52,11 +52,16 @@ pub fn psd_personalization(scheme: SchemeId, key: [u8; 16]) -> Personalization {
 
 /// A PSD of the test scheme with `amount` refilled on set 0, SELECTed.
 pub fn funded_psd(seed: u64, amount: u64) -> TestCard {
+    funded_psd_as(seed, psd_personalization(SCHEME, SCHEME_KEY), amount)
+}
+
+/// A PSD personalized with `p` and `amount` refilled on set 0, SELECTed.
+pub fn funded_psd_as(seed: u64, p: Personalization, amount: u64) -> TestCard {
     let mut platform = SeededPlatform::new(seed);
     platform.today = Date::new(2026, 11, 21);
     let mut card = psd_card(MemStore::new(), platform).expect("blank store loads");
     expect_ok(&card.transmit(&host::select()));
-    expect_ok(&card.transmit(&host::personalize(&psd_personalization(SCHEME, SCHEME_KEY))));
+    expect_ok(&card.transmit(&host::personalize(&p)));
     if amount > 0 {
         let msg = Kms::new().refill_for(&mut card, RegisterSetIndex(0), Amount(amount), [1; 8]);
         expect_ok(&card.transmit(&host::refill(RegisterSetIndex(0), &msg)));

@@ -609,3 +609,70 @@ fn an_uncertified_purse_cannot_pay_and_a_bad_certificate_is_refused() {
         Status::ConditionsNotSatisfied,
     );
 }
+
+#[test]
+fn a_refill_counts_pending_value_against_max_dr() {
+    // Pending value may come back to DR; a refill may not fill the room it needs.
+    let mut psd = funded_psd(1, MAX_DR.0);
+    let mut purse = purse(2);
+    recognise(&mut psd, &mut purse);
+    expect_ok(&purse.transmit(&purse_host::verify(PIN)));
+    let req = expect_ok(&purse.transmit(&purse_host::transfer_request(Amount(100))));
+    expect_ok(&psd.transmit(&psd_cmd(psd_ins::TRANSFER_DEBIT, 0, &req)));
+    let msg = Kms::new().refill_for(&mut psd, SET0, Amount(100), [2; 8]);
+    expect_refused(
+        &psd.transmit(&host::refill(SET0, &msg)),
+        Status::RefillAboveLimit,
+    );
+    let out = driver::resolve_pending(&mut psd, &mut purse).expect("resolves");
+    assert_eq!(out, Some((Resolved::Undone, Amount(100))));
+    assert_eq!(registers(&mut psd, 0).dr, MAX_DR);
+}
+
+#[test]
+fn change_pin_with_short_data_costs_a_try_and_reveals_no_length() {
+    let mut purse = purse(2);
+    for (data, left) in [(&b"246"[..], 2), (&b"2468"[..], 1)] {
+        // Too short for old ‖ new, or exactly the old PIN with no new one: both are a
+        // wrong-PIN try or a refused new PIN — never a length answer before the compare.
+        let resp = purse.transmit(&openpsd_core::psd::host::command(
+            0x00, 0x24, 0x00, 0x81, data, 0,
+        ));
+        if data == PIN {
+            assert_eq!(host::sw(&resp), Status::WrongData.sw(), "empty new PIN");
+            assert_eq!(purse_data(&mut purse).pin_tries_left, PIN_TRIES);
+        } else {
+            assert_eq!(host::sw(&resp), Status::VerificationFailed(left).sw());
+        }
+    }
+}
+
+#[test]
+fn a_purse_remembers_many_psds_and_hosts_read_long_answers() {
+    let mut purse = purse(2);
+    for n in 0..12u8 {
+        let mut p = psd_personalization(SCHEME, SCHEME_KEY);
+        p.device = DeviceId([b'P', b'S', b'D', b'0', b'0', b'0', b'A', b'0' + n]);
+        let mut psd = funded_psd_as(100 + u64::from(n), p, 1_000);
+        driver::transfer(&mut psd, &mut purse, SET0, Amount(10), PIN).expect("moves");
+    }
+    expect_ok(&purse.transmit(&purse_host::select()));
+    let table = PairedTable::decode(&expect_ok(&purse.transmit(&purse_host::get_data(2))))
+        .expect("the whole table, over 256 bytes");
+    assert_eq!(table.0.len(), 12);
+    let log = Log::decode(&expect_ok(&purse.transmit(&purse_host::get_data(3)))).expect("log");
+    assert_eq!(log.0.len(), 10, "the log keeps the last 10");
+    assert_eq!(purse_data(&mut purse).balance, Amount(120));
+}
+
+#[test]
+fn an_overdue_psd_moves_no_value_out() {
+    let mut p = psd_personalization(SCHEME, SCHEME_KEY);
+    p.inspection_days = 28;
+    let mut psd = funded_psd_as(1, p, 10_000);
+    let mut purse = purse(2);
+    let err = driver::transfer(&mut psd, &mut purse, SET0, Amount(100), PIN).unwrap_err();
+    assert_eq!(err.status(), Some(Status::InspectionOverdue));
+    assert_eq!(registers(&mut psd, 0).dr, Amount(10_000));
+    assert_eq!(purse_data(&mut purse).balance, Amount::ZERO);
+}

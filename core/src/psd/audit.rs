@@ -4,8 +4,9 @@
 //! Layout (`docs/apdu.md` § AUDIT):
 //!
 //! ```text
-//! tag A1 | version 1 | device ID 8 | license 4 | set 1 | AR 8 | DR 8 | control sum 8 |
-//! piece count 4 | refill count 4 | last combination ID 8 | nonce 16 ‖ AES-CMAC(K1) 16
+//! tag A1 | version 2 | device ID 8 | license 4 | set 1 | AR 8 | DR 8 | control sum 8 |
+//! piece count 4 | refill count 4 | transferred 8 | pending 8 | last combination ID 8 |
+//! nonce 16 ‖ AES-CMAC(K1) 16
 //! ```
 
 use alloc::vec::Vec;

@@ -161,7 +161,12 @@ impl RegisterSet {
             return Err(Status::Internal);
         }
         let dr = self.dr.checked_add(amount).ok_or(Status::CounterOverflow)?;
-        if dr > max_dr {
+        // Pending value may come back to DR (an undone transfer): count it against the
+        // limit now, so DR never ends above max DR.
+        let with_pending = dr
+            .checked_add(self.pending)
+            .ok_or(Status::CounterOverflow)?;
+        if with_pending > max_dr {
             return Err(Status::RefillAboveLimit);
         }
         let control_sum = self
@@ -267,7 +272,7 @@ pub struct Registers {
     pub ar: Amount,
     /// Descending register.
     pub dr: Amount,
-    /// Control sum (AR + DR).
+    /// Control sum (AR + DR + pending).
     pub control_sum: Amount,
     /// Piece count.
     pub pieces: PieceCount,

@@ -196,6 +196,28 @@ impl PsdApplet {
             .ok_or(Status::ConditionsNotSatisfied)
     }
 
+    /// An overdue PSD moves no value out either: the inspection exists to stop a device
+    /// that has not shown its registers to the back office, whatever the value is for.
+    /// Judged on the platform's date, else on the last date of mailing used.
+    fn check_inspection(&self, ctx: &Ctx<'_>) -> Result<(), Status> {
+        let days = self.device()?.inspection_days;
+        if days == 0 {
+            return Ok(());
+        }
+        let when = ctx.platform.today().or(self.counters.last_date);
+        let due = match (self.counters.last_inspection, when) {
+            (None, _) => true,
+            (Some(last), Some(d)) => {
+                d.day_number() > last.day_number().saturating_add(u32::from(days))
+            }
+            (Some(_), None) => false,
+        };
+        if due {
+            return Err(Status::InspectionOverdue);
+        }
+        Ok(())
+    }
+
     fn check_not_blocked(&self) -> Result<(), Status> {
         if self.transfer.failures >= self.scheme()?.max_failures {
             return Err(Status::AuthenticationBlocked);
@@ -309,6 +331,7 @@ impl PsdApplet {
             return Err(Status::TransferPending);
         }
         let req = Request::open(cmd.data, &session)?;
+        self.check_inspection(ctx)?;
         if req.amount == Amount::ZERO {
             return Err(Status::WrongData);
         }

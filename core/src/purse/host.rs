@@ -27,9 +27,10 @@ pub fn certify(signature: &[u8]) -> Vec<u8> {
     command(CLA_PURSE, ins::CERTIFY, 0, 0, signature, 0)
 }
 
-/// GET DATA: `01` public data, `02` paired PSDs, `03` log.
+/// GET DATA: `01` public data, `02` paired PSDs, `03` log. Without Le, so the whole
+/// answer comes back (the paired table and the log can pass 256 bytes).
 pub fn get_data(p2: u8) -> Vec<u8> {
-    command(CLA_PURSE, ins::GET_DATA, 0, p2, &[], 256)
+    command(CLA_PURSE, ins::GET_DATA, 0, p2, &[], 0)
 }
 
 /// VERIFY the PIN (an empty PIN asks for the try counter).

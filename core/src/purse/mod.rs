@@ -307,16 +307,17 @@ impl PurseApplet {
         cmd.expect_p1p2(0, PIN_REF)?;
         let c = self.personalized()?;
         let old_len = usize::from(c.pin.len);
-        if cmd.data.len() < old_len {
-            return Err(Status::WrongLength);
-        }
-        let (old, new) = cmd.data.split_at(old_len);
         let tries = c.id.pin_tries;
+        self.pin_verified = false;
+        // The old PIN is checked (and a try counted) before anything about the data is
+        // judged, so no answer reveals the PIN's length for free.
+        let old = cmd.data.get(..old_len).unwrap_or(cmd.data);
+        self.check_pin(ctx, old)?;
+        self.pin_verified = false;
+        let new = cmd.data.get(old_len..).unwrap_or_default();
         let Some(mut next) = PinRecord::new(new, tries) else {
             return Err(Status::WrongData);
         };
-        self.pin_verified = false;
-        self.check_pin(ctx, old)?;
         let c = self.personalized_mut()?;
         next.tries_left = tries;
         let mut txn = Transaction::begin(ctx.store);

@@ -104,10 +104,24 @@ fn exchange(
     let mut resp = link
         .transmit(apdu)
         .map_err(|e| TransferError::Link(side, e))?;
-    let sw = psd_host::sw(&resp);
     if resp.len() < 2 {
         return Err(TransferError::BadResponse(side, step));
     }
+    // 61xx: more bytes wait; fetch them with GET RESPONSE (ISO 7816-4 5.3.3).
+    let mut rounds = 0;
+    while resp[resp.len() - 2] == crate::status::SW1_BYTES_REMAINING && rounds < 64 {
+        rounds += 1;
+        let le = resp[resp.len() - 1];
+        resp.truncate(resp.len() - 2);
+        let more = link
+            .transmit(&[0x00, 0xC0, 0x00, 0x00, le])
+            .map_err(|e| TransferError::Link(side, e))?;
+        if more.len() < 2 {
+            return Err(TransferError::BadResponse(side, step));
+        }
+        resp.extend_from_slice(&more);
+    }
+    let sw = psd_host::sw(&resp);
     if sw != SW_OK {
         return Err(match Status::from_sw(sw) {
             Some(s) => TransferError::Refused(side, step, s),

@@ -43,8 +43,15 @@ def documented_status_words():
     import os
     doc = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "docs", "apdu.md")
     with open(doc, encoding="utf-8") as f:
-        rows = re.findall(r"^\| `([0-9A-F]{4})` \| `[A-Za-z0-9]+` \|", f.read(), re.M)
-    return {int(r, 16) for r in rows}
+        rows = re.findall(r"^\| `([0-9A-F]{3}[0-9A-Fx])` \| `[A-Za-z0-9]+` \|", f.read(), re.M)
+    words = set()
+    for r in rows:
+        # `63Cx`: the whole family (x = tries left).
+        if r.endswith("x"):
+            words.update(int(r[:3] + d, 16) for d in "0123456789ABCDEF")
+        else:
+            words.add(int(r, 16))
+    return words
 
 
 KNOWN = documented_status_words()

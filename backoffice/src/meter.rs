@@ -1496,9 +1496,31 @@ mod tests {
             control_sum: ar + dr,
             pieces,
             refills,
+            transferred: 0,
+            pending: 0,
             last_combination_id: comb.into(),
             nonce: "00".repeat(16),
         }
+    }
+
+    #[test]
+    fn value_moved_to_a_purse_keeps_the_audit_history_consistent() {
+        let comb = "00".repeat(8);
+        let before = last(100, 900, 1, 1, &comb);
+        // 50 pending for a purse: AR + DR + pending is still the control sum.
+        let mut a = audited(100, 850, 1, 1, &comb);
+        a.control_sum = 1000;
+        a.pending = 50;
+        assert_eq!(check_history(Some(&before), &a, None), Ok(()));
+        // Completed: pending moved on to AR and counted as transferred.
+        let mut done = audited(150, 850, 1, 1, &comb);
+        done.transferred = 50;
+        assert_eq!(check_history(Some(&before), &done, None), Ok(()));
+        // Pending that does not add up, or more transferred than AR, is refused.
+        a.pending = 60;
+        assert!(check_history(Some(&before), &a, None).is_err());
+        done.transferred = 151;
+        assert!(check_history(Some(&before), &done, None).is_err());
     }
 
     fn last(ar: u64, dr: u64, pieces: u32, refills: u32, comb: &str) -> Last {

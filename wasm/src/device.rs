@@ -1,0 +1,225 @@
+//! The PSD as the JS API sees it, in plain Rust: a card with the core's PSD applet on the
+//! in-memory store, driven through the APDUs of `openpsd_core::psd::host`, with typed
+//! results. `js.rs` only wraps this in wasm-bindgen glue, so everything here is tested
+//! natively as well as in wasm.
+
+use openpsd_core::platform::Platform;
+use openpsd_core::psd::device::DeviceInfo;
+use openpsd_core::psd::indicium::{IndiciumData, IndiciumRequest};
+use openpsd_core::psd::registers::Registers;
+use openpsd_core::psd::{host, ins, psd_card, CLA_PSD};
+use openpsd_core::store::MemStore;
+use openpsd_core::types::{Date, RateCategory, RegisterSetIndex, TransactionId};
+use openpsd_core::Card;
+
+use crate::entropy::{HostEntropy, ENTROPY_LEN};
+use crate::error::{ApiError, ApiResult};
+use crate::state;
+use crate::views::{
+    parse_amount, parse_date, parse_hex, parse_postal_code, Bytes, FieldsView, IndiciumArgs,
+    InfoView, IssuedView, RegistersView,
+};
+
+/// Length of an ECDSA P-256 signature at the end of an indicium.
+const SIGNATURE_LEN: usize = openpsd_core::crypto::SIGNATURE_LEN;
+
+/// A personalized PSD held in memory.
+pub struct PsdDevice {
+    card: Card<MemStore, HostEntropy>,
+}
+
+/// The 32 bytes of host entropy, or an `InputError`.
+pub fn entropy(bytes: &[u8]) -> ApiResult<[u8; ENTROPY_LEN]> {
+    bytes.try_into().map_err(|_| {
+        ApiError::input(format!(
+            "entropy: expected {ENTROPY_LEN} bytes from crypto.getRandomValues, got {}",
+            bytes.len()
+        ))
+    })
+}
+
+/// An optional `today` argument.
+pub fn today(text: Option<&str>) -> ApiResult<Option<Date>> {
+    text.map(|t| parse_date("today", t)).transpose()
+}
+
+/// The data of a `9000` response, or the card's refusal.
+fn data(response: &[u8]) -> ApiResult<&[u8]> {
+    let sw = host::sw(response);
+    host::data(response).map_err(|_| ApiError::card(sw))
+}
+
+impl PsdDevice {
+    /// A fresh card, SELECTed and personalized with `personalization` (PERSONALIZE's data).
+    pub fn create(
+        personalization: &[u8],
+        entropy_bytes: &[u8],
+        today_text: Option<&str>,
+    ) -> ApiResult<Self> {
+        let platform = HostEntropy::new(entropy(entropy_bytes)?, today(today_text)?);
+        let card = psd_card(MemStore::new(), platform)
+            .map_err(|e| ApiError::state(format!("blank store does not load: {e}")))?;
+        let mut psd = PsdDevice { card };
+        psd.select()?;
+        let apdu = host::command(CLA_PSD, ins::PERSONALIZE, 0, 0, personalization, 256);
+        if apdu.is_empty() {
+            return Err(ApiError::input(
+                "personalization: longer than one APDU carries",
+            ));
+        }
+        data(&psd.card.transmit(&apdu))?;
+        Ok(psd)
+    }
+
+    /// The device of a saved state, SELECTed. Bytes that are not a personalized PSD's
+    /// state are a `StateError`, never a fresh device.
+    pub fn restore(
+        saved: &[u8],
+        entropy_bytes: &[u8],
+        today_text: Option<&str>,
+    ) -> ApiResult<Self> {
+        let platform = HostEntropy::new(entropy(entropy_bytes)?, today(today_text)?);
+        let store = state::decode(saved)?;
+        let card = psd_card(store, platform)
+            .map_err(|e| ApiError::state(format!("saved state does not load: {e}")))?;
+        let mut psd = PsdDevice { card };
+        psd.select()
+            .map_err(|e| ApiError::state(format!("saved PSD does not answer: {}", e.message)))?;
+        let info = psd
+            .device_info()
+            .map_err(|e| ApiError::state(format!("saved PSD does not answer: {}", e.message)))?;
+        if info.is_none() {
+            return Err(ApiError::state("saved state holds no personalized PSD"));
+        }
+        Ok(psd)
+    }
+
+    fn select(&mut self) -> ApiResult<()> {
+        data(&self.card.transmit(&host::select())).map(|_| ())
+    }
+
+    /// The persistent store as bytes ([`state`] layout).
+    pub fn save_state(&self) -> ApiResult<Vec<u8>> {
+        state::encode(self.card.store())
+    }
+
+    /// Sets or clears the date the platform vouches for.
+    pub fn set_today(&mut self, today_text: Option<&str>) -> ApiResult<()> {
+        let d = today(today_text)?;
+        self.card.platform_mut().set_today(d);
+        Ok(())
+    }
+
+    /// One raw APDU; the response with its status word.
+    pub fn transmit(&mut self, apdu: &[u8]) -> Vec<u8> {
+        self.card.transmit(apdu)
+    }
+
+    fn device_info(&mut self) -> ApiResult<Option<DeviceInfo>> {
+        let resp = self.card.transmit(&host::get_data());
+        DeviceInfo::decode(data(&resp)?).map_err(|_| ApiError::card(0x6F00))
+    }
+
+    /// GET DATA.
+    pub fn info(&mut self) -> ApiResult<InfoView> {
+        match self.device_info()? {
+            Some(i) => Ok(InfoView::from(&i)),
+            None => Err(ApiError::card(0x6985)),
+        }
+    }
+
+    /// The device's indicium public key (SEC1).
+    pub fn public_key(&mut self) -> ApiResult<[u8; 65]> {
+        self.device_info()?
+            .map(|i| i.public_key)
+            .ok_or_else(|| ApiError::card(0x6985))
+    }
+
+    fn read_registers(&mut self, set: u8) -> ApiResult<Registers> {
+        let resp = self
+            .card
+            .transmit(&host::read_registers(RegisterSetIndex(set)));
+        Registers::decode(data(&resp)?).map_err(|_| ApiError::card(0x6F00))
+    }
+
+    /// READ REGISTERS of `set`.
+    pub fn registers(&mut self, set: u8) -> ApiResult<RegistersView> {
+        Ok(RegistersView::new(set, &self.read_registers(set)?))
+    }
+
+    /// The ISSUE INDICIUM request `args` describe, with a fresh transaction ID if none.
+    pub fn indicium_request(&mut self, args: &IndiciumArgs) -> ApiResult<IndiciumRequest> {
+        let transaction = match &args.transaction_id {
+            Some(t) => TransactionId(parse_hex::<8>("transactionId", t)?),
+            None => {
+                let mut t = [0u8; 8];
+                self.card.platform_mut().fill_random(&mut t);
+                TransactionId(t)
+            }
+        };
+        Ok(IndiciumRequest {
+            transaction,
+            postage: parse_amount("postage", &args.postage)?,
+            date: parse_date("date", &args.date)?,
+            rate: RateCategory(args.rate),
+            origin: parse_postal_code("origin", &args.origin)?,
+            destination: parse_postal_code("destination", &args.destination)?,
+        })
+    }
+
+    /// ISSUE INDICIUM: the signed indicium, its fields and the set's registers after it.
+    pub fn issue_indicium(&mut self, args: &IndiciumArgs) -> ApiResult<IssuedView> {
+        let set = args.set.unwrap_or(0);
+        let req = self.indicium_request(args)?;
+        let resp = self
+            .card
+            .transmit(&host::issue_indicium(RegisterSetIndex(set), &req));
+        let indicium = data(&resp)?;
+        let split = indicium
+            .len()
+            .checked_sub(SIGNATURE_LEN)
+            .ok_or_else(|| ApiError::card(0x6F00))?;
+        let (payload, signature) = indicium.split_at(split);
+        let fields = IndiciumData::decode(payload).map_err(|_| ApiError::card(0x6F00))?;
+        let (barcode, payload, signature) =
+            (indicium.to_vec(), payload.to_vec(), signature.to_vec());
+        Ok(IssuedView {
+            transaction_id: hex::encode(req.transaction.0),
+            barcode: Bytes(barcode),
+            payload: Bytes(payload),
+            signature: Bytes(signature),
+            fields: FieldsView::from(&fields),
+            registers: self.registers(set)?,
+        })
+    }
+
+    /// AUDIT of `set` with the server's nonce: the MACed audit message. The nonce goes to
+    /// the card as given; a wrong length is the card's `6700`.
+    pub fn audit(&mut self, nonce: &[u8], set: u8) -> ApiResult<Vec<u8>> {
+        let resp = self.command(ins::AUDIT, set, nonce)?;
+        Ok(data(&resp)?.to_vec())
+    }
+
+    /// REFILL of `set` with a sealed refill message; the registers after the credit.
+    pub fn apply_refill(&mut self, message: &[u8], set: u8) -> ApiResult<RegistersView> {
+        let resp = self.command(ins::REFILL, set, message)?;
+        let regs = Registers::decode(data(&resp)?).map_err(|_| ApiError::card(0x6F00))?;
+        Ok(RegistersView::new(set, &regs))
+    }
+
+    /// RECEIPT; the last inspection date the PSD recorded.
+    pub fn receipt(&mut self, receipt: &[u8]) -> ApiResult<String> {
+        let resp = self.command(ins::RECEIPT, 0, receipt)?;
+        let mut r = openpsd_core::wire::Reader::new(data(&resp)?);
+        let d = Date::read(&mut r).map_err(|_| ApiError::card(0x6F00))?;
+        Ok(d.to_string())
+    }
+
+    fn command(&mut self, ins: u8, p2: u8, body: &[u8]) -> ApiResult<Vec<u8>> {
+        let apdu = host::command(CLA_PSD, ins, 0, p2, body, 256);
+        if apdu.is_empty() {
+            return Err(ApiError::input("data longer than one APDU carries"));
+        }
+        Ok(self.card.transmit(&apdu))
+    }
+}

@@ -1,0 +1,106 @@
+//! The one error type of the API: a card refusal (with its status word), a malformed
+//! argument, or a saved state that does not load. `js.rs` turns it into a JS `Error`.
+
+use core::fmt;
+use std::string::{String, ToString};
+
+use openpsd_core::Status;
+
+/// Which kind of failure; its [`ErrorKind::name`] is the JS error's `name`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// The PSD answered a status word other than `9000`.
+    Card,
+    /// An argument was malformed before anything reached the card.
+    Input,
+    /// Bytes given as a saved state are not one.
+    State,
+}
+
+impl ErrorKind {
+    /// The JS `Error.name`.
+    pub const fn name(self) -> &'static str {
+        match self {
+            ErrorKind::Card => "CardError",
+            ErrorKind::Input => "InputError",
+            ErrorKind::State => "StateError",
+        }
+    }
+}
+
+/// A failure of an API call.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ApiError {
+    /// What failed.
+    pub kind: ErrorKind,
+    /// Human-readable text (for a card refusal: `Status::describe`).
+    pub message: String,
+    /// The status word, for card refusals.
+    pub sw: Option<u16>,
+}
+
+impl ApiError {
+    /// The card refused with `sw`.
+    pub fn card(sw: u16) -> Self {
+        let message = match Status::from_sw(sw) {
+            Some(s) => s.describe().to_string(),
+            None => format!("card answered {sw:04X}"),
+        };
+        Self {
+            kind: ErrorKind::Card,
+            message,
+            sw: Some(sw),
+        }
+    }
+
+    /// A malformed argument.
+    pub fn input(message: impl Into<String>) -> Self {
+        Self {
+            kind: ErrorKind::Input,
+            message: message.into(),
+            sw: None,
+        }
+    }
+
+    /// Not a saved state.
+    pub fn state(message: impl Into<String>) -> Self {
+        Self {
+            kind: ErrorKind::State,
+            message: message.into(),
+            sw: None,
+        }
+    }
+
+    /// The status word as four upper-case hex digits, for card refusals.
+    pub fn sw_hex(&self) -> Option<String> {
+        self.sw.map(|sw| format!("{sw:04X}"))
+    }
+}
+
+impl fmt::Display for ApiError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.sw {
+            Some(sw) => write!(f, "{}: {} ({sw:04X})", self.kind.name(), self.message),
+            None => write!(f, "{}: {}", self.kind.name(), self.message),
+        }
+    }
+}
+
+impl core::error::Error for ApiError {}
+
+/// Result of an API call.
+pub type ApiResult<T> = Result<T, ApiError>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn card_errors_carry_the_status_description() {
+        let e = ApiError::card(0x9A01);
+        assert_eq!(e.kind.name(), "CardError");
+        assert_eq!(e.message, Status::InsufficientFunds.describe());
+        assert_eq!(e.sw_hex().as_deref(), Some("9A01"));
+        assert_eq!(ApiError::card(0x1234).message, "card answered 1234");
+    }
+}

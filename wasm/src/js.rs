@@ -1,0 +1,351 @@
+//! The wasm-bindgen glue: the JS classes and functions of `wasm/API.md`, their TypeScript
+//! types, and the conversion of [`ApiError`] into JS `Error`s with `name`, `sw` and `swHex`.
+//! Nothing here decides anything; the logic is in the modules it calls (tested natively).
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use wasm_bindgen::prelude::*;
+use wasm_bindgen::JsCast;
+
+use crate::device::PsdDevice;
+use crate::error::{ApiError, ApiResult};
+use crate::views::{parse_set, IndiciumArgs, ModulesView, PersonalizationArgs};
+use crate::{barcode, indicium, personalize, views::Bytes};
+
+#[wasm_bindgen(typescript_custom_section)]
+const TS_TYPES: &'static str = r#"
+/** GET DATA of a personalized PSD. */
+export interface PsdInfo {
+  /** 16 hex digits, upper case. */
+  deviceId: string;
+  /** 8 hex digits: first 4 bytes of SHA-256 of publicKey. */
+  keyId: string;
+  /** 130 hex digits: SEC1 uncompressed P-256 point (the indicium key). */
+  publicKey: string;
+  vendorPublicKey: string;
+  /** Amount, e.g. "100.00". */
+  maxPostage: string;
+  maxDr: string;
+  registerSets: number;
+  /** Last date of mailing used, "YYYY-MM-DD". */
+  lastDate: string | null;
+  /** 0: no inspection. */
+  inspectionDays: number;
+  lastInspection: string | null;
+}
+
+/** One register set (READ REGISTERS). Amounts are decimal strings. */
+export interface Registers {
+  set: number;
+  license: number;
+  origin: string;
+  ar: string;
+  dr: string;
+  controlSum: string;
+  pieces: number;
+  refills: number;
+}
+
+/** What issueIndicium asks for. */
+export interface IndiciumRequest {
+  /** Amount > 0, e.g. "0.85". */
+  postage: string;
+  /** Date of mailing, "YYYY-MM-DD". */
+  date: string;
+  /** Rate category 0-65535. */
+  rate: number;
+  /** The set's license origin postal code. */
+  origin: string;
+  destination: string;
+  /** 16 hex digits; omitted: random. Re-send the same to retry a lost answer. */
+  transactionId?: string;
+  set?: number;
+}
+
+/** The decoded fields of an indicium. */
+export interface IndiciumFields {
+  keyId: string;
+  deviceId: string;
+  license: number;
+  ar: string;
+  dr: string;
+  pieces: number;
+  postage: string;
+  date: string;
+  rate: number;
+  origin: string;
+  destination: string;
+}
+
+/** What issueIndicium returns. */
+export interface IssuedIndicium {
+  transactionId: string;
+  /** payload ‖ signature: the whole indicium, what the DataMatrix encodes. */
+  barcode: Uint8Array;
+  payload: Uint8Array;
+  signature: Uint8Array;
+  fields: IndiciumFields;
+  registers: Registers;
+}
+
+/** What verifyIndicium returns. */
+export interface Verification {
+  valid: boolean;
+  error: string | null;
+  fields: IndiciumFields | null;
+}
+
+/** What buildPersonalization takes. */
+export interface PersonalizationRequest {
+  licenses: { license: number; origin: string }[];
+  maxPostage: string;
+  maxDr: string;
+  inspectionDays?: number;
+  deviceId?: string;
+  k1?: string;
+  vendorPublicKey?: string;
+}
+
+/** What buildPersonalization returns. */
+export interface BuiltPersonalization {
+  personalization: Uint8Array;
+  deviceId: string;
+  k1: string;
+  vendorPublicKey: string;
+}
+
+/** A Data Matrix symbol without quiet zone: size x size modules, row-major, 1 = dark. */
+export interface DataMatrixModules {
+  size: number;
+  modules: Uint8Array;
+}
+
+/** Every error this module throws. */
+export interface OpenpsdError extends Error {
+  name: "CardError" | "InputError" | "StateError";
+  /** Status word of a CardError (e.g. 0x9A01). */
+  sw?: number;
+  /** "9A01". */
+  swHex?: string;
+}
+"#;
+
+/// The JS `Error` for an API error: `name` is its kind; card refusals carry `sw`, `swHex`.
+fn js_error(e: ApiError) -> JsValue {
+    let err = js_sys::Error::new(&e.message);
+    err.set_name(e.kind.name());
+    if let (Some(sw), Some(sw_hex)) = (e.sw, e.sw_hex()) {
+        // Setting a property on a fresh Error object cannot fail.
+        let _ = js_sys::Reflect::set(&err, &"sw".into(), &JsValue::from(sw));
+        let _ = js_sys::Reflect::set(&err, &"swHex".into(), &JsValue::from(sw_hex));
+    }
+    err.into()
+}
+
+fn js<T>(r: ApiResult<T>) -> Result<T, JsValue> {
+    r.map_err(js_error)
+}
+
+fn to_js<T: Serialize>(r: ApiResult<T>) -> Result<JsValue, JsValue> {
+    let v = r.map_err(js_error)?;
+    let ser = serde_wasm_bindgen::Serializer::new()
+        .serialize_missing_as_null(true)
+        .serialize_maps_as_objects(true);
+    v.serialize(&ser)
+        .map_err(|e| js_error(ApiError::input(format!("result: {e}"))))
+}
+
+/// Refuses keys of a plain object outside `allowed` (serde-wasm-bindgen reads only the keys
+/// it knows, so a typo like `transactionID` would otherwise be silently ignored).
+fn only_keys(what: &str, v: &JsValue, allowed: &[&str]) -> Result<(), JsValue> {
+    if !v.is_object() {
+        return Err(js_error(ApiError::input(format!(
+            "{what}: expected an object"
+        ))));
+    }
+    for key in js_sys::Object::keys(v.unchecked_ref::<js_sys::Object>()).iter() {
+        let key = key.as_string().unwrap_or_default();
+        if !allowed.contains(&key.as_str()) {
+            return Err(js_error(ApiError::input(format!(
+                "{what}: unknown field {key:?} (expected {})",
+                allowed.join(", ")
+            ))));
+        }
+    }
+    Ok(())
+}
+
+fn from_js<T: DeserializeOwned>(what: &str, v: JsValue) -> Result<T, JsValue> {
+    serde_wasm_bindgen::from_value(v).map_err(|e| js_error(ApiError::input(format!("{what}: {e}"))))
+}
+
+const INDICIUM_KEYS: &[&str] = &[
+    "postage",
+    "date",
+    "rate",
+    "origin",
+    "destination",
+    "transactionId",
+    "set",
+];
+const PERSONALIZATION_KEYS: &[&str] = &[
+    "licenses",
+    "maxPostage",
+    "maxDr",
+    "inspectionDays",
+    "deviceId",
+    "k1",
+    "vendorPublicKey",
+];
+
+/// A postal security device: the core's PSD applet on an in-memory store.
+#[wasm_bindgen]
+pub struct Psd {
+    inner: PsdDevice,
+}
+
+#[wasm_bindgen]
+impl Psd {
+    /// A fresh device personalized with `personalization` (PERSONALIZE command data);
+    /// `entropy`: 32 bytes from `crypto.getRandomValues`; `today`: "YYYY-MM-DD" or none.
+    pub fn create(
+        personalization: &[u8],
+        entropy: &[u8],
+        today: Option<String>,
+    ) -> Result<Psd, JsValue> {
+        js(PsdDevice::create(
+            personalization,
+            entropy,
+            today.as_deref(),
+        ))
+        .map(|inner| Psd { inner })
+    }
+
+    /// The device of `saveState()` bytes; anything else throws a `StateError`.
+    pub fn restore(state: &[u8], entropy: &[u8], today: Option<String>) -> Result<Psd, JsValue> {
+        js(PsdDevice::restore(state, entropy, today.as_deref())).map(|inner| Psd { inner })
+    }
+
+    /// The persistent store as bytes (holds the device's secrets: seal it at rest).
+    #[wasm_bindgen(js_name = saveState)]
+    pub fn save_state(&self) -> Result<Vec<u8>, JsValue> {
+        js(self.inner.save_state())
+    }
+
+    /// Sets (or with `null` clears) the date the platform vouches for.
+    #[wasm_bindgen(js_name = setToday)]
+    pub fn set_today(&mut self, today: Option<String>) -> Result<(), JsValue> {
+        js(self.inner.set_today(today.as_deref()))
+    }
+
+    /// One raw command APDU; the response APDU (data ‖ SW1 SW2). Never throws.
+    pub fn transmit(&mut self, apdu: &[u8]) -> Vec<u8> {
+        self.inner.transmit(apdu)
+    }
+
+    /// GET DATA.
+    #[wasm_bindgen(unchecked_return_type = "PsdInfo")]
+    pub fn info(&mut self) -> Result<JsValue, JsValue> {
+        to_js(self.inner.info())
+    }
+
+    /// READ REGISTERS of `set` (default 0).
+    #[wasm_bindgen(unchecked_return_type = "Registers")]
+    pub fn registers(&mut self, set: Option<f64>) -> Result<JsValue, JsValue> {
+        let set = js(parse_set(set))?;
+        to_js(self.inner.registers(set))
+    }
+
+    /// ISSUE INDICIUM.
+    #[wasm_bindgen(js_name = issueIndicium, unchecked_return_type = "IssuedIndicium")]
+    pub fn issue_indicium(
+        &mut self,
+        #[wasm_bindgen(unchecked_param_type = "IndiciumRequest")] request: JsValue,
+    ) -> Result<JsValue, JsValue> {
+        only_keys("request", &request, INDICIUM_KEYS)?;
+        let args: IndiciumArgs = from_js("request", request)?;
+        to_js(self.inner.issue_indicium(&args))
+    }
+
+    /// AUDIT of `set` with the server's 16-byte nonce: the 87-byte audit message.
+    pub fn audit(&mut self, nonce: &[u8], set: Option<f64>) -> Result<Vec<u8>, JsValue> {
+        let set = js(parse_set(set))?;
+        js(self.inner.audit(nonce, set))
+    }
+
+    /// REFILL of `set` with a 58-byte refill message; the registers after the credit.
+    #[wasm_bindgen(js_name = applyRefill, unchecked_return_type = "Registers")]
+    pub fn apply_refill(&mut self, message: &[u8], set: Option<f64>) -> Result<JsValue, JsValue> {
+        let set = js(parse_set(set))?;
+        to_js(self.inner.apply_refill(message, set))
+    }
+
+    /// RECEIPT; returns the last inspection date ("YYYY-MM-DD").
+    pub fn receipt(&mut self, receipt: &[u8]) -> Result<String, JsValue> {
+        js(self.inner.receipt(receipt))
+    }
+}
+
+/// Verifies an indicium (signed bytes ‖ signature) under a SEC1 public key in hex.
+#[wasm_bindgen(js_name = verifyIndicium, unchecked_return_type = "Verification")]
+pub fn verify_indicium(barcode: &[u8], public_key_hex: Option<String>) -> Result<JsValue, JsValue> {
+    to_js(indicium::verify_indicium(
+        barcode,
+        public_key_hex.as_deref(),
+    ))
+}
+
+/// A Data Matrix of `bytes` (Base256) as an SVG document string.
+#[wasm_bindgen(js_name = dataMatrixSvg)]
+pub fn data_matrix_svg(bytes: &[u8], module_size: Option<u32>) -> Result<String, JsValue> {
+    js(barcode::svg(bytes, module_size))
+}
+
+/// The Data Matrix of `bytes` as a module bitmap (no quiet zone).
+#[wasm_bindgen(js_name = dataMatrixModules, unchecked_return_type = "DataMatrixModules")]
+pub fn data_matrix_modules(bytes: &[u8]) -> Result<JsValue, JsValue> {
+    to_js(barcode::modules(bytes).map(|(size, bits)| ModulesView {
+        size: size as u32,
+        modules: Bytes(bits.into_iter().map(u8::from).collect()),
+    }))
+}
+
+/// PERSONALIZE command data built with core's encoder.
+#[wasm_bindgen(js_name = buildPersonalization, unchecked_return_type = "BuiltPersonalization")]
+pub fn build_personalization(
+    #[wasm_bindgen(unchecked_param_type = "PersonalizationRequest")] request: JsValue,
+    entropy: &[u8],
+) -> Result<JsValue, JsValue> {
+    only_keys("request", &request, PERSONALIZATION_KEYS)?;
+    let licenses = js_sys::Reflect::get(&request, &"licenses".into())?;
+    if let Some(list) = licenses.dyn_ref::<js_sys::Array>() {
+        for l in list.iter() {
+            only_keys("licenses[]", &l, &["license", "origin"])?;
+        }
+    }
+    let args: PersonalizationArgs = from_js("request", request)?;
+    to_js(personalize::build_personalization(&args, entropy))
+}
+
+/// DEMO / TEST ONLY: the KMS's refill message for an audit (needs K1, which a real page
+/// never holds).
+#[wasm_bindgen(js_name = demoKmsRefill)]
+pub fn demo_kms_refill(
+    k1_hex: &str,
+    audit: &[u8],
+    amount: &str,
+    combination_id_hex: Option<String>,
+) -> Result<Vec<u8>, JsValue> {
+    js(personalize::demo_kms_refill(
+        k1_hex,
+        audit,
+        amount,
+        combination_id_hex.as_deref(),
+    ))
+}
+
+/// DEMO / TEST ONLY: the KMS's receipt for an audit, accepted on `accepted_on`.
+#[wasm_bindgen(js_name = demoKmsReceipt)]
+pub fn demo_kms_receipt(k1_hex: &str, audit: &[u8], accepted_on: &str) -> Result<Vec<u8>, JsValue> {
+    js(personalize::demo_kms_receipt(k1_hex, audit, accepted_on))
+}

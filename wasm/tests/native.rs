@@ -1,0 +1,374 @@
+//! The JS API's logic, natively: every flow of `wasm/API.md` through `PsdDevice` and the
+//! free functions, on the same core code the wasm module runs. (`web.rs` runs the JS glue
+//! itself under Node and Chromium.)
+
+use openpsd_core::crypto::IndiciumKey;
+use openpsd_core::psd::device::{LicenseSlot, Personalization};
+use openpsd_core::psd::host;
+use openpsd_core::types::{Amount, DeviceId, LicenseId, PostalCode};
+use openpsd_core::Status;
+use openpsd_wasm::barcode;
+use openpsd_wasm::indicium::{verify_indicium, NO_KEY};
+use openpsd_wasm::personalize::{build_personalization, demo_kms_receipt, demo_kms_refill};
+use openpsd_wasm::views::{IndiciumArgs, LicenseArg, PersonalizationArgs};
+use openpsd_wasm::{ErrorKind, PsdDevice};
+
+const K1_HEX: &str = "6f70656e7073642d746573742d6b3121"; // "openpsd-test-k1!"
+const TODAY: &str = "2026-11-21";
+
+fn args(inspection_days: u16) -> PersonalizationArgs {
+    PersonalizationArgs {
+        licenses: vec![
+            LicenseArg {
+                license: 4711,
+                origin: "10115".into(),
+            },
+            LicenseArg {
+                license: 4712,
+                origin: "80331".into(),
+            },
+        ],
+        max_postage: "100.00".into(),
+        max_dr: "10000.00".into(),
+        inspection_days,
+        device_id: Some(hex::encode(b"PSD00001")),
+        k1: Some(K1_HEX.into()),
+        vendor_public_key: None,
+    }
+}
+
+fn device(inspection_days: u16) -> PsdDevice {
+    device_from(inspection_days, [1; 32])
+}
+
+fn device_from(inspection_days: u16, entropy: [u8; 32]) -> PsdDevice {
+    let built = build_personalization(&args(inspection_days), &[9; 32]).unwrap();
+    PsdDevice::create(&built.personalization.0, &entropy, Some(TODAY)).unwrap()
+}
+
+fn funded(amount: &str) -> PsdDevice {
+    let mut psd = device(0);
+    let audit = psd.audit(b"server-nonce-123", 0).unwrap();
+    let msg = demo_kms_refill(K1_HEX, &audit, amount, None).unwrap();
+    let regs = psd.apply_refill(&msg, 0).unwrap();
+    assert_eq!(regs.dr, amount);
+    psd
+}
+
+fn piece(postage: &str) -> IndiciumArgs {
+    IndiciumArgs {
+        postage: postage.into(),
+        date: TODAY.into(),
+        rate: 1,
+        origin: "10115".into(),
+        destination: "20095".into(),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn build_personalization_is_cores_encoding() {
+    let vendor = IndiciumKey::from_bytes(&[7; 32]).unwrap().public_key();
+    let mut a = args(28);
+    a.vendor_public_key = Some(hex::encode(vendor));
+    let built = build_personalization(&a, &[9; 32]).unwrap();
+    let core = Personalization {
+        device: DeviceId(*b"PSD00001"),
+        k1: *b"openpsd-test-k1!",
+        vendor_public_key: vendor,
+        max_postage: Amount(10_000),
+        max_dr: Amount(1_000_000),
+        inspection_days: 28,
+        licenses: vec![
+            LicenseSlot {
+                license: LicenseId(4711),
+                origin: PostalCode::new(b"10115").unwrap(),
+            },
+            LicenseSlot {
+                license: LicenseId(4712),
+                origin: PostalCode::new(b"80331").unwrap(),
+            },
+        ],
+        scheme: None,
+    };
+    assert_eq!(built.personalization.0, core.encode().to_vec());
+    assert_eq!(built.device_id, "5053443030303031");
+    assert_eq!(built.k1, K1_HEX);
+
+    // Generated parts come from the entropy: a "PSD" device ID, K1, a valid vendor key.
+    let mut a = args(0);
+    (a.device_id, a.k1) = (None, None);
+    let x = build_personalization(&a, &[3; 32]).unwrap();
+    let y = build_personalization(&a, &[4; 32]).unwrap();
+    assert!(x.device_id.starts_with("505344"));
+    assert_ne!(x.k1, y.k1);
+    assert!(Personalization::decode(&x.personalization.0).is_ok());
+}
+
+#[test]
+fn build_personalization_refuses_what_personalize_would() {
+    type Mutation = Box<dyn Fn(&mut PersonalizationArgs)>;
+    let cases: Vec<(&str, Mutation)> = vec![
+        ("licenses", Box::new(|a| a.licenses.clear())),
+        (
+            "twice",
+            Box::new(|a| a.licenses[1].license = a.licenses[0].license),
+        ),
+        ("origin", Box::new(|a| a.licenses[0].origin = "abc".into())),
+        ("maxPostage", Box::new(|a| a.max_postage = "0".into())),
+        ("maxPostage", Box::new(|a| a.max_postage = "20000".into())),
+        ("maxDr", Box::new(|a| a.max_dr = "ten".into())),
+        ("deviceId", Box::new(|a| a.device_id = Some("12".into()))),
+        ("k1", Box::new(|a| a.k1 = Some("zz".into()))),
+        (
+            "vendorPublicKey",
+            Box::new(|a| a.vendor_public_key = Some(format!("04{}", "00".repeat(64)))),
+        ),
+    ];
+    for (field, mutate) in cases {
+        let mut a = args(0);
+        mutate(&mut a);
+        let e = build_personalization(&a, &[9; 32]).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Input);
+        assert!(e.message.contains(field), "{field}: {}", e.message);
+    }
+    assert!(build_personalization(&args(0), &[9; 31]).is_err());
+}
+
+#[test]
+fn a_fresh_device_reports_itself_and_refuses_unfunded_postage() {
+    let mut psd = device(0);
+    let info = psd.info().unwrap();
+    assert_eq!(info.device_id, "5053443030303031");
+    assert_eq!(
+        (info.max_postage.as_str(), info.max_dr.as_str()),
+        ("100.00", "10000.00")
+    );
+    assert_eq!((info.register_sets, info.last_date.clone()), (2, None));
+    assert_eq!(info.public_key.len(), 130);
+    let regs = psd.registers(1).unwrap();
+    assert_eq!(
+        (regs.license, regs.origin.as_str(), regs.dr.as_str()),
+        (4712, "80331", "0.00")
+    );
+
+    let e = psd.issue_indicium(&piece("0.85")).unwrap_err();
+    assert_eq!((e.kind, e.sw), (ErrorKind::Card, Some(0x9A01)));
+    assert_eq!(e.message, Status::InsufficientFunds.describe());
+    assert_eq!(e.sw_hex().as_deref(), Some("9A01"));
+    let e = psd.registers(2).unwrap_err();
+    assert_eq!(e.sw, Some(0x6A88));
+    // A second PERSONALIZE is the card's business: 6985.
+    let again = build_personalization(&args(0), &[9; 32]).unwrap();
+    let apdu = host::command(0x80, 0x10, 0, 0, &again.personalization.0, 256);
+    assert_eq!(host::sw(&psd.transmit(&apdu)), 0x6985);
+    // Bad personalization data: the card's 6700.
+    let e = PsdDevice::create(&[1, 2, 3], &[1; 32], None).err().unwrap();
+    assert_eq!(e.sw, Some(0x6700));
+}
+
+#[test]
+fn refill_issue_verify_retry() {
+    let mut psd = funded("25.00");
+    let key = psd.info().unwrap().public_key;
+    let issued = psd.issue_indicium(&piece("0.85")).unwrap();
+    assert_eq!(issued.registers.dr, "24.15");
+    assert_eq!(issued.registers.ar, "0.85");
+    assert_eq!(issued.fields.dr, "24.15");
+    assert_eq!(issued.fields.postage, "0.85");
+    assert_eq!(issued.fields.destination, "20095");
+    assert_eq!(issued.barcode.0.len(), 128);
+    assert_eq!(
+        issued.barcode.0,
+        [issued.payload.0.as_slice(), &issued.signature.0].concat()
+    );
+    let v = verify_indicium(&issued.barcode.0, Some(&key)).unwrap();
+    assert!(v.valid, "{:?}", v.error);
+    assert_eq!(v.fields.as_ref(), Some(&issued.fields));
+
+    // The same transaction again: the same bytes, no second debit.
+    let mut retry = piece("0.85");
+    retry.transaction_id = Some(issued.transaction_id.clone());
+    let again = psd.issue_indicium(&retry).unwrap();
+    assert_eq!(again.barcode, issued.barcode);
+    assert_eq!(again.registers.dr, "24.15");
+    retry.postage = "0.86".into();
+    assert_eq!(psd.issue_indicium(&retry).unwrap_err().sw, Some(0x9A07));
+
+    // Tampered or foreign: not valid, and says why.
+    let mut bad = issued.barcode.0.clone();
+    bad[30] ^= 1;
+    let v = verify_indicium(&bad, Some(&key)).unwrap();
+    assert_eq!(
+        (v.valid, v.error.as_deref()),
+        (false, Some("indicium signature invalid"))
+    );
+    let other = device_from(0, [2; 32]).info().unwrap().public_key;
+    assert_ne!(other, key, "other entropy, other key");
+    let v = verify_indicium(&issued.barcode.0, Some(&other)).unwrap();
+    assert_eq!(
+        v.error.as_deref(),
+        Some("indicium signed under another key")
+    );
+    let v = verify_indicium(&issued.barcode.0, None).unwrap();
+    assert_eq!((v.valid, v.error.as_deref()), (false, Some(NO_KEY)));
+    assert_eq!(v.fields.unwrap().pieces, 1);
+    let v = verify_indicium(&[1, 2, 3], Some(&key)).unwrap();
+    assert_eq!((v.valid, v.fields), (false, None));
+    assert!(verify_indicium(&issued.barcode.0, Some("xyz")).is_err());
+
+    // The refill message applies once.
+    let audit = psd.audit(&[5; 16], 0).unwrap();
+    let msg = demo_kms_refill(K1_HEX, &audit, "5.00", None).unwrap();
+    assert_eq!(psd.apply_refill(&msg, 0).unwrap().dr, "29.15");
+    assert_eq!(psd.apply_refill(&msg, 0).unwrap_err().sw, Some(0x9A12));
+    let mut forged = msg.clone();
+    forged[20] ^= 1;
+    assert_eq!(psd.apply_refill(&forged, 0).unwrap_err().sw, Some(0x6982));
+    assert_eq!(
+        psd.apply_refill(&msg[..57], 0).unwrap_err().sw,
+        Some(0x6700)
+    );
+}
+
+#[test]
+fn the_barcode_of_an_indicium_decodes_to_its_bytes() {
+    let mut psd = funded("25.00");
+    let issued = psd.issue_indicium(&piece("1.20")).unwrap();
+    let (n, bits) = barcode::modules(&issued.barcode.0).unwrap();
+    assert_eq!(n, 44, "128 bytes in Base256 need a 44x44 symbol");
+    assert_eq!(
+        datamatrix::DataMatrix::decode(&bits, n).unwrap(),
+        issued.barcode.0
+    );
+    assert!(barcode::svg(&issued.barcode.0, None)
+        .unwrap()
+        .contains("width=\"192\""));
+}
+
+#[test]
+fn save_and_restore_keep_everything_and_refuse_damage() {
+    let mut psd = funded("25.00");
+    psd.issue_indicium(&piece("0.85")).unwrap();
+    let state = psd.save_state().unwrap();
+    let mut back = PsdDevice::restore(&state, &[2; 32], Some(TODAY)).unwrap();
+    assert_eq!(back.registers(0).unwrap(), psd.registers(0).unwrap());
+    assert_eq!(back.info().unwrap(), psd.info().unwrap());
+    assert_eq!(back.save_state().unwrap(), state);
+    // The restored device keeps working (and its date rule: not before the last date).
+    back.issue_indicium(&piece("1.00")).unwrap();
+    let mut early = piece("1.00");
+    early.date = "2026-11-20".into();
+    assert_eq!(back.issue_indicium(&early).unwrap_err().sw, Some(0x9A03));
+
+    for i in [0, 9, 12, state.len() / 2, state.len() - 1] {
+        let mut bad = state.clone();
+        bad[i] ^= 0x01;
+        let e = PsdDevice::restore(&bad, &[2; 32], None).err().unwrap();
+        assert_eq!(e.kind, ErrorKind::State, "byte {i}: {}", e.message);
+    }
+    assert!(PsdDevice::restore(&[], &[2; 32], None).is_err());
+    assert!(PsdDevice::restore(&state[..state.len() - 1], &[2; 32], None).is_err());
+    // A well-formed blob of an empty store is no device either.
+    let empty = openpsd_wasm::state::encode(&openpsd_core::store::MemStore::new()).unwrap();
+    let e = PsdDevice::restore(&empty, &[2; 32], None).err().unwrap();
+    assert_eq!(e.kind, ErrorKind::State);
+}
+
+#[test]
+fn inspection_is_renewed_by_a_receipt() {
+    let mut psd = device(28);
+    let audit = psd.audit(&[1; 16], 0).unwrap();
+    psd.apply_refill(&demo_kms_refill(K1_HEX, &audit, "10.00", None).unwrap(), 0)
+        .unwrap();
+    let e = psd.issue_indicium(&piece("0.85")).unwrap_err();
+    assert_eq!(e.sw, Some(0x9A08));
+    assert!(e.message.starts_with("inspection overdue"));
+    let audit = psd.audit(&[2; 16], 0).unwrap();
+    let receipt = demo_kms_receipt(K1_HEX, &audit, "2026-11-20").unwrap();
+    assert_eq!(psd.receipt(&receipt).unwrap(), "2026-11-20");
+    assert_eq!(psd.receipt(&receipt).unwrap_err().sw, Some(0x9A15));
+    psd.issue_indicium(&piece("0.85")).unwrap();
+    assert_eq!(
+        psd.info().unwrap().last_inspection.as_deref(),
+        Some("2026-11-20")
+    );
+}
+
+#[test]
+fn dates_and_bad_arguments() {
+    let mut psd = funded("25.00");
+    let mut ahead = piece("0.85");
+    ahead.date = "2026-12-01".into();
+    assert_eq!(psd.issue_indicium(&ahead).unwrap_err().sw, Some(0x9A05));
+    psd.set_today(Some("2026-11-30")).unwrap();
+    psd.issue_indicium(&ahead).unwrap();
+    psd.set_today(None).unwrap();
+    assert!(psd.set_today(Some("30.11.2026")).is_err());
+
+    let input = |r: Result<_, openpsd_wasm::ApiError>| r.map(|_| ()).unwrap_err().kind;
+    for (field, bad) in [
+        ("postage", piece("0.851")),
+        (
+            "date",
+            IndiciumArgs {
+                date: "2026-13-01".into(),
+                ..piece("1")
+            },
+        ),
+        (
+            "origin",
+            IndiciumArgs {
+                origin: "".into(),
+                ..piece("1")
+            },
+        ),
+        (
+            "destination",
+            IndiciumArgs {
+                destination: "x".into(),
+                ..piece("1")
+            },
+        ),
+        (
+            "transactionId",
+            IndiciumArgs {
+                transaction_id: Some("00".into()),
+                ..piece("1")
+            },
+        ),
+    ] {
+        let e = psd.issue_indicium(&bad).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Input, "{field}");
+        assert!(e.message.starts_with(field), "{field}: {}", e.message);
+    }
+    assert_eq!(
+        psd.issue_indicium(&piece("0")).unwrap_err().sw,
+        Some(0x6A80)
+    );
+    let mut other = piece("1");
+    other.origin = "80331".into();
+    assert_eq!(psd.issue_indicium(&other).unwrap_err().sw, Some(0x9A04));
+    assert_eq!(
+        psd.issue_indicium(&piece("100.01")).unwrap_err().sw,
+        Some(0x9A02)
+    );
+    assert_eq!(psd.audit(&[0; 15], 0).unwrap_err().sw, Some(0x6700));
+    assert_eq!(psd.audit(&[0; 16], 9).unwrap_err().sw, Some(0x6A88));
+    assert_eq!(psd.receipt(&[0; 46]).unwrap_err().sw, Some(0x6982));
+    assert_eq!(
+        input(PsdDevice::create(&[], &[0; 33], None)),
+        ErrorKind::Input
+    );
+    assert_eq!(
+        input(PsdDevice::create(&[], &[0; 32], Some("x"))),
+        ErrorKind::Input
+    );
+    assert!(demo_kms_refill("00", &[], "1", None).is_err());
+    let audit = psd.audit(&[0; 16], 0).unwrap();
+    assert!(
+        demo_kms_refill(&"11".repeat(16), &audit, "1", None).is_err(),
+        "wrong K1"
+    );
+    assert_eq!(psd.transmit(&[]), vec![0x67, 0x00]);
+}

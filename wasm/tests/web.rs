@@ -1,0 +1,228 @@
+//! The JS API itself (the wasm-bindgen glue of `js.rs`), compiled to wasm32 and run by
+//! wasm-bindgen-test under Node and under headless Chromium (`scripts/wasm-test.sh`):
+//! objects in and out are real JS values, errors real JS `Error`s.
+#![cfg(target_arch = "wasm32")]
+
+use js_sys::{Function, Reflect, Uint8Array, JSON};
+use openpsd_core::Status;
+use openpsd_wasm::js::{
+    build_personalization, data_matrix_modules, data_matrix_svg, demo_kms_refill, verify_indicium,
+    Psd,
+};
+use wasm_bindgen::{JsCast, JsValue};
+use wasm_bindgen_test::wasm_bindgen_test;
+
+const TODAY: &str = "2026-11-21";
+
+fn json(text: &str) -> JsValue {
+    JSON::parse(text).unwrap()
+}
+
+fn get(v: &JsValue, key: &str) -> JsValue {
+    Reflect::get(v, &key.into()).unwrap()
+}
+
+fn text(v: &JsValue, key: &str) -> String {
+    get(v, key)
+        .as_string()
+        .unwrap_or_else(|| panic!("{key} is not a string"))
+}
+
+fn bytes(v: &JsValue) -> Vec<u8> {
+    v.dyn_ref::<Uint8Array>().expect("a Uint8Array").to_vec()
+}
+
+/// A personalized device and its K1 (hex).
+fn device(entropy: u8) -> (Psd, String) {
+    let built = build_personalization(
+        json(
+            r#"{"licenses":[{"license":4711,"origin":"10115"},{"license":4712,"origin":"80331"}],
+                "maxPostage":"100.00","maxDr":"10000.00","deviceId":"5053443030303031"}"#,
+        ),
+        &[9; 32],
+    )
+    .unwrap();
+    let psd = Psd::create(
+        &bytes(&get(&built, "personalization")),
+        &[entropy; 32],
+        Some(TODAY.into()),
+    )
+    .ok()
+    .unwrap();
+    (psd, text(&built, "k1"))
+}
+
+fn funded(amount: &str) -> Psd {
+    let (mut psd, k1) = device(1);
+    let audit = psd.audit(&[7; 16], None).ok().unwrap();
+    let msg = demo_kms_refill(&k1, &audit, amount, None).ok().unwrap();
+    let regs = psd.apply_refill(&msg, None).ok().unwrap();
+    assert_eq!(text(&regs, "dr"), amount);
+    psd
+}
+
+fn piece(postage: &str) -> JsValue {
+    json(&format!(
+        r#"{{"postage":"{postage}","date":"{TODAY}","rate":1,"origin":"10115","destination":"20095"}}"#
+    ))
+}
+
+/// The JS error's name, sw and message.
+fn error(e: JsValue) -> (String, Option<u16>, String) {
+    let err = e.dyn_into::<js_sys::Error>().expect("a JS Error");
+    let sw = get(&err, "sw").as_f64().map(|f| f as u16);
+    if let Some(sw) = sw {
+        assert_eq!(text(&err, "swHex"), format!("{sw:04X}"));
+    }
+    (err.name().into(), sw, err.message().into())
+}
+
+#[wasm_bindgen_test]
+fn issue_an_indicium_and_verify_it() {
+    let mut psd = funded("25.00");
+    let info = psd.info().ok().unwrap();
+    assert_eq!(text(&info, "deviceId"), "5053443030303031");
+    assert!(get(&info, "lastDate").is_null());
+    let issued = psd.issue_indicium(piece("0.85")).ok().unwrap();
+    let barcode = bytes(&get(&issued, "barcode"));
+    assert_eq!(barcode.len(), 128);
+    let fields = get(&issued, "fields");
+    assert_eq!(text(&fields, "postage"), "0.85");
+    assert_eq!(text(&fields, "dr"), "24.15");
+    assert_eq!(get(&fields, "pieces").as_f64(), Some(1.0));
+    assert_eq!(text(&get(&issued, "registers"), "ar"), "0.85");
+    assert_eq!(
+        barcode,
+        [
+            bytes(&get(&issued, "payload")),
+            bytes(&get(&issued, "signature"))
+        ]
+        .concat()
+    );
+
+    let v = verify_indicium(&barcode, Some(text(&info, "publicKey")))
+        .ok()
+        .unwrap();
+    assert_eq!(get(&v, "valid").as_bool(), Some(true));
+    assert!(get(&v, "error").is_null());
+    assert_eq!(text(&get(&v, "fields"), "destination"), "20095");
+    let mut tampered = barcode.clone();
+    tampered[40] ^= 1;
+    let v = verify_indicium(&tampered, Some(text(&info, "publicKey")))
+        .ok()
+        .unwrap();
+    assert_eq!(get(&v, "valid").as_bool(), Some(false));
+    assert_eq!(text(&v, "error"), "indicium signature invalid");
+
+    // A retry with the same transaction ID: the same indicium, no second debit.
+    let retry = piece("0.85");
+    Reflect::set(
+        &retry,
+        &"transactionId".into(),
+        &get(&issued, "transactionId"),
+    )
+    .unwrap();
+    let again = psd.issue_indicium(retry).ok().unwrap();
+    assert_eq!(bytes(&get(&again, "barcode")), barcode);
+    assert_eq!(text(&psd.registers(Some(0.0)).ok().unwrap(), "dr"), "24.15");
+}
+
+#[wasm_bindgen_test]
+fn refusals_are_errors_with_the_status_word() {
+    let (mut psd, _) = device(1);
+    let (name, sw, message) = error(psd.issue_indicium(piece("0.85")).err().unwrap());
+    assert_eq!((name.as_str(), sw), ("CardError", Some(0x9A01)));
+    assert_eq!(message, Status::InsufficientFunds.describe());
+    let (name, sw, _) = error(psd.registers(Some(3.0)).err().unwrap());
+    assert_eq!((name.as_str(), sw), ("CardError", Some(0x6A88)));
+    let (_, sw, _) = error(psd.audit(&[0; 15], None).err().unwrap());
+    assert_eq!(sw, Some(0x6700));
+
+    for (what, e) in [
+        ("set", psd.registers(Some(300.0)).err().unwrap()),
+        ("set", psd.registers(Some(0.5)).err().unwrap()),
+        ("unknown field", psd.issue_indicium(json(r#"{"postage":"1"}"#)).err().unwrap()),
+        (
+            "typo",
+            psd.issue_indicium(json(
+                r#"{"postage":"1","date":"2026-11-21","rate":1,"origin":"10115","destination":"20095","transactionID":"00"}"#,
+            ))
+            .err()
+            .unwrap(),
+        ),
+        ("postage", psd.issue_indicium(piece("1,00")).err().unwrap()),
+        ("not an object", psd.issue_indicium(JsValue::from(5)).err().unwrap()),
+        ("entropy", Psd::create(&[], &[0; 31], None).err().unwrap()),
+        ("today", psd.set_today(Some("tomorrow".into())).err().unwrap()),
+    ] {
+        let (name, sw, _) = error(e);
+        assert_eq!((name.as_str(), sw), ("InputError", None), "{what}");
+    }
+    // transmit never throws.
+    assert_eq!(psd.transmit(&[0x80]), vec![0x67, 0x00]);
+}
+
+#[wasm_bindgen_test]
+fn restore_keeps_the_registers_and_refuses_a_tampered_state() {
+    let mut psd = funded("25.00");
+    psd.issue_indicium(piece("1.20")).ok().unwrap();
+    let state = psd.save_state().ok().unwrap();
+    let mut back = Psd::restore(&state, &[3; 32], Some(TODAY.into()))
+        .ok()
+        .unwrap();
+    let (a, b) = (
+        JSON::stringify(&psd.registers(None).ok().unwrap()).unwrap(),
+        JSON::stringify(&back.registers(None).ok().unwrap()).unwrap(),
+    );
+    assert_eq!(a, b);
+    assert_eq!(
+        text(&back.info().ok().unwrap(), "publicKey"),
+        text(&psd.info().ok().unwrap(), "publicKey")
+    );
+    back.issue_indicium(piece("1.00")).ok().unwrap();
+    assert_eq!(text(&back.registers(None).ok().unwrap(), "dr"), "22.80");
+
+    for i in [0, state.len() / 2, state.len() - 1] {
+        let mut bad = state.clone();
+        bad[i] ^= 0x80;
+        let (name, _, _) = error(Psd::restore(&bad, &[3; 32], None).err().unwrap());
+        assert_eq!(name, "StateError", "byte {i}");
+    }
+    let (name, _, _) = error(Psd::restore(&[], &[3; 32], None).err().unwrap());
+    assert_eq!(name, "StateError");
+}
+
+#[wasm_bindgen_test]
+fn the_data_matrix_svg_is_well_formed() {
+    let mut psd = funded("25.00");
+    let issued = psd.issue_indicium(piece("0.85")).ok().unwrap();
+    let barcode = bytes(&get(&issued, "barcode"));
+    let svg = data_matrix_svg(&barcode, Some(5)).ok().unwrap();
+    assert!(svg.starts_with("<svg xmlns=\"http://www.w3.org/2000/svg\""));
+    assert!(svg.ends_with("</svg>"));
+    assert!(svg.contains("width=\"240\""), "(44 + 4) modules x 5 px");
+    assert!(svg.matches("<path").count() == 1 && svg.len() > 1000);
+    // In a browser, the XML parser must accept it as SVG (Node has no DOMParser).
+    let parse = Function::new_with_args(
+        "s",
+        "if (typeof DOMParser === 'undefined') return null;
+         const d = new DOMParser().parseFromString(s, 'image/svg+xml');
+         return d.getElementsByTagName('parsererror').length === 0 &&
+                d.documentElement.localName === 'svg';",
+    );
+    let ok = parse.call1(&JsValue::NULL, &svg.clone().into()).unwrap();
+    assert!(
+        ok.is_null() || ok.as_bool() == Some(true),
+        "DOMParser refused the SVG"
+    );
+
+    let modules = data_matrix_modules(&barcode).ok().unwrap();
+    assert_eq!(get(&modules, "size").as_f64(), Some(44.0));
+    let bits: Vec<bool> = bytes(&get(&modules, "modules"))
+        .iter()
+        .map(|b| *b == 1)
+        .collect();
+    assert_eq!(datamatrix::DataMatrix::decode(&bits, 44).unwrap(), barcode);
+    let (name, _, _) = error(data_matrix_svg(&barcode, Some(0)).err().unwrap());
+    assert_eq!(name, "InputError");
+}

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
 use card_sim::os_platform::{Clock, OsPlatform};
-use card_sim::personalize::{self, Request};
+use card_sim::personalize;
 use card_sim::sim::{self, FileCard};
 use openpsd_core::platform::Platform;
 use openpsd_core::psd::indicium::IndiciumRequest;
@@ -35,6 +35,8 @@ pub struct DemoOptions {
     pub indicia: u32,
     /// Stop after the scripted part instead of serving on.
     pub exit: bool,
+    /// Also serve the web demo (the browser postage client) on this listener.
+    pub web: Option<crate::web::WebOptions>,
 }
 
 const ACCOUNT: &str = "demo";
@@ -47,6 +49,14 @@ pub async fn run(o: DemoOptions) -> Result<()> {
         "back office: meter {}  KMS {}  recharging center {}",
         h.meter.url, h.kms.url, h.recharge.url
     );
+    let web = match &o.web {
+        Some(w) => {
+            let svc = crate::web::start(w, &h).await?;
+            println!("web listening on {}", svc.url);
+            Some(svc)
+        }
+        None => None,
+    };
     let http = reqwest::Client::new();
 
     // The vendor's personalization station makes the PSD and registers it with the KMS.
@@ -103,6 +113,9 @@ pub async fn run(o: DemoOptions) -> Result<()> {
         Amount(acct["deposited"].as_u64().unwrap_or(0)),
     );
     if o.exit {
+        if let Some(web) = web {
+            web.stop().await;
+        }
         h.stop().await;
         return Ok(());
     }
@@ -126,22 +139,24 @@ pub async fn run(o: DemoOptions) -> Result<()> {
         "Ctrl-C stops the demo; run it again with --data {} to continue.",
         o.data.display()
     );
+    if let Some(web) = &web {
+        println!(
+            "\nthe web demo (a browser PSD, refills, labels): open {}/ in a browser",
+            web.url
+        );
+    }
     let _ = tokio::signal::ctrl_c().await;
+    if let Some(web) = web {
+        web.stop().await;
+    }
     h.stop().await;
     Ok(())
 }
 
 fn make_card(card_dir: &Path, secrets_path: &Path) -> Result<()> {
     let mut card = sim::create_file_card(card_dir, Clock::System).map_err(|e| anyhow!("{e}"))?;
-    let req = Request {
-        device: None,
-        vendor_public_key: None,
-        max_postage: Amount(10_000),
-        max_dr: Amount(1_000_000),
-        // Real meters stop franking 28 days after they last reached the data center.
-        inspection_days: 28,
-        licenses: vec![personalize::parse_license("4711:10115").map_err(|e| anyhow!(e))?],
-    };
+    let slot = personalize::parse_license("4711:10115").map_err(|e| anyhow!(e))?;
+    let req = crate::web::psd_request(slot.license.0, slot.origin);
     let (info, secrets) = personalize::personalize(&mut card, &mut OsPlatform::default(), &req)?;
     personalize::write_secrets(secrets_path, &secrets)?;
     println!(

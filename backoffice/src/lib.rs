@@ -27,6 +27,7 @@ pub mod meter;
 pub mod recharge;
 pub mod server;
 pub mod upstream;
+pub mod web;
 
 pub use error::ApiError;
 pub use server::{spawn_all, Handles, Service};

@@ -63,6 +63,17 @@ struct Demo {
     /// Stop after the refill and the indicia instead of serving on.
     #[arg(long)]
     exit: bool,
+    /// Also serve the web demo (browser postage client, wasm package, the meter server's
+    /// API and the personalization room for browser PSDs) on this address, e.g.
+    /// 127.0.0.1:8080. Loopback only: it hands out K1 in PERSONALIZE data.
+    #[arg(long, value_name = "ADDR")]
+    web: Option<String>,
+    /// The web demo's page directory.
+    #[arg(long, value_name = "DIR", default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../web-demo"))]
+    web_root: PathBuf,
+    /// The wasm package built for the web target (served under /pkg/).
+    #[arg(long, value_name = "DIR", default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../target/wasm-pkg/web"))]
+    wasm_pkg: PathBuf,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -132,6 +143,11 @@ fn main() -> Result<()> {
                 refill: d.refill,
                 indicia: d.indicia,
                 exit: d.exit,
+                web: d.web.map(|listen| openpsd_backoffice::web::WebOptions {
+                    listen,
+                    root: d.web_root,
+                    pkg: d.wasm_pkg,
+                }),
             },
         )),
     }

@@ -7,7 +7,7 @@
 //
 //   node tests/web/journey.mjs --url http://127.0.0.1:PORT/ --out target/web-test
 //
-// Writes OUT/label.png, OUT/print.png, OUT/journey.json; exits non-zero on the first failure.
+// Writes OUT/label.png, OUT/print.png, OUT/label.pdf, OUT/page.png, OUT/journey.json; exits non-zero on the first failure.
 
 import { createRequire } from 'node:module';
 import { mkdtempSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
@@ -82,7 +82,8 @@ async function main() {
   const expectRefusal = async (what, pattern) => {
     await settled();
     const n = await notice();
-    check(!n.hidden && n.kind === 'error' && pattern.test(n.text), `${what} refused with a clear message: "${n.text.split('\n')[0]}" (${n.text.split('\n')[1] || ''})`);
+    const [msg, code] = n.text.split('\n').filter((l) => l.trim());
+    check(!n.hidden && n.kind === 'error' && pattern.test(msg), `${what} refused with a clear message: "${msg}" [${code || ''}]`);
   };
   const frank = async (postage, destination) => {
     await page.selectOption('#frank-rate', postage === '0.85' ? '1' : '9');
@@ -139,13 +140,40 @@ async function main() {
   regs = await registers();
   check(regs.dr === '25.00' && regs.pieces === '0', 'nothing was debited by the refusals');
 
+  // -- 5b. a refill whose confirmation is lost on the way is resumed with the same
+  //        transaction ID: applied once, charged once
+  let aborted = 0;
+  await page.route('**/v1/refills/*/confirm', (route) => {
+    aborted += 1;
+    return route.abort('connectionreset');
+  });
+  await page.fill('#refill-amount', '5.00');
+  await page.click('#refill-button');
+  await expectRefusal('a refill whose confirmation was lost', /not reachable/);
+  await page.unroute('**/v1/refills/*/confirm');
+  check(aborted === 1, 'the confirmation request was cut once');
+  check(/interrupted refill of 5\.00/.test(await text('#refill-pending')), `the page says so: ${await text('#refill-pending')}`);
+  regs = await registers();
+  check(regs.dr === '30.00' && regs.refills === '2', `the message was applied before the connection broke ${JSON.stringify(regs)}`);
+  await page.fill('#refill-amount', '99.00');
+  await page.click('#refill-button');
+  await settled();
+  n = await notice();
+  const resumed = await page.locator('#refill-steps li').allInnerTexts();
+  for (const s of resumed) log(`  resumed step: ${s}`);
+  check(n.kind === 'ok' && /Refilled 5\.00/.test(n.text) && resumed.some((s) => /finishing the interrupted refill/.test(s))
+    && resumed.some((s) => /applied before/.test(s)), 'the next refill first finishes the interrupted one (same transaction ID)');
+  regs = await registers();
+  check(regs.dr === '30.00' && regs.controlSum === '30.00' && regs.refills === '2', `credited once ${JSON.stringify(regs)}`);
+  check(/available 70\.00, held 0\.00, debited 30\.00/.test(await text('#dev-account')), `charged once: ${await text('#dev-account')}`);
+
   // -- 6. issue an indicium; its label
   await frank('0.85', '20095');
   await settled();
   n = await notice();
   check(n.kind === 'ok' && /Indicium #1 issued: 0\.85 to 20095/.test(n.text), `indicium: ${n.text.split('\n')[0]}`);
   regs = await registers();
-  check(regs.ar === '0.85' && regs.dr === '24.15' && regs.controlSum === '25.00' && regs.pieces === '1', `registers after the piece ${JSON.stringify(regs)}`);
+  check(regs.ar === '0.85' && regs.dr === '29.15' && regs.controlSum === '30.00' && regs.pieces === '1', `registers after the piece ${JSON.stringify(regs)}`);
   const label = page.locator('#label');
   check(await label.isVisible(), 'the label is shown');
   const barcode = await label.getAttribute('data-barcode');
@@ -161,12 +189,15 @@ async function main() {
   // -- 7. print CSS: only the label prints
   await page.emulateMedia({ media: 'print' });
   const printed = await page.evaluate(() => {
-    const vis = (sel) => getComputedStyle(document.querySelector(sel)).display !== 'none';
+    const vis = (sel) => document.querySelector(sel).checkVisibility();
     return { main: vis('main'), header: vis('header'), label: vis('#label'), labelArea: vis('#label-area'), printButton: vis('#print-button') };
   });
   check(!printed.main && !printed.header && !printed.printButton && printed.label && printed.labelArea, `print media shows only the label ${JSON.stringify(printed)}`);
   await page.screenshot({ path: join(OUT, 'print.png') });
+  await page.pdf({ path: join(OUT, 'label.pdf'), preferCSSPageSize: true });
+  log(`  printed to ${join(OUT, 'label.pdf')}`);
   await page.emulateMedia({ media: 'screen' });
+  await page.screenshot({ path: join(OUT, 'page.png'), fullPage: true });
 
   // -- 8. history
   let rows = await page.locator('#history-rows tr').allInnerTexts();
@@ -189,6 +220,25 @@ async function main() {
     `same registers after the reload ${JSON.stringify(after)}`);
   rows = await page.locator('#history-rows tr').allInnerTexts();
   check(rows.length === 1 && /verified/.test(rows[0]), 'history kept and re-verified after the reload');
+
+  // -- 10b. the history is verified, not trusted: a changed entry shows as invalid
+  const historyKey = `openpsd.history.${deviceId}`;
+  const original = await page.evaluate((k) => localStorage.getItem(k), historyKey);
+  await page.evaluate(([k, v]) => {
+    const list = JSON.parse(v);
+    const b = list[0].barcode;
+    list[0].barcode = b.slice(0, 76) + (b[76] === '0' ? '1' : '0') + b.slice(77); // postage byte
+    localStorage.setItem(k, JSON.stringify(list));
+  }, [historyKey, original]);
+  await page.reload();
+  await settled();
+  rows = await page.locator('#history-rows tr').allInnerTexts();
+  check(rows.length === 1 && /INVALID: indicium signature invalid/.test(rows[0]), `a changed history entry is flagged: ${rows[0].replace(/\s+/g, ' ')}`);
+  await page.evaluate(([k, v]) => localStorage.setItem(k, v), [historyKey, original]);
+  await page.reload();
+  await settled();
+  rows = await page.locator('#history-rows tr').allInnerTexts();
+  check(/verified/.test(rows[0]) && !/INVALID/.test(rows[0]), 'the original entry verifies again');
 
   // -- 11. tamper with the sealed record: a clear error, never a silent reset
   const tampered = await page.evaluate(tamperSealedRecord);

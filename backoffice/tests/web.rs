@@ -1,0 +1,250 @@
+//! The web demo's listener (`backoffice demo --web`): static files, the personalization room
+//! for browser PSDs, and the meter server's API passed through — exercised with a real PSD
+//! (the core applet in card-sim's in-memory card, standing in for the one in the page) that
+//! is personalized from the room's PERSONALIZE data and then refilled by the host library's
+//! `openpsd refill` code through the web listener's `/v1`.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use card_sim::sim::{SimCard, SimulatedCard};
+use openpsd_backoffice::web::{self, WebOptions};
+use openpsd_core::platform::SeededPlatform;
+use openpsd_core::psd::device::Personalization;
+use openpsd_core::psd::host;
+use openpsd_core::store::MemStore;
+use openpsd_core::types::{Amount, DeviceId, RegisterSetIndex};
+use openpsd_host::refill::{MeterClient, RefillRequest};
+use openpsd_host::{PsdClient, Transport, TransportError};
+use serde_json::{json, Value};
+
+type Sim = SimCard<MemStore, SeededPlatform>;
+
+struct Shared(Rc<RefCell<Sim>>);
+
+impl Transport for Shared {
+    fn transmit(&mut self, apdu: &[u8]) -> Result<Vec<u8>, TransportError> {
+        let mut reply = Vec::new();
+        self.0.borrow_mut().transmit(apdu, &mut reply);
+        Ok(reply)
+    }
+}
+
+async fn send(req: reqwest::RequestBuilder) -> (u16, Value, String) {
+    let resp = req.send().await.unwrap();
+    let status = resp.status().as_u16();
+    let ct = resp
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default();
+    let bytes = resp.bytes().await.unwrap();
+    let value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    (status, value, ct)
+}
+
+/// `GET path` exactly as written (an HTTP client would normalize `..` away); the status.
+/// (Blocking: this thread only drives the test's future; the services run on the workers.)
+fn raw_get(addr: &std::net::SocketAddr, path: &str) -> u16 {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).unwrap();
+    let text = String::from_utf8_lossy(&out);
+    assert!(!text.contains("K1"), "{path}: {text}");
+    text.split(' ').nth(1).unwrap().parse().unwrap()
+}
+
+/// A blank PSD personalized with the room's data, as the page does with `Psd.create`.
+fn personalize(data_hex: &str, seed: u64) -> (Rc<RefCell<Sim>>, String, String) {
+    let data = hex::decode(data_hex).unwrap();
+    let p = Personalization::decode(&data).expect("the room's data is valid PERSONALIZE data");
+    let mut platform = SeededPlatform::new(seed);
+    platform.today = Some(openpsd_backoffice::codec::today_utc());
+    let mut sim = Sim::new(MemStore::new(), platform).unwrap();
+    let mut reply = Vec::new();
+    sim.transmit(&host::select(), &mut reply);
+    assert_eq!(host::sw(&reply), 0x9000);
+    reply.clear();
+    sim.transmit(&host::personalize(&p), &mut reply);
+    let out = host::data(&reply).expect("PERSONALIZE accepted");
+    assert_eq!(out.len(), 4 + 65);
+    (
+        Rc::new(RefCell::new(sim)),
+        hex::encode(&out[..4]),
+        hex::encode(&out[4..]),
+    )
+}
+
+#[test]
+fn a_browser_psd_is_personalized_registered_and_refilled_through_the_web_listener() {
+    // The services run on the runtime's workers; the card (not Send) and the blocking host
+    // stay on this thread.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(run());
+}
+
+async fn run() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("web-demo");
+    let pkg = dir.path().join("pkg");
+    std::fs::create_dir_all(&root).unwrap();
+    std::fs::create_dir_all(&pkg).unwrap();
+    std::fs::write(root.join("index.html"), "<!doctype html><title>t</title>").unwrap();
+    std::fs::write(pkg.join("openpsd_bg.wasm"), b"\0asm\x01\0\0\0").unwrap();
+    let h = openpsd_backoffice::spawn_all(&dir.path().join("bo"))
+        .await
+        .unwrap();
+    let w = web::start(
+        &WebOptions {
+            listen: "127.0.0.1:0".into(),
+            root,
+            pkg,
+        },
+        &h,
+    )
+    .await
+    .unwrap();
+    let http = reqwest::Client::new();
+    let url = |p: &str| format!("{}{p}", w.url);
+
+    // Static files.
+    let (s, _, ct) = send(http.get(url("/"))).await;
+    assert_eq!((s, ct.as_str()), (200, "text/html; charset=utf-8"));
+    let (s, _, ct) = send(http.get(url("/pkg/openpsd_bg.wasm"))).await;
+    assert_eq!((s, ct.as_str()), (200, "application/wasm"));
+    let (s, body, _) = send(http.get(url("/pkg/nothing.js"))).await;
+    assert_eq!(
+        (s, body["error"]["code"].as_str()),
+        (404, Some("not_found"))
+    );
+
+    // Nothing outside the page's directory, whatever the raw request line says.
+    std::fs::write(dir.path().join("secret.txt"), "K1").unwrap();
+    std::fs::write(dir.path().join("web-demo/.hidden"), "x").unwrap();
+    for path in [
+        "/../secret.txt",
+        "/pkg/../../secret.txt",
+        "/%2e%2e/secret.txt",
+        "/.hidden",
+    ] {
+        let status = raw_get(&w.addr, path);
+        assert!(status == 404 || status == 400, "{path}: HTTP {status}");
+    }
+
+    // The room: PERSONALIZE data with the requested origin.
+    let (s, bad, _) = send(
+        http.post(url("/demo/v1/devices"))
+            .json(&json!({"origin": "not a code!"})),
+    )
+    .await;
+    assert_eq!(
+        (s, bad["error"]["code"].as_str()),
+        (400, Some("bad_request"))
+    );
+    let (s, pers, _) = send(
+        http.post(url("/demo/v1/devices"))
+            .json(&json!({"origin": "80331"})),
+    )
+    .await;
+    assert_eq!(s, 200, "{pers}");
+    assert_eq!(pers["origin"], "80331");
+    assert_eq!(pers["inspection_days"], 28);
+    let device_id = pers["device_id"].as_str().unwrap().to_owned();
+    let account = pers["account_id"].as_str().unwrap().to_owned();
+    assert_eq!(account, format!("web-{device_id}"));
+    let (sim, key_id, public_key) = personalize(pers["personalize"].as_str().unwrap(), 1);
+
+    // Not registered yet: the meter server (through the web listener) does not know it.
+    let (s, e, _) = send(http.post(url("/v1/refills")).json(&json!({
+        "client_txn_id": "early", "device_id": device_id, "set": 0, "account_id": account,
+        "amount": 100})))
+    .await;
+    assert_eq!(
+        (s, e["error"]["code"].as_str()),
+        (404, Some("unknown_device"))
+    );
+
+    // A wrong key ID is refused; the right one registers and funds the account.
+    let reg = |k: &str, p: &str| {
+        http.post(url(&format!("/demo/v1/devices/{device_id}/register")))
+            .json(&json!({"key_id": k, "public_key": p}))
+    };
+    let (s, e, _) = send(reg("00000000", &public_key)).await;
+    assert_eq!((s, e["error"]["code"].as_str()), (400, Some("bad_request")));
+    let (s, r, _) = send(reg(&key_id, &public_key)).await;
+    assert_eq!(s, 200, "{r}");
+    assert_eq!(r["account"]["available"], 10_000);
+    assert_eq!(r["licenses"][0][1], "80331");
+    // Again (the page lost the answer): the same, and no second deposit.
+    let (s, r, _) = send(reg(&key_id, &public_key)).await;
+    assert_eq!((s, &r["account"]["deposited"]), (200, &json!(10_000)));
+    // Another device key for it afterwards: refused.
+    let (_, _, other) = personalize(
+        send(http.post(url("/demo/v1/devices"))).await.1["personalize"]
+            .as_str()
+            .unwrap(),
+        2,
+    );
+    let other_id = hex::encode(openpsd_core::crypto::key_id(&hex::decode(&other).unwrap()).0);
+    let (s, e, _) = send(reg(&other_id, &other)).await;
+    assert_eq!(
+        (s, e["error"]["code"].as_str()),
+        (409, Some("device_conflict"))
+    );
+    // A device the room never made.
+    let (s, e, _) = send(
+        http.post(url("/demo/v1/devices/5053440000000000/register"))
+            .json(&json!({"key_id": key_id, "public_key": public_key})),
+    )
+    .await;
+    assert_eq!(
+        (s, e["error"]["code"].as_str()),
+        (404, Some("unknown_device"))
+    );
+
+    // The host's refill, through the web listener's /v1 (the meter server's API).
+    // (ureq blocks this thread, which only drives this future; the services run on the
+    // runtime's workers.)
+    let mut psd = PsdClient::new(Box::new(Shared(sim)));
+    let info = psd.select().unwrap().unwrap();
+    let mut d = [0u8; 8];
+    hex::decode_to_slice(&device_id, &mut d).unwrap();
+    assert_eq!(info.device, DeviceId(d));
+    let req = RefillRequest {
+        client_txn_id: "web-test-1".into(),
+        account_id: account.clone(),
+        set: RegisterSetIndex(0),
+        amount: Amount(2_500),
+    };
+    let out = MeterClient::new(&w.url)
+        .refill(&mut psd, info.device, &req, &mut |_| {})
+        .unwrap();
+    assert_eq!(out.state, "completed");
+    assert!(out.inspection_renewed);
+    assert_eq!(
+        (out.registers.dr, out.registers.control_sum),
+        (Amount(2_500), Amount(2_500))
+    );
+    let (s, a, _) = send(http.get(url(&format!("/demo/v1/accounts/{account}")))).await;
+    assert_eq!(s, 200);
+    assert_eq!(
+        (&a["available"], &a["debited"]),
+        (&json!(7_500), &json!(2_500))
+    );
+    // Only the web demo's own accounts are shown.
+    let (s, _, _) = send(http.get(url("/demo/v1/accounts/demo"))).await;
+    assert_eq!(s, 403);
+
+    w.stop().await;
+    h.stop().await;
+}

@@ -1,0 +1,420 @@
+// The web demo's postage client: a PSD in this page (the wasm package's `Psd`), its sealed
+// state in IndexedDB (the package's storage.js), refills through the meter server
+// (meter.js), labels with a DataMatrix indicium, and the history of indicia issued.
+
+import { call, refill, inspect, BackOfficeError } from './meter.js';
+import { describe } from './messages.js';
+import { bytesToHex, hexToBytes, randomBytes, today, minorUnits, amountText } from './util.js';
+
+const STATE_NAME = 'psd';
+const SET = 0;
+const $ = (id) => document.getElementById(id);
+
+const app = {
+  wasm: null,      // the package's exports
+  store: null,     // SealedStorage
+  psd: null,       // Psd
+  meta: null,      // {deviceId, accountId, registered}
+  info: null,      // psd.info()
+  registers: null, // psd.registers(SET)
+  saving: Promise.resolve(),
+  busy: false,
+};
+
+// ---------------------------------------------------------------- small UI helpers
+
+function status(text, state) {
+  const el = $('status');
+  el.textContent = text;
+  el.dataset.state = state;
+}
+
+function notice(text, code, kind = 'error') {
+  const el = $('notice');
+  el.replaceChildren();
+  const p = document.createElement('p');
+  p.textContent = text;
+  el.append(p);
+  if (code) {
+    const c = document.createElement('p');
+    c.className = 'code';
+    c.textContent = code;
+    el.append(c);
+  }
+  el.dataset.kind = kind;
+  el.hidden = false;
+}
+
+function clearNotice() {
+  $('notice').hidden = true;
+}
+
+function refusal(err) {
+  const d = describe(err, { registers: app.registers, info: app.info });
+  notice(d.text, d.code);
+  console.warn(err);
+}
+
+function show(...ids) {
+  for (const id of ids) $(id).hidden = false;
+}
+
+async function busy(what, fn) {
+  if (app.busy) return;
+  app.busy = true;
+  document.querySelectorAll('main button').forEach((b) => { b.dataset.was = b.disabled; b.disabled = true; });
+  status(what, 'busy');
+  clearNotice();
+  try {
+    await fn();
+    status('Ready.', 'ready');
+  } catch (e) {
+    refusal(e);
+    status('Refused — see the message above.', 'ready');
+  } finally {
+    document.querySelectorAll('main button').forEach((b) => { b.disabled = b.dataset.was === 'true'; });
+    app.busy = false;
+    if (app.psd) render();
+  }
+}
+
+// ---------------------------------------------------------------- device state
+
+const metaKey = 'openpsd.device';
+const historyKey = (id) => `openpsd.history.${id}`;
+const pendingRefillKey = (id) => `openpsd.pendingRefill.${id}`;
+
+function loadJson(key, dflt) {
+  try {
+    const v = localStorage.getItem(key);
+    return v === null ? dflt : JSON.parse(v);
+  } catch {
+    return dflt;
+  }
+}
+
+function saveJson(key, value) {
+  if (value === null) localStorage.removeItem(key);
+  else localStorage.setItem(key, JSON.stringify(value));
+}
+
+/** Seals the PSD's state now (in call order) and waits until it is stored. */
+function save() {
+  const state = app.psd.saveState();
+  app.saving = app.saving.then(() => app.store.saveSealed(STATE_NAME, state));
+  return app.saving;
+}
+
+function device() {
+  return { psd: app.psd, deviceId: app.meta.deviceId, accountId: app.meta.accountId, set: SET, save };
+}
+
+async function register() {
+  const reg = await call('POST', `/demo/v1/devices/${app.info.deviceId}/register`, {
+    key_id: app.info.keyId, public_key: app.info.publicKey,
+  });
+  app.meta.registered = true;
+  saveJson(metaKey, app.meta);
+  return reg;
+}
+
+// ---------------------------------------------------------------- rendering
+
+async function render() {
+  app.info = app.psd.info();
+  app.registers = app.psd.registers(SET);
+  const i = app.info;
+  const r = app.registers;
+  $('dev-id').textContent = i.deviceId;
+  $('dev-license').textContent = `${r.license} / ${r.origin}`;
+  $('dev-keyid').textContent = i.keyId;
+  $('dev-pubkey').textContent = i.publicKey;
+  $('dev-limits').textContent = `per piece ${i.maxPostage}, descending register ${i.maxDr}, inspection every ${i.inspectionDays} days`;
+  $('reg-ar').textContent = r.ar;
+  $('reg-dr').textContent = r.dr;
+  $('reg-cs').textContent = r.controlSum;
+  $('reg-pieces').textContent = r.pieces;
+  $('reg-refills').textContent = r.refills;
+  $('reg-inspection').textContent = inspectionText(i);
+  renderHistory();
+  const pending = loadJson(pendingRefillKey(app.meta.deviceId), null);
+  $('refill-pending').hidden = !pending;
+  $('refill-pending').textContent = pending
+    ? `An interrupted refill of ${amountText(pending.amount)} (transaction ${pending.txn}) is waiting: Refill finishes it first.`
+    : '';
+  try {
+    const a = await call('GET', `/demo/v1/accounts/${app.meta.accountId}`);
+    $('dev-account').textContent = `${a.account_id}: available ${amountText(a.available)}, held ${amountText(a.held)}, debited ${amountText(a.debited)}`;
+  } catch (e) {
+    $('dev-account').textContent = `${app.meta.accountId} (${describe(e).text})`;
+  }
+}
+
+function inspectionText(i) {
+  if (!i.inspectionDays) return 'not required';
+  if (!i.lastInspection) return 'due: never inspected — refill or run an inspection before franking';
+  const due = new Date(i.lastInspection + 'T00:00:00');
+  due.setDate(due.getDate() + i.inspectionDays);
+  const dueText = due.toISOString().slice(0, 10);
+  return `last ${i.lastInspection}, franking allowed through ${dueText}`;
+}
+
+function renderHistory() {
+  const rows = $('history-rows');
+  rows.replaceChildren();
+  const list = loadJson(historyKey(app.meta.deviceId), []);
+  for (const entry of list.slice().reverse()) {
+    const v = app.wasm.verifyIndicium(hexToBytes(entry.barcode), app.info.publicKey);
+    const f = v.fields;
+    const tr = document.createElement('tr');
+    const cells = f
+      ? [f.pieces, f.date, f.postage, `${f.origin} → ${f.destination}`, entry.transactionId]
+      : ['?', '?', '?', '?', entry.transactionId];
+    for (const c of cells) {
+      const td = document.createElement('td');
+      td.textContent = c;
+      tr.append(td);
+    }
+    const ok = document.createElement('td');
+    ok.textContent = v.valid ? 'verified' : `INVALID: ${v.error}`;
+    ok.className = v.valid ? 'ok' : 'bad';
+    tr.append(ok);
+    const btn = document.createElement('td');
+    const b = document.createElement('button');
+    b.type = 'button';
+    b.className = 'secondary';
+    b.textContent = 'Label';
+    b.addEventListener('click', () => showLabel(entry));
+    btn.append(b);
+    tr.append(btn);
+    rows.append(tr);
+  }
+  $('history').hidden = list.length === 0;
+}
+
+function showLabel(entry) {
+  const barcode = hexToBytes(entry.barcode);
+  const v = app.wasm.verifyIndicium(barcode, app.info.publicKey);
+  if (!v.fields) {
+    notice('This history entry does not decode as an indicium.', v.error);
+    return;
+  }
+  const f = v.fields;
+  $('label-code').innerHTML = app.wasm.dataMatrixSvg(barcode, 4);
+  $('label-postage').textContent = f.postage;
+  $('label-date').textContent = f.date;
+  $('label-origin').textContent = f.origin;
+  $('label-destination').textContent = f.destination;
+  $('label-device').textContent = f.deviceId;
+  $('label-piece').textContent = f.pieces;
+  $('label-license').textContent = f.license;
+  $('label').dataset.barcode = entry.barcode;
+  $('label').dataset.deviceId = f.deviceId;
+  $('label-verified').textContent = v.valid
+    ? `Signature verified under the device's key ${f.keyId}.`
+    : `Signature NOT valid: ${v.error}`;
+  show('label-area');
+}
+
+// ---------------------------------------------------------------- actions
+
+async function createDevice(origin) {
+  // Never over an existing record (a tampered one throws here, which is right too).
+  if (app.psd || (await app.store.loadSealed(STATE_NAME)) !== null) {
+    throw new Error('this browser holds a device already; it is not replaced');
+  }
+  const pers = await call('POST', '/demo/v1/devices', { origin });
+  const psd = app.wasm.Psd.create(hexToBytes(pers.personalize), randomBytes(32), today());
+  const info = psd.info();
+  if (info.deviceId !== pers.device_id) {
+    throw new Error(`the PSD reports device ${info.deviceId}, the personalization room made ${pers.device_id}`);
+  }
+  app.psd = psd;
+  app.meta = { deviceId: info.deviceId, accountId: pers.account_id, registered: false };
+  // Sealed first, then registered: a device that exists in the page is never lost.
+  await save();
+  saveJson(metaKey, app.meta);
+  app.info = info;
+  showDevice();
+  await register();
+  notice(`Device ${info.deviceId} created and registered with the key management system; account ${pers.account_id} opened with a deposit. Refill it to start franking.`, '', 'ok');
+}
+
+async function doRefill(amountInput) {
+  const id = app.meta.deviceId;
+  if (!app.meta.registered) await register();
+  let pending = loadJson(pendingRefillKey(id), null);
+  const steps = $('refill-steps');
+  steps.replaceChildren();
+  const progress = (text) => {
+    const li = document.createElement('li');
+    li.textContent = text;
+    li.dataset.state = 'done';
+    steps.append(li);
+  };
+  if (pending) {
+    progress(`finishing the interrupted refill ${pending.txn} of ${amountText(pending.amount)} first`);
+  } else {
+    const amount = minorUnits(amountInput);
+    if (!amount) throw new Error(`"${amountInput}" is not an amount (e.g. 25.00)`);
+    pending = { txn: bytesToHex(randomBytes(8)), amount };
+    saveJson(pendingRefillKey(id), pending);
+  }
+  try {
+    const out = await refill(device(), pending, progress);
+    saveJson(pendingRefillKey(id), null);
+    progress(`done: DR ${out.registers.dr}, control sum ${out.registers.controlSum}, refills ${out.registers.refills}`);
+    notice(`Refilled ${amountText(pending.amount)}: the meter now holds ${out.registers.dr}.`, '', 'ok');
+  } catch (e) {
+    // A refusal ends the refill (the meter server's refused state, or a card refusal that a
+    // retry cannot change); a lost connection keeps it to resume with the same ID.
+    const resumable = e instanceof TypeError || (e instanceof BackOfficeError && e.detail.code === 'service_unavailable');
+    if (!resumable) saveJson(pendingRefillKey(id), null);
+    else e.hint = `The refill ${pending.txn} is kept: the next Refill finishes it first, with the same transaction ID (nothing is charged twice).`;
+    const li = document.createElement('li');
+    li.textContent = `${resumable ? 'interrupted' : 'refused'}: ${describe(e, { registers: app.registers, info: app.info }).text}`;
+    li.dataset.state = 'failed';
+    steps.append(li);
+    throw e;
+  }
+}
+
+async function doInspect() {
+  if (!app.meta.registered) await register();
+  const steps = $('refill-steps');
+  steps.replaceChildren();
+  const date = await inspect(device(), (text) => {
+    const li = document.createElement('li');
+    li.textContent = text;
+    li.dataset.state = 'done';
+    steps.append(li);
+  });
+  notice(`Inspection accepted on ${date}.`, '', 'ok');
+}
+
+async function doFrank() {
+  const regs = app.psd.registers(SET);
+  const req = {
+    postage: $('frank-postage').value.trim(),
+    date: $('frank-date').value,
+    rate: Number($('frank-rate').value),
+    origin: regs.origin,
+    destination: $('frank-destination').value.trim().toUpperCase(),
+    set: SET,
+  };
+  app.psd.setToday(today());
+  const out = app.psd.issueIndicium(req);
+  await save();
+  const entry = {
+    transactionId: out.transactionId,
+    barcode: bytesToHex(out.barcode),
+    issuedAt: new Date().toISOString(),
+  };
+  const list = loadJson(historyKey(app.meta.deviceId), []);
+  list.push(entry);
+  saveJson(historyKey(app.meta.deviceId), list);
+  showLabel(entry);
+  $('label-area').scrollIntoView({ block: 'nearest' });
+  notice(`Indicium #${out.fields.pieces} issued: ${out.fields.postage} to ${out.fields.destination}. DR now ${out.registers.dr}.`, '', 'ok');
+}
+
+// ---------------------------------------------------------------- start-up
+
+function showDevice() {
+  $('create').hidden = true;
+  show('device', 'refill', 'frank', 'purse');
+}
+
+function fatal(text, err) {
+  $('fatal-text').textContent = text;
+  show('fatal');
+  status('The stored device cannot be opened.', 'fatal');
+  if (err) console.error(err);
+}
+
+async function start() {
+  $('frank-date').value = today();
+  try {
+    app.wasm = await import('/pkg/openpsd.js');
+    await app.wasm.default();
+  } catch (e) {
+    status('The PSD module (wasm package) did not load: build it with `bash scripts/demo.sh`.', 'error');
+    notice('The wasm package is missing or failed to load.', String(e));
+    return;
+  }
+  try {
+    const storage = await import('/pkg/storage.js');
+    app.store = await storage.openStorage('openpsd');
+  } catch (e) {
+    status('IndexedDB storage is not available in this browser profile.', 'error');
+    notice('Cannot open the sealed storage (IndexedDB / WebCrypto).', String(e));
+    return;
+  }
+
+  let saved;
+  try {
+    saved = await app.store.loadSealed(STATE_NAME);
+  } catch (e) {
+    fatal(`The sealed device record in this browser was changed or damaged and does not open (${e.name}: ${e.message}). It was not modified.`, e);
+    return;
+  }
+  if (saved) {
+    try {
+      app.psd = app.wasm.Psd.restore(saved, randomBytes(32), today());
+    } catch (e) {
+      fatal(`The sealed device record opens but is not a PSD state (${e.name}: ${e.message}). It was not modified.`, e);
+      return;
+    }
+    app.info = app.psd.info();
+    const meta = loadJson(metaKey, null);
+    app.meta = meta && meta.deviceId === app.info.deviceId
+      ? meta
+      : { deviceId: app.info.deviceId, accountId: `web-${app.info.deviceId}`, registered: false };
+    showDevice();
+    if (!app.meta.registered) {
+      try {
+        await register();
+      } catch (e) {
+        refusal(e);
+      }
+    }
+    await render();
+    status(`Device ${app.info.deviceId} restored from sealed storage.`, 'ready');
+  } else {
+    show('create');
+    status('No device in this browser yet: create one.', 'ready');
+  }
+}
+
+// ---------------------------------------------------------------- wiring
+
+$('create-form').addEventListener('submit', (ev) => {
+  ev.preventDefault();
+  busy('Creating the device…', () => createDevice($('create-origin').value.trim()));
+});
+$('refill-form').addEventListener('submit', (ev) => {
+  ev.preventDefault();
+  busy('Refilling through the meter server…', () => doRefill($('refill-amount').value));
+});
+$('inspect-button').addEventListener('click', () => busy('Inspection…', doInspect));
+$('frank-form').addEventListener('submit', (ev) => {
+  ev.preventDefault();
+  busy('Issuing the indicium…', doFrank);
+});
+$('frank-rate').addEventListener('change', () => {
+  const p = $('frank-rate').selectedOptions[0].dataset.postage;
+  if (p) $('frank-postage').value = p;
+});
+$('print-button').addEventListener('click', () => window.print());
+$('fatal-delete').addEventListener('click', async () => {
+  if (!confirm('Delete the stored device? Its registers and any value in it are lost.')) return;
+  await app.store.remove(STATE_NAME);
+  saveJson(metaKey, null);
+  location.reload();
+});
+$('purse-form').addEventListener('submit', (ev) => ev.preventDefault());
+
+start().catch((e) => {
+  status(`Start-up failed: ${e.message}`, 'error');
+  refusal(e);
+});

@@ -1,0 +1,120 @@
+// What the mailer reads when something is refused: the PSD's status words (thrown by the
+// wasm module as CardError with sw / swHex / message) and the back office's error codes
+// (docs/refill.md § Errors). Each text says what happened and what to do; the raw code is
+// shown next to it.
+
+/** Mailer-facing text for a PSD status word; `ctx` may carry registers/info for details. */
+export function cardText(swHex, fallback, ctx = {}) {
+  const r = ctx.registers;
+  const info = ctx.info;
+  if (/^63C[0-9A-F]$/.test(swHex)) {
+    const left = parseInt(swHex[3], 16);
+    return left === 0
+      ? 'Wrong PIN, and no tries are left: the PIN is now blocked.'
+      : `Wrong PIN: ${left} ${left === 1 ? 'try' : 'tries'} left before the PIN is blocked.`;
+  }
+  switch (swHex) {
+    case '9A01':
+      return `Insufficient funds: the meter holds ${r ? r.dr : 'less than that'}, not enough for this postage. Refill first.`;
+    case '9A02':
+      return `Postage above the limit: one piece may carry at most ${info ? info.maxPostage : 'the device limit'}.`;
+    case '9A03':
+      return `Date refused: it is earlier than the last date this meter used${info && info.lastDate ? ` (${info.lastDate})` : ''}, or more than a day in the past.`;
+    case '9A04':
+      return 'Origin refused: the origin postal code is not the one of the meter\'s license.';
+    case '9A05':
+      return 'Date refused: more than 7 days ahead. Mail can be franked at most a week in advance.';
+    case '9A06':
+      return 'Counter overflow: a register would overflow; the meter must be replaced.';
+    case '9A07':
+      return 'Transaction ID reused with other data: this request is not a retry of the last one.';
+    case '9A08':
+      return `Inspection due: this meter must reach the data center every ${info ? info.inspectionDays : 'few'} days${info && info.lastInspection ? ` (last inspection ${info.lastInspection})` : ' and has not been inspected yet'}. Refill, or run "Inspection only".`;
+    case '9A10':
+      return 'Refused: the refill message or receipt is for another device.';
+    case '9A11':
+      return 'Refused: the refill message is for another license.';
+    case '9A12':
+      return 'That refill message was applied already.';
+    case '9A13':
+      return 'Refused: the refill message was made for an older state of the registers.';
+    case '9A14':
+      return `Refill refused: the descending register would exceed the meter's maximum${info ? ` of ${info.maxDr}` : ''}.`;
+    case '9A15':
+      return 'Receipt refused: it is for another audit than the meter\'s last one.';
+    case '9A20':
+      return 'A transfer to a purse is still pending: finish it with that purse first.';
+    case '9A21':
+      return 'Transfer refused: the purse\'s balance would exceed its maximum.';
+    case '9A22':
+      return 'Transfer refused: the amount is above the purse\'s per-transfer maximum.';
+    case '9A23':
+      return 'The pending transfer cannot be resolved with this purse; the value stays pending.';
+    case '9A24':
+      return 'The pending transfer is for another purse.';
+    case '6983':
+      return 'PIN blocked: too many wrong PINs (or failed recognitions). The card issuer must unblock it.';
+    case '6982':
+      return 'Refused: a MAC or signature did not verify (a message not made for this meter, or altered).';
+    case '6985':
+      return 'Not allowed in the device\'s state.';
+    case '6581':
+      return 'The device\'s memory failed during a commit. Reload the page; nothing was lost that was confirmed.';
+    default:
+      return fallback || `The PSD refused (${swHex}).`;
+  }
+}
+
+/** Mailer-facing text for a back-office error body {code, step, message}. */
+export function backOfficeText(e) {
+  switch (e.code) {
+    case 'insufficient_deposit':
+      return 'Refill refused by the recharging center: your deposit does not cover this amount.';
+    case 'amount_invalid':
+      return 'Refill refused: the amount is zero or above what this meter may hold.';
+    case 'unknown_account':
+      return 'Refill refused: your customer account does not exist at the recharging center.';
+    case 'unknown_device':
+      return 'The back office does not know this meter. It was probably restarted with a fresh data directory (bash scripts/demo.sh keeps target/demo-data): this meter\'s value can no longer be refilled there.';
+    case 'refill_outstanding':
+      return 'Another refill of this meter is still open at the meter server; finish it first.';
+    case 'audit_inconsistent':
+      return 'The meter server refused the audit: the registers do not follow from the last audit it accepted (a restored older state?).';
+    case 'audit_mac_invalid':
+      return 'The key management system refused the audit: its MAC does not verify.';
+    case 'service_unavailable':
+      return 'A back-office service is not reachable right now; nothing was charged. Try again.';
+    case 'not_applied':
+      return 'The meter server does not see the refill in the meter yet.';
+    case 'device_conflict':
+      return 'The back office has this device registered with another key.';
+    default:
+      return e.message || e.code;
+  }
+}
+
+/** A refusal the page shows: {text, code} from whatever was thrown. */
+export function describe(err, ctx = {}) {
+  const d = describeOnly(err, ctx);
+  if (err && err.hint) d.text += ' ' + err.hint;
+  return d;
+}
+
+function describeOnly(err, ctx) {
+  if (err && err.name === 'CardError') {
+    return { text: cardText(err.swHex, err.message, ctx), code: `PSD status ${err.swHex}: ${err.message}` };
+  }
+  if (err && err.name === 'BackOfficeError') {
+    return { text: backOfficeText(err.detail), code: `${err.detail.code} at ${err.detail.step} (HTTP ${err.status}): ${err.detail.message}` };
+  }
+  if (err && err.name === 'InputError') {
+    return { text: `Input refused: ${err.message}`, code: 'InputError' };
+  }
+  if (err && err.name === 'StateError') {
+    return { text: `The stored device does not open: ${err.message}`, code: 'StateError' };
+  }
+  if (err instanceof TypeError && /fetch/i.test(err.message)) {
+    return { text: 'The back office is not reachable (is `bash scripts/demo.sh` still running?).', code: err.message };
+  }
+  return { text: String(err && err.message ? err.message : err), code: err && err.name ? err.name : '' };
+}

@@ -3,7 +3,13 @@
 # "Virtual PCD 00 00") against Debian's vicc (`vicc -t iso7816` on "Virtual PCD 00 01"),
 # both readers of the same pcscd, timed in the same run by tests/pcsc/bench_roundtrip.py.
 #
-#   scripts/pcsc-bench.sh [--n N] [--warmup N] [--check] [other bench_roundtrip.py options]
+#   scripts/pcsc-bench.sh [--transfers N] [--transfers-only] [--n N] [--warmup N] [--check]
+#                         [other bench_roundtrip.py options]
+#
+# Then the median and p90 time of a whole value transfer PSD -> purse through pcscd + vpcd
+# (`openpsd transfer --repeat N`: a PSD on "Virtual PCD 00 00", a purse on "... 00 01",
+# 15 APDUs and 9 commits per transfer); --transfers N (default 200; 0 skips it),
+# --transfers-only skips the round-trip comparison.
 #
 # Installs what it needs (Debian packages); stops what it started (by recorded PID).
 set -euo pipefail
@@ -43,11 +49,55 @@ PY
   pcsc_wait 10 pcsc_card_present "$slot" || { pcsc_log "vicc did not appear"; cat "$PCSC_RUN/vicc.log"; return 1; }
 }
 
+TRANSFERS=200
+TRANSFERS_ONLY=0
+args=()
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --transfers) TRANSFERS=$2; shift 2 ;;
+    --transfers-only) TRANSFERS_ONLY=1; shift ;;
+    *) args+=("$1"); shift ;;
+  esac
+done
+set -- "${args[@]+"${args[@]}"}"
+
+# transfer_bench N: N transfers of 0.01 PSD -> purse through two vpcd readers, timed by
+# `openpsd transfer --repeat` (one PC/SC connection per card for the whole run; the first
+# 10 transfers are a warm-up, not counted).
+transfer_bench() {
+  local n=$1 w="$PCSC_RUN/transfer-bench"
+  rm -rf "$w"
+  mkdir -p "$w"
+  "$CARD_SIM" scheme create --out "$w/scheme.json" > /dev/null
+  "$CARD_SIM" personalize --state "$w/psd" --scheme "$w/scheme.json" > /dev/null
+  "$CARD_SIM" refill --state "$w/psd" --amount "$(( (n + 10) / 100 + 1 )).00" > /dev/null
+  "$CARD_SIM" personalize --kind purse --state "$w/purse" --scheme "$w/scheme.json" --pin 1234 \
+    --max-balance 10000.00 > /dev/null
+  CARD_LOG=card_sim=info card_start bench-psd "$w/psd" 0
+  CARD_LOG=card_sim=info card_start bench-purse "$w/purse" 1
+  echo "== value transfer PSD -> purse through pcscd + vpcd (two card-sim readers), n = $n"
+  "$OPENPSD" transfer --amount 0.01 --repeat 10 --psd "pcsc:Virtual PCD 00 00" \
+    --card "pcsc:Virtual PCD 00 01" --pin 1234 > /dev/null
+  "$OPENPSD" transfer --amount 0.01 --repeat "$n" --psd "pcsc:Virtual PCD 00 00" \
+    --card "pcsc:Virtual PCD 00 01" --pin 1234
+  card_stop bench-psd
+  card_stop bench-purse
+}
+
 pcsc_install
 cargo build --release -q -p openpsd-card-sim
 CARD_SIM=$(pwd)/target/release/card-sim
 export CARD_SIM
+if [ "$TRANSFERS" -gt 0 ]; then
+  cargo build --release -q -p openpsd-host --features pcsc
+  OPENPSD=$(pwd)/target/release/openpsd
+fi
 pcsc_start
+
+if [ "$TRANSFERS_ONLY" = 1 ]; then
+  transfer_bench "$TRANSFERS"
+  exit 0
+fi
 
 state="$PCSC_RUN/cards/bench"
 rm -rf "$state" "$state.storage-key"
@@ -67,3 +117,7 @@ QUICKACK=1 vicc_start 1
 
 card_stop bench-card
 stop_pid vicc vicc
+pcsc_wait 10 pcsc_card_absent 0
+pcsc_wait 10 pcsc_card_absent 1
+[ "$TRANSFERS" -gt 0 ] && transfer_bench "$TRANSFERS"
+exit 0

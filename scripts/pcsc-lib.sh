@@ -80,6 +80,24 @@ card_start() {
   pcsc_wait 10 pcsc_card_present "$slot" || { pcsc_log "card $name did not appear"; cat "$PCSC_RUN/$name.log"; return 1; }
 }
 
+# card_restart NAME STATE_DIR SLOT [extra serve args...]: serve a card again after its
+# process died (kill -9). Debian 12's vpcd, when the card vanished in the middle of an APDU,
+# sometimes takes the next connection, powers it off and never polls it again (the reader
+# stays empty); the connection after that is seen. So: up to three tries.
+card_restart() {
+  local try
+  for try in 1 2 3; do
+    if card_start "$@" > /dev/null; then
+      [ "$try" = 1 ] || pcsc_log "card $1 appeared on try $try"
+      return 0
+    fi
+    card_stop "$1"
+    pcsc_wait 10 pcsc_card_absent "$3" || true
+  done
+  pcsc_log "card $1 did not come back"
+  return 1
+}
+
 # stop_pid NAME PATTERN [SIGNAL]: stop the process recorded in NAME.pid if it runs PATTERN.
 stop_pid() {
   local f="$PCSC_RUN/$1.pid" pid

@@ -2,7 +2,8 @@
 # pcsc-test.sh - the APDU scripts through the real PC/SC stack: pcscd + vpcd + card-sim,
 # driven by scriptor (pcsc-tools) and compared with the scripts' expectations; then
 # pcsc_scan, opensc-tool with its probing, and a pyscard client doing an indicium and a
-# refill. Installs what it needs (Debian packages); stops what it started.
+# refill; then scripts/pcsc-transfer-test.sh (PSD and purse in two readers, transfer, pay,
+# interruptions). Installs what it needs (Debian packages); stops what it started.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=scripts/pcsc-lib.sh
@@ -98,4 +99,8 @@ print("refill through PC/SC: card control sum 50.00 (2 refills), account debited
 PY
 stop_pid backoffice "backoffice"
 card_stop card
+pcsc_wait 10 pcsc_card_absent 0
+
+echo "== value transfer PSD -> purse -> merchant through two readers (scripts/pcsc-transfer-test.sh)"
+bash scripts/pcsc-transfer-test.sh
 echo "== PC/SC tests passed"

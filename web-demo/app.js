@@ -7,6 +7,7 @@ import { describe } from './messages.js';
 import { bytesToHex, hexToBytes, randomBytes, today, minorUnits, amountText } from './util.js';
 
 const STATE_NAME = 'psd';
+const PURSE_STATE_NAME = 'purse';
 const SET = 0;
 const $ = (id) => document.getElementById(id);
 
@@ -14,6 +15,7 @@ const app = {
   wasm: null,      // the package's exports
   store: null,     // SealedStorage
   psd: null,       // Psd
+  purse: null,     // Purse (the purse card), or null
   meta: null,      // {deviceId, accountId, registered}
   info: null,      // psd.info()
   registers: null, // psd.registers(SET)
@@ -105,6 +107,13 @@ function save() {
   return app.saving;
 }
 
+/** Seals the purse's state (same queue as the PSD's) and waits until it is stored. */
+function savePurse() {
+  const state = app.purse.saveState();
+  app.saving = app.saving.then(() => app.store.saveSealed(PURSE_STATE_NAME, state));
+  return app.saving;
+}
+
 function device() {
   return { psd: app.psd, deviceId: app.meta.deviceId, accountId: app.meta.accountId, set: SET, save };
 }
@@ -137,6 +146,7 @@ async function render() {
   $('reg-refills').textContent = r.refills;
   $('reg-inspection').textContent = inspectionText(i);
   renderHistory();
+  renderPurse();
   const pending = loadJson(pendingRefillKey(app.meta.deviceId), null);
   $('refill-pending').hidden = !pending;
   $('refill-pending').textContent = pending
@@ -148,6 +158,19 @@ async function render() {
   } catch (e) {
     $('dev-account').textContent = `${app.meta.accountId} (${describe(e).text})`;
   }
+}
+
+function renderPurse() {
+  $('purse-create-form').hidden = !!app.purse;
+  $('purse-card').hidden = !app.purse;
+  if (!app.purse) return;
+  const p = app.purse.info();
+  $('purse-id').textContent = p.cardId;
+  $('purse-balance').textContent = p.balance;
+  $('purse-limits').textContent = `balance at most ${p.maxBalance}, at most ${p.maxTransfer} per transfer`;
+  $('purse-transfers').textContent = `${p.transfers} (total ${p.totalIn}${p.lastTransfer ? `, last ${p.lastTransfer}` : ''})`;
+  $('purse-tries').textContent = p.pinTriesLeft === 0 ? 'none: PIN blocked' : `${p.pinTriesLeft} of ${p.pinTries}`;
+  $('purse-certified').textContent = p.certified ? 'installed' : 'missing';
 }
 
 function inspectionText(i) {
@@ -318,6 +341,47 @@ async function doFrank() {
   notice(`Indicium #${out.fields.pieces} issued: ${out.fields.postage} to ${out.fields.destination}. DR now ${out.registers.dr}.`, '', 'ok');
 }
 
+async function createPurse(pin) {
+  if (!/^[0-9]{4,12}$/.test(pin)) throw new Error('The purse PIN must be 4 to 12 digits.');
+  if (app.purse || (await app.store.loadSealed(PURSE_STATE_NAME)) !== null) {
+    throw new Error('this browser holds a purse already; it is not replaced');
+  }
+  const pers = await call('POST', '/demo/v1/purses', { pin });
+  const purse = app.wasm.Purse.create(hexToBytes(pers.personalize), randomBytes(32), today());
+  const info = purse.info();
+  if (info.cardId !== pers.card_id) {
+    throw new Error(`the purse reports card ${info.cardId}, the personalization room made ${pers.card_id}`);
+  }
+  app.purse = purse;
+  await savePurse();
+  const cert = await call('POST', `/demo/v1/purses/${info.cardId}/certify`, { public_key: info.publicKey });
+  purse.certify(hexToBytes(cert.signature));
+  await savePurse();
+  $('purse-new-pin').value = '';
+  notice(`Purse card ${info.cardId} created and certified by the issuer. Move value to it with its PIN.`, '', 'ok');
+}
+
+async function doTransfer() {
+  if (!app.purse) throw new Error('Create a purse card first.');
+  const amount = $('purse-amount').value.trim();
+  const pin = $('purse-pin').value;
+  app.psd.setToday(today());
+  let out;
+  try {
+    out = app.psd.transferToPurse(app.purse, amount, pin, SET);
+  } finally {
+    // A refused PIN costs a try and a refused transfer may leave one pending: both cards'
+    // states change either way.
+    $('purse-pin').value = '';
+    await save();
+    await savePurse();
+  }
+  const first = out.resolvedFirst
+    ? ` (an interrupted transfer of ${out.resolvedFirst.amount} was ${out.resolvedFirst.outcome} first)`
+    : '';
+  notice(`Moved ${out.amount} to purse ${out.purse.cardId}${first}: the purse holds ${out.purse.balance}, the meter ${out.registers.dr}.`, '', 'ok');
+}
+
 // ---------------------------------------------------------------- start-up
 
 function showDevice() {
@@ -366,6 +430,12 @@ async function start() {
       return;
     }
     app.info = app.psd.info();
+    try {
+      const purseState = await app.store.loadSealed(PURSE_STATE_NAME);
+      if (purseState) app.purse = app.wasm.Purse.restore(purseState, randomBytes(32), today());
+    } catch (e) {
+      notice(`The sealed purse record does not open (${e.name}: ${e.message}); it was not modified.`, e.name);
+    }
     const meta = loadJson(metaKey, null);
     app.meta = meta && meta.deviceId === app.info.deviceId
       ? meta
@@ -412,7 +482,14 @@ $('fatal-delete').addEventListener('click', async () => {
   saveJson(metaKey, null);
   location.reload();
 });
-$('purse-form').addEventListener('submit', (ev) => ev.preventDefault());
+$('purse-create-form').addEventListener('submit', (ev) => {
+  ev.preventDefault();
+  busy('Creating the purse card…', () => createPurse($('purse-new-pin').value));
+});
+$('purse-form').addEventListener('submit', (ev) => {
+  ev.preventDefault();
+  busy('Moving value to the purse…', doTransfer);
+});
 
 start().catch((e) => {
   status(`Start-up failed: ${e.message}`, 'error');

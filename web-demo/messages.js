@@ -102,13 +102,16 @@ export function describe(err, ctx = {}) {
 
 function describeOnly(err, ctx) {
   if (err && err.name === 'CardError') {
-    return { text: cardText(err.swHex, err.message, ctx), code: `PSD status ${err.swHex}: ${err.message}` };
+    return { text: cardText(err.swHex, err.message, ctx), code: `Card status ${err.swHex}: ${err.message}` };
   }
   if (err && err.name === 'BackOfficeError') {
     return { text: backOfficeText(err.detail), code: `${err.detail.code} at ${err.detail.step} (HTTP ${err.status}): ${err.detail.message}` };
   }
   if (err && err.name === 'InputError') {
     return { text: `Input refused: ${err.message}`, code: 'InputError' };
+  }
+  if (err && err.name === 'TransferError') {
+    return { text: `Transfer stopped: ${err.message}`, code: 'TransferError' };
   }
   if (err && err.name === 'StateError') {
     return { text: `The stored device does not open: ${err.message}`, code: 'StateError' };

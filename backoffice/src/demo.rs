@@ -51,7 +51,7 @@ pub async fn run(o: DemoOptions) -> Result<()> {
     );
     let web = match &o.web {
         Some(w) => {
-            let svc = crate::web::start(w, &h).await?;
+            let svc = crate::web::start_in(w, &h, Some(&o.data)).await?;
             println!("web listening on {}", svc.url);
             Some(svc)
         }

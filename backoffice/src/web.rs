@@ -15,6 +15,18 @@
 //!    KMS exactly as the card simulator's secrets file is registered, opens the customer's
 //!    account at the recharging center and puts the demo deposit on it.
 //!
+//! The room is also the demo scheme's purse issuer: every browser PSD gets the scheme slot
+//! of the room's demo scheme, and
+//!
+//! 3. `POST /demo/v1/purses` `{"pin"}` — PERSONALIZE data (hex) for a new purse card of
+//!    that scheme: card key diversified from the scheme key, admin key from the room's
+//!    admin key, the room's issuer public key, the holder's PIN (4-12 digits).
+//! 4. `POST /demo/v1/purses/{card_id}/certify` `{"public_key"}` — the issuer's signature
+//!    on the purse's purchase key (`certificate_body`), for the page's `purse.certify`.
+//!
+//! The scheme key, the issuer's admin and signing keys all derive from one room seed,
+//! made once per data directory (`web-room.key`, 0600; see [`start_in`]).
+//!
 //! PERSONALIZE carries K1 in clear: like `card-sim personalize`, this is the vendor's
 //! trusted personalization room, and it listens on loopback only.
 
@@ -30,9 +42,11 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
 use axum::{Json, Router};
 use card_sim::personalize::{Request, Secrets};
-use openpsd_core::crypto::{self, IndiciumKey};
-use openpsd_core::psd::device::{LicenseSlot, Personalization};
-use openpsd_core::types::{Amount, DeviceId, LicenseId, PostalCode};
+use openpsd_core::crypto::{self, IndiciumKey, MacKey};
+use openpsd_core::psd::device::{LicenseSlot, Personalization, SchemeSlot};
+use openpsd_core::purse::personal::{certificate_body, PursePersonalization};
+use openpsd_core::transfer::{card_admin_key, card_key};
+use openpsd_core::types::{Amount, CardId, DeviceId, LicenseId, PostalCode, SchemeId};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use zeroize::Zeroizing;
@@ -48,6 +62,21 @@ const STEP_REGISTER: &str = "demo_register";
 const STEP_ACCOUNT: &str = "demo_account";
 const STEP_PROXY: &str = "web_meter_proxy";
 const STEP_STATIC: &str = "web_static";
+const STEP_PURSE: &str = "demo_purse";
+const STEP_CERTIFY: &str = "demo_certify";
+
+/// The web demo's value-transfer scheme.
+pub const WEB_SCHEME: SchemeId = SchemeId(0x5745_4201);
+/// Failed recognitions in a row that block transfers, on both sides.
+pub const WEB_MAX_FAILURES: u8 = 5;
+/// PIN tries of a demo purse.
+pub const PURSE_PIN_TRIES: u8 = 3;
+/// A demo purse's highest balance: 500.00.
+pub const PURSE_MAX_BALANCE: Amount = Amount(50_000);
+/// A demo purse's highest transfer: 200.00.
+pub const PURSE_MAX_TRANSFER: Amount = Amount(20_000);
+/// The room seed's file in the data directory.
+pub const ROOM_KEY_FILE: &str = "web-room.key";
 
 /// What each new browser customer finds on the account: 100.00, as for the card simulator.
 pub const INITIAL_DEPOSIT: Amount = Amount(10_000);
@@ -74,6 +103,69 @@ struct Pending {
     seq: u64,
 }
 
+/// The room's scheme and issuer keys, all derived from one 32-byte seed.
+pub struct RoomKeys {
+    /// The demo scheme's key (PSDs hold it; purse card keys derive from it).
+    pub scheme_key: Zeroizing<[u8; 16]>,
+    /// The issuer's admin key (per-card admin keys derive from it).
+    pub admin_key: Zeroizing<[u8; 16]>,
+    /// The issuer's signing key (certifies purses' purchase keys).
+    pub issuer: IndiciumKey,
+}
+
+impl RoomKeys {
+    /// The keys of `seed`; `None` in the negligible case the issuer scalar is invalid.
+    pub fn from_seed(seed: &[u8; 32]) -> Option<RoomKeys> {
+        let part =
+            |label: &[u8]| Zeroizing::new(crypto::sha256(&[label, seed.as_slice()].concat()));
+        let half = |label: &[u8]| {
+            let mut k = Zeroizing::new([0u8; 16]);
+            k.copy_from_slice(&part(label)[..16]);
+            k
+        };
+        Some(RoomKeys {
+            scheme_key: half(b"openpsd web room scheme key"),
+            admin_key: half(b"openpsd web room admin key"),
+            issuer: IndiciumKey::from_bytes(part(b"openpsd web room issuer key").as_slice())?,
+        })
+    }
+
+    /// The room's keys from `dir/web-room.key`, made (0600) on the first start.
+    pub fn load_or_create(dir: &Path) -> anyhow::Result<RoomKeys> {
+        crate::keys::private_dir(dir)?;
+        let seed =
+            crate::keys::load_or_create(&dir.join(ROOM_KEY_FILE), crate::keys::random_key, |s| {
+                RoomKeys::from_seed(s).is_some()
+            })?;
+        RoomKeys::from_seed(&seed).ok_or_else(|| anyhow::anyhow!("room seed is not valid"))
+    }
+
+    /// The scheme slot every browser PSD gets.
+    pub fn scheme_slot(&self) -> SchemeSlot {
+        SchemeSlot {
+            scheme: WEB_SCHEME,
+            key: *self.scheme_key,
+            max_failures: WEB_MAX_FAILURES,
+        }
+    }
+
+    /// The purse PERSONALIZE data for `card` with `pin`.
+    pub fn purse_personalization(&self, card: CardId, pin: &[u8]) -> PursePersonalization {
+        PursePersonalization {
+            card,
+            scheme: WEB_SCHEME,
+            card_key: *card_key(&MacKey::new(*self.scheme_key), card).expose(),
+            admin_key: *card_admin_key(&MacKey::new(*self.admin_key), card).expose(),
+            issuer_public_key: self.issuer.public_key(),
+            max_balance: PURSE_MAX_BALANCE,
+            max_transfer: PURSE_MAX_TRANSFER,
+            pin_tries: PURSE_PIN_TRIES,
+            max_failures: WEB_MAX_FAILURES,
+            pin: pin.to_vec(),
+        }
+    }
+}
+
 #[derive(Clone)]
 struct Web {
     root: PathBuf,
@@ -83,6 +175,9 @@ struct Web {
     recharge: Upstream,
     http: reqwest::Client,
     pending: Arc<Mutex<(u64, HashMap<String, Pending>)>>,
+    room: Arc<RoomKeys>,
+    /// Purse cards the room issued (and will certify).
+    purses: Arc<Mutex<std::collections::HashSet<String>>>,
 }
 
 /// The PSD a browser gets: the card simulator demo's parameters, with the mailer's origin.
@@ -106,8 +201,23 @@ pub fn account_for(device_id: &str) -> String {
     format!("web-{device_id}")
 }
 
-/// Starts the web demo listener next to the back office `h`.
+/// Starts the web demo listener next to the back office `h`, with room keys that live as
+/// long as the process (use [`start_in`] to keep them in a data directory).
 pub async fn start(o: &WebOptions, h: &Handles) -> anyhow::Result<Service> {
+    start_in(o, h, None).await
+}
+
+/// Starts the web demo listener; the room's scheme and issuer keys are kept in `data`
+/// (made there on the first start), or live in memory only without one.
+pub async fn start_in(o: &WebOptions, h: &Handles, data: Option<&Path>) -> anyhow::Result<Service> {
+    let room = match data {
+        Some(dir) => RoomKeys::load_or_create(dir)?,
+        None => loop {
+            if let Some(k) = RoomKeys::from_seed(&codec::random_array::<32>()) {
+                break k;
+            }
+        },
+    };
     if !o.root.join("index.html").is_file() {
         anyhow::bail!(
             "{}: no index.html (the web demo's directory, --web-root)",
@@ -131,6 +241,8 @@ pub async fn start(o: &WebOptions, h: &Handles) -> anyhow::Result<Service> {
             .timeout(Duration::from_secs(30))
             .build()?,
         pending: Arc::default(),
+        room: Arc::new(room),
+        purses: Arc::default(),
     };
     let listener = bind(&o.listen).await?;
     let addr = listener.local_addr()?;
@@ -148,6 +260,8 @@ fn router(web: Web) -> Router {
         .route("/demo/v1/devices", post(new_device))
         .route("/demo/v1/devices/{device_id}/register", post(register))
         .route("/demo/v1/accounts/{account_id}", get(account))
+        .route("/demo/v1/purses", post(new_purse))
+        .route("/demo/v1/purses/{card_id}/certify", post(certify_purse))
         .route("/v1/{*rest}", any(meter_proxy))
         .route("/pkg/{*rest}", get(pkg_file))
         .route("/", get(index))
@@ -205,7 +319,7 @@ async fn new_device(State(web): State<Web>, body: Bytes) -> Result<Json<Personal
         max_dr: r.max_dr,
         inspection_days: r.inspection_days,
         licenses: r.licenses.clone(),
-        scheme: None,
+        scheme: Some(web.room.scheme_slot()),
     };
     let device_id = codec::device_hex(&device);
     let licenses: Vec<(u32, String)> = r
@@ -245,6 +359,109 @@ async fn new_device(State(web): State<Web>, body: Bytes) -> Result<Json<Personal
         max_postage: r.max_postage.0,
         max_dr: r.max_dr.0,
         inspection_days: r.inspection_days,
+    }))
+}
+
+#[derive(Deserialize)]
+struct NewPurse {
+    /// The holder's PIN: 4 to 12 digits.
+    pin: String,
+}
+
+/// What the page personalizes its purse with.
+#[derive(Serialize)]
+struct PursePersonalize {
+    /// 16 hex digits, upper case.
+    card_id: String,
+    /// The purse's PERSONALIZE command data, hex.
+    personalize: String,
+    scheme: u32,
+    max_balance: u64,
+    max_transfer: u64,
+    pin_tries: u8,
+    issuer_public_key: String,
+}
+
+async fn new_purse(
+    State(web): State<Web>,
+    body: Bytes,
+) -> Result<Json<PursePersonalize>, ApiError> {
+    let step = STEP_PURSE;
+    let req: NewPurse = codec::json(&body, step)?;
+    let pin = Zeroizing::new(req.pin);
+    if !(4..=12).contains(&pin.len()) || !pin.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(ApiError::bad_request(step, "pin: 4 to 12 digits"));
+    }
+    let mut id = *b"PRS00000";
+    codec::random_bytes(&mut id[3..]);
+    let card = CardId(id);
+    let p = web.room.purse_personalization(card, pin.as_bytes());
+    let card_id = hex::encode_upper(card.0);
+    {
+        let mut purses = web.purses.lock().unwrap_or_else(|p| p.into_inner());
+        if purses.len() >= MAX_PENDING * 16 {
+            purses.clear();
+        }
+        purses.insert(card_id.clone());
+    }
+    tracing::info!(card = %card_id, "browser purse personalization data issued");
+    Ok(Json(PursePersonalize {
+        card_id,
+        personalize: hex::encode(p.encode().as_slice()),
+        scheme: WEB_SCHEME.0,
+        max_balance: PURSE_MAX_BALANCE.0,
+        max_transfer: PURSE_MAX_TRANSFER.0,
+        pin_tries: PURSE_PIN_TRIES,
+        issuer_public_key: hex::encode(web.room.issuer.public_key()),
+    }))
+}
+
+#[derive(Deserialize)]
+struct Certify {
+    public_key: String,
+}
+
+#[derive(Serialize)]
+struct Certified {
+    card_id: String,
+    /// The issuer's ECDSA signature (r ‖ s, hex) over `certificate_body`.
+    signature: String,
+}
+
+async fn certify_purse(
+    State(web): State<Web>,
+    UrlPath(card_id): UrlPath<String>,
+    body: Bytes,
+) -> Result<Json<Certified>, ApiError> {
+    let step = STEP_CERTIFY;
+    let card = CardId(codec::hex_array::<8>("card_id", &card_id, step)?);
+    let card_id = hex::encode_upper(card.0);
+    let req: Certify = codec::json(&body, step)?;
+    let public_key: [u8; 65] = codec::hex_array("public_key", &req.public_key, step)?;
+    if !crypto::is_valid_public_key(&public_key) {
+        return Err(ApiError::bad_request(step, "public_key: not a P-256 point"));
+    }
+    let known = web
+        .purses
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .contains(&card_id);
+    if !known {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "unknown_card",
+            step,
+            format!("the personalization room did not issue purse {card_id}"),
+        ));
+    }
+    let signature = web
+        .room
+        .issuer
+        .sign(&certificate_body(card, WEB_SCHEME, &public_key));
+    tracing::info!(card = %card_id, "browser purse certified");
+    Ok(Json(Certified {
+        card_id,
+        signature: hex::encode(signature),
     }))
 }
 

@@ -81,6 +81,105 @@ fn personalize(data_hex: &str, seed: u64) -> (Rc<RefCell<Sim>>, String, String) 
     )
 }
 
+/// The PSD as core's transfer driver sees it.
+struct SimLink<'a>(&'a RefCell<Sim>);
+
+impl openpsd_core::transfer::host::Link for SimLink<'_> {
+    fn transmit(&mut self, apdu: &[u8]) -> Result<Vec<u8>, String> {
+        let mut reply = Vec::new();
+        self.0.borrow_mut().transmit(apdu, &mut reply);
+        Ok(reply)
+    }
+}
+
+/// A purse made from `POST /demo/v1/purses`, certified by the room, then 5.00 moved to it
+/// from the (refilled, 25.00) PSD the room personalized.
+async fn purse_receives_a_transfer(http: &reqwest::Client, base: &str, psd: &RefCell<Sim>) {
+    use openpsd_core::purse::host as purse_host;
+    use openpsd_core::purse::personal::PursePersonalization;
+    use openpsd_core::purse::purse_card;
+    use openpsd_core::transfer::host::transfer;
+
+    let url = |p: &str| format!("{base}{p}");
+    for bad in ["123", "12ab", "1234567890123"] {
+        let (s, e, _) = send(http.post(url("/demo/v1/purses")).json(&json!({"pin": bad}))).await;
+        assert_eq!(
+            (s, e["error"]["code"].as_str()),
+            (400, Some("bad_request")),
+            "{bad}"
+        );
+    }
+    let (s, made, _) = send(
+        http.post(url("/demo/v1/purses"))
+            .json(&json!({"pin": "2468"})),
+    )
+    .await;
+    assert_eq!(s, 200, "{made}");
+    let card_id = made["card_id"].as_str().unwrap().to_owned();
+    let data = hex::decode(made["personalize"].as_str().unwrap()).unwrap();
+    let p = PursePersonalization::decode(&data).expect("valid purse PERSONALIZE data");
+    assert_eq!(
+        (p.max_balance, p.max_transfer),
+        (Amount(50_000), Amount(20_000))
+    );
+    assert_eq!(hex::encode(p.issuer_public_key), made["issuer_public_key"]);
+
+    let mut platform = SeededPlatform::new(7);
+    platform.today = Some(openpsd_backoffice::codec::today_utc());
+    let mut purse = purse_card(MemStore::new(), platform).unwrap();
+    assert_eq!(host::sw(&purse.transmit(&purse_host::select())), 0x9000);
+    let reply = purse.transmit(&purse_host::personalize(&p));
+    let public_key = hex::encode(host::data(&reply).expect("PERSONALIZE accepted"));
+
+    // The room certifies only its own cards.
+    let (s, e, _) = send(
+        http.post(url("/demo/v1/purses/5052530000000000/certify"))
+            .json(&json!({"public_key": public_key})),
+    )
+    .await;
+    assert_eq!(
+        (s, e["error"]["code"].as_str()),
+        (404, Some("unknown_card"))
+    );
+    let (s, cert, _) = send(
+        http.post(url(&format!("/demo/v1/purses/{card_id}/certify")))
+            .json(&json!({"public_key": public_key})),
+    )
+    .await;
+    assert_eq!(s, 200, "{cert}");
+    let sig = hex::decode(cert["signature"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        host::sw(&purse.transmit(&purse_host::certify(&sig))),
+        0x9000
+    );
+
+    let out = transfer(
+        &mut SimLink(psd),
+        &mut purse,
+        RegisterSetIndex(0),
+        Amount(500),
+        b"2468",
+    )
+    .expect("the transfer goes through");
+    assert_eq!(out.registers.dr, Amount(2_000));
+    assert_eq!(out.purse.balance, Amount(500));
+    assert!(out.purse.certified_by(&p.issuer_public_key));
+}
+
+#[test]
+fn room_keys_are_kept_in_the_data_directory() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let a = web::RoomKeys::load_or_create(dir.path()).unwrap();
+    let file = dir.path().join(web::ROOM_KEY_FILE);
+    let mode = std::fs::metadata(&file).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let b = web::RoomKeys::load_or_create(dir.path()).unwrap();
+    assert_eq!(*a.scheme_key, *b.scheme_key);
+    assert_eq!(a.issuer.public_key(), b.issuer.public_key());
+    assert_ne!(*a.scheme_key, *a.admin_key);
+}
+
 #[test]
 fn a_browser_psd_is_personalized_registered_and_refilled_through_the_web_listener() {
     // The services run on the runtime's workers; the card (not Send) and the blocking host
@@ -215,7 +314,7 @@ async fn run() {
     // The host's refill, through the web listener's /v1 (the meter server's API).
     // (ureq blocks this thread, which only drives this future; the services run on the
     // runtime's workers.)
-    let mut psd = PsdClient::new(Box::new(Shared(sim)));
+    let mut psd = PsdClient::new(Box::new(Shared(sim.clone())));
     let info = psd.select().unwrap().unwrap();
     let mut d = [0u8; 8];
     hex::decode_to_slice(&device_id, &mut d).unwrap();
@@ -244,6 +343,9 @@ async fn run() {
     // Only the web demo's own accounts are shown.
     let (s, _, _) = send(http.get(url("/demo/v1/accounts/demo"))).await;
     assert_eq!(s, 403);
+
+    // A purse of the room's scheme receives value from the room's PSD.
+    purse_receives_a_transfer(&http, &w.url, &sim).await;
 
     w.stop().await;
     h.stop().await;

@@ -7,14 +7,15 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
+use card_sim::issuer::{self, PurseRequest};
 use card_sim::os_platform::{Clock, OsPlatform};
 use card_sim::personalize::{self, parse_amount, parse_license, write_secrets, Request};
 use card_sim::script::{self, hex_spaced};
 use card_sim::sim::{self, SimulatedCard};
 use card_sim::transport::{self, VPCD_DEFAULT};
 use clap::{Parser, Subcommand, ValueEnum};
-use openpsd_core::psd::device::LicenseSlot;
-use openpsd_core::types::{Amount, DeviceId};
+use openpsd_core::psd::device::{LicenseSlot, SchemeSlot};
+use openpsd_core::types::{Amount, CardId, DeviceId, RegisterSetIndex};
 
 /// openpsd card simulator: persistent virtual cards for pcscd (vpcd), TCP clients and APDU
 /// scripts.
@@ -25,26 +26,33 @@ struct Cli {
     command: Command,
 }
 
-#[derive(Clone, Copy, Debug, ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 enum Kind {
     /// Postal security device.
     Psd,
+    /// Purse card (stored value, paid into from a PSD, pays merchant terminals).
+    Purse,
 }
 
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Create a blank card (personalize it later with PERSONALIZE APDUs or `personalize`).
+    /// A blank card answers both applets, the PSD's and the purse's; personalizing one
+    /// decides what it is.
     Create {
         /// Directory for the card's state (must not hold a card yet).
         #[arg(long)]
         state: PathBuf,
-        /// Kind of card.
+        /// Kind of card (only the message differs: a blank card has both applets).
         #[arg(long, value_enum, default_value = "psd")]
         kind: Kind,
     },
-    /// Make a new personalized PSD: keys generated inside the card; prints its device ID and
-    /// public key; writes what the back office needs (device ID, K1, public key) to a
-    /// separate secrets file, never into the card's state.
+    /// Make a new personalized card. A PSD: keys generated inside the card; prints its
+    /// device ID and public key; writes what the back office needs (device ID, K1, public
+    /// key) to a separate secrets file, never into the card's state. A purse (--kind
+    /// purse): personalized for a scheme and its purchase key certified by the scheme's
+    /// issuer, all or nothing; its card ID, public key and certificate go to the same kind
+    /// of file.
     Personalize {
         /// Directory for the card's state (created; must not hold a card yet).
         #[arg(long)]
@@ -56,27 +64,107 @@ enum Command {
         /// Default: `<state>.secrets.json` beside the state directory.
         #[arg(long)]
         secrets: Option<PathBuf>,
-        /// Device ID: 16 hex digits (default: "PSD" and 5 random bytes).
+        /// The value-transfer scheme file (`card-sim scheme create`): required for a purse;
+        /// for a PSD, puts the scheme key in it so it can move value to the scheme's purses.
+        #[arg(long)]
+        scheme: Option<PathBuf>,
+        /// Failed recognitions in a row that block transfers (1-15; default 5). PSD with
+        /// --scheme, or purse.
+        #[arg(long, value_parser = clap::value_parser!(u8).range(1..=15))]
+        max_failures: Option<u8>,
+        /// PSD: device ID, 16 hex digits (default: "PSD" and 5 random bytes).
         #[arg(long)]
         device_id: Option<String>,
-        /// License and origin postal code of a register set, e.g. 4711:10115 (repeat for
-        /// up to 4 register sets).
-        #[arg(long = "license", default_value = "4711:10115", value_parser = parse_license)]
+        /// PSD: license and origin postal code of a register set, e.g. 4711:10115 (repeat
+        /// for up to 4 register sets; default 4711:10115).
+        #[arg(long = "license", value_parser = parse_license)]
         licenses: Vec<LicenseSlot>,
-        /// Highest postage for one piece, in currency units.
-        #[arg(long, default_value = "100.00", value_parser = parse_amount)]
-        max_postage: Amount,
-        /// Highest value of the descending register, in currency units.
-        #[arg(long, default_value = "10000.00", value_parser = parse_amount)]
-        max_dr: Amount,
-        /// Days an audit accepted by the back office (RECEIPT) keeps the device printing;
-        /// 0 turns inspection off (a card with no back office to reach).
-        #[arg(long, default_value_t = 0)]
-        inspection_days: u16,
-        /// The vendor's public key (SEC1 uncompressed, 130 hex digits); default: a fresh
+        /// PSD: highest postage for one piece, in currency units (default 100.00).
+        #[arg(long, value_parser = parse_amount)]
+        max_postage: Option<Amount>,
+        /// PSD: highest value of the descending register, in currency units (default
+        /// 10000.00).
+        #[arg(long, value_parser = parse_amount)]
+        max_dr: Option<Amount>,
+        /// PSD: days an audit accepted by the back office (RECEIPT) keeps the device
+        /// printing; 0 (the default) turns inspection off.
+        #[arg(long)]
+        inspection_days: Option<u16>,
+        /// PSD: the vendor's public key (SEC1 uncompressed, 130 hex digits); default: a fresh
         /// throwaway key.
         #[arg(long)]
         vendor_key: Option<String>,
+        /// Purse: card ID, 16 hex digits, or `auto` ("PUR" and 5 random bytes; the default).
+        #[arg(long)]
+        card_id: Option<String>,
+        /// Purse: the holder's PIN (4 to 12 characters).
+        #[arg(long)]
+        pin: Option<String>,
+        /// Purse: highest balance, in currency units (default 500.00).
+        #[arg(long, value_parser = parse_amount)]
+        max_balance: Option<Amount>,
+        /// Purse: highest amount of one transfer, in currency units (default 100.00).
+        #[arg(long, value_parser = parse_amount)]
+        max_transfer: Option<Amount>,
+        /// Purse: PIN tries before it blocks (1-15; default 3).
+        #[arg(long, value_parser = clap::value_parser!(u8).range(1..=15))]
+        pin_tries: Option<u8>,
+    },
+    /// Value-transfer schemes: the scheme key, the issuer's signing and admin keys.
+    Scheme {
+        #[command(subcommand)]
+        action: SchemeAction,
+    },
+    /// Issuer: unblock a purse's PIN (sets a new PIN and full tries), authorised with the
+    /// card's admin key from the scheme file. The card must not be served meanwhile.
+    UnblockPin {
+        /// The purse's state directory.
+        #[arg(long)]
+        state: PathBuf,
+        /// The scheme file.
+        #[arg(long)]
+        scheme: PathBuf,
+        /// The new PIN (4 to 12 characters).
+        #[arg(long)]
+        new_pin: String,
+        /// Issuer command counter; must exceed the last one the card accepted (default:
+        /// seconds since 1970).
+        #[arg(long)]
+        counter: Option<u32>,
+    },
+    /// Issuer / vendor: clear a card's failed-recognition counter (transfers blocked after
+    /// too many). A purse needs --scheme (its admin key), a PSD --secrets (its K1).
+    ResetRecognition {
+        /// The card's state directory.
+        #[arg(long)]
+        state: PathBuf,
+        /// The scheme file (purse).
+        #[arg(long, required_unless_present = "secrets", conflicts_with = "secrets")]
+        scheme: Option<PathBuf>,
+        /// The PSD's secrets file (PSD).
+        #[arg(long)]
+        secrets: Option<PathBuf>,
+        /// Command counter; must exceed the last one the card accepted (default: seconds
+        /// since 1970).
+        #[arg(long)]
+        counter: Option<u32>,
+    },
+    /// Test bench: fund a PSD's register set as the back office would — an audit, then a
+    /// refill message sealed under the K1 of its secrets file. The card must not be served
+    /// meanwhile.
+    Refill {
+        /// The PSD's state directory.
+        #[arg(long)]
+        state: PathBuf,
+        /// The PSD's secrets file (default `<state>.secrets.json`).
+        #[arg(long)]
+        secrets: Option<PathBuf>,
+        /// Amount in currency units, e.g. 100.00.
+        #[arg(long, value_parser = parse_amount)]
+        amount: Amount,
+        /// Register set.
+        #[arg(long, default_value_t = 0)]
+        set: u8,
     },
     /// Serve a card: to pcscd's vpcd reader (as its TCP client) or to TCP clients.
     Serve {
@@ -120,6 +208,35 @@ enum Command {
     },
 }
 
+#[derive(Subcommand, Debug)]
+enum SchemeAction {
+    /// Make a new scheme: fresh scheme key, issuer signing key (ECDSA P-256) and issuer
+    /// admin key, written to a new file readable by its owner only (JSON, hex).
+    Create {
+        /// The scheme file to write (must not exist).
+        #[arg(long)]
+        out: PathBuf,
+        /// Scheme ID (default: random).
+        #[arg(long)]
+        id: Option<u32>,
+    },
+    /// Print a scheme file's ID and issuer public key (never its secrets).
+    Show {
+        /// The scheme file.
+        #[arg(long)]
+        scheme: PathBuf,
+    },
+    /// Write the public part (scheme ID, issuer public key) for merchant terminals.
+    Public {
+        /// The scheme file.
+        #[arg(long)]
+        scheme: PathBuf,
+        /// The public file to write (must not exist).
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -139,73 +256,253 @@ fn main() -> ExitCode {
 
 fn dispatch(command: Command) -> Result<ExitCode> {
     match command {
-        Command::Create {
-            state,
-            kind: Kind::Psd,
-        } => {
+        Command::Create { state, kind } => {
             sim::create_file_card(&state, Clock::System).map_err(|e| anyhow!("{e}"))?;
-            println!("blank PSD created in {}", state.display());
+            let what = match kind {
+                Kind::Psd => "PSD",
+                Kind::Purse => "purse",
+            };
+            println!(
+                "blank card created in {} (personalize it as a {what})",
+                state.display()
+            );
         }
         Command::Personalize {
             state,
-            kind: Kind::Psd,
+            kind,
             secrets,
+            scheme,
+            max_failures,
             device_id,
             licenses,
             max_postage,
             max_dr,
             inspection_days,
             vendor_key,
+            card_id,
+            pin,
+            max_balance,
+            max_transfer,
+            pin_tries,
         } => {
             let secrets_path = secrets.unwrap_or_else(|| default_secrets_path(&state));
+            let psd_only = [
+                ("--device-id", device_id.is_some()),
+                ("--license", !licenses.is_empty()),
+                ("--max-postage", max_postage.is_some()),
+                ("--max-dr", max_dr.is_some()),
+                ("--inspection-days", inspection_days.is_some()),
+                ("--vendor-key", vendor_key.is_some()),
+            ];
+            let purse_only = [
+                ("--card-id", card_id.is_some()),
+                ("--pin", pin.is_some()),
+                ("--max-balance", max_balance.is_some()),
+                ("--max-transfer", max_transfer.is_some()),
+                ("--pin-tries", pin_tries.is_some()),
+            ];
+            let (wrong, other) = match kind {
+                Kind::Psd => (&purse_only[..], "purse"),
+                Kind::Purse => (&psd_only[..], "psd"),
+            };
+            if let Some((flag, _)) = wrong.iter().find(|(_, given)| *given) {
+                bail!("{flag} is for --kind {other}");
+            }
             if secrets_path.exists() {
                 bail!(
                     "{} exists already; not overwriting another card's secrets",
                     secrets_path.display()
                 );
             }
-            let device = device_id
-                .map(|h| parse_fixed_hex::<8>(&h, "--device-id").map(DeviceId))
+            let scheme = scheme
+                .map(|p| card_sim::scheme::Scheme::read(&p))
                 .transpose()?;
-            let vendor_public_key = vendor_key
-                .map(|h| parse_fixed_hex::<65>(&h, "--vendor-key"))
-                .transpose()?;
-            if state.exists() {
-                bail!(
-                    "{} exists already; personalize makes a new card",
-                    state.display()
-                );
-            }
-            let req = Request {
-                device,
-                vendor_public_key,
-                max_postage,
-                max_dr,
-                inspection_days,
-                licenses,
-            };
-            // All or nothing: a card whose personalization (or whose secrets file) failed is
-            // of no use — its K1 would be known to nobody — so it is removed again.
-            let made = (|| {
-                let mut card =
-                    sim::create_file_card(&state, Clock::System).map_err(|e| anyhow!("{e}"))?;
-                let (info, secrets) =
-                    personalize::personalize(&mut card, &mut OsPlatform::default(), &req)?;
-                write_secrets(&secrets_path, &secrets)?;
-                Ok::<_, anyhow::Error>(info)
-            })();
-            let info = match made {
-                Ok(info) => info,
-                Err(e) => {
-                    let _ = std::fs::remove_dir_all(&state);
-                    let _ = std::fs::remove_file(sim::storage_key_path(&state));
-                    return Err(e.context(format!("nothing was kept in {}", state.display())));
+            let made = match kind {
+                Kind::Psd => {
+                    let device = device_id
+                        .map(|h| parse_fixed_hex::<8>(&h, "--device-id").map(DeviceId))
+                        .transpose()?;
+                    let vendor_public_key = vendor_key
+                        .map(|h| parse_fixed_hex::<65>(&h, "--vendor-key"))
+                        .transpose()?;
+                    if scheme.is_none() && max_failures.is_some() {
+                        bail!("--max-failures needs --scheme");
+                    }
+                    let slot = scheme.as_ref().map(|s| SchemeSlot {
+                        scheme: s.id,
+                        key: *s.scheme_key,
+                        max_failures: max_failures.unwrap_or(5),
+                    });
+                    let req = Request {
+                        device,
+                        vendor_public_key,
+                        max_postage: max_postage.unwrap_or(Amount(10_000)),
+                        max_dr: max_dr.unwrap_or(Amount(1_000_000)),
+                        inspection_days: inspection_days.unwrap_or(0),
+                        licenses: if licenses.is_empty() {
+                            vec![parse_license("4711:10115").map_err(|e| anyhow!(e))?]
+                        } else {
+                            licenses
+                        },
+                    };
+                    make_card(&state, |card| {
+                        let (info, secrets) = personalize::personalize_with_scheme(
+                            card,
+                            &mut OsPlatform::default(),
+                            &req,
+                            slot,
+                        )?;
+                        write_secrets(&secrets_path, &secrets)?;
+                        let mut out = vec![
+                            format!("device_id {}", info.device),
+                            format!("key_id {}", hex::encode(info.key_id.0)),
+                            format!("public_key {}", hex::encode(info.public_key)),
+                        ];
+                        if let Some(s) = &scheme {
+                            out.push(format!("scheme {}", s.id.0));
+                        }
+                        out.push(format!("secrets {}", secrets_path.display()));
+                        Ok(out)
+                    })
+                }
+                Kind::Purse => {
+                    let scheme = scheme.ok_or_else(|| anyhow!("--kind purse needs --scheme"))?;
+                    let pin = pin.ok_or_else(|| anyhow!("--kind purse needs --pin"))?;
+                    let card = match card_id.as_deref() {
+                        None | Some("auto") => None,
+                        Some(h) => Some(CardId(parse_fixed_hex::<8>(h, "--card-id")?)),
+                    };
+                    let req = PurseRequest {
+                        card,
+                        pin: zeroize::Zeroizing::new(pin.into_bytes()),
+                        max_balance: max_balance.unwrap_or(Amount(50_000)),
+                        max_transfer: max_transfer.unwrap_or(Amount(10_000)),
+                        pin_tries: pin_tries.unwrap_or(3),
+                        max_failures: max_failures.unwrap_or(5),
+                    };
+                    if !(4..=12).contains(&req.pin.len()) {
+                        bail!("--pin: 4 to 12 characters");
+                    }
+                    if req.max_transfer > req.max_balance {
+                        bail!("--max-transfer is above --max-balance");
+                    }
+                    make_card(&state, |card| {
+                        let (info, record) = issuer::personalize_purse(
+                            card,
+                            &mut OsPlatform::default(),
+                            &scheme,
+                            &req,
+                        )?;
+                        let json = serde_json::to_string_pretty(&record)?;
+                        card_sim::scheme::write_new_private(&secrets_path, json.as_bytes())?;
+                        Ok(vec![
+                            format!("card_id {}", info.card),
+                            format!("scheme {}", info.scheme.0),
+                            format!("public_key {}", hex::encode(info.public_key)),
+                            format!("certificate {}", record.certificate),
+                            format!(
+                                "limits: balance {} transfer {} PIN tries {} recognitions {}",
+                                info.max_balance,
+                                info.max_transfer,
+                                info.pin_tries,
+                                info.max_failures
+                            ),
+                            format!("secrets {}", secrets_path.display()),
+                        ])
+                    })
                 }
             };
-            println!("device_id {}", info.device);
-            println!("key_id {}", hex::encode(info.key_id.0));
-            println!("public_key {}", hex::encode(info.public_key));
-            println!("secrets {}", secrets_path.display());
+            for line in made? {
+                println!("{line}");
+            }
+        }
+        Command::Scheme { action } => match action {
+            SchemeAction::Create { out, id } => {
+                let s = card_sim::scheme::create(&out, id)?;
+                println!("scheme {}", s.id.0);
+                println!(
+                    "issuer_public_key {}",
+                    hex::encode(s.issuer_key.public_key())
+                );
+                println!("written to {} (mode 0600)", out.display());
+            }
+            SchemeAction::Show { scheme } => {
+                let s = card_sim::scheme::Scheme::read(&scheme)?;
+                println!("scheme {}", s.id.0);
+                println!(
+                    "issuer_public_key {}",
+                    hex::encode(s.issuer_key.public_key())
+                );
+            }
+            SchemeAction::Public { scheme, out } => {
+                let s = card_sim::scheme::Scheme::read(&scheme)?;
+                card_sim::scheme::write_public(&out, &s.public())?;
+                println!("scheme {} public part written to {}", s.id.0, out.display());
+            }
+        },
+        Command::UnblockPin {
+            state,
+            scheme,
+            new_pin,
+            counter,
+        } => {
+            let scheme = card_sim::scheme::Scheme::read(&scheme)?;
+            let mut card = open_card(&state)?;
+            let new_pin = zeroize::Zeroizing::new(new_pin.into_bytes());
+            let info = with_counter(counter, |c| {
+                issuer::unblock_pin(&mut card, &scheme, &new_pin, c)
+            })?;
+            println!(
+                "card {}: PIN set, {} of {} tries",
+                info.card, info.pin_tries_left, info.pin_tries
+            );
+        }
+        Command::ResetRecognition {
+            state,
+            scheme,
+            secrets,
+            counter,
+        } => {
+            let mut card = open_card(&state)?;
+            match (scheme, secrets) {
+                (Some(scheme), _) => {
+                    let scheme = card_sim::scheme::Scheme::read(&scheme)?;
+                    let info = with_counter(counter, |c| {
+                        issuer::reset_purse_recognition(&mut card, &scheme, c)
+                    })?;
+                    println!("card {}: failed recognitions reset", info.card);
+                }
+                (None, Some(secrets)) => {
+                    let secrets = personalize::read_secrets(&secrets)?;
+                    with_counter(counter, |c| {
+                        issuer::reset_psd_recognition(&mut card, &secrets, c)
+                    })?;
+                    println!("PSD {}: failed recognitions reset", secrets.device_id);
+                }
+                (None, None) => bail!("give --scheme (purse) or --secrets (PSD)"),
+            }
+        }
+        Command::Refill {
+            state,
+            secrets,
+            amount,
+            set,
+        } => {
+            let secrets = personalize::read_secrets(
+                &secrets.unwrap_or_else(|| default_secrets_path(&state)),
+            )?;
+            let mut card = open_card(&state)?;
+            let r = issuer::refill_psd(
+                &mut card,
+                &mut OsPlatform::default(),
+                &secrets,
+                RegisterSetIndex(set),
+                amount,
+            )?;
+            println!(
+                "set {set}: DR {} AR {} control sum {} refills {}",
+                r.dr, r.ar, r.control_sum, r.refills.0
+            );
         }
         Command::Serve {
             state,
@@ -220,11 +517,11 @@ fn dispatch(command: Command) -> Result<ExitCode> {
             if let Some(addr) = tcp {
                 let listener =
                     TcpListener::bind(&addr).with_context(|| format!("listening on {addr}"))?;
-                tracing::info!(addr = %listener.local_addr()?, state = %state.display(), "serving the card over TCP");
+                tracing::info!(addr = %listener.local_addr()?, state = %state.display(), kind = %kind_of(&card), "serving the card over TCP");
                 transport::run_tcp_server(listener, &mut card)?;
             } else {
                 let addr = vpcd_address(vpcd.as_deref().unwrap_or(VPCD_DEFAULT), slot)?;
-                tracing::info!(%addr, state = %state.display(), "serving the card to vpcd");
+                tracing::info!(%addr, state = %state.display(), kind = %kind_of(&card), "serving the card to vpcd");
                 transport::run_vpcd_client(&addr, &mut card, Duration::from_millis(250))?;
             }
         }
@@ -255,6 +552,58 @@ fn dispatch(command: Command) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// All or nothing: a card whose personalization (or whose secrets file) failed is of no
+/// use — its keys would be known to nobody — so it is removed again.
+fn make_card(
+    state: &Path,
+    f: impl FnOnce(&mut sim::FileCard) -> Result<Vec<String>>,
+) -> Result<Vec<String>> {
+    if state.exists() {
+        bail!(
+            "{} exists already; personalize makes a new card",
+            state.display()
+        );
+    }
+    let made = (|| {
+        let mut card = sim::create_file_card(state, Clock::System).map_err(|e| anyhow!("{e}"))?;
+        f(&mut card)
+    })();
+    made.map_err(|e| {
+        let _ = std::fs::remove_dir_all(state);
+        let _ = std::fs::remove_file(sim::storage_key_path(state));
+        e.context(format!("nothing was kept in {}", state.display()))
+    })
+}
+
+/// Runs an issuer command with `counter`, or with the time in seconds; a time-based
+/// counter the card refuses (another command in the same second) is retried once with the
+/// next second's.
+fn with_counter<T>(counter: Option<u32>, mut f: impl FnMut(u32) -> Result<T>) -> Result<T> {
+    if let Some(c) = counter {
+        return f(c);
+    }
+    let first = issuer::admin_counter_now();
+    match f(first) {
+        Err(e) if format!("{e}").contains("6982") => {
+            while issuer::admin_counter_now() <= first {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            f(issuer::admin_counter_now())
+        }
+        other => other,
+    }
+}
+
+fn open_card(state: &Path) -> Result<sim::FileCard> {
+    sim::open_file_card(state, Clock::System)
+        .map_err(|e| anyhow!("{e}"))
+        .with_context(|| format!("opening the card in {}", state.display()))
+}
+
+fn kind_of(card: &sim::FileCard) -> String {
+    card.kind().map_or("unreadable".into(), |k| k.to_string())
 }
 
 fn run_scripts(state: Option<&Path>, clock: Clock, scripts: &[PathBuf]) -> Result<ExitCode> {

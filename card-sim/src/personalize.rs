@@ -12,7 +12,7 @@ use std::path::Path;
 use anyhow::{anyhow, bail, Context, Result};
 use openpsd_core::crypto::IndiciumKey;
 use openpsd_core::platform::Platform;
-use openpsd_core::psd::device::{DeviceInfo, LicenseSlot, Personalization};
+use openpsd_core::psd::device::{DeviceInfo, LicenseSlot, Personalization, SchemeSlot};
 use openpsd_core::psd::host;
 use openpsd_core::types::{Amount, DeviceId, LicenseId, PostalCode};
 use serde::{Deserialize, Serialize};
@@ -96,6 +96,17 @@ pub fn personalize(
     platform: &mut dyn Platform,
     req: &Request,
 ) -> Result<(DeviceInfo, Secrets)> {
+    personalize_with_scheme(card, platform, req, None)
+}
+
+/// [`personalize`], joining the PSD to a value-transfer scheme when `scheme` is given
+/// (the PSD then holds the scheme key and can move value to the scheme's purses).
+pub fn personalize_with_scheme(
+    card: &mut dyn SimulatedCard,
+    platform: &mut dyn Platform,
+    req: &Request,
+    scheme: Option<SchemeSlot>,
+) -> Result<(DeviceInfo, Secrets)> {
     send(card, "SELECT PSD", &host::select())?;
     let info = DeviceInfo::decode(&send(card, "GET DATA", &host::get_data())?)
         .map_err(|_| anyhow!("GET DATA malformed"))?;
@@ -120,7 +131,7 @@ pub fn personalize(
         max_postage: req.max_postage,
         max_dr: req.max_dr,
         inspection_days: req.inspection_days,
-        scheme: None,
+        scheme,
         licenses: req.licenses.clone(),
     };
     send(card, "PERSONALIZE", &host::personalize(&p))?;

@@ -1,5 +1,9 @@
-//! A simulated card: the PSD applet on a persistent store, with its ATR and power states,
-//! as the transports (vpcd, TCP, scripts) drive it.
+//! A simulated card: the PSD or the purse applet on a persistent store, with its ATR and
+//! power states, as the transports (vpcd, TCP, scripts) drive it.
+//!
+//! Which applet a card runs follows from what its store holds ([`load_card`]): a
+//! personalized PSD runs the PSD applet, a personalized purse the purse applet, and a blank
+//! card both (personalizing one of them decides what the card is from its next power-up).
 //!
 //! A card kept in a directory has its records sealed (`SealedStore`) under a storage key
 //! kept beside the directory, in `<dir>.storage-key` (mode 0600): the state file never
@@ -11,7 +15,8 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use openpsd_core::platform::Platform;
-use openpsd_core::psd::psd_card;
+use openpsd_core::psd::PsdApplet;
+use openpsd_core::purse::PurseApplet;
 use openpsd_core::store::{MemStore, SealedStore, StorageKey, Store, StoreError, STORAGE_KEY_LEN};
 use openpsd_core::Card;
 
@@ -50,17 +55,71 @@ pub trait SimulatedCard {
     fn transmit(&mut self, apdu: &[u8], reply: &mut Vec<u8>);
 }
 
-/// A PSD card on any store.
+/// What a card's store makes of it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CardKind {
+    /// Not personalized: both applets answer.
+    Blank,
+    /// A personalized PSD.
+    Psd,
+    /// A personalized purse.
+    Purse,
+    /// Both applets personalized on one card (made by hand with APDUs).
+    Both,
+}
+
+impl std::fmt::Display for CardKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            CardKind::Blank => "blank card",
+            CardKind::Psd => "PSD",
+            CardKind::Purse => "purse",
+            CardKind::Both => "PSD and purse",
+        })
+    }
+}
+
+/// The card on `store`, with the applets its records call for: the PSD applet for PSD
+/// records, the purse applet for purse records, both on a blank store. Records that do
+/// not decode are an error, as for each applet alone.
+pub fn load_card<S: Store, P: Platform>(
+    store: S,
+    platform: P,
+) -> Result<(Card<S, P>, CardKind), StoreError> {
+    let psd = PsdApplet::load(&store)?;
+    let purse = PurseApplet::load(&store)?;
+    let kind = match (!psd.register_sets().is_empty(), purse.balance().is_some()) {
+        (false, false) => CardKind::Blank,
+        (true, false) => CardKind::Psd,
+        (false, true) => CardKind::Purse,
+        (true, true) => CardKind::Both,
+    };
+    let mut card = Card::new(store, platform);
+    if kind != CardKind::Purse {
+        card.install(Box::new(psd));
+    }
+    if kind != CardKind::Psd {
+        card.install(Box::new(purse));
+    }
+    Ok((card, kind))
+}
+
+/// A card (PSD, purse, or blank with both applets) on any store.
 pub struct SimCard<S: Store, P: Platform> {
     card: Card<S, P>,
+    kind: CardKind,
 }
 
 impl<S: Store, P: Platform> SimCard<S, P> {
-    /// Loads the PSD from `store`.
+    /// Loads the card from `store`; [`load_card`] chooses its applets.
     pub fn new(store: S, platform: P) -> Result<Self, StoreError> {
-        Ok(Self {
-            card: psd_card(store, platform)?,
-        })
+        let (card, kind) = load_card(store, platform)?;
+        Ok(Self { card, kind })
+    }
+
+    /// What the card was when it was loaded.
+    pub fn kind(&self) -> CardKind {
+        self.kind
     }
 
     /// The card itself.
@@ -146,6 +205,11 @@ fn load(
 }
 
 impl FileCard {
+    /// What the card was when it was (re-)loaded; `None` if its memory cannot be read.
+    pub fn kind(&self) -> Option<CardKind> {
+        self.card.as_ref().map(SimCard::kind)
+    }
+
     /// Opens the card kept in `dir`; a missing or unreadable state (or key) is an error.
     pub fn open(dir: &Path, clock: Clock) -> Result<Self, StoreError> {
         Ok(Self {

@@ -102,3 +102,151 @@ fn a_card_can_be_created_below_directories_that_do_not_exist_yet() {
     );
     assert!(dir.path().join("cards/new/psd.storage-key").exists());
 }
+
+#[test]
+fn a_purse_is_personalized_and_certified_or_nothing_is_kept() {
+    use card_sim::os_platform::Clock;
+    use card_sim::sim::{self, CardKind};
+    let dir = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_card-sim"))
+            .args(args)
+            .current_dir(dir.path())
+            .output()
+            .unwrap()
+    };
+    assert!(
+        run(&["scheme", "create", "--out", "scheme.json", "--id", "5"])
+            .status
+            .success()
+    );
+    // Wrong or missing options: refused, nothing made.
+    for bad in [
+        &[
+            "personalize",
+            "--kind",
+            "purse",
+            "--state",
+            "p",
+            "--pin",
+            "1234",
+        ][..],
+        &[
+            "personalize",
+            "--kind",
+            "purse",
+            "--state",
+            "p",
+            "--scheme",
+            "scheme.json",
+        ],
+        &[
+            "personalize",
+            "--kind",
+            "purse",
+            "--state",
+            "p",
+            "--scheme",
+            "scheme.json",
+            "--pin",
+            "12",
+        ],
+        &[
+            "personalize",
+            "--kind",
+            "purse",
+            "--state",
+            "p",
+            "--scheme",
+            "scheme.json",
+            "--pin",
+            "1234",
+            "--license",
+            "1:10115",
+        ],
+        &[
+            "personalize",
+            "--kind",
+            "purse",
+            "--state",
+            "p",
+            "--scheme",
+            "scheme.json",
+            "--pin",
+            "1234",
+            "--card-id",
+            "0011",
+        ],
+        &["personalize", "--state", "p", "--pin", "1234"],
+        &[
+            "personalize",
+            "--kind",
+            "purse",
+            "--state",
+            "p",
+            "--scheme",
+            "missing.json",
+            "--pin",
+            "1234",
+        ],
+    ] {
+        let out = run(bad);
+        assert!(!out.status.success(), "{bad:?}");
+        assert!(!dir.path().join("p").exists(), "{bad:?} left a card");
+        assert!(!dir.path().join("p.storage-key").exists());
+    }
+    let out = run(&[
+        "personalize",
+        "--kind",
+        "purse",
+        "--state",
+        "p",
+        "--scheme",
+        "scheme.json",
+        "--pin",
+        "1234",
+        "--card-id",
+        "5055525345303035",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("card_id 5055525345303035"), "{stdout}");
+    let record: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("p.secrets.json")).unwrap())
+            .unwrap();
+    assert_eq!(record["kind"], "purse");
+    assert_eq!(record["scheme"], 5);
+    // A second personalization of the same state is refused.
+    assert!(!run(&[
+        "personalize",
+        "--kind",
+        "purse",
+        "--state",
+        "p",
+        "--scheme",
+        "scheme.json",
+        "--pin",
+        "1234"
+    ])
+    .status
+    .success());
+
+    // The card runs the purse applet only; a blank card both; a PSD the PSD's.
+    let card = sim::open_file_card(&dir.path().join("p"), Clock::None).unwrap();
+    assert_eq!(card.kind(), Some(CardKind::Purse));
+    drop(card);
+    assert!(run(&["create", "--state", "blank"]).status.success());
+    let blank = sim::open_file_card(&dir.path().join("blank"), Clock::None).unwrap();
+    assert_eq!(blank.kind(), Some(CardKind::Blank));
+    assert!(
+        run(&["personalize", "--state", "psd", "--scheme", "scheme.json"])
+            .status
+            .success()
+    );
+    let psd = sim::open_file_card(&dir.path().join("psd"), Clock::None).unwrap();
+    assert_eq!(psd.kind(), Some(CardKind::Psd));
+}

@@ -6,7 +6,10 @@
 //! status words mapped to [`openpsd_core::Status`], the one table the card itself uses.
 
 pub mod client;
+pub mod link;
+pub mod purse;
 pub mod refill;
+pub mod terminal;
 pub mod transport;
 
 pub use client::{HostError, PsdClient};

@@ -5,7 +5,10 @@
 //! reader, by name or index; needs the `pcsc` build feature). Refills go through the meter
 //! server (`--meter`, `OPENPSD_METER`).
 
+use std::path::PathBuf;
 use std::process::ExitCode;
+
+mod commands;
 
 use anyhow::{anyhow, Context, Result};
 use clap::{Parser, Subcommand};
@@ -19,9 +22,10 @@ use serde_json::json;
 #[derive(Parser, Debug)]
 #[command(name = "openpsd", version, about, long_about = None)]
 struct Cli {
-    /// The card: state:DIR, tcp:HOST:PORT or pcsc:READER.
-    #[arg(long, env = "OPENPSD_CARD", global = true, default_value = "pcsc:0")]
-    card: CardSpec,
+    /// The card: state:DIR, tcp:HOST:PORT or pcsc:READER. The PSD for status, indicium,
+    /// inspect and refill (default pcsc:0); the purse for transfer, resolve, purse and pay.
+    #[arg(long, env = "OPENPSD_CARD", global = true)]
+    card: Option<CardSpec>,
     /// Print JSON instead of text.
     #[arg(long, global = true)]
     json: bool,
@@ -88,6 +92,121 @@ enum Command {
         #[arg(long)]
         txn: Option<String>,
     },
+    /// Move value from a PSD's register set to a purse card (--card): mutual recognition,
+    /// the purse's PIN, debit, credit, confirmation. A transfer the PSD still has pending
+    /// with this purse is completed or undone first.
+    Transfer {
+        /// Amount in currency units, e.g. 10.00.
+        #[arg(long)]
+        amount: Amount,
+        /// The PSD: state:DIR, tcp:HOST:PORT or pcsc:READER.
+        #[arg(long, env = "OPENPSD_PSD")]
+        psd: CardSpec,
+        /// Register set (license slot) to take the value from.
+        #[arg(long, default_value_t = 0)]
+        set: u8,
+        /// The purse's PIN (default: asked on the terminal, not echoed).
+        #[arg(long, env = "OPENPSD_PIN", hide_env_values = true)]
+        pin: Option<String>,
+        /// Benchmark: make N transfers of the amount and print the median and p90 time.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+        repeat: u32,
+    },
+    /// Complete or undo a transfer the PSD has pending with the purse (--card), without a
+    /// new transfer.
+    Resolve {
+        /// The PSD: state:DIR, tcp:HOST:PORT or pcsc:READER.
+        #[arg(long, env = "OPENPSD_PSD")]
+        psd: CardSpec,
+        /// Register set to show afterwards.
+        #[arg(long, default_value_t = 0)]
+        set: u8,
+    },
+    /// A purse card's status (--card): balance, limits, PIN tries left, personality, the
+    /// PSDs it was paired with, its log.
+    Purse,
+    /// Take a payment from a purse (--card) on a merchant terminal: the card's certificate
+    /// checked, its PIN, a signed purchase record verified and kept in the terminal's batch.
+    Pay {
+        /// Amount in currency units, e.g. 2.50.
+        #[arg(long)]
+        amount: Amount,
+        /// The terminal's database (`openpsd terminal init`).
+        #[arg(long, env = "OPENPSD_TERMINAL")]
+        terminal: PathBuf,
+        /// Check that the terminal's issuer key is this file's (an issuer key file or a
+        /// scheme file).
+        #[arg(long, conflicts_with = "scheme")]
+        issuer_key: Option<PathBuf>,
+        /// Same as --issuer-key, from the scheme file.
+        #[arg(long)]
+        scheme: Option<PathBuf>,
+        /// The purse's PIN (default: asked on the terminal, not echoed).
+        #[arg(long, env = "OPENPSD_PIN", hide_env_values = true)]
+        pin: Option<String>,
+        /// Date of the purchase YYYY-MM-DD (default: today, UTC).
+        #[arg(long)]
+        date: Option<Date>,
+    },
+    /// A merchant terminal's batch totals: purchases, sum, per card.
+    Batch {
+        /// The terminal's database.
+        #[arg(long, env = "OPENPSD_TERMINAL", global = true)]
+        terminal: Option<PathBuf>,
+        /// Show this batch (default: the open one, else the last closed).
+        #[arg(long)]
+        seq: Option<i64>,
+        #[command(subcommand)]
+        action: Option<BatchAction>,
+    },
+    /// Set up or manage a merchant terminal's database.
+    Terminal {
+        #[command(subcommand)]
+        action: TerminalAction,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum BatchAction {
+    /// Close the open batch (mark it submitted); the next purchase opens the next one.
+    Close,
+    /// Import signed purchase records (JSON as `openpsd pay --json` prints them; one
+    /// object per line, or one object) after checking them; replays are refused.
+    Import {
+        /// The file ("-" for standard input).
+        file: PathBuf,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum TerminalAction {
+    /// Create a terminal database: its ID, its counter, the scheme issuer's public key.
+    Init {
+        /// The terminal's database (must not hold a terminal yet).
+        #[arg(long, env = "OPENPSD_TERMINAL")]
+        terminal: PathBuf,
+        /// Terminal ID: 16 hex digits.
+        #[arg(long)]
+        id: String,
+        /// The scheme file (only its ID and issuer public key are used).
+        #[arg(long, required_unless_present = "issuer_key")]
+        scheme: Option<PathBuf>,
+        /// The issuer key file (`card-sim scheme public`) instead of the scheme file.
+        #[arg(long, conflicts_with = "scheme")]
+        issuer_key: Option<PathBuf>,
+    },
+    /// The terminal's ID, scheme, issuer key, counter and any unfinished purchase.
+    Show {
+        /// The terminal's database.
+        #[arg(long, env = "OPENPSD_TERMINAL")]
+        terminal: PathBuf,
+    },
+    /// Drop an unfinished purchase (its reply was lost and its card is not coming back).
+    Void {
+        /// The terminal's database.
+        #[arg(long, env = "OPENPSD_TERMINAL")]
+        terminal: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -108,12 +227,67 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> Result<()> {
-    let transport = open(&cli.card).with_context(|| format!("opening {}", cli.card))?;
+    let purse_spec = || {
+        cli.card.clone().ok_or_else(|| {
+            anyhow!("--card: which purse card? (state:DIR, tcp:HOST:PORT or pcsc:READER)")
+        })
+    };
+    match cli.command {
+        Command::Transfer {
+            amount,
+            psd,
+            set,
+            pin,
+            repeat,
+        } => return commands::transfer(&psd, &purse_spec()?, set, amount, pin, repeat, cli.json),
+        Command::Resolve { psd, set } => {
+            return commands::resolve(&psd, &purse_spec()?, set, cli.json)
+        }
+        Command::Purse => return commands::purse(&purse_spec()?, cli.json),
+        Command::Pay {
+            amount,
+            terminal,
+            issuer_key,
+            scheme,
+            pin,
+            date,
+        } => {
+            let key = issuer_key.or(scheme);
+            return commands::pay(
+                &purse_spec()?,
+                &terminal,
+                key.as_deref(),
+                amount,
+                pin,
+                date,
+                cli.json,
+            );
+        }
+        Command::Batch {
+            terminal,
+            seq,
+            action,
+        } => {
+            let terminal =
+                terminal.ok_or_else(|| anyhow!("--terminal: the terminal's database"))?;
+            return commands::batch(&terminal, seq, action, cli.json);
+        }
+        Command::Terminal { action } => return commands::terminal(action, cli.json),
+        _ => {}
+    }
+    let spec = cli.card.clone().unwrap_or(CardSpec::Pcsc("0".into()));
+    let transport = open(&spec).with_context(|| format!("opening {spec}"))?;
     let mut psd = PsdClient::new(transport);
     let info = psd
         .select()?
-        .ok_or_else(|| anyhow!("{} is a blank PSD: personalize it first", cli.card))?;
+        .ok_or_else(|| anyhow!("{spec} is a blank PSD: personalize it first"))?;
     match cli.command {
+        Command::Transfer { .. }
+        | Command::Resolve { .. }
+        | Command::Purse
+        | Command::Pay { .. }
+        | Command::Batch { .. }
+        | Command::Terminal { .. } => unreachable!("handled above"),
         Command::Status => {
             let mut sets = Vec::new();
             for i in 0..info.register_sets {
@@ -127,6 +301,7 @@ fn run(cli: Cli) -> Result<()> {
                             "license": r.license.0, "origin": r.origin.to_string(),
                             "ar": r.ar.0, "dr": r.dr.0, "control_sum": r.control_sum.0,
                             "pieces": r.pieces.0, "refills": r.refills.0,
+                            "transferred": r.transferred.0, "pending": r.pending.0,
                         })
                     })
                     .collect();
@@ -162,6 +337,12 @@ fn run(cli: Cli) -> Result<()> {
                         "set {i}: license {} origin {}  AR {}  DR {}  control sum {}  pieces {}  refills {}",
                         r.license, r.origin, r.ar, r.dr, r.control_sum, r.pieces.0, r.refills.0
                     );
+                    if r.transferred != Amount::ZERO || r.pending != Amount::ZERO {
+                        println!(
+                            "       moved out to purses {}  pending transfer {}",
+                            r.transferred, r.pending
+                        );
+                    }
                 }
             }
         }

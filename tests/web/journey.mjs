@@ -1,7 +1,8 @@
 // The mailer's journey through the web demo, in Debian's Chromium driven by playwright-core:
 // create a PSD in the page, refusals with their messages, refill through the meter server,
-// issue an indicium and screenshot its label, print CSS, history, the purse section, reload
-// (the device and its registers are still there), tamper with the sealed record (a clear
+// issue an indicium and screenshot its label, print CSS, history, a purse card and a transfer
+// to it (and a wrong PIN), reload
+// (the device, its registers and the purse are still there), tamper with the sealed record (a clear
 // error, the record kept). Run by scripts/web-test.sh, which starts the back office and then
 // decodes the label with libdmtx and verifies it independently (verify-indicium.mjs).
 //
@@ -203,13 +204,30 @@ async function main() {
   let rows = await page.locator('#history-rows tr').allInnerTexts();
   check(rows.length === 1 && /verified/.test(rows[0]), `history: ${rows.map((r) => r.replace(/\s+/g, ' '))}`);
 
-  // -- 9. purse
-  const purse = await text('#purse-status');
-  if (/Not built yet/i.test(purse)) {
-    check(await page.locator('#purse-button').isDisabled(), 'purse: not built yet, and the page says so (no fake transfer)');
-  } else {
-    throw new Error(`the purse section is wired now; the journey must transfer: ${purse}`);
-  }
+  // -- 9. purse: create a purse card (room + Purse in the page + issuer certificate), move
+  //        5.00 to it, and a wrong PIN refused with the tries left
+  check(await page.locator('#purse-create-form').isVisible(), 'no purse yet: the create form is shown');
+  await page.fill('#purse-new-pin', '2468');
+  await page.click('#purse-create-button');
+  await settled();
+  n = await notice();
+  check(n.kind === 'ok' && /Purse card [0-9A-F]{16} created and certified/.test(n.text), `purse created: ${n.text.split('\n')[0]}`);
+  const purseId = await text('#purse-id');
+  check(await text('#purse-balance') === '0.00' && await text('#purse-certified') === 'installed', `purse ${purseId}: empty and certified`);
+  await page.fill('#purse-amount', '5.00');
+  await page.fill('#purse-pin', '2468');
+  await page.click('#purse-button');
+  await settled();
+  n = await notice();
+  check(n.kind === 'ok' && /Moved 5\.00 to purse/.test(n.text), `transfer: ${n.text.split('\n')[0]}`);
+  check(await text('#purse-balance') === '5.00', `the purse shows ${await text('#purse-balance')}`);
+  regs = await registers();
+  check(regs.dr === '24.15' && regs.ar === '5.85' && regs.controlSum === '30.00' && regs.pieces === '1', `DR went down by 5.00 (AR counts the value moved out) ${JSON.stringify(regs)}`);
+  await page.fill('#purse-pin', '1111');
+  await page.click('#purse-button');
+  await expectRefusal('a transfer with a wrong PIN', /Wrong PIN: 2 tries left/);
+  check(await text('#purse-balance') === '5.00' && (await registers()).dr === '24.15', 'nothing moved with the wrong PIN');
+  check(/^2 of 3/.test(await text('#purse-tries')), `tries left shown: ${await text('#purse-tries')}`);
 
   // -- 10. reload: the device, its registers and its history are still there
   await page.reload();
@@ -220,6 +238,7 @@ async function main() {
     `same registers after the reload ${JSON.stringify(after)}`);
   rows = await page.locator('#history-rows tr').allInnerTexts();
   check(rows.length === 1 && /verified/.test(rows[0]), 'history kept and re-verified after the reload');
+  check(await text('#purse-id') === purseId && await text('#purse-balance') === '5.00', `purse ${purseId} still holds ${await text('#purse-balance')} after the reload`);
 
   // -- 10b. the history is verified, not trusted: a changed entry shows as invalid
   const historyKey = `openpsd.history.${deviceId}`;

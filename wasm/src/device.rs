@@ -98,6 +98,11 @@ impl PsdDevice {
         data(&self.card.transmit(&host::select())).map(|_| ())
     }
 
+    /// The card itself, for core's transfer driver (a [`openpsd_core::transfer::host::Link`]).
+    pub(crate) fn card_mut(&mut self) -> &mut Card<MemStore, HostEntropy> {
+        &mut self.card
+    }
+
     /// The persistent store as bytes ([`state`] layout).
     pub fn save_state(&self) -> ApiResult<Vec<u8>> {
         state::encode(self.card.store())

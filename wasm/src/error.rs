@@ -15,6 +15,9 @@ pub enum ErrorKind {
     Input,
     /// Bytes given as a saved state are not one.
     State,
+    /// A transfer stopped without a card's status word (a link or layout failure, a
+    /// transfer pending for another card).
+    Transfer,
 }
 
 impl ErrorKind {
@@ -24,6 +27,7 @@ impl ErrorKind {
             ErrorKind::Card => "CardError",
             ErrorKind::Input => "InputError",
             ErrorKind::State => "StateError",
+            ErrorKind::Transfer => "TransferError",
         }
     }
 }
@@ -66,6 +70,15 @@ impl ApiError {
     pub fn state(message: impl Into<String>) -> Self {
         Self {
             kind: ErrorKind::State,
+            message: message.into(),
+            sw: None,
+        }
+    }
+
+    /// A transfer that stopped without a status word.
+    pub fn transfer(message: impl Into<String>) -> Self {
+        Self {
+            kind: ErrorKind::Transfer,
             message: message.into(),
             sw: None,
         }

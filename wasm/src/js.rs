@@ -9,6 +9,7 @@ use wasm_bindgen::JsCast;
 
 use crate::device::PsdDevice;
 use crate::error::{ApiError, ApiResult};
+use crate::purse::PurseDevice;
 use crate::views::{parse_set, IndiciumArgs, ModulesView, PersonalizationArgs};
 use crate::{barcode, indicium, personalize, views::Bytes};
 
@@ -120,9 +121,43 @@ export interface DataMatrixModules {
   modules: Uint8Array;
 }
 
+/** GET DATA of a personalized purse. Amounts are decimal strings. */
+export interface PurseInfo {
+  /** 16 hex digits, upper case. */
+  cardId: string;
+  scheme: number;
+  balance: string;
+  maxBalance: string;
+  maxTransfer: string;
+  transfers: number;
+  totalIn: string;
+  /** "YYYY-MM-DD". */
+  lastTransfer: string | null;
+  purchases: number;
+  pinTriesLeft: number;
+  pinTries: number;
+  failures: number;
+  maxFailures: number;
+  /** 130 hex digits: the purchase key (SEC1 uncompressed P-256). */
+  publicKey: string;
+  /** Whether the issuer's certificate is installed. */
+  certified: boolean;
+}
+
+/** What transferToPurse returns. */
+export interface PurseTransfer {
+  amount: string;
+  /** A transfer the PSD had pending with this purse, resolved first. */
+  resolvedFirst: { outcome: "completed" | "undone"; amount: string } | null;
+  /** The PSD's register set after. */
+  registers: Registers;
+  /** The purse after. */
+  purse: PurseInfo;
+}
+
 /** Every error this module throws. */
 export interface OpenpsdError extends Error {
-  name: "CardError" | "InputError" | "StateError";
+  name: "CardError" | "InputError" | "StateError" | "TransferError";
   /** Status word of a CardError (e.g. 0x9A01). */
   sw?: number;
   /** "9A01". */
@@ -283,6 +318,72 @@ impl Psd {
     /// RECEIPT; returns the last inspection date ("YYYY-MM-DD").
     pub fn receipt(&mut self, receipt: &[u8]) -> Result<String, JsValue> {
         js(self.inner.receipt(receipt))
+    }
+
+    /// Moves `amount` from register set `set` (default 0) to `purse`, with the holder's PIN
+    /// (core's transfer driver over both cards). Save both states afterwards.
+    #[wasm_bindgen(js_name = transferToPurse, unchecked_return_type = "PurseTransfer")]
+    pub fn transfer_to_purse(
+        &mut self,
+        purse: &mut Purse,
+        amount: &str,
+        pin: &str,
+        set: Option<f64>,
+    ) -> Result<JsValue, JsValue> {
+        let set = js(parse_set(set))?;
+        to_js(purse.inner.receive(&mut self.inner, amount, pin, set))
+    }
+}
+
+/// A purse card: the core's purse applet on an in-memory store.
+#[wasm_bindgen]
+pub struct Purse {
+    inner: PurseDevice,
+}
+
+#[wasm_bindgen]
+impl Purse {
+    /// A fresh purse personalized with `personalization` (the purse's PERSONALIZE data);
+    /// `entropy`: 32 bytes from `crypto.getRandomValues`; `today`: "YYYY-MM-DD" or none.
+    pub fn create(
+        personalization: &[u8],
+        entropy: &[u8],
+        today: Option<String>,
+    ) -> Result<Purse, JsValue> {
+        js(PurseDevice::create(
+            personalization,
+            entropy,
+            today.as_deref(),
+        ))
+        .map(|inner| Purse { inner })
+    }
+
+    /// The purse of `saveState()` bytes; anything else throws a `StateError`.
+    pub fn restore(state: &[u8], entropy: &[u8], today: Option<String>) -> Result<Purse, JsValue> {
+        js(PurseDevice::restore(state, entropy, today.as_deref())).map(|inner| Purse { inner })
+    }
+
+    /// The persistent store as bytes (holds the card's keys and PIN: seal it at rest).
+    #[wasm_bindgen(js_name = saveState)]
+    pub fn save_state(&self) -> Result<Vec<u8>, JsValue> {
+        js(self.inner.save_state())
+    }
+
+    /// One raw command APDU; the response APDU (data ‖ SW1 SW2). Never throws.
+    pub fn transmit(&mut self, apdu: &[u8]) -> Vec<u8> {
+        self.inner.transmit(apdu)
+    }
+
+    /// GET DATA.
+    #[wasm_bindgen(unchecked_return_type = "PurseInfo")]
+    pub fn info(&mut self) -> Result<JsValue, JsValue> {
+        to_js(self.inner.info())
+    }
+
+    /// CERTIFY: installs the issuer's signature on the purchase key; the info after.
+    #[wasm_bindgen(unchecked_return_type = "PurseInfo")]
+    pub fn certify(&mut self, signature: &[u8]) -> Result<JsValue, JsValue> {
+        to_js(self.inner.certify(signature))
     }
 }
 

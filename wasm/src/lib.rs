@@ -15,10 +15,12 @@ pub mod error;
 pub mod indicium;
 pub mod js;
 pub mod personalize;
+pub mod purse;
 pub mod state;
 pub mod views;
 
 pub use device::PsdDevice;
 pub use entropy::HostEntropy;
 pub use error::{ApiError, ApiResult, ErrorKind};
-pub use js::Psd;
+pub use js::{Psd, Purse};
+pub use purse::PurseDevice;

@@ -372,3 +372,116 @@ fn dates_and_bad_arguments() {
     );
     assert_eq!(psd.transmit(&[]), vec![0x67, 0x00]);
 }
+
+mod purse {
+    use super::*;
+    use openpsd_core::crypto::MacKey;
+    use openpsd_core::psd::device::SchemeSlot;
+    use openpsd_core::purse::personal::{certificate_body, PursePersonalization};
+    use openpsd_core::transfer::{card_admin_key, card_key};
+    use openpsd_core::types::{CardId, SchemeId};
+    use openpsd_wasm::PurseDevice;
+
+    const SCHEME: SchemeId = SchemeId(0x0002_0001);
+    const SCHEME_KEY: [u8; 16] = *b"openpsd-scheme-1";
+    const CARD: CardId = CardId(*b"PURSE001");
+
+    fn issuer() -> IndiciumKey {
+        IndiciumKey::from_bytes(&[9u8; 32]).unwrap()
+    }
+
+    /// A PSD of the scheme with `amount` on set 0.
+    fn scheme_psd(amount: &str) -> PsdDevice {
+        let built = build_personalization(&args(0), &[9; 32]).unwrap();
+        let mut p = Personalization::decode(&built.personalization.0).unwrap();
+        p.scheme = Some(SchemeSlot {
+            scheme: SCHEME,
+            key: SCHEME_KEY,
+            max_failures: 5,
+        });
+        let mut psd = PsdDevice::create(&p.encode(), &[1; 32], Some(TODAY)).unwrap();
+        let audit = psd.audit(b"server-nonce-123", 0).unwrap();
+        let msg = demo_kms_refill(K1_HEX, &audit, amount, None).unwrap();
+        psd.apply_refill(&msg, 0).unwrap();
+        psd
+    }
+
+    fn purse() -> PurseDevice {
+        let p = PursePersonalization {
+            card: CARD,
+            scheme: SCHEME,
+            card_key: *card_key(&MacKey::new(SCHEME_KEY), CARD).expose(),
+            admin_key: *card_admin_key(&MacKey::new([3; 16]), CARD).expose(),
+            issuer_public_key: issuer().public_key(),
+            max_balance: Amount(50_000),
+            max_transfer: Amount(20_000),
+            pin_tries: 3,
+            max_failures: 5,
+            pin: b"2468".to_vec(),
+        };
+        let mut purse = PurseDevice::create(&p.encode(), &[2; 32], Some(TODAY)).unwrap();
+        let info = purse.info().unwrap();
+        assert!(!info.certified);
+        assert_eq!(info.card_id, "5055525345303031");
+        let pk = hex::decode(&info.public_key).unwrap();
+        let sig = issuer().sign(&certificate_body(CARD, SCHEME, &pk));
+        assert!(purse.certify(&sig).unwrap().certified);
+        purse
+    }
+
+    #[test]
+    fn a_transfer_moves_value_from_the_psd_to_the_purse_and_survives_a_restore() {
+        let mut psd = scheme_psd("100.00");
+        let mut purse = purse();
+        let out = purse.receive(&mut psd, "25", "2468", 0).unwrap();
+        assert_eq!(out.amount, "25.00");
+        assert_eq!(out.resolved_first, None);
+        assert_eq!(out.registers.dr, "75.00");
+        assert_eq!(out.purse.balance, "25.00");
+        assert_eq!(
+            (out.purse.transfers, out.purse.total_in.as_str()),
+            (1, "25.00")
+        );
+        assert_eq!(psd.registers(0).unwrap().dr, "75.00");
+        // Over the per-transfer limit: the purse refuses, nothing moves.
+        let e = purse.receive(&mut psd, "200.01", "2468", 0).unwrap_err();
+        assert_eq!(e.sw, Some(Status::TransferAboveLimit.sw()));
+        // Both states restore.
+        let mut purse = PurseDevice::restore(&purse.save_state().unwrap(), &[4; 32], None).unwrap();
+        let mut psd = PsdDevice::restore(&psd.save_state().unwrap(), &[5; 32], None).unwrap();
+        assert_eq!(purse.info().unwrap().balance, "25.00");
+        let out = purse.receive(&mut psd, "5.00", "2468", 0).unwrap();
+        assert_eq!(
+            (out.purse.balance.as_str(), out.registers.dr.as_str()),
+            ("30.00", "70.00")
+        );
+        // A PSD state is not a purse, and the other way round.
+        let e = PurseDevice::restore(&psd.save_state().unwrap(), &[4; 32], None).err();
+        assert_eq!(e.map(|e| e.kind), Some(ErrorKind::State));
+        assert!(PsdDevice::restore(&purse.save_state().unwrap(), &[4; 32], None).is_err());
+    }
+
+    #[test]
+    fn a_wrong_pin_costs_a_try_and_blocks_at_zero() {
+        let mut psd = scheme_psd("100.00");
+        let mut purse = purse();
+        let e = purse.receive(&mut psd, "5", "1111", 0).unwrap_err();
+        assert_eq!((e.kind, e.sw), (ErrorKind::Card, Some(0x63C2)));
+        assert_eq!(e.sw_hex().as_deref(), Some("63C2"));
+        assert_eq!(purse.info().unwrap().pin_tries_left, 2);
+        // The right PIN restores the tries.
+        purse.receive(&mut psd, "1", "2468", 0).unwrap();
+        assert_eq!(purse.info().unwrap().pin_tries_left, 3);
+        for left in [2u16, 1, 0] {
+            let e = purse.receive(&mut psd, "5", "0000", 0).unwrap_err();
+            assert_eq!(e.sw, Some(0x63C0 | left));
+        }
+        let e = purse.receive(&mut psd, "5", "2468", 0).unwrap_err();
+        assert_eq!(e.sw, Some(0x6983));
+        assert_eq!(psd.registers(0).unwrap().dr, "99.00");
+        assert_eq!(purse.info().unwrap().balance, "1.00");
+        // Bad input before anything reaches a card.
+        let e = purse.receive(&mut psd, "lots", "2468", 0).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Input);
+    }
+}

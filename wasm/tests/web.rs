@@ -226,3 +226,72 @@ fn the_data_matrix_svg_is_well_formed() {
     let (name, _, _) = error(data_matrix_svg(&barcode, Some(0)).err().unwrap());
     assert_eq!(name, "InputError");
 }
+
+#[wasm_bindgen_test]
+fn a_transfer_to_a_purse_moves_value_in_wasm() {
+    use openpsd_core::crypto::{IndiciumKey, MacKey};
+    use openpsd_core::psd::device::{Personalization, SchemeSlot};
+    use openpsd_core::purse::personal::{certificate_body, PursePersonalization};
+    use openpsd_core::transfer::{card_admin_key, card_key};
+    use openpsd_core::types::{Amount, CardId, SchemeId};
+    use openpsd_wasm::js::Purse;
+
+    let (scheme, scheme_key, card) = (SchemeId(7), *b"openpsd-scheme-1", CardId(*b"PURSE001"));
+    let built = build_personalization(
+        json(r#"{"licenses":[{"license":4711,"origin":"10115"}],"maxPostage":"100.00","maxDr":"10000.00"}"#),
+        &[9; 32],
+    )
+    .unwrap();
+    let mut p = Personalization::decode(&bytes(&get(&built, "personalization"))).unwrap();
+    p.scheme = Some(SchemeSlot {
+        scheme,
+        key: scheme_key,
+        max_failures: 5,
+    });
+    let mut psd = Psd::create(&p.encode(), &[1; 32], Some(TODAY.into()))
+        .ok()
+        .unwrap();
+    let audit = psd.audit(&[7; 16], None).ok().unwrap();
+    let msg = demo_kms_refill(&text(&built, "k1"), &audit, "50.00", None)
+        .ok()
+        .unwrap();
+    psd.apply_refill(&msg, None).ok().unwrap();
+
+    let issuer = IndiciumKey::from_bytes(&[9u8; 32]).unwrap();
+    let pp = PursePersonalization {
+        card,
+        scheme,
+        card_key: *card_key(&MacKey::new(scheme_key), card).expose(),
+        admin_key: *card_admin_key(&MacKey::new([3; 16]), card).expose(),
+        issuer_public_key: issuer.public_key(),
+        max_balance: Amount(50_000),
+        max_transfer: Amount(20_000),
+        pin_tries: 3,
+        max_failures: 5,
+        pin: b"2468".to_vec(),
+    };
+    let mut purse = Purse::create(&pp.encode(), &[2; 32], Some(TODAY.into()))
+        .ok()
+        .unwrap();
+    let pk = hex::decode(text(&purse.info().unwrap(), "publicKey")).unwrap();
+    let info = purse
+        .certify(&issuer.sign(&certificate_body(card, scheme, &pk)))
+        .unwrap();
+    assert_eq!(get(&info, "certified"), JsValue::TRUE);
+
+    let out = psd
+        .transfer_to_purse(&mut purse, "5", "2468", None)
+        .unwrap();
+    assert_eq!(text(&out, "amount"), "5.00");
+    assert!(get(&out, "resolvedFirst").is_null());
+    assert_eq!(text(&get(&out, "registers"), "dr"), "45.00");
+    assert_eq!(text(&get(&out, "purse"), "balance"), "5.00");
+    let (name, sw, _) = error(
+        psd.transfer_to_purse(&mut purse, "5", "1111", None)
+            .unwrap_err(),
+    );
+    assert_eq!((name.as_str(), sw), ("CardError", Some(0x63C2)));
+    let saved = purse.save_state().unwrap();
+    let mut back = Purse::restore(&saved, &[3; 32], None).ok().unwrap();
+    assert_eq!(text(&back.info().unwrap(), "balance"), "5.00");
+}

@@ -1,0 +1,239 @@
+//! The card issuer's station for purse cards, and the vendor's test-bench tools for PSDs:
+//! personalize and certify a purse, unblock its PIN, reset its failed recognitions; fund a
+//! PSD with a refill message sealed under the K1 of its secrets file (what the KMS does),
+//! reset a PSD's failed recognitions.
+//!
+//! Every command goes to a card in this process (a state directory that no `serve` holds).
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::{anyhow, bail, Result};
+use openpsd_core::crypto::MacKey;
+use openpsd_core::platform::Platform;
+use openpsd_core::psd::audit::AuditData;
+use openpsd_core::psd::host as psd_host;
+use openpsd_core::psd::refill::RefillCombination;
+use openpsd_core::psd::registers::Registers;
+use openpsd_core::psd::transfer::reset_recognition_data;
+use openpsd_core::psd::{ins as psd_ins, CLA_PSD};
+use openpsd_core::purse::host as purse_host;
+use openpsd_core::purse::personal::{certificate_body, PurseInfo, PursePersonalization};
+use openpsd_core::types::{Amount, CardId, DeviceId, RegisterSetIndex};
+use serde::{Deserialize, Serialize};
+use zeroize::Zeroizing;
+
+use crate::personalize::{send, Secrets};
+use crate::scheme::Scheme;
+use crate::sim::SimulatedCard;
+
+/// What the issuer asks for a new purse.
+#[derive(Clone, Debug)]
+pub struct PurseRequest {
+    /// Card ID ("PUR" and 5 random bytes if `None`).
+    pub card: Option<CardId>,
+    /// The holder's PIN (4 to 12 bytes).
+    pub pin: Zeroizing<Vec<u8>>,
+    /// Highest balance.
+    pub max_balance: Amount,
+    /// Highest amount of one transfer.
+    pub max_transfer: Amount,
+    /// PIN tries (1 to 15).
+    pub pin_tries: u8,
+    /// Failed recognitions that block transfers (1 to 15).
+    pub max_failures: u8,
+}
+
+/// What the issuer keeps about a purse (JSON, written beside the card like a PSD's
+/// secrets file; nothing in it is secret — the card key and admin key follow from the
+/// scheme file and the card ID).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PurseRecord {
+    /// Always "purse".
+    pub kind: String,
+    /// Card ID, hex.
+    pub card_id: String,
+    /// Scheme ID.
+    pub scheme: u32,
+    /// Purchase public key (SEC1 uncompressed), hex.
+    pub public_key: String,
+    /// The issuer's certificate on it (ECDSA P-256 over `certificate_body`), hex.
+    pub certificate: String,
+}
+
+/// Personalizes a blank purse for `scheme` and certifies its purchase key (the key is
+/// generated inside the card; the issuer signs it). Returns the card's public data.
+pub fn personalize_purse(
+    card: &mut dyn SimulatedCard,
+    platform: &mut dyn Platform,
+    scheme: &Scheme,
+    req: &PurseRequest,
+) -> Result<(PurseInfo, PurseRecord)> {
+    send(card, "SELECT purse", &purse_host::select())?;
+    let info = PurseInfo::decode(&send(card, "GET DATA", &purse_host::get_data(1))?)
+        .map_err(|_| anyhow!("GET DATA malformed"))?;
+    if info.is_some() {
+        bail!("the card is personalized already");
+    }
+    let id = req.card.unwrap_or_else(|| {
+        let mut id = *b"PUR00000";
+        platform.fill_random(&mut id[3..]);
+        CardId(id)
+    });
+    let p = PursePersonalization {
+        card: id,
+        scheme: scheme.id,
+        card_key: *scheme.card_key(id).expose(),
+        admin_key: *scheme.card_admin_key(id).expose(),
+        issuer_public_key: scheme.issuer_key.public_key(),
+        max_balance: req.max_balance,
+        max_transfer: req.max_transfer,
+        pin_tries: req.pin_tries,
+        max_failures: req.max_failures,
+        pin: req.pin.to_vec(),
+    };
+    let public_key = send(card, "PERSONALIZE", &purse_host::personalize(&p))?;
+    drop(p);
+    let certificate = scheme
+        .issuer_key
+        .sign(&certificate_body(id, scheme.id, &public_key));
+    send(card, "CERTIFY", &purse_host::certify(&certificate))?;
+    let info = purse_info(card)?;
+    if !info.certified_by(&scheme.issuer_key.public_key()) || info.card != id {
+        bail!("the card does not hold the certificate it was given");
+    }
+    let record = PurseRecord {
+        kind: "purse".into(),
+        card_id: hex::encode_upper(id.0),
+        scheme: scheme.id.0,
+        public_key: hex::encode(info.public_key),
+        certificate: hex::encode(certificate),
+    };
+    Ok((info, record))
+}
+
+/// The purse's public data (selects the purse applet first).
+pub fn purse_info(card: &mut dyn SimulatedCard) -> Result<PurseInfo> {
+    send(card, "SELECT purse", &purse_host::select())?;
+    PurseInfo::decode(&send(card, "GET DATA", &purse_host::get_data(1))?)
+        .ok()
+        .flatten()
+        .ok_or_else(|| anyhow!("not a personalized purse"))
+}
+
+/// A counter for issuer commands that goes up without the issuer keeping state: the
+/// seconds since 1970 (cards refuse a counter not above the last one they accepted).
+pub fn admin_counter_now() -> u32 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(1, |d| u32::try_from(d.as_secs()).unwrap_or(u32::MAX))
+}
+
+/// UNBLOCK PIN: a new PIN and full tries, authorised with the card's admin key.
+pub fn unblock_pin(
+    card: &mut dyn SimulatedCard,
+    scheme: &Scheme,
+    new_pin: &[u8],
+    counter: u32,
+) -> Result<PurseInfo> {
+    let info = purse_info(card)?;
+    check_scheme(&info, scheme)?;
+    let apdu = Zeroizing::new(purse_host::unblock_pin(
+        &scheme.card_admin_key(info.card),
+        info.card,
+        counter,
+        new_pin,
+    ));
+    send(card, "UNBLOCK PIN", &apdu)?;
+    purse_info(card)
+}
+
+/// RESET RECOGNITION on a purse: its failed-recognition counter back to zero.
+pub fn reset_purse_recognition(
+    card: &mut dyn SimulatedCard,
+    scheme: &Scheme,
+    counter: u32,
+) -> Result<PurseInfo> {
+    let info = purse_info(card)?;
+    check_scheme(&info, scheme)?;
+    let apdu = purse_host::reset_recognition(&scheme.card_admin_key(info.card), info.card, counter);
+    send(card, "RESET RECOGNITION", &apdu)?;
+    purse_info(card)
+}
+
+fn check_scheme(info: &PurseInfo, scheme: &Scheme) -> Result<()> {
+    if info.scheme != scheme.id {
+        bail!(
+            "card {} belongs to scheme {}, the scheme file is scheme {}",
+            info.card,
+            info.scheme.0,
+            scheme.id.0
+        );
+    }
+    Ok(())
+}
+
+fn k1_of(secrets: &Secrets) -> Result<(MacKey, DeviceId)> {
+    let k1 = Zeroizing::new(
+        hex::decode(&secrets.k1).map_err(|_| anyhow!("secrets file: k1 is not hex"))?,
+    );
+    let k1: [u8; 16] = k1
+        .as_slice()
+        .try_into()
+        .map_err(|_| anyhow!("secrets file: k1 is not 16 bytes"))?;
+    let device: [u8; 8] = hex::decode(&secrets.device_id)
+        .ok()
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(|| anyhow!("secrets file: device_id is not 8 bytes of hex"))?;
+    Ok((MacKey::new(k1), DeviceId(device)))
+}
+
+/// Funds a PSD's register set as the back office would: an audit, then a refill message
+/// sealed under K1 (from the PSD's secrets file) and bound to the audit's control sum and
+/// refill count. Returns the registers after the credit.
+pub fn refill_psd(
+    card: &mut dyn SimulatedCard,
+    platform: &mut dyn Platform,
+    secrets: &Secrets,
+    set: RegisterSetIndex,
+    amount: Amount,
+) -> Result<Registers> {
+    let (k1, device) = k1_of(secrets)?;
+    send(card, "SELECT PSD", &psd_host::select())?;
+    let mut nonce = [0u8; 16];
+    platform.fill_random(&mut nonce);
+    let audit = AuditData::open(&send(card, "AUDIT", &psd_host::audit(set, &nonce))?, &k1)
+        .ok_or_else(|| anyhow!("the audit does not verify under the secrets file's K1"))?;
+    if audit.device != device {
+        bail!(
+            "the card is {}, the secrets file is for {device}",
+            audit.device
+        );
+    }
+    let mut combination_id = [0u8; 8];
+    platform.fill_random(&mut combination_id);
+    let msg = RefillCombination {
+        device: audit.device,
+        license: audit.license,
+        amount,
+        control_sum: audit.control_sum,
+        refills: audit.refills,
+        combination_id,
+    }
+    .seal(&k1);
+    Registers::decode(&send(card, "REFILL", &psd_host::refill(set, &msg))?)
+        .map_err(|_| anyhow!("REFILL response malformed"))
+}
+
+/// RESET RECOGNITION on a PSD, MACed under its K1.
+pub fn reset_psd_recognition(
+    card: &mut dyn SimulatedCard,
+    secrets: &Secrets,
+    counter: u32,
+) -> Result<()> {
+    let (k1, device) = k1_of(secrets)?;
+    send(card, "SELECT PSD", &psd_host::select())?;
+    let data = reset_recognition_data(&k1, device, counter);
+    let apdu = psd_host::command(CLA_PSD, psd_ins::RESET_RECOGNITION, 0, 0, &data, 0);
+    send(card, "RESET RECOGNITION", &apdu)?;
+    Ok(())
+}

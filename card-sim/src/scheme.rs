@@ -1,0 +1,306 @@
+//! A value-transfer scheme and its issuer (seed 002): the keys that make PSDs and purse
+//! cards of one scheme recognise each other, and the issuer's keys that certify purses and
+//! authorise their PIN unblock and recognition reset.
+//!
+//! A scheme file (JSON, hex, mode 0600) holds:
+//!
+//! * `scheme` — the scheme ID (u32);
+//! * `scheme_key` — AES-128; PSDs get it at personalization, purse card keys are
+//!   [`card_key`]`(scheme_key, card_id)`;
+//! * `issuer_signing_key` — ECDSA P-256 scalar: certifies each purse's purchase key
+//!   (CERTIFY); its public key, `issuer_public_key`, goes into every purse and every
+//!   merchant terminal;
+//! * `issuer_admin_key` — AES-128; each card's admin key is
+//!   [`card_admin_key`]`(issuer_admin_key, card_id)` (UNBLOCK PIN, RESET RECOGNITION).
+//!
+//! Merchants need only the public part ([`SchemePublic`]: scheme ID and issuer public key),
+//! which `card-sim scheme public` writes to a file of its own; a scheme file read as a
+//! [`SchemePublic`] gives the same two fields.
+
+use std::fs;
+use std::io::Write as _;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+
+use anyhow::{anyhow, bail, Context, Result};
+use openpsd_core::crypto::{self, IndiciumKey, MacKey, PUBLIC_KEY_LEN};
+use openpsd_core::platform::Platform;
+use openpsd_core::transfer::{card_admin_key, card_key};
+use openpsd_core::types::{CardId, SchemeId};
+use serde::{Deserialize, Serialize};
+use zeroize::Zeroizing;
+
+use crate::os_platform::OsPlatform;
+
+/// Layout version of scheme files.
+pub const SCHEME_FILE_VERSION: u8 = 1;
+
+/// A scheme with its secrets (the issuer's side).
+pub struct Scheme {
+    /// The scheme ID.
+    pub id: SchemeId,
+    /// The scheme key (AES-128).
+    pub scheme_key: Zeroizing<[u8; 16]>,
+    /// The issuer's signing key (certifies purchase keys).
+    pub issuer_key: IndiciumKey,
+    /// The issuer's admin key (AES-128).
+    pub admin_key: Zeroizing<[u8; 16]>,
+}
+
+impl std::fmt::Debug for Scheme {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Scheme {{ id: {}, .. }}", self.id.0)
+    }
+}
+
+/// What merchants and hosts may know about a scheme.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SchemePublic {
+    /// The scheme ID.
+    pub scheme: u32,
+    /// The issuer's public key (SEC1 uncompressed), hex.
+    pub issuer_public_key: String,
+}
+
+impl SchemePublic {
+    /// The issuer's public key as bytes, checked to be a valid P-256 point.
+    pub fn issuer_key(&self) -> Result<[u8; PUBLIC_KEY_LEN]> {
+        let key: [u8; PUBLIC_KEY_LEN] = hex::decode(self.issuer_public_key.trim())
+            .ok()
+            .and_then(|b| b.try_into().ok())
+            .ok_or_else(|| anyhow!("issuer_public_key: expected 130 hex digits"))?;
+        if !crypto::is_valid_public_key(&key) {
+            bail!("issuer_public_key is not a P-256 point");
+        }
+        Ok(key)
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct SchemeFile {
+    version: u8,
+    scheme: u32,
+    scheme_key: String,
+    issuer_signing_key: String,
+    issuer_public_key: String,
+    issuer_admin_key: String,
+}
+
+impl Drop for SchemeFile {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.scheme_key);
+        zeroize::Zeroize::zeroize(&mut self.issuer_signing_key);
+        zeroize::Zeroize::zeroize(&mut self.issuer_admin_key);
+    }
+}
+
+fn key16(text: &str, what: &str) -> Result<Zeroizing<[u8; 16]>> {
+    let bytes = Zeroizing::new(
+        hex::decode(text.trim()).map_err(|_| anyhow!("{what}: expected 32 hex digits"))?,
+    );
+    let mut out = Zeroizing::new([0u8; 16]);
+    if bytes.len() != 16 {
+        bail!("{what}: expected 32 hex digits");
+    }
+    out.copy_from_slice(&bytes);
+    Ok(out)
+}
+
+impl Scheme {
+    /// A new scheme with fresh keys; a random non-zero ID unless `id` is given.
+    pub fn generate(id: Option<u32>, platform: &mut dyn Platform) -> Scheme {
+        let id = id.unwrap_or_else(|| loop {
+            let mut b = [0u8; 4];
+            platform.fill_random(&mut b);
+            let n = u32::from_be_bytes(b);
+            if n != 0 {
+                break n;
+            }
+        });
+        let mut scheme_key = Zeroizing::new([0u8; 16]);
+        let mut admin_key = Zeroizing::new([0u8; 16]);
+        platform.fill_random(scheme_key.as_mut());
+        platform.fill_random(admin_key.as_mut());
+        Scheme {
+            id: SchemeId(id),
+            scheme_key,
+            issuer_key: IndiciumKey::generate(platform),
+            admin_key,
+        }
+    }
+
+    /// The public part.
+    pub fn public(&self) -> SchemePublic {
+        SchemePublic {
+            scheme: self.id.0,
+            issuer_public_key: hex::encode(self.issuer_key.public_key()),
+        }
+    }
+
+    /// The card key of purse `card` (what its PERSONALIZE carries).
+    pub fn card_key(&self, card: CardId) -> MacKey {
+        card_key(&MacKey::new(*self.scheme_key), card)
+    }
+
+    /// The admin key of purse `card` (UNBLOCK PIN, RESET RECOGNITION).
+    pub fn card_admin_key(&self, card: CardId) -> MacKey {
+        card_admin_key(&MacKey::new(*self.admin_key), card)
+    }
+
+    /// Writes a new scheme file (mode 0600); refuses to overwrite one.
+    pub fn write(&self, path: &Path) -> Result<()> {
+        let file = SchemeFile {
+            version: SCHEME_FILE_VERSION,
+            scheme: self.id.0,
+            scheme_key: hex::encode(*self.scheme_key),
+            issuer_signing_key: hex::encode(*self.issuer_key.secret_bytes()),
+            issuer_public_key: hex::encode(self.issuer_key.public_key()),
+            issuer_admin_key: hex::encode(*self.admin_key),
+        };
+        let json = Zeroizing::new(serde_json::to_string_pretty(&file)?);
+        write_new_private(path, json.as_bytes())
+    }
+
+    /// Reads a scheme file, checking every key (the public key must be the signing
+    /// key's).
+    pub fn read(path: &Path) -> Result<Scheme> {
+        let text = Zeroizing::new(
+            fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?,
+        );
+        let file: SchemeFile = serde_json::from_str(&text)
+            .with_context(|| format!("{} is not a scheme file", path.display()))?;
+        if file.version != SCHEME_FILE_VERSION {
+            bail!(
+                "{}: scheme file version {} (this card-sim reads {SCHEME_FILE_VERSION})",
+                path.display(),
+                file.version
+            );
+        }
+        let signing = Zeroizing::new(
+            hex::decode(file.issuer_signing_key.trim())
+                .map_err(|_| anyhow!("issuer_signing_key: expected 64 hex digits"))?,
+        );
+        let issuer_key = (signing.len() == 32)
+            .then(|| IndiciumKey::from_bytes(&signing))
+            .flatten()
+            .ok_or_else(|| anyhow!("issuer_signing_key is not a P-256 scalar"))?;
+        let scheme = Scheme {
+            id: SchemeId(file.scheme),
+            scheme_key: key16(&file.scheme_key, "scheme_key")?,
+            issuer_key,
+            admin_key: key16(&file.issuer_admin_key, "issuer_admin_key")?,
+        };
+        if hex::encode(scheme.issuer_key.public_key())
+            != file.issuer_public_key.trim().to_lowercase()
+        {
+            bail!(
+                "{}: issuer_public_key is not the signing key's public key",
+                path.display()
+            );
+        }
+        Ok(scheme)
+    }
+}
+
+/// Makes a new scheme, writes it to `path` (0600) and returns it.
+pub fn create(path: &Path, id: Option<u32>) -> Result<Scheme> {
+    let scheme = Scheme::generate(id, &mut OsPlatform::default());
+    scheme.write(path)?;
+    Ok(scheme)
+}
+
+/// Reads the public part (scheme ID, issuer public key) of a scheme file or of a public
+/// file written by [`write_public`].
+pub fn read_public(path: &Path) -> Result<(SchemeId, [u8; PUBLIC_KEY_LEN])> {
+    let text = fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let p: SchemePublic = serde_json::from_str(&text).with_context(|| {
+        format!(
+            "{} is neither a scheme file nor an issuer key file",
+            path.display()
+        )
+    })?;
+    let key = p
+        .issuer_key()
+        .with_context(|| format!("in {}", path.display()))?;
+    Ok((SchemeId(p.scheme), key))
+}
+
+/// Writes the public part to a new file (mode 0644 is fine: nothing secret).
+pub fn write_public(path: &Path, public: &SchemePublic) -> Result<()> {
+    let json = serde_json::to_string_pretty(public)?;
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    f.write_all(json.as_bytes())?;
+    f.write_all(b"\n")?;
+    f.sync_all()?;
+    Ok(())
+}
+
+/// Creates `path` (which must not exist) readable by its owner only, with `bytes`.
+pub fn write_new_private(path: &Path, bytes: &[u8]) -> Result<()> {
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    f.write_all(bytes)?;
+    f.write_all(b"\n")?;
+    f.sync_all()?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scheme_files_round_trip_and_are_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("scheme.json");
+        let s = create(&path, Some(7)).unwrap();
+        assert_eq!(
+            fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        let r = Scheme::read(&path).unwrap();
+        assert_eq!(r.id, SchemeId(7));
+        assert_eq!(*r.scheme_key, *s.scheme_key);
+        assert_eq!(*r.admin_key, *s.admin_key);
+        assert_eq!(r.issuer_key.public_key(), s.issuer_key.public_key());
+        let (id, key) = read_public(&path).unwrap();
+        assert_eq!((id, key), (SchemeId(7), s.issuer_key.public_key()));
+        assert!(create(&path, None).is_err(), "never overwrites a scheme");
+
+        let public = dir.path().join("issuer.json");
+        write_public(&public, &s.public()).unwrap();
+        assert_eq!(read_public(&public).unwrap().1, s.issuer_key.public_key());
+        assert!(
+            Scheme::read(&public).is_err(),
+            "a public file holds no secrets"
+        );
+    }
+
+    #[test]
+    fn a_tampered_scheme_file_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("scheme.json");
+        create(&path, Some(1)).unwrap();
+        let text = fs::read_to_string(&path).unwrap();
+        let other = Scheme::generate(Some(1), &mut OsPlatform::default());
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let mut v2 = v.clone();
+        v2["issuer_public_key"] = hex::encode(other.issuer_key.public_key()).into();
+        let bad = dir.path().join("bad.json");
+        fs::write(&bad, v2.to_string()).unwrap();
+        assert!(Scheme::read(&bad).is_err());
+        let mut v3 = v;
+        v3["scheme_key"] = "00".into();
+        fs::write(&bad, v3.to_string()).unwrap();
+        assert!(Scheme::read(&bad).is_err());
+    }
+}

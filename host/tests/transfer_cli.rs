@@ -1,0 +1,229 @@
+//! The `openpsd` commands for value transfer and merchant terminals, with the cards run
+//! in-process (state:DIR): transfer, purse, resolve, terminal init, pay, batch, import of a
+//! replay; refusals that explain themselves; `--help` on every new command.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use card_sim::issuer::{self, PurseRequest};
+use card_sim::os_platform::{Clock, OsPlatform};
+use card_sim::personalize::{self, Request};
+use card_sim::scheme::{self, Scheme};
+use card_sim::sim;
+use openpsd_core::psd::device::SchemeSlot;
+use openpsd_core::types::*;
+use serde_json::Value;
+
+fn openpsd(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_openpsd"))
+        .args(args)
+        .env_remove("OPENPSD_CARD")
+        .env_remove("OPENPSD_PIN")
+        .output()
+        .unwrap()
+}
+
+fn ok_json(args: &[&str]) -> Value {
+    let out = openpsd(args);
+    assert!(
+        out.status.success(),
+        "openpsd {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("JSON")
+}
+
+fn fails(args: &[&str]) -> String {
+    let out = openpsd(args);
+    assert!(!out.status.success(), "openpsd {args:?} succeeded");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn cards(dir: &Path) {
+    let s = Scheme::generate(Some(31), &mut OsPlatform::default());
+    s.write(&dir.join("scheme.json")).unwrap();
+    scheme::write_public(&dir.join("issuer.json"), &s.public()).unwrap();
+    let mut psd = sim::create_file_card(&dir.join("psd"), Clock::System).unwrap();
+    let req = Request {
+        device: Some(DeviceId(*b"PSDCLI01")),
+        vendor_public_key: None,
+        max_postage: Amount(10_000),
+        max_dr: Amount(1_000_000),
+        inspection_days: 0,
+        licenses: vec![personalize::parse_license("4711:10115").unwrap()],
+    };
+    let slot = SchemeSlot {
+        scheme: s.id,
+        key: *s.scheme_key,
+        max_failures: 5,
+    };
+    let (_, secrets) = personalize::personalize_with_scheme(
+        &mut psd,
+        &mut OsPlatform::default(),
+        &req,
+        Some(slot),
+    )
+    .unwrap();
+    issuer::refill_psd(
+        &mut psd,
+        &mut OsPlatform::default(),
+        &secrets,
+        RegisterSetIndex(0),
+        Amount(5_000),
+    )
+    .unwrap();
+    let mut purse = sim::create_file_card(&dir.join("purse"), Clock::System).unwrap();
+    let req = PurseRequest {
+        card: Some(CardId(*b"PURSECLI")),
+        pin: zeroize::Zeroizing::new(b"1234".to_vec()),
+        max_balance: Amount(50_000),
+        max_transfer: Amount(10_000),
+        pin_tries: 3,
+        max_failures: 5,
+    };
+    issuer::personalize_purse(&mut purse, &mut OsPlatform::default(), &s, &req).unwrap();
+}
+
+#[test]
+fn transfer_pay_batch_and_replay_through_the_cli() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    cards(d);
+    let psd = format!("state:{}", d.join("psd").display());
+    let purse = format!("state:{}", d.join("purse").display());
+    let db = d.join("shop.db");
+    let db = db.to_str().unwrap();
+
+    let t = ok_json(&[
+        "--json", "transfer", "--amount", "10.00", "--psd", &psd, "--card", &purse, "--pin", "1234",
+    ]);
+    assert_eq!(t["registers"]["dr"], 4_000);
+    assert_eq!(t["registers"]["transferred"], 1_000);
+    assert_eq!(t["purse"]["balance"], 1_000);
+    assert_eq!(t["resolved_first"], Value::Null);
+
+    let e = fails(&[
+        "transfer", "--amount", "1.00", "--psd", &psd, "--card", &purse, "--pin", "9999",
+    ]);
+    assert!(
+        e.contains("wrong PIN: 2 tries left") && e.contains("63C2"),
+        "{e}"
+    );
+    let e = fails(&[
+        "transfer", "--amount", "100.01", "--psd", &psd, "--card", &purse, "--pin", "1234",
+    ]);
+    assert!(e.contains("9A22"), "{e}");
+    let e = fails(&[
+        "transfer", "--amount", "1.00", "--psd", &psd, "--pin", "1234",
+    ]);
+    assert!(e.contains("--card"), "{e}");
+
+    let p = ok_json(&["--json", "--card", &purse, "purse"]);
+    assert_eq!(p["balance"], 1_000);
+    assert_eq!(p["pin_tries_left"], 3, "the right PIN restored the tries");
+    assert_eq!(p["paired"][0]["psd"], "505344434C493031");
+    assert_eq!(p["log"][0]["kind"], "credit");
+
+    let r = ok_json(&["--json", "resolve", "--psd", &psd, "--card", &purse]);
+    assert_eq!(r["resolved"], Value::Null);
+
+    let issuer = d.join("issuer.json");
+    let issuer = issuer.to_str().unwrap();
+    ok_json(&[
+        "--json",
+        "terminal",
+        "init",
+        "--terminal",
+        db,
+        "--id",
+        "5445524D434C4931",
+        "--issuer-key",
+        issuer,
+    ]);
+    let e = fails(&[
+        "terminal",
+        "init",
+        "--terminal",
+        db,
+        "--id",
+        "5445524D434C4931",
+        "--issuer-key",
+        issuer,
+    ]);
+    assert!(e.contains("holds a terminal already"), "{e}");
+
+    let paid = ok_json(&[
+        "--json",
+        "pay",
+        "--amount",
+        "2.50",
+        "--card",
+        &purse,
+        "--terminal",
+        db,
+        "--pin",
+        "1234",
+    ]);
+    assert_eq!(paid["balance_after"], 750);
+    let b = ok_json(&["--json", "batch", "--terminal", db]);
+    assert_eq!(
+        (b["count"].as_u64(), b["total"].as_u64()),
+        (Some(1), Some(250))
+    );
+
+    let rec = d.join("rec.json");
+    std::fs::write(&rec, paid.to_string()).unwrap();
+    let e = fails(&["batch", "import", "--terminal", db, rec.to_str().unwrap()]);
+    assert!(e.contains("replayed purchase refused"), "{e}");
+    let b = ok_json(&["--json", "batch", "--terminal", db]);
+    assert_eq!(b["total"], 250, "the replay added nothing");
+
+    let closed = ok_json(&["--json", "batch", "close", "--terminal", db]);
+    assert!(closed["closed_at"].is_i64());
+    let e = fails(&["batch", "close", "--terminal", db]);
+    assert!(e.contains("no open batch"), "{e}");
+
+    // Another scheme's key file does not match the terminal.
+    let other = Scheme::generate(Some(32), &mut OsPlatform::default());
+    scheme::write_public(&d.join("other.json"), &other.public()).unwrap();
+    let e = fails(&[
+        "pay",
+        "--amount",
+        "1.00",
+        "--card",
+        &purse,
+        "--terminal",
+        db,
+        "--pin",
+        "1234",
+        "--issuer-key",
+        d.join("other.json").to_str().unwrap(),
+    ]);
+    assert!(e.contains("not the issuer key"), "{e}");
+    let e = fails(&["batch", "--terminal", d.join("none.db").to_str().unwrap()]);
+    assert!(e.contains("no terminal database"), "{e}");
+}
+
+#[test]
+fn every_new_command_has_help() {
+    for args in [
+        &["transfer", "--help"][..],
+        &["resolve", "--help"],
+        &["purse", "--help"],
+        &["pay", "--help"],
+        &["batch", "--help"],
+        &["batch", "close", "--help"],
+        &["batch", "import", "--help"],
+        &["terminal", "--help"],
+        &["terminal", "init", "--help"],
+        &["terminal", "show", "--help"],
+        &["terminal", "void", "--help"],
+    ] {
+        let out = openpsd(args);
+        assert!(out.status.success(), "{args:?}");
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("Usage"),
+            "{args:?}"
+        );
+    }
+}

@@ -1,0 +1,210 @@
+//! The purse as the JS API sees it: a card with the core's purse applet on the in-memory
+//! store (same saved-state format as the PSD, [`crate::state`]), and the value transfer
+//! from a [`PsdDevice`] to it through core's transfer driver
+//! (`openpsd_core::transfer::host::transfer`). Plain Rust, tested natively.
+
+use openpsd_core::psd::host::command;
+use openpsd_core::purse::host as purse_host;
+use openpsd_core::purse::personal::PurseInfo;
+use openpsd_core::purse::{ins, purse_card, CLA_PURSE};
+use openpsd_core::store::MemStore;
+use openpsd_core::transfer::host::{self as transfer_host, Resolved, TransferError};
+use openpsd_core::types::RegisterSetIndex;
+use openpsd_core::Card;
+use serde::Serialize;
+
+use crate::device::{entropy, today, PsdDevice};
+use crate::entropy::HostEntropy;
+use crate::error::{ApiError, ApiResult};
+use crate::state;
+use crate::views::{parse_amount, RegistersView};
+
+/// A purse card held in memory.
+pub struct PurseDevice {
+    card: Card<MemStore, HostEntropy>,
+}
+
+/// GET DATA of a personalized purse.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PurseInfoView {
+    /// 16 hex digits, upper case.
+    pub card_id: String,
+    pub scheme: u32,
+    pub balance: String,
+    pub max_balance: String,
+    pub max_transfer: String,
+    pub transfers: u32,
+    pub total_in: String,
+    pub last_transfer: Option<String>,
+    pub purchases: u32,
+    pub pin_tries_left: u8,
+    pub pin_tries: u8,
+    pub failures: u8,
+    pub max_failures: u8,
+    pub public_key: String,
+    pub certified: bool,
+}
+
+impl From<&PurseInfo> for PurseInfoView {
+    fn from(i: &PurseInfo) -> Self {
+        PurseInfoView {
+            card_id: i.card.to_string(),
+            scheme: i.scheme.0,
+            balance: i.balance.to_string(),
+            max_balance: i.max_balance.to_string(),
+            max_transfer: i.max_transfer.to_string(),
+            transfers: i.transfers.0,
+            total_in: i.total_in.to_string(),
+            last_transfer: i.last_transfer.map(|d| d.to_string()),
+            purchases: i.purchases,
+            pin_tries_left: i.pin_tries_left,
+            pin_tries: i.pin_tries,
+            failures: i.failures,
+            max_failures: i.max_failures,
+            public_key: hex::encode(i.public_key),
+            certified: i.certificate.is_some(),
+        }
+    }
+}
+
+/// A pending transfer resolved before the new one.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ResolvedView {
+    /// `"completed"` or `"undone"`.
+    pub outcome: &'static str,
+    pub amount: String,
+}
+
+/// What `transferToPurse` returns.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TransferView {
+    pub amount: String,
+    pub resolved_first: Option<ResolvedView>,
+    pub registers: RegistersView,
+    pub purse: PurseInfoView,
+}
+
+/// The data of a `9000` response, or the card's refusal.
+fn data(response: &[u8]) -> ApiResult<&[u8]> {
+    let sw = openpsd_core::psd::host::sw(response);
+    openpsd_core::psd::host::data(response).map_err(|_| ApiError::card(sw))
+}
+
+/// A driver error: a card's status word as a `CardError`, anything else a `TransferError`.
+pub fn transfer_error(e: &TransferError) -> ApiError {
+    match e {
+        TransferError::Refused(_, _, s) => ApiError::card(s.sw()),
+        TransferError::UnknownStatus(_, _, sw) => ApiError::card(*sw),
+        other => ApiError::transfer(other.to_string()),
+    }
+}
+
+impl PurseDevice {
+    /// A fresh purse card, SELECTed and personalized with `personalization` (the purse's
+    /// PERSONALIZE command data).
+    pub fn create(
+        personalization: &[u8],
+        entropy_bytes: &[u8],
+        today_text: Option<&str>,
+    ) -> ApiResult<Self> {
+        let platform = HostEntropy::new(entropy(entropy_bytes)?, today(today_text)?);
+        let card = purse_card(MemStore::new(), platform)
+            .map_err(|e| ApiError::state(format!("blank store does not load: {e}")))?;
+        let mut purse = PurseDevice { card };
+        purse.select()?;
+        let apdu = command(CLA_PURSE, ins::PERSONALIZE, 0, 0, personalization, 256);
+        if apdu.is_empty() {
+            return Err(ApiError::input(
+                "personalization: longer than one APDU carries",
+            ));
+        }
+        data(&purse.card.transmit(&apdu))?;
+        Ok(purse)
+    }
+
+    /// The purse of a saved state, SELECTed; anything else is a `StateError`.
+    pub fn restore(
+        saved: &[u8],
+        entropy_bytes: &[u8],
+        today_text: Option<&str>,
+    ) -> ApiResult<Self> {
+        let platform = HostEntropy::new(entropy(entropy_bytes)?, today(today_text)?);
+        let store = state::decode(saved)?;
+        let card = purse_card(store, platform)
+            .map_err(|e| ApiError::state(format!("saved state does not load: {e}")))?;
+        let mut purse = PurseDevice { card };
+        let answer =
+            |e: ApiError| ApiError::state(format!("saved purse does not answer: {}", e.message));
+        purse.select().map_err(answer)?;
+        if purse.purse_info().map_err(answer)?.is_none() {
+            return Err(ApiError::state("saved state holds no personalized purse"));
+        }
+        Ok(purse)
+    }
+
+    fn select(&mut self) -> ApiResult<()> {
+        data(&self.card.transmit(&purse_host::select())).map(|_| ())
+    }
+
+    /// The persistent store as bytes ([`state`] layout).
+    pub fn save_state(&self) -> ApiResult<Vec<u8>> {
+        state::encode(self.card.store())
+    }
+
+    /// One raw APDU; the response with its status word.
+    pub fn transmit(&mut self, apdu: &[u8]) -> Vec<u8> {
+        self.card.transmit(apdu)
+    }
+
+    fn purse_info(&mut self) -> ApiResult<Option<PurseInfo>> {
+        transfer_host::purse_info(&mut self.card).map_err(|e| transfer_error(&e))
+    }
+
+    /// GET DATA.
+    pub fn info(&mut self) -> ApiResult<PurseInfoView> {
+        match self.purse_info()? {
+            Some(i) => Ok(PurseInfoView::from(&i)),
+            None => Err(ApiError::card(0x6985)),
+        }
+    }
+
+    /// CERTIFY with the issuer's signature on the purchase key.
+    pub fn certify(&mut self, signature: &[u8]) -> ApiResult<PurseInfoView> {
+        self.select()?;
+        data(&self.card.transmit(&purse_host::certify(signature)))?;
+        self.info()
+    }
+
+    /// Moves `amount` from `psd`'s register set `set` to this purse (core's driver).
+    pub fn receive(
+        &mut self,
+        psd: &mut PsdDevice,
+        amount: &str,
+        pin: &str,
+        set: u8,
+    ) -> ApiResult<TransferView> {
+        let amount = parse_amount("amount", amount)?;
+        let out = transfer_host::transfer(
+            psd.card_mut(),
+            &mut self.card,
+            RegisterSetIndex(set),
+            amount,
+            pin.as_bytes(),
+        )
+        .map_err(|e| transfer_error(&e))?;
+        Ok(TransferView {
+            amount: out.amount.to_string(),
+            resolved_first: out.resolved_first.map(|(r, a)| ResolvedView {
+                outcome: match r {
+                    Resolved::Completed => "completed",
+                    Resolved::Undone => "undone",
+                },
+                amount: a.to_string(),
+            }),
+            registers: RegistersView::new(set, &out.registers),
+            purse: PurseInfoView::from(&out.purse),
+        })
+    }
+}

@@ -185,6 +185,18 @@ pub fn step_apdu(i: usize, c: &Carry, amount: u64) -> Vec<u8> {
 /// Runs steps `0..upto` of a transfer of `amount`, each of which must succeed; returns
 /// the last response.
 pub fn run_until(psd: &mut TestCard, purse: &mut TestCard, amount: u64, upto: usize) -> Carry {
+    try_run_until(psd, purse, amount, upto)
+        .unwrap_or_else(|(step, sw)| panic!("step {} answered {sw:04X}", STEPS[step].0))
+}
+
+/// Runs steps `0..upto` of a transfer of `amount` while they succeed; the first refusal
+/// stops the run and is returned as (step, status word).
+pub fn try_run_until(
+    psd: &mut TestCard,
+    purse: &mut TestCard,
+    amount: u64,
+    upto: usize,
+) -> Result<Carry, (usize, u16)> {
     let mut c = Carry::default();
     for (i, (_, dev)) in STEPS.iter().enumerate().take(upto) {
         let a = step_apdu(i, &c, amount);
@@ -192,7 +204,11 @@ pub fn run_until(psd: &mut TestCard, purse: &mut TestCard, amount: u64, upto: us
             Dev::Psd => &mut *psd,
             Dev::Purse => &mut *purse,
         };
-        c.last = expect_ok(&card.transmit(&a));
+        let resp = card.transmit(&a);
+        match host::data(&resp) {
+            Ok(d) => c.last = d.to_vec(),
+            Err(_) => return Err((i, host::sw(&resp))),
+        }
     }
-    c
+    Ok(c)
 }

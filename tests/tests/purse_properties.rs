@@ -128,26 +128,9 @@ impl World {
             }
             Op::CutTransfer(a, step, k, torn) => {
                 // Only a transfer that could start (nothing pending) reaches its steps.
-                let c = {
-                    let mut probe_ok = true;
-                    let mut c = Carry::default();
-                    for (i, (_, dev)) in STEPS.iter().enumerate().take(step) {
-                        let apdu = step_apdu(i, &c, a);
-                        let card = match dev {
-                            Dev::Psd => &mut self.psd,
-                            Dev::Purse => &mut self.purse,
-                        };
-                        match host::data(&card.transmit(&apdu)) {
-                            Ok(d) => c.last = d.to_vec(),
-                            Err(_) => {
-                                probe_ok = false;
-                                break;
-                            }
-                        }
-                    }
-                    probe_ok.then_some(c)
+                let Ok(c) = try_run_until(&mut self.psd, &mut self.purse, a, step) else {
+                    return;
                 };
-                let Some(c) = c else { return };
                 let dev = STEPS[step].1;
                 let card = match dev {
                     Dev::Psd => &mut self.psd,
@@ -165,18 +148,7 @@ impl World {
                 }
             }
             Op::Abandon(a, upto) => {
-                let mut c = Carry::default();
-                for (i, (_, dev)) in STEPS.iter().enumerate().take(upto) {
-                    let apdu = step_apdu(i, &c, a);
-                    let card = match dev {
-                        Dev::Psd => &mut self.psd,
-                        Dev::Purse => &mut self.purse,
-                    };
-                    match host::data(&card.transmit(&apdu)) {
-                        Ok(d) => c.last = d.to_vec(),
-                        Err(_) => break,
-                    }
-                }
+                let _ = try_run_until(&mut self.psd, &mut self.purse, a, upto);
             }
             Op::ResetBoth => {
                 self.psd.reset();

@@ -472,14 +472,13 @@ impl PsdApplet {
         if cmd.data.len() != 4 + MAC_LEN {
             return Err(Status::WrongLength);
         }
-        let (counter, tag) = cmd.data.split_at(4);
-        if !device.k1.verify(&[RESET_LABEL, &device.id.0, counter], tag) {
-            return Err(Status::SecurityStatusNotSatisfied);
-        }
-        let counter = u32::from_be_bytes([counter[0], counter[1], counter[2], counter[3]]);
-        if counter <= self.transfer.reset_counter {
-            return Err(Status::SecurityStatusNotSatisfied);
-        }
+        let (counter, _) = transfer::open_issuer_command(
+            &device.k1,
+            RESET_LABEL,
+            &device.id.0,
+            cmd.data,
+            self.transfer.reset_counter,
+        )?;
         let state = TransferState {
             failures: 0,
             reset_counter: counter,

@@ -327,28 +327,24 @@ impl PurseApplet {
         Ok(())
     }
 
-    /// Checks an issuer command's counter and MAC; returns the counter.
-    fn check_issuer(&self, label: &[u8], data: &[u8]) -> Result<u32, Status> {
+    /// Checks an issuer command's counter and MAC under the card's admin key; returns the
+    /// counter and the bytes between it and the MAC.
+    fn check_issuer<'d>(&self, label: &[u8], data: &'d [u8]) -> Result<(u32, &'d [u8]), Status> {
         let c = self.personalized()?;
-        if data.len() < 4 + MAC_LEN {
-            return Err(Status::WrongLength);
-        }
-        let (body, tag) = data.split_at(data.len() - MAC_LEN);
-        if !c.id.admin_key.verify(&[label, &c.id.card.0, body], tag) {
-            return Err(Status::SecurityStatusNotSatisfied);
-        }
-        let counter = u32::from_be_bytes([body[0], body[1], body[2], body[3]]);
-        if counter <= c.state.admin_counter {
-            return Err(Status::SecurityStatusNotSatisfied);
-        }
-        Ok(counter)
+        crate::transfer::open_issuer_command(
+            &c.id.admin_key,
+            label,
+            &c.id.card.0,
+            data,
+            c.state.admin_counter,
+        )
     }
 
     /// UNBLOCK PIN: counter ‖ new PIN (length-prefixed) ‖ MAC under the card's admin key.
     fn unblock_pin(&mut self, ctx: &mut Ctx<'_>, cmd: &Command<'_>) -> Result<(), Status> {
         cmd.expect_p1p2(0, PIN_REF)?;
-        let counter = self.check_issuer(UNBLOCK_LABEL, cmd.data)?;
-        let mut r = Reader::new(&cmd.data[4..cmd.data.len() - MAC_LEN]);
+        let (counter, rest) = self.check_issuer(UNBLOCK_LABEL, cmd.data)?;
+        let mut r = Reader::new(rest);
         let new = r.short_bytes()?;
         r.finish()?;
         let c = self.personalized_mut()?;
@@ -372,7 +368,7 @@ impl PurseApplet {
         if cmd.data.len() != 4 + MAC_LEN {
             return Err(Status::WrongLength);
         }
-        let counter = self.check_issuer(RESET_LABEL, cmd.data)?;
+        let (counter, _) = self.check_issuer(RESET_LABEL, cmd.data)?;
         let c = self.personalized_mut()?;
         let state = PurseState {
             admin_counter: counter,

@@ -42,6 +42,32 @@ pub fn card_admin_key(issuer_admin_key: &MacKey, card: CardId) -> MacKey {
     MacKey::new(issuer_admin_key.mac(&[b"openpsd card admin key", &card.0]))
 }
 
+/// Checks an issuer command's data — counter (4) ‖ rest ‖ CMAC under `key` over `label` ‖
+/// `id` ‖ counter ‖ rest — and that the counter exceeds `last`, so a command cannot be
+/// replayed. Returns the counter and the rest. Used by both applets' authenticated resets
+/// and the purse's PIN unblock.
+pub fn open_issuer_command<'d>(
+    key: &MacKey,
+    label: &[u8],
+    id: &[u8],
+    data: &'d [u8],
+    last: u32,
+) -> Result<(u32, &'d [u8]), crate::status::Status> {
+    use crate::status::Status;
+    if data.len() < 4 + MAC_LEN {
+        return Err(Status::WrongLength);
+    }
+    let (body, tag) = data.split_at(data.len() - MAC_LEN);
+    if !key.verify(&[label, id, body], tag) {
+        return Err(Status::SecurityStatusNotSatisfied);
+    }
+    let counter = u32::from_be_bytes([body[0], body[1], body[2], body[3]]);
+    if counter <= last {
+        return Err(Status::SecurityStatusNotSatisfied);
+    }
+    Ok((counter, &body[4..]))
+}
+
 /// The PSD's side of a recognition: OPEN SESSION's response.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PsdHello {

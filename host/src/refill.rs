@@ -15,7 +15,9 @@ use openpsd_core::types::{Amount, DeviceId, RegisterSetIndex};
 use openpsd_core::Status;
 use serde_json::{json, Value};
 
-use crate::client::{HostError, PsdClient};
+use openpsd_core::client::Side;
+
+use crate::{ClientError, PsdClient};
 
 /// Why a refill did not complete.
 #[derive(Debug)]
@@ -32,7 +34,7 @@ pub enum RefillError {
     /// The meter server could not be reached or answered nonsense.
     Http(String),
     /// The PSD refused or could not be reached.
-    Card(HostError),
+    Card(ClientError),
 }
 
 impl fmt::Display for RefillError {
@@ -53,8 +55,8 @@ impl fmt::Display for RefillError {
 
 impl std::error::Error for RefillError {}
 
-impl From<HostError> for RefillError {
-    fn from(e: HostError) -> Self {
+impl From<ClientError> for RefillError {
+    fn from(e: ClientError) -> Self {
         RefillError::Card(e)
     }
 }
@@ -164,7 +166,7 @@ impl MeterClient {
             // Steps 290-305 on the PSD, then the receipt while its audit is the last one.
             apply_message(psd, req.set, &r, progress)?;
             let receipt = hex_bytes(&r["receipt"], "receipt")?;
-            psd.exchange(&openpsd_core::psd::host::receipt(&receipt))?;
+            psd.receipt(&receipt)?;
             inspection_renewed = true;
             progress("audit receipt accepted: inspection renewed");
         } else if r["state"] == "message_issued" {
@@ -228,10 +230,10 @@ impl MeterClient {
             Some(json!({"audit": hex::encode(&audit)})),
         )?;
         let receipt = hex_bytes(&r["receipt"], "receipt")?;
-        let date = psd.exchange(&openpsd_core::psd::host::receipt(&receipt))?;
+        let date = psd.receipt(&receipt)?;
         let mut reader = openpsd_core::wire::Reader::new(&date);
         openpsd_core::types::Date::read(&mut reader)
-            .map_err(|_| RefillError::Card(HostError::Malformed("RECEIPT response")))
+            .map_err(|_| RefillError::Card(ClientError::BadResponse(Side::Psd, "RECEIPT")))
     }
 }
 
@@ -248,7 +250,7 @@ fn apply_message(
             regs.dr, regs.control_sum
         )),
         // Applied by an earlier run whose reply was lost: confirm it.
-        Err(HostError::Card(Status::RefillReplayed)) => {
+        Err(ClientError::Refused(_, _, Status::RefillReplayed)) => {
             progress("refill message was applied before")
         }
         Err(e) => return Err(e.into()),

@@ -17,6 +17,7 @@
 extern crate alloc;
 
 pub mod apdu;
+pub mod calendar;
 pub mod card;
 pub mod client;
 pub mod crypto;

@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context, Result};
 use openpsd_core::client::transfer::{self as driver, Resolved, TransferOutcome};
 use openpsd_core::client::{Link, LinkError, PsdClient, PurseClient, PurseStatus};
-use openpsd_core::platform::Platform as _;
 use openpsd_core::psd::registers::Registers;
 use openpsd_core::psd::transfer::TransferInfo;
 use openpsd_core::purse::personal::PurseInfo;
@@ -400,8 +399,7 @@ pub fn pay(
     }
     let date = match date {
         Some(d) => d,
-        None => card_sim::os_platform::OsPlatform::default()
-            .today()
+        None => crate::today_utc()
             .ok_or_else(|| anyhow!("the system clock is before 2000; give --date"))?,
     };
     let mut purse = link(spec, "purse")?;

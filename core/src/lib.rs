@@ -18,6 +18,7 @@ pub mod crypto;
 pub mod platform;
 pub mod psd;
 pub mod purse;
+pub mod records;
 pub mod status;
 pub mod store;
 pub mod transfer;

@@ -24,6 +24,7 @@ pub mod crypto;
 pub mod platform;
 pub mod psd;
 pub mod purse;
+pub mod records;
 pub mod status;
 pub mod store;
 pub mod transfer;

@@ -2,238 +2,148 @@
 //!
 //! Each layer reports failures as a [`Status`]; [`Status::sw`] is the only place where a
 //! failure becomes the two bytes a host sees. `docs/apdu.md` documents the same table.
+//!
+//! The table is one macro invocation: a status word is added with one entry (doc comment,
+//! variant, word, description), and the enum, [`Status::sw`], [`Status::describe`] and
+//! [`Status::ALL`] all follow from it, so they cannot drift apart.
 
-/// A command's outcome other than success, mapped once to an ISO 7816-4 status word.
-///
-/// The `9Axx` words are proprietary (ISO 7816-4 leaves `9XXX` other than `9000` to the
-/// application): they name the postage-specific refusals so a host can tell them apart.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Status {
-    /// `63Cx` a PIN or a recognition cryptogram did not match; `x` tries are left (the
-    /// counter was decremented and committed before the compare).
-    VerificationFailed(u8),
+/// Expands the table below into the enum and its three lookups. `VerificationFailed`
+/// carries the tries left in SW2 (`63Cx`), so it is written out here rather than in the
+/// table of fixed words.
+macro_rules! status_table {
+    ($(
+        $(#[doc = $doc:literal])*
+        $name:ident = $sw:literal, $text:literal;
+    )*) => {
+        /// A command's outcome other than success, mapped once to an ISO 7816-4 status word.
+        ///
+        /// The `9Axx` words are proprietary (ISO 7816-4 leaves `9XXX` other than `9000` to
+        /// the application): they name the postage-specific refusals so a host can tell
+        /// them apart.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+        pub enum Status {
+            /// `63Cx` a PIN or a recognition cryptogram did not match; `x` tries are left
+            /// (the counter was decremented and committed before the compare).
+            VerificationFailed(u8),
+            $( $(#[doc = $doc])* $name, )*
+        }
+
+        impl Status {
+            /// The status word (SW1 SW2) for this outcome.
+            pub const fn sw(self) -> u16 {
+                match self {
+                    Status::VerificationFailed(left) => {
+                        0x63C0 | (if left > 15 { 15 } else { left }) as u16
+                    }
+                    $( Status::$name => $sw, )*
+                }
+            }
+
+            /// A short English description, for host-side error messages.
+            pub const fn describe(self) -> &'static str {
+                match self {
+                    Status::VerificationFailed(_) => {
+                        "PIN or recognition cryptogram wrong; tries left in SW2"
+                    }
+                    $( Status::$name => $text, )*
+                }
+            }
+
+            /// Every status, for documentation and tests that walk the table
+            /// (`VerificationFailed(0)` stands for the whole `63Cx` family).
+            pub const ALL: [Status; 1 + [$($sw),*].len()] =
+                [Status::VerificationFailed(0), $(Status::$name),*];
+        }
+    };
+}
+
+status_table! {
     /// `6581` the persistent store failed during a commit (power lost, I/O error). The
     /// commit may or may not have reached its commit point: after re-opening the card the
     /// host re-reads, or retries (same transaction ID, same refill message).
-    MemoryFailure,
+    MemoryFailure = 0x6581, "persistent memory failure during commit; re-read or retry";
     /// `6700` Lc is not what the command needs, or the APDU's length fields are malformed.
-    WrongLength,
+    WrongLength = 0x6700, "wrong length";
     /// `6881` logical channels are not supported.
-    LogicalChannelNotSupported,
+    LogicalChannelNotSupported = 0x6881, "logical channel not supported";
     /// `6882` secure messaging is not supported.
-    SecureMessagingNotSupported,
+    SecureMessagingNotSupported = 0x6882, "secure messaging not supported";
     /// `6883` a chain was interrupted by another command; the chain is dropped.
-    LastCommandOfChainExpected,
+    LastCommandOfChainExpected = 0x6883, "last command of the chain expected";
     /// `6982` a MAC or signature did not verify, or the command needs a verified PIN or a
     /// recognised partner first.
-    SecurityStatusNotSatisfied,
+    SecurityStatusNotSatisfied = 0x6982, "MAC or signature invalid, or PIN not verified / partner not recognised";
     /// `6983` the PIN, or the value-transfer function after too many failed
     /// recognitions, is blocked until an authenticated issuer command resets it.
-    AuthenticationBlocked,
+    AuthenticationBlocked = 0x6983, "PIN blocked or transfer function blocked; issuer reset needed";
     /// `6985` the command is not allowed now: no applet is selected, or the device's
     /// life-cycle state forbids it (not yet personalized, or personalized already).
-    ConditionsNotSatisfied,
+    ConditionsNotSatisfied = 0x6985, "not allowed now (life-cycle state or protocol step)";
     /// `6A80` a field of the command data is out of range or malformed.
-    WrongData,
+    WrongData = 0x6A80, "incorrect command data";
     /// `6A82` no applet with that AID (or no file with that identifier).
-    NotFound,
+    NotFound = 0x6A82, "application or file not found";
     /// `6A86` P1 or P2 is not valid for this instruction.
-    IncorrectP1P2,
+    IncorrectP1P2 = 0x6A86, "incorrect P1/P2";
     /// `6A88` the referenced register set does not exist.
-    ReferencedDataNotFound,
+    ReferencedDataNotFound = 0x6A88, "register set not found";
     /// `6B00` P1/P2 out of range for GET RESPONSE (no pending response).
-    WrongP1P2,
+    WrongP1P2 = 0x6B00, "wrong P1/P2 (no response pending)";
     /// `6D00` instruction not supported.
-    InstructionNotSupported,
+    InstructionNotSupported = 0x6D00, "instruction not supported";
     /// `6E00` class not supported.
-    ClassNotSupported,
+    ClassNotSupported = 0x6E00, "class not supported";
     /// `6F00` an invariant the card keeps was found broken; nothing changed.
-    Internal,
+    Internal = 0x6F00, "internal error";
     /// `9A01` the descending register holds less than the postage asked for.
-    InsufficientFunds,
+    InsufficientFunds = 0x9A01, "insufficient funds (descending register or purse balance)";
     /// `9A02` postage above the device's per-piece limit.
-    PostageAboveLimit,
+    PostageAboveLimit = 0x9A02, "postage above the per-piece limit";
     /// `9A03` date of mailing earlier than the last one used on this device.
-    DateBeforeLastUsed,
+    DateBeforeLastUsed = 0x9A03, "date earlier than the last date used";
     /// `9A04` origin postal code is not the one of the register set's license.
-    OriginMismatch,
+    OriginMismatch = 0x9A04, "origin postal code does not match the license";
     /// `9A05` date of mailing too far ahead of the platform's clock.
-    DateTooFarAhead,
+    DateTooFarAhead = 0x9A05, "date too far ahead of the device clock";
     /// `9A06` a register or counter would overflow; it stays where it is.
-    CounterOverflow,
+    CounterOverflow = 0x9A06, "register or counter would overflow";
     /// `9A07` client transaction ID reused with different indicium data.
-    TransactionIdReused,
+    TransactionIdReused = 0x9A07, "transaction ID reused with different data";
     /// `9A08` the last accepted audit (inspection) is older than the device allows.
-    InspectionOverdue,
+    InspectionOverdue = 0x9A08, "inspection overdue: have the back office accept an audit (refill or inspection)";
     /// `9A10` refill message or audit receipt made for another device.
-    WrongDevice,
+    WrongDevice = 0x9A10, "refill message or receipt for another device";
     /// `9A11` refill message made for another license / register set.
-    RefillWrongLicense,
+    RefillWrongLicense = 0x9A11, "refill message for another license";
     /// `9A12` refill message already applied (refill count behind the device's).
-    RefillReplayed,
+    RefillReplayed = 0x9A12, "refill message already applied";
     /// `9A13` refill message bound to a control sum / refill count the device no longer has.
-    RefillStale,
+    RefillStale = 0x9A13, "refill message bound to a stale control sum";
     /// `9A14` the refill would raise the descending register above its maximum.
-    RefillAboveLimit,
+    RefillAboveLimit = 0x9A14, "refill would exceed the maximum descending register";
     /// `9A15` audit receipt for another audit than this session's last one.
-    ReceiptForOtherAudit,
+    ReceiptForOtherAudit = 0x9A15, "receipt for another audit than the last one";
     /// `9A20` the PSD has a transfer to a purse pending: it must be resolved with that card
     /// before another transfer starts.
-    TransferPending,
+    TransferPending = 0x9A20, "a transfer to a purse is pending; resolve it with that card first";
     /// `9A21` the purse's balance would exceed its maximum.
-    BalanceAboveLimit,
+    BalanceAboveLimit = 0x9A21, "the purse balance would exceed its maximum";
     /// `9A22` the amount exceeds the purse's per-transfer maximum.
-    TransferAboveLimit,
+    TransferAboveLimit = 0x9A22, "amount above the purse's per-transfer maximum";
     /// `9A23` the pending transfer cannot be resolved from what this card reports (it has
     /// forgotten this PSD); the value stays pending, counted in the audit.
-    TransferUnresolved,
+    TransferUnresolved = 0x9A23, "the card cannot prove what became of the pending transfer";
     /// `9A24` the PSD's pending transfer is for another card than the one recognised.
-    PendingForOtherCard,
+    PendingForOtherCard = 0x9A24, "the pending transfer is for another card";
 }
 
 impl Status {
-    /// The status word (SW1 SW2) for this outcome.
-    pub const fn sw(self) -> u16 {
-        use Status::*;
-        match self {
-            VerificationFailed(left) => 0x63C0 | (if left > 15 { 15 } else { left }) as u16,
-            MemoryFailure => 0x6581,
-            WrongLength => 0x6700,
-            LogicalChannelNotSupported => 0x6881,
-            SecureMessagingNotSupported => 0x6882,
-            LastCommandOfChainExpected => 0x6883,
-            SecurityStatusNotSatisfied => 0x6982,
-            AuthenticationBlocked => 0x6983,
-            ConditionsNotSatisfied => 0x6985,
-            WrongData => 0x6A80,
-            NotFound => 0x6A82,
-            IncorrectP1P2 => 0x6A86,
-            ReferencedDataNotFound => 0x6A88,
-            WrongP1P2 => 0x6B00,
-            InstructionNotSupported => 0x6D00,
-            ClassNotSupported => 0x6E00,
-            Internal => 0x6F00,
-            InsufficientFunds => 0x9A01,
-            PostageAboveLimit => 0x9A02,
-            DateBeforeLastUsed => 0x9A03,
-            OriginMismatch => 0x9A04,
-            DateTooFarAhead => 0x9A05,
-            CounterOverflow => 0x9A06,
-            TransactionIdReused => 0x9A07,
-            InspectionOverdue => 0x9A08,
-            WrongDevice => 0x9A10,
-            RefillWrongLicense => 0x9A11,
-            RefillReplayed => 0x9A12,
-            RefillStale => 0x9A13,
-            RefillAboveLimit => 0x9A14,
-            ReceiptForOtherAudit => 0x9A15,
-            TransferPending => 0x9A20,
-            BalanceAboveLimit => 0x9A21,
-            TransferAboveLimit => 0x9A22,
-            TransferUnresolved => 0x9A23,
-            PendingForOtherCard => 0x9A24,
-        }
-    }
-
-    /// Every status, for documentation and tests that walk the table
-    /// (`VerificationFailed(0)` stands for the whole `63Cx` family).
-    pub const ALL: [Status; 36] = {
-        use Status::*;
-        [
-            VerificationFailed(0),
-            MemoryFailure,
-            WrongLength,
-            LogicalChannelNotSupported,
-            SecureMessagingNotSupported,
-            LastCommandOfChainExpected,
-            SecurityStatusNotSatisfied,
-            AuthenticationBlocked,
-            ConditionsNotSatisfied,
-            WrongData,
-            NotFound,
-            IncorrectP1P2,
-            ReferencedDataNotFound,
-            WrongP1P2,
-            InstructionNotSupported,
-            ClassNotSupported,
-            Internal,
-            InsufficientFunds,
-            PostageAboveLimit,
-            DateBeforeLastUsed,
-            OriginMismatch,
-            DateTooFarAhead,
-            CounterOverflow,
-            TransactionIdReused,
-            InspectionOverdue,
-            WrongDevice,
-            RefillWrongLicense,
-            RefillReplayed,
-            RefillStale,
-            RefillAboveLimit,
-            ReceiptForOtherAudit,
-            TransferPending,
-            BalanceAboveLimit,
-            TransferAboveLimit,
-            TransferUnresolved,
-            PendingForOtherCard,
-        ]
-    };
-
     /// The status a host sees for a status word, if the card can send it.
     pub fn from_sw(sw: u16) -> Option<Status> {
         if sw & 0xFFF0 == 0x63C0 {
             return Some(Status::VerificationFailed((sw & 0x000F) as u8));
         }
         Self::ALL.iter().copied().find(|s| s.sw() == sw)
-    }
-
-    /// A short English description, for host-side error messages.
-    pub const fn describe(self) -> &'static str {
-        use Status::*;
-        match self {
-            VerificationFailed(_) => "PIN or recognition cryptogram wrong; tries left in SW2",
-            MemoryFailure => "persistent memory failure during commit; re-read or retry",
-            WrongLength => "wrong length",
-            LogicalChannelNotSupported => "logical channel not supported",
-            SecureMessagingNotSupported => "secure messaging not supported",
-            LastCommandOfChainExpected => "last command of the chain expected",
-            SecurityStatusNotSatisfied => {
-                "MAC or signature invalid, or PIN not verified / partner not recognised"
-            }
-            AuthenticationBlocked => {
-                "PIN blocked or transfer function blocked; issuer reset needed"
-            }
-            ConditionsNotSatisfied => "not allowed now (life-cycle state or protocol step)",
-            WrongData => "incorrect command data",
-            NotFound => "application or file not found",
-            IncorrectP1P2 => "incorrect P1/P2",
-            ReferencedDataNotFound => "register set not found",
-            WrongP1P2 => "wrong P1/P2 (no response pending)",
-            InstructionNotSupported => "instruction not supported",
-            ClassNotSupported => "class not supported",
-            Internal => "internal error",
-            InsufficientFunds => "insufficient funds (descending register or purse balance)",
-            PostageAboveLimit => "postage above the per-piece limit",
-            DateBeforeLastUsed => "date earlier than the last date used",
-            OriginMismatch => "origin postal code does not match the license",
-            DateTooFarAhead => "date too far ahead of the device clock",
-            CounterOverflow => "register or counter would overflow",
-            TransactionIdReused => "transaction ID reused with different data",
-            InspectionOverdue => {
-                "inspection overdue: have the back office accept an audit (refill or inspection)"
-            }
-            WrongDevice => "refill message or receipt for another device",
-            RefillWrongLicense => "refill message for another license",
-            RefillReplayed => "refill message already applied",
-            RefillStale => "refill message bound to a stale control sum",
-            RefillAboveLimit => "refill would exceed the maximum descending register",
-            ReceiptForOtherAudit => "receipt for another audit than the last one",
-            TransferPending => "a transfer to a purse is pending; resolve it with that card first",
-            BalanceAboveLimit => "the purse balance would exceed its maximum",
-            TransferAboveLimit => "amount above the purse's per-transfer maximum",
-            TransferUnresolved => "the card cannot prove what became of the pending transfer",
-            PendingForOtherCard => "the pending transfer is for another card",
-        }
     }
 }
 

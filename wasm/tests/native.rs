@@ -485,3 +485,55 @@ mod purse {
         assert_eq!(e.kind, ErrorKind::Input);
     }
 }
+
+/// The frozen v1 sealed-state blob (`tests/state/v1/wasm-psd.state`), as `saveState` wrote
+/// it: browser PSDs that users already have must stay readable. A format change that makes
+/// it unreadable fails here; a new format gets its own fixture under `tests/state/v2/`, and
+/// this one stays (`docs/design.md` § Stored formats).
+const V1_BLOB: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../tests/state/v1/wasm-psd.state"
+);
+
+#[test]
+fn sealed_state_v1_restores_and_still_issues_indicia() {
+    let blob = std::fs::read(V1_BLOB).expect("v1 fixture present");
+    let mut psd = PsdDevice::restore(&blob, &[3; 32], Some(TODAY)).expect("v1 blob restores");
+    let info = psd.info().unwrap();
+    assert_eq!(info.device_id, hex::encode_upper(b"PSD00001"));
+    assert_eq!(info.register_sets, 2);
+    assert_eq!(info.last_date.as_deref(), Some(TODAY));
+    let regs = psd.registers(0).unwrap();
+    assert_eq!(
+        (
+            regs.ar.as_str(),
+            regs.dr.as_str(),
+            regs.control_sum.as_str()
+        ),
+        ("0.85", "249.15", "250.00")
+    );
+    assert_eq!((regs.pieces, regs.refills), (1, 1));
+    // Unchanged state saves to the same bytes.
+    assert_eq!(psd.save_state().unwrap(), blob);
+
+    // The stored key still signs, and the registers move on from the stored ones.
+    let issued = psd.issue_indicium(&piece("1.00")).unwrap();
+    let signed = [issued.payload.0, issued.signature.0].concat();
+    let public_key = psd.public_key().unwrap();
+    let data = openpsd_core::psd::indicium::verify(&signed, &public_key).expect("verifies");
+    assert_eq!(data.pieces.0, 2);
+    assert_eq!(issued.registers.dr, "248.15");
+}
+
+/// Writes the v1 blob (once; it is then frozen): a PSD refilled with 250.00 and one
+/// indicium of 0.85 issued. Run with
+/// `cargo test -p openpsd-wasm --test native -- --ignored write_sealed_state_v1`.
+#[test]
+#[ignore = "writes tests/state/v1/wasm-psd.state (already made; refuses to overwrite)"]
+fn write_sealed_state_v1() {
+    let path = std::path::Path::new(V1_BLOB);
+    assert!(!path.exists(), "{} exists: v1 is frozen", path.display());
+    let mut psd = funded("250.00");
+    psd.issue_indicium(&piece("0.85")).unwrap();
+    std::fs::write(path, psd.save_state().unwrap()).unwrap();
+}

@@ -12,6 +12,7 @@
 use alloc::vec::Vec;
 
 use crate::crypto::{MacKey, MAC_LEN};
+use crate::status::Status;
 use crate::types::{Amount, DeviceId, LicenseId, PieceCount, RefillCount, RegisterSetIndex};
 use crate::wire::{Malformed, Reader, Writer};
 
@@ -113,5 +114,37 @@ impl AuditData {
         let data = Self::decode_unverified(msg).ok()?;
         let split = msg.len() - MAC_LEN;
         k1.verify(&[&msg[..split]], &msg[split..]).then_some(data)
+    }
+}
+
+impl super::PsdApplet {
+    /// AUDIT (80 50 00 set): the set's registers and the server's nonce, MACed under K1.
+    /// The nonce is remembered (volatile) for the RECEIPT that may follow.
+    pub(super) fn audit(
+        &mut self,
+        i: usize,
+        data: &[u8],
+        reply: &mut Vec<u8>,
+    ) -> Result<(), Status> {
+        let device = self.device()?;
+        let nonce: [u8; NONCE_LEN] = data.try_into().map_err(|_| Status::WrongLength)?;
+        let s = self.persistent.sets.get(i).ok_or(Status::Internal)?;
+        let audit = AuditData {
+            device: device.id,
+            license: s.license,
+            set: RegisterSetIndex(i as u8),
+            ar: s.ar,
+            dr: s.dr,
+            control_sum: s.control_sum,
+            pieces: s.pieces,
+            refills: s.refills,
+            transferred: s.transferred,
+            pending: s.pending,
+            last_combination: s.last_combination,
+            nonce,
+        };
+        reply.extend_from_slice(&audit.seal(&device.k1));
+        self.volatile.last_audit_nonce = Some(nonce);
+        Ok(())
     }
 }

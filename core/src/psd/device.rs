@@ -376,3 +376,63 @@ fn read_optional_date(r: &mut Reader<'_>) -> Result<Option<Date>, Malformed> {
         Date::read(r).map(Some)
     }
 }
+
+impl super::PsdApplet {
+    /// PERSONALIZE (80 10 00 00): creates the device, its key and its register sets in one
+    /// commit; answers the key ID and the indicium public key.
+    pub(super) fn personalize(
+        &mut self,
+        ctx: &mut crate::card::Ctx<'_>,
+        data: &[u8],
+        reply: &mut Vec<u8>,
+    ) -> Result<(), crate::status::Status> {
+        use super::registers::RegisterSet;
+        use super::state::Counters;
+        use super::transfer::TransferState;
+        use crate::records::psd as rec;
+
+        let p = Personalization::decode(data)?;
+        let device = Device::new(&p, IndiciumKey::generate(ctx.platform));
+        let sets: Vec<RegisterSet> = p
+            .licenses
+            .iter()
+            .map(|l| RegisterSet::new(l.license, l.origin))
+            .collect();
+        let mut txn = crate::store::Transaction::begin(ctx.store);
+        txn.write(rec::DEVICE, device.encode().to_vec());
+        txn.write(rec::COUNTERS, Counters::default().encode());
+        for (i, s) in sets.iter().enumerate() {
+            txn.write(rec::set(i), s.encode());
+        }
+        txn.commit()?;
+        reply.extend_from_slice(&device.key_id().0);
+        reply.extend_from_slice(&device.public_key);
+        let persistent = &mut self.persistent;
+        persistent.device = Some(device);
+        persistent.sets = sets;
+        persistent.counters = Counters::default();
+        persistent.transfer = TransferState::default();
+        Ok(())
+    }
+
+    /// GET DATA (80 CA 00 01): the device's public data, or the blank state byte.
+    pub(super) fn device_info(&self, reply: &mut Vec<u8>) {
+        let p = &self.persistent;
+        match &p.device {
+            None => reply.put_u8(STATE_BLANK),
+            Some(d) => DeviceInfo {
+                device: d.id,
+                key_id: d.key_id(),
+                public_key: d.public_key,
+                vendor_public_key: d.vendor_public_key,
+                max_postage: d.max_postage,
+                max_dr: d.max_dr,
+                register_sets: p.sets.len() as u8,
+                last_date: p.counters.last_date,
+                inspection_days: d.inspection_days,
+                last_inspection: p.counters.last_inspection,
+            }
+            .write(reply),
+        }
+    }
+}

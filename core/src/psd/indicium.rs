@@ -9,6 +9,7 @@
 //!
 //! The signature is ECDSA P-256 with SHA-256 over every byte before it. The verifier needs
 //! nothing but the bytes and the device's public key, so it runs anywhere (`no_std`).
+//! ISSUE INDICIUM, the command that debits a register set and signs, is here too.
 
 use alloc::vec::Vec;
 
@@ -17,6 +18,13 @@ use crate::types::{
     Amount, Date, DeviceId, KeyId, LicenseId, PieceCount, PostalCode, RateCategory, TransactionId,
 };
 use crate::wire::{Malformed, Reader, Writer};
+
+use super::state::Counters;
+use super::{MAX_DAYS_AHEAD, MAX_DAYS_BEHIND};
+use crate::card::Ctx;
+use crate::records::psd as rec;
+use crate::status::Status;
+use crate::store::Transaction;
 
 /// Layout version of the indicium.
 pub const INDICIUM_VERSION: u8 = 1;
@@ -189,3 +197,107 @@ pub fn verify(indicium: &[u8], public_key: &[u8]) -> Result<IndiciumData, Verify
 }
 
 impl core::error::Error for VerifyError {}
+
+impl super::PsdApplet {
+    /// ISSUE INDICIUM (80 40 00 set): checks the request against the set, the device's
+    /// limits and dates, commits the debit, then signs. A retry of the last request (same
+    /// transaction ID) gets the same indicium back, debited once.
+    pub(super) fn issue_indicium(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        i: usize,
+        data: &[u8],
+        reply: &mut Vec<u8>,
+    ) -> Result<(), Status> {
+        let device = self.device()?;
+        let req = IndiciumRequest::decode(data)?;
+        let counters = self.persistent.counters;
+        let set = self.persistent.sets.get(i).ok_or(Status::Internal)?;
+
+        // A retry of the last request gets the same indicium back, debited once.
+        if let Some((txn, payload)) = &set.last_indicium {
+            if *txn == req.transaction {
+                let data = IndiciumData::decode(payload).map_err(|_| Status::Internal)?;
+                if !data.answers(&req) {
+                    return Err(Status::TransactionIdReused);
+                }
+                reply.extend_from_slice(payload);
+                reply.extend_from_slice(&device.key.sign(payload));
+                return Ok(());
+            }
+        }
+
+        if req.postage == Amount::ZERO {
+            return Err(Status::WrongData);
+        }
+        if req.origin != set.origin {
+            return Err(Status::OriginMismatch);
+        }
+        if req.postage > device.max_postage {
+            return Err(Status::PostageAboveLimit);
+        }
+        if counters.last_date.is_some_and(|last| req.date < last) {
+            return Err(Status::DateBeforeLastUsed);
+        }
+        if let Some(today) = ctx.platform.today() {
+            let (day, today) = (req.date.day_number(), today.day_number());
+            if day > today.saturating_add(MAX_DAYS_AHEAD) {
+                return Err(Status::DateTooFarAhead);
+            }
+            if day < today.saturating_sub(MAX_DAYS_BEHIND) {
+                return Err(Status::DateBeforeLastUsed);
+            }
+        }
+        if device.inspection_days > 0 {
+            // Measured on the date of mailing (checked against the platform's clock when
+            // there is one, and never going back), so the window closes with the calendar.
+            let due = match counters.last_inspection {
+                None => true,
+                Some(last) => {
+                    req.date.day_number()
+                        > last
+                            .day_number()
+                            .saturating_add(u32::from(device.inspection_days))
+                }
+            };
+            if due {
+                return Err(Status::InspectionOverdue);
+            }
+        }
+        let mut next = set.debit(req.postage)?;
+        let data = IndiciumData {
+            key_id: device.key_id(),
+            device: device.id,
+            license: next.license,
+            ar: next.ar,
+            dr: next.dr,
+            pieces: next.pieces,
+            postage: req.postage,
+            date: req.date,
+            rate: req.rate,
+            origin: req.origin,
+            destination: req.destination,
+        };
+        let payload = data.encode();
+        next.last_indicium = Some((req.transaction, payload.clone()));
+
+        // Commit first: no indicium leaves the card for a debit that is not durable.
+        let next_counters = Counters {
+            last_date: Some(req.date),
+            ..counters
+        };
+        let mut txn = Transaction::begin(ctx.store);
+        txn.write(rec::set(i), next.encode());
+        if next_counters != counters {
+            txn.write(rec::COUNTERS, next_counters.encode());
+        }
+        txn.commit()?;
+
+        let signature = device.key.sign(&payload);
+        self.persistent.sets[i] = next;
+        self.persistent.counters = next_counters;
+        reply.extend_from_slice(&payload);
+        reply.extend_from_slice(&signature);
+        Ok(())
+    }
+}

@@ -11,7 +11,13 @@
 
 use alloc::vec::Vec;
 
+use super::state::Counters;
+use super::MAX_DAYS_BEHIND;
+use crate::card::Ctx;
 use crate::crypto::{MacKey, MAC_LEN};
+use crate::records::psd as rec;
+use crate::status::Status;
+use crate::store::Transaction;
 use crate::types::{Date, DeviceId};
 use crate::wire::{Malformed, OpenError, Reader, Writer};
 
@@ -70,5 +76,52 @@ impl Receipt {
         };
         r.finish()?;
         Ok(receipt)
+    }
+}
+
+impl super::PsdApplet {
+    /// RECEIPT (80 54 00 00): the back office accepted this session's last audit; the
+    /// inspection date moves on (never back).
+    pub(super) fn receipt(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        data: &[u8],
+        reply: &mut Vec<u8>,
+    ) -> Result<(), Status> {
+        let device = self.device()?;
+        let r = Receipt::open(data, &device.k1)?;
+        if r.device != device.id {
+            return Err(Status::WrongDevice);
+        }
+        // Only the audit this session produced last: an old receipt cannot renew anything.
+        let fresh = self
+            .volatile
+            .last_audit_nonce
+            .is_some_and(|n| bool::from(subtle::ConstantTimeEq::ct_eq(&n[..], &r.nonce[..])));
+        if !fresh {
+            return Err(Status::ReceiptForOtherAudit);
+        }
+        // A receipt dated ahead of the device's clock would stretch the inspection window.
+        if let Some(today) = ctx.platform.today() {
+            if r.accepted_on.day_number() > today.day_number().saturating_add(MAX_DAYS_BEHIND) {
+                return Err(Status::WrongData);
+            }
+        }
+        let old = self.persistent.counters;
+        let counters = Counters {
+            last_inspection: old.last_inspection.max(Some(r.accepted_on)),
+            ..old
+        };
+        if counters != old {
+            let mut txn = Transaction::begin(ctx.store);
+            txn.write(rec::COUNTERS, counters.encode());
+            txn.commit()?;
+            self.persistent.counters = counters;
+        }
+        self.volatile.last_audit_nonce = None;
+        if let Some(d) = self.persistent.counters.last_inspection {
+            d.write(reply);
+        }
+        Ok(())
     }
 }

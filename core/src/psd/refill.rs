@@ -12,7 +12,11 @@
 
 use alloc::vec::Vec;
 
+use crate::card::Ctx;
 use crate::crypto::{MacKey, MAC_LEN};
+use crate::records::psd as rec;
+use crate::status::Status;
+use crate::store::Transaction;
 use crate::types::{Amount, DeviceId, LicenseId, RefillCount};
 use crate::wire::{Malformed, OpenError, Reader, Writer};
 
@@ -89,5 +93,47 @@ impl RefillCombination {
         };
         r.finish()?;
         Ok(c)
+    }
+}
+
+impl super::PsdApplet {
+    /// REFILL (80 52 00 set): opens the message (MAC first), checks it is for this device,
+    /// this set and its present state, and commits the credit before answering the new
+    /// registers.
+    pub(super) fn refill(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        i: usize,
+        data: &[u8],
+        reply: &mut Vec<u8>,
+    ) -> Result<(), Status> {
+        let device = self.device()?;
+        // Step 290: the MAC under K1 first; nothing in an unauthenticated message counts.
+        let c = RefillCombination::open(data, &device.k1)?;
+        // Step 300: the combination must be for this device, this set, and its present state.
+        let set = self.persistent.sets.get(i).ok_or(Status::Internal)?;
+        if c.device != device.id {
+            return Err(Status::WrongDevice);
+        }
+        if c.license != set.license {
+            return Err(Status::RefillWrongLicense);
+        }
+        if c.refills < set.refills {
+            return Err(Status::RefillReplayed);
+        }
+        if c.refills != set.refills || c.control_sum != set.control_sum {
+            return Err(Status::RefillStale);
+        }
+        if c.amount == Amount::ZERO {
+            return Err(Status::WrongData);
+        }
+        // Step 305: credit, committed before the host hears of it.
+        let next = set.credit(c.amount, device.max_dr, c.combination_id)?;
+        let mut txn = Transaction::begin(ctx.store);
+        txn.write(rec::set(i), next.encode());
+        txn.commit()?;
+        next.readout().write(reply);
+        self.persistent.sets[i] = next;
+        Ok(())
     }
 }

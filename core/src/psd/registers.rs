@@ -316,3 +316,12 @@ impl Registers {
         Ok(regs)
     }
 }
+
+impl super::PsdApplet {
+    /// READ REGISTERS (80 32 00 set): the readout of register set `i`.
+    pub(super) fn read_registers(&self, i: usize, reply: &mut Vec<u8>) -> Result<(), Status> {
+        let set = self.persistent.sets.get(i).ok_or(Status::Internal)?;
+        set.readout().write(reply);
+        Ok(())
+    }
+}

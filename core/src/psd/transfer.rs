@@ -11,20 +11,18 @@ use alloc::vec::Vec;
 
 use subtle::ConstantTimeEq;
 
-use super::{expect_p1_zero, PsdApplet, REC_SET_BASE};
-use crate::apdu::Command;
+use super::PsdApplet;
 use crate::card::Ctx;
 use crate::crypto::MAC_LEN;
+use crate::records::psd as rec;
 use crate::status::Status;
-use crate::store::{RecordId, StoreError, Transaction};
+use crate::store::{StoreError, Transaction};
 use crate::transfer::{
     self, card_key, Ack, CardHello, PsdHello, Request, Resolution, Session, TransferStatus, Value,
     CHALLENGE_LEN,
 };
 use crate::types::{Amount, CardId, Date, TransferCount};
 use crate::wire::{Malformed, Reader, Writer};
-
-pub(super) const REC_TRANSFER: RecordId = 0x0102;
 
 /// A transfer debited from DR that the purse has not acknowledged yet.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -204,8 +202,8 @@ impl PsdApplet {
         if days == 0 {
             return Ok(());
         }
-        let when = ctx.platform.today().or(self.counters.last_date);
-        let due = match (self.counters.last_inspection, when) {
+        let when = ctx.platform.today().or(self.persistent.counters.last_date);
+        let due = match (self.persistent.counters.last_inspection, when) {
             (None, _) => true,
             (Some(last), Some(d)) => {
                 d.day_number() > last.day_number().saturating_add(u32::from(days))
@@ -219,7 +217,7 @@ impl PsdApplet {
     }
 
     fn check_not_blocked(&self) -> Result<(), Status> {
-        if self.transfer.failures >= self.scheme()?.max_failures {
+        if self.persistent.transfer.failures >= self.scheme()?.max_failures {
             return Err(Status::AuthenticationBlocked);
         }
         Ok(())
@@ -232,14 +230,14 @@ impl PsdApplet {
         set: Option<(usize, super::registers::RegisterSet)>,
     ) -> Result<(), Status> {
         let mut txn = Transaction::begin(ctx.store);
-        txn.write(REC_TRANSFER, state.encode());
+        txn.write(rec::TRANSFER, state.encode());
         if let Some((i, s)) = &set {
-            txn.write(REC_SET_BASE + *i as u16, s.encode());
+            txn.write(rec::set(*i), s.encode());
         }
         txn.commit()?;
-        self.transfer = state;
+        self.persistent.transfer = state;
         if let Some((i, s)) = set {
-            self.sets[i] = s;
+            self.persistent.sets[i] = s;
         }
         Ok(())
     }
@@ -248,12 +246,9 @@ impl PsdApplet {
     pub(super) fn open_session(
         &mut self,
         ctx: &mut Ctx<'_>,
-        cmd: &Command<'_>,
         reply: &mut Vec<u8>,
     ) -> Result<(), Status> {
-        cmd.expect_p1p2(0, 0)?;
-        cmd.expect_no_data()?;
-        self.session = None;
+        self.volatile.session = None;
         let scheme = self.scheme()?.id;
         self.check_not_blocked()?;
         let device = self.device()?.id;
@@ -262,13 +257,13 @@ impl PsdApplet {
         let hello = PsdHello {
             device,
             scheme,
-            transfers: self.transfer.started,
-            total_out: self.transfer.total_out,
+            transfers: self.persistent.transfer.started,
+            total_out: self.persistent.transfer.total_out,
             challenge,
-            pending_for: self.transfer.pending.map(|p| p.card),
+            pending_for: self.persistent.transfer.pending.map(|p| p.card),
         };
         reply.extend_from_slice(&hello.encode());
-        self.session = Some(PsdSession::Opened(hello));
+        self.volatile.session = Some(PsdSession::Opened(hello));
         Ok(())
     }
 
@@ -277,22 +272,21 @@ impl PsdApplet {
     pub(super) fn authenticate_card(
         &mut self,
         ctx: &mut Ctx<'_>,
-        cmd: &Command<'_>,
+        data: &[u8],
         reply: &mut Vec<u8>,
     ) -> Result<(), Status> {
-        cmd.expect_p1p2(0, 0)?;
-        let Some(PsdSession::Opened(hello)) = self.session.take() else {
+        let Some(PsdSession::Opened(hello)) = self.volatile.session.take() else {
             return Err(Status::ConditionsNotSatisfied);
         };
         self.check_not_blocked()?;
-        let card = CardHello::decode(cmd.data)?;
+        let card = CardHello::decode(data)?;
         let scheme = self.scheme()?.clone();
 
         // Count the attempt first: cutting power after a wrong cryptogram gains nothing.
-        let failures = self.transfer.failures.saturating_add(1);
+        let failures = self.persistent.transfer.failures.saturating_add(1);
         let counted = TransferState {
             failures,
-            ..self.transfer
+            ..self.persistent.transfer
         };
         self.commit_transfer(ctx, counted, None)?;
 
@@ -305,11 +299,11 @@ impl PsdApplet {
         }
         let cleared = TransferState {
             failures: 0,
-            ..self.transfer
+            ..self.persistent.transfer
         };
         self.commit_transfer(ctx, cleared, None)?;
         reply.extend_from_slice(&session.psd_cryptogram());
-        self.session = Some(PsdSession::Recognized(session));
+        self.volatile.session = Some(PsdSession::Recognized(session));
         Ok(())
     }
 
@@ -318,25 +312,24 @@ impl PsdApplet {
     pub(super) fn transfer_debit(
         &mut self,
         ctx: &mut Ctx<'_>,
-        cmd: &Command<'_>,
+        i: usize,
+        data: &[u8],
         reply: &mut Vec<u8>,
     ) -> Result<(), Status> {
-        expect_p1_zero(cmd)?;
-        let i = self.set_index(cmd.p2)?;
-        let Some(PsdSession::Recognized(session)) = &self.session else {
+        let Some(PsdSession::Recognized(session)) = &self.volatile.session else {
             return Err(Status::ConditionsNotSatisfied);
         };
         let session = session.clone();
-        if self.transfer.pending.is_some() {
+        if self.persistent.transfer.pending.is_some() {
             return Err(Status::TransferPending);
         }
-        let req = Request::open(cmd.data, &session)?;
+        let req = Request::open(data, &session)?;
         self.check_inspection(ctx)?;
         if req.amount == Amount::ZERO {
             return Err(Status::WrongData);
         }
-        let next_set = self.sets[i].transfer_out(req.amount)?;
-        let number = self.transfer.started;
+        let next_set = self.persistent.sets[i].transfer_out(req.amount)?;
+        let number = self.persistent.transfer.started;
         let started = number.checked_next().ok_or(Status::CounterOverflow)?;
         let state = TransferState {
             started,
@@ -347,7 +340,7 @@ impl PsdApplet {
                 card_transfers: session.card_transfers,
                 amount: req.amount,
             }),
-            ..self.transfer
+            ..self.persistent.transfer
         };
         self.commit_transfer(ctx, state, Some((i, next_set)))?;
         let value = Value {
@@ -355,7 +348,7 @@ impl PsdApplet {
             transfer: number,
         };
         reply.extend_from_slice(&value.seal(&session));
-        self.session = Some(PsdSession::Debited(session, value));
+        self.volatile.session = Some(PsdSession::Debited(session, value));
         Ok(())
     }
 
@@ -363,21 +356,20 @@ impl PsdApplet {
     pub(super) fn transfer_confirm(
         &mut self,
         ctx: &mut Ctx<'_>,
-        cmd: &Command<'_>,
+        data: &[u8],
         reply: &mut Vec<u8>,
     ) -> Result<(), Status> {
-        cmd.expect_p1p2(0, 0)?;
-        let Some(PsdSession::Debited(session, value)) = &self.session else {
+        let Some(PsdSession::Debited(session, value)) = &self.volatile.session else {
             return Err(Status::ConditionsNotSatisfied);
         };
         let (session, value) = (session.clone(), *value);
-        let ack = Ack::open(cmd.data, &session)?;
+        let ack = Ack::open(data, &session)?;
         if ack.amount != value.amount || ack.transfer != value.transfer {
             return Err(Status::WrongData);
         }
         let i = self.finish_pending(ctx, Resolution::Complete)?;
-        self.session = None;
-        self.sets[i].readout().write(reply);
+        self.volatile.session = None;
+        self.persistent.sets[i].readout().write(reply);
         Ok(())
     }
 
@@ -386,21 +378,20 @@ impl PsdApplet {
     pub(super) fn transfer_resolve(
         &mut self,
         ctx: &mut Ctx<'_>,
-        cmd: &Command<'_>,
+        data: &[u8],
         reply: &mut Vec<u8>,
     ) -> Result<(), Status> {
-        cmd.expect_p1p2(0, 0)?;
-        let Some(PsdSession::Recognized(session)) = &self.session else {
+        let Some(PsdSession::Recognized(session)) = &self.volatile.session else {
             return Err(Status::ConditionsNotSatisfied);
         };
         let session = session.clone();
-        let Some(pending) = self.transfer.pending else {
+        let Some(pending) = self.persistent.transfer.pending else {
             return Err(Status::ConditionsNotSatisfied);
         };
         if pending.card != session.card {
             return Err(Status::PendingForOtherCard);
         }
-        let status = TransferStatus::open(cmd.data, &session)?;
+        let status = TransferStatus::open(data, &session)?;
         let resolution = transfer::resolve(pending.transfer, pending.card_transfers, &status);
         let outcome = match resolution {
             Resolution::Complete => RESOLVED_COMPLETED,
@@ -408,9 +399,9 @@ impl PsdApplet {
             Resolution::Unknown => return Err(Status::TransferUnresolved),
         };
         let i = self.finish_pending(ctx, resolution)?;
-        self.session = None;
+        self.volatile.session = None;
         reply.put_u8(outcome);
-        self.sets[i].readout().write(reply);
+        self.persistent.sets[i].readout().write(reply);
         Ok(())
     }
 
@@ -420,9 +411,9 @@ impl PsdApplet {
         ctx: &mut Ctx<'_>,
         resolution: Resolution,
     ) -> Result<usize, Status> {
-        let pending = self.transfer.pending.ok_or(Status::Internal)?;
+        let pending = self.persistent.transfer.pending.ok_or(Status::Internal)?;
         let i = usize::from(pending.set);
-        let set = self.sets.get(i).ok_or(Status::Internal)?;
+        let set = self.persistent.sets.get(i).ok_or(Status::Internal)?;
         if set.pending != pending.amount {
             return Err(Status::Internal);
         }
@@ -431,25 +422,27 @@ impl PsdApplet {
                 set.transfer_completed()?,
                 TransferState {
                     completed: self
+                        .persistent
                         .transfer
                         .completed
                         .checked_next()
                         .ok_or(Status::CounterOverflow)?,
                     total_out: self
+                        .persistent
                         .transfer
                         .total_out
                         .checked_add(pending.amount)
                         .ok_or(Status::CounterOverflow)?,
-                    last_date: ctx.platform.today().or(self.transfer.last_date),
+                    last_date: ctx.platform.today().or(self.persistent.transfer.last_date),
                     pending: None,
-                    ..self.transfer
+                    ..self.persistent.transfer
                 },
             ),
             Resolution::Undo => (
                 set.transfer_undone()?,
                 TransferState {
                     pending: None,
-                    ..self.transfer
+                    ..self.persistent.transfer
                 },
             ),
             Resolution::Unknown => return Err(Status::TransferUnresolved),
@@ -464,25 +457,24 @@ impl PsdApplet {
     pub(super) fn reset_recognition(
         &mut self,
         ctx: &mut Ctx<'_>,
-        cmd: &Command<'_>,
+        data: &[u8],
     ) -> Result<(), Status> {
-        cmd.expect_p1p2(0, 0)?;
         let device = self.device()?;
         self.scheme()?;
-        if cmd.data.len() != 4 + MAC_LEN {
+        if data.len() != 4 + MAC_LEN {
             return Err(Status::WrongLength);
         }
         let (counter, _) = transfer::open_issuer_command(
             &device.k1,
             RESET_LABEL,
             &device.id.0,
-            cmd.data,
-            self.transfer.reset_counter,
+            data,
+            self.persistent.transfer.reset_counter,
         )?;
         let state = TransferState {
             failures: 0,
             reset_counter: counter,
-            ..self.transfer
+            ..self.persistent.transfer
         };
         self.commit_transfer(ctx, state, None)
     }
@@ -493,7 +485,7 @@ impl PsdApplet {
         TransferInfo {
             scheme: scheme.id,
             max_failures: scheme.max_failures,
-            state: self.transfer,
+            state: self.persistent.transfer,
         }
         .write(reply);
         Ok(())

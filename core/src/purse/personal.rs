@@ -1,11 +1,18 @@
 //! The purse's PERSONALIZE data, its issuer certificate, and the public data a host reads
-//! back (GET DATA).
+//! back (GET DATA), with the three commands that write and read them.
 
 use alloc::vec::Vec;
 use zeroize::Zeroizing;
 
-use super::state::{read_date, write_date, PinRecord, PurseState};
-use crate::crypto::{self, MAC_KEY_LEN, PUBLIC_KEY_LEN, SIGNATURE_LEN};
+use super::command::DataObject;
+use super::state::{
+    read_date, write_date, Identity, Log, PairedTable, Persistent, PinRecord, PurseState,
+};
+use crate::card::Ctx;
+use crate::crypto::{self, IndiciumKey, MacKey, MAC_KEY_LEN, PUBLIC_KEY_LEN, SIGNATURE_LEN};
+use crate::records::purse as rec;
+use crate::status::Status;
+use crate::store::Transaction;
 use crate::types::{Amount, CardId, Date, SchemeId, TransferCount};
 use crate::wire::{Malformed, Reader, Writer};
 
@@ -240,5 +247,87 @@ impl PurseInfo {
                 c,
             ),
         }
+    }
+}
+
+impl super::PurseApplet {
+    /// PERSONALIZE (80 10 00 00): identity, a fresh purchase key, the PIN and empty
+    /// records in one commit; answers the purchase public key.
+    pub(super) fn personalize(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        data: &[u8],
+        reply: &mut Vec<u8>,
+    ) -> Result<(), Status> {
+        let p = PursePersonalization::decode(data)?;
+        let id = Identity {
+            card: p.card,
+            scheme: p.scheme,
+            card_key: MacKey::new(p.card_key),
+            admin_key: MacKey::new(p.admin_key),
+            issuer_public_key: p.issuer_public_key,
+            purchase_key: IndiciumKey::generate(ctx.platform),
+            certificate: None,
+            max_balance: p.max_balance,
+            max_transfer: p.max_transfer,
+            pin_tries: p.pin_tries,
+            max_failures: p.max_failures,
+        };
+        let pin = PinRecord::new(&p.pin, p.pin_tries).ok_or(Status::WrongData)?;
+        let card = Persistent {
+            id,
+            pin,
+            state: PurseState::default(),
+            paired: PairedTable::default(),
+            log: Log::default(),
+            last_purchase: None,
+        };
+        let mut txn = Transaction::begin(ctx.store);
+        txn.write(rec::IDENTITY, card.id.encode().to_vec());
+        txn.write(rec::PIN, card.pin.encode().to_vec());
+        txn.write(rec::STATE, card.state.encode());
+        txn.write(rec::PAIRED, card.paired.encode());
+        txn.write(rec::LOG, card.log.encode());
+        txn.commit()?;
+        reply.extend_from_slice(&card.id.purchase_key.public_key());
+        self.persistent = Some(card);
+        Ok(())
+    }
+
+    /// CERTIFY (80 12 00 00): the issuer's signature on the purchase key, installed once.
+    pub(super) fn certify(&mut self, ctx: &mut Ctx<'_>, data: &[u8]) -> Result<(), Status> {
+        let c = self.personalized_mut()?;
+        if c.id.certificate.is_some() {
+            return Err(Status::ConditionsNotSatisfied);
+        }
+        let sig: [u8; SIGNATURE_LEN] = data.try_into().map_err(|_| Status::WrongLength)?;
+        let body = certificate_body(c.id.card, c.id.scheme, &c.id.purchase_key.public_key());
+        if !crypto::verify_signature(&c.id.issuer_public_key, &body, &sig) {
+            return Err(Status::SecurityStatusNotSatisfied);
+        }
+        let mut id = c.id.clone();
+        id.certificate = Some(sig);
+        let mut txn = Transaction::begin(ctx.store);
+        txn.write(rec::IDENTITY, id.encode().to_vec());
+        txn.commit()?;
+        c.id = id;
+        Ok(())
+    }
+
+    /// GET DATA (80 CA 00 01/02/03): the public data (or the blank byte), the paired table
+    /// or the log, the last two as stored.
+    pub(super) fn get_data(&self, object: DataObject, reply: &mut Vec<u8>) -> Result<(), Status> {
+        match (object, &self.persistent) {
+            (DataObject::Info, None) => reply.put_u8(PURSE_BLANK),
+            (DataObject::Info, Some(c)) => {
+                PurseInfo::from_parts(&c.id, &c.pin, &c.state).write(reply)
+            }
+            (DataObject::Paired, Some(c)) => reply.extend_from_slice(&c.paired.encode()),
+            (DataObject::Log, Some(c)) => reply.extend_from_slice(&c.log.encode()),
+            (DataObject::Paired | DataObject::Log, None) => {
+                return Err(Status::ConditionsNotSatisfied)
+            }
+        }
+        Ok(())
     }
 }

@@ -8,9 +8,15 @@
 
 use alloc::vec::Vec;
 
+use crate::card::Ctx;
 use crate::crypto::{self, SIGNATURE_LEN};
+use crate::records::purse as rec;
+use crate::status::Status;
+use crate::store::Transaction;
 use crate::types::{Amount, CardId, Date, SchemeId, TerminalId};
 use crate::wire::{Malformed, Reader, Writer};
+
+use super::state::{LogEntry, LogKind};
 
 /// PURCHASE command data.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -115,5 +121,84 @@ impl PurchaseRecord {
     pub fn verify(bytes: &[u8], public_key: &[u8]) -> Option<PurchaseRecord> {
         let (rec, sig) = Self::decode(bytes).ok()?;
         crypto::verify_signature(public_key, &rec.body(), &sig).then_some(rec)
+    }
+}
+
+/// The last-purchase record: request ‖ record length (`u16`) ‖ signed record.
+pub(super) fn encode_last_purchase(req: &PurchaseRequest, record: &[u8]) -> Vec<u8> {
+    let mut w = req.encode();
+    w.put_u16(record.len() as u16);
+    w.extend_from_slice(record);
+    w
+}
+
+/// Parses the last-purchase record.
+pub(super) fn decode_last_purchase(bytes: &[u8]) -> Result<(PurchaseRequest, Vec<u8>), Malformed> {
+    let req = PurchaseRequest::decode(bytes.get(..24).ok_or(Malformed::Length)?)?;
+    let mut r = Reader::new(&bytes[24..]);
+    let n = r.u16()?;
+    let record = r.take(usize::from(n))?.to_vec();
+    r.finish()?;
+    Ok((req, record))
+}
+
+impl super::PurseApplet {
+    /// PURCHASE (80 7A 00 00): debit committed before the signed record leaves; the same
+    /// request again (a terminal that lost the reply) gets the same record, debited once.
+    pub(super) fn purchase(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        req: PurchaseRequest,
+        reply: &mut Vec<u8>,
+    ) -> Result<(), Status> {
+        let verified = self.volatile.pin_verified;
+        let c = self.personalized_mut()?;
+        if c.id.certificate.is_none() {
+            return Err(Status::ConditionsNotSatisfied);
+        }
+        if !verified {
+            return Err(Status::SecurityStatusNotSatisfied);
+        }
+        if let Some((last, record)) = &c.last_purchase {
+            if last.terminal == req.terminal && last.terminal_counter == req.terminal_counter {
+                if *last != req {
+                    return Err(Status::TransactionIdReused);
+                }
+                reply.extend_from_slice(record);
+                return Ok(());
+            }
+        }
+        let state = c.state.debited(req.amount)?;
+        let record = PurchaseRecord {
+            card: c.id.card,
+            scheme: c.id.scheme,
+            number: state.purchases,
+            amount: req.amount,
+            balance: state.balance,
+            terminal: req.terminal,
+            terminal_counter: req.terminal_counter,
+            date: req.date,
+        };
+        let mut signed = record.body();
+        let sig = c.id.purchase_key.sign(&signed);
+        signed.extend_from_slice(&sig);
+        let log = c.log.with(LogEntry {
+            kind: LogKind::Purchase,
+            counterpart: req.terminal.0,
+            number: state.purchases,
+            amount: req.amount,
+            balance: state.balance,
+            date: Some(req.date),
+        });
+        let mut txn = Transaction::begin(ctx.store);
+        txn.write(rec::STATE, state.encode());
+        txn.write(rec::LOG, log.encode());
+        txn.write(rec::LAST_PURCHASE, encode_last_purchase(&req, &signed));
+        txn.commit()?;
+        c.state = state;
+        c.log = log;
+        reply.extend_from_slice(&signed);
+        c.last_purchase = Some((req, signed));
+        Ok(())
     }
 }

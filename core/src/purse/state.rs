@@ -3,9 +3,16 @@
 //!
 //! Each lives in its own record so a command commits only what it changes (the PIN try
 //! counter alone, for instance), and each decodes strictly: a record that does not parse
-//! is a corrupt card, never a fresh one.
+//! is a corrupt card, never a fresh one. The RAM copy of the records is [`Persistent`];
+//! what a deselect or reset forgets is [`Volatile`]. Record IDs: [`crate::records::purse`].
 
 use alloc::vec::Vec;
+
+use crate::records::purse as rec;
+use crate::store::{Store, StoreError};
+
+use super::purchase::{self, PurchaseRequest};
+use super::transfer::CardSession;
 
 use crate::crypto::{IndiciumKey, MacKey, MAC_KEY_LEN, PUBLIC_KEY_LEN, SIGNATURE_LEN};
 use crate::types::{Amount, CardId, Date, DeviceId, SchemeId, TransferCount};
@@ -432,5 +439,69 @@ impl Log {
         }
         r.finish()?;
         Ok(Log(entries))
+    }
+}
+
+/// What survives a power cut: the RAM copy of a personalized purse's committed records.
+pub(super) struct Persistent {
+    /// Identity, keys, limits (record `IDENTITY`).
+    pub id: Identity,
+    /// PIN and try counter (record `PIN`).
+    pub pin: PinRecord,
+    /// Balance and personality (record `STATE`).
+    pub state: PurseState,
+    /// PSDs paired with (record `PAIRED`).
+    pub paired: PairedTable,
+    /// Last operations (record `LOG`).
+    pub log: Log,
+    /// The last purchase's request and signed record, for a terminal that lost the reply
+    /// (record `LAST_PURCHASE`).
+    pub last_purchase: Option<(PurchaseRequest, Vec<u8>)>,
+}
+
+/// What a deselect or reset forgets.
+#[derive(Default)]
+pub(super) struct Volatile {
+    /// PIN verified since selection.
+    pub pin_verified: bool,
+    /// The transfer session.
+    pub session: Option<CardSession>,
+}
+
+impl Persistent {
+    /// The purse's records in `store`: `None` for a store without any (a blank purse), an
+    /// error for a partial or undecodable set.
+    pub fn load(store: &dyn Store) -> Result<Option<Persistent>, StoreError> {
+        let any = store.ids()?.into_iter().any(|id| rec::RANGE.contains(&id));
+        let Some(id) = store.read(rec::IDENTITY)? else {
+            if any {
+                return Err(StoreError::Corrupt("purse records without an identity"));
+            }
+            return Ok(None);
+        };
+        let corrupt = |what| move |_| StoreError::Corrupt(what);
+        let need = |id, what| -> Result<Vec<u8>, StoreError> {
+            store.read(id)?.ok_or(StoreError::Corrupt(what))
+        };
+        let id = Identity::decode(&id).map_err(corrupt("purse identity"))?;
+        let pin = PinRecord::decode(&need(rec::PIN, "purse PIN missing")?)
+            .map_err(corrupt("purse PIN"))?;
+        let state = PurseState::decode(&need(rec::STATE, "purse state missing")?)
+            .map_err(corrupt("purse state"))?;
+        let paired = PairedTable::decode(&need(rec::PAIRED, "paired table missing")?)
+            .map_err(corrupt("paired table"))?;
+        let log = Log::decode(&need(rec::LOG, "purse log missing")?).map_err(corrupt("log"))?;
+        let last_purchase = match store.read(rec::LAST_PURCHASE)? {
+            None => None,
+            Some(b) => Some(purchase::decode_last_purchase(&b).map_err(corrupt("last purchase"))?),
+        };
+        Ok(Some(Persistent {
+            id,
+            pin,
+            state,
+            paired,
+            log,
+            last_purchase,
+        }))
     }
 }

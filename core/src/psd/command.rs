@@ -1,0 +1,129 @@
+//! The PSD's commands, parsed once from CLA/INS/P1/P2 (and, where the check comes first,
+//! the data length) into a typed [`PsdCommand`], and the life-cycle state each may run in.
+//!
+//! The order of the checks is part of the contract (a host sees the first refusal): an
+//! unknown INS is `6D00` whatever the class, a known INS with another class `6E00`, then
+//! P1/P2 (`6A86`), then the life-cycle ([`PsdCommand::allowed_in`], `6985`), then the
+//! register set named by P2 (`6A88`, in [`super::PsdApplet`]'s dispatch), then the data in
+//! each handler. A new command is one variant, one line in [`PsdCommand::parse`]'s table,
+//! one line in [`PsdCommand::allowed_in`] if it runs on a blank device, and one handler.
+
+use crate::apdu::Command;
+use crate::status::Status;
+use crate::types::RegisterSetIndex;
+
+use super::{ins, CLA_PSD};
+
+/// A PSD command whose class, instruction and parameters were checked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PsdCommand<'a> {
+    /// PERSONALIZE (`80 10 00 00`): personalization data.
+    Personalize(&'a [u8]),
+    /// GET DATA (`80 CA 00 01`): the device's public data (or its blank state).
+    GetDeviceInfo,
+    /// GET DATA (`80 CA 00 02`): the transfer function's public data.
+    GetTransferInfo,
+    /// READ REGISTERS (`80 32 00 set`).
+    ReadRegisters(RegisterSetIndex),
+    /// ISSUE INDICIUM (`80 40 00 set`): the indicium request.
+    IssueIndicium(RegisterSetIndex, &'a [u8]),
+    /// AUDIT (`80 50 00 set`): the server's nonce.
+    Audit(RegisterSetIndex, &'a [u8]),
+    /// REFILL (`80 52 00 set`): the refill message.
+    Refill(RegisterSetIndex, &'a [u8]),
+    /// RECEIPT (`80 54 00 00`): the audit receipt.
+    Receipt(&'a [u8]),
+    /// OPEN SESSION (`80 60 00 00`).
+    OpenSession,
+    /// AUTHENTICATE CARD (`80 62 00 00`): the card's hello.
+    AuthenticateCard(&'a [u8]),
+    /// TRANSFER DEBIT (`80 64 00 set`): the purse's request.
+    TransferDebit(RegisterSetIndex, &'a [u8]),
+    /// TRANSFER CONFIRM (`80 66 00 00`): the purse's acknowledgement.
+    TransferConfirm(&'a [u8]),
+    /// TRANSFER RESOLVE (`80 68 00 00`): the purse's transfer status.
+    TransferResolve(&'a [u8]),
+    /// RESET RECOGNITION (`80 6A 00 00`): counter ‖ MAC.
+    ResetRecognition(&'a [u8]),
+}
+
+/// Where the PSD is in its life: the one state a command's permission depends on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LifeCycle {
+    /// Not personalized: no keys, no register sets.
+    Blank,
+    /// Personalized (once, for ever).
+    Personalized,
+}
+
+type Parser<'a> = fn(&Command<'a>) -> Result<PsdCommand<'a>, Status>;
+
+impl<'a> PsdCommand<'a> {
+    /// The typed command, or the status word the PSD answers to the APDU.
+    pub fn parse(cmd: &Command<'a>) -> Result<PsdCommand<'a>, Status> {
+        use PsdCommand::*;
+        // One table: INS → the parser of its P1/P2 (and data, where that check is first).
+        let parser: Parser<'a> = match cmd.ins {
+            ins::PERSONALIZE => |c| no_params(c).map(|_| Personalize(c.data)),
+            ins::READ_REGISTERS => |c| {
+                let set = set_param(c)?;
+                c.expect_no_data()?;
+                Ok(ReadRegisters(set))
+            },
+            ins::ISSUE_INDICIUM => |c| set_param(c).map(|s| IssueIndicium(s, c.data)),
+            ins::AUDIT => |c| set_param(c).map(|s| Audit(s, c.data)),
+            ins::REFILL => |c| set_param(c).map(|s| Refill(s, c.data)),
+            ins::RECEIPT => |c| no_params(c).map(|_| Receipt(c.data)),
+            ins::OPEN_SESSION => |c| {
+                no_params(c)?;
+                c.expect_no_data()?;
+                Ok(OpenSession)
+            },
+            ins::AUTHENTICATE_CARD => |c| no_params(c).map(|_| AuthenticateCard(c.data)),
+            ins::TRANSFER_DEBIT => |c| set_param(c).map(|s| TransferDebit(s, c.data)),
+            ins::TRANSFER_CONFIRM => |c| no_params(c).map(|_| TransferConfirm(c.data)),
+            ins::TRANSFER_RESOLVE => |c| no_params(c).map(|_| TransferResolve(c.data)),
+            ins::RESET_RECOGNITION => |c| no_params(c).map(|_| ResetRecognition(c.data)),
+            ins::GET_DATA => |c| {
+                let transfer = c.p1 == 0x00 && c.p2 == 0x02;
+                if !transfer {
+                    c.expect_p1p2(0x00, 0x01)?;
+                }
+                c.expect_no_data()?;
+                Ok(if transfer {
+                    GetTransferInfo
+                } else {
+                    GetDeviceInfo
+                })
+            },
+            _ => return Err(Status::InstructionNotSupported),
+        };
+        if cmd.cla != CLA_PSD {
+            return Err(Status::ClassNotSupported);
+        }
+        parser(cmd)
+    }
+
+    /// Whether the command may run in `state` (else `6985`).
+    pub fn allowed_in(&self, state: LifeCycle) -> bool {
+        match self {
+            PsdCommand::Personalize(_) => state == LifeCycle::Blank,
+            PsdCommand::GetDeviceInfo => true,
+            _ => state == LifeCycle::Personalized,
+        }
+    }
+}
+
+/// P1 and P2 both `00`.
+fn no_params(cmd: &Command<'_>) -> Result<(), Status> {
+    cmd.expect_p1p2(0, 0)
+}
+
+/// P1 `00`, P2 a register set (checked against the device's sets after the life-cycle).
+fn set_param(cmd: &Command<'_>) -> Result<RegisterSetIndex, Status> {
+    if cmd.p1 == 0 {
+        Ok(RegisterSetIndex(cmd.p2))
+    } else {
+        Err(Status::IncorrectP1P2)
+    }
+}

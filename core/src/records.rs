@@ -1,0 +1,54 @@
+//! Every persistent record ID of every applet, in one place.
+//!
+//! A record ID is part of the stored format (card-sim state directories and the wasm sealed
+//! blob hold records by these numbers; `tests/state/v1/` keeps examples): an ID once used
+//! never changes meaning. Applets own disjoint ranges so several can share one store: the PSD
+//! `0x01xx`, the purse `0x02xx`. A new applet takes the next free range here; a new record
+//! of an applet takes the next free ID in its range.
+
+use core::ops::RangeInclusive;
+
+use crate::store::RecordId;
+
+/// The PSD applet's records.
+pub mod psd {
+    use super::*;
+
+    /// Every ID the PSD may use: a store holding any of them holds a PSD.
+    pub const RANGE: RangeInclusive<RecordId> = 0x0100..=0x01FF;
+    /// The device: identity, keys, limits, scheme ([`crate::psd::device::Device`]).
+    pub const DEVICE: RecordId = 0x0100;
+    /// Device-wide counters: last date of mailing, last inspection.
+    pub const COUNTERS: RecordId = 0x0101;
+    /// Value transfer to purses ([`crate::psd::transfer::TransferState`]).
+    pub const TRANSFER: RecordId = 0x0102;
+    /// Register set 0 ([`crate::psd::registers::RegisterSet`]); set `i` is `SET_BASE + i`,
+    /// up to [`crate::psd::device::MAX_REGISTER_SETS`].
+    pub const SET_BASE: RecordId = 0x0110;
+
+    /// The record of register set `index` (below `MAX_REGISTER_SETS`, so it stays in range).
+    pub fn set(index: usize) -> RecordId {
+        // MAX_REGISTER_SETS is 4: the sum cannot leave the 0x01xx range.
+        SET_BASE + (index as RecordId & 0x00FF)
+    }
+}
+
+/// The purse applet's records.
+pub mod purse {
+    use super::*;
+
+    /// Every ID the purse may use: a store holding any of them holds a purse.
+    pub const RANGE: RangeInclusive<RecordId> = 0x0200..=0x02FF;
+    /// Identity, keys, limits and certificate ([`crate::purse::state::Identity`]).
+    pub const IDENTITY: RecordId = 0x0200;
+    /// The PIN and its try counter ([`crate::purse::state::PinRecord`]).
+    pub const PIN: RecordId = 0x0201;
+    /// Balance and personality ([`crate::purse::state::PurseState`]).
+    pub const STATE: RecordId = 0x0202;
+    /// The PSDs the purse was paired with ([`crate::purse::state::PairedTable`]).
+    pub const PAIRED: RecordId = 0x0203;
+    /// The log of the last operations ([`crate::purse::state::Log`]).
+    pub const LOG: RecordId = 0x0204;
+    /// The last purchase's request and signed record (absent before the first purchase).
+    pub const LAST_PURCHASE: RecordId = 0x0205;
+}

@@ -3,7 +3,7 @@
 //! results. `js.rs` only wraps this in wasm-bindgen glue, so everything here is tested
 //! natively as well as in wasm.
 
-use openpsd_core::client::{command, psd_apdu, PsdClient};
+use openpsd_core::client::{command, psd_apdu, PsdClient, Side};
 use openpsd_core::platform::Platform;
 use openpsd_core::psd::device::DeviceInfo;
 use openpsd_core::psd::indicium::{IndiciumData, IndiciumRequest};
@@ -16,11 +16,11 @@ use openpsd_core::Status;
 
 use crate::entropy::{HostEntropy, ENTROPY_LEN};
 use crate::error::{ApiError, ApiResult};
-use crate::state;
 use crate::views::{
     parse_amount, parse_date, parse_hex, parse_postal_code, Bytes, FieldsView, IndiciumArgs,
     InfoView, IssuedView, RegistersView,
 };
+use crate::{card, state};
 
 /// Length of an ECDSA P-256 signature at the end of an indicium.
 const SIGNATURE_LEN: usize = openpsd_core::crypto::SIGNATURE_LEN;
@@ -57,19 +57,16 @@ impl PsdDevice {
         entropy_bytes: &[u8],
         today_text: Option<&str>,
     ) -> ApiResult<Self> {
-        let platform = HostEntropy::new(entropy(entropy_bytes)?, today(today_text)?);
-        let card = psd_card(MemStore::new(), platform)
-            .map_err(|e| ApiError::state(format!("blank store does not load: {e}")))?;
-        let mut psd = PsdDevice { card };
-        psd.select()?;
-        let apdu = command(CLA_PSD, ins::PERSONALIZE, 0, 0, personalization, 256);
-        if apdu.is_empty() {
-            return Err(ApiError::input(
-                "personalization: longer than one APDU carries",
-            ));
-        }
-        psd.client().exchange("PERSONALIZE", &apdu)?;
-        Ok(psd)
+        let select = psd_apdu::select();
+        let card = card::personalized(
+            psd_card,
+            Side::Psd,
+            (&select, CLA_PSD, ins::PERSONALIZE),
+            personalization,
+            entropy_bytes,
+            today_text,
+        )?;
+        Ok(PsdDevice { card })
     }
 
     /// The device of a saved state, SELECTed. Bytes that are not a personalized PSD's
@@ -79,17 +76,12 @@ impl PsdDevice {
         entropy_bytes: &[u8],
         today_text: Option<&str>,
     ) -> ApiResult<Self> {
-        let platform = HostEntropy::new(entropy(entropy_bytes)?, today(today_text)?);
-        let store = state::decode(saved)?;
-        let card = psd_card(store, platform)
-            .map_err(|e| ApiError::state(format!("saved state does not load: {e}")))?;
+        let card = card::restored(psd_card, saved, entropy_bytes, today_text)?;
         let mut psd = PsdDevice { card };
-        psd.select()
-            .map_err(|e| ApiError::state(format!("saved PSD does not answer: {}", e.message)))?;
-        let info = psd
-            .device_info()
-            .map_err(|e| ApiError::state(format!("saved PSD does not answer: {}", e.message)))?;
-        if info.is_none() {
+        let answer =
+            |e: ApiError| ApiError::state(format!("saved PSD does not answer: {}", e.message));
+        psd.select().map_err(answer)?;
+        if psd.device_info().map_err(answer)?.is_none() {
             return Err(ApiError::state("saved state holds no personalized PSD"));
         }
         Ok(psd)

@@ -1,4 +1,4 @@
-//! openpsd for browsers and JS apps: the core's PSD applet behind a wasm-bindgen API.
+//! openpsd for browsers and JS apps: the core's PSD and purse applets behind a wasm-bindgen API.
 //!
 //! A [`Psd`] is a card with the PSD applet of `openpsd-core` on the in-memory store — the
 //! same code as the card simulator, not a re-write — with typed methods for every flow,
@@ -9,6 +9,7 @@
 #![deny(unsafe_code)]
 
 pub mod barcode;
+pub mod card;
 pub mod device;
 pub mod entropy;
 pub mod error;

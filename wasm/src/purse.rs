@@ -4,7 +4,7 @@
 //! (`openpsd_core::client::transfer::transfer`). Plain Rust, tested natively.
 
 use openpsd_core::client::transfer::{self, Resolved};
-use openpsd_core::client::{command, PurseClient};
+use openpsd_core::client::{purse_apdu, PurseClient, Side};
 use openpsd_core::purse::personal::PurseInfo;
 use openpsd_core::purse::{ins, purse_card, CLA_PURSE};
 use openpsd_core::store::MemStore;
@@ -13,11 +13,11 @@ use openpsd_core::Card;
 use openpsd_core::Status;
 use serde::Serialize;
 
-use crate::device::{entropy, today, PsdDevice};
+use crate::device::PsdDevice;
 use crate::entropy::HostEntropy;
 use crate::error::{ApiError, ApiResult};
-use crate::state;
 use crate::views::{parse_amount, RegistersView};
+use crate::{card, state};
 
 /// A purse card held in memory.
 pub struct PurseDevice {
@@ -94,19 +94,16 @@ impl PurseDevice {
         entropy_bytes: &[u8],
         today_text: Option<&str>,
     ) -> ApiResult<Self> {
-        let platform = HostEntropy::new(entropy(entropy_bytes)?, today(today_text)?);
-        let card = purse_card(MemStore::new(), platform)
-            .map_err(|e| ApiError::state(format!("blank store does not load: {e}")))?;
-        let mut purse = PurseDevice { card };
-        purse.select()?;
-        let apdu = command(CLA_PURSE, ins::PERSONALIZE, 0, 0, personalization, 256);
-        if apdu.is_empty() {
-            return Err(ApiError::input(
-                "personalization: longer than one APDU carries",
-            ));
-        }
-        purse.client().exchange("PERSONALIZE", &apdu)?;
-        Ok(purse)
+        let select = purse_apdu::select();
+        let card = card::personalized(
+            purse_card,
+            Side::Purse,
+            (&select, CLA_PURSE, ins::PERSONALIZE),
+            personalization,
+            entropy_bytes,
+            today_text,
+        )?;
+        Ok(PurseDevice { card })
     }
 
     /// The purse of a saved state, SELECTed; anything else is a `StateError`.
@@ -115,10 +112,7 @@ impl PurseDevice {
         entropy_bytes: &[u8],
         today_text: Option<&str>,
     ) -> ApiResult<Self> {
-        let platform = HostEntropy::new(entropy(entropy_bytes)?, today(today_text)?);
-        let store = state::decode(saved)?;
-        let card = purse_card(store, platform)
-            .map_err(|e| ApiError::state(format!("saved state does not load: {e}")))?;
+        let card = card::restored(purse_card, saved, entropy_bytes, today_text)?;
         let mut purse = PurseDevice { card };
         let answer =
             |e: ApiError| ApiError::state(format!("saved purse does not answer: {}", e.message));

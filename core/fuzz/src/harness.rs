@@ -39,9 +39,9 @@ pub const FUNDS: [u64; 2] = [500_000, 20_000];
 /// Seed of the platform's random stream.
 pub const PLATFORM_SEED: u64 = 1;
 
-const REC_DEVICE: u16 = 0x0100;
-const REC_SET_BASE: u16 = 0x0110;
-const MAX_SETS: u8 = 4;
+const REC_DEVICE: u16 = openpsd_core::records::psd::DEVICE;
+const REC_SET_BASE: u16 = openpsd_core::records::psd::SET_BASE;
+const MAX_SETS: u8 = openpsd_core::psd::device::MAX_REGISTER_SETS as u8;
 const SW_OK: u16 = 0x9000;
 
 /// The fixture's personalization data (as `openpsd-tests` has it).

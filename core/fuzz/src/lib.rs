@@ -5,9 +5,11 @@
 //! * [`harness`]: runs them on a card over a [`MemStore`](openpsd_core::store::MemStore) and
 //!   asserts the properties listed in `docs/fuzzing.md`.
 //! * [`seeds`]: the seed corpus written by `cargo run --bin gen-corpus`.
+//! * [`purse`]: the purse applet's target: raw APDUs on a purse card, its invariants.
 
 pub mod harness;
 pub mod input;
+pub mod purse;
 pub mod seeds;
 
 pub use harness::{run, run_bytes};

@@ -28,3 +28,42 @@ fn arbitrary_bytes_decode() {
         openpsd_core_fuzz::run_bytes(data);
     }
 }
+
+#[test]
+fn purse_inputs_keep_the_purse_invariants() {
+    use openpsd_core::purse::host;
+    let frame = |apdus: &[Vec<u8>]| -> Vec<u8> {
+        apdus
+            .iter()
+            .flat_map(|a| core::iter::once(a.len() as u8).chain(a.iter().copied()))
+            .collect()
+    };
+    let personalized = [
+        host::verify(b"1111"),
+        host::verify(b"2468"),
+        host::transfer_request(openpsd_core::types::Amount(100)),
+        vec![0x80, 0x7A, 0, 0, 3, 1, 2, 3],
+        host::get_data(2),
+        vec![0x90, 0x7A, 0, 0, 0],
+        host::verify(b"0000"),
+        host::verify(b"0000"),
+        host::verify(b"0000"),
+        host::verify(b"2468"),
+        host::verify(&[]),
+        vec![0x00, 0xA4, 0x04, 0x00, 5, 0xF0, 0x50, 0x53, 0x44, 0x00],
+    ];
+    let mut input = vec![0];
+    input.extend(frame(&personalized));
+    openpsd_core_fuzz::purse::run_purse_bytes(&input);
+    let blank = [
+        host::get_data(1),
+        host::verify(b"2468"),
+        vec![0x80, 0x10, 0, 0, 2, 1, 2],
+    ];
+    let mut input = vec![1];
+    input.extend(frame(&blank));
+    openpsd_core_fuzz::purse::run_purse_bytes(&input);
+    for data in [&[][..], &[0], &[0, 200, 1, 2], &[2, 4, 0x80, 0xCA, 0, 1]] {
+        openpsd_core_fuzz::purse::run_purse_bytes(data);
+    }
+}

@@ -1,10 +1,18 @@
-//! The PSD applet: personalization, register sets, indicia, audits and refills.
+//! The PSD applet: personalization, register sets, indicia, audits, refills and value
+//! transfer to purses.
 //!
-//! Every command that changes money commits its new registers through a [`Transaction`](crate::store::Transaction)
-//! before it writes a byte of response that depends on them; the RAM copy is replaced only
-//! after the commit succeeded. A power cut mid-command therefore leaves the store either
-//! before or after the command, and the host learns about a debit only once it is durable.
-//! `docs/apdu.md` is the contract for every command here.
+//! Layout: [`command`] parses each APDU once into a [`PsdCommand`] (class, P1/P2, life-cycle
+//! permission); [`PsdApplet`]'s `call` checks the life-cycle and the register set once and
+//! dispatches to the handler, which lives in the file of its command family next to its
+//! message format ([`device`], [`registers`], [`indicium`], [`audit`], [`refill`],
+//! [`receipt`], [`transfer`]); `state.rs` holds the persistent and volatile state.
+//!
+//! Every command that changes money commits its new registers through a
+//! [`Transaction`](crate::store::Transaction) before it writes a byte of response that
+//! depends on them; the RAM copy is replaced only after the commit succeeded. A power cut
+//! mid-command therefore leaves the store either before or after the command, and the host
+//! learns about a debit only once it is durable. `docs/apdu.md` is the contract for every
+//! command here.
 
 pub mod audit;
 pub mod command;

@@ -6,6 +6,11 @@
 //! cutting power after a wrong guess still costs a try. Failed recognitions are counted the
 //! same way. Value changes commit before the response that depends on them.
 //! `docs/purse.md` describes the protocol; `docs/apdu.md` the bytes.
+//!
+//! Layout: [`command`] parses each APDU once into a [`PurseCommand`]; [`PurseApplet`]'s
+//! `call` checks the life-cycle once and dispatches to the handler in the file of its
+//! family (`personal.rs`, `pin.rs`, `transfer.rs`, `purchase.rs`); the money is
+//! [`balance`]'s, the records and the persistent/volatile state [`state`]'s.
 
 pub mod balance;
 pub mod command;

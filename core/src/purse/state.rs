@@ -3,8 +3,8 @@
 //!
 //! Each lives in its own record so a command commits only what it changes (the PIN try
 //! counter alone, for instance), and each decodes strictly: a record that does not parse
-//! is a corrupt card, never a fresh one. The RAM copy of the records is [`Persistent`];
-//! what a deselect or reset forgets is [`Volatile`]. Record IDs: [`crate::records::purse`].
+//! is a corrupt card, never a fresh one. The RAM copy of the records is `Persistent`;
+//! what a deselect or reset forgets is `Volatile`. Record IDs: [`crate::records::purse`].
 
 use alloc::vec::Vec;
 

@@ -5,15 +5,15 @@
 use std::sync::OnceLock;
 
 use openpsd_core::apdu;
+use openpsd_core::client::psd_apdu;
 use openpsd_core::crypto::MacKey;
 use openpsd_core::platform::SeededPlatform;
 use openpsd_core::psd::audit::AuditData;
 use openpsd_core::psd::device::{Device, LicenseSlot, Personalization};
 use openpsd_core::psd::indicium::{self, IndiciumRequest};
+use openpsd_core::psd::psd_card;
 use openpsd_core::psd::refill::{RefillCombination, REFILL_MESSAGE_LEN};
 use openpsd_core::psd::registers::{RegisterSet, Registers};
-use openpsd_core::client::psd_apdu;
-use openpsd_core::psd::psd_card;
 use openpsd_core::status::Status;
 use openpsd_core::store::{MemStore, Nvm, PowerCut, Store};
 use openpsd_core::types::*;

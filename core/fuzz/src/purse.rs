@@ -8,11 +8,12 @@
 //! input = start:u8 (even: personalized and certified, odd: blank) { len:u8 apdu }*
 //! ```
 
+use openpsd_core::client::purse_apdu;
 use openpsd_core::crypto::{IndiciumKey, MacKey};
 use openpsd_core::platform::SeededPlatform;
 use openpsd_core::purse::personal::{certificate_body, PursePersonalization};
 use openpsd_core::purse::state::{PinRecord, PurseState};
-use openpsd_core::purse::{host, purse_card, PurseApplet};
+use openpsd_core::purse::{purse_card, PurseApplet};
 use openpsd_core::records::purse as rec;
 use openpsd_core::store::{MemStore, Store};
 use openpsd_core::transfer::{card_admin_key, card_key};
@@ -71,13 +72,13 @@ fn sw(resp: &[u8]) -> u16 {
 /// A purse SELECTed: personalized and certified, or blank.
 pub fn start(personalized: bool) -> PurseCard {
     let mut card = purse_card(MemStore::new(), platform()).expect("blank store loads");
-    assert_eq!(sw(&card.transmit(&host::select())), 0x9000);
+    assert_eq!(sw(&card.transmit(&purse_apdu::select())), 0x9000);
     if personalized {
-        let resp = card.transmit(&host::personalize(&personalization()));
+        let resp = card.transmit(&purse_apdu::personalize(&personalization()));
         assert_eq!(sw(&resp), 0x9000);
         let pk = &resp[..resp.len() - 2];
         let sig = issuer().sign(&certificate_body(card_id(), SchemeId(0x0002_0001), pk));
-        assert_eq!(sw(&card.transmit(&host::certify(&sig))), 0x9000);
+        assert_eq!(sw(&card.transmit(&purse_apdu::certify(&sig))), 0x9000);
     }
     card
 }

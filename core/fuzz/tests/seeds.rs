@@ -31,7 +31,7 @@ fn arbitrary_bytes_decode() {
 
 #[test]
 fn purse_inputs_keep_the_purse_invariants() {
-    use openpsd_core::purse::host;
+    use openpsd_core::client::purse_apdu;
     let frame = |apdus: &[Vec<u8>]| -> Vec<u8> {
         apdus
             .iter()
@@ -39,25 +39,25 @@ fn purse_inputs_keep_the_purse_invariants() {
             .collect()
     };
     let personalized = [
-        host::verify(b"1111"),
-        host::verify(b"2468"),
-        host::transfer_request(openpsd_core::types::Amount(100)),
+        purse_apdu::verify(b"1111"),
+        purse_apdu::verify(b"2468"),
+        purse_apdu::transfer_request(openpsd_core::types::Amount(100)),
         vec![0x80, 0x7A, 0, 0, 3, 1, 2, 3],
-        host::get_data(2),
+        purse_apdu::get_data(2),
         vec![0x90, 0x7A, 0, 0, 0],
-        host::verify(b"0000"),
-        host::verify(b"0000"),
-        host::verify(b"0000"),
-        host::verify(b"2468"),
-        host::verify(&[]),
+        purse_apdu::verify(b"0000"),
+        purse_apdu::verify(b"0000"),
+        purse_apdu::verify(b"0000"),
+        purse_apdu::verify(b"2468"),
+        purse_apdu::verify(&[]),
         vec![0x00, 0xA4, 0x04, 0x00, 5, 0xF0, 0x50, 0x53, 0x44, 0x00],
     ];
     let mut input = vec![0];
     input.extend(frame(&personalized));
     openpsd_core_fuzz::purse::run_purse_bytes(&input);
     let blank = [
-        host::get_data(1),
-        host::verify(b"2468"),
+        purse_apdu::get_data(1),
+        purse_apdu::verify(b"2468"),
         vec![0x80, 0x10, 0, 0, 2, 1, 2],
     ];
     let mut input = vec![1];

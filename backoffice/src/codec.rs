@@ -1,10 +1,10 @@
-//! Small conversions at the JSON edge: hex fields, device IDs, dates, identifiers, and the
-//! OS random source. Every parser returns `400 bad_request` naming the field, never panics.
+//! The OS random source and the system clock's date, and (re-exported) the protocol's
+//! parsers for the JSON edge: a [`BadField`] they return becomes `400 bad_request`.
 
 use openpsd_core::platform::Platform;
-use openpsd_core::types::{Date, DeviceId};
+use openpsd_core::types::Date;
 
-use crate::error::ApiError;
+pub use openpsd_protocol::codec::*;
 
 /// Fills `buf` from the OS random source. Without one the service cannot make keys or
 /// nonces at all, so failing loudly is the only safe answer.
@@ -31,39 +31,6 @@ impl Platform for OsRandom {
     fn today(&self) -> Option<Date> {
         None
     }
-}
-
-/// Decodes a hex field of exactly `N` bytes.
-pub fn hex_array<const N: usize>(field: &str, text: &str, step: &str) -> Result<[u8; N], ApiError> {
-    let mut out = [0u8; N];
-    hex::decode_to_slice(text, &mut out).map_err(|_| {
-        ApiError::bad_request(step, format!("{field}: expected {} hex digits", 2 * N))
-    })?;
-    Ok(out)
-}
-
-/// Decodes a hex field of any length up to `max` bytes.
-pub fn hex_vec(field: &str, text: &str, max: usize, step: &str) -> Result<Vec<u8>, ApiError> {
-    if text.len() > 2 * max {
-        return Err(ApiError::bad_request(step, format!("{field}: too long")));
-    }
-    hex::decode(text).map_err(|_| ApiError::bad_request(step, format!("{field}: not hex")))
-}
-
-/// A device ID: 16 hex digits (either case).
-pub fn device_id(text: &str, step: &str) -> Result<DeviceId, ApiError> {
-    hex_array::<8>("device_id", text, step).map(DeviceId)
-}
-
-/// The canonical spelling of a device ID (upper-case hex, as personalization writes it).
-pub fn device_hex(d: &DeviceId) -> String {
-    hex::encode_upper(d.0)
-}
-
-/// A date `YYYY-MM-DD`.
-pub fn date(field: &str, text: &str, step: &str) -> Result<Date, ApiError> {
-    text.parse()
-        .map_err(|_| ApiError::bad_request(step, format!("{field}: expected YYYY-MM-DD")))
 }
 
 /// Today's date in UTC from the system clock: the date the back office accepts an audit.
@@ -105,30 +72,6 @@ fn civil_from_days(days: u64) -> Date {
     }
 }
 
-/// A client-chosen identifier (client transaction ID, account ID, deposit reference,
-/// request ID): 1 to 64 of `A-Z a-z 0-9 . _ - : /`.
-pub fn ident(field: &str, text: &str, step: &str) -> Result<(), ApiError> {
-    let ok = !text.is_empty()
-        && text.len() <= 64
-        && text
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b':' | b'/'));
-    if ok {
-        Ok(())
-    } else {
-        Err(ApiError::bad_request(
-            step,
-            format!("{field}: 1 to 64 characters of A-Z a-z 0-9 . _ - : /"),
-        ))
-    }
-}
-
-/// Parses a JSON request body, refusing with `400 bad_request` at `step`.
-pub fn json<T: serde::de::DeserializeOwned>(body: &[u8], step: &str) -> Result<T, ApiError> {
-    serde_json::from_slice(body)
-        .map_err(|e| ApiError::bad_request(step, format!("request body: {e}")))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -140,14 +83,5 @@ mod tests {
         assert_eq!((d.year, d.month, d.day), (2026, 11, 21));
         let d = civil_from_days(19_782); // 2024-02-29
         assert_eq!((d.year, d.month, d.day), (2024, 2, 29));
-    }
-
-    #[test]
-    fn idents() {
-        assert!(ident("x", "c0ffee01", "s").is_ok());
-        assert!(ident("x", "PSD1/abc:1", "s").is_ok());
-        for bad in ["", "a b", "é", &"a".repeat(65)] {
-            assert!(ident("x", bad, "s").is_err(), "{bad}");
-        }
     }
 }

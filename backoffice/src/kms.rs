@@ -26,14 +26,15 @@ use openpsd_core::types::{DeviceId, PostalCode};
 use rusqlite::{params, OptionalExtension};
 use zeroize::Zeroizing;
 
-use crate::api::{
-    AuditBody, DeviceInfo, DeviceRegistration, ReceiptRequest, ReceiptResponse, RefillMessage,
-    SignedCombination, VerifiedAudit,
-};
 use crate::codec;
 use crate::db::{now_secs, to_sql_int, Db};
 use crate::error::{ApiError, StorageContext};
 use crate::failpoint;
+use openpsd_protocol::ErrorCode;
+use openpsd_protocol::{
+    AuditBody, DeviceInfo, DeviceRegistration, ReceiptRequest, ReceiptResponse, RefillMessage,
+    SignedCombination, VerifiedAudit,
+};
 
 /// Master key file name in the KMS data directory.
 pub const MASTER_KEY_FILE: &str = "kms-master.key";
@@ -191,7 +192,7 @@ impl Kms {
         let claimed = AuditData::decode_unverified(&bytes).map_err(|_| {
             ApiError::new(
                 StatusCode::BAD_REQUEST,
-                "audit_malformed",
+                ErrorCode::AuditMalformed,
                 step,
                 "the audit bytes do not decode",
             )
@@ -200,7 +201,7 @@ impl Kms {
         let audit = AuditData::open(&bytes, &k1).ok_or_else(|| {
             ApiError::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
-                "audit_mac_invalid",
+                ErrorCode::AuditMacInvalid,
                 step,
                 "the audit's MAC does not verify under the device's K1",
             )
@@ -296,7 +297,7 @@ async fn register(State(kms): State<Kms>, body: Bytes) -> Result<impl IntoRespon
                 }
                 return Err(ApiError::new(
                     StatusCode::CONFLICT,
-                    "device_conflict",
+                    ErrorCode::DeviceConflict,
                     step,
                     format!("device {id} is registered already with other keys or licenses"),
                 ));
@@ -443,7 +444,7 @@ async fn seal(State(kms): State<Kms>, body: Bytes) -> Result<Json<RefillMessage>
 fn not_authorized(message: &str) -> ApiError {
     ApiError::new(
         StatusCode::FORBIDDEN,
-        "combination_not_authorized",
+        ErrorCode::CombinationNotAuthorized,
         STEP_SEAL,
         message,
     )

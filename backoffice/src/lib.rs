@@ -15,7 +15,6 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
-pub mod api;
 pub mod codec;
 pub mod db;
 pub mod demo;

@@ -29,16 +29,17 @@ use openpsd_core::psd::refill::REFILL_MESSAGE_LEN;
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
 use tokio::sync::OwnedMutexGuard;
 
-use crate::api::{
-    AuditBody, CombinationRecord, DeviceInfo, HoldRequest, InspectionRequest, InspectionView,
-    Outcome, ReceiptRequest, ReceiptResponse, RefillMessage, RefillRequest, RefillView, Settle,
-    Settled, SignedCombination, VerifiedAudit,
-};
 use crate::codec;
 use crate::db::{from_sql_int, now_secs, to_sql_int, Db};
 use crate::error::{ApiError, ErrorDetail, StorageContext};
 use crate::failpoint;
 use crate::upstream::Upstream;
+use openpsd_protocol::{
+    AuditBody, CombinationRecord, DeviceInfo, HoldRequest, InspectionRequest, InspectionView,
+    Outcome, ReceiptRequest, ReceiptResponse, RefillMessage, RefillRequest, RefillView, Settle,
+    Settled, SignedCombination, VerifiedAudit,
+};
+use openpsd_protocol::{ErrorCode, HoldState, RefillState};
 
 /// Database file name.
 pub const DB_FILE: &str = "meter.sqlite";
@@ -275,7 +276,7 @@ impl Meter {
         if audit.nonce != expected_nonce {
             return Err(ApiError::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
-                "audit_nonce_mismatch",
+                ErrorCode::AuditNonceMismatch,
                 STEP_CHECK,
                 "the audit does not answer this request's nonce",
             ));
@@ -346,11 +347,11 @@ impl Meter {
             });
         }
         if let Some(k) = &applied {
-            if k.client_txn_id.is_none() && k.rc_state.as_deref() == Some("held") {
+            if k.client_txn_id.is_none() && k.rc_state == Some(HoldState::Held) {
                 settlements.push(Settlement::Foreign {
                     combination_id: audit.last_combination_id.clone(),
                 });
-            } else if k.client_txn_id.is_none() && k.rc_state.as_deref() == Some("released") {
+            } else if k.client_txn_id.is_none() && k.rc_state == Some(HoldState::Released) {
                 tracing::error!(
                     device = device_id,
                     combination = %audit.last_combination_id,
@@ -531,7 +532,7 @@ struct Known {
     control_sum: u64,
     refills: u32,
     /// The RC's hold state, for foreign combinations.
-    rc_state: Option<String>,
+    rc_state: Option<HoldState>,
 }
 
 /// Step 250: is `a` what the device can show after `last`, given the combination its
@@ -971,10 +972,9 @@ fn read_refill(c: &Connection, id: &str, step: &str) -> Result<Option<RefillRow>
             amount: from_sql_int(amount, step)?,
             // Internally an accepted audit waits for its combination; for the host the next
             // step is the same (post the audit again), so it still reads awaiting_audit.
-            state: if state == "audit_accepted" {
-                "awaiting_audit".to_owned()
-            } else {
-                state
+            state: match state.parse::<RefillState>().map_err(|_| bad())? {
+                RefillState::AuditAccepted => RefillState::AwaitingAudit,
+                s => s,
             },
             nonce,
             combination_id: comb,
@@ -1000,7 +1000,7 @@ async fn load_refill(meter: &Meter, id: &str, step: &'static str) -> Result<Refi
         .ok_or_else(|| {
             ApiError::new(
                 StatusCode::NOT_FOUND,
-                "unknown_refill",
+                ErrorCode::UnknownRefill,
                 step,
                 format!("no refill with client transaction ID '{id}'"),
             )
@@ -1079,7 +1079,7 @@ async fn request_refill(
             if let Some(other) = other {
                 return Err(ApiError::new(
                     StatusCode::CONFLICT,
-                    "refill_outstanding",
+                    ErrorCode::RefillOutstanding,
                     step,
                     format!("refill '{other}' is outstanding for device {dev}; finish it first"),
                 ));
@@ -1334,7 +1334,7 @@ async fn confirm(
     if r.view.state == "message_issued" {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
-            "not_applied",
+            ErrorCode::NotApplied,
             step,
             "the audit does not show the refill applied; apply the refill message, then confirm with a fresh audit",
         ));
@@ -1382,7 +1382,7 @@ async fn load_inspection(
         .ok_or_else(|| {
             ApiError::new(
                 StatusCode::NOT_FOUND,
-                "unknown_inspection",
+                ErrorCode::UnknownInspection,
                 step,
                 format!("no inspection '{id}'"),
             )

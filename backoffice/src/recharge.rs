@@ -23,14 +23,15 @@ use openpsd_core::psd::refill::RefillCombination;
 use openpsd_core::types::{Amount, LicenseId, RefillCount};
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
 
-use crate::api::{
-    Account, Combination, CombinationRecord, Deposit, HoldRequest, Ledger, NewAccount, Outcome,
-    Settle, Settled, SignedCombination,
-};
 use crate::codec::{self, OsRandom};
 use crate::db::{from_sql_int, now_secs, to_sql_int, Db};
 use crate::error::{ApiError, StorageContext};
 use crate::failpoint;
+use openpsd_protocol::{
+    Account, Combination, CombinationRecord, Deposit, HoldRequest, Ledger, NewAccount, Outcome,
+    Settle, Settled, SignedCombination,
+};
+use openpsd_protocol::{ErrorCode, HoldState};
 
 /// Signing key file name in the RC data directory.
 pub const SIGNING_KEY_FILE: &str = "recharge-signing.key";
@@ -137,7 +138,7 @@ impl Recharge {
 fn unknown_account(step: &str, id: &str) -> ApiError {
     ApiError::new(
         StatusCode::NOT_FOUND,
-        "unknown_account",
+        ErrorCode::UnknownAccount,
         step,
         format!("no account '{id}'"),
     )
@@ -287,7 +288,7 @@ async fn deposit(
 struct Row {
     combination: Combination,
     signature: String,
-    state: String,
+    state: HoldState,
     request_id: String,
     account_id: String,
 }
@@ -348,7 +349,7 @@ fn read_combination(
             combination_id: id,
         },
         signature: sig,
-        state,
+        state: state.parse().map_err(|_| bad())?,
         request_id,
         account_id,
     }))
@@ -416,7 +417,7 @@ async fn hold(
             let available = account.available.checked_sub(req.amount).ok_or_else(|| {
                 ApiError::new(
                     StatusCode::PAYMENT_REQUIRED,
-                    "insufficient_deposit",
+                    ErrorCode::InsufficientDeposit,
                     step,
                     format!(
                         "account '{}' has {} available, the refill needs {}",
@@ -503,7 +504,7 @@ fn fresh_combination_id(tx: &Transaction<'_>, step: &str) -> Result<[u8; 8], Api
 fn unknown_combination(step: &str, id: &str) -> ApiError {
     ApiError::new(
         StatusCode::NOT_FOUND,
-        "unknown_combination",
+        ErrorCode::UnknownCombination,
         step,
         format!("no combination {id}"),
     )
@@ -596,7 +597,7 @@ async fn settle(
             tracing::info!(combination = %id, outcome = outcome.as_str(), amount, "settled");
             Ok(Settled {
                 combination_id: id,
-                state: outcome.as_str().to_owned(),
+                state: outcome.into(),
             })
         })
         .await?;

@@ -12,6 +12,7 @@ use tokio::task::JoinHandle;
 
 use crate::error::ApiError;
 use crate::{kms, meter, recharge};
+use openpsd_protocol::ErrorCode;
 
 /// A running service.
 pub struct Service {
@@ -156,7 +157,7 @@ pub async fn start_meter(
 pub async fn not_found() -> ApiError {
     ApiError::new(
         StatusCode::NOT_FOUND,
-        "not_found",
+        ErrorCode::NotFound,
         "route",
         "no such endpoint",
     )

@@ -47,15 +47,19 @@ use openpsd_core::psd::device::{LicenseSlot, Personalization, SchemeSlot};
 use openpsd_core::purse::personal::{certificate_body, PursePersonalization};
 use openpsd_core::transfer::{card_admin_key, card_key};
 use openpsd_core::types::{Amount, CardId, DeviceId, LicenseId, PostalCode, SchemeId};
-use serde::{Deserialize, Serialize};
 use serde_json::json;
 use zeroize::Zeroizing;
 
-use crate::api::{Account, DeviceInfo};
+use openpsd_protocol::{
+    Certified, Certify, NewDevice, NewPurse, Personalize, PursePersonalize, Register, Registered,
+};
+
 use crate::codec::{self, OsRandom};
 use crate::error::ApiError;
 use crate::server::{bind, Handles, Service};
 use crate::upstream::Upstream;
+use openpsd_protocol::ErrorCode;
+use openpsd_protocol::{Account, DeviceInfo};
 
 const STEP_PERSONALIZE: &str = "demo_personalize";
 const STEP_REGISTER: &str = "demo_register";
@@ -269,26 +273,6 @@ fn router(web: Web) -> Router {
         .with_state(web)
 }
 
-#[derive(Deserialize, Default)]
-struct NewDevice {
-    /// The mailer's origin postal code (default 10115).
-    origin: Option<String>,
-}
-
-/// What the page personalizes its PSD with.
-#[derive(Serialize)]
-struct Personalize {
-    device_id: String,
-    /// PERSONALIZE command data, hex.
-    personalize: String,
-    license: u32,
-    origin: String,
-    account_id: String,
-    max_postage: u64,
-    max_dr: u64,
-    inspection_days: u16,
-}
-
 async fn new_device(State(web): State<Web>, body: Bytes) -> Result<Json<Personalize>, ApiError> {
     let step = STEP_PERSONALIZE;
     let req: NewDevice = if body.is_empty() {
@@ -362,26 +346,6 @@ async fn new_device(State(web): State<Web>, body: Bytes) -> Result<Json<Personal
     }))
 }
 
-#[derive(Deserialize)]
-struct NewPurse {
-    /// The holder's PIN: 4 to 12 digits.
-    pin: String,
-}
-
-/// What the page personalizes its purse with.
-#[derive(Serialize)]
-struct PursePersonalize {
-    /// 16 hex digits, upper case.
-    card_id: String,
-    /// The purse's PERSONALIZE command data, hex.
-    personalize: String,
-    scheme: u32,
-    max_balance: u64,
-    max_transfer: u64,
-    pin_tries: u8,
-    issuer_public_key: String,
-}
-
 async fn new_purse(
     State(web): State<Web>,
     body: Bytes,
@@ -416,18 +380,6 @@ async fn new_purse(
     }))
 }
 
-#[derive(Deserialize)]
-struct Certify {
-    public_key: String,
-}
-
-#[derive(Serialize)]
-struct Certified {
-    card_id: String,
-    /// The issuer's ECDSA signature (r ‖ s, hex) over `certificate_body`.
-    signature: String,
-}
-
 async fn certify_purse(
     State(web): State<Web>,
     UrlPath(card_id): UrlPath<String>,
@@ -449,7 +401,7 @@ async fn certify_purse(
     if !known {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
-            "unknown_card",
+            ErrorCode::UnknownCard,
             step,
             format!("the personalization room did not issue purse {card_id}"),
         ));
@@ -463,21 +415,6 @@ async fn certify_purse(
         card_id,
         signature: hex::encode(signature),
     }))
-}
-
-#[derive(Deserialize)]
-struct Register {
-    key_id: String,
-    public_key: String,
-}
-
-#[derive(Serialize)]
-struct Registered {
-    device_id: String,
-    key_id: String,
-    public_key: String,
-    licenses: Vec<(u32, String)>,
-    account: Account,
 }
 
 async fn register(
@@ -531,7 +468,7 @@ async fn register(
                     if e.code == "unknown_device" {
                         ApiError::new(
                             StatusCode::NOT_FOUND,
-                            "unknown_device",
+                            ErrorCode::UnknownDevice,
                             step,
                             format!(
                                 "the personalization room has no PSD {device_id} waiting \
@@ -548,7 +485,7 @@ async fn register(
             {
                 return Err(ApiError::new(
                     StatusCode::CONFLICT,
-                    "device_conflict",
+                    ErrorCode::DeviceConflict,
                     step,
                     format!("device {device_id} is registered already with another key"),
                 ));
@@ -593,7 +530,7 @@ async fn account(
     if !account_id.starts_with("web-") {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
-            "forbidden",
+            ErrorCode::Forbidden,
             step,
             "the web demo shows only its own customers' accounts",
         ));
@@ -629,7 +566,7 @@ async fn meter_proxy(
     let resp = req.send().await.map_err(|e| {
         ApiError::new(
             StatusCode::BAD_GATEWAY,
-            "service_unavailable",
+            ErrorCode::ServiceUnavailable,
             step,
             format!("meter server at {} unreachable: {e}", web.meter),
         )
@@ -639,7 +576,7 @@ async fn meter_proxy(
     let bytes = resp.bytes().await.map_err(|e| {
         ApiError::new(
             StatusCode::BAD_GATEWAY,
-            "service_unavailable",
+            ErrorCode::ServiceUnavailable,
             step,
             format!("meter server's answer lost: {e}"),
         )
@@ -675,7 +612,7 @@ async fn serve_file(dir: &Path, url_path: &str) -> Result<Response, ApiError> {
     let not_found = || {
         ApiError::new(
             StatusCode::NOT_FOUND,
-            "not_found",
+            ErrorCode::NotFound,
             step,
             format!("no such file: {url_path}"),
         )

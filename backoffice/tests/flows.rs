@@ -6,10 +6,10 @@
 mod common;
 
 use common::{expect_refused, Admin, Host, Psd};
-use openpsd_backoffice::api::{Combination, HoldRequest, SignedCombination};
 use openpsd_backoffice::spawn_all;
 use openpsd_core::crypto::IndiciumKey;
 use openpsd_core::Status;
+use openpsd_protocol::{Combination, HoldRequest, SignedCombination};
 
 struct Env {
     _dir: tempfile::TempDir,
@@ -831,7 +831,7 @@ async fn openpsd_host_refill_client_completes_against_the_back_office() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn recharging_center_books_deposits_once_and_settles_once() {
-    use openpsd_backoffice::api::{Account, Deposit, Settle, Settled};
+    use openpsd_protocol::{Account, Deposit, Settle, Settled};
     let env = env().await;
     let mut psd = card(&env, 18, "acme", 5_000).await;
     let rc = &env.admin.rc;
@@ -873,12 +873,12 @@ async fn recharging_center_books_deposits_once_and_settles_once() {
     let id = v.combination_id.unwrap();
     let path = format!("/v1/combinations/{id}/settle");
     let applied = Settle {
-        outcome: openpsd_backoffice::api::Outcome::Applied,
+        outcome: openpsd_protocol::Outcome::Applied,
     };
     let s: Settled = rc.post(&path, &applied).await.unwrap();
     assert_eq!(s.state, "applied");
     let released = Settle {
-        outcome: openpsd_backoffice::api::Outcome::Released,
+        outcome: openpsd_protocol::Outcome::Released,
     };
     let e = expect_refused(
         rc.post::<_, Settled>(&path, &released).await,

@@ -17,15 +17,15 @@ use std::rc::Rc;
 
 use card_sim::sim::{SimCard, SimulatedCard};
 use common::Psd;
-use openpsd_backoffice::api::{
-    AuditBody, CombinationRecord, Deposit, HoldRequest, InspectionRequest, NewAccount, Outcome,
-    ReceiptRequest, RefillRequest, Settle, SignedCombination,
-};
 use openpsd_backoffice::web::{self, WebOptions};
 use openpsd_core::platform::SeededPlatform;
 use openpsd_core::psd::device::Personalization;
 use openpsd_core::psd::host;
 use openpsd_core::store::MemStore;
+use openpsd_protocol::{
+    AuditBody, CombinationRecord, Deposit, HoldRequest, InspectionRequest, NewAccount, Outcome,
+    ReceiptRequest, RefillRequest, Settle, SignedCombination,
+};
 use serde::Serialize;
 use serde_json::{json, Value};
 

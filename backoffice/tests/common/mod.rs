@@ -9,11 +9,6 @@ use std::rc::Rc;
 
 use card_sim::personalize::{self, Request, Secrets};
 use card_sim::sim::SimCard;
-use openpsd_backoffice::api::{
-    Account, Deposit, InspectionRequest, InspectionView, Ledger, NewAccount, RefillRequest,
-    RefillView,
-};
-use openpsd_backoffice::error::ErrorBody;
 use openpsd_core::platform::SeededPlatform;
 use openpsd_core::psd::device::LicenseSlot;
 use openpsd_core::psd::host;
@@ -22,6 +17,11 @@ use openpsd_core::store::{MemStore, Nvm};
 use openpsd_core::types::{Amount, DeviceId, LicenseId, PostalCode, RegisterSetIndex};
 use openpsd_core::Status;
 use openpsd_host::{HostError, PsdClient, Transport, TransportError};
+use openpsd_protocol::ErrorBody;
+use openpsd_protocol::{
+    Account, Deposit, InspectionRequest, InspectionView, Ledger, NewAccount, RefillRequest,
+    RefillView,
+};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 

@@ -70,7 +70,7 @@ async fn happy_path_credits_the_card_and_debits_the_deposit_exactly() {
     let info = psd.client.info().unwrap().unwrap();
     assert_eq!(
         info.last_inspection,
-        Some(openpsd_backoffice::codec::today_utc())
+        Some(openpsd_service_kit::codec::today_utc())
     );
     let confirm_audit = psd.audit(0, v.confirm_nonce.as_ref().unwrap());
     let done = env.host.confirm("t1", &confirm_audit).await.unwrap();

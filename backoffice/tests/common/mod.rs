@@ -51,7 +51,7 @@ pub struct Psd {
 fn platform(seed: u64) -> SeededPlatform {
     let mut p = SeededPlatform::new(seed);
     // The card's clock agrees with the back office's, so receipts and indicia line up.
-    p.today = Some(openpsd_backoffice::codec::today_utc());
+    p.today = Some(openpsd_service_kit::codec::today_utc());
     p
 }
 
@@ -144,7 +144,7 @@ impl Psd {
         let req = openpsd_core::psd::indicium::IndiciumRequest {
             transaction: openpsd_core::types::TransactionId(txn.to_be_bytes()),
             postage: Amount(postage),
-            date: openpsd_backoffice::codec::today_utc(),
+            date: openpsd_service_kit::codec::today_utc(),
             rate: openpsd_core::types::RateCategory(1),
             origin: PostalCode::new(b"10115").expect("code"),
             destination: PostalCode::new(b"20095").expect("code"),

@@ -9,6 +9,7 @@
 //! an intended change of the contract, regenerate the file with `GOLDEN_UPDATE=1` and
 //! review its diff.
 
+#[path = "../../tests/common/mod.rs"]
 mod common;
 
 use std::cell::RefCell;
@@ -17,11 +18,11 @@ use std::rc::Rc;
 
 use card_sim::sim::{SimCard, SimulatedCard};
 use common::Psd;
-use openpsd_backoffice::web::{self, WebOptions};
 use openpsd_core::platform::SeededPlatform;
 use openpsd_core::psd::device::Personalization;
 use openpsd_core::psd::host;
 use openpsd_core::store::MemStore;
+use openpsd_demo::web::{self, WebOptions};
 use openpsd_protocol::{
     AuditBody, CombinationRecord, Deposit, HoldRequest, InspectionRequest, NewAccount, Outcome,
     ReceiptRequest, RefillRequest, Settle, SignedCombination,
@@ -467,7 +468,7 @@ async fn room(r: &mut Recorder, dir: &std::path::Path, h: &openpsd_backoffice::H
     let data = hex::decode(s(&pers["personalize"])).expect("hex");
     let p = Personalization::decode(&data).expect("PERSONALIZE data");
     let mut platform = SeededPlatform::new(1);
-    platform.today = Some(openpsd_backoffice::codec::today_utc());
+    platform.today = Some(openpsd_service_kit::codec::today_utc());
     let mut sim = Sim::new(MemStore::new(), platform).expect("card");
     let mut reply = Vec::new();
     sim.transmit(&host::select(), &mut reply);
@@ -523,7 +524,7 @@ async fn room(r: &mut Recorder, dir: &std::path::Path, h: &openpsd_backoffice::H
     let pp = openpsd_core::purse::personal::PursePersonalization::decode(&data)
         .expect("purse PERSONALIZE data");
     let mut platform = SeededPlatform::new(7);
-    platform.today = Some(openpsd_backoffice::codec::today_utc());
+    platform.today = Some(openpsd_service_kit::codec::today_utc());
     let mut purse = openpsd_core::purse::purse_card(MemStore::new(), platform).expect("purse");
     purse.transmit(&openpsd_core::purse::host::select());
     let reply = purse.transmit(&openpsd_core::purse::host::personalize(&pp));

@@ -1,4 +1,4 @@
-//! The web demo's listener (`backoffice demo --web ADDR`): one loopback origin that serves
+//! The web demo's listener (`backoffice-demo --web ADDR`): one loopback origin that serves
 //! the browser postage client (`web-demo/`), the wasm package it loads, the meter server's
 //! host API (`/v1/...`, passed through to the meter server unchanged) and the vendor's
 //! personalization room for browser PSDs (`/demo/v1/...`).
@@ -54,12 +54,13 @@ use openpsd_protocol::{
     Certified, Certify, NewDevice, NewPurse, Personalize, PursePersonalize, Register, Registered,
 };
 
-use crate::codec::{self, OsRandom};
-use crate::error::ApiError;
-use crate::server::{bind, Handles, Service};
-use crate::upstream::Upstream;
+use openpsd_backoffice::Handles;
 use openpsd_protocol::ErrorCode;
 use openpsd_protocol::{Account, DeviceInfo};
+use openpsd_service_kit::codec::{self, OsRandom};
+use openpsd_service_kit::error::ApiError;
+use openpsd_service_kit::server::{bind, Service};
+use openpsd_service_kit::upstream::Upstream;
 
 const STEP_PERSONALIZE: &str = "demo_personalize";
 const STEP_REGISTER: &str = "demo_register";
@@ -136,11 +137,12 @@ impl RoomKeys {
 
     /// The room's keys from `dir/web-room.key`, made (0600) on the first start.
     pub fn load_or_create(dir: &Path) -> anyhow::Result<RoomKeys> {
-        crate::keys::private_dir(dir)?;
-        let seed =
-            crate::keys::load_or_create(&dir.join(ROOM_KEY_FILE), crate::keys::random_key, |s| {
-                RoomKeys::from_seed(s).is_some()
-            })?;
+        openpsd_service_kit::keys::private_dir(dir)?;
+        let seed = openpsd_service_kit::keys::load_or_create(
+            &dir.join(ROOM_KEY_FILE),
+            openpsd_service_kit::keys::random_key,
+            |s| RoomKeys::from_seed(s).is_some(),
+        )?;
         RoomKeys::from_seed(&seed).ok_or_else(|| anyhow::anyhow!("room seed is not valid"))
     }
 

@@ -8,6 +8,9 @@
 //! is logged with the RC's signature, so every message that ever left the KMS can be
 //! traced to the combination the RC authorized.
 
+#![deny(unsafe_code)]
+#![warn(missing_docs, clippy::unwrap_used, clippy::expect_used)]
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -26,15 +29,15 @@ use openpsd_core::types::{DeviceId, PostalCode};
 use rusqlite::{params, OptionalExtension};
 use zeroize::Zeroizing;
 
-use crate::codec;
-use crate::db::{now_secs, to_sql_int, Db};
-use crate::error::{ApiError, StorageContext};
-use crate::failpoint;
 use openpsd_protocol::ErrorCode;
 use openpsd_protocol::{
     AuditBody, DeviceInfo, DeviceRegistration, ReceiptRequest, ReceiptResponse, RefillMessage,
     SignedCombination, VerifiedAudit,
 };
+use openpsd_service_kit::codec;
+use openpsd_service_kit::db::{now_secs, to_sql_int, Db};
+use openpsd_service_kit::error::{ApiError, StorageContext};
+use openpsd_service_kit::failpoint;
 
 /// Master key file name in the KMS data directory.
 pub const MASTER_KEY_FILE: &str = "kms-master.key";
@@ -109,14 +112,14 @@ pub fn read_public_key(path: &Path) -> anyhow::Result<[u8; 65]> {
 impl Kms {
     /// Opens the data directory, making the master key on first start.
     pub fn open(config: &Config) -> anyhow::Result<Self> {
-        crate::keys::private_dir(&config.data)?;
+        openpsd_service_kit::keys::private_dir(&config.data)?;
         anyhow::ensure!(
             crypto::is_valid_public_key(&config.recharge_public_key),
             "the recharging center's public key is not a P-256 point"
         );
-        let master = crate::keys::load_or_create(
+        let master = openpsd_service_kit::keys::load_or_create(
             &config.data.join(MASTER_KEY_FILE),
-            crate::keys::random_key,
+            openpsd_service_kit::keys::random_key,
             |_| true,
         )?;
         let db = Db::open(&config.data.join(DB_FILE), SCHEMA)?;
@@ -136,7 +139,7 @@ impl Kms {
             .route("/v1/refill-messages", post(seal))
             .route("/v1/receipts", post(receipt))
             .route("/health", get(|| async { "ok" }))
-            .fallback(crate::server::not_found)
+            .fallback(openpsd_service_kit::server::not_found)
             .with_state(self)
     }
 

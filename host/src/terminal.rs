@@ -19,7 +19,6 @@
 //!   attempt open; paying the same amount with the same card again finishes it.
 
 use std::path::Path;
-use std::time::Duration;
 
 use openpsd_core::purse::host as purse_host;
 use openpsd_core::purse::personal::{certificate_body, PurseInfo};
@@ -248,34 +247,22 @@ pub struct Terminal {
     pub retries: u32,
 }
 
-fn now_secs() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-}
+use openpsd_sqlite::now_secs;
 
 fn sql_int(v: u64) -> Result<i64> {
-    i64::try_from(v).map_err(|_| TerminalError::Invalid("amount above the storable range".into()))
+    openpsd_sqlite::to_sql_int(v)
+        .ok_or_else(|| TerminalError::Invalid("amount above the storable range".into()))
 }
 
 fn from_sql(v: i64) -> Result<u64> {
-    u64::try_from(v).map_err(|_| TerminalError::Db("negative value in the database".into()))
+    openpsd_sqlite::from_sql_int(v)
+        .ok_or_else(|| TerminalError::Db("negative value in the database".into()))
 }
 
+/// The terminal's database, opened as every openpsd database is (`openpsd-sqlite`: WAL,
+/// `synchronous=FULL`, foreign keys, busy timeout), with its schema applied.
 fn open_db(path: &Path) -> Result<Connection> {
-    let conn = Connection::open(path)?;
-    let mode: String = conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))?;
-    if !mode.eq_ignore_ascii_case("wal") {
-        return Err(TerminalError::Db(format!(
-            "{}: journal_mode is {mode}, not WAL",
-            path.display()
-        )));
-    }
-    conn.pragma_update(None, "synchronous", "FULL")?;
-    conn.pragma_update(None, "foreign_keys", "ON")?;
-    conn.busy_timeout(Duration::from_secs(5))?;
-    conn.execute_batch(SCHEMA)?;
-    Ok(conn)
+    openpsd_sqlite::open(path, SCHEMA).map_err(|e| TerminalError::Db(e.to_string()))
 }
 
 fn card_hex(card: CardId) -> String {

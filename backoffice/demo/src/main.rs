@@ -58,17 +58,7 @@ struct Demo {
 
 fn main() -> Result<()> {
     let d = Demo::parse();
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
+    let runtime = openpsd_service_kit::server::runtime()?;
     runtime.block_on(openpsd_demo::demo::run(openpsd_demo::demo::DemoOptions {
         data: d.data.unwrap_or_else(|| {
             std::env::temp_dir().join(format!("openpsd-demo-{}", std::process::id()))

@@ -1,5 +1,5 @@
-//! Running a service's router on a TCP listener and stopping it; the JSON 404 every
-//! service falls back to.
+//! A service program's runtime and logs, running a service's router on a TCP listener and
+//! stopping it; the JSON 404 every service falls back to.
 
 use std::net::SocketAddr;
 
@@ -66,6 +66,22 @@ pub async fn bind(addr: &str) -> anyhow::Result<TcpListener> {
     TcpListener::bind(addr)
         .await
         .map_err(|e| anyhow::anyhow!("binding {addr}: {e}"))
+}
+
+/// What a service program starts with: logs to stderr (`RUST_LOG`, default `info`; stdout
+/// is for the `listening on` lines scripts wait for) and a multi-threaded tokio runtime.
+pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
 }
 
 /// The JSON 404 for paths no service has.

@@ -752,7 +752,6 @@ async fn openpsd_host_refill_client_completes_against_the_back_office() {
     use card_sim::os_platform::{Clock, OsPlatform};
     use openpsd_core::types::{Amount, LicenseId, PostalCode, RegisterSetIndex};
     use openpsd_host::refill::{MeterClient, RefillRequest};
-    use openpsd_host::transport::InProcess;
 
     let env = env().await;
     env.admin.fund("acme", 10_000).await;
@@ -780,7 +779,7 @@ async fn openpsd_host_refill_client_completes_against_the_back_office() {
             card_sim::personalize::personalize(&mut sim, &mut station, &req).unwrap();
         tx_secrets.send(secrets).unwrap();
         let meter_url = rx_go.recv().unwrap();
-        let mut psd = openpsd_host::PsdClient::new(Box::new(InProcess(sim)));
+        let mut psd = openpsd_host::PsdClient::new(Box::new(sim));
         psd.select().unwrap();
         let meter = MeterClient::new(&meter_url);
         let req = RefillRequest {

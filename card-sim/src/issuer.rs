@@ -8,23 +8,20 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{anyhow, bail, Result};
+use openpsd_core::client::{psd_apdu, purse_apdu, Link, PsdClient, PurseClient};
 use openpsd_core::crypto::MacKey;
 use openpsd_core::platform::Platform;
 use openpsd_core::psd::audit::AuditData;
-use openpsd_core::psd::host as psd_host;
 use openpsd_core::psd::refill::RefillCombination;
 use openpsd_core::psd::registers::Registers;
 use openpsd_core::psd::transfer::reset_recognition_data;
-use openpsd_core::psd::{ins as psd_ins, CLA_PSD};
-use openpsd_core::purse::host as purse_host;
 use openpsd_core::purse::personal::{certificate_body, PurseInfo, PursePersonalization};
 use openpsd_core::types::{Amount, CardId, DeviceId, RegisterSetIndex};
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
-use crate::personalize::{send, Secrets};
+use crate::personalize::{refused, Secrets};
 use crate::scheme::Scheme;
-use crate::sim::SimulatedCard;
 
 /// What the issuer asks for a new purse.
 #[derive(Clone, Debug)]
@@ -63,15 +60,14 @@ pub struct PurseRecord {
 /// Personalizes a blank purse for `scheme` and certifies its purchase key (the key is
 /// generated inside the card; the issuer signs it). Returns the card's public data.
 pub fn personalize_purse(
-    card: &mut dyn SimulatedCard,
+    card: &mut dyn Link,
     platform: &mut dyn Platform,
     scheme: &Scheme,
     req: &PurseRequest,
 ) -> Result<(PurseInfo, PurseRecord)> {
-    send(card, "SELECT purse", &purse_host::select())?;
-    let info = PurseInfo::decode(&send(card, "GET DATA", &purse_host::get_data(1))?)
-        .map_err(|_| anyhow!("GET DATA malformed"))?;
-    if info.is_some() {
+    let mut purse = PurseClient::new(&mut *card);
+    purse.select().map_err(refused)?;
+    if purse.info().map_err(refused)?.is_some() {
         bail!("the card is personalized already");
     }
     let id = req.card.unwrap_or_else(|| {
@@ -91,12 +87,12 @@ pub fn personalize_purse(
         max_failures: req.max_failures,
         pin: req.pin.to_vec(),
     };
-    let public_key = send(card, "PERSONALIZE", &purse_host::personalize(&p))?;
+    let public_key = purse.personalize(&p).map_err(refused)?;
     drop(p);
     let certificate = scheme
         .issuer_key
         .sign(&certificate_body(id, scheme.id, &public_key));
-    send(card, "CERTIFY", &purse_host::certify(&certificate))?;
+    purse.certify(&certificate).map_err(refused)?;
     let info = purse_info(card)?;
     if !info.certified_by(&scheme.issuer_key.public_key()) || info.card != id {
         bail!("the card does not hold the certificate it was given");
@@ -112,9 +108,11 @@ pub fn personalize_purse(
 }
 
 /// The purse's public data (selects the purse applet first).
-pub fn purse_info(card: &mut dyn SimulatedCard) -> Result<PurseInfo> {
-    send(card, "SELECT purse", &purse_host::select())?;
-    PurseInfo::decode(&send(card, "GET DATA", &purse_host::get_data(1))?)
+pub fn purse_info(card: &mut dyn Link) -> Result<PurseInfo> {
+    let mut purse = PurseClient::new(card);
+    purse.select().map_err(refused)?;
+    purse
+        .info()
         .ok()
         .flatten()
         .ok_or_else(|| anyhow!("not a personalized purse"))
@@ -130,33 +128,37 @@ pub fn admin_counter_now() -> u32 {
 
 /// UNBLOCK PIN: a new PIN and full tries, authorised with the card's admin key.
 pub fn unblock_pin(
-    card: &mut dyn SimulatedCard,
+    card: &mut dyn Link,
     scheme: &Scheme,
     new_pin: &[u8],
     counter: u32,
 ) -> Result<PurseInfo> {
     let info = purse_info(card)?;
     check_scheme(&info, scheme)?;
-    let apdu = Zeroizing::new(purse_host::unblock_pin(
+    let apdu = Zeroizing::new(purse_apdu::unblock_pin(
         &scheme.card_admin_key(info.card),
         info.card,
         counter,
         new_pin,
     ));
-    send(card, "UNBLOCK PIN", &apdu)?;
+    PurseClient::new(&mut *card)
+        .exchange("UNBLOCK PIN", &apdu)
+        .map_err(refused)?;
     purse_info(card)
 }
 
 /// RESET RECOGNITION on a purse: its failed-recognition counter back to zero.
 pub fn reset_purse_recognition(
-    card: &mut dyn SimulatedCard,
+    card: &mut dyn Link,
     scheme: &Scheme,
     counter: u32,
 ) -> Result<PurseInfo> {
     let info = purse_info(card)?;
     check_scheme(&info, scheme)?;
-    let apdu = purse_host::reset_recognition(&scheme.card_admin_key(info.card), info.card, counter);
-    send(card, "RESET RECOGNITION", &apdu)?;
+    let apdu = purse_apdu::reset_recognition(&scheme.card_admin_key(info.card), info.card, counter);
+    PurseClient::new(&mut *card)
+        .exchange("RESET RECOGNITION", &apdu)
+        .map_err(refused)?;
     purse_info(card)
 }
 
@@ -191,17 +193,19 @@ fn k1_of(secrets: &Secrets) -> Result<(MacKey, DeviceId)> {
 /// sealed under K1 (from the PSD's secrets file) and bound to the audit's control sum and
 /// refill count. Returns the registers after the credit.
 pub fn refill_psd(
-    card: &mut dyn SimulatedCard,
+    card: &mut dyn Link,
     platform: &mut dyn Platform,
     secrets: &Secrets,
     set: RegisterSetIndex,
     amount: Amount,
 ) -> Result<Registers> {
     let (k1, device) = k1_of(secrets)?;
-    send(card, "SELECT PSD", &psd_host::select())?;
+    let mut psd = PsdClient::new(card);
+    psd.exchange("SELECT", &psd_apdu::select())
+        .map_err(refused)?;
     let mut nonce = [0u8; 16];
     platform.fill_random(&mut nonce);
-    let audit = AuditData::open(&send(card, "AUDIT", &psd_host::audit(set, &nonce))?, &k1)
+    let audit = AuditData::open(&psd.audit(set, &nonce).map_err(refused)?, &k1)
         .ok_or_else(|| anyhow!("the audit does not verify under the secrets file's K1"))?;
     if audit.device != device {
         bail!(
@@ -220,20 +224,16 @@ pub fn refill_psd(
         combination_id,
     }
     .seal(&k1);
-    Registers::decode(&send(card, "REFILL", &psd_host::refill(set, &msg))?)
-        .map_err(|_| anyhow!("REFILL response malformed"))
+    psd.refill(set, &msg).map_err(refused)
 }
 
 /// RESET RECOGNITION on a PSD, MACed under its K1.
-pub fn reset_psd_recognition(
-    card: &mut dyn SimulatedCard,
-    secrets: &Secrets,
-    counter: u32,
-) -> Result<()> {
+pub fn reset_psd_recognition(card: &mut dyn Link, secrets: &Secrets, counter: u32) -> Result<()> {
     let (k1, device) = k1_of(secrets)?;
-    send(card, "SELECT PSD", &psd_host::select())?;
-    let data = reset_recognition_data(&k1, device, counter);
-    let apdu = psd_host::command(CLA_PSD, psd_ins::RESET_RECOGNITION, 0, 0, &data, 0);
-    send(card, "RESET RECOGNITION", &apdu)?;
+    let mut psd = PsdClient::new(card);
+    psd.exchange("SELECT", &psd_apdu::select())
+        .map_err(refused)?;
+    psd.reset_recognition(&reset_recognition_data(&k1, device, counter))
+        .map_err(refused)?;
     Ok(())
 }

@@ -626,7 +626,7 @@ fn run_scripts(state: Option<&Path>, clock: Clock, scripts: &[PathBuf]) -> Resul
             &steps,
             |apdu| {
                 let mut reply = Vec::new();
-                cell.borrow_mut().transmit(apdu, &mut reply);
+                cell.borrow_mut().handle(apdu, &mut reply);
                 tracing::debug!(apdu = %hex_spaced(apdu), response = %hex_spaced(&reply));
                 reply
             },

@@ -10,14 +10,12 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use anyhow::{anyhow, bail, Context, Result};
+use openpsd_core::client::{ClientError, Link, PsdClient};
 use openpsd_core::crypto::IndiciumKey;
 use openpsd_core::platform::Platform;
 use openpsd_core::psd::device::{DeviceInfo, LicenseSlot, Personalization, SchemeSlot};
-use openpsd_core::psd::host;
 use openpsd_core::types::{Amount, DeviceId, LicenseId, PostalCode};
 use serde::{Deserialize, Serialize};
-
-use crate::sim::SimulatedCard;
 
 /// What the station asks for.
 #[derive(Clone, Debug)]
@@ -76,23 +74,15 @@ pub fn parse_amount(text: &str) -> Result<Amount, String> {
     }
 }
 
-/// Sends one APDU and returns the data of a `9000` response.
-pub fn send(card: &mut dyn SimulatedCard, what: &str, apdu: &[u8]) -> Result<Vec<u8>> {
-    let mut resp = Vec::new();
-    card.transmit(apdu, &mut resp);
-    tracing::debug!(command = what, apdu = %hex::encode_upper(apdu), response = %hex::encode_upper(&resp));
-    host::data(&resp).map(<[u8]>::to_vec).map_err(|s| {
-        anyhow!(
-            "{what}: card answered {:04X} ({})",
-            host::sw(&resp),
-            s.describe()
-        )
-    })
+/// A card's refusal as an error naming the command (the client layer's message, which
+/// carries the status word and its meaning).
+pub fn refused(e: ClientError) -> anyhow::Error {
+    anyhow!("{e}")
 }
 
 /// Personalizes a blank card and returns its public data and the back office's secrets.
 pub fn personalize(
-    card: &mut dyn SimulatedCard,
+    card: &mut dyn Link,
     platform: &mut dyn Platform,
     req: &Request,
 ) -> Result<(DeviceInfo, Secrets)> {
@@ -102,15 +92,13 @@ pub fn personalize(
 /// [`personalize`], joining the PSD to a value-transfer scheme when `scheme` is given
 /// (the PSD then holds the scheme key and can move value to the scheme's purses).
 pub fn personalize_with_scheme(
-    card: &mut dyn SimulatedCard,
+    card: &mut dyn Link,
     platform: &mut dyn Platform,
     req: &Request,
     scheme: Option<SchemeSlot>,
 ) -> Result<(DeviceInfo, Secrets)> {
-    send(card, "SELECT PSD", &host::select())?;
-    let info = DeviceInfo::decode(&send(card, "GET DATA", &host::get_data())?)
-        .map_err(|_| anyhow!("GET DATA malformed"))?;
-    if info.is_some() {
+    let mut psd = PsdClient::new(card);
+    if psd.select().map_err(refused)?.is_some() {
         bail!("the card is personalized already");
     }
     let mut k1 = [0u8; 16];
@@ -134,8 +122,9 @@ pub fn personalize_with_scheme(
         scheme,
         licenses: req.licenses.clone(),
     };
-    send(card, "PERSONALIZE", &host::personalize(&p))?;
-    let info = DeviceInfo::decode(&send(card, "GET DATA", &host::get_data())?)
+    psd.personalize(&p).map_err(refused)?;
+    let info = psd
+        .info()
         .ok()
         .flatten()
         .ok_or_else(|| anyhow!("card not personalized after PERSONALIZE"))?;

@@ -14,6 +14,7 @@ use std::io::Write as _;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
+use openpsd_core::client::{Link, LinkError};
 use openpsd_core::platform::Platform;
 use openpsd_core::psd::PsdApplet;
 use openpsd_core::purse::PurseApplet;
@@ -45,14 +46,16 @@ pub const ATR: [u8; 13] = {
     atr
 };
 
-/// What a transport needs from a card.
+/// The card's side of a transport: what vpcd and the TCP server serve (ATR, power, one
+/// APDU in, one response out). The host's side — sending a command to a card — is core's
+/// [`Link`], which every card here implements as well.
 pub trait SimulatedCard {
     /// Answer to reset.
     fn atr(&self) -> &[u8];
     /// Power off, power on or reset: volatile state is lost.
     fn reset(&mut self);
-    /// One command APDU in, one response APDU out.
-    fn transmit(&mut self, apdu: &[u8], reply: &mut Vec<u8>);
+    /// One command APDU in, one response APDU out (core's `Card::handle`).
+    fn handle(&mut self, apdu: &[u8], reply: &mut Vec<u8>);
 }
 
 /// What a card's store makes of it.
@@ -128,6 +131,14 @@ impl<S: Store, P: Platform> SimCard<S, P> {
     }
 }
 
+impl<S: Store, P: Platform> Link for SimCard<S, P> {
+    fn transmit(&mut self, apdu: &[u8]) -> Result<Vec<u8>, LinkError> {
+        let mut reply = Vec::new();
+        SimulatedCard::handle(self, apdu, &mut reply);
+        Ok(reply)
+    }
+}
+
 impl<S: Store, P: Platform> SimulatedCard for SimCard<S, P> {
     fn atr(&self) -> &[u8] {
         &ATR
@@ -135,7 +146,7 @@ impl<S: Store, P: Platform> SimulatedCard for SimCard<S, P> {
     fn reset(&mut self) {
         self.card.reset();
     }
-    fn transmit(&mut self, apdu: &[u8], reply: &mut Vec<u8>) {
+    fn handle(&mut self, apdu: &[u8], reply: &mut Vec<u8>) {
         self.card.handle(apdu, reply);
     }
 }
@@ -249,6 +260,16 @@ impl FileCard {
     }
 }
 
+/// A card run in this process as core's [`Link`]: what the `openpsd` CLI (`state:DIR`),
+/// the back-office demo and the tests drive with core's client layer.
+impl Link for FileCard {
+    fn transmit(&mut self, apdu: &[u8]) -> Result<Vec<u8>, LinkError> {
+        let mut reply = Vec::new();
+        SimulatedCard::handle(self, apdu, &mut reply);
+        Ok(reply)
+    }
+}
+
 impl SimulatedCard for FileCard {
     fn atr(&self) -> &[u8] {
         &ATR
@@ -280,9 +301,9 @@ impl SimulatedCard for FileCard {
         }
     }
 
-    fn transmit(&mut self, apdu: &[u8], reply: &mut Vec<u8>) {
+    fn handle(&mut self, apdu: &[u8], reply: &mut Vec<u8>) {
         match self.card.as_mut() {
-            Some(c) => c.transmit(apdu, reply),
+            Some(c) => SimulatedCard::handle(c, apdu, reply),
             None => {
                 reply.clear();
                 reply.extend_from_slice(&openpsd_core::Status::MemoryFailure.sw().to_be_bytes());

@@ -15,6 +15,8 @@ use std::io::{self, Read, Write};
 use std::net::{TcpListener, TcpStream, ToSocketAddrs};
 use std::time::Duration;
 
+use openpsd_core::client::{Link, LinkError};
+
 use crate::sim::SimulatedCard;
 
 /// Control codes of the vpcd protocol.
@@ -101,7 +103,7 @@ pub fn serve_connection(stream: &mut TcpStream, card: &mut dyn SimulatedCard) ->
                 other => tracing::warn!(code = other, "unknown vpcd control code ignored"),
             },
             apdu => {
-                card.transmit(apdu, &mut reply);
+                card.handle(apdu, &mut reply);
                 tracing::debug!(apdu = %hex::encode_upper(apdu), response = %hex::encode_upper(&reply), "exchange");
                 write_frame(stream, &mut out, &reply)?;
                 stats.apdus += 1;
@@ -167,6 +169,14 @@ pub fn run_tcp_server(listener: TcpListener, card: &mut dyn SimulatedCard) -> io
 pub struct TcpCardClient {
     stream: TcpStream,
     out: Vec<u8>,
+}
+
+/// A `card-sim serve --tcp` card as core's [`Link`].
+impl Link for TcpCardClient {
+    fn transmit(&mut self, apdu: &[u8]) -> Result<Vec<u8>, LinkError> {
+        TcpCardClient::transmit(self, apdu)
+            .map_err(|e| LinkError(format!("card-sim connection: {e}")))
+    }
 }
 
 impl TcpCardClient {

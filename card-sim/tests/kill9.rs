@@ -9,9 +9,9 @@ use std::time::{Duration, Instant};
 
 use card_sim::personalize::read_secrets;
 use card_sim::transport::TcpCardClient;
+use openpsd_core::client::psd_apdu;
 use openpsd_core::crypto::MacKey;
 use openpsd_core::psd::audit::AuditData;
-use openpsd_core::psd::host;
 use openpsd_core::psd::indicium::{self, IndiciumRequest};
 use openpsd_core::psd::refill::RefillCombination;
 use openpsd_core::psd::registers::Registers;
@@ -60,7 +60,7 @@ fn serve(state: &std::path::Path) -> (Child, u16) {
 fn connect(port: u16) -> TcpCardClient {
     let mut c = TcpCardClient::connect(("127.0.0.1", port)).expect("connects");
     assert_eq!(
-        host::sw(&c.transmit(&host::select()).expect("SELECT")),
+        psd_apdu::sw(&c.transmit(&psd_apdu::select()).expect("SELECT")),
         0x9000
     );
     c
@@ -68,7 +68,7 @@ fn connect(port: u16) -> TcpCardClient {
 
 fn ok(resp: std::io::Result<Vec<u8>>) -> Vec<u8> {
     let resp = resp.expect("card answers");
-    host::data(&resp)
+    psd_apdu::data(&resp)
         .unwrap_or_else(|s| panic!("card refused: {s:?}"))
         .to_vec()
 }
@@ -105,7 +105,8 @@ fn kill_9_mid_stream_loses_nothing_the_client_received_and_counts_nothing_it_did
     let (mut server, port) = serve(&state);
     let mut client = connect(port);
     // Fund the register set through an audit and a MACed refill message.
-    let audit = AuditData::open(&ok(client.transmit(&host::audit(SET, &[1; 16]))), &k1).unwrap();
+    let audit =
+        AuditData::open(&ok(client.transmit(&psd_apdu::audit(SET, &[1; 16]))), &k1).unwrap();
     let funding = 1_000_000;
     let msg = RefillCombination {
         device: audit.device,
@@ -116,7 +117,7 @@ fn kill_9_mid_stream_loses_nothing_the_client_received_and_counts_nothing_it_did
         combination_id: [1; 8],
     }
     .seal(&k1);
-    ok(client.transmit(&host::refill(SET, &msg)));
+    ok(client.transmit(&psd_apdu::refill(SET, &msg)));
 
     let mut received = 0u32;
     let mut next_txn = 1u64;
@@ -134,9 +135,9 @@ fn kill_9_mid_stream_loses_nothing_the_client_received_and_counts_nothing_it_did
         });
         let in_flight = loop {
             let req = request(next_txn);
-            match client.transmit(&host::issue_indicium(SET, &req)) {
+            match client.transmit(&psd_apdu::issue_indicium(SET, &req)) {
                 Ok(resp) => {
-                    let data = host::data(&resp).expect("indicium issued");
+                    let data = psd_apdu::data(&resp).expect("indicium issued");
                     let d = indicium::verify(data, &public_key).expect("indicium verifies");
                     received += 1;
                     assert_eq!(d.pieces, PieceCount(received));
@@ -156,7 +157,7 @@ fn kill_9_mid_stream_loses_nothing_the_client_received_and_counts_nothing_it_did
         let (s, port) = serve(&state);
         server = s;
         client = connect(port);
-        let ind = ok(client.transmit(&host::issue_indicium(SET, &in_flight)));
+        let ind = ok(client.transmit(&psd_apdu::issue_indicium(SET, &in_flight)));
         let d = indicium::verify(&ind, &public_key).unwrap();
         received += 1;
         next_txn += 1;
@@ -166,7 +167,7 @@ fn kill_9_mid_stream_loses_nothing_the_client_received_and_counts_nothing_it_did
             "round {round}: the re-sent request was counted once"
         );
 
-        let r = Registers::decode(&ok(client.transmit(&host::read_registers(SET)))).unwrap();
+        let r = Registers::decode(&ok(client.transmit(&psd_apdu::read_registers(SET)))).unwrap();
         assert_eq!(r.pieces, PieceCount(received), "round {round}");
         assert_eq!(r.ar, Amount(u64::from(received) * POSTAGE), "round {round}");
         assert_eq!(

@@ -10,12 +10,13 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use card_sim::transport::TcpCardClient;
-use openpsd_core::psd::host as psd_host;
+use openpsd_core::client::psd_apdu;
+use openpsd_core::client::transfer::{self as driver, Resolved};
+use openpsd_core::client::Link;
 use openpsd_core::psd::ins as psd_ins;
 use openpsd_core::psd::registers::Registers;
 use openpsd_core::purse::ins as purse_ins;
 use openpsd_core::purse::personal::PurseInfo;
-use openpsd_core::transfer::host::{self as driver, Link, Resolved};
 use openpsd_core::types::*;
 
 const FUNDED: u64 = 100_000;
@@ -82,8 +83,11 @@ struct Tcp {
 }
 
 impl Link for Tcp {
-    fn transmit(&mut self, apdu: &[u8]) -> Result<Vec<u8>, String> {
-        let resp = self.client.transmit(apdu).map_err(|e| e.to_string())?;
+    fn transmit(&mut self, apdu: &[u8]) -> Result<Vec<u8>, openpsd_core::client::LinkError> {
+        let resp = self
+            .client
+            .transmit(apdu)
+            .map_err(|e| openpsd_core::client::LinkError(e.to_string()))?;
         if let Some((ins, pid)) = self.kill_after {
             if apdu.get(1) == Some(&ins) && resp.ends_with(&[0x90, 0x00]) {
                 let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
@@ -102,10 +106,10 @@ fn tcp(port: u16) -> Tcp {
 }
 
 fn psd_registers(psd: &mut Tcp) -> Registers {
-    let ok = |r: Vec<u8>| psd_host::data(&r).unwrap().to_vec();
-    ok(psd.transmit(&psd_host::select()).unwrap());
+    let ok = |r: Vec<u8>| psd_apdu::data(&r).unwrap().to_vec();
+    ok(psd.transmit(&psd_apdu::select()).unwrap());
     Registers::decode(&ok(psd
-        .transmit(&psd_host::read_registers(RegisterSetIndex(0)))
+        .transmit(&psd_apdu::read_registers(RegisterSetIndex(0)))
         .unwrap()))
     .unwrap()
 }

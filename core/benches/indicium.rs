@@ -19,12 +19,13 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, Criterion};
+use openpsd_core::client::psd_apdu;
 use openpsd_core::crypto::{IndiciumKey, MacKey};
 use openpsd_core::platform::SeededPlatform;
 use openpsd_core::psd::device::{LicenseSlot, Personalization};
 use openpsd_core::psd::indicium::IndiciumRequest;
+use openpsd_core::psd::psd_card;
 use openpsd_core::psd::refill::RefillCombination;
-use openpsd_core::psd::{host, psd_card};
 use openpsd_core::store::MemStore;
 use openpsd_core::types::*;
 use p256::ecdsa::signature::Signer;
@@ -47,8 +48,8 @@ fn funded_card() -> openpsd_core::Card<MemStore, SeededPlatform> {
         .unwrap()
         .public_key();
     let mut card = psd_card(MemStore::new(), SeededPlatform::new(1)).unwrap();
-    let ok = |r: Vec<u8>| assert_eq!(host::sw(&r), 0x9000, "{r:02X?}");
-    ok(card.transmit(&host::select()));
+    let ok = |r: Vec<u8>| assert_eq!(psd_apdu::sw(&r), 0x9000, "{r:02X?}");
+    ok(card.transmit(&psd_apdu::select()));
     let p = Personalization {
         device: DeviceId(*b"BENCH001"),
         k1,
@@ -62,7 +63,7 @@ fn funded_card() -> openpsd_core::Card<MemStore, SeededPlatform> {
             origin: PostalCode::new(b"10115").unwrap(),
         }],
     };
-    ok(card.transmit(&host::personalize(&p)));
+    ok(card.transmit(&psd_apdu::personalize(&p)));
     let refill = RefillCombination {
         device: p.device,
         license: LicenseId(1),
@@ -71,7 +72,7 @@ fn funded_card() -> openpsd_core::Card<MemStore, SeededPlatform> {
         refills: RefillCount(0),
         combination_id: [0; 8],
     };
-    ok(card.transmit(&host::refill(
+    ok(card.transmit(&psd_apdu::refill(
         RegisterSetIndex(0),
         &refill.seal(&MacKey::new(k1)),
     )));
@@ -93,7 +94,7 @@ fn bench(c: &mut Criterion) {
     let mut group = c.benchmark_group("indicium");
 
     let mut card = funded_card();
-    let mut apdu = host::issue_indicium(RegisterSetIndex(0), &request());
+    let mut apdu = psd_apdu::issue_indicium(RegisterSetIndex(0), &request());
     let mut reply = Vec::with_capacity(256);
     let mut txn = 0u64;
     group.bench_function("apdu_path", |b| {
@@ -105,14 +106,14 @@ fn bench(c: &mut Criterion) {
                 txn += 1;
                 apdu[5..13].copy_from_slice(&txn.to_be_bytes());
                 card.handle(black_box(&apdu), &mut reply);
-                debug_assert_eq!(host::sw(&reply), 0x9000);
+                debug_assert_eq!(psd_apdu::sw(&reply), 0x9000);
             }
             let e = t.elapsed();
             record(&APDU, iters, e);
             e
         })
     });
-    assert_eq!(host::sw(&reply), 0x9000, "the last indicium was issued");
+    assert_eq!(psd_apdu::sw(&reply), 0x9000, "the last indicium was issued");
     let payload = reply[..reply.len() - 2 - 64].to_vec();
 
     let key = IndiciumKey::from_bytes(&[0x42; 32]).unwrap();

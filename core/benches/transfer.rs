@@ -9,16 +9,17 @@
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, Criterion};
+use openpsd_core::client::psd_apdu;
+use openpsd_core::client::purse_apdu;
+use openpsd_core::client::transfer::transfer;
 use openpsd_core::crypto::{IndiciumKey, MacKey};
 use openpsd_core::platform::SeededPlatform;
 use openpsd_core::psd::device::{LicenseSlot, Personalization, SchemeSlot};
+use openpsd_core::psd::psd_card;
 use openpsd_core::psd::refill::RefillCombination;
-use openpsd_core::psd::{host, psd_card};
-use openpsd_core::purse::host as purse_host;
 use openpsd_core::purse::personal::{certificate_body, PursePersonalization};
 use openpsd_core::purse::purse_card;
 use openpsd_core::store::MemStore;
-use openpsd_core::transfer::host::transfer;
 use openpsd_core::transfer::{card_admin_key, card_key};
 use openpsd_core::types::*;
 use openpsd_core::Card;
@@ -29,14 +30,14 @@ const SCHEME_KEY: [u8; 16] = [0x5C; 16];
 const PIN: &[u8] = b"2468";
 
 fn ok(r: Vec<u8>) -> Vec<u8> {
-    assert_eq!(host::sw(&r), 0x9000, "{r:02X?}");
+    assert_eq!(psd_apdu::sw(&r), 0x9000, "{r:02X?}");
     r[..r.len() - 2].to_vec()
 }
 
 fn cards() -> (TestCard, TestCard) {
     let k1 = [0x11; 16];
     let mut psd = psd_card(MemStore::new(), SeededPlatform::new(1)).unwrap();
-    ok(psd.transmit(&host::select()));
+    ok(psd.transmit(&psd_apdu::select()));
     let p = Personalization {
         device: DeviceId(*b"BENCH001"),
         k1,
@@ -54,7 +55,7 @@ fn cards() -> (TestCard, TestCard) {
             max_failures: 5,
         }),
     };
-    ok(psd.transmit(&host::personalize(&p)));
+    ok(psd.transmit(&psd_apdu::personalize(&p)));
     let refill = RefillCombination {
         device: p.device,
         license: LicenseId(1),
@@ -63,7 +64,7 @@ fn cards() -> (TestCard, TestCard) {
         refills: RefillCount(0),
         combination_id: [0; 8],
     };
-    ok(psd.transmit(&host::refill(
+    ok(psd.transmit(&psd_apdu::refill(
         RegisterSetIndex(0),
         &refill.seal(&MacKey::new(k1)),
     )));
@@ -71,9 +72,9 @@ fn cards() -> (TestCard, TestCard) {
     let card = CardId(*b"BENCHCRD");
     let issuer = IndiciumKey::from_bytes(&[9; 32]).unwrap();
     let mut purse = purse_card(MemStore::new(), SeededPlatform::new(2)).unwrap();
-    ok(purse.transmit(&purse_host::select()));
+    ok(purse.transmit(&purse_apdu::select()));
     let pk = ok(
-        purse.transmit(&purse_host::personalize(&PursePersonalization {
+        purse.transmit(&purse_apdu::personalize(&PursePersonalization {
             card,
             scheme: SchemeId(1),
             card_key: *card_key(&MacKey::new(SCHEME_KEY), card).expose(),
@@ -87,7 +88,7 @@ fn cards() -> (TestCard, TestCard) {
         })),
     );
     ok(
-        purse.transmit(&purse_host::certify(&issuer.sign(&certificate_body(
+        purse.transmit(&purse_apdu::certify(&issuer.sign(&certificate_body(
             card,
             SchemeId(1),
             &pk,

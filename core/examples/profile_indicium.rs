@@ -1,12 +1,13 @@
 //! Issues N indicia through the APDU path (or, with `raw`, signs N payloads with the same
 //! key type directly), for instruction-count profiling:
 //! `valgrind --tool=callgrind target/release/examples/profile_indicium apdu 200`.
+use openpsd_core::client::psd_apdu;
 use openpsd_core::crypto::{IndiciumKey, MacKey};
 use openpsd_core::platform::SeededPlatform;
 use openpsd_core::psd::device::{LicenseSlot, Personalization};
 use openpsd_core::psd::indicium::IndiciumRequest;
+use openpsd_core::psd::psd_card;
 use openpsd_core::psd::refill::RefillCombination;
-use openpsd_core::psd::{host, psd_card};
 use openpsd_core::store::MemStore;
 use openpsd_core::types::*;
 
@@ -16,7 +17,7 @@ fn main() {
     let n: u64 = args.next().and_then(|s| s.parse().ok()).unwrap_or(200);
     let k1 = [0x11; 16];
     let mut card = psd_card(MemStore::new(), SeededPlatform::new(1)).unwrap();
-    card.transmit(&host::select());
+    card.transmit(&psd_apdu::select());
     let p = Personalization {
         device: DeviceId(*b"BENCH001"),
         k1,
@@ -30,7 +31,7 @@ fn main() {
             origin: PostalCode::new(b"10115").unwrap(),
         }],
     };
-    card.transmit(&host::personalize(&p));
+    card.transmit(&psd_apdu::personalize(&p));
     let c = RefillCombination {
         device: p.device,
         license: LicenseId(1),
@@ -39,7 +40,7 @@ fn main() {
         refills: RefillCount(0),
         combination_id: [0; 8],
     };
-    card.transmit(&host::refill(
+    card.transmit(&psd_apdu::refill(
         RegisterSetIndex(0),
         &c.seal(&MacKey::new(k1)),
     ));
@@ -51,7 +52,7 @@ fn main() {
         origin: PostalCode::new(b"10115").unwrap(),
         destination: PostalCode::new(b"20095").unwrap(),
     };
-    let mut apdu = host::issue_indicium(RegisterSetIndex(0), &req);
+    let mut apdu = psd_apdu::issue_indicium(RegisterSetIndex(0), &req);
     let mut reply = Vec::new();
     let key = IndiciumKey::from_bytes(&[0x42; 32]).unwrap();
     let payload = vec![0x5A; 64];
@@ -68,5 +69,5 @@ fn main() {
             card.handle(&apdu, &mut reply);
         }
     }
-    println!("{:04X}", host::sw(&reply));
+    println!("{:04X}", psd_apdu::sw(&reply));
 }

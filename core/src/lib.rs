@@ -4,8 +4,12 @@
 //! the ISO 7816-4 APDU layer ([`card`], [`apdu`], [`status`]), the transactional persistent
 //! store interface ([`store`]), the crypto primitives behind small wrappers ([`crypto`]), the
 //! host platform interface for randomness and time ([`platform`]), and the PSD applet itself
-//! ([`psd`]) with its indicium verifier. No I/O, no clock, no randomness except through
-//! [`platform::Platform`]; hosts (the card simulator, the wasm module, tests) supply those.
+//! ([`psd`]) with its indicium verifier, the purse card applet ([`purse`]) and the
+//! value-transfer messages between them ([`transfer`]). On the other side of the wire,
+//! [`client`] is the one host layer every front end uses: a link trait, one `exchange`,
+//! the command builders, typed calls for both cards and the transfer driver. No I/O, no
+//! clock, no randomness except through [`platform::Platform`] and [`client::Link`]; hosts
+//! (the card simulator, the wasm module, the CLI, tests) supply those.
 #![no_std]
 #![deny(unsafe_code)]
 #![warn(missing_docs, clippy::unwrap_used, clippy::expect_used)]
@@ -13,7 +17,9 @@
 extern crate alloc;
 
 pub mod apdu;
+pub mod calendar;
 pub mod card;
+pub mod client;
 pub mod crypto;
 pub mod platform;
 pub mod psd;

@@ -6,17 +6,14 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
-use openpsd_core::platform::Platform as _;
-use openpsd_core::psd::host as psd_host;
+use openpsd_core::client::transfer::{self as driver, Resolved, TransferOutcome};
+use openpsd_core::client::{Link, LinkError, PsdClient, PurseClient, PurseStatus};
 use openpsd_core::psd::registers::Registers;
 use openpsd_core::psd::transfer::TransferInfo;
 use openpsd_core::purse::personal::PurseInfo;
 use openpsd_core::purse::state::LogKind;
-use openpsd_core::transfer::host::Side;
-use openpsd_core::transfer::host::{self as driver, Resolved, TransferOutcome};
 use openpsd_core::types::{Amount, Date, RegisterSetIndex, TerminalId};
-use openpsd_host::link::{CardLink, Link};
-use openpsd_host::purse::{exchange, explain, psd_device, purse_status, PurseStatus};
+use openpsd_host::purse::explain;
 use openpsd_host::terminal::{BatchSummary, Payment, RecordExport, Terminal};
 use openpsd_host::CardSpec;
 use serde_json::{json, Value};
@@ -25,7 +22,8 @@ use zeroize::Zeroizing;
 use crate::{BatchAction, TerminalAction};
 
 fn link(spec: &CardSpec, what: &str) -> Result<TestLink> {
-    let inner = CardLink::open(spec).with_context(|| format!("opening the {what} at {spec}"))?;
+    let inner =
+        openpsd_host::open(spec).with_context(|| format!("opening the {what} at {spec}"))?;
     Ok(TestLink {
         inner,
         abort_after: std::env::var(ABORT_ENV)
@@ -39,14 +37,14 @@ fn link(spec: &CardSpec, what: &str) -> Result<TestLink> {
 /// CREDIT) the host exits as if it crashed, right after the card answered that command.
 const ABORT_ENV: &str = "OPENPSD_TEST_ABORT_AFTER";
 
-/// A [`CardLink`] with the test hook.
+/// A card's link with the test hook.
 struct TestLink {
-    inner: CardLink,
+    inner: Box<dyn Link>,
     abort_after: Option<u8>,
 }
 
 impl Link for TestLink {
-    fn transmit(&mut self, apdu: &[u8]) -> std::result::Result<Vec<u8>, String> {
+    fn transmit(&mut self, apdu: &[u8]) -> std::result::Result<Vec<u8>, LinkError> {
         let resp = self.inner.transmit(apdu)?;
         if let Some(ins) = self.abort_after {
             if apdu.get(1) == Some(&ins) && resp.ends_with(&[0x90, 0x00]) {
@@ -151,7 +149,8 @@ pub fn transfer(
     }
     let mut psd = link(psd_spec, "PSD")?;
     let mut purse = link(purse_spec, "purse")?;
-    let device = psd_device(&mut psd)
+    let device = PsdClient::new(&mut psd)
+        .select()
         .map_err(|e| anyhow!(explain(&e)))?
         .ok_or_else(|| anyhow!("{psd_spec} is a blank PSD"))?;
     let card = driver::purse_info(&mut purse)
@@ -242,14 +241,9 @@ pub fn resolve(psd_spec: &CardSpec, purse_spec: &CardSpec, set: u8, json_out: bo
     let outcome =
         driver::resolve_pending(&mut psd, &mut purse).map_err(|e| anyhow!(explain(&e)))?;
     let info = driver::psd_transfer_info(&mut psd).map_err(|e| anyhow!(explain(&e)))?;
-    let regs = exchange(
-        &mut psd,
-        Side::Psd,
-        "READ REGISTERS",
-        &psd_host::read_registers(RegisterSetIndex(set)),
-    )
-    .map_err(|e| anyhow!(explain(&e)))?;
-    let regs = Registers::decode(&regs).map_err(|_| anyhow!("READ REGISTERS malformed"))?;
+    let regs = PsdClient::new(&mut psd)
+        .registers(RegisterSetIndex(set))
+        .map_err(|e| anyhow!(explain(&e)))?;
     let card = driver::purse_info(&mut purse)
         .map_err(|e| anyhow!(explain(&e)))?
         .ok_or_else(|| anyhow!("{purse_spec} is a blank purse"))?;
@@ -275,8 +269,9 @@ pub fn resolve(psd_spec: &CardSpec, purse_spec: &CardSpec, set: u8, json_out: bo
 /// `openpsd purse`.
 pub fn purse(spec: &CardSpec, json_out: bool) -> Result<()> {
     let mut purse = link(spec, "purse")?;
-    let PurseStatus { info, paired, log } =
-        purse_status(&mut purse).map_err(|e| anyhow!(explain(&e)))?;
+    let PurseStatus { info, paired, log } = PurseClient::new(&mut purse)
+        .status()
+        .map_err(|e| anyhow!(explain(&e)))?;
     let kind = |k: LogKind| match k {
         LogKind::Credit => "credit",
         LogKind::Purchase => "purchase",
@@ -404,8 +399,7 @@ pub fn pay(
     }
     let date = match date {
         Some(d) => d,
-        None => card_sim::os_platform::OsPlatform::default()
-            .today()
+        None => crate::today_utc()
             .ok_or_else(|| anyhow!("the system clock is before 2000; give --date"))?,
     };
     let mut purse = link(spec, "purse")?;

@@ -12,7 +12,6 @@ mod commands;
 
 use anyhow::{anyhow, Context, Result};
 use clap::{Parser, Subcommand};
-use openpsd_core::platform::Platform;
 use openpsd_core::psd::indicium::IndiciumRequest;
 use openpsd_core::types::*;
 use openpsd_host::{open, CardSpec, PsdClient};
@@ -389,8 +388,7 @@ fn run(cli: Cli) -> Result<()> {
             };
             let date = match date {
                 Some(d) => d,
-                None => card_sim::os_platform::OsPlatform::default()
-                    .today()
+                None => today_utc()
                     .ok_or_else(|| anyhow!("the system clock is before 2000; give --date"))?,
             };
             let transaction = match txn {
@@ -507,7 +505,6 @@ const INSPECTION_WARNING_DAYS: u32 = 21;
 
 /// The inspection state as a line for `status`, with a warning when it is due soon.
 fn inspection_line(info: &openpsd_core::psd::device::DeviceInfo) -> Option<String> {
-    use card_sim::os_platform::date_from_unix_days;
     if info.inspection_days == 0 {
         return None;
     }
@@ -518,9 +515,8 @@ fn inspection_line(info: &openpsd_core::psd::device::DeviceInfo) -> Option<Strin
                 .to_string(),
         );
     };
-    // Day numbers count from 2000-01-01, which is day 10957 of the Unix epoch.
-    let due = date_from_unix_days(u64::from(last.day_number() + days) + 10_957)?;
-    let today = card_sim::os_platform::OsPlatform::default().today()?;
+    let due = last.plus_days(days)?;
+    let today = today_utc()?;
     let elapsed = today.day_number().saturating_sub(last.day_number());
     let state = if elapsed > days {
         "OVERDUE: franking is blocked until the back office accepts an audit".to_string()
@@ -540,6 +536,15 @@ fn inspection_line(info: &openpsd_core::psd::device::DeviceInfo) -> Option<Strin
 fn postal_code(s: &str) -> Result<PostalCode> {
     PostalCode::new(s.as_bytes())
         .ok_or_else(|| anyhow!("'{s}': a postal code is 1-10 of A-Z 0-9 space -"))
+}
+
+/// Today's UTC date from the system clock (`None` before 2000).
+pub(crate) fn today_utc() -> Option<Date> {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()?
+        .as_secs();
+    Date::from_unix_seconds(secs)
 }
 
 #[cfg(test)]

@@ -19,7 +19,9 @@ use openpsd_protocol::{
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::client::{HostError, PsdClient};
+use openpsd_core::client::Side;
+
+use crate::{ClientError, PsdClient};
 
 /// Why a refill did not complete.
 #[derive(Debug)]
@@ -36,7 +38,7 @@ pub enum RefillError {
     /// The meter server could not be reached or answered nonsense.
     Http(String),
     /// The PSD refused or could not be reached.
-    Card(HostError),
+    Card(ClientError),
 }
 
 impl fmt::Display for RefillError {
@@ -57,8 +59,8 @@ impl fmt::Display for RefillError {
 
 impl std::error::Error for RefillError {}
 
-impl From<HostError> for RefillError {
-    fn from(e: HostError) -> Self {
+impl From<ClientError> for RefillError {
+    fn from(e: ClientError) -> Self {
         RefillError::Card(e)
     }
 }
@@ -181,7 +183,7 @@ impl MeterClient {
             // Steps 290-305 on the PSD, then the receipt while its audit is the last one.
             apply_message(psd, req.set, &r, progress)?;
             let receipt = hex_bytes(r.receipt.as_deref(), "receipt")?;
-            psd.exchange(&openpsd_core::psd::host::receipt(&receipt))?;
+            psd.receipt(&receipt)?;
             inspection_renewed = true;
             progress("audit receipt accepted: inspection renewed");
         } else if r.state == RefillState::MessageIssued {
@@ -242,10 +244,10 @@ impl MeterClient {
             },
         )?;
         let receipt = hex_bytes(r.receipt.as_deref(), "receipt")?;
-        let date = psd.exchange(&openpsd_core::psd::host::receipt(&receipt))?;
+        let date = psd.receipt(&receipt)?;
         let mut reader = openpsd_core::wire::Reader::new(&date);
         openpsd_core::types::Date::read(&mut reader)
-            .map_err(|_| RefillError::Card(HostError::Malformed("RECEIPT response")))
+            .map_err(|_| RefillError::Card(ClientError::BadResponse(Side::Psd, "RECEIPT")))
     }
 }
 
@@ -262,7 +264,7 @@ fn apply_message(
             regs.dr, regs.control_sum
         )),
         // Applied by an earlier run whose reply was lost: confirm it.
-        Err(HostError::Card(Status::RefillReplayed)) => {
+        Err(ClientError::Refused(_, _, Status::RefillReplayed)) => {
             progress("refill message was applied before")
         }
         Err(e) => return Err(e.into()),

@@ -20,17 +20,20 @@
 
 use std::path::Path;
 
-use openpsd_core::purse::host as purse_host;
+use openpsd_core::client::purse_apdu;
+use openpsd_core::client::transfer::{purse_info, Side, TransferError};
+use openpsd_core::client::Link;
 use openpsd_core::purse::personal::{certificate_body, PurseInfo};
 use openpsd_core::purse::purchase::{PurchaseRecord, PurchaseRequest};
 use openpsd_core::purse::state::LogKind;
-use openpsd_core::transfer::host::{purse_info, Link, Side, TransferError};
 use openpsd_core::types::{Amount, CardId, Date, SchemeId, TerminalId};
 use openpsd_core::{crypto, Status};
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use serde::{Deserialize, Serialize};
 
-use crate::purse::{exchange, explain, purse_status};
+use openpsd_core::client::{exchange, PurseClient};
+
+use crate::purse::explain;
 
 /// The terminal database's schema (idempotent).
 pub const SCHEMA: &str = "
@@ -487,8 +490,8 @@ impl Terminal {
             }
         }
 
-        exchange(purse, Side::Purse, "SELECT", &purse_host::select())?;
-        exchange(purse, Side::Purse, "VERIFY", &purse_host::verify(pin))?;
+        exchange(purse, Side::Purse, "SELECT", &purse_apdu::select())?;
+        exchange(purse, Side::Purse, "VERIFY", &purse_apdu::verify(pin))?;
         let (counter, date, resumed) = match &resume {
             Some(a) => (a.counter, a.date, true),
             None => (
@@ -503,15 +506,15 @@ impl Terminal {
             amount,
             date,
         };
-        let apdu = purse_host::purchase(&req);
+        let apdu = purse_apdu::purchase(&req);
         let mut tries = 0;
         let mut lost = false;
         let bytes = loop {
             let result = if lost {
                 // The card may have been reset meanwhile: select and verify again, then
                 // the same request (same counter, same date).
-                exchange(purse, Side::Purse, "SELECT", &purse_host::select())
-                    .and_then(|_| exchange(purse, Side::Purse, "VERIFY", &purse_host::verify(pin)))
+                exchange(purse, Side::Purse, "SELECT", &purse_apdu::select())
+                    .and_then(|_| exchange(purse, Side::Purse, "VERIFY", &purse_apdu::verify(pin)))
                     .and_then(|_| exchange(purse, Side::Purse, "PURCHASE", &apdu))
             } else {
                 exchange(purse, Side::Purse, "PURCHASE", &apdu)
@@ -562,7 +565,7 @@ impl Terminal {
             // The card has not paid anything since: sending it now is the purchase itself.
             return Ok(Fate::Resend);
         }
-        let status = purse_status(purse)?;
+        let status = PurseClient::new(&mut *purse).status()?;
         let ours = |e: &&openpsd_core::purse::state::LogEntry| {
             e.kind == LogKind::Purchase
                 && e.counterpart == self.info.id.0

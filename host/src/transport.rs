@@ -1,4 +1,5 @@
-//! Ways to reach a card, chosen by a [`CardSpec`]:
+//! Ways to reach a card, chosen by a [`CardSpec`], each a core [`Link`] (`61xx`, `6Cxx`
+//! and status words are core's [`openpsd_core::client::exchange`]'s business):
 //!
 //! * `state:DIR` — the card kept in a card-sim state directory, run in this process;
 //! * `tcp:HOST:PORT` — a `card-sim serve --tcp` process;
@@ -10,26 +11,9 @@ use std::path::PathBuf;
 use std::str::FromStr;
 
 use card_sim::os_platform::Clock;
-use card_sim::sim::{self, FileCard, SimulatedCard};
+use card_sim::sim;
 use card_sim::transport::TcpCardClient;
-
-/// Why an APDU did not get an answer. The command may or may not have reached the card.
-#[derive(Debug)]
-pub struct TransportError(pub String);
-
-impl fmt::Display for TransportError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for TransportError {}
-
-/// Carries one command APDU to a card and its response back.
-pub trait Transport {
-    /// Sends `apdu`, returns the response APDU (data ‖ SW1 SW2).
-    fn transmit(&mut self, apdu: &[u8]) -> Result<Vec<u8>, TransportError>;
-}
+pub use openpsd_core::client::{Link, LinkError};
 
 /// Where the card is.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -66,54 +50,32 @@ impl fmt::Display for CardSpec {
     }
 }
 
-/// Opens a transport to the card `spec` names.
-pub fn open(spec: &CardSpec) -> Result<Box<dyn Transport>, TransportError> {
+/// Opens a link to the card `spec` names.
+pub fn open(spec: &CardSpec) -> Result<Box<dyn Link>, LinkError> {
     match spec {
         CardSpec::State(dir) => {
             let card = sim::open_file_card(dir, Clock::System)
-                .map_err(|e| TransportError(format!("card in {}: {e}", dir.display())))?;
-            Ok(Box::new(InProcess(card)))
+                .map_err(|e| LinkError(format!("card in {}: {e}", dir.display())))?;
+            Ok(Box::new(card))
         }
         CardSpec::Tcp(addr) => {
             let client = TcpCardClient::connect(addr.as_str())
-                .map_err(|e| TransportError(format!("connecting to card-sim at {addr}: {e}")))?;
-            Ok(Box::new(Tcp(client)))
+                .map_err(|e| LinkError(format!("connecting to card-sim at {addr}: {e}")))?;
+            Ok(Box::new(client))
         }
         #[cfg(feature = "pcsc")]
         CardSpec::Pcsc(reader) => Ok(Box::new(pcsc_reader::PcscReader::connect(reader)?)),
         #[cfg(not(feature = "pcsc"))]
-        CardSpec::Pcsc(_) => Err(TransportError(
+        CardSpec::Pcsc(_) => Err(LinkError(
             "this openpsd was built without PC/SC support (cargo feature `pcsc`)".into(),
         )),
-    }
-}
-
-/// A card run in this process.
-pub struct InProcess(pub FileCard);
-
-impl Transport for InProcess {
-    fn transmit(&mut self, apdu: &[u8]) -> Result<Vec<u8>, TransportError> {
-        let mut reply = Vec::new();
-        self.0.transmit(apdu, &mut reply);
-        Ok(reply)
-    }
-}
-
-/// A `card-sim serve --tcp` card.
-pub struct Tcp(pub TcpCardClient);
-
-impl Transport for Tcp {
-    fn transmit(&mut self, apdu: &[u8]) -> Result<Vec<u8>, TransportError> {
-        self.0
-            .transmit(apdu)
-            .map_err(|e| TransportError(format!("card-sim connection: {e}")))
     }
 }
 
 #[cfg(feature = "pcsc")]
 mod pcsc_reader {
     //! A card in a PC/SC reader, through the `pcsc` crate (libpcsclite).
-    use super::{Transport, TransportError};
+    use super::{Link, LinkError};
 
     /// A connected PC/SC card.
     pub struct PcscReader {
@@ -123,8 +85,8 @@ mod pcsc_reader {
 
     impl PcscReader {
         /// Connects to the reader named `reader` (or with that index in the list).
-        pub fn connect(reader: &str) -> Result<Self, TransportError> {
-            let err = |what: &str, e: pcsc::Error| TransportError(format!("PC/SC {what}: {e}"));
+        pub fn connect(reader: &str) -> Result<Self, LinkError> {
+            let err = |what: &str, e: pcsc::Error| LinkError(format!("PC/SC {what}: {e}"));
             let ctx = pcsc::Context::establish(pcsc::Scope::User).map_err(|e| err("context", e))?;
             let names: Vec<std::ffi::CString> = ctx
                 .list_readers_owned()
@@ -139,7 +101,7 @@ mod pcsc_reader {
                         .iter()
                         .map(|n| n.to_string_lossy().into_owned())
                         .collect();
-                    TransportError(format!("no PC/SC reader '{reader}' (readers: {list:?})"))
+                    LinkError(format!("no PC/SC reader '{reader}' (readers: {list:?})"))
                 })?;
             let card = ctx
                 .connect(&wanted, pcsc::ShareMode::Shared, pcsc::Protocols::ANY)
@@ -151,12 +113,12 @@ mod pcsc_reader {
         }
     }
 
-    impl Transport for PcscReader {
-        fn transmit(&mut self, apdu: &[u8]) -> Result<Vec<u8>, TransportError> {
+    impl Link for PcscReader {
+        fn transmit(&mut self, apdu: &[u8]) -> Result<Vec<u8>, LinkError> {
             self.card
                 .transmit(apdu, &mut self.buf)
                 .map(<[u8]>::to_vec)
-                .map_err(|e| TransportError(format!("PC/SC transmit: {e}")))
+                .map_err(|e| LinkError(format!("PC/SC transmit: {e}")))
         }
     }
 }

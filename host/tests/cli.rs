@@ -14,7 +14,6 @@ use openpsd_core::crypto::MacKey;
 use openpsd_core::psd::audit::AuditData;
 use openpsd_core::psd::refill::RefillCombination;
 use openpsd_core::types::*;
-use openpsd_host::transport::InProcess;
 use openpsd_host::PsdClient;
 use serde_json::Value;
 
@@ -32,7 +31,7 @@ fn funded_card(dir: &Path, amount: u64) {
     let (_, secrets) =
         personalize::personalize(&mut card, &mut OsPlatform::default(), &req).unwrap();
     let k1 = MacKey::new(hex::decode(&secrets.k1).unwrap().try_into().unwrap());
-    let mut psd = PsdClient::new(Box::new(InProcess(card)));
+    let mut psd = PsdClient::new(Box::new(card));
     psd.select().unwrap();
     let set = RegisterSetIndex(0);
     let audit = AuditData::open(&psd.audit(set, &[3; 16]).unwrap(), &k1).unwrap();

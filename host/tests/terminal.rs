@@ -11,15 +11,14 @@ use card_sim::issuer::{self, PurseRequest};
 use card_sim::os_platform::{Clock, OsPlatform};
 use card_sim::personalize::{self, Request};
 use card_sim::scheme::Scheme;
-use card_sim::sim;
+use card_sim::sim::{self, FileCard};
+use openpsd_core::client::transfer::{self as driver};
+use openpsd_core::client::Link;
 use openpsd_core::psd::device::SchemeSlot;
 use openpsd_core::purse::ins as purse_ins;
-use openpsd_core::transfer::host::{self as driver, Link};
 use openpsd_core::types::*;
 use openpsd_core::Status;
-use openpsd_host::link::CardLink;
 use openpsd_host::terminal::{Terminal, TerminalError};
-use openpsd_host::transport::InProcess;
 
 const PIN: &[u8] = b"2468";
 const TERMINAL: TerminalId = TerminalId(*b"TERM0001");
@@ -28,10 +27,8 @@ fn date() -> Date {
     Date::new(2026, 11, 21).unwrap()
 }
 
-fn link(dir: &Path) -> CardLink {
-    CardLink::new(Box::new(InProcess(
-        sim::open_file_card(dir, Clock::System).unwrap(),
-    )))
+fn link(dir: &Path) -> FileCard {
+    sim::open_file_card(dir, Clock::System).unwrap()
 }
 
 /// A scheme, a funded PSD of it, and a purse of it holding `balance` moved from the PSD.
@@ -110,13 +107,13 @@ fn balance(dir: &Path) -> Amount {
 /// A link that loses the replies of the first `lose` PURCHASE commands (the card runs
 /// them) and lets the test look at each PURCHASE before it is sent.
 struct Lossy<F: FnMut(&[u8])> {
-    inner: CardLink,
+    inner: FileCard,
     lose: Rc<Cell<u32>>,
     before_purchase: F,
 }
 
 impl<F: FnMut(&[u8])> Link for Lossy<F> {
-    fn transmit(&mut self, apdu: &[u8]) -> Result<Vec<u8>, String> {
+    fn transmit(&mut self, apdu: &[u8]) -> Result<Vec<u8>, openpsd_core::client::LinkError> {
         let purchase = apdu.get(1) == Some(&purse_ins::PURCHASE);
         if purchase {
             (self.before_purchase)(apdu);
@@ -283,9 +280,9 @@ fn an_unfinished_purchase_the_card_never_made_is_dropped_and_void_works() {
     let purse = dir.path().join("purse");
     let mut t = terminal(dir.path(), &scheme);
     // The PURCHASE never reaches the card.
-    struct Dead(CardLink);
+    struct Dead(FileCard);
     impl Link for Dead {
-        fn transmit(&mut self, apdu: &[u8]) -> Result<Vec<u8>, String> {
+        fn transmit(&mut self, apdu: &[u8]) -> Result<Vec<u8>, openpsd_core::client::LinkError> {
             if apdu.get(1) == Some(&purse_ins::PURCHASE) {
                 return Err("link down (test)".into());
             }

@@ -3,11 +3,11 @@
 //! and seal refill combinations, as the back office will), and helpers that speak the
 //! APDU contract of `docs/apdu.md`.
 
+use openpsd_core::client::psd_apdu;
 use openpsd_core::crypto::MacKey;
 use openpsd_core::platform::SeededPlatform;
 use openpsd_core::psd::audit::AuditData;
 use openpsd_core::psd::device::{LicenseSlot, Personalization};
-use openpsd_core::psd::host;
 use openpsd_core::psd::indicium::IndiciumRequest;
 use openpsd_core::psd::psd_card;
 use openpsd_core::psd::refill::RefillCombination;
@@ -64,14 +64,14 @@ pub fn blank_card(seed: u64) -> TestCard {
     let mut platform = SeededPlatform::new(seed);
     platform.today = Date::new(2026, 11, 21);
     let mut card = psd_card(MemStore::new(), platform).expect("blank store loads");
-    expect_ok(&card.transmit(&host::select()));
+    expect_ok(&card.transmit(&psd_apdu::select()));
     card
 }
 
 /// A personalized card, SELECTed; returns it and the device's public key.
 pub fn personalized_card(seed: u64) -> (TestCard, [u8; 65]) {
     let mut card = blank_card(seed);
-    let resp = card.transmit(&host::personalize(&personalization()));
+    let resp = card.transmit(&psd_apdu::personalize(&personalization()));
     let data = expect_ok(&resp);
     let mut pk = [0u8; 65];
     pk.copy_from_slice(&data[4..]);
@@ -82,22 +82,22 @@ pub fn personalized_card(seed: u64) -> (TestCard, [u8; 65]) {
 pub fn funded_card(seed: u64, amount: u64) -> (TestCard, [u8; 65]) {
     let (mut card, pk) = personalized_card(seed);
     let msg = Kms::new().refill_for(&mut card, RegisterSetIndex(0), Amount(amount), [1; 8]);
-    expect_ok(&card.transmit(&host::refill(RegisterSetIndex(0), &msg)));
+    expect_ok(&card.transmit(&psd_apdu::refill(RegisterSetIndex(0), &msg)));
     (card, pk)
 }
 
 /// The data of a `9000` response; panics (test failure) with the status otherwise.
 pub fn expect_ok(resp: &[u8]) -> Vec<u8> {
-    match host::data(resp) {
+    match psd_apdu::data(resp) {
         Ok(d) => d.to_vec(),
-        Err(s) => panic!("expected 9000, got {:04X} ({s:?})", host::sw(resp)),
+        Err(s) => panic!("expected 9000, got {:04X} ({s:?})", psd_apdu::sw(resp)),
     }
 }
 
 /// The status word of a response that must be a refusal without data.
 pub fn expect_refused(resp: &[u8], status: Status) {
     assert_eq!(
-        host::sw(resp),
+        psd_apdu::sw(resp),
         status.sw(),
         "expected {status:?}, got {:02X?}",
         resp
@@ -107,7 +107,7 @@ pub fn expect_refused(resp: &[u8], status: Status) {
 
 /// Reads a register set.
 pub fn registers(card: &mut TestCard, set: u8) -> Registers {
-    let data = expect_ok(&card.transmit(&host::read_registers(RegisterSetIndex(set))));
+    let data = expect_ok(&card.transmit(&psd_apdu::read_registers(RegisterSetIndex(set))));
     Registers::decode(&data).expect("registers decode")
 }
 
@@ -117,7 +117,7 @@ pub fn reopen(nvm: &Nvm, seed: u64) -> TestCard {
     let mut platform = SeededPlatform::new(seed);
     platform.today = Date::new(2026, 11, 21);
     let mut card = psd_card(store, platform).expect("state loads");
-    expect_ok(&card.transmit(&host::select()));
+    expect_ok(&card.transmit(&psd_apdu::select()));
     card
 }
 
@@ -156,7 +156,7 @@ impl Kms {
 
     /// Runs AUDIT on the card and verifies the MAC (seed 000, steps 210-230).
     pub fn audit(&self, card: &mut TestCard, set: RegisterSetIndex, nonce: [u8; 16]) -> AuditData {
-        let msg = expect_ok(&card.transmit(&host::audit(set, &nonce)));
+        let msg = expect_ok(&card.transmit(&psd_apdu::audit(set, &nonce)));
         let data = AuditData::open(&msg, &self.k1).expect("audit MAC verifies");
         assert_eq!(data.nonce, nonce);
         data

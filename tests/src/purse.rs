@@ -2,11 +2,12 @@
 //! signing and admin keys), a PSD of that scheme funded through a refill, and purse cards
 //! personalized and certified by the issuer.
 
+use openpsd_core::client::psd_apdu;
+use openpsd_core::client::purse_apdu;
 use openpsd_core::crypto::{IndiciumKey, MacKey};
 use openpsd_core::platform::SeededPlatform;
 use openpsd_core::psd::device::{Personalization, SchemeSlot};
-use openpsd_core::psd::{host, psd_card};
-use openpsd_core::purse::host as purse_host;
+use openpsd_core::psd::psd_card;
 use openpsd_core::purse::personal::{certificate_body, PurseInfo, PursePersonalization};
 use openpsd_core::purse::purse_card;
 use openpsd_core::store::{MemStore, Nvm};
@@ -60,11 +61,11 @@ pub fn funded_psd_as(seed: u64, p: Personalization, amount: u64) -> TestCard {
     let mut platform = SeededPlatform::new(seed);
     platform.today = Date::new(2026, 11, 21);
     let mut card = psd_card(MemStore::new(), platform).expect("blank store loads");
-    expect_ok(&card.transmit(&host::select()));
-    expect_ok(&card.transmit(&host::personalize(&p)));
+    expect_ok(&card.transmit(&psd_apdu::select()));
+    expect_ok(&card.transmit(&psd_apdu::personalize(&p)));
     if amount > 0 {
         let msg = Kms::new().refill_for(&mut card, RegisterSetIndex(0), Amount(amount), [1; 8]);
-        expect_ok(&card.transmit(&host::refill(RegisterSetIndex(0), &msg)));
+        expect_ok(&card.transmit(&psd_apdu::refill(RegisterSetIndex(0), &msg)));
     }
     card
 }
@@ -94,14 +95,14 @@ pub fn purse_in(seed: u64, card: CardId, scheme: SchemeId, scheme_key: [u8; 16])
     let mut platform = SeededPlatform::new(seed);
     platform.today = Date::new(2026, 11, 21);
     let mut purse = purse_card(MemStore::new(), platform).expect("blank store loads");
-    expect_ok(&purse.transmit(&purse_host::select()));
+    expect_ok(&purse.transmit(&purse_apdu::select()));
     let pk = expect_ok(
-        &purse.transmit(&purse_host::personalize(&purse_personalization(
+        &purse.transmit(&purse_apdu::personalize(&purse_personalization(
             card, scheme, scheme_key,
         ))),
     );
     let sig = issuer_key().sign(&certificate_body(card, scheme, &pk));
-    expect_ok(&purse.transmit(&purse_host::certify(&sig)));
+    expect_ok(&purse.transmit(&purse_apdu::certify(&sig)));
     purse
 }
 
@@ -116,14 +117,14 @@ pub fn reopen_purse(nvm: &Nvm, seed: u64) -> TestCard {
     let mut platform = SeededPlatform::new(seed);
     platform.today = Date::new(2026, 11, 21);
     let mut card = purse_card(store, platform).expect("state loads");
-    expect_ok(&card.transmit(&purse_host::select()));
+    expect_ok(&card.transmit(&purse_apdu::select()));
     card
 }
 
 /// The purse's public data.
 pub fn purse_data(purse: &mut TestCard) -> PurseInfo {
-    expect_ok(&purse.transmit(&purse_host::select()));
-    let data = expect_ok(&purse.transmit(&purse_host::get_data(1)));
+    expect_ok(&purse.transmit(&purse_apdu::select()));
+    let data = expect_ok(&purse.transmit(&purse_apdu::get_data(1)));
     PurseInfo::decode(&data)
         .expect("decodes")
         .expect("personalized")
@@ -164,20 +165,20 @@ pub struct Carry {
 /// The command APDU of step `i` of a transfer of `amount` on set 0.
 pub fn step_apdu(i: usize, c: &Carry, amount: u64) -> Vec<u8> {
     use openpsd_core::psd::{ins as psd_ins, CLA_PSD};
-    let psd = |ins, p2, data: &[u8]| host::command(CLA_PSD, ins, 0, p2, data, 256);
+    let psd = |ins, p2, data: &[u8]| psd_apdu::command(CLA_PSD, ins, 0, p2, data, 256);
     match i {
-        0 => host::select(),
-        1 => purse_host::select(),
+        0 => psd_apdu::select(),
+        1 => purse_apdu::select(),
         2 => psd(psd_ins::OPEN_SESSION, 0, &[]),
-        3 => purse_host::recognize(
+        3 => purse_apdu::recognize(
             &openpsd_core::transfer::PsdHello::decode(&c.last).expect("a PSD hello"),
         ),
         4 => psd(psd_ins::AUTHENTICATE_CARD, 0, &c.last),
-        5 => purse_host::authenticate_psd(&c.last),
-        6 => purse_host::verify(PIN),
-        7 => purse_host::transfer_request(Amount(amount)),
+        5 => purse_apdu::authenticate_psd(&c.last),
+        6 => purse_apdu::verify(PIN),
+        7 => purse_apdu::transfer_request(Amount(amount)),
         8 => psd(psd_ins::TRANSFER_DEBIT, 0, &c.last),
-        9 => purse_host::transfer_credit(&c.last),
+        9 => purse_apdu::transfer_credit(&c.last),
         _ => psd(psd_ins::TRANSFER_CONFIRM, 0, &c.last),
     }
 }
@@ -205,9 +206,9 @@ pub fn try_run_until(
             Dev::Purse => &mut *purse,
         };
         let resp = card.transmit(&a);
-        match host::data(&resp) {
+        match psd_apdu::data(&resp) {
             Ok(d) => c.last = d.to_vec(),
-            Err(_) => return Err((i, host::sw(&resp))),
+            Err(_) => return Err((i, psd_apdu::sw(&resp))),
         }
     }
     Ok(c)

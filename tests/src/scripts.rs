@@ -6,8 +6,8 @@
 //! Every script starts from a blank card and runs with the card's clock off
 //! (`card-sim run --clock none`, `card-sim serve --clock none`), so fixed dates stay valid.
 
+use openpsd_core::client::psd_apdu;
 use openpsd_core::crypto::MacKey;
-use openpsd_core::psd::host;
 use openpsd_core::psd::refill::RefillCombination;
 use openpsd_core::psd::registers::Registers;
 use openpsd_core::types::*;
@@ -48,8 +48,8 @@ impl Script {
     }
     fn select_and_personalize(&mut self) -> &mut Self {
         self.comment("SELECT the PSD and PERSONALIZE it (device PSD00001, licenses 4711/10115 and 4712/80331)")
-            .apdu(&host::select(), "9000")
-            .apdu(&host::personalize(&personalization()), "9000")
+            .apdu(&psd_apdu::select(), "9000")
+            .apdu(&psd_apdu::personalize(&personalization()), "9000")
     }
 }
 
@@ -90,7 +90,7 @@ pub fn all() -> Vec<(&'static str, String)> {
         "SELECT: by full and truncated AID, unknown AID, by file ID; GET DATA on a blank card",
     );
     s.comment("full AID, FCI returned")
-        .apdu(&host::select(), "9000")
+        .apdu(&psd_apdu::select(), "9000")
         .data(&[
             0x6F, 0x09, 0x84, 0x07, 0xF0, 0x50, 0x53, 0x44, 0x00, 0x00, 0x01,
         ])
@@ -101,7 +101,7 @@ pub fn all() -> Vec<(&'static str, String)> {
             ],
             "6A82",
         )
-        .apdu(&host::get_data(), "9000")
+        .apdu(&psd_apdu::get_data(), "9000")
         .data(&[0x00])
         .comment("truncated AID (the 5-byte RID), no FCI")
         .apdu(
@@ -116,19 +116,19 @@ pub fn all() -> Vec<(&'static str, String)> {
     let mut s = Script::new("PERSONALIZE once; a second and a third time are refused");
     s.select_and_personalize()
         .comment("refused: the device is personalized")
-        .apdu(&host::personalize(&personalization()), "6985")
+        .apdu(&psd_apdu::personalize(&personalization()), "6985")
         .reset()
-        .apdu(&host::select(), "9000")
-        .apdu(&host::personalize(&personalization()), "6985");
+        .apdu(&psd_apdu::select(), "9000")
+        .apdu(&psd_apdu::personalize(&personalization()), "6985");
     out.push(("personalize-twice.apdu", s.text));
 
     let mut s =
         Script::new("READ REGISTERS: both register sets start at zero; a third does not exist");
     s.select_and_personalize()
-        .apdu(&host::read_registers(SET0), "9000")
+        .apdu(&psd_apdu::read_registers(SET0), "9000")
         .data(&registers(0, 0, 0, 0))
-        .apdu(&host::read_registers(RegisterSetIndex(1)), "9000")
-        .apdu(&host::read_registers(RegisterSetIndex(2)), "6A88");
+        .apdu(&psd_apdu::read_registers(RegisterSetIndex(1)), "9000")
+        .apdu(&psd_apdu::read_registers(RegisterSetIndex(2)), "6A88");
     out.push(("read-registers.apdu", s.text));
 
     let mut s = Script::new(
@@ -137,40 +137,52 @@ pub fn all() -> Vec<(&'static str, String)> {
     s.select_and_personalize()
         .comment("refill 500.00 (refill message MACed under K1 for control sum 0, refill count 0)")
         .apdu(
-            &host::refill(SET0, &refill_message(50_000, 0, 0, 1)),
+            &psd_apdu::refill(SET0, &refill_message(50_000, 0, 0, 1)),
             "9000",
         )
         .comment("0.85 on 2026-11-21, 10115 -> 20095, rate 1, transaction 1")
-        .apdu(&host::issue_indicium(SET0, &request(1, 85, 21)), "9000")
+        .apdu(&psd_apdu::issue_indicium(SET0, &request(1, 85, 21)), "9000")
         .comment("the same transaction again: same indicium, no second debit")
-        .apdu(&host::issue_indicium(SET0, &request(1, 85, 21)), "9000")
-        .apdu(&host::read_registers(SET0), "9000")
+        .apdu(&psd_apdu::issue_indicium(SET0, &request(1, 85, 21)), "9000")
+        .apdu(&psd_apdu::read_registers(SET0), "9000")
         .data(&registers(85, 49_915, 1, 1))
         .comment("the same transaction ID for another piece is refused")
-        .apdu(&host::issue_indicium(SET0, &request(1, 86, 21)), "9A07");
+        .apdu(&psd_apdu::issue_indicium(SET0, &request(1, 86, 21)), "9A07");
     out.push(("indicium.apdu", s.text));
 
     let mut s = Script::new("ISSUE INDICIUM with insufficient funds: refused, registers unchanged");
     s.select_and_personalize()
-        .apdu(&host::issue_indicium(SET0, &request(1, 85, 21)), "9A01")
-        .apdu(&host::refill(SET0, &refill_message(100, 0, 0, 2)), "9000")
-        .apdu(&host::issue_indicium(SET0, &request(2, 101, 21)), "9A01")
-        .apdu(&host::read_registers(SET0), "9000")
+        .apdu(&psd_apdu::issue_indicium(SET0, &request(1, 85, 21)), "9A01")
+        .apdu(
+            &psd_apdu::refill(SET0, &refill_message(100, 0, 0, 2)),
+            "9000",
+        )
+        .apdu(
+            &psd_apdu::issue_indicium(SET0, &request(2, 101, 21)),
+            "9A01",
+        )
+        .apdu(&psd_apdu::read_registers(SET0), "9000")
         .data(&registers(0, 100, 0, 1))
         .comment("exactly the balance works")
-        .apdu(&host::issue_indicium(SET0, &request(3, 100, 21)), "9000")
-        .apdu(&host::read_registers(SET0), "9000")
+        .apdu(
+            &psd_apdu::issue_indicium(SET0, &request(3, 100, 21)),
+            "9000",
+        )
+        .apdu(&psd_apdu::read_registers(SET0), "9000")
         .data(&registers(100, 0, 1, 1));
     out.push(("insufficient-funds.apdu", s.text));
 
     let mut s = Script::new("AUDIT and REFILL accepted (seed 000 steps 215 and 290-305)");
     s.select_and_personalize()
-        .apdu(&host::audit(SET0, b"server-nonce-123"), "9000")
-        .apdu(&host::refill(SET0, &refill_message(2_500, 0, 0, 3)), "9000")
+        .apdu(&psd_apdu::audit(SET0, b"server-nonce-123"), "9000")
+        .apdu(
+            &psd_apdu::refill(SET0, &refill_message(2_500, 0, 0, 3)),
+            "9000",
+        )
         .data(&registers(0, 2_500, 0, 1))
         .comment("a second refill bound to the new control sum and refill count")
         .apdu(
-            &host::refill(SET0, &refill_message(1_000, 2_500, 1, 4)),
+            &psd_apdu::refill(SET0, &refill_message(1_000, 2_500, 1, 4)),
             "9000",
         )
         .data(&registers(0, 3_500, 0, 2));
@@ -192,25 +204,25 @@ pub fn all() -> Vec<(&'static str, String)> {
     }
     .seal(&MacKey::new(K1));
     s.select_and_personalize()
-        .apdu(&host::refill(SET0, &good), "9000")
+        .apdu(&psd_apdu::refill(SET0, &good), "9000")
         .comment("the same message again: replay")
-        .apdu(&host::refill(SET0, &good), "9A12")
+        .apdu(&psd_apdu::refill(SET0, &good), "9A12")
         .comment("amount changed in transit: MAC fails")
-        .apdu(&host::refill(SET0, &changed), "6982")
+        .apdu(&psd_apdu::refill(SET0, &changed), "6982")
         .comment("a message for another device")
-        .apdu(&host::refill(SET0, &other), "9A10")
+        .apdu(&psd_apdu::refill(SET0, &other), "9A10")
         .comment("bound to a control sum the device does not have")
         .apdu(
-            &host::refill(SET0, &refill_message(2_500, 9_999, 1, 7)),
+            &psd_apdu::refill(SET0, &refill_message(2_500, 9_999, 1, 7)),
             "9A13",
         )
-        .apdu(&host::read_registers(SET0), "9000")
+        .apdu(&psd_apdu::read_registers(SET0), "9000")
         .data(&registers(0, 2_500, 0, 1));
     out.push(("refill-replay.apdu", s.text));
 
     let mut s = Script::new("Malformed and unsupported APDUs get clean status words");
-    s.apdu(&host::select(), "9000")
-        .apdu(&host::get_data(), "9000")
+    s.apdu(&psd_apdu::select(), "9000")
+        .apdu(&psd_apdu::get_data(), "9000")
         .data(&[0x00])
         .comment("PSD instruction under CLA 00; unknown INS; logical channel; secure messaging")
         .apdu(&[0x00, 0x32, 0x00, 0x00, 0x00], "6E00")
@@ -224,7 +236,7 @@ pub fn all() -> Vec<(&'static str, String)> {
         .comment("GET RESPONSE with nothing pending")
         .apdu(&[0x00, 0xC0, 0x00, 0x00, 0x00], "6B00")
         .comment("personalized, GET DATA is longer than Le = 10: 61xx, then GET RESPONSE")
-        .apdu(&host::personalize(&personalization()), "9000")
+        .apdu(&psd_apdu::personalize(&personalization()), "9000")
         .apdu(&[0x80, 0xCA, 0x00, 0x01, 0x10], "61XX")
         .apdu(&[0x00, 0xC0, 0x00, 0x00, 0x00], "9000")
         .comment("a chain interrupted by another command")

@@ -1,8 +1,8 @@
 //! The card layer as PC/SC clients see it: class checks, SELECT semantics, chaining,
 //! extended lengths, Le and GET RESPONSE.
 
+use openpsd_core::client::psd_apdu;
 use openpsd_core::psd::device::DeviceInfo;
-use openpsd_core::psd::host;
 use openpsd_core::types::RegisterSetIndex;
 use openpsd_core::Status;
 use openpsd_tests::*;
@@ -86,7 +86,7 @@ fn chained_command_is_reassembled_and_an_interrupted_chain_is_dropped() {
     assert_eq!(card.transmit(&part), [0x90, 0x00]);
     // Another command in the middle of the chain: refused and the chain is gone.
     expect_refused(
-        &card.transmit(&host::get_data()),
+        &card.transmit(&psd_apdu::get_data()),
         Status::LastCommandOfChainExpected,
     );
     let mut last = vec![0x80, 0x10, 0x00, 0x00, rest.len() as u8];
@@ -96,9 +96,12 @@ fn chained_command_is_reassembled_and_an_interrupted_chain_is_dropped() {
 
     // Chained properly, the same bytes personalize the card.
     assert_eq!(card.transmit(&part), [0x90, 0x00]);
-    assert_eq!(host::data(&card.transmit(&last)).map(|d| d.len()), Ok(69));
+    assert_eq!(
+        psd_apdu::data(&card.transmit(&last)).map(|d| d.len()),
+        Ok(69)
+    );
     assert!(
-        DeviceInfo::decode(&expect_ok(&card.transmit(&host::get_data())))
+        DeviceInfo::decode(&expect_ok(&card.transmit(&psd_apdu::get_data())))
             .unwrap()
             .is_some()
     );
@@ -107,7 +110,7 @@ fn chained_command_is_reassembled_and_an_interrupted_chain_is_dropped() {
 #[test]
 fn extended_length_commands_and_get_response_for_short_le() {
     let (mut card, _) = funded_card(44, 10_000);
-    let full = expect_ok(&card.transmit(&host::get_data()));
+    let full = expect_ok(&card.transmit(&psd_apdu::get_data()));
     // Extended: Lc absent, Le = 00 01 00.
     let ext = card.transmit(&[0x80, 0xCA, 0x00, 0x01, 0x00, 0x01, 0x00]);
     assert_eq!(expect_ok(&ext), full);
@@ -137,7 +140,7 @@ fn extended_length_commands_and_get_response_for_short_le() {
     let mut apdu = vec![0x80, 0x40, 0x00, 0x00, 0x00, 0x00, req.len() as u8];
     apdu.extend_from_slice(&req);
     apdu.extend_from_slice(&[0x00, 0x00]);
-    assert_eq!(host::sw(&card.transmit(&apdu)), 0x9000);
+    assert_eq!(psd_apdu::sw(&card.transmit(&apdu)), 0x9000);
     assert_eq!(registers(&mut card, RegisterSetIndex(0).0).pieces.0, 1);
 }
 
@@ -157,7 +160,7 @@ fn a_chain_is_dropped_by_malformed_or_wrong_class_commands_too() {
         &[0xFF, 0, 0, 0],
     ] {
         assert_eq!(card.transmit(&part(0x90, first)), [0x90, 0x00]);
-        assert_ne!(host::sw(&card.transmit(interruption)), 0x9000);
+        assert_ne!(psd_apdu::sw(&card.transmit(interruption)), 0x9000);
         // The last part alone is not a whole indicium request: the chain is gone.
         expect_refused(&card.transmit(&part(0x80, rest)), Status::WrongData);
     }

@@ -1,9 +1,9 @@
 //! The PSD's flows end to end, in-process, as APDU exchanges (SYSTEM.md flows 1-3).
 
+use openpsd_core::client::psd_apdu;
 use openpsd_core::crypto::MacKey;
 use openpsd_core::psd::audit::AuditData;
 use openpsd_core::psd::device::DeviceInfo;
-use openpsd_core::psd::host;
 use openpsd_core::psd::indicium::{self, IndiciumRequest, VerifyError};
 use openpsd_core::psd::refill::RefillCombination;
 use openpsd_core::store::MemStore;
@@ -17,12 +17,12 @@ const SET1: RegisterSetIndex = RegisterSetIndex(1);
 #[test]
 fn personalization_generates_key_inside_and_is_refused_a_second_time() {
     let mut card = blank_card(1);
-    let blank = expect_ok(&card.transmit(&host::get_data()));
+    let blank = expect_ok(&card.transmit(&psd_apdu::get_data()));
     assert_eq!(DeviceInfo::decode(&blank).unwrap(), None);
 
-    let resp = expect_ok(&card.transmit(&host::personalize(&personalization())));
+    let resp = expect_ok(&card.transmit(&psd_apdu::personalize(&personalization())));
     assert_eq!(resp.len(), 4 + 65);
-    let info = DeviceInfo::decode(&expect_ok(&card.transmit(&host::get_data())))
+    let info = DeviceInfo::decode(&expect_ok(&card.transmit(&psd_apdu::get_data())))
         .unwrap()
         .unwrap();
     assert_eq!(info.device, DEVICE);
@@ -36,10 +36,10 @@ fn personalization_generates_key_inside_and_is_refused_a_second_time() {
 
     // Once only: the second attempt changes nothing, not even the key.
     expect_refused(
-        &card.transmit(&host::personalize(&personalization())),
+        &card.transmit(&psd_apdu::personalize(&personalization())),
         Status::ConditionsNotSatisfied,
     );
-    let again = DeviceInfo::decode(&expect_ok(&card.transmit(&host::get_data())))
+    let again = DeviceInfo::decode(&expect_ok(&card.transmit(&psd_apdu::get_data())))
         .unwrap()
         .unwrap();
     assert_eq!(again, info);
@@ -50,16 +50,22 @@ fn personalization_with_bad_data_is_refused_and_leaves_a_blank_card() {
     let mut card = blank_card(2);
     let mut p = personalization();
     p.vendor_public_key[10] ^= 0xFF; // not a point on the curve
-    expect_refused(&card.transmit(&host::personalize(&p)), Status::WrongData);
+    expect_refused(
+        &card.transmit(&psd_apdu::personalize(&p)),
+        Status::WrongData,
+    );
     let mut p = personalization();
     p.max_postage = Amount(MAX_DR.0 + 1);
-    expect_refused(&card.transmit(&host::personalize(&p)), Status::WrongData);
+    expect_refused(
+        &card.transmit(&psd_apdu::personalize(&p)),
+        Status::WrongData,
+    );
     let data = personalization().encode();
-    let cut = host::command(0x80, 0x10, 0, 0, &data[..data.len() - 1], 256);
+    let cut = psd_apdu::command(0x80, 0x10, 0, 0, &data[..data.len() - 1], 256);
     expect_refused(&card.transmit(&cut), Status::WrongLength);
     assert_eq!(card.store().writes(), 0, "nothing was written");
     assert_eq!(
-        DeviceInfo::decode(&expect_ok(&card.transmit(&host::get_data()))).unwrap(),
+        DeviceInfo::decode(&expect_ok(&card.transmit(&psd_apdu::get_data()))).unwrap(),
         None
     );
 }
@@ -68,15 +74,15 @@ fn personalization_with_bad_data_is_refused_and_leaves_a_blank_card() {
 fn commands_before_personalization_are_refused() {
     let mut card = blank_card(3);
     expect_refused(
-        &card.transmit(&host::read_registers(SET0)),
+        &card.transmit(&psd_apdu::read_registers(SET0)),
         Status::ConditionsNotSatisfied,
     );
     expect_refused(
-        &card.transmit(&host::issue_indicium(SET0, &request(1, 100, 21))),
+        &card.transmit(&psd_apdu::issue_indicium(SET0, &request(1, 100, 21))),
         Status::ConditionsNotSatisfied,
     );
     expect_refused(
-        &card.transmit(&host::audit(SET0, &[0; 16])),
+        &card.transmit(&psd_apdu::audit(SET0, &[0; 16])),
         Status::ConditionsNotSatisfied,
     );
 }
@@ -100,7 +106,7 @@ fn register_sets_start_at_zero_for_each_license() {
         );
     }
     expect_refused(
-        &card.transmit(&host::read_registers(RegisterSetIndex(2))),
+        &card.transmit(&psd_apdu::read_registers(RegisterSetIndex(2))),
         Status::ReferencedDataNotFound,
     );
 }
@@ -108,7 +114,7 @@ fn register_sets_start_at_zero_for_each_license() {
 #[test]
 fn indicium_debits_dr_credits_ar_counts_the_piece_and_verifies() {
     let (mut card, pk) = funded_card(5, 50_000);
-    let ind = expect_ok(&card.transmit(&host::issue_indicium(SET0, &request(1, 85, 21))));
+    let ind = expect_ok(&card.transmit(&psd_apdu::issue_indicium(SET0, &request(1, 85, 21))));
     let d = indicium::verify(&ind, &pk).expect("indicium verifies");
     assert_eq!(d.device, DEVICE);
     assert_eq!(d.license, LicenseId(LICENSES[0].0));
@@ -150,14 +156,14 @@ fn indicium_with_insufficient_funds_is_refused_and_registers_unchanged() {
     let (mut card, _) = funded_card(6, 100);
     let before = registers(&mut card, 0);
     expect_refused(
-        &card.transmit(&host::issue_indicium(SET0, &request(1, 101, 21))),
+        &card.transmit(&psd_apdu::issue_indicium(SET0, &request(1, 101, 21))),
         Status::InsufficientFunds,
     );
     assert_eq!(registers(&mut card, 0), before);
     // Exactly the balance works; then nothing is left.
-    expect_ok(&card.transmit(&host::issue_indicium(SET0, &request(2, 100, 21))));
+    expect_ok(&card.transmit(&psd_apdu::issue_indicium(SET0, &request(2, 100, 21))));
     expect_refused(
-        &card.transmit(&host::issue_indicium(SET0, &request(3, 1, 21))),
+        &card.transmit(&psd_apdu::issue_indicium(SET0, &request(3, 1, 21))),
         Status::InsufficientFunds,
     );
     assert_eq!(registers(&mut card, 0).dr, Amount(0));
@@ -168,7 +174,10 @@ fn indicium_limits_dates_and_origin_are_enforced() {
     let (mut card, _) = funded_card(7, 100_000);
     let refuse = |card: &mut TestCard, req, status| {
         let before = registers(card, 0);
-        expect_refused(&card.transmit(&host::issue_indicium(SET0, &req)), status);
+        expect_refused(
+            &card.transmit(&psd_apdu::issue_indicium(SET0, &req)),
+            status,
+        );
         assert_eq!(registers(card, 0), before);
     };
     refuse(
@@ -184,23 +193,23 @@ fn indicium_limits_dates_and_origin_are_enforced() {
     // Backdating: one day behind the clock (2026-11-21) is allowed, two are not.
     refuse(&mut card, request(8, 100, 19), Status::DateBeforeLastUsed);
 
-    expect_ok(&card.transmit(&host::issue_indicium(SET0, &request(9, 100, 20))));
-    expect_ok(&card.transmit(&host::issue_indicium(SET0, &request(5, 100, 22))));
+    expect_ok(&card.transmit(&psd_apdu::issue_indicium(SET0, &request(9, 100, 20))));
+    expect_ok(&card.transmit(&psd_apdu::issue_indicium(SET0, &request(5, 100, 22))));
     refuse(&mut card, request(6, 100, 21), Status::DateBeforeLastUsed);
-    expect_ok(&card.transmit(&host::issue_indicium(SET0, &request(7, 100, 22))));
+    expect_ok(&card.transmit(&psd_apdu::issue_indicium(SET0, &request(7, 100, 22))));
 }
 
 #[test]
 fn indicium_retry_with_same_transaction_id_returns_the_same_indicium_debited_once() {
     let (mut card, pk) = funded_card(8, 1_000);
-    let first = expect_ok(&card.transmit(&host::issue_indicium(SET0, &request(42, 300, 21))));
-    let again = expect_ok(&card.transmit(&host::issue_indicium(SET0, &request(42, 300, 21))));
+    let first = expect_ok(&card.transmit(&psd_apdu::issue_indicium(SET0, &request(42, 300, 21))));
+    let again = expect_ok(&card.transmit(&psd_apdu::issue_indicium(SET0, &request(42, 300, 21))));
     assert_eq!(first, again);
     assert_eq!(indicium::verify(&again, &pk).unwrap().pieces, PieceCount(1));
     assert_eq!(registers(&mut card, 0).dr, Amount(700));
     // The same ID for a different piece is refused.
     expect_refused(
-        &card.transmit(&host::issue_indicium(SET0, &request(42, 301, 21))),
+        &card.transmit(&psd_apdu::issue_indicium(SET0, &request(42, 301, 21))),
         Status::TransactionIdReused,
     );
 }
@@ -210,10 +219,10 @@ fn register_sets_account_separately() {
     let (mut card, pk) = funded_card(9, 1_000);
     let kms = Kms::new();
     let msg = kms.refill_for(&mut card, SET1, Amount(2_000), [2; 8]);
-    expect_ok(&card.transmit(&host::refill(SET1, &msg)));
+    expect_ok(&card.transmit(&psd_apdu::refill(SET1, &msg)));
     let mut req = request(1, 500, 21);
     req.origin = PostalCode::new(LICENSES[1].1).unwrap();
-    let ind = expect_ok(&card.transmit(&host::issue_indicium(SET1, &req)));
+    let ind = expect_ok(&card.transmit(&psd_apdu::issue_indicium(SET1, &req)));
     assert_eq!(
         indicium::verify(&ind, &pk).unwrap().license,
         LicenseId(LICENSES[1].0)
@@ -225,9 +234,9 @@ fn register_sets_account_separately() {
 #[test]
 fn audit_is_maced_under_k1_and_reports_the_registers_and_nonce() {
     let (mut card, _) = funded_card(10, 5_000);
-    expect_ok(&card.transmit(&host::issue_indicium(SET0, &request(1, 250, 21))));
+    expect_ok(&card.transmit(&psd_apdu::issue_indicium(SET0, &request(1, 250, 21))));
     let nonce = *b"server-nonce-123";
-    let msg = expect_ok(&card.transmit(&host::audit(SET0, &nonce)));
+    let msg = expect_ok(&card.transmit(&psd_apdu::audit(SET0, &nonce)));
     let a = AuditData::open(&msg, &MacKey::new(K1)).expect("MAC verifies under K1");
     assert_eq!(
         (a.device, a.license, a.set),
@@ -249,7 +258,7 @@ fn audit_is_maced_under_k1_and_reports_the_registers_and_nonce() {
     let mut changed = msg.clone();
     changed[20] ^= 1;
     assert!(AuditData::open(&changed, &MacKey::new(K1)).is_none());
-    let short = host::command(0x80, 0x50, 0, 0, &[0; 15], 256);
+    let short = psd_apdu::command(0x80, 0x50, 0, 0, &[0; 15], 256);
     expect_refused(&card.transmit(&short), Status::WrongLength);
 }
 
@@ -258,7 +267,7 @@ fn refill_verified_and_credited_once() {
     let (mut card, _) = personalized_card(11);
     let kms = Kms::new();
     let msg = kms.refill_for(&mut card, SET0, Amount(25_00), [3; 8]);
-    let data = expect_ok(&card.transmit(&host::refill(SET0, &msg)));
+    let data = expect_ok(&card.transmit(&psd_apdu::refill(SET0, &msg)));
     let r = registers(&mut card, 0);
     assert_eq!(
         openpsd_core::psd::registers::Registers::decode(&data).unwrap(),
@@ -271,7 +280,7 @@ fn refill_verified_and_credited_once() {
 
     // Replay of the same message: refused, nothing credited.
     expect_refused(
-        &card.transmit(&host::refill(SET0, &msg)),
+        &card.transmit(&psd_apdu::refill(SET0, &msg)),
         Status::RefillReplayed,
     );
     assert_eq!(registers(&mut card, 0), r);
@@ -280,7 +289,7 @@ fn refill_verified_and_credited_once() {
 fn refused_refill(card: &mut TestCard, set: RegisterSetIndex, msg: &[u8], status: Status) {
     let before = (registers(card, 0), registers(card, 1));
     let writes = card.store().writes();
-    expect_refused(&card.transmit(&host::refill(set, msg)), status);
+    expect_refused(&card.transmit(&psd_apdu::refill(set, msg)), status);
     assert_eq!(
         (registers(card, 0), registers(card, 1)),
         before,
@@ -356,7 +365,7 @@ fn refill_attacks_are_refused_each_with_its_own_status() {
     );
 
     // The genuine one still works, once.
-    expect_ok(&card.transmit(&host::refill(SET0, &good.seal(&kms.k1))));
+    expect_ok(&card.transmit(&psd_apdu::refill(SET0, &good.seal(&kms.k1))));
     assert_eq!(registers(&mut card, 0).dr, Amount(1_500));
     refused_refill(&mut card, SET0, &good.seal(&kms.k1), Status::RefillReplayed);
 }
@@ -368,7 +377,7 @@ fn refill_made_before_an_earlier_refill_landed_is_stale_or_replayed() {
     // Two combinations made from the same audit: only the first can apply.
     let first = kms.refill_for(&mut card, SET0, Amount(100), [5; 8]);
     let second = kms.refill_for(&mut card, SET0, Amount(200), [6; 8]);
-    expect_ok(&card.transmit(&host::refill(SET0, &first)));
+    expect_ok(&card.transmit(&psd_apdu::refill(SET0, &first)));
     refused_refill(&mut card, SET0, &second, Status::RefillReplayed);
     assert_eq!(registers(&mut card, 0).control_sum, Amount(100));
 }
@@ -376,18 +385,18 @@ fn refill_made_before_an_earlier_refill_landed_is_stale_or_replayed() {
 #[test]
 fn state_survives_power_cycles_and_unreadable_state_is_an_error() {
     let (mut card, pk) = funded_card(14, 10_000);
-    expect_ok(&card.transmit(&host::issue_indicium(SET0, &request(1, 100, 21))));
+    expect_ok(&card.transmit(&psd_apdu::issue_indicium(SET0, &request(1, 100, 21))));
     let before = registers(&mut card, 0);
 
     // Power cycle: selection is volatile, registers are not.
     card.reset();
     expect_refused(
-        &card.transmit(&host::read_registers(SET0)),
+        &card.transmit(&psd_apdu::read_registers(SET0)),
         Status::ConditionsNotSatisfied,
     );
     let mut card = reopen(card.store().nvm(), 14);
     assert_eq!(registers(&mut card, 0), before);
-    let ind = expect_ok(&card.transmit(&host::issue_indicium(SET0, &request(2, 100, 21))));
+    let ind = expect_ok(&card.transmit(&psd_apdu::issue_indicium(SET0, &request(2, 100, 21))));
     assert_eq!(indicium::verify(&ind, &pk).unwrap().pieces, PieceCount(2));
 
     // A damaged register set record: the card refuses to start instead of starting blank.
@@ -400,9 +409,9 @@ fn inspected_card(seed: u64) -> (TestCard, [u8; 65]) {
     let mut card = blank_card(seed);
     let mut p = personalization();
     p.inspection_days = 28;
-    let data = expect_ok(&card.transmit(&host::personalize(&p)));
+    let data = expect_ok(&card.transmit(&psd_apdu::personalize(&p)));
     let msg = Kms::new().refill_for(&mut card, SET0, Amount(10_000), [1; 8]);
-    expect_ok(&card.transmit(&host::refill(SET0, &msg)));
+    expect_ok(&card.transmit(&psd_apdu::refill(SET0, &msg)));
     (card, data[4..].try_into().unwrap())
 }
 
@@ -421,7 +430,7 @@ fn inspection_overdue_refuses_indicia_until_an_accepted_audit_renews_it() {
     // Never inspected: no franking.
     let before = registers(&mut card, 0);
     expect_refused(
-        &card.transmit(&host::issue_indicium(SET0, &request(1, 85, 21))),
+        &card.transmit(&psd_apdu::issue_indicium(SET0, &request(1, 85, 21))),
         Status::InspectionOverdue,
     );
     assert_eq!(registers(&mut card, 0), before);
@@ -429,10 +438,10 @@ fn inspection_overdue_refuses_indicia_until_an_accepted_audit_renews_it() {
     // Audit, receipt for that audit: the PSD records the date and franks again.
     let nonce = *b"inspection-nonce";
     Kms::new().audit(&mut card, SET0, nonce);
-    let resp = expect_ok(&card.transmit(&host::receipt(&receipt(nonce, (2026, 11, 20)))));
+    let resp = expect_ok(&card.transmit(&psd_apdu::receipt(&receipt(nonce, (2026, 11, 20)))));
     assert_eq!(resp, [0x07, 0xEA, 11, 20]);
-    expect_ok(&card.transmit(&host::issue_indicium(SET0, &request(2, 85, 21))));
-    let info = DeviceInfo::decode(&expect_ok(&card.transmit(&host::get_data())))
+    expect_ok(&card.transmit(&psd_apdu::issue_indicium(SET0, &request(2, 85, 21))));
+    let info = DeviceInfo::decode(&expect_ok(&card.transmit(&psd_apdu::get_data())))
         .unwrap()
         .unwrap();
     assert_eq!(
@@ -446,9 +455,9 @@ fn inspection_overdue_refuses_indicia_until_an_accepted_audit_renews_it() {
         date: Date::new(2026, 12, d).unwrap(),
         ..request(u64::from(d) + 100, 10, 21)
     };
-    expect_ok(&card.transmit(&host::issue_indicium(SET0, &on(18))));
+    expect_ok(&card.transmit(&psd_apdu::issue_indicium(SET0, &on(18))));
     expect_refused(
-        &card.transmit(&host::issue_indicium(SET0, &on(19))),
+        &card.transmit(&psd_apdu::issue_indicium(SET0, &on(19))),
         Status::InspectionOverdue,
     );
 }
@@ -460,19 +469,19 @@ fn receipts_are_accepted_only_for_this_sessions_last_audit_and_genuine() {
     let writes = card.store().writes();
     // No audit yet in this session.
     expect_refused(
-        &card.transmit(&host::receipt(&receipt(nonce, (2026, 11, 21)))),
+        &card.transmit(&psd_apdu::receipt(&receipt(nonce, (2026, 11, 21)))),
         Status::ReceiptForOtherAudit,
     );
     Kms::new().audit(&mut card, SET0, nonce);
     // For another audit's nonce; forged; for another device; malformed.
     expect_refused(
-        &card.transmit(&host::receipt(&receipt([9; 16], (2026, 11, 21)))),
+        &card.transmit(&psd_apdu::receipt(&receipt([9; 16], (2026, 11, 21)))),
         Status::ReceiptForOtherAudit,
     );
     let mut forged = receipt(nonce, (2026, 11, 21));
     forged[30] ^= 1;
     expect_refused(
-        &card.transmit(&host::receipt(&forged)),
+        &card.transmit(&psd_apdu::receipt(&forged)),
         Status::SecurityStatusNotSatisfied,
     );
     let other = openpsd_core::psd::receipt::Receipt {
@@ -481,9 +490,12 @@ fn receipts_are_accepted_only_for_this_sessions_last_audit_and_genuine() {
         accepted_on: Date::new(2026, 11, 21).unwrap(),
     }
     .seal(&MacKey::new(K1));
-    expect_refused(&card.transmit(&host::receipt(&other)), Status::WrongDevice);
     expect_refused(
-        &card.transmit(&host::receipt(&forged[..20])),
+        &card.transmit(&psd_apdu::receipt(&other)),
+        Status::WrongDevice,
+    );
+    expect_refused(
+        &card.transmit(&psd_apdu::receipt(&forged[..20])),
         Status::WrongLength,
     );
     assert_eq!(
@@ -494,29 +506,29 @@ fn receipts_are_accepted_only_for_this_sessions_last_audit_and_genuine() {
 
     // A reset forgets the audit: the receipt of the audit before it no longer counts.
     card.reset();
-    expect_ok(&card.transmit(&host::select()));
+    expect_ok(&card.transmit(&psd_apdu::select()));
     expect_refused(
-        &card.transmit(&host::receipt(&receipt(nonce, (2026, 11, 21)))),
+        &card.transmit(&psd_apdu::receipt(&receipt(nonce, (2026, 11, 21)))),
         Status::ReceiptForOtherAudit,
     );
 
     // Accepted once; the same receipt again names no fresh audit.
     Kms::new().audit(&mut card, SET0, nonce);
-    expect_ok(&card.transmit(&host::receipt(&receipt(nonce, (2026, 11, 21)))));
+    expect_ok(&card.transmit(&psd_apdu::receipt(&receipt(nonce, (2026, 11, 21)))));
     expect_refused(
-        &card.transmit(&host::receipt(&receipt(nonce, (2026, 11, 21)))),
+        &card.transmit(&psd_apdu::receipt(&receipt(nonce, (2026, 11, 21)))),
         Status::ReceiptForOtherAudit,
     );
     // A receipt dated ahead of the device's clock (2026-11-21) is refused.
     Kms::new().audit(&mut card, SET0, nonce);
     expect_refused(
-        &card.transmit(&host::receipt(&receipt(nonce, (2026, 11, 23)))),
+        &card.transmit(&psd_apdu::receipt(&receipt(nonce, (2026, 11, 23)))),
         Status::WrongData,
     );
     // An older date never moves the inspection back.
     Kms::new().audit(&mut card, SET0, nonce);
     assert_eq!(
-        expect_ok(&card.transmit(&host::receipt(&receipt(nonce, (2026, 10, 1))))),
+        expect_ok(&card.transmit(&psd_apdu::receipt(&receipt(nonce, (2026, 10, 1))))),
         [0x07, 0xEA, 11, 21]
     );
 }
@@ -527,7 +539,7 @@ fn audits_name_the_last_refill_combination_applied() {
     let kms = Kms::new();
     assert_eq!(kms.audit(&mut card, SET0, [1; 16]).last_combination, [0; 8]);
     let msg = kms.refill_for(&mut card, SET0, Amount(500), [0xC7; 8]);
-    expect_ok(&card.transmit(&host::refill(SET0, &msg)));
+    expect_ok(&card.transmit(&psd_apdu::refill(SET0, &msg)));
     assert_eq!(
         kms.audit(&mut card, SET0, [2; 16]).last_combination,
         [0xC7; 8]

@@ -3,7 +3,7 @@
 //! register set has AR + DR = control sum, the control sum moves only by genuine refills,
 //! AR moves only by issued indicia, and no byte string makes the card panic.
 
-use openpsd_core::psd::host;
+use openpsd_core::client::psd_apdu;
 use openpsd_core::psd::indicium;
 use openpsd_core::psd::registers::Registers;
 use openpsd_core::store::PowerCut;
@@ -116,7 +116,7 @@ proptest! {
                     }
                     let s = usize::from(*set).min(1);
                     let m = model[s];
-                    (s, host::issue_indicium(RegisterSetIndex(*set), &req),
+                    (s, psd_apdu::issue_indicium(RegisterSetIndex(*set), &req),
                      Some(Model { ar: m.ar + postage, pieces: m.pieces + 1, ..m }))
                 }
                 Op::Refill { set, amount, tamper } => {
@@ -126,23 +126,23 @@ proptest! {
                     if *tamper == 1 { msg[20] ^= 0x40; }
                     last_refill = Some((*set, msg.clone(), *amount, *tamper == 1, false));
                     let m = model[s];
-                    (s, host::refill(RegisterSetIndex(*set), &msg),
+                    (s, psd_apdu::refill(RegisterSetIndex(*set), &msg),
                      Some(Model { control_sum: m.control_sum + amount, ..m }))
                 }
                 Op::ReplayLastRefill => match &last_refill {
                     Some((set, msg, amount, ..)) => {
                         let s = usize::from(*set).min(1);
                         let m = model[s];
-                        (s, host::refill(RegisterSetIndex(*set), msg),
+                        (s, psd_apdu::refill(RegisterSetIndex(*set), msg),
                          Some(Model { control_sum: m.control_sum + amount, ..m }))
                     }
                     None => continue,
                 },
-                Op::Audit { set } => (0, host::audit(RegisterSetIndex(*set), &[7; 16]), None),
+                Op::Audit { set } => (0, psd_apdu::audit(RegisterSetIndex(*set), &[7; 16]), None),
                 Op::Garbage(bytes) => (0, bytes.clone(), None),
                 Op::Reset => {
                     card.reset();
-                    expect_ok(&card.transmit(&host::select()));
+                    expect_ok(&card.transmit(&psd_apdu::select()));
                     continue;
                 }
                 Op::CutNext { k, torn } => {
@@ -151,7 +151,7 @@ proptest! {
                 }
             };
             let resp = card.transmit(&apdu);
-            let ok = host::sw(&resp) == 0x9000;
+            let ok = psd_apdu::sw(&resp) == 0x9000;
 
             if card.store().is_dead() {
                 // Power failed mid-command: no success may have been reported, and after
@@ -208,7 +208,7 @@ proptest! {
             if matches!(op, Op::Garbage(_)) {
                 // Garbage may have opened a command chain (CLA bit 10); the next command
                 // then gets 6883 and the chain is dropped, as ISO 7816-4 says.
-                let probe = host::sw(&card.transmit(&host::read_registers(RegisterSetIndex(0))));
+                let probe = psd_apdu::sw(&card.transmit(&psd_apdu::read_registers(RegisterSetIndex(0))));
                 prop_assert!(probe == 0x9000 || probe == 0x6883, "probe after garbage: {probe:04X}");
             }
             check(&mut card, &model);

@@ -2,14 +2,14 @@
 //! recognition (blocks 111-112, 117), PIN (113-116), amount and funds (118-119), registers
 //! adjusted (120) and personality updated (121); then paying a merchant (Fig. 2, 5).
 
+use openpsd_core::client::psd_apdu;
+use openpsd_core::client::purse_apdu;
+use openpsd_core::client::transfer::{self as driver, Resolved, TransferError};
 use openpsd_core::crypto::MacKey;
-use openpsd_core::psd::host;
 use openpsd_core::psd::transfer::reset_recognition_data;
 use openpsd_core::psd::{ins as psd_ins, CLA_PSD};
-use openpsd_core::purse::host as purse_host;
 use openpsd_core::purse::purchase::{PurchaseRecord, PurchaseRequest};
 use openpsd_core::purse::state::{Log, LogKind, PairedTable};
-use openpsd_core::transfer::host::{self as driver, Resolved, TransferError};
 use openpsd_core::transfer::{card_admin_key, CardHello, PsdHello, Session};
 use openpsd_core::types::*;
 use openpsd_core::Status;
@@ -19,18 +19,18 @@ use openpsd_tests::*;
 const SET0: RegisterSetIndex = RegisterSetIndex(0);
 
 fn psd_cmd(ins: u8, p2: u8, data: &[u8]) -> Vec<u8> {
-    host::command(CLA_PSD, ins, 0, p2, data, 256)
+    psd_apdu::command(CLA_PSD, ins, 0, p2, data, 256)
 }
 
 /// Runs recognition by hand: returns the PSD's hello and the card's hello bytes.
 fn recognise(psd: &mut TestCard, purse: &mut TestCard) -> (PsdHello, Vec<u8>) {
-    expect_ok(&psd.transmit(&host::select()));
-    expect_ok(&purse.transmit(&purse_host::select()));
+    expect_ok(&psd.transmit(&psd_apdu::select()));
+    expect_ok(&purse.transmit(&purse_apdu::select()));
     let hello = expect_ok(&psd.transmit(&psd_cmd(psd_ins::OPEN_SESSION, 0, &[])));
     let hello = PsdHello::decode(&hello).expect("hello");
-    let card = expect_ok(&purse.transmit(&purse_host::recognize(&hello)));
+    let card = expect_ok(&purse.transmit(&purse_apdu::recognize(&hello)));
     let crypt = expect_ok(&psd.transmit(&psd_cmd(psd_ins::AUTHENTICATE_CARD, 0, &card)));
-    expect_ok(&purse.transmit(&purse_host::authenticate_psd(&crypt)));
+    expect_ok(&purse.transmit(&purse_apdu::authenticate_psd(&crypt)));
     (hello, card)
 }
 
@@ -81,11 +81,11 @@ fn fig8_block_121_both_devices_update_their_personality() {
     assert_eq!(p.total_in, Amount(1_700));
     assert_eq!(p.last_transfer, Date::new(2026, 11, 21));
     let paired =
-        PairedTable::decode(&expect_ok(&purse.transmit(&purse_host::get_data(2)))).expect("table");
+        PairedTable::decode(&expect_ok(&purse.transmit(&purse_apdu::get_data(2)))).expect("table");
     let entry = paired.get(DEVICE).expect("the PSD is remembered");
     assert_eq!((entry.count, entry.total), (2, Amount(1_700)));
     assert_eq!(entry.last_transfer, TransferCount(1));
-    let log = Log::decode(&expect_ok(&purse.transmit(&purse_host::get_data(3)))).expect("log");
+    let log = Log::decode(&expect_ok(&purse.transmit(&purse_apdu::get_data(3)))).expect("log");
     assert_eq!(log.0.len(), 2);
     assert_eq!(log.0[1].kind, LogKind::Credit);
     assert_eq!(log.0[1].balance, Amount(1_700));
@@ -232,13 +232,13 @@ fn fig8_block_111_117_a_card_of_another_scheme_is_refused_and_counted() {
 fn fig8_block_112_the_purse_counts_failed_psd_cryptograms_and_blocks() {
     let mut psd = funded_psd(1, 10_000);
     let mut purse = purse(2);
-    expect_ok(&psd.transmit(&host::select()));
+    expect_ok(&psd.transmit(&psd_apdu::select()));
     for left in (0..MAX_FAILURES).rev() {
         let hello = expect_ok(&psd.transmit(&psd_cmd(psd_ins::OPEN_SESSION, 0, &[])));
         let hello = PsdHello::decode(&hello).expect("hello");
-        expect_ok(&purse.transmit(&purse_host::recognize(&hello)));
+        expect_ok(&purse.transmit(&purse_apdu::recognize(&hello)));
         expect_refused(
-            &purse.transmit(&purse_host::authenticate_psd(&[0x55; 16])),
+            &purse.transmit(&purse_apdu::authenticate_psd(&[0x55; 16])),
             Status::VerificationFailed(left),
         );
     }
@@ -252,9 +252,9 @@ fn fig8_block_112_the_purse_counts_failed_psd_cryptograms_and_blocks() {
         )
     );
     let admin = card_admin_key(&MacKey::new(ADMIN_KEY), CARD);
-    expect_ok(&purse.transmit(&purse_host::reset_recognition(&admin, CARD, 7)));
+    expect_ok(&purse.transmit(&purse_apdu::reset_recognition(&admin, CARD, 7)));
     expect_refused(
-        &purse.transmit(&purse_host::reset_recognition(&admin, CARD, 7)),
+        &purse.transmit(&purse_apdu::reset_recognition(&admin, CARD, 7)),
         Status::SecurityStatusNotSatisfied,
     );
     driver::transfer(&mut psd, &mut purse, SET0, Amount(100), PIN).expect("unblocked");
@@ -272,7 +272,7 @@ fn fig8_block_113_116_wrong_pin_until_blocked_then_issuer_unblock() {
     let err = driver::transfer(&mut psd, &mut purse, SET0, Amount(100), PIN).unwrap_err();
     assert_eq!(err.status(), Some(Status::AuthenticationBlocked));
     expect_refused(
-        &purse.transmit(&purse_host::verify(&[])),
+        &purse.transmit(&purse_apdu::verify(&[])),
         Status::AuthenticationBlocked,
     );
     assert_eq!(purse_data(&mut purse).pin_tries_left, 0);
@@ -280,20 +280,20 @@ fn fig8_block_113_116_wrong_pin_until_blocked_then_issuer_unblock() {
     // A transfer request without a verified PIN is refused.
     recognise(&mut psd, &mut purse);
     expect_refused(
-        &purse.transmit(&purse_host::transfer_request(Amount(100))),
+        &purse.transmit(&purse_apdu::transfer_request(Amount(100))),
         Status::SecurityStatusNotSatisfied,
     );
 
     // Unblock: only with the card's admin key and a fresh counter.
     let wrong = MacKey::new([1; 16]);
     expect_refused(
-        &purse.transmit(&purse_host::unblock_pin(&wrong, CARD, 1, b"1357")),
+        &purse.transmit(&purse_apdu::unblock_pin(&wrong, CARD, 1, b"1357")),
         Status::SecurityStatusNotSatisfied,
     );
     let admin = card_admin_key(&MacKey::new(ADMIN_KEY), CARD);
-    expect_ok(&purse.transmit(&purse_host::unblock_pin(&admin, CARD, 1, b"1357")));
+    expect_ok(&purse.transmit(&purse_apdu::unblock_pin(&admin, CARD, 1, b"1357")));
     expect_refused(
-        &purse.transmit(&purse_host::unblock_pin(&admin, CARD, 1, b"1357")),
+        &purse.transmit(&purse_apdu::unblock_pin(&admin, CARD, 1, b"1357")),
         Status::SecurityStatusNotSatisfied,
     );
     assert_eq!(purse_data(&mut purse).pin_tries_left, PIN_TRIES);
@@ -305,15 +305,15 @@ fn fig8_block_113_116_wrong_pin_until_blocked_then_issuer_unblock() {
 fn pin_change_needs_the_old_pin() {
     let mut purse = purse(2);
     expect_refused(
-        &purse.transmit(&purse_host::change_pin(b"1111", b"9999")),
+        &purse.transmit(&purse_apdu::change_pin(b"1111", b"9999")),
         Status::VerificationFailed(PIN_TRIES - 1),
     );
-    expect_ok(&purse.transmit(&purse_host::change_pin(PIN, b"97531")));
+    expect_ok(&purse.transmit(&purse_apdu::change_pin(PIN, b"97531")));
     expect_refused(
-        &purse.transmit(&purse_host::verify(PIN)),
+        &purse.transmit(&purse_apdu::verify(PIN)),
         Status::VerificationFailed(PIN_TRIES - 1),
     );
-    expect_ok(&purse.transmit(&purse_host::verify(b"97531")));
+    expect_ok(&purse.transmit(&purse_apdu::verify(b"97531")));
     assert_eq!(purse_data(&mut purse).pin_tries_left, PIN_TRIES);
 }
 
@@ -331,7 +331,7 @@ fn pin_attack_power_cut_after_a_wrong_guess_still_costs_a_try() {
                 at_write: start + k,
                 torn,
             }));
-            let resp = card.transmit(&purse_host::verify(b"0000"));
+            let resp = card.transmit(&purse_apdu::verify(b"0000"));
             let dead = card.store().is_dead();
             let after = purse_data(&mut reopen_purse(card.store().nvm(), 2)).pin_tries_left;
             if !dead {
@@ -346,7 +346,7 @@ fn pin_attack_power_cut_after_a_wrong_guess_still_costs_a_try() {
                 break;
             }
             // Power went before the compare: no answer, nothing learned.
-            assert_eq!(host::sw(&resp), Status::MemoryFailure.sw());
+            assert_eq!(psd_apdu::sw(&resp), Status::MemoryFailure.sw());
             assert!(after == PIN_TRIES || after == PIN_TRIES - 1);
         }
     }
@@ -358,15 +358,15 @@ fn pin_attack_power_cut_after_a_wrong_guess_still_costs_a_try() {
     let decrement_writes = {
         let mut probe = reopen_purse(&base, 2);
         let s = probe.store().writes();
-        probe.transmit(&purse_host::verify(b"0000"));
+        probe.transmit(&purse_apdu::verify(b"0000"));
         probe.store().writes() - s
     };
     card.store_mut().set_power_cut(Some(PowerCut {
         at_write: start + decrement_writes,
         torn: false,
     }));
-    let resp = card.transmit(&purse_host::verify(PIN));
-    assert_eq!(host::sw(&resp), Status::MemoryFailure.sw());
+    let resp = card.transmit(&purse_apdu::verify(PIN));
+    assert_eq!(psd_apdu::sw(&resp), Status::MemoryFailure.sw());
     let after = purse_data(&mut reopen_purse(card.store().nvm(), 2)).pin_tries_left;
     assert_eq!(after, PIN_TRIES - 1);
 }
@@ -377,16 +377,16 @@ fn messages_out_of_order_or_replayed_are_refused_and_change_nothing() {
     let mut purse = purse(2);
     // Reordered: credit or confirm before anything.
     recognise(&mut psd, &mut purse);
-    expect_ok(&purse.transmit(&purse_host::verify(PIN)));
+    expect_ok(&purse.transmit(&purse_apdu::verify(PIN)));
     expect_refused(
-        &purse.transmit(&purse_host::transfer_credit(&[0; 28])),
+        &purse.transmit(&purse_apdu::transfer_credit(&[0; 28])),
         Status::ConditionsNotSatisfied,
     );
     expect_refused(
         &psd.transmit(&psd_cmd(psd_ins::TRANSFER_CONFIRM, 0, &[0; 28])),
         Status::ConditionsNotSatisfied,
     );
-    let req = expect_ok(&purse.transmit(&purse_host::transfer_request(Amount(300))));
+    let req = expect_ok(&purse.transmit(&purse_apdu::transfer_request(Amount(300))));
     // A forged request (amount changed) fails the MAC.
     let mut forged = req.clone();
     forged[7] ^= 1;
@@ -400,10 +400,10 @@ fn messages_out_of_order_or_replayed_are_refused_and_change_nothing() {
         &psd.transmit(&psd_cmd(psd_ins::TRANSFER_DEBIT, 0, &req)),
         Status::ConditionsNotSatisfied,
     );
-    let ack = expect_ok(&purse.transmit(&purse_host::transfer_credit(&value)));
+    let ack = expect_ok(&purse.transmit(&purse_apdu::transfer_credit(&value)));
     // Replayed value: credited once.
     expect_refused(
-        &purse.transmit(&purse_host::transfer_credit(&value)),
+        &purse.transmit(&purse_apdu::transfer_credit(&value)),
         Status::ConditionsNotSatisfied,
     );
     expect_ok(&psd.transmit(&psd_cmd(psd_ins::TRANSFER_CONFIRM, 0, &ack)));
@@ -416,10 +416,10 @@ fn messages_out_of_order_or_replayed_are_refused_and_change_nothing() {
 
     // The old value message in a new session: wrong session key.
     recognise(&mut psd, &mut purse);
-    expect_ok(&purse.transmit(&purse_host::verify(PIN)));
-    expect_ok(&purse.transmit(&purse_host::transfer_request(Amount(300))));
+    expect_ok(&purse.transmit(&purse_apdu::verify(PIN)));
+    expect_ok(&purse.transmit(&purse_apdu::transfer_request(Amount(300))));
     expect_refused(
-        &purse.transmit(&purse_host::transfer_credit(&value)),
+        &purse.transmit(&purse_apdu::transfer_credit(&value)),
         Status::SecurityStatusNotSatisfied,
     );
     assert_eq!(purse_data(&mut purse).balance, Amount(300));
@@ -431,8 +431,8 @@ fn lost_value_message_is_undone_at_the_next_contact() {
     let mut psd = funded_psd(1, 10_000);
     let mut purse = purse(2);
     recognise(&mut psd, &mut purse);
-    expect_ok(&purse.transmit(&purse_host::verify(PIN)));
-    let req = expect_ok(&purse.transmit(&purse_host::transfer_request(Amount(400))));
+    expect_ok(&purse.transmit(&purse_apdu::verify(PIN)));
+    let req = expect_ok(&purse.transmit(&purse_apdu::transfer_request(Amount(400))));
     let _lost = expect_ok(&psd.transmit(&psd_cmd(psd_ins::TRANSFER_DEBIT, 0, &req)));
     let r = registers(&mut psd, 0);
     assert_eq!((r.dr, r.pending), (Amount(9_600), Amount(400)));
@@ -455,10 +455,10 @@ fn lost_acknowledgement_is_completed_at_the_next_contact() {
     let mut psd = funded_psd(1, 10_000);
     let mut purse = purse(2);
     recognise(&mut psd, &mut purse);
-    expect_ok(&purse.transmit(&purse_host::verify(PIN)));
-    let req = expect_ok(&purse.transmit(&purse_host::transfer_request(Amount(400))));
+    expect_ok(&purse.transmit(&purse_apdu::verify(PIN)));
+    let req = expect_ok(&purse.transmit(&purse_apdu::transfer_request(Amount(400))));
     let value = expect_ok(&psd.transmit(&psd_cmd(psd_ins::TRANSFER_DEBIT, 0, &req)));
-    let _lost_ack = expect_ok(&purse.transmit(&purse_host::transfer_credit(&value)));
+    let _lost_ack = expect_ok(&purse.transmit(&purse_apdu::transfer_credit(&value)));
     assert_eq!(
         total(&mut psd, &mut purse),
         10_400,
@@ -483,15 +483,15 @@ fn a_pending_transfer_waits_for_its_own_card() {
     let mut psd = funded_psd(1, 10_000);
     let mut purse = purse(2);
     recognise(&mut psd, &mut purse);
-    expect_ok(&purse.transmit(&purse_host::verify(PIN)));
-    let req = expect_ok(&purse.transmit(&purse_host::transfer_request(Amount(400))));
+    expect_ok(&purse.transmit(&purse_apdu::verify(PIN)));
+    let req = expect_ok(&purse.transmit(&purse_apdu::transfer_request(Amount(400))));
     expect_ok(&psd.transmit(&psd_cmd(psd_ins::TRANSFER_DEBIT, 0, &req)));
     let mut other = purse_in(4, CardId(*b"PURSE002"), SCHEME, SCHEME_KEY);
     let err = driver::transfer(&mut psd, &mut other, SET0, Amount(100), PIN).unwrap_err();
     assert_eq!(err, TransferError::PendingForOtherCard(CARD));
     // Resolving by hand with the other card is refused by the PSD itself.
     recognise(&mut psd, &mut other);
-    let status = expect_ok(&other.transmit(&purse_host::transfer_status()));
+    let status = expect_ok(&other.transmit(&purse_apdu::transfer_status()));
     expect_refused(
         &psd.transmit(&psd_cmd(psd_ins::TRANSFER_RESOLVE, 0, &status)),
         Status::PendingForOtherCard,
@@ -504,7 +504,7 @@ fn audits_show_transfers_separately() {
     let mut psd = funded_psd(1, 10_000);
     let mut purse = purse(2);
     driver::transfer(&mut psd, &mut purse, SET0, Amount(1_200), PIN).expect("moves");
-    expect_ok(&psd.transmit(&host::issue_indicium(SET0, &request(1, 85, 21))));
+    expect_ok(&psd.transmit(&psd_apdu::issue_indicium(SET0, &request(1, 85, 21))));
     let a = Kms::new().audit(&mut psd, SET0, [7; 16]);
     assert_eq!(a.transferred, Amount(1_200));
     assert_eq!(a.ar, Amount(1_285));
@@ -531,11 +531,11 @@ fn fig2_the_purse_pays_a_merchant_with_a_signed_record() {
 
     // No PIN, no purchase.
     expect_refused(
-        &purse.transmit(&purse_host::purchase(&purchase(1, 1, 250))),
+        &purse.transmit(&purse_apdu::purchase(&purchase(1, 1, 250))),
         Status::SecurityStatusNotSatisfied,
     );
-    expect_ok(&purse.transmit(&purse_host::verify(PIN)));
-    let rec = expect_ok(&purse.transmit(&purse_host::purchase(&purchase(1, 1, 250))));
+    expect_ok(&purse.transmit(&purse_apdu::verify(PIN)));
+    let rec = expect_ok(&purse.transmit(&purse_apdu::purchase(&purchase(1, 1, 250))));
     let r = PurchaseRecord::verify(&rec, &info.public_key).expect("signature verifies");
     assert_eq!(
         (
@@ -549,26 +549,26 @@ fn fig2_the_purse_pays_a_merchant_with_a_signed_record() {
         (CARD, 1, Amount(250), Amount(750), TerminalId([1; 8]), 1)
     );
     // A terminal that lost the reply gets the same record, debited once.
-    let again = expect_ok(&purse.transmit(&purse_host::purchase(&purchase(1, 1, 250))));
+    let again = expect_ok(&purse.transmit(&purse_apdu::purchase(&purchase(1, 1, 250))));
     assert_eq!(again, rec);
     // The same counter with another amount is refused.
     expect_refused(
-        &purse.transmit(&purse_host::purchase(&purchase(1, 1, 999))),
+        &purse.transmit(&purse_apdu::purchase(&purchase(1, 1, 999))),
         Status::TransactionIdReused,
     );
     // Too much.
     expect_refused(
-        &purse.transmit(&purse_host::purchase(&purchase(1, 2, 751))),
+        &purse.transmit(&purse_apdu::purchase(&purchase(1, 2, 751))),
         Status::InsufficientFunds,
     );
-    let rec2 = expect_ok(&purse.transmit(&purse_host::purchase(&purchase(1, 2, 750))));
+    let rec2 = expect_ok(&purse.transmit(&purse_apdu::purchase(&purchase(1, 2, 750))));
     let r2 = PurchaseRecord::verify(&rec2, &info.public_key).expect("verifies");
     assert_eq!((r2.number, r2.balance), (2, Amount::ZERO));
     // A tampered record does not verify.
     let mut bad = rec2.clone();
     bad[40] ^= 1;
     assert!(PurchaseRecord::verify(&bad, &info.public_key).is_none());
-    let log = Log::decode(&expect_ok(&purse.transmit(&purse_host::get_data(3)))).expect("log");
+    let log = Log::decode(&expect_ok(&purse.transmit(&purse_apdu::get_data(3)))).expect("log");
     assert_eq!(
         log.0.iter().filter(|e| e.kind == LogKind::Purchase).count(),
         2
@@ -582,14 +582,14 @@ fn an_uncertified_purse_cannot_pay_and_a_bad_certificate_is_refused() {
     let mut platform = SeededPlatform::new(5);
     platform.today = Date::new(2026, 11, 21);
     let mut card = openpsd_core::purse::purse_card(MemStore::new(), platform).expect("blank loads");
-    expect_ok(&card.transmit(&purse_host::select()));
+    expect_ok(&card.transmit(&purse_apdu::select()));
     let pk = expect_ok(
-        &card.transmit(&purse_host::personalize(&purse_personalization(
+        &card.transmit(&purse_apdu::personalize(&purse_personalization(
             CARD, SCHEME, SCHEME_KEY,
         ))),
     );
     expect_refused(
-        &card.transmit(&purse_host::personalize(&purse_personalization(
+        &card.transmit(&purse_apdu::personalize(&purse_personalization(
             CARD, SCHEME, SCHEME_KEY,
         ))),
         Status::ConditionsNotSatisfied,
@@ -600,12 +600,12 @@ fn an_uncertified_purse_cannot_pay_and_a_bad_certificate_is_refused() {
             CARD, SCHEME, &pk,
         ));
     expect_refused(
-        &card.transmit(&purse_host::certify(&forged)),
+        &card.transmit(&purse_apdu::certify(&forged)),
         Status::SecurityStatusNotSatisfied,
     );
-    expect_ok(&card.transmit(&purse_host::verify(PIN)));
+    expect_ok(&card.transmit(&purse_apdu::verify(PIN)));
     expect_refused(
-        &card.transmit(&purse_host::purchase(&purchase(1, 1, 1))),
+        &card.transmit(&purse_apdu::purchase(&purchase(1, 1, 1))),
         Status::ConditionsNotSatisfied,
     );
 }
@@ -616,12 +616,12 @@ fn a_refill_counts_pending_value_against_max_dr() {
     let mut psd = funded_psd(1, MAX_DR.0);
     let mut purse = purse(2);
     recognise(&mut psd, &mut purse);
-    expect_ok(&purse.transmit(&purse_host::verify(PIN)));
-    let req = expect_ok(&purse.transmit(&purse_host::transfer_request(Amount(100))));
+    expect_ok(&purse.transmit(&purse_apdu::verify(PIN)));
+    let req = expect_ok(&purse.transmit(&purse_apdu::transfer_request(Amount(100))));
     expect_ok(&psd.transmit(&psd_cmd(psd_ins::TRANSFER_DEBIT, 0, &req)));
     let msg = Kms::new().refill_for(&mut psd, SET0, Amount(100), [2; 8]);
     expect_refused(
-        &psd.transmit(&host::refill(SET0, &msg)),
+        &psd.transmit(&psd_apdu::refill(SET0, &msg)),
         Status::RefillAboveLimit,
     );
     let out = driver::resolve_pending(&mut psd, &mut purse).expect("resolves");
@@ -635,14 +635,14 @@ fn change_pin_with_short_data_costs_a_try_and_reveals_no_length() {
     for (data, left) in [(&b"246"[..], 2), (&b"2468"[..], 1)] {
         // Too short for old ‖ new, or exactly the old PIN with no new one: both are a
         // wrong-PIN try or a refused new PIN — never a length answer before the compare.
-        let resp = purse.transmit(&openpsd_core::psd::host::command(
+        let resp = purse.transmit(&openpsd_core::client::command(
             0x00, 0x24, 0x00, 0x81, data, 0,
         ));
         if data == PIN {
-            assert_eq!(host::sw(&resp), Status::WrongData.sw(), "empty new PIN");
+            assert_eq!(psd_apdu::sw(&resp), Status::WrongData.sw(), "empty new PIN");
             assert_eq!(purse_data(&mut purse).pin_tries_left, PIN_TRIES);
         } else {
-            assert_eq!(host::sw(&resp), Status::VerificationFailed(left).sw());
+            assert_eq!(psd_apdu::sw(&resp), Status::VerificationFailed(left).sw());
         }
     }
 }
@@ -656,11 +656,11 @@ fn a_purse_remembers_many_psds_and_hosts_read_long_answers() {
         let mut psd = funded_psd_as(100 + u64::from(n), p, 1_000);
         driver::transfer(&mut psd, &mut purse, SET0, Amount(10), PIN).expect("moves");
     }
-    expect_ok(&purse.transmit(&purse_host::select()));
-    let table = PairedTable::decode(&expect_ok(&purse.transmit(&purse_host::get_data(2))))
+    expect_ok(&purse.transmit(&purse_apdu::select()));
+    let table = PairedTable::decode(&expect_ok(&purse.transmit(&purse_apdu::get_data(2))))
         .expect("the whole table, over 256 bytes");
     assert_eq!(table.0.len(), 12);
-    let log = Log::decode(&expect_ok(&purse.transmit(&purse_host::get_data(3)))).expect("log");
+    let log = Log::decode(&expect_ok(&purse.transmit(&purse_apdu::get_data(3)))).expect("log");
     assert_eq!(log.0.len(), 10, "the log keeps the last 10");
     assert_eq!(purse_data(&mut purse).balance, Amount(120));
 }

@@ -5,12 +5,12 @@
 //! after the next contact resolves what is pending, nothing is in flight and the purse has
 //! received exactly what the PSD counts as transferred.
 
-use openpsd_core::psd::host;
-use openpsd_core::purse::host as purse_host;
+use openpsd_core::client::psd_apdu;
+use openpsd_core::client::purse_apdu;
+use openpsd_core::client::transfer as driver;
 use openpsd_core::purse::purchase::{PurchaseRecord, PurchaseRequest};
 use openpsd_core::purse::state::PairedTable;
 use openpsd_core::store::PowerCut;
-use openpsd_core::transfer::host as driver;
 use openpsd_core::types::*;
 use openpsd_core::Status;
 use openpsd_tests::purse::*;
@@ -54,13 +54,13 @@ struct World {
 
 impl World {
     fn value(&mut self) -> (u64, u64, u64, u64) {
-        expect_ok(&self.psd.transmit(&host::select()));
+        expect_ok(&self.psd.transmit(&psd_apdu::select()));
         let r = registers(&mut self.psd, 0);
         assert_eq!(r.ar.0 + r.dr.0 + r.pending.0, r.control_sum.0);
         let info = driver::psd_transfer_info(&mut self.psd).expect("info");
-        expect_ok(&self.purse.transmit(&purse_host::select()));
+        expect_ok(&self.purse.transmit(&purse_apdu::select()));
         let paired =
-            PairedTable::decode(&expect_ok(&self.purse.transmit(&purse_host::get_data(2))))
+            PairedTable::decode(&expect_ok(&self.purse.transmit(&purse_apdu::get_data(2))))
                 .expect("table");
         let credited = info.state.pending.is_some_and(|p| {
             paired
@@ -106,8 +106,8 @@ impl World {
                 }
             }
             Op::Purchase(a) => {
-                expect_ok(&self.purse.transmit(&purse_host::select()));
-                expect_ok(&self.purse.transmit(&purse_host::verify(PIN)));
+                expect_ok(&self.purse.transmit(&purse_apdu::select()));
+                expect_ok(&self.purse.transmit(&purse_apdu::verify(PIN)));
                 self.counter += 1;
                 let req = PurchaseRequest {
                     terminal: TerminalId(*b"TERM0001"),
@@ -115,8 +115,8 @@ impl World {
                     amount: Amount(a),
                     date: Date::new(2026, 11, 21).expect("date"),
                 };
-                let resp = self.purse.transmit(&purse_host::purchase(&req));
-                match host::data(&resp) {
+                let resp = self.purse.transmit(&purse_apdu::purchase(&req));
+                match psd_apdu::data(&resp) {
                     Ok(rec) => {
                         let pk = purse_data(&mut self.purse).public_key;
                         let r = PurchaseRecord::verify(rec, &pk).expect("signed");
@@ -238,12 +238,12 @@ proptest! {
     ) {
         let mut psd = funded_psd(41, FUNDS);
         let mut purse = purse(42);
-        expect_ok(&purse.transmit(&purse_host::verify(PIN)));
+        expect_ok(&purse.transmit(&purse_apdu::verify(PIN)));
         for a in &apdus {
             for card in [&mut psd, &mut purse] {
                 let before = card.store().writes();
                 let resp = card.transmit(a);
-                let sw = host::sw(&resp);
+                let sw = psd_apdu::sw(&resp);
                 prop_assert!(resp.len() >= 2);
                 // Refusals write nothing, except the counted ones (wrong PIN or
                 // cryptogram: 63Cx) whose counter commit is the point.
@@ -256,7 +256,7 @@ proptest! {
         // Whatever happened, the money still adds up.
         psd.reset();
         purse.reset();
-        expect_ok(&psd.transmit(&host::select()));
+        expect_ok(&psd.transmit(&psd_apdu::select()));
         let r = registers(&mut psd, 0);
         prop_assert_eq!(r.ar.0 + r.dr.0 + r.pending.0, r.control_sum.0);
         prop_assert!(r.dr.0 + r.pending.0 + purse_data(&mut purse).balance.0 <= FUNDS);

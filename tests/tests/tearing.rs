@@ -4,8 +4,8 @@
 //! whose debit was not committed, no value was created or lost, and the same command can
 //! be retried to completion. Prints how many cut points it checked.
 
+use openpsd_core::client::psd_apdu;
 use openpsd_core::psd::device::DeviceInfo;
-use openpsd_core::psd::host;
 use openpsd_core::psd::indicium;
 use openpsd_core::psd::registers::Registers;
 use openpsd_core::store::{Nvm, PowerCut};
@@ -44,7 +44,7 @@ fn sweep_after(
             }));
             let resp = card.transmit(apdu);
             if !card.store().is_dead() {
-                assert_eq!(host::sw(&resp), 0x9000, "uncut command must succeed");
+                assert_eq!(psd_apdu::sw(&resp), 0x9000, "uncut command must succeed");
                 break;
             }
             cuts += 1;
@@ -70,7 +70,7 @@ fn indicium_tearing() -> usize {
     let (card, pk) = funded_card(SEED, 10_000);
     let base = card.store().nvm().clone();
     let before = registers(&mut reopen(&base, SEED), 0);
-    let apdu = host::issue_indicium(SET0, &request(77, 123, 21));
+    let apdu = psd_apdu::issue_indicium(SET0, &request(77, 123, 21));
     let debited = Registers {
         ar: Amount(before.ar.0 + 123),
         dr: Amount(before.dr.0 - 123),
@@ -101,7 +101,7 @@ fn indicium_tearing() -> usize {
 
 fn refill_tearing() -> usize {
     let (mut card, _) = funded_card(SEED, 10_000);
-    expect_ok(&card.transmit(&host::issue_indicium(SET0, &request(1, 250, 21))));
+    expect_ok(&card.transmit(&psd_apdu::issue_indicium(SET0, &request(1, 250, 21))));
     let msg = Kms::new().refill_for(&mut card, SET0, Amount(4_000), [8; 8]);
     let base = card.store().nvm().clone();
     let before = registers(&mut reopen(&base, SEED), 0);
@@ -111,7 +111,7 @@ fn refill_tearing() -> usize {
         refills: RefillCount(before.refills.0 + 1),
         ..before
     };
-    let apdu = host::refill(SET0, &msg);
+    let apdu = psd_apdu::refill(SET0, &msg);
     sweep(&base, &apdu, |resp, mut card, at| {
         assert_eq!(resp, Status::MemoryFailure.sw().to_be_bytes(), "{at}");
         let after = registers(&mut card, 0);
@@ -130,11 +130,11 @@ fn refill_tearing() -> usize {
 
 fn personalization_tearing() -> usize {
     let base = blank_card(SEED).store().nvm().clone();
-    let apdu = host::personalize(&personalization());
+    let apdu = psd_apdu::personalize(&personalization());
     sweep(&base, &apdu, |_, mut card, _| {
         // Either still blank (and personalizable) or fully personalized: never half.
         let resp = card.transmit(&apdu);
-        if host::sw(&resp) == Status::ConditionsNotSatisfied.sw() {
+        if psd_apdu::sw(&resp) == Status::ConditionsNotSatisfied.sw() {
             for set in 0..LICENSES.len() as u8 {
                 consistent(&registers(&mut card, set));
             }
@@ -162,7 +162,7 @@ fn receipt_tearing() -> usize {
     sweep_after(
         &base,
         audit,
-        &host::receipt(&receipt),
+        &psd_apdu::receipt(&receipt),
         |resp, mut card, at| {
             assert_eq!(resp, Status::MemoryFailure.sw().to_be_bytes(), "{at}");
             assert_eq!(
@@ -172,8 +172,8 @@ fn receipt_tearing() -> usize {
             );
             // The audit's nonce was volatile: the host audits again and sends the receipt.
             audit(&mut card);
-            expect_ok(&card.transmit(&host::receipt(&receipt)));
-            let info = DeviceInfo::decode(&expect_ok(&card.transmit(&host::get_data())))
+            expect_ok(&card.transmit(&psd_apdu::receipt(&receipt)));
+            let info = DeviceInfo::decode(&expect_ok(&card.transmit(&psd_apdu::get_data())))
                 .unwrap()
                 .unwrap();
             assert_eq!(info.last_inspection, Date::new(2026, 11, 21), "{at}");

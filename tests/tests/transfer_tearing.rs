@@ -4,12 +4,12 @@
 //! conserved exactly — PSD DR + PSD pending + purse balance = before — and at the next
 //! contact the transfer is completed or undone and can be retried to exactly one credit.
 
-use openpsd_core::psd::host;
+use openpsd_core::client::psd_apdu;
+use openpsd_core::client::purse_apdu;
+use openpsd_core::client::transfer as driver;
 use openpsd_core::psd::{ins as psd_ins, CLA_PSD};
-use openpsd_core::purse::host as purse_host;
 use openpsd_core::purse::state::PairedTable;
 use openpsd_core::store::PowerCut;
-use openpsd_core::transfer::host as driver;
 use openpsd_core::transfer::PsdHello;
 use openpsd_core::types::*;
 use openpsd_tests::purse::*;
@@ -56,7 +56,7 @@ impl World {
     /// purse already holds it. Value *in flight* is pending that the purse has not credited
     /// — which the purse's record of this PSD's last transfer tells.
     fn value(&mut self) -> (u64, u64, u64) {
-        expect_ok(&self.psd.transmit(&host::select()));
+        expect_ok(&self.psd.transmit(&psd_apdu::select()));
         let r = registers(&mut self.psd, 0);
         assert!(
             r.ar.0 + r.dr.0 + r.pending.0 == r.control_sum.0,
@@ -68,9 +68,9 @@ impl World {
             r.pending.0,
             "the pending record and the pending register agree"
         );
-        expect_ok(&self.purse.transmit(&purse_host::select()));
+        expect_ok(&self.purse.transmit(&purse_apdu::select()));
         let paired =
-            PairedTable::decode(&expect_ok(&self.purse.transmit(&purse_host::get_data(2))))
+            PairedTable::decode(&expect_ok(&self.purse.transmit(&purse_apdu::get_data(2))))
                 .expect("paired table");
         let credited = info.state.pending.is_some_and(|p| {
             paired
@@ -132,12 +132,12 @@ fn power_cut_at_every_write_of_every_step_on_both_devices_conserves_value() {
                 }));
                 let resp = card.transmit(&step_apdu(i, &c, AMOUNT));
                 if !card.store().is_dead() {
-                    assert_eq!(host::sw(&resp), 0x9000, "{name} uncut");
+                    assert_eq!(psd_apdu::sw(&resp), 0x9000, "{name} uncut");
                     break;
                 }
                 cuts[(*dev == Dev::Purse) as usize] += 1;
                 assert_eq!(
-                    host::sw(&resp),
+                    psd_apdu::sw(&resp),
                     0x6581,
                     "{name}: a cut command answers 6581"
                 );
@@ -191,25 +191,26 @@ fn power_cut_during_the_resolution_conserves_value() {
                 w.purse.reset();
                 // Recognise in a fresh session, ask the card, and cut the PSD's RESOLVE.
                 let status = {
-                    expect_ok(&w.psd.transmit(&host::select()));
-                    expect_ok(&w.purse.transmit(&purse_host::select()));
-                    let psd = |ins, data: &[u8]| host::command(CLA_PSD, ins, 0, 0, data, 256);
+                    expect_ok(&w.psd.transmit(&psd_apdu::select()));
+                    expect_ok(&w.purse.transmit(&purse_apdu::select()));
+                    let psd = |ins, data: &[u8]| psd_apdu::command(CLA_PSD, ins, 0, 0, data, 256);
                     let hello = expect_ok(&w.psd.transmit(&psd(psd_ins::OPEN_SESSION, &[])));
                     let hello = PsdHello::decode(&hello).expect("hello");
-                    let card = expect_ok(&w.purse.transmit(&purse_host::recognize(&hello)));
+                    let card = expect_ok(&w.purse.transmit(&purse_apdu::recognize(&hello)));
                     let cr = expect_ok(&w.psd.transmit(&psd(psd_ins::AUTHENTICATE_CARD, &card)));
-                    expect_ok(&w.purse.transmit(&purse_host::authenticate_psd(&cr)));
-                    expect_ok(&w.purse.transmit(&purse_host::transfer_status()))
+                    expect_ok(&w.purse.transmit(&purse_apdu::authenticate_psd(&cr)));
+                    expect_ok(&w.purse.transmit(&purse_apdu::transfer_status()))
                 };
                 let start = w.psd.store().writes();
                 w.psd.store_mut().set_power_cut(Some(PowerCut {
                     at_write: start + k,
                     torn,
                 }));
-                let resolve = host::command(CLA_PSD, psd_ins::TRANSFER_RESOLVE, 0, 0, &status, 256);
+                let resolve =
+                    psd_apdu::command(CLA_PSD, psd_ins::TRANSFER_RESOLVE, 0, 0, &status, 256);
                 let resp = w.psd.transmit(&resolve);
                 if !w.psd.store().is_dead() {
-                    assert_eq!(host::sw(&resp), 0x9000);
+                    assert_eq!(psd_apdu::sw(&resp), 0x9000);
                     break;
                 }
                 cuts += 1;

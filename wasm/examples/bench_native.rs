@@ -7,7 +7,7 @@
 
 use std::time::Instant;
 
-use openpsd_core::psd::host;
+use openpsd_core::client::psd_apdu;
 use openpsd_wasm::personalize::{build_personalization, demo_kms_refill};
 use openpsd_wasm::views::{IndiciumArgs, LicenseArg, PersonalizationArgs};
 use openpsd_wasm::PsdDevice;
@@ -51,8 +51,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let raw = rate(seconds, || {
         n += 1;
         req.transaction.0 = n.to_be_bytes();
-        let resp = psd.transmit(&host::issue_indicium(Default::default(), &req));
-        match host::sw(&resp) {
+        let resp = psd.transmit(&psd_apdu::issue_indicium(Default::default(), &req));
+        match psd_apdu::sw(&resp) {
             0x9000 => Ok(()),
             sw => Err(format!("{sw:04X}")),
         }

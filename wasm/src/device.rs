@@ -1,16 +1,18 @@
 //! The PSD as the JS API sees it, in plain Rust: a card with the core's PSD applet on the
-//! in-memory store, driven through the APDUs of `openpsd_core::psd::host`, with typed
+//! in-memory store, driven through core's client layer (`openpsd_core::client`), with typed
 //! results. `js.rs` only wraps this in wasm-bindgen glue, so everything here is tested
 //! natively as well as in wasm.
 
+use openpsd_core::client::{command, psd_apdu, PsdClient};
 use openpsd_core::platform::Platform;
 use openpsd_core::psd::device::DeviceInfo;
 use openpsd_core::psd::indicium::{IndiciumData, IndiciumRequest};
 use openpsd_core::psd::registers::Registers;
-use openpsd_core::psd::{host, ins, psd_card, CLA_PSD};
+use openpsd_core::psd::{ins, psd_card, CLA_PSD};
 use openpsd_core::store::MemStore;
 use openpsd_core::types::{Date, RateCategory, RegisterSetIndex, TransactionId};
 use openpsd_core::Card;
+use openpsd_core::Status;
 
 use crate::entropy::{HostEntropy, ENTROPY_LEN};
 use crate::error::{ApiError, ApiResult};
@@ -43,10 +45,9 @@ pub fn today(text: Option<&str>) -> ApiResult<Option<Date>> {
     text.map(|t| parse_date("today", t)).transpose()
 }
 
-/// The data of a `9000` response, or the card's refusal.
-fn data(response: &[u8]) -> ApiResult<&[u8]> {
-    let sw = host::sw(response);
-    host::data(response).map_err(|_| ApiError::card(sw))
+/// The card's answer was not the documented layout: the card's `6F00`.
+pub(crate) fn malformed() -> ApiError {
+    ApiError::card(Status::Internal.sw())
 }
 
 impl PsdDevice {
@@ -61,13 +62,13 @@ impl PsdDevice {
             .map_err(|e| ApiError::state(format!("blank store does not load: {e}")))?;
         let mut psd = PsdDevice { card };
         psd.select()?;
-        let apdu = host::command(CLA_PSD, ins::PERSONALIZE, 0, 0, personalization, 256);
+        let apdu = command(CLA_PSD, ins::PERSONALIZE, 0, 0, personalization, 256);
         if apdu.is_empty() {
             return Err(ApiError::input(
                 "personalization: longer than one APDU carries",
             ));
         }
-        data(&psd.card.transmit(&apdu))?;
+        psd.client().exchange("PERSONALIZE", &apdu)?;
         Ok(psd)
     }
 
@@ -94,11 +95,16 @@ impl PsdDevice {
         Ok(psd)
     }
 
-    fn select(&mut self) -> ApiResult<()> {
-        data(&self.card.transmit(&host::select())).map(|_| ())
+    fn client(&mut self) -> PsdClient<&mut Card<MemStore, HostEntropy>> {
+        PsdClient::new(&mut self.card)
     }
 
-    /// The card itself, for core's transfer driver (a [`openpsd_core::transfer::host::Link`]).
+    fn select(&mut self) -> ApiResult<()> {
+        self.client().exchange("SELECT", &psd_apdu::select())?;
+        Ok(())
+    }
+
+    /// The card itself, for core's transfer driver (a [`openpsd_core::client::Link`]).
     pub(crate) fn card_mut(&mut self) -> &mut Card<MemStore, HostEntropy> {
         &mut self.card
     }
@@ -121,15 +127,14 @@ impl PsdDevice {
     }
 
     fn device_info(&mut self) -> ApiResult<Option<DeviceInfo>> {
-        let resp = self.card.transmit(&host::get_data());
-        DeviceInfo::decode(data(&resp)?).map_err(|_| ApiError::card(0x6F00))
+        Ok(self.client().info()?)
     }
 
     /// GET DATA.
     pub fn info(&mut self) -> ApiResult<InfoView> {
         match self.device_info()? {
             Some(i) => Ok(InfoView::from(&i)),
-            None => Err(ApiError::card(0x6985)),
+            None => Err(ApiError::card(Status::ConditionsNotSatisfied.sw())),
         }
     }
 
@@ -137,14 +142,11 @@ impl PsdDevice {
     pub fn public_key(&mut self) -> ApiResult<[u8; 65]> {
         self.device_info()?
             .map(|i| i.public_key)
-            .ok_or_else(|| ApiError::card(0x6985))
+            .ok_or_else(|| ApiError::card(Status::ConditionsNotSatisfied.sw()))
     }
 
     fn read_registers(&mut self, set: u8) -> ApiResult<Registers> {
-        let resp = self
-            .card
-            .transmit(&host::read_registers(RegisterSetIndex(set)));
-        Registers::decode(data(&resp)?).map_err(|_| ApiError::card(0x6F00))
+        Ok(self.client().registers(RegisterSetIndex(set))?)
     }
 
     /// READ REGISTERS of `set`.
@@ -176,16 +178,18 @@ impl PsdDevice {
     pub fn issue_indicium(&mut self, args: &IndiciumArgs) -> ApiResult<IssuedView> {
         let set = args.set.unwrap_or(0);
         let req = self.indicium_request(args)?;
-        let resp = self
-            .card
-            .transmit(&host::issue_indicium(RegisterSetIndex(set), &req));
-        let indicium = data(&resp)?;
+        // Decoded, not verified: the page verifies what it stores (verifyIndicium), and a
+        // second signature check would halve the indicia per second.
+        let indicium = self.client().exchange(
+            "ISSUE INDICIUM",
+            &psd_apdu::issue_indicium(RegisterSetIndex(set), &req),
+        )?;
         let split = indicium
             .len()
             .checked_sub(SIGNATURE_LEN)
-            .ok_or_else(|| ApiError::card(0x6F00))?;
+            .ok_or_else(malformed)?;
         let (payload, signature) = indicium.split_at(split);
-        let fields = IndiciumData::decode(payload).map_err(|_| ApiError::card(0x6F00))?;
+        let fields = IndiciumData::decode(payload).map_err(|_| malformed())?;
         let (barcode, payload, signature) =
             (indicium.to_vec(), payload.to_vec(), signature.to_vec());
         Ok(IssuedView {
@@ -201,30 +205,31 @@ impl PsdDevice {
     /// AUDIT of `set` with the server's nonce: the MACed audit message. The nonce goes to
     /// the card as given; a wrong length is the card's `6700`.
     pub fn audit(&mut self, nonce: &[u8], set: u8) -> ApiResult<Vec<u8>> {
-        let resp = self.command(ins::AUDIT, set, nonce)?;
-        Ok(data(&resp)?.to_vec())
+        self.command("AUDIT", ins::AUDIT, set, nonce)
     }
 
     /// REFILL of `set` with a sealed refill message; the registers after the credit.
     pub fn apply_refill(&mut self, message: &[u8], set: u8) -> ApiResult<RegistersView> {
-        let resp = self.command(ins::REFILL, set, message)?;
-        let regs = Registers::decode(data(&resp)?).map_err(|_| ApiError::card(0x6F00))?;
+        let data = self.command("REFILL", ins::REFILL, set, message)?;
+        let regs = Registers::decode(&data).map_err(|_| malformed())?;
         Ok(RegistersView::new(set, &regs))
     }
 
     /// RECEIPT; the last inspection date the PSD recorded.
     pub fn receipt(&mut self, receipt: &[u8]) -> ApiResult<String> {
-        let resp = self.command(ins::RECEIPT, 0, receipt)?;
-        let mut r = openpsd_core::wire::Reader::new(data(&resp)?);
-        let d = Date::read(&mut r).map_err(|_| ApiError::card(0x6F00))?;
+        let data = self.command("RECEIPT", ins::RECEIPT, 0, receipt)?;
+        let mut r = openpsd_core::wire::Reader::new(&data);
+        let d = Date::read(&mut r).map_err(|_| malformed())?;
         Ok(d.to_string())
     }
 
-    fn command(&mut self, ins: u8, p2: u8, body: &[u8]) -> ApiResult<Vec<u8>> {
-        let apdu = host::command(CLA_PSD, ins, 0, p2, body, 256);
+    /// A command with data the page gave as is (the card judges its length), through core's
+    /// exchange; the data of its `9000`.
+    fn command(&mut self, step: &'static str, ins: u8, p2: u8, body: &[u8]) -> ApiResult<Vec<u8>> {
+        let apdu = command(CLA_PSD, ins, 0, p2, body, 256);
         if apdu.is_empty() {
             return Err(ApiError::input("data longer than one APDU carries"));
         }
-        Ok(self.card.transmit(&apdu))
+        Ok(self.client().exchange(step, &apdu)?)
     }
 }

@@ -4,6 +4,7 @@
 use core::fmt;
 use std::string::{String, ToString};
 
+use openpsd_core::client::ClientError;
 use openpsd_core::Status;
 
 /// Which kind of failure; its [`ErrorKind::name`] is the JS error's `name`.
@@ -41,6 +42,20 @@ pub struct ApiError {
     pub message: String,
     /// The status word, for card refusals.
     pub sw: Option<u16>,
+}
+
+/// The client layer's errors, mapped once: a card's status word (defined or not) is a
+/// `CardError` with that word, a malformed answer the card's `6F00`, anything else (a
+/// transfer stopped for another reason) a `TransferError`.
+impl From<ClientError> for ApiError {
+    fn from(e: ClientError) -> Self {
+        match e {
+            ClientError::Refused(_, _, s) => ApiError::card(s.sw()),
+            ClientError::UnknownStatus(_, _, sw) => ApiError::card(sw),
+            ClientError::BadResponse(..) => ApiError::card(Status::Internal.sw()),
+            other => ApiError::transfer(other.to_string()),
+        }
+    }
 }
 
 impl ApiError {

@@ -1,16 +1,16 @@
 //! The purse as the JS API sees it: a card with the core's purse applet on the in-memory
 //! store (same saved-state format as the PSD, [`crate::state`]), and the value transfer
 //! from a [`PsdDevice`] to it through core's transfer driver
-//! (`openpsd_core::transfer::host::transfer`). Plain Rust, tested natively.
+//! (`openpsd_core::client::transfer::transfer`). Plain Rust, tested natively.
 
-use openpsd_core::psd::host::command;
-use openpsd_core::purse::host as purse_host;
+use openpsd_core::client::transfer::{self, Resolved};
+use openpsd_core::client::{command, PurseClient};
 use openpsd_core::purse::personal::PurseInfo;
 use openpsd_core::purse::{ins, purse_card, CLA_PURSE};
 use openpsd_core::store::MemStore;
-use openpsd_core::transfer::host::{self as transfer_host, Resolved, TransferError};
 use openpsd_core::types::RegisterSetIndex;
 use openpsd_core::Card;
+use openpsd_core::Status;
 use serde::Serialize;
 
 use crate::device::{entropy, today, PsdDevice};
@@ -86,21 +86,6 @@ pub struct TransferView {
     pub purse: PurseInfoView,
 }
 
-/// The data of a `9000` response, or the card's refusal.
-fn data(response: &[u8]) -> ApiResult<&[u8]> {
-    let sw = openpsd_core::psd::host::sw(response);
-    openpsd_core::psd::host::data(response).map_err(|_| ApiError::card(sw))
-}
-
-/// A driver error: a card's status word as a `CardError`, anything else a `TransferError`.
-pub fn transfer_error(e: &TransferError) -> ApiError {
-    match e {
-        TransferError::Refused(_, _, s) => ApiError::card(s.sw()),
-        TransferError::UnknownStatus(_, _, sw) => ApiError::card(*sw),
-        other => ApiError::transfer(other.to_string()),
-    }
-}
-
 impl PurseDevice {
     /// A fresh purse card, SELECTed and personalized with `personalization` (the purse's
     /// PERSONALIZE command data).
@@ -120,7 +105,7 @@ impl PurseDevice {
                 "personalization: longer than one APDU carries",
             ));
         }
-        data(&purse.card.transmit(&apdu))?;
+        purse.client().exchange("PERSONALIZE", &apdu)?;
         Ok(purse)
     }
 
@@ -144,8 +129,12 @@ impl PurseDevice {
         Ok(purse)
     }
 
+    fn client(&mut self) -> PurseClient<&mut Card<MemStore, HostEntropy>> {
+        PurseClient::new(&mut self.card)
+    }
+
     fn select(&mut self) -> ApiResult<()> {
-        data(&self.card.transmit(&purse_host::select())).map(|_| ())
+        Ok(self.client().select()?)
     }
 
     /// The persistent store as bytes ([`state`] layout).
@@ -159,21 +148,22 @@ impl PurseDevice {
     }
 
     fn purse_info(&mut self) -> ApiResult<Option<PurseInfo>> {
-        transfer_host::purse_info(&mut self.card).map_err(|e| transfer_error(&e))
+        self.select()?;
+        Ok(self.client().info()?)
     }
 
     /// GET DATA.
     pub fn info(&mut self) -> ApiResult<PurseInfoView> {
         match self.purse_info()? {
             Some(i) => Ok(PurseInfoView::from(&i)),
-            None => Err(ApiError::card(0x6985)),
+            None => Err(ApiError::card(Status::ConditionsNotSatisfied.sw())),
         }
     }
 
     /// CERTIFY with the issuer's signature on the purchase key.
     pub fn certify(&mut self, signature: &[u8]) -> ApiResult<PurseInfoView> {
         self.select()?;
-        data(&self.card.transmit(&purse_host::certify(signature)))?;
+        self.client().certify(signature)?;
         self.info()
     }
 
@@ -186,14 +176,13 @@ impl PurseDevice {
         set: u8,
     ) -> ApiResult<TransferView> {
         let amount = parse_amount("amount", amount)?;
-        let out = transfer_host::transfer(
+        let out = transfer::transfer(
             psd.card_mut(),
             &mut self.card,
             RegisterSetIndex(set),
             amount,
             pin.as_bytes(),
-        )
-        .map_err(|e| transfer_error(&e))?;
+        )?;
         Ok(TransferView {
             amount: out.amount.to_string(),
             resolved_first: out.resolved_first.map(|(r, a)| ResolvedView {

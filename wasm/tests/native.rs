@@ -2,9 +2,9 @@
 //! free functions, on the same core code the wasm module runs. (`web.rs` runs the JS glue
 //! itself under Node and Chromium.)
 
+use openpsd_core::client::psd_apdu;
 use openpsd_core::crypto::IndiciumKey;
 use openpsd_core::psd::device::{LicenseSlot, Personalization};
-use openpsd_core::psd::host;
 use openpsd_core::types::{Amount, DeviceId, LicenseId, PostalCode};
 use openpsd_core::Status;
 use openpsd_wasm::barcode;
@@ -160,8 +160,8 @@ fn a_fresh_device_reports_itself_and_refuses_unfunded_postage() {
     assert_eq!(e.sw, Some(0x6A88));
     // A second PERSONALIZE is the card's business: 6985.
     let again = build_personalization(&args(0), &[9; 32]).unwrap();
-    let apdu = host::command(0x80, 0x10, 0, 0, &again.personalization.0, 256);
-    assert_eq!(host::sw(&psd.transmit(&apdu)), 0x6985);
+    let apdu = psd_apdu::command(0x80, 0x10, 0, 0, &again.personalization.0, 256);
+    assert_eq!(psd_apdu::sw(&psd.transmit(&apdu)), 0x6985);
     // Bad personalization data: the card's 6700.
     let e = PsdDevice::create(&[1, 2, 3], &[1; 32], None).err().unwrap();
     assert_eq!(e.sw, Some(0x6700));

@@ -15,7 +15,6 @@ use openpsd_core::platform::Platform;
 use openpsd_core::psd::indicium::IndiciumRequest;
 use openpsd_core::types::*;
 use openpsd_host::refill::{MeterClient, RefillRequest};
-use openpsd_host::transport::InProcess;
 use openpsd_host::PsdClient;
 use serde_json::{json, Value};
 
@@ -170,7 +169,7 @@ fn make_card(card_dir: &Path, secrets_path: &Path) -> Result<()> {
 fn mailer(card_dir: &Path, meter: &str, amount: Amount, indicia: u32) -> Result<()> {
     let card: FileCard =
         sim::open_file_card(card_dir, Clock::System).map_err(|e| anyhow!("{e}"))?;
-    let mut psd = PsdClient::new(Box::new(InProcess(card)));
+    let mut psd = PsdClient::new(Box::new(card));
     let info = psd
         .select()?
         .ok_or_else(|| anyhow!("the demo card is blank"))?;

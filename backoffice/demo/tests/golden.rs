@@ -18,9 +18,9 @@ use std::rc::Rc;
 
 use card_sim::sim::{SimCard, SimulatedCard};
 use common::Psd;
+use openpsd_core::client::{psd_apdu, purse_apdu};
 use openpsd_core::platform::SeededPlatform;
 use openpsd_core::psd::device::Personalization;
-use openpsd_core::psd::host;
 use openpsd_core::store::MemStore;
 use openpsd_demo::web::{self, WebOptions};
 use openpsd_protocol::{
@@ -471,10 +471,10 @@ async fn room(r: &mut Recorder, dir: &std::path::Path, h: &openpsd_backoffice::H
     platform.today = Some(openpsd_service_kit::codec::today_utc());
     let mut sim = Sim::new(MemStore::new(), platform).expect("card");
     let mut reply = Vec::new();
-    sim.transmit(&host::select(), &mut reply);
+    sim.handle(&psd_apdu::select(), &mut reply);
     reply.clear();
-    sim.transmit(&host::personalize(&p), &mut reply);
-    let out = host::data(&reply).expect("PERSONALIZE accepted");
+    sim.handle(&psd_apdu::personalize(&p), &mut reply);
+    let out = psd_apdu::data(&reply).expect("PERSONALIZE accepted");
     let (key_id, public_key) = (hex::encode(&out[..4]), hex::encode(&out[4..]));
     let sim = Rc::new(RefCell::new(sim));
 
@@ -526,9 +526,9 @@ async fn room(r: &mut Recorder, dir: &std::path::Path, h: &openpsd_backoffice::H
     let mut platform = SeededPlatform::new(7);
     platform.today = Some(openpsd_service_kit::codec::today_utc());
     let mut purse = openpsd_core::purse::purse_card(MemStore::new(), platform).expect("purse");
-    purse.transmit(&openpsd_core::purse::host::select());
-    let reply = purse.transmit(&openpsd_core::purse::host::personalize(&pp));
-    let purse_key = hex::encode(host::data(&reply).expect("purse PERSONALIZE accepted"));
+    purse.transmit(&purse_apdu::select());
+    let reply = purse.transmit(&purse_apdu::personalize(&pp));
+    let purse_key = hex::encode(psd_apdu::data(&reply).expect("purse PERSONALIZE accepted"));
     r.post(
         "room",
         &base,

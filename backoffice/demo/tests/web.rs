@@ -8,24 +8,24 @@ use std::cell::RefCell;
 use std::rc::Rc;
 
 use card_sim::sim::{SimCard, SimulatedCard};
+use openpsd_core::client::psd_apdu;
 use openpsd_core::platform::SeededPlatform;
 use openpsd_core::psd::device::Personalization;
-use openpsd_core::psd::host;
 use openpsd_core::store::MemStore;
 use openpsd_core::types::{Amount, DeviceId, RegisterSetIndex};
 use openpsd_demo::web::{self, WebOptions};
 use openpsd_host::refill::{MeterClient, RefillRequest};
-use openpsd_host::{PsdClient, Transport, TransportError};
+use openpsd_host::{Link, LinkError, PsdClient};
 use serde_json::{json, Value};
 
 type Sim = SimCard<MemStore, SeededPlatform>;
 
 struct Shared(Rc<RefCell<Sim>>);
 
-impl Transport for Shared {
-    fn transmit(&mut self, apdu: &[u8]) -> Result<Vec<u8>, TransportError> {
+impl Link for Shared {
+    fn transmit(&mut self, apdu: &[u8]) -> Result<Vec<u8>, LinkError> {
         let mut reply = Vec::new();
-        self.0.borrow_mut().transmit(apdu, &mut reply);
+        card_sim::sim::SimulatedCard::handle(&mut *self.0.borrow_mut(), apdu, &mut reply);
         Ok(reply)
     }
 }
@@ -68,11 +68,11 @@ fn personalize(data_hex: &str, seed: u64) -> (Rc<RefCell<Sim>>, String, String) 
     platform.today = Some(openpsd_service_kit::codec::today_utc());
     let mut sim = Sim::new(MemStore::new(), platform).unwrap();
     let mut reply = Vec::new();
-    sim.transmit(&host::select(), &mut reply);
-    assert_eq!(host::sw(&reply), 0x9000);
+    sim.handle(&psd_apdu::select(), &mut reply);
+    assert_eq!(psd_apdu::sw(&reply), 0x9000);
     reply.clear();
-    sim.transmit(&host::personalize(&p), &mut reply);
-    let out = host::data(&reply).expect("PERSONALIZE accepted");
+    sim.handle(&psd_apdu::personalize(&p), &mut reply);
+    let out = psd_apdu::data(&reply).expect("PERSONALIZE accepted");
     assert_eq!(out.len(), 4 + 65);
     (
         Rc::new(RefCell::new(sim)),
@@ -84,10 +84,10 @@ fn personalize(data_hex: &str, seed: u64) -> (Rc<RefCell<Sim>>, String, String) 
 /// The PSD as core's transfer driver sees it.
 struct SimLink<'a>(&'a RefCell<Sim>);
 
-impl openpsd_core::transfer::host::Link for SimLink<'_> {
-    fn transmit(&mut self, apdu: &[u8]) -> Result<Vec<u8>, String> {
+impl openpsd_core::client::Link for SimLink<'_> {
+    fn transmit(&mut self, apdu: &[u8]) -> Result<Vec<u8>, openpsd_core::client::LinkError> {
         let mut reply = Vec::new();
-        self.0.borrow_mut().transmit(apdu, &mut reply);
+        card_sim::sim::SimulatedCard::handle(&mut *self.0.borrow_mut(), apdu, &mut reply);
         Ok(reply)
     }
 }
@@ -95,10 +95,10 @@ impl openpsd_core::transfer::host::Link for SimLink<'_> {
 /// A purse made from `POST /demo/v1/purses`, certified by the room, then 5.00 moved to it
 /// from the (refilled, 25.00) PSD the room personalized.
 async fn purse_receives_a_transfer(http: &reqwest::Client, base: &str, psd: &RefCell<Sim>) {
-    use openpsd_core::purse::host as purse_host;
+    use openpsd_core::client::purse_apdu;
+    use openpsd_core::client::transfer::transfer;
     use openpsd_core::purse::personal::PursePersonalization;
     use openpsd_core::purse::purse_card;
-    use openpsd_core::transfer::host::transfer;
 
     let url = |p: &str| format!("{base}{p}");
     for bad in ["123", "12ab", "1234567890123"] {
@@ -127,9 +127,9 @@ async fn purse_receives_a_transfer(http: &reqwest::Client, base: &str, psd: &Ref
     let mut platform = SeededPlatform::new(7);
     platform.today = Some(openpsd_service_kit::codec::today_utc());
     let mut purse = purse_card(MemStore::new(), platform).unwrap();
-    assert_eq!(host::sw(&purse.transmit(&purse_host::select())), 0x9000);
-    let reply = purse.transmit(&purse_host::personalize(&p));
-    let public_key = hex::encode(host::data(&reply).expect("PERSONALIZE accepted"));
+    assert_eq!(psd_apdu::sw(&purse.transmit(&purse_apdu::select())), 0x9000);
+    let reply = purse.transmit(&purse_apdu::personalize(&p));
+    let public_key = hex::encode(psd_apdu::data(&reply).expect("PERSONALIZE accepted"));
 
     // The room certifies only its own cards.
     let (s, e, _) = send(
@@ -149,7 +149,7 @@ async fn purse_receives_a_transfer(http: &reqwest::Client, base: &str, psd: &Ref
     assert_eq!(s, 200, "{cert}");
     let sig = hex::decode(cert["signature"].as_str().unwrap()).unwrap();
     assert_eq!(
-        host::sw(&purse.transmit(&purse_host::certify(&sig))),
+        psd_apdu::sw(&purse.transmit(&purse_apdu::certify(&sig))),
         0x9000
     );
 

@@ -11,12 +11,11 @@ use card_sim::personalize::{self, Request, Secrets};
 use card_sim::sim::SimCard;
 use openpsd_core::platform::SeededPlatform;
 use openpsd_core::psd::device::LicenseSlot;
-use openpsd_core::psd::host;
 use openpsd_core::psd::registers::Registers;
 use openpsd_core::store::{MemStore, Nvm};
 use openpsd_core::types::{Amount, DeviceId, LicenseId, PostalCode, RegisterSetIndex};
 use openpsd_core::Status;
-use openpsd_host::{HostError, PsdClient, Transport, TransportError};
+use openpsd_host::{ClientError, Link, LinkError, PsdClient};
 use openpsd_protocol::ErrorBody;
 use openpsd_protocol::{
     Account, Deposit, InspectionRequest, InspectionView, Ledger, NewAccount, RefillRequest,
@@ -30,10 +29,10 @@ pub type Sim = SimCard<MemStore, SeededPlatform>;
 
 struct Shared(Rc<RefCell<Sim>>);
 
-impl Transport for Shared {
-    fn transmit(&mut self, apdu: &[u8]) -> Result<Vec<u8>, TransportError> {
+impl Link for Shared {
+    fn transmit(&mut self, apdu: &[u8]) -> Result<Vec<u8>, LinkError> {
         let mut reply = Vec::new();
-        card_sim::sim::SimulatedCard::transmit(&mut *self.0.borrow_mut(), apdu, &mut reply);
+        card_sim::sim::SimulatedCard::handle(&mut *self.0.borrow_mut(), apdu, &mut reply);
         Ok(reply)
     }
 }
@@ -134,9 +133,7 @@ impl Psd {
     /// RECEIPT (hex); answers the last inspection date's bytes.
     pub fn receipt(&mut self, receipt_hex: &str) -> Result<Vec<u8>, Status> {
         let msg = hex::decode(receipt_hex).expect("receipt hex");
-        self.client
-            .exchange(&host::receipt(&msg))
-            .map_err(card_status)
+        self.client.receipt(&msg).map_err(card_status)
     }
 
     /// An indicium of `postage` on set 0 dated today.
@@ -168,9 +165,9 @@ impl Psd {
     }
 }
 
-fn card_status(e: HostError) -> Status {
+fn card_status(e: ClientError) -> Status {
     match e {
-        HostError::Card(s) => s,
+        ClientError::Refused(_, _, s) => s,
         other => panic!("card transport failed: {other}"),
     }
 }

@@ -12,7 +12,8 @@ use openpsd_core::psd::device::{Device, LicenseSlot, Personalization};
 use openpsd_core::psd::indicium::{self, IndiciumRequest};
 use openpsd_core::psd::refill::{RefillCombination, REFILL_MESSAGE_LEN};
 use openpsd_core::psd::registers::{RegisterSet, Registers};
-use openpsd_core::psd::{host, psd_card};
+use openpsd_core::client::psd_apdu;
+use openpsd_core::psd::psd_card;
 use openpsd_core::status::Status;
 use openpsd_core::store::{MemStore, Nvm, PowerCut, Store};
 use openpsd_core::types::*;
@@ -76,7 +77,7 @@ fn platform() -> SeededPlatform {
 }
 
 fn sw(resp: &[u8]) -> u16 {
-    host::sw(resp)
+    psd_apdu::sw(resp)
 }
 
 fn ok_data(resp: &[u8], what: &str) -> Vec<u8> {
@@ -89,7 +90,7 @@ pub(crate) fn kms_refill_message(card: &mut FuzzCard, set: u8, amount: u64, id: 
     let k1 = MacKey::new(K1);
     let nonce = [id; 16];
     let msg = ok_data(
-        &card.transmit(&host::audit(RegisterSetIndex(set), &nonce)),
+        &card.transmit(&psd_apdu::audit(RegisterSetIndex(set), &nonce)),
         "audit",
     );
     let a = AuditData::open(&msg, &k1).expect("fixture audit MAC");
@@ -109,9 +110,9 @@ pub fn personalized_nvm() -> &'static Nvm {
     static NVM: OnceLock<Nvm> = OnceLock::new();
     NVM.get_or_init(|| {
         let mut card = psd_card(MemStore::new(), platform()).expect("blank store loads");
-        ok_data(&card.transmit(&host::select()), "select");
+        ok_data(&card.transmit(&psd_apdu::select()), "select");
         ok_data(
-            &card.transmit(&host::personalize(&personalization())),
+            &card.transmit(&psd_apdu::personalize(&personalization())),
             "personalize",
         );
         card.store().nvm().clone()
@@ -124,11 +125,11 @@ pub fn funded_nvm() -> &'static Nvm {
     NVM.get_or_init(|| {
         let store = MemStore::open(personalized_nvm().clone()).expect("store opens");
         let mut card = psd_card(store, platform()).expect("state loads");
-        ok_data(&card.transmit(&host::select()), "select");
+        ok_data(&card.transmit(&psd_apdu::select()), "select");
         for (set, amount) in FUNDS.iter().enumerate() {
             let msg = kms_refill_message(&mut card, set as u8, *amount, 0xF0 + set as u8);
             ok_data(
-                &card.transmit(&host::refill(RegisterSetIndex(set as u8), &msg)),
+                &card.transmit(&psd_apdu::refill(RegisterSetIndex(set as u8), &msg)),
                 "refill",
             );
         }
@@ -238,7 +239,7 @@ impl Harness {
             );
         }
         h.sets = persisted_sets(h.card().store());
-        let resp = h.exchange(&host::select());
+        let resp = h.exchange(&psd_apdu::select());
         assert_eq!(sw(&resp), SW_OK, "SELECT of a fresh card");
         h
     }
@@ -393,7 +394,7 @@ impl Harness {
         self.selected = false;
         self.pending = false;
         self.chain = false;
-        let resp = self.exchange(&host::select());
+        let resp = self.exchange(&psd_apdu::select());
         assert_eq!(sw(&resp), SW_OK, "SELECT after {why}");
     }
 
@@ -456,7 +457,7 @@ impl Harness {
             Op::KmsRefill { set, amount, id } => {
                 let set = set % MAX_SETS;
                 let nonce = [*id; 16];
-                let resp = self.exchange(&host::audit(RegisterSetIndex(set), &nonce));
+                let resp = self.exchange(&psd_apdu::audit(RegisterSetIndex(set), &nonce));
                 let msg = match (sw(&resp), self.keys()) {
                     (SW_OK, Some(keys)) => {
                         let a = AuditData::open(&resp[..resp.len() - 2], &keys.k1)
@@ -473,11 +474,11 @@ impl Harness {
                     }
                     _ => vec![0; REFILL_MESSAGE_LEN],
                 };
-                self.exchange(&host::refill(RegisterSetIndex(set), &msg));
+                self.exchange(&psd_apdu::refill(RegisterSetIndex(set), &msg));
             }
             Op::ForgedRefill { set, amount, mode } => {
                 let set = set % MAX_SETS;
-                let resp = self.exchange(&host::audit(RegisterSetIndex(set), &[*mode; 16]));
+                let resp = self.exchange(&psd_apdu::audit(RegisterSetIndex(set), &[*mode; 16]));
                 let (SW_OK, Some(keys)) = (sw(&resp), self.keys()) else {
                     return;
                 };
@@ -498,7 +499,7 @@ impl Harness {
                     _ => c.license.0 ^= 1,
                 }
                 let msg = c.seal(&keys.k1);
-                let resp = self.exchange(&host::refill(RegisterSetIndex(set), &msg));
+                let resp = self.exchange(&psd_apdu::refill(RegisterSetIndex(set), &msg));
                 assert_ne!(
                     sw(&resp),
                     SW_OK,
@@ -520,7 +521,7 @@ impl Harness {
                     origin: self.origin(*set),
                     destination: PostalCode::new(b"20095").expect("valid code"),
                 };
-                self.exchange(&host::issue_indicium(RegisterSetIndex(*set), &req));
+                self.exchange(&psd_apdu::issue_indicium(RegisterSetIndex(*set), &req));
             }
             Op::Clock { day } => {
                 self.card().platform_mut().today = match day {

@@ -2,7 +2,7 @@
 //! (fixed keys, fixed platform seed), so `cargo run --bin gen-corpus` always writes the
 //! same files.
 
-use openpsd_core::psd::host;
+use openpsd_core::client::psd_apdu;
 use openpsd_core::psd::indicium::IndiciumRequest;
 use openpsd_core::psd::{psd_card, PSD_AID};
 use openpsd_core::store::MemStore;
@@ -49,7 +49,7 @@ pub fn request(set: u8, txn: u64, postage: u64, day: u8) -> IndiciumRequest {
 }
 
 fn issue(set: u8, txn: u64, postage: u64, day: u8) -> Op {
-    Op::Apdu(host::issue_indicium(
+    Op::Apdu(psd_apdu::issue_indicium(
         RegisterSetIndex(set),
         &request(set, txn, postage, day),
     ))
@@ -60,7 +60,7 @@ fn apdu(a: Vec<u8>) -> Op {
 }
 
 fn read(set: u8) -> Op {
-    apdu(host::read_registers(RegisterSetIndex(set)))
+    apdu(psd_apdu::read_registers(RegisterSetIndex(set)))
 }
 
 /// Splits `cmd`'s data into a chain (`CLA | 0x10` for every part but the last).
@@ -85,18 +85,18 @@ fn funded_refill(set: u8, amount: u64, id: u8) -> Vec<u8> {
     let mut p = openpsd_core::platform::SeededPlatform::new(0);
     p.today = Some(today());
     let mut card = psd_card(store, p).expect("fixture loads");
-    card.transmit(&host::select());
+    card.transmit(&psd_apdu::select());
     let msg = crate::harness::kms_refill_message(&mut card, set, amount, id);
-    host::refill(RegisterSetIndex(set), &msg)
+    psd_apdu::refill(RegisterSetIndex(set), &msg)
 }
 
 /// Every seed: a file name and the input.
 pub fn seeds() -> Vec<(&'static str, Input)> {
     use Start::*;
-    let select = || apdu(host::select());
-    let get_data = || apdu(host::get_data());
+    let select = || apdu(psd_apdu::select());
+    let get_data = || apdu(psd_apdu::get_data());
     let get_response = |le: Option<u8>| apdu(short(0x00, 0xC0, 0x00, 0x00, &[], le));
-    let personalize = host::personalize(&personalization());
+    let personalize = psd_apdu::personalize(&personalization());
     let issue_data = request(0, 900, 250, 21).encode();
     let refill0 = funded_refill(0, 1_000, 0x11);
 
@@ -129,7 +129,7 @@ pub fn seeds() -> Vec<(&'static str, Input)> {
             vec![
                 issue(0, 10, 0, 21),
                 issue(0, 11, 10_001, 21),
-                apdu(host::issue_indicium(
+                apdu(psd_apdu::issue_indicium(
                     RegisterSetIndex(0),
                     &request(1, 12, 5, 21),
                 )),
@@ -148,9 +148,9 @@ pub fn seeds() -> Vec<(&'static str, Input)> {
             "audit",
             Funded,
             vec![
-                apdu(host::audit(RegisterSetIndex(0), &[0xA5; 16])),
-                apdu(host::audit(RegisterSetIndex(1), &[0x5A; 16])),
-                apdu(host::audit(RegisterSetIndex(2), &[0; 16])),
+                apdu(psd_apdu::audit(RegisterSetIndex(0), &[0xA5; 16])),
+                apdu(psd_apdu::audit(RegisterSetIndex(1), &[0x5A; 16])),
+                apdu(psd_apdu::audit(RegisterSetIndex(2), &[0; 16])),
                 apdu(short(0x80, 0x50, 0x00, 0x00, &[1; 15], Some(0))),
                 apdu(short(0x80, 0x50, 0x00, 0x00, &[], Some(0))),
             ],
@@ -355,7 +355,7 @@ pub fn seeds() -> Vec<(&'static str, Input)> {
                 .map(|k| Op::PowerCut {
                     at_write: k,
                     torn: k % 2 == 1,
-                    apdu: host::issue_indicium(RegisterSetIndex(0), &request(0, 40, 77, 21)),
+                    apdu: psd_apdu::issue_indicium(RegisterSetIndex(0), &request(0, 40, 77, 21)),
                 })
                 .collect();
             v.push(issue(0, 40, 77, 21));
@@ -414,7 +414,7 @@ pub fn seeds() -> Vec<(&'static str, Input)> {
                 get_data(),
                 read(0),
                 issue(0, 1, 10, 21),
-                apdu(host::audit(RegisterSetIndex(0), &[0; 16])),
+                apdu(psd_apdu::audit(RegisterSetIndex(0), &[0; 16])),
                 apdu(personalize.to_vec()),
                 get_data(),
                 apdu(personalize.to_vec()),

@@ -8,7 +8,6 @@
 
 pub mod audit;
 pub mod device;
-pub mod host;
 pub mod indicium;
 pub mod receipt;
 pub mod refill;

@@ -7,7 +7,6 @@
 //! same way. Value changes commit before the response that depends on them.
 //! `docs/purse.md` describes the protocol; `docs/apdu.md` the bytes.
 
-pub mod host;
 pub mod personal;
 pub mod purchase;
 pub mod state;

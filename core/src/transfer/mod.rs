@@ -20,8 +20,6 @@
 //! MACed account of what it credited from this PSD) lets the PSD complete or undo a pending
 //! transfer at the next contact. `docs/purse.md` walks through every interruption.
 
-pub mod host;
-
 use alloc::vec::Vec;
 
 use crate::crypto::{sha256, MacKey, MAC_LEN};

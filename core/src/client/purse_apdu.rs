@@ -1,13 +1,13 @@
-//! The host's side of the purse contract: command APDUs (see `docs/apdu.md`) and the
-//! issuer's authenticated command data.
+//! The purse's command APDUs as `docs/apdu.md` defines them, and the issuer's
+//! authenticated command data (UNBLOCK PIN, RESET RECOGNITION).
 
 use alloc::vec::Vec;
 
-use super::personal::PursePersonalization;
-use super::purchase::PurchaseRequest;
-use super::{ins, CLA_PURSE, PIN_REF, PURSE_AID, RESET_LABEL, UNBLOCK_LABEL};
+use super::exchange::command;
 use crate::crypto::MacKey;
-use crate::psd::host::command;
+use crate::purse::personal::PursePersonalization;
+use crate::purse::purchase::PurchaseRequest;
+use crate::purse::{ins, CLA_PURSE, PIN_REF, PURSE_AID, RESET_LABEL, UNBLOCK_LABEL};
 use crate::transfer::PsdHello;
 use crate::types::{Amount, CardId};
 use crate::wire::Writer;

@@ -1,0 +1,134 @@
+//! [`PsdClient`]: the PSD's commands as typed calls over any [`Link`], following
+//! `docs/apdu.md`; responses are decoded and indicia verified before they are handed out.
+
+use alloc::vec::Vec;
+
+use super::{exchange, psd_apdu, ClientError, Link, Side};
+use crate::psd::audit::NONCE_LEN;
+use crate::psd::device::{DeviceInfo, Personalization};
+use crate::psd::indicium::{self, IndiciumData, IndiciumRequest};
+use crate::psd::registers::Registers;
+use crate::psd::transfer::TransferInfo;
+use crate::status::Status;
+use crate::types::RegisterSetIndex;
+
+/// A PSD behind a link. It remembers the device's public key once read, to verify every
+/// indicium it is handed.
+pub struct PsdClient<L> {
+    link: L,
+    public_key: Option<[u8; 65]>,
+}
+
+impl<L: Link> PsdClient<L> {
+    /// A client on `link`; call [`PsdClient::select`] first.
+    pub fn new(link: L) -> Self {
+        Self {
+            link,
+            public_key: None,
+        }
+    }
+
+    /// The link, for commands this client does not type.
+    pub fn link(&mut self) -> &mut L {
+        &mut self.link
+    }
+
+    /// The link back.
+    pub fn into_link(self) -> L {
+        self.link
+    }
+
+    /// Sends a command; the response data of a `9000` (see [`exchange`]).
+    pub fn exchange(&mut self, step: &'static str, apdu: &[u8]) -> Result<Vec<u8>, ClientError> {
+        exchange(&mut self.link, Side::Psd, step, apdu)
+    }
+
+    /// SELECTs the PSD applet and reads its public data (`None` for a blank device).
+    pub fn select(&mut self) -> Result<Option<DeviceInfo>, ClientError> {
+        self.exchange("SELECT", &psd_apdu::select())?;
+        self.info()
+    }
+
+    /// The device's public data; `None` for a blank device.
+    pub fn info(&mut self) -> Result<Option<DeviceInfo>, ClientError> {
+        let data = self.exchange("GET DATA", &psd_apdu::get_data())?;
+        let info = DeviceInfo::decode(&data)
+            .map_err(|_| ClientError::BadResponse(Side::Psd, "GET DATA"))?;
+        self.public_key = info.as_ref().map(|i| i.public_key);
+        Ok(info)
+    }
+
+    /// PERSONALIZE (once in the device's life); the card's answer (its public key and
+    /// identity, `docs/apdu.md`).
+    pub fn personalize(&mut self, p: &Personalization) -> Result<Vec<u8>, ClientError> {
+        self.exchange("PERSONALIZE", &psd_apdu::personalize(p))
+    }
+
+    /// The registers of a set.
+    pub fn registers(&mut self, set: RegisterSetIndex) -> Result<Registers, ClientError> {
+        let data = self.exchange("READ REGISTERS", &psd_apdu::read_registers(set))?;
+        Registers::decode(&data).map_err(|_| ClientError::BadResponse(Side::Psd, "READ REGISTERS"))
+    }
+
+    /// Issues an indicium and verifies it against the device's public key. After a link
+    /// error, calling again with the same request (same transaction ID) returns the same
+    /// indicium without a second debit.
+    pub fn issue_indicium(
+        &mut self,
+        set: RegisterSetIndex,
+        req: &IndiciumRequest,
+    ) -> Result<(Vec<u8>, IndiciumData), ClientError> {
+        let public_key = match self.public_key {
+            Some(pk) => pk,
+            None => {
+                self.info()?
+                    .ok_or(ClientError::Refused(
+                        Side::Psd,
+                        "GET DATA",
+                        Status::ConditionsNotSatisfied,
+                    ))?
+                    .public_key
+            }
+        };
+        let ind = self.exchange("ISSUE INDICIUM", &psd_apdu::issue_indicium(set, req))?;
+        let data = indicium::verify(&ind, &public_key).map_err(ClientError::Indicium)?;
+        Ok((ind, data))
+    }
+
+    /// An audit message (registers and `nonce`, MACed under K1) for the meter server.
+    pub fn audit(
+        &mut self,
+        set: RegisterSetIndex,
+        nonce: &[u8; NONCE_LEN],
+    ) -> Result<Vec<u8>, ClientError> {
+        self.exchange("AUDIT", &psd_apdu::audit(set, nonce))
+    }
+
+    /// Applies a refill message; the registers after the credit.
+    pub fn refill(
+        &mut self,
+        set: RegisterSetIndex,
+        message: &[u8],
+    ) -> Result<Registers, ClientError> {
+        let data = self.exchange("REFILL", &psd_apdu::refill(set, message))?;
+        Registers::decode(&data).map_err(|_| ClientError::BadResponse(Side::Psd, "REFILL"))
+    }
+
+    /// RECEIPT: the back office's acceptance of this session's last audit; the card's
+    /// answer (the new inspection deadline, `docs/apdu.md`).
+    pub fn receipt(&mut self, message: &[u8]) -> Result<Vec<u8>, ClientError> {
+        self.exchange("RECEIPT", &psd_apdu::receipt(message))
+    }
+
+    /// The PSD's transfer data (GET DATA 00 02).
+    pub fn transfer_info(&mut self) -> Result<TransferInfo, ClientError> {
+        let data = self.exchange("GET DATA", &psd_apdu::get_transfer_data())?;
+        TransferInfo::decode(&data).map_err(|_| ClientError::BadResponse(Side::Psd, "GET DATA"))
+    }
+
+    /// RESET RECOGNITION with the issuer's data (counter ‖ MAC under K1).
+    pub fn reset_recognition(&mut self, data: &[u8]) -> Result<(), ClientError> {
+        self.exchange("RESET RECOGNITION", &psd_apdu::reset_recognition(data))
+            .map(drop)
+    }
+}

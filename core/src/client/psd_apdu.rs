@@ -1,0 +1,101 @@
+//! The PSD's command APDUs as `docs/apdu.md` defines them, built once for every front end.
+//! [`command`], [`sw`] and [`data`] are here too for scripts and tests that build or split
+//! raw APDUs of their own.
+
+use alloc::vec::Vec;
+
+pub use super::exchange::{command, sw};
+use crate::psd::audit::NONCE_LEN;
+use crate::psd::device::Personalization;
+use crate::psd::indicium::IndiciumRequest;
+use crate::psd::{ins, CLA_PSD, PSD_AID};
+use crate::status::{Status, SW_OK};
+use crate::types::RegisterSetIndex;
+
+/// SELECT the PSD applet by AID.
+pub fn select() -> Vec<u8> {
+    command(0x00, 0xA4, 0x04, 0x00, PSD_AID, 256)
+}
+
+/// PERSONALIZE.
+pub fn personalize(p: &Personalization) -> Vec<u8> {
+    command(CLA_PSD, ins::PERSONALIZE, 0, 0, &p.encode(), 256)
+}
+
+/// GET DATA (device public data).
+pub fn get_data() -> Vec<u8> {
+    command(CLA_PSD, ins::GET_DATA, 0x00, 0x01, &[], 256)
+}
+
+/// READ REGISTERS of a set.
+pub fn read_registers(set: RegisterSetIndex) -> Vec<u8> {
+    command(CLA_PSD, ins::READ_REGISTERS, 0, set.0, &[], 256)
+}
+
+/// ISSUE INDICIUM on a set.
+pub fn issue_indicium(set: RegisterSetIndex, req: &IndiciumRequest) -> Vec<u8> {
+    command(CLA_PSD, ins::ISSUE_INDICIUM, 0, set.0, &req.encode(), 256)
+}
+
+/// AUDIT of a set with the server's nonce.
+pub fn audit(set: RegisterSetIndex, nonce: &[u8; NONCE_LEN]) -> Vec<u8> {
+    command(CLA_PSD, ins::AUDIT, 0, set.0, nonce, 256)
+}
+
+/// REFILL a set with a sealed refill message.
+pub fn refill(set: RegisterSetIndex, message: &[u8]) -> Vec<u8> {
+    command(CLA_PSD, ins::REFILL, 0, set.0, message, 256)
+}
+
+/// RECEIPT: the back office's acceptance of this session's last audit.
+pub fn receipt(message: &[u8]) -> Vec<u8> {
+    command(CLA_PSD, ins::RECEIPT, 0, 0, message, 256)
+}
+
+/// GET DATA 00 02: the PSD's transfer data (scheme, counters, pending transfer).
+pub fn get_transfer_data() -> Vec<u8> {
+    command(CLA_PSD, ins::GET_DATA, 0x00, 0x02, &[], 256)
+}
+
+/// OPEN SESSION: the PSD's hello for a value transfer.
+pub fn open_session() -> Vec<u8> {
+    command(CLA_PSD, ins::OPEN_SESSION, 0, 0, &[], 256)
+}
+
+/// AUTHENTICATE CARD with the purse's hello and cryptogram.
+pub fn authenticate_card(card_hello: &[u8]) -> Vec<u8> {
+    command(CLA_PSD, ins::AUTHENTICATE_CARD, 0, 0, card_hello, 256)
+}
+
+/// TRANSFER DEBIT on a set with the purse's request.
+pub fn transfer_debit(set: RegisterSetIndex, request: &[u8]) -> Vec<u8> {
+    command(CLA_PSD, ins::TRANSFER_DEBIT, 0, set.0, request, 256)
+}
+
+/// TRANSFER CONFIRM with the purse's acknowledgement.
+pub fn transfer_confirm(ack: &[u8]) -> Vec<u8> {
+    command(CLA_PSD, ins::TRANSFER_CONFIRM, 0, 0, ack, 256)
+}
+
+/// TRANSFER RESOLVE with the purse's transfer status.
+pub fn transfer_resolve(status: &[u8]) -> Vec<u8> {
+    command(CLA_PSD, ins::TRANSFER_RESOLVE, 0, 0, status, 256)
+}
+
+/// RESET RECOGNITION with the issuer's data (counter ‖ MAC under K1; see
+/// [`crate::psd::transfer::reset_recognition_data`]).
+pub fn reset_recognition(data: &[u8]) -> Vec<u8> {
+    command(CLA_PSD, ins::RESET_RECOGNITION, 0, 0, data, 0)
+}
+
+/// The data of a response whose status is `9000`, or the card's refusal, for scripts that
+/// send raw APDUs without [`super::exchange`]. A status word the card does not define is
+/// reported as [`Status::Internal`].
+pub fn data(response: &[u8]) -> Result<&[u8], Status> {
+    let sw = sw(response);
+    if response.len() >= 2 && sw == SW_OK {
+        Ok(&response[..response.len() - 2])
+    } else {
+        Err(Status::from_sw(sw).unwrap_or(Status::Internal))
+    }
+}

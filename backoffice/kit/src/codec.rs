@@ -41,35 +41,24 @@ pub fn today_utc() -> Date {
     civil_from_days(secs / 86_400)
 }
 
-/// Days since 1970-01-01 to a calendar date (H. Hinnant's algorithm). Dates outside what
-/// [`Date`] holds clamp to its range ends.
+/// Days since 1970-01-01 to a calendar date (`openpsd_core::calendar`). Dates outside
+/// what [`Date`] holds clamp to its range ends.
 fn civil_from_days(days: u64) -> Date {
-    let z = days + 719_468;
-    let era = z / 146_097;
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + u64::from(month <= 2);
-    let clamp = Date {
-        year: 2000,
-        month: 1,
-        day: 1,
-    };
-    match (u16::try_from(year), u8::try_from(month), u8::try_from(day)) {
-        (Ok(y), Ok(m), Ok(d)) => Date::new(y, m, d).unwrap_or(if y < 2000 {
-            clamp
+    Date::from_unix_days(days).unwrap_or(
+        if days < openpsd_core::calendar::UNIX_DAYS_AT_EPOCH_2000 {
+            Date {
+                year: 2000,
+                month: 1,
+                day: 1,
+            }
         } else {
             Date {
                 year: 9999,
                 month: 12,
                 day: 31,
             }
-        }),
-        _ => clamp,
-    }
+        },
+    )
 }
 
 #[cfg(test)]

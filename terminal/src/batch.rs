@@ -6,7 +6,8 @@ use openpsd_core::purse::purchase::PurchaseRecord;
 use rusqlite::{params, OptionalExtension, TransactionBehavior};
 use serde::{Deserialize, Serialize};
 
-use crate::*;
+use crate::{from_sql, BatchSummary, CardTotal, Payment, Result, Terminal, TerminalError};
+use openpsd_sqlite::now_secs;
 
 impl Terminal {
     /// Imports a signed record (as `openpsd pay --json` prints it, or as another copy of

@@ -13,7 +13,9 @@ use rusqlite::{params, OptionalExtension, TransactionBehavior};
 
 use openpsd_core::client::{exchange, PurseClient};
 
-use crate::*;
+use crate::refusal::explain;
+use crate::{card_hex, from_sql, sql_int, Payment, Result, Terminal, TerminalError};
+use openpsd_sqlite::now_secs;
 
 impl Terminal {
     /// Checks a purse's certificate and scheme against this terminal's issuer.

@@ -14,7 +14,9 @@ use openpsd_service_kit::codec;
 use openpsd_service_kit::db::now_secs;
 use openpsd_service_kit::error::{ApiError, StorageContext};
 
-use crate::*;
+use crate::history::{check_history, Audited, Judgement, Known, Settlement};
+use crate::store::{read_known_combination, read_last, read_outstanding};
+use crate::{Meter, STEP_CHECK};
 
 impl Meter {
     /// The device's licenses, from the meter's cache or the KMS.

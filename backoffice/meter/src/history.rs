@@ -7,7 +7,7 @@ use openpsd_protocol::{HoldRequest, Outcome, VerifiedAudit};
 use openpsd_service_kit::codec;
 use openpsd_service_kit::error::ApiError;
 
-use crate::*;
+use crate::STEP_CHECK;
 
 // ------------------------------------------------------------------------ audit history
 

@@ -12,7 +12,8 @@ use openpsd_service_kit::codec;
 use openpsd_service_kit::db::now_secs;
 use openpsd_service_kit::error::{ApiError, StorageContext};
 
-use crate::*;
+use crate::store::{read_inspection, record_audit};
+use crate::{Meter, STEP_INSPECTION};
 
 pub(crate) async fn load_inspection(
     meter: &Meter,

@@ -36,10 +36,8 @@ mod inspection;
 mod refill;
 mod store;
 
-use history::*;
-use inspection::*;
-use refill::*;
-use store::*;
+use inspection::{get_inspection, inspection_audit, new_inspection};
+use refill::{confirm, get_refill, refill_audit, request_refill};
 
 /// Database file name.
 pub const DB_FILE: &str = "meter.sqlite";

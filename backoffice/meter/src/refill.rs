@@ -16,7 +16,9 @@ use openpsd_service_kit::db::{now_secs, to_sql_int};
 use openpsd_service_kit::error::{ApiError, StorageContext};
 use openpsd_service_kit::failpoint;
 
-use crate::*;
+use crate::history::request_id;
+use crate::store::{read_refill, record_audit, RefillRow};
+use crate::{Meter, OUTSTANDING, STEP_AUDIT, STEP_CONFIRM, STEP_REQUEST};
 
 /// Loads a refill or answers `404 unknown_refill`.
 pub(crate) async fn load_refill(

@@ -9,7 +9,8 @@ use openpsd_protocol::{InspectionView, Outcome, RefillView};
 use openpsd_service_kit::db::{from_sql_int, now_secs, to_sql_int};
 use openpsd_service_kit::error::{ApiError, ErrorDetail, StorageContext};
 
-use crate::*;
+use crate::history::{Audited, Known, Last, Outstanding, Settlement};
+use crate::OUTSTANDING;
 
 pub(crate) fn read_last(
     c: &Connection,

@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 use openpsd_protocol::ErrorCode;
 use openpsd_service_kit::error::ApiError;
 
-use super::*;
+use super::{Web, STEP_STATIC};
 
 pub(crate) async fn index(State(web): State<Web>) -> Result<Response, ApiError> {
     serve_file(&web.root, "index.html").await

@@ -54,10 +54,11 @@ mod proxy;
 mod purses;
 mod room;
 
-use files::*;
-use proxy::*;
-use purses::*;
-use room::*;
+use files::{index, page_file, pkg_file};
+use proxy::meter_proxy;
+use purses::{certify_purse, new_purse};
+use room::{account, new_device, register};
+
 pub use room::{account_for, psd_request};
 
 pub(crate) const STEP_PERSONALIZE: &str = "demo_personalize";

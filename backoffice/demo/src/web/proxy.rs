@@ -8,7 +8,8 @@ use axum::response::Response;
 use openpsd_protocol::ErrorCode;
 use openpsd_service_kit::error::ApiError;
 
-use super::*;
+use super::files::no_store;
+use super::{Web, MAX_PROXY_BODY, STEP_PROXY};
 
 /// `/v1/...` to the meter server, unchanged: the page talks to the meter server's own API
 /// from the page's origin.

@@ -16,7 +16,10 @@ use openpsd_protocol::ErrorCode;
 use openpsd_service_kit::codec;
 use openpsd_service_kit::error::ApiError;
 
-use super::*;
+use super::{
+    Web, MAX_PENDING, PURSE_MAX_BALANCE, PURSE_MAX_TRANSFER, PURSE_PIN_TRIES, STEP_CERTIFY,
+    STEP_PURSE, WEB_SCHEME,
+};
 
 pub(crate) async fn new_purse(
     State(web): State<Web>,

@@ -20,7 +20,9 @@ use openpsd_protocol::{Account, DeviceInfo};
 use openpsd_service_kit::codec::{self, OsRandom};
 use openpsd_service_kit::error::ApiError;
 
-use super::*;
+use super::{
+    Pending, Web, INITIAL_DEPOSIT, MAX_PENDING, STEP_ACCOUNT, STEP_PERSONALIZE, STEP_REGISTER,
+};
 
 /// The PSD a browser gets: the card simulator demo's parameters, with the mailer's origin.
 pub fn psd_request(license: u32, origin: PostalCode) -> Request {

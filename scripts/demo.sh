@@ -5,7 +5,7 @@
 # `openpsd`) and the web demo (a PSD in the browser) on http://127.0.0.1:8080/.
 #
 #   bash scripts/demo.sh                  # then open the URL it prints; Ctrl-C stops
-#   bash scripts/demo.sh --refill 50.00   # further options go to `backoffice demo`
+#   bash scripts/demo.sh --refill 50.00   # further options go to `backoffice-demo`
 #
 # Environment: OPENPSD_DEMO_DATA (default target/demo-data: the back office's databases and
 # the simulated card, kept between runs so a browser's PSD stays known to the back office),
@@ -27,5 +27,5 @@ OPENPSD_SKIP_WEB_INSTALL=1 bash scripts/wasm-pkg.sh
 
 say "back office + card simulator + web demo (data in $data)"
 echo "   when it is up, open:  http://$web/"
-exec cargo run --release -p openpsd-backoffice -- demo --data "$data" --web "$web" \
+exec cargo run --release -p openpsd-demo --bin backoffice-demo -- --data "$data" --web "$web" \
   --web-root web-demo --wasm-pkg target/wasm-pkg/web "$@"

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# web-test.sh - the browser journey (issue 6, part 4): starts `backoffice demo --web` on free
+# web-test.sh - the browser journey (issue 6, part 4): starts `backoffice-demo --web` on free
 # loopback ports with a fresh data directory, drives Debian's Chromium with playwright-core
 # through the mailer's whole journey (tests/web/journey.mjs: create the PSD in the page,
 # refusals, refill through the meter server, an indicium and its label, print CSS, history,
@@ -23,7 +23,7 @@ t0=$(date +%s)
 if [ "${WEB_TEST_SKIP_BUILD:-0}" != 1 ]; then
   bash scripts/install-web-toolchain.sh
   OPENPSD_SKIP_WEB_INSTALL=1 bash scripts/wasm-pkg.sh
-  cargo build -q -p openpsd-backoffice
+  cargo build -q -p openpsd-demo
 fi
 # shellcheck source=scripts/web-env.sh
 source scripts/web-env.sh
@@ -31,8 +31,8 @@ for tool in /usr/bin/chromium dmtxread node; do
   command -v "$tool" >/dev/null || die "$tool missing: run bash scripts/install-web-toolchain.sh"
 done
 [ -f target/wasm-pkg/web/openpsd.js ] || die "no target/wasm-pkg/web/openpsd.js: run bash scripts/wasm-pkg.sh"
-BACKOFFICE=${CARGO_TARGET_DIR:-$REPO/target}/debug/backoffice
-[ -x "$BACKOFFICE" ] || die "no $BACKOFFICE: cargo build -p openpsd-backoffice"
+BACKOFFICE=${CARGO_TARGET_DIR:-$REPO/target}/debug/backoffice-demo
+[ -x "$BACKOFFICE" ] || die "no $BACKOFFICE: cargo build -p openpsd-demo"
 
 rm -rf "$OUT"
 mkdir -p "$OUT"
@@ -60,7 +60,7 @@ trap 'exit 130' INT TERM
 # Every service on a free port (127.0.0.1:0): nothing collides with a demo running on the
 # defaults. The web listener's URL comes from the log.
 say "starting the back office demo with the web demo (data $DATA)"
-"$BACKOFFICE" demo --data "$DATA" --meter-listen 127.0.0.1:0 --kms-listen 127.0.0.1:0 \
+"$BACKOFFICE" --data "$DATA" --meter-listen 127.0.0.1:0 --kms-listen 127.0.0.1:0 \
   --recharge-listen 127.0.0.1:0 --card-listen 127.0.0.1:0 --web 127.0.0.1:0 \
   --web-root "$REPO/web-demo" --wasm-pkg "$REPO/target/wasm-pkg/web" \
   >"$OUT/backoffice.log" 2>"$OUT/backoffice.stderr.log" &

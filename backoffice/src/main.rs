@@ -1,5 +1,6 @@
 //! `backoffice`: runs the meter server, the key management system and the recharging
 //! center, alone (`--role kms|recharge|meter`) or together in one process (`--role all`).
+//! `backoffice demo` hands over to the demo's own program, `backoffice-demo`.
 //!
 //! Each service prints `ROLE listening on http://ADDR` on stdout once it accepts
 //! connections (scripts and the crash tests wait for that line); logs go to stderr
@@ -9,8 +10,10 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
-use openpsd_backoffice::server::{self, Service};
-use openpsd_backoffice::{kms, recharge};
+use openpsd_backoffice::server;
+use openpsd_kms as kms;
+use openpsd_recharge as recharge;
+use openpsd_service_kit::Service;
 
 #[derive(Parser)]
 #[command(
@@ -30,50 +33,15 @@ struct Cli {
 enum Command {
     /// Serve one service, or all three in one process.
     Serve(Serve),
-    /// The demo: the three services, a PSD in the card simulator, a customer deposit, a
-    /// refill through the meter server and indicia; then it keeps serving the card (over
-    /// TCP, for `openpsd`) and the back office until Ctrl-C.
-    Demo(Demo),
-}
-
-#[derive(clap::Args)]
-struct Demo {
-    /// Data directory for the services and the card (re-used when it exists).
-    /// Default: a new directory under the system's temporary directory.
-    #[arg(long, value_name = "DIR")]
-    data: Option<PathBuf>,
-    /// Meter server listen address.
-    #[arg(long, default_value = "127.0.0.1:8700")]
-    meter_listen: String,
-    /// KMS listen address.
-    #[arg(long, default_value = "127.0.0.1:8701")]
-    kms_listen: String,
-    /// Recharging center listen address.
-    #[arg(long, default_value = "127.0.0.1:8702")]
-    recharge_listen: String,
-    /// Where to serve the card over TCP afterwards.
-    #[arg(long, default_value = "127.0.0.1:35990")]
-    card_listen: String,
-    /// Amount to refill, in currency units.
-    #[arg(long, default_value = "25.00")]
-    refill: openpsd_core::types::Amount,
-    /// Indicia to issue.
-    #[arg(long, default_value_t = 3)]
-    indicia: u32,
-    /// Stop after the refill and the indicia instead of serving on.
-    #[arg(long)]
-    exit: bool,
-    /// Also serve the web demo (browser postage client, wasm package, the meter server's
-    /// API and the personalization room for browser PSDs) on this address, e.g.
-    /// 127.0.0.1:8080. Loopback only: it hands out K1 in PERSONALIZE data.
-    #[arg(long, value_name = "ADDR")]
-    web: Option<String>,
-    /// The web demo's page directory.
-    #[arg(long, value_name = "DIR", default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../web-demo"))]
-    web_root: PathBuf,
-    /// The wasm package built for the web target (served under /pkg/).
-    #[arg(long, value_name = "DIR", default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../target/wasm-pkg/web"))]
-    wasm_pkg: PathBuf,
+    /// The demo: runs `backoffice-demo` (installed next to this program) with the same
+    /// arguments; `backoffice-demo --help` lists them. The demo lives in its own program so
+    /// the services' binary carries no card simulator.
+    #[command(disable_help_flag = true)]
+    Demo {
+        /// Arguments for `backoffice-demo`.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<std::ffi::OsString>,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -120,37 +88,28 @@ struct Serve {
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
+    let runtime = openpsd_service_kit::server::runtime()?;
     match cli.command {
         Command::Serve(s) => runtime.block_on(serve(s)),
-        Command::Demo(d) => runtime.block_on(openpsd_backoffice::demo::run(
-            openpsd_backoffice::demo::DemoOptions {
-                data: d.data.unwrap_or_else(|| {
-                    std::env::temp_dir().join(format!("openpsd-demo-{}", std::process::id()))
-                }),
-                listen: [d.meter_listen, d.kms_listen, d.recharge_listen],
-                card_listen: d.card_listen,
-                refill: d.refill,
-                indicia: d.indicia,
-                exit: d.exit,
-                web: d.web.map(|listen| openpsd_backoffice::web::WebOptions {
-                    listen,
-                    root: d.web_root,
-                    pkg: d.wasm_pkg,
-                }),
-            },
-        )),
+        Command::Demo { args } => run_demo(&args),
     }
+}
+
+/// Runs `backoffice-demo` from this program's directory with `args`, and exits with its
+/// status.
+fn run_demo(args: &[std::ffi::OsString]) -> Result<()> {
+    let me = std::env::current_exe().context("locating this program")?;
+    let demo = me.with_file_name(format!("backoffice-demo{}", std::env::consts::EXE_SUFFIX));
+    let status = std::process::Command::new(&demo)
+        .args(args)
+        .status()
+        .with_context(|| {
+            format!(
+                "running {} (build it with `cargo build -p openpsd-demo`)",
+                demo.display()
+            )
+        })?;
+    std::process::exit(status.code().unwrap_or(1));
 }
 
 async fn serve(s: Serve) -> Result<()> {

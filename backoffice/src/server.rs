@@ -1,74 +1,12 @@
-//! Running a service's router on a TCP listener, stopping it, and starting the three
-//! services together (`--role all`, the tests and the benchmark).
+//! Starting the three services, alone or together (`--role all`, the tests and the
+//! benchmark), each on its own listener and talking HTTP to the others.
 
-use std::net::SocketAddr;
 use std::path::Path;
 
-use axum::http::StatusCode;
-use axum::Router;
-use tokio::net::TcpListener;
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
-
-use crate::error::ApiError;
-use crate::{kms, meter, recharge};
-
-/// A running service.
-pub struct Service {
-    /// Address it listens on.
-    pub addr: SocketAddr,
-    /// `http://addr`.
-    pub url: String,
-    shutdown: Option<oneshot::Sender<()>>,
-    task: JoinHandle<()>,
-}
-
-impl Service {
-    /// Serves `router` on `listener` until [`Service::stop`].
-    pub fn spawn(
-        name: &'static str,
-        listener: TcpListener,
-        router: Router,
-    ) -> std::io::Result<Self> {
-        let addr = listener.local_addr()?;
-        let (tx, rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            let serve = axum::serve(listener, router).with_graceful_shutdown(async move {
-                let _ = rx.await;
-            });
-            if let Err(e) = serve.await {
-                tracing::error!("{name}: server failed: {e}");
-            }
-        });
-        tracing::info!("{name} listening on http://{addr}");
-        Ok(Self {
-            addr,
-            url: format!("http://{addr}"),
-            shutdown: Some(tx),
-            task,
-        })
-    }
-
-    /// Stops accepting, closes idle connections and waits for requests in flight.
-    pub async fn stop(mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-        let _ = (&mut self.task).await;
-    }
-
-    /// Waits until the server ends (it runs until stopped).
-    pub async fn wait(self) {
-        let _ = self.task.await;
-    }
-}
-
-/// Binds `addr` (e.g. `127.0.0.1:0` for any free port).
-pub async fn bind(addr: &str) -> anyhow::Result<TcpListener> {
-    TcpListener::bind(addr)
-        .await
-        .map_err(|e| anyhow::anyhow!("binding {addr}: {e}"))
-}
+use openpsd_kms as kms;
+use openpsd_meter as meter;
+use openpsd_recharge as recharge;
+use openpsd_service_kit::server::{bind, Service};
 
 /// The three services of one back office.
 pub struct Handles {
@@ -150,14 +88,4 @@ pub async fn start_meter(
         recharge_url: recharge_url.to_owned(),
     })?;
     Ok(Service::spawn("meter", bind(addr).await?, m.router())?)
-}
-
-/// The JSON 404 for paths no service has.
-pub async fn not_found() -> ApiError {
-    ApiError::new(
-        StatusCode::NOT_FOUND,
-        "not_found",
-        "route",
-        "no such endpoint",
-    )
 }

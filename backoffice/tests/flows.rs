@@ -6,10 +6,10 @@
 mod common;
 
 use common::{expect_refused, Admin, Host, Psd};
-use openpsd_backoffice::api::{Combination, HoldRequest, SignedCombination};
 use openpsd_backoffice::spawn_all;
 use openpsd_core::crypto::IndiciumKey;
 use openpsd_core::Status;
+use openpsd_protocol::{Combination, HoldRequest, SignedCombination};
 
 struct Env {
     _dir: tempfile::TempDir,
@@ -70,7 +70,7 @@ async fn happy_path_credits_the_card_and_debits_the_deposit_exactly() {
     let info = psd.client.info().unwrap().unwrap();
     assert_eq!(
         info.last_inspection,
-        Some(openpsd_backoffice::codec::today_utc())
+        Some(openpsd_service_kit::codec::today_utc())
     );
     let confirm_audit = psd.audit(0, v.confirm_nonce.as_ref().unwrap());
     let done = env.host.confirm("t1", &confirm_audit).await.unwrap();
@@ -830,7 +830,7 @@ async fn openpsd_host_refill_client_completes_against_the_back_office() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn recharging_center_books_deposits_once_and_settles_once() {
-    use openpsd_backoffice::api::{Account, Deposit, Settle, Settled};
+    use openpsd_protocol::{Account, Deposit, Settle, Settled};
     let env = env().await;
     let mut psd = card(&env, 18, "acme", 5_000).await;
     let rc = &env.admin.rc;
@@ -872,12 +872,12 @@ async fn recharging_center_books_deposits_once_and_settles_once() {
     let id = v.combination_id.unwrap();
     let path = format!("/v1/combinations/{id}/settle");
     let applied = Settle {
-        outcome: openpsd_backoffice::api::Outcome::Applied,
+        outcome: openpsd_protocol::Outcome::Applied,
     };
     let s: Settled = rc.post(&path, &applied).await.unwrap();
     assert_eq!(s.state, "applied");
     let released = Settle {
-        outcome: openpsd_backoffice::api::Outcome::Released,
+        outcome: openpsd_protocol::Outcome::Released,
     };
     let e = expect_refused(
         rc.post::<_, Settled>(&path, &released).await,

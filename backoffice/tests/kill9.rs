@@ -16,7 +16,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use common::{expect_refused, Admin, Host, Psd, Refused};
-use openpsd_backoffice::api::RefillView;
+use openpsd_protocol::RefillView;
 
 /// A service child process.
 struct Proc {

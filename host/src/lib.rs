@@ -10,7 +10,6 @@
 
 pub mod purse;
 pub mod refill;
-pub mod terminal;
 pub mod transport;
 
 pub use openpsd_core::client::{ClientError, Link, LinkError};
@@ -18,3 +17,6 @@ pub use openpsd_core::client::{ClientError, Link, LinkError};
 /// Core's typed PSD client over whichever link [`transport::open`] gave.
 pub type PsdClient = openpsd_core::client::PsdClient<Box<dyn Link>>;
 pub use transport::{open, CardSpec};
+
+/// The merchant terminal (`openpsd pay`, `batch`, `terminal`): the `openpsd-terminal` crate.
+pub use openpsd_terminal as terminal;

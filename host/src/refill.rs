@@ -13,7 +13,11 @@ use openpsd_core::psd::audit::NONCE_LEN;
 use openpsd_core::psd::registers::Registers;
 use openpsd_core::types::{Amount, DeviceId, RegisterSetIndex};
 use openpsd_core::Status;
-use serde_json::{json, Value};
+use openpsd_protocol::{
+    AuditBody, ErrorBody, InspectionRequest, InspectionView, RefillState, RefillView,
+};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
 
 use openpsd_core::client::Side;
 
@@ -78,7 +82,7 @@ pub struct RefillRequest {
 #[derive(Clone, Debug)]
 pub struct RefillOutcome {
     /// The meter server's final state (`completed`).
-    pub state: String,
+    pub state: RefillState,
     /// The registers after the credit.
     pub registers: Registers,
     /// Whether the PSD accepted the audit receipt (inspection renewed).
@@ -104,31 +108,44 @@ impl MeterClient {
         }
     }
 
-    fn call(&self, method: &str, path: &str, body: Option<Value>) -> Result<Value, RefillError> {
+    fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, RefillError> {
         let url = format!("{}{path}", self.base);
+        let resp = self.agent.get(&url).call();
+        Self::answer("GET", &url, resp)
+    }
+
+    fn post<B: Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<T, RefillError> {
+        let url = format!("{}{path}", self.base);
+        let resp = self.agent.post(&url).send_json(body);
+        Self::answer("POST", &url, resp)
+    }
+
+    /// The typed answer of a 2xx, the meter's refusal of anything else.
+    fn answer<T: DeserializeOwned>(
+        method: &str,
+        url: &str,
+        resp: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
+    ) -> Result<T, RefillError> {
         let http = |e: ureq::Error| RefillError::Http(format!("{method} {url}: {e}"));
-        let mut resp = match (method, body) {
-            ("GET", _) => self.agent.get(&url).call().map_err(http)?,
-            (_, Some(b)) => self.agent.post(&url).send_json(&b).map_err(http)?,
-            (_, None) => self.agent.post(&url).send_empty().map_err(http)?,
-        };
-        let status = resp.status();
-        let value: Value = resp.body_mut().read_json().map_err(http)?;
-        if status.is_success() {
-            return Ok(value);
+        let mut resp = resp.map_err(http)?;
+        if resp.status().is_success() {
+            return resp.body_mut().read_json().map_err(http);
         }
-        let e = &value["error"];
-        let text = |k: &str| e[k].as_str().unwrap_or("?").to_string();
+        let body: ErrorBody = resp.body_mut().read_json().map_err(http)?;
         Err(RefillError::Meter {
-            code: text("code"),
-            step: text("step"),
-            message: text("message"),
+            code: body.error.code,
+            step: body.error.step,
+            message: body.error.message,
         })
     }
 
     /// The refill with this client transaction ID as the meter server has it.
-    pub fn status(&self, client_txn_id: &str) -> Result<Value, RefillError> {
-        self.call("GET", &format!("/v1/refills/{client_txn_id}"), None)
+    pub fn status(&self, client_txn_id: &str) -> Result<RefillView, RefillError> {
+        self.get(&format!("/v1/refills/{client_txn_id}"))
     }
 
     /// Runs (or finishes) a refill of the PSD behind `psd`, whose device is `device`.
@@ -140,54 +157,52 @@ impl MeterClient {
         progress: &mut dyn FnMut(&str),
     ) -> Result<RefillOutcome, RefillError> {
         let txn = &req.client_txn_id;
-        let mut r = self.call(
-            "POST",
+        let mut r: RefillView = self.post(
             "/v1/refills",
-            Some(json!({
-                "client_txn_id": txn, "device_id": device.to_string(), "set": req.set.0,
-                "account_id": req.account_id, "amount": req.amount.0,
-            })),
+            &openpsd_protocol::RefillRequest {
+                client_txn_id: txn.clone(),
+                device_id: device.to_string(),
+                set: req.set.0,
+                account_id: req.account_id.clone(),
+                amount: req.amount.0,
+            },
         )?;
-        progress(&format!(
-            "refill {txn}: {}",
-            r["state"].as_str().unwrap_or("?")
-        ));
+        progress(&format!("refill {txn}: {}", r.state));
         let mut inspection_renewed = false;
-        if r["state"] == "awaiting_audit" {
+        if r.state == RefillState::AwaitingAudit {
             // Steps 210-220: the PSD signs its audit data with the server's nonce.
-            let nonce = hex_array::<NONCE_LEN>(&r["nonce"], "nonce")?;
+            let nonce = hex_array::<NONCE_LEN>(Some(&r.nonce), "nonce")?;
             let audit = psd.audit(req.set, &nonce)?;
             progress("audit made by the PSD; sent to the meter server");
-            r = self.call(
-                "POST",
+            r = self.post(
                 &format!("/v1/refills/{txn}/audit"),
-                Some(json!({"audit": hex::encode(&audit)})),
+                &AuditBody {
+                    audit: hex::encode(&audit),
+                },
             )?;
             // Steps 290-305 on the PSD, then the receipt while its audit is the last one.
             apply_message(psd, req.set, &r, progress)?;
-            let receipt = hex_bytes(&r["receipt"], "receipt")?;
+            let receipt = hex_bytes(r.receipt.as_deref(), "receipt")?;
             psd.receipt(&receipt)?;
             inspection_renewed = true;
             progress("audit receipt accepted: inspection renewed");
-        } else if r["state"] == "message_issued" {
+        } else if r.state == RefillState::MessageIssued {
             // An earlier run got this far: the message may or may not be in the PSD.
             apply_message(psd, req.set, &r, progress)?;
         }
-        if r["state"] == "message_issued" {
-            let nonce = hex_array::<NONCE_LEN>(&r["confirm_nonce"], "confirm_nonce")?;
+        if r.state == RefillState::MessageIssued {
+            let nonce = hex_array::<NONCE_LEN>(r.confirm_nonce.as_deref(), "confirm_nonce")?;
             let audit = psd.audit(req.set, &nonce)?;
-            r = self.call(
-                "POST",
+            r = self.post(
                 &format!("/v1/refills/{txn}/confirm"),
-                Some(json!({"audit": hex::encode(&audit)})),
+                &AuditBody {
+                    audit: hex::encode(&audit),
+                },
             )?;
-            progress(&format!(
-                "confirmed: {}",
-                r["state"].as_str().unwrap_or("?")
-            ));
+            progress(&format!("confirmed: {}", r.state));
         }
-        let state = r["state"].as_str().unwrap_or("?").to_string();
-        if state != "completed" {
+        let state = r.state;
+        if state != RefillState::Completed {
             return Err(RefillError::Meter {
                 code: "wrong_state".into(),
                 step: "host".into(),
@@ -213,23 +228,22 @@ impl MeterClient {
         device: DeviceId,
         set: RegisterSetIndex,
     ) -> Result<openpsd_core::types::Date, RefillError> {
-        let i = self.call(
-            "POST",
+        let i: InspectionView = self.post(
             "/v1/inspections",
-            Some(json!({"device_id": device.to_string(), "set": set.0})),
+            &InspectionRequest {
+                device_id: device.to_string(),
+                set: set.0,
+            },
         )?;
-        let id = i["inspection_id"]
-            .as_str()
-            .ok_or_else(|| RefillError::Http("meter server sent no inspection_id".into()))?
-            .to_string();
-        let nonce = hex_array::<NONCE_LEN>(&i["nonce"], "nonce")?;
+        let nonce = hex_array::<NONCE_LEN>(Some(&i.nonce), "nonce")?;
         let audit = psd.audit(set, &nonce)?;
-        let r = self.call(
-            "POST",
-            &format!("/v1/inspections/{id}/audit"),
-            Some(json!({"audit": hex::encode(&audit)})),
+        let r: InspectionView = self.post(
+            &format!("/v1/inspections/{}/audit", i.inspection_id),
+            &AuditBody {
+                audit: hex::encode(&audit),
+            },
         )?;
-        let receipt = hex_bytes(&r["receipt"], "receipt")?;
+        let receipt = hex_bytes(r.receipt.as_deref(), "receipt")?;
         let date = psd.receipt(&receipt)?;
         let mut reader = openpsd_core::wire::Reader::new(&date);
         openpsd_core::types::Date::read(&mut reader)
@@ -240,10 +254,10 @@ impl MeterClient {
 fn apply_message(
     psd: &mut PsdClient,
     set: RegisterSetIndex,
-    r: &Value,
+    r: &RefillView,
     progress: &mut dyn FnMut(&str),
 ) -> Result<(), RefillError> {
-    let message = hex_bytes(&r["refill_message"], "refill_message")?;
+    let message = hex_bytes(r.refill_message.as_deref(), "refill_message")?;
     match psd.refill(set, &message) {
         Ok(regs) => progress(&format!(
             "refill message applied: DR {} control sum {}",
@@ -258,13 +272,12 @@ fn apply_message(
     Ok(())
 }
 
-fn hex_bytes(v: &Value, what: &str) -> Result<Vec<u8>, RefillError> {
-    v.as_str()
-        .and_then(|s| hex::decode(s).ok())
+fn hex_bytes(v: Option<&str>, what: &str) -> Result<Vec<u8>, RefillError> {
+    v.and_then(|s| hex::decode(s).ok())
         .ok_or_else(|| RefillError::Http(format!("meter server sent no valid {what}")))
 }
 
-fn hex_array<const N: usize>(v: &Value, what: &str) -> Result<[u8; N], RefillError> {
+fn hex_array<const N: usize>(v: Option<&str>, what: &str) -> Result<[u8; N], RefillError> {
     hex_bytes(v, what)?
         .try_into()
         .map_err(|_| RefillError::Http(format!("meter server sent a {what} of the wrong length")))

@@ -9,11 +9,6 @@ use std::rc::Rc;
 
 use card_sim::personalize::{self, Request, Secrets};
 use card_sim::sim::SimCard;
-use openpsd_backoffice::api::{
-    Account, Deposit, InspectionRequest, InspectionView, Ledger, NewAccount, RefillRequest,
-    RefillView,
-};
-use openpsd_backoffice::error::ErrorBody;
 use openpsd_core::platform::SeededPlatform;
 use openpsd_core::psd::device::LicenseSlot;
 use openpsd_core::psd::registers::Registers;
@@ -21,6 +16,11 @@ use openpsd_core::store::{MemStore, Nvm};
 use openpsd_core::types::{Amount, DeviceId, LicenseId, PostalCode, RegisterSetIndex};
 use openpsd_core::Status;
 use openpsd_host::{ClientError, Link, LinkError, PsdClient};
+use openpsd_protocol::ErrorBody;
+use openpsd_protocol::{
+    Account, Deposit, InspectionRequest, InspectionView, Ledger, NewAccount, RefillRequest,
+    RefillView,
+};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -50,7 +50,7 @@ pub struct Psd {
 fn platform(seed: u64) -> SeededPlatform {
     let mut p = SeededPlatform::new(seed);
     // The card's clock agrees with the back office's, so receipts and indicia line up.
-    p.today = Some(openpsd_backoffice::codec::today_utc());
+    p.today = Some(openpsd_service_kit::codec::today_utc());
     p
 }
 
@@ -141,7 +141,7 @@ impl Psd {
         let req = openpsd_core::psd::indicium::IndiciumRequest {
             transaction: openpsd_core::types::TransactionId(txn.to_be_bytes()),
             postage: Amount(postage),
-            date: openpsd_backoffice::codec::today_utc(),
+            date: openpsd_service_kit::codec::today_utc(),
             rate: openpsd_core::types::RateCategory(1),
             origin: PostalCode::new(b"10115").expect("code"),
             destination: PostalCode::new(b"20095").expect("code"),

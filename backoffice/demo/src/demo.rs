@@ -18,7 +18,7 @@ use openpsd_host::refill::{MeterClient, RefillRequest};
 use openpsd_host::PsdClient;
 use serde_json::{json, Value};
 
-use crate::server;
+use openpsd_backoffice::server;
 
 /// What the demo is told.
 pub struct DemoOptions {

@@ -8,6 +8,9 @@
 //! is logged with the RC's signature, so every message that ever left the KMS can be
 //! traced to the combination the RC authorized.
 
+#![deny(unsafe_code)]
+#![warn(missing_docs, clippy::unwrap_used, clippy::expect_used)]
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -26,14 +29,15 @@ use openpsd_core::types::{DeviceId, PostalCode};
 use rusqlite::{params, OptionalExtension};
 use zeroize::Zeroizing;
 
-use crate::api::{
+use openpsd_protocol::ErrorCode;
+use openpsd_protocol::{
     AuditBody, DeviceInfo, DeviceRegistration, ReceiptRequest, ReceiptResponse, RefillMessage,
     SignedCombination, VerifiedAudit,
 };
-use crate::codec;
-use crate::db::{now_secs, to_sql_int, Db};
-use crate::error::{ApiError, StorageContext};
-use crate::failpoint;
+use openpsd_service_kit::codec;
+use openpsd_service_kit::db::{now_secs, to_sql_int, Db};
+use openpsd_service_kit::error::{ApiError, StorageContext};
+use openpsd_service_kit::failpoint;
 
 /// Master key file name in the KMS data directory.
 pub const MASTER_KEY_FILE: &str = "kms-master.key";
@@ -108,14 +112,14 @@ pub fn read_public_key(path: &Path) -> anyhow::Result<[u8; 65]> {
 impl Kms {
     /// Opens the data directory, making the master key on first start.
     pub fn open(config: &Config) -> anyhow::Result<Self> {
-        crate::keys::private_dir(&config.data)?;
+        openpsd_service_kit::keys::private_dir(&config.data)?;
         anyhow::ensure!(
             crypto::is_valid_public_key(&config.recharge_public_key),
             "the recharging center's public key is not a P-256 point"
         );
-        let master = crate::keys::load_or_create(
+        let master = openpsd_service_kit::keys::load_or_create(
             &config.data.join(MASTER_KEY_FILE),
-            crate::keys::random_key,
+            openpsd_service_kit::keys::random_key,
             |_| true,
         )?;
         let db = Db::open(&config.data.join(DB_FILE), SCHEMA)?;
@@ -135,7 +139,7 @@ impl Kms {
             .route("/v1/refill-messages", post(seal))
             .route("/v1/receipts", post(receipt))
             .route("/health", get(|| async { "ok" }))
-            .fallback(crate::server::not_found)
+            .fallback(openpsd_service_kit::server::not_found)
             .with_state(self)
     }
 
@@ -191,7 +195,7 @@ impl Kms {
         let claimed = AuditData::decode_unverified(&bytes).map_err(|_| {
             ApiError::new(
                 StatusCode::BAD_REQUEST,
-                "audit_malformed",
+                ErrorCode::AuditMalformed,
                 step,
                 "the audit bytes do not decode",
             )
@@ -200,7 +204,7 @@ impl Kms {
         let audit = AuditData::open(&bytes, &k1).ok_or_else(|| {
             ApiError::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
-                "audit_mac_invalid",
+                ErrorCode::AuditMacInvalid,
                 step,
                 "the audit's MAC does not verify under the device's K1",
             )
@@ -296,7 +300,7 @@ async fn register(State(kms): State<Kms>, body: Bytes) -> Result<impl IntoRespon
                 }
                 return Err(ApiError::new(
                     StatusCode::CONFLICT,
-                    "device_conflict",
+                    ErrorCode::DeviceConflict,
                     step,
                     format!("device {id} is registered already with other keys or licenses"),
                 ));
@@ -443,7 +447,7 @@ async fn seal(State(kms): State<Kms>, body: Bytes) -> Result<Json<RefillMessage>
 fn not_authorized(message: &str) -> ApiError {
     ApiError::new(
         StatusCode::FORBIDDEN,
-        "combination_not_authorized",
+        ErrorCode::CombinationNotAuthorized,
         STEP_SEAL,
         message,
     )

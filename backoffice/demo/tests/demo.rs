@@ -1,4 +1,4 @@
-//! The README's main job: `backoffice demo` refills a card through the meter server and
+//! The README's main job: `backoffice-demo` (`backoffice demo`) refills a card through the meter server and
 //! issues indicia, with the ledger debited exactly what the card was credited.
 
 use std::process::Command;
@@ -7,9 +7,8 @@ use std::process::Command;
 fn the_demo_refills_through_the_meter_server_and_franks() {
     let dir = tempfile::tempdir().unwrap();
     let run = || {
-        let out = Command::new(env!("CARGO_BIN_EXE_backoffice"))
+        let out = Command::new(env!("CARGO_BIN_EXE_backoffice-demo"))
             .args([
-                "demo",
                 "--exit",
                 "--meter-listen",
                 "127.0.0.1:0",

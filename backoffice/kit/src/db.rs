@@ -1,6 +1,5 @@
-//! Each service's own SQLite file: opened in WAL mode with `synchronous=FULL`, so a commit
-//! is on disk (WAL fsynced) before the call that made it returns, and a `kill -9` or power
-//! loss after a reply never loses what the reply announced.
+//! Each service's own SQLite file, opened by `openpsd-sqlite` (WAL, `synchronous=FULL`: a
+//! commit is on disk before the call that made it returns), wrapped for the async services.
 //!
 //! One connection per service behind a mutex: SQLite serializes writers anyway, and a
 //! single connection makes every read-check-write sequence inside one transaction
@@ -24,20 +23,7 @@ impl Db {
     /// Opens (creating if needed) the database at `path` and applies `schema` (idempotent
     /// `CREATE ... IF NOT EXISTS` statements).
     pub fn open(path: &Path, schema: &str) -> anyhow::Result<Self> {
-        let conn = Connection::open(path)?;
-        // WAL: readers never block the writer; FULL: the WAL is fsynced at every commit,
-        // which is what makes "committed before the reply" mean durable.
-        let mode: String =
-            conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))?;
-        anyhow::ensure!(
-            mode.eq_ignore_ascii_case("wal"),
-            "{}: journal_mode is {mode}, not WAL",
-            path.display()
-        );
-        conn.pragma_update(None, "synchronous", "FULL")?;
-        conn.pragma_update(None, "foreign_keys", "ON")?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))?;
-        conn.execute_batch(schema)?;
+        let conn = openpsd_sqlite::open(path, schema)?;
         Ok(Self {
             conn: Arc::new(Mutex::new(conn)),
         })
@@ -62,21 +48,18 @@ impl Db {
     }
 }
 
-/// Seconds since the Unix epoch, for `created_at` columns.
-pub fn now_secs() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-}
+pub use openpsd_sqlite::now_secs;
 
 /// An amount or counter as SQLite stores it (i64); values above `i64::MAX` are refused
 /// where they come in, so this only fails on a broken invariant.
 pub fn to_sql_int(v: u64, step: &str) -> Result<i64, ApiError> {
-    i64::try_from(v).map_err(|_| ApiError::internal(step, "value above the storable range"))
+    openpsd_sqlite::to_sql_int(v)
+        .ok_or_else(|| ApiError::internal(step, "value above the storable range"))
 }
 
 /// The inverse of [`to_sql_int`]: a negative stored value means the file was changed
 /// behind the service's back.
 pub fn from_sql_int(v: i64, step: &str) -> Result<u64, ApiError> {
-    u64::try_from(v).map_err(|_| ApiError::internal(step, "negative value in the database"))
+    openpsd_sqlite::from_sql_int(v)
+        .ok_or_else(|| ApiError::internal(step, "negative value in the database"))
 }

@@ -8,12 +8,12 @@ use std::cell::RefCell;
 use std::rc::Rc;
 
 use card_sim::sim::{SimCard, SimulatedCard};
-use openpsd_backoffice::web::{self, WebOptions};
 use openpsd_core::client::psd_apdu;
 use openpsd_core::platform::SeededPlatform;
 use openpsd_core::psd::device::Personalization;
 use openpsd_core::store::MemStore;
 use openpsd_core::types::{Amount, DeviceId, RegisterSetIndex};
+use openpsd_demo::web::{self, WebOptions};
 use openpsd_host::refill::{MeterClient, RefillRequest};
 use openpsd_host::{Link, LinkError, PsdClient};
 use serde_json::{json, Value};
@@ -65,7 +65,7 @@ fn personalize(data_hex: &str, seed: u64) -> (Rc<RefCell<Sim>>, String, String) 
     let data = hex::decode(data_hex).unwrap();
     let p = Personalization::decode(&data).expect("the room's data is valid PERSONALIZE data");
     let mut platform = SeededPlatform::new(seed);
-    platform.today = Some(openpsd_backoffice::codec::today_utc());
+    platform.today = Some(openpsd_service_kit::codec::today_utc());
     let mut sim = Sim::new(MemStore::new(), platform).unwrap();
     let mut reply = Vec::new();
     sim.handle(&psd_apdu::select(), &mut reply);
@@ -125,7 +125,7 @@ async fn purse_receives_a_transfer(http: &reqwest::Client, base: &str, psd: &Ref
     assert_eq!(hex::encode(p.issuer_public_key), made["issuer_public_key"]);
 
     let mut platform = SeededPlatform::new(7);
-    platform.today = Some(openpsd_backoffice::codec::today_utc());
+    platform.today = Some(openpsd_service_kit::codec::today_utc());
     let mut purse = purse_card(MemStore::new(), platform).unwrap();
     assert_eq!(psd_apdu::sw(&purse.transmit(&purse_apdu::select())), 0x9000);
     let reply = purse.transmit(&purse_apdu::personalize(&p));

@@ -7,7 +7,8 @@
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde::{Deserialize, Serialize};
+pub use openpsd_protocol::error::{ErrorBody, ErrorCode, ErrorDetail};
+use openpsd_protocol::BadField;
 
 /// A refusal: HTTP status plus the JSON error body.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -22,30 +23,17 @@ pub struct ApiError {
     pub message: String,
 }
 
-/// The JSON body: `{"error": {"code", "step", "message"}}`.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
-pub struct ErrorBody {
-    /// The error.
-    pub error: ErrorDetail,
-}
-
-/// Inside [`ErrorBody`].
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
-pub struct ErrorDetail {
-    /// Machine-readable code.
-    pub code: String,
-    /// The step that refused.
-    pub step: String,
-    /// Human-readable explanation.
-    pub message: String,
-}
-
 impl ApiError {
     /// An error with an explicit status and code.
-    pub fn new(status: StatusCode, code: &str, step: &str, message: impl Into<String>) -> Self {
+    pub fn new(
+        status: StatusCode,
+        code: ErrorCode,
+        step: &str,
+        message: impl Into<String>,
+    ) -> Self {
         Self {
             status,
-            code: code.to_owned(),
+            code: code.as_str().to_owned(),
             step: step.to_owned(),
             message: message.into(),
         }
@@ -53,14 +41,19 @@ impl ApiError {
 
     /// `400 bad_request`: malformed JSON, hex or field.
     pub fn bad_request(step: &str, message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, "bad_request", step, message)
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            ErrorCode::BadRequest,
+            step,
+            message,
+        )
     }
 
     /// `404 unknown_device`.
     pub fn unknown_device(step: &str, device: &str) -> Self {
         Self::new(
             StatusCode::NOT_FOUND,
-            "unknown_device",
+            ErrorCode::UnknownDevice,
             step,
             format!("device {device} is not registered"),
         )
@@ -68,14 +61,14 @@ impl ApiError {
 
     /// `409 wrong_state`.
     pub fn wrong_state(step: &str, message: impl Into<String>) -> Self {
-        Self::new(StatusCode::CONFLICT, "wrong_state", step, message)
+        Self::new(StatusCode::CONFLICT, ErrorCode::WrongState, step, message)
     }
 
     /// `422 audit_inconsistent`: the audit does not follow from the last accepted one.
     pub fn audit_inconsistent(step: &str, message: impl Into<String>) -> Self {
         Self::new(
             StatusCode::UNPROCESSABLE_ENTITY,
-            "audit_inconsistent",
+            ErrorCode::AuditInconsistent,
             step,
             message,
         )
@@ -83,7 +76,12 @@ impl ApiError {
 
     /// `400 amount_invalid`.
     pub fn amount_invalid(step: &str, message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, "amount_invalid", step, message)
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            ErrorCode::AmountInvalid,
+            step,
+            message,
+        )
     }
 
     /// `503 service_unavailable`: another service could not be reached; this service
@@ -91,7 +89,7 @@ impl ApiError {
     pub fn unavailable(step: &str, message: impl Into<String>) -> Self {
         Self::new(
             StatusCode::SERVICE_UNAVAILABLE,
-            "service_unavailable",
+            ErrorCode::ServiceUnavailable,
             step,
             message,
         )
@@ -100,7 +98,12 @@ impl ApiError {
     /// `500 internal`: the service's own storage or an invariant failed. Nothing the
     /// client sent causes this; the transaction in progress was rolled back.
     pub fn internal(step: &str, message: impl Into<String>) -> Self {
-        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", step, message)
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            ErrorCode::Internal,
+            step,
+            message,
+        )
     }
 
     /// The JSON body.
@@ -129,6 +132,12 @@ impl std::fmt::Display for ApiError {
 }
 
 impl std::error::Error for ApiError {}
+
+impl From<BadField> for ApiError {
+    fn from(e: BadField) -> Self {
+        Self::bad_request(&e.step, e.message)
+    }
+}
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {

@@ -18,7 +18,7 @@ use openpsd_core::psd::device::SchemeSlot;
 use openpsd_core::purse::ins as purse_ins;
 use openpsd_core::types::*;
 use openpsd_core::Status;
-use openpsd_host::terminal::{Terminal, TerminalError};
+use openpsd_terminal::{Terminal, TerminalError};
 
 const PIN: &[u8] = b"2468";
 const TERMINAL: TerminalId = TerminalId(*b"TERM0001");
@@ -155,7 +155,7 @@ fn pay_batch_totals_replay_and_close() {
     assert_eq!(b.per_card[0].card_id, "5055525345303031");
 
     // The same signed record again: refused, nothing added.
-    let export = openpsd_host::terminal::RecordExport {
+    let export = openpsd_terminal::RecordExport {
         record: p1.record.clone(),
         public_key: p1.public_key.clone(),
         certificate: p1.certificate.clone(),

@@ -9,6 +9,9 @@
 //! `deposited = available + held + debited` true at every commit. Holds are idempotent by
 //! request ID, settlements by combination ID.
 
+#![deny(unsafe_code)]
+#![warn(missing_docs, clippy::unwrap_used, clippy::expect_used)]
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -23,14 +26,15 @@ use openpsd_core::psd::refill::RefillCombination;
 use openpsd_core::types::{Amount, LicenseId, RefillCount};
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
 
-use crate::api::{
+use openpsd_protocol::{
     Account, Combination, CombinationRecord, Deposit, HoldRequest, Ledger, NewAccount, Outcome,
     Settle, Settled, SignedCombination,
 };
-use crate::codec::{self, OsRandom};
-use crate::db::{from_sql_int, now_secs, to_sql_int, Db};
-use crate::error::{ApiError, StorageContext};
-use crate::failpoint;
+use openpsd_protocol::{ErrorCode, HoldState};
+use openpsd_service_kit::codec::{self, OsRandom};
+use openpsd_service_kit::db::{from_sql_int, now_secs, to_sql_int, Db};
+use openpsd_service_kit::error::{ApiError, StorageContext};
+use openpsd_service_kit::failpoint;
 
 /// Signing key file name in the RC data directory.
 pub const SIGNING_KEY_FILE: &str = "recharge-signing.key";
@@ -89,15 +93,15 @@ impl Recharge {
     /// Opens the data directory, making the signing key on first start and (re)writing
     /// its public key file.
     pub fn open(data: &Path) -> anyhow::Result<Self> {
-        crate::keys::private_dir(data)?;
-        let scalar = crate::keys::load_or_create(
+        openpsd_service_kit::keys::private_dir(data)?;
+        let scalar = openpsd_service_kit::keys::load_or_create(
             &data.join(SIGNING_KEY_FILE),
             || IndiciumKey::generate(&mut OsRandom).secret_bytes(),
             |b| IndiciumKey::from_bytes(b).is_some(),
         )?;
         let key = IndiciumKey::from_bytes(scalar.as_ref())
             .ok_or_else(|| anyhow::anyhow!("{SIGNING_KEY_FILE}: not a P-256 scalar"))?;
-        crate::keys::write_public(
+        openpsd_service_kit::keys::write_public(
             &data.join(PUBLIC_KEY_FILE),
             &format!("{}\n", hex::encode(key.public_key())),
         )?;
@@ -129,7 +133,7 @@ impl Recharge {
             .route("/v1/combinations/{combination_id}/settle", post(settle))
             .route("/v1/ledger", get(ledger))
             .route("/health", get(|| async { "ok" }))
-            .fallback(crate::server::not_found)
+            .fallback(openpsd_service_kit::server::not_found)
             .with_state(self)
     }
 }
@@ -137,7 +141,7 @@ impl Recharge {
 fn unknown_account(step: &str, id: &str) -> ApiError {
     ApiError::new(
         StatusCode::NOT_FOUND,
-        "unknown_account",
+        ErrorCode::UnknownAccount,
         step,
         format!("no account '{id}'"),
     )
@@ -287,7 +291,7 @@ async fn deposit(
 struct Row {
     combination: Combination,
     signature: String,
-    state: String,
+    state: HoldState,
     request_id: String,
     account_id: String,
 }
@@ -348,7 +352,7 @@ fn read_combination(
             combination_id: id,
         },
         signature: sig,
-        state,
+        state: state.parse().map_err(|_| bad())?,
         request_id,
         account_id,
     }))
@@ -416,7 +420,7 @@ async fn hold(
             let available = account.available.checked_sub(req.amount).ok_or_else(|| {
                 ApiError::new(
                     StatusCode::PAYMENT_REQUIRED,
-                    "insufficient_deposit",
+                    ErrorCode::InsufficientDeposit,
                     step,
                     format!(
                         "account '{}' has {} available, the refill needs {}",
@@ -503,7 +507,7 @@ fn fresh_combination_id(tx: &Transaction<'_>, step: &str) -> Result<[u8; 8], Api
 fn unknown_combination(step: &str, id: &str) -> ApiError {
     ApiError::new(
         StatusCode::NOT_FOUND,
-        "unknown_combination",
+        ErrorCode::UnknownCombination,
         step,
         format!("no combination {id}"),
     )
@@ -596,7 +600,7 @@ async fn settle(
             tracing::info!(combination = %id, outcome = outcome.as_str(), amount, "settled");
             Ok(Settled {
                 combination_id: id,
-                state: outcome.as_str().to_owned(),
+                state: outcome.into(),
             })
         })
         .await?;

@@ -1,0 +1,21 @@
+//! The kit every back-office service is built from (`docs/refill.md`): the one
+//! [`error::ApiError`] they answer with, the SQLite handle for async handlers ([`db`]),
+//! running a router on a listener with the JSON 404 ([`server`]), calls to another service
+//! that pass its refusals on ([`upstream`]), key files ([`keys`]), the OS random source and
+//! the protocol's field parsers ([`codec`]), and the crash tests' pause points
+//! ([`failpoint`]). A service crate adds its schema, its routes and its rules; it never
+//! depends on another service.
+
+#![deny(unsafe_code)]
+#![warn(missing_docs, clippy::unwrap_used, clippy::expect_used)]
+
+pub mod codec;
+pub mod db;
+pub mod error;
+pub mod failpoint;
+pub mod keys;
+pub mod server;
+pub mod upstream;
+
+pub use error::ApiError;
+pub use server::Service;

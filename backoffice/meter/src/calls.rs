@@ -1,0 +1,292 @@
+//! The meter's calls to the other services for one audit: the device's licenses and the
+//! audit's verification (KMS), the judgement of an audit against the device's history and
+//! the settlements it implies (RC), receipts (KMS). Every call is idempotent.
+
+use axum::http::StatusCode;
+use rusqlite::{params, OptionalExtension};
+
+use openpsd_protocol::{
+    AuditBody, CombinationRecord, DeviceInfo, Outcome, ReceiptRequest, ReceiptResponse, Settle,
+    Settled, SignedCombination, VerifiedAudit,
+};
+use openpsd_protocol::{ErrorCode, HoldState};
+use openpsd_service_kit::codec;
+use openpsd_service_kit::db::now_secs;
+use openpsd_service_kit::error::{ApiError, StorageContext};
+
+use crate::history::{check_history, Audited, Judgement, Known, Settlement};
+use crate::store::{read_known_combination, read_last, read_outstanding};
+use crate::{Meter, STEP_CHECK};
+
+impl Meter {
+    /// The device's licenses, from the meter's cache or the KMS.
+    pub(crate) async fn licenses(
+        &self,
+        device_id: &str,
+        step: &'static str,
+    ) -> Result<Vec<(u32, String)>, ApiError> {
+        let id = device_id.to_owned();
+        let cached: Option<String> = self
+            .db
+            .run(step, move |c| {
+                c.query_row(
+                    "SELECT licenses FROM devices WHERE device_id = ?1",
+                    [&id],
+                    |r| r.get(0),
+                )
+                .optional()
+                .storage(step)
+            })
+            .await?;
+        if let Some(json) = cached {
+            return serde_json::from_str(&json)
+                .map_err(|e| ApiError::internal(step, format!("cached licenses: {e}")));
+        }
+        let info: DeviceInfo = self
+            .kms
+            .get(&format!("/v1/devices/{device_id}"), step)
+            .await?;
+        let json = serde_json::to_string(&info.licenses)
+            .map_err(|e| ApiError::internal(step, e.to_string()))?;
+        let id = device_id.to_owned();
+        self.db
+            .run(step, move |c| {
+                c.execute(
+                    "INSERT OR REPLACE INTO devices (device_id, licenses, fetched_at) VALUES (?1, ?2, ?3)",
+                    params![id, json, now_secs()],
+                )
+                .storage(step)
+                .map(drop)
+            })
+            .await?;
+        Ok(info.licenses)
+    }
+
+    /// Step 225-240: the KMS verifies the audit's MAC and decodes it.
+    pub(crate) async fn verify(&self, audit_hex: &str, step: &str) -> Result<Audited, ApiError> {
+        // Refuse what is not even hex here, so the KMS only sees well-formed requests.
+        codec::hex_vec("audit", audit_hex, 256, step)?;
+        let v: VerifiedAudit = self
+            .kms
+            .post(
+                "/v1/audits/verify",
+                &AuditBody {
+                    audit: audit_hex.to_owned(),
+                },
+                step,
+            )
+            .await?;
+        Audited::from_verified(v, audit_hex, step)
+    }
+
+    /// Step 250 and settlement: checks a verified audit against the device's history and
+    /// works out which holds it settles. Nothing is written here.
+    pub(crate) async fn judge(
+        &self,
+        step: &'static str,
+        device_id: &str,
+        set: u8,
+        audit: &Audited,
+        expected_nonce: &str,
+    ) -> Result<Judgement, ApiError> {
+        if audit.device_id != device_id || audit.set != set {
+            return Err(ApiError::audit_inconsistent(
+                STEP_CHECK,
+                format!(
+                    "the audit is of device {} set {}, the request is for device {device_id} set {set}",
+                    audit.device_id, audit.set
+                ),
+            ));
+        }
+        if audit.nonce != expected_nonce {
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                ErrorCode::AuditNonceMismatch,
+                STEP_CHECK,
+                "the audit does not answer this request's nonce",
+            ));
+        }
+        let licenses = self.licenses(device_id, step).await?;
+        match licenses.get(usize::from(set)) {
+            Some((l, _)) if *l == audit.license => {}
+            _ => {
+                return Err(ApiError::audit_inconsistent(
+                    STEP_CHECK,
+                    format!(
+                        "license {} is not the one registered for set {set}",
+                        audit.license
+                    ),
+                ))
+            }
+        }
+        let (dev, last_comb) = (device_id.to_owned(), audit.last_combination_id.clone());
+        let (last, outstanding, own) = self
+            .db
+            .run(step, move |c| {
+                Ok((
+                    read_last(c, &dev, set, step)?,
+                    read_outstanding(c, &dev, step)?,
+                    read_known_combination(c, &last_comb, step)?,
+                ))
+            })
+            .await?;
+        // A refill count one past the last accepted audit: the combination the audit names
+        // must be one the back office made, bound to that audit's state.
+        let applied = match &last {
+            Some(l) if audit.refills == l.refills.saturating_add(1) => match own {
+                Some(k) => Some(k),
+                None => {
+                    self.foreign_combination(&audit.last_combination_id, step)
+                        .await?
+                }
+            },
+            _ => None,
+        };
+        check_history(last.as_ref(), audit, applied.as_ref())
+            .map_err(|m| ApiError::audit_inconsistent(STEP_CHECK, m))?;
+
+        let mut settlements = Vec::new();
+        for o in outstanding.iter().filter(|o| o.set == set) {
+            let Some((bound_cs, bound_refills)) = o.binding else {
+                continue; // no audit accepted yet: nothing bound, nothing held
+            };
+            let outcome = if audit.refills == bound_refills {
+                // The refill count it is bound to is not consumed: the message may still
+                // apply, so the hold stays (check_history made sure the control sum agrees).
+                continue;
+            } else if audit.refills == bound_refills.saturating_add(1)
+                && o.combination_id.as_deref() == Some(audit.last_combination_id.as_str())
+            {
+                Outcome::Applied
+            } else if audit.refills > bound_refills {
+                // The refill count it was bound to is consumed: it can never apply.
+                Outcome::Released
+            } else {
+                continue;
+            };
+            settlements.push(Settlement::Own {
+                client_txn_id: o.client_txn_id.clone(),
+                combination_id: o.combination_id.clone(),
+                hold: o.hold_request(bound_cs, bound_refills),
+                outcome,
+            });
+        }
+        if let Some(k) = &applied {
+            if k.client_txn_id.is_none() && k.rc_state == Some(HoldState::Held) {
+                settlements.push(Settlement::Foreign {
+                    combination_id: audit.last_combination_id.clone(),
+                });
+            } else if k.client_txn_id.is_none() && k.rc_state == Some(HoldState::Released) {
+                tracing::error!(
+                    device = device_id,
+                    combination = %audit.last_combination_id,
+                    "the device applied a combination the recharging center released"
+                );
+            }
+        }
+        Ok(Judgement { settlements })
+    }
+
+    /// A combination the meter did not make (e.g. made at the RC directly), from the RC.
+    pub(crate) async fn foreign_combination(
+        &self,
+        id: &str,
+        step: &str,
+    ) -> Result<Option<Known>, ApiError> {
+        match self
+            .rc
+            .get::<CombinationRecord>(&format!("/v1/combinations/{id}"), step)
+            .await
+        {
+            Ok(r) => Ok(Some(Known {
+                client_txn_id: None,
+                device_id: r.combination.device_id.to_ascii_uppercase(),
+                license: r.combination.license,
+                amount: r.combination.amount,
+                control_sum: r.combination.control_sum,
+                refills: r.combination.refills,
+                rc_state: Some(r.state),
+            })),
+            Err(e) if e.status == StatusCode::NOT_FOUND || e.status == StatusCode::BAD_REQUEST => {
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Carries out settlements at the RC (idempotent). Returns the combination ID of each
+    /// own settlement that had none recorded (learned by repeating the hold request).
+    pub(crate) async fn settle(
+        &self,
+        settlements: &mut [Settlement],
+        step: &str,
+    ) -> Result<(), ApiError> {
+        for s in settlements.iter_mut() {
+            match s {
+                Settlement::Own {
+                    combination_id,
+                    hold,
+                    outcome,
+                    ..
+                } => {
+                    if combination_id.is_none() {
+                        // The refill's audit was accepted but the meter never recorded a
+                        // combination (a crash between the RC's answer and our commit). Repeating
+                        // the hold request returns the hold if the RC made one.
+                        match self
+                            .rc
+                            .post::<_, SignedCombination>("/v1/combinations", hold, step)
+                            .await
+                        {
+                            Ok(sc) => *combination_id = Some(sc.combination.combination_id),
+                            Err(e) if e.status.is_client_error() => continue, // nothing held
+                            Err(e) => return Err(e),
+                        }
+                    }
+                    if let Some(id) = combination_id.as_deref() {
+                        self.rc_settle(id, *outcome, step).await?;
+                    }
+                }
+                Settlement::Foreign { combination_id } => {
+                    self.rc_settle(combination_id, Outcome::Applied, step)
+                        .await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub(crate) async fn rc_settle(
+        &self,
+        id: &str,
+        outcome: Outcome,
+        step: &str,
+    ) -> Result<(), ApiError> {
+        let _: Settled = self
+            .rc
+            .post(
+                &format!("/v1/combinations/{id}/settle"),
+                &Settle { outcome },
+                step,
+            )
+            .await?;
+        tracing::info!(combination = id, outcome = outcome.as_str(), "settled");
+        Ok(())
+    }
+
+    /// A receipt from the KMS for an accepted audit, dated today.
+    pub(crate) async fn receipt(&self, audit_hex: &str, step: &str) -> Result<String, ApiError> {
+        let r: ReceiptResponse = self
+            .kms
+            .post(
+                "/v1/receipts",
+                &ReceiptRequest {
+                    audit: audit_hex.to_owned(),
+                    accepted_on: codec::today_utc().to_string(),
+                },
+                step,
+            )
+            .await?;
+        Ok(r.receipt)
+    }
+}

@@ -1,0 +1,194 @@
+//! Meter server (seed 000 Fig. 4): the only service the host talks to. It runs a refill
+//! step by step — nonce, audit verified by the KMS, audit checked against the last one it
+//! accepted for the device (step 250), combination and hold from the recharging center,
+//! refill message and receipt from the KMS, confirmation by a fresh audit — and settles
+//! the hold with exactly what the device's audits show. It holds neither K1 nor money.
+//!
+//! Crash safety: every state change is one SQLite transaction committed before the reply,
+//! and every call to another service is idempotent (holds by request ID, settlements by
+//! combination ID, sealing and receipts are deterministic MACs). So the order is always
+//! "external calls first, then commit": a crash between the two leaves the refill in the
+//! state before, and the host's retry with the same `client_txn_id` repeats the calls and
+//! gets the same answers. A refill message leaves the meter only after the commit that
+//! records it, so a message the meter has no record of was never delivered.
+//!
+//! Concurrency: one outstanding refill per device (a partial unique index enforces it),
+//! and everything that reads and then moves a device's audit history holds that device's
+//! lock across its calls to the KMS and the RC, so two audits of one device never race.
+
+#![deny(unsafe_code)]
+#![warn(missing_docs, clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use axum::routing::{get, post};
+use axum::Router;
+use tokio::sync::OwnedMutexGuard;
+
+use openpsd_service_kit::db::Db;
+use openpsd_service_kit::upstream::Upstream;
+
+mod calls;
+mod history;
+mod inspection;
+mod refill;
+mod store;
+
+use inspection::{get_inspection, inspection_audit, new_inspection};
+use refill::{confirm, get_refill, refill_audit, request_refill};
+
+/// Database file name.
+pub const DB_FILE: &str = "meter.sqlite";
+
+pub(crate) const SCHEMA: &str = "
+-- Registered devices' licenses (from the KMS's public data), to check set and license.
+CREATE TABLE IF NOT EXISTS devices (
+    device_id  TEXT PRIMARY KEY,
+    licenses   TEXT NOT NULL,               -- JSON [[license, origin], ...]
+    fetched_at INTEGER NOT NULL
+);
+-- The last audit accepted per device and register set: what step 250 checks against.
+CREATE TABLE IF NOT EXISTS last_audits (
+    device_id           TEXT NOT NULL,
+    set_index           INTEGER NOT NULL,
+    license             INTEGER NOT NULL,
+    ar                  INTEGER NOT NULL,
+    dr                  INTEGER NOT NULL,
+    control_sum         INTEGER NOT NULL,
+    pieces              INTEGER NOT NULL,
+    refills             INTEGER NOT NULL,
+    last_combination_id TEXT NOT NULL,
+    nonce               TEXT NOT NULL,
+    audit               TEXT NOT NULL,
+    accepted_at         INTEGER NOT NULL,
+    PRIMARY KEY (device_id, set_index)
+);
+-- Every audit accepted, for the record.
+CREATE TABLE IF NOT EXISTS audit_log (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    device_id   TEXT NOT NULL,
+    set_index   INTEGER NOT NULL,
+    purpose     TEXT NOT NULL,              -- refill, confirm, inspection
+    reference   TEXT NOT NULL,              -- client_txn_id or inspection_id
+    audit       TEXT NOT NULL,
+    accepted_at INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS refills (
+    client_txn_id     TEXT PRIMARY KEY,
+    device_id         TEXT NOT NULL,
+    set_index         INTEGER NOT NULL,
+    account_id        TEXT NOT NULL,
+    amount            INTEGER NOT NULL CHECK (amount > 0),
+    state             TEXT NOT NULL CHECK (state IN ('awaiting_audit', 'audit_accepted',
+                          'message_issued', 'completed', 'released', 'refused')),
+    nonce             TEXT NOT NULL,
+    audit             TEXT,                 -- the accepted audit the combination is bound to
+    license           INTEGER,
+    bound_control_sum INTEGER,
+    bound_refills     INTEGER,
+    combination_id    TEXT UNIQUE,
+    signature         TEXT,
+    refill_message    TEXT,
+    receipt           TEXT,
+    confirm_nonce     TEXT,
+    confirm_audit     TEXT,
+    error_status      INTEGER,
+    error_code        TEXT,
+    error_step        TEXT,
+    error_message     TEXT,
+    created_at        INTEGER NOT NULL,
+    updated_at        INTEGER NOT NULL
+);
+-- At most one outstanding refill per device, whatever races.
+CREATE UNIQUE INDEX IF NOT EXISTS one_outstanding_refill ON refills(device_id)
+    WHERE state IN ('awaiting_audit', 'audit_accepted', 'message_issued');
+CREATE TABLE IF NOT EXISTS inspections (
+    inspection_id TEXT PRIMARY KEY,
+    device_id     TEXT NOT NULL,
+    set_index     INTEGER NOT NULL,
+    nonce         TEXT NOT NULL,
+    audit         TEXT,
+    receipt       TEXT,
+    created_at    INTEGER NOT NULL,
+    accepted_at   INTEGER
+);
+-- Combinations the RC made outside this meter's refills that an audit showed applied.
+CREATE TABLE IF NOT EXISTS foreign_settlements (
+    combination_id TEXT PRIMARY KEY,
+    device_id      TEXT NOT NULL,
+    outcome        TEXT NOT NULL,
+    settled_at     INTEGER NOT NULL
+);
+";
+
+pub(crate) const STEP_REQUEST: &str = "meter_request";
+pub(crate) const STEP_AUDIT: &str = "meter_audit";
+pub(crate) const STEP_CHECK: &str = "meter_check_audit";
+pub(crate) const STEP_CONFIRM: &str = "meter_confirm";
+pub(crate) const STEP_INSPECTION: &str = "meter_inspection";
+
+/// States in which a refill is outstanding (blocks another refill of the device).
+pub(crate) const OUTSTANDING: &str = "('awaiting_audit', 'audit_accepted', 'message_issued')";
+
+/// How the meter server is set up.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Data directory: `meter.sqlite`.
+    pub data: PathBuf,
+    /// KMS base URL.
+    pub kms_url: String,
+    /// Recharging center base URL.
+    pub recharge_url: String,
+}
+
+/// The meter server's shared state.
+#[derive(Clone)]
+pub struct Meter {
+    pub(crate) db: Db,
+    pub(crate) kms: Upstream,
+    pub(crate) rc: Upstream,
+    pub(crate) locks: Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
+}
+
+impl Meter {
+    /// Opens the data directory.
+    pub fn open(config: &Config) -> anyhow::Result<Self> {
+        openpsd_service_kit::keys::private_dir(&config.data)?;
+        let db = Db::open(&config.data.join(DB_FILE), SCHEMA)?;
+        Ok(Self {
+            db,
+            kms: Upstream::new("KMS", &config.kms_url)?,
+            rc: Upstream::new("recharging center", &config.recharge_url)?,
+            locks: Arc::default(),
+        })
+    }
+
+    /// The HTTP API (the host's).
+    pub fn router(self) -> Router {
+        Router::new()
+            .route("/v1/refills", post(request_refill))
+            .route("/v1/refills/{client_txn_id}", get(get_refill))
+            .route("/v1/refills/{client_txn_id}/audit", post(refill_audit))
+            .route("/v1/refills/{client_txn_id}/confirm", post(confirm))
+            .route("/v1/inspections", post(new_inspection))
+            .route("/v1/inspections/{inspection_id}", get(get_inspection))
+            .route(
+                "/v1/inspections/{inspection_id}/audit",
+                post(inspection_audit),
+            )
+            .route("/health", get(|| async { "ok" }))
+            .fallback(openpsd_service_kit::server::not_found)
+            .with_state(self)
+    }
+
+    /// The device's lock, held across a read-check-call-commit sequence on its history.
+    pub(crate) async fn lock(&self, device_id: &str) -> OwnedMutexGuard<()> {
+        let m = {
+            let mut map = self.locks.lock().unwrap_or_else(|p| p.into_inner());
+            Arc::clone(map.entry(device_id.to_owned()).or_default())
+        };
+        m.lock_owned().await
+    }
+}

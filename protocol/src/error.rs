@@ -1,0 +1,75 @@
+//! Refusals on the wire: `{"error": {"code", "step", "message"}}` (`docs/refill.md`
+//! § Errors) and the codes the services answer with.
+
+use serde::{Deserialize, Serialize};
+
+use crate::state::wire_enum;
+
+/// The JSON body: `{"error": {"code", "step", "message"}}`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ErrorBody {
+    /// The error.
+    pub error: ErrorDetail,
+}
+
+/// Inside [`ErrorBody`]. `code` stays a string: a service passes on codes of the services
+/// behind it unchanged, and a client must read codes newer than itself.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ErrorDetail {
+    /// Machine-readable code, one of [`ErrorCode`] today.
+    pub code: String,
+    /// The step that refused.
+    pub step: String,
+    /// Human-readable explanation.
+    pub message: String,
+}
+
+wire_enum! {
+    /// Every error code a service answers with (`docs/refill.md` § Errors).
+    ErrorCode {
+        /// Malformed JSON, hex or field (400).
+        BadRequest = "bad_request",
+        /// No such endpoint (404).
+        NotFound = "not_found",
+        /// Not allowed here (403, the demo room's accounts).
+        Forbidden = "forbidden",
+        /// The device is not registered (404).
+        UnknownDevice = "unknown_device",
+        /// Registered already with other keys (409).
+        DeviceConflict = "device_conflict",
+        /// The call does not fit the object's state (409).
+        WrongState = "wrong_state",
+        /// Amount zero or out of range (400).
+        AmountInvalid = "amount_invalid",
+        /// The audit bytes do not decode (400).
+        AuditMalformed = "audit_malformed",
+        /// The audit's MAC does not verify under K1 (422).
+        AuditMacInvalid = "audit_mac_invalid",
+        /// The audit answers another nonce (422).
+        AuditNonceMismatch = "audit_nonce_mismatch",
+        /// The audit does not follow from the last accepted one (422).
+        AuditInconsistent = "audit_inconsistent",
+        /// The combination is not the one the RC signed (403).
+        CombinationNotAuthorized = "combination_not_authorized",
+        /// No refill with this client transaction ID (404).
+        UnknownRefill = "unknown_refill",
+        /// Another refill of the device is outstanding (409).
+        RefillOutstanding = "refill_outstanding",
+        /// The confirming audit does not show the refill applied (409).
+        NotApplied = "not_applied",
+        /// No such inspection (404).
+        UnknownInspection = "unknown_inspection",
+        /// No such account (404).
+        UnknownAccount = "unknown_account",
+        /// The deposit available is less than the amount (402).
+        InsufficientDeposit = "insufficient_deposit",
+        /// No such combination (404).
+        UnknownCombination = "unknown_combination",
+        /// A purse card the demo room did not make (404).
+        UnknownCard = "unknown_card",
+        /// Another service could not be reached (503, or 502 from the demo room's proxy).
+        ServiceUnavailable = "service_unavailable",
+        /// The service's own storage or an invariant failed (500).
+        Internal = "internal",
+    }
+}

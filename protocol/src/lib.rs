@@ -1,0 +1,28 @@
+//! openpsd's HTTP JSON contract (`docs/refill.md`), typed once: the messages of the
+//! [`kms`], the recharging center ([`recharge`]), the [`meter`] server and the demo
+//! [`room`]; the [`state`] strings and [`error`] codes as enums; the [`codec`] for hex
+//! fields and identifiers at the JSON edge.
+//!
+//! The services (`backoffice/`), the host's meter client (`host/src/refill.rs`) and the
+//! tests all use these types, and `tests/js.rs` checks the browser client
+//! (`web-demo/meter.js`) against the enums, so the contract cannot drift between them.
+//! serde only — no HTTP server, async runtime or database — so any front end can link it.
+
+#![deny(unsafe_code)]
+#![warn(missing_docs, clippy::unwrap_used, clippy::expect_used)]
+
+pub mod codec;
+pub mod error;
+pub mod kms;
+pub mod meter;
+pub mod recharge;
+pub mod room;
+pub mod state;
+
+pub use codec::BadField;
+pub use error::{ErrorBody, ErrorCode, ErrorDetail};
+pub use kms::*;
+pub use meter::*;
+pub use recharge::*;
+pub use room::*;
+pub use state::{HoldState, Outcome, RefillState};

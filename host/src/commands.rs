@@ -399,7 +399,7 @@ pub fn pay(
     }
     let date = match date {
         Some(d) => d,
-        None => crate::today_utc()
+        None => crate::psd_commands::today_utc()
             .ok_or_else(|| anyhow!("the system clock is before 2000; give --date"))?,
     };
     let mut purse = link(spec, "purse")?;

@@ -9,13 +9,12 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 mod commands;
+mod psd_commands;
 
-use anyhow::{anyhow, Context, Result};
+use anyhow::{anyhow, Result};
 use clap::{Parser, Subcommand};
-use openpsd_core::psd::indicium::IndiciumRequest;
 use openpsd_core::types::*;
-use openpsd_host::{open, CardSpec, PsdClient};
-use serde_json::json;
+use openpsd_host::CardSpec;
 
 /// openpsd host tool: talk to a postal security device.
 #[derive(Parser, Debug)]
@@ -225,153 +224,25 @@ fn main() -> ExitCode {
     }
 }
 
+/// The one dispatch: every subcommand to the function that runs it.
 fn run(cli: Cli) -> Result<()> {
+    let json = cli.json;
+    let card = cli.card;
     let purse_spec = || {
-        cli.card.clone().ok_or_else(|| {
+        card.clone().ok_or_else(|| {
             anyhow!("--card: which purse card? (state:DIR, tcp:HOST:PORT or pcsc:READER)")
         })
     };
     match cli.command {
-        Command::Transfer {
-            amount,
-            psd,
-            set,
-            pin,
-            repeat,
-        } => return commands::transfer(&psd, &purse_spec()?, set, amount, pin, repeat, cli.json),
-        Command::Resolve { psd, set } => {
-            return commands::resolve(&psd, &purse_spec()?, set, cli.json)
-        }
-        Command::Purse => return commands::purse(&purse_spec()?, cli.json),
-        Command::Pay {
-            amount,
-            terminal,
-            issuer_key,
-            scheme,
-            pin,
-            date,
-        } => {
-            let key = issuer_key.or(scheme);
-            return commands::pay(
-                &purse_spec()?,
-                &terminal,
-                key.as_deref(),
-                amount,
-                pin,
-                date,
-                cli.json,
-            );
-        }
-        Command::Batch {
-            terminal,
-            seq,
-            action,
-        } => {
-            let terminal =
-                terminal.ok_or_else(|| anyhow!("--terminal: the terminal's database"))?;
-            return commands::batch(&terminal, seq, action, cli.json);
-        }
-        Command::Terminal { action } => return commands::terminal(action, cli.json),
-        _ => {}
-    }
-    let spec = cli.card.clone().unwrap_or(CardSpec::Pcsc("0".into()));
-    let transport = open(&spec).with_context(|| format!("opening {spec}"))?;
-    let mut psd = PsdClient::new(transport);
-    let info = psd
-        .select()?
-        .ok_or_else(|| anyhow!("{spec} is a blank PSD: personalize it first"))?;
-    match cli.command {
-        Command::Transfer { .. }
-        | Command::Resolve { .. }
-        | Command::Purse
-        | Command::Pay { .. }
-        | Command::Batch { .. }
-        | Command::Terminal { .. } => unreachable!("handled above"),
-        Command::Status => {
-            let mut sets = Vec::new();
-            for i in 0..info.register_sets {
-                sets.push(psd.registers(RegisterSetIndex(i))?);
-            }
-            if cli.json {
-                let sets: Vec<_> = sets
-                    .iter()
-                    .map(|r| {
-                        json!({
-                            "license": r.license.0, "origin": r.origin.to_string(),
-                            "ar": r.ar.0, "dr": r.dr.0, "control_sum": r.control_sum.0,
-                            "pieces": r.pieces.0, "refills": r.refills.0,
-                            "transferred": r.transferred.0, "pending": r.pending.0,
-                        })
-                    })
-                    .collect();
-                println!(
-                    "{}",
-                    json!({
-                        "device_id": info.device.to_string(), "key_id": hex::encode(info.key_id.0),
-                        "public_key": hex::encode(info.public_key), "max_postage": info.max_postage.0,
-                    "inspection_days": info.inspection_days,
-                    "last_inspection": info.last_inspection.map(|d| d.to_string()),
-                        "max_dr": info.max_dr.0, "last_date": info.last_date.map(|d| d.to_string()),
-                        "register_sets": sets,
-                    })
-                );
-            } else {
-                println!(
-                    "device {}  key ID {}",
-                    info.device,
-                    hex::encode(info.key_id.0)
-                );
-                println!(
-                    "limits: {} per piece, DR at most {}",
-                    info.max_postage, info.max_dr
-                );
-                if let Some(d) = info.last_date {
-                    println!("last date of mailing {d}");
-                }
-                if let Some(line) = inspection_line(&info) {
-                    println!("{line}");
-                }
-                for (i, r) in sets.iter().enumerate() {
-                    println!(
-                        "set {i}: license {} origin {}  AR {}  DR {}  control sum {}  pieces {}  refills {}",
-                        r.license, r.origin, r.ar, r.dr, r.control_sum, r.pieces.0, r.refills.0
-                    );
-                    if r.transferred != Amount::ZERO || r.pending != Amount::ZERO {
-                        println!(
-                            "       moved out to purses {}  pending transfer {}",
-                            r.transferred, r.pending
-                        );
-                    }
-                }
-            }
-        }
-        Command::Inspect { meter, set } => {
-            let client = openpsd_host::refill::MeterClient::new(&meter);
-            let date = client
-                .inspect(&mut psd, info.device, RegisterSetIndex(set))
-                .context("inspection")?;
-            if cli.json {
-                println!("{}", json!({"inspected_on": date.to_string()}));
-            } else {
-                println!("inspection renewed: the PSD counts from {date}");
-            }
-        }
+        Command::Status => psd_commands::status(card, json),
+        Command::Inspect { meter, set } => psd_commands::inspect(card, &meter, set, json),
         Command::Refill {
             amount,
             meter,
             account,
             set,
             txn,
-        } => refill(
-            &mut psd,
-            info.device,
-            cli.json,
-            amount,
-            &meter,
-            account,
-            set,
-            txn,
-        )?,
+        } => psd_commands::refill(card, json, amount, &meter, account, set, txn),
         Command::Indicium {
             postage,
             to,
@@ -381,204 +252,54 @@ fn run(cli: Cli) -> Result<()> {
             set,
             txn,
         } => {
-            let set = RegisterSetIndex(set);
-            let origin = match from {
-                Some(f) => postal_code(&f)?,
-                None => psd.registers(set)?.origin,
-            };
-            let date = match date {
-                Some(d) => d,
-                None => today_utc()
-                    .ok_or_else(|| anyhow!("the system clock is before 2000; give --date"))?,
-            };
-            let transaction = match txn {
-                Some(t) => TransactionId(
-                    hex::decode(&t)
-                        .ok()
-                        .and_then(|b| b.try_into().ok())
-                        .ok_or_else(|| anyhow!("--txn: 16 hex digits"))?,
-                ),
-                None => {
-                    let mut t = [0u8; 8];
-                    getrandom::fill(&mut t).map_err(|e| anyhow!("random transaction ID: {e}"))?;
-                    TransactionId(t)
-                }
-            };
-            let req = IndiciumRequest {
-                transaction,
+            let args = psd_commands::IndiciumArgs {
                 postage,
+                to,
+                from,
                 date,
-                rate: RateCategory(rate),
-                origin,
-                destination: postal_code(&to)?,
+                rate,
+                set,
+                txn,
             };
-            let (bytes, d) = psd.issue_indicium(set, &req).with_context(|| {
-                format!(
-                    "transaction {} (re-run with --txn {} if the answer was lost)",
-                    hex::encode(transaction.0),
-                    hex::encode(transaction.0)
-                )
-            })?;
-            if cli.json {
-                println!(
-                    "{}",
-                    json!({
-                        "transaction": hex::encode(transaction.0), "indicium": hex::encode(&bytes),
-                        "verified": true, "device_id": d.device.to_string(), "license": d.license.0,
-                        "postage": d.postage.0, "date": d.date.to_string(), "origin": d.origin.to_string(),
-                        "destination": d.destination.to_string(), "rate": d.rate.0,
-                        "ar": d.ar.0, "dr": d.dr.0, "pieces": d.pieces.0,
-                    })
-                );
-            } else {
-                println!("indicium {}", hex::encode(&bytes));
-                println!(
-                    "verified: device {} license {} postage {} date {} {} -> {} rate {} | AR {} DR {} piece {}",
-                    d.device, d.license, d.postage, d.date, d.origin, d.destination, d.rate.0, d.ar, d.dr, d.pieces.0
-                );
-                println!("transaction {}", hex::encode(transaction.0));
-            }
+            psd_commands::indicium(card, args, json)
         }
-    }
-    Ok(())
-}
-
-#[allow(clippy::too_many_arguments)]
-fn refill(
-    psd: &mut PsdClient,
-    device: DeviceId,
-    json_out: bool,
-    amount: Amount,
-    meter: &str,
-    account: String,
-    set: u8,
-    txn: Option<String>,
-) -> Result<()> {
-    let client_txn_id = match txn {
-        Some(t) => t,
-        None => {
-            let mut t = [0u8; 8];
-            getrandom::fill(&mut t).map_err(|e| anyhow!("random transaction ID: {e}"))?;
-            hex::encode(t)
+        Command::Transfer {
+            amount,
+            psd,
+            set,
+            pin,
+            repeat,
+        } => commands::transfer(&psd, &purse_spec()?, set, amount, pin, repeat, json),
+        Command::Resolve { psd, set } => commands::resolve(&psd, &purse_spec()?, set, json),
+        Command::Purse => commands::purse(&purse_spec()?, json),
+        Command::Pay {
+            amount,
+            terminal,
+            issuer_key,
+            scheme,
+            pin,
+            date,
+        } => {
+            let key = issuer_key.or(scheme);
+            commands::pay(
+                &purse_spec()?,
+                &terminal,
+                key.as_deref(),
+                amount,
+                pin,
+                date,
+                json,
+            )
         }
-    };
-    if !json_out {
-        println!("refill {client_txn_id}: {amount} from account {account} via {meter}");
-    }
-    let req = openpsd_host::refill::RefillRequest {
-        client_txn_id: client_txn_id.clone(),
-        account_id: account,
-        set: RegisterSetIndex(set),
-        amount,
-    };
-    let meter = openpsd_host::refill::MeterClient::new(meter);
-    let mut progress = |line: &str| {
-        if !json_out {
-            println!("  {line}");
+        Command::Batch {
+            terminal,
+            seq,
+            action,
+        } => {
+            let terminal =
+                terminal.ok_or_else(|| anyhow!("--terminal: the terminal's database"))?;
+            commands::batch(&terminal, seq, action, json)
         }
-    };
-    let out = meter
-        .refill(psd, device, &req, &mut progress)
-        .with_context(|| {
-            format!("refill {client_txn_id} (run again with --txn {client_txn_id} to finish it)")
-        })?;
-    let r = out.registers;
-    if json_out {
-        println!(
-            "{}",
-            json!({
-                "client_txn_id": client_txn_id, "state": out.state, "inspection_renewed": out.inspection_renewed,
-                "ar": r.ar.0, "dr": r.dr.0, "control_sum": r.control_sum.0, "refills": r.refills.0,
-            })
-        );
-    } else {
-        println!(
-            "{}: DR {} control sum {} refills {}",
-            out.state, r.dr, r.control_sum, r.refills.0
-        );
-    }
-    Ok(())
-}
-
-/// Days after the last inspection from which the host warns (real meters: ~21 of 28).
-const INSPECTION_WARNING_DAYS: u32 = 21;
-
-/// The inspection state as a line for `status`, with a warning when it is due soon.
-fn inspection_line(info: &openpsd_core::psd::device::DeviceInfo) -> Option<String> {
-    if info.inspection_days == 0 {
-        return None;
-    }
-    let days = u32::from(info.inspection_days);
-    let Some(last) = info.last_inspection else {
-        return Some(
-            "inspection: never — franking is blocked until the back office accepts an audit (openpsd refill or openpsd inspect)"
-                .to_string(),
-        );
-    };
-    let due = last.plus_days(days)?;
-    let today = today_utc()?;
-    let elapsed = today.day_number().saturating_sub(last.day_number());
-    let state = if elapsed > days {
-        "OVERDUE: franking is blocked until the back office accepts an audit".to_string()
-    } else if elapsed >= INSPECTION_WARNING_DAYS {
-        format!(
-            "warning: due in {} day(s) — refill or have the device inspected",
-            days - elapsed
-        )
-    } else {
-        "ok".to_string()
-    };
-    Some(format!(
-        "inspection: last {last}, every {days} days, due by {due}: {state}"
-    ))
-}
-
-fn postal_code(s: &str) -> Result<PostalCode> {
-    PostalCode::new(s.as_bytes())
-        .ok_or_else(|| anyhow!("'{s}': a postal code is 1-10 of A-Z 0-9 space -"))
-}
-
-/// Today's UTC date from the system clock (`None` before 2000).
-pub(crate) fn today_utc() -> Option<Date> {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .ok()?
-        .as_secs();
-    Date::from_unix_seconds(secs)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use openpsd_core::psd::device::DeviceInfo;
-
-    fn info(days: u16, last: Option<Date>) -> DeviceInfo {
-        DeviceInfo {
-            device: DeviceId(*b"PSD00001"),
-            key_id: KeyId([0; 4]),
-            public_key: [4; 65],
-            vendor_public_key: [4; 65],
-            max_postage: Amount(100),
-            max_dr: Amount(1000),
-            register_sets: 1,
-            last_date: None,
-            inspection_days: days,
-            last_inspection: last,
-        }
-    }
-
-    #[test]
-    fn inspection_lines() {
-        assert_eq!(
-            inspection_line(&info(0, None)),
-            None,
-            "no inspection configured"
-        );
-        assert!(inspection_line(&info(28, None)).unwrap().contains("never"));
-        let old = inspection_line(&info(28, Date::new(2001, 1, 1))).unwrap();
-        assert!(
-            old.contains("due by 2001-01-29") && old.contains("OVERDUE"),
-            "{old}"
-        );
+        Command::Terminal { action } => commands::terminal(action, json),
     }
 }

@@ -351,6 +351,17 @@ fn lock(dir: &Path) -> Result<File, StoreError> {
         .truncate(false)
         .open(&path)
         .map_err(|e| io_error("cannot open", &path, &e))?;
+    // A lock that was just released can look held for an instant: a process that forked
+    // holds a copy of the descriptor until its child execs, and a simulator that was just
+    // killed until the kernel closes its files. A short grace tells those from a card that
+    // is really being served.
+    for _ in 0..LOCK_GRACE_TRIES {
+        match file.try_lock() {
+            Ok(()) => return Ok(file),
+            Err(TryLockError::WouldBlock) => std::thread::sleep(LOCK_GRACE_STEP),
+            Err(TryLockError::Error(e)) => return Err(io_error("cannot lock", &path, &e)),
+        }
+    }
     match file.try_lock() {
         Ok(()) => Ok(file),
         Err(TryLockError::WouldBlock) => Err(StoreError::Io(format!(
@@ -360,6 +371,10 @@ fn lock(dir: &Path) -> Result<File, StoreError> {
         Err(TryLockError::Error(e)) => Err(io_error("cannot lock", &path, &e)),
     }
 }
+
+/// How long [`lock`] waits for a lock that is only briefly held: 25 × 20 ms.
+const LOCK_GRACE_TRIES: u32 = 25;
+const LOCK_GRACE_STEP: std::time::Duration = std::time::Duration::from_millis(20);
 
 fn header(first_seq: u64) -> Vec<u8> {
     let mut h = Vec::with_capacity(HEADER_LEN);

@@ -23,10 +23,11 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use anyhow::{anyhow, bail, Context, Result};
-use openpsd_core::crypto::{self, IndiciumKey, MacKey, PUBLIC_KEY_LEN};
+use openpsd_core::crypto::{IndiciumKey, MacKey, PUBLIC_KEY_LEN};
 use openpsd_core::platform::Platform;
 use openpsd_core::transfer::{card_admin_key, card_key};
 use openpsd_core::types::{CardId, SchemeId};
+pub use openpsd_protocol::scheme::SchemePublic;
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
@@ -50,29 +51,6 @@ pub struct Scheme {
 impl std::fmt::Debug for Scheme {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "Scheme {{ id: {}, .. }}", self.id.0)
-    }
-}
-
-/// What merchants and hosts may know about a scheme.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SchemePublic {
-    /// The scheme ID.
-    pub scheme: u32,
-    /// The issuer's public key (SEC1 uncompressed), hex.
-    pub issuer_public_key: String,
-}
-
-impl SchemePublic {
-    /// The issuer's public key as bytes, checked to be a valid P-256 point.
-    pub fn issuer_key(&self) -> Result<[u8; PUBLIC_KEY_LEN]> {
-        let key: [u8; PUBLIC_KEY_LEN] = hex::decode(self.issuer_public_key.trim())
-            .ok()
-            .and_then(|b| b.try_into().ok())
-            .ok_or_else(|| anyhow!("issuer_public_key: expected 130 hex digits"))?;
-        if !crypto::is_valid_public_key(&key) {
-            bail!("issuer_public_key is not a P-256 point");
-        }
-        Ok(key)
     }
 }
 
@@ -131,10 +109,7 @@ impl Scheme {
 
     /// The public part.
     pub fn public(&self) -> SchemePublic {
-        SchemePublic {
-            scheme: self.id.0,
-            issuer_public_key: hex::encode(self.issuer_key.public_key()),
-        }
+        SchemePublic::new(self.id, &self.issuer_key.public_key())
     }
 
     /// The card key of purse `card` (what its PERSONALIZE carries).
@@ -212,17 +187,7 @@ pub fn create(path: &Path, id: Option<u32>) -> Result<Scheme> {
 /// Reads the public part (scheme ID, issuer public key) of a scheme file or of a public
 /// file written by [`write_public`].
 pub fn read_public(path: &Path) -> Result<(SchemeId, [u8; PUBLIC_KEY_LEN])> {
-    let text = fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let p: SchemePublic = serde_json::from_str(&text).with_context(|| {
-        format!(
-            "{} is neither a scheme file nor an issuer key file",
-            path.display()
-        )
-    })?;
-    let key = p
-        .issuer_key()
-        .with_context(|| format!("in {}", path.display()))?;
-    Ok((SchemeId(p.scheme), key))
+    SchemePublic::read_file(path).with_context(|| format!("scheme file {}", path.display()))
 }
 
 /// Writes the public part to a new file (mode 0644 is fine: nothing secret).

@@ -388,7 +388,7 @@ pub fn pay(
 ) -> Result<()> {
     let mut terminal = Terminal::open(db)?;
     if let Some(path) = issuer_key {
-        let (scheme, key) = card_sim::scheme::read_public(path)?;
+        let (scheme, key) = read_scheme(path)?;
         if key != terminal.info().issuer_public_key || scheme != terminal.info().scheme {
             bail!(
                 "{}: not the issuer key this terminal was set up with (scheme {})",
@@ -531,7 +531,7 @@ pub fn terminal(action: TerminalAction, json_out: bool) -> Result<()> {
             let key_file = scheme
                 .or(issuer_key)
                 .ok_or_else(|| anyhow!("--scheme or --issuer-key"))?;
-            let (scheme, key) = card_sim::scheme::read_public(&key_file)?;
+            let (scheme, key) = read_scheme(&key_file)?;
             let t = Terminal::init(&terminal, TerminalId(id), scheme, key)?;
             show(&t, json_out, &terminal)
         }
@@ -573,4 +573,10 @@ fn show(t: &Terminal, json_out: bool, path: &Path) -> Result<()> {
         batch_print(&b, false)?;
     }
     Ok(())
+}
+
+/// A scheme file's public part (`docs/purse.md` § Scheme files): scheme ID and issuer key.
+fn read_scheme(path: &Path) -> Result<(openpsd_core::types::SchemeId, [u8; 65])> {
+    openpsd_protocol::scheme::SchemePublic::read_file(path)
+        .with_context(|| format!("scheme file {}", path.display()))
 }

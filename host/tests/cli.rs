@@ -8,17 +8,20 @@ use std::process::Command;
 
 use card_sim::os_platform::{Clock, OsPlatform};
 use card_sim::personalize::{self, Request};
-use card_sim::sim;
+use card_sim::sim::{self, FileCard};
 use card_sim::transport::run_tcp_server;
+use openpsd_core::client::PsdClient;
 use openpsd_core::crypto::MacKey;
 use openpsd_core::psd::audit::AuditData;
 use openpsd_core::psd::refill::RefillCombination;
 use openpsd_core::types::*;
-use openpsd_host::PsdClient;
 use serde_json::Value;
 
-/// A personalized card in `dir`, refilled with `amount` (the test plays the KMS).
-fn funded_card(dir: &Path, amount: u64) {
+/// A personalized card in `dir`, refilled with `amount` (the test plays the KMS). The card
+/// comes back open: a test that serves it keeps using it rather than re-opening the
+/// directory, whose lock a child process another test forks at that instant may still hold
+/// (the fork copies the descriptor until its exec).
+fn funded_card(dir: &Path, amount: u64) -> FileCard {
     let mut card = sim::create_file_card(dir, Clock::System).unwrap();
     let req = Request {
         device: Some(DeviceId(*b"PSDHOST1")),
@@ -31,7 +34,7 @@ fn funded_card(dir: &Path, amount: u64) {
     let (_, secrets) =
         personalize::personalize(&mut card, &mut OsPlatform::default(), &req).unwrap();
     let k1 = MacKey::new(hex::decode(&secrets.k1).unwrap().try_into().unwrap());
-    let mut psd = PsdClient::new(Box::new(card));
+    let mut psd = PsdClient::new(&mut card);
     psd.select().unwrap();
     let set = RegisterSetIndex(0);
     let audit = AuditData::open(&psd.audit(set, &[3; 16]).unwrap(), &k1).unwrap();
@@ -45,6 +48,7 @@ fn funded_card(dir: &Path, amount: u64) {
     }
     .seal(&k1);
     assert_eq!(psd.refill(set, &msg).unwrap().dr, Amount(amount));
+    card
 }
 
 fn openpsd(card: &str, args: &[&str]) -> Value {
@@ -65,7 +69,7 @@ fn openpsd(card: &str, args: &[&str]) -> Value {
 fn status_and_indicium_in_process() {
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("card");
-    funded_card(&state, 2_500);
+    drop(funded_card(&state, 2_500));
     let card = format!("state:{}", state.display());
 
     let s = openpsd(&card, &["status"]);
@@ -96,14 +100,16 @@ fn status_and_indicium_in_process() {
 fn indicium_over_tcp_and_a_retry_with_the_same_transaction_id() {
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("card");
-    funded_card(&state, 1_000);
+    let served = state.clone();
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let card = format!("tcp:{}", listener.local_addr().unwrap());
-    let served = state.clone();
+    let (ready, funded) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
-        let mut card = sim::open_file_card(&served, Clock::System).unwrap();
+        let mut card = funded_card(&served, 1_000);
+        ready.send(()).unwrap();
         run_tcp_server(listener, &mut card)
     });
+    funded.recv().unwrap();
 
     let first = openpsd(
         &card,

@@ -1,7 +1,8 @@
 //! openpsd's HTTP JSON contract (`docs/refill.md`), typed once: the messages of the
 //! [`kms`], the recharging center ([`recharge`]), the [`meter`] server and the demo
 //! [`room`]; the [`state`] strings and [`error`] codes as enums; the [`codec`] for hex
-//! fields and identifiers at the JSON edge.
+//! fields and identifiers at the JSON edge; and the one file format parties hand each
+//! other, the public [`scheme`] file.
 //!
 //! The services (`backoffice/`), the host's meter client (`host/src/refill.rs`) and the
 //! tests all use these types, and `tests/js.rs` checks the browser client
@@ -17,6 +18,7 @@ pub mod kms;
 pub mod meter;
 pub mod recharge;
 pub mod room;
+pub mod scheme;
 pub mod state;
 
 pub use codec::BadField;

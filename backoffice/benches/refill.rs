@@ -11,6 +11,8 @@
 //!
 //! Every commit is fsynced (WAL, `synchronous=FULL`), so the figures depend on the disk
 //! under `--dir` (default: the system temp directory).
+// Test code: a failed unwrap or expect is a failed test, with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -60,6 +62,9 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     if sorted.is_empty() {
         return Duration::ZERO;
     }
+    // why: `p` is a percentage (50 or 99), so the rank is in 0..=len, clamped below (and a
+    // float-to-integer cast saturates, never wraps).
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
     let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
     sorted[rank.clamp(1, sorted.len()) - 1]
 }

@@ -2,6 +2,8 @@
 //! in-process on loopback ports with their SQLite files in a temporary directory, and real
 //! PSD cards driven through the host library. The happy path, then every attack refused
 //! with nothing credited and nothing charged.
+// Test code: a failed unwrap or expect is a failed test, with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

@@ -6,6 +6,8 @@
 //! (`BACKOFFICE_PAUSE_AT`, see `failpoint.rs`) stops it right after a commit and before
 //! its reply; the test waits for the child to say so, then sends SIGKILL. Kills between
 //! two requests need no pause point.
+// Test code: a failed unwrap or expect is a failed test, with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

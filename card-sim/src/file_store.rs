@@ -732,7 +732,7 @@ mod tests {
         assert_eq!(full.len() as u64, after_len);
 
         for cut in before_len..=after_len {
-            fs::write(dir.join(LOG), &full[..cut as usize]).unwrap();
+            fs::write(dir.join(LOG), &full[..usize::try_from(cut).unwrap()]).unwrap();
             let mut s = FileStore::open(&dir).unwrap();
             let (mut expected, expected_len) = if cut == after_len {
                 (after.clone(), after_len)
@@ -761,7 +761,7 @@ mod tests {
         let (_tmp, dir) = card_dir();
         let mut s = FileStore::create(&dir).unwrap();
         s.commit(&[set(1, b"first")]).unwrap();
-        let before_len = s.log_len as usize;
+        let before_len = usize::try_from(s.log_len).unwrap();
         let before = state(&s);
         s.commit(&[set(1, b"second"), set(2, b"more")]).unwrap();
         drop(s);
@@ -777,7 +777,7 @@ mod tests {
                 fs::write(dir.join(LOG), &torn).unwrap();
                 let s = FileStore::open(&dir).unwrap();
                 assert_eq!(state(&s), before, "fill {fill:#x} from {from}");
-                assert_eq!(s.log_len as usize, before_len);
+                assert_eq!(usize::try_from(s.log_len).unwrap(), before_len);
             }
         }
     }
@@ -788,7 +788,7 @@ mod tests {
         let mut s = FileStore::create(&dir).unwrap();
         s.commit(&[set(1, b"first")]).unwrap();
         s.commit(&[set(2, b"second"), del(1)]).unwrap();
-        let last_start = s.log_len as usize;
+        let last_start = usize::try_from(s.log_len).unwrap();
         s.commit(&[set(3, b"third")]).unwrap();
         drop(s);
         let good = fs::read(dir.join(LOG)).unwrap();
@@ -872,7 +872,8 @@ mod tests {
             let before = s.log_len;
             s.commit(&[
                 set(1, &i.to_be_bytes()),
-                set(2 + (i % 5) as u16, &[i as u8; 20]),
+                // Filler: the low byte of `i` (it wraps past 255).
+                set(2 + (i % 5) as u16, &[i.to_le_bytes()[0]; 20]),
             ])
             .unwrap();
             appended += s.log_len.saturating_sub(before);

@@ -185,8 +185,9 @@ fn parse_expectation(comment: &str) -> Result<Option<Expect>, String> {
         }
         let d = c
             .to_digit(16)
+            .and_then(|d| u16::try_from(d).ok())
             .ok_or_else(|| format!("'{c}' in status word '{sw}'"))?;
-        value |= d as u16;
+        value |= d;
         mask |= 0xF;
     }
     Ok(Some(Expect::Sw(value, mask)))

@@ -2,6 +2,8 @@
 //! restart, the registers and the piece count account for exactly the indicia the client
 //! received, once it has re-sent (with the same transaction ID) the one request whose
 //! answer the kill swallowed.
+// Test code: a failed unwrap or expect is a failed test, with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};

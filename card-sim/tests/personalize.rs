@@ -1,5 +1,7 @@
 //! `card-sim personalize`: keys made inside the card, the back office's secrets in a
 //! separate file, and none of them in the card's state file in clear.
+// Test code: a failed unwrap or expect is a failed test, with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::process::Command;
 

@@ -1,5 +1,7 @@
 //! The APDU scripts of `tests/scripts/` run in-process through `card-sim run`, each on a
 //! fresh blank card; a wrong expectation makes it exit non-zero and name the line.
+// Test code: a failed unwrap or expect is a failed test, with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::PathBuf;
 use std::process::Command;

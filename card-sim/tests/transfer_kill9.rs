@@ -3,6 +3,8 @@
 //! credit, and at arbitrary instants of a stream of transfers. After each restart the next
 //! contact completes or undoes the pending transfer, and value is conserved exactly:
 //! PSD DR + pending + purse balance = what the PSD was funded with.
+// Test code: a failed unwrap or expect is a failed test, with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;

@@ -13,6 +13,8 @@
 //! difference around), so that ratio is printed for reference, not as the figure.
 //!
 //! `cargo bench -p openpsd-core --bench indicium`
+// Test code: a failed unwrap or expect is a failed test, with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::hint::black_box;
 use std::sync::Mutex;
@@ -44,9 +46,7 @@ fn record(slot: &Mutex<(u64, Duration)>, iters: u64, t: Duration) {
 
 fn funded_card() -> openpsd_core::Card<MemStore, SeededPlatform> {
     let k1 = [0x11; 16];
-    let vendor = openpsd_core::crypto::IndiciumKey::from_bytes(&[7; 32])
-        .unwrap()
-        .public_key();
+    let vendor = IndiciumKey::from_bytes(&[7; 32]).unwrap().public_key();
     let mut card = psd_card(MemStore::new(), SeededPlatform::new(1)).unwrap();
     let ok = |r: Vec<u8>| assert_eq!(psd_apdu::sw(&r), 0x9000, "{r:02X?}");
     ok(card.transmit(&psd_apdu::select()));

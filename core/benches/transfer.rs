@@ -5,6 +5,8 @@
 //! transfers per second and the time of one; the PC/SC figure is `scripts/pcsc-bench.sh`.
 //!
 //! `cargo bench -p openpsd-core --bench transfer`
+// Test code: a failed unwrap or expect is a failed test, with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::{Duration, Instant};
 

@@ -1,6 +1,8 @@
 //! Issues N indicia through the APDU path (or, with `raw`, signs N payloads with the same
 //! key type directly), for instruction-count profiling:
 //! `valgrind --tool=callgrind target/release/examples/profile_indicium apdu 200`.
+// Test code: a failed unwrap or expect is a failed test, with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 use openpsd_core::client::psd_apdu;
 use openpsd_core::crypto::{IndiciumKey, MacKey};
 use openpsd_core::platform::SeededPlatform;

@@ -275,7 +275,11 @@ impl<S: Store, P: Platform> Card<S, P> {
         if cmd.p2 != 0x0C {
             // FCI (P2 00) or FCP (P2 04) template with the DF name (the full AID).
             let template = if cmd.p2 == 0x04 { 0x62 } else { 0x6F };
-            reply.extend_from_slice(&[template, (full.len() + 2) as u8, 0x84, full.len() as u8]);
+            // why: an AID is 5 to 16 bytes (ISO 7816-4); the applets' are the 7-byte
+            // constants PSD_AID and PURSE_AID, so both lengths fit a byte.
+            #[allow(clippy::cast_possible_truncation)]
+            let (template_len, aid_len) = ((full.len() + 2) as u8, full.len() as u8);
+            reply.extend_from_slice(&[template, template_len, 0x84, aid_len]);
             reply.extend_from_slice(full);
         }
         Ok(())
@@ -283,7 +287,8 @@ impl<S: Store, P: Platform> Card<S, P> {
 }
 
 fn remaining_sw(n: usize) -> u16 {
-    u16::from_be_bytes([SW1_BYTES_REMAINING, if n > 255 { 0 } else { n as u8 }])
+    // More than 255 bytes left is announced as `61 00` (256 or more).
+    u16::from_be_bytes([SW1_BYTES_REMAINING, u8::try_from(n).unwrap_or(0)])
 }
 
 /// The class checks of ISO 7816-4 5.1.1 for a card without logical channels or secure

@@ -285,7 +285,8 @@ impl PostalCode {
         let mut bytes = [0u8; Self::MAX];
         bytes[..code.len()].copy_from_slice(code);
         Some(PostalCode {
-            len: code.len() as u8,
+            // In range: the length was checked against MAX above.
+            len: u8::try_from(code.len()).ok()?,
             bytes,
         })
     }

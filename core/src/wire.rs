@@ -157,8 +157,9 @@ impl Writer for Vec<u8> {
         self.extend_from_slice(&v.to_be_bytes());
     }
     fn put_short_bytes(&mut self, v: &[u8]) {
-        let n = v.len().min(255);
-        self.push(n as u8);
-        self.extend_from_slice(&v[..n]);
+        // At most 255 bytes: the length must fit its byte.
+        let n = u8::try_from(v.len()).unwrap_or(u8::MAX);
+        self.push(n);
+        self.extend_from_slice(&v[..usize::from(n)]);
     }
 }

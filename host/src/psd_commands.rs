@@ -252,7 +252,7 @@ pub fn refill(
 const INSPECTION_WARNING_DAYS: u32 = 21;
 
 /// The inspection state as a line for `status`, with a warning when it is due soon.
-fn inspection_line(info: &openpsd_core::psd::device::DeviceInfo) -> Option<String> {
+fn inspection_line(info: &DeviceInfo) -> Option<String> {
     if info.inspection_days == 0 {
         return None;
     }

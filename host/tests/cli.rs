@@ -1,6 +1,8 @@
 //! The `openpsd` CLI against a card in-process (state:DIR) and through card-sim's TCP
 //! transport: status, an indicium that verifies, and a retry with the same transaction
 //! ID that returns the same indicium without a second debit.
+// Test code: a failed unwrap or expect is a failed test, with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::net::TcpListener;
 use std::path::Path;

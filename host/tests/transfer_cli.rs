@@ -1,6 +1,8 @@
 //! The `openpsd` commands for value transfer and merchant terminals, with the cards run
 //! in-process (state:DIR): transfer, purse, resolve, terminal init, pay, batch, import of a
 //! replay; refusals that explain themselves; `--help` on every new command.
+// Test code: a failed unwrap or expect is a failed test, with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::Path;
 use std::process::{Command, Output};

@@ -4,6 +4,8 @@
 //! meter server sends, every body it posts has exactly the fields of the request type, and
 //! every error code it makes up for itself is either a real [`ErrorCode`] or one of its own
 //! client-side codes.
+// Test code: a failed unwrap or expect is a failed test, with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeSet;
 

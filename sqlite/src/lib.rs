@@ -6,9 +6,6 @@
 //! No async runtime and no HTTP here: the services wrap the connection for tokio
 //! (`openpsd-service-kit`'s `Db`), the terminal uses it as it is.
 
-#![deny(unsafe_code)]
-#![warn(missing_docs, clippy::unwrap_used, clippy::expect_used)]
-
 use std::path::Path;
 use std::time::Duration;
 

@@ -23,9 +23,6 @@
 //! `openpsd pay`, `batch` and `terminal` commands call it. `pay.rs` takes a payment,
 //! `batch.rs` keeps and totals the records, `refusal.rs` says a card's refusal in words.
 
-#![deny(unsafe_code)]
-#![warn(missing_docs, clippy::unwrap_used, clippy::expect_used)]
-
 use std::path::Path;
 
 use openpsd_core::client::transfer::TransferError;

@@ -2,6 +2,8 @@
 //! seeded platform, a stand-in for the key management system (it holds K1 to check audits
 //! and seal refill combinations, as the back office will), and helpers that speak the
 //! APDU contract of `docs/apdu.md`.
+// Test code: a failed unwrap or expect is a failed test, with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use openpsd_core::client::psd_apdu;
 use openpsd_core::crypto::MacKey;

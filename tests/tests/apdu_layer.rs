@@ -1,5 +1,7 @@
 //! The card layer as PC/SC clients see it: class checks, SELECT semantics, chaining,
 //! extended lengths, Le and GET RESPONSE.
+// Test code: a failed unwrap or expect is a failed test, with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use openpsd_core::client::psd_apdu;
 use openpsd_core::psd::device::DeviceInfo;
@@ -81,7 +83,7 @@ fn chained_command_is_reassembled_and_an_interrupted_chain_is_dropped() {
     let mut card = blank_card(43);
     let data = personalization().encode();
     let (first, rest) = data.split_at(60);
-    let mut part = vec![0x90, 0x10, 0x00, 0x00, first.len() as u8];
+    let mut part = vec![0x90, 0x10, 0x00, 0x00, u8::try_from(first.len()).unwrap()];
     part.extend_from_slice(first);
     assert_eq!(card.transmit(&part), [0x90, 0x00]);
     // Another command in the middle of the chain: refused and the chain is gone.
@@ -89,7 +91,7 @@ fn chained_command_is_reassembled_and_an_interrupted_chain_is_dropped() {
         &card.transmit(&psd_apdu::get_data()),
         Status::LastCommandOfChainExpected,
     );
-    let mut last = vec![0x80, 0x10, 0x00, 0x00, rest.len() as u8];
+    let mut last = vec![0x80, 0x10, 0x00, 0x00, u8::try_from(rest.len()).unwrap()];
     last.extend_from_slice(rest);
     last.push(0x00);
     expect_refused(&card.transmit(&last), Status::WrongData);
@@ -118,10 +120,10 @@ fn extended_length_commands_and_get_response_for_short_le() {
     let first = card.transmit(&[0x80, 0xCA, 0x00, 0x01, 0x10]);
     assert_eq!(&first[..16], &full[..16]);
     let left = full.len() - 16;
-    assert_eq!(&first[16..], &[0x61, left as u8]);
+    assert_eq!(&first[16..], &[0x61, u8::try_from(left).unwrap()]);
     let second = card.transmit(&[0x00, 0xC0, 0x00, 0x00, 0x20]);
     assert_eq!(&second[..32], &full[16..48]);
-    assert_eq!(&second[32..], &[0x61, (left - 32) as u8]);
+    assert_eq!(&second[32..], &[0x61, u8::try_from(left - 32).unwrap()]);
     let third = card.transmit(&[0x00, 0xC0, 0x00, 0x00, 0x00]);
     assert_eq!(expect_ok(&third), &full[48..]);
     expect_refused(
@@ -137,7 +139,15 @@ fn extended_length_commands_and_get_response_for_short_le() {
     );
     // An indicium request sent as an extended APDU works like a short one.
     let req = request(1, 85, 21).encode();
-    let mut apdu = vec![0x80, 0x40, 0x00, 0x00, 0x00, 0x00, req.len() as u8];
+    let mut apdu = vec![
+        0x80,
+        0x40,
+        0x00,
+        0x00,
+        0x00,
+        0x00,
+        u8::try_from(req.len()).unwrap(),
+    ];
     apdu.extend_from_slice(&req);
     apdu.extend_from_slice(&[0x00, 0x00]);
     assert_eq!(psd_apdu::sw(&card.transmit(&apdu)), 0x9000);
@@ -150,7 +160,7 @@ fn a_chain_is_dropped_by_malformed_or_wrong_class_commands_too() {
     let req = request(1, 85, 21).encode();
     let (first, rest) = req.split_at(10);
     let part = |cla: u8, data: &[u8]| {
-        let mut v = vec![cla, 0x40, 0x00, 0x00, data.len() as u8];
+        let mut v = vec![cla, 0x40, 0x00, 0x00, u8::try_from(data.len()).unwrap()];
         v.extend_from_slice(data);
         v
     };

@@ -1,4 +1,6 @@
 //! The PSD's flows end to end, in-process, as APDU exchanges (SYSTEM.md flows 1-3).
+// Test code: a failed unwrap or expect is a failed test, with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use openpsd_core::client::psd_apdu;
 use openpsd_core::crypto::MacKey;
@@ -91,7 +93,7 @@ fn commands_before_personalization_are_refused() {
 fn register_sets_start_at_zero_for_each_license() {
     let (mut card, _) = personalized_card(4);
     for (i, (license, origin)) in LICENSES.iter().enumerate() {
-        let r = registers(&mut card, i as u8);
+        let r = registers(&mut card, u8::try_from(i).unwrap());
         assert_eq!(r.license, LicenseId(*license));
         assert_eq!(r.origin.as_bytes(), *origin);
         assert_eq!(

@@ -2,6 +2,8 @@
 //! tampered), audits, garbage APDUs, resets and power cuts — keep the invariants: every
 //! register set has AR + DR = control sum, the control sum moves only by genuine refills,
 //! AR moves only by issued indicia, and no byte string makes the card panic.
+// Test code: a failed unwrap or expect is a failed test, with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use openpsd_core::client::psd_apdu;
 use openpsd_core::psd::indicium;
@@ -60,7 +62,7 @@ struct Model {
 
 fn check(card: &mut TestCard, model: &[Model; 2]) {
     for (set, m) in model.iter().enumerate() {
-        let r = registers(card, set as u8);
+        let r = registers(card, u8::try_from(set).unwrap());
         assert_eq!(
             r.ar.checked_add(r.dr),
             Some(r.control_sum),
@@ -158,7 +160,7 @@ proptest! {
                 // power-up the set is either untouched or fully updated.
                 prop_assert!(!ok, "a command whose commit was cut reported success");
                 card = reopen(card.store().nvm(), 30);
-                let observed = observe(&registers(&mut card, set as u8));
+                let observed = observe(&registers(&mut card, u8::try_from(set).unwrap()));
                 prop_assert!(observed == before[set] || Some(observed) == on_success,
                     "after a cut: {observed:?}, expected {:?} or {on_success:?}", before[set]);
                 model[set] = observed;

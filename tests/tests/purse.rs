@@ -1,6 +1,8 @@
 //! The purse and value transfer, step by step as seed 002 (WO 97/40602) Fig. 8 draws them:
 //! recognition (blocks 111-112, 117), PIN (113-116), amount and funds (118-119), registers
 //! adjusted (120) and personality updated (121); then paying a merchant (Fig. 2, 5).
+// Test code: a failed unwrap or expect is a failed test, with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use openpsd_core::client::psd_apdu;
 use openpsd_core::client::purse_apdu;

@@ -4,6 +4,8 @@
 //! PSD DR + value in flight + purse balance + merchant takings = the refill; at the end,
 //! after the next contact resolves what is pending, nothing is in flight and the purse has
 //! received exactly what the PSD counts as transferred.
+// Test code: a failed unwrap or expect is a failed test, with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use openpsd_core::client::psd_apdu;
 use openpsd_core::client::purse_apdu;
@@ -223,7 +225,7 @@ fn garbage() -> impl Strategy<Value = Vec<u8>> {
         .prop_map(|(cla, ins, p1, p2, data)| {
             let mut a = vec![cla, ins, p1, p2];
             if !data.is_empty() {
-                a.push(data.len() as u8);
+                a.push(u8::try_from(data.len()).unwrap());
                 a.extend_from_slice(&data);
             }
             a

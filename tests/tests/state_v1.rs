@@ -10,6 +10,8 @@
 //! `wasm/tests/native.rs`.
 //!
 //! The fixtures were made once by `generate_v1` below (ignored; it refuses to overwrite).
+// Test code: a failed unwrap or expect is a failed test, with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::fs;
 use std::path::{Path, PathBuf};

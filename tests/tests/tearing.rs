@@ -3,6 +3,8 @@
 //! indicium flow of seeds 001/003): AR + DR equals the control sum, no indicium came out
 //! whose debit was not committed, no value was created or lost, and the same command can
 //! be retried to completion. Prints how many cut points it checked.
+// Test code: a failed unwrap or expect is a failed test, with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use openpsd_core::client::psd_apdu;
 use openpsd_core::psd::device::DeviceInfo;
@@ -135,7 +137,7 @@ fn personalization_tearing() -> usize {
         // Either still blank (and personalizable) or fully personalized: never half.
         let resp = card.transmit(&apdu);
         if psd_apdu::sw(&resp) == Status::ConditionsNotSatisfied.sw() {
-            for set in 0..LICENSES.len() as u8 {
+            for set in 0..u8::try_from(LICENSES.len()).unwrap() {
                 consistent(&registers(&mut card, set));
             }
         } else {

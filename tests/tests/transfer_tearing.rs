@@ -3,6 +3,8 @@
 //! and separately the host loses every reply. After each interruption the value must be
 //! conserved exactly — PSD DR + PSD pending + purse balance = before — and at the next
 //! contact the transfer is completed or undone and can be retried to exactly one credit.
+// Test code: a failed unwrap or expect is a failed test, with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use openpsd_core::client::psd_apdu;
 use openpsd_core::client::purse_apdu;

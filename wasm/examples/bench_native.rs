@@ -4,6 +4,8 @@
 //! same loops in Node and Chromium (`wasm/bench/bench.mjs`).
 //!
 //! `cargo run --release -p openpsd-wasm --example bench_native [seconds]` prints one JSON line.
+// Test code: a failed unwrap or expect is a failed test, with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::Instant;
 

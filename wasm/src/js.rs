@@ -405,9 +405,12 @@ pub fn data_matrix_svg(bytes: &[u8], module_size: Option<u32>) -> Result<String,
 /// The Data Matrix of `bytes` as a module bitmap (no quiet zone).
 #[wasm_bindgen(js_name = dataMatrixModules, unchecked_return_type = "DataMatrixModules")]
 pub fn data_matrix_modules(bytes: &[u8]) -> Result<JsValue, JsValue> {
-    to_js(barcode::modules(bytes).map(|(size, bits)| ModulesView {
-        size: size as u32,
-        modules: Bytes(bits.into_iter().map(u8::from).collect()),
+    to_js(barcode::modules(bytes).and_then(|(size, bits)| {
+        Ok(ModulesView {
+            // A Data Matrix symbol is at most 144 modules a side: this cannot fail.
+            size: u32::try_from(size).map_err(|_| ApiError::input("barcode: symbol too large"))?,
+            modules: Bytes(bits.into_iter().map(u8::from).collect()),
+        })
     }))
 }
 

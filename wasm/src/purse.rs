@@ -30,19 +30,33 @@ pub struct PurseDevice {
 pub struct PurseInfoView {
     /// 16 hex digits, upper case.
     pub card_id: String,
+    /// The value-transfer scheme it belongs to.
     pub scheme: u32,
+    /// Balance (amount).
     pub balance: String,
+    /// Highest balance (amount).
     pub max_balance: String,
+    /// Highest amount of one transfer.
     pub max_transfer: String,
+    /// Transfers received.
     pub transfers: u32,
+    /// Value received over its life (amount).
     pub total_in: String,
+    /// Date of the last transfer received, `YYYY-MM-DD`; `null` if none yet.
     pub last_transfer: Option<String>,
+    /// Purchases made.
     pub purchases: u32,
+    /// PIN tries left.
     pub pin_tries_left: u8,
+    /// PIN tries when unblocked.
     pub pin_tries: u8,
+    /// Failed recognitions in a row.
     pub failures: u8,
+    /// Failed recognitions that block transfers.
     pub max_failures: u8,
+    /// The purchase key: 130 hex digits, SEC1 uncompressed P-256.
     pub public_key: String,
+    /// Whether the issuer's certificate is installed.
     pub certified: bool,
 }
 
@@ -73,6 +87,7 @@ impl From<&PurseInfo> for PurseInfoView {
 pub struct ResolvedView {
     /// `"completed"` or `"undone"`.
     pub outcome: &'static str,
+    /// The amount of the pending transfer.
     pub amount: String,
 }
 
@@ -80,9 +95,13 @@ pub struct ResolvedView {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct TransferView {
+    /// The amount moved.
     pub amount: String,
+    /// A transfer the PSD had pending with this purse, resolved first; `null` if none.
     pub resolved_first: Option<ResolvedView>,
+    /// The PSD's register set after.
     pub registers: RegistersView,
+    /// The purse after.
     pub purse: PurseInfoView,
 }
 

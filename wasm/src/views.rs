@@ -25,15 +25,25 @@ impl Serialize for Bytes {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct InfoView {
+    /// Device ID: 16 hex digits, upper case.
     pub device_id: String,
+    /// Indicium key ID: 8 hex digits, the first 4 bytes of SHA-256 of `publicKey`.
     pub key_id: String,
+    /// The indicium public key: 130 hex digits, SEC1 uncompressed P-256 point.
     pub public_key: String,
+    /// The vendor's public key: 130 hex digits, SEC1 uncompressed.
     pub vendor_public_key: String,
+    /// Highest postage for one piece (amount).
     pub max_postage: String,
+    /// Highest value the descending register may hold (amount).
     pub max_dr: String,
+    /// Number of register sets (licenses), 1-4.
     pub register_sets: u8,
+    /// Last date of mailing used (`YYYY-MM-DD`), `null` if none yet.
     pub last_date: Option<String>,
+    /// Days an accepted audit keeps the device printing; 0: no inspection.
     pub inspection_days: u16,
+    /// Date of the last accepted RECEIPT (`YYYY-MM-DD`), `null` if none.
     pub last_inspection: Option<String>,
 }
 
@@ -58,13 +68,21 @@ impl From<&DeviceInfo> for InfoView {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct RegistersView {
+    /// The register set's index (0-based).
     pub set: u8,
+    /// The set's license number.
     pub license: u32,
+    /// The license's origin postal code.
     pub origin: String,
+    /// Ascending register: postage used and value transferred out (amount).
     pub ar: String,
+    /// Descending register: postage left (amount).
     pub dr: String,
+    /// AR + DR (amount).
     pub control_sum: String,
+    /// Indicia issued from this set.
     pub pieces: u32,
+    /// Refills applied to this set.
     pub refills: u32,
 }
 
@@ -88,16 +106,27 @@ impl RegistersView {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct FieldsView {
+    /// ID of the signing key: 8 hex digits.
     pub key_id: String,
+    /// The PSD that made it: 16 hex digits, upper case.
     pub device_id: String,
+    /// The license (register set) it was debited from.
     pub license: u32,
+    /// AR after this piece (amount).
     pub ar: String,
+    /// DR after this piece (amount).
     pub dr: String,
+    /// Piece count including this piece.
     pub pieces: u32,
+    /// Postage paid (amount).
     pub postage: String,
+    /// Date of mailing, `YYYY-MM-DD`.
     pub date: String,
+    /// Rate category.
     pub rate: u16,
+    /// Origin postal code.
     pub origin: String,
+    /// Destination postal code.
     pub destination: String,
 }
 
@@ -123,11 +152,17 @@ impl From<&IndiciumData> for FieldsView {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct IssuedView {
+    /// The transaction ID sent (16 hex digits): re-send it to retry a lost answer.
     pub transaction_id: String,
+    /// The whole indicium, payload ‖ signature: what the Data Matrix encodes.
     pub barcode: Bytes,
+    /// The signed bytes.
     pub payload: Bytes,
+    /// The 64-byte ECDSA P-256 signature, r ‖ s.
     pub signature: Bytes,
+    /// The payload decoded.
     pub fields: FieldsView,
+    /// The register set after this piece.
     pub registers: RegistersView,
 }
 
@@ -135,8 +170,11 @@ pub struct IssuedView {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct VerificationView {
+    /// Whether the signature verified under the given public key.
     pub valid: bool,
+    /// Why not, in words; `null` when valid.
     pub error: Option<String>,
+    /// The decoded fields when the bytes decode (also when the signature fails).
     pub fields: Option<FieldsView>,
 }
 
@@ -144,9 +182,13 @@ pub struct VerificationView {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct BuiltPersonalizationView {
+    /// The PERSONALIZE command data, for `Psd.create`.
     pub personalization: Bytes,
+    /// The device ID: 16 hex digits, upper case.
     pub device_id: String,
+    /// K1, hex: to register with the KMS, then forget.
     pub k1: String,
+    /// The vendor public key in the data, hex.
     pub vendor_public_key: String,
 }
 
@@ -154,7 +196,9 @@ pub struct BuiltPersonalizationView {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ModulesView {
+    /// Modules on a side of the square symbol (no quiet zone).
     pub size: u32,
+    /// `size` × `size` bytes, row-major, 1 = dark.
     pub modules: Bytes,
 }
 
@@ -162,13 +206,20 @@ pub struct ModulesView {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct IndiciumArgs {
+    /// Postage, an amount > 0.
     pub postage: String,
+    /// Date of mailing, `YYYY-MM-DD`.
     pub date: String,
+    /// Rate category, 0-65535.
     pub rate: u16,
+    /// Origin postal code: must be the set's license origin.
     pub origin: String,
+    /// Destination postal code: 1-10 of A-Z 0-9 space hyphen.
     pub destination: String,
+    /// 16 hex digits; omitted: 8 fresh random bytes.
     #[serde(default)]
     pub transaction_id: Option<String>,
+    /// Register set index; omitted: 0.
     #[serde(default)]
     pub set: Option<u8>,
 }
@@ -177,7 +228,9 @@ pub struct IndiciumArgs {
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct LicenseArg {
+    /// License number (distinct within one personalization).
     pub license: u32,
+    /// The license's origin postal code.
     pub origin: String,
 }
 
@@ -185,15 +238,22 @@ pub struct LicenseArg {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PersonalizationArgs {
+    /// One to four licenses, one register set each, in set order.
     pub licenses: Vec<LicenseArg>,
+    /// Highest postage for one piece: an amount > 0, at most `maxDr`.
     pub max_postage: String,
+    /// Highest value of the descending register (amount).
     pub max_dr: String,
+    /// Days an accepted audit keeps the device printing; default 0 (no inspection).
     #[serde(default)]
     pub inspection_days: u16,
+    /// Device ID, 16 hex digits; omitted: `PSD` + 5 random bytes.
     #[serde(default)]
     pub device_id: Option<String>,
+    /// K1, 32 hex digits; omitted: 16 random bytes.
     #[serde(default)]
     pub k1: Option<String>,
+    /// Vendor public key, 130 hex digits (a P-256 point); omitted: a throwaway key.
     #[serde(default)]
     pub vendor_public_key: Option<String>,
 }
@@ -236,6 +296,8 @@ pub fn parse_hex<const N: usize>(field: &str, text: &str) -> ApiResult<[u8; N]> 
 pub fn parse_set(set: Option<f64>) -> ApiResult<u8> {
     match set {
         None => Ok(0),
+        // why: an integer in 0-255 (checked in the guard) converts exactly.
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
         Some(s) if s.fract() == 0.0 && (0.0..=255.0).contains(&s) => Ok(s as u8),
         // (No `{s}`: formatting an f64 would pull float printing into the module.)
         Some(_) => Err(ApiError::input(

@@ -1,6 +1,8 @@
 //! The JS API's logic, natively: every flow of `wasm/API.md` through `PsdDevice` and the
 //! free functions, on the same core code the wasm module runs. (`web.rs` runs the JS glue
 //! itself under Node and Chromium.)
+// Test code: a failed unwrap or expect is a failed test, with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use openpsd_core::client::psd_apdu;
 use openpsd_core::crypto::IndiciumKey;

@@ -2,6 +2,8 @@
 //! wasm-bindgen-test under Node and under headless Chromium (`scripts/wasm-test.sh`):
 //! objects in and out are real JS values, errors real JS `Error`s.
 #![cfg(target_arch = "wasm32")]
+// Test code: a failed unwrap or expect is a failed test, with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use js_sys::{Function, Reflect, Uint8Array, JSON};
 use openpsd_core::Status;

@@ -7,8 +7,5 @@
 //! This is the only crate that links both the card simulator and the services: the
 //! services themselves (and the `backoffice` binary that serves them) carry no simulator.
 
-#![deny(unsafe_code)]
-#![warn(missing_docs, clippy::unwrap_used, clippy::expect_used)]
-
 pub mod demo;
 pub mod web;

@@ -8,6 +8,8 @@
 //! the test. It pins the JSON the services speak while their code moves (issue 10); after
 //! an intended change of the contract, regenerate the file with `GOLDEN_UPDATE=1` and
 //! review its diff.
+// Test code: a failed unwrap or expect is a failed test, with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 #[path = "../../tests/common/mod.rs"]
 mod common;

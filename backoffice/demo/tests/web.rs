@@ -3,6 +3,8 @@
 //! (the core applet in card-sim's in-memory card, standing in for the one in the page) that
 //! is personalized from the room's PERSONALIZE data and then refilled by the host library's
 //! `openpsd refill` code through the web listener's `/v1`.
+// Test code: a failed unwrap or expect is a failed test, with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -25,7 +27,7 @@ struct Shared(Rc<RefCell<Sim>>);
 impl Link for Shared {
     fn transmit(&mut self, apdu: &[u8]) -> Result<Vec<u8>, LinkError> {
         let mut reply = Vec::new();
-        card_sim::sim::SimulatedCard::handle(&mut *self.0.borrow_mut(), apdu, &mut reply);
+        SimulatedCard::handle(&mut *self.0.borrow_mut(), apdu, &mut reply);
         Ok(reply)
     }
 }
@@ -84,10 +86,10 @@ fn personalize(data_hex: &str, seed: u64) -> (Rc<RefCell<Sim>>, String, String) 
 /// The PSD as core's transfer driver sees it.
 struct SimLink<'a>(&'a RefCell<Sim>);
 
-impl openpsd_core::client::Link for SimLink<'_> {
-    fn transmit(&mut self, apdu: &[u8]) -> Result<Vec<u8>, openpsd_core::client::LinkError> {
+impl Link for SimLink<'_> {
+    fn transmit(&mut self, apdu: &[u8]) -> Result<Vec<u8>, LinkError> {
         let mut reply = Vec::new();
-        card_sim::sim::SimulatedCard::handle(&mut *self.0.borrow_mut(), apdu, &mut reply);
+        SimulatedCard::handle(&mut *self.0.borrow_mut(), apdu, &mut reply);
         Ok(reply)
     }
 }

@@ -6,9 +6,6 @@
 //! ([`failpoint`]). A service crate adds its schema, its routes and its rules; it never
 //! depends on another service.
 
-#![deny(unsafe_code)]
-#![warn(missing_docs, clippy::unwrap_used, clippy::expect_used)]
-
 pub mod codec;
 pub mod db;
 pub mod error;

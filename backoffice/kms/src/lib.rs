@@ -8,9 +8,6 @@
 //! is logged with the RC's signature, so every message that ever left the KMS can be
 //! traced to the combination the RC authorized.
 
-#![deny(unsafe_code)]
-#![warn(missing_docs, clippy::unwrap_used, clippy::expect_used)]
-
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 

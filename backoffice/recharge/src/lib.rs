@@ -9,9 +9,6 @@
 //! `deposited = available + held + debited` true at every commit. Holds are idempotent by
 //! request ID, settlements by combination ID.
 
-#![deny(unsafe_code)]
-#![warn(missing_docs, clippy::unwrap_used, clippy::expect_used)]
-
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 

@@ -132,7 +132,8 @@ impl super::PsdApplet {
         let audit = AuditData {
             device: device.id,
             license: s.license,
-            set: RegisterSetIndex(i as u8),
+            // `i` came from P2 (a byte) through `set_index`: the conversion cannot fail.
+            set: RegisterSetIndex(u8::try_from(i).map_err(|_| Status::Internal)?),
             ar: s.ar,
             dr: s.dr,
             control_sum: s.control_sum,

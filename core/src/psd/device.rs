@@ -109,7 +109,9 @@ impl Personalization {
         w.put_u64(self.max_postage.0);
         w.put_u64(self.max_dr.0);
         w.put_u16(self.inspection_days);
-        w.put_u8(self.licenses.len() as u8);
+        // A count over 255 goes out as 255, which PERSONALIZE refuses like any count over
+        // MAX_REGISTER_SETS; a truncated count (257 → 1) could have read as a valid one.
+        w.put_u8(u8::try_from(self.licenses.len()).unwrap_or(u8::MAX));
         for l in &self.licenses {
             w.put_u32(l.license.0);
             l.origin.write(&mut w);
@@ -427,6 +429,9 @@ impl super::PsdApplet {
                 vendor_public_key: d.vendor_public_key,
                 max_postage: d.max_postage,
                 max_dr: d.max_dr,
+                // why: at most MAX_REGISTER_SETS (4) sets: PERSONALIZE refuses more and
+                // loading reads no more.
+                #[allow(clippy::cast_possible_truncation)]
                 register_sets: p.sets.len() as u8,
                 last_date: p.counters.last_date,
                 inspection_days: d.inspection_days,

@@ -216,6 +216,9 @@ impl RegisterSet {
             Some((txn, payload)) => {
                 w.put_u8(1);
                 w.extend_from_slice(&txn.0);
+                // why: the payload is an IndiciumData the applet encoded itself (fixed
+                // fields and two short postal codes), far below 64 KiB.
+                #[allow(clippy::cast_possible_truncation)]
                 w.put_u16(payload.len() as u16);
                 w.extend_from_slice(payload);
             }

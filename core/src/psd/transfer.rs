@@ -335,7 +335,8 @@ impl PsdApplet {
             started,
             pending: Some(Pending {
                 card: session.card,
-                set: i as u8,
+                // `i` came from P2 (a byte) through `set_index`: the conversion cannot fail.
+                set: u8::try_from(i).map_err(|_| Status::Internal)?,
                 transfer: number,
                 card_transfers: session.card_transfers,
                 amount: req.amount,

@@ -152,11 +152,7 @@ pub const PURSE_BLANK: u8 = 0x00;
 pub const PURSE_PERSONALIZED: u8 = 0x01;
 
 impl PurseInfo {
-    pub(crate) fn from_parts(
-        id: &super::state::Identity,
-        pin: &PinRecord,
-        s: &PurseState,
-    ) -> PurseInfo {
+    pub(crate) fn from_parts(id: &Identity, pin: &PinRecord, s: &PurseState) -> PurseInfo {
         PurseInfo {
             card: id.card,
             scheme: id.scheme,

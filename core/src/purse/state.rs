@@ -168,7 +168,8 @@ impl PinRecord {
         padded[..pin.len()].copy_from_slice(pin);
         Some(PinRecord {
             tries_left: tries,
-            len: pin.len() as u8,
+            // In range: the length was checked against MAX_PIN_LEN above.
+            len: u8::try_from(pin.len()).ok()?,
             pin: padded,
         })
     }
@@ -325,6 +326,9 @@ impl PairedTable {
     /// Record layout: count, then entries.
     pub fn encode(&self) -> Vec<u8> {
         let mut w = Vec::with_capacity(1 + self.0.len() * 28);
+        // why: the applet's table holds at most MAX_PAIRED (16) entries: `with` drops the
+        // oldest and `decode` refuses more.
+        #[allow(clippy::cast_possible_truncation)]
         w.put_u8(self.0.len() as u8);
         for p in &self.0 {
             w.extend_from_slice(&p.device.0);
@@ -402,6 +406,9 @@ impl Log {
     /// Record layout: count, then entries.
     pub fn encode(&self) -> Vec<u8> {
         let mut w = Vec::with_capacity(1 + self.0.len() * 33);
+        // why: the applet's log holds at most LOG_LEN (10) entries: `with` drops the oldest
+        // and `decode` refuses more.
+        #[allow(clippy::cast_possible_truncation)]
         w.put_u8(self.0.len() as u8);
         for e in &self.0 {
             w.put_u8(e.kind as u8);

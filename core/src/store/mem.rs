@@ -267,8 +267,9 @@ impl Store for MemStore {
         let count = u16::try_from(writes.len())
             .map_err(|_| StoreError::Io("too many writes in one transaction".into()))?;
         let mut all = Vec::new();
-        for (slot, w) in writes.iter().enumerate() {
-            let key = JOURNAL | slot as u32;
+        // `count` is `writes.len()`, so the zip visits every write.
+        for (slot, w) in (0..count).zip(writes) {
+            let key = JOURNAL | u32::from(slot);
             let mut payload = Vec::with_capacity(3 + w.value.as_ref().map_or(0, Vec::len));
             payload.extend_from_slice(&w.id.to_be_bytes());
             match &w.value {

@@ -9,6 +9,8 @@
 //! ```
 //!
 //! Each exchange is printed as `> command` and `< response` in hex, 32 bytes per line.
+// Test code: a failed unwrap or expect is a failed test, with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use openpsd_core::client::psd_apdu;
 use openpsd_core::client::purse_apdu;

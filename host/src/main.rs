@@ -37,30 +37,7 @@ enum Command {
     Status,
     /// Frank one mail piece: debit the register set, print the signed indicium (verified
     /// against the device's public key) and its fields.
-    Indicium {
-        /// Postage in currency units, e.g. 0.85.
-        #[arg(long)]
-        postage: Amount,
-        /// Destination postal code.
-        #[arg(long)]
-        to: String,
-        /// Origin postal code (default: the register set's license town).
-        #[arg(long)]
-        from: Option<String>,
-        /// Date of mailing YYYY-MM-DD (default: today, UTC).
-        #[arg(long)]
-        date: Option<Date>,
-        /// Rate category.
-        #[arg(long, default_value_t = 1)]
-        rate: u16,
-        /// Register set (license slot).
-        #[arg(long, default_value_t = 0)]
-        set: u8,
-        /// Transaction ID (16 hex digits). Re-use the one printed by a run whose answer was
-        /// lost to get the same indicium without a second debit. Default: random.
-        #[arg(long)]
-        txn: Option<String>,
-    },
+    Indicium(psd_commands::IndiciumArgs),
     /// Have the device inspected: a plain audit, checked by the meter server, whose receipt
     /// renews the PSD's inspection (without it, franking stops after the inspection days).
     Inspect {
@@ -243,26 +220,7 @@ fn run(cli: Cli) -> Result<()> {
             set,
             txn,
         } => psd_commands::refill(card, json, amount, &meter, account, set, txn),
-        Command::Indicium {
-            postage,
-            to,
-            from,
-            date,
-            rate,
-            set,
-            txn,
-        } => {
-            let args = psd_commands::IndiciumArgs {
-                postage,
-                to,
-                from,
-                date,
-                rate,
-                set,
-                txn,
-            };
-            psd_commands::indicium(card, args, json)
-        }
+        Command::Indicium(args) => psd_commands::indicium(card, args, json),
         Command::Transfer {
             amount,
             psd,

@@ -101,20 +101,29 @@ pub fn inspect(spec: Option<CardSpec>, meter: &str, set: u8, json_out: bool) -> 
 }
 
 /// What `openpsd indicium` asks for.
+#[derive(clap::Args, Debug)]
 pub struct IndiciumArgs {
-    /// Postage.
+    /// Postage in currency units, e.g. 0.85.
+    #[arg(long)]
     pub postage: Amount,
     /// Destination postal code.
+    #[arg(long)]
     pub to: String,
-    /// Origin postal code (default: the register set's).
+    /// Origin postal code (default: the register set's license town).
+    #[arg(long)]
     pub from: Option<String>,
-    /// Date of mailing (default: today, UTC).
+    /// Date of mailing YYYY-MM-DD (default: today, UTC).
+    #[arg(long)]
     pub date: Option<Date>,
     /// Rate category.
+    #[arg(long, default_value_t = 1)]
     pub rate: u16,
-    /// Register set.
+    /// Register set (license slot).
+    #[arg(long, default_value_t = 0)]
     pub set: u8,
-    /// Transaction ID to re-send (hex), for a lost answer.
+    /// Transaction ID (16 hex digits). Re-use the one printed by a run whose answer was
+    /// lost to get the same indicium without a second debit. Default: random.
+    #[arg(long)]
     pub txn: Option<String>,
 }
 

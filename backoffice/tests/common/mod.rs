@@ -191,8 +191,12 @@ pub struct Client {
 impl Client {
     pub fn new(base: &str) -> Self {
         Self {
+            // No idle connections kept: the kill -9 tests restart a service between two
+            // requests, and a pooled connection to the killed process would fail the next
+            // request before the restarted one is even asked.
             http: reqwest::Client::builder()
                 .timeout(std::time::Duration::from_secs(60))
+                .pool_max_idle_per_host(0)
                 .build()
                 .expect("client"),
             base: base.to_owned(),

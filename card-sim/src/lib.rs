@@ -1,5 +1,11 @@
-//! The card simulator's library: the file-backed persistent store and the platform that
-//! lends cards the operating system's randomness and date.
+//! The card simulator's library: cards with persistent memory and the ways to reach them.
+//!
+//! [`sim`] makes a card (PSD or purse, chosen by what its store holds) on the tear-safe
+//! [`file_store`] with the [`os_platform`]'s randomness and date; [`transport`] serves it to
+//! pcscd's vpcd or over TCP (and is a TCP client, a core `Link`); [`script`] runs and checks
+//! APDU scripts; [`personalize`], [`scheme`] and [`issuer`] are the personalization and
+//! issuer tools behind `card-sim personalize`, `scheme`, `refill`, `unblock-pin` and
+//! `reset-recognition`, built on core's client layer.
 
 pub mod file_store;
 pub mod issuer;

@@ -59,6 +59,22 @@ pub fn load_or_create(
     }
 }
 
+/// Refuses to go on when the key file `key` is missing but the service's database `db`
+/// exists: that database holds data only the lost key opens (K1s wrapped under the KMS
+/// master key, combinations the recharging center signed), and making a new key would turn
+/// it into errors much later. Call it before [`load_or_create`].
+pub fn ensure_key_kept(key: &Path, db: &Path) -> Result<()> {
+    if !key.exists() && db.exists() {
+        bail!(
+            "{} is missing but {} exists: its data was made under that key. Restore the key \
+             file (from backup); a new key would make that data unusable. Refusing to start.",
+            key.display(),
+            db.display()
+        );
+    }
+    Ok(())
+}
+
 /// A fresh AES-256 key.
 pub fn random_key() -> Zeroizing<[u8; 32]> {
     let mut k = Zeroizing::new([0u8; 32]);

@@ -61,11 +61,22 @@ impl Service {
     }
 }
 
-/// Binds `addr` (e.g. `127.0.0.1:0` for any free port).
+/// Binds `addr` (e.g. `127.0.0.1:0` for any free port), on loopback only.
+///
+/// The services speak plain HTTP and do not yet authenticate their callers (issue 11 adds
+/// mutual TLS and identities), so an address another machine can reach is refused before
+/// anything is served on it, rather than exposing deposits and refills to a network.
 pub async fn bind(addr: &str) -> anyhow::Result<TcpListener> {
-    TcpListener::bind(addr)
+    let listener = TcpListener::bind(addr)
         .await
-        .map_err(|e| anyhow::anyhow!("binding {addr}: {e}"))
+        .map_err(|e| anyhow::anyhow!("binding {addr}: {e}"))?;
+    let local = listener.local_addr()?;
+    anyhow::ensure!(
+        local.ip().is_loopback(),
+        "refusing to listen on {local}: the back office serves plain HTTP without caller \
+         authentication, so it listens on loopback only (127.0.0.1 or [::1])"
+    );
+    Ok(listener)
 }
 
 /// What a service program starts with: logs to stderr (`RUST_LOG`, default `info`; stdout
@@ -92,4 +103,16 @@ pub async fn not_found() -> ApiError {
         "route",
         "no such endpoint",
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn only_loopback_addresses_are_served() {
+        assert!(bind("127.0.0.1:0").await.is_ok());
+        let e = bind("0.0.0.0:0").await.unwrap_err().to_string();
+        assert!(e.contains("loopback only"), "{e}");
+    }
 }

@@ -114,6 +114,10 @@ impl Kms {
             crypto::is_valid_public_key(&config.recharge_public_key),
             "the recharging center's public key is not a P-256 point"
         );
+        openpsd_service_kit::keys::ensure_key_kept(
+            &config.data.join(MASTER_KEY_FILE),
+            &config.data.join(DB_FILE),
+        )?;
         let master = openpsd_service_kit::keys::load_or_create(
             &config.data.join(MASTER_KEY_FILE),
             openpsd_service_kit::keys::random_key,

@@ -91,6 +91,10 @@ impl Recharge {
     /// its public key file.
     pub fn open(data: &Path) -> anyhow::Result<Self> {
         openpsd_service_kit::keys::private_dir(data)?;
+        openpsd_service_kit::keys::ensure_key_kept(
+            &data.join(SIGNING_KEY_FILE),
+            &data.join(DB_FILE),
+        )?;
         let scalar = openpsd_service_kit::keys::load_or_create(
             &data.join(SIGNING_KEY_FILE),
             || IndiciumKey::generate(&mut OsRandom).secret_bytes(),

@@ -1,6 +1,7 @@
 //! Key files and listeners (issue 11 item 5 and 6, first steps): a service whose key file
 //! is lost while its database exists refuses to start and leaves the database as it was,
-//! and no service listens on an address another machine can reach.
+//! a second instance on one data directory is refused, and no service listens on an address
+//! another machine can reach.
 // Test code: a failed unwrap or expect is a failed test, with its message.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -63,4 +64,15 @@ async fn services_listen_on_loopback_only() {
     assert!(format!("{e:#}").contains("loopback only"), "{e:#}");
     let ok = openpsd_backoffice::server::start_recharge(dir.path(), "127.0.0.1:0").await;
     assert!(ok.is_ok());
+}
+
+#[tokio::test]
+async fn a_second_instance_on_one_data_directory_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = Recharge::open(dir.path()).unwrap();
+    let e = format!("{:#}", Recharge::open(dir.path()).err().unwrap());
+    assert!(e.contains("in use by another instance"), "{e}");
+    // Once the first is gone, the directory opens again.
+    drop(first);
+    Recharge::open(dir.path()).unwrap();
 }

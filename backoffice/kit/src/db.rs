@@ -17,15 +17,25 @@ use crate::error::ApiError;
 #[derive(Clone)]
 pub struct Db {
     conn: Arc<Mutex<Connection>>,
+    /// The exclusive lock on `<database>.lock`, held as long as any clone lives.
+    _lock: Arc<std::fs::File>,
 }
+
+/// How long [`Db::open`] waits for a lock that is only briefly held (a killed instance
+/// whose files the kernel is still closing): 25 × 20 ms.
+const LOCK_GRACE_TRIES: u32 = 25;
 
 impl Db {
     /// Opens (creating if needed) the database at `path` and applies `schema` (idempotent
-    /// `CREATE ... IF NOT EXISTS` statements).
+    /// `CREATE ... IF NOT EXISTS` statements). A second instance of the service on the same
+    /// database is refused: SQLite would let both write, but each keeps its own in-memory
+    /// locks (one refill per device at a time), which two processes would not share.
     pub fn open(path: &Path, schema: &str) -> anyhow::Result<Self> {
+        let lock = lock(path)?;
         let conn = openpsd_sqlite::open(path, schema)?;
         Ok(Self {
             conn: Arc::new(Mutex::new(conn)),
+            _lock: Arc::new(lock),
         })
     }
 
@@ -46,6 +56,37 @@ impl Db {
         .await
         .map_err(|e| ApiError::internal(step, format!("storage task: {e}")))?
     }
+}
+
+/// Takes the exclusive lock beside the database `path`.
+fn lock(path: &Path) -> anyhow::Result<std::fs::File> {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".lock");
+    let lock_path = std::path::PathBuf::from(name);
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&lock_path)
+        .map_err(|e| anyhow::anyhow!("opening {}: {e}", lock_path.display()))?;
+    for _ in 0..=LOCK_GRACE_TRIES {
+        match file.try_lock() {
+            Ok(()) => return Ok(file),
+            Err(std::fs::TryLockError::WouldBlock) => {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Err(std::fs::TryLockError::Error(e)) => {
+                anyhow::bail!("locking {}: {e}", lock_path.display())
+            }
+        }
+    }
+    anyhow::bail!(
+        "{} is in use by another instance of this service (lock {}); refusing to start a \
+         second one on the same data",
+        path.display(),
+        lock_path.display()
+    )
 }
 
 pub use openpsd_sqlite::now_secs;

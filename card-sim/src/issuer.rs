@@ -12,6 +12,7 @@ use openpsd_core::client::{psd_apdu, purse_apdu, Link, PsdClient, PurseClient};
 use openpsd_core::crypto::MacKey;
 use openpsd_core::platform::Platform;
 use openpsd_core::psd::audit::AuditData;
+use openpsd_core::psd::device::SchemeSlot;
 use openpsd_core::psd::refill::RefillCombination;
 use openpsd_core::psd::registers::Registers;
 use openpsd_core::psd::transfer::reset_recognition_data;
@@ -225,6 +226,20 @@ pub fn refill_psd(
     }
     .seal(&k1);
     psd.refill(set, &msg).map_err(refused)
+}
+
+/// Personalizes a blank PSD (of `scheme`, when given) and funds its first register set
+/// with `amount` as [`refill_psd`] does: a ready device for tools and tests.
+pub fn personalize_and_fund(
+    card: &mut dyn Link,
+    platform: &mut dyn Platform,
+    req: &crate::personalize::Request,
+    scheme: Option<SchemeSlot>,
+    amount: Amount,
+) -> Result<Secrets> {
+    let (_, secrets) = crate::personalize::personalize_with_scheme(card, platform, req, scheme)?;
+    refill_psd(card, platform, &secrets, RegisterSetIndex(0), amount)?;
+    Ok(secrets)
 }
 
 /// RESET RECOGNITION on a PSD, MACed under its K1.

@@ -14,7 +14,7 @@ use card_sim::script::{self, hex_spaced};
 use card_sim::sim::{self, SimulatedCard};
 use card_sim::transport::{self, VPCD_DEFAULT};
 use clap::{Parser, Subcommand, ValueEnum};
-use openpsd_core::psd::device::{LicenseSlot, SchemeSlot};
+use openpsd_core::psd::device::LicenseSlot;
 use openpsd_core::types::{Amount, CardId, DeviceId, RegisterSetIndex};
 
 /// openpsd card simulator: persistent virtual cards for pcscd (vpcd), TCP clients and APDU
@@ -328,19 +328,16 @@ fn dispatch(command: Command) -> Result<ExitCode> {
                     if scheme.is_none() && max_failures.is_some() {
                         bail!("--max-failures needs --scheme");
                     }
-                    let slot = scheme.as_ref().map(|s| SchemeSlot {
-                        scheme: s.id,
-                        key: *s.scheme_key,
-                        max_failures: max_failures.unwrap_or(5),
-                    });
+                    let slot = scheme.as_ref().map(|s| s.slot(max_failures.unwrap_or(5)));
+                    let d = Request::default();
                     let req = Request {
                         device,
                         vendor_public_key,
-                        max_postage: max_postage.unwrap_or(Amount(10_000)),
-                        max_dr: max_dr.unwrap_or(Amount(1_000_000)),
-                        inspection_days: inspection_days.unwrap_or(0),
+                        max_postage: max_postage.unwrap_or(d.max_postage),
+                        max_dr: max_dr.unwrap_or(d.max_dr),
+                        inspection_days: inspection_days.unwrap_or(d.inspection_days),
                         licenses: if licenses.is_empty() {
-                            vec![parse_license("4711:10115").map_err(|e| anyhow!(e))?]
+                            d.licenses
                         } else {
                             licenses
                         },

@@ -34,6 +34,29 @@ pub struct Request {
     pub licenses: Vec<LicenseSlot>,
 }
 
+impl Default for Request {
+    /// What `card-sim personalize` asks for without options: a random device ID, a
+    /// throwaway vendor key, 100.00 per piece, DR at most 10,000.00, no inspection, and
+    /// license 4711 mailing from 10115.
+    fn default() -> Self {
+        Request {
+            device: None,
+            vendor_public_key: None,
+            max_postage: Amount(10_000),
+            max_dr: Amount(1_000_000),
+            inspection_days: 0,
+            // `new` accepts "10115": the list always holds the one license.
+            licenses: PostalCode::new(b"10115")
+                .map(|origin| LicenseSlot {
+                    license: LicenseId(4711),
+                    origin,
+                })
+                .into_iter()
+                .collect(),
+        }
+    }
+}
+
 /// What the back office needs about a personalized PSD (JSON).
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Secrets {

@@ -25,6 +25,7 @@ use std::path::Path;
 use anyhow::{anyhow, bail, Context, Result};
 use openpsd_core::crypto::{IndiciumKey, MacKey, PUBLIC_KEY_LEN};
 use openpsd_core::platform::Platform;
+use openpsd_core::psd::device::SchemeSlot;
 use openpsd_core::transfer::{card_admin_key, card_key};
 use openpsd_core::types::{CardId, SchemeId};
 pub use openpsd_protocol::scheme::SchemePublic;
@@ -110,6 +111,16 @@ impl Scheme {
     /// The public part.
     pub fn public(&self) -> SchemePublic {
         SchemePublic::new(self.id, &self.issuer_key.public_key())
+    }
+
+    /// What a PSD of this scheme is personalized with (its PERSONALIZE's scheme block):
+    /// the scheme key, and the failed recognitions after which transfers block.
+    pub fn slot(&self, max_failures: u8) -> SchemeSlot {
+        SchemeSlot {
+            scheme: self.id,
+            key: *self.scheme_key,
+            max_failures,
+        }
     }
 
     /// The card key of purse `card` (what its PERSONALIZE carries).

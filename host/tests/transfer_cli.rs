@@ -9,10 +9,9 @@ use std::process::{Command, Output};
 
 use card_sim::issuer::{self, PurseRequest};
 use card_sim::os_platform::{Clock, OsPlatform};
-use card_sim::personalize::{self, Request};
+use card_sim::personalize::Request;
 use card_sim::scheme::{self, Scheme};
 use card_sim::sim;
-use openpsd_core::psd::device::SchemeSlot;
 use openpsd_core::types::*;
 use serde_json::Value;
 
@@ -48,29 +47,13 @@ fn cards(dir: &Path) {
     let mut psd = sim::create_file_card(&dir.join("psd"), Clock::System).unwrap();
     let req = Request {
         device: Some(DeviceId(*b"PSDCLI01")),
-        vendor_public_key: None,
-        max_postage: Amount(10_000),
-        max_dr: Amount(1_000_000),
-        inspection_days: 0,
-        licenses: vec![personalize::parse_license("4711:10115").unwrap()],
+        ..Request::default()
     };
-    let slot = SchemeSlot {
-        scheme: s.id,
-        key: *s.scheme_key,
-        max_failures: 5,
-    };
-    let (_, secrets) = personalize::personalize_with_scheme(
+    issuer::personalize_and_fund(
         &mut psd,
         &mut OsPlatform::default(),
         &req,
-        Some(slot),
-    )
-    .unwrap();
-    issuer::refill_psd(
-        &mut psd,
-        &mut OsPlatform::default(),
-        &secrets,
-        RegisterSetIndex(0),
+        Some(s.slot(5)),
         Amount(5_000),
     )
     .unwrap();

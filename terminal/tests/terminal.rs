@@ -11,12 +11,11 @@ use std::rc::Rc;
 
 use card_sim::issuer::{self, PurseRequest};
 use card_sim::os_platform::{Clock, OsPlatform};
-use card_sim::personalize::{self, Request};
+use card_sim::personalize::Request;
 use card_sim::scheme::Scheme;
 use card_sim::sim::{self, FileCard};
 use openpsd_core::client::transfer::{self as driver};
 use openpsd_core::client::Link;
-use openpsd_core::psd::device::SchemeSlot;
 use openpsd_core::purse::ins as purse_ins;
 use openpsd_core::types::*;
 use openpsd_core::Status;
@@ -39,29 +38,13 @@ fn setup(dir: &Path, balance: u64) -> Scheme {
     let mut psd = sim::create_file_card(&dir.join("psd"), Clock::System).unwrap();
     let req = Request {
         device: Some(DeviceId(*b"PSDTERM1")),
-        vendor_public_key: None,
-        max_postage: Amount(10_000),
-        max_dr: Amount(1_000_000),
-        inspection_days: 0,
-        licenses: vec![personalize::parse_license("4711:10115").unwrap()],
+        ..Request::default()
     };
-    let slot = SchemeSlot {
-        scheme: scheme.id,
-        key: *scheme.scheme_key,
-        max_failures: 5,
-    };
-    let (_, secrets) = personalize::personalize_with_scheme(
+    issuer::personalize_and_fund(
         &mut psd,
         &mut OsPlatform::default(),
         &req,
-        Some(slot),
-    )
-    .unwrap();
-    issuer::refill_psd(
-        &mut psd,
-        &mut OsPlatform::default(),
-        &secrets,
-        RegisterSetIndex(0),
+        Some(scheme.slot(5)),
         Amount(100_000),
     )
     .unwrap();

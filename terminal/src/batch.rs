@@ -51,7 +51,7 @@ impl Terminal {
                 .query_row(
                     "SELECT seq, closed_at FROM batches WHERE seq = ?1",
                     params![s],
-                    |r| Ok((r.get(0)?, r.get(1)?)),
+                    |r| r.try_into(),
                 )
                 .optional()?
                 .map(Some)
@@ -61,7 +61,7 @@ impl Terminal {
                 .query_row(
                     "SELECT seq, closed_at FROM batches ORDER BY closed_at IS NULL DESC, seq DESC LIMIT 1",
                     [],
-                    |r| Ok((r.get(0)?, r.get(1)?)),
+                    |r| r.try_into(),
                 )
                 .optional()?,
         };

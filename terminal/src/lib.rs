@@ -323,7 +323,7 @@ impl Terminal {
             .query_row(
                 "SELECT terminal_id, scheme, issuer_public_key, last_counter FROM terminal",
                 [],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+                |r| r.try_into(),
             )
             .optional()?;
         let (id, scheme, key, last_counter) = row.ok_or(TerminalError::NotInitialized)?;

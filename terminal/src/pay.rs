@@ -318,7 +318,7 @@ impl Terminal {
                 "SELECT p.terminal_counter, p.card_id, p.card_number, p.batch FROM purchases p
                  WHERE (p.card_id = ?1 AND p.card_number = ?2) OR p.terminal_counter = ?3 LIMIT 1",
                 params![card, rec.number, rec.terminal_counter],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+                |r| r.try_into(),
             )
             .optional()?;
         if let Some((counter, dcard, number, batch)) = dup {

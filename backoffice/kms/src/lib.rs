@@ -287,7 +287,7 @@ async fn register(State(kms): State<Kms>, body: Bytes) -> Result<impl IntoRespon
                 .query_row(
                     "SELECT k1_wrapped, key_id, public_key, licenses FROM devices WHERE device_id = ?1",
                     [&id],
-                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+                    |r| r.try_into(),
                 )
                 .optional()
                 .storage(step)?;
@@ -345,7 +345,7 @@ async fn device(
             c.query_row(
                 "SELECT key_id, public_key, licenses FROM devices WHERE device_id = ?1",
                 [&id2],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                |r| r.try_into(),
             )
             .optional()
             .storage(step)
@@ -413,7 +413,7 @@ async fn seal(State(kms): State<Kms>, body: Bytes) -> Result<Json<RefillMessage>
                     "SELECT device_id, license, amount, control_sum, refills
                      FROM refill_messages WHERE combination_id = ?1",
                     [&comb_id],
-                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+                    |r| r.try_into(),
                 )
                 .optional()
                 .storage(step)?;

@@ -23,17 +23,7 @@ pub(crate) fn read_last(
             "SELECT license, ar, dr, control_sum, pieces, refills, last_combination_id
              FROM last_audits WHERE device_id = ?1 AND set_index = ?2",
             params![device, i64::from(set)],
-            |r| {
-                Ok((
-                    r.get(0)?,
-                    r.get(1)?,
-                    r.get(2)?,
-                    r.get(3)?,
-                    r.get(4)?,
-                    r.get(5)?,
-                    r.get(6)?,
-                ))
-            },
+            |r| r.try_into(),
         )
         .optional()
         .storage(step)?;
@@ -75,18 +65,7 @@ pub(crate) fn read_outstanding(
         Option<String>,
     );
     let rows: Vec<Raw> = stmt
-        .query_map([device], |r| {
-            Ok((
-                r.get(0)?,
-                r.get(1)?,
-                r.get(2)?,
-                r.get(3)?,
-                r.get(4)?,
-                r.get(5)?,
-                r.get(6)?,
-                r.get(7)?,
-            ))
-        })
+        .query_map([device], |r| r.try_into())
         .storage(step)?
         .collect::<Result<_, _>>()
         .storage(step)?;
@@ -124,16 +103,7 @@ pub(crate) fn read_known_combination(
             "SELECT client_txn_id, device_id, license, amount, bound_control_sum, bound_refills
              FROM refills WHERE combination_id = ?1",
             [id],
-            |r| {
-                Ok((
-                    r.get(0)?,
-                    r.get(1)?,
-                    r.get(2)?,
-                    r.get(3)?,
-                    r.get(4)?,
-                    r.get(5)?,
-                ))
-            },
+            |r| r.try_into(),
         )
         .optional()
         .storage(step)?;
@@ -365,7 +335,7 @@ pub(crate) fn read_inspection(
         .query_row(
             "SELECT device_id, set_index, nonce, receipt FROM inspections WHERE inspection_id = ?1",
             [id],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+            |r| r.try_into(),
         )
         .optional()
         .storage(step)?;

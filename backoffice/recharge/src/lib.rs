@@ -153,7 +153,7 @@ fn read_account(c: &Connection, id: &str, step: &str) -> Result<Option<Account>,
         .query_row(
             "SELECT available, held, debited, deposited FROM accounts WHERE account_id = ?1",
             [id],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+            |r| r.try_into(),
         )
         .optional()
         .storage(step)?;
@@ -241,7 +241,7 @@ async fn deposit(
                 .query_row(
                     "SELECT account_id, amount FROM deposits WHERE reference = ?1",
                     [&req.reference],
-                    |r| Ok((r.get(0)?, r.get(1)?)),
+                    |r| r.try_into(),
                 )
                 .optional()
                 .storage(step)?;
@@ -321,20 +321,7 @@ fn read_combination(
         String,
     );
     let raw: Option<Raw> = c
-        .query_row(&sql, [key], |r| {
-            Ok((
-                r.get(0)?,
-                r.get(1)?,
-                r.get(2)?,
-                r.get(3)?,
-                r.get(4)?,
-                r.get(5)?,
-                r.get(6)?,
-                r.get(7)?,
-                r.get(8)?,
-                r.get(9)?,
-            ))
-        })
+        .query_row(&sql, [key], |r| r.try_into())
         .optional()
         .storage(step)?;
     let Some((id, request_id, account_id, device_id, license, amount, cs, refills, sig, state)) =
@@ -623,7 +610,7 @@ async fn ledger(State(rc): State<Recharge>) -> Result<Json<Ledger>, ApiError> {
                             COALESCE(SUM(debited), 0), COALESCE(SUM(deposited), 0)
                      FROM accounts",
                     [],
-                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+                    |r| r.try_into(),
                 )
                 .storage(step)?;
             let (held_n, applied_n, applied_amount, released_n): (i64, i64, i64, i64) = tx
@@ -633,7 +620,7 @@ async fn ledger(State(rc): State<Recharge>) -> Result<Json<Ledger>, ApiError> {
                             COALESCE(SUM(state = 'released'), 0)
                      FROM combinations",
                     [],
-                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+                    |r| r.try_into(),
                 )
                 .storage(step)?;
             Ok(Ledger {

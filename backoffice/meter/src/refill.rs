@@ -17,7 +17,7 @@ use openpsd_service_kit::error::{ApiError, StorageContext};
 use openpsd_service_kit::failpoint;
 
 use crate::history::request_id;
-use crate::store::{read_refill, record_audit, RefillRow};
+use crate::store::{commit_refill, read_refill, record_audit, RefillRow};
 use crate::{Meter, OUTSTANDING, STEP_AUDIT, STEP_CONFIRM, STEP_REQUEST};
 
 /// Loads a refill or answers `404 unknown_refill`.
@@ -126,10 +126,7 @@ pub(crate) async fn request_refill(
                 params![r2.client_txn_id, dev, i64::from(r2.set), r2.account_id, to_sql_int(r2.amount, step)?, nonce, now],
             )
             .storage(step)?;
-            let row = read_refill(&tx, &r2.client_txn_id, step)?
-                .ok_or_else(|| ApiError::internal(step, "refill vanished"))?;
-            tx.commit().storage(step)?;
-            Ok(row)
+            commit_refill(tx, &r2.client_txn_id, step)
         })
         .await?;
     if !same(&row.view) {
@@ -196,10 +193,7 @@ pub(crate) async fn refill_audit(
                     ],
                 )
                 .storage(step)?;
-                let r = read_refill(&tx, &id2, step)?
-                    .ok_or_else(|| ApiError::internal(step, "refill vanished"))?;
-                tx.commit().storage(step)?;
-                Ok(r)
+                commit_refill(tx, &id2, step)
             })
             .await?;
         tracing::info!(client_txn_id = %id, "audit accepted");
@@ -297,10 +291,7 @@ pub(crate) async fn refill_audit(
                 ],
             )
             .storage(step)?;
-            let r = read_refill(&tx, &id2, step)?
-                .ok_or_else(|| ApiError::internal(step, "refill vanished"))?;
-            tx.commit().storage(step)?;
-            Ok(r)
+            commit_refill(tx, &id2, step)
         })
         .await?;
     tracing::info!(client_txn_id = %id, combination = %signed.combination.combination_id, "refill message issued");
@@ -359,10 +350,7 @@ pub(crate) async fn confirm(
                 params![id2, a2.hex, now_secs()],
             )
             .storage(step)?;
-            let r = read_refill(&tx, &id2, step)?
-                .ok_or_else(|| ApiError::internal(step, "refill vanished"))?;
-            tx.commit().storage(step)?;
-            Ok(r)
+            commit_refill(tx, &id2, step)
         })
         .await?;
     if r.view.state == "message_issued" {

@@ -226,6 +226,19 @@ impl RefillRow {
     }
 }
 
+/// Reads the refill `id` back inside `tx`, then commits: what the caller answers is what
+/// is on disk.
+pub(crate) fn commit_refill(
+    tx: Transaction<'_>,
+    id: &str,
+    step: &str,
+) -> Result<RefillRow, ApiError> {
+    let row =
+        read_refill(&tx, id, step)?.ok_or_else(|| ApiError::internal(step, "refill vanished"))?;
+    tx.commit().storage(step)?;
+    Ok(row)
+}
+
 pub(crate) fn read_refill(
     c: &Connection,
     id: &str,

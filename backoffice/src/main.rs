@@ -84,6 +84,11 @@ struct Serve {
     /// (the RC writes it as recharge-public.key in its data directory).
     #[arg(long, value_name = "FILE")]
     recharge_public_key: Option<PathBuf>,
+    /// With --role kms: the master key file (default: kms-master.key in the data
+    /// directory). Keep it off the data directory's disk so a copy of the database alone
+    /// unwraps no K1; made on the first start, refused if lost while the database exists.
+    #[arg(long, value_name = "FILE", env = "OPENPSD_KMS_MASTER_KEY")]
+    master_key: Option<PathBuf>,
 }
 
 fn main() -> Result<()> {
@@ -122,13 +127,20 @@ async fn serve(s: Serve) -> Result<()> {
         .listen
         .clone()
         .unwrap_or_else(|| format!("127.0.0.1:{default_port}"));
+    if s.master_key.is_some() && !matches!(s.role, Role::Kms) {
+        anyhow::bail!("--master-key (OPENPSD_KMS_MASTER_KEY) goes with --role kms");
+    }
     let services: Vec<(&str, Service)> = match s.role {
         Role::Kms => {
             let file = s.recharge_public_key.as_ref().context(
                 "--role kms needs --recharge-public-key FILE (the recharging center's recharge-public.key)",
             )?;
             let key = kms::read_public_key(file)?;
-            vec![("kms", server::start_kms(&s.data, &listen, key).await?)]
+            let master = s.master_key.as_deref();
+            vec![(
+                "kms",
+                server::start_kms(&s.data, &listen, key, master).await?,
+            )]
         }
         Role::Recharge => vec![("recharge", server::start_recharge(&s.data, &listen).await?)],
         Role::Meter => vec![(

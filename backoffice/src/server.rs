@@ -46,7 +46,7 @@ pub async fn spawn_all_on(
     let rc = recharge::Recharge::open(&dir.join("recharge"))?;
     let recharge_public_key = rc.public_key();
     let recharge = Service::spawn("recharge", bind(recharge_addr).await?, rc.router())?;
-    let kms = start_kms(&dir.join("kms"), kms_addr, recharge_public_key).await?;
+    let kms = start_kms(&dir.join("kms"), kms_addr, recharge_public_key, None).await?;
     let meter = start_meter(&dir.join("meter"), meter_addr, &kms.url, &recharge.url).await?;
     Ok(Handles {
         meter,
@@ -56,15 +56,18 @@ pub async fn spawn_all_on(
     })
 }
 
-/// Starts a KMS alone (e.g. again after a test stopped it).
+/// Starts a KMS alone (e.g. again after a test stopped it); its master key in
+/// `master_key`, or in `dir` when `None`.
 pub async fn start_kms(
     dir: &Path,
     addr: &str,
     recharge_public_key: [u8; 65],
+    master_key: Option<&Path>,
 ) -> anyhow::Result<Service> {
     let k = kms::Kms::open(&kms::Config {
         data: dir.to_path_buf(),
         recharge_public_key,
+        master_key: master_key.map(Path::to_path_buf),
     })?;
     Ok(Service::spawn("kms", bind(addr).await?, k.router())?)
 }

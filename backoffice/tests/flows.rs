@@ -397,6 +397,7 @@ async fn kms_down_gives_503_and_holds_nothing() {
         &dir.path().join("kms"),
         &kms_addr.to_string(),
         handles.recharge_public_key,
+        None,
     )
     .await
     .unwrap();

@@ -20,6 +20,7 @@ fn open_kms(data: &Path, rc: &Recharge) -> anyhow::Result<Kms> {
     Kms::open(&Config {
         data: data.to_path_buf(),
         recharge_public_key: rc.public_key(),
+        master_key: None,
     })
 }
 
@@ -75,4 +76,29 @@ async fn a_second_instance_on_one_data_directory_is_refused() {
     // Once the first is gone, the directory opens again.
     drop(first);
     Recharge::open(dir.path()).unwrap();
+}
+
+#[tokio::test]
+async fn the_master_key_can_live_outside_the_data_directory() {
+    let data = tempfile::tempdir().unwrap();
+    let secrets = tempfile::tempdir().unwrap();
+    let rc = Recharge::open(&data.path().join("rc")).unwrap();
+    let config = Config {
+        data: data.path().join("kms"),
+        recharge_public_key: rc.public_key(),
+        master_key: Some(secrets.path().join("master.key")),
+    };
+    drop(Kms::open(&config).unwrap());
+    assert!(secrets.path().join("master.key").exists());
+    assert!(
+        !config.data.join(MASTER_KEY_FILE).exists(),
+        "nothing in the data directory"
+    );
+    // The same again opens; without the key's place, the data directory alone is refused.
+    drop(Kms::open(&config).unwrap());
+    let without = Config {
+        master_key: None,
+        ..config
+    };
+    refused(Kms::open(&without).err().unwrap(), MASTER_KEY_FILE);
 }

@@ -72,10 +72,22 @@ const STEP_DEVICE: &str = "kms_device";
 /// How the KMS is set up.
 #[derive(Clone, Debug)]
 pub struct Config {
-    /// Data directory: `kms.sqlite` and `kms-master.key`.
+    /// Data directory: `kms.sqlite` (and `kms-master.key` unless `master_key` says where).
     pub data: PathBuf,
     /// The recharging center's public key (SEC1 uncompressed).
     pub recharge_public_key: [u8; 65],
+    /// The master key file, when it lives outside the data directory (another disk, a
+    /// secrets mount), so that a copy of the data directory alone unwraps no K1.
+    pub master_key: Option<PathBuf>,
+}
+
+impl Config {
+    /// Where the master key is: `master_key`, or `kms-master.key` in the data directory.
+    pub fn master_key_path(&self) -> PathBuf {
+        self.master_key
+            .clone()
+            .unwrap_or_else(|| self.data.join(MASTER_KEY_FILE))
+    }
 }
 
 /// The KMS's shared state.
@@ -114,12 +126,10 @@ impl Kms {
             crypto::is_valid_public_key(&config.recharge_public_key),
             "the recharging center's public key is not a P-256 point"
         );
-        openpsd_service_kit::keys::ensure_key_kept(
-            &config.data.join(MASTER_KEY_FILE),
-            &config.data.join(DB_FILE),
-        )?;
+        let master_path = config.master_key_path();
+        openpsd_service_kit::keys::ensure_key_kept(&master_path, &config.data.join(DB_FILE))?;
         let master = openpsd_service_kit::keys::load_or_create(
-            &config.data.join(MASTER_KEY_FILE),
+            &master_path,
             openpsd_service_kit::keys::random_key,
             |_| true,
         )?;

@@ -89,6 +89,12 @@ fn lock(path: &Path) -> anyhow::Result<std::fs::File> {
     )
 }
 
+/// A second, plain connection to a database a [`Db`] holds open (and locked): for a
+/// migration that runs once at start, before the service serves.
+pub fn open_connection(path: &Path) -> anyhow::Result<Connection> {
+    Ok(openpsd_sqlite::open(path, "")?)
+}
+
 pub use openpsd_sqlite::now_secs;
 
 /// An amount or counter as SQLite stores it (i64); values above `i64::MAX` are refused

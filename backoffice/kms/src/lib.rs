@@ -3,8 +3,9 @@
 //! seals refill combinations into refill messages — only combinations the recharging
 //! center signed — and makes audit receipts. It never sees customer money.
 //!
-//! K1 is stored wrapped (AES-256 key wrap, RFC 3394) under the master key in
-//! `kms-master.key`; the database alone does not give K1 away. Each refill message sealed
+//! K1 is stored wrapped (AES-256 key wrap, RFC 3394) under a key derived from the master
+//! key (`kms-master.key`) and the device ID, so the database alone does not give K1 away
+//! and a wrapped K1 moved to another device's row does not unwrap there. Each refill message sealed
 //! is logged with the RC's signature, so every message that ever left the KMS can be
 //! traced to the combination the RC authorized.
 
@@ -41,10 +42,14 @@ pub const MASTER_KEY_FILE: &str = "kms-master.key";
 /// Database file name.
 pub const DB_FILE: &str = "kms.sqlite";
 
+/// Domain label of the per-device key-encryption key.
+const KEK_LABEL: &[u8] = b"openpsd kms k1 wrap v2";
+
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS devices (
     device_id     TEXT PRIMARY KEY,          -- 16 upper-case hex
-    k1_wrapped    BLOB NOT NULL,             -- RFC 3394 AES-256 key wrap of K1 (24 bytes)
+    k1_wrapped    BLOB NOT NULL,             -- RFC 3394 AES-256 key wrap of K1 (24 bytes) under
+                                             -- the device's KEK (see Kms::device_kek)
     key_id        TEXT NOT NULL,
     public_key    TEXT NOT NULL,
     licenses      TEXT NOT NULL,             -- JSON [[license, origin], ...] in set order
@@ -134,11 +139,13 @@ impl Kms {
             |_| true,
         )?;
         let db = Db::open(&config.data.join(DB_FILE), SCHEMA)?;
-        Ok(Self {
+        let kms = Self {
             db,
             master: Arc::new(master),
             rc_public_key: config.recharge_public_key,
-        })
+        };
+        kms.migrate_wraps(&config.data.join(DB_FILE))?;
+        Ok(kms)
     }
 
     /// The HTTP API.
@@ -154,26 +161,96 @@ impl Kms {
             .with_state(self)
     }
 
-    fn kw(&self, step: &str) -> Result<KwAes256, ApiError> {
-        <KwAes256 as aes_kw::KeyInit>::new_from_slice(self.master.as_ref().as_ref())
-            .map_err(|_| ApiError::internal(step, "master key length"))
+    /// The key that wraps `device`'s K1: HMAC-SHA256(master key, label ‖ device ID). A
+    /// wrap is bound to its device this way (RFC 3394 has no associated data): a row whose
+    /// `k1_wrapped` was moved from another device fails the wrap's integrity check.
+    fn device_kek(&self, device_id: &str, step: &str) -> Result<Zeroizing<[u8; 32]>, ApiError> {
+        use hmac::{KeyInit as _, Mac as _};
+        let mut mac = <hmac::Hmac<sha2::Sha256>>::new_from_slice(self.master.as_ref().as_ref())
+            .map_err(|_| ApiError::internal(step, "master key length"))?;
+        mac.update(KEK_LABEL);
+        mac.update(device_id.as_bytes());
+        Ok(Zeroizing::new(mac.finalize().into_bytes().into()))
     }
 
-    fn wrap(&self, k1: &[u8; MAC_KEY_LEN], step: &str) -> Result<Vec<u8>, ApiError> {
-        let kw = self.kw(step)?;
+    fn kw(key: &[u8; 32], step: &str) -> Result<KwAes256, ApiError> {
+        <KwAes256 as aes_kw::KeyInit>::new_from_slice(key)
+            .map_err(|_| ApiError::internal(step, "key-encryption key length"))
+    }
+
+    fn wrap(
+        &self,
+        device_id: &str,
+        k1: &[u8; MAC_KEY_LEN],
+        step: &str,
+    ) -> Result<Vec<u8>, ApiError> {
+        let kw = Self::kw(&*self.device_kek(device_id, step)?, step)?;
         let mut buf = [0u8; MAC_KEY_LEN + aes_kw::IV_LEN];
         kw.wrap_key(k1, &mut buf)
             .map(<[u8]>::to_vec)
             .map_err(|e| ApiError::internal(step, format!("key wrap: {e}")))
     }
 
-    fn unwrap(&self, wrapped: &[u8], step: &str) -> Result<MacKey, ApiError> {
-        let kw = self.kw(step)?;
+    /// K1 from `wrapped` under `key`, if the wrap's integrity check passes.
+    fn unwrap_with(key: &[u8; 32], wrapped: &[u8], step: &str) -> Result<MacKey, ApiError> {
+        let kw = Self::kw(key, step)?;
         let mut buf = Zeroizing::new([0u8; MAC_KEY_LEN]);
-        // The wrap's integrity check fails for a wrong master key or a changed row.
-        kw.unwrap_key(wrapped, buf.as_mut())
-            .map_err(|_| ApiError::internal(step, "K1 does not unwrap under the master key"))?;
+        kw.unwrap_key(wrapped, buf.as_mut()).map_err(|_| {
+            ApiError::internal(
+                step,
+                "K1 does not unwrap under this device's key (wrong master key, or the row was changed or moved from another device)",
+            )
+        })?;
         Ok(MacKey::new(*buf))
+    }
+
+    fn unwrap(&self, device_id: &str, wrapped: &[u8], step: &str) -> Result<MacKey, ApiError> {
+        Self::unwrap_with(&*self.device_kek(device_id, step)?, wrapped, step)
+    }
+
+    /// Stored format 1 wrapped every K1 under the master key itself. Re-wraps such rows
+    /// under their device's key, once, in one transaction, before the KMS serves; a row that
+    /// unwraps under neither is left as it is and reported (its device's audits are then
+    /// refused until an operator looks).
+    fn migrate_wraps(&self, path: &Path) -> anyhow::Result<()> {
+        const STEP: &str = "kms_migrate";
+        let mut c = openpsd_service_kit::db::open_connection(path)?;
+        let tx = c.transaction()?;
+        let rows: Vec<(String, Vec<u8>)> = tx
+            .prepare("SELECT device_id, k1_wrapped FROM devices")?
+            .query_map([], |r| r.try_into())?
+            .collect::<Result<_, _>>()?;
+        let master: &[u8; 32] = self.master.as_ref();
+        let mut moved = 0usize;
+        for (id, wrapped) in rows {
+            if self.unwrap(&id, &wrapped, STEP).is_ok() {
+                continue;
+            }
+            match Self::unwrap_with(master, &wrapped, STEP) {
+                Ok(k1) => {
+                    let again = self
+                        .wrap(&id, k1.expose(), STEP)
+                        .map_err(|e| anyhow::anyhow!("{}", e.message))?;
+                    tx.execute(
+                        "UPDATE devices SET k1_wrapped = ?2 WHERE device_id = ?1",
+                        params![id, again],
+                    )?;
+                    moved += 1;
+                }
+                Err(_) => tracing::error!(
+                    device = %id,
+                    "K1 unwraps under neither this device's key nor the master key: the row was changed or moved; its audits will be refused"
+                ),
+            }
+        }
+        tx.commit()?;
+        if moved > 0 {
+            tracing::info!(
+                rows = moved,
+                "K1 wraps bound to their device IDs (stored format 2)"
+            );
+        }
+        Ok(())
     }
 
     /// K1 of a registered device.
@@ -193,7 +270,7 @@ impl Kms {
             })
             .await?;
         let wrapped = wrapped.ok_or_else(|| ApiError::unknown_device(step, &id))?;
-        self.unwrap(&wrapped, step)
+        self.unwrap(&id, &wrapped, step)
     }
 
     /// Step 230: decodes an audit and checks its MAC under the device's K1.
@@ -284,7 +361,7 @@ async fn register(State(kms): State<Kms>, body: Bytes) -> Result<impl IntoRespon
     let step = STEP_REGISTER;
     let req: DeviceRegistration = codec::json(&body, step)?;
     let reg = validate_registration(&req)?;
-    let wrapped = kms.wrap(&reg.k1, step)?;
+    let wrapped = kms.wrap(&reg.info.device_id, &reg.k1, step)?;
     let kms2 = kms.clone();
     let id = reg.info.device_id.clone();
     let (key_id, public_key, licenses) = (reg.key_id, reg.public_key, reg.licenses);
@@ -304,7 +381,7 @@ async fn register(State(kms): State<Kms>, body: Bytes) -> Result<impl IntoRespon
             if let Some((w, k, p, l)) = existing {
                 // Compare K1 itself, not the wrapped bytes (wrapping is deterministic, but
                 // this keeps working if the master key is ever rotated).
-                let stored = kms2.unwrap(&w, step)?;
+                let stored = kms2.unwrap(&id, &w, step)?;
                 let same_k1 = bool::from(subtle_eq(stored.expose(), k1.as_ref()));
                 if same_k1 && k == key_id && p == public_key && l == licenses {
                     return Ok(false);

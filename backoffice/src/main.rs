@@ -1,8 +1,10 @@
 //! `backoffice`: runs the meter server, the key management system and the recharging
 //! center, alone (`--role kms|recharge|meter`) or together in one process (`--role all`).
-//! `backoffice demo` hands over to the demo's own program, `backoffice-demo`.
+//! `backoffice init` makes the back office's CA and the services' certificates (they talk
+//! mutual TLS, `docs/security.md`). `backoffice demo` hands over to the demo's own
+//! program, `backoffice-demo`.
 //!
-//! Each service prints `ROLE listening on http://ADDR` on stdout once it accepts
+//! Each service prints `ROLE listening on https://ADDR` on stdout once it accepts
 //! connections (scripts and the crash tests wait for that line); logs go to stderr
 //! (`RUST_LOG=debug` for more).
 
@@ -13,6 +15,8 @@ use clap::{Parser, Subcommand, ValueEnum};
 use openpsd_backoffice::server;
 use openpsd_kms as kms;
 use openpsd_recharge as recharge;
+use openpsd_service_kit::pki::Pki;
+use openpsd_service_kit::tls::Role as TlsRole;
 use openpsd_service_kit::Service;
 
 #[derive(Parser)]
@@ -31,6 +35,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Make the back office's certificate authority and a key and certificate for every
+    /// service identity (meter, kms, recharge, operator) that has none; or renew one.
+    Init(Init),
     /// Serve one service, or all three in one process.
     Serve(Serve),
     /// The demo: runs `backoffice-demo` (installed next to this program) with the same
@@ -57,6 +64,23 @@ enum Role {
 }
 
 #[derive(clap::Args)]
+struct Init {
+    /// PKI directory (created 0700): ca.crt, ca.key, ROLE.crt, ROLE.key.
+    #[arg(long, value_name = "DIR")]
+    pki: PathBuf,
+    /// Another DNS name or IP address the servers are reached at (repeatable); loopback
+    /// names are always in.
+    #[arg(long = "host", value_name = "NAME")]
+    hosts: Vec<String>,
+    /// Issue a new key and certificate for this identity (the old pair is kept aside).
+    #[arg(long, value_name = "ROLE")]
+    renew: Option<String>,
+    /// Print what was made as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(clap::Args)]
 struct Serve {
     /// Which service to run.
     #[arg(long, value_enum, default_value = "all")]
@@ -75,11 +99,19 @@ struct Serve {
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8702")]
     recharge_listen: String,
     /// With --role meter: the KMS's base URL.
-    #[arg(long, value_name = "URL", default_value = "http://127.0.0.1:8701")]
+    #[arg(long, value_name = "URL", default_value = "https://127.0.0.1:8701")]
     kms: String,
     /// With --role meter: the recharging center's base URL.
-    #[arg(long, value_name = "URL", default_value = "http://127.0.0.1:8702")]
+    #[arg(long, value_name = "URL", default_value = "https://127.0.0.1:8702")]
     recharge: String,
+    /// The PKI directory `backoffice init` made (the service's certificate and the CA).
+    /// Default with --role all: DATA/pki, made on first start; required otherwise.
+    #[arg(long, value_name = "DIR", env = "OPENPSD_PKI")]
+    pki: Option<PathBuf>,
+    /// Requests per second one customer may make to the meter (twice that at once);
+    /// services get 50 times that.
+    #[arg(long, value_name = "N", default_value_t = server::DEFAULT_RATE)]
+    rate: u32,
     /// With --role kms (required): the recharging center's public key file, SEC1 hex
     /// (the RC writes it as recharge-public.key in its data directory).
     #[arg(long, value_name = "FILE")]
@@ -95,6 +127,7 @@ fn main() -> Result<()> {
     let cli = Cli::parse();
     let runtime = openpsd_service_kit::server::runtime()?;
     match cli.command {
+        Command::Init(i) => init(&i),
         Command::Serve(s) => runtime.block_on(serve(s)),
         Command::Demo { args } => run_demo(&args),
     }
@@ -117,6 +150,35 @@ fn run_demo(args: &[std::ffi::OsString]) -> Result<()> {
     std::process::exit(status.code().unwrap_or(1));
 }
 
+fn init(i: &Init) -> Result<()> {
+    let pki = Pki::at(&i.pki);
+    let made: Vec<&str> = match &i.renew {
+        Some(name) => {
+            let role = TlsRole::from_name(name).with_context(|| {
+                format!("no identity '{name}': one of meter, kms, recharge, operator")
+            })?;
+            pki.renew(role, &i.hosts)?;
+            vec![role.name()]
+        }
+        None => pki
+            .init(&TlsRole::ALL, &i.hosts)?
+            .into_iter()
+            .map(TlsRole::name)
+            .collect(),
+    };
+    if i.json {
+        println!(
+            "{}",
+            serde_json::json!({"pki": i.pki, "ca": pki.ca_cert(), "issued": made})
+        );
+    } else if made.is_empty() {
+        println!("{}: every identity has its certificate already", i.pki.display());
+    } else {
+        println!("{}: issued {}", i.pki.display(), made.join(", "));
+    }
+    Ok(())
+}
+
 async fn serve(s: Serve) -> Result<()> {
     let default_port = match s.role {
         Role::Meter | Role::All => 8700,
@@ -130,6 +192,21 @@ async fn serve(s: Serve) -> Result<()> {
     if s.master_key.is_some() && !matches!(s.role, Role::Kms) {
         anyhow::bail!("--master-key (OPENPSD_KMS_MASTER_KEY) goes with --role kms");
     }
+    let pki = match (&s.pki, s.role) {
+        (Some(dir), _) => Pki::at(dir),
+        (None, Role::All) => server::local_pki(&s.data)?,
+        (None, _) => anyhow::bail!(
+            "--pki DIR is needed with --role {:?} (make it with `backoffice init --pki DIR`)",
+            s.role
+        ),
+    };
+    anyhow::ensure!(
+        pki.exists(),
+        "{} holds no CA: run `backoffice init --pki {}` first",
+        pki.dir().display(),
+        pki.dir().display()
+    );
+    let rate = s.rate;
     let services: Vec<(&str, Service)> = match s.role {
         Role::Kms => {
             let file = s.recharge_public_key.as_ref().context(
@@ -139,17 +216,20 @@ async fn serve(s: Serve) -> Result<()> {
             let master = s.master_key.as_deref();
             vec![(
                 "kms",
-                server::start_kms(&s.data, &listen, key, master).await?,
+                server::start_kms(&s.data, &listen, key, master, &pki, rate).await?,
             )]
         }
-        Role::Recharge => vec![("recharge", server::start_recharge(&s.data, &listen).await?)],
+        Role::Recharge => vec![(
+            "recharge",
+            server::start_recharge(&s.data, &listen, &pki, rate).await?,
+        )],
         Role::Meter => vec![(
             "meter",
-            server::start_meter(&s.data, &listen, &s.kms, &s.recharge).await?,
+            server::start_meter(&s.data, &listen, [&s.kms, &s.recharge], &pki, rate).await?,
         )],
         Role::All => {
-            let h =
-                server::spawn_all_on(&s.data, &listen, &s.kms_listen, &s.recharge_listen).await?;
+            let addrs = [listen.as_str(), &s.kms_listen, &s.recharge_listen];
+            let h = server::spawn_all_on(&s.data, &pki, addrs, rate).await?;
             tracing::info!(
                 "recharging center public key: {}",
                 recharge::Recharge::public_key_path(&s.data.join("recharge")).display()

@@ -1,12 +1,23 @@
 //! Starting the three services, alone or together (`--role all`, the tests and the
-//! benchmark), each on its own listener and talking HTTP to the others.
+//! benchmark), each on its own listener and talking HTTPS with client certificates to the
+//! others (`docs/security.md`).
 
 use std::path::Path;
 
 use openpsd_kms as kms;
 use openpsd_meter as meter;
 use openpsd_recharge as recharge;
+use openpsd_service_kit::access::RateLimit;
+use openpsd_service_kit::pki::Pki;
 use openpsd_service_kit::server::{bind, Service};
+use openpsd_service_kit::tls::{server_config, ClientAuth, Role};
+
+/// Requests per second a customer may make to the meter by default (twice that at once).
+pub const DEFAULT_RATE: u32 = 100;
+
+/// The service-to-service routes carry every customer's traffic: their per-caller bound is
+/// this many times a customer's.
+const SERVICE_RATE_FACTOR: u32 = 50;
 
 /// The three services of one back office.
 pub struct Handles {
@@ -18,6 +29,8 @@ pub struct Handles {
     pub recharge: Service,
     /// The RC's public key, as the KMS was given it.
     pub recharge_public_key: [u8; 65],
+    /// The PKI the three use (and clients trust).
+    pub pki: Pki,
 }
 
 impl Handles {
@@ -29,66 +42,110 @@ impl Handles {
     }
 }
 
-/// Starts the recharging center, the KMS and the meter server on `127.0.0.1:0` each,
-/// with their databases in `dir/recharge`, `dir/kms` and `dir/meter`, talking HTTP to each
-/// other exactly as when they run apart.
-pub async fn spawn_all(dir: &Path) -> anyhow::Result<Handles> {
-    spawn_all_on(dir, "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0").await
+/// The PKI of a back office kept in one directory `dir` (the demo, the tests): `dir/pki`,
+/// made with a certificate for every role on first use.
+pub fn local_pki(dir: &Path) -> anyhow::Result<Pki> {
+    let pki = Pki::at(&dir.join("pki"));
+    pki.init(&Role::ALL, &[])?;
+    Ok(pki)
 }
 
-/// [`spawn_all`] on given listen addresses (meter, KMS, RC).
+/// Starts the recharging center, the KMS and the meter server on `127.0.0.1:0` each,
+/// with their databases in `dir/recharge`, `dir/kms` and `dir/meter` and their
+/// certificates in `dir/pki`, talking HTTPS to each other exactly as when they run apart.
+pub async fn spawn_all(dir: &Path) -> anyhow::Result<Handles> {
+    let pki = local_pki(dir)?;
+    spawn_all_on(dir, &pki, ["127.0.0.1:0"; 3], DEFAULT_RATE).await
+}
+
+/// [`spawn_all`] with a given PKI, listen addresses (meter, KMS, RC) and customer rate.
 pub async fn spawn_all_on(
     dir: &Path,
-    meter_addr: &str,
-    kms_addr: &str,
-    recharge_addr: &str,
+    pki: &Pki,
+    [meter_addr, kms_addr, recharge_addr]: [&str; 3],
+    rate: u32,
 ) -> anyhow::Result<Handles> {
-    let rc = recharge::Recharge::open(&dir.join("recharge"))?;
-    let recharge_public_key = rc.public_key();
-    let recharge = Service::spawn("recharge", bind(recharge_addr).await?, rc.router())?;
-    let kms = start_kms(&dir.join("kms"), kms_addr, recharge_public_key, None).await?;
-    let meter = start_meter(&dir.join("meter"), meter_addr, &kms.url, &recharge.url).await?;
+    let recharge = start_recharge(&dir.join("recharge"), recharge_addr, pki, rate).await?;
+    let recharge_public_key =
+        kms::read_public_key(&recharge::Recharge::public_key_path(&dir.join("recharge")))?;
+    let kms = start_kms(&dir.join("kms"), kms_addr, recharge_public_key, None, pki, rate).await?;
+    let meter = start_meter(
+        &dir.join("meter"),
+        meter_addr,
+        [&kms.url, &recharge.url],
+        pki,
+        rate,
+    )
+    .await?;
     Ok(Handles {
         meter,
         kms,
         recharge,
         recharge_public_key,
+        pki: pki.clone(),
     })
 }
 
+fn service_limit(rate: u32) -> RateLimit {
+    let r = rate.saturating_mul(SERVICE_RATE_FACTOR);
+    RateLimit::new(r, r.saturating_mul(2))
+}
+
 /// Starts a KMS alone (e.g. again after a test stopped it); its master key in
-/// `master_key`, or in `dir` when `None`.
+/// `master_key`, or in `dir` when `None`. Only clients with a certificate get in.
 pub async fn start_kms(
     dir: &Path,
     addr: &str,
     recharge_public_key: [u8; 65],
     master_key: Option<&Path>,
+    pki: &Pki,
+    rate: u32,
 ) -> anyhow::Result<Service> {
     let k = kms::Kms::open(&kms::Config {
         data: dir.to_path_buf(),
         recharge_public_key,
         master_key: master_key.map(Path::to_path_buf),
     })?;
-    Ok(Service::spawn("kms", bind(addr).await?, k.router())?)
+    let tls = server_config(pki, Role::Kms, ClientAuth::Required)?;
+    Ok(Service::spawn(
+        "kms",
+        bind(addr, Some(tls)).await?,
+        k.router(&service_limit(rate)),
+    )?)
 }
 
-/// Starts a recharging center alone.
-pub async fn start_recharge(dir: &Path, addr: &str) -> anyhow::Result<Service> {
+/// Starts a recharging center alone. Only clients with a certificate get in.
+pub async fn start_recharge(
+    dir: &Path,
+    addr: &str,
+    pki: &Pki,
+    rate: u32,
+) -> anyhow::Result<Service> {
     let rc = recharge::Recharge::open(dir)?;
-    Ok(Service::spawn("recharge", bind(addr).await?, rc.router())?)
+    let tls = server_config(pki, Role::Recharge, ClientAuth::Required)?;
+    Ok(Service::spawn(
+        "recharge",
+        bind(addr, Some(tls)).await?,
+        rc.router(&service_limit(rate)),
+    )?)
 }
 
-/// Starts a meter server alone.
+/// Starts a meter server alone, calling the KMS and the RC at `[kms_url, recharge_url]`.
+/// Customers connect without a certificate and log in; operators present theirs.
 pub async fn start_meter(
     dir: &Path,
     addr: &str,
-    kms_url: &str,
-    recharge_url: &str,
+    [kms_url, recharge_url]: [&str; 2],
+    pki: &Pki,
+    rate: u32,
 ) -> anyhow::Result<Service> {
     let m = meter::Meter::open(&meter::Config {
         data: dir.to_path_buf(),
         kms_url: kms_url.to_owned(),
         recharge_url: recharge_url.to_owned(),
+        pki: pki.clone(),
+        rate,
     })?;
-    Ok(Service::spawn("meter", bind(addr).await?, m.router())?)
+    let tls = server_config(pki, Role::Meter, ClientAuth::Optional)?;
+    Ok(Service::spawn("meter", bind(addr, Some(tls)).await?, m.router())?)
 }

@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::{expect_refused, Admin, Host, Psd};
+use common::{expect_refused, parties, Admin, Host, Psd};
 use openpsd_backoffice::spawn_all;
 use openpsd_core::crypto::IndiciumKey;
 use openpsd_core::Status;
@@ -23,8 +23,12 @@ struct Env {
 async fn env() -> Env {
     let dir = tempfile::tempdir().expect("tempdir");
     let handles = spawn_all(dir.path()).await.expect("services start");
-    let host = Host::new(&handles.meter.url);
-    let admin = Admin::new(&handles.kms.url, &handles.recharge.url);
+    let (host, admin) = parties(
+        &handles.meter.url,
+        &handles.kms.url,
+        &handles.recharge.url,
+        &handles.pki,
+    );
     Env {
         _dir: dir,
         handles,
@@ -304,8 +308,9 @@ async fn kms_seals_only_combinations_the_recharging_center_signed() {
         refills: regs.refills.0,
         combination_id: v.combination_id.clone().unwrap(),
     };
+    // An insider with the meter's certificate (only the meter may have refills sealed).
     let seal = |c: Combination, signature: String| {
-        let kms = env.admin.kms.clone();
+        let kms = env.admin.as_meter(&env.admin.kms);
         async move {
             kms.post::<_, serde_json::Value>(
                 "/v1/refill-messages",
@@ -362,8 +367,12 @@ async fn kms_seals_only_combinations_the_recharging_center_signed() {
 async fn kms_down_gives_503_and_holds_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let mut handles = spawn_all(dir.path()).await.unwrap();
-    let host = Host::new(&handles.meter.url);
-    let admin = Admin::new(&handles.kms.url, &handles.recharge.url);
+    let (host, admin) = parties(
+        &handles.meter.url,
+        &handles.kms.url,
+        &handles.recharge.url,
+        &handles.pki,
+    );
     let mut psd = Psd::new(9, 0);
     admin.register(&psd).await;
     admin.fund("acme", 10_000).await;
@@ -398,6 +407,8 @@ async fn kms_down_gives_503_and_holds_nothing() {
         &kms_addr.to_string(),
         handles.recharge_public_key,
         None,
+        &handles.pki,
+        openpsd_backoffice::server::DEFAULT_RATE,
     )
     .await
     .unwrap();
@@ -435,14 +446,25 @@ async fn insufficient_deposit_is_refused_and_holds_nothing() {
     assert_eq!(s.error.unwrap().code, "insufficient_deposit");
     let a = env.admin.account("poor").await;
     assert_eq!((a.available, a.held, a.debited), (1_000, 0, 0));
-    // Unknown account, zero amount.
-    let v = env
-        .host
-        .request("t2", &psd.device_id(), 0, "nobody", 100)
-        .await
-        .unwrap();
-    let audit = psd.audit(0, &v.nonce);
-    expect_refused(env.host.audit("t2", &audit).await, 404, "unknown_account");
+    // An account that is not the customer's (or does not exist): not found, at once.
+    let e = expect_refused(
+        env.host
+            .as_customer("poor")
+            .post::<_, openpsd_protocol::RefillView>(
+                "/v1/refills",
+                &openpsd_protocol::RefillRequest {
+                    client_txn_id: "t2".into(),
+                    device_id: psd.device_id(),
+                    set: 0,
+                    account_id: "nobody".into(),
+                    amount: 100,
+                },
+            )
+            .await,
+        404,
+        "unknown_account",
+    );
+    assert_eq!(e.step, "meter_request");
     expect_refused(
         env.host.request("t3", &psd.device_id(), 0, "poor", 0).await,
         400,
@@ -567,12 +589,12 @@ async fn a_refill_whose_count_another_combination_consumed_is_released() {
     let regs = psd.registers(0);
     let other: SignedCombination = env
         .admin
-        .rc
+        .as_meter(&env.admin.rc)
         .post(
             "/v1/combinations",
             &HoldRequest {
                 request_id: "desk/manual-1".into(),
-                account_id: "acme".into(),
+                account_id: env.admin.customers.account("acme"),
                 device_id: dev.clone(),
                 license: 4711,
                 amount: 1_200,
@@ -584,7 +606,7 @@ async fn a_refill_whose_count_another_combination_consumed_is_released() {
         .unwrap();
     let msg: serde_json::Value = env
         .admin
-        .kms
+        .as_meter(&env.admin.kms)
         .post("/v1/refill-messages", &other)
         .await
         .unwrap();
@@ -667,7 +689,7 @@ async fn refusals_name_their_code_and_step() {
     expect_refused(env.host.status("nope").await, 404, "unknown_refill");
     let r: Result<serde_json::Value, _> = env
         .host
-        .meter
+        .as_customer("acme")
         .post("/v1/refills", &serde_json::json!({"amount": -1}))
         .await;
     expect_refused(r, 400, "bad_request");
@@ -716,7 +738,12 @@ async fn k1_is_stored_wrapped_and_key_files_are_private() {
     use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::tempdir().unwrap();
     let handles = spawn_all(dir.path()).await.unwrap();
-    let admin = Admin::new(&handles.kms.url, &handles.recharge.url);
+    let (_, admin) = parties(
+        &handles.meter.url,
+        &handles.kms.url,
+        &handles.recharge.url,
+        &handles.pki,
+    );
     let psd = Psd::new(17, 0);
     admin.register(&psd).await;
     let db = rusqlite::Connection::open(dir.path().join("kms/kms.sqlite")).unwrap();
@@ -763,7 +790,7 @@ async fn openpsd_host_refill_client_completes_against_the_back_office() {
     // The card-sim card lives on its own thread: it is not `Send`, and the host library's
     // HTTP client is blocking.
     let (tx_secrets, rx_secrets) = std::sync::mpsc::channel();
-    let (tx_go, rx_go) = std::sync::mpsc::channel::<String>();
+    let (tx_go, rx_go) = std::sync::mpsc::channel::<(String, std::path::PathBuf, String)>();
     let card = std::thread::spawn(move || {
         let mut sim = card_sim::sim::create_file_card(&state, Clock::System).unwrap();
         let req = card_sim::personalize::Request {
@@ -781,13 +808,14 @@ async fn openpsd_host_refill_client_completes_against_the_back_office() {
         let (info, secrets) =
             card_sim::personalize::personalize(&mut sim, &mut station, &req).unwrap();
         tx_secrets.send(secrets).unwrap();
-        let meter_url = rx_go.recv().unwrap();
+        let (meter_url, ca, token) = rx_go.recv().unwrap();
         let mut psd = openpsd_host::PsdClient::new(Box::new(sim));
         psd.select().unwrap();
-        let meter = MeterClient::new(&meter_url);
+        let meter = MeterClient::new(&meter_url, Some(&ca), Some(&token)).unwrap();
+        let account_id = meter.me().unwrap().customer.account_id;
         let req = RefillRequest {
             client_txn_id: "host-1".into(),
-            account_id: "acme".into(),
+            account_id,
             set: RegisterSetIndex(0),
             amount: Amount(2_500),
         };
@@ -813,7 +841,13 @@ async fn openpsd_host_refill_client_completes_against_the_back_office() {
         .await
         .unwrap();
     let _: serde_json::Value = env.admin.kms.post("/v1/devices", &secrets).await.unwrap();
-    tx_go.send(env.handles.meter.url.clone()).unwrap();
+    tx_go
+        .send((
+            env.handles.meter.url.clone(),
+            env.handles.pki.ca_cert(),
+            env.host.customers.get("acme").1,
+        ))
+        .unwrap();
     let (out, again, inspected, regs) = tokio::task::spawn_blocking(move || card.join().unwrap())
         .await
         .unwrap();
@@ -837,19 +871,20 @@ async fn recharging_center_books_deposits_once_and_settles_once() {
     let env = env().await;
     let mut psd = card(&env, 18, "acme", 5_000).await;
     let rc = &env.admin.rc;
+    let acme = env.admin.customers.account("acme");
     // The same payment reference again is the same deposit; with other data a conflict.
     let dep = Deposit {
         amount: 5_000,
         reference: "acme-initial".into(),
     };
-    let a: Account = rc.post("/v1/accounts/acme/deposits", &dep).await.unwrap();
+    let a: Account = rc.post(&format!("/v1/accounts/{acme}/deposits"), &dep).await.unwrap();
     assert_eq!(a.deposited, 5_000);
     let other = Deposit {
         amount: 1,
         reference: "acme-initial".into(),
     };
     expect_refused(
-        rc.post::<_, Account>("/v1/accounts/acme/deposits", &other)
+        rc.post::<_, Account>(&format!("/v1/accounts/{acme}/deposits"), &other)
             .await,
         409,
         "wrong_state",
@@ -874,6 +909,12 @@ async fn recharging_center_books_deposits_once_and_settles_once() {
         .unwrap();
     let id = v.combination_id.unwrap();
     let path = format!("/v1/combinations/{id}/settle");
+    // Only the meter settles; the operator's certificate is refused.
+    let released = Settle {
+        outcome: openpsd_protocol::Outcome::Released,
+    };
+    expect_refused(rc.post::<_, Settled>(&path, &released).await, 403, "forbidden");
+    let rc = &env.admin.as_meter(rc);
     let applied = Settle {
         outcome: openpsd_protocol::Outcome::Applied,
     };

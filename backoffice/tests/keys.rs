@@ -11,7 +11,8 @@ mod common;
 use std::fs;
 use std::path::Path;
 
-use common::{Admin, Host, Psd};
+use common::{parties, parties_again};
+use common::Psd;
 
 use openpsd_kms::{Config, Kms, MASTER_KEY_FILE};
 use openpsd_recharge::{Recharge, SIGNING_KEY_FILE};
@@ -61,15 +62,15 @@ async fn a_lost_key_file_is_refused_not_replaced() {
 }
 
 #[tokio::test]
-async fn services_listen_on_loopback_only() {
-    let dir = tempfile::tempdir().unwrap();
-    let e = openpsd_backoffice::server::start_recharge(dir.path(), "0.0.0.0:0")
+async fn plain_http_is_served_on_loopback_only() {
+    // Every service listens with TLS, so any address may be bound; plain HTTP (the demo's
+    // browser page) is refused anywhere but loopback.
+    let e = openpsd_service_kit::server::bind("0.0.0.0:0", None)
         .await
         .err()
-        .expect("a wildcard address is refused");
+        .expect("a wildcard address without TLS is refused");
     assert!(format!("{e:#}").contains("loopback only"), "{e:#}");
-    let ok = openpsd_backoffice::server::start_recharge(dir.path(), "127.0.0.1:0").await;
-    assert!(ok.is_ok());
+    assert!(openpsd_service_kit::server::bind("127.0.0.1:0", None).await.is_ok());
 }
 
 #[tokio::test]
@@ -134,7 +135,7 @@ fn wrap_of(dir: &Path, device: &str) -> Vec<u8> {
 async fn a_k1_moved_to_another_device_row_is_refused_and_costs_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let h = openpsd_backoffice::spawn_all(dir.path()).await.unwrap();
-    let admin = Admin::new(&h.kms.url, &h.recharge.url);
+    let (_, admin) = parties(&h.meter.url, &h.kms.url, &h.recharge.url, &h.pki);
     let (mut a, b) = (Psd::new(1, 0), Psd::new(2, 0));
     admin.register(&a).await;
     admin.register(&b).await;
@@ -151,9 +152,12 @@ async fn a_k1_moved_to_another_device_row_is_refused_and_costs_nothing() {
     set_wrap(dir.path(), &a.device_id(), &wb);
 
     let h = openpsd_backoffice::spawn_all(dir.path()).await.unwrap();
-    let (host, admin) = (
-        Host::new(&h.meter.url),
-        Admin::new(&h.kms.url, &h.recharge.url),
+    let (host, admin) = parties_again(
+        &h.meter.url,
+        &h.kms.url,
+        &h.recharge.url,
+        &h.pki,
+        &admin.customers,
     );
     let v = host
         .request("t1", &a.device_id(), 0, "acct", 500)
@@ -177,7 +181,7 @@ async fn k1_wrapped_under_the_master_key_is_rebound_at_start() {
     use aes_kw::KeyInit as _;
     let dir = tempfile::tempdir().unwrap();
     let h = openpsd_backoffice::spawn_all(dir.path()).await.unwrap();
-    let admin = Admin::new(&h.kms.url, &h.recharge.url);
+    let (_, admin) = parties(&h.meter.url, &h.kms.url, &h.recharge.url, &h.pki);
     let mut a = Psd::new(3, 0);
     admin.register(&a).await;
     admin.fund("acct", 10_000).await;
@@ -201,7 +205,13 @@ async fn k1_wrapped_under_the_master_key_is_rebound_at_start() {
         v1.to_vec(),
         "re-wrapped"
     );
-    let host = Host::new(&h.meter.url);
+    let (host, _) = parties_again(
+        &h.meter.url,
+        &h.kms.url,
+        &h.recharge.url,
+        &h.pki,
+        &admin.customers,
+    );
     let v = host.refill(&mut a, "t1", "acct", 500).await.unwrap();
     assert_eq!(v.state, openpsd_protocol::RefillState::Completed);
     assert_eq!(a.registers(0).control_sum.0, 500);

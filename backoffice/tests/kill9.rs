@@ -17,7 +17,8 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use common::{expect_refused, Admin, Host, Psd, Refused};
+use common::{expect_refused, parties_again, Admin, Customers, Host, Psd, Refused};
+use openpsd_service_kit::pki::Pki;
 use openpsd_protocol::RefillView;
 
 /// A service child process.
@@ -84,7 +85,7 @@ impl Proc {
     /// SIGKILL, then start again on the same data and address, pausing at `pause`.
     fn kill9_and_restart(&mut self, pause: &str) {
         self.kill9();
-        let listen = self.url.trim_start_matches("http://").to_owned();
+        let listen = self.url.trim_start_matches("https://").to_owned();
         let next = Proc::start(self.role, &self.data, &listen, &self.args, pause);
         *self = next;
     }
@@ -107,6 +108,8 @@ impl Drop for Proc {
 /// The three services as separate processes.
 struct Stack {
     _dir: tempfile::TempDir,
+    pki: Pki,
+    customers: Customers,
     rc: Proc,
     kms: Proc,
     meter: Proc,
@@ -115,17 +118,23 @@ struct Stack {
 impl Stack {
     fn start(pause_rc: &str, pause_kms: &str, pause_meter: &str) -> Stack {
         let dir = tempfile::tempdir().expect("tempdir");
+        let pki = openpsd_backoffice::server::local_pki(dir.path()).expect("PKI");
+        let pki_arg = || vec!["--pki".to_owned(), pki.dir().display().to_string()];
         let rc_dir = dir.path().join("recharge");
-        let rc = Proc::start("recharge", &rc_dir, "127.0.0.1:0", &[], pause_rc);
+        let rc = Proc::start("recharge", &rc_dir, "127.0.0.1:0", &pki_arg(), pause_rc);
         let key_file = rc_dir.join("recharge-public.key");
         let kms = Proc::start(
             "kms",
             &dir.path().join("kms"),
             "127.0.0.1:0",
             &[
-                "--recharge-public-key".into(),
-                key_file.display().to_string(),
-            ],
+                pki_arg(),
+                vec![
+                    "--recharge-public-key".into(),
+                    key_file.display().to_string(),
+                ],
+            ]
+            .concat(),
             pause_kms,
         );
         let meter = Proc::start(
@@ -133,27 +142,43 @@ impl Stack {
             &dir.path().join("meter"),
             "127.0.0.1:0",
             &[
-                "--kms".into(),
-                kms.url.clone(),
-                "--recharge".into(),
-                rc.url.clone(),
-            ],
+                pki_arg(),
+                vec![
+                    "--kms".into(),
+                    kms.url.clone(),
+                    "--recharge".into(),
+                    rc.url.clone(),
+                ],
+            ]
+            .concat(),
             pause_meter,
         );
         Stack {
             _dir: dir,
+            pki,
+            customers: Customers::default(),
             rc,
             kms,
             meter,
         }
     }
 
+    fn parties(&self) -> (Host, Admin) {
+        parties_again(
+            &self.meter.url,
+            &self.kms.url,
+            &self.rc.url,
+            &self.pki,
+            &self.customers,
+        )
+    }
+
     fn host(&self) -> Host {
-        Host::new(&self.meter.url)
+        self.parties().0
     }
 
     fn admin(&self) -> Admin {
-        Admin::new(&self.kms.url, &self.rc.url)
+        self.parties().1
     }
 }
 

@@ -5,11 +5,13 @@
 //! [`Link`]; core's client layer ([`openpsd_core::client`]: `PsdClient`, `PurseClient`,
 //! the transfer driver) speaks the cards' APDU contract (`docs/apdu.md`) over it, with the
 //! cards' status words mapped to [`openpsd_core::Status`], the one table the cards use.
-//! What this crate adds is the mailer's side of the back office ([`refill`]), a merchant
+//! What this crate adds is the mailer's side of the back office ([`refill`], logged in
+//! with a [`session`]), a merchant
 //! terminal ([`terminal`]) and refusals explained in words ([`purse::explain`]).
 
 pub mod purse;
 pub mod refill;
+pub mod session;
 pub mod transport;
 
 pub use openpsd_core::client::{ClientError, Link, LinkError};

@@ -2,12 +2,14 @@
 //!
 //! The card is named with `--card` (or `OPENPSD_CARD`): `state:DIR` (a card-sim card run in
 //! this process), `tcp:HOST:PORT` (`card-sim serve --tcp`), or `pcsc:READER` (any PC/SC
-//! reader, by name or index; needs the `pcsc` build feature). Refills go through the meter
-//! server (`--meter`, `OPENPSD_METER`).
+//! reader, by name or index; needs the `pcsc` build feature). Refills and inspections go
+//! through the meter server (`--meter`, `OPENPSD_METER`) as the customer logged in with
+//! `openpsd login` (or `OPENPSD_API_KEY`).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+mod account_commands;
 mod commands;
 mod psd_commands;
 
@@ -33,6 +35,18 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Open an account at the meter server (it opens your deposit account), then log in.
+    Signup(account_commands::LoginArgs),
+    /// Log in to the meter server; the session token is kept 0600 in the config directory
+    /// ($OPENPSD_CONFIG_DIR, else ~/.config/openpsd).
+    Login(account_commands::LoginArgs),
+    /// End the session at the meter server and forget it here.
+    Logout,
+    /// Who is logged in, and the deposit account's balances.
+    Whoami {
+        #[command(flatten)]
+        meter: account_commands::MeterArgs,
+    },
     /// The device's identity, limits and every register set.
     Status,
     /// Frank one mail piece: debit the register set, print the signed indicium (verified
@@ -41,9 +55,8 @@ enum Command {
     /// Have the device inspected: a plain audit, checked by the meter server, whose receipt
     /// renews the PSD's inspection (without it, franking stops after the inspection days).
     Inspect {
-        /// The meter server.
-        #[arg(long, env = "OPENPSD_METER", default_value = "http://127.0.0.1:8700")]
-        meter: String,
+        #[command(flatten)]
+        meter: account_commands::MeterArgs,
         /// Register set to audit.
         #[arg(long, default_value_t = 0)]
         set: u8,
@@ -54,12 +67,12 @@ enum Command {
         /// Amount in currency units, e.g. 25.00.
         #[arg(long)]
         amount: Amount,
-        /// The meter server.
-        #[arg(long, env = "OPENPSD_METER", default_value = "http://127.0.0.1:8700")]
-        meter: String,
-        /// Customer account at the recharging center.
-        #[arg(long, env = "OPENPSD_ACCOUNT", default_value = "demo")]
-        account: String,
+        #[command(flatten)]
+        meter: account_commands::MeterArgs,
+        /// Deposit account to pay from (default: the logged-in customer's; another
+        /// customer's is refused as not found).
+        #[arg(long, env = "OPENPSD_ACCOUNT")]
+        account: Option<String>,
         /// Register set (license slot).
         #[arg(long, default_value_t = 0)]
         set: u8,
@@ -211,6 +224,10 @@ fn run(cli: Cli) -> Result<()> {
         })
     };
     match cli.command {
+        Command::Signup(a) => account_commands::sign_up(&a, json),
+        Command::Login(a) => account_commands::log_in(&a, json),
+        Command::Logout => account_commands::log_out(json),
+        Command::Whoami { meter } => account_commands::who_am_i(&meter, json),
         Command::Status => psd_commands::status(card, json),
         Command::Inspect { meter, set } => psd_commands::inspect(card, &meter, set, json),
         Command::Refill {

@@ -1,6 +1,7 @@
 //! The `openpsd` commands that talk to the PSD alone: `status`, `inspect`, `refill` and
 //! `indicium`, each over core's typed client ([`PsdClient`]) on the card `--card` names.
 
+use crate::account_commands::{meter_client, MeterArgs};
 use anyhow::{anyhow, Context, Result};
 use openpsd_core::psd::device::DeviceInfo;
 use openpsd_core::psd::indicium::IndiciumRequest;
@@ -84,10 +85,9 @@ pub fn status(spec: Option<CardSpec>, json_out: bool) -> Result<()> {
 }
 
 /// `openpsd inspect`.
-pub fn inspect(spec: Option<CardSpec>, meter: &str, set: u8, json_out: bool) -> Result<()> {
+pub fn inspect(spec: Option<CardSpec>, meter: &MeterArgs, set: u8, json_out: bool) -> Result<()> {
+    let client = meter_client(meter)?;
     let (mut psd, info) = open_psd(spec)?;
-    let meter = meter.to_string();
-    let client = openpsd_host::refill::MeterClient::new(&meter);
     let date = client
         .inspect(&mut psd, info.device, RegisterSetIndex(set))
         .context("inspection")?;
@@ -205,11 +205,16 @@ pub fn refill(
     spec: Option<CardSpec>,
     json_out: bool,
     amount: Amount,
-    meter: &str,
-    account: String,
+    meter: &MeterArgs,
+    account: Option<String>,
     set: u8,
     txn: Option<String>,
 ) -> Result<()> {
+    let meter = meter_client(meter)?;
+    let account = match account {
+        Some(a) => a,
+        None => meter.me().context("asking the meter for your account")?.customer.account_id,
+    };
     let (mut psd, info) = open_psd(spec)?;
     let client_txn_id = match txn {
         Some(t) => t,
@@ -220,7 +225,7 @@ pub fn refill(
         }
     };
     if !json_out {
-        println!("refill {client_txn_id}: {amount} from account {account} via {meter}");
+        println!("refill {client_txn_id}: {amount} from account {account} via {}", meter.base());
     }
     let req = openpsd_host::refill::RefillRequest {
         client_txn_id: client_txn_id.clone(),
@@ -228,7 +233,6 @@ pub fn refill(
         set: RegisterSetIndex(set),
         amount,
     };
-    let meter = openpsd_host::refill::MeterClient::new(meter);
     let mut progress = |line: &str| {
         if !json_out {
             println!("  {line}");

@@ -8,6 +8,7 @@
 //! already (`9A12`), which the host then simply confirms.
 
 use std::fmt;
+use std::path::Path;
 
 use openpsd_core::psd::audit::NONCE_LEN;
 use openpsd_core::psd::registers::Registers;
@@ -89,28 +90,63 @@ pub struct RefillOutcome {
     pub inspection_renewed: bool,
 }
 
-/// A client of the meter server's HTTP JSON API.
+/// A client of the meter server's HTTP JSON API, over HTTPS.
 pub struct MeterClient {
     base: String,
     agent: ureq::Agent,
+    token: Option<String>,
 }
 
 impl MeterClient {
-    /// A client for the meter server at `base` (e.g. `http://127.0.0.1:8700`).
-    pub fn new(base: &str) -> Self {
-        let agent = ureq::Agent::config_builder()
+    /// A client for the meter server at `base` (e.g. `https://127.0.0.1:8700`) whose
+    /// certificate chains to the CA in `ca` (PEM; none: the system's roots), sending
+    /// `token` (a session token or API key) as its bearer credential.
+    pub fn new(base: &str, ca: Option<&Path>, token: Option<&str>) -> Result<Self, RefillError> {
+        let mut config = ureq::Agent::config_builder()
             .http_status_as_error(false)
-            .build()
-            .new_agent();
-        Self {
+            .timeout_global(Some(std::time::Duration::from_secs(60)));
+        if let Some(ca) = ca {
+            let pem = std::fs::read(ca)
+                .map_err(|e| RefillError::Http(format!("reading {}: {e}", ca.display())))?;
+            let certs = ureq::tls::parse_pem(&pem)
+                .filter_map(|item| match item {
+                    Ok(ureq::tls::PemItem::Certificate(c)) => Some(c),
+                    _ => None,
+                })
+                .collect::<Vec<_>>();
+            if certs.is_empty() {
+                return Err(RefillError::Http(format!(
+                    "{} holds no certificate",
+                    ca.display()
+                )));
+            }
+            let tls = ureq::tls::TlsConfig::builder()
+                .root_certs(ureq::tls::RootCerts::new_with_certs(&certs))
+                .build();
+            config = config.tls_config(tls);
+        }
+        Ok(Self {
             base: base.trim_end_matches('/').to_string(),
-            agent,
+            agent: config.build().new_agent(),
+            token: token.map(str::to_owned),
+        })
+    }
+
+    /// The meter's base URL.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    fn auth<B>(&self, req: ureq::RequestBuilder<B>) -> ureq::RequestBuilder<B> {
+        match &self.token {
+            Some(t) => req.header("Authorization", &format!("Bearer {t}")),
+            None => req,
         }
     }
 
     fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, RefillError> {
         let url = format!("{}{path}", self.base);
-        let resp = self.agent.get(&url).call();
+        let resp = self.auth(self.agent.get(&url)).call();
         Self::answer("GET", &url, resp)
     }
 
@@ -120,8 +156,43 @@ impl MeterClient {
         body: &B,
     ) -> Result<T, RefillError> {
         let url = format!("{}{path}", self.base);
-        let resp = self.agent.post(&url).send_json(body);
+        let resp = self.auth(self.agent.post(&url)).send_json(body);
         Self::answer("POST", &url, resp)
+    }
+
+    /// Signs up at the meter (which opens a deposit account).
+    pub fn sign_up(
+        &self,
+        creds: &openpsd_protocol::Credentials,
+    ) -> Result<openpsd_protocol::CustomerView, RefillError> {
+        self.post("/v1/customers", creds)
+    }
+
+    /// Logs in: a session token.
+    pub fn log_in(
+        &self,
+        creds: &openpsd_protocol::Credentials,
+    ) -> Result<openpsd_protocol::Session, RefillError> {
+        self.post("/v1/sessions", creds)
+    }
+
+    /// Who the token belongs to, and their account's balances.
+    pub fn me(&self) -> Result<openpsd_protocol::Me, RefillError> {
+        self.get("/v1/me")
+    }
+
+    /// Ends the session (the token stops working).
+    pub fn log_out(&self) -> Result<(), RefillError> {
+        let url = format!("{}/v1/sessions/current", self.base);
+        let resp = self
+            .auth(self.agent.delete(&url))
+            .call()
+            .map_err(|e| RefillError::Http(format!("DELETE {url}: {e}")))?;
+        if resp.status().is_success() || resp.status().as_u16() == 401 {
+            Ok(())
+        } else {
+            Err(RefillError::Http(format!("DELETE {url}: HTTP {}", resp.status())))
+        }
     }
 
     /// The typed answer of a 2xx, the meter's refusal of anything else.

@@ -31,8 +31,13 @@ wire_enum! {
         BadRequest = "bad_request",
         /// No such endpoint (404).
         NotFound = "not_found",
-        /// Not allowed here (403, the demo room's accounts).
+        /// No identity where the route needs one: no client certificate, no session token
+        /// or API key, or an expired or unknown one (401).
+        Unauthenticated = "unauthenticated",
+        /// An identity the route does not allow (403).
         Forbidden = "forbidden",
+        /// Too many requests from this caller; try again after `Retry-After` (429).
+        RateLimited = "rate_limited",
         /// The device is not registered (404).
         UnknownDevice = "unknown_device",
         /// Registered already with other keys (409).

@@ -1,5 +1,5 @@
 //! openpsd's HTTP JSON contract (`docs/refill.md`), typed once: the messages of the
-//! [`kms`], the recharging center ([`recharge`]), the [`meter`] server and the demo
+//! meter's [`customer`]s, the [`kms`], the recharging center ([`recharge`]), the [`meter`] server and the demo
 //! [`room`]; the [`state`] strings and [`error`] codes as enums; the [`codec`] for hex
 //! fields and identifiers at the JSON edge; and the one file format parties hand each
 //! other, the public [`scheme`] file.
@@ -10,6 +10,7 @@
 //! serde only — no HTTP server, async runtime or database — so any front end can link it.
 
 pub mod codec;
+pub mod customer;
 pub mod error;
 pub mod kms;
 pub mod meter;
@@ -19,6 +20,7 @@ pub mod scheme;
 pub mod state;
 
 pub use codec::BadField;
+pub use customer::*;
 pub use error::{ErrorBody, ErrorCode, ErrorDetail};
 pub use kms::*;
 pub use meter::*;

@@ -15,6 +15,9 @@ use openpsd_core::platform::Platform;
 use openpsd_core::psd::indicium::IndiciumRequest;
 use openpsd_core::types::*;
 use openpsd_host::refill::{MeterClient, RefillRequest};
+use openpsd_host::session::Session;
+use openpsd_protocol::Credentials;
+use openpsd_service_kit::tls::{self, Role};
 use openpsd_host::PsdClient;
 use serde_json::{json, Value};
 
@@ -38,12 +41,18 @@ pub struct DemoOptions {
     pub web: Option<crate::web::WebOptions>,
 }
 
-const ACCOUNT: &str = "demo";
+/// The demo's customer (the mailer) and password: the demo is local to this machine, and
+/// the password is printed so the CLI can log in as the same customer.
+pub const CUSTOMER: &str = "demo";
+/// The demo customer's password.
+pub const PASSWORD: &str = "demo password";
 
 /// Runs the demo.
 pub async fn run(o: DemoOptions) -> Result<()> {
     std::fs::create_dir_all(&o.data).with_context(|| format!("creating {}", o.data.display()))?;
-    let h = server::spawn_all_on(&o.data, &o.listen[0], &o.listen[1], &o.listen[2]).await?;
+    let pki = server::local_pki(&o.data)?;
+    let addrs = [o.listen[0].as_str(), &o.listen[1], &o.listen[2]];
+    let h = server::spawn_all_on(&o.data, &pki, addrs, server::DEFAULT_RATE).await?;
     println!(
         "back office: meter {}  KMS {}  recharging center {}",
         h.meter.url, h.kms.url, h.recharge.url
@@ -56,7 +65,10 @@ pub async fn run(o: DemoOptions) -> Result<()> {
         }
         None => None,
     };
-    let http = reqwest::Client::new();
+    // The operator (issuer and payments desk) calls the KMS and the RC with its certificate.
+    let http = reqwest::Client::builder()
+        .use_preconfigured_tls(tls::client_config(&pki, Some(Role::Operator))?)
+        .build()?;
 
     // The vendor's personalization station makes the PSD and registers it with the KMS.
     let card_dir = o.data.join("card");
@@ -74,38 +86,37 @@ pub async fn run(o: DemoOptions) -> Result<()> {
         secrets["device_id"].as_str().unwrap_or("?")
     );
 
-    // The customer's deposit at the recharging center.
-    post(
-        &http,
-        &format!("{}/v1/accounts", h.recharge.url),
-        &json!({"account_id": ACCOUNT}),
-    )
-    .await?;
+    // The mailer signs up at the meter (which opens the deposit account) and logs in; the
+    // payments desk books the deposit (once per payment reference, so again on a rerun).
+    let meter = h.meter.url.clone();
+    let ca = pki.ca_cert();
+    let (m, c) = (meter.clone(), ca.clone());
+    let session = tokio::task::spawn_blocking(move || customer_session(&m, &c)).await??;
+    let account = session.account_id.clone();
     let acct = post(
         &http,
-        &format!("{}/v1/accounts/{ACCOUNT}/deposits", h.recharge.url),
+        &format!("{}/v1/accounts/{account}/deposits", h.recharge.url),
         &json!({"amount": 10_000, "reference": "demo-initial-deposit"}),
     )
     .await?;
     println!(
-        "account {ACCOUNT}: available {}",
+        "customer {CUSTOMER}, account {account}: available {}",
         Amount(acct["available"].as_u64().unwrap_or(0))
     );
 
     // The mailer's host: refill through the meter server, then frank.
-    let meter = h.meter.url.clone();
     let (refill, indicia) = (o.refill, o.indicia);
     let dir = card_dir.clone();
-    tokio::task::spawn_blocking(move || mailer(&dir, &meter, refill, indicia)).await??;
+    tokio::task::spawn_blocking(move || mailer(&dir, &session, refill, indicia)).await??;
 
     let acct: Value = http
-        .get(format!("{}/v1/accounts/{ACCOUNT}", h.recharge.url))
+        .get(format!("{}/v1/accounts/{account}", h.recharge.url))
         .send()
         .await?
         .json()
         .await?;
     println!(
-        "account {ACCOUNT}: available {}  held {}  debited {}  (deposited {})",
+        "account {account}: available {}  held {}  debited {}  (deposited {})",
         Amount(acct["available"].as_u64().unwrap_or(0)),
         Amount(acct["held"].as_u64().unwrap_or(0)),
         Amount(acct["debited"].as_u64().unwrap_or(0)),
@@ -130,7 +141,12 @@ pub async fn run(o: DemoOptions) -> Result<()> {
     });
     println!("\nthe card is served at tcp:{card_addr}; the back office keeps running. Try:");
     println!("  cargo run -p openpsd-host -- --card tcp:{card_addr} status");
-    println!("  cargo run -p openpsd-host -- --card tcp:{card_addr} refill --amount 10.00 --meter {} --account {ACCOUNT}", h.meter.url);
+    println!(
+        "  cargo run -p openpsd-host -- login --meter {} --ca {} --username {CUSTOMER}   (password: {PASSWORD})",
+        h.meter.url,
+        pki.ca_cert().display()
+    );
+    println!("  cargo run -p openpsd-host -- --card tcp:{card_addr} refill --amount 10.00");
     println!(
         "  cargo run -p openpsd-host -- --card tcp:{card_addr} indicium --postage 0.85 --to 20095"
     );
@@ -166,7 +182,7 @@ fn make_card(card_dir: &Path, secrets_path: &Path) -> Result<()> {
     Ok(())
 }
 
-fn mailer(card_dir: &Path, meter: &str, amount: Amount, indicia: u32) -> Result<()> {
+fn mailer(card_dir: &Path, session: &Session, amount: Amount, indicia: u32) -> Result<()> {
     let card: FileCard =
         sim::open_file_card(card_dir, Clock::System).map_err(|e| anyhow!("{e}"))?;
     let mut psd = PsdClient::new(Box::new(card));
@@ -178,7 +194,7 @@ fn mailer(card_dir: &Path, meter: &str, amount: Amount, indicia: u32) -> Result<
     OsPlatform::default().fill_random(&mut txn);
     let req = RefillRequest {
         client_txn_id: hex::encode(txn),
-        account_id: ACCOUNT.into(),
+        account_id: session.account_id.clone(),
         set,
         amount,
     };
@@ -186,7 +202,8 @@ fn mailer(card_dir: &Path, meter: &str, amount: Amount, indicia: u32) -> Result<
         "refill {amount} through the meter server (client transaction {}):",
         req.client_txn_id
     );
-    let out = MeterClient::new(meter).refill(&mut psd, info.device, &req, &mut |line| {
+    let client = MeterClient::new(&session.meter, session.ca.as_deref(), Some(&session.token))?;
+    let out = client.refill(&mut psd, info.device, &req, &mut |line| {
         println!("  {line}")
     })?;
     let r = out.registers;
@@ -230,6 +247,31 @@ fn mailer(card_dir: &Path, meter: &str, amount: Amount, indicia: u32) -> Result<
         r.ar, r.dr, r.control_sum, r.pieces.0, r.refills.0
     );
     Ok(())
+}
+
+/// Signs the demo customer up (once) and logs in; the session is also saved where the
+/// `openpsd` CLI looks when `OPENPSD_CONFIG_DIR` is DATA/openpsd (scripts/demo.sh sets it).
+fn customer_session(meter: &str, ca: &Path) -> Result<Session> {
+    let anon = MeterClient::new(meter, Some(ca), None)?;
+    let creds = Credentials {
+        username: CUSTOMER.into(),
+        password: PASSWORD.into(),
+    };
+    match anon.sign_up(&creds) {
+        Ok(_) => {}
+        // Signed up on an earlier run.
+        Err(openpsd_host::refill::RefillError::Meter { code, .. }) if code == "wrong_state" => {}
+        Err(e) => return Err(e.into()),
+    }
+    let s = anon.log_in(&creds)?;
+    Ok(Session {
+        meter: meter.to_owned(),
+        ca: Some(ca.to_path_buf()),
+        token: s.token,
+        expires_at: s.expires_at,
+        username: s.customer.username,
+        account_id: s.customer.account_id,
+    })
 }
 
 async fn post(http: &reqwest::Client, url: &str, body: &Value) -> Result<Value> {

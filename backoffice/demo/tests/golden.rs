@@ -36,7 +36,15 @@ const GOLDEN: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/golden/http.txt
 
 /// Calls services and writes down what went over the wire.
 struct Recorder {
-    http: reqwest::Client,
+    /// With the operator's certificate (device registration, deposits, the ledger).
+    operator: reqwest::Client,
+    /// With the meter's certificate (what only the meter may call at the KMS and the RC).
+    as_meter: reqwest::Client,
+    /// With no certificate: a customer at the meter, with their bearer token once logged in.
+    customer: reqwest::Client,
+    bearer: Option<String>,
+    /// The room's session cookie, once it set one.
+    cookie: Option<String>,
     transcript: String,
     /// Random values learnt on the way (the room's license number) and their stand-ins,
     /// replaced in everything recorded after they were learnt.
@@ -55,9 +63,24 @@ impl Recorder {
         body: Option<String>,
     ) -> (u16, Value) {
         let url = format!("{base}{path}");
+        // Each route as the identity allowed to call it (`docs/security.md`).
+        let http = match service {
+            "kms" if path.starts_with("/v1/devices") => &self.operator,
+            "rc" if path.contains("/deposits") || path == "/v1/ledger" => &self.operator,
+            "kms" | "rc" => &self.as_meter,
+            _ => &self.customer,
+        };
         let req = match method {
-            "GET" => self.http.get(&url),
-            _ => self.http.post(&url),
+            "GET" => http.get(&url),
+            _ => http.post(&url),
+        };
+        let req = match (&self.bearer, service) {
+            (Some(t), "meter") => req.bearer_auth(t),
+            _ => req,
+        };
+        let req = match (&self.cookie, service) {
+            (Some(c), "room" | "web") => req.header("cookie", c),
+            _ => req,
         };
         let req = match &body {
             Some(b) => req
@@ -67,6 +90,10 @@ impl Recorder {
         };
         let resp = req.send().await.expect("the service answers");
         let status = resp.status().as_u16();
+        if let Some(c) = resp.headers().get("set-cookie") {
+            let c = c.to_str().expect("cookie").to_owned();
+            self.cookie = c.split(';').next().map(str::to_owned);
+        }
         let text = resp.text().await.expect("a body");
         let value = serde_json::from_str(&text).unwrap_or(Value::Null);
         let mut lines = format!("{service} {method} {path}\n");
@@ -175,8 +202,21 @@ async fn http_json_is_byte_for_byte_the_golden_transcript() {
         h.kms.url.clone(),
         h.recharge.url.clone(),
     );
+    let client = |role| {
+        reqwest::Client::builder()
+            .use_preconfigured_tls(
+                openpsd_service_kit::tls::client_config(&h.pki, role).expect("TLS"),
+            )
+            .build()
+            .expect("client")
+    };
+    use openpsd_service_kit::tls::Role;
     let mut r = Recorder {
-        http: reqwest::Client::new(),
+        operator: client(Some(Role::Operator)),
+        as_meter: client(Some(Role::Meter)),
+        customer: client(None),
+        bearer: None,
+        cookie: None,
         transcript: String::new(),
         learnt: Vec::new(),
         last: 0,
@@ -230,11 +270,51 @@ async fn http_json_is_byte_for_byte_the_golden_transcript() {
     // --------------------------------------------------------------- meter
     r.get("meter", &meter, "/health").await;
     r.call("meter", &meter, "GET", "/v1/nothing", None).await;
+    r.call("meter", &meter, "GET", "/v1/me", None).await;
+    let creds = openpsd_protocol::Credentials {
+        username: "acme".into(),
+        password: "acme password 1234".into(),
+    };
+    let (_, c) = r.post("meter", &meter, "/v1/customers", &creds).await;
+    let account = c["account_id"].as_str().expect("account").to_owned();
+    r.learnt.push((account.clone(), "<account>".into()));
+    r.post("meter", &meter, "/v1/customers", &creds).await;
+    r.post(
+        "meter",
+        &meter,
+        "/v1/sessions",
+        &openpsd_protocol::Credentials {
+            username: "acme".into(),
+            password: "wrong password".into(),
+        },
+    )
+    .await;
+    let (_, session) = r.post("meter", &meter, "/v1/sessions", &creds).await;
+    let expires = session["expires_at"].to_string();
+    r.learnt.push((expires.clone(), "<expires>".into()));
+    let last = r.last;
+    r.transcript = format!(
+        "{}{}",
+        &r.transcript[..last],
+        r.transcript[last..].replace(&expires, "<expires>")
+    );
+    r.bearer = Some(session["token"].as_str().expect("token").to_owned());
+    r.get("meter", &meter, "/v1/me").await;
+    r.post(
+        "rc",
+        &rc,
+        &format!("/v1/accounts/{account}/deposits"),
+        &Deposit {
+            amount: 10_000,
+            reference: "acme-customer-1".into(),
+        },
+    )
+    .await;
     let request = |txn: &str, amount: u64| RefillRequest {
         client_txn_id: txn.into(),
         device_id: dev.clone(),
         set: 0,
-        account_id: "acme".into(),
+        account_id: account.clone(),
         amount,
     };
     r.post("meter", &meter, "/v1/refills", &request("t0", 0))

@@ -252,21 +252,53 @@ async fn run() {
         (s, bad["error"]["code"].as_str()),
         (400, Some("bad_request"))
     );
-    let (s, pers, _) = send(
-        http.post(url("/demo/v1/devices"))
-            .json(&json!({"origin": "80331"})),
-    )
-    .await;
+    let resp = http
+        .post(url("/demo/v1/devices"))
+        .json(&json!({"origin": "80331"}))
+        .send()
+        .await
+        .unwrap();
+    // The new customer's session comes as an HttpOnly, SameSite=Strict cookie.
+    let set_cookie = resp.headers()["set-cookie"].to_str().unwrap().to_owned();
+    assert!(
+        set_cookie.contains("HttpOnly") && set_cookie.contains("SameSite=Strict"),
+        "{set_cookie}"
+    );
+    let cookie = set_cookie.split(';').next().unwrap().to_owned();
+    let token = cookie.trim_start_matches("openpsd_session=").to_owned();
+    let s = resp.status().as_u16();
+    let pers: Value = resp.json().await.unwrap();
     assert_eq!(s, 200, "{pers}");
     assert_eq!(pers["origin"], "80331");
     assert_eq!(pers["inspection_days"], 28);
     let device_id = pers["device_id"].as_str().unwrap().to_owned();
     let account = pers["account_id"].as_str().unwrap().to_owned();
-    assert_eq!(account, format!("web-{device_id}"));
+    assert!(account.starts_with("acct-"), "{account}");
     let (sim, key_id, public_key) = personalize(pers["personalize"].as_str().unwrap(), 1);
 
+    // Without the cookie the meter does not know who is asking.
+    let (s, e, _) = send(http.get(url("/v1/me"))).await;
+    assert_eq!((s, e["error"]["code"].as_str()), (401, Some("unauthenticated")));
+    // A form post from another site (no JSON) or a JSON post naming another origin:
+    // refused before anything is done.
+    let (s, _, _) = send(
+        http.post(url("/v1/refills"))
+            .header("cookie", &cookie)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body("amount=1"),
+    )
+    .await;
+    assert_eq!(s, 403);
+    let (s, _, _) = send(
+        http.post(url("/v1/refills"))
+            .header("cookie", &cookie)
+            .header("origin", "http://evil.example")
+            .json(&json!({})),
+    )
+    .await;
+    assert_eq!(s, 403);
     // Not registered yet: the meter server (through the web listener) does not know it.
-    let (s, e, _) = send(http.post(url("/v1/refills")).json(&json!({
+    let (s, e, _) = send(http.post(url("/v1/refills")).header("cookie", &cookie).json(&json!({
         "client_txn_id": "early", "device_id": device_id, "set": 0, "account_id": account,
         "amount": 100})))
     .await;
@@ -278,6 +310,7 @@ async fn run() {
     // A wrong key ID is refused; the right one registers and funds the account.
     let reg = |k: &str, p: &str| {
         http.post(url(&format!("/demo/v1/devices/{device_id}/register")))
+            .header("cookie", &cookie)
             .json(&json!({"key_id": k, "public_key": p}))
     };
     let (s, e, _) = send(reg("00000000", &public_key)).await;
@@ -327,7 +360,8 @@ async fn run() {
         set: RegisterSetIndex(0),
         amount: Amount(2_500),
     };
-    let out = MeterClient::new(&w.url)
+    let out = MeterClient::new(&w.url, None, Some(&token))
+        .unwrap()
         .refill(&mut psd, info.device, &req, &mut |_| {})
         .unwrap();
     assert_eq!(out.state, "completed");
@@ -336,15 +370,19 @@ async fn run() {
         (out.registers.dr, out.registers.control_sum),
         (Amount(2_500), Amount(2_500))
     );
-    let (s, a, _) = send(http.get(url(&format!("/demo/v1/accounts/{account}")))).await;
+    let (s, a, _) = send(
+        http.get(url(&format!("/demo/v1/accounts/{account}")))
+            .header("cookie", &cookie),
+    )
+    .await;
     assert_eq!(s, 200);
     assert_eq!(
         (&a["available"], &a["debited"]),
         (&json!(7_500), &json!(2_500))
     );
-    // Only the web demo's own accounts are shown.
-    let (s, _, _) = send(http.get(url("/demo/v1/accounts/demo"))).await;
-    assert_eq!(s, 403);
+    // Only the customer's own account is shown; another is not found.
+    let (s, _, _) = send(http.get(url("/demo/v1/accounts/demo")).header("cookie", &cookie)).await;
+    assert_eq!(s, 404);
 
     // A purse of the room's scheme receives value from the room's PSD.
     purse_receives_a_transfer(&http, &w.url, &sim).await;

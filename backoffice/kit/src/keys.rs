@@ -41,17 +41,8 @@ pub fn load_or_create(
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let key = generate();
-            let mut f = fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(path)
-                .with_context(|| format!("creating {}", path.display()))?;
-            let text = Zeroizing::new(hex::encode(key.as_ref()));
-            f.write_all(text.as_bytes())?;
-            f.write_all(b"\n")?;
-            f.sync_all()?;
-            sync_dir(path)?;
+            let text = Zeroizing::new(hex::encode(key.as_ref()) + "\n");
+            write_new_private(path, text.as_bytes())?;
             tracing::info!("made a new key in {}", path.display());
             Ok(key)
         }
@@ -73,6 +64,21 @@ pub fn ensure_key_kept(key: &Path, db: &Path) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// Creates `path` exclusively, mode 0600, writes `bytes` and makes file and name durable
+/// (fsync of the file and its directory). Fails if the file exists: a key is never
+/// overwritten by accident.
+pub fn write_new_private(path: &Path, bytes: &[u8]) -> Result<()> {
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    sync_dir(path)
 }
 
 /// A fresh AES-256 key.

@@ -1,21 +1,83 @@
-//! A service program's runtime and logs, running a service's router on a TCP listener and
-//! stopping it; the JSON 404 every service falls back to.
+//! A service program's runtime and logs, and the listener every service runs its router on:
+//! TLS (mutual, see [`crate::tls`]) or plain HTTP on loopback, with bounded bodies,
+//! headers, handshakes, idle connections and connection counts; the connection's
+//! [`Peer`] handed to the routes; the JSON 404 every service falls back to.
+//!
+//! Why our own accept loop rather than `axum::serve`: axum's has no TLS, and the route
+//! checks need the client certificate of the connection a request came on.
 
 use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
+use axum::extract::DefaultBodyLimit;
 use axum::http::StatusCode;
 use axum::Router;
-use tokio::net::TcpListener;
-use tokio::sync::oneshot;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto::Builder;
+use hyper_util::service::TowerToHyperService;
+use rustls::ServerConfig;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{oneshot, Semaphore};
 use tokio::task::JoinHandle;
+use tokio_rustls::TlsAcceptor;
+use tower::ServiceExt as _;
 
+use crate::access::Peer;
 use crate::error::{ApiError, ErrorCode};
+use crate::tls::Role;
+
+/// What a listener bounds.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// Largest request body (bytes); larger ones get `413`.
+    pub body_bytes: usize,
+    /// Largest request head (bytes); larger ones end the connection.
+    pub header_bytes: usize,
+    /// Time to complete the TLS handshake and to send a request's head.
+    pub handshake: Duration,
+    /// A connection with no bytes in either direction for this long is closed.
+    pub idle: Duration,
+    /// Connections served at once; more are closed at accept.
+    pub connections: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            body_bytes: 64 * 1024,
+            header_bytes: 16 * 1024,
+            handshake: Duration::from_secs(10),
+            idle: Duration::from_secs(60),
+            connections: 512,
+        }
+    }
+}
+
+/// A bound socket, with TLS or without.
+pub struct Listener {
+    tcp: TcpListener,
+    tls: Option<Arc<ServerConfig>>,
+    /// The bounds its connections get.
+    pub limits: Limits,
+}
+
+impl Listener {
+    /// The address bound.
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.tcp.local_addr()
+    }
+}
 
 /// A running service.
 pub struct Service {
     /// Address it listens on.
     pub addr: SocketAddr,
-    /// `http://addr`.
+    /// `https://addr` (or `http://addr` for a plain loopback listener).
     pub url: String,
     shutdown: Option<oneshot::Sender<()>>,
     task: JoinHandle<()>,
@@ -23,25 +85,20 @@ pub struct Service {
 
 impl Service {
     /// Serves `router` on `listener` until [`Service::stop`].
-    pub fn spawn(
-        name: &'static str,
-        listener: TcpListener,
-        router: Router,
-    ) -> std::io::Result<Self> {
+    pub fn spawn(name: &'static str, listener: Listener, router: Router) -> std::io::Result<Self> {
         let addr = listener.local_addr()?;
+        let scheme = if listener.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
         let (tx, rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            let serve = axum::serve(listener, router).with_graceful_shutdown(async move {
-                let _ = rx.await;
-            });
-            if let Err(e) = serve.await {
-                tracing::error!("{name}: server failed: {e}");
-            }
-        });
-        tracing::info!("{name} listening on http://{addr}");
+        let router = router.layer(DefaultBodyLimit::max(listener.limits.body_bytes));
+        let task = tokio::spawn(accept_loop(name, listener, router, rx));
+        tracing::info!("{name} listening on {scheme}://{addr}");
         Ok(Self {
             addr,
-            url: format!("http://{addr}"),
+            url: format!("{scheme}://{addr}"),
             shutdown: Some(tx),
             task,
         })
@@ -61,22 +118,208 @@ impl Service {
     }
 }
 
-/// Binds `addr` (e.g. `127.0.0.1:0` for any free port), on loopback only.
+async fn accept_loop(
+    name: &'static str,
+    listener: Listener,
+    router: Router,
+    mut stop: oneshot::Receiver<()>,
+) {
+    let limits = listener.limits.clone();
+    let acceptor = listener.tls.map(TlsAcceptor::from);
+    let slots = Arc::new(Semaphore::new(limits.connections));
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut builder = Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.handshake)
+        .max_buf_size(limits.header_bytes.max(8192));
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(limits.header_bytes).unwrap_or(u32::MAX));
+    let builder = Arc::new(builder);
+    loop {
+        let (stream, addr) = tokio::select! {
+            accepted = listener.tcp.accept() => match accepted {
+                Ok(x) => x,
+                Err(e) => {
+                    // Out of file descriptors and the like: wait a little rather than spin.
+                    tracing::warn!("{name}: accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = &mut stop => break,
+        };
+        let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+            tracing::warn!("{name}: {} connections open; closing one from {addr}", limits.connections);
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let conn = Conn {
+            name,
+            router: router.clone(),
+            builder: Arc::clone(&builder),
+            limits: limits.clone(),
+            watcher: graceful.watcher(),
+        };
+        let acceptor = acceptor.clone();
+        tokio::spawn(async move {
+            conn.serve(stream, addr, acceptor).await;
+            drop(slot);
+        });
+    }
+    // Requests in flight finish (bounded), idle connections close.
+    let _ = tokio::time::timeout(Duration::from_secs(10), graceful.shutdown()).await;
+}
+
+/// One accepted connection and what serving it needs.
+struct Conn {
+    name: &'static str,
+    router: Router,
+    builder: Arc<Builder<TokioExecutor>>,
+    limits: Limits,
+    watcher: hyper_util::server::graceful::Watcher,
+}
+
+impl Conn {
+    async fn serve(self, stream: TcpStream, addr: SocketAddr, tls: Option<TlsAcceptor>) {
+        let Some(acceptor) = tls else {
+            return self.http(stream, Peer { addr, role: None }).await;
+        };
+        let handshake = tokio::time::timeout(self.limits.handshake, acceptor.accept(stream));
+        let stream = match handshake.await {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => {
+                // A certificate the CA did not sign, a client without one where one is
+                // required, or not TLS at all.
+                tracing::warn!("{}: TLS handshake with {addr} refused: {e}", self.name);
+                return;
+            }
+            Err(_) => {
+                tracing::warn!("{}: TLS handshake with {addr} timed out", self.name);
+                return;
+            }
+        };
+        let role = stream
+            .get_ref()
+            .1
+            .peer_certificates()
+            .and_then(|c| c.first())
+            .and_then(Role::of_certificate);
+        self.http(stream, Peer { addr, role }).await;
+    }
+
+    async fn http<S>(self, stream: S, peer: Peer)
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let last = Arc::new(AtomicU64::new(0));
+        let start = Instant::now();
+        let io = TokioIo::new(Activity {
+            inner: stream,
+            start,
+            last: Arc::clone(&last),
+        });
+        let svc = self.router.map_request(move |mut req: axum::extract::Request<_>| {
+            req.extensions_mut().insert(peer.clone());
+            req
+        });
+        let conn = self
+            .builder
+            .serve_connection(io, TowerToHyperService::new(svc))
+            .into_owned();
+        let mut conn = std::pin::pin!(self.watcher.watch(conn));
+        let idle_ms = u64::try_from(self.limits.idle.as_millis()).unwrap_or(u64::MAX);
+        let mut tick = tokio::time::interval(self.limits.idle / 4);
+        loop {
+            tokio::select! {
+                _ = conn.as_mut() => break,
+                _ = tick.tick() => {
+                    let now = u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX);
+                    if now.saturating_sub(last.load(Ordering::Relaxed)) > idle_ms {
+                        // Idle for too long: an open connection must not hold a slot.
+                        break;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A stream that notes when bytes last moved, for the idle bound.
+struct Activity<S> {
+    inner: S,
+    start: Instant,
+    last: Arc<AtomicU64>,
+}
+
+impl<S> Activity<S> {
+    fn touch(&self) {
+        let now = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last.store(now, Ordering::Relaxed);
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Activity<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.touch();
+        }
+        r
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Activity<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
+            self.touch();
+        }
+        r
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// Binds `addr` (e.g. `127.0.0.1:0` for any free port) for a service.
 ///
-/// The services speak plain HTTP and do not yet authenticate their callers (issue 11 adds
-/// mutual TLS and identities), so an address another machine can reach is refused before
-/// anything is served on it, rather than exposing deposits and refills to a network.
-pub async fn bind(addr: &str) -> anyhow::Result<TcpListener> {
-    let listener = TcpListener::bind(addr)
+/// With `tls` (the service's [`crate::tls::server_config`]) any address may be bound.
+/// Without it only loopback: plain HTTP carries no client certificates, so it is kept for
+/// the demo's browser page and for tests on one machine.
+pub async fn bind(addr: &str, tls: Option<Arc<ServerConfig>>) -> anyhow::Result<Listener> {
+    let tcp = TcpListener::bind(addr)
         .await
         .map_err(|e| anyhow::anyhow!("binding {addr}: {e}"))?;
-    let local = listener.local_addr()?;
+    let local = tcp.local_addr()?;
     anyhow::ensure!(
-        local.ip().is_loopback(),
-        "refusing to listen on {local}: the back office serves plain HTTP without caller \
-         authentication, so it listens on loopback only (127.0.0.1 or [::1])"
+        tls.is_some() || local.ip().is_loopback(),
+        "refusing to listen on {local} without TLS: plain HTTP is served on loopback only \
+         (127.0.0.1 or [::1]); give the service its certificate (`backoffice init`) to \
+         listen elsewhere"
     );
-    Ok(listener)
+    Ok(Listener {
+        tcp,
+        tls,
+        limits: Limits::default(),
+    })
 }
 
 /// What a service program starts with: logs to stderr (`RUST_LOG`, default `info`; stdout
@@ -110,9 +353,9 @@ mod tests {
     use super::*;
 
     #[tokio::test]
-    async fn only_loopback_addresses_are_served() {
-        assert!(bind("127.0.0.1:0").await.is_ok());
-        let e = bind("0.0.0.0:0").await.unwrap_err().to_string();
-        assert!(e.contains("loopback only"), "{e}");
+    async fn plain_http_only_on_loopback() {
+        assert!(bind("127.0.0.1:0", None).await.is_ok());
+        let e = bind("0.0.0.0:0", None).await.err().map(|e| e.to_string());
+        assert!(e.is_some_and(|e| e.contains("loopback only")));
     }
 }

@@ -1,5 +1,8 @@
-//! Calls from the meter server to the KMS and the recharging center (plain HTTP on
-//! loopback or a private network).
+//! Calls from one service to another over mutual TLS: the caller presents its own
+//! certificate, and accepts the answer only from a server whose certificate names the
+//! role it meant to call (`kms.openpsd`, …), whatever address it was given — a meter
+//! pointed at the recharging center's port by mistake or by an attacker does not talk to
+//! it as if it were the KMS.
 //!
 //! A refusal from the other service comes back unchanged (its status, code and step), so
 //! the host learns which service refused and why. A service that cannot be reached, times
@@ -7,13 +10,17 @@
 //! meter's step: the caller then commits nothing that depends on the answer, and every
 //! call it makes is idempotent, so the host's retry continues where this one stopped.
 
+use std::net::{SocketAddr, ToSocketAddrs as _};
 use std::time::Duration;
+
+use anyhow::Context as _;
 
 use axum::http::StatusCode;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::error::{ApiError, ErrorBody};
+use crate::tls::Role;
 
 /// Another service's base URL and an HTTP client.
 #[derive(Clone, Debug)]
@@ -24,15 +31,38 @@ pub struct Upstream {
 }
 
 impl Upstream {
-    /// A client for the service `name` (for messages) at `base` (`http://host:port`).
-    pub fn new(name: &'static str, base: &str) -> anyhow::Result<Self> {
+    /// A client for the service `name` (for messages), the role `peer`, at `base`
+    /// (`https://host:port`), over `tls` (the caller's [`crate::tls::client_config`]).
+    pub fn new(
+        name: &'static str,
+        base: &str,
+        peer: Role,
+        tls: rustls::ClientConfig,
+    ) -> anyhow::Result<Self> {
+        let url = reqwest::Url::parse(base).with_context(|| format!("{name} URL {base}"))?;
+        anyhow::ensure!(
+            url.scheme() == "https",
+            "{name} URL {base}: the services talk HTTPS (mutual TLS) to each other"
+        );
+        let host = url
+            .host_str()
+            .ok_or_else(|| anyhow::anyhow!("{name} URL {base} has no host"))?;
+        let port = url.port_or_known_default().unwrap_or(443);
+        let addrs: Vec<SocketAddr> = (host.trim_matches(['[', ']']), port)
+            .to_socket_addrs()
+            .with_context(|| format!("resolving {host}"))?
+            .collect();
+        // Connect where we were told, but verify the certificate for the role's name.
+        let name_host = peer.dns_name();
         let http = reqwest::Client::builder()
+            .use_preconfigured_tls(tls)
+            .resolve_to_addrs(&name_host, &addrs)
             .connect_timeout(Duration::from_secs(2))
             .timeout(Duration::from_secs(15))
             .build()?;
         Ok(Self {
             http,
-            base: base.trim_end_matches('/').to_owned(),
+            base: format!("https://{name_host}:{port}"),
             name,
         })
     }

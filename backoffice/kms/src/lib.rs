@@ -9,6 +9,9 @@
 //! is logged with the RC's signature, so every message that ever left the KMS can be
 //! traced to the combination the RC authorized.
 
+use axum::http::Method;
+use openpsd_service_kit::tls::Role;
+use openpsd_service_kit::access::{RateLimit, Routes, Who};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -148,15 +151,26 @@ impl Kms {
         Ok(kms)
     }
 
-    /// The HTTP API.
-    pub fn router(self) -> Router {
-        Router::new()
-            .route("/v1/devices", post(register))
-            .route("/v1/devices/{device_id}", get(device))
-            .route("/v1/audits/verify", post(verify_audit))
-            .route("/v1/refill-messages", post(seal))
-            .route("/v1/receipts", post(receipt))
-            .route("/health", get(|| async { "ok" }))
+    /// The HTTP API and who may call each route: the issuer (an operator) registers
+    /// devices; only the meter server has audits verified, refill messages sealed and
+    /// receipts made (`docs/security.md`).
+    pub fn routes() -> Routes<Kms> {
+        const METER: &[Who] = &[Who::Role(Role::Meter)];
+        const OPERATOR: &[Who] = &[Who::Role(Role::Operator)];
+        const BOTH: &[Who] = &[Who::Role(Role::Meter), Who::Role(Role::Operator)];
+        Routes::new()
+            .route(Method::POST, "/v1/devices", post(register), OPERATOR)
+            .route(Method::GET, "/v1/devices/{device_id}", get(device), BOTH)
+            .route(Method::POST, "/v1/audits/verify", post(verify_audit), METER)
+            .route(Method::POST, "/v1/refill-messages", post(seal), METER)
+            .route(Method::POST, "/v1/receipts", post(receipt), METER)
+            .route(Method::GET, "/health", get(|| async { "ok" }), &[Who::Anyone])
+    }
+
+    /// The router, `limit` per caller.
+    pub fn router(self, limit: &RateLimit) -> Router {
+        Self::routes()
+            .into_router(limit)
             .fallback(openpsd_service_kit::server::not_found)
             .with_state(self)
     }

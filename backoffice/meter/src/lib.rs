@@ -20,14 +20,19 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use axum::routing::{get, post};
+use axum::http::Method;
+use axum::routing::{delete, get, post};
 use axum::Router;
 use tokio::sync::OwnedMutexGuard;
 
+use openpsd_service_kit::access::{RateLimit, Routes, Who};
 use openpsd_service_kit::db::Db;
+use openpsd_service_kit::pki::Pki;
+use openpsd_service_kit::tls::{client_config, Role};
 use openpsd_service_kit::upstream::Upstream;
 
 mod calls;
+mod customers;
 mod history;
 mod inspection;
 mod refill;
@@ -138,6 +143,10 @@ pub struct Config {
     pub kms_url: String,
     /// Recharging center base URL.
     pub recharge_url: String,
+    /// The back office's PKI: the meter's certificate for calling the KMS and the RC.
+    pub pki: Pki,
+    /// Requests per second per caller (and twice that at once).
+    pub rate: u32,
 }
 
 /// The meter server's shared state.
@@ -147,36 +156,88 @@ pub struct Meter {
     pub(crate) kms: Upstream,
     pub(crate) rc: Upstream,
     pub(crate) locks: Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
+    rate: u32,
+    pub(crate) credentials: Arc<customers::CredentialCache>,
 }
 
 impl Meter {
     /// Opens the data directory.
     pub fn open(config: &Config) -> anyhow::Result<Self> {
         openpsd_service_kit::keys::private_dir(&config.data)?;
-        let db = Db::open(&config.data.join(DB_FILE), SCHEMA)?;
+        let schema = format!("{SCHEMA}{}", customers::SCHEMA);
+        let db = Db::open(&config.data.join(DB_FILE), &schema)?;
+        let tls = client_config(&config.pki, Some(Role::Meter))?;
         Ok(Self {
             db,
-            kms: Upstream::new("KMS", &config.kms_url)?,
-            rc: Upstream::new("recharging center", &config.recharge_url)?,
+            kms: Upstream::new("KMS", &config.kms_url, Role::Kms, tls.clone())?,
+            rc: Upstream::new("recharging center", &config.recharge_url, Role::Recharge, tls)?,
             locks: Arc::default(),
+            rate: config.rate,
+            credentials: Arc::default(),
         })
     }
 
-    /// The HTTP API (the host's).
-    pub fn router(self) -> Router {
-        Router::new()
-            .route("/v1/refills", post(request_refill))
-            .route("/v1/refills/{client_txn_id}", get(get_refill))
-            .route("/v1/refills/{client_txn_id}/audit", post(refill_audit))
-            .route("/v1/refills/{client_txn_id}/confirm", post(confirm))
-            .route("/v1/inspections", post(new_inspection))
-            .route("/v1/inspections/{inspection_id}", get(get_inspection))
+    /// The HTTP API (the hosts') and who may call each route: anyone may sign up and log
+    /// in (rate-limited harder: each costs an Argon2 hash); everything about refills and
+    /// inspections is the customer's who owns the device, checked in the handlers
+    /// (`docs/security.md`).
+    pub fn routes(rate: u32) -> Routes<Meter> {
+        const ANYONE: &[Who] = &[Who::Anyone];
+        const CUSTOMER: &[Who] = &[Who::Customer];
+        // A twentieth of a customer's rate per address (5/s by default), 20 at once.
+        let slow = RateLimit::new(rate / 20, rate / 5);
+        Routes::new()
+            .route(Method::POST, "/v1/customers", slow.on(post(customers::sign_up)), ANYONE)
+            .route(Method::POST, "/v1/sessions", slow.on(post(customers::log_in)), ANYONE)
             .route(
+                Method::DELETE,
+                "/v1/sessions/current",
+                delete(customers::log_out),
+                CUSTOMER,
+            )
+            .route(Method::POST, "/v1/api-keys", post(customers::new_api_key), CUSTOMER)
+            .route(Method::GET, "/v1/me", get(customers::me), CUSTOMER)
+            .route(Method::POST, "/v1/refills", post(request_refill), CUSTOMER)
+            .route(Method::GET, "/v1/refills/{client_txn_id}", get(get_refill), CUSTOMER)
+            .route(
+                Method::POST,
+                "/v1/refills/{client_txn_id}/audit",
+                post(refill_audit),
+                CUSTOMER,
+            )
+            .route(
+                Method::POST,
+                "/v1/refills/{client_txn_id}/confirm",
+                post(confirm),
+                CUSTOMER,
+            )
+            .route(Method::POST, "/v1/inspections", post(new_inspection), CUSTOMER)
+            .route(
+                Method::GET,
+                "/v1/inspections/{inspection_id}",
+                get(get_inspection),
+                CUSTOMER,
+            )
+            .route(
+                Method::POST,
                 "/v1/inspections/{inspection_id}/audit",
                 post(inspection_audit),
+                CUSTOMER,
             )
-            .route("/health", get(|| async { "ok" }))
+            .route(Method::GET, "/health", get(|| async { "ok" }), ANYONE)
+    }
+
+    /// The router: customers authenticated first, then the rate limit, then each route's
+    /// access list.
+    pub fn router(self) -> Router {
+        let limit = RateLimit::new(self.rate, self.rate.saturating_mul(2));
+        Self::routes(self.rate)
+            .into_router(&limit)
             .fallback(openpsd_service_kit::server::not_found)
+            .layer(axum::middleware::from_fn_with_state(
+                self.clone(),
+                customers::authenticate,
+            ))
             .with_state(self)
     }
 

@@ -3,7 +3,7 @@
 use axum::body::Bytes;
 use axum::extract::{Path as UrlPath, State};
 use axum::http::StatusCode;
-use axum::Json;
+use axum::{Extension, Json};
 use openpsd_core::psd::refill::REFILL_MESSAGE_LEN;
 use rusqlite::{params, OptionalExtension};
 
@@ -11,6 +11,7 @@ use openpsd_protocol::ErrorCode;
 use openpsd_protocol::{
     AuditBody, HoldRequest, RefillMessage, RefillRequest, RefillView, SignedCombination,
 };
+use openpsd_service_kit::access::Customer;
 use openpsd_service_kit::codec;
 use openpsd_service_kit::db::{now_secs, to_sql_int};
 use openpsd_service_kit::error::{ApiError, StorageContext};
@@ -20,17 +21,20 @@ use crate::history::request_id;
 use crate::store::{commit_refill, read_refill, record_audit, RefillRow};
 use crate::{Meter, OUTSTANDING, STEP_AUDIT, STEP_CONFIRM, STEP_REQUEST};
 
-/// Loads a refill or answers `404 unknown_refill`.
+/// Loads a refill of `owner`'s, or answers `404 unknown_refill` — also for a refill of
+/// another customer's, so transaction IDs cannot be probed.
 pub(crate) async fn load_refill(
     meter: &Meter,
     id: &str,
     step: &'static str,
+    owner: &Customer,
 ) -> Result<RefillRow, ApiError> {
     let id2 = id.to_owned();
     meter
         .db
         .run(step, move |c| read_refill(c, &id2, step))
         .await?
+        .filter(|r| r.view.account_id == owner.account_id)
         .ok_or_else(|| {
             ApiError::new(
                 StatusCode::NOT_FOUND,
@@ -44,6 +48,7 @@ pub(crate) async fn load_refill(
 /// `POST /v1/refills` (steps 200-210).
 pub(crate) async fn request_refill(
     State(meter): State<Meter>,
+    Extension(customer): Extension<Customer>,
     body: Bytes,
 ) -> Result<Json<RefillView>, ApiError> {
     let step = STEP_REQUEST;
@@ -51,6 +56,15 @@ pub(crate) async fn request_refill(
     codec::ident("client_txn_id", &req.client_txn_id, step)?;
     codec::ident("account_id", &req.account_id, step)?;
     let device_id = codec::device_hex(&codec::device_id(&req.device_id, step)?);
+    if req.account_id != customer.account_id {
+        // Another customer's account: not found, as if it did not exist.
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            ErrorCode::UnknownAccount,
+            step,
+            format!("no account '{}' of yours", req.account_id),
+        ));
+    }
     if req.amount == 0 || i64::try_from(req.amount).is_err() {
         return Err(ApiError::amount_invalid(
             step,
@@ -139,23 +153,25 @@ pub(crate) async fn request_refill(
 /// `GET /v1/refills/{client_txn_id}`.
 pub(crate) async fn get_refill(
     State(meter): State<Meter>,
+    Extension(customer): Extension<Customer>,
     UrlPath(id): UrlPath<String>,
 ) -> Result<Json<RefillView>, ApiError> {
-    Ok(Json(load_refill(&meter, &id, STEP_REQUEST).await?.view))
+    Ok(Json(load_refill(&meter, &id, STEP_REQUEST, &customer).await?.view))
 }
 
 /// `POST /v1/refills/{client_txn_id}/audit` (steps 220-285).
 pub(crate) async fn refill_audit(
     State(meter): State<Meter>,
+    Extension(customer): Extension<Customer>,
     UrlPath(id): UrlPath<String>,
     body: Bytes,
 ) -> Result<Json<RefillView>, ApiError> {
     let step = STEP_AUDIT;
     let req: AuditBody = codec::json(&body, step)?;
-    let first = load_refill(&meter, &id, step).await?;
+    let first = load_refill(&meter, &id, step, &customer).await?;
     let _guard = meter.lock(&first.view.device_id).await;
     // Re-read under the lock: another call for this refill may have moved it on.
-    let mut r = load_refill(&meter, &id, step).await?;
+    let mut r = load_refill(&meter, &id, step, &customer).await?;
     match r.view.state.as_str() {
         "refused" => {
             return Err(r
@@ -302,14 +318,15 @@ pub(crate) async fn refill_audit(
 /// `POST /v1/refills/{client_txn_id}/confirm`: the audit after REFILL settles the hold.
 pub(crate) async fn confirm(
     State(meter): State<Meter>,
+    Extension(customer): Extension<Customer>,
     UrlPath(id): UrlPath<String>,
     body: Bytes,
 ) -> Result<Json<RefillView>, ApiError> {
     let step = STEP_CONFIRM;
     let req: AuditBody = codec::json(&body, step)?;
-    let first = load_refill(&meter, &id, step).await?;
+    let first = load_refill(&meter, &id, step, &customer).await?;
     let _guard = meter.lock(&first.view.device_id).await;
-    let r = load_refill(&meter, &id, step).await?;
+    let r = load_refill(&meter, &id, step, &customer).await?;
     match r.view.state.as_str() {
         "completed" | "released" => return Ok(Json(r.view)),
         "refused" => {

@@ -9,6 +9,9 @@
 //! `deposited = available + held + debited` true at every commit. Holds are idempotent by
 //! request ID, settlements by combination ID.
 
+use axum::http::Method;
+use openpsd_service_kit::tls::Role;
+use openpsd_service_kit::access::{RateLimit, Routes, Who};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -123,17 +126,44 @@ impl Recharge {
         data.join(PUBLIC_KEY_FILE)
     }
 
-    /// The HTTP API.
-    pub fn router(self) -> Router {
-        Router::new()
-            .route("/v1/accounts", post(create_account))
-            .route("/v1/accounts/{account_id}", get(get_account))
-            .route("/v1/accounts/{account_id}/deposits", post(deposit))
-            .route("/v1/combinations", post(hold))
-            .route("/v1/combinations/{combination_id}", get(get_combination))
-            .route("/v1/combinations/{combination_id}/settle", post(settle))
-            .route("/v1/ledger", get(ledger))
-            .route("/health", get(|| async { "ok" }))
+    /// The HTTP API and who may call each route: accounts are opened by the meter (a
+    /// customer signing up) or an operator; deposits come only from an operator (the
+    /// payments desk); combinations are held and settled only by the meter server
+    /// (`docs/security.md`).
+    pub fn routes() -> Routes<Recharge> {
+        const METER: &[Who] = &[Who::Role(Role::Meter)];
+        const OPERATOR: &[Who] = &[Who::Role(Role::Operator)];
+        const BOTH: &[Who] = &[Who::Role(Role::Meter), Who::Role(Role::Operator)];
+        Routes::new()
+            .route(Method::POST, "/v1/accounts", post(create_account), BOTH)
+            .route(Method::GET, "/v1/accounts/{account_id}", get(get_account), BOTH)
+            .route(
+                Method::POST,
+                "/v1/accounts/{account_id}/deposits",
+                post(deposit),
+                OPERATOR,
+            )
+            .route(Method::POST, "/v1/combinations", post(hold), METER)
+            .route(
+                Method::GET,
+                "/v1/combinations/{combination_id}",
+                get(get_combination),
+                BOTH,
+            )
+            .route(
+                Method::POST,
+                "/v1/combinations/{combination_id}/settle",
+                post(settle),
+                METER,
+            )
+            .route(Method::GET, "/v1/ledger", get(ledger), OPERATOR)
+            .route(Method::GET, "/health", get(|| async { "ok" }), &[Who::Anyone])
+    }
+
+    /// The router, `limit` per caller.
+    pub fn router(self, limit: &RateLimit) -> Router {
+        Self::routes()
+            .into_router(limit)
             .fallback(openpsd_service_kit::server::not_found)
             .with_state(self)
     }

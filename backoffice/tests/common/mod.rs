@@ -5,7 +5,9 @@
 #![allow(dead_code)] // each test binary uses a different part
 
 use std::cell::RefCell;
+use std::collections::HashMap;
 use std::rc::Rc;
+use std::sync::{Arc, Mutex};
 
 use card_sim::personalize::{self, Request, Secrets};
 use card_sim::sim::SimCard;
@@ -18,9 +20,11 @@ use openpsd_core::Status;
 use openpsd_host::{ClientError, Link, LinkError, PsdClient};
 use openpsd_protocol::ErrorBody;
 use openpsd_protocol::{
-    Account, Deposit, InspectionRequest, InspectionView, Ledger, NewAccount, RefillRequest,
-    RefillView,
+    Account, Credentials, CustomerView, Deposit, InspectionRequest, InspectionView, Ledger,
+    RefillRequest, RefillView, Session,
 };
+use openpsd_service_kit::pki::Pki;
+use openpsd_service_kit::tls::Role;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -181,25 +185,53 @@ pub struct Refused {
     pub message: String,
 }
 
-/// An HTTP JSON client for one service.
+/// An HTTP JSON client for one service, over TLS trusting the back office's CA, with the
+/// operator's client certificate or none.
 #[derive(Clone)]
 pub struct Client {
     http: reqwest::Client,
     pub base: String,
+    /// A customer's bearer token sent with every request.
+    pub bearer: Option<String>,
 }
 
 impl Client {
-    pub fn new(base: &str) -> Self {
+    /// A client presenting `role`'s certificate (or none) to `base`, keeping no idle
+    /// connections: the kill -9 tests restart a service between two requests, and a pooled
+    /// connection to the killed process would fail the next request before the restarted
+    /// one is even asked.
+    pub fn new(base: &str, pki: &Pki, role: Option<Role>) -> Self {
+        Self::with_pool(base, pki, role, 0)
+    }
+
+    /// [`Client::new`] keeping up to `idle` connections open (the benchmark: a TLS
+    /// handshake per request is not what a host does).
+    pub fn with_pool(base: &str, pki: &Pki, role: Option<Role>, idle: usize) -> Self {
+        let tls = openpsd_service_kit::tls::client_config(pki, role).expect("TLS config");
         Self {
-            // No idle connections kept: the kill -9 tests restart a service between two
-            // requests, and a pooled connection to the killed process would fail the next
-            // request before the restarted one is even asked.
             http: reqwest::Client::builder()
+                .use_preconfigured_tls(tls)
                 .timeout(std::time::Duration::from_secs(60))
-                .pool_max_idle_per_host(0)
+                .pool_max_idle_per_host(idle)
                 .build()
                 .expect("client"),
             base: base.to_owned(),
+            bearer: None,
+        }
+    }
+
+    /// The same client sending `token` as its bearer credential.
+    pub fn with_bearer(&self, token: &str) -> Self {
+        Self {
+            bearer: Some(token.to_owned()),
+            ..self.clone()
+        }
+    }
+
+    fn auth(&self, req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        match &self.bearer {
+            Some(t) => req.bearer_auth(t),
+            None => req,
         }
     }
 
@@ -209,11 +241,11 @@ impl Client {
         body: &B,
     ) -> Result<T, Refused> {
         let req = self.http.post(format!("{}{path}", self.base)).json(body);
-        Self::send(req).await
+        Self::send(self.auth(req)).await
     }
 
     pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, Refused> {
-        Self::send(self.http.get(format!("{}{path}", self.base))).await
+        Self::send(self.auth(self.http.get(format!("{}{path}", self.base)))).await
     }
 
     async fn send<T: DeserializeOwned>(req: reqwest::RequestBuilder) -> Result<T, Refused> {
@@ -246,16 +278,86 @@ impl Client {
     }
 }
 
-/// The host: talks to the meter server only.
+/// Customers by the names the tests give them: their account ID and session token.
+#[derive(Clone, Default)]
+pub struct Customers(Arc<Mutex<HashMap<String, (String, String)>>>);
+
+impl Customers {
+    /// `name`'s (account ID, token).
+    pub fn get(&self, name: &str) -> (String, String) {
+        self.0
+            .lock()
+            .unwrap()
+            .get(name)
+            .cloned()
+            .unwrap_or_else(|| panic!("no customer '{name}' signed up (Admin::fund makes one)"))
+    }
+
+    /// `name`'s account ID, or `name` itself for an account nobody signed up for.
+    pub fn account(&self, name: &str) -> String {
+        self.0
+            .lock()
+            .unwrap()
+            .get(name)
+            .map_or_else(|| name.to_owned(), |c| c.0.clone())
+    }
+}
+
+/// The host: talks to the meter server only, as the customer who owns the device.
 #[derive(Clone)]
 pub struct Host {
     pub meter: Client,
+    pub customers: Customers,
+    /// Which customer made which refill (client transaction ID → name).
+    txns: Arc<Mutex<HashMap<String, String>>>,
+    /// The customer of the last request, for calls that name none.
+    last: Arc<Mutex<Option<String>>>,
+}
+
+/// The host and the operator of one back office, sharing its customers.
+pub fn parties(meter: &str, kms: &str, rc: &str, pki: &Pki) -> (Host, Admin) {
+    parties_again(meter, kms, rc, pki, &Customers::default())
+}
+
+/// [`parties`] for services started again, with the customers (and their sessions, which
+/// the meter keeps) of before.
+pub fn parties_again(
+    meter: &str,
+    kms: &str,
+    rc: &str,
+    pki: &Pki,
+    customers: &Customers,
+) -> (Host, Admin) {
+    let customers = customers.clone();
+    let host = Host {
+        meter: Client::new(meter, pki, None),
+        customers: customers.clone(),
+        txns: Arc::default(),
+        last: Arc::default(),
+    };
+    let admin = Admin {
+        kms: Client::new(kms, pki, Some(Role::Operator)),
+        rc: Client::new(rc, pki, Some(Role::Operator)),
+        meter: Client::new(meter, pki, None),
+        customers,
+        pki: pki.clone(),
+    };
+    (host, admin)
 }
 
 impl Host {
-    pub fn new(meter_url: &str) -> Self {
-        Self {
-            meter: Client::new(meter_url),
+    /// The meter client as customer `name`.
+    pub fn as_customer(&self, name: &str) -> Client {
+        self.meter.with_bearer(&self.customers.get(name).1)
+    }
+
+    /// The meter client as the customer who made refill `txn` (or the last one).
+    fn for_txn(&self, txn: &str) -> Client {
+        let name = self.txns.lock().unwrap().get(txn).cloned();
+        let name = name.or_else(|| self.last.lock().unwrap().clone());
+        match name {
+            Some(n) => self.as_customer(&n),
+            None => self.meter.clone(),
         }
     }
 
@@ -267,14 +369,19 @@ impl Host {
         account: &str,
         amount: u64,
     ) -> Result<RefillView, Refused> {
-        self.meter
+        self.txns
+            .lock()
+            .unwrap()
+            .insert(txn.to_owned(), account.to_owned());
+        *self.last.lock().unwrap() = Some(account.to_owned());
+        self.as_customer(account)
             .post(
                 "/v1/refills",
                 &RefillRequest {
                     client_txn_id: txn.into(),
                     device_id: device.into(),
                     set,
-                    account_id: account.into(),
+                    account_id: self.customers.account(account),
                     amount,
                 },
             )
@@ -282,7 +389,7 @@ impl Host {
     }
 
     pub async fn audit(&self, txn: &str, audit: &str) -> Result<RefillView, Refused> {
-        self.meter
+        self.for_txn(txn)
             .post(
                 &format!("/v1/refills/{txn}/audit"),
                 &serde_json::json!({ "audit": audit }),
@@ -291,7 +398,7 @@ impl Host {
     }
 
     pub async fn confirm(&self, txn: &str, audit: &str) -> Result<RefillView, Refused> {
-        self.meter
+        self.for_txn(txn)
             .post(
                 &format!("/v1/refills/{txn}/confirm"),
                 &serde_json::json!({ "audit": audit }),
@@ -300,7 +407,7 @@ impl Host {
     }
 
     pub async fn status(&self, txn: &str) -> Result<RefillView, Refused> {
-        self.meter.get(&format!("/v1/refills/{txn}")).await
+        self.for_txn(txn).get(&format!("/v1/refills/{txn}")).await
     }
 
     /// The whole refill on a card, as `openpsd refill` runs it: request, AUDIT, audit,
@@ -340,8 +447,8 @@ impl Host {
 
     /// A plain audit (inspection): answers the receipt.
     pub async fn inspect(&self, psd: &mut Psd, set: u8) -> Result<String, Refused> {
-        let v: InspectionView = self
-            .meter
+        let meter = self.for_txn("");
+        let v: InspectionView = meter
             .post(
                 "/v1/inspections",
                 &InspectionRequest {
@@ -351,8 +458,7 @@ impl Host {
             )
             .await?;
         let audit = psd.audit(set, &v.nonce);
-        let v: InspectionView = self
-            .meter
+        let v: InspectionView = meter
             .post(
                 &format!("/v1/inspections/{}/audit", v.inspection_id),
                 &serde_json::json!({ "audit": audit }),
@@ -362,19 +468,22 @@ impl Host {
     }
 }
 
-/// The operator: registers devices at the KMS, keeps accounts at the RC.
+/// The operator: registers devices at the KMS, books deposits at the RC (with the
+/// operator's certificate); signs customers up at the meter as they would themselves.
 #[derive(Clone)]
 pub struct Admin {
     pub kms: Client,
     pub rc: Client,
+    pub meter: Client,
+    pub customers: Customers,
+    pki: Pki,
 }
 
 impl Admin {
-    pub fn new(kms_url: &str, rc_url: &str) -> Self {
-        Self {
-            kms: Client::new(kms_url),
-            rc: Client::new(rc_url),
-        }
+    /// `client`'s service called with the meter's certificate instead: an insider who
+    /// stole it, or a test of what only the meter may do.
+    pub fn as_meter(&self, client: &Client) -> Client {
+        Client::new(&client.base, &self.pki, Some(Role::Meter))
     }
 
     pub async fn register(&self, psd: &Psd) {
@@ -385,32 +494,36 @@ impl Admin {
             .expect("register device");
     }
 
-    /// Opens `account` with `amount` deposited.
-    pub async fn fund(&self, account: &str, amount: u64) {
-        let _: Account = self
-            .rc
-            .post(
-                "/v1/accounts",
-                &NewAccount {
-                    account_id: account.into(),
-                },
-            )
-            .await
-            .expect("account");
+    /// Signs customer `name` up (their account is opened then), logs them in, and books
+    /// `amount` of deposit on their account.
+    pub async fn fund(&self, name: &str, amount: u64) {
+        let creds = Credentials {
+            username: name.to_owned(),
+            password: format!("{name} password 1234"),
+        };
+        let c: CustomerView = self.meter.post("/v1/customers", &creds).await.expect("sign up");
+        let s: Session = self.meter.post("/v1/sessions", &creds).await.expect("log in");
+        self.customers
+            .0
+            .lock()
+            .unwrap()
+            .insert(name.to_owned(), (c.account_id.clone(), s.token));
+        let account = c.account_id;
         let _: Account = self
             .rc
             .post(
                 &format!("/v1/accounts/{account}/deposits"),
                 &Deposit {
                     amount,
-                    reference: format!("{account}-initial"),
+                    reference: format!("{name}-initial"),
                 },
             )
             .await
             .expect("deposit");
     }
 
-    pub async fn account(&self, account: &str) -> Account {
+    pub async fn account(&self, name: &str) -> Account {
+        let account = self.customers.account(name);
         self.rc
             .get(&format!("/v1/accounts/{account}"))
             .await

@@ -35,6 +35,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use axum::http::{header, HeaderMap, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
 use axum::Router;
 use openpsd_core::crypto::{self, IndiciumKey, MacKey};
@@ -45,7 +47,10 @@ use openpsd_core::types::{Amount, CardId, SchemeId};
 use zeroize::Zeroizing;
 
 use openpsd_backoffice::Handles;
+use openpsd_protocol::{ErrorCode, Me};
 use openpsd_service_kit::codec;
+use openpsd_service_kit::error::ApiError;
+use openpsd_service_kit::tls::{client_config, Role};
 use openpsd_service_kit::server::{bind, Service};
 use openpsd_service_kit::upstream::Upstream;
 
@@ -176,8 +181,13 @@ pub(crate) struct Web {
     pub(crate) root: PathBuf,
     pub(crate) pkg: PathBuf,
     pub(crate) meter: String,
+    /// The meter as an anonymous client (sign-up, log-in).
+    pub(crate) meter_api: Upstream,
     pub(crate) kms: Upstream,
     pub(crate) recharge: Upstream,
+    /// The meter for the page's own calls: TLS trusting the back office's CA, no client
+    /// certificate (the page's requests carry the customer's token, never the room's
+    /// identity).
     pub(crate) http: reqwest::Client,
     pub(crate) pending: Arc<Mutex<(u64, HashMap<String, Pending>)>>,
     pub(crate) room: Arc<RoomKeys>,
@@ -214,13 +224,18 @@ pub async fn start_in(o: &WebOptions, h: &Handles, data: Option<&Path>) -> anyho
             o.pkg.display()
         );
     }
+    // The room is the demo's issuer and payments desk: it registers devices at the KMS
+    // and books deposits at the RC with the operator's certificate.
+    let operator = client_config(&h.pki, Some(Role::Operator))?;
     let web = Web {
         root: o.root.clone(),
         pkg: o.pkg.clone(),
         meter: h.meter.url.clone(),
-        kms: Upstream::new("KMS", &h.kms.url)?,
-        recharge: Upstream::new("recharging center", &h.recharge.url)?,
+        meter_api: Upstream::new("meter", &h.meter.url, Role::Meter, client_config(&h.pki, None)?)?,
+        kms: Upstream::new("KMS", &h.kms.url, Role::Kms, operator.clone())?,
+        recharge: Upstream::new("recharging center", &h.recharge.url, Role::Recharge, operator)?,
         http: reqwest::Client::builder()
+            .use_preconfigured_tls(client_config(&h.pki, None)?)
             .connect_timeout(Duration::from_secs(2))
             .timeout(Duration::from_secs(30))
             .build()?,
@@ -228,7 +243,7 @@ pub async fn start_in(o: &WebOptions, h: &Handles, data: Option<&Path>) -> anyho
         room: Arc::new(room),
         purses: Arc::default(),
     };
-    let listener = bind(&o.listen).await?;
+    let listener = bind(&o.listen, None).await?;
     let addr = listener.local_addr()?;
     // The personalization room hands out K1: never on a network interface.
     anyhow::ensure!(
@@ -237,6 +252,93 @@ pub async fn start_in(o: &WebOptions, h: &Handles, data: Option<&Path>) -> anyho
          K1), not on {addr}"
     );
     Ok(Service::spawn("web", listener, router(web))?)
+}
+
+/// The cookie that carries a browser's session token: HttpOnly (no script reads it),
+/// SameSite=Strict (no other site's page sends it). Not `Secure`: the demo page is plain
+/// HTTP on loopback, which browsers treat as a secure context anyway.
+pub(crate) const SESSION_COOKIE: &str = "openpsd_session";
+/// How long the cookie lives: the meter's session lifetime.
+pub(crate) const SESSION_MAX_AGE: u64 = 8 * 3600;
+
+pub(crate) fn session_cookie(token: &str, max_age: u64) -> String {
+    format!("{SESSION_COOKIE}={token}; HttpOnly; SameSite=Strict; Path=/; Max-Age={max_age}")
+}
+
+/// The session token in a request's cookie.
+pub(crate) fn session_token(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .find_map(|kv| kv.trim().strip_prefix(&format!("{SESSION_COOKIE}=")).map(str::to_owned))
+}
+
+impl Web {
+    /// The customer of the request's session cookie, from the meter.
+    pub(crate) async fn me(&self, headers: &HeaderMap, step: &str) -> Result<Me, ApiError> {
+        let token = session_token(headers).ok_or_else(|| {
+            ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                ErrorCode::Unauthenticated,
+                step,
+                "no session: create the device again to start one",
+            )
+        })?;
+        let resp = self
+            .http
+            .get(format!("{}/v1/me", self.meter))
+            .bearer_auth(token)
+            .send()
+            .await
+            .map_err(|e| ApiError::unavailable(step, format!("meter: {e}")))?;
+        let status = resp.status();
+        let bytes = resp
+            .bytes()
+            .await
+            .map_err(|e| ApiError::unavailable(step, format!("meter: {e}")))?;
+        if status.is_success() {
+            return serde_json::from_slice(&bytes)
+                .map_err(|e| ApiError::unavailable(step, format!("meter: {e}")));
+        }
+        let body: openpsd_protocol::ErrorBody = serde_json::from_slice(&bytes)
+            .map_err(|_| ApiError::unavailable(step, format!("meter answered {status}")))?;
+        Err(ApiError {
+            status: StatusCode::from_u16(status.as_u16()).unwrap_or(StatusCode::BAD_GATEWAY),
+            code: body.error.code,
+            step: body.error.step,
+            message: body.error.message,
+        })
+    }
+}
+
+/// CSRF: a request that changes anything must be JSON (a cross-site form cannot send that
+/// without a preflight the room never answers) and, when the browser names its origin, come
+/// from this page's own origin.
+async fn same_origin_json(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let refuse = |message: &str| {
+        ApiError::new(StatusCode::FORBIDDEN, ErrorCode::Forbidden, "web_origin", message)
+            .into_response()
+    };
+    if matches!(req.method(), &Method::GET | &Method::HEAD) {
+        return next.run(req).await;
+    }
+    let headers = req.headers();
+    let json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(';').next().is_some_and(|t| t.trim() == "application/json"));
+    if !json {
+        return refuse("requests that change something must be application/json");
+    }
+    if let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) {
+        let host = headers.get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or("");
+        if origin != format!("http://{host}") {
+            return refuse("cross-origin request refused");
+        }
+    }
+    next.run(req).await
 }
 
 fn router(web: Web) -> Router {
@@ -250,5 +352,6 @@ fn router(web: Web) -> Router {
         .route("/pkg/{*rest}", get(pkg_file))
         .route("/", get(index))
         .fallback(get(page_file))
+        .layer(axum::middleware::from_fn(same_origin_json))
         .with_state(web)
 }

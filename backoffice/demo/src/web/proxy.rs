@@ -1,4 +1,6 @@
-//! The meter server's API on the page's origin: `/v1/...` passed through unchanged.
+//! The meter server's API on the page's origin: `/v1/...` passed through, with the
+//! customer's session token taken from the page's HttpOnly cookie into the `Authorization`
+//! header (the page itself never holds it).
 
 use axum::body::{Body, Bytes};
 use axum::extract::State;
@@ -31,6 +33,13 @@ pub(crate) async fn meter_proxy(
         .body(body);
     if let Some(ct) = headers.get(header::CONTENT_TYPE) {
         req = req.header(header::CONTENT_TYPE, ct.clone());
+    }
+    // A program on the page's origin may bring its own token or API key; the page's
+    // requests carry the cookie.
+    if let Some(auth) = headers.get(header::AUTHORIZATION) {
+        req = req.header(header::AUTHORIZATION, auth.clone());
+    } else if let Some(token) = super::session_token(&headers) {
+        req = req.bearer_auth(token);
     }
     let resp = req.send().await.map_err(|e| {
         ApiError::new(

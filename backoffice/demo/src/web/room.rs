@@ -4,7 +4,8 @@
 
 use axum::body::Bytes;
 use axum::extract::{Path as UrlPath, State};
-use axum::http::StatusCode;
+use axum::http::{header, HeaderMap, HeaderName, StatusCode};
+use axum::response::AppendHeaders;
 use axum::Json;
 use card_sim::personalize::{Request, Secrets};
 use openpsd_core::crypto::{self, IndiciumKey};
@@ -16,7 +17,7 @@ use zeroize::Zeroizing;
 use openpsd_protocol::{NewDevice, Personalize, Register, Registered};
 
 use openpsd_protocol::ErrorCode;
-use openpsd_protocol::{Account, DeviceInfo};
+use openpsd_protocol::{Account, Credentials, CustomerView, DeviceInfo, Session};
 use openpsd_service_kit::codec::{self, OsRandom};
 use openpsd_service_kit::error::ApiError;
 
@@ -45,10 +46,13 @@ pub fn account_for(device_id: &str) -> String {
     format!("web-{device_id}")
 }
 
+/// A new browser PSD comes with a new customer: the room signs them up at the meter
+/// (which opens their deposit account), books the demo deposit as the payments desk, and
+/// gives the page the customer's session as an HttpOnly cookie (`docs/security.md`).
 pub(crate) async fn new_device(
     State(web): State<Web>,
     body: Bytes,
-) -> Result<Json<Personalize>, ApiError> {
+) -> Result<(AppendHeaders<[(HeaderName, String); 1]>, Json<Personalize>), ApiError> {
     let step = STEP_PERSONALIZE;
     let req: NewDevice = if body.is_empty() {
         NewDevice::default()
@@ -81,6 +85,7 @@ pub(crate) async fn new_device(
         scheme: Some(web.room.scheme_slot()),
     };
     let device_id = codec::device_hex(&device);
+    let (account_id, cookie) = new_customer(&web, &device_id).await?;
     let licenses: Vec<(u32, String)> = r
         .licenses
         .iter()
@@ -109,8 +114,10 @@ pub(crate) async fn new_device(
         );
     }
     tracing::info!(device = %device_id, license, "browser PSD personalization data issued");
-    Ok(Json(Personalize {
-        account_id: account_for(&device_id),
+    Ok((
+        AppendHeaders([(header::SET_COOKIE, cookie)]),
+        Json(Personalize {
+        account_id,
         device_id,
         personalize: hex::encode(p.encode().as_slice()),
         license,
@@ -118,12 +125,35 @@ pub(crate) async fn new_device(
         max_postage: r.max_postage.0,
         max_dr: r.max_dr.0,
         inspection_days: r.inspection_days,
-    }))
+    }),
+    ))
+}
+
+/// Signs up the browser's customer with a random password nobody keeps (the cookie is
+/// the only way in), logs in, books the demo deposit; answers the account and the cookie.
+async fn new_customer(web: &Web, device_id: &str) -> Result<(String, String), ApiError> {
+    let step = STEP_ACCOUNT;
+    let creds = Credentials {
+        username: account_for(device_id).to_ascii_lowercase(),
+        password: hex::encode(codec::random_array::<16>()),
+    };
+    let c: CustomerView = web.meter_api.post("/v1/customers", &creds, step).await?;
+    let s: Session = web.meter_api.post("/v1/sessions", &creds, step).await?;
+    let _: Account = web
+        .recharge
+        .post(
+            &format!("/v1/accounts/{}/deposits", c.account_id),
+            &json!({"amount": INITIAL_DEPOSIT.0, "reference": format!("{}-initial", c.account_id)}),
+            step,
+        )
+        .await?;
+    Ok((c.account_id, super::session_cookie(&s.token, super::SESSION_MAX_AGE)))
 }
 
 pub(crate) async fn register(
     State(web): State<Web>,
     UrlPath(device_id): UrlPath<String>,
+    headers: HeaderMap,
     body: Bytes,
 ) -> Result<Json<Registered>, ApiError> {
     let step = STEP_REGISTER;
@@ -197,7 +227,7 @@ pub(crate) async fn register(
             info
         }
     };
-    let account = ensure_account(&web, &account_for(&device_id)).await?;
+    let account = web.me(&headers, STEP_REGISTER).await?.account;
     tracing::info!(device = %device_id, "browser PSD registered with the KMS");
     Ok(Json(Registered {
         device_id,
@@ -208,40 +238,23 @@ pub(crate) async fn register(
     }))
 }
 
-/// Opens the account and makes the initial deposit (both idempotent).
-pub(crate) async fn ensure_account(web: &Web, account_id: &str) -> Result<Account, ApiError> {
-    let step = STEP_ACCOUNT;
-    let _: Account = web
-        .recharge
-        .post("/v1/accounts", &json!({"account_id": account_id}), step)
-        .await?;
-    web.recharge
-        .post(
-            &format!("/v1/accounts/{account_id}/deposits"),
-            &json!({"amount": INITIAL_DEPOSIT.0, "reference": format!("{account_id}-initial")}),
-            step,
-        )
-        .await
-}
-
-/// The customer's account, so the page can show the deposit left.
+/// The customer's account, so the page can show the deposit left: only the one of the
+/// customer whose session cookie came with the request (another's is not found).
 pub(crate) async fn account(
     State(web): State<Web>,
     UrlPath(account_id): UrlPath<String>,
+    headers: HeaderMap,
 ) -> Result<Json<Account>, ApiError> {
     let step = STEP_ACCOUNT;
     codec::ident("account_id", &account_id, step)?;
-    if !account_id.starts_with("web-") {
+    let me = web.me(&headers, step).await?;
+    if me.account.account_id != account_id {
         return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            ErrorCode::Forbidden,
+            StatusCode::NOT_FOUND,
+            ErrorCode::UnknownAccount,
             step,
-            "the web demo shows only its own customers' accounts",
+            format!("no account '{account_id}' of yours"),
         ));
     }
-    Ok(Json(
-        web.recharge
-            .get(&format!("/v1/accounts/{account_id}"), step)
-            .await?,
-    ))
+    Ok(Json(me.account))
 }

@@ -1,0 +1,155 @@
+//! Mutual TLS between the services (rustls, TLS 1.3 only, the `ring` provider) and the
+//! service identities it proves.
+//!
+//! Every service listens with the certificate [`crate::pki`] issued for its [`Role`] and
+//! checks client certificates against the back-office CA. A client certificate that does
+//! not chain to the CA ends the handshake; a valid one becomes the connection's
+//! [`Role`], which the routes' access lists ([`crate::access`]) check. The KMS and the
+//! recharging center *require* a client certificate (only services call them); the meter
+//! server accepts connections without one, because its customers authenticate with
+//! passwords and tokens instead.
+//!
+//! Why the identity is a DNS name (`kms.openpsd`) in the certificate's subject alternative
+//! names rather than its common name: webpki already checks SANs for server names, so the
+//! same check names a client, with no X.509 parser of ours; and a client calling the KMS
+//! verifies that the server's certificate is the KMS's, not merely one from the CA
+//! ([`crate::upstream`]).
+
+use std::fs;
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::{anyhow, Context, Result};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::server::WebPkiClientVerifier;
+use rustls::{ClientConfig, RootCertStore, ServerConfig};
+
+use crate::pki::Pki;
+
+/// A service identity: what a certificate of the back-office CA says its holder is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Role {
+    /// The meter server (the hosts' service).
+    Meter,
+    /// The key management system.
+    Kms,
+    /// The recharging center.
+    Recharge,
+    /// People and programs that run the back office: deposits from payments, device
+    /// registration by the issuer, alarms and quarantine.
+    Operator,
+}
+
+impl Role {
+    /// Every role, in a fixed order.
+    pub const ALL: [Role; 4] = [Role::Meter, Role::Kms, Role::Recharge, Role::Operator];
+
+    /// The role's name (`meter`, `kms`, `recharge`, `operator`), as in file names.
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Meter => "meter",
+            Role::Kms => "kms",
+            Role::Recharge => "recharge",
+            Role::Operator => "operator",
+        }
+    }
+
+    /// The role named `name`.
+    pub fn from_name(name: &str) -> Option<Role> {
+        Role::ALL.into_iter().find(|r| r.name() == name)
+    }
+
+    /// The DNS name in its certificate that proves the role (`<name>.openpsd`).
+    pub fn dns_name(self) -> String {
+        format!("{}.openpsd", self.name())
+    }
+
+    /// The role a verified certificate proves, if any. Only call with a certificate the
+    /// TLS layer has already verified against the CA.
+    pub fn of_certificate(cert: &CertificateDer<'_>) -> Option<Role> {
+        let ee = webpki::EndEntityCert::try_from(cert).ok()?;
+        Role::ALL.into_iter().find(|r| {
+            ServerName::try_from(r.dns_name())
+                .is_ok_and(|name| ee.verify_is_valid_for_subject_name(&name).is_ok())
+        })
+    }
+}
+
+/// Whether a listener asks for client certificates.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ClientAuth {
+    /// Only callers with a certificate of the CA get past the handshake.
+    Required,
+    /// Callers may present one (services, operators) or not (customers, who then log in).
+    Optional,
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    install_provider();
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// Makes `ring` the process's default TLS crypto provider (once; later calls do nothing),
+/// for HTTP clients built without one of our configurations.
+pub fn install_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+fn roots(pki: &Pki) -> Result<RootCertStore> {
+    let mut roots = RootCertStore::empty();
+    for cert in read_certs(&pki.ca_cert())? {
+        roots.add(cert)?;
+    }
+    Ok(roots)
+}
+
+/// The certificates in a PEM file.
+pub fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>> {
+    let pem = fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let certs = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| anyhow!("{}: {e}", path.display()))?;
+    if certs.is_empty() {
+        anyhow::bail!("{} holds no certificate", path.display());
+    }
+    Ok(certs)
+}
+
+fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>> {
+    let pem = zeroize::Zeroizing::new(
+        fs::read(path).with_context(|| format!("reading {}", path.display()))?,
+    );
+    PrivateKeyDer::from_pem_slice(&pem).map_err(|e| anyhow!("{}: {e}", path.display()))
+}
+
+/// A listener's TLS configuration: `role`'s certificate, client certificates per `auth`.
+pub fn server_config(pki: &Pki, role: Role, auth: ClientAuth) -> Result<Arc<ServerConfig>> {
+    let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots(pki)?), provider());
+    let verifier = match auth {
+        ClientAuth::Required => verifier.build(),
+        ClientAuth::Optional => verifier.allow_unauthenticated().build(),
+    }
+    .map_err(|e| anyhow!("client verifier: {e}"))?;
+    let mut config = ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(read_certs(&pki.cert(role))?, read_key(&pki.key(role))?)
+        .with_context(|| format!("{}'s certificate and key", role.name()))?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// A client's TLS configuration trusting the back-office CA only, presenting `role`'s
+/// certificate when given.
+pub fn client_config(pki: &Pki, role: Option<Role>) -> Result<ClientConfig> {
+    let builder = ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_root_certificates(roots(pki)?);
+    Ok(match role {
+        Some(role) => builder
+            .with_client_auth_cert(read_certs(&pki.cert(role))?, read_key(&pki.key(role))?)
+            .with_context(|| format!("{}'s certificate and key", role.name()))?,
+        None => builder.with_no_client_auth(),
+    })
+}

@@ -305,6 +305,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Activity<S> {
 /// Without it only loopback: plain HTTP carries no client certificates, so it is kept for
 /// the demo's browser page and for tests on one machine.
 pub async fn bind(addr: &str, tls: Option<Arc<ServerConfig>>) -> anyhow::Result<Listener> {
+    crate::tls::install_provider();
     let tcp = TcpListener::bind(addr)
         .await
         .map_err(|e| anyhow::anyhow!("binding {addr}: {e}"))?;

@@ -1,0 +1,173 @@
+//! The listener's bounds and its TLS, tried from outside as a client would: a body over
+//! the limit, a connection that says nothing, a client certificate of another CA, a
+//! server that is not the one the client meant.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{Read as _, Write as _};
+use std::time::{Duration, Instant};
+
+use axum::routing::{get, post};
+use axum::Router;
+use openpsd_service_kit::access::{Peer, RateLimit, Routes, Who};
+use openpsd_service_kit::pki::Pki;
+use openpsd_service_kit::server::{bind, Service};
+use openpsd_service_kit::tls::{client_config, server_config, ClientAuth, Role};
+use openpsd_service_kit::upstream::Upstream;
+
+fn echo_router() -> Router {
+    Router::new()
+        .route("/echo", post(|body: axum::body::Bytes| async move { body.len().to_string() }))
+        .route(
+            "/who",
+            get(|axum::Extension(p): axum::Extension<Peer>| async move {
+                p.role.map_or("nobody", Role::name).to_owned()
+            }),
+        )
+}
+
+fn http(pki: &Pki, role: Option<Role>) -> reqwest::Client {
+    reqwest::Client::builder()
+        .use_preconfigured_tls(client_config(pki, role).unwrap())
+        .build()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn bodies_over_the_limit_are_refused_with_413() {
+    let mut l = bind("127.0.0.1:0", None).await.unwrap();
+    l.limits.body_bytes = 1024;
+    let svc = Service::spawn("t", l, echo_router()).unwrap();
+    let c = reqwest::Client::new();
+    let ok = c.post(format!("{}/echo", svc.url)).body(vec![0u8; 1024]).send().await.unwrap();
+    assert_eq!(ok.status(), 200);
+    let big = c.post(format!("{}/echo", svc.url)).body(vec![0u8; 1025]).send().await.unwrap();
+    assert_eq!(big.status(), 413);
+    svc.stop().await;
+}
+
+#[tokio::test]
+async fn a_connection_that_says_nothing_is_closed() {
+    let mut l = bind("127.0.0.1:0", None).await.unwrap();
+    l.limits.idle = Duration::from_millis(400);
+    l.limits.handshake = Duration::from_millis(400);
+    let svc = Service::spawn("t", l, echo_router()).unwrap();
+    let addr = svc.addr;
+    let closed_after = tokio::task::spawn_blocking(move || {
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let t = Instant::now();
+        let mut buf = [0u8; 16];
+        let n = s.read(&mut buf).unwrap_or(0);
+        (n, t.elapsed())
+    })
+    .await
+    .unwrap();
+    assert_eq!(closed_after.0, 0, "closed without an answer");
+    assert!(closed_after.1 < Duration::from_secs(5), "{:?}", closed_after.1);
+    svc.stop().await;
+}
+
+#[tokio::test]
+async fn a_slow_head_is_cut_off() {
+    let mut l = bind("127.0.0.1:0", None).await.unwrap();
+    l.limits.handshake = Duration::from_millis(300);
+    let svc = Service::spawn("t", l, echo_router()).unwrap();
+    let addr = svc.addr;
+    let answer = tokio::task::spawn_blocking(move || {
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        // Half a request head, then silence, dribbling one byte now and then.
+        s.write_all(b"GET /who HTTP/1.1\r\n").unwrap();
+        let t = Instant::now();
+        for _ in 0..20 {
+            std::thread::sleep(Duration::from_millis(100));
+            if s.write_all(b"X").is_err() {
+                break;
+            }
+        }
+        let mut out = Vec::new();
+        let _ = s.read_to_end(&mut out);
+        (String::from_utf8_lossy(&out).into_owned(), t.elapsed())
+    })
+    .await
+    .unwrap();
+    assert!(!answer.0.contains("200 OK"), "{}", answer.0);
+    // Closed by the server (without the bound, the read would wait its full 10 s).
+    assert!(answer.1 < Duration::from_secs(5), "{:?}", answer.1);
+    svc.stop().await;
+}
+
+#[tokio::test]
+async fn mutual_tls_names_the_caller_and_refuses_certificates_of_another_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::at(&dir.path().join("pki"));
+    pki.init(&Role::ALL, &[]).unwrap();
+    let other = Pki::at(&dir.path().join("other"));
+    other.init(&Role::ALL, &[]).unwrap();
+
+    let tls = server_config(&pki, Role::Kms, ClientAuth::Required).unwrap();
+    let svc = Service::spawn("kms", bind("127.0.0.1:0", Some(tls)).await.unwrap(), echo_router())
+        .unwrap();
+    let url = format!("{}/who", svc.url);
+    // Each certificate of our CA is its role.
+    for role in Role::ALL {
+        let who = http(&pki, Some(role)).get(&url).send().await.unwrap();
+        assert_eq!(who.text().await.unwrap(), role.name());
+    }
+    // No certificate, or a certificate of another CA (even one saying "meter"): no handshake.
+    assert!(http(&pki, None).get(&url).send().await.is_err());
+    let foreign = reqwest::Client::builder()
+        .use_preconfigured_tls({
+            // Trusts our server, but presents the other CA's meter certificate.
+            let mut roots = rustls::RootCertStore::empty();
+            for c in openpsd_service_kit::tls::read_certs(&pki.ca_cert()).unwrap() {
+                roots.add(c).unwrap();
+            }
+            let certs = openpsd_service_kit::tls::read_certs(&other.cert(Role::Meter)).unwrap();
+            let key = std::fs::read(other.key(Role::Meter)).unwrap();
+            let key = rustls::pki_types::pem::PemObject::from_pem_slice(&key).unwrap();
+            rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+                rustls::crypto::ring::default_provider(),
+            ))
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_client_auth_cert(certs, key)
+            .unwrap()
+        })
+        .build()
+        .unwrap();
+    assert!(foreign.get(&url).send().await.is_err(), "another CA's certificate refused");
+    // A client that means the recharging center does not accept the KMS's certificate.
+    let wrong = Upstream::new("recharging center", &svc.url, Role::Recharge, client_config(&pki, Some(Role::Meter)).unwrap()).unwrap();
+    let e = wrong.get::<String>("/who", "t").await.unwrap_err();
+    assert_eq!(e.status, 503, "{e:?}");
+    let right = Upstream::new("KMS", &svc.url, Role::Kms, client_config(&pki, Some(Role::Meter)).unwrap()).unwrap();
+    assert!(right.get::<serde_json::Value>("/who", "t").await.is_err_and(|e| e.message.contains("unexpected JSON")), "reached (the answer is text)");
+    svc.stop().await;
+}
+
+#[tokio::test]
+async fn routes_answer_401_to_nobody_and_403_to_the_wrong_identity() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::at(dir.path());
+    pki.init(&Role::ALL, &[]).unwrap();
+    let routes: Routes<()> = Routes::new().route(
+        axum::http::Method::GET,
+        "/meter-only",
+        get(|| async { "ok" }),
+        &[Who::Role(Role::Meter)],
+    );
+    let router = routes.into_router(&RateLimit::new(1000, 1000));
+    let tls = server_config(&pki, Role::Kms, ClientAuth::Optional).unwrap();
+    let svc = Service::spawn("t", bind("127.0.0.1:0", Some(tls)).await.unwrap(), router).unwrap();
+    let url = format!("{}/meter-only", svc.url);
+    let status = |c: reqwest::Client| {
+        let url = url.clone();
+        async move { c.get(&url).send().await.unwrap().status().as_u16() }
+    };
+    assert_eq!(status(http(&pki, None)).await, 401);
+    assert_eq!(status(http(&pki, Some(Role::Operator))).await, 403);
+    assert_eq!(status(http(&pki, Some(Role::Meter))).await, 200);
+    svc.stop().await;
+}

@@ -164,7 +164,7 @@ impl Kms {
             .route(Method::POST, "/v1/audits/verify", post(verify_audit), METER)
             .route(Method::POST, "/v1/refill-messages", post(seal), METER)
             .route(Method::POST, "/v1/receipts", post(receipt), METER)
-            .route(Method::GET, "/health", get(|| async { "ok" }), &[Who::Anyone])
+            .route(Method::GET, "/health", get(|| async { "ok" }), &[Who::AnyRole])
     }
 
     /// The router, `limit` per caller.

@@ -157,7 +157,7 @@ impl Recharge {
                 METER,
             )
             .route(Method::GET, "/v1/ledger", get(ledger), OPERATOR)
-            .route(Method::GET, "/health", get(|| async { "ok" }), &[Who::Anyone])
+            .route(Method::GET, "/health", get(|| async { "ok" }), &[Who::AnyRole])
     }
 
     /// The router, `limit` per caller.

@@ -244,6 +244,21 @@ impl Client {
         Self::send(self.auth(req)).await
     }
 
+    /// `method path` (a POST with `{}`): the HTTP status, or 0 when no TLS session or
+    /// connection came about.
+    pub async fn status(&self, method: &reqwest::Method, path: &str) -> u16 {
+        let mut req = self
+            .http
+            .request(method.clone(), format!("{}{path}", self.base));
+        if method == reqwest::Method::POST {
+            req = req.json(&serde_json::json!({}));
+        }
+        match self.auth(req).send().await {
+            Ok(r) => r.status().as_u16(),
+            Err(_) => 0,
+        }
+    }
+
     pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, Refused> {
         Self::send(self.auth(self.http.get(format!("{}{path}", self.base)))).await
     }

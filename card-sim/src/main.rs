@@ -177,7 +177,8 @@ enum Command {
         /// vpcd reader slot: port 35963 + SLOT on the vpcd host (slot 1 = "Virtual PCD 00 01").
         #[arg(long, conflicts_with = "tcp")]
         slot: Option<u16>,
-        /// Listen for clients of the same framing at ADDR (e.g. 127.0.0.1:35990).
+        /// Listen for clients of the same framing at ADDR (e.g. 127.0.0.1:35990): loopback
+        /// only (the framing has no TLS), one client at a time, dropped after 30 s silent.
         #[arg(long)]
         tcp: Option<String>,
         /// The card's clock: system, none, or a fixed date YYYY-MM-DD.
@@ -514,6 +515,12 @@ fn dispatch(command: Command) -> Result<ExitCode> {
             if let Some(addr) = tcp {
                 let listener =
                     TcpListener::bind(&addr).with_context(|| format!("listening on {addr}"))?;
+                let local = listener.local_addr()?;
+                anyhow::ensure!(
+                    local.ip().is_loopback(),
+                    "refusing to serve the card on {local}: the TCP framing carries APDUs \
+                     without TLS or authentication, so it listens on loopback only"
+                );
                 tracing::info!(addr = %listener.local_addr()?, state = %state.display(), kind = %kind_of(&card), "serving the card over TCP");
                 transport::run_tcp_server(listener, &mut card)?;
             } else {

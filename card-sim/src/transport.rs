@@ -149,11 +149,26 @@ pub fn run_vpcd_client(
     }
 }
 
+/// How long a TCP client may stay silent before the card drops it: one client is served at
+/// a time, so an idle one must not hold the card from the next.
+pub const CLIENT_IDLE: Duration = Duration::from_secs(30);
+
 /// Serves the card to TCP clients at `addr`, one connection at a time, for ever. Each
-/// connection starts with a powered-on, freshly reset card.
+/// connection starts with a powered-on, freshly reset card; a client silent for
+/// [`CLIENT_IDLE`] is disconnected.
 pub fn run_tcp_server(listener: TcpListener, card: &mut dyn SimulatedCard) -> io::Result<()> {
+    run_tcp_server_with(listener, card, CLIENT_IDLE)
+}
+
+/// [`run_tcp_server`] with another idle bound (tests).
+pub fn run_tcp_server_with(
+    listener: TcpListener,
+    card: &mut dyn SimulatedCard,
+    idle: Duration,
+) -> io::Result<()> {
     loop {
         let (mut stream, peer) = listener.accept()?;
+        stream.set_read_timeout(Some(idle))?;
         tracing::info!(%peer, "client connected");
         card.reset();
         match serve_connection(&mut stream, card) {

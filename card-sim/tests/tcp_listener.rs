@@ -1,0 +1,55 @@
+//! `card-sim serve --tcp` serves one client at a time: a client that connects and then
+//! says nothing is dropped after the idle bound, and the next client gets the card; a
+//! non-loopback address is refused.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::net::TcpListener;
+use std::time::{Duration, Instant};
+
+use card_sim::sim::SimCard;
+use card_sim::transport::{run_tcp_server_with, TcpCardClient};
+use card_sim::os_platform::OsPlatform;
+use openpsd_core::store::MemStore;
+
+#[test]
+fn an_idle_client_does_not_hold_the_card() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let mut card = SimCard::new(MemStore::new(), OsPlatform::default()).unwrap();
+        let _ = run_tcp_server_with(listener, &mut card, Duration::from_millis(500));
+    });
+    // The first client connects and stays silent.
+    let _idle = std::net::TcpStream::connect(addr).unwrap();
+    // The second one is served once the first was dropped.
+    let t = Instant::now();
+    let mut next = TcpCardClient::connect(addr).unwrap();
+    let reply = next.transmit(&openpsd_core::client::psd_apdu::select()).unwrap();
+    assert!(reply.len() >= 2, "an answer with a status word");
+    let waited = t.elapsed();
+    assert!(
+        waited >= Duration::from_millis(400) && waited < Duration::from_secs(5),
+        "served after the idle client was dropped: {waited:?}"
+    );
+}
+
+#[test]
+fn serve_tcp_refuses_an_address_off_loopback() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("psd");
+    let made = std::process::Command::new(env!("CARGO_BIN_EXE_card-sim"))
+        .args(["personalize", "--state"])
+        .arg(&state)
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_card-sim"))
+        .args(["serve", "--state"])
+        .arg(&state)
+        .args(["--tcp", "0.0.0.0:0"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("loopback only"), "{err}");
+}

@@ -123,6 +123,8 @@ async function register() {
     key_id: app.info.keyId, public_key: app.info.publicKey,
   });
   app.meta.registered = true;
+  // The account is the session's customer's (the room signed them up with the device).
+  if (reg.account && reg.account.account_id) app.meta.accountId = reg.account.account_id;
   saveJson(metaKey, app.meta);
   return reg;
 }
@@ -439,7 +441,7 @@ async function start() {
     const meta = loadJson(metaKey, null);
     app.meta = meta && meta.deviceId === app.info.deviceId
       ? meta
-      : { deviceId: app.info.deviceId, accountId: `web-${app.info.deviceId}`, registered: false };
+      : { deviceId: app.info.deviceId, accountId: null, registered: false };
     showDevice();
     if (!app.meta.registered) {
       try {

@@ -73,7 +73,11 @@ export function backOfficeText(e) {
     case 'amount_invalid':
       return 'Refill refused: the amount is zero or above what this meter may hold.';
     case 'unknown_account':
-      return 'Refill refused: your customer account does not exist at the recharging center.';
+      return 'Refill refused: that is not your customer account.';
+    case 'unauthenticated':
+      return 'Your session with the back office has ended (sessions last 8 hours, and the page keeps it only as a cookie). Create the meter again to start a new one.';
+    case 'rate_limited':
+      return 'Too many requests in a short time; wait a moment and try again.';
     case 'unknown_device':
       return 'The back office does not know this meter. It was probably restarted with a fresh data directory (bash scripts/demo.sh keeps target/demo-data): this meter\'s value can no longer be refilled there.';
     case 'refill_outstanding':

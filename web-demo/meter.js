@@ -27,7 +27,8 @@ export class BackOfficeError extends Error {
 export async function call(method, path, body) {
   const resp = await fetch(path, {
     method,
-    headers: body === undefined ? {} : { 'content-type': 'application/json' },
+    // Always JSON for a change: the room refuses other content types (CSRF, docs/security.md).
+    headers: method === 'GET' ? {} : { 'content-type': 'application/json' },
     body: body === undefined ? undefined : JSON.stringify(body),
   });
   let value;

@@ -92,7 +92,7 @@ async fn run(args: Args) {
         .await
         .expect("services start");
     let host = Host::new(&handles.meter.url);
-    let admin = Admin::new(&handles.kms.url, &handles.recharge.url);
+    let admin = Admin::new(&handles.meter.url, &handles.kms.url, &handles.recharge.url);
     println!(
         "refill benchmark: {} refills per level, data in {}",
         args.refills,
@@ -111,7 +111,9 @@ async fn run(args: Args) {
         let mut cards = Vec::new();
         for _ in 0..c {
             let psd = Psd::new(next_card, 0);
-            admin.register(&psd).await;
+            admin
+                .register_to(&psd, &format!("bench-{next_card}"))
+                .await;
             admin
                 .fund(&format!("bench-{next_card}"), 1_000_000_000)
                 .await;

@@ -24,7 +24,7 @@ async fn env() -> Env {
     let dir = tempfile::tempdir().expect("tempdir");
     let handles = spawn_all(dir.path()).await.expect("services start");
     let host = Host::new(&handles.meter.url);
-    let admin = Admin::new(&handles.kms.url, &handles.recharge.url);
+    let admin = Admin::new(&handles.meter.url, &handles.kms.url, &handles.recharge.url);
     Env {
         _dir: dir,
         handles,
@@ -36,7 +36,7 @@ async fn env() -> Env {
 /// A registered card and a funded account.
 async fn card(env: &Env, n: u32, account: &str, deposit: u64) -> Psd {
     let psd = Psd::new(n, 0);
-    env.admin.register(&psd).await;
+    env.admin.register_to(&psd, account).await;
     env.admin.fund(account, deposit).await;
     psd
 }
@@ -271,6 +271,20 @@ async fn audit_with_rolled_back_registers_is_refused() {
         "audit_inconsistent",
     );
     assert!(e.message.contains("AR went down"), "{e:?}");
+    // A verified audit that disagrees with the ledger is an alarm: the device is
+    // quarantined until an operator resolves it.
+    let alarms = env.admin.alarms().await;
+    assert_eq!((alarms.raised, alarms.open), (1, 1));
+    assert_eq!(alarms.alarms[0].kind, "history");
+    expect_refused(
+        env.host.audit("t2", &audit).await,
+        409,
+        "device_quarantined",
+    );
+    env.admin
+        .resolve(&psd.device_id(), "rolled-back card seized; checked", false)
+        .await
+        .unwrap();
     // Back to before the refill: refill count and control sum went down.
     psd.roll_back(&before_refill);
     let audit = psd.audit(0, &v.nonce);
@@ -279,6 +293,7 @@ async fn audit_with_rolled_back_registers_is_refused() {
         422,
         "audit_inconsistent",
     );
+    assert_eq!(env.admin.alarms().await.open, 1);
     let l = env.admin.ledger().await;
     assert_eq!((l.held, l.debited), (0, 2_000));
     env.handles.stop().await;
@@ -363,24 +378,40 @@ async fn kms_down_gives_503_and_holds_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let mut handles = spawn_all(dir.path()).await.unwrap();
     let host = Host::new(&handles.meter.url);
-    let admin = Admin::new(&handles.kms.url, &handles.recharge.url);
+    let admin = Admin::new(&handles.meter.url, &handles.kms.url, &handles.recharge.url);
     let mut psd = Psd::new(9, 0);
     admin.register(&psd).await;
     admin.fund("acme", 10_000).await;
     host.refill(&mut psd, "t1", "acme", 1_000).await.unwrap();
     let mut fresh = Psd::new(10, 0);
     admin.register(&fresh).await;
+    let late = Psd::new(11, 0);
+    let _: serde_json::Value = admin.kms.post("/v1/devices", &late.secrets).await.unwrap();
 
     let kms_addr = handles.kms.addr;
     handles.kms.stop().await;
-    // A device the meter has not seen yet: it cannot even be looked up.
+    // Registering at the meter needs the KMS (the device's licenses come from there).
     let e = expect_refused(
-        host.request("f1", &fresh.device_id(), 0, "acme", 1_000)
+        admin
+            .meter
+            .post::<_, serde_json::Value>(
+                "/v1/devices",
+                &openpsd_protocol::MeterRegistration {
+                    device_id: late.device_id(),
+                    account_id: "acme".into(),
+                    baselines: vec![],
+                },
+            )
             .await,
         503,
         "service_unavailable",
     );
-    assert_eq!(e.step, "meter_request");
+    assert_eq!(e.step, "meter_register");
+    // A registered device: the request is taken (the meter keeps its licenses), the audit
+    // cannot be verified.
+    host.request("f1", &fresh.device_id(), 0, "acme", 500)
+        .await
+        .unwrap();
     // A known device: the request is taken, the audit cannot be verified.
     let v = host
         .request("t2", &psd.device_id(), 0, "acme", 1_000)
@@ -435,13 +466,23 @@ async fn insufficient_deposit_is_refused_and_holds_nothing() {
     assert_eq!(s.error.unwrap().code, "insufficient_deposit");
     let a = env.admin.account("poor").await;
     assert_eq!((a.available, a.held, a.debited), (1_000, 0, 0));
-    // Unknown account, zero amount.
+    // Another account than the owner's is answered like an unknown device.
+    expect_refused(
+        env.host
+            .request("t2", &psd.device_id(), 0, "nobody", 100)
+            .await,
+        404,
+        "unknown_device",
+    );
+    // A device registered to an account the RC does not have: the hold is refused.
+    let mut orphan = Psd::new(111, 0);
+    env.admin.register_to(&orphan, "nobody").await;
     let v = env
         .host
-        .request("t2", &psd.device_id(), 0, "nobody", 100)
+        .request("t2", &orphan.device_id(), 0, "nobody", 100)
         .await
         .unwrap();
-    let audit = psd.audit(0, &v.nonce);
+    let audit = orphan.audit(0, &v.nonce);
     expect_refused(env.host.audit("t2", &audit).await, 404, "unknown_account");
     expect_refused(
         env.host.request("t3", &psd.device_id(), 0, "poor", 0).await,
@@ -645,10 +686,28 @@ async fn refusals_name_their_code_and_step() {
     let env = env().await;
     let mut psd = card(&env, 16, "acme", 10_000).await;
     let dev = psd.device_id();
-    // The KMS is the registry of devices: its lookup is the step that refuses.
+    // A device the meter has no registration of is refused before anything is asked.
     let e = expect_refused(
         env.host
             .request("t1", "0000000000000000", 0, "acme", 1)
+            .await,
+        404,
+        "unknown_device",
+    );
+    assert_eq!(e.step, "meter_request");
+    // The KMS is the registry of devices: registering one it does not know at the meter
+    // is refused by its lookup.
+    let e = expect_refused(
+        env.admin
+            .meter
+            .post::<_, serde_json::Value>(
+                "/v1/devices",
+                &openpsd_protocol::MeterRegistration {
+                    device_id: "0000000000000000".into(),
+                    account_id: "acme".into(),
+                    baselines: vec![],
+                },
+            )
             .await,
         404,
         "unknown_device",
@@ -716,7 +775,7 @@ async fn k1_is_stored_wrapped_and_key_files_are_private() {
     use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::tempdir().unwrap();
     let handles = spawn_all(dir.path()).await.unwrap();
-    let admin = Admin::new(&handles.kms.url, &handles.recharge.url);
+    let admin = Admin::new(&handles.meter.url, &handles.kms.url, &handles.recharge.url);
     let psd = Psd::new(17, 0);
     admin.register(&psd).await;
     let db = rusqlite::Connection::open(dir.path().join("kms/kms.sqlite")).unwrap();
@@ -787,7 +846,7 @@ async fn openpsd_host_refill_client_completes_against_the_back_office() {
         let meter = MeterClient::new(&meter_url);
         let req = RefillRequest {
             client_txn_id: "host-1".into(),
-            account_id: "acme".into(),
+            account_id: Some("acme".into()),
             set: RegisterSetIndex(0),
             amount: Amount(2_500),
         };
@@ -813,6 +872,19 @@ async fn openpsd_host_refill_client_completes_against_the_back_office() {
         .await
         .unwrap();
     let _: serde_json::Value = env.admin.kms.post("/v1/devices", &secrets).await.unwrap();
+    let _: serde_json::Value = env
+        .admin
+        .meter
+        .post(
+            "/v1/devices",
+            &openpsd_protocol::MeterRegistration {
+                device_id: secrets.device_id.clone(),
+                account_id: "acme".into(),
+                baselines: vec![],
+            },
+        )
+        .await
+        .unwrap();
     tx_go.send(env.handles.meter.url.clone()).unwrap();
     let (out, again, inspected, regs) = tokio::task::spawn_blocking(move || card.join().unwrap())
         .await

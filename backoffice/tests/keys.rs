@@ -134,10 +134,10 @@ fn wrap_of(dir: &Path, device: &str) -> Vec<u8> {
 async fn a_k1_moved_to_another_device_row_is_refused_and_costs_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let h = openpsd_backoffice::spawn_all(dir.path()).await.unwrap();
-    let admin = Admin::new(&h.kms.url, &h.recharge.url);
+    let admin = Admin::new(&h.meter.url, &h.kms.url, &h.recharge.url);
     let (mut a, b) = (Psd::new(1, 0), Psd::new(2, 0));
-    admin.register(&a).await;
-    admin.register(&b).await;
+    admin.register_to(&a, "acct").await;
+    admin.register_to(&b, "acct").await;
     admin.fund("acct", 10_000).await;
     h.stop().await;
 
@@ -153,7 +153,7 @@ async fn a_k1_moved_to_another_device_row_is_refused_and_costs_nothing() {
     let h = openpsd_backoffice::spawn_all(dir.path()).await.unwrap();
     let (host, admin) = (
         Host::new(&h.meter.url),
-        Admin::new(&h.kms.url, &h.recharge.url),
+        Admin::new(&h.meter.url, &h.kms.url, &h.recharge.url),
     );
     let v = host
         .request("t1", &a.device_id(), 0, "acct", 500)
@@ -177,9 +177,9 @@ async fn k1_wrapped_under_the_master_key_is_rebound_at_start() {
     use aes_kw::KeyInit as _;
     let dir = tempfile::tempdir().unwrap();
     let h = openpsd_backoffice::spawn_all(dir.path()).await.unwrap();
-    let admin = Admin::new(&h.kms.url, &h.recharge.url);
+    let admin = Admin::new(&h.meter.url, &h.kms.url, &h.recharge.url);
     let mut a = Psd::new(3, 0);
-    admin.register(&a).await;
+    admin.register_to(&a, "acct").await;
     admin.fund("acct", 10_000).await;
     h.stop().await;
 

@@ -153,7 +153,7 @@ impl Stack {
     }
 
     fn admin(&self) -> Admin {
-        Admin::new(&self.kms.url, &self.rc.url)
+        Admin::new(&self.meter.url, &self.kms.url, &self.rc.url)
     }
 }
 

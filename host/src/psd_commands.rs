@@ -201,12 +201,43 @@ pub fn indicium(spec: Option<CardSpec>, args: IndiciumArgs, json_out: bool) -> R
 }
 
 /// `openpsd refill`.
+/// `openpsd refill --cancel TXN`: cancels an outstanding refill (the meter's void applied
+/// on the PSD if its message had left) and prints how it ended.
+pub fn cancel_refill(spec: Option<CardSpec>, json_out: bool, meter: &str, txn: &str) -> Result<()> {
+    let (mut psd, _) = open_psd(spec)?;
+    let meter = openpsd_host::refill::MeterClient::new(meter);
+    let mut progress = |line: &str| {
+        if !json_out {
+            println!("  {line}");
+        }
+    };
+    let out = meter
+        .cancel(&mut psd, txn, &mut progress)
+        .with_context(|| format!("cancel {txn} (run again to finish it)"))?;
+    let r = out.registers;
+    if json_out {
+        println!(
+            "{}",
+            json!({
+                "client_txn_id": txn, "state": out.state,
+                "ar": r.ar.0, "dr": r.dr.0, "control_sum": r.control_sum.0, "refills": r.refills.0,
+            })
+        );
+    } else {
+        println!(
+            "{}: DR {} control sum {} refills {}",
+            out.state, r.dr, r.control_sum, r.refills.0
+        );
+    }
+    Ok(())
+}
+
 pub fn refill(
     spec: Option<CardSpec>,
     json_out: bool,
     amount: Amount,
     meter: &str,
-    account: String,
+    account: Option<String>,
     set: u8,
     txn: Option<String>,
 ) -> Result<()> {
@@ -220,7 +251,8 @@ pub fn refill(
         }
     };
     if !json_out {
-        println!("refill {client_txn_id}: {amount} from account {account} via {meter}");
+        let from = account.as_deref().unwrap_or("the device's owner account");
+        println!("refill {client_txn_id}: {amount} from {from} via {meter}");
     }
     let req = openpsd_host::refill::RefillRequest {
         client_txn_id: client_txn_id.clone(),

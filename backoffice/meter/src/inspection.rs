@@ -43,6 +43,7 @@ pub(crate) async fn new_inspection(
     let step = STEP_INSPECTION;
     let req: InspectionRequest = codec::json(&body, step)?;
     let device_id = codec::device_hex(&codec::device_id(&req.device_id, step)?);
+    meter.serving(&device_id, None, step).await?;
     let licenses = meter.licenses(&device_id, step).await?;
     if usize::from(req.set) >= licenses.len() {
         return Err(ApiError::bad_request(
@@ -106,7 +107,7 @@ pub(crate) async fn inspection_audit(
     let mut j = meter
         .judge(step, &v.device_id, v.set, &audit, &v.nonce)
         .await?;
-    meter.settle(&mut j.settlements, step).await?;
+    meter.settle(&mut j.settlements, &audit, step).await?;
     let receipt = meter.receipt(&audit.hex, step).await?;
     let id2 = id.clone();
     let v = meter

@@ -49,7 +49,9 @@ pub(crate) async fn request_refill(
     let step = STEP_REQUEST;
     let req: RefillRequest = codec::json(&body, step)?;
     codec::ident("client_txn_id", &req.client_txn_id, step)?;
-    codec::ident("account_id", &req.account_id, step)?;
+    if let Some(a) = &req.account_id {
+        codec::ident("account_id", a, step)?;
+    }
     let device_id = codec::device_hex(&codec::device_id(&req.device_id, step)?);
     if req.amount == 0 || i64::try_from(req.amount).is_err() {
         return Err(ApiError::amount_invalid(
@@ -57,10 +59,16 @@ pub(crate) async fn request_refill(
             "a refill is 1 to 2^63-1 minor units",
         ));
     }
+    // Only a registered device, paid by its owner: another account is answered like an
+    // unknown device (404), so device IDs cannot be probed.
+    let owner = meter
+        .serving(&device_id, req.account_id.as_deref(), step)
+        .await?
+        .account_id;
     let same = |v: &RefillView| {
         v.device_id == device_id
             && v.set == req.set
-            && v.account_id == req.account_id
+            && v.account_id == owner
             && v.amount == req.amount
     };
     let reused = || {
@@ -92,8 +100,10 @@ pub(crate) async fn request_refill(
             format!("device {device_id} has {} register sets", licenses.len()),
         ));
     }
+    // An earlier refill whose message never left and whose time is up no longer blocks.
+    meter.expire_unissued(&device_id, step).await?;
     let nonce = hex::encode(codec::random_array::<16>());
-    let (dev, r2) = (device_id.clone(), req.clone());
+    let (dev, r2, owner2) = (device_id.clone(), req.clone(), owner.clone());
     let row = meter
         .db
         .run(step, move |c| {
@@ -115,7 +125,7 @@ pub(crate) async fn request_refill(
                     StatusCode::CONFLICT,
                     ErrorCode::RefillOutstanding,
                     step,
-                    format!("refill '{other}' is outstanding for device {dev}; finish it first"),
+                    format!("refill '{other}' is outstanding for device {dev}; finish or cancel it first"),
                 ));
             }
             let now = now_secs();
@@ -123,7 +133,7 @@ pub(crate) async fn request_refill(
                 "INSERT INTO refills (client_txn_id, device_id, set_index, account_id, amount, state,
                                       nonce, created_at, updated_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, 'awaiting_audit', ?6, ?7, ?7)",
-                params![r2.client_txn_id, dev, i64::from(r2.set), r2.account_id, to_sql_int(r2.amount, step)?, nonce, now],
+                params![r2.client_txn_id, dev, i64::from(r2.set), owner2, to_sql_int(r2.amount, step)?, nonce, now],
             )
             .storage(step)?;
             commit_refill(tx, &r2.client_txn_id, step)
@@ -162,8 +172,12 @@ pub(crate) async fn refill_audit(
                 .stored_error()
                 .unwrap_or_else(|| ApiError::wrong_state(step, "refused")))
         }
-        "message_issued" | "completed" | "released" => return Ok(Json(r.view)),
+        "message_issued" | "voiding" | "completed" | "released" => return Ok(Json(r.view)),
         _ => {}
+    }
+    if meter.expired(&r, step).await? {
+        // Its time-to-live passed before a message was made: released, never issued.
+        return Ok(Json(meter.release_unissued(&r, step).await?.view));
     }
 
     if r.binding.is_none() {
@@ -172,7 +186,7 @@ pub(crate) async fn refill_audit(
         let mut j = meter
             .judge(step, &r.view.device_id, r.view.set, &audit, &r.view.nonce)
             .await?;
-        meter.settle(&mut j.settlements, step).await?;
+        meter.settle(&mut j.settlements, &audit, step).await?;
         let (id2, a2) = (id.clone(), audit.clone());
         r = meter
             .db
@@ -317,7 +331,7 @@ pub(crate) async fn confirm(
                 .stored_error()
                 .unwrap_or_else(|| ApiError::wrong_state(step, "refused")))
         }
-        "message_issued" => {}
+        "message_issued" | "voiding" => {}
         _ => {
             return Err(ApiError::wrong_state(
                 step,
@@ -337,7 +351,7 @@ pub(crate) async fn confirm(
         .await?;
     // Settle at the RC first (idempotent), then commit: a crash in between leaves the
     // refill issued, and the retry (or any later audit) settles it the same way.
-    meter.settle(&mut j.settlements, step).await?;
+    meter.settle(&mut j.settlements, &audit, step).await?;
     failpoint::pause("meter_confirm_after_settle").await;
     let (id2, a2) = (id.clone(), audit.clone());
     let r = meter
@@ -353,12 +367,12 @@ pub(crate) async fn confirm(
             commit_refill(tx, &id2, step)
         })
         .await?;
-    if r.view.state == "message_issued" {
+    if r.view.state == "message_issued" || r.view.state == "voiding" {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
             ErrorCode::NotApplied,
             step,
-            "the audit does not show the refill applied; apply the refill message, then confirm with a fresh audit",
+            "the audit does not show the refill (or its void) applied; apply the message, then confirm with a fresh audit",
         ));
     }
     Ok(Json(r.view))

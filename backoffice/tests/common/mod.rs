@@ -18,8 +18,8 @@ use openpsd_core::Status;
 use openpsd_host::{ClientError, Link, LinkError, PsdClient};
 use openpsd_protocol::ErrorBody;
 use openpsd_protocol::{
-    Account, Deposit, InspectionRequest, InspectionView, Ledger, NewAccount, RefillRequest,
-    RefillView,
+    Account, Alarms, Baseline, Deposit, InspectionRequest, InspectionView, Ledger, MeterDevice,
+    MeterRegistration, NewAccount, RefillRequest, RefillView, Resolve,
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -274,7 +274,7 @@ impl Host {
                     client_txn_id: txn.into(),
                     device_id: device.into(),
                     set,
-                    account_id: account.into(),
+                    account_id: Some(account.into()),
                     amount,
                 },
             )
@@ -301,6 +301,13 @@ impl Host {
 
     pub async fn status(&self, txn: &str) -> Result<RefillView, Refused> {
         self.meter.get(&format!("/v1/refills/{txn}")).await
+    }
+
+    /// The owner cancels an outstanding refill.
+    pub async fn cancel(&self, txn: &str) -> Result<RefillView, Refused> {
+        self.meter
+            .post(&format!("/v1/refills/{txn}/cancel"), &serde_json::json!({}))
+            .await
     }
 
     /// The whole refill on a card, as `openpsd refill` runs it: request, AUDIT, audit,
@@ -362,27 +369,106 @@ impl Host {
     }
 }
 
-/// The operator: registers devices at the KMS, keeps accounts at the RC.
+/// The operator: registers devices at the KMS and the meter, keeps accounts at the RC,
+/// reads and resolves the meter's alarms.
 #[derive(Clone)]
 pub struct Admin {
+    pub meter: Client,
     pub kms: Client,
     pub rc: Client,
 }
 
 impl Admin {
-    pub fn new(kms_url: &str, rc_url: &str) -> Self {
+    pub fn new(meter_url: &str, kms_url: &str, rc_url: &str) -> Self {
         Self {
+            meter: Client::new(meter_url),
             kms: Client::new(kms_url),
             rc: Client::new(rc_url),
         }
     }
 
+    /// Registers the card at the KMS and at the meter, owned by `acme`, baselines zero.
     pub async fn register(&self, psd: &Psd) {
+        self.register_to(psd, "acme").await;
+    }
+
+    /// Registers the card at the KMS and at the meter, owned by `account`.
+    pub async fn register_to(&self, psd: &Psd, account: &str) {
+        self.register_with(psd, account, Vec::new())
+            .await
+            .expect("register device at the meter");
+    }
+
+    /// Registers the card at the KMS, then at the meter with these baselines.
+    pub async fn register_with(
+        &self,
+        psd: &Psd,
+        account: &str,
+        baselines: Vec<Baseline>,
+    ) -> Result<MeterDevice, Refused> {
         let _: serde_json::Value = self
             .kms
             .post("/v1/devices", &psd.secrets)
             .await
             .expect("register device");
+        self.meter
+            .post(
+                "/v1/devices",
+                &MeterRegistration {
+                    device_id: psd.device_id(),
+                    account_id: account.into(),
+                    baselines,
+                },
+            )
+            .await
+    }
+
+    /// The meter's registration of a device.
+    pub async fn device(&self, device: &str) -> MeterDevice {
+        self.meter
+            .get(&format!("/v1/devices/{device}"))
+            .await
+            .expect("device")
+    }
+
+    pub async fn alarms(&self) -> Alarms {
+        self.meter.get("/v1/alarms").await.expect("alarms")
+    }
+
+    pub async fn resolve(
+        &self,
+        device: &str,
+        note: &str,
+        accept_audit: bool,
+    ) -> Result<MeterDevice, Refused> {
+        self.meter
+            .post(
+                &format!("/v1/devices/{device}/resolve"),
+                &Resolve {
+                    note: note.into(),
+                    accept_audit,
+                },
+            )
+            .await
+    }
+
+    /// The ledger invariants after a flow: for every card and set, control sum − baseline
+    /// = the amounts the RC debited for it (`applied`), and every account balances.
+    pub async fn assert_exact(&self, cards: &mut [&mut Psd]) {
+        let l = self.ledger().await;
+        assert_eq!(l.deposited, l.available + l.held + l.debited, "{l:?}");
+        let mut over_baselines = 0;
+        for c in cards.iter_mut() {
+            let dev = self.device(&c.device_id()).await;
+            for (set, b) in dev.baselines.iter().enumerate() {
+                let cs = c.registers(u8::try_from(set).expect("set")).control_sum.0;
+                over_baselines += cs.checked_sub(b.control_sum).expect("control sum >= baseline");
+            }
+        }
+        assert_eq!(
+            over_baselines, l.applied_amount,
+            "control sums - baselines vs applied: {l:?}"
+        );
     }
 
     /// Opens `account` with `amount` deposited.

@@ -111,9 +111,7 @@ async fn run(args: Args) {
         let mut cards = Vec::new();
         for _ in 0..c {
             let psd = Psd::new(next_card, 0);
-            admin
-                .register_to(&psd, &format!("bench-{next_card}"))
-                .await;
+            admin.register_to(&psd, &format!("bench-{next_card}")).await;
             admin
                 .fund(&format!("bench-{next_card}"), 1_000_000_000)
                 .await;

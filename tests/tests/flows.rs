@@ -387,7 +387,12 @@ fn a_void_and_its_refill_apply_at_most_one_of_the_two() {
             (refill, void)
         };
         expect_ok(&card.transmit(&psd_apdu::refill(SET0, &first.seal(&kms.k1))));
-        refused_refill(&mut card, SET0, &second.seal(&kms.k1), Status::RefillReplayed);
+        refused_refill(
+            &mut card,
+            SET0,
+            &second.seal(&kms.k1),
+            Status::RefillReplayed,
+        );
         let after = registers(&mut card, 0);
         assert_eq!(after.refills.0, before.refills.0 + 1);
         let audited = kms.audit(&mut card, SET0, [7; 16]);

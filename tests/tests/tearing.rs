@@ -161,7 +161,10 @@ fn void_tearing() -> usize {
         }
         assert_eq!(registers(&mut card, 0), voided);
         let audited = kms.audit(&mut card, SET0, [3; 16]);
-        assert_eq!(audited.last_combination, [9; 8], "{at}: the void's ID recorded");
+        assert_eq!(
+            audited.last_combination, [9; 8],
+            "{at}: the void's ID recorded"
+        );
         expect_refused(
             &card.transmit(&psd_apdu::refill(SET0, &original)),
             Status::RefillReplayed,

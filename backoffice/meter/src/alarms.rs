@@ -137,19 +137,21 @@ pub(crate) async fn list_alarms(State(meter): State<Meter>) -> Result<Json<Alarm
                 .collect::<Result<_, _>>()
                 .storage(step)?;
             raw.into_iter()
-                .map(|(id, device_id, set, kind, message, raised, resolved, note)| {
-                    Ok(Alarm {
-                        alarm_id: from_sql_int(id, step)?,
-                        device_id,
-                        set: u8::try_from(set)
-                            .map_err(|_| ApiError::internal(step, "alarm set out of range"))?,
-                        kind,
-                        message,
-                        raised_at: from_sql_int(raised, step)?,
-                        resolved_at: resolved.map(|r| from_sql_int(r, step)).transpose()?,
-                        note,
-                    })
-                })
+                .map(
+                    |(id, device_id, set, kind, message, raised, resolved, note)| {
+                        Ok(Alarm {
+                            alarm_id: from_sql_int(id, step)?,
+                            device_id,
+                            set: u8::try_from(set)
+                                .map_err(|_| ApiError::internal(step, "alarm set out of range"))?,
+                            kind,
+                            message,
+                            raised_at: from_sql_int(raised, step)?,
+                            resolved_at: resolved.map(|r| from_sql_int(r, step)).transpose()?,
+                            note,
+                        })
+                    },
+                )
                 .collect::<Result<Vec<_>, ApiError>>()
         })
         .await?;

@@ -365,4 +365,3 @@ impl Meter {
         Ok(r.receipt)
     }
 }
-

@@ -150,7 +150,10 @@ impl Meter {
         let (Some(comb), Some((control_sum, refills)), Some(license)) =
             (r.view.combination_id.clone(), r.binding, r.license)
         else {
-            return Err(ApiError::internal(step, "issued refill without its combination"));
+            return Err(ApiError::internal(
+                step,
+                "issued refill without its combination",
+            ));
         };
         let void: SignedCombination = self
             .rc

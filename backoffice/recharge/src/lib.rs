@@ -83,7 +83,8 @@ const STEP_LEDGER: &str = "rc_ledger";
 const STEP_VOID: &str = "rc_void";
 
 /// Columns added after the first stored format (`add_missing_columns`).
-const VOID_COLUMNS: &[(&str, &str)] = &[("void_combination_id", "TEXT"), ("void_signature", "TEXT")];
+const VOID_COLUMNS: &[(&str, &str)] =
+    &[("void_combination_id", "TEXT"), ("void_signature", "TEXT")];
 
 /// The recharging center's shared state.
 #[derive(Clone)]

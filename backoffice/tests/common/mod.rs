@@ -152,6 +152,31 @@ impl Psd {
             .map_err(card_status)
     }
 
+    /// A refill of `amount` applied offline, with K1 and no back office (what an issuer's
+    /// funding station, or anyone holding K1, could do): the combination ID `id`.
+    pub fn offline_refill(&mut self, set: u8, amount: u64, id: [u8; 8]) -> Registers {
+        use openpsd_core::psd::refill::RefillCombination;
+        let regs = self.registers(set);
+        let k1: [u8; 16] = hex::decode(&self.secrets.k1)
+            .expect("k1 hex")
+            .try_into()
+            .expect("16 bytes");
+        let device: [u8; 8] = hex::decode(&self.secrets.device_id)
+            .expect("device hex")
+            .try_into()
+            .expect("8 bytes");
+        let msg = RefillCombination {
+            device: DeviceId(device),
+            license: regs.license,
+            amount: Amount(amount),
+            control_sum: regs.control_sum,
+            refills: regs.refills,
+            combination_id: id,
+        }
+        .seal(&openpsd_core::crypto::MacKey::new(k1));
+        self.refill(set, &hex::encode(msg)).expect("offline REFILL")
+    }
+
     /// The card's persistent memory now (to roll it back to later).
     pub fn snapshot(&self) -> Nvm {
         self.sim.borrow_mut().card().store().nvm().clone()
@@ -462,7 +487,9 @@ impl Admin {
             let dev = self.device(&c.device_id()).await;
             for (set, b) in dev.baselines.iter().enumerate() {
                 let cs = c.registers(u8::try_from(set).expect("set")).control_sum.0;
-                over_baselines += cs.checked_sub(b.control_sum).expect("control sum >= baseline");
+                over_baselines += cs
+                    .checked_sub(b.control_sum)
+                    .expect("control sum >= baseline");
             }
         }
         assert_eq!(

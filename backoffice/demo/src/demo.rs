@@ -69,8 +69,15 @@ pub async fn run(o: DemoOptions) -> Result<()> {
     }
     let secrets: Value = serde_json::from_str(&std::fs::read_to_string(&secrets_path)?)?;
     post(&http, &format!("{}/v1/devices", h.kms.url), &secrets).await?;
+    // And with the meter server, owned by the customer's account, from zero (fresh PSD).
+    post(
+        &http,
+        &format!("{}/v1/devices", h.meter.url),
+        &json!({"device_id": secrets["device_id"], "account_id": ACCOUNT}),
+    )
+    .await?;
     println!(
-        "PSD {} registered with the KMS (K1 stored wrapped under its master key)",
+        "PSD {} registered with the KMS (K1 stored wrapped under its master key) and the meter server (account {ACCOUNT})",
         secrets["device_id"].as_str().unwrap_or("?")
     );
 
@@ -178,7 +185,7 @@ fn mailer(card_dir: &Path, meter: &str, amount: Amount, indicia: u32) -> Result<
     OsPlatform::default().fill_random(&mut txn);
     let req = RefillRequest {
         client_txn_id: hex::encode(txn),
-        account_id: ACCOUNT.into(),
+        account_id: Some(ACCOUNT.into()),
         set,
         amount,
     };

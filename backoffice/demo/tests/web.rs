@@ -323,7 +323,7 @@ async fn run() {
     assert_eq!(info.device, DeviceId(d));
     let req = RefillRequest {
         client_txn_id: "web-test-1".into(),
-        account_id: account.clone(),
+        account_id: Some(account.clone()),
         set: RegisterSetIndex(0),
         amount: Amount(2_500),
     };

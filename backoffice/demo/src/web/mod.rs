@@ -12,8 +12,9 @@
 //!    PERSONALIZE command data (hex). The page personalizes its PSD with it.
 //! 2. `POST /demo/v1/devices/{device_id}/register` `{"key_id", "public_key"}` — the PSD's
 //!    answer to PERSONALIZE; the station registers the device (K1, key, licenses) with the
-//!    KMS exactly as the card simulator's secrets file is registered, opens the customer's
-//!    account at the recharging center and puts the demo deposit on it.
+//!    KMS exactly as the card simulator's secrets file is registered, registers it at the
+//!    meter server owned by the customer's account (baselines zero: a fresh PSD), opens
+//!    that account at the recharging center and puts the demo deposit on it.
 //!
 //! The room is also the demo scheme's purse issuer: every browser PSD gets the scheme slot
 //! of the room's demo scheme, and
@@ -178,6 +179,8 @@ pub(crate) struct Web {
     pub(crate) meter: String,
     pub(crate) kms: Upstream,
     pub(crate) recharge: Upstream,
+    /// The meter server's operator API (device registration).
+    pub(crate) meter_api: Upstream,
     pub(crate) http: reqwest::Client,
     pub(crate) pending: Arc<Mutex<(u64, HashMap<String, Pending>)>>,
     pub(crate) room: Arc<RoomKeys>,
@@ -220,6 +223,7 @@ pub async fn start_in(o: &WebOptions, h: &Handles, data: Option<&Path>) -> anyho
         meter: h.meter.url.clone(),
         kms: Upstream::new("KMS", &h.kms.url)?,
         recharge: Upstream::new("recharging center", &h.recharge.url)?,
+        meter_api: Upstream::new("meter server", &h.meter.url)?,
         http: reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(2))
             .timeout(Duration::from_secs(30))

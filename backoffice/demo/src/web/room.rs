@@ -16,7 +16,7 @@ use zeroize::Zeroizing;
 use openpsd_protocol::{NewDevice, Personalize, Register, Registered};
 
 use openpsd_protocol::ErrorCode;
-use openpsd_protocol::{Account, DeviceInfo};
+use openpsd_protocol::{Account, DeviceInfo, MeterDevice, MeterRegistration};
 use openpsd_service_kit::codec::{self, OsRandom};
 use openpsd_service_kit::error::ApiError;
 
@@ -197,8 +197,22 @@ pub(crate) async fn register(
             info
         }
     };
+    // The meter serves only devices registered with it: owned by the customer's account,
+    // starting from zero (the PSD was just personalized). The same again is fine.
+    let _: MeterDevice = web
+        .meter_api
+        .post(
+            "/v1/devices",
+            &MeterRegistration {
+                device_id: device_id.clone(),
+                account_id: account_for(&device_id),
+                baselines: Vec::new(),
+            },
+            step,
+        )
+        .await?;
     let account = ensure_account(&web, &account_for(&device_id)).await?;
-    tracing::info!(device = %device_id, "browser PSD registered with the KMS");
+    tracing::info!(device = %device_id, "browser PSD registered with the KMS and the meter");
     Ok(Json(Registered {
         device_id,
         key_id: info.key_id,

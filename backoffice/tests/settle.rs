@@ -539,3 +539,40 @@ async fn issued_on(
     assert_eq!(v.state, RefillState::MessageIssued);
     v
 }
+
+/// `openpsd refill --cancel`: the host library's cancel applies the void on the PSD, audits
+/// and confirms; run again, it answers the same outcome.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_host_library_cancels_through_the_void() {
+    let env = env().await;
+    let mut psd = card(&env, 12).await;
+    let v = issued(&env, &mut psd, "t1", 600).await;
+    let meter = openpsd_host::refill::MeterClient::new(&env.handles.meter.url);
+    // The library is blocking (ureq); the services run on the other workers.
+    let out =
+        tokio::task::block_in_place(|| meter.cancel(&mut psd.client, "t1", &mut |_| {})).unwrap();
+    assert_eq!(out.state, RefillState::Released);
+    assert_eq!(
+        (out.registers.control_sum.0, out.registers.refills.0),
+        (0, 1)
+    );
+    assert_eq!(
+        psd.refill(0, v.refill_message.as_deref().unwrap()),
+        Err(Status::RefillReplayed)
+    );
+    let again =
+        tokio::task::block_in_place(|| meter.cancel(&mut psd.client, "t1", &mut |_| {})).unwrap();
+    assert_eq!(again.state, RefillState::Released);
+    // Not issued yet: released at once, the card untouched.
+    env.host
+        .request("t2", &psd.device_id(), 0, "acme", 600)
+        .await
+        .unwrap();
+    let out =
+        tokio::task::block_in_place(|| meter.cancel(&mut psd.client, "t2", &mut |_| {})).unwrap();
+    assert_eq!(out.state, RefillState::Released);
+    assert_eq!(out.registers.refills.0, 1);
+    env.admin.assert_exact(&mut [&mut psd]).await;
+    assert_eq!(env.admin.ledger().await.held, 0);
+    env.handles.stop().await;
+}

@@ -16,6 +16,7 @@ use openpsd_service_kit::error::{ApiError, StorageContext};
 
 use crate::alarms::AlarmKind;
 use crate::history::{check_history, Audited, Judgement, Known, Settlement};
+use crate::registry::{quarantined, read_device};
 use crate::store::{read_baseline, read_known_combination, read_last, read_outstanding};
 use crate::{Meter, STEP_CHECK};
 
@@ -100,9 +101,6 @@ impl Meter {
                 ),
             ));
         }
-        // Refused while quarantined: an audit of a device whose ledger is in doubt settles
-        // nothing until an operator has looked.
-        self.serving(device_id, None, step).await?;
         if audit.nonce != expected_nonce {
             return Err(ApiError::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
@@ -125,10 +123,11 @@ impl Meter {
             }
         }
         let (dev, last_comb) = (device_id.to_owned(), audit.last_combination_id.clone());
-        let (last, baseline, outstanding, own) = self
+        let (registered, last, baseline, outstanding, own) = self
             .db
             .run(step, move |c| {
                 Ok((
+                    read_device(c, &dev, step)?,
                     read_last(c, &dev, set, step)?,
                     read_baseline(c, &dev, set, step)?,
                     read_outstanding(c, &dev, step)?,
@@ -136,6 +135,13 @@ impl Meter {
                 ))
             })
             .await?;
+        // Refused while quarantined: an audit of a device whose ledger is in doubt settles
+        // nothing until an operator has looked.
+        match registered {
+            None => return Err(ApiError::unknown_device(step, device_id)),
+            Some(d) if d.quarantined => return Err(quarantined(step, device_id)),
+            Some(_) => {}
+        }
         // A refill count one past the last accepted audit: the combination the audit names
         // must be one the back office made, bound to that audit's state.
         let applied = match &last {

@@ -100,11 +100,35 @@ pub(crate) async fn request_refill(
             format!("device {device_id} has {} register sets", licenses.len()),
         ));
     }
-    // An earlier refill whose message never left and whose time is up no longer blocks.
-    meter.expire_unissued(&device_id, step).await?;
+    // Another outstanding refill blocks the device, unless its message never left and its
+    // time is up: then it is released and the request tried once more.
+    let row = match insert_refill(&meter, &req, &device_id, &owner).await {
+        Err(e) if e.code == ErrorCode::RefillOutstanding.as_str() => {
+            meter.expire_unissued(&device_id, step).await?;
+            insert_refill(&meter, &req, &device_id, &owner).await?
+        }
+        r => r?,
+    };
+    if !same(&row.view) {
+        return Err(reused());
+    }
+    tracing::info!(client_txn_id = %req.client_txn_id, device = %device_id, amount = req.amount, "refill requested");
+    Ok(Json(row.view))
+}
+
+/// Inserts the refill `req` as `awaiting_audit` with a fresh nonce, unless another refill
+/// of the device is outstanding (`409 refill_outstanding`); the same transaction ID gives
+/// the refill as it is.
+async fn insert_refill(
+    meter: &Meter,
+    req: &RefillRequest,
+    device_id: &str,
+    owner: &str,
+) -> Result<RefillRow, ApiError> {
+    let step = STEP_REQUEST;
     let nonce = hex::encode(codec::random_array::<16>());
-    let (dev, r2, owner2) = (device_id.clone(), req.clone(), owner.clone());
-    let row = meter
+    let (dev, r2, owner2) = (device_id.to_owned(), req.clone(), owner.to_owned());
+    meter
         .db
         .run(step, move |c| {
             let tx = c.transaction().storage(step)?;
@@ -138,12 +162,7 @@ pub(crate) async fn request_refill(
             .storage(step)?;
             commit_refill(tx, &r2.client_txn_id, step)
         })
-        .await?;
-    if !same(&row.view) {
-        return Err(reused());
-    }
-    tracing::info!(client_txn_id = %req.client_txn_id, device = %device_id, amount = req.amount, "refill requested");
-    Ok(Json(row.view))
+        .await
 }
 
 /// `GET /v1/refills/{client_txn_id}`.

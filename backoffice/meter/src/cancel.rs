@@ -22,6 +22,7 @@ use openpsd_protocol::{
 use openpsd_service_kit::codec;
 use openpsd_service_kit::db::now_secs;
 use openpsd_service_kit::error::{ApiError, StorageContext};
+use openpsd_service_kit::failpoint;
 
 use crate::history::request_id;
 use crate::refill::load_refill;
@@ -246,5 +247,6 @@ pub(crate) async fn cancel(
         }
         RefillState::MessageIssued => meter.issue_void(&r, step).await?,
     };
+    failpoint::pause("meter_cancel_before_reply").await;
     Ok(Json(row.view))
 }

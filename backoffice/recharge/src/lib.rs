@@ -617,6 +617,7 @@ async fn void(
             })
         })
         .await?;
+    failpoint::pause("rc_void_before_reply").await;
     Ok(Json(signed))
 }
 

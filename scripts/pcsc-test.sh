@@ -71,14 +71,22 @@ setsid target/release/backoffice serve --role all --data "$PCSC_RUN/backoffice" 
   > "$PCSC_RUN/backoffice.out" 2> "$PCSC_RUN/backoffice.log" < /dev/null &
 echo $! > "$PCSC_RUN/backoffice.pid"
 pcsc_wait 30 grep -q "meter listening" "$PCSC_RUN/backoffice.out" || { cat "$PCSC_RUN/backoffice.log"; exit 1; }
-# The vendor registers the device with the KMS; the customer deposits 100.00.
+# The vendor registers the device with the KMS; the operator registers it at the meter,
+# owned by account pcsc, with the pyscard flow's offline 25.00 (one refill under K1, the
+# issuer's prepaid value) as set 0's baseline: value the back office did not issue must be
+# in the baseline, or the first audit raises an alarm. The customer deposits 100.00.
 /usr/bin/python3 - "$state.secrets.json" <<'PY'
 import json, sys, urllib.request
 def post(url, body):
     req = urllib.request.Request(url, json.dumps(body).encode(), {"content-type": "application/json"})
     with urllib.request.urlopen(req) as r:
         return json.load(r)
-post("http://127.0.0.1:18701/v1/devices", json.load(open(sys.argv[1])))
+secrets = json.load(open(sys.argv[1]))
+post("http://127.0.0.1:18701/v1/devices", secrets)
+baselines = [{"control_sum": 2500, "refills": 1}] + \
+    [{"control_sum": 0, "refills": 0}] * (len(secrets["licenses"]) - 1)
+print("meter:", post("http://127.0.0.1:18700/v1/devices",
+                     {"device_id": secrets["device_id"], "account_id": "pcsc", "baselines": baselines}))
 post("http://127.0.0.1:18702/v1/accounts", {"account_id": "pcsc"})
 print("deposit:", post("http://127.0.0.1:18702/v1/accounts/pcsc/deposits", {"amount": 10000, "reference": "pcsc-test"}))
 PY
@@ -87,7 +95,7 @@ PY
   | tee "$PCSC_RUN/refill-again.json"
 grep -q '"state":"completed"' "$PCSC_RUN/refill-again.json"
 # The card was credited once (the pyscard flow put 25.00 on it before: 50.00 in all), the
-# account debited once.
+# account debited once, and the meter raised no alarm (the funding was in the baseline).
 "$OPENPSD" --card "pcsc:Virtual PCD 00 00" --json status | tee "$PCSC_RUN/status.json"
 /usr/bin/python3 - "$PCSC_RUN/status.json" <<'PY'
 import json, sys, urllib.request
@@ -95,6 +103,8 @@ s = json.load(open(sys.argv[1]))["register_sets"][0]
 acct = json.load(urllib.request.urlopen("http://127.0.0.1:18702/v1/accounts/pcsc"))
 assert s["control_sum"] == 5000 and s["refills"] == 2, s
 assert acct["debited"] == 2500 and acct["held"] == 0 and acct["available"] == 7500, acct
+alarms = json.load(urllib.request.urlopen("http://127.0.0.1:18700/v1/alarms"))
+assert alarms["raised"] == 0, alarms
 print("refill through PC/SC: card control sum 50.00 (2 refills), account debited 25.00 once")
 PY
 stop_pid backoffice "backoffice"

@@ -62,7 +62,10 @@ def post(url, body):
     req = urllib.request.Request(url, json.dumps(body).encode(), {"content-type": "application/json"})
     with urllib.request.urlopen(req) as r:
         return json.load(r)
-post("http://127.0.0.1:18711/v1/devices", json.load(open(sys.argv[1])))
+secrets = json.load(open(sys.argv[1]))
+post("http://127.0.0.1:18711/v1/devices", secrets)
+# A fresh PSD: registered at the meter from zero, owned by the account that pays.
+post("http://127.0.0.1:18710/v1/devices", {"device_id": secrets["device_id"], "account_id": "transfer"})
 post("http://127.0.0.1:18712/v1/accounts", {"account_id": "transfer"})
 post("http://127.0.0.1:18712/v1/accounts/transfer/deposits", {"amount": 10000, "reference": "pcsc-transfer"})
 PY

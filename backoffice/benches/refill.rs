@@ -92,14 +92,10 @@ async fn run(args: Args) {
     // access list checked; the per-customer rate limit is raised out of the way (it is a
     // policy, not a cost: the default would hold one device to 100 requests/s).
     let pki = openpsd_backoffice::server::local_pki(tmp.path()).expect("PKI");
-    let handles = openpsd_backoffice::server::spawn_all_on(
-        tmp.path(),
-        &pki,
-        ["127.0.0.1:0"; 3],
-        1_000_000,
-    )
-    .await
-    .expect("services start");
+    let handles =
+        openpsd_backoffice::server::spawn_all_on(tmp.path(), &pki, ["127.0.0.1:0"; 3], 1_000_000)
+            .await
+            .expect("services start");
     let (mut host, admin) = parties(
         &handles.meter.url,
         &handles.kms.url,
@@ -126,7 +122,7 @@ async fn run(args: Args) {
         let mut cards = Vec::new();
         for _ in 0..c {
             let psd = Psd::new(next_card, 0);
-            admin.register(&psd).await;
+            admin.register_to(&psd, &format!("bench-{next_card}")).await;
             admin
                 .fund(&format!("bench-{next_card}"), 1_000_000_000)
                 .await;

@@ -172,7 +172,10 @@ fn init(i: &Init) -> Result<()> {
             serde_json::json!({"pki": i.pki, "ca": pki.ca_cert(), "issued": made})
         );
     } else if made.is_empty() {
-        println!("{}: every identity has its certificate already", i.pki.display());
+        println!(
+            "{}: every identity has its certificate already",
+            i.pki.display()
+        );
     } else {
         println!("{}: issued {}", i.pki.display(), made.join(", "));
     }

@@ -68,7 +68,15 @@ pub async fn spawn_all_on(
     let recharge = start_recharge(&dir.join("recharge"), recharge_addr, pki, rate).await?;
     let recharge_public_key =
         kms::read_public_key(&recharge::Recharge::public_key_path(&dir.join("recharge")))?;
-    let kms = start_kms(&dir.join("kms"), kms_addr, recharge_public_key, None, pki, rate).await?;
+    let kms = start_kms(
+        &dir.join("kms"),
+        kms_addr,
+        recharge_public_key,
+        None,
+        pki,
+        rate,
+    )
+    .await?;
     let meter = start_meter(
         &dir.join("meter"),
         meter_addr,
@@ -147,5 +155,9 @@ pub async fn start_meter(
         rate,
     })?;
     let tls = server_config(pki, Role::Meter, ClientAuth::Optional)?;
-    Ok(Service::spawn("meter", bind(addr, Some(tls)).await?, m.router())?)
+    Ok(Service::spawn(
+        "meter",
+        bind(addr, Some(tls)).await?,
+        m.router(),
+    )?)
 }

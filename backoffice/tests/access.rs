@@ -42,13 +42,41 @@ struct Caller {
 }
 
 const CALLERS: [Caller; 7] = [
-    Caller { name: "nobody", role: None, customer: None },
-    Caller { name: "customer", role: None, customer: Some("alice") },
-    Caller { name: "other customer", role: None, customer: Some("bob") },
-    Caller { name: "meter", role: Some(Role::Meter), customer: None },
-    Caller { name: "kms", role: Some(Role::Kms), customer: None },
-    Caller { name: "recharge", role: Some(Role::Recharge), customer: None },
-    Caller { name: "operator", role: Some(Role::Operator), customer: None },
+    Caller {
+        name: "nobody",
+        role: None,
+        customer: None,
+    },
+    Caller {
+        name: "customer",
+        role: None,
+        customer: Some("alice"),
+    },
+    Caller {
+        name: "other customer",
+        role: None,
+        customer: Some("bob"),
+    },
+    Caller {
+        name: "meter",
+        role: Some(Role::Meter),
+        customer: None,
+    },
+    Caller {
+        name: "kms",
+        role: Some(Role::Kms),
+        customer: None,
+    },
+    Caller {
+        name: "recharge",
+        role: Some(Role::Recharge),
+        customer: None,
+    },
+    Caller {
+        name: "operator",
+        role: Some(Role::Operator),
+        customer: None,
+    },
 ];
 
 fn allowed(rule: &Rule, c: &Caller) -> bool {
@@ -66,7 +94,7 @@ async fn every_route_times_every_caller() {
     let h = openpsd_backoffice::spawn_all(dir.path()).await.unwrap();
     let (host, admin) = parties(&h.meter.url, &h.kms.url, &h.recharge.url, &h.pki);
     let mut psd = Psd::new(1, 0);
-    admin.register(&psd).await;
+    admin.register_to(&psd, "alice").await;
     admin.fund("alice", 10_000).await;
     admin.fund("bob", 10_000).await;
     let v = host
@@ -80,7 +108,11 @@ async fn every_route_times_every_caller() {
     let services: [(&str, &str, Vec<Rule>); 3] = [
         ("meter", &h.meter.url, Meter::routes(100).rules().to_vec()),
         ("kms", &h.kms.url, Kms::routes().rules().to_vec()),
-        ("recharge", &h.recharge.url, Recharge::routes().rules().to_vec()),
+        (
+            "recharge",
+            &h.recharge.url,
+            Recharge::routes().rules().to_vec(),
+        ),
     ];
     let mut tried = 0;
     for (service, base, rules) in &services {
@@ -122,7 +154,10 @@ async fn every_route_times_every_caller() {
                     403
                 };
                 assert_eq!(status, expected, "{what}");
-                assert!(databases(dir.path()) == before, "{what}: a database changed");
+                assert!(
+                    databases(dir.path()) == before,
+                    "{what}: a database changed"
+                );
             }
         }
     }
@@ -136,7 +171,7 @@ async fn another_customers_account_refill_and_device_are_not_found() {
     let h = openpsd_backoffice::spawn_all(dir.path()).await.unwrap();
     let (host, admin) = parties(&h.meter.url, &h.kms.url, &h.recharge.url, &h.pki);
     let mut psd = Psd::new(2, 0);
-    admin.register(&psd).await;
+    admin.register_to(&psd, "alice").await;
     admin.fund("alice", 10_000).await;
     admin.fund("bob", 10_000).await;
     let v = host
@@ -154,7 +189,7 @@ async fn another_customers_account_refill_and_device_are_not_found() {
                 client_txn_id: "bob-1".into(),
                 device_id: psd.device_id(),
                 set: 0,
-                account_id: alice_account.clone(),
+                account_id: Some(alice_account.clone()),
                 amount: 1_000,
             },
         )
@@ -164,11 +199,18 @@ async fn another_customers_account_refill_and_device_are_not_found() {
     );
     assert!(!e.message.contains("alice"), "{e:?}");
     // Alice's refill by its transaction ID: not found for bob (no account, no amount).
-    expect_refused(bob.get::<RefillView>("/v1/refills/t1").await, 404, "unknown_refill");
+    expect_refused(
+        bob.get::<RefillView>("/v1/refills/t1").await,
+        404,
+        "unknown_refill",
+    );
     let audit = psd.audit(0, &v.nonce);
     expect_refused(
-        bob.post::<_, RefillView>("/v1/refills/t1/audit", &serde_json::json!({ "audit": audit }))
-            .await,
+        bob.post::<_, RefillView>(
+            "/v1/refills/t1/audit",
+            &serde_json::json!({ "audit": audit }),
+        )
+        .await,
         404,
         "unknown_refill",
     );
@@ -187,7 +229,7 @@ async fn deposits_settlements_and_receipts_only_from_their_identity() {
     let h = openpsd_backoffice::spawn_all(dir.path()).await.unwrap();
     let (host, admin) = parties(&h.meter.url, &h.kms.url, &h.recharge.url, &h.pki);
     let mut psd = Psd::new(3, 0);
-    admin.register(&psd).await;
+    admin.register_to(&psd, "alice").await;
     admin.fund("alice", 10_000).await;
     let alice = host.customers.account("alice");
     let before = databases(dir.path());
@@ -208,7 +250,8 @@ async fn deposits_settlements_and_receipts_only_from_their_identity() {
         "forbidden",
     );
     // And by a customer (no certificate): no TLS session with the RC at all.
-    let customer_rc = Client::new(&h.recharge.url, &h.pki, None).with_bearer(&host.customers.get("alice").1);
+    let customer_rc =
+        Client::new(&h.recharge.url, &h.pki, None).with_bearer(&host.customers.get("alice").1);
     let e = customer_rc
         .post::<_, Account>(
             &format!("/v1/accounts/{alice}/deposits"),

@@ -40,7 +40,7 @@ async fn env() -> Env {
 /// A registered card and a funded account.
 async fn card(env: &Env, n: u32, account: &str, deposit: u64) -> Psd {
     let psd = Psd::new(n, 0);
-    env.admin.register(&psd).await;
+    env.admin.register_to(&psd, account).await;
     env.admin.fund(account, deposit).await;
     psd
 }
@@ -275,6 +275,20 @@ async fn audit_with_rolled_back_registers_is_refused() {
         "audit_inconsistent",
     );
     assert!(e.message.contains("AR went down"), "{e:?}");
+    // A verified audit that disagrees with the ledger is an alarm: the device is
+    // quarantined until an operator resolves it.
+    let alarms = env.admin.alarms().await;
+    assert_eq!((alarms.raised, alarms.open), (1, 1));
+    assert_eq!(alarms.alarms[0].kind, "history");
+    expect_refused(
+        env.host.audit("t2", &audit).await,
+        409,
+        "device_quarantined",
+    );
+    env.admin
+        .resolve(&psd.device_id(), "rolled-back card seized; checked", false)
+        .await
+        .unwrap();
     // Back to before the refill: refill count and control sum went down.
     psd.roll_back(&before_refill);
     let audit = psd.audit(0, &v.nonce);
@@ -283,6 +297,7 @@ async fn audit_with_rolled_back_registers_is_refused() {
         422,
         "audit_inconsistent",
     );
+    assert_eq!(env.admin.alarms().await.open, 1);
     let l = env.admin.ledger().await;
     assert_eq!((l.held, l.debited), (0, 2_000));
     env.handles.stop().await;
@@ -379,17 +394,33 @@ async fn kms_down_gives_503_and_holds_nothing() {
     host.refill(&mut psd, "t1", "acme", 1_000).await.unwrap();
     let mut fresh = Psd::new(10, 0);
     admin.register(&fresh).await;
+    let late = Psd::new(11, 0);
+    let _: serde_json::Value = admin.kms.post("/v1/devices", &late.secrets).await.unwrap();
 
     let kms_addr = handles.kms.addr;
     handles.kms.stop().await;
-    // A device the meter has not seen yet: it cannot even be looked up.
+    // Registering at the meter needs the KMS (the device's licenses come from there).
     let e = expect_refused(
-        host.request("f1", &fresh.device_id(), 0, "acme", 1_000)
+        admin
+            .meter
+            .post::<_, serde_json::Value>(
+                "/v1/devices",
+                &openpsd_protocol::MeterRegistration {
+                    device_id: late.device_id(),
+                    account_id: "acme".into(),
+                    baselines: vec![],
+                },
+            )
             .await,
         503,
         "service_unavailable",
     );
-    assert_eq!(e.step, "meter_request");
+    assert_eq!(e.step, "meter_register");
+    // A registered device: the request is taken (the meter keeps its licenses), the audit
+    // cannot be verified.
+    host.request("f1", &fresh.device_id(), 0, "acme", 500)
+        .await
+        .unwrap();
     // A known device: the request is taken, the audit cannot be verified.
     let v = host
         .request("t2", &psd.device_id(), 0, "acme", 1_000)
@@ -456,7 +487,7 @@ async fn insufficient_deposit_is_refused_and_holds_nothing() {
                     client_txn_id: "t2".into(),
                     device_id: psd.device_id(),
                     set: 0,
-                    account_id: "nobody".into(),
+                    account_id: Some("nobody".into()),
                     amount: 100,
                 },
             )
@@ -667,10 +698,28 @@ async fn refusals_name_their_code_and_step() {
     let env = env().await;
     let mut psd = card(&env, 16, "acme", 10_000).await;
     let dev = psd.device_id();
-    // The KMS is the registry of devices: its lookup is the step that refuses.
+    // A device the meter has no registration of is refused before anything is asked.
     let e = expect_refused(
         env.host
             .request("t1", "0000000000000000", 0, "acme", 1)
+            .await,
+        404,
+        "unknown_device",
+    );
+    assert_eq!(e.step, "meter_request");
+    // The KMS is the registry of devices: registering one it does not know at the meter
+    // is refused by its lookup.
+    let e = expect_refused(
+        env.admin
+            .meter
+            .post::<_, serde_json::Value>(
+                "/v1/devices",
+                &openpsd_protocol::MeterRegistration {
+                    device_id: "0000000000000000".into(),
+                    account_id: "acme".into(),
+                    baselines: vec![],
+                },
+            )
             .await,
         404,
         "unknown_device",
@@ -815,7 +864,7 @@ async fn openpsd_host_refill_client_completes_against_the_back_office() {
         let account_id = meter.me().unwrap().customer.account_id;
         let req = RefillRequest {
             client_txn_id: "host-1".into(),
-            account_id,
+            account_id: Some(account_id),
             set: RegisterSetIndex(0),
             amount: Amount(2_500),
         };
@@ -841,6 +890,19 @@ async fn openpsd_host_refill_client_completes_against_the_back_office() {
         .await
         .unwrap();
     let _: serde_json::Value = env.admin.kms.post("/v1/devices", &secrets).await.unwrap();
+    let _: serde_json::Value = env
+        .admin
+        .meter
+        .post(
+            "/v1/devices",
+            &openpsd_protocol::MeterRegistration {
+                device_id: secrets.device_id.clone(),
+                account_id: env.admin.customers.account("acme"),
+                baselines: vec![],
+            },
+        )
+        .await
+        .unwrap();
     tx_go
         .send((
             env.handles.meter.url.clone(),
@@ -877,7 +939,10 @@ async fn recharging_center_books_deposits_once_and_settles_once() {
         amount: 5_000,
         reference: "acme-initial".into(),
     };
-    let a: Account = rc.post(&format!("/v1/accounts/{acme}/deposits"), &dep).await.unwrap();
+    let a: Account = rc
+        .post(&format!("/v1/accounts/{acme}/deposits"), &dep)
+        .await
+        .unwrap();
     assert_eq!(a.deposited, 5_000);
     let other = Deposit {
         amount: 1,
@@ -913,7 +978,11 @@ async fn recharging_center_books_deposits_once_and_settles_once() {
     let released = Settle {
         outcome: openpsd_protocol::Outcome::Released,
     };
-    expect_refused(rc.post::<_, Settled>(&path, &released).await, 403, "forbidden");
+    expect_refused(
+        rc.post::<_, Settled>(&path, &released).await,
+        403,
+        "forbidden",
+    );
     let rc = &env.admin.as_meter(rc);
     let applied = Settle {
         outcome: openpsd_protocol::Outcome::Applied,

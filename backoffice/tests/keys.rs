@@ -11,8 +11,8 @@ mod common;
 use std::fs;
 use std::path::Path;
 
-use common::{parties, parties_again};
 use common::Psd;
+use common::{parties, parties_again};
 
 use openpsd_kms::{Config, Kms, MASTER_KEY_FILE};
 use openpsd_recharge::{Recharge, SIGNING_KEY_FILE};
@@ -70,7 +70,9 @@ async fn plain_http_is_served_on_loopback_only() {
         .err()
         .expect("a wildcard address without TLS is refused");
     assert!(format!("{e:#}").contains("loopback only"), "{e:#}");
-    assert!(openpsd_service_kit::server::bind("127.0.0.1:0", None).await.is_ok());
+    assert!(openpsd_service_kit::server::bind("127.0.0.1:0", None)
+        .await
+        .is_ok());
 }
 
 #[tokio::test]
@@ -137,8 +139,8 @@ async fn a_k1_moved_to_another_device_row_is_refused_and_costs_nothing() {
     let h = openpsd_backoffice::spawn_all(dir.path()).await.unwrap();
     let (_, admin) = parties(&h.meter.url, &h.kms.url, &h.recharge.url, &h.pki);
     let (mut a, b) = (Psd::new(1, 0), Psd::new(2, 0));
-    admin.register(&a).await;
-    admin.register(&b).await;
+    admin.register_to(&a, "acct").await;
+    admin.register_to(&b, "acct").await;
     admin.fund("acct", 10_000).await;
     h.stop().await;
 
@@ -183,7 +185,7 @@ async fn k1_wrapped_under_the_master_key_is_rebound_at_start() {
     let h = openpsd_backoffice::spawn_all(dir.path()).await.unwrap();
     let (_, admin) = parties(&h.meter.url, &h.kms.url, &h.recharge.url, &h.pki);
     let mut a = Psd::new(3, 0);
-    admin.register(&a).await;
+    admin.register_to(&a, "acct").await;
     admin.fund("acct", 10_000).await;
     h.stop().await;
 

@@ -18,8 +18,8 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use common::{expect_refused, parties_again, Admin, Customers, Host, Psd, Refused};
-use openpsd_service_kit::pki::Pki;
 use openpsd_protocol::RefillView;
+use openpsd_service_kit::pki::Pki;
 
 /// A service child process.
 struct Proc {
@@ -357,4 +357,68 @@ async fn kill_9_meter_at_every_step_then_finish_the_same_refill() {
         (2_000, 2, 0)
     );
     assert_eq!(psd.registers(0).control_sum.0, 2_000);
+}
+
+/// The cancel of an issued refill with the RC killed after signing the void and the meter
+/// killed after recording it: each retry gets the same void, the card applies it once, the
+/// hold is released once.
+#[tokio::test(flavor = "multi_thread")]
+async fn kill_9_while_voiding_then_finish_the_same_cancel() {
+    let mut stack = Stack::start("rc_void_before_reply", "", "meter_cancel_before_reply");
+    let mut psd = setup(&stack, 104).await;
+    let (host, admin) = (stack.host(), stack.admin());
+    let dev = psd.device_id();
+    let v = host.request("v1", &dev, 0, "acme", 900).await.unwrap();
+    let audit = psd.audit(0, &v.nonce);
+    let v = host.audit("v1", &audit).await.unwrap();
+    assert_eq!(v.state, "message_issued");
+
+    // 1. The RC signed and stored the void, then died before answering.
+    let call = in_background({
+        let host = host.clone();
+        async move { host.cancel("v1").await }
+    });
+    stack.rc.wait_paused("rc_void_before_reply");
+    stack.rc.kill9_and_restart("");
+    assert_interrupted(call.await.unwrap());
+    assert_eq!(host.status("v1").await.unwrap().state, "message_issued");
+
+    // 2. The meter recorded the void, then died before answering.
+    let call = in_background({
+        let host = host.clone();
+        async move { host.cancel("v1").await }
+    });
+    stack.meter.wait_paused("meter_cancel_before_reply");
+    stack.meter.kill9_and_restart("");
+    assert_interrupted(call.await.unwrap());
+    let c = host.status("v1").await.unwrap();
+    assert_eq!(c.state, "voiding");
+    assert_eq!(host.cancel("v1").await.unwrap(), c, "the same void again");
+    let rc_record: serde_json::Value = admin
+        .rc
+        .get(&format!(
+            "/v1/combinations/{}",
+            v.combination_id.as_deref().unwrap()
+        ))
+        .await
+        .unwrap();
+    assert_eq!(
+        rc_record["void_combination_id"].as_str(),
+        c.void_combination_id.as_deref(),
+        "the void the RC signed before its crash"
+    );
+
+    psd.refill(0, c.void_message.as_deref().unwrap()).unwrap();
+    assert_eq!(
+        psd.refill(0, v.refill_message.as_deref().unwrap()),
+        Err(openpsd_core::Status::RefillReplayed)
+    );
+    let confirm = psd.audit(0, c.confirm_nonce.as_deref().unwrap());
+    assert_eq!(
+        host.confirm("v1", &confirm).await.unwrap().state,
+        "released"
+    );
+    let l = admin.assert_reconciled(&mut [&mut psd]).await;
+    assert_eq!((l.debited, l.held, l.combinations_released), (0, 0, 1));
+    admin.assert_exact(&mut [&mut psd]).await;
 }

@@ -228,6 +228,30 @@ pub fn refill_psd(
     psd.refill(set, &msg).map_err(refused)
 }
 
+/// The baselines a meter server registers the PSD with (`POST /v1/devices`): every
+/// register set's control sum and refill count as the card has them now — zeros after
+/// personalization, the issuer's funding after [`refill_psd`]. Value the meter's baseline
+/// does not include is caught at the device's first audit (an alarm), so whoever funds a
+/// device offline hands these to the operator with the secrets file.
+pub fn psd_baselines(
+    card: &mut dyn Link,
+    secrets: &Secrets,
+) -> Result<Vec<openpsd_protocol::Baseline>> {
+    let mut psd = PsdClient::new(card);
+    psd.exchange("SELECT", &psd_apdu::select())
+        .map_err(refused)?;
+    (0..secrets.licenses.len())
+        .map(|i| {
+            let set = u8::try_from(i).map_err(|_| anyhow!("too many register sets"))?;
+            let r = psd.registers(RegisterSetIndex(set)).map_err(refused)?;
+            Ok(openpsd_protocol::Baseline {
+                control_sum: r.control_sum.0,
+                refills: r.refills.0,
+            })
+        })
+        .collect()
+}
+
 /// Personalizes a blank PSD (of `scheme`, when given) and funds its first register set
 /// with `amount` as [`refill_psd`] does: a ready device for tools and tests.
 pub fn personalize_and_fund(

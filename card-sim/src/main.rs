@@ -151,7 +151,8 @@ enum Command {
     },
     /// Test bench: fund a PSD's register set as the back office would — an audit, then a
     /// refill message sealed under the K1 of its secrets file. The card must not be served
-    /// meanwhile.
+    /// meanwhile. Writes `<name>.baselines.json` next to the secrets file: every set's
+    /// control sum and refill count, for the meter server's registration.
     Refill {
         /// The PSD's state directory.
         #[arg(long)]
@@ -486,9 +487,8 @@ fn dispatch(command: Command) -> Result<ExitCode> {
             amount,
             set,
         } => {
-            let secrets = personalize::read_secrets(
-                &secrets.unwrap_or_else(|| default_secrets_path(&state)),
-            )?;
+            let secrets_path = secrets.unwrap_or_else(|| default_secrets_path(&state));
+            let secrets = personalize::read_secrets(&secrets_path)?;
             let mut card = open_card(&state)?;
             let r = issuer::refill_psd(
                 &mut card,
@@ -500,6 +500,16 @@ fn dispatch(command: Command) -> Result<ExitCode> {
             println!(
                 "set {set}: DR {} AR {} control sum {} refills {}",
                 r.dr, r.ar, r.control_sum, r.refills.0
+            );
+            // The funding is value the back office did not issue: the meter must register
+            // the device with it as its baseline (docs/refill.md § Registration).
+            let baselines = issuer::psd_baselines(&mut card, &secrets)?;
+            let path = baselines_path(&secrets_path);
+            std::fs::write(&path, serde_json::to_string_pretty(&baselines)? + "\n")
+                .with_context(|| format!("writing {}", path.display()))?;
+            println!(
+                "baselines for the meter server's registration: {}",
+                path.display()
             );
         }
         Command::Serve {
@@ -665,6 +675,16 @@ fn default_secrets_path(state: &Path) -> PathBuf {
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "card".into());
     state.with_file_name(format!("{name}.secrets.json"))
+}
+
+/// `X.secrets.json` -> `X.baselines.json` (next to the secrets file).
+fn baselines_path(secrets: &Path) -> PathBuf {
+    let name = secrets
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "card.secrets.json".into());
+    let stem = name.strip_suffix(".secrets.json").unwrap_or(&name);
+    secrets.with_file_name(format!("{stem}.baselines.json"))
 }
 
 fn vpcd_address(addr: &str, slot: Option<u16>) -> Result<String> {

@@ -6,9 +6,9 @@
 use std::net::TcpListener;
 use std::time::{Duration, Instant};
 
+use card_sim::os_platform::OsPlatform;
 use card_sim::sim::SimCard;
 use card_sim::transport::{run_tcp_server_with, TcpCardClient};
-use card_sim::os_platform::OsPlatform;
 use openpsd_core::store::MemStore;
 
 #[test]
@@ -24,7 +24,9 @@ fn an_idle_client_does_not_hold_the_card() {
     // The second one is served once the first was dropped.
     let t = Instant::now();
     let mut next = TcpCardClient::connect(addr).unwrap();
-    let reply = next.transmit(&openpsd_core::client::psd_apdu::select()).unwrap();
+    let reply = next
+        .transmit(&openpsd_core::client::psd_apdu::select())
+        .unwrap();
     assert!(reply.len() >= 2, "an answer with a status word");
     let waited = t.elapsed();
     assert!(
@@ -42,7 +44,11 @@ fn serve_tcp_refuses_an_address_off_loopback() {
         .arg(&state)
         .output()
         .unwrap();
-    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_card-sim"))
         .args(["serve", "--state"])
         .arg(&state)

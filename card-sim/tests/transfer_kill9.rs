@@ -161,6 +161,12 @@ fn killing_the_purse_mid_transfer_neither_creates_nor_loses_value() {
         d,
     );
     card_sim(&["refill", "--state", "psd", "--amount", "1000.00"], d);
+    // The funding, as the meter server's registration must take it for its baseline.
+    let baselines: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(d.join("psd.baselines.json")).unwrap())
+            .unwrap();
+    assert_eq!(baselines[0]["control_sum"], 100_000);
+    assert_eq!(baselines[0]["refills"], 1);
     card_sim(
         &[
             "personalize",

@@ -94,7 +94,10 @@ fn credentials(args: &LoginArgs) -> Result<Credentials> {
 }
 
 fn anonymous(args: &MeterArgs) -> Result<(String, MeterClient)> {
-    let meter = args.meter.clone().unwrap_or_else(|| DEFAULT_METER.to_owned());
+    let meter = args
+        .meter
+        .clone()
+        .unwrap_or_else(|| DEFAULT_METER.to_owned());
     let client = MeterClient::new(&meter, args.ca.as_deref(), None)?;
     Ok((meter, client))
 }
@@ -121,7 +124,11 @@ fn log_in_with(args: &LoginArgs, creds: &Credentials, json_out: bool) -> Result<
     let s = client.log_in(creds).context("logging in")?;
     let session = Session {
         meter,
-        ca: args.meter.ca.as_ref().map(|p| p.canonicalize().unwrap_or_else(|_| p.clone())),
+        ca: args
+            .meter
+            .ca
+            .as_ref()
+            .map(|p| p.canonicalize().unwrap_or_else(|_| p.clone())),
         token: s.token,
         expires_at: s.expires_at,
         username: s.customer.username,

@@ -62,17 +62,22 @@ enum Command {
         set: u8,
     },
     /// Refill a register set through the meter server (audit, refill message, receipt,
-    /// confirmation). An interrupted refill is finished by running again with its --txn.
+    /// confirmation). An interrupted refill is finished by running again with its --txn;
+    /// an outstanding one is cancelled with --cancel TXN (a void applied on the PSD if its
+    /// message had left).
     Refill {
         /// Amount in currency units, e.g. 25.00.
-        #[arg(long)]
-        amount: Amount,
+        #[arg(long, required_unless_present = "cancel")]
+        amount: Option<Amount>,
         #[command(flatten)]
         meter: account_commands::MeterArgs,
-        /// Deposit account to pay from (default: the logged-in customer's; another
-        /// customer's is refused as not found).
+        /// Deposit account to pay from (default: the logged-in customer's, which must own
+        /// the device; another customer's is refused as not found).
         #[arg(long, env = "OPENPSD_ACCOUNT")]
         account: Option<String>,
+        /// Cancel the outstanding refill with this client transaction ID instead.
+        #[arg(long, value_name = "TXN", conflicts_with_all = ["amount", "txn"])]
+        cancel: Option<String>,
         /// Register set (license slot).
         #[arg(long, default_value_t = 0)]
         set: u8,
@@ -231,12 +236,19 @@ fn run(cli: Cli) -> Result<()> {
         Command::Status => psd_commands::status(card, json),
         Command::Inspect { meter, set } => psd_commands::inspect(card, &meter, set, json),
         Command::Refill {
-            amount,
+            cancel: Some(txn),
+            meter,
+            ..
+        } => psd_commands::cancel_refill(card, json, &meter, &txn),
+        Command::Refill {
+            amount: Some(amount),
             meter,
             account,
             set,
             txn,
+            cancel: None,
         } => psd_commands::refill(card, json, amount, &meter, account, set, txn),
+        Command::Refill { .. } => Err(anyhow!("refill: --amount or --cancel TXN")),
         Command::Indicium(args) => psd_commands::indicium(card, args, json),
         Command::Transfer {
             amount,

@@ -201,6 +201,42 @@ pub fn indicium(spec: Option<CardSpec>, args: IndiciumArgs, json_out: bool) -> R
 }
 
 /// `openpsd refill`.
+/// `openpsd refill --cancel TXN`: cancels an outstanding refill (the meter's void applied
+/// on the PSD if its message had left) and prints how it ended.
+pub fn cancel_refill(
+    spec: Option<CardSpec>,
+    json_out: bool,
+    meter: &MeterArgs,
+    txn: &str,
+) -> Result<()> {
+    let meter = meter_client(meter)?;
+    let (mut psd, _) = open_psd(spec)?;
+    let mut progress = |line: &str| {
+        if !json_out {
+            println!("  {line}");
+        }
+    };
+    let out = meter
+        .cancel(&mut psd, txn, &mut progress)
+        .with_context(|| format!("cancel {txn} (run again to finish it)"))?;
+    let r = out.registers;
+    if json_out {
+        println!(
+            "{}",
+            json!({
+                "client_txn_id": txn, "state": out.state,
+                "ar": r.ar.0, "dr": r.dr.0, "control_sum": r.control_sum.0, "refills": r.refills.0,
+            })
+        );
+    } else {
+        println!(
+            "{}: DR {} control sum {} refills {}",
+            out.state, r.dr, r.control_sum, r.refills.0
+        );
+    }
+    Ok(())
+}
+
 pub fn refill(
     spec: Option<CardSpec>,
     json_out: bool,
@@ -211,10 +247,6 @@ pub fn refill(
     txn: Option<String>,
 ) -> Result<()> {
     let meter = meter_client(meter)?;
-    let account = match account {
-        Some(a) => a,
-        None => meter.me().context("asking the meter for your account")?.customer.account_id,
-    };
     let (mut psd, info) = open_psd(spec)?;
     let client_txn_id = match txn {
         Some(t) => t,
@@ -225,7 +257,11 @@ pub fn refill(
         }
     };
     if !json_out {
-        println!("refill {client_txn_id}: {amount} from account {account} via {}", meter.base());
+        let from = account.as_deref().unwrap_or("the device's owner account");
+        println!(
+            "refill {client_txn_id}: {amount} from {from} via {}",
+            meter.base()
+        );
     }
     let req = openpsd_host::refill::RefillRequest {
         client_txn_id: client_txn_id.clone(),

@@ -71,8 +71,9 @@ impl From<ClientError> for RefillError {
 pub struct RefillRequest {
     /// The host's ID for this refill; re-use it to finish an interrupted one.
     pub client_txn_id: String,
-    /// The customer account at the recharging center.
-    pub account_id: String,
+    /// The customer account at the recharging center; `None`: the device's owner (it must
+    /// be the owner anyway, or the meter answers `unknown_device`).
+    pub account_id: Option<String>,
     /// The register set to credit.
     pub set: RegisterSetIndex,
     /// Amount to add to DR.
@@ -88,6 +89,16 @@ pub struct RefillOutcome {
     pub registers: Registers,
     /// Whether the PSD accepted the audit receipt (inspection renewed).
     pub inspection_renewed: bool,
+}
+
+/// What a cancel left.
+#[derive(Clone, Debug)]
+pub struct CancelOutcome {
+    /// `released` (the refill never applied and never will: its hold is back in the
+    /// deposit) or `completed` (the refill had won the race: it was applied and charged).
+    pub state: RefillState,
+    /// The registers afterwards.
+    pub registers: Registers,
 }
 
 /// A client of the meter server's HTTP JSON API, over HTTPS.
@@ -191,7 +202,10 @@ impl MeterClient {
         if resp.status().is_success() || resp.status().as_u16() == 401 {
             Ok(())
         } else {
-            Err(RefillError::Http(format!("DELETE {url}: HTTP {}", resp.status())))
+            Err(RefillError::Http(format!(
+                "DELETE {url}: HTTP {}",
+                resp.status()
+            )))
         }
     }
 
@@ -289,6 +303,59 @@ impl MeterClient {
 }
 
 impl MeterClient {
+    /// Cancels the outstanding refill `client_txn_id` of the PSD behind `psd`
+    /// (`POST /v1/refills/{id}/cancel`). Not issued yet: released at once. Issued: the meter
+    /// answers a void with the refill's precondition; the PSD applies it (or refuses it with
+    /// `9A12` because the refill or the void applied before), audits with the confirm nonce,
+    /// and the confirmation settles the hold by what the audit shows. Run again to finish an
+    /// interrupted cancel.
+    pub fn cancel(
+        &self,
+        psd: &mut PsdClient,
+        client_txn_id: &str,
+        progress: &mut dyn FnMut(&str),
+    ) -> Result<CancelOutcome, RefillError> {
+        let mut r: RefillView = self.post(
+            &format!("/v1/refills/{client_txn_id}/cancel"),
+            &serde_json::json!({}),
+        )?;
+        progress(&format!("cancel {client_txn_id}: {}", r.state));
+        let set = RegisterSetIndex(r.set);
+        if r.state == RefillState::Voiding {
+            let void = hex_bytes(r.void_message.as_deref(), "void_message")?;
+            match psd.refill(set, &void) {
+                Ok(_) => progress("void applied: the refill can no longer apply"),
+                // The refill or the void was applied before; the audit says which.
+                Err(ClientError::Refused(_, _, Status::RefillReplayed)) => {
+                    progress("the PSD's refill count moved on already")
+                }
+                Err(e) => return Err(e.into()),
+            }
+            let nonce = hex_array::<NONCE_LEN>(r.confirm_nonce.as_deref(), "confirm_nonce")?;
+            let audit = psd.audit(set, &nonce)?;
+            r = self.post(
+                &format!("/v1/refills/{client_txn_id}/confirm"),
+                &AuditBody {
+                    audit: hex::encode(&audit),
+                },
+            )?;
+            progress(&format!("confirmed: {}", r.state));
+        }
+        match r.state {
+            RefillState::Released | RefillState::Completed | RefillState::Refused => {
+                Ok(CancelOutcome {
+                    state: r.state,
+                    registers: psd.registers(set)?,
+                })
+            }
+            state => Err(RefillError::Meter {
+                code: "wrong_state".into(),
+                step: "host".into(),
+                message: format!("cancel of {client_txn_id} ended in state {state}"),
+            }),
+        }
+    }
+
     /// A plain audit that renews the PSD's inspection (`POST /v1/inspections`): the meter
     /// server checks the audit against the device's history like any other and answers a
     /// receipt, which the PSD takes while that audit is its last. Returns the date the

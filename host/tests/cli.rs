@@ -191,3 +191,22 @@ fn bad_card_specs_and_missing_cards_are_clear_errors() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn refill_takes_an_amount_or_a_cancel_not_both() {
+    let run = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_openpsd"))
+            .args(["--card", "state:/nonexistent/card", "refill"])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    assert!(run(&[]).contains("--amount"), "neither");
+    let both = run(&["--amount", "1.00", "--cancel", "t1"]);
+    assert!(both.contains("cannot be used with"), "{both}");
+    // Either alone gets as far as opening the card.
+    assert!(run(&["--cancel", "t1"]).contains("no card state"));
+    assert!(run(&["--amount", "1.00"]).contains("no card state"));
+}

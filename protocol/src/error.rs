@@ -58,6 +58,9 @@ wire_enum! {
         CombinationNotAuthorized = "combination_not_authorized",
         /// No refill with this client transaction ID (404).
         UnknownRefill = "unknown_refill",
+        /// The device's audits disagreed with the ledger; refused until an operator
+        /// resolves the alarm (409).
+        DeviceQuarantined = "device_quarantined",
         /// Another refill of the device is outstanding (409).
         RefillOutstanding = "refill_outstanding",
         /// The confirming audit does not show the refill applied (409).

@@ -69,6 +69,9 @@ pub struct CombinationRecord {
     pub request_id: String,
     /// The account charged.
     pub account_id: String,
+    /// The void the RC signed for it, if the meter asked for one (`POST .../void`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub void_combination_id: Option<String>,
 }
 
 /// `POST /v1/combinations/{id}/settle` body and answer.

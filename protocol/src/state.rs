@@ -72,6 +72,9 @@ wire_enum! {
         AuditAccepted = "audit_accepted",
         /// Refill message and receipt issued; the confirming audit is awaited.
         MessageIssued = "message_issued",
+        /// The owner cancelled after the message left: a void was issued with the same
+        /// precondition; the audit after it (or the refill) says which applied.
+        Voiding = "voiding",
         /// The confirming audit showed the refill applied; the hold is debited.
         Completed = "completed",
         /// The refill can no longer apply; the hold went back to the deposit.
@@ -87,6 +90,7 @@ impl RefillState {
         RefillState::AwaitingAudit,
         RefillState::AuditAccepted,
         RefillState::MessageIssued,
+        RefillState::Voiding,
     ];
 }
 

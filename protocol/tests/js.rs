@@ -73,6 +73,8 @@ fn full_refill() -> RefillView {
         refill_message: Some(String::new()),
         receipt: Some(String::new()),
         confirm_nonce: Some(String::new()),
+        void_message: Some(String::new()),
+        void_combination_id: Some(String::new()),
         error: Some(ErrorDetail {
             code: String::new(),
             step: String::new(),
@@ -153,7 +155,7 @@ fn the_bodies_meter_js_posts_have_the_request_types_fields() {
         client_txn_id: String::new(),
         device_id: String::new(),
         set: 0,
-        account_id: String::new(),
+        account_id: Some(String::new()),
         amount: 0,
     };
     assert_eq!(posted_keys("/v1/refills"), keys(&refill));

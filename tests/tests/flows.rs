@@ -353,12 +353,7 @@ fn refill_attacks_are_refused_each_with_its_own_status() {
         &big.seal(&kms.k1),
         Status::RefillAboveLimit,
     );
-    // Zero and truncated messages.
-    let zero = RefillCombination {
-        amount: Amount(0),
-        ..good
-    };
-    refused_refill(&mut card, SET0, &zero.seal(&kms.k1), Status::WrongData);
+    // A truncated message.
     refused_refill(
         &mut card,
         SET0,
@@ -370,6 +365,41 @@ fn refill_attacks_are_refused_each_with_its_own_status() {
     expect_ok(&card.transmit(&psd_apdu::refill(SET0, &good.seal(&kms.k1))));
     assert_eq!(registers(&mut card, 0).dr, Amount(1_500));
     refused_refill(&mut card, SET0, &good.seal(&kms.k1), Status::RefillReplayed);
+}
+
+/// A void (amount zero) and the refill it cancels share their precondition: whichever the
+/// card applies first, the other is refused for ever, and the void credits nothing.
+#[test]
+fn a_void_and_its_refill_apply_at_most_one_of_the_two() {
+    let kms = Kms::new();
+    for void_first in [true, false] {
+        let (mut card, _) = funded_card(13, 1_000);
+        let before = registers(&mut card, 0);
+        let refill = kms.combination_for(&mut card, SET0, Amount(500), [4; 8]);
+        let void = RefillCombination {
+            amount: Amount(0),
+            combination_id: [5; 8],
+            ..refill
+        };
+        let (first, second) = if void_first {
+            (void, refill)
+        } else {
+            (refill, void)
+        };
+        expect_ok(&card.transmit(&psd_apdu::refill(SET0, &first.seal(&kms.k1))));
+        refused_refill(
+            &mut card,
+            SET0,
+            &second.seal(&kms.k1),
+            Status::RefillReplayed,
+        );
+        let after = registers(&mut card, 0);
+        assert_eq!(after.refills.0, before.refills.0 + 1);
+        let audited = kms.audit(&mut card, SET0, [7; 16]);
+        assert_eq!(audited.last_combination, first.combination_id);
+        assert_eq!(after.dr.0, before.dr.0 + first.amount.0);
+        assert_eq!(after.control_sum.0, before.control_sum.0 + first.amount.0);
+    }
 }
 
 #[test]

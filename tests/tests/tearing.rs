@@ -130,6 +130,48 @@ fn refill_tearing() -> usize {
     })
 }
 
+/// A void (a refill of amount zero, the back office's cancel) torn at every write: either
+/// not applied (the original refill still applies, once) or applied (refill count moved,
+/// its ID recorded, nothing credited, and the original refused for ever).
+fn void_tearing() -> usize {
+    let (mut card, _) = funded_card(SEED, 10_000);
+    let kms = Kms::new();
+    let original = kms.refill_for(&mut card, SET0, Amount(4_000), [8; 8]);
+    let void = kms.refill_for(&mut card, SET0, Amount(0), [9; 8]);
+    let base = card.store().nvm().clone();
+    let before = registers(&mut reopen(&base, SEED), 0);
+    let voided = Registers {
+        refills: RefillCount(before.refills.0 + 1),
+        ..before
+    };
+    let apdu = psd_apdu::refill(SET0, &void);
+    sweep(&base, &apdu, |resp, mut card, at| {
+        assert_eq!(resp, Status::MemoryFailure.sw().to_be_bytes(), "{at}");
+        let after = registers(&mut card, 0);
+        consistent(&after);
+        assert!(after == before || after == voided, "{at}: {after:?}");
+        if after == before {
+            // Not applied: the original could still win the race; then the void is stale.
+            let mut other = reopen(card.store().nvm(), SEED);
+            expect_ok(&other.transmit(&psd_apdu::refill(SET0, &original)));
+            expect_refused(&other.transmit(&apdu), Status::RefillReplayed);
+            expect_ok(&card.transmit(&apdu));
+        } else {
+            expect_refused(&card.transmit(&apdu), Status::RefillReplayed);
+        }
+        assert_eq!(registers(&mut card, 0), voided);
+        let audited = kms.audit(&mut card, SET0, [3; 16]);
+        assert_eq!(
+            audited.last_combination, [9; 8],
+            "{at}: the void's ID recorded"
+        );
+        expect_refused(
+            &card.transmit(&psd_apdu::refill(SET0, &original)),
+            Status::RefillReplayed,
+        );
+    })
+}
+
 fn personalization_tearing() -> usize {
     let base = blank_card(SEED).store().nvm().clone();
     let apdu = psd_apdu::personalize(&personalization());
@@ -186,17 +228,18 @@ fn receipt_tearing() -> usize {
 fn main() {
     let i = indicium_tearing();
     let r = refill_tearing();
+    let v = void_tearing();
     let p = personalization_tearing();
     let c = receipt_tearing();
     println!(
-        "tearing: issue indicium {i} cut points, refill {r}, personalize {p}, receipt {c} (clean and torn writes)"
+        "tearing: issue indicium {i} cut points, refill {r}, void {v}, personalize {p}, receipt {c} (clean and torn writes)"
     );
     assert!(
-        i >= 8 && r >= 8 && p >= 8 && c >= 4,
+        i >= 8 && r >= 8 && v >= 8 && p >= 8 && c >= 4,
         "every command was cut at several writes"
     );
     println!(
         "tearing: all {} cut points kept AR + DR = control sum, no value created or lost",
-        i + r + p + c
+        i + r + v + p + c
     );
 }

@@ -16,9 +16,9 @@ use openpsd_core::psd::indicium::IndiciumRequest;
 use openpsd_core::types::*;
 use openpsd_host::refill::{MeterClient, RefillRequest};
 use openpsd_host::session::Session;
+use openpsd_host::PsdClient;
 use openpsd_protocol::Credentials;
 use openpsd_service_kit::tls::{self, Role};
-use openpsd_host::PsdClient;
 use serde_json::{json, Value};
 
 use openpsd_backoffice::server;
@@ -103,6 +103,15 @@ pub async fn run(o: DemoOptions) -> Result<()> {
         "customer {CUSTOMER}, account {account}: available {}",
         Amount(acct["available"].as_u64().unwrap_or(0))
     );
+    // The PSD at the meter server: owned by the customer's account, from zero (a fresh
+    // PSD; registering again is the same registration).
+    post(
+        &http,
+        &format!("{}/v1/devices", h.meter.url),
+        &json!({"device_id": secrets["device_id"], "account_id": account}),
+    )
+    .await?;
+    println!("PSD registered with the meter server, owned by account {account}");
 
     // The mailer's host: refill through the meter server, then frank.
     let (refill, indicia) = (o.refill, o.indicia);
@@ -194,7 +203,7 @@ fn mailer(card_dir: &Path, session: &Session, amount: Amount, indicia: u32) -> R
     OsPlatform::default().fill_random(&mut txn);
     let req = RefillRequest {
         client_txn_id: hex::encode(txn),
-        account_id: session.account_id.clone(),
+        account_id: Some(session.account_id.clone()),
         set,
         amount,
     };

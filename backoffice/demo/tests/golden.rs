@@ -26,8 +26,9 @@ use openpsd_core::psd::device::Personalization;
 use openpsd_core::store::MemStore;
 use openpsd_demo::web::{self, WebOptions};
 use openpsd_protocol::{
-    AuditBody, CombinationRecord, Deposit, HoldRequest, InspectionRequest, NewAccount, Outcome,
-    ReceiptRequest, RefillRequest, Settle, SignedCombination,
+    AuditBody, Baseline, CombinationRecord, Deposit, HoldRequest, InspectionRequest,
+    MeterRegistration, NewAccount, Outcome, ReceiptRequest, RefillRequest, Resolve, Settle,
+    SignedCombination,
 };
 use serde::Serialize;
 use serde_json::{json, Value};
@@ -67,6 +68,9 @@ impl Recorder {
         let http = match service {
             "kms" if path.starts_with("/v1/devices") => &self.operator,
             "rc" if path.contains("/deposits") || path == "/v1/ledger" => &self.operator,
+            "meter" if path.starts_with("/v1/devices") || path.starts_with("/v1/alarms") => {
+                &self.operator
+            }
             "kms" | "rc" => &self.as_meter,
             _ => &self.customer,
         };
@@ -310,13 +314,63 @@ async fn http_json_is_byte_for_byte_the_golden_transcript() {
         },
     )
     .await;
+    // The operator registers the device: owner and baselines.
+    let registration = MeterRegistration {
+        device_id: dev.clone(),
+        account_id: account.clone(),
+        baselines: vec![],
+    };
+    r.post("meter", &meter, "/v1/devices", &registration).await;
+    r.post("meter", &meter, "/v1/devices", &registration).await;
+    r.post(
+        "meter",
+        &meter,
+        "/v1/devices",
+        &MeterRegistration {
+            baselines: vec![
+                Baseline {
+                    control_sum: 500,
+                    refills: 1,
+                },
+                Baseline {
+                    control_sum: 0,
+                    refills: 0,
+                },
+            ],
+            ..registration.clone()
+        },
+    )
+    .await;
+    r.post(
+        "meter",
+        &meter,
+        "/v1/devices",
+        &MeterRegistration {
+            device_id: "0000000000000099".into(),
+            ..registration.clone()
+        },
+    )
+    .await;
+    r.get("meter", &meter, &format!("/v1/devices/{dev}")).await;
+    r.get("meter", &meter, "/v1/devices/0000000000000099").await;
     let request = |txn: &str, amount: u64| RefillRequest {
         client_txn_id: txn.into(),
         device_id: dev.clone(),
         set: 0,
-        account_id: account.clone(),
+        account_id: Some(account.clone()),
         amount,
     };
+    // Another account than the owner's: as for an unknown device.
+    r.post(
+        "meter",
+        &meter,
+        "/v1/refills",
+        &RefillRequest {
+            account_id: Some("mallory".into()),
+            ..request("t0", 100)
+        },
+    )
+    .await;
     r.post("meter", &meter, "/v1/refills", &request("t0", 0))
         .await;
     r.post(
@@ -409,6 +463,54 @@ async fn http_json_is_byte_for_byte_the_golden_transcript() {
     r.get("meter", &meter, &format!("/v1/inspections/{id}"))
         .await;
     r.get("meter", &meter, "/v1/inspections/nothing").await;
+    // Cancel before the message left: released at once.
+    r.post("meter", &meter, "/v1/refills", &request("t3", 300))
+        .await;
+    r.post("meter", &meter, "/v1/refills/t3/cancel", &json!({}))
+        .await;
+    // Cancel after it left: a void with the same precondition, applied, confirmed.
+    let (_, v4) = r
+        .post("meter", &meter, "/v1/refills", &request("t4", 400))
+        .await;
+    let a4 = psd.audit(0, &s(&v4["nonce"]));
+    r.post(
+        "meter",
+        &meter,
+        "/v1/refills/t4/audit",
+        &AuditBody { audit: a4 },
+    )
+    .await;
+    let (_, c4) = r
+        .post("meter", &meter, "/v1/refills/t4/cancel", &json!({}))
+        .await;
+    r.post("meter", &meter, "/v1/refills/t4/cancel", &json!({}))
+        .await;
+    psd.refill(0, &s(&c4["void_message"]))
+        .expect("void accepted");
+    let confirm4 = psd.audit(0, &s(&c4["confirm_nonce"]));
+    r.post(
+        "meter",
+        &meter,
+        "/v1/refills/t4/confirm",
+        &AuditBody { audit: confirm4 },
+    )
+    .await;
+    r.post("meter", &meter, "/v1/refills/t1/cancel", &json!({}))
+        .await;
+    r.post("meter", &meter, "/v1/refills/nothing/cancel", &json!({}))
+        .await;
+    // Alarms: none raised; nothing to resolve.
+    r.get("meter", &meter, "/v1/alarms").await;
+    r.post(
+        "meter",
+        &meter,
+        &format!("/v1/devices/{dev}/resolve"),
+        &Resolve {
+            note: "nothing wrong".into(),
+            accept_audit: false,
+        },
+    )
+    .await;
 
     // ------------------------- the KMS and the RC as the meter calls them
     let (_, verified) = r
@@ -467,6 +569,25 @@ async fn http_json_is_byte_for_byte_the_golden_transcript() {
     let _: CombinationRecord = serde_json::from_value(record).expect("combination record");
     r.get("rc", &rc, "/v1/combinations/0000000000000000").await;
     r.post("kms", &kms, "/v1/refill-messages", &signed).await;
+    // Its void (the meter asks for one when the owner cancels an issued refill), sealed.
+    let (_, void) = r
+        .post(
+            "rc",
+            &rc,
+            &format!("/v1/combinations/{cid}/void"),
+            &json!({}),
+        )
+        .await;
+    r.post(
+        "rc",
+        &rc,
+        "/v1/combinations/0000000000000000/void",
+        &json!({}),
+    )
+    .await;
+    let void: SignedCombination = serde_json::from_value(void).expect("signed void");
+    r.post("kms", &kms, "/v1/refill-messages", &void).await;
+    r.get("rc", &rc, &format!("/v1/combinations/{cid}")).await;
     let mut forged = signed.clone();
     forged.combination.amount += 1;
     r.post("kms", &kms, "/v1/refill-messages", &forged).await;
@@ -594,6 +715,15 @@ async fn room(r: &mut Recorder, dir: &std::path::Path, h: &openpsd_backoffice::H
         .await;
     r.get("room", &base, "/demo/v1/accounts/demo").await;
     r.get("room", &base, "/v1/refills/nothing").await;
+    // The meter's operator routes are not the page's.
+    r.get("room", &base, "/v1/alarms").await;
+    r.post(
+        "room",
+        &base,
+        "/v1/devices",
+        &json!({"device_id": device_id, "account_id": "mallory"}),
+    )
+    .await;
 
     // Purses.
     r.post("room", &base, "/demo/v1/purses", &json!({"pin": "12ab"}))

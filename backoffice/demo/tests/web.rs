@@ -278,7 +278,10 @@ async fn run() {
 
     // Without the cookie the meter does not know who is asking.
     let (s, e, _) = send(http.get(url("/v1/me"))).await;
-    assert_eq!((s, e["error"]["code"].as_str()), (401, Some("unauthenticated")));
+    assert_eq!(
+        (s, e["error"]["code"].as_str()),
+        (401, Some("unauthenticated"))
+    );
     // A form post from another site (no JSON) or a JSON post naming another origin:
     // refused before anything is done.
     let (s, _, _) = send(
@@ -298,9 +301,13 @@ async fn run() {
     .await;
     assert_eq!(s, 403);
     // Not registered yet: the meter server (through the web listener) does not know it.
-    let (s, e, _) = send(http.post(url("/v1/refills")).header("cookie", &cookie).json(&json!({
+    let (s, e, _) = send(
+        http.post(url("/v1/refills"))
+            .header("cookie", &cookie)
+            .json(&json!({
         "client_txn_id": "early", "device_id": device_id, "set": 0, "account_id": account,
-        "amount": 100})))
+        "amount": 100})),
+    )
     .await;
     assert_eq!(
         (s, e["error"]["code"].as_str()),
@@ -324,7 +331,9 @@ async fn run() {
     assert_eq!((s, &r["account"]["deposited"]), (200, &json!(10_000)));
     // Another device key for it afterwards: refused.
     let (_, _, other) = personalize(
-        send(http.post(url("/demo/v1/devices"))).await.1["personalize"]
+        send(http.post(url("/demo/v1/devices")).json(&json!({})))
+            .await
+            .1["personalize"]
             .as_str()
             .unwrap(),
         2,
@@ -356,7 +365,7 @@ async fn run() {
     assert_eq!(info.device, DeviceId(d));
     let req = RefillRequest {
         client_txn_id: "web-test-1".into(),
-        account_id: account.clone(),
+        account_id: Some(account.clone()),
         set: RegisterSetIndex(0),
         amount: Amount(2_500),
     };
@@ -381,7 +390,11 @@ async fn run() {
         (&json!(7_500), &json!(2_500))
     );
     // Only the customer's own account is shown; another is not found.
-    let (s, _, _) = send(http.get(url("/demo/v1/accounts/demo")).header("cookie", &cookie)).await;
+    let (s, _, _) = send(
+        http.get(url("/demo/v1/accounts/demo"))
+            .header("cookie", &cookie),
+    )
+    .await;
     assert_eq!(s, 404);
 
     // A purse of the room's scheme receives value from the room's PSD.

@@ -117,10 +117,11 @@ impl<S: Clone + Send + Sync + 'static> Routes<S> {
     /// service layers on later, such as the meter's customer authentication).
     pub fn into_router(self, limit: &RateLimit) -> Router<S> {
         let limit = limit.clone();
-        self.router.layer(middleware::from_fn(move |req: Request, next: Next| {
-            let limit = limit.clone();
-            async move { limit.check(req, next).await }
-        }))
+        self.router
+            .layer(middleware::from_fn(move |req: Request, next: Next| {
+                let limit = limit.clone();
+                async move { limit.check(req, next).await }
+            }))
     }
 }
 
@@ -182,7 +183,10 @@ impl RateLimit {
 
     /// `handler` with this limit in front of it (besides the service-wide one): for
     /// routes anyone may call that cost much, such as log-in (Argon2).
-    pub fn on<S: Clone + Send + Sync + 'static>(&self, handler: MethodRouter<S>) -> MethodRouter<S> {
+    pub fn on<S: Clone + Send + Sync + 'static>(
+        &self,
+        handler: MethodRouter<S>,
+    ) -> MethodRouter<S> {
         let limit = self.clone();
         handler.route_layer(middleware::from_fn(move |req: Request, next: Next| {
             let limit = limit.clone();
@@ -217,10 +221,9 @@ impl RateLimit {
             let rate = self.per_second;
             buckets.retain(|_, (t, at)| *t + now.duration_since(*at).as_secs_f64() * rate < burst);
         }
-        let (tokens, at) = buckets
-            .entry(key.to_owned())
-            .or_insert((self.burst, now));
-        *tokens = (*tokens + now.duration_since(*at).as_secs_f64() * self.per_second).min(self.burst);
+        let (tokens, at) = buckets.entry(key.to_owned()).or_insert((self.burst, now));
+        *tokens =
+            (*tokens + now.duration_since(*at).as_secs_f64() * self.per_second).min(self.burst);
         *at = now;
         if *tokens >= 1.0 {
             *tokens -= 1.0;

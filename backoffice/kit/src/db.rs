@@ -110,3 +110,23 @@ pub fn from_sql_int(v: i64, step: &str) -> Result<u64, ApiError> {
     openpsd_sqlite::from_sql_int(v)
         .ok_or_else(|| ApiError::internal(step, "negative value in the database"))
 }
+
+/// Adds the columns `(name, declaration)` that `table` lacks: a database made by an older
+/// version gets the columns a newer one added (as NULL or their default), so old state stays
+/// readable. Runs once at start on a connection from [`open_connection`].
+pub fn add_missing_columns(
+    conn: &Connection,
+    table: &str,
+    columns: &[(&str, &str)],
+) -> anyhow::Result<()> {
+    let mut stmt = conn.prepare(&format!("PRAGMA table_info({table})"))?;
+    let have: Vec<String> = stmt
+        .query_map([], |r| r.get::<_, String>(1))?
+        .collect::<Result<_, _>>()?;
+    for (name, decl) in columns {
+        if !have.iter().any(|h| h == name) {
+            conn.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {name} {decl}"))?;
+        }
+    }
+    Ok(())
+}

@@ -23,8 +23,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose,
-    IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose, SanType,
 };
 use zeroize::Zeroizing;
 
@@ -136,14 +136,21 @@ impl Pki {
     fn issue(&self, issuer: &Issuer<'_, KeyPair>, role: Role, hosts: &[String]) -> Result<()> {
         let key = KeyPair::generate()?;
         let mut names = vec![role.dns_name(), "localhost".to_owned()];
-        names.extend(hosts.iter().filter(|h| h.parse::<IpAddr>().is_err()).cloned());
+        names.extend(
+            hosts
+                .iter()
+                .filter(|h| h.parse::<IpAddr>().is_err())
+                .cloned(),
+        );
         let mut params = CertificateParams::new(names)?;
         params
             .subject_alt_names
             .push(SanType::IpAddress(IpAddr::from([127, 0, 0, 1])));
         params
             .subject_alt_names
-            .push(SanType::IpAddress(IpAddr::from([0u16, 0, 0, 0, 0, 0, 0, 1])));
+            .push(SanType::IpAddress(IpAddr::from([
+                0u16, 0, 0, 0, 0, 0, 0, 1,
+            ])));
         for ip in hosts.iter().filter_map(|h| h.parse::<IpAddr>().ok()) {
             params.subject_alt_names.push(SanType::IpAddress(ip));
         }

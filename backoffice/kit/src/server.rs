@@ -153,7 +153,10 @@ async fn accept_loop(
             _ = &mut stop => break,
         };
         let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
-            tracing::warn!("{name}: {} connections open; closing one from {addr}", limits.connections);
+            tracing::warn!(
+                "{name}: {} connections open; closing one from {addr}",
+                limits.connections
+            );
             continue;
         };
         let _ = stream.set_nodelay(true);
@@ -222,10 +225,12 @@ impl Conn {
             start,
             last: Arc::clone(&last),
         });
-        let svc = self.router.map_request(move |mut req: axum::extract::Request<_>| {
-            req.extensions_mut().insert(peer.clone());
-            req
-        });
+        let svc = self
+            .router
+            .map_request(move |mut req: axum::extract::Request<_>| {
+                req.extensions_mut().insert(peer.clone());
+                req
+            });
         let conn = self
             .builder
             .serve_connection(io, TowerToHyperService::new(svc))

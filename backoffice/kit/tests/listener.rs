@@ -16,7 +16,10 @@ use openpsd_service_kit::upstream::Upstream;
 
 fn echo_router() -> Router {
     Router::new()
-        .route("/echo", post(|body: axum::body::Bytes| async move { body.len().to_string() }))
+        .route(
+            "/echo",
+            post(|body: axum::body::Bytes| async move { body.len().to_string() }),
+        )
         .route(
             "/who",
             get(|axum::Extension(p): axum::Extension<Peer>| async move {
@@ -38,9 +41,19 @@ async fn bodies_over_the_limit_are_refused_with_413() {
     l.limits.body_bytes = 1024;
     let svc = Service::spawn("t", l, echo_router()).unwrap();
     let c = reqwest::Client::new();
-    let ok = c.post(format!("{}/echo", svc.url)).body(vec![0u8; 1024]).send().await.unwrap();
+    let ok = c
+        .post(format!("{}/echo", svc.url))
+        .body(vec![0u8; 1024])
+        .send()
+        .await
+        .unwrap();
     assert_eq!(ok.status(), 200);
-    let big = c.post(format!("{}/echo", svc.url)).body(vec![0u8; 1025]).send().await.unwrap();
+    let big = c
+        .post(format!("{}/echo", svc.url))
+        .body(vec![0u8; 1025])
+        .send()
+        .await
+        .unwrap();
     assert_eq!(big.status(), 413);
     svc.stop().await;
 }
@@ -63,7 +76,11 @@ async fn a_connection_that_says_nothing_is_closed() {
     .await
     .unwrap();
     assert_eq!(closed_after.0, 0, "closed without an answer");
-    assert!(closed_after.1 < Duration::from_secs(5), "{:?}", closed_after.1);
+    assert!(
+        closed_after.1 < Duration::from_secs(5),
+        "{:?}",
+        closed_after.1
+    );
     svc.stop().await;
 }
 
@@ -106,8 +123,12 @@ async fn mutual_tls_names_the_caller_and_refuses_certificates_of_another_ca() {
     other.init(&Role::ALL, &[]).unwrap();
 
     let tls = server_config(&pki, Role::Kms, ClientAuth::Required).unwrap();
-    let svc = Service::spawn("kms", bind("127.0.0.1:0", Some(tls)).await.unwrap(), echo_router())
-        .unwrap();
+    let svc = Service::spawn(
+        "kms",
+        bind("127.0.0.1:0", Some(tls)).await.unwrap(),
+        echo_router(),
+    )
+    .unwrap();
     let url = format!("{}/who", svc.url);
     // Each certificate of our CA is its role.
     for role in Role::ALL {
@@ -137,13 +158,34 @@ async fn mutual_tls_names_the_caller_and_refuses_certificates_of_another_ca() {
         })
         .build()
         .unwrap();
-    assert!(foreign.get(&url).send().await.is_err(), "another CA's certificate refused");
+    assert!(
+        foreign.get(&url).send().await.is_err(),
+        "another CA's certificate refused"
+    );
     // A client that means the recharging center does not accept the KMS's certificate.
-    let wrong = Upstream::new("recharging center", &svc.url, Role::Recharge, client_config(&pki, Some(Role::Meter)).unwrap()).unwrap();
+    let wrong = Upstream::new(
+        "recharging center",
+        &svc.url,
+        Role::Recharge,
+        client_config(&pki, Some(Role::Meter)).unwrap(),
+    )
+    .unwrap();
     let e = wrong.get::<String>("/who", "t").await.unwrap_err();
     assert_eq!(e.status, 503, "{e:?}");
-    let right = Upstream::new("KMS", &svc.url, Role::Kms, client_config(&pki, Some(Role::Meter)).unwrap()).unwrap();
-    assert!(right.get::<serde_json::Value>("/who", "t").await.is_err_and(|e| e.message.contains("unexpected JSON")), "reached (the answer is text)");
+    let right = Upstream::new(
+        "KMS",
+        &svc.url,
+        Role::Kms,
+        client_config(&pki, Some(Role::Meter)).unwrap(),
+    )
+    .unwrap();
+    assert!(
+        right
+            .get::<serde_json::Value>("/who", "t")
+            .await
+            .is_err_and(|e| e.message.contains("unexpected JSON")),
+        "reached (the answer is text)"
+    );
     svc.stop().await;
 }
 

@@ -10,8 +10,8 @@
 //! traced to the combination the RC authorized.
 
 use axum::http::Method;
-use openpsd_service_kit::tls::Role;
 use openpsd_service_kit::access::{RateLimit, Routes, Who};
+use openpsd_service_kit::tls::Role;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -164,7 +164,12 @@ impl Kms {
             .route(Method::POST, "/v1/audits/verify", post(verify_audit), METER)
             .route(Method::POST, "/v1/refill-messages", post(seal), METER)
             .route(Method::POST, "/v1/receipts", post(receipt), METER)
-            .route(Method::GET, "/health", get(|| async { "ok" }), &[Who::AnyRole])
+            .route(
+                Method::GET,
+                "/health",
+                get(|| async { "ok" }),
+                &[Who::AnyRole],
+            )
     }
 
     /// The router, `limit` per caller.
@@ -473,7 +478,8 @@ async fn verify_audit(
     Ok(Json(VerifiedAudit::from(&audit)))
 }
 
-/// `POST /v1/refill-messages` (steps 270-280): seals a combination the RC signed.
+/// `POST /v1/refill-messages` (steps 270-280): seals a combination the RC signed (a refill,
+/// or a void of amount zero).
 async fn seal(State(kms): State<Kms>, body: Bytes) -> Result<Json<RefillMessage>, ApiError> {
     let step = STEP_SEAL;
     let req: SignedCombination = codec::json(&body, step)?;
@@ -487,7 +493,9 @@ async fn seal(State(kms): State<Kms>, body: Bytes) -> Result<Json<RefillMessage>
             "the combination's signature does not verify under the recharging center's key",
         ));
     }
-    if c.amount.0 == 0 || c.amount.0 > i64::MAX as u64 || c.control_sum.0 > i64::MAX as u64 {
+    // An amount of zero is a void (the RC signs one only for a refill it holds, with the
+    // same precondition: `docs/refill.md` § Cancel); sealed like any refill message.
+    if c.amount.0 > i64::MAX as u64 || c.control_sum.0 > i64::MAX as u64 {
         return Err(ApiError::amount_invalid(
             step,
             "amount or control sum out of range",

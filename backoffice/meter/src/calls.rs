@@ -14,8 +14,10 @@ use openpsd_service_kit::codec;
 use openpsd_service_kit::db::now_secs;
 use openpsd_service_kit::error::{ApiError, StorageContext};
 
+use crate::alarms::AlarmKind;
 use crate::history::{check_history, Audited, Judgement, Known, Settlement};
-use crate::store::{read_known_combination, read_last, read_outstanding};
+use crate::registry::{quarantined, read_device};
+use crate::store::{read_baseline, read_known_combination, read_last, read_outstanding};
 use crate::{Meter, STEP_CHECK};
 
 impl Meter {
@@ -80,7 +82,8 @@ impl Meter {
     }
 
     /// Step 250 and settlement: checks a verified audit against the device's history and
-    /// works out which holds it settles. Nothing is written here.
+    /// works out which holds it settles. Nothing is written here, except an alarm (and the
+    /// device's quarantine) when the audit disagrees with the ledger.
     pub(crate) async fn judge(
         &self,
         step: &'static str,
@@ -120,16 +123,25 @@ impl Meter {
             }
         }
         let (dev, last_comb) = (device_id.to_owned(), audit.last_combination_id.clone());
-        let (last, outstanding, own) = self
+        let (registered, last, baseline, outstanding, own) = self
             .db
             .run(step, move |c| {
                 Ok((
+                    read_device(c, &dev, step)?,
                     read_last(c, &dev, set, step)?,
+                    read_baseline(c, &dev, set, step)?,
                     read_outstanding(c, &dev, step)?,
                     read_known_combination(c, &last_comb, step)?,
                 ))
             })
             .await?;
+        // Refused while quarantined: an audit of a device whose ledger is in doubt settles
+        // nothing until an operator has looked.
+        match registered {
+            None => return Err(ApiError::unknown_device(step, device_id)),
+            Some(d) if d.quarantined => return Err(quarantined(step, device_id)),
+            Some(_) => {}
+        }
         // A refill count one past the last accepted audit: the combination the audit names
         // must be one the back office made, bound to that audit's state.
         let applied = match &last {
@@ -142,8 +154,37 @@ impl Meter {
             },
             _ => None,
         };
-        check_history(last.as_ref(), audit, applied.as_ref())
-            .map_err(|m| ApiError::audit_inconsistent(STEP_CHECK, m))?;
+        if let Err(m) = check_history(last.as_ref(), baseline.as_ref(), audit, applied.as_ref()) {
+            let kind = if last.is_none() {
+                AlarmKind::Baseline
+            } else {
+                AlarmKind::History
+            };
+            let err = ApiError::audit_inconsistent(STEP_CHECK, m);
+            return Err(self
+                .alarm(device_id, set, kind, Some(&audit.hex), err)
+                .await);
+        }
+        if let Some(k) = &applied {
+            if k.released || k.rc_state == Some(HoldState::Released) {
+                let err = ApiError::audit_inconsistent(
+                    STEP_CHECK,
+                    format!(
+                        "the device applied combination {}, whose hold was released",
+                        audit.last_combination_id
+                    ),
+                );
+                return Err(self
+                    .alarm(
+                        device_id,
+                        set,
+                        AlarmKind::ReleasedApplied,
+                        Some(&audit.hex),
+                        err,
+                    )
+                    .await);
+            }
+        }
 
         let mut settlements = Vec::new();
         for o in outstanding.iter().filter(|o| o.set == set) {
@@ -158,7 +199,14 @@ impl Meter {
                 && o.combination_id.as_deref() == Some(audit.last_combination_id.as_str())
             {
                 Outcome::Applied
+            } else if audit.refills == bound_refills.saturating_add(1)
+                && o.void_combination_id.as_deref() == Some(audit.last_combination_id.as_str())
+            {
+                // Its void applied: the refill's precondition is gone for ever.
+                Outcome::Released
             } else if audit.refills > bound_refills {
+                // The refill count it was bound to is consumed by another combination: it
+                // can never apply.
                 // The refill count it was bound to is consumed: it can never apply.
                 Outcome::Released
             } else {
@@ -176,12 +224,6 @@ impl Meter {
                 settlements.push(Settlement::Foreign {
                     combination_id: audit.last_combination_id.clone(),
                 });
-            } else if k.client_txn_id.is_none() && k.rc_state == Some(HoldState::Released) {
-                tracing::error!(
-                    device = device_id,
-                    combination = %audit.last_combination_id,
-                    "the device applied a combination the recharging center released"
-                );
             }
         }
         Ok(Judgement { settlements })
@@ -206,6 +248,7 @@ impl Meter {
                 control_sum: r.combination.control_sum,
                 refills: r.combination.refills,
                 rc_state: Some(r.state),
+                released: false,
             })),
             Err(e) if e.status == StatusCode::NOT_FOUND || e.status == StatusCode::BAD_REQUEST => {
                 Ok(None)
@@ -215,12 +258,15 @@ impl Meter {
     }
 
     /// Carries out settlements at the RC (idempotent). Returns the combination ID of each
-    /// own settlement that had none recorded (learned by repeating the hold request).
+    /// own settlement that had none recorded (learned by repeating the hold request). A
+    /// hold the RC will not debit for value the device's `audit` shows applied — released behind the meter's back — is an alarm.
     pub(crate) async fn settle(
         &self,
         settlements: &mut [Settlement],
+        audit: &Audited,
         step: &str,
     ) -> Result<(), ApiError> {
+        let (device, set, audit_hex) = (audit.device_id.as_str(), audit.set, audit.hex.as_str());
         for s in settlements.iter_mut() {
             match s {
                 Settlement::Own {
@@ -244,16 +290,51 @@ impl Meter {
                         }
                     }
                     if let Some(id) = combination_id.as_deref() {
-                        self.rc_settle(id, *outcome, step).await?;
+                        self.rc_settle_or_alarm(id, *outcome, device, set, audit_hex, step)
+                            .await?;
                     }
                 }
                 Settlement::Foreign { combination_id } => {
-                    self.rc_settle(combination_id, Outcome::Applied, step)
-                        .await?;
+                    self.rc_settle_or_alarm(
+                        combination_id,
+                        Outcome::Applied,
+                        device,
+                        set,
+                        audit_hex,
+                        step,
+                    )
+                    .await?;
                 }
             }
         }
         Ok(())
+    }
+
+    async fn rc_settle_or_alarm(
+        &self,
+        id: &str,
+        outcome: Outcome,
+        device: &str,
+        set: u8,
+        audit_hex: &str,
+        step: &str,
+    ) -> Result<(), ApiError> {
+        match self.rc_settle(id, outcome, step).await {
+            Err(e) if outcome == Outcome::Applied && e.status == StatusCode::CONFLICT => {
+                let err = ApiError::audit_inconsistent(
+                    STEP_CHECK,
+                    format!(
+                        "the device applied combination {id}, but the recharging center will not \
+                         debit its hold ({})",
+                        e.message
+                    ),
+                );
+                Err(self
+                    .alarm(device, set, AlarmKind::SettleRefused, Some(audit_hex), err)
+                    .await)
+            }
+            r => r,
+        }
     }
 
     pub(crate) async fn rc_settle(

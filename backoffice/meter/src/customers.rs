@@ -61,7 +61,11 @@ pub(crate) const SESSION_SECONDS: i64 = 8 * 3600;
 
 /// Checks the bearer credential of a request, if it has one, and marks it as the
 /// customer's. Requests without one go on with no customer (the route decides).
-pub(crate) async fn authenticate(State(meter): State<Meter>, mut req: Request, next: Next) -> Response {
+pub(crate) async fn authenticate(
+    State(meter): State<Meter>,
+    mut req: Request,
+    next: Next,
+) -> Response {
     let Some(value) = req.headers().get(header::AUTHORIZATION) else {
         return next.run(req).await;
     };
@@ -80,8 +84,13 @@ pub(crate) async fn authenticate(State(meter): State<Meter>, mut req: Request, n
 }
 
 fn unauthenticated(message: &str) -> Response {
-    ApiError::new(StatusCode::UNAUTHORIZED, ErrorCode::Unauthenticated, "access", message)
-        .into_response()
+    ApiError::new(
+        StatusCode::UNAUTHORIZED,
+        ErrorCode::Unauthenticated,
+        "access",
+        message,
+    )
+    .into_response()
 }
 
 fn secret_hash(secret: &str) -> String {
@@ -93,10 +102,13 @@ fn secret_hash(secret: &str) -> String {
 /// take this long.
 const CACHE_SECONDS: u64 = 30;
 
-/// Credentials checked recently: hash → (customer, checked at, expires at). Every request
-/// carries one, and asking SQLite each time would queue them behind the refills' fsyncs.
+/// A cached credential: whose it is, when it was checked, when it expires.
+type Checked = (Customer, Instant, Option<i64>);
+
+/// Credentials checked recently, by hash. Every request carries one, and asking SQLite
+/// each time would queue them behind the refills' fsyncs.
 #[derive(Default)]
-pub(crate) struct CredentialCache(std::sync::Mutex<HashMap<String, (Customer, Instant, Option<i64>)>>);
+pub(crate) struct CredentialCache(std::sync::Mutex<HashMap<String, Checked>>);
 
 impl CredentialCache {
     fn get(&self, hash: &str, now: i64) -> Option<Customer> {
@@ -171,7 +183,10 @@ fn check_credentials(c: &Credentials) -> Result<(), ApiError> {
         ));
     }
     if !(10..=1024).contains(&c.password.chars().count()) {
-        return Err(ApiError::bad_request(STEP, "password: 10 to 1,024 characters"));
+        return Err(ApiError::bad_request(
+            STEP,
+            "password: 10 to 1,024 characters",
+        ));
     }
     Ok(())
 }
@@ -182,7 +197,8 @@ async fn hash_password(password: Zeroizing<String>) -> Result<String, ApiError> 
     tokio::task::spawn_blocking(move || {
         let mut salt = [0u8; 16];
         random_bytes(&mut salt);
-        let salt = SaltString::encode_b64(&salt).map_err(|e| ApiError::internal(STEP, e.to_string()))?;
+        let salt =
+            SaltString::encode_b64(&salt).map_err(|e| ApiError::internal(STEP, e.to_string()))?;
         Argon2::default()
             .hash_password(password.as_bytes(), &salt)
             .map(|h| h.to_string())
@@ -201,8 +217,11 @@ async fn verify_password(password: Zeroizing<String>, stored: Option<String>) ->
     tokio::task::spawn_blocking(move || {
         let known = stored.is_some();
         let text = stored.unwrap_or_else(|| DUMMY.to_owned());
-        let ok = PasswordHash::new(&text)
-            .is_ok_and(|h| Argon2::default().verify_password(password.as_bytes(), &h).is_ok());
+        let ok = PasswordHash::new(&text).is_ok_and(|h| {
+            Argon2::default()
+                .verify_password(password.as_bytes(), &h)
+                .is_ok()
+        });
         known && ok
     })
     .await
@@ -232,9 +251,13 @@ pub(crate) async fn sign_up(
     let taken = meter
         .db
         .run(STEP, move |c| {
-            c.query_row("SELECT 1 FROM customers WHERE username = ?1", [name], |_| Ok(()))
-                .optional()
-                .storage(STEP)
+            c.query_row(
+                "SELECT 1 FROM customers WHERE username = ?1",
+                [name],
+                |_| Ok(()),
+            )
+            .optional()
+            .storage(STEP)
         })
         .await?
         .is_some();
@@ -285,7 +308,11 @@ pub(crate) async fn sign_up(
             "that username is taken",
         ));
     }
-    tracing::info!("customer {} signed up ({})", view.customer_id, view.username);
+    tracing::info!(
+        "customer {} signed up ({})",
+        view.customer_id,
+        view.username
+    );
     Ok((StatusCode::CREATED, Json(view)))
 }
 
@@ -296,18 +323,19 @@ pub(crate) async fn log_in(
 ) -> Result<Json<Session>, ApiError> {
     let creds: Credentials = codec::json(&body, STEP)?;
     let name = creds.username.clone();
-    let row = meter
-        .db
-        .run(STEP, move |c| {
-            c.query_row(
+    let row =
+        meter
+            .db
+            .run(STEP, move |c| {
+                c.query_row(
                 "SELECT customer_id, account_id, password_hash FROM customers WHERE username = ?1",
                 [name],
                 |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?)),
             )
             .optional()
             .storage(STEP)
-        })
-        .await?;
+            })
+            .await?;
     let stored = row.as_ref().map(|r| r.2.clone());
     if !verify_password(Zeroizing::new(creds.password), stored).await {
         tracing::warn!("failed log-in for '{}'", creds.username);
@@ -323,7 +351,15 @@ pub(crate) async fn log_in(
     };
     let token = new_secret("ops_");
     let expires_at = now_secs().saturating_add(SESSION_SECONDS);
-    store_credential(&meter, &token, "session", &customer_id, "session", Some(expires_at)).await?;
+    store_credential(
+        &meter,
+        &token,
+        "session",
+        &customer_id,
+        "session",
+        Some(expires_at),
+    )
+    .await?;
     Ok(Json(Session {
         token: token.to_string(),
         expires_at,
@@ -432,9 +468,11 @@ pub(crate) async fn me(
     let username = meter
         .db
         .run(STEP, move |c| {
-            c.query_row("SELECT username FROM customers WHERE customer_id = ?1", [id], |r| {
-                r.get::<_, String>(0)
-            })
+            c.query_row(
+                "SELECT username FROM customers WHERE customer_id = ?1",
+                [id],
+                |r| r.get::<_, String>(0),
+            )
             .storage(STEP)
         })
         .await?;

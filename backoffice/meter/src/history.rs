@@ -3,7 +3,7 @@
 //! meter learns from it (which holds to settle, how).
 
 use openpsd_protocol::HoldState;
-use openpsd_protocol::{HoldRequest, Outcome, VerifiedAudit};
+use openpsd_protocol::{Baseline, HoldRequest, Outcome, VerifiedAudit};
 use openpsd_service_kit::codec;
 use openpsd_service_kit::error::ApiError;
 
@@ -89,12 +89,16 @@ pub(crate) struct Known {
     pub(crate) refills: u32,
     /// The RC's hold state, for foreign combinations.
     pub(crate) rc_state: Option<HoldState>,
+    /// One of this meter's refills that it settled `released` (it must never apply).
+    pub(crate) released: bool,
 }
 
-/// Step 250: is `a` what the device can show after `last`, given the combination its
-/// audit names (`applied`, looked up when the refill count moved by one)?
+/// Step 250: is `a` what the device can show after `last` (or, for the set's first audit,
+/// exactly its registered `baseline`), given the combination its audit names (`applied`,
+/// looked up when the refill count moved by one)?
 pub(crate) fn check_history(
     last: Option<&Last>,
+    baseline: Option<&Baseline>,
     a: &Audited,
     applied: Option<&Known>,
 ) -> Result<(), String> {
@@ -107,8 +111,19 @@ pub(crate) fn check_history(
     if a.transferred > a.ar {
         return Err("more transferred to purses than AR holds".into());
     }
-    // The first audit of a set is the baseline everything later is checked against.
-    let Some(l) = last else { return Ok(()) };
+    // The first audit of a set must show what registration recorded: value put on the
+    // card before it (an offline refill) is value the ledger never saw.
+    let Some(l) = last else {
+        return match baseline {
+            Some(b) if a.control_sum == b.control_sum && a.refills == b.refills => Ok(()),
+            Some(b) => Err(format!(
+                "first audit of the set shows control sum {} and refill count {}; registered \
+                 baseline {} and {}",
+                a.control_sum, a.refills, b.control_sum, b.refills
+            )),
+            None => Err("the set has no registered baseline".into()),
+        };
+    };
     if a.license != l.license {
         return Err(format!("license {} after {}", a.license, l.license));
     }
@@ -181,6 +196,8 @@ pub(crate) struct Outstanding {
     /// Control sum and refill count its combination is bound to (once its audit was accepted).
     pub(crate) binding: Option<(u64, u32)>,
     pub(crate) combination_id: Option<String>,
+    /// The void issued when its owner cancelled it after the message left.
+    pub(crate) void_combination_id: Option<String>,
 }
 
 impl Outstanding {
@@ -249,16 +266,16 @@ mod tests {
         let mut a = audited(100, 850, 1, 1, &comb);
         a.control_sum = 1000;
         a.pending = 50;
-        assert_eq!(check_history(Some(&before), &a, None), Ok(()));
+        assert_eq!(check_history(Some(&before), None, &a, None), Ok(()));
         // Completed: pending moved on to AR and counted as transferred.
         let mut done = audited(150, 850, 1, 1, &comb);
         done.transferred = 50;
-        assert_eq!(check_history(Some(&before), &done, None), Ok(()));
+        assert_eq!(check_history(Some(&before), None, &done, None), Ok(()));
         // Pending that does not add up, or more transferred than AR, is refused.
         a.pending = 60;
-        assert!(check_history(Some(&before), &a, None).is_err());
+        assert!(check_history(Some(&before), None, &a, None).is_err());
         done.transferred = 151;
-        assert!(check_history(Some(&before), &done, None).is_err());
+        assert!(check_history(Some(&before), None, &done, None).is_err());
     }
 
     fn last(ar: u64, dr: u64, pieces: u32, refills: u32, comb: &str) -> Last {
@@ -285,31 +302,45 @@ mod tests {
             control_sum: cs,
             refills,
             rc_state: None,
+            released: false,
         }
     }
 
     #[test]
     fn history_checks() {
         let l = last(100, 400, 3, 1, NONE);
-        // First audit: baseline.
-        assert!(check_history(None, &audited(0, 0, 0, 0, NONE), None).is_ok());
+        // First audit: exactly the registered baseline.
+        let zero = Baseline {
+            control_sum: 0,
+            refills: 0,
+        };
+        assert!(check_history(None, Some(&zero), &audited(0, 0, 0, 0, NONE), None).is_ok());
+        assert!(check_history(None, Some(&zero), &audited(0, 500, 0, 1, C1), None).is_err());
+        assert!(check_history(None, None, &audited(0, 0, 0, 0, NONE), None).is_err());
+        let funded = Baseline {
+            control_sum: 500,
+            refills: 1,
+        };
+        assert!(check_history(None, Some(&funded), &audited(0, 500, 0, 1, C1), None).is_ok());
+        assert!(check_history(None, Some(&funded), &audited(0, 400, 0, 1, C1), None).is_err());
         // Spending postage: AR up, DR down, same control sum.
-        assert!(check_history(Some(&l), &audited(150, 350, 4, 1, NONE), None).is_ok());
+        assert!(check_history(Some(&l), None, &audited(150, 350, 4, 1, NONE), None).is_ok());
         // Rolled back.
-        assert!(check_history(Some(&l), &audited(50, 450, 2, 1, NONE), None).is_err());
-        assert!(check_history(Some(&l), &audited(100, 400, 2, 1, NONE), None).is_err());
+        assert!(check_history(Some(&l), None, &audited(50, 450, 2, 1, NONE), None).is_err());
+        assert!(check_history(Some(&l), None, &audited(100, 400, 2, 1, NONE), None).is_err());
         // Control sum moved without a refill.
-        assert!(check_history(Some(&l), &audited(100, 500, 3, 1, NONE), None).is_err());
+        assert!(check_history(Some(&l), None, &audited(100, 500, 3, 1, NONE), None).is_err());
         // One refill of 1000, known and bound to the last audit.
         let a = audited(100, 1400, 3, 2, C1);
-        assert!(check_history(Some(&l), &a, Some(&known(1000, 500, 1))).is_ok());
+        assert!(check_history(Some(&l), None, &a, Some(&known(1000, 500, 1))).is_ok());
         // Unknown, wrongly bound, wrong amount.
-        assert!(check_history(Some(&l), &a, None).is_err());
-        assert!(check_history(Some(&l), &a, Some(&known(1000, 400, 1))).is_err());
-        assert!(check_history(Some(&l), &a, Some(&known(999, 500, 1))).is_err());
+        assert!(check_history(Some(&l), None, &a, None).is_err());
+        assert!(check_history(Some(&l), None, &a, Some(&known(1000, 400, 1))).is_err());
+        assert!(check_history(Some(&l), None, &a, Some(&known(999, 500, 1))).is_err());
         // Two refills at once.
         assert!(check_history(
             Some(&l),
+            None,
             &audited(100, 1400, 3, 3, C1),
             Some(&known(1000, 500, 1))
         )
@@ -317,6 +348,6 @@ mod tests {
         // Inconsistent registers.
         let mut bad = audited(100, 400, 3, 1, NONE);
         bad.control_sum = 501;
-        assert!(check_history(Some(&l), &bad, None).is_err());
+        assert!(check_history(Some(&l), None, &bad, None).is_err());
     }
 }

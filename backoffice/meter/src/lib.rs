@@ -12,6 +12,13 @@
 //! gets the same answers. A refill message leaves the meter only after the commit that
 //! records it, so a message the meter has no record of was never delivered.
 //!
+//! Devices: the meter serves only devices an operator registered with it (owner account,
+//! per-set baseline: `registry.rs`); the first audit of a set must match its baseline, and
+//! any verified audit that disagrees with the ledger raises an alarm and quarantines the
+//! device (`alarms.rs`). An outstanding refill can be cancelled by its owner: released at
+//! once if its message never left, otherwise by a void that shares its precondition
+//! (`cancel.rs`), settled by the audit that shows which of the two applied.
+//!
 //! Concurrency: one outstanding refill per device (a partial unique index enforces it),
 //! and everything that reads and then moves a device's audit history holds that device's
 //! lock across its calls to the KMS and the RC, so two audits of one device never race.
@@ -19,6 +26,7 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use axum::http::Method;
 use axum::routing::{delete, get, post};
@@ -31,15 +39,21 @@ use openpsd_service_kit::pki::Pki;
 use openpsd_service_kit::tls::{client_config, Role};
 use openpsd_service_kit::upstream::Upstream;
 
+mod alarms;
 mod calls;
+mod cancel;
 mod customers;
 mod history;
 mod inspection;
 mod refill;
+mod registry;
 mod store;
 
+use alarms::{list_alarms, resolve};
+use cancel::cancel;
 use inspection::{get_inspection, inspection_audit, new_inspection};
 use refill::{confirm, get_refill, refill_audit, request_refill};
+use registry::{get_device, register};
 
 /// Database file name.
 pub const DB_FILE: &str = "meter.sqlite";
@@ -101,7 +115,10 @@ CREATE TABLE IF NOT EXISTS refills (
     error_step        TEXT,
     error_message     TEXT,
     created_at        INTEGER NOT NULL,
-    updated_at        INTEGER NOT NULL
+    updated_at        INTEGER NOT NULL,
+    void_combination_id TEXT,               -- the owner cancelled after the message left
+    void_signature    TEXT,
+    void_message      TEXT
 );
 -- At most one outstanding refill per device, whatever races.
 CREATE UNIQUE INDEX IF NOT EXISTS one_outstanding_refill ON refills(device_id)
@@ -115,6 +132,35 @@ CREATE TABLE IF NOT EXISTS inspections (
     receipt       TEXT,
     created_at    INTEGER NOT NULL,
     accepted_at   INTEGER
+);
+-- Devices the operator registered: the owner account that pays their refills, and
+-- whether an alarm quarantined them.
+CREATE TABLE IF NOT EXISTS registrations (
+    device_id     TEXT PRIMARY KEY,
+    account_id    TEXT NOT NULL,
+    quarantined   INTEGER NOT NULL DEFAULT 0,
+    registered_at INTEGER NOT NULL
+);
+-- Per register set, the state registration gave it (plus what an operator wrote off when
+-- resolving an alarm): control sum - baseline = the refills applied since.
+CREATE TABLE IF NOT EXISTS baselines (
+    device_id   TEXT NOT NULL,
+    set_index   INTEGER NOT NULL,
+    control_sum INTEGER NOT NULL,
+    refills     INTEGER NOT NULL,
+    PRIMARY KEY (device_id, set_index)
+);
+-- Verified audits that disagreed with the ledger.
+CREATE TABLE IF NOT EXISTS alarms (
+    alarm_id    INTEGER PRIMARY KEY AUTOINCREMENT,
+    device_id   TEXT NOT NULL,
+    set_index   INTEGER NOT NULL,
+    kind        TEXT NOT NULL,
+    message     TEXT NOT NULL,
+    audit       TEXT,                       -- the audit that raised it, if one did
+    raised_at   INTEGER NOT NULL,
+    resolved_at INTEGER,
+    note        TEXT
 );
 -- Combinations the RC made outside this meter's refills that an audit showed applied.
 CREATE TABLE IF NOT EXISTS foreign_settlements (
@@ -130,6 +176,20 @@ pub(crate) const STEP_AUDIT: &str = "meter_audit";
 pub(crate) const STEP_CHECK: &str = "meter_check_audit";
 pub(crate) const STEP_CONFIRM: &str = "meter_confirm";
 pub(crate) const STEP_INSPECTION: &str = "meter_inspection";
+pub(crate) const STEP_REGISTER: &str = "meter_register";
+pub(crate) const STEP_CANCEL: &str = "meter_cancel";
+pub(crate) const STEP_ALARM: &str = "meter_alarm";
+
+/// Columns added to `refills` after the first stored format (voids).
+const VOID_COLUMNS: &[(&str, &str)] = &[
+    ("void_combination_id", "TEXT"),
+    ("void_signature", "TEXT"),
+    ("void_message", "TEXT"),
+];
+
+/// How long a refill whose message never left may stay outstanding before it is released
+/// (`docs/refill.md` § Expiry).
+pub const UNISSUED_TTL: Duration = Duration::from_secs(15 * 60);
 
 /// States in which a refill is outstanding (blocks another refill of the device).
 pub(crate) const OUTSTANDING: &str = "('awaiting_audit', 'audit_accepted', 'message_issued')";
@@ -158,6 +218,8 @@ pub struct Meter {
     pub(crate) locks: Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
     rate: u32,
     pub(crate) credentials: Arc<customers::CredentialCache>,
+    /// [`UNISSUED_TTL`] unless a test shortens it.
+    pub(crate) unissued_ttl: Duration,
 }
 
 impl Meter {
@@ -166,39 +228,102 @@ impl Meter {
         openpsd_service_kit::keys::private_dir(&config.data)?;
         let schema = format!("{SCHEMA}{}", customers::SCHEMA);
         let db = Db::open(&config.data.join(DB_FILE), &schema)?;
+        // Databases from before voids: the columns added, and their index.
+        let conn = openpsd_service_kit::db::open_connection(&config.data.join(DB_FILE))?;
+        openpsd_service_kit::db::add_missing_columns(&conn, "refills", VOID_COLUMNS)?;
+        conn.execute_batch(
+            "CREATE UNIQUE INDEX IF NOT EXISTS refills_void ON refills(void_combination_id)",
+        )?;
         let tls = client_config(&config.pki, Some(Role::Meter))?;
         Ok(Self {
             db,
             kms: Upstream::new("KMS", &config.kms_url, Role::Kms, tls.clone())?,
-            rc: Upstream::new("recharging center", &config.recharge_url, Role::Recharge, tls)?,
+            rc: Upstream::new(
+                "recharging center",
+                &config.recharge_url,
+                Role::Recharge,
+                tls,
+            )?,
             locks: Arc::default(),
             rate: config.rate,
             credentials: Arc::default(),
+            unissued_ttl: UNISSUED_TTL,
         })
+    }
+
+    /// The same meter with another time-to-live for refills whose message never left
+    /// (the expiry tests).
+    #[must_use]
+    pub fn with_unissued_ttl(mut self, ttl: Duration) -> Self {
+        self.unissued_ttl = ttl;
+        self
     }
 
     /// The HTTP API (the hosts') and who may call each route: anyone may sign up and log
     /// in (rate-limited harder: each costs an Argon2 hash); everything about refills and
-    /// inspections is the customer's who owns the device, checked in the handlers
+    /// inspections is the customer's who owns the device, checked in the handlers; devices
+    /// are registered, alarms read and quarantines resolved by an operator
     /// (`docs/security.md`).
     pub fn routes(rate: u32) -> Routes<Meter> {
         const ANYONE: &[Who] = &[Who::Anyone];
         const CUSTOMER: &[Who] = &[Who::Customer];
+        const OPERATOR: &[Who] = &[Who::Role(Role::Operator)];
+        const OWNER_OR_OPERATOR: &[Who] = &[Who::Customer, Who::Role(Role::Operator)];
         // A twentieth of a customer's rate per address (5/s by default), 20 at once.
         let slow = RateLimit::new(rate / 20, rate / 5);
         Routes::new()
-            .route(Method::POST, "/v1/customers", slow.on(post(customers::sign_up)), ANYONE)
-            .route(Method::POST, "/v1/sessions", slow.on(post(customers::log_in)), ANYONE)
+            .route(
+                Method::POST,
+                "/v1/customers",
+                slow.on(post(customers::sign_up)),
+                ANYONE,
+            )
+            .route(
+                Method::POST,
+                "/v1/sessions",
+                slow.on(post(customers::log_in)),
+                ANYONE,
+            )
+            .route(
+                Method::POST,
+                "/v1/refills/{client_txn_id}/cancel",
+                post(cancel),
+                CUSTOMER,
+            )
+            .route(Method::POST, "/v1/devices", post(register), OPERATOR)
+            .route(
+                Method::GET,
+                "/v1/devices/{device_id}",
+                get(get_device),
+                OWNER_OR_OPERATOR,
+            )
+            .route(
+                Method::POST,
+                "/v1/devices/{device_id}/resolve",
+                post(resolve),
+                OPERATOR,
+            )
+            .route(Method::GET, "/v1/alarms", get(list_alarms), OPERATOR)
             .route(
                 Method::DELETE,
                 "/v1/sessions/current",
                 delete(customers::log_out),
                 CUSTOMER,
             )
-            .route(Method::POST, "/v1/api-keys", post(customers::new_api_key), CUSTOMER)
+            .route(
+                Method::POST,
+                "/v1/api-keys",
+                post(customers::new_api_key),
+                CUSTOMER,
+            )
             .route(Method::GET, "/v1/me", get(customers::me), CUSTOMER)
             .route(Method::POST, "/v1/refills", post(request_refill), CUSTOMER)
-            .route(Method::GET, "/v1/refills/{client_txn_id}", get(get_refill), CUSTOMER)
+            .route(
+                Method::GET,
+                "/v1/refills/{client_txn_id}",
+                get(get_refill),
+                CUSTOMER,
+            )
             .route(
                 Method::POST,
                 "/v1/refills/{client_txn_id}/audit",
@@ -211,7 +336,12 @@ impl Meter {
                 post(confirm),
                 CUSTOMER,
             )
-            .route(Method::POST, "/v1/inspections", post(new_inspection), CUSTOMER)
+            .route(
+                Method::POST,
+                "/v1/inspections",
+                post(new_inspection),
+                CUSTOMER,
+            )
             .route(
                 Method::GET,
                 "/v1/inspections/{inspection_id}",

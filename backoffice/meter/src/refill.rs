@@ -21,20 +21,20 @@ use crate::history::request_id;
 use crate::store::{commit_refill, read_refill, record_audit, RefillRow};
 use crate::{Meter, OUTSTANDING, STEP_AUDIT, STEP_CONFIRM, STEP_REQUEST};
 
-/// Loads a refill of `owner`'s, or answers `404 unknown_refill` — also for a refill of
-/// another customer's, so transaction IDs cannot be probed.
+/// Loads a refill (of `owner`'s, when a customer asks), or answers `404 unknown_refill` —
+/// also for a refill of another customer's, so transaction IDs cannot be probed.
 pub(crate) async fn load_refill(
     meter: &Meter,
     id: &str,
     step: &'static str,
-    owner: &Customer,
+    owner: Option<&Customer>,
 ) -> Result<RefillRow, ApiError> {
     let id2 = id.to_owned();
     meter
         .db
         .run(step, move |c| read_refill(c, &id2, step))
         .await?
-        .filter(|r| r.view.account_id == owner.account_id)
+        .filter(|r| owner.is_none_or(|o| r.view.account_id == o.account_id))
         .ok_or_else(|| {
             ApiError::new(
                 StatusCode::NOT_FOUND,
@@ -54,15 +54,21 @@ pub(crate) async fn request_refill(
     let step = STEP_REQUEST;
     let req: RefillRequest = codec::json(&body, step)?;
     codec::ident("client_txn_id", &req.client_txn_id, step)?;
-    codec::ident("account_id", &req.account_id, step)?;
+    if let Some(a) = &req.account_id {
+        codec::ident("account_id", a, step)?;
+    }
     let device_id = codec::device_hex(&codec::device_id(&req.device_id, step)?);
-    if req.account_id != customer.account_id {
+    if let Some(a) = req
+        .account_id
+        .as_deref()
+        .filter(|a| *a != customer.account_id)
+    {
         // Another customer's account: not found, as if it did not exist.
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
             ErrorCode::UnknownAccount,
             step,
-            format!("no account '{}' of yours", req.account_id),
+            format!("no account '{a}' of yours"),
         ));
     }
     if req.amount == 0 || i64::try_from(req.amount).is_err() {
@@ -71,10 +77,16 @@ pub(crate) async fn request_refill(
             "a refill is 1 to 2^63-1 minor units",
         ));
     }
+    // Only a registered device, paid by its owner: another account is answered like an
+    // unknown device (404), so device IDs cannot be probed.
+    let owner = meter
+        .serving(&device_id, Some(&customer.account_id), step)
+        .await?
+        .account_id;
     let same = |v: &RefillView| {
         v.device_id == device_id
             && v.set == req.set
-            && v.account_id == req.account_id
+            && v.account_id == owner
             && v.amount == req.amount
     };
     let reused = || {
@@ -106,9 +118,35 @@ pub(crate) async fn request_refill(
             format!("device {device_id} has {} register sets", licenses.len()),
         ));
     }
+    // Another outstanding refill blocks the device, unless its message never left and its
+    // time is up: then it is released and the request tried once more.
+    let row = match insert_refill(&meter, &req, &device_id, &owner).await {
+        Err(e) if e.code == ErrorCode::RefillOutstanding.as_str() => {
+            meter.expire_unissued(&device_id, step).await?;
+            insert_refill(&meter, &req, &device_id, &owner).await?
+        }
+        r => r?,
+    };
+    if !same(&row.view) {
+        return Err(reused());
+    }
+    tracing::info!(client_txn_id = %req.client_txn_id, device = %device_id, amount = req.amount, "refill requested");
+    Ok(Json(row.view))
+}
+
+/// Inserts the refill `req` as `awaiting_audit` with a fresh nonce, unless another refill
+/// of the device is outstanding (`409 refill_outstanding`); the same transaction ID gives
+/// the refill as it is.
+async fn insert_refill(
+    meter: &Meter,
+    req: &RefillRequest,
+    device_id: &str,
+    owner: &str,
+) -> Result<RefillRow, ApiError> {
+    let step = STEP_REQUEST;
     let nonce = hex::encode(codec::random_array::<16>());
-    let (dev, r2) = (device_id.clone(), req.clone());
-    let row = meter
+    let (dev, r2, owner2) = (device_id.to_owned(), req.clone(), owner.to_owned());
+    meter
         .db
         .run(step, move |c| {
             let tx = c.transaction().storage(step)?;
@@ -129,7 +167,7 @@ pub(crate) async fn request_refill(
                     StatusCode::CONFLICT,
                     ErrorCode::RefillOutstanding,
                     step,
-                    format!("refill '{other}' is outstanding for device {dev}; finish it first"),
+                    format!("refill '{other}' is outstanding for device {dev}; finish or cancel it first"),
                 ));
             }
             let now = now_secs();
@@ -137,17 +175,12 @@ pub(crate) async fn request_refill(
                 "INSERT INTO refills (client_txn_id, device_id, set_index, account_id, amount, state,
                                       nonce, created_at, updated_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, 'awaiting_audit', ?6, ?7, ?7)",
-                params![r2.client_txn_id, dev, i64::from(r2.set), r2.account_id, to_sql_int(r2.amount, step)?, nonce, now],
+                params![r2.client_txn_id, dev, i64::from(r2.set), owner2, to_sql_int(r2.amount, step)?, nonce, now],
             )
             .storage(step)?;
             commit_refill(tx, &r2.client_txn_id, step)
         })
-        .await?;
-    if !same(&row.view) {
-        return Err(reused());
-    }
-    tracing::info!(client_txn_id = %req.client_txn_id, device = %device_id, amount = req.amount, "refill requested");
-    Ok(Json(row.view))
+        .await
 }
 
 /// `GET /v1/refills/{client_txn_id}`.
@@ -156,7 +189,11 @@ pub(crate) async fn get_refill(
     Extension(customer): Extension<Customer>,
     UrlPath(id): UrlPath<String>,
 ) -> Result<Json<RefillView>, ApiError> {
-    Ok(Json(load_refill(&meter, &id, STEP_REQUEST, &customer).await?.view))
+    Ok(Json(
+        load_refill(&meter, &id, STEP_REQUEST, Some(&customer))
+            .await?
+            .view,
+    ))
 }
 
 /// `POST /v1/refills/{client_txn_id}/audit` (steps 220-285).
@@ -168,18 +205,22 @@ pub(crate) async fn refill_audit(
 ) -> Result<Json<RefillView>, ApiError> {
     let step = STEP_AUDIT;
     let req: AuditBody = codec::json(&body, step)?;
-    let first = load_refill(&meter, &id, step, &customer).await?;
+    let first = load_refill(&meter, &id, step, Some(&customer)).await?;
     let _guard = meter.lock(&first.view.device_id).await;
     // Re-read under the lock: another call for this refill may have moved it on.
-    let mut r = load_refill(&meter, &id, step, &customer).await?;
+    let mut r = load_refill(&meter, &id, step, Some(&customer)).await?;
     match r.view.state.as_str() {
         "refused" => {
             return Err(r
                 .stored_error()
                 .unwrap_or_else(|| ApiError::wrong_state(step, "refused")))
         }
-        "message_issued" | "completed" | "released" => return Ok(Json(r.view)),
+        "message_issued" | "voiding" | "completed" | "released" => return Ok(Json(r.view)),
         _ => {}
+    }
+    if meter.expired(&r, step).await? {
+        // Its time-to-live passed before a message was made: released, never issued.
+        return Ok(Json(meter.release_unissued(&r, step).await?.view));
     }
 
     if r.binding.is_none() {
@@ -188,7 +229,7 @@ pub(crate) async fn refill_audit(
         let mut j = meter
             .judge(step, &r.view.device_id, r.view.set, &audit, &r.view.nonce)
             .await?;
-        meter.settle(&mut j.settlements, step).await?;
+        meter.settle(&mut j.settlements, &audit, step).await?;
         let (id2, a2) = (id.clone(), audit.clone());
         r = meter
             .db
@@ -324,9 +365,9 @@ pub(crate) async fn confirm(
 ) -> Result<Json<RefillView>, ApiError> {
     let step = STEP_CONFIRM;
     let req: AuditBody = codec::json(&body, step)?;
-    let first = load_refill(&meter, &id, step, &customer).await?;
+    let first = load_refill(&meter, &id, step, Some(&customer)).await?;
     let _guard = meter.lock(&first.view.device_id).await;
-    let r = load_refill(&meter, &id, step, &customer).await?;
+    let r = load_refill(&meter, &id, step, Some(&customer)).await?;
     match r.view.state.as_str() {
         "completed" | "released" => return Ok(Json(r.view)),
         "refused" => {
@@ -334,7 +375,7 @@ pub(crate) async fn confirm(
                 .stored_error()
                 .unwrap_or_else(|| ApiError::wrong_state(step, "refused")))
         }
-        "message_issued" => {}
+        "message_issued" | "voiding" => {}
         _ => {
             return Err(ApiError::wrong_state(
                 step,
@@ -354,7 +395,7 @@ pub(crate) async fn confirm(
         .await?;
     // Settle at the RC first (idempotent), then commit: a crash in between leaves the
     // refill issued, and the retry (or any later audit) settles it the same way.
-    meter.settle(&mut j.settlements, step).await?;
+    meter.settle(&mut j.settlements, &audit, step).await?;
     failpoint::pause("meter_confirm_after_settle").await;
     let (id2, a2) = (id.clone(), audit.clone());
     let r = meter
@@ -370,12 +411,12 @@ pub(crate) async fn confirm(
             commit_refill(tx, &id2, step)
         })
         .await?;
-    if r.view.state == "message_issued" {
+    if r.view.state == "message_issued" || r.view.state == "voiding" {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
             ErrorCode::NotApplied,
             step,
-            "the audit does not show the refill applied; apply the refill message, then confirm with a fresh audit",
+            "the audit does not show the refill (or its void) applied; apply the message, then confirm with a fresh audit",
         ));
     }
     Ok(Json(r.view))

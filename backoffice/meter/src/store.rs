@@ -5,7 +5,7 @@ use axum::http::StatusCode;
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
 
 use openpsd_protocol::RefillState;
-use openpsd_protocol::{InspectionView, Outcome, RefillView};
+use openpsd_protocol::{Baseline, InspectionView, Outcome, RefillView};
 use openpsd_service_kit::db::{from_sql_int, now_secs, to_sql_int};
 use openpsd_service_kit::error::{ApiError, ErrorDetail, StorageContext};
 
@@ -42,6 +42,31 @@ pub(crate) fn read_last(
     .transpose()
 }
 
+/// The registered baseline of a device's set.
+pub(crate) fn read_baseline(
+    c: &Connection,
+    device: &str,
+    set: u8,
+    step: &str,
+) -> Result<Option<Baseline>, ApiError> {
+    let row: Option<(i64, i64)> = c
+        .query_row(
+            "SELECT control_sum, refills FROM baselines WHERE device_id = ?1 AND set_index = ?2",
+            params![device, i64::from(set)],
+            |r| r.try_into(),
+        )
+        .optional()
+        .storage(step)?;
+    row.map(|(cs, refills)| {
+        Ok(Baseline {
+            control_sum: from_sql_int(cs, step)?,
+            refills: u32::try_from(refills)
+                .map_err(|_| ApiError::internal(step, "baseline out of range"))?,
+        })
+    })
+    .transpose()
+}
+
 pub(crate) fn read_outstanding(
     c: &Connection,
     device: &str,
@@ -50,7 +75,7 @@ pub(crate) fn read_outstanding(
     let mut stmt = c
         .prepare(&format!(
             "SELECT client_txn_id, set_index, account_id, amount, license, bound_control_sum,
-                    bound_refills, combination_id
+                    bound_refills, combination_id, void_combination_id
              FROM refills WHERE device_id = ?1 AND state IN {OUTSTANDING}"
         ))
         .storage(step)?;
@@ -63,6 +88,7 @@ pub(crate) fn read_outstanding(
         Option<i64>,
         Option<i64>,
         Option<String>,
+        Option<String>,
     );
     let rows: Vec<Raw> = stmt
         .query_map([device], |r| r.try_into())
@@ -71,44 +97,51 @@ pub(crate) fn read_outstanding(
         .storage(step)?;
     let bad = || ApiError::internal(step, "refill row out of range");
     rows.into_iter()
-        .map(|(id, set, account, amount, license, cs, refills, comb)| {
-            let binding = match (cs, refills) {
-                (Some(cs), Some(r)) => Some((
-                    from_sql_int(cs, step)?,
-                    u32::try_from(r).map_err(|_| bad())?,
-                )),
-                _ => None,
-            };
-            Ok(Outstanding {
-                client_txn_id: id,
-                device_id: device.to_owned(),
-                set: u8::try_from(set).map_err(|_| bad())?,
-                account_id: account,
-                amount: from_sql_int(amount, step)?,
-                license: license.map(u32::try_from).transpose().map_err(|_| bad())?,
-                binding,
-                combination_id: comb,
-            })
-        })
+        .map(
+            |(id, set, account, amount, license, cs, refills, comb, void)| {
+                let binding = match (cs, refills) {
+                    (Some(cs), Some(r)) => Some((
+                        from_sql_int(cs, step)?,
+                        u32::try_from(r).map_err(|_| bad())?,
+                    )),
+                    _ => None,
+                };
+                Ok(Outstanding {
+                    client_txn_id: id,
+                    device_id: device.to_owned(),
+                    set: u8::try_from(set).map_err(|_| bad())?,
+                    account_id: account,
+                    amount: from_sql_int(amount, step)?,
+                    license: license.map(u32::try_from).transpose().map_err(|_| bad())?,
+                    binding,
+                    combination_id: comb,
+                    void_combination_id: void,
+                })
+            },
+        )
         .collect()
 }
 
+/// A combination this meter issued (a refill's, or the void of one): a void credits zero.
 pub(crate) fn read_known_combination(
     c: &Connection,
     id: &str,
     step: &str,
 ) -> Result<Option<Known>, ApiError> {
-    let row: Option<(String, String, i64, i64, i64, i64)> = c
+    let row: Option<(String, String, i64, i64, i64, i64, String)> = c
         .query_row(
-            "SELECT client_txn_id, device_id, license, amount, bound_control_sum, bound_refills
-             FROM refills WHERE combination_id = ?1",
+            "SELECT client_txn_id, device_id, license,
+                    CASE WHEN combination_id = ?1 THEN amount ELSE 0 END,
+                    bound_control_sum, bound_refills,
+                    CASE WHEN combination_id = ?1 THEN state ELSE 'void' END
+             FROM refills WHERE combination_id = ?1 OR void_combination_id = ?1",
             [id],
             |r| r.try_into(),
         )
         .optional()
         .storage(step)?;
     let bad = || ApiError::internal(step, "refill row out of range");
-    row.map(|(txn, device, license, amount, cs, refills)| {
+    row.map(|(txn, device, license, amount, cs, refills, state)| {
         Ok(Known {
             client_txn_id: Some(txn),
             device_id: device,
@@ -117,6 +150,7 @@ pub(crate) fn read_known_combination(
             control_sum: from_sql_int(cs, step)?,
             refills: u32::try_from(refills).map_err(|_| bad())?,
             rc_state: None,
+            released: state == "released",
         })
     })
     .transpose()
@@ -249,7 +283,8 @@ pub(crate) fn read_refill(
             "SELECT client_txn_id, device_id, set_index, account_id, amount, state, nonce,
                     combination_id, refill_message, receipt, confirm_nonce,
                     error_status, error_code, error_step, error_message,
-                    audit, license, bound_control_sum, bound_refills
+                    audit, license, bound_control_sum, bound_refills,
+                    void_combination_id, void_message
              FROM refills WHERE client_txn_id = ?1",
         )
         .storage(step)?;
@@ -283,6 +318,10 @@ pub(crate) fn read_refill(
                     r.get::<_, Option<i64>>(17)?,
                     r.get::<_, Option<i64>>(18)?,
                 ),
+                (
+                    r.get::<_, Option<String>>(19)?,
+                    r.get::<_, Option<String>>(20)?,
+                ),
             ))
         })
         .optional()
@@ -292,6 +331,7 @@ pub(crate) fn read_refill(
         (comb, message, receipt, confirm_nonce),
         (err_status, err_code, err_step, err_message),
         (audit, license, cs, refills),
+        (void_id, void_message),
     )) = row
     else {
         return Ok(None);
@@ -321,8 +361,11 @@ pub(crate) fn read_refill(
             amount: from_sql_int(amount, step)?,
             // Internally an accepted audit waits for its combination; for the host the next
             // step is the same (post the audit again), so it still reads awaiting_audit.
+            // A cancelled refill whose message had left stays issued in the database until
+            // an audit settles it; for the host it is voiding (apply the void, confirm).
             state: match state.parse::<RefillState>().map_err(|_| bad())? {
                 RefillState::AuditAccepted => RefillState::AwaitingAudit,
+                RefillState::MessageIssued if void_message.is_some() => RefillState::Voiding,
                 s => s,
             },
             nonce,
@@ -330,6 +373,8 @@ pub(crate) fn read_refill(
             refill_message: message,
             receipt,
             confirm_nonce,
+            void_message,
+            void_combination_id: void_id,
             error,
         },
         audit,

@@ -10,8 +10,8 @@
 //! request ID, settlements by combination ID.
 
 use axum::http::Method;
-use openpsd_service_kit::tls::Role;
 use openpsd_service_kit::access::{RateLimit, Routes, Who};
+use openpsd_service_kit::tls::Role;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -71,7 +71,9 @@ CREATE TABLE IF NOT EXISTS combinations (
     signature      TEXT NOT NULL,
     state          TEXT NOT NULL CHECK (state IN ('held', 'applied', 'released')),
     created_at     INTEGER NOT NULL,
-    settled_at     INTEGER
+    settled_at     INTEGER,
+    void_combination_id TEXT,               -- the void signed for it (amount 0, same precondition)
+    void_signature      TEXT
 );
 CREATE INDEX IF NOT EXISTS combinations_by_state ON combinations(state);
 ";
@@ -81,6 +83,11 @@ const STEP_DEPOSIT: &str = "rc_deposit";
 const STEP_COMBINATION: &str = "rc_combination";
 const STEP_SETTLE: &str = "rc_settle";
 const STEP_LEDGER: &str = "rc_ledger";
+const STEP_VOID: &str = "rc_void";
+
+/// Columns added after the first stored format (`add_missing_columns`).
+const VOID_COLUMNS: &[(&str, &str)] =
+    &[("void_combination_id", "TEXT"), ("void_signature", "TEXT")];
 
 /// The recharging center's shared state.
 #[derive(Clone)]
@@ -110,6 +117,12 @@ impl Recharge {
             &format!("{}\n", hex::encode(key.public_key())),
         )?;
         let db = Db::open(&data.join(DB_FILE), SCHEMA)?;
+        // Databases from before voids: the two columns added, and their index.
+        let conn = openpsd_service_kit::db::open_connection(&data.join(DB_FILE))?;
+        openpsd_service_kit::db::add_missing_columns(&conn, "combinations", VOID_COLUMNS)?;
+        conn.execute_batch(
+            "CREATE UNIQUE INDEX IF NOT EXISTS combinations_void ON combinations(void_combination_id)",
+        )?;
         Ok(Self {
             db,
             key: Arc::new(key),
@@ -136,7 +149,12 @@ impl Recharge {
         const BOTH: &[Who] = &[Who::Role(Role::Meter), Who::Role(Role::Operator)];
         Routes::new()
             .route(Method::POST, "/v1/accounts", post(create_account), BOTH)
-            .route(Method::GET, "/v1/accounts/{account_id}", get(get_account), BOTH)
+            .route(
+                Method::GET,
+                "/v1/accounts/{account_id}",
+                get(get_account),
+                BOTH,
+            )
             .route(
                 Method::POST,
                 "/v1/accounts/{account_id}/deposits",
@@ -156,8 +174,19 @@ impl Recharge {
                 post(settle),
                 METER,
             )
+            .route(
+                Method::POST,
+                "/v1/combinations/{combination_id}/void",
+                post(void),
+                METER,
+            )
             .route(Method::GET, "/v1/ledger", get(ledger), OPERATOR)
-            .route(Method::GET, "/health", get(|| async { "ok" }), &[Who::AnyRole])
+            .route(
+                Method::GET,
+                "/health",
+                get(|| async { "ok" }),
+                &[Who::AnyRole],
+            )
     }
 
     /// The router, `limit` per caller.
@@ -325,6 +354,7 @@ struct Row {
     state: HoldState,
     request_id: String,
     account_id: String,
+    void: Option<(String, String)>,
 }
 
 fn read_combination(
@@ -335,7 +365,7 @@ fn read_combination(
 ) -> Result<Option<Row>, ApiError> {
     let sql = format!(
         "SELECT combination_id, request_id, account_id, device_id, license, amount, control_sum,
-                refills, signature, state
+                refills, signature, state, void_combination_id, void_signature
          FROM combinations WHERE {where_clause} = ?1"
     );
     type Raw = (
@@ -349,13 +379,27 @@ fn read_combination(
         i64,
         String,
         String,
+        Option<String>,
+        Option<String>,
     );
     let raw: Option<Raw> = c
         .query_row(&sql, [key], |r| r.try_into())
         .optional()
         .storage(step)?;
-    let Some((id, request_id, account_id, device_id, license, amount, cs, refills, sig, state)) =
-        raw
+    let Some((
+        id,
+        request_id,
+        account_id,
+        device_id,
+        license,
+        amount,
+        cs,
+        refills,
+        sig,
+        state,
+        void_id,
+        void_sig,
+    )) = raw
     else {
         return Ok(None);
     };
@@ -373,6 +417,7 @@ fn read_combination(
         state: state.parse().map_err(|_| bad())?,
         request_id,
         account_id,
+        void: void_id.zip(void_sig),
     }))
 }
 
@@ -510,7 +555,8 @@ fn fresh_combination_id(tx: &Transaction<'_>, step: &str) -> Result<[u8; 8], Api
         }
         let used: bool = tx
             .query_row(
-                "SELECT EXISTS (SELECT 1 FROM combinations WHERE combination_id = ?1)",
+                "SELECT EXISTS (SELECT 1 FROM combinations
+                                WHERE combination_id = ?1 OR void_combination_id = ?1)",
                 [hex::encode(id)],
                 |r| r.get(0),
             )
@@ -551,7 +597,73 @@ async fn get_combination(
         state: row.state,
         request_id: row.request_id,
         account_id: row.account_id,
+        void_combination_id: row.void.map(|(id, _)| id),
     }))
+}
+
+/// `POST /v1/combinations/{id}/void`: signs the void of a held combination — amount zero,
+/// the same device, license, control sum and refill count, its own combination ID — so the
+/// KMS can seal it and the PSD can apply it instead of the original (`docs/refill.md`
+/// § Cancel). The same void every time; none for a settled hold (nothing left to cancel).
+/// Nothing moves in the ledger: the hold stays until an audit shows which of the two applied.
+async fn void(
+    State(rc): State<Recharge>,
+    UrlPath(id): UrlPath<String>,
+) -> Result<Json<SignedCombination>, ApiError> {
+    let step = STEP_VOID;
+    let id = hex::encode(codec::hex_array::<8>("combination_id", &id, step)?);
+    let key = Arc::clone(&rc.key);
+    let signed = rc
+        .db
+        .run(step, move |c| {
+            let tx = c.transaction().storage(step)?;
+            let row = read_combination(&tx, "combination_id", &id, step)?
+                .ok_or_else(|| unknown_combination(step, &id))?;
+            let original = row
+                .combination
+                .to_core(step)
+                .map_err(|e| ApiError::internal(step, e.to_string()))?;
+            if let Some((void_id, signature)) = row.void {
+                let void_id: [u8; 8] = codec::hex_array("void_combination_id", &void_id, step)
+                    .map_err(|_| ApiError::internal(step, "stored void ID"))?;
+                return Ok(SignedCombination {
+                    combination: Combination::from_core(&RefillCombination {
+                        amount: Amount::ZERO,
+                        combination_id: void_id,
+                        ..original
+                    }),
+                    signature,
+                });
+            }
+            if row.state != HoldState::Held {
+                return Err(ApiError::wrong_state(
+                    step,
+                    format!("combination {id} is {} already; nothing to void", row.state),
+                ));
+            }
+            let void = RefillCombination {
+                amount: Amount::ZERO,
+                combination_id: fresh_combination_id(&tx, step)?,
+                ..original
+            };
+            let signature = hex::encode(key.sign(&void.body()));
+            let json = Combination::from_core(&void);
+            tx.execute(
+                "UPDATE combinations SET void_combination_id = ?2, void_signature = ?3
+                 WHERE combination_id = ?1",
+                params![id, json.combination_id, signature],
+            )
+            .storage(step)?;
+            tx.commit().storage(step)?;
+            tracing::info!(combination = %id, void = %json.combination_id, "void signed");
+            Ok(SignedCombination {
+                combination: json,
+                signature,
+            })
+        })
+        .await?;
+    failpoint::pause("rc_void_before_reply").await;
+    Ok(Json(signed))
 }
 
 /// `POST /v1/combinations/{id}/settle`: debit (applied) or release the hold, once.

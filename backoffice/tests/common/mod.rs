@@ -20,8 +20,9 @@ use openpsd_core::Status;
 use openpsd_host::{ClientError, Link, LinkError, PsdClient};
 use openpsd_protocol::ErrorBody;
 use openpsd_protocol::{
-    Account, Credentials, CustomerView, Deposit, InspectionRequest, InspectionView, Ledger,
-    RefillRequest, RefillView, Session,
+    Account, Alarms, Baseline, Credentials, CustomerView, Deposit, InspectionRequest,
+    InspectionView, Ledger, MeterDevice, MeterRegistration, RefillRequest, RefillView, Resolve,
+    Session,
 };
 use openpsd_service_kit::pki::Pki;
 use openpsd_service_kit::tls::Role;
@@ -154,6 +155,31 @@ impl Psd {
             .issue_indicium(RegisterSetIndex(0), &req)
             .map(drop)
             .map_err(card_status)
+    }
+
+    /// A refill of `amount` applied offline, with K1 and no back office (what an issuer's
+    /// funding station, or anyone holding K1, could do): the combination ID `id`.
+    pub fn offline_refill(&mut self, set: u8, amount: u64, id: [u8; 8]) -> Registers {
+        use openpsd_core::psd::refill::RefillCombination;
+        let regs = self.registers(set);
+        let k1: [u8; 16] = hex::decode(&self.secrets.k1)
+            .expect("k1 hex")
+            .try_into()
+            .expect("16 bytes");
+        let device: [u8; 8] = hex::decode(&self.secrets.device_id)
+            .expect("device hex")
+            .try_into()
+            .expect("8 bytes");
+        let msg = RefillCombination {
+            device: DeviceId(device),
+            license: regs.license,
+            amount: Amount(amount),
+            control_sum: regs.control_sum,
+            refills: regs.refills,
+            combination_id: id,
+        }
+        .seal(&openpsd_core::crypto::MacKey::new(k1));
+        self.refill(set, &hex::encode(msg)).expect("offline REFILL")
     }
 
     /// The card's persistent memory now (to roll it back to later).
@@ -353,7 +379,8 @@ pub fn parties_again(
     let admin = Admin {
         kms: Client::new(kms, pki, Some(Role::Operator)),
         rc: Client::new(rc, pki, Some(Role::Operator)),
-        meter: Client::new(meter, pki, None),
+        meter: Client::new(meter, pki, Some(Role::Operator)),
+        meter_anon: Client::new(meter, pki, None),
         customers,
         pki: pki.clone(),
     };
@@ -369,7 +396,15 @@ impl Host {
     /// The meter client as the customer who made refill `txn` (or the last one).
     fn for_txn(&self, txn: &str) -> Client {
         let name = self.txns.lock().unwrap().get(txn).cloned();
-        let name = name.or_else(|| self.last.lock().unwrap().clone());
+        let name = name
+            .or_else(|| self.last.lock().unwrap().clone())
+            .or_else(|| {
+                // Services started again: the one customer there is.
+                let all = self.customers.0.lock().unwrap();
+                (all.len() == 1)
+                    .then(|| all.keys().next().cloned())
+                    .flatten()
+            });
         match name {
             Some(n) => self.as_customer(&n),
             None => self.meter.clone(),
@@ -396,7 +431,7 @@ impl Host {
                     client_txn_id: txn.into(),
                     device_id: device.into(),
                     set,
-                    account_id: self.customers.account(account),
+                    account_id: Some(self.customers.account(account)),
                     amount,
                 },
             )
@@ -423,6 +458,13 @@ impl Host {
 
     pub async fn status(&self, txn: &str) -> Result<RefillView, Refused> {
         self.for_txn(txn).get(&format!("/v1/refills/{txn}")).await
+    }
+
+    /// The owner cancels an outstanding refill.
+    pub async fn cancel(&self, txn: &str) -> Result<RefillView, Refused> {
+        self.for_txn(txn)
+            .post(&format!("/v1/refills/{txn}/cancel"), &serde_json::json!({}))
+            .await
     }
 
     /// The whole refill on a card, as `openpsd refill` runs it: request, AUDIT, audit,
@@ -483,13 +525,17 @@ impl Host {
     }
 }
 
-/// The operator: registers devices at the KMS, books deposits at the RC (with the
-/// operator's certificate); signs customers up at the meter as they would themselves.
+/// The operator: registers devices at the KMS and the meter, books deposits at the RC,
+/// reads and resolves the meter's alarms (with the operator's certificate); signs customers
+/// up at the meter as they would themselves.
 #[derive(Clone)]
 pub struct Admin {
     pub kms: Client,
     pub rc: Client,
+    /// The meter with the operator's certificate.
     pub meter: Client,
+    /// The meter without a certificate (sign-up and log-in, as customers do).
+    meter_anon: Client,
     pub customers: Customers,
     pki: Pki,
 }
@@ -501,29 +547,124 @@ impl Admin {
         Client::new(&client.base, &self.pki, Some(Role::Meter))
     }
 
+    /// Registers the card at the KMS and at the meter, owned by `acme`, baselines zero.
     pub async fn register(&self, psd: &Psd) {
+        self.register_to(psd, "acme").await;
+    }
+
+    /// Registers the card at the KMS and at the meter, owned by `account`.
+    pub async fn register_to(&self, psd: &Psd, account: &str) {
+        self.register_with(psd, account, Vec::new())
+            .await
+            .expect("register device at the meter");
+    }
+
+    /// Registers the card at the KMS, then at the meter with these baselines.
+    pub async fn register_with(
+        &self,
+        psd: &Psd,
+        account: &str,
+        baselines: Vec<Baseline>,
+    ) -> Result<MeterDevice, Refused> {
         let _: serde_json::Value = self
             .kms
             .post("/v1/devices", &psd.secrets)
             .await
             .expect("register device");
+        let account_id = self.ensure_customer(account).await;
+        self.meter
+            .post(
+                "/v1/devices",
+                &MeterRegistration {
+                    device_id: psd.device_id(),
+                    account_id,
+                    baselines,
+                },
+            )
+            .await
     }
 
-    /// Signs customer `name` up (their account is opened then), logs them in, and books
-    /// `amount` of deposit on their account.
-    pub async fn fund(&self, name: &str, amount: u64) {
+    /// The meter's registration of a device.
+    pub async fn device(&self, device: &str) -> MeterDevice {
+        self.meter
+            .get(&format!("/v1/devices/{device}"))
+            .await
+            .expect("device")
+    }
+
+    pub async fn alarms(&self) -> Alarms {
+        self.meter.get("/v1/alarms").await.expect("alarms")
+    }
+
+    pub async fn resolve(
+        &self,
+        device: &str,
+        note: &str,
+        accept_audit: bool,
+    ) -> Result<MeterDevice, Refused> {
+        self.meter
+            .post(
+                &format!("/v1/devices/{device}/resolve"),
+                &Resolve {
+                    note: note.into(),
+                    accept_audit,
+                },
+            )
+            .await
+    }
+
+    /// The ledger invariants after a flow: for every card and set, control sum − baseline
+    /// = the amounts the RC debited for it (`applied`), and every account balances.
+    pub async fn assert_exact(&self, cards: &mut [&mut Psd]) {
+        let l = self.ledger().await;
+        assert_eq!(l.deposited, l.available + l.held + l.debited, "{l:?}");
+        let mut over_baselines = 0;
+        for c in cards.iter_mut() {
+            let dev = self.device(&c.device_id()).await;
+            for (set, b) in dev.baselines.iter().enumerate() {
+                let cs = c.registers(u8::try_from(set).expect("set")).control_sum.0;
+                over_baselines += cs
+                    .checked_sub(b.control_sum)
+                    .expect("control sum >= baseline");
+            }
+        }
+        assert_eq!(
+            over_baselines, l.applied_amount,
+            "control sums - baselines vs applied: {l:?}"
+        );
+    }
+
+    /// Customer `name`'s account, signing them up (which opens it) and logging them in
+    /// the first time.
+    pub async fn ensure_customer(&self, name: &str) -> String {
+        if let Some((account, _)) = self.customers.0.lock().unwrap().get(name) {
+            return account.clone();
+        }
         let creds = Credentials {
             username: name.to_owned(),
             password: format!("{name} password 1234"),
         };
-        let c: CustomerView = self.meter.post("/v1/customers", &creds).await.expect("sign up");
-        let s: Session = self.meter.post("/v1/sessions", &creds).await.expect("log in");
+        let c: CustomerView = self
+            .meter_anon
+            .post("/v1/customers", &creds)
+            .await
+            .expect("sign up");
+        let s: Session = self
+            .meter_anon
+            .post("/v1/sessions", &creds)
+            .await
+            .expect("log in");
         self.customers
             .0
             .lock()
             .unwrap()
             .insert(name.to_owned(), (c.account_id.clone(), s.token));
-        let account = c.account_id;
+        c.account_id
+    }
+
+    /// Customer `name` (signed up if new) gets `amount` of deposit on their account.
+    pub async fn fund(&self, name: &str, amount: u64) {
+        let account = self.ensure_customer(name).await;
         let _: Account = self
             .rc
             .post(

@@ -3,6 +3,11 @@
 //! K1 by the key management system. It can be applied once: applying it moves the refill
 //! count on, so the same message is then a replay.
 //!
+//! A combination of amount zero is a **void**: the back office's cancel of a refill whose
+//! message has left. It has the same precondition (control sum, refill count) as the refill
+//! it cancels, so whichever the PSD applies first makes the other stale for ever; applying
+//! it credits nothing, moves the refill count on and records its combination ID.
+//!
 //! Layout (`docs/apdu.md` § REFILL):
 //!
 //! ```text
@@ -124,11 +129,15 @@ impl super::PsdApplet {
         if c.refills != set.refills || c.control_sum != set.control_sum {
             return Err(Status::RefillStale);
         }
-        if c.amount == Amount::ZERO {
-            return Err(Status::WrongData);
-        }
-        // Step 305: credit, committed before the host hears of it.
-        let next = set.credit(c.amount, device.max_dr, c.combination_id)?;
+        // Step 305: credit, committed before the host hears of it. An amount of zero is a
+        // void (docs/refill.md § Cancel): it consumes the same precondition as the refill it
+        // cancels, so at most one of the two ever applies, and records its own combination ID
+        // so the next audit says which one did.
+        let next = if c.amount == Amount::ZERO {
+            set.void(c.combination_id)?
+        } else {
+            set.credit(c.amount, device.max_dr, c.combination_id)?
+        };
         let mut txn = Transaction::begin(ctx.store);
         txn.write(rec::set(i), next.encode());
         txn.commit()?;

@@ -149,6 +149,22 @@ impl RegisterSet {
         })
     }
 
+    /// The set after a void (a refill combination of amount zero, `refill.rs`): nothing
+    /// credited, the refill counted and `combination` recorded, so the refill it cancels
+    /// can never apply. No DR limit check: a void adds nothing, and must apply even when an
+    /// undone transfer left DR above max DR.
+    pub fn void(&self, combination: [u8; 8]) -> Result<RegisterSet, Status> {
+        if !self.is_consistent() {
+            return Err(Status::Internal);
+        }
+        let refills = self.refills.checked_next().ok_or(Status::CounterOverflow)?;
+        Ok(RegisterSet {
+            refills,
+            last_combination: combination,
+            ..self.clone()
+        })
+    }
+
     /// The set after a refill of `amount` by combination `combination`: DR and the control
     /// sum raised, refill counted. Refused above `max_dr` or on overflow.
     pub fn credit(

@@ -12,8 +12,9 @@
 //!    PERSONALIZE command data (hex). The page personalizes its PSD with it.
 //! 2. `POST /demo/v1/devices/{device_id}/register` `{"key_id", "public_key"}` — the PSD's
 //!    answer to PERSONALIZE; the station registers the device (K1, key, licenses) with the
-//!    KMS exactly as the card simulator's secrets file is registered, opens the customer's
-//!    account at the recharging center and puts the demo deposit on it.
+//!    KMS exactly as the card simulator's secrets file is registered, registers it at the
+//!    meter server owned by the customer's account (baselines zero: a fresh PSD), opens
+//!    that account at the recharging center and puts the demo deposit on it.
 //!
 //! The room is also the demo scheme's purse issuer: every browser PSD gets the scheme slot
 //! of the room's demo scheme, and
@@ -50,8 +51,8 @@ use openpsd_backoffice::Handles;
 use openpsd_protocol::{ErrorCode, Me};
 use openpsd_service_kit::codec;
 use openpsd_service_kit::error::ApiError;
-use openpsd_service_kit::tls::{client_config, Role};
 use openpsd_service_kit::server::{bind, Service};
+use openpsd_service_kit::tls::{client_config, Role};
 use openpsd_service_kit::upstream::Upstream;
 
 mod files;
@@ -182,9 +183,12 @@ pub(crate) struct Web {
     pub(crate) pkg: PathBuf,
     pub(crate) meter: String,
     /// The meter as an anonymous client (sign-up, log-in).
-    pub(crate) meter_api: Upstream,
+    pub(crate) meter_public: Upstream,
     pub(crate) kms: Upstream,
     pub(crate) recharge: Upstream,
+    /// The meter server's operator API (device registration), with the operator's
+    /// certificate.
+    pub(crate) meter_api: Upstream,
     /// The meter for the page's own calls: TLS trusting the back office's CA, no client
     /// certificate (the page's requests carry the customer's token, never the room's
     /// identity).
@@ -231,9 +235,20 @@ pub async fn start_in(o: &WebOptions, h: &Handles, data: Option<&Path>) -> anyho
         root: o.root.clone(),
         pkg: o.pkg.clone(),
         meter: h.meter.url.clone(),
-        meter_api: Upstream::new("meter", &h.meter.url, Role::Meter, client_config(&h.pki, None)?)?,
+        meter_public: Upstream::new(
+            "meter",
+            &h.meter.url,
+            Role::Meter,
+            client_config(&h.pki, None)?,
+        )?,
+        meter_api: Upstream::new("meter server", &h.meter.url, Role::Meter, operator.clone())?,
         kms: Upstream::new("KMS", &h.kms.url, Role::Kms, operator.clone())?,
-        recharge: Upstream::new("recharging center", &h.recharge.url, Role::Recharge, operator)?,
+        recharge: Upstream::new(
+            "recharging center",
+            &h.recharge.url,
+            Role::Recharge,
+            operator,
+        )?,
         http: reqwest::Client::builder()
             .use_preconfigured_tls(client_config(&h.pki, None)?)
             .connect_timeout(Duration::from_secs(2))
@@ -272,7 +287,11 @@ pub(crate) fn session_token(headers: &HeaderMap) -> Option<String> {
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
-        .find_map(|kv| kv.trim().strip_prefix(&format!("{SESSION_COOKIE}=")).map(str::to_owned))
+        .find_map(|kv| {
+            kv.trim()
+                .strip_prefix(&format!("{SESSION_COOKIE}="))
+                .map(str::to_owned)
+        })
 }
 
 impl Web {
@@ -318,8 +337,13 @@ impl Web {
 /// from this page's own origin.
 async fn same_origin_json(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
     let refuse = |message: &str| {
-        ApiError::new(StatusCode::FORBIDDEN, ErrorCode::Forbidden, "web_origin", message)
-            .into_response()
+        ApiError::new(
+            StatusCode::FORBIDDEN,
+            ErrorCode::Forbidden,
+            "web_origin",
+            message,
+        )
+        .into_response()
     };
     if matches!(req.method(), &Method::GET | &Method::HEAD) {
         return next.run(req).await;
@@ -328,12 +352,19 @@ async fn same_origin_json(req: axum::extract::Request, next: axum::middleware::N
     let json = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.split(';').next().is_some_and(|t| t.trim() == "application/json"));
+        .is_some_and(|v| {
+            v.split(';')
+                .next()
+                .is_some_and(|t| t.trim() == "application/json")
+        });
     if !json {
         return refuse("requests that change something must be application/json");
     }
     if let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) {
-        let host = headers.get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or("");
+        let host = headers
+            .get(header::HOST)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
         if origin != format!("http://{host}") {
             return refuse("cross-origin request refused");
         }

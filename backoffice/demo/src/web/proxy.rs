@@ -1,6 +1,8 @@
-//! The meter server's API on the page's origin: `/v1/...` passed through, with the
-//! customer's session token taken from the page's HttpOnly cookie into the `Authorization`
-//! header (the page itself never holds it).
+//! The meter server's host API on the page's origin: `/v1/refills...`,
+//! `/v1/inspections...` and `/v1/me` passed through, with the customer's session token
+//! taken from the page's HttpOnly cookie into the `Authorization` header (the page itself
+//! never holds it). The meter's operator routes (device registration, alarms, resolve)
+//! are not the page's: they are answered `404 not_found` here.
 
 use axum::body::{Body, Bytes};
 use axum::extract::State;
@@ -25,6 +27,21 @@ pub(crate) async fn meter_proxy(
     let step = STEP_PROXY;
     if body.len() > MAX_PROXY_BODY {
         return Err(ApiError::bad_request(step, "request body too large"));
+    }
+    let host_route = ["/v1/refills", "/v1/inspections", "/v1/me"]
+        .iter()
+        .any(|prefix| {
+            uri.path()
+                .strip_prefix(prefix)
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+        });
+    if !host_route {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            ErrorCode::NotFound,
+            step,
+            format!("no route {}", uri.path()),
+        ));
     }
     let path = uri.path_and_query().map_or("/", |p| p.as_str());
     let mut req = web

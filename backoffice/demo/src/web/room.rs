@@ -17,7 +17,9 @@ use zeroize::Zeroizing;
 use openpsd_protocol::{NewDevice, Personalize, Register, Registered};
 
 use openpsd_protocol::ErrorCode;
-use openpsd_protocol::{Account, Credentials, CustomerView, DeviceInfo, Session};
+use openpsd_protocol::{
+    Account, Credentials, CustomerView, DeviceInfo, MeterDevice, MeterRegistration, Session,
+};
 use openpsd_service_kit::codec::{self, OsRandom};
 use openpsd_service_kit::error::ApiError;
 
@@ -117,15 +119,15 @@ pub(crate) async fn new_device(
     Ok((
         AppendHeaders([(header::SET_COOKIE, cookie)]),
         Json(Personalize {
-        account_id,
-        device_id,
-        personalize: hex::encode(p.encode().as_slice()),
-        license,
-        origin: origin.to_string(),
-        max_postage: r.max_postage.0,
-        max_dr: r.max_dr.0,
-        inspection_days: r.inspection_days,
-    }),
+            account_id,
+            device_id,
+            personalize: hex::encode(p.encode().as_slice()),
+            license,
+            origin: origin.to_string(),
+            max_postage: r.max_postage.0,
+            max_dr: r.max_dr.0,
+            inspection_days: r.inspection_days,
+        }),
     ))
 }
 
@@ -137,8 +139,8 @@ async fn new_customer(web: &Web, device_id: &str) -> Result<(String, String), Ap
         username: account_for(device_id).to_ascii_lowercase(),
         password: hex::encode(codec::random_array::<16>()),
     };
-    let c: CustomerView = web.meter_api.post("/v1/customers", &creds, step).await?;
-    let s: Session = web.meter_api.post("/v1/sessions", &creds, step).await?;
+    let c: CustomerView = web.meter_public.post("/v1/customers", &creds, step).await?;
+    let s: Session = web.meter_public.post("/v1/sessions", &creds, step).await?;
     let _: Account = web
         .recharge
         .post(
@@ -147,7 +149,10 @@ async fn new_customer(web: &Web, device_id: &str) -> Result<(String, String), Ap
             step,
         )
         .await?;
-    Ok((c.account_id, super::session_cookie(&s.token, super::SESSION_MAX_AGE)))
+    Ok((
+        c.account_id,
+        super::session_cookie(&s.token, super::SESSION_MAX_AGE),
+    ))
 }
 
 pub(crate) async fn register(
@@ -227,8 +232,22 @@ pub(crate) async fn register(
             info
         }
     };
+    // The meter serves only devices registered with it: owned by the session's customer,
+    // starting from zero (the PSD was just personalized). The same again is fine.
     let account = web.me(&headers, STEP_REGISTER).await?.account;
-    tracing::info!(device = %device_id, "browser PSD registered with the KMS");
+    let _: MeterDevice = web
+        .meter_api
+        .post(
+            "/v1/devices",
+            &MeterRegistration {
+                device_id: device_id.clone(),
+                account_id: account.account_id.clone(),
+                baselines: Vec::new(),
+            },
+            step,
+        )
+        .await?;
+    tracing::info!(device = %device_id, "browser PSD registered with the KMS and the meter");
     Ok(Json(Registered {
         device_id,
         key_id: info.key_id,

@@ -71,39 +71,60 @@ setsid target/release/backoffice serve --role all --data "$PCSC_RUN/backoffice" 
   > "$PCSC_RUN/backoffice.out" 2> "$PCSC_RUN/backoffice.log" < /dev/null &
 echo $! > "$PCSC_RUN/backoffice.pid"
 pcsc_wait 30 grep -q "meter listening" "$PCSC_RUN/backoffice.out" || { cat "$PCSC_RUN/backoffice.log"; exit 1; }
+# The back office speaks mutual TLS: the operator's calls below present pki/operator.crt,
+# the CLI trusts pki/ca.crt and logs in as the customer pcsc (its session kept in a config
+# directory of this run's).
+PKI="$PCSC_RUN/backoffice/pki"
+export OPENPSD_CONFIG_DIR="$PCSC_RUN/openpsd-config"
+echo "pcsc password 1234" | "$OPENPSD" signup --meter https://127.0.0.1:18700 --ca "$PKI/ca.crt" \
+  --username pcsc --password-stdin
+"$OPENPSD" --json whoami | tee "$PCSC_RUN/whoami.json"
 # The vendor registers the device with the KMS; the operator registers it at the meter,
-# owned by account pcsc, with the pyscard flow's offline 25.00 (one refill under K1, the
-# issuer's prepaid value) as set 0's baseline: value the back office did not issue must be
-# in the baseline, or the first audit raises an alarm. The customer deposits 100.00.
-/usr/bin/python3 - "$state.secrets.json" <<'PY'
-import json, sys, urllib.request
-def post(url, body):
+# owned by the customer's account, with the pyscard flow's offline 25.00 (one refill under
+# K1, the issuer's prepaid value) as set 0's baseline: value the back office did not issue
+# must be in the baseline, or the first audit raises an alarm. The payments desk books
+# 100.00. Without the operator's certificate the KMS does not even answer.
+/usr/bin/python3 - "$state.secrets.json" "$PKI" "$PCSC_RUN/whoami.json" <<'PY'
+import json, ssl, sys, urllib.request
+pki = sys.argv[2]
+op = ssl.create_default_context(cafile=f"{pki}/ca.crt")
+op.load_cert_chain(f"{pki}/operator.crt", f"{pki}/operator.key")
+def post(url, body, ctx=op):
     req = urllib.request.Request(url, json.dumps(body).encode(), {"content-type": "application/json"})
-    with urllib.request.urlopen(req) as r:
+    with urllib.request.urlopen(req, context=ctx) as r:
         return json.load(r)
 secrets = json.load(open(sys.argv[1]))
-post("http://127.0.0.1:18701/v1/devices", secrets)
+account = json.load(open(sys.argv[3]))["customer"]["account_id"]
+try:
+    post("https://127.0.0.1:18701/v1/devices", secrets, ssl.create_default_context(cafile=f"{pki}/ca.crt"))
+    raise SystemExit("the KMS answered a caller without a certificate")
+except (ssl.SSLError, urllib.error.URLError, ConnectionResetError) as e:
+    print("KMS without a client certificate: refused,", type(e).__name__)
+post("https://127.0.0.1:18701/v1/devices", secrets)
 baselines = [{"control_sum": 2500, "refills": 1}] + \
     [{"control_sum": 0, "refills": 0}] * (len(secrets["licenses"]) - 1)
-print("meter:", post("http://127.0.0.1:18700/v1/devices",
-                     {"device_id": secrets["device_id"], "account_id": "pcsc", "baselines": baselines}))
-post("http://127.0.0.1:18702/v1/accounts", {"account_id": "pcsc"})
-print("deposit:", post("http://127.0.0.1:18702/v1/accounts/pcsc/deposits", {"amount": 10000, "reference": "pcsc-test"}))
+print("meter:", post("https://127.0.0.1:18700/v1/devices",
+                     {"device_id": secrets["device_id"], "account_id": account, "baselines": baselines}))
+print("deposit:", post(f"https://127.0.0.1:18702/v1/accounts/{account}/deposits", {"amount": 10000, "reference": "pcsc-test"}))
 PY
-"$OPENPSD" --card "pcsc:Virtual PCD 00 00" refill --amount 25.00 --meter http://127.0.0.1:18700 --account pcsc --txn pcsc-refill-1
-"$OPENPSD" --card "pcsc:Virtual PCD 00 00" --json refill --amount 25.00 --meter http://127.0.0.1:18700 --account pcsc --txn pcsc-refill-1 \
+"$OPENPSD" --card "pcsc:Virtual PCD 00 00" refill --amount 25.00 --txn pcsc-refill-1
+"$OPENPSD" --card "pcsc:Virtual PCD 00 00" --json refill --amount 25.00 --txn pcsc-refill-1 \
   | tee "$PCSC_RUN/refill-again.json"
 grep -q '"state":"completed"' "$PCSC_RUN/refill-again.json"
 # The card was credited once (the pyscard flow put 25.00 on it before: 50.00 in all), the
 # account debited once, and the meter raised no alarm (the funding was in the baseline).
 "$OPENPSD" --card "pcsc:Virtual PCD 00 00" --json status | tee "$PCSC_RUN/status.json"
-/usr/bin/python3 - "$PCSC_RUN/status.json" <<'PY'
-import json, sys, urllib.request
+"$OPENPSD" --json whoami > "$PCSC_RUN/whoami-after.json"
+/usr/bin/python3 - "$PCSC_RUN/status.json" "$PKI" "$PCSC_RUN/whoami-after.json" <<'PY'
+import json, ssl, sys, urllib.request
+pki = sys.argv[2]
+op = ssl.create_default_context(cafile=f"{pki}/ca.crt")
+op.load_cert_chain(f"{pki}/operator.crt", f"{pki}/operator.key")
 s = json.load(open(sys.argv[1]))["register_sets"][0]
-acct = json.load(urllib.request.urlopen("http://127.0.0.1:18702/v1/accounts/pcsc"))
+acct = json.load(open(sys.argv[3]))["account"]
 assert s["control_sum"] == 5000 and s["refills"] == 2, s
 assert acct["debited"] == 2500 and acct["held"] == 0 and acct["available"] == 7500, acct
-alarms = json.load(urllib.request.urlopen("http://127.0.0.1:18700/v1/alarms"))
+alarms = json.load(urllib.request.urlopen("https://127.0.0.1:18700/v1/alarms", context=op))
 assert alarms["raised"] == 0, alarms
 print("refill through PC/SC: card control sum 50.00 (2 refills), account debited 25.00 once")
 PY

@@ -56,20 +56,30 @@ setsid target/release/backoffice serve --role all --data "$W/backoffice" \
   > "$PCSC_RUN/backoffice.out" 2> "$PCSC_RUN/backoffice.log" < /dev/null &
 echo $! > "$PCSC_RUN/backoffice.pid"
 pcsc_wait 30 grep -q "meter listening" "$PCSC_RUN/backoffice.out" || { cat "$PCSC_RUN/backoffice.log"; exit 1; }
-/usr/bin/python3 - "$W/psd.secrets.json" <<'PY'
-import json, sys, urllib.request
+# Mutual TLS: the operator's calls present pki/operator.crt; the CLI logs in as the
+# customer "transfer" (session in this run's config directory) and trusts pki/ca.crt.
+PKI="$W/backoffice/pki"
+export OPENPSD_CONFIG_DIR="$W/openpsd-config"
+echo "transfer password 1234" | "$OPENPSD" signup --meter https://127.0.0.1:18710 \
+  --ca "$PKI/ca.crt" --username transfer --password-stdin
+"$OPENPSD" --json whoami > "$W/whoami.json"
+/usr/bin/python3 - "$W/psd.secrets.json" "$PKI" "$W/whoami.json" <<'PY'
+import json, ssl, sys, urllib.request
+pki = sys.argv[2]
+op = ssl.create_default_context(cafile=f"{pki}/ca.crt")
+op.load_cert_chain(f"{pki}/operator.crt", f"{pki}/operator.key")
 def post(url, body):
     req = urllib.request.Request(url, json.dumps(body).encode(), {"content-type": "application/json"})
-    with urllib.request.urlopen(req) as r:
+    with urllib.request.urlopen(req, context=op) as r:
         return json.load(r)
 secrets = json.load(open(sys.argv[1]))
-post("http://127.0.0.1:18711/v1/devices", secrets)
+account = json.load(open(sys.argv[3]))["customer"]["account_id"]
+post("https://127.0.0.1:18711/v1/devices", secrets)
 # A fresh PSD: registered at the meter from zero, owned by the account that pays.
-post("http://127.0.0.1:18710/v1/devices", {"device_id": secrets["device_id"], "account_id": "transfer"})
-post("http://127.0.0.1:18712/v1/accounts", {"account_id": "transfer"})
-post("http://127.0.0.1:18712/v1/accounts/transfer/deposits", {"amount": 10000, "reference": "pcsc-transfer"})
+post("https://127.0.0.1:18710/v1/devices", {"device_id": secrets["device_id"], "account_id": account})
+post(f"https://127.0.0.1:18712/v1/accounts/{account}/deposits", {"amount": 10000, "reference": "pcsc-transfer"})
 PY
-"$OPENPSD" --card "$R0" refill --amount 50.00 --meter http://127.0.0.1:18710 --account transfer --txn pcsc-transfer-1
+"$OPENPSD" --card "$R0" refill --amount 50.00 --txn pcsc-transfer-1
 stop_pid backoffice "backoffice"
 FUNDED=5000
 

@@ -96,7 +96,7 @@ pub async fn run(o: DemoOptions) -> Result<()> {
     let acct = post(
         &http,
         &format!("{}/v1/accounts/{account}/deposits", h.recharge.url),
-        &json!({"amount": 10_000, "reference": "demo-initial-deposit"}),
+        &json!({"amount": 10_000, "reference": format!("{account}-initial-deposit")}),
     )
     .await?;
     println!(

@@ -18,6 +18,11 @@ while [ $# -gt 0 ]; do
 done
 # 59fc6ca: the back office as it was before issue 11's identities (plain HTTP on loopback).
 BASE="${REFILL_BENCH_BASE:-59fc6ca}"
+if ! git cat-file -e "$BASE^{commit}" 2>/dev/null; then
+  echo "== $BASE is not in this clone's history (shallow?): the same-run comparison is skipped"
+  cargo bench -p openpsd-backoffice --bench refill -- --refills "$REFILLS"
+  exit 0
+fi
 SRC=target/refill-base/src
 OUT=target/refill-base/out
 mkdir -p "$OUT"

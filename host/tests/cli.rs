@@ -194,10 +194,13 @@ fn bad_card_specs_and_missing_cards_are_clear_errors() {
 
 #[test]
 fn refill_takes_an_amount_or_a_cancel_not_both() {
+    let config = tempfile::tempdir().unwrap();
     let run = |args: &[&str]| {
         let out = Command::new(env!("CARGO_BIN_EXE_openpsd"))
             .args(["--card", "state:/nonexistent/card", "refill"])
             .args(args)
+            .env("OPENPSD_CONFIG_DIR", config.path())
+            .env_remove("OPENPSD_API_KEY")
             .output()
             .unwrap();
         assert!(!out.status.success());
@@ -206,7 +209,7 @@ fn refill_takes_an_amount_or_a_cancel_not_both() {
     assert!(run(&[]).contains("--amount"), "neither");
     let both = run(&["--amount", "1.00", "--cancel", "t1"]);
     assert!(both.contains("cannot be used with"), "{both}");
-    // Either alone gets as far as opening the card.
-    assert!(run(&["--cancel", "t1"]).contains("no card state"));
-    assert!(run(&["--amount", "1.00"]).contains("no card state"));
+    // Either alone gets as far as asking for the customer's login (nobody logged in).
+    assert!(run(&["--cancel", "t1"]).contains("not logged in"));
+    assert!(run(&["--amount", "1.00"]).contains("not logged in"));
 }

@@ -52,7 +52,7 @@ fn raw_get(addr: &std::net::SocketAddr, path: &str) -> u16 {
     let mut s = std::net::TcpStream::connect(addr).unwrap();
     write!(
         s,
-        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
     )
     .unwrap();
     let mut out = Vec::new();
@@ -241,6 +241,11 @@ async fn run() {
         let status = raw_get(&w.addr, path);
         assert!(status == 404 || status == 400, "{path}: HTTP {status}");
     }
+
+    // A page of another site whose name resolves to 127.0.0.1 (DNS rebinding) names its own
+    // host: refused, even for a read.
+    let (s, _, _) = send(http.get(url("/")).header("host", "evil.example:8080")).await;
+    assert_eq!(s, 403);
 
     // The room: PERSONALIZE data with the requested origin.
     let (s, bad, _) = send(

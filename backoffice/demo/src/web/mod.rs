@@ -266,7 +266,7 @@ pub async fn start_in(o: &WebOptions, h: &Handles, data: Option<&Path>) -> anyho
         "the web demo listens on loopback only (it is the personalization room and hands out \
          K1), not on {addr}"
     );
-    Ok(Service::spawn("web", listener, router(web))?)
+    Ok(Service::spawn("web", listener, router(web, addr.port()))?)
 }
 
 /// The cookie that carries a browser's session token: HttpOnly (no script reads it),
@@ -332,10 +332,17 @@ impl Web {
     }
 }
 
+/// The page's own origin only. Every request must name this listener as its `Host`
+/// (`127.0.0.1`, `localhost` or `[::1]` with its port): a page of another site whose name
+/// was made to resolve to 127.0.0.1 (DNS rebinding) names its own host and is refused.
 /// CSRF: a request that changes anything must be JSON (a cross-site form cannot send that
-/// without a preflight the room never answers) and, when the browser names its origin, come
-/// from this page's own origin.
-async fn same_origin_json(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+/// without a preflight the room never answers) and, when the browser names its origin,
+/// come from this page's origin.
+async fn same_origin_json(
+    axum::extract::State(port): axum::extract::State<u16>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
     let refuse = |message: &str| {
         ApiError::new(
             StatusCode::FORBIDDEN,
@@ -345,10 +352,20 @@ async fn same_origin_json(req: axum::extract::Request, next: axum::middleware::N
         )
         .into_response()
     };
+    let headers = req.headers();
+    let host = headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let ours = ["127.0.0.1", "localhost", "[::1]"]
+        .iter()
+        .any(|h| host == format!("{h}:{port}"));
+    if !ours {
+        return refuse("this page is served on loopback only; the Host header names another site");
+    }
     if matches!(req.method(), &Method::GET | &Method::HEAD) {
         return next.run(req).await;
     }
-    let headers = req.headers();
     let json = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -361,10 +378,6 @@ async fn same_origin_json(req: axum::extract::Request, next: axum::middleware::N
         return refuse("requests that change something must be application/json");
     }
     if let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) {
-        let host = headers
-            .get(header::HOST)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("");
         if origin != format!("http://{host}") {
             return refuse("cross-origin request refused");
         }
@@ -372,7 +385,7 @@ async fn same_origin_json(req: axum::extract::Request, next: axum::middleware::N
     next.run(req).await
 }
 
-fn router(web: Web) -> Router {
+fn router(web: Web, port: u16) -> Router {
     Router::new()
         .route("/demo/v1/devices", post(new_device))
         .route("/demo/v1/devices/{device_id}/register", post(register))
@@ -383,6 +396,6 @@ fn router(web: Web) -> Router {
         .route("/pkg/{*rest}", get(pkg_file))
         .route("/", get(index))
         .fallback(get(page_file))
-        .layer(axum::middleware::from_fn(same_origin_json))
+        .layer(axum::middleware::from_fn_with_state(port, same_origin_json))
         .with_state(web)
 }

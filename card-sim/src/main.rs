@@ -328,7 +328,7 @@ fn dispatch(command: Command) -> Result<ExitCode> {
                     if scheme.is_none() && max_failures.is_some() {
                         bail!("--max-failures needs --scheme");
                     }
-                    let slot = scheme.as_ref().map(|s| s.slot(max_failures.unwrap_or(5)));
+                    let slot = scheme.as_ref().map(|s| (s, max_failures.unwrap_or(5)));
                     let d = Request::default();
                     let req = Request {
                         device,

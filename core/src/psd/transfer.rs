@@ -7,6 +7,7 @@
 //! transfer if one is in flight. It is committed in the same transaction as the register
 //! set whose pending register it explains, so the two never disagree.
 
+use alloc::boxed::Box;
 use alloc::vec::Vec;
 
 use subtle::ConstantTimeEq;
@@ -143,8 +144,9 @@ impl TransferState {
 /// Where the PSD is in a transfer session (volatile: lost at reset or deselect).
 #[derive(Clone, Debug)]
 pub(super) enum PsdSession {
-    /// OPEN SESSION answered with this hello, made with this ephemeral key.
-    Opened(PsdHello, IndiciumKey),
+    /// OPEN SESSION answered with this hello, made with this ephemeral key (boxed: the
+    /// hello with its certificate is the largest state by far).
+    Opened(Box<(PsdHello, IndiciumKey)>),
     /// The card proved the session key.
     Recognized(Session),
     /// DEBIT committed this value; CONFIRM expected.
@@ -292,7 +294,7 @@ impl PsdApplet {
             certificate,
         };
         reply.extend_from_slice(&hello.encode());
-        self.volatile.session = Some(PsdSession::Opened(hello, ephemeral));
+        self.volatile.session = Some(PsdSession::Opened(Box::new((hello, ephemeral))));
         Ok(())
     }
 
@@ -305,9 +307,10 @@ impl PsdApplet {
         data: &[u8],
         reply: &mut Vec<u8>,
     ) -> Result<(), Status> {
-        let Some(PsdSession::Opened(hello, ephemeral)) = self.volatile.session.take() else {
+        let Some(PsdSession::Opened(opened)) = self.volatile.session.take() else {
             return Err(Status::ConditionsNotSatisfied);
         };
+        let (hello, ephemeral) = *opened;
         self.check_not_blocked()?;
         let card = CardHello::decode(data)?;
         let (scheme, max_failures) = {

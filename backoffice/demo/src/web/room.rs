@@ -81,6 +81,7 @@ pub(crate) async fn new_device(
         scheme: Some(web.room.scheme_slot()),
     };
     let device_id = codec::device_hex(&device);
+    super::purses::remember(&web.devices, &device_id);
     let licenses: Vec<(u32, String)> = r
         .licenses
         .iter()
@@ -153,6 +154,8 @@ pub(crate) async fn register(
                 key_id: hex::encode(key_id),
                 public_key: hex::encode(public_key),
                 licenses: p.licenses.clone(),
+                // The room certifies the recognition key in its own step (`/certificate`).
+                certificate_serial: None,
             };
             let r = web.kms.post("/v1/devices", &secrets, step).await;
             if r.is_err() {

@@ -538,6 +538,12 @@ fn sealed_state_v1_restores_and_still_issues_indicia() {
     assert_eq!((regs.pieces, regs.refills), (1, 1));
     // Unchanged state saves to the same bytes.
     assert_eq!(psd.save_state().unwrap(), blob);
+    // This browser PSD joined no scheme: no recognition key, refused clearly, nothing
+    // written (a room-made PSD of that time holds the retired scheme key and answers
+    // `9A25`, as the card-sim fixture shows in tests/tests/state_v1.rs).
+    let err = psd.recognition_key().unwrap_err();
+    assert_eq!(err.sw, Some(0x6985));
+    assert_eq!(psd.save_state().unwrap(), blob);
 
     // The stored key still signs, and the registers move on from the stored ones.
     let issued = psd.issue_indicium(&piece("1.00")).unwrap();

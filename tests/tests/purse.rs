@@ -100,8 +100,14 @@ fn session_keys_depend_on_both_personalities_and_ids() {
     let psd_key = IndiciumKey::from_bytes(&[3; 32]).unwrap();
     let card_key = IndiciumKey::from_bytes(&[4; 32]).unwrap();
     let psd_eph = IndiciumKey::from_bytes(&[5; 32]).unwrap();
-    let card_eph = IndiciumKey::from_bytes(&[6; 32]).unwrap();
+    let other_eph = IndiciumKey::from_bytes(&[6; 32]).unwrap();
     let issuer = issuer_key();
+    // Z2, the static-static secret: the same from either side.
+    let z2 = card_key.agree(&psd_key.public_key_compressed()).unwrap();
+    assert_eq!(
+        *z2,
+        *psd_key.agree(&card_key.public_key_compressed()).unwrap()
+    );
     let psd = PsdHello {
         device: DEVICE,
         scheme: SCHEME,
@@ -124,7 +130,6 @@ fn session_keys_depend_on_both_personalities_and_ids() {
         transfers: TransferCount(9),
         total_in: Amount(100),
         challenge: [2; 16],
-        ephemeral: card_eph.public_key_compressed(),
         certificate: certificate_for(
             &issuer,
             DeviceKind::Purse,
@@ -135,13 +140,13 @@ fn session_keys_depend_on_both_personalities_and_ids() {
         cryptogram: [0; 16],
     };
     let on_card = |p: &PsdHello, c: &CardHello| {
-        Session::for_card(&card_key, &card_eph, p, c)
+        Session::for_card(&card_key, z2.as_ref(), p, c)
             .unwrap()
             .card_cryptogram()
     };
     let base = on_card(&psd, &card);
     // Both sides derive the same key from their own private halves.
-    let on_psd = Session::for_psd(&psd_key, &psd_eph, &psd, &card).unwrap();
+    let on_psd = Session::for_psd(&psd_eph, z2.as_ref(), &psd, &card).unwrap();
     assert_eq!(on_psd.card_cryptogram(), base);
     let variants = [
         on_card(
@@ -181,7 +186,7 @@ fn session_keys_depend_on_both_personalities_and_ids() {
         ),
         on_card(
             &PsdHello {
-                ephemeral: card_eph.public_key_compressed(),
+                ephemeral: other_eph.public_key_compressed(),
                 ..psd.clone()
             },
             &card,
@@ -190,9 +195,10 @@ fn session_keys_depend_on_both_personalities_and_ids() {
     for v in variants {
         assert_ne!(v, base);
     }
-    // A PSD without the certified key's private half derives another key.
+    // A PSD without the certified key's private half has another Z2, hence another key.
     let impostor = IndiciumKey::from_bytes(&[7; 32]).unwrap();
-    let wrong = Session::for_psd(&impostor, &psd_eph, &psd, &card).unwrap();
+    let z2_wrong = impostor.agree(&card_key.public_key_compressed()).unwrap();
+    let wrong = Session::for_psd(&psd_eph, z2_wrong.as_ref(), &psd, &card).unwrap();
     assert_ne!(wrong.card_cryptogram(), base);
 }
 
@@ -252,18 +258,17 @@ fn forged_card_hello(
     expect_ok(&psd.transmit(&psd_apdu::select()));
     let hello = expect_ok(&psd.transmit(&psd_cmd(psd_ins::OPEN_SESSION, 0, &[])));
     let hello = PsdHello::decode(&hello).expect("hello");
-    let eph = IndiciumKey::from_bytes(&[0x42; 32]).unwrap();
     let mut card = CardHello {
         card: CardId(cert.device),
         scheme: cert.scheme,
         transfers: TransferCount(0),
         total_in: Amount::ZERO,
         challenge: [7; 16],
-        ephemeral: eph.public_key_compressed(),
         certificate: cert,
         cryptogram: [0; 16],
     };
-    card.cryptogram = Session::for_card(key, &eph, &hello, &card)
+    let z2 = key.agree(&hello.certificate.public_key).unwrap();
+    card.cryptogram = Session::for_card(key, z2.as_ref(), &hello, &card)
         .unwrap()
         .card_cryptogram();
     card.encode()

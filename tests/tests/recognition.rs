@@ -130,7 +130,9 @@ fn a_dumped_psd_cannot_pass_as_another_psd_nor_credit_a_purse_in_its_session() {
     expect_ok(&purse.transmit(&purse_apdu::select()));
     let card = expect_ok(&purse.transmit(&purse_apdu::recognize(&hello)));
     let card = CardHello::decode(&card).unwrap();
-    let guess = Session::for_psd(&stolen, &eph, &hello, &card).unwrap();
+    // The thief's best Z2: A's key with the card's (B's would need B's private key).
+    let z2 = stolen.agree(&card.certificate.public_key).unwrap();
+    let guess = Session::for_psd(&eph, z2.as_ref(), &hello, &card).unwrap();
     assert_ne!(
         guess.card_cryptogram(),
         card.cryptogram,
@@ -185,7 +187,8 @@ fn a_dumped_psd_cannot_pass_as_another_psd_nor_credit_a_purse_in_its_session() {
     expect_ok(&purse.transmit(&purse_apdu::verify(PIN)));
     expect_ok(&purse.transmit(&purse_apdu::transfer_request(Amount(5_000))));
     let cb = CardHello::decode(&cb).unwrap();
-    let guess = Session::for_psd(&stolen, &eph, &hb, &cb).unwrap();
+    let z2 = stolen.agree(&cb.certificate.public_key).unwrap();
+    let guess = Session::for_psd(&eph, z2.as_ref(), &hb, &cb).unwrap();
     let val = Value {
         amount: Amount(5_000),
         transfer: TransferCount(0),
@@ -218,18 +221,18 @@ fn a_dumped_purse_cannot_pass_as_another_purse_nor_acknowledge_for_it() {
         &psd.transmit(&psd_cmd(psd_ins::OPEN_SESSION, &[])),
     ))
     .unwrap();
-    let eph = IndiciumKey::from_bytes(&[0x62; 32]).unwrap();
     let mut card = CardHello {
         card: CARD2,
         scheme: SCHEME,
         transfers: TransferCount(0),
         total_in: Amount::ZERO,
         challenge: [2; 16],
-        ephemeral: eph.public_key_compressed(),
         certificate: other_cert,
         cryptogram: [0; 16],
     };
-    card.cryptogram = Session::for_card(&stolen, &eph, &hello, &card)
+    // The thief's best Z2: the dumped key with the PSD's.
+    let z2 = stolen.agree(&hello.certificate.public_key).unwrap();
+    card.cryptogram = Session::for_card(&stolen, z2.as_ref(), &hello, &card)
         .unwrap()
         .card_cryptogram();
     expect_refused(
@@ -248,7 +251,7 @@ fn a_dumped_purse_cannot_pass_as_another_purse_nor_acknowledge_for_it() {
             cryptogram: [0; 16],
             ..card.clone()
         };
-        Session::for_card(&stolen, &eph, &hello, &cb).unwrap()
+        Session::for_card(&stolen, z2.as_ref(), &hello, &cb).unwrap()
     });
     assert!(
         value.is_err(),
@@ -258,7 +261,7 @@ fn a_dumped_purse_cannot_pass_as_another_purse_nor_acknowledge_for_it() {
         amount: Amount(3_000),
         transfer: TransferCount(0),
     }
-    .seal(&Session::for_card(&stolen, &eph, &hello, &card).unwrap());
+    .seal(&Session::for_card(&stolen, z2.as_ref(), &hello, &card).unwrap());
     expect_refused(
         &psd.transmit(&psd_cmd(psd_ins::TRANSFER_CONFIRM, &ack)),
         Status::SecurityStatusNotSatisfied,

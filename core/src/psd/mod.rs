@@ -100,6 +100,8 @@ pub fn psd_card<S: Store, P: crate::platform::Platform>(
 pub struct PsdApplet {
     persistent: Persistent,
     volatile: Volatile,
+    /// Purses recognised since power-on (checked certificates, static-static secrets).
+    partners: crate::transfer::partners::Partners,
 }
 
 impl PsdApplet {
@@ -109,6 +111,7 @@ impl PsdApplet {
         Ok(PsdApplet {
             persistent: Persistent::load(store)?,
             volatile: Volatile::default(),
+            partners: Default::default(),
         })
     }
 

@@ -186,6 +186,33 @@ impl TransferInfo {
     }
 }
 
+/// The PSD's means of recognition: its key, the issuer's public key and its certificate.
+/// `6985` without a scheme, `9A25` for a PSD personalized with the retired scheme key,
+/// `9A26` before the issuer installed the certificate.
+fn recognition_of(
+    p: &super::state::Persistent,
+) -> Result<(&IndiciumKey, &[u8], &DeviceCertificate), Status> {
+    let scheme = p
+        .device
+        .as_ref()
+        .and_then(|d| d.scheme.as_ref())
+        .ok_or(Status::ConditionsNotSatisfied)?;
+    match &scheme.recognition {
+        Recognition::Legacy(_) => Err(Status::LegacyRecognition),
+        Recognition::Certified {
+            issuer_public_key,
+            key,
+        } => {
+            let cert = p
+                .credentials
+                .certificate
+                .as_ref()
+                .ok_or(Status::NotCertified)?;
+            Ok((key, issuer_public_key, cert))
+        }
+    }
+}
+
 /// Outcome byte of TRANSFER RESOLVE: the card had credited it.
 pub const RESOLVED_COMPLETED: u8 = 0x01;
 /// Outcome byte of TRANSFER RESOLVE: the value went back to DR.
@@ -247,25 +274,9 @@ impl PsdApplet {
         Ok(())
     }
 
-    /// The PSD's means of recognition: its key, the issuer's public key and its
-    /// certificate. `9A25` for a PSD personalized with the retired scheme key, `9A26`
-    /// before the issuer installed the certificate.
+    /// The PSD's means of recognition (see [`recognition_of`]).
     fn recognition(&self) -> Result<(&IndiciumKey, &[u8], &DeviceCertificate), Status> {
-        match &self.scheme()?.recognition {
-            Recognition::Legacy(_) => Err(Status::LegacyRecognition),
-            Recognition::Certified {
-                issuer_public_key,
-                key,
-            } => {
-                let cert = self
-                    .persistent
-                    .credentials
-                    .certificate
-                    .as_ref()
-                    .ok_or(Status::NotCertified)?;
-                Ok((key, issuer_public_key, cert))
-            }
-        }
+        recognition_of(&self.persistent)
     }
 
     /// OPEN SESSION (80 60 00 00): a fresh challenge and ephemeral key, the PSD's
@@ -326,19 +337,18 @@ impl PsdApplet {
         };
         self.commit_transfer(ctx, counted, None)?;
 
-        let (key, issuer, _) = self.recognition()?;
-        let certified = card
-            .certificate
-            .check(
-                issuer,
-                (DeviceKind::Purse, scheme, card.card.0),
-                ctx.platform.today(),
-                self.persistent.credentials.revocation.as_ref(),
-            )
-            .is_ok();
-        let session = certified
-            .then(|| Session::for_psd(key, &ephemeral, &hello, &card))
-            .flatten();
+        let (key, issuer, _) = recognition_of(&self.persistent)?;
+        let z2 = self.partners.recognise(
+            key,
+            &card.certificate,
+            issuer,
+            (DeviceKind::Purse, scheme, card.card.0),
+            ctx.platform.today(),
+            self.persistent.credentials.revocation.as_ref(),
+        );
+        let session = z2
+            .ok()
+            .and_then(|z2| Session::for_psd(&ephemeral, z2.as_ref(), &hello, &card));
         let ok = card.scheme == scheme
             && session
                 .as_ref()

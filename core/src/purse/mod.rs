@@ -98,6 +98,8 @@ pub fn purse_card<S: Store, P: Platform>(store: S, platform: P) -> Result<Card<S
 pub struct PurseApplet {
     persistent: Option<Persistent>,
     volatile: Volatile,
+    /// PSDs recognised since power-on (checked certificates, static-static secrets).
+    partners: crate::transfer::partners::Partners,
 }
 
 impl PurseApplet {
@@ -107,6 +109,7 @@ impl PurseApplet {
         Ok(PurseApplet {
             persistent: Persistent::load(store)?,
             volatile: Volatile::default(),
+            partners: Default::default(),
         })
     }
 

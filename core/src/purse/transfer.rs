@@ -79,7 +79,7 @@ impl PurseApplet {
 
     /// RECOGNIZE (80 70 00 00): the PSD's hello; checks the PSD's certificate (public
     /// data: nothing secret is compared, so a refusal here, `9A27`, is not counted) and
-    /// answers the card's hello with its ephemeral key, certificate and cryptogram.
+    /// answers the card's hello with its certificate and cryptogram.
     pub(super) fn recognize(
         &mut self,
         ctx: &mut Ctx<'_>,
@@ -88,15 +88,21 @@ impl PurseApplet {
     ) -> Result<(), Status> {
         // A new session ends the old one: its messages can never be accepted again.
         self.volatile.session = None;
-        let c = self.personalized()?;
+        let c = self
+            .persistent
+            .as_ref()
+            .ok_or(Status::ConditionsNotSatisfied)?;
         check_not_blocked(c)?;
         let (key, certificate) = recognition(c)?;
         let psd = PsdHello::decode(data)?;
         if psd.scheme != c.id.scheme {
             return Err(Status::CertificateRefused);
         }
-        psd.certificate
-            .check(
+        let z2 = self
+            .partners
+            .recognise(
+                key,
+                &psd.certificate,
                 &c.id.issuer_public_key,
                 (DeviceKind::Psd, c.id.scheme, psd.device.0),
                 ctx.platform.today(),
@@ -105,19 +111,17 @@ impl PurseApplet {
             .map_err(|_| Status::CertificateRefused)?;
         let mut challenge = [0u8; crate::transfer::CHALLENGE_LEN];
         ctx.platform.fill_random(&mut challenge);
-        let ephemeral = IndiciumKey::generate(ctx.platform);
         let mut hello = CardHello {
             card: c.id.card,
             scheme: c.id.scheme,
             transfers: c.state.transfers,
             total_in: c.state.total_in,
             challenge,
-            ephemeral: ephemeral.public_key_compressed(),
             certificate: *certificate,
             cryptogram: [0; MAC_LEN],
         };
         let session =
-            Session::for_card(key, &ephemeral, &psd, &hello).ok_or(Status::CertificateRefused)?;
+            Session::for_card(key, z2.as_ref(), &psd, &hello).ok_or(Status::CertificateRefused)?;
         hello.cryptogram = session.card_cryptogram();
         reply.extend_from_slice(&hello.encode());
         self.volatile.session = Some(CardSession::AwaitPsd(session));

@@ -5,16 +5,18 @@
 //! Amendment F). Each device holds its own P-256 recognition key and the scheme issuer's
 //! certificate on it ([`cert`]); no device holds a key that opens another. Each side sends
 //! a *hello* — its ID, its personality (transfer count and totalizer), a fresh 16-byte
-//! challenge, a fresh ephemeral public key and its certificate. Each side checks the
-//! other's certificate against the issuer's public key (and its revocation list), then the
-//! session MAC key is derived from two ECDH secrets, ephemeral-static in both directions —
-//! Z1 = the PSD's ephemeral with the card's static key, Z2 = the card's ephemeral with the
-//! PSD's static key — and the SHA-256 of both hellos. So a session key is fresh (two
-//! ephemerals, two challenges), computable only by the holders of both certified private
-//! keys, and bound to both IDs and both personalities (counters and totalizers): "one of a
-//! kind, dedicated only to those two communicating devices". Each side then proves the
-//! session key with a cryptogram the other checks; a failed check is counted on the
-//! checking device before the compare, and too many block the function there.
+//! challenge and its certificate; the PSD's also a fresh ephemeral public key. Each side
+//! checks the other's certificate against the issuer's public key (and its revocation
+//! list), then the session MAC key is derived from two ECDH secrets — Z1, ephemeral-static
+//! (the PSD's ephemeral with the card's certified key), and Z2, static-static (both
+//! certified keys; computed once per partner and power-on, [`partners`]) — and the SHA-256
+//! of both hellos. So a session key is fresh (the ephemeral, two challenges), computable
+//! only by the holders of both certified private keys (Z1 needs the card's, Z2 either's
+//! and the attacker has neither), and bound to both IDs and both personalities (counters
+//! and totalizers): "one of a kind, dedicated only to those two communicating devices".
+//! Each side then proves the session key with a cryptogram the other checks; a failed
+//! check is counted on the checking device before the compare, and too many block the
+//! function there.
 //!
 //! **Transfer** (blocks 118-121), Mondex-style: the purse asks (REQ), the PSD debits its
 //! descending register into *pending* and answers (VAL), the purse credits and answers
@@ -25,6 +27,7 @@
 //! transfer at the next contact. `docs/purse.md` walks through every interruption.
 
 pub mod cert;
+pub mod partners;
 
 use alloc::vec::Vec;
 
@@ -146,8 +149,6 @@ pub struct CardHello {
     pub total_in: Amount,
     /// Fresh challenge.
     pub challenge: [u8; CHALLENGE_LEN],
-    /// The card's ephemeral public key for this session (SEC1 compressed).
-    pub ephemeral: [u8; COMPRESSED_KEY_LEN],
     /// The card's certificate.
     pub certificate: DeviceCertificate,
     /// Proof that the card holds the session key ([`Session::card_cryptogram`]).
@@ -157,19 +158,18 @@ pub struct CardHello {
 impl CardHello {
     /// The part the session key covers (everything but the cryptogram).
     pub fn body(&self) -> Vec<u8> {
-        let mut w = Vec::with_capacity(40 + COMPRESSED_KEY_LEN + CERTIFICATE_LEN + MAC_LEN);
+        let mut w = Vec::with_capacity(40 + CERTIFICATE_LEN + MAC_LEN);
         w.extend_from_slice(&self.card.0);
         w.put_u32(self.scheme.0);
         w.put_u32(self.transfers.0);
         w.put_u64(self.total_in.0);
         w.extend_from_slice(&self.challenge);
-        w.extend_from_slice(&self.ephemeral);
         w.extend_from_slice(&self.certificate.encode());
         w
     }
 
-    /// Layout: card ‖ scheme ‖ transfers ‖ total in ‖ challenge ‖ ephemeral key (33) ‖
-    /// certificate (123) ‖ cryptogram (16).
+    /// Layout: card ‖ scheme ‖ transfers ‖ total in ‖ challenge ‖ certificate (123) ‖
+    /// cryptogram (16).
     pub fn encode(&self) -> Vec<u8> {
         let mut w = self.body();
         w.extend_from_slice(&self.cryptogram);
@@ -185,7 +185,6 @@ impl CardHello {
             transfers: TransferCount(r.u32()?),
             total_in: Amount(r.u64()?),
             challenge: r.array()?,
-            ephemeral: r.array()?,
             certificate: DeviceCertificate::read(&mut r)?,
             cryptogram: r.array()?,
         };
@@ -231,32 +230,31 @@ impl Session {
         }
     }
 
-    /// The purse's side: Z1 = its recognition key with the PSD's ephemeral, Z2 = its
-    /// ephemeral with the PSD's certified key. `None` if a key is not a curve point.
-    /// The caller has checked the PSD's certificate.
+    /// The purse's side: Z1 = its recognition key with the PSD's ephemeral key; `z2` the
+    /// static-static secret with the PSD's certified key ([`partners::Partners`]). `None`
+    /// if the ephemeral key is not a curve point. The caller has checked the PSD's
+    /// certificate.
     pub fn for_card(
         card_key: &IndiciumKey,
-        ephemeral: &IndiciumKey,
+        z2: &[u8],
         psd: &PsdHello,
         card: &CardHello,
     ) -> Option<Session> {
         let z1 = card_key.agree(&psd.ephemeral)?;
-        let z2 = ephemeral.agree(&psd.certificate.public_key)?;
-        Some(Session::derive(z1.as_ref(), z2.as_ref(), psd, card))
+        Some(Session::derive(z1.as_ref(), z2, psd, card))
     }
 
-    /// The PSD's side: Z1 = its ephemeral with the card's certified key, Z2 = its
-    /// recognition key with the card's ephemeral. `None` if a key is not a curve point.
-    /// The caller has checked the card's certificate.
+    /// The PSD's side: Z1 = its ephemeral key with the card's certified key; `z2` the
+    /// static-static secret with it ([`partners::Partners`]). `None` if the card's key is
+    /// not a curve point. The caller has checked the card's certificate.
     pub fn for_psd(
-        psd_key: &IndiciumKey,
         ephemeral: &IndiciumKey,
+        z2: &[u8],
         psd: &PsdHello,
         card: &CardHello,
     ) -> Option<Session> {
         let z1 = ephemeral.agree(&card.certificate.public_key)?;
-        let z2 = psd_key.agree(&card.ephemeral)?;
-        Some(Session::derive(z1.as_ref(), z2.as_ref(), psd, card))
+        Some(Session::derive(z1.as_ref(), z2, psd, card))
     }
 
     /// The card's proof of the session key.

@@ -461,3 +461,116 @@ fn an_uncertified_device_cannot_start_a_recognition() {
         Status::NotCertified,
     );
 }
+
+/// A power cut at every write of `apdu` on the card `make` builds: after power comes back
+/// the card loads, holds the recognition data it had before or the one the command
+/// installs (never a mix), and the command then goes through.
+fn tear_credentials(
+    make: &dyn Fn() -> TestCard,
+    reopen_card: &dyn Fn(&openpsd_core::store::Nvm) -> TestCard,
+    read: &dyn Fn(&mut TestCard) -> RecognitionInfo,
+    apdu: &[u8],
+) -> usize {
+    use openpsd_core::store::PowerCut;
+    let before = read(&mut make());
+    let after = {
+        let mut c = make();
+        expect_ok(&c.transmit(apdu));
+        read(&mut c)
+    };
+    assert_ne!(before, after, "the command changes something");
+    let mut cuts = 0;
+    for torn in [false, true] {
+        for k in 0.. {
+            let mut card = make();
+            let start = card.store().writes();
+            card.store_mut().set_power_cut(Some(PowerCut {
+                at_write: start + k,
+                torn,
+            }));
+            let resp = card.transmit(apdu);
+            if !card.store().is_dead() {
+                assert_eq!(psd_apdu::sw(&resp), 0x9000);
+                break;
+            }
+            cuts += 1;
+            assert_eq!(psd_apdu::sw(&resp), 0x6581);
+            let mut back = reopen_card(&card.store().nvm().clone());
+            let now = read(&mut back);
+            assert!(
+                now == before || now == after,
+                "write {k} torn {torn}: {now:?}"
+            );
+            expect_ok(&back.transmit(apdu));
+            assert_eq!(read(&mut back), after);
+        }
+    }
+    cuts
+}
+
+#[test]
+fn install_certificate_and_load_revocation_are_all_or_nothing_under_power_cuts() {
+    let list = revocation(3, vec![1, 2, 3]);
+    let psd_cert = |c: &mut TestCard| {
+        let key = psd_recognition(c).public_key;
+        DeviceCertificate::issue(
+            &issuer_key(),
+            DeviceKind::Psd,
+            SCHEME,
+            DEVICE.0,
+            42,
+            validity().0,
+            validity().1,
+            key,
+        )
+        .encode()
+    };
+    let renewal = psd_cert(&mut funded_psd(1, 0));
+    let mut cuts = 0;
+    for apdu in [
+        psd_apdu::install_certificate(&renewal),
+        psd_apdu::load_revocation(&list),
+    ] {
+        cuts += tear_credentials(
+            &|| {
+                let mut c = funded_psd(1, 0);
+                expect_ok(&c.transmit(&psd_apdu::select()));
+                c
+            },
+            &|nvm| {
+                let mut c = reopen(nvm, 1);
+                expect_ok(&c.transmit(&psd_apdu::select()));
+                c
+            },
+            &psd_recognition,
+            &apdu,
+        );
+    }
+    let purse_renewal = {
+        let mut p = purse(2);
+        let key = purse_recognition(&mut p).public_key;
+        DeviceCertificate::issue(
+            &issuer_key(),
+            DeviceKind::Purse,
+            SCHEME,
+            CARD.0,
+            43,
+            validity().0,
+            validity().1,
+            key,
+        )
+        .encode()
+    };
+    for apdu in [
+        purse_apdu::install_certificate(&purse_renewal),
+        purse_apdu::load_revocation(&list),
+    ] {
+        cuts += tear_credentials(
+            &|| purse(2),
+            &|nvm| reopen_purse(nvm, 2),
+            &purse_recognition,
+            &apdu,
+        );
+    }
+    assert!(cuts >= 4, "too few cut points: {cuts}");
+}

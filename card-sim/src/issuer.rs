@@ -1,7 +1,7 @@
 //! The card issuer's station for purse cards, and the vendor's test-bench tools for PSDs:
 //! personalize and certify a purse, unblock its PIN, reset its failed recognitions; fund a
 //! PSD with a refill message sealed under the K1 of its secrets file (what the KMS does),
-//! reset a PSD's failed recognitions.
+//! reset a PSD's failed recognitions; give either device the issuer's revocation list.
 //!
 //! Every command goes to a card in this process (a state directory that no `serve` holds).
 
@@ -265,4 +265,22 @@ pub fn reset_psd_recognition(card: &mut dyn Link, secrets: &Secrets, counter: u3
     psd.reset_recognition(&reset_recognition_data(&k1, device, counter))
         .map_err(refused)?;
     Ok(())
+}
+
+/// LOAD REVOCATION on a PSD or a purse (`psd` says which applet): the issuer's signed list
+/// (made by [`crate::scheme::Scheme::revocation`]; anyone may carry it). Returns the list
+/// version the card holds afterwards.
+pub fn load_revocation(card: &mut dyn Link, psd: bool, list: &[u8]) -> Result<u32> {
+    let info = if psd {
+        let mut c = PsdClient::new(card);
+        c.exchange("SELECT", &psd_apdu::select()).map_err(refused)?;
+        c.load_revocation(list).map_err(refused)?;
+        c.recognition_info().map_err(refused)?
+    } else {
+        let mut c = PurseClient::new(card);
+        c.select().map_err(refused)?;
+        c.load_revocation(list).map_err(refused)?;
+        c.recognition_info().map_err(refused)?
+    };
+    Ok(info.revocation_version)
 }

@@ -30,7 +30,7 @@ use openpsd_core::crypto::{IndiciumKey, MacKey, COMPRESSED_KEY_LEN, PUBLIC_KEY_L
 use openpsd_core::platform::Platform;
 use openpsd_core::psd::device::SchemeSlot;
 use openpsd_core::transfer::card_admin_key;
-use openpsd_core::transfer::cert::{DeviceCertificate, DeviceKind};
+use openpsd_core::transfer::cert::{DeviceCertificate, DeviceKind, RevocationList};
 use openpsd_core::types::{CardId, Date, SchemeId};
 pub use openpsd_protocol::scheme::SchemePublic;
 use serde::{Deserialize, Serialize};
@@ -163,6 +163,13 @@ impl Scheme {
             until,
             public_key,
         )
+    }
+
+    /// The issuer's revocation list `version` naming the certificate `serials` (LOAD
+    /// REVOCATION's data; public). `None` for more than
+    /// [`openpsd_core::transfer::cert::MAX_REVOKED`] serials.
+    pub fn revocation(&self, version: u32, serials: Vec<u32>) -> Option<Vec<u8>> {
+        RevocationList::issue(&self.issuer_key, self.id, version, serials).map(|l| l.encode())
     }
 
     /// The admin key of purse `card` (UNBLOCK PIN, RESET RECOGNITION).

@@ -262,6 +262,7 @@ async function createDevice(origin) {
   app.info = info;
   showDevice();
   await register();
+  await ensurePsdCertificate();
   notice(`Device ${info.deviceId} created and registered with the key management system; account ${pers.account_id} opened with a deposit. Refill it to start franking.`, '', 'ok');
 }
 
@@ -358,13 +359,30 @@ async function createPurse(pin) {
   await savePurse();
   const cert = await call('POST', `/demo/v1/purses/${info.cardId}/certify`, { public_key: info.publicKey });
   purse.certify(hexToBytes(cert.signature));
+  // The recognition key was generated inside the purse; the room's issuer certifies it.
+  const rec = await call('POST', `/demo/v1/purses/${info.cardId}/certificate`, { recognition_key: purse.recognitionKey() });
+  purse.installCertificate(hexToBytes(rec.certificate));
   await savePurse();
   $('purse-new-pin').value = '';
   notice(`Purse card ${info.cardId} created and certified by the issuer. Move value to it with its PIN.`, '', 'ok');
 }
 
+// The issuer's certificate on the PSD's recognition key (generated inside the PSD; only
+// its public half goes to the room). A PSD personalized before certificates answers 9A25
+// here, which the notice explains: it franks and refills but cannot transfer.
+async function ensurePsdCertificate() {
+  if (app.meta.certified) return;
+  const key = app.psd.recognitionKey();
+  const c = await call('POST', `/demo/v1/devices/${app.meta.deviceId}/certificate`, { recognition_key: key });
+  app.psd.installCertificate(hexToBytes(c.certificate));
+  await save();
+  app.meta.certified = true;
+  saveJson(metaKey, app.meta);
+}
+
 async function doTransfer() {
   if (!app.purse) throw new Error('Create a purse card first.');
+  await ensurePsdCertificate();
   const amount = $('purse-amount').value.trim();
   const pin = $('purse-pin').value;
   app.psd.setToday(today());

@@ -52,6 +52,12 @@ export function cardText(swHex, fallback, ctx = {}) {
       return 'The pending transfer cannot be resolved with this purse; the value stays pending.';
     case '9A24':
       return 'The pending transfer is for another purse.';
+    case '9A25':
+      return 'This device was personalized before certificates (with the old scheme key): it keeps franking and refilling, but it cannot transfer. Create a new one to move value to purses.';
+    case '9A26':
+      return 'The device has no certificate from the scheme issuer yet: transfers need one.';
+    case '9A27':
+      return 'Transfer refused: the other device\'s certificate is not the scheme issuer\'s, is expired or is revoked.';
     case '6983':
       return 'PIN blocked: too many wrong PINs (or failed recognitions). The card issuer must unblock it.';
     case '6982':

@@ -1,7 +1,7 @@
 //! The card issuer's station for purse cards, and the vendor's test-bench tools for PSDs:
 //! personalize and certify a purse, unblock its PIN, reset its failed recognitions; fund a
 //! PSD with a refill message sealed under the K1 of its secrets file (what the KMS does),
-//! reset a PSD's failed recognitions.
+//! reset a PSD's failed recognitions; give either device the issuer's revocation list.
 //!
 //! Every command goes to a card in this process (a state directory that no `serve` holds).
 
@@ -12,11 +12,11 @@ use openpsd_core::client::{psd_apdu, purse_apdu, Link, PsdClient, PurseClient};
 use openpsd_core::crypto::MacKey;
 use openpsd_core::platform::Platform;
 use openpsd_core::psd::audit::AuditData;
-use openpsd_core::psd::device::SchemeSlot;
 use openpsd_core::psd::refill::RefillCombination;
 use openpsd_core::psd::registers::Registers;
 use openpsd_core::psd::transfer::reset_recognition_data;
 use openpsd_core::purse::personal::{certificate_body, PurseInfo, PursePersonalization};
+use openpsd_core::transfer::cert::DeviceKind;
 use openpsd_core::types::{Amount, CardId, DeviceId, RegisterSetIndex};
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
@@ -42,8 +42,8 @@ pub struct PurseRequest {
 }
 
 /// What the issuer keeps about a purse (JSON, written beside the card like a PSD's
-/// secrets file; nothing in it is secret — the card key and admin key follow from the
-/// scheme file and the card ID).
+/// secrets file; nothing in it is secret — the admin key follows from the scheme file and
+/// the card ID, and the card's private keys never left it).
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct PurseRecord {
     /// Always "purse".
@@ -56,6 +56,13 @@ pub struct PurseRecord {
     pub public_key: String,
     /// The issuer's certificate on it (ECDSA P-256 over `certificate_body`), hex.
     pub certificate: String,
+    /// The issuer's certificate on the card's recognition key (docs/apdu.md layout), hex;
+    /// absent in records of cards personalized before certificates.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recognition_certificate: Option<String>,
+    /// That certificate's serial (what a revocation list names).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serial: Option<u32>,
 }
 
 /// Personalizes a blank purse for `scheme` and certifies its purchase key (the key is
@@ -79,7 +86,6 @@ pub fn personalize_purse(
     let p = PursePersonalization {
         card: id,
         scheme: scheme.id,
-        card_key: *scheme.card_key(id).expose(),
         admin_key: *scheme.card_admin_key(id).expose(),
         issuer_public_key: scheme.issuer_key.public_key(),
         max_balance: req.max_balance,
@@ -94,6 +100,12 @@ pub fn personalize_purse(
         .issuer_key
         .sign(&certificate_body(id, scheme.id, &public_key));
     purse.certify(&certificate).map_err(refused)?;
+    // The recognition key, generated inside the card: the issuer certifies its public half.
+    let recognition = purse.recognition_info().map_err(refused)?;
+    let device_cert = scheme.certify(platform, DeviceKind::Purse, id.0, recognition.public_key);
+    purse
+        .install_certificate(&device_cert.encode())
+        .map_err(refused)?;
     let info = purse_info(card)?;
     if !info.certified_by(&scheme.issuer_key.public_key()) || info.card != id {
         bail!("the card does not hold the certificate it was given");
@@ -104,6 +116,8 @@ pub fn personalize_purse(
         scheme: scheme.id.0,
         public_key: hex::encode(info.public_key),
         certificate: hex::encode(certificate),
+        recognition_certificate: Some(hex::encode(device_cert.encode())),
+        serial: Some(device_cert.serial),
     };
     Ok((info, record))
 }
@@ -258,7 +272,7 @@ pub fn personalize_and_fund(
     card: &mut dyn Link,
     platform: &mut dyn Platform,
     req: &crate::personalize::Request,
-    scheme: Option<SchemeSlot>,
+    scheme: Option<(&Scheme, u8)>,
     amount: Amount,
 ) -> Result<Secrets> {
     let (_, secrets) = crate::personalize::personalize_with_scheme(card, platform, req, scheme)?;
@@ -275,4 +289,22 @@ pub fn reset_psd_recognition(card: &mut dyn Link, secrets: &Secrets, counter: u3
     psd.reset_recognition(&reset_recognition_data(&k1, device, counter))
         .map_err(refused)?;
     Ok(())
+}
+
+/// LOAD REVOCATION on a PSD or a purse (`psd` says which applet): the issuer's signed list
+/// (made by [`crate::scheme::Scheme::revocation`]; anyone may carry it). Returns the list
+/// version the card holds afterwards.
+pub fn load_revocation(card: &mut dyn Link, psd: bool, list: &[u8]) -> Result<u32> {
+    let info = if psd {
+        let mut c = PsdClient::new(card);
+        c.exchange("SELECT", &psd_apdu::select()).map_err(refused)?;
+        c.load_revocation(list).map_err(refused)?;
+        c.recognition_info().map_err(refused)?
+    } else {
+        let mut c = PurseClient::new(card);
+        c.select().map_err(refused)?;
+        c.load_revocation(list).map_err(refused)?;
+        c.recognition_info().map_err(refused)?
+    };
+    Ok(info.revocation_version)
 }

@@ -110,10 +110,21 @@ enum Command {
         #[arg(long, value_parser = clap::value_parser!(u8).range(1..=15))]
         pin_tries: Option<u8>,
     },
-    /// Value-transfer schemes: the scheme key, the issuer's signing and admin keys.
+    /// Value-transfer schemes: the issuer's signing and admin keys, revocation lists.
     Scheme {
         #[command(subcommand)]
         action: SchemeAction,
+    },
+    /// Give a PSD or a purse the issuer's revocation list (`card-sim scheme revoke`): it then
+    /// refuses partners whose certificate serial is on it. A list older than the one the
+    /// card holds is refused. The card must not be served meanwhile.
+    LoadRevocation {
+        /// The card's state directory.
+        #[arg(long)]
+        state: PathBuf,
+        /// The list file (hex).
+        #[arg(long)]
+        list: PathBuf,
     },
     /// Issuer: unblock a purse's PIN (sets a new PIN and full tries), authorised with the
     /// card's admin key from the scheme file. The card must not be served meanwhile.
@@ -212,8 +223,8 @@ enum Command {
 
 #[derive(Subcommand, Debug)]
 enum SchemeAction {
-    /// Make a new scheme: fresh scheme key, issuer signing key (ECDSA P-256) and issuer
-    /// admin key, written to a new file readable by its owner only (JSON, hex).
+    /// Make a new scheme: fresh issuer signing key (ECDSA P-256) and issuer admin key,
+    /// written to a new file readable by its owner only (JSON, hex).
     Create {
         /// The scheme file to write (must not exist).
         #[arg(long)]
@@ -234,6 +245,22 @@ enum SchemeAction {
         #[arg(long)]
         scheme: PathBuf,
         /// The public file to write (must not exist).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Sign a revocation list: the certificate serials (from the cards' secrets files)
+    /// that devices of the scheme must refuse, with a version above every earlier list's.
+    Revoke {
+        /// The scheme file.
+        #[arg(long)]
+        scheme: PathBuf,
+        /// List version (must exceed the version the cards hold).
+        #[arg(long)]
+        version: u32,
+        /// A revoked certificate serial (repeat; at most 32; none: an empty list).
+        #[arg(long)]
+        serial: Vec<u32>,
+        /// The list file to write (hex; must not exist).
         #[arg(long)]
         out: PathBuf,
     },
@@ -330,7 +357,7 @@ fn dispatch(command: Command) -> Result<ExitCode> {
                     if scheme.is_none() && max_failures.is_some() {
                         bail!("--max-failures needs --scheme");
                     }
-                    let slot = scheme.as_ref().map(|s| s.slot(max_failures.unwrap_or(5)));
+                    let slot = scheme.as_ref().map(|s| (s, max_failures.unwrap_or(5)));
                     let d = Request::default();
                     let req = Request {
                         device,
@@ -438,7 +465,43 @@ fn dispatch(command: Command) -> Result<ExitCode> {
                 card_sim::scheme::write_public(&out, &s.public())?;
                 println!("scheme {} public part written to {}", s.id.0, out.display());
             }
+            SchemeAction::Revoke {
+                scheme,
+                version,
+                serial,
+                out,
+            } => {
+                let s = card_sim::scheme::Scheme::read(&scheme)?;
+                let n = serial.len();
+                let list = s
+                    .revocation(version, serial)
+                    .ok_or_else(|| anyhow!("at most 32 serials per list"))?;
+                if out.exists() {
+                    bail!("{} exists already", out.display());
+                }
+                std::fs::write(&out, hex::encode(list) + "\n")
+                    .with_context(|| format!("writing {}", out.display()))?;
+                println!(
+                    "scheme {} revocation list version {version} ({n} serials) written to {}",
+                    s.id.0,
+                    out.display()
+                );
+            }
         },
+        Command::LoadRevocation { state, list } => {
+            let text = std::fs::read_to_string(&list)
+                .with_context(|| format!("reading {}", list.display()))?;
+            let bytes = hex::decode(text.trim())
+                .map_err(|_| anyhow!("{}: not a hex revocation list", list.display()))?;
+            let mut card = open_card(&state)?;
+            let psd = match card.kind() {
+                Some(sim::CardKind::Psd) => true,
+                Some(sim::CardKind::Purse) => false,
+                _ => bail!("{}: not a personalized PSD or purse", state.display()),
+            };
+            let version = issuer::load_revocation(&mut card, psd, &bytes)?;
+            println!("{}: revocation list version {version} held", kind_of(&card));
+        }
         Command::UnblockPin {
             state,
             scheme,

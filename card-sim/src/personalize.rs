@@ -13,7 +13,10 @@ use anyhow::{anyhow, bail, Context, Result};
 use openpsd_core::client::{ClientError, Link, PsdClient};
 use openpsd_core::crypto::IndiciumKey;
 use openpsd_core::platform::Platform;
-use openpsd_core::psd::device::{DeviceInfo, LicenseSlot, Personalization, SchemeSlot};
+use openpsd_core::psd::device::{DeviceInfo, LicenseSlot, Personalization};
+use openpsd_core::transfer::cert::DeviceKind;
+
+use crate::scheme::Scheme;
 use openpsd_core::types::{Amount, DeviceId, LicenseId, PostalCode};
 use serde::{Deserialize, Serialize};
 
@@ -70,6 +73,10 @@ pub struct Secrets {
     pub public_key: String,
     /// License numbers and origin postal codes, in register set order.
     pub licenses: Vec<(u32, String)>,
+    /// The serial of the issuer's certificate on the PSD's recognition key, when it joined
+    /// a scheme (what a revocation list names).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificate_serial: Option<u32>,
 }
 
 /// Parses `4711:10115` (license:origin postal code).
@@ -113,12 +120,15 @@ pub fn personalize(
 }
 
 /// [`personalize`], joining the PSD to a value-transfer scheme when `scheme` is given
-/// (the PSD then holds the scheme key and can move value to the scheme's purses).
+/// (with the failed recognitions that block): the PSD gets the issuer's public key and
+/// generates its recognition key; the issuer (the scheme file, in this process, never in
+/// the card's directory) certifies it, and the PSD can then move value to the scheme's
+/// purses.
 pub fn personalize_with_scheme(
     card: &mut dyn Link,
     platform: &mut dyn Platform,
     req: &Request,
-    scheme: Option<SchemeSlot>,
+    scheme: Option<(&Scheme, u8)>,
 ) -> Result<(DeviceInfo, Secrets)> {
     let mut psd = PsdClient::new(card);
     if psd.select().map_err(refused)?.is_some() {
@@ -142,7 +152,7 @@ pub fn personalize_with_scheme(
         max_postage: req.max_postage,
         max_dr: req.max_dr,
         inspection_days: req.inspection_days,
-        scheme,
+        scheme: scheme.map(|(s, max_failures)| s.slot(max_failures)),
         licenses: req.licenses.clone(),
     };
     psd.personalize(&p).map_err(refused)?;
@@ -151,6 +161,15 @@ pub fn personalize_with_scheme(
         .ok()
         .flatten()
         .ok_or_else(|| anyhow!("card not personalized after PERSONALIZE"))?;
+    let serial = match scheme {
+        None => None,
+        Some((s, _)) => {
+            let recognition = psd.recognition_info().map_err(refused)?;
+            let cert = s.certify(platform, DeviceKind::Psd, device.0, recognition.public_key);
+            psd.install_certificate(&cert.encode()).map_err(refused)?;
+            Some(cert.serial)
+        }
+    };
     let secrets = Secrets {
         device_id: hex::encode_upper(info.device.0),
         k1: hex::encode(k1),
@@ -161,6 +180,7 @@ pub fn personalize_with_scheme(
             .iter()
             .map(|l| (l.license.0, l.origin.to_string()))
             .collect(),
+        certificate_serial: serial,
     };
     zeroize::Zeroize::zeroize(&mut k1);
     Ok((info, secrets))

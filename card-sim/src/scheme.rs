@@ -1,17 +1,20 @@
-//! A value-transfer scheme and its issuer (seed 002): the keys that make PSDs and purse
-//! cards of one scheme recognise each other, and the issuer's keys that certify purses and
-//! authorise their PIN unblock and recognition reset.
+//! A value-transfer scheme and its issuer (seed 002): the issuer's keys that certify every
+//! PSD's and purse's recognition key (so devices of one scheme recognise each other), the
+//! purses' purchase keys, and authorise their PIN unblock and recognition reset.
 //!
-//! A scheme file (JSON, hex, mode 0600) holds:
+//! A scheme file (JSON, hex, mode 0600; the issuer's, never in a card's directory) holds:
 //!
 //! * `scheme` — the scheme ID (u32);
-//! * `scheme_key` — AES-128; PSDs get it at personalization, purse card keys are
-//!   [`card_key`]`(scheme_key, card_id)`;
-//! * `issuer_signing_key` — ECDSA P-256 scalar: certifies each purse's purchase key
-//!   (CERTIFY); its public key, `issuer_public_key`, goes into every purse and every
+//! * `issuer_signing_key` — ECDSA P-256 scalar: certifies each device's recognition key
+//!   (INSTALL CERTIFICATE), each purse's purchase key (CERTIFY) and signs revocation lists;
+//!   its public key, `issuer_public_key`, goes into every PSD, every purse and every
 //!   merchant terminal;
 //! * `issuer_admin_key` — AES-128; each card's admin key is
 //!   [`card_admin_key`]`(issuer_admin_key, card_id)` (UNBLOCK PIN, RESET RECOGNITION).
+//!
+//! Version 1 files also held a `scheme_key` (AES-128) that every PSD received and every
+//! purse card key was diversified from (before issue 12). Version 2 drops it; a version 1
+//! file is still read (its scheme key ignored) and is never written again.
 //!
 //! Merchants need only the public part ([`SchemePublic`]: scheme ID and issuer public key),
 //! which `card-sim scheme public` writes to a file of its own; a scheme file read as a
@@ -23,11 +26,12 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use anyhow::{anyhow, bail, Context, Result};
-use openpsd_core::crypto::{IndiciumKey, MacKey, PUBLIC_KEY_LEN};
+use openpsd_core::crypto::{IndiciumKey, MacKey, COMPRESSED_KEY_LEN, PUBLIC_KEY_LEN};
 use openpsd_core::platform::Platform;
 use openpsd_core::psd::device::SchemeSlot;
-use openpsd_core::transfer::{card_admin_key, card_key};
-use openpsd_core::types::{CardId, SchemeId};
+use openpsd_core::transfer::card_admin_key;
+use openpsd_core::transfer::cert::{DeviceCertificate, DeviceKind, RevocationList};
+use openpsd_core::types::{CardId, Date, SchemeId};
 pub use openpsd_protocol::scheme::SchemePublic;
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
@@ -35,15 +39,15 @@ use zeroize::Zeroizing;
 use crate::os_platform::OsPlatform;
 
 /// Layout version of scheme files.
-pub const SCHEME_FILE_VERSION: u8 = 1;
+pub const SCHEME_FILE_VERSION: u8 = 2;
+/// Years a device certificate is valid from the day it is issued.
+pub const CERTIFICATE_YEARS: u16 = 10;
 
 /// A scheme with its secrets (the issuer's side).
 pub struct Scheme {
     /// The scheme ID.
     pub id: SchemeId,
-    /// The scheme key (AES-128).
-    pub scheme_key: Zeroizing<[u8; 16]>,
-    /// The issuer's signing key (certifies purchase keys).
+    /// The issuer's signing key (certifies recognition and purchase keys).
     pub issuer_key: IndiciumKey,
     /// The issuer's admin key (AES-128).
     pub admin_key: Zeroizing<[u8; 16]>,
@@ -59,7 +63,9 @@ impl std::fmt::Debug for Scheme {
 struct SchemeFile {
     version: u8,
     scheme: u32,
-    scheme_key: String,
+    /// Version 1 only (the retired scheme key): read, ignored, never written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    scheme_key: Option<String>,
     issuer_signing_key: String,
     issuer_public_key: String,
     issuer_admin_key: String,
@@ -67,7 +73,9 @@ struct SchemeFile {
 
 impl Drop for SchemeFile {
     fn drop(&mut self) {
-        zeroize::Zeroize::zeroize(&mut self.scheme_key);
+        if let Some(k) = &mut self.scheme_key {
+            zeroize::Zeroize::zeroize(k);
+        }
         zeroize::Zeroize::zeroize(&mut self.issuer_signing_key);
         zeroize::Zeroize::zeroize(&mut self.issuer_admin_key);
     }
@@ -96,13 +104,10 @@ impl Scheme {
                 break n;
             }
         });
-        let mut scheme_key = Zeroizing::new([0u8; 16]);
         let mut admin_key = Zeroizing::new([0u8; 16]);
-        platform.fill_random(scheme_key.as_mut());
         platform.fill_random(admin_key.as_mut());
         Scheme {
             id: SchemeId(id),
-            scheme_key,
             issuer_key: IndiciumKey::generate(platform),
             admin_key,
         }
@@ -114,18 +119,57 @@ impl Scheme {
     }
 
     /// What a PSD of this scheme is personalized with (its PERSONALIZE's scheme block):
-    /// the scheme key, and the failed recognitions after which transfers block.
+    /// the issuer's public key, and the failed recognitions after which transfers block.
+    /// Nothing secret.
     pub fn slot(&self, max_failures: u8) -> SchemeSlot {
         SchemeSlot {
             scheme: self.id,
-            key: *self.scheme_key,
+            issuer_public_key: self.issuer_key.public_key(),
             max_failures,
         }
     }
 
-    /// The card key of purse `card` (what its PERSONALIZE carries).
-    pub fn card_key(&self, card: CardId) -> MacKey {
-        card_key(&MacKey::new(*self.scheme_key), card)
+    /// The issuer's certificate on a device's recognition key: a fresh random serial,
+    /// valid from `today` (the issuer's date; 2026-01-01 without a clock) for
+    /// [`CERTIFICATE_YEARS`].
+    pub fn certify(
+        &self,
+        platform: &mut dyn Platform,
+        kind: DeviceKind,
+        device: [u8; 8],
+        public_key: [u8; COMPRESSED_KEY_LEN],
+    ) -> DeviceCertificate {
+        let today = platform
+            .today()
+            .or_else(|| Date::new(2026, 1, 1))
+            .unwrap_or(Date {
+                year: 2026,
+                month: 1,
+                day: 1,
+            });
+        let year = today.year.saturating_add(CERTIFICATE_YEARS);
+        let until = Date::new(year, today.month, today.day)
+            .or_else(|| Date::new(year, today.month, 28))
+            .unwrap_or(today);
+        let mut serial = [0u8; 4];
+        platform.fill_random(&mut serial);
+        DeviceCertificate::issue(
+            &self.issuer_key,
+            kind,
+            self.id,
+            device,
+            u32::from_be_bytes(serial),
+            today,
+            until,
+            public_key,
+        )
+    }
+
+    /// The issuer's revocation list `version` naming the certificate `serials` (LOAD
+    /// REVOCATION's data; public). `None` for more than
+    /// [`openpsd_core::transfer::cert::MAX_REVOKED`] serials.
+    pub fn revocation(&self, version: u32, serials: Vec<u32>) -> Option<Vec<u8>> {
+        RevocationList::issue(&self.issuer_key, self.id, version, serials).map(|l| l.encode())
     }
 
     /// The admin key of purse `card` (UNBLOCK PIN, RESET RECOGNITION).
@@ -138,7 +182,7 @@ impl Scheme {
         let file = SchemeFile {
             version: SCHEME_FILE_VERSION,
             scheme: self.id.0,
-            scheme_key: hex::encode(*self.scheme_key),
+            scheme_key: None,
             issuer_signing_key: hex::encode(*self.issuer_key.secret_bytes()),
             issuer_public_key: hex::encode(self.issuer_key.public_key()),
             issuer_admin_key: hex::encode(*self.admin_key),
@@ -155,9 +199,9 @@ impl Scheme {
         );
         let file: SchemeFile = serde_json::from_str(&text)
             .with_context(|| format!("{} is not a scheme file", path.display()))?;
-        if file.version != SCHEME_FILE_VERSION {
+        if file.version != SCHEME_FILE_VERSION && file.version != 1 {
             bail!(
-                "{}: scheme file version {} (this card-sim reads {SCHEME_FILE_VERSION})",
+                "{}: scheme file version {} (this card-sim reads 1 and {SCHEME_FILE_VERSION})",
                 path.display(),
                 file.version
             );
@@ -172,7 +216,6 @@ impl Scheme {
             .ok_or_else(|| anyhow!("issuer_signing_key is not a P-256 scalar"))?;
         let scheme = Scheme {
             id: SchemeId(file.scheme),
-            scheme_key: key16(&file.scheme_key, "scheme_key")?,
             issuer_key,
             admin_key: key16(&file.issuer_admin_key, "issuer_admin_key")?,
         };
@@ -245,7 +288,11 @@ mod tests {
         );
         let r = Scheme::read(&path).unwrap();
         assert_eq!(r.id, SchemeId(7));
-        assert_eq!(*r.scheme_key, *s.scheme_key);
+        let text = fs::read_to_string(&path).unwrap();
+        assert!(
+            !text.contains("scheme_key"),
+            "no scheme master key any more"
+        );
         assert_eq!(*r.admin_key, *s.admin_key);
         assert_eq!(r.issuer_key.public_key(), s.issuer_key.public_key());
         let (id, key) = read_public(&path).unwrap();
@@ -262,6 +309,22 @@ mod tests {
     }
 
     #[test]
+    fn a_version_1_scheme_file_is_read_and_its_scheme_key_ignored() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("scheme.json");
+        let s = create(&path, Some(3)).unwrap();
+        let mut v: serde_json::Value =
+            serde_json::from_str(&fs::read_to_string(&path).unwrap()).unwrap();
+        v["version"] = 1.into();
+        v["scheme_key"] = "00112233445566778899aabbccddeeff".into();
+        let old = dir.path().join("v1.json");
+        fs::write(&old, v.to_string()).unwrap();
+        let r = Scheme::read(&old).unwrap();
+        assert_eq!(r.issuer_key.public_key(), s.issuer_key.public_key());
+        assert_eq!(*r.admin_key, *s.admin_key);
+    }
+
+    #[test]
     fn a_tampered_scheme_file_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("scheme.json");
@@ -275,7 +338,7 @@ mod tests {
         fs::write(&bad, v2.to_string()).unwrap();
         assert!(Scheme::read(&bad).is_err());
         let mut v3 = v;
-        v3["scheme_key"] = "00".into();
+        v3["issuer_admin_key"] = "00".into();
         fs::write(&bad, v3.to_string()).unwrap();
         assert!(Scheme::read(&bad).is_err());
     }

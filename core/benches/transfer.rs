@@ -1,7 +1,8 @@
 //! Value transfers PSD → purse per second, in process: both cards on in-memory stores,
-//! the full host driver (SELECT both, recognition with two cryptograms and four counter
-//! commits, PIN with its two commits, request, debit, credit, confirmation, and the purse's
-//! GET DATA at the end) — what one `openpsd transfer` costs without the transport. Prints
+//! the full host driver (SELECT both, recognition — two ephemeral keys, two certificate
+//! checks, four ECDH, two cryptograms and four counter commits —, PIN with its two
+//! commits, request, debit, credit, confirmation, and the purse's GET DATA at the end) —
+//! what one `openpsd transfer` costs without the transport. Prints
 //! transfers per second and the time of one; the PC/SC figure is `scripts/pcsc-bench.sh`.
 //!
 //! `cargo bench -p openpsd-core --bench transfer`
@@ -22,13 +23,13 @@ use openpsd_core::psd::refill::RefillCombination;
 use openpsd_core::purse::personal::{certificate_body, PursePersonalization};
 use openpsd_core::purse::purse_card;
 use openpsd_core::store::MemStore;
-use openpsd_core::transfer::{card_admin_key, card_key};
+use openpsd_core::transfer::card_admin_key;
+use openpsd_core::transfer::cert::{DeviceCertificate, DeviceKind, RecognitionInfo};
 use openpsd_core::types::*;
 use openpsd_core::Card;
 
 type TestCard = Card<MemStore, SeededPlatform>;
 
-const SCHEME_KEY: [u8; 16] = [0x5C; 16];
 const PIN: &[u8] = b"2468";
 
 fn ok(r: Vec<u8>) -> Vec<u8> {
@@ -36,8 +37,25 @@ fn ok(r: Vec<u8>) -> Vec<u8> {
     r[..r.len() - 2].to_vec()
 }
 
+/// The issuer's certificate on the recognition key a card reports (GET DATA `data`).
+fn certificate(issuer: &IndiciumKey, kind: DeviceKind, id: [u8; 8], data: &[u8]) -> Vec<u8> {
+    let info = RecognitionInfo::decode(data).unwrap();
+    DeviceCertificate::issue(
+        issuer,
+        kind,
+        SchemeId(1),
+        id,
+        u32::from(id[7]),
+        Date::new(2026, 1, 1).unwrap(),
+        Date::new(2036, 1, 1).unwrap(),
+        info.public_key,
+    )
+    .encode()
+}
+
 fn cards() -> (TestCard, TestCard) {
     let k1 = [0x11; 16];
+    let issuer = IndiciumKey::from_bytes(&[9; 32]).unwrap();
     let mut psd = psd_card(MemStore::new(), SeededPlatform::new(1)).unwrap();
     ok(psd.transmit(&psd_apdu::select()));
     let p = Personalization {
@@ -53,11 +71,14 @@ fn cards() -> (TestCard, TestCard) {
         }],
         scheme: Some(SchemeSlot {
             scheme: SchemeId(1),
-            key: SCHEME_KEY,
+            issuer_public_key: issuer.public_key(),
             max_failures: 5,
         }),
     };
     ok(psd.transmit(&psd_apdu::personalize(&p)));
+    let data = ok(psd.transmit(&psd_apdu::get_recognition_data()));
+    let cert = certificate(&issuer, DeviceKind::Psd, p.device.0, &data);
+    ok(psd.transmit(&psd_apdu::install_certificate(&cert)));
     let refill = RefillCombination {
         device: p.device,
         license: LicenseId(1),
@@ -72,14 +93,12 @@ fn cards() -> (TestCard, TestCard) {
     )));
 
     let card = CardId(*b"BENCHCRD");
-    let issuer = IndiciumKey::from_bytes(&[9; 32]).unwrap();
     let mut purse = purse_card(MemStore::new(), SeededPlatform::new(2)).unwrap();
     ok(purse.transmit(&purse_apdu::select()));
     let pk = ok(
         purse.transmit(&purse_apdu::personalize(&PursePersonalization {
             card,
             scheme: SchemeId(1),
-            card_key: *card_key(&MacKey::new(SCHEME_KEY), card).expose(),
             admin_key: *card_admin_key(&MacKey::new([1; 16]), card).expose(),
             issuer_public_key: issuer.public_key(),
             max_balance: Amount(u64::MAX / 4),
@@ -96,6 +115,9 @@ fn cards() -> (TestCard, TestCard) {
             &pk,
         )))),
     );
+    let data = ok(purse.transmit(&purse_apdu::get_data(4)));
+    let cert = certificate(&issuer, DeviceKind::Purse, card.0, &data);
+    ok(purse.transmit(&purse_apdu::install_certificate(&cert)));
     (psd, purse)
 }
 

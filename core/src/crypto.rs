@@ -15,6 +15,11 @@ use crate::types::KeyId;
 
 /// Length of a SEC1 uncompressed P-256 public key.
 pub const PUBLIC_KEY_LEN: usize = 65;
+/// Length of a SEC1 compressed P-256 public key (certificates and recognition hellos, where
+/// the bytes must fit one short APDU).
+pub const COMPRESSED_KEY_LEN: usize = 33;
+/// Length of an ECDH P-256 shared secret (the x-coordinate).
+pub const SHARED_SECRET_LEN: usize = 32;
 /// Length of an ECDSA P-256 signature (r ‖ s).
 pub const SIGNATURE_LEN: usize = 64;
 /// Length of an AES-CMAC tag.
@@ -25,6 +30,15 @@ pub const MAC_KEY_LEN: usize = 16;
 /// SHA-256 of `data`.
 pub fn sha256(data: &[u8]) -> [u8; 32] {
     Sha256::digest(data).into()
+}
+
+/// SHA-256 of the concatenation of `parts` (without copying them together).
+pub fn sha256_parts(parts: &[&[u8]]) -> [u8; 32] {
+    let mut h = Sha256::new();
+    for p in parts {
+        h.update(p);
+    }
+    h.finalize().into()
 }
 
 /// The secret key K1 shared by a PSD and the key management system (AES-128).
@@ -100,6 +114,26 @@ impl IndiciumKey {
         let mut out = [0u8; PUBLIC_KEY_LEN];
         out.copy_from_slice(self.key.verifying_key().to_sec1_point(false).as_bytes());
         out
+    }
+
+    /// The public key as a compressed SEC1 point.
+    pub fn public_key_compressed(&self) -> [u8; COMPRESSED_KEY_LEN] {
+        let mut out = [0u8; COMPRESSED_KEY_LEN];
+        out.copy_from_slice(self.key.verifying_key().to_sec1_point(true).as_bytes());
+        out
+    }
+
+    /// ECDH P-256 with a peer's SEC1 public key (compressed or not): the x-coordinate of
+    /// this key's scalar times the peer's point. `None` if the peer's key is not a point of
+    /// the curve (the identity cannot be decoded, so the result is never all zeros).
+    pub fn agree(&self, peer: &[u8]) -> Option<zeroize::Zeroizing<[u8; SHARED_SECRET_LEN]>> {
+        use p256::elliptic_curve::point::AffineCoordinates;
+        let peer = p256::PublicKey::from_sec1_bytes(peer).ok()?;
+        let scalar: &p256::Scalar = self.key.as_nonzero_scalar().as_ref();
+        let point = (peer.to_projective() * scalar).to_affine();
+        let mut out = zeroize::Zeroizing::new([0u8; SHARED_SECRET_LEN]);
+        out.copy_from_slice(&point.x());
+        Some(out)
     }
 
     /// The key's identifier.

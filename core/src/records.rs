@@ -22,6 +22,9 @@ pub mod psd {
     pub const COUNTERS: RecordId = 0x0101;
     /// Value transfer to purses ([`crate::psd::transfer::TransferState`]).
     pub const TRANSFER: RecordId = 0x0102;
+    /// The PSD's certificate and revocation list ([`crate::transfer::cert::Credentials`];
+    /// absent until the issuer installs one).
+    pub const CREDENTIALS: RecordId = 0x0103;
     /// Register set 0 ([`crate::psd::registers::RegisterSet`]); set `i` is `SET_BASE + i`,
     /// up to [`crate::psd::device::MAX_REGISTER_SETS`].
     pub const SET_BASE: RecordId = 0x0110;
@@ -54,4 +57,7 @@ pub mod purse {
     pub const LOG: RecordId = 0x0204;
     /// The last purchase's request and signed record (absent before the first purchase).
     pub const LAST_PURCHASE: RecordId = 0x0205;
+    /// The card's recognition certificate and revocation list
+    /// ([`crate::transfer::cert::Credentials`]; absent until the issuer installs one).
+    pub const CREDENTIALS: RecordId = 0x0206;
 }

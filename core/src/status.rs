@@ -135,6 +135,15 @@ status_table! {
     TransferUnresolved = 0x9A23, "the card cannot prove what became of the pending transfer";
     /// `9A24` the PSD's pending transfer is for another card than the one recognised.
     PendingForOtherCard = 0x9A24, "the pending transfer is for another card";
+    /// `9A25` the device was personalized before certificates, with the scheme's master
+    /// key (issue 12): it transfers no more until personalized again; indicia, refills
+    /// and purchases go on.
+    LegacyRecognition = 0x9A25, "personalized with the retired scheme key: no transfers until personalized again (indicia, refills and purchases go on)";
+    /// `9A26` the device has no recognition certificate yet (INSTALL CERTIFICATE).
+    NotCertified = 0x9A26, "no recognition certificate installed (INSTALL CERTIFICATE)";
+    /// `9A27` the partner's certificate is not the issuer's, is for another kind, scheme or
+    /// device, is outside its validity, or is revoked.
+    CertificateRefused = 0x9A27, "partner certificate refused: not the issuer's, another scheme or device, expired or revoked";
 }
 
 impl Status {

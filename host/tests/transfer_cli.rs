@@ -53,7 +53,7 @@ fn cards(dir: &Path) {
         &mut psd,
         &mut OsPlatform::default(),
         &req,
-        Some(s.slot(5)),
+        Some((&s, 5)),
         Amount(5_000),
     )
     .unwrap();

@@ -98,3 +98,24 @@ pub struct Certified {
     /// The issuer's ECDSA signature (r ‖ s, hex) over `certificate_body`.
     pub signature: String,
 }
+
+/// `POST /demo/v1/devices/{device_id}/certificate` and
+/// `POST /demo/v1/purses/{card_id}/certificate` body: the device's recognition key, which
+/// it generated inside itself (GET DATA `00 03` on a PSD, `00 04` on a purse).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct CertifyRecognition {
+    /// SEC1 compressed P-256 key, 66 hex.
+    pub recognition_key: String,
+}
+
+/// The answer: the scheme issuer's certificate (docs/apdu.md layout) for INSTALL
+/// CERTIFICATE. The issuer's private key never leaves the room.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RecognitionCertificate {
+    /// Device or card ID, 16 upper-case hex.
+    pub id: String,
+    /// The certificate, hex (123 bytes).
+    pub certificate: String,
+    /// Its serial (what a revocation list names).
+    pub serial: u32,
+}

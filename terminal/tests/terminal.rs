@@ -44,7 +44,7 @@ fn setup(dir: &Path, balance: u64) -> Scheme {
         &mut psd,
         &mut OsPlatform::default(),
         &req,
-        Some(scheme.slot(5)),
+        Some((&scheme, 5)),
         Amount(100_000),
     )
     .unwrap();

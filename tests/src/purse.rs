@@ -1,25 +1,25 @@
-//! Harness for the purse and value-transfer tests (seed 002): a scheme (scheme key, issuer
-//! signing and admin keys), a PSD of that scheme funded through a refill, and purse cards
-//! personalized and certified by the issuer.
+//! Harness for the purse and value-transfer tests (seed 002): a scheme (issuer signing and
+//! admin keys), a PSD of that scheme funded through a refill and certified by the issuer,
+//! and purse cards personalized and certified by the issuer (purchase key and recognition
+//! key). No device holds a key of the issuer.
 
 use openpsd_core::client::psd_apdu;
 use openpsd_core::client::purse_apdu;
-use openpsd_core::crypto::{IndiciumKey, MacKey};
+use openpsd_core::crypto::{sha256, IndiciumKey, MacKey};
 use openpsd_core::platform::SeededPlatform;
 use openpsd_core::psd::device::{Personalization, SchemeSlot};
 use openpsd_core::psd::psd_card;
 use openpsd_core::purse::personal::{certificate_body, PurseInfo, PursePersonalization};
 use openpsd_core::purse::purse_card;
 use openpsd_core::store::{MemStore, Nvm};
-use openpsd_core::transfer::{card_admin_key, card_key};
+use openpsd_core::transfer::card_admin_key;
+use openpsd_core::transfer::cert::{DeviceCertificate, DeviceKind, RecognitionInfo};
 use openpsd_core::types::*;
 
 use crate::{expect_ok, personalization, Kms, TestCard};
 
 /// The test scheme.
 pub const SCHEME: SchemeId = SchemeId(0x0002_0001);
-/// Its scheme key (PSDs hold it; purse keys are diversified from it).
-pub const SCHEME_KEY: [u8; 16] = *b"openpsd-scheme-1";
 /// The issuer's admin key (per-card admin keys are diversified from it).
 pub const ADMIN_KEY: [u8; 16] = *b"openpsd-admin-k1";
 /// Failed recognitions that block, on both sides.
@@ -35,17 +35,58 @@ pub const MAX_TRANSFER: Amount = Amount(20_000);
 /// The test card's ID.
 pub const CARD: CardId = CardId(*b"PURSE001");
 
-/// The issuer's signing key (certifies purchase keys).
+/// The issuer's signing key (certifies purchase keys and every device's recognition key).
 pub fn issuer_key() -> IndiciumKey {
     IndiciumKey::from_bytes(&[9u8; 32]).expect("valid scalar")
 }
 
-/// The PSD's personalization: the standard test PSD in scheme `scheme` with `key`.
-pub fn psd_personalization(scheme: SchemeId, key: [u8; 16]) -> Personalization {
+/// Another issuer (of another scheme, or a forger's): its certificates mean nothing here.
+pub fn stranger_issuer_key() -> IndiciumKey {
+    IndiciumKey::from_bytes(&[0x5A; 32]).expect("valid scalar")
+}
+
+/// The serial the test issuer gives a device's certificate: from its ID, so each device
+/// has its own and a test can name it in a revocation list.
+pub fn serial_of(device: [u8; 8]) -> u32 {
+    let h = sha256(&device);
+    u32::from_be_bytes([h[0], h[1], h[2], h[3]])
+}
+
+/// The validity the test issuer gives certificates (the test platforms' date is inside).
+pub fn validity() -> (Date, Date) {
+    (
+        Date::new(2026, 1, 1).expect("date"),
+        Date::new(2030, 12, 31).expect("date"),
+    )
+}
+
+/// The issuer's certificate on a device's recognition key.
+pub fn certificate_for(
+    issuer: &IndiciumKey,
+    kind: DeviceKind,
+    scheme: SchemeId,
+    device: [u8; 8],
+    public_key: [u8; 33],
+) -> DeviceCertificate {
+    let (from, to) = validity();
+    DeviceCertificate::issue(
+        issuer,
+        kind,
+        scheme,
+        device,
+        serial_of(device),
+        from,
+        to,
+        public_key,
+    )
+}
+
+/// The PSD's personalization: the standard test PSD in scheme `scheme` of the test issuer.
+pub fn psd_personalization(scheme: SchemeId) -> Personalization {
     let mut p = personalization();
     p.scheme = Some(SchemeSlot {
         scheme,
-        key,
+        issuer_public_key: issuer_key().public_key(),
         max_failures: MAX_FAILURES,
     });
     p
@@ -53,16 +94,34 @@ pub fn psd_personalization(scheme: SchemeId, key: [u8; 16]) -> Personalization {
 
 /// A PSD of the test scheme with `amount` refilled on set 0, SELECTed.
 pub fn funded_psd(seed: u64, amount: u64) -> TestCard {
-    funded_psd_as(seed, psd_personalization(SCHEME, SCHEME_KEY), amount)
+    funded_psd_as(seed, psd_personalization(SCHEME), amount)
 }
 
-/// A PSD personalized with `p` and `amount` refilled on set 0, SELECTed.
+/// Reads a PSD's recognition key and installs `issuer`'s certificate on it (SELECTs it).
+pub fn certify_psd(card: &mut TestCard, issuer: &IndiciumKey, scheme: SchemeId) {
+    expect_ok(&card.transmit(&psd_apdu::select()));
+    let info = expect_ok(&card.transmit(&psd_apdu::get_recognition_data()));
+    let info = RecognitionInfo::decode(&info).expect("recognition data");
+    let device = expect_ok(&card.transmit(&psd_apdu::get_data()));
+    let device = openpsd_core::psd::device::DeviceInfo::decode(&device)
+        .expect("device info")
+        .expect("personalized")
+        .device;
+    let cert = certificate_for(issuer, DeviceKind::Psd, scheme, device.0, info.public_key);
+    expect_ok(&card.transmit(&psd_apdu::install_certificate(&cert.encode())));
+}
+
+/// A PSD personalized with `p` (certified by the test issuer when it has a scheme) and
+/// `amount` refilled on set 0, SELECTed.
 pub fn funded_psd_as(seed: u64, p: Personalization, amount: u64) -> TestCard {
     let mut platform = SeededPlatform::new(seed);
     platform.today = Date::new(2026, 11, 21);
     let mut card = psd_card(MemStore::new(), platform).expect("blank store loads");
     expect_ok(&card.transmit(&psd_apdu::select()));
     expect_ok(&card.transmit(&psd_apdu::personalize(&p)));
+    if let Some(s) = &p.scheme {
+        certify_psd(&mut card, &issuer_key(), s.scheme);
+    }
     if amount > 0 {
         let msg = Kms::new().refill_for(&mut card, RegisterSetIndex(0), Amount(amount), [1; 8]);
         expect_ok(&card.transmit(&psd_apdu::refill(RegisterSetIndex(0), &msg)));
@@ -70,16 +129,11 @@ pub fn funded_psd_as(seed: u64, p: Personalization, amount: u64) -> TestCard {
     card
 }
 
-/// The purse personalization for `card` in scheme `scheme` whose key is `scheme_key`.
-pub fn purse_personalization(
-    card: CardId,
-    scheme: SchemeId,
-    scheme_key: [u8; 16],
-) -> PursePersonalization {
+/// The purse personalization for `card` in scheme `scheme` of the test issuer.
+pub fn purse_personalization(card: CardId, scheme: SchemeId) -> PursePersonalization {
     PursePersonalization {
         card,
         scheme,
-        card_key: *card_key(&MacKey::new(scheme_key), card).expose(),
         admin_key: *card_admin_key(&MacKey::new(ADMIN_KEY), card).expose(),
         issuer_public_key: issuer_key().public_key(),
         max_balance: MAX_BALANCE,
@@ -90,25 +144,34 @@ pub fn purse_personalization(
     }
 }
 
-/// A personalized, certified purse, SELECTed.
-pub fn purse_in(seed: u64, card: CardId, scheme: SchemeId, scheme_key: [u8; 16]) -> TestCard {
+/// A personalized purse of the test issuer, its purchase key and its recognition key
+/// certified by `issuer` (the test issuer, or a stranger for a card of another scheme),
+/// SELECTed.
+pub fn purse_in(seed: u64, card: CardId, scheme: SchemeId, issuer: &IndiciumKey) -> TestCard {
     let mut platform = SeededPlatform::new(seed);
     platform.today = Date::new(2026, 11, 21);
     let mut purse = purse_card(MemStore::new(), platform).expect("blank store loads");
     expect_ok(&purse.transmit(&purse_apdu::select()));
-    let pk = expect_ok(
-        &purse.transmit(&purse_apdu::personalize(&purse_personalization(
-            card, scheme, scheme_key,
-        ))),
-    );
-    let sig = issuer_key().sign(&certificate_body(card, scheme, &pk));
+    let mut p = purse_personalization(card, scheme);
+    p.issuer_public_key = issuer.public_key();
+    let pk = expect_ok(&purse.transmit(&purse_apdu::personalize(&p)));
+    let sig = issuer.sign(&certificate_body(card, scheme, &pk));
     expect_ok(&purse.transmit(&purse_apdu::certify(&sig)));
+    certify_purse(&mut purse, issuer, scheme, card);
     purse
+}
+
+/// Reads a purse's recognition key and installs `issuer`'s certificate on it.
+pub fn certify_purse(purse: &mut TestCard, issuer: &IndiciumKey, scheme: SchemeId, card: CardId) {
+    let info = expect_ok(&purse.transmit(&purse_apdu::get_data(4)));
+    let info = RecognitionInfo::decode(&info).expect("recognition data");
+    let cert = certificate_for(issuer, DeviceKind::Purse, scheme, card.0, info.public_key);
+    expect_ok(&purse.transmit(&purse_apdu::install_certificate(&cert.encode())));
 }
 
 /// The test purse.
 pub fn purse(seed: u64) -> TestCard {
-    purse_in(seed, CARD, SCHEME, SCHEME_KEY)
+    purse_in(seed, CARD, SCHEME, &issuer_key())
 }
 
 /// Re-opens a purse's memory (after a power loss) and SELECTs it.

@@ -7,11 +7,12 @@
 use openpsd_core::client::psd_apdu;
 use openpsd_core::client::purse_apdu;
 use openpsd_core::client::transfer::{self as driver, Resolved, TransferError};
-use openpsd_core::crypto::MacKey;
+use openpsd_core::crypto::{IndiciumKey, MacKey};
 use openpsd_core::psd::transfer::reset_recognition_data;
 use openpsd_core::psd::{ins as psd_ins, CLA_PSD};
 use openpsd_core::purse::purchase::{PurchaseRecord, PurchaseRequest};
 use openpsd_core::purse::state::{Log, LogKind, PairedTable};
+use openpsd_core::transfer::cert::DeviceKind;
 use openpsd_core::transfer::{card_admin_key, CardHello, PsdHello, Session};
 use openpsd_core::types::*;
 use openpsd_core::Status;
@@ -96,7 +97,17 @@ fn fig8_block_121_both_devices_update_their_personality() {
 
 #[test]
 fn session_keys_depend_on_both_personalities_and_ids() {
-    let key = MacKey::new([3; 16]);
+    let psd_key = IndiciumKey::from_bytes(&[3; 32]).unwrap();
+    let card_key = IndiciumKey::from_bytes(&[4; 32]).unwrap();
+    let psd_eph = IndiciumKey::from_bytes(&[5; 32]).unwrap();
+    let other_eph = IndiciumKey::from_bytes(&[6; 32]).unwrap();
+    let issuer = issuer_key();
+    // Z2, the static-static secret: the same from either side.
+    let z2 = card_key.agree(&psd_key.public_key_compressed()).unwrap();
+    assert_eq!(
+        *z2,
+        *psd_key.agree(&card_key.public_key_compressed()).unwrap()
+    );
     let psd = PsdHello {
         device: DEVICE,
         scheme: SCHEME,
@@ -104,6 +115,14 @@ fn session_keys_depend_on_both_personalities_and_ids() {
         total_out: Amount(100),
         challenge: [1; 16],
         pending_for: None,
+        ephemeral: psd_eph.public_key_compressed(),
+        certificate: certificate_for(
+            &issuer,
+            DeviceKind::Psd,
+            SCHEME,
+            DEVICE.0,
+            psd_key.public_key_compressed(),
+        ),
     };
     let card = CardHello {
         card: CARD,
@@ -111,54 +130,76 @@ fn session_keys_depend_on_both_personalities_and_ids() {
         transfers: TransferCount(9),
         total_in: Amount(100),
         challenge: [2; 16],
+        certificate: certificate_for(
+            &issuer,
+            DeviceKind::Purse,
+            SCHEME,
+            CARD.0,
+            card_key.public_key_compressed(),
+        ),
         cryptogram: [0; 16],
     };
-    let base = Session::derive(&key, &psd, &card).card_cryptogram();
+    let on_card = |p: &PsdHello, c: &CardHello| {
+        Session::for_card(&card_key, z2.as_ref(), p, c)
+            .unwrap()
+            .card_cryptogram()
+    };
+    let base = on_card(&psd, &card);
+    // Both sides derive the same key from their own private halves.
+    let on_psd = Session::for_psd(&psd_eph, z2.as_ref(), &psd, &card).unwrap();
+    assert_eq!(on_psd.card_cryptogram(), base);
     let variants = [
-        Session::derive(
-            &key,
+        on_card(
             &PsdHello {
                 transfers: TransferCount(5),
                 ..psd.clone()
             },
             &card,
         ),
-        Session::derive(
-            &key,
+        on_card(
             &PsdHello {
                 total_out: Amount(101),
                 ..psd.clone()
             },
             &card,
         ),
-        Session::derive(
-            &key,
+        on_card(
             &psd,
             &CardHello {
                 transfers: TransferCount(10),
                 ..card.clone()
             },
         ),
-        Session::derive(
-            &key,
+        on_card(
             &PsdHello {
                 device: DeviceId(*b"PSD00002"),
                 ..psd.clone()
             },
             &card,
         ),
-        Session::derive(
-            &key,
+        on_card(
             &psd,
             &CardHello {
                 challenge: [3; 16],
                 ..card.clone()
             },
         ),
+        on_card(
+            &PsdHello {
+                ephemeral: other_eph.public_key_compressed(),
+                ..psd.clone()
+            },
+            &card,
+        ),
     ];
     for v in variants {
-        assert_ne!(v.card_cryptogram(), base);
+        assert_ne!(v, base);
     }
+    // A PSD without the certified key's private half has another Z2, hence another key.
+    let impostor = IndiciumKey::from_bytes(&[7; 32]).unwrap();
+    let z2_wrong = impostor.agree(&card_key.public_key_compressed()).unwrap();
+    let wrong = Session::for_psd(&psd_eph, z2_wrong.as_ref(), &psd, &card).unwrap();
+    assert_ne!(wrong.card_cryptogram(), base);
 }
 
 #[test]
@@ -187,18 +228,69 @@ fn purse_limits_are_checked_before_the_psd_debits() {
 }
 
 #[test]
-fn fig8_block_111_117_a_card_of_another_scheme_is_refused_and_counted() {
+fn a_card_of_another_scheme_refuses_the_psd_and_nothing_is_counted() {
+    // A purse of another issuer checks the PSD's certificate first (public data, nothing
+    // secret compared): refused, nothing written on either side.
     let mut psd = funded_psd(1, 10_000);
-    let mut stranger = purse_in(3, CARD, SchemeId(0x0002_0002), *b"another-scheme-k");
+    let mut stranger = purse_in(3, CARD, SchemeId(0x0002_0002), &stranger_issuer_key());
+    let err = driver::transfer(&mut psd, &mut stranger, SET0, Amount(100), PIN).unwrap_err();
+    assert_eq!(
+        err,
+        TransferError::Refused(driver::Side::Purse, "RECOGNIZE", Status::CertificateRefused)
+    );
+    let mut same_id = purse_in(4, CARD, SCHEME, &stranger_issuer_key());
+    let err = driver::transfer(&mut psd, &mut same_id, SET0, Amount(100), PIN).unwrap_err();
+    assert_eq!(err.status(), Some(Status::CertificateRefused));
+    assert_eq!(
+        driver::psd_transfer_info(&mut psd).unwrap().state.failures,
+        0
+    );
+    assert_eq!(registers(&mut psd, 0).dr, Amount(10_000));
+}
+
+/// A card that answers RECOGNIZE without checking anything (a forger's): its hello
+/// carries `cert` and a cryptogram under the session its own `key` gives.
+fn forged_card_hello(
+    psd: &mut TestCard,
+    key: &IndiciumKey,
+    cert: openpsd_core::transfer::cert::DeviceCertificate,
+) -> Vec<u8> {
+    expect_ok(&psd.transmit(&psd_apdu::select()));
+    let hello = expect_ok(&psd.transmit(&psd_cmd(psd_ins::OPEN_SESSION, 0, &[])));
+    let hello = PsdHello::decode(&hello).expect("hello");
+    let mut card = CardHello {
+        card: CardId(cert.device),
+        scheme: cert.scheme,
+        transfers: TransferCount(0),
+        total_in: Amount::ZERO,
+        challenge: [7; 16],
+        certificate: cert,
+        cryptogram: [0; 16],
+    };
+    let z2 = key.agree(&hello.certificate.public_key).unwrap();
+    card.cryptogram = Session::for_card(key, z2.as_ref(), &hello, &card)
+        .unwrap()
+        .card_cryptogram();
+    card.encode()
+}
+
+#[test]
+fn fig8_block_111_117_a_card_not_certified_by_the_issuer_is_refused_and_counted() {
+    let mut psd = funded_psd(1, 10_000);
+    // The forger certifies its own key with its own "issuer", for this scheme and card ID.
+    let key = IndiciumKey::from_bytes(&[0x33; 32]).unwrap();
+    let cert = certificate_for(
+        &stranger_issuer_key(),
+        DeviceKind::Purse,
+        SCHEME,
+        CARD.0,
+        key.public_key_compressed(),
+    );
     for left in (0..MAX_FAILURES).rev() {
-        let err = driver::transfer(&mut psd, &mut stranger, SET0, Amount(100), PIN).unwrap_err();
-        assert_eq!(
-            err,
-            TransferError::Refused(
-                driver::Side::Psd,
-                "AUTHENTICATE CARD",
-                Status::VerificationFailed(left)
-            )
+        let card = forged_card_hello(&mut psd, &key, cert);
+        expect_refused(
+            &psd.transmit(&psd_cmd(psd_ins::AUTHENTICATE_CARD, 0, &card)),
+            Status::VerificationFailed(left),
         );
     }
     // Block 117: the function is blocked, even for a card of the right scheme.
@@ -488,7 +580,7 @@ fn a_pending_transfer_waits_for_its_own_card() {
     expect_ok(&purse.transmit(&purse_apdu::verify(PIN)));
     let req = expect_ok(&purse.transmit(&purse_apdu::transfer_request(Amount(400))));
     expect_ok(&psd.transmit(&psd_cmd(psd_ins::TRANSFER_DEBIT, 0, &req)));
-    let mut other = purse_in(4, CardId(*b"PURSE002"), SCHEME, SCHEME_KEY);
+    let mut other = purse_in(4, CardId(*b"PURSE002"), SCHEME, &issuer_key());
     let err = driver::transfer(&mut psd, &mut other, SET0, Amount(100), PIN).unwrap_err();
     assert_eq!(err, TransferError::PendingForOtherCard(CARD));
     // Resolving by hand with the other card is refused by the PSD itself.
@@ -587,20 +679,18 @@ fn an_uncertified_purse_cannot_pay_and_a_bad_certificate_is_refused() {
     expect_ok(&card.transmit(&purse_apdu::select()));
     let pk = expect_ok(
         &card.transmit(&purse_apdu::personalize(&purse_personalization(
-            CARD, SCHEME, SCHEME_KEY,
+            CARD, SCHEME,
         ))),
     );
     expect_refused(
         &card.transmit(&purse_apdu::personalize(&purse_personalization(
-            CARD, SCHEME, SCHEME_KEY,
+            CARD, SCHEME,
         ))),
         Status::ConditionsNotSatisfied,
     );
-    let forged = openpsd_core::crypto::IndiciumKey::from_bytes(&[8; 32])
-        .expect("scalar")
-        .sign(&openpsd_core::purse::personal::certificate_body(
-            CARD, SCHEME, &pk,
-        ));
+    let forged = IndiciumKey::from_bytes(&[8; 32]).expect("scalar").sign(
+        &openpsd_core::purse::personal::certificate_body(CARD, SCHEME, &pk),
+    );
     expect_refused(
         &card.transmit(&purse_apdu::certify(&forged)),
         Status::SecurityStatusNotSatisfied,
@@ -653,7 +743,7 @@ fn change_pin_with_short_data_costs_a_try_and_reveals_no_length() {
 fn a_purse_remembers_many_psds_and_hosts_read_long_answers() {
     let mut purse = purse(2);
     for n in 0..12u8 {
-        let mut p = psd_personalization(SCHEME, SCHEME_KEY);
+        let mut p = psd_personalization(SCHEME);
         p.device = DeviceId([b'P', b'S', b'D', b'0', b'0', b'0', b'A', b'0' + n]);
         let mut psd = funded_psd_as(100 + u64::from(n), p, 1_000);
         driver::transfer(&mut psd, &mut purse, SET0, Amount(10), PIN).expect("moves");
@@ -669,7 +759,7 @@ fn a_purse_remembers_many_psds_and_hosts_read_long_answers() {
 
 #[test]
 fn an_overdue_psd_moves_no_value_out() {
-    let mut p = psd_personalization(SCHEME, SCHEME_KEY);
+    let mut p = psd_personalization(SCHEME);
     p.inspection_days = 28;
     let mut psd = funded_psd_as(1, p, 10_000);
     let mut purse = purse(2);

@@ -20,6 +20,7 @@ use card_sim::os_platform::Clock;
 use card_sim::sim::{open_file_card, CardKind, SimulatedCard};
 use openpsd_core::client::psd_apdu;
 use openpsd_core::client::purse_apdu;
+use openpsd_core::client::transfer as driver;
 use openpsd_core::psd::device::DeviceInfo;
 use openpsd_core::psd::indicium;
 use openpsd_core::psd::registers::Registers;
@@ -28,6 +29,7 @@ use openpsd_core::purse::personal::PurseInfo;
 use openpsd_core::purse::purchase::{PurchaseRecord, PurchaseRequest};
 use openpsd_core::purse::state::{Log, LogKind, PairedTable};
 use openpsd_core::types::{Amount, Date, LicenseId, RegisterSetIndex, TerminalId};
+use openpsd_core::Status;
 use openpsd_tests::purse::{CARD, PIN, SCHEME};
 use openpsd_tests::{expect_ok, request, DEVICE};
 
@@ -126,6 +128,87 @@ fn psd_state_directory_v1_loads_and_still_issues_indicia() {
     assert_eq!(data.dr, Amount(REFILLED - 2 * POSTAGE - TRANSFERRED));
 }
 
+/// AUDIT then a REFILL of `amount` sealed under the fixture's K1, as the KMS would.
+fn refill(card: &mut impl SimulatedCard, amount: u64) -> Registers {
+    use openpsd_core::crypto::MacKey;
+    use openpsd_core::psd::audit::AuditData;
+    use openpsd_core::psd::refill::RefillCombination;
+    let k1 = MacKey::new(openpsd_tests::K1);
+    let set = RegisterSetIndex(0);
+    let nonce = [0x4E; 16];
+    let audit = expect_ok(&transmit(card, &psd_apdu::audit(set, &nonce)));
+    let audit = AuditData::open(&audit, &k1).expect("the audit verifies under K1");
+    let msg = RefillCombination {
+        device: audit.device,
+        license: audit.license,
+        amount: Amount(amount),
+        control_sum: audit.control_sum,
+        refills: audit.refills,
+        combination_id: [0x33; 8],
+    }
+    .seal(&k1);
+    let regs = expect_ok(&transmit(card, &psd_apdu::refill(set, &msg)));
+    Registers::decode(&regs).expect("registers decode")
+}
+
+#[test]
+fn psd_state_v1_keeps_refilling_but_is_refused_for_transfers_with_9a25() {
+    // v1 PSDs were personalized with the scheme's master key (issue 12): they keep printing
+    // and refilling, and transfers are refused with a status that says why, before any
+    // value moves. No migration: a certificate needs a recognition key generated inside
+    // the device, which a v1 PERSONALIZE never made; the issuer personalizes a new device.
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let dir = copy_fixture("psd", tmp.path());
+    let mut card = open_file_card(&dir, Clock::Fixed(today())).expect("v1 PSD state opens");
+    expect_ok(&transmit(&mut card, &psd_apdu::select()));
+    let after = refill(&mut card, 10_000);
+    assert_eq!(after.control_sum, Amount(REFILLED + 10_000));
+    assert_eq!(after.dr, Amount(REFILLED + 10_000 - POSTAGE - TRANSFERRED));
+
+    let open = transmit(&mut card, &psd_apdu::open_session());
+    assert_eq!(psd_apdu::sw(&open), Status::LegacyRecognition.sw());
+    let rec = transmit(&mut card, &psd_apdu::get_recognition_data());
+    assert_eq!(psd_apdu::sw(&rec), Status::LegacyRecognition.sw());
+
+    // Through the host driver, against a purse of the new scheme: refused, nothing moved.
+    let mut purse = openpsd_tests::purse::purse(5);
+    let err =
+        driver::transfer(&mut card, &mut purse, RegisterSetIndex(0), Amount(100), PIN).unwrap_err();
+    assert_eq!(err.status(), Some(Status::LegacyRecognition));
+    let regs = expect_ok(&transmit(
+        &mut card,
+        &psd_apdu::read_registers(RegisterSetIndex(0)),
+    ));
+    assert_eq!(Registers::decode(&regs).unwrap().dr, after.dr);
+    assert_eq!(
+        openpsd_tests::purse::purse_data(&mut purse).balance,
+        Amount::ZERO
+    );
+}
+
+#[test]
+fn purse_state_v1_keeps_paying_but_is_refused_for_transfers_with_9a25() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let dir = copy_fixture("purse", tmp.path());
+    let mut card = open_file_card(&dir, Clock::Fixed(today())).expect("v1 purse state opens");
+    expect_ok(&transmit(&mut card, &purse_apdu::select()));
+    let rec = transmit(&mut card, &purse_apdu::get_data(4));
+    assert_eq!(psd_apdu::sw(&rec), Status::LegacyRecognition.sw());
+
+    let mut psd = openpsd_tests::purse::funded_psd(6, 10_000);
+    let err =
+        driver::transfer(&mut psd, &mut card, RegisterSetIndex(0), Amount(100), PIN).unwrap_err();
+    assert_eq!(
+        err,
+        driver::TransferError::Refused(driver::Side::Purse, "RECOGNIZE", Status::LegacyRecognition)
+    );
+    let regs = expect_ok(&psd.transmit(&psd_apdu::read_registers(RegisterSetIndex(0))));
+    assert_eq!(Registers::decode(&regs).unwrap().dr, Amount(10_000));
+    let info = expect_ok(&transmit(&mut card, &purse_apdu::get_data(1)));
+    let info = PurseInfo::decode(&info).unwrap().unwrap();
+    assert_eq!(info.balance, Amount(TRANSFERRED - PAID));
+}
+
 #[test]
 fn purse_state_directory_v1_loads_and_still_pays() {
     let tmp = tempfile::tempdir().expect("temp dir");
@@ -172,6 +255,8 @@ fn purse_state_directory_v1_loads_and_still_pays() {
 
 /// Writes the v1 fixtures (once; they are then frozen): a PSD refilled, one indicium
 /// issued, one transfer to the test purse; the purse certified, credited, one purchase.
+/// (Made before issue 12: the helpers now personalize with certificates, so a run today
+/// would not reproduce the v1 scheme-key records; the fixtures stay as they were made.)
 /// Built on in-memory cards with the test helpers, then committed through card-sim's own
 /// sealed file store under a key card-sim made. Run with
 /// `cargo test -p openpsd-tests --test state_v1 -- --ignored generate_v1`.

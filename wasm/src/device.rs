@@ -137,6 +137,19 @@ impl PsdDevice {
             .ok_or_else(|| ApiError::card(Status::ConditionsNotSatisfied.sw()))
     }
 
+    /// The recognition key (SEC1 compressed, hex) the scheme issuer certifies (GET DATA
+    /// 00 03); `9A25` for a PSD personalized before certificates.
+    pub fn recognition_key(&mut self) -> ApiResult<String> {
+        self.select()?;
+        Ok(hex_lower(&self.client().recognition_info()?.public_key))
+    }
+
+    /// INSTALL CERTIFICATE: the issuer's certificate on the recognition key.
+    pub fn install_certificate(&mut self, certificate: &[u8]) -> ApiResult<()> {
+        self.select()?;
+        Ok(self.client().install_certificate(certificate)?)
+    }
+
     fn read_registers(&mut self, set: u8) -> ApiResult<Registers> {
         Ok(self.client().registers(RegisterSetIndex(set))?)
     }
@@ -224,4 +237,15 @@ impl PsdDevice {
         }
         Ok(self.client().exchange(step, &apdu)?)
     }
+}
+
+/// Lower-case hex (the page sends it to the room as JSON).
+pub(crate) fn hex_lower(bytes: &[u8]) -> String {
+    use core::fmt::Write as _;
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        // Writing to a String cannot fail.
+        let _ = write!(s, "{b:02x}");
+    }
+    s
 }

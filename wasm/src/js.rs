@@ -320,6 +320,19 @@ impl Psd {
         js(self.inner.receipt(receipt))
     }
 
+    /// The recognition key (SEC1 compressed, hex) for the scheme issuer to certify.
+    #[wasm_bindgen(js_name = recognitionKey)]
+    pub fn recognition_key(&mut self) -> Result<String, JsValue> {
+        js(self.inner.recognition_key())
+    }
+
+    /// INSTALL CERTIFICATE: the issuer's certificate on the recognition key (the room's
+    /// answer); needed before the first transfer.
+    #[wasm_bindgen(js_name = installCertificate)]
+    pub fn install_certificate(&mut self, certificate: &[u8]) -> Result<(), JsValue> {
+        js(self.inner.install_certificate(certificate))
+    }
+
     /// Moves `amount` from register set `set` (default 0) to `purse`, with the holder's PIN
     /// (core's transfer driver over both cards). Save both states afterwards.
     #[wasm_bindgen(js_name = transferToPurse, unchecked_return_type = "PurseTransfer")]
@@ -384,6 +397,19 @@ impl Purse {
     #[wasm_bindgen(unchecked_return_type = "PurseInfo")]
     pub fn certify(&mut self, signature: &[u8]) -> Result<JsValue, JsValue> {
         to_js(self.inner.certify(signature))
+    }
+
+    /// The recognition key (SEC1 compressed, hex) for the scheme issuer to certify.
+    #[wasm_bindgen(js_name = recognitionKey)]
+    pub fn recognition_key(&mut self) -> Result<String, JsValue> {
+        js(self.inner.recognition_key())
+    }
+
+    /// INSTALL CERTIFICATE: the issuer's certificate on the recognition key (the room's
+    /// answer); needed before the first transfer.
+    #[wasm_bindgen(js_name = installCertificate)]
+    pub fn install_certificate(&mut self, certificate: &[u8]) -> Result<(), JsValue> {
+        js(self.inner.install_certificate(certificate))
     }
 }
 

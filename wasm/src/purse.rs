@@ -180,6 +180,20 @@ impl PurseDevice {
         self.info()
     }
 
+    /// The recognition key (SEC1 compressed, hex) the scheme issuer certifies (GET DATA
+    /// 00 04); `9A25` for a purse personalized before certificates.
+    pub fn recognition_key(&mut self) -> ApiResult<String> {
+        self.select()?;
+        let key = self.client().recognition_info()?.public_key;
+        Ok(crate::device::hex_lower(&key))
+    }
+
+    /// INSTALL CERTIFICATE: the issuer's certificate on the recognition key.
+    pub fn install_certificate(&mut self, certificate: &[u8]) -> ApiResult<()> {
+        self.select()?;
+        Ok(self.client().install_certificate(certificate)?)
+    }
+
     /// Moves `amount` from `psd`'s register set `set` to this purse (core's driver).
     pub fn receive(
         &mut self,

@@ -380,13 +380,28 @@ mod purse {
     use openpsd_core::crypto::MacKey;
     use openpsd_core::psd::device::SchemeSlot;
     use openpsd_core::purse::personal::{certificate_body, PursePersonalization};
-    use openpsd_core::transfer::{card_admin_key, card_key};
-    use openpsd_core::types::{CardId, SchemeId};
+    use openpsd_core::transfer::card_admin_key;
+    use openpsd_core::transfer::cert::{DeviceCertificate, DeviceKind};
+    use openpsd_core::types::{CardId, Date, SchemeId};
     use openpsd_wasm::PurseDevice;
 
     const SCHEME: SchemeId = SchemeId(0x0002_0001);
-    const SCHEME_KEY: [u8; 16] = *b"openpsd-scheme-1";
     const CARD: CardId = CardId(*b"PURSE001");
+
+    /// The issuer's certificate on a recognition key given in hex (as the room makes it).
+    fn certificate(kind: DeviceKind, id: [u8; 8], key_hex: &str, serial: u32) -> Vec<u8> {
+        DeviceCertificate::issue(
+            &issuer(),
+            kind,
+            SCHEME,
+            id,
+            serial,
+            Date::new(2026, 1, 1).unwrap(),
+            Date::new(2036, 1, 1).unwrap(),
+            hex::decode(key_hex).unwrap().try_into().unwrap(),
+        )
+        .encode()
+    }
 
     fn issuer() -> IndiciumKey {
         IndiciumKey::from_bytes(&[9u8; 32]).unwrap()
@@ -398,10 +413,13 @@ mod purse {
         let mut p = Personalization::decode(&built.personalization.0).unwrap();
         p.scheme = Some(SchemeSlot {
             scheme: SCHEME,
-            key: SCHEME_KEY,
+            issuer_public_key: issuer().public_key(),
             max_failures: 5,
         });
         let mut psd = PsdDevice::create(&p.encode(), &[1; 32], Some(TODAY)).unwrap();
+        let key = psd.recognition_key().unwrap();
+        psd.install_certificate(&certificate(DeviceKind::Psd, p.device.0, &key, 1))
+            .unwrap();
         let audit = psd.audit(b"server-nonce-123", 0).unwrap();
         let msg = demo_kms_refill(K1_HEX, &audit, amount, None).unwrap();
         psd.apply_refill(&msg, 0).unwrap();
@@ -412,7 +430,6 @@ mod purse {
         let p = PursePersonalization {
             card: CARD,
             scheme: SCHEME,
-            card_key: *card_key(&MacKey::new(SCHEME_KEY), CARD).expose(),
             admin_key: *card_admin_key(&MacKey::new([3; 16]), CARD).expose(),
             issuer_public_key: issuer().public_key(),
             max_balance: Amount(50_000),
@@ -428,6 +445,10 @@ mod purse {
         let pk = hex::decode(&info.public_key).unwrap();
         let sig = issuer().sign(&certificate_body(CARD, SCHEME, &pk));
         assert!(purse.certify(&sig).unwrap().certified);
+        let key = purse.recognition_key().unwrap();
+        purse
+            .install_certificate(&certificate(DeviceKind::Purse, CARD.0, &key, 2))
+            .unwrap();
         purse
     }
 
@@ -516,6 +537,12 @@ fn sealed_state_v1_restores_and_still_issues_indicia() {
     );
     assert_eq!((regs.pieces, regs.refills), (1, 1));
     // Unchanged state saves to the same bytes.
+    assert_eq!(psd.save_state().unwrap(), blob);
+    // This browser PSD joined no scheme: no recognition key, refused clearly, nothing
+    // written (a room-made PSD of that time holds the retired scheme key and answers
+    // `9A25`, as the card-sim fixture shows in tests/tests/state_v1.rs).
+    let err = psd.recognition_key().unwrap_err();
+    assert_eq!(err.sw, Some(0x6985));
     assert_eq!(psd.save_state().unwrap(), blob);
 
     // The stored key still signs, and the registers move on from the stored ones.

@@ -234,11 +234,26 @@ fn a_transfer_to_a_purse_moves_value_in_wasm() {
     use openpsd_core::crypto::{IndiciumKey, MacKey};
     use openpsd_core::psd::device::{Personalization, SchemeSlot};
     use openpsd_core::purse::personal::{certificate_body, PursePersonalization};
-    use openpsd_core::transfer::{card_admin_key, card_key};
-    use openpsd_core::types::{Amount, CardId, SchemeId};
+    use openpsd_core::transfer::card_admin_key;
+    use openpsd_core::transfer::cert::{DeviceCertificate, DeviceKind};
+    use openpsd_core::types::{Amount, CardId, Date, SchemeId};
     use openpsd_wasm::js::Purse;
 
-    let (scheme, scheme_key, card) = (SchemeId(7), *b"openpsd-scheme-1", CardId(*b"PURSE001"));
+    let (scheme, card) = (SchemeId(7), CardId(*b"PURSE001"));
+    let issuer = IndiciumKey::from_bytes(&[9u8; 32]).unwrap();
+    let certificate = |kind, id: [u8; 8], key: String| {
+        DeviceCertificate::issue(
+            &issuer,
+            kind,
+            scheme,
+            id,
+            1,
+            Date::new(2026, 1, 1).unwrap(),
+            Date::new(2036, 1, 1).unwrap(),
+            hex::decode(key).unwrap().try_into().unwrap(),
+        )
+        .encode()
+    };
     let built = build_personalization(
         json(r#"{"licenses":[{"license":4711,"origin":"10115"}],"maxPostage":"100.00","maxDr":"10000.00"}"#),
         &[9; 32],
@@ -247,10 +262,14 @@ fn a_transfer_to_a_purse_moves_value_in_wasm() {
     let mut p = Personalization::decode(&bytes(&get(&built, "personalization"))).unwrap();
     p.scheme = Some(SchemeSlot {
         scheme,
-        key: scheme_key,
+        issuer_public_key: issuer.public_key(),
         max_failures: 5,
     });
     let mut psd = Psd::create(&p.encode(), &[1; 32], Some(TODAY.into()))
+        .ok()
+        .unwrap();
+    let key = psd.recognition_key().ok().unwrap();
+    psd.install_certificate(&certificate(DeviceKind::Psd, p.device.0, key))
         .ok()
         .unwrap();
     let audit = psd.audit(&[7; 16], None).ok().unwrap();
@@ -259,11 +278,9 @@ fn a_transfer_to_a_purse_moves_value_in_wasm() {
         .unwrap();
     psd.apply_refill(&msg, None).ok().unwrap();
 
-    let issuer = IndiciumKey::from_bytes(&[9u8; 32]).unwrap();
     let pp = PursePersonalization {
         card,
         scheme,
-        card_key: *card_key(&MacKey::new(scheme_key), card).expose(),
         admin_key: *card_admin_key(&MacKey::new([3; 16]), card).expose(),
         issuer_public_key: issuer.public_key(),
         max_balance: Amount(50_000),
@@ -280,6 +297,11 @@ fn a_transfer_to_a_purse_moves_value_in_wasm() {
         .certify(&issuer.sign(&certificate_body(card, scheme, &pk)))
         .unwrap();
     assert_eq!(get(&info, "certified"), JsValue::TRUE);
+    let key = purse.recognition_key().ok().unwrap();
+    purse
+        .install_certificate(&certificate(DeviceKind::Purse, card.0, key))
+        .ok()
+        .unwrap();
 
     let out = psd
         .transfer_to_purse(&mut purse, "5", "2468", None)

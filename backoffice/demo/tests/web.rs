@@ -155,6 +155,85 @@ async fn purse_receives_a_transfer(http: &reqwest::Client, base: &str, psd: &Ref
         0x9000
     );
 
+    // Both recognition keys were generated inside the devices; the room certifies them
+    // (its own devices only) and keeps the issuer key.
+    let purse_key = {
+        let mut c = openpsd_core::client::PurseClient::new(&mut purse);
+        hex::encode(c.recognition_info().unwrap().public_key)
+    };
+    let (s, e, _) = send(
+        http.post(url("/demo/v1/purses/5052530000000000/certificate"))
+            .json(&json!({"recognition_key": purse_key})),
+    )
+    .await;
+    assert_eq!(
+        (s, e["error"]["code"].as_str()),
+        (404, Some("unknown_card"))
+    );
+    let (s, c, _) = send(
+        http.post(url(&format!("/demo/v1/purses/{card_id}/certificate")))
+            .json(&json!({"recognition_key": purse_key})),
+    )
+    .await;
+    assert_eq!(s, 200, "{c}");
+    let cert = hex::decode(c["certificate"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        psd_apdu::sw(&purse.transmit(&purse_apdu::install_certificate(&cert))),
+        0x9000
+    );
+    // Someone else's key for the same card ID (IDs are not secret): refused.
+    let (s, e, _) = send(
+        http.post(url(&format!("/demo/v1/purses/{card_id}/certificate")))
+            // P-256's generator, compressed: a valid point, not the card's key.
+            .json(&json!({"recognition_key":
+                "036b17d1f2e12c4247f8bce6e563a440f277037d812deb33a0f4a13945d898c296"})),
+    )
+    .await;
+    assert_eq!(
+        (s, e["error"]["code"].as_str()),
+        (409, Some("device_conflict")),
+        "{e}"
+    );
+    let (device_hex, psd_key) = {
+        let mut link = SimLink(psd);
+        let mut c = openpsd_core::client::PsdClient::new(&mut link);
+        let device = c.select().unwrap().unwrap().device;
+        let key = c.recognition_info().unwrap().public_key;
+        (hex::encode_upper(device.0), hex::encode(key))
+    };
+    // Before its certificate, the browser PSD cannot transfer.
+    let err = transfer(
+        &mut SimLink(psd),
+        &mut purse,
+        RegisterSetIndex(0),
+        Amount(500),
+        b"2468",
+    )
+    .unwrap_err();
+    assert_eq!(err.status(), Some(openpsd_core::Status::NotCertified));
+    let (s, e, _) = send(
+        http.post(url("/demo/v1/devices/5053440000000000/certificate"))
+            .json(&json!({"recognition_key": psd_key})),
+    )
+    .await;
+    assert_eq!(
+        (s, e["error"]["code"].as_str()),
+        (404, Some("unknown_device"))
+    );
+    let (s, c, _) = send(
+        http.post(url(&format!("/demo/v1/devices/{device_hex}/certificate")))
+            .json(&json!({"recognition_key": psd_key})),
+    )
+    .await;
+    assert_eq!(s, 200, "{c}");
+    let cert = hex::decode(c["certificate"].as_str().unwrap()).unwrap();
+    {
+        let mut link = SimLink(psd);
+        let mut c = openpsd_core::client::PsdClient::new(&mut link);
+        c.select().unwrap();
+        c.install_certificate(&cert).unwrap();
+    }
+
     let out = transfer(
         &mut SimLink(psd),
         &mut purse,
@@ -177,9 +256,8 @@ fn room_keys_are_kept_in_the_data_directory() {
     let mode = std::fs::metadata(&file).unwrap().permissions().mode();
     assert_eq!(mode & 0o777, 0o600);
     let b = web::RoomKeys::load_or_create(dir.path()).unwrap();
-    assert_eq!(*a.scheme_key, *b.scheme_key);
+    assert_eq!(*a.admin_key, *b.admin_key);
     assert_eq!(a.issuer.public_key(), b.issuer.public_key());
-    assert_ne!(*a.scheme_key, *a.admin_key);
 }
 
 #[test]

@@ -16,7 +16,8 @@ use openpsd_core::purse::state::{PinRecord, PurseState};
 use openpsd_core::purse::{purse_card, PurseApplet};
 use openpsd_core::records::purse as rec;
 use openpsd_core::store::{MemStore, Store};
-use openpsd_core::transfer::{card_admin_key, card_key};
+use openpsd_core::transfer::card_admin_key;
+use openpsd_core::transfer::cert::{DeviceCertificate, DeviceKind, RecognitionInfo};
 use openpsd_core::types::{Amount, CardId, Date, SchemeId};
 use openpsd_core::Card;
 
@@ -40,7 +41,6 @@ pub fn personalization() -> PursePersonalization {
     PursePersonalization {
         card,
         scheme: SchemeId(0x0002_0001),
-        card_key: *card_key(&MacKey::new(*b"openpsd-scheme-1"), card).expose(),
         admin_key: *card_admin_key(&MacKey::new(*b"openpsd-admin-k1"), card).expose(),
         issuer_public_key: issuer().public_key(),
         max_balance: MAX_BALANCE,
@@ -79,6 +79,22 @@ pub fn start(personalized: bool) -> PurseCard {
         let pk = &resp[..resp.len() - 2];
         let sig = issuer().sign(&certificate_body(card_id(), SchemeId(0x0002_0001), pk));
         assert_eq!(sw(&card.transmit(&purse_apdu::certify(&sig))), 0x9000);
+        // The recognition key's certificate, so fuzzed hellos reach the ECDH and MACs.
+        let resp = card.transmit(&purse_apdu::get_data(4));
+        assert_eq!(sw(&resp), 0x9000);
+        let info = RecognitionInfo::decode(&resp[..resp.len() - 2]).expect("recognition data");
+        let cert = DeviceCertificate::issue(
+            &issuer(),
+            DeviceKind::Purse,
+            SchemeId(0x0002_0001),
+            card_id().0,
+            1,
+            Date::new(2026, 1, 1).expect("date"),
+            Date::new(2030, 12, 31).expect("date"),
+            info.public_key,
+        );
+        let resp = card.transmit(&purse_apdu::install_certificate(&cert.encode()));
+        assert_eq!(sw(&resp), 0x9000);
     }
     card
 }

@@ -10,6 +10,7 @@ use crate::psd::indicium::{self, IndiciumData, IndiciumRequest};
 use crate::psd::registers::Registers;
 use crate::psd::transfer::TransferInfo;
 use crate::status::Status;
+use crate::transfer::cert::RecognitionInfo;
 use crate::types::RegisterSetIndex;
 
 /// A PSD behind a link. It remembers the device's public key once read, to verify every
@@ -124,6 +125,27 @@ impl<L: Link> PsdClient<L> {
     pub fn transfer_info(&mut self) -> Result<TransferInfo, ClientError> {
         let data = self.exchange("GET DATA", &psd_apdu::get_transfer_data())?;
         TransferInfo::decode(&data).map_err(|_| ClientError::BadResponse(Side::Psd, "GET DATA"))
+    }
+
+    /// The PSD's recognition key, certificate and revocation version (GET DATA 00 03).
+    pub fn recognition_info(&mut self) -> Result<RecognitionInfo, ClientError> {
+        let data = self.exchange("GET DATA", &psd_apdu::get_recognition_data())?;
+        RecognitionInfo::decode(&data).map_err(|_| ClientError::BadResponse(Side::Psd, "GET DATA"))
+    }
+
+    /// INSTALL CERTIFICATE: the issuer's certificate on the recognition key.
+    pub fn install_certificate(&mut self, certificate: &[u8]) -> Result<(), ClientError> {
+        self.exchange(
+            "INSTALL CERTIFICATE",
+            &psd_apdu::install_certificate(certificate),
+        )
+        .map(drop)
+    }
+
+    /// LOAD REVOCATION: the issuer's revocation list.
+    pub fn load_revocation(&mut self, list: &[u8]) -> Result<(), ClientError> {
+        self.exchange("LOAD REVOCATION", &psd_apdu::load_revocation(list))
+            .map(drop)
     }
 
     /// RESET RECOGNITION with the issuer's data (counter ‖ MAC under K1).

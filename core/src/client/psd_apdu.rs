@@ -88,6 +88,21 @@ pub fn reset_recognition(data: &[u8]) -> Vec<u8> {
     command(CLA_PSD, ins::RESET_RECOGNITION, 0, 0, data, 0)
 }
 
+/// GET DATA 00 03: the PSD's recognition key, certificate and revocation list version.
+pub fn get_recognition_data() -> Vec<u8> {
+    command(CLA_PSD, ins::GET_DATA, 0x00, 0x03, &[], 256)
+}
+
+/// INSTALL CERTIFICATE with the issuer's certificate on the recognition key.
+pub fn install_certificate(certificate: &[u8]) -> Vec<u8> {
+    command(CLA_PSD, ins::INSTALL_CERTIFICATE, 0, 0, certificate, 0)
+}
+
+/// LOAD REVOCATION with the issuer's revocation list.
+pub fn load_revocation(list: &[u8]) -> Vec<u8> {
+    command(CLA_PSD, ins::LOAD_REVOCATION, 0, 0, list, 0)
+}
+
 /// The data of a response whose status is `9000`, or the card's refusal, for scripts that
 /// send raw APDUs without [`super::exchange`]. A status word the card does not define is
 /// reported as [`Status::Internal`].

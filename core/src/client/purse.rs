@@ -8,6 +8,7 @@ use crate::purse::personal::{PurseInfo, PursePersonalization};
 use crate::purse::purchase::PurchaseRequest;
 use crate::purse::state::{Log, PairedTable};
 use crate::status::Status;
+use crate::transfer::cert::RecognitionInfo;
 
 /// Everything a purse tells about itself.
 #[derive(Clone, Debug)]
@@ -59,6 +60,28 @@ impl<L: Link> PurseClient<L> {
     /// CERTIFY with the issuer's signature over the purchase key.
     pub fn certify(&mut self, signature: &[u8]) -> Result<(), ClientError> {
         self.exchange("CERTIFY", &purse_apdu::certify(signature))
+            .map(drop)
+    }
+
+    /// The card's recognition key, certificate and revocation version (GET DATA 04).
+    pub fn recognition_info(&mut self) -> Result<RecognitionInfo, ClientError> {
+        let data = self.exchange("GET DATA", &purse_apdu::get_data(4))?;
+        RecognitionInfo::decode(&data)
+            .map_err(|_| ClientError::BadResponse(Side::Purse, "GET DATA"))
+    }
+
+    /// INSTALL CERTIFICATE: the issuer's certificate on the recognition key.
+    pub fn install_certificate(&mut self, certificate: &[u8]) -> Result<(), ClientError> {
+        self.exchange(
+            "INSTALL CERTIFICATE",
+            &purse_apdu::install_certificate(certificate),
+        )
+        .map(drop)
+    }
+
+    /// LOAD REVOCATION: the issuer's revocation list.
+    pub fn load_revocation(&mut self, list: &[u8]) -> Result<(), ClientError> {
+        self.exchange("LOAD REVOCATION", &purse_apdu::load_revocation(list))
             .map(drop)
     }
 

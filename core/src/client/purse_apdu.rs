@@ -27,7 +27,18 @@ pub fn certify(signature: &[u8]) -> Vec<u8> {
     command(CLA_PURSE, ins::CERTIFY, 0, 0, signature, 0)
 }
 
-/// GET DATA: `01` public data, `02` paired PSDs, `03` log. Without Le, so the whole
+/// INSTALL CERTIFICATE with the issuer's certificate on the recognition key.
+pub fn install_certificate(certificate: &[u8]) -> Vec<u8> {
+    command(CLA_PURSE, ins::INSTALL_CERTIFICATE, 0, 0, certificate, 0)
+}
+
+/// LOAD REVOCATION with the issuer's revocation list.
+pub fn load_revocation(list: &[u8]) -> Vec<u8> {
+    command(CLA_PURSE, ins::LOAD_REVOCATION, 0, 0, list, 0)
+}
+
+/// GET DATA: `01` public data, `02` paired PSDs, `03` log, `04` recognition key and
+/// certificate. Without Le, so the whole
 /// answer comes back (the paired table and the log can pass 256 bytes).
 pub fn get_data(p2: u8) -> Vec<u8> {
     command(CLA_PURSE, ins::GET_DATA, 0, p2, &[], 0)

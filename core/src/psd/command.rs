@@ -23,6 +23,12 @@ pub enum PsdCommand<'a> {
     GetDeviceInfo,
     /// GET DATA (`80 CA 00 02`): the transfer function's public data.
     GetTransferInfo,
+    /// GET DATA (`80 CA 00 03`): the recognition key and certificate.
+    GetRecognitionInfo,
+    /// INSTALL CERTIFICATE (`80 14 00 00`): the issuer's certificate.
+    InstallCertificate(&'a [u8]),
+    /// LOAD REVOCATION (`80 6C 00 00`): the issuer's revocation list.
+    LoadRevocation(&'a [u8]),
     /// READ REGISTERS (`80 32 00 set`).
     ReadRegisters(RegisterSetIndex),
     /// ISSUE INDICIUM (`80 40 00 set`): the indicium request.
@@ -84,17 +90,19 @@ impl<'a> PsdCommand<'a> {
             ins::TRANSFER_CONFIRM => |c| no_params(c).map(|_| TransferConfirm(c.data)),
             ins::TRANSFER_RESOLVE => |c| no_params(c).map(|_| TransferResolve(c.data)),
             ins::RESET_RECOGNITION => |c| no_params(c).map(|_| ResetRecognition(c.data)),
+            ins::INSTALL_CERTIFICATE => |c| no_params(c).map(|_| InstallCertificate(c.data)),
+            ins::LOAD_REVOCATION => |c| no_params(c).map(|_| LoadRevocation(c.data)),
             ins::GET_DATA => |c| {
-                let transfer = c.p1 == 0x00 && c.p2 == 0x02;
-                if !transfer {
-                    c.expect_p1p2(0x00, 0x01)?;
-                }
+                let object = match (c.p1, c.p2) {
+                    (0x00, 0x02) => GetTransferInfo,
+                    (0x00, 0x03) => GetRecognitionInfo,
+                    _ => {
+                        c.expect_p1p2(0x00, 0x01)?;
+                        GetDeviceInfo
+                    }
+                };
                 c.expect_no_data()?;
-                Ok(if transfer {
-                    GetTransferInfo
-                } else {
-                    GetDeviceInfo
-                })
+                Ok(object)
             },
             _ => return Err(Status::InstructionNotSupported),
         };

@@ -22,36 +22,44 @@ pub struct LicenseSlot {
     pub origin: PostalCode,
 }
 
-/// The value-transfer scheme a PSD joins at personalization (seed 002): the scheme key it
-/// derives purse card keys from, and how many failed recognitions block the function.
+/// The value-transfer scheme a PSD joins at personalization (seed 002): the scheme, the
+/// issuer's public key that certifies partners, and how many failed recognitions block the
+/// function. No secret: the PSD generates its own recognition key, and the issuer certifies
+/// it afterwards (INSTALL CERTIFICATE).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SchemeSlot {
     /// The scheme.
     pub scheme: SchemeId,
-    /// The scheme key (AES-128): purse card keys are diversified from it.
-    pub key: [u8; MAC_KEY_LEN],
+    /// The scheme issuer's public key (SEC1 uncompressed).
+    pub issuer_public_key: [u8; PUBLIC_KEY_LEN],
     /// Failed recognitions in a row that block transfers (1 to 15).
     pub max_failures: u8,
 }
 
-impl Drop for SchemeSlot {
-    fn drop(&mut self) {
-        zeroize::Zeroize::zeroize(&mut self.key);
+/// Tag of the scheme block of a PSD personalized before certificates (issue 12): it held
+/// the scheme's master key. Still read from device records (the PSD keeps printing and
+/// refilling; transfers are refused with `9A25`), never accepted in PERSONALIZE.
+const LEGACY_SCHEME_TAG: u8 = 0x53;
+/// Tag of the certificate scheme block.
+const SCHEME_TAG: u8 = 0x43;
+
+fn check_max_failures(m: u8) -> Result<u8, Malformed> {
+    if m == 0 || m > 15 {
+        return Err(Malformed::Value);
     }
+    Ok(m)
 }
 
-/// Tag of the optional scheme block after the licenses.
-const SCHEME_TAG: u8 = 0x53;
-
 impl SchemeSlot {
+    /// PERSONALIZE's scheme block: `43` ‖ scheme ‖ issuer key (65) ‖ max failures.
     fn write(&self, w: &mut Vec<u8>) {
         w.put_u8(SCHEME_TAG);
         w.put_u32(self.scheme.0);
-        w.extend_from_slice(&self.key);
+        w.extend_from_slice(&self.issuer_public_key);
         w.put_u8(self.max_failures);
     }
 
-    /// Reads an optional trailing scheme block.
+    /// Reads an optional trailing scheme block of PERSONALIZE.
     fn read_optional(r: &mut Reader<'_>) -> Result<Option<SchemeSlot>, Malformed> {
         if r.remaining().is_empty() {
             return Ok(None);
@@ -61,10 +69,10 @@ impl SchemeSlot {
         }
         let slot = SchemeSlot {
             scheme: SchemeId(r.u32()?),
-            key: r.array()?,
-            max_failures: r.u8()?,
+            issuer_public_key: r.array()?,
+            max_failures: check_max_failures(r.u8()?)?,
         };
-        if slot.max_failures == 0 || slot.max_failures > 15 {
+        if !crypto::is_valid_public_key(&slot.issuer_public_key) {
             return Err(Malformed::Value);
         }
         Ok(Some(slot))
@@ -191,15 +199,93 @@ pub struct Device {
 pub struct Scheme {
     /// The scheme.
     pub id: SchemeId,
-    /// The scheme key.
-    pub key: MacKey,
     /// Failed recognitions in a row that block transfers.
     pub max_failures: u8,
+    /// How this PSD recognises purses.
+    pub recognition: Recognition,
+}
+
+/// A PSD's means of recognising purses.
+#[derive(Clone, Debug)]
+pub enum Recognition {
+    /// Personalized before certificates: the scheme's master key, kept only so the record
+    /// is written back unchanged; transfers are refused (`9A25`).
+    Legacy(MacKey),
+    /// Its own recognition key and the issuer's public key.
+    Certified {
+        /// The scheme issuer's public key (SEC1 uncompressed).
+        issuer_public_key: [u8; PUBLIC_KEY_LEN],
+        /// The PSD's recognition key, generated inside at personalization.
+        key: IndiciumKey,
+    },
+}
+
+impl Scheme {
+    /// The device record's scheme block: `43` ‖ scheme ‖ issuer key ‖ max failures ‖
+    /// recognition key (32), or the legacy `53` ‖ scheme ‖ scheme key (16) ‖ max failures.
+    fn write(&self, w: &mut Vec<u8>) {
+        match &self.recognition {
+            Recognition::Legacy(k) => {
+                w.put_u8(LEGACY_SCHEME_TAG);
+                w.put_u32(self.id.0);
+                w.extend_from_slice(k.expose());
+                w.put_u8(self.max_failures);
+            }
+            Recognition::Certified {
+                issuer_public_key,
+                key,
+            } => {
+                w.put_u8(SCHEME_TAG);
+                w.put_u32(self.id.0);
+                w.extend_from_slice(issuer_public_key);
+                w.put_u8(self.max_failures);
+                w.extend_from_slice(key.secret_bytes().as_ref());
+            }
+        }
+    }
+
+    fn read_optional(r: &mut Reader<'_>) -> Result<Option<Scheme>, Malformed> {
+        if r.remaining().is_empty() {
+            return Ok(None);
+        }
+        let tag = r.u8()?;
+        let id = SchemeId(r.u32()?);
+        let scheme = match tag {
+            LEGACY_SCHEME_TAG => {
+                let key = MacKey::new(r.array()?);
+                Scheme {
+                    id,
+                    max_failures: check_max_failures(r.u8()?)?,
+                    recognition: Recognition::Legacy(key),
+                }
+            }
+            SCHEME_TAG => {
+                let issuer_public_key = r.array()?;
+                let max_failures = check_max_failures(r.u8()?)?;
+                let key = IndiciumKey::from_bytes(r.take(32)?).ok_or(Malformed::Value)?;
+                Scheme {
+                    id,
+                    max_failures,
+                    recognition: Recognition::Certified {
+                        issuer_public_key,
+                        key,
+                    },
+                }
+            }
+            _ => return Err(Malformed::Value),
+        };
+        Ok(Some(scheme))
+    }
 }
 
 impl Device {
-    /// A device from personalization data and a freshly generated key.
-    pub fn new(p: &Personalization, key: IndiciumKey) -> Self {
+    /// A device from personalization data and freshly generated keys: the indicium key
+    /// and, with a scheme, the recognition key.
+    pub fn new(
+        p: &Personalization,
+        key: IndiciumKey,
+        recognition_key: Option<IndiciumKey>,
+    ) -> Self {
         Device {
             id: p.device,
             public_key: key.public_key(),
@@ -209,11 +295,18 @@ impl Device {
             max_postage: p.max_postage,
             max_dr: p.max_dr,
             inspection_days: p.inspection_days,
-            scheme: p.scheme.as_ref().map(|s| Scheme {
-                id: s.scheme,
-                key: MacKey::new(s.key),
-                max_failures: s.max_failures,
-            }),
+            scheme: p
+                .scheme
+                .as_ref()
+                .zip(recognition_key)
+                .map(|(s, key)| Scheme {
+                    id: s.scheme,
+                    max_failures: s.max_failures,
+                    recognition: Recognition::Certified {
+                        issuer_public_key: s.issuer_public_key,
+                        key,
+                    },
+                }),
         }
     }
 
@@ -234,12 +327,7 @@ impl Device {
         w.put_u64(self.max_dr.0);
         w.put_u16(self.inspection_days);
         if let Some(s) = &self.scheme {
-            SchemeSlot {
-                scheme: s.id,
-                key: *s.key.expose(),
-                max_failures: s.max_failures,
-            }
-            .write(&mut w);
+            s.write(&mut w);
         }
         w
     }
@@ -257,11 +345,7 @@ impl Device {
         let max_postage = Amount(r.u64()?);
         let max_dr = Amount(r.u64()?);
         let inspection_days = r.u16()?;
-        let scheme = SchemeSlot::read_optional(&mut r)?.map(|s| Scheme {
-            id: s.scheme,
-            key: MacKey::new(s.key),
-            max_failures: s.max_failures,
-        });
+        let scheme = Scheme::read_optional(&mut r)?;
         r.finish()?;
         Ok(Device {
             id,
@@ -394,7 +478,12 @@ impl super::PsdApplet {
         use crate::records::psd as rec;
 
         let p = Personalization::decode(data)?;
-        let device = Device::new(&p, IndiciumKey::generate(ctx.platform));
+        let key = IndiciumKey::generate(ctx.platform);
+        let recognition_key = p
+            .scheme
+            .as_ref()
+            .map(|_| IndiciumKey::generate(ctx.platform));
+        let device = Device::new(&p, key, recognition_key);
         let sets: Vec<RegisterSet> = p
             .licenses
             .iter()

@@ -46,6 +46,8 @@ pub const CLA_PSD: u8 = 0x80;
 pub mod ins {
     /// PERSONALIZE.
     pub const PERSONALIZE: u8 = 0x10;
+    /// INSTALL CERTIFICATE (the issuer's certificate on the recognition key).
+    pub const INSTALL_CERTIFICATE: u8 = 0x14;
     /// READ REGISTERS.
     pub const READ_REGISTERS: u8 = 0x32;
     /// ISSUE INDICIUM.
@@ -68,6 +70,8 @@ pub mod ins {
     pub const TRANSFER_RESOLVE: u8 = 0x68;
     /// RESET RECOGNITION (issuer-authenticated).
     pub const RESET_RECOGNITION: u8 = 0x6A;
+    /// LOAD REVOCATION (the issuer's signed list of revoked certificates).
+    pub const LOAD_REVOCATION: u8 = 0x6C;
     /// GET DATA (device public data).
     pub const GET_DATA: u8 = 0xCA;
 }
@@ -96,6 +100,8 @@ pub fn psd_card<S: Store, P: crate::platform::Platform>(
 pub struct PsdApplet {
     persistent: Persistent,
     volatile: Volatile,
+    /// Purses recognised since power-on (checked certificates, static-static secrets).
+    partners: crate::transfer::partners::Partners,
 }
 
 impl PsdApplet {
@@ -105,6 +111,7 @@ impl PsdApplet {
         Ok(PsdApplet {
             persistent: Persistent::load(store)?,
             volatile: Volatile::default(),
+            partners: Default::default(),
         })
     }
 
@@ -160,6 +167,9 @@ impl Applet for PsdApplet {
                 Ok(())
             }
             GetTransferInfo => self.transfer_info(reply),
+            GetRecognitionInfo => self.recognition_info(reply),
+            InstallCertificate(data) => self.install_certificate(ctx, data),
+            LoadRevocation(data) => self.load_revocation(ctx, data),
             ReadRegisters(set) => {
                 let i = self.set_index(set)?;
                 self.read_registers(i, reply)

@@ -18,6 +18,7 @@ use super::command::LifeCycle;
 use super::device::{self, Device};
 use super::registers::RegisterSet;
 use super::transfer::{PsdSession, TransferState};
+use crate::transfer::cert::Credentials;
 
 /// What survives a power cut: the RAM copy of the committed records.
 #[derive(Default)]
@@ -31,6 +32,8 @@ pub(super) struct Persistent {
     /// Value transfer to purses: personality, failed recognitions, pending transfer
     /// (record `TRANSFER`).
     pub transfer: TransferState,
+    /// The PSD's certificate and revocation list (record `CREDENTIALS`).
+    pub credentials: Credentials,
 }
 
 /// What a deselect or reset forgets.
@@ -96,11 +99,18 @@ impl Persistent {
                 ));
             }
         }
+        let credentials = match store.read(rec::CREDENTIALS)? {
+            None => Credentials::default(),
+            Some(b) => {
+                Credentials::decode(&b).map_err(|_| StoreError::Corrupt("credentials record"))?
+            }
+        };
         Ok(Persistent {
             device: Some(device),
             counters,
             sets,
             transfer,
+            credentials,
         })
     }
 

@@ -7,18 +7,22 @@
 //! transfer if one is in flight. It is committed in the same transaction as the register
 //! set whose pending register it explains, so the two never disagree.
 
+use alloc::boxed::Box;
 use alloc::vec::Vec;
 
 use subtle::ConstantTimeEq;
 
+use super::device::Recognition;
 use super::PsdApplet;
 use crate::card::Ctx;
+use crate::crypto::IndiciumKey;
 use crate::crypto::MAC_LEN;
 use crate::records::psd as rec;
 use crate::status::Status;
 use crate::store::{StoreError, Transaction};
+use crate::transfer::cert::{Credentials, DeviceCertificate, DeviceKind, RecognitionInfo};
 use crate::transfer::{
-    self, card_key, Ack, CardHello, PsdHello, Request, Resolution, Session, TransferStatus, Value,
+    self, Ack, CardHello, PsdHello, Request, Resolution, Session, TransferStatus, Value,
     CHALLENGE_LEN,
 };
 use crate::types::{Amount, CardId, Date, TransferCount};
@@ -140,8 +144,9 @@ impl TransferState {
 /// Where the PSD is in a transfer session (volatile: lost at reset or deselect).
 #[derive(Clone, Debug)]
 pub(super) enum PsdSession {
-    /// OPEN SESSION answered with this hello.
-    Opened(PsdHello),
+    /// OPEN SESSION answered with this hello, made with this ephemeral key (boxed: the
+    /// hello with its certificate is the largest state by far).
+    Opened(Box<(PsdHello, IndiciumKey)>),
     /// The card proved the session key.
     Recognized(Session),
     /// DEBIT committed this value; CONFIRM expected.
@@ -178,6 +183,33 @@ impl TransferInfo {
             max_failures,
             state,
         })
+    }
+}
+
+/// The PSD's means of recognition: its key, the issuer's public key and its certificate.
+/// `6985` without a scheme, `9A25` for a PSD personalized with the retired scheme key,
+/// `9A26` before the issuer installed the certificate.
+fn recognition_of(
+    p: &super::state::Persistent,
+) -> Result<(&IndiciumKey, &[u8], &DeviceCertificate), Status> {
+    let scheme = p
+        .device
+        .as_ref()
+        .and_then(|d| d.scheme.as_ref())
+        .ok_or(Status::ConditionsNotSatisfied)?;
+    match &scheme.recognition {
+        Recognition::Legacy(_) => Err(Status::LegacyRecognition),
+        Recognition::Certified {
+            issuer_public_key,
+            key,
+        } => {
+            let cert = p
+                .credentials
+                .certificate
+                .as_ref()
+                .ok_or(Status::NotCertified)?;
+            Ok((key, issuer_public_key, cert))
+        }
     }
 }
 
@@ -242,7 +274,13 @@ impl PsdApplet {
         Ok(())
     }
 
-    /// OPEN SESSION (80 60 00 00): a fresh challenge and the PSD's personality.
+    /// The PSD's means of recognition (see [`recognition_of`]).
+    fn recognition(&self) -> Result<(&IndiciumKey, &[u8], &DeviceCertificate), Status> {
+        recognition_of(&self.persistent)
+    }
+
+    /// OPEN SESSION (80 60 00 00): a fresh challenge and ephemeral key, the PSD's
+    /// personality and its certificate.
     pub(super) fn open_session(
         &mut self,
         ctx: &mut Ctx<'_>,
@@ -251,9 +289,11 @@ impl PsdApplet {
         self.volatile.session = None;
         let scheme = self.scheme()?.id;
         self.check_not_blocked()?;
+        let certificate = *self.recognition()?.2;
         let device = self.device()?.id;
         let mut challenge = [0u8; CHALLENGE_LEN];
         ctx.platform.fill_random(&mut challenge);
+        let ephemeral = IndiciumKey::generate(ctx.platform);
         let hello = PsdHello {
             device,
             scheme,
@@ -261,26 +301,33 @@ impl PsdApplet {
             total_out: self.persistent.transfer.total_out,
             challenge,
             pending_for: self.persistent.transfer.pending.map(|p| p.card),
+            ephemeral: ephemeral.public_key_compressed(),
+            certificate,
         };
         reply.extend_from_slice(&hello.encode());
-        self.volatile.session = Some(PsdSession::Opened(hello));
+        self.volatile.session = Some(PsdSession::Opened(Box::new((hello, ephemeral))));
         Ok(())
     }
 
-    /// AUTHENTICATE CARD (80 62 00 00): checks the card's cryptogram, counting the attempt
-    /// as failed (committed) before the compare; answers the PSD's cryptogram.
+    /// AUTHENTICATE CARD (80 62 00 00): checks the card's certificate and cryptogram,
+    /// counting the attempt as failed (committed) before either check; answers the PSD's
+    /// cryptogram.
     pub(super) fn authenticate_card(
         &mut self,
         ctx: &mut Ctx<'_>,
         data: &[u8],
         reply: &mut Vec<u8>,
     ) -> Result<(), Status> {
-        let Some(PsdSession::Opened(hello)) = self.volatile.session.take() else {
+        let Some(PsdSession::Opened(opened)) = self.volatile.session.take() else {
             return Err(Status::ConditionsNotSatisfied);
         };
+        let (hello, ephemeral) = *opened;
         self.check_not_blocked()?;
         let card = CardHello::decode(data)?;
-        let scheme = self.scheme()?.clone();
+        let (scheme, max_failures) = {
+            let s = self.scheme()?;
+            (s.id, s.max_failures)
+        };
 
         // Count the attempt first: cutting power after a wrong cryptogram gains nothing.
         let failures = self.persistent.transfer.failures.saturating_add(1);
@@ -290,13 +337,26 @@ impl PsdApplet {
         };
         self.commit_transfer(ctx, counted, None)?;
 
-        let session = Session::derive(&card_key(&scheme.key, card.card), &hello, &card);
-        let expected = session.card_cryptogram();
-        let ok = card.scheme == scheme.id && bool::from(expected.ct_eq(&card.cryptogram));
-        if !ok {
-            let left = scheme.max_failures.saturating_sub(failures);
+        let (key, issuer, _) = recognition_of(&self.persistent)?;
+        let z2 = self.partners.recognise(
+            key,
+            &card.certificate,
+            issuer,
+            (DeviceKind::Purse, scheme, card.card.0),
+            ctx.platform.today(),
+            self.persistent.credentials.revocation.as_ref(),
+        );
+        let session = z2
+            .ok()
+            .and_then(|z2| Session::for_psd(&ephemeral, z2.as_ref(), &hello, &card));
+        let ok = card.scheme == scheme
+            && session
+                .as_ref()
+                .is_some_and(|s| bool::from(s.card_cryptogram().ct_eq(&card.cryptogram)));
+        let Some(session) = session.filter(|_| ok) else {
+            let left = max_failures.saturating_sub(failures);
             return Err(Status::VerificationFailed(left));
-        }
+        };
         let cleared = TransferState {
             failures: 0,
             ..self.persistent.transfer
@@ -305,6 +365,69 @@ impl PsdApplet {
         reply.extend_from_slice(&session.psd_cryptogram());
         self.volatile.session = Some(PsdSession::Recognized(session));
         Ok(())
+    }
+
+    /// INSTALL CERTIFICATE (80 14 00 00): the issuer's certificate on this PSD's
+    /// recognition key. A newer one (renewal) may replace it; only the issuer can sign one.
+    pub(super) fn install_certificate(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        data: &[u8],
+    ) -> Result<(), Status> {
+        let id = self.device()?.id;
+        let s = self.scheme()?;
+        let Recognition::Certified {
+            issuer_public_key,
+            key,
+        } = &s.recognition
+        else {
+            return Err(Status::LegacyRecognition);
+        };
+        let next = self.persistent.credentials.with_certificate(
+            data,
+            issuer_public_key,
+            (DeviceKind::Psd, s.id, id.0),
+            key.public_key_compressed(),
+        )?;
+        self.commit_credentials(ctx, next)
+    }
+
+    /// LOAD REVOCATION (80 6C 00 00): the issuer's newer revocation list.
+    pub(super) fn load_revocation(&mut self, ctx: &mut Ctx<'_>, data: &[u8]) -> Result<(), Status> {
+        let s = self.scheme()?;
+        let Recognition::Certified {
+            issuer_public_key, ..
+        } = &s.recognition
+        else {
+            return Err(Status::LegacyRecognition);
+        };
+        match self
+            .persistent
+            .credentials
+            .with_revocation(data, issuer_public_key, s.id)?
+        {
+            None => Ok(()),
+            Some(next) => self.commit_credentials(ctx, next),
+        }
+    }
+
+    fn commit_credentials(&mut self, ctx: &mut Ctx<'_>, next: Credentials) -> Result<(), Status> {
+        let mut txn = Transaction::begin(ctx.store);
+        txn.write(rec::CREDENTIALS, next.encode());
+        txn.commit()?;
+        self.persistent.credentials = next;
+        Ok(())
+    }
+
+    /// GET DATA 00 03: the recognition key, certificate and revocation list version.
+    pub(super) fn recognition_info(&self, reply: &mut Vec<u8>) -> Result<(), Status> {
+        match &self.scheme()?.recognition {
+            Recognition::Legacy(_) => Err(Status::LegacyRecognition),
+            Recognition::Certified { key, .. } => {
+                RecognitionInfo::new(key, &self.persistent.credentials).write(reply);
+                Ok(())
+            }
+        }
     }
 
     /// TRANSFER DEBIT (80 64 00 set): the purse's request; DR → pending, committed before

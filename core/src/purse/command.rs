@@ -25,6 +25,8 @@ pub enum DataObject {
     Paired,
     /// `03`: the log of its last operations.
     Log,
+    /// `04`: the recognition key, certificate and revocation list version.
+    Recognition,
 }
 
 /// A purse command whose class, instruction and parameters were checked.
@@ -36,6 +38,10 @@ pub enum PurseCommand<'a> {
     Certify(&'a [u8]),
     /// GET DATA (`80 CA 00 xx`).
     GetData(DataObject),
+    /// INSTALL CERTIFICATE (`80 14 00 00`): the issuer's certificate on the recognition key.
+    InstallCertificate(&'a [u8]),
+    /// LOAD REVOCATION (`80 6C 00 00`): the issuer's revocation list.
+    LoadRevocation(&'a [u8]),
     /// VERIFY (`00 20 00 81`): the PIN, or nothing to ask for the status.
     Verify(&'a [u8]),
     /// CHANGE REFERENCE DATA (`00 24 00 81`): old PIN ‖ new PIN.
@@ -79,6 +85,10 @@ impl<'a> PurseCommand<'a> {
             ins::CHANGE_PIN => (0x00, |c| pin_ref(c).map(|_| ChangePin(c.data))),
             ins::PERSONALIZE => (CLA_PURSE, |c| no_params(c).map(|_| Personalize(c.data))),
             ins::CERTIFY => (CLA_PURSE, |c| no_params(c).map(|_| Certify(c.data))),
+            ins::INSTALL_CERTIFICATE => (CLA_PURSE, |c| {
+                no_params(c).map(|_| InstallCertificate(c.data))
+            }),
+            ins::LOAD_REVOCATION => (CLA_PURSE, |c| no_params(c).map(|_| LoadRevocation(c.data))),
             ins::UNBLOCK_PIN => (CLA_PURSE, |c| pin_ref(c).map(|_| UnblockPin(c.data))),
             ins::RESET_RECOGNITION => (CLA_PURSE, |c| {
                 no_params(c)?;
@@ -106,6 +116,7 @@ impl<'a> PurseCommand<'a> {
                     (0x00, 0x01) => DataObject::Info,
                     (0x00, 0x02) => DataObject::Paired,
                     (0x00, 0x03) => DataObject::Log,
+                    (0x00, 0x04) => DataObject::Recognition,
                     _ => return Err(Status::IncorrectP1P2),
                 };
                 Ok(GetData(object))

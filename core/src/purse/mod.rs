@@ -46,6 +46,8 @@ pub mod ins {
     pub const PERSONALIZE: u8 = 0x10;
     /// CERTIFY (install the issuer's certificate on the purchase key).
     pub const CERTIFY: u8 = 0x12;
+    /// INSTALL CERTIFICATE (the issuer's certificate on the recognition key).
+    pub const INSTALL_CERTIFICATE: u8 = 0x14;
     /// VERIFY (ISO 7816-4, class 00).
     pub const VERIFY: u8 = 0x20;
     /// CHANGE REFERENCE DATA (ISO 7816-4, class 00).
@@ -54,6 +56,8 @@ pub mod ins {
     pub const UNBLOCK_PIN: u8 = 0x2C;
     /// RESET RECOGNITION (issuer-authenticated).
     pub const RESET_RECOGNITION: u8 = 0x6A;
+    /// LOAD REVOCATION (the issuer's signed list of revoked certificates).
+    pub const LOAD_REVOCATION: u8 = 0x6C;
     /// RECOGNIZE (the PSD's hello in, the card's hello out).
     pub const RECOGNIZE: u8 = 0x70;
     /// AUTHENTICATE PSD (the PSD's cryptogram).
@@ -94,6 +98,8 @@ pub fn purse_card<S: Store, P: Platform>(store: S, platform: P) -> Result<Card<S
 pub struct PurseApplet {
     persistent: Option<Persistent>,
     volatile: Volatile,
+    /// PSDs recognised since power-on (checked certificates, static-static secrets).
+    partners: crate::transfer::partners::Partners,
 }
 
 impl PurseApplet {
@@ -103,6 +109,7 @@ impl PurseApplet {
         Ok(PurseApplet {
             persistent: Persistent::load(store)?,
             volatile: Volatile::default(),
+            partners: Default::default(),
         })
     }
 
@@ -187,6 +194,8 @@ impl Applet for PurseApplet {
         match command {
             Personalize(data) => self.personalize(ctx, data, reply),
             Certify(data) => self.certify(ctx, data),
+            InstallCertificate(data) => self.install_certificate(ctx, data),
+            LoadRevocation(data) => self.load_revocation(ctx, data),
             GetData(object) => self.get_data(object, reply),
             Verify(data) => self.verify(ctx, data),
             ChangePin(data) => self.change_pin(ctx, data),

@@ -6,7 +6,8 @@ use zeroize::Zeroizing;
 
 use super::command::DataObject;
 use super::state::{
-    read_date, write_date, Identity, Log, PairedTable, Persistent, PinRecord, PurseState,
+    read_date, write_date, CardRecognition, Identity, Log, PairedTable, Persistent, PinRecord,
+    PurseState,
 };
 use crate::card::Ctx;
 use crate::crypto::{self, IndiciumKey, MacKey, MAC_KEY_LEN, PUBLIC_KEY_LEN, SIGNATURE_LEN};
@@ -16,6 +17,9 @@ use crate::store::Transaction;
 use crate::types::{Amount, CardId, Date, SchemeId, TransferCount};
 use crate::wire::{Malformed, Reader, Writer};
 
+/// Layout version of [`PursePersonalization`].
+pub const PERSONALIZATION_VERSION: u8 = 2;
+
 /// PERSONALIZE command data for a purse (sent once, by the card issuer).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PursePersonalization {
@@ -23,8 +27,6 @@ pub struct PursePersonalization {
     pub card: CardId,
     /// Scheme.
     pub scheme: SchemeId,
-    /// Card key: [`crate::transfer::card_key`] of the scheme key and the card ID.
-    pub card_key: [u8; MAC_KEY_LEN],
     /// Admin key: [`crate::transfer::card_admin_key`] of the issuer's admin key.
     pub admin_key: [u8; MAC_KEY_LEN],
     /// The issuer's public key (SEC1 uncompressed), which will certify the purchase key.
@@ -43,21 +45,21 @@ pub struct PursePersonalization {
 
 impl Drop for PursePersonalization {
     fn drop(&mut self) {
-        zeroize::Zeroize::zeroize(&mut self.card_key);
         zeroize::Zeroize::zeroize(&mut self.admin_key);
         zeroize::Zeroize::zeroize(&mut self.pin);
     }
 }
 
 impl PursePersonalization {
-    /// Layout: version 01 ‖ card ‖ scheme ‖ card key ‖ admin key ‖ issuer key ‖ max
-    /// balance ‖ max transfer ‖ PIN tries ‖ max failures ‖ PIN length ‖ PIN.
+    /// Layout: version 02 ‖ card ‖ scheme ‖ admin key ‖ issuer key ‖ max balance ‖ max
+    /// transfer ‖ PIN tries ‖ max failures ‖ PIN length ‖ PIN. (Version 01 carried a card
+    /// key diversified from the scheme's master key; it is refused since issue 12: the card
+    /// generates its own recognition key.)
     pub fn encode(&self) -> Zeroizing<Vec<u8>> {
         let mut w = Zeroizing::new(Vec::with_capacity(140));
-        w.put_u8(1);
+        w.put_u8(PERSONALIZATION_VERSION);
         w.extend_from_slice(&self.card.0);
         w.put_u32(self.scheme.0);
-        w.extend_from_slice(&self.card_key);
         w.extend_from_slice(&self.admin_key);
         w.extend_from_slice(&self.issuer_public_key);
         w.put_u64(self.max_balance.0);
@@ -72,13 +74,12 @@ impl PursePersonalization {
     /// 1 to 15, a PIN of 4 to 12 bytes.
     pub fn decode(bytes: &[u8]) -> Result<PursePersonalization, Malformed> {
         let mut r = Reader::new(bytes);
-        if r.u8()? != 1 {
+        if r.u8()? != PERSONALIZATION_VERSION {
             return Err(Malformed::Value);
         }
         let p = PursePersonalization {
             card: CardId(r.array()?),
             scheme: SchemeId(r.u32()?),
-            card_key: r.array()?,
             admin_key: r.array()?,
             issuer_public_key: r.array()?,
             max_balance: Amount(r.u64()?),
@@ -259,7 +260,7 @@ impl super::PurseApplet {
         let id = Identity {
             card: p.card,
             scheme: p.scheme,
-            card_key: MacKey::new(p.card_key),
+            recognition: CardRecognition::Certified(IndiciumKey::generate(ctx.platform)),
             admin_key: MacKey::new(p.admin_key),
             issuer_public_key: p.issuer_public_key,
             purchase_key: IndiciumKey::generate(ctx.platform),
@@ -277,6 +278,7 @@ impl super::PurseApplet {
             paired: PairedTable::default(),
             log: Log::default(),
             last_purchase: None,
+            credentials: Default::default(),
         };
         let mut txn = Transaction::begin(ctx.store);
         txn.write(rec::IDENTITY, card.id.encode().to_vec());
@@ -320,7 +322,8 @@ impl super::PurseApplet {
             }
             (DataObject::Paired, Some(c)) => reply.extend_from_slice(&c.paired.encode()),
             (DataObject::Log, Some(c)) => reply.extend_from_slice(&c.log.encode()),
-            (DataObject::Paired | DataObject::Log, None) => {
+            (DataObject::Recognition, Some(_)) => return self.recognition_info(reply),
+            (DataObject::Paired | DataObject::Log | DataObject::Recognition, None) => {
                 return Err(Status::ConditionsNotSatisfied)
             }
         }

@@ -13,6 +13,7 @@ use crate::store::{Store, StoreError};
 
 use super::purchase::{self, PurchaseRequest};
 use super::transfer::CardSession;
+use crate::transfer::cert::Credentials;
 
 use crate::crypto::{IndiciumKey, MacKey, MAC_KEY_LEN, PUBLIC_KEY_LEN, SIGNATURE_LEN};
 use crate::types::{Amount, CardId, Date, DeviceId, SchemeId, TransferCount};
@@ -51,8 +52,8 @@ pub struct Identity {
     pub card: CardId,
     /// Scheme.
     pub scheme: SchemeId,
-    /// Card key (diversified from the scheme key by the card ID).
-    pub card_key: MacKey,
+    /// How the card recognises PSDs.
+    pub recognition: CardRecognition,
     /// Issuer admin key for this card (PIN unblock, recognition reset).
     pub admin_key: MacKey,
     /// The issuer's public key, which certifies the purchase key.
@@ -71,14 +72,35 @@ pub struct Identity {
     pub max_failures: u8,
 }
 
+/// A purse's means of recognising PSDs.
+#[derive(Clone, Debug)]
+pub enum CardRecognition {
+    /// Personalized before certificates (identity record version 1): a card key
+    /// diversified from the scheme's master key. Kept so the record is written back
+    /// unchanged; transfers are refused (`9A25`), purchases go on.
+    Legacy(MacKey),
+    /// Its own recognition key, generated inside (identity record version 2); the
+    /// issuer certifies it (record `CREDENTIALS`).
+    Certified(IndiciumKey),
+}
+
 impl Identity {
-    /// Record layout, version 1.
+    /// Record layout: version (`01` legacy, `02` certificates) ‖ card ‖ scheme ‖ card key
+    /// (16, v1) or recognition key (32, v2) ‖ admin key ‖ issuer key ‖ purchase key ‖ max
+    /// balance ‖ max transfer ‖ PIN tries ‖ max failures ‖ `00` | `01` purchase
+    /// certificate.
     pub fn encode(&self) -> zeroize::Zeroizing<Vec<u8>> {
         let mut w = zeroize::Zeroizing::new(Vec::with_capacity(240));
-        w.put_u8(1);
+        match &self.recognition {
+            CardRecognition::Legacy(_) => w.put_u8(1),
+            CardRecognition::Certified(_) => w.put_u8(2),
+        }
         w.extend_from_slice(&self.card.0);
         w.put_u32(self.scheme.0);
-        w.extend_from_slice(self.card_key.expose());
+        match &self.recognition {
+            CardRecognition::Legacy(k) => w.extend_from_slice(k.expose()),
+            CardRecognition::Certified(k) => w.extend_from_slice(k.secret_bytes().as_ref()),
+        }
         w.extend_from_slice(self.admin_key.expose());
         w.extend_from_slice(&self.issuer_public_key);
         w.extend_from_slice(self.purchase_key.secret_bytes().as_ref());
@@ -99,12 +121,16 @@ impl Identity {
     /// Parses the record.
     pub fn decode(bytes: &[u8]) -> Result<Identity, Malformed> {
         let mut r = Reader::new(bytes);
-        if r.u8()? != 1 {
-            return Err(Malformed::Value);
-        }
+        let version = r.u8()?;
         let card = CardId(r.array()?);
         let scheme = SchemeId(r.u32()?);
-        let card_key = MacKey::new(r.array::<MAC_KEY_LEN>()?);
+        let recognition = match version {
+            1 => CardRecognition::Legacy(MacKey::new(r.array::<MAC_KEY_LEN>()?)),
+            2 => CardRecognition::Certified(
+                IndiciumKey::from_bytes(r.take(32)?).ok_or(Malformed::Value)?,
+            ),
+            _ => return Err(Malformed::Value),
+        };
         let admin_key = MacKey::new(r.array::<MAC_KEY_LEN>()?);
         let issuer_public_key = r.array()?;
         let purchase_key = IndiciumKey::from_bytes(r.take(32)?).ok_or(Malformed::Value)?;
@@ -121,7 +147,7 @@ impl Identity {
         Ok(Identity {
             card,
             scheme,
-            card_key,
+            recognition,
             admin_key,
             issuer_public_key,
             purchase_key,
@@ -464,6 +490,8 @@ pub(super) struct Persistent {
     /// The last purchase's request and signed record, for a terminal that lost the reply
     /// (record `LAST_PURCHASE`).
     pub last_purchase: Option<(PurchaseRequest, Vec<u8>)>,
+    /// The recognition certificate and revocation list (record `CREDENTIALS`).
+    pub credentials: Credentials,
 }
 
 /// What a deselect or reset forgets.
@@ -502,6 +530,10 @@ impl Persistent {
             None => None,
             Some(b) => Some(purchase::decode_last_purchase(&b).map_err(corrupt("last purchase"))?),
         };
+        let credentials = match store.read(rec::CREDENTIALS)? {
+            None => Credentials::default(),
+            Some(b) => Credentials::decode(&b).map_err(corrupt("purse credentials"))?,
+        };
         Ok(Some(Persistent {
             id,
             pin,
@@ -509,6 +541,7 @@ impl Persistent {
             paired,
             log,
             last_purchase,
+            credentials,
         }))
     }
 }

@@ -10,15 +10,17 @@ use alloc::vec::Vec;
 use subtle::ConstantTimeEq;
 
 use crate::card::Ctx;
+use crate::crypto::IndiciumKey;
 use crate::crypto::MAC_LEN;
 use crate::records::purse as rec;
 use crate::status::Status;
 use crate::store::Transaction;
+use crate::transfer::cert::{DeviceCertificate, DeviceKind, RecognitionInfo};
 use crate::transfer::{Ack, CardHello, PsdHello, Request, Session, TransferStatus, Value};
 use crate::types::Amount;
 
 use super::balance::Limits;
-use super::state::{LogEntry, LogKind, Persistent, PurseState};
+use super::state::{CardRecognition, LogEntry, LogKind, Persistent, PurseState};
 use super::{commit_state, PurseApplet, RESET_LABEL};
 
 /// Where the card is in a transfer session (volatile).
@@ -41,6 +43,23 @@ fn check_not_blocked(c: &Persistent) -> Result<(), Status> {
     Ok(())
 }
 
+/// The card's means of recognition: its key and its certificate. `9A25` for a card
+/// personalized with a key diversified from the retired scheme key, `9A26` before the
+/// issuer installed the certificate.
+fn recognition(c: &Persistent) -> Result<(&IndiciumKey, &DeviceCertificate), Status> {
+    match &c.id.recognition {
+        CardRecognition::Legacy(_) => Err(Status::LegacyRecognition),
+        CardRecognition::Certified(key) => {
+            let cert = c
+                .credentials
+                .certificate
+                .as_ref()
+                .ok_or(Status::NotCertified)?;
+            Ok((key, cert))
+        }
+    }
+}
+
 impl PurseApplet {
     /// RESET RECOGNITION (80 6A 00 00): counter ‖ MAC under the card's admin key.
     pub(super) fn reset_recognition(
@@ -58,8 +77,9 @@ impl PurseApplet {
         commit_state(ctx, c, state)
     }
 
-    /// RECOGNIZE (80 70 00 00): the PSD's hello; answers the card's hello with the card's
-    /// cryptogram.
+    /// RECOGNIZE (80 70 00 00): the PSD's hello; checks the PSD's certificate (public
+    /// data: nothing secret is compared, so a refusal here, `9A27`, is not counted) and
+    /// answers the card's hello with its certificate and cryptogram.
     pub(super) fn recognize(
         &mut self,
         ctx: &mut Ctx<'_>,
@@ -68,9 +88,27 @@ impl PurseApplet {
     ) -> Result<(), Status> {
         // A new session ends the old one: its messages can never be accepted again.
         self.volatile.session = None;
-        let c = self.personalized()?;
+        let c = self
+            .persistent
+            .as_ref()
+            .ok_or(Status::ConditionsNotSatisfied)?;
         check_not_blocked(c)?;
+        let (key, certificate) = recognition(c)?;
         let psd = PsdHello::decode(data)?;
+        if psd.scheme != c.id.scheme {
+            return Err(Status::CertificateRefused);
+        }
+        let z2 = self
+            .partners
+            .recognise(
+                key,
+                &psd.certificate,
+                &c.id.issuer_public_key,
+                (DeviceKind::Psd, c.id.scheme, psd.device.0),
+                ctx.platform.today(),
+                c.credentials.revocation.as_ref(),
+            )
+            .map_err(|_| Status::CertificateRefused)?;
         let mut challenge = [0u8; crate::transfer::CHALLENGE_LEN];
         ctx.platform.fill_random(&mut challenge);
         let mut hello = CardHello {
@@ -79,13 +117,70 @@ impl PurseApplet {
             transfers: c.state.transfers,
             total_in: c.state.total_in,
             challenge,
+            certificate: *certificate,
             cryptogram: [0; MAC_LEN],
         };
-        let session = Session::derive(&c.id.card_key, &psd, &hello);
+        let session =
+            Session::for_card(key, z2.as_ref(), &psd, &hello).ok_or(Status::CertificateRefused)?;
         hello.cryptogram = session.card_cryptogram();
         reply.extend_from_slice(&hello.encode());
         self.volatile.session = Some(CardSession::AwaitPsd(session));
         Ok(())
+    }
+
+    /// INSTALL CERTIFICATE (80 14 00 00): the issuer's certificate on this card's
+    /// recognition key. A newer one (renewal) may replace it; only the issuer can sign one.
+    pub(super) fn install_certificate(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        data: &[u8],
+    ) -> Result<(), Status> {
+        let c = self.personalized_mut()?;
+        let CardRecognition::Certified(key) = &c.id.recognition else {
+            return Err(Status::LegacyRecognition);
+        };
+        let next = c.credentials.with_certificate(
+            data,
+            &c.id.issuer_public_key,
+            (DeviceKind::Purse, c.id.scheme, c.id.card.0),
+            key.public_key_compressed(),
+        )?;
+        let mut txn = Transaction::begin(ctx.store);
+        txn.write(rec::CREDENTIALS, next.encode());
+        txn.commit()?;
+        c.credentials = next;
+        Ok(())
+    }
+
+    /// LOAD REVOCATION (80 6C 00 00): the issuer's newer revocation list.
+    pub(super) fn load_revocation(&mut self, ctx: &mut Ctx<'_>, data: &[u8]) -> Result<(), Status> {
+        let c = self.personalized_mut()?;
+        if let CardRecognition::Legacy(_) = c.id.recognition {
+            return Err(Status::LegacyRecognition);
+        }
+        let Some(next) =
+            c.credentials
+                .with_revocation(data, &c.id.issuer_public_key, c.id.scheme)?
+        else {
+            return Ok(());
+        };
+        let mut txn = Transaction::begin(ctx.store);
+        txn.write(rec::CREDENTIALS, next.encode());
+        txn.commit()?;
+        c.credentials = next;
+        Ok(())
+    }
+
+    /// GET DATA 00 04: the recognition key, certificate and revocation list version.
+    pub(super) fn recognition_info(&self, reply: &mut Vec<u8>) -> Result<(), Status> {
+        let c = self.personalized()?;
+        match &c.id.recognition {
+            CardRecognition::Legacy(_) => Err(Status::LegacyRecognition),
+            CardRecognition::Certified(key) => {
+                RecognitionInfo::new(key, &c.credentials).write(reply);
+                Ok(())
+            }
+        }
     }
 
     /// AUTHENTICATE PSD (80 72 00 00): the PSD's cryptogram, counted as a failure

@@ -1,16 +1,22 @@
 //! Value transfer between a PSD and a purse card (seed 002, WO 97/40602, Fig. 8): the
 //! messages both applets and every host share.
 //!
-//! **Recognition** (blocks 111-117). Both devices belong to a *scheme*. The purse holds a
-//! card key diversified from the scheme key by its card ID; the PSD holds the scheme key and
-//! derives the card key itself (SCP03-style diversification, with AES-CMAC as the KDF). Each
-//! side sends a *hello* — its ID, its personality (transfer count and totalizer) and a fresh
-//! 16-byte challenge — and the session MAC key is the card key's CMAC over the SHA-256 of
-//! both hellos. So a session key is fresh (two challenges), dedicated to those two devices
-//! (both IDs), and bound to their personality (both counters and totalizers): "one of a
-//! kind, dedicated only to those two communicating devices". Each side then proves the
-//! session key with a cryptogram the other checks; a failed check is counted on the
-//! checking device before the compare, and too many block the function there.
+//! **Recognition** (blocks 111-117), by certificates, SCP11-style (GlobalPlatform
+//! Amendment F). Each device holds its own P-256 recognition key and the scheme issuer's
+//! certificate on it ([`cert`]); no device holds a key that opens another. Each side sends
+//! a *hello* — its ID, its personality (transfer count and totalizer), a fresh 16-byte
+//! challenge and its certificate; the PSD's also a fresh ephemeral public key. Each side
+//! checks the other's certificate against the issuer's public key (and its revocation
+//! list), then the session MAC key is derived from two ECDH secrets — Z1, ephemeral-static
+//! (the PSD's ephemeral with the card's certified key), and Z2, static-static (both
+//! certified keys; computed once per partner and power-on, [`partners`]) — and the SHA-256
+//! of both hellos. So a session key is fresh (the ephemeral, two challenges), computable
+//! only by the holders of both certified private keys (Z1 needs the card's, Z2 either's
+//! and the attacker has neither), and bound to both IDs and both personalities (counters
+//! and totalizers): "one of a kind, dedicated only to those two communicating devices".
+//! Each side then proves the session key with a cryptogram the other checks; a failed
+//! check is counted on the checking device before the compare, and too many block the
+//! function there.
 //!
 //! **Transfer** (blocks 118-121), Mondex-style: the purse asks (REQ), the PSD debits its
 //! descending register into *pending* and answers (VAL), the purse credits and answers
@@ -20,19 +26,18 @@
 //! MACed account of what it credited from this PSD) lets the PSD complete or undo a pending
 //! transfer at the next contact. `docs/purse.md` walks through every interruption.
 
+pub mod cert;
+pub mod partners;
+
 use alloc::vec::Vec;
 
-use crate::crypto::{sha256, MacKey, MAC_LEN};
+use crate::crypto::{sha256, sha256_parts, IndiciumKey, MacKey, COMPRESSED_KEY_LEN, MAC_LEN};
 use crate::types::{Amount, CardId, DeviceId, SchemeId, TransferCount};
 use crate::wire::{Malformed, OpenError, Reader, Writer};
+use cert::{DeviceCertificate, CERTIFICATE_LEN};
 
 /// Length of each side's challenge.
 pub const CHALLENGE_LEN: usize = 16;
-
-/// The purse's card key: the scheme key's CMAC over a label and the card ID.
-pub fn card_key(scheme_key: &MacKey, card: CardId) -> MacKey {
-    MacKey::new(scheme_key.mac(&[b"openpsd card key", &card.0]))
-}
 
 /// The key an issuer uses for authenticated commands to one card (PIN unblock,
 /// recognition reset): the issuer's admin key diversified by the card ID.
@@ -81,12 +86,17 @@ pub struct PsdHello {
     pub challenge: [u8; CHALLENGE_LEN],
     /// The card a pending transfer waits for, if any (the host then resolves first).
     pub pending_for: Option<CardId>,
+    /// The PSD's ephemeral public key for this session (SEC1 compressed).
+    pub ephemeral: [u8; COMPRESSED_KEY_LEN],
+    /// The PSD's certificate.
+    pub certificate: DeviceCertificate,
 }
 
 impl PsdHello {
-    /// Layout: device ‖ scheme ‖ transfers ‖ total out ‖ challenge ‖ 00 | 01 card ID.
+    /// Layout: device ‖ scheme ‖ transfers ‖ total out ‖ challenge ‖ 00 | 01 card ID ‖
+    /// ephemeral key (33) ‖ certificate (123).
     pub fn encode(&self) -> Vec<u8> {
-        let mut w = Vec::with_capacity(54);
+        let mut w = Vec::with_capacity(49 + COMPRESSED_KEY_LEN + CERTIFICATE_LEN);
         w.extend_from_slice(&self.device.0);
         w.put_u32(self.scheme.0);
         w.put_u32(self.transfers.0);
@@ -99,6 +109,8 @@ impl PsdHello {
                 w.extend_from_slice(&c.0);
             }
         }
+        w.extend_from_slice(&self.ephemeral);
+        w.extend_from_slice(&self.certificate.encode());
         w
     }
 
@@ -116,6 +128,8 @@ impl PsdHello {
                 1 => Some(CardId(r.array()?)),
                 _ => return Err(Malformed::Value),
             },
+            ephemeral: r.array()?,
+            certificate: DeviceCertificate::read(&mut r)?,
         };
         r.finish()?;
         Ok(h)
@@ -135,6 +149,8 @@ pub struct CardHello {
     pub total_in: Amount,
     /// Fresh challenge.
     pub challenge: [u8; CHALLENGE_LEN],
+    /// The card's certificate.
+    pub certificate: DeviceCertificate,
     /// Proof that the card holds the session key ([`Session::card_cryptogram`]).
     pub cryptogram: [u8; MAC_LEN],
 }
@@ -142,16 +158,18 @@ pub struct CardHello {
 impl CardHello {
     /// The part the session key covers (everything but the cryptogram).
     pub fn body(&self) -> Vec<u8> {
-        let mut w = Vec::with_capacity(40);
+        let mut w = Vec::with_capacity(40 + CERTIFICATE_LEN + MAC_LEN);
         w.extend_from_slice(&self.card.0);
         w.put_u32(self.scheme.0);
         w.put_u32(self.transfers.0);
         w.put_u64(self.total_in.0);
         w.extend_from_slice(&self.challenge);
+        w.extend_from_slice(&self.certificate.encode());
         w
     }
 
-    /// Layout: body ‖ cryptogram.
+    /// Layout: card ‖ scheme ‖ transfers ‖ total in ‖ challenge ‖ certificate (123) ‖
+    /// cryptogram (16).
     pub fn encode(&self) -> Vec<u8> {
         let mut w = self.body();
         w.extend_from_slice(&self.cryptogram);
@@ -167,6 +185,7 @@ impl CardHello {
             transfers: TransferCount(r.u32()?),
             total_in: Amount(r.u64()?),
             challenge: r.array()?,
+            certificate: DeviceCertificate::read(&mut r)?,
             cryptogram: r.array()?,
         };
         r.finish()?;
@@ -188,15 +207,20 @@ pub struct Session {
     pub card_transfers: TransferCount,
 }
 
-const LABEL_SESSION: &[u8] = b"openpsd transfer session";
+const LABEL_SESSION: &[u8] = b"openpsd transfer session v2";
 
 impl Session {
-    /// Derives the session from the card key and both hellos (the card's without its
-    /// cryptogram).
-    pub fn derive(card_key: &MacKey, psd: &PsdHello, card: &CardHello) -> Session {
+    /// Derives the session from the two ECDH secrets and both hellos (the card's without
+    /// its cryptogram): the first 16 bytes of SHA-256(label ‖ Z1 ‖ Z2 ‖ SHA-256(hellos)),
+    /// a one-block X9.63-style KDF as SCP11 uses.
+    fn derive(z1: &[u8], z2: &[u8], psd: &PsdHello, card: &CardHello) -> Session {
         let mut context = psd.encode();
         context.extend_from_slice(&card.body());
-        let key = MacKey::new(card_key.mac(&[LABEL_SESSION, &sha256(&context)]));
+        let digest =
+            zeroize::Zeroizing::new(sha256_parts(&[LABEL_SESSION, z1, z2, &sha256(&context)]));
+        let mut key = [0u8; crate::crypto::MAC_KEY_LEN];
+        key.copy_from_slice(&digest[..crate::crypto::MAC_KEY_LEN]);
+        let key = MacKey::new(key);
         Session {
             key,
             device: psd.device,
@@ -204,6 +228,33 @@ impl Session {
             psd_transfers: psd.transfers,
             card_transfers: card.transfers,
         }
+    }
+
+    /// The purse's side: Z1 = its recognition key with the PSD's ephemeral key; `z2` the
+    /// static-static secret with the PSD's certified key ([`partners::Partners`]). `None`
+    /// if the ephemeral key is not a curve point. The caller has checked the PSD's
+    /// certificate.
+    pub fn for_card(
+        card_key: &IndiciumKey,
+        z2: &[u8],
+        psd: &PsdHello,
+        card: &CardHello,
+    ) -> Option<Session> {
+        let z1 = card_key.agree(&psd.ephemeral)?;
+        Some(Session::derive(z1.as_ref(), z2, psd, card))
+    }
+
+    /// The PSD's side: Z1 = its ephemeral key with the card's certified key; `z2` the
+    /// static-static secret with it ([`partners::Partners`]). `None` if the card's key is
+    /// not a curve point. The caller has checked the card's certificate.
+    pub fn for_psd(
+        ephemeral: &IndiciumKey,
+        z2: &[u8],
+        psd: &PsdHello,
+        card: &CardHello,
+    ) -> Option<Session> {
+        let z1 = ephemeral.agree(&card.certificate.public_key)?;
+        Some(Session::derive(z1.as_ref(), z2, psd, card))
     }
 
     /// The card's proof of the session key.

@@ -26,12 +26,13 @@ use openpsd_core::purse::personal::{certificate_body, PurseInfo};
 use openpsd_core::purse::purchase::{PurchaseRecord, PurchaseRequest};
 use openpsd_core::purse::purse_card;
 use openpsd_core::store::MemStore;
+use openpsd_core::transfer::cert::{DeviceKind, RecognitionInfo};
 use openpsd_core::transfer::{card_admin_key, PsdHello};
 use openpsd_core::types::{Amount, Date, RegisterSetIndex, TerminalId, TransferCount};
 use openpsd_core::Status;
 use openpsd_tests::purse::{
-    issuer_key, psd_personalization, purse_personalization, ADMIN_KEY, CARD, PIN, SCHEME,
-    SCHEME_KEY,
+    certificate_for, issuer_key, psd_personalization, purse_personalization, ADMIN_KEY, CARD, PIN,
+    SCHEME,
 };
 use openpsd_tests::*;
 
@@ -291,10 +292,27 @@ fn value_transfer() {
 
     // --- The PSD, personalized with the scheme block and refilled with 100.00 -------
     let mut psd = blank_card(11);
-    title("PERSONALIZE with the scheme block (scheme 00020001, max failures 5) (card seed 11)");
+    title(
+        "PERSONALIZE with the scheme block (scheme 00020001, issuer key, max failures 5) (card seed 11)",
+    );
     expect_ok(&x(
         &mut psd,
-        &psd_apdu::personalize(&psd_personalization(SCHEME, SCHEME_KEY)),
+        &psd_apdu::personalize(&psd_personalization(SCHEME)),
+    ));
+    title("GET DATA 00 03: the PSD's recognition key, no certificate yet");
+    let rec = expect_ok(&x(&mut psd, &psd_apdu::get_recognition_data()));
+    let rec = RecognitionInfo::decode(&rec).expect("recognition data");
+    let psd_cert = certificate_for(
+        &issuer_key(),
+        DeviceKind::Psd,
+        SCHEME,
+        DEVICE.0,
+        rec.public_key,
+    );
+    title("INSTALL CERTIFICATE: the issuer's certificate on the PSD's recognition key");
+    expect_ok(&x(
+        &mut psd,
+        &psd_apdu::install_certificate(&psd_cert.encode()),
     ));
     let kms = Kms::new();
     let msg = kms.refill_for(&mut psd, set0, Amount(10_000), [1; 8]);
@@ -311,11 +329,26 @@ fn value_transfer() {
     title("purse: PERSONALIZE (card PURSE001, scheme 00020001, PIN 2468)");
     let pk = expect_ok(&x(
         &mut purse,
-        &purse_apdu::personalize(&purse_personalization(CARD, SCHEME, SCHEME_KEY)),
+        &purse_apdu::personalize(&purse_personalization(CARD, SCHEME)),
     ));
     let cert = issuer_key().sign(&certificate_body(CARD, SCHEME, &pk));
     title("purse: CERTIFY with the issuer's signature on the purchase key");
     expect_ok(&x(&mut purse, &purse_apdu::certify(&cert)));
+    title("purse: GET DATA 00 04: the recognition key, no certificate yet");
+    let rec = expect_ok(&x(&mut purse, &purse_apdu::get_data(0x04)));
+    let rec = RecognitionInfo::decode(&rec).expect("recognition data");
+    let card_cert = certificate_for(
+        &issuer_key(),
+        DeviceKind::Purse,
+        SCHEME,
+        CARD.0,
+        rec.public_key,
+    );
+    title("purse: INSTALL CERTIFICATE on the recognition key");
+    expect_ok(&x(
+        &mut purse,
+        &purse_apdu::install_certificate(&card_cert.encode()),
+    ));
     title("purse: GET DATA 00 01 (personalized, certified)");
     let info = expect_ok(&x(&mut purse, &purse_apdu::get_data(0x01)));
     let info = PurseInfo::decode(&info)

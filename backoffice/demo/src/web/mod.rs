@@ -16,17 +16,23 @@
 //!    meter server owned by the customer's account (baselines zero: a fresh PSD), opens
 //!    that account at the recharging center and puts the demo deposit on it.
 //!
-//! The room is also the demo scheme's purse issuer: every browser PSD gets the scheme slot
-//! of the room's demo scheme, and
+//! The room is also the demo scheme's issuer: every browser PSD gets the scheme slot of
+//! the room's demo scheme (the issuer's *public* key; no secret), and
 //!
-//! 3. `POST /demo/v1/purses` `{"pin"}` — PERSONALIZE data (hex) for a new purse card of
-//!    that scheme: card key diversified from the scheme key, admin key from the room's
-//!    admin key, the room's issuer public key, the holder's PIN (4-12 digits).
-//! 4. `POST /demo/v1/purses/{card_id}/certify` `{"public_key"}` — the issuer's signature
-//!    on the purse's purchase key (`certificate_body`), for the page's `purse.certify`.
+//! 3. `POST /demo/v1/devices/{device_id}/certificate` `{"recognition_key"}` — the issuer's
+//!    certificate on the recognition key the browser PSD generated inside itself, for the
+//!    page's `psd.installCertificate` (needed before the first transfer).
+//! 4. `POST /demo/v1/purses` `{"pin"}` — PERSONALIZE data (hex) for a new purse card of
+//!    that scheme: admin key from the room's admin key, the room's issuer public key, the
+//!    holder's PIN (4-12 digits). No key that opens another card.
+//! 5. `POST /demo/v1/purses/{card_id}/certify` `{"public_key"}` — the issuer's signature
+//!    on the purse's purchase key (`certificate_body`), for the page's `purse.certify`;
+//!    `POST /demo/v1/purses/{card_id}/certificate` `{"recognition_key"}` — the
+//!    certificate on its recognition key, for `purse.installCertificate`.
 //!
-//! The scheme key, the issuer's admin and signing keys all derive from one room seed,
-//! made once per data directory (`web-room.key`, 0600; see [`start_in`]).
+//! The issuer's admin and signing keys derive from one room seed, made once per data
+//! directory (`web-room.key`, 0600; see [`start_in`]); they never leave the room. (Before
+//! issue 12 a scheme master key derived from the same seed went to every browser PSD.)
 //!
 //! PERSONALIZE carries K1 in clear: like `card-sim personalize`, this is the vendor's
 //! trusted personalization room, and it listens on loopback only.
@@ -43,7 +49,7 @@ use axum::Router;
 use openpsd_core::crypto::{self, IndiciumKey, MacKey};
 use openpsd_core::psd::device::SchemeSlot;
 use openpsd_core::purse::personal::PursePersonalization;
-use openpsd_core::transfer::{card_admin_key, card_key};
+use openpsd_core::transfer::card_admin_key;
 use openpsd_core::types::{Amount, CardId, SchemeId};
 use zeroize::Zeroizing;
 
@@ -62,7 +68,7 @@ mod room;
 
 use files::{index, page_file, pkg_file};
 use proxy::meter_proxy;
-use purses::{certify_purse, new_purse};
+use purses::{certify_device_recognition, certify_purse, certify_purse_recognition, new_purse};
 use room::{account, new_device, register};
 
 pub use room::{account_for, psd_request};
@@ -74,6 +80,7 @@ pub(crate) const STEP_PROXY: &str = "web_meter_proxy";
 pub(crate) const STEP_STATIC: &str = "web_static";
 pub(crate) const STEP_PURSE: &str = "demo_purse";
 pub(crate) const STEP_CERTIFY: &str = "demo_certify";
+pub(crate) const STEP_RECOGNITION: &str = "demo_recognition_certificate";
 
 /// The web demo's value-transfer scheme.
 pub const WEB_SCHEME: SchemeId = SchemeId(0x5745_4201);
@@ -113,13 +120,12 @@ pub(crate) struct Pending {
     pub(crate) seq: u64,
 }
 
-/// The room's scheme and issuer keys, all derived from one 32-byte seed.
+/// The room's issuer keys, all derived from one 32-byte seed.
 pub struct RoomKeys {
-    /// The demo scheme's key (PSDs hold it; purse card keys derive from it).
-    pub scheme_key: Zeroizing<[u8; 16]>,
     /// The issuer's admin key (per-card admin keys derive from it).
     pub admin_key: Zeroizing<[u8; 16]>,
-    /// The issuer's signing key (certifies purses' purchase keys).
+    /// The issuer's signing key (certifies every device's recognition key and purses'
+    /// purchase keys).
     pub issuer: IndiciumKey,
 }
 
@@ -134,7 +140,6 @@ impl RoomKeys {
             k
         };
         Some(RoomKeys {
-            scheme_key: half(b"openpsd web room scheme key"),
             admin_key: half(b"openpsd web room admin key"),
             issuer: IndiciumKey::from_bytes(part(b"openpsd web room issuer key").as_slice())?,
         })
@@ -151,11 +156,11 @@ impl RoomKeys {
         RoomKeys::from_seed(&seed).ok_or_else(|| anyhow::anyhow!("room seed is not valid"))
     }
 
-    /// The scheme slot every browser PSD gets.
+    /// The scheme slot every browser PSD gets: the issuer's public key, nothing secret.
     pub fn scheme_slot(&self) -> SchemeSlot {
         SchemeSlot {
             scheme: WEB_SCHEME,
-            key: *self.scheme_key,
+            issuer_public_key: self.issuer.public_key(),
             max_failures: WEB_MAX_FAILURES,
         }
     }
@@ -165,7 +170,6 @@ impl RoomKeys {
         PursePersonalization {
             card,
             scheme: WEB_SCHEME,
-            card_key: *card_key(&MacKey::new(*self.scheme_key), card).expose(),
             admin_key: *card_admin_key(&MacKey::new(*self.admin_key), card).expose(),
             issuer_public_key: self.issuer.public_key(),
             max_balance: PURSE_MAX_BALANCE,
@@ -195,8 +199,12 @@ pub(crate) struct Web {
     pub(crate) http: reqwest::Client,
     pub(crate) pending: Arc<Mutex<(u64, HashMap<String, Pending>)>>,
     pub(crate) room: Arc<RoomKeys>,
+    /// The recognition key the room certified for each device ID (one per ID).
+    pub(crate) certified: Arc<Mutex<HashMap<String, [u8; 33]>>>,
     /// Purse cards the room issued (and will certify).
     pub(crate) purses: Arc<Mutex<std::collections::HashSet<String>>>,
+    /// Browser PSDs the room personalized (and will certify).
+    pub(crate) devices: Arc<Mutex<std::collections::HashSet<String>>>,
 }
 
 /// Starts the web demo listener next to the back office `h`, with room keys that live as
@@ -257,6 +265,8 @@ pub async fn start_in(o: &WebOptions, h: &Handles, data: Option<&Path>) -> anyho
         pending: Arc::default(),
         room: Arc::new(room),
         purses: Arc::default(),
+        certified: Arc::default(),
+        devices: Arc::default(),
     };
     let listener = bind(&o.listen, None).await?;
     let addr = listener.local_addr()?;
@@ -392,6 +402,14 @@ fn router(web: Web, port: u16) -> Router {
         .route("/demo/v1/accounts/{account_id}", get(account))
         .route("/demo/v1/purses", post(new_purse))
         .route("/demo/v1/purses/{card_id}/certify", post(certify_purse))
+        .route(
+            "/demo/v1/purses/{card_id}/certificate",
+            post(certify_purse_recognition),
+        )
+        .route(
+            "/demo/v1/devices/{device_id}/certificate",
+            post(certify_device_recognition),
+        )
         .route("/v1/{*rest}", any(meter_proxy))
         .route("/pkg/{*rest}", get(pkg_file))
         .route("/", get(index))

@@ -1,5 +1,6 @@
-//! The room as the demo scheme's purse issuer: PERSONALIZE data for a browser purse and the
-//! certificate on its purchase key.
+//! The room as the demo scheme's issuer: PERSONALIZE data for a browser purse, the
+//! certificate on its purchase key, and the certificates on the recognition keys browser
+//! PSDs and purses generate inside themselves. The issuer's private key stays here.
 
 use axum::body::Bytes;
 use axum::extract::{Path as UrlPath, State};
@@ -10,7 +11,11 @@ use openpsd_core::purse::personal::certificate_body;
 use openpsd_core::types::CardId;
 use zeroize::Zeroizing;
 
-use openpsd_protocol::{Certified, Certify, NewPurse, PursePersonalize};
+use openpsd_core::transfer::cert::{DeviceCertificate, DeviceKind};
+use openpsd_core::types::Date;
+use openpsd_protocol::{
+    Certified, Certify, CertifyRecognition, NewPurse, PursePersonalize, RecognitionCertificate,
+};
 
 use openpsd_protocol::ErrorCode;
 use openpsd_service_kit::codec;
@@ -18,8 +23,20 @@ use openpsd_service_kit::error::ApiError;
 
 use super::{
     Web, MAX_PENDING, PURSE_MAX_BALANCE, PURSE_MAX_TRANSFER, PURSE_PIN_TRIES, STEP_CERTIFY,
-    STEP_PURSE, WEB_SCHEME,
+    STEP_PURSE, STEP_RECOGNITION, WEB_SCHEME,
 };
+
+/// Years a recognition certificate the room issues is valid.
+const CERTIFICATE_YEARS: u16 = 10;
+
+/// Remembers an ID the room issued (a bounded set: the oldest are forgotten in bulk).
+pub(crate) fn remember(set: &std::sync::Mutex<std::collections::HashSet<String>>, id: &str) {
+    let mut ids = set.lock().unwrap_or_else(|p| p.into_inner());
+    if ids.len() >= MAX_PENDING * 16 {
+        ids.clear();
+    }
+    ids.insert(id.to_string());
+}
 
 pub(crate) async fn new_purse(
     State(web): State<Web>,
@@ -36,13 +53,7 @@ pub(crate) async fn new_purse(
     let card = CardId(id);
     let p = web.room.purse_personalization(card, pin.as_bytes());
     let card_id = hex::encode_upper(card.0);
-    {
-        let mut purses = web.purses.lock().unwrap_or_else(|p| p.into_inner());
-        if purses.len() >= MAX_PENDING * 16 {
-            purses.clear();
-        }
-        purses.insert(card_id.clone());
-    }
+    remember(&web.purses, &card_id);
     tracing::info!(card = %card_id, "browser purse personalization data issued");
     Ok(Json(PursePersonalize {
         card_id,
@@ -90,4 +101,103 @@ pub(crate) async fn certify_purse(
         card_id,
         signature: hex::encode(signature),
     }))
+}
+
+/// The issuer's certificate on the recognition key of a device the room issued.
+fn recognition_certificate(
+    web: &Web,
+    kind: DeviceKind,
+    id: [u8; 8],
+    body: &Bytes,
+) -> Result<RecognitionCertificate, ApiError> {
+    let step = STEP_RECOGNITION;
+    let id_hex = hex::encode_upper(id);
+    let req: CertifyRecognition = codec::json(body, step)?;
+    let key: [u8; 33] = codec::hex_array("recognition_key", &req.recognition_key, step)?;
+    if !crypto::is_valid_public_key(&key) {
+        return Err(ApiError::bad_request(
+            step,
+            "recognition_key: not a P-256 point",
+        ));
+    }
+    let (issued, code, what) = match kind {
+        DeviceKind::Psd => (&web.devices, ErrorCode::UnknownDevice, "PSD"),
+        DeviceKind::Purse => (&web.purses, ErrorCode::UnknownCard, "purse"),
+    };
+    if !issued
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .contains(&id_hex)
+    {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            code,
+            step,
+            format!("the personalization room did not issue {what} {id_hex}"),
+        ));
+    }
+    // One recognition key per device: the first key certified for an ID is the only one
+    // the room certifies for it again. Device IDs are printed on every indicium; without
+    // this, anyone could get the issuer's certificate binding a key of theirs to someone
+    // else's device ID and be recognised as that device.
+    {
+        let mut keys = web.certified.lock().unwrap_or_else(|p| p.into_inner());
+        match keys.get(&id_hex) {
+            Some(k) if *k != key => {
+                return Err(ApiError::new(
+                    StatusCode::CONFLICT,
+                    ErrorCode::DeviceConflict,
+                    step,
+                    format!("{what} {id_hex} has another recognition key certified already"),
+                ));
+            }
+            Some(_) => {}
+            None => {
+                if keys.len() >= MAX_PENDING * 16 {
+                    keys.clear();
+                }
+                keys.insert(id_hex.clone(), key);
+            }
+        }
+    }
+    let today = codec::today_utc();
+    let year = today.year.saturating_add(CERTIFICATE_YEARS);
+    let until = Date::new(year, today.month, today.day)
+        .or_else(|| Date::new(year, today.month, 28))
+        .unwrap_or(today);
+    let serial = u32::from_be_bytes(codec::random_array::<4>());
+    let cert = DeviceCertificate::issue(
+        &web.room.issuer,
+        kind,
+        WEB_SCHEME,
+        id,
+        serial,
+        today,
+        until,
+        key,
+    );
+    tracing::info!(id = %id_hex, serial, "recognition key certified");
+    Ok(RecognitionCertificate {
+        id: id_hex,
+        certificate: hex::encode(cert.encode()),
+        serial,
+    })
+}
+
+pub(crate) async fn certify_device_recognition(
+    State(web): State<Web>,
+    UrlPath(device_id): UrlPath<String>,
+    body: Bytes,
+) -> Result<Json<RecognitionCertificate>, ApiError> {
+    let id = codec::hex_array::<8>("device_id", &device_id, STEP_RECOGNITION)?;
+    recognition_certificate(&web, DeviceKind::Psd, id, &body).map(Json)
+}
+
+pub(crate) async fn certify_purse_recognition(
+    State(web): State<Web>,
+    UrlPath(card_id): UrlPath<String>,
+    body: Bytes,
+) -> Result<Json<RecognitionCertificate>, ApiError> {
+    let id = codec::hex_array::<8>("card_id", &card_id, STEP_RECOGNITION)?;
+    recognition_certificate(&web, DeviceKind::Purse, id, &body).map(Json)
 }

@@ -88,6 +88,7 @@ pub(crate) async fn new_device(
     };
     let device_id = codec::device_hex(&device);
     let (account_id, cookie) = new_customer(&web, &device_id).await?;
+    super::purses::remember(&web.devices, &device_id);
     let licenses: Vec<(u32, String)> = r
         .licenses
         .iter()
@@ -188,6 +189,8 @@ pub(crate) async fn register(
                 key_id: hex::encode(key_id),
                 public_key: hex::encode(public_key),
                 licenses: p.licenses.clone(),
+                // The room certifies the recognition key in its own step (`/certificate`).
+                certificate_serial: None,
             };
             let r = web.kms.post("/v1/devices", &secrets, step).await;
             if r.is_err() {

@@ -7,35 +7,11 @@
 
 mod common;
 
-use common::{expect_refused, parties, Admin, Host, Psd};
+use common::{env, expect_refused, parties, Env, Psd};
 use openpsd_backoffice::spawn_all;
 use openpsd_core::crypto::IndiciumKey;
 use openpsd_core::Status;
 use openpsd_protocol::{Combination, HoldRequest, SignedCombination};
-
-struct Env {
-    _dir: tempfile::TempDir,
-    handles: openpsd_backoffice::Handles,
-    host: Host,
-    admin: Admin,
-}
-
-async fn env() -> Env {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let handles = spawn_all(dir.path()).await.expect("services start");
-    let (host, admin) = parties(
-        &handles.meter.url,
-        &handles.kms.url,
-        &handles.recharge.url,
-        &handles.pki,
-    );
-    Env {
-        _dir: dir,
-        handles,
-        host,
-        admin,
-    }
-}
 
 /// A registered card and a funded account.
 async fn card(env: &Env, n: u32, account: &str, deposit: u64) -> Psd {

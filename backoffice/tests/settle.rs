@@ -15,30 +15,6 @@ use openpsd_backoffice::spawn_all;
 use openpsd_core::Status;
 use openpsd_protocol::{Baseline, Outcome, RefillState, Settle};
 
-struct Env {
-    _dir: tempfile::TempDir,
-    handles: openpsd_backoffice::Handles,
-    host: Host,
-    admin: Admin,
-}
-
-async fn env() -> Env {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let handles = spawn_all(dir.path()).await.expect("services start");
-    let (host, admin) = parties(
-        &handles.meter.url,
-        &handles.kms.url,
-        &handles.recharge.url,
-        &handles.pki,
-    );
-    Env {
-        _dir: dir,
-        handles,
-        host,
-        admin,
-    }
-}
-
 /// A card registered to `acme`, which has 10,000 deposited.
 async fn card(env: &Env, n: u32) -> Psd {
     let psd = Psd::new(n, 0);

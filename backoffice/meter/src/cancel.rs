@@ -16,16 +16,13 @@ use axum::{Extension, Json};
 use openpsd_core::psd::refill::REFILL_MESSAGE_LEN;
 use rusqlite::params;
 
-use openpsd_protocol::{
-    HoldRequest, Outcome, RefillMessage, RefillState, RefillView, SignedCombination,
-};
+use openpsd_protocol::{Outcome, RefillMessage, RefillState, RefillView, SignedCombination};
 use openpsd_service_kit::access::Customer;
 use openpsd_service_kit::codec;
 use openpsd_service_kit::db::now_secs;
 use openpsd_service_kit::error::{ApiError, StorageContext};
 use openpsd_service_kit::failpoint;
 
-use crate::history::request_id;
 use crate::refill::load_refill;
 use crate::store::{commit_refill, RefillRow};
 use crate::{Meter, STEP_CANCEL};
@@ -45,15 +42,7 @@ impl Meter {
         {
             // The audit was accepted: the RC may hold the amount (a crash after its answer).
             // Repeating the hold request returns that hold; a client error means none.
-            let hold = HoldRequest {
-                request_id: request_id(&r.view.device_id, &id),
-                account_id: r.view.account_id.clone(),
-                device_id: r.view.device_id.clone(),
-                license,
-                amount: r.view.amount,
-                control_sum,
-                refills,
-            };
+            let hold = r.hold_request(license, control_sum, refills);
             match self
                 .rc
                 .post::<_, SignedCombination>("/v1/combinations", &hold, step)

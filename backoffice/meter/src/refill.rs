@@ -8,16 +8,13 @@ use openpsd_core::psd::refill::REFILL_MESSAGE_LEN;
 use rusqlite::{params, OptionalExtension};
 
 use openpsd_protocol::ErrorCode;
-use openpsd_protocol::{
-    AuditBody, HoldRequest, RefillMessage, RefillRequest, RefillView, SignedCombination,
-};
+use openpsd_protocol::{AuditBody, RefillMessage, RefillRequest, RefillView, SignedCombination};
 use openpsd_service_kit::access::Customer;
 use openpsd_service_kit::codec;
 use openpsd_service_kit::db::{now_secs, to_sql_int};
 use openpsd_service_kit::error::{ApiError, StorageContext};
 use openpsd_service_kit::failpoint;
 
-use crate::history::request_id;
 use crate::store::{commit_refill, read_refill, record_audit, RefillRow};
 use crate::{Meter, OUTSTANDING, STEP_AUDIT, STEP_CONFIRM, STEP_REQUEST};
 
@@ -266,15 +263,7 @@ pub(crate) async fn refill_audit(
         ));
     };
     // Steps 260-265: the RC holds the amount and signs the combination (idempotent).
-    let hold = HoldRequest {
-        request_id: request_id(&r.view.device_id, &id),
-        account_id: r.view.account_id.clone(),
-        device_id: r.view.device_id.clone(),
-        license,
-        amount: r.view.amount,
-        control_sum,
-        refills,
-    };
+    let hold = r.hold_request(license, control_sum, refills);
     let signed: SignedCombination = match meter.rc.post("/v1/combinations", &hold, step).await {
         Ok(s) => s,
         Err(e) if e.status.is_client_error() => {

@@ -5,7 +5,7 @@ use axum::http::StatusCode;
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
 
 use openpsd_protocol::RefillState;
-use openpsd_protocol::{Baseline, InspectionView, Outcome, RefillView};
+use openpsd_protocol::{Baseline, HoldRequest, InspectionView, Outcome, RefillView};
 use openpsd_service_kit::db::{from_sql_int, now_secs, to_sql_int};
 use openpsd_service_kit::error::{ApiError, ErrorDetail, StorageContext};
 
@@ -248,6 +248,20 @@ pub(crate) struct RefillRow {
 }
 
 impl RefillRow {
+    /// The hold request at the RC for this refill, bound to its audited set (steps
+    /// 260-265): the same request ID every time, so repeating it returns the same hold.
+    pub(crate) fn hold_request(&self, license: u32, control_sum: u64, refills: u32) -> HoldRequest {
+        HoldRequest {
+            request_id: crate::history::request_id(&self.view.device_id, &self.view.client_txn_id),
+            account_id: self.view.account_id.clone(),
+            device_id: self.view.device_id.clone(),
+            license,
+            amount: self.view.amount,
+            control_sum,
+            refills,
+        }
+    }
+
     pub(crate) fn stored_error(&self) -> Option<ApiError> {
         let e = self.view.error.as_ref()?;
         Some(ApiError {

@@ -718,3 +718,31 @@ pub fn expect_refused<T: std::fmt::Debug>(
         }
     }
 }
+
+/// A back office in a temporary directory, with its host and operator.
+pub struct Env {
+    _dir: tempfile::TempDir,
+    pub handles: openpsd_backoffice::Handles,
+    pub host: Host,
+    pub admin: Admin,
+}
+
+/// Starts the three services on loopback (mutual TLS) in a fresh directory.
+pub async fn env() -> Env {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let handles = openpsd_backoffice::spawn_all(dir.path())
+        .await
+        .expect("services start");
+    let (host, admin) = parties(
+        &handles.meter.url,
+        &handles.kms.url,
+        &handles.recharge.url,
+        &handles.pki,
+    );
+    Env {
+        _dir: dir,
+        handles,
+        host,
+        admin,
+    }
+}

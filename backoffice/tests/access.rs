@@ -118,7 +118,7 @@ async fn every_route_times_every_caller() {
     for (service, base, rules) in &services {
         // Log-out (allowed for customers) ends their sessions: try it last.
         let mut rules = rules.clone();
-        rules.sort_by_key(|r| r.method == reqwest::Method::DELETE);
+        rules.sort_by_key(|r| r.path == "/v1/sessions/current");
         for rule in &rules {
             let path = rule
                 .path
@@ -126,7 +126,8 @@ async fn every_route_times_every_caller() {
                 .replace("{device_id}", &psd.device_id())
                 .replace("{account_id}", &alice)
                 .replace("{combination_id}", "0000000000000000")
-                .replace("{inspection_id}", "nothing");
+                .replace("{inspection_id}", "nothing")
+                .replace("{key_id}", "key-nothing");
             for caller in &CALLERS {
                 let mut client = Client::new(base, &h.pki, caller.role);
                 if let Some(name) = caller.customer {
@@ -305,5 +306,64 @@ async fn deposits_settlements_and_receipts_only_from_their_identity() {
     host.apply_and_confirm(&mut psd, &v).await.unwrap();
     let l = admin.assert_reconciled(&mut [&mut psd]).await;
     assert_eq!((l.debited, l.held, l.deposited), (1_000, 0, 10_000));
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn api_keys_are_revoked_by_their_owner_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = openpsd_backoffice::spawn_all(dir.path()).await.unwrap();
+    let (host, admin) = parties(&h.meter.url, &h.kms.url, &h.recharge.url, &h.pki);
+    admin.fund("alice", 1_000).await;
+    admin.fund("bob", 1_000).await;
+    let alice = host.as_customer("alice");
+    let key: openpsd_protocol::ApiKey = alice
+        .post(
+            "/v1/api-keys",
+            &openpsd_protocol::NewApiKey {
+                label: "mail room".into(),
+            },
+        )
+        .await
+        .unwrap();
+    let machine = Client::new(&h.meter.url, &h.pki, None).with_bearer(&key.key);
+    let me: openpsd_protocol::Me = machine.get("/v1/me").await.unwrap();
+    assert_eq!(me.customer.username, "alice");
+    let path = format!("/v1/api-keys/{}", key.key_id);
+    // Not by another key, not by another customer.
+    assert_eq!(machine.status(&reqwest::Method::DELETE, &path).await, 403);
+    assert_eq!(
+        host.as_customer("bob")
+            .status(&reqwest::Method::DELETE, &path)
+            .await,
+        404
+    );
+    assert!(machine.get::<openpsd_protocol::Me>("/v1/me").await.is_ok());
+    // By alice, logged in: the key stops working at once (its cache entry dropped too).
+    assert_eq!(alice.status(&reqwest::Method::DELETE, &path).await, 204);
+    let e = machine
+        .get::<openpsd_protocol::Me>("/v1/me")
+        .await
+        .unwrap_err();
+    assert_eq!((e.status, e.code.as_str()), (401, "unauthenticated"));
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sign_up_and_log_in_are_limited_per_address_whatever_token_comes_with_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = openpsd_backoffice::spawn_all(dir.path()).await.unwrap();
+    let (host, admin) = parties(&h.meter.url, &h.kms.url, &h.recharge.url, &h.pki);
+    admin.fund("alice", 1_000).await;
+    // A customer's token does not buy a bucket of its own: the address's runs out.
+    let alice = host.as_customer("alice");
+    let mut statuses = Vec::new();
+    for _ in 0..40 {
+        statuses.push(alice.status(&reqwest::Method::POST, "/v1/sessions").await);
+    }
+    assert!(statuses.contains(&429), "{statuses:?}");
+    // Malformed tokens are refused before any lookup.
+    let junk = Client::new(&h.meter.url, &h.pki, None).with_bearer("x");
+    assert_eq!(junk.status(&reqwest::Method::GET, "/v1/me").await, 401);
     h.stop().await;
 }

@@ -169,6 +169,8 @@ pub fn run_tcp_server_with(
     loop {
         let (mut stream, peer) = listener.accept()?;
         stream.set_read_timeout(Some(idle))?;
+        // A client that sends but never reads must not block the card on a full buffer.
+        stream.set_write_timeout(Some(idle))?;
         tracing::info!(%peer, "client connected");
         card.reset();
         match serve_connection(&mut stream, card) {

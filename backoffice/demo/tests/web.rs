@@ -405,6 +405,18 @@ async fn run() {
     };
     let (s, e, _) = send(reg("00000000", &public_key)).await;
     assert_eq!((s, e["error"]["code"].as_str()), (400, Some("bad_request")));
+    // Without the session the room gives nothing away (the waiting K1 stays for the page).
+    let (s, _, _) = send(
+        http.post(url(&format!("/demo/v1/devices/{device_id}/register")))
+            .json(&json!({"key_id": key_id, "public_key": public_key})),
+    )
+    .await;
+    assert_eq!(s, 401);
+    // A second session cookie planted beside the page's (say, by another loopback port):
+    // neither counts.
+    let planted = format!("{cookie}; openpsd_session=ops_{}", "0".repeat(64));
+    let (s, _, _) = send(http.get(url("/v1/me")).header("cookie", planted)).await;
+    assert_eq!(s, 401);
     let (s, r, _) = send(reg(&key_id, &public_key)).await;
     assert_eq!(s, 200, "{r}");
     assert_eq!(r["account"]["available"], 10_000);
@@ -430,6 +442,7 @@ async fn run() {
     // A device the room never made.
     let (s, e, _) = send(
         http.post(url("/demo/v1/devices/5053440000000000/register"))
+            .header("cookie", &cookie)
             .json(&json!({"key_id": key_id, "public_key": public_key})),
     )
     .await;

@@ -183,6 +183,9 @@ impl RateLimit {
 
     /// `handler` with this limit in front of it (besides the service-wide one): for
     /// routes anyone may call that cost much, such as log-in (Argon2).
+    ///
+    /// Counted per address only, whatever identity the request carries: a customer must not
+    /// get a bucket of their own for every account they make.
     pub fn on<S: Clone + Send + Sync + 'static>(
         &self,
         handler: MethodRouter<S>,
@@ -190,8 +193,24 @@ impl RateLimit {
         let limit = self.clone();
         handler.route_layer(middleware::from_fn(move |req: Request, next: Next| {
             let limit = limit.clone();
-            async move { limit.check(req, next).await }
+            async move {
+                let key = format!("addr:{}", Self::address_key(&req));
+                limit.check_key(&key, req, next).await
+            }
         }))
+    }
+
+    /// The caller's address as a bucket key: an IPv6 address by its /64 (one host usually
+    /// has the whole prefix).
+    fn address_key(req: &Request) -> String {
+        match req.extensions().get::<Peer>().map(|p| p.addr.ip()) {
+            Some(IpAddr::V6(v6)) => {
+                let s = v6.segments();
+                format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+            }
+            Some(ip) => ip.to_string(),
+            None => "unknown".to_owned(),
+        }
     }
 
     /// The key a request is counted under.
@@ -199,13 +218,9 @@ impl RateLimit {
         if let Some(c) = req.extensions().get::<Customer>() {
             return format!("customer:{}", c.id);
         }
-        let peer = req.extensions().get::<Peer>();
-        match peer.and_then(|p| p.role) {
+        match req.extensions().get::<Peer>().and_then(|p| p.role) {
             Some(role) => format!("role:{}", role.name()),
-            None => format!(
-                "addr:{}",
-                peer.map_or(IpAddr::from([0, 0, 0, 0]), |p| p.addr.ip())
-            ),
+            None => format!("addr:{}", Self::address_key(req)),
         }
     }
 
@@ -237,7 +252,12 @@ impl RateLimit {
     }
 
     async fn check(&self, req: Request, next: Next) -> Response {
-        match self.take(&Self::key(&req)) {
+        let key = Self::key(&req);
+        self.check_key(&key, req, next).await
+    }
+
+    async fn check_key(&self, key: &str, req: Request, next: Next) -> Response {
+        match self.take(key) {
             Ok(()) => next.run(req).await,
             Err(wait) => {
                 let mut r = ApiError::new(

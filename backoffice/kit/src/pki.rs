@@ -135,34 +135,57 @@ impl Pki {
 
     fn issue(&self, issuer: &Issuer<'_, KeyPair>, role: Role, hosts: &[String]) -> Result<()> {
         let key = KeyPair::generate()?;
-        let mut names = vec![role.dns_name(), "localhost".to_owned()];
-        names.extend(
-            hosts
-                .iter()
-                .filter(|h| h.parse::<IpAddr>().is_err())
-                .cloned(),
-        );
+        if let Some(bad) = hosts
+            .iter()
+            .find(|h| h.contains('*') || h.ends_with(".openpsd"))
+        {
+            bail!("--host {bad}: no wildcards and no .openpsd names (those name identities)");
+        }
+        // The operator is a client only: its certificate must not serve as any server.
+        // The extra host names go on the meter's certificate alone (the server customers
+        // reach by name); the KMS and the RC are reached by their role names.
+        let server = role != Role::Operator;
+        let mut names = vec![role.dns_name()];
+        if server {
+            names.push("localhost".to_owned());
+        }
+        if role == Role::Meter {
+            names.extend(
+                hosts
+                    .iter()
+                    .filter(|h| h.parse::<IpAddr>().is_err())
+                    .cloned(),
+            );
+        }
         let mut params = CertificateParams::new(names)?;
-        params
-            .subject_alt_names
-            .push(SanType::IpAddress(IpAddr::from([127, 0, 0, 1])));
-        params
-            .subject_alt_names
-            .push(SanType::IpAddress(IpAddr::from([
-                0u16, 0, 0, 0, 0, 0, 0, 1,
-            ])));
-        for ip in hosts.iter().filter_map(|h| h.parse::<IpAddr>().ok()) {
-            params.subject_alt_names.push(SanType::IpAddress(ip));
+        if server {
+            params
+                .subject_alt_names
+                .push(SanType::IpAddress(IpAddr::from([127, 0, 0, 1])));
+            params
+                .subject_alt_names
+                .push(SanType::IpAddress(IpAddr::from([
+                    0u16, 0, 0, 0, 0, 0, 0, 1,
+                ])));
+        }
+        if role == Role::Meter {
+            for ip in hosts.iter().filter_map(|h| h.parse::<IpAddr>().ok()) {
+                params.subject_alt_names.push(SanType::IpAddress(ip));
+            }
         }
         let mut dn = DistinguishedName::new();
         dn.push(DnType::OrganizationName, "openpsd back office");
         dn.push(DnType::CommonName, role.name());
         params.distinguished_name = dn;
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        params.extended_key_usages = vec![
-            ExtendedKeyUsagePurpose::ServerAuth,
-            ExtendedKeyUsagePurpose::ClientAuth,
-        ];
+        params.extended_key_usages = if server {
+            vec![
+                ExtendedKeyUsagePurpose::ServerAuth,
+                ExtendedKeyUsagePurpose::ClientAuth,
+            ]
+        } else {
+            vec![ExtendedKeyUsagePurpose::ClientAuth]
+        };
         validity(&mut params, CERT_DAYS);
         let cert = params.signed_by(&key, issuer)?;
         // The key first: a certificate without its key is useless, a key without its

@@ -6,7 +6,8 @@
 //! Why our own accept loop rather than `axum::serve`: axum's has no TLS, and the route
 //! checks need the client certificate of the connection a request came on.
 
-use std::net::SocketAddr;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -44,6 +45,8 @@ pub struct Limits {
     pub idle: Duration,
     /// Connections served at once; more are closed at accept.
     pub connections: usize,
+    /// Connections served at once from one address (so one client cannot take them all).
+    pub per_address: usize,
 }
 
 impl Default for Limits {
@@ -54,6 +57,7 @@ impl Default for Limits {
             handshake: Duration::from_secs(10),
             idle: Duration::from_secs(60),
             connections: 512,
+            per_address: 256,
         }
     }
 }
@@ -127,6 +131,7 @@ async fn accept_loop(
     let limits = listener.limits.clone();
     let acceptor = listener.tls.map(TlsAcceptor::from);
     let slots = Arc::new(Semaphore::new(limits.connections));
+    let per_address = Arc::new(std::sync::Mutex::new(HashMap::new()));
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let mut builder = Builder::new(TokioExecutor::new());
     builder
@@ -159,6 +164,14 @@ async fn accept_loop(
             );
             continue;
         };
+        let Some(mine) = PerAddress::take(&per_address, addr.ip(), limits.per_address) else {
+            tracing::warn!(
+                "{name}: {} connections open from {}; closing one",
+                limits.per_address,
+                addr.ip()
+            );
+            continue;
+        };
         let _ = stream.set_nodelay(true);
         let conn = Conn {
             name,
@@ -170,11 +183,49 @@ async fn accept_loop(
         let acceptor = acceptor.clone();
         tokio::spawn(async move {
             conn.serve(stream, addr, acceptor).await;
+            drop(mine);
             drop(slot);
         });
     }
     // Requests in flight finish (bounded), idle connections close.
     let _ = tokio::time::timeout(Duration::from_secs(10), graceful.shutdown()).await;
+}
+
+/// One address's share of the connections; the count goes down when it is dropped.
+struct PerAddress {
+    counts: Arc<std::sync::Mutex<HashMap<IpAddr, usize>>>,
+    ip: IpAddr,
+}
+
+impl PerAddress {
+    fn take(
+        counts: &Arc<std::sync::Mutex<HashMap<IpAddr, usize>>>,
+        ip: IpAddr,
+        max: usize,
+    ) -> Option<PerAddress> {
+        let mut map = counts.lock().unwrap_or_else(|p| p.into_inner());
+        let n = map.entry(ip).or_insert(0);
+        if *n >= max {
+            return None;
+        }
+        *n += 1;
+        Some(PerAddress {
+            counts: Arc::clone(counts),
+            ip,
+        })
+    }
+}
+
+impl Drop for PerAddress {
+    fn drop(&mut self) {
+        let mut map = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = map.get_mut(&self.ip) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                map.remove(&self.ip);
+            }
+        }
+    }
 }
 
 /// One accepted connection and what serving it needs.

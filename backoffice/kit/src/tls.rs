@@ -67,12 +67,17 @@ impl Role {
 
     /// The role a verified certificate proves, if any. Only call with a certificate the
     /// TLS layer has already verified against the CA.
+    /// A certificate valid for more than one role name (say, by a wildcard) proves none.
     pub fn of_certificate(cert: &CertificateDer<'_>) -> Option<Role> {
         let ee = webpki::EndEntityCert::try_from(cert).ok()?;
-        Role::ALL.into_iter().find(|r| {
+        let mut matching = Role::ALL.into_iter().filter(|r| {
             ServerName::try_from(r.dns_name())
                 .is_ok_and(|name| ee.verify_is_valid_for_subject_name(&name).is_ok())
-        })
+        });
+        match (matching.next(), matching.next()) {
+            (Some(role), None) => Some(role),
+            _ => None,
+        }
     }
 }
 

@@ -115,6 +115,23 @@ impl Upstream {
             // A refusal (4xx) is the other service's decision: pass it on as it is. Its own
             // 503 (it could not reach something) is passed on too; any other server error
             // means it failed without deciding, which for us is "not available".
+            // 401, 403, 408 and 429 say nothing about the request itself (our identity, a
+            // timeout, a rate limit): "not available", so no caller takes them for a refusal
+            // of the refill, the hold or the settlement.
+            Ok(body)
+                if matches!(
+                    status,
+                    StatusCode::UNAUTHORIZED
+                        | StatusCode::FORBIDDEN
+                        | StatusCode::REQUEST_TIMEOUT
+                        | StatusCode::TOO_MANY_REQUESTS
+                ) =>
+            {
+                Err(unavailable(format!(
+                    "did not take {path}: {} {}",
+                    body.error.code, body.error.message
+                )))
+            }
             Ok(body) if status.is_client_error() || status == StatusCode::SERVICE_UNAVAILABLE => {
                 Err(ApiError {
                     status: StatusCode::from_u16(status.as_u16())

@@ -213,3 +213,95 @@ async fn routes_answer_401_to_nobody_and_403_to_the_wrong_identity() {
     assert_eq!(status(http(&pki, Some(Role::Meter))).await, 200);
     svc.stop().await;
 }
+
+#[tokio::test]
+async fn the_operator_certificate_serves_nobody_and_wildcards_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::at(dir.path());
+    pki.init(&Role::ALL, &[]).unwrap();
+    // A server presenting the operator's (client-only) certificate gets no client.
+    let tls = server_config(&pki, Role::Operator, ClientAuth::Optional).unwrap();
+    let svc = Service::spawn(
+        "t",
+        bind("127.0.0.1:0", Some(tls)).await.unwrap(),
+        echo_router(),
+    )
+    .unwrap();
+    assert!(http(&pki, None)
+        .get(format!("{}/who", svc.url))
+        .send()
+        .await
+        .is_err());
+    svc.stop().await;
+    // Names that would make a certificate prove several roles are refused at init.
+    let other = Pki::at(&dir.path().join("wild"));
+    assert!(other.init(&Role::ALL, &["*.openpsd".to_owned()]).is_err());
+}
+
+#[tokio::test]
+async fn a_rate_limited_or_refused_identity_is_unavailable_not_a_refusal() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::at(dir.path());
+    pki.init(&Role::ALL, &[]).unwrap();
+    let router = Router::new().route(
+        "/busy",
+        get(|| async {
+            openpsd_service_kit::error::ApiError::new(
+                axum::http::StatusCode::TOO_MANY_REQUESTS,
+                openpsd_service_kit::error::ErrorCode::RateLimited,
+                "access",
+                "slow down",
+            )
+        }),
+    );
+    let tls = server_config(&pki, Role::Recharge, ClientAuth::Required).unwrap();
+    let svc = Service::spawn("rc", bind("127.0.0.1:0", Some(tls)).await.unwrap(), router).unwrap();
+    let up = Upstream::new(
+        "recharging center",
+        &svc.url,
+        Role::Recharge,
+        client_config(&pki, Some(Role::Meter)).unwrap(),
+    )
+    .unwrap();
+    let e = up.get::<serde_json::Value>("/busy", "t").await.unwrap_err();
+    assert_eq!(
+        (e.status.as_u16(), e.code.as_str()),
+        (503, "service_unavailable")
+    );
+    svc.stop().await;
+}
+
+#[tokio::test]
+async fn one_address_cannot_take_every_connection() {
+    let mut l = bind("127.0.0.1:0", None).await.unwrap();
+    l.limits.per_address = 2;
+    let svc = Service::spawn("t", l, echo_router()).unwrap();
+    let addr = svc.addr;
+    let third_closed = tokio::task::spawn_blocking(move || {
+        let _a = std::net::TcpStream::connect(addr).unwrap();
+        let _b = std::net::TcpStream::connect(addr).unwrap();
+        std::thread::sleep(Duration::from_millis(200));
+        let mut c = std::net::TcpStream::connect(addr).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut buf = [0u8; 1];
+        let third = c.read(&mut buf).is_ok_and(|n| n == 0);
+        drop((_a, _b));
+        third
+    })
+    .await
+    .unwrap();
+    assert!(
+        third_closed,
+        "the third connection from one address is closed at once"
+    );
+    // Once those are gone, the address is served again.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let ok = reqwest::Client::new()
+        .post(format!("{}/echo", svc.url))
+        .body("x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), 200);
+    svc.stop().await;
+}

@@ -14,7 +14,7 @@ use std::time::Instant;
 use argon2::password_hash::{PasswordHash, PasswordHasher as _, PasswordVerifier as _, SaltString};
 use argon2::Argon2;
 use axum::body::Bytes;
-use axum::extract::{Request, State};
+use axum::extract::{Path as UrlPath, Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -73,6 +73,9 @@ pub(crate) async fn authenticate(
         Some(s) => s.trim().to_owned(),
         None => return unauthenticated("the Authorization header must be `Bearer <token>`"),
     };
+    if !well_formed(&secret) {
+        return unauthenticated("the token or API key is unknown, expired or revoked");
+    }
     match lookup(&meter, &secret).await {
         Ok(Some(customer)) => {
             req.extensions_mut().insert(customer);
@@ -81,6 +84,14 @@ pub(crate) async fn authenticate(
         Ok(None) => unauthenticated("the token or API key is unknown, expired or revoked"),
         Err(e) => e.into_response(),
     }
+}
+
+/// Whether `secret` has the shape of our tokens (`ops_` or `opk_` and 64 hex digits): no
+/// database lookup for anything else.
+fn well_formed(secret: &str) -> bool {
+    (secret.starts_with("ops_") || secret.starts_with("opk_"))
+        && secret.len() == 68
+        && secret[4..].bytes().all(|b| b.is_ascii_hexdigit())
 }
 
 fn unauthenticated(message: &str) -> Response {
@@ -107,29 +118,42 @@ type Checked = (Customer, Instant, Option<i64>);
 
 /// Credentials checked recently, by hash. Every request carries one, and asking SQLite
 /// each time would queue them behind the refills' fsyncs.
+/// The cache's entries and a generation that every revocation moves on: a lookup that read
+/// the database before a revocation committed must not put its (now stale) answer back.
 #[derive(Default)]
-pub(crate) struct CredentialCache(std::sync::Mutex<HashMap<String, Checked>>);
+pub(crate) struct CredentialCache(std::sync::Mutex<(u64, HashMap<String, Checked>)>);
 
 impl CredentialCache {
     fn get(&self, hash: &str, now: i64) -> Option<Customer> {
-        let map = self.0.lock().ok()?;
-        let (c, at, expires) = map.get(hash)?;
+        let guard = self.0.lock().ok()?;
+        let (c, at, expires) = guard.1.get(hash)?;
         let fresh = at.elapsed().as_secs() < CACHE_SECONDS && expires.is_none_or(|e| e > now);
         fresh.then(|| c.clone())
     }
 
-    fn put(&self, hash: String, c: Customer, expires: Option<i64>) {
-        if let Ok(mut map) = self.0.lock() {
-            if map.len() > 10_000 {
-                map.clear();
+    /// The generation now, to hand to [`CredentialCache::put`] after a database read.
+    fn generation(&self) -> u64 {
+        self.0.lock().map_or(0, |g| g.0)
+    }
+
+    /// Caches what a read begun at `generation` found, unless a revocation came since.
+    fn put(&self, generation: u64, hash: String, c: Customer, expires: Option<i64>) {
+        if let Ok(mut guard) = self.0.lock() {
+            if guard.0 != generation {
+                return;
             }
-            map.insert(hash, (c, Instant::now(), expires));
+            if guard.1.len() > 10_000 {
+                guard.1.clear();
+            }
+            guard.1.insert(hash, (c, Instant::now(), expires));
         }
     }
 
+    /// Drops `hash` (revoked) and moves the generation on.
     fn forget(&self, hash: &str) {
-        if let Ok(mut map) = self.0.lock() {
-            map.remove(hash);
+        if let Ok(mut guard) = self.0.lock() {
+            guard.1.remove(hash);
+            guard.0 = guard.0.wrapping_add(1);
         }
     }
 }
@@ -140,6 +164,7 @@ async fn lookup(meter: &Meter, secret: &str) -> Result<Option<Customer>, ApiErro
     if let Some(c) = meter.credentials.get(&hash, now) {
         return Ok(Some(c));
     }
+    let generation = meter.credentials.generation();
     let key = hash.clone();
     let found = meter
         .db
@@ -166,7 +191,7 @@ async fn lookup(meter: &Meter, secret: &str) -> Result<Option<Customer>, ApiErro
         })
         .await?;
     Ok(found.map(|(c, expires)| {
-        meter.credentials.put(key, c.clone(), expires);
+        meter.credentials.put(generation, key, c.clone(), expires);
         c
     }))
 }
@@ -191,9 +216,25 @@ fn check_credentials(c: &Credentials) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// Argon2 hashes computed at once, at most (each takes 19 MiB and a core for tens of
+/// milliseconds): more callers wait their turn instead of exhausting memory.
+static ARGON2_SLOTS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
+
+/// A slot for one Argon2 computation, or `503` after waiting 5 s for one.
+async fn argon2_slot() -> Result<tokio::sync::SemaphorePermit<'static>, ApiError> {
+    match tokio::time::timeout(std::time::Duration::from_secs(5), ARGON2_SLOTS.acquire()).await {
+        Ok(Ok(p)) => Ok(p),
+        _ => Err(ApiError::unavailable(
+            STEP,
+            "too many log-ins and sign-ups at once; try again shortly",
+        )),
+    }
+}
+
 /// Argon2id with the crate's defaults (19 MiB, 2 passes, 1 lane: OWASP's minimum), off
-/// the async threads.
+/// the async threads, at most two at a time.
 async fn hash_password(password: Zeroizing<String>) -> Result<String, ApiError> {
+    let _slot = argon2_slot().await?;
     tokio::task::spawn_blocking(move || {
         let mut salt = [0u8; 16];
         random_bytes(&mut salt);
@@ -211,7 +252,11 @@ async fn hash_password(password: Zeroizing<String>) -> Result<String, ApiError> 
 /// Whether `password` matches the stored hash (constant time inside argon2). With no stored
 /// hash, a dummy one is checked all the same, so an unknown username takes as long as a
 /// wrong password and names cannot be probed by timing.
-async fn verify_password(password: Zeroizing<String>, stored: Option<String>) -> bool {
+async fn verify_password(
+    password: Zeroizing<String>,
+    stored: Option<String>,
+) -> Result<bool, ApiError> {
+    let _slot = argon2_slot().await?;
     const DUMMY: &str = "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$\
                          9wW8cKk2m6Tn1W2cSmc1eV0n9oHnVnq5n4aNq2V3c8E";
     tokio::task::spawn_blocking(move || {
@@ -225,7 +270,7 @@ async fn verify_password(password: Zeroizing<String>, stored: Option<String>) ->
         known && ok
     })
     .await
-    .unwrap_or(false)
+    .map_err(|e| ApiError::internal(STEP, e.to_string()))
 }
 
 fn new_secret(prefix: &str) -> Zeroizing<String> {
@@ -337,8 +382,8 @@ pub(crate) async fn log_in(
             })
             .await?;
     let stored = row.as_ref().map(|r| r.2.clone());
-    if !verify_password(Zeroizing::new(creds.password), stored).await {
-        tracing::warn!("failed log-in for '{}'", creds.username);
+    if !verify_password(Zeroizing::new(creds.password), stored).await? {
+        tracing::warn!("failed log-in for {:?}", creds.username);
         return Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
             ErrorCode::Unauthenticated,
@@ -457,6 +502,58 @@ pub(crate) async fn new_api_key(
             label: req.label,
         }),
     ))
+}
+
+/// `DELETE /v1/api-keys/{key_id}`: revokes one of the customer's API keys (a person logged
+/// in only). Another customer's key, or none, is not found.
+pub(crate) async fn revoke_api_key(
+    State(meter): State<Meter>,
+    Extension(customer): Extension<Customer>,
+    UrlPath(key_id): UrlPath<String>,
+) -> Result<StatusCode, ApiError> {
+    if !customer.session {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            ErrorCode::Forbidden,
+            STEP,
+            "API keys are revoked by a person logged in, not by another key",
+        ));
+    }
+    let owner = customer.id.clone();
+    let id = key_id.clone();
+    let hash = meter
+        .db
+        .run(STEP, move |c| {
+            let hash: Option<String> = c
+                .query_row(
+                    "SELECT secret_hash FROM credentials
+                     WHERE key_id = ?1 AND customer_id = ?2 AND kind = 'api_key'",
+                    params![id, owner],
+                    |r| r.get(0),
+                )
+                .optional()
+                .storage(STEP)?;
+            if let Some(h) = &hash {
+                c.execute(
+                    "UPDATE credentials SET revoked = 1 WHERE secret_hash = ?1",
+                    [h],
+                )
+                .storage(STEP)?;
+            }
+            Ok(hash)
+        })
+        .await?
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                ErrorCode::NotFound,
+                STEP,
+                format!("no API key '{key_id}' of yours"),
+            )
+        })?;
+    // After the commit, so no request in between can put it back.
+    meter.credentials.forget(&hash);
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// `GET /v1/me`: the customer and their account's balances.

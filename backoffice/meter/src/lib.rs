@@ -316,6 +316,12 @@ impl Meter {
                 post(customers::new_api_key),
                 CUSTOMER,
             )
+            .route(
+                Method::DELETE,
+                "/v1/api-keys/{key_id}",
+                delete(customers::revoke_api_key),
+                CUSTOMER,
+            )
             .route(Method::GET, "/v1/me", get(customers::me), CUSTOMER)
             .route(Method::POST, "/v1/refills", post(request_refill), CUSTOMER)
             .route(

@@ -579,11 +579,24 @@ impl Harness {
                     b.refills.0 + 1,
                     "set {i}: refill not counted once"
                 );
-            } else {
-                assert_eq!(
-                    n.refills, b.refills,
-                    "set {i}: refill counted without credit"
+            } else if n.refills != b.refills {
+                // A void: a successful REFILL of amount zero moves the count on by one and
+                // moves no value.
+                assert!(
+                    self.credit_ok[i],
+                    "set {i}: refill counted without a successful REFILL"
                 );
+                assert_eq!(
+                    n.refills.0,
+                    b.refills.0 + 1,
+                    "set {i}: void not counted once"
+                );
+                assert_eq!(
+                    (n.ar, n.dr, n.pieces),
+                    (b.ar, b.dr, b.pieces),
+                    "set {i}: a void moved value"
+                );
+            } else {
                 let pieces = n.pieces.0 - b.pieces.0;
                 let debit = n.ar.0.checked_sub(b.ar.0).expect("AR fell");
                 assert!(pieces <= 1, "set {i}: {pieces} pieces in one operation");

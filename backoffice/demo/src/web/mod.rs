@@ -201,6 +201,8 @@ pub(crate) struct Web {
     pub(crate) room: Arc<RoomKeys>,
     /// The recognition key the room certified for each device ID (one per ID).
     pub(crate) certified: Arc<Mutex<HashMap<String, [u8; 33]>>>,
+    /// The purchase key the room certified for each purse (one per purse).
+    pub(crate) purchase_keys: Arc<Mutex<HashMap<String, [u8; 65]>>>,
     /// Purse cards the room issued (and will certify).
     pub(crate) purses: Arc<Mutex<std::collections::HashSet<String>>>,
     /// Browser PSDs the room personalized (and will certify).
@@ -266,6 +268,7 @@ pub async fn start_in(o: &WebOptions, h: &Handles, data: Option<&Path>) -> anyho
         room: Arc::new(room),
         purses: Arc::default(),
         certified: Arc::default(),
+        purchase_keys: Arc::default(),
         devices: Arc::default(),
     };
     let listener = bind(&o.listen, None).await?;
@@ -292,16 +295,20 @@ pub(crate) fn session_cookie(token: &str, max_age: u64) -> String {
 
 /// The session token in a request's cookie.
 pub(crate) fn session_token(headers: &HeaderMap) -> Option<String> {
-    headers
+    let prefix = format!("{SESSION_COOKIE}=");
+    let mut found = headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
-        .find_map(|kv| {
-            kv.trim()
-                .strip_prefix(&format!("{SESSION_COOKIE}="))
-                .map(str::to_owned)
-        })
+        .filter_map(|kv| kv.trim().strip_prefix(&prefix).map(str::to_owned));
+    // More than one such cookie means none: cookies are not scoped by port, so a page on
+    // another loopback port could plant its own beside the page's (with a longer path,
+    // sent first) to have this page act as the attacker's customer.
+    match (found.next(), found.next()) {
+        (Some(token), None) => Some(token),
+        _ => None,
+    }
 }
 
 impl Web {

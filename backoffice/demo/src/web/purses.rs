@@ -30,6 +30,9 @@ use super::{
 const CERTIFICATE_YEARS: u16 = 10;
 
 /// Remembers an ID the room issued (a bounded set: the oldest are forgotten in bulk).
+/// Devices (and purses) whose keys the room certifies while it runs, at most.
+const MAX_CERTIFIED: usize = 100_000;
+
 pub(crate) fn remember(set: &std::sync::Mutex<std::collections::HashSet<String>>, id: &str) {
     let mut ids = set.lock().unwrap_or_else(|p| p.into_inner());
     if ids.len() >= MAX_PENDING * 16 {
@@ -92,6 +95,30 @@ pub(crate) async fn certify_purse(
             format!("the personalization room did not issue purse {card_id}"),
         ));
     }
+    // One purchase key per purse, as for recognition keys: the first one certified.
+    {
+        let mut keys = web.purchase_keys.lock().unwrap_or_else(|p| p.into_inner());
+        match keys.get(&card_id) {
+            Some(k) if *k != public_key => {
+                return Err(ApiError::new(
+                    StatusCode::CONFLICT,
+                    ErrorCode::DeviceConflict,
+                    step,
+                    format!("purse {card_id} has another purchase key certified already"),
+                ));
+            }
+            Some(_) => {}
+            None if keys.len() >= MAX_CERTIFIED => {
+                return Err(ApiError::unavailable(
+                    step,
+                    "the personalization room has certified as many purses as it keeps",
+                ));
+            }
+            None => {
+                keys.insert(card_id.clone(), public_key);
+            }
+        }
+    }
     let signature = web
         .room
         .issuer
@@ -153,8 +180,13 @@ fn recognition_certificate(
             }
             Some(_) => {}
             None => {
-                if keys.len() >= MAX_PENDING * 16 {
-                    keys.clear();
+                // Never forgotten while the room runs: clearing would let anyone reset
+                // the rule by filling the map.
+                if keys.len() >= MAX_CERTIFIED {
+                    return Err(ApiError::unavailable(
+                        step,
+                        "the personalization room has certified as many devices as it keeps",
+                    ));
                 }
                 keys.insert(id_hex.clone(), key);
             }

@@ -177,6 +177,8 @@ pub(crate) async fn register(
             "key_id is not the first 4 bytes of SHA-256 of public_key",
         ));
     }
+    // The session's customer first: a caller without one takes nothing from the room.
+    let me = web.me(&headers, step).await?;
     let pending = {
         let mut guard = web.pending.lock().unwrap_or_else(|p| p.into_inner());
         guard.1.remove(&device_id)
@@ -237,7 +239,7 @@ pub(crate) async fn register(
     };
     // The meter serves only devices registered with it: owned by the session's customer,
     // starting from zero (the PSD was just personalized). The same again is fine.
-    let account = web.me(&headers, STEP_REGISTER).await?.account;
+    let account = me.account;
     let _: MeterDevice = web
         .meter_api
         .post(

@@ -114,7 +114,8 @@ impl<S: Clone + Send + Sync + 'static> Routes<S> {
     }
 
     /// The router, its rate limit applied (outside the route checks, inside whatever the
-    /// service layers on later, such as the meter's customer authentication).
+    /// service layers on later, such as the meter's customer authentication), and the
+    /// JSON 404 for paths it does not have.
     pub fn into_router(self, limit: &RateLimit) -> Router<S> {
         let limit = limit.clone();
         self.router
@@ -122,6 +123,7 @@ impl<S: Clone + Send + Sync + 'static> Routes<S> {
                 let limit = limit.clone();
                 async move { limit.check(req, next).await }
             }))
+            .fallback(crate::server::not_found)
     }
 }
 

@@ -174,10 +174,7 @@ impl Kms {
 
     /// The router, `limit` per caller.
     pub fn router(self, limit: &RateLimit) -> Router {
-        Self::routes()
-            .into_router(limit)
-            .fallback(openpsd_service_kit::server::not_found)
-            .with_state(self)
+        Self::routes().into_router(limit).with_state(self)
     }
 
     /// The key that wraps `device`'s K1: HMAC-SHA256(master key, label ‖ device ID). A

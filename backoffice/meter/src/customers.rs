@@ -285,6 +285,31 @@ fn new_id(prefix: &str) -> String {
     format!("{prefix}{}", hex::encode(b))
 }
 
+/// `409`: the name belongs to someone (checked before the costly work, and again by the
+/// insert, which a racing sign-up may win).
+fn username_taken() -> ApiError {
+    ApiError::new(
+        StatusCode::CONFLICT,
+        ErrorCode::WrongState,
+        STEP,
+        "that username is taken",
+    )
+}
+
+/// API keys are made and revoked by a person logged in (a session), never by another key:
+/// a stolen key cannot mint or remove keys.
+fn logged_in(customer: &Customer, done: &str) -> Result<(), ApiError> {
+    if customer.session {
+        return Ok(());
+    }
+    Err(ApiError::new(
+        StatusCode::FORBIDDEN,
+        ErrorCode::Forbidden,
+        STEP,
+        format!("API keys are {done} by a person logged in, not by another key"),
+    ))
+}
+
 /// `POST /v1/customers`: signs up; opens the customer's deposit account at the RC.
 pub(crate) async fn sign_up(
     State(meter): State<Meter>,
@@ -307,12 +332,7 @@ pub(crate) async fn sign_up(
         .await?
         .is_some();
     if taken {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            ErrorCode::WrongState,
-            STEP,
-            "that username is taken",
-        ));
+        return Err(username_taken());
     }
     let hash = hash_password(Zeroizing::new(creds.password)).await?;
     let view = CustomerView {
@@ -346,12 +366,7 @@ pub(crate) async fn sign_up(
         })
         .await?;
     if inserted == 0 {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            ErrorCode::WrongState,
-            STEP,
-            "that username is taken",
-        ));
+        return Err(username_taken());
     }
     tracing::info!(
         "customer {} signed up ({})",
@@ -481,14 +496,7 @@ pub(crate) async fn new_api_key(
     body: Bytes,
 ) -> Result<(StatusCode, Json<ApiKey>), ApiError> {
     let req: NewApiKey = codec::json(&body, STEP)?;
-    if !customer.session {
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            ErrorCode::Forbidden,
-            STEP,
-            "API keys are made by a person logged in, not by another key",
-        ));
-    }
+    logged_in(&customer, "made")?;
     if req.label.is_empty() || req.label.len() > 64 {
         return Err(ApiError::bad_request(STEP, "label: 1 to 64 characters"));
     }
@@ -511,14 +519,7 @@ pub(crate) async fn revoke_api_key(
     Extension(customer): Extension<Customer>,
     UrlPath(key_id): UrlPath<String>,
 ) -> Result<StatusCode, ApiError> {
-    if !customer.session {
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            ErrorCode::Forbidden,
-            STEP,
-            "API keys are revoked by a person logged in, not by another key",
-        ));
-    }
+    logged_in(&customer, "revoked")?;
     let owner = customer.id.clone();
     let id = key_id.clone();
     let hash = meter

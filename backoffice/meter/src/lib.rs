@@ -369,7 +369,6 @@ impl Meter {
         let limit = RateLimit::new(self.rate, self.rate.saturating_mul(2));
         Self::routes(self.rate)
             .into_router(&limit)
-            .fallback(openpsd_service_kit::server::not_found)
             .layer(axum::middleware::from_fn_with_state(
                 self.clone(),
                 customers::authenticate,

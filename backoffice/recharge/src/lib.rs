@@ -191,10 +191,7 @@ impl Recharge {
 
     /// The router, `limit` per caller.
     pub fn router(self, limit: &RateLimit) -> Router {
-        Self::routes()
-            .into_router(limit)
-            .fallback(openpsd_service_kit::server::not_found)
-            .with_state(self)
+        Self::routes().into_router(limit).with_state(self)
     }
 }
 

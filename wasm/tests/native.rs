@@ -426,6 +426,20 @@ mod purse {
         psd
     }
 
+    /// Writes the v2 blob (once; then frozen): a PSD of the certificate scheme, certified,
+    /// still holding K1 (issue 12 before the asymmetric refill suite), refilled with 250.00
+    /// and one indicium of 0.85 issued. Run with
+    /// `cargo test -p openpsd-wasm --test native -- --ignored write_sealed_state_v2`.
+    #[test]
+    #[ignore = "writes tests/state/v2/wasm-psd.state (already made; refuses to overwrite)"]
+    fn write_sealed_state_v2() {
+        let path = std::path::Path::new(super::V2_BLOB);
+        assert!(!path.exists(), "{} exists: v2 is frozen", path.display());
+        let mut psd = scheme_psd("250.00");
+        psd.issue_indicium(&piece("0.85")).unwrap();
+        std::fs::write(path, psd.save_state().unwrap()).unwrap();
+    }
+
     fn purse() -> PurseDevice {
         let p = PursePersonalization {
             card: CARD,
@@ -513,6 +527,11 @@ mod purse {
 /// it: browser PSDs that users already have must stay readable. A format change that makes
 /// it unreadable fails here; a new format gets its own fixture under `tests/state/v2/`, and
 /// this one stays (`docs/design.md` § Stored formats).
+const V2_BLOB: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../tests/state/v2/wasm-psd.state"
+);
+
 const V1_BLOB: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/../tests/state/v1/wasm-psd.state"

@@ -69,8 +69,11 @@ transfer_bench() {
   rm -rf "$w"
   mkdir -p "$w"
   "$CARD_SIM" scheme create --out "$w/scheme.json" > /dev/null
-  "$CARD_SIM" personalize --state "$w/psd" --scheme "$w/scheme.json" > /dev/null
-  "$CARD_SIM" refill --state "$w/psd" --amount "$(( (n + 10) / 100 + 1 )).00" > /dev/null
+  "$CARD_SIM" bench-kms --dir "$w/kms" > /dev/null
+  "$CARD_SIM" personalize --state "$w/psd" --scheme "$w/scheme.json" \
+    --kms-public-key "$w/kms/kms-public.key" > /dev/null
+  "$CARD_SIM" refill --state "$w/psd" --kms-signing-key "$w/kms/kms-signing.key" \
+    --amount "$(( (n + 10) / 100 + 1 )).00" > /dev/null
   "$CARD_SIM" personalize --kind purse --state "$w/purse" --scheme "$w/scheme.json" --pin 1234 \
     --max-balance 10000.00 > /dev/null
   CARD_LOG=card_sim=info card_start bench-psd "$w/psd" 0

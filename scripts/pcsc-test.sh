@@ -38,7 +38,15 @@ done
 echo "== pcsc_scan sees the card and its ATR"
 state="$PCSC_RUN/cards/probe"
 rm -rf "$state" "$state.secrets.json" "$state.storage-key"
-"$CARD_SIM" personalize --state "$state" >/dev/null
+# The back office first: the PSD is personalized with its KMS's public key.
+rm -rf "$PCSC_RUN/backoffice"
+setsid target/release/backoffice serve --role all --data "$PCSC_RUN/backoffice" \
+  --listen 127.0.0.1:18700 --kms-listen 127.0.0.1:18701 --recharge-listen 127.0.0.1:18702 \
+  > "$PCSC_RUN/backoffice.out" 2> "$PCSC_RUN/backoffice.log" < /dev/null &
+echo $! > "$PCSC_RUN/backoffice.pid"
+pcsc_wait 30 grep -q "meter listening" "$PCSC_RUN/backoffice.out" || { cat "$PCSC_RUN/backoffice.log"; exit 1; }
+KMS_DIR="$PCSC_RUN/backoffice/kms"
+"$CARD_SIM" personalize --state "$state" --kms-public-key "$KMS_DIR/kms-public.key" >/dev/null
 card_start card "$state" 0
 atr=$(timeout 5 pcsc_scan 2>/dev/null | grep -m1 "ATR: " || true)
 echo "$atr"
@@ -54,8 +62,11 @@ grep -q "Received (SW1=0x90, SW2=0x00)" "$PCSC_RUN/opensc-apdu.out" || { cat "$P
 pcsc_alive_as "$(cat "$PCSC_RUN/card.pid")" card-sim || { echo "card-sim died during opensc probing" >&2; exit 1; }
 echo "opensc-tool: $(grep -c exchange "$PCSC_RUN/card.log") exchanges (was $before), all with known status words"
 
+# pyscard plays the issuer's prepaid funding: a refill it signs itself with the KMS's key
+# file (a test reading the KMS's secret; no device holds anything that could do this).
 echo "== pyscard: an indicium and a refill through PC/SC"
-/usr/bin/python3 tests/pcsc/pyscard_flow.py --reader "Virtual PCD 00 00" --secrets "$state.secrets.json"
+/usr/bin/python3 tests/pcsc/pyscard_flow.py --reader "Virtual PCD 00 00" --secrets "$state.secrets.json" \
+  --kms-signing-key "$KMS_DIR/kms-signing.key"
 
 echo "== openpsd (the Rust host, pcsc crate) through the same reader"
 "$OPENPSD" --card "pcsc:Virtual PCD 00 00" status
@@ -65,12 +76,6 @@ cat "$PCSC_RUN/openpsd-1.out"
 cmp -s "$PCSC_RUN/openpsd-1.out" "$PCSC_RUN/openpsd-2.out" || { echo "a retried transaction gave another indicium" >&2; exit 1; }
 
 echo "== a refill through the meter server, the card in a PC/SC reader"
-rm -rf "$PCSC_RUN/backoffice"
-setsid target/release/backoffice serve --role all --data "$PCSC_RUN/backoffice" \
-  --listen 127.0.0.1:18700 --kms-listen 127.0.0.1:18701 --recharge-listen 127.0.0.1:18702 \
-  > "$PCSC_RUN/backoffice.out" 2> "$PCSC_RUN/backoffice.log" < /dev/null &
-echo $! > "$PCSC_RUN/backoffice.pid"
-pcsc_wait 30 grep -q "meter listening" "$PCSC_RUN/backoffice.out" || { cat "$PCSC_RUN/backoffice.log"; exit 1; }
 # The back office speaks mutual TLS: the operator's calls below present pki/operator.crt,
 # the CLI trusts pki/ca.crt and logs in as the customer pcsc (its session kept in a config
 # directory of this run's).
@@ -80,8 +85,8 @@ echo "pcsc password 1234" | "$OPENPSD" signup --meter https://127.0.0.1:18700 --
   --username pcsc --password-stdin
 "$OPENPSD" --json whoami | tee "$PCSC_RUN/whoami.json"
 # The vendor registers the device with the KMS; the operator registers it at the meter,
-# owned by the customer's account, with the pyscard flow's offline 25.00 (one refill under
-# K1, the issuer's prepaid value) as set 0's baseline: value the back office did not issue
+# owned by the customer's account, with the pyscard flow's offline 25.00 (one refill signed
+# with the KMS's key, the issuer's prepaid value) as set 0's baseline: value the back office did not issue
 # must be in the baseline, or the first audit raises an alarm. The payments desk books
 # 100.00. Without the operator's certificate the KMS does not even answer.
 /usr/bin/python3 - "$state.secrets.json" "$PKI" "$PCSC_RUN/whoami.json" <<'PY'

@@ -41,21 +41,24 @@ check() {
     { echo "FAILED: $3"; cat "$1"; exit 1; }
 }
 
+echo "== the back office (its KMS's public key goes into the PSD at personalization)"
+setsid target/release/backoffice serve --role all --data "$W/backoffice" \
+  --listen 127.0.0.1:18710 --kms-listen 127.0.0.1:18711 --recharge-listen 127.0.0.1:18712 \
+  > "$PCSC_RUN/backoffice.out" 2> "$PCSC_RUN/backoffice.log" < /dev/null &
+echo $! > "$PCSC_RUN/backoffice.pid"
+pcsc_wait 30 grep -q "meter listening" "$PCSC_RUN/backoffice.out" || { cat "$PCSC_RUN/backoffice.log"; exit 1; }
+
 echo "== a scheme, a PSD of the scheme (slot 0) and a purse of the scheme (slot 1)"
 "$CARD_SIM" scheme create --out "$W/scheme.json" --id 4711
 "$CARD_SIM" scheme public --scheme "$W/scheme.json" --out "$W/issuer.json"
-"$CARD_SIM" personalize --state "$W/psd" --scheme "$W/scheme.json" --device-id 5053445452414E53
+"$CARD_SIM" personalize --state "$W/psd" --scheme "$W/scheme.json" --device-id 5053445452414E53 \
+  --kms-public-key "$W/backoffice/kms/kms-public.key"
 "$CARD_SIM" personalize --kind purse --state "$W/purse" --scheme "$W/scheme.json" \
   --card-id 5055525345303031 --pin "$PIN" --max-balance 500.00 --max-transfer 100.00
 card_start psd "$W/psd" 0
 card_start purse "$W/purse" 1
 
 echo "== fund the PSD with 50.00 through the back office (refill over PC/SC)"
-setsid target/release/backoffice serve --role all --data "$W/backoffice" \
-  --listen 127.0.0.1:18710 --kms-listen 127.0.0.1:18711 --recharge-listen 127.0.0.1:18712 \
-  > "$PCSC_RUN/backoffice.out" 2> "$PCSC_RUN/backoffice.log" < /dev/null &
-echo $! > "$PCSC_RUN/backoffice.pid"
-pcsc_wait 30 grep -q "meter listening" "$PCSC_RUN/backoffice.out" || { cat "$PCSC_RUN/backoffice.log"; exit 1; }
 # Mutual TLS: the operator's calls present pki/operator.crt; the CLI logs in as the
 # customer "transfer" (session in this run's config directory) and trusts pki/ca.crt.
 PKI="$W/backoffice/pki"

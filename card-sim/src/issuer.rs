@@ -1,7 +1,8 @@
 //! The card issuer's station for purse cards, and the vendor's test-bench tools for PSDs:
 //! personalize and certify a purse, unblock its PIN, reset its failed recognitions; fund a
-//! PSD with a refill message sealed under the K1 of its secrets file (what the KMS does),
-//! reset a PSD's failed recognitions; give either device the issuer's revocation list.
+//! PSD with a refill message signed by a test-bench KMS key (what the KMS does), reset a
+//! PSD's failed recognitions (signed by the issuer); give either device the issuer's
+//! revocation list.
 //!
 //! Every command goes to a card in this process (a state directory that no `serve` holds).
 
@@ -9,7 +10,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{anyhow, bail, Result};
 use openpsd_core::client::{psd_apdu, purse_apdu, Link, PsdClient, PurseClient};
-use openpsd_core::crypto::MacKey;
+use openpsd_core::crypto::IndiciumKey;
 use openpsd_core::platform::Platform;
 use openpsd_core::psd::audit::AuditData;
 use openpsd_core::psd::refill::RefillCombination;
@@ -189,39 +190,38 @@ fn check_scheme(info: &PurseInfo, scheme: &Scheme) -> Result<()> {
     Ok(())
 }
 
-fn k1_of(secrets: &Secrets) -> Result<(MacKey, DeviceId)> {
-    let k1 = Zeroizing::new(
-        hex::decode(&secrets.k1).map_err(|_| anyhow!("secrets file: k1 is not hex"))?,
-    );
-    let k1: [u8; 16] = k1
-        .as_slice()
-        .try_into()
-        .map_err(|_| anyhow!("secrets file: k1 is not 16 bytes"))?;
+fn public_key_of(secrets: &Secrets) -> Result<([u8; 65], DeviceId)> {
+    let key: [u8; 65] = hex::decode(&secrets.public_key)
+        .ok()
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(|| anyhow!("secrets file: public_key is not 65 bytes of hex"))?;
     let device: [u8; 8] = hex::decode(&secrets.device_id)
         .ok()
         .and_then(|b| b.try_into().ok())
         .ok_or_else(|| anyhow!("secrets file: device_id is not 8 bytes of hex"))?;
-    Ok((MacKey::new(k1), DeviceId(device)))
+    Ok((key, DeviceId(device)))
 }
 
-/// Funds a PSD's register set as the back office would: an audit, then a refill message
-/// sealed under K1 (from the PSD's secrets file) and bound to the audit's control sum and
-/// refill count. Returns the registers after the credit.
+/// Funds a PSD's register set as the back office would: an audit checked with the
+/// device's public key (from its secrets file), then a refill message signed with `kms`
+/// and bound to the audit's control sum and refill count. Returns the registers after the
+/// credit.
 pub fn refill_psd(
     card: &mut dyn Link,
     platform: &mut dyn Platform,
     secrets: &Secrets,
+    kms: &IndiciumKey,
     set: RegisterSetIndex,
     amount: Amount,
 ) -> Result<Registers> {
-    let (k1, device) = k1_of(secrets)?;
+    let (public_key, device) = public_key_of(secrets)?;
     let mut psd = PsdClient::new(card);
     psd.exchange("SELECT", &psd_apdu::select())
         .map_err(refused)?;
     let mut nonce = [0u8; 16];
     platform.fill_random(&mut nonce);
-    let audit = AuditData::open(&psd.audit(set, &nonce).map_err(refused)?, &k1)
-        .ok_or_else(|| anyhow!("the audit does not verify under the secrets file's K1"))?;
+    let audit = AuditData::open(&psd.audit(set, &nonce).map_err(refused)?, &public_key)
+        .ok_or_else(|| anyhow!("the audit does not verify under the secrets file's public key"))?;
     if audit.device != device {
         bail!(
             "the card is {}, the secrets file is for {device}",
@@ -238,7 +238,7 @@ pub fn refill_psd(
         refills: audit.refills,
         combination_id,
     }
-    .seal(&k1);
+    .sign(kms);
     psd.refill(set, &msg).map_err(refused)
 }
 
@@ -266,29 +266,40 @@ pub fn psd_baselines(
         .collect()
 }
 
-/// Personalizes a blank PSD (of `scheme`, when given) and funds its first register set
-/// with `amount` as [`refill_psd`] does: a ready device for tools and tests.
+/// Personalizes a blank PSD (of `scheme`, when given) for the KMS `kms` and funds its
+/// first register set with `amount` as [`refill_psd`] does: a ready device for tools and
+/// tests. `req.kms_public_key` must be `kms`'s.
 pub fn personalize_and_fund(
     card: &mut dyn Link,
     platform: &mut dyn Platform,
     req: &crate::personalize::Request,
+    kms: &IndiciumKey,
     scheme: Option<(&Scheme, u8)>,
     amount: Amount,
 ) -> Result<Secrets> {
     let (_, secrets) = crate::personalize::personalize_with_scheme(card, platform, req, scheme)?;
-    refill_psd(card, platform, &secrets, RegisterSetIndex(0), amount)?;
+    refill_psd(card, platform, &secrets, kms, RegisterSetIndex(0), amount)?;
     Ok(secrets)
 }
 
-/// RESET RECOGNITION on a PSD, MACed under its K1.
-pub fn reset_psd_recognition(card: &mut dyn Link, secrets: &Secrets, counter: u32) -> Result<()> {
-    let (k1, device) = k1_of(secrets)?;
+/// RESET RECOGNITION on a PSD, signed by the scheme's issuer. Returns the device ID.
+pub fn reset_psd_recognition(
+    card: &mut dyn Link,
+    scheme: &Scheme,
+    counter: u32,
+) -> Result<DeviceId> {
     let mut psd = PsdClient::new(card);
-    psd.exchange("SELECT", &psd_apdu::select())
-        .map_err(refused)?;
-    psd.reset_recognition(&reset_recognition_data(&k1, device, counter))
-        .map_err(refused)?;
-    Ok(())
+    let info = psd
+        .select()
+        .map_err(refused)?
+        .ok_or_else(|| anyhow!("the PSD is not personalized"))?;
+    psd.reset_recognition(&reset_recognition_data(
+        &scheme.issuer_key,
+        info.device,
+        counter,
+    ))
+    .map_err(refused)?;
+    Ok(info.device)
 }
 
 /// LOAD REVOCATION on a PSD or a purse (`psd` says which applet): the issuer's signed list

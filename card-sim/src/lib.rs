@@ -9,6 +9,7 @@
 
 pub mod file_store;
 pub mod issuer;
+pub mod kms_key;
 pub mod os_platform;
 pub mod personalize;
 pub mod scheme;

@@ -47,9 +47,10 @@ enum Command {
         #[arg(long, value_enum, default_value = "psd")]
         kind: Kind,
     },
-    /// Make a new personalized card. A PSD: keys generated inside the card; prints its
-    /// device ID and public key; writes what the back office needs (device ID, K1, public
-    /// key) to a separate secrets file, never into the card's state. A purse (--kind
+    /// Make a new personalized card. A PSD: keys generated inside the card, the KMS's public
+    /// key given to it (--kms-public-key); prints its device ID and public key; writes what
+    /// the back office needs (device ID, public key, licenses; nothing secret) to a separate
+    /// file, never into the card's state. A purse (--kind
     /// purse): personalized for a scheme and its purchase key certified by the scheme's
     /// issuer, all or nothing; its card ID, public key and certificate go to the same kind
     /// of file.
@@ -60,12 +61,18 @@ enum Command {
         /// Kind of card.
         #[arg(long, value_enum, default_value = "psd")]
         kind: Kind,
-        /// Where to write the back office's secrets (JSON, mode 0600).
+        /// Where to write what the back office needs (JSON, mode 0600).
         /// Default: `<state>.secrets.json` beside the state directory.
         #[arg(long)]
         secrets: Option<PathBuf>,
+        /// PSD: the KMS's public key file (`kms-public.key` in the back office's KMS data
+        /// directory, or from `card-sim bench-kms`); refill messages and receipts must be
+        /// signed by its private half.
+        #[arg(long)]
+        kms_public_key: Option<PathBuf>,
         /// The value-transfer scheme file (`card-sim scheme create`): required for a purse;
-        /// for a PSD, puts the scheme key in it so it can move value to the scheme's purses.
+        /// for a PSD, gives it the issuer's public key and has the issuer certify the
+        /// recognition key it generates, so it can move value to the scheme's purses.
         #[arg(long)]
         scheme: Option<PathBuf>,
         /// Failed recognitions in a row that block transfers (1-15; default 5). PSD with
@@ -143,26 +150,33 @@ enum Command {
         #[arg(long)]
         counter: Option<u32>,
     },
-    /// Issuer / vendor: clear a card's failed-recognition counter (transfers blocked after
-    /// too many). A purse needs --scheme (its admin key), a PSD --secrets (its K1).
+    /// Issuer: clear a card's failed-recognition counter (transfers blocked after too
+    /// many), with the scheme file: a purse's reset is MACed under its admin key, a PSD's
+    /// signed with the issuer's key.
     ResetRecognition {
         /// The card's state directory.
         #[arg(long)]
         state: PathBuf,
-        /// The scheme file (purse).
-        #[arg(long, required_unless_present = "secrets", conflicts_with = "secrets")]
-        scheme: Option<PathBuf>,
-        /// The PSD's secrets file (PSD).
+        /// The scheme file.
         #[arg(long)]
-        secrets: Option<PathBuf>,
+        scheme: PathBuf,
         /// Command counter; must exceed the last one the card accepted (default: seconds
         /// since 1970).
         #[arg(long)]
         counter: Option<u32>,
     },
-    /// Test bench: fund a PSD's register set as the back office would — an audit, then a
-    /// refill message sealed under the K1 of its secrets file. The card must not be served
-    /// meanwhile. Writes `<name>.baselines.json` next to the secrets file: every set's
+    /// Test bench: make a KMS key pair in the KMS's own file format (DIR/kms-signing.key,
+    /// mode 0600, and DIR/kms-public.key), to personalize and fund PSDs without a back
+    /// office. Keep it outside every card's directory.
+    BenchKms {
+        /// Directory for the two files (created if missing; existing keys are kept).
+        #[arg(long)]
+        dir: PathBuf,
+    },
+    /// Test bench: fund a PSD's register set as the back office would — an audit checked
+    /// with the public key of its secrets file, then a refill message signed with a KMS
+    /// signing key (the one whose public half the PSD was personalized with). The card must
+    /// not be served meanwhile. Writes `<name>.baselines.json` next to the secrets file: every set's
     /// control sum and refill count, for the meter server's registration.
     Refill {
         /// The PSD's state directory.
@@ -171,6 +185,9 @@ enum Command {
         /// The PSD's secrets file (default `<state>.secrets.json`).
         #[arg(long)]
         secrets: Option<PathBuf>,
+        /// The test-bench KMS's signing key (`kms-signing.key` from `card-sim bench-kms`).
+        #[arg(long)]
+        kms_signing_key: PathBuf,
         /// Amount in currency units, e.g. 100.00.
         #[arg(long, value_parser = parse_amount)]
         amount: Amount,
@@ -300,6 +317,7 @@ fn dispatch(command: Command) -> Result<ExitCode> {
             state,
             kind,
             secrets,
+            kms_public_key,
             scheme,
             max_failures,
             device_id,
@@ -322,6 +340,7 @@ fn dispatch(command: Command) -> Result<ExitCode> {
                 ("--max-dr", max_dr.is_some()),
                 ("--inspection-days", inspection_days.is_some()),
                 ("--vendor-key", vendor_key.is_some()),
+                ("--kms-public-key", kms_public_key.is_some()),
             ];
             let purse_only = [
                 ("--card-id", card_id.is_some()),
@@ -358,9 +377,16 @@ fn dispatch(command: Command) -> Result<ExitCode> {
                         bail!("--max-failures needs --scheme");
                     }
                     let slot = scheme.as_ref().map(|s| (s, max_failures.unwrap_or(5)));
-                    let d = Request::default();
+                    let kms_path = kms_public_key.ok_or_else(|| {
+                        anyhow!(
+                            "a PSD needs --kms-public-key FILE: the KMS's kms-public.key \
+                             (or `card-sim bench-kms --dir DIR` for a test bench)"
+                        )
+                    })?;
+                    let d = Request::new(card_sim::kms_key::read_public(&kms_path)?);
                     let req = Request {
                         device,
+                        kms_public_key: d.kms_public_key,
                         vendor_public_key,
                         max_postage: max_postage.unwrap_or(d.max_postage),
                         max_dr: max_dr.unwrap_or(d.max_dr),
@@ -522,41 +548,43 @@ fn dispatch(command: Command) -> Result<ExitCode> {
         Command::ResetRecognition {
             state,
             scheme,
-            secrets,
             counter,
         } => {
             let mut card = open_card(&state)?;
-            match (scheme, secrets) {
-                (Some(scheme), _) => {
-                    let scheme = card_sim::scheme::Scheme::read(&scheme)?;
-                    let info = with_counter(counter, |c| {
-                        issuer::reset_purse_recognition(&mut card, &scheme, c)
-                    })?;
-                    println!("card {}: failed recognitions reset", info.card);
-                }
-                (None, Some(secrets)) => {
-                    let secrets = personalize::read_secrets(&secrets)?;
-                    with_counter(counter, |c| {
-                        issuer::reset_psd_recognition(&mut card, &secrets, c)
-                    })?;
-                    println!("PSD {}: failed recognitions reset", secrets.device_id);
-                }
-                (None, None) => bail!("give --scheme (purse) or --secrets (PSD)"),
+            let scheme = card_sim::scheme::Scheme::read(&scheme)?;
+            if card.kind() == Some(sim::CardKind::Psd) {
+                let device = with_counter(counter, |c| {
+                    issuer::reset_psd_recognition(&mut card, &scheme, c)
+                })?;
+                println!("PSD {device}: failed recognitions reset");
+            } else {
+                let info = with_counter(counter, |c| {
+                    issuer::reset_purse_recognition(&mut card, &scheme, c)
+                })?;
+                println!("card {}: failed recognitions reset", info.card);
             }
+        }
+        Command::BenchKms { dir } => {
+            let (signing, public) = card_sim::kms_key::create(&dir, &mut OsPlatform::default())?;
+            println!("signing_key {}", signing.display());
+            println!("public_key {}", public.display());
         }
         Command::Refill {
             state,
             secrets,
+            kms_signing_key,
             amount,
             set,
         } => {
             let secrets_path = secrets.unwrap_or_else(|| default_secrets_path(&state));
             let secrets = personalize::read_secrets(&secrets_path)?;
+            let kms = card_sim::kms_key::read_signing(&kms_signing_key)?;
             let mut card = open_card(&state)?;
             let r = issuer::refill_psd(
                 &mut card,
                 &mut OsPlatform::default(),
                 &secrets,
+                &kms,
                 RegisterSetIndex(set),
                 amount,
             )?;

@@ -1,8 +1,10 @@
 //! Personalizing a PSD from the host side: the vendor's personalization station.
 //!
-//! The card generates its indicium key inside; the station chooses the device ID and K1,
-//! sends PERSONALIZE, and hands the back office what it needs (device ID, K1, public key)
-//! as a secrets file that is never part of the card's state.
+//! The card generates its keys inside; the station chooses the device ID, gives the card
+//! the KMS's and the vendor's *public* keys in PERSONALIZE, and hands the back office what
+//! it needs (device ID, public key, licenses) as a file beside the card's state — the
+//! "secrets file" by its historical name: since the asymmetric refill suite (issue 12) it
+//! holds nothing secret, and nothing in it lets anyone add value to any device.
 
 use std::fs;
 use std::io::Write as _;
@@ -25,6 +27,9 @@ use serde::{Deserialize, Serialize};
 pub struct Request {
     /// Device ID (random "PSD" + 5 bytes if `None`).
     pub device: Option<DeviceId>,
+    /// The KMS's public key (`kms-public.key`): refill messages and receipts must verify
+    /// under it.
+    pub kms_public_key: [u8; 65],
     /// The vendor's public key (a fresh throwaway key if `None`).
     pub vendor_public_key: Option<[u8; 65]>,
     /// Per-piece postage limit.
@@ -37,13 +42,14 @@ pub struct Request {
     pub licenses: Vec<LicenseSlot>,
 }
 
-impl Default for Request {
-    /// What `card-sim personalize` asks for without options: a random device ID, a
-    /// throwaway vendor key, 100.00 per piece, DR at most 10,000.00, no inspection, and
-    /// license 4711 mailing from 10115.
-    fn default() -> Self {
+impl Request {
+    /// What `card-sim personalize` asks for without options, for the KMS whose public key
+    /// is given: a random device ID, a throwaway vendor key, 100.00 per piece, DR at most
+    /// 10,000.00, no inspection, and license 4711 mailing from 10115.
+    pub fn new(kms_public_key: [u8; 65]) -> Self {
         Request {
             device: None,
+            kms_public_key,
             vendor_public_key: None,
             max_postage: Amount(10_000),
             max_dr: Amount(1_000_000),
@@ -60,13 +66,12 @@ impl Default for Request {
     }
 }
 
-/// What the back office needs about a personalized PSD (JSON).
+/// What the back office needs about a personalized PSD (JSON). Files written before the
+/// asymmetric suite also have `k1`: it is ignored when read, and the KMS no longer takes it.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Secrets {
     /// Device ID, hex.
     pub device_id: String,
-    /// K1, hex: the audit/refill key the key management system shares with the device.
-    pub k1: String,
     /// Indicium key ID, hex.
     pub key_id: String,
     /// Indicium public key (SEC1 uncompressed), hex.
@@ -134,8 +139,6 @@ pub fn personalize_with_scheme(
     if psd.select().map_err(refused)?.is_some() {
         bail!("the card is personalized already");
     }
-    let mut k1 = [0u8; 16];
-    platform.fill_random(&mut k1);
     let device = req.device.unwrap_or_else(|| {
         let mut id = *b"PSD00000";
         platform.fill_random(&mut id[3..]);
@@ -147,7 +150,7 @@ pub fn personalize_with_scheme(
     };
     let p = Personalization {
         device,
-        k1,
+        kms_public_key: req.kms_public_key,
         vendor_public_key,
         max_postage: req.max_postage,
         max_dr: req.max_dr,
@@ -172,7 +175,6 @@ pub fn personalize_with_scheme(
     };
     let secrets = Secrets {
         device_id: hex::encode_upper(info.device.0),
-        k1: hex::encode(k1),
         key_id: hex::encode(info.key_id.0),
         public_key: hex::encode(info.public_key),
         licenses: req
@@ -182,7 +184,6 @@ pub fn personalize_with_scheme(
             .collect(),
         certificate_serial: serial,
     };
-    zeroize::Zeroize::zeroize(&mut k1);
     Ok((info, secrets))
 }
 

@@ -12,7 +12,6 @@ use std::time::{Duration, Instant};
 use card_sim::personalize::read_secrets;
 use card_sim::transport::TcpCardClient;
 use openpsd_core::client::psd_apdu;
-use openpsd_core::crypto::MacKey;
 use openpsd_core::psd::audit::AuditData;
 use openpsd_core::psd::indicium::{self, IndiciumRequest};
 use openpsd_core::psd::refill::RefillCombination;
@@ -90,8 +89,15 @@ fn request(n: u64) -> IndiciumRequest {
 fn kill_9_mid_stream_loses_nothing_the_client_received_and_counts_nothing_it_did_not() {
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("card");
+    let kms_dir = dir.path().join("kms");
+    let (_, kms_public) =
+        card_sim::kms_key::create(&kms_dir, &mut card_sim::os_platform::OsPlatform::default())
+            .unwrap();
+    let kms = card_sim::kms_key::read_signing(&kms_dir.join("kms-signing.key")).unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_card-sim"))
-        .args(["personalize", "--license", "4711:10115", "--state"])
+        .args(["personalize", "--license", "4711:10115", "--kms-public-key"])
+        .arg(&kms_public)
+        .arg("--state")
         .arg(&state)
         .output()
         .unwrap();
@@ -101,14 +107,16 @@ fn kill_9_mid_stream_loses_nothing_the_client_received_and_counts_nothing_it_did
         String::from_utf8_lossy(&out.stderr)
     );
     let secrets = read_secrets(&dir.path().join("card.secrets.json")).unwrap();
-    let k1 = MacKey::new(hex::decode(&secrets.k1).unwrap().try_into().unwrap());
     let public_key = hex::decode(&secrets.public_key).unwrap();
 
     let (mut server, port) = serve(&state);
     let mut client = connect(port);
-    // Fund the register set through an audit and a MACed refill message.
-    let audit =
-        AuditData::open(&ok(client.transmit(&psd_apdu::audit(SET, &[1; 16]))), &k1).unwrap();
+    // Fund the register set through an audit and a signed refill message.
+    let audit = AuditData::open(
+        &ok(client.transmit(&psd_apdu::audit(SET, &[1; 16]))),
+        &public_key,
+    )
+    .unwrap();
     let funding = 1_000_000;
     let msg = RefillCombination {
         device: audit.device,
@@ -118,7 +126,7 @@ fn kill_9_mid_stream_loses_nothing_the_client_received_and_counts_nothing_it_did
         refills: audit.refills,
         combination_id: [1; 8],
     }
-    .seal(&k1);
+    .sign(&kms);
     ok(client.transmit(&psd_apdu::refill(SET, &msg)));
 
     let mut received = 0u32;

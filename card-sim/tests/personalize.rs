@@ -1,16 +1,51 @@
-//! `card-sim personalize`: keys made inside the card, the back office's secrets in a
-//! separate file, and none of them in the card's state file in clear.
+//! `card-sim personalize`: keys made inside the card, the KMS's public key given to it,
+//! what the back office needs in a separate file with nothing secret in it, and the card's
+//! keys never in its state file in clear.
 // Test code: a failed unwrap or expect is a failed test, with its message.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
+/// A test-bench KMS key pair in `dir/kms`; returns the public key file.
+fn bench_kms(dir: &Path) -> PathBuf {
+    let out = Command::new(env!("CARGO_BIN_EXE_card-sim"))
+        .args(["bench-kms", "--dir"])
+        .arg(dir.join("kms"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    dir.join("kms/kms-public.key")
+}
+
 #[test]
-fn secrets_go_to_their_own_file_and_never_into_the_state_in_clear() {
+fn a_psd_needs_the_kms_public_key_and_nothing_is_kept_without_it() {
     let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_card-sim"))
+        .args(["personalize", "--state"])
+        .arg(dir.path().join("psd"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--kms-public-key"), "{err}");
+    let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
+
+#[test]
+fn the_back_office_file_holds_nothing_secret_and_the_state_no_key_in_clear() {
+    let dir = tempfile::tempdir().unwrap();
+    let kms = bench_kms(dir.path());
     let state = dir.path().join("psd");
     let out = Command::new(env!("CARGO_BIN_EXE_card-sim"))
-        .args(["personalize", "--license", "4711:10115", "--state"])
+        .args(["personalize", "--license", "4711:10115", "--kms-public-key"])
+        .arg(&kms)
+        .arg("--state")
         .arg(&state)
         .output()
         .unwrap();
@@ -25,17 +60,23 @@ fn secrets_go_to_their_own_file_and_never_into_the_state_in_clear() {
         "{stdout}"
     );
 
-    let secrets =
-        card_sim::personalize::read_secrets(&dir.path().join("psd.secrets.json")).unwrap();
-    let k1 = hex::decode(&secrets.k1).unwrap();
+    // The file names the device and its public data only: no field of it is a secret.
+    let json: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.path().join("psd.secrets.json")).unwrap(),
+    )
+    .unwrap();
+    let mut fields: Vec<&str> = json
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    fields.sort_unstable();
+    assert_eq!(fields, ["device_id", "key_id", "licenses", "public_key"]);
+    // The KMS's public key went into the card, which is sealed on disk: not in clear.
+    let kms_key = hex::decode(std::fs::read_to_string(&kms).unwrap().trim()).unwrap();
     let log = std::fs::read(state.join("state.log")).unwrap();
-    assert!(
-        !log.windows(k1.len()).any(|w| w == k1),
-        "K1 is in the state file in clear"
-    );
-    assert!(!log
-        .windows(secrets.k1.len())
-        .any(|w| w == secrets.k1.as_bytes()));
+    assert!(!log.windows(kms_key.len()).any(|w| w == kms_key));
 
     // Without its storage key the card does not open (and is not taken for a blank one).
     std::fs::rename(
@@ -69,22 +110,20 @@ fn secrets_go_to_their_own_file_and_never_into_the_state_in_clear() {
 #[test]
 fn a_failed_personalization_keeps_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let state = dir.path().join("psd");
+    let state = dir.path().join("cards/psd");
+    let kms = bench_kms(dir.path());
     let out = Command::new(env!("CARGO_BIN_EXE_card-sim"))
-        .args([
-            "personalize",
-            "--max-postage",
-            "200",
-            "--max-dr",
-            "100",
-            "--state",
-        ])
+        .args(["personalize", "--kms-public-key"])
+        .arg(&kms)
+        .args(["--max-postage", "200", "--max-dr", "100", "--state"])
         .arg(&state)
         .output()
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("6A80"));
-    let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+    let left: Vec<_> = std::fs::read_dir(dir.path().join("cards"))
+        .map(|d| d.collect())
+        .unwrap_or_default();
     assert!(left.is_empty(), "left behind: {left:?}");
 }
 
@@ -244,11 +283,17 @@ fn a_purse_is_personalized_and_certified_or_nothing_is_kept() {
     assert!(run(&["create", "--state", "blank"]).status.success());
     let blank = sim::open_file_card(&dir.path().join("blank"), Clock::None).unwrap();
     assert_eq!(blank.kind(), Some(CardKind::Blank));
-    assert!(
-        run(&["personalize", "--state", "psd", "--scheme", "scheme.json"])
-            .status
-            .success()
-    );
+    assert!(run(&["bench-kms", "--dir", "kms"]).status.success());
+    let psd = [
+        "personalize",
+        "--state",
+        "psd",
+        "--scheme",
+        "scheme.json",
+        "--kms-public-key",
+        "kms/kms-public.key",
+    ];
+    assert!(run(&psd).status.success());
     let psd = sim::open_file_card(&dir.path().join("psd"), Clock::None).unwrap();
     assert_eq!(psd.kind(), Some(CardKind::Psd));
 }

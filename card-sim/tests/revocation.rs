@@ -48,11 +48,31 @@ fn a_psd_revoked_by_the_issuer_is_refused_by_the_purse() {
         &["scheme", "create", "--out", "scheme.json", "--id", "9"],
         d,
     );
+    card_sim(&["bench-kms", "--dir", "kms"], d);
     card_sim(
-        &["personalize", "--state", "psd", "--scheme", "scheme.json"],
+        &[
+            "personalize",
+            "--state",
+            "psd",
+            "--scheme",
+            "scheme.json",
+            "--kms-public-key",
+            "kms/kms-public.key",
+        ],
         d,
     );
-    card_sim(&["refill", "--state", "psd", "--amount", "100.00"], d);
+    card_sim(
+        &[
+            "refill",
+            "--state",
+            "psd",
+            "--amount",
+            "100.00",
+            "--kms-signing-key",
+            "kms/kms-signing.key",
+        ],
+        d,
+    );
     let args = ["personalize", "--kind", "purse", "--state", "purse"];
     card_sim(
         &[&args[..], &["--scheme", "scheme.json", "--pin", "1357"]].concat(),

@@ -39,8 +39,17 @@ fn an_idle_client_does_not_hold_the_card() {
 fn serve_tcp_refuses_an_address_off_loopback() {
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("psd");
+    let kms = dir.path().join("kms");
     let made = std::process::Command::new(env!("CARGO_BIN_EXE_card-sim"))
-        .args(["personalize", "--state"])
+        .args(["bench-kms", "--dir"])
+        .arg(&kms)
+        .output()
+        .unwrap();
+    assert!(made.status.success());
+    let made = std::process::Command::new(env!("CARGO_BIN_EXE_card-sim"))
+        .args(["personalize", "--kms-public-key"])
+        .arg(kms.join("kms-public.key"))
+        .arg("--state")
         .arg(&state)
         .output()
         .unwrap();

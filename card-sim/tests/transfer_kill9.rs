@@ -156,11 +156,31 @@ fn killing_the_purse_mid_transfer_neither_creates_nor_loses_value() {
         &["scheme", "create", "--out", "scheme.json", "--id", "9"],
         d,
     );
+    card_sim(&["bench-kms", "--dir", "kms"], d);
     card_sim(
-        &["personalize", "--state", "psd", "--scheme", "scheme.json"],
+        &[
+            "personalize",
+            "--state",
+            "psd",
+            "--scheme",
+            "scheme.json",
+            "--kms-public-key",
+            "kms/kms-public.key",
+        ],
         d,
     );
-    card_sim(&["refill", "--state", "psd", "--amount", "1000.00"], d);
+    card_sim(
+        &[
+            "refill",
+            "--state",
+            "psd",
+            "--amount",
+            "1000.00",
+            "--kms-signing-key",
+            "kms/kms-signing.key",
+        ],
+        d,
+    );
     // The funding, as the meter server's registration must take it for its baseline.
     let baselines: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(d.join("psd.baselines.json")).unwrap())

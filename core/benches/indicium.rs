@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, Criterion};
 use openpsd_core::client::psd_apdu;
-use openpsd_core::crypto::{IndiciumKey, MacKey};
+use openpsd_core::crypto::IndiciumKey;
 use openpsd_core::platform::SeededPlatform;
 use openpsd_core::psd::device::{LicenseSlot, Personalization};
 use openpsd_core::psd::indicium::IndiciumRequest;
@@ -45,14 +45,14 @@ fn record(slot: &Mutex<(u64, Duration)>, iters: u64, t: Duration) {
 }
 
 fn funded_card() -> openpsd_core::Card<MemStore, SeededPlatform> {
-    let k1 = [0x11; 16];
+    let kms = IndiciumKey::from_bytes(&[0x11; 32]).unwrap();
     let vendor = IndiciumKey::from_bytes(&[7; 32]).unwrap().public_key();
     let mut card = psd_card(MemStore::new(), SeededPlatform::new(1)).unwrap();
     let ok = |r: Vec<u8>| assert_eq!(psd_apdu::sw(&r), 0x9000, "{r:02X?}");
     ok(card.transmit(&psd_apdu::select()));
     let p = Personalization {
         device: DeviceId(*b"BENCH001"),
-        k1,
+        kms_public_key: kms.public_key(),
         vendor_public_key: vendor,
         max_postage: Amount(1_000),
         max_dr: Amount(u64::MAX / 2),
@@ -72,10 +72,7 @@ fn funded_card() -> openpsd_core::Card<MemStore, SeededPlatform> {
         refills: RefillCount(0),
         combination_id: [0; 8],
     };
-    ok(card.transmit(&psd_apdu::refill(
-        RegisterSetIndex(0),
-        &refill.seal(&MacKey::new(k1)),
-    )));
+    ok(card.transmit(&psd_apdu::refill(RegisterSetIndex(0), &refill.sign(&kms))));
     card
 }
 

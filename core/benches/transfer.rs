@@ -15,7 +15,7 @@ use criterion::{criterion_group, Criterion};
 use openpsd_core::client::psd_apdu;
 use openpsd_core::client::purse_apdu;
 use openpsd_core::client::transfer::transfer;
-use openpsd_core::crypto::{IndiciumKey, MacKey};
+use openpsd_core::crypto::IndiciumKey;
 use openpsd_core::platform::SeededPlatform;
 use openpsd_core::psd::device::{LicenseSlot, Personalization, SchemeSlot};
 use openpsd_core::psd::psd_card;
@@ -54,13 +54,13 @@ fn certificate(issuer: &IndiciumKey, kind: DeviceKind, id: [u8; 8], data: &[u8])
 }
 
 fn cards() -> (TestCard, TestCard) {
-    let k1 = [0x11; 16];
+    let kms = IndiciumKey::from_bytes(&[0x11; 32]).unwrap();
     let issuer = IndiciumKey::from_bytes(&[9; 32]).unwrap();
     let mut psd = psd_card(MemStore::new(), SeededPlatform::new(1)).unwrap();
     ok(psd.transmit(&psd_apdu::select()));
     let p = Personalization {
         device: DeviceId(*b"BENCH001"),
-        k1,
+        kms_public_key: kms.public_key(),
         vendor_public_key: IndiciumKey::from_bytes(&[7; 32]).unwrap().public_key(),
         max_postage: Amount(1_000),
         max_dr: Amount(u64::MAX / 2),
@@ -87,10 +87,7 @@ fn cards() -> (TestCard, TestCard) {
         refills: RefillCount(0),
         combination_id: [0; 8],
     };
-    ok(psd.transmit(&psd_apdu::refill(
-        RegisterSetIndex(0),
-        &refill.seal(&MacKey::new(k1)),
-    )));
+    ok(psd.transmit(&psd_apdu::refill(RegisterSetIndex(0), &refill.sign(&kms))));
 
     let card = CardId(*b"BENCHCRD");
     let mut purse = purse_card(MemStore::new(), SeededPlatform::new(2)).unwrap();
@@ -99,7 +96,7 @@ fn cards() -> (TestCard, TestCard) {
         purse.transmit(&purse_apdu::personalize(&PursePersonalization {
             card,
             scheme: SchemeId(1),
-            admin_key: *card_admin_key(&MacKey::new([1; 16]), card).expose(),
+            admin_key: *card_admin_key(&openpsd_core::crypto::MacKey::new([1; 16]), card).expose(),
             issuer_public_key: issuer.public_key(),
             max_balance: Amount(u64::MAX / 4),
             max_transfer: Amount(1_000_000),

@@ -4,7 +4,7 @@
 // Test code: a failed unwrap or expect is a failed test, with its message.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 use openpsd_core::client::psd_apdu;
-use openpsd_core::crypto::{IndiciumKey, MacKey};
+use openpsd_core::crypto::IndiciumKey;
 use openpsd_core::platform::SeededPlatform;
 use openpsd_core::psd::device::{LicenseSlot, Personalization};
 use openpsd_core::psd::indicium::IndiciumRequest;
@@ -17,12 +17,12 @@ fn main() {
     let mut args = std::env::args().skip(1);
     let mode = args.next().unwrap_or_default();
     let n: u64 = args.next().and_then(|s| s.parse().ok()).unwrap_or(200);
-    let k1 = [0x11; 16];
+    let kms = IndiciumKey::from_bytes(&[0x11; 32]).unwrap();
     let mut card = psd_card(MemStore::new(), SeededPlatform::new(1)).unwrap();
     card.transmit(&psd_apdu::select());
     let p = Personalization {
         device: DeviceId(*b"BENCH001"),
-        k1,
+        kms_public_key: kms.public_key(),
         vendor_public_key: IndiciumKey::from_bytes(&[7; 32]).unwrap().public_key(),
         max_postage: Amount(1_000),
         max_dr: Amount(u64::MAX / 2),
@@ -42,10 +42,7 @@ fn main() {
         refills: RefillCount(0),
         combination_id: [0; 8],
     };
-    card.transmit(&psd_apdu::refill(
-        RegisterSetIndex(0),
-        &c.seal(&MacKey::new(k1)),
-    ));
+    card.transmit(&psd_apdu::refill(RegisterSetIndex(0), &c.sign(&kms)));
     let req = IndiciumRequest {
         transaction: TransactionId([0; 8]),
         postage: Amount(85),

@@ -1,5 +1,7 @@
 //! The cryptography the device uses, wrapped small: ECDSA P-256 with SHA-256 for indicia,
-//! AES-128-CMAC under K1 for audits and refill messages, SHA-256 for digests.
+//! audits, refill messages, receipts and certificates; ECDH P-256 for recognition;
+//! AES-128-CMAC for the purse issuer's per-card admin key (and K1 of legacy PSD records);
+//! SHA-256 for digests.
 //!
 //! Keys are zeroized on drop; MACs are compared in constant time.
 
@@ -41,7 +43,8 @@ pub fn sha256_parts(parts: &[&[u8]]) -> [u8; 32] {
     h.finalize().into()
 }
 
-/// The secret key K1 shared by a PSD and the key management system (AES-128).
+/// An AES-128 CMAC key: a purse's admin key, or K1 of a PSD personalized before the
+/// asymmetric refill suite (read, never used).
 #[derive(Clone, Zeroize, ZeroizeOnDrop)]
 pub struct MacKey([u8; MAC_KEY_LEN]);
 
@@ -148,6 +151,25 @@ impl IndiciumKey {
         out.copy_from_slice(&sig.to_bytes());
         out
     }
+}
+
+impl IndiciumKey {
+    /// ECDSA signature over `label` ‖ `body`: the label keeps one key's signatures on
+    /// different message kinds apart (an audit can never read as an indicium).
+    pub fn sign_labelled(&self, label: &[u8], body: &[u8]) -> [u8; SIGNATURE_LEN] {
+        let mut msg = alloc::vec::Vec::with_capacity(label.len() + body.len());
+        msg.extend_from_slice(label);
+        msg.extend_from_slice(body);
+        self.sign(&msg)
+    }
+}
+
+/// Verifies a signature made by [`IndiciumKey::sign_labelled`].
+pub fn verify_labelled(public_key: &[u8], label: &[u8], body: &[u8], signature: &[u8]) -> bool {
+    let mut msg = alloc::vec::Vec::with_capacity(label.len() + body.len());
+    msg.extend_from_slice(label);
+    msg.extend_from_slice(body);
+    verify_signature(public_key, &msg, signature)
 }
 
 impl core::fmt::Debug for IndiciumKey {

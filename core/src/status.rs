@@ -123,6 +123,11 @@ status_table! {
     RefillAboveLimit = 0x9A14, "refill would exceed the maximum descending register";
     /// `9A15` audit receipt for another audit than this session's last one.
     ReceiptForOtherAudit = 0x9A15, "receipt for another audit than the last one";
+    /// `9A16` the PSD was personalized before the asymmetric refill suite (issue 12): its
+    /// audits and the refill messages and receipts it accepts were MACed under K1, which
+    /// the back office no longer keeps. It prints (and transfers, if certified) on; value
+    /// is added only to a device personalized again.
+    LegacyRefillSuite = 0x9A16, "personalized for the retired K1 refill suite: no audits, refills or receipts until personalized again (indicia go on)";
     /// `9A20` the PSD has a transfer to a purse pending: it must be resolved with that card
     /// before another transfer starts.
     TransferPending = 0x9A20, "a transfer to a purse is pending; resolve it with that card first";

@@ -30,9 +30,9 @@ impl core::error::Error for Malformed {}
 /// Why a MACed message (refill message, receipt) was not opened.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum OpenError {
-    /// The MAC does not verify: nothing in the message may be believed.
-    BadMac,
-    /// The MAC holds (or the length was wrong to begin with) but the layout does not.
+    /// The MAC or signature does not verify: nothing in the message may be believed.
+    Unauthentic,
+    /// The MAC or signature holds (or the length was wrong to begin with) but the layout does not.
     Malformed(Malformed),
 }
 
@@ -45,7 +45,7 @@ impl From<Malformed> for OpenError {
 impl From<OpenError> for crate::status::Status {
     fn from(e: OpenError) -> Self {
         match e {
-            OpenError::BadMac => crate::status::Status::SecurityStatusNotSatisfied,
+            OpenError::Unauthentic => crate::status::Status::SecurityStatusNotSatisfied,
             OpenError::Malformed(m) => m.into(),
         }
     }

@@ -13,7 +13,7 @@ use card_sim::personalize::{self, Request};
 use card_sim::sim::{self, FileCard};
 use card_sim::transport::run_tcp_server;
 use openpsd_core::client::PsdClient;
-use openpsd_core::crypto::MacKey;
+use openpsd_core::crypto::IndiciumKey;
 use openpsd_core::psd::audit::AuditData;
 use openpsd_core::psd::refill::RefillCombination;
 use openpsd_core::types::*;
@@ -25,8 +25,10 @@ use serde_json::Value;
 /// (the fork copies the descriptor until its exec).
 fn funded_card(dir: &Path, amount: u64) -> FileCard {
     let mut card = sim::create_file_card(dir, Clock::System).unwrap();
+    let kms = IndiciumKey::from_bytes(&[0x11; 32]).unwrap();
     let req = Request {
         device: Some(DeviceId(*b"PSDHOST1")),
+        kms_public_key: kms.public_key(),
         vendor_public_key: None,
         max_postage: Amount(10_000),
         max_dr: Amount(1_000_000),
@@ -35,11 +37,11 @@ fn funded_card(dir: &Path, amount: u64) -> FileCard {
     };
     let (_, secrets) =
         personalize::personalize(&mut card, &mut OsPlatform::default(), &req).unwrap();
-    let k1 = MacKey::new(hex::decode(&secrets.k1).unwrap().try_into().unwrap());
+    let public_key = hex::decode(&secrets.public_key).unwrap();
     let mut psd = PsdClient::new(&mut card);
     psd.select().unwrap();
     let set = RegisterSetIndex(0);
-    let audit = AuditData::open(&psd.audit(set, &[3; 16]).unwrap(), &k1).unwrap();
+    let audit = AuditData::open(&psd.audit(set, &[3; 16]).unwrap(), &public_key).unwrap();
     let msg = RefillCombination {
         device: audit.device,
         license: audit.license,
@@ -48,7 +50,7 @@ fn funded_card(dir: &Path, amount: u64) -> FileCard {
         refills: audit.refills,
         combination_id: [3; 8],
     }
-    .seal(&k1);
+    .sign(&kms);
     assert_eq!(psd.refill(set, &msg).unwrap().dr, Amount(amount));
     card
 }

@@ -45,14 +45,16 @@ fn cards(dir: &Path) {
     s.write(&dir.join("scheme.json")).unwrap();
     scheme::write_public(&dir.join("issuer.json"), &s.public()).unwrap();
     let mut psd = sim::create_file_card(&dir.join("psd"), Clock::System).unwrap();
+    let kms = openpsd_core::crypto::IndiciumKey::from_bytes(&[0x11; 32]).unwrap();
     let req = Request {
         device: Some(DeviceId(*b"PSDCLI01")),
-        ..Request::default()
+        ..Request::new(kms.public_key())
     };
     issuer::personalize_and_fund(
         &mut psd,
         &mut OsPlatform::default(),
         &req,
+        &kms,
         Some((&s, 5)),
         Amount(5_000),
     )

@@ -36,14 +36,16 @@ fn link(dir: &Path) -> FileCard {
 fn setup(dir: &Path, balance: u64) -> Scheme {
     let scheme = Scheme::generate(Some(7), &mut OsPlatform::default());
     let mut psd = sim::create_file_card(&dir.join("psd"), Clock::System).unwrap();
+    let kms = openpsd_core::crypto::IndiciumKey::from_bytes(&[0x11; 32]).unwrap();
     let req = Request {
         device: Some(DeviceId(*b"PSDTERM1")),
-        ..Request::default()
+        ..Request::new(kms.public_key())
     };
     issuer::personalize_and_fund(
         &mut psd,
         &mut OsPlatform::default(),
         &req,
+        &kms,
         Some((&scheme, 5)),
         Amount(100_000),
     )

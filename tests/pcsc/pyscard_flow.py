@@ -2,15 +2,15 @@
 """pyscard_flow.py - an independent host for a personalized openpsd PSD, through PC/SC.
 
 Talks to the card with pyscard (pcscd) and checks every answer against docs/apdu.md with
-its own code only (pycryptodome for AES-CMAC and ECDSA, nothing from the Rust crates):
+its own code only (pycryptodome for ECDSA, nothing from the Rust crates):
 
   SELECT, GET DATA (device ID, key ID and public key against the secrets file),
-  READ REGISTERS, AUDIT (CMAC under K1, every field), REFILL 25.00 built and MACed here,
-  the same REFILL again (9A12), ISSUE INDICIUM 0.85 (ECDSA P-256 signature, every field),
-  READ REGISTERS again.
+  READ REGISTERS, AUDIT (ECDSA signature by the device key, every field), REFILL 25.00
+  built and signed here with the KMS's signing key, the same REFILL again (9A12), ISSUE
+  INDICIUM 0.85 (ECDSA P-256 signature, every field), READ REGISTERS again.
 
 Usage: /usr/bin/python3 tests/pcsc/pyscard_flow.py --reader "Virtual PCD 00 00" \
-           --secrets STATE.secrets.json
+           --secrets STATE.secrets.json --kms-signing-key DIR/kms-signing.key
 
 Exits 0 when every check passed, 1 with a message on the first mismatch, 2 when the card
 or reader cannot be reached.
@@ -24,8 +24,7 @@ import os
 import struct
 import sys
 
-from Cryptodome.Cipher import AES
-from Cryptodome.Hash import CMAC, SHA256
+from Cryptodome.Hash import SHA256
 from Cryptodome.PublicKey import ECC
 from Cryptodome.Signature import DSS
 from smartcard.System import readers
@@ -119,10 +118,24 @@ def enc_postal(code):
     return bytes([len(b)]) + b
 
 
-def cmac(k1, data):
-    mac = CMAC.new(k1, ciphermod=AES)
-    mac.update(data)
-    return mac.digest()
+def ecc_public(sec1):
+    """A P-256 public key from its SEC1 uncompressed bytes."""
+    check(len(sec1) == 65 and sec1[0] == 0x04, "not an uncompressed SEC1 P-256 point")
+    return ECC.construct(curve="P-256", point_x=int.from_bytes(sec1[1:33], "big"),
+                         point_y=int.from_bytes(sec1[33:], "big"))
+
+
+def verify(public, message, signature, what):
+    """ECDSA P-256 / SHA-256, signature r || s (64 bytes)."""
+    try:
+        DSS.new(public, "fips-186-3").verify(SHA256.new(message), signature)
+    except ValueError:
+        raise Mismatch(f"{what}: ECDSA P-256/SHA-256 signature does not verify")
+
+
+def sign(private, message):
+    """ECDSA P-256 / SHA-256 as r || s (64 bytes)."""
+    return DSS.new(private, "fips-186-3").sign(SHA256.new(message))
 
 
 def cents(v):
@@ -208,14 +221,14 @@ class Card:
 # ---------------------------------------------------------------- the flow
 
 
-def run(card, secrets):
+def run(card, secrets, kms):
     device_id = bytes.fromhex(secrets["device_id"])
-    k1 = bytes.fromhex(secrets["k1"])
     public_key = bytes.fromhex(secrets["public_key"])
     key_id = bytes.fromhex(secrets["key_id"])
     license_id, origin = secrets["licenses"][0]
-    check(len(device_id) == 8 and len(k1) == 16 and len(public_key) == 65 and len(key_id) == 4,
-          "secrets file: field lengths are not 8 / 16 / 65 / 4 bytes")
+    check(len(device_id) == 8 and len(public_key) == 65 and len(key_id) == 4,
+          "secrets file: field lengths are not 8 / 65 / 4 bytes")
+    check("k1" not in secrets, "secrets file: holds a K1 (personalized for the retired suite)")
     expect_eq("secrets file: key ID vs SHA-256(public key)[:4]",
               key_id, hashlib.sha256(public_key).digest()[:4])
     print(f"card ATR {card.atr.hex().upper()}; device {device_id.hex().upper()}, "
@@ -260,13 +273,15 @@ def run(card, secrets):
 
     # AUDIT with a random nonce.
     nonce = os.urandom(16)
-    # The audit message, docs/apdu.md 4.5: body version 02 (103 bytes).
+    # The audit message, docs/apdu.md: body version 03 (87 bytes) || ECDSA signature (64)
+    # by the device key over "openpsd audit v3" || body.
     audit = card.ok("AUDIT", CLA_PSD, INS_AUDIT, 0x00, 0x00, nonce)
-    expect_eq("AUDIT length", len(audit), 103)
-    expect_eq("AUDIT MAC (AES-128-CMAC under K1 over bytes 0-86)", audit[87:], cmac(k1, audit[:87]))
+    expect_eq("AUDIT length", len(audit), 151)
+    verify(ecc_public(public_key), b"openpsd audit v3" + audit[:87], audit[87:],
+           "AUDIT (device key over the label and bytes 0-86)")
     r = Reader(audit, "AUDIT")
     expect_eq("AUDIT tag", r.u8(), 0xA1)
-    expect_eq("AUDIT version", r.u8(), 0x02)
+    expect_eq("AUDIT version", r.u8(), 0x03)
     expect_eq("AUDIT device ID", r.take(8), device_id)
     expect_eq("AUDIT license ID", r.u32(), license_id)
     expect_eq("AUDIT register set index", r.u8(), 0)
@@ -275,7 +290,7 @@ def run(card, secrets):
     a_transferred, a_pending = r.amount(), r.amount()
     r.take(8)  # the last refill combination applied (zeros before the first)
     expect_eq("AUDIT nonce echoed", r.take(16), nonce)
-    r.take(16)
+    r.take(64)
     r.end()
     check(a_ar + a_dr + a_pending == a_cs,
           f"AUDIT: AR {a_ar} + DR {a_dr} + pending {a_pending} != control sum {a_cs}")
@@ -283,18 +298,19 @@ def run(card, secrets):
               (a_ar, a_dr, a_cs, a_pieces, a_refills, a_transferred, a_pending),
               (regs0["ar"], regs0["dr"], regs0["control_sum"], regs0["pieces"], regs0["refills"],
                regs0["transferred"], regs0["pending"]))
-    step(f"AUDIT: MAC verifies under K1, nonce echoed, AR {cents(a_ar)} + DR {cents(a_dr)} "
+    step(f"AUDIT: signature verifies under the device key, nonce echoed, AR {cents(a_ar)} + DR {cents(a_dr)} "
          f"+ pending {cents(a_pending)} = control sum {cents(a_cs)}, {a_pieces} pieces, "
          f"{a_refills} refills, {cents(a_transferred)} transferred")
 
     # REFILL 25.00 bound to the audited control sum and refill count.
     amount = 2500
     combination = os.urandom(8)
-    body = (bytes([0xB1, 0x01]) + device_id + struct.pack(">I", license_id)
+    body = (bytes([0xB1, 0x02]) + device_id + struct.pack(">I", license_id)
             + struct.pack(">Q", amount) + struct.pack(">Q", a_cs) + struct.pack(">I", a_refills)
             + combination)
     expect_eq("refill message body length", len(body), 42)
-    message = body + cmac(k1, body)
+    message = body + sign(kms, b"openpsd refill v2" + body)
+    expect_eq("refill message length", len(message), 106)
     after = decode_registers(card.ok("REFILL", CLA_PSD, INS_REFILL, 0x00, 0x00, message),
                              "REFILL response")
     expect_eq("REFILL license", after["license"], license_id)
@@ -323,14 +339,7 @@ def run(card, secrets):
     indicium = card.ok("ISSUE INDICIUM", CLA_PSD, INS_ISSUE_INDICIUM, 0x00, 0x00, request)
     expect_eq("indicium length", len(indicium), 118 + len(origin) + len(destination))
     signed, signature = indicium[:-64], indicium[-64:]
-    x, y = public_key[1:33], public_key[33:]
-    key = ECC.construct(curve="P-256", point_x=int.from_bytes(x, "big"),
-                        point_y=int.from_bytes(y, "big"))
-    try:
-        DSS.new(key, "fips-186-3").verify(SHA256.new(signed), signature)
-    except ValueError:
-        raise Mismatch("indicium: ECDSA P-256/SHA-256 signature does not verify "
-                       "under the device's public key")
+    verify(ecc_public(public_key), signed, signature, "indicium (device key)")
     r = Reader(signed, "indicium")
     expect_eq("indicium version", r.u8(), 0x01)
     expect_eq("indicium algorithm", r.u8(), 0x01)
@@ -366,12 +375,16 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--reader", required=True, help='PC/SC reader name, e.g. "Virtual PCD 00 00"')
     ap.add_argument("--secrets", required=True, help="the card's secrets file (card-sim personalize)")
+    ap.add_argument("--kms-signing-key", required=True,
+                    help="the KMS's signing key the card was personalized for (card-sim bench-kms)")
     args = ap.parse_args()
     with open(args.secrets) as f:
         secrets = json.load(f)
+    with open(args.kms_signing_key) as f:
+        kms = ECC.construct(curve="P-256", d=int(f.read().strip(), 16))
     card = Card(args.reader)
     try:
-        run(card, secrets)
+        run(card, secrets, kms)
     except Mismatch as e:
         print(f"FAIL: {e}", file=sys.stderr)
         return 1

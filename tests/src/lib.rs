@@ -1,12 +1,13 @@
 //! Test harness for openpsd's end-to-end tests: a PSD card on an in-memory store with a
-//! seeded platform, a stand-in for the key management system (it holds K1 to check audits
-//! and seal refill combinations, as the back office will), and helpers that speak the
+//! seeded platform, a stand-in for the key management system (it checks audits with the
+//! device's public key and signs refill combinations with its own key, as the back office
+//! does), and helpers that speak the
 //! APDU contract of `docs/apdu.md`.
 // Test code: a failed unwrap or expect is a failed test, with its message.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use openpsd_core::client::psd_apdu;
-use openpsd_core::crypto::MacKey;
+use openpsd_core::crypto::IndiciumKey;
 use openpsd_core::platform::SeededPlatform;
 use openpsd_core::psd::audit::AuditData;
 use openpsd_core::psd::device::{LicenseSlot, Personalization};
@@ -24,8 +25,10 @@ pub mod scripts;
 /// The card type under test.
 pub type TestCard = Card<MemStore, SeededPlatform>;
 
-/// K1 of the test device (what the KMS would hold).
-pub const K1: [u8; 16] = *b"openpsd-test-k1!";
+/// The test KMS's signing key (every test PSD holds its public half).
+pub fn kms_key() -> IndiciumKey {
+    IndiciumKey::from_bytes(&[0x11; 32]).expect("valid scalar")
+}
 /// Device ID of the test device.
 pub const DEVICE: DeviceId = DeviceId(*b"PSD00001");
 /// Its two licenses and their towns.
@@ -37,7 +40,7 @@ pub const MAX_DR: Amount = Amount(1_000_000);
 
 /// A valid vendor public key (fixed, from a fixed scalar).
 pub fn vendor_public_key() -> [u8; 65] {
-    let key = openpsd_core::crypto::IndiciumKey::from_bytes(&[7u8; 32]).expect("valid scalar");
+    let key = IndiciumKey::from_bytes(&[7u8; 32]).expect("valid scalar");
     key.public_key()
 }
 
@@ -45,7 +48,7 @@ pub fn vendor_public_key() -> [u8; 65] {
 pub fn personalization() -> Personalization {
     Personalization {
         device: DEVICE,
-        k1: K1,
+        kms_public_key: kms_key().public_key(),
         vendor_public_key: vendor_public_key(),
         max_postage: MAX_POSTAGE,
         max_dr: MAX_DR,
@@ -135,11 +138,11 @@ pub fn request(txn: u64, postage: u64, day: u8) -> IndiciumRequest {
     }
 }
 
-/// Stand-in for the key management system and recharging center: checks audits with K1
-/// and seals refill combinations for what an audit showed.
+/// Stand-in for the key management system and recharging center: checks audits with the
+/// device's public key and signs refill combinations for what an audit showed.
 pub struct Kms {
-    /// K1 of the test device.
-    pub k1: MacKey,
+    /// The KMS's signing key.
+    pub key: IndiciumKey,
 }
 
 impl Default for Kms {
@@ -148,18 +151,26 @@ impl Default for Kms {
     }
 }
 
+/// The device public key a (SELECTed) PSD reports in GET DATA.
+pub fn device_public_key(card: &mut TestCard) -> [u8; 65] {
+    let info = expect_ok(&card.transmit(&psd_apdu::get_data()));
+    openpsd_core::psd::device::DeviceInfo::decode(&info)
+        .expect("device info decodes")
+        .expect("personalized")
+        .public_key
+}
+
 impl Kms {
-    /// A KMS that knows the test device's K1.
+    /// The test KMS.
     pub fn new() -> Self {
-        Self {
-            k1: MacKey::new(K1),
-        }
+        Self { key: kms_key() }
     }
 
-    /// Runs AUDIT on the card and verifies the MAC (seed 000, steps 210-230).
+    /// Runs AUDIT on the card and verifies its signature (seed 000, steps 210-230).
     pub fn audit(&self, card: &mut TestCard, set: RegisterSetIndex, nonce: [u8; 16]) -> AuditData {
         let msg = expect_ok(&card.transmit(&psd_apdu::audit(set, &nonce)));
-        let data = AuditData::open(&msg, &self.k1).expect("audit MAC verifies");
+        let pk = device_public_key(card);
+        let data = AuditData::open(&msg, &pk).expect("audit signature verifies");
         assert_eq!(data.nonce, nonce);
         data
     }
@@ -191,6 +202,6 @@ impl Kms {
         amount: Amount,
         id: [u8; 8],
     ) -> Vec<u8> {
-        self.combination_for(card, set, amount, id).seal(&self.k1)
+        self.combination_for(card, set, amount, id).sign(&self.key)
     }
 }

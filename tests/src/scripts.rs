@@ -1,5 +1,5 @@
 //! The APDU scripts in `tests/scripts/`, generated here so their long APDUs (the
-//! personalization data, MACed refill messages) are right by construction. The files are
+//! personalization data, signed refill messages) are right by construction. The files are
 //! committed — they run under `scriptor` without Rust — and a test checks they are
 //! what this module makes (`cargo run -p openpsd-tests --example gen_scripts` rewrites them).
 //!
@@ -7,12 +7,11 @@
 //! (`card-sim run --clock none`, `card-sim serve --clock none`), so fixed dates stay valid.
 
 use openpsd_core::client::psd_apdu;
-use openpsd_core::crypto::MacKey;
 use openpsd_core::psd::refill::RefillCombination;
 use openpsd_core::psd::registers::Registers;
 use openpsd_core::types::*;
 
-use crate::{personalization, request, DEVICE, K1, LICENSES};
+use crate::{kms_key, personalization, request, DEVICE, LICENSES};
 
 const SET0: RegisterSetIndex = RegisterSetIndex(0);
 
@@ -62,7 +61,7 @@ fn refill_message(amount: u64, control_sum: u64, refills: u32, id: u8) -> Vec<u8
         refills: RefillCount(refills),
         combination_id: [id; 8],
     }
-    .seal(&MacKey::new(K1))
+    .sign(&kms_key())
 }
 
 fn registers(ar: u64, dr: u64, pieces: u32, refills: u32) -> Vec<u8> {
@@ -135,7 +134,9 @@ pub fn all() -> Vec<(&'static str, String)> {
         "ISSUE INDICIUM: DR debited, AR credited, piece counted; a retry returns the same indicium",
     );
     s.select_and_personalize()
-        .comment("refill 500.00 (refill message MACed under K1 for control sum 0, refill count 0)")
+        .comment(
+            "refill 500.00 (refill message signed by the KMS for control sum 0, refill count 0)",
+        )
         .apdu(
             &psd_apdu::refill(SET0, &refill_message(50_000, 0, 0, 1)),
             "9000",
@@ -202,12 +203,12 @@ pub fn all() -> Vec<(&'static str, String)> {
         refills: RefillCount(1),
         combination_id: [6; 8],
     }
-    .seal(&MacKey::new(K1));
+    .sign(&kms_key());
     s.select_and_personalize()
         .apdu(&psd_apdu::refill(SET0, &good), "9000")
         .comment("the same message again: replay")
         .apdu(&psd_apdu::refill(SET0, &good), "9A12")
-        .comment("amount changed in transit: MAC fails")
+        .comment("amount changed in transit: the signature fails")
         .apdu(&psd_apdu::refill(SET0, &changed), "6982")
         .comment("a message for another device")
         .apdu(&psd_apdu::refill(SET0, &other), "9A10")

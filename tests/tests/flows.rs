@@ -3,7 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use openpsd_core::client::psd_apdu;
-use openpsd_core::crypto::MacKey;
+use openpsd_core::crypto::IndiciumKey;
 use openpsd_core::psd::audit::AuditData;
 use openpsd_core::psd::device::DeviceInfo;
 use openpsd_core::psd::indicium::{self, IndiciumRequest, VerifyError};
@@ -234,12 +234,12 @@ fn register_sets_account_separately() {
 }
 
 #[test]
-fn audit_is_maced_under_k1_and_reports_the_registers_and_nonce() {
-    let (mut card, _) = funded_card(10, 5_000);
+fn audit_is_signed_by_the_device_key_and_reports_the_registers_and_nonce() {
+    let (mut card, pk) = funded_card(10, 5_000);
     expect_ok(&card.transmit(&psd_apdu::issue_indicium(SET0, &request(1, 250, 21))));
     let nonce = *b"server-nonce-123";
     let msg = expect_ok(&card.transmit(&psd_apdu::audit(SET0, &nonce)));
-    let a = AuditData::open(&msg, &MacKey::new(K1)).expect("MAC verifies under K1");
+    let a = AuditData::open(&msg, &pk).expect("the signature verifies under the device key");
     assert_eq!(
         (a.device, a.license, a.set),
         (DEVICE, LicenseId(4711), SET0)
@@ -255,11 +255,13 @@ fn audit_is_maced_under_k1_and_reports_the_registers_and_nonce() {
         )
     );
     assert_eq!(a.nonce, nonce);
-    // Another key, or a changed byte, does not verify.
-    assert!(AuditData::open(&msg, &MacKey::new([0; 16])).is_none());
+    // Another device's key (here: the KMS's), or a changed byte, does not verify.
+    assert!(AuditData::open(&msg, &kms_key().public_key()).is_none());
     let mut changed = msg.clone();
     changed[20] ^= 1;
-    assert!(AuditData::open(&changed, &MacKey::new(K1)).is_none());
+    assert!(AuditData::open(&changed, &pk).is_none());
+    // Whoever holds every key of the back office cannot make this device's audit: the
+    // signing key never left the card.
     let short = psd_apdu::command(0x80, 0x50, 0, 0, &[0; 15], 256);
     expect_refused(&card.transmit(&short), Status::WrongLength);
 }
@@ -306,28 +308,29 @@ fn refill_attacks_are_refused_each_with_its_own_status() {
     let kms = Kms::new();
     let good = kms.combination_for(&mut card, SET0, Amount(500), [4; 8]);
 
-    // A changed amount breaks the MAC.
-    let mut msg = good.seal(&kms.k1);
+    // A changed amount breaks the signature.
+    let mut msg = good.sign(&kms.key);
     msg[14 + 7] ^= 0x01;
     refused_refill(&mut card, SET0, &msg, Status::SecurityStatusNotSatisfied);
-    // Sealed under another key (a forger without K1).
+    // Signed by another key (a forger without the KMS's key; here a key of the right
+    // shape, as a PSD holder could make).
     refused_refill(
         &mut card,
         SET0,
-        &good.seal(&MacKey::new([9; 16])),
+        &good.sign(&IndiciumKey::from_bytes(&[9; 32]).unwrap()),
         Status::SecurityStatusNotSatisfied,
     );
-    // Another device's message (properly MACed for it — same K1 here to isolate the check).
+    // Another device's message (properly signed for it by the KMS).
     let other = RefillCombination {
         device: DeviceId(*b"PSD00002"),
         ..good
     };
-    refused_refill(&mut card, SET0, &other.seal(&kms.k1), Status::WrongDevice);
+    refused_refill(&mut card, SET0, &other.sign(&kms.key), Status::WrongDevice);
     // For set 0's license but applied to set 1.
     refused_refill(
         &mut card,
         SET1,
-        &good.seal(&kms.k1),
+        &good.sign(&kms.key),
         Status::RefillWrongLicense,
     );
     // Bound to a control sum the device no longer has.
@@ -335,13 +338,13 @@ fn refill_attacks_are_refused_each_with_its_own_status() {
         control_sum: Amount(999),
         ..good
     };
-    refused_refill(&mut card, SET0, &stale.seal(&kms.k1), Status::RefillStale);
+    refused_refill(&mut card, SET0, &stale.sign(&kms.key), Status::RefillStale);
     // Made for a refill count ahead of the device.
     let ahead = RefillCombination {
         refills: RefillCount(good.refills.0 + 1),
         ..good
     };
-    refused_refill(&mut card, SET0, &ahead.seal(&kms.k1), Status::RefillStale);
+    refused_refill(&mut card, SET0, &ahead.sign(&kms.key), Status::RefillStale);
     // Above the DR limit.
     let big = RefillCombination {
         amount: MAX_DR,
@@ -350,21 +353,26 @@ fn refill_attacks_are_refused_each_with_its_own_status() {
     refused_refill(
         &mut card,
         SET0,
-        &big.seal(&kms.k1),
+        &big.sign(&kms.key),
         Status::RefillAboveLimit,
     );
     // A truncated message.
     refused_refill(
         &mut card,
         SET0,
-        &good.seal(&kms.k1)[..40],
+        &good.sign(&kms.key)[..40],
         Status::WrongLength,
     );
 
     // The genuine one still works, once.
-    expect_ok(&card.transmit(&psd_apdu::refill(SET0, &good.seal(&kms.k1))));
+    expect_ok(&card.transmit(&psd_apdu::refill(SET0, &good.sign(&kms.key))));
     assert_eq!(registers(&mut card, 0).dr, Amount(1_500));
-    refused_refill(&mut card, SET0, &good.seal(&kms.k1), Status::RefillReplayed);
+    refused_refill(
+        &mut card,
+        SET0,
+        &good.sign(&kms.key),
+        Status::RefillReplayed,
+    );
 }
 
 /// A void (amount zero) and the refill it cancels share their precondition: whichever the
@@ -386,11 +394,11 @@ fn a_void_and_its_refill_apply_at_most_one_of_the_two() {
         } else {
             (refill, void)
         };
-        expect_ok(&card.transmit(&psd_apdu::refill(SET0, &first.seal(&kms.k1))));
+        expect_ok(&card.transmit(&psd_apdu::refill(SET0, &first.sign(&kms.key))));
         refused_refill(
             &mut card,
             SET0,
-            &second.seal(&kms.k1),
+            &second.sign(&kms.key),
             Status::RefillReplayed,
         );
         let after = registers(&mut card, 0);
@@ -453,7 +461,7 @@ fn receipt(nonce: [u8; 16], day: (u16, u8, u8)) -> Vec<u8> {
         nonce,
         accepted_on: Date::new(day.0, day.1, day.2).unwrap(),
     }
-    .seal(&MacKey::new(K1))
+    .sign(&kms_key())
 }
 
 #[test]
@@ -521,7 +529,7 @@ fn receipts_are_accepted_only_for_this_sessions_last_audit_and_genuine() {
         nonce,
         accepted_on: Date::new(2026, 11, 21).unwrap(),
     }
-    .seal(&MacKey::new(K1));
+    .sign(&kms_key());
     expect_refused(
         &card.transmit(&psd_apdu::receipt(&other)),
         Status::WrongDevice,

@@ -301,9 +301,9 @@ fn fig8_block_111_117_a_card_not_certified_by_the_issuer_is_refused_and_counted(
     assert_eq!(info.state.failures, MAX_FAILURES);
     assert_eq!(registers(&mut psd, 0).dr, Amount(10_000));
 
-    // Only an authenticated reset (MAC under K1, counter going up) unblocks it.
-    let k1 = MacKey::new(K1);
-    let reset = |counter, key: &MacKey| {
+    // Only an authenticated reset (signed by the scheme issuer, counter going up) unblocks it.
+    let issuer = issuer_key();
+    let reset = |counter, key: &IndiciumKey| {
         psd_cmd(
             psd_ins::RESET_RECOGNITION,
             0,
@@ -311,12 +311,12 @@ fn fig8_block_111_117_a_card_not_certified_by_the_issuer_is_refused_and_counted(
         )
     };
     expect_refused(
-        &psd.transmit(&reset(1, &MacKey::new([0; 16]))),
+        &psd.transmit(&reset(1, &stranger_issuer_key())),
         Status::SecurityStatusNotSatisfied,
     );
-    expect_ok(&psd.transmit(&reset(1, &k1)));
+    expect_ok(&psd.transmit(&reset(1, &issuer)));
     expect_refused(
-        &psd.transmit(&reset(1, &k1)),
+        &psd.transmit(&reset(1, &issuer)),
         Status::SecurityStatusNotSatisfied,
     );
     driver::transfer(&mut psd, &mut good, SET0, Amount(100), PIN).expect("unblocked");

@@ -65,20 +65,18 @@ fn second_psd(seed: u64, amount: u64) -> TestCard {
     psd
 }
 
-/// [`funded_psd_as`] for a device other than the test device (the harness KMS knows K1 by
-/// the test device's ID only, so this one is funded through its own audit).
+/// [`funded_psd_as`] for a device other than the test device, funded through its own
+/// audit checked with its own public key.
 fn funded_psd_as_device(
     seed: u64,
     p: openpsd_core::psd::device::Personalization,
     amount: u64,
 ) -> TestCard {
-    use openpsd_core::crypto::MacKey;
     use openpsd_core::psd::audit::AuditData;
     use openpsd_core::psd::refill::RefillCombination;
     let mut psd = funded_psd_as(seed, p, 0);
-    let k1 = MacKey::new(K1);
     let audit = expect_ok(&psd.transmit(&psd_apdu::audit(SET0, &[5; 16])));
-    let audit = AuditData::open(&audit, &k1).unwrap();
+    let audit = AuditData::open(&audit, &device_public_key(&mut psd)).unwrap();
     let msg = RefillCombination {
         device: audit.device,
         license: audit.license,
@@ -87,7 +85,7 @@ fn funded_psd_as_device(
         refills: audit.refills,
         combination_id: [2; 8],
     }
-    .seal(&k1);
+    .sign(&kms_key());
     expect_ok(&psd.transmit(&psd_apdu::refill(SET0, &msg)));
     psd
 }

@@ -128,42 +128,42 @@ fn psd_state_directory_v1_loads_and_still_issues_indicia() {
     assert_eq!(data.dr, Amount(REFILLED - 2 * POSTAGE - TRANSFERRED));
 }
 
-/// AUDIT then a REFILL of `amount` sealed under the fixture's K1, as the KMS would.
-fn refill(card: &mut impl SimulatedCard, amount: u64) -> Registers {
-    use openpsd_core::crypto::MacKey;
-    use openpsd_core::psd::audit::AuditData;
-    use openpsd_core::psd::refill::RefillCombination;
-    let k1 = MacKey::new(openpsd_tests::K1);
-    let set = RegisterSetIndex(0);
-    let nonce = [0x4E; 16];
-    let audit = expect_ok(&transmit(card, &psd_apdu::audit(set, &nonce)));
-    let audit = AuditData::open(&audit, &k1).expect("the audit verifies under K1");
-    let msg = RefillCombination {
-        device: audit.device,
-        license: audit.license,
-        amount: Amount(amount),
-        control_sum: audit.control_sum,
-        refills: audit.refills,
-        combination_id: [0x33; 8],
-    }
-    .seal(&k1);
-    let regs = expect_ok(&transmit(card, &psd_apdu::refill(set, &msg)));
-    Registers::decode(&regs).expect("registers decode")
+/// A v1 (K1) PSD answers AUDIT, REFILL and RECEIPT with `9A16` and writes nothing: the back
+/// office no longer keeps K1, so nothing could vouch for its audit or sign for it in the old
+/// suite. Any well-formed message is refused the same way, before it is read.
+fn assert_refill_suite_refused(dir: &Path, card: &mut impl SimulatedCard) {
+    let log_before = fs::read(dir.join("state.log")).expect("state log");
+    let audit = transmit(card, &psd_apdu::audit(RegisterSetIndex(0), &[0x4E; 16]));
+    assert_eq!(psd_apdu::sw(&audit), Status::LegacyRefillSuite.sw());
+    let refill = transmit(card, &psd_apdu::refill(RegisterSetIndex(0), &[0; 106]));
+    assert_eq!(psd_apdu::sw(&refill), Status::LegacyRefillSuite.sw());
+    let receipt = transmit(card, &psd_apdu::receipt(&[0; 94]));
+    assert_eq!(psd_apdu::sw(&receipt), Status::LegacyRefillSuite.sw());
+    assert_eq!(
+        fs::read(dir.join("state.log")).expect("state log"),
+        log_before,
+        "a refused command wrote nothing"
+    );
 }
 
 #[test]
-fn psd_state_v1_keeps_refilling_but_is_refused_for_transfers_with_9a25() {
-    // v1 PSDs were personalized with the scheme's master key (issue 12): they keep printing
-    // and refilling, and transfers are refused with a status that says why, before any
+fn psd_state_v1_prints_on_but_refuses_the_k1_suite_with_9a16_and_transfers_with_9a25() {
+    // v1 PSDs were personalized with the scheme's master key and K1 (issue 12): they keep
+    // printing; refills and transfers are refused with a status that says why, before any
     // value moves. No migration: a certificate needs a recognition key generated inside
-    // the device, which a v1 PERSONALIZE never made; the issuer personalizes a new device.
+    // the device, which a v1 PERSONALIZE never made, and the KMS no longer holds K1 to
+    // vouch for a key change; the issuer personalizes a new device.
     let tmp = tempfile::tempdir().expect("temp dir");
     let dir = copy_fixture("psd", tmp.path());
     let mut card = open_file_card(&dir, Clock::Fixed(today())).expect("v1 PSD state opens");
     expect_ok(&transmit(&mut card, &psd_apdu::select()));
-    let after = refill(&mut card, 10_000);
-    assert_eq!(after.control_sum, Amount(REFILLED + 10_000));
-    assert_eq!(after.dr, Amount(REFILLED + 10_000 - POSTAGE - TRANSFERRED));
+    assert_refill_suite_refused(&dir, &mut card);
+    let regs = expect_ok(&transmit(
+        &mut card,
+        &psd_apdu::read_registers(RegisterSetIndex(0)),
+    ));
+    let before = Registers::decode(&regs).expect("registers decode");
+    assert_eq!(before.control_sum, Amount(REFILLED));
 
     let open = transmit(&mut card, &psd_apdu::open_session());
     assert_eq!(psd_apdu::sw(&open), Status::LegacyRecognition.sw());
@@ -179,7 +179,7 @@ fn psd_state_v1_keeps_refilling_but_is_refused_for_transfers_with_9a25() {
         &mut card,
         &psd_apdu::read_registers(RegisterSetIndex(0)),
     ));
-    assert_eq!(Registers::decode(&regs).unwrap().dr, after.dr);
+    assert_eq!(Registers::decode(&regs).unwrap().dr, before.dr);
     assert_eq!(
         openpsd_tests::purse::purse_data(&mut purse).balance,
         Amount::ZERO

@@ -198,7 +198,7 @@ fn receipt_tearing() -> usize {
         nonce,
         accepted_on: Date::new(2026, 11, 21).unwrap(),
     }
-    .seal(&openpsd_core::crypto::MacKey::new(K1));
+    .sign(&kms_key());
     let before = registers(&mut reopen(&base, SEED), 0);
     let audit = |card: &mut TestCard| {
         Kms::new().audit(card, SET0, nonce);

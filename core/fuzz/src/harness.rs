@@ -6,7 +6,7 @@ use std::sync::OnceLock;
 
 use openpsd_core::apdu;
 use openpsd_core::client::psd_apdu;
-use openpsd_core::crypto::MacKey;
+use openpsd_core::crypto::IndiciumKey;
 use openpsd_core::platform::SeededPlatform;
 use openpsd_core::psd::audit::AuditData;
 use openpsd_core::psd::device::{Device, LicenseSlot, Personalization};
@@ -24,8 +24,10 @@ use crate::input::{Input, Op, Start};
 /// The card under test.
 pub type FuzzCard = Card<MemStore, SeededPlatform>;
 
-/// K1 of the fixture device.
-pub const K1: [u8; 16] = *b"openpsd-test-k1!";
+/// The fixture KMS's signing key (the PSD holds its public half).
+pub fn kms_key() -> IndiciumKey {
+    IndiciumKey::from_bytes(&[0x11; 32]).expect("scalar")
+}
 /// Device ID of the fixture device.
 pub const DEVICE: DeviceId = DeviceId(*b"PSD00001");
 /// Its licenses and towns (register sets 0 and 1).
@@ -49,7 +51,7 @@ pub fn personalization() -> Personalization {
     let vendor = openpsd_core::crypto::IndiciumKey::from_bytes(&[7u8; 32]).expect("scalar");
     Personalization {
         device: DEVICE,
-        k1: K1,
+        kms_public_key: kms_key().public_key(),
         vendor_public_key: vendor.public_key(),
         max_postage: MAX_POSTAGE,
         max_dr: MAX_DR,
@@ -87,13 +89,13 @@ fn ok_data(resp: &[u8], what: &str) -> Vec<u8> {
 
 /// A sealed refill message for what an AUDIT of `set` shows now (the KMS's steps 210-275).
 pub(crate) fn kms_refill_message(card: &mut FuzzCard, set: u8, amount: u64, id: u8) -> Vec<u8> {
-    let k1 = MacKey::new(K1);
     let nonce = [id; 16];
     let msg = ok_data(
         &card.transmit(&psd_apdu::audit(RegisterSetIndex(set), &nonce)),
         "audit",
     );
-    let a = AuditData::open(&msg, &k1).expect("fixture audit MAC");
+    let device = personalized_public_key(card);
+    let a = AuditData::open(&msg, &device).expect("fixture audit signature");
     RefillCombination {
         device: a.device,
         license: a.license,
@@ -102,7 +104,16 @@ pub(crate) fn kms_refill_message(card: &mut FuzzCard, set: u8, amount: u64, id: 
         refills: a.refills,
         combination_id: [id; 8],
     }
-    .seal(&k1)
+    .sign(&kms_key())
+}
+
+/// The fixture card's device public key (GET DATA).
+fn personalized_public_key(card: &mut FuzzCard) -> [u8; 65] {
+    let info = ok_data(&card.transmit(&psd_apdu::get_data()), "get data");
+    openpsd_core::psd::device::DeviceInfo::decode(&info)
+        .expect("device info")
+        .expect("personalized")
+        .public_key
 }
 
 /// The memory of the personalized fixture (built once per process).
@@ -175,7 +186,6 @@ fn persisted_sets(store: &MemStore) -> Vec<RegisterSet> {
 #[derive(Clone)]
 struct Keys {
     public_key: [u8; 65],
-    k1: MacKey,
     max_postage: Amount,
 }
 
@@ -183,7 +193,6 @@ impl Keys {
     fn from_device(d: &Device) -> Keys {
         Keys {
             public_key: d.public_key,
-            k1: d.k1.clone(),
             max_postage: d.max_postage,
         }
     }
@@ -361,7 +370,7 @@ impl Harness {
                 assert!(d.postage > Amount::ZERO && d.postage <= keys.max_postage);
             }
             0x50 => {
-                let a = AuditData::open(data, &keys.k1).expect("audit MAC verifies under K1");
+                let a = AuditData::open(data, &keys.public_key).expect("audit signature verifies");
                 let r = s.readout();
                 assert_eq!(
                     (a.license, a.set.0 as usize, a.ar, a.dr, a.control_sum),
@@ -460,8 +469,8 @@ impl Harness {
                 let resp = self.exchange(&psd_apdu::audit(RegisterSetIndex(set), &nonce));
                 let msg = match (sw(&resp), self.keys()) {
                     (SW_OK, Some(keys)) => {
-                        let a = AuditData::open(&resp[..resp.len() - 2], &keys.k1)
-                            .expect("audit MAC verifies");
+                        let a = AuditData::open(&resp[..resp.len() - 2], &keys.public_key)
+                            .expect("audit signature verifies");
                         RefillCombination {
                             device: a.device,
                             license: a.license,
@@ -470,7 +479,7 @@ impl Harness {
                             refills: a.refills,
                             combination_id: [*id; 8],
                         }
-                        .seal(&keys.k1)
+                        .sign(&kms_key())
                     }
                     _ => vec![0; REFILL_MESSAGE_LEN],
                 };
@@ -482,7 +491,7 @@ impl Harness {
                 let (SW_OK, Some(keys)) = (sw(&resp), self.keys()) else {
                     return;
                 };
-                let a = AuditData::open(&resp[..resp.len() - 2], &keys.k1).expect("audit MAC");
+                let a = AuditData::open(&resp[..resp.len() - 2], &keys.public_key).expect("audit signature");
                 let mut c = RefillCombination {
                     device: a.device,
                     license: a.license,
@@ -498,7 +507,7 @@ impl Harness {
                     3 => c.refills.0 = c.refills.0.wrapping_sub(1),
                     _ => c.license.0 ^= 1,
                 }
-                let msg = c.seal(&keys.k1);
+                let msg = c.sign(&kms_key());
                 let resp = self.exchange(&psd_apdu::refill(RegisterSetIndex(set), &msg));
                 assert_ne!(
                     sw(&resp),

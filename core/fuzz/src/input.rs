@@ -9,11 +9,11 @@
 //! op     = 0x01                                   reset (volatile state lost, deselected)
 //!        | 0x02 at:u8 flags:u8 len:u16 apdu       power cut at write `at` of this APDU,
 //!                                                 torn if flags & 1; re-open if it hit
-//!        | 0x03 set:u8 amount:u32 id:u8           KMS refill: AUDIT, seal with K1, REFILL
+//!        | 0x03 set:u8 amount:u32 id:u8           KMS refill: AUDIT, sign as the KMS, REFILL
 //!        | 0x04 set:u8 txn:u8 postage:u16 day:u8  well-formed ISSUE INDICIUM
 //!        | 0x05 day:u8                            clock: 0 none, else 2026-11-(1+(day-1)%30)
 //!        | 0x06                                   power cycle: re-open the memory, SELECT
-//!        | 0x07 set:u8 amount:u32 mode:u8         forged refill, MACed with K1 but bound
+//!        | 0x07 set:u8 amount:u32 mode:u8         forged refill, signed by the KMS but bound
 //!                                                 to the wrong state (mode % 5: device,
 //!                                                 control sum, refills + 1, refills - 1,
 //!                                                 license); must be refused
@@ -80,7 +80,7 @@ pub enum Op {
     },
     /// Power cycle: the memory is re-opened and the PSD SELECTed.
     Reopen,
-    /// A refill message sealed under K1 for a state the card is not in.
+    /// A refill message signed by the KMS for a state the card is not in.
     ForgedRefill {
         /// Register set (P2).
         set: u8,

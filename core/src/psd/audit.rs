@@ -1,28 +1,34 @@
 //! The audit message (seed 000, step 215): the PSD's registers and the meter server's
-//! nonce, MACed under K1 so the key management system can vouch for them.
+//! nonce, signed with the PSD's device key (seed 000's "first secret key", a private key
+//! generated inside) so the key management system can check them with the public key
+//! registered at personalization, and hold no secret of the device.
 //!
 //! Layout (`docs/apdu.md` § AUDIT):
 //!
 //! ```text
-//! tag A1 | version 2 | device ID 8 | license 4 | set 1 | AR 8 | DR 8 | control sum 8 |
+//! tag A1 | version 3 | device ID 8 | license 4 | set 1 | AR 8 | DR 8 | control sum 8 |
 //! piece count 4 | refill count 4 | transferred 8 | pending 8 | last combination ID 8 |
-//! nonce 16 ‖ AES-CMAC(K1) 16
+//! nonce 16 ‖ ECDSA P-256 signature r ‖ s 64 over "openpsd audit v3" ‖ everything before
 //! ```
+//!
+//! Version 2 audits (CMAC under K1) are no longer made or accepted.
 
 use alloc::vec::Vec;
 
-use crate::crypto::{MacKey, MAC_LEN};
+use crate::crypto::{self, IndiciumKey, SIGNATURE_LEN};
 use crate::status::Status;
 use crate::types::{Amount, DeviceId, LicenseId, PieceCount, RefillCount, RegisterSetIndex};
 use crate::wire::{Malformed, Reader, Writer};
 
-/// First byte of an audit message (domain separation from refill messages under K1).
+/// First byte of an audit message.
 pub const AUDIT_TAG: u8 = 0xA1;
+/// What the device key signs before the audit body (domain separation from indicia).
+const AUDIT_LABEL: &[u8] = b"openpsd audit v3";
 /// Length of the server's nonce.
 pub const NONCE_LEN: usize = 16;
 
-/// Layout version of the audit body (2: with the transfer registers).
-const AUDIT_VERSION: u8 = 2;
+/// Layout version of the audit body (3: signed by the device key; 2 was MACed under K1).
+const AUDIT_VERSION: u8 = 3;
 
 /// What an audit reports.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -75,17 +81,21 @@ impl AuditData {
         w
     }
 
-    /// The audit message: body ‖ CMAC under K1.
-    pub fn seal(&self, k1: &MacKey) -> Vec<u8> {
+    /// The audit message: body ‖ signature by the device key.
+    pub fn sign(&self, key: &IndiciumKey) -> Vec<u8> {
         let mut msg = self.body();
-        let tag = k1.mac(&[&msg]);
-        msg.extend_from_slice(&tag);
+        let sig = key.sign_labelled(AUDIT_LABEL, &msg);
+        msg.extend_from_slice(&sig);
         msg
     }
 
-    /// Decodes an audit message without checking its MAC (for display).
+    /// Decodes an audit message without checking its signature (for display, and to find
+    /// whose public key checks it).
     pub fn decode_unverified(msg: &[u8]) -> Result<AuditData, Malformed> {
-        let split = msg.len().checked_sub(MAC_LEN).ok_or(Malformed::Length)?;
+        let split = msg
+            .len()
+            .checked_sub(SIGNATURE_LEN)
+            .ok_or(Malformed::Length)?;
         let mut r = Reader::new(&msg[..split]);
         if r.u8()? != AUDIT_TAG || r.u8()? != AUDIT_VERSION {
             return Err(Malformed::Value);
@@ -108,18 +118,20 @@ impl AuditData {
         Ok(data)
     }
 
-    /// Decodes an audit message and checks its MAC under K1 (the KMS's step 230).
-    /// `None` if malformed or the MAC is wrong.
-    pub fn open(msg: &[u8], k1: &MacKey) -> Option<AuditData> {
+    /// Decodes an audit message and checks its signature with the device's public key
+    /// (the KMS's step 230). `None` if malformed or the signature is wrong.
+    pub fn open(msg: &[u8], device_public_key: &[u8]) -> Option<AuditData> {
         let data = Self::decode_unverified(msg).ok()?;
-        let split = msg.len() - MAC_LEN;
-        k1.verify(&[&msg[..split]], &msg[split..]).then_some(data)
+        let split = msg.len().checked_sub(SIGNATURE_LEN)?;
+        let (body, sig) = msg.split_at(split);
+        crypto::verify_labelled(device_public_key, AUDIT_LABEL, body, sig).then_some(data)
     }
 }
 
 impl super::PsdApplet {
-    /// AUDIT (80 50 00 set): the set's registers and the server's nonce, MACed under K1.
-    /// The nonce is remembered (volatile) for the RECEIPT that may follow.
+    /// AUDIT (80 50 00 set): the set's registers and the server's nonce, signed with the
+    /// device key. The nonce is remembered (volatile) for the RECEIPT that may follow.
+    /// `9A16` on a PSD of the retired K1 suite: nothing could accept its audit.
     pub(super) fn audit(
         &mut self,
         i: usize,
@@ -127,6 +139,7 @@ impl super::PsdApplet {
         reply: &mut Vec<u8>,
     ) -> Result<(), Status> {
         let device = self.device()?;
+        device.kms_public_key()?;
         let nonce: [u8; NONCE_LEN] = data.try_into().map_err(|_| Status::WrongLength)?;
         let s = self.persistent.sets.get(i).ok_or(Status::Internal)?;
         let audit = AuditData {
@@ -144,7 +157,7 @@ impl super::PsdApplet {
             last_combination: s.last_combination,
             nonce,
         };
-        reply.extend_from_slice(&audit.seal(&device.k1));
+        reply.extend_from_slice(&audit.sign(&device.key));
         self.volatile.last_audit_nonce = Some(nonce);
         Ok(())
     }

@@ -4,14 +4,22 @@
 use alloc::vec::Vec;
 use zeroize::Zeroizing;
 
-use crate::crypto::{self, IndiciumKey, MacKey, MAC_KEY_LEN, PUBLIC_KEY_LEN};
+use crate::crypto::{self, IndiciumKey, MacKey, PUBLIC_KEY_LEN};
+use crate::status::Status;
 use crate::types::{Amount, Date, DeviceId, KeyId, LicenseId, PostalCode, SchemeId};
 use crate::wire::{Malformed, Reader, Writer};
 
 /// Most register sets a PSD holds.
 pub const MAX_REGISTER_SETS: usize = 4;
-/// Layout version of the personalization data and the device record.
-pub const FORMAT_VERSION: u8 = 1;
+/// Layout version of the personalization data and the device record (2: the KMS's public
+/// key where version 1 had K1, the symmetric audit/refill key; issue 12).
+pub const FORMAT_VERSION: u8 = 2;
+/// Layout version of a device record written before the asymmetric refill suite: still
+/// read (the PSD keeps printing, and transfers if certified) and written back unchanged;
+/// audits, refills and receipts are refused with `9A16`.
+const LEGACY_FORMAT_VERSION: u8 = 1;
+/// Layout version of GET DATA's answer (unchanged by the refill suite).
+pub const INFO_VERSION: u8 = 1;
 
 /// A register set to create at personalization.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -84,8 +92,10 @@ impl SchemeSlot {
 pub struct Personalization {
     /// Serial number of the device.
     pub device: DeviceId,
-    /// K1, the audit/refill key shared with the key management system.
-    pub k1: [u8; MAC_KEY_LEN],
+    /// The key management system's public key (SEC1 uncompressed): what refill messages
+    /// and audit receipts must be signed with (seed 000's "second secret key", now a
+    /// private key that never leaves the KMS).
+    pub kms_public_key: [u8; PUBLIC_KEY_LEN],
     /// The vendor's public key (SEC1 uncompressed).
     pub vendor_public_key: [u8; PUBLIC_KEY_LEN],
     /// Highest postage for one piece.
@@ -100,19 +110,13 @@ pub struct Personalization {
     pub scheme: Option<SchemeSlot>,
 }
 
-impl Drop for Personalization {
-    fn drop(&mut self) {
-        zeroize::Zeroize::zeroize(&mut self.k1);
-    }
-}
-
 impl Personalization {
-    /// Command data layout.
-    pub fn encode(&self) -> Zeroizing<Vec<u8>> {
-        let mut w = Zeroizing::new(Vec::with_capacity(128));
+    /// Command data layout (no secret in it: the PSD generates its keys inside).
+    pub fn encode(&self) -> Vec<u8> {
+        let mut w = Vec::with_capacity(192);
         w.put_u8(FORMAT_VERSION);
         w.extend_from_slice(&self.device.0);
-        w.extend_from_slice(&self.k1);
+        w.extend_from_slice(&self.kms_public_key);
         w.extend_from_slice(&self.vendor_public_key);
         w.put_u64(self.max_postage.0);
         w.put_u64(self.max_dr.0);
@@ -130,8 +134,8 @@ impl Personalization {
         w
     }
 
-    /// Parses and validates command data: a valid vendor key, 1 to 4 distinct licenses,
-    /// 0 < max postage <= max DR.
+    /// Parses and validates command data: valid KMS and vendor keys, 1 to 4 distinct
+    /// licenses, 0 < max postage <= max DR. Version 1 data (with K1) is refused.
     pub fn decode(bytes: &[u8]) -> Result<Personalization, Malformed> {
         let mut r = Reader::new(bytes);
         if r.u8()? != FORMAT_VERSION {
@@ -139,7 +143,7 @@ impl Personalization {
         }
         let mut p = Personalization {
             device: DeviceId(r.array()?),
-            k1: r.array()?,
+            kms_public_key: r.array()?,
             vendor_public_key: r.array()?,
             max_postage: Amount(r.u64()?),
             max_dr: Amount(r.u64()?),
@@ -164,7 +168,9 @@ impl Personalization {
         p.scheme = SchemeSlot::read_optional(&mut r)?;
         r.finish()?;
         let limits_ok = p.max_postage > Amount::ZERO && p.max_postage <= p.max_dr;
-        if !limits_ok || !crypto::is_valid_public_key(&p.vendor_public_key) {
+        let keys_ok = crypto::is_valid_public_key(&p.vendor_public_key)
+            && crypto::is_valid_public_key(&p.kms_public_key);
+        if !limits_ok || !keys_ok {
             return Err(Malformed::Value);
         }
         Ok(p)
@@ -180,8 +186,8 @@ pub struct Device {
     pub key: IndiciumKey,
     /// Its public key, cached.
     pub public_key: [u8; PUBLIC_KEY_LEN],
-    /// K1.
-    pub k1: MacKey,
+    /// What authenticates the back office's refill messages and receipts.
+    pub refill_key: RefillKey,
     /// Vendor public key.
     pub vendor_public_key: [u8; PUBLIC_KEY_LEN],
     /// Per-piece limit.
@@ -192,6 +198,18 @@ pub struct Device {
     pub inspection_days: u16,
     /// The value-transfer scheme, if any.
     pub scheme: Option<Scheme>,
+}
+
+/// What a PSD checks refill messages and audit receipts with, and signs audits with.
+#[derive(Clone, Debug)]
+pub enum RefillKey {
+    /// The KMS's public key: refill messages and receipts are its ECDSA signatures; the
+    /// PSD signs audits with its own device key. The KMS holds no secret of the device.
+    Kms([u8; PUBLIC_KEY_LEN]),
+    /// K1, the symmetric key of a PSD personalized before the asymmetric suite: kept only
+    /// so the record is written back unchanged. The back office no longer holds K1, so
+    /// AUDIT, REFILL and RECEIPT are refused with `9A16`.
+    LegacyK1(MacKey),
 }
 
 /// A PSD's value-transfer scheme, in RAM.
@@ -290,7 +308,7 @@ impl Device {
             id: p.device,
             public_key: key.public_key(),
             key,
-            k1: MacKey::new(p.k1),
+            refill_key: RefillKey::Kms(p.kms_public_key),
             vendor_public_key: p.vendor_public_key,
             max_postage: p.max_postage,
             max_dr: p.max_dr,
@@ -315,13 +333,32 @@ impl Device {
         crypto::key_id(&self.public_key)
     }
 
-    /// Persistent record (holds the secrets; never leaves the card).
+    /// The KMS's public key; `9A16` for a PSD of the retired K1 suite.
+    pub fn kms_public_key(&self) -> Result<&[u8; PUBLIC_KEY_LEN], Status> {
+        match &self.refill_key {
+            RefillKey::Kms(k) => Ok(k),
+            RefillKey::LegacyK1(_) => Err(Status::LegacyRefillSuite),
+        }
+    }
+
+    /// Persistent record (holds the secrets; never leaves the card). A legacy record is
+    /// written in its own format, unchanged.
     pub fn encode(&self) -> Zeroizing<Vec<u8>> {
-        let mut w = Zeroizing::new(Vec::with_capacity(160));
-        w.put_u8(FORMAT_VERSION);
-        w.extend_from_slice(&self.id.0);
-        w.extend_from_slice(self.key.secret_bytes().as_ref());
-        w.extend_from_slice(self.k1.expose());
+        let mut w = Zeroizing::new(Vec::with_capacity(224));
+        match &self.refill_key {
+            RefillKey::Kms(k) => {
+                w.put_u8(FORMAT_VERSION);
+                w.extend_from_slice(&self.id.0);
+                w.extend_from_slice(self.key.secret_bytes().as_ref());
+                w.extend_from_slice(k);
+            }
+            RefillKey::LegacyK1(k1) => {
+                w.put_u8(LEGACY_FORMAT_VERSION);
+                w.extend_from_slice(&self.id.0);
+                w.extend_from_slice(self.key.secret_bytes().as_ref());
+                w.extend_from_slice(k1.expose());
+            }
+        }
         w.extend_from_slice(&self.vendor_public_key);
         w.put_u64(self.max_postage.0);
         w.put_u64(self.max_dr.0);
@@ -332,15 +369,17 @@ impl Device {
         w
     }
 
-    /// Restores the device record.
+    /// Restores the device record (either format).
     pub fn decode(bytes: &[u8]) -> Result<Device, Malformed> {
         let mut r = Reader::new(bytes);
-        if r.u8()? != FORMAT_VERSION {
-            return Err(Malformed::Value);
-        }
+        let version = r.u8()?;
         let id = DeviceId(r.array()?);
         let key = IndiciumKey::from_bytes(r.take(32)?).ok_or(Malformed::Value)?;
-        let k1 = MacKey::new(r.array()?);
+        let refill_key = match version {
+            FORMAT_VERSION => RefillKey::Kms(r.array()?),
+            LEGACY_FORMAT_VERSION => RefillKey::LegacyK1(MacKey::new(r.array()?)),
+            _ => return Err(Malformed::Value),
+        };
         let vendor_public_key = r.array()?;
         let max_postage = Amount(r.u64()?);
         let max_dr = Amount(r.u64()?);
@@ -351,7 +390,7 @@ impl Device {
             id,
             public_key: key.public_key(),
             key,
-            k1,
+            refill_key,
             vendor_public_key,
             max_postage,
             max_dr,
@@ -397,7 +436,7 @@ impl DeviceInfo {
     /// 00000000 if none).
     pub fn write(&self, w: &mut Vec<u8>) {
         w.put_u8(STATE_PERSONALIZED);
-        w.put_u8(FORMAT_VERSION);
+        w.put_u8(INFO_VERSION);
         w.extend_from_slice(&self.device.0);
         w.extend_from_slice(&self.key_id.0);
         w.extend_from_slice(&self.public_key);
@@ -418,7 +457,7 @@ impl DeviceInfo {
             STATE_PERSONALIZED => {}
             _ => return Err(Malformed::Value),
         }
-        if r.u8()? != FORMAT_VERSION {
+        if r.u8()? != INFO_VERSION {
             return Err(Malformed::Value);
         }
         let device = DeviceId(r.array()?);
@@ -471,7 +510,7 @@ impl super::PsdApplet {
         ctx: &mut crate::card::Ctx<'_>,
         data: &[u8],
         reply: &mut Vec<u8>,
-    ) -> Result<(), crate::status::Status> {
+    ) -> Result<(), Status> {
         use super::registers::RegisterSet;
         use super::state::Counters;
         use super::transfer::TransferState;

@@ -1,12 +1,13 @@
-//! The audit receipt: the back office's word that it accepted an audit on a date, MACed
-//! under K1 by the key management system. It renews the PSD's inspection — real meters stop
+//! The audit receipt: the back office's word that it accepted an audit on a date, signed
+//! by the key management system's key (the one that signs refill messages). It renews the PSD's inspection — real meters stop
 //! printing when they have not reached the data center for too long (a notice after ~21
 //! days, blocked at 28).
 //!
 //! Layout (`docs/apdu.md` § RECEIPT):
 //!
 //! ```text
-//! tag C1 | version 1 | device ID 8 | audit nonce 16 | date accepted 4 ‖ AES-CMAC(K1) 16
+//! tag C1 | version 2 | device ID 8 | audit nonce 16 | date accepted 4 ‖ ECDSA P-256
+//! signature r ‖ s 64 over "openpsd receipt v2" ‖ everything before
 //! ```
 
 use alloc::vec::Vec;
@@ -14,7 +15,7 @@ use alloc::vec::Vec;
 use super::state::Counters;
 use super::MAX_DAYS_BEHIND;
 use crate::card::Ctx;
-use crate::crypto::{MacKey, MAC_LEN};
+use crate::crypto::{self, IndiciumKey, SIGNATURE_LEN};
 use crate::records::psd as rec;
 use crate::status::Status;
 use crate::store::Transaction;
@@ -23,8 +24,12 @@ use crate::wire::{Malformed, OpenError, Reader, Writer};
 
 /// First byte of a receipt.
 pub const RECEIPT_TAG: u8 = 0xC1;
-/// Length of a sealed receipt.
-pub const RECEIPT_LEN: usize = 30 + MAC_LEN;
+/// Layout version (2: signed by the KMS; 1 was MACed under K1).
+const RECEIPT_VERSION: u8 = 2;
+/// What the KMS signs before the body.
+const RECEIPT_LABEL: &[u8] = b"openpsd receipt v2";
+/// Length of a signed receipt.
+pub const RECEIPT_LEN: usize = 30 + SIGNATURE_LEN;
 
 /// An accepted audit.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -41,32 +46,32 @@ impl Receipt {
     fn body(&self) -> Vec<u8> {
         let mut w = Vec::with_capacity(RECEIPT_LEN);
         w.put_u8(RECEIPT_TAG);
-        w.put_u8(1);
+        w.put_u8(RECEIPT_VERSION);
         w.extend_from_slice(&self.device.0);
         w.extend_from_slice(&self.nonce);
         self.accepted_on.write(&mut w);
         w
     }
 
-    /// The receipt message: body ‖ CMAC under K1 (made by the KMS).
-    pub fn seal(&self, k1: &MacKey) -> Vec<u8> {
+    /// The receipt message: body ‖ the KMS's signature.
+    pub fn sign(&self, kms: &IndiciumKey) -> Vec<u8> {
         let mut msg = self.body();
-        let tag = k1.mac(&[&msg]);
-        msg.extend_from_slice(&tag);
+        let sig = kms.sign_labelled(RECEIPT_LABEL, &msg);
+        msg.extend_from_slice(&sig);
         msg
     }
 
-    /// Checks the MAC and decodes.
-    pub fn open(msg: &[u8], k1: &MacKey) -> Result<Receipt, OpenError> {
+    /// Checks the KMS's signature and decodes.
+    pub fn open(msg: &[u8], kms_public_key: &[u8]) -> Result<Receipt, OpenError> {
         if msg.len() != RECEIPT_LEN {
             return Err(Malformed::Length.into());
         }
-        let (body, tag) = msg.split_at(RECEIPT_LEN - MAC_LEN);
-        if !k1.verify(&[body], tag) {
-            return Err(OpenError::BadMac);
+        let (body, sig) = msg.split_at(RECEIPT_LEN - SIGNATURE_LEN);
+        if !crypto::verify_labelled(kms_public_key, RECEIPT_LABEL, body, sig) {
+            return Err(OpenError::Unauthentic);
         }
         let mut r = Reader::new(body);
-        if r.u8()? != RECEIPT_TAG || r.u8()? != 1 {
+        if r.u8()? != RECEIPT_TAG || r.u8()? != RECEIPT_VERSION {
             return Err(Malformed::Value.into());
         }
         let receipt = Receipt {
@@ -89,7 +94,7 @@ impl super::PsdApplet {
         reply: &mut Vec<u8>,
     ) -> Result<(), Status> {
         let device = self.device()?;
-        let r = Receipt::open(data, &device.k1)?;
+        let r = Receipt::open(data, device.kms_public_key()?)?;
         if r.device != device.id {
             return Err(Status::WrongDevice);
         }

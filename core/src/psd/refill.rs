@@ -1,6 +1,7 @@
 //! The refill message (seed 000, steps 265-305): a refill combination bound to one device,
-//! one register set, one amount and the audited control sum and refill count, MACed under
-//! K1 by the key management system. It can be applied once: applying it moves the refill
+//! one register set, one amount and the audited control sum and refill count, signed by
+//! the key management system's refill key (ECDSA P-256; the PSD holds its public half
+//! from personalization). It can be applied once: applying it moves the refill
 //! count on, so the same message is then a replay.
 //!
 //! A combination of amount zero is a **void**: the back office's cancel of a refill whose
@@ -11,14 +12,15 @@
 //! Layout (`docs/apdu.md` § REFILL):
 //!
 //! ```text
-//! tag B1 | version 1 | device ID 8 | license 4 | amount 8 | control sum 8 |
-//! refill count 4 | combination ID 8 ‖ AES-CMAC(K1) 16
+//! tag B1 | version 2 | device ID 8 | license 4 | amount 8 | control sum 8 |
+//! refill count 4 | combination ID 8 ‖ ECDSA P-256 signature r ‖ s 64 over
+//! "openpsd refill v2" ‖ everything before
 //! ```
 
 use alloc::vec::Vec;
 
 use crate::card::Ctx;
-use crate::crypto::{MacKey, MAC_LEN};
+use crate::crypto::{self, IndiciumKey, SIGNATURE_LEN};
 use crate::records::psd as rec;
 use crate::status::Status;
 use crate::store::Transaction;
@@ -27,8 +29,12 @@ use crate::wire::{Malformed, OpenError, Reader, Writer};
 
 /// First byte of a refill message.
 pub const REFILL_TAG: u8 = 0xB1;
-/// Length of a sealed refill message.
-pub const REFILL_MESSAGE_LEN: usize = 42 + MAC_LEN;
+/// Layout version (2: signed by the KMS; 1 was MACed under K1).
+const REFILL_VERSION: u8 = 2;
+/// What the KMS signs before the body.
+const REFILL_LABEL: &[u8] = b"openpsd refill v2";
+/// Length of a signed refill message.
+pub const REFILL_MESSAGE_LEN: usize = 42 + SIGNATURE_LEN;
 
 /// The refill combination (what the recharging center decides).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -48,12 +54,12 @@ pub struct RefillCombination {
 }
 
 impl RefillCombination {
-    /// The combination's canonical bytes: the refill message without its MAC (what the
-    /// recharging center signs and the KMS MACs).
+    /// The combination's canonical bytes: the refill message without its signature (what
+    /// the recharging center signs and the KMS signs again for the device).
     pub fn body(&self) -> Vec<u8> {
         let mut w = Vec::with_capacity(REFILL_MESSAGE_LEN);
         w.put_u8(REFILL_TAG);
-        w.put_u8(1);
+        w.put_u8(REFILL_VERSION);
         w.extend_from_slice(&self.device.0);
         w.put_u32(self.license.0);
         w.put_u64(self.amount.0);
@@ -63,29 +69,29 @@ impl RefillCombination {
         w
     }
 
-    /// The refill message: combination ‖ CMAC under K1 (the KMS's step 275).
-    pub fn seal(&self, k1: &MacKey) -> Vec<u8> {
+    /// The refill message: combination ‖ the KMS's signature (step 275).
+    pub fn sign(&self, kms: &IndiciumKey) -> Vec<u8> {
         let mut msg = self.body();
-        let tag = k1.mac(&[&msg]);
-        msg.extend_from_slice(&tag);
+        let sig = kms.sign_labelled(REFILL_LABEL, &msg);
+        msg.extend_from_slice(&sig);
         msg
     }
 
-    /// Checks the MAC (step 290) and decodes the combination.
-    pub fn open(msg: &[u8], k1: &MacKey) -> Result<RefillCombination, OpenError> {
+    /// Checks the KMS's signature (step 290) and decodes the combination.
+    pub fn open(msg: &[u8], kms_public_key: &[u8]) -> Result<RefillCombination, OpenError> {
         if msg.len() != REFILL_MESSAGE_LEN {
             return Err(Malformed::Length.into());
         }
-        let (body, tag) = msg.split_at(REFILL_MESSAGE_LEN - MAC_LEN);
-        if !k1.verify(&[body], tag) {
-            return Err(OpenError::BadMac);
+        let (body, sig) = msg.split_at(REFILL_MESSAGE_LEN - SIGNATURE_LEN);
+        if !crypto::verify_labelled(kms_public_key, REFILL_LABEL, body, sig) {
+            return Err(OpenError::Unauthentic);
         }
         Ok(Self::decode_body(body)?)
     }
 
     fn decode_body(body: &[u8]) -> Result<RefillCombination, Malformed> {
         let mut r = Reader::new(body);
-        if r.u8()? != REFILL_TAG || r.u8()? != 1 {
+        if r.u8()? != REFILL_TAG || r.u8()? != REFILL_VERSION {
             return Err(Malformed::Value);
         }
         let c = RefillCombination {
@@ -102,7 +108,7 @@ impl RefillCombination {
 }
 
 impl super::PsdApplet {
-    /// REFILL (80 52 00 set): opens the message (MAC first), checks it is for this device,
+    /// REFILL (80 52 00 set): opens the message (signature first), checks it is for this device,
     /// this set and its present state, and commits the credit before answering the new
     /// registers.
     pub(super) fn refill(
@@ -113,8 +119,8 @@ impl super::PsdApplet {
         reply: &mut Vec<u8>,
     ) -> Result<(), Status> {
         let device = self.device()?;
-        // Step 290: the MAC under K1 first; nothing in an unauthenticated message counts.
-        let c = RefillCombination::open(data, &device.k1)?;
+        // Step 290: the KMS's signature first; nothing in an unauthenticated message counts.
+        let c = RefillCombination::open(data, device.kms_public_key()?)?;
         // Step 300: the combination must be for this device, this set, and its present state.
         let set = self.persistent.sets.get(i).ok_or(Status::Internal)?;
         if c.device != device.id {

@@ -16,7 +16,6 @@ use super::device::Recognition;
 use super::PsdApplet;
 use crate::card::Ctx;
 use crate::crypto::IndiciumKey;
-use crate::crypto::MAC_LEN;
 use crate::records::psd as rec;
 use crate::status::Status;
 use crate::store::{StoreError, Transaction};
@@ -575,26 +574,32 @@ impl PsdApplet {
         Ok(i)
     }
 
-    /// RESET RECOGNITION (80 6A 00 00): counter ‖ CMAC under K1; clears the failed
-    /// recognitions. The counter must exceed the last one used, so a reset cannot be
-    /// replayed.
+    /// RESET RECOGNITION (80 6A 00 00): counter ‖ the scheme issuer's signature; clears
+    /// the failed recognitions. The counter must exceed the last one used, so a reset
+    /// cannot be replayed.
     pub(super) fn reset_recognition(
         &mut self,
         ctx: &mut Ctx<'_>,
         data: &[u8],
     ) -> Result<(), Status> {
         let device = self.device()?;
-        self.scheme()?;
-        if data.len() != 4 + MAC_LEN {
+        let issuer_public_key = certified_issuer(device)?;
+        if data.len() != 4 + crate::crypto::SIGNATURE_LEN {
             return Err(Status::WrongLength);
         }
-        let (counter, _) = transfer::open_issuer_command(
-            &device.k1,
-            RESET_LABEL,
-            &device.id.0,
-            data,
-            self.persistent.transfer.reset_counter,
-        )?;
+        let (counter_bytes, sig) = data.split_at(4);
+        let counter = u32::from_be_bytes([
+            counter_bytes[0],
+            counter_bytes[1],
+            counter_bytes[2],
+            counter_bytes[3],
+        ]);
+        let signed = [RESET_LABEL, &device.id.0[..], counter_bytes].concat();
+        if !crate::crypto::verify_signature(issuer_public_key, &signed, sig)
+            || counter <= self.persistent.transfer.reset_counter
+        {
+            return Err(Status::SecurityStatusNotSatisfied);
+        }
         let state = TransferState {
             failures: 0,
             reset_counter: counter,
@@ -616,17 +621,29 @@ impl PsdApplet {
     }
 }
 
-/// Label of the RESET RECOGNITION MAC.
-pub const RESET_LABEL: &[u8] = b"openpsd psd reset recognition";
+/// The issuer's public key of a certified-scheme PSD, certificate installed or not.
+fn certified_issuer(device: &super::device::Device) -> Result<&[u8], Status> {
+    match device.scheme.as_ref().map(|s| &s.recognition) {
+        Some(Recognition::Certified {
+            issuer_public_key, ..
+        }) => Ok(issuer_public_key),
+        Some(Recognition::Legacy(_)) => Err(Status::LegacyRecognition),
+        None => Err(Status::ConditionsNotSatisfied),
+    }
+}
 
-/// Builds RESET RECOGNITION's data: what the back office (holder of K1) sends.
+/// What the issuer signs before the device ID and counter of RESET RECOGNITION.
+pub const RESET_LABEL: &[u8] = b"openpsd psd reset recognition v2";
+
+/// Builds RESET RECOGNITION's data: counter ‖ the issuer's signature over
+/// [`RESET_LABEL`] ‖ device ID ‖ counter (what the scheme issuer sends).
 pub fn reset_recognition_data(
-    k1: &crate::crypto::MacKey,
+    issuer: &IndiciumKey,
     device: crate::types::DeviceId,
     counter: u32,
 ) -> Vec<u8> {
     let c = counter.to_be_bytes();
     let mut out = c.to_vec();
-    out.extend_from_slice(&k1.mac(&[RESET_LABEL, &device.0, &c]));
+    out.extend_from_slice(&issuer.sign(&[RESET_LABEL, &device.0[..], &c].concat()));
     out
 }

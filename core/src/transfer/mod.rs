@@ -287,7 +287,7 @@ impl Session {
         if self.key.verify(&[label, body], tag) {
             Ok(body)
         } else {
-            Err(OpenError::BadMac)
+            Err(OpenError::Unauthentic)
         }
     }
 }

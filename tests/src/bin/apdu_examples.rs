@@ -30,6 +30,7 @@ use openpsd_core::transfer::cert::{DeviceKind, RecognitionInfo};
 use openpsd_core::transfer::{card_admin_key, PsdHello};
 use openpsd_core::types::{Amount, Date, RegisterSetIndex, TerminalId, TransferCount};
 use openpsd_core::Status;
+use openpsd_tests::device_public_key;
 use openpsd_tests::purse::{
     certificate_for, issuer_key, psd_personalization, purse_personalization, ADMIN_KEY, CARD, PIN,
     SCHEME,
@@ -148,8 +149,10 @@ fn main() {
     let kms = Kms::new();
     title("AUDIT set 0 with nonce \"server-nonce-123\"");
     let audit = expect_ok(&x(&mut card, &psd_apdu::audit(SET0, b"server-nonce-123")));
-    // The KMS checks the audit under K1 and seals a refill of 500.00 for the state it shows.
-    let a = AuditData::open(&audit, &kms.k1).expect("audit MAC verifies under K1");
+    // The KMS checks the audit's signature with the device's public key and signs a refill
+    // of 500.00 for the state it shows.
+    let device_pk = device_public_key(&mut card);
+    let a = AuditData::open(&audit, &device_pk).expect("audit signature verifies");
     let comb = RefillCombination {
         device: a.device,
         license: a.license,
@@ -158,25 +161,25 @@ fn main() {
         refills: a.refills,
         combination_id: [1; 8],
     };
-    let msg = comb.seal(&kms.k1);
+    let msg = comb.sign(&kms.key);
     title("REFILL set 0 with 500.00, bound to the audit above (combination ID 01..01)");
     x(&mut card, &psd_apdu::refill(SET0, &msg));
     title("REFILL replayed -> 9A12");
     x(&mut card, &psd_apdu::refill(SET0, &msg));
     let mut forged = msg.clone();
     forged[21] ^= 0x01;
-    title("REFILL with a changed amount byte (MAC fails) -> 6982");
+    title("REFILL with a changed amount byte (the signature fails) -> 6982");
     x(&mut card, &psd_apdu::refill(SET0, &forged));
 
     // --- Receipts --------------------------------------------------------------------
-    // The KMS accepted the audit above and seals a receipt naming its nonce.
+    // The KMS accepted the audit above and signs a receipt naming its nonce.
     let today = Date::new(2026, 11, 21).expect("valid date");
     let receipt = Receipt {
         device: a.device,
         nonce: a.nonce,
         accepted_on: today,
     }
-    .seal(&kms.k1);
+    .sign(&kms.key);
     title("RECEIPT for the audit above (nonce \"server-nonce-123\"), accepted 2026-11-21");
     let inspected_on = expect_ok(&x(&mut card, &psd_apdu::receipt(&receipt)));
     assert_eq!(
@@ -186,7 +189,7 @@ fn main() {
     );
     title("AUDIT set 0 with nonce \"confirm-nonce-01\" (after the refill)");
     let confirm = expect_ok(&x(&mut card, &psd_apdu::audit(SET0, b"confirm-nonce-01")));
-    let c = AuditData::open(&confirm, &kms.k1).expect("audit MAC verifies under K1");
+    let c = AuditData::open(&confirm, &device_pk).expect("audit signature verifies");
     assert_eq!(
         c.last_combination, [1; 8],
         "the audit names the refill applied"
@@ -255,13 +258,13 @@ fn main() {
         nonce,
         accepted_on: today,
     }
-    .seal(&kms.k1);
+    .sign(&kms.key);
     title("RECEIPT with no AUDIT in this session -> 9A15");
     let early = x(&mut inspected, &psd_apdu::receipt(&receipt));
     expect_refused(&early, Status::ReceiptForOtherAudit);
     title("AUDIT set 0 with nonce \"inspect-nonce-01\"");
     let audit = expect_ok(&x(&mut inspected, &psd_apdu::audit(SET0, &nonce)));
-    let a = AuditData::open(&audit, &kms.k1).expect("audit MAC verifies under K1");
+    let a = AuditData::open(&audit, &pk7).expect("audit signature verifies");
     let msg = RefillCombination {
         device: a.device,
         license: a.license,
@@ -270,7 +273,7 @@ fn main() {
         refills: a.refills,
         combination_id: [2; 8],
     }
-    .seal(&kms.k1);
+    .sign(&kms.key);
     title("REFILL set 0 with 100.00, bound to that audit (combination ID 02..02)");
     expect_ok(&x(&mut inspected, &psd_apdu::refill(SET0, &msg)));
     title("the same RECEIPT, now for the last AUDIT of the session -> 9000");
@@ -494,20 +497,21 @@ fn value_transfer() {
         ),
         Status::VerificationFailed(4),
     );
-    title("PSD: RESET RECOGNITION, counter 1, MAC under K1");
+    title("PSD: RESET RECOGNITION, counter 1, signed by the scheme issuer");
     expect_ok(&x(
         &mut psd,
         &psd_cmd(
             psd_ins::RESET_RECOGNITION,
             0,
-            &reset_recognition_data(&kms.k1, DEVICE, 1),
+            &reset_recognition_data(&issuer_key(), DEVICE, 1),
         ),
     ));
 
     // --- The audit shows the transfer ------------------------------------------------------
     title("AUDIT set 0 with nonce \"transfer-audit-1\" after the transfers");
     let audit = expect_ok(&x(&mut psd, &psd_apdu::audit(set0, b"transfer-audit-1")));
-    let a = AuditData::open(&audit, &kms.k1).expect("audit MAC verifies under K1");
+    let a =
+        AuditData::open(&audit, &device_public_key(&mut psd)).expect("audit signature verifies");
     assert_eq!(
         (a.ar, a.dr, a.transferred, a.pending, a.control_sum),
         (

@@ -169,7 +169,7 @@ enum Command {
     /// mode 0600, and DIR/kms-public.key), to personalize and fund PSDs without a back
     /// office. Keep it outside every card's directory.
     BenchKms {
-        /// Directory for the two files (created if missing; existing keys are kept).
+        /// Directory for the two files (created if missing; refuses to overwrite a key).
         #[arg(long)]
         dir: PathBuf,
     },

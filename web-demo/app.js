@@ -3,7 +3,7 @@
 // (meter.js), labels with a DataMatrix indicium, and the history of indicia issued.
 
 import { call, refill, inspect, BackOfficeError } from './meter.js';
-import { describe } from './messages.js';
+import { describe, isLegacyRefill, LEGACY_REFILL_TEXT } from './messages.js';
 import { bytesToHex, hexToBytes, randomBytes, today, minorUnits, amountText } from './util.js';
 
 const STATE_NAME = 'psd';
@@ -55,6 +55,7 @@ function refusal(err) {
   const d = describe(err, { registers: app.registers, info: app.info });
   notice(d.text, d.code);
   console.warn(err);
+  if (isLegacyRefill(err)) offerStartOver();
 }
 
 function show(...ids) {
@@ -116,6 +117,27 @@ function savePurse() {
 
 function device() {
   return { psd: app.psd, deviceId: app.meta.deviceId, accountId: app.meta.accountId, set: SET, save };
+}
+
+// A PSD personalized before the asymmetric refill keys (its record holds K1) answers every
+// AUDIT with 9A16: ask it before the meter server opens a refill or inspection that could
+// never finish. (An AUDIT changes nothing in the PSD; its answer is dropped.)
+function checkRefillKeys() {
+  app.psd.audit(randomBytes(16), SET);
+}
+
+// Such a PSD keeps franking, but only a new device can be refilled: the page remembers it
+// and offers the same way out as for a damaged record, deleting the stored device.
+function offerStartOver() {
+  if (app.meta && !app.meta.legacyRefill) {
+    app.meta.legacyRefill = true;
+    saveJson(metaKey, app.meta);
+  }
+  $('fatal-title').textContent = 'This device can no longer be refilled';
+  $('fatal-text').textContent = LEGACY_REFILL_TEXT;
+  $('fatal-hint').textContent = 'Until you delete it, it keeps franking (and moving value to a purse). '
+    + 'Then create a new device: it gets the new refill keys.';
+  show('fatal');
 }
 
 async function register() {
@@ -268,6 +290,7 @@ async function createDevice(origin) {
 
 async function doRefill(amountInput) {
   const id = app.meta.deviceId;
+  checkRefillKeys();
   if (!app.meta.registered) await register();
   let pending = loadJson(pendingRefillKey(id), null);
   const steps = $('refill-steps');
@@ -306,6 +329,7 @@ async function doRefill(amountInput) {
 }
 
 async function doInspect() {
+  checkRefillKeys();
   if (!app.meta.registered) await register();
   const steps = $('refill-steps');
   steps.replaceChildren();
@@ -470,6 +494,7 @@ async function start() {
     }
     await render();
     status(`Device ${app.info.deviceId} restored from sealed storage.`, 'ready');
+    if (app.meta.legacyRefill) offerStartOver();
   } else {
     show('create');
     status('No device in this browser yet: create one.', 'ready');

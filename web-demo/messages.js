@@ -3,6 +3,23 @@
 // (docs/refill.md § Errors). Each text says what happened and what to do; the raw code is
 // shown next to it.
 
+/**
+ * The plain sentence for a PSD personalized before the new refill keys (status 9A16 from
+ * AUDIT, or the KMS's legacy_refill_suite): it keeps franking, but only a new device can be
+ * refilled. The page offers to start over (app.js).
+ */
+export const LEGACY_REFILL_TEXT =
+  'This browser PSD was made before the new refill keys: it keeps franking with the postage it holds, ' +
+  'but it can no longer be refilled or inspected. To refill, start over: delete the stored device ' +
+  '(below) and create a new one. Postage left in it is lost when it is deleted: use it up first ' +
+  '(frank with it, or move it to a purse).';
+
+/** Whether `err` says the PSD belongs to the retired refill suite (9A16 / legacy_refill_suite). */
+export function isLegacyRefill(err) {
+  return !!err && ((err.name === 'CardError' && err.swHex === '9A16') ||
+    (err.name === 'BackOfficeError' && err.detail && err.detail.code === 'legacy_refill_suite'));
+}
+
 /** Mailer-facing text for a PSD status word; `ctx` may carry registers/info for details. */
 export function cardText(swHex, fallback, ctx = {}) {
   const r = ctx.registers;
@@ -42,6 +59,8 @@ export function cardText(swHex, fallback, ctx = {}) {
       return `Refill refused: the descending register would exceed the meter's maximum${info ? ` of ${info.maxDr}` : ''}.`;
     case '9A15':
       return 'Receipt refused: it is for another audit than the meter\'s last one.';
+    case '9A16':
+      return LEGACY_REFILL_TEXT;
     case '9A20':
       return 'A transfer to a purse is still pending: finish it with that purse first.';
     case '9A21':
@@ -61,7 +80,7 @@ export function cardText(swHex, fallback, ctx = {}) {
     case '6983':
       return 'PIN blocked: too many wrong PINs (or failed recognitions). The card issuer must unblock it.';
     case '6982':
-      return 'Refused: a MAC or signature did not verify (a message not made for this meter, or altered).';
+      return 'Refused: a signature or MAC did not verify (a message not made for this meter, or altered).';
     case '6985':
       return 'Not allowed in the device\'s state.';
     case '6581':
@@ -90,8 +109,12 @@ export function backOfficeText(e) {
       return 'Another refill of this meter is still open at the meter server; finish it first.';
     case 'audit_inconsistent':
       return 'The meter server refused the audit: the registers do not follow from the last audit it accepted (a restored older state?).';
-    case 'audit_mac_invalid':
-      return 'The key management system refused the audit: its MAC does not verify.';
+    case 'audit_signature_invalid':
+      return 'The key management system refused the audit: its signature does not verify under this meter\'s registered key.';
+    case 'legacy_refill_suite':
+      return LEGACY_REFILL_TEXT;
+    case 'device_revoked':
+      return 'The key management system refuses this meter: its issuer revoked it. It can no longer be refilled or inspected.';
     case 'service_unavailable':
       return 'A back-office service is not reachable right now; nothing was charged. Try again.';
     case 'not_applied':

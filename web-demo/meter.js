@@ -13,6 +13,9 @@
 
 import { bytesToHex, hexToBytes } from './util.js';
 
+/** A refill message: the 42-byte combination and the KMS's ECDSA signature (64 bytes). */
+const REFILL_MESSAGE_LEN = 106;
+
 /** A refusal by the back office: HTTP status + {code, step, message}. */
 export class BackOfficeError extends Error {
   constructor(status, detail) {
@@ -72,9 +75,9 @@ export async function refill(dev, req, progress) {
   if (r.state === 'awaiting_audit') {
     const audit = psd.audit(fieldBytes(r, 'nonce', 16), set);
     await dev.save();
-    progress(`PSD: audit made for the nonce (${audit.length} bytes, MACed under K1); sent to the meter server`);
+    progress(`PSD: audit made for the nonce (${audit.length} bytes, signed by the PSD's own key); sent to the meter server`);
     r = await call('POST', `/v1/refills/${txn}/audit`, { audit: bytesToHex(audit) });
-    progress(`meter server: audit verified by the KMS and checked against history; recharging center held the amount; KMS sealed refill message (combination ${r.combination_id})`);
+    progress(`meter server: audit verified by the KMS under the PSD's public key and checked against history; recharging center held the amount; KMS signed the refill message (combination ${r.combination_id})`);
     await applyMessage(dev, r, progress);
     const date = psd.receipt(fieldBytes(r, 'receipt'));
     await dev.save();
@@ -98,7 +101,7 @@ export async function refill(dev, req, progress) {
 
 async function applyMessage(dev, r, progress) {
   try {
-    const regs = dev.psd.applyRefill(fieldBytes(r, 'refill_message', 58), dev.set);
+    const regs = dev.psd.applyRefill(fieldBytes(r, 'refill_message', REFILL_MESSAGE_LEN), dev.set);
     await dev.save();
     progress(`PSD: refill message applied: DR ${regs.dr}, control sum ${regs.controlSum}`);
   } catch (e) {

@@ -10,6 +10,7 @@
 use std::time::Instant;
 
 use openpsd_core::client::psd_apdu;
+use openpsd_core::crypto::IndiciumKey;
 use openpsd_wasm::personalize::{build_personalization, demo_kms_refill};
 use openpsd_wasm::views::{IndiciumArgs, LicenseArg, PersonalizationArgs};
 use openpsd_wasm::PsdDevice;
@@ -20,6 +21,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .map(|s| s.parse())
         .transpose()?
         .unwrap_or(3.0);
+    // A fixed demo KMS key: the bench funds the PSD as the KMS would.
+    let kms = IndiciumKey::from_bytes(&[0x11; 32]).ok_or("demo KMS key")?;
     let args = PersonalizationArgs {
         licenses: vec![LicenseArg {
             license: 4711,
@@ -27,12 +30,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }],
         max_postage: "1.00".into(),
         max_dr: "99999999.00".into(),
+        kms_public_key: Some(hex::encode(kms.public_key())),
         ..Default::default()
     };
     let built = build_personalization(&args, &[7; 32])?;
     let mut psd = PsdDevice::create(&built.personalization.0, &[8; 32], None)?;
     let audit = psd.audit(&[1; 16], 0)?;
-    psd.apply_refill(&demo_kms_refill(&built.k1, &audit, "99999999.00", None)?, 0)?;
+    let device_key = psd.info()?.public_key;
+    let kms_hex = hex::encode(kms.secret_bytes());
+    let msg = demo_kms_refill(&kms_hex, &device_key, &audit, "99999999.00", None)?;
+    psd.apply_refill(&msg, 0)?;
 
     let piece = IndiciumArgs {
         postage: "0.01".into(),

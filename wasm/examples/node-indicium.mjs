@@ -1,5 +1,6 @@
 // node-indicium.mjs - the npm package in Node: personalize a PSD, fund it (with the demo
-// KMS: this example holds K1, a real host never does), issue an indicium, and verify it
+// KMS: this example holds the KMS's signing key, a real host never does), issue an
+// indicium, and verify it
 // twice: with the package's verifyIndicium (core's verifier) and independently with
 // Node's WebCrypto ECDSA P-256.
 //
@@ -15,13 +16,19 @@ const { Psd, buildPersonalization, demoKmsRefill, verifyIndicium, dataMatrixSvg 
 const random = (n) => webcrypto.getRandomValues(new Uint8Array(n));
 const hex = (b) => Buffer.from(b).toString('hex');
 const today = new Date().toISOString().slice(0, 10);
+// A fixed demo KMS key pair (signing key 0x11…11): the PSD is personalized with the public
+// half and takes only refill messages signed with the private half.
+const KMS_KEY = '11'.repeat(32);
+const KMS_PUBLIC_KEY = '040217e617f0b6443928278f96999e69a23a4f2c152bdf6d6cdf66e5b80282d4ed194a7debcb97712d2dda3ca85aa8765a56f45fc758599652f2897c65306e5794';
 
-// 1. The vendor's personalization station: device ID, K1 and a vendor key from entropy.
+// 1. The vendor's personalization station: the KMS's public key, and a device ID and a
+//    vendor key from entropy. The PSD makes its own keys inside.
 const built = buildPersonalization(
   {
     licenses: [{ license: 4711, origin: '10115' }],
     maxPostage: '100.00',
     maxDr: '1000.00',
+    kmsPublicKey: KMS_PUBLIC_KEY,
   },
   random(32),
 );
@@ -29,14 +36,15 @@ const psd = Psd.create(built.personalization, random(32), today);
 const info = psd.info();
 console.log(`PSD ${info.deviceId}: key ID ${info.keyId}, ${info.registerSets} register set(s)`);
 
-// 2. A fresh PSD has DR 0.00; fund it: AUDIT, the KMS seals a refill for it, REFILL.
+// 2. A fresh PSD has DR 0.00; fund it: AUDIT (signed by the device key), the KMS checks it
+//    under the device's public key and signs a refill message for it, REFILL.
 try {
   psd.issueIndicium({ postage: '0.85', date: today, rate: 1, origin: '10115', destination: '20095' });
 } catch (e) {
   console.log(`unfunded: ${e.name} ${e.swHex}: ${e.message}`);
 }
 const audit = psd.audit(random(16));
-const regs = psd.applyRefill(demoKmsRefill(built.k1, audit, '25.00'));
+const regs = psd.applyRefill(demoKmsRefill(KMS_KEY, info.publicKey, audit, '25.00'));
 console.log(`refilled: DR ${regs.dr}, control sum ${regs.controlSum}, refills ${regs.refills}`);
 
 // 3. Issue an indicium.

@@ -207,13 +207,15 @@ impl PsdDevice {
         })
     }
 
-    /// AUDIT of `set` with the server's nonce: the MACed audit message. The nonce goes to
-    /// the card as given; a wrong length is the card's `6700`.
+    /// AUDIT of `set` with the server's nonce: the audit message, signed by the device key.
+    /// The nonce goes to the card as given; a wrong length is the card's `6700`. A PSD
+    /// personalized before the asymmetric refill suite answers `9A16`.
     pub fn audit(&mut self, nonce: &[u8], set: u8) -> ApiResult<Vec<u8>> {
         self.command("AUDIT", ins::AUDIT, set, nonce)
     }
 
-    /// REFILL of `set` with a sealed refill message; the registers after the credit.
+    /// REFILL of `set` with a refill message signed by the KMS; the registers after the
+    /// credit.
     pub fn apply_refill(&mut self, message: &[u8], set: u8) -> ApiResult<RegistersView> {
         let data = self.command("REFILL", ins::REFILL, set, message)?;
         let regs = Registers::decode(&data).map_err(|_| malformed())?;

@@ -130,5 +130,13 @@ mod tests {
         assert_eq!(e.message, Status::InsufficientFunds.describe());
         assert_eq!(e.sw_hex().as_deref(), Some("9A01"));
         assert_eq!(ApiError::card(0x1234).message, "card answered 1234");
+        // A PSD of the retired K1 refill suite: a card refusal like any other, with core's
+        // text (the page tells the mailer to personalize a new device).
+        let e = ApiError::card(0x9A16);
+        assert_eq!(
+            (e.kind, e.sw_hex().as_deref()),
+            (ErrorKind::Card, Some("9A16"))
+        );
+        assert_eq!(e.message, Status::LegacyRefillSuite.describe());
     }
 }

@@ -103,15 +103,18 @@ export interface PersonalizationRequest {
   maxDr: string;
   inspectionDays?: number;
   deviceId?: string;
-  k1?: string;
+  /** Required: the key management system's public key, 130 hex digits (SEC1
+   *  uncompressed P-256). Refill messages and receipts must be signed by its private half. */
+  kmsPublicKey: string;
+  /** 130 hex digits; omitted: a throwaway key. */
   vendorPublicKey?: string;
 }
 
-/** What buildPersonalization returns. */
+/** What buildPersonalization returns (nothing secret: the PSD makes its keys inside; the
+ *  key ID and public key to register with the KMS come from psd.info() after Psd.create). */
 export interface BuiltPersonalization {
   personalization: Uint8Array;
   deviceId: string;
-  k1: string;
   vendorPublicKey: string;
 }
 
@@ -229,7 +232,7 @@ const PERSONALIZATION_KEYS: &[&str] = &[
     "maxDr",
     "inspectionDays",
     "deviceId",
-    "k1",
+    "kmsPublicKey",
     "vendorPublicKey",
 ];
 
@@ -302,13 +305,16 @@ impl Psd {
         to_js(self.inner.issue_indicium(&args))
     }
 
-    /// AUDIT of `set` with the server's 16-byte nonce: the 87-byte audit message.
+    /// AUDIT of `set` with the server's 16-byte nonce: the 151-byte audit message (signed
+    /// by the device key). `9A16` (CardError) from a PSD personalized before the asymmetric
+    /// refill suite: it keeps issuing indicia but must be personalized again to be refilled.
     pub fn audit(&mut self, nonce: &[u8], set: Option<f64>) -> Result<Vec<u8>, JsValue> {
         let set = js(parse_set(set))?;
         js(self.inner.audit(nonce, set))
     }
 
-    /// REFILL of `set` with a 58-byte refill message; the registers after the credit.
+    /// REFILL of `set` with a 106-byte refill message (signed by the KMS); the registers
+    /// after the credit.
     #[wasm_bindgen(js_name = applyRefill, unchecked_return_type = "Registers")]
     pub fn apply_refill(&mut self, message: &[u8], set: Option<f64>) -> Result<JsValue, JsValue> {
         let set = js(parse_set(set))?;
@@ -457,25 +463,39 @@ pub fn build_personalization(
     to_js(personalize::build_personalization(&args, entropy))
 }
 
-/// DEMO / TEST ONLY: the KMS's refill message for an audit (needs K1, which a real page
-/// never holds).
+/// DEMO / TEST ONLY: a real page never holds the KMS key. The KMS's refill message for an
+/// audit that verifies under the device's public key, signed with the KMS's signing key.
 #[wasm_bindgen(js_name = demoKmsRefill)]
 pub fn demo_kms_refill(
-    k1_hex: &str,
+    kms_signing_key_hex: &str,
+    device_public_key_hex: &str,
     audit: &[u8],
     amount: &str,
     combination_id_hex: Option<String>,
 ) -> Result<Vec<u8>, JsValue> {
     js(personalize::demo_kms_refill(
-        k1_hex,
+        kms_signing_key_hex,
+        device_public_key_hex,
         audit,
         amount,
         combination_id_hex.as_deref(),
     ))
 }
 
-/// DEMO / TEST ONLY: the KMS's receipt for an audit, accepted on `accepted_on`.
+/// DEMO / TEST ONLY: a real page never holds the KMS key. The KMS's receipt, accepted on
+/// `accepted_on`, for an audit that verifies under the device's public key, signed with the
+/// KMS's signing key.
 #[wasm_bindgen(js_name = demoKmsReceipt)]
-pub fn demo_kms_receipt(k1_hex: &str, audit: &[u8], accepted_on: &str) -> Result<Vec<u8>, JsValue> {
-    js(personalize::demo_kms_receipt(k1_hex, audit, accepted_on))
+pub fn demo_kms_receipt(
+    kms_signing_key_hex: &str,
+    device_public_key_hex: &str,
+    audit: &[u8],
+    accepted_on: &str,
+) -> Result<Vec<u8>, JsValue> {
+    js(personalize::demo_kms_receipt(
+        kms_signing_key_hex,
+        device_public_key_hex,
+        audit,
+        accepted_on,
+    ))
 }

@@ -1,9 +1,10 @@
 //! Host-side helpers around the PSD: PERSONALIZE data built with core's encoder (what the
 //! vendor's personalization station does), and — for demos and tests only — the key
-//! management system's two K1 operations (sealing a refill message and a receipt for an
-//! audit), so a PSD can be funded and inspected without a back office.
+//! management system's two signing operations (a refill message and a receipt for an
+//! audit checked under the device's public key), so a PSD can be funded and inspected
+//! without a back office.
 
-use openpsd_core::crypto::{IndiciumKey, MacKey};
+use openpsd_core::crypto::{self, IndiciumKey, PUBLIC_KEY_LEN};
 use openpsd_core::platform::Platform;
 use openpsd_core::psd::audit::AuditData;
 use openpsd_core::psd::device::{LicenseSlot, Personalization, MAX_REGISTER_SETS};
@@ -20,7 +21,8 @@ use crate::views::{
     Bytes, PersonalizationArgs,
 };
 
-/// PERSONALIZE command data for `args`; keys and device ID not given come from `entropy`.
+/// PERSONALIZE command data for `args`; a vendor key and a device ID not given come from
+/// `entropy`. The KMS's public key must be given.
 pub fn build_personalization(
     args: &PersonalizationArgs,
     entropy_bytes: &[u8],
@@ -63,21 +65,22 @@ pub fn build_personalization(
             DeviceId(id)
         }
     };
-    let k1 = match &args.k1 {
-        Some(k) => Zeroizing::new(parse_hex::<16>("k1", k)?),
+    let kms_public_key = match &args.kms_public_key {
+        Some(k) => parse_public_key("kmsPublicKey", k)?,
         None => {
-            let mut k = Zeroizing::new([0u8; 16]);
-            rng.fill_random(k.as_mut());
-            k
+            return Err(ApiError::input(
+                "kmsPublicKey: required: the key management system's public key, 130 hex \
+                 digits (SEC1 uncompressed P-256, 04 || X || Y)",
+            ));
         }
     };
     let vendor_public_key = match &args.vendor_public_key {
-        Some(k) => parse_hex::<65>("vendorPublicKey", k)?,
+        Some(k) => parse_public_key("vendorPublicKey", k)?,
         None => IndiciumKey::generate(&mut rng).public_key(),
     };
     let p = Personalization {
         device,
-        k1: *k1,
+        kms_public_key,
         vendor_public_key,
         max_postage,
         max_dr,
@@ -86,34 +89,62 @@ pub fn build_personalization(
         scheme: None,
     };
     let encoded = p.encode();
-    // Core's own decoder has the last word (it is what PERSONALIZE runs): e.g. a vendor
-    // key that is not a P-256 point.
-    Personalization::decode(&encoded).map_err(|_| {
-        ApiError::input("vendorPublicKey: not a P-256 point (SEC1 uncompressed, 04 || X || Y)")
-    })?;
+    // Core's own decoder has the last word (it is what PERSONALIZE runs); both keys were
+    // checked above, so this refusal is not expected.
+    Personalization::decode(&encoded)
+        .map_err(|_| ApiError::input("personalization: core's decoder refuses the data"))?;
     Ok(BuiltPersonalizationView {
-        personalization: Bytes(encoded.to_vec()),
+        personalization: Bytes(encoded),
         device_id: device_hex(&device),
-        k1: hex::encode(*k1),
         vendor_public_key: hex::encode(vendor_public_key),
     })
 }
 
-fn open_audit(k1_hex: &str, audit: &[u8]) -> ApiResult<(MacKey, AuditData)> {
-    let k1 = MacKey::new(parse_hex::<16>("k1", k1_hex)?);
-    let a = AuditData::open(audit, &k1)
-        .ok_or_else(|| ApiError::input("audit: does not verify under K1 (or not an audit)"))?;
-    Ok((k1, a))
+/// A public key argument: 130 hex digits that are a P-256 point.
+fn parse_public_key(field: &str, text: &str) -> ApiResult<[u8; PUBLIC_KEY_LEN]> {
+    let key = parse_hex::<PUBLIC_KEY_LEN>(field, text)?;
+    if !crypto::is_valid_public_key(&key) {
+        return Err(ApiError::input(format!(
+            "{field}: not a P-256 point (SEC1 uncompressed, 04 || X || Y)"
+        )));
+    }
+    Ok(key)
 }
 
-/// DEMO / TEST ONLY (the KMS's job): a refill message for what `audit` shows.
+/// The KMS's signing key and the audit it checked under the device's public key.
+fn open_audit(
+    kms_signing_key_hex: &str,
+    device_public_key_hex: &str,
+    audit: &[u8],
+) -> ApiResult<(IndiciumKey, AuditData)> {
+    let scalar = Zeroizing::new(parse_hex::<32>("kmsSigningKey", kms_signing_key_hex)?);
+    let kms = IndiciumKey::from_bytes(scalar.as_ref()).ok_or_else(|| {
+        ApiError::input("kmsSigningKey: not a P-256 private key (a scalar from 1 to n-1)")
+    })?;
+    let device_public_key = parse_public_key("devicePublicKey", device_public_key_hex)?;
+    match AuditData::open(audit, &device_public_key) {
+        Some(a) => Ok((kms, a)),
+        None if AuditData::decode_unverified(audit).is_ok() => Err(ApiError::input(
+            "audit: its signature does not verify under devicePublicKey (another device's \
+             audit, or altered)",
+        )),
+        None => Err(ApiError::input(
+            "audit: not an audit message (AUDIT's answer: body and the device's signature)",
+        )),
+    }
+}
+
+/// DEMO / TEST ONLY (the KMS's job; a real page never holds the KMS's signing key): a
+/// refill message for what `audit` shows, once the audit verifies under the device's
+/// public key.
 pub fn demo_kms_refill(
-    k1_hex: &str,
+    kms_signing_key_hex: &str,
+    device_public_key_hex: &str,
     audit: &[u8],
     amount: &str,
     combination_id_hex: Option<&str>,
 ) -> ApiResult<Vec<u8>> {
-    let (k1, a) = open_audit(k1_hex, audit)?;
+    let (kms, a) = open_audit(kms_signing_key_hex, device_public_key_hex, audit)?;
     let combination_id = match combination_id_hex {
         Some(c) => parse_hex::<8>("combinationId", c)?,
         None => [1; 8],
@@ -126,16 +157,23 @@ pub fn demo_kms_refill(
         refills: a.refills,
         combination_id,
     }
-    .seal(&k1))
+    .sign(&kms))
 }
 
-/// DEMO / TEST ONLY (the KMS's job): a receipt accepting `audit` on `accepted_on`.
-pub fn demo_kms_receipt(k1_hex: &str, audit: &[u8], accepted_on: &str) -> ApiResult<Vec<u8>> {
-    let (k1, a) = open_audit(k1_hex, audit)?;
+/// DEMO / TEST ONLY (the KMS's job; a real page never holds the KMS's signing key): a
+/// receipt accepting `audit` on `accepted_on`, once the audit verifies under the device's
+/// public key.
+pub fn demo_kms_receipt(
+    kms_signing_key_hex: &str,
+    device_public_key_hex: &str,
+    audit: &[u8],
+    accepted_on: &str,
+) -> ApiResult<Vec<u8>> {
+    let (kms, a) = open_audit(kms_signing_key_hex, device_public_key_hex, audit)?;
     Ok(Receipt {
         device: a.device,
         nonce: a.nonce,
         accepted_on: parse_date("acceptedOn", accepted_on)?,
     }
-    .seal(&k1))
+    .sign(&kms))
 }

@@ -186,9 +186,9 @@ pub struct BuiltPersonalizationView {
     pub personalization: Bytes,
     /// The device ID: 16 hex digits, upper case.
     pub device_id: String,
-    /// K1, hex: to register with the KMS, then forget.
-    pub k1: String,
-    /// The vendor public key in the data, hex.
+    /// The vendor public key in the data, hex. (Nothing secret comes back: the PSD makes
+    /// its keys inside; what the back office registers, its key ID and public key, comes
+    /// from `Psd.info()` after `Psd.create`.)
     pub vendor_public_key: String,
 }
 
@@ -250,9 +250,11 @@ pub struct PersonalizationArgs {
     /// Device ID, 16 hex digits; omitted: `PSD` + 5 random bytes.
     #[serde(default)]
     pub device_id: Option<String>,
-    /// K1, 32 hex digits; omitted: 16 random bytes.
+    /// The key management system's public key (required): 130 hex digits, a P-256 point
+    /// (SEC1 uncompressed). The PSD accepts refill messages and receipts signed by its
+    /// private half. (`Option` only so that a missing key is refused with a clear message.)
     #[serde(default)]
-    pub k1: Option<String>,
+    pub kms_public_key: Option<String>,
     /// Vendor public key, 130 hex digits (a P-256 point); omitted: a throwaway key.
     #[serde(default)]
     pub vendor_public_key: Option<String>,

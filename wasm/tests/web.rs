@@ -6,15 +6,23 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use js_sys::{Function, Reflect, Uint8Array, JSON};
+use openpsd_core::crypto::IndiciumKey;
 use openpsd_core::Status;
 use openpsd_wasm::js::{
-    build_personalization, data_matrix_modules, data_matrix_svg, demo_kms_refill, verify_indicium,
-    Psd,
+    build_personalization, data_matrix_modules, data_matrix_svg, demo_kms_receipt, demo_kms_refill,
+    verify_indicium, Psd,
 };
 use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_test::wasm_bindgen_test;
 
 const TODAY: &str = "2026-11-21";
+/// The test KMS's signing key (the scalar 0x11…11), as `demoKmsRefill` takes it.
+const KMS_KEY_HEX: &str = "1111111111111111111111111111111111111111111111111111111111111111";
+
+/// The test KMS's public key, as `buildPersonalization` takes it.
+fn kms_public_hex() -> String {
+    hex::encode(IndiciumKey::from_bytes(&[0x11; 32]).unwrap().public_key())
+}
 
 fn json(text: &str) -> JsValue {
     JSON::parse(text).unwrap()
@@ -34,30 +42,43 @@ fn bytes(v: &JsValue) -> Vec<u8> {
     v.dyn_ref::<Uint8Array>().expect("a Uint8Array").to_vec()
 }
 
-/// A personalized device and its K1 (hex).
-fn device(entropy: u8) -> (Psd, String) {
+/// A personalized device (its KMS: the test KMS).
+fn device(entropy: u8) -> Psd {
     let built = build_personalization(
-        json(
-            r#"{"licenses":[{"license":4711,"origin":"10115"},{"license":4712,"origin":"80331"}],
-                "maxPostage":"100.00","maxDr":"10000.00","deviceId":"5053443030303031"}"#,
-        ),
+        json(&format!(
+            r#"{{"licenses":[{{"license":4711,"origin":"10115"}},{{"license":4712,"origin":"80331"}}],
+                "maxPostage":"100.00","maxDr":"10000.00","deviceId":"5053443030303031",
+                "kmsPublicKey":"{}"}}"#,
+            kms_public_hex()
+        )),
         &[9; 32],
     )
     .unwrap();
-    let psd = Psd::create(
+    assert!(
+        get(&built, "k1").is_undefined(),
+        "nothing secret comes back"
+    );
+    Psd::create(
         &bytes(&get(&built, "personalization")),
         &[entropy; 32],
         Some(TODAY.into()),
     )
     .ok()
-    .unwrap();
-    (psd, text(&built, "k1"))
+    .unwrap()
+}
+
+/// The device's public key, hex (what the KMS checks its audits with).
+fn device_key(psd: &mut Psd) -> String {
+    text(&psd.info().ok().unwrap(), "publicKey")
 }
 
 fn funded(amount: &str) -> Psd {
-    let (mut psd, k1) = device(1);
+    let mut psd = device(1);
     let audit = psd.audit(&[7; 16], None).ok().unwrap();
-    let msg = demo_kms_refill(&k1, &audit, amount, None).ok().unwrap();
+    let key = device_key(&mut psd);
+    let msg = demo_kms_refill(KMS_KEY_HEX, &key, &audit, amount, None)
+        .ok()
+        .unwrap();
     let regs = psd.apply_refill(&msg, None).ok().unwrap();
     assert_eq!(text(&regs, "dr"), amount);
     psd
@@ -131,7 +152,7 @@ fn issue_an_indicium_and_verify_it() {
 
 #[wasm_bindgen_test]
 fn refusals_are_errors_with_the_status_word() {
-    let (mut psd, _) = device(1);
+    let mut psd = device(1);
     let (name, sw, message) = error(psd.issue_indicium(piece("0.85")).err().unwrap());
     assert_eq!((name.as_str(), sw), ("CardError", Some(0x9A01)));
     assert_eq!(message, Status::InsufficientFunds.describe());
@@ -162,6 +183,83 @@ fn refusals_are_errors_with_the_status_word() {
     }
     // transmit never throws.
     assert_eq!(psd.transmit(&[0x80]), vec![0x67, 0x00]);
+
+    // PERSONALIZE data needs the KMS's public key: missing or not a point, an InputError.
+    for (what, request) in [
+        (
+            "missing",
+            r#"{"licenses":[{"license":1,"origin":"10115"}],"maxPostage":"1","maxDr":"2"}"#
+                .to_string(),
+        ),
+        (
+            "not a point",
+            format!(
+                r#"{{"licenses":[{{"license":1,"origin":"10115"}}],"maxPostage":"1","maxDr":"2",
+                    "kmsPublicKey":"04{}"}}"#,
+                "00".repeat(64)
+            ),
+        ),
+        (
+            "k1 is gone",
+            format!(
+                r#"{{"licenses":[{{"license":1,"origin":"10115"}}],"maxPostage":"1","maxDr":"2",
+                    "kmsPublicKey":"{}","k1":"{}"}}"#,
+                kms_public_hex(),
+                "00".repeat(16)
+            ),
+        ),
+    ] {
+        let (name, sw, message) =
+            error(build_personalization(json(&request), &[9; 32]).unwrap_err());
+        assert_eq!((name.as_str(), sw), ("InputError", None), "{what}");
+        let field = if what == "k1 is gone" {
+            "k1"
+        } else {
+            "kmsPublicKey"
+        };
+        assert!(message.contains(field), "{what}: {message}");
+    }
+}
+
+#[wasm_bindgen_test]
+fn the_demo_kms_checks_the_audit_under_the_device_key() {
+    let mut psd = device(1);
+    let key = device_key(&mut psd);
+    let audit = psd.audit(&[8; 16], None).ok().unwrap();
+    assert_eq!(audit.len(), 151);
+    // Another device's key, or an altered audit: the demo KMS says so.
+    let other = device_key(&mut device(2));
+    let mut altered = audit.clone();
+    altered[30] ^= 1;
+    for (k, a) in [(&other, &audit), (&key, &altered)] {
+        let (name, _, message) =
+            error(demo_kms_refill(KMS_KEY_HEX, k, a, "1.00", None).unwrap_err());
+        assert_eq!(name, "InputError");
+        assert!(message.contains("does not verify"), "{message}");
+    }
+    let (name, _, message) = error(demo_kms_refill("00", &key, &audit, "1.00", None).unwrap_err());
+    assert_eq!(name, "InputError");
+    assert!(message.starts_with("kmsSigningKey"), "{message}");
+    // Signed by the test KMS: the PSD takes the message and the receipt.
+    let msg = demo_kms_refill(KMS_KEY_HEX, &key, &audit, "1.00", None)
+        .ok()
+        .unwrap();
+    assert_eq!(
+        text(&psd.apply_refill(&msg, None).ok().unwrap(), "dr"),
+        "1.00"
+    );
+    let audit = psd.audit(&[9; 16], None).ok().unwrap();
+    let receipt = demo_kms_receipt(KMS_KEY_HEX, &key, &audit, TODAY)
+        .ok()
+        .unwrap();
+    assert_eq!(psd.receipt(&receipt).ok().unwrap(), TODAY);
+    // Signed by another KMS key than the personalized one: a forgery to the PSD (6982).
+    let audit = psd.audit(&[10; 16], None).ok().unwrap();
+    let msg = demo_kms_refill(&"22".repeat(32), &key, &audit, "1.00", None)
+        .ok()
+        .unwrap();
+    let (name, sw, _) = error(psd.apply_refill(&msg, None).err().unwrap());
+    assert_eq!((name.as_str(), sw), ("CardError", Some(0x6982)));
 }
 
 #[wasm_bindgen_test]
@@ -231,7 +329,7 @@ fn the_data_matrix_svg_is_well_formed() {
 
 #[wasm_bindgen_test]
 fn a_transfer_to_a_purse_moves_value_in_wasm() {
-    use openpsd_core::crypto::{IndiciumKey, MacKey};
+    use openpsd_core::crypto::MacKey;
     use openpsd_core::psd::device::{Personalization, SchemeSlot};
     use openpsd_core::purse::personal::{certificate_body, PursePersonalization};
     use openpsd_core::transfer::card_admin_key;
@@ -255,7 +353,11 @@ fn a_transfer_to_a_purse_moves_value_in_wasm() {
         .encode()
     };
     let built = build_personalization(
-        json(r#"{"licenses":[{"license":4711,"origin":"10115"}],"maxPostage":"100.00","maxDr":"10000.00"}"#),
+        json(&format!(
+            r#"{{"licenses":[{{"license":4711,"origin":"10115"}}],"maxPostage":"100.00","maxDr":"10000.00",
+                "kmsPublicKey":"{}"}}"#,
+            kms_public_hex()
+        )),
         &[9; 32],
     )
     .unwrap();
@@ -273,7 +375,8 @@ fn a_transfer_to_a_purse_moves_value_in_wasm() {
         .ok()
         .unwrap();
     let audit = psd.audit(&[7; 16], None).ok().unwrap();
-    let msg = demo_kms_refill(&text(&built, "k1"), &audit, "50.00", None)
+    let key = device_key(&mut psd);
+    let msg = demo_kms_refill(KMS_KEY_HEX, &key, &audit, "50.00", None)
         .ok()
         .unwrap();
     psd.apply_refill(&msg, None).ok().unwrap();

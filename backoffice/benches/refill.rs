@@ -121,7 +121,7 @@ async fn run(args: Args) {
         let per_device = args.refills.div_ceil(c.max(1));
         let mut cards = Vec::new();
         for _ in 0..c {
-            let psd = Psd::new(next_card, 0);
+            let psd = Psd::new(next_card, 0, &handles.kms_public_key);
             admin.register_to(&psd, &format!("bench-{next_card}")).await;
             admin
                 .fund(&format!("bench-{next_card}"), 1_000_000_000)

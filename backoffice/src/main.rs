@@ -25,8 +25,8 @@ use openpsd_service_kit::Service;
     version,
     about = "openpsd back office: meter server, key management system and recharging center for remote refills",
     long_about = "openpsd back office for remote refills (docs/refill.md): the meter server (the host's \
-                  counterpart), the key management system (holds K1) and the recharging center \
-                  (holds deposits). Each keeps its own SQLite database in its data directory."
+                  counterpart), the key management system (verifies audits, signs refill messages; holds its own \
+                  signing key and no device secret) and the recharging center (holds deposits). Each keeps its own SQLite database in its data directory."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -116,10 +116,17 @@ struct Serve {
     /// (the RC writes it as recharge-public.key in its data directory).
     #[arg(long, value_name = "FILE")]
     recharge_public_key: Option<PathBuf>,
-    /// With --role kms: the master key file (default: kms-master.key in the data
-    /// directory). Keep it off the data directory's disk so a copy of the database alone
-    /// unwraps no K1; made on the first start, refused if lost while the database exists.
-    #[arg(long, value_name = "FILE", env = "OPENPSD_KMS_MASTER_KEY")]
+    /// With --role kms: the KMS's signing key file (default: kms-signing.key in the data
+    /// directory), which signs every refill message and receipt; its public half is
+    /// written beside it as kms-public.key for personalization. Made on the first start;
+    /// the KMS refuses to start if it is lost or replaced once devices depend on it. Keep
+    /// it off the data directory's disk so a copy of the data directory alone signs
+    /// nothing.
+    #[arg(long, value_name = "FILE", env = "OPENPSD_KMS_SIGNING_KEY")]
+    signing_key: Option<PathBuf>,
+    /// Retired with K1 (the KMS has no master key any more): refused with a pointer to
+    /// --signing-key.
+    #[arg(long, value_name = "FILE", env = "OPENPSD_KMS_MASTER_KEY", hide = true)]
     master_key: Option<PathBuf>,
 }
 
@@ -192,8 +199,15 @@ async fn serve(s: Serve) -> Result<()> {
         .listen
         .clone()
         .unwrap_or_else(|| format!("127.0.0.1:{default_port}"));
-    if s.master_key.is_some() && !matches!(s.role, Role::Kms) {
-        anyhow::bail!("--master-key (OPENPSD_KMS_MASTER_KEY) goes with --role kms");
+    if s.master_key.is_some() {
+        anyhow::bail!(
+            "--master-key (OPENPSD_KMS_MASTER_KEY) is retired: the KMS keeps no K1 and has no \
+             master key. Drop it; the KMS's own signing key is --signing-key FILE \
+             (OPENPSD_KMS_SIGNING_KEY), default kms-signing.key in the data directory"
+        );
+    }
+    if s.signing_key.is_some() && !matches!(s.role, Role::Kms) {
+        anyhow::bail!("--signing-key (OPENPSD_KMS_SIGNING_KEY) goes with --role kms");
     }
     let pki = match (&s.pki, s.role) {
         (Some(dir), _) => Pki::at(dir),
@@ -216,10 +230,10 @@ async fn serve(s: Serve) -> Result<()> {
                 "--role kms needs --recharge-public-key FILE (the recharging center's recharge-public.key)",
             )?;
             let key = kms::read_public_key(file)?;
-            let master = s.master_key.as_deref();
+            let signing = s.signing_key.as_deref();
             vec![(
                 "kms",
-                server::start_kms(&s.data, &listen, key, master, &pki, rate).await?,
+                server::start_kms(&s.data, &listen, key, signing, &pki, rate).await?,
             )]
         }
         Role::Recharge => vec![(
@@ -236,6 +250,10 @@ async fn serve(s: Serve) -> Result<()> {
             tracing::info!(
                 "recharging center public key: {}",
                 recharge::Recharge::public_key_path(&s.data.join("recharge")).display()
+            );
+            tracing::info!(
+                "KMS public key (for personalization): {}",
+                s.data.join("kms").join(kms::PUBLIC_KEY_FILE).display()
             );
             vec![("recharge", h.recharge), ("kms", h.kms), ("meter", h.meter)]
         }

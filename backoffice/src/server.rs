@@ -29,6 +29,9 @@ pub struct Handles {
     pub recharge: Service,
     /// The RC's public key, as the KMS was given it.
     pub recharge_public_key: [u8; 65],
+    /// The KMS's public key (SEC1 uncompressed): what personalization writes into every
+    /// PSD so it accepts the KMS's refill messages and receipts.
+    pub kms_public_key: [u8; 65],
     /// The PKI the three use (and clients trust).
     pub pki: Pki,
 }
@@ -68,15 +71,9 @@ pub async fn spawn_all_on(
     let recharge = start_recharge(&dir.join("recharge"), recharge_addr, pki, rate).await?;
     let recharge_public_key =
         kms::read_public_key(&recharge::Recharge::public_key_path(&dir.join("recharge")))?;
-    let kms = start_kms(
-        &dir.join("kms"),
-        kms_addr,
-        recharge_public_key,
-        None,
-        pki,
-        rate,
-    )
-    .await?;
+    let k = open_kms(&dir.join("kms"), recharge_public_key, None)?;
+    let kms_public_key = k.public_key();
+    let kms = serve_kms(k, kms_addr, pki, rate).await?;
     let meter = start_meter(
         &dir.join("meter"),
         meter_addr,
@@ -90,6 +87,7 @@ pub async fn spawn_all_on(
         kms,
         recharge,
         recharge_public_key,
+        kms_public_key,
         pki: pki.clone(),
     })
 }
@@ -99,21 +97,38 @@ fn service_limit(rate: u32) -> RateLimit {
     RateLimit::new(r, r.saturating_mul(2))
 }
 
-/// Starts a KMS alone (e.g. again after a test stopped it); its master key in
-/// `master_key`, or in `dir` when `None`. Only clients with a certificate get in.
+/// Starts a KMS alone (e.g. again after a test stopped it); its signing key in
+/// `signing_key`, or `kms-signing.key` in `dir` when `None` (its public half is then
+/// `kms-public.key` beside it, or [`kms::Kms::public_key`] of [`open_kms`]). Only clients
+/// with a certificate get in.
 pub async fn start_kms(
     dir: &Path,
     addr: &str,
     recharge_public_key: [u8; 65],
-    master_key: Option<&Path>,
+    signing_key: Option<&Path>,
     pki: &Pki,
     rate: u32,
 ) -> anyhow::Result<Service> {
-    let k = kms::Kms::open(&kms::Config {
+    let k = open_kms(dir, recharge_public_key, signing_key)?;
+    serve_kms(k, addr, pki, rate).await
+}
+
+/// Opens a KMS's data directory `dir` (its database, and its signing key: `signing_key`,
+/// or `kms-signing.key` in `dir`), without serving it yet: [`serve_kms`].
+pub fn open_kms(
+    dir: &Path,
+    recharge_public_key: [u8; 65],
+    signing_key: Option<&Path>,
+) -> anyhow::Result<kms::Kms> {
+    kms::Kms::open(&kms::Config {
         data: dir.to_path_buf(),
         recharge_public_key,
-        master_key: master_key.map(Path::to_path_buf),
-    })?;
+        signing_key: signing_key.map(Path::to_path_buf),
+    })
+}
+
+/// Serves an opened KMS on `addr`. Only clients with a certificate get in.
+pub async fn serve_kms(k: kms::Kms, addr: &str, pki: &Pki, rate: u32) -> anyhow::Result<Service> {
     let tls = server_config(pki, Role::Kms, ClientAuth::Required)?;
     Ok(Service::spawn(
         "kms",

@@ -93,7 +93,7 @@ async fn every_route_times_every_caller() {
     let dir = tempfile::tempdir().unwrap();
     let h = openpsd_backoffice::spawn_all(dir.path()).await.unwrap();
     let (host, admin) = parties(&h.meter.url, &h.kms.url, &h.recharge.url, &h.pki);
-    let mut psd = Psd::new(1, 0);
+    let mut psd = Psd::new(1, 0, &h.kms_public_key);
     admin.register_to(&psd, "alice").await;
     admin.fund("alice", 10_000).await;
     admin.fund("bob", 10_000).await;
@@ -171,7 +171,7 @@ async fn another_customers_account_refill_and_device_are_not_found() {
     let dir = tempfile::tempdir().unwrap();
     let h = openpsd_backoffice::spawn_all(dir.path()).await.unwrap();
     let (host, admin) = parties(&h.meter.url, &h.kms.url, &h.recharge.url, &h.pki);
-    let mut psd = Psd::new(2, 0);
+    let mut psd = Psd::new(2, 0, &h.kms_public_key);
     admin.register_to(&psd, "alice").await;
     admin.fund("alice", 10_000).await;
     admin.fund("bob", 10_000).await;
@@ -229,7 +229,7 @@ async fn deposits_settlements_and_receipts_only_from_their_identity() {
     let dir = tempfile::tempdir().unwrap();
     let h = openpsd_backoffice::spawn_all(dir.path()).await.unwrap();
     let (host, admin) = parties(&h.meter.url, &h.kms.url, &h.recharge.url, &h.pki);
-    let mut psd = Psd::new(3, 0);
+    let mut psd = Psd::new(3, 0, &h.kms_public_key);
     admin.register_to(&psd, "alice").await;
     admin.fund("alice", 10_000).await;
     let alice = host.customers.account("alice");

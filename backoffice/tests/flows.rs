@@ -15,7 +15,7 @@ use openpsd_protocol::{Combination, HoldRequest, SignedCombination};
 
 /// A registered card and a funded account.
 async fn card(env: &Env, n: u32, account: &str, deposit: u64) -> Psd {
-    let psd = Psd::new(n, 0);
+    let psd = Psd::new(n, 0, &env.kms());
     env.admin.register_to(&psd, account).await;
     env.admin.fund(account, deposit).await;
     psd
@@ -116,7 +116,7 @@ async fn replayed_refill_message_is_refused_by_the_card_and_charges_nothing() {
 async fn message_for_another_device_is_refused() {
     let env = env().await;
     let mut a = card(&env, 3, "acme", 10_000).await;
-    let mut b = Psd::new(4, 0);
+    let mut b = Psd::new(4, 0, &env.kms());
     env.admin.register(&b).await;
 
     let v = env
@@ -126,10 +126,11 @@ async fn message_for_another_device_is_refused() {
         .unwrap();
     let audit = a.audit(0, &v.nonce);
     let v = env.host.audit("ta", &audit).await.unwrap();
-    // B cannot use A's message: it is MACed under A's K1 and names A.
+    // B cannot use A's message: the KMS's signature holds for every device, but the
+    // message names A, and B checks that before anything is credited.
     assert_eq!(
         b.refill(0, v.refill_message.as_ref().unwrap()),
-        Err(Status::SecurityStatusNotSatisfied)
+        Err(Status::WrongDevice)
     );
     assert_eq!(b.credited(), 0);
 
@@ -186,7 +187,7 @@ async fn changed_amount_is_refused_by_the_card() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn forged_audit_mac_is_refused_and_nothing_is_held() {
+async fn forged_audit_signature_is_refused_and_nothing_is_held() {
     let env = env().await;
     let mut psd = card(&env, 6, "acme", 10_000).await;
     let v = env
@@ -197,20 +198,20 @@ async fn forged_audit_mac_is_refused_and_nothing_is_held() {
     let audit = psd.audit(0, &v.nonce);
     let mut bytes = hex::decode(&audit).unwrap();
     let last = bytes.len() - 1;
-    bytes[last] ^= 1; // the MAC
+    bytes[last] ^= 1; // the signature
     let e = expect_refused(
         env.host.audit("t1", &hex::encode(&bytes)).await,
         422,
-        "audit_mac_invalid",
+        "audit_signature_invalid",
     );
     assert_eq!(e.step, "kms_verify_audit");
-    // A register changed (DR raised) under the original MAC.
+    // A register changed (DR raised) under the original signature.
     let mut bytes = hex::decode(&audit).unwrap();
     bytes[31] ^= 0x40;
     expect_refused(
         env.host.audit("t1", &hex::encode(&bytes)).await,
         422,
-        "audit_mac_invalid",
+        "audit_signature_invalid",
     );
     // Garbage.
     expect_refused(env.host.audit("t1", "a1").await, 400, "audit_malformed");
@@ -364,13 +365,13 @@ async fn kms_down_gives_503_and_holds_nothing() {
         &handles.recharge.url,
         &handles.pki,
     );
-    let mut psd = Psd::new(9, 0);
+    let mut psd = Psd::new(9, 0, &handles.kms_public_key);
     admin.register(&psd).await;
     admin.fund("acme", 10_000).await;
     host.refill(&mut psd, "t1", "acme", 1_000).await.unwrap();
-    let mut fresh = Psd::new(10, 0);
+    let mut fresh = Psd::new(10, 0, &handles.kms_public_key);
     admin.register(&fresh).await;
-    let late = Psd::new(11, 0);
+    let late = Psd::new(11, 0, &handles.kms_public_key);
     let _: serde_json::Value = admin.kms.post("/v1/devices", &late.secrets).await.unwrap();
 
     let kms_addr = handles.kms.addr;
@@ -638,7 +639,7 @@ async fn a_refill_whose_count_another_combination_consumed_is_released() {
 #[tokio::test(flavor = "multi_thread")]
 async fn an_inspection_renews_the_psd_and_settles_an_unconfirmed_refill() {
     let env = env().await;
-    let mut psd = Psd::new(15, 28);
+    let mut psd = Psd::new(15, 28, &env.kms());
     env.admin.register(&psd).await;
     env.admin.fund("acme", 10_000).await;
     let dev = psd.device_id();
@@ -745,7 +746,9 @@ async fn refusals_name_their_code_and_step() {
         .await;
     assert!(again.is_ok());
     let mut other = psd.secrets.clone();
-    other.k1 = "11".repeat(16);
+    other.public_key = hex::encode(IndiciumKey::from_bytes(&[0x22; 32]).unwrap().public_key());
+    other.key_id =
+        hex::encode(openpsd_core::crypto::key_id(&hex::decode(&other.public_key).unwrap()).0);
     let e = expect_refused(
         env.admin
             .kms
@@ -759,7 +762,7 @@ async fn refusals_name_their_code_and_step() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn k1_is_stored_wrapped_and_key_files_are_private() {
+async fn the_kms_stores_no_device_secret_and_key_files_are_private() {
     use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::tempdir().unwrap();
     let handles = spawn_all(dir.path()).await.unwrap();
@@ -769,16 +772,29 @@ async fn k1_is_stored_wrapped_and_key_files_are_private() {
         &handles.recharge.url,
         &handles.pki,
     );
-    let psd = Psd::new(17, 0);
+    let psd = Psd::new(17, 0, &handles.kms_public_key);
     admin.register(&psd).await;
+    // The KMS's row of a device: its ID, public key and licenses; nothing a device keeps
+    // secret (the card generated its keys inside and never gave one out).
     let db = rusqlite::Connection::open(dir.path().join("kms/kms.sqlite")).unwrap();
-    let wrapped: Vec<u8> = db
-        .query_row("SELECT k1_wrapped FROM devices", [], |r| r.get(0))
+    let stmt = db.prepare("SELECT * FROM devices").unwrap();
+    let columns: Vec<String> = stmt.column_names().map(String::from).collect();
+    assert!(
+        !columns
+            .iter()
+            .any(|c| c.contains("k1") || c.contains("secret")),
+        "{columns:?}"
+    );
+    let stored: String = db
+        .query_row("SELECT public_key FROM devices", [], |r| r.get(0))
         .unwrap();
-    let k1 = hex::decode(&psd.secrets.k1).unwrap();
-    assert_eq!(wrapped.len(), 24);
-    assert!(!wrapped.windows(16).any(|w| w == k1.as_slice()));
-    for f in ["kms/kms-master.key", "recharge/recharge-signing.key"] {
+    assert_eq!(stored, psd.secrets.public_key);
+    // The KMS's own signing key is the one whose public half the PSD holds.
+    assert_eq!(
+        common::kms_public_key_in(&dir.path().join("kms")),
+        handles.kms_public_key
+    );
+    for f in ["kms/kms-signing.key", "recharge/recharge-signing.key"] {
         let mode = std::fs::metadata(dir.path().join(f))
             .unwrap()
             .permissions()
@@ -816,10 +832,12 @@ async fn openpsd_host_refill_client_completes_against_the_back_office() {
     // HTTP client is blocking.
     let (tx_secrets, rx_secrets) = std::sync::mpsc::channel();
     let (tx_go, rx_go) = std::sync::mpsc::channel::<(String, std::path::PathBuf, String)>();
+    let kms_public_key = env.kms();
     let card = std::thread::spawn(move || {
         let mut sim = card_sim::sim::create_file_card(&state, Clock::System).unwrap();
         let req = card_sim::personalize::Request {
             device: None,
+            kms_public_key,
             vendor_public_key: None,
             max_postage: Amount(10_000),
             max_dr: Amount(1_000_000),
@@ -976,5 +994,74 @@ async fn recharging_center_books_deposits_once_and_settles_once() {
     assert_eq!(e.step, "rc_settle");
     let l = env.admin.assert_reconciled(&mut [&mut psd]).await;
     assert_eq!((l.debited, l.available, l.deposited), (1_234, 3_766, 5_000));
+    env.handles.stop().await;
+}
+
+/// The issuer (the operator) revokes a device at the KMS: the back office then signs
+/// nothing for it — no refill message, no receipt — and the refill ends refused with
+/// `device_revoked` before any money is held. (The other devices of the scheme refuse it
+/// by the issuer's signed revocation list: `card-sim/tests/revocation.rs`.)
+#[tokio::test(flavor = "multi_thread")]
+async fn a_revoked_device_gets_no_refill_and_no_money_moves() {
+    let env = env().await;
+    let mut psd = card(&env, 18, "acme", 10_000).await;
+    let dev = psd.device_id();
+    let v = env
+        .host
+        .refill(&mut psd, "t1", "acme", 1_000)
+        .await
+        .unwrap();
+    assert_eq!(v.state, "completed");
+
+    let revoked: serde_json::Value = env
+        .admin
+        .kms
+        .post(
+            &format!("/v1/devices/{dev}/revoke"),
+            &serde_json::json!({"reason": "reported stolen"}),
+        )
+        .await
+        .expect("the operator revokes");
+    assert_eq!(revoked["reason"], "reported stolen");
+    // The meter may not revoke (only the issuer's operator).
+    let e = expect_refused(
+        env.admin
+            .as_meter(&env.admin.kms)
+            .post::<_, serde_json::Value>(
+                &format!("/v1/devices/{dev}/revoke"),
+                &serde_json::json!({"reason": "x"}),
+            )
+            .await,
+        403,
+        "forbidden",
+    );
+    assert_eq!(e.code, "forbidden");
+
+    let before = psd.registers(0);
+    let ledger = env.admin.ledger().await;
+    let e = env
+        .host
+        .refill(&mut psd, "t2", "acme", 1_000)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (e.status, e.code.as_str()),
+        (410, "device_revoked"),
+        "{e:?}"
+    );
+    assert_eq!(psd.registers(0), before, "nothing credited");
+    let after = env.admin.ledger().await;
+    assert_eq!(
+        (after.held, after.debited),
+        (ledger.held, ledger.debited),
+        "nothing held or debited"
+    );
+    // Nor an inspection: no receipt renews a revoked device.
+    let e = env.host.inspect(&mut psd, 0).await.unwrap_err();
+    assert_eq!(
+        (e.status, e.code.as_str()),
+        (410, "device_revoked"),
+        "{e:?}"
+    );
     env.handles.stop().await;
 }

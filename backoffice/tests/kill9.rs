@@ -17,7 +17,9 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use common::{expect_refused, parties_again, Admin, Customers, Host, Psd, Refused};
+use common::{
+    expect_refused, kms_public_key_in, parties_again, Admin, Customers, Host, Psd, Refused,
+};
 use openpsd_protocol::RefillView;
 use openpsd_service_kit::pki::Pki;
 
@@ -201,7 +203,7 @@ fn assert_interrupted(r: Result<RefillView, Refused>) {
 }
 
 async fn setup(stack: &Stack, n: u32) -> Psd {
-    let psd = Psd::new(n, 0);
+    let psd = Psd::new(n, 0, &kms_public_key_in(&stack._dir.path().join("kms")));
     stack.admin().register(&psd).await;
     stack.admin().fund("acme", 100_000).await;
     psd

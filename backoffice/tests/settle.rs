@@ -17,7 +17,7 @@ use openpsd_protocol::{Baseline, Outcome, RefillState, Settle};
 
 /// A card registered to `acme`, which has 10,000 deposited.
 async fn card(env: &Env, n: u32) -> Psd {
-    let psd = Psd::new(n, 0);
+    let psd = Psd::new(n, 0, &env.kms());
     env.admin.register(&psd).await;
     env.admin.fund("acme", 10_000).await;
     psd
@@ -174,7 +174,7 @@ async fn unissued_refills_expire_and_issued_ones_wait_for_an_audit() {
     )
     .unwrap();
     let (host, admin) = parties(&m.url, &h.kms.url, &h.recharge.url, &h.pki);
-    let mut psd = Psd::new(5, 0);
+    let mut psd = Psd::new(5, 0, &h.kms_public_key);
     admin.register(&psd).await;
     admin.fund("acme", 10_000).await;
 
@@ -227,9 +227,9 @@ async fn unissued_refills_expire_and_issued_ones_wait_for_an_audit() {
 #[tokio::test(flavor = "multi_thread")]
 async fn value_put_on_the_card_before_its_first_audit_is_caught_and_quarantines_it() {
     let env = env().await;
-    let mut psd = Psd::new(6, 0);
+    let mut psd = Psd::new(6, 0, &env.kms());
     // Refilled offline with K1 before the back office ever audited it.
-    psd.offline_refill(0, 5_000, [0xEE; 8]);
+    psd.offline_refill(0, 5_000, [0xEE; 8], &env.kms_signing_key());
     env.admin.register(&psd).await;
     env.admin.fund("acme", 10_000).await;
 
@@ -307,8 +307,8 @@ async fn value_put_on_the_card_before_its_first_audit_is_caught_and_quarantines_
 #[tokio::test(flavor = "multi_thread")]
 async fn funding_registered_as_the_baseline_is_accepted() {
     let env = env().await;
-    let mut psd = Psd::new(7, 0);
-    psd.offline_refill(0, 5_000, [0xF0; 8]);
+    let mut psd = Psd::new(7, 0, &env.kms());
+    psd.offline_refill(0, 5_000, [0xF0; 8], &env.kms_signing_key());
     let baselines = vec![
         Baseline {
             control_sum: 5_000,
@@ -341,7 +341,7 @@ async fn funding_registered_as_the_baseline_is_accepted() {
         409,
         "device_conflict",
     );
-    let other = Psd::new(8, 0);
+    let other = Psd::new(8, 0, &env.kms());
     expect_refused(
         env.admin
             .register_with(
@@ -362,7 +362,7 @@ async fn funding_registered_as_the_baseline_is_accepted() {
 #[tokio::test(flavor = "multi_thread")]
 async fn unregistered_devices_and_other_accounts_are_unknown() {
     let env = env().await;
-    let mut psd = Psd::new(9, 0);
+    let mut psd = Psd::new(9, 0, &env.kms());
     // At the KMS only: the meter does not serve it.
     let _: serde_json::Value = env
         .admin
@@ -465,7 +465,7 @@ async fn databases_from_before_voids_and_registrations_open_and_need_a_registrat
     let dir = tempfile::tempdir().unwrap();
     let h = spawn_all(dir.path()).await.unwrap();
     let (host, admin) = parties(&h.meter.url, &h.kms.url, &h.recharge.url, &h.pki);
-    let mut psd = Psd::new(11, 0);
+    let mut psd = Psd::new(11, 0, &h.kms_public_key);
     admin.register(&psd).await;
     admin.fund("acme", 10_000).await;
     host.refill(&mut psd, "t1", "acme", 800).await.unwrap();

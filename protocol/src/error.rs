@@ -48,14 +48,20 @@ wire_enum! {
         AmountInvalid = "amount_invalid",
         /// The audit bytes do not decode (400).
         AuditMalformed = "audit_malformed",
-        /// The audit's MAC does not verify under K1 (422).
-        AuditMacInvalid = "audit_mac_invalid",
+        /// The audit's signature does not verify under the device's registered public key
+        /// (422).
+        AuditSignatureInvalid = "audit_signature_invalid",
         /// The audit answers another nonce (422).
         AuditNonceMismatch = "audit_nonce_mismatch",
         /// The audit does not follow from the last accepted one (422).
         AuditInconsistent = "audit_inconsistent",
         /// The combination is not the one the RC signed (403).
         CombinationNotAuthorized = "combination_not_authorized",
+        /// The issuer revoked the device at the KMS: no audit of it is verified, no refill
+        /// message or receipt made for it (410).
+        DeviceRevoked = "device_revoked",
+        /// The device was personalized for the retired K1 suite; personalize it again (409).
+        LegacyRefillSuite = "legacy_refill_suite",
         /// No refill with this client transaction ID (404).
         UnknownRefill = "unknown_refill",
         /// The device's audits disagreed with the ledger; refused until an operator

@@ -1,5 +1,10 @@
-//! The KMS's messages (`docs/refill.md` § KMS): device registration, audit verification,
-//! sealing a signed combination into a refill message, audit receipts.
+//! The KMS's messages (`docs/refill.md` § KMS): device registration and revocation, the
+//! KMS's public key, audit verification, signing a combination the recharging center
+//! signed into a refill message, audit receipts.
+//!
+//! The refill suite is asymmetric: the KMS holds no secret of any device. It checks audits
+//! with the device's registered public key and signs refill messages and receipts with its
+//! own key, whose public half every PSD gets at personalization.
 
 use openpsd_core::psd::audit::AuditData;
 use openpsd_core::psd::refill::RefillCombination;
@@ -8,19 +13,64 @@ use serde::{Deserialize, Serialize};
 
 use crate::codec::{self, BadField};
 
-/// `POST /v1/devices`: what personalization writes (card-sim's secrets file).
+/// `POST /v1/devices`: what personalization writes (card-sim's secrets file). No secret: a
+/// body that still carries `k1` (any value, even `null`), as personalization wrote it
+/// before the asymmetric refill suite, does not deserialize ([`K1_REFUSED`]), so the KMS
+/// answers `400 bad_request` and never stores it.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(try_from = "RegistrationWire")]
 pub struct DeviceRegistration {
     /// Device ID, 16 hex.
     pub device_id: String,
-    /// K1, 32 hex.
-    pub k1: String,
     /// Indicium key ID, 8 hex.
     pub key_id: String,
-    /// Indicium public key, SEC1 uncompressed, 130 hex.
+    /// Indicium public key, SEC1 uncompressed, 130 hex: the key the device signs its
+    /// audits with.
     pub public_key: String,
     /// License number and origin postal code of each register set, in set order.
     pub licenses: Vec<(u32, String)>,
+}
+
+/// Why a registration carrying `k1` is refused.
+pub const K1_REFUSED: &str = "k1: K1 is no longer accepted: the refill suite is asymmetric \
+     and the KMS keeps no device secret. Register the device's public key only; a PSD \
+     personalized with K1 must be personalized again";
+
+/// [`DeviceRegistration`] as it comes in, noting whether `k1` was there.
+#[derive(Deserialize)]
+struct RegistrationWire {
+    device_id: String,
+    key_id: String,
+    public_key: String,
+    licenses: Vec<(u32, String)>,
+    #[serde(default)]
+    k1: Present,
+}
+
+/// Whether a field was present, whatever its value (its value is dropped unread).
+#[derive(Default)]
+struct Present(bool);
+
+impl<'de> Deserialize<'de> for Present {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        serde::de::IgnoredAny::deserialize(d).map(|_| Present(true))
+    }
+}
+
+impl TryFrom<RegistrationWire> for DeviceRegistration {
+    type Error = &'static str;
+
+    fn try_from(w: RegistrationWire) -> Result<Self, Self::Error> {
+        if w.k1.0 {
+            return Err(K1_REFUSED);
+        }
+        Ok(Self {
+            device_id: w.device_id,
+            key_id: w.key_id,
+            public_key: w.public_key,
+            licenses: w.licenses,
+        })
+    }
 }
 
 /// A registered device's public data (`POST /v1/devices`, `GET /v1/devices/{id}`).
@@ -34,6 +84,29 @@ pub struct DeviceInfo {
     pub public_key: String,
     /// Licenses in set order.
     pub licenses: Vec<(u32, String)>,
+    /// When the issuer revoked the device (Unix seconds); absent while it is in service.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revoked_at: Option<u64>,
+    /// Why, as the issuer wrote it; absent while the device is in service.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// `POST /v1/devices/{device_id}/revoke` body (the operator's, as the issuer).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Revocation {
+    /// Why, 1 to 200 characters (kept and shown in the device's public data).
+    pub reason: String,
+}
+
+/// `GET /v1/public-key` answer: the key the KMS signs refill messages and receipts with,
+/// which personalization writes into every PSD.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct KmsPublicKey {
+    /// SEC1 uncompressed P-256 point, 130 hex.
+    pub public_key: String,
+    /// Its key ID (`openpsd_core::crypto::key_id`), 8 hex.
+    pub key_id: String,
 }
 
 /// A body carrying one audit message.
@@ -43,7 +116,8 @@ pub struct AuditBody {
     pub audit: String,
 }
 
-/// `POST /v1/audits/verify` answer: the audit's contents, MAC checked under K1.
+/// `POST /v1/audits/verify` answer: the audit's contents, its signature checked with the
+/// device's registered public key.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct VerifiedAudit {
     /// Device ID.
@@ -112,7 +186,8 @@ pub struct Combination {
 }
 
 impl Combination {
-    /// The core type, whose `body()` are the bytes the RC signs and the KMS MACs.
+    /// The core type, whose `body()` are the bytes the RC signs and the KMS signs again
+    /// for the device.
     pub fn to_core(&self, step: &str) -> Result<RefillCombination, BadField> {
         Ok(RefillCombination {
             device: codec::device_id(&self.device_id, step)?,
@@ -150,7 +225,7 @@ pub struct SignedCombination {
 /// `POST /v1/refill-messages` answer.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct RefillMessage {
-    /// The sealed refill message for REFILL, hex.
+    /// The refill message for REFILL (the combination and the KMS's signature), hex.
     pub refill_message: String,
 }
 
@@ -166,6 +241,25 @@ pub struct ReceiptRequest {
 /// `POST /v1/receipts` answer.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct ReceiptResponse {
-    /// The receipt for RECEIPT, hex.
+    /// The receipt for RECEIPT (signed by the KMS), hex.
     pub receipt: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_registration_with_k1_does_not_deserialize() {
+        let ok = r#"{"device_id": "d", "key_id": "k", "public_key": "p", "licenses": []}"#;
+        let r: DeviceRegistration = serde_json::from_str(ok).expect("no k1");
+        assert_eq!(serde_json::to_value(&r).expect("json").get("k1"), None);
+        for k1 in [r#""00112233445566778899aabbccddeeff""#, "null", "{}"] {
+            let body = format!(
+                r#"{{"device_id": "d", "k1": {k1}, "key_id": "k", "public_key": "p", "licenses": []}}"#
+            );
+            let e = serde_json::from_str::<DeviceRegistration>(&body).expect_err(k1);
+            assert!(e.to_string().starts_with(K1_REFUSED), "{e}");
+        }
+    }
 }

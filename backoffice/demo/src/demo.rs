@@ -73,16 +73,19 @@ pub async fn run(o: DemoOptions) -> Result<()> {
     // The vendor's personalization station makes the PSD and registers it with the KMS.
     let card_dir = o.data.join("card");
     let secrets_path = o.data.join("card.secrets.json");
+    retire_k1_card(&card_dir, &secrets_path)?;
     let fresh = !card_dir.join("state.log").exists();
     if fresh {
+        let kms_public_key = personalize_kms_key(&o.data)?;
         let secrets_path = secrets_path.clone();
         let card_dir = card_dir.clone();
-        tokio::task::spawn_blocking(move || make_card(&card_dir, &secrets_path)).await??;
+        tokio::task::spawn_blocking(move || make_card(&card_dir, &secrets_path, kms_public_key))
+            .await??;
     }
     let secrets: Value = serde_json::from_str(&std::fs::read_to_string(&secrets_path)?)?;
     post(&http, &format!("{}/v1/devices", h.kms.url), &secrets).await?;
     println!(
-        "PSD {} registered with the KMS (K1 stored wrapped under its master key)",
+        "PSD {} registered with the KMS (its public key; the KMS holds no secret of it)",
         secrets["device_id"].as_str().unwrap_or("?")
     );
 
@@ -177,10 +180,49 @@ pub async fn run(o: DemoOptions) -> Result<()> {
     Ok(())
 }
 
-fn make_card(card_dir: &Path, secrets_path: &Path) -> Result<()> {
+/// The KMS's public key, from the file the KMS writes in its data directory.
+fn personalize_kms_key(data: &Path) -> Result<[u8; 65]> {
+    card_sim::kms_key::read_public(&data.join("kms").join(card_sim::kms_key::PUBLIC_KEY_FILE))
+}
+
+/// A demo card personalized before the asymmetric refill suite (its secrets file has
+/// `k1`) can no longer be refilled: it is moved aside, with its file, and a new card is
+/// made. The old card keeps its value and can still print (`openpsd --card state:DIR`).
+fn retire_k1_card(card_dir: &Path, secrets_path: &Path) -> Result<()> {
+    let Ok(text) = std::fs::read_to_string(secrets_path) else {
+        return Ok(());
+    };
+    let secrets: Value = serde_json::from_str(&text)?;
+    if secrets.get("k1").is_none() {
+        return Ok(());
+    }
+    let aside = card_dir.with_file_name("card.k1-retired");
+    anyhow::ensure!(
+        !aside.exists(),
+        "{} exists: move it away (an older demo card) and start again",
+        aside.display()
+    );
+    std::fs::rename(card_dir, &aside)?;
+    let key = card_dir.with_file_name("card.storage-key");
+    if key.exists() {
+        std::fs::rename(&key, aside.with_file_name("card.k1-retired.storage-key"))?;
+    }
+    std::fs::rename(
+        secrets_path,
+        aside.with_file_name("card.k1-retired.secrets.json"),
+    )?;
+    println!(
+        "the demo card was personalized for the retired K1 refill suite (it answers 9A16 to \
+         refills); moved to {} — a new card is made",
+        aside.display()
+    );
+    Ok(())
+}
+
+fn make_card(card_dir: &Path, secrets_path: &Path, kms_public_key: [u8; 65]) -> Result<()> {
     let mut card = sim::create_file_card(card_dir, Clock::System).map_err(|e| anyhow!("{e}"))?;
     let slot = personalize::parse_license("4711:10115").map_err(|e| anyhow!(e))?;
-    let req = crate::web::psd_request(slot.license.0, slot.origin);
+    let req = crate::web::psd_request(slot.license.0, slot.origin, kms_public_key);
     let (info, secrets) = personalize::personalize(&mut card, &mut OsPlatform::default(), &req)?;
     personalize::write_secrets(secrets_path, &secrets)?;
     println!(

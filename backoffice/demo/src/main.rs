@@ -45,7 +45,7 @@ struct Demo {
     exit: bool,
     /// Also serve the web demo (browser postage client, wasm package, the meter server's
     /// API and the personalization room for browser PSDs) on this address, e.g.
-    /// 127.0.0.1:8080. Loopback only: it hands out K1 in PERSONALIZE data.
+    /// 127.0.0.1:8080. Loopback only: it is the personalization room.
     #[arg(long, value_name = "ADDR")]
     web: Option<String>,
     /// The web demo's page directory.

@@ -225,7 +225,7 @@ async fn http_json_is_byte_for_byte_the_golden_transcript() {
         learnt: Vec::new(),
         last: 0,
     };
-    let mut psd = Psd::new(1, 0);
+    let mut psd = Psd::new(1, 0, &h.kms_public_key);
     let dev = psd.device_id();
 
     // ---------------------------------------------------------------- KMS
@@ -237,6 +237,26 @@ async fn http_json_is_byte_for_byte_the_golden_transcript() {
     r.post("kms", &kms, "/v1/devices", &psd.secrets).await;
     r.get("kms", &kms, &format!("/v1/devices/{dev}")).await;
     r.get("kms", &kms, "/v1/devices/0000000000000099").await;
+    r.get("kms", &kms, "/v1/public-key").await;
+    // A registration that still carries K1 (the retired suite): refused, nothing stored.
+    let mut with_k1 = serde_json::to_value(&psd.secrets).expect("json");
+    with_k1["k1"] = serde_json::json!("00".repeat(16));
+    with_k1["device_id"] = serde_json::json!("0000000000000098");
+    r.post("kms", &kms, "/v1/devices", &with_k1).await;
+    r.post(
+        "kms",
+        &kms,
+        "/v1/devices/0000000000000099/revoke",
+        &serde_json::json!({"reason": "lost"}),
+    )
+    .await;
+    r.post(
+        "kms",
+        &kms,
+        &format!("/v1/devices/{dev}/revoke"),
+        &serde_json::json!({"reason": ""}),
+    )
+    .await;
 
     // --------------------------------------------------- recharging center
     r.get("rc", &rc, "/health").await;

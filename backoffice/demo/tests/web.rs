@@ -357,6 +357,16 @@ async fn run() {
     let device_id = pers["device_id"].as_str().unwrap().to_owned();
     let account = pers["account_id"].as_str().unwrap().to_owned();
     assert!(account.starts_with("acct-"), "{account}");
+    // The page receives public keys only: the KMS's (refills and receipts must verify
+    // under it), the vendor's and the issuer's; its private keys are generated inside.
+    let data = hex::decode(pers["personalize"].as_str().unwrap()).unwrap();
+    let p = Personalization::decode(&data).unwrap();
+    assert_eq!(p.kms_public_key, h.kms_public_key);
+    assert_eq!(
+        data.len(),
+        1 + 8 + 65 + 65 + 8 + 8 + 2 + 1 + 4 + 6 + 1 + 4 + 65 + 1,
+        "device ID, three public keys, limits, one license, the scheme block: nothing else"
+    );
     let (sim, key_id, public_key) = personalize(pers["personalize"].as_str().unwrap(), 1);
 
     // Without the cookie the meter does not know who is asking.
@@ -405,7 +415,7 @@ async fn run() {
     };
     let (s, e, _) = send(reg("00000000", &public_key)).await;
     assert_eq!((s, e["error"]["code"].as_str()), (400, Some("bad_request")));
-    // Without the session the room gives nothing away (the waiting K1 stays for the page).
+    // Without the session the room registers nothing (the waiting licenses stay for the page).
     let (s, _, _) = send(
         http.post(url(&format!("/demo/v1/devices/{device_id}/register")))
             .json(&json!({"key_id": key_id, "public_key": public_key})),

@@ -1,7 +1,8 @@
-//! Key files: the KMS master key (AES-256, wraps every K1 at rest) and the recharging
-//! center's ECDSA P-256 signing key. Each is made from the OS random source on the
-//! service's first start and written hex, mode 0600, created exclusively so two starts
-//! racing on one directory cannot end up with different keys.
+//! Key files: the ECDSA P-256 signing keys of the key management system (refill messages
+//! and receipts) and of the recharging center (combinations), and the demo room's seed.
+//! Each is made from the OS random source on the service's first start and written hex,
+//! mode 0600, created exclusively so two starts racing on one directory cannot end up with
+//! different keys; the public half goes beside it in a readable file ([`write_public`]).
 
 use std::fs;
 use std::io::Write as _;
@@ -51,16 +52,26 @@ pub fn load_or_create(
 }
 
 /// Refuses to go on when the key file `key` is missing but the service's database `db`
-/// exists: that database holds data only the lost key opens (K1s wrapped under the KMS
-/// master key, combinations the recharging center signed), and making a new key would turn
-/// it into errors much later. Call it before [`load_or_create`].
+/// exists: that database holds data made under the lost key (combinations the recharging
+/// center signed), and making a new key would turn it into errors much later. Call it
+/// before [`load_or_create`].
 pub fn ensure_key_kept(key: &Path, db: &Path) -> Result<()> {
-    if !key.exists() && db.exists() {
+    if db.exists() {
+        ensure_key_kept_for(key, Some(&format!("{} exists", db.display())))?;
+    }
+    Ok(())
+}
+
+/// [`ensure_key_kept`] for a service that decides itself whether its data needs the key:
+/// refuses when `key` is missing and `depends` names what depends on it (e.g. "kms.sqlite
+/// has 12 devices personalized with its public key"). `None`: nothing does, a new key may
+/// be made.
+pub fn ensure_key_kept_for(key: &Path, depends: Option<&str>) -> Result<()> {
+    if let (false, Some(depends)) = (key.exists(), depends) {
         bail!(
-            "{} is missing but {} exists: its data was made under that key. Restore the key \
-             file (from backup); a new key would make that data unusable. Refusing to start.",
+            "{} is missing but {depends}: that was made under this key. Restore the key \
+             file (from backup); a new key would make it unusable. Refusing to start.",
             key.display(),
-            db.display()
         );
     }
     Ok(())
@@ -81,7 +92,7 @@ pub fn write_new_private(path: &Path, bytes: &[u8]) -> Result<()> {
     sync_dir(path)
 }
 
-/// A fresh AES-256 key.
+/// 32 fresh random bytes (an AES-256 key, a seed).
 pub fn random_key() -> Zeroizing<[u8; 32]> {
     let mut k = Zeroizing::new([0u8; 32]);
     random_bytes(k.as_mut());

@@ -64,7 +64,9 @@ impl Meter {
         Ok(info.licenses)
     }
 
-    /// Step 225-240: the KMS verifies the audit's MAC and decodes it.
+    /// Step 225-240: the KMS verifies the audit's signature (with the device's registered
+    /// public key) and decodes it. A device the KMS serves no more is answered as the KMS
+    /// said: `410 device_revoked`, `409 legacy_refill_suite`.
     pub(crate) async fn verify(&self, audit_hex: &str, step: &str) -> Result<Audited, ApiError> {
         // Refuse what is not even hex here, so the KMS only sees well-formed requests.
         codec::hex_vec("audit", audit_hex, 256, step)?;

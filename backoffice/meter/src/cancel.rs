@@ -6,7 +6,7 @@
 //!   commit): released at once on cancel, or when [`crate::UNISSUED_TTL`] has passed;
 //! - its message left: the owner's cancel makes a **void** — a zero-amount combination with
 //!   the same precondition (device, set, control sum, refill count) and its own ID, signed
-//!   by the RC and sealed by the KMS. The PSD applies at most one of the two; the hold stays
+//!   by the RC and signed by the KMS. The PSD applies at most one of the two; the hold stays
 //!   until an audit shows which (`calls.rs`): the refill's ID, applied; the void's (or any
 //!   other consumption of the refill count), released.
 
@@ -135,7 +135,7 @@ impl Meter {
         Ok(())
     }
 
-    /// Makes (or returns) the void of an issued refill: RC-signed, KMS-sealed, recorded
+    /// Makes (or returns) the void of an issued refill: RC-signed, KMS-signed, recorded
     /// with a fresh confirm nonce before it is answered.
     async fn issue_void(&self, r: &RefillRow, step: &'static str) -> Result<RefillRow, ApiError> {
         let (Some(comb), Some((control_sum, refills)), Some(license)) =
@@ -171,7 +171,7 @@ impl Meter {
         let body = v.to_core(step)?.body();
         match hex::decode(&sealed.refill_message) {
             Ok(m) if m.len() == REFILL_MESSAGE_LEN && m.starts_with(&body) => {}
-            _ => return Err(ApiError::unavailable(step, "the KMS sealed something else")),
+            _ => return Err(ApiError::unavailable(step, "the KMS signed something else")),
         }
         let confirm_nonce = hex::encode(codec::random_array::<16>());
         let id = r.view.client_txn_id.clone();

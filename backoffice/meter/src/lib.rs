@@ -2,11 +2,13 @@
 //! step by step — nonce, audit verified by the KMS, audit checked against the last one it
 //! accepted for the device (step 250), combination and hold from the recharging center,
 //! refill message and receipt from the KMS, confirmation by a fresh audit — and settles
-//! the hold with exactly what the device's audits show. It holds neither K1 nor money.
+//! the hold with exactly what the device's audits show. It holds no key that makes a
+//! refill message, and no money.
 //!
 //! Crash safety: every state change is one SQLite transaction committed before the reply,
 //! and every call to another service is idempotent (holds by request ID, settlements by
-//! combination ID, sealing and receipts are deterministic MACs). So the order is always
+//! combination ID; the KMS's ECDSA signatures on refill messages and receipts are
+//! deterministic, RFC 6979). So the order is always
 //! "external calls first, then commit": a crash between the two leaves the refill in the
 //! state before, and the host's retry with the same `client_txn_id` repeats the calls and
 //! gets the same answers. A refill message leaves the meter only after the commit that
@@ -48,6 +50,8 @@ mod inspection;
 mod refill;
 mod registry;
 mod store;
+#[cfg(test)]
+mod tests;
 
 use alarms::{list_alarms, resolve};
 use cancel::cancel;

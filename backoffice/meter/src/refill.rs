@@ -7,8 +7,8 @@ use axum::{Extension, Json};
 use openpsd_core::psd::refill::REFILL_MESSAGE_LEN;
 use rusqlite::{params, OptionalExtension};
 
-use openpsd_protocol::ErrorCode;
 use openpsd_protocol::{AuditBody, RefillMessage, RefillRequest, RefillView, SignedCombination};
+use openpsd_protocol::{ErrorCode, Outcome};
 use openpsd_service_kit::access::Customer;
 use openpsd_service_kit::codec;
 use openpsd_service_kit::db::{now_secs, to_sql_int};
@@ -222,7 +222,13 @@ pub(crate) async fn refill_audit(
 
     if r.binding.is_none() {
         // Steps 225-250: verify, check against history, accept.
-        let audit = meter.verify(&req.audit, step).await?;
+        let audit = match meter.verify(&req.audit, step).await {
+            Ok(a) => a,
+            // The KMS serves the device no more (revoked, or of the retired K1 suite):
+            // final for this refill, nothing is held yet; the device is free again.
+            Err(e) if kms_refuses_device(&e) => return Err(meter.refuse(&id, None, e, step).await),
+            Err(e) => return Err(e),
+        };
         let mut j = meter
             .judge(step, &r.view.device_id, r.view.set, &audit, &r.view.nonce)
             .await?;
@@ -269,28 +275,7 @@ pub(crate) async fn refill_audit(
         Err(e) if e.status.is_client_error() => {
             // The RC decided no (deposit, account, amount): final for this transaction ID,
             // nothing is held. The host starts a new refill once that is fixed.
-            let (id2, e2) = (id.clone(), e.clone());
-            meter
-                .db
-                .run(step, move |c| {
-                    c.execute(
-                        "UPDATE refills SET state = 'refused', error_status = ?2, error_code = ?3,
-                                error_step = ?4, error_message = ?5, updated_at = ?6
-                         WHERE client_txn_id = ?1 AND state = 'audit_accepted'",
-                        params![
-                            id2,
-                            i64::from(e2.status.as_u16()),
-                            e2.code,
-                            e2.step,
-                            e2.message,
-                            now_secs()
-                        ],
-                    )
-                    .storage(step)
-                    .map(drop)
-                })
-                .await?;
-            return Err(e);
+            return Err(meter.refuse(&id, None, e, step).await);
         }
         Err(e) => return Err(e),
     };
@@ -308,14 +293,30 @@ pub(crate) async fn refill_audit(
     }
     failpoint::pause("meter_audit_after_hold").await;
 
-    // Steps 270-280: the KMS seals it (only because the RC signed it) and receipts the audit.
-    let sealed: RefillMessage = meter.kms.post("/v1/refill-messages", &signed, step).await?;
+    // Steps 270-280: the KMS signs it (only because the RC signed it) and receipts the
+    // audit. A KMS that serves the device no more (revoked, or of the retired K1 suite,
+    // since the audit was accepted) makes the refill final: its message never left, so the
+    // hold is released and the refill refused with the KMS's answer.
+    let comb_id = signed.combination.combination_id.clone();
+    let sealed: RefillMessage = match meter.kms.post("/v1/refill-messages", &signed, step).await {
+        Ok(m) => m,
+        Err(e) if kms_refuses_device(&e) => {
+            return Err(meter.refuse(&id, Some(&comb_id), e, step).await)
+        }
+        Err(e) => return Err(e),
+    };
     let body = c.to_core(step)?.body();
     match hex::decode(&sealed.refill_message) {
         Ok(m) if m.len() == REFILL_MESSAGE_LEN && m.starts_with(&body) => {}
-        _ => return Err(ApiError::unavailable(step, "the KMS sealed something else")),
+        _ => return Err(ApiError::unavailable(step, "the KMS signed something else")),
     }
-    let receipt = meter.receipt(&audit_hex, step).await?;
+    let receipt = match meter.receipt(&audit_hex, step).await {
+        Ok(r) => r,
+        Err(e) if kms_refuses_device(&e) => {
+            return Err(meter.refuse(&id, Some(&comb_id), e, step).await)
+        }
+        Err(e) => return Err(e),
+    };
     let confirm_nonce = hex::encode(codec::random_array::<16>());
     let (id2, signed2) = (id.clone(), signed.clone());
     let r = meter
@@ -343,6 +344,63 @@ pub(crate) async fn refill_audit(
     tracing::info!(client_txn_id = %id, combination = %signed.combination.combination_id, "refill message issued");
     failpoint::pause("meter_audit_before_reply").await;
     Ok(Json(r.view))
+}
+
+/// Whether `e` is the KMS refusing the device itself — `410 device_revoked` (its issuer
+/// revoked it) or `409 legacy_refill_suite` (personalized for the retired K1 suite) — rather
+/// than this one request: nothing will be verified or signed for the device again.
+pub(crate) fn kms_refuses_device(e: &ApiError) -> bool {
+    e.code == ErrorCode::DeviceRevoked.as_str() || e.code == ErrorCode::LegacyRefillSuite.as_str()
+}
+
+impl Meter {
+    /// Ends refill `id`, whose message never left, as `refused` with `err` (final for its
+    /// transaction ID; the device is free for another): the RC's hold of `combination`, if
+    /// it made one, is released first (idempotent, so a crash in between is finished by the
+    /// retry). Answers `err`, or what failed on the way.
+    async fn refuse(
+        &self,
+        id: &str,
+        combination: Option<&str>,
+        err: ApiError,
+        step: &'static str,
+    ) -> ApiError {
+        if let Some(c) = combination {
+            if let Err(e) = self.rc_settle(c, Outcome::Released, step).await {
+                return e;
+            }
+        }
+        let (id2, e2, comb) = (id.to_owned(), err.clone(), combination.map(str::to_owned));
+        let stored = self
+            .db
+            .run(step, move |c| {
+                c.execute(
+                    "UPDATE refills SET state = 'refused', error_status = ?2, error_code = ?3,
+                            error_step = ?4, error_message = ?5, updated_at = ?6,
+                            combination_id = COALESCE(combination_id, ?7)
+                     WHERE client_txn_id = ?1 AND state IN ('awaiting_audit', 'audit_accepted')",
+                    params![
+                        id2,
+                        i64::from(e2.status.as_u16()),
+                        e2.code,
+                        e2.step,
+                        e2.message,
+                        now_secs(),
+                        comb
+                    ],
+                )
+                .storage(step)
+                .map(drop)
+            })
+            .await;
+        match stored {
+            Ok(()) => {
+                tracing::info!(client_txn_id = %id, code = %err.code, "refill refused");
+                err
+            }
+            Err(e) => e,
+        }
+    }
 }
 
 /// `POST /v1/refills/{client_txn_id}/confirm`: the audit after REFILL settles the hold.

@@ -150,7 +150,9 @@ pub(crate) fn read_known_combination(
             control_sum: from_sql_int(cs, step)?,
             refills: u32::try_from(refills).map_err(|_| bad())?,
             rc_state: None,
-            released: state == "released",
+            // A refused refill's hold, if the RC made one, was released (its message never
+            // left).
+            released: state == "released" || state == "refused",
         })
     })
     .transpose()

@@ -1,8 +1,8 @@
 //! Recharging center (seed 000, steps 260-265): customer accounts with a deposit ledger
 //! (available, held, debited), and the refill combinations it decides on. It holds the
 //! amount of every combination it makes and signs the combination (ECDSA P-256) so the
-//! KMS seals only what it authorized; it never holds K1, so it cannot make a refill
-//! message itself.
+//! KMS signs refill messages only for what it authorized; it holds no key a PSD accepts
+//! a refill message under, so it cannot make one itself.
 //!
 //! Money never appears or vanishes here: every change moves an amount between an
 //! account's columns inside one transaction, and the table's CHECK keeps
@@ -600,7 +600,7 @@ async fn get_combination(
 
 /// `POST /v1/combinations/{id}/void`: signs the void of a held combination — amount zero,
 /// the same device, license, control sum and refill count, its own combination ID — so the
-/// KMS can seal it and the PSD can apply it instead of the original (`docs/refill.md`
+/// KMS can sign it and the PSD can apply it instead of the original (`docs/refill.md`
 /// § Cancel). The same void every time; none for a settled hold (nothing left to cancel).
 /// Nothing moves in the ledger: the hold stays until an audit shows which of the two applied.
 async fn void(

@@ -60,14 +60,16 @@ fn platform(seed: u64) -> SeededPlatform {
 }
 
 impl Psd {
-    /// Card number `n`: device ID `PSD` + n, two licenses, DR limit 1,000,000.00.
-    pub fn new(n: u32, inspection_days: u16) -> Psd {
+    /// Card number `n`: device ID `PSD` + n, two licenses, DR limit 1,000,000.00,
+    /// personalized for the KMS whose public key is `kms`.
+    pub fn new(n: u32, inspection_days: u16, kms: &[u8; 65]) -> Psd {
         let seed = 0x5EED_0000 + u64::from(n);
         let mut sim = Sim::new(MemStore::new(), platform(seed)).expect("blank card");
         let mut id = *b"PSD\0\0\0\0\0";
         id[4..].copy_from_slice(&n.to_be_bytes());
         let req = Request {
             device: Some(DeviceId(id)),
+            kms_public_key: *kms,
             vendor_public_key: None,
             max_postage: Amount(10_000),
             max_dr: Amount(100_000_000),
@@ -157,15 +159,18 @@ impl Psd {
             .map_err(card_status)
     }
 
-    /// A refill of `amount` applied offline, with K1 and no back office (what an issuer's
-    /// funding station, or anyone holding K1, could do): the combination ID `id`.
-    pub fn offline_refill(&mut self, set: u8, amount: u64, id: [u8; 8]) -> Registers {
+    /// A refill of `amount` applied offline, signed with the KMS's key `kms` and no back
+    /// office (what an issuer's funding station, or anyone holding the KMS's key file,
+    /// could do): the combination ID `id`.
+    pub fn offline_refill(
+        &mut self,
+        set: u8,
+        amount: u64,
+        id: [u8; 8],
+        kms: &openpsd_core::crypto::IndiciumKey,
+    ) -> Registers {
         use openpsd_core::psd::refill::RefillCombination;
         let regs = self.registers(set);
-        let k1: [u8; 16] = hex::decode(&self.secrets.k1)
-            .expect("k1 hex")
-            .try_into()
-            .expect("16 bytes");
         let device: [u8; 8] = hex::decode(&self.secrets.device_id)
             .expect("device hex")
             .try_into()
@@ -178,7 +183,7 @@ impl Psd {
             refills: regs.refills,
             combination_id: id,
         }
-        .seal(&openpsd_core::crypto::MacKey::new(k1));
+        .sign(kms);
         self.refill(set, &hex::encode(msg)).expect("offline REFILL")
     }
 
@@ -721,10 +726,34 @@ pub fn expect_refused<T: std::fmt::Debug>(
 
 /// A back office in a temporary directory, with its host and operator.
 pub struct Env {
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
     pub handles: openpsd_backoffice::Handles,
     pub host: Host,
     pub admin: Admin,
+}
+
+impl Env {
+    /// The KMS's public key (what PSDs are personalized with).
+    pub fn kms(&self) -> [u8; 65] {
+        self.handles.kms_public_key
+    }
+
+    /// The KMS's signing key, read from its file (a test playing whoever stole it).
+    pub fn kms_signing_key(&self) -> openpsd_core::crypto::IndiciumKey {
+        kms_signing_key_in(&self.dir.path().join("kms"))
+    }
+}
+
+/// The signing key in a KMS data directory.
+pub fn kms_signing_key_in(kms_dir: &std::path::Path) -> openpsd_core::crypto::IndiciumKey {
+    card_sim::kms_key::read_signing(&kms_dir.join(card_sim::kms_key::SIGNING_KEY_FILE))
+        .expect("the KMS's signing key file")
+}
+
+/// The public key in a KMS data directory.
+pub fn kms_public_key_in(kms_dir: &std::path::Path) -> [u8; 65] {
+    card_sim::kms_key::read_public(&kms_dir.join(card_sim::kms_key::PUBLIC_KEY_FILE))
+        .expect("the KMS's public key file")
 }
 
 /// Starts the three services on loopback (mutual TLS) in a fresh directory.
@@ -740,7 +769,7 @@ pub async fn env() -> Env {
         &handles.pki,
     );
     Env {
-        _dir: dir,
+        dir,
         handles,
         host,
         admin,

@@ -7,11 +7,12 @@
 //! simulator's PSD (`card-sim personalize` + KMS registration), split in two because the
 //! device's indicium key is generated inside the PSD, which here runs in the page:
 //!
-//! 1. `POST /demo/v1/devices` `{"origin"?}` — the station chooses the device ID, K1, a
-//!    throwaway vendor key and a license, keeps K1 until step 2, and returns the
-//!    PERSONALIZE command data (hex). The page personalizes its PSD with it.
+//! 1. `POST /demo/v1/devices` `{"origin"?}` — the station chooses the device ID, a
+//!    throwaway vendor key and a license, asks the KMS for its public key, and returns the
+//!    PERSONALIZE command data (hex; nothing secret in it). The page personalizes its PSD
+//!    with it.
 //! 2. `POST /demo/v1/devices/{device_id}/register` `{"key_id", "public_key"}` — the PSD's
-//!    answer to PERSONALIZE; the station registers the device (K1, key, licenses) with the
+//!    answer to PERSONALIZE; the station registers the device (key, licenses) with the
 //!    KMS exactly as the card simulator's secrets file is registered, registers it at the
 //!    meter server owned by the customer's account (baselines zero: a fresh PSD), opens
 //!    that account at the recharging center and puts the demo deposit on it.
@@ -34,8 +35,9 @@
 //! directory (`web-room.key`, 0600; see [`start_in`]); they never leave the room. (Before
 //! issue 12 a scheme master key derived from the same seed went to every browser PSD.)
 //!
-//! PERSONALIZE carries K1 in clear: like `card-sim personalize`, this is the vendor's
-//! trusted personalization room, and it listens on loopback only.
+//! PERSONALIZE carries no secret: the page receives only public keys and generates its
+//! own private keys inside the PSD. The room is still unauthenticated (it makes devices
+//! and customers for whoever reaches it), so it listens on loopback only.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -115,7 +117,6 @@ pub struct WebOptions {
 
 /// The station's side of a browser PSD between its two personalization steps.
 pub(crate) struct Pending {
-    k1: Zeroizing<[u8; 16]>,
     pub(crate) licenses: Vec<(u32, String)>,
     pub(crate) seq: u64,
 }
@@ -273,11 +274,12 @@ pub async fn start_in(o: &WebOptions, h: &Handles, data: Option<&Path>) -> anyho
     };
     let listener = bind(&o.listen, None).await?;
     let addr = listener.local_addr()?;
-    // The personalization room hands out K1: never on a network interface.
+    // The personalization room is not authenticated (no device is, before its first
+    // keys): never on a network interface.
     anyhow::ensure!(
         addr.ip().is_loopback(),
-        "the web demo listens on loopback only (it is the personalization room and hands out \
-         K1), not on {addr}"
+        "the web demo listens on loopback only (it is the personalization room: whoever \
+         reaches it gets devices made and customers signed up), not on {addr}"
     );
     Ok(Service::spawn("web", listener, router(web, addr.port()))?)
 }

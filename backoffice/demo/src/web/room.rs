@@ -12,7 +12,6 @@ use openpsd_core::crypto::{self, IndiciumKey};
 use openpsd_core::psd::device::{LicenseSlot, Personalization};
 use openpsd_core::types::{Amount, DeviceId, LicenseId, PostalCode};
 use serde_json::json;
-use zeroize::Zeroizing;
 
 use openpsd_protocol::{NewDevice, Personalize, Register, Registered};
 
@@ -28,9 +27,10 @@ use super::{
 };
 
 /// The PSD a browser gets: the card simulator demo's parameters, with the mailer's origin.
-pub fn psd_request(license: u32, origin: PostalCode) -> Request {
+pub fn psd_request(license: u32, origin: PostalCode, kms_public_key: [u8; 65]) -> Request {
     Request {
         device: None,
+        kms_public_key,
         vendor_public_key: None,
         max_postage: Amount(10_000),
         max_dr: Amount(1_000_000),
@@ -66,19 +66,18 @@ pub(crate) async fn new_device(
         .ok_or_else(|| ApiError::bad_request(step, "origin: 1-10 characters of A-Z 0-9 space -"))?;
     // A license number of the demo's postal administration.
     let license = 10_000 + u32::from_be_bytes(codec::random_array::<4>()) % 90_000;
-    let r = psd_request(license, origin);
+    let r = psd_request(license, origin, kms_public_key(&web, step).await?);
     let device = r.device.unwrap_or_else(|| {
         let mut id = *b"PSD00000";
         codec::random_bytes(&mut id[3..]);
         DeviceId(id)
     });
-    let k1 = Zeroizing::new(codec::random_array::<16>());
     let vendor_public_key = r
         .vendor_public_key
         .unwrap_or_else(|| IndiciumKey::generate(&mut OsRandom).public_key());
     let p = Personalization {
         device,
-        k1: *k1,
+        kms_public_key: r.kms_public_key,
         vendor_public_key,
         max_postage: r.max_postage,
         max_dr: r.max_dr,
@@ -110,7 +109,6 @@ pub(crate) async fn new_device(
         map.insert(
             device_id.clone(),
             Pending {
-                k1,
                 licenses: licenses.clone(),
                 seq: *next,
             },
@@ -130,6 +128,21 @@ pub(crate) async fn new_device(
             inspection_days: r.inspection_days,
         }),
     ))
+}
+
+/// The KMS's public key, asked of the KMS (with the operator's certificate): what every
+/// browser PSD checks refill messages and receipts with.
+async fn kms_public_key(web: &Web, step: &'static str) -> Result<[u8; 65], ApiError> {
+    let v: serde_json::Value = web.kms.get("/v1/public-key", step).await?;
+    let hex_key = v["public_key"].as_str().unwrap_or_default();
+    let key: [u8; 65] = codec::hex_array("public_key", hex_key, step)?;
+    if !crypto::is_valid_public_key(&key) {
+        return Err(ApiError::internal(
+            step,
+            "the KMS's public key is not a P-256 point",
+        ));
+    }
+    Ok(key)
 }
 
 /// Signs up the browser's customer with a random password nobody keeps (the cookie is
@@ -187,7 +200,6 @@ pub(crate) async fn register(
         Some(p) => {
             let secrets = Secrets {
                 device_id: device_id.clone(),
-                k1: hex::encode(*p.k1),
                 key_id: hex::encode(key_id),
                 public_key: hex::encode(public_key),
                 licenses: p.licenses.clone(),
@@ -196,7 +208,7 @@ pub(crate) async fn register(
             };
             let r = web.kms.post("/v1/devices", &secrets, step).await;
             if r.is_err() {
-                // Keep K1 so that the page can retry.
+                // Keep the licenses so that the page can retry.
                 let mut guard = web.pending.lock().unwrap_or_else(|p| p.into_inner());
                 guard.1.insert(device_id.clone(), p);
             }

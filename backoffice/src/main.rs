@@ -19,6 +19,8 @@ use openpsd_service_kit::pki::Pki;
 use openpsd_service_kit::tls::Role as TlsRole;
 use openpsd_service_kit::Service;
 
+mod post_cli;
+
 #[derive(Parser)]
 #[command(
     name = "backoffice",
@@ -36,10 +38,12 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Make the back office's certificate authority and a key and certificate for every
-    /// service identity (meter, kms, recharge, operator) that has none; or renew one.
+    /// service identity (meter, kms, recharge, operator, post) that has none; or renew one.
     Init(Init),
-    /// Serve one service, or all three in one process.
-    Serve(Serve),
+    /// Serve one service, or all of them in one process.
+    Serve(Box<Serve>),
+    /// The post office's scanner and clerk: scan labels and indicia, explain a device.
+    Post(PostCmd),
     /// The demo: runs `backoffice-demo` (installed next to this program) with the same
     /// arguments; `backoffice-demo --help` lists them. The demo lives in its own program so
     /// the services' binary carries no card simulator.
@@ -59,8 +63,51 @@ enum Role {
     Recharge,
     /// Meter server (default port 8700).
     Meter,
-    /// All three; data in DIR/kms, DIR/recharge, DIR/meter.
+    /// Post office: indicium verifier and registry (default port 8703).
+    Post,
+    /// All four; data in DIR/kms, DIR/recharge, DIR/meter, DIR/post.
     All,
+}
+
+#[derive(clap::Args)]
+struct PostCmd {
+    #[command(subcommand)]
+    what: PostWhat,
+    /// The post office's base URL.
+    #[arg(
+        long,
+        value_name = "URL",
+        default_value = "https://127.0.0.1:8703",
+        global = true
+    )]
+    post: String,
+    /// The PKI directory (the operator's certificate and the CA).
+    #[arg(long, value_name = "DIR", env = "OPENPSD_PKI", global = true)]
+    pki: Option<PathBuf>,
+    /// Print JSON.
+    #[arg(long, global = true)]
+    json: bool,
+}
+
+#[derive(Subcommand)]
+enum PostWhat {
+    /// Scan label images (PNG/JPEG), raw indicium files, text files of hex indicia (one
+    /// per line) and directories of them: a verdict per piece (accepted, duplicate,
+    /// conflict, anomaly, invalid, unreadable); progress on stderr. Exits 0 when every
+    /// piece was scanned, whatever the verdicts.
+    Scan {
+        /// Files and directories.
+        #[arg(required = true, value_name = "PATH")]
+        paths: Vec<PathBuf>,
+        /// Indicia per request (1 to 1000).
+        #[arg(long, default_value_t = 500)]
+        batch: usize,
+    },
+    /// What the registry holds of a device and every finding, in words.
+    Explain {
+        /// Device ID, 16 hex digits.
+        device: String,
+    },
 }
 
 #[derive(clap::Args)]
@@ -98,7 +145,13 @@ struct Serve {
     /// With --role all: the recharging center's listen address.
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8702")]
     recharge_listen: String,
-    /// With --role meter: the KMS's base URL.
+    /// With --role all: the post office's listen address.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8703")]
+    post_listen: String,
+    /// With --role post: the meter server's base URL.
+    #[arg(long, value_name = "URL", default_value = "https://127.0.0.1:8700")]
+    meter: String,
+    /// With --role meter or post: the KMS's base URL.
     #[arg(long, value_name = "URL", default_value = "https://127.0.0.1:8701")]
     kms: String,
     /// With --role meter: the recharging center's base URL.
@@ -135,7 +188,8 @@ fn main() -> Result<()> {
     let runtime = openpsd_service_kit::server::runtime()?;
     match cli.command {
         Command::Init(i) => init(&i),
-        Command::Serve(s) => runtime.block_on(serve(s)),
+        Command::Serve(s) => runtime.block_on(serve(*s)),
+        Command::Post(p) => runtime.block_on(post_cmd(p)),
         Command::Demo { args } => run_demo(&args),
     }
 }
@@ -194,6 +248,7 @@ async fn serve(s: Serve) -> Result<()> {
         Role::Meter | Role::All => 8700,
         Role::Kms => 8701,
         Role::Recharge => 8702,
+        Role::Post => 8703,
     };
     let listen = s
         .listen
@@ -244,6 +299,10 @@ async fn serve(s: Serve) -> Result<()> {
             "meter",
             server::start_meter(&s.data, &listen, [&s.kms, &s.recharge], &pki, rate).await?,
         )],
+        Role::Post => vec![(
+            "post",
+            server::start_post(&s.data, &listen, [&s.kms, &s.meter], &pki, rate).await?,
+        )],
         Role::All => {
             let addrs = [listen.as_str(), &s.kms_listen, &s.recharge_listen];
             let h = server::spawn_all_on(&s.data, &pki, addrs, rate).await?;
@@ -255,7 +314,20 @@ async fn serve(s: Serve) -> Result<()> {
                 "KMS public key (for personalization): {}",
                 s.data.join("kms").join(kms::PUBLIC_KEY_FILE).display()
             );
-            vec![("recharge", h.recharge), ("kms", h.kms), ("meter", h.meter)]
+            let post = server::start_post(
+                &s.data.join("post"),
+                &s.post_listen,
+                [&h.kms.url, &h.meter.url],
+                &pki,
+                rate,
+            )
+            .await?;
+            vec![
+                ("recharge", h.recharge),
+                ("kms", h.kms),
+                ("meter", h.meter),
+                ("post", post),
+            ]
         }
     };
     for (name, svc) in &services {
@@ -265,6 +337,38 @@ async fn serve(s: Serve) -> Result<()> {
     tracing::info!("shutting down");
     for (_, svc) in services {
         svc.stop().await;
+    }
+    Ok(())
+}
+
+async fn post_cmd(p: PostCmd) -> Result<()> {
+    let pki = Pki::at(p.pki.as_ref().context(
+        "--pki DIR (or OPENPSD_PKI): the PKI `backoffice init` made, for the operator's certificate",
+    )?);
+    let client = post_cli::PostClient::new(&p.post, &pki)?;
+    match p.what {
+        PostWhat::Scan { paths, batch } => {
+            let results = post_cli::scan(&client, &paths, batch, p.json).await?;
+            if p.json {
+                let out: Vec<serde_json::Value> = results
+                    .iter()
+                    .map(|(source, v)| {
+                        let mut j = serde_json::to_value(v).unwrap_or_default();
+                        j["source"] = serde_json::Value::String(source.clone());
+                        j
+                    })
+                    .collect();
+                println!("{}", serde_json::to_string_pretty(&out)?);
+            }
+        }
+        PostWhat::Explain { device } => {
+            let r = post_cli::explain(&client, &device).await?;
+            if p.json {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            } else {
+                post_cli::print_report(&r);
+            }
+        }
     }
     Ok(())
 }

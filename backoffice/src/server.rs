@@ -176,3 +176,27 @@ pub async fn start_meter(
         m.router(),
     )?)
 }
+
+/// Starts the post office alone (issue 13), reading device keys at the KMS and telling the
+/// meter server its findings, at `[kms_url, meter_url]`. Only clients with a certificate
+/// get in (scanners use the operator's).
+pub async fn start_post(
+    dir: &Path,
+    addr: &str,
+    [kms_url, meter_url]: [&str; 2],
+    pki: &Pki,
+    rate: u32,
+) -> anyhow::Result<Service> {
+    let p = openpsd_post::PostOffice::open(&openpsd_post::Config {
+        data: dir.to_path_buf(),
+        kms_url: kms_url.to_owned(),
+        meter_url: meter_url.to_owned(),
+        pki: pki.clone(),
+    })?;
+    let tls = server_config(pki, Role::Post, ClientAuth::Required)?;
+    Ok(Service::spawn(
+        "post",
+        bind(addr, Some(tls)).await?,
+        p.router(&service_limit(rate)),
+    )?)
+}

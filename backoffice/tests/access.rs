@@ -14,6 +14,7 @@ use std::path::Path;
 use common::{expect_refused, parties, Client, Psd};
 use openpsd_kms::Kms;
 use openpsd_meter::Meter;
+use openpsd_post::PostOffice;
 use openpsd_protocol::{Account, Deposit, ReceiptRequest, RefillView, Settle};
 use openpsd_recharge::Recharge;
 use openpsd_service_kit::access::{Rule, Who};
@@ -22,8 +23,11 @@ use openpsd_service_kit::tls::Role;
 /// Every file of the data directory's databases, by name.
 fn databases(dir: &Path) -> BTreeMap<String, Vec<u8>> {
     let mut out = BTreeMap::new();
-    for service in ["meter", "kms", "recharge"] {
-        for entry in std::fs::read_dir(dir.join(service)).unwrap() {
+    for service in ["meter", "kms", "recharge", "post"] {
+        let Ok(entries) = std::fs::read_dir(dir.join(service)) else {
+            continue;
+        };
+        for entry in entries {
             let p = entry.unwrap().path();
             let name = p.file_name().unwrap().to_string_lossy().into_owned();
             if name.contains(".sqlite") {
@@ -41,7 +45,7 @@ struct Caller {
     customer: Option<&'static str>,
 }
 
-const CALLERS: [Caller; 7] = [
+const CALLERS: [Caller; 8] = [
     Caller {
         name: "nobody",
         role: None,
@@ -77,6 +81,11 @@ const CALLERS: [Caller; 7] = [
         role: Some(Role::Operator),
         customer: None,
     },
+    Caller {
+        name: "post",
+        role: Some(Role::Post),
+        customer: None,
+    },
 ];
 
 fn allowed(rule: &Rule, c: &Caller) -> bool {
@@ -104,8 +113,17 @@ async fn every_route_times_every_caller() {
     let audit = psd.audit(0, &v.nonce);
     host.audit("t1", &audit).await.unwrap();
     let alice = host.customers.account("alice");
+    let post = openpsd_backoffice::server::start_post(
+        &dir.path().join("post"),
+        "127.0.0.1:0",
+        [&h.kms.url, &h.meter.url],
+        &h.pki,
+        openpsd_backoffice::server::DEFAULT_RATE,
+    )
+    .await
+    .unwrap();
 
-    let services: [(&str, &str, Vec<Rule>); 3] = [
+    let services: [(&str, &str, Vec<Rule>); 4] = [
         ("meter", &h.meter.url, Meter::routes(100).rules().to_vec()),
         ("kms", &h.kms.url, Kms::routes().rules().to_vec()),
         (
@@ -113,6 +131,7 @@ async fn every_route_times_every_caller() {
             &h.recharge.url,
             Recharge::routes().rules().to_vec(),
         ),
+        ("post", &post.url, PostOffice::routes().rules().to_vec()),
     ];
     let mut tried = 0;
     for (service, base, rules) in &services {
@@ -163,6 +182,7 @@ async fn every_route_times_every_caller() {
         }
     }
     assert!(tried > 100, "{tried} calls");
+    post.stop().await;
     h.stop().await;
 }
 

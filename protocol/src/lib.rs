@@ -1,5 +1,5 @@
 //! openpsd's HTTP JSON contract (`docs/refill.md`), typed once: the messages of the
-//! meter's [`customer`]s, the [`kms`], the recharging center ([`recharge`]), the [`meter`] server and the demo
+//! meter's [`customer`]s, the [`kms`], the recharging center ([`recharge`]), the [`meter`] server, the [`post`] office and the demo
 //! [`room`]; the [`state`] strings and [`error`] codes as enums; the [`codec`] for hex
 //! fields and identifiers at the JSON edge; and the one file format parties hand each
 //! other, the public [`scheme`] file.
@@ -14,6 +14,7 @@ pub mod customer;
 pub mod error;
 pub mod kms;
 pub mod meter;
+pub mod post;
 pub mod recharge;
 pub mod room;
 pub mod scheme;
@@ -24,6 +25,7 @@ pub use customer::*;
 pub use error::{ErrorBody, ErrorCode, ErrorDetail};
 pub use kms::*;
 pub use meter::*;
+pub use post::{DeviceCredit, PostFinding, SetCredit};
 pub use recharge::*;
 pub use room::*;
 pub use state::{HoldState, Outcome, RefillState};

@@ -37,21 +37,31 @@ pub enum Role {
     /// The recharging center.
     Recharge,
     /// People and programs that run the back office: deposits from payments, device
-    /// registration by the issuer, alarms and quarantine.
+    /// registration by the issuer, alarms and quarantine, the post office's scanners.
     Operator,
+    /// The post office's verifier (issue 13): reads device keys at the KMS, reports
+    /// findings to the meter.
+    Post,
 }
 
 impl Role {
     /// Every role, in a fixed order.
-    pub const ALL: [Role; 4] = [Role::Meter, Role::Kms, Role::Recharge, Role::Operator];
+    pub const ALL: [Role; 5] = [
+        Role::Meter,
+        Role::Kms,
+        Role::Recharge,
+        Role::Operator,
+        Role::Post,
+    ];
 
-    /// The role's name (`meter`, `kms`, `recharge`, `operator`), as in file names.
+    /// The role's name (`meter`, `kms`, `recharge`, `operator`, `post`), as in file names.
     pub fn name(self) -> &'static str {
         match self {
             Role::Meter => "meter",
             Role::Kms => "kms",
             Role::Recharge => "recharge",
             Role::Operator => "operator",
+            Role::Post => "post",
         }
     }
 

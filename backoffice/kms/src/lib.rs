@@ -278,10 +278,15 @@ impl Kms {
     pub fn routes() -> Routes<Kms> {
         const METER: &[Who] = &[Who::Role(Role::Meter)];
         const OPERATOR: &[Who] = &[Who::Role(Role::Operator)];
-        const BOTH: &[Who] = &[Who::Role(Role::Meter), Who::Role(Role::Operator)];
+        // The post office reads device keys and their revocation to verify indicia.
+        const READERS: &[Who] = &[
+            Who::Role(Role::Meter),
+            Who::Role(Role::Operator),
+            Who::Role(Role::Post),
+        ];
         Routes::new()
             .route(Method::POST, "/v1/devices", post(register), OPERATOR)
-            .route(Method::GET, "/v1/devices/{device_id}", get(device), BOTH)
+            .route(Method::GET, "/v1/devices/{device_id}", get(device), READERS)
             .route(
                 Method::POST,
                 "/v1/devices/{device_id}/revoke",

@@ -31,6 +31,9 @@ pub(crate) enum AlarmKind {
     ReleasedApplied,
     /// The recharging center refused to debit a hold the card shows applied.
     SettleRefused,
+    /// The post office found the device's indicia inconsistent (a conflict, registers
+    /// beyond its credit, postage nobody paid for).
+    PostOffice,
 }
 
 impl AlarmKind {
@@ -40,6 +43,7 @@ impl AlarmKind {
             AlarmKind::History => "history",
             AlarmKind::ReleasedApplied => "released_applied",
             AlarmKind::SettleRefused => "settle_refused",
+            AlarmKind::PostOffice => "post_office",
         }
     }
 }

@@ -47,6 +47,7 @@ mod cancel;
 mod customers;
 mod history;
 mod inspection;
+mod post_office;
 mod refill;
 mod registry;
 mod store;
@@ -308,6 +309,18 @@ impl Meter {
                 OPERATOR,
             )
             .route(Method::GET, "/v1/alarms", get(list_alarms), OPERATOR)
+            .route(
+                Method::GET,
+                "/v1/devices/{device_id}/credit",
+                get(post_office::credit),
+                &[Who::Role(Role::Post), Who::Role(Role::Operator)],
+            )
+            .route(
+                Method::POST,
+                "/v1/devices/{device_id}/findings",
+                post(post_office::finding),
+                &[Who::Role(Role::Post)],
+            )
             .route(
                 Method::DELETE,
                 "/v1/sessions/current",

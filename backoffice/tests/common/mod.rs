@@ -159,6 +159,49 @@ impl Psd {
             .map_err(card_status)
     }
 
+    /// An indicium of `postage` on set 0 dated `days_ahead` days after today: the label's
+    /// bytes (signed bytes ‖ signature), as the post office scans them.
+    pub fn label(&mut self, txn: u64, postage: u64, days_ahead: u64) -> Result<Vec<u8>, Status> {
+        let today = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_secs()
+            / 86_400;
+        let req = openpsd_core::psd::indicium::IndiciumRequest {
+            transaction: openpsd_core::types::TransactionId(txn.to_be_bytes()),
+            postage: Amount(postage),
+            date: openpsd_core::types::Date::from_unix_days(today + days_ahead).expect("date"),
+            rate: openpsd_core::types::RateCategory(1),
+            origin: PostalCode::new(b"10115").expect("code"),
+            destination: PostalCode::new(b"20095").expect("code"),
+        };
+        self.client
+            .issue_indicium(RegisterSetIndex(0), &req)
+            .map(|(bytes, _)| bytes)
+            .map_err(card_status)
+    }
+
+    /// Raises set 0's DR (and with it the control sum, which the card checks) by `amount`
+    /// in the card's memory: what the holder of a software PSD can do to its own state.
+    pub fn edit_dr(&mut self, amount: u64) {
+        use openpsd_core::psd::registers::RegisterSet;
+        use openpsd_core::store::{Store as _, Write};
+        let mut store = MemStore::open(self.snapshot()).expect("store opens");
+        let id = openpsd_core::records::psd::set(0);
+        let mut set = RegisterSet::decode(&store.read(id).expect("read").expect("set 0"))
+            .expect("set decodes");
+        set.dr = Amount(set.dr.0 + amount);
+        set.control_sum = Amount(set.control_sum.0 + amount);
+        store
+            .commit(&[Write {
+                id,
+                value: Some(set.encode()),
+            }])
+            .expect("commit");
+        let nvm = store.nvm().clone();
+        self.roll_back(&nvm);
+    }
+
     /// A refill of `amount` applied offline, signed with the KMS's key `kms` and no back
     /// office (what an issuer's funding station, or anyone holding the KMS's key file,
     /// could do): the combination ID `id`.
@@ -736,6 +779,22 @@ impl Env {
     /// The KMS's public key (what PSDs are personalized with).
     pub fn kms(&self) -> [u8; 65] {
         self.handles.kms_public_key
+    }
+
+    /// Starts the post office beside the services (data in the environment's directory)
+    /// and a client calling it with the operator's certificate, as scanners do.
+    pub async fn start_post(&self) -> (openpsd_service_kit::Service, Client) {
+        let svc = openpsd_backoffice::server::start_post(
+            &self.dir.path().join("post"),
+            "127.0.0.1:0",
+            [&self.handles.kms.url, &self.handles.meter.url],
+            &self.handles.pki,
+            openpsd_backoffice::server::DEFAULT_RATE,
+        )
+        .await
+        .expect("the post office starts");
+        let client = Client::new(&svc.url, &self.handles.pki, Some(Role::Operator));
+        (svc, client)
     }
 
     /// The KMS's signing key, read from its file (a test playing whoever stole it).

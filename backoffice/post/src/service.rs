@@ -1,0 +1,482 @@
+//! The post office as a service (`backoffice serve --role post`): scanners post batches of
+//! indicia (`POST /v1/indicia`, the operator's certificate), the service verifies them with
+//! the device keys it reads at the KMS (as `post.openpsd`), records them in its registry,
+//! reconciles every device it saw against the value the meter server says was credited,
+//! and reports each new finding to the meter server, which quarantines the device.
+//! `GET /v1/devices/{id}/findings` explains a device (`backoffice post explain`).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::extract::{Path as UrlPath, State};
+use axum::http::{Method, StatusCode};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+
+use openpsd_core::crypto::SIGNATURE_LEN;
+use openpsd_core::psd::indicium::{IndiciumData, VerifyError};
+use openpsd_protocol::post::{DeviceReport, ScanBatch, ScanResult, Verdict, MAX_BATCH};
+use openpsd_protocol::{DeviceCredit, DeviceInfo, ErrorCode, PostFinding};
+use openpsd_service_kit::access::{RateLimit, Routes, Who};
+use openpsd_service_kit::codec;
+use openpsd_service_kit::db::Db;
+use openpsd_service_kit::error::{ApiError, StorageContext};
+use openpsd_service_kit::pki::Pki;
+use openpsd_service_kit::tls::{client_config, Role};
+use openpsd_service_kit::upstream::Upstream;
+
+use crate::registry::{self, Recorded};
+use crate::verify::{verify_batch, DeviceKey};
+
+/// Database file name.
+pub const DB_FILE: &str = "post.sqlite";
+/// How long a device key (and its revocation state) read at the KMS is used before it is
+/// read again.
+pub const KEY_TTL: Duration = Duration::from_secs(60);
+/// Worker threads verifying a batch.
+pub const VERIFY_THREADS: usize = 2;
+
+const STEP_SCAN: &str = "post_scan";
+const STEP_KEYS: &str = "post_keys";
+const STEP_REPORT: &str = "post_report";
+const STEP_EXPLAIN: &str = "post_explain";
+
+/// How the post office is set up.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Data directory: `post.sqlite`.
+    pub data: PathBuf,
+    /// KMS base URL (device keys).
+    pub kms_url: String,
+    /// Meter server base URL (credit, findings).
+    pub meter_url: String,
+    /// The back office's PKI: the post office's certificate for calling them.
+    pub pki: Pki,
+}
+
+/// A device key as the KMS knows it.
+struct KeyEntry {
+    key: Option<Arc<DeviceKey>>,
+    /// Days since 2000-01-01 of the revocation, if revoked.
+    revoked_day: Option<u32>,
+    read_at: Instant,
+}
+
+/// The post office's shared state.
+#[derive(Clone)]
+pub struct PostOffice {
+    db: Db,
+    kms: Upstream,
+    meter: Upstream,
+    keys: Arc<Mutex<HashMap<String, Arc<KeyEntry>>>>,
+}
+
+/// One indicium of a batch as it goes through the checks.
+struct Item {
+    hex: String,
+    bytes: Vec<u8>,
+    data: Option<IndiciumData>,
+    verdict: Option<Verdict>,
+}
+
+fn verdict(kind: &str, data: Option<&IndiciumData>, reason: Option<String>) -> Verdict {
+    Verdict {
+        verdict: kind.to_owned(),
+        device_id: data.map(|d| hex::encode_upper(d.device.0)),
+        license: data.map(|d| d.license.0),
+        piece: data.map(|d| d.pieces.0),
+        postage: data.map(|d| d.postage.0),
+        reason,
+    }
+}
+
+impl PostOffice {
+    /// Opens the data directory.
+    pub fn open(config: &Config) -> anyhow::Result<Self> {
+        openpsd_service_kit::keys::private_dir(&config.data)?;
+        let db = Db::open(&config.data.join(DB_FILE), registry::SCHEMA)?;
+        let tls = client_config(&config.pki, Some(Role::Post))?;
+        Ok(Self {
+            db,
+            kms: Upstream::new("KMS", &config.kms_url, Role::Kms, tls.clone())?,
+            meter: Upstream::new("meter server", &config.meter_url, Role::Meter, tls)?,
+            keys: Arc::default(),
+        })
+    }
+
+    /// The HTTP API and who may call each route: scanners and the operator (the operator's
+    /// certificate) post indicia and read findings.
+    pub fn routes() -> Routes<PostOffice> {
+        const OPERATOR: &[Who] = &[Who::Role(Role::Operator)];
+        Routes::new()
+            .route(Method::POST, "/v1/indicia", post(scan), OPERATOR)
+            .route(
+                Method::GET,
+                "/v1/devices/{device_id}/findings",
+                get(explain),
+                OPERATOR,
+            )
+            .route(
+                Method::GET,
+                "/health",
+                get(|| async { "ok" }),
+                &[Who::AnyRole],
+            )
+    }
+
+    /// The router with its state.
+    pub fn router(self, limit: &RateLimit) -> Router {
+        Self::routes().into_router(limit).with_state(self)
+    }
+
+    /// The device's key as the KMS has it (cached for [`KEY_TTL`]); `None` inside for a
+    /// device the KMS does not know.
+    async fn key(&self, device: &str) -> Result<Arc<KeyEntry>, ApiError> {
+        if let Some(e) = self
+            .keys
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(device)
+        {
+            if e.read_at.elapsed() < KEY_TTL {
+                return Ok(Arc::clone(e));
+            }
+        }
+        let entry = match self
+            .kms
+            .get::<DeviceInfo>(&format!("/v1/devices/{device}"), STEP_KEYS)
+            .await
+        {
+            Ok(info) => {
+                let pk = hex::decode(&info.public_key).unwrap_or_default();
+                KeyEntry {
+                    key: DeviceKey::from_sec1(&pk).map(Arc::new),
+                    revoked_day: info.revoked_at.map(|t| {
+                        u32::try_from(
+                            (t / 86_400)
+                                .saturating_sub(openpsd_core::calendar::UNIX_DAYS_AT_EPOCH_2000),
+                        )
+                        .unwrap_or(u32::MAX)
+                    }),
+                    read_at: Instant::now(),
+                }
+            }
+            Err(e) if e.code == ErrorCode::UnknownDevice.as_str() => KeyEntry {
+                key: None,
+                revoked_day: None,
+                read_at: Instant::now(),
+            },
+            Err(e) => return Err(e),
+        };
+        let entry = Arc::new(entry);
+        self.keys
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(device.to_owned(), Arc::clone(&entry));
+        Ok(entry)
+    }
+
+    /// Tells the meter server every finding of `device` it does not have yet.
+    async fn report(&self, device: &str) -> Result<(), ApiError> {
+        let d = device.to_owned();
+        let pending = self
+            .db
+            .run(STEP_REPORT, move |c| {
+                registry::unreported(c, &d, STEP_REPORT)
+            })
+            .await?;
+        for (id, license, kind, message) in pending {
+            let f = PostFinding {
+                license,
+                kind,
+                message,
+            };
+            self.meter
+                .post::<_, serde_json::Value>(
+                    &format!("/v1/devices/{device}/findings"),
+                    &f,
+                    STEP_REPORT,
+                )
+                .await?;
+            self.db
+                .run(STEP_REPORT, move |c| {
+                    c.execute(
+                        "UPDATE findings SET reported = 1 WHERE finding_id = ?1",
+                        [id],
+                    )
+                    .storage(STEP_REPORT)
+                })
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+/// Decodes a batch's hex and the signed part of each indicium.
+fn parse(batch: ScanBatch) -> Result<Vec<Item>, ApiError> {
+    if batch.indicia.len() > MAX_BATCH {
+        return Err(ApiError::bad_request(
+            STEP_SCAN,
+            format!("indicia: at most {MAX_BATCH} in one batch"),
+        ));
+    }
+    Ok(batch
+        .indicia
+        .into_iter()
+        .map(|hex_text| {
+            let bytes = if hex_text.len() <= 1024 {
+                hex::decode(hex_text.trim()).ok()
+            } else {
+                None
+            };
+            let data = bytes.as_ref().and_then(|b| {
+                let split = b.len().checked_sub(SIGNATURE_LEN)?;
+                IndiciumData::decode(&b[..split]).ok()
+            });
+            let verdict = if data.is_none() {
+                Some(verdict(
+                    "invalid",
+                    None,
+                    Some("not an indicium: the bytes do not decode".into()),
+                ))
+            } else {
+                None
+            };
+            Item {
+                hex: hex_text,
+                bytes: bytes.unwrap_or_default(),
+                data,
+                verdict,
+            }
+        })
+        .collect())
+}
+
+/// `POST /v1/indicia`: verifies and records a batch; answers a verdict per indicium.
+async fn scan(State(po): State<PostOffice>, body: Bytes) -> Result<Json<ScanResult>, ApiError> {
+    let step = STEP_SCAN;
+    let batch: ScanBatch = codec::json(&body, step)?;
+    let mut items = parse(batch)?;
+
+    // The keys of the devices named, read at the KMS once each.
+    let devices: BTreeSet<String> = items
+        .iter()
+        .filter_map(|i| i.data.as_ref())
+        .map(|d| hex::encode_upper(d.device.0))
+        .collect();
+    let mut keys = HashMap::new();
+    for d in devices {
+        let e = po.key(&d).await?;
+        keys.insert(d, e);
+    }
+
+    // Verification across the worker threads.
+    let mut jobs: Vec<(usize, Arc<DeviceKey>)> = Vec::new();
+    for (n, item) in items.iter_mut().enumerate() {
+        let Some(d) = item.data.as_ref() else {
+            continue;
+        };
+        let entry = &keys[&hex::encode_upper(d.device.0)];
+        match &entry.key {
+            None => {
+                item.verdict = Some(verdict(
+                    "invalid",
+                    Some(d),
+                    Some("the KMS knows no such device".into()),
+                ));
+            }
+            Some(k) => jobs.push((n, Arc::clone(k))),
+        }
+    }
+    let inputs: Vec<(Arc<DeviceKey>, Vec<u8>)> = jobs
+        .iter()
+        .map(|(n, k)| (Arc::clone(k), items[*n].bytes.clone()))
+        .collect();
+    let results = tokio::task::spawn_blocking(move || {
+        let refs: Vec<(&DeviceKey, &[u8])> = inputs
+            .iter()
+            .map(|(k, b)| (k.as_ref(), b.as_slice()))
+            .collect();
+        verify_batch(&refs, VERIFY_THREADS)
+    })
+    .await
+    .map_err(|e| ApiError::internal(step, format!("verification: {e}")))?;
+    for ((n, _), r) in jobs.iter().zip(results) {
+        let item = &mut items[*n];
+        let Some(d) = item.data else { continue };
+        match r {
+            Err(e) => {
+                let why = match e {
+                    VerifyError::WrongKey => "signed under another key than the device's",
+                    VerifyError::BadSignature => "the signature does not verify",
+                    VerifyError::Malformed => "malformed",
+                };
+                item.verdict = Some(verdict("invalid", Some(&d), Some(why.into())));
+            }
+            Ok(_) => {
+                let entry = &keys[&hex::encode_upper(d.device.0)];
+                if let Some(day) = entry.revoked_day {
+                    if d.date.day_number() > day {
+                        item.verdict = Some(verdict(
+                            "invalid",
+                            Some(&d),
+                            Some("mailed after the device was revoked".into()),
+                        ));
+                    }
+                }
+            }
+        }
+    }
+
+    // Record what verified, in one transaction.
+    let to_record: Vec<(usize, IndiciumData, Vec<u8>, String)> = items
+        .iter()
+        .enumerate()
+        .filter(|(_, i)| i.verdict.is_none())
+        .filter_map(|(n, i)| {
+            let d = i.data?;
+            let split = i.bytes.len().checked_sub(SIGNATURE_LEN)?;
+            Some((n, d, i.bytes[..split].to_vec(), i.hex.clone()))
+        })
+        .collect();
+    let recorded = po
+        .db
+        .run(step, move |c| {
+            let tx = c.transaction().storage(step)?;
+            let mut out = Vec::with_capacity(to_record.len());
+            for (n, d, signed, hex_text) in &to_record {
+                out.push((*n, registry::record(&tx, d, signed, hex_text, step)?));
+            }
+            tx.commit().storage(step)?;
+            Ok(out)
+        })
+        .await?;
+    let mut touched: BTreeMap<String, BTreeSet<u32>> = BTreeMap::new();
+    for (n, r) in recorded {
+        let item = &mut items[n];
+        let Some(d) = item.data else { continue };
+        let (kind, reason) = match r {
+            Recorded::New => ("accepted", None),
+            Recorded::Anomaly(m) => ("anomaly", Some(m)),
+            Recorded::Duplicate => (
+                "duplicate",
+                Some("this piece was seen before: the label is used again".to_owned()),
+            ),
+            Recorded::Conflict(m) => ("conflict", Some(m)),
+        };
+        item.verdict = Some(verdict(kind, Some(&d), reason));
+        touched
+            .entry(hex::encode_upper(d.device.0))
+            .or_default()
+            .insert(d.license.0);
+    }
+
+    // Reconciliation against the meter's credit, then every new finding to the meter.
+    for (device, licenses) in &touched {
+        match po
+            .meter
+            .get::<DeviceCredit>(&format!("/v1/devices/{device}/credit"), step)
+            .await
+        {
+            Ok(credit) => {
+                let (dev, lic) = (device.clone(), licenses.clone());
+                let named = po
+                    .db
+                    .run(step, move |c| {
+                        let tx = c.transaction().storage(step)?;
+                        let mut named = Vec::new();
+                        for s in credit.sets.iter().filter(|s| lic.contains(&s.license)) {
+                            for p in registry::reconcile(&tx, &dev, s.license, s.credited, step)? {
+                                named.push((s.license, p));
+                            }
+                        }
+                        tx.commit().storage(step)?;
+                        Ok(named)
+                    })
+                    .await?;
+                for (license, piece) in named {
+                    for item in items.iter_mut() {
+                        let hit = item.data.is_some_and(|d| {
+                            hex::encode_upper(d.device.0) == *device
+                                && d.license.0 == license
+                                && d.pieces.0 == piece
+                        });
+                        if hit {
+                            if let Some(v) = item.verdict.as_mut() {
+                                if v.verdict == "accepted" {
+                                    v.verdict = "anomaly".into();
+                                    v.reason = Some(
+                                        "the device's registers exceed what the back office \
+                                         credited (see its findings)"
+                                            .into(),
+                                    );
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            // A device the meter does not serve: nothing to reconcile against.
+            Err(e) if e.code == ErrorCode::UnknownDevice.as_str() => {}
+            Err(e) => {
+                tracing::warn!(device, error = %e.message, "credit not read; reconciled next time");
+            }
+        }
+        if let Err(e) = po.report(device).await {
+            tracing::warn!(device, error = %e.message, "findings not reported yet; next scan retries");
+        }
+    }
+    Ok(Json(ScanResult {
+        verdicts: items
+            .into_iter()
+            .map(|i| {
+                i.verdict
+                    .unwrap_or_else(|| verdict("invalid", None, Some("not checked".into())))
+            })
+            .collect(),
+    }))
+}
+
+/// `GET /v1/devices/{id}/findings`: what the registry holds of a device and what it found.
+async fn explain(
+    State(po): State<PostOffice>,
+    UrlPath(id): UrlPath<String>,
+) -> Result<Json<DeviceReport>, ApiError> {
+    let step = STEP_EXPLAIN;
+    let device = codec::device_hex(&codec::device_id(&id, step)?);
+    let d = device.clone();
+    let (mut licenses, duplicates, findings) = po
+        .db
+        .run(step, move |c| registry::report(c, &d, step))
+        .await?;
+    if licenses.is_empty() && findings.is_empty() {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            ErrorCode::UnknownDevice,
+            step,
+            format!("no piece of device {device} was scanned"),
+        ));
+    }
+    if let Ok(credit) = po
+        .meter
+        .get::<DeviceCredit>(&format!("/v1/devices/{device}/credit"), step)
+        .await
+    {
+        for l in &mut licenses {
+            l.credited = credit
+                .sets
+                .iter()
+                .find(|s| s.license == l.license)
+                .map(|s| s.credited);
+        }
+    }
+    Ok(Json(DeviceReport {
+        device_id: device,
+        licenses,
+        duplicates,
+        findings,
+    }))
+}

@@ -1,0 +1,223 @@
+//! The post office (issue 13) against the real services: labels printed by PSDs the back
+//! office refilled are verified and recorded; a reused label is a duplicate; a PSD rolled
+//! back to an earlier state, or cloned, issues a piece count twice and is caught as a
+//! conflict, and the meter server quarantines it before its next refill; registers edited
+//! in a software PSD's memory show up as postage nobody paid for, with the exact amount;
+//! tampered, truncated, foreign and revoked labels are invalid.
+// Test code: a failed unwrap or expect is a failed test, with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::{env, expect_refused, Client, Env, Psd};
+use openpsd_protocol::post::{DeviceReport, ScanBatch, ScanResult, Verdict};
+
+async fn card(env: &Env, n: u32, funds: u64) -> Psd {
+    let mut psd = Psd::new(n, 0, &env.kms());
+    env.admin.register_to(&psd, "acme").await;
+    env.admin.fund("acme", 100_000).await;
+    let v = env
+        .host
+        .refill(&mut psd, &format!("fund-{n}"), "acme", funds)
+        .await
+        .unwrap();
+    assert_eq!(v.state, "completed");
+    psd
+}
+
+async fn scan(post: &Client, labels: &[Vec<u8>]) -> Vec<Verdict> {
+    let r: ScanResult = post
+        .post(
+            "/v1/indicia",
+            &ScanBatch {
+                indicia: labels.iter().map(hex::encode).collect(),
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.verdicts.len(), labels.len());
+    r.verdicts
+}
+
+fn kinds(v: &[Verdict]) -> Vec<&str> {
+    v.iter().map(|v| v.verdict.as_str()).collect()
+}
+
+async fn explain(post: &Client, device: &str) -> DeviceReport {
+    post.get(&format!("/v1/devices/{device}/findings"))
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn labels_are_accepted_once_and_a_reused_label_is_a_duplicate() {
+    let env = env().await;
+    let (svc, post) = env.start_post().await;
+    let mut psd = card(&env, 40, 5_000).await;
+    let labels: Vec<Vec<u8>> = (1..=3).map(|t| psd.label(t, 100, 0).unwrap()).collect();
+    assert_eq!(kinds(&scan(&post, &labels).await), ["accepted"; 3]);
+    let again = scan(&post, &labels[..1]).await;
+    assert_eq!(again[0].verdict, "duplicate");
+    assert_eq!(again[0].piece, Some(1));
+    let r = explain(&post, &psd.device_id()).await;
+    assert_eq!(r.duplicates, 1);
+    assert_eq!(
+        (
+            r.licenses[0].pieces,
+            r.licenses[0].highest_ar,
+            r.licenses[0].credited
+        ),
+        (3, 300, Some(5_000))
+    );
+    assert!(r.findings.is_empty(), "{:?}", r.findings);
+    // An honest device stays served.
+    let v = env.host.refill(&mut psd, "t2", "acme", 100).await.unwrap();
+    assert_eq!(v.state, "completed");
+    svc.stop().await;
+    env.handles.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rolled_back_psd_is_a_conflict_and_quarantined_before_its_next_refill() {
+    let env = env().await;
+    let (svc, post) = env.start_post().await;
+    let mut psd = card(&env, 41, 5_000).await;
+    // The state right after the accepted audit (the refill's confirmation).
+    let saved = psd.snapshot();
+    let first: Vec<Vec<u8>> = (1..=2).map(|t| psd.label(t, 100, 0).unwrap()).collect();
+    assert_eq!(kinds(&scan(&post, &first).await), ["accepted"; 2]);
+    // The holder restores the saved state: the spent DR is back, and piece 1 comes again.
+    psd.roll_back(&saved);
+    let second: Vec<Vec<u8>> = (3..=4).map(|t| psd.label(t, 250, 0).unwrap()).collect();
+    let v = scan(&post, &second).await;
+    assert_eq!(kinds(&v), ["conflict"; 2], "{v:?}");
+    assert!(v[0]
+        .reason
+        .as_ref()
+        .unwrap()
+        .contains("rolled back or cloned"));
+    // The meter heard it: the device is quarantined, no refill until an operator clears it.
+    let e = expect_refused(
+        env.host.refill(&mut psd, "t2", "acme", 100).await,
+        409,
+        "device_quarantined",
+    );
+    assert_eq!(e.code, "device_quarantined");
+    let alarms = env.admin.alarms().await;
+    assert!(
+        alarms.alarms.iter().any(|a| a.kind == "post_office"),
+        "{alarms:?}"
+    );
+    let r = explain(&post, &psd.device_id()).await;
+    assert!(r
+        .findings
+        .iter()
+        .all(|f| f.kind == "conflict" && f.reported));
+    assert_eq!(r.findings.len(), 2);
+    svc.stop().await;
+    env.handles.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_copies_of_one_psd_both_printing_are_a_conflict() {
+    let env = env().await;
+    let (svc, post) = env.start_post().await;
+    let mut a = card(&env, 42, 5_000).await;
+    // A second card running a copy of the first one's memory (a copied state directory).
+    let mut b = Psd::new(43, 0, &env.kms());
+    b.roll_back(&a.snapshot());
+    let la = a.label(1, 100, 0).unwrap();
+    let lb = b.label(1, 110, 0).unwrap();
+    assert_eq!(la[6..14], lb[6..14], "the same device ID");
+    assert_eq!(kinds(&scan(&post, &[la]).await), ["accepted"]);
+    assert_eq!(kinds(&scan(&post, &[lb]).await), ["conflict"]);
+    svc.stop().await;
+    env.handles.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn registers_edited_in_memory_show_as_unpaid_postage_with_the_exact_amount() {
+    let env = env().await;
+    let (svc, post) = env.start_post().await;
+    let mut psd = card(&env, 44, 1_000).await;
+    // The holder raises DR by 50.00 in the PSD's memory: value nobody paid for.
+    psd.edit_dr(5_000);
+    let first = scan(&post, &[psd.label(1, 400, 0).unwrap()]).await;
+    assert_eq!(kinds(&first), ["anomaly"], "{first:?}");
+    // Then spends beyond what the back office credited (10.00): 3 x 4.00 = 12.00.
+    let more: Vec<Vec<u8>> = (2..=3).map(|t| psd.label(t, 400, 0).unwrap()).collect();
+    scan(&post, &more).await;
+    let r = explain(&post, &psd.device_id()).await;
+    let exceed = r
+        .findings
+        .iter()
+        .find(|f| f.kind == "registers_exceed_credit")
+        .expect("the raised DR is found before it is spent");
+    assert_eq!(exceed.amount, Some(5_000));
+    let unpaid = r
+        .findings
+        .iter()
+        .find(|f| f.kind == "unpaid_postage")
+        .expect("the postage beyond the credit is found");
+    assert_eq!(unpaid.amount, Some(200), "12.00 used, 10.00 credited");
+    assert_eq!(unpaid.piece, 3);
+    assert!(r.findings.iter().all(|f| f.reported));
+    expect_refused(
+        env.host.refill(&mut psd, "t2", "acme", 100).await,
+        409,
+        "device_quarantined",
+    );
+    svc.stop().await;
+    env.handles.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tampered_truncated_foreign_and_revoked_labels_are_invalid() {
+    let env = env().await;
+    let (svc, post) = env.start_post().await;
+    let mut a = card(&env, 45, 5_000).await;
+    let mut b = card(&env, 46, 5_000).await;
+    let good = a.label(1, 100, 0).unwrap();
+    let mut flipped = good.clone();
+    flipped[30] ^= 0x04; // DR
+    let mut bad_sig = good.clone();
+    let last = bad_sig.len() - 1;
+    bad_sig[last] ^= 0x01;
+    let truncated = good[..good.len() - 10].to_vec();
+    // B's label made to name A: under A's key it is someone else's signature.
+    let mut foreign = b.label(1, 100, 0).unwrap();
+    let a_id = hex::decode(a.device_id()).unwrap();
+    foreign[6..14].copy_from_slice(&a_id);
+    let v = scan(&post, &[flipped, bad_sig, truncated, foreign, vec![0; 3]]).await;
+    assert_eq!(kinds(&v), ["invalid"; 5], "{v:?}");
+    // A device the KMS does not know.
+    let mut unknown = good.clone();
+    unknown[6..14].copy_from_slice(b"PSDNOONE");
+    let v = scan(&post, &[unknown]).await;
+    assert_eq!(v[0].verdict, "invalid");
+    assert!(v[0].reason.as_ref().unwrap().contains("no such device"));
+    // Nothing of that was recorded: the good label is still a first sight.
+    assert_eq!(kinds(&scan(&post, &[good]).await), ["accepted"]);
+
+    // Revoked today: a label dated tomorrow is invalid, today's still counts.
+    let _: serde_json::Value = env
+        .admin
+        .kms
+        .post(
+            &format!("/v1/devices/{}/revoke", b.device_id()),
+            &serde_json::json!({"reason": "stolen"}),
+        )
+        .await
+        .unwrap();
+    let today = b.label(2, 100, 0).unwrap();
+    let tomorrow = b.label(3, 100, 1).unwrap();
+    // The post office reads keys again after a minute; a fresh one sees the revocation.
+    svc.stop().await;
+    let (svc, post) = env.start_post().await;
+    let v = scan(&post, &[tomorrow, today]).await;
+    assert_eq!(v[0].verdict, "invalid");
+    assert!(v[0].reason.as_ref().unwrap().contains("revoked"), "{v:?}");
+    assert_eq!(v[1].verdict, "accepted", "{v:?}");
+    svc.stop().await;
+    env.handles.stop().await;
+}

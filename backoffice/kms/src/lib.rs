@@ -364,14 +364,25 @@ impl Kms {
             }
         };
         let public_key = self.serving_key(claimed.device, step).await?;
-        AuditData::open(&bytes, &public_key).ok_or_else(|| {
-            ApiError::new(
+        // The same check as `AuditData::open`, with ring: ~6x the verifications per second
+        // of core's portable p256 on a server (backoffice/post/src/verify.rs measures both).
+        let verified = AuditData::signed_parts(&bytes).is_some_and(|(signed, sig)| {
+            ring::signature::UnparsedPublicKey::new(
+                &ring::signature::ECDSA_P256_SHA256_FIXED,
+                &public_key[..],
+            )
+            .verify(&signed, sig)
+            .is_ok()
+        });
+        if !verified {
+            return Err(ApiError::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 ErrorCode::AuditSignatureInvalid,
                 step,
                 "the audit's signature does not verify under the device's registered public key",
-            )
-        })
+            ));
+        }
+        Ok(claimed)
     }
 }
 

@@ -23,7 +23,7 @@ use crate::wire::{Malformed, Reader, Writer};
 /// First byte of an audit message.
 pub const AUDIT_TAG: u8 = 0xA1;
 /// What the device key signs before the audit body (domain separation from indicia).
-const AUDIT_LABEL: &[u8] = b"openpsd audit v3";
+pub const AUDIT_LABEL: &[u8] = b"openpsd audit v3";
 /// Length of the server's nonce.
 pub const NONCE_LEN: usize = 16;
 
@@ -116,6 +116,14 @@ impl AuditData {
         };
         r.finish()?;
         Ok(data)
+    }
+
+    /// What the device signed (the label ‖ the body) and the signature, for a verifier of
+    /// its own (the KMS verifies with `ring`); `None` if shorter than a signature.
+    pub fn signed_parts(msg: &[u8]) -> Option<(Vec<u8>, &[u8])> {
+        let split = msg.len().checked_sub(SIGNATURE_LEN)?;
+        let (body, sig) = msg.split_at(split);
+        Some(([AUDIT_LABEL, body].concat(), sig))
     }
 
     /// Decodes an audit message and checks its signature with the device's public key

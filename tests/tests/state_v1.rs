@@ -13,6 +13,8 @@
 // Test code: a failed unwrap or expect is a failed test, with its message.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod state_fixture;
+
 use std::fs;
 use std::path::{Path, PathBuf};
 
@@ -28,44 +30,19 @@ use openpsd_core::psd::transfer::TransferInfo;
 use openpsd_core::purse::personal::PurseInfo;
 use openpsd_core::purse::purchase::{PurchaseRecord, PurchaseRequest};
 use openpsd_core::purse::state::{Log, LogKind, PairedTable};
-use openpsd_core::types::{Amount, Date, LicenseId, RegisterSetIndex, TerminalId};
+use openpsd_core::types::{Amount, LicenseId, RegisterSetIndex};
 use openpsd_core::Status;
 use openpsd_tests::purse::{CARD, PIN, SCHEME};
 use openpsd_tests::{expect_ok, request, DEVICE};
+use state_fixture::{today, transmit, PAID, POSTAGE, REFILLED, TERMINAL, TRANSFERRED};
 
-/// What the fixtures hold (see `generate_v1`).
-const REFILLED: u64 = 500_000;
-const POSTAGE: u64 = 1_000;
-const TRANSFERRED: u64 = 7_500;
-const PAID: u64 = 2_500;
-const TERMINAL: TerminalId = TerminalId(*b"TERM0001");
-
-fn today() -> Date {
-    Date::new(2026, 11, 21).expect("valid date")
-}
-
+/// `tests/state/v1`.
 fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("state/v1")
+    state_fixture::fixtures("v1")
 }
 
-/// Copies fixture `name` (directory and storage key) into a fresh temporary directory.
 fn copy_fixture(name: &str, into: &Path) -> PathBuf {
-    let from = fixtures().join(name);
-    let to = into.join(name);
-    fs::create_dir_all(&to).expect("temp dir");
-    for entry in fs::read_dir(&from).expect("fixture directory exists") {
-        let entry = entry.expect("fixture entry");
-        fs::copy(entry.path(), to.join(entry.file_name())).expect("copy fixture file");
-    }
-    let key = format!("{name}.storage-key");
-    fs::copy(fixtures().join(&key), into.join(&key)).expect("copy storage key");
-    to
-}
-
-fn transmit(card: &mut impl SimulatedCard, apdu: &[u8]) -> Vec<u8> {
-    let mut reply = Vec::new();
-    card.handle(apdu, &mut reply);
-    reply
+    state_fixture::copy_fixture("v1", name, into)
 }
 
 #[test]

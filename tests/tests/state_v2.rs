@@ -6,6 +6,8 @@
 // Test code: a failed unwrap or expect is a failed test, with its message.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod state_fixture;
+
 use std::fs;
 use std::path::{Path, PathBuf};
 
@@ -19,42 +21,18 @@ use openpsd_core::psd::indicium;
 use openpsd_core::psd::registers::Registers;
 use openpsd_core::purse::personal::PurseInfo;
 use openpsd_core::purse::purchase::PurchaseRequest;
-use openpsd_core::types::{Amount, Date, RegisterSetIndex, TerminalId};
+use openpsd_core::types::{Amount, RegisterSetIndex};
 use openpsd_core::Status;
 use openpsd_tests::purse::{CARD, PIN};
 use openpsd_tests::{expect_ok, request, DEVICE};
-
-const REFILLED: u64 = 500_000;
-const POSTAGE: u64 = 1_000;
-const TRANSFERRED: u64 = 7_500;
-const PAID: u64 = 2_500;
-const TERMINAL: TerminalId = TerminalId(*b"TERM0001");
-
-fn today() -> Date {
-    Date::new(2026, 11, 21).expect("valid date")
-}
+use state_fixture::{today, transmit, PAID, POSTAGE, REFILLED, TERMINAL, TRANSFERRED};
 
 fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("state/v2")
+    state_fixture::fixtures("v2")
 }
 
 fn copy_fixture(name: &str, into: &Path) -> PathBuf {
-    let from = fixtures().join(name);
-    let to = into.join(name);
-    fs::create_dir_all(&to).expect("temp dir");
-    for entry in fs::read_dir(&from).expect("fixture directory exists") {
-        let entry = entry.expect("fixture entry");
-        fs::copy(entry.path(), to.join(entry.file_name())).expect("copy fixture file");
-    }
-    let key = format!("{name}.storage-key");
-    fs::copy(fixtures().join(&key), into.join(&key)).expect("copy storage key");
-    to
-}
-
-fn transmit(card: &mut impl SimulatedCard, apdu: &[u8]) -> Vec<u8> {
-    let mut reply = Vec::new();
-    card.handle(apdu, &mut reply);
-    reply
+    state_fixture::copy_fixture("v2", name, into)
 }
 
 fn set0(card: &mut impl SimulatedCard) -> Registers {

@@ -221,3 +221,106 @@ async fn tampered_truncated_foreign_and_revoked_labels_are_invalid() {
     svc.stop().await;
     env.handles.stop().await;
 }
+
+/// The label printer of the post crate's tests (it allows its own unused helpers).
+#[path = "../post/tests/labels/mod.rs"]
+mod labels;
+
+/// `backoffice post scan` as a post office's scanner runs it: a directory of label scans
+/// (PNG, JPEG, rotated, noisy), a text file of hex indicia and a raw indicium file; a verdict
+/// per piece, progress on stderr, a clear "unreadable" for a scan without a code; then
+/// `backoffice post explain`.
+#[tokio::test(flavor = "multi_thread")]
+async fn backoffice_post_scan_reads_scans_and_files_and_explain_tells_the_device() {
+    let env = env().await;
+    let (svc, _) = env.start_post().await;
+    let mut psd = card(&env, 47, 5_000).await;
+    let l: Vec<Vec<u8>> = (1..=4).map(|t| psd.label(t, 100 + t, 0).unwrap()).collect();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(d.join("a.png"), labels::png(&labels::render(&l[0], 4))).unwrap();
+    let turned = labels::rotate(&labels::render(&l[1], 4), 90.0);
+    std::fs::write(d.join("b.jpg"), labels::jpeg(&turned, 60)).unwrap();
+    let noisy = labels::gaussian_noise(&labels::rotate(&labels::render(&l[2], 6), 5.0), 30.0, 7);
+    std::fs::write(d.join("c.png"), labels::png(&noisy)).unwrap();
+    // A text file: piece 4, and piece 1 again (a reused label); a raw file: piece 2 again.
+    std::fs::write(
+        d.join("d.hex"),
+        format!("{}\n{}\n", hex::encode(&l[3]), hex::encode(&l[0])),
+    )
+    .unwrap();
+    std::fs::write(d.join("e.bin"), &l[1]).unwrap();
+    let blank = image::GrayImage::from_pixel(200, 200, image::Luma([255]));
+    std::fs::write(d.join("f.png"), labels::png(&blank)).unwrap();
+
+    let pki = env.handles.pki.dir().to_path_buf();
+    let url = svc.url.clone();
+    let run = move |args: Vec<String>| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_backoffice"))
+            .args(args)
+            .arg("--pki")
+            .arg(&pki)
+            .args(["--post", &url])
+            .output()
+            .unwrap()
+    };
+    let scan_args = vec![
+        "post".to_owned(),
+        "scan".to_owned(),
+        d.display().to_string(),
+        "--json".to_owned(),
+    ];
+    let r = run.clone();
+    let out = tokio::task::spawn_blocking(move || r(scan_args))
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("scanned 7/7"));
+    let verdicts: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let got: Vec<(String, String)> = verdicts
+        .iter()
+        .map(|v| {
+            let source = v["source"].as_str().unwrap();
+            let name = std::path::Path::new(source)
+                .file_name()
+                .unwrap()
+                .to_string_lossy()
+                .into_owned();
+            (name, v["verdict"].as_str().unwrap().to_owned())
+        })
+        .collect();
+    let want: Vec<(String, String)> = [
+        ("a.png", "accepted"),
+        ("b.jpg", "accepted"),
+        ("c.png", "accepted"),
+        ("d.hex:1", "accepted"),
+        ("d.hex:2", "duplicate"),
+        ("e.bin", "duplicate"),
+        ("f.png", "unreadable"),
+    ]
+    .iter()
+    .map(|(a, b)| ((*a).to_owned(), (*b).to_owned()))
+    .collect();
+    assert_eq!(got, want);
+
+    let device = psd.device_id();
+    let out =
+        tokio::task::spawn_blocking(move || run(vec!["post".into(), "explain".into(), device]))
+            .await
+            .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("4 pieces seen"), "{text}");
+    assert!(text.contains("copies of pieces seen again: 2"), "{text}");
+    assert!(text.contains("no findings"), "{text}");
+    svc.stop().await;
+    env.handles.stop().await;
+}

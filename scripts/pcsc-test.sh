@@ -42,6 +42,7 @@ rm -rf "$state" "$state.secrets.json" "$state.storage-key"
 rm -rf "$PCSC_RUN/backoffice"
 setsid target/release/backoffice serve --role all --data "$PCSC_RUN/backoffice" \
   --listen 127.0.0.1:18700 --kms-listen 127.0.0.1:18701 --recharge-listen 127.0.0.1:18702 \
+  --post-listen 127.0.0.1:18703 \
   > "$PCSC_RUN/backoffice.out" 2> "$PCSC_RUN/backoffice.log" < /dev/null &
 echo $! > "$PCSC_RUN/backoffice.pid"
 pcsc_wait 30 grep -q "meter listening" "$PCSC_RUN/backoffice.out" || { cat "$PCSC_RUN/backoffice.log"; exit 1; }

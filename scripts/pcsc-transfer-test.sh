@@ -44,6 +44,7 @@ check() {
 echo "== the back office (its KMS's public key goes into the PSD at personalization)"
 setsid target/release/backoffice serve --role all --data "$W/backoffice" \
   --listen 127.0.0.1:18710 --kms-listen 127.0.0.1:18711 --recharge-listen 127.0.0.1:18712 \
+  --post-listen 127.0.0.1:18713 \
   > "$PCSC_RUN/backoffice.out" 2> "$PCSC_RUN/backoffice.log" < /dev/null &
 echo $! > "$PCSC_RUN/backoffice.pid"
 pcsc_wait 30 grep -q "meter listening" "$PCSC_RUN/backoffice.out" || { cat "$PCSC_RUN/backoffice.log"; exit 1; }

@@ -61,7 +61,7 @@ trap 'exit 130' INT TERM
 # defaults. The web listener's URL comes from the log.
 say "starting the back office demo with the web demo (data $DATA)"
 "$BACKOFFICE" --data "$DATA" --meter-listen 127.0.0.1:0 --kms-listen 127.0.0.1:0 \
-  --recharge-listen 127.0.0.1:0 --card-listen 127.0.0.1:0 --web 127.0.0.1:0 \
+  --recharge-listen 127.0.0.1:0 --post-listen 127.0.0.1:0 --card-listen 127.0.0.1:0 --web 127.0.0.1:0 \
   --web-root "$REPO/web-demo" --wasm-pkg "$REPO/target/wasm-pkg/web" \
   >"$OUT/backoffice.log" 2>"$OUT/backoffice.stderr.log" &
 bo_pid=$!

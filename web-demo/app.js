@@ -501,6 +501,30 @@ async function start() {
   }
 }
 
+// ---------------------------------------------------------------- the post office
+
+const VERDICT_TEXT = {
+  accepted: 'Accepted: the signature is the device\'s and this piece was not seen before.',
+  duplicate: 'Duplicate: this label was scanned before — the same piece of postage used twice.',
+  conflict: 'Conflict: another label with this piece number was seen — the meter was copied or restored.',
+  anomaly: 'Accepted with an anomaly: the registers do not follow from the device\'s other pieces or its payments.',
+  invalid: 'Invalid: not a genuine indicium.',
+  unreadable: 'Unreadable: no label code could be read in this image.',
+};
+
+async function doVerifyLabel(file) {
+  const bytes = new Uint8Array(await file.arrayBuffer());
+  const v = await call('POST', '/demo/v1/labels', { image: bytesToHex(bytes) });
+  const what = VERDICT_TEXT[v.verdict] || v.verdict;
+  const piece = v.device_id
+    ? ` PSD ${v.device_id}, piece ${v.piece}, postage ${amountText(v.postage)}.`
+    : '';
+  const reason = v.reason && v.verdict !== 'accepted' ? ` (${v.reason})` : '';
+  const out = $('verify-result');
+  out.textContent = `${what}${piece}${reason}`;
+  out.dataset.verdict = v.verdict;
+}
+
 // ---------------------------------------------------------------- wiring
 
 $('create-form').addEventListener('submit', (ev) => {
@@ -521,6 +545,11 @@ $('frank-rate').addEventListener('change', () => {
   if (p) $('frank-postage').value = p;
 });
 $('print-button').addEventListener('click', () => window.print());
+$('verify-form').addEventListener('submit', (ev) => {
+  ev.preventDefault();
+  const file = $('verify-file').files[0];
+  if (file) busy('Verifying the label…', () => doVerifyLabel(file));
+});
 $('fatal-delete').addEventListener('click', async () => {
   if (!confirm('Delete the stored device? Its registers and any value in it are lost.')) return;
   await app.store.remove(STATE_NAME);

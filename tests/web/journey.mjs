@@ -1,6 +1,7 @@
 // The mailer's journey through the web demo, in Debian's Chromium driven by playwright-core:
 // create a PSD in the page, refusals with their messages, refill through the meter server,
-// issue an indicium and screenshot its label, print CSS, history, a purse card and a transfer
+// issue an indicium and screenshot its label, the post office reading that screenshot (accepted,
+// then a duplicate), print CSS, history, a purse card and a transfer
 // to it (and a wrong PIN), reload
 // (the device, its registers and the purse are still there), tamper with the sealed record (a clear
 // error, the record kept). Run by scripts/web-test.sh, which starts the back office and then
@@ -186,6 +187,18 @@ async function main() {
     'the label shows postage, origin, destination and device ID');
   await label.screenshot({ path: join(OUT, 'label.png') });
   log(`  saved ${join(OUT, 'label.png')}`);
+
+  // -- 6b. the post office reads the label's screenshot: accepted once, then a duplicate
+  for (const want of ['accepted', 'duplicate']) {
+    await page.setInputFiles('#verify-file', join(OUT, 'label.png'));
+    await page.click('#verify-form button');
+    await settled();
+    const verdict = await page.locator('#verify-result').getAttribute('data-verdict');
+    const said = await text('#verify-result');
+    log(`  post office: ${said}`);
+    check(verdict === want && said.includes(deviceId) && said.includes('piece 1'),
+      `the post office's verdict on the scanned label is ${want}: ${said}`);
+  }
 
   // -- 7. print CSS: only the label prints
   await page.emulateMedia({ media: 'print' });

@@ -31,6 +31,8 @@ pub struct DemoOptions {
     pub listen: [String; 3],
     /// Where the card is served over TCP afterwards.
     pub card_listen: String,
+    /// The post office's listen address.
+    pub post_listen: String,
     /// Refill amount.
     pub refill: Amount,
     /// Indicia to issue.
@@ -57,9 +59,22 @@ pub async fn run(o: DemoOptions) -> Result<()> {
         "back office: meter {}  KMS {}  recharging center {}",
         h.meter.url, h.kms.url, h.recharge.url
     );
+    let post_office = server::start_post(
+        &o.data.join("post"),
+        &o.post_listen,
+        [&h.kms.url, &h.meter.url],
+        &pki,
+        server::DEFAULT_RATE,
+    )
+    .await?;
+    println!("post office {}", post_office.url);
     let web = match &o.web {
         Some(w) => {
-            let svc = crate::web::start_in(w, &h, Some(&o.data)).await?;
+            let w = crate::web::WebOptions {
+                post: Some(post_office.url.clone()),
+                ..w.clone()
+            };
+            let svc = crate::web::start_in(&w, &h, Some(&o.data)).await?;
             println!("web listening on {}", svc.url);
             Some(svc)
         }
@@ -138,6 +153,7 @@ pub async fn run(o: DemoOptions) -> Result<()> {
         if let Some(web) = web {
             web.stop().await;
         }
+        post_office.stop().await;
         h.stop().await;
         return Ok(());
     }
@@ -172,10 +188,16 @@ pub async fn run(o: DemoOptions) -> Result<()> {
             web.url
         );
     }
+    println!(
+        "  backoffice post scan --pki {} --post {} LABELS...   (the post office)",
+        pki.dir().display(),
+        post_office.url
+    );
     let _ = tokio::signal::ctrl_c().await;
     if let Some(web) = web {
         web.stop().await;
     }
+    post_office.stop().await;
     h.stop().await;
     Ok(())
 }

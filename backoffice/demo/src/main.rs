@@ -31,6 +31,9 @@ struct Demo {
     /// Recharging center listen address.
     #[arg(long, default_value = "127.0.0.1:8702")]
     recharge_listen: String,
+    /// Post office listen address (the page's "verify a label" asks it).
+    #[arg(long, default_value = "127.0.0.1:8703")]
+    post_listen: String,
     /// Where to serve the card over TCP afterwards.
     #[arg(long, default_value = "127.0.0.1:35990")]
     card_listen: String,
@@ -65,6 +68,7 @@ fn main() -> Result<()> {
         }),
         listen: [d.meter_listen, d.kms_listen, d.recharge_listen],
         card_listen: d.card_listen,
+        post_listen: d.post_listen,
         refill: d.refill,
         indicia: d.indicia,
         exit: d.exit,
@@ -72,6 +76,7 @@ fn main() -> Result<()> {
             listen,
             root: d.web_root,
             pkg: d.wasm_pkg,
+            post: None,
         }),
     }))
 }

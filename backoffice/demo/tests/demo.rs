@@ -17,7 +17,13 @@ fn the_demo_refills_through_the_meter_server_and_franks() {
                 "--kms-listen",
                 "127.0.0.1:0",
             ])
-            .args(["--recharge-listen", "127.0.0.1:0", "--data"])
+            .args([
+                "--recharge-listen",
+                "127.0.0.1:0",
+                "--post-listen",
+                "127.0.0.1:0",
+            ])
+            .arg("--data")
             .arg(dir.path())
             .output()
             .unwrap();

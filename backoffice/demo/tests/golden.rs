@@ -652,6 +652,7 @@ async fn room(r: &mut Recorder, dir: &std::path::Path, h: &openpsd_backoffice::H
             listen: "127.0.0.1:0".into(),
             root,
             pkg,
+            post: None,
         },
         h,
     )

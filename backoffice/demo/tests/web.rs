@@ -288,6 +288,7 @@ async fn run() {
             listen: "127.0.0.1:0".into(),
             root,
             pkg,
+            post: None,
         },
         &h,
     )
@@ -413,6 +414,24 @@ async fn run() {
             .header("cookie", &cookie)
             .json(&json!({"key_id": k, "public_key": p}))
     };
+    // "Verify a label" needs the post office, which this room was started without: a clear
+    // 503; and exactly one of image or indicium (the journey verifies a real scan).
+    let (s, e, _) = send(
+        http.post(url("/demo/v1/labels"))
+            .json(&json!({"indicium": "00"})),
+    )
+    .await;
+    assert_eq!(
+        (s, e["error"]["code"].as_str()),
+        (503, Some("service_unavailable"))
+    );
+    let (s, _, _) = send(
+        http.post(url("/demo/v1/labels"))
+            .header("content-type", "text/plain")
+            .body("x"),
+    )
+    .await;
+    assert_eq!(s, 403, "changes are JSON only");
     let (s, e, _) = send(reg("00000000", &public_key)).await;
     assert_eq!((s, e["error"]["code"].as_str()), (400, Some("bad_request")));
     // Without the session the room registers nothing (the waiting licenses stay for the page).

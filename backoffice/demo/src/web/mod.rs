@@ -64,6 +64,7 @@ use openpsd_service_kit::tls::{client_config, Role};
 use openpsd_service_kit::upstream::Upstream;
 
 mod files;
+mod labels;
 mod proxy;
 mod purses;
 mod room;
@@ -113,6 +114,8 @@ pub struct WebOptions {
     pub root: PathBuf,
     /// The wasm package for the web target (served under `/pkg/`).
     pub pkg: PathBuf,
+    /// The post office's base URL, for the page's "verify a label" (none: that answers 503).
+    pub post: Option<String>,
 }
 
 /// The station's side of a browser PSD between its two personalization steps.
@@ -191,6 +194,8 @@ pub(crate) struct Web {
     pub(crate) meter_public: Upstream,
     pub(crate) kms: Upstream,
     pub(crate) recharge: Upstream,
+    /// The post office, as a scanner (the operator's certificate).
+    pub(crate) post: Option<Upstream>,
     /// The meter server's operator API (device registration), with the operator's
     /// certificate.
     pub(crate) meter_api: Upstream,
@@ -254,6 +259,11 @@ pub async fn start_in(o: &WebOptions, h: &Handles, data: Option<&Path>) -> anyho
         )?,
         meter_api: Upstream::new("meter server", &h.meter.url, Role::Meter, operator.clone())?,
         kms: Upstream::new("KMS", &h.kms.url, Role::Kms, operator.clone())?,
+        post: o
+            .post
+            .as_deref()
+            .map(|url| Upstream::new("post office", url, Role::Post, operator.clone()))
+            .transpose()?,
         recharge: Upstream::new(
             "recharging center",
             &h.recharge.url,
@@ -419,6 +429,7 @@ fn router(web: Web, port: u16) -> Router {
             "/demo/v1/devices/{device_id}/certificate",
             post(certify_device_recognition),
         )
+        .route("/demo/v1/labels", post(labels::verify_label))
         .route("/v1/{*rest}", any(meter_proxy))
         .route("/pkg/{*rest}", get(pkg_file))
         .route("/", get(index))

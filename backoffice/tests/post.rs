@@ -324,3 +324,81 @@ async fn backoffice_post_scan_reads_scans_and_files_and_explain_tells_the_device
     svc.stop().await;
     env.handles.stop().await;
 }
+
+/// Indicia a PSD's holder signs with the key dumped from its memory, outside any register
+/// set: a license the device was never registered with, a lowest piece whose AR is below
+/// its own postage, registers beyond any range. None of them passes as a plain accepted
+/// piece, and one bad label does not spoil the batch it came in.
+#[tokio::test(flavor = "multi_thread")]
+async fn labels_signed_outside_the_registers_with_a_dumped_key_do_not_pass() {
+    use openpsd_core::psd::indicium::IndiciumData;
+    use openpsd_core::types::{Amount, LicenseId, PieceCount};
+    let env = env().await;
+    let (svc, post) = env.start_post().await;
+    let mut psd = card(&env, 48, 5_000).await;
+    let honest = psd.label(1, 100, 0).unwrap();
+    let key = psd.dumped_key();
+    let forge = |f: &dyn Fn(&mut IndiciumData)| {
+        let mut d = IndiciumData::decode(&honest[..honest.len() - 64]).unwrap();
+        f(&mut d);
+        let signed = d.encode();
+        [signed.clone(), key.sign(&signed).to_vec()].concat()
+    };
+    let other_license = forge(&|d| d.license = LicenseId(9999));
+    let free_postage = forge(&|d| {
+        d.pieces = PieceCount(7);
+        d.postage = Amount(1_000_000);
+        d.ar = Amount(0);
+    });
+    let huge = forge(&|d| {
+        d.pieces = PieceCount(8);
+        d.ar = Amount(u64::MAX);
+    });
+    let v = scan(&post, &[other_license, honest.clone(), huge, free_postage]).await;
+    assert_eq!(
+        kinds(&v),
+        ["invalid", "accepted", "invalid", "anomaly"],
+        "{v:?}"
+    );
+    assert!(v[0].reason.as_ref().unwrap().contains("not the device's"));
+    assert!(v[2].reason.as_ref().unwrap().contains("range"));
+    let r = explain(&post, &psd.device_id()).await;
+    assert!(
+        r.findings
+            .iter()
+            .any(|f| f.kind == "ar_not_rising" && f.piece == 7),
+        "{:?}",
+        r.findings
+    );
+    svc.stop().await;
+    env.handles.stop().await;
+}
+
+/// A device the KMS knows but the meter does not serve was credited nothing by the back
+/// office: what it prints is unpaid postage (here funded offline with a stolen KMS key).
+/// The meter cannot quarantine a device it does not serve; the finding stays with the post
+/// office, marked as not told, and does not block anything.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_device_the_meter_does_not_serve_prints_unpaid_postage() {
+    let env = env().await;
+    let (svc, post) = env.start_post().await;
+    let mut psd = Psd::new(49, 0, &env.kms());
+    let _: serde_json::Value = env
+        .admin
+        .kms
+        .post("/v1/devices", &psd.secrets)
+        .await
+        .unwrap();
+    psd.offline_refill(0, 2_000, [0x77; 8], &env.kms_signing_key());
+    let v = scan(&post, &[psd.label(1, 300, 0).unwrap()]).await;
+    assert_eq!(kinds(&v), ["anomaly"], "{v:?}");
+    let r = explain(&post, &psd.device_id()).await;
+    let f = r
+        .findings
+        .iter()
+        .find(|f| f.kind == "unpaid_postage")
+        .expect("unpaid postage");
+    assert_eq!((f.amount, f.reported), (Some(300), false));
+    svc.stop().await;
+    env.handles.stop().await;
+}

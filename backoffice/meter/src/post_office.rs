@@ -108,11 +108,15 @@ pub(crate) async fn finding(
     let step = STEP_FINDING;
     let device = codec::device_hex(&codec::device_id(&id, step)?);
     let f: PostFinding = codec::json(&body, step)?;
+    let clean = |t: &str| !t.chars().any(char::is_control);
     if f.kind.is_empty() || f.kind.len() > 40 || f.message.len() > 1000 {
         return Err(ApiError::bad_request(
             step,
             "kind: 1 to 40 characters; message: at most 1000",
         ));
+    }
+    if !clean(&f.kind) || !clean(&f.message) {
+        return Err(ApiError::bad_request(step, "no control characters"));
     }
     let d = device.clone();
     let sets = meter
@@ -128,9 +132,26 @@ pub(crate) async fn finding(
             ApiError::bad_request(step, format!("license {} is not the device's", f.license))
         })?;
     let message = format!("post office: {}: {}", f.kind, f.message);
-    meter
-        .raise_alarm(&device, set, AlarmKind::PostOffice, &message, None)
+    // The same finding again (a retry after a lost answer) raises no second alarm, and
+    // does not quarantine again a device an operator has since resolved.
+    let (d, m) = (device.clone(), message.clone());
+    let known: Option<i64> = meter
+        .db
+        .run(step, move |c| {
+            c.query_row(
+                "SELECT 1 FROM alarms WHERE device_id = ?1 AND kind = ?2 AND message = ?3",
+                rusqlite::params![d, AlarmKind::PostOffice.as_str(), m],
+                |r| r.get(0),
+            )
+            .optional()
+            .storage(step)
+        })
         .await?;
+    if known.is_none() {
+        meter
+            .raise_alarm(&device, set, AlarmKind::PostOffice, &message, None)
+            .await?;
+    }
     Ok(Json(
         serde_json::json!({ "device_id": device, "quarantined": true }),
     ))

@@ -30,6 +30,8 @@ pub const SCHEMA: &str = "
 -- Every distinct piece seen, by (device, license, piece count).
 CREATE TABLE IF NOT EXISTS pieces (
     device_id   TEXT NOT NULL,              -- 16 upper-case hex
+    key_id      TEXT NOT NULL,              -- the device key that signed it (8 hex): a device
+                                            -- personalized again starts a new series
     license     INTEGER NOT NULL,
     piece       INTEGER NOT NULL,
     ar          INTEGER NOT NULL,
@@ -41,9 +43,10 @@ CREATE TABLE IF NOT EXISTS pieces (
     digest      BLOB NOT NULL,              -- SHA-256 of the signed bytes
     copies      INTEGER NOT NULL DEFAULT 1, -- times scanned
     first_seen  INTEGER NOT NULL,
-    PRIMARY KEY (device_id, license, piece)
+    PRIMARY KEY (device_id, key_id, license, piece)
 ) WITHOUT ROWID;
--- What the registry found; reported = the meter server has it (device quarantined).
+-- What the registry found; reported: 0 not yet told, 1 the meter server has it (device
+-- quarantined), 2 the meter refused it for good (a device it does not serve).
 CREATE TABLE IF NOT EXISTS findings (
     finding_id INTEGER PRIMARY KEY AUTOINCREMENT,
     device_id  TEXT NOT NULL,
@@ -124,12 +127,14 @@ pub fn record(
     step: &str,
 ) -> Result<Recorded, ApiError> {
     let device = hex::encode_upper(d.device.0);
+    let key = hex::encode(d.key_id.0);
     let (license, piece) = (d.license.0, d.pieces.0);
     let dig = digest(signed);
     let existing: Option<Vec<u8>> = tx
         .query_row(
-            "SELECT digest FROM pieces WHERE device_id = ?1 AND license = ?2 AND piece = ?3",
-            params![device, license, piece],
+            "SELECT digest FROM pieces
+             WHERE device_id = ?1 AND key_id = ?4 AND license = ?2 AND piece = ?3",
+            params![device, license, piece, key],
             |r| r.get(0),
         )
         .optional()
@@ -138,8 +143,8 @@ pub fn record(
         if old == dig {
             tx.execute(
                 "UPDATE pieces SET copies = copies + 1
-                 WHERE device_id = ?1 AND license = ?2 AND piece = ?3",
-                params![device, license, piece],
+                 WHERE device_id = ?1 AND key_id = ?4 AND license = ?2 AND piece = ?3",
+                params![device, license, piece, key],
             )
             .storage(step)?;
             return Ok(Recorded::Duplicate);
@@ -167,9 +172,9 @@ pub fn record(
         to_sql_int(d.postage.0, step)?,
     );
     tx.execute(
-        "INSERT INTO pieces (device_id, license, piece, ar, dr, postage, mailed_on, origin,
-                             destination, digest, first_seen)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+        "INSERT INTO pieces (device_id, key_id, license, piece, ar, dr, postage, mailed_on,
+                             origin, destination, digest, first_seen)
+         VALUES (?1, ?12, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
         params![
             device,
             license,
@@ -181,7 +186,8 @@ pub fn record(
             d.origin.to_string(),
             d.destination.to_string(),
             dig.as_slice(),
-            now_secs()
+            now_secs(),
+            key
         ],
     )
     .storage(step)?;
@@ -190,9 +196,10 @@ pub fn record(
     // theirs.
     let before: Option<(u32, i64)> = tx
         .query_row(
-            "SELECT piece, ar FROM pieces WHERE device_id = ?1 AND license = ?2 AND piece < ?3
+            "SELECT piece, ar FROM pieces
+             WHERE device_id = ?1 AND key_id = ?4 AND license = ?2 AND piece < ?3
              ORDER BY piece DESC LIMIT 1",
-            params![device, license, piece],
+            params![device, license, piece, key],
             |r| r.try_into(),
         )
         .optional()
@@ -200,14 +207,22 @@ pub fn record(
     let after: Option<(u32, i64, i64)> = tx
         .query_row(
             "SELECT piece, ar, postage FROM pieces
-             WHERE device_id = ?1 AND license = ?2 AND piece > ?3
+             WHERE device_id = ?1 AND key_id = ?4 AND license = ?2 AND piece > ?3
              ORDER BY piece ASC LIMIT 1",
-            params![device, license, piece],
+            params![device, license, piece, key],
             |r| r.try_into(),
         )
         .optional()
         .storage(step)?;
     let mut anomaly = None;
+    // A piece's own postage is part of its AR, and counts start at 1: without this, the
+    // lowest piece of a series would be checked against nothing.
+    if piece == 0 || ar < postage {
+        anomaly = Some(format!(
+            "piece {piece} shows AR {} below its own postage {}: no device counts so",
+            d.ar, d.postage
+        ));
+    }
     if let Some((q, ar_q)) = before {
         if ar - postage < ar_q {
             anomaly = Some(format!(
@@ -249,6 +264,7 @@ pub fn record(
 pub fn reconcile(
     tx: &Transaction<'_>,
     device: &str,
+    key: &str,
     license: u32,
     credited: u64,
     step: &str,
@@ -256,9 +272,9 @@ pub fn reconcile(
     let mut named = Vec::new();
     let top: Option<(u32, i64, i64)> = tx
         .query_row(
-            "SELECT piece, ar, dr FROM pieces WHERE device_id = ?1 AND license = ?2
+            "SELECT piece, ar, dr FROM pieces WHERE device_id = ?1 AND key_id = ?3 AND license = ?2
              ORDER BY ar DESC, piece DESC LIMIT 1",
-            params![device, license],
+            params![device, license, key],
             |r| r.try_into(),
         )
         .optional()
@@ -289,9 +305,9 @@ pub fn reconcile(
     }
     let held: Option<(u32, i64)> = tx
         .query_row(
-            "SELECT piece, ar + dr FROM pieces WHERE device_id = ?1 AND license = ?2
+            "SELECT piece, ar + dr FROM pieces WHERE device_id = ?1 AND key_id = ?3 AND license = ?2
              ORDER BY ar + dr DESC, piece DESC LIMIT 1",
-            params![device, license],
+            params![device, license, key],
             |r| r.try_into(),
         )
         .optional()
@@ -394,7 +410,7 @@ pub fn report(
             message,
             amount: amount.map(|a| from_sql_int(a, step)).transpose()?,
             found_at: from_sql_int(found_at, step)?,
-            reported: reported != 0,
+            reported: reported == 1,
         });
     }
     Ok((licenses, duplicates, findings))

@@ -60,6 +60,8 @@ pub struct Config {
 /// A device key as the KMS knows it.
 struct KeyEntry {
     key: Option<Arc<DeviceKey>>,
+    /// The device's licenses and their origin postal codes, as registered.
+    licenses: Vec<(u32, String)>,
     /// Days since 2000-01-01 of the revocation, if revoked.
     revoked_day: Option<u32>,
     read_at: Instant,
@@ -154,6 +156,7 @@ impl PostOffice {
                 let pk = hex::decode(&info.public_key).unwrap_or_default();
                 KeyEntry {
                     key: DeviceKey::from_sec1(&pk).map(Arc::new),
+                    licenses: info.licenses,
                     revoked_day: info.revoked_at.map(|t| {
                         u32::try_from(
                             (t / 86_400)
@@ -166,6 +169,7 @@ impl PostOffice {
             }
             Err(e) if e.code == ErrorCode::UnknownDevice.as_str() => KeyEntry {
                 key: None,
+                licenses: Vec::new(),
                 revoked_day: None,
                 read_at: Instant::now(),
             },
@@ -194,18 +198,31 @@ impl PostOffice {
                 kind,
                 message,
             };
-            self.meter
+            // reported: 1 the meter has it; 2 the meter refused it for good (a device it
+            // does not serve): kept here for `explain`, not retried, not blocking the others.
+            // The meter drops a finding it has already (the same message), so a retry after
+            // a lost answer raises no second alarm.
+            let outcome = match self
+                .meter
                 .post::<_, serde_json::Value>(
                     &format!("/v1/devices/{device}/findings"),
                     &f,
                     STEP_REPORT,
                 )
-                .await?;
+                .await
+            {
+                Ok(_) => 1,
+                Err(e) if e.status.is_client_error() => {
+                    tracing::warn!(device, finding = id, error = %e.message, "the meter refused a finding");
+                    2
+                }
+                Err(e) => return Err(e),
+            };
             self.db
                 .run(STEP_REPORT, move |c| {
                     c.execute(
-                        "UPDATE findings SET reported = 1 WHERE finding_id = ?1",
-                        [id],
+                        "UPDATE findings SET reported = ?2 WHERE finding_id = ?1",
+                        [id, outcome],
                     )
                     .storage(STEP_REPORT)
                 })
@@ -213,6 +230,43 @@ impl PostOffice {
         }
         Ok(())
     }
+}
+
+/// Days after a revocation in which pieces dated up to it are still taken: mail takes
+/// days, not months; later, a piece dated before the revocation is more likely back-dated
+/// with a stolen key than late.
+pub const REVOCATION_GRACE_DAYS: u32 = 30;
+
+/// Why a validly signed indicium is still refused: a license or origin the device was not
+/// registered with, registers out of any device's range, or a revoked key.
+fn refused(d: &IndiciumData, entry: &KeyEntry) -> Option<String> {
+    let Some((_, origin)) = entry.licenses.iter().find(|(l, _)| *l == d.license.0) else {
+        return Some(format!("license {} is not the device's", d.license.0));
+    };
+    if *origin != d.origin.to_string() {
+        return Some(format!(
+            "origin {} is not license {}'s ({origin})",
+            d.origin, d.license.0
+        ));
+    }
+    let max = u64::try_from(i64::MAX).unwrap_or(u64::MAX);
+    let in_range = [d.ar.0, d.dr.0, d.postage.0].iter().all(|v| *v <= max)
+        && d.ar.0.checked_add(d.dr.0).is_some_and(|t| t <= max);
+    if !in_range {
+        return Some("registers beyond any device's range".into());
+    }
+    if let Some(day) = entry.revoked_day {
+        if d.date.day_number() > day {
+            return Some("mailed after the device was revoked".into());
+        }
+        let today = codec::today_utc().day_number();
+        if today > day.saturating_add(REVOCATION_GRACE_DAYS) {
+            return Some(format!(
+                "the device was revoked more than {REVOCATION_GRACE_DAYS} days ago"
+            ));
+        }
+    }
+    None
 }
 
 /// Decodes a batch's hex and the signed part of each indicium.
@@ -318,14 +372,8 @@ async fn scan(State(po): State<PostOffice>, body: Bytes) -> Result<Json<ScanResu
             }
             Ok(_) => {
                 let entry = &keys[&hex::encode_upper(d.device.0)];
-                if let Some(day) = entry.revoked_day {
-                    if d.date.day_number() > day {
-                        item.verdict = Some(verdict(
-                            "invalid",
-                            Some(&d),
-                            Some("mailed after the device was revoked".into()),
-                        ));
-                    }
+                if let Some(why) = refused(&d, entry) {
+                    item.verdict = Some(verdict("invalid", Some(&d), Some(why)));
                 }
             }
         }
@@ -354,7 +402,7 @@ async fn scan(State(po): State<PostOffice>, body: Bytes) -> Result<Json<ScanResu
             Ok(out)
         })
         .await?;
-    let mut touched: BTreeMap<String, BTreeSet<u32>> = BTreeMap::new();
+    let mut touched: BTreeMap<String, BTreeSet<(u32, String)>> = BTreeMap::new();
     for (n, r) in recorded {
         let item = &mut items[n];
         let Some(d) = item.data else { continue };
@@ -371,26 +419,44 @@ async fn scan(State(po): State<PostOffice>, body: Bytes) -> Result<Json<ScanResu
         touched
             .entry(hex::encode_upper(d.device.0))
             .or_default()
-            .insert(d.license.0);
+            .insert((d.license.0, hex::encode(d.key_id.0)));
     }
 
     // Reconciliation against the meter's credit, then every new finding to the meter.
-    for (device, licenses) in &touched {
-        match po
+    for (device, series) in &touched {
+        // A device the meter does not serve was credited nothing by the back office.
+        let credit = match po
             .meter
             .get::<DeviceCredit>(&format!("/v1/devices/{device}/credit"), step)
             .await
         {
-            Ok(credit) => {
-                let (dev, lic) = (device.clone(), licenses.clone());
+            Ok(credit) => Some(credit),
+            Err(e) if e.code == ErrorCode::UnknownDevice.as_str() => Some(DeviceCredit {
+                device_id: device.clone(),
+                sets: Vec::new(),
+            }),
+            Err(e) => {
+                tracing::warn!(device, error = %e.message, "credit not read; reconciled next time");
+                None
+            }
+        };
+        if let Some(credit) = credit {
+            {
+                let (dev, series) = (device.clone(), series.clone());
                 let named = po
                     .db
                     .run(step, move |c| {
                         let tx = c.transaction().storage(step)?;
                         let mut named = Vec::new();
-                        for s in credit.sets.iter().filter(|s| lic.contains(&s.license)) {
-                            for p in registry::reconcile(&tx, &dev, s.license, s.credited, step)? {
-                                named.push((s.license, p));
+                        for (license, key) in &series {
+                            let credited = credit
+                                .sets
+                                .iter()
+                                .find(|s| s.license == *license)
+                                .map_or(0, |s| s.credited);
+                            for p in registry::reconcile(&tx, &dev, key, *license, credited, step)?
+                            {
+                                named.push((*license, p));
                             }
                         }
                         tx.commit().storage(step)?;
@@ -418,11 +484,6 @@ async fn scan(State(po): State<PostOffice>, body: Bytes) -> Result<Json<ScanResu
                         }
                     }
                 }
-            }
-            // A device the meter does not serve: nothing to reconcile against.
-            Err(e) if e.code == ErrorCode::UnknownDevice.as_str() => {}
-            Err(e) => {
-                tracing::warn!(device, error = %e.message, "credit not read; reconciled next time");
             }
         }
         if let Err(e) = po.report(device).await {

@@ -181,6 +181,20 @@ impl Psd {
             .map_err(card_status)
     }
 
+    /// The device's signing key, read out of the card's memory: what the holder of a
+    /// software PSD has.
+    pub fn dumped_key(&self) -> openpsd_core::crypto::IndiciumKey {
+        use openpsd_core::store::Store as _;
+        let store = MemStore::open(self.snapshot()).expect("store opens");
+        let rec = store
+            .read(openpsd_core::records::psd::DEVICE)
+            .expect("read")
+            .expect("device record");
+        openpsd_core::psd::device::Device::decode(&rec)
+            .expect("device record decodes")
+            .key
+    }
+
     /// Raises set 0's DR (and with it the control sum, which the card checks) by `amount`
     /// in the card's memory: what the holder of a software PSD can do to its own state.
     pub fn edit_dr(&mut self, amount: u64) {

@@ -148,6 +148,11 @@ struct Serve {
     /// With --role all: the post office's listen address.
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8703")]
     post_listen: String,
+    /// With --role post or all: keep the post office's registry in this PostgreSQL
+    /// database (`postgres://user@host/db` or `host=/run/postgresql dbname=post`) instead
+    /// of DATA/post.sqlite. Tables and month partitions are made on start.
+    #[arg(long, value_name = "URL", env = "OPENPSD_POST_DATABASE_URL")]
+    database_url: Option<String>,
     /// With --role post: the meter server's base URL.
     #[arg(long, value_name = "URL", default_value = "https://127.0.0.1:8700")]
     meter: String,
@@ -301,7 +306,15 @@ async fn serve(s: Serve) -> Result<()> {
         )],
         Role::Post => vec![(
             "post",
-            server::start_post(&s.data, &listen, [&s.kms, &s.meter], &pki, rate).await?,
+            server::start_post(
+                &s.data,
+                s.database_url.as_deref(),
+                &listen,
+                [&s.kms, &s.meter],
+                &pki,
+                rate,
+            )
+            .await?,
         )],
         Role::All => {
             let addrs = [listen.as_str(), &s.kms_listen, &s.recharge_listen];
@@ -316,6 +329,7 @@ async fn serve(s: Serve) -> Result<()> {
             );
             let post = server::start_post(
                 &s.data.join("post"),
+                s.database_url.as_deref(),
                 &s.post_listen,
                 [&h.kms.url, &h.meter.url],
                 &pki,

@@ -180,19 +180,23 @@ pub async fn start_meter(
 /// Starts the post office alone (issue 13), reading device keys at the KMS and telling the
 /// meter server its findings, at `[kms_url, meter_url]`. Only clients with a certificate
 /// get in (scanners use the operator's).
+/// `database_url` puts the registry in PostgreSQL instead of `DIR/post.sqlite`.
 pub async fn start_post(
     dir: &Path,
+    database_url: Option<&str>,
     addr: &str,
     [kms_url, meter_url]: [&str; 2],
     pki: &Pki,
     rate: u32,
 ) -> anyhow::Result<Service> {
-    let p = openpsd_post::PostOffice::open(&openpsd_post::Config {
+    let p = openpsd_post::PostOffice::open(openpsd_post::Config {
         data: dir.to_path_buf(),
+        database_url: database_url.map(str::to_owned),
         kms_url: kms_url.to_owned(),
         meter_url: meter_url.to_owned(),
         pki: pki.clone(),
-    })?;
+    })
+    .await?;
     let tls = server_config(pki, Role::Post, ClientAuth::Required)?;
     Ok(Service::spawn(
         "post",

@@ -115,6 +115,7 @@ async fn every_route_times_every_caller() {
     let alice = host.customers.account("alice");
     let post = openpsd_backoffice::server::start_post(
         &dir.path().join("post"),
+        None,
         "127.0.0.1:0",
         [&h.kms.url, &h.meter.url],
         &h.pki,

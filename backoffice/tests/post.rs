@@ -171,6 +171,57 @@ async fn registers_edited_in_memory_show_as_unpaid_postage_with_the_exact_amount
     env.handles.stop().await;
 }
 
+/// A PSD whose clock is turned back (here: the holder signs with the key dumped from its
+/// memory) dates a piece it counts after the last audit the meter accepted before that
+/// audit's day: an anomaly, and the meter quarantines the device.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_piece_counted_after_the_last_audit_but_dated_before_it_is_an_anomaly() {
+    use openpsd_core::psd::indicium::IndiciumData;
+    use openpsd_core::types::{Amount, Date, PieceCount};
+    let env = env().await;
+    let (svc, post) = env.start_post().await;
+    // Funding it is a refill: the meter accepted an audit today, at piece 0.
+    let mut psd = card(&env, 45, 5_000).await;
+    let honest = psd.label(1, 100, 0).unwrap();
+    assert_eq!(
+        kinds(&scan(&post, std::slice::from_ref(&honest)).await),
+        ["accepted"]
+    );
+    let key = psd.dumped_key();
+    let mut d = IndiciumData::decode(&honest[..honest.len() - 64]).unwrap();
+    let ten_days_ago = d.date.day_number() - 10;
+    d.date = Date::from_unix_days(
+        u64::from(ten_days_ago) + openpsd_core::calendar::UNIX_DAYS_AT_EPOCH_2000,
+    )
+    .unwrap();
+    d.pieces = PieceCount(2);
+    d.ar = Amount(d.ar.0 + 100);
+    d.dr = Amount(d.dr.0 - 100);
+    let signed = d.encode();
+    let backdated = [signed.clone(), key.sign(&signed).to_vec()].concat();
+    let v = scan(&post, &[backdated]).await;
+    assert_eq!(kinds(&v), ["anomaly"], "{v:?}");
+    assert!(
+        v[0].reason.as_ref().unwrap().contains("last audit"),
+        "{v:?}"
+    );
+    let r = explain(&post, &psd.device_id()).await;
+    let f = r
+        .findings
+        .iter()
+        .find(|f| f.kind == "dated_before_audit")
+        .expect("the back-dated piece is found");
+    assert_eq!((f.piece, f.reported), (2, true));
+    assert_eq!(r.findings.len(), 1, "{:?}", r.findings);
+    expect_refused(
+        env.host.refill(&mut psd, "t2", "acme", 100).await,
+        409,
+        "device_quarantined",
+    );
+    svc.stop().await;
+    env.handles.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn tampered_truncated_foreign_and_revoked_labels_are_invalid() {
     let env = env().await;

@@ -119,6 +119,21 @@ pub struct SetCredit {
     pub license: u32,
     /// Baseline control sum + refill messages issued, minor units.
     pub credited: u64,
+    /// The last audit of the set the meter server accepted, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_audit: Option<LastAudit>,
+}
+
+/// What the last accepted audit of a set said, for the post office's date and register
+/// checks.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct LastAudit {
+    /// Pieces the set had counted.
+    pub pieces: u32,
+    /// Its ascending register, minor units.
+    pub ar: u64,
+    /// The day the meter accepted it (UTC), days since 2000-01-01.
+    pub day: u32,
 }
 
 /// `POST /v1/devices/{id}/findings` at the meter (the post office's): raises a

@@ -61,6 +61,7 @@ pub async fn run(o: DemoOptions) -> Result<()> {
     );
     let post_office = server::start_post(
         &o.data.join("post"),
+        None,
         &o.post_listen,
         [&h.kms.url, &h.meter.url],
         &pki,

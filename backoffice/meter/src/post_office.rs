@@ -10,6 +10,7 @@ use axum::extract::{Path as UrlPath, State};
 use axum::Json;
 use rusqlite::OptionalExtension;
 
+use openpsd_protocol::post::LastAudit;
 use openpsd_protocol::{DeviceCredit, PostFinding, SetCredit};
 use openpsd_service_kit::codec;
 use openpsd_service_kit::db::from_sql_int;
@@ -63,8 +64,29 @@ fn read_credit(
         .storage(step)?
         .collect::<Result<_, _>>()
         .storage(step)?;
+    let mut last = c
+        .prepare_cached(
+            "SELECT pieces, ar, accepted_at FROM last_audits
+             WHERE device_id = ?1 AND set_index = ?2",
+        )
+        .storage(step)?;
     let mut sets = Vec::with_capacity(rows.len());
     for (set, credited) in rows {
+        let audit: Option<(u32, i64, i64)> = last
+            .query_row(rusqlite::params![device, set], |r| r.try_into())
+            .optional()
+            .storage(step)?;
+        let last_audit = audit
+            .map(|(pieces, ar, at)| -> Result<LastAudit, ApiError> {
+                let day = openpsd_core::types::Date::from_unix_seconds(from_sql_int(at, step)?)
+                    .map_or(0, openpsd_core::types::Date::day_number);
+                Ok(LastAudit {
+                    pieces,
+                    ar: from_sql_int(ar, step)?,
+                    day,
+                })
+            })
+            .transpose()?;
         let set = u8::try_from(set).map_err(|_| ApiError::internal(step, "set index"))?;
         let license = licenses
             .get(usize::from(set))
@@ -74,6 +96,7 @@ fn read_credit(
             set,
             license,
             credited: from_sql_int(credited, step)?,
+            last_audit,
         });
     }
     Ok(Some(sets))

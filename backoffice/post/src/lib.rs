@@ -6,8 +6,11 @@
 //! the indicia themselves. Findings go to the meter server, which quarantines the device.
 
 pub mod label;
+pub mod postgres;
 pub mod registry;
 pub mod service;
+pub mod sqlite;
+pub mod store;
 pub mod verify;
 
 pub use service::{Config, PostOffice};

@@ -22,17 +22,16 @@ use openpsd_protocol::post::{DeviceReport, ScanBatch, ScanResult, Verdict, MAX_B
 use openpsd_protocol::{DeviceCredit, DeviceInfo, ErrorCode, PostFinding};
 use openpsd_service_kit::access::{RateLimit, Routes, Who};
 use openpsd_service_kit::codec;
-use openpsd_service_kit::db::Db;
-use openpsd_service_kit::error::{ApiError, StorageContext};
+use openpsd_service_kit::error::ApiError;
 use openpsd_service_kit::pki::Pki;
 use openpsd_service_kit::tls::{client_config, Role};
 use openpsd_service_kit::upstream::Upstream;
 
-use crate::registry::{self, Recorded};
+use crate::registry::{self, Recorded, Series};
+use crate::store::Store;
+pub use crate::store::DB_FILE;
 use crate::verify::{verify_batch, DeviceKey};
 
-/// Database file name.
-pub const DB_FILE: &str = "post.sqlite";
 /// How long a device key (and its revocation state) read at the KMS is used before it is
 /// read again.
 pub const KEY_TTL: Duration = Duration::from_secs(60);
@@ -47,8 +46,10 @@ const STEP_EXPLAIN: &str = "post_explain";
 /// How the post office is set up.
 #[derive(Clone, Debug)]
 pub struct Config {
-    /// Data directory: `post.sqlite`.
+    /// Data directory: `post.sqlite` (unless `database_url` names a PostgreSQL server).
     pub data: PathBuf,
+    /// A PostgreSQL connection string; `None` keeps the registry in `post.sqlite`.
+    pub database_url: Option<String>,
     /// KMS base URL (device keys).
     pub kms_url: String,
     /// Meter server base URL (credit, findings).
@@ -70,7 +71,7 @@ struct KeyEntry {
 /// The post office's shared state.
 #[derive(Clone)]
 pub struct PostOffice {
-    db: Db,
+    db: Store,
     kms: Upstream,
     meter: Upstream,
     keys: Arc<Mutex<HashMap<String, Arc<KeyEntry>>>>,
@@ -96,10 +97,14 @@ fn verdict(kind: &str, data: Option<&IndiciumData>, reason: Option<String>) -> V
 }
 
 impl PostOffice {
-    /// Opens the data directory.
-    pub fn open(config: &Config) -> anyhow::Result<Self> {
+    /// Opens the data directory, or connects to the PostgreSQL server the config names.
+    pub async fn open(config: Config) -> anyhow::Result<Self> {
         openpsd_service_kit::keys::private_dir(&config.data)?;
-        let db = Db::open(&config.data.join(DB_FILE), registry::SCHEMA)?;
+        let db = match &config.database_url {
+            Some(url) => Store::postgres(url).await?,
+            None => Store::sqlite(&config.data)?,
+        };
+        tracing::info!(store = db.kind(), "post office registry");
         let tls = client_config(&config.pki, Some(Role::Post))?;
         Ok(Self {
             db,
@@ -188,9 +193,7 @@ impl PostOffice {
         let d = device.to_owned();
         let pending = self
             .db
-            .run(STEP_REPORT, move |c| {
-                registry::unreported(c, &d, STEP_REPORT)
-            })
+            .run(STEP_REPORT, Vec::new(), move |tx| tx.unreported(&d))
             .await?;
         for (id, license, kind, message) in pending {
             let f = PostFinding {
@@ -219,18 +222,21 @@ impl PostOffice {
                 Err(e) => return Err(e),
             };
             self.db
-                .run(STEP_REPORT, move |c| {
-                    c.execute(
-                        "UPDATE findings SET reported = ?2 WHERE finding_id = ?1",
-                        [id, outcome],
-                    )
-                    .storage(STEP_REPORT)
+                .run(STEP_REPORT, Vec::new(), move |tx| {
+                    tx.mark_reported(id, outcome)
                 })
                 .await?;
         }
         Ok(())
     }
 }
+
+/// Why an accepted piece becomes an anomaly after reconciliation.
+const REGISTERS_EXCEED: &str =
+    "the device's registers exceed what the back office credited (see its findings)";
+/// Why an accepted piece becomes an anomaly against the last audit.
+const AGAINST_AUDIT: &str =
+    "the piece contradicts the last audit the meter accepted (see the device's findings)";
 
 /// Days after a revocation in which pieces dated up to it are still taken: mail takes
 /// days, not months; later, a piece dated before the revocation is more likely back-dated
@@ -390,16 +396,16 @@ async fn scan(State(po): State<PostOffice>, body: Bytes) -> Result<Json<ScanResu
             Some((n, d, i.bytes[..split].to_vec(), i.hex.clone()))
         })
         .collect();
+    let days = to_record.iter().map(|r| r.1.date.day_number()).collect();
     let recorded = po
         .db
-        .run(step, move |c| {
-            let tx = c.transaction().storage(step)?;
-            let mut out = Vec::with_capacity(to_record.len());
-            for (n, d, signed, hex_text) in &to_record {
-                out.push((*n, registry::record(&tx, d, signed, hex_text, step)?));
-            }
-            tx.commit().storage(step)?;
-            Ok(out)
+        .run(step, days, move |tx| {
+            let (index, batch): (Vec<usize>, Vec<_>) = to_record
+                .into_iter()
+                .map(|(n, d, signed, hex_text)| (n, (d, signed, hex_text)))
+                .unzip();
+            let recorded = registry::record_batch(tx, &batch, step)?;
+            Ok(index.into_iter().zip(recorded).collect::<Vec<_>>())
         })
         .await?;
     let mut touched: BTreeMap<String, BTreeSet<(u32, String)>> = BTreeMap::new();
@@ -422,7 +428,17 @@ async fn scan(State(po): State<PostOffice>, body: Bytes) -> Result<Json<ScanResu
             .insert((d.license.0, hex::encode(d.key_id.0)));
     }
 
-    // Reconciliation against the meter's credit, then every new finding to the meter.
+    // Reconciliation against the meter's credit and last audits, then every new finding
+    // to the meter. A finding names a piece; the batch's items by piece mark theirs.
+    let mut by_piece: HashMap<(String, u32, u32), Vec<usize>> = HashMap::new();
+    for (n, item) in items.iter().enumerate() {
+        if let Some(d) = item.data {
+            by_piece
+                .entry((hex::encode_upper(d.device.0), d.license.0, d.pieces.0))
+                .or_default()
+                .push(n);
+        }
+    }
     for (device, series) in &touched {
         // A device the meter does not serve was credited nothing by the back office.
         let credit = match po
@@ -445,41 +461,35 @@ async fn scan(State(po): State<PostOffice>, body: Bytes) -> Result<Json<ScanResu
                 let (dev, series) = (device.clone(), series.clone());
                 let named = po
                     .db
-                    .run(step, move |c| {
-                        let tx = c.transaction().storage(step)?;
+                    .run(step, Vec::new(), move |tx| {
                         let mut named = Vec::new();
                         for (license, key) in &series {
-                            let credited = credit
-                                .sets
-                                .iter()
-                                .find(|s| s.license == *license)
-                                .map_or(0, |s| s.credited);
-                            for p in registry::reconcile(&tx, &dev, key, *license, credited, step)?
-                            {
-                                named.push((*license, p));
+                            let set = credit.sets.iter().find(|s| s.license == *license);
+                            let s = Series {
+                                device: &dev,
+                                key,
+                                license: *license,
+                            };
+                            let credited = set.map_or(0, |s| s.credited);
+                            for p in registry::reconcile(tx, &s, credited, step)? {
+                                named.push((*license, p, REGISTERS_EXCEED));
+                            }
+                            if let Some(audit) = set.and_then(|s| s.last_audit) {
+                                for p in registry::check_against_audit(tx, &s, &audit, step)? {
+                                    named.push((*license, p, AGAINST_AUDIT));
+                                }
                             }
                         }
-                        tx.commit().storage(step)?;
                         Ok(named)
                     })
                     .await?;
-                for (license, piece) in named {
-                    for item in items.iter_mut() {
-                        let hit = item.data.is_some_and(|d| {
-                            hex::encode_upper(d.device.0) == *device
-                                && d.license.0 == license
-                                && d.pieces.0 == piece
-                        });
-                        if hit {
-                            if let Some(v) = item.verdict.as_mut() {
-                                if v.verdict == "accepted" {
-                                    v.verdict = "anomaly".into();
-                                    v.reason = Some(
-                                        "the device's registers exceed what the back office \
-                                         credited (see its findings)"
-                                            .into(),
-                                    );
-                                }
+                for (license, piece, why) in named {
+                    let key = (device.clone(), license, piece);
+                    for n in by_piece.get(&key).into_iter().flatten() {
+                        if let Some(v) = items[*n].verdict.as_mut() {
+                            if v.verdict == "accepted" {
+                                v.verdict = "anomaly".into();
+                                v.reason = Some(why.into());
                             }
                         }
                     }
@@ -511,7 +521,7 @@ async fn explain(
     let d = device.clone();
     let (mut licenses, duplicates, findings) = po
         .db
-        .run(step, move |c| registry::report(c, &d, step))
+        .run(step, Vec::new(), move |tx| registry::report(tx, &d, step))
         .await?;
     if licenses.is_empty() && findings.is_empty() {
         return Err(ApiError::new(

@@ -789,6 +789,26 @@ pub struct Env {
     pub admin: Admin,
 }
 
+/// The post office's registry for a test: `post.sqlite` in the test's directory, or —
+/// with `OPENPSD_TEST_POSTGRES` set to a server's key=value connection string (as
+/// `scripts/postgres-test.sh` does) — a fresh database on that PostgreSQL server, so the
+/// same suite runs on both stores.
+pub async fn post_database() -> Option<String> {
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let base = std::env::var("OPENPSD_TEST_POSTGRES").ok()?;
+    let name = format!(
+        "openpsd_test_{}_{}",
+        std::process::id(),
+        N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    );
+    let url =
+        tokio::task::spawn_blocking(move || openpsd_post::postgres::create_database(&base, &name))
+            .await
+            .expect("the database task")
+            .expect("a fresh database on the test PostgreSQL server (OPENPSD_TEST_POSTGRES)");
+    Some(url)
+}
+
 impl Env {
     /// The KMS's public key (what PSDs are personalized with).
     pub fn kms(&self) -> [u8; 65] {
@@ -798,8 +818,10 @@ impl Env {
     /// Starts the post office beside the services (data in the environment's directory)
     /// and a client calling it with the operator's certificate, as scanners do.
     pub async fn start_post(&self) -> (openpsd_service_kit::Service, Client) {
+        let db = post_database().await;
         let svc = openpsd_backoffice::server::start_post(
             &self.dir.path().join("post"),
+            db.as_deref(),
             "127.0.0.1:0",
             [&self.handles.kms.url, &self.handles.meter.url],
             &self.handles.pki,

@@ -1,0 +1,95 @@
+#!/usr/bin/env bash
+# postgres-test.sh - the post office's registry on a real PostgreSQL server (issue 13
+# item 5): installs PostgreSQL from Debian if missing, starts a private cluster of its own
+# (a temporary directory, a Unix socket only, no TCP port, stopped and removed on exit),
+# then runs the same post office suite as `cargo test --workspace` runs on SQLite —
+# the registry's own tests and the services' end-to-end tests (backoffice/tests/post.rs,
+# post_browser.rs) — with OPENPSD_TEST_POSTGRES pointing at it, and measures registry
+# inserts/s at N stored pieces on both stores.
+#
+#   bash scripts/postgres-test.sh [--stored N] [--measure M] [--keep]
+#
+# --stored N (default 1000000) pieces are stored before --measure M (default 20000) more
+# are timed, in batches of 1,000 (examples/registry_bench.rs). --keep leaves the cluster
+# running and prints its connection string (for `backoffice serve --role post
+# --database-url …`). As root the cluster runs as the `postgres` user Debian's package
+# creates (PostgreSQL refuses to run as root); otherwise as the caller.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+STORED=1000000
+MEASURE=20000
+KEEP=0
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --stored) STORED="$2"; shift 2 ;;
+    --measure) MEASURE="$2"; shift 2 ;;
+    --keep) KEEP=1; shift ;;
+    *) echo "usage: $0 [--stored N] [--measure M] [--keep]" >&2; exit 2 ;;
+  esac
+done
+say() { printf '== %s\n' "$*"; }
+die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+
+pg_bin() { ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1; }
+if [ -z "$(pg_bin)" ] || [ ! -x "$(pg_bin)/postgres" ]; then
+  SUDO=
+  [ "$(id -u)" -eq 0 ] || SUDO=sudo
+  say "apt: installing postgresql (the server)"
+  $SUDO apt-get -o DPkg::Lock::Timeout=600 update -qq
+  # policy-rc.d keeps the package from starting Debian's own cluster: this script runs
+  # its own, and a machine without an init system would only print errors.
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' | $SUDO tee /usr/sbin/policy-rc.d >/dev/null
+    $SUDO chmod +x /usr/sbin/policy-rc.d
+    trap_policy=1
+  fi
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 \
+    install -y -qq --no-install-recommends postgresql >/dev/null
+  [ "${trap_policy:-0}" = 1 ] && $SUDO rm -f /usr/sbin/policy-rc.d
+  [ -x "$(pg_bin)/postgres" ] || die "no PostgreSQL server after installing postgresql"
+fi
+BIN=$(pg_bin)
+say "$("$BIN/postgres" --version)"
+
+# The cluster: a fresh directory, trust authentication on a Unix socket in it (nothing
+# listens on TCP), so no password exists to leak and no other user of the machine can
+# reach it but root.
+DIR=$(mktemp -d /tmp/openpsd-pg.XXXXXX)
+AS=()
+if [ "$(id -u)" -eq 0 ]; then
+  id postgres >/dev/null 2>&1 || die "running as root, but there is no postgres user to run the server as"
+  chown postgres: "$DIR"
+  AS=(runuser -u postgres --)
+fi
+stop() {
+  "${AS[@]}" "$BIN/pg_ctl" -D "$DIR/data" -m fast stop >/dev/null 2>&1 || true
+  rm -rf "$DIR"
+}
+[ "$KEEP" = 1 ] || trap stop EXIT
+"${AS[@]}" "$BIN/initdb" -D "$DIR/data" -A trust -U postgres --no-sync -E UTF8 >/dev/null
+"${AS[@]}" "$BIN/pg_ctl" -D "$DIR/data" -l "$DIR/server.log" -w \
+  -o "-k $DIR -c listen_addresses='' -c fsync=on -c shared_buffers=256MB" start >/dev/null ||
+  { cat "$DIR/server.log" >&2; die "the PostgreSQL server did not start"; }
+CONN="host=$DIR user=postgres"
+export OPENPSD_TEST_POSTGRES="$CONN"
+say "PostgreSQL cluster at $DIR (Unix socket only): OPENPSD_TEST_POSTGRES='$CONN'"
+
+say "the post office suite on PostgreSQL"
+cargo test -p openpsd-post
+cargo test -p openpsd-backoffice --test post --test post_browser
+
+say "registry inserts with the duplicate check at $STORED stored pieces (release build)"
+cargo build -q --release -p openpsd-post --example registry_bench
+BENCH=target/release/examples/registry_bench
+"$BENCH" --stored "$STORED" --measure "$MEASURE" 2>&1 | tee target/registry-sqlite.txt
+"$BENCH" --stored "$STORED" --measure "$MEASURE" --postgres "$CONN" 2>&1 | tee target/registry-postgres.txt
+sq=$(sed -n 's/.*: \([0-9]*\) inserts\/s$/\1/p' target/registry-sqlite.txt)
+pq=$(sed -n 's/.*: \([0-9]*\) inserts\/s$/\1/p' target/registry-postgres.txt)
+[ -n "$sq" ] && [ -n "$pq" ] || die "a benchmark printed no rate"
+say "registry at $STORED stored pieces: SQLite $sq inserts/s, PostgreSQL $pq inserts/s"
+"${AS[@]}" psql -h "$DIR" -U postgres -d openpsd_registry_bench -Atc \
+  "SELECT 'partition ' || tableoid::regclass || ': ' || count(*) || ' pieces' FROM pieces GROUP BY 1 ORDER BY 1"
+if [ "$KEEP" = 1 ]; then
+  say "left running; stop with: ${AS[*]} $BIN/pg_ctl -D $DIR/data stop"
+fi

@@ -89,7 +89,8 @@ pq=$(sed -n 's/.*: \([0-9]*\) inserts\/s$/\1/p' target/registry-postgres.txt)
 [ -n "$sq" ] && [ -n "$pq" ] || die "a benchmark printed no rate"
 say "registry at $STORED stored pieces: SQLite $sq inserts/s, PostgreSQL $pq inserts/s"
 "${AS[@]}" psql -h "$DIR" -U postgres -d openpsd_registry_bench -Atc \
-  "SELECT 'partition ' || tableoid::regclass || ': ' || count(*) || ' pieces' FROM pieces GROUP BY 1 ORDER BY 1"
+  "SELECT 'pieces by device: ' || count(DISTINCT tableoid) || ' partitions, ' || count(*) || ' pieces' FROM pieces" -c \
+  "SELECT 'scan log ' || tableoid::regclass || ': ' || count(*) || ' scans' FROM scans GROUP BY tableoid ORDER BY 1"
 if [ "$KEEP" = 1 ]; then
   say "left running; stop with: ${AS[*]} $BIN/pg_ctl -D $DIR/data stop"
 fi

@@ -1,17 +1,23 @@
 //! The registry in PostgreSQL, for a post office that has outgrown one SQLite file
-//! (`backoffice serve --role post --database-url postgres://…`): the same questions
-//! [`RegistryTx`] asks, over the `postgres` client (rust-postgres, the synchronous face of
+//! (`backoffice serve --role post --database-url …`): the same questions [`RegistryTx`]
+//! asks, over the `postgres` client (rust-postgres, the synchronous face of
 //! tokio-postgres), run on tokio's blocking threads like the SQLite store.
 //!
-//! **Partitioned by date.** `pieces` is partitioned by range of the mailing day, one
-//! partition per calendar month (`pieces_2026_11`), created ahead of the mail, and a default
-//! partition for dates outside them: an operator archives a month by detaching its partition.
-//! PostgreSQL enforces a primary key on a partitioned table only if it holds the partition
-//! key, so the key here is (device, key, license, piece, day) and the one rule that matters
-//! — one content per (device, key, license, piece), whatever the date — is kept by the
-//! registry's own check under a per-device advisory lock (`pg_advisory_xact_lock`): two post
-//! office instances recording pieces of one device wait for each other, instances recording
-//! other devices do not. Looking a piece up without its date probes each month's index.
+//! **Partitioned by device, and by date where dates are what is asked.** Every question
+//! the registry asks names one device ("is piece 7 of this series stored, whatever its
+//! date?", "its neighbours?", "its highest AR?"), none a date. So `pieces` is partitioned by
+//! hash of the device (16 partitions, `pieces_h00`…): each lookup is pruned to one partition
+//! and PostgreSQL's own primary key enforces one row per (device, key, license, piece) — the
+//! same key a national post shards on across machines. It was first partitioned by month of
+//! the mailing date, as the issue sketched: a primary key must then hold the date, the "any
+//! date" lookup visits every month's index, and inserts with the checks ran at ~2,600/s at
+//! 2×10^5 pieces over 17 partitions (docs/post-office.md § Scale). What is kept by date is
+//! the **scan log**, `scans`: one row per label scanned (first sight, copies, conflicts),
+//! partitioned by month of the mailing date (`scans_2026_11`, made ahead of the mail, and
+//! a default partition for dates outside them), so an operator archives a month by
+//! detaching its partition. Two post office instances recording pieces of one device wait
+//! for each other on a per-device advisory lock (`pg_advisory_xact_lock`), which keeps
+//! their neighbour checks from interleaving; instances recording other devices do not.
 
 use std::collections::BTreeSet;
 
@@ -25,7 +31,10 @@ use crate::registry::{
     FindingRow, Inserted, LicenseRow, NewFinding, PieceRow, RegistryTx, Series, Unreported,
 };
 
-/// The registry's tables (partitions are added by [`ensure_months`]).
+/// Hash partitions of `pieces`.
+pub const DEVICE_PARTITIONS: u32 = 16;
+
+/// The registry's tables (the partitions are added by [`schema`] and [`ensure_months`]).
 pub const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS pieces (
     device_id   TEXT NOT NULL,
@@ -35,15 +44,25 @@ CREATE TABLE IF NOT EXISTS pieces (
     ar          BIGINT NOT NULL,
     dr          BIGINT NOT NULL,
     postage     BIGINT NOT NULL,
-    mailed_on   INTEGER NOT NULL,           -- days since 2000-01-01: the partition key
+    mailed_on   INTEGER NOT NULL,           -- days since 2000-01-01
     origin      TEXT NOT NULL,
     destination TEXT NOT NULL,
     digest      BYTEA NOT NULL,             -- SHA-256 of the signed bytes
     copies      INTEGER NOT NULL DEFAULT 1,
     first_seen  BIGINT NOT NULL,
-    PRIMARY KEY (device_id, key_id, license, piece, mailed_on)
+    PRIMARY KEY (device_id, key_id, license, piece)
+) PARTITION BY HASH (device_id);
+-- Every label scanned, by month of its mailing date: the archive an operator detaches.
+CREATE TABLE IF NOT EXISTS scans (
+    device_id  TEXT NOT NULL,
+    key_id     TEXT NOT NULL,
+    license    BIGINT NOT NULL,
+    piece      BIGINT NOT NULL,
+    mailed_on  INTEGER NOT NULL,            -- the partition key
+    digest     BYTEA NOT NULL,              -- of what was scanned (a conflict's other content)
+    scanned_at BIGINT NOT NULL
 ) PARTITION BY RANGE (mailed_on);
-CREATE TABLE IF NOT EXISTS pieces_other PARTITION OF pieces DEFAULT;
+CREATE TABLE IF NOT EXISTS scans_other PARTITION OF scans DEFAULT;
 CREATE TABLE IF NOT EXISTS findings (
     finding_id BIGSERIAL PRIMARY KEY,
     device_id  TEXT NOT NULL,
@@ -155,9 +174,9 @@ impl Statements {
                 "SELECT pg_advisory_xact_lock(hashtextextended(d, 20261130))
                  FROM unnest($1::text[]) WITH ORDINALITY AS t(d, n) ORDER BY n",
             )?,
-            // One round trip per piece: the stored digest of its key (any date, every
-            // partition), the insert when there is none (data-modifying WITH parts run once
-            // whatever the rest reads), and the neighbours as they were before it.
+            // One round trip per piece: the stored digest of its key, the insert when there
+            // is none (data-modifying WITH parts run once whatever the rest reads), the scan
+            // logged, and the neighbours as they were before it.
             insert: c.prepare(&format!(
                 "WITH old AS (
                      SELECT digest FROM pieces WHERE {WHERE_SERIES} AND piece = $4 LIMIT 1
@@ -167,6 +186,11 @@ impl Statements {
                      SELECT $1, $2, $3, $4, $5::bigint, $6::bigint, $7::bigint, $8::integer,
                          $9::text, $10::text, $11::bytea, $12::bigint
                      WHERE NOT EXISTS (SELECT 1 FROM old)
+                     ON CONFLICT DO NOTHING
+                 ), scan AS (
+                     INSERT INTO scans (device_id, key_id, license, piece, mailed_on, digest,
+                         scanned_at)
+                     VALUES ($1, $2, $3, $4, $8::integer, $11::bytea, $12::bigint)
                  ), bef AS (
                      SELECT piece, ar FROM pieces WHERE {WHERE_SERIES} AND piece < $4
                      ORDER BY piece DESC LIMIT 1
@@ -226,10 +250,10 @@ impl PgStore {
     pub fn connect(url: &str, today: Date) -> anyhow::Result<Self> {
         let mut client = Client::connect(url, NoTls)
             .map_err(|e| anyhow::anyhow!("PostgreSQL at the --database-url: {e}"))?;
-        ddl(&mut client, SCHEMA)?;
-        // No statement here names the partition key, so a plan made for the values at hand
-        // prunes nothing and only costs planning (~0.5 ms over 17 partitions, measured):
-        // the generic plan is made once per connection.
+        ddl(&mut client, &schema())?;
+        // Every statement names the device, so a generic plan prunes `pieces` to one
+        // partition as it starts; planning each call for its values (PostgreSQL's default
+        // for the first calls, and whenever it guesses better) costs more than it saves.
         client.batch_execute("SET plan_cache_mode = force_generic_plan")?;
         let st = Statements::prepare(&mut client)?;
         let mut store = Self {
@@ -292,9 +316,9 @@ fn ensure_months(
         let (Some(from), Some(to)) = (first_day(m), first_day(next(m))) else {
             continue;
         };
-        let name = format!("pieces_{:04}_{:02}", m.0, m.1);
+        let name = format!("scans_{:04}_{:02}", m.0, m.1);
         let ddl = format!(
-            "CREATE TABLE IF NOT EXISTS {name} PARTITION OF pieces FOR VALUES FROM ({from}) TO ({to})"
+            "CREATE TABLE IF NOT EXISTS {name} PARTITION OF scans FOR VALUES FROM ({from}) TO ({to})"
         );
         match self::ddl(client, &ddl) {
             Ok(()) => {}
@@ -306,6 +330,18 @@ fn ensure_months(
         have.insert(m);
     }
     Ok(())
+}
+
+/// The tables and the device partitions of `pieces`.
+fn schema() -> String {
+    let mut sql = SCHEMA.to_owned();
+    for r in 0..DEVICE_PARTITIONS {
+        sql.push_str(&format!(
+            "CREATE TABLE IF NOT EXISTS pieces_h{r:02} PARTITION OF pieces \
+             FOR VALUES WITH (MODULUS {DEVICE_PARTITIONS}, REMAINDER {r});\n"
+        ));
+    }
+    sql
 }
 
 /// Key of the advisory lock the schema and partitions are made under: `CREATE TABLE IF NOT

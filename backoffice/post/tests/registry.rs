@@ -175,7 +175,8 @@ async fn mark(store: &Store, id: i64, outcome: i64) {
         .expect("mark_reported");
 }
 
-/// PostgreSQL only: the partition holding the test device's piece `n` (`None` on SQLite).
+/// PostgreSQL only: the month partition of the scan log holding the stored content of
+/// the test device's piece `n` (`None` on SQLite).
 async fn partition_of(store: &Store, n: u32) -> Option<String> {
     let Store::Postgres { url, .. } = store else {
         return None;
@@ -185,7 +186,9 @@ async fn partition_of(store: &Store, n: u32) -> Option<String> {
         let mut c = postgres::Client::connect(&url, postgres::NoTls).unwrap();
         let row = c
             .query_one(
-                "SELECT tableoid::regclass::text FROM pieces WHERE device_id = $1 AND piece = $2",
+                "SELECT s.tableoid::regclass::text FROM scans s JOIN pieces p
+                     ON p.device_id = s.device_id AND p.piece = s.piece AND p.digest = s.digest
+                 WHERE s.device_id = $1 AND s.piece = $2 LIMIT 1",
                 &[&device, &i64::from(n)],
             )
             .unwrap();
@@ -267,7 +270,7 @@ async fn a_conflict_is_found_when_the_copies_are_dated_in_other_months() {
         vec![(1, None), (2, None)]
     );
     if let Some(p) = partition_of(&store, 1).await {
-        assert_eq!(p, "pieces_2026_11");
+        assert_eq!(p, "scans_2026_11");
     }
     // The other way round: the stored copy is in the later month's partition.
     let first = IndiciumData {
@@ -276,7 +279,7 @@ async fn a_conflict_is_found_when_the_copies_are_dated_in_other_months() {
     };
     assert_eq!(record(&store, first).await, Recorded::New);
     if let Some(p) = partition_of(&store, 3).await {
-        assert_eq!(p, "pieces_2028_03");
+        assert_eq!(p, "scans_2028_03");
     }
     assert!(is_conflict(&record(&store, piece(3)).await));
     assert_eq!(of_kind(&findings(&store).await, "conflict").len(), 3);
@@ -296,7 +299,7 @@ async fn a_conflict_is_found_against_a_piece_dated_far_in_the_past() {
         Recorded::New
     );
     if let Some(p) = partition_of(&store, 1).await {
-        assert_eq!(p, "pieces_other");
+        assert_eq!(p, "scans_other");
     }
     assert!(is_conflict(&record(&store, piece(1)).await));
     // The other way round: stored this month, the other copy dated 2001.
@@ -320,7 +323,7 @@ async fn a_conflict_is_found_against_a_piece_dated_far_in_the_past() {
     };
     assert_eq!(record(&store, old3).await, Recorded::New);
     if let Some(p) = partition_of(&store, 3).await {
-        assert_eq!(p, "pieces_other");
+        assert_eq!(p, "scans_other");
     }
     assert!(is_conflict(&record(&store, piece(3)).await));
 }
@@ -603,7 +606,7 @@ async fn two_instances_starting_together_on_a_fresh_registry_both_start() {
     };
     assert_eq!(record(&one, d).await, Recorded::New);
     assert_eq!(record(&two, d).await, Recorded::Duplicate);
-    assert_eq!(partition_of(&one, 1).await.unwrap(), "pieces_2031_06");
+    assert_eq!(partition_of(&one, 1).await.unwrap(), "scans_2031_06");
 }
 
 #[tokio::test(flavor = "multi_thread")]

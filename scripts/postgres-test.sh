@@ -39,14 +39,19 @@ if [ -z "$(pg_bin)" ] || [ ! -x "$(pg_bin)/postgres" ]; then
   $SUDO apt-get -o DPkg::Lock::Timeout=600 update -qq
   # policy-rc.d keeps the package from starting Debian's own cluster: this script runs
   # its own, and a machine without an init system would only print errors.
+  # Removed on any exit: left behind, it would stop every service start on the machine.
   if [ ! -e /usr/sbin/policy-rc.d ]; then
     printf '#!/bin/sh\nexit 101\n' | $SUDO tee /usr/sbin/policy-rc.d >/dev/null
     $SUDO chmod +x /usr/sbin/policy-rc.d
+    trap '$SUDO rm -f /usr/sbin/policy-rc.d' EXIT
     trap_policy=1
   fi
   $SUDO env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 \
     install -y -qq --no-install-recommends postgresql >/dev/null
-  [ "${trap_policy:-0}" = 1 ] && $SUDO rm -f /usr/sbin/policy-rc.d
+  if [ "${trap_policy:-0}" = 1 ]; then
+    $SUDO rm -f /usr/sbin/policy-rc.d
+    trap - EXIT
+  fi
   [ -x "$(pg_bin)/postgres" ] || die "no PostgreSQL server after installing postgresql"
 fi
 BIN=$(pg_bin)
@@ -66,7 +71,7 @@ stop() {
   "${AS[@]}" "$BIN/pg_ctl" -D "$DIR/data" -m fast stop >/dev/null 2>&1 || true
   rm -rf "$DIR"
 }
-[ "$KEEP" = 1 ] || trap stop EXIT
+[ "$KEEP" = 1 ] || trap stop EXIT INT TERM
 "${AS[@]}" "$BIN/initdb" -D "$DIR/data" -A trust -U postgres --no-sync -E UTF8 >/dev/null
 "${AS[@]}" "$BIN/pg_ctl" -D "$DIR/data" -l "$DIR/server.log" -w \
   -o "-k $DIR -c listen_addresses='' -c fsync=on -c shared_buffers=256MB" start >/dev/null ||
@@ -81,14 +86,15 @@ cargo test -p openpsd-backoffice --test post --test post_browser
 
 say "registry inserts with the duplicate check at $STORED stored pieces (release build)"
 cargo build -q --release -p openpsd-post --example registry_bench
-BENCH=target/release/examples/registry_bench
-"$BENCH" --stored "$STORED" --measure "$MEASURE" 2>&1 | tee target/registry-sqlite.txt
-"$BENCH" --stored "$STORED" --measure "$MEASURE" --postgres "$CONN" 2>&1 | tee target/registry-postgres.txt
-sq=$(sed -n 's/.*: \([0-9]*\) inserts\/s$/\1/p' target/registry-sqlite.txt)
-pq=$(sed -n 's/.*: \([0-9]*\) inserts\/s$/\1/p' target/registry-postgres.txt)
+TARGET=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
+BENCH="$TARGET/release/examples/registry_bench"
+"$BENCH" --stored "$STORED" --measure "$MEASURE" 2>&1 | tee "$TARGET/registry-sqlite.txt"
+"$BENCH" --stored "$STORED" --measure "$MEASURE" --postgres "$CONN" 2>&1 | tee "$TARGET/registry-postgres.txt"
+sq=$(sed -n 's/.*: \([0-9]*\) inserts\/s$/\1/p' "$TARGET/registry-sqlite.txt")
+pq=$(sed -n 's/.*: \([0-9]*\) inserts\/s$/\1/p' "$TARGET/registry-postgres.txt")
 [ -n "$sq" ] && [ -n "$pq" ] || die "a benchmark printed no rate"
 say "registry at $STORED stored pieces: SQLite $sq inserts/s, PostgreSQL $pq inserts/s"
-"${AS[@]}" psql -h "$DIR" -U postgres -d openpsd_registry_bench -Atc \
+"${AS[@]}" "$BIN/psql" -h "$DIR" -U postgres -d openpsd_registry_bench -Atc \
   "SELECT 'pieces by device: ' || count(DISTINCT tableoid) || ' partitions, ' || count(*) || ' pieces' FROM pieces" -c \
   "SELECT 'scan log ' || tableoid::regclass || ': ' || count(*) || ' scans' FROM scans GROUP BY tableoid ORDER BY 1"
 if [ "$KEEP" = 1 ]; then

@@ -151,7 +151,12 @@ struct Serve {
     /// With --role post or all: keep the post office's registry in this PostgreSQL
     /// database (`postgres://user@host/db` or `host=/run/postgresql dbname=post`) instead
     /// of DATA/post.sqlite. Tables and month partitions are made on start.
-    #[arg(long, value_name = "URL", env = "OPENPSD_POST_DATABASE_URL")]
+    #[arg(
+        long,
+        value_name = "URL",
+        env = "OPENPSD_POST_DATABASE_URL",
+        hide_env_values = true
+    )]
     database_url: Option<String>,
     /// With --role post: the meter server's base URL.
     #[arg(long, value_name = "URL", default_value = "https://127.0.0.1:8700")]

@@ -195,6 +195,7 @@ pub async fn start_post(
         kms_url: kms_url.to_owned(),
         meter_url: meter_url.to_owned(),
         pki: pki.clone(),
+        report_retry: openpsd_post::REPORT_RETRY,
     })
     .await?;
     let tls = server_config(pki, Role::Post, ClientAuth::Required)?;

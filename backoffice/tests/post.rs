@@ -213,6 +213,15 @@ async fn a_piece_counted_after_the_last_audit_but_dated_before_it_is_an_anomaly(
         .expect("the back-dated piece is found");
     assert_eq!((f.piece, f.reported), (2, true));
     assert_eq!(r.findings.len(), 1, "{:?}", r.findings);
+    // A later back-dated piece, in another batch, is out of line too (the finding named
+    // piece 2 only).
+    d.pieces = PieceCount(3);
+    d.ar = Amount(d.ar.0 + 100);
+    d.dr = Amount(d.dr.0 - 100);
+    let signed = d.encode();
+    let again = [signed.clone(), key.sign(&signed).to_vec()].concat();
+    let v = scan(&post, &[again]).await;
+    assert_eq!(kinds(&v), ["anomaly"], "{v:?}");
     expect_refused(
         env.host.refill(&mut psd, "t2", "acme", 100).await,
         409,
@@ -450,6 +459,111 @@ async fn a_device_the_meter_does_not_serve_prints_unpaid_postage() {
         .find(|f| f.kind == "unpaid_postage")
         .expect("unpaid postage");
     assert_eq!((f.amount, f.reported), (Some(300), false));
+    svc.stop().await;
+    env.handles.stop().await;
+}
+
+/// A TCP forwarder to `target` that can be switched off (connections accepted and dropped
+/// at once): the meter server unreachable from the post office, and back.
+async fn switchable_link(
+    target: std::net::SocketAddr,
+) -> (String, std::sync::Arc<std::sync::atomic::AtomicBool>) {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let on = std::sync::Arc::new(AtomicBool::new(true));
+    let flag = std::sync::Arc::clone(&on);
+    tokio::spawn(async move {
+        while let Ok((mut inbound, _)) = listener.accept().await {
+            if !flag.load(Ordering::SeqCst) {
+                continue; // dropped: the caller sees the connection close
+            }
+            tokio::spawn(async move {
+                if let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await {
+                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                }
+            });
+        }
+    });
+    (format!("https://{addr}"), on)
+}
+
+/// The meter server is unreachable when the post office finds a rolled-back PSD: the
+/// findings wait, marked as not told; when the meter is back they reach it without any
+/// further label of that device being scanned, and the device is quarantined.
+#[tokio::test(flavor = "multi_thread")]
+async fn findings_the_meter_missed_reach_it_without_another_scan() {
+    use std::sync::atomic::Ordering;
+    let env = env().await;
+    let mut psd = card(&env, 46, 5_000).await;
+    let (meter_link, meter_up) = switchable_link(env.handles.meter.addr).await;
+    let data = tempfile::tempdir().unwrap();
+    let po = openpsd_post::PostOffice::open(openpsd_post::Config {
+        data: data.path().join("post"),
+        database_url: common::post_database().await,
+        kms_url: env.handles.kms.url.clone(),
+        meter_url: meter_link,
+        pki: env.handles.pki.clone(),
+        report_retry: std::time::Duration::from_millis(300),
+    })
+    .await
+    .unwrap();
+    let tls = openpsd_service_kit::tls::server_config(
+        &env.handles.pki,
+        openpsd_service_kit::tls::Role::Post,
+        openpsd_service_kit::tls::ClientAuth::Required,
+    )
+    .unwrap();
+    let svc = openpsd_service_kit::server::Service::spawn(
+        "post",
+        openpsd_service_kit::server::bind("127.0.0.1:0", Some(tls))
+            .await
+            .unwrap(),
+        po.router(&openpsd_service_kit::access::RateLimit::new(1000, 2000)),
+    )
+    .unwrap();
+    let post = Client::new(
+        &svc.url,
+        &env.handles.pki,
+        Some(openpsd_service_kit::tls::Role::Operator),
+    );
+    meter_up.store(false, Ordering::SeqCst);
+    let saved = psd.snapshot();
+    let first: Vec<Vec<u8>> = (1..=2).map(|t| psd.label(t, 100, 0).unwrap()).collect();
+    assert_eq!(kinds(&scan(&post, &first).await), ["accepted"; 2]);
+    psd.roll_back(&saved);
+    let second: Vec<Vec<u8>> = (3..=4).map(|t| psd.label(t, 250, 0).unwrap()).collect();
+    assert_eq!(kinds(&scan(&post, &second).await), ["conflict"; 2]);
+    let r = explain(&post, &psd.device_id()).await;
+    assert_eq!(r.findings.len(), 2);
+    assert!(
+        r.findings.iter().all(|f| !f.reported),
+        "the meter was away: {:?}",
+        r.findings
+    );
+    // Several retry rounds pass with the meter away: nothing is lost, nothing told.
+    tokio::time::sleep(std::time::Duration::from_millis(1000)).await;
+    assert!(explain(&post, &psd.device_id())
+        .await
+        .findings
+        .iter()
+        .all(|f| !f.reported));
+    meter_up.store(true, Ordering::SeqCst);
+    let mut told = false;
+    for _ in 0..100 {
+        let r = explain(&post, &psd.device_id()).await;
+        if r.findings.iter().all(|f| f.reported) {
+            told = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(told, "the retry told the meter within 10 s");
+    expect_refused(
+        env.host.refill(&mut psd, "t2", "acme", 100).await,
+        409,
+        "device_quarantined",
+    );
     svc.stop().await;
     env.handles.stop().await;
 }

@@ -52,7 +52,8 @@ pub struct ScanResult {
 /// meter server was told (and quarantined the device).
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Finding {
-    /// `conflict`, `ar_not_rising`, `registers_exceed_credit`, `unpaid_postage`.
+    /// `conflict`, `ar_not_rising`, `dated_before_audit`, `ar_above_audit`,
+    /// `registers_exceed_credit`, `unpaid_postage`.
     pub kind: String,
     /// The license.
     pub license: u32,
@@ -132,7 +133,8 @@ pub struct LastAudit {
     pub pieces: u32,
     /// Its ascending register, minor units.
     pub ar: u64,
-    /// The day the meter accepted it (UTC), days since 2000-01-01.
+    /// The day (UTC, days since 2000-01-01) the nonce it answers was issued: the device made
+    /// the audit that day or later (0: not known).
     pub day: u32,
 }
 

@@ -64,22 +64,42 @@ fn read_credit(
         .storage(step)?
         .collect::<Result<_, _>>()
         .storage(step)?;
+    // The day an audit was made is bounded below by the day its nonce was issued (the
+    // device answered that nonce): not the day the meter accepted it, which for an audit an
+    // operator accepted resolving an alarm, or a late confirmation, can be weeks later.
     let mut last = c
         .prepare_cached(
-            "SELECT pieces, ar, accepted_at FROM last_audits
-             WHERE device_id = ?1 AND set_index = ?2",
+            "SELECT la.pieces, la.ar,
+                    (SELECT MIN(t) FROM (
+                         SELECT created_at AS t FROM inspections
+                         WHERE device_id = la.device_id AND nonce = la.nonce
+                         UNION ALL
+                         SELECT created_at FROM refills
+                         WHERE device_id = la.device_id
+                           AND (nonce = la.nonce OR confirm_nonce = la.nonce)))
+             FROM last_audits la
+             WHERE la.device_id = ?1 AND la.set_index = ?2 AND la.license = ?3",
         )
         .storage(step)?;
     let mut sets = Vec::with_capacity(rows.len());
     for (set, credited) in rows {
-        let audit: Option<(u32, i64, i64)> = last
-            .query_row(rusqlite::params![device, set], |r| r.try_into())
+        let set = u8::try_from(set).map_err(|_| ApiError::internal(step, "set index"))?;
+        let license = licenses
+            .get(usize::from(set))
+            .map(|l| l.0)
+            .ok_or_else(|| ApiError::internal(step, "a baseline for a set the device lacks"))?;
+        let audit: Option<(u32, i64, Option<i64>)> = last
+            .query_row(rusqlite::params![device, set, license], |r| r.try_into())
             .optional()
             .storage(step)?;
         let last_audit = audit
-            .map(|(pieces, ar, at)| -> Result<LastAudit, ApiError> {
-                let day = openpsd_core::types::Date::from_unix_seconds(from_sql_int(at, step)?)
-                    .map_or(0, openpsd_core::types::Date::day_number);
+            .map(|(pieces, ar, nonce_at)| -> Result<LastAudit, ApiError> {
+                // No nonce on record: day 0 turns the date check off.
+                let day = match nonce_at {
+                    Some(t) => openpsd_core::types::Date::from_unix_seconds(from_sql_int(t, step)?)
+                        .map_or(0, openpsd_core::types::Date::day_number),
+                    None => 0,
+                };
                 Ok(LastAudit {
                     pieces,
                     ar: from_sql_int(ar, step)?,
@@ -87,11 +107,6 @@ fn read_credit(
                 })
             })
             .transpose()?;
-        let set = u8::try_from(set).map_err(|_| ApiError::internal(step, "set index"))?;
-        let license = licenses
-            .get(usize::from(set))
-            .map(|l| l.0)
-            .ok_or_else(|| ApiError::internal(step, "a baseline for a set the device lacks"))?;
         sets.push(SetCredit {
             set,
             license,

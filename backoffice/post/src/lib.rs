@@ -13,4 +13,4 @@ pub mod sqlite;
 pub mod store;
 pub mod verify;
 
-pub use service::{Config, PostOffice};
+pub use service::{Config, PostOffice, REPORT_RETRY};

@@ -77,6 +77,7 @@ CREATE TABLE IF NOT EXISTS findings (
     UNIQUE (device_id, license, piece, kind)
 );
 CREATE INDEX IF NOT EXISTS findings_by_device ON findings (device_id, finding_id);
+CREATE INDEX IF NOT EXISTS findings_unreported ON findings (device_id) WHERE reported = 0;
 ";
 
 /// Makes a fresh, empty database `name` on the server `base` (key=value connection
@@ -89,8 +90,8 @@ pub fn create_database(base: &str, name: &str) -> anyhow::Result<String> {
     {
         anyhow::bail!("database name {name:?}: lower-case letters, digits and _ only");
     }
-    let mut c =
-        Client::connect(base, NoTls).map_err(|e| anyhow::anyhow!("PostgreSQL at {base:?}: {e}"))?;
+    let mut c = Client::connect(base, NoTls)
+        .map_err(|e| anyhow::anyhow!("PostgreSQL (the base connection string): {e}"))?;
     // Two statements: one query string would run them in one (implicit) transaction,
     // which CREATE DATABASE refuses.
     c.batch_execute(&format!("DROP DATABASE IF EXISTS {name}"))?;
@@ -158,6 +159,7 @@ struct Statements {
     ar_above: Statement,
     finding: Statement,
     unreported: Statement,
+    unreported_devices: Statement,
     mark: Statement,
     licenses: Statement,
     findings: Statement,
@@ -186,7 +188,6 @@ impl Statements {
                      SELECT $1, $2, $3, $4, $5::bigint, $6::bigint, $7::bigint, $8::integer,
                          $9::text, $10::text, $11::bytea, $12::bigint
                      WHERE NOT EXISTS (SELECT 1 FROM old)
-                     ON CONFLICT DO NOTHING
                  ), scan AS (
                      INSERT INTO scans (device_id, key_id, license, piece, mailed_on, digest,
                          scanned_at)
@@ -218,8 +219,8 @@ impl Statements {
                  ORDER BY piece ASC LIMIT 1"
             ))?,
             ar_above: c.prepare(&format!(
-                "SELECT piece, ar FROM pieces WHERE {WHERE_SERIES} AND piece <= $4 AND ar > $5
-                 ORDER BY ar DESC, piece DESC LIMIT 1"
+                "SELECT piece, ar FROM pieces WHERE {WHERE_SERIES} AND piece <= $4
+                 ORDER BY piece DESC LIMIT 1"
             ))?,
             finding: c.prepare(
                 "INSERT INTO findings
@@ -230,6 +231,10 @@ impl Statements {
             unreported: c.prepare(
                 "SELECT finding_id, license, kind, message FROM findings
                  WHERE device_id = $1 AND reported = 0 ORDER BY finding_id",
+            )?,
+            unreported_devices: c.prepare(
+                "SELECT DISTINCT device_id FROM findings WHERE reported = 0
+                 ORDER BY device_id LIMIT $1",
             )?,
             mark: c.prepare("UPDATE findings SET reported = $2 WHERE finding_id = $1")?,
             licenses: c.prepare(
@@ -288,9 +293,28 @@ impl PgStore {
         days: &[u32],
         f: impl FnOnce(&mut dyn RegistryTx) -> Result<T, ApiError>,
     ) -> Result<T, ApiError> {
-        let want: BTreeSet<Month> = days.iter().filter_map(|d| month_of(*d)).collect();
+        // Only months inside the window made on start get a partition of their own: a
+        // signed piece can carry any date, and each new partition locks the scan log while
+        // it is made. Others go to the default partition.
+        let t = openpsd_service_kit::codec::today_utc().day_number();
+        let (lo, hi) = (
+            month_of(t.saturating_sub(MONTHS_BEHIND * 31)),
+            month_of(t.saturating_add(MONTHS_AHEAD * 31)),
+        );
+        let want: BTreeSet<Month> = days
+            .iter()
+            .filter_map(|d| month_of(*d))
+            .filter(|m| lo.is_some_and(|l| *m >= l) && hi.is_some_and(|h| *m <= h))
+            .collect();
         ensure_months(&mut self.client, &mut self.months, &want)?;
-        let tx = self.client.transaction().map_err(pg(step))?;
+        // READ COMMITTED, whatever the server's default: each statement must see what another
+        // instance committed before this one got the device's lock.
+        let tx = self
+            .client
+            .build_transaction()
+            .isolation_level(postgres::IsolationLevel::ReadCommitted)
+            .start()
+            .map_err(pg(step))?;
         let mut t = PgTx {
             tx,
             st: &self.st,
@@ -505,7 +529,9 @@ impl RegistryTx for PgTx<'_> {
         ar: i64,
     ) -> Result<Option<(u32, i64)>, ApiError> {
         let st = self.st;
-        self.pair(&st.ar_above, s, &[int(counted), ar])
+        Ok(self
+            .pair(&st.ar_above, s, &[int(counted)])?
+            .filter(|(_, a)| *a > ar))
     }
 
     fn insert_finding(&mut self, f: &NewFinding<'_>, found_at: i64) -> Result<bool, ApiError> {
@@ -537,6 +563,17 @@ impl RegistryTx for PgTx<'_> {
             .into_iter()
             .map(|r| Ok((r.get(0), small(r.get(1), step)?, r.get(2), r.get(3))))
             .collect()
+    }
+
+    fn unreported_devices(&mut self, limit: u32) -> Result<Vec<String>, ApiError> {
+        let step = self.step;
+        Ok(self
+            .tx
+            .query(&self.st.unreported_devices, &[&i64::from(limit)])
+            .map_err(pg(step))?
+            .into_iter()
+            .map(|r| r.get(0))
+            .collect())
     }
 
     fn mark_reported(&mut self, id: i64, outcome: i64) -> Result<(), ApiError> {

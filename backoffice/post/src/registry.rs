@@ -133,7 +133,9 @@ pub trait RegistryTx {
         counted: u32,
         day: u32,
     ) -> Result<Option<(u32, u32)>, ApiError>;
-    /// The piece at or below `counted` with the highest AR above `ar`: (piece, AR).
+    /// The highest piece at or below `counted`, if its AR is above `ar`: (piece, AR). (The
+    /// highest piece holds the highest AR of a series whose AR rises; one whose AR does
+    /// not has an `ar_not_rising` finding already.)
     fn ar_above(
         &mut self,
         s: &Series<'_>,
@@ -145,6 +147,8 @@ pub trait RegistryTx {
     fn insert_finding(&mut self, f: &NewFinding<'_>, found_at: i64) -> Result<bool, ApiError>;
     /// The device's findings not yet reported, oldest first.
     fn unreported(&mut self, device: &str) -> Result<Vec<Unreported>, ApiError>;
+    /// Up to `limit` devices with findings not yet reported.
+    fn unreported_devices(&mut self, limit: u32) -> Result<Vec<String>, ApiError>;
     /// Marks a finding reported: 1 the meter has it, 2 the meter refused it for good.
     fn mark_reported(&mut self, id: i64, outcome: i64) -> Result<(), ApiError>;
     /// The device's pieces per license.
@@ -319,9 +323,10 @@ pub fn record(
     Ok(Recorded::New)
 }
 
-/// A day of slack for a piece dated before the audit: the PSD dates by its host's local
-/// day, the meter by UTC.
-pub const AUDIT_DATE_SLACK_DAYS: u32 = 1;
+/// Days of slack for a piece dated before the audit: the PSD dates by its host's local day
+/// (a day behind UTC at worst) and may date a piece up to `MAX_DAYS_BEHIND` before its
+/// own today; the meter's day is UTC.
+pub const AUDIT_DATE_SLACK_DAYS: u32 = openpsd_core::psd::MAX_DAYS_BEHIND + 1;
 
 /// Compares a series with the last audit the meter accepted for its set: a piece counted
 /// after the audit but dated before it, and a piece counted before it with more postage

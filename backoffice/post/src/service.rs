@@ -18,7 +18,7 @@ use axum::{Json, Router};
 
 use openpsd_core::crypto::SIGNATURE_LEN;
 use openpsd_core::psd::indicium::{IndiciumData, VerifyError};
-use openpsd_protocol::post::{DeviceReport, ScanBatch, ScanResult, Verdict, MAX_BATCH};
+use openpsd_protocol::post::{DeviceReport, LastAudit, ScanBatch, ScanResult, Verdict, MAX_BATCH};
 use openpsd_protocol::{DeviceCredit, DeviceInfo, ErrorCode, PostFinding};
 use openpsd_service_kit::access::{RateLimit, Routes, Who};
 use openpsd_service_kit::codec;
@@ -35,6 +35,8 @@ use crate::verify::{verify_batch, DeviceKey};
 /// How long a device key (and its revocation state) read at the KMS is used before it is
 /// read again.
 pub const KEY_TTL: Duration = Duration::from_secs(60);
+/// Device keys kept in the cache at most.
+pub const KEY_CACHE_MAX: usize = 100_000;
 /// Worker threads verifying a batch.
 pub const VERIFY_THREADS: usize = 2;
 
@@ -56,7 +58,15 @@ pub struct Config {
     pub meter_url: String,
     /// The back office's PKI: the post office's certificate for calling them.
     pub pki: Pki,
+    /// How often findings the meter server was not told yet (it was unreachable) are sent
+    /// again, for devices not scanned since ([`REPORT_RETRY`] by default).
+    pub report_retry: Duration,
 }
+
+/// How often unreported findings are sent again by default.
+pub const REPORT_RETRY: Duration = Duration::from_secs(30);
+/// Devices whose unreported findings one retry round sends.
+const REPORT_ROUND: u32 = 1000;
 
 /// A device key as the KMS knows it.
 struct KeyEntry {
@@ -68,13 +78,30 @@ struct KeyEntry {
     read_at: Instant,
 }
 
-/// The post office's shared state.
+/// The post office's shared state: what the routes and the background reporter use, and
+/// the reporter's stop (when the last clone of the service's state goes, so does the
+/// sender, and the reporter ends, letting go of the store).
 #[derive(Clone)]
 pub struct PostOffice {
+    core: Core,
+    _reporter: Arc<tokio::sync::watch::Sender<()>>,
+}
+
+/// The store and the two services the post office calls.
+#[derive(Clone)]
+pub struct Core {
     db: Store,
     kms: Upstream,
     meter: Upstream,
     keys: Arc<Mutex<HashMap<String, Arc<KeyEntry>>>>,
+}
+
+impl std::ops::Deref for PostOffice {
+    type Target = Core;
+
+    fn deref(&self) -> &Core {
+        &self.core
+    }
 }
 
 /// One indicium of a batch as it goes through the checks.
@@ -97,7 +124,8 @@ fn verdict(kind: &str, data: Option<&IndiciumData>, reason: Option<String>) -> V
 }
 
 impl PostOffice {
-    /// Opens the data directory, or connects to the PostgreSQL server the config names.
+    /// Opens the data directory, or connects to the PostgreSQL server the config names,
+    /// and starts sending unreported findings every `config.report_retry`.
     pub async fn open(config: Config) -> anyhow::Result<Self> {
         openpsd_service_kit::keys::private_dir(&config.data)?;
         let db = match &config.database_url {
@@ -106,11 +134,17 @@ impl PostOffice {
         };
         tracing::info!(store = db.kind(), "post office registry");
         let tls = client_config(&config.pki, Some(Role::Post))?;
-        Ok(Self {
+        let core = Core {
             db,
             kms: Upstream::new("KMS", &config.kms_url, Role::Kms, tls.clone())?,
             meter: Upstream::new("meter server", &config.meter_url, Role::Meter, tls)?,
             keys: Arc::default(),
+        };
+        let (stop, stopped) = tokio::sync::watch::channel(());
+        core.clone().spawn_reporter(config.report_retry, stopped);
+        Ok(Self {
+            core,
+            _reporter: Arc::new(stop),
         })
     }
 
@@ -138,7 +172,9 @@ impl PostOffice {
     pub fn router(self, limit: &RateLimit) -> Router {
         Self::routes().into_router(limit).with_state(self)
     }
+}
 
+impl Core {
     /// The device's key as the KMS has it (cached for [`KEY_TTL`]); `None` inside for a
     /// device the KMS does not know.
     async fn key(&self, device: &str) -> Result<Arc<KeyEntry>, ApiError> {
@@ -181,11 +217,61 @@ impl PostOffice {
             Err(e) => return Err(e),
         };
         let entry = Arc::new(entry);
-        self.keys
+        let mut keys = self
+            .keys
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .insert(device.to_owned(), Arc::clone(&entry));
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        // Bounded: indicia naming many devices (or made-up ones, which are cached too, as
+        // unknown) must not grow it for ever. Expired entries go first, then all.
+        if keys.len() >= KEY_CACHE_MAX {
+            keys.retain(|_, e| e.read_at.elapsed() < KEY_TTL);
+            if keys.len() >= KEY_CACHE_MAX {
+                keys.clear();
+            }
+        }
+        keys.insert(device.to_owned(), Arc::clone(&entry));
         Ok(entry)
+    }
+
+    /// Sends findings the meter server has not been told yet every `every`, until the
+    /// service stops: a device quarantined by a finding must not wait for its next label.
+    fn spawn_reporter(self, every: Duration, mut stopped: tokio::sync::watch::Receiver<()>) {
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            tick.tick().await; // the first tick is now
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => self.report_pending().await,
+                    // The sender went with the last clone of the service's state.
+                    _ = stopped.changed() => break,
+                }
+            }
+        });
+    }
+
+    /// One round of [`Self::spawn_reporter`].
+    async fn report_pending(&self) {
+        let devices = match self
+            .db
+            .run(STEP_REPORT, Vec::new(), |tx| {
+                tx.unreported_devices(REPORT_ROUND)
+            })
+            .await
+        {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::warn!(error = %e.message, "unreported findings not read");
+                return;
+            }
+        };
+        for device in devices {
+            if let Err(e) = self.report(&device).await {
+                tracing::warn!(device, error = %e.message, "findings not reported yet; retried");
+                // The meter is still away: the next round tries again.
+                return;
+            }
+        }
     }
 
     /// Tells the meter server every finding of `device` it does not have yet.
@@ -431,12 +517,15 @@ async fn scan(State(po): State<PostOffice>, body: Bytes) -> Result<Json<ScanResu
     // Reconciliation against the meter's credit and last audits, then every new finding
     // to the meter. A finding names a piece; the batch's items by piece mark theirs.
     let mut by_piece: HashMap<(String, u32, u32), Vec<usize>> = HashMap::new();
+    let mut by_device: HashMap<String, Vec<usize>> = HashMap::new();
     for (n, item) in items.iter().enumerate() {
         if let Some(d) = item.data {
+            let device = hex::encode_upper(d.device.0);
             by_piece
-                .entry((hex::encode_upper(d.device.0), d.license.0, d.pieces.0))
+                .entry((device.clone(), d.license.0, d.pieces.0))
                 .or_default()
                 .push(n);
+            by_device.entry(device).or_default().push(n);
         }
     }
     for (device, series) in &touched {
@@ -458,6 +547,11 @@ async fn scan(State(po): State<PostOffice>, body: Bytes) -> Result<Json<ScanResu
         };
         if let Some(credit) = credit {
             {
+                let audits: Vec<(u32, LastAudit)> = credit
+                    .sets
+                    .iter()
+                    .filter_map(|s| Some((s.license, s.last_audit?)))
+                    .collect();
                 let (dev, series) = (device.clone(), series.clone());
                 let named = po
                     .db
@@ -483,14 +577,32 @@ async fn scan(State(po): State<PostOffice>, body: Bytes) -> Result<Json<ScanResu
                         Ok(named)
                     })
                     .await?;
+                let mut marked: Vec<(usize, &str)> = Vec::new();
                 for (license, piece, why) in named {
                     let key = (device.clone(), license, piece);
                     for n in by_piece.get(&key).into_iter().flatten() {
-                        if let Some(v) = items[*n].verdict.as_mut() {
-                            if v.verdict == "accepted" {
-                                v.verdict = "anomaly".into();
-                                v.reason = Some(why.into());
-                            }
+                        marked.push((*n, why));
+                    }
+                }
+                // A finding names one piece; every other piece of the batch dated before the
+                // audit it was counted after is out of line too.
+                for n in by_device.get(device).into_iter().flatten() {
+                    let Some(d) = items[*n].data else { continue };
+                    let backdated = audits.iter().any(|(l, a)| {
+                        *l == d.license.0
+                            && d.pieces.0 > a.pieces
+                            && d.date.day_number()
+                                < a.day.saturating_sub(registry::AUDIT_DATE_SLACK_DAYS)
+                    });
+                    if backdated {
+                        marked.push((*n, AGAINST_AUDIT));
+                    }
+                }
+                for (n, why) in marked {
+                    if let Some(v) = items[n].verdict.as_mut() {
+                        if v.verdict == "accepted" {
+                            v.verdict = "anomaly".into();
+                            v.reason = Some(why.into());
                         }
                     }
                 }

@@ -206,14 +206,15 @@ impl RegistryTx for SqliteTx<'_, '_> {
             .query_row(
                 &format!(
                     "SELECT piece, ar FROM pieces
-                     WHERE {WHERE_SERIES} AND piece <= ?4 AND ar > ?5
-                     ORDER BY ar DESC, piece DESC LIMIT 1"
+                     WHERE {WHERE_SERIES} AND piece <= ?4
+                     ORDER BY piece DESC LIMIT 1"
                 ),
-                params![s.device, s.key, s.license, counted, ar],
+                params![s.device, s.key, s.license, counted],
                 |r| r.try_into(),
             )
             .optional()
             .storage(self.step)
+            .map(|found: Option<(u32, i64)>| found.filter(|(_, a)| *a > ar))
     }
 
     fn insert_finding(&mut self, f: &NewFinding<'_>, found_at: i64) -> Result<bool, ApiError> {
@@ -241,6 +242,22 @@ impl RegistryTx for SqliteTx<'_, '_> {
             .storage(self.step)?;
         let rows = stmt
             .query_map([device], |r| r.try_into())
+            .storage(self.step)?
+            .collect::<Result<_, _>>()
+            .storage(self.step)?;
+        Ok(rows)
+    }
+
+    fn unreported_devices(&mut self, limit: u32) -> Result<Vec<String>, ApiError> {
+        let mut stmt = self
+            .tx
+            .prepare_cached(
+                "SELECT DISTINCT device_id FROM findings WHERE reported = 0
+                 ORDER BY device_id LIMIT ?1",
+            )
+            .storage(self.step)?;
+        let rows = stmt
+            .query_map([limit], |r| r.get(0))
             .storage(self.step)?
             .collect::<Result<_, _>>()
             .storage(self.step)?;

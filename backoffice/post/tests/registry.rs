@@ -199,6 +199,27 @@ async fn partition_of(store: &Store, n: u32) -> Option<String> {
     Some(name)
 }
 
+/// The scan log partition a piece dated `d` goes to: its month's, if the month is inside
+/// the window the store makes partitions for around today (13 months back, 2 ahead), else
+/// the default partition — a signed piece may carry any date, and no batch may make the
+/// store create partitions without end.
+fn month_partition(d: Date) -> String {
+    use openpsd_post::postgres::{MONTHS_AHEAD, MONTHS_BEHIND};
+    let today = openpsd_service_kit::codec::today_utc().day_number();
+    let month = |day: u32| {
+        let d = Date::from_unix_days(u64::from(day) + 10_957).unwrap();
+        (d.year, d.month)
+    };
+    let m = (d.year, d.month);
+    let inside = month(today.saturating_sub(MONTHS_BEHIND * 31)) <= m
+        && m <= month(today + MONTHS_AHEAD * 31);
+    if inside {
+        format!("scans_{:04}_{:02}", d.year, d.month)
+    } else {
+        "scans_other".to_owned()
+    }
+}
+
 fn is_conflict(r: &Recorded) -> bool {
     matches!(r, Recorded::Conflict(_))
 }
@@ -270,7 +291,7 @@ async fn a_conflict_is_found_when_the_copies_are_dated_in_other_months() {
         vec![(1, None), (2, None)]
     );
     if let Some(p) = partition_of(&store, 1).await {
-        assert_eq!(p, "scans_2026_11");
+        assert_eq!(p, month_partition(date(2026, 11, 29)));
     }
     // The other way round: the stored copy is in the later month's partition.
     let first = IndiciumData {
@@ -279,7 +300,7 @@ async fn a_conflict_is_found_when_the_copies_are_dated_in_other_months() {
     };
     assert_eq!(record(&store, first).await, Recorded::New);
     if let Some(p) = partition_of(&store, 3).await {
-        assert_eq!(p, "scans_2028_03");
+        assert_eq!(p, month_partition(date(2028, 3, 1)));
     }
     assert!(is_conflict(&record(&store, piece(3)).await));
     assert_eq!(of_kind(&findings(&store).await, "conflict").len(), 3);
@@ -398,18 +419,21 @@ async fn a_piece_counted_after_the_audit_but_dated_before_it_is_found() {
         ar: 1000,
         day,
     };
-    // Piece 11 dated the audit day, piece 12 dated the day before (the slack), piece 13
-    // two days before: only 13 is out of line.
+    // Piece 11 dated the audit day, piece 12 dated the slack's days before (a host west of
+    // UTC dating a piece a day back), piece 13 one day more: only 13 is out of line.
     assert_eq!(record(&store, piece(11)).await, Recorded::New);
-    assert_eq!(AUDIT_DATE_SLACK_DAYS, 1);
-    let one_day = IndiciumData {
-        date: date(2026, 11, 28),
+    assert_eq!(
+        AUDIT_DATE_SLACK_DAYS, 2,
+        "a day of time zone + MAX_DAYS_BEHIND"
+    );
+    let within = IndiciumData {
+        date: date(2026, 11, 27),
         ..piece(12)
     };
-    assert_eq!(record(&store, one_day).await, Recorded::New);
+    assert_eq!(record(&store, within).await, Recorded::New);
     assert_eq!(check_audit(&store, audit).await, Vec::<u32>::new());
     let two_days = IndiciumData {
-        date: date(2026, 11, 27),
+        date: date(2026, 11, 26),
         ..piece(13)
     };
     assert_eq!(record(&store, two_days).await, Recorded::New);
@@ -590,9 +614,11 @@ async fn two_instances_starting_together_on_a_fresh_registry_both_start() {
     };
     let (one, two) = tokio::join!(Store::postgres(&url), Store::postgres(&url));
     let (one, two) = (one.expect("first instance"), two.expect("second instance"));
-    // Both making the partitions of months to come at once (a new month's first batch).
-    for m in 1..=12 {
-        let day = date(2031, m, 1).day_number();
+    // Both naming the same months at once (each month inside the window gets its
+    // partition once; those beyond it none: the default partition takes them).
+    let today = openpsd_service_kit::codec::today_utc().day_number();
+    for back in 0..24 {
+        let day = today.saturating_sub(back * 30);
         let (a, b) = tokio::join!(
             one.run("test", vec![day], |_| Ok(())),
             two.run("test", vec![day], |_| Ok(()))
@@ -606,7 +632,10 @@ async fn two_instances_starting_together_on_a_fresh_registry_both_start() {
     };
     assert_eq!(record(&one, d).await, Recorded::New);
     assert_eq!(record(&two, d).await, Recorded::Duplicate);
-    assert_eq!(partition_of(&one, 1).await.unwrap(), "scans_2031_06");
+    assert_eq!(
+        partition_of(&one, 1).await.unwrap(),
+        month_partition(date(2031, 6, 1))
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

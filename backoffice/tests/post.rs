@@ -9,8 +9,7 @@
 
 mod common;
 
-use common::{env, expect_refused, Client, Env, Psd};
-use openpsd_protocol::post::{DeviceReport, ScanBatch, ScanResult, Verdict};
+use common::{env, expect_refused, explain, kinds, scan, Client, Env, Psd};
 
 async fn card(env: &Env, n: u32, funds: u64) -> Psd {
     let mut psd = Psd::new(n, 0, &env.kms());
@@ -23,30 +22,6 @@ async fn card(env: &Env, n: u32, funds: u64) -> Psd {
         .unwrap();
     assert_eq!(v.state, "completed");
     psd
-}
-
-async fn scan(post: &Client, labels: &[Vec<u8>]) -> Vec<Verdict> {
-    let r: ScanResult = post
-        .post(
-            "/v1/indicia",
-            &ScanBatch {
-                indicia: labels.iter().map(hex::encode).collect(),
-            },
-        )
-        .await
-        .unwrap();
-    assert_eq!(r.verdicts.len(), labels.len());
-    r.verdicts
-}
-
-fn kinds(v: &[Verdict]) -> Vec<&str> {
-    v.iter().map(|v| v.verdict.as_str()).collect()
-}
-
-async fn explain(post: &Client, device: &str) -> DeviceReport {
-    post.get(&format!("/v1/devices/{device}/findings"))
-        .await
-        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -14,8 +14,7 @@
 mod common;
 
 use card_sim::personalize::Secrets;
-use common::{env, expect_refused, Client, Env, Refused};
-use openpsd_protocol::post::{DeviceReport, ScanBatch, ScanResult, Verdict};
+use common::{env, expect_refused, explain, kinds, scan, Env, Refused};
 use openpsd_protocol::{InspectionRequest, InspectionView, MeterDevice, MeterRegistration};
 use openpsd_protocol::{RefillState, RefillView};
 use openpsd_wasm::personalize::build_personalization;
@@ -147,30 +146,6 @@ fn label(psd: &mut PsdDevice, txn: u64, postage: &str) -> (Vec<u8>, u32) {
         })
         .unwrap();
     (issued.barcode.0, issued.fields.pieces)
-}
-
-async fn scan(post: &Client, labels: &[Vec<u8>]) -> Vec<Verdict> {
-    let r: ScanResult = post
-        .post(
-            "/v1/indicia",
-            &ScanBatch {
-                indicia: labels.iter().map(hex::encode).collect(),
-            },
-        )
-        .await
-        .unwrap();
-    assert_eq!(r.verdicts.len(), labels.len());
-    r.verdicts
-}
-
-fn kinds(v: &[Verdict]) -> Vec<&str> {
-    v.iter().map(|v| v.verdict.as_str()).collect()
-}
-
-async fn explain(post: &Client, device: &str) -> DeviceReport {
-    post.get(&format!("/v1/devices/{device}/findings"))
-        .await
-        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread")]

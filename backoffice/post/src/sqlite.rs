@@ -60,6 +60,33 @@ impl<'t, 'c> SqliteTx<'t, 'c> {
     }
 }
 
+impl SqliteTx<'_, '_> {
+    /// The first row of `sql`, if any, as a tuple.
+    fn one<T>(&self, sql: &str, p: impl rusqlite::Params) -> Result<Option<T>, ApiError>
+    where
+        T: for<'r> TryFrom<&'r rusqlite::Row<'r>, Error = rusqlite::Error>,
+    {
+        self.tx
+            .prepare_cached(sql)
+            .and_then(|mut st| st.query_row(p, |r| r.try_into()).optional())
+            .storage(self.step)
+    }
+
+    /// Every row of `sql`, as tuples.
+    fn all<T>(&self, sql: &str, p: impl rusqlite::Params) -> Result<Vec<T>, ApiError>
+    where
+        T: for<'r> TryFrom<&'r rusqlite::Row<'r>, Error = rusqlite::Error>,
+    {
+        let mut st = self.tx.prepare_cached(sql).storage(self.step)?;
+        let rows = st
+            .query_map(p, |r| r.try_into())
+            .storage(self.step)?
+            .collect::<Result<_, _>>()
+            .storage(self.step)?;
+        Ok(rows)
+    }
+}
+
 const WHERE_SERIES: &str = "device_id = ?1 AND key_id = ?2 AND license = ?3";
 
 impl RegistryTx for SqliteTx<'_, '_> {
@@ -149,31 +176,23 @@ impl RegistryTx for SqliteTx<'_, '_> {
     }
 
     fn top_ar(&mut self, s: &Series<'_>) -> Result<Option<(u32, i64)>, ApiError> {
-        self.tx
-            .query_row(
-                &format!(
-                    "SELECT piece, ar FROM pieces WHERE {WHERE_SERIES}
-                     ORDER BY ar DESC, piece DESC LIMIT 1"
-                ),
-                params![s.device, s.key, s.license],
-                |r| r.try_into(),
-            )
-            .optional()
-            .storage(self.step)
+        self.one(
+            &format!(
+                "SELECT piece, ar FROM pieces WHERE {WHERE_SERIES}
+                 ORDER BY ar DESC, piece DESC LIMIT 1"
+            ),
+            params![s.device, s.key, s.license],
+        )
     }
 
     fn top_held(&mut self, s: &Series<'_>) -> Result<Option<(u32, i64)>, ApiError> {
-        self.tx
-            .query_row(
-                &format!(
-                    "SELECT piece, ar + dr FROM pieces WHERE {WHERE_SERIES}
-                     ORDER BY ar + dr DESC, piece DESC LIMIT 1"
-                ),
-                params![s.device, s.key, s.license],
-                |r| r.try_into(),
-            )
-            .optional()
-            .storage(self.step)
+        self.one(
+            &format!(
+                "SELECT piece, ar + dr FROM pieces WHERE {WHERE_SERIES}
+                 ORDER BY ar + dr DESC, piece DESC LIMIT 1"
+            ),
+            params![s.device, s.key, s.license],
+        )
     }
 
     fn dated_before(
@@ -182,18 +201,14 @@ impl RegistryTx for SqliteTx<'_, '_> {
         counted: u32,
         day: u32,
     ) -> Result<Option<(u32, u32)>, ApiError> {
-        self.tx
-            .query_row(
-                &format!(
-                    "SELECT piece, mailed_on FROM pieces
-                     WHERE {WHERE_SERIES} AND piece > ?4 AND mailed_on < ?5
-                     ORDER BY piece ASC LIMIT 1"
-                ),
-                params![s.device, s.key, s.license, counted, day],
-                |r| r.try_into(),
-            )
-            .optional()
-            .storage(self.step)
+        self.one(
+            &format!(
+                "SELECT piece, mailed_on FROM pieces
+                 WHERE {WHERE_SERIES} AND piece > ?4 AND mailed_on < ?5
+                 ORDER BY piece ASC LIMIT 1"
+            ),
+            params![s.device, s.key, s.license, counted, day],
+        )
     }
 
     fn ar_above(
@@ -202,19 +217,15 @@ impl RegistryTx for SqliteTx<'_, '_> {
         counted: u32,
         ar: i64,
     ) -> Result<Option<(u32, i64)>, ApiError> {
-        self.tx
-            .query_row(
-                &format!(
-                    "SELECT piece, ar FROM pieces
-                     WHERE {WHERE_SERIES} AND piece <= ?4
-                     ORDER BY piece DESC LIMIT 1"
-                ),
-                params![s.device, s.key, s.license, counted],
-                |r| r.try_into(),
-            )
-            .optional()
-            .storage(self.step)
-            .map(|found: Option<(u32, i64)>| found.filter(|(_, a)| *a > ar))
+        self.one(
+            &format!(
+                "SELECT piece, ar FROM pieces
+                 WHERE {WHERE_SERIES} AND piece <= ?4
+                 ORDER BY piece DESC LIMIT 1"
+            ),
+            params![s.device, s.key, s.license, counted],
+        )
+        .map(|found: Option<(u32, i64)>| found.filter(|(_, a)| *a > ar))
     }
 
     fn insert_finding(&mut self, f: &NewFinding<'_>, found_at: i64) -> Result<bool, ApiError> {
@@ -233,35 +244,20 @@ impl RegistryTx for SqliteTx<'_, '_> {
     }
 
     fn unreported(&mut self, device: &str) -> Result<Vec<Unreported>, ApiError> {
-        let mut stmt = self
-            .tx
-            .prepare_cached(
-                "SELECT finding_id, license, kind, message FROM findings
+        self.all(
+            "SELECT finding_id, license, kind, message FROM findings
                  WHERE device_id = ?1 AND reported = 0 ORDER BY finding_id",
-            )
-            .storage(self.step)?;
-        let rows = stmt
-            .query_map([device], |r| r.try_into())
-            .storage(self.step)?
-            .collect::<Result<_, _>>()
-            .storage(self.step)?;
-        Ok(rows)
+            [device],
+        )
     }
 
     fn unreported_devices(&mut self, limit: u32) -> Result<Vec<String>, ApiError> {
-        let mut stmt = self
-            .tx
-            .prepare_cached(
-                "SELECT DISTINCT device_id FROM findings WHERE reported = 0
-                 ORDER BY device_id LIMIT ?1",
-            )
-            .storage(self.step)?;
-        let rows = stmt
-            .query_map([limit], |r| r.get(0))
-            .storage(self.step)?
-            .collect::<Result<_, _>>()
-            .storage(self.step)?;
-        Ok(rows)
+        let rows: Vec<(String,)> = self.all(
+            "SELECT DISTINCT device_id FROM findings WHERE reported = 0
+             ORDER BY device_id LIMIT ?1",
+            [limit],
+        )?;
+        Ok(rows.into_iter().map(|(d,)| d).collect())
     }
 
     fn mark_reported(&mut self, id: i64, outcome: i64) -> Result<(), ApiError> {
@@ -275,34 +271,18 @@ impl RegistryTx for SqliteTx<'_, '_> {
     }
 
     fn licenses(&mut self, device: &str) -> Result<Vec<LicenseRow>, ApiError> {
-        let mut stmt = self
-            .tx
-            .prepare_cached(
-                "SELECT license, COUNT(*), MAX(piece), MAX(ar), SUM(copies - 1) FROM pieces
+        self.all(
+            "SELECT license, COUNT(*), MAX(piece), MAX(ar), SUM(copies - 1) FROM pieces
                  WHERE device_id = ?1 GROUP BY license ORDER BY license",
-            )
-            .storage(self.step)?;
-        let rows = stmt
-            .query_map([device], |r| r.try_into())
-            .storage(self.step)?
-            .collect::<Result<_, _>>()
-            .storage(self.step)?;
-        Ok(rows)
+            [device],
+        )
     }
 
     fn findings(&mut self, device: &str) -> Result<Vec<FindingRow>, ApiError> {
-        let mut stmt = self
-            .tx
-            .prepare_cached(
-                "SELECT kind, license, piece, message, amount, found_at, reported FROM findings
+        self.all(
+            "SELECT kind, license, piece, message, amount, found_at, reported FROM findings
                  WHERE device_id = ?1 ORDER BY finding_id",
-            )
-            .storage(self.step)?;
-        let rows = stmt
-            .query_map([device], |r| r.try_into())
-            .storage(self.step)?
-            .collect::<Result<_, _>>()
-            .storage(self.step)?;
-        Ok(rows)
+            [device],
+        )
     }
 }

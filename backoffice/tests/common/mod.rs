@@ -870,3 +870,30 @@ pub async fn env() -> Env {
         admin,
     }
 }
+
+/// Posts `labels` to the post office as one scanned batch; its verdicts, one per label.
+pub async fn scan(post: &Client, labels: &[Vec<u8>]) -> Vec<openpsd_protocol::post::Verdict> {
+    let r: openpsd_protocol::post::ScanResult = post
+        .post(
+            "/v1/indicia",
+            &openpsd_protocol::post::ScanBatch {
+                indicia: labels.iter().map(hex::encode).collect(),
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.verdicts.len(), labels.len());
+    r.verdicts
+}
+
+/// The verdicts' kinds (`accepted`, `duplicate`, …).
+pub fn kinds(v: &[openpsd_protocol::post::Verdict]) -> Vec<&str> {
+    v.iter().map(|v| v.verdict.as_str()).collect()
+}
+
+/// What the post office holds of `device` and found.
+pub async fn explain(post: &Client, device: &str) -> openpsd_protocol::post::DeviceReport {
+    post.get(&format!("/v1/devices/{device}/findings"))
+        .await
+        .unwrap()
+}

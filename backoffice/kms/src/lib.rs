@@ -768,6 +768,13 @@ async fn seal(State(kms): State<Kms>, body: Bytes) -> Result<Json<RefillMessage>
     kms.db
         .run(step, move |conn| {
             let tx = conn.transaction().storage(step)?;
+            // Again inside the transaction that logs the message: a revocation committed
+            // since the check above must not see a message leave after it. (The issuer's
+            // revoke is a write on this database, so it is either before this or after
+            // the message was logged.)
+            read_row(&tx, &device, step)?
+                .ok_or_else(|| ApiError::unknown_device(step, &device))?
+                .serving(step)?;
             let existing: Option<(String, i64, i64, i64, i64)> = tx
                 .query_row(
                     "SELECT device_id, license, amount, control_sum, refills

@@ -20,6 +20,10 @@ use super::Web;
 const STEP_LABEL: &str = "room_label";
 /// Largest scan the page may upload (hex in JSON: twice that).
 const MAX_SCAN_BYTES: usize = 2 * 1024 * 1024;
+/// Scans decoded at once: each takes a blocking thread and up to ~40 megapixels of memory
+/// (openpsd_post::label's bound), so many uploads at once must queue, not pile up.
+const DECODERS: usize = 2;
+static DECODING: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(DECODERS);
 
 /// `POST /demo/v1/labels` `{"image": hex}` or `{"indicium": hex}`.
 #[derive(Deserialize)]
@@ -63,6 +67,14 @@ pub(crate) async fn verify_label(
             }
             let bytes = hex::decode(image.trim())
                 .map_err(|_| ApiError::bad_request(step, "image: hex of a PNG or JPEG file"))?;
+            let Ok(_turn) = DECODING.try_acquire() else {
+                return Err(ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    ErrorCode::ServiceUnavailable,
+                    step,
+                    "the label decoder is busy with other scans; try again in a moment",
+                ));
+            };
             let decoded = tokio::task::spawn_blocking(move || openpsd_post::label::decode(&bytes))
                 .await
                 .map_err(|e| ApiError::internal(step, format!("label decoder: {e}")))?;

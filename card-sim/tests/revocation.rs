@@ -4,28 +4,17 @@
 // Test code: a failed unwrap or expect is a failed test, with its message.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::path::Path;
 use std::process::Command;
 
 use card_sim::os_platform::Clock;
 use card_sim::sim::open_file_card;
+use common::{card_sim, funded_psd};
 use openpsd_core::client::transfer as driver;
 use openpsd_core::types::*;
 use openpsd_core::Status;
-
-fn card_sim(args: &[&str], dir: &Path) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_card-sim"))
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "card-sim {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 fn transfer(d: &Path, amount: u64) -> Result<(), driver::TransferError> {
     let mut psd = open_file_card(&d.join("psd"), Clock::System).unwrap();
@@ -44,35 +33,7 @@ fn transfer(d: &Path, amount: u64) -> Result<(), driver::TransferError> {
 fn a_psd_revoked_by_the_issuer_is_refused_by_the_purse() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    card_sim(
-        &["scheme", "create", "--out", "scheme.json", "--id", "9"],
-        d,
-    );
-    card_sim(&["bench-kms", "--dir", "kms"], d);
-    card_sim(
-        &[
-            "personalize",
-            "--state",
-            "psd",
-            "--scheme",
-            "scheme.json",
-            "--kms-public-key",
-            "kms/kms-public.key",
-        ],
-        d,
-    );
-    card_sim(
-        &[
-            "refill",
-            "--state",
-            "psd",
-            "--amount",
-            "100.00",
-            "--kms-signing-key",
-            "kms/kms-signing.key",
-        ],
-        d,
-    );
+    funded_psd(d, "100.00");
     let args = ["personalize", "--kind", "purse", "--state", "purse"];
     card_sim(
         &[&args[..], &["--scheme", "scheme.json", "--pin", "1357"]].concat(),

@@ -6,12 +6,15 @@
 // Test code: a failed unwrap or expect is a failed test, with its message.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use card_sim::transport::TcpCardClient;
+use common::{card_sim, funded_psd};
 use openpsd_core::client::psd_apdu;
 use openpsd_core::client::transfer::{self as driver, Resolved};
 use openpsd_core::client::Link;
@@ -23,19 +26,6 @@ use openpsd_core::types::*;
 
 const FUNDED: u64 = 100_000;
 const PIN: &[u8] = b"1357";
-
-fn card_sim(args: &[&str], dir: &Path) {
-    let out = Command::new(env!("CARGO_BIN_EXE_card-sim"))
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "card-sim {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 /// A `card-sim serve` process, killed when the test ends (even by a failed assertion: a
 /// leftover server would hold the test's output open).
@@ -152,35 +142,7 @@ fn conserved(psd_port: u16, purse_port: u16, settled: bool) -> (Registers, Purse
 fn killing_the_purse_mid_transfer_neither_creates_nor_loses_value() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    card_sim(
-        &["scheme", "create", "--out", "scheme.json", "--id", "9"],
-        d,
-    );
-    card_sim(&["bench-kms", "--dir", "kms"], d);
-    card_sim(
-        &[
-            "personalize",
-            "--state",
-            "psd",
-            "--scheme",
-            "scheme.json",
-            "--kms-public-key",
-            "kms/kms-public.key",
-        ],
-        d,
-    );
-    card_sim(
-        &[
-            "refill",
-            "--state",
-            "psd",
-            "--amount",
-            "1000.00",
-            "--kms-signing-key",
-            "kms/kms-signing.key",
-        ],
-        d,
-    );
+    funded_psd(d, "1000.00");
     // The funding, as the meter server's registration must take it for its baseline.
     let baselines: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(d.join("psd.baselines.json")).unwrap())

@@ -2,7 +2,6 @@
 //! types, and the conversion of [`ApiError`] into JS `Error`s with `name`, `sw` and `swHex`.
 //! Nothing here decides anything; the logic is in the modules it calls (tested natively).
 
-use serde::de::DeserializeOwned;
 use serde::Serialize;
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
@@ -10,7 +9,7 @@ use wasm_bindgen::JsCast;
 use crate::device::PsdDevice;
 use crate::error::{ApiError, ApiResult};
 use crate::purse::PurseDevice;
-use crate::views::{parse_set, IndiciumArgs, ModulesView, PersonalizationArgs};
+use crate::views::{parse_set, IndiciumArgs, LicenseArg, ModulesView, PersonalizationArgs};
 use crate::{barcode, indicium, personalize, views::Bytes};
 
 #[wasm_bindgen(typescript_custom_section)]
@@ -213,8 +212,220 @@ fn only_keys(what: &str, v: &JsValue, allowed: &[&str]) -> Result<(), JsValue> {
     Ok(())
 }
 
-fn from_js<T: DeserializeOwned>(what: &str, v: JsValue) -> Result<T, JsValue> {
-    serde_wasm_bindgen::from_value(v).map_err(|e| js_error(ApiError::input(format!("{what}: {e}"))))
+/// A request object read field by field (`issueIndicium`, `buildPersonalization`). By hand,
+/// not with serde's `Deserialize`: serde's error path prints floats ("invalid type: floating
+/// point `1.5`") with `core::fmt`'s float printing; serde's visitors and that printing made
+/// the module 9.6 KB (gzip) bigger than this reader does (scripts/wasm-bench.sh).
+/// The rules and the messages are serde-wasm-bindgen 0.6's, which read these before: a field
+/// is missing when absent (`undefined` and not `in` the object); `null`/`undefined` is
+/// `None` for an optional field and a type error otherwise; integers are JS safe integers;
+/// the type errors of the present fields (in field order) come before the missing fields.
+/// The "Error: " at the start of a message is what serde-wasm-bindgen's error printed.
+struct Request<'a>(&'a JsValue);
+
+/// A reason a request is refused, without the "request: " prefix.
+type Refusal = String;
+
+impl Request<'_> {
+    /// The field `name`; `None` when it is missing.
+    fn field(&self, name: &str) -> Result<Option<JsValue>, Refusal> {
+        let key = JsValue::from(name);
+        let v = js_sys::Reflect::get(self.0, &key).map_err(thrown)?;
+        if v.is_undefined() && !js_sys::Reflect::has(self.0, &key).map_err(thrown)? {
+            return Ok(None);
+        }
+        Ok(Some(v))
+    }
+
+    /// A string field (`None`: missing).
+    fn string(&self, name: &str) -> Result<Option<String>, Refusal> {
+        self.field(name)?.map(string).transpose()
+    }
+
+    /// An optional string field: missing, `null` or `undefined` is `None`.
+    fn optional_string(&self, name: &str) -> Result<Option<String>, Refusal> {
+        self.field(name)?
+            .filter(|v| !v.is_null_or_undefined())
+            .map(string)
+            .transpose()
+    }
+
+    /// An unsigned integer field of type `ty` (`None`: missing).
+    fn uint<T: TryFrom<u64>>(&self, name: &str, ty: &str) -> Result<Option<T>, Refusal> {
+        self.field(name)?.map(|v| uint(&v, ty)).transpose()
+    }
+}
+
+#[wasm_bindgen]
+extern "C" {
+    /// JS's `String(v)` (also how serde-wasm-bindgen printed its errors).
+    #[wasm_bindgen(js_name = String)]
+    fn js_string(v: &JsValue) -> String;
+}
+
+/// What a getter or an iterator threw.
+fn thrown(e: JsValue) -> Refusal {
+    js_string(&e)
+}
+
+fn missing(name: &str) -> Refusal {
+    format!("Error: missing field `{name}`")
+}
+
+fn required<T>(v: Option<T>, name: &str) -> Result<T, Refusal> {
+    v.ok_or_else(|| missing(name))
+}
+
+fn string(v: JsValue) -> Result<String, Refusal> {
+    v.as_string().ok_or_else(|| invalid_type(&v, "a string"))
+}
+
+/// A JS safe integer that fits `T` (serde: "u16", "u32", ...).
+fn uint<T: TryFrom<u64>>(v: &JsValue, ty: &str) -> Result<T, Refusal> {
+    const MAX_SAFE: f64 = 9_007_199_254_740_991.0;
+    match v.as_f64() {
+        // why: an integer in 0..=2^53 - 1, checked in the guard, converts exactly.
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+        Some(f) if f.fract() == 0.0 && (0.0..=MAX_SAFE).contains(&f) => {
+            let n = f as u64;
+            T::try_from(n)
+                .map_err(|_| format!("Error: invalid value: integer `{n}`, expected {ty}"))
+        }
+        _ => Err(invalid_type(v, ty)),
+    }
+}
+
+/// serde's "invalid type" message for `v` as serde-wasm-bindgen describes JS values.
+fn invalid_type(v: &JsValue, expected: &str) -> Refusal {
+    let unexpected = if v.is_null_or_undefined() {
+        "unit value".to_string()
+    } else if let Some(b) = v.as_bool() {
+        format!("boolean `{b}`")
+    } else if let Some(f) = v.as_f64() {
+        format!("floating point `{}`", float_text(f))
+    } else if let Some(s) = v.as_string() {
+        format!("string {s:?}")
+    } else if v.is_instance_of::<js_sys::Uint8Array>() || v.is_instance_of::<js_sys::ArrayBuffer>()
+    {
+        "byte array".to_string()
+    } else {
+        format!("{v:?}")
+    };
+    format!("Error: invalid type: {unexpected}, expected {expected}")
+}
+
+/// A number as serde printed it (Rust's `f64` `Display`, ".0" added to a finite number
+/// without a decimal point), from JS's `Number#toString`, which has the same shortest
+/// round-trip digits but may use an exponent.
+fn float_text(f: f64) -> String {
+    if f.is_infinite() {
+        return if f > 0.0 { "inf" } else { "-inf" }.to_string();
+    }
+    if f == 0.0 {
+        return if f.is_sign_negative() { "-0.0" } else { "0.0" }.to_string();
+    }
+    let js = js_string(&JsValue::from(f));
+    if f.is_nan() {
+        return js;
+    }
+    // JS writes an exponent for |x| >= 1e21 and |x| < 1e-6: "d.ddde+21", "d.ddde-7" (one digit
+    // before the point, at most 17 digits); Rust writes the digits out.
+    let text = match js.split_once('e') {
+        Some((mantissa, exp)) => {
+            let (sign, mantissa) = mantissa
+                .strip_prefix('-')
+                .map_or(("", mantissa), |m| ("-", m));
+            let (int, frac) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+            let digits = format!("{int}{frac}");
+            match exp.strip_prefix('-') {
+                Some(x) => {
+                    let zeros = x.parse::<usize>().unwrap_or(0).saturating_sub(int.len());
+                    format!("{sign}0.{}{digits}", "0".repeat(zeros))
+                }
+                None => {
+                    let x = exp.trim_start_matches('+').parse::<usize>().unwrap_or(0);
+                    let zeros = (int.len() + x).saturating_sub(digits.len());
+                    format!("{sign}{digits}{}", "0".repeat(zeros))
+                }
+            }
+        }
+        None => js,
+    };
+    if text.contains('.') {
+        text
+    } else {
+        text + ".0"
+    }
+}
+
+/// `issueIndicium`'s argument (an object: [`only_keys`] checked it).
+fn indicium_args(r: &Request) -> Result<IndiciumArgs, Refusal> {
+    let postage = r.string("postage")?;
+    let date = r.string("date")?;
+    let rate = r.uint("rate", "u16")?;
+    let origin = r.string("origin")?;
+    let destination = r.string("destination")?;
+    let transaction_id = r.optional_string("transactionId")?;
+    let set = match r.field("set")? {
+        Some(v) if !v.is_null_or_undefined() => Some(uint(&v, "u8")?),
+        _ => None,
+    };
+    Ok(IndiciumArgs {
+        postage: required(postage, "postage")?,
+        date: required(date, "date")?,
+        rate: required(rate, "rate")?,
+        origin: required(origin, "origin")?,
+        destination: required(destination, "destination")?,
+        transaction_id,
+        set,
+    })
+}
+
+/// `buildPersonalization`'s argument (an object: [`only_keys`] checked it).
+fn personalization_args(r: &Request) -> Result<PersonalizationArgs, Refusal> {
+    let licenses = r.field("licenses")?.map(|v| licenses(&v)).transpose()?;
+    let max_postage = r.string("maxPostage")?;
+    let max_dr = r.string("maxDr")?;
+    let inspection_days = r.uint("inspectionDays", "u16")?;
+    let device_id = r.optional_string("deviceId")?;
+    let kms_public_key = r.optional_string("kmsPublicKey")?;
+    let vendor_public_key = r.optional_string("vendorPublicKey")?;
+    Ok(PersonalizationArgs {
+        licenses: required(licenses, "licenses")?,
+        max_postage: required(max_postage, "maxPostage")?,
+        max_dr: required(max_dr, "maxDr")?,
+        inspection_days: inspection_days.unwrap_or(0),
+        device_id,
+        kms_public_key,
+        vendor_public_key,
+    })
+}
+
+/// `licenses`: any JS iterable of `{ license, origin }` objects.
+fn licenses(v: &JsValue) -> Result<Vec<LicenseArg>, Refusal> {
+    let Some(iter) = js_sys::try_iter(v).map_err(thrown)? else {
+        return Err(invalid_type(v, "a sequence"));
+    };
+    let mut out = Vec::new();
+    for l in iter {
+        let l = l.map_err(thrown)?;
+        if !l.is_object() {
+            return Err(invalid_type(&l, "struct LicenseArg"));
+        }
+        let r = Request(&l);
+        let license = r.uint("license", "u32")?;
+        let origin = r.string("origin")?;
+        out.push(LicenseArg {
+            license: required(license, "license")?,
+            origin: required(origin, "origin")?,
+        });
+    }
+    Ok(out)
+}
+
+/// The request `v` read by `read`; a refusal is an `InputError` "request: ...".
+fn from_js<T>(v: &JsValue, read: fn(&Request) -> Result<T, Refusal>) -> Result<T, JsValue> {
+    read(&Request(v)).map_err(|e| js_error(ApiError::input(format!("request: {e}"))))
 }
 
 const INDICIUM_KEYS: &[&str] = &[
@@ -301,7 +512,7 @@ impl Psd {
         #[wasm_bindgen(unchecked_param_type = "IndiciumRequest")] request: JsValue,
     ) -> Result<JsValue, JsValue> {
         only_keys("request", &request, INDICIUM_KEYS)?;
-        let args: IndiciumArgs = from_js("request", request)?;
+        let args = from_js(&request, indicium_args)?;
         to_js(self.inner.issue_indicium(&args))
     }
 
@@ -459,7 +670,7 @@ pub fn build_personalization(
             only_keys("licenses[]", &l, &["license", "origin"])?;
         }
     }
-    let args: PersonalizationArgs = from_js("request", request)?;
+    let args = from_js(&request, personalization_args)?;
     to_js(personalize::build_personalization(&args, entropy))
 }
 

@@ -1,13 +1,14 @@
 //! The plain objects the API hands to JavaScript (serialized by serde-wasm-bindgen) and the
-//! request objects it takes, with the conversions from and to core's types. Field names are
-//! camelCase; amounts are decimal strings, dates `YYYY-MM-DD`, byte strings hex (the device
-//! ID upper case) except indicium bytes, which are [`Bytes`] (`Uint8Array`).
+//! request objects it takes (read by `js.rs`), with the conversions from and to core's
+//! types. Field names are camelCase; amounts are decimal strings, dates `YYYY-MM-DD`, byte
+//! strings hex (the device ID upper case) except indicium bytes, which are [`Bytes`]
+//! (`Uint8Array`).
 
 use openpsd_core::psd::device::DeviceInfo;
 use openpsd_core::psd::indicium::IndiciumData;
 use openpsd_core::psd::registers::Registers;
 use openpsd_core::types::{Amount, Date, DeviceId, PostalCode};
-use serde::{Deserialize, Serialize, Serializer};
+use serde::{Serialize, Serializer};
 
 use crate::error::{ApiError, ApiResult};
 
@@ -202,9 +203,8 @@ pub struct ModulesView {
     pub modules: Bytes,
 }
 
-/// `issueIndicium`'s argument.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+/// `issueIndicium`'s argument (the JS object's fields are the camelCase names).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct IndiciumArgs {
     /// Postage, an amount > 0.
     pub postage: String,
@@ -217,16 +217,13 @@ pub struct IndiciumArgs {
     /// Destination postal code: 1-10 of A-Z 0-9 space hyphen.
     pub destination: String,
     /// 16 hex digits; omitted: 8 fresh random bytes.
-    #[serde(default)]
     pub transaction_id: Option<String>,
     /// Register set index; omitted: 0.
-    #[serde(default)]
     pub set: Option<u8>,
 }
 
 /// One license of `buildPersonalization`'s argument.
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LicenseArg {
     /// License number (distinct within one personalization).
     pub license: u32,
@@ -234,9 +231,8 @@ pub struct LicenseArg {
     pub origin: String,
 }
 
-/// `buildPersonalization`'s argument.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+/// `buildPersonalization`'s argument (the JS object's fields are the camelCase names).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PersonalizationArgs {
     /// One to four licenses, one register set each, in set order.
     pub licenses: Vec<LicenseArg>,
@@ -245,18 +241,14 @@ pub struct PersonalizationArgs {
     /// Highest value of the descending register (amount).
     pub max_dr: String,
     /// Days an accepted audit keeps the device printing; default 0 (no inspection).
-    #[serde(default)]
     pub inspection_days: u16,
     /// Device ID, 16 hex digits; omitted: `PSD` + 5 random bytes.
-    #[serde(default)]
     pub device_id: Option<String>,
     /// The key management system's public key (required): 130 hex digits, a P-256 point
     /// (SEC1 uncompressed). The PSD accepts refill messages and receipts signed by its
     /// private half. (`Option` only so that a missing key is refused with a clear message.)
-    #[serde(default)]
     pub kms_public_key: Option<String>,
     /// Vendor public key, 130 hex digits (a P-256 point); omitted: a throwaway key.
-    #[serde(default)]
     pub vendor_public_key: Option<String>,
 }
 

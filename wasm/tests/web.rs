@@ -221,6 +221,94 @@ fn refusals_are_errors_with_the_status_word() {
     }
 }
 
+/// Request objects are read by hand in `js.rs` with the rules and messages of
+/// serde-wasm-bindgen, which read them before (these texts are what it said).
+#[wasm_bindgen_test]
+fn request_fields_are_refused_as_before() {
+    let mut psd = device(1);
+    let fields = r#""date":"2026-11-21","origin":"10115","destination":"20095""#;
+    for (request, expected) in [
+        (
+            format!(r#"{{"rate":1,{fields}}}"#),
+            "missing field `postage`",
+        ),
+        (
+            format!(r#"{{"postage":1,"rate":1,{fields}}}"#),
+            "invalid type: floating point `1.0`, expected a string",
+        ),
+        (
+            format!(r#"{{"postage":"1","rate":1.5,{fields}}}"#),
+            "invalid type: floating point `1.5`, expected u16",
+        ),
+        (
+            format!(r#"{{"postage":"1","rate":1e21,{fields}}}"#),
+            "invalid type: floating point `1000000000000000000000.0`, expected u16",
+        ),
+        (
+            format!(r#"{{"postage":"1","rate":65536,{fields}}}"#),
+            "invalid value: integer `65536`, expected u16",
+        ),
+        (
+            format!(r#"{{"postage":"1","rate":null,{fields}}}"#),
+            "invalid type: unit value, expected u16",
+        ),
+        (
+            format!(r#"{{"postage":"1","rate":1,"set":-1,{fields}}}"#),
+            "invalid type: floating point `-1.0`, expected u8",
+        ),
+        (
+            format!(r#"{{"postage":"1","rate":1,"transactionId":true,{fields}}}"#),
+            "invalid type: boolean `true`, expected a string",
+        ),
+        // Type errors first, then the missing fields.
+        (
+            r#"{"date":5}"#.to_string(),
+            "invalid type: floating point `5.0`, expected a string",
+        ),
+    ] {
+        let (name, _, message) = error(psd.issue_indicium(json(&request)).err().unwrap());
+        assert_eq!(name, "InputError");
+        assert_eq!(message, format!("request: Error: {expected}"), "{request}");
+    }
+    // An explicit null is an omitted optional field.
+    let mut psd = funded("25.00");
+    let request = format!(r#"{{"postage":"1","rate":1,"transactionId":null,"set":null,{fields}}}"#);
+    assert!(psd.issue_indicium(json(&request)).is_ok());
+
+    let kms = kms_public_hex();
+    for (request, expected) in [
+        (
+            format!(r#"{{"maxPostage":"1","maxDr":"2","kmsPublicKey":"{kms}"}}"#),
+            "Error: missing field `licenses`",
+        ),
+        (
+            format!(
+                r#"{{"licenses":[{{"license":-2,"origin":"1"}}],"maxPostage":"1","maxDr":"2",
+                    "kmsPublicKey":"{kms}"}}"#
+            ),
+            "Error: invalid type: floating point `-2.0`, expected u32",
+        ),
+        (
+            format!(
+                r#"{{"licenses":[{{"license":1}}],"maxPostage":"1","maxDr":"2","kmsPublicKey":"{kms}"}}"#
+            ),
+            "Error: missing field `origin`",
+        ),
+        (
+            format!(
+                r#"{{"licenses":[],"maxPostage":"1","maxDr":"2","kmsPublicKey":"{kms}",
+                    "inspectionDays":"7"}}"#
+            ),
+            r#"Error: invalid type: string "7", expected u16"#,
+        ),
+    ] {
+        let (name, _, message) =
+            error(build_personalization(json(&request), &[9; 32]).unwrap_err());
+        assert_eq!(name, "InputError");
+        assert_eq!(message, format!("request: {expected}"), "{request}");
+    }
+}
+
 #[wasm_bindgen_test]
 fn the_demo_kms_checks_the_audit_under_the_device_key() {
     let mut psd = device(1);

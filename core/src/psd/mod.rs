@@ -18,6 +18,7 @@ pub mod audit;
 pub mod command;
 pub mod device;
 pub mod indicium;
+pub mod license;
 pub mod receipt;
 pub mod refill;
 pub mod registers;

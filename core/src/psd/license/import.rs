@@ -1,0 +1,1 @@
+//! IMPORT SET (seed 003 claim 5): see `docs/licenses.md`.

@@ -1,0 +1,223 @@
+//! Licenses (seed 003): register sets added after personalization through a grant chain,
+//! and register sets parked on the host's disk that can never be rolled back or cloned.
+//!
+//! - [`request`]: LICENSE REQUEST (Fig. 4, 60-62) and its message.
+//! - [`grant`]: the PA's X.509 grant rebuilt from a template, the vendor's countersignature.
+//! - [`install`]: LICENSE INSTALL (Fig. 4, 67): a new set in one commit.
+//! - [`export`]: EXPORT SET (Fig. 5), two phases; the blob's layout.
+//! - [`import`]: IMPORT SET (claim 5): an outstanding export comes back once.
+//!
+//! This file holds the persistent license state (record `LICENSES`): the pending request,
+//! the counters, the export seal key and the outstanding-export table. `docs/licenses.md`
+//! says where the value is at every instant of every step.
+
+pub mod export;
+pub mod grant;
+pub mod import;
+pub mod install;
+pub mod request;
+
+use alloc::vec::Vec;
+use zeroize::Zeroizing;
+
+use crate::crypto::IndiciumKey;
+use crate::store::StoreError;
+use crate::types::{Amount, LicenseId, PostalCode};
+use crate::wire::{Malformed, Reader, Writer};
+
+use grant::NONCE_LEN;
+
+/// Most exports outstanding at once (a bounded table, as Android KeyMint's rollback
+/// resistance: when full, EXPORT SET is refused with `9A36` instead of weakening).
+pub const MAX_OUTSTANDING: usize = 16;
+/// Length of an export's digest (the first bytes of the blob's SHA-256).
+pub const DIGEST_LEN: usize = 16;
+/// Layout version of the `LICENSES` record.
+const RECORD_VERSION: u8 = 1;
+
+/// A request committed before it was answered: what LICENSE INSTALL will check a grant
+/// against.
+#[derive(Clone, Debug)]
+pub struct PendingRequest {
+    /// Its counter.
+    pub counter: u32,
+    /// The license asked for (0: the PA assigns).
+    pub license: LicenseId,
+    /// The origin asked for.
+    pub origin: PostalCode,
+    /// The new license key.
+    pub key: IndiciumKey,
+    /// The nonce the grant must carry.
+    pub nonce: [u8; NONCE_LEN],
+}
+
+/// Where an export is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExportState {
+    /// Prepared: the set is still resident, frozen; the host writes the file.
+    Preparing,
+    /// Committed: the set left the PSD; the file holds it and only this entry admits it.
+    Outstanding,
+}
+
+/// One entry of the outstanding-export table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ExportEntry {
+    /// The set's license.
+    pub license: LicenseId,
+    /// The export counter value the blob carries (never reused).
+    pub epoch: u64,
+    /// The first bytes of the blob's SHA-256.
+    pub digest: [u8; DIGEST_LEN],
+    /// Preparing or outstanding.
+    pub state: ExportState,
+    /// The slot the set was exported from.
+    pub slot: u8,
+    /// The set's control sum (AR + DR; nothing is pending in an exported set): the value
+    /// the PSD answers for while the set is on disk.
+    pub control_sum: Amount,
+    /// The set's DR: the value a write-off would refund if the file were lost.
+    pub dr: Amount,
+}
+
+/// The PSD's license state (record `LICENSES`; absent on a PSD that never used them).
+#[derive(Clone, Debug, Default)]
+pub struct LicenseState {
+    /// The request waiting for its grant.
+    pub pending: Option<PendingRequest>,
+    /// The last request counter used (the next request takes the one after).
+    pub request_counter: u32,
+    /// The counter of the last request installed (0: none), so a re-sent install is
+    /// told apart (`9A32`) from one without a request (`9A31`).
+    pub last_installed: u32,
+    /// The export seal key (AES-SIV), generated inside at the first export.
+    pub seal_key: Option<Zeroizing<[u8; 32]>>,
+    /// The next export epoch; starts at 1, never reused, stuck at its top.
+    pub export_counter: u64,
+    /// Exports preparing or outstanding.
+    pub exports: Vec<ExportEntry>,
+}
+
+impl LicenseState {
+    /// Loads the record (absent: nothing yet).
+    pub fn load(bytes: Option<Vec<u8>>) -> Result<LicenseState, StoreError> {
+        match bytes {
+            None => Ok(LicenseState {
+                export_counter: 1,
+                ..LicenseState::default()
+            }),
+            Some(b) => LicenseState::decode(&b).map_err(|_| StoreError::Corrupt("licenses record")),
+        }
+    }
+
+    /// The entry of `license`, if an export of it is preparing or outstanding.
+    pub fn export_of(&self, license: LicenseId) -> Option<&ExportEntry> {
+        self.exports.iter().find(|e| e.license == license)
+    }
+
+    /// Record layout (holds secrets: the pending key and the seal key).
+    pub fn encode(&self) -> Zeroizing<Vec<u8>> {
+        let mut w = Zeroizing::new(Vec::with_capacity(128 + self.exports.len() * 48));
+        w.put_u8(RECORD_VERSION);
+        match &self.pending {
+            None => w.put_u8(0),
+            Some(p) => {
+                w.put_u8(1);
+                w.put_u32(p.counter);
+                w.put_u32(p.license.0);
+                p.origin.write(&mut w);
+                w.extend_from_slice(p.key.secret_bytes().as_ref());
+                w.extend_from_slice(&p.nonce);
+            }
+        }
+        w.put_u32(self.request_counter);
+        w.put_u32(self.last_installed);
+        match &self.seal_key {
+            None => w.put_u8(0),
+            Some(k) => {
+                w.put_u8(1);
+                w.extend_from_slice(k.as_ref());
+            }
+        }
+        w.put_u64(self.export_counter);
+        // why: at most MAX_OUTSTANDING (16) entries; EXPORT SET refuses a 17th.
+        #[allow(clippy::cast_possible_truncation)]
+        w.put_u8(self.exports.len() as u8);
+        for e in &self.exports {
+            w.put_u32(e.license.0);
+            w.put_u64(e.epoch);
+            w.extend_from_slice(&e.digest);
+            w.put_u8(match e.state {
+                ExportState::Preparing => 1,
+                ExportState::Outstanding => 2,
+            });
+            w.put_u8(e.slot);
+            w.put_u64(e.control_sum.0);
+            w.put_u64(e.dr.0);
+        }
+        w
+    }
+
+    /// Parses the record.
+    pub fn decode(bytes: &[u8]) -> Result<LicenseState, Malformed> {
+        let mut r = Reader::new(bytes);
+        if r.u8()? != RECORD_VERSION {
+            return Err(Malformed::Value);
+        }
+        let pending = match r.u8()? {
+            0 => None,
+            1 => Some(PendingRequest {
+                counter: r.u32()?,
+                license: LicenseId(r.u32()?),
+                origin: PostalCode::read(&mut r)?,
+                key: IndiciumKey::from_bytes(r.take(32)?).ok_or(Malformed::Value)?,
+                nonce: r.array()?,
+            }),
+            _ => return Err(Malformed::Value),
+        };
+        let request_counter = r.u32()?;
+        let last_installed = r.u32()?;
+        let seal_key = match r.u8()? {
+            0 => None,
+            1 => Some(Zeroizing::new(r.array()?)),
+            _ => return Err(Malformed::Value),
+        };
+        let export_counter = r.u64()?;
+        let n = usize::from(r.u8()?);
+        if n > MAX_OUTSTANDING {
+            return Err(Malformed::Value);
+        }
+        let mut exports = Vec::with_capacity(n);
+        for _ in 0..n {
+            let license = LicenseId(r.u32()?);
+            let epoch = r.u64()?;
+            let digest = r.array()?;
+            let state = match r.u8()? {
+                1 => ExportState::Preparing,
+                2 => ExportState::Outstanding,
+                _ => return Err(Malformed::Value),
+            };
+            exports.push(ExportEntry {
+                license,
+                epoch,
+                digest,
+                state,
+                slot: r.u8()?,
+                control_sum: Amount(r.u64()?),
+                dr: Amount(r.u64()?),
+            });
+        }
+        r.finish()?;
+        if exports.iter().any(|e| e.epoch >= export_counter) {
+            return Err(Malformed::Value);
+        }
+        Ok(LicenseState {
+            pending,
+            request_counter,
+            last_installed,
+            seal_key,
+            export_counter,
+            exports,
+        })
+    }
+}

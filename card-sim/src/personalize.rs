@@ -157,6 +157,7 @@ pub fn personalize_with_scheme(
         inspection_days: req.inspection_days,
         scheme: scheme.map(|(s, max_failures)| s.slot(max_failures)),
         licenses: req.licenses.clone(),
+        postal_authority: None,
     };
     psd.personalize(&p).map_err(refused)?;
     let info = psd

@@ -91,7 +91,7 @@ pub fn load_card<S: Store, P: Platform>(
 ) -> Result<(Card<S, P>, CardKind), StoreError> {
     let psd = PsdApplet::load(&store)?;
     let purse = PurseApplet::load(&store)?;
-    let kind = match (!psd.register_sets().is_empty(), purse.balance().is_some()) {
+    let kind = match (psd.is_personalized(), purse.balance().is_some()) {
         (false, false) => CardKind::Blank,
         (true, false) => CardKind::Psd,
         (false, true) => CardKind::Purse,

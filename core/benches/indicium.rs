@@ -62,6 +62,7 @@ fn funded_card() -> openpsd_core::Card<MemStore, SeededPlatform> {
             license: LicenseId(1),
             origin: PostalCode::new(b"10115").unwrap(),
         }],
+        postal_authority: None,
     };
     ok(card.transmit(&psd_apdu::personalize(&p)));
     let refill = RefillCombination {

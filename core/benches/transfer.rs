@@ -74,6 +74,7 @@ fn cards() -> (TestCard, TestCard) {
             issuer_public_key: issuer.public_key(),
             max_failures: 5,
         }),
+        postal_authority: None,
     };
     ok(psd.transmit(&psd_apdu::personalize(&p)));
     let data = ok(psd.transmit(&psd_apdu::get_recognition_data()));

@@ -32,6 +32,7 @@ fn main() {
             license: LicenseId(1),
             origin: PostalCode::new(b"10115").unwrap(),
         }],
+        postal_authority: None,
     };
     card.transmit(&psd_apdu::personalize(&p));
     let c = RefillCombination {

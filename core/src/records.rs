@@ -25,8 +25,13 @@ pub mod psd {
     /// The PSD's certificate and revocation list ([`crate::transfer::cert::Credentials`];
     /// absent until the issuer installs one).
     pub const CREDENTIALS: RecordId = 0x0103;
+    /// Licenses: the pending request, the counters, the export seal key and the
+    /// outstanding-export table ([`crate::psd::license::LicenseState`]; absent until the
+    /// first LICENSE REQUEST or EXPORT SET).
+    pub const LICENSES: RecordId = 0x0104;
     /// Register set 0 ([`crate::psd::registers::RegisterSet`]); set `i` is `SET_BASE + i`,
-    /// up to [`crate::psd::device::MAX_REGISTER_SETS`].
+    /// up to [`crate::psd::device::MAX_REGISTER_SETS`]. A slot without its record is free
+    /// (never used, or its set exported).
     pub const SET_BASE: RecordId = 0x0110;
 
     /// The record of register set `index` (below `MAX_REGISTER_SETS`, so it stays in range).

@@ -85,7 +85,9 @@ status_table! {
     NotFound = 0x6A82, "application or file not found";
     /// `6A86` P1 or P2 is not valid for this instruction.
     IncorrectP1P2 = 0x6A86, "incorrect P1/P2";
-    /// `6A88` the referenced register set does not exist.
+    /// `6A84` no free register set slot (LICENSE INSTALL, IMPORT SET).
+    NotEnoughMemory = 0x6A84, "no free register set slot";
+    /// `6A88` the referenced register set does not exist (or its slot is free).
     ReferencedDataNotFound = 0x6A88, "register set not found";
     /// `6B00` P1/P2 out of range for GET RESPONSE (no pending response).
     WrongP1P2 = 0x6B00, "wrong P1/P2 (no response pending)";
@@ -149,6 +151,22 @@ status_table! {
     /// `9A27` the partner's certificate is not the issuer's, is for another kind, scheme or
     /// device, is outside its validity, or is revoked.
     CertificateRefused = 0x9A27, "partner certificate refused: not the issuer's, another scheme or device, expired or revoked";
+    /// LICENSE INSTALL: the license is already in this PSD, resident or exported.
+    LicenseExists = 0x9A30, "license already in this PSD (resident or exported)";
+    /// LICENSE INSTALL: no license request pending with that counter.
+    NoLicenseRequest = 0x9A31, "no license request pending for this grant: request a license first";
+    /// LICENSE INSTALL: the grant's request was installed already, or replaced.
+    GrantAlreadyUsed = 0x9A32, "grant already installed, or its request replaced";
+    /// IMPORT SET: no outstanding export matches the file.
+    ExportNotOutstanding = 0x9A33, "older or duplicate copy of an exported register set: it can never be used";
+    /// The register set is frozen by an export being prepared.
+    SetFrozen = 0x9A34, "register set frozen for export: commit or cancel the export first";
+    /// A date outside the license's validity, or a grant that expired before the last date used.
+    LicenseNotValid = 0x9A35, "date outside the license's validity";
+    /// EXPORT SET: the outstanding-export table is full.
+    ExportTableFull = 0x9A36, "too many register sets exported: import one first";
+    /// LICENSE REQUEST: the PSD holds no postal authority key.
+    NoPostalAuthority = 0x9A37, "personalized without the postal authority's key: no licenses can be added";
 }
 
 impl Status {

@@ -19,6 +19,7 @@ use openpsd_core::store::{MemStore, Nvm};
 use openpsd_core::types::*;
 use openpsd_core::{Card, Status};
 
+pub mod licenses;
 pub mod purse;
 pub mod scripts;
 
@@ -61,6 +62,7 @@ pub fn personalization() -> Personalization {
                 origin: PostalCode::new(o).expect("valid code"),
             })
             .collect(),
+        postal_authority: None,
     }
 }
 
@@ -204,4 +206,42 @@ impl Kms {
     ) -> Vec<u8> {
         self.combination_for(card, set, amount, id).sign(&self.key)
     }
+}
+
+/// Runs `apdu` on cards re-opened from `base` (platform `seed`), `prepare` first, cutting
+/// power at its write k = 0, 1, ... (clean, then torn) until the command completes uncut.
+/// For each cut, `check` gets the response, the card re-opened from what the cut left, and
+/// a label. Returns the number of cut points.
+pub fn sweep_cuts(
+    base: &Nvm,
+    seed: u64,
+    prepare: impl Fn(&mut TestCard),
+    apdu: &[u8],
+    mut check: impl FnMut(&[u8], TestCard, &str),
+) -> usize {
+    let mut cuts = 0;
+    for torn in [false, true] {
+        for k in 0.. {
+            let mut card = reopen(base, seed);
+            prepare(&mut card);
+            let start = card.store().writes();
+            card.store_mut()
+                .set_power_cut(Some(openpsd_core::store::PowerCut {
+                    at_write: start + k,
+                    torn,
+                }));
+            let resp = card.transmit(apdu);
+            if !card.store().is_dead() {
+                assert_eq!(psd_apdu::sw(&resp), 0x9000, "uncut command must succeed");
+                break;
+            }
+            cuts += 1;
+            check(
+                &resp,
+                reopen(card.store().nvm(), seed),
+                &format!("cut {k} torn {torn}"),
+            );
+        }
+    }
+    cuts
 }

@@ -10,7 +10,7 @@ use openpsd_core::client::psd_apdu;
 use openpsd_core::psd::device::DeviceInfo;
 use openpsd_core::psd::indicium;
 use openpsd_core::psd::registers::Registers;
-use openpsd_core::store::{Nvm, PowerCut};
+use openpsd_core::store::Nvm;
 use openpsd_core::types::*;
 use openpsd_core::Status;
 use openpsd_tests::*;
@@ -32,32 +32,9 @@ fn sweep_after(
     base: &Nvm,
     prepare: impl Fn(&mut TestCard),
     apdu: &[u8],
-    mut check: impl FnMut(&[u8], TestCard, &str),
+    check: impl FnMut(&[u8], TestCard, &str),
 ) -> usize {
-    let mut cuts = 0;
-    for torn in [false, true] {
-        for k in 0.. {
-            let mut card = reopen(base, SEED);
-            prepare(&mut card);
-            let start = card.store().writes();
-            card.store_mut().set_power_cut(Some(PowerCut {
-                at_write: start + k,
-                torn,
-            }));
-            let resp = card.transmit(apdu);
-            if !card.store().is_dead() {
-                assert_eq!(psd_apdu::sw(&resp), 0x9000, "uncut command must succeed");
-                break;
-            }
-            cuts += 1;
-            check(
-                &resp,
-                reopen(card.store().nvm(), SEED),
-                &format!("cut {k} torn {torn}"),
-            );
-        }
-    }
-    cuts
+    sweep_cuts(base, SEED, prepare, apdu, check)
 }
 
 fn consistent(r: &Registers) {

@@ -87,6 +87,7 @@ pub fn build_personalization(
         inspection_days: args.inspection_days,
         licenses,
         scheme: None,
+        postal_authority: None,
     };
     let encoded = p.encode();
     // Core's own decoder has the last word (it is what PERSONALIZE runs); both keys were

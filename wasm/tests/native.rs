@@ -129,6 +129,7 @@ fn build_personalization_is_cores_encoding() {
             },
         ],
         scheme: None,
+        postal_authority: None,
     };
     assert_eq!(built.personalization.0, core.encode());
     assert_eq!(built.device_id, "5053443030303031");

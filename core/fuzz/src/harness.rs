@@ -64,6 +64,7 @@ pub fn personalization() -> Personalization {
                 origin: PostalCode::new(o).expect("valid code"),
             })
             .collect(),
+        postal_authority: None,
     }
 }
 

@@ -8,9 +8,54 @@ pub use super::exchange::{command, sw};
 use crate::psd::audit::NONCE_LEN;
 use crate::psd::device::Personalization;
 use crate::psd::indicium::IndiciumRequest;
+use crate::psd::license::install::Install;
+use crate::psd::license::request::LicenseAsk;
+use crate::psd::license::DIGEST_LEN;
 use crate::psd::{ins, CLA_PSD, PSD_AID};
 use crate::status::{Status, SW_OK};
 use crate::types::RegisterSetIndex;
+
+/// LICENSE REQUEST: `replace` (P1 `01`) makes a new request even if one is pending.
+pub fn license_request(ask: &LicenseAsk, replace: bool) -> Vec<u8> {
+    command(
+        CLA_PSD,
+        ins::LICENSE_REQUEST,
+        u8::from(replace),
+        0,
+        &ask.encode(),
+        256,
+    )
+}
+
+/// LICENSE INSTALL.
+pub fn license_install(install: &Install) -> Vec<u8> {
+    command(CLA_PSD, ins::LICENSE_INSTALL, 0, 0, &install.encode(), 256)
+}
+
+/// EXPORT SET, phase 1: prepare (the answer is the blob).
+pub fn export_prepare(set: RegisterSetIndex) -> Vec<u8> {
+    command(CLA_PSD, ins::EXPORT_SET, 0, set.0, &[], u16::MAX)
+}
+
+/// EXPORT SET, phase 2: commit, naming the blob's digest (after the file is synced).
+pub fn export_commit(set: RegisterSetIndex, digest: &[u8; DIGEST_LEN]) -> Vec<u8> {
+    command(CLA_PSD, ins::EXPORT_SET, 1, set.0, digest, 256)
+}
+
+/// EXPORT SET: cancel a prepared export.
+pub fn export_cancel(set: RegisterSetIndex) -> Vec<u8> {
+    command(CLA_PSD, ins::EXPORT_SET, 2, set.0, &[], 256)
+}
+
+/// IMPORT SET.
+pub fn import_set(blob: &[u8]) -> Vec<u8> {
+    command(CLA_PSD, ins::IMPORT_SET, 0, 0, blob, 256)
+}
+
+/// GET DATA (license slots and exports).
+pub fn get_license_data() -> Vec<u8> {
+    command(CLA_PSD, ins::GET_DATA, 0x00, 0x04, &[], u16::MAX)
+}
 
 /// SELECT the PSD applet by AID.
 pub fn select() -> Vec<u8> {

@@ -149,7 +149,7 @@ impl super::PsdApplet {
         let device = self.device()?;
         device.kms_public_key()?;
         let nonce: [u8; NONCE_LEN] = data.try_into().map_err(|_| Status::WrongLength)?;
-        let s = self.persistent.sets.get(i).ok_or(Status::Internal)?;
+        let s = self.persistent.set(i)?;
         let audit = AuditData {
             device: device.id,
             license: s.license,

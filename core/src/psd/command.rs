@@ -51,6 +51,28 @@ pub enum PsdCommand<'a> {
     TransferResolve(&'a [u8]),
     /// RESET RECOGNITION (`80 6A 00 00`): counter ‖ MAC.
     ResetRecognition(&'a [u8]),
+    /// LICENSE REQUEST (`80 42 P1 00`): P1 `01` replaces a pending request.
+    LicenseRequest {
+        /// P1 `01`.
+        replace: bool,
+        /// License and origin asked for.
+        data: &'a [u8],
+    },
+    /// LICENSE INSTALL (`80 44 00 00`): the grant.
+    LicenseInstall(&'a [u8]),
+    /// EXPORT SET (`80 48 P1 slot`): P1 `00` prepare, `01` commit, `02` cancel.
+    ExportSet {
+        /// P1.
+        phase: u8,
+        /// The slot.
+        set: RegisterSetIndex,
+        /// The digest, for commit.
+        data: &'a [u8],
+    },
+    /// IMPORT SET (`80 4A 00 00`): the blob.
+    ImportSet(&'a [u8]),
+    /// GET DATA (`80 CA 00 04`): the license slots and exports.
+    GetLicenseInfo,
 }
 
 /// Where the PSD is in its life: the one state a command's permission depends on.
@@ -92,10 +114,28 @@ impl<'a> PsdCommand<'a> {
             ins::RESET_RECOGNITION => |c| no_params(c).map(|_| ResetRecognition(c.data)),
             ins::INSTALL_CERTIFICATE => |c| no_params(c).map(|_| InstallCertificate(c.data)),
             ins::LOAD_REVOCATION => |c| no_params(c).map(|_| LoadRevocation(c.data)),
+            ins::LICENSE_REQUEST => |c| match (c.p1, c.p2) {
+                (0 | 1, 0) => Ok(LicenseRequest {
+                    replace: c.p1 == 1,
+                    data: c.data,
+                }),
+                _ => Err(Status::IncorrectP1P2),
+            },
+            ins::LICENSE_INSTALL => |c| no_params(c).map(|_| LicenseInstall(c.data)),
+            ins::EXPORT_SET => |c| match c.p1 {
+                0..=2 => Ok(ExportSet {
+                    phase: c.p1,
+                    set: RegisterSetIndex(c.p2),
+                    data: c.data,
+                }),
+                _ => Err(Status::IncorrectP1P2),
+            },
+            ins::IMPORT_SET => |c| no_params(c).map(|_| ImportSet(c.data)),
             ins::GET_DATA => |c| {
                 let object = match (c.p1, c.p2) {
                     (0x00, 0x02) => GetTransferInfo,
                     (0x00, 0x03) => GetRecognitionInfo,
+                    (0x00, 0x04) => GetLicenseInfo,
                     _ => {
                         c.expect_p1p2(0x00, 0x01)?;
                         GetDeviceInfo

@@ -69,7 +69,7 @@ impl SchemeSlot {
 
     /// Reads an optional trailing scheme block of PERSONALIZE.
     fn read_optional(r: &mut Reader<'_>) -> Result<Option<SchemeSlot>, Malformed> {
-        if r.remaining().is_empty() {
+        if r.remaining().is_empty() || r.remaining().first() == Some(&PA_TAG) {
             return Ok(None);
         }
         if r.u8()? != SCHEME_TAG {
@@ -84,6 +84,48 @@ impl SchemeSlot {
             return Err(Malformed::Value);
         }
         Ok(Some(slot))
+    }
+}
+
+/// Tag of the postal authority block (seed 003): the PA's key and subject name, which a
+/// PSD needs to check license grants. Optional: a PSD without it keeps its personalized
+/// register sets and cannot add licenses (`9A37`).
+const PA_TAG: u8 = 0x50;
+
+/// The postal authority a PSD takes license grants from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PostalAuthority {
+    /// The PA's CA public key (SEC1 uncompressed).
+    pub public_key: [u8; PUBLIC_KEY_LEN],
+    /// The PA's subject name, full DER, exactly as in its CA certificate (the issuer of
+    /// every grant, [`super::license::grant`]).
+    pub subject: Vec<u8>,
+}
+
+impl PostalAuthority {
+    /// `50` ‖ key (65) ‖ subject length (1) ‖ subject.
+    fn write(&self, w: &mut Vec<u8>) {
+        w.put_u8(PA_TAG);
+        w.extend_from_slice(&self.public_key);
+        w.put_short_bytes(&self.subject);
+    }
+
+    /// Reads an optional trailing PA block.
+    fn read_optional(r: &mut Reader<'_>) -> Result<Option<PostalAuthority>, Malformed> {
+        if r.remaining().first() != Some(&PA_TAG) {
+            return Ok(None);
+        }
+        r.u8()?;
+        let pa = PostalAuthority {
+            public_key: r.array()?,
+            subject: r.short_bytes()?.to_vec(),
+        };
+        if !crypto::is_valid_public_key(&pa.public_key)
+            || !super::license::grant::pa_subject_ok(&pa.subject)
+        {
+            return Err(Malformed::Value);
+        }
+        Ok(Some(pa))
     }
 }
 
@@ -108,6 +150,8 @@ pub struct Personalization {
     pub licenses: Vec<LicenseSlot>,
     /// The value-transfer scheme, if the PSD may move value to purse cards.
     pub scheme: Option<SchemeSlot>,
+    /// The postal authority, if the PSD may add licenses (seed 003).
+    pub postal_authority: Option<PostalAuthority>,
 }
 
 impl Personalization {
@@ -131,11 +175,15 @@ impl Personalization {
         if let Some(s) = &self.scheme {
             s.write(&mut w);
         }
+        if let Some(pa) = &self.postal_authority {
+            pa.write(&mut w);
+        }
         w
     }
 
     /// Parses and validates command data: valid KMS and vendor keys, 1 to 4 distinct
-    /// licenses, 0 < max postage <= max DR. Version 1 data (with K1) is refused.
+    /// licenses (0 with a postal authority block: every set comes later as a license),
+    /// 0 < max postage <= max DR. Version 1 data (with K1) is refused.
     pub fn decode(bytes: &[u8]) -> Result<Personalization, Malformed> {
         let mut r = Reader::new(bytes);
         if r.u8()? != FORMAT_VERSION {
@@ -150,9 +198,10 @@ impl Personalization {
             inspection_days: r.u16()?,
             licenses: Vec::new(),
             scheme: None,
+            postal_authority: None,
         };
         let n = usize::from(r.u8()?);
-        if n == 0 || n > MAX_REGISTER_SETS {
+        if n > MAX_REGISTER_SETS {
             return Err(Malformed::Value);
         }
         for _ in 0..n {
@@ -166,7 +215,11 @@ impl Personalization {
             p.licenses.push(slot);
         }
         p.scheme = SchemeSlot::read_optional(&mut r)?;
+        p.postal_authority = PostalAuthority::read_optional(&mut r)?;
         r.finish()?;
+        if n == 0 && p.postal_authority.is_none() {
+            return Err(Malformed::Value);
+        }
         let limits_ok = p.max_postage > Amount::ZERO && p.max_postage <= p.max_dr;
         let keys_ok = crypto::is_valid_public_key(&p.vendor_public_key)
             && crypto::is_valid_public_key(&p.kms_public_key);
@@ -198,6 +251,8 @@ pub struct Device {
     pub inspection_days: u16,
     /// The value-transfer scheme, if any.
     pub scheme: Option<Scheme>,
+    /// The postal authority licenses come from, if any.
+    pub postal_authority: Option<PostalAuthority>,
 }
 
 /// What a PSD checks refill messages and audit receipts with, and signs audits with.
@@ -263,7 +318,7 @@ impl Scheme {
     }
 
     fn read_optional(r: &mut Reader<'_>) -> Result<Option<Scheme>, Malformed> {
-        if r.remaining().is_empty() {
+        if r.remaining().is_empty() || r.remaining().first() == Some(&PA_TAG) {
             return Ok(None);
         }
         let tag = r.u8()?;
@@ -325,6 +380,7 @@ impl Device {
                         key,
                     },
                 }),
+            postal_authority: p.postal_authority.clone(),
         }
     }
 
@@ -366,6 +422,9 @@ impl Device {
         if let Some(s) = &self.scheme {
             s.write(&mut w);
         }
+        if let Some(pa) = &self.postal_authority {
+            pa.write(&mut w);
+        }
         w
     }
 
@@ -385,6 +444,7 @@ impl Device {
         let max_dr = Amount(r.u64()?);
         let inspection_days = r.u16()?;
         let scheme = Scheme::read_optional(&mut r)?;
+        let postal_authority = PostalAuthority::read_optional(&mut r)?;
         r.finish()?;
         Ok(Device {
             id,
@@ -396,6 +456,7 @@ impl Device {
             max_dr,
             inspection_days,
             scheme,
+            postal_authority,
         })
     }
 }
@@ -523,16 +584,19 @@ impl super::PsdApplet {
             .as_ref()
             .map(|_| IndiciumKey::generate(ctx.platform));
         let device = Device::new(&p, key, recognition_key);
-        let sets: Vec<RegisterSet> = p
+        let mut sets: Vec<Option<RegisterSet>> = p
             .licenses
             .iter()
-            .map(|l| RegisterSet::new(l.license, l.origin))
+            .map(|l| Some(RegisterSet::new(l.license, l.origin)))
             .collect();
+        sets.resize(MAX_REGISTER_SETS, None);
         let mut txn = crate::store::Transaction::begin(ctx.store);
         txn.write(rec::DEVICE, device.encode().to_vec());
         txn.write(rec::COUNTERS, Counters::default().encode());
         for (i, s) in sets.iter().enumerate() {
-            txn.write(rec::set(i), s.encode());
+            if let Some(s) = s {
+                txn.write(rec::set(i), s.encode());
+            }
         }
         txn.commit()?;
         reply.extend_from_slice(&device.key_id().0);
@@ -542,6 +606,7 @@ impl super::PsdApplet {
         persistent.sets = sets;
         persistent.counters = Counters::default();
         persistent.transfer = TransferState::default();
+        persistent.licenses = super::license::LicenseState::default();
         Ok(())
     }
 
@@ -557,10 +622,15 @@ impl super::PsdApplet {
                 vendor_public_key: d.vendor_public_key,
                 max_postage: d.max_postage,
                 max_dr: d.max_dr,
-                // why: at most MAX_REGISTER_SETS (4) sets: PERSONALIZE refuses more and
-                // loading reads no more.
+                // Slots up to the last one in use: a host reads 0..n and skips free
+                // slots (`6A88`); GET DATA 00 04 lists them.
+                // why: at most MAX_REGISTER_SETS (4) slots.
                 #[allow(clippy::cast_possible_truncation)]
-                register_sets: p.sets.len() as u8,
+                register_sets: p
+                    .sets
+                    .iter()
+                    .rposition(Option::is_some)
+                    .map_or(0, |i| i + 1) as u8,
                 last_date: p.counters.last_date,
                 inspection_days: d.inspection_days,
                 last_inspection: p.counters.last_inspection,

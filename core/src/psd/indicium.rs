@@ -212,7 +212,7 @@ impl super::PsdApplet {
         let device = self.device()?;
         let req = IndiciumRequest::decode(data)?;
         let counters = self.persistent.counters;
-        let set = self.persistent.sets.get(i).ok_or(Status::Internal)?;
+        let set = self.persistent.set(i)?;
 
         // A retry of the last request gets the same indicium back, debited once.
         if let Some((txn, payload)) = &set.last_indicium {
@@ -222,7 +222,7 @@ impl super::PsdApplet {
                     return Err(Status::TransactionIdReused);
                 }
                 reply.extend_from_slice(payload);
-                reply.extend_from_slice(&device.key.sign(payload));
+                reply.extend_from_slice(&set.signing_key(&device.key).sign(payload));
                 return Ok(());
             }
         }
@@ -232,6 +232,9 @@ impl super::PsdApplet {
         }
         if req.origin != set.origin {
             return Err(Status::OriginMismatch);
+        }
+        if set.grant.as_ref().is_some_and(|g| !g.covers(req.date)) {
+            return Err(Status::LicenseNotValid);
         }
         if req.postage > device.max_postage {
             return Err(Status::PostageAboveLimit);
@@ -266,7 +269,7 @@ impl super::PsdApplet {
         }
         let mut next = set.debit(req.postage)?;
         let data = IndiciumData {
-            key_id: device.key_id(),
+            key_id: set.key_id(&device.key),
             device: device.id,
             license: next.license,
             ar: next.ar,
@@ -293,8 +296,8 @@ impl super::PsdApplet {
         }
         txn.commit()?;
 
-        let signature = device.key.sign(&payload);
-        self.persistent.sets[i] = next;
+        let signature = next.signing_key(&device.key).sign(&payload);
+        self.persistent.put_set(i, next);
         self.persistent.counters = next_counters;
         reply.extend_from_slice(&payload);
         reply.extend_from_slice(&signature);

@@ -5,7 +5,7 @@
 //! permission); [`PsdApplet`]'s `call` checks the life-cycle and the register set once and
 //! dispatches to the handler, which lives in the file of its command family next to its
 //! message format ([`device`], [`registers`], [`indicium`], [`audit`], [`refill`],
-//! [`receipt`], [`transfer`]); `state.rs` holds the persistent and volatile state.
+//! [`receipt`], [`transfer`], [`license`]); `state.rs` holds the persistent and volatile state.
 //!
 //! Every command that changes money commits its new registers through a
 //! [`Transaction`](crate::store::Transaction) before it writes a byte of response that
@@ -73,6 +73,14 @@ pub mod ins {
     pub const RESET_RECOGNITION: u8 = 0x6A;
     /// LOAD REVOCATION (the issuer's signed list of revoked certificates).
     pub const LOAD_REVOCATION: u8 = 0x6C;
+    /// LICENSE REQUEST (seed 003, Fig. 4 steps 60-62).
+    pub const LICENSE_REQUEST: u8 = 0x42;
+    /// LICENSE INSTALL (seed 003, Fig. 4 step 67).
+    pub const LICENSE_INSTALL: u8 = 0x44;
+    /// EXPORT SET (seed 003, Fig. 5).
+    pub const EXPORT_SET: u8 = 0x48;
+    /// IMPORT SET (seed 003, claim 5).
+    pub const IMPORT_SET: u8 = 0x4A;
     /// GET DATA (device public data).
     pub const GET_DATA: u8 = 0xCA;
 }
@@ -116,9 +124,20 @@ impl PsdApplet {
         })
     }
 
-    /// The register sets (for hosts that embed the applet directly, and tests).
-    pub fn register_sets(&self) -> &[RegisterSet] {
-        &self.persistent.sets
+    /// Whether the PSD is personalized (it may hold no register set: every set of a PSD
+    /// personalized for licenses comes later).
+    pub fn is_personalized(&self) -> bool {
+        self.persistent.device.is_some()
+    }
+
+    /// The register sets in use, with their slots (for hosts that embed the applet
+    /// directly, and tests).
+    pub fn register_sets(&self) -> impl Iterator<Item = (usize, &RegisterSet)> {
+        self.persistent
+            .sets
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| s.as_ref().map(|s| (i, s)))
     }
 
     fn device(&self) -> Result<&device::Device, Status> {
@@ -126,14 +145,20 @@ impl PsdApplet {
     }
 
     /// The register set P2 names, once the life-cycle check passed: `6A88` if the device
-    /// has no such set.
+    /// has no set in that slot.
     fn set_index(&self, set: RegisterSetIndex) -> Result<usize, Status> {
         let i = usize::from(set.0);
-        if i < self.persistent.sets.len() {
-            Ok(i)
-        } else {
-            Err(Status::ReferencedDataNotFound)
+        self.persistent.set(i).map(|_| i)
+    }
+
+    /// [`Self::set_index`] for a command that moves value: `9A34` while the set is frozen
+    /// by an export being prepared.
+    fn live_set_index(&self, set: RegisterSetIndex) -> Result<usize, Status> {
+        let i = self.set_index(set)?;
+        if self.persistent.frozen(i) {
+            return Err(Status::SetFrozen);
         }
+        Ok(i)
     }
 }
 
@@ -176,7 +201,7 @@ impl Applet for PsdApplet {
                 self.read_registers(i, reply)
             }
             IssueIndicium(set, data) => {
-                let i = self.set_index(set)?;
+                let i = self.live_set_index(set)?;
                 self.issue_indicium(ctx, i, data, reply)
             }
             Audit(set, data) => {
@@ -184,19 +209,31 @@ impl Applet for PsdApplet {
                 self.audit(i, data, reply)
             }
             Refill(set, data) => {
-                let i = self.set_index(set)?;
+                let i = self.live_set_index(set)?;
                 self.refill(ctx, i, data, reply)
             }
             Receipt(data) => self.receipt(ctx, data, reply),
             OpenSession => self.open_session(ctx, reply),
             AuthenticateCard(data) => self.authenticate_card(ctx, data, reply),
             TransferDebit(set, data) => {
-                let i = self.set_index(set)?;
+                let i = self.live_set_index(set)?;
                 self.transfer_debit(ctx, i, data, reply)
             }
             TransferConfirm(data) => self.transfer_confirm(ctx, data, reply),
             TransferResolve(data) => self.transfer_resolve(ctx, data, reply),
             ResetRecognition(data) => self.reset_recognition(ctx, data),
+            LicenseRequest { replace, data } => self.license_request(ctx, replace, data, reply),
+            LicenseInstall(data) => self.license_install(ctx, data, reply),
+            ExportSet { phase, set, data } => {
+                // A retried commit finds its slot free already: only the range is checked.
+                let i = usize::from(set.0);
+                if i >= device::MAX_REGISTER_SETS {
+                    return Err(Status::ReferencedDataNotFound);
+                }
+                self.export_set(ctx, phase, i, data, reply)
+            }
+            ImportSet(data) => self.import_set(ctx, data, reply),
+            GetLicenseInfo => self.license_info(reply),
         }
     }
 }

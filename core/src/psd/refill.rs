@@ -122,7 +122,7 @@ impl super::PsdApplet {
         // Step 290: the KMS's signature first; nothing in an unauthenticated message counts.
         let c = RefillCombination::open(data, device.kms_public_key()?)?;
         // Step 300: the combination must be for this device, this set, and its present state.
-        let set = self.persistent.sets.get(i).ok_or(Status::Internal)?;
+        let set = self.persistent.set(i)?;
         if c.device != device.id {
             return Err(Status::WrongDevice);
         }
@@ -148,7 +148,7 @@ impl super::PsdApplet {
         txn.write(rec::set(i), next.encode());
         txn.commit()?;
         next.readout().write(reply);
-        self.persistent.sets[i] = next;
+        self.persistent.put_set(i, next);
         Ok(())
     }
 }

@@ -9,8 +9,11 @@
 
 use alloc::vec::Vec;
 
+use crate::crypto::{IndiciumKey, PUBLIC_KEY_LEN};
 use crate::status::Status;
-use crate::types::{Amount, LicenseId, PieceCount, PostalCode, RefillCount, TransactionId};
+use crate::types::{
+    Amount, Date, KeyId, LicenseId, PieceCount, PostalCode, RefillCount, TransactionId,
+};
 use crate::wire::{Malformed, Reader, Writer};
 
 /// One register set.
@@ -40,6 +43,46 @@ pub struct RegisterSet {
     /// The last indicium issued on this set and the host transaction that asked for it,
     /// kept so a host that lost the reply gets the same indicium, not a second debit.
     pub last_indicium: Option<(TransactionId, Vec<u8>)>,
+    /// The postal authority's grant, for a set added by LICENSE INSTALL: the license's own
+    /// key and the certificate's serial and validity. Sets made at PERSONALIZE have none
+    /// and sign with the device key.
+    pub grant: Option<SetGrant>,
+}
+
+/// A set's license key and what the PA's certificate says of it.
+#[derive(Clone, Debug)]
+pub struct SetGrant {
+    /// The license key, generated inside the PSD at LICENSE REQUEST.
+    pub key: IndiciumKey,
+    /// The certificate's serial number (magnitude, 1 to 20 octets).
+    pub serial: Vec<u8>,
+    /// First valid date of mailing.
+    pub not_before: Date,
+    /// Last valid date of mailing.
+    pub not_after: Date,
+}
+
+impl PartialEq for SetGrant {
+    fn eq(&self, other: &Self) -> bool {
+        self.key.public_key() == other.key.public_key()
+            && self.serial == other.serial
+            && self.not_before == other.not_before
+            && self.not_after == other.not_after
+    }
+}
+
+impl Eq for SetGrant {}
+
+impl SetGrant {
+    /// The license key's public key.
+    pub fn public_key(&self) -> [u8; PUBLIC_KEY_LEN] {
+        self.key.public_key()
+    }
+
+    /// Whether `date` lies within the grant's validity.
+    pub fn covers(&self, date: Date) -> bool {
+        self.not_before <= date && date <= self.not_after
+    }
 }
 
 impl RegisterSet {
@@ -57,7 +100,19 @@ impl RegisterSet {
             refills: RefillCount(0),
             last_combination: [0; 8],
             last_indicium: None,
+            grant: None,
         }
+    }
+
+    /// The key that signs this set's indicia: its license key, or the device key for a set
+    /// made at personalization.
+    pub fn signing_key<'a>(&'a self, device_key: &'a IndiciumKey) -> &'a IndiciumKey {
+        self.grant.as_ref().map_or(device_key, |g| &g.key)
+    }
+
+    /// The ID of [`Self::signing_key`].
+    pub fn key_id(&self, device_key: &IndiciumKey) -> KeyId {
+        self.signing_key(device_key).key_id()
     }
 
     /// Whether AR + DR + pending equals the control sum, and transfers fit in AR.
@@ -214,11 +269,13 @@ impl RegisterSet {
         }
     }
 
-    /// Persistent encoding (record layout, version 2: version 1 plus transferred and
-    /// pending at the end).
+    /// Persistent encoding (record layout, version 3: version 2 plus the grant at the end;
+    /// version 2 is version 1 plus transferred and pending). A set without a grant is
+    /// still written as version 2, so records of PSDs that never use licenses keep their
+    /// bytes.
     pub fn encode(&self) -> Vec<u8> {
-        let mut w = Vec::with_capacity(80);
-        w.put_u8(2);
+        let mut w = Vec::with_capacity(160);
+        w.put_u8(if self.grant.is_some() { 3 } else { 2 });
         w.put_u32(self.license.0);
         self.origin.write(&mut w);
         w.put_u64(self.ar.0);
@@ -241,15 +298,21 @@ impl RegisterSet {
         }
         w.put_u64(self.transferred.0);
         w.put_u64(self.pending.0);
+        if let Some(g) = &self.grant {
+            w.extend_from_slice(g.key.secret_bytes().as_ref());
+            w.put_short_bytes(&g.serial);
+            g.not_before.write(&mut w);
+            g.not_after.write(&mut w);
+        }
         w
     }
 
-    /// Decodes a persistent record (version 1 or 2); a set whose AR + DR + pending is not
-    /// its control sum is refused.
+    /// Decodes a persistent record (version 1, 2 or 3); a set whose AR + DR + pending is
+    /// not its control sum is refused.
     pub fn decode(bytes: &[u8]) -> Result<RegisterSet, Malformed> {
         let mut r = Reader::new(bytes);
         let version = r.u8()?;
-        if version != 1 && version != 2 {
+        if !(1..=3).contains(&version) {
             return Err(Malformed::Value);
         }
         let mut set = RegisterSet::new(LicenseId(r.u32()?), PostalCode::read(&mut r)?);
@@ -268,9 +331,19 @@ impl RegisterSet {
             }
             _ => return Err(Malformed::Value),
         };
-        if version == 2 {
+        if version >= 2 {
             set.transferred = Amount(r.u64()?);
             set.pending = Amount(r.u64()?);
+        }
+        if version == 3 {
+            let key = IndiciumKey::from_bytes(r.take(32)?).ok_or(Malformed::Value)?;
+            let serial = r.short_bytes()?.to_vec();
+            set.grant = Some(SetGrant {
+                key,
+                serial,
+                not_before: Date::read(&mut r)?,
+                not_after: Date::read(&mut r)?,
+            });
         }
         r.finish()?;
         if !set.is_consistent() {
@@ -339,8 +412,7 @@ impl Registers {
 impl super::PsdApplet {
     /// READ REGISTERS (80 32 00 set): the readout of register set `i`.
     pub(super) fn read_registers(&self, i: usize, reply: &mut Vec<u8>) -> Result<(), Status> {
-        let set = self.persistent.sets.get(i).ok_or(Status::Internal)?;
-        set.readout().write(reply);
+        self.persistent.set(i)?.readout().write(reply);
         Ok(())
     }
 }

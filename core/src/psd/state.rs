@@ -16,6 +16,7 @@ use crate::wire::{Reader, Writer};
 use super::audit::NONCE_LEN;
 use super::command::LifeCycle;
 use super::device::{self, Device};
+use super::license::LicenseState;
 use super::registers::RegisterSet;
 use super::transfer::{PsdSession, TransferState};
 use crate::transfer::cert::Credentials;
@@ -27,8 +28,10 @@ pub(super) struct Persistent {
     pub device: Option<Device>,
     /// Device-wide counters (record `COUNTERS`).
     pub counters: Counters,
-    /// The register sets (records `SET_BASE + i`).
-    pub sets: Vec<RegisterSet>,
+    /// The register set slots (records `SET_BASE + i`): `None` for a free slot.
+    pub sets: Vec<Option<RegisterSet>>,
+    /// Licenses: pending request, counters, outstanding exports (record `LICENSES`).
+    pub licenses: LicenseState,
     /// Value transfer to purses: personality, failed recognitions, pending transfer
     /// (record `TRANSFER`).
     pub transfer: TransferState,
@@ -73,17 +76,21 @@ impl Persistent {
             None => return Err(StoreError::Corrupt("counters record missing")),
             Some(bytes) => Counters::decode(&bytes)?,
         };
-        let mut sets = Vec::new();
+        let mut sets = Vec::with_capacity(device::MAX_REGISTER_SETS);
         for i in 0..device::MAX_REGISTER_SETS {
-            match store.read(rec::set(i))? {
-                Some(bytes) => sets.push(
+            sets.push(match store.read(rec::set(i))? {
+                Some(bytes) => Some(
                     RegisterSet::decode(&bytes)
                         .map_err(|_| StoreError::Corrupt("register set record"))?,
                 ),
-                None => break,
-            }
+                None => None,
+            });
         }
-        if sets.is_empty() {
+        let licenses = LicenseState::load(store.read(rec::LICENSES)?)?;
+        if sets.iter().all(Option::is_none)
+            && licenses.exports.is_empty()
+            && device.postal_authority.is_none()
+        {
             return Err(StoreError::Corrupt(
                 "personalized PSD without register sets",
             ));
@@ -92,6 +99,7 @@ impl Persistent {
         if let Some(p) = &transfer.pending {
             let set = sets
                 .get(usize::from(p.set))
+                .and_then(Option::as_ref)
                 .ok_or(StoreError::Corrupt("pending transfer on a missing set"))?;
             if set.pending != p.amount {
                 return Err(StoreError::Corrupt(
@@ -109,9 +117,40 @@ impl Persistent {
             device: Some(device),
             counters,
             sets,
+            licenses,
             transfer,
             credentials,
         })
+    }
+
+    /// The register set in slot `i`: `6A88` for a free or missing slot.
+    pub fn set(&self, i: usize) -> Result<&RegisterSet, Status> {
+        self.sets
+            .get(i)
+            .and_then(Option::as_ref)
+            .ok_or(Status::ReferencedDataNotFound)
+    }
+
+    /// Replaces the set in slot `i` (after its commit).
+    pub fn put_set(&mut self, i: usize, set: RegisterSet) {
+        if let Some(slot) = self.sets.get_mut(i) {
+            *slot = Some(set);
+        }
+    }
+
+    /// Whether `license` is in this PSD: a resident set, or an export preparing or
+    /// outstanding (one license has one set per device, wherever it is).
+    pub fn holds_license(&self, license: crate::types::LicenseId) -> bool {
+        self.sets.iter().flatten().any(|s| s.license == license)
+            || self.licenses.export_of(license).is_some()
+    }
+
+    /// Whether the set in slot `i` is frozen by an export being prepared (`9A34`).
+    pub fn frozen(&self, i: usize) -> bool {
+        self.licenses
+            .exports
+            .iter()
+            .any(|e| usize::from(e.slot) == i && e.state == super::license::ExportState::Preparing)
     }
 
     /// Blank or personalized.

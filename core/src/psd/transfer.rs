@@ -268,7 +268,7 @@ impl PsdApplet {
         txn.commit()?;
         self.persistent.transfer = state;
         if let Some((i, s)) = set {
-            self.persistent.sets[i] = s;
+            self.persistent.put_set(i, s);
         }
         Ok(())
     }
@@ -450,7 +450,7 @@ impl PsdApplet {
         if req.amount == Amount::ZERO {
             return Err(Status::WrongData);
         }
-        let next_set = self.persistent.sets[i].transfer_out(req.amount)?;
+        let next_set = self.persistent.set(i)?.transfer_out(req.amount)?;
         let number = self.persistent.transfer.started;
         let started = number.checked_next().ok_or(Status::CounterOverflow)?;
         let state = TransferState {
@@ -492,7 +492,7 @@ impl PsdApplet {
         }
         let i = self.finish_pending(ctx, Resolution::Complete)?;
         self.volatile.session = None;
-        self.persistent.sets[i].readout().write(reply);
+        self.persistent.set(i)?.readout().write(reply);
         Ok(())
     }
 
@@ -524,7 +524,7 @@ impl PsdApplet {
         let i = self.finish_pending(ctx, resolution)?;
         self.volatile.session = None;
         reply.put_u8(outcome);
-        self.persistent.sets[i].readout().write(reply);
+        self.persistent.set(i)?.readout().write(reply);
         Ok(())
     }
 
@@ -536,7 +536,7 @@ impl PsdApplet {
     ) -> Result<usize, Status> {
         let pending = self.persistent.transfer.pending.ok_or(Status::Internal)?;
         let i = usize::from(pending.set);
-        let set = self.persistent.sets.get(i).ok_or(Status::Internal)?;
+        let set = self.persistent.set(i)?;
         if set.pending != pending.amount {
             return Err(Status::Internal);
         }

@@ -84,6 +84,7 @@ pub(crate) async fn new_device(
         inspection_days: r.inspection_days,
         licenses: r.licenses.clone(),
         scheme: Some(web.room.scheme_slot()),
+        postal_authority: None,
     };
     let device_id = codec::device_hex(&device);
     let (account_id, cookie) = new_customer(&web, &device_id).await?;

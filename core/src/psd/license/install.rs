@@ -80,3 +80,101 @@ impl Install {
         Ok(install)
     }
 }
+
+/// LICENSE INSTALL's answer: the slot of the new set ‖ its key ID ‖ its license.
+pub fn encode_installed(slot: u8, key_id: crate::types::KeyId, license: LicenseId) -> Vec<u8> {
+    let mut w = Vec::with_capacity(9);
+    w.put_u8(slot);
+    w.extend_from_slice(&key_id.0);
+    w.put_u32(license.0);
+    w
+}
+
+impl crate::psd::PsdApplet {
+    /// LICENSE INSTALL (80 44 00 00): checks the grant and creates the set in one commit.
+    pub(in crate::psd) fn license_install(
+        &mut self,
+        ctx: &mut crate::card::Ctx<'_>,
+        data: &[u8],
+        reply: &mut Vec<u8>,
+    ) -> Result<(), crate::status::Status> {
+        use crate::psd::registers::{RegisterSet, SetGrant};
+        use crate::records::psd as rec;
+        use crate::status::Status;
+        use grant::{CardFields, GrantError};
+
+        let install = Install::decode(data)?;
+        let p = &self.persistent;
+        let device = p.device()?;
+        let pa = device
+            .postal_authority
+            .as_ref()
+            .ok_or(Status::NoPostalAuthority)?;
+        let licenses = &p.licenses;
+        let pending = match &licenses.pending {
+            Some(pending) if pending.counter == install.request => pending,
+            _ if install.request != 0 && install.request <= licenses.request_counter => {
+                return Err(Status::GrantAlreadyUsed)
+            }
+            _ => return Err(Status::NoLicenseRequest),
+        };
+        let license_public_key = pending.key.public_key();
+        let card = CardFields {
+            pa_subject: &pa.subject,
+            pa_public_key: &pa.public_key,
+            device: device.id,
+            license_public_key: &license_public_key,
+            nonce: &pending.nonce,
+        };
+        grant::verify_grant(
+            &install.fields,
+            &card,
+            &install.pa_signature,
+            &device.vendor_public_key,
+            &install.countersignature,
+        )
+        .map_err(|e| match e {
+            GrantError::Template(_) => Status::WrongData,
+            GrantError::PaSignature | GrantError::Countersignature => {
+                Status::SecurityStatusNotSatisfied
+            }
+        })?;
+        let fields = &install.fields;
+        if pending.license.0 != 0 && pending.license != fields.license {
+            return Err(Status::WrongData);
+        }
+        if p.holds_license(fields.license) {
+            return Err(Status::LicenseExists);
+        }
+        if p.counters.last_date.is_some_and(|d| fields.not_after < d) {
+            return Err(Status::LicenseNotValid);
+        }
+        let slot = p
+            .sets
+            .iter()
+            .position(Option::is_none)
+            .ok_or(Status::NotEnoughMemory)?;
+        let mut set = RegisterSet::new(fields.license, fields.origin);
+        set.grant = Some(SetGrant {
+            key: pending.key.clone(),
+            serial: fields.serial.clone(),
+            not_before: fields.not_before,
+            not_after: fields.not_after,
+        });
+        let mut next = licenses.clone();
+        next.pending = None;
+        next.last_installed = install.request;
+        let mut txn = crate::store::Transaction::begin(ctx.store);
+        txn.write(rec::set(slot), set.encode());
+        txn.write(rec::LICENSES, next.encode().to_vec());
+        txn.commit()?;
+        let key_id = set.key_id(&device.key);
+        let license = set.license;
+        self.persistent.licenses = next;
+        self.persistent.put_set(slot, set);
+        // why: slot < MAX_REGISTER_SETS (4).
+        #[allow(clippy::cast_possible_truncation)]
+        reply.extend_from_slice(&encode_installed(slot as u8, key_id, license));
+        Ok(())
+    }
+}

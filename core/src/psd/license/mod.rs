@@ -80,8 +80,64 @@ pub struct ExportEntry {
     pub dr: Amount,
 }
 
+impl ExportEntry {
+    /// `license ‖ epoch ‖ digest ‖ state (1 preparing, 2 outstanding) ‖ slot ‖ control
+    /// sum ‖ DR`.
+    fn write(&self, w: &mut Vec<u8>) {
+        w.put_u32(self.license.0);
+        w.put_u64(self.epoch);
+        w.extend_from_slice(&self.digest);
+        w.put_u8(match self.state {
+            ExportState::Preparing => 1,
+            ExportState::Outstanding => 2,
+        });
+        w.put_u8(self.slot);
+        w.put_u64(self.control_sum.0);
+        w.put_u64(self.dr.0);
+    }
+
+    /// Reads a count and that many entries (at most [`MAX_OUTSTANDING`]).
+    fn read_table(r: &mut Reader<'_>) -> Result<Vec<ExportEntry>, Malformed> {
+        let n = usize::from(r.u8()?);
+        if n > MAX_OUTSTANDING {
+            return Err(Malformed::Value);
+        }
+        let mut exports = Vec::with_capacity(n);
+        for _ in 0..n {
+            let license = LicenseId(r.u32()?);
+            let epoch = r.u64()?;
+            let digest = r.array()?;
+            let state = match r.u8()? {
+                1 => ExportState::Preparing,
+                2 => ExportState::Outstanding,
+                _ => return Err(Malformed::Value),
+            };
+            exports.push(ExportEntry {
+                license,
+                epoch,
+                digest,
+                state,
+                slot: r.u8()?,
+                control_sum: Amount(r.u64()?),
+                dr: Amount(r.u64()?),
+            });
+        }
+        Ok(exports)
+    }
+
+    /// Writes a count and the entries.
+    fn write_table(entries: &[ExportEntry], w: &mut Vec<u8>) {
+        // why: at most MAX_OUTSTANDING (16) entries; EXPORT SET refuses a 17th.
+        #[allow(clippy::cast_possible_truncation)]
+        w.put_u8(entries.len() as u8);
+        for e in entries {
+            e.write(w);
+        }
+    }
+}
+
 /// The PSD's license state (record `LICENSES`; absent on a PSD that never used them).
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct LicenseState {
     /// The request waiting for its grant.
     pub pending: Option<PendingRequest>,
@@ -98,14 +154,24 @@ pub struct LicenseState {
     pub exports: Vec<ExportEntry>,
 }
 
+impl Default for LicenseState {
+    fn default() -> Self {
+        LicenseState {
+            pending: None,
+            request_counter: 0,
+            last_installed: 0,
+            seal_key: None,
+            export_counter: 1,
+            exports: Vec::new(),
+        }
+    }
+}
+
 impl LicenseState {
     /// Loads the record (absent: nothing yet).
     pub fn load(bytes: Option<Vec<u8>>) -> Result<LicenseState, StoreError> {
         match bytes {
-            None => Ok(LicenseState {
-                export_counter: 1,
-                ..LicenseState::default()
-            }),
+            None => Ok(LicenseState::default()),
             Some(b) => LicenseState::decode(&b).map_err(|_| StoreError::Corrupt("licenses record")),
         }
     }
@@ -140,21 +206,7 @@ impl LicenseState {
             }
         }
         w.put_u64(self.export_counter);
-        // why: at most MAX_OUTSTANDING (16) entries; EXPORT SET refuses a 17th.
-        #[allow(clippy::cast_possible_truncation)]
-        w.put_u8(self.exports.len() as u8);
-        for e in &self.exports {
-            w.put_u32(e.license.0);
-            w.put_u64(e.epoch);
-            w.extend_from_slice(&e.digest);
-            w.put_u8(match e.state {
-                ExportState::Preparing => 1,
-                ExportState::Outstanding => 2,
-            });
-            w.put_u8(e.slot);
-            w.put_u64(e.control_sum.0);
-            w.put_u64(e.dr.0);
-        }
+        ExportEntry::write_table(&self.exports, &mut w);
         w
     }
 
@@ -183,30 +235,7 @@ impl LicenseState {
             _ => return Err(Malformed::Value),
         };
         let export_counter = r.u64()?;
-        let n = usize::from(r.u8()?);
-        if n > MAX_OUTSTANDING {
-            return Err(Malformed::Value);
-        }
-        let mut exports = Vec::with_capacity(n);
-        for _ in 0..n {
-            let license = LicenseId(r.u32()?);
-            let epoch = r.u64()?;
-            let digest = r.array()?;
-            let state = match r.u8()? {
-                1 => ExportState::Preparing,
-                2 => ExportState::Outstanding,
-                _ => return Err(Malformed::Value),
-            };
-            exports.push(ExportEntry {
-                license,
-                epoch,
-                digest,
-                state,
-                slot: r.u8()?,
-                control_sum: Amount(r.u64()?),
-                dr: Amount(r.u64()?),
-            });
-        }
+        let exports = ExportEntry::read_table(&mut r)?;
         r.finish()?;
         if exports.iter().any(|e| e.epoch >= export_counter) {
             return Err(Malformed::Value);
@@ -219,5 +248,159 @@ impl LicenseState {
             export_counter,
             exports,
         })
+    }
+}
+
+/// Layout version of GET DATA `00 04`.
+pub const LICENSE_INFO_VERSION: u8 = 1;
+
+/// A slot as GET DATA `00 04` shows it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SlotInfo {
+    /// No set.
+    Free,
+    /// A set: its license, the ID of the key that signs its indicia, the grant's last
+    /// valid date (none for a set made at personalization), and whether an export is
+    /// being prepared (frozen).
+    Set {
+        /// License.
+        license: LicenseId,
+        /// Signing key ID.
+        key_id: crate::types::KeyId,
+        /// Last valid date of the grant.
+        not_after: Option<crate::types::Date>,
+        /// Frozen by an export being prepared.
+        frozen: bool,
+    },
+}
+
+/// GET DATA `00 04`: the slots, the pending request and the outstanding exports.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LicenseInfo {
+    /// Every slot, in order.
+    pub slots: Vec<SlotInfo>,
+    /// The pending request's counter and license, if any.
+    pub pending: Option<(u32, LicenseId)>,
+    /// The next export epoch.
+    pub export_counter: u64,
+    /// Exports preparing or outstanding.
+    pub exports: Vec<ExportEntry>,
+}
+
+impl LicenseInfo {
+    /// The answer's layout.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut w = Vec::with_capacity(64 + self.exports.len() * 48);
+        w.put_u8(LICENSE_INFO_VERSION);
+        // why: at most MAX_REGISTER_SETS (4) slots.
+        #[allow(clippy::cast_possible_truncation)]
+        w.put_u8(self.slots.len() as u8);
+        for s in &self.slots {
+            match s {
+                SlotInfo::Free => w.put_u8(0),
+                SlotInfo::Set {
+                    license,
+                    key_id,
+                    not_after,
+                    frozen,
+                } => {
+                    w.put_u8(if *frozen { 2 } else { 1 });
+                    w.put_u32(license.0);
+                    w.extend_from_slice(&key_id.0);
+                    match not_after {
+                        Some(d) => d.write(&mut w),
+                        None => w.put_u32(0),
+                    }
+                }
+            }
+        }
+        match self.pending {
+            None => w.put_u8(0),
+            Some((counter, license)) => {
+                w.put_u8(1);
+                w.put_u32(counter);
+                w.put_u32(license.0);
+            }
+        }
+        w.put_u64(self.export_counter);
+        ExportEntry::write_table(&self.exports, &mut w);
+        w
+    }
+
+    /// Parses the answer.
+    pub fn decode(bytes: &[u8]) -> Result<LicenseInfo, Malformed> {
+        let mut r = Reader::new(bytes);
+        if r.u8()? != LICENSE_INFO_VERSION {
+            return Err(Malformed::Value);
+        }
+        let n = usize::from(r.u8()?);
+        let mut slots = Vec::with_capacity(n);
+        for _ in 0..n {
+            slots.push(match r.u8()? {
+                0 => SlotInfo::Free,
+                state @ (1 | 2) => SlotInfo::Set {
+                    license: LicenseId(r.u32()?),
+                    key_id: crate::types::KeyId(r.array()?),
+                    not_after: if r.remaining().starts_with(&[0; 4]) {
+                        r.take(4)?;
+                        None
+                    } else {
+                        Some(crate::types::Date::read(&mut r)?)
+                    },
+                    frozen: state == 2,
+                },
+                _ => return Err(Malformed::Value),
+            });
+        }
+        let pending = match r.u8()? {
+            0 => None,
+            1 => Some((r.u32()?, LicenseId(r.u32()?))),
+            _ => return Err(Malformed::Value),
+        };
+        let export_counter = r.u64()?;
+        let exports = ExportEntry::read_table(&mut r)?;
+        r.finish()?;
+        Ok(LicenseInfo {
+            slots,
+            pending,
+            export_counter,
+            exports,
+        })
+    }
+}
+
+impl crate::psd::PsdApplet {
+    /// GET DATA (80 CA 00 04): the license slots and exports.
+    pub(in crate::psd) fn license_info(
+        &self,
+        reply: &mut Vec<u8>,
+    ) -> Result<(), crate::status::Status> {
+        let p = &self.persistent;
+        let device = p.device()?;
+        let slots = p
+            .sets
+            .iter()
+            .enumerate()
+            .map(|(i, s)| match s {
+                None => SlotInfo::Free,
+                Some(s) => SlotInfo::Set {
+                    license: s.license,
+                    key_id: s.key_id(&device.key),
+                    not_after: s.grant.as_ref().map(|g| g.not_after),
+                    frozen: p.frozen(i),
+                },
+            })
+            .collect();
+        let l = &p.licenses;
+        reply.extend_from_slice(
+            &LicenseInfo {
+                slots,
+                pending: l.pending.as_ref().map(|q| (q.counter, q.license)),
+                export_counter: l.export_counter,
+                exports: l.exports.clone(),
+            }
+            .encode(),
+        );
+        Ok(())
     }
 }

@@ -194,3 +194,75 @@ impl LicenseRequest {
         crypto::sha256(&self.encode())
     }
 }
+
+impl crate::psd::PsdApplet {
+    /// LICENSE REQUEST (80 42 P1 00): P1 `00` answers the pending request again (or makes
+    /// one); `01` replaces it. The new key and nonce are committed before the answer, so a
+    /// grant for them can be installed after any power cut.
+    pub(in crate::psd) fn license_request(
+        &mut self,
+        ctx: &mut crate::card::Ctx<'_>,
+        replace: bool,
+        data: &[u8],
+        reply: &mut Vec<u8>,
+    ) -> Result<(), crate::status::Status> {
+        use crate::records::psd as rec;
+        use crate::status::Status;
+
+        let ask = LicenseAsk::decode(data)?;
+        let device = self.persistent.device()?;
+        if device.postal_authority.is_none() {
+            return Err(Status::NoPostalAuthority);
+        }
+        let licenses = &self.persistent.licenses;
+        if let (Some(p), false) = (&licenses.pending, replace) {
+            if p.license != ask.license || p.origin != ask.origin {
+                // Another request is pending: P1 01 replaces it.
+                return Err(Status::ConditionsNotSatisfied);
+            }
+            let body = p.body(device.id);
+            reply.extend_from_slice(&LicenseRequest::sign(body, &p.key, &device.key).encode());
+            return Ok(());
+        }
+        if ask.license.0 != 0 && self.persistent.holds_license(ask.license) {
+            return Err(Status::LicenseExists);
+        }
+        let counter = licenses
+            .request_counter
+            .checked_add(1)
+            .ok_or(Status::CounterOverflow)?;
+        let mut nonce = [0u8; NONCE_LEN];
+        ctx.platform.fill_random(&mut nonce);
+        let pending = super::PendingRequest {
+            counter,
+            license: ask.license,
+            origin: ask.origin,
+            key: IndiciumKey::generate(ctx.platform),
+            nonce,
+        };
+        let mut next = licenses.clone();
+        next.request_counter = counter;
+        let request = LicenseRequest::sign(pending.body(device.id), &pending.key, &device.key);
+        next.pending = Some(pending);
+        let mut txn = crate::store::Transaction::begin(ctx.store);
+        txn.write(rec::LICENSES, next.encode().to_vec());
+        txn.commit()?;
+        self.persistent.licenses = next;
+        reply.extend_from_slice(&request.encode());
+        Ok(())
+    }
+}
+
+impl super::PendingRequest {
+    /// The request body this pending request answers with.
+    pub fn body(&self, device: DeviceId) -> RequestBody {
+        RequestBody {
+            device,
+            counter: self.counter,
+            license: self.license,
+            origin: self.origin,
+            license_public_key: self.key.public_key(),
+            nonce: self.nonce,
+        }
+    }
+}

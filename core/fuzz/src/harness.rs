@@ -2,6 +2,7 @@
 //! every operation, what must hold whatever the host sends. A broken property panics with
 //! a message saying which; so does any panic inside the card.
 
+use std::collections::{HashMap, HashSet};
 use std::sync::OnceLock;
 
 use openpsd_core::apdu;
@@ -9,8 +10,13 @@ use openpsd_core::client::psd_apdu;
 use openpsd_core::crypto::IndiciumKey;
 use openpsd_core::platform::SeededPlatform;
 use openpsd_core::psd::audit::AuditData;
-use openpsd_core::psd::device::{Device, LicenseSlot, Personalization};
+use openpsd_core::psd::device::{Device, LicenseSlot, Personalization, PostalAuthority};
 use openpsd_core::psd::indicium::{self, IndiciumRequest};
+use openpsd_core::psd::license::export::Blob;
+use openpsd_core::psd::license::grant::{self, CardFields, GrantFields};
+use openpsd_core::psd::license::install::Install;
+use openpsd_core::psd::license::request::{LicenseAsk, LicenseRequest};
+use openpsd_core::psd::license::{ExportState, LicenseInfo, LicenseState, SlotInfo};
 use openpsd_core::psd::psd_card;
 use openpsd_core::psd::refill::{RefillCombination, REFILL_MESSAGE_LEN};
 use openpsd_core::psd::registers::{RegisterSet, Registers};
@@ -43,16 +49,41 @@ pub const PLATFORM_SEED: u64 = 1;
 
 const REC_DEVICE: u16 = openpsd_core::records::psd::DEVICE;
 const REC_SET_BASE: u16 = openpsd_core::records::psd::SET_BASE;
+const REC_LICENSES: u16 = openpsd_core::records::psd::LICENSES;
 const MAX_SETS: u8 = openpsd_core::psd::device::MAX_REGISTER_SETS as u8;
 const SW_OK: u16 = 0x9000;
 
-/// The fixture's personalization data (as `openpsd-tests` has it).
+/// The test postal authority's CA key (as `openpsd-tests`' `licenses::pa_key`).
+pub fn pa_key() -> IndiciumKey {
+    IndiciumKey::from_bytes(&[0x50; 32]).expect("scalar")
+}
+
+/// The test vendor's key (as `openpsd-tests`' `licenses::vendor_key`).
+pub fn vendor_key() -> IndiciumKey {
+    IndiciumKey::from_bytes(&[7u8; 32]).expect("scalar")
+}
+
+/// The PA's subject: `CN=openpsd test PA`, DER (as `openpsd-tests`' `licenses::pa_subject`).
+pub fn pa_subject() -> Vec<u8> {
+    let cn = b"openpsd test PA";
+    let mut atv = vec![0x06, 0x03, 0x55, 0x04, 0x03, 0x0C, cn.len() as u8];
+    atv.extend_from_slice(cn);
+    let mut set = vec![0x30, atv.len() as u8];
+    set.extend_from_slice(&atv);
+    let mut rdn = vec![0x31, set.len() as u8];
+    rdn.extend_from_slice(&set);
+    let mut name = vec![0x30, rdn.len() as u8];
+    name.extend_from_slice(&rdn);
+    name
+}
+
+/// The fixture's personalization data (as `openpsd-tests` has it), with the postal
+/// authority block so that licenses can be added.
 pub fn personalization() -> Personalization {
-    let vendor = openpsd_core::crypto::IndiciumKey::from_bytes(&[7u8; 32]).expect("scalar");
     Personalization {
         device: DEVICE,
         kms_public_key: kms_key().public_key(),
-        vendor_public_key: vendor.public_key(),
+        vendor_public_key: vendor_key().public_key(),
         max_postage: MAX_POSTAGE,
         max_dr: MAX_DR,
         inspection_days: 0,
@@ -64,8 +95,96 @@ pub fn personalization() -> Personalization {
                 origin: PostalCode::new(o).expect("valid code"),
             })
             .collect(),
-        postal_authority: None,
+        postal_authority: Some(PostalAuthority {
+            public_key: pa_key().public_key(),
+            subject: pa_subject(),
+        }),
     }
+}
+
+/// The grant's validity by `flags` bits 2-3 (see [`Op::GrantLicense`]).
+pub fn grant_validity(flags: u8) -> (Date, Date) {
+    let d = |y, m, d| Date::new(y, m, d).expect("valid date");
+    match (flags >> 2) & 3 {
+        2 => (d(2026, 1, 1), d(2026, 11, 20)),
+        3 => (d(2026, 11, 25), d(2026, 12, 31)),
+        _ => (d(2026, 11, 1), d(2027, 10, 31)),
+    }
+}
+
+/// The license `Op::GrantLicense` asks for.
+pub fn asked_license(license: u8) -> u32 {
+    match license {
+        0 => 0,
+        1 | 2 => LICENSES[usize::from(license) - 1].0,
+        n => 9000 + u32::from(n),
+    }
+}
+
+/// The PA and the vendor answer `request`: the grant for `license` (the one asked for,
+/// or 20000 + the request counter if 0 was asked), signed by the fixture PA, countersigned
+/// by the fixture vendor, then spoiled as `corrupt % 10` says (see [`Op::GrantLicense`]).
+pub fn grant_for(request: &LicenseRequest, flags: u8, corrupt: u8) -> Install {
+    let b = &request.body;
+    let license = match b.license.0 {
+        0 => 20_000 + b.counter,
+        l => l,
+    };
+    let mut serial = vec![0x11];
+    serial.extend_from_slice(&license.to_be_bytes());
+    let (not_before, not_after) = grant_validity(flags);
+    let fields = GrantFields {
+        serial,
+        not_before,
+        not_after,
+        license: LicenseId(license),
+        origin: b.origin,
+    };
+    let subject = pa_subject();
+    let pa = pa_key();
+    let pa_public = pa.public_key();
+    let mut nonce = b.nonce;
+    let mut device = b.device;
+    match corrupt % 10 {
+        8 => nonce[0] ^= 1,
+        9 => device.0[7] ^= 1,
+        _ => {}
+    }
+    let card = CardFields {
+        pa_subject: &subject,
+        pa_public_key: &pa_public,
+        device,
+        license_public_key: &b.license_public_key,
+        nonce: &nonce,
+    };
+    let tbs = grant::tbs_certificate(&fields, &card).expect("template takes the fields");
+    let other = IndiciumKey::from_bytes(&[0x33; 32]).expect("scalar");
+    let pa_signer = if corrupt % 10 == 1 { &other } else { &pa };
+    let vendor = vendor_key();
+    let vendor_signer = if corrupt % 10 == 2 { &other } else { &vendor };
+    let mut install = Install {
+        request: b.counter,
+        pa_signature: pa_signer.sign(&tbs),
+        countersignature: vendor_signer.sign(&grant::countersign_message(&tbs, device, &nonce)),
+        fields,
+    };
+    let f = &mut install.fields;
+    match corrupt % 10 {
+        3 => f.license.0 ^= 1,
+        4 => {
+            f.origin = PostalCode::new(if f.origin.as_bytes() == b"10115" {
+                b"80331"
+            } else {
+                b"10115"
+            })
+            .expect("valid code")
+        }
+        5 => f.serial[0] ^= 0x22,
+        6 => f.not_after = Date::new(2030, 1, 1).expect("valid date"),
+        7 => install.request = install.request.wrapping_add(1),
+        _ => {}
+    }
+    install
 }
 
 /// The date the platform reports at start.
@@ -73,7 +192,9 @@ pub fn today() -> Date {
     Date::new(2026, 11, 21).expect("valid date")
 }
 
-fn platform() -> SeededPlatform {
+/// The platform every card of a run starts with (seeded: LICENSE REQUEST's key and nonce
+/// are the same on every run).
+pub(crate) fn platform() -> SeededPlatform {
     let mut p = SeededPlatform::new(PLATFORM_SEED);
     p.today = Some(today());
     p
@@ -168,24 +289,12 @@ fn class_ok(cla: u8) -> bool {
         && cla & 0x60 == 0
 }
 
-/// The persisted register sets (records `0x0110..`); every record must decode, which
-/// includes AR + DR = control sum.
-fn persisted_sets(store: &MemStore) -> Vec<RegisterSet> {
-    let mut sets = Vec::new();
-    for i in 0..u16::from(MAX_SETS) {
-        match store.read(REC_SET_BASE + i) {
-            Ok(Some(bytes)) => sets.push(RegisterSet::decode(&bytes).unwrap_or_else(|e| {
-                panic!("persisted register set {i} does not decode ({e:?}): {bytes:02X?}")
-            })),
-            Ok(None) => break,
-            Err(e) => panic!("register set {i} unreadable in a live store: {e}"),
-        }
-    }
-    sets
-}
+/// Register set slots as persisted (records `0x0110..`, a free slot's record absent).
+type Slots = Vec<Option<RegisterSet>>;
 
 #[derive(Clone)]
 struct Keys {
+    id: DeviceId,
     public_key: [u8; 65],
     max_postage: Amount,
 }
@@ -193,11 +302,70 @@ struct Keys {
 impl Keys {
     fn from_device(d: &Device) -> Keys {
         Keys {
+            id: d.id,
             public_key: d.public_key,
             max_postage: d.max_postage,
         }
     }
 }
+
+/// The registers an export carries (everything but the last indicium), compared by value
+/// (the grant by its secret scalar).
+fn same_exported(a: &RegisterSet, b: &RegisterSet) -> bool {
+    let grant = |s: &RegisterSet| {
+        s.grant.as_ref().map(|g| {
+            (
+                *g.key.secret_bytes(),
+                g.serial.clone(),
+                g.not_before,
+                g.not_after,
+            )
+        })
+    };
+    (
+        a.license,
+        a.origin,
+        a.ar,
+        a.dr,
+        a.control_sum,
+        a.transferred,
+        a.pending,
+        a.pieces,
+        a.refills,
+        a.last_combination,
+    ) == (
+        b.license,
+        b.origin,
+        b.ar,
+        b.dr,
+        b.control_sum,
+        b.transferred,
+        b.pending,
+        b.pieces,
+        b.refills,
+        b.last_combination,
+    ) && grant(a) == grant(b)
+}
+
+/// Σ control sums of the resident sets + Σ those of the outstanding exports: the value
+/// the PSD answers for.
+fn value(sets: &Slots, lic: &LicenseState) -> u128 {
+    let resident: u128 = sets
+        .iter()
+        .flatten()
+        .map(|s| u128::from(s.control_sum.0))
+        .sum();
+    let out: u128 = lic
+        .exports
+        .iter()
+        .filter(|e| e.state == ExportState::Outstanding)
+        .map(|e| u128::from(e.control_sum.0))
+        .sum();
+    resident + out
+}
+
+/// Most blobs and accepted installs remembered for re-sending.
+const REMEMBERED: usize = 32;
 
 struct Harness {
     card: Option<FuzzCard>,
@@ -209,11 +377,40 @@ struct Harness {
     chain: bool,
     /// Device keys, read once from the device record after personalization.
     keys: Option<Keys>,
-    /// Register sets as persisted after the previous operation.
-    sets: Vec<RegisterSet>,
+    /// Whether the device record existed after the previous operation.
+    personalized: bool,
+    /// Register set slots as persisted after the previous operation.
+    sets: Slots,
+    /// The license record as persisted after the previous operation (its bytes, decoded).
+    lic: (Option<Vec<u8>>, LicenseState),
+    /// Every license this card has held since personalization, with its registers as last
+    /// seen (resident, or as it left in an export): a set's history follows it from slot
+    /// to file to slot.
+    history: HashMap<u32, RegisterSet>,
+    /// Export epochs imported so far (each at most once).
+    imported: HashSet<u64>,
+    /// Decoded set records by slot, keyed by their bytes (a grant's key costs a scalar
+    /// multiplication to decode).
+    set_cache: Vec<Option<(Vec<u8>, RegisterSet)>>,
+    /// Public keys of grant keys, by scalar.
+    pub_cache: HashMap<[u8; 32], [u8; 65]>,
+    /// Blobs EXPORT SET answered, in order (for Op::Import).
+    blobs: Vec<Vec<u8>>,
+    /// LICENSE INSTALL APDUs the card accepted (a replay must be refused).
+    installs: Vec<Vec<u8>>,
+    /// A power cut is armed for the running operation.
+    armed: bool,
+    /// Op::Arm: the cut to arm at the start of the next operation.
+    arm_next: Option<(u8, bool)>,
     /// Sets whose control sum this operation may raise (a REFILL on them was accepted,
-    /// or was cut by power loss and may have passed its commit point).
+    /// or was sent with a power cut armed and may have passed its commit point).
     credit_ok: [bool; MAX_SETS as usize],
+    /// Slots an EXPORT SET commit may have emptied in this operation.
+    vanish_ok: [bool; MAX_SETS as usize],
+    /// A LICENSE INSTALL may have added a set in this operation.
+    install_ok: bool,
+    /// An IMPORT SET may have restored a set in this operation.
+    import_ok: bool,
     reply: Vec<u8>,
 }
 
@@ -231,8 +428,21 @@ impl Harness {
             pending: false,
             chain: false,
             keys: None,
+            personalized: start != Start::Blank,
             sets: Vec::new(),
+            lic: (None, LicenseState::default()),
+            history: HashMap::new(),
+            imported: HashSet::new(),
+            set_cache: vec![None; usize::from(MAX_SETS)],
+            pub_cache: HashMap::new(),
+            blobs: Vec::new(),
+            installs: Vec::new(),
+            armed: false,
+            arm_next: None,
             credit_ok: [false; MAX_SETS as usize],
+            vanish_ok: [false; MAX_SETS as usize],
+            install_ok: false,
+            import_ok: false,
             reply: Vec::new(),
         };
         if start != Start::Blank {
@@ -248,7 +458,14 @@ impl Harness {
                 .clone(),
             );
         }
-        h.sets = persisted_sets(h.card().store());
+        h.sets = h.persisted_sets();
+        h.lic = h.license_state();
+        h.history = h
+            .sets
+            .iter()
+            .flatten()
+            .map(|s| (s.license.0, s.clone()))
+            .collect();
         let resp = h.exchange(&psd_apdu::select());
         assert_eq!(sw(&resp), SW_OK, "SELECT of a fresh card");
         h
@@ -271,10 +488,65 @@ impl Harness {
         self.keys.as_ref()
     }
 
-    /// Sends one APDU, checks the response's form, tracks volatile state, and checks what
-    /// a successful ISSUE INDICIUM / AUDIT / REFILL returned. Returns the response.
+    /// The persisted slots; every record must decode, which includes AR + DR = control
+    /// sum.
+    fn persisted_sets(&mut self) -> Slots {
+        let mut sets = Vec::with_capacity(usize::from(MAX_SETS));
+        for i in 0..usize::from(MAX_SETS) {
+            let id = REC_SET_BASE + i as u16;
+            let bytes = match self.card().store().read(id) {
+                Ok(b) => b,
+                Err(e) => panic!("register set {i} unreadable in a live store: {e}"),
+            };
+            sets.push(bytes.map(|bytes| match &self.set_cache[i] {
+                Some((b, s)) if *b == bytes => s.clone(),
+                _ => {
+                    let s = RegisterSet::decode(&bytes).unwrap_or_else(|e| {
+                        panic!("persisted register set {i} does not decode ({e:?}): {bytes:02X?}")
+                    });
+                    self.set_cache[i] = Some((bytes, s.clone()));
+                    s
+                }
+            }));
+        }
+        sets
+    }
+
+    /// The persisted license record (absent: the default state); it must decode.
+    fn license_state(&mut self) -> (Option<Vec<u8>>, LicenseState) {
+        let bytes = self
+            .card()
+            .store()
+            .read(REC_LICENSES)
+            .unwrap_or_else(|e| panic!("licenses record unreadable in a live store: {e}"));
+        if bytes == self.lic.0 {
+            return self.lic.clone();
+        }
+        let state = match &bytes {
+            None => LicenseState::default(),
+            Some(b) => LicenseState::decode(b)
+                .unwrap_or_else(|e| panic!("licenses record does not decode ({e:?}): {b:02X?}")),
+        };
+        (bytes, state)
+    }
+
+    /// The public key that signs set `s`'s indicia.
+    fn signing_public_key(&mut self, s: &RegisterSet, device: &[u8; 65]) -> [u8; 65] {
+        match &s.grant {
+            None => *device,
+            Some(g) => *self
+                .pub_cache
+                .entry(*g.key.secret_bytes())
+                .or_insert_with(|| g.public_key()),
+        }
+    }
+
+    /// Sends one APDU, checks the response's form, tracks volatile state, re-opens the
+    /// memory if a power cut hit, and checks what a successful command returned. Returns
+    /// the response.
     fn exchange(&mut self, cmd: &[u8]) -> Vec<u8> {
         let mut reply = core::mem::take(&mut self.reply);
+        let in_chain = self.chain;
         self.card().handle(cmd, &mut reply);
         let resp = reply.clone();
         self.reply = reply;
@@ -302,6 +574,38 @@ impl Harness {
             assert!(data_len > 0, "61xx without data");
         }
 
+        // Which commands may have committed: those that succeeded, and any sent while a
+        // power cut was armed.
+        let done = sw == SW_OK || sw1 == 0x61;
+        if cmd.len() >= 4 && cmd[0] == 0x80 && (done || self.armed) {
+            let (ins, p1, p2) = (cmd[1], cmd[2], usize::from(cmd[3]));
+            match ins {
+                0x52 => {
+                    if let Some(c) = self.credit_ok.get_mut(p2) {
+                        *c = true;
+                    }
+                }
+                0x44 => self.install_ok = true,
+                0x4A => self.import_ok = true,
+                0x48 if p1 == 1 => {
+                    if let Some(c) = self.vanish_ok.get_mut(p2) {
+                        *c = true;
+                    }
+                }
+                _ => {}
+            }
+        }
+        if self.card().store().is_dead() {
+            // Nothing leaves the card for a command whose commit lost power.
+            assert_eq!(
+                resp,
+                Status::MemoryFailure.sw().to_be_bytes(),
+                "response to a command whose commit lost power"
+            );
+            self.reopen("a power cut");
+            return resp;
+        }
+
         // Any command but a successful GET RESPONSE drops response bytes not fetched,
         // malformed ones included.
         self.pending = sw1 == 0x61;
@@ -318,44 +622,54 @@ impl Harness {
         if !class_ok(cla) {
             return resp;
         }
-        let (ins, p2) = (cmd[1], cmd[3]);
+        let (ins, p1, p2) = (cmd[1], cmd[2], cmd[3]);
         let get_response = cla == 0x00 && ins == 0xC0;
         if !get_response {
             self.chain = cla & 0x10 != 0 && sw == SW_OK;
         }
-        let done = sw == SW_OK || sw1 == 0x61;
         if cla == 0x00 && ins == 0xA4 && done {
             self.selected = true;
         }
-        if cla != 0x80 || !done {
+        if cla != 0x80 || sw != SW_OK {
             return resp;
         }
-        let set = usize::from(p2);
-        if ins == 0x52 {
-            if let Some(c) = self.credit_ok.get_mut(set) {
-                *c = true;
+        // The command's data, when it was not the end of a chain.
+        let data = (!in_chain).then(|| view.data());
+        self.check_response(ins, p1, p2, &resp[..data_len], data);
+        if ins == 0x44 && !in_chain {
+            // Accepted once: a replay must be refused (Op::GrantLicense flags bit 4).
+            if self.installs.len() >= REMEMBERED {
+                self.installs.remove(0);
             }
-        }
-        if matches!(ins, 0x40 | 0x50 | 0x52) && sw == SW_OK {
-            self.check_response(ins, set, &resp[..data_len]);
+            self.installs.push(cmd.to_vec());
         }
         resp
     }
 
-    /// Checks the complete response of a successful ISSUE INDICIUM, AUDIT or REFILL
-    /// against the persisted set it is about.
-    fn check_response(&mut self, ins: u8, set: usize, data: &[u8]) {
-        let stored = persisted_sets(self.card().store());
-        let s = stored
-            .get(set)
-            .unwrap_or_else(|| panic!("INS {ins:02X} succeeded on missing set {set}"))
-            .clone();
-        let keys = self
-            .keys()
-            .expect("a personalized card has a device record");
+    /// Checks the complete response of a successful command against the persisted state
+    /// it is about.
+    fn check_response(&mut self, ins: u8, p1: u8, p2: u8, data: &[u8], cmd_data: Option<&[u8]>) {
+        if !matches!(ins, 0x40 | 0x50 | 0x52 | 0x42 | 0x44 | 0x48 | 0x4A | 0xCA) {
+            return;
+        }
+        let stored = self.persisted_sets();
+        let (_, lic) = self.license_state();
+        let Some(keys) = self.keys().cloned() else {
+            return;
+        };
+        let set = usize::from(p2);
+        let resident = |ins: u8| -> RegisterSet {
+            stored
+                .get(set)
+                .cloned()
+                .flatten()
+                .unwrap_or_else(|| panic!("INS {ins:02X} succeeded on missing set {set}"))
+        };
         match ins {
             0x40 => {
-                let d = indicium::verify(data, &keys.public_key)
+                let s = resident(ins);
+                let key = self.signing_public_key(&s, &keys.public_key);
+                let d = indicium::verify(data, &key)
                     .unwrap_or_else(|e| panic!("issued indicium does not verify: {e}"));
                 let signed = &data[..data.len() - 64];
                 assert_eq!(
@@ -369,8 +683,12 @@ impl Harness {
                     "indicium registers differ from the persisted set"
                 );
                 assert!(d.postage > Amount::ZERO && d.postage <= keys.max_postage);
+                if let Some(g) = &s.grant {
+                    assert!(g.covers(d.date), "indicium dated outside its license");
+                }
             }
             0x50 => {
+                let s = resident(ins);
                 let a = AuditData::open(data, &keys.public_key).expect("audit signature verifies");
                 let r = s.readout();
                 assert_eq!(
@@ -380,7 +698,8 @@ impl Harness {
                 );
                 assert_eq!((a.pieces, a.refills), (r.pieces, r.refills));
             }
-            _ => {
+            0x52 => {
+                let s = resident(ins);
                 let r = Registers::decode(data).expect("REFILL response decodes");
                 assert_eq!(
                     r,
@@ -388,7 +707,209 @@ impl Harness {
                     "REFILL response differs from the persisted set"
                 );
             }
+            0x42 => {
+                let req = LicenseRequest::decode(data).expect("LICENSE REQUEST answer decodes");
+                req.verify(&keys.public_key)
+                    .unwrap_or_else(|e| panic!("license request does not verify: {e}"));
+                let p = lic
+                    .pending
+                    .as_ref()
+                    .expect("a request answered with none pending");
+                let b = &req.body;
+                assert_eq!(
+                    (b.device, b.counter, b.license, b.origin, b.nonce),
+                    (keys.id, p.counter, p.license, p.origin, p.nonce),
+                    "license request differs from the pending one"
+                );
+                assert_eq!(b.license_public_key, p.key.public_key(), "request key");
+                assert!(p.counter <= lic.request_counter);
+            }
+            0x44 => {
+                assert_eq!(data.len(), 9, "LICENSE INSTALL answer: {data:02X?}");
+                let slot = usize::from(data[0]);
+                let s = stored
+                    .get(slot)
+                    .cloned()
+                    .flatten()
+                    .unwrap_or_else(|| panic!("install answered slot {slot}, which is free"));
+                let g = s.grant.as_ref().expect("an installed set has its grant");
+                let key = self.signing_public_key(&s, &keys.public_key);
+                assert_eq!(data[1..5], openpsd_core::crypto::key_id(&key).0, "key ID");
+                assert_eq!(data[5..9], s.license.0.to_be_bytes(), "license");
+                if let Some(cmd) = cmd_data {
+                    let i = Install::decode(cmd).expect("an accepted install decodes");
+                    assert_eq!(
+                        (i.fields.license, i.fields.origin, i.fields.not_after),
+                        (s.license, s.origin, g.not_after),
+                        "installed set differs from its grant"
+                    );
+                    assert_eq!(lic.last_installed, i.request, "last installed request");
+                }
+                assert!(lic.pending.is_none(), "request still pending after install");
+            }
+            0x48 => match p1 {
+                0 => {
+                    let s = resident(ins);
+                    let blob = Blob::decode(data).expect("exported blob decodes");
+                    assert!(
+                        Blob::verify_signature(data, &keys.public_key),
+                        "blob signature"
+                    );
+                    let c = &blob.set;
+                    assert_eq!(blob.device, keys.id, "blob device");
+                    assert_eq!(
+                        (
+                            c.license,
+                            c.origin,
+                            c.ar,
+                            c.dr,
+                            c.control_sum,
+                            c.pieces,
+                            c.refills
+                        ),
+                        (
+                            s.license,
+                            s.origin,
+                            s.ar,
+                            s.dr,
+                            s.control_sum,
+                            s.pieces,
+                            s.refills
+                        ),
+                        "blob registers differ from the set"
+                    );
+                    let e = lic
+                        .exports
+                        .iter()
+                        .find(|e| usize::from(e.slot) == set && e.state == ExportState::Preparing)
+                        .expect("a prepared export has its entry");
+                    assert_eq!(
+                        (e.epoch, e.digest, e.license),
+                        (blob.epoch, Blob::digest_of(data), s.license),
+                        "export entry differs from the blob"
+                    );
+                    // One epoch, one blob: a repeated prepare answers the same bytes.
+                    for old in &self.blobs {
+                        if let Ok(o) = Blob::decode(old) {
+                            if o.epoch == blob.epoch && o.device == blob.device {
+                                assert_eq!(old.as_slice(), data, "two blobs for epoch {}", o.epoch);
+                            }
+                        }
+                    }
+                    if !self.blobs.iter().any(|b| b.as_slice() == data) {
+                        if self.blobs.len() >= REMEMBERED {
+                            self.blobs.remove(0);
+                        }
+                        self.blobs.push(data.to_vec());
+                    }
+                }
+                1 => {
+                    let epoch: [u8; 8] = data.try_into().expect("commit answers the epoch");
+                    let epoch = u64::from_be_bytes(epoch);
+                    assert!(stored[set].is_none(), "slot {set} still used after commit");
+                    assert!(
+                        lic.exports.iter().any(|e| e.epoch == epoch
+                            && e.state == ExportState::Outstanding
+                            && usize::from(e.slot) == set),
+                        "committed epoch {epoch} not outstanding"
+                    );
+                }
+                _ => {
+                    assert!(data.is_empty());
+                    assert!(
+                        !lic.exports.iter().any(
+                            |e| usize::from(e.slot) == set && e.state == ExportState::Preparing
+                        ),
+                        "export of slot {set} still preparing after cancel"
+                    );
+                }
+            },
+            0x4A => {
+                assert_eq!(data.len(), 1, "IMPORT SET answer: {data:02X?}");
+                let slot = usize::from(data[0]);
+                let s = stored
+                    .get(slot)
+                    .cloned()
+                    .flatten()
+                    .unwrap_or_else(|| panic!("import answered slot {slot}, which is free"));
+                if let Some(cmd) = cmd_data {
+                    let blob = Blob::decode(cmd).expect("an imported blob decodes");
+                    let c = &blob.set;
+                    assert_eq!(
+                        (c.license, c.ar, c.dr, c.control_sum, c.pieces, c.refills),
+                        (s.license, s.ar, s.dr, s.control_sum, s.pieces, s.refills),
+                        "imported set differs from its blob"
+                    );
+                    assert!(
+                        !self.imported.contains(&blob.epoch),
+                        "epoch {} imported twice",
+                        blob.epoch
+                    );
+                    assert!(
+                        !lic.exports.iter().any(|e| e.epoch == blob.epoch),
+                        "imported epoch still in the table"
+                    );
+                }
+            }
+            _ if p1 == 0 && p2 == 4 => {
+                let info = LicenseInfo::decode(data).expect("GET DATA 00 04 decodes");
+                self.check_license_info(&info, &stored, &lic, &keys);
+            }
+            _ => {}
         }
+    }
+
+    /// GET DATA 00 04 against the persisted slots and license record.
+    fn check_license_info(
+        &mut self,
+        info: &LicenseInfo,
+        sets: &Slots,
+        lic: &LicenseState,
+        keys: &Keys,
+    ) {
+        assert_eq!(info.slots.len(), sets.len(), "GET DATA 00 04: slot count");
+        for (i, (slot, s)) in info.slots.iter().zip(sets).enumerate() {
+            match (slot, s) {
+                (SlotInfo::Free, None) => {}
+                (
+                    SlotInfo::Set {
+                        license,
+                        key_id,
+                        not_after,
+                        frozen,
+                        ..
+                    },
+                    Some(s),
+                ) => {
+                    let key = self.signing_public_key(s, &keys.public_key);
+                    assert_eq!(
+                        (*license, *key_id, *not_after),
+                        (
+                            s.license,
+                            openpsd_core::crypto::key_id(&key),
+                            s.grant.as_ref().map(|g| g.not_after)
+                        ),
+                        "GET DATA 00 04: slot {i}"
+                    );
+                    let prep = lic
+                        .exports
+                        .iter()
+                        .any(|e| usize::from(e.slot) == i && e.state == ExportState::Preparing);
+                    assert_eq!(*frozen, prep, "GET DATA 00 04: slot {i} frozen");
+                }
+                _ => panic!("GET DATA 00 04: slot {i} is {slot:?}, memory has {s:?}"),
+            }
+        }
+        assert_eq!(
+            info.pending,
+            lic.pending.as_ref().map(|p| (p.counter, p.license)),
+            "GET DATA 00 04: pending request"
+        );
+        assert_eq!(
+            (info.export_counter, &info.exports),
+            (lic.export_counter, &lic.exports),
+            "GET DATA 00 04: exports"
+        );
     }
 
     /// Power loss and power-up: the memory as it is is re-opened, the PSD SELECTed.
@@ -404,6 +925,7 @@ impl Harness {
         self.selected = false;
         self.pending = false;
         self.chain = false;
+        self.armed = false;
         let resp = self.exchange(&psd_apdu::select());
         assert_eq!(sw(&resp), SW_OK, "SELECT after {why}");
     }
@@ -411,6 +933,8 @@ impl Harness {
     fn origin(&self, set: u8) -> PostalCode {
         self.sets
             .get(usize::from(set))
+            .cloned()
+            .flatten()
             .map(|s| s.origin)
             .unwrap_or_else(|| PostalCode::new(LICENSES[0].1).expect("valid code"))
     }
@@ -424,6 +948,9 @@ impl Harness {
                 }
                 other => eprintln!("# {other:?}"),
             }
+        }
+        if let Some((at, torn)) = self.arm_next.take() {
+            self.arm(at, torn);
         }
         match op {
             Op::Apdu(a) => {
@@ -440,30 +967,10 @@ impl Harness {
                 torn,
                 apdu: a,
             } => {
-                let base = self.card().store().writes();
-                self.card().store_mut().set_power_cut(Some(PowerCut {
-                    at_write: base + u64::from(*at_write),
-                    torn: *torn,
-                }));
-                // A cut REFILL may have passed its commit point.
-                if a.len() >= 4 && a[0] == 0x80 && a[1] == 0x52 {
-                    if let Some(c) = self.credit_ok.get_mut(usize::from(a[3])) {
-                        *c = true;
-                    }
-                }
-                let resp = self.exchange(a);
-                if self.card().store().is_dead() {
-                    // Nothing leaves the card for a commit that did not complete.
-                    assert_eq!(
-                        resp,
-                        Status::MemoryFailure.sw().to_be_bytes(),
-                        "response to a command whose commit lost power"
-                    );
-                    self.reopen("a power cut");
-                } else {
-                    self.card().store_mut().set_power_cut(None);
-                }
+                self.arm(*at_write, *torn);
+                self.exchange(a);
             }
+            Op::Arm { at_write, torn } => self.arm_next = Some((*at_write, *torn)),
             Op::KmsRefill { set, amount, id } => {
                 let set = set % MAX_SETS;
                 let nonce = [*id; 16];
@@ -492,7 +999,8 @@ impl Harness {
                 let (SW_OK, Some(keys)) = (sw(&resp), self.keys()) else {
                     return;
                 };
-                let a = AuditData::open(&resp[..resp.len() - 2], &keys.public_key).expect("audit signature");
+                let a = AuditData::open(&resp[..resp.len() - 2], &keys.public_key)
+                    .expect("audit signature");
                 let mut c = RefillCombination {
                     device: a.device,
                     license: a.license,
@@ -540,99 +1048,142 @@ impl Harness {
                 };
             }
             Op::Reopen => self.reopen("a power cycle"),
-        }
-    }
-
-    /// After each operation: the persisted registers moved only as a debit or a credit
-    /// allows, and the card's READ REGISTERS answers match them.
-    fn check_state(&mut self) {
-        let now = persisted_sets(self.card().store());
-        let before = core::mem::replace(&mut self.sets, now.clone());
-        if !before.is_empty() {
-            assert_eq!(
-                now.len(),
-                before.len(),
-                "register sets appeared or vanished"
-            );
-        }
-        let max_postage = self.keys().map(|k| k.max_postage);
-        for (i, (b, n)) in before.iter().zip(&now).enumerate() {
-            assert_eq!(
-                (n.license, n.origin),
-                (b.license, b.origin),
-                "set {i} identity"
-            );
-            assert!(
-                n.pieces >= b.pieces,
-                "set {i}: piece count went back {b:?} -> {n:?}"
-            );
-            assert!(n.refills >= b.refills, "set {i}: refill count went back");
-            if n.control_sum != b.control_sum {
-                assert!(
-                    self.credit_ok[i],
-                    "set {i}: control sum changed without a successful REFILL: {b:?} -> {n:?}"
-                );
-                assert!(n.control_sum > b.control_sum, "set {i}: control sum fell");
-                let credit = n.control_sum.0 - b.control_sum.0;
-                assert_eq!(
-                    n.dr.0.checked_sub(b.dr.0),
-                    Some(credit),
-                    "set {i}: DR credit"
-                );
-                assert_eq!(
-                    (n.ar, n.pieces),
-                    (b.ar, b.pieces),
-                    "set {i}: refill debited"
-                );
-                assert_eq!(
-                    n.refills.0,
-                    b.refills.0 + 1,
-                    "set {i}: refill not counted once"
-                );
-            } else if n.refills != b.refills {
-                // A void: a successful REFILL of amount zero moves the count on by one and
-                // moves no value.
-                assert!(
-                    self.credit_ok[i],
-                    "set {i}: refill counted without a successful REFILL"
-                );
-                assert_eq!(
-                    n.refills.0,
-                    b.refills.0 + 1,
-                    "set {i}: void not counted once"
-                );
-                assert_eq!(
-                    (n.ar, n.dr, n.pieces),
-                    (b.ar, b.dr, b.pieces),
-                    "set {i}: a void moved value"
-                );
-            } else {
-                let pieces = n.pieces.0 - b.pieces.0;
-                let debit = n.ar.0.checked_sub(b.ar.0).expect("AR fell");
-                assert!(pieces <= 1, "set {i}: {pieces} pieces in one operation");
-                assert_eq!(
-                    debit > 0,
-                    pieces == 1,
-                    "set {i}: debit {debit} for {pieces} pieces"
-                );
-                if let Some(max) = max_postage {
-                    assert!(
-                        debit <= max.0,
-                        "set {i}: debit {debit} above the per-piece limit"
-                    );
+            Op::GrantLicense {
+                license,
+                flags,
+                corrupt,
+            } => self.grant_license(*license, *flags, *corrupt),
+            Op::Export { slot, mode } => self.export(slot % MAX_SETS, *mode),
+            Op::Import { which, corrupt } => {
+                let mut blob = match self.blobs.len() {
+                    0 => Vec::new(),
+                    n => self.blobs[usize::from(*which) % n].clone(),
+                };
+                if *corrupt != 0 && !blob.is_empty() {
+                    let at = (usize::from(*corrupt) - 1) * blob.len() / 255;
+                    let at = at.min(blob.len() - 1);
+                    blob[at] ^= 1 << (corrupt % 8);
+                }
+                let resp = self.exchange(&psd_apdu::import_set(&blob));
+                if *corrupt != 0 {
+                    assert_ne!(sw(&resp), SW_OK, "import of a changed blob accepted");
                 }
             }
         }
+        if self.armed {
+            if let Some(card) = self.card.as_mut() {
+                card.store_mut().set_power_cut(None);
+            }
+            self.armed = false;
+        }
+    }
+
+    fn arm(&mut self, at: u8, torn: bool) {
+        let base = self.card().store().writes();
+        self.card().store_mut().set_power_cut(Some(PowerCut {
+            at_write: base + u64::from(at),
+            torn,
+        }));
+        self.armed = true;
+    }
+
+    /// Op::GrantLicense: the harness plays the postal authority and the vendor.
+    fn grant_license(&mut self, license: u8, flags: u8, corrupt: u8) {
+        let ask = LicenseAsk {
+            license: LicenseId(asked_license(license)),
+            origin: PostalCode::new(if flags & 1 == 0 { b"10115" } else { b"80331" })
+                .expect("valid code"),
+        };
+        let resp = self.exchange(&psd_apdu::license_request(&ask, flags & 2 != 0));
+        if sw(&resp) != SW_OK {
+            return;
+        }
+        let request = LicenseRequest::decode(&resp[..resp.len() - 2]).expect("request decodes");
+        let apdu = psd_apdu::license_install(&grant_for(&request, flags, corrupt));
+        let resp = self.exchange(&apdu);
+        if corrupt % 10 != 0 {
+            assert_ne!(
+                sw(&resp),
+                SW_OK,
+                "forged grant (mode {}) installed",
+                corrupt % 10
+            );
+        }
+        let replay = (flags & 0x10 != 0 && !self.installs.is_empty())
+            .then(|| self.installs[usize::from(flags >> 5) % self.installs.len()].clone());
+        if let Some(old) = replay {
+            let resp = self.exchange(&old);
+            assert_ne!(sw(&resp), SW_OK, "an installed grant installed again");
+        }
+    }
+
+    /// Op::Export: prepare, then commit / cancel as `mode % 5` says.
+    fn export(&mut self, slot: u8, mode: u8) {
+        let set = RegisterSetIndex(slot);
+        let resp = self.exchange(&psd_apdu::export_prepare(set));
+        if sw(&resp) != SW_OK || mode % 5 == 0 {
+            return;
+        }
+        let mut digest = Blob::digest_of(&resp[..resp.len() - 2]);
+        match mode % 5 {
+            2 => {
+                self.exchange(&psd_apdu::export_cancel(set));
+            }
+            3 => {
+                digest[usize::from(mode) % digest.len()] ^= 0x80;
+                let resp = self.exchange(&psd_apdu::export_commit(set, &digest));
+                assert_ne!(sw(&resp), SW_OK, "export committed with a wrong digest");
+            }
+            m => {
+                let first = self.exchange(&psd_apdu::export_commit(set, &digest));
+                if m == 4 && sw(&first) == SW_OK {
+                    let again = self.exchange(&psd_apdu::export_commit(set, &digest));
+                    if sw(&again) == SW_OK {
+                        assert_eq!(again, first, "a retried commit answers another epoch");
+                    }
+                }
+            }
+        }
+    }
+
+    /// After each operation: the persisted registers moved only as a debit, a credit, an
+    /// install, an export or an import allows; value is conserved; the card's READ
+    /// REGISTERS (and GET DATA 00 04) answers match the memory.
+    fn check_state(&mut self) {
+        let now = self.persisted_sets();
+        let lic_now = self.license_state();
+        let before = core::mem::replace(&mut self.sets, now.clone());
+        let (lic_before_bytes, lic_before) = core::mem::replace(&mut self.lic, lic_now.clone());
+        let changed = lic_before_bytes != lic_now.0
+            || before
+                .iter()
+                .zip(&now)
+                .any(|(b, n)| b.is_some() != n.is_some());
+        let lic_now = lic_now.1;
+        let personalized = self.keys().is_some();
+        let was_personalized = core::mem::replace(&mut self.personalized, personalized);
+        if !was_personalized {
+            // PERSONALIZE made the sets: their history starts here.
+            self.history = now
+                .iter()
+                .flatten()
+                .map(|s| (s.license.0, s.clone()))
+                .collect();
+        } else {
+            self.check_transitions(&before, &now, &lic_before, &lic_now);
+        }
         self.credit_ok = [false; MAX_SETS as usize];
+        self.vanish_ok = [false; MAX_SETS as usize];
+        self.install_ok = false;
+        self.import_ok = false;
 
         // READ REGISTERS, when it cannot disturb a chain or a pending response.
         if !self.selected || self.pending || self.chain {
             return;
         }
-        let personalized = self.keys().is_some();
-        for i in 0..=now.len().min(usize::from(MAX_SETS) - 1) {
+        for (i, s) in now.iter().enumerate() {
             let resp = self.exchange(&[0x80, 0x32, 0x00, i as u8, 0x00]);
-            match now.get(i) {
+            match s {
                 Some(s) => {
                     assert_eq!(sw(&resp), SW_OK, "READ REGISTERS {i}");
                     let r = Registers::decode(&resp[..resp.len() - 2])
@@ -650,9 +1201,242 @@ impl Harness {
                 }
             }
         }
+        if personalized && changed {
+            // Checked against the memory in check_response.
+            let resp = self.exchange(&psd_apdu::get_license_data());
+            assert_eq!(sw(&resp), SW_OK, "GET DATA 00 04");
+        }
+    }
+
+    /// The slot-by-slot and table-by-table rules between two operations on a personalized
+    /// card.
+    fn check_transitions(
+        &mut self,
+        before: &Slots,
+        now: &Slots,
+        lb: &LicenseState,
+        ln: &LicenseState,
+    ) {
+        let max_postage = self.keys().map(|k| k.max_postage);
+        let outstanding = |l: &LicenseState| -> Vec<_> {
+            l.exports
+                .iter()
+                .filter(|e| e.state == ExportState::Outstanding)
+                .copied()
+                .collect()
+        };
+        let (out_b, out_n) = (outstanding(lb), outstanding(ln));
+        let mut credits: u128 = 0;
+        for (i, (b, n)) in before.iter().zip(now).enumerate() {
+            match (b, n) {
+                (Some(b), Some(n)) if b.license == n.license => {
+                    credits += self.check_set(i, b, n, max_postage);
+                }
+                _ => {
+                    if let Some(b) = b {
+                        // Vanished: only an export commit, into an outstanding entry.
+                        assert!(
+                            self.vanish_ok[i],
+                            "set {i} ({:?}) vanished without an export commit",
+                            b.license
+                        );
+                        let e = out_n
+                            .iter()
+                            .find(|e| e.license == b.license)
+                            .unwrap_or_else(|| {
+                                panic!("set {i} vanished without an outstanding export")
+                            });
+                        assert!(
+                            !out_b.iter().any(|o| o.epoch == e.epoch),
+                            "set {i} vanished into an old entry"
+                        );
+                        assert_eq!(
+                            (usize::from(e.slot), e.control_sum, e.dr),
+                            (i, b.control_sum, b.dr),
+                            "set {i}: the outstanding entry differs from the set"
+                        );
+                        self.history.insert(b.license.0, b.clone());
+                    }
+                    if let Some(n) = n {
+                        if let Some(e) = out_b.iter().find(|e| e.license == n.license) {
+                            // Back from a file: exactly the registers that left.
+                            assert!(self.import_ok, "set {i} imported without IMPORT SET");
+                            assert!(
+                                !ln.exports.iter().any(|x| x.epoch == e.epoch),
+                                "set {i} imported, its entry kept"
+                            );
+                            let old = self
+                                .history
+                                .get(&n.license.0)
+                                .expect("an exported license has a history");
+                            assert!(
+                                same_exported(old, n),
+                                "set {i}: imported registers differ from the exported ones: {old:?} -> {n:?}"
+                            );
+                            assert_eq!((e.control_sum, e.dr), (n.control_sum, n.dr));
+                            assert!(
+                                self.imported.insert(e.epoch),
+                                "epoch {} imported twice",
+                                e.epoch
+                            );
+                        } else {
+                            // New: only a LICENSE INSTALL, a zeroed set for a license
+                            // never seen here.
+                            assert!(self.install_ok, "set {i} appeared without an install");
+                            assert!(
+                                !self.history.contains_key(&n.license.0),
+                                "set {i}: license {:?} installed again",
+                                n.license
+                            );
+                            assert!(
+                                n.grant.is_some()
+                                    && n.ar == Amount::ZERO
+                                    && n.dr == Amount::ZERO
+                                    && n.control_sum == Amount::ZERO
+                                    && n.pieces.0 == 0
+                                    && n.refills.0 == 0,
+                                "set {i}: an installed set is not zeroed: {n:?}"
+                            );
+                        }
+                    }
+                }
+            }
+            if let Some(n) = n {
+                self.history.insert(n.license.0, n.clone());
+            }
+        }
+        // One license, one set: never two resident, never resident and outstanding.
+        let mut held = HashSet::new();
+        for l in now
+            .iter()
+            .flatten()
+            .map(|s| s.license)
+            .chain(out_n.iter().map(|e| e.license))
+        {
+            assert!(held.insert(l.0), "license {l:?} held twice");
+        }
+        // Outstanding entries: the same until imported.
+        for e in &out_b {
+            if let Some(x) = out_n.iter().find(|x| x.epoch == e.epoch) {
+                assert_eq!(x, e, "outstanding entry changed");
+            } else {
+                assert!(
+                    now.iter().flatten().any(|s| s.license == e.license),
+                    "outstanding entry {} removed without its set coming back",
+                    e.epoch
+                );
+            }
+        }
+        // Epochs: the counter never falls, new entries take epochs never used, a frozen
+        // set does not move.
+        assert!(
+            ln.export_counter >= lb.export_counter,
+            "export counter fell"
+        );
+        for e in &ln.exports {
+            if !lb.exports.iter().any(|x| x.epoch == e.epoch) {
+                assert!(
+                    e.epoch >= lb.export_counter,
+                    "export epoch {} reused",
+                    e.epoch
+                );
+            }
+            if e.state == ExportState::Preparing {
+                let s = now[usize::from(e.slot)]
+                    .as_ref()
+                    .expect("a preparing export's set is resident");
+                assert_eq!(
+                    (s.license, s.control_sum, s.dr),
+                    (e.license, e.control_sum, e.dr),
+                    "a frozen set moved"
+                );
+            }
+        }
+        assert!(
+            ln.request_counter >= lb.request_counter,
+            "request counter fell"
+        );
+        // Value conservation: only a REFILL's credit adds value.
+        let (vb, vn) = (value(before, lb), value(now, ln));
+        assert_eq!(
+            vn,
+            vb + credits,
+            "value not conserved: {vb} + credits {credits} != {vn}"
+        );
+    }
+
+    /// One set that stayed in its slot; returns its credit.
+    fn check_set(&self, i: usize, b: &RegisterSet, n: &RegisterSet, max: Option<Amount>) -> u128 {
+        assert_eq!(
+            (n.license, n.origin),
+            (b.license, b.origin),
+            "set {i} identity"
+        );
+        assert!(
+            n.pieces >= b.pieces,
+            "set {i}: piece count went back {b:?} -> {n:?}"
+        );
+        assert!(n.refills >= b.refills, "set {i}: refill count went back");
+        if n.control_sum != b.control_sum {
+            assert!(
+                self.credit_ok[i],
+                "set {i}: control sum changed without a successful REFILL: {b:?} -> {n:?}"
+            );
+            assert!(n.control_sum > b.control_sum, "set {i}: control sum fell");
+            let credit = n.control_sum.0 - b.control_sum.0;
+            assert_eq!(
+                n.dr.0.checked_sub(b.dr.0),
+                Some(credit),
+                "set {i}: DR credit"
+            );
+            assert_eq!(
+                (n.ar, n.pieces),
+                (b.ar, b.pieces),
+                "set {i}: refill debited"
+            );
+            assert_eq!(
+                n.refills.0,
+                b.refills.0 + 1,
+                "set {i}: refill not counted once"
+            );
+            u128::from(credit)
+        } else if n.refills != b.refills {
+            // A void: a successful REFILL of amount zero moves the count on by one and
+            // moves no value.
+            assert!(
+                self.credit_ok[i],
+                "set {i}: refill counted without a successful REFILL"
+            );
+            assert_eq!(
+                n.refills.0,
+                b.refills.0 + 1,
+                "set {i}: void not counted once"
+            );
+            assert_eq!(
+                (n.ar, n.dr, n.pieces),
+                (b.ar, b.dr, b.pieces),
+                "set {i}: a void moved value"
+            );
+            0
+        } else {
+            let pieces = n.pieces.0 - b.pieces.0;
+            let debit = n.ar.0.checked_sub(b.ar.0).expect("AR fell");
+            assert!(pieces <= 1, "set {i}: {pieces} pieces in one operation");
+            assert_eq!(
+                debit > 0,
+                pieces == 1,
+                "set {i}: debit {debit} for {pieces} pieces"
+            );
+            if let Some(max) = max {
+                assert!(
+                    debit <= max.0,
+                    "set {i}: debit {debit} above the per-piece limit"
+                );
+            }
+            0
+        }
     }
 }
-
 /// Runs one decoded input; panics if the card panics or a property breaks.
 pub fn run(input: &Input) {
     let mut h = Harness::new(input.start);

@@ -17,6 +17,16 @@
 //!                                                 to the wrong state (mode % 5: device,
 //!                                                 control sum, refills + 1, refills - 1,
 //!                                                 license); must be refused
+//!        | 0x08 license:u8 flags:u8 corrupt:u8    LICENSE REQUEST, then the harness signs a
+//!                                                 grant as PA + vendor, LICENSE INSTALL
+//!                                                 (corrupt % 10 != 0: forged, must be refused)
+//!        | 0x09 slot:u8 mode:u8                   EXPORT SET prepare, then (mode % 5) nothing,
+//!                                                 commit, cancel, commit with a wrong digest,
+//!                                                 commit twice; the blob is remembered
+//!        | 0x0A which:u8 corrupt:u8               IMPORT SET of a remembered blob (one byte
+//!                                                 flipped if corrupt != 0: must be refused)
+//!        | 0x0B at:u8 flags:u8                    arm a power cut at write `at` of the next
+//!                                                 operation, torn if flags & 1
 //!        | any other byte, len:u16 apdu           one raw command APDU
 //! ```
 //!
@@ -89,6 +99,49 @@ pub enum Op {
         /// What is wrong (modulo 5): device, control sum, refill count ahead, refill
         /// count behind, license.
         mode: u8,
+    },
+    /// LICENSE REQUEST, a grant signed by the fixture PA and countersigned by the fixture
+    /// vendor for the request the card answered, LICENSE INSTALL.
+    GrantLicense {
+        /// License asked for: 0 lets the PA assign one (20000 + request counter), 1 and 2
+        /// the fixture's 4711 and 4712 (resident: refused), n the license 9000 + n.
+        license: u8,
+        /// Bit 0: origin 80331 instead of 10115; bit 1: P1 01 (replace a pending
+        /// request); bits 2-3: validity (0-1 a year from 2026-11-01, 2 ending
+        /// 2026-11-20, 3 from 2026-11-25); bit 4: re-send an install the card accepted
+        /// earlier, chosen by bits 5-7 (must be refused).
+        flags: u8,
+        /// `corrupt % 10`: 0 a valid grant; 1 PA signature by another key; 2
+        /// countersignature by another key; 3 license, 4 origin, 5 serial, 6 notAfter
+        /// changed after signing; 7 request counter + 1; 8 grant for another nonce; 9 for
+        /// another device. 1-9 must be refused.
+        corrupt: u8,
+    },
+    /// EXPORT SET prepare on `slot % 4`, then by `mode % 5`: nothing, commit with the
+    /// blob's digest, cancel, commit with a wrong digest (must be refused), commit twice
+    /// (the same epoch both times). Every blob answered is remembered.
+    Export {
+        /// Slot (P2), modulo 4.
+        slot: u8,
+        /// What follows the prepare.
+        mode: u8,
+    },
+    /// IMPORT SET of remembered blob `which % n` (old copies and duplicates included); an
+    /// empty blob if none is remembered.
+    Import {
+        /// Which remembered blob.
+        which: u8,
+        /// 0: as answered; otherwise one bit flipped at a position chosen by it (must be
+        /// refused).
+        corrupt: u8,
+    },
+    /// Arms a power cut for the next operation: at its write `at_write` (counted from the
+    /// start of that operation), torn if `torn`.
+    Arm {
+        /// Write index relative to the next operation's first write.
+        at_write: u8,
+        /// Half the bytes of the interrupted write land.
+        torn: bool,
     },
 }
 
@@ -167,6 +220,23 @@ impl Input {
                     amount: b.u32(),
                     mode: b.u8(),
                 },
+                0x08 => Op::GrantLicense {
+                    license: b.u8(),
+                    flags: b.u8(),
+                    corrupt: b.u8(),
+                },
+                0x09 => Op::Export {
+                    slot: b.u8(),
+                    mode: b.u8(),
+                },
+                0x0A => Op::Import {
+                    which: b.u8(),
+                    corrupt: b.u8(),
+                },
+                0x0B => Op::Arm {
+                    at_write: b.u8(),
+                    torn: b.u8() & 1 != 0,
+                },
                 _ => Op::Apdu(b.apdu()),
             };
             ops.push(op);
@@ -223,6 +293,16 @@ impl Input {
                     out.extend_from_slice(&[0x07, *set]);
                     out.extend_from_slice(&amount.to_be_bytes());
                     out.push(*mode);
+                }
+                Op::GrantLicense {
+                    license,
+                    flags,
+                    corrupt,
+                } => out.extend_from_slice(&[0x08, *license, *flags, *corrupt]),
+                Op::Export { slot, mode } => out.extend_from_slice(&[0x09, *slot, *mode]),
+                Op::Import { which, corrupt } => out.extend_from_slice(&[0x0A, *which, *corrupt]),
+                Op::Arm { at_write, torn } => {
+                    out.extend_from_slice(&[0x0B, *at_write, u8::from(*torn)])
                 }
             }
         }

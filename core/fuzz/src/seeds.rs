@@ -8,7 +8,9 @@ use openpsd_core::psd::{psd_card, PSD_AID};
 use openpsd_core::store::MemStore;
 use openpsd_core::types::*;
 
-use crate::harness::{funded_nvm, personalization, today, LICENSES};
+use openpsd_core::psd::license::request::{LicenseAsk, LicenseRequest};
+
+use crate::harness::{funded_nvm, grant_for, personalization, today, LICENSES};
 use crate::input::{Input, Op, Start};
 
 /// A command APDU in extended form even when short form would do: `00 Lc Lc data Le Le`,
@@ -88,6 +90,38 @@ fn funded_refill(set: u8, amount: u64, id: u8) -> Vec<u8> {
     card.transmit(&psd_apdu::select());
     let msg = crate::harness::kms_refill_message(&mut card, set, amount, id);
     psd_apdu::refill(RegisterSetIndex(set), &msg)
+}
+
+/// LICENSE REQUEST for 9001 at 10115 and the valid LICENSE INSTALL answering it, as the
+/// first request of a run on the funded fixture produces them (the platform is seeded).
+fn funded_license_apdus() -> (Vec<u8>, Vec<u8>) {
+    let store = MemStore::open(funded_nvm().clone()).expect("fixture opens");
+    let mut card = psd_card(store, crate::harness::platform()).expect("fixture loads");
+    card.transmit(&psd_apdu::select());
+    let ask = LicenseAsk {
+        license: LicenseId(9001),
+        origin: PostalCode::new(b"10115").expect("valid code"),
+    };
+    let request = psd_apdu::license_request(&ask, false);
+    let resp = card.transmit(&request);
+    let req = LicenseRequest::decode(&resp[..resp.len() - 2]).expect("request decodes");
+    (request, psd_apdu::license_install(&grant_for(&req, 0, 0)))
+}
+
+fn grant(license: u8, flags: u8, corrupt: u8) -> Op {
+    Op::GrantLicense {
+        license,
+        flags,
+        corrupt,
+    }
+}
+
+fn export(slot: u8, mode: u8) -> Op {
+    Op::Export { slot, mode }
+}
+
+fn import(which: u8, corrupt: u8) -> Op {
+    Op::Import { which, corrupt }
 }
 
 /// Every seed: a file name and the input.
@@ -525,6 +559,225 @@ pub fn seeds() -> Vec<(&'static str, Input)> {
                 },
             ],
         ),
+        (
+            "license-install",
+            Funded,
+            vec![
+                grant(1, 0, 0),
+                grant(3, 0, 0),
+                apdu(psd_apdu::get_license_data()),
+                Op::KmsRefill {
+                    set: 2,
+                    amount: 30_000,
+                    id: 1,
+                },
+                Op::Issue {
+                    set: 2,
+                    txn: 1,
+                    postage: 500,
+                    day: 21,
+                },
+                grant(0, 1, 0),
+                grant(4, 0, 0),
+                Op::Reopen,
+                read(3),
+                Op::Issue {
+                    set: 3,
+                    txn: 2,
+                    postage: 5,
+                    day: 21,
+                },
+            ],
+        ),
+        (
+            "license-forged",
+            Funded,
+            (1..10)
+                .map(|c| grant(5, 0, c))
+                .chain([grant(5, 2, 0), grant(6, 8, 0), grant(7, 12, 0)])
+                .chain([Op::Issue {
+                    set: 3,
+                    txn: 1,
+                    postage: 5,
+                    day: 21,
+                }])
+                .collect(),
+        ),
+        ("license-replay", Funded, {
+            let (request, install) = funded_license_apdus();
+            vec![
+                apdu(request.clone()),
+                apdu(request.clone()),
+                apdu(install.clone()),
+                apdu(install.clone()),
+                grant(9, 0x10, 0),
+                grant(10, 0x30, 0),
+                apdu(install.clone()),
+                apdu(short(0x80, 0x44, 0x00, 0x00, &install[5..40], Some(0))),
+                apdu(short(0x80, 0x44, 0x01, 0x00, &[], Some(0))),
+            ]
+        }),
+        ("license-power-cuts", Funded, {
+            let (request, install) = funded_license_apdus();
+            // The install answers the run's first request: the request is not cut.
+            let mut v = vec![apdu(request.clone())];
+            v.extend((0..4).map(|k| Op::PowerCut {
+                at_write: k,
+                torn: k % 2 == 0,
+                apdu: install.clone(),
+            }));
+            v.push(apdu(install.clone()));
+            v.extend([
+                Op::Arm {
+                    at_write: 1,
+                    torn: false,
+                },
+                export(2, 1),
+                Op::Arm {
+                    at_write: 0,
+                    torn: true,
+                },
+                export(2, 1),
+                export(2, 1),
+                import(0, 0),
+                Op::Arm {
+                    at_write: 4,
+                    torn: false,
+                },
+                export(2, 1),
+                import(1, 0),
+                Op::Arm {
+                    at_write: 1,
+                    torn: true,
+                },
+                import(0, 0),
+                import(0, 0),
+                Op::Arm {
+                    at_write: 0,
+                    torn: false,
+                },
+                grant(11, 0, 0),
+                Op::Arm {
+                    at_write: 2,
+                    torn: true,
+                },
+                grant(11, 0, 0),
+                Op::Arm {
+                    at_write: 5,
+                    torn: false,
+                },
+                grant(11, 0, 0),
+                grant(11, 0, 0),
+                export(1, 0),
+                Op::Arm {
+                    at_write: 0,
+                    torn: true,
+                },
+                export(1, 2),
+                export(1, 2),
+            ]);
+            v
+        }),
+        (
+            "export-cancel",
+            Funded,
+            vec![
+                export(0, 0),
+                export(0, 0),
+                issue(0, 1, 100, 21),
+                Op::KmsRefill {
+                    set: 0,
+                    amount: 10,
+                    id: 1,
+                },
+                apdu(psd_apdu::audit(RegisterSetIndex(0), &[3; 16])),
+                apdu(psd_apdu::get_license_data()),
+                export(0, 2),
+                issue(0, 2, 100, 21),
+                export(1, 3),
+                export(1, 2),
+                apdu(short(0x80, 0x48, 0x02, 0x01, &[], Some(0))),
+                apdu(short(0x80, 0x48, 0x00, 0x04, &[], Some(0))),
+                apdu(short(0x80, 0x48, 0x03, 0x00, &[], Some(0))),
+                apdu(short(0x80, 0x48, 0x00, 0x00, &[1], Some(0))),
+                apdu(short(0x80, 0x48, 0x01, 0x00, &[0; 15], Some(0))),
+            ],
+        ),
+        (
+            "export-import",
+            Funded,
+            vec![
+                export(1, 1),
+                read(1),
+                issue(1, 1, 10, 21),
+                apdu(psd_apdu::get_license_data()),
+                Op::Reopen,
+                import(0, 0),
+                import(0, 0),
+                issue(1, 2, 10, 21),
+                export(0, 4),
+                export(1, 1),
+                import(1, 0),
+                import(0, 0),
+                import(1, 0),
+                import(0, 9),
+                import(1, 200),
+                Op::KmsRefill {
+                    set: 0,
+                    amount: 5,
+                    id: 2,
+                },
+            ],
+        ),
+        (
+            "import-old-copy",
+            Funded,
+            vec![
+                export(0, 1),
+                import(0, 0),
+                issue(0, 1, 4_000, 21),
+                export(0, 1),
+                import(0, 0),
+                import(1, 0),
+                import(1, 0),
+                import(0, 0),
+                apdu(psd_apdu::import_set(&[0x42; 40])),
+                apdu(short(0x80, 0x4A, 0x00, 0x01, &[1, 2, 3], Some(0))),
+            ],
+        ),
+        ("export-table-full", Funded, {
+            let mut v: Vec<Op> = (0..16u8)
+                .flat_map(|n| [grant(20 + n, 0, 0), export(2, 1)])
+                .collect();
+            v.extend([
+                grant(40, 0, 0),
+                export(2, 0),
+                import(3, 0),
+                export(2, 1),
+                grant(20, 0, 0),
+            ]);
+            v
+        }),
+        ("blank-licensing", Blank, {
+            let mut p = personalization();
+            p.licenses.clear();
+            vec![
+                apdu(psd_apdu::personalize(&p)),
+                Op::Reopen,
+                grant(0, 0, 0),
+                Op::KmsRefill {
+                    set: 0,
+                    amount: 7_000,
+                    id: 1,
+                },
+                issue(0, 1, 10, 21),
+                export(0, 1),
+                Op::Reopen,
+                read(0),
+                import(0, 0),
+                issue(0, 2, 10, 21),
+            ]
+        }),
     ];
     s.drain(..)
         .map(|(name, start, ops)| (name, Input { start, ops }))

@@ -11,6 +11,7 @@ use std::process::ExitCode;
 
 mod account_commands;
 mod commands;
+mod license_commands;
 mod psd_commands;
 
 use anyhow::{anyhow, Result};
@@ -157,6 +158,46 @@ enum Command {
         #[command(subcommand)]
         action: TerminalAction,
     },
+    /// The PSD's licenses (register sets): list them, park one in a file to free its slot,
+    /// bring it back.
+    License {
+        #[command(subcommand)]
+        action: LicenseAction,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum LicenseAction {
+    /// Slots, licenses, balances, the pending request, exported sets (and the files in
+    /// --dir, with whether each can still be imported).
+    List {
+        /// A directory of exported sets to check against the PSD.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+    /// Park a register set in a file and free its slot. The file is written and synced
+    /// before the PSD lets the set go; running the same export again finishes an
+    /// interrupted one. The file is the money: only this PSD can import it, once.
+    Export {
+        /// The slot.
+        #[arg(long, conflicts_with = "license")]
+        set: Option<u8>,
+        /// The license (instead of --set).
+        #[arg(long)]
+        license: Option<u32>,
+        /// Directory to write the file to.
+        #[arg(long, required_unless_present = "cancel")]
+        to: Option<PathBuf>,
+        /// Cancel a prepared export instead (the set is live again).
+        #[arg(long)]
+        cancel: bool,
+    },
+    /// Bring an exported set back into a free slot (once; an older or second copy is
+    /// refused for ever).
+    Import {
+        /// The exported file.
+        file: PathBuf,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -288,5 +329,22 @@ fn run(cli: Cli) -> Result<()> {
             commands::batch(&terminal, seq, action, json)
         }
         Command::Terminal { action } => commands::terminal(action, json),
+        Command::License { action } => match action {
+            LicenseAction::List { dir } => license_commands::list(card, dir.as_deref(), json),
+            LicenseAction::Export {
+                set,
+                license,
+                to,
+                cancel,
+            } => license_commands::export(
+                card,
+                set,
+                license,
+                &to.unwrap_or_else(|| PathBuf::from(".")),
+                cancel,
+                json,
+            ),
+            LicenseAction::Import { file } => license_commands::import(card, &file, json),
+        },
     }
 }

@@ -26,14 +26,23 @@ pub fn status(spec: Option<CardSpec>, json_out: bool) -> Result<()> {
     let cli_json = json_out;
     let mut sets = Vec::new();
     for i in 0..info.register_sets {
-        sets.push(psd.registers(RegisterSetIndex(i))?);
+        // A free slot (a set exported, or never used) answers 6A88: skipped.
+        match psd.registers(RegisterSetIndex(i)) {
+            Ok(r) => sets.push((i, r)),
+            Err(openpsd_host::ClientError::Refused(
+                _,
+                _,
+                openpsd_core::Status::ReferencedDataNotFound,
+            )) => {}
+            Err(e) => return Err(e.into()),
+        }
     }
     if cli_json {
         let sets: Vec<_> = sets
             .iter()
-            .map(|r| {
+            .map(|(i, r)| {
                 json!({
-                    "license": r.license.0, "origin": r.origin.to_string(),
+                    "slot": i, "license": r.license.0, "origin": r.origin.to_string(),
                     "ar": r.ar.0, "dr": r.dr.0, "control_sum": r.control_sum.0,
                     "pieces": r.pieces.0, "refills": r.refills.0,
                     "transferred": r.transferred.0, "pending": r.pending.0,
@@ -67,7 +76,7 @@ pub fn status(spec: Option<CardSpec>, json_out: bool) -> Result<()> {
         if let Some(line) = inspection_line(&info) {
             println!("{line}");
         }
-        for (i, r) in sets.iter().enumerate() {
+        for (i, r) in &sets {
             println!(
                 "set {i}: license {} origin {}  AR {}  DR {}  control sum {}  pieces {}  refills {}",
                 r.license, r.origin, r.ar, r.dr, r.control_sum, r.pieces.0, r.refills.0

@@ -215,3 +215,93 @@ fn refill_takes_an_amount_or_a_cancel_not_both() {
     assert!(run(&["--cancel", "t1"]).contains("not logged in"));
     assert!(run(&["--amount", "1.00"]).contains("not logged in"));
 }
+
+/// `openpsd` expected to fail: its stderr.
+fn openpsd_fails(card: &str, args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_openpsd"))
+        .args(["--card", card])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "openpsd {args:?} should fail");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn license_export_and_import_through_the_cli_and_a_kill_between_file_and_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("card");
+    drop(funded_card(&state, 2_500));
+    let card = format!("state:{}", state.display());
+    let files = dir.path().join("sets");
+    let files_arg = files.to_str().unwrap();
+
+    // Killed after the file is written and synced, before the PSD commits: the set is
+    // still in the PSD (frozen), the file on disk; the same export again finishes it.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_openpsd"))
+        .args([
+            "--card", &card, "license", "export", "--set", "0", "--to", files_arg,
+        ])
+        .env("OPENPSD_PAUSE_AT", "export-written")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    while !line.contains("paused at export-written") {
+        line.clear();
+        assert!(
+            std::io::BufRead::read_line(&mut err, &mut line).unwrap() > 0,
+            "the export ended before its pause point"
+        );
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let listed = openpsd(&card, &["license", "list", "--dir", files_arg]);
+    assert_eq!(listed["sets"][0]["frozen"], true, "{listed}");
+    assert_eq!(listed["exports"][0]["state"], "preparing");
+    assert_eq!(listed["files"][0]["usable"], false, "not committed yet");
+    let first_file = std::fs::read(listed["files"][0]["file"].as_str().unwrap()).unwrap();
+
+    let out = openpsd(
+        &card,
+        &["license", "export", "--set", "0", "--to", files_arg],
+    );
+    let file = out["file"].as_str().unwrap().to_string();
+    assert_eq!(std::fs::read(&file).unwrap(), first_file, "the same blob");
+    assert_eq!(
+        (out["license"].as_u64(), out["dr"].as_u64()),
+        (Some(4711), Some(2_500))
+    );
+    let status = openpsd(&card, &["status"]);
+    assert_eq!(
+        status["register_sets"].as_array().unwrap().len(),
+        0,
+        "{status}"
+    );
+    let listed = openpsd(&card, &["license", "list", "--dir", files_arg]);
+    assert_eq!(listed["files"][0]["usable"], true);
+    assert_eq!(listed["exports"][0]["state"], "outstanding");
+
+    // Import: back, usable; the same file again is refused for ever, in words.
+    let back = openpsd(&card, &["license", "import", &file]);
+    assert_eq!(back["slot"], 0);
+    let ind = openpsd(
+        &card,
+        &[
+            "indicium",
+            "--postage",
+            "1.00",
+            "--to",
+            "20095",
+            "--set",
+            "0",
+        ],
+    );
+    assert_eq!(ind["dr"], 2_400);
+    let err = openpsd_fails(&card, &["license", "import", &file]);
+    assert!(
+        err.contains("older or duplicate copy: it can never be used"),
+        "{err}"
+    );
+}

@@ -67,6 +67,7 @@ fn fig4_request_grant_countersign_install_then_print_on_the_license_key() {
         SlotInfo::Set {
             license: LicenseId(9001),
             key_id,
+            public_key: request.body.license_public_key,
             not_after: Some(validity().1),
             frozen: false,
         }

@@ -7,17 +7,22 @@ use super::{exchange, psd_apdu, ClientError, Link, Side};
 use crate::psd::audit::NONCE_LEN;
 use crate::psd::device::{DeviceInfo, Personalization};
 use crate::psd::indicium::{self, IndiciumData, IndiciumRequest};
+use crate::psd::license::install::Install;
+use crate::psd::license::request::{LicenseAsk, LicenseRequest};
+use crate::psd::license::{LicenseInfo, SlotInfo, DIGEST_LEN};
 use crate::psd::registers::Registers;
 use crate::psd::transfer::TransferInfo;
 use crate::status::Status;
 use crate::transfer::cert::RecognitionInfo;
-use crate::types::RegisterSetIndex;
+use crate::types::{KeyId, LicenseId, RegisterSetIndex};
 
 /// A PSD behind a link. It remembers the device's public key once read, to verify every
 /// indicium it is handed.
 pub struct PsdClient<L> {
     link: L,
     public_key: Option<[u8; 65]>,
+    /// The signing keys of the licensed sets, by slot, as GET DATA 00 04 last showed them.
+    set_keys: Vec<Option<[u8; 65]>>,
 }
 
 impl<L: Link> PsdClient<L> {
@@ -26,6 +31,7 @@ impl<L: Link> PsdClient<L> {
         Self {
             link,
             public_key: None,
+            set_keys: Vec::new(),
         }
     }
 
@@ -92,8 +98,108 @@ impl<L: Link> PsdClient<L> {
             }
         };
         let ind = self.exchange("ISSUE INDICIUM", &psd_apdu::issue_indicium(set, req))?;
-        let data = indicium::verify(&ind, &public_key).map_err(ClientError::Indicium)?;
+        let data =
+            match indicium::verify(&ind, &public_key) {
+                // A set added by a license signs with its own key: the one GET DATA 00 04
+                // shows for its slot (read again if the slots changed since).
+                Err(indicium::VerifyError::WrongKey) => {
+                    let slot = usize::from(set.0);
+                    let cached = self.set_keys.get(slot).copied().flatten();
+                    match cached.map(|k| indicium::verify(&ind, &k)) {
+                        Some(Ok(data)) => Ok(data),
+                        _ => {
+                            self.license_info()?;
+                            let key =
+                                self.set_keys.get(slot).copied().flatten().ok_or(
+                                    ClientError::Indicium(indicium::VerifyError::WrongKey),
+                                )?;
+                            indicium::verify(&ind, &key)
+                        }
+                    }
+                }
+                other => other,
+            }
+            .map_err(ClientError::Indicium)?;
         Ok((ind, data))
+    }
+
+    /// The license slots, the pending request and the exports (GET DATA 00 04).
+    pub fn license_info(&mut self) -> Result<LicenseInfo, ClientError> {
+        let data = self.exchange("GET DATA", &psd_apdu::get_license_data())?;
+        let info = LicenseInfo::decode(&data)
+            .map_err(|_| ClientError::BadResponse(Side::Psd, "GET DATA"))?;
+        self.set_keys = info
+            .slots
+            .iter()
+            .map(|s| match s {
+                SlotInfo::Set { public_key, .. } => Some(*public_key),
+                SlotInfo::Free => None,
+            })
+            .collect();
+        Ok(info)
+    }
+
+    /// LICENSE REQUEST (seed 003, Fig. 4 steps 60-62): the signed request for the
+    /// manufacturer. `replace` makes a new one even if a request is pending.
+    pub fn license_request(
+        &mut self,
+        ask: &LicenseAsk,
+        replace: bool,
+    ) -> Result<LicenseRequest, ClientError> {
+        let data = self.exchange("LICENSE REQUEST", &psd_apdu::license_request(ask, replace))?;
+        LicenseRequest::decode(&data)
+            .map_err(|_| ClientError::BadResponse(Side::Psd, "LICENSE REQUEST"))
+    }
+
+    /// LICENSE INSTALL (step 67): the slot of the new set, its key ID and its license.
+    pub fn license_install(
+        &mut self,
+        install: &Install,
+    ) -> Result<(RegisterSetIndex, KeyId, LicenseId), ClientError> {
+        let data = self.exchange("LICENSE INSTALL", &psd_apdu::license_install(install))?;
+        match data.as_slice() {
+            [slot, k0, k1, k2, k3, l @ ..] if l.len() == 4 => Ok((
+                RegisterSetIndex(*slot),
+                KeyId([*k0, *k1, *k2, *k3]),
+                LicenseId(u32::from_be_bytes([l[0], l[1], l[2], l[3]])),
+            )),
+            _ => Err(ClientError::BadResponse(Side::Psd, "LICENSE INSTALL")),
+        }
+    }
+
+    /// EXPORT SET, prepare: the blob to write to disk (the set is frozen until commit or
+    /// cancel). Asking again answers the same bytes.
+    pub fn export_prepare(&mut self, set: RegisterSetIndex) -> Result<Vec<u8>, ClientError> {
+        self.exchange("EXPORT SET", &psd_apdu::export_prepare(set))
+    }
+
+    /// EXPORT SET, commit, once the blob is synced to disk: the export's epoch.
+    pub fn export_commit(
+        &mut self,
+        set: RegisterSetIndex,
+        digest: &[u8; DIGEST_LEN],
+    ) -> Result<u64, ClientError> {
+        let data = self.exchange("EXPORT SET", &psd_apdu::export_commit(set, digest))?;
+        let epoch: [u8; 8] = data
+            .as_slice()
+            .try_into()
+            .map_err(|_| ClientError::BadResponse(Side::Psd, "EXPORT SET"))?;
+        Ok(u64::from_be_bytes(epoch))
+    }
+
+    /// EXPORT SET, cancel: the set is live again.
+    pub fn export_cancel(&mut self, set: RegisterSetIndex) -> Result<(), ClientError> {
+        self.exchange("EXPORT SET", &psd_apdu::export_cancel(set))
+            .map(drop)
+    }
+
+    /// IMPORT SET: the slot the set came back to.
+    pub fn import_set(&mut self, blob: &[u8]) -> Result<RegisterSetIndex, ClientError> {
+        let data = self.exchange("IMPORT SET", &psd_apdu::import_set(blob))?;
+        match data.as_slice() {
+            [slot] => Ok(RegisterSetIndex(*slot)),
+            _ => Err(ClientError::BadResponse(Side::Psd, "IMPORT SET")),
+        }
     }
 
     /// An audit message (registers and `nonce`, MACed under K1) for the meter server.

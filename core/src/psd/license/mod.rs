@@ -267,6 +267,8 @@ pub enum SlotInfo {
         license: LicenseId,
         /// Signing key ID.
         key_id: crate::types::KeyId,
+        /// The signing key (SEC1 uncompressed): what its indicia verify under.
+        public_key: [u8; crate::crypto::PUBLIC_KEY_LEN],
         /// Last valid date of the grant.
         not_after: Option<crate::types::Date>,
         /// Frozen by an export being prepared.
@@ -301,12 +303,14 @@ impl LicenseInfo {
                 SlotInfo::Set {
                     license,
                     key_id,
+                    public_key,
                     not_after,
                     frozen,
                 } => {
                     w.put_u8(if *frozen { 2 } else { 1 });
                     w.put_u32(license.0);
                     w.extend_from_slice(&key_id.0);
+                    w.extend_from_slice(public_key);
                     match not_after {
                         Some(d) => d.write(&mut w),
                         None => w.put_u32(0),
@@ -341,6 +345,7 @@ impl LicenseInfo {
                 state @ (1 | 2) => SlotInfo::Set {
                     license: LicenseId(r.u32()?),
                     key_id: crate::types::KeyId(r.array()?),
+                    public_key: r.array()?,
                     not_after: if r.remaining().starts_with(&[0; 4]) {
                         r.take(4)?;
                         None
@@ -386,6 +391,7 @@ impl crate::psd::PsdApplet {
                 Some(s) => SlotInfo::Set {
                     license: s.license,
                     key_id: s.key_id(&device.key),
+                    public_key: s.signing_key(&device.key).public_key(),
                     not_after: s.grant.as_ref().map(|g| g.not_after),
                     frozen: p.frozen(i),
                 },

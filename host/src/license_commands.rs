@@ -1,0 +1,349 @@
+//! `openpsd license …`: the register sets of a PSD as licenses (seed 003). `list` shows the
+//! slots, the pending request and the exported sets (and files in `--dir`); `export` parks
+//! a set in a file and frees its slot (Fig. 5); `import` brings it back, once.
+//!
+//! Export is two-phase on the card, and this command keeps the file's side of it: the
+//! blob is written to a temporary file, synced, renamed and the directory synced **before**
+//! the card is told to commit. Killed at any point, running the same export again finishes
+//! it: the card answers the same blob until it commits, and a commit asked twice answers
+//! the same. The file *is* the money while the set is outside the PSD.
+
+use std::fs;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, bail, Context, Result};
+use openpsd_core::client::ClientError;
+use openpsd_core::psd::license::export::Blob;
+use openpsd_core::psd::license::{ExportState, LicenseInfo, SlotInfo};
+use openpsd_core::types::*;
+use openpsd_core::Status;
+use openpsd_host::{CardSpec, PsdClient};
+use serde_json::json;
+
+use crate::psd_commands::open_psd;
+
+/// The file name of an exported set: license, device and epoch, so two exports never
+/// share a name.
+pub fn blob_file_name(blob: &Blob) -> String {
+    format!(
+        "license-{}-{}-e{}.psdset",
+        blob.set.license.0, blob.device, blob.epoch
+    )
+}
+
+/// `openpsd license list`.
+pub fn list(spec: Option<CardSpec>, dir: Option<&Path>, json_out: bool) -> Result<()> {
+    let (mut psd, info) = open_psd(spec)?;
+    let lic = psd.license_info()?;
+    let mut slots = Vec::new();
+    for (i, s) in lic.slots.iter().enumerate() {
+        if let SlotInfo::Set {
+            license,
+            key_id,
+            not_after,
+            frozen,
+            ..
+        } = s
+        {
+            let r = psd.registers(RegisterSetIndex(slot_byte(i)?))?;
+            slots.push((i, *license, *key_id, *not_after, *frozen, r));
+        }
+    }
+    let files = match dir {
+        Some(d) => files_in(d, &lic)?,
+        None => Vec::new(),
+    };
+    if json_out {
+        let sets: Vec<_> = slots
+            .iter()
+            .map(|(i, l, k, na, frozen, r)| {
+                json!({"slot": i, "license": l.0, "key_id": hex::encode(k.0),
+                    "valid_until": na.map(|d| d.to_string()), "frozen": frozen,
+                    "origin": r.origin.to_string(), "ar": r.ar.0, "dr": r.dr.0,
+                    "control_sum": r.control_sum.0, "pieces": r.pieces.0})
+            })
+            .collect();
+        let exports: Vec<_> = lic
+            .exports
+            .iter()
+            .map(|e| {
+                json!({"license": e.license.0, "epoch": e.epoch, "slot": e.slot,
+                    "state": match e.state { ExportState::Preparing => "preparing",
+                        ExportState::Outstanding => "outstanding" },
+                    "control_sum": e.control_sum.0, "dr": e.dr.0,
+                    "digest": hex::encode(e.digest)})
+            })
+            .collect();
+        let files: Vec<_> = files
+            .iter()
+            .map(|(p, b, usable)| {
+                json!({"file": p.display().to_string(), "license": b.set.license.0,
+                    "epoch": b.epoch, "dr": b.set.dr.0, "usable": usable})
+            })
+            .collect();
+        println!(
+            "{}",
+            json!({"device_id": info.device.to_string(), "sets": sets, "exports": exports,
+                "pending_request": lic.pending.map(|(c, l)| json!({"counter": c, "license": l.0})),
+                "files": files})
+        );
+        return Ok(());
+    }
+    println!("device {}", info.device);
+    for (i, l, k, na, frozen, r) in &slots {
+        let valid = na.map_or("personalized".to_string(), |d| format!("valid until {d}"));
+        println!(
+            "slot {i}: license {l} origin {}  DR {}  AR {}  pieces {}  key {}  {valid}{}",
+            r.origin,
+            r.dr,
+            r.ar,
+            r.pieces.0,
+            hex::encode(k.0),
+            if *frozen {
+                "  FROZEN (export prepared)"
+            } else {
+                ""
+            }
+        );
+    }
+    for (i, s) in lic.slots.iter().enumerate() {
+        if *s == SlotInfo::Free {
+            println!("slot {i}: free");
+        }
+    }
+    if let Some((c, l)) = lic.pending {
+        println!("license request {c} pending (license {l})");
+    }
+    for e in &lic.exports {
+        println!(
+            "exported: license {} epoch {} ({})  DR {}  control sum {}",
+            e.license,
+            e.epoch,
+            match e.state {
+                ExportState::Preparing => "preparing: run the export again to finish it",
+                ExportState::Outstanding => "on disk",
+            },
+            e.dr,
+            e.control_sum
+        );
+    }
+    for (p, b, usable) in &files {
+        println!(
+            "file {}: license {} epoch {} DR {}  {}",
+            p.display(),
+            b.set.license,
+            b.epoch,
+            b.set.dr,
+            if *usable {
+                "importable"
+            } else {
+                "spent or an old copy: it can never be used"
+            }
+        );
+    }
+    Ok(())
+}
+
+/// The exported-set files in `dir`, each with whether this PSD would take it back.
+fn files_in(dir: &Path, lic: &LicenseInfo) -> Result<Vec<(PathBuf, Blob, bool)>> {
+    let mut out = Vec::new();
+    for entry in fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
+        let path = entry?.path();
+        if path.extension().and_then(|e| e.to_str()) != Some("psdset") {
+            continue;
+        }
+        let bytes = fs::read(&path)?;
+        let Ok(blob) = Blob::decode(&bytes) else {
+            continue;
+        };
+        let digest = Blob::digest_of(&bytes);
+        let usable = lic.exports.iter().any(|e| {
+            e.state == ExportState::Outstanding && e.epoch == blob.epoch && e.digest == digest
+        });
+        out.push((path, blob, usable));
+    }
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(out)
+}
+
+fn slot_byte(i: usize) -> Result<u8> {
+    u8::try_from(i).map_err(|_| anyhow!("slot {i} out of range"))
+}
+
+/// Which set `export` means: `--set` or `--license`.
+fn find_slot(psd: &mut PsdClient, set: Option<u8>, license: Option<u32>) -> Result<u8> {
+    if let Some(s) = set {
+        return Ok(s);
+    }
+    let license = license.ok_or_else(|| anyhow!("export: --set SLOT or --license N"))?;
+    let lic = psd.license_info()?;
+    lic.slots
+        .iter()
+        .position(|s| matches!(s, SlotInfo::Set { license: l, .. } if l.0 == license))
+        .map(slot_byte)
+        .transpose()?
+        .ok_or_else(|| anyhow!("license {license} is not resident in this PSD"))
+}
+
+/// Writes `bytes` to `path` durably: a temporary file, synced, renamed, directory synced.
+fn write_durably(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let tmp = path.with_extension("psdset.tmp");
+    let mut f = fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    drop(f);
+    fs::rename(&tmp, path)?;
+    fs::File::open(dir)?.sync_all()?;
+    Ok(())
+}
+
+/// `openpsd license export`.
+pub fn export(
+    spec: Option<CardSpec>,
+    set: Option<u8>,
+    license: Option<u32>,
+    to: &Path,
+    cancel: bool,
+    json_out: bool,
+) -> Result<()> {
+    let (mut psd, _) = open_psd(spec)?;
+    let slot = RegisterSetIndex(find_slot(&mut psd, set, license)?);
+    if cancel {
+        psd.export_cancel(slot)
+            .map_err(|e| explain(e, "cancelling the export"))?;
+        if json_out {
+            println!("{}", json!({"cancelled": true, "slot": slot.0}));
+        } else {
+            println!("export of slot {} cancelled: the set is live again", slot.0);
+        }
+        return Ok(());
+    }
+    fs::create_dir_all(to).with_context(|| format!("creating {}", to.display()))?;
+    progress(
+        json_out,
+        "1/3 preparing: the PSD freezes the set and seals it",
+    );
+    let bytes = psd
+        .export_prepare(slot)
+        .map_err(|e| explain(e, "preparing the export"))?;
+    let blob = Blob::decode(&bytes).map_err(|_| anyhow!("the PSD's blob does not decode"))?;
+    let path = to.join(blob_file_name(&blob));
+    progress(
+        json_out,
+        &format!(
+            "2/3 writing {} (synced before the PSD lets go)",
+            path.display()
+        ),
+    );
+    write_durably(&path, &bytes)?;
+    pause_point("export-written");
+    progress(json_out, "3/3 committing: the PSD frees the slot");
+    let epoch = psd
+        .export_commit(slot, &Blob::digest_of(&bytes))
+        .map_err(|e| explain(e, "committing the export"))?;
+    if json_out {
+        println!(
+            "{}",
+            json!({"file": path.display().to_string(), "license": blob.set.license.0,
+                "epoch": epoch, "dr": blob.set.dr.0, "control_sum": blob.set.control_sum.0,
+                "bytes": bytes.len()})
+        );
+    } else {
+        println!(
+            "license {} exported to {} ({} bytes, DR {}). This file is the money: keep it; \
+             only this PSD can import it, once.",
+            blob.set.license,
+            path.display(),
+            bytes.len(),
+            blob.set.dr
+        );
+    }
+    Ok(())
+}
+
+/// `openpsd license import`.
+pub fn import(spec: Option<CardSpec>, file: &Path, json_out: bool) -> Result<()> {
+    let bytes = fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+    let blob = Blob::decode(&bytes)
+        .map_err(|_| anyhow!("{} is not an exported register set", file.display()))?;
+    let (mut psd, info) = open_psd(spec)?;
+    if blob.device != info.device {
+        bail!(
+            "{} belongs to device {}, not {}: only the PSD that exported a set can import it",
+            file.display(),
+            blob.device,
+            info.device
+        );
+    }
+    let slot = psd
+        .import_set(&bytes)
+        .map_err(|e| explain(e, "importing"))?;
+    if json_out {
+        println!(
+            "{}",
+            json!({"slot": slot.0, "license": blob.set.license.0, "epoch": blob.epoch,
+                "dr": blob.set.dr.0})
+        );
+    } else {
+        println!(
+            "license {} is back in slot {} (DR {}). {} is spent now: it can never be imported again.",
+            blob.set.license,
+            slot.0,
+            blob.set.dr,
+            file.display()
+        );
+    }
+    Ok(())
+}
+
+/// For the kill -9 tests: with `OPENPSD_PAUSE_AT=<name>` the command stops here (saying
+/// so on stderr) until it is killed.
+fn pause_point(name: &str) {
+    if std::env::var("OPENPSD_PAUSE_AT").is_ok_and(|v| v == name) {
+        eprintln!("paused at {name}");
+        loop {
+            std::thread::sleep(std::time::Duration::from_secs(60));
+        }
+    }
+}
+
+fn progress(json_out: bool, line: &str) {
+    if !json_out {
+        eprintln!("{line}");
+    }
+}
+
+/// A refusal in the words a mailer needs.
+fn explain(e: ClientError, step: &str) -> anyhow::Error {
+    let why = match &e {
+        ClientError::Refused(_, _, s) => match s {
+            Status::ExportNotOutstanding => {
+                "older or duplicate copy: it can never be used (the PSD took this set back \
+                 already, or exported it again since)"
+            }
+            Status::SecurityStatusNotSatisfied => {
+                "the file was altered, or sealed by another PSD: it cannot be used here"
+            }
+            Status::WrongDevice => "the file belongs to another device",
+            Status::NotEnoughMemory => {
+                "no free slot: export another set first (the file stays valid)"
+            }
+            Status::ExportTableFull => {
+                "16 sets are exported already: import one before exporting another"
+            }
+            Status::TransferPending => {
+                "a transfer to a purse is pending on this set: resolve it first (openpsd resolve)"
+            }
+            Status::SetFrozen => "the set is frozen by an export: finish or cancel it",
+            _ => "",
+        },
+        _ => "",
+    };
+    if why.is_empty() {
+        anyhow!("{step}: {e}")
+    } else {
+        anyhow!("{step}: {why} ({e})")
+    }
+}

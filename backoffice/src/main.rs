@@ -38,7 +38,8 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Make the back office's certificate authority and a key and certificate for every
-    /// service identity (meter, kms, recharge, operator, post) that has none; or renew one.
+    /// service identity (meter, kms, recharge, operator, post, vendor, pa) that has none;
+    /// or renew one.
     Init(Init),
     /// Serve one service, or all of them in one process.
     Serve(Box<Serve>),
@@ -65,6 +66,11 @@ enum Role {
     Meter,
     /// Post office: indicium verifier and registry (default port 8703).
     Post,
+    /// Postal authority: grants licenses as X.509 certificates (default port 8704).
+    Pa,
+    /// Vendor (the manufacturer): checks, forwards and countersigns license requests
+    /// (default port 8705).
+    Vendor,
     /// All four; data in DIR/kms, DIR/recharge, DIR/meter, DIR/post.
     All,
 }
@@ -161,7 +167,7 @@ struct Serve {
     /// With --role post: the meter server's base URL.
     #[arg(long, value_name = "URL", default_value = "https://127.0.0.1:8700")]
     meter: String,
-    /// With --role meter or post: the KMS's base URL.
+    /// With --role meter, post or vendor: the KMS's base URL.
     #[arg(long, value_name = "URL", default_value = "https://127.0.0.1:8701")]
     kms: String,
     /// With --role meter: the recharging center's base URL.
@@ -187,6 +193,24 @@ struct Serve {
     /// nothing.
     #[arg(long, value_name = "FILE", env = "OPENPSD_KMS_SIGNING_KEY")]
     signing_key: Option<PathBuf>,
+    /// With --role pa: an authorized manufacturer's public key file, SEC1 hex (the vendor
+    /// writes vendor-public.key in its data directory); repeatable. Kept in the PA's
+    /// database once given.
+    #[arg(long = "vendor-public-key", value_name = "FILE")]
+    vendor_public_keys: Vec<PathBuf>,
+    /// With --role pa: days a license is granted for (from the day of the grant).
+    #[arg(long, value_name = "DAYS", default_value_t = 365)]
+    validity_days: u32,
+    /// With --role pa: most devices one license is granted to.
+    #[arg(long, value_name = "N", default_value_t = openpsd_pa::MAX_DEVICES_PER_LICENSE)]
+    max_devices_per_license: u32,
+    /// With --role vendor: the postal authority's base URL.
+    #[arg(long, value_name = "URL", default_value = "https://127.0.0.1:8704")]
+    pa: String,
+    /// With --role vendor (required): the PA's CA certificate (pa-ca.pem in its data
+    /// directory, or `GET /v1/ca`).
+    #[arg(long, value_name = "FILE")]
+    pa_ca: Option<PathBuf>,
     /// Retired with K1 (the KMS has no master key any more): refused with a pointer to
     /// --signing-key.
     #[arg(long, value_name = "FILE", env = "OPENPSD_KMS_MASTER_KEY", hide = true)]
@@ -226,7 +250,9 @@ fn init(i: &Init) -> Result<()> {
     let made: Vec<&str> = match &i.renew {
         Some(name) => {
             let role = TlsRole::from_name(name).with_context(|| {
-                format!("no identity '{name}': one of meter, kms, recharge, operator")
+                format!(
+                    "no identity '{name}': one of meter, kms, recharge, operator, post, vendor, pa"
+                )
             })?;
             pki.renew(role, &i.hosts)?;
             vec![role.name()]
@@ -259,6 +285,8 @@ async fn serve(s: Serve) -> Result<()> {
         Role::Kms => 8701,
         Role::Recharge => 8702,
         Role::Post => 8703,
+        Role::Pa => 8704,
+        Role::Vendor => 8705,
     };
     let listen = s
         .listen
@@ -321,6 +349,27 @@ async fn serve(s: Serve) -> Result<()> {
             )
             .await?,
         )],
+        Role::Pa => {
+            let mut config = openpsd_pa::Config::new(s.data.clone());
+            for f in &s.vendor_public_keys {
+                config
+                    .vendor_public_keys
+                    .push(openpsd_pa::read_public_key(f)?);
+            }
+            config.validity_days = s.validity_days;
+            config.max_devices_per_license = s.max_devices_per_license;
+            vec![("pa", server::start_pa(&config, &listen, &pki, rate).await?)]
+        }
+        Role::Vendor => {
+            let pa_ca = s
+                .pa_ca
+                .as_ref()
+                .context("--role vendor needs --pa-ca FILE (the postal authority's pa-ca.pem)")?;
+            vec![(
+                "vendor",
+                server::start_vendor(&s.data, &listen, [&s.kms, &s.pa], pa_ca, &pki, rate).await?,
+            )]
+        }
         Role::All => {
             let addrs = [listen.as_str(), &s.kms_listen, &s.recharge_listen];
             let h = server::spawn_all_on(&s.data, &pki, addrs, rate).await?;

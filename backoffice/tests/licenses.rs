@@ -5,6 +5,8 @@
 //! answer is checked with core's `grant::verify_grant`, the card's own check. Stock
 //! `openssl` is the oracle for the certificates, the CRL and the countersignature.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Command;

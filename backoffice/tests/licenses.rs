@@ -732,3 +732,43 @@ async fn neither_the_pa_nor_the_vendor_alone_makes_an_install_the_card_takes() {
     .is_err());
     c.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_vendor_countersigns_no_grant_but_the_pas_it_knows() {
+    // A second vendor pointed at another PA (another key, which authorizes it), while it
+    // knows the first PA's CA: that PA's grants do not verify, nothing is countersigned.
+    let c = chain_with(None).await;
+    let vendor2_key = openpsd_vendor::open_key(&c.dir.join("vendor2")).unwrap();
+    let mut config = openpsd_pa::Config::new(c.dir.join("rogue"));
+    config.vendor_public_keys.push(vendor2_key);
+    let rogue = server::start_pa(&config, "127.0.0.1:0", &c.pki, RATE)
+        .await
+        .unwrap();
+    let vendor2 = server::start_vendor(
+        &c.dir.join("vendor2"),
+        "127.0.0.1:0",
+        [&c.kms.url, &rogue.url],
+        &c.dir.join("pa").join(openpsd_pa::CA_FILE),
+        &c.pki,
+        RATE,
+    )
+    .await
+    .unwrap();
+    let dev = c.device().await;
+    let meter = up(&c.pki, Role::Meter, Role::Vendor, &vendor2.url);
+    let order = LicenseOrder {
+        request: hex::encode(request(&dev, 1, 0, "53113").encode()),
+    };
+    let e = meter
+        .post::<_, LicenseGrant>("/v1/licenses", &order, "t")
+        .await
+        .unwrap_err();
+    // 502 at the vendor: the kit's client reports a server error as "not available".
+    assert!(
+        e.message.contains("grant_invalid") && e.message.contains("signature does not verify"),
+        "{e}"
+    );
+    vendor2.stop().await;
+    rogue.stop().await;
+    c.stop().await;
+}

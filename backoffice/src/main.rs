@@ -19,6 +19,7 @@ use openpsd_service_kit::pki::Pki;
 use openpsd_service_kit::tls::Role as TlsRole;
 use openpsd_service_kit::Service;
 
+mod pa_cli;
 mod post_cli;
 
 #[derive(Parser)]
@@ -45,6 +46,8 @@ enum Command {
     Serve(Box<Serve>),
     /// The post office's scanner and clerk: scan labels and indicia, explain a device.
     Post(PostCmd),
+    /// The postal authority's desk (seed 003): list and revoke license grants, fetch the CRL.
+    Pa(PaCmd),
     /// The demo: runs `backoffice-demo` (installed next to this program) with the same
     /// arguments; `backoffice-demo --help` lists them. The demo lives in its own program so
     /// the services' binary carries no card simulator.
@@ -93,6 +96,57 @@ struct PostCmd {
     /// Print JSON.
     #[arg(long, global = true)]
     json: bool,
+}
+
+#[derive(clap::Args)]
+struct PaCmd {
+    #[command(subcommand)]
+    what: PaWhat,
+    /// The postal authority's base URL.
+    #[arg(
+        long,
+        value_name = "URL",
+        default_value = "https://127.0.0.1:8704",
+        global = true
+    )]
+    pa: String,
+    /// The PKI directory (the operator's certificate and the CA).
+    #[arg(long, value_name = "DIR", env = "OPENPSD_PKI", global = true)]
+    pki: Option<PathBuf>,
+    /// Print JSON.
+    #[arg(long, global = true)]
+    json: bool,
+}
+
+#[derive(Subcommand)]
+enum PaWhat {
+    /// The grants of a license, of a device, or all.
+    List {
+        /// Only this license.
+        #[arg(long)]
+        license: Option<u32>,
+        /// Only this device (16 hex digits).
+        #[arg(long)]
+        device: Option<String>,
+    },
+    /// Revoke a grant (it goes on the CRL; the same license may then be granted to that
+    /// device again).
+    Revoke {
+        /// The certificate serial, hex.
+        serial: String,
+        /// Why (1 to 200 characters).
+        #[arg(long)]
+        reason: String,
+    },
+    /// Write the current CRL to a file (DER; PEM with --pem).
+    Crl {
+        /// Output file.
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+        /// PEM instead of DER.
+        #[arg(long)]
+        pem: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -224,6 +278,7 @@ fn main() -> Result<()> {
         Command::Init(i) => init(&i),
         Command::Serve(s) => runtime.block_on(serve(*s)),
         Command::Post(p) => runtime.block_on(post_cmd(p)),
+        Command::Pa(p) => runtime.block_on(pa_cmd(p)),
         Command::Demo { args } => run_demo(&args),
     }
 }
@@ -435,6 +490,50 @@ async fn post_cmd(p: PostCmd) -> Result<()> {
                 println!("{}", serde_json::to_string_pretty(&r)?);
             } else {
                 post_cli::print_report(&r);
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn pa_cmd(p: PaCmd) -> Result<()> {
+    let pki = Pki::at(p.pki.as_ref().context(
+        "--pki DIR (or OPENPSD_PKI): the PKI `backoffice init` made, for the operator's certificate",
+    )?);
+    match p.what {
+        PaWhat::List { license, device } => {
+            let pa = pa_cli::client(&p.pa, &pki)?;
+            let list = pa_cli::list(&pa, license, device.as_deref()).await?;
+            if p.json {
+                println!("{}", serde_json::to_string_pretty(&list)?);
+            } else {
+                pa_cli::print(&list.grants);
+            }
+        }
+        PaWhat::Revoke { serial, reason } => {
+            let pa = pa_cli::client(&p.pa, &pki)?;
+            let g = pa_cli::revoke(&pa, &serial.to_ascii_lowercase(), &reason).await?;
+            if p.json {
+                println!("{}", serde_json::to_string_pretty(&g)?);
+            } else {
+                pa_cli::print(std::slice::from_ref(&g));
+            }
+        }
+        PaWhat::Crl { out, pem } => {
+            let der = pa_cli::crl(&p.pa, &pki).await?;
+            let bytes = if pem {
+                openpsd_pa::ca::pem("X509 CRL", &der)?.into_bytes()
+            } else {
+                der.clone()
+            };
+            std::fs::write(&out, bytes).with_context(|| format!("writing {}", out.display()))?;
+            if p.json {
+                println!(
+                    "{}",
+                    serde_json::json!({"crl": out, "bytes": der.len(), "pem": pem})
+                );
+            } else {
+                println!("{}: CRL, {} bytes DER", out.display(), der.len());
             }
         }
     }

@@ -179,6 +179,13 @@ impl Vendor {
     /// the one the database was served with is refused) and reads the PA's CA certificate.
     pub fn open(config: &Config) -> anyhow::Result<Self> {
         let key = load_key(&config.data)?;
+        let (subject, public_key) = read_pa_ca(&config.pa_ca).map_err(|e| {
+            anyhow::anyhow!(
+                "{e:#}. The vendor's public key is in {} already: give it to the postal \
+                 authority (--vendor-public-key), start it, then pass its pa-ca.pem here",
+                config.data.join(PUBLIC_KEY_FILE).display()
+            )
+        })?;
         let db_path = config.data.join(DB_FILE);
         let db = Db::open(&db_path, SCHEMA)?;
         let conn = openpsd_service_kit::db::open_connection(&db_path)?;
@@ -204,7 +211,6 @@ impl Vendor {
             }
         }
         drop(conn);
-        let (subject, public_key) = read_pa_ca(&config.pa_ca)?;
         let tls = client_config(&config.pki, Some(Role::Vendor))?;
         tracing::info!("vendor key (public key {public_hex})");
         Ok(Self {

@@ -368,6 +368,20 @@ async fn a_request_becomes_a_license_the_card_and_openssl_accept() {
     assert!(!ok && text.contains("certificate revoked"), "{text}");
     let (_, text) = openssl(&out, &["crl", "-in", "crl2.pem", "-noout", "-text"]);
     assert!(text.contains(&serial.to_uppercase()), "{text}");
+    // Each CRL after a revocation has the next number; revoking again changes nothing.
+    let (_, first) = openssl(&out, &["crl", "-in", "crl.pem", "-noout", "-crlnumber"]);
+    let (_, second) = openssl(&out, &["crl", "-in", "crl2.pem", "-noout", "-crlnumber"]);
+    assert_eq!(
+        (first.trim(), second.trim()),
+        ("crlNumber=0x01", "crlNumber=0x02")
+    );
+    assert_eq!(c.revoke(&serial).await, view);
+    let by_device: GrantList = c
+        .pa_op
+        .get(&format!("/v1/grants?device={}", hex::encode(dev.id.0)), "t")
+        .await
+        .unwrap();
+    assert_eq!(by_device.grants, vec![view.clone()]);
 
     // The countersignature under the vendor key, by openssl.
     let tbs = grant::tbs_certificate(&install.fields, &c.card(&req)).unwrap();

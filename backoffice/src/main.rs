@@ -19,6 +19,7 @@ use openpsd_service_kit::pki::Pki;
 use openpsd_service_kit::tls::Role as TlsRole;
 use openpsd_service_kit::Service;
 
+mod pa_cli;
 mod post_cli;
 
 #[derive(Parser)]
@@ -38,12 +39,15 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Make the back office's certificate authority and a key and certificate for every
-    /// service identity (meter, kms, recharge, operator, post) that has none; or renew one.
+    /// service identity (meter, kms, recharge, operator, post, vendor, pa) that has none;
+    /// or renew one.
     Init(Init),
     /// Serve one service, or all of them in one process.
     Serve(Box<Serve>),
     /// The post office's scanner and clerk: scan labels and indicia, explain a device.
     Post(PostCmd),
+    /// The postal authority's desk (seed 003): list and revoke license grants, fetch the CRL.
+    Pa(PaCmd),
     /// The demo: runs `backoffice-demo` (installed next to this program) with the same
     /// arguments; `backoffice-demo --help` lists them. The demo lives in its own program so
     /// the services' binary carries no card simulator.
@@ -65,6 +69,11 @@ enum Role {
     Meter,
     /// Post office: indicium verifier and registry (default port 8703).
     Post,
+    /// Postal authority: grants licenses as X.509 certificates (default port 8704).
+    Pa,
+    /// Vendor (the manufacturer): checks, forwards and countersigns license requests
+    /// (default port 8705).
+    Vendor,
     /// All four; data in DIR/kms, DIR/recharge, DIR/meter, DIR/post.
     All,
 }
@@ -87,6 +96,57 @@ struct PostCmd {
     /// Print JSON.
     #[arg(long, global = true)]
     json: bool,
+}
+
+#[derive(clap::Args)]
+struct PaCmd {
+    #[command(subcommand)]
+    what: PaWhat,
+    /// The postal authority's base URL.
+    #[arg(
+        long,
+        value_name = "URL",
+        default_value = "https://127.0.0.1:8704",
+        global = true
+    )]
+    pa: String,
+    /// The PKI directory (the operator's certificate and the CA).
+    #[arg(long, value_name = "DIR", env = "OPENPSD_PKI", global = true)]
+    pki: Option<PathBuf>,
+    /// Print JSON.
+    #[arg(long, global = true)]
+    json: bool,
+}
+
+#[derive(Subcommand)]
+enum PaWhat {
+    /// The grants of a license, of a device, or all.
+    List {
+        /// Only this license.
+        #[arg(long)]
+        license: Option<u32>,
+        /// Only this device (16 hex digits).
+        #[arg(long)]
+        device: Option<String>,
+    },
+    /// Revoke a grant (it goes on the CRL; the same license may then be granted to that
+    /// device again).
+    Revoke {
+        /// The certificate serial, hex.
+        serial: String,
+        /// Why (1 to 200 characters).
+        #[arg(long)]
+        reason: String,
+    },
+    /// Write the current CRL to a file (DER; PEM with --pem).
+    Crl {
+        /// Output file.
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+        /// PEM instead of DER.
+        #[arg(long)]
+        pem: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -161,7 +221,7 @@ struct Serve {
     /// With --role post: the meter server's base URL.
     #[arg(long, value_name = "URL", default_value = "https://127.0.0.1:8700")]
     meter: String,
-    /// With --role meter or post: the KMS's base URL.
+    /// With --role meter, post or vendor: the KMS's base URL.
     #[arg(long, value_name = "URL", default_value = "https://127.0.0.1:8701")]
     kms: String,
     /// With --role meter: the recharging center's base URL.
@@ -187,6 +247,24 @@ struct Serve {
     /// nothing.
     #[arg(long, value_name = "FILE", env = "OPENPSD_KMS_SIGNING_KEY")]
     signing_key: Option<PathBuf>,
+    /// With --role pa: an authorized manufacturer's public key file, SEC1 hex (the vendor
+    /// writes vendor-public.key in its data directory); repeatable. Kept in the PA's
+    /// database once given.
+    #[arg(long = "vendor-public-key", value_name = "FILE")]
+    vendor_public_keys: Vec<PathBuf>,
+    /// With --role pa: days a license is granted for (from the day of the grant).
+    #[arg(long, value_name = "DAYS", default_value_t = 365)]
+    validity_days: u32,
+    /// With --role pa: most devices one license is granted to.
+    #[arg(long, value_name = "N", default_value_t = openpsd_pa::MAX_DEVICES_PER_LICENSE)]
+    max_devices_per_license: u32,
+    /// With --role vendor: the postal authority's base URL.
+    #[arg(long, value_name = "URL", default_value = "https://127.0.0.1:8704")]
+    pa: String,
+    /// With --role vendor (required): the PA's CA certificate (pa-ca.pem in its data
+    /// directory, or `GET /v1/ca`).
+    #[arg(long, value_name = "FILE")]
+    pa_ca: Option<PathBuf>,
     /// Retired with K1 (the KMS has no master key any more): refused with a pointer to
     /// --signing-key.
     #[arg(long, value_name = "FILE", env = "OPENPSD_KMS_MASTER_KEY", hide = true)]
@@ -200,6 +278,7 @@ fn main() -> Result<()> {
         Command::Init(i) => init(&i),
         Command::Serve(s) => runtime.block_on(serve(*s)),
         Command::Post(p) => runtime.block_on(post_cmd(p)),
+        Command::Pa(p) => runtime.block_on(pa_cmd(p)),
         Command::Demo { args } => run_demo(&args),
     }
 }
@@ -226,7 +305,9 @@ fn init(i: &Init) -> Result<()> {
     let made: Vec<&str> = match &i.renew {
         Some(name) => {
             let role = TlsRole::from_name(name).with_context(|| {
-                format!("no identity '{name}': one of meter, kms, recharge, operator")
+                format!(
+                    "no identity '{name}': one of meter, kms, recharge, operator, post, vendor, pa"
+                )
             })?;
             pki.renew(role, &i.hosts)?;
             vec![role.name()]
@@ -259,6 +340,8 @@ async fn serve(s: Serve) -> Result<()> {
         Role::Kms => 8701,
         Role::Recharge => 8702,
         Role::Post => 8703,
+        Role::Pa => 8704,
+        Role::Vendor => 8705,
     };
     let listen = s
         .listen
@@ -321,6 +404,27 @@ async fn serve(s: Serve) -> Result<()> {
             )
             .await?,
         )],
+        Role::Pa => {
+            let mut config = openpsd_pa::Config::new(s.data.clone());
+            for f in &s.vendor_public_keys {
+                config
+                    .vendor_public_keys
+                    .push(openpsd_pa::read_public_key(f)?);
+            }
+            config.validity_days = s.validity_days;
+            config.max_devices_per_license = s.max_devices_per_license;
+            vec![("pa", server::start_pa(&config, &listen, &pki, rate).await?)]
+        }
+        Role::Vendor => {
+            let pa_ca = s
+                .pa_ca
+                .as_ref()
+                .context("--role vendor needs --pa-ca FILE (the postal authority's pa-ca.pem)")?;
+            vec![(
+                "vendor",
+                server::start_vendor(&s.data, &listen, [&s.kms, &s.pa], pa_ca, &pki, rate).await?,
+            )]
+        }
         Role::All => {
             let addrs = [listen.as_str(), &s.kms_listen, &s.recharge_listen];
             let h = server::spawn_all_on(&s.data, &pki, addrs, rate).await?;
@@ -386,6 +490,50 @@ async fn post_cmd(p: PostCmd) -> Result<()> {
                 println!("{}", serde_json::to_string_pretty(&r)?);
             } else {
                 post_cli::print_report(&r);
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn pa_cmd(p: PaCmd) -> Result<()> {
+    let pki = Pki::at(p.pki.as_ref().context(
+        "--pki DIR (or OPENPSD_PKI): the PKI `backoffice init` made, for the operator's certificate",
+    )?);
+    match p.what {
+        PaWhat::List { license, device } => {
+            let pa = pa_cli::client(&p.pa, &pki)?;
+            let list = pa_cli::list(&pa, license, device.as_deref()).await?;
+            if p.json {
+                println!("{}", serde_json::to_string_pretty(&list)?);
+            } else {
+                pa_cli::print(&list.grants);
+            }
+        }
+        PaWhat::Revoke { serial, reason } => {
+            let pa = pa_cli::client(&p.pa, &pki)?;
+            let g = pa_cli::revoke(&pa, &serial.to_ascii_lowercase(), &reason).await?;
+            if p.json {
+                println!("{}", serde_json::to_string_pretty(&g)?);
+            } else {
+                pa_cli::print(std::slice::from_ref(&g));
+            }
+        }
+        PaWhat::Crl { out, pem } => {
+            let der = pa_cli::crl(&p.pa, &pki).await?;
+            let bytes = if pem {
+                openpsd_pa::ca::pem("X509 CRL", &der)?.into_bytes()
+            } else {
+                der.clone()
+            };
+            std::fs::write(&out, bytes).with_context(|| format!("writing {}", out.display()))?;
+            if p.json {
+                println!(
+                    "{}",
+                    serde_json::json!({"crl": out, "bytes": der.len(), "pem": pem})
+                );
+            } else {
+                println!("{}: CRL, {} bytes DER", out.display(), der.len());
             }
         }
     }

@@ -205,3 +205,46 @@ pub async fn start_post(
         p.router(&service_limit(rate)),
     )?)
 }
+
+/// Starts the postal authority alone (seed 003), its data in `config.data`. Only clients
+/// with a certificate get in (grants: the vendor's).
+pub async fn start_pa(
+    config: &openpsd_pa::Config,
+    addr: &str,
+    pki: &Pki,
+    rate: u32,
+) -> anyhow::Result<Service> {
+    let pa = openpsd_pa::Pa::open(config)?;
+    let tls = server_config(pki, Role::Pa, ClientAuth::Required)?;
+    Ok(Service::spawn(
+        "pa",
+        bind(addr, Some(tls)).await?,
+        pa.router(&service_limit(rate)),
+    )?)
+}
+
+/// Starts the vendor (the manufacturer, seed 003) alone, its data in `dir`, checking
+/// devices at the KMS and forwarding to the PA at `[kms_url, pa_url]`, the PA's CA
+/// certificate in `pa_ca`. Only clients with a certificate get in (orders: the meter's).
+pub async fn start_vendor(
+    dir: &Path,
+    addr: &str,
+    [kms_url, pa_url]: [&str; 2],
+    pa_ca: &Path,
+    pki: &Pki,
+    rate: u32,
+) -> anyhow::Result<Service> {
+    let v = openpsd_vendor::Vendor::open(&openpsd_vendor::Config {
+        data: dir.to_path_buf(),
+        kms_url: kms_url.to_owned(),
+        pa_url: pa_url.to_owned(),
+        pa_ca: pa_ca.to_path_buf(),
+        pki: pki.clone(),
+    })?;
+    let tls = server_config(pki, Role::Vendor, ClientAuth::Required)?;
+    Ok(Service::spawn(
+        "vendor",
+        bind(addr, Some(tls)).await?,
+        v.router(&service_limit(rate)),
+    )?)
+}

@@ -23,7 +23,7 @@ use openpsd_service_kit::tls::Role;
 /// Every file of the data directory's databases, by name.
 fn databases(dir: &Path) -> BTreeMap<String, Vec<u8>> {
     let mut out = BTreeMap::new();
-    for service in ["meter", "kms", "recharge", "post"] {
+    for service in ["meter", "kms", "recharge", "post", "pa", "vendor"] {
         let Ok(entries) = std::fs::read_dir(dir.join(service)) else {
             continue;
         };
@@ -45,7 +45,7 @@ struct Caller {
     customer: Option<&'static str>,
 }
 
-const CALLERS: [Caller; 8] = [
+const CALLERS: [Caller; 10] = [
     Caller {
         name: "nobody",
         role: None,
@@ -86,6 +86,16 @@ const CALLERS: [Caller; 8] = [
         role: Some(Role::Post),
         customer: None,
     },
+    Caller {
+        name: "vendor",
+        role: Some(Role::Vendor),
+        customer: None,
+    },
+    Caller {
+        name: "pa",
+        role: Some(Role::Pa),
+        customer: None,
+    },
 ];
 
 fn allowed(rule: &Rule, c: &Caller) -> bool {
@@ -124,7 +134,27 @@ async fn every_route_times_every_caller() {
     .await
     .unwrap();
 
-    let services: [(&str, &str, Vec<Rule>); 4] = [
+    // The license services (seed 003).
+    let rate = openpsd_backoffice::server::DEFAULT_RATE;
+    let mut pa_config = openpsd_pa::Config::new(dir.path().join("pa"));
+    pa_config
+        .vendor_public_keys
+        .push(openpsd_vendor::open_key(&dir.path().join("vendor")).unwrap());
+    let pa = openpsd_backoffice::server::start_pa(&pa_config, "127.0.0.1:0", &h.pki, rate)
+        .await
+        .unwrap();
+    let vendor = openpsd_backoffice::server::start_vendor(
+        &dir.path().join("vendor"),
+        "127.0.0.1:0",
+        [&h.kms.url, &pa.url],
+        &dir.path().join("pa").join(openpsd_pa::CA_FILE),
+        &h.pki,
+        rate,
+    )
+    .await
+    .unwrap();
+
+    let services: [(&str, &str, Vec<Rule>); 6] = [
         ("meter", &h.meter.url, Meter::routes(100).rules().to_vec()),
         ("kms", &h.kms.url, Kms::routes().rules().to_vec()),
         (
@@ -133,6 +163,12 @@ async fn every_route_times_every_caller() {
             Recharge::routes().rules().to_vec(),
         ),
         ("post", &post.url, PostOffice::routes().rules().to_vec()),
+        ("pa", &pa.url, openpsd_pa::Pa::routes().rules().to_vec()),
+        (
+            "vendor",
+            &vendor.url,
+            openpsd_vendor::Vendor::routes().rules().to_vec(),
+        ),
     ];
     let mut tried = 0;
     for (service, base, rules) in &services {
@@ -147,7 +183,8 @@ async fn every_route_times_every_caller() {
                 .replace("{account_id}", &alice)
                 .replace("{combination_id}", "0000000000000000")
                 .replace("{inspection_id}", "nothing")
-                .replace("{key_id}", "key-nothing");
+                .replace("{key_id}", "key-nothing")
+                .replace("{serial}", "01");
             for caller in &CALLERS {
                 let mut client = Client::new(base, &h.pki, caller.role);
                 if let Some(name) = caller.customer {
@@ -183,6 +220,8 @@ async fn every_route_times_every_caller() {
         }
     }
     assert!(tried > 100, "{tried} calls");
+    vendor.stop().await;
+    pa.stop().await;
     post.stop().await;
     h.stop().await;
 }

@@ -13,6 +13,7 @@ pub mod codec;
 pub mod customer;
 pub mod error;
 pub mod kms;
+pub mod license;
 pub mod meter;
 pub mod post;
 pub mod recharge;

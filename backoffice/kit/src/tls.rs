@@ -42,19 +42,27 @@ pub enum Role {
     /// The post office's verifier (issue 13): reads device keys at the KMS, reports
     /// findings to the meter.
     Post,
+    /// The manufacturer (seed 003): checks a PSD's license request, forwards it to the
+    /// postal authority, countersigns the grant.
+    Vendor,
+    /// The postal authority (seed 003): grants licenses as X.509 certificates.
+    Pa,
 }
 
 impl Role {
     /// Every role, in a fixed order.
-    pub const ALL: [Role; 5] = [
+    pub const ALL: [Role; 7] = [
         Role::Meter,
         Role::Kms,
         Role::Recharge,
         Role::Operator,
         Role::Post,
+        Role::Vendor,
+        Role::Pa,
     ];
 
-    /// The role's name (`meter`, `kms`, `recharge`, `operator`, `post`), as in file names.
+    /// The role's name (`meter`, `kms`, `recharge`, `operator`, `post`, `vendor`, `pa`), as
+    /// in file names.
     pub fn name(self) -> &'static str {
         match self {
             Role::Meter => "meter",
@@ -62,6 +70,8 @@ impl Role {
             Role::Recharge => "recharge",
             Role::Operator => "operator",
             Role::Post => "post",
+            Role::Vendor => "vendor",
+            Role::Pa => "pa",
         }
     }
 

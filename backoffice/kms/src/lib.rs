@@ -278,11 +278,13 @@ impl Kms {
     pub fn routes() -> Routes<Kms> {
         const METER: &[Who] = &[Who::Role(Role::Meter)];
         const OPERATOR: &[Who] = &[Who::Role(Role::Operator)];
-        // The post office reads device keys and their revocation to verify indicia.
+        // The post office reads device keys and their revocation to verify indicia; the
+        // vendor, to check a PSD's license request (seed 003).
         const READERS: &[Who] = &[
             Who::Role(Role::Meter),
             Who::Role(Role::Operator),
             Who::Role(Role::Post),
+            Who::Role(Role::Vendor),
         ];
         Routes::new()
             .route(Method::POST, "/v1/devices", post(register), OPERATOR)

@@ -30,9 +30,16 @@ use crate::input::{Input, Op, Start};
 /// The card under test.
 pub type FuzzCard = Card<MemStore, SeededPlatform>;
 
+/// A fixed key, restored once per process (restoring one costs a scalar multiplication).
+fn fixed_key(cell: &'static OnceLock<IndiciumKey>, scalar: u8) -> IndiciumKey {
+    cell.get_or_init(|| IndiciumKey::from_bytes(&[scalar; 32]).expect("scalar"))
+        .clone()
+}
+
 /// The fixture KMS's signing key (the PSD holds its public half).
 pub fn kms_key() -> IndiciumKey {
-    IndiciumKey::from_bytes(&[0x11; 32]).expect("scalar")
+    static K: OnceLock<IndiciumKey> = OnceLock::new();
+    fixed_key(&K, 0x11)
 }
 /// Device ID of the fixture device.
 pub const DEVICE: DeviceId = DeviceId(*b"PSD00001");
@@ -55,12 +62,26 @@ const SW_OK: u16 = 0x9000;
 
 /// The test postal authority's CA key (as `openpsd-tests`' `licenses::pa_key`).
 pub fn pa_key() -> IndiciumKey {
-    IndiciumKey::from_bytes(&[0x50; 32]).expect("scalar")
+    static K: OnceLock<IndiciumKey> = OnceLock::new();
+    fixed_key(&K, 0x50)
+}
+
+/// The PA's public key, computed once.
+fn pa_public_key() -> [u8; 65] {
+    static P: OnceLock<[u8; 65]> = OnceLock::new();
+    *P.get_or_init(|| pa_key().public_key())
+}
+
+/// A key neither the PA nor the vendor holds (forged grants).
+fn other_key() -> IndiciumKey {
+    static K: OnceLock<IndiciumKey> = OnceLock::new();
+    fixed_key(&K, 0x33)
 }
 
 /// The test vendor's key (as `openpsd-tests`' `licenses::vendor_key`).
 pub fn vendor_key() -> IndiciumKey {
-    IndiciumKey::from_bytes(&[7u8; 32]).expect("scalar")
+    static K: OnceLock<IndiciumKey> = OnceLock::new();
+    fixed_key(&K, 7)
 }
 
 /// The PA's subject: `CN=openpsd test PA`, DER (as `openpsd-tests`' `licenses::pa_subject`).
@@ -142,7 +163,7 @@ pub fn grant_for(request: &LicenseRequest, flags: u8, corrupt: u8) -> Install {
     };
     let subject = pa_subject();
     let pa = pa_key();
-    let pa_public = pa.public_key();
+    let pa_public = pa_public_key();
     let mut nonce = b.nonce;
     let mut device = b.device;
     match corrupt % 10 {
@@ -158,7 +179,7 @@ pub fn grant_for(request: &LicenseRequest, flags: u8, corrupt: u8) -> Install {
         nonce: &nonce,
     };
     let tbs = grant::tbs_certificate(&fields, &card).expect("template takes the fields");
-    let other = IndiciumKey::from_bytes(&[0x33; 32]).expect("scalar");
+    let other = other_key();
     let pa_signer = if corrupt % 10 == 1 { &other } else { &pa };
     let vendor = vendor_key();
     let vendor_signer = if corrupt % 10 == 2 { &other } else { &vendor };

@@ -147,9 +147,13 @@ pub fn asked_license(license: u8) -> u32 {
 /// by the fixture vendor, then spoiled as `corrupt % 10` says (see [`Op::GrantLicense`]).
 pub fn grant_for(request: &LicenseRequest, flags: u8, corrupt: u8) -> Install {
     let b = &request.body;
-    let license = match b.license.0 {
-        0 => 20_000 + b.counter,
-        l => l,
+    // 0 asked: the PA picks by `corrupt / 10 % 3`: a fresh number, the fixture's 4711
+    // (resident: refused), or always 20001.
+    let license = match (b.license.0, corrupt / 10 % 3) {
+        (0, 1) => LICENSES[0].0,
+        (0, 2) => 20_001,
+        (0, _) => 20_000 + b.counter,
+        (l, _) => l,
     };
     let mut serial = vec![0x11];
     serial.extend_from_slice(&license.to_be_bytes());
@@ -1151,9 +1155,19 @@ impl Harness {
                 self.exchange(&psd_apdu::export_cancel(set));
             }
             3 => {
-                digest[usize::from(mode) % digest.len()] ^= 0x80;
-                let resp = self.exchange(&psd_apdu::export_commit(set, &digest));
-                assert_ne!(sw(&resp), SW_OK, "export committed with a wrong digest");
+                // The right digest on the next slot, or a wrong one on this slot.
+                let slot = if mode & 0x80 != 0 {
+                    RegisterSetIndex((slot + 1) % MAX_SETS)
+                } else {
+                    digest[usize::from(mode) % digest.len()] ^= 0x80;
+                    set
+                };
+                let resp = self.exchange(&psd_apdu::export_commit(slot, &digest));
+                assert_ne!(
+                    sw(&resp),
+                    SW_OK,
+                    "export committed with a wrong digest or slot"
+                );
             }
             m => {
                 let first = self.exchange(&psd_apdu::export_commit(set, &digest));

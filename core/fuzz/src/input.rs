@@ -114,12 +114,14 @@ pub enum Op {
         /// `corrupt % 10`: 0 a valid grant; 1 PA signature by another key; 2
         /// countersignature by another key; 3 license, 4 origin, 5 serial, 6 notAfter
         /// changed after signing; 7 request counter + 1; 8 grant for another nonce; 9 for
-        /// another device. 1-9 must be refused.
+        /// another device. 1-9 must be refused. When 0 was asked, `corrupt / 10 % 3`
+        /// picks the license the PA grants: 20000 + the request counter, 4711, or 20001.
         corrupt: u8,
     },
     /// EXPORT SET prepare on `slot % 4`, then by `mode % 5`: nothing, commit with the
-    /// blob's digest, cancel, commit with a wrong digest (must be refused), commit twice
-    /// (the same epoch both times). Every blob answered is remembered.
+    /// blob's digest, cancel, commit with a wrong digest (with mode bit 7: the right digest
+    /// on the next slot; must be refused), commit twice (the same epoch both times).
+    /// Every blob answered is remembered.
     Export {
         /// Slot (P2), modulo 4.
         slot: u8,

@@ -603,6 +603,29 @@ pub fn seeds() -> Vec<(&'static str, Input)> {
                 }])
                 .collect(),
         ),
+        (
+            "license-refusals",
+            Funded,
+            vec![
+                issue(0, 1, 10, 21),
+                grant(6, 8, 0),
+                grant(6, 2 | 12, 0),
+                Op::Issue {
+                    set: 2,
+                    txn: 2,
+                    postage: 10,
+                    day: 21,
+                },
+                grant(0, 2, 10),
+                grant(0, 2, 20),
+                export(2, 1),
+                grant(0, 2, 20),
+                grant(0, 0, 0),
+                export(3, 0x80),
+                export(2, 0x80),
+                apdu(psd_apdu::get_license_data()),
+            ],
+        ),
         ("license-replay", Funded, {
             let (request, install) = funded_license_apdus();
             vec![
@@ -696,6 +719,8 @@ pub fn seeds() -> Vec<(&'static str, Input)> {
                 issue(0, 2, 100, 21),
                 export(1, 3),
                 export(1, 2),
+                export(0, 0x80),
+                export(0, 2),
                 apdu(short(0x80, 0x48, 0x02, 0x01, &[], Some(0))),
                 apdu(short(0x80, 0x48, 0x00, 0x04, &[], Some(0))),
                 apdu(short(0x80, 0x48, 0x03, 0x00, &[], Some(0))),

@@ -227,6 +227,10 @@ struct Serve {
     /// With --role meter: the recharging center's base URL.
     #[arg(long, value_name = "URL", default_value = "https://127.0.0.1:8702")]
     recharge: String,
+    /// With --role meter: the vendor's base URL, for licenses (`POST /v1/licenses`);
+    /// without it the meter answers license orders with 503.
+    #[arg(long, value_name = "URL")]
+    vendor: Option<String>,
     /// The PKI directory `backoffice init` made (the service's certificate and the CA).
     /// Default with --role all: DATA/pki, made on first start; required otherwise.
     #[arg(long, value_name = "DIR", env = "OPENPSD_PKI")]
@@ -390,7 +394,15 @@ async fn serve(s: Serve) -> Result<()> {
         )],
         Role::Meter => vec![(
             "meter",
-            server::start_meter(&s.data, &listen, [&s.kms, &s.recharge], &pki, rate).await?,
+            server::start_meter(
+                &s.data,
+                &listen,
+                [&s.kms, &s.recharge],
+                s.vendor.as_deref(),
+                &pki,
+                rate,
+            )
+            .await?,
         )],
         Role::Post => vec![(
             "post",
@@ -448,6 +460,8 @@ async fn serve(s: Serve) -> Result<()> {
             vec![
                 ("recharge", h.recharge),
                 ("kms", h.kms),
+                ("pa", h.pa),
+                ("vendor", h.vendor),
                 ("meter", h.meter),
                 ("post", post),
             ]

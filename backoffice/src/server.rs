@@ -19,7 +19,8 @@ pub const DEFAULT_RATE: u32 = 100;
 /// this many times a customer's.
 const SERVICE_RATE_FACTOR: u32 = 50;
 
-/// The three services of one back office.
+/// The services of one back office: the refill three, and the manufacturer and postal
+/// authority of licenses (seed 003).
 pub struct Handles {
     /// Meter server (the host's).
     pub meter: Service,
@@ -32,14 +33,25 @@ pub struct Handles {
     /// The KMS's public key (SEC1 uncompressed): what personalization writes into every
     /// PSD so it accepts the KMS's refill messages and receipts.
     pub kms_public_key: [u8; 65],
-    /// The PKI the three use (and clients trust).
+    /// The PKI the services use (and clients trust).
     pub pki: Pki,
+    /// The postal authority (licenses).
+    pub pa: Service,
+    /// The vendor (the manufacturer: license requests, countersignatures).
+    pub vendor: Service,
+    /// The vendor's public key: what personalization writes into every PSD as
+    /// `vendor_public_key`, so it accepts the vendor's countersignatures.
+    pub vendor_public_key: [u8; 65],
+    /// The postal authority's key and subject: PERSONALIZE's postal authority block.
+    pub postal_authority: openpsd_core::psd::device::PostalAuthority,
 }
 
 impl Handles {
-    /// Stops all three.
+    /// Stops them all.
     pub async fn stop(self) {
         self.meter.stop().await;
+        self.vendor.stop().await;
+        self.pa.stop().await;
         self.kms.stop().await;
         self.recharge.stop().await;
     }
@@ -53,7 +65,8 @@ pub fn local_pki(dir: &Path) -> anyhow::Result<Pki> {
     Ok(pki)
 }
 
-/// Starts the recharging center, the KMS and the meter server on `127.0.0.1:0` each,
+/// Starts the recharging center, the KMS, the postal authority, the vendor and the meter
+/// server on `127.0.0.1:0` each,
 /// with their databases in `dir/recharge`, `dir/kms` and `dir/meter` and their
 /// certificates in `dir/pki`, talking HTTPS to each other exactly as when they run apart.
 pub async fn spawn_all(dir: &Path) -> anyhow::Result<Handles> {
@@ -74,15 +87,41 @@ pub async fn spawn_all_on(
     let k = open_kms(&dir.join("kms"), recharge_public_key, None)?;
     let kms_public_key = k.public_key();
     let kms = serve_kms(k, kms_addr, pki, rate).await?;
+    // Licenses: the vendor's key first (the PA authorizes it), then the PA (its CA is made
+    // at first start), then the vendor, which checks grants against the PA's CA.
+    let vendor_dir = dir.join("vendor");
+    let vendor_public_key = openpsd_vendor::open_key(&vendor_dir)?;
+    let mut pa_config = openpsd_pa::Config::new(dir.join("pa"));
+    pa_config.vendor_public_keys.push(vendor_public_key);
+    let pa = start_pa(&pa_config, "127.0.0.1:0", pki, rate).await?;
+    let pa_ca = dir.join("pa").join(openpsd_pa::CA_FILE);
+    let (subject, public_key) = openpsd_vendor::read_pa_ca(&pa_ca)?;
+    let vendor = start_vendor(
+        &vendor_dir,
+        "127.0.0.1:0",
+        [&kms.url, &pa.url],
+        &pa_ca,
+        pki,
+        rate,
+    )
+    .await?;
     let meter = start_meter(
         &dir.join("meter"),
         meter_addr,
         [&kms.url, &recharge.url],
+        Some(&vendor.url),
         pki,
         rate,
     )
     .await?;
     Ok(Handles {
+        pa,
+        vendor,
+        vendor_public_key,
+        postal_authority: openpsd_core::psd::device::PostalAuthority {
+            public_key,
+            subject,
+        },
         meter,
         kms,
         recharge,
@@ -153,12 +192,14 @@ pub async fn start_recharge(
     )?)
 }
 
-/// Starts a meter server alone, calling the KMS and the RC at `[kms_url, recharge_url]`.
+/// Starts a meter server alone, calling the KMS and the RC at `[kms_url, recharge_url]`
+/// and, for licenses, the vendor at `vendor_url`.
 /// Customers connect without a certificate and log in; operators present theirs.
 pub async fn start_meter(
     dir: &Path,
     addr: &str,
     [kms_url, recharge_url]: [&str; 2],
+    vendor_url: Option<&str>,
     pki: &Pki,
     rate: u32,
 ) -> anyhow::Result<Service> {
@@ -168,6 +209,7 @@ pub async fn start_meter(
         recharge_url: recharge_url.to_owned(),
         pki: pki.clone(),
         rate,
+        vendor_url: vendor_url.map(str::to_owned),
     })?;
     let tls = server_config(pki, Role::Meter, ClientAuth::Optional)?;
     Ok(Service::spawn(

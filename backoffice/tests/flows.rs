@@ -846,6 +846,7 @@ async fn openpsd_host_refill_client_completes_against_the_back_office() {
                 license: LicenseId(4711),
                 origin: PostalCode::new(b"10115").unwrap(),
             }],
+            postal_authority: None,
         };
         let mut station = OsPlatform::new(Clock::System);
         let (info, secrets) =

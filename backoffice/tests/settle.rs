@@ -156,6 +156,7 @@ async fn unissued_refills_expire_and_issued_ones_wait_for_an_audit() {
         recharge_url: h.recharge.url.clone(),
         pki: h.pki.clone(),
         rate: openpsd_backoffice::server::DEFAULT_RATE,
+        vendor_url: None,
     })
     .unwrap()
     .with_unissued_ttl(Duration::from_secs(1));

@@ -399,6 +399,7 @@ fn dispatch(command: Command) -> Result<ExitCode> {
                         } else {
                             licenses
                         },
+                        postal_authority: None,
                     };
                     make_card(&state, |card| {
                         let (info, secrets) = personalize::personalize_with_scheme(

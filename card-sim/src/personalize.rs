@@ -40,6 +40,9 @@ pub struct Request {
     pub inspection_days: u16,
     /// Licenses (register sets) with their origin postal codes.
     pub licenses: Vec<LicenseSlot>,
+    /// The postal authority licenses are granted by (seed 003); `None`: the PSD keeps
+    /// these sets and takes no license later.
+    pub postal_authority: Option<openpsd_core::psd::device::PostalAuthority>,
 }
 
 impl Request {
@@ -62,6 +65,7 @@ impl Request {
                 })
                 .into_iter()
                 .collect(),
+            postal_authority: None,
         }
     }
 }
@@ -157,7 +161,7 @@ pub fn personalize_with_scheme(
         inspection_days: req.inspection_days,
         scheme: scheme.map(|(s, max_failures)| s.slot(max_failures)),
         licenses: req.licenses.clone(),
-        postal_authority: None,
+        postal_authority: req.postal_authority.clone(),
     };
     psd.personalize(&p).map_err(refused)?;
     let info = psd

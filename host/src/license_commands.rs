@@ -32,6 +32,133 @@ pub fn blob_file_name(blob: &Blob) -> String {
     )
 }
 
+/// `openpsd license request`: Fig. 4 from the mailer's desk, each step shown.
+#[allow(clippy::too_many_arguments)]
+pub fn request(
+    spec: Option<CardSpec>,
+    meter: &crate::account_commands::MeterArgs,
+    license: u32,
+    origin: &str,
+    txn: Option<String>,
+    replace: bool,
+    cert_dir: Option<&Path>,
+    json_out: bool,
+) -> Result<()> {
+    use openpsd_core::psd::license::install::Install;
+    use openpsd_core::psd::license::request::LicenseAsk;
+    use openpsd_protocol::license::MeterLicenseOrder;
+
+    let client = crate::account_commands::meter_client(meter)?;
+    let (mut psd, info) = open_psd(spec)?;
+    let origin = PostalCode::new(origin.as_bytes())
+        .ok_or_else(|| anyhow!("--origin: 1 to 10 of A-Z 0-9 space -"))?;
+    let ask = LicenseAsk {
+        license: LicenseId(license),
+        origin,
+    };
+    let resumed = txn.is_some();
+    let txn = match txn {
+        Some(t) => t,
+        None => {
+            let mut t = [0u8; 8];
+            getrandom::fill(&mut t).map_err(|e| anyhow!("random transaction ID: {e}"))?;
+            hex::encode(t)
+        }
+    };
+    progress(
+        json_out,
+        &format!("license order {txn} (if interrupted, run again with --txn {txn})"),
+    );
+    progress(
+        json_out,
+        "1/4 the PSD makes the license key and signs the request (proof of possession + device)",
+    );
+    let request = psd
+        .license_request(&ask, replace && !resumed)
+        .map_err(|e| explain(e, "license request"))?;
+    progress(
+        json_out,
+        "2/4 the meter server passes it on: the manufacturer checks it, the postal authority grants, the manufacturer countersigns",
+    );
+    let grant = client
+        .order_license(&MeterLicenseOrder {
+            client_txn_id: txn.clone(),
+            device_id: info.device.to_string(),
+            request: hex::encode(request.encode()),
+        })
+        .context("ordering the license")?;
+    let install_bytes =
+        hex::decode(&grant.install).map_err(|_| anyhow!("the grant's install data is not hex"))?;
+    let install = Install::decode(&install_bytes)
+        .map_err(|_| anyhow!("the grant's install data does not decode"))?;
+    progress(
+        json_out,
+        &format!(
+            "3/4 granted: license {} at {}, valid {} to {}, certificate serial {}",
+            grant.fields.license,
+            grant.fields.origin,
+            grant.fields.not_before,
+            grant.fields.not_after,
+            grant.fields.serial
+        ),
+    );
+    let cert_path = match cert_dir {
+        Some(d) => {
+            fs::create_dir_all(d)?;
+            let p = d.join(format!(
+                "license-{}-{}.pem",
+                grant.fields.license, info.device
+            ));
+            write_durably(&p, grant.certificate.as_bytes())?;
+            Some(p)
+        }
+        None => None,
+    };
+    progress(
+        json_out,
+        "4/4 the PSD checks both signatures and creates the register set",
+    );
+    let (slot, key_id) = match psd.license_install(&install) {
+        Ok((slot, key_id, _)) => (slot.0, key_id),
+        // Installed by an earlier run of this order: find it.
+        Err(ClientError::Refused(_, _, Status::GrantAlreadyUsed)) => {
+            let lic = psd.license_info()?;
+            lic.slots
+                .iter()
+                .enumerate()
+                .find_map(|(i, s)| match s {
+                    SlotInfo::Set {
+                        license, key_id, ..
+                    } if license.0 == grant.fields.license => {
+                        Some((u8::try_from(i).unwrap_or(u8::MAX), *key_id))
+                    }
+                    _ => None,
+                })
+                .ok_or_else(|| {
+                    anyhow!("the PSD says this grant was used, but holds no set for its license")
+                })?
+        }
+        Err(e) => return Err(explain(e, "installing the license")),
+    };
+    if json_out {
+        println!(
+            "{}",
+            json!({"client_txn_id": txn, "slot": slot, "license": grant.fields.license,
+                "origin": grant.fields.origin, "key_id": hex::encode(key_id.0),
+                "not_before": grant.fields.not_before, "not_after": grant.fields.not_after,
+                "serial": grant.fields.serial,
+                "certificate": cert_path.map(|p| p.display().to_string())})
+        );
+    } else {
+        println!(
+            "license {} installed in slot {slot} (key {}); refill it with --set {slot}",
+            grant.fields.license,
+            hex::encode(key_id.0)
+        );
+    }
+    Ok(())
+}
+
 /// `openpsd license list`.
 pub fn list(spec: Option<CardSpec>, dir: Option<&Path>, json_out: bool) -> Result<()> {
     let (mut psd, info) = open_psd(spec)?;
@@ -327,6 +454,9 @@ fn explain(e: ClientError, step: &str) -> anyhow::Error {
                 "the file was altered, or sealed by another PSD: it cannot be used here"
             }
             Status::WrongDevice => "the file belongs to another device",
+            Status::NotEnoughMemory if step == "installing the license" => {
+                "no free slot: export a set first, then run this order again with its --txn"
+            }
             Status::NotEnoughMemory => {
                 "no free slot: export another set first (the file stays valid)"
             }
@@ -337,6 +467,13 @@ fn explain(e: ClientError, step: &str) -> anyhow::Error {
                 "a transfer to a purse is pending on this set: resolve it first (openpsd resolve)"
             }
             Status::SetFrozen => "the set is frozen by an export: finish or cancel it",
+            Status::LicenseExists => "this PSD holds that license already (resident or exported)",
+            Status::NoPostalAuthority => {
+                "this PSD was personalized without the postal authority's key: it cannot take licenses"
+            }
+            Status::ConditionsNotSatisfied if step == "license request" => {
+                "another license request is pending: finish it (--txn) or replace it (--replace)"
+            }
             _ => "",
         },
         _ => "",

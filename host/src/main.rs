@@ -168,6 +168,29 @@ enum Command {
 
 #[derive(Subcommand, Debug)]
 enum LicenseAction {
+    /// Ask for a license (seed 003, Fig. 4): the PSD makes the key and signs, the meter
+    /// server passes the request to the manufacturer and the postal authority, the PSD
+    /// checks the grant and creates the register set. Each step is shown; an interrupted
+    /// order is finished by running again with its --txn.
+    Request {
+        /// The license number (0: the postal authority assigns one).
+        #[arg(long, default_value_t = 0)]
+        license: u32,
+        /// The licensing post office's postal code.
+        #[arg(long)]
+        origin: String,
+        #[command(flatten)]
+        meter: account_commands::MeterArgs,
+        /// The order's client transaction ID (resume an interrupted order); default: new.
+        #[arg(long)]
+        txn: Option<String>,
+        /// Replace a pending request of the PSD (its key is forgotten).
+        #[arg(long, conflicts_with = "txn")]
+        replace: bool,
+        /// Keep the postal authority's certificate (PEM) in this directory.
+        #[arg(long)]
+        cert_dir: Option<PathBuf>,
+    },
     /// Slots, licenses, balances, the pending request, exported sets (and the files in
     /// --dir, with whether each can still be imported).
     List {
@@ -330,6 +353,23 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Terminal { action } => commands::terminal(action, json),
         Command::License { action } => match action {
+            LicenseAction::Request {
+                license,
+                origin,
+                meter,
+                txn,
+                replace,
+                cert_dir,
+            } => license_commands::request(
+                card,
+                &meter,
+                license,
+                &origin,
+                txn,
+                replace,
+                cert_dir.as_deref(),
+                json,
+            ),
             LicenseAction::List { dir } => license_commands::list(card, dir.as_deref(), json),
             LicenseAction::Export {
                 set,

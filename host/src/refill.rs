@@ -171,6 +171,16 @@ impl MeterClient {
         Self::answer("POST", &url, resp)
     }
 
+    /// Orders a license for the PSD's signed request (seed 003): the meter passes it to the
+    /// manufacturer and the postal authority; the answer carries LICENSE INSTALL's data.
+    /// Idempotent by the order's `client_txn_id`.
+    pub fn order_license(
+        &self,
+        order: &openpsd_protocol::license::MeterLicenseOrder,
+    ) -> Result<openpsd_protocol::license::LicenseGrant, RefillError> {
+        self.post("/v1/licenses", order)
+    }
+
     /// Signs up at the meter (which opens a deposit account).
     pub fn sign_up(
         &self,

@@ -34,6 +34,7 @@ fn funded_card(dir: &Path, amount: u64) -> FileCard {
         max_dr: Amount(1_000_000),
         inspection_days: 0,
         licenses: vec![personalize::parse_license("4711:10115").unwrap()],
+        postal_authority: None,
     };
     let (_, secrets) =
         personalize::personalize(&mut card, &mut OsPlatform::default(), &req).unwrap();

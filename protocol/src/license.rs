@@ -155,6 +155,18 @@ pub struct GrantList {
     pub grants: Vec<GrantView>,
 }
 
+/// `POST /v1/licenses` at the meter server (host → meter, the customer who owns the
+/// device): idempotent by `client_txn_id`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct MeterLicenseOrder {
+    /// The customer's ID for this order (a retry sends the same).
+    pub client_txn_id: String,
+    /// The PSD, 16 hex.
+    pub device_id: String,
+    /// The PSD's LICENSE REQUEST answer, hex.
+    pub request: String,
+}
+
 /// `POST /v1/licenses` (meter → vendor).
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct LicenseOrder {

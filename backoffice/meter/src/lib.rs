@@ -47,6 +47,7 @@ mod cancel;
 mod customers;
 mod history;
 mod inspection;
+pub mod licenses;
 mod post_office;
 mod refill;
 mod registry;
@@ -212,6 +213,8 @@ pub struct Config {
     pub pki: Pki,
     /// Requests per second per caller (and twice that at once).
     pub rate: u32,
+    /// The vendor's base URL (licenses, seed 003); `None`: `/v1/licenses` answers `503`.
+    pub vendor_url: Option<String>,
 }
 
 /// The meter server's shared state.
@@ -220,6 +223,7 @@ pub struct Meter {
     pub(crate) db: Db,
     pub(crate) kms: Upstream,
     pub(crate) rc: Upstream,
+    pub(crate) vendor: Option<Upstream>,
     pub(crate) locks: Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
     rate: u32,
     pub(crate) credentials: Arc<customers::CredentialCache>,
@@ -231,7 +235,7 @@ impl Meter {
     /// Opens the data directory.
     pub fn open(config: &Config) -> anyhow::Result<Self> {
         openpsd_service_kit::keys::private_dir(&config.data)?;
-        let schema = format!("{SCHEMA}{}", customers::SCHEMA);
+        let schema = format!("{SCHEMA}{}{}", customers::SCHEMA, licenses::SCHEMA);
         let db = Db::open(&config.data.join(DB_FILE), &schema)?;
         // Databases from before voids: the columns added, and their index.
         let conn = openpsd_service_kit::db::open_connection(&config.data.join(DB_FILE))?;
@@ -247,8 +251,13 @@ impl Meter {
                 "recharging center",
                 &config.recharge_url,
                 Role::Recharge,
-                tls,
+                tls.clone(),
             )?,
+            vendor: config
+                .vendor_url
+                .as_deref()
+                .map(|url| Upstream::new("vendor", url, Role::Vendor, tls))
+                .transpose()?,
             locks: Arc::default(),
             rate: config.rate,
             credentials: Arc::default(),
@@ -341,6 +350,12 @@ impl Meter {
             )
             .route(Method::GET, "/v1/me", get(customers::me), CUSTOMER)
             .route(Method::POST, "/v1/refills", post(request_refill), CUSTOMER)
+            .route(
+                Method::POST,
+                "/v1/licenses",
+                post(licenses::order_license),
+                CUSTOMER,
+            )
             .route(
                 Method::GET,
                 "/v1/refills/{client_txn_id}",

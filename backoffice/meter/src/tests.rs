@@ -164,6 +164,7 @@ async fn setup() -> Setup {
         recharge_url: rc_service.url.clone(),
         pki,
         rate: 1000,
+        vendor_url: None,
     })
     .unwrap();
     crate::registry::register(

@@ -63,14 +63,35 @@ impl Psd {
     /// Card number `n`: device ID `PSD` + n, two licenses, DR limit 1,000,000.00,
     /// personalized for the KMS whose public key is `kms`.
     pub fn new(n: u32, inspection_days: u16, kms: &[u8; 65]) -> Psd {
+        Psd::personalized(n, inspection_days, kms, None)
+    }
+
+    /// Card number `n` personalized for licenses (seed 003): the back office's vendor key
+    /// and postal authority block, and the two licenses of [`Psd::new`].
+    pub fn licensed(n: u32, h: &openpsd_backoffice::server::Handles) -> Psd {
+        Psd::personalized(
+            n,
+            0,
+            &h.kms_public_key,
+            Some((h.vendor_public_key, h.postal_authority.clone())),
+        )
+    }
+
+    fn personalized(
+        n: u32,
+        inspection_days: u16,
+        kms: &[u8; 65],
+        licensing: Option<([u8; 65], openpsd_core::psd::device::PostalAuthority)>,
+    ) -> Psd {
         let seed = 0x5EED_0000 + u64::from(n);
         let mut sim = Sim::new(MemStore::new(), platform(seed)).expect("blank card");
         let mut id = *b"PSD\0\0\0\0\0";
         id[4..].copy_from_slice(&n.to_be_bytes());
+        let (vendor_public_key, postal_authority) = licensing.unzip();
         let req = Request {
             device: Some(DeviceId(id)),
             kms_public_key: *kms,
-            vendor_public_key: None,
+            vendor_public_key,
             max_postage: Amount(10_000),
             max_dr: Amount(100_000_000),
             inspection_days,
@@ -84,6 +105,7 @@ impl Psd {
                     origin: PostalCode::new(b"80331").expect("code"),
                 },
             ],
+            postal_authority,
         };
         let mut station = SeededPlatform::new(seed ^ 0xFFFF);
         let (_, secrets) =

@@ -40,6 +40,7 @@ pub fn psd_request(license: u32, origin: PostalCode, kms_public_key: [u8; 65]) -
             license: LicenseId(license),
             origin,
         }],
+        postal_authority: None,
     }
 }
 

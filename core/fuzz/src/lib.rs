@@ -1,7 +1,8 @@
 //! Fuzzing harness for `openpsd_core::Card::handle` with the PSD applet.
 //!
 //! * [`input`]: how fuzzer bytes become a start state and a sequence of operations
-//!   (raw APDUs, resets, power cuts, KMS refills, well-formed indicium requests).
+//!   (raw APDUs, resets, power cuts, KMS refills, well-formed indicium requests, license
+//!   grants signed by the harness as PA and vendor, exports, imports of remembered blobs).
 //! * [`harness`]: runs them on a card over a [`MemStore`](openpsd_core::store::MemStore) and
 //!   asserts the properties listed in `docs/fuzzing.md`.
 //! * [`seeds`]: the seed corpus written by `cargo run --bin gen-corpus`.

@@ -134,25 +134,8 @@ async fn every_route_times_every_caller() {
     .await
     .unwrap();
 
-    // The license services (seed 003).
-    let rate = openpsd_backoffice::server::DEFAULT_RATE;
-    let mut pa_config = openpsd_pa::Config::new(dir.path().join("pa"));
-    pa_config
-        .vendor_public_keys
-        .push(openpsd_vendor::open_key(&dir.path().join("vendor")).unwrap());
-    let pa = openpsd_backoffice::server::start_pa(&pa_config, "127.0.0.1:0", &h.pki, rate)
-        .await
-        .unwrap();
-    let vendor = openpsd_backoffice::server::start_vendor(
-        &dir.path().join("vendor"),
-        "127.0.0.1:0",
-        [&h.kms.url, &pa.url],
-        &dir.path().join("pa").join(openpsd_pa::CA_FILE),
-        &h.pki,
-        rate,
-    )
-    .await
-    .unwrap();
+    // The license services (seed 003) run with the others.
+    let (pa, vendor) = (&h.pa, &h.vendor);
 
     let services: [(&str, &str, Vec<Rule>); 6] = [
         ("meter", &h.meter.url, Meter::routes(100).rules().to_vec()),
@@ -220,8 +203,6 @@ async fn every_route_times_every_caller() {
         }
     }
     assert!(tried > 100, "{tried} calls");
-    vendor.stop().await;
-    pa.stop().await;
     post.stop().await;
     h.stop().await;
 }

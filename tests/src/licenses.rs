@@ -26,16 +26,16 @@ pub fn vendor_key() -> IndiciumKey {
 
 /// The PA's subject: `CN=openpsd test PA`, DER.
 pub fn pa_subject() -> Vec<u8> {
-    let cn = b"openpsd test PA";
-    let mut atv = vec![0x06, 0x03, 0x55, 0x04, 0x03, 0x0C, cn.len() as u8];
-    atv.extend_from_slice(cn);
-    let mut set = vec![0x30, atv.len() as u8];
-    set.extend_from_slice(&atv);
-    let mut rdn = vec![0x31, set.len() as u8];
-    rdn.extend_from_slice(&set);
-    let mut name = vec![0x30, rdn.len() as u8];
-    name.extend_from_slice(&rdn);
-    name
+    const CN: &[u8] = b"openpsd test PA";
+    // SEQUENCE { SET { SEQUENCE { OID 2.5.4.3, UTF8String CN } } }: every length is short.
+    let der = |tag: u8, content: &[u8]| {
+        let mut v = vec![tag, u8::try_from(content.len()).expect("short length")];
+        v.extend_from_slice(content);
+        v
+    };
+    let mut atv = der(0x06, &[0x55, 0x04, 0x03]);
+    atv.extend_from_slice(&der(0x0C, CN));
+    der(0x30, &der(0x31, &der(0x30, &atv)))
 }
 
 /// The test PSD's personalization with the PA block and `sets` of the usual licenses

@@ -472,7 +472,7 @@ fn value(card: &mut TestCard) -> u64 {
     let info = license_info(card);
     let resident: u64 = (0..info.slots.len())
         .filter(|i| info.slots[*i] != SlotInfo::Free)
-        .map(|i| registers(card, i as u8).control_sum.0)
+        .map(|i| registers(card, u8::try_from(i).unwrap()).control_sum.0)
         .sum();
     let outstanding: u64 = info
         .exports

@@ -47,7 +47,10 @@ setsid target/release/backoffice serve --role all --data "$PCSC_RUN/backoffice" 
 echo $! > "$PCSC_RUN/backoffice.pid"
 pcsc_wait 30 grep -q "meter listening" "$PCSC_RUN/backoffice.out" || { cat "$PCSC_RUN/backoffice.log"; exit 1; }
 KMS_DIR="$PCSC_RUN/backoffice/kms"
-"$CARD_SIM" personalize --state "$state" --kms-public-key "$KMS_DIR/kms-public.key" >/dev/null
+# With the vendor's real key and the postal authority's, so the PSD can take licenses.
+"$CARD_SIM" personalize --state "$state" --kms-public-key "$KMS_DIR/kms-public.key" \
+  --vendor-key "$(cat "$PCSC_RUN/backoffice/vendor/vendor-public.key")" \
+  --postal-authority "$PCSC_RUN/backoffice/pa" >/dev/null
 card_start card "$state" 0
 atr=$(timeout 5 pcsc_scan 2>/dev/null | grep -m1 "ATR: " || true)
 echo "$atr"
@@ -134,6 +137,27 @@ alarms = json.load(urllib.request.urlopen("https://127.0.0.1:18700/v1/alarms", c
 assert alarms["raised"] == 0, alarms
 print("refill through PC/SC: card control sum 50.00 (2 refills), account debited 25.00 once")
 PY
+
+echo "== licenses through PC/SC (seed 003): request, grant, install; export to a file and import once"
+LIC_DIR="$PCSC_RUN/licenses"
+rm -rf "$LIC_DIR"
+"$OPENPSD" --card "pcsc:Virtual PCD 00 00" license request --origin 53113 --txn pcsc-lic-1 \
+  --cert-dir "$LIC_DIR"
+# The same order again: the meter answers the stored grant, the PSD says it is installed.
+"$OPENPSD" --card "pcsc:Virtual PCD 00 00" --json license request --origin 53113 \
+  --txn pcsc-lic-1 | tee "$PCSC_RUN/license.json"
+LICENSE=$(/usr/bin/python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["license"])' "$PCSC_RUN/license.json")
+# The postal authority's certificate, read by stock OpenSSL against the PA's CA.
+openssl verify -CAfile "$PCSC_RUN/backoffice/pa/pa-ca.pem" "$LIC_DIR"/license-"$LICENSE"-*.pem
+"$OPENPSD" --card "pcsc:Virtual PCD 00 00" license export --license "$LICENSE" --to "$LIC_DIR"
+"$OPENPSD" --card "pcsc:Virtual PCD 00 00" license list --dir "$LIC_DIR"
+FILE=$(ls "$LIC_DIR"/*.psdset)
+"$OPENPSD" --card "pcsc:Virtual PCD 00 00" license import "$FILE"
+if "$OPENPSD" --card "pcsc:Virtual PCD 00 00" license import "$FILE" 2> "$PCSC_RUN/import-again.err"; then
+  echo "a second import of the same file succeeded" >&2; exit 1
+fi
+grep -q "older or duplicate copy: it can never be used" "$PCSC_RUN/import-again.err"
+echo "licenses through PC/SC: license $LICENSE granted, installed, exported and imported once"
 stop_pid backoffice "backoffice"
 card_stop card
 pcsc_wait 10 pcsc_card_absent 0

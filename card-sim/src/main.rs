@@ -9,7 +9,9 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Context, Result};
 use card_sim::issuer::{self, PurseRequest};
 use card_sim::os_platform::{Clock, OsPlatform};
-use card_sim::personalize::{self, parse_amount, parse_license, write_secrets, Request};
+use card_sim::personalize::{
+    self, parse_amount, parse_license, read_postal_authority, write_secrets, Request,
+};
 use card_sim::script::{self, hex_spaced};
 use card_sim::sim::{self, SimulatedCard};
 use card_sim::transport::{self, VPCD_DEFAULT};
@@ -104,6 +106,11 @@ enum Command {
         /// throwaway key.
         #[arg(long)]
         vendor_key: Option<String>,
+        /// PSD: the postal authority's data directory (its `pa-public.key` and
+        /// `pa-subject.hex`): the PSD can then take licenses (seed 003). Give the vendor's
+        /// real key with --vendor-key too, or no grant will verify.
+        #[arg(long, value_name = "DIR")]
+        postal_authority: Option<PathBuf>,
         /// Purse: card ID, 16 hex digits, or `auto` ("PUR" and 5 random bytes; the default).
         #[arg(long)]
         card_id: Option<String>,
@@ -329,6 +336,7 @@ fn dispatch(command: Command) -> Result<ExitCode> {
             max_dr,
             inspection_days,
             vendor_key,
+            postal_authority,
             card_id,
             pin,
             max_balance,
@@ -343,6 +351,7 @@ fn dispatch(command: Command) -> Result<ExitCode> {
                 ("--max-dr", max_dr.is_some()),
                 ("--inspection-days", inspection_days.is_some()),
                 ("--vendor-key", vendor_key.is_some()),
+                ("--postal-authority", postal_authority.is_some()),
                 ("--kms-public-key", kms_public_key.is_some()),
             ];
             let purse_only = [
@@ -399,7 +408,10 @@ fn dispatch(command: Command) -> Result<ExitCode> {
                         } else {
                             licenses
                         },
-                        postal_authority: None,
+                        postal_authority: postal_authority
+                            .as_deref()
+                            .map(read_postal_authority)
+                            .transpose()?,
                     };
                     make_card(&state, |card| {
                         let (info, secrets) = personalize::personalize_with_scheme(

@@ -88,6 +88,34 @@ pub struct Secrets {
     pub certificate_serial: Option<u32>,
 }
 
+/// The postal authority block from a PA's data directory: `pa-public.key` (SEC1 hex) and
+/// `pa-subject.hex` (its subject name, DER hex), as `backoffice serve --role pa` writes
+/// them.
+pub fn read_postal_authority(dir: &Path) -> Result<openpsd_core::psd::device::PostalAuthority> {
+    let read = |name: &str| -> Result<Vec<u8>> {
+        let path = dir.join(name);
+        let text =
+            fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+        hex::decode(text.trim()).map_err(|_| anyhow!("{}: expected hex", path.display()))
+    };
+    let public_key: [u8; 65] = read("pa-public.key")?
+        .try_into()
+        .map_err(|_| anyhow!("pa-public.key: expected 130 hex digits"))?;
+    let subject = read("pa-subject.hex")?;
+    if !openpsd_core::crypto::is_valid_public_key(&public_key)
+        || !openpsd_core::psd::license::grant::pa_subject_ok(&subject)
+    {
+        bail!(
+            "{}: not a postal authority's key and subject",
+            dir.display()
+        );
+    }
+    Ok(openpsd_core::psd::device::PostalAuthority {
+        public_key,
+        subject,
+    })
+}
+
 /// Parses `4711:10115` (license:origin postal code).
 pub fn parse_license(s: &str) -> Result<LicenseSlot, String> {
     let (l, o) = s

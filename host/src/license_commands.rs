@@ -69,24 +69,50 @@ pub fn request(
         json_out,
         &format!("license order {txn} (if interrupted, run again with --txn {txn})"),
     );
-    progress(
-        json_out,
-        "1/4 the PSD makes the license key and signs the request (proof of possession + device)",
-    );
-    let request = psd
-        .license_request(&ask, replace && !resumed)
-        .map_err(|e| explain(e, "license request"))?;
-    progress(
-        json_out,
-        "2/4 the meter server passes it on: the manufacturer checks it, the postal authority grants, the manufacturer countersigns",
-    );
-    let grant = client
-        .order_license(&MeterLicenseOrder {
-            client_txn_id: txn.clone(),
-            device_id: info.device.to_string(),
-            request: hex::encode(request.encode()),
-        })
-        .context("ordering the license")?;
+    // A resumed order the meter granted already: straight to the install (which the PSD
+    // may have done too). Otherwise the PSD's pending request, or a new one.
+    let granted = if resumed {
+        match client.license_order(&txn) {
+            Ok(g) => Some(g),
+            Err(openpsd_host::refill::RefillError::Meter { code, .. })
+                if code == "unknown_license_order" =>
+            {
+                None
+            }
+            Err(e) => return Err(e).context("looking up the order"),
+        }
+    } else {
+        None
+    };
+    let grant = match granted {
+        Some(g) => {
+            progress(
+                json_out,
+                "1-2/4 the meter server has this order's grant already",
+            );
+            g
+        }
+        None => {
+            progress(
+                json_out,
+                "1/4 the PSD makes the license key and signs the request (proof of possession + device)",
+            );
+            let request = psd
+                .license_request(&ask, replace && !resumed)
+                .map_err(|e| explain(e, "license request"))?;
+            progress(
+                json_out,
+                "2/4 the meter server passes it on: the manufacturer checks it, the postal authority grants, the manufacturer countersigns",
+            );
+            client
+                .order_license(&MeterLicenseOrder {
+                    client_txn_id: txn.clone(),
+                    device_id: info.device.to_string(),
+                    request: hex::encode(request.encode()),
+                })
+                .context("ordering the license")?
+        }
+    };
     let install_bytes =
         hex::decode(&grant.install).map_err(|_| anyhow!("the grant's install data is not hex"))?;
     let install = Install::decode(&install_bytes)

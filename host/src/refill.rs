@@ -181,6 +181,14 @@ impl MeterClient {
         self.post("/v1/licenses", order)
     }
 
+    /// The grant of the customer's license order `client_txn_id`, if the meter has it.
+    pub fn license_order(
+        &self,
+        client_txn_id: &str,
+    ) -> Result<openpsd_protocol::license::LicenseGrant, RefillError> {
+        self.get(&format!("/v1/licenses/{client_txn_id}"))
+    }
+
     /// Signs up at the meter (which opens a deposit account).
     pub fn sign_up(
         &self,

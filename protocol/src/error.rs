@@ -73,6 +73,8 @@ wire_enum! {
         NotApplied = "not_applied",
         /// No such inspection (404).
         UnknownInspection = "unknown_inspection",
+        /// No granted license order with this client transaction ID (404).
+        UnknownLicenseOrder = "unknown_license_order",
         /// No such account (404).
         UnknownAccount = "unknown_account",
         /// The deposit available is less than the amount (402).

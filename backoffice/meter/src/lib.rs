@@ -358,6 +358,12 @@ impl Meter {
             )
             .route(
                 Method::GET,
+                "/v1/licenses/{client_txn_id}",
+                get(licenses::get_order),
+                CUSTOMER,
+            )
+            .route(
+                Method::GET,
                 "/v1/refills/{client_txn_id}",
                 get(get_refill),
                 CUSTOMER,

@@ -12,10 +12,12 @@
 
 use crate::Meter;
 use axum::body::Bytes;
-use axum::extract::State;
+use axum::extract::{Path as UrlPath, State};
+use axum::http::StatusCode;
 use axum::{Extension, Json};
 use openpsd_core::psd::license::request::LicenseRequest;
 use openpsd_protocol::license::{LicenseGrant, LicenseOrder, MeterLicenseOrder};
+use openpsd_protocol::ErrorCode;
 use openpsd_service_kit::access::Customer;
 use openpsd_service_kit::codec;
 use openpsd_service_kit::db::now_secs;
@@ -35,6 +37,41 @@ CREATE TABLE IF NOT EXISTS license_orders (
     created_at     INTEGER NOT NULL
 );
 ";
+
+/// `GET /v1/licenses/{client_txn_id}`: the grant of one of the customer's orders, for a
+/// host that resumes an order (`404` if it is not theirs or not granted yet).
+pub(crate) async fn get_order(
+    State(meter): State<Meter>,
+    Extension(customer): Extension<Customer>,
+    UrlPath(txn): UrlPath<String>,
+) -> Result<Json<LicenseGrant>, ApiError> {
+    codec::ident("client_txn_id", &txn, STEP)?;
+    let (t, account) = (txn.clone(), customer.account_id.clone());
+    let json: Option<String> = meter
+        .db
+        .run(STEP, move |c| {
+            c.query_row(
+                "SELECT grant_json FROM license_orders
+                 WHERE client_txn_id = ?1 AND account_id = ?2 AND grant_json IS NOT NULL",
+                params![t, account],
+                |r| r.get(0),
+            )
+            .optional()
+            .storage(STEP)
+        })
+        .await?;
+    let json = json.ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            ErrorCode::UnknownLicenseOrder,
+            STEP,
+            format!("no granted license order '{txn}' of yours"),
+        )
+    })?;
+    let grant = serde_json::from_str(&json)
+        .map_err(|e| ApiError::internal(STEP, format!("stored grant: {e}")))?;
+    Ok(Json(grant))
+}
 
 /// `POST /v1/licenses`.
 pub(crate) async fn order_license(

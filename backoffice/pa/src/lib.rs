@@ -52,6 +52,10 @@ pub const SIGNING_KEY_FILE: &str = "pa-signing.key";
 pub const PUBLIC_KEY_FILE: &str = "pa-public.key";
 /// The CA certificate, PEM (also `GET /v1/ca`).
 pub const CA_FILE: &str = "pa-ca.pem";
+/// File name of the PA's subject name (DER, hex) in its data directory: with
+/// [`PUBLIC_KEY_FILE`], PERSONALIZE's postal authority block (`card-sim personalize
+/// --postal-authority DIR`).
+pub const SUBJECT_FILE: &str = "pa-subject.hex";
 /// Database file name.
 pub const DB_FILE: &str = "pa.sqlite";
 /// Most devices one license is granted to, by default.
@@ -260,6 +264,10 @@ impl Pa {
         openpsd_service_kit::keys::write_public(
             &config.data.join(PUBLIC_KEY_FILE),
             &format!("{public_hex}\n"),
+        )?;
+        openpsd_service_kit::keys::write_public(
+            &config.data.join(SUBJECT_FILE),
+            &format!("{}\n", hex::encode(&subject)),
         )?;
         tracing::info!(
             "postal authority key {} (public key {public_hex}), {vendors} manufacturer(s)",

@@ -580,3 +580,20 @@ fn power_cut_at_every_write_of_every_license_command_conserves_value() {
     println!("license commands: {cuts} power cuts checked");
     assert!(cuts >= 12);
 }
+
+#[test]
+fn a_set_with_a_transfer_pending_cannot_be_exported() {
+    use openpsd_tests::purse::{funded_psd, purse, run_until};
+    let mut psd = funded_psd(SEED, 10_000);
+    let mut card = purse(SEED + 1);
+    // Steps up to TRANSFER DEBIT: the PSD debited 400 and waits for the purse's answer.
+    run_until(&mut psd, &mut card, 400, 9);
+    assert_eq!(registers(&mut psd, 0).pending, Amount(400));
+    refused_unchanged(
+        &mut psd,
+        &psd_apdu::export_prepare(RegisterSetIndex(0)),
+        Status::TransferPending,
+    );
+    // The other set has nothing pending: it may go.
+    expect_ok(&psd.transmit(&psd_apdu::export_prepare(RegisterSetIndex(1))));
+}

@@ -16,6 +16,8 @@ use super::{ins, CLA_PSD};
 
 /// A PSD command whose class, instruction and parameters were checked.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+// Without the `licenses` feature the license variants are never parsed.
+#[cfg_attr(not(feature = "licenses"), allow(dead_code))]
 pub enum PsdCommand<'a> {
     /// PERSONALIZE (`80 10 00 00`): personalization data.
     Personalize(&'a [u8]),
@@ -114,6 +116,7 @@ impl<'a> PsdCommand<'a> {
             ins::RESET_RECOGNITION => |c| no_params(c).map(|_| ResetRecognition(c.data)),
             ins::INSTALL_CERTIFICATE => |c| no_params(c).map(|_| InstallCertificate(c.data)),
             ins::LOAD_REVOCATION => |c| no_params(c).map(|_| LoadRevocation(c.data)),
+            #[cfg(feature = "licenses")]
             ins::LICENSE_REQUEST => |c| match (c.p1, c.p2) {
                 (0 | 1, 0) => Ok(LicenseRequest {
                     replace: c.p1 == 1,
@@ -121,7 +124,9 @@ impl<'a> PsdCommand<'a> {
                 }),
                 _ => Err(Status::IncorrectP1P2),
             },
+            #[cfg(feature = "licenses")]
             ins::LICENSE_INSTALL => |c| no_params(c).map(|_| LicenseInstall(c.data)),
+            #[cfg(feature = "licenses")]
             ins::EXPORT_SET => |c| match c.p1 {
                 0..=2 => Ok(ExportSet {
                     phase: c.p1,
@@ -130,11 +135,13 @@ impl<'a> PsdCommand<'a> {
                 }),
                 _ => Err(Status::IncorrectP1P2),
             },
+            #[cfg(feature = "licenses")]
             ins::IMPORT_SET => |c| no_params(c).map(|_| ImportSet(c.data)),
             ins::GET_DATA => |c| {
                 let object = match (c.p1, c.p2) {
                     (0x00, 0x02) => GetTransferInfo,
                     (0x00, 0x03) => GetRecognitionInfo,
+                    #[cfg(feature = "licenses")]
                     (0x00, 0x04) => GetLicenseInfo,
                     _ => {
                         c.expect_p1p2(0x00, 0x01)?;

@@ -222,8 +222,11 @@ impl Applet for PsdApplet {
             TransferConfirm(data) => self.transfer_confirm(ctx, data, reply),
             TransferResolve(data) => self.transfer_resolve(ctx, data, reply),
             ResetRecognition(data) => self.reset_recognition(ctx, data),
+            #[cfg(feature = "licenses")]
             LicenseRequest { replace, data } => self.license_request(ctx, replace, data, reply),
+            #[cfg(feature = "licenses")]
             LicenseInstall(data) => self.license_install(ctx, data, reply),
+            #[cfg(feature = "licenses")]
             ExportSet { phase, set, data } => {
                 // A retried commit finds its slot free already: only the range is checked.
                 let i = usize::from(set.0);
@@ -232,8 +235,17 @@ impl Applet for PsdApplet {
                 }
                 self.export_set(ctx, phase, i, data, reply)
             }
+            #[cfg(feature = "licenses")]
             ImportSet(data) => self.import_set(ctx, data, reply),
+            #[cfg(feature = "licenses")]
             GetLicenseInfo => self.license_info(reply),
+            // Never parsed without the feature (their INS are unknown there).
+            #[cfg(not(feature = "licenses"))]
+            LicenseRequest { .. }
+            | LicenseInstall(_)
+            | ExportSet { .. }
+            | ImportSet(_)
+            | GetLicenseInfo => Err(Status::InstructionNotSupported),
         }
     }
 }

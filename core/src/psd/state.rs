@@ -140,6 +140,7 @@ impl Persistent {
 
     /// Whether `license` is in this PSD: a resident set, or an export preparing or
     /// outstanding (one license has one set per device, wherever it is).
+    #[cfg(feature = "licenses")]
     pub fn holds_license(&self, license: crate::types::LicenseId) -> bool {
         self.sets.iter().flatten().any(|s| s.license == license)
             || self.licenses.export_of(license).is_some()

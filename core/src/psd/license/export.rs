@@ -27,7 +27,9 @@ use crate::psd::registers::{RegisterSet, SetGrant};
 use crate::types::{Amount, Date, DeviceId, LicenseId, PieceCount, PostalCode, RefillCount};
 use crate::wire::{Malformed, Reader, Writer};
 
-use super::{ExportEntry, ExportState, DIGEST_LEN, MAX_OUTSTANDING};
+use super::DIGEST_LEN;
+#[cfg(feature = "licenses")]
+use super::{ExportEntry, ExportState, MAX_OUTSTANDING};
 
 /// The blob's first bytes.
 pub const BLOB_TAG: &[u8] = b"openpsd register set v1";
@@ -280,6 +282,7 @@ fn cipher(key: &[u8; 32]) -> Aes128Siv {
     Aes128Siv::new(key.into())
 }
 
+#[cfg(feature = "licenses")]
 impl crate::psd::PsdApplet {
     /// EXPORT SET (80 48 P1 slot): P1 `00` prepare, `01` commit (data: digest), `02`
     /// cancel.

@@ -16,6 +16,7 @@ use crate::wire::Writer;
 use super::export::Blob;
 use super::ExportState;
 
+#[cfg(feature = "licenses")]
 impl crate::psd::PsdApplet {
     /// IMPORT SET (80 4A 00 00): answers the slot the set went to.
     pub(in crate::psd) fn import_set(

@@ -90,6 +90,7 @@ pub fn encode_installed(slot: u8, key_id: crate::types::KeyId, license: LicenseI
     w
 }
 
+#[cfg(feature = "licenses")]
 impl crate::psd::PsdApplet {
     /// LICENSE INSTALL (80 44 00 00): checks the grant and creates the set in one commit.
     pub(in crate::psd) fn license_install(

@@ -13,6 +13,7 @@
 
 pub mod export;
 pub mod grant;
+#[cfg(feature = "licenses")]
 pub mod import;
 pub mod install;
 pub mod request;
@@ -374,6 +375,7 @@ impl LicenseInfo {
     }
 }
 
+#[cfg(feature = "licenses")]
 impl crate::psd::PsdApplet {
     /// GET DATA (80 CA 00 04): the license slots and exports.
     pub(in crate::psd) fn license_info(

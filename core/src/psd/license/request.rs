@@ -195,6 +195,7 @@ impl LicenseRequest {
     }
 }
 
+#[cfg(feature = "licenses")]
 impl crate::psd::PsdApplet {
     /// LICENSE REQUEST (80 42 P1 00): P1 `00` answers the pending request again (or makes
     /// one); `01` replaces it. The new key and nonce are committed before the answer, so a

@@ -108,13 +108,7 @@ pub(crate) async fn request_refill(
             Err(reused())
         };
     }
-    let licenses = meter.licenses(&device_id, step).await?;
-    if usize::from(req.set) >= licenses.len() {
-        return Err(ApiError::bad_request(
-            step,
-            format!("device {device_id} has {} register sets", licenses.len()),
-        ));
-    }
+    meter.check_slot(&device_id, req.set, step).await?;
     // Another outstanding refill blocks the device, unless its message never left and its
     // time is up: then it is released and the request tried once more.
     let row = match insert_refill(&meter, &req, &device_id, &owner).await {

@@ -6,8 +6,8 @@ use axum::http::StatusCode;
 use rusqlite::{params, OptionalExtension};
 
 use openpsd_protocol::{
-    AuditBody, CombinationRecord, DeviceInfo, Outcome, ReceiptRequest, ReceiptResponse, Settle,
-    Settled, SignedCombination, VerifiedAudit,
+    AuditBody, Baseline, CombinationRecord, DeviceInfo, Outcome, ReceiptRequest, ReceiptResponse,
+    Settle, Settled, SignedCombination, VerifiedAudit,
 };
 use openpsd_protocol::{ErrorCode, HoldState};
 use openpsd_service_kit::codec;
@@ -21,6 +21,15 @@ use crate::store::{
     read_baseline, read_granted, read_known_combination, read_last, read_outstanding,
 };
 use crate::{Meter, STEP_CHECK};
+
+/// How a device holds a license.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Held {
+    /// Registered at the KMS at personalization (a baseline per set given at registration).
+    Registered,
+    /// Granted through this meter's `POST /v1/licenses` (baseline zero).
+    Granted,
+}
 
 impl Meter {
     /// The device's licenses, from the meter's cache or the KMS.
@@ -76,23 +85,27 @@ impl Meter {
         self.db.run(step, move |c| read_granted(c, &d, step)).await
     }
 
-    /// Whether the device holds `license`: registered at the KMS, or granted through this
-    /// meter.
+    /// How the device holds `license`: registered at the KMS, granted through this meter,
+    /// or not at all (`None`).
     pub(crate) async fn holds_license(
         &self,
         device_id: &str,
         license: u32,
         step: &'static str,
-    ) -> Result<bool, ApiError> {
+    ) -> Result<Option<Held>, ApiError> {
         if self
             .licenses(device_id, step)
             .await?
             .iter()
             .any(|(l, _)| *l == license)
         {
-            return Ok(true);
+            return Ok(Some(Held::Registered));
         }
-        Ok(self.granted(device_id, step).await?.contains(&license))
+        Ok(self
+            .granted(device_id, step)
+            .await?
+            .contains(&license)
+            .then_some(Held::Granted))
     }
 
     /// A refill or inspection may name slot `set` of the device: one of its registered
@@ -169,7 +182,7 @@ impl Meter {
         // imported into another slot): the license must be one the device holds —
         // registered at the KMS, or granted to it through this meter's `/v1/licenses`.
         let license = audit.license;
-        if !self.holds_license(device_id, license, step).await? {
+        let Some(held) = self.holds_license(device_id, license, step).await? else {
             return Err(ApiError::audit_inconsistent(
                 STEP_CHECK,
                 format!(
@@ -177,7 +190,7 @@ impl Meter {
                      nor granted to it through this meter"
                 ),
             ));
-        }
+        };
         let (dev, last_comb) = (device_id.to_owned(), audit.last_combination_id.clone());
         let (registered, last, baseline, outstanding, own) = self
             .db
@@ -191,6 +204,12 @@ impl Meter {
                 ))
             })
             .await?;
+        // A set a license added starts empty: until its first accepted audit records its
+        // baseline row, the baseline is zero.
+        let baseline = baseline.or((held == Held::Granted).then_some(Baseline {
+            control_sum: 0,
+            refills: 0,
+        }));
         // Refused while quarantined: an audit of a device whose ledger is in doubt settles
         // nothing until an operator has looked.
         match registered {

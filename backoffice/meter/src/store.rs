@@ -99,27 +99,25 @@ pub(crate) fn read_outstanding(
         .storage(step)?;
     let bad = || ApiError::internal(step, "refill row out of range");
     rows.into_iter()
-        .map(
-            |(id, account, amount, license, cs, refills, comb, void)| {
-                let binding = match (cs, refills) {
-                    (Some(cs), Some(r)) => Some((
-                        from_sql_int(cs, step)?,
-                        u32::try_from(r).map_err(|_| bad())?,
-                    )),
-                    _ => None,
-                };
-                Ok(Outstanding {
-                    client_txn_id: id,
-                    device_id: device.to_owned(),
-                    account_id: account,
-                    amount: from_sql_int(amount, step)?,
-                    license: license.map(u32::try_from).transpose().map_err(|_| bad())?,
-                    binding,
-                    combination_id: comb,
-                    void_combination_id: void,
-                })
-            },
-        )
+        .map(|(id, account, amount, license, cs, refills, comb, void)| {
+            let binding = match (cs, refills) {
+                (Some(cs), Some(r)) => Some((
+                    from_sql_int(cs, step)?,
+                    u32::try_from(r).map_err(|_| bad())?,
+                )),
+                _ => None,
+            };
+            Ok(Outstanding {
+                client_txn_id: id,
+                device_id: device.to_owned(),
+                account_id: account,
+                amount: from_sql_int(amount, step)?,
+                license: license.map(u32::try_from).transpose().map_err(|_| bad())?,
+                binding,
+                combination_id: comb,
+                void_combination_id: void,
+            })
+        })
         .collect()
 }
 

@@ -203,6 +203,33 @@ async fn a_licensed_set_is_refilled_and_its_history_follows_its_license() {
     assert!(alarms.alarms.is_empty(), "{alarms:?}");
     assert!(!admin.device(&device).await.quarantined);
 
+    // A message issued for the set in slot 1, which then moves to slot 2 before it is
+    // applied: it applies there, and the confirmation (an audit of slot 2) settles it.
+    let v = host
+        .request("r-lic-3", &device, 1, "acme", 500)
+        .await
+        .unwrap();
+    let audit = psd.audit(1, &v.nonce);
+    let v = host.audit("r-lic-3", &audit).await.unwrap();
+    assert_eq!(v.state, "message_issued");
+    let blob = psd.client.export_prepare(RegisterSetIndex(1)).unwrap();
+    psd.client
+        .export_commit(RegisterSetIndex(1), &Blob::digest_of(&blob))
+        .unwrap();
+    let other = psd.client.export_prepare(RegisterSetIndex(2)).unwrap();
+    psd.client
+        .export_commit(RegisterSetIndex(2), &Blob::digest_of(&other))
+        .unwrap();
+    assert_eq!(psd.client.import_set(&other).unwrap(), RegisterSetIndex(1));
+    assert_eq!(psd.client.import_set(&blob).unwrap(), RegisterSetIndex(2));
+    let moved = openpsd_protocol::RefillView { set: 2, ..v };
+    let v = host.apply_and_confirm(&mut psd, &moved).await.unwrap();
+    assert_eq!(v.state, "completed");
+    assert_eq!(psd.registers(2).control_sum.0, 7_500);
+    assert_eq!(psd.registers(2).license, license);
+    host.inspect(&mut psd, 1).await.unwrap();
+    assert!(admin.alarms().await.alarms.is_empty());
+
     // Slot 3 is empty: the request is taken (the device has a granted license), but no
     // audit of it can name a license the device holds; an audit of another slot is refused
     // as not the request's.
@@ -210,10 +237,54 @@ async fn a_licensed_set_is_refilled_and_its_history_follows_its_license() {
         .request("r-slot3", &device, 3, "acme", 1_000)
         .await
         .unwrap();
-    let audit = psd.audit(1, &r.nonce);
+    let audit = psd.audit(2, &r.nonce);
     let e = host.audit("r-slot3", &audit).await.unwrap_err();
     assert_eq!(e.status, 422, "{e:?}");
     host.cancel("r-slot3").await.unwrap();
+
+    // A license granted behind this meter's back (the vendor asked directly, with the
+    // meter's certificate): the card installs it (slot 3), but the meter refuses its audits
+    // — neither registered at the KMS nor granted through the meter — with no alarm.
+    let ask = LicenseAsk {
+        license: LicenseId(0),
+        origin: PostalCode::new(b"01067").unwrap(),
+    };
+    let request = psd.client.license_request(&ask, false).unwrap();
+    let vendor = common::Client::new(
+        &h.vendor.url,
+        &h.pki,
+        Some(openpsd_service_kit::tls::Role::Meter),
+    );
+    let direct: LicenseGrant = vendor
+        .post(
+            "/v1/licenses",
+            &openpsd_protocol::license::LicenseOrder {
+                request: hex::encode(request.encode()),
+            },
+        )
+        .await
+        .unwrap();
+    let install = Install::decode(&hex::decode(&direct.install).unwrap()).unwrap();
+    let (slot, _, stranger) = psd.client.license_install(&install).unwrap();
+    assert_eq!(slot, RegisterSetIndex(3));
+    let r = host
+        .request("r-stranger", &device, 3, "acme", 1_000)
+        .await
+        .unwrap();
+    let audit = psd.audit(3, &r.nonce);
+    let e = host.audit("r-stranger", &audit).await.unwrap_err();
+    assert_eq!(
+        (e.status, e.code.as_str()),
+        (422, "audit_inconsistent"),
+        "{e:?}"
+    );
+    assert!(
+        e.message.contains(&format!("license {}", stranger.0)) && e.message.contains("granted"),
+        "{e:?}"
+    );
+    assert!(admin.alarms().await.alarms.is_empty());
+    assert!(!admin.device(&device).await.quarantined);
+    host.cancel("r-stranger").await.unwrap();
 
     // What the meter credited, per license.
     let credit: openpsd_protocol::post::DeviceCredit = admin
@@ -222,6 +293,6 @@ async fn a_licensed_set_is_refilled_and_its_history_follows_its_license() {
         .await
         .unwrap();
     let lic = credit.sets.iter().find(|s| s.license == license.0).unwrap();
-    assert_eq!((lic.set, lic.credited), (1, 7_000));
+    assert_eq!((lic.set, lic.credited), (2, 7_500));
     h.stop().await;
 }

@@ -94,3 +94,205 @@ async fn fig4_a_psd_asks_the_meter_and_installs_the_grant() {
     assert!(psd.client.import_set(&blob).is_err(), "once only");
     h.stop().await;
 }
+
+/// An indicium of `postage` on the set in `slot`, dated today, from `origin`.
+fn frank_set(psd: &mut Psd, slot: u8, txn: u64, postage: u64, origin: &[u8]) {
+    let req = openpsd_core::psd::indicium::IndiciumRequest {
+        transaction: TransactionId(txn.to_be_bytes()),
+        postage: Amount(postage),
+        date: openpsd_service_kit::codec::today_utc(),
+        rate: RateCategory(1),
+        origin: PostalCode::new(origin).unwrap(),
+        destination: PostalCode::new(b"20095").unwrap(),
+    };
+    psd.client
+        .issue_indicium(RegisterSetIndex(slot), &req)
+        .expect("indicium");
+}
+
+/// Seed 003's sets added by a license are refilled through the meter like the
+/// personalized ones, and the meter keeps each set's history by its license: moved to
+/// another slot (EXPORT, IMPORT), it is refilled again with no alarm; a slot whose license
+/// the meter never granted is refused.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_licensed_set_is_refilled_and_its_history_follows_its_license() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = spawn_all(dir.path()).await.unwrap();
+    let (host, admin) = parties(&h.meter.url, &h.kms.url, &h.recharge.url, &h.pki);
+    let mut psd = Psd::licensed(2, &h);
+    admin.register(&psd).await;
+    admin.fund("acme", 100_000).await;
+    let acme = host.as_customer("acme");
+    let device = psd.device_id();
+
+    // Before any license: slot 2 is refused (no registered set, nothing granted).
+    let refused = host.request("r-none", &device, 2, "acme", 1_000).await;
+    let e = refused.unwrap_err();
+    assert_eq!(e.status, 400, "{e:?}");
+    assert!(e.message.contains("no license"), "{e:?}");
+
+    // Fig. 4: request, grant through the meter, install (slot 2).
+    let ask = LicenseAsk {
+        license: LicenseId(0),
+        origin: PostalCode::new(b"53113").unwrap(),
+    };
+    let request = psd.client.license_request(&ask, false).unwrap();
+    let grant: LicenseGrant = acme
+        .post(
+            "/v1/licenses",
+            &MeterLicenseOrder {
+                client_txn_id: "lic-a".into(),
+                device_id: device.clone(),
+                request: hex::encode(request.encode()),
+            },
+        )
+        .await
+        .unwrap();
+    let install = Install::decode(&hex::decode(&grant.install).unwrap()).unwrap();
+    let (slot, _, license) = psd.client.license_install(&install).unwrap();
+    assert_eq!(slot, RegisterSetIndex(2));
+    assert_eq!(license.0, grant.fields.license);
+
+    // The new set is refilled through the meter (its baseline: zero) and franks.
+    let v = host
+        .refill_set(&mut psd, 2, "r-lic-1", "acme", 5_000)
+        .await
+        .unwrap();
+    assert_eq!(v.state, "completed");
+    assert_eq!(psd.registers(2).control_sum.0, 5_000);
+    frank_set(&mut psd, 2, 1, 120, b"53113");
+    // A personalized set is refilled as before.
+    host.refill(&mut psd, "r-set0", "acme", 1_000)
+        .await
+        .unwrap();
+
+    // Fig. 5: park the licensed set and the personalized set 1, then bring the licensed
+    // one back first: it lands in slot 1, the other in slot 2.
+    let lic_blob = psd.client.export_prepare(RegisterSetIndex(2)).unwrap();
+    psd.client
+        .export_commit(RegisterSetIndex(2), &Blob::digest_of(&lic_blob))
+        .unwrap();
+    let set1_blob = psd.client.export_prepare(RegisterSetIndex(1)).unwrap();
+    psd.client
+        .export_commit(RegisterSetIndex(1), &Blob::digest_of(&set1_blob))
+        .unwrap();
+    assert_eq!(
+        psd.client.import_set(&lic_blob).unwrap(),
+        RegisterSetIndex(1)
+    );
+    assert_eq!(
+        psd.client.import_set(&set1_blob).unwrap(),
+        RegisterSetIndex(2)
+    );
+
+    // The licensed set, now in slot 1, is refilled again: the meter checks it against
+    // its license's history (not slot 1's), so there is no alarm.
+    let v = host
+        .refill_set(&mut psd, 1, "r-lic-2", "acme", 2_000)
+        .await
+        .unwrap();
+    assert_eq!(v.state, "completed");
+    assert_eq!(psd.registers(1).control_sum.0, 7_000);
+    assert_eq!(psd.registers(1).license, license);
+    frank_set(&mut psd, 1, 2, 80, b"53113");
+    // The personalized set 4712, now in slot 2: its first audit meets its registration
+    // baseline, whatever the slot.
+    host.inspect(&mut psd, 2).await.unwrap();
+    host.inspect(&mut psd, 1).await.unwrap();
+    let alarms = admin.alarms().await;
+    assert!(alarms.alarms.is_empty(), "{alarms:?}");
+    assert!(!admin.device(&device).await.quarantined);
+
+    // A message issued for the set in slot 1, which then moves to slot 2 before it is
+    // applied: it applies there, and the confirmation (an audit of slot 2) settles it.
+    let v = host
+        .request("r-lic-3", &device, 1, "acme", 500)
+        .await
+        .unwrap();
+    let audit = psd.audit(1, &v.nonce);
+    let v = host.audit("r-lic-3", &audit).await.unwrap();
+    assert_eq!(v.state, "message_issued");
+    let blob = psd.client.export_prepare(RegisterSetIndex(1)).unwrap();
+    psd.client
+        .export_commit(RegisterSetIndex(1), &Blob::digest_of(&blob))
+        .unwrap();
+    let other = psd.client.export_prepare(RegisterSetIndex(2)).unwrap();
+    psd.client
+        .export_commit(RegisterSetIndex(2), &Blob::digest_of(&other))
+        .unwrap();
+    assert_eq!(psd.client.import_set(&other).unwrap(), RegisterSetIndex(1));
+    assert_eq!(psd.client.import_set(&blob).unwrap(), RegisterSetIndex(2));
+    let moved = openpsd_protocol::RefillView { set: 2, ..v };
+    let v = host.apply_and_confirm(&mut psd, &moved).await.unwrap();
+    assert_eq!(v.state, "completed");
+    assert_eq!(psd.registers(2).control_sum.0, 7_500);
+    assert_eq!(psd.registers(2).license, license);
+    host.inspect(&mut psd, 1).await.unwrap();
+    assert!(admin.alarms().await.alarms.is_empty());
+
+    // Slot 3 is empty: the request is taken (the device has a granted license), but no
+    // audit of it can name a license the device holds; an audit of another slot is refused
+    // as not the request's.
+    let r = host
+        .request("r-slot3", &device, 3, "acme", 1_000)
+        .await
+        .unwrap();
+    let audit = psd.audit(2, &r.nonce);
+    let e = host.audit("r-slot3", &audit).await.unwrap_err();
+    assert_eq!(e.status, 422, "{e:?}");
+    host.cancel("r-slot3").await.unwrap();
+
+    // A license granted behind this meter's back (the vendor asked directly, with the
+    // meter's certificate): the card installs it (slot 3), but the meter refuses its audits
+    // — neither registered at the KMS nor granted through the meter — with no alarm.
+    let ask = LicenseAsk {
+        license: LicenseId(0),
+        origin: PostalCode::new(b"01067").unwrap(),
+    };
+    let request = psd.client.license_request(&ask, false).unwrap();
+    let vendor = common::Client::new(
+        &h.vendor.url,
+        &h.pki,
+        Some(openpsd_service_kit::tls::Role::Meter),
+    );
+    let direct: LicenseGrant = vendor
+        .post(
+            "/v1/licenses",
+            &openpsd_protocol::license::LicenseOrder {
+                request: hex::encode(request.encode()),
+            },
+        )
+        .await
+        .unwrap();
+    let install = Install::decode(&hex::decode(&direct.install).unwrap()).unwrap();
+    let (slot, _, stranger) = psd.client.license_install(&install).unwrap();
+    assert_eq!(slot, RegisterSetIndex(3));
+    let r = host
+        .request("r-stranger", &device, 3, "acme", 1_000)
+        .await
+        .unwrap();
+    let audit = psd.audit(3, &r.nonce);
+    let e = host.audit("r-stranger", &audit).await.unwrap_err();
+    assert_eq!(
+        (e.status, e.code.as_str()),
+        (422, "audit_inconsistent"),
+        "{e:?}"
+    );
+    assert!(
+        e.message.contains(&format!("license {}", stranger.0)) && e.message.contains("granted"),
+        "{e:?}"
+    );
+    assert!(admin.alarms().await.alarms.is_empty());
+    assert!(!admin.device(&device).await.quarantined);
+    host.cancel("r-stranger").await.unwrap();
+
+    // What the meter credited, per license.
+    let credit: openpsd_protocol::post::DeviceCredit = admin
+        .meter
+        .get(&format!("/v1/devices/{device}/credit"))
+        .await
+        .unwrap();
+    let lic = credit.sets.iter().find(|s| s.license == license.0).unwrap();
+    assert_eq!((lic.set, lic.credited), (2, 7_500));
+    h.stop().await;
+}

@@ -55,6 +55,7 @@ impl Meter {
         &self,
         device: &str,
         set: u8,
+        license: Option<u32>,
         kind: AlarmKind,
         message: &str,
         audit: Option<&str>,
@@ -62,6 +63,7 @@ impl Meter {
         tracing::error!(
             device,
             set,
+            license,
             kind = kind.as_str(),
             message,
             "ALARM: the device's audit disagrees with the ledger; device quarantined"
@@ -75,9 +77,18 @@ impl Meter {
             .run(STEP_ALARM, move |c| {
                 let tx = c.transaction().storage(STEP_ALARM)?;
                 tx.execute(
-                    "INSERT INTO alarms (device_id, set_index, kind, message, audit, raised_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                    params![d, i64::from(set), kind.as_str(), m, a, now_secs()],
+                    "INSERT INTO alarms (device_id, set_index, license, kind, message, audit,
+                                         raised_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                    params![
+                        d,
+                        i64::from(set),
+                        license.map(i64::from),
+                        kind.as_str(),
+                        m,
+                        a,
+                        now_secs()
+                    ],
                 )
                 .storage(STEP_ALARM)?;
                 tx.execute(
@@ -95,12 +106,13 @@ impl Meter {
         &self,
         device: &str,
         set: u8,
+        license: Option<u32>,
         kind: AlarmKind,
         audit: Option<&str>,
         err: ApiError,
     ) -> ApiError {
         match self
-            .raise_alarm(device, set, kind, &err.message, audit)
+            .raise_alarm(device, set, license, kind, &err.message, audit)
             .await
         {
             Ok(()) => ApiError {
@@ -272,14 +284,19 @@ fn write_off(
     a: &crate::history::Audited,
     step: &str,
 ) -> Result<(), ApiError> {
+    // Per license (the set may have moved slot); a set a license added has a zero
+    // baseline until written off.
     let (b_cs, b_r): (i64, i64) = tx
         .query_row(
-            "SELECT control_sum, refills FROM baselines WHERE device_id = ?1 AND set_index = ?2",
-            params![a.device_id, i64::from(a.set)],
+            "SELECT control_sum, refills FROM license_baselines
+             WHERE device_id = ?1 AND license = ?2",
+            params![a.device_id, i64::from(a.license)],
             |r| r.try_into(),
         )
-        .storage(step)?;
-    let (from_cs, from_r) = match read_last(tx, &a.device_id, a.set, step)? {
+        .optional()
+        .storage(step)?
+        .unwrap_or((0, 0));
+    let (from_cs, from_r) = match read_last(tx, &a.device_id, a.license, step)? {
         Some(l) => (i128::from(l.control_sum), i128::from(l.refills)),
         None => (i128::from(b_cs), i128::from(b_r)),
     };
@@ -294,10 +311,11 @@ fn write_off(
     let cs = u64::try_from(cs).map_err(|_| refuse())?;
     let refills = u32::try_from(refills).map_err(|_| refuse())?;
     tx.execute(
-        "UPDATE baselines SET control_sum = ?3, refills = ?4 WHERE device_id = ?1 AND set_index = ?2",
+        "INSERT OR REPLACE INTO license_baselines (device_id, license, control_sum, refills)
+         VALUES (?1, ?2, ?3, ?4)",
         params![
             a.device_id,
-            i64::from(a.set),
+            i64::from(a.license),
             to_sql_int(cs, step)?,
             i64::from(refills)
         ],

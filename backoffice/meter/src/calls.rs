@@ -6,8 +6,8 @@ use axum::http::StatusCode;
 use rusqlite::{params, OptionalExtension};
 
 use openpsd_protocol::{
-    AuditBody, CombinationRecord, DeviceInfo, Outcome, ReceiptRequest, ReceiptResponse, Settle,
-    Settled, SignedCombination, VerifiedAudit,
+    AuditBody, Baseline, CombinationRecord, DeviceInfo, Outcome, ReceiptRequest, ReceiptResponse,
+    Settle, Settled, SignedCombination, VerifiedAudit,
 };
 use openpsd_protocol::{ErrorCode, HoldState};
 use openpsd_service_kit::codec;
@@ -17,8 +17,19 @@ use openpsd_service_kit::error::{ApiError, StorageContext};
 use crate::alarms::AlarmKind;
 use crate::history::{check_history, Audited, Judgement, Known, Settlement};
 use crate::registry::{quarantined, read_device};
-use crate::store::{read_baseline, read_known_combination, read_last, read_outstanding};
+use crate::store::{
+    read_baseline, read_granted, read_known_combination, read_last, read_outstanding,
+};
 use crate::{Meter, STEP_CHECK};
+
+/// How a device holds a license.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Held {
+    /// Registered at the KMS at personalization (a baseline per set given at registration).
+    Registered,
+    /// Granted through this meter's `POST /v1/licenses` (baseline zero).
+    Granted,
+}
 
 impl Meter {
     /// The device's licenses, from the meter's cache or the KMS.
@@ -62,6 +73,62 @@ impl Meter {
             })
             .await?;
         Ok(info.licenses)
+    }
+
+    /// The licenses granted to the device through this meter (`license_orders`).
+    pub(crate) async fn granted(
+        &self,
+        device_id: &str,
+        step: &'static str,
+    ) -> Result<Vec<u32>, ApiError> {
+        let d = device_id.to_owned();
+        self.db.run(step, move |c| read_granted(c, &d, step)).await
+    }
+
+    /// How the device holds `license`: registered at the KMS, granted through this meter,
+    /// or not at all (`None`).
+    pub(crate) async fn holds_license(
+        &self,
+        device_id: &str,
+        license: u32,
+        step: &'static str,
+    ) -> Result<Option<Held>, ApiError> {
+        if self
+            .licenses(device_id, step)
+            .await?
+            .iter()
+            .any(|(l, _)| *l == license)
+        {
+            return Ok(Some(Held::Registered));
+        }
+        Ok(self
+            .granted(device_id, step)
+            .await?
+            .contains(&license)
+            .then_some(Held::Granted))
+    }
+
+    /// A refill or inspection may name slot `set` of the device: one of its registered
+    /// sets, or any slot once this meter granted it a license (a set added by LICENSE
+    /// INSTALL lands in the first free slot, and IMPORT may put it elsewhere; the audit
+    /// then has to name a license the device holds, which `judge` checks).
+    pub(crate) async fn check_slot(
+        &self,
+        device_id: &str,
+        set: u8,
+        step: &'static str,
+    ) -> Result<(), ApiError> {
+        let registered = self.licenses(device_id, step).await?.len();
+        if usize::from(set) < registered || !self.granted(device_id, step).await?.is_empty() {
+            return Ok(());
+        }
+        Err(ApiError::bad_request(
+            step,
+            format!(
+                "device {device_id} has {registered} registered register sets and no license \
+                 granted through this meter: set {set} holds no license it can be served for"
+            ),
+        ))
     }
 
     /// Step 225-240: the KMS verifies the audit's signature (with the device's registered
@@ -111,32 +178,38 @@ impl Meter {
                 "the audit does not answer this request's nonce",
             ));
         }
-        let licenses = self.licenses(device_id, step).await?;
-        match licenses.get(usize::from(set)) {
-            Some((l, _)) if *l == audit.license => {}
-            _ => {
-                return Err(ApiError::audit_inconsistent(
-                    STEP_CHECK,
-                    format!(
-                        "license {} is not the one registered for set {set}",
-                        audit.license
-                    ),
-                ))
-            }
-        }
+        // History is per license, wherever the set is now (a set can be exported and
+        // imported into another slot): the license must be one the device holds —
+        // registered at the KMS, or granted to it through this meter's `/v1/licenses`.
+        let license = audit.license;
+        let Some(held) = self.holds_license(device_id, license, step).await? else {
+            return Err(ApiError::audit_inconsistent(
+                STEP_CHECK,
+                format!(
+                    "license {license} (set {set}) is neither registered for device {device_id} \
+                     nor granted to it through this meter"
+                ),
+            ));
+        };
         let (dev, last_comb) = (device_id.to_owned(), audit.last_combination_id.clone());
         let (registered, last, baseline, outstanding, own) = self
             .db
             .run(step, move |c| {
                 Ok((
                     read_device(c, &dev, step)?,
-                    read_last(c, &dev, set, step)?,
-                    read_baseline(c, &dev, set, step)?,
+                    read_last(c, &dev, license, step)?,
+                    read_baseline(c, &dev, license, step)?,
                     read_outstanding(c, &dev, step)?,
                     read_known_combination(c, &last_comb, step)?,
                 ))
             })
             .await?;
+        // A set a license added starts empty: until its first accepted audit records its
+        // baseline row, the baseline is zero.
+        let baseline = baseline.or((held == Held::Granted).then_some(Baseline {
+            control_sum: 0,
+            refills: 0,
+        }));
         // Refused while quarantined: an audit of a device whose ledger is in doubt settles
         // nothing until an operator has looked.
         match registered {
@@ -164,7 +237,7 @@ impl Meter {
             };
             let err = ApiError::audit_inconsistent(STEP_CHECK, m);
             return Err(self
-                .alarm(device_id, set, kind, Some(&audit.hex), err)
+                .alarm(device_id, set, Some(license), kind, Some(&audit.hex), err)
                 .await);
         }
         if let Some(k) = &applied {
@@ -180,6 +253,7 @@ impl Meter {
                     .alarm(
                         device_id,
                         set,
+                        Some(license),
                         AlarmKind::ReleasedApplied,
                         Some(&audit.hex),
                         err,
@@ -189,7 +263,9 @@ impl Meter {
         }
 
         let mut settlements = Vec::new();
-        for o in outstanding.iter().filter(|o| o.set == set) {
+        // The device's outstanding refills of this license (a refill's license is known
+        // once its audit was accepted, and only then is anything bound or held).
+        for o in outstanding.iter().filter(|o| o.license == Some(license)) {
             let Some((bound_cs, bound_refills)) = o.binding else {
                 continue; // no audit accepted yet: nothing bound, nothing held
             };
@@ -268,7 +344,11 @@ impl Meter {
         audit: &Audited,
         step: &str,
     ) -> Result<(), ApiError> {
-        let (device, set, audit_hex) = (audit.device_id.as_str(), audit.set, audit.hex.as_str());
+        let (device, set, audit_hex) = (
+            audit.device_id.as_str(),
+            (audit.set, audit.license),
+            audit.hex.as_str(),
+        );
         for s in settlements.iter_mut() {
             match s {
                 Settlement::Own {
@@ -317,7 +397,7 @@ impl Meter {
         id: &str,
         outcome: Outcome,
         device: &str,
-        set: u8,
+        (set, license): (u8, u32),
         audit_hex: &str,
         step: &str,
     ) -> Result<(), ApiError> {
@@ -332,7 +412,14 @@ impl Meter {
                     ),
                 );
                 Err(self
-                    .alarm(device, set, AlarmKind::SettleRefused, Some(audit_hex), err)
+                    .alarm(
+                        device,
+                        set,
+                        Some(license),
+                        AlarmKind::SettleRefused,
+                        Some(audit_hex),
+                        err,
+                    )
                     .await)
             }
             r => r,

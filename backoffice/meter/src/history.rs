@@ -1,5 +1,6 @@
 //! The history rule (step 250): an audit must follow from the last one the meter accepted
-//! for the device and register set, given the refills applied in between; and what the
+//! for the device's register set that holds the same license (wherever the set is now: a
+//! set is identified by its license, not its slot), given the refills applied in between; and what the
 //! meter learns from it (which holds to settle, how).
 
 use openpsd_protocol::HoldState;
@@ -189,7 +190,6 @@ pub(crate) fn check_history(
 pub(crate) struct Outstanding {
     pub(crate) client_txn_id: String,
     pub(crate) device_id: String,
-    pub(crate) set: u8,
     pub(crate) account_id: String,
     pub(crate) amount: u64,
     pub(crate) license: Option<u32>,

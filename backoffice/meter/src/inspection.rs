@@ -58,13 +58,7 @@ pub(crate) async fn new_inspection(
     meter
         .serving(&device_id, Some(&customer.account_id), step)
         .await?;
-    let licenses = meter.licenses(&device_id, step).await?;
-    if usize::from(req.set) >= licenses.len() {
-        return Err(ApiError::bad_request(
-            step,
-            format!("device {device_id} has {} register sets", licenses.len()),
-        ));
-    }
+    meter.check_slot(&device_id, req.set, step).await?;
     let view = InspectionView {
         inspection_id: hex::encode(codec::random_array::<16>()),
         device_id,

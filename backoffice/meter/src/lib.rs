@@ -156,11 +156,39 @@ CREATE TABLE IF NOT EXISTS baselines (
     refills     INTEGER NOT NULL,
     PRIMARY KEY (device_id, set_index)
 );
+-- Per register set, identified by its license (seed 003: a set can move between slots,
+-- and sets added by a license have no registration baseline): the last accepted audit
+-- (step 250 checks against it) and the baseline. `set_index` is the slot the set was
+-- last audited in, for the record only. These replace `last_audits` and `baselines`
+-- (keyed by slot), which older databases have: see `migrate_to_licenses`.
+CREATE TABLE IF NOT EXISTS license_audits (
+    device_id           TEXT NOT NULL,
+    license             INTEGER NOT NULL,
+    set_index           INTEGER NOT NULL,
+    ar                  INTEGER NOT NULL,
+    dr                  INTEGER NOT NULL,
+    control_sum         INTEGER NOT NULL,
+    pieces              INTEGER NOT NULL,
+    refills             INTEGER NOT NULL,
+    last_combination_id TEXT NOT NULL,
+    nonce               TEXT NOT NULL,
+    audit               TEXT NOT NULL,
+    accepted_at         INTEGER NOT NULL,
+    PRIMARY KEY (device_id, license)
+);
+CREATE TABLE IF NOT EXISTS license_baselines (
+    device_id   TEXT NOT NULL,
+    license     INTEGER NOT NULL,
+    control_sum INTEGER NOT NULL,
+    refills     INTEGER NOT NULL,
+    PRIMARY KEY (device_id, license)
+);
 -- Verified audits that disagreed with the ledger.
 CREATE TABLE IF NOT EXISTS alarms (
     alarm_id    INTEGER PRIMARY KEY AUTOINCREMENT,
     device_id   TEXT NOT NULL,
     set_index   INTEGER NOT NULL,
+    license     INTEGER,                    -- the set's license, when known
     kind        TEXT NOT NULL,
     message     TEXT NOT NULL,
     audit       TEXT,                       -- the audit that raised it, if one did
@@ -192,6 +220,37 @@ const VOID_COLUMNS: &[(&str, &str)] = &[
     ("void_signature", "TEXT"),
     ("void_message", "TEXT"),
 ];
+
+/// Columns added to `alarms` when history became per license.
+const ALARM_COLUMNS: &[(&str, &str)] = &[("license", "INTEGER")];
+
+/// Migration to history per license (seed 003; `docs/refill.md` § History per license).
+/// Databases from before kept the last audit and the baseline per slot (`last_audits`,
+/// `baselines`, keyed by `set_index`). Each is copied once into its per-license table:
+/// a last audit names its license already; a baseline gets the license the KMS registered
+/// for its slot (the `devices` cache, which registration always fills), else that of the
+/// slot's last audit. `INSERT OR IGNORE`: rows already migrated (or written since) stay.
+/// The old tables are left as they were (no longer read or written).
+const MIGRATE_TO_LICENSES: &str = "
+INSERT OR IGNORE INTO license_audits
+    (device_id, license, set_index, ar, dr, control_sum, pieces, refills,
+     last_combination_id, nonce, audit, accepted_at)
+SELECT device_id, license, set_index, ar, dr, control_sum, pieces, refills,
+       last_combination_id, nonce, audit, accepted_at
+FROM last_audits;
+INSERT OR IGNORE INTO license_baselines (device_id, license, control_sum, refills)
+SELECT b.device_id,
+       COALESCE(json_extract(d.licenses, '$[' || b.set_index || '][0]'), la.license),
+       b.control_sum, b.refills
+FROM baselines b
+LEFT JOIN devices d ON d.device_id = b.device_id
+LEFT JOIN last_audits la ON la.device_id = b.device_id AND la.set_index = b.set_index
+WHERE COALESCE(json_extract(d.licenses, '$[' || b.set_index || '][0]'), la.license) IS NOT NULL;
+UPDATE alarms SET license = (
+    SELECT json_extract(d.licenses, '$[' || alarms.set_index || '][0]')
+    FROM devices d WHERE d.device_id = alarms.device_id)
+WHERE license IS NULL;
+";
 
 /// How long a refill whose message never left may stay outstanding before it is released
 /// (`docs/refill.md` § Expiry).
@@ -243,6 +302,9 @@ impl Meter {
         conn.execute_batch(
             "CREATE UNIQUE INDEX IF NOT EXISTS refills_void ON refills(void_combination_id)",
         )?;
+        // Databases from before history per license: alarms' license, then the copy.
+        openpsd_service_kit::db::add_missing_columns(&conn, "alarms", ALARM_COLUMNS)?;
+        conn.execute_batch(MIGRATE_TO_LICENSES)?;
         let tls = client_config(&config.pki, Some(Role::Meter))?;
         Ok(Self {
             db,

@@ -50,16 +50,21 @@ fn read_credit(
     };
     let licenses: Vec<(u32, String)> = serde_json::from_str(&licenses)
         .map_err(|e| ApiError::internal(step, format!("stored licenses: {e}")))?;
+    // Per license (seed 003): a set keeps its credit when it moves slot, and a set a
+    // license added is listed once its first audit was accepted (its baseline row, zero).
+    // `set` is the slot it was last audited in, else its registration order.
     let mut stmt = c
         .prepare_cached(
-            "SELECT b.set_index, b.control_sum + COALESCE((
+            "SELECT b.license, b.control_sum + COALESCE((
                  SELECT SUM(amount) FROM refills r
-                 WHERE r.device_id = b.device_id AND r.set_index = b.set_index
-                   AND r.state IN ('message_issued', 'completed')), 0)
-             FROM baselines b WHERE b.device_id = ?1 ORDER BY b.set_index",
+                 WHERE r.device_id = b.device_id AND r.license = b.license
+                   AND r.state IN ('message_issued', 'completed')), 0),
+                 (SELECT set_index FROM license_audits la
+                  WHERE la.device_id = b.device_id AND la.license = b.license)
+             FROM license_baselines b WHERE b.device_id = ?1",
         )
         .storage(step)?;
-    let rows: Vec<(i64, i64)> = stmt
+    let rows: Vec<(i64, i64, Option<i64>)> = stmt
         .query_map([device], |r| r.try_into())
         .storage(step)?
         .collect::<Result<_, _>>()
@@ -77,19 +82,22 @@ fn read_credit(
                          SELECT created_at FROM refills
                          WHERE device_id = la.device_id
                            AND (nonce = la.nonce OR confirm_nonce = la.nonce)))
-             FROM last_audits la
-             WHERE la.device_id = ?1 AND la.set_index = ?2 AND la.license = ?3",
+             FROM license_audits la
+             WHERE la.device_id = ?1 AND la.license = ?2",
         )
         .storage(step)?;
+    let bad = || ApiError::internal(step, "credit row out of range");
     let mut sets = Vec::with_capacity(rows.len());
-    for (set, credited) in rows {
-        let set = u8::try_from(set).map_err(|_| ApiError::internal(step, "set index"))?;
-        let license = licenses
-            .get(usize::from(set))
-            .map(|l| l.0)
-            .ok_or_else(|| ApiError::internal(step, "a baseline for a set the device lacks"))?;
+    for (license, credited, slot) in rows {
+        let license = u32::try_from(license).map_err(|_| bad())?;
+        let registered = licenses.iter().position(|l| l.0 == license);
+        let set = match (slot, registered) {
+            (Some(s), _) => u8::try_from(s).map_err(|_| bad())?,
+            (None, Some(i)) => u8::try_from(i).map_err(|_| bad())?,
+            (None, None) => continue, // a granted set is listed from its first audit
+        };
         let audit: Option<(u32, i64, Option<i64>)> = last
-            .query_row(rusqlite::params![device, set, license], |r| r.try_into())
+            .query_row(rusqlite::params![device, license], |r| r.try_into())
             .optional()
             .storage(step)?;
         let last_audit = audit
@@ -107,13 +115,19 @@ fn read_credit(
                 })
             })
             .transpose()?;
-        sets.push(SetCredit {
-            set,
-            license,
-            credited: from_sql_int(credited, step)?,
-            last_audit,
-        });
+        sets.push((
+            registered.unwrap_or(usize::MAX),
+            SetCredit {
+                set,
+                license,
+                credited: from_sql_int(credited, step)?,
+                last_audit,
+            },
+        ));
     }
+    // Registered sets in registration order, then the sets licenses added.
+    sets.sort_by_key(|(order, s)| (*order, s.license));
+    let sets: Vec<SetCredit> = sets.into_iter().map(|(_, s)| s).collect();
     Ok(Some(sets))
 }
 
@@ -187,7 +201,14 @@ pub(crate) async fn finding(
         .await?;
     if known.is_none() {
         meter
-            .raise_alarm(&device, set, AlarmKind::PostOffice, &message, None)
+            .raise_alarm(
+                &device,
+                set,
+                Some(f.license),
+                AlarmKind::PostOffice,
+                &message,
+                None,
+            )
             .await?;
     }
     Ok(Json(

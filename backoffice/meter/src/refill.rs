@@ -108,13 +108,7 @@ pub(crate) async fn request_refill(
             Err(reused())
         };
     }
-    let licenses = meter.licenses(&device_id, step).await?;
-    if usize::from(req.set) >= licenses.len() {
-        return Err(ApiError::bad_request(
-            step,
-            format!("device {device_id} has {} register sets", licenses.len()),
-        ));
-    }
+    meter.check_slot(&device_id, req.set, step).await?;
     // Another outstanding refill blocks the device, unless its message never left and its
     // time is up: then it is released and the request tried once more.
     let row = match insert_refill(&meter, &req, &device_id, &owner).await {
@@ -437,8 +431,16 @@ pub(crate) async fn confirm(
         ));
     };
     let audit = meter.verify(&req.audit, step).await?;
+    // The set may have moved slot since the message was issued (EXPORT, IMPORT): the
+    // message still applies to it wherever it is, so the confirmation is of the refill's
+    // license in whatever slot the audit shows (history is per license).
+    let set = if r.license == Some(audit.license) {
+        audit.set
+    } else {
+        r.view.set
+    };
     let mut j = meter
-        .judge(step, &r.view.device_id, r.view.set, &audit, &confirm_nonce)
+        .judge(step, &r.view.device_id, set, &audit, &confirm_nonce)
         .await?;
     // Settle at the RC first (idempotent), then commit: a crash in between leaves the
     // refill issued, and the retry (or any later audit) settles it the same way.

@@ -51,7 +51,13 @@ pub(crate) fn read_device(
     };
     let mut stmt = c
         .prepare_cached(
-            "SELECT control_sum, refills FROM baselines WHERE device_id = ?1 ORDER BY set_index",
+            // Per registered set, its license's baseline (with write-offs).
+            "SELECT COALESCE(lb.control_sum, b.control_sum), COALESCE(lb.refills, b.refills)
+             FROM baselines b
+             LEFT JOIN devices d ON d.device_id = b.device_id
+             LEFT JOIN license_baselines lb ON lb.device_id = b.device_id
+                 AND lb.license = json_extract(d.licenses, '$[' || b.set_index || '][0]')
+             WHERE b.device_id = ?1 ORDER BY b.set_index",
         )
         .storage(step)?;
     let raw: Vec<(i64, i64)> = stmt
@@ -175,7 +181,21 @@ pub(crate) async fn register(
                 params![w2.device_id, w2.account_id, now],
             )
             .storage(step)?;
-            for (i, b) in w2.baselines.iter().enumerate() {
+            // Per slot as given (what `GET /v1/devices` shows), and per license — the
+            // license the KMS registered for that set — which is what audits are checked
+            // against wherever the set moves (`license_baselines`).
+            for ((i, b), (license, _)) in w2.baselines.iter().enumerate().zip(&licenses) {
+                tx.execute(
+                    "INSERT OR REPLACE INTO license_baselines (device_id, license, control_sum, refills)
+                     VALUES (?1, ?2, ?3, ?4)",
+                    params![
+                        w2.device_id,
+                        i64::from(*license),
+                        to_sql_int(b.control_sum, step)?,
+                        i64::from(b.refills)
+                    ],
+                )
+                .storage(step)?;
                 tx.execute(
                     "INSERT INTO baselines (device_id, set_index, control_sum, refills)
                      VALUES (?1, ?2, ?3, ?4)",

@@ -12,17 +12,18 @@ use openpsd_service_kit::error::{ApiError, ErrorDetail, StorageContext};
 use crate::history::{Audited, Known, Last, Outstanding, Settlement};
 use crate::OUTSTANDING;
 
+/// The last accepted audit of the device's set that holds `license`, in whatever slot.
 pub(crate) fn read_last(
     c: &Connection,
     device: &str,
-    set: u8,
+    license: u32,
     step: &str,
 ) -> Result<Option<Last>, ApiError> {
     let row: Option<(i64, i64, i64, i64, i64, i64, String)> = c
         .query_row(
             "SELECT license, ar, dr, control_sum, pieces, refills, last_combination_id
-             FROM last_audits WHERE device_id = ?1 AND set_index = ?2",
-            params![device, i64::from(set)],
+             FROM license_audits WHERE device_id = ?1 AND license = ?2",
+            params![device, i64::from(license)],
             |r| r.try_into(),
         )
         .optional()
@@ -42,17 +43,19 @@ pub(crate) fn read_last(
     .transpose()
 }
 
-/// The registered baseline of a device's set.
+/// The baseline of the device's set that holds `license` (registered, or zero for a set a
+/// license added once its first audit was accepted; plus write-offs).
 pub(crate) fn read_baseline(
     c: &Connection,
     device: &str,
-    set: u8,
+    license: u32,
     step: &str,
 ) -> Result<Option<Baseline>, ApiError> {
     let row: Option<(i64, i64)> = c
         .query_row(
-            "SELECT control_sum, refills FROM baselines WHERE device_id = ?1 AND set_index = ?2",
-            params![device, i64::from(set)],
+            "SELECT control_sum, refills FROM license_baselines
+             WHERE device_id = ?1 AND license = ?2",
+            params![device, i64::from(license)],
             |r| r.try_into(),
         )
         .optional()
@@ -74,14 +77,13 @@ pub(crate) fn read_outstanding(
 ) -> Result<Vec<Outstanding>, ApiError> {
     let mut stmt = c
         .prepare(&format!(
-            "SELECT client_txn_id, set_index, account_id, amount, license, bound_control_sum,
+            "SELECT client_txn_id, account_id, amount, license, bound_control_sum,
                     bound_refills, combination_id, void_combination_id
              FROM refills WHERE device_id = ?1 AND state IN {OUTSTANDING}"
         ))
         .storage(step)?;
     type Raw = (
         String,
-        i64,
         String,
         i64,
         Option<i64>,
@@ -97,28 +99,25 @@ pub(crate) fn read_outstanding(
         .storage(step)?;
     let bad = || ApiError::internal(step, "refill row out of range");
     rows.into_iter()
-        .map(
-            |(id, set, account, amount, license, cs, refills, comb, void)| {
-                let binding = match (cs, refills) {
-                    (Some(cs), Some(r)) => Some((
-                        from_sql_int(cs, step)?,
-                        u32::try_from(r).map_err(|_| bad())?,
-                    )),
-                    _ => None,
-                };
-                Ok(Outstanding {
-                    client_txn_id: id,
-                    device_id: device.to_owned(),
-                    set: u8::try_from(set).map_err(|_| bad())?,
-                    account_id: account,
-                    amount: from_sql_int(amount, step)?,
-                    license: license.map(u32::try_from).transpose().map_err(|_| bad())?,
-                    binding,
-                    combination_id: comb,
-                    void_combination_id: void,
-                })
-            },
-        )
+        .map(|(id, account, amount, license, cs, refills, comb, void)| {
+            let binding = match (cs, refills) {
+                (Some(cs), Some(r)) => Some((
+                    from_sql_int(cs, step)?,
+                    u32::try_from(r).map_err(|_| bad())?,
+                )),
+                _ => None,
+            };
+            Ok(Outstanding {
+                client_txn_id: id,
+                device_id: device.to_owned(),
+                account_id: account,
+                amount: from_sql_int(amount, step)?,
+                license: license.map(u32::try_from).transpose().map_err(|_| bad())?,
+                binding,
+                combination_id: comb,
+                void_combination_id: void,
+            })
+        })
         .collect()
 }
 
@@ -158,7 +157,7 @@ pub(crate) fn read_known_combination(
     .transpose()
 }
 
-/// Records an accepted audit (new `last_audits` row, log) and the settlements it made,
+/// Records an accepted audit (new `license_audits` row, log) and the settlements it made,
 /// inside the caller's transaction.
 pub(crate) fn record_audit(
     tx: &Transaction<'_>,
@@ -169,8 +168,16 @@ pub(crate) fn record_audit(
     step: &str,
 ) -> Result<(), ApiError> {
     let now = now_secs();
+    // A set a license added starts empty: its baseline is zero (a registered set has its
+    // row since registration, so this changes nothing for it).
     tx.execute(
-        "INSERT OR REPLACE INTO last_audits
+        "INSERT OR IGNORE INTO license_baselines (device_id, license, control_sum, refills)
+         VALUES (?1, ?2, 0, 0)",
+        params![audit.device_id, i64::from(audit.license)],
+    )
+    .storage(step)?;
+    tx.execute(
+        "INSERT OR REPLACE INTO license_audits
          (device_id, set_index, license, ar, dr, control_sum, pieces, refills,
           last_combination_id, nonce, audit, accepted_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
@@ -235,6 +242,28 @@ pub(crate) fn record_audit(
         }
     }
     Ok(())
+}
+
+/// The licenses the meter obtained for the device through `POST /v1/licenses` (granted
+/// orders), in order of grant.
+pub(crate) fn read_granted(c: &Connection, device: &str, step: &str) -> Result<Vec<u32>, ApiError> {
+    let mut stmt = c
+        .prepare_cached(
+            "SELECT json_extract(grant_json, '$.fields.license') FROM license_orders
+             WHERE device_id = ?1 AND grant_json IS NOT NULL ORDER BY created_at, client_txn_id",
+        )
+        .storage(step)?;
+    let raw: Vec<Option<i64>> = stmt
+        .query_map([device], |r| r.get(0))
+        .storage(step)?
+        .collect::<Result<_, _>>()
+        .storage(step)?;
+    raw.into_iter()
+        .map(|l| {
+            l.and_then(|l| u32::try_from(l).ok())
+                .ok_or_else(|| ApiError::internal(step, "stored grant without a license"))
+        })
+        .collect()
 }
 
 // ------------------------------------------------------------------------------ refills

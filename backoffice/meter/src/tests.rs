@@ -287,3 +287,88 @@ async fn a_device_the_kms_serves_no_more_is_refused_with_its_code_and_no_alarm()
         svc.stop().await;
     }
 }
+
+/// A database from before history per license (last audits and baselines per slot) opens
+/// and is migrated: each baseline to the license the KMS registered for its slot (else the
+/// license of the slot's last audit), each last audit to its license; alarms get theirs.
+#[test]
+fn an_old_database_is_migrated_to_history_per_license() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("meter");
+    openpsd_service_kit::keys::private_dir(&data).unwrap();
+    {
+        // The tables as they were (only what the migration reads), with two devices: one
+        // in the `devices` cache, one only known from its last audit.
+        let c = rusqlite::Connection::open(data.join(crate::DB_FILE)).unwrap();
+        c.execute_batch(
+            "CREATE TABLE devices (device_id TEXT PRIMARY KEY, licenses TEXT NOT NULL,
+                 fetched_at INTEGER NOT NULL);
+             CREATE TABLE last_audits (device_id TEXT NOT NULL, set_index INTEGER NOT NULL,
+                 license INTEGER NOT NULL, ar INTEGER NOT NULL, dr INTEGER NOT NULL,
+                 control_sum INTEGER NOT NULL, pieces INTEGER NOT NULL, refills INTEGER NOT NULL,
+                 last_combination_id TEXT NOT NULL, nonce TEXT NOT NULL, audit TEXT NOT NULL,
+                 accepted_at INTEGER NOT NULL, PRIMARY KEY (device_id, set_index));
+             CREATE TABLE baselines (device_id TEXT NOT NULL, set_index INTEGER NOT NULL,
+                 control_sum INTEGER NOT NULL, refills INTEGER NOT NULL,
+                 PRIMARY KEY (device_id, set_index));
+             CREATE TABLE alarms (alarm_id INTEGER PRIMARY KEY AUTOINCREMENT,
+                 device_id TEXT NOT NULL, set_index INTEGER NOT NULL, kind TEXT NOT NULL,
+                 message TEXT NOT NULL, audit TEXT, raised_at INTEGER NOT NULL,
+                 resolved_at INTEGER, note TEXT);
+             INSERT INTO devices VALUES ('A', '[[4711,\"10115\"],[4712,\"80331\"]]', 0);
+             INSERT INTO baselines VALUES ('A', 0, 500, 1), ('A', 1, 0, 0), ('B', 0, 70, 2);
+             INSERT INTO last_audits VALUES
+                 ('A', 0, 4711, 10, 990, 1000, 3, 2, 'c', 'n', 'a', 0),
+                 ('B', 0, 99, 0, 70, 70, 0, 2, 'c', 'n', 'a', 0);
+             INSERT INTO alarms (device_id, set_index, kind, message, raised_at)
+                 VALUES ('A', 1, 'history', 'm', 0);",
+        )
+        .unwrap();
+    }
+    let pki = Pki::at(&dir.path().join("pki"));
+    pki.init(&Role::ALL, &[]).unwrap();
+    let config = Config {
+        data: data.clone(),
+        kms_url: "https://127.0.0.1:1".into(),
+        recharge_url: "https://127.0.0.1:1".into(),
+        pki,
+        rate: 1000,
+        vendor_url: None,
+    };
+    // Twice: the migration is idempotent.
+    drop(Meter::open(&config).unwrap());
+    drop(Meter::open(&config).unwrap());
+    let c = rusqlite::Connection::open(data.join(crate::DB_FILE)).unwrap();
+    let baselines: Vec<(String, i64, i64, i64)> = c
+        .prepare(
+            "SELECT device_id, license, control_sum, refills FROM license_baselines ORDER BY 1, 2",
+        )
+        .unwrap()
+        .query_map([], |r| r.try_into())
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(
+        baselines,
+        [
+            ("A".into(), 4711, 500, 1),
+            ("A".into(), 4712, 0, 0),
+            ("B".into(), 99, 70, 2)
+        ]
+    );
+    let audits: Vec<(String, i64, i64, i64)> = c
+        .prepare("SELECT device_id, license, set_index, control_sum FROM license_audits ORDER BY 1")
+        .unwrap()
+        .query_map([], |r| r.try_into())
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(
+        audits,
+        [("A".into(), 4711, 0, 1000), ("B".into(), 99, 0, 70)]
+    );
+    let alarm: Option<i64> = c
+        .query_row("SELECT license FROM alarms", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(alarm, Some(4712));
+}

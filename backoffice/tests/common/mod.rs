@@ -560,10 +560,22 @@ impl Host {
         account: &str,
         amount: u64,
     ) -> Result<RefillView, Refused> {
+        self.refill_set(psd, 0, txn, account, amount).await
+    }
+
+    /// [`Host::refill`] of the set in slot `set`.
+    pub async fn refill_set(
+        &self,
+        psd: &mut Psd,
+        set: u8,
+        txn: &str,
+        account: &str,
+        amount: u64,
+    ) -> Result<RefillView, Refused> {
         let v = self
-            .request(txn, &psd.device_id(), 0, account, amount)
+            .request(txn, &psd.device_id(), set, account, amount)
             .await?;
-        let audit = psd.audit(0, &v.nonce);
+        let audit = psd.audit(set, &v.nonce);
         let v = self.audit(txn, &audit).await?;
         self.apply_and_confirm(psd, &v).await
     }

@@ -597,3 +597,44 @@ fn a_set_with_a_transfer_pending_cannot_be_exported() {
     // The other set has nothing pending: it may go.
     expect_ok(&psd.transmit(&psd_apdu::export_prepare(RegisterSetIndex(1))));
 }
+
+#[test]
+fn a_grant_for_another_origin_or_for_license_zero_is_refused() {
+    let mut card = licensing_card(SEED, 0);
+    let request = request_license(&mut card, 0, b"10115");
+    // Signed by both over this device, key and nonce, but for another town.
+    let mut elsewhere = request.clone();
+    elsewhere.body.origin = PostalCode::new(b"80331").unwrap();
+    let install = grant(&elsewhere, 9001, &serial_for(9001));
+    refused_unchanged(
+        &mut card,
+        &psd_apdu::license_install(&install),
+        Status::WrongData,
+    );
+    // License 0 means "the PA numbers it": never a license of its own.
+    let zero = grant(&request, 0, &serial_for(1));
+    refused_unchanged(
+        &mut card,
+        &psd_apdu::license_install(&zero),
+        Status::WrongData,
+    );
+    expect_ok(&card.transmit(&psd_apdu::license_install(&grant(
+        &request,
+        77,
+        &serial_for(77),
+    ))));
+}
+
+#[test]
+fn a_lost_indicium_reply_is_answered_again_after_an_export_and_import() {
+    let mut card = licensing_card(SEED, 0);
+    let slot = add_license(&mut card, 9001, b"10115");
+    fund(&mut card, slot, 5_000, 1);
+    let req = request_at(41, 150, 22, b"10115");
+    let first = expect_ok(&card.transmit(&psd_apdu::issue_indicium(RegisterSetIndex(slot), &req)));
+    let blob = export(&mut card, slot);
+    let slot = expect_ok(&card.transmit(&psd_apdu::import_set(&blob)))[0];
+    let again = expect_ok(&card.transmit(&psd_apdu::issue_indicium(RegisterSetIndex(slot), &req)));
+    assert_eq!(again, first, "the same indicium");
+    assert_eq!(registers(&mut card, slot).dr, Amount(4_850), "debited once");
+}

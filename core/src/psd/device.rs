@@ -217,7 +217,8 @@ impl Personalization {
         p.scheme = SchemeSlot::read_optional(&mut r)?;
         p.postal_authority = PostalAuthority::read_optional(&mut r)?;
         r.finish()?;
-        if n == 0 && p.postal_authority.is_none() {
+        // No set at all is allowed only where sets can come later, as licenses.
+        if n == 0 && (p.postal_authority.is_none() || !cfg!(feature = "licenses")) {
             return Err(Malformed::Value);
         }
         let limits_ok = p.max_postage > Amount::ZERO && p.max_postage <= p.max_dr;

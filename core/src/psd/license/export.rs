@@ -24,7 +24,9 @@ use zeroize::Zeroizing;
 
 use crate::crypto::{self, IndiciumKey, PUBLIC_KEY_LEN, SIGNATURE_LEN};
 use crate::psd::registers::{RegisterSet, SetGrant};
-use crate::types::{Amount, Date, DeviceId, LicenseId, PieceCount, PostalCode, RefillCount};
+use crate::types::{
+    Amount, Date, DeviceId, LicenseId, PieceCount, PostalCode, RefillCount, TransactionId,
+};
 use crate::wire::{Malformed, Reader, Writer};
 
 use super::DIGEST_LEN;
@@ -76,6 +78,10 @@ pub struct ClearSet {
     pub last_combination: [u8; 8],
     /// The grant: serial, validity and the license's public key.
     pub grant: Option<ClearGrant>,
+    /// The last indicium issued on the set and its transaction (public: it was printed),
+    /// so a host that lost that reply still gets the same indicium after an import, not a
+    /// second debit.
+    pub last_indicium: Option<(TransactionId, Vec<u8>)>,
 }
 
 /// The public part of a set's grant.
@@ -109,6 +115,7 @@ impl ClearSet {
                 not_after: g.not_after,
                 public_key: g.public_key(),
             }),
+            last_indicium: set.last_indicium.clone(),
         }
     }
 
@@ -132,6 +139,17 @@ impl ClearSet {
                 w.extend_from_slice(&g.public_key);
             }
         }
+        match &self.last_indicium {
+            None => w.put_u8(0),
+            Some((txn, payload)) => {
+                w.put_u8(1);
+                w.extend_from_slice(&txn.0);
+                // why: an IndiciumData the applet encoded itself, far below 64 KiB.
+                #[allow(clippy::cast_possible_truncation)]
+                w.put_u16(payload.len() as u16);
+                w.extend_from_slice(payload);
+            }
+        }
     }
 
     fn read(r: &mut Reader<'_>) -> Result<ClearSet, Malformed> {
@@ -153,6 +171,15 @@ impl ClearSet {
                     not_after: Date::read(r)?,
                     public_key: r.array()?,
                 }),
+                _ => return Err(Malformed::Value),
+            },
+            last_indicium: match r.u8()? {
+                0 => None,
+                1 => {
+                    let txn = TransactionId(r.array()?);
+                    let n = r.u16()?;
+                    Some((txn, r.take(usize::from(n))?.to_vec()))
+                }
                 _ => return Err(Malformed::Value),
             },
         })
@@ -273,6 +300,7 @@ impl Blob {
         set.pieces = c.pieces;
         set.refills = c.refills;
         set.last_combination = c.last_combination;
+        set.last_indicium = c.last_indicium.clone();
         set.grant = grant;
         set.is_consistent().then_some(set)
     }

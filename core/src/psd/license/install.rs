@@ -141,7 +141,13 @@ impl crate::psd::PsdApplet {
             }
         })?;
         let fields = &install.fields;
-        if pending.license.0 != 0 && pending.license != fields.license {
+        // The grant is for what was asked: the origin, and the license unless the PA was to
+        // number it (then any number but 0). The vendor checks the same; the card does not
+        // rely on it.
+        if (pending.license.0 != 0 && pending.license != fields.license)
+            || fields.license.0 == 0
+            || fields.origin != pending.origin
+        {
             return Err(Status::WrongData);
         }
         if p.holds_license(fields.license) {

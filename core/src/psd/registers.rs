@@ -284,18 +284,7 @@ impl RegisterSet {
         w.put_u32(self.pieces.0);
         w.put_u32(self.refills.0);
         w.extend_from_slice(&self.last_combination);
-        match &self.last_indicium {
-            None => w.put_u8(0),
-            Some((txn, payload)) => {
-                w.put_u8(1);
-                w.extend_from_slice(&txn.0);
-                // why: the payload is an IndiciumData the applet encoded itself (fixed
-                // fields and two short postal codes), far below 64 KiB.
-                #[allow(clippy::cast_possible_truncation)]
-                w.put_u16(payload.len() as u16);
-                w.extend_from_slice(payload);
-            }
-        }
+        write_last_indicium(&mut w, &self.last_indicium);
         w.put_u64(self.transferred.0);
         w.put_u64(self.pending.0);
         if let Some(g) = &self.grant {
@@ -322,15 +311,7 @@ impl RegisterSet {
         set.pieces = PieceCount(r.u32()?);
         set.refills = RefillCount(r.u32()?);
         set.last_combination = r.array()?;
-        set.last_indicium = match r.u8()? {
-            0 => None,
-            1 => {
-                let txn = TransactionId(r.array()?);
-                let n = r.u16()?;
-                Some((txn, r.take(usize::from(n))?.to_vec()))
-            }
-            _ => return Err(Malformed::Value),
-        };
+        set.last_indicium = read_last_indicium(&mut r)?;
         if version >= 2 {
             set.transferred = Amount(r.u64()?);
             set.pending = Amount(r.u64()?);
@@ -350,6 +331,38 @@ impl RegisterSet {
             return Err(Malformed::Value);
         }
         Ok(set)
+    }
+}
+
+/// A set's last indicium and its transaction, as the set record and an exported set's blob
+/// hold it: `00`, or `01` ‖ transaction ID (8) ‖ length (2) ‖ the signed part.
+pub(crate) fn write_last_indicium(w: &mut Vec<u8>, last: &Option<(TransactionId, Vec<u8>)>) {
+    match last {
+        None => w.put_u8(0),
+        Some((txn, payload)) => {
+            w.put_u8(1);
+            w.extend_from_slice(&txn.0);
+            // why: the payload is an IndiciumData the applet encoded itself (fixed fields
+            // and two short postal codes), far below 64 KiB.
+            #[allow(clippy::cast_possible_truncation)]
+            w.put_u16(payload.len() as u16);
+            w.extend_from_slice(payload);
+        }
+    }
+}
+
+/// Reads what [`write_last_indicium`] wrote.
+pub(crate) fn read_last_indicium(
+    r: &mut Reader<'_>,
+) -> Result<Option<(TransactionId, Vec<u8>)>, Malformed> {
+    match r.u8()? {
+        0 => Ok(None),
+        1 => {
+            let txn = TransactionId(r.array()?);
+            let n = r.u16()?;
+            Ok(Some((txn, r.take(usize::from(n))?.to_vec())))
+        }
+        _ => Err(Malformed::Value),
     }
 }
 

@@ -23,7 +23,7 @@ use aes_siv::siv::Aes128Siv;
 use zeroize::Zeroizing;
 
 use crate::crypto::{self, IndiciumKey, PUBLIC_KEY_LEN, SIGNATURE_LEN};
-use crate::psd::registers::{RegisterSet, SetGrant};
+use crate::psd::registers::{read_last_indicium, write_last_indicium, RegisterSet, SetGrant};
 use crate::types::{
     Amount, Date, DeviceId, LicenseId, PieceCount, PostalCode, RefillCount, TransactionId,
 };
@@ -139,17 +139,7 @@ impl ClearSet {
                 w.extend_from_slice(&g.public_key);
             }
         }
-        match &self.last_indicium {
-            None => w.put_u8(0),
-            Some((txn, payload)) => {
-                w.put_u8(1);
-                w.extend_from_slice(&txn.0);
-                // why: an IndiciumData the applet encoded itself, far below 64 KiB.
-                #[allow(clippy::cast_possible_truncation)]
-                w.put_u16(payload.len() as u16);
-                w.extend_from_slice(payload);
-            }
-        }
+        write_last_indicium(w, &self.last_indicium);
     }
 
     fn read(r: &mut Reader<'_>) -> Result<ClearSet, Malformed> {
@@ -173,15 +163,7 @@ impl ClearSet {
                 }),
                 _ => return Err(Malformed::Value),
             },
-            last_indicium: match r.u8()? {
-                0 => None,
-                1 => {
-                    let txn = TransactionId(r.array()?);
-                    let n = r.u16()?;
-                    Some((txn, r.take(usize::from(n))?.to_vec()))
-                }
-                _ => return Err(Malformed::Value),
-            },
+            last_indicium: read_last_indicium(r)?,
         })
     }
 }

@@ -168,6 +168,12 @@ enum PostWhat {
         /// Device ID, 16 hex digits.
         device: String,
     },
+    /// One license across its devices (seed 003, claim 6): each device's pieces, postage
+    /// used and credit, the PA's grant, and whether the license adds up to what was paid.
+    License {
+        /// The license number.
+        license: u32,
+    },
 }
 
 #[derive(clap::Args)]
@@ -262,7 +268,8 @@ struct Serve {
     /// With --role pa: most devices one license is granted to.
     #[arg(long, value_name = "N", default_value_t = openpsd_pa::MAX_DEVICES_PER_LICENSE)]
     max_devices_per_license: u32,
-    /// With --role vendor: the postal authority's base URL.
+    /// With --role vendor or post: the postal authority's base URL (the post office reads
+    /// the license grants there: the keys of sets added by a license).
     #[arg(long, value_name = "URL", default_value = "https://127.0.0.1:8704")]
     pa: String,
     /// With --role vendor (required): the PA's CA certificate (pa-ca.pem in its data
@@ -410,7 +417,7 @@ async fn serve(s: Serve) -> Result<()> {
                 &s.data,
                 s.database_url.as_deref(),
                 &listen,
-                [&s.kms, &s.meter],
+                [&s.kms, &s.meter, &s.pa],
                 &pki,
                 rate,
             )
@@ -452,7 +459,7 @@ async fn serve(s: Serve) -> Result<()> {
                 &s.data.join("post"),
                 s.database_url.as_deref(),
                 &s.post_listen,
-                [&h.kms.url, &h.meter.url],
+                [&h.kms.url, &h.meter.url, &h.pa.url],
                 &pki,
                 rate,
             )
@@ -504,6 +511,14 @@ async fn post_cmd(p: PostCmd) -> Result<()> {
                 println!("{}", serde_json::to_string_pretty(&r)?);
             } else {
                 post_cli::print_report(&r);
+            }
+        }
+        PostWhat::License { license } => {
+            let r = post_cli::license(&client, license).await?;
+            if p.json {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            } else {
+                post_cli::print_license(&r);
             }
         }
     }

@@ -1,4 +1,4 @@
-//! `backoffice post scan|explain`: the post office's scanner and clerk. Scan reads label
+//! `backoffice post scan|explain|license`: the post office's scanner and clerk. Scan reads label
 //! images (PNG/JPEG, decoded here with [`openpsd_post::label`]), raw indicium files and
 //! text files of hex indicia (one per line), and directories of them; sends them to the post
 //! office in batches with the operator's certificate, showing progress; and prints a
@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, Result};
-use openpsd_protocol::post::{DeviceReport, ScanBatch, ScanResult, Verdict};
+use openpsd_protocol::post::{DeviceReport, LicenseReport, ScanBatch, ScanResult, Verdict};
 use openpsd_service_kit::pki::Pki;
 use openpsd_service_kit::tls::{client_config, Role};
 use openpsd_service_kit::upstream::Upstream;
@@ -237,6 +237,48 @@ pub fn print_report(r: &DeviceReport) {
                 " [meter told: device quarantined]"
             } else {
                 " [not yet told to the meter]"
+            }
+        );
+    }
+}
+
+/// `backoffice post license N`.
+pub async fn license(client: &PostClient, license: u32) -> Result<LicenseReport> {
+    client
+        .up
+        .get(&format!("/v1/licenses/{license}"), "post_license_report")
+        .await
+        .map_err(|e| anyhow::anyhow!("{} ({})", e.message, e.code))
+}
+
+/// Prints a license report in words.
+pub fn print_license(r: &LicenseReport) {
+    println!(
+        "license {}: {} device(s), postage used {}, credited {}: {}",
+        r.license,
+        r.devices.len(),
+        money(r.postage_used),
+        money(r.credited),
+        match r.status.as_str() {
+            "balanced" => "every device within what was paid".to_owned(),
+            "unpaid" => format!("{} used above what was paid", money(r.unpaid)),
+            _ => "the meter server did not answer for every device".to_owned(),
+        }
+    );
+    for d in &r.devices {
+        println!(
+            "  device {}: {} pieces (highest {}), postage used {}, credited {}, {} copies, {} findings{}",
+            d.device_id,
+            d.pieces,
+            d.highest_piece,
+            money(d.highest_ar),
+            d.credited.map_or_else(|| "unknown".to_owned(), money),
+            d.duplicates,
+            d.findings,
+            match (&d.grant_serial, d.grant_revoked) {
+                (Some(s), false) => format!(", granted (certificate {s})"),
+                (Some(s), true) => format!(", grant revoked (certificate {s})"),
+                (None, _) => String::new(),
             }
         );
     }

@@ -219,15 +219,16 @@ pub async fn start_meter(
     )?)
 }
 
-/// Starts the post office alone (issue 13), reading device keys at the KMS and telling the
-/// meter server its findings, at `[kms_url, meter_url]`. Only clients with a certificate
+/// Starts the post office alone (issue 13), reading device keys at the KMS, telling the
+/// meter server its findings and reading license grants at the PA, at `[kms_url,
+/// meter_url, pa_url]`. Only clients with a certificate
 /// get in (scanners use the operator's).
 /// `database_url` puts the registry in PostgreSQL instead of `DIR/post.sqlite`.
 pub async fn start_post(
     dir: &Path,
     database_url: Option<&str>,
     addr: &str,
-    [kms_url, meter_url]: [&str; 2],
+    [kms_url, meter_url, pa_url]: [&str; 3],
     pki: &Pki,
     rate: u32,
 ) -> anyhow::Result<Service> {
@@ -236,6 +237,7 @@ pub async fn start_post(
         database_url: database_url.map(str::to_owned),
         kms_url: kms_url.to_owned(),
         meter_url: meter_url.to_owned(),
+        pa_url: pa_url.to_owned(),
         pki: pki.clone(),
         report_retry: openpsd_post::REPORT_RETRY,
     })

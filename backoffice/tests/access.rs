@@ -127,7 +127,7 @@ async fn every_route_times_every_caller() {
         &dir.path().join("post"),
         None,
         "127.0.0.1:0",
-        [&h.kms.url, &h.meter.url],
+        [&h.kms.url, &h.meter.url, &h.pa.url],
         &h.pki,
         openpsd_backoffice::server::DEFAULT_RATE,
     )

@@ -478,6 +478,7 @@ async fn findings_the_meter_missed_reach_it_without_another_scan() {
         database_url: common::post_database().await,
         kms_url: env.handles.kms.url.clone(),
         meter_url: meter_link,
+        pa_url: env.handles.pa.url.clone(),
         pki: env.handles.pki.clone(),
         report_retry: std::time::Duration::from_millis(300),
     })
@@ -541,4 +542,180 @@ async fn findings_the_meter_missed_reach_it_without_another_scan() {
     );
     svc.stop().await;
     env.handles.stop().await;
+}
+
+/// An indicium of `postage` on the set in `slot`, `days_ahead` after today, from `origin`.
+fn label_on(psd: &mut Psd, slot: u8, txn: u64, postage: u64, days_ahead: u64) -> Vec<u8> {
+    use openpsd_core::types::*;
+    let today = openpsd_service_kit::codec::today_utc();
+    let req = openpsd_core::psd::indicium::IndiciumRequest {
+        transaction: TransactionId(txn.to_be_bytes()),
+        postage: Amount(postage),
+        date: Date::from_unix_days(
+            u64::from(today.day_number())
+                + openpsd_core::calendar::UNIX_DAYS_AT_EPOCH_2000
+                + days_ahead,
+        )
+        .unwrap(),
+        rate: RateCategory(1),
+        origin: PostalCode::new(b"53113").unwrap(),
+        destination: PostalCode::new(b"20095").unwrap(),
+    };
+    psd.client
+        .issue_indicium(RegisterSetIndex(slot), &req)
+        .expect("indicium")
+        .0
+}
+
+/// Asks for `license` (0: a new one) for `psd` through the meter as `customer`.
+async fn order_license(
+    env: &Env,
+    psd: &mut Psd,
+    customer: &str,
+    txn: &str,
+    license: u32,
+) -> Result<openpsd_protocol::license::LicenseGrant, common::Refused> {
+    use openpsd_core::psd::license::request::LicenseAsk;
+    use openpsd_core::types::{LicenseId, PostalCode};
+    let ask = LicenseAsk {
+        license: LicenseId(license),
+        origin: PostalCode::new(b"53113").unwrap(),
+    };
+    let request = psd.client.license_request(&ask, true).unwrap();
+    env.host
+        .as_customer(customer)
+        .post(
+            "/v1/licenses",
+            &openpsd_protocol::license::MeterLicenseOrder {
+                client_txn_id: txn.into(),
+                device_id: psd.device_id(),
+                request: hex::encode(request.encode()),
+            },
+        )
+        .await
+}
+
+/// Seed 003, claim 6: one license on two PSDs of one customer. Each set signs with its own
+/// license key, which the post office finds in the PA's grants by (device, key ID); the
+/// devices' pieces never collide; the license adds up across its devices against what the
+/// back office credited each. Another customer cannot ask for the license; a piece mailed
+/// after a device's grant was revoked is refused.
+#[tokio::test(flavor = "multi_thread")]
+async fn one_license_on_two_psds_is_verified_and_reconciled_across_them() {
+    use openpsd_core::psd::license::install::Install;
+    let env = env().await;
+    let h = &env.handles;
+    env.admin.fund("acme", 100_000).await;
+    let mut a = Psd::licensed(60, h);
+    let mut b = Psd::licensed(61, h);
+    let mut c = Psd::licensed(62, h);
+    env.admin.register(&a).await;
+    env.admin.register(&b).await;
+    env.admin.register_to(&c, "bob").await;
+
+    // A asks for a new license; B, of the same customer, for that license.
+    let ga = order_license(&env, &mut a, "acme", "lic-a", 0)
+        .await
+        .unwrap();
+    let license = ga.fields.license;
+    a.client
+        .license_install(&Install::decode(&hex::decode(&ga.install).unwrap()).unwrap())
+        .unwrap();
+    // Bob may not ask for acme's license (and nothing is granted).
+    let e = order_license(&env, &mut c, "bob", "lic-c", license)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (e.status, e.code.as_str()),
+        (403, "license_not_yours"),
+        "{e:?}"
+    );
+    let gb = order_license(&env, &mut b, "acme", "lic-b", license)
+        .await
+        .unwrap();
+    assert_eq!(gb.fields.license, license);
+    b.client
+        .license_install(&Install::decode(&hex::decode(&gb.install).unwrap()).unwrap())
+        .unwrap();
+
+    // Both sets refilled through the meter, then franked.
+    for (psd, amount) in [(&mut a, 5_000), (&mut b, 3_000)] {
+        let txn = format!("fill-{}", psd.device_id());
+        let v = env
+            .host
+            .refill_set(psd, 2, &txn, "acme", amount)
+            .await
+            .unwrap();
+        assert_eq!(v.state, "completed");
+    }
+    let a1 = label_on(&mut a, 2, 1, 120, 0);
+    let a2 = label_on(&mut a, 2, 2, 80, 0);
+    let b1 = label_on(&mut b, 2, 1, 150, 0);
+    let b2 = label_on(&mut b, 2, 2, 60, 1); // dated tomorrow
+                                            // The acme desk replaces B's grant: revoked today, so B's piece dated tomorrow is
+                                            // refused; the one dated today stands.
+    let pa = Client::new(
+        &h.pa.url,
+        &h.pki,
+        Some(openpsd_service_kit::tls::Role::Operator),
+    );
+    let _: openpsd_protocol::license::GrantView = pa
+        .post(
+            &format!("/v1/grants/{}/revoke", gb.fields.serial),
+            &openpsd_protocol::license::GrantRevocation {
+                reason: "test".into(),
+            },
+        )
+        .await
+        .unwrap();
+
+    let (svc, post) = env.start_post().await;
+    let v = scan(&post, &[a1.clone(), a2, b1, b2]).await;
+    assert_eq!(
+        kinds(&v),
+        ["accepted", "accepted", "accepted", "invalid"],
+        "{v:?}"
+    );
+    assert!(
+        v[3].reason.as_deref().unwrap_or("").contains("revoked"),
+        "{v:?}"
+    );
+    assert_eq!(v[0].license, Some(license));
+    assert_eq!(v[0].piece, v[2].piece, "each device counts its own pieces");
+    assert_ne!(v[0].device_id, v[2].device_id);
+    assert_eq!(kinds(&scan(&post, &[a1]).await), ["duplicate"]);
+
+    // An indicium of A's licensed set with one signed byte changed: refused, and not as
+    // another device's.
+    let mut forged = label_on(&mut a, 2, 3, 10, 0);
+    forged[20] ^= 1;
+    let v = scan(&post, &[forged]).await;
+    assert_eq!(kinds(&v), ["invalid"], "{v:?}");
+
+    // The license across its two devices: postage used = the devices' highest AR, against
+    // 5,000 + 3,000 credited.
+    let r: openpsd_protocol::post::LicenseReport =
+        post.get(&format!("/v1/licenses/{license}")).await.unwrap();
+    assert_eq!(r.license, license);
+    assert_eq!(r.devices.len(), 2, "{r:?}");
+    assert_eq!(r.postage_used, 200 + 150, "{r:?}");
+    assert_eq!(r.credited, 8_000, "{r:?}");
+    assert_eq!((r.unpaid, r.status.as_str()), (0, "balanced"), "{r:?}");
+    let rb = r
+        .devices
+        .iter()
+        .find(|d| d.device_id == b.device_id())
+        .unwrap();
+    assert_eq!(
+        (rb.pieces, rb.highest_ar, rb.credited),
+        (1, 150, Some(3_000))
+    );
+    assert!(rb.grant_revoked && rb.grant_serial.as_deref() == Some(gb.fields.serial.as_str()));
+    // Bob's device never mailed under the license nor was granted it.
+    assert!(r.devices.iter().all(|d| d.device_id != c.device_id()));
+    let e = post
+        .get::<openpsd_protocol::post::LicenseReport>("/v1/licenses/999999")
+        .await;
+    assert_eq!(e.unwrap_err().status, 404);
+    svc.stop().await;
 }

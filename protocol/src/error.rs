@@ -75,6 +75,9 @@ wire_enum! {
         UnknownInspection = "unknown_inspection",
         /// No granted license order with this client transaction ID (404).
         UnknownLicenseOrder = "unknown_license_order",
+        /// A license order names a license number none of the customer's devices holds
+        /// (403): another customer's license cannot be asked for.
+        LicenseNotYours = "license_not_yours",
         /// No such account (404).
         UnknownAccount = "unknown_account",
         /// The deposit available is less than the amount (402).

@@ -140,6 +140,10 @@ pub struct GrantView {
     pub not_before: String,
     /// Last date of mailing.
     pub not_after: String,
+    /// The license key the certificate certifies, SEC1 uncompressed hex: what verifies the
+    /// indicia of the set (the post office looks it up by device and key ID).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_key: Option<String>,
     /// When revoked (Unix seconds).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub revoked_at: Option<u64>,

@@ -83,6 +83,59 @@ pub struct DeviceReport {
     pub findings: Vec<Finding>,
 }
 
+/// `GET /v1/licenses/{license}` at the post office (`backoffice post license N`): one
+/// license across every device that mailed under it or was granted it (seed 003, claim 6:
+/// "check the indicia printed to see that they add up properly to match the funds paid in
+/// connection with the license").
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct LicenseReport {
+    /// The license.
+    pub license: u32,
+    /// Per device, by device ID.
+    pub devices: Vec<LicenseDevice>,
+    /// Postage used under the license: the sum of the devices' highest AR seen.
+    pub postage_used: u64,
+    /// Value the back office credited the license's sets: the sum over the devices the
+    /// meter server knows.
+    pub credited: u64,
+    /// Postage used above what was credited, summed per device (a device cannot spend
+    /// another's credit, so one device's surplus does not cover another's excess).
+    pub unpaid: u64,
+    /// `balanced` (every device within its credit), `unpaid` (some device above it), or
+    /// `incomplete` (the meter server's credit of some device could not be read).
+    pub status: String,
+    /// Findings on the license's pieces, all devices.
+    pub findings: u64,
+}
+
+/// One device of a [`LicenseReport`].
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct LicenseDevice {
+    /// The device, 16 upper-case hex.
+    pub device_id: String,
+    /// Distinct pieces recorded.
+    pub pieces: u64,
+    /// The highest piece count seen.
+    pub highest_piece: u32,
+    /// The highest AR seen.
+    pub highest_ar: u64,
+    /// Copies of pieces seen again.
+    pub duplicates: u64,
+    /// Findings on its pieces of this license.
+    pub findings: u64,
+    /// What the back office credited the device's set of this license, when the meter
+    /// server answered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credited: Option<u64>,
+    /// The postal authority's grant of the license to the device (serial, hex), if the
+    /// license was granted rather than registered at personalization.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grant_serial: Option<String>,
+    /// Whether that grant is revoked.
+    #[serde(default)]
+    pub grant_revoked: bool,
+}
+
 /// What the registry holds of one license of a device.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct LicenseSeen {

@@ -63,7 +63,7 @@ pub async fn run(o: DemoOptions) -> Result<()> {
         &o.data.join("post"),
         None,
         &o.post_listen,
-        [&h.kms.url, &h.meter.url],
+        [&h.kms.url, &h.meter.url, &h.pa.url],
         &pki,
         server::DEFAULT_RATE,
     )

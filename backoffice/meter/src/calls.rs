@@ -85,6 +85,40 @@ impl Meter {
         self.db.run(step, move |c| read_granted(c, &d, step)).await
     }
 
+    /// Whether one of the account's devices holds `license` (registered at the KMS or
+    /// granted through this meter): a customer may ask for a license number only if it is
+    /// theirs already (a second PSD on the license, seed 003 claim 6, or a replacement).
+    pub(crate) async fn account_holds_license(
+        &self,
+        account: &str,
+        license: u32,
+        step: &'static str,
+    ) -> Result<bool, ApiError> {
+        let a = account.to_owned();
+        let devices: Vec<String> = self
+            .db
+            .run(step, move |c| {
+                let mut st = c
+                    .prepare_cached(
+                        "SELECT device_id FROM registrations WHERE account_id = ?1 ORDER BY device_id",
+                    )
+                    .storage(step)?;
+                let rows = st
+                    .query_map([a], |r| r.get(0))
+                    .storage(step)?
+                    .collect::<Result<Vec<String>, _>>()
+                    .storage(step)?;
+                Ok(rows)
+            })
+            .await?;
+        for d in devices {
+            if self.holds_license(&d, license, step).await?.is_some() {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
     /// How the device holds `license`: registered at the KMS, granted through this meter,
     /// or not at all (`None`).
     pub(crate) async fn holds_license(

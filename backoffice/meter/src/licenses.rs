@@ -4,7 +4,10 @@
 //! the grant) and hands back LICENSE INSTALL's data.
 //!
 //! The meter adds who is asking: only the customer who owns the device (another's device is
-//! `404`, as for refills), and a quarantined device is refused. It is idempotent by the
+//! `404`, as for refills), and a quarantined device is refused. A request for a given
+//! license number (not 0, "a new one") is passed on only if one of the customer's devices
+//! holds that license already (`403 license_not_yours` otherwise): a second PSD on the
+//! license (claim 6) or a replacement PSD. It is idempotent by the
 //! customer's `client_txn_id`: the same ID with the same request answers the stored grant
 //! (a host that lost the answer runs again), with another request `409`. The vendor and the
 //! PA are idempotent by the request too, so a meter that crashed between its call and its
@@ -102,6 +105,25 @@ pub(crate) async fn order_license(
     meter
         .serving(&device_id, Some(&customer.account_id), STEP)
         .await?;
+    // A license number is asked for only by its holder (another PSD on the license, or a
+    // replacement): the PA grants up to 64 devices a license and knows no customers, so
+    // without this check anyone could mail under another customer's license and town.
+    let asked = request.body.license.0;
+    if asked != 0
+        && !meter
+            .account_holds_license(&customer.account_id, asked, STEP)
+            .await?
+    {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            ErrorCode::LicenseNotYours,
+            STEP,
+            format!(
+                "license {asked} is held by none of your devices: ask for license 0 (a new \
+                 license) or for one of yours"
+            ),
+        ));
+    }
     let request_hex = hex::encode(&bytes);
     let (txn, account, dev, req_hex) = (
         req.client_txn_id.clone(),

@@ -361,6 +361,8 @@ const GRANT_COLUMNS: &str = "serial, license, device_id, key_id, origin, not_bef
 
 fn grant_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<GrantRow> {
     let revoked: Option<i64> = r.get(7)?;
+    let certificate: Vec<u8> = r.get(9)?;
+    let public_key = grant::certificate_public_key(&certificate).map(hex::encode);
     Ok(GrantRow {
         view: GrantView {
             serial: r.get(0)?,
@@ -370,10 +372,11 @@ fn grant_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<GrantRow> {
             origin: r.get(4)?,
             not_before: r.get(5)?,
             not_after: r.get(6)?,
+            public_key,
             revoked_at: revoked.and_then(|v| u64::try_from(v).ok()),
             reason: r.get(8)?,
         },
-        certificate: r.get(9)?,
+        certificate,
         pa_signature: r.get(10)?,
     })
 }

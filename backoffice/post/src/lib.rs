@@ -6,6 +6,7 @@
 //! the indicia themselves. Findings go to the meter server, which quarantines the device.
 
 pub mod label;
+pub mod licenses;
 pub mod postgres;
 pub mod registry;
 pub mod service;

@@ -28,7 +28,8 @@ use openpsd_core::types::Date;
 use openpsd_service_kit::error::ApiError;
 
 use crate::registry::{
-    FindingRow, Inserted, LicenseRow, NewFinding, PieceRow, RegistryTx, Series, Unreported,
+    FindingRow, Inserted, LicenseDeviceRow, LicenseRow, NewFinding, PieceRow, RegistryTx, Series,
+    Unreported,
 };
 
 /// Hash partitions of `pieces`.
@@ -163,6 +164,7 @@ struct Statements {
     mark: Statement,
     licenses: Statement,
     findings: Statement,
+    license_devices: Statement,
 }
 
 const WHERE_SERIES: &str = "device_id = $1 AND key_id = $2 AND license = $3";
@@ -240,6 +242,12 @@ impl Statements {
             licenses: c.prepare(
                 "SELECT license, COUNT(*), MAX(piece), MAX(ar), SUM(copies - 1)::BIGINT
                  FROM pieces WHERE device_id = $1 GROUP BY license ORDER BY license",
+            )?,
+            license_devices: c.prepare(
+                "SELECT p.device_id, COUNT(*), MAX(p.piece), MAX(p.ar), SUM(p.copies - 1)::BIGINT,
+                        (SELECT COUNT(*) FROM findings f
+                         WHERE f.device_id = p.device_id AND f.license = $1)
+                 FROM pieces p WHERE p.license = $1 GROUP BY p.device_id ORDER BY p.device_id",
             )?,
             findings: c.prepare(
                 "SELECT kind, license, piece, message, amount, found_at, reported FROM findings
@@ -616,6 +624,25 @@ impl RegistryTx for PgTx<'_> {
                     r.get(4),
                     r.get(5),
                     r.get(6),
+                ))
+            })
+            .collect()
+    }
+
+    fn license_devices(&mut self, license: u32) -> Result<Vec<LicenseDeviceRow>, ApiError> {
+        let step = self.step;
+        self.tx
+            .query(&self.st.license_devices, &[&i64::from(license)])
+            .map_err(pg(step))?
+            .into_iter()
+            .map(|r| {
+                Ok((
+                    r.get(0),
+                    r.get(1),
+                    small(r.get(2), step)?,
+                    r.get(3),
+                    r.get(4),
+                    r.get(5),
                 ))
             })
             .collect()

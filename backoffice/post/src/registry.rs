@@ -86,6 +86,10 @@ pub type Unreported = (i64, u32, String, String);
 /// Per license of a device: (license, pieces, highest piece, highest AR, extra copies).
 pub type LicenseRow = (u32, i64, u32, i64, i64);
 
+/// Per device that mailed under one license: (device, pieces, highest piece, highest AR,
+/// extra copies, findings on the license).
+pub type LicenseDeviceRow = (String, i64, u32, i64, i64, i64);
+
 /// A `findings` row: kind, license, piece, message, amount, found at, reported.
 pub type FindingRow = (String, u32, u32, String, Option<i64>, i64, i64);
 
@@ -155,6 +159,8 @@ pub trait RegistryTx {
     fn licenses(&mut self, device: &str) -> Result<Vec<LicenseRow>, ApiError>;
     /// The device's findings, oldest first.
     fn findings(&mut self, device: &str) -> Result<Vec<FindingRow>, ApiError>;
+    /// Every device that mailed under `license`, by device ID (seed 003, claim 6).
+    fn license_devices(&mut self, license: u32) -> Result<Vec<LicenseDeviceRow>, ApiError>;
 }
 
 /// What recording one piece gave.

@@ -18,6 +18,7 @@ use axum::{Json, Router};
 
 use openpsd_core::crypto::SIGNATURE_LEN;
 use openpsd_core::psd::indicium::{IndiciumData, VerifyError};
+use openpsd_core::types::KeyId;
 use openpsd_protocol::post::{DeviceReport, LastAudit, ScanBatch, ScanResult, Verdict, MAX_BATCH};
 use openpsd_protocol::{DeviceCredit, DeviceInfo, ErrorCode, PostFinding};
 use openpsd_service_kit::access::{RateLimit, Routes, Who};
@@ -27,6 +28,7 @@ use openpsd_service_kit::pki::Pki;
 use openpsd_service_kit::tls::{client_config, Role};
 use openpsd_service_kit::upstream::Upstream;
 
+use crate::licenses::{refused_by_grant, Grants, LicenseKey};
 use crate::registry::{self, Recorded, Series};
 use crate::store::Store;
 pub use crate::store::DB_FILE;
@@ -56,6 +58,8 @@ pub struct Config {
     pub kms_url: String,
     /// Meter server base URL (credit, findings).
     pub meter_url: String,
+    /// Postal authority base URL (the license grants: the keys of sets added by a license).
+    pub pa_url: String,
     /// The back office's PKI: the post office's certificate for calling them.
     pub pki: Pki,
     /// How often findings the meter server was not told yet (it was unreachable) are sent
@@ -90,10 +94,13 @@ pub struct PostOffice {
 /// The store and the two services the post office calls.
 #[derive(Clone)]
 pub struct Core {
-    db: Store,
+    pub(crate) db: Store,
     kms: Upstream,
-    meter: Upstream,
+    pub(crate) meter: Upstream,
+    pub(crate) pa: Upstream,
     keys: Arc<Mutex<HashMap<String, Arc<KeyEntry>>>>,
+    /// The license keys of devices, by device (read at the PA when an indicium needs them).
+    pub(crate) grants: Arc<Mutex<HashMap<String, Arc<Grants>>>>,
 }
 
 impl std::ops::Deref for PostOffice {
@@ -137,8 +144,10 @@ impl PostOffice {
         let core = Core {
             db,
             kms: Upstream::new("KMS", &config.kms_url, Role::Kms, tls.clone())?,
-            meter: Upstream::new("meter server", &config.meter_url, Role::Meter, tls)?,
+            meter: Upstream::new("meter server", &config.meter_url, Role::Meter, tls.clone())?,
+            pa: Upstream::new("postal authority", &config.pa_url, Role::Pa, tls)?,
             keys: Arc::default(),
+            grants: Arc::default(),
         };
         let (stop, stopped) = tokio::sync::watch::channel(());
         core.clone().spawn_reporter(config.report_retry, stopped);
@@ -158,6 +167,12 @@ impl PostOffice {
                 Method::GET,
                 "/v1/devices/{device_id}/findings",
                 get(explain),
+                OPERATOR,
+            )
+            .route(
+                Method::GET,
+                "/v1/licenses/{license}",
+                get(crate::licenses::license_report),
                 OPERATOR,
             )
             .route(
@@ -331,15 +346,23 @@ pub const REVOCATION_GRACE_DAYS: u32 = 30;
 
 /// Why a validly signed indicium is still refused: a license or origin the device was not
 /// registered with, registers out of any device's range, or a revoked key.
-fn refused(d: &IndiciumData, entry: &KeyEntry) -> Option<String> {
-    let Some((_, origin)) = entry.licenses.iter().find(|(l, _)| *l == d.license.0) else {
-        return Some(format!("license {} is not the device's", d.license.0));
-    };
-    if *origin != d.origin.to_string() {
-        return Some(format!(
-            "origin {} is not license {}'s ({origin})",
-            d.origin, d.license.0
-        ));
+/// `grant`: the license grant whose key signed it, for a set added by a license (its
+/// license and origin are the grant's, not the KMS's).
+fn refused(d: &IndiciumData, entry: &KeyEntry, grant: Option<&LicenseKey>) -> Option<String> {
+    if let Some(g) = grant {
+        if let Some(why) = refused_by_grant(d, g) {
+            return Some(why);
+        }
+    } else {
+        let Some((_, origin)) = entry.licenses.iter().find(|(l, _)| *l == d.license.0) else {
+            return Some(format!("license {} is not the device's", d.license.0));
+        };
+        if *origin != d.origin.to_string() {
+            return Some(format!(
+                "origin {} is not license {}'s ({origin})",
+                d.origin, d.license.0
+            ));
+        }
     }
     let max = u64::try_from(i64::MAX).unwrap_or(u64::MAX);
     let in_range = [d.ar.0, d.dr.0, d.postage.0].iter().all(|v| *v <= max)
@@ -419,13 +442,37 @@ async fn scan(State(po): State<PostOffice>, body: Bytes) -> Result<Json<ScanResu
         keys.insert(d, e);
     }
 
-    // Verification across the worker threads.
-    let mut jobs: Vec<(usize, Arc<DeviceKey>)> = Vec::new();
+    // Indicia signed by another key than the device's: sets added by a license sign
+    // with its own key, which the PA certified. Their devices' grants, once each.
+    let mut wanted: BTreeMap<String, Vec<(KeyId, u32)>> = BTreeMap::new();
+    for d in items.iter().filter_map(|i| i.data.as_ref()) {
+        let device = hex::encode_upper(d.device.0);
+        if keys[&device]
+            .key
+            .as_ref()
+            .is_some_and(|k| k.key_id() != d.key_id)
+        {
+            wanted
+                .entry(device)
+                .or_default()
+                .push((d.key_id, d.license.0));
+        }
+    }
+    let mut grants: HashMap<String, Arc<Grants>> = HashMap::new();
+    for (device, want) in wanted {
+        let g = po.license_keys(&device, &want).await?;
+        grants.insert(device, g);
+    }
+
+    // Verification across the worker threads. A job's key is the device's, or the grant
+    // (index into its device's list) whose key the indicium names.
+    let mut jobs: Vec<(usize, Arc<DeviceKey>, Option<usize>)> = Vec::new();
     for (n, item) in items.iter_mut().enumerate() {
         let Some(d) = item.data.as_ref() else {
             continue;
         };
-        let entry = &keys[&hex::encode_upper(d.device.0)];
+        let device = hex::encode_upper(d.device.0);
+        let entry = &keys[&device];
         match &entry.key {
             None => {
                 item.verdict = Some(verdict(
@@ -434,12 +481,22 @@ async fn scan(State(po): State<PostOffice>, body: Bytes) -> Result<Json<ScanResu
                     Some("the KMS knows no such device".into()),
                 ));
             }
-            Some(k) => jobs.push((n, Arc::clone(k))),
+            Some(k) => {
+                let grant = grants.get(&device).and_then(|g| {
+                    g.keys
+                        .iter()
+                        .position(|l| l.key.key_id() == d.key_id && l.license == d.license.0)
+                });
+                match grant {
+                    Some(i) => jobs.push((n, Arc::clone(&grants[&device].keys[i].key), Some(i))),
+                    None => jobs.push((n, Arc::clone(k), None)),
+                }
+            }
         }
     }
     let inputs: Vec<(Arc<DeviceKey>, Vec<u8>)> = jobs
         .iter()
-        .map(|(n, k)| (Arc::clone(k), items[*n].bytes.clone()))
+        .map(|(n, k, _)| (Arc::clone(k), items[*n].bytes.clone()))
         .collect();
     let results = tokio::task::spawn_blocking(move || {
         let refs: Vec<(&DeviceKey, &[u8])> = inputs
@@ -450,21 +507,26 @@ async fn scan(State(po): State<PostOffice>, body: Bytes) -> Result<Json<ScanResu
     })
     .await
     .map_err(|e| ApiError::internal(step, format!("verification: {e}")))?;
-    for ((n, _), r) in jobs.iter().zip(results) {
+    for ((n, _, grant), r) in jobs.iter().zip(results) {
         let item = &mut items[*n];
         let Some(d) = item.data else { continue };
         match r {
             Err(e) => {
                 let why = match e {
-                    VerifyError::WrongKey => "signed under another key than the device's",
+                    VerifyError::WrongKey => {
+                        "signed under a key that is neither the device's nor one the postal \
+                         authority granted it for this license"
+                    }
                     VerifyError::BadSignature => "the signature does not verify",
                     VerifyError::Malformed => "malformed",
                 };
                 item.verdict = Some(verdict("invalid", Some(&d), Some(why.into())));
             }
             Ok(_) => {
-                let entry = &keys[&hex::encode_upper(d.device.0)];
-                if let Some(why) = refused(&d, entry) {
+                let device = hex::encode_upper(d.device.0);
+                let entry = &keys[&device];
+                let grant = grant.and_then(|i| grants.get(&device).map(|g| &g.keys[i]));
+                if let Some(why) = refused(&d, entry, grant) {
                     item.verdict = Some(verdict("invalid", Some(&d), Some(why)));
                 }
             }

@@ -7,7 +7,8 @@ use rusqlite::{params, OptionalExtension, Transaction};
 use openpsd_service_kit::error::{ApiError, StorageContext};
 
 use crate::registry::{
-    FindingRow, Inserted, LicenseRow, NewFinding, PieceRow, RegistryTx, Series, Unreported,
+    FindingRow, Inserted, LicenseDeviceRow, LicenseRow, NewFinding, PieceRow, RegistryTx, Series,
+    Unreported,
 };
 
 /// The registry's tables.
@@ -283,6 +284,16 @@ impl RegistryTx for SqliteTx<'_, '_> {
             "SELECT kind, license, piece, message, amount, found_at, reported FROM findings
                  WHERE device_id = ?1 ORDER BY finding_id",
             [device],
+        )
+    }
+
+    fn license_devices(&mut self, license: u32) -> Result<Vec<LicenseDeviceRow>, ApiError> {
+        self.all(
+            "SELECT p.device_id, COUNT(*), MAX(p.piece), MAX(p.ar), SUM(p.copies - 1),
+                    (SELECT COUNT(*) FROM findings f
+                     WHERE f.device_id = p.device_id AND f.license = ?1)
+                 FROM pieces p WHERE p.license = ?1 GROUP BY p.device_id ORDER BY p.device_id",
+            [license],
         )
     }
 }

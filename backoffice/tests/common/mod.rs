@@ -857,7 +857,11 @@ impl Env {
             &self.dir.path().join("post"),
             db.as_deref(),
             "127.0.0.1:0",
-            [&self.handles.kms.url, &self.handles.meter.url],
+            [
+                &self.handles.kms.url,
+                &self.handles.meter.url,
+                &self.handles.pa.url,
+            ],
             &self.handles.pki,
             openpsd_backoffice::server::DEFAULT_RATE,
         )

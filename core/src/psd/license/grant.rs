@@ -191,6 +191,23 @@ pub fn certificate_key_id(public_key: &[u8; PUBLIC_KEY_LEN]) -> [u8; 20] {
     id
 }
 
+/// The license key a grant certificate (DER) certifies, for verifiers of the indicia it
+/// signs (the post office): the 65 bytes after the template's SubjectPublicKeyInfo prefix,
+/// accepted only if the certificate also carries their RFC 7093 key identifier (the SKI).
+/// The card never calls this; it rebuilds the whole `tbsCertificate` instead.
+pub fn certificate_public_key(der: &[u8]) -> Option<[u8; PUBLIC_KEY_LEN]> {
+    let at = der
+        .windows(SPKI_PREFIX.len())
+        .position(|w| w == SPKI_PREFIX)?
+        .checked_add(SPKI_PREFIX.len())?;
+    let key: [u8; PUBLIC_KEY_LEN] = der
+        .get(at..at.checked_add(PUBLIC_KEY_LEN)?)?
+        .try_into()
+        .ok()?;
+    let ski = certificate_key_id(&key);
+    (key[0] == 0x04 && der.windows(ski.len()).any(|w| w == ski)).then_some(key)
+}
+
 fn push_digits(out: &mut Vec<u8>, mut v: u16, n: usize) {
     let mut buf = [b'0'; 4];
     for b in buf[..n].iter_mut().rev() {

@@ -42,6 +42,7 @@ use openpsd_service_kit::access::{RateLimit, Routes, Who};
 use openpsd_service_kit::codec::{self, OsRandom};
 use openpsd_service_kit::db::{now_secs, Db};
 use openpsd_service_kit::error::{ApiError, StorageContext};
+use openpsd_service_kit::failpoint;
 use openpsd_service_kit::tls::Role;
 use rusqlite::{params, Connection, OptionalExtension};
 use x509_cert::Certificate;
@@ -603,6 +604,8 @@ async fn grant(State(pa): State<Pa>, body: Bytes) -> Result<Json<GrantResponse>,
             Ok(row)
         })
         .await?;
+    // The grant is committed (or was found by its request); the vendor has not heard yet.
+    failpoint::pause("pa_grant_before_reply").await;
     Ok(Json(response_of(&row, step)?))
 }
 

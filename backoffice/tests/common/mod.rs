@@ -77,6 +77,18 @@ impl Psd {
         )
     }
 
+    /// [`Psd::licensed`] for services running apart (the crash tests' child processes):
+    /// the KMS key, the vendor key and the postal authority block as read from their data
+    /// directories.
+    pub fn licensed_by(
+        n: u32,
+        kms: &[u8; 65],
+        vendor_public_key: [u8; 65],
+        postal_authority: openpsd_core::psd::device::PostalAuthority,
+    ) -> Psd {
+        Psd::personalized(n, 0, kms, Some((vendor_public_key, postal_authority)))
+    }
+
     fn personalized(
         n: u32,
         inspection_days: u16,
@@ -352,6 +364,20 @@ impl Client {
     ) -> Result<T, Refused> {
         let req = self.http.post(format!("{}{path}", self.base)).json(body);
         Self::send(self.auth(req)).await
+    }
+
+    /// POST as [`Client::post`], the answer's status and body bytes as they came (the
+    /// crash tests compare answers byte for byte); `Err` only when no answer came.
+    pub async fn post_bytes<B: Serialize + ?Sized>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<(u16, Vec<u8>), String> {
+        let req = self.http.post(format!("{}{path}", self.base)).json(body);
+        let resp = self.auth(req).send().await.map_err(|e| e.to_string())?;
+        let status = resp.status().as_u16();
+        let bytes = resp.bytes().await.map_err(|e| e.to_string())?;
+        Ok((status, bytes.to_vec()))
     }
 
     /// `method path` (a POST with `{}`): the HTTP status, or 0 when no TLS session or

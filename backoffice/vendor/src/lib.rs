@@ -41,6 +41,7 @@ use openpsd_service_kit::access::{RateLimit, Routes, Who};
 use openpsd_service_kit::codec::{self, OsRandom};
 use openpsd_service_kit::db::{now_secs, Db};
 use openpsd_service_kit::error::{ApiError, StorageContext};
+use openpsd_service_kit::failpoint;
 use openpsd_service_kit::pki::Pki;
 use openpsd_service_kit::tls::{client_config, Role};
 use openpsd_service_kit::upstream::Upstream;
@@ -459,6 +460,8 @@ async fn license(State(v): State<Vendor>, body: Bytes) -> Result<Json<LicenseGra
         }
     }
 
+    // The request is recorded under its counter; the PA has not been asked yet.
+    failpoint::pause("vendor_license_after_record").await;
     let forward_signature = v.key.sign(&forward_message(&digest, &device_pk));
     let answer: GrantResponse = v
         .pa_up
@@ -472,6 +475,8 @@ async fn license(State(v): State<Vendor>, body: Bytes) -> Result<Json<LicenseGra
             step,
         )
         .await?;
+    // The PA granted (and stored its grant); nothing is countersigned or stored here yet.
+    failpoint::pause("vendor_license_after_grant").await;
     let grant = check_grant(&v, &request, &answer)?;
     let json = serde_json::to_string(&grant)
         .map_err(|e| ApiError::internal(step, format!("answer: {e}")))?;
@@ -484,6 +489,8 @@ async fn license(State(v): State<Vendor>, body: Bytes) -> Result<Json<LicenseGra
             .storage(step)
         })
         .await?;
+    // The countersigned answer is stored; the meter has not heard yet.
+    failpoint::pause("vendor_license_before_reply").await;
     tracing::info!(license = grant.fields.license, "license countersigned");
     Ok(Json(grant))
 }

@@ -223,7 +223,8 @@ pub fn list(spec: Option<CardSpec>, dir: Option<&Path>, json_out: bool) -> Resul
             .map(|e| {
                 json!({"license": e.license.0, "epoch": e.epoch, "slot": e.slot,
                     "state": match e.state { ExportState::Preparing => "preparing",
-                        ExportState::Outstanding => "outstanding" },
+                        ExportState::Outstanding => "outstanding",
+                        ExportState::Retired => "retired" },
                     "control_sum": e.control_sum.0, "dr": e.dr.0,
                     "digest": hex::encode(e.digest)})
             })
@@ -276,6 +277,8 @@ pub fn list(spec: Option<CardSpec>, dir: Option<&Path>, json_out: bool) -> Resul
             match e.state {
                 ExportState::Preparing => "preparing: run the export again to finish it",
                 ExportState::Outstanding => "on disk",
+                ExportState::Retired =>
+                    "retired: refunded against its receipt, never imported again",
             },
             e.dr,
             e.control_sum

@@ -466,8 +466,9 @@ fn import_into_a_full_psd_keeps_the_file_valid() {
     expect_ok(&card.transmit(&psd_apdu::import_set(&blob)));
 }
 
-/// Σ control sums of the resident sets + Σ those of the outstanding exports: what the PSD
-/// answers for. Constant through every license command, cut or not.
+/// Σ control sums of the resident sets + Σ those of the outstanding and retired exports:
+/// what the PSD answers for (a retired entry until the back office booked its receipt and
+/// the host forgot it). Constant through every license command, cut or not.
 fn value(card: &mut TestCard) -> u64 {
     let info = license_info(card);
     let resident: u64 = (0..info.slots.len())
@@ -477,7 +478,7 @@ fn value(card: &mut TestCard) -> u64 {
     let outstanding: u64 = info
         .exports
         .iter()
-        .filter(|e| e.state == ExportState::Outstanding)
+        .filter(|e| e.state != ExportState::Preparing)
         .map(|e| e.control_sum.0)
         .sum();
     resident + outstanding
@@ -577,8 +578,45 @@ fn power_cut_at_every_write_of_every_license_command_conserves_value() {
         9001,
         Some(Status::ExportNotOutstanding),
     );
+    // RETIRE SET: the outstanding entry is retired exactly once (the retry answers the same
+    // receipt); forget: the entry is there or gone, never half.
+    let epoch = license_info(&mut card).exports[0].epoch;
+    let retire = psd_apdu::retire_set(epoch);
+    cuts += tear(&card, &retire, 9001, None);
+    let receipt = expect_ok(&card.transmit(&retire));
+    let forget = psd_apdu::forget_retired(epoch);
+    let nvm = card.store().nvm().clone();
+    cuts += sweep_cuts(
+        &nvm,
+        SEED,
+        |_| {},
+        &forget,
+        |_, mut c, label| {
+            let states: Vec<_> = license_info(&mut c)
+                .exports
+                .iter()
+                .map(|e| e.state)
+                .collect();
+            assert!(
+                states.is_empty() || states == [ExportState::Retired],
+                "{label}: {states:?}"
+            );
+            if !states.is_empty() {
+                assert_eq!(
+                    expect_ok(&c.transmit(&retire)),
+                    receipt,
+                    "{label}: same receipt"
+                );
+            }
+            expect_ok(&c.transmit(&forget));
+            assert!(
+                license_info(&mut c).exports.is_empty(),
+                "{label}: forgotten"
+            );
+        },
+    );
     println!("license commands: {cuts} power cuts checked");
-    assert!(cuts >= 12);
+    assert!(cuts >= 14);
 }
 
 #[test]
@@ -637,4 +675,89 @@ fn a_lost_indicium_reply_is_answered_again_after_an_export_and_import() {
     let again = expect_ok(&card.transmit(&psd_apdu::issue_indicium(RegisterSetIndex(slot), &req)));
     assert_eq!(again, first, "the same indicium");
     assert_eq!(registers(&mut card, slot).dr, Amount(4_850), "debited once");
+}
+
+/// RETIRE SET (the write-off of a lost file, the withdrawal of a replaced PSD's set): an
+/// outstanding export is given up once, with a receipt the device key signed; no copy of
+/// its file is ever imported again; forget frees the entry.
+#[test]
+fn a_retired_export_never_comes_back_and_its_receipt_is_signed() {
+    use openpsd_core::psd::license::retire::Receipt;
+    let mut card = licensing_card(SEED, 0);
+    let slot = add_license(&mut card, 9001, b"10115");
+    fund(&mut card, slot, 5_000, 1);
+    expect_ok(&card.transmit(&psd_apdu::issue_indicium(
+        RegisterSetIndex(slot),
+        &request_at(1, 1_200, 22, b"10115"),
+    )));
+    // Not exported yet: nothing to retire; prepared only: the set is still resident.
+    refused_unchanged(
+        &mut card,
+        &psd_apdu::retire_set(1),
+        Status::ExportNotOutstanding,
+    );
+    let blob = expect_ok(&card.transmit(&psd_apdu::export_prepare(RegisterSetIndex(slot))));
+    refused_unchanged(
+        &mut card,
+        &psd_apdu::retire_set(1),
+        Status::ConditionsNotSatisfied,
+    );
+    expect_ok(&card.transmit(&psd_apdu::export_commit(
+        RegisterSetIndex(slot),
+        &Blob::digest_of(&blob),
+    )));
+    // Malformed: not an epoch.
+    refused_unchanged(
+        &mut card,
+        &openpsd_core::client::command(0x80, 0x4C, 0, 0, &[1, 2, 3], 256),
+        Status::WrongLength,
+    );
+    refused_unchanged(
+        &mut card,
+        &openpsd_core::client::command(0x80, 0x4C, 2, 0, &1u64.to_be_bytes(), 256),
+        Status::IncorrectP1P2,
+    );
+
+    let bytes = expect_ok(&card.transmit(&psd_apdu::retire_set(1)));
+    let receipt = Receipt::decode(&bytes).unwrap();
+    assert_eq!(receipt.license, LicenseId(9001));
+    assert_eq!(receipt.epoch, 1);
+    assert_eq!(
+        (receipt.control_sum, receipt.dr),
+        (Amount(5_000), Amount(3_800))
+    );
+    assert_eq!(receipt.digest, Blob::digest_of(&blob));
+    assert!(receipt.verify(&device_public_key(&mut card)));
+    let mut forged = receipt.clone();
+    forged.dr = Amount(4_000);
+    assert!(!forged.verify(&device_public_key(&mut card)));
+    // Asked again: the same bytes. The file never comes back.
+    assert_eq!(expect_ok(&card.transmit(&psd_apdu::retire_set(1))), bytes);
+    refused_unchanged(
+        &mut card,
+        &psd_apdu::import_set(&blob),
+        Status::ExportNotOutstanding,
+    );
+    // Still listed (retired) until forgotten; the license is not installed meanwhile.
+    assert_eq!(
+        license_info(&mut card).exports[0].state,
+        ExportState::Retired
+    );
+    expect_ok(&card.transmit(&psd_apdu::forget_retired(1)));
+    assert!(license_info(&mut card).exports.is_empty());
+    expect_ok(&card.transmit(&psd_apdu::forget_retired(1)));
+    refused_unchanged(
+        &mut card,
+        &psd_apdu::import_set(&blob),
+        Status::ExportNotOutstanding,
+    );
+    // An outstanding (not retired) entry is not forgotten.
+    let slot = add_license(&mut card, 9002, b"10115");
+    export(&mut card, slot);
+    let epoch = license_info(&mut card).exports[0].epoch;
+    refused_unchanged(
+        &mut card,
+        &psd_apdu::forget_retired(epoch),
+        Status::ConditionsNotSatisfied,
+    );
 }

@@ -202,6 +202,23 @@ impl<L: Link> PsdClient<L> {
         }
     }
 
+    /// RETIRE SET: the outstanding export of `epoch` given up; the signed receipt (the
+    /// same bytes when asked again).
+    pub fn retire_set(
+        &mut self,
+        epoch: u64,
+    ) -> Result<crate::psd::license::retire::Receipt, ClientError> {
+        let data = self.exchange("RETIRE SET", &psd_apdu::retire_set(epoch))?;
+        crate::psd::license::retire::Receipt::decode(&data)
+            .map_err(|_| ClientError::BadResponse(Side::Psd, "RETIRE SET"))
+    }
+
+    /// RETIRE SET, forget: the retired entry of `epoch` leaves the table.
+    pub fn forget_retired(&mut self, epoch: u64) -> Result<(), ClientError> {
+        self.exchange("RETIRE SET", &psd_apdu::forget_retired(epoch))
+            .map(drop)
+    }
+
     /// An audit message (registers and `nonce`, MACed under K1) for the meter server.
     pub fn audit(
         &mut self,

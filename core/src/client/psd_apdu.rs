@@ -52,6 +52,16 @@ pub fn import_set(blob: &[u8]) -> Vec<u8> {
     command(CLA_PSD, ins::IMPORT_SET, 0, 0, blob, 256)
 }
 
+/// RETIRE SET: retire the outstanding export of `epoch` (the answer is the receipt).
+pub fn retire_set(epoch: u64) -> Vec<u8> {
+    command(CLA_PSD, ins::RETIRE_SET, 0, 0, &epoch.to_be_bytes(), 256)
+}
+
+/// RETIRE SET: forget the retired entry of `epoch` (after the back office booked it).
+pub fn forget_retired(epoch: u64) -> Vec<u8> {
+    command(CLA_PSD, ins::RETIRE_SET, 1, 0, &epoch.to_be_bytes(), 256)
+}
+
 /// GET DATA (license slots and exports).
 pub fn get_license_data() -> Vec<u8> {
     command(CLA_PSD, ins::GET_DATA, 0x00, 0x04, &[], u16::MAX)

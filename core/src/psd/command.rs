@@ -73,6 +73,13 @@ pub enum PsdCommand<'a> {
     },
     /// IMPORT SET (`80 4A 00 00`): the blob.
     ImportSet(&'a [u8]),
+    /// RETIRE SET (`80 4C P1 00`): P1 `00` retire, `01` forget; data: the export's epoch.
+    RetireSet {
+        /// P1 `01`.
+        forget: bool,
+        /// The epoch.
+        data: &'a [u8],
+    },
     /// GET DATA (`80 CA 00 04`): the license slots and exports.
     GetLicenseInfo,
 }
@@ -137,6 +144,14 @@ impl<'a> PsdCommand<'a> {
             },
             #[cfg(feature = "licenses")]
             ins::IMPORT_SET => |c| no_params(c).map(|_| ImportSet(c.data)),
+            #[cfg(feature = "licenses")]
+            ins::RETIRE_SET => |c| match (c.p1, c.p2) {
+                (0 | 1, 0) => Ok(RetireSet {
+                    forget: c.p1 == 1,
+                    data: c.data,
+                }),
+                _ => Err(Status::IncorrectP1P2),
+            },
             ins::GET_DATA => |c| {
                 let object = match (c.p1, c.p2) {
                     (0x00, 0x02) => GetTransferInfo,

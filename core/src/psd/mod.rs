@@ -81,6 +81,8 @@ pub mod ins {
     pub const EXPORT_SET: u8 = 0x48;
     /// IMPORT SET (seed 003, claim 5).
     pub const IMPORT_SET: u8 = 0x4A;
+    /// RETIRE SET (an exported set given up for a refund).
+    pub const RETIRE_SET: u8 = 0x4C;
     /// GET DATA (device public data).
     pub const GET_DATA: u8 = 0xCA;
 }
@@ -238,6 +240,8 @@ impl Applet for PsdApplet {
             #[cfg(feature = "licenses")]
             ImportSet(data) => self.import_set(ctx, data, reply),
             #[cfg(feature = "licenses")]
+            RetireSet { forget, data } => self.retire_set(ctx, forget, data, reply),
+            #[cfg(feature = "licenses")]
             GetLicenseInfo => self.license_info(reply),
             // Never parsed without the feature (their INS are unknown there).
             #[cfg(not(feature = "licenses"))]
@@ -245,6 +249,7 @@ impl Applet for PsdApplet {
             | LicenseInstall(_)
             | ExportSet { .. }
             | ImportSet(_)
+            | RetireSet { .. }
             | GetLicenseInfo => Err(Status::InstructionNotSupported),
         }
     }

@@ -6,6 +6,8 @@
 //! - [`install`]: LICENSE INSTALL (Fig. 4, 67): a new set in one commit.
 //! - [`export`]: EXPORT SET (Fig. 5), two phases; the blob's layout.
 //! - [`import`]: IMPORT SET (claim 5): an outstanding export comes back once.
+//! - [`retire`]: RETIRE SET: an outstanding export given up for a refund (a lost file, a
+//!   replaced PSD's set), with a signed receipt.
 //!
 //! This file holds the persistent license state (record `LICENSES`): the pending request,
 //! the counters, the export seal key and the outstanding-export table. `docs/licenses.md`
@@ -17,6 +19,7 @@ pub mod grant;
 pub mod import;
 pub mod install;
 pub mod request;
+pub mod retire;
 
 use alloc::vec::Vec;
 use zeroize::Zeroizing;
@@ -59,6 +62,9 @@ pub enum ExportState {
     Preparing,
     /// Committed: the set left the PSD; the file holds it and only this entry admits it.
     Outstanding,
+    /// Given up by RETIRE SET: no file is ever admitted again; the back office refunds the
+    /// DR against the receipt, then the host forgets the entry.
+    Retired,
 }
 
 /// One entry of the outstanding-export table.
@@ -82,7 +88,7 @@ pub struct ExportEntry {
 }
 
 impl ExportEntry {
-    /// `license ‖ epoch ‖ digest ‖ state (1 preparing, 2 outstanding) ‖ slot ‖ control
+    /// `license ‖ epoch ‖ digest ‖ state (1 preparing, 2 outstanding, 3 retired) ‖ slot ‖ control
     /// sum ‖ DR`.
     fn write(&self, w: &mut Vec<u8>) {
         w.put_u32(self.license.0);
@@ -91,6 +97,7 @@ impl ExportEntry {
         w.put_u8(match self.state {
             ExportState::Preparing => 1,
             ExportState::Outstanding => 2,
+            ExportState::Retired => 3,
         });
         w.put_u8(self.slot);
         w.put_u64(self.control_sum.0);
@@ -111,6 +118,7 @@ impl ExportEntry {
             let state = match r.u8()? {
                 1 => ExportState::Preparing,
                 2 => ExportState::Outstanding,
+                3 => ExportState::Retired,
                 _ => return Err(Malformed::Value),
             };
             exports.push(ExportEntry {

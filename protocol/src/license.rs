@@ -214,3 +214,42 @@ pub struct PaPublicKey {
     /// license certificate).
     pub subject: String,
 }
+
+/// `POST /v1/licenses/retirements` at the meter server (the device's owner): a RETIRE SET
+/// receipt, for the refund of the retired set's DR to the owner's deposit. Idempotent by
+/// (device, epoch): the same receipt again answers the same [`Retirement`].
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RetirementRequest {
+    /// The device, 16 hex.
+    pub device_id: String,
+    /// The receipt (`openpsd_core::psd::license::retire::Receipt::encode`), hex.
+    pub receipt: String,
+    /// The exported file, hex, when the host still has it: the set's last registers
+    /// (AR, piece count), which the post office then holds every later piece against.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blob: Option<String>,
+}
+
+/// What the meter server booked for a retired set.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Retirement {
+    /// The device.
+    pub device_id: String,
+    /// The set's license.
+    pub license: u32,
+    /// The export epoch retired.
+    pub epoch: u64,
+    /// The DR refunded to the account's deposit, minor units.
+    pub refunded: u64,
+    /// The account refunded (the device's owner).
+    pub account_id: String,
+    /// The set's AR when it left the device: any later piece of (device, license) above
+    /// it is postage used after the refund.
+    pub final_ar: u64,
+    /// The postal authority's grant revoked with it (serial, hex), for a set added by a
+    /// license.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revoked_grant: Option<String>,
+    /// Unix seconds.
+    pub retired_at: u64,
+}

@@ -268,8 +268,9 @@ struct Serve {
     /// With --role pa: most devices one license is granted to.
     #[arg(long, value_name = "N", default_value_t = openpsd_pa::MAX_DEVICES_PER_LICENSE)]
     max_devices_per_license: u32,
-    /// With --role vendor or post: the postal authority's base URL (the post office reads
-    /// the license grants there: the keys of sets added by a license).
+    /// With --role vendor, post or meter: the postal authority's base URL (the post office
+    /// reads the license grants there: the keys of sets added by a license; the meter
+    /// revokes the grant of a retired set, with --vendor).
     #[arg(long, value_name = "URL", default_value = "https://127.0.0.1:8704")]
     pa: String,
     /// With --role vendor (required): the PA's CA certificate (pa-ca.pem in its data
@@ -405,7 +406,7 @@ async fn serve(s: Serve) -> Result<()> {
                 &s.data,
                 &listen,
                 [&s.kms, &s.recharge],
-                s.vendor.as_deref(),
+                s.vendor.as_deref().map(|v| [v, s.pa.as_str()]),
                 &pki,
                 rate,
             )

@@ -109,7 +109,7 @@ pub async fn spawn_all_on(
         &dir.join("meter"),
         meter_addr,
         [&kms.url, &recharge.url],
-        Some(&vendor.url),
+        Some([&vendor.url, &pa.url]),
         pki,
         rate,
     )
@@ -193,13 +193,14 @@ pub async fn start_recharge(
 }
 
 /// Starts a meter server alone, calling the KMS and the RC at `[kms_url, recharge_url]`
-/// and, for licenses, the vendor at `vendor_url`.
+/// and, for licenses, the vendor and the postal authority at `[vendor_url, pa_url]` (the
+/// PA: revoking the grant of a retired set).
 /// Customers connect without a certificate and log in; operators present theirs.
 pub async fn start_meter(
     dir: &Path,
     addr: &str,
     [kms_url, recharge_url]: [&str; 2],
-    vendor_url: Option<&str>,
+    licensing: Option<[&str; 2]>,
     pki: &Pki,
     rate: u32,
 ) -> anyhow::Result<Service> {
@@ -209,7 +210,8 @@ pub async fn start_meter(
         recharge_url: recharge_url.to_owned(),
         pki: pki.clone(),
         rate,
-        vendor_url: vendor_url.map(str::to_owned),
+        vendor_url: licensing.map(|[v, _]| v.to_owned()),
+        pa_url: licensing.map(|[_, p]| p.to_owned()),
     })?;
     let tls = server_config(pki, Role::Meter, ClientAuth::Optional)?;
     Ok(Service::spawn(

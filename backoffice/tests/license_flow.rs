@@ -296,3 +296,267 @@ async fn a_licensed_set_is_refilled_and_its_history_follows_its_license() {
     assert_eq!((lic.set, lic.credited), (2, 7_500));
     h.stop().await;
 }
+
+/// Orders `license` (0: a new one) for `psd` as acme and installs it; the grant.
+async fn order_and_install(
+    acme: &common::Client,
+    psd: &mut Psd,
+    txn: &str,
+    license: u32,
+) -> LicenseGrant {
+    let ask = LicenseAsk {
+        license: LicenseId(license),
+        origin: PostalCode::new(b"53113").unwrap(),
+    };
+    let request = psd.client.license_request(&ask, false).unwrap();
+    let grant: LicenseGrant = acme
+        .post(
+            "/v1/licenses",
+            &MeterLicenseOrder {
+                client_txn_id: txn.into(),
+                device_id: psd.device_id(),
+                request: hex::encode(request.encode()),
+            },
+        )
+        .await
+        .unwrap();
+    let install = Install::decode(&hex::decode(&grant.install).unwrap()).unwrap();
+    psd.client.license_install(&install).unwrap();
+    grant
+}
+
+/// Seed 003, C11: a replacement PSD keeps the customer's license. The new PSD is granted
+/// the same license (the customer holds it); the old PSD's set is exported and retired
+/// (RETIRE SET), and the meter checks the receipt under the device key and against the
+/// set's history, refunds its DR to the deposit once, and revokes the old grant at the
+/// PA. The retired set is served no more; a forged receipt is refused.
+#[tokio::test(flavor = "multi_thread")]
+async fn c11_a_replacement_psd_keeps_the_license_and_the_old_set_is_retired_and_refunded() {
+    use openpsd_core::psd::license::retire::Receipt;
+    use openpsd_protocol::license::{GrantList, Retirement, RetirementRequest};
+    let dir = tempfile::tempdir().unwrap();
+    let h = spawn_all(dir.path()).await.unwrap();
+    let (host, admin) = parties(&h.meter.url, &h.kms.url, &h.recharge.url, &h.pki);
+    let mut old = Psd::licensed(7, &h);
+    let mut new = Psd::licensed(8, &h);
+    admin.register(&old).await;
+    admin.register(&new).await;
+    admin.fund("acme", 100_000).await;
+    let acme = host.as_customer("acme");
+
+    let g_old = order_and_install(&acme, &mut old, "lic-old", 0).await;
+    let license = g_old.fields.license;
+    let v = host
+        .refill_set(&mut old, 2, "fill-old", "acme", 5_000)
+        .await
+        .unwrap();
+    assert_eq!(v.state, "completed");
+    frank_set(&mut old, 2, 1, 1_200, b"53113");
+    // The replacement asks for the same license: the customer holds it.
+    let g_new = order_and_install(&acme, &mut new, "lic-new", license).await;
+    assert_eq!(g_new.fields.license, license);
+    assert_ne!(g_new.fields.serial, g_old.fields.serial);
+    let before = admin.account("acme").await;
+
+    // The holder keeps a copy of the old PSD's memory from before the retirement.
+    let saved = old.snapshot();
+    // The old set leaves the old PSD and is retired there.
+    let blob = old.client.export_prepare(RegisterSetIndex(2)).unwrap();
+    old.client
+        .export_commit(RegisterSetIndex(2), &Blob::digest_of(&blob))
+        .unwrap();
+    let epoch = Blob::decode(&blob).unwrap().epoch;
+    let receipt = old.client.retire_set(epoch).unwrap();
+    assert_eq!((receipt.control_sum.0, receipt.dr.0), (5_000, 3_800));
+    let req = RetirementRequest {
+        device_id: old.device_id(),
+        receipt: hex::encode(receipt.encode()),
+        blob: Some(hex::encode(&blob)),
+    };
+    // Only the owner may book it.
+    admin.ensure_customer("bob").await;
+    let e = host
+        .as_customer("bob")
+        .post::<_, Retirement>("/v1/licenses/retirements", &req)
+        .await
+        .unwrap_err();
+    assert_eq!(e.status, 404, "{e:?}");
+    let r: Retirement = acme.post("/v1/licenses/retirements", &req).await.unwrap();
+    assert_eq!(
+        (r.license, r.epoch, r.refunded, r.final_ar),
+        (license, epoch, 3_800, 1_200)
+    );
+    assert_eq!(
+        r.revoked_grant.as_deref(),
+        Some(g_old.fields.serial.as_str())
+    );
+    // The same receipt again: the same answer, refunded once.
+    let again: Retirement = acme.post("/v1/licenses/retirements", &req).await.unwrap();
+    assert_eq!(again, r);
+    let after = admin.account("acme").await;
+    assert_eq!(after.available, before.available + 3_800);
+    assert_eq!(after.debited + 3_800, before.debited);
+    assert_eq!(
+        after.deposited,
+        after.available + after.held + after.debited
+    );
+    old.client.forget_retired(epoch).unwrap();
+
+    // The PA: the old grant revoked, the new one standing.
+    let pa = common::Client::new(
+        &h.pa.url,
+        &h.pki,
+        Some(openpsd_service_kit::tls::Role::Operator),
+    );
+    let grants: GrantList = pa
+        .get(&format!("/v1/grants?license={license}"))
+        .await
+        .unwrap();
+    let revoked: Vec<_> = grants
+        .grants
+        .iter()
+        .map(|g| (g.device_id.clone(), g.revoked_at.is_some()))
+        .collect();
+    assert!(revoked.contains(&(old.device_id(), true)), "{revoked:?}");
+    assert!(revoked.contains(&(new.device_id(), false)), "{revoked:?}");
+
+    // The old device may not ask the license again; the new one is refilled and franks.
+    let ask = LicenseAsk {
+        license: LicenseId(license),
+        origin: PostalCode::new(b"53113").unwrap(),
+    };
+    let request = old.client.license_request(&ask, false).unwrap();
+    let e = acme
+        .post::<_, LicenseGrant>(
+            "/v1/licenses",
+            &MeterLicenseOrder {
+                client_txn_id: "lic-old-again".into(),
+                device_id: old.device_id(),
+                request: hex::encode(request.encode()),
+            },
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.status, 409, "{e:?}");
+    let v = host
+        .refill_set(&mut new, 2, "fill-new", "acme", 2_000)
+        .await
+        .unwrap();
+    assert_eq!(v.state, "completed");
+    frank_set(&mut new, 2, 1, 300, b"53113");
+
+    // A receipt forged with the old device's key read out of its memory: a control sum
+    // above anything the back office credited the set is refused, nothing refunded.
+    let forged = Receipt {
+        device: receipt.device,
+        epoch: 99,
+        license: receipt.license,
+        control_sum: Amount(50_000),
+        dr: Amount(48_000),
+        digest: [0; 16],
+        signature: [0; 64],
+    };
+    let forged = forged.signed(&old.dumped_key());
+    // The old set is retired already: served no more, whatever the receipt says.
+    let e = acme
+        .post::<_, Retirement>(
+            "/v1/licenses/retirements",
+            &RetirementRequest {
+                device_id: old.device_id(),
+                receipt: hex::encode(forged.encode()),
+                blob: None,
+            },
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (e.status, e.code.as_str()),
+        (422, "audit_inconsistent"),
+        "{e:?}"
+    );
+    // On the new device (its key read out too), above the credit: refused.
+    let forged_new = Receipt {
+        device: DeviceId(hex::decode(new.device_id()).unwrap().try_into().unwrap()),
+        ..forged
+    }
+    .signed(&new.dumped_key());
+    let e = acme
+        .post::<_, Retirement>(
+            "/v1/licenses/retirements",
+            &RetirementRequest {
+                device_id: new.device_id(),
+                receipt: hex::encode(forged_new.encode()),
+                blob: None,
+            },
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (e.status, e.code.as_str()),
+        (422, "audit_inconsistent"),
+        "{e:?}"
+    );
+    assert!(e.message.contains("above what the back office"), "{e:?}");
+    assert_eq!(
+        admin.account("acme").await.available,
+        after.available - 2_000
+    );
+
+    // The copy from before the retirement spends the refunded DR: the post office finds
+    // the postage used after the refund, with the amount.
+    old.roll_back(&saved);
+    let label = |psd: &mut Psd, slot: u8, txn: u64, postage: u64| {
+        let req = openpsd_core::psd::indicium::IndiciumRequest {
+            transaction: TransactionId(txn.to_be_bytes()),
+            postage: Amount(postage),
+            date: openpsd_service_kit::codec::today_utc(),
+            rate: RateCategory(1),
+            origin: PostalCode::new(b"53113").unwrap(),
+            destination: PostalCode::new(b"20095").unwrap(),
+        };
+        psd.client
+            .issue_indicium(RegisterSetIndex(slot), &req)
+            .unwrap()
+            .0
+    };
+    let spent = label(&mut old, 2, 7, 900);
+    let honest = label(&mut new, 2, 2, 100);
+    let post = openpsd_backoffice::server::start_post(
+        &dir.path().join("post"),
+        None,
+        "127.0.0.1:0",
+        [&h.kms.url, &h.meter.url, &h.pa.url],
+        &h.pki,
+        openpsd_backoffice::server::DEFAULT_RATE,
+    )
+    .await
+    .unwrap();
+    let clerk = common::Client::new(
+        &post.url,
+        &h.pki,
+        Some(openpsd_service_kit::tls::Role::Operator),
+    );
+    let r: openpsd_protocol::post::ScanResult = clerk
+        .post(
+            "/v1/indicia",
+            &openpsd_protocol::post::ScanBatch {
+                indicia: vec![hex::encode(&spent), hex::encode(&honest)],
+            },
+        )
+        .await
+        .unwrap();
+    let kinds: Vec<_> = r.verdicts.iter().map(|v| v.verdict.as_str()).collect();
+    assert_eq!(kinds, ["anomaly", "accepted"], "{r:?}");
+    let report: openpsd_protocol::post::DeviceReport = clerk
+        .get(&format!("/v1/devices/{}/findings", old.device_id()))
+        .await
+        .unwrap();
+    let f = report
+        .findings
+        .iter()
+        .find(|f| f.kind == "used_after_retirement")
+        .unwrap_or_else(|| panic!("{report:?}"));
+    assert_eq!(f.amount, Some(900));
+    post.stop().await;
+    h.stop().await;
+}

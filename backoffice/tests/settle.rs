@@ -157,6 +157,7 @@ async fn unissued_refills_expire_and_issued_ones_wait_for_an_audit() {
         pki: h.pki.clone(),
         rate: openpsd_backoffice::server::DEFAULT_RATE,
         vendor_url: None,
+        pa_url: None,
     })
     .unwrap()
     .with_unissued_ttl(Duration::from_secs(1));

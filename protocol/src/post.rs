@@ -176,6 +176,10 @@ pub struct SetCredit {
     /// The last audit of the set the meter server accepted, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_audit: Option<LastAudit>,
+    /// The set's AR when the device retired it (RETIRE SET; its DR was refunded): no piece
+    /// of the set may show more.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retired_ar: Option<u64>,
 }
 
 /// What the last accepted audit of a set said, for the post office's date and register

@@ -719,6 +719,8 @@ fn a_retired_export_never_comes_back_and_its_receipt_is_signed() {
     );
 
     let bytes = expect_ok(&card.transmit(&psd_apdu::retire_set(1)));
+    assert_eq!(bytes.len(), Receipt::LEN);
+    assert_eq!(Receipt::LEN, 138, "docs/apdu.md §4.23");
     let receipt = Receipt::decode(&bytes).unwrap();
     assert_eq!(receipt.license, LicenseId(9001));
     assert_eq!(receipt.epoch, 1);

@@ -112,7 +112,16 @@ impl Meter {
             })
             .await?;
         for d in devices {
-            if self.holds_license(&d, license, step).await?.is_some() {
+            // Held, or held until the device retired it (a replaced PSD's license).
+            let retired = {
+                let d = d.clone();
+                self.db
+                    .run(step, move |c| {
+                        crate::retire::is_retired(c, &d, license, step)
+                    })
+                    .await?
+            };
+            if retired || self.holds_license(&d, license, step).await?.is_some() {
                 return Ok(true);
             }
         }
@@ -127,6 +136,17 @@ impl Meter {
         license: u32,
         step: &'static str,
     ) -> Result<Option<Held>, ApiError> {
+        // A set the device retired (RETIRE SET, refunded) is served no more.
+        let d = device_id.to_owned();
+        if self
+            .db
+            .run(step, move |c| {
+                crate::retire::is_retired(c, &d, license, step)
+            })
+            .await?
+        {
+            return Ok(None);
+        }
         if self
             .licenses(device_id, step)
             .await?

@@ -51,6 +51,7 @@ pub mod licenses;
 mod post_office;
 mod refill;
 mod registry;
+pub mod retire;
 mod store;
 #[cfg(test)]
 mod tests;
@@ -274,6 +275,9 @@ pub struct Config {
     pub rate: u32,
     /// The vendor's base URL (licenses, seed 003); `None`: `/v1/licenses` answers `503`.
     pub vendor_url: Option<String>,
+    /// The postal authority's base URL (revoking the grant of a retired set); `None`: a
+    /// retirement is refunded but its grant is left for the PA's desk to revoke.
+    pub pa_url: Option<String>,
 }
 
 /// The meter server's shared state.
@@ -283,6 +287,7 @@ pub struct Meter {
     pub(crate) kms: Upstream,
     pub(crate) rc: Upstream,
     pub(crate) vendor: Option<Upstream>,
+    pub(crate) pa: Option<Upstream>,
     pub(crate) locks: Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
     rate: u32,
     pub(crate) credentials: Arc<customers::CredentialCache>,
@@ -294,7 +299,12 @@ impl Meter {
     /// Opens the data directory.
     pub fn open(config: &Config) -> anyhow::Result<Self> {
         openpsd_service_kit::keys::private_dir(&config.data)?;
-        let schema = format!("{SCHEMA}{}{}", customers::SCHEMA, licenses::SCHEMA);
+        let schema = format!(
+            "{SCHEMA}{}{}{}",
+            customers::SCHEMA,
+            licenses::SCHEMA,
+            retire::SCHEMA
+        );
         let db = Db::open(&config.data.join(DB_FILE), &schema)?;
         // Databases from before voids: the columns added, and their index.
         let conn = openpsd_service_kit::db::open_connection(&config.data.join(DB_FILE))?;
@@ -318,7 +328,12 @@ impl Meter {
             vendor: config
                 .vendor_url
                 .as_deref()
-                .map(|url| Upstream::new("vendor", url, Role::Vendor, tls))
+                .map(|url| Upstream::new("vendor", url, Role::Vendor, tls.clone()))
+                .transpose()?,
+            pa: config
+                .pa_url
+                .as_deref()
+                .map(|url| Upstream::new("postal authority", url, Role::Pa, tls))
                 .transpose()?,
             locks: Arc::default(),
             rate: config.rate,
@@ -416,6 +431,12 @@ impl Meter {
                 Method::POST,
                 "/v1/licenses",
                 post(licenses::order_license),
+                CUSTOMER,
+            )
+            .route(
+                Method::POST,
+                "/v1/licenses/retirements",
+                post(retire::retire),
                 CUSTOMER,
             )
             .route(

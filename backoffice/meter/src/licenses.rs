@@ -109,6 +109,21 @@ pub(crate) async fn order_license(
     // replacement): the PA grants up to 64 devices a license and knows no customers, so
     // without this check anyone could mail under another customer's license and town.
     let asked = request.body.license.0;
+    let (d, a) = (device_id.clone(), asked);
+    if asked != 0
+        && meter
+            .db
+            .run(STEP, move |c| crate::retire::is_retired(c, &d, a, STEP))
+            .await?
+    {
+        return Err(ApiError::wrong_state(
+            STEP,
+            format!(
+                "device {device_id} retired its set of license {asked} (refunded): ask for it on \
+                 another of your devices, or for a new license"
+            ),
+        ));
+    }
     if asked != 0
         && !meter
             .account_holds_license(&customer.account_id, asked, STEP)

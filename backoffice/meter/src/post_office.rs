@@ -86,6 +86,12 @@ fn read_credit(
              WHERE la.device_id = ?1 AND la.license = ?2",
         )
         .storage(step)?;
+    let mut retired = c
+        .prepare_cached(
+            "SELECT MIN(final_ar) FROM retirements WHERE device_id = ?1 AND license = ?2
+             HAVING COUNT(*) > 0",
+        )
+        .storage(step)?;
     let bad = || ApiError::internal(step, "credit row out of range");
     let mut sets = Vec::with_capacity(rows.len());
     for (license, credited, slot) in rows {
@@ -122,6 +128,12 @@ fn read_credit(
                 license,
                 credited: from_sql_int(credited, step)?,
                 last_audit,
+                retired_ar: retired
+                    .query_row(rusqlite::params![device, license], |r| r.get::<_, i64>(0))
+                    .optional()
+                    .storage(step)?
+                    .map(|v| from_sql_int(v, step))
+                    .transpose()?,
             },
         ));
     }

@@ -165,6 +165,7 @@ async fn setup() -> Setup {
         pki,
         rate: 1000,
         vendor_url: None,
+        pa_url: None,
     })
     .unwrap();
     crate::registry::register(
@@ -334,6 +335,7 @@ fn an_old_database_is_migrated_to_history_per_license() {
         pki,
         rate: 1000,
         vendor_url: None,
+        pa_url: None,
     };
     // Twice: the migration is idempotent.
     drop(Meter::open(&config).unwrap());

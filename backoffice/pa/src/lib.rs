@@ -301,12 +301,13 @@ impl Pa {
     }
 
     /// The HTTP API and who may call each route: only the vendor asks for grants; the
-    /// operator revokes them; the operator and the post office list them; any identity of
+    /// operator revokes them, and the meter server the grant of a set its device retired; the operator and the post office list them; any identity of
     /// the back office reads the CA certificate, the public key and the CRL.
     pub fn routes() -> Routes<Pa> {
         const VENDOR: &[Who] = &[Who::Role(Role::Vendor)];
-        const OPERATOR: &[Who] = &[Who::Role(Role::Operator)];
         const READERS: &[Who] = &[Who::Role(Role::Operator), Who::Role(Role::Post)];
+        // The meter revokes the grant of a set its device retired (and refunded).
+        const REVOKERS: &[Who] = &[Who::Role(Role::Operator), Who::Role(Role::Meter)];
         Routes::new()
             .route(Method::POST, "/v1/grants", post(grant), VENDOR)
             .route(Method::GET, "/v1/grants", get(list), READERS)
@@ -314,7 +315,7 @@ impl Pa {
                 Method::POST,
                 "/v1/grants/{serial}/revoke",
                 post(revoke),
-                OPERATOR,
+                REVOKERS,
             )
             .route(Method::GET, "/v1/crl", get(crl), &[Who::AnyRole])
             .route(Method::GET, "/v1/ca", get(ca_cert), &[Who::AnyRole])

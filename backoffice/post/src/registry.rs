@@ -454,6 +454,43 @@ pub fn reconcile(
     Ok(named)
 }
 
+/// Against the AR a retired set had when the device gave it up (and was refunded its DR):
+/// a piece above it is postage used after the refund — a PSD rolled back or cloned from
+/// before the retirement, or a forged receipt. The amount is the excess.
+pub fn check_after_retirement(
+    tx: &mut dyn RegistryTx,
+    s: &Series<'_>,
+    retired_ar: u64,
+    step: &str,
+) -> Result<Vec<u32>, ApiError> {
+    let mut named = Vec::new();
+    if let Some((piece, ar)) = tx.top_ar(s)? {
+        let ar = from_sql_int(ar, step)?;
+        if ar > retired_ar {
+            let excess = ar - retired_ar;
+            let message = format!(
+                "piece {piece} shows AR {ar}, but the device retired the set at AR {retired_ar} \
+                 and was refunded the rest: {excess} of postage used after the refund"
+            );
+            if find(
+                tx,
+                &NewFinding {
+                    device: s.device,
+                    license: s.license,
+                    piece,
+                    kind: "used_after_retirement",
+                    message: &message,
+                    amount: Some(to_sql_int(excess, step)?),
+                    evidence: None,
+                },
+            )? {
+                named.push(piece);
+            }
+        }
+    }
+    Ok(named)
+}
+
 /// What the registry holds of a device: per license, the extra copies, and its findings.
 pub fn report(
     tx: &mut dyn RegistryTx,

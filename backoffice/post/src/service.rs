@@ -335,6 +335,9 @@ impl Core {
 /// Why an accepted piece becomes an anomaly after reconciliation.
 const REGISTERS_EXCEED: &str =
     "the device's registers exceed what the back office credited (see its findings)";
+/// Why an accepted piece becomes an anomaly after its set was retired and refunded.
+const AFTER_RETIREMENT: &str =
+    "the set was retired and refunded at a lower AR (see the device's findings)";
 /// Why an accepted piece becomes an anomaly against the last audit.
 const AGAINST_AUDIT: &str =
     "the piece contradicts the last audit the meter accepted (see the device's findings)";
@@ -629,6 +632,11 @@ async fn scan(State(po): State<PostOffice>, body: Bytes) -> Result<Json<ScanResu
                             let credited = set.map_or(0, |s| s.credited);
                             for p in registry::reconcile(tx, &s, credited, step)? {
                                 named.push((*license, p, REGISTERS_EXCEED));
+                            }
+                            if let Some(r) = set.and_then(|s| s.retired_ar) {
+                                for p in registry::check_after_retirement(tx, &s, r, step)? {
+                                    named.push((*license, p, AFTER_RETIREMENT));
+                                }
                             }
                             if let Some(audit) = set.and_then(|s| s.last_audit) {
                                 for p in registry::check_against_audit(tx, &s, &audit, step)? {

@@ -59,6 +59,14 @@ CREATE TABLE IF NOT EXISTS deposits (
     amount     INTEGER NOT NULL CHECK (amount > 0),
     created_at INTEGER NOT NULL
 );
+-- Value given back from a device (a retired register set's DR, seed 003): booked once per
+-- reference; it moves from debited back to available.
+CREATE TABLE IF NOT EXISTS refunds (
+    reference  TEXT PRIMARY KEY,
+    account_id TEXT NOT NULL REFERENCES accounts(account_id),
+    amount     INTEGER NOT NULL CHECK (amount > 0),
+    created_at INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS combinations (
     combination_id TEXT PRIMARY KEY,        -- 16 hex, never all zeros
     request_id     TEXT NOT NULL UNIQUE,    -- the same request is the same hold
@@ -80,6 +88,7 @@ CREATE INDEX IF NOT EXISTS combinations_by_state ON combinations(state);
 
 const STEP_ACCOUNT: &str = "rc_account";
 const STEP_DEPOSIT: &str = "rc_deposit";
+const STEP_REFUND: &str = "rc_refund";
 const STEP_COMBINATION: &str = "rc_combination";
 const STEP_SETTLE: &str = "rc_settle";
 const STEP_LEDGER: &str = "rc_ledger";
@@ -141,8 +150,8 @@ impl Recharge {
 
     /// The HTTP API and who may call each route: accounts are opened by the meter (a
     /// customer signing up) or an operator; deposits come only from an operator (the
-    /// payments desk); combinations are held and settled only by the meter server
-    /// (`docs/security.md`).
+    /// payments desk); combinations are held and settled, and refunds of retired sets
+    /// booked, only by the meter server (`docs/security.md`).
     pub fn routes() -> Routes<Recharge> {
         const METER: &[Who] = &[Who::Role(Role::Meter)];
         const OPERATOR: &[Who] = &[Who::Role(Role::Operator)];
@@ -160,6 +169,12 @@ impl Recharge {
                 "/v1/accounts/{account_id}/deposits",
                 post(deposit),
                 OPERATOR,
+            )
+            .route(
+                Method::POST,
+                "/v1/accounts/{account_id}/refunds",
+                post(refund),
+                METER,
             )
             .route(Method::POST, "/v1/combinations", post(hold), METER)
             .route(
@@ -328,6 +343,83 @@ async fn deposit(
             tx.execute(
                 "UPDATE accounts SET available = ?2, deposited = ?3 WHERE account_id = ?1",
                 params![id, to_sql_int(available, step)?, to_sql_int(deposited, step)?],
+            )
+            .storage(step)?;
+            let account = read_account(&tx, &id, step)?
+                .ok_or_else(|| ApiError::internal(step, "account vanished"))?;
+            tx.commit().storage(step)?;
+            Ok((true, account))
+        })
+        .await?;
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(account)))
+}
+
+/// `POST /v1/accounts/{id}/refunds` (the meter server's): value a device gave back (a
+/// retired register set's DR) returns from `debited` to `available`, booked once per
+/// reference (`201`; the same again `200`; other data under the reference `409`). It never
+/// refunds more than the account has had debited (`409`): a refund can only undo refills.
+async fn refund(
+    State(rc): State<Recharge>,
+    UrlPath(id): UrlPath<String>,
+    body: Bytes,
+) -> Result<impl IntoResponse, ApiError> {
+    let step = STEP_REFUND;
+    let req: Deposit = codec::json(&body, step)?;
+    codec::ident("reference", &req.reference, step)?;
+    if req.amount == 0 || i64::try_from(req.amount).is_err() {
+        return Err(ApiError::amount_invalid(
+            step,
+            "a refund is 1 to 2^63-1 minor units",
+        ));
+    }
+    let (created, account) = rc
+        .db
+        .run(step, move |c| {
+            let tx = c.transaction().storage(step)?;
+            let existing: Option<(String, i64)> = tx
+                .query_row(
+                    "SELECT account_id, amount FROM refunds WHERE reference = ?1",
+                    [&req.reference],
+                    |r| r.try_into(),
+                )
+                .optional()
+                .storage(step)?;
+            let account =
+                read_account(&tx, &id, step)?.ok_or_else(|| unknown_account(step, &id))?;
+            if let Some((acc, amount)) = existing {
+                if acc != id || from_sql_int(amount, step)? != req.amount {
+                    return Err(ApiError::wrong_state(
+                        step,
+                        format!("refund reference '{}' was booked with other data", req.reference),
+                    ));
+                }
+                return Ok((false, account));
+            }
+            let (Some(debited), Some(available)) = (
+                account.debited.checked_sub(req.amount),
+                account.available.checked_add(req.amount),
+            ) else {
+                return Err(ApiError::wrong_state(
+                    step,
+                    format!(
+                        "a refund of {} is more than account {id} has had debited ({})",
+                        req.amount, account.debited
+                    ),
+                ));
+            };
+            tx.execute(
+                "INSERT INTO refunds (reference, account_id, amount, created_at) VALUES (?1, ?2, ?3, ?4)",
+                params![req.reference, id, to_sql_int(req.amount, step)?, now_secs()],
+            )
+            .storage(step)?;
+            tx.execute(
+                "UPDATE accounts SET available = ?2, debited = ?3 WHERE account_id = ?1",
+                params![id, to_sql_int(available, step)?, to_sql_int(debited, step)?],
             )
             .storage(step)?;
             let account = read_account(&tx, &id, step)?

@@ -16,7 +16,8 @@ use openpsd_core::psd::license::export::Blob;
 use openpsd_core::psd::license::grant::{self, CardFields, GrantFields};
 use openpsd_core::psd::license::install::Install;
 use openpsd_core::psd::license::request::{LicenseAsk, LicenseRequest};
-use openpsd_core::psd::license::{ExportState, LicenseInfo, LicenseState, SlotInfo};
+use openpsd_core::psd::license::retire::Receipt;
+use openpsd_core::psd::license::{ExportEntry, ExportState, LicenseInfo, LicenseState, SlotInfo};
 use openpsd_core::psd::psd_card;
 use openpsd_core::psd::refill::{RefillCombination, REFILL_MESSAGE_LEN};
 use openpsd_core::psd::registers::{RegisterSet, Registers};
@@ -372,8 +373,8 @@ fn same_exported(a: &RegisterSet, b: &RegisterSet) -> bool {
     ) && grant(a) == grant(b)
 }
 
-/// Σ control sums of the resident sets + Σ those of the outstanding exports: the value
-/// the PSD answers for.
+/// Σ control sums of the resident sets + Σ those of the outstanding and retired exports:
+/// the value the PSD answers for (a retired entry until RETIRE SET forgets it).
 fn value(sets: &Slots, lic: &LicenseState) -> u128 {
     let resident: u128 = sets
         .iter()
@@ -383,7 +384,7 @@ fn value(sets: &Slots, lic: &LicenseState) -> u128 {
     let out: u128 = lic
         .exports
         .iter()
-        .filter(|e| e.state == ExportState::Outstanding)
+        .filter(|e| e.state != ExportState::Preparing)
         .map(|e| u128::from(e.control_sum.0))
         .sum();
     resident + out
@@ -436,6 +437,8 @@ struct Harness {
     install_ok: bool,
     /// An IMPORT SET may have restored a set in this operation.
     import_ok: bool,
+    /// A RETIRE SET may have retired or forgotten an entry in this operation.
+    retire_ok: bool,
     reply: Vec<u8>,
 }
 
@@ -468,6 +471,7 @@ impl Harness {
             vanish_ok: [false; MAX_SETS as usize],
             install_ok: false,
             import_ok: false,
+            retire_ok: false,
             reply: Vec::new(),
         };
         if start != Start::Blank {
@@ -612,6 +616,7 @@ impl Harness {
                 }
                 0x44 => self.install_ok = true,
                 0x4A => self.import_ok = true,
+                0x4C => self.retire_ok = true,
                 0x48 if p1 == 1 => {
                     if let Some(c) = self.vanish_ok.get_mut(p2) {
                         *c = true;
@@ -876,6 +881,31 @@ impl Harness {
                     );
                 }
             }
+            0x4C if p1 == 0 => {
+                let r = Receipt::decode(data).expect("a RETIRE SET answer decodes");
+                assert!(r.verify(&keys.public_key), "receipt signature");
+                assert_eq!(r.device, keys.id, "receipt device");
+                let e = lic
+                    .exports
+                    .iter()
+                    .find(|e| e.epoch == r.epoch)
+                    .expect("a retired epoch stays in the table until forgotten");
+                assert_eq!(
+                    (e.state, e.license, e.control_sum, e.dr, e.digest),
+                    (ExportState::Retired, r.license, r.control_sum, r.dr, r.digest),
+                    "receipt differs from its entry"
+                );
+            }
+            0x4C => {
+                assert!(data.is_empty(), "forget answers nothing");
+                if let Some(cmd) = cmd_data.and_then(|c| <[u8; 8]>::try_from(c).ok()) {
+                    let epoch = u64::from_be_bytes(cmd);
+                    assert!(
+                        !lic.exports.iter().any(|e| e.epoch == epoch),
+                        "forgotten epoch {epoch} still in the table"
+                    );
+                }
+            }
             _ if p1 == 0 && p2 == 4 => {
                 let info = LicenseInfo::decode(data).expect("GET DATA 00 04 decodes");
                 self.check_license_info(&info, &stored, &lic, &keys);
@@ -1079,6 +1109,24 @@ impl Harness {
                 corrupt,
             } => self.grant_license(*license, *flags, *corrupt),
             Op::Export { slot, mode } => self.export(slot % MAX_SETS, *mode),
+            Op::Retire { which, forget } => {
+                let epochs: Vec<u64> = self
+                    .license_state()
+                    .1
+                    .exports
+                    .iter()
+                    .map(|e| e.epoch)
+                    .collect();
+                let epoch = match epochs.len() {
+                    0 => u64::from(*which),
+                    n => epochs[usize::from(*which) % n],
+                };
+                if *forget {
+                    self.exchange(&psd_apdu::forget_retired(epoch));
+                } else {
+                    self.exchange(&psd_apdu::retire_set(epoch));
+                }
+            }
             Op::Import { which, corrupt } => {
                 let mut blob = match self.blobs.len() {
                     0 => Vec::new(),
@@ -1211,6 +1259,7 @@ impl Harness {
         self.vanish_ok = [false; MAX_SETS as usize];
         self.install_ok = false;
         self.import_ok = false;
+        self.retire_ok = false;
 
         // READ REGISTERS, when it cannot disturb a chain or a pending response.
         if !self.selected || self.pending || self.chain {
@@ -1350,10 +1399,21 @@ impl Harness {
         {
             assert!(held.insert(l.0), "license {l:?} held twice");
         }
-        // Outstanding entries: the same until imported.
+        // Outstanding entries: the same until imported or retired (then the same but
+        // for the state).
         for e in &out_b {
             if let Some(x) = out_n.iter().find(|x| x.epoch == e.epoch) {
                 assert_eq!(x, e, "outstanding entry changed");
+            } else if let Some(x) = ln.exports.iter().find(|x| x.epoch == e.epoch) {
+                assert!(self.retire_ok, "entry {} retired without RETIRE SET", e.epoch);
+                assert_eq!(
+                    *x,
+                    ExportEntry {
+                        state: ExportState::Retired,
+                        ..*e
+                    },
+                    "retired entry differs from the outstanding one"
+                );
             } else {
                 assert!(
                     now.iter().flatten().any(|s| s.license == e.license),
@@ -1391,12 +1451,25 @@ impl Harness {
             ln.request_counter >= lb.request_counter,
             "request counter fell"
         );
-        // Value conservation: only a REFILL's credit adds value.
+        // Retired entries: unchanged until forgotten, and only RETIRE SET forgets them
+        // (their value then belongs to the back office's refund).
+        let mut forgotten: u128 = 0;
+        for e in lb.exports.iter().filter(|e| e.state == ExportState::Retired) {
+            match ln.exports.iter().find(|x| x.epoch == e.epoch) {
+                Some(x) => assert_eq!(x, e, "retired entry changed"),
+                None => {
+                    assert!(self.retire_ok, "retired entry {} forgotten without RETIRE SET", e.epoch);
+                    forgotten += u128::from(e.control_sum.0);
+                }
+            }
+        }
+        // Value conservation: only a REFILL's credit adds value; only a forget of a
+        // retired entry takes it out.
         let (vb, vn) = (value(before, lb), value(now, ln));
         assert_eq!(
-            vn,
+            vn + forgotten,
             vb + credits,
-            "value not conserved: {vb} + credits {credits} != {vn}"
+            "value not conserved: {vb} + credits {credits} != {vn} + forgotten {forgotten}"
         );
     }
 

@@ -27,6 +27,8 @@
 //!                                                 flipped if corrupt != 0: must be refused)
 //!        | 0x0B at:u8 flags:u8                    arm a power cut at write `at` of the next
 //!                                                 operation, torn if flags & 1
+//!        | 0x0C which:u8 flags:u8                 RETIRE SET of the table's entry which % n
+//!                                                 (forget if flags & 1)
 //!        | any other byte, len:u16 apdu           one raw command APDU
 //! ```
 //!
@@ -127,6 +129,14 @@ pub enum Op {
         slot: u8,
         /// What follows the prepare.
         mode: u8,
+    },
+    /// RETIRE SET of the table's entry `which % n` (the epoch `which` if the table is
+    /// empty): retire it, or with `forget` forget it.
+    Retire {
+        /// Which entry.
+        which: u8,
+        /// P1 `01`.
+        forget: bool,
     },
     /// IMPORT SET of remembered blob `which % n` (old copies and duplicates included); an
     /// empty blob if none is remembered.
@@ -239,6 +249,10 @@ impl Input {
                     at_write: b.u8(),
                     torn: b.u8() & 1 != 0,
                 },
+                0x0C => Op::Retire {
+                    which: b.u8(),
+                    forget: b.u8() & 1 != 0,
+                },
                 _ => Op::Apdu(b.apdu()),
             };
             ops.push(op);
@@ -305,6 +319,9 @@ impl Input {
                 Op::Import { which, corrupt } => out.extend_from_slice(&[0x0A, *which, *corrupt]),
                 Op::Arm { at_write, torn } => {
                     out.extend_from_slice(&[0x0B, *at_write, u8::from(*torn)])
+                }
+                Op::Retire { which, forget } => {
+                    out.extend_from_slice(&[0x0C, *which, u8::from(*forget)])
                 }
             }
         }

@@ -120,6 +120,10 @@ fn export(slot: u8, mode: u8) -> Op {
     Op::Export { slot, mode }
 }
 
+fn retire(which: u8, forget: bool) -> Op {
+    Op::Retire { which, forget }
+}
+
 fn import(which: u8, corrupt: u8) -> Op {
     Op::Import { which, corrupt }
 }
@@ -768,6 +772,42 @@ pub fn seeds() -> Vec<(&'static str, Input)> {
                 import(0, 0),
                 apdu(psd_apdu::import_set(&[0x42; 40])),
                 apdu(short(0x80, 0x4A, 0x00, 0x01, &[1, 2, 3], Some(0))),
+            ],
+        ),
+        (
+            "retire",
+            Funded,
+            vec![
+                retire(0, false),
+                export(0, 0),
+                retire(0, false),
+                retire(0, true),
+                export(0, 2),
+                export(1, 1),
+                retire(0, true),
+                Op::Arm {
+                    at_write: 0,
+                    torn: true,
+                },
+                retire(0, false),
+                retire(0, false),
+                import(0, 0),
+                apdu(psd_apdu::get_license_data()),
+                Op::Arm {
+                    at_write: 0,
+                    torn: false,
+                },
+                retire(0, true),
+                retire(0, true),
+                retire(9, true),
+                export(0, 1),
+                retire(0, false),
+                Op::Reopen,
+                retire(0, false),
+                apdu(short(0x80, 0x4C, 0x00, 0x00, &[1, 2], Some(0))),
+                apdu(short(0x80, 0x4C, 0x02, 0x00, &[0; 8], Some(0))),
+                apdu(short(0x80, 0x4C, 0x00, 0x01, &[0; 8], Some(0))),
+                export(1, 1),
             ],
         ),
         ("export-table-full", Funded, {

@@ -645,12 +645,30 @@ pub fn retire(
         ),
     );
 
-    progress(
-        json_out,
-        "4/4 the PSD forgets the retired entry (its place in the export table is free)",
-    );
-    psd.forget_retired(epoch)
-        .map_err(|e| explain(e, "forgetting the retired entry"))?;
+    // A PSD left with no set and no export entry does not load again unless it was
+    // personalized with the postal authority's key (core/src/psd/state.rs: "personalized
+    // PSD without register sets"), which the host cannot see: its last entry is kept, as a
+    // retired entry (harmless: it can never be imported, and booking it again is the same
+    // refund).
+    let now = psd.license_info()?;
+    let last = now.slots.iter().all(|s| *s == SlotInfo::Free)
+        && now.exports.iter().all(|e| e.epoch == epoch);
+    let forgotten = if last {
+        progress(
+            json_out,
+            "4/4 kept: the retired entry is all this PSD holds, and a PSD without any set \
+             or entry may not load again; it stays, retired",
+        );
+        false
+    } else {
+        progress(
+            json_out,
+            "4/4 the PSD forgets the retired entry (its place in the export table is free)",
+        );
+        psd.forget_retired(epoch)
+            .map_err(|e| explain(e, "forgetting the retired entry"))?;
+        true
+    };
 
     let file_name = file.as_ref().map(|(p, _)| p.display().to_string());
     if json_out {
@@ -661,7 +679,7 @@ pub fn retire(
                 "receipt": hex::encode(receipt.encode()), "file": file_name,
                 "refunded": booked.refunded, "account_id": booked.account_id,
                 "final_ar": booked.final_ar, "revoked_grant": booked.revoked_grant,
-                "retired_at": booked.retired_at})
+                "retired_at": booked.retired_at, "forgotten": forgotten})
         );
     } else {
         println!(

@@ -542,9 +542,16 @@ fn license_retire_exports_retires_books_and_forgets_and_a_kill_after_the_card_st
             done["refunded"].as_u64(),
             done["final_ar"].as_u64(),
             done["license"].as_u64(),
+            done["forgotten"].as_bool(),
             done["file"].as_str()
         ),
-        (Some(2_400), Some(100), Some(4711), Some(file.as_str()))
+        (
+            Some(2_400),
+            Some(100),
+            Some(4711),
+            Some(true),
+            Some(file.as_str())
+        )
     );
     assert_eq!(done["account_id"], "acct-test");
     let asked = meter.requests();
@@ -583,10 +590,8 @@ fn license_retire_exports_retires_books_and_forgets_and_a_kill_after_the_card_st
 fn license_retire_writes_off_a_lost_file_and_asks_for_a_login_first() {
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("card");
-    // A second license stays: a PSD personalized without the postal authority whose last
-    // set is retired and forgotten does not load again ("personalized PSD without register
-    // sets", core/src/psd/state.rs).
-    let (card, public_key) = funded_card_and_key(&state, 2_500, &["4712:10115"]);
+    // Its only set: the retired entry is kept (see below).
+    let (card, public_key) = funded_card_and_key(&state, 2_500, &[]);
     drop(card);
     let card = format!("state:{}", state.display());
     let files = dir.path().join("sets");
@@ -643,6 +648,38 @@ fn license_retire_writes_off_a_lost_file_and_asks_for_a_login_first() {
     let asked = meter.requests();
     assert_eq!(asked.len(), 1);
     assert_eq!(asked[0].blob, None, "no file to send");
+    // The PSD's last entry is not forgotten: a PSD personalized without the postal
+    // authority, with no set and no entry, does not load ("personalized PSD without
+    // register sets", core/src/psd/state.rs). It stays retired, and the PSD loads.
+    assert!(err.contains("4/4 kept"), "{err}");
     let listed = openpsd(&card, &["license", "list"]);
-    assert_eq!(listed["exports"].as_array().unwrap().len(), 0);
+    assert_eq!(listed["exports"][0]["state"], "retired", "{listed}");
+    assert_eq!(listed["sets"].as_array().unwrap().len(), 0);
+    // Run again: the same receipt, the same refund (the meter answers the same), still kept.
+    let again = openpsd_metered(
+        &card,
+        dir.path(),
+        &[
+            "--json",
+            "license",
+            "retire",
+            "--license",
+            "4711",
+            "--dir",
+            files_arg,
+            "--meter",
+            &meter.url,
+        ],
+    );
+    assert!(again.status.success());
+    let again: Value = serde_json::from_slice(&again.stdout).unwrap();
+    assert_eq!(
+        (again["refunded"].as_u64(), again["forgotten"].as_bool()),
+        (Some(2_500), Some(false))
+    );
+    assert_eq!(
+        meter.requests()[1].receipt,
+        asked[0].receipt,
+        "the same receipt"
+    );
 }

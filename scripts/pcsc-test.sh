@@ -2,7 +2,8 @@
 # pcsc-test.sh - the APDU scripts through the real PC/SC stack: pcscd + vpcd + card-sim,
 # driven by scriptor (pcsc-tools) and compared with the scripts' expectations; then
 # pcsc_scan, opensc-tool with its probing, and a pyscard client doing an indicium and a
-# refill; then scripts/pcsc-transfer-test.sh (PSD and purse in two readers, transfer, pay,
+# refill; the license flow with the CLI (request, export, import, retire for a refund); then
+# scripts/pcsc-transfer-test.sh (PSD and purse in two readers, transfer, pay,
 # interruptions). Installs what it needs (Debian packages); stops what it started.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -158,6 +159,37 @@ if "$OPENPSD" --card "pcsc:Virtual PCD 00 00" license import "$FILE" 2> "$PCSC_R
 fi
 grep -q "older or duplicate copy: it can never be used" "$PCSC_RUN/import-again.err"
 echo "licenses through PC/SC: license $LICENSE granted, installed, exported and imported once"
+
+echo "== license retire through PC/SC: the licensed set withdrawn, its DR refunded, its grant revoked"
+# The imported set gets 5.00 through the meter, then is given up: exported to the file
+# kept as the evidence, RETIRE SET, the receipt booked at the meter (5.00 back to the
+# deposit, the PA's grant revoked), the entry forgotten.
+SLOT=$("$OPENPSD" --card "pcsc:Virtual PCD 00 00" --json license list | /usr/bin/python3 -c \
+  'import json,sys; l=int(sys.argv[1]); print(next(s["slot"] for s in json.load(sys.stdin)["sets"] if s["license"]==l))' "$LICENSE")
+"$OPENPSD" --card "pcsc:Virtual PCD 00 00" refill --amount 5.00 --set "$SLOT" --txn pcsc-refill-lic
+"$OPENPSD" --json whoami > "$PCSC_RUN/whoami-before-retire.json"
+"$OPENPSD" --card "pcsc:Virtual PCD 00 00" license retire --license "$LICENSE" --dir "$LIC_DIR" \
+  2>&1 | tee "$PCSC_RUN/retire.out"
+grep -q "license $LICENSE retired: 5.00 refunded to account" "$PCSC_RUN/retire.out"
+grep -q "grant .* revoked" "$PCSC_RUN/retire.out"
+"$OPENPSD" --json whoami > "$PCSC_RUN/whoami-after-retire.json"
+/usr/bin/python3 - "$PCSC_RUN/whoami-before-retire.json" "$PCSC_RUN/whoami-after-retire.json" <<'PY'
+import json, sys
+before, after = (json.load(open(f))["account"] for f in sys.argv[1:3])
+assert after["available"] - before["available"] == 500, (before, after)
+print("deposit: available", before["available"], "->", after["available"], "(the retired set's DR)")
+PY
+# Done: nothing of the license is left on the card, and its file can never come back.
+if "$OPENPSD" --card "pcsc:Virtual PCD 00 00" license retire --license "$LICENSE" --dir "$LIC_DIR" 2> "$PCSC_RUN/retire-again.err"; then
+  echo "a second retirement of the same license succeeded" >&2; exit 1
+fi
+grep -q "neither resident nor exported" "$PCSC_RUN/retire-again.err"
+RETIRED=$(grep -o '[^ ]*\.psdset stays as the evidence' "$PCSC_RUN/retire.out" | cut -d' ' -f1)
+if "$OPENPSD" --card "pcsc:Virtual PCD 00 00" license import "$RETIRED" 2> "$PCSC_RUN/import-retired.err"; then
+  echo "a retired set was imported" >&2; exit 1
+fi
+grep -q "it can never be used" "$PCSC_RUN/import-retired.err"
+echo "license retire through PC/SC: license $LICENSE retired, 5.00 refunded once, its file dead"
 stop_pid backoffice "backoffice"
 card_stop card
 pcsc_wait 10 pcsc_card_absent 0

@@ -231,9 +231,11 @@ pub fn list(spec: Option<CardSpec>, dir: Option<&Path>, json_out: bool) -> Resul
             .collect();
         let files: Vec<_> = files
             .iter()
-            .map(|(p, b, usable)| {
+            .map(|(p, b, state)| {
                 json!({"file": p.display().to_string(), "license": b.set.license.0,
-                    "epoch": b.epoch, "dr": b.set.dr.0, "usable": usable})
+                    "epoch": b.epoch, "dr": b.set.dr.0,
+                    "usable": *state == Some(ExportState::Outstanding),
+                    "retired": *state == Some(ExportState::Retired)})
             })
             .collect();
         println!(
@@ -277,24 +279,26 @@ pub fn list(spec: Option<CardSpec>, dir: Option<&Path>, json_out: bool) -> Resul
             match e.state {
                 ExportState::Preparing => "preparing: run the export again to finish it",
                 ExportState::Outstanding => "on disk",
-                ExportState::Retired =>
-                    "retired: refunded against its receipt, never imported again",
+                ExportState::Retired => {
+                    "retired: never imported again; `license retire` books its refund, \
+                     then forgets it"
+                }
             },
             e.dr,
             e.control_sum
         );
     }
-    for (p, b, usable) in &files {
+    for (p, b, state) in &files {
         println!(
             "file {}: license {} epoch {} DR {}  {}",
             p.display(),
             b.set.license,
             b.epoch,
             b.set.dr,
-            if *usable {
-                "importable"
-            } else {
-                "spent or an old copy: it can never be used"
+            match state {
+                Some(ExportState::Outstanding) => "importable",
+                Some(ExportState::Retired) => "retired: kept as evidence, it can never be used",
+                _ => "spent or an old copy: it can never be used",
             }
         );
     }
@@ -302,7 +306,7 @@ pub fn list(spec: Option<CardSpec>, dir: Option<&Path>, json_out: bool) -> Resul
 }
 
 /// The exported-set files in `dir`, each with whether this PSD would take it back.
-fn files_in(dir: &Path, lic: &LicenseInfo) -> Result<Vec<(PathBuf, Blob, bool)>> {
+fn files_in(dir: &Path, lic: &LicenseInfo) -> Result<Vec<(PathBuf, Blob, Option<ExportState>)>> {
     let mut out = Vec::new();
     for entry in fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
         let path = entry?.path();
@@ -314,10 +318,12 @@ fn files_in(dir: &Path, lic: &LicenseInfo) -> Result<Vec<(PathBuf, Blob, bool)>>
             continue;
         };
         let digest = Blob::digest_of(&bytes);
-        let usable = lic.exports.iter().any(|e| {
-            e.state == ExportState::Outstanding && e.epoch == blob.epoch && e.digest == digest
-        });
-        out.push((path, blob, usable));
+        let state = lic
+            .exports
+            .iter()
+            .find(|e| e.epoch == blob.epoch && e.digest == digest)
+            .map(|e| e.state);
+        out.push((path, blob, state));
     }
     out.sort_by(|a, b| a.0.cmp(&b.0));
     Ok(out)
@@ -355,6 +361,45 @@ fn write_durably(path: &Path, bytes: &[u8]) -> Result<()> {
     Ok(())
 }
 
+/// EXPORT SET prepare, the file written durably to `to`, commit: what `license export`
+/// does (and `license retire`'s first step). Each step is shown after `step`. Idempotent:
+/// a prepared export is finished with the same blob, a commit asked twice answers the same.
+fn export_slot(
+    psd: &mut PsdClient,
+    slot: RegisterSetIndex,
+    to: &Path,
+    json_out: bool,
+    step: &str,
+) -> Result<(PathBuf, Vec<u8>, Blob, u64)> {
+    fs::create_dir_all(to).with_context(|| format!("creating {}", to.display()))?;
+    progress(
+        json_out,
+        &format!("{step}1/3 preparing: the PSD freezes the set and seals it"),
+    );
+    let bytes = psd
+        .export_prepare(slot)
+        .map_err(|e| explain(e, "preparing the export"))?;
+    let blob = Blob::decode(&bytes).map_err(|_| anyhow!("the PSD's blob does not decode"))?;
+    let path = to.join(blob_file_name(&blob));
+    progress(
+        json_out,
+        &format!(
+            "{step}2/3 writing {} (synced before the PSD lets go)",
+            path.display()
+        ),
+    );
+    write_durably(&path, &bytes)?;
+    pause_point("export-written");
+    progress(
+        json_out,
+        &format!("{step}3/3 committing: the PSD frees the slot"),
+    );
+    let epoch = psd
+        .export_commit(slot, &Blob::digest_of(&bytes))
+        .map_err(|e| explain(e, "committing the export"))?;
+    Ok((path, bytes, blob, epoch))
+}
+
 /// `openpsd license export`.
 pub fn export(
     spec: Option<CardSpec>,
@@ -376,29 +421,7 @@ pub fn export(
         }
         return Ok(());
     }
-    fs::create_dir_all(to).with_context(|| format!("creating {}", to.display()))?;
-    progress(
-        json_out,
-        "1/3 preparing: the PSD freezes the set and seals it",
-    );
-    let bytes = psd
-        .export_prepare(slot)
-        .map_err(|e| explain(e, "preparing the export"))?;
-    let blob = Blob::decode(&bytes).map_err(|_| anyhow!("the PSD's blob does not decode"))?;
-    let path = to.join(blob_file_name(&blob));
-    progress(
-        json_out,
-        &format!(
-            "2/3 writing {} (synced before the PSD lets go)",
-            path.display()
-        ),
-    );
-    write_durably(&path, &bytes)?;
-    pause_point("export-written");
-    progress(json_out, "3/3 committing: the PSD frees the slot");
-    let epoch = psd
-        .export_commit(slot, &Blob::digest_of(&bytes))
-        .map_err(|e| explain(e, "committing the export"))?;
+    let (path, bytes, blob, epoch) = export_slot(&mut psd, slot, to, json_out, "")?;
     if json_out {
         println!(
             "{}",
@@ -454,6 +477,228 @@ pub fn import(spec: Option<CardSpec>, file: &Path, json_out: bool) -> Result<()>
     Ok(())
 }
 
+/// The exported file of `epoch` in `dir`, if it is there and is the one the PSD sealed
+/// (same device, license, epoch and digest).
+fn find_export_file(
+    dir: &Path,
+    device: DeviceId,
+    license: LicenseId,
+    epoch: u64,
+    digest: &[u8],
+) -> Result<Option<(PathBuf, Vec<u8>)>> {
+    let entries = match fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", dir.display())),
+    };
+    let mut found = Vec::new();
+    for entry in entries {
+        let path = entry?.path();
+        if path.extension().and_then(|e| e.to_str()) != Some("psdset") {
+            continue;
+        }
+        let bytes = fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+        let Ok(blob) = Blob::decode(&bytes) else {
+            continue;
+        };
+        if blob.device == device
+            && blob.set.license == license
+            && blob.epoch == epoch
+            && Blob::digest_of(&bytes)[..] == *digest
+        {
+            found.push((path, bytes));
+        }
+    }
+    found.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(found.into_iter().next())
+}
+
+/// `openpsd license retire`: a set given up for good, its DR refunded (a lost exported
+/// file written off, or a replaced PSD's set withdrawn). Export if resident, RETIRE SET,
+/// the receipt to the meter, forget; every step is idempotent, so running it again after
+/// an interruption finishes it.
+pub fn retire(
+    spec: Option<CardSpec>,
+    meter: &crate::account_commands::MeterArgs,
+    license: u32,
+    dir: &Path,
+    json_out: bool,
+) -> Result<()> {
+    use openpsd_protocol::license::RetirementRequest;
+
+    // The meter's credential first: nothing is given up on the card without it.
+    let client = crate::account_commands::meter_client(meter)?;
+    let (mut psd, info) = open_psd(spec)?;
+    let lic = psd.license_info()?;
+    let entry = |state: ExportState| {
+        lic.exports
+            .iter()
+            .find(|e| e.license.0 == license && e.state == state)
+            .cloned()
+    };
+    let resident = lic
+        .slots
+        .iter()
+        .position(|s| matches!(s, SlotInfo::Set { license: l, .. } if l.0 == license));
+    // An entry retired by an earlier run comes first (its refund may not be booked yet),
+    // then an outstanding export, then the resident set (exported now).
+    let mut file = None;
+    let epoch = if let Some(e) = entry(ExportState::Retired) {
+        progress(
+            json_out,
+            &format!(
+                "1/4 license {license} was retired already (epoch {}): finishing it",
+                e.epoch
+            ),
+        );
+        e.epoch
+    } else if let Some(e) = entry(ExportState::Outstanding) {
+        progress(
+            json_out,
+            &format!(
+                "1/4 license {license} is exported already (epoch {}, DR {}): no export needed",
+                e.epoch, e.dr
+            ),
+        );
+        e.epoch
+    } else if let Some(slot) = resident {
+        let slot = RegisterSetIndex(slot_byte(slot)?);
+        progress(
+            json_out,
+            &format!(
+                "1/4 exporting license {license} from slot {} to {} (the file stays as the evidence)",
+                slot.0,
+                dir.display()
+            ),
+        );
+        let (path, bytes, _, epoch) = export_slot(&mut psd, slot, dir, json_out, "    ")?;
+        file = Some((path, bytes));
+        epoch
+    } else if entry(ExportState::Preparing).is_some() {
+        bail!(
+            "license {license}: an export of this set is being prepared: run `openpsd license \
+             export --license {license}` again to finish it, or cancel it"
+        );
+    } else {
+        bail!(
+            "license {license} is neither resident nor exported in this PSD (a retirement \
+             finished before leaves nothing on the card: see `openpsd license list`)"
+        );
+    };
+
+    let receipt = psd
+        .retire_set(epoch)
+        .map_err(|e| explain(e, "retiring the set"))?;
+    if receipt.device != info.device || receipt.epoch != epoch || receipt.license.0 != license {
+        bail!("the PSD's receipt is not for epoch {epoch} of license {license}");
+    }
+    progress(
+        json_out,
+        &format!(
+            "2/4 retired: the PSD gave up epoch {epoch} of license {license} (DR {}) and signed \
+             a receipt; the file can never be imported again",
+            receipt.dr
+        ),
+    );
+    pause_point("retired");
+
+    if file.is_none() {
+        file = find_export_file(dir, info.device, receipt.license, epoch, &receipt.digest)?;
+    }
+    match &file {
+        Some((path, _)) => progress(
+            json_out,
+            &format!(
+                "3/4 the meter server books the receipt, with {} as the set's last registers",
+                path.display()
+            ),
+        ),
+        None => progress(
+            json_out,
+            &format!(
+                "3/4 the meter server books the receipt; no file of epoch {epoch} in {}: it is \
+                 written off (the receipt is the evidence)",
+                dir.display()
+            ),
+        ),
+    }
+    let booked = client
+        .retire_license(&RetirementRequest {
+            device_id: info.device.to_string(),
+            receipt: hex::encode(receipt.encode()),
+            blob: file.as_ref().map(|(_, b)| hex::encode(b)),
+        })
+        .context(
+            "booking the receipt at the meter (the set is retired on the card; run this \
+             command again to retry: the receipt is the same)",
+        )?;
+    progress(
+        json_out,
+        &format!(
+            "    refunded {} to account {}{}",
+            Amount(booked.refunded),
+            booked.account_id,
+            match &booked.revoked_grant {
+                Some(s) => format!("; the postal authority revoked grant {s}"),
+                None => String::new(),
+            }
+        ),
+    );
+
+    // A PSD left with no set and no export entry does not load again unless it was
+    // personalized with the postal authority's key (core/src/psd/state.rs: "personalized
+    // PSD without register sets"), which the host cannot see: its last entry is kept, as a
+    // retired entry (harmless: it can never be imported, and booking it again is the same
+    // refund).
+    let now = psd.license_info()?;
+    let last = now.slots.iter().all(|s| *s == SlotInfo::Free)
+        && now.exports.iter().all(|e| e.epoch == epoch);
+    let forgotten = if last {
+        progress(
+            json_out,
+            "4/4 kept: the retired entry is all this PSD holds, and a PSD without any set \
+             or entry may not load again; it stays, retired",
+        );
+        false
+    } else {
+        progress(
+            json_out,
+            "4/4 the PSD forgets the retired entry (its place in the export table is free)",
+        );
+        psd.forget_retired(epoch)
+            .map_err(|e| explain(e, "forgetting the retired entry"))?;
+        true
+    };
+
+    let file_name = file.as_ref().map(|(p, _)| p.display().to_string());
+    if json_out {
+        println!(
+            "{}",
+            json!({"device_id": info.device.to_string(), "license": license, "epoch": epoch,
+                "dr": receipt.dr.0, "control_sum": receipt.control_sum.0,
+                "receipt": hex::encode(receipt.encode()), "file": file_name,
+                "refunded": booked.refunded, "account_id": booked.account_id,
+                "final_ar": booked.final_ar, "revoked_grant": booked.revoked_grant,
+                "retired_at": booked.retired_at, "forgotten": forgotten})
+        );
+    } else {
+        println!(
+            "license {license} retired: {} refunded to account {}{}. {}",
+            Amount(booked.refunded),
+            booked.account_id,
+            match &booked.revoked_grant {
+                Some(s) => format!(", grant {s} revoked"),
+                None => String::new(),
+            },
+            match &file_name {
+                Some(f) => format!("{f} stays as the evidence: it can never be imported again."),
+                None => "The lost file is written off: it can never be imported again.".into(),
+            }
+        );
+    }
+    Ok(())
+}
+
 /// For the kill -9 tests: with `OPENPSD_PAUSE_AT=<name>` the command stops here (saying
 /// so on stderr) until it is killed.
 fn pause_point(name: &str) {
@@ -475,6 +720,9 @@ fn progress(json_out: bool, line: &str) {
 fn explain(e: ClientError, step: &str) -> anyhow::Error {
     let why = match &e {
         ClientError::Refused(_, _, s) => match s {
+            Status::ExportNotOutstanding if step == "retiring the set" => {
+                "the PSD has no export of this epoch (imported back, or forgotten already)"
+            }
             Status::ExportNotOutstanding => {
                 "older or duplicate copy: it can never be used (the PSD took this set back \
                  already, or exported it again since)"
@@ -499,6 +747,13 @@ fn explain(e: ClientError, step: &str) -> anyhow::Error {
             Status::LicenseExists => "this PSD holds that license already (resident or exported)",
             Status::NoPostalAuthority => {
                 "this PSD was personalized without the postal authority's key: it cannot take licenses"
+            }
+            Status::ConditionsNotSatisfied if step == "retiring the set" => {
+                "an export of this set is being prepared: run `license export` again to finish \
+                 it, or cancel it"
+            }
+            Status::ConditionsNotSatisfied if step == "forgetting the retired entry" => {
+                "the entry is not retired"
             }
             Status::ConditionsNotSatisfied if step == "license request" => {
                 "another license request is pending: finish it (--txn) or replace it (--replace)"

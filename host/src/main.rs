@@ -158,8 +158,8 @@ enum Command {
         #[command(subcommand)]
         action: TerminalAction,
     },
-    /// The PSD's licenses (register sets): list them, park one in a file to free its slot,
-    /// bring it back.
+    /// The PSD's licenses (register sets): ask for one, list them, park one in a file to free
+    /// its slot, bring it back, retire one for a refund.
     License {
         #[command(subcommand)]
         action: LicenseAction,
@@ -220,6 +220,34 @@ enum LicenseAction {
     Import {
         /// The exported file.
         file: PathBuf,
+    },
+    /// Give a set up for good and have its DR refunded to the owner's deposit: the
+    /// write-off of a lost exported file, or the withdrawal of a replaced PSD's set (the
+    /// meter also revokes its grant at the postal authority).
+    ///
+    /// 1/4 a resident set is exported to --dir as `license export` does; the file stays as
+    /// the evidence. A set exported already is not exported again.
+    ///
+    /// 2/4 RETIRE SET: the PSD gives the export up and signs a receipt. No copy of the
+    /// file can ever be imported again.
+    ///
+    /// 3/4 the meter server books the receipt, with the file if it is in --dir (a lost
+    /// file is written off), and refunds the DR.
+    ///
+    /// 4/4 the PSD forgets the entry.
+    ///
+    /// Every step is idempotent: an interrupted retirement is finished by running the same
+    /// command again. You must be logged in to the meter (`openpsd login`) as the device's
+    /// owner.
+    Retire {
+        /// The license to retire.
+        #[arg(long)]
+        license: u32,
+        /// Where the exported file is written, or looked for.
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+        #[command(flatten)]
+        meter: account_commands::MeterArgs,
     },
 }
 
@@ -385,6 +413,11 @@ fn run(cli: Cli) -> Result<()> {
                 json,
             ),
             LicenseAction::Import { file } => license_commands::import(card, &file, json),
+            LicenseAction::Retire {
+                license,
+                dir,
+                meter,
+            } => license_commands::retire(card, &meter, license, &dir, json),
         },
     }
 }

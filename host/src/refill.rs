@@ -189,6 +189,16 @@ impl MeterClient {
         self.get(&format!("/v1/licenses/{client_txn_id}"))
     }
 
+    /// Books a RETIRE SET receipt (the device's owner): the meter refunds the retired set's
+    /// DR to the owner's deposit and revokes the set's grant. Idempotent by (device, epoch):
+    /// the same receipt again answers the same [`Retirement`](openpsd_protocol::license::Retirement).
+    pub fn retire_license(
+        &self,
+        request: &openpsd_protocol::license::RetirementRequest,
+    ) -> Result<openpsd_protocol::license::Retirement, RefillError> {
+        self.post("/v1/licenses/retirements", request)
+    }
+
     /// Signs up at the meter (which opens a deposit account).
     pub fn sign_up(
         &self,

@@ -1,6 +1,7 @@
 //! The `openpsd` CLI against a card in-process (state:DIR) and through card-sim's TCP
 //! transport: status, an indicium that verifies, and a retry with the same transaction
-//! ID that returns the same indicium without a second debit.
+//! ID that returns the same indicium without a second debit; license export, import and
+//! retire (against a stand-in for the meter's retirement route).
 // Test code: a failed unwrap or expect is a failed test, with its message.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -15,8 +16,11 @@ use card_sim::transport::run_tcp_server;
 use openpsd_core::client::PsdClient;
 use openpsd_core::crypto::IndiciumKey;
 use openpsd_core::psd::audit::AuditData;
+use openpsd_core::psd::license::export::Blob;
+use openpsd_core::psd::license::retire::Receipt;
 use openpsd_core::psd::refill::RefillCombination;
 use openpsd_core::types::*;
+use openpsd_protocol::license::{Retirement, RetirementRequest};
 use serde_json::Value;
 
 /// A personalized card in `dir`, refilled with `amount` (the test plays the KMS). The card
@@ -24,6 +28,12 @@ use serde_json::Value;
 /// directory, whose lock a child process another test forks at that instant may still hold
 /// (the fork copies the descriptor until its exec).
 fn funded_card(dir: &Path, amount: u64) -> FileCard {
+    funded_card_and_key(dir, amount, &[]).0
+}
+
+/// [`funded_card`] with more licenses (empty sets after set 0's 4711), and the device's
+/// public key (SEC1).
+fn funded_card_and_key(dir: &Path, amount: u64, more: &[&str]) -> (FileCard, Vec<u8>) {
     let mut card = sim::create_file_card(dir, Clock::System).unwrap();
     let kms = IndiciumKey::from_bytes(&[0x11; 32]).unwrap();
     let req = Request {
@@ -33,7 +43,11 @@ fn funded_card(dir: &Path, amount: u64) -> FileCard {
         max_postage: Amount(10_000),
         max_dr: Amount(1_000_000),
         inspection_days: 0,
-        licenses: vec![personalize::parse_license("4711:10115").unwrap()],
+        licenses: ["4711:10115"]
+            .iter()
+            .chain(more)
+            .map(|l| personalize::parse_license(l).unwrap())
+            .collect(),
         postal_authority: None,
     };
     let (_, secrets) =
@@ -53,7 +67,7 @@ fn funded_card(dir: &Path, amount: u64) -> FileCard {
     }
     .sign(&kms);
     assert_eq!(psd.refill(set, &msg).unwrap().dr, Amount(amount));
-    card
+    (card, public_key)
 }
 
 fn openpsd(card: &str, args: &[&str]) -> Value {
@@ -304,5 +318,368 @@ fn license_export_and_import_through_the_cli_and_a_kill_between_file_and_commit(
     assert!(
         err.contains("older or duplicate copy: it can never be used"),
         "{err}"
+    );
+}
+
+/// A stand-in for the meter server's `POST /v1/licenses/retirements` (the contract of
+/// `openpsd_protocol::license`), over plain HTTP: it checks the bearer key and the
+/// receipt's signature, keeps every request, and answers the same [`Retirement`] for the
+/// same (device, epoch). The real route is exercised by scripts/pcsc-test.sh.
+struct FakeMeter {
+    url: String,
+    requests: std::sync::Arc<std::sync::Mutex<Vec<RetirementRequest>>>,
+}
+
+impl FakeMeter {
+    fn start(device_public_key: Vec<u8>) -> FakeMeter {
+        use std::io::{BufRead as _, Read as _, Write as _};
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let requests = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let kept = requests.clone();
+        std::thread::spawn(move || {
+            let mut booked = std::collections::HashMap::<(String, u64), Retirement>::new();
+            for stream in listener.incoming() {
+                let mut stream = stream.unwrap();
+                let mut reader = std::io::BufReader::new(stream.try_clone().unwrap());
+                let mut request_line = String::new();
+                reader.read_line(&mut request_line).unwrap();
+                let (mut length, mut bearer) = (0usize, String::new());
+                loop {
+                    let mut h = String::new();
+                    reader.read_line(&mut h).unwrap();
+                    let h = h.trim_end();
+                    if h.is_empty() {
+                        break;
+                    }
+                    let (name, value) = h.split_once(':').unwrap();
+                    match name.to_ascii_lowercase().as_str() {
+                        "content-length" => length = value.trim().parse().unwrap(),
+                        "authorization" => bearer = value.trim().to_owned(),
+                        _ => {}
+                    }
+                }
+                let mut body = vec![0; length];
+                reader.read_exact(&mut body).unwrap();
+                let (status, answer) =
+                    if !request_line.starts_with("POST /v1/licenses/retirements ") {
+                        (404, error_json("not_found", "no such route"))
+                    } else if bearer != "Bearer test-key" {
+                        (401, error_json("unauthorized", "no credential"))
+                    } else {
+                        let req: RetirementRequest = serde_json::from_slice(&body).unwrap();
+                        kept.lock().unwrap().push(req.clone());
+                        let receipt = Receipt::decode(&hex::decode(&req.receipt).unwrap()).unwrap();
+                        assert!(receipt.verify(&device_public_key), "a signed receipt");
+                        assert_eq!(receipt.device.to_string(), req.device_id);
+                        let final_ar = req.blob.as_ref().map_or(0, |b| {
+                            let bytes = hex::decode(b).unwrap();
+                            assert_eq!(&Blob::digest_of(&bytes)[..], &receipt.digest[..]);
+                            Blob::decode(&bytes).unwrap().set.ar.0
+                        });
+                        let r = booked
+                            .entry((req.device_id.clone(), receipt.epoch))
+                            .or_insert_with(|| Retirement {
+                                device_id: req.device_id.clone(),
+                                license: receipt.license.0,
+                                epoch: receipt.epoch,
+                                refunded: receipt.dr.0,
+                                account_id: "acct-test".into(),
+                                final_ar,
+                                revoked_grant: None,
+                                retired_at: 1_780_000_000,
+                            });
+                        (200, serde_json::to_string(r).unwrap())
+                    };
+                write!(
+                    stream,
+                    "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\n\
+                     content-length: {}\r\nconnection: close\r\n\r\n{answer}",
+                    answer.len()
+                )
+                .unwrap();
+            }
+        });
+        FakeMeter { url, requests }
+    }
+
+    fn requests(&self) -> Vec<RetirementRequest> {
+        self.requests.lock().unwrap().clone()
+    }
+}
+
+fn error_json(code: &str, message: &str) -> String {
+    serde_json::json!({"error": {"code": code, "step": "retire", "message": message}}).to_string()
+}
+
+/// `openpsd` with the meter's credential and a config directory of the test's.
+fn openpsd_metered(card: &str, config: &Path, args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_openpsd"))
+        .args(["--card", card])
+        .args(args)
+        .env("OPENPSD_CONFIG_DIR", config)
+        .env("OPENPSD_API_KEY", "test-key")
+        .env_remove("OPENPSD_PAUSE_AT")
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn license_retire_exports_retires_books_and_forgets_and_a_kill_after_the_card_step() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("card");
+    // A second license stays: a PSD personalized without the postal authority whose last
+    // set is retired and forgotten does not load again ("personalized PSD without register
+    // sets", core/src/psd/state.rs).
+    let (card, public_key) = funded_card_and_key(&state, 2_500, &["4712:10115"]);
+    drop(card);
+    let card = format!("state:{}", state.display());
+    let files = dir.path().join("sets");
+    let files_arg = files.to_str().unwrap();
+    let meter = FakeMeter::start(public_key);
+    let ind = openpsd(&card, &["indicium", "--postage", "1.00", "--to", "20095"]);
+    assert_eq!(ind["dr"], 2_400);
+
+    // Killed after RETIRE SET, before the meter is asked: the set is out of the PSD, its
+    // entry retired, the file on disk and never importable again.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_openpsd"))
+        .args([
+            "--card",
+            &card,
+            "license",
+            "retire",
+            "--license",
+            "4711",
+            "--dir",
+            files_arg,
+            "--meter",
+            &meter.url,
+        ])
+        .env("OPENPSD_PAUSE_AT", "retired")
+        .env("OPENPSD_CONFIG_DIR", dir.path())
+        .env("OPENPSD_API_KEY", "test-key")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut said = String::new();
+    let mut line = String::new();
+    while !line.contains("paused at retired") {
+        line.clear();
+        assert!(
+            std::io::BufRead::read_line(&mut err, &mut line).unwrap() > 0,
+            "the retirement ended before its pause point: {said}"
+        );
+        said.push_str(&line);
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    for step in [
+        "1/4 exporting license 4711",
+        "    3/3 committing",
+        "2/4 retired",
+    ] {
+        assert!(said.contains(step), "{said}");
+    }
+    assert!(
+        said.contains("the file can never be imported again"),
+        "{said}"
+    );
+    assert!(meter.requests().is_empty(), "the meter not asked yet");
+    let listed = openpsd(&card, &["license", "list", "--dir", files_arg]);
+    assert_eq!(
+        listed["sets"].as_array().unwrap().len(),
+        1,
+        "4711 left, 4712 stays: {listed}"
+    );
+    assert_eq!(listed["sets"][0]["license"], 4712);
+    assert_eq!(listed["exports"][0]["state"], "retired", "{listed}");
+    assert_eq!(listed["exports"][0]["dr"], 2_400);
+    assert_eq!(
+        (
+            listed["files"][0]["usable"].as_bool(),
+            listed["files"][0]["retired"].as_bool()
+        ),
+        (Some(false), Some(true))
+    );
+    let file = listed["files"][0]["file"].as_str().unwrap().to_string();
+    let err = openpsd_fails(&card, &["license", "import", &file]);
+    assert!(err.contains("it can never be used"), "{err}");
+    let text = Command::new(env!("CARGO_BIN_EXE_openpsd"))
+        .args(["--card", &card, "license", "list", "--dir", files_arg])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(
+        text.contains("retired: never imported again") && text.contains("kept as evidence"),
+        "{text}"
+    );
+
+    // Run again: the same receipt, booked with the file, then forgotten.
+    let out = openpsd_metered(
+        &card,
+        dir.path(),
+        &[
+            "--json",
+            "license",
+            "retire",
+            "--license",
+            "4711",
+            "--dir",
+            files_arg,
+            "--meter",
+            &meter.url,
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let done: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (
+            done["refunded"].as_u64(),
+            done["final_ar"].as_u64(),
+            done["license"].as_u64(),
+            done["forgotten"].as_bool(),
+            done["file"].as_str()
+        ),
+        (
+            Some(2_400),
+            Some(100),
+            Some(4711),
+            Some(true),
+            Some(file.as_str())
+        )
+    );
+    assert_eq!(done["account_id"], "acct-test");
+    let asked = meter.requests();
+    assert_eq!(asked.len(), 1);
+    assert_eq!(asked[0].receipt, done["receipt"].as_str().unwrap());
+    assert_eq!(
+        asked[0].blob.as_deref(),
+        Some(hex::encode(std::fs::read(&file).unwrap()).as_str()),
+        "the file goes with the receipt"
+    );
+    let listed = openpsd(&card, &["license", "list", "--dir", files_arg]);
+    assert_eq!(listed["exports"].as_array().unwrap().len(), 0, "forgotten");
+    assert!(Path::new(&file).exists(), "the file stays");
+
+    // Once done, nothing of license 4711 is left to retire.
+    let out = openpsd_metered(
+        &card,
+        dir.path(),
+        &[
+            "license",
+            "retire",
+            "--license",
+            "4711",
+            "--dir",
+            files_arg,
+            "--meter",
+            &meter.url,
+        ],
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("neither resident nor exported"), "{err}");
+}
+
+#[test]
+fn license_retire_writes_off_a_lost_file_and_asks_for_a_login_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("card");
+    // Its only set: the retired entry is kept (see below).
+    let (card, public_key) = funded_card_and_key(&state, 2_500, &[]);
+    drop(card);
+    let card = format!("state:{}", state.display());
+    let files = dir.path().join("sets");
+    let files_arg = files.to_str().unwrap();
+    let meter = FakeMeter::start(public_key);
+
+    // Not logged in: refused before the card gives anything up.
+    let out = Command::new(env!("CARGO_BIN_EXE_openpsd"))
+        .args(["--card", &card, "license", "retire", "--license", "4711"])
+        .args(["--meter", &meter.url])
+        .env("OPENPSD_CONFIG_DIR", dir.path())
+        .env_remove("OPENPSD_API_KEY")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not logged in"));
+    let status = openpsd(&card, &["status"]);
+    assert_eq!(status["register_sets"][0]["dr"], 2_500, "untouched");
+
+    // Exported, then the file lost: retired all the same, written off.
+    let exported = openpsd(
+        &card,
+        &["license", "export", "--license", "4711", "--to", files_arg],
+    );
+    std::fs::remove_file(exported["file"].as_str().unwrap()).unwrap();
+    let out = openpsd_metered(
+        &card,
+        dir.path(),
+        &[
+            "license",
+            "retire",
+            "--license",
+            "4711",
+            "--dir",
+            files_arg,
+            "--meter",
+            &meter.url,
+        ],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("1/4 license 4711 is exported already"),
+        "{err}"
+    );
+    assert!(err.contains("it is written off"), "{err}");
+    assert!(err.contains("refunded 25.00 to account acct-test"), "{err}");
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        said.contains("license 4711 retired: 25.00 refunded to account acct-test")
+            && said.contains("lost file is written off"),
+        "{said}"
+    );
+    let asked = meter.requests();
+    assert_eq!(asked.len(), 1);
+    assert_eq!(asked[0].blob, None, "no file to send");
+    // The PSD's last entry is not forgotten: a PSD personalized without the postal
+    // authority, with no set and no entry, does not load ("personalized PSD without
+    // register sets", core/src/psd/state.rs). It stays retired, and the PSD loads.
+    assert!(err.contains("4/4 kept"), "{err}");
+    let listed = openpsd(&card, &["license", "list"]);
+    assert_eq!(listed["exports"][0]["state"], "retired", "{listed}");
+    assert_eq!(listed["sets"].as_array().unwrap().len(), 0);
+    // Run again: the same receipt, the same refund (the meter answers the same), still kept.
+    let again = openpsd_metered(
+        &card,
+        dir.path(),
+        &[
+            "--json",
+            "license",
+            "retire",
+            "--license",
+            "4711",
+            "--dir",
+            files_arg,
+            "--meter",
+            &meter.url,
+        ],
+    );
+    assert!(again.status.success());
+    let again: Value = serde_json::from_slice(&again.stdout).unwrap();
+    assert_eq!(
+        (again["refunded"].as_u64(), again["forgotten"].as_bool()),
+        (Some(2_500), Some(false))
+    );
+    assert_eq!(
+        meter.requests()[1].receipt,
+        asked[0].receipt,
+        "the same receipt"
     );
 }

@@ -133,6 +133,7 @@ impl Device {
 async fn order(meter: &Upstream, req: &LicenseRequest) -> LicenseGrant {
     let order = LicenseOrder {
         request: hex::encode(req.encode()),
+        account_id: None,
     };
     meter
         .post("/v1/licenses", &order, "bench")

@@ -46,7 +46,8 @@ enum Command {
     Serve(Box<Serve>),
     /// The post office's scanner and clerk: scan labels and indicia, explain a device.
     Post(PostCmd),
-    /// The postal authority's desk (seed 003): list and revoke license grants, fetch the CRL.
+    /// The postal authority's desk (seed 003): grant a license to an account, list and
+    /// revoke license grants, fetch the CRL.
     Pa(PaCmd),
     /// The demo: runs `backoffice-demo` (installed next to this program) with the same
     /// arguments; `backoffice-demo --help` lists them. The demo lives in its own program so
@@ -120,6 +121,19 @@ struct PaCmd {
 
 #[derive(Subcommand)]
 enum PaWhat {
+    /// Grant a license number to a customer account (before any of its devices asks): the
+    /// account's devices may then ask for it through the meter, and no other account's.
+    Grant {
+        /// The license number (0: the next free one).
+        #[arg(long, default_value_t = 0)]
+        license: u32,
+        /// Its origin postal code.
+        #[arg(long)]
+        origin: String,
+        /// The customer account (the recharging center's account ID).
+        #[arg(long)]
+        account: String,
+    },
     /// The grants of a license, of a device, or all.
     List {
         /// Only this license.
@@ -531,6 +545,24 @@ async fn pa_cmd(p: PaCmd) -> Result<()> {
         "--pki DIR (or OPENPSD_PKI): the PKI `backoffice init` made, for the operator's certificate",
     )?);
     match p.what {
+        PaWhat::Grant {
+            license,
+            origin,
+            account,
+        } => {
+            let pa = pa_cli::client(&p.pa, &pki)?;
+            let h = pa_cli::allocate(&pa, license, &origin, &account).await?;
+            if p.json {
+                println!("{}", serde_json::to_string_pretty(&h)?);
+            } else {
+                println!(
+                    "license {} (origin {}) granted to account {}",
+                    h.license,
+                    h.origin,
+                    h.account.as_deref().unwrap_or("-")
+                );
+            }
+        }
         PaWhat::List { license, device } => {
             let pa = pa_cli::client(&p.pa, &pki)?;
             let list = pa_cli::list(&pa, license, device.as_deref()).await?;

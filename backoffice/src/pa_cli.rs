@@ -1,9 +1,10 @@
-//! `backoffice pa list|revoke|crl`: the postal authority's desk, with the operator's
-//! certificate. `list` prints the grants of a license or a device, `revoke` revokes one
-//! by its serial, `crl` writes the current CRL (DER, or PEM with `--pem`).
+//! `backoffice pa grant|list|revoke|crl`: the postal authority's desk, with the operator's
+//! certificate. `grant` gives a license number to a customer account, `list` prints the
+//! grants of a license or a device, `revoke` revokes one by its serial, `crl` writes the
+//! current CRL (DER, or PEM with `--pem`).
 
 use anyhow::{Context, Result};
-use openpsd_protocol::license::{GrantList, GrantRevocation, GrantView};
+use openpsd_protocol::license::{GrantList, GrantRevocation, GrantView, LicenseHolder};
 use openpsd_service_kit::pki::Pki;
 use openpsd_service_kit::tls::{client_config, Role};
 use openpsd_service_kit::upstream::Upstream;
@@ -12,6 +13,22 @@ use openpsd_service_kit::upstream::Upstream;
 pub fn client(url: &str, pki: &Pki) -> Result<Upstream> {
     let tls = client_config(pki, Some(Role::Operator))?;
     Upstream::new("postal authority", url, Role::Pa, tls)
+}
+
+/// `POST /v1/licenses`: the license allocated to `account` (0: the next free number).
+pub async fn allocate(
+    pa: &Upstream,
+    license: u32,
+    origin: &str,
+    account: &str,
+) -> Result<LicenseHolder> {
+    let body = LicenseHolder {
+        license,
+        origin: origin.to_owned(),
+        account: Some(account.to_owned()),
+        devices: 0,
+    };
+    Ok(pa.post("/v1/licenses", &body, "cli").await?)
 }
 
 /// `GET /v1/grants` with the given filters.

@@ -260,6 +260,7 @@ async fn a_licensed_set_is_refilled_and_its_history_follows_its_license() {
             "/v1/licenses",
             &openpsd_protocol::license::LicenseOrder {
                 request: hex::encode(request.encode()),
+                account_id: None,
             },
         )
         .await
@@ -558,5 +559,124 @@ async fn c11_a_replacement_psd_keeps_the_license_and_the_old_set_is_retired_and_
         .unwrap_or_else(|| panic!("{report:?}"));
     assert_eq!(f.amount, Some(900));
     post.stop().await;
+    h.stop().await;
+}
+
+/// The PA's desk grants a license number to a customer account before any of its devices
+/// asks (`backoffice pa grant`): that account's PSDs may ask for it through the meter, no
+/// other account's — not even through a meter or vendor that skips the check, since the
+/// order carries the account and the PA holds each license's account.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_pa_desk_grants_a_license_number_to_an_account_and_only_its_devices_get_it() {
+    use openpsd_protocol::license::LicenseHolder;
+    let dir = tempfile::tempdir().unwrap();
+    let h = spawn_all(dir.path()).await.unwrap();
+    let (host, admin) = parties(&h.meter.url, &h.kms.url, &h.recharge.url, &h.pki);
+    let mut mine = Psd::licensed(9, &h);
+    let mut theirs = Psd::licensed(10, &h);
+    admin.register(&mine).await;
+    admin.register_to(&theirs, "bob").await;
+    let acme_account = admin.ensure_customer("acme").await;
+    let bob_account = admin.ensure_customer("bob").await;
+    let desk = common::Client::new(
+        &h.pa.url,
+        &h.pki,
+        Some(openpsd_service_kit::tls::Role::Operator),
+    );
+    let allocation = LicenseHolder {
+        license: 777,
+        origin: "53113".into(),
+        account: Some(acme_account.clone()),
+        devices: 0,
+    };
+    let held: LicenseHolder = desk.post("/v1/licenses", &allocation).await.unwrap();
+    assert_eq!((held.license, held.devices), (777, 0));
+    let again: LicenseHolder = desk.post("/v1/licenses", &allocation).await.unwrap();
+    assert_eq!(again, held);
+    let e = desk
+        .post::<_, LicenseHolder>(
+            "/v1/licenses",
+            &LicenseHolder {
+                account: Some(bob_account.clone()),
+                ..allocation.clone()
+            },
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.status, 409, "{e:?}");
+    // A customer may not allocate licenses.
+    let e = host
+        .as_customer("acme")
+        .post::<_, LicenseHolder>("/v1/licenses", &allocation)
+        .await;
+    assert!(e.is_err());
+
+    // Acme's PSD asks for 777 through the meter: granted.
+    let acme = host.as_customer("acme");
+    let g = order_and_install(&acme, &mut mine, "lic-777", 777).await;
+    assert_eq!(g.fields.license, 777);
+    let held: LicenseHolder = desk.get("/v1/licenses/777").await.unwrap();
+    assert_eq!(
+        (held.account.as_deref(), held.devices),
+        (Some(acme_account.as_str()), 1)
+    );
+
+    // Bob's PSD: the meter refuses; the vendor called directly (a meter that skipped its
+    // check) with bob's account: the PA refuses.
+    let ask = LicenseAsk {
+        license: LicenseId(777),
+        origin: PostalCode::new(b"53113").unwrap(),
+    };
+    let request = theirs.client.license_request(&ask, false).unwrap();
+    let e = host
+        .as_customer("bob")
+        .post::<_, LicenseGrant>(
+            "/v1/licenses",
+            &MeterLicenseOrder {
+                client_txn_id: "lic-bob".into(),
+                device_id: theirs.device_id(),
+                request: hex::encode(request.encode()),
+            },
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (e.status, e.code.as_str()),
+        (403, "license_not_yours"),
+        "{e:?}"
+    );
+    let vendor = common::Client::new(
+        &h.vendor.url,
+        &h.pki,
+        Some(openpsd_service_kit::tls::Role::Meter),
+    );
+    let e = vendor
+        .post::<_, LicenseGrant>(
+            "/v1/licenses",
+            &openpsd_protocol::license::LicenseOrder {
+                request: hex::encode(request.encode()),
+                account_id: Some(bob_account),
+            },
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (e.status, e.code.as_str()),
+        (409, "license_not_yours"),
+        "{e:?}"
+    );
+
+    // A new number asked through the meter is the asking account's at the PA.
+    let g = order_and_install(&acme, &mut mine, "lic-new", 0).await;
+    let held: LicenseHolder = desk
+        .get(&format!("/v1/licenses/{}", g.fields.license))
+        .await
+        .unwrap();
+    assert_eq!(held.account.as_deref(), Some(acme_account.as_str()));
+    let e = desk
+        .get::<LicenseHolder>("/v1/licenses/999999")
+        .await
+        .unwrap_err();
+    assert_eq!((e.status, e.code.as_str()), (404, "unknown_license"));
     h.stop().await;
 }

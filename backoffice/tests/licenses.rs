@@ -140,6 +140,7 @@ impl Chain {
     async fn order(&self, req: &LicenseRequest) -> Result<LicenseGrant, ApiError> {
         let order = LicenseOrder {
             request: hex::encode(req.encode()),
+            account_id: None,
         };
         self.meter.post("/v1/licenses", &order, "t").await
     }
@@ -552,6 +553,7 @@ async fn every_refusal() {
             "/v1/licenses",
             &LicenseOrder {
                 request: "00".into(),
+                account_id: None,
             },
             "t",
         )
@@ -575,6 +577,7 @@ async fn every_refusal() {
         request: hex::encode(&bytes),
         device_public_key: hex::encode(device_key),
         forward_signature: hex::encode(key.sign(&forward_message(&digest, over))),
+        account: None,
     };
     let dk = dev.key.public_key();
     // Unknown vendor: a key the PA has not authorized.
@@ -711,6 +714,7 @@ async fn neither_the_pa_nor_the_vendor_alone_makes_an_install_the_card_takes() {
                     forward_signature: hex::encode(
                         c.vendor_key.sign(&forward_message(&digest, &dk)),
                     ),
+                    account: None,
                 },
                 "t",
             )
@@ -772,6 +776,7 @@ async fn the_vendor_countersigns_no_grant_but_the_pas_it_knows() {
     let meter = up(&c.pki, Role::Meter, Role::Vendor, &vendor2.url);
     let order = LicenseOrder {
         request: hex::encode(request(&dev, 1, 0, "53113").encode()),
+        account_id: None,
     };
     let e = meter
         .post::<_, LicenseGrant>("/v1/licenses", &order, "t")

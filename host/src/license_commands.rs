@@ -645,29 +645,26 @@ pub fn retire(
         ),
     );
 
-    // A PSD left with no set and no export entry does not load again unless it was
-    // personalized with the postal authority's key (core/src/psd/state.rs: "personalized
-    // PSD without register sets"), which the host cannot see: its last entry is kept, as a
-    // retired entry (harmless: it can never be imported, and booking it again is the same
-    // refund).
-    let now = psd.license_info()?;
-    let last = now.slots.iter().all(|s| *s == SlotInfo::Free)
-        && now.exports.iter().all(|e| e.epoch == epoch);
-    let forgotten = if last {
-        progress(
-            json_out,
-            "4/4 kept: the retired entry is all this PSD holds, and a PSD without any set \
-             or entry may not load again; it stays, retired",
-        );
-        false
-    } else {
-        progress(
-            json_out,
-            "4/4 the PSD forgets the retired entry (its place in the export table is free)",
-        );
-        psd.forget_retired(epoch)
-            .map_err(|e| explain(e, "forgetting the retired entry"))?;
-        true
+    // The card keeps the last entry of a PSD without a set or a postal authority (it could
+    // never hold a set again): forget answers `6985` there, and the entry stays, retired
+    // (harmless: it can never be imported, and booking it again is the same refund).
+    let forgotten = match psd.forget_retired(epoch) {
+        Ok(()) => {
+            progress(
+                json_out,
+                "4/4 the PSD forgot the retired entry (its place in the export table is free)",
+            );
+            true
+        }
+        Err(ClientError::Refused(_, _, Status::ConditionsNotSatisfied)) => {
+            progress(
+                json_out,
+                "4/4 kept: the retired entry is all this PSD holds, and it has no postal \
+                 authority to be granted a set again; the entry stays, retired",
+            );
+            false
+        }
+        Err(e) => return Err(explain(e, "forgetting the retired entry")),
     };
 
     let file_name = file.as_ref().map(|(p, _)| p.display().to_string());

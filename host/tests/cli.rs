@@ -648,9 +648,9 @@ fn license_retire_writes_off_a_lost_file_and_asks_for_a_login_first() {
     let asked = meter.requests();
     assert_eq!(asked.len(), 1);
     assert_eq!(asked[0].blob, None, "no file to send");
-    // The PSD's last entry is not forgotten: a PSD personalized without the postal
-    // authority, with no set and no entry, does not load ("personalized PSD without
-    // register sets", core/src/psd/state.rs). It stays retired, and the PSD loads.
+    // The PSD's last entry is not forgotten: the card refuses to forget the last entry of
+    // a PSD with no set and no postal authority (it could never hold a set again). It
+    // stays retired, and the PSD loads.
     assert!(err.contains("4/4 kept"), "{err}");
     let listed = openpsd(&card, &["license", "list"]);
     assert_eq!(listed["exports"][0]["state"], "retired", "{listed}");

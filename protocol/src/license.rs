@@ -28,6 +28,11 @@ pub mod code {
     pub const REQUEST_INVALID: &str = "request_invalid";
     /// The postal authority's policy refuses the license (409).
     pub const LICENSE_REFUSED: &str = "license_refused";
+    /// The license is held by another account than the order's (409: a policy refusal,
+    /// passed on by the vendor and the meter).
+    pub const LICENSE_NOT_YOURS: &str = "license_not_yours";
+    /// No such license (404).
+    pub const UNKNOWN_LICENSE: &str = "unknown_license";
     /// No grant with this serial (404).
     pub const UNKNOWN_GRANT: &str = "unknown_grant";
     /// The PA's answer does not match the request, or its signature fails (502).
@@ -56,6 +61,11 @@ pub struct GrantRequest {
     pub device_public_key: String,
     /// The vendor's `r‖s` over [`forward_message`], 128 hex.
     pub forward_signature: String,
+    /// The customer account the order came from (the meter's), passed on by the vendor:
+    /// a license the PA's desk allocated to an account, or first granted to one, is granted
+    /// to that account's devices only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account: Option<String>,
 }
 
 /// The certificate fields the host sends the card (LICENSE INSTALL), as JSON.
@@ -176,6 +186,26 @@ pub struct MeterLicenseOrder {
 pub struct LicenseOrder {
     /// The PSD's LICENSE REQUEST answer, hex.
     pub request: String,
+    /// The customer account the meter took the order from (passed on to the PA).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account_id: Option<String>,
+}
+
+/// `POST /v1/licenses` at the PA (its desk, `backoffice pa grant`): a license number
+/// allocated to a customer account before any of its devices asks; `GET
+/// /v1/licenses/{license}` answers the same shape.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct LicenseHolder {
+    /// The license number.
+    pub license: u32,
+    /// Its origin postal code.
+    pub origin: String,
+    /// The account holding it (absent for a license first granted without one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account: Option<String>,
+    /// Devices holding a standing (unrevoked) grant of it.
+    #[serde(default)]
+    pub devices: u32,
 }
 
 /// `POST /v1/licenses` answer: LICENSE INSTALL's command data and the certificate.

@@ -763,3 +763,30 @@ fn a_retired_export_never_comes_back_and_its_receipt_is_signed() {
         Status::ConditionsNotSatisfied,
     );
 }
+
+/// A PSD personalized without the postal authority, whose only set was exported and
+/// retired: its last entry cannot be forgotten (it could never hold a set again), and the
+/// PSD still opens.
+#[test]
+fn the_last_entry_of_a_psd_without_the_postal_authority_stays() {
+    let mut card = purse::funded_psd(SEED, 2_000);
+    // The second set goes first: forgotten, as the first set stays.
+    let blob = export(&mut card, 1);
+    let epoch = Blob::decode(&blob).unwrap().epoch;
+    expect_ok(&card.transmit(&psd_apdu::retire_set(epoch)));
+    expect_ok(&card.transmit(&psd_apdu::forget_retired(epoch)));
+    let blob = export(&mut card, 0);
+    let epoch = Blob::decode(&blob).unwrap().epoch;
+    expect_ok(&card.transmit(&psd_apdu::retire_set(epoch)));
+    refused_unchanged(
+        &mut card,
+        &psd_apdu::forget_retired(epoch),
+        Status::ConditionsNotSatisfied,
+    );
+    let nvm = card.store().nvm().clone();
+    let mut again = reopen(&nvm, SEED);
+    assert_eq!(
+        license_info(&mut again).exports[0].state,
+        ExportState::Retired
+    );
+}

@@ -5,6 +5,7 @@
 use axum::http::StatusCode;
 use rusqlite::{params, OptionalExtension};
 
+use openpsd_protocol::license::{code as license_code, LicenseHolder};
 use openpsd_protocol::{
     AuditBody, Baseline, CombinationRecord, DeviceInfo, Outcome, ReceiptRequest, ReceiptResponse,
     Settle, Settled, SignedCombination, VerifiedAudit,
@@ -125,7 +126,19 @@ impl Meter {
                 return Ok(true);
             }
         }
-        Ok(false)
+        // A license the PA's desk allocated to the account (`backoffice pa grant`), before
+        // any of its devices holds it.
+        let Some(pa) = &self.pa else {
+            return Ok(false);
+        };
+        match pa
+            .get::<LicenseHolder>(&format!("/v1/licenses/{license}"), step)
+            .await
+        {
+            Ok(h) => Ok(h.account.as_deref() == Some(account)),
+            Err(e) if e.code == license_code::UNKNOWN_LICENSE => Ok(false),
+            Err(e) => Err(e),
+        }
     }
 
     /// How the device holds `license`: registered at the KMS, granted through this meter,

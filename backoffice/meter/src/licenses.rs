@@ -6,8 +6,10 @@
 //! The meter adds who is asking: only the customer who owns the device (another's device is
 //! `404`, as for refills), and a quarantined device is refused. A request for a given
 //! license number (not 0, "a new one") is passed on only if one of the customer's devices
-//! holds that license already (`403 license_not_yours` otherwise): a second PSD on the
-//! license (claim 6) or a replacement PSD. It is idempotent by the
+//! holds that license already, held it until it retired the set, or the PA's desk
+//! allocated it to the customer's account (`403 license_not_yours` otherwise): a second
+//! PSD on the license (claim 6) or a replacement PSD. The order passes the account on, and
+//! the PA refuses a license another account holds, whichever meter asks. It is idempotent by the
 //! customer's `client_txn_id`: the same ID with the same request answers the stored grant
 //! (a host that lost the answer runs again), with another request `409`. The vendor and the
 //! PA are idempotent by the request too, so a meter that crashed between its call and its
@@ -187,6 +189,7 @@ pub(crate) async fn order_license(
             "/v1/licenses",
             &LicenseOrder {
                 request: request_hex,
+                account_id: Some(customer.account_id.clone()),
             },
             STEP,
         )

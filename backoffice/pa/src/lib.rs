@@ -19,6 +19,7 @@
 //! installs alone: the card also needs the vendor's countersignature.
 
 pub mod ca;
+mod desk;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -36,7 +37,7 @@ use openpsd_core::psd::license::request::LicenseRequest;
 use openpsd_core::types::{Date, LicenseId, PostalCode};
 use openpsd_protocol::license::{
     code, forward_message, GrantFieldsJson, GrantList, GrantRequest, GrantResponse,
-    GrantRevocation, GrantView, PaPublicKey,
+    GrantRevocation, GrantView, LicenseHolder, PaPublicKey,
 };
 use openpsd_service_kit::access::{RateLimit, Routes, Who};
 use openpsd_service_kit::codec::{self, OsRandom};
@@ -161,7 +162,12 @@ pub struct Pa {
     config: Arc<Config>,
 }
 
-fn err(status: StatusCode, code: &str, step: &str, message: impl Into<String>) -> ApiError {
+pub(crate) fn err(
+    status: StatusCode,
+    code: &str,
+    step: &str,
+    message: impl Into<String>,
+) -> ApiError {
     ApiError {
         status,
         code: code.to_owned(),
@@ -308,9 +314,17 @@ impl Pa {
         const READERS: &[Who] = &[Who::Role(Role::Operator), Who::Role(Role::Post)];
         // The meter revokes the grant of a set its device retired (and refunded).
         const REVOKERS: &[Who] = &[Who::Role(Role::Operator), Who::Role(Role::Meter)];
+        const OPERATOR: &[Who] = &[Who::Role(Role::Operator)];
         Routes::new()
             .route(Method::POST, "/v1/grants", post(grant), VENDOR)
             .route(Method::GET, "/v1/grants", get(list), READERS)
+            .route(Method::POST, "/v1/licenses", post(desk::allocate), OPERATOR)
+            .route(
+                Method::GET,
+                "/v1/licenses/{license}",
+                get(desk::get_holder),
+                REVOKERS,
+            )
             .route(
                 Method::POST,
                 "/v1/grants/{serial}/revoke",
@@ -430,6 +444,10 @@ async fn grant(State(pa): State<Pa>, body: Bytes) -> Result<Json<GrantResponse>,
     let step = STEP_GRANT;
     let req: GrantRequest = codec::json(&body, step)?;
     let bytes = codec::hex_vec("request", &req.request, MAX_REQUEST_LEN, step)?;
+    if let Some(a) = &req.account {
+        codec::ident("account", a, step)?;
+    }
+    let account = req.account.clone();
     let device_pk: [u8; PUBLIC_KEY_LEN] =
         codec::hex_array("device_public_key", &req.device_public_key, step)?;
     let forward_sig: [u8; SIGNATURE_LEN] =
@@ -498,28 +516,37 @@ async fn grant(State(pa): State<Pa>, body: Bytes) -> Result<Json<GrantResponse>,
             } else {
                 body.license.0
             };
-            let existing: Option<String> = tx
-                .query_row(
-                    "SELECT origin FROM licenses WHERE license = ?1",
-                    [license],
-                    |r| r.get(0),
-                )
-                .optional()
-                .storage(step)?;
-            match existing {
-                Some(o) if o != origin => {
+            match desk::holder(&tx, license, step)? {
+                Some(h) if h.origin != origin => {
                     return Err(err(
                         StatusCode::CONFLICT,
                         code::LICENSE_REFUSED,
                         step,
-                        format!("license {license} has origin {o:?}, not {origin:?}"),
+                        format!(
+                            "license {license} has origin {:?}, not {origin:?}",
+                            h.origin
+                        ),
                     ))
+                }
+                // Held by an account: its devices only, whoever passed the order on.
+                Some(LicenseHolder {
+                    account: Some(a), ..
+                }) if account.as_deref() != Some(a.as_str()) => {
+                    // 409, a policy refusal like `license_refused`: a 403 between services
+                    // means "not your identity" and is passed on as unavailable.
+                    return Err(err(
+                        StatusCode::CONFLICT,
+                        code::LICENSE_NOT_YOURS,
+                        step,
+                        format!("license {license} is held by another account than the order's"),
+                    ));
                 }
                 Some(_) => {}
                 None => {
                     tx.execute(
-                        "INSERT INTO licenses (license, origin, created_at) VALUES (?1, ?2, ?3)",
-                        params![license, origin, now_secs()],
+                        "INSERT INTO licenses (license, origin, account, created_at)
+                         VALUES (?1, ?2, ?3, ?4)",
+                        params![license, origin, account, now_secs()],
                     )
                     .storage(step)?;
                 }

@@ -471,6 +471,7 @@ async fn license(State(v): State<Vendor>, body: Bytes) -> Result<Json<LicenseGra
                 request: order.request.to_ascii_lowercase(),
                 device_public_key: hex::encode(device_pk),
                 forward_signature: hex::encode(forward_signature),
+                account: order.account_id.clone(),
             },
             step,
         )

@@ -10,7 +10,8 @@
 //!   never a lost refund.
 //! - P1 `01` **forget** (once the back office booked the receipt): the retired entry
 //!   leaves the table, freeing its place. Forgetting an entry that is not there answers
-//!   `9000` (a retried forget); one that is not retired, `6985`.
+//!   `9000` (a retried forget); one that is not retired, `6985`; the last entry of a PSD
+//!   with no set and no postal authority (it could never hold a set again), `6985`.
 //!
 //! A set to withdraw is exported first (EXPORT SET prepare and commit), then retired: the
 //! PSD's own table is what proves the value is out, whether or not the file still exists.
@@ -136,6 +137,12 @@ impl crate::psd::PsdApplet {
                 return Ok(()); // forgotten already
             };
             if licenses.exports[k].state != ExportState::Retired {
+                return Err(Status::ConditionsNotSatisfied);
+            }
+            // A PSD without a set, an entry or a postal authority could never hold a set
+            // again (and would not open: its state reads as corrupt): its last entry stays.
+            let empty_after = licenses.exports.len() == 1 && p.sets.iter().all(Option::is_none);
+            if empty_after && device.postal_authority.is_none() {
                 return Err(Status::ConditionsNotSatisfied);
             }
             let mut next = licenses.clone();

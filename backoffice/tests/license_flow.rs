@@ -95,21 +95,6 @@ async fn fig4_a_psd_asks_the_meter_and_installs_the_grant() {
     h.stop().await;
 }
 
-/// An indicium of `postage` on the set in `slot`, dated today, from `origin`.
-fn frank_set(psd: &mut Psd, slot: u8, txn: u64, postage: u64, origin: &[u8]) {
-    let req = openpsd_core::psd::indicium::IndiciumRequest {
-        transaction: TransactionId(txn.to_be_bytes()),
-        postage: Amount(postage),
-        date: openpsd_service_kit::codec::today_utc(),
-        rate: RateCategory(1),
-        origin: PostalCode::new(origin).unwrap(),
-        destination: PostalCode::new(b"20095").unwrap(),
-    };
-    psd.client
-        .issue_indicium(RegisterSetIndex(slot), &req)
-        .expect("indicium");
-}
-
 /// Seed 003's sets added by a license are refilled through the meter like the
 /// personalized ones, and the meter keeps each set's history by its license: moved to
 /// another slot (EXPORT, IMPORT), it is refilled again with no alarm; a slot whose license
@@ -160,7 +145,7 @@ async fn a_licensed_set_is_refilled_and_its_history_follows_its_license() {
         .unwrap();
     assert_eq!(v.state, "completed");
     assert_eq!(psd.registers(2).control_sum.0, 5_000);
-    frank_set(&mut psd, 2, 1, 120, b"53113");
+    psd.indicium_on(2, 1, 120, b"53113", 0);
     // A personalized set is refilled as before.
     host.refill(&mut psd, "r-set0", "acme", 1_000)
         .await
@@ -194,7 +179,7 @@ async fn a_licensed_set_is_refilled_and_its_history_follows_its_license() {
     assert_eq!(v.state, "completed");
     assert_eq!(psd.registers(1).control_sum.0, 7_000);
     assert_eq!(psd.registers(1).license, license);
-    frank_set(&mut psd, 1, 2, 80, b"53113");
+    psd.indicium_on(1, 2, 80, b"53113", 0);
     // The personalized set 4712, now in slot 2: its first audit meets its registration
     // baseline, whatever the slot.
     host.inspect(&mut psd, 2).await.unwrap();
@@ -352,7 +337,7 @@ async fn c11_a_replacement_psd_keeps_the_license_and_the_old_set_is_retired_and_
         .await
         .unwrap();
     assert_eq!(v.state, "completed");
-    frank_set(&mut old, 2, 1, 1_200, b"53113");
+    old.indicium_on(2, 1, 1_200, b"53113", 0);
     // The replacement asks for the same license: the customer holds it.
     let g_new = order_and_install(&acme, &mut new, "lic-new", license).await;
     assert_eq!(g_new.fields.license, license);
@@ -444,7 +429,7 @@ async fn c11_a_replacement_psd_keeps_the_license_and_the_old_set_is_retired_and_
         .await
         .unwrap();
     assert_eq!(v.state, "completed");
-    frank_set(&mut new, 2, 1, 300, b"53113");
+    new.indicium_on(2, 1, 300, b"53113", 0);
 
     // A receipt forged with the old device's key read out of its memory: a control sum
     // above anything the back office credited the set is refused, nothing refunded.
@@ -506,22 +491,8 @@ async fn c11_a_replacement_psd_keeps_the_license_and_the_old_set_is_retired_and_
     // The copy from before the retirement spends the refunded DR: the post office finds
     // the postage used after the refund, with the amount.
     old.roll_back(&saved);
-    let label = |psd: &mut Psd, slot: u8, txn: u64, postage: u64| {
-        let req = openpsd_core::psd::indicium::IndiciumRequest {
-            transaction: TransactionId(txn.to_be_bytes()),
-            postage: Amount(postage),
-            date: openpsd_service_kit::codec::today_utc(),
-            rate: RateCategory(1),
-            origin: PostalCode::new(b"53113").unwrap(),
-            destination: PostalCode::new(b"20095").unwrap(),
-        };
-        psd.client
-            .issue_indicium(RegisterSetIndex(slot), &req)
-            .unwrap()
-            .0
-    };
-    let spent = label(&mut old, 2, 7, 900);
-    let honest = label(&mut new, 2, 2, 100);
+    let spent = old.indicium_on(2, 7, 900, b"53113", 0);
+    let honest = new.indicium_on(2, 2, 100, b"53113", 0);
     let post = openpsd_backoffice::server::start_post(
         &dir.path().join("post"),
         None,

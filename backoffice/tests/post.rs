@@ -544,29 +544,6 @@ async fn findings_the_meter_missed_reach_it_without_another_scan() {
     env.handles.stop().await;
 }
 
-/// An indicium of `postage` on the set in `slot`, `days_ahead` after today, from `origin`.
-fn label_on(psd: &mut Psd, slot: u8, txn: u64, postage: u64, days_ahead: u64) -> Vec<u8> {
-    use openpsd_core::types::*;
-    let today = openpsd_service_kit::codec::today_utc();
-    let req = openpsd_core::psd::indicium::IndiciumRequest {
-        transaction: TransactionId(txn.to_be_bytes()),
-        postage: Amount(postage),
-        date: Date::from_unix_days(
-            u64::from(today.day_number())
-                + openpsd_core::calendar::UNIX_DAYS_AT_EPOCH_2000
-                + days_ahead,
-        )
-        .unwrap(),
-        rate: RateCategory(1),
-        origin: PostalCode::new(b"53113").unwrap(),
-        destination: PostalCode::new(b"20095").unwrap(),
-    };
-    psd.client
-        .issue_indicium(RegisterSetIndex(slot), &req)
-        .expect("indicium")
-        .0
-}
-
 /// Asks for `license` (0: a new one) for `psd` through the meter as `customer`.
 async fn order_license(
     env: &Env,
@@ -648,12 +625,12 @@ async fn one_license_on_two_psds_is_verified_and_reconciled_across_them() {
             .unwrap();
         assert_eq!(v.state, "completed");
     }
-    let a1 = label_on(&mut a, 2, 1, 120, 0);
-    let a2 = label_on(&mut a, 2, 2, 80, 0);
-    let b1 = label_on(&mut b, 2, 1, 150, 0);
-    let b2 = label_on(&mut b, 2, 2, 60, 1); // dated tomorrow
-                                            // The acme desk replaces B's grant: revoked today, so B's piece dated tomorrow is
-                                            // refused; the one dated today stands.
+    let a1 = a.indicium_on(2, 1, 120, b"53113", 0);
+    let a2 = a.indicium_on(2, 2, 80, b"53113", 0);
+    let b1 = b.indicium_on(2, 1, 150, b"53113", 0);
+    let b2 = b.indicium_on(2, 2, 60, b"53113", 1); // dated tomorrow
+                                                   // The acme desk replaces B's grant: revoked today, so B's piece dated tomorrow is
+                                                   // refused; the one dated today stands.
     let pa = Client::new(
         &h.pa.url,
         &h.pki,
@@ -687,7 +664,7 @@ async fn one_license_on_two_psds_is_verified_and_reconciled_across_them() {
 
     // An indicium of A's licensed set with one signed byte changed: refused, and not as
     // another device's.
-    let mut forged = label_on(&mut a, 2, 3, 10, 0);
+    let mut forged = a.indicium_on(2, 3, 10, b"53113", 0);
     forged[20] ^= 1;
     let v = scan(&post, &[forged]).await;
     assert_eq!(kinds(&v), ["invalid"], "{v:?}");

@@ -28,6 +28,25 @@ use crate::{err, origin_ok, Pa};
 const STEP_ALLOCATE: &str = "pa_allocate";
 const STEP_HOLDER: &str = "pa_holder";
 
+/// The next license number never used (a request or an allocation for license 0).
+pub(crate) fn next_license(c: &rusqlite::Connection, step: &str) -> Result<u32, ApiError> {
+    let next: i64 = c
+        .query_row(
+            "SELECT COALESCE(MAX(license), 0) + 1 FROM licenses",
+            [],
+            |r| r.get(0),
+        )
+        .storage(step)?;
+    u32::try_from(next).map_err(|_| {
+        err(
+            StatusCode::CONFLICT,
+            code::LICENSE_REFUSED,
+            step,
+            "no license number left",
+        )
+    })
+}
+
 /// The license's row and standing grants, if it exists.
 pub(crate) fn holder(
     c: &rusqlite::Connection,
@@ -85,21 +104,7 @@ pub(crate) async fn allocate(
         .run(step, move |c| {
             let tx = c.transaction().storage(step)?;
             let license = if req.license == 0 {
-                let next: i64 = tx
-                    .query_row(
-                        "SELECT COALESCE(MAX(license), 0) + 1 FROM licenses",
-                        [],
-                        |r| r.get(0),
-                    )
-                    .storage(step)?;
-                u32::try_from(next).map_err(|_| {
-                    err(
-                        StatusCode::CONFLICT,
-                        code::LICENSE_REFUSED,
-                        step,
-                        "no license number left",
-                    )
-                })?
+                next_license(&tx, step)?
             } else {
                 req.license
             };

@@ -498,21 +498,7 @@ async fn grant(State(pa): State<Pa>, body: Bytes) -> Result<Json<GrantResponse>,
             let device_id = codec::device_hex(&body.device);
             let origin = String::from_utf8_lossy(body.origin.as_bytes()).into_owned();
             let license = if body.license.0 == 0 {
-                let next: i64 = tx
-                    .query_row(
-                        "SELECT COALESCE(MAX(license), 0) + 1 FROM licenses",
-                        [],
-                        |r| r.get(0),
-                    )
-                    .storage(step)?;
-                u32::try_from(next).map_err(|_| {
-                    err(
-                        StatusCode::CONFLICT,
-                        code::LICENSE_REFUSED,
-                        step,
-                        "no license number left",
-                    )
-                })?
+                desk::next_license(&tx, step)?
             } else {
                 body.license.0
             };

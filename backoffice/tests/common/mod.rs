@@ -215,6 +215,32 @@ impl Psd {
             .map_err(card_status)
     }
 
+    /// An indicium of `postage` on the set in `slot` (whatever its key: the device's or a
+    /// license's), dated `days_ahead` after today, from `origin` to 20095.
+    pub fn indicium_on(
+        &mut self,
+        slot: u8,
+        txn: u64,
+        postage: u64,
+        origin: &[u8],
+        days_ahead: u64,
+    ) -> Vec<u8> {
+        let today = u64::from(openpsd_service_kit::codec::today_utc().day_number())
+            + openpsd_core::calendar::UNIX_DAYS_AT_EPOCH_2000;
+        let req = openpsd_core::psd::indicium::IndiciumRequest {
+            transaction: openpsd_core::types::TransactionId(txn.to_be_bytes()),
+            postage: Amount(postage),
+            date: openpsd_core::types::Date::from_unix_days(today + days_ahead).expect("date"),
+            rate: openpsd_core::types::RateCategory(1),
+            origin: PostalCode::new(origin).expect("code"),
+            destination: PostalCode::new(b"20095").expect("code"),
+        };
+        self.client
+            .issue_indicium(RegisterSetIndex(slot), &req)
+            .expect("indicium")
+            .0
+    }
+
     /// The device's signing key, read out of the card's memory: what the holder of a
     /// software PSD has.
     pub fn dumped_key(&self) -> openpsd_core::crypto::IndiciumKey {

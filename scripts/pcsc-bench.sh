@@ -3,13 +3,19 @@
 # "Virtual PCD 00 00") against Debian's vicc (`vicc -t iso7816` on "Virtual PCD 00 01"),
 # both readers of the same pcscd, timed in the same run by tests/pcsc/bench_roundtrip.py.
 #
-#   scripts/pcsc-bench.sh [--transfers N] [--transfers-only] [--n N] [--warmup N] [--check]
-#                         [other bench_roundtrip.py options]
+#   scripts/pcsc-bench.sh [--transfers N] [--transfers-only] [--licenses N] [--licenses-only]
+#                         [--n N] [--warmup N] [--check] [other bench_roundtrip.py options]
 #
 # Then the median and p90 time of a whole value transfer PSD -> purse through pcscd + vpcd
 # (`openpsd transfer --repeat N`: a PSD on "Virtual PCD 00 00", a purse on "... 00 01",
 # 15 APDUs and 9 commits per transfer); --transfers N (default 200; 0 skips it),
 # --transfers-only skips the round-trip comparison.
+#
+# Then the license commands through pcscd + vpcd (issue 14): LICENSE REQUEST, LICENSE
+# INSTALL, EXPORT SET, IMPORT SET and RETIRE SET timed one by one on a blank card-sim PSD on
+# "Virtual PCD 00 00" that the bench personalizes itself, against the same commands in
+# process in the same run (host/examples/license_pcsc_bench.rs); --licenses N iterations
+# (default 50; 0 skips it), --licenses-only skips everything else.
 #
 # Installs what it needs (Debian packages); stops what it started (by recorded PID).
 set -euo pipefail
@@ -51,11 +57,15 @@ PY
 
 TRANSFERS=200
 TRANSFERS_ONLY=0
+LICENSES=50
+LICENSES_ONLY=0
 args=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --transfers) TRANSFERS=$2; shift 2 ;;
     --transfers-only) TRANSFERS_ONLY=1; shift ;;
+    --licenses) LICENSES=$2; shift 2 ;;
+    --licenses-only) LICENSES_ONLY=1; shift ;;
     *) args+=("$1"); shift ;;
   esac
 done
@@ -87,6 +97,24 @@ transfer_bench() {
   card_stop bench-purse
 }
 
+# license_bench N: N iterations of request, grant, install, export, import, export, retire
+# on a blank PSD on "Virtual PCD 00 00" (personalized by the bench), timed per command
+# against the same commands in process (core's in-memory store, card-sim's file store).
+license_bench() {
+  local n=$1 state="$PCSC_RUN/cards/license-bench" start=$SECONDS
+  rm -rf "$state" "$state.storage-key"
+  "$CARD_SIM" create --state "$state" > /dev/null
+  CARD_LOG=card_sim=info card_start license-psd "$state" 0
+  echo "== license commands through pcscd + vpcd (card-sim, slot 0) vs in process, n = $n"
+  "$LICENSE_BENCH" --n "$n" --warmup 10 --reader "Virtual PCD 00 00"
+  card_stop license-psd
+  pcsc_wait 10 pcsc_card_absent 0
+  echo "(license bench: $((SECONDS - start)) s)"
+}
+
+if [ "$TRANSFERS_ONLY" = 1 ]; then LICENSES=0; fi
+if [ "$LICENSES_ONLY" = 1 ]; then TRANSFERS=0; fi
+
 pcsc_install
 cargo build --release -q -p openpsd-card-sim
 CARD_SIM=$(pwd)/target/release/card-sim
@@ -95,7 +123,18 @@ if [ "$TRANSFERS" -gt 0 ]; then
   cargo build --release -q -p openpsd-host --features pcsc
   OPENPSD=$(pwd)/target/release/openpsd
 fi
+if [ "$LICENSES" -gt 0 ]; then
+  start=$SECONDS
+  cargo build --release -q -p openpsd-host --features pcsc --example license_pcsc_bench
+  echo "(license bench build: $((SECONDS - start)) s)"
+  LICENSE_BENCH=$(pwd)/target/release/examples/license_pcsc_bench
+fi
 pcsc_start
+
+if [ "$LICENSES_ONLY" = 1 ]; then
+  license_bench "$LICENSES"
+  exit 0
+fi
 
 if [ "$TRANSFERS_ONLY" = 1 ]; then
   transfer_bench "$TRANSFERS"
@@ -122,5 +161,6 @@ card_stop bench-card
 stop_pid vicc vicc
 pcsc_wait 10 pcsc_card_absent 0
 pcsc_wait 10 pcsc_card_absent 1
+[ "$LICENSES" -gt 0 ] && license_bench "$LICENSES"
 [ "$TRANSFERS" -gt 0 ] && transfer_bench "$TRANSFERS"
 exit 0

@@ -157,6 +157,47 @@ export interface PurseTransfer {
   purse: PurseInfo;
 }
 
+/** One slot of psd.licenses(); its balance is psd.registers(slot). */
+export interface LicenseSlot {
+  slot: number;
+  /** null when the slot is free. */
+  license: number | null;
+  /** 8 hex digits: the key that signs this set's indicia (null when free). */
+  keyId: string | null;
+  /** Last valid date of the grant, "YYYY-MM-DD"; null for a set made at personalization. */
+  validUntil: string | null;
+  /** An export is prepared: no indicium, refill or transfer until commit or cancel (9A34). */
+  frozen: boolean;
+}
+
+/** One entry of the PSD's table of exports. */
+export interface LicenseExport {
+  license: number;
+  /** Decimal string (a u64, never reused). */
+  epoch: string;
+  /** true: prepared, the set still in the PSD (frozen); false: committed, the file holds it. */
+  preparing: boolean;
+  slot: number;
+  /** The set's DR, which the PSD keeps answering for while it is out. */
+  dr: string;
+}
+
+/** What psd.licenses() returns (GET DATA 00 04). */
+export interface Licenses {
+  slots: LicenseSlot[];
+  /** The license a pending LICENSE REQUEST asks for (0: the postal authority numbers it). */
+  pending: number | null;
+  exports: LicenseExport[];
+}
+
+/** What psd.licenseInstall() returns. */
+export interface InstalledLicense {
+  slot: number;
+  /** 8 hex digits. */
+  keyId: string;
+  license: number;
+}
+
 /** Every error this module throws. */
 export interface OpenpsdError extends Error {
   name: "CardError" | "InputError" | "StateError" | "TransferError";
@@ -562,6 +603,61 @@ impl Psd {
     ) -> Result<JsValue, JsValue> {
         let set = js(parse_set(set))?;
         to_js(purse.inner.receive(&mut self.inner, amount, pin, set))
+    }
+
+    /// GET DATA 00 04: the license slots, the pending request, the exports.
+    #[wasm_bindgen(unchecked_return_type = "Licenses")]
+    pub fn licenses(&mut self) -> Result<JsValue, JsValue> {
+        to_js(self.inner.licenses())
+    }
+
+    /// LICENSE REQUEST for `license` (0 or omitted: the postal authority numbers it) at
+    /// `origin`: the signed request, hex, for the meter server's `POST /v1/licenses`.
+    /// The same again answers the same request; `replace` makes a new one.
+    #[wasm_bindgen(js_name = licenseRequest)]
+    pub fn license_request(
+        &mut self,
+        origin: &str,
+        license: Option<u32>,
+        replace: Option<bool>,
+    ) -> Result<String, JsValue> {
+        js(self
+            .inner
+            .license_request(origin, license.unwrap_or(0), replace.unwrap_or(false)))
+    }
+
+    /// LICENSE INSTALL with the grant's `install` (hex): the new set's slot, key ID and
+    /// license.
+    #[wasm_bindgen(js_name = licenseInstall, unchecked_return_type = "InstalledLicense")]
+    pub fn license_install(&mut self, install: &str) -> Result<JsValue, JsValue> {
+        to_js(self.inner.license_install(install))
+    }
+
+    /// EXPORT SET, prepare: freezes `set` and returns the sealed blob to keep (a file).
+    #[wasm_bindgen(js_name = exportPrepare)]
+    pub fn export_prepare(&mut self, set: f64) -> Result<Vec<u8>, JsValue> {
+        let set = js(parse_set(Some(set)))?;
+        js(self.inner.export_prepare(set))
+    }
+
+    /// EXPORT SET, commit (after the blob is kept): frees the slot; the epoch (decimal).
+    #[wasm_bindgen(js_name = exportCommit)]
+    pub fn export_commit(&mut self, set: f64, blob: &[u8]) -> Result<String, JsValue> {
+        let set = js(parse_set(Some(set)))?;
+        js(self.inner.export_commit(set, blob))
+    }
+
+    /// EXPORT SET, cancel: the set is live again.
+    #[wasm_bindgen(js_name = exportCancel)]
+    pub fn export_cancel(&mut self, set: f64) -> Result<(), JsValue> {
+        let set = js(parse_set(Some(set)))?;
+        js(self.inner.export_cancel(set))
+    }
+
+    /// IMPORT SET: the set of an exported file back in a free slot, once; the slot.
+    #[wasm_bindgen(js_name = importSet)]
+    pub fn import_set(&mut self, blob: &[u8]) -> Result<u8, JsValue> {
+        js(self.inner.import_set(blob))
     }
 }
 

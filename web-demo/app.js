@@ -476,9 +476,25 @@ function renderLicenses() {
     rows.append(tr);
   }
   const out = lic.exports.filter((e) => !e.preparing);
-  $('license-exported').hidden = out.length === 0;
-  $('license-exported').textContent = out.length === 0 ? '' : 'In files, still counted by the PSD: '
-    + out.map((e) => `license ${e.license} (DR ${e.dr}, export ${e.epoch})`).join('; ') + '.';
+  const el = $('license-exported');
+  el.hidden = out.length === 0;
+  el.replaceChildren();
+  if (out.length) {
+    el.append('In files, still counted by the PSD: '
+      + out.map((e) => `license ${e.license} (DR ${e.dr}, export ${e.epoch})`).join('; ') + '. ');
+    // This browser's copy of each file, until it is imported (a lost download is not lost).
+    const kept = loadJson(exportsKey(app.meta.deviceId), []);
+    for (const e of out) {
+      const k = kept.find((x) => x.license === e.license && x.epoch === e.epoch);
+      if (!k) continue;
+      const b = document.createElement('button');
+      b.type = 'button';
+      b.className = 'secondary';
+      b.textContent = `Download ${k.fileName} again`;
+      b.addEventListener('click', () => download(hexToBytes(k.blob), k.fileName));
+      el.append(b);
+    }
+  }
   const pending = loadJson(pendingLicenseKey(app.meta.deviceId), null);
   $('license-pending').hidden = !pending;
   $('license-pending').textContent = pending
@@ -526,7 +542,15 @@ async function doLicenseRequest(originInput) {
       progress('1-2/4 the meter server has this order\'s grant already');
     } else {
       // Asking again (a resumed order) answers the same request: the pending key is kept.
-      const request = app.psd.licenseRequest(pending.origin, 0, false);
+      let request;
+      try {
+        request = app.psd.licenseRequest(pending.origin, 0, false);
+      } catch (e) {
+        if (e.name === 'CardError' && e.swHex === '6985') {
+          e.hint = 'The PSD holds a license request for another origin that was never installed: request the license for that origin to finish it.';
+        }
+        throw e;
+      }
       await save();
       progress('1/4 the PSD made the license key and signed the request (proof of possession + device)');
       progress('2/4 the meter server passes it on: the manufacturer checks it, the postal authority grants, the manufacturer countersigns', 'busy');

@@ -13,7 +13,7 @@
 // Writes OUT/label.png, OUT/print.png, OUT/label.pdf, OUT/page.png, OUT/journey.json; exits non-zero on the first failure.
 
 import { createRequire } from 'node:module';
-import { mkdtempSync, mkdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, mkdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
@@ -281,6 +281,14 @@ async function main() {
     `downloaded ${download.suggestedFilename()} (${statSync(setFile).size} bytes)`);
   check(/free/.test(await slotRow(1).innerText()) && new RegExp(`license ${license}`).test(await text('#license-exported')),
     `slot 1 is free and the PSD still counts the export: ${await text('#license-exported')}`);
+
+  const [again] = await Promise.all([
+    page.waitForEvent('download'),
+    page.locator('#license-exported button').click(),
+  ]);
+  const againFile = join(OUT, `again-${again.suggestedFilename()}`);
+  await again.saveAs(againFile);
+  check(readFileSync(againFile).equals(readFileSync(setFile)), 'the browser\'s copy downloads again, byte for byte the same file');
 
   await page.setInputFiles('#import-file', setFile);
   await page.click('#import-button');

@@ -17,6 +17,7 @@ pub mod grant;
 pub mod import;
 pub mod install;
 pub mod request;
+mod siv;
 
 use alloc::vec::Vec;
 use zeroize::Zeroizing;

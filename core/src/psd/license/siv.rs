@@ -17,6 +17,7 @@ use aes::cipher::{BlockCipherEncrypt, KeyInit};
 use aes::Aes128;
 use alloc::vec::Vec;
 use subtle::ConstantTimeEq;
+use zeroize::Zeroizing;
 
 use crate::crypto::MacKey;
 
@@ -55,9 +56,10 @@ fn s2v(mac: &MacKey, headers: &[&[u8]], plaintext: &[u8]) -> [u8; 16] {
 }
 
 /// XORs `data` with AES-CTR's keystream under `key` from the IV `v` with bits 31 and 63
-/// cleared (RFC 5297 2.5), a 128-bit big-endian counter.
-fn ctr(key: &[u8], v: &[u8; 16], data: &mut [u8]) {
-    let cipher = Aes128::new_from_slice(key).expect("16-byte key");
+/// cleared (RFC 5297 2.5), a 128-bit big-endian counter; `key`'s second half is the CTR key.
+fn ctr(key: &[u8; KEY_LEN], v: &[u8; 16], data: &mut [u8]) {
+    let k2: Zeroizing<[u8; 16]> = Zeroizing::new(core::array::from_fn(|i| key[16 + i]));
+    let cipher = Aes128::new(&(*k2).into());
     let mut q = *v;
     q[8] &= 0x7f;
     q[12] &= 0x7f;
@@ -73,9 +75,7 @@ fn ctr(key: &[u8], v: &[u8; 16], data: &mut [u8]) {
 }
 
 fn mac_key(key: &[u8; KEY_LEN]) -> MacKey {
-    let mut k = [0u8; 16];
-    k.copy_from_slice(&key[..16]);
-    MacKey::new(k)
+    MacKey::new(core::array::from_fn(|i| key[i]))
 }
 
 /// Seals `plaintext` with the associated data `headers`: V ‖ C, as
@@ -85,7 +85,7 @@ pub fn seal(key: &[u8; KEY_LEN], headers: &[&[u8]], plaintext: &[u8]) -> Vec<u8>
     let mut out = Vec::with_capacity(TAG_LEN + plaintext.len());
     out.extend_from_slice(&v);
     out.extend_from_slice(plaintext);
-    ctr(&key[16..], &v, &mut out[TAG_LEN..]);
+    ctr(key, &v, &mut out[TAG_LEN..]);
     out
 }
 
@@ -99,7 +99,7 @@ pub fn open(key: &[u8; KEY_LEN], headers: &[&[u8]], sealed: &[u8]) -> Option<Vec
     let mut tag = [0u8; TAG_LEN];
     tag.copy_from_slice(v);
     let mut out = c.to_vec();
-    ctr(&key[16..], &tag, &mut out);
+    ctr(key, &tag, &mut out);
     let expected = s2v(&mac_key(key), headers, &out);
     if bool::from(expected.ct_eq(&tag)) {
         Some(out)
@@ -110,6 +110,7 @@ pub fn open(key: &[u8; KEY_LEN], headers: &[&[u8]], sealed: &[u8]) -> Option<Vec
 }
 
 #[cfg(test)]
+#[allow(clippy::cast_possible_truncation)]
 mod tests {
     use super::*;
     use aes_siv::siv::Aes128Siv;

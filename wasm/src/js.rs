@@ -9,8 +9,12 @@ use wasm_bindgen::JsCast;
 use crate::device::PsdDevice;
 use crate::error::{ApiError, ApiResult};
 use crate::purse::PurseDevice;
-use crate::views::{parse_set, IndiciumArgs, LicenseArg, ModulesView, PersonalizationArgs};
-use crate::{barcode, indicium, personalize, views::Bytes};
+#[cfg(feature = "demo")]
+use crate::personalize;
+#[cfg(feature = "demo")]
+use crate::views::{LicenseArg, PersonalizationArgs};
+use crate::views::{parse_set, IndiciumArgs, ModulesView};
+use crate::{barcode, indicium, views::Bytes};
 
 #[wasm_bindgen(typescript_custom_section)]
 const TS_TYPES: &'static str = r#"
@@ -422,6 +426,7 @@ fn indicium_args(r: &Request) -> Result<IndiciumArgs, Refusal> {
     })
 }
 
+#[cfg(feature = "demo")]
 /// `buildPersonalization`'s argument (an object: [`only_keys`] checked it).
 fn personalization_args(r: &Request) -> Result<PersonalizationArgs, Refusal> {
     let licenses = r.field("licenses")?.map(|v| licenses(&v)).transpose()?;
@@ -442,6 +447,7 @@ fn personalization_args(r: &Request) -> Result<PersonalizationArgs, Refusal> {
     })
 }
 
+#[cfg(feature = "demo")]
 /// `licenses`: any JS iterable of `{ license, origin }` objects.
 fn licenses(v: &JsValue) -> Result<Vec<LicenseArg>, Refusal> {
     let Some(iter) = js_sys::try_iter(v).map_err(thrown)? else {
@@ -478,6 +484,7 @@ const INDICIUM_KEYS: &[&str] = &[
     "transactionId",
     "set",
 ];
+#[cfg(feature = "demo")]
 const PERSONALIZATION_KEYS: &[&str] = &[
     "licenses",
     "maxPostage",
@@ -753,7 +760,13 @@ pub fn data_matrix_modules(bytes: &[u8]) -> Result<JsValue, JsValue> {
     }))
 }
 
+// The three demo functions below (a personalization room and a KMS in the page) are not
+// used by the web demo: they are built only with the `demo` feature (the tests, the
+// benchmark and the Node example; scripts/wasm-pkg.sh demo), which keeps ~6 KB gzip out of
+// the shipped module (wasm/API.md, size).
+
 /// PERSONALIZE command data built with core's encoder.
+#[cfg(feature = "demo")]
 #[wasm_bindgen(js_name = buildPersonalization, unchecked_return_type = "BuiltPersonalization")]
 pub fn build_personalization(
     #[wasm_bindgen(unchecked_param_type = "PersonalizationRequest")] request: JsValue,
@@ -772,6 +785,7 @@ pub fn build_personalization(
 
 /// DEMO / TEST ONLY: a real page never holds the KMS key. The KMS's refill message for an
 /// audit that verifies under the device's public key, signed with the KMS's signing key.
+#[cfg(feature = "demo")]
 #[wasm_bindgen(js_name = demoKmsRefill)]
 pub fn demo_kms_refill(
     kms_signing_key_hex: &str,
@@ -792,6 +806,7 @@ pub fn demo_kms_refill(
 /// DEMO / TEST ONLY: a real page never holds the KMS key. The KMS's receipt, accepted on
 /// `accepted_on`, for an audit that verifies under the device's public key, signed with the
 /// KMS's signing key.
+#[cfg(feature = "demo")]
 #[wasm_bindgen(js_name = demoKmsReceipt)]
 pub fn demo_kms_receipt(
     kms_signing_key_hex: &str,

@@ -249,7 +249,8 @@ fn only_keys(what: &str, v: &JsValue, allowed: &[&str]) -> Result<(), JsValue> {
         let key = key.as_string().unwrap_or_default();
         if !allowed.contains(&key.as_str()) {
             return Err(js_error(ApiError::input(format!(
-                "{what}: unknown field {key:?} (expected {})",
+                "{what}: unknown field {} (expected {})",
+                crate::views::quoted(&key),
                 allowed.join(", ")
             ))));
         }
@@ -349,7 +350,7 @@ fn invalid_type(v: &JsValue, expected: &str) -> Refusal {
     } else if let Some(f) = v.as_f64() {
         format!("floating point `{}`", float_text(f))
     } else if let Some(s) = v.as_string() {
-        format!("string {s:?}")
+        format!("string {}", crate::views::quoted(&s))
     } else if v.is_instance_of::<js_sys::Uint8Array>() || v.is_instance_of::<js_sys::ArrayBuffer>()
     {
         "byte array".to_string()

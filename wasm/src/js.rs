@@ -8,12 +8,12 @@ use wasm_bindgen::JsCast;
 
 use crate::device::PsdDevice;
 use crate::error::{ApiError, ApiResult};
-use crate::purse::PurseDevice;
 #[cfg(feature = "demo")]
 use crate::personalize;
+use crate::purse::PurseDevice;
+use crate::views::{parse_set, IndiciumArgs, ModulesView};
 #[cfg(feature = "demo")]
 use crate::views::{LicenseArg, PersonalizationArgs};
-use crate::views::{parse_set, IndiciumArgs, ModulesView};
 use crate::{barcode, indicium, views::Bytes};
 
 #[wasm_bindgen(typescript_custom_section)]

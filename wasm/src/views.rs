@@ -284,14 +284,22 @@ pub fn quoted(text: &str) -> String {
 
 /// An amount argument.
 pub fn parse_amount(field: &str, text: &str) -> ApiResult<Amount> {
-    text.parse()
-        .map_err(|_| ApiError::input(format!("{field}: {} is not an amount like 12.34", quoted(text))))
+    text.parse().map_err(|_| {
+        ApiError::input(format!(
+            "{field}: {} is not an amount like 12.34",
+            quoted(text)
+        ))
+    })
 }
 
 /// A date argument.
 pub fn parse_date(field: &str, text: &str) -> ApiResult<Date> {
-    text.parse()
-        .map_err(|_| ApiError::input(format!("{field}: {} is not a date YYYY-MM-DD", quoted(text))))
+    text.parse().map_err(|_| {
+        ApiError::input(format!(
+            "{field}: {} is not a date YYYY-MM-DD",
+            quoted(text)
+        ))
+    })
 }
 
 /// A postal code argument.
@@ -331,10 +339,21 @@ mod tests {
     #[test]
     fn quoted_is_debug_for_ascii_and_printable_text() {
         let mut texts: Vec<String> = (0u8..128).map(|b| char::from(b).to_string()).collect();
-        texts.extend(["", "12.3x", "a\"b\\c", "tab\there", "\u{7f}\u{1}", "é中😀", "O'Hare"].map(String::from));
+        texts.extend(
+            [
+                "",
+                "12.3x",
+                "a\"b\\c",
+                "tab\there",
+                "\u{7f}\u{1}",
+                "é中😀",
+                "O'Hare",
+            ]
+            .map(String::from),
+        );
         texts.push((0u8..128).map(char::from).collect());
         for t in texts {
-            assert_eq!(super::quoted(&t), format!("{t:?}"), "{t:?}");
+            assert_eq!(quoted(&t), format!("{t:?}"), "{t:?}");
         }
     }
 

@@ -123,12 +123,11 @@ mod tests {
     /// RFC 5297 A.1 (deterministic authenticated encryption).
     #[test]
     fn rfc5297_a1() {
-        let key: [u8; 32] = hex::decode(
-            "fffefdfcfbfaf9f8f7f6f5f4f3f2f1f0f0f1f2f3f4f5f6f7f8f9fafbfcfdfeff",
-        )
-        .unwrap()
-        .try_into()
-        .unwrap();
+        let key: [u8; 32] =
+            hex::decode("fffefdfcfbfaf9f8f7f6f5f4f3f2f1f0f0f1f2f3f4f5f6f7f8f9fafbfcfdfeff")
+                .unwrap()
+                .try_into()
+                .unwrap();
         let ad = hex::decode("101112131415161718191a1b1c1d1e1f2021222324252627").unwrap();
         let pt = hex::decode("112233445566778899aabbccddee").unwrap();
         let sealed = seal(&key, &[&ad], &pt);
@@ -147,7 +146,9 @@ mod tests {
         let data: Vec<u8> = (0..200u32).map(|i| (i * 131 + 7) as u8).collect();
         for len in 0..=80 {
             for n_ad in 0..=3 {
-                let ads: Vec<&[u8]> = (0..n_ad).map(|i| &data[i * 17..i * 17 + len % 40]).collect();
+                let ads: Vec<&[u8]> = (0..n_ad)
+                    .map(|i| &data[i * 17..i * 17 + len % 40])
+                    .collect();
                 let pt = &data[100..100 + len];
                 let sealed = seal(&key, &ads, pt);
                 assert_eq!(sealed, oracle_seal(&key, &ads, pt), "len {len} ads {n_ad}");

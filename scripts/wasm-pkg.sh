@@ -4,16 +4,27 @@
 #   target/wasm-pkg/nodejs  CommonJS (wasm-pack --target nodejs)
 # with `wasm-pack build --mode no-install` (never downloads: wasm-bindgen and wasm-opt come
 # from scripts/install-web-toolchain.sh) and the [profile.wasm-release] of Cargo.toml.
+# `wasm-pkg.sh demo` builds the same with openpsd-wasm's `demo` feature (buildPersonalization,
+# demoKmsRefill, demoKmsReceipt: for the tests, the benchmark and the Node example) into
+# target/wasm-pkg/demo/{web,nodejs}; the shipped packages and the measured size are without.
 set -euo pipefail
 source "$(dirname "$0")/wasm-common.sh"
 
+dest=$PKG_DIR
+cargo_args=()
+case "${1:-}" in
+  '') ;;
+  demo) dest=$PKG_DIR/demo; cargo_args=(-- --features demo) ;;
+  *) echo "usage: $0 [demo]" >&2; exit 2 ;;
+esac
+
 t0=$(date +%s)
 for target in web nodejs; do
-  out=$PKG_DIR/$target
+  out=$dest/$target
   rm -rf "$out"
   echo "== wasm-pack build --target $target -> ${out#"$REPO"/}"
   wasm-pack --quiet build --mode no-install --profile wasm-release --target "$target" \
-    --out-dir "$out" --out-name openpsd --no-gitignore wasm 2>&1 |
+    --out-dir "$out" --out-name openpsd --no-gitignore wasm "${cargo_args[@]}" 2>&1 |
     grep -vE 'failed to get wasm-pack version|^\s*$' || true
   [ -f "$out/openpsd_bg.wasm" ] || { echo "error: wasm-pack produced no module" >&2; exit 1; }
   extra=()
@@ -32,4 +43,4 @@ for target in web nodejs; do
   ' "$out/package.json" "${extra[@]}"
   wasm_size "$out/openpsd_bg.wasm"
 done
-echo "== packages in ${PKG_DIR#"$REPO"/}/{web,nodejs} ($(( $(date +%s) - t0 )) s)"
+echo "== packages in ${dest#"$REPO"/}/{web,nodejs} ($(( $(date +%s) - t0 )) s)"

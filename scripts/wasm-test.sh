@@ -2,8 +2,9 @@
 # wasm-test.sh - the wasm module's tests in wasm:
 #   1. wasm/tests/web.rs with wasm-bindgen-test under Node,
 #   2. the same under headless Chromium (WASM_BINDGEN_USE_BROWSER=1, Debian's chromedriver),
-#   3. the npm packages (scripts/wasm-pkg.sh): the Node example (issue + verify, also with
-#      Node's WebCrypto) and storage.js + the web package in Chromium (playwright-core).
+#   3. the npm packages (scripts/wasm-pkg.sh, and `demo` with the demo functions the tests
+#      personalize and refill with): the Node example (issue + verify, also with Node's
+#      WebCrypto) and storage.js + the web package in Chromium (playwright-core).
 # The native tests of the same crate run in `cargo test --workspace`.
 set -euo pipefail
 source "$(dirname "$0")/wasm-common.sh"
@@ -13,23 +14,24 @@ export WASM_BINDGEN_TEST_TIMEOUT=${WASM_BINDGEN_TEST_TIMEOUT:-300}
 t0=$(date +%s)
 step() { printf '\n== %s\n' "$*"; }
 
-step "wasm-bindgen-test under Node (cargo test --target $WASM_TARGET -p openpsd-wasm --test web)"
-cargo test --target "$WASM_TARGET" -p openpsd-wasm --test web
+step "wasm-bindgen-test under Node (cargo test --target $WASM_TARGET -p openpsd-wasm --features demo --test web)"
+cargo test --target "$WASM_TARGET" -p openpsd-wasm --features demo --test web
 
 step "the same tests in headless Chromium ($("$CHROMIUM" --version 2>/dev/null | head -1))"
-WASM_BINDGEN_USE_BROWSER=1 cargo test --target "$WASM_TARGET" -p openpsd-wasm --test web
+WASM_BINDGEN_USE_BROWSER=1 cargo test --target "$WASM_TARGET" -p openpsd-wasm --features demo --test web
 
 step "npm packages"
 bash scripts/wasm-pkg.sh
+bash scripts/wasm-pkg.sh demo
 
 step "Node example: wasm/examples/node-indicium.mjs"
-node wasm/examples/node-indicium.mjs "$PKG_DIR/nodejs"
+node wasm/examples/node-indicium.mjs "$PKG_DIR/demo/nodejs"
 
 step "web package + storage.js in Chromium (wasm/tests/js/browser.html)"
 www=$REPO/target/wasm-www/test
 rm -rf "$www" && mkdir -p "$www"
 cp wasm/tests/js/browser.html "$www/index.html"
-cp -r "$PKG_DIR/web" "$www/pkg"
+cp -r "$PKG_DIR/demo/web" "$www/pkg"
 node wasm/tests/js/chromium.mjs "$www" /index.html 120 2> >(grep -v 'favicon\|status of 404' >&2)
 
 printf '\n== wasm tests passed (%d s)\n' "$(( $(date +%s) - t0 ))"

@@ -3,7 +3,8 @@
 # loopback ports with a fresh data directory, drives Debian's Chromium with playwright-core
 # through the mailer's whole journey (tests/web/journey.mjs: create the PSD in the page,
 # refusals, refill through the meter server, an indicium and its label, print CSS, history,
-# the purse section, reload, tampered sealed record), then decodes the label's screenshot with
+# the purse section, a license requested, exported to a file, imported once and refused the
+# second time (9A33), reload, tampered sealed record), then decodes the label's screenshot with
 # libdmtx's `dmtxread` and verifies the decoded bytes independently as an indicium of that
 # device (tests/web/verify-indicium.mjs: WebCrypto ECDSA over the docs/apdu.md layout).
 #

@@ -16,6 +16,7 @@ const app = {
   store: null,     // SealedStorage
   psd: null,       // Psd
   purse: null,     // Purse (the purse card), or null
+  licenses: null,  // psd.licenses(): the slots, their balances, the exports
   meta: null,      // {deviceId, accountId, registered}
   info: null,      // psd.info()
   registers: null, // psd.registers(SET)
@@ -86,6 +87,8 @@ async function busy(what, fn) {
 const metaKey = 'openpsd.device';
 const historyKey = (id) => `openpsd.history.${id}`;
 const pendingRefillKey = (id) => `openpsd.pendingRefill.${id}`;
+const pendingLicenseKey = (id) => `openpsd.pendingLicense.${id}`;
+const exportsKey = (id) => `openpsd.exports.${id}`;
 
 function loadJson(key, dflt) {
   try {
@@ -171,6 +174,12 @@ async function render() {
   $('reg-inspection').textContent = inspectionText(i);
   renderHistory();
   renderPurse();
+  try {
+    renderLicenses();
+  } catch (e) {
+    $('license-exported').hidden = false;
+    $('license-exported').textContent = `The license slots cannot be read: ${describe(e).text}`;
+  }
   const pending = loadJson(pendingRefillKey(app.meta.deviceId), null);
   $('refill-pending').hidden = !pending;
   $('refill-pending').textContent = pending
@@ -426,11 +435,209 @@ async function doTransfer() {
   notice(`Moved ${out.amount} to purse ${out.purse.cardId}${first}: the purse holds ${out.purse.balance}, the meter ${out.registers.dr}.`, '', 'ok');
 }
 
+// ---------------------------------------------------------------- licenses (seed 003)
+
+// The set this page refills and franks with is slot 0; the others are licenses added by
+// the postal authority's grants. They can be parked in a file (export) and brought back
+// (import); slot 0 stays in the PSD, so the page always has its set.
+function renderLicenses() {
+  const lic = app.psd.licenses();
+  app.licenses = lic;
+  const rows = $('license-rows');
+  rows.replaceChildren();
+  for (const s of lic.slots) {
+    const free = s.license === null;
+    const r = free ? null : app.psd.registers(s.slot);
+    const tr = document.createElement('tr');
+    tr.dataset.slot = s.slot;
+    tr.dataset.license = free ? '' : s.license;
+    tr.dataset.frozen = s.frozen;
+    const cells = free
+      ? [s.slot, 'free', '', '', '', '', '']
+      : [s.slot, s.license, r.origin, r.dr, r.ar, r.pieces, s.validUntil || 'personalized'];
+    for (const c of cells) {
+      const td = document.createElement('td');
+      td.textContent = c;
+      tr.append(td);
+    }
+    tr.children[3].className = 'dr';
+    const act = document.createElement('td');
+    if (!free && s.slot !== SET) {
+      const b = document.createElement('button');
+      b.type = 'button';
+      b.className = 'secondary export';
+      b.textContent = s.frozen ? 'Finish export' : 'Export to file';
+      b.addEventListener('click', () => busy('Exporting the register set…', () => doExport(s.slot)));
+      act.append(b);
+    } else if (!free) {
+      act.textContent = 'franks and refills here';
+    }
+    tr.append(act);
+    rows.append(tr);
+  }
+  const out = lic.exports.filter((e) => !e.preparing);
+  const el = $('license-exported');
+  el.hidden = out.length === 0;
+  el.replaceChildren();
+  if (out.length) {
+    el.append('In files, still counted by the PSD: '
+      + out.map((e) => `license ${e.license} (DR ${e.dr}, export ${e.epoch})`).join('; ') + '. ');
+    // This browser's copy of each file, until it is imported (a lost download is not lost).
+    const kept = loadJson(exportsKey(app.meta.deviceId), []);
+    for (const e of out) {
+      const k = kept.find((x) => x.license === e.license && x.epoch === e.epoch);
+      if (!k) continue;
+      const b = document.createElement('button');
+      b.type = 'button';
+      b.className = 'secondary';
+      b.textContent = `Download ${k.fileName} again`;
+      b.addEventListener('click', () => download(hexToBytes(k.blob), k.fileName));
+      el.append(b);
+    }
+  }
+  const pending = loadJson(pendingLicenseKey(app.meta.deviceId), null);
+  $('license-pending').hidden = !pending;
+  $('license-pending').textContent = pending
+    ? `An interrupted license order ${pending.txn} (origin ${pending.origin}) is waiting: Request a license finishes it first.`
+    : '';
+}
+
+function stepList(id) {
+  const steps = $(id);
+  steps.replaceChildren();
+  return (text, state = 'done') => {
+    const li = document.createElement('li');
+    li.textContent = text;
+    li.dataset.state = state;
+    steps.append(li);
+  };
+}
+
+// Fig. 4 from the mailer's desk, the steps of `openpsd license request`
+// (host/src/license_commands.rs): the PSD's signed request, the meter server's
+// POST /v1/licenses (idempotent by client_txn_id), the install. An order cut short is kept
+// and resumed with the same ID: GET /v1/licenses/{txn} answers its grant if there is one.
+async function doLicenseRequest(originInput) {
+  const id = app.meta.deviceId;
+  if (!app.meta.registered) await register();
+  const progress = stepList('license-steps');
+  let pending = loadJson(pendingLicenseKey(id), null);
+  let grant = null;
+  if (pending) {
+    progress(`license order ${pending.txn}: finishing the interrupted order first`);
+    try {
+      grant = await call('GET', `/v1/licenses/${pending.txn}`);
+    } catch (e) {
+      if (!(e instanceof BackOfficeError && e.detail.code === 'unknown_license_order')) throw e;
+    }
+  } else {
+    const origin = originInput.trim().toUpperCase();
+    if (!/^[A-Z0-9 -]{1,10}$/.test(origin)) throw new Error(`"${originInput}" is not a postal code (1 to 10 of A-Z 0-9 space -)`);
+    pending = { txn: bytesToHex(randomBytes(8)), origin };
+    saveJson(pendingLicenseKey(id), pending);
+    progress(`license order ${pending.txn}`);
+  }
+  try {
+    if (grant) {
+      progress('1-2/4 the meter server has this order\'s grant already');
+    } else {
+      // Asking again (a resumed order) answers the same request: the pending key is kept.
+      let request;
+      try {
+        request = app.psd.licenseRequest(pending.origin, 0, false);
+      } catch (e) {
+        if (e.name === 'CardError' && e.swHex === '6985') {
+          e.hint = 'The PSD holds a license request for another origin that was never installed: request the license for that origin to finish it.';
+        }
+        throw e;
+      }
+      await save();
+      progress('1/4 the PSD made the license key and signed the request (proof of possession + device)');
+      progress('2/4 the meter server passes it on: the manufacturer checks it, the postal authority grants, the manufacturer countersigns', 'busy');
+      grant = await call('POST', '/v1/licenses', { client_txn_id: pending.txn, device_id: id, request });
+      $('license-steps').lastChild.dataset.state = 'done';
+    }
+    const f = grant.fields;
+    progress(`3/4 granted: license ${f.license} at ${f.origin}, valid ${f.not_before} to ${f.not_after}, certificate serial ${f.serial}`);
+    let installed;
+    try {
+      installed = app.psd.licenseInstall(grant.install);
+    } catch (e) {
+      // Installed by an earlier run of this order: find its set.
+      if (!(e.name === 'CardError' && e.swHex === '9A32')) throw e;
+      const s = app.psd.licenses().slots.find((x) => x.license === f.license);
+      if (!s) throw e;
+      installed = { slot: s.slot, keyId: s.keyId, license: s.license };
+    }
+    await save();
+    saveJson(pendingLicenseKey(id), null);
+    progress(`4/4 the PSD checked both signatures and created the register set: license ${installed.license} in slot ${installed.slot} (key ${installed.keyId})`);
+    const r = app.psd.registers(installed.slot);
+    notice(`License ${installed.license} at ${r.origin} installed in slot ${installed.slot}, valid until ${f.not_after}. Its balance is ${r.dr}: refill it like any set.`, '', 'ok');
+  } catch (e) {
+    const resumable = e instanceof TypeError || (e instanceof BackOfficeError && e.detail.code === 'service_unavailable');
+    if (!resumable) saveJson(pendingLicenseKey(id), null);
+    else e.hint = `The order ${pending.txn} is kept: the next request finishes it first, with the same ID.`;
+    const li = $('license-steps').lastChild;
+    if (li && li.dataset.state === 'busy') li.dataset.state = 'failed';
+    progress(`${resumable ? 'interrupted' : 'refused'}: ${describe(e, { registers: app.registers, info: app.info }).text}`, 'failed');
+    throw e;
+  }
+}
+
+/** Offers `bytes` as a file download named `name`. */
+function download(bytes, name) {
+  const url = URL.createObjectURL(new Blob([bytes], { type: 'application/octet-stream' }));
+  const a = document.createElement('a');
+  a.href = url;
+  a.download = name;
+  document.body.append(a);
+  a.click();
+  a.remove();
+  setTimeout(() => URL.revokeObjectURL(url), 60_000);
+}
+
+// Fig. 5: the set leaves the PSD for a file. Two phases, as `openpsd license export`: the
+// PSD freezes the set and seals it; the page keeps a copy of the sealed bytes (this
+// browser's localStorage) and downloads the file; only then does the PSD free the slot.
+// Run again on a frozen set, it answers the same bytes and finishes.
+async function doExport(slot) {
+  const id = app.meta.deviceId;
+  const progress = stepList('license-steps');
+  const blob = app.psd.exportPrepare(slot);
+  await save();
+  const entry = app.psd.licenses().exports.find((e) => e.preparing && e.slot === slot);
+  if (!entry) throw new Error(`the PSD lists no export being prepared for slot ${slot}`);
+  const fileName = `license-${entry.license}-${id}-e${entry.epoch}.psdset`;
+  progress(`1/3 the PSD froze slot ${slot} (license ${entry.license}) and sealed it: ${blob.length} bytes, DR ${entry.dr}`);
+  const kept = loadJson(exportsKey(id), []).filter((e) => e.fileName !== fileName);
+  kept.push({ fileName, blob: bytesToHex(blob), license: entry.license, epoch: entry.epoch, dr: entry.dr });
+  saveJson(exportsKey(id), kept);
+  download(blob, fileName);
+  progress(`2/3 saved as ${fileName} (a copy stays in this browser until it is imported)`);
+  const epoch = app.psd.exportCommit(slot, blob);
+  await save();
+  progress(`3/3 the PSD freed slot ${slot}: export ${epoch} is outstanding until the file comes back`);
+  notice(`License ${entry.license} exported to ${fileName} (DR ${entry.dr}). This file is the money: keep it. Only this PSD can import it, once.`, '', 'ok');
+}
+
+async function doImport(file) {
+  const id = app.meta.deviceId;
+  const bytes = new Uint8Array(await file.arrayBuffer());
+  const slot = app.psd.importSet(bytes);
+  await save();
+  const hex = bytesToHex(bytes);
+  saveJson(exportsKey(id), loadJson(exportsKey(id), []).filter((e) => e.blob !== hex));
+  $('import-file').value = '';
+  const r = app.psd.registers(slot);
+  notice(`License ${r.license} is back in slot ${slot} (DR ${r.dr}). ${file.name} is spent now: it can never be imported again.`, '', 'ok');
+}
+
 // ---------------------------------------------------------------- start-up
 
 function showDevice() {
   $('create').hidden = true;
-  show('device', 'refill', 'frank', 'purse');
+  show('device', 'refill', 'frank', 'purse', 'licenses');
 }
 
 function fatal(text, err) {
@@ -563,6 +770,16 @@ $('purse-create-form').addEventListener('submit', (ev) => {
 $('purse-form').addEventListener('submit', (ev) => {
   ev.preventDefault();
   busy('Moving value to the purse…', doTransfer);
+});
+
+$('license-form').addEventListener('submit', (ev) => {
+  ev.preventDefault();
+  busy('Requesting a license…', () => doLicenseRequest($('license-origin').value));
+});
+$('import-form').addEventListener('submit', (ev) => {
+  ev.preventDefault();
+  const file = $('import-file').files[0];
+  if (file) busy('Importing the register set…', () => doImport(file));
 });
 
 start().catch((e) => {

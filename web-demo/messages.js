@@ -77,6 +77,24 @@ export function cardText(swHex, fallback, ctx = {}) {
       return 'The device has no certificate from the scheme issuer yet: transfers need one.';
     case '9A27':
       return 'Transfer refused: the other device\'s certificate is not the scheme issuer\'s, is expired or is revoked.';
+    case '9A30':
+      return 'License refused: this PSD holds that license already (in a slot or in an exported file).';
+    case '9A31':
+      return 'Install refused: the PSD has no license request waiting for this grant. Request a license again.';
+    case '9A32':
+      return 'Install refused: this grant was installed already, or its request was replaced by a newer one.';
+    case '9A33':
+      return 'Import refused: older or duplicate copy: it can never be used (9A33). This PSD took that register set back already, or exported it again since; the file is spent.';
+    case '9A34':
+      return 'This register set is frozen by an export: finish the export (Export to file) first.';
+    case '9A35':
+      return 'Refused: the date is outside the license\'s validity.';
+    case '9A36':
+      return 'Export refused: 16 register sets are out in files already. Import one before exporting another.';
+    case '9A37':
+      return 'This PSD was personalized without the postal authority\'s key: it cannot take licenses. Create a new device to add licenses.';
+    case '6A84':
+      return 'No free slot: all four register set slots are in use. Export a set to a file first (the file stays valid).';
     case '6983':
       return 'PIN blocked: too many wrong PINs (or failed recognitions). The card issuer must unblock it.';
     case '6982':
@@ -119,6 +137,14 @@ export function backOfficeText(e) {
       return 'A back-office service is not reachable right now; nothing was charged. Try again.';
     case 'not_applied':
       return 'The meter server does not see the refill in the meter yet.';
+    case 'unknown_license_order':
+      return 'The meter server has no grant for this license order yet.';
+    case 'license_refused':
+      return `The postal authority refused the license: ${e.message}`;
+    case 'request_invalid':
+      return 'The manufacturer refused the license request: its signatures do not verify for this device.';
+    case 'grant_invalid':
+      return 'The manufacturer refused the postal authority\'s grant (it did not check out): nothing was installed.';
     case 'device_conflict':
       return 'The back office has this device registered with another key.';
     default:

@@ -2,7 +2,8 @@
 // create a PSD in the page, refusals with their messages, refill through the meter server,
 // issue an indicium and screenshot its label, the post office reading that screenshot (accepted,
 // then a duplicate), print CSS, history, a purse card and a transfer
-// to it (and a wrong PIN), reload
+// to it (and a wrong PIN), a license requested, exported to a file, imported once and refused
+// the second time (9A33), reload
 // (the device, its registers and the purse are still there), tamper with the sealed record (a clear
 // error, the record kept). Run by scripts/web-test.sh, which starts the back office and then
 // decodes the label with libdmtx and verifies it independently (verify-indicium.mjs).
@@ -12,7 +13,7 @@
 // Writes OUT/label.png, OUT/print.png, OUT/label.pdf, OUT/page.png, OUT/journey.json; exits non-zero on the first failure.
 
 import { createRequire } from 'node:module';
-import { mkdtempSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, mkdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
@@ -242,6 +243,67 @@ async function main() {
   check(await text('#purse-balance') === '5.00' && (await registers()).dr === '24.15', 'nothing moved with the wrong PIN');
   check(/^2 of 3/.test(await text('#purse-tries')), `tries left shown: ${await text('#purse-tries')}`);
 
+  // -- 9b. licenses (seed 003): request one (the PSD's signed request -> meter server ->
+  //        manufacturer -> postal authority -> countersignature -> install in the PSD), its
+  //        balance in its slot, export it to a file (a download), import it (the file
+  //        picker), and the same file again refused: it can never be used (9A33)
+  check(await page.locator('#licenses').isVisible(), 'the licenses panel is shown');
+  const slotRow = (i) => page.locator(`#license-rows tr[data-slot="${i}"]`);
+  check(await page.locator('#license-rows tr').count() === 4, 'four slots listed');
+  check(await slotRow(0).locator('td.dr').innerText() === '24.15' && /free/.test(await slotRow(1).innerText()),
+    `slot 0 holds the page's set (DR ${await slotRow(0).locator('td.dr').innerText()}), slot 1 is free`);
+  await page.fill('#license-origin', '10115');
+  await page.click('#license-button');
+  await settled();
+  n = await notice();
+  const licSteps = await page.locator('#license-steps li').allInnerTexts();
+  for (const s of licSteps) log(`  license step: ${s}`);
+  check(n.kind === 'ok' && /License \d+ at 10115 installed in slot 1/.test(n.text), `license installed: ${n.text.split('\n')[0]}`);
+  check(['1/4', '2/4', '3/4 granted', '4/4'].every((k) => licSteps.some((s) => s.startsWith(k))),
+    'every step of the request was shown: the PSD\'s request, the meter server, the grant, the install');
+  const license = await slotRow(1).getAttribute('data-license');
+  check(/^\d+$/.test(license) && await slotRow(1).locator('td.dr').innerText() === '0.00'
+    && /10115/.test(await slotRow(1).innerText()), `license ${license} in slot 1 with its own balance 0.00: ${(await slotRow(1).innerText()).replace(/\s+/g, ' ')}`);
+  check(await slotRow(0).locator('td.dr').innerText() === '24.15', 'slot 0 keeps its balance');
+
+  const [download] = await Promise.all([
+    page.waitForEvent('download'),
+    slotRow(1).locator('button.export').click(),
+  ]);
+  await settled();
+  const setFile = join(OUT, download.suggestedFilename());
+  await download.saveAs(setFile);
+  n = await notice();
+  const expSteps = await page.locator('#license-steps li').allInnerTexts();
+  for (const s of expSteps) log(`  export step: ${s}`);
+  check(n.kind === 'ok' && new RegExp(`License ${license} exported to`).test(n.text), `export: ${n.text.split('\n')[0]}`);
+  check(new RegExp(`^license-${license}-.+-e\\d+\\.psdset$`).test(download.suggestedFilename()) && statSync(setFile).size > 200,
+    `downloaded ${download.suggestedFilename()} (${statSync(setFile).size} bytes)`);
+  check(/free/.test(await slotRow(1).innerText()) && new RegExp(`license ${license}`).test(await text('#license-exported')),
+    `slot 1 is free and the PSD still counts the export: ${await text('#license-exported')}`);
+
+  const [again] = await Promise.all([
+    page.waitForEvent('download'),
+    page.locator('#license-exported button').click(),
+  ]);
+  const againFile = join(OUT, `again-${again.suggestedFilename()}`);
+  await again.saveAs(againFile);
+  check(readFileSync(againFile).equals(readFileSync(setFile)), 'the browser\'s copy downloads again, byte for byte the same file');
+
+  await page.setInputFiles('#import-file', setFile);
+  await page.click('#import-button');
+  await settled();
+  n = await notice();
+  check(n.kind === 'ok' && new RegExp(`License ${license} is back in slot 1`).test(n.text), `import: ${n.text.split('\n')[0]}`);
+  check(await slotRow(1).getAttribute('data-license') === license && await slotRow(1).locator('td.dr').innerText() === '0.00'
+    && await page.locator('#license-exported').isHidden(), 'the set is back in slot 1 and no export is outstanding');
+
+  await page.setInputFiles('#import-file', setFile);
+  await page.click('#import-button');
+  await expectRefusal('a second import of the same file', /older or duplicate copy: it can never be used \(9A33\)/);
+  check(/Card status 9A33/.test(await text('#notice')), 'the status word is shown with the refusal');
+  check(await slotRow(1).getAttribute('data-license') === license, 'the refused import changed nothing');
+
   // -- 10. reload: the device, its registers and its history are still there
   await page.reload();
   check(await settled() === 'ready', 'reloaded');
@@ -252,6 +314,7 @@ async function main() {
   rows = await page.locator('#history-rows tr').allInnerTexts();
   check(rows.length === 1 && /verified/.test(rows[0]), 'history kept and re-verified after the reload');
   check(await text('#purse-id') === purseId && await text('#purse-balance') === '5.00', `purse ${purseId} still holds ${await text('#purse-balance')} after the reload`);
+  check(await slotRow(1).getAttribute('data-license') === license, `license ${license} still in slot 1 after the reload`);
 
   // -- 10b. the history is verified, not trusted: a changed entry shows as invalid
   const historyKey = `openpsd.history.${deviceId}`;

@@ -4,12 +4,13 @@
 // twice: with the package's verifyIndicium (core's verifier) and independently with
 // Node's WebCrypto ECDSA P-256.
 //
-//   bash scripts/wasm-pkg.sh && node wasm/examples/node-indicium.mjs [target/wasm-pkg/nodejs]
+//   bash scripts/wasm-pkg.sh demo && node wasm/examples/node-indicium.mjs [target/wasm-pkg/demo/nodejs]
+// (the demo build: buildPersonalization and demoKmsRefill are not in the shipped package)
 import { createRequire } from 'node:module';
 import path from 'node:path';
 import { webcrypto } from 'node:crypto';
 
-const pkgDir = path.resolve(process.argv[2] || 'target/wasm-pkg/nodejs');
+const pkgDir = path.resolve(process.argv[2] || 'target/wasm-pkg/demo/nodejs');
 const { Psd, buildPersonalization, demoKmsRefill, verifyIndicium, dataMatrixSvg } =
   createRequire(import.meta.url)(path.join(pkgDir, 'openpsd.js'));
 

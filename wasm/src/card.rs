@@ -2,7 +2,7 @@
 //! in-memory store, made blank and personalized with the room's raw PERSONALIZE data, or
 //! loaded from a saved state — which is never silently replaced by a fresh card.
 
-use openpsd_core::client::{command, exchange, Side};
+use openpsd_core::client::{command, exchange, Link, Side};
 use openpsd_core::store::{MemStore, StoreError};
 use openpsd_core::Card;
 
@@ -37,14 +37,16 @@ pub fn personalized(
 ) -> ApiResult<WasmCard> {
     let mut card = make(MemStore::new(), platform(entropy_bytes, today_text)?)
         .map_err(|e| ApiError::state(format!("blank store does not load: {e}")))?;
-    exchange(&mut card, side, "SELECT", select)?;
+    // Through `dyn Link`, as core's transfer driver: one copy of `exchange` in the module.
+    let link: &mut dyn Link = &mut card;
+    exchange(link, side, "SELECT", select)?;
     let apdu = command(cla, ins, 0, 0, personalization, 256);
     if apdu.is_empty() {
         return Err(ApiError::input(
             "personalization: longer than one APDU carries",
         ));
     }
-    exchange(&mut card, side, "PERSONALIZE", &apdu)?;
+    exchange(link, side, "PERSONALIZE", &apdu)?;
     Ok(card)
 }
 

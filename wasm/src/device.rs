@@ -87,7 +87,7 @@ impl PsdDevice {
         Ok(psd)
     }
 
-    fn client(&mut self) -> PsdClient<&mut Card<MemStore, HostEntropy>> {
+    pub(crate) fn client(&mut self) -> PsdClient<&mut Card<MemStore, HostEntropy>> {
         PsdClient::new(&mut self.card)
     }
 
@@ -232,7 +232,13 @@ impl PsdDevice {
 
     /// A command with data the page gave as is (the card judges its length), through core's
     /// exchange; the data of its `9000`.
-    fn command(&mut self, step: &'static str, ins: u8, p2: u8, body: &[u8]) -> ApiResult<Vec<u8>> {
+    pub(crate) fn command(
+        &mut self,
+        step: &'static str,
+        ins: u8,
+        p2: u8,
+        body: &[u8],
+    ) -> ApiResult<Vec<u8>> {
         let apdu = command(CLA_PSD, ins, 0, p2, body, 256);
         if apdu.is_empty() {
             return Err(ApiError::input("data longer than one APDU carries"));

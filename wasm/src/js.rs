@@ -8,9 +8,13 @@ use wasm_bindgen::JsCast;
 
 use crate::device::PsdDevice;
 use crate::error::{ApiError, ApiResult};
+#[cfg(feature = "demo")]
+use crate::personalize;
 use crate::purse::PurseDevice;
-use crate::views::{parse_set, IndiciumArgs, LicenseArg, ModulesView, PersonalizationArgs};
-use crate::{barcode, indicium, personalize, views::Bytes};
+use crate::views::{parse_set, IndiciumArgs, ModulesView};
+#[cfg(feature = "demo")]
+use crate::views::{LicenseArg, PersonalizationArgs};
+use crate::{barcode, indicium, views::Bytes};
 
 #[wasm_bindgen(typescript_custom_section)]
 const TS_TYPES: &'static str = r#"
@@ -157,6 +161,47 @@ export interface PurseTransfer {
   purse: PurseInfo;
 }
 
+/** One slot of psd.licenses(); its balance is psd.registers(slot). */
+export interface LicenseSlot {
+  slot: number;
+  /** null when the slot is free. */
+  license: number | null;
+  /** 8 hex digits: the key that signs this set's indicia (null when free). */
+  keyId: string | null;
+  /** Last valid date of the grant, "YYYY-MM-DD"; null for a set made at personalization. */
+  validUntil: string | null;
+  /** An export is prepared: no indicium, refill or transfer until commit or cancel (9A34). */
+  frozen: boolean;
+}
+
+/** One entry of the PSD's table of exports. */
+export interface LicenseExport {
+  license: number;
+  /** Decimal string (a u64, never reused). */
+  epoch: string;
+  /** true: prepared, the set still in the PSD (frozen); false: committed, the file holds it. */
+  preparing: boolean;
+  slot: number;
+  /** The set's DR, which the PSD keeps answering for while it is out. */
+  dr: string;
+}
+
+/** What psd.licenses() returns (GET DATA 00 04). */
+export interface Licenses {
+  slots: LicenseSlot[];
+  /** The license a pending LICENSE REQUEST asks for (0: the postal authority numbers it). */
+  pending: number | null;
+  exports: LicenseExport[];
+}
+
+/** What psd.licenseInstall() returns. */
+export interface InstalledLicense {
+  slot: number;
+  /** 8 hex digits. */
+  keyId: string;
+  license: number;
+}
+
 /** Every error this module throws. */
 export interface OpenpsdError extends Error {
   name: "CardError" | "InputError" | "StateError" | "TransferError";
@@ -204,7 +249,8 @@ fn only_keys(what: &str, v: &JsValue, allowed: &[&str]) -> Result<(), JsValue> {
         let key = key.as_string().unwrap_or_default();
         if !allowed.contains(&key.as_str()) {
             return Err(js_error(ApiError::input(format!(
-                "{what}: unknown field {key:?} (expected {})",
+                "{what}: unknown field {} (expected {})",
+                crate::views::quoted(&key),
                 allowed.join(", ")
             ))));
         }
@@ -304,7 +350,7 @@ fn invalid_type(v: &JsValue, expected: &str) -> Refusal {
     } else if let Some(f) = v.as_f64() {
         format!("floating point `{}`", float_text(f))
     } else if let Some(s) = v.as_string() {
-        format!("string {s:?}")
+        format!("string {}", crate::views::quoted(&s))
     } else if v.is_instance_of::<js_sys::Uint8Array>() || v.is_instance_of::<js_sys::ArrayBuffer>()
     {
         "byte array".to_string()
@@ -381,6 +427,7 @@ fn indicium_args(r: &Request) -> Result<IndiciumArgs, Refusal> {
     })
 }
 
+#[cfg(feature = "demo")]
 /// `buildPersonalization`'s argument (an object: [`only_keys`] checked it).
 fn personalization_args(r: &Request) -> Result<PersonalizationArgs, Refusal> {
     let licenses = r.field("licenses")?.map(|v| licenses(&v)).transpose()?;
@@ -401,6 +448,7 @@ fn personalization_args(r: &Request) -> Result<PersonalizationArgs, Refusal> {
     })
 }
 
+#[cfg(feature = "demo")]
 /// `licenses`: any JS iterable of `{ license, origin }` objects.
 fn licenses(v: &JsValue) -> Result<Vec<LicenseArg>, Refusal> {
     let Some(iter) = js_sys::try_iter(v).map_err(thrown)? else {
@@ -437,6 +485,7 @@ const INDICIUM_KEYS: &[&str] = &[
     "transactionId",
     "set",
 ];
+#[cfg(feature = "demo")]
 const PERSONALIZATION_KEYS: &[&str] = &[
     "licenses",
     "maxPostage",
@@ -563,6 +612,61 @@ impl Psd {
         let set = js(parse_set(set))?;
         to_js(purse.inner.receive(&mut self.inner, amount, pin, set))
     }
+
+    /// GET DATA 00 04: the license slots, the pending request, the exports.
+    #[wasm_bindgen(unchecked_return_type = "Licenses")]
+    pub fn licenses(&mut self) -> Result<JsValue, JsValue> {
+        to_js(self.inner.licenses())
+    }
+
+    /// LICENSE REQUEST for `license` (0 or omitted: the postal authority numbers it) at
+    /// `origin`: the signed request, hex, for the meter server's `POST /v1/licenses`.
+    /// The same again answers the same request; `replace` makes a new one.
+    #[wasm_bindgen(js_name = licenseRequest)]
+    pub fn license_request(
+        &mut self,
+        origin: &str,
+        license: Option<u32>,
+        replace: Option<bool>,
+    ) -> Result<String, JsValue> {
+        js(self
+            .inner
+            .license_request(origin, license.unwrap_or(0), replace.unwrap_or(false)))
+    }
+
+    /// LICENSE INSTALL with the grant's `install` (hex): the new set's slot, key ID and
+    /// license.
+    #[wasm_bindgen(js_name = licenseInstall, unchecked_return_type = "InstalledLicense")]
+    pub fn license_install(&mut self, install: &str) -> Result<JsValue, JsValue> {
+        to_js(self.inner.license_install(install))
+    }
+
+    /// EXPORT SET, prepare: freezes `set` and returns the sealed blob to keep (a file).
+    #[wasm_bindgen(js_name = exportPrepare)]
+    pub fn export_prepare(&mut self, set: f64) -> Result<Vec<u8>, JsValue> {
+        let set = js(parse_set(Some(set)))?;
+        js(self.inner.export_prepare(set))
+    }
+
+    /// EXPORT SET, commit (after the blob is kept): frees the slot; the epoch (decimal).
+    #[wasm_bindgen(js_name = exportCommit)]
+    pub fn export_commit(&mut self, set: f64, blob: &[u8]) -> Result<String, JsValue> {
+        let set = js(parse_set(Some(set)))?;
+        js(self.inner.export_commit(set, blob))
+    }
+
+    /// EXPORT SET, cancel: the set is live again.
+    #[wasm_bindgen(js_name = exportCancel)]
+    pub fn export_cancel(&mut self, set: f64) -> Result<(), JsValue> {
+        let set = js(parse_set(Some(set)))?;
+        js(self.inner.export_cancel(set))
+    }
+
+    /// IMPORT SET: the set of an exported file back in a free slot, once; the slot.
+    #[wasm_bindgen(js_name = importSet)]
+    pub fn import_set(&mut self, blob: &[u8]) -> Result<u8, JsValue> {
+        js(self.inner.import_set(blob))
+    }
 }
 
 /// A purse card: the core's purse applet on an in-memory store.
@@ -657,7 +761,13 @@ pub fn data_matrix_modules(bytes: &[u8]) -> Result<JsValue, JsValue> {
     }))
 }
 
+// The three demo functions below (a personalization room and a KMS in the page) are not
+// used by the web demo: they are built only with the `demo` feature (the tests, the
+// benchmark and the Node example; scripts/wasm-pkg.sh demo), which keeps ~6 KB gzip out of
+// the shipped module (wasm/API.md, size).
+
 /// PERSONALIZE command data built with core's encoder.
+#[cfg(feature = "demo")]
 #[wasm_bindgen(js_name = buildPersonalization, unchecked_return_type = "BuiltPersonalization")]
 pub fn build_personalization(
     #[wasm_bindgen(unchecked_param_type = "PersonalizationRequest")] request: JsValue,
@@ -676,6 +786,7 @@ pub fn build_personalization(
 
 /// DEMO / TEST ONLY: a real page never holds the KMS key. The KMS's refill message for an
 /// audit that verifies under the device's public key, signed with the KMS's signing key.
+#[cfg(feature = "demo")]
 #[wasm_bindgen(js_name = demoKmsRefill)]
 pub fn demo_kms_refill(
     kms_signing_key_hex: &str,
@@ -696,6 +807,7 @@ pub fn demo_kms_refill(
 /// DEMO / TEST ONLY: a real page never holds the KMS key. The KMS's receipt, accepted on
 /// `accepted_on`, for an audit that verifies under the device's public key, signed with the
 /// KMS's signing key.
+#[cfg(feature = "demo")]
 #[wasm_bindgen(js_name = demoKmsReceipt)]
 pub fn demo_kms_receipt(
     kms_signing_key_hex: &str,

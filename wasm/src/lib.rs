@@ -14,6 +14,7 @@ pub mod entropy;
 pub mod error;
 pub mod indicium;
 pub mod js;
+pub mod licenses;
 pub mod personalize;
 pub mod purse;
 pub mod state;

@@ -257,23 +257,57 @@ pub fn device_hex(d: &DeviceId) -> String {
     hex::encode_upper(d.0)
 }
 
+/// `text` in double quotes, escaped as `format!("{text:?}")` does for ASCII (`\"`, `\\`,
+/// `\t`, `\n`, `\r`, `\0`, other controls as `\u{..}`); other characters as they are. For
+/// the error messages: `str`'s `Debug` would bring its Unicode tables (escape_debug,
+/// is_printable, grapheme_extend: ~2 KB gzip) into the browser module.
+pub fn quoted(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 2);
+    out.push('"');
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\t' => out.push_str("\\t"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\0' => out.push_str("\\0"),
+            c if c.is_ascii_control() => {
+                out.push_str(&format!("\\u{{{:x}}}", u32::from(c)));
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
 /// An amount argument.
 pub fn parse_amount(field: &str, text: &str) -> ApiResult<Amount> {
-    text.parse()
-        .map_err(|_| ApiError::input(format!("{field}: {text:?} is not an amount like 12.34")))
+    text.parse().map_err(|_| {
+        ApiError::input(format!(
+            "{field}: {} is not an amount like 12.34",
+            quoted(text)
+        ))
+    })
 }
 
 /// A date argument.
 pub fn parse_date(field: &str, text: &str) -> ApiResult<Date> {
-    text.parse()
-        .map_err(|_| ApiError::input(format!("{field}: {text:?} is not a date YYYY-MM-DD")))
+    text.parse().map_err(|_| {
+        ApiError::input(format!(
+            "{field}: {} is not a date YYYY-MM-DD",
+            quoted(text)
+        ))
+    })
 }
 
 /// A postal code argument.
 pub fn parse_postal_code(field: &str, text: &str) -> ApiResult<PostalCode> {
     PostalCode::new(text.as_bytes()).ok_or_else(|| {
         ApiError::input(format!(
-            "{field}: {text:?} is not a postal code (1-10 of A-Z 0-9 space hyphen)"
+            "{field}: {} is not a postal code (1-10 of A-Z 0-9 space hyphen)",
+            quoted(text)
         ))
     })
 }
@@ -302,6 +336,27 @@ pub fn parse_set(set: Option<f64>) -> ApiResult<u8> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn quoted_is_debug_for_ascii_and_printable_text() {
+        let mut texts: Vec<String> = (0u8..128).map(|b| char::from(b).to_string()).collect();
+        texts.extend(
+            [
+                "",
+                "12.3x",
+                "a\"b\\c",
+                "tab\there",
+                "\u{7f}\u{1}",
+                "é中😀",
+                "O'Hare",
+            ]
+            .map(String::from),
+        );
+        texts.push((0u8..128).map(char::from).collect());
+        for t in texts {
+            assert_eq!(quoted(&t), format!("{t:?}"), "{t:?}");
+        }
+    }
+
     use super::*;
 
     #[test]

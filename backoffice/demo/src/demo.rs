@@ -95,8 +95,13 @@ pub async fn run(o: DemoOptions) -> Result<()> {
         let kms_public_key = personalize_kms_key(&o.data)?;
         let secrets_path = secrets_path.clone();
         let card_dir = card_dir.clone();
-        tokio::task::spawn_blocking(move || make_card(&card_dir, &secrets_path, kms_public_key))
-            .await??;
+        // The back office's vendor and postal authority: the card accepts the licenses
+        // they grant (`openpsd license request`, docs/licenses.md).
+        let licensing = (h.vendor_public_key, h.postal_authority.clone());
+        tokio::task::spawn_blocking(move || {
+            make_card(&card_dir, &secrets_path, kms_public_key, licensing)
+        })
+        .await??;
     }
     let secrets: Value = serde_json::from_str(&std::fs::read_to_string(&secrets_path)?)?;
     post(&http, &format!("{}/v1/devices", h.kms.url), &secrets).await?;
@@ -242,10 +247,17 @@ fn retire_k1_card(card_dir: &Path, secrets_path: &Path) -> Result<()> {
     Ok(())
 }
 
-fn make_card(card_dir: &Path, secrets_path: &Path, kms_public_key: [u8; 65]) -> Result<()> {
+fn make_card(
+    card_dir: &Path,
+    secrets_path: &Path,
+    kms_public_key: [u8; 65],
+    (vendor_public_key, postal_authority): ([u8; 65], openpsd_core::psd::device::PostalAuthority),
+) -> Result<()> {
     let mut card = sim::create_file_card(card_dir, Clock::System).map_err(|e| anyhow!("{e}"))?;
     let slot = personalize::parse_license("4711:10115").map_err(|e| anyhow!(e))?;
-    let req = crate::web::psd_request(slot.license.0, slot.origin, kms_public_key);
+    let mut req = crate::web::psd_request(slot.license.0, slot.origin, kms_public_key);
+    req.vendor_public_key = Some(vendor_public_key);
+    req.postal_authority = Some(postal_authority);
     let (info, secrets) = personalize::personalize(&mut card, &mut OsPlatform::default(), &req)?;
     personalize::write_secrets(secrets_path, &secrets)?;
     println!(

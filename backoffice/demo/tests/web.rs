@@ -13,11 +13,14 @@ use card_sim::sim::{SimCard, SimulatedCard};
 use openpsd_core::client::psd_apdu;
 use openpsd_core::platform::SeededPlatform;
 use openpsd_core::psd::device::Personalization;
+use openpsd_core::psd::license::install::Install;
+use openpsd_core::psd::license::request::LicenseAsk;
 use openpsd_core::store::MemStore;
-use openpsd_core::types::{Amount, DeviceId, RegisterSetIndex};
+use openpsd_core::types::{Amount, DeviceId, LicenseId, PostalCode, RegisterSetIndex};
 use openpsd_demo::web::{self, WebOptions};
 use openpsd_host::refill::{MeterClient, RefillRequest};
 use openpsd_host::{Link, LinkError, PsdClient};
+use openpsd_protocol::license::MeterLicenseOrder;
 use serde_json::{json, Value};
 
 type Sim = SimCard<MemStore, SeededPlatform>;
@@ -359,14 +362,31 @@ async fn run() {
     let account = pers["account_id"].as_str().unwrap().to_owned();
     assert!(account.starts_with("acct-"), "{account}");
     // The page receives public keys only: the KMS's (refills and receipts must verify
-    // under it), the vendor's and the issuer's; its private keys are generated inside.
+    // under it), the vendor's (license countersignatures), the issuer's and the postal
+    // authority's (license grants); its private keys are generated inside.
     let data = hex::decode(pers["personalize"].as_str().unwrap()).unwrap();
     let p = Personalization::decode(&data).unwrap();
     assert_eq!(p.kms_public_key, h.kms_public_key);
+    assert_eq!(p.vendor_public_key, h.vendor_public_key);
+    assert_eq!(p.postal_authority.as_ref(), Some(&h.postal_authority));
     assert_eq!(
         data.len(),
-        1 + 8 + 65 + 65 + 8 + 8 + 2 + 1 + 4 + 6 + 1 + 4 + 65 + 1,
-        "device ID, three public keys, limits, one license, the scheme block: nothing else"
+        1 + 8
+            + 65
+            + 65
+            + 8
+            + 8
+            + 2
+            + 1
+            + 4
+            + 6
+            + 1
+            + 4
+            + 65
+            + 1
+            + (1 + 65 + 1 + h.postal_authority.subject.len()),
+        "device ID, three public keys, limits, one license, the scheme block, the postal \
+         authority block: nothing else"
     );
     let (sim, key_id, public_key) = personalize(pers["personalize"].as_str().unwrap(), 1);
 
@@ -521,6 +541,44 @@ async fn run() {
     )
     .await;
     assert_eq!(s, 404);
+
+    // A license for the room's PSD (seed 003) through the web listener's /v1/licenses,
+    // as the page's licenses panel asks for one: the room personalized the PSD with the
+    // back office's vendor and postal authority, so the countersigned grant installs.
+    let meter = MeterClient::new(&w.url, None, Some(&token)).unwrap();
+    let ask = LicenseAsk {
+        license: LicenseId(0),
+        origin: PostalCode::new(b"80331").unwrap(),
+    };
+    let request = psd.license_request(&ask, false).unwrap();
+    let grant = meter
+        .order_license(&MeterLicenseOrder {
+            client_txn_id: "web-license-1".into(),
+            device_id: device_id.clone(),
+            request: hex::encode(request.encode()),
+        })
+        .unwrap();
+    assert_eq!(
+        meter.license_order("web-license-1").unwrap().install,
+        grant.install,
+        "a resumed order finds its grant"
+    );
+    let install = Install::decode(&hex::decode(&grant.install).unwrap()).unwrap();
+    let (slot, _, license) = psd.license_install(&install).unwrap();
+    assert_eq!(
+        (slot, license.0, grant.fields.origin.as_str()),
+        (RegisterSetIndex(1), grant.fields.license, "80331")
+    );
+    // An order the meter does not know: the meter's own answer, not the listener's 404.
+    let (s, e, _) = send(
+        http.get(url("/v1/licenses/0123456789abcdef"))
+            .header("cookie", &cookie),
+    )
+    .await;
+    assert_eq!(
+        (s, e["error"]["code"].as_str()),
+        (404, Some("unknown_license_order"))
+    );
 
     // A purse of the room's scheme receives value from the room's PSD.
     purse_receives_a_transfer(&http, &w.url, &sim).await;

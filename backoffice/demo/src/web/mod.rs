@@ -7,9 +7,10 @@
 //! simulator's PSD (`card-sim personalize` + KMS registration), split in two because the
 //! device's indicium key is generated inside the PSD, which here runs in the page:
 //!
-//! 1. `POST /demo/v1/devices` `{"origin"?}` — the station chooses the device ID, a
-//!    throwaway vendor key and a license, asks the KMS for its public key, and returns the
-//!    PERSONALIZE command data (hex; nothing secret in it). The page personalizes its PSD
+//! 1. `POST /demo/v1/devices` `{"origin"?}` — the station chooses the device ID and a
+//!    license, asks the KMS for its public key, and returns the PERSONALIZE command data
+//!    (hex; nothing secret in it) with the back office's vendor key and postal authority
+//!    block, so the PSD can take licenses (seed 003). The page personalizes its PSD
 //!    with it.
 //! 2. `POST /demo/v1/devices/{device_id}/register` `{"key_id", "public_key"}` — the PSD's
 //!    answer to PERSONALIZE; the station registers the device (key, licenses) with the
@@ -213,6 +214,12 @@ pub(crate) struct Web {
     pub(crate) purses: Arc<Mutex<std::collections::HashSet<String>>>,
     /// Browser PSDs the room personalized (and will certify).
     pub(crate) devices: Arc<Mutex<std::collections::HashSet<String>>>,
+    /// The vendor's public key, personalized into every browser PSD so it accepts the
+    /// vendor's countersignatures on license grants (seed 003).
+    pub(crate) vendor_public_key: [u8; 65],
+    /// The postal authority's key and subject: PERSONALIZE's postal authority block, so a
+    /// browser PSD can ask for and install licenses.
+    pub(crate) postal_authority: openpsd_core::psd::device::PostalAuthority,
 }
 
 /// Starts the web demo listener next to the back office `h`, with room keys that live as
@@ -281,6 +288,8 @@ pub async fn start_in(o: &WebOptions, h: &Handles, data: Option<&Path>) -> anyho
         certified: Arc::default(),
         purchase_keys: Arc::default(),
         devices: Arc::default(),
+        vendor_public_key: h.vendor_public_key,
+        postal_authority: h.postal_authority.clone(),
     };
     let listener = bind(&o.listen, None).await?;
     let addr = listener.local_addr()?;

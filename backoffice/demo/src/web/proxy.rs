@@ -1,5 +1,5 @@
 //! The meter server's host API on the page's origin: `/v1/refills...`,
-//! `/v1/inspections...` and `/v1/me` passed through, with the customer's session token
+//! `/v1/inspections...`, `/v1/licenses...` (license orders, seed 003) and `/v1/me` passed through, with the customer's session token
 //! taken from the page's HttpOnly cookie into the `Authorization` header (the page itself
 //! never holds it). The meter's operator routes (device registration, alarms, resolve)
 //! are not the page's: they are answered `404 not_found` here.
@@ -28,7 +28,7 @@ pub(crate) async fn meter_proxy(
     if body.len() > MAX_PROXY_BODY {
         return Err(ApiError::bad_request(step, "request body too large"));
     }
-    let host_route = ["/v1/refills", "/v1/inspections", "/v1/me"]
+    let host_route = ["/v1/refills", "/v1/inspections", "/v1/licenses", "/v1/me"]
         .iter()
         .any(|prefix| {
             uri.path()

@@ -8,7 +8,7 @@ use axum::http::{header, HeaderMap, HeaderName, StatusCode};
 use axum::response::AppendHeaders;
 use axum::Json;
 use card_sim::personalize::{Request, Secrets};
-use openpsd_core::crypto::{self, IndiciumKey};
+use openpsd_core::crypto;
 use openpsd_core::psd::device::{LicenseSlot, Personalization};
 use openpsd_core::types::{Amount, DeviceId, LicenseId, PostalCode};
 use serde_json::json;
@@ -19,7 +19,7 @@ use openpsd_protocol::ErrorCode;
 use openpsd_protocol::{
     Account, Credentials, CustomerView, DeviceInfo, MeterDevice, MeterRegistration, Session,
 };
-use openpsd_service_kit::codec::{self, OsRandom};
+use openpsd_service_kit::codec;
 use openpsd_service_kit::error::ApiError;
 
 use super::{
@@ -73,9 +73,9 @@ pub(crate) async fn new_device(
         codec::random_bytes(&mut id[3..]);
         DeviceId(id)
     });
-    let vendor_public_key = r
-        .vendor_public_key
-        .unwrap_or_else(|| IndiciumKey::generate(&mut OsRandom).public_key());
+    // The back office's vendor and postal authority: the PSD accepts the licenses they
+    // grant (seed 003; `docs/licenses.md`).
+    let vendor_public_key = r.vendor_public_key.unwrap_or(web.vendor_public_key);
     let p = Personalization {
         device,
         kms_public_key: r.kms_public_key,
@@ -85,7 +85,7 @@ pub(crate) async fn new_device(
         inspection_days: r.inspection_days,
         licenses: r.licenses.clone(),
         scheme: Some(web.room.scheme_slot()),
-        postal_authority: None,
+        postal_authority: Some(web.postal_authority.clone()),
     };
     let device_id = codec::device_hex(&device);
     let (account_id, cookie) = new_customer(&web, &device_id).await?;

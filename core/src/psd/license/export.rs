@@ -18,8 +18,6 @@
 
 use alloc::vec::Vec;
 
-use aes_siv::aead::KeyInit;
-use aes_siv::siv::Aes128Siv;
 use zeroize::Zeroizing;
 
 use crate::crypto::{self, IndiciumKey, PUBLIC_KEY_LEN, SIGNATURE_LEN};
@@ -29,6 +27,7 @@ use crate::types::{
 };
 use crate::wire::{Malformed, Reader, Writer};
 
+use super::siv;
 use super::DIGEST_LEN;
 #[cfg(feature = "licenses")]
 use super::{ExportEntry, ExportState, MAX_OUTSTANDING};
@@ -239,9 +238,9 @@ impl Blob {
                 .map(|g| g.key.secret_bytes().to_vec())
                 .unwrap_or_default(),
         );
-        let sealed = cipher(seal_key)
-            .encrypt([ad.as_slice()], secret.as_slice())
-            .map_err(|_| crate::status::Status::Internal)?;
+        // AES-SIV written out in `siv` (the same bytes as the `aes-siv` crate; one AES in
+        // the browser module).
+        let sealed = siv::seal(seal_key, &[&ad], &secret);
         let mut bytes = ad;
         bytes.put_short_bytes(&sealed);
         let signature = device_key.sign_labelled(BLOB_SIGNATURE_LABEL, &bytes);
@@ -252,11 +251,7 @@ impl Blob {
     /// Opens a blob sealed by this PSD: the set it holds, or `None` if the seal fails.
     pub fn open(&self, seal_key: &[u8; 32]) -> Option<RegisterSet> {
         let ad = Blob::clear_bytes(self.device, self.epoch, &self.set);
-        let secret = Zeroizing::new(
-            cipher(seal_key)
-                .decrypt([ad.as_slice()], &self.sealed)
-                .ok()?,
-        );
+        let secret = Zeroizing::new(siv::open(seal_key, &[&ad], &self.sealed)?);
         let c = &self.set;
         let grant = match (&c.grant, secret.len()) {
             (None, 0) => None,
@@ -286,10 +281,6 @@ impl Blob {
         set.grant = grant;
         set.is_consistent().then_some(set)
     }
-}
-
-fn cipher(key: &[u8; 32]) -> Aes128Siv {
-    Aes128Siv::new(key.into())
 }
 
 #[cfg(feature = "licenses")]

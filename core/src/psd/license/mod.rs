@@ -20,6 +20,7 @@ pub mod import;
 pub mod install;
 pub mod request;
 pub mod retire;
+mod siv;
 
 use alloc::vec::Vec;
 use zeroize::Zeroizing;

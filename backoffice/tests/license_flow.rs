@@ -283,34 +283,6 @@ async fn a_licensed_set_is_refilled_and_its_history_follows_its_license() {
     h.stop().await;
 }
 
-/// Orders `license` (0: a new one) for `psd` as acme and installs it; the grant.
-async fn order_and_install(
-    acme: &common::Client,
-    psd: &mut Psd,
-    txn: &str,
-    license: u32,
-) -> LicenseGrant {
-    let ask = LicenseAsk {
-        license: LicenseId(license),
-        origin: PostalCode::new(b"53113").unwrap(),
-    };
-    let request = psd.client.license_request(&ask, false).unwrap();
-    let grant: LicenseGrant = acme
-        .post(
-            "/v1/licenses",
-            &MeterLicenseOrder {
-                client_txn_id: txn.into(),
-                device_id: psd.device_id(),
-                request: hex::encode(request.encode()),
-            },
-        )
-        .await
-        .unwrap();
-    let install = Install::decode(&hex::decode(&grant.install).unwrap()).unwrap();
-    psd.client.license_install(&install).unwrap();
-    grant
-}
-
 /// Seed 003, C11: a replacement PSD keeps the customer's license. The new PSD is granted
 /// the same license (the customer holds it); the old PSD's set is exported and retired
 /// (RETIRE SET), and the meter checks the receipt under the device key and against the
@@ -330,7 +302,7 @@ async fn c11_a_replacement_psd_keeps_the_license_and_the_old_set_is_retired_and_
     admin.fund("acme", 100_000).await;
     let acme = host.as_customer("acme");
 
-    let g_old = order_and_install(&acme, &mut old, "lic-old", 0).await;
+    let g_old = old.order_and_install(&acme, "lic-old", 0).await;
     let license = g_old.fields.license;
     let v = host
         .refill_set(&mut old, 2, "fill-old", "acme", 5_000)
@@ -339,7 +311,7 @@ async fn c11_a_replacement_psd_keeps_the_license_and_the_old_set_is_retired_and_
     assert_eq!(v.state, "completed");
     old.indicium_on(2, 1, 1_200, b"53113", 0);
     // The replacement asks for the same license: the customer holds it.
-    let g_new = order_and_install(&acme, &mut new, "lic-new", license).await;
+    let g_new = new.order_and_install(&acme, "lic-new", license).await;
     assert_eq!(g_new.fields.license, license);
     assert_ne!(g_new.fields.serial, g_old.fields.serial);
     let before = admin.account("acme").await;
@@ -584,7 +556,7 @@ async fn the_pa_desk_grants_a_license_number_to_an_account_and_only_its_devices_
 
     // Acme's PSD asks for 777 through the meter: granted.
     let acme = host.as_customer("acme");
-    let g = order_and_install(&acme, &mut mine, "lic-777", 777).await;
+    let g = mine.order_and_install(&acme, "lic-777", 777).await;
     assert_eq!(g.fields.license, 777);
     let held: LicenseHolder = desk.get("/v1/licenses/777").await.unwrap();
     assert_eq!(
@@ -638,7 +610,7 @@ async fn the_pa_desk_grants_a_license_number_to_an_account_and_only_its_devices_
     );
 
     // A new number asked through the meter is the asking account's at the PA.
-    let g = order_and_install(&acme, &mut mine, "lic-new", 0).await;
+    let g = mine.order_and_install(&acme, "lic-new", 0).await;
     let held: LicenseHolder = desk
         .get(&format!("/v1/licenses/{}", g.fields.license))
         .await

@@ -544,34 +544,6 @@ async fn findings_the_meter_missed_reach_it_without_another_scan() {
     env.handles.stop().await;
 }
 
-/// Asks for `license` (0: a new one) for `psd` through the meter as `customer`.
-async fn order_license(
-    env: &Env,
-    psd: &mut Psd,
-    customer: &str,
-    txn: &str,
-    license: u32,
-) -> Result<openpsd_protocol::license::LicenseGrant, common::Refused> {
-    use openpsd_core::psd::license::request::LicenseAsk;
-    use openpsd_core::types::{LicenseId, PostalCode};
-    let ask = LicenseAsk {
-        license: LicenseId(license),
-        origin: PostalCode::new(b"53113").unwrap(),
-    };
-    let request = psd.client.license_request(&ask, true).unwrap();
-    env.host
-        .as_customer(customer)
-        .post(
-            "/v1/licenses",
-            &openpsd_protocol::license::MeterLicenseOrder {
-                client_txn_id: txn.into(),
-                device_id: psd.device_id(),
-                request: hex::encode(request.encode()),
-            },
-        )
-        .await
-}
-
 /// Seed 003, claim 6: one license on two PSDs of one customer. Each set signs with its own
 /// license key, which the post office finds in the PA's grants by (device, key ID); the
 /// devices' pieces never collide; the license adds up across its devices against what the
@@ -591,7 +563,8 @@ async fn one_license_on_two_psds_is_verified_and_reconciled_across_them() {
     env.admin.register_to(&c, "bob").await;
 
     // A asks for a new license; B, of the same customer, for that license.
-    let ga = order_license(&env, &mut a, "acme", "lic-a", 0)
+    let ga = a
+        .order_license(&env.host.as_customer("acme"), "lic-a", 0)
         .await
         .unwrap();
     let license = ga.fields.license;
@@ -599,7 +572,8 @@ async fn one_license_on_two_psds_is_verified_and_reconciled_across_them() {
         .license_install(&Install::decode(&hex::decode(&ga.install).unwrap()).unwrap())
         .unwrap();
     // Bob may not ask for acme's license (and nothing is granted).
-    let e = order_license(&env, &mut c, "bob", "lic-c", license)
+    let e = c
+        .order_license(&env.host.as_customer("bob"), "lic-c", license)
         .await
         .unwrap_err();
     assert_eq!(
@@ -607,7 +581,8 @@ async fn one_license_on_two_psds_is_verified_and_reconciled_across_them() {
         (403, "license_not_yours"),
         "{e:?}"
     );
-    let gb = order_license(&env, &mut b, "acme", "lic-b", license)
+    let gb = b
+        .order_license(&env.host.as_customer("acme"), "lic-b", license)
         .await
         .unwrap();
     assert_eq!(gb.fields.license, license);

@@ -215,6 +215,54 @@ impl Psd {
             .map_err(card_status)
     }
 
+    /// LICENSE REQUEST for `license` (0: a new one) at origin 53113, replacing any pending
+    /// request, ordered through the meter as `customer` (a bearer client of the meter)
+    /// under `txn`: the meter's answer.
+    pub async fn order_license(
+        &mut self,
+        customer: &Client,
+        txn: &str,
+        license: u32,
+    ) -> Result<openpsd_protocol::license::LicenseGrant, Refused> {
+        let ask = openpsd_core::psd::license::request::LicenseAsk {
+            license: LicenseId(license),
+            origin: PostalCode::new(b"53113").expect("code"),
+        };
+        let request = self
+            .client
+            .license_request(&ask, true)
+            .expect("license request");
+        customer
+            .post(
+                "/v1/licenses",
+                &openpsd_protocol::license::MeterLicenseOrder {
+                    client_txn_id: txn.into(),
+                    device_id: self.device_id(),
+                    request: hex::encode(request.encode()),
+                },
+            )
+            .await
+    }
+
+    /// [`Psd::order_license`], then LICENSE INSTALL of the grant: the grant.
+    pub async fn order_and_install(
+        &mut self,
+        customer: &Client,
+        txn: &str,
+        license: u32,
+    ) -> openpsd_protocol::license::LicenseGrant {
+        let grant = self
+            .order_license(customer, txn, license)
+            .await
+            .expect("granted");
+        let install = openpsd_core::psd::license::install::Install::decode(
+            &hex::decode(&grant.install).expect("hex"),
+        )
+        .expect("install decodes");
+        self.client.license_install(&install).expect("installed");
+        grant
+    }
+
     /// An indicium of `postage` on the set in `slot` (whatever its key: the device's or a
     /// license's), dated `days_ahead` after today, from `origin` to 20095.
     pub fn indicium_on(

@@ -623,3 +623,79 @@ async fn the_pa_desk_grants_a_license_number_to_an_account_and_only_its_devices_
     assert_eq!((e.status, e.code.as_str()), (404, "unknown_license"));
     h.stop().await;
 }
+
+/// A refill of a set still outstanding when the set is retired ends with the retirement:
+/// its message can never be applied to a retired set, so the receipt's control sum settles
+/// it — not applied: the hold is released; applied (not yet confirmed): the hold is debited.
+/// No hold stays held, and the deposit balances.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_refill_outstanding_when_its_set_is_retired_is_settled_by_the_receipt() {
+    use openpsd_protocol::license::{Retirement, RetirementRequest};
+    let dir = tempfile::tempdir().unwrap();
+    let h = spawn_all(dir.path()).await.unwrap();
+    let (host, admin) = parties(&h.meter.url, &h.kms.url, &h.recharge.url, &h.pki);
+    admin.fund("acme", 100_000).await;
+    let acme = host.as_customer("acme");
+    let retire = |psd: &mut Psd| {
+        let blob = psd.client.export_prepare(RegisterSetIndex(2)).unwrap();
+        psd.client
+            .export_commit(RegisterSetIndex(2), &Blob::digest_of(&blob))
+            .unwrap();
+        let epoch = Blob::decode(&blob).unwrap().epoch;
+        RetirementRequest {
+            device_id: psd.device_id(),
+            receipt: hex::encode(psd.client.retire_set(epoch).unwrap().encode()),
+            blob: Some(hex::encode(&blob)),
+        }
+    };
+
+    for (n, applied) in [(11, false), (12, true)] {
+        let mut psd = Psd::licensed(n, &h);
+        admin.register(&psd).await;
+        psd.order_and_install(&acme, &format!("lic-{n}"), 0).await;
+        let fill = format!("fill-{n}");
+        let v = host
+            .refill_set(&mut psd, 2, &fill, "acme", 5_000)
+            .await
+            .unwrap();
+        assert_eq!(v.state, "completed");
+        // A second refill's message leaves the meter (1,000 held).
+        let txn = format!("out-{n}");
+        let v = host
+            .request(&txn, &psd.device_id(), 2, "acme", 1_000)
+            .await
+            .unwrap();
+        let audit = psd.audit(2, &v.nonce);
+        let v = host.audit(&txn, &audit).await.unwrap();
+        assert_eq!(v.state, "message_issued");
+        if applied {
+            psd.refill(2, v.refill_message.as_deref().unwrap()).unwrap();
+        }
+        let before = admin.account("acme").await;
+        assert_eq!(before.held, 1_000);
+        let req = retire(&mut psd);
+        let r: Retirement = acme.post("/v1/licenses/retirements", &req).await.unwrap();
+        let after = admin.account("acme").await;
+        assert_eq!(after.held, 0, "no hold left (applied: {applied})");
+        assert_eq!(
+            after.deposited,
+            after.available + after.held + after.debited
+        );
+        if applied {
+            // Debited 1,000, then the set's whole DR (6,000) refunded.
+            assert_eq!(r.refunded, 6_000);
+            assert_eq!(after.available, before.available + 6_000);
+        } else {
+            // Released 1,000, and the set's DR (5,000) refunded.
+            assert_eq!(r.refunded, 5_000);
+            assert_eq!(after.available, before.available + 1_000 + 5_000);
+        }
+        let state = host.status(&txn).await.unwrap();
+        assert_eq!(
+            state.state,
+            if applied { "completed" } else { "released" },
+            "{state:?}"
+        );
+    }
+    h.stop().await;
+}

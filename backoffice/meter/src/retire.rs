@@ -12,6 +12,10 @@
 //! higher DR than it had, within those bounds; the post office then finds every piece it
 //! mails above the receipt's AR (`used_after_retirement`, [`SetCredit::retired_ar`]).
 //!
+//! A refill of the set still outstanding ends with the retirement: released if its message
+//! never left; settled by the receipt's control sum if it left (applied: debited; not
+//! applied: released), so no hold stays held for a set that can take no message.
+//!
 //! Crash order: the retirement is stored (`booked`) before the RC is called, the RC books
 //! the refund once per reference, and the row turns `refunded` after; the same receipt
 //! again (a host that lost the answer, or a meter that crashed between) resumes where it
@@ -31,7 +35,7 @@ use openpsd_core::psd::license::retire::Receipt;
 use openpsd_protocol::kms::DeviceInfo;
 use openpsd_protocol::license::{GrantRevocation, GrantView, Retirement, RetirementRequest};
 use openpsd_protocol::recharge::Deposit;
-use openpsd_protocol::ErrorCode;
+use openpsd_protocol::{ErrorCode, Outcome, RefillState};
 use openpsd_service_kit::access::Customer;
 use openpsd_service_kit::codec;
 use openpsd_service_kit::db::{from_sql_int, now_secs, to_sql_int};
@@ -230,6 +234,12 @@ pub(crate) async fn retire(
                 "license {license} is not one device {device_id} holds"
             )));
         }
+        // The device's outstanding refill of this set ends here: the set can never take a
+        // message again, and the receipt's control sum says whether it took this one.
+        let _guard = meter.lock(&device_id).await;
+        meter
+            .settle_outstanding_refill(&device_id, license, receipt.control_sum.0)
+            .await?;
         let control_sum = receipt.control_sum.0;
         let dr = receipt.dr.0;
         let final_ar = control_sum.saturating_sub(dr);
@@ -340,6 +350,80 @@ pub(crate) async fn retire(
 }
 
 impl Meter {
+    /// Ends the device's outstanding refill of the set of `license` against the retired
+    /// set's final control sum (caller holds the device's lock). A refill whose message
+    /// never left is released; one whose message left was applied if the control sum is its
+    /// precondition plus its amount (the hold is debited, the refill completed) and was not
+    /// if it is the precondition (the hold is released); anything else is refused. Without
+    /// this, the hold of a message the set can no longer take would stay held for ever.
+    async fn settle_outstanding_refill(
+        &self,
+        device_id: &str,
+        license: u32,
+        control_sum: u64,
+    ) -> Result<(), ApiError> {
+        let d = device_id.to_owned();
+        let outstanding: Option<String> = self
+            .db
+            .run(STEP, move |c| {
+                c.query_row(
+                    "SELECT client_txn_id FROM refills WHERE device_id = ?1
+                       AND state IN ('awaiting_audit', 'audit_accepted', 'message_issued')",
+                    [&d],
+                    |r| r.get(0),
+                )
+                .optional()
+                .storage(STEP)
+            })
+            .await?;
+        let Some(id) = outstanding else {
+            return Ok(());
+        };
+        let r = crate::refill::load_refill(self, &id, STEP, None).await?;
+        if r.license.is_some_and(|l| l != license) {
+            return Ok(()); // another set's refill
+        }
+        if r.view.state != RefillState::MessageIssued {
+            self.release_unissued(&r, STEP).await?;
+            return Ok(());
+        }
+        let (Some((bound, _)), Some(combination)) = (r.binding, r.view.combination_id.clone())
+        else {
+            return Err(ApiError::internal(
+                STEP,
+                "an issued refill without its binding",
+            ));
+        };
+        let (outcome, state) = if Some(control_sum) == bound.checked_add(r.view.amount) {
+            (Outcome::Applied, "completed")
+        } else if control_sum == bound {
+            (Outcome::Released, "released")
+        } else {
+            return Err(inconsistent(format!(
+                "the receipt's control sum {control_sum} is neither refill {id}'s precondition \
+                 ({bound}) nor that plus its amount"
+            )));
+        };
+        self.rc_settle(&combination, outcome, STEP).await?;
+        self.db
+            .run(STEP, move |c| {
+                c.execute(
+                    "UPDATE refills SET state = ?2, updated_at = ?3
+                     WHERE client_txn_id = ?1 AND state = 'message_issued'",
+                    params![id, state, now_secs()],
+                )
+                .storage(STEP)
+            })
+            .await?;
+        tracing::info!(
+            device = device_id,
+            license,
+            outcome = outcome.as_str(),
+            "outstanding refill settled by the retirement"
+        );
+        Ok(())
+    }
+
     /// The serial of the grant of `license` this meter obtained for the device (the
     /// latest), if the set was added by a license.
     pub(crate) async fn granted_serial(

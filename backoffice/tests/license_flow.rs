@@ -351,6 +351,13 @@ async fn c11_a_replacement_psd_keeps_the_license_and_the_old_set_is_retired_and_
     // The same receipt again: the same answer, refunded once.
     let again: Retirement = acme.post("/v1/licenses/retirements", &req).await.unwrap();
     assert_eq!(again, r);
+    // The same receipt in upper-case hex is the same receipt.
+    let upper = RetirementRequest {
+        receipt: req.receipt.to_ascii_uppercase(),
+        ..req.clone()
+    };
+    let again: Retirement = acme.post("/v1/licenses/retirements", &upper).await.unwrap();
+    assert_eq!(again, r);
     let after = admin.account("acme").await;
     assert_eq!(after.available, before.available + 3_800);
     assert_eq!(after.debited + 3_800, before.debited);

@@ -733,8 +733,14 @@ fn a_retired_export_never_comes_back_and_its_receipt_is_signed() {
     let mut forged = receipt.clone();
     forged.dr = Amount(4_000);
     assert!(!forged.verify(&device_public_key(&mut card)));
-    // Asked again: the same bytes. The file never comes back.
+    // Asked again: the same bytes. The file never comes back, and its export is not
+    // committed again (that would make the entry outstanding, and the file importable).
     assert_eq!(expect_ok(&card.transmit(&psd_apdu::retire_set(1))), bytes);
+    refused_unchanged(
+        &mut card,
+        &psd_apdu::export_commit(RegisterSetIndex(slot), &Blob::digest_of(&blob)),
+        Status::ConditionsNotSatisfied,
+    );
     refused_unchanged(
         &mut card,
         &psd_apdu::import_set(&blob),

@@ -243,11 +243,23 @@ pub(crate) async fn retire(
         let control_sum = receipt.control_sum.0;
         let dr = receipt.dr.0;
         let final_ar = control_sum.saturating_sub(dr);
-        let (dev, acc, receipt_hex) = (device_id.clone(), account.clone(), req.receipt.clone());
+        let (dev, acc, receipt_hex) = (
+            device_id.clone(),
+            account.clone(),
+            hex::encode(&receipt_bytes),
+        );
         meter
             .db
             .run(STEP, move |c| {
                 let tx = c.transaction().storage(STEP)?;
+                // One retirement per (device, license), checked where it is written: two
+                // receipts of other epochs sent at once must not both be refunded.
+                if is_retired(&tx, &dev, license, STEP)? {
+                    return Err(ApiError::wrong_state(
+                        STEP,
+                        format!("the set of license {license} of device {dev} was retired already"),
+                    ));
+                }
                 let most = credited(&tx, &dev, license)?;
                 if control_sum > most {
                     return Err(inconsistent(format!(
@@ -380,8 +392,10 @@ impl Meter {
             return Ok(());
         };
         let r = crate::refill::load_refill(self, &id, STEP, None).await?;
-        if r.license.is_some_and(|l| l != license) {
-            return Ok(()); // another set's refill
+        // Another set's refill, or one not audited yet (its set unknown; nothing is held
+        // for it, and it expires on its own): left alone.
+        if r.license != Some(license) {
+            return Ok(());
         }
         if r.view.state != RefillState::MessageIssued {
             self.release_unissued(&r, STEP).await?;

@@ -394,10 +394,16 @@ impl crate::psd::PsdApplet {
         if usize::from(entry.slot) != i {
             return Err(Status::WrongData);
         }
-        if entry.state == ExportState::Outstanding {
-            // Committed already: the same answer again.
-            reply.put_u64(entry.epoch);
-            return Ok(());
+        match entry.state {
+            ExportState::Preparing => {}
+            ExportState::Outstanding => {
+                // Committed already: the same answer again.
+                reply.put_u64(entry.epoch);
+                return Ok(());
+            }
+            // Given up for a refund: it never becomes outstanding again (its file would
+            // import), and the slot may hold another set by now.
+            ExportState::Retired => return Err(Status::ConditionsNotSatisfied),
         }
         let mut next = licenses.clone();
         next.exports[k].state = ExportState::Outstanding;

@@ -11,6 +11,8 @@
 //! - `ca.crt`, `ca.key` — the CA (10 years). `ca.key` signs nothing else; keep it off the
 //!   servers once every certificate is made.
 //! - `<role>.crt`, `<role>.key` — one per role (1 year); keys 0600, created exclusively.
+//!   The certificate authority service's are `ca-service.crt`/`.key` ([`Role::file_stem`]):
+//!   `ca.crt` is the back office's own CA.
 //!
 //! Rotation: `backoffice init --pki DIR --renew ROLE` moves the old pair aside
 //! (`<role>.crt.<unix time>`) and issues a new key and certificate from the same CA; the
@@ -68,12 +70,12 @@ impl Pki {
 
     /// A role's certificate.
     pub fn cert(&self, role: Role) -> PathBuf {
-        self.dir.join(format!("{}.crt", role.name()))
+        self.dir.join(format!("{}.crt", role.file_stem()))
     }
 
     /// A role's private key.
     pub fn key(&self, role: Role) -> PathBuf {
-        self.dir.join(format!("{}.key", role.name()))
+        self.dir.join(format!("{}.key", role.file_stem()))
     }
 
     /// Whether the CA exists.

@@ -47,11 +47,14 @@ pub enum Role {
     Vendor,
     /// The postal authority (seed 003): grants licenses as X.509 certificates.
     Pa,
+    /// The certificate authority (seed 004): certifies keys PSDs generated, for the
+    /// meter's customers; publishes a CRL and answers OCSP.
+    Ca,
 }
 
 impl Role {
     /// Every role, in a fixed order.
-    pub const ALL: [Role; 7] = [
+    pub const ALL: [Role; 8] = [
         Role::Meter,
         Role::Kms,
         Role::Recharge,
@@ -59,10 +62,11 @@ impl Role {
         Role::Post,
         Role::Vendor,
         Role::Pa,
+        Role::Ca,
     ];
 
-    /// The role's name (`meter`, `kms`, `recharge`, `operator`, `post`, `vendor`, `pa`), as
-    /// in file names.
+    /// The role's name (`meter`, `kms`, `recharge`, `operator`, `post`, `vendor`, `pa`,
+    /// `ca`), as in file names.
     pub fn name(self) -> &'static str {
         match self {
             Role::Meter => "meter",
@@ -72,6 +76,17 @@ impl Role {
             Role::Post => "post",
             Role::Vendor => "vendor",
             Role::Pa => "pa",
+            Role::Ca => "ca",
+        }
+    }
+
+    /// The stem of its key and certificate files in a PKI directory: the name, except for
+    /// the certificate authority service, whose `ca.crt`/`ca.key` would overwrite the back
+    /// office's own CA files (`ca-service.crt`, `ca-service.key`).
+    pub fn file_stem(self) -> &'static str {
+        match self {
+            Role::Ca => "ca-service",
+            other => other.name(),
         }
     }
 

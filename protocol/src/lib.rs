@@ -9,6 +9,7 @@
 //! (`web-demo/meter.js`) against the enums, so the contract cannot drift between them.
 //! serde only — no HTTP server, async runtime or database — so any front end can link it.
 
+pub mod ca;
 pub mod codec;
 pub mod customer;
 pub mod error;

@@ -1,0 +1,336 @@
+//! The certificates and CRLs of the certificate authority, built with `x509-cert`'s
+//! builder: the CA's own self-signed certificate, one profile per key purpose for the
+//! certificates it issues (`docs/ca.md` § Profiles), and CRLs.
+//!
+//! Key identifiers are RFC 7093 method 1 (the leftmost 160 bits of SHA-256 of the key's
+//! bits), as in the postal authority's certificates: the card has no SHA-1. The CA's
+//! certificate carries its own AKI because `CrlBuilder` copies the issuer's AKI into every
+//! CRL, and without one would compute a SHA-1 identifier that matches nothing here.
+
+use std::time::Duration;
+
+use der::asn1::{BitString, Ia5String, OctetString, PrintableStringRef, Utf8StringRef};
+use der::{Any, Decode as _, Encode as _};
+use openpsd_core::psd::certmeter::attestation::Purpose;
+use openpsd_core::psd::license::grant::certificate_key_id;
+use p256::ecdsa::{DerSignature, SigningKey};
+use spki::{AlgorithmIdentifierOwned, ObjectIdentifier, SubjectPublicKeyInfoOwned};
+use x509_cert::attr::AttributeTypeAndValue;
+use x509_cert::builder::profile::BuilderProfile;
+use x509_cert::builder::{Builder as _, CertificateBuilder, CrlBuilder};
+use x509_cert::certificate::TbsCertificate;
+use x509_cert::crl::RevokedCert;
+use x509_cert::ext::pkix::crl::dp::DistributionPoint;
+use x509_cert::ext::pkix::name::{DistributionPointName, GeneralName};
+use x509_cert::ext::pkix::{
+    AccessDescription, AuthorityInfoAccessSyntax, AuthorityKeyIdentifier, BasicConstraints,
+    CrlDistributionPoints, CrlNumber, ExtendedKeyUsage, KeyUsage, KeyUsages, SubjectKeyIdentifier,
+};
+use x509_cert::ext::{Extension, ToExtension as _};
+use x509_cert::name::{Name, RdnSequence, RelativeDistinguishedName};
+use x509_cert::serial_number::SerialNumber;
+use x509_cert::time::{Time, Validity};
+use x509_cert::Certificate;
+
+/// The CA's subject (RFC 4514 order: the DER holds C, O, CN).
+pub const CA_SUBJECT: &str = "CN=openpsd certificate authority,O=openpsd,C=DE";
+
+const OID_CN: &str = "2.5.4.3";
+const OID_SERIAL_NUMBER: &str = "2.5.4.5";
+const OID_O: &str = "2.5.4.10";
+const OID_C: &str = "2.5.4.6";
+/// id-kp-timeStamping (RFC 3161 §2.3: the only EKU of a TSA certificate, critical).
+const OID_TIME_STAMPING: &str = "1.3.6.1.5.5.7.3.8";
+/// id-kp-emailProtection.
+const OID_EMAIL_PROTECTION: &str = "1.3.6.1.5.5.7.3.4";
+/// id-ad-ocsp.
+const OID_AD_OCSP: &str = "1.3.6.1.5.5.7.48.1";
+
+fn oid(s: &str) -> anyhow::Result<ObjectIdentifier> {
+    ObjectIdentifier::new(s).map_err(|e| anyhow::anyhow!("OID {s}: {e}"))
+}
+
+/// A Unix time (seconds) as an X.509 time (RFC 5280 §4.1.2.5: UTCTime through 2049,
+/// GeneralizedTime from 2050).
+pub fn x509_time(secs: u64) -> anyhow::Result<Time> {
+    let dt = der::DateTime::from_unix_duration(Duration::from_secs(secs))?;
+    Ok(if dt.year() <= 2049 {
+        Time::UtcTime(der::asn1::UtcTime::from_date_time(dt)?)
+    } else {
+        Time::GeneralTime(der::asn1::GeneralizedTime::from_date_time(dt))
+    })
+}
+
+/// id-ecPublicKey on prime256v1 holding `sec1`.
+pub fn spki_of(sec1: &[u8; 65]) -> anyhow::Result<SubjectPublicKeyInfoOwned> {
+    Ok(SubjectPublicKeyInfoOwned {
+        algorithm: AlgorithmIdentifierOwned {
+            oid: oid("1.2.840.10045.2.1")?,
+            parameters: Some(Any::from(oid("1.2.840.10045.3.1.7")?)),
+        },
+        subject_public_key: BitString::from_bytes(sec1)?,
+    })
+}
+
+fn rdn(attr: &str, value: Any) -> anyhow::Result<RelativeDistinguishedName> {
+    Ok(RelativeDistinguishedName::try_from(vec![
+        AttributeTypeAndValue {
+            oid: oid(attr)?,
+            value,
+        },
+    ])?)
+}
+
+fn utf8(s: &str) -> anyhow::Result<Any> {
+    Ok(Any::encode_from(&Utf8StringRef::new(s)?)?)
+}
+
+fn printable(s: &str) -> anyhow::Result<Any> {
+    Ok(Any::encode_from(&PrintableStringRef::new(s)?)?)
+}
+
+fn name_of(rdns: Vec<RelativeDistinguishedName>) -> anyhow::Result<Name> {
+    // `Name` has no public constructor from RDNs without the `hazmat` feature: its DER.
+    Ok(Name::from_der(&RdnSequence::from(rdns).to_der()?)?)
+}
+
+/// The CA's subject name.
+pub fn ca_name() -> anyhow::Result<Name> {
+    name_of(vec![
+        rdn(OID_C, printable("DE")?)?,
+        rdn(OID_O, utf8("openpsd")?)?,
+        rdn(OID_CN, utf8("openpsd certificate authority")?)?,
+    ])
+}
+
+/// A customer's subject, from their account only (RFC 4514: `CN=<username>,
+/// serialNumber=<device ID>,O=openpsd customer <account>`). serialNumber is a
+/// PrintableString (X.520); the device ID is 16 upper-case hex.
+pub fn customer_name(username: &str, device_hex: &str, account_id: &str) -> anyhow::Result<Name> {
+    name_of(vec![
+        rdn(OID_O, utf8(&format!("openpsd customer {account_id}"))?)?,
+        rdn(OID_SERIAL_NUMBER, printable(device_hex)?)?,
+        rdn(OID_CN, utf8(username)?)?,
+    ])
+}
+
+struct CaProfile {
+    name: Name,
+    key_id: [u8; 20],
+}
+
+impl BuilderProfile for CaProfile {
+    fn get_issuer(&self, _subject: &Name) -> Name {
+        self.name.clone()
+    }
+
+    fn get_subject(&self) -> Name {
+        self.name.clone()
+    }
+
+    fn build_extensions(
+        &self,
+        _spk: spki::SubjectPublicKeyInfoRef<'_>,
+        _issuer_spk: spki::SubjectPublicKeyInfoRef<'_>,
+        tbs: &TbsCertificate,
+    ) -> x509_cert::builder::Result<Vec<Extension>> {
+        let id = OctetString::new(self.key_id.to_vec())?;
+        let subject = tbs.subject();
+        let mut v: Vec<Extension> = Vec::new();
+        // Path length 1: an agent CA certificate (a customer's PSD certifying its
+        // employees, Fig. 3A) sits between this CA and the employees' certificates.
+        let bc = BasicConstraints {
+            ca: true,
+            path_len_constraint: Some(1),
+        };
+        v.push((true, &bc).to_extension(subject, &v)?);
+        // digitalSignature too: the CA signs its OCSP responses itself.
+        let ku =
+            KeyUsage(KeyUsages::KeyCertSign | KeyUsages::CRLSign | KeyUsages::DigitalSignature);
+        v.push((true, &ku).to_extension(subject, &v)?);
+        v.push((&SubjectKeyIdentifier(id.clone())).to_extension(subject, &v)?);
+        let aki = AuthorityKeyIdentifier {
+            key_identifier: Some(id),
+            ..Default::default()
+        };
+        v.push((&aki).to_extension(subject, &v)?);
+        Ok(v)
+    }
+}
+
+/// The CA's self-signed certificate, valid from `from` to `to` (Unix seconds).
+pub fn ca_certificate(
+    key: &SigningKey,
+    sec1: &[u8; 65],
+    from: u64,
+    to: u64,
+) -> anyhow::Result<Certificate> {
+    let b = CertificateBuilder::new(
+        CaProfile {
+            name: ca_name()?,
+            key_id: certificate_key_id(sec1),
+        },
+        SerialNumber::new(&[0x01])?,
+        Validity::new(x509_time(from)?, x509_time(to)?),
+        spki_of(sec1)?,
+    )?;
+    Ok(b.build::<_, DerSignature>(key)?)
+}
+
+/// What a certificate the CA issues says besides its key.
+pub struct Leaf<'a> {
+    /// The key's purpose: which profile.
+    pub purpose: Purpose,
+    /// The subject (from the account).
+    pub subject: Name,
+    /// Serial magnitude, first octet 0x01..=0x7F.
+    pub serial: &'a [u8],
+    /// Validity, Unix seconds.
+    pub not_before: u64,
+    /// Validity end, Unix seconds.
+    pub not_after: u64,
+    /// The certified key, SEC1 uncompressed.
+    pub public_key: &'a [u8; 65],
+    /// The CRL's URL (`http://…/v1/ca/crl.der`).
+    pub crl_url: &'a str,
+    /// The OCSP responder's URL (`http://…/ocsp`).
+    pub ocsp_url: &'a str,
+}
+
+struct LeafProfile {
+    issuer: Name,
+    subject: Name,
+    purpose: Purpose,
+    key_id: [u8; 20],
+    ca_key_id: [u8; 20],
+    crl_url: Ia5String,
+    ocsp_url: Ia5String,
+}
+
+impl BuilderProfile for LeafProfile {
+    fn get_issuer(&self, _subject: &Name) -> Name {
+        self.issuer.clone()
+    }
+
+    fn get_subject(&self) -> Name {
+        self.subject.clone()
+    }
+
+    fn build_extensions(
+        &self,
+        _spk: spki::SubjectPublicKeyInfoRef<'_>,
+        _issuer_spk: spki::SubjectPublicKeyInfoRef<'_>,
+        tbs: &TbsCertificate,
+    ) -> x509_cert::builder::Result<Vec<Extension>> {
+        let subject = tbs.subject();
+        let mut v: Vec<Extension> = Vec::new();
+        let bc = BasicConstraints {
+            ca: false,
+            path_len_constraint: None,
+        };
+        v.push((true, &bc).to_extension(subject, &v)?);
+        let ku = KeyUsage(KeyUsages::DigitalSignature | KeyUsages::NonRepudiation);
+        v.push((true, &ku).to_extension(subject, &v)?);
+        // A TSA certificate's EKU is timeStamping alone and critical (RFC 3161 §2.3):
+        // `openssl ts -verify` refuses anything else. The sign profile's is not critical.
+        let (eku_oid, critical) = match self.purpose {
+            Purpose::Postmark => (OID_TIME_STAMPING, true),
+            _ => (OID_EMAIL_PROTECTION, false),
+        };
+        let eku = ExtendedKeyUsage(vec![
+            ObjectIdentifier::new(eku_oid).map_err(der::Error::from)?
+        ]);
+        v.push((critical, &eku).to_extension(subject, &v)?);
+        let ski = SubjectKeyIdentifier(OctetString::new(self.key_id.to_vec())?);
+        v.push((&ski).to_extension(subject, &v)?);
+        let aki = AuthorityKeyIdentifier {
+            key_identifier: Some(OctetString::new(self.ca_key_id.to_vec())?),
+            ..Default::default()
+        };
+        v.push((&aki).to_extension(subject, &v)?);
+        let cdp = CrlDistributionPoints(vec![DistributionPoint {
+            distribution_point: Some(DistributionPointName::FullName(vec![
+                GeneralName::UniformResourceIdentifier(self.crl_url.clone()),
+            ])),
+            reasons: None,
+            crl_issuer: None,
+        }]);
+        v.push((&cdp).to_extension(subject, &v)?);
+        let aia = AuthorityInfoAccessSyntax(vec![AccessDescription {
+            access_method: ObjectIdentifier::new(OID_AD_OCSP).map_err(der::Error::from)?,
+            access_location: GeneralName::UniformResourceIdentifier(self.ocsp_url.clone()),
+        }]);
+        v.push((&aia).to_extension(subject, &v)?);
+        Ok(v)
+    }
+}
+
+/// A certificate for `leaf`, signed by the CA (`ca`, `ca_key`). Only the postmark and sign
+/// profiles exist; the caller refuses the other purposes before.
+pub fn issue(ca: &Certificate, ca_key: &SigningKey, leaf: Leaf<'_>) -> anyhow::Result<Certificate> {
+    anyhow::ensure!(
+        matches!(leaf.purpose, Purpose::Postmark | Purpose::Sign),
+        "no profile for purpose {}",
+        leaf.purpose.name()
+    );
+    let ca_sec1: [u8; 65] = ca
+        .tbs_certificate()
+        .subject_public_key_info()
+        .subject_public_key
+        .raw_bytes()
+        .try_into()
+        .map_err(|_| anyhow::anyhow!("the CA key is not a SEC1 uncompressed point"))?;
+    let profile = LeafProfile {
+        issuer: ca.tbs_certificate().subject().clone(),
+        subject: leaf.subject,
+        purpose: leaf.purpose,
+        key_id: certificate_key_id(leaf.public_key),
+        ca_key_id: certificate_key_id(&ca_sec1),
+        crl_url: Ia5String::new(leaf.crl_url)?,
+        ocsp_url: Ia5String::new(leaf.ocsp_url)?,
+    };
+    let b = CertificateBuilder::new(
+        profile,
+        SerialNumber::new(leaf.serial)?,
+        Validity::new(x509_time(leaf.not_before)?, x509_time(leaf.not_after)?),
+        spki_of(leaf.public_key)?,
+    )?;
+    Ok(b.build::<_, DerSignature>(ca_key)?)
+}
+
+/// A CRL numbered `number`, issued at `this_update`, next at `next_update` (Unix
+/// seconds), listing `revoked` as (serial magnitude, revocation time).
+pub fn crl(
+    ca: &Certificate,
+    key: &SigningKey,
+    number: u64,
+    this_update: u64,
+    next_update: u64,
+    revoked: &[(Vec<u8>, u64)],
+) -> anyhow::Result<Vec<u8>> {
+    let mut entries: Vec<RevokedCert> = Vec::with_capacity(revoked.len());
+    for (serial, at) in revoked {
+        entries.push(RevokedCert {
+            serial_number: SerialNumber::new(serial)?,
+            revocation_date: x509_time(*at)?,
+            crl_entry_extensions: None,
+        });
+    }
+    let b = CrlBuilder::new_with_this_update(
+        ca,
+        CrlNumber::try_from(number)?,
+        x509_time(this_update)?,
+    )?
+    .with_next_update(Some(x509_time(next_update)?))
+    .with_certificates(entries.into_iter());
+    Ok(b.build::<_, DerSignature>(key)?.to_der()?)
+}
+
+/// PEM of a DER object (`CERTIFICATE`, `X509 CRL`).
+pub fn pem(label: &str, der: &[u8]) -> anyhow::Result<String> {
+    Ok(der::pem::encode_string(
+        label,
+        der::pem::LineEnding::LF,
+        der,
+    )?)
+}

@@ -39,7 +39,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Make the back office's certificate authority and a key and certificate for every
-    /// service identity (meter, kms, recharge, operator, post, vendor, pa) that has none;
+    /// service identity (meter, kms, recharge, operator, post, vendor, pa, ca) that has none;
     /// or renew one.
     Init(Init),
     /// Serve one service, or all of them in one process.
@@ -75,7 +75,12 @@ enum Role {
     /// Vendor (the manufacturer): checks, forwards and countersigns license requests
     /// (default port 8705).
     Vendor,
-    /// All four; data in DIR/kms, DIR/recharge, DIR/meter, DIR/post.
+    /// Certificate authority (seed 004): certifies keys PSDs generated, for the meter's
+    /// customers (default port 8706; its public listener for the CA certificate, the CRL
+    /// and OCSP on 8707).
+    Ca,
+    /// All of them; data in DIR/kms, DIR/recharge, DIR/meter, DIR/post, DIR/pa, DIR/vendor,
+    /// DIR/ca.
     All,
 }
 
@@ -241,7 +246,7 @@ struct Serve {
     /// With --role post: the meter server's base URL.
     #[arg(long, value_name = "URL", default_value = "https://127.0.0.1:8700")]
     meter: String,
-    /// With --role meter, post or vendor: the KMS's base URL.
+    /// With --role meter, post, vendor or ca: the KMS's base URL.
     #[arg(long, value_name = "URL", default_value = "https://127.0.0.1:8701")]
     kms: String,
     /// With --role meter: the recharging center's base URL.
@@ -251,6 +256,21 @@ struct Serve {
     /// without it the meter answers license orders with 503.
     #[arg(long, value_name = "URL")]
     vendor: Option<String>,
+    /// With --role meter: the certificate authority's base URL (its mutual-TLS listener,
+    /// `https://127.0.0.1:8706`), for key certificates (`POST /v1/certificates`); without
+    /// it the meter answers certificate requests with 503.
+    #[arg(long, value_name = "URL")]
+    ca: Option<String>,
+    /// With --role ca: the public listener (plain HTTP, loopback only) serving the CA
+    /// certificate, the CRL and OCSP to anyone. A second listener because relying parties
+    /// (`openssl ocsp -url`, browsers) present no back-office client certificate, and the
+    /// mutual-TLS listener requires one.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8707")]
+    public_listen: String,
+    /// With --role ca: the base URL certificates name for their CRL
+    /// (`URL/v1/ca/crl.der`) and OCSP responder (`URL/ocsp`). Default: http://PUBLIC_LISTEN.
+    #[arg(long, value_name = "URL")]
+    public_url: Option<String>,
     /// The PKI directory `backoffice init` made (the service's certificate and the CA).
     /// Default with --role all: DATA/pki, made on first start; required otherwise.
     #[arg(long, value_name = "DIR", env = "OPENPSD_PKI")]
@@ -276,7 +296,8 @@ struct Serve {
     /// database once given.
     #[arg(long = "vendor-public-key", value_name = "FILE")]
     vendor_public_keys: Vec<PathBuf>,
-    /// With --role pa: days a license is granted for (from the day of the grant).
+    /// With --role pa: days a license is granted for (from the day of the grant); with
+    /// --role ca: days a certificate is valid for.
     #[arg(long, value_name = "DAYS", default_value_t = 365)]
     validity_days: u32,
     /// With --role pa: most devices one license is granted to.
@@ -332,7 +353,7 @@ fn init(i: &Init) -> Result<()> {
         Some(name) => {
             let role = TlsRole::from_name(name).with_context(|| {
                 format!(
-                    "no identity '{name}': one of meter, kms, recharge, operator, post, vendor, pa"
+                    "no identity '{name}': one of meter, kms, recharge, operator, post, vendor, pa, ca"
                 )
             })?;
             pki.renew(role, &i.hosts)?;
@@ -368,6 +389,7 @@ async fn serve(s: Serve) -> Result<()> {
         Role::Post => 8703,
         Role::Pa => 8704,
         Role::Vendor => 8705,
+        Role::Ca => 8706,
     };
     let listen = s
         .listen
@@ -421,6 +443,7 @@ async fn serve(s: Serve) -> Result<()> {
                 &listen,
                 [&s.kms, &s.recharge],
                 s.vendor.as_deref().map(|v| [v, s.pa.as_str()]),
+                s.ca.as_deref(),
                 &pki,
                 rate,
             )
@@ -448,6 +471,13 @@ async fn serve(s: Serve) -> Result<()> {
             config.validity_days = s.validity_days;
             config.max_devices_per_license = s.max_devices_per_license;
             vec![("pa", server::start_pa(&config, &listen, &pki, rate).await?)]
+        }
+        Role::Ca => {
+            let mut config = server::ca_config(&s.data, &s.kms, &pki);
+            config.validity_days = s.validity_days;
+            config.public_url = s.public_url.clone().unwrap_or_default();
+            let (ca, public) = server::start_ca(&config, &listen, &s.public_listen, rate).await?;
+            vec![("ca", ca), ("ca-public", public)]
         }
         Role::Vendor => {
             let pa_ca = s
@@ -484,6 +514,8 @@ async fn serve(s: Serve) -> Result<()> {
                 ("kms", h.kms),
                 ("pa", h.pa),
                 ("vendor", h.vendor),
+                ("ca", h.ca),
+                ("ca-public", h.ca_public),
                 ("meter", h.meter),
                 ("post", post),
             ]

@@ -1,4 +1,4 @@
-//! Starting the three services, alone or together (`--role all`, the tests and the
+//! Starting the services, alone or together (`--role all`, the tests and the
 //! benchmark), each on its own listener and talking HTTPS with client certificates to the
 //! others (`docs/security.md`).
 
@@ -44,12 +44,18 @@ pub struct Handles {
     pub vendor_public_key: [u8; 65],
     /// The postal authority's key and subject: PERSONALIZE's postal authority block.
     pub postal_authority: openpsd_core::psd::device::PostalAuthority,
+    /// The certificate authority (seed 004), on mutual TLS.
+    pub ca: Service,
+    /// Its public listener (plain HTTP, loopback): CA certificate, CRL, OCSP.
+    pub ca_public: Service,
 }
 
 impl Handles {
     /// Stops them all.
     pub async fn stop(self) {
         self.meter.stop().await;
+        self.ca.stop().await;
+        self.ca_public.stop().await;
         self.vendor.stop().await;
         self.pa.stop().await;
         self.kms.stop().await;
@@ -105,16 +111,26 @@ pub async fn spawn_all_on(
         rate,
     )
     .await?;
+    let (ca, ca_public) = start_ca(
+        &ca_config(&dir.join("ca"), &kms.url, pki),
+        "127.0.0.1:0",
+        "127.0.0.1:0",
+        rate,
+    )
+    .await?;
     let meter = start_meter(
         &dir.join("meter"),
         meter_addr,
         [&kms.url, &recharge.url],
         Some([&vendor.url, &pa.url]),
+        Some(&ca.url),
         pki,
         rate,
     )
     .await?;
     Ok(Handles {
+        ca,
+        ca_public,
         pa,
         vendor,
         vendor_public_key,
@@ -195,12 +211,15 @@ pub async fn start_recharge(
 /// Starts a meter server alone, calling the KMS and the RC at `[kms_url, recharge_url]`
 /// and, for licenses, the vendor and the postal authority at `[vendor_url, pa_url]` (the
 /// PA: revoking the grant of a retired set).
+/// With `ca_url`, customers' devices get their keys certified by the certificate
+/// authority there (`POST /v1/certificates`).
 /// Customers connect without a certificate and log in; operators present theirs.
 pub async fn start_meter(
     dir: &Path,
     addr: &str,
     [kms_url, recharge_url]: [&str; 2],
     licensing: Option<[&str; 2]>,
+    ca_url: Option<&str>,
     pki: &Pki,
     rate: u32,
 ) -> anyhow::Result<Service> {
@@ -212,6 +231,7 @@ pub async fn start_meter(
         rate,
         vendor_url: licensing.map(|[v, _]| v.to_owned()),
         pa_url: licensing.map(|[_, p]| p.to_owned()),
+        ca_url: ca_url.map(str::to_owned),
     })?;
     let tls = server_config(pki, Role::Meter, ClientAuth::Optional)?;
     Ok(Service::spawn(
@@ -293,4 +313,47 @@ pub async fn start_vendor(
         bind(addr, Some(tls)).await?,
         v.router(&service_limit(rate)),
     )?)
+}
+
+/// A certificate authority's configuration with the defaults (365 days of validity), its
+/// data in `dir`, reading devices at the KMS at `kms_url`; the public URL is set by
+/// [`start_ca`] from the public listener's address unless given.
+pub fn ca_config(dir: &Path, kms_url: &str, pki: &Pki) -> openpsd_ca::Config {
+    openpsd_ca::Config {
+        data: dir.to_path_buf(),
+        kms_url: kms_url.to_owned(),
+        pki: pki.clone(),
+        public_url: String::new(),
+        validity_days: 365,
+    }
+}
+
+/// Starts the certificate authority (seed 004): its mutual-TLS listener on `addr` (only
+/// clients with a certificate get in; certificates are the meter's to ask for) and its
+/// public listener on `public_addr`, plain HTTP on loopback, for the CA certificate, the
+/// CRL and OCSP, which relying parties fetch without a back-office certificate (`docs/ca.md`
+/// § Why a second listener). An empty `config.public_url` becomes `http://<public_addr>`,
+/// the URL every certificate names for its CRL and OCSP.
+pub async fn start_ca(
+    config: &openpsd_ca::Config,
+    addr: &str,
+    public_addr: &str,
+    rate: u32,
+) -> anyhow::Result<(Service, Service)> {
+    let public = bind(public_addr, None).await?;
+    let mut config = config.clone();
+    if config.public_url.is_empty() {
+        config.public_url = format!("http://{}", public.local_addr()?);
+    }
+    let ca = openpsd_ca::Ca::open(&config)?;
+    let tls = server_config(&config.pki, Role::Ca, ClientAuth::Required)?;
+    let ca_tls = Service::spawn(
+        "ca",
+        bind(addr, Some(tls)).await?,
+        ca.clone().router(&service_limit(rate)),
+    )?;
+    // Anyone may call the public listener: bounded per address like a customer.
+    let public_limit = RateLimit::new(rate, rate.saturating_mul(2));
+    let ca_public = Service::spawn("ca-public", public, ca.public_router(&public_limit))?;
+    Ok((ca_tls, ca_public))
 }

@@ -23,7 +23,7 @@ use openpsd_service_kit::tls::Role;
 /// Every file of the data directory's databases, by name.
 fn databases(dir: &Path) -> BTreeMap<String, Vec<u8>> {
     let mut out = BTreeMap::new();
-    for service in ["meter", "kms", "recharge", "post", "pa", "vendor"] {
+    for service in ["meter", "kms", "recharge", "post", "pa", "vendor", "ca"] {
         let Ok(entries) = std::fs::read_dir(dir.join(service)) else {
             continue;
         };
@@ -45,7 +45,7 @@ struct Caller {
     customer: Option<&'static str>,
 }
 
-const CALLERS: [Caller; 10] = [
+const CALLERS: [Caller; 11] = [
     Caller {
         name: "nobody",
         role: None,
@@ -96,6 +96,11 @@ const CALLERS: [Caller; 10] = [
         role: Some(Role::Pa),
         customer: None,
     },
+    Caller {
+        name: "ca",
+        role: Some(Role::Ca),
+        customer: None,
+    },
 ];
 
 fn allowed(rule: &Rule, c: &Caller) -> bool {
@@ -137,7 +142,7 @@ async fn every_route_times_every_caller() {
     // The license services (seed 003) run with the others.
     let (pa, vendor) = (&h.pa, &h.vendor);
 
-    let services: [(&str, &str, Vec<Rule>); 6] = [
+    let services: [(&str, &str, Vec<Rule>); 8] = [
         ("meter", &h.meter.url, Meter::routes(100).rules().to_vec()),
         ("kms", &h.kms.url, Kms::routes().rules().to_vec()),
         (
@@ -151,6 +156,14 @@ async fn every_route_times_every_caller() {
             "vendor",
             &vendor.url,
             openpsd_vendor::Vendor::routes().rules().to_vec(),
+        ),
+        ("ca", &h.ca.url, openpsd_ca::Ca::routes().rules().to_vec()),
+        // The CA's public listener: plain HTTP, so no caller's certificate reaches it, and
+        // every route is for anyone.
+        (
+            "ca-public",
+            &h.ca_public.url,
+            openpsd_ca::Ca::public_routes().rules().to_vec(),
         ),
     ];
     let mut tried = 0;

@@ -158,6 +158,7 @@ async fn unissued_refills_expire_and_issued_ones_wait_for_an_audit() {
         rate: openpsd_backoffice::server::DEFAULT_RATE,
         vendor_url: None,
         pa_url: None,
+        ca_url: None,
     })
     .unwrap()
     .with_unissued_ttl(Duration::from_secs(1));

@@ -181,6 +181,25 @@ impl MeterClient {
         self.post("/v1/licenses", order)
     }
 
+    /// Asks for a certificate of a key the PSD generated (seed 004): `attestation` is
+    /// GENERATE KEY's answer from the customer's device `device` (16 hex). The meter passes
+    /// it to the certificate authority with the customer's account, which names the
+    /// subject; the answer is INSTALL KEY CERTIFICATE's certificate (DER, hex) and the CA's.
+    /// The same attestation again answers the same certificate.
+    pub fn request_certificate(
+        &self,
+        device: &str,
+        attestation: &[u8],
+    ) -> Result<openpsd_protocol::ca::CertificateAnswer, RefillError> {
+        self.post(
+            "/v1/certificates",
+            &openpsd_protocol::ca::MeterCertificateRequest {
+                device_id: device.to_owned(),
+                attestation: hex::encode(attestation),
+            },
+        )
+    }
+
     /// The grant of the customer's license order `client_txn_id`, if the meter has it.
     pub fn license_order(
         &self,

@@ -44,6 +44,7 @@ use openpsd_service_kit::upstream::Upstream;
 mod alarms;
 mod calls;
 mod cancel;
+mod certificates;
 mod customers;
 mod history;
 mod inspection;
@@ -278,6 +279,9 @@ pub struct Config {
     /// The postal authority's base URL (revoking the grant of a retired set); `None`: a
     /// retirement is refunded but its grant is left for the PA's desk to revoke.
     pub pa_url: Option<String>,
+    /// The certificate authority's base URL (key certificates, seed 004); `None`:
+    /// `/v1/certificates` answers `503`.
+    pub ca_url: Option<String>,
 }
 
 /// The meter server's shared state.
@@ -288,6 +292,7 @@ pub struct Meter {
     pub(crate) rc: Upstream,
     pub(crate) vendor: Option<Upstream>,
     pub(crate) pa: Option<Upstream>,
+    pub(crate) ca: Option<Upstream>,
     pub(crate) locks: Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
     rate: u32,
     pub(crate) credentials: Arc<customers::CredentialCache>,
@@ -333,7 +338,12 @@ impl Meter {
             pa: config
                 .pa_url
                 .as_deref()
-                .map(|url| Upstream::new("postal authority", url, Role::Pa, tls))
+                .map(|url| Upstream::new("postal authority", url, Role::Pa, tls.clone()))
+                .transpose()?,
+            ca: config
+                .ca_url
+                .as_deref()
+                .map(|url| Upstream::new("certificate authority", url, Role::Ca, tls))
                 .transpose()?,
             locks: Arc::default(),
             rate: config.rate,
@@ -427,6 +437,12 @@ impl Meter {
             )
             .route(Method::GET, "/v1/me", get(customers::me), CUSTOMER)
             .route(Method::POST, "/v1/refills", post(request_refill), CUSTOMER)
+            .route(
+                Method::POST,
+                "/v1/certificates",
+                post(certificates::request),
+                CUSTOMER,
+            )
             .route(
                 Method::POST,
                 "/v1/licenses",

@@ -166,6 +166,7 @@ async fn setup() -> Setup {
         rate: 1000,
         vendor_url: None,
         pa_url: None,
+        ca_url: None,
     })
     .unwrap();
     crate::registry::register(
@@ -336,6 +337,7 @@ fn an_old_database_is_migrated_to_history_per_license() {
         rate: 1000,
         vendor_url: None,
         pa_url: None,
+        ca_url: None,
     };
     // Twice: the migration is idempotent.
     drop(Meter::open(&config).unwrap());

@@ -121,6 +121,18 @@ async fn attested_key_becomes_a_certificate_openssl_accepts_and_revocation_shows
         ca_pem
     );
     std::fs::write(work.join("ca.pem"), &ca_pem).unwrap();
+    // The key a trust anchor carries to the PSDs is the certificate's.
+    let public_hex =
+        std::fs::read_to_string(dir.join("ca").join(openpsd_ca::PUBLIC_KEY_FILE)).unwrap();
+    let ca_cert = <x509_cert::Certificate as der::Decode>::from_der(&ca_der).unwrap();
+    assert_eq!(
+        hex::decode(public_hex.trim()).unwrap(),
+        ca_cert
+            .tbs_certificate()
+            .subject_public_key_info()
+            .subject_public_key
+            .raw_bytes()
+    );
     write_pem(
         &work.join("cert.pem"),
         "CERTIFICATE",

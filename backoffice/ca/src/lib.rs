@@ -57,6 +57,9 @@ use x509_cert::Certificate;
 
 /// The CA's signing key file (hex P-256 scalar, 0600) in its data directory.
 pub const SIGNING_KEY_FILE: &str = "ca-signing.key";
+/// Its public half (SEC1 uncompressed, hex): what a vendor-signed trust anchor (kind 01,
+/// certificate CA) carries to the PSDs.
+pub const PUBLIC_KEY_FILE: &str = "ca-public.key";
 /// The CA certificate, PEM (also `GET /v1/ca/certificate.pem`).
 pub const CA_FILE: &str = "ca.pem";
 /// Database file name.
@@ -210,6 +213,10 @@ impl Ca {
         let ca_der = ca.to_der()?;
         let ca_pem = x509::pem("CERTIFICATE", &ca_der)?;
         openpsd_service_kit::keys::write_public(&config.data.join(CA_FILE), &ca_pem)?;
+        openpsd_service_kit::keys::write_public(
+            &config.data.join(PUBLIC_KEY_FILE),
+            &format!("{public_hex}\n"),
+        )?;
         let tls = client_config(&config.pki, Some(Role::Ca))?;
         let mut config = config.clone();
         config.public_url = base;
@@ -227,6 +234,16 @@ impl Ca {
             ca_pem: Arc::new(ca_pem),
             config: Arc::new(config),
         })
+    }
+
+    /// The CA's public key (SEC1 uncompressed), as in its certificate.
+    pub fn public_key(&self) -> Vec<u8> {
+        self.ca
+            .tbs_certificate()
+            .subject_public_key_info()
+            .subject_public_key
+            .raw_bytes()
+            .to_vec()
     }
 
     /// The CA certificate, PEM.

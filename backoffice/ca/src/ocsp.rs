@@ -349,3 +349,25 @@ pub fn respond(
     };
     Ok(r.to_der()?)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refusal_is_the_bare_status() {
+        // SEQUENCE { ENUMERATED 1 }: what RFC 6960 §4.2.1 sends without responseBytes.
+        assert_eq!(
+            refusal(ResponseStatus::MalformedRequest),
+            [0x30, 0x03, 0x0A, 0x01, 0x01]
+        );
+    }
+
+    #[test]
+    fn garbage_and_empty_requests_do_not_parse() {
+        assert!(parse(b"").is_none());
+        assert!(parse(b"GET / HTTP/1.1").is_none());
+        // OCSPRequest { TBSRequest { requestList: empty } }: asks about nothing.
+        assert!(parse(&[0x30, 0x04, 0x30, 0x02, 0x30, 0x00]).is_none());
+    }
+}

@@ -196,6 +196,48 @@ pub fn in_effect(tables: &[(RateTable, Vec<u8>)], date: Date) -> Option<&RateTab
         .max_by_key(|t| t.version)
 }
 
+#[cfg(feature = "certmeter")]
+impl crate::psd::PsdApplet {
+    /// LOAD RATE TABLE (80 70 00 00): a vendor-signed table whose version is above every
+    /// table held. The PSD keeps it and the table in effect today (if another), and drops
+    /// the rest. The same table again answers its version and writes nothing.
+    /// Reply: the table's version (u32).
+    pub(in crate::psd) fn load_rate_table(
+        &mut self,
+        ctx: &mut crate::card::Ctx<'_>,
+        data: &[u8],
+        reply: &mut Vec<u8>,
+    ) -> Result<(), crate::status::Status> {
+        use crate::status::Status;
+        let device = self.device()?;
+        let table = RateTable::open(data, &device.vendor_public_key)?;
+        let cm = &self.persistent.certmeter;
+        if cm.tables.iter().any(|(_, b)| b.as_slice() == data) {
+            reply.put_u32(table.version);
+            return Ok(());
+        }
+        if cm.tables.iter().any(|(t, _)| t.version >= table.version) {
+            return Err(Status::NotNewer);
+        }
+        let mut next = cm.clone();
+        // Keep what is in effect now (by the platform's date, or else the newest held) so
+        // services go on until the new table's date.
+        let keep = match ctx.platform.today() {
+            Some(today) => in_effect(&cm.tables, today).map(|t| t.version),
+            None => cm.tables.iter().map(|(t, _)| t.version).max(),
+        };
+        next.tables
+            .retain(|(t, _)| Some(t.version) == keep && t.effective < table.effective);
+        next.tables.push((table.clone(), data.to_vec()));
+        let mut txn = crate::store::Transaction::begin(ctx.store);
+        txn.write(crate::records::psd::CERTMETER, next.encode());
+        txn.commit()?;
+        self.persistent.certmeter = next;
+        reply.put_u32(table.version);
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -15,6 +15,7 @@
 //! command here.
 
 pub mod audit;
+pub mod certmeter;
 pub mod command;
 pub mod device;
 pub mod indicium;

@@ -38,7 +38,9 @@ pub(super) struct Persistent {
     pub transfer: TransferState,
     /// The PSD's certificate and revocation list (record `CREDENTIALS`).
     pub credentials: Credentials,
-    /// The certificate meter (record `CERTMETER`).
+    /// The certificate meter (record `CERTMETER`; read without the `certmeter` feature
+    /// only so a PSD's records load the same either way).
+    #[cfg_attr(not(feature = "certmeter"), allow(dead_code))]
     pub certmeter: CertMeterState,
 }
 

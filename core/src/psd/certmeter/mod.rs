@@ -16,7 +16,6 @@ mod certificate;
 pub mod info;
 #[cfg(feature = "certmeter")]
 mod keys;
-#[cfg(feature = "certmeter")]
 pub mod postmark;
 pub mod rates;
 pub mod state;

@@ -17,17 +17,8 @@
 
 use alloc::vec::Vec;
 
-use crate::card::Ctx;
-use crate::records::psd as rec;
-use crate::status::Status;
-use crate::store::Transaction;
-use crate::types::{Date, TransactionId};
+use crate::types::TransactionId;
 use crate::wire::{Malformed, Reader, Writer};
-
-use super::attestation::Purpose;
-use super::rates::Service;
-use super::state::LastService;
-use super::tst::{self, CompactPostmark, PostmarkFields};
 
 /// Longest nonce a host may ask to be echoed.
 pub const MAX_NONCE_LEN: usize = 16;
@@ -69,117 +60,142 @@ impl PostmarkRequest {
         Ok(req)
     }
 
-    fn nonce(&self) -> Option<Vec<u8>> {
+    /// The nonce as the TSTInfo holds it (`None`: none asked for).
+    pub fn nonce(&self) -> Option<Vec<u8>> {
         (!self.nonce.is_empty()).then(|| self.nonce.clone())
     }
 }
 
-impl crate::psd::PsdApplet {
-    /// ISSUE POSTMARK (80 72 00 set).
-    pub(in crate::psd) fn issue_postmark(
-        &mut self,
-        ctx: &mut Ctx<'_>,
-        i: usize,
-        data: &[u8],
-        reply: &mut Vec<u8>,
-    ) -> Result<(), Status> {
-        let req = PostmarkRequest::decode(data)?;
-        let device = self.device()?;
-        let p = &self.persistent;
-        let cm = &p.certmeter;
-        let set_byte = u8::try_from(i).map_err(|_| Status::Internal)?;
+/// The command (with the `certmeter` feature).
+#[cfg(feature = "certmeter")]
+mod command {
+    use alloc::vec::Vec;
 
-        // A retry of the last postmark: the same bytes, charged once.
-        if let Some(last) = cm
-            .last
-            .as_ref()
-            .filter(|l| l.transaction == req.transaction)
-        {
-            let fields = match last.service {
-                Service::Postmark => {
-                    tst::decode_tst_info(&last.output).map_err(|_| Status::Internal)?
+    use super::PostmarkRequest;
+    use crate::card::Ctx;
+    use crate::psd::certmeter::attestation::Purpose;
+    use crate::psd::certmeter::rates::Service;
+    use crate::psd::certmeter::state::LastService;
+    use crate::psd::certmeter::tst::{self, CompactPostmark, PostmarkFields};
+    use crate::records::psd as rec;
+    use crate::status::Status;
+    use crate::store::Transaction;
+    use crate::types::Date;
+
+    impl crate::psd::PsdApplet {
+        /// ISSUE POSTMARK (80 72 00 set).
+        pub(in crate::psd) fn issue_postmark(
+            &mut self,
+            ctx: &mut Ctx<'_>,
+            i: usize,
+            data: &[u8],
+            reply: &mut Vec<u8>,
+        ) -> Result<(), Status> {
+            let req = PostmarkRequest::decode(data)?;
+            let device = self.device()?;
+            let p = &self.persistent;
+            let cm = &p.certmeter;
+            let set_byte = u8::try_from(i).map_err(|_| Status::Internal)?;
+
+            // A retry of the last postmark: the same bytes, charged once.
+            if let Some(last) = cm
+                .last
+                .as_ref()
+                .filter(|l| l.transaction == req.transaction)
+            {
+                let fields = match last.service {
+                    Service::Postmark => {
+                        tst::decode_tst_info(&last.output).map_err(|_| Status::Internal)?
+                    }
+                    _ => return Err(Status::TransactionIdReused),
+                };
+                if last.set != set_byte
+                    || fields.digest != req.digest
+                    || fields.nonce != req.nonce()
+                {
+                    return Err(Status::TransactionIdReused);
                 }
-                _ => return Err(Status::TransactionIdReused),
-            };
-            if last.set != set_byte || fields.digest != req.digest || fields.nonce != req.nonce() {
-                return Err(Status::TransactionIdReused);
+                let (_, slot) = cm.active(Purpose::Postmark)?;
+                return sign(slot, &last.output, reply);
             }
-            let (_, slot) = cm.active(Purpose::Postmark)?;
-            return sign(slot, &last.output, reply);
-        }
 
-        cm.active(Purpose::Postmark)?;
-        let now = ctx.platform.now().ok_or(Status::ClockRefused)?;
-        if now < cm.last_time {
-            return Err(Status::ClockRefused);
-        }
-        let date = Date::from_unix_seconds(now).ok_or(Status::ClockRefused)?;
-        if device.inspection_days > 0 {
-            let last = p
-                .counters
-                .last_inspection
-                .ok_or(Status::InspectionOverdue)?;
-            // Before the day the back office last saw the device: the clock was set back.
-            if date < last {
+            cm.active(Purpose::Postmark)?;
+            let now = ctx.platform.now().ok_or(Status::ClockRefused)?;
+            if now < cm.last_time {
                 return Err(Status::ClockRefused);
             }
-            if date.day_number()
-                > last
-                    .day_number()
-                    .saturating_add(u32::from(device.inspection_days))
-            {
-                return Err(Status::InspectionOverdue);
+            let date = Date::from_unix_seconds(now).ok_or(Status::ClockRefused)?;
+            if device.inspection_days > 0 {
+                let last = p
+                    .counters
+                    .last_inspection
+                    .ok_or(Status::InspectionOverdue)?;
+                // Before the day the back office last saw the device: the clock was set back.
+                if date < last {
+                    return Err(Status::ClockRefused);
+                }
+                if date.day_number()
+                    > last
+                        .day_number()
+                        .saturating_add(u32::from(device.inspection_days))
+                {
+                    return Err(Status::InspectionOverdue);
+                }
             }
+            let (fee, table_version) = cm.fee(Service::Postmark, date)?;
+            let set = p.set(i)?;
+            let next_set = set.charge(fee)?;
+            let counter = cm.postmarks.checked_add(1).ok_or(Status::CounterOverflow)?;
+            let fields = PostmarkFields {
+                digest: req.digest,
+                device: device.id,
+                counter,
+                gen_time: now,
+                nonce: req.nonce(),
+                fee,
+                license: set.license,
+                table_version,
+            };
+            fields.check().map_err(|_| Status::ClockRefused)?;
+            let tst_info = tst::tst_info_der(&fields);
+            let mut next = cm.clone();
+            next.postmarks = counter;
+            next.last_time = now;
+            next.last = Some(LastService {
+                transaction: req.transaction,
+                service: Service::Postmark,
+                set: set_byte,
+                output: tst_info.clone(),
+            });
+
+            // Commit first: no postmark leaves the card for a fee that is not durable.
+            let mut txn = Transaction::begin(ctx.store);
+            txn.write(rec::set(i), next_set.encode());
+            txn.write(rec::CERTMETER, next.encode());
+            txn.commit()?;
+            self.persistent.put_set(i, next_set);
+            self.persistent.certmeter = next;
+            let (_, slot) = self.persistent.certmeter.active(Purpose::Postmark)?;
+            sign(slot, &tst_info, reply)
         }
-        let (fee, table_version) = cm.fee(Service::Postmark, date)?;
-        let set = p.set(i)?;
-        let next_set = set.charge(fee)?;
-        let counter = cm.postmarks.checked_add(1).ok_or(Status::CounterOverflow)?;
-        let fields = PostmarkFields {
-            digest: req.digest,
-            device: device.id,
-            counter,
-            gen_time: now,
-            nonce: req.nonce(),
-            fee,
-            license: set.license,
-            table_version,
-        };
-        fields.check().map_err(|_| Status::ClockRefused)?;
-        let tst_info = tst::tst_info_der(&fields);
-        let mut next = cm.clone();
-        next.postmarks = counter;
-        next.last_time = now;
-        next.last = Some(LastService {
-            transaction: req.transaction,
-            service: Service::Postmark,
-            set: set_byte,
-            output: tst_info.clone(),
-        });
-
-        // Commit first: no postmark leaves the card for a fee that is not durable.
-        let mut txn = Transaction::begin(ctx.store);
-        txn.write(rec::set(i), next_set.encode());
-        txn.write(rec::CERTMETER, next.encode());
-        txn.commit()?;
-        self.persistent.put_set(i, next_set);
-        self.persistent.certmeter = next;
-        let (_, slot) = self.persistent.certmeter.active(Purpose::Postmark)?;
-        sign(slot, &tst_info, reply)
     }
-}
 
-/// Signs `tst_info` as the CMS signer of a time-stamp token would (over the signed
-/// attributes that name the TSTInfo's digest and the postmark certificate) and appends the
-/// compact postmark.
-fn sign(slot: &super::state::KeySlot, tst_info: &[u8], reply: &mut Vec<u8>) -> Result<(), Status> {
-    let key = slot.key.as_ref().ok_or(Status::KeyRevoked)?;
-    let attrs = tst::signed_attrs_der(tst_info, &slot.certificate_hash());
-    let compact = CompactPostmark {
-        key_id: key.key_id(),
-        tst_info: tst_info.to_vec(),
-        signature: key.sign(&attrs),
-    };
-    reply.extend_from_slice(&compact.encode().map_err(|_| Status::Internal)?);
-    Ok(())
+    /// Signs `tst_info` as the CMS signer of a time-stamp token would (over the signed
+    /// attributes that name the TSTInfo's digest and the postmark certificate) and appends the
+    /// compact postmark.
+    fn sign(
+        slot: &crate::psd::certmeter::state::KeySlot,
+        tst_info: &[u8],
+        reply: &mut Vec<u8>,
+    ) -> Result<(), Status> {
+        let key = slot.key.as_ref().ok_or(Status::KeyRevoked)?;
+        let attrs = tst::signed_attrs_der(tst_info, &slot.certificate_hash());
+        let compact = CompactPostmark {
+            key_id: key.key_id(),
+            tst_info: tst_info.to_vec(),
+            signature: key.sign(&attrs),
+        };
+        reply.extend_from_slice(&compact.encode().map_err(|_| Status::Internal)?);
+        Ok(())
+    }
 }

@@ -77,7 +77,7 @@ fn charged(before: &(Registers, Amount, PieceCount), fee: u64) -> (Registers, Am
         Registers {
             ar: Amount(r.ar.0 + fee),
             dr: Amount(r.dr.0 - fee),
-            ..r.clone()
+            ..*r
         },
         Amount(fees.0 + fee),
         PieceCount(services.0 + 1),
@@ -157,7 +157,7 @@ fn generate_key_tearing() -> usize {
         // Asked again: the same attestation.
         assert_eq!(expect_ok(&card.transmit(&apdu)), bytes, "{at}");
     });
-    KeyAttestation::open(&psd_apdu::data(&uncut).unwrap(), &device_pk).unwrap();
+    KeyAttestation::open(psd_apdu::data(&uncut).unwrap(), &device_pk).unwrap();
     cuts
 }
 

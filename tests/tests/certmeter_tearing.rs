@@ -11,7 +11,7 @@ use openpsd_core::client::psd_apdu;
 use openpsd_core::crypto::sha256;
 use openpsd_core::psd::certmeter::attestation::{KeyAttestation, Purpose};
 use openpsd_core::psd::certmeter::postmark::PostmarkRequest;
-use openpsd_core::psd::certmeter::state::SlotState;
+use openpsd_core::psd::certmeter::state::{CertMeterState, SlotState};
 use openpsd_core::psd::certmeter::tst::{decode_tst_info, CompactPostmark};
 use openpsd_core::psd::registers::Registers;
 use openpsd_core::store::{Nvm, PowerCut};
@@ -262,6 +262,61 @@ fn issue_postmark_tearing() -> usize {
     cuts
 }
 
+/// INSTALL KEY CERTIFICATE for a second postmark key, which retires the first in the same
+/// commit: at every cut, either the old key is active with its scalar and the new one is
+/// pending (nothing charged), or the new key is active, charged once, and the old scalar
+/// is gone from the record and from every cell of the memory.
+fn rotation_install_tearing() -> usize {
+    let (mut card, device_pk) = certmeter_card(SEED, true);
+    let ca = TestCa::standard();
+    let (old_slot, _) = activate_postmark_key(&mut card, &device_pk, &ca);
+    let st = CertMeterState::decode(&certmeter_record(&card).unwrap()).unwrap();
+    let old = st.slots[usize::from(old_slot)].as_ref().unwrap();
+    let scalar = old.key.as_ref().unwrap().secret_bytes().as_ref().to_vec();
+    let (_, b) = generate(&mut card, Purpose::Postmark, &device_pk);
+    let cert = ca.postmark_certificate(&b.public_key);
+    let base = card.store().nvm().clone();
+    let before = books(&mut reopen_at(&base, SEED));
+    let after = charged(&before, CERTIFICATE_FEE);
+    let apdu = psd_apdu::install_key_certificate(b.slot, SET0, &cert);
+    let (cuts, _) = sweep(&base, &apdu, |_, mut card, at| {
+        let now = books(&mut card);
+        let record = certmeter_record(&card).unwrap();
+        let st = CertMeterState::decode(&record).unwrap();
+        let (o, n) = (
+            st.slots[usize::from(old_slot)].as_ref().unwrap(),
+            st.slots[usize::from(b.slot)].as_ref().unwrap(),
+        );
+        if now == after {
+            assert_eq!(
+                (o.state, n.state),
+                (SlotState::Retired, SlotState::Active),
+                "{at}"
+            );
+            assert!(o.key.is_none(), "{at}");
+            assert!(!record.windows(32).any(|w| w == scalar.as_slice()), "{at}");
+            assert!(
+                !nvm_contains(card.store().nvm(), &scalar),
+                "{at}: scalar in a cell"
+            );
+        } else {
+            assert_eq!(now, before, "{at}: {now:?}");
+            assert_eq!(
+                (o.state, n.state),
+                (SlotState::Active, SlotState::Pending),
+                "{at}"
+            );
+        }
+        expect_ok(&card.transmit(&apdu));
+        assert_eq!(books(&mut card), after, "{at}: charged once");
+        assert!(
+            !nvm_contains(card.store().nvm(), &scalar),
+            "{at}: scalar after the retry"
+        );
+    });
+    cuts
+}
+
 fn main() {
     let counts = [
         ("LOAD RATE TABLE", load_rate_table_tearing()),
@@ -269,6 +324,10 @@ fn main() {
         ("GENERATE KEY", generate_key_tearing()),
         ("INSTALL KEY CERTIFICATE", install_key_certificate_tearing()),
         ("ISSUE POSTMARK", issue_postmark_tearing()),
+        (
+            "INSTALL KEY CERTIFICATE retiring a key",
+            rotation_install_tearing(),
+        ),
     ];
     let mut total = 0;
     for (name, n) in counts {

@@ -9,7 +9,7 @@
 use openpsd_core::client::psd_apdu;
 use openpsd_core::crypto::{self, sha256, IndiciumKey};
 use openpsd_core::psd::certmeter::anchor::{Anchor, AnchorKind};
-use openpsd_core::psd::certmeter::attestation::Purpose;
+use openpsd_core::psd::certmeter::attestation::{KeyAttestation, Purpose};
 use openpsd_core::psd::certmeter::postmark::PostmarkRequest;
 use openpsd_core::psd::certmeter::rates::Service;
 use openpsd_core::psd::certmeter::state::{CertMeterState, SlotState};
@@ -799,4 +799,26 @@ fn a_postmark_retried_after_a_key_rotation_is_the_same_bytes() {
     let again = postmark(&mut card, &req);
     assert_eq!(registers(&mut card, 0), before, "charged once");
     assert_eq!(again, first, "a retry returns identical bytes");
+}
+
+/// Retired slots are reused (the oldest first): a PSD has four key slots, and a postmark key
+/// can still be replaced again and again (before the fix, the fifth GENERATE KEY of a
+/// PSD's life was refused with 6A84 for good).
+#[test]
+fn keys_can_be_replaced_more_than_three_times() {
+    let (mut card, device_pk) = certmeter_card(SEED, false);
+    let ca = TestCa::standard();
+    activate_postmark_key(&mut card, &device_pk, &ca);
+    for round in 0..6u32 {
+        let resp = card.transmit(&psd_apdu::generate_key(Purpose::Postmark, false));
+        assert_eq!(
+            psd_apdu::sw(&resp),
+            0x9000,
+            "GENERATE KEY after {} keys: {resp:02X?}",
+            cm_info(&mut card).generation
+        );
+        let a = KeyAttestation::open(psd_apdu::data(&resp).unwrap(), &device_pk).unwrap();
+        let cert = ca.postmark_certificate(&a.public_key);
+        expect_ok(&card.transmit(&psd_apdu::install_key_certificate(a.slot, SET0, &cert)));
+    }
 }

@@ -818,7 +818,29 @@ fn keys_can_be_replaced_more_than_three_times() {
             cm_info(&mut card).generation
         );
         let a = KeyAttestation::open(psd_apdu::data(&resp).unwrap(), &device_pk).unwrap();
+        assert_eq!(a.generation, round + 2);
         let cert = ca.postmark_certificate(&a.public_key);
         expect_ok(&card.transmit(&psd_apdu::install_key_certificate(a.slot, SET0, &cert)));
+        let info = cm_info(&mut card);
+        assert!(info.slots.len() <= 4);
+        assert_eq!(info.active(Purpose::Postmark).unwrap().slot, a.slot);
+        let c = CompactPostmark::decode(&postmark(
+            &mut card,
+            &postmark_request(u64::from(round) + 1, b"doc", &[]),
+        ))
+        .unwrap();
+        assert_eq!(c.key_id, crypto::key_id(&a.public_key));
+        // No scalar of a retired key anywhere in the record.
+        let st = CertMeterState::decode(&certmeter_record(&card).unwrap()).unwrap();
+        for s in st.slots.iter().flatten() {
+            assert_eq!(s.key.is_some(), s.state != SlotState::Retired);
+        }
     }
+    assert_eq!(
+        fees_of(&mut card, 0),
+        (
+            Amount(7 * CERTIFICATE_FEE + 6 * POSTMARK_FEE),
+            PieceCount(13)
+        )
+    );
 }

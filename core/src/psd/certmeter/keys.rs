@@ -56,7 +56,9 @@ impl crate::psd::PsdApplet {
             None => match cm.slots.iter().position(Option::is_none) {
                 Some(i) => i,
                 None if cm.slots.len() < MAX_KEY_SLOTS => cm.slots.len(),
-                None => return Err(Status::NotEnoughMemory),
+                // Full: a retired slot (no scalar left, its certificate on record at the
+                // CA) takes the new key, the oldest of this purpose first, else the oldest.
+                None => oldest_retired(&cm.slots, purpose).ok_or(Status::NotEnoughMemory)?,
             },
         };
         let generation = cm
@@ -169,6 +171,21 @@ impl crate::psd::PsdApplet {
         self.persistent.set(i)?.readout().write(reply);
         Ok(())
     }
+}
+
+/// The retired slot a new key of `purpose` may take when every slot is in use: the one
+/// with the lowest generation among the purpose's, else among all.
+fn oldest_retired(slots: &[Option<KeySlot>], purpose: Purpose) -> Option<usize> {
+    let retired = |same: bool| {
+        slots
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| Some((i, s.as_ref()?)))
+            .filter(|(_, s)| s.state == SlotState::Retired && (!same || s.purpose == purpose))
+            .min_by_key(|(_, s)| s.generation)
+            .map(|(i, _)| i)
+    };
+    retired(true).or_else(|| retired(false))
 }
 
 /// The attestation of the key in slot `i`.

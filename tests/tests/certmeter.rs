@@ -779,13 +779,9 @@ fn a_second_key_of_the_purpose_retires_the_first_and_its_scalar_is_gone() {
     books_balance(&mut card, 0);
 }
 
-/// A retry of the last postmark after its key was replaced: the spec says a retry returns
-/// identical bytes, but the card signs the stored TSTInfo again with the key active now
-/// (the last service does not record which key signed it), so the bytes differ (another
-/// key ID). Charged once either way. Reported to the lead; the fix needs the slot in the
-/// CERTMETER record's last service (a format change).
+/// A retry of the last postmark after its key was replaced returns identical bytes (the
+/// record keeps the whole postmark, signature included), charged once.
 #[test]
-#[ignore = "known: a postmark retried after a key rotation is re-signed by the new key"]
 fn a_postmark_retried_after_a_key_rotation_is_the_same_bytes() {
     let (mut card, device_pk) = certmeter_card(SEED, false);
     let ca = TestCa::standard();

@@ -3,9 +3,10 @@
 //!
 //! The order is the certificate meter's for every paid service: every check (the key, the
 //! clock, the inspection window, the fee, the funds) before anything is written; one commit
-//! (the debit, the counter, the time and the TSTInfo as the last service); then the
-//! signature; then the reply. A retry with the same transaction ID is signed again over
-//! the stored TSTInfo (RFC 6979: the same bytes) and charged once.
+//! (the debit, the counter, the time and the signed postmark as the last service); then
+//! the reply. The signature is made before the commit so the record keeps the whole
+//! postmark: a retry with the same transaction ID returns the stored bytes, charged once,
+//! even if the postmark key was replaced in between.
 //!
 //! The time is the host's clock, which the PSD bounds: never before the last postmark,
 //! never before the day of the last back-office contact (the last accepted audit), never
@@ -103,20 +104,24 @@ mod command {
                 .as_ref()
                 .filter(|l| l.transaction == req.transaction)
             {
-                let fields = match last.service {
+                let stored = match last.service {
                     Service::Postmark => {
-                        tst::decode_tst_info(&last.output).map_err(|_| Status::Internal)?
+                        CompactPostmark::decode(&last.output).map_err(|_| Status::Internal)?
                     }
                     _ => return Err(Status::TransactionIdReused),
                 };
+                let fields =
+                    tst::decode_tst_info(&stored.tst_info).map_err(|_| Status::Internal)?;
                 if last.set != set_byte
                     || fields.digest != req.digest
                     || fields.nonce != req.nonce()
                 {
                     return Err(Status::TransactionIdReused);
                 }
-                let (_, slot) = cm.active(Purpose::Postmark)?;
-                return sign(slot, &last.output, reply);
+                // The stored bytes, signature included: the same reply even after the key
+                // that signed it was replaced.
+                reply.extend_from_slice(&last.output);
+                return Ok(());
             }
 
             cm.active(Purpose::Postmark)?;
@@ -158,6 +163,10 @@ mod command {
             };
             fields.check().map_err(|_| Status::ClockRefused)?;
             let tst_info = tst::tst_info_der(&fields);
+            // Signed before the commit, which keeps the whole postmark (so a retry is the
+            // same bytes whatever key is active then); nothing leaves before the commit.
+            let (_, slot) = cm.active(Purpose::Postmark)?;
+            let compact = sign(slot, tst_info)?;
             let mut next = cm.clone();
             next.postmarks = counter;
             next.last_time = now;
@@ -165,7 +174,7 @@ mod command {
                 transaction: req.transaction,
                 service: Service::Postmark,
                 set: set_byte,
-                output: tst_info.clone(),
+                output: compact.clone(),
             });
 
             // Commit first: no postmark leaves the card for a fee that is not durable.
@@ -175,27 +184,26 @@ mod command {
             txn.commit()?;
             self.persistent.put_set(i, next_set);
             self.persistent.certmeter = next;
-            let (_, slot) = self.persistent.certmeter.active(Purpose::Postmark)?;
-            sign(slot, &tst_info, reply)
+            reply.extend_from_slice(&compact);
+            Ok(())
         }
     }
 
-    /// Signs `tst_info` as the CMS signer of a time-stamp token would (over the signed
-    /// attributes that name the TSTInfo's digest and the postmark certificate) and appends the
-    /// compact postmark.
+    /// The compact postmark of `tst_info`: signed as the CMS signer of a time-stamp token
+    /// would sign (over the signed attributes that name the TSTInfo's digest and the
+    /// postmark certificate).
     fn sign(
         slot: &crate::psd::certmeter::state::KeySlot,
-        tst_info: &[u8],
-        reply: &mut Vec<u8>,
-    ) -> Result<(), Status> {
+        tst_info: Vec<u8>,
+    ) -> Result<Vec<u8>, Status> {
         let key = slot.key.as_ref().ok_or(Status::KeyRevoked)?;
-        let attrs = tst::signed_attrs_der(tst_info, &slot.certificate_hash());
-        let compact = CompactPostmark {
+        let attrs = tst::signed_attrs_der(&tst_info, &slot.certificate_hash());
+        CompactPostmark {
             key_id: key.key_id(),
-            tst_info: tst_info.to_vec(),
             signature: key.sign(&attrs),
-        };
-        reply.extend_from_slice(&compact.encode().map_err(|_| Status::Internal)?);
-        Ok(())
+            tst_info,
+        }
+        .encode()
+        .map_err(|_| Status::Internal)
     }
 }

@@ -81,7 +81,7 @@ pub struct LastService {
     pub service: Service,
     /// The register set charged.
     pub set: u8,
-    /// The output's signed fields (a postmark: its TSTInfo).
+    /// The reply (a postmark: the compact postmark, signature included).
     pub output: Vec<u8>,
 }
 

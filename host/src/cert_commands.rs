@@ -37,8 +37,10 @@ pub fn rates(spec: Option<CardSpec>, load: Option<&Path>, json_out: bool) -> Res
         progress(json_out, &format!("rate table version {version} loaded"));
     }
     let info = psd.certmeter_info()?;
-    let today = openpsd_card_sim::os_platform::OsPlatform::default();
-    let today = openpsd_core::platform::Platform::today(&today);
+    let today = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()
+        .and_then(|d| Date::from_unix_seconds(d.as_secs()));
     let current = today.and_then(|d| {
         openpsd_core::psd::certmeter::rates::in_effect(&info.tables, d).map(|t| t.version)
     });

@@ -199,6 +199,16 @@ impl MeterClient {
         self.post("/v1/licenses/retirements", request)
     }
 
+    /// What the PSD should load after a refill or an inspection (seed 004): the vendor's
+    /// signed rate tables (LOAD RATE TABLE, ascending by version) and trust anchors (LOAD
+    /// TRUST ANCHOR), hex. The device must be the customer's (`unknown_device` otherwise).
+    pub fn device_updates(
+        &self,
+        device: DeviceId,
+    ) -> Result<openpsd_protocol::vendor::DeviceUpdates, RefillError> {
+        self.get(&format!("/v1/devices/{device}/updates"))
+    }
+
     /// Signs up at the meter (which opens a deposit account).
     pub fn sign_up(
         &self,

@@ -55,6 +55,7 @@ pub mod retire;
 mod store;
 #[cfg(test)]
 mod tests;
+mod updates;
 
 use alarms::{list_alarms, resolve};
 use cancel::cancel;
@@ -489,6 +490,12 @@ impl Meter {
                 Method::POST,
                 "/v1/inspections/{inspection_id}/audit",
                 post(inspection_audit),
+                CUSTOMER,
+            )
+            .route(
+                Method::GET,
+                "/v1/devices/{device_id}/updates",
+                get(updates::device_updates),
                 CUSTOMER,
             )
             .route(Method::GET, "/health", get(|| async { "ok" }), ANYONE)

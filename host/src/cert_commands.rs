@@ -12,7 +12,6 @@ use std::path::{Path, PathBuf};
 use anyhow::{anyhow, bail, Context, Result};
 use openpsd_core::client::ClientError;
 use openpsd_core::psd::certmeter::attestation::Purpose;
-use openpsd_core::psd::certmeter::info::CertMeterInfo;
 use openpsd_core::psd::certmeter::postmark::PostmarkRequest;
 use openpsd_core::psd::certmeter::rates::RateTable;
 use openpsd_core::psd::certmeter::state::SlotState;
@@ -20,7 +19,7 @@ use openpsd_core::psd::certmeter::tst;
 use openpsd_core::psd::registers::Registers;
 use openpsd_core::types::*;
 use openpsd_core::Status;
-use openpsd_host::{CardSpec, PsdClient};
+use openpsd_host::CardSpec;
 use serde_json::json;
 
 use crate::psd_commands::open_psd;
@@ -289,11 +288,6 @@ pub fn postmark_verify(file: &Path, token: &Path, ca: &Path, json_out: bool) -> 
 /// Shown with the registers of the set that paid.
 pub fn regs_json(r: &Registers) -> serde_json::Value {
     json!({ "ar": r.ar.0, "dr": r.dr.0, "control_sum": r.control_sum.0, "pieces": r.pieces.0 })
-}
-
-/// The info, for callers that print it.
-pub fn info(psd: &mut PsdClient) -> Result<CertMeterInfo> {
-    Ok(psd.certmeter_info()?)
 }
 
 /// A new random transaction ID, or the given one (hex, 8 bytes).

@@ -209,6 +209,45 @@ impl MeterClient {
         self.get(&format!("/v1/devices/{device}/updates"))
     }
 
+    /// Seed 004's push at contact: the rate tables and trust anchors the meter hands out
+    /// for `device`, loaded into the PSD (LOAD RATE TABLE, LOAD TRUST ANCHOR). What the PSD
+    /// holds already, or newer, is skipped (`9A41`). Returns how many tables and anchors
+    /// were new to the PSD.
+    pub fn load_updates(
+        &self,
+        psd: &mut PsdClient,
+        device: DeviceId,
+    ) -> Result<(usize, usize), RefillError> {
+        let u = self.device_updates(device)?;
+        let known = |e: &ClientError| matches!(e, ClientError::Refused(_, _, Status::NotNewer));
+        let before = psd.certmeter_info()?;
+        let mut tables = 0;
+        for hex_table in &u.rate_tables {
+            let bytes = hex_bytes(Some(hex_table), "rate table")?;
+            if before.tables.iter().any(|(_, b)| *b == bytes) {
+                continue;
+            }
+            match psd.load_rate_table(&bytes) {
+                Ok(_) => tables += 1,
+                Err(e) if known(&e) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let mut anchors = 0;
+        for hex_anchor in &u.anchors {
+            let bytes = hex_bytes(Some(hex_anchor), "trust anchor")?;
+            if before.anchors.iter().any(|(_, b)| *b == bytes) {
+                continue;
+            }
+            match psd.load_trust_anchor(&bytes) {
+                Ok(()) => anchors += 1,
+                Err(e) if known(&e) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok((tables, anchors))
+    }
+
     /// Signs up at the meter (which opens a deposit account).
     pub fn sign_up(
         &self,

@@ -11,9 +11,9 @@
 //! ```
 //!
 //! Services are listed in strictly ascending order, so one table has one encoding. The PSD
-//! keeps the table in effect and the next one, and charges a service on date D from the
-//! highest-version table whose effective date is not after D, as postage meters switch
-//! rate tables on their effective date.
+//! keeps the table in effect and those published for later dates (up to four tables), and
+//! charges a service on date D from the highest-version table whose effective date is not
+//! after D, as postage meters switch rate tables on their effective date.
 
 use alloc::vec::Vec;
 
@@ -199,8 +199,10 @@ pub fn in_effect(tables: &[(RateTable, Vec<u8>)], date: Date) -> Option<&RateTab
 #[cfg(feature = "certmeter")]
 impl crate::psd::PsdApplet {
     /// LOAD RATE TABLE (80 70 00 00): a vendor-signed table whose version is above every
-    /// table held. The PSD keeps it and the table in effect today (if another), and drops
-    /// the rest. The same table again answers its version and writes nothing.
+    /// table held. The PSD keeps it with every held table that can still be in effect
+    /// (the one in effect today, and later ones a newer table does not replace from their
+    /// date), at most four (`6A84` beyond). The same table again answers its version and
+    /// writes nothing.
     /// Reply: the table's version (u32).
     pub(in crate::psd) fn load_rate_table(
         &mut self,
@@ -220,15 +222,22 @@ impl crate::psd::PsdApplet {
             return Err(Status::NotNewer);
         }
         let mut next = cm.clone();
-        // Keep what is in effect now (by the platform's date, or else the newest held) so
-        // services go on until the new table's date.
-        let keep = match ctx.platform.today() {
-            Some(today) => in_effect(&cm.tables, today).map(|t| t.version),
-            None => cm.tables.iter().map(|(t, _)| t.version).max(),
-        };
-        next.tables
-            .retain(|(t, _)| Some(t.version) == keep && t.effective < table.effective);
         next.tables.push((table.clone(), data.to_vec()));
+        // Drop every table that can never be in effect again: one a newer table replaces
+        // from its own effective date or from today (whichever is later) on.
+        let today = ctx.platform.today();
+        let held: Vec<(u32, Date)> = next
+            .tables
+            .iter()
+            .map(|(t, _)| (t.version, t.effective))
+            .collect();
+        next.tables.retain(|(t, _)| {
+            let from = today.map_or(t.effective, |d| d.max(t.effective));
+            !held.iter().any(|(v, eff)| *v > t.version && *eff <= from)
+        });
+        if next.tables.len() > super::state::MAX_TABLES {
+            return Err(Status::NotEnoughMemory);
+        }
         let mut txn = crate::store::Transaction::begin(ctx.store);
         txn.write(crate::records::psd::CERTMETER, next.encode());
         txn.commit()?;

@@ -29,8 +29,8 @@ use super::rates::{RateTable, Service};
 const STATE_VERSION: u8 = 1;
 /// Key slots a PSD has.
 pub const MAX_KEY_SLOTS: usize = 4;
-/// Rate tables a PSD keeps: the one in effect and the next.
-pub const MAX_TABLES: usize = 2;
+/// Rate tables a PSD keeps: the one in effect and up to three published for later dates.
+pub const MAX_TABLES: usize = 4;
 /// Longest certificate a slot holds.
 pub const MAX_CERTIFICATE_LEN: usize = 1024;
 

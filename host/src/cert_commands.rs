@@ -133,6 +133,86 @@ pub fn cert_list(spec: Option<CardSpec>, json_out: bool) -> Result<()> {
     Ok(())
 }
 
+/// `openpsd cert request`: Fig. 5 from the mailer's desk. The PSD generates the key and
+/// attests it; the meter server passes the attestation to the CA with the account's
+/// identity (the certificate's subject is the account's, whatever the host says); the PSD
+/// checks the certificate, pays the certificate fee from `set` and activates the key.
+/// The certificate and the CA's are written to `out_dir` with the openssl command that
+/// checks them. Each step is idempotent: run again, it finishes an interrupted request (the
+/// pending key is attested again, the CA answers the same certificate, the install is not
+/// charged twice).
+pub fn cert_request(
+    spec: Option<CardSpec>,
+    meter: &crate::account_commands::MeterArgs,
+    purpose: Purpose,
+    set: u8,
+    replace: bool,
+    out_dir: &Path,
+    json_out: bool,
+) -> Result<()> {
+    let client = crate::account_commands::meter_client(meter)?;
+    let (mut psd, info) = open_psd(spec)?;
+    progress(json_out, "1/3 GENERATE KEY: the key is made inside the PSD and attested");
+    let (attestation, a) = psd
+        .generate_key(purpose, replace)
+        .map_err(|e| explain(e, "generating the key"))?;
+    progress(
+        json_out,
+        &format!(
+            "2/3 the CA certifies slot {}'s {} key (generation {}), the subject from your account",
+            a.slot,
+            purpose.name(),
+            a.generation
+        ),
+    );
+    let answer = client
+        .request_certificate(&info.device.to_string(), &attestation)
+        .context("the certificate request")?;
+    let cert = hex::decode(&answer.certificate)
+        .map_err(|_| anyhow!("the meter answered a certificate that is not hex"))?;
+    let ca = hex::decode(&answer.ca_certificate)
+        .map_err(|_| anyhow!("the meter answered a CA certificate that is not hex"))?;
+    progress(
+        json_out,
+        "3/3 INSTALL KEY CERTIFICATE: checked by the PSD, fee paid, key active",
+    );
+    let (fee, regs) = psd
+        .install_key_certificate(a.slot, RegisterSetIndex(set), &cert)
+        .map_err(|e| explain(e, "installing the certificate"))?;
+    fs::create_dir_all(out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
+    let cert_path = out_dir.join(format!("{}-{}.pem", info.device, purpose.name()));
+    let ca_path = out_dir.join("ca.pem");
+    write_synced(&cert_path, pem("CERTIFICATE", &cert).as_bytes())?;
+    write_synced(&ca_path, pem("CERTIFICATE", &ca).as_bytes())?;
+    let check = format!(
+        "openssl verify -CAfile {} {}",
+        ca_path.display(),
+        cert_path.display()
+    );
+    if json_out {
+        println!(
+            "{}",
+            json!({
+                "slot": a.slot, "purpose": purpose.name(), "serial": answer.serial,
+                "certificate": cert_path.display().to_string(),
+                "ca_certificate": ca_path.display().to_string(), "fee": fee.0,
+                "registers": regs_json(&regs), "openssl": check,
+            })
+        );
+        return Ok(());
+    }
+    println!(
+        "certificate {} on slot {} ({} key) installed: {}",
+        answer.serial,
+        a.slot,
+        purpose.name(),
+        cert_path.display()
+    );
+    println!("fee {fee}; set {set}: AR {} DR {}", regs.ar, regs.dr);
+    println!("check it: {check}");
+    Ok(())
+}
+
 fn state_name(s: SlotState) -> &'static str {
     match s {
         SlotState::Pending => "pending",

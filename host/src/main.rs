@@ -229,6 +229,35 @@ enum PostmarkAction {
 enum CertAction {
     /// The key slots: purpose, state, certificate, fee paid.
     List,
+    /// A key and its certificate (seed 004, Fig. 5): the PSD generates the key and attests
+    /// it, the meter server passes the attestation to the back office's CA (the subject is
+    /// your account's), the PSD checks the certificate and pays the certificate fee. Run
+    /// again to finish an interrupted request. You must be logged in (`openpsd login`).
+    Request {
+        /// postmark or sign.
+        #[arg(long, default_value = "postmark", value_parser = parse_purpose)]
+        purpose: openpsd_core::psd::certmeter::attestation::Purpose,
+        /// Register set that pays the certificate fee.
+        #[arg(long, default_value_t = 0)]
+        set: u8,
+        /// Replace a pending key of the purpose with a new one.
+        #[arg(long)]
+        replace: bool,
+        /// Where the certificate and the CA's are written.
+        #[arg(long, default_value = ".")]
+        out_dir: PathBuf,
+        #[command(flatten)]
+        meter: account_commands::MeterArgs,
+    },
+}
+
+/// A key purpose by name.
+fn parse_purpose(s: &str) -> Result<openpsd_core::psd::certmeter::attestation::Purpose, String> {
+    use openpsd_core::psd::certmeter::attestation::Purpose;
+    Purpose::ALL
+        .into_iter()
+        .find(|p| p.name() == s)
+        .ok_or_else(|| format!("'{s}': postmark, sign, agent or payment"))
 }
 
 #[derive(Subcommand, Debug)]
@@ -516,6 +545,13 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Cert { action } => match action {
             CertAction::List => cert_commands::cert_list(card, json),
+            CertAction::Request {
+                purpose,
+                set,
+                replace,
+                out_dir,
+                meter,
+            } => cert_commands::cert_request(card, &meter, purpose, set, replace, &out_dir, json),
         },
     }
 }

@@ -21,6 +21,7 @@ use openpsd_service_kit::Service;
 
 mod pa_cli;
 mod post_cli;
+mod vendor_cli;
 
 #[derive(Parser)]
 #[command(
@@ -49,6 +50,9 @@ enum Command {
     /// The postal authority's desk (seed 003): grant a license to an account, list and
     /// revoke license grants, fetch the CRL.
     Pa(PaCmd),
+    /// The manufacturer's desk (seed 004): publish rate tables, sign trust anchors for the
+    /// certificate authority and the creditor, list them.
+    Vendor(VendorCmd),
     /// The demo: runs `backoffice-demo` (installed next to this program) with the same
     /// arguments; `backoffice-demo --help` lists them. The demo lives in its own program so
     /// the services' binary carries no card simulator.
@@ -122,6 +126,74 @@ struct PaCmd {
     /// Print JSON.
     #[arg(long, global = true)]
     json: bool,
+}
+
+#[derive(clap::Args)]
+struct VendorCmd {
+    #[command(subcommand)]
+    what: VendorWhat,
+    /// The vendor's base URL.
+    #[arg(
+        long,
+        value_name = "URL",
+        default_value = "https://127.0.0.1:8705",
+        global = true
+    )]
+    vendor: String,
+    /// The PKI directory (the operator's certificate and the CA).
+    #[arg(long, value_name = "DIR", env = "OPENPSD_PKI", global = true)]
+    pki: Option<PathBuf>,
+    /// Print JSON.
+    #[arg(long, global = true)]
+    json: bool,
+}
+
+#[derive(Subcommand)]
+enum VendorWhat {
+    /// Rate tables: what each paid service of the certificate meter costs.
+    Rates {
+        #[command(subcommand)]
+        what: RatesWhat,
+    },
+    /// Have the vendor sign a trust anchor: the key PSDs accept certificates (--kind ca)
+    /// or lines of credit (--kind creditor) under. The key the newest anchor of the kind
+    /// names already answers that anchor; another key gets the next version.
+    Trust {
+        /// What the key is trusted for.
+        #[arg(long, value_parser = ["ca", "creditor"])]
+        kind: String,
+        /// The CA's (or creditor's) certificate, PEM: its P-256 key is trusted.
+        #[arg(long, value_name = "FILE", conflicts_with = "public_key")]
+        cert: Option<PathBuf>,
+        /// The key itself, SEC1 uncompressed (130 hex digits).
+        #[arg(long, value_name = "HEX", required_unless_present = "cert")]
+        public_key: Option<String>,
+    },
+    /// The newest trust anchor of each kind.
+    Anchors,
+}
+
+#[derive(Subcommand)]
+enum RatesWhat {
+    /// Publish a rate table: the vendor gives it the next version, refuses an effective
+    /// date before the last table's, and signs it. PSDs get it at their next refill or
+    /// inspection.
+    Publish {
+        /// First date of mailing it applies to, YYYY-MM-DD.
+        #[arg(long, value_name = "DATE")]
+        effective: String,
+        /// A service's fee in currency units, e.g. postmark=0.10 (repeatable). Services:
+        /// postmark, validation, certificate, signature, revocation, agent_certificate,
+        /// credit_line, payment.
+        #[arg(long = "fee", value_name = "NAME=AMOUNT", required = true)]
+        fees: Vec<String>,
+        /// The version it must get (the next one): a retry with the same version and
+        /// fields answers the stored table instead of publishing it twice.
+        #[arg(long, value_name = "N")]
+        version: Option<u32>,
+    },
+    /// The tables a PSD should hold now: the one in effect today and any later ones.
+    List,
 }
 
 #[derive(Subcommand)]
@@ -326,6 +398,7 @@ fn main() -> Result<()> {
         Command::Serve(s) => runtime.block_on(serve(*s)),
         Command::Post(p) => runtime.block_on(post_cmd(p)),
         Command::Pa(p) => runtime.block_on(pa_cmd(p)),
+        Command::Vendor(v) => runtime.block_on(vendor_cmd(v)),
         Command::Demo { args } => run_demo(&args),
     }
 }
@@ -628,6 +701,63 @@ async fn pa_cmd(p: PaCmd) -> Result<()> {
                 );
             } else {
                 println!("{}: CRL, {} bytes DER", out.display(), der.len());
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn vendor_cmd(v: VendorCmd) -> Result<()> {
+    let pki = Pki::at(v.pki.as_ref().context(
+        "--pki DIR (or OPENPSD_PKI): the PKI `backoffice init` made, for the operator's certificate",
+    )?);
+    let vendor = vendor_cli::client(&v.vendor, &pki)?;
+    match v.what {
+        VendorWhat::Rates {
+            what:
+                RatesWhat::Publish {
+                    effective,
+                    fees,
+                    version,
+                },
+        } => {
+            let fees = vendor_cli::parse_fees(&fees)?;
+            let t = vendor_cli::publish(&vendor, &effective, fees, version).await?;
+            if v.json {
+                println!("{}", serde_json::to_string_pretty(&t)?);
+            } else {
+                vendor_cli::print_tables(std::slice::from_ref(&t));
+            }
+        }
+        VendorWhat::Rates {
+            what: RatesWhat::List,
+        } => {
+            let list = vendor_cli::list(&vendor).await?;
+            if v.json {
+                println!("{}", serde_json::to_string_pretty(&list)?);
+            } else {
+                vendor_cli::print_tables(&list.tables);
+            }
+        }
+        VendorWhat::Trust {
+            kind,
+            cert,
+            public_key,
+        } => {
+            let key = vendor_cli::anchor_key(cert.as_deref(), public_key.as_deref())?;
+            let a = vendor_cli::trust(&vendor, &kind, key).await?;
+            if v.json {
+                println!("{}", serde_json::to_string_pretty(&a)?);
+            } else {
+                vendor_cli::print_anchors(std::slice::from_ref(&a));
+            }
+        }
+        VendorWhat::Anchors => {
+            let list = vendor_cli::anchors(&vendor).await?;
+            if v.json {
+                println!("{}", serde_json::to_string_pretty(&list)?);
+            } else {
+                vendor_cli::print_anchors(&list.anchors);
             }
         }
     }

@@ -66,7 +66,25 @@ impl Platform for OsPlatform {
             Clock::None => None,
         }
     }
+
+    /// The system time; a fixed date is noon UTC of that day (reproducible scripts), so
+    /// its postmarks all carry the same time and never go back.
+    fn now(&self) -> Option<u64> {
+        match self.clock {
+            Clock::System => Some(SystemTime::now().duration_since(UNIX_EPOCH).ok()?.as_secs()),
+            Clock::Fixed(d) => Some(
+                u64::from(d.day_number())
+                    .checked_add(UNIX_DAYS_2000)?
+                    .checked_mul(86_400)?
+                    .checked_add(43_200)?,
+            ),
+            Clock::None => None,
+        }
+    }
 }
+
+/// Days from 1970-01-01 to 2000-01-01 ([`Date::day_number`] counts from the latter).
+const UNIX_DAYS_2000: u64 = 10_957;
 
 #[cfg(test)]
 mod tests {

@@ -13,6 +13,12 @@ pub trait Platform {
 
     /// Today's date if the platform has a clock the device may trust, else `None`.
     fn today(&self) -> Option<Date>;
+
+    /// The time in Unix seconds (UTC) if the platform has a clock finer than a date (the
+    /// certificate meter's postmarks need one), else `None`, which is the default.
+    fn now(&self) -> Option<u64> {
+        None
+    }
 }
 
 /// A deterministic platform for tests and benchmarks: a SHA-256 counter-mode stream from
@@ -24,6 +30,8 @@ pub struct SeededPlatform {
     counter: u64,
     /// The date [`Platform::today`] reports.
     pub today: Option<Date>,
+    /// The time [`Platform::now`] reports (Unix seconds).
+    pub now: Option<u64>,
 }
 
 #[cfg(any(test, feature = "test-util"))]
@@ -36,6 +44,7 @@ impl SeededPlatform {
             seed: s,
             counter: 0,
             today: None,
+            now: None,
         }
     }
 }
@@ -56,5 +65,9 @@ impl Platform for SeededPlatform {
 
     fn today(&self) -> Option<Date> {
         self.today
+    }
+
+    fn now(&self) -> Option<u64> {
+        self.now
     }
 }

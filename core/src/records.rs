@@ -29,6 +29,10 @@ pub mod psd {
     /// outstanding-export table ([`crate::psd::license::LicenseState`]; absent until the
     /// first LICENSE REQUEST or EXPORT SET).
     pub const LICENSES: RecordId = 0x0104;
+    /// The certificate meter: rate tables, trust anchors, key slots, counters, the last
+    /// paid service ([`crate::psd::certmeter::state::CertMeterState`]; absent until the
+    /// first rate table, anchor or key).
+    pub const CERTMETER: RecordId = 0x0105;
     /// Register set 0 ([`crate::psd::registers::RegisterSet`]); set `i` is `SET_BASE + i`,
     /// up to [`crate::psd::device::MAX_REGISTER_SETS`]. A slot without its record is free
     /// (never used, or its set exported).

@@ -10,6 +10,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 mod account_commands;
+mod cert_commands;
 mod commands;
 mod license_commands;
 mod psd_commands;
@@ -164,6 +165,99 @@ enum Command {
         #[command(subcommand)]
         action: LicenseAction,
     },
+    /// The certificate meter's rate tables (seed 004): the fee of each paid service, the
+    /// table in effect and the next. The meter server loads new tables at refills and
+    /// inspections; --load loads a vendor-signed table from a file.
+    Rates {
+        /// A vendor-signed rate table (binary or hex) to load first.
+        #[arg(long)]
+        load: Option<PathBuf>,
+    },
+    /// A cryptographic postmark of a file (seed 004, Fig. 3): the file is hashed here (it
+    /// never leaves this computer), the PSD signs its SHA-256 with the time and a serial
+    /// for the postmark fee, and the RFC 3161 time-stamp token is written next to it,
+    /// with the command that checks it with stock openssl.
+    Postmark {
+        #[command(subcommand)]
+        action: Option<PostmarkAction>,
+        /// The file to postmark.
+        #[arg(required = true)]
+        file: Option<PathBuf>,
+        /// Where the RFC 3161 token goes (default: FILE.<ext>.tst).
+        #[arg(short, long)]
+        out: Option<PathBuf>,
+        /// Also write the compact postmark (what a DataMatrix holds) here.
+        #[arg(long)]
+        compact: Option<PathBuf>,
+        /// Register set that pays the fee.
+        #[arg(long, default_value_t = 0)]
+        set: u8,
+        /// An RFC 3161 nonce to echo (hex, up to 16 bytes).
+        #[arg(long)]
+        nonce: Option<String>,
+        /// Transaction ID of an interrupted postmark to fetch again (16 hex; not charged
+        /// twice); default: new.
+        #[arg(long)]
+        txn: Option<String>,
+        /// The CA certificate, for the openssl command printed.
+        #[arg(long)]
+        ca: Option<PathBuf>,
+    },
+    /// The PSD's keys and certificates (seed 004, Fig. 5).
+    Cert {
+        #[command(subcommand)]
+        action: CertAction,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum PostmarkAction {
+    /// Check a postmark token against its file and the CA certificate here (the same
+    /// checks as `openssl ts -verify`, plus the certificate's use at the postmark's time).
+    Verify {
+        /// The file.
+        file: PathBuf,
+        /// The token (.tst).
+        token: PathBuf,
+        /// The CA certificate (PEM or DER).
+        #[arg(long)]
+        ca: PathBuf,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum CertAction {
+    /// The key slots: purpose, state, certificate, fee paid.
+    List,
+    /// A key and its certificate (seed 004, Fig. 5): the PSD generates the key and attests
+    /// it, the meter server passes the attestation to the back office's CA (the subject is
+    /// your account's), the PSD checks the certificate and pays the certificate fee. Run
+    /// again to finish an interrupted request. You must be logged in (`openpsd login`).
+    Request {
+        /// postmark or sign.
+        #[arg(long, default_value = "postmark", value_parser = parse_purpose)]
+        purpose: openpsd_core::psd::certmeter::attestation::Purpose,
+        /// Register set that pays the certificate fee.
+        #[arg(long, default_value_t = 0)]
+        set: u8,
+        /// Replace a pending key of the purpose with a new one.
+        #[arg(long)]
+        replace: bool,
+        /// Where the certificate and the CA's are written.
+        #[arg(long, default_value = ".")]
+        out_dir: PathBuf,
+        #[command(flatten)]
+        meter: account_commands::MeterArgs,
+    },
+}
+
+/// A key purpose by name.
+fn parse_purpose(s: &str) -> Result<openpsd_core::psd::certmeter::attestation::Purpose, String> {
+    use openpsd_core::psd::certmeter::attestation::Purpose;
+    Purpose::ALL
+        .into_iter()
+        .find(|p| p.name() == s)
+        .ok_or_else(|| format!("'{s}': postmark, sign, agent or payment"))
 }
 
 #[derive(Subcommand, Debug)]
@@ -418,6 +512,46 @@ fn run(cli: Cli) -> Result<()> {
                 dir,
                 meter,
             } => license_commands::retire(card, &meter, license, &dir, json),
+        },
+        Command::Rates { load } => cert_commands::rates(card, load.as_deref(), json),
+        Command::Postmark {
+            action: Some(PostmarkAction::Verify { file, token, ca }),
+            ..
+        } => cert_commands::postmark_verify(&file, &token, &ca, json),
+        Command::Postmark {
+            action: None,
+            file,
+            out,
+            compact,
+            set,
+            nonce,
+            txn,
+            ca,
+        } => {
+            let file = file.ok_or_else(|| anyhow!("postmark: name the file"))?;
+            cert_commands::postmark(
+                card,
+                &cert_commands::PostmarkArgs {
+                    file: &file,
+                    out,
+                    compact,
+                    set,
+                    nonce,
+                    txn,
+                    ca,
+                },
+                json,
+            )
+        }
+        Command::Cert { action } => match action {
+            CertAction::List => cert_commands::cert_list(card, json),
+            CertAction::Request {
+                purpose,
+                set,
+                replace,
+                out_dir,
+                meter,
+            } => cert_commands::cert_request(card, &meter, purpose, set, replace, &out_dir, json),
         },
     }
 }

@@ -100,10 +100,15 @@ pub fn inspect(spec: Option<CardSpec>, meter: &MeterArgs, set: u8, json_out: boo
     let date = client
         .inspect(&mut psd, info.device, RegisterSetIndex(set))
         .context("inspection")?;
+    let updates = updates_line(&client, &mut psd, info.device);
     if json_out {
-        println!("{}", json!({"inspected_on": date.to_string()}));
+        println!(
+            "{}",
+            json!({"inspected_on": date.to_string(), "updates": updates})
+        );
     } else {
         println!("inspection renewed: the PSD counts from {date}");
+        println!("{updates}");
     }
 
     Ok(())
@@ -289,12 +294,14 @@ pub fn refill(
             format!("refill {client_txn_id} (run again with --txn {client_txn_id} to finish it)")
         })?;
     let r = out.registers;
+    let updates = updates_line(&meter, &mut psd, info.device);
     if json_out {
         println!(
             "{}",
             json!({
                 "client_txn_id": client_txn_id, "state": out.state, "inspection_renewed": out.inspection_renewed,
                 "ar": r.ar.0, "dr": r.dr.0, "control_sum": r.control_sum.0, "refills": r.refills.0,
+                "updates": updates,
             })
         );
     } else {
@@ -302,8 +309,26 @@ pub fn refill(
             "{}: DR {} control sum {} refills {}",
             out.state, r.dr, r.control_sum, r.refills.0
         );
+        println!("{updates}");
     }
     Ok(())
+}
+
+/// After a contact with the meter server: its rate tables and trust anchors loaded into the
+/// PSD (seed 004, step 257), as a line to show. A failure here does not undo the refill or
+/// inspection that succeeded; the line says what happened.
+fn updates_line(
+    meter: &openpsd_host::refill::MeterClient,
+    psd: &mut PsdClient,
+    device: DeviceId,
+) -> String {
+    match meter.load_updates(psd, device) {
+        Ok((0, 0)) => "rate tables and trust anchors up to date".to_owned(),
+        Ok((t, a)) => {
+            format!("loaded {t} rate table(s) and {a} trust anchor(s) from the meter server")
+        }
+        Err(e) => format!("rate tables not updated: {e}"),
+    }
 }
 
 /// Days after the last inspection from which the host warns (real meters: ~21 of 28).

@@ -218,6 +218,55 @@ impl MeterClient {
         self.post("/v1/licenses/retirements", request)
     }
 
+    /// What the PSD should load after a refill or an inspection (seed 004): the vendor's
+    /// signed rate tables (LOAD RATE TABLE, ascending by version) and trust anchors (LOAD
+    /// TRUST ANCHOR), hex. The device must be the customer's (`unknown_device` otherwise).
+    pub fn device_updates(
+        &self,
+        device: DeviceId,
+    ) -> Result<openpsd_protocol::vendor::DeviceUpdates, RefillError> {
+        self.get(&format!("/v1/devices/{device}/updates"))
+    }
+
+    /// Seed 004's push at contact: the rate tables and trust anchors the meter hands out
+    /// for `device`, loaded into the PSD (LOAD RATE TABLE, LOAD TRUST ANCHOR). What the PSD
+    /// holds already, or newer, is skipped (`9A41`). Returns how many tables and anchors
+    /// were new to the PSD.
+    pub fn load_updates(
+        &self,
+        psd: &mut PsdClient,
+        device: DeviceId,
+    ) -> Result<(usize, usize), RefillError> {
+        let u = self.device_updates(device)?;
+        let known = |e: &ClientError| matches!(e, ClientError::Refused(_, _, Status::NotNewer));
+        let before = psd.certmeter_info()?;
+        let mut tables = 0;
+        for hex_table in &u.rate_tables {
+            let bytes = hex_bytes(Some(hex_table), "rate table")?;
+            if before.tables.iter().any(|(_, b)| *b == bytes) {
+                continue;
+            }
+            match psd.load_rate_table(&bytes) {
+                Ok(_) => tables += 1,
+                Err(e) if known(&e) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let mut anchors = 0;
+        for hex_anchor in &u.anchors {
+            let bytes = hex_bytes(Some(hex_anchor), "trust anchor")?;
+            if before.anchors.iter().any(|(_, b)| *b == bytes) {
+                continue;
+            }
+            match psd.load_trust_anchor(&bytes) {
+                Ok(()) => anchors += 1,
+                Err(e) if known(&e) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok((tables, anchors))
+    }
+
     /// Signs up at the meter (which opens a deposit account).
     pub fn sign_up(
         &self,

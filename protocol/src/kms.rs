@@ -147,6 +147,15 @@ pub struct VerifiedAudit {
     pub last_combination_id: String,
     /// The nonce the audit answers, 32 hex.
     pub nonce: String,
+    /// The part of AR paid as certificate-meter fees (seed 004; 0 in a version 3 audit).
+    #[serde(default)]
+    pub fees: u64,
+    /// Paid services charged to the set.
+    #[serde(default)]
+    pub services: u32,
+    /// Fees the device owes, device-wide.
+    #[serde(default)]
+    pub fees_due: u64,
 }
 
 impl From<&AuditData> for VerifiedAudit {
@@ -164,6 +173,9 @@ impl From<&AuditData> for VerifiedAudit {
             pending: a.pending.0,
             last_combination_id: hex::encode(a.last_combination),
             nonce: hex::encode(a.nonce),
+            fees: a.fees.0,
+            services: a.services.0,
+            fees_due: a.fees_due.0,
         }
     }
 }

@@ -1,5 +1,6 @@
 //! openpsd's HTTP JSON contract (`docs/refill.md`), typed once: the messages of the
-//! meter's [`customer`]s, the [`kms`], the recharging center ([`recharge`]), the [`meter`] server, the [`post`] office and the demo
+//! meter's [`customer`]s, the [`kms`], the recharging center ([`recharge`]), the [`meter`]
+//! server, the [`post`] office, the [`vendor`]'s rate tables and trust anchors and the demo
 //! [`room`]; the [`state`] strings and [`error`] codes as enums; the [`codec`] for hex
 //! fields and identifiers at the JSON edge; and the one file format parties hand each
 //! other, the public [`scheme`] file.
@@ -21,6 +22,7 @@ pub mod recharge;
 pub mod room;
 pub mod scheme;
 pub mod state;
+pub mod vendor;
 
 pub use codec::BadField;
 pub use customer::*;
@@ -31,3 +33,6 @@ pub use post::{DeviceCredit, PostFinding, SetCredit};
 pub use recharge::*;
 pub use room::*;
 pub use state::{HoldState, Outcome, RefillState};
+pub use vendor::{
+    AnchorRequest, AnchorView, Anchors, DeviceUpdates, RatePublication, RateTableView, RateTables,
+};

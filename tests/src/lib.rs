@@ -19,6 +19,7 @@ use openpsd_core::store::{MemStore, Nvm};
 use openpsd_core::types::*;
 use openpsd_core::{Card, Status};
 
+pub mod certmeter;
 pub mod licenses;
 pub mod purse;
 pub mod scripts;

@@ -120,6 +120,9 @@ fn audit_data(refills: u32) -> AuditData {
         pending: Amount(0),
         last_combination: [0; 8],
         nonce: [7; 16],
+        fees: Amount(0),
+        services: PieceCount(0),
+        fees_due: Amount(0),
     }
 }
 

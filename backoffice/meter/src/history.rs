@@ -28,6 +28,10 @@ pub(crate) struct Audited {
     pub(crate) pending: u64,
     pub(crate) last_combination_id: String,
     pub(crate) nonce: String,
+    /// Certificate-meter fees inside AR (seed 004).
+    pub(crate) fees: u64,
+    /// Paid services counted.
+    pub(crate) services: u32,
 }
 
 impl Audited {
@@ -40,7 +44,7 @@ impl Audited {
         let nonce: [u8; 16] =
             codec::hex_array("nonce", &v.nonce, step).map_err(|_| bad("nonce"))?;
         // Registers beyond SQLite's integers cannot be recorded; no real device has them.
-        for x in [v.ar, v.dr, v.control_sum, v.transferred, v.pending] {
+        for x in [v.ar, v.dr, v.control_sum, v.transferred, v.pending, v.fees] {
             if i64::try_from(x).is_err() {
                 return Err(ApiError::audit_inconsistent(
                     STEP_CHECK,
@@ -62,6 +66,8 @@ impl Audited {
             pending: v.pending,
             last_combination_id: hex::encode(comb),
             nonce: hex::encode(nonce),
+            fees: v.fees,
+            services: v.services,
         })
     }
 }
@@ -76,6 +82,10 @@ pub(crate) struct Last {
     pub(crate) pieces: u32,
     pub(crate) refills: u32,
     pub(crate) last_combination_id: String,
+    /// Certificate-meter fees reported (0 before the set paid any).
+    pub(crate) fees: u64,
+    /// Paid services reported.
+    pub(crate) services: u32,
 }
 
 /// A combination the back office made, as far as the audit check needs it.
@@ -112,6 +122,12 @@ pub(crate) fn check_history(
     if a.transferred > a.ar {
         return Err("more transferred to purses than AR holds".into());
     }
+    if a.transferred
+        .checked_add(a.fees)
+        .is_none_or(|used| used > a.ar)
+    {
+        return Err("transferred to purses and fees paid exceed AR".into());
+    }
     // The first audit of a set must show what registration recorded: value put on the
     // card before it (an offline refill) is value the ledger never saw.
     let Some(l) = last else {
@@ -130,6 +146,15 @@ pub(crate) fn check_history(
     }
     if a.ar < l.ar {
         return Err(format!("AR went down from {} to {}", l.ar, a.ar));
+    }
+    if a.fees < l.fees {
+        return Err(format!("fees went down from {} to {}", l.fees, a.fees));
+    }
+    if a.services < l.services {
+        return Err(format!(
+            "service count went down from {} to {}",
+            l.services, a.services
+        ));
     }
     if a.pieces < l.pieces {
         return Err(format!(
@@ -255,7 +280,33 @@ mod tests {
             pending: 0,
             last_combination_id: comb.into(),
             nonce: "00".repeat(16),
+            fees: 0,
+            services: 0,
         }
+    }
+
+    #[test]
+    fn certificate_meter_fees_stay_inside_ar_and_never_fall() {
+        let comb = "00".repeat(8);
+        let mut before = last(100, 400, 3, 1, &comb);
+        before.fees = 20;
+        before.services = 2;
+        // A postmark's fee of 5: AR up, DR down, fees and services up.
+        let mut a = audited(105, 395, 3, 1, &comb);
+        a.fees = 25;
+        a.services = 3;
+        assert!(check_history(Some(&before), None, &a, None).is_ok());
+        // Fees that fall, or a service count that falls, are refused.
+        let mut fell = a.clone();
+        fell.fees = 19;
+        assert!(check_history(Some(&before), None, &fell, None).is_err());
+        let mut fewer = a.clone();
+        fewer.services = 1;
+        assert!(check_history(Some(&before), None, &fewer, None).is_err());
+        // Fees and transfers together above AR cannot be.
+        let mut over = a;
+        over.transferred = 90;
+        assert!(check_history(Some(&before), None, &over, None).is_err());
     }
 
     #[test]
@@ -287,6 +338,8 @@ mod tests {
             pieces,
             refills,
             last_combination_id: comb.into(),
+            fees: 0,
+            services: 0,
         }
     }
 

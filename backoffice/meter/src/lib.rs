@@ -56,6 +56,7 @@ pub mod retire;
 mod store;
 #[cfg(test)]
 mod tests;
+mod updates;
 
 use alarms::{list_alarms, resolve};
 use cancel::cancel;
@@ -176,6 +177,8 @@ CREATE TABLE IF NOT EXISTS license_audits (
     nonce               TEXT NOT NULL,
     audit               TEXT NOT NULL,
     accepted_at         INTEGER NOT NULL,
+    fees                INTEGER NOT NULL DEFAULT 0, -- certificate-meter fees (seed 004)
+    services            INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (device_id, license)
 );
 CREATE TABLE IF NOT EXISTS license_baselines (
@@ -225,6 +228,13 @@ const VOID_COLUMNS: &[(&str, &str)] = &[
 
 /// Columns added to `alarms` when history became per license.
 const ALARM_COLUMNS: &[(&str, &str)] = &[("license", "INTEGER")];
+
+/// Columns the certificate meter (seed 004) added to `license_audits`: the fees and the
+/// service count the last accepted audit reported (0 for audits before).
+const FEE_COLUMNS: &[(&str, &str)] = &[
+    ("fees", "INTEGER NOT NULL DEFAULT 0"),
+    ("services", "INTEGER NOT NULL DEFAULT 0"),
+];
 
 /// Migration to history per license (seed 003; `docs/refill.md` § History per license).
 /// Databases from before kept the last audit and the baseline per slot (`last_audits`,
@@ -320,6 +330,7 @@ impl Meter {
         // Databases from before history per license: alarms' license, then the copy.
         openpsd_service_kit::db::add_missing_columns(&conn, "alarms", ALARM_COLUMNS)?;
         conn.execute_batch(MIGRATE_TO_LICENSES)?;
+        openpsd_service_kit::db::add_missing_columns(&conn, "license_audits", FEE_COLUMNS)?;
         let tls = client_config(&config.pki, Some(Role::Meter))?;
         Ok(Self {
             db,
@@ -495,6 +506,12 @@ impl Meter {
                 Method::POST,
                 "/v1/inspections/{inspection_id}/audit",
                 post(inspection_audit),
+                CUSTOMER,
+            )
+            .route(
+                Method::GET,
+                "/v1/devices/{device_id}/updates",
+                get(updates::device_updates),
                 CUSTOMER,
             )
             .route(Method::GET, "/health", get(|| async { "ok" }), ANYONE)

@@ -19,9 +19,11 @@ pub(crate) fn read_last(
     license: u32,
     step: &str,
 ) -> Result<Option<Last>, ApiError> {
-    let row: Option<(i64, i64, i64, i64, i64, i64, String)> = c
+    type Row = (i64, i64, i64, i64, i64, i64, String, i64, i64);
+    let row: Option<Row> = c
         .query_row(
-            "SELECT license, ar, dr, control_sum, pieces, refills, last_combination_id
+            "SELECT license, ar, dr, control_sum, pieces, refills, last_combination_id, fees,
+                    services
              FROM license_audits WHERE device_id = ?1 AND license = ?2",
             params![device, i64::from(license)],
             |r| r.try_into(),
@@ -29,17 +31,21 @@ pub(crate) fn read_last(
         .optional()
         .storage(step)?;
     let bad = || ApiError::internal(step, "last audit row out of range");
-    row.map(|(license, ar, dr, cs, pieces, refills, comb)| {
-        Ok(Last {
-            license: u32::try_from(license).map_err(|_| bad())?,
-            ar: from_sql_int(ar, step)?,
-            dr: from_sql_int(dr, step)?,
-            control_sum: from_sql_int(cs, step)?,
-            pieces: u32::try_from(pieces).map_err(|_| bad())?,
-            refills: u32::try_from(refills).map_err(|_| bad())?,
-            last_combination_id: comb,
-        })
-    })
+    row.map(
+        |(license, ar, dr, cs, pieces, refills, comb, fees, services)| {
+            Ok(Last {
+                fees: from_sql_int(fees, step)?,
+                services: u32::try_from(services).map_err(|_| bad())?,
+                license: u32::try_from(license).map_err(|_| bad())?,
+                ar: from_sql_int(ar, step)?,
+                dr: from_sql_int(dr, step)?,
+                control_sum: from_sql_int(cs, step)?,
+                pieces: u32::try_from(pieces).map_err(|_| bad())?,
+                refills: u32::try_from(refills).map_err(|_| bad())?,
+                last_combination_id: comb,
+            })
+        },
+    )
     .transpose()
 }
 
@@ -179,8 +185,8 @@ pub(crate) fn record_audit(
     tx.execute(
         "INSERT OR REPLACE INTO license_audits
          (device_id, set_index, license, ar, dr, control_sum, pieces, refills,
-          last_combination_id, nonce, audit, accepted_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+          last_combination_id, nonce, audit, accepted_at, fees, services)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
         params![
             audit.device_id,
             i64::from(audit.set),
@@ -193,7 +199,9 @@ pub(crate) fn record_audit(
             audit.last_combination_id,
             audit.nonce,
             audit.hex,
-            now
+            now,
+            to_sql_int(audit.fees, step)?,
+            i64::from(audit.services)
         ],
     )
     .storage(step)?;

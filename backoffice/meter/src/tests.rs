@@ -85,6 +85,9 @@ fn kms_router(kms: Kms) -> Router {
                     pending: 0,
                     last_combination_id: "0000000000000000".to_owned(),
                     nonce,
+                    fees: 0,
+                    services: 0,
+                    fees_due: 0,
                 }))
             }),
         )

@@ -17,6 +17,9 @@
 //!
 //! The vendor cannot add a license alone: the card checks the PA's signature over the
 //! certificate it rebuilds, under the PA key it was personalized with.
+//!
+//! The same key signs the certificate meter's rate tables and trust anchors (seed 004,
+//! [`rates`]; `docs/rates.md`), which operators publish here and the meter server pushes.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -46,6 +49,8 @@ use openpsd_service_kit::pki::Pki;
 use openpsd_service_kit::tls::{client_config, Role};
 use openpsd_service_kit::upstream::Upstream;
 use rusqlite::{params, OptionalExtension};
+
+pub mod rates;
 
 /// The vendor's signing key file (hex P-256 scalar, 0600) in its data directory.
 pub const SIGNING_KEY_FILE: &str = "vendor-signing.key";
@@ -188,7 +193,7 @@ impl Vendor {
             )
         })?;
         let db_path = config.data.join(DB_FILE);
-        let db = Db::open(&db_path, SCHEMA)?;
+        let db = Db::open(&db_path, &format!("{SCHEMA}{}", rates::SCHEMA))?;
         let conn = openpsd_service_kit::db::open_connection(&db_path)?;
         let public_hex = hex::encode(key.public_key());
         let recorded: Option<String> = conn
@@ -232,11 +237,28 @@ impl Vendor {
     }
 
     /// The HTTP API and who may call each route: only the meter server orders licenses;
-    /// any identity of the back office reads the public key.
+    /// only an operator publishes rate tables and trust anchors, which the meter (to push
+    /// them) and operators read; any identity of the back office reads the public key.
     pub fn routes() -> Routes<Vendor> {
         const METER: &[Who] = &[Who::Role(Role::Meter)];
+        const OPERATOR: &[Who] = &[Who::Role(Role::Operator)];
+        const METER_OR_OPERATOR: &[Who] = &[Who::Role(Role::Meter), Who::Role(Role::Operator)];
         Routes::new()
             .route(Method::POST, "/v1/licenses", post(license), METER)
+            .route(Method::POST, "/v1/rates", post(rates::publish), OPERATOR)
+            .route(
+                Method::GET,
+                "/v1/rates",
+                get(rates::list_rates),
+                METER_OR_OPERATOR,
+            )
+            .route(Method::POST, "/v1/anchors", post(rates::trust), OPERATOR)
+            .route(
+                Method::GET,
+                "/v1/anchors",
+                get(rates::list_anchors),
+                METER_OR_OPERATOR,
+            )
             .route(
                 Method::GET,
                 "/v1/public-key",

@@ -223,7 +223,17 @@ pub fn today() -> Date {
 pub(crate) fn platform() -> SeededPlatform {
     let mut p = SeededPlatform::new(PLATFORM_SEED);
     p.today = Some(today());
+    p.now = Some(NOW);
     p
+}
+
+/// The time the platform reports at start: [`today`] 10:00:00 UTC.
+pub const NOW: u64 = 1_795_255_200;
+
+/// 10:00:00 UTC on `date`, in Unix seconds.
+pub fn ten_o_clock(date: Date) -> u64 {
+    // day_number counts from 2000-01-01, which is Unix day 10957.
+    (u64::from(date.day_number()) + 10_957) * 86_400 + 36_000
 }
 
 fn sw(resp: &[u8]) -> u16 {
@@ -448,6 +458,9 @@ impl Harness {
             Start::Blank => MemStore::new(),
             Start::Personalized => MemStore::open(personalized_nvm().clone()).expect("opens"),
             Start::Funded => MemStore::open(funded_nvm().clone()).expect("opens"),
+            Start::Certmeter => {
+                MemStore::open(crate::certmeter::certmeter_nvm().clone()).expect("opens")
+            }
         };
         let card = psd_card(store, platform()).expect("fixture loads");
         let mut h = Harness {
@@ -679,6 +692,21 @@ impl Harness {
     /// Checks the complete response of a successful command against the persisted state
     /// it is about.
     fn check_response(&mut self, ins: u8, p1: u8, p2: u8, data: &[u8], cmd_data: Option<&[u8]>) {
+        if matches!(ins, 0x70 | 0x5C | 0x74 | 0x76 | 0x72) || (ins == 0xCA && p2 == 0x05) {
+            let device = self.keys().map(|k| k.public_key);
+            let sets = self.persisted_sets();
+            crate::certmeter::check_response(
+                self.card(),
+                device,
+                &sets,
+                ins,
+                p1,
+                p2,
+                data,
+                cmd_data,
+            );
+            return;
+        }
         if !matches!(ins, 0x40 | 0x50 | 0x52 | 0x42 | 0x44 | 0x48 | 0x4A | 0xCA) {
             return;
         }
@@ -892,7 +920,13 @@ impl Harness {
                     .expect("a retired epoch stays in the table until forgotten");
                 assert_eq!(
                     (e.state, e.license, e.control_sum, e.dr, e.digest),
-                    (ExportState::Retired, r.license, r.control_sum, r.dr, r.digest),
+                    (
+                        ExportState::Retired,
+                        r.license,
+                        r.control_sum,
+                        r.dr,
+                        r.digest
+                    ),
                     "receipt differs from its entry"
                 );
             }
@@ -1009,6 +1043,9 @@ impl Harness {
         }
         match op {
             Op::Apdu(a) => {
+                if let Ok(view) = apdu::parse(a) {
+                    crate::certmeter::decoders(view.data());
+                }
                 self.exchange(a);
             }
             Op::Reset => {
@@ -1097,10 +1134,13 @@ impl Harness {
                 self.exchange(&psd_apdu::issue_indicium(RegisterSetIndex(*set), &req));
             }
             Op::Clock { day } => {
-                self.card().platform_mut().today = match day {
+                let today = match day {
                     0 => None,
                     d => Date::new(2026, 11, 1 + (d - 1) % 30),
                 };
+                let p = self.card().platform_mut();
+                p.today = today;
+                p.now = today.map(ten_o_clock);
             }
             Op::Reopen => self.reopen("a power cycle"),
             Op::GrantLicense {
@@ -1233,6 +1273,7 @@ impl Harness {
     /// install, an export or an import allows; value is conserved; the card's READ
     /// REGISTERS (and GET DATA 00 04) answers match the memory.
     fn check_state(&mut self) {
+        crate::certmeter::check_record(self.card());
         let now = self.persisted_sets();
         let lic_now = self.license_state();
         let before = core::mem::replace(&mut self.sets, now.clone());
@@ -1405,7 +1446,11 @@ impl Harness {
             if let Some(x) = out_n.iter().find(|x| x.epoch == e.epoch) {
                 assert_eq!(x, e, "outstanding entry changed");
             } else if let Some(x) = ln.exports.iter().find(|x| x.epoch == e.epoch) {
-                assert!(self.retire_ok, "entry {} retired without RETIRE SET", e.epoch);
+                assert!(
+                    self.retire_ok,
+                    "entry {} retired without RETIRE SET",
+                    e.epoch
+                );
                 assert_eq!(
                     *x,
                     ExportEntry {
@@ -1454,11 +1499,19 @@ impl Harness {
         // Retired entries: unchanged until forgotten, and only RETIRE SET forgets them
         // (their value then belongs to the back office's refund).
         let mut forgotten: u128 = 0;
-        for e in lb.exports.iter().filter(|e| e.state == ExportState::Retired) {
+        for e in lb
+            .exports
+            .iter()
+            .filter(|e| e.state == ExportState::Retired)
+        {
             match ln.exports.iter().find(|x| x.epoch == e.epoch) {
                 Some(x) => assert_eq!(x, e, "retired entry changed"),
                 None => {
-                    assert!(self.retire_ok, "retired entry {} forgotten without RETIRE SET", e.epoch);
+                    assert!(
+                        self.retire_ok,
+                        "retired entry {} forgotten without RETIRE SET",
+                        e.epoch
+                    );
                     forgotten += u128::from(e.control_sum.0);
                 }
             }
@@ -1507,6 +1560,11 @@ impl Harness {
                 b.refills.0 + 1,
                 "set {i}: refill not counted once"
             );
+            assert_eq!(
+                (n.fees, n.services),
+                (b.fees, b.services),
+                "set {i}: a refill charged a fee"
+            );
             u128::from(credit)
         } else if n.refills != b.refills {
             // A void: a successful REFILL of amount zero moves the count on by one and
@@ -1529,16 +1587,43 @@ impl Harness {
         } else {
             let pieces = n.pieces.0 - b.pieces.0;
             let debit = n.ar.0.checked_sub(b.ar.0).expect("AR fell");
+            // Fees (the certificate meter's services) are debited like postage but counted
+            // apart: fees only rise, one service at a time, and never with a piece.
+            let fee = n
+                .fees
+                .0
+                .checked_sub(b.fees.0)
+                .unwrap_or_else(|| panic!("set {i}: fees fell {b:?} -> {n:?}"));
+            let services = n
+                .services
+                .0
+                .checked_sub(b.services.0)
+                .unwrap_or_else(|| panic!("set {i}: service count fell"));
+            assert!(
+                services <= 1,
+                "set {i}: {services} services in one operation"
+            );
+            assert!(
+                fee == 0 || services == 1,
+                "set {i}: fee {fee} charged without a service counted"
+            );
+            assert!(
+                !(services == 1 && pieces == 1),
+                "set {i}: a piece and a service in one operation"
+            );
+            let postage = debit
+                .checked_sub(fee)
+                .unwrap_or_else(|| panic!("set {i}: fee {fee} not in AR ({debit})"));
             assert!(pieces <= 1, "set {i}: {pieces} pieces in one operation");
             assert_eq!(
-                debit > 0,
+                postage > 0,
                 pieces == 1,
-                "set {i}: debit {debit} for {pieces} pieces"
+                "set {i}: postage {postage} for {pieces} pieces"
             );
             if let Some(max) = max {
                 assert!(
-                    debit <= max.0,
-                    "set {i}: debit {debit} above the per-piece limit"
+                    postage <= max.0,
+                    "set {i}: debit {postage} above the per-piece limit"
                 );
             }
             0
@@ -1556,5 +1641,6 @@ pub fn run(input: &Input) {
 
 /// Decodes and runs raw fuzzer bytes.
 pub fn run_bytes(data: &[u8]) {
+    crate::certmeter::decoders(data);
     run(&Input::decode(data));
 }

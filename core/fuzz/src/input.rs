@@ -5,13 +5,15 @@
 //!
 //! ```text
 //! input  = start:u8 op*
-//! start  = 0..=5 funded | 6 personalized, no funds | 7 blank   (taken modulo 8)
+//! start  = 0..=2 funded | 3..=5 certmeter (funded, rate table, CA anchor, active
+//!          postmark key) | 6 personalized, no funds | 7 blank   (taken modulo 8)
 //! op     = 0x01                                   reset (volatile state lost, deselected)
 //!        | 0x02 at:u8 flags:u8 len:u16 apdu       power cut at write `at` of this APDU,
 //!                                                 torn if flags & 1; re-open if it hit
 //!        | 0x03 set:u8 amount:u32 id:u8           KMS refill: AUDIT, sign as the KMS, REFILL
 //!        | 0x04 set:u8 txn:u8 postage:u16 day:u8  well-formed ISSUE INDICIUM
 //!        | 0x05 day:u8                            clock: 0 none, else 2026-11-(1+(day-1)%30)
+//!                                                 10:00:00 UTC (date and time)
 //!        | 0x06                                   power cycle: re-open the memory, SELECT
 //!        | 0x07 set:u8 amount:u32 mode:u8         forged refill, signed by the KMS but bound
 //!                                                 to the wrong state (mode % 5: device,
@@ -43,6 +45,10 @@ pub const MAX_OPS: usize = 64;
 pub enum Start {
     /// Personalized, SELECTed, set 0 and set 1 refilled.
     Funded,
+    /// Funded, and the certificate meter set up: a rate table (postmark 10, certificate
+    /// 500), the fixture CA's trust anchor and an active postmark key whose certificate
+    /// set 0 paid for.
+    Certmeter,
     /// Personalized and SELECTed, all registers zero.
     Personalized,
     /// Blank (not personalized), SELECTed.
@@ -201,6 +207,7 @@ impl Input {
     pub fn decode(data: &[u8]) -> Input {
         let mut b = Bytes(data);
         let start = match b.u8() % 8 {
+            3..=5 => Start::Certmeter,
             6 => Start::Personalized,
             7 => Start::Blank,
             _ => Start::Funded,
@@ -270,6 +277,7 @@ impl Input {
         }
         let mut out = vec![match self.start {
             Start::Funded => 0,
+            Start::Certmeter => 3,
             Start::Personalized => 6,
             Start::Blank => 7,
         }];

@@ -5,9 +5,13 @@
 //!   grants signed by the harness as PA and vendor, exports, imports of remembered blobs).
 //! * [`harness`]: runs them on a card over a [`MemStore`](openpsd_core::store::MemStore) and
 //!   asserts the properties listed in `docs/fuzzing.md`.
+//! * [`certmeter`]: the certificate meter's start state (rate table, CA anchor, active
+//!   postmark key), the checks of its commands' responses and record, and its decoders
+//!   run on raw bytes.
 //! * [`seeds`]: the seed corpus written by `cargo run --bin gen-corpus`.
 //! * [`purse`]: the purse applet's target: raw APDUs on a purse card, its invariants.
 
+pub mod certmeter;
 pub mod harness;
 pub mod input;
 pub mod purse;

@@ -81,6 +81,155 @@ fn chain(cla: u8, ins: u8, p1: u8, p2: u8, data: &[u8], part: usize, le: Option<
         .collect()
 }
 
+/// GENERATE KEY (postmark) and the INSTALL KEY CERTIFICATE for the key it makes, as the
+/// first GENERATE KEY of a run on `nvm` produces it (the platform is seeded).
+fn certmeter_key_apdus(nvm: &openpsd_core::store::Nvm) -> (Vec<u8>, Vec<u8>) {
+    use openpsd_core::psd::certmeter::attestation::{KeyAttestation, Purpose};
+    let store = MemStore::open(nvm.clone()).expect("fixture opens");
+    let mut card = psd_card(store, crate::harness::platform()).expect("fixture loads");
+    card.transmit(&psd_apdu::select());
+    let generate = psd_apdu::generate_key(Purpose::Postmark, false);
+    let resp = card.transmit(&generate);
+    let a = KeyAttestation::decode_unverified(&resp[..resp.len() - 2]).expect("attestation");
+    let install = psd_apdu::install_key_certificate(
+        a.slot,
+        RegisterSetIndex(0),
+        &crate::certmeter::postmark_certificate(&a.public_key),
+    );
+    (generate, install)
+}
+
+/// ISSUE POSTMARK on set `set`.
+fn postmark(set: u8, txn: u8, digest: u8, nonce: &[u8]) -> Vec<u8> {
+    psd_apdu::issue_postmark(
+        RegisterSetIndex(set),
+        &openpsd_core::psd::certmeter::postmark::PostmarkRequest {
+            transaction: TransactionId([txn; 8]),
+            digest: [digest; 32],
+            nonce: nonce.to_vec(),
+        },
+    )
+}
+
+/// The certificate meter's seeds: setup from a funded card, postmarks, refusals, power
+/// cuts, key rotation.
+fn certmeter_seeds() -> Vec<(&'static str, Start, Vec<Op>)> {
+    use crate::certmeter::{ca_anchor, rate_table};
+    use openpsd_core::psd::certmeter::attestation::Purpose;
+    use Start::*;
+    // The funded fixture with the table and the anchor, as the setup seed makes it.
+    let with_table = {
+        let store = MemStore::open(funded_nvm().clone()).expect("fixture opens");
+        let mut card = psd_card(store, crate::harness::platform()).expect("fixture loads");
+        card.transmit(&psd_apdu::select());
+        card.transmit(&psd_apdu::load_rate_table(&rate_table(1)));
+        card.transmit(&psd_apdu::load_trust_anchor(&ca_anchor(1)));
+        card.store().nvm().clone()
+    };
+    let (generate, install) = certmeter_key_apdus(&with_table);
+    let (_, rotate_install) = certmeter_key_apdus(crate::certmeter::certmeter_nvm());
+    let cm_data = || apdu(psd_apdu::get_certmeter_data());
+    vec![
+        (
+            "certmeter-setup",
+            Funded,
+            vec![
+                apdu(generate.clone()),
+                apdu(psd_apdu::load_rate_table(&rate_table(1))),
+                apdu(psd_apdu::load_rate_table(&rate_table(1))),
+                apdu(psd_apdu::load_trust_anchor(&ca_anchor(1))),
+                apdu(generate.clone()),
+                apdu(generate.clone()),
+                apdu(install.clone()),
+                apdu(install),
+                apdu(postmark(0, 1, 0xD0, &[])),
+                cm_data(),
+                read(0),
+            ],
+        ),
+        (
+            "certmeter-postmark",
+            Certmeter,
+            vec![
+                apdu(postmark(0, 1, 0xD0, &[1, 2])),
+                apdu(postmark(0, 1, 0xD0, &[1, 2])),
+                apdu(postmark(0, 1, 0xD1, &[1, 2])),
+                apdu(postmark(1, 2, 0xD2, &[])),
+                apdu(postmark(0, 3, 0xD3, &[0x80; 16])),
+                apdu(postmark(0, 4, 0xD4, &[0, 1])),
+                apdu(postmark(2, 5, 0xD5, &[])),
+                cm_data(),
+                read(0),
+            ],
+        ),
+        (
+            "certmeter-clock",
+            Certmeter,
+            vec![
+                Op::Clock { day: 0 },
+                apdu(postmark(0, 1, 0xC0, &[])),
+                Op::Clock { day: 25 },
+                apdu(postmark(0, 2, 0xC1, &[])),
+                Op::Clock { day: 22 },
+                apdu(postmark(0, 3, 0xC2, &[])),
+                Op::Clock { day: 30 },
+                apdu(psd_apdu::load_rate_table(&rate_table(2))),
+                apdu(psd_apdu::load_rate_table(&rate_table(1))),
+                apdu(psd_apdu::load_trust_anchor(&ca_anchor(1))),
+                apdu(postmark(0, 4, 0xC3, &[])),
+                cm_data(),
+            ],
+        ),
+        (
+            "certmeter-power-cuts",
+            Certmeter,
+            vec![
+                Op::PowerCut {
+                    at_write: 1,
+                    torn: false,
+                    apdu: postmark(0, 1, 0xE0, &[]),
+                },
+                apdu(postmark(0, 1, 0xE0, &[])),
+                Op::PowerCut {
+                    at_write: 3,
+                    torn: true,
+                    apdu: postmark(0, 2, 0xE1, &[7]),
+                },
+                apdu(postmark(0, 2, 0xE1, &[7])),
+                Op::PowerCut {
+                    at_write: 2,
+                    torn: true,
+                    apdu: psd_apdu::generate_key(Purpose::Sign, false),
+                },
+                apdu(psd_apdu::generate_key(Purpose::Sign, false)),
+                Op::Arm {
+                    at_write: 0,
+                    torn: false,
+                },
+                apdu(psd_apdu::load_rate_table(&rate_table(3))),
+                cm_data(),
+            ],
+        ),
+        (
+            "certmeter-rotate",
+            Certmeter,
+            vec![
+                apdu(postmark(0, 1, 0xA0, &[])),
+                apdu(generate),
+                apdu(postmark(0, 2, 0xA1, &[])),
+                apdu(rotate_install.clone()),
+                apdu(rotate_install),
+                apdu(postmark(0, 3, 0xA2, &[])),
+                apdu(psd_apdu::generate_key(Purpose::Payment, false)),
+                apdu(psd_apdu::generate_key(Purpose::Sign, true)),
+                apdu(psd_apdu::generate_key(Purpose::AgentCa, false)),
+                apdu(psd_apdu::generate_key(Purpose::Sign, false)),
+                cm_data(),
+            ],
+        ),
+    ]
+}
+
 /// A REFILL APDU the KMS seals for set `set` of the funded fixture as it is at start.
 fn funded_refill(set: u8, amount: u64, id: u8) -> Vec<u8> {
     let store = MemStore::open(funded_nvm().clone()).expect("fixture opens");
@@ -844,6 +993,7 @@ pub fn seeds() -> Vec<(&'static str, Input)> {
             ]
         }),
     ];
+    s.extend(certmeter_seeds());
     s.drain(..)
         .map(|(name, start, ops)| (name, Input { start, ops }))
         .collect()

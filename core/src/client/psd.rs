@@ -5,6 +5,10 @@ use alloc::vec::Vec;
 
 use super::{exchange, psd_apdu, ClientError, Link, Side};
 use crate::psd::audit::NONCE_LEN;
+use crate::psd::certmeter::attestation::{KeyAttestation, Purpose};
+use crate::psd::certmeter::info::CertMeterInfo;
+use crate::psd::certmeter::postmark::PostmarkRequest;
+use crate::psd::certmeter::tst::CompactPostmark;
 use crate::psd::device::{DeviceInfo, Personalization};
 use crate::psd::indicium::{self, IndiciumData, IndiciumRequest};
 use crate::psd::license::install::Install;
@@ -137,6 +141,76 @@ impl<L: Link> PsdClient<L> {
             })
             .collect();
         Ok(info)
+    }
+
+    /// LOAD RATE TABLE: the table's version.
+    pub fn load_rate_table(&mut self, table: &[u8]) -> Result<u32, ClientError> {
+        let data = self.exchange("LOAD RATE TABLE", &psd_apdu::load_rate_table(table))?;
+        let v: [u8; 4] = data
+            .as_slice()
+            .try_into()
+            .map_err(|_| ClientError::BadResponse(Side::Psd, "LOAD RATE TABLE"))?;
+        Ok(u32::from_be_bytes(v))
+    }
+
+    /// LOAD TRUST ANCHOR.
+    pub fn load_trust_anchor(&mut self, anchor: &[u8]) -> Result<(), ClientError> {
+        self.exchange("LOAD TRUST ANCHOR", &psd_apdu::load_trust_anchor(anchor))?;
+        Ok(())
+    }
+
+    /// GENERATE KEY (seed 004, Fig. 5 steps 508-512): the attestation's bytes and what
+    /// they say (not checked here: the CA checks them against the device key).
+    pub fn generate_key(
+        &mut self,
+        purpose: Purpose,
+        replace: bool,
+    ) -> Result<(Vec<u8>, KeyAttestation), ClientError> {
+        let data = self.exchange("GENERATE KEY", &psd_apdu::generate_key(purpose, replace))?;
+        let a = KeyAttestation::decode_unverified(&data)
+            .map_err(|_| ClientError::BadResponse(Side::Psd, "GENERATE KEY"))?;
+        Ok((data, a))
+    }
+
+    /// INSTALL KEY CERTIFICATE (step 520): the fee paid and the paying set's registers.
+    pub fn install_key_certificate(
+        &mut self,
+        slot: u8,
+        set: RegisterSetIndex,
+        certificate: &[u8],
+    ) -> Result<(crate::types::Amount, Registers), ClientError> {
+        let data = self.exchange(
+            "INSTALL KEY CERTIFICATE",
+            &psd_apdu::install_key_certificate(slot, set, certificate),
+        )?;
+        let bad = || ClientError::BadResponse(Side::Psd, "INSTALL KEY CERTIFICATE");
+        match data.as_slice() {
+            [s, fee @ .., _] if *s == slot && fee.len() >= 8 => {
+                let (fee, regs) = data[1..].split_at(8);
+                let fee = u64::from_be_bytes(fee.try_into().map_err(|_| bad())?);
+                let regs = Registers::decode(regs).map_err(|_| bad())?;
+                Ok((crate::types::Amount(fee), regs))
+            }
+            _ => Err(bad()),
+        }
+    }
+
+    /// ISSUE POSTMARK (seed 004, Fig. 3): the compact postmark, decoded (its signature is
+    /// checked by whoever holds the certificate: `openpsd-pki`).
+    pub fn issue_postmark(
+        &mut self,
+        set: RegisterSetIndex,
+        req: &PostmarkRequest,
+    ) -> Result<CompactPostmark, ClientError> {
+        let data = self.exchange("ISSUE POSTMARK", &psd_apdu::issue_postmark(set, req))?;
+        CompactPostmark::decode(&data)
+            .map_err(|_| ClientError::BadResponse(Side::Psd, "ISSUE POSTMARK"))
+    }
+
+    /// The certificate meter's public state (GET DATA 00 05).
+    pub fn certmeter_info(&mut self) -> Result<CertMeterInfo, ClientError> {
+        let data = self.exchange("GET DATA", &psd_apdu::get_certmeter_data())?;
+        CertMeterInfo::decode(&data).map_err(|_| ClientError::BadResponse(Side::Psd, "GET DATA"))
     }
 
     /// LICENSE REQUEST (seed 003, Fig. 4 steps 60-62): the signed request for the

@@ -6,6 +6,8 @@ use alloc::vec::Vec;
 
 pub use super::exchange::{command, sw};
 use crate::psd::audit::NONCE_LEN;
+use crate::psd::certmeter::attestation::Purpose;
+use crate::psd::certmeter::postmark::PostmarkRequest;
 use crate::psd::device::Personalization;
 use crate::psd::indicium::IndiciumRequest;
 use crate::psd::license::install::Install;
@@ -65,6 +67,50 @@ pub fn forget_retired(epoch: u64) -> Vec<u8> {
 /// GET DATA (license slots and exports).
 pub fn get_license_data() -> Vec<u8> {
     command(CLA_PSD, ins::GET_DATA, 0x00, 0x04, &[], u16::MAX)
+}
+
+/// LOAD RATE TABLE (the vendor-signed table).
+pub fn load_rate_table(table: &[u8]) -> Vec<u8> {
+    command(CLA_PSD, ins::LOAD_RATE_TABLE, 0, 0, table, 256)
+}
+
+/// LOAD TRUST ANCHOR (the vendor-signed anchor).
+pub fn load_trust_anchor(anchor: &[u8]) -> Vec<u8> {
+    command(CLA_PSD, ins::LOAD_TRUST_ANCHOR, 0, 0, anchor, 256)
+}
+
+/// GENERATE KEY of a purpose; `replace` (P2 `01`) makes a new key even if one is pending.
+pub fn generate_key(purpose: Purpose, replace: bool) -> Vec<u8> {
+    command(
+        CLA_PSD,
+        ins::GENERATE_KEY,
+        purpose.code(),
+        u8::from(replace),
+        &[],
+        256,
+    )
+}
+
+/// INSTALL KEY CERTIFICATE in `slot`, the fee paid by `set`.
+pub fn install_key_certificate(slot: u8, set: RegisterSetIndex, certificate: &[u8]) -> Vec<u8> {
+    command(
+        CLA_PSD,
+        ins::INSTALL_KEY_CERTIFICATE,
+        slot,
+        set.0,
+        certificate,
+        256,
+    )
+}
+
+/// ISSUE POSTMARK, the fee paid by `set`.
+pub fn issue_postmark(set: RegisterSetIndex, req: &PostmarkRequest) -> Vec<u8> {
+    command(CLA_PSD, ins::ISSUE_POSTMARK, 0, set.0, &req.encode(), 256)
+}
+
+/// GET DATA (the certificate meter's public state).
+pub fn get_certmeter_data() -> Vec<u8> {
+    command(CLA_PSD, ins::GET_DATA, 0x00, 0x05, &[], u16::MAX)
 }
 
 /// SELECT the PSD applet by AID.

@@ -11,6 +11,11 @@
 //! nonce 16 ‖ ECDSA P-256 signature r ‖ s 64 over "openpsd audit v3" ‖ everything before
 //! ```
 //!
+//! Version 4 adds the certificate meter's registers (seed 004) after `pending`: fees 8 |
+//! services 4 | fees due 8, and is signed over "openpsd audit v4" ‖ everything before. A
+//! set that never paid a fee on a device that owes none is audited as version 3, so
+//! devices that do not use the certificate meter keep their bytes.
+//!
 //! Version 2 audits (CMAC under K1) are no longer made or accepted.
 
 use alloc::vec::Vec;
@@ -22,13 +27,18 @@ use crate::wire::{Malformed, Reader, Writer};
 
 /// First byte of an audit message.
 pub const AUDIT_TAG: u8 = 0xA1;
-/// What the device key signs before the audit body (domain separation from indicia).
+/// What the device key signs before a version 3 audit body (domain separation from
+/// indicia).
 pub const AUDIT_LABEL: &[u8] = b"openpsd audit v3";
+/// What it signs before a version 4 body.
+pub const AUDIT_LABEL_V4: &[u8] = b"openpsd audit v4";
 /// Length of the server's nonce.
 pub const NONCE_LEN: usize = 16;
 
 /// Layout version of the audit body (3: signed by the device key; 2 was MACed under K1).
 const AUDIT_VERSION: u8 = 3;
+/// With the certificate meter's registers.
+const AUDIT_VERSION_FEES: u8 = 4;
 
 /// What an audit reports.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -59,13 +69,37 @@ pub struct AuditData {
     pub last_combination: [u8; 8],
     /// The meter server's nonce, echoed so the audit is fresh.
     pub nonce: [u8; NONCE_LEN],
+    /// The part of AR paid as certificate-meter fees.
+    pub fees: Amount,
+    /// Paid services charged to the set.
+    pub services: PieceCount,
+    /// Fees the device owes (a revocation the DR could not pay), device-wide.
+    pub fees_due: Amount,
 }
 
 impl AuditData {
+    /// Whether the audit needs version 4 (any certificate-meter register non-zero).
+    fn has_fees(&self) -> bool {
+        self.fees != Amount::ZERO || self.services != PieceCount(0) || self.fees_due != Amount::ZERO
+    }
+
+    /// The label the body of this version is signed under.
+    fn label(&self) -> &'static [u8] {
+        if self.has_fees() {
+            AUDIT_LABEL_V4
+        } else {
+            AUDIT_LABEL
+        }
+    }
+
     fn body(&self) -> Vec<u8> {
-        let mut w = Vec::with_capacity(80);
+        let mut w = Vec::with_capacity(100);
         w.put_u8(AUDIT_TAG);
-        w.put_u8(AUDIT_VERSION);
+        w.put_u8(if self.has_fees() {
+            AUDIT_VERSION_FEES
+        } else {
+            AUDIT_VERSION
+        });
         w.extend_from_slice(&self.device.0);
         w.put_u32(self.license.0);
         w.put_u8(self.set.0);
@@ -76,6 +110,11 @@ impl AuditData {
         w.put_u32(self.refills.0);
         w.put_u64(self.transferred.0);
         w.put_u64(self.pending.0);
+        if self.has_fees() {
+            w.put_u64(self.fees.0);
+            w.put_u32(self.services.0);
+            w.put_u64(self.fees_due.0);
+        }
         w.extend_from_slice(&self.last_combination);
         w.extend_from_slice(&self.nonce);
         w
@@ -84,7 +123,7 @@ impl AuditData {
     /// The audit message: body ‖ signature by the device key.
     pub fn sign(&self, key: &IndiciumKey) -> Vec<u8> {
         let mut msg = self.body();
-        let sig = key.sign_labelled(AUDIT_LABEL, &msg);
+        let sig = key.sign_labelled(self.label(), &msg);
         msg.extend_from_slice(&sig);
         msg
     }
@@ -97,10 +136,14 @@ impl AuditData {
             .checked_sub(SIGNATURE_LEN)
             .ok_or(Malformed::Length)?;
         let mut r = Reader::new(&msg[..split]);
-        if r.u8()? != AUDIT_TAG || r.u8()? != AUDIT_VERSION {
+        if r.u8()? != AUDIT_TAG {
             return Err(Malformed::Value);
         }
-        let data = AuditData {
+        let version = r.u8()?;
+        if version != AUDIT_VERSION && version != AUDIT_VERSION_FEES {
+            return Err(Malformed::Value);
+        }
+        let mut data = AuditData {
             device: DeviceId(r.array()?),
             license: LicenseId(r.u32()?),
             set: RegisterSetIndex(r.u8()?),
@@ -111,9 +154,23 @@ impl AuditData {
             refills: RefillCount(r.u32()?),
             transferred: Amount(r.u64()?),
             pending: Amount(r.u64()?),
-            last_combination: r.array()?,
-            nonce: r.array()?,
+            last_combination: [0; 8],
+            nonce: [0; NONCE_LEN],
+            fees: Amount::ZERO,
+            services: PieceCount(0),
+            fees_due: Amount::ZERO,
         };
+        if version == AUDIT_VERSION_FEES {
+            data.fees = Amount(r.u64()?);
+            data.services = PieceCount(r.u32()?);
+            data.fees_due = Amount(r.u64()?);
+            // One encoding per audit: version 4 only when a register needs it.
+            if !data.has_fees() {
+                return Err(Malformed::Value);
+            }
+        }
+        data.last_combination = r.array()?;
+        data.nonce = r.array()?;
         r.finish()?;
         Ok(data)
     }
@@ -123,7 +180,11 @@ impl AuditData {
     pub fn signed_parts(msg: &[u8]) -> Option<(Vec<u8>, &[u8])> {
         let split = msg.len().checked_sub(SIGNATURE_LEN)?;
         let (body, sig) = msg.split_at(split);
-        Some(([AUDIT_LABEL, body].concat(), sig))
+        let label = match body.get(1) {
+            Some(&AUDIT_VERSION_FEES) => AUDIT_LABEL_V4,
+            _ => AUDIT_LABEL,
+        };
+        Some(([label, body].concat(), sig))
     }
 
     /// Decodes an audit message and checks its signature with the device's public key
@@ -132,7 +193,7 @@ impl AuditData {
         let data = Self::decode_unverified(msg).ok()?;
         let split = msg.len().checked_sub(SIGNATURE_LEN)?;
         let (body, sig) = msg.split_at(split);
-        crypto::verify_labelled(device_public_key, AUDIT_LABEL, body, sig).then_some(data)
+        crypto::verify_labelled(device_public_key, data.label(), body, sig).then_some(data)
     }
 }
 
@@ -164,6 +225,9 @@ impl super::PsdApplet {
             pending: s.pending,
             last_combination: s.last_combination,
             nonce,
+            fees: s.fees,
+            services: s.services,
+            fees_due: self.persistent.certmeter.fees_due,
         };
         reply.extend_from_slice(&audit.sign(&device.key));
         self.volatile.last_audit_nonce = Some(nonce);

@@ -16,8 +16,11 @@ use super::{ins, CLA_PSD};
 
 /// A PSD command whose class, instruction and parameters were checked.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-// Without the `licenses` feature the license variants are never parsed.
-#[cfg_attr(not(feature = "licenses"), allow(dead_code))]
+// Without the `licenses` / `certmeter` features their variants are never parsed.
+#[cfg_attr(
+    not(all(feature = "licenses", feature = "certmeter")),
+    allow(dead_code)
+)]
 pub enum PsdCommand<'a> {
     /// PERSONALIZE (`80 10 00 00`): personalization data.
     Personalize(&'a [u8]),
@@ -82,6 +85,32 @@ pub enum PsdCommand<'a> {
     },
     /// GET DATA (`80 CA 00 04`): the license slots and exports.
     GetLicenseInfo,
+    /// LOAD RATE TABLE (`80 70 00 00`): the vendor-signed table.
+    LoadRateTable(&'a [u8]),
+    /// LOAD TRUST ANCHOR (`80 5C 00 00`): the vendor-signed anchor.
+    LoadTrustAnchor(&'a [u8]),
+    /// GENERATE KEY (`80 74 purpose P2`): P2 `01` replaces a pending key.
+    GenerateKey {
+        /// P1: the purpose code.
+        purpose: u8,
+        /// P2 `01`.
+        replace: bool,
+        /// Must be empty.
+        data: &'a [u8],
+    },
+    /// INSTALL KEY CERTIFICATE (`80 76 slot set`): the certificate.
+    InstallKeyCertificate {
+        /// P1: the key slot.
+        slot: u8,
+        /// P2: the register set that pays the fee.
+        set: RegisterSetIndex,
+        /// The certificate (DER).
+        data: &'a [u8],
+    },
+    /// ISSUE POSTMARK (`80 72 00 set`): the postmark request.
+    IssuePostmark(RegisterSetIndex, &'a [u8]),
+    /// GET DATA (`80 CA 00 05`): the certificate meter's public state.
+    GetCertMeterInfo,
 }
 
 /// Where the PSD is in its life: the one state a command's permission depends on.
@@ -152,12 +181,37 @@ impl<'a> PsdCommand<'a> {
                 }),
                 _ => Err(Status::IncorrectP1P2),
             },
+            #[cfg(feature = "certmeter")]
+            ins::LOAD_RATE_TABLE => |c| no_params(c).map(|_| LoadRateTable(c.data)),
+            #[cfg(feature = "certmeter")]
+            ins::LOAD_TRUST_ANCHOR => |c| no_params(c).map(|_| LoadTrustAnchor(c.data)),
+            #[cfg(feature = "certmeter")]
+            ins::GENERATE_KEY => |c| match c.p2 {
+                0 | 1 => Ok(GenerateKey {
+                    purpose: c.p1,
+                    replace: c.p2 == 1,
+                    data: c.data,
+                }),
+                _ => Err(Status::IncorrectP1P2),
+            },
+            #[cfg(feature = "certmeter")]
+            ins::INSTALL_KEY_CERTIFICATE => |c| {
+                Ok(InstallKeyCertificate {
+                    slot: c.p1,
+                    set: RegisterSetIndex(c.p2),
+                    data: c.data,
+                })
+            },
+            #[cfg(feature = "certmeter")]
+            ins::ISSUE_POSTMARK => |c| set_param(c).map(|s| IssuePostmark(s, c.data)),
             ins::GET_DATA => |c| {
                 let object = match (c.p1, c.p2) {
                     (0x00, 0x02) => GetTransferInfo,
                     (0x00, 0x03) => GetRecognitionInfo,
                     #[cfg(feature = "licenses")]
                     (0x00, 0x04) => GetLicenseInfo,
+                    #[cfg(feature = "certmeter")]
+                    (0x00, 0x05) => GetCertMeterInfo,
                     _ => {
                         c.expect_p1p2(0x00, 0x01)?;
                         GetDeviceInfo

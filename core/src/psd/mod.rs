@@ -84,6 +84,16 @@ pub mod ins {
     pub const IMPORT_SET: u8 = 0x4A;
     /// RETIRE SET (an exported set given up for a refund).
     pub const RETIRE_SET: u8 = 0x4C;
+    /// LOAD RATE TABLE (seed 004, step 257).
+    pub const LOAD_RATE_TABLE: u8 = 0x70;
+    /// LOAD TRUST ANCHOR (seed 004, claim 12).
+    pub const LOAD_TRUST_ANCHOR: u8 = 0x5C;
+    /// GENERATE KEY (seed 004, Fig. 5 steps 508-512).
+    pub const GENERATE_KEY: u8 = 0x74;
+    /// INSTALL KEY CERTIFICATE (seed 004, Fig. 5 step 520).
+    pub const INSTALL_KEY_CERTIFICATE: u8 = 0x76;
+    /// ISSUE POSTMARK (seed 004, Fig. 3).
+    pub const ISSUE_POSTMARK: u8 = 0x72;
     /// GET DATA (device public data).
     pub const GET_DATA: u8 = 0xCA;
 }
@@ -244,6 +254,37 @@ impl Applet for PsdApplet {
             RetireSet { forget, data } => self.retire_set(ctx, forget, data, reply),
             #[cfg(feature = "licenses")]
             GetLicenseInfo => self.license_info(reply),
+            #[cfg(feature = "certmeter")]
+            LoadRateTable(data) => self.load_rate_table(ctx, data, reply),
+            #[cfg(feature = "certmeter")]
+            LoadTrustAnchor(data) => self.load_trust_anchor(ctx, data),
+            #[cfg(feature = "certmeter")]
+            GenerateKey {
+                purpose,
+                replace,
+                data,
+            } => self.generate_key(ctx, purpose, replace, data, reply),
+            #[cfg(feature = "certmeter")]
+            InstallKeyCertificate { slot, set, data } => {
+                self.install_key_certificate(ctx, slot, set, data, reply)
+            }
+            #[cfg(feature = "certmeter")]
+            IssuePostmark(set, data) => {
+                let i = self.live_set_index(set)?;
+                self.issue_postmark(ctx, i, data, reply)
+            }
+            #[cfg(feature = "certmeter")]
+            GetCertMeterInfo => {
+                self.certmeter_info(reply);
+                Ok(())
+            }
+            #[cfg(not(feature = "certmeter"))]
+            LoadRateTable(_)
+            | LoadTrustAnchor(_)
+            | GenerateKey { .. }
+            | InstallKeyCertificate { .. }
+            | IssuePostmark(..)
+            | GetCertMeterInfo => Err(Status::InstructionNotSupported),
             // Never parsed without the feature (their INS are unknown there).
             #[cfg(not(feature = "licenses"))]
             LicenseRequest { .. }

@@ -47,6 +47,12 @@ pub struct RegisterSet {
     /// key and the certificate's serial and validity. Sets made at PERSONALIZE have none
     /// and sign with the device key.
     pub grant: Option<SetGrant>,
+    /// The part of AR paid as certificate-meter fees (seed 004): AR − transferred − fees
+    /// is postage.
+    pub fees: Amount,
+    /// Paid services (postmarks, certificates...) charged to this set: seed 004's
+    /// certificate piece count (248).
+    pub services: PieceCount,
 }
 
 /// A set's license key and what the PA's certificate says of it.
@@ -101,6 +107,8 @@ impl RegisterSet {
             last_combination: [0; 8],
             last_indicium: None,
             grant: None,
+            fees: Amount::ZERO,
+            services: PieceCount(0),
         }
     }
 
@@ -121,7 +129,33 @@ impl RegisterSet {
             .checked_add(self.dr)
             .and_then(|s| s.checked_add(self.pending))
             == Some(self.control_sum)
-            && self.transferred <= self.ar
+            && self
+                .transferred
+                .checked_add(self.fees)
+                .is_some_and(|used| used <= self.ar)
+    }
+
+    /// The set after charging a certificate-meter service its `fee` (seed 004, Fig. 3 step
+    /// 312): DR debited, AR and the fee register credited, the service counted. A fee of
+    /// zero is counted all the same. Refused if DR is short (`9A01`) or on overflow.
+    pub fn charge(&self, fee: Amount) -> Result<RegisterSet, Status> {
+        if !self.is_consistent() {
+            return Err(Status::Internal);
+        }
+        let dr = self.dr.checked_sub(fee).ok_or(Status::InsufficientFunds)?;
+        let ar = self.ar.checked_add(fee).ok_or(Status::CounterOverflow)?;
+        let fees = self.fees.checked_add(fee).ok_or(Status::CounterOverflow)?;
+        let services = self
+            .services
+            .checked_next()
+            .ok_or(Status::CounterOverflow)?;
+        Ok(RegisterSet {
+            ar,
+            dr,
+            fees,
+            services,
+            ..self.clone()
+        })
     }
 
     /// The set after debiting `amount` for a transfer to a purse: DR down, pending up.
@@ -269,13 +303,19 @@ impl RegisterSet {
         }
     }
 
-    /// Persistent encoding (record layout, version 3: version 2 plus the grant at the end;
-    /// version 2 is version 1 plus transferred and pending). A set without a grant is
-    /// still written as version 2, so records of PSDs that never use licenses keep their
+    /// Persistent encoding (record layout, version 4: version 2 plus fees, services and an
+    /// optional grant; version 3 is version 2 plus the grant at the end; version 2 is
+    /// version 1 plus transferred and pending). The oldest version that holds the set is
+    /// written, so records of PSDs that never use licenses or paid services keep their
     /// bytes.
     pub fn encode(&self) -> Vec<u8> {
-        let mut w = Vec::with_capacity(160);
-        w.put_u8(if self.grant.is_some() { 3 } else { 2 });
+        let mut w = Vec::with_capacity(176);
+        let paid = self.fees != Amount::ZERO || self.services != PieceCount(0);
+        w.put_u8(match (paid, self.grant.is_some()) {
+            (true, _) => 4,
+            (false, true) => 3,
+            (false, false) => 2,
+        });
         w.put_u32(self.license.0);
         self.origin.write(&mut w);
         w.put_u64(self.ar.0);
@@ -287,6 +327,11 @@ impl RegisterSet {
         write_last_indicium(&mut w, &self.last_indicium);
         w.put_u64(self.transferred.0);
         w.put_u64(self.pending.0);
+        if paid {
+            w.put_u64(self.fees.0);
+            w.put_u32(self.services.0);
+            w.put_u8(u8::from(self.grant.is_some()));
+        }
         if let Some(g) = &self.grant {
             w.extend_from_slice(g.key.secret_bytes().as_ref());
             w.put_short_bytes(&g.serial);
@@ -296,12 +341,12 @@ impl RegisterSet {
         w
     }
 
-    /// Decodes a persistent record (version 1, 2 or 3); a set whose AR + DR + pending is
+    /// Decodes a persistent record (version 1 to 4); a set whose AR + DR + pending is
     /// not its control sum is refused.
     pub fn decode(bytes: &[u8]) -> Result<RegisterSet, Malformed> {
         let mut r = Reader::new(bytes);
         let version = r.u8()?;
-        if !(1..=3).contains(&version) {
+        if !(1..=4).contains(&version) {
             return Err(Malformed::Value);
         }
         let mut set = RegisterSet::new(LicenseId(r.u32()?), PostalCode::read(&mut r)?);
@@ -316,7 +361,20 @@ impl RegisterSet {
             set.transferred = Amount(r.u64()?);
             set.pending = Amount(r.u64()?);
         }
-        if version == 3 {
+        let granted = match version {
+            3 => true,
+            4 => {
+                set.fees = Amount(r.u64()?);
+                set.services = PieceCount(r.u32()?);
+                match r.u8()? {
+                    0 => false,
+                    1 => true,
+                    _ => return Err(Malformed::Value),
+                }
+            }
+            _ => false,
+        };
+        if granted {
             let key = IndiciumKey::from_bytes(r.take(32)?).ok_or(Malformed::Value)?;
             let serial = r.short_bytes()?.to_vec();
             set.grant = Some(SetGrant {

@@ -14,6 +14,7 @@ use crate::types::Date;
 use crate::wire::{Reader, Writer};
 
 use super::audit::NONCE_LEN;
+use super::certmeter::state::CertMeterState;
 use super::command::LifeCycle;
 use super::device::{self, Device};
 use super::license::LicenseState;
@@ -37,6 +38,10 @@ pub(super) struct Persistent {
     pub transfer: TransferState,
     /// The PSD's certificate and revocation list (record `CREDENTIALS`).
     pub credentials: Credentials,
+    /// The certificate meter (record `CERTMETER`; read without the `certmeter` feature
+    /// only so a PSD's records load the same either way).
+    #[cfg_attr(not(feature = "certmeter"), allow(dead_code))]
+    pub certmeter: CertMeterState,
 }
 
 /// What a deselect or reset forgets.
@@ -113,6 +118,7 @@ impl Persistent {
                 Credentials::decode(&b).map_err(|_| StoreError::Corrupt("credentials record"))?
             }
         };
+        let certmeter = CertMeterState::load(store.read(rec::CERTMETER)?)?;
         Ok(Persistent {
             device: Some(device),
             counters,
@@ -120,6 +126,7 @@ impl Persistent {
             licenses,
             transfer,
             credentials,
+            certmeter,
         })
     }
 

@@ -114,6 +114,38 @@ impl Anchor {
     }
 }
 
+#[cfg(feature = "certmeter")]
+impl crate::psd::PsdApplet {
+    /// LOAD TRUST ANCHOR (80 5C 00 00): a vendor-signed key of a kind, newer than the one
+    /// held of that kind, which it replaces. The same anchor again writes nothing.
+    pub(in crate::psd) fn load_trust_anchor(
+        &mut self,
+        ctx: &mut crate::card::Ctx<'_>,
+        data: &[u8],
+    ) -> Result<(), crate::status::Status> {
+        let device = self.device()?;
+        let anchor = Anchor::open(data, &device.vendor_public_key)?;
+        let cm = &self.persistent.certmeter;
+        if let Some((held, bytes)) = cm.anchors.iter().find(|(a, _)| a.kind == anchor.kind) {
+            if bytes.as_slice() == data {
+                return Ok(());
+            }
+            if held.version >= anchor.version {
+                return Err(crate::status::Status::NotNewer);
+            }
+        }
+        let mut next = cm.clone();
+        next.anchors.retain(|(a, _)| a.kind != anchor.kind);
+        next.anchors.push((anchor, data.to_vec()));
+        next.anchors.sort_by_key(|(a, _)| a.kind);
+        let mut txn = crate::store::Transaction::begin(ctx.store);
+        txn.write(crate::records::psd::CERTMETER, next.encode());
+        txn.commit()?;
+        self.persistent.certmeter = next;
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

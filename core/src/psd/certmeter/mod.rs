@@ -1,12 +1,22 @@
 //! The certificate meter (seed 004, EP 0 762 692; `docs/certmeter.md`): paid security
-//! services of the PSD. Fees come from a vendor-signed rate table and are debited from a
-//! register set's DR like postage; keys of one purpose each are generated inside and
-//! certified by the back office's CA; postmarks are RFC 3161 time-stamp tokens in a compact
-//! form.
+//! services of the PSD. Fees come from a vendor-signed rate table ([`rates`]) and are
+//! debited from a register set's DR like postage; keys of one purpose each are generated
+//! inside ([`keys`], attested by [`attestation`]) and certified by the back office's CA,
+//! whose key the vendor vouches for ([`anchor`]); postmarks ([`postmark`]) are RFC 3161
+//! time-stamp tokens in a compact form ([`tst`]). [`state`] is the record, [`info`] its
+//! public view (GET DATA `00 05`).
 //!
-//! The message formats here compile always (the back office and the host read them); the
+//! The message formats compile always (the back office and the host read them); the
 //! commands answer only with the `certmeter` feature.
 
 pub mod anchor;
 pub mod attestation;
+#[cfg(feature = "certmeter")]
+mod certificate;
+pub mod info;
+#[cfg(feature = "certmeter")]
+mod keys;
+pub mod postmark;
 pub mod rates;
+pub mod state;
+pub mod tst;

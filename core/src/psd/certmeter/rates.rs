@@ -11,9 +11,9 @@
 //! ```
 //!
 //! Services are listed in strictly ascending order, so one table has one encoding. The PSD
-//! keeps the table in effect and the next one, and charges a service on date D from the
-//! highest-version table whose effective date is not after D, as postage meters switch
-//! rate tables on their effective date.
+//! keeps the table in effect and those published for later dates (up to four tables), and
+//! charges a service on date D from the highest-version table whose effective date is not
+//! after D, as postage meters switch rate tables on their effective date.
 
 use alloc::vec::Vec;
 
@@ -194,6 +194,57 @@ pub fn in_effect(tables: &[(RateTable, Vec<u8>)], date: Date) -> Option<&RateTab
         .map(|(t, _)| t)
         .filter(|t| t.effective <= date)
         .max_by_key(|t| t.version)
+}
+
+#[cfg(feature = "certmeter")]
+impl crate::psd::PsdApplet {
+    /// LOAD RATE TABLE (80 70 00 00): a vendor-signed table whose version is above every
+    /// table held. The PSD keeps it with every held table that can still be in effect
+    /// (the one in effect today, and later ones a newer table does not replace from their
+    /// date), at most four (`6A84` beyond). The same table again answers its version and
+    /// writes nothing.
+    /// Reply: the table's version (u32).
+    pub(in crate::psd) fn load_rate_table(
+        &mut self,
+        ctx: &mut crate::card::Ctx<'_>,
+        data: &[u8],
+        reply: &mut Vec<u8>,
+    ) -> Result<(), crate::status::Status> {
+        use crate::status::Status;
+        let device = self.device()?;
+        let table = RateTable::open(data, &device.vendor_public_key)?;
+        let cm = &self.persistent.certmeter;
+        if cm.tables.iter().any(|(_, b)| b.as_slice() == data) {
+            reply.put_u32(table.version);
+            return Ok(());
+        }
+        if cm.tables.iter().any(|(t, _)| t.version >= table.version) {
+            return Err(Status::NotNewer);
+        }
+        let mut next = cm.clone();
+        next.tables.push((table.clone(), data.to_vec()));
+        // Drop every table that can never be in effect again: one a newer table replaces
+        // from its own effective date or from today (whichever is later) on.
+        let today = ctx.platform.today();
+        let held: Vec<(u32, Date)> = next
+            .tables
+            .iter()
+            .map(|(t, _)| (t.version, t.effective))
+            .collect();
+        next.tables.retain(|(t, _)| {
+            let from = today.map_or(t.effective, |d| d.max(t.effective));
+            !held.iter().any(|(v, eff)| *v > t.version && *eff <= from)
+        });
+        if next.tables.len() > super::state::MAX_TABLES {
+            return Err(Status::NotEnoughMemory);
+        }
+        let mut txn = crate::store::Transaction::begin(ctx.store);
+        txn.write(crate::records::psd::CERTMETER, next.encode());
+        txn.commit()?;
+        self.persistent.certmeter = next;
+        reply.put_u32(table.version);
+        Ok(())
+    }
 }
 
 #[cfg(test)]

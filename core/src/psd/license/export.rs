@@ -338,6 +338,11 @@ impl crate::psd::PsdApplet {
         if set.pending != Amount::ZERO || pending_here {
             return Err(Status::TransferPending);
         }
+        // The blob has no place for the certificate meter's fee registers yet: exporting
+        // would turn fees into postage in the importer's audits (docs/certmeter.md).
+        if set.fees != Amount::ZERO || set.services != PieceCount(0) {
+            return Err(Status::ConditionsNotSatisfied);
+        }
         if licenses.exports.len() >= MAX_OUTSTANDING {
             return Err(Status::ExportTableFull);
         }

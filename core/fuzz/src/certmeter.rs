@@ -1,0 +1,328 @@
+//! The certificate meter (seed 004) in the fuzz harness: the `Certmeter` start state (a
+//! rate table, the fixture CA's trust anchor and an active postmark key), the checks of
+//! its commands' responses and of its record, and its decoders run on raw bytes.
+
+use std::sync::OnceLock;
+
+use openpsd_core::client::psd_apdu;
+use openpsd_core::crypto::{self, IndiciumKey};
+use openpsd_core::psd::certmeter::anchor::{Anchor, AnchorKind};
+use openpsd_core::psd::certmeter::attestation::{KeyAttestation, Purpose};
+use openpsd_core::psd::certmeter::info::CertMeterInfo;
+use openpsd_core::psd::certmeter::postmark::PostmarkRequest;
+use openpsd_core::psd::certmeter::rates::{RateTable, Service};
+use openpsd_core::psd::certmeter::state::{CertMeterState, SlotState};
+use openpsd_core::psd::certmeter::tst::{self, CompactPostmark};
+use openpsd_core::psd::psd_card;
+use openpsd_core::psd::registers::{RegisterSet, Registers};
+use openpsd_core::store::{MemStore, Nvm, Store};
+use openpsd_core::types::*;
+
+use crate::harness::{funded_nvm, platform, vendor_key, FuzzCard};
+
+const REC_CERTMETER: u16 = openpsd_core::records::psd::CERTMETER;
+
+/// The fixture certificate authority's key (the anchor names its public half).
+pub fn ca_key() -> IndiciumKey {
+    static K: OnceLock<IndiciumKey> = OnceLock::new();
+    K.get_or_init(|| IndiciumKey::from_bytes(&[0x44; 32]).expect("scalar"))
+        .clone()
+}
+
+/// The fixture rate table: version 1 from 2026-11-01, postmark 10, certificate 500.
+pub fn rate_table(version: u32) -> Vec<u8> {
+    RateTable {
+        version,
+        effective: Date::new(2026, 11, 1).expect("date"),
+        fees: vec![
+            (Service::Postmark, Amount(10)),
+            (Service::Certificate, Amount(500)),
+        ],
+    }
+    .sign(&vendor_key())
+    .expect("well-formed table")
+}
+
+/// The fixture CA's trust anchor.
+pub fn ca_anchor(version: u32) -> Vec<u8> {
+    Anchor {
+        kind: AnchorKind::CertificateCa,
+        version,
+        public_key: ca_key().public_key(),
+    }
+    .sign(&vendor_key())
+}
+
+/// The TBSCertificate of a postmark certificate (OpenSSL-made: issuer `CN=openpsd fuzz CA`,
+/// subject `CN=fuzz postmark`, 2026-01-01 to 2035-02-16, BasicConstraints CA:FALSE,
+/// KeyUsage digitalSignature + nonRepudiation, EKU timeStamping, all critical; SKI, AKI).
+/// The subject key (65 bytes at [`TBS_KEY_AT`]) is replaced by the card's key.
+const TBS_TEMPLATE: &str = concat!(
+    "30820140a00302010202020102300a06082a8648ce3d040302301a3118301606035504030c0f6f70656e707364206675",
+    "7a7a204341301e170d3236303130313030303030305a170d3335303231363130353234365a3018311630140603550403",
+    "0c0d66757a7a20706f73746d61726b3059301306072a8648ce3d020106082a8648ce3d030107034200043e1808e9a76d",
+    "2e5ac28d73251c146f448f0f4a8204d116a67e83f8dd23d95dcec60800aae59d93e2c2cacb4a4103048439119c78e54f",
+    "193ce320d1cbcb8eb80da3783076300c0603551d130101ff04023000300e0603551d0f0101ff0404030206c030160603",
+    "551d250101ff040c300a06082b06010505070308301d0603551d0e041604143d2c64288049f0e3ce16b4d54f4de1d156",
+    "555a36301f0603551d230418301680147bcd030b52fcd8f1fad90a91a3f9dd545caf56ef",
+);
+/// Where the subject key sits in [`TBS_TEMPLATE`].
+const TBS_KEY_AT: usize = 137;
+
+fn unhex(s: &str) -> Vec<u8> {
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("hex"))
+        .collect()
+}
+
+/// DER INTEGER of an unsigned big-endian value.
+fn der_uint(v: &[u8]) -> Vec<u8> {
+    let first = v.iter().position(|b| *b != 0).unwrap_or(v.len() - 1);
+    let v = &v[first..];
+    let mut out = vec![0x02];
+    let pad = v[0] & 0x80 != 0;
+    out.push((v.len() + usize::from(pad)) as u8);
+    if pad {
+        out.push(0);
+    }
+    out.extend_from_slice(v);
+    out
+}
+
+/// A postmark certificate for `public_key`, signed by the fixture CA.
+pub fn postmark_certificate(public_key: &[u8; 65]) -> Vec<u8> {
+    let mut tbs = unhex(TBS_TEMPLATE);
+    tbs[TBS_KEY_AT..TBS_KEY_AT + 65].copy_from_slice(public_key);
+    let rs = ca_key().sign(&tbs);
+    let mut sig = der_uint(&rs[..32]);
+    sig.extend(der_uint(&rs[32..]));
+    let mut sig_seq = vec![0x30, sig.len() as u8];
+    sig_seq.extend(sig);
+    let mut body = tbs;
+    // AlgorithmIdentifier ecdsa-with-SHA256.
+    body.extend_from_slice(&[
+        0x30, 0x0a, 0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x02,
+    ]);
+    body.extend_from_slice(&[0x03, (sig_seq.len() + 1) as u8, 0x00]);
+    body.extend(sig_seq);
+    let mut cert = vec![0x30, 0x82];
+    cert.extend_from_slice(&(body.len() as u16).to_be_bytes());
+    cert.extend(body);
+    cert
+}
+
+fn ok_data(resp: &[u8], what: &str) -> Vec<u8> {
+    assert_eq!(
+        psd_apdu::sw(resp),
+        0x9000,
+        "fixture: {what} failed: {resp:02X?}"
+    );
+    resp[..resp.len() - 2].to_vec()
+}
+
+/// The memory of the certmeter fixture: funded, the rate table and the CA anchor loaded,
+/// a postmark key generated and its certificate installed (paid by set 0).
+pub fn certmeter_nvm() -> &'static Nvm {
+    static NVM: OnceLock<Nvm> = OnceLock::new();
+    NVM.get_or_init(|| {
+        let store = MemStore::open(funded_nvm().clone()).expect("store opens");
+        // Another random stream than the runs' platform, so a key a run generates is not
+        // this one again.
+        let mut p = platform();
+        let mut other =
+            openpsd_core::platform::SeededPlatform::new(crate::harness::PLATFORM_SEED + 1);
+        other.today = p.today.take();
+        other.now = p.now.take();
+        let mut card = psd_card(store, other).expect("state loads");
+        ok_data(&card.transmit(&psd_apdu::select()), "select");
+        ok_data(
+            &card.transmit(&psd_apdu::load_rate_table(&rate_table(1))),
+            "load rate table",
+        );
+        ok_data(
+            &card.transmit(&psd_apdu::load_trust_anchor(&ca_anchor(1))),
+            "load trust anchor",
+        );
+        let a = ok_data(
+            &card.transmit(&psd_apdu::generate_key(Purpose::Postmark, false)),
+            "generate key",
+        );
+        let a = KeyAttestation::decode_unverified(&a).expect("attestation");
+        ok_data(
+            &card.transmit(&psd_apdu::install_key_certificate(
+                a.slot,
+                RegisterSetIndex(0),
+                &postmark_certificate(&a.public_key),
+            )),
+            "install key certificate",
+        );
+        card.store().nvm().clone()
+    })
+}
+
+/// The persisted certificate meter record, decoded (it must decode, and re-encode to the
+/// same bytes).
+pub fn check_record(card: &mut FuzzCard) -> CertMeterState {
+    match card
+        .store()
+        .read(REC_CERTMETER)
+        .expect("certmeter record readable")
+    {
+        None => CertMeterState::default(),
+        Some(b) => {
+            let st = CertMeterState::decode(&b)
+                .unwrap_or_else(|e| panic!("certmeter record does not decode ({e:?}): {b:02X?}"));
+            assert_eq!(st.encode(), b, "certmeter record not canonical");
+            for s in st.slots.iter().flatten() {
+                assert_eq!(
+                    s.key.is_some(),
+                    s.state != SlotState::Retired,
+                    "a retired slot keeps its scalar, or a live one lost it"
+                );
+            }
+            st
+        }
+    }
+}
+
+/// Checks the response of a successful certificate-meter command against the persisted
+/// state.
+#[allow(clippy::too_many_arguments)]
+pub fn check_response(
+    card: &mut FuzzCard,
+    device: Option<[u8; 65]>,
+    sets: &[Option<RegisterSet>],
+    ins: u8,
+    p1: u8,
+    p2: u8,
+    data: &[u8],
+    cmd_data: Option<&[u8]>,
+) {
+    let st = check_record(card);
+    match ins {
+        0x70 => {
+            let v: [u8; 4] = data.try_into().expect("LOAD RATE TABLE answers a u32");
+            let v = u32::from_be_bytes(v);
+            assert!(
+                st.tables.iter().any(|(t, _)| t.version == v),
+                "the table loaded is not held"
+            );
+            if let Some(cmd) = cmd_data {
+                assert!(
+                    st.tables.iter().any(|(_, b)| b.as_slice() == cmd),
+                    "the table held is not the one sent"
+                );
+            }
+        }
+        0x5C => {
+            assert!(data.is_empty());
+            if let Some(cmd) = cmd_data {
+                assert!(
+                    st.anchors.iter().any(|(_, b)| b.as_slice() == cmd),
+                    "the anchor held is not the one sent"
+                );
+            }
+        }
+        0x74 => {
+            let a = match device {
+                Some(pk) => KeyAttestation::open(data, &pk).expect("attestation verifies"),
+                None => panic!("GENERATE KEY on a blank card"),
+            };
+            assert_eq!(a.purpose.code(), p1, "attested purpose");
+            let slot = st.slots[usize::from(a.slot)]
+                .as_ref()
+                .expect("attested slot held");
+            assert_eq!(
+                (slot.state, slot.public_key, slot.generation),
+                (SlotState::Pending, a.public_key, a.generation),
+                "the attested key is the pending one"
+            );
+        }
+        0x76 => {
+            let slot = st.slots[usize::from(p1)].as_ref().expect("installed slot");
+            assert_eq!(slot.state, SlotState::Active, "installed key active");
+            assert_eq!(data[0], p1);
+            let fee = u64::from_be_bytes(data[1..9].try_into().expect("fee"));
+            assert_eq!(fee, slot.fee_paid.0);
+            let r = Registers::decode(&data[9..]).expect("registers");
+            let s = sets[usize::from(p2)].as_ref().expect("paying set");
+            assert_eq!((r.ar, r.dr), (s.ar, s.dr), "reply registers are the set's");
+            // One active key per purpose.
+            let active = st
+                .slots
+                .iter()
+                .flatten()
+                .filter(|s| s.purpose == slot.purpose && s.state == SlotState::Active)
+                .count();
+            assert_eq!(active, 1, "one active key per purpose");
+        }
+        0x72 => {
+            let c = CompactPostmark::decode(data).expect("compact postmark decodes");
+            let f = tst::decode_tst_info(&c.tst_info).expect("TSTInfo decodes");
+            // Signed by a postmark key of this PSD (a retry may answer a postmark whose
+            // key was replaced since: the stored bytes).
+            // (A slot reused by a later key no longer shows the old one: then only the
+            // stored bytes are compared.)
+            let slot = st.slots.iter().flatten().find(|s| {
+                s.purpose == Purpose::Postmark && c.key_id == crypto::key_id(&s.public_key)
+            });
+            if let Some(slot) = slot {
+                let attrs = tst::signed_attrs_der(&c.tst_info, &slot.certificate_hash());
+                assert!(
+                    crypto::verify_signature(&slot.public_key, &attrs, &c.signature),
+                    "postmark signature verifies"
+                );
+            }
+            let last = st.last.as_ref().expect("a postmark is the last service");
+            assert_eq!(last.output, data, "the stored postmark is the reply");
+            assert!(f.counter <= st.postmarks && f.gen_time <= st.last_time);
+            if let Some(cmd) = cmd_data {
+                let req = PostmarkRequest::decode(cmd).expect("an accepted request decodes");
+                assert_eq!((f.digest, f.nonce), (req.digest, req.nonce()));
+                assert_eq!(last.transaction, req.transaction);
+            }
+        }
+        0xCA => {
+            let info = CertMeterInfo::decode(data).expect("GET DATA 00 05 decodes");
+            assert_eq!(info.encode(), data, "GET DATA 00 05 canonical");
+            assert_eq!(
+                (
+                    info.generation,
+                    info.postmarks,
+                    info.last_time,
+                    info.fees_due
+                ),
+                (st.generation, st.postmarks, st.last_time, st.fees_due)
+            );
+            for (set, fees, services) in &info.sets {
+                let s = sets[usize::from(*set)].as_ref().expect("listed set held");
+                assert_eq!((*fees, *services), (s.fees, s.services));
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Every certificate-meter decoder on `data`: none may panic, and what decodes
+/// re-encodes to the same bytes where the format has one encoding.
+pub fn decoders(data: &[u8]) {
+    let _ = RateTable::decode_unverified(data);
+    let _ = Anchor::decode_unverified(data);
+    let _ = KeyAttestation::decode_unverified(data);
+    if let Ok(st) = CertMeterState::decode(data) {
+        assert_eq!(st.encode(), data, "CertMeterState round trip");
+    }
+    if let Ok(info) = CertMeterInfo::decode(data) {
+        assert_eq!(info.encode(), data, "CertMeterInfo round trip");
+    }
+    if let Ok(f) = tst::decode_tst_info(data) {
+        assert_eq!(tst::tst_info_der(&f), data, "TSTInfo round trip");
+    }
+    if let Ok(c) = CompactPostmark::decode(data) {
+        assert_eq!(c.encode().ok().as_deref(), Some(data), "compact round trip");
+    }
+    if let Ok(r) = PostmarkRequest::decode(data) {
+        assert_eq!(r.encode(), data, "postmark request round trip");
+    }
+}

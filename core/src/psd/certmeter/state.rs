@@ -1,0 +1,373 @@
+//! The certificate meter's persistent state (record `CERTMETER`, absent until the first
+//! rate table, anchor or key): the rate tables and trust anchors held, the key slots, the
+//! device-wide counters, and the last paid service's output so a retry returns the same
+//! bytes, charged once.
+//!
+//! Record layout, version 1:
+//!
+//! ```text
+//! 01 | generation u32 | postmark counter u32 | last postmark time u64 | fees due u64 |
+//! tables n × (len u16 ‖ signed table) | anchors n × (signed anchor) |
+//! slots n × (state 1 | purpose 1 | generation u32 | public key 65 | scalar 32 (active or
+//!            pending only) | fee paid u64 | certificate len u16 ‖ DER) |
+//! last service: 00 | 01 ‖ txn 8 ‖ service 1 ‖ set 1 ‖ output len u16 ‖ output
+//! ```
+//! (each list is preceded by its count, one byte).
+
+use alloc::vec::Vec;
+
+use crate::crypto::{self, IndiciumKey, PUBLIC_KEY_LEN};
+use crate::store::StoreError;
+use crate::types::{Amount, TransactionId};
+use crate::wire::{Malformed, Reader, Writer};
+
+use super::anchor::{Anchor, AnchorKind, ANCHOR_LEN};
+use super::attestation::Purpose;
+use super::rates::{RateTable, Service};
+
+/// Record layout version.
+const STATE_VERSION: u8 = 1;
+/// Key slots a PSD has.
+pub const MAX_KEY_SLOTS: usize = 4;
+/// Rate tables a PSD keeps: the one in effect and up to three published for later dates.
+pub const MAX_TABLES: usize = 4;
+/// Longest certificate a slot holds.
+pub const MAX_CERTIFICATE_LEN: usize = 1024;
+
+/// Where a key slot is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SlotState {
+    /// Generated inside, attested, waiting for its certificate.
+    Pending = 1,
+    /// Certified and paid for: the key signs for its purpose.
+    Active = 2,
+    /// Replaced by a newer key of its purpose, or revoked: the scalar is gone, the public
+    /// key and the certificate stay for the record.
+    Retired = 3,
+}
+
+/// One key slot.
+#[derive(Clone, Debug)]
+pub struct KeySlot {
+    /// Its state.
+    pub state: SlotState,
+    /// What the key may be used for.
+    pub purpose: Purpose,
+    /// The generation counter when it was made (its attestation names it).
+    pub generation: u32,
+    /// The public key.
+    pub public_key: [u8; PUBLIC_KEY_LEN],
+    /// The private key, while pending or active; erased (in the same commit) on retirement.
+    pub key: Option<IndiciumKey>,
+    /// The certificate (DER), once installed.
+    pub certificate: Vec<u8>,
+    /// The certificate fee paid when it was installed.
+    pub fee_paid: Amount,
+}
+
+impl KeySlot {
+    /// SHA-256 of the certificate (the postmark's signingCertificateV2 names it).
+    pub fn certificate_hash(&self) -> [u8; 32] {
+        crypto::sha256(&self.certificate)
+    }
+}
+
+/// The last paid service: what a retry with the same transaction ID gets again.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LastService {
+    /// The host's transaction ID.
+    pub transaction: TransactionId,
+    /// Which service.
+    pub service: Service,
+    /// The register set charged.
+    pub set: u8,
+    /// The reply (a postmark: the compact postmark, signature included).
+    pub output: Vec<u8>,
+}
+
+/// The certificate meter's state.
+#[derive(Clone, Debug, Default)]
+pub struct CertMeterState {
+    /// Keys generated so far (each attestation names its number).
+    pub generation: u32,
+    /// Postmarks issued so far (the serial number's counter).
+    pub postmarks: u32,
+    /// The time of the last postmark (Unix seconds): postmark time never goes back.
+    pub last_time: u64,
+    /// Fees owed (a revocation the DR could not pay); paid services wait while non-zero.
+    pub fees_due: Amount,
+    /// The rate tables held, decoded, with their signed bytes.
+    pub tables: Vec<(RateTable, Vec<u8>)>,
+    /// The trust anchors held, one per kind, with their signed bytes.
+    pub anchors: Vec<(Anchor, Vec<u8>)>,
+    /// The key slots in use (index = slot number).
+    pub slots: Vec<Option<KeySlot>>,
+    /// The last paid service.
+    pub last: Option<LastService>,
+}
+
+impl CertMeterState {
+    /// Loads the record (`None`: nothing yet).
+    pub fn load(bytes: Option<Vec<u8>>) -> Result<CertMeterState, StoreError> {
+        match bytes {
+            None => Ok(CertMeterState::default()),
+            Some(b) => {
+                Self::decode(&b).map_err(|_| StoreError::Corrupt("certificate meter record"))
+            }
+        }
+    }
+
+    /// The anchor of `kind`, if one was loaded.
+    pub fn anchor(&self, kind: AnchorKind) -> Option<&Anchor> {
+        self.anchors.iter().map(|(a, _)| a).find(|a| a.kind == kind)
+    }
+
+    /// The active key of `purpose`: its slot number and the slot. `9A45` if the newest key
+    /// of the purpose was retired (revoked) and none is active, `9A43` if there is none.
+    pub fn active(&self, purpose: Purpose) -> Result<(usize, &KeySlot), crate::status::Status> {
+        let mut retired = false;
+        for (i, s) in self.slots.iter().enumerate() {
+            let Some(s) = s else { continue };
+            if s.purpose != purpose {
+                continue;
+            }
+            match s.state {
+                SlotState::Active => return Ok((i, s)),
+                SlotState::Retired => retired = true,
+                SlotState::Pending => {}
+            }
+        }
+        Err(if retired {
+            crate::status::Status::KeyRevoked
+        } else {
+            crate::status::Status::NoKeyForPurpose
+        })
+    }
+
+    /// The fee of `service` on `date` and the version of the table that sets it: `9A42`
+    /// while fees are due, `9A40` if no table in effect prices the service.
+    pub fn fee(
+        &self,
+        service: Service,
+        date: crate::types::Date,
+    ) -> Result<(Amount, u32), crate::status::Status> {
+        if self.fees_due != Amount::ZERO {
+            return Err(crate::status::Status::FeesDue);
+        }
+        let table =
+            super::rates::in_effect(&self.tables, date).ok_or(crate::status::Status::NoRate)?;
+        let fee = table.fee(service).ok_or(crate::status::Status::NoRate)?;
+        Ok((fee, table.version))
+    }
+
+    /// The record's bytes.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut w = Vec::with_capacity(256);
+        w.put_u8(STATE_VERSION);
+        w.put_u32(self.generation);
+        w.put_u32(self.postmarks);
+        w.put_u64(self.last_time);
+        w.put_u64(self.fees_due.0);
+        // why: at most MAX_TABLES / one per kind / MAX_KEY_SLOTS, kept so by the handlers.
+        #[allow(clippy::cast_possible_truncation)]
+        {
+            w.put_u8(self.tables.len() as u8);
+            for (_, bytes) in &self.tables {
+                w.put_u16(bytes.len() as u16);
+                w.extend_from_slice(bytes);
+            }
+            w.put_u8(self.anchors.len() as u8);
+            for (_, bytes) in &self.anchors {
+                w.extend_from_slice(bytes);
+            }
+            w.put_u8(self.slots.len() as u8);
+            for slot in &self.slots {
+                match slot {
+                    None => w.put_u8(0),
+                    Some(s) => {
+                        w.put_u8(s.state as u8);
+                        w.put_u8(s.purpose.code());
+                        w.put_u32(s.generation);
+                        w.extend_from_slice(&s.public_key);
+                        if let Some(k) = &s.key {
+                            w.extend_from_slice(k.secret_bytes().as_ref());
+                        }
+                        w.put_u64(s.fee_paid.0);
+                        w.put_u16(s.certificate.len() as u16);
+                        w.extend_from_slice(&s.certificate);
+                    }
+                }
+            }
+            match &self.last {
+                None => w.put_u8(0),
+                Some(l) => {
+                    w.put_u8(1);
+                    w.extend_from_slice(&l.transaction.0);
+                    w.put_u8(l.service.code());
+                    w.put_u8(l.set);
+                    w.put_u16(l.output.len() as u16);
+                    w.extend_from_slice(&l.output);
+                }
+            }
+        }
+        w
+    }
+
+    /// Parses the record; anything that does not fit the layout is an error.
+    pub fn decode(bytes: &[u8]) -> Result<CertMeterState, Malformed> {
+        let mut r = Reader::new(bytes);
+        if r.u8()? != STATE_VERSION {
+            return Err(Malformed::Value);
+        }
+        let mut st = CertMeterState {
+            generation: r.u32()?,
+            postmarks: r.u32()?,
+            last_time: r.u64()?,
+            fees_due: Amount(r.u64()?),
+            ..Default::default()
+        };
+        let n = usize::from(r.u8()?);
+        if n > MAX_TABLES {
+            return Err(Malformed::Value);
+        }
+        for _ in 0..n {
+            let len = usize::from(r.u16()?);
+            let bytes = r.take(len)?.to_vec();
+            st.tables
+                .push((RateTable::decode_unverified(&bytes)?, bytes));
+        }
+        let n = usize::from(r.u8()?);
+        if n > 2 {
+            return Err(Malformed::Value);
+        }
+        for _ in 0..n {
+            let bytes = r.take(ANCHOR_LEN)?.to_vec();
+            st.anchors.push((Anchor::decode_unverified(&bytes)?, bytes));
+        }
+        let n = usize::from(r.u8()?);
+        if n > MAX_KEY_SLOTS {
+            return Err(Malformed::Value);
+        }
+        for _ in 0..n {
+            let state = match r.u8()? {
+                0 => {
+                    st.slots.push(None);
+                    continue;
+                }
+                1 => SlotState::Pending,
+                2 => SlotState::Active,
+                3 => SlotState::Retired,
+                _ => return Err(Malformed::Value),
+            };
+            let purpose = Purpose::from_code(r.u8()?).ok_or(Malformed::Value)?;
+            let generation = r.u32()?;
+            let public_key: [u8; PUBLIC_KEY_LEN] = r.array()?;
+            let key = match state {
+                SlotState::Retired => None,
+                _ => {
+                    let k = IndiciumKey::from_bytes(r.take(32)?).ok_or(Malformed::Value)?;
+                    if k.public_key() != public_key {
+                        return Err(Malformed::Value);
+                    }
+                    Some(k)
+                }
+            };
+            let fee_paid = Amount(r.u64()?);
+            let len = usize::from(r.u16()?);
+            let certificate = r.take(len)?.to_vec();
+            st.slots.push(Some(KeySlot {
+                state,
+                purpose,
+                generation,
+                public_key,
+                key,
+                certificate,
+                fee_paid,
+            }));
+        }
+        st.last = match r.u8()? {
+            0 => None,
+            1 => {
+                let transaction = TransactionId(r.array()?);
+                let service = Service::from_code(r.u8()?).ok_or(Malformed::Value)?;
+                let set = r.u8()?;
+                let len = usize::from(r.u16()?);
+                Some(LastService {
+                    transaction,
+                    service,
+                    set,
+                    output: r.take(len)?.to_vec(),
+                })
+            }
+            _ => return Err(Malformed::Value),
+        };
+        r.finish()?;
+        Ok(st)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::types::Date;
+
+    #[test]
+    fn the_record_round_trips_and_a_retired_slot_holds_no_scalar() {
+        let vendor = IndiciumKey::from_bytes(&[7; 32]).unwrap();
+        let table = RateTable {
+            version: 1,
+            effective: Date::new(2026, 1, 1).unwrap(),
+            fees: alloc::vec![(Service::Postmark, Amount(10))],
+        };
+        let key = IndiciumKey::from_bytes(&[9; 32]).unwrap();
+        let anchor = Anchor {
+            kind: AnchorKind::CertificateCa,
+            version: 1,
+            public_key: key.public_key(),
+        };
+        let st = CertMeterState {
+            generation: 2,
+            postmarks: 5,
+            last_time: 1_800_000_000,
+            fees_due: Amount(0),
+            tables: alloc::vec![(table.clone(), table.sign(&vendor).unwrap())],
+            anchors: alloc::vec![(anchor, anchor.sign(&vendor))],
+            slots: alloc::vec![
+                Some(KeySlot {
+                    state: SlotState::Active,
+                    purpose: Purpose::Postmark,
+                    generation: 2,
+                    public_key: key.public_key(),
+                    key: Some(key.clone()),
+                    certificate: alloc::vec![0x30, 0],
+                    fee_paid: Amount(500),
+                }),
+                None,
+                Some(KeySlot {
+                    state: SlotState::Retired,
+                    purpose: Purpose::Postmark,
+                    generation: 1,
+                    public_key: vendor.public_key(),
+                    key: None,
+                    certificate: alloc::vec![0x30, 1, 2],
+                    fee_paid: Amount(0),
+                }),
+            ],
+            last: Some(LastService {
+                transaction: TransactionId([1; 8]),
+                service: Service::Postmark,
+                set: 0,
+                output: alloc::vec![1, 2, 3],
+            }),
+        };
+        let bytes = st.encode();
+        let back = CertMeterState::decode(&bytes).unwrap();
+        assert_eq!(back.encode(), bytes);
+        assert!(back.slots[2].as_ref().unwrap().key.is_none());
+        let secret = vendor.secret_bytes();
+        assert!(!bytes.windows(32).any(|w| w == secret.as_ref()));
+        for n in 0..bytes.len() {
+            let _ = CertMeterState::decode(&bytes[..n]);
+        }
+    }
+}

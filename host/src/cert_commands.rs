@@ -152,7 +152,10 @@ pub fn cert_request(
 ) -> Result<()> {
     let client = crate::account_commands::meter_client(meter)?;
     let (mut psd, info) = open_psd(spec)?;
-    progress(json_out, "1/3 GENERATE KEY: the key is made inside the PSD and attested");
+    progress(
+        json_out,
+        "1/3 GENERATE KEY: the key is made inside the PSD and attested",
+    );
     let (attestation, a) = psd
         .generate_key(purpose, replace)
         .map_err(|e| explain(e, "generating the key"))?;

@@ -54,8 +54,10 @@ pub struct Psd {
 
 fn platform(seed: u64) -> SeededPlatform {
     let mut p = SeededPlatform::new(seed);
-    // The card's clock agrees with the back office's, so receipts and indicia line up.
+    // The card's clock agrees with the back office's, so receipts and indicia line up
+    // (and postmarks carry the back office's time).
     p.today = Some(openpsd_service_kit::codec::today_utc());
+    p.now = u64::try_from(openpsd_service_kit::db::now_secs()).ok();
     p
 }
 

@@ -190,6 +190,39 @@ if "$OPENPSD" --card "pcsc:Virtual PCD 00 00" license import "$RETIRED" 2> "$PCS
 fi
 grep -q "it can never be used" "$PCSC_RUN/import-retired.err"
 echo "license retire through PC/SC: license $LICENSE retired, 5.00 refunded once, its file dead"
+
+echo "== certificate meter through PC/SC (seed 004): rates and the CA from the vendor, a certificate, a postmark openssl verifies"
+# The operator publishes a rate table at the vendor and has it vouch for the CA's key; the
+# next contact (an inspection) loads both into the PSD; the PSD's postmark key is certified
+# by the CA for the customer's account; the postmark's token is checked by stock OpenSSL.
+CM_DIR="$PCSC_RUN/certmeter"
+rm -rf "$CM_DIR"; mkdir -p "$CM_DIR"
+VENDOR_URL=$(grep -o 'vendor listening on [^ ]*' "$PCSC_RUN/backoffice.out" | cut -d' ' -f4)
+target/release/backoffice vendor --vendor "$VENDOR_URL" --pki "$PKI" rates publish \
+  --version 1 --effective 2000-01-01 --fee postmark=0.10 --fee certificate=5.00
+target/release/backoffice vendor --vendor "$VENDOR_URL" --pki "$PKI" trust --kind ca \
+  --cert "$PCSC_RUN/backoffice/ca/ca.pem"
+"$OPENPSD" --card "pcsc:Virtual PCD 00 00" inspect | tee "$PCSC_RUN/inspect-cm.out"
+grep -q "loaded 1 rate table(s) and 1 trust anchor(s)" "$PCSC_RUN/inspect-cm.out"
+"$OPENPSD" --card "pcsc:Virtual PCD 00 00" rates
+"$OPENPSD" --card "pcsc:Virtual PCD 00 00" cert request --purpose postmark --out-dir "$CM_DIR" \
+  | tee "$PCSC_RUN/cert.out"
+grep -q "fee 5.00" "$PCSC_RUN/cert.out"
+openssl verify -purpose timestampsign -CAfile "$CM_DIR/ca.pem" "$CM_DIR"/*-postmark.pem
+echo "a document for the PSD's postmark" > "$CM_DIR/doc.txt"
+"$OPENPSD" --card "pcsc:Virtual PCD 00 00" postmark "$CM_DIR/doc.txt" --ca "$CM_DIR/ca.pem" \
+  --txn 00000000000000C1 | tee "$PCSC_RUN/postmark.out"
+grep -q "fee 0.10" "$PCSC_RUN/postmark.out"
+cp "$CM_DIR/doc.txt.tst" "$CM_DIR/first.tst"
+# The same transaction again: the same token, not charged twice.
+"$OPENPSD" --card "pcsc:Virtual PCD 00 00" postmark "$CM_DIR/doc.txt" --ca "$CM_DIR/ca.pem" \
+  --txn 00000000000000C1 > /dev/null
+cmp "$CM_DIR/first.tst" "$CM_DIR/doc.txt.tst"
+openssl ts -verify -data "$CM_DIR/doc.txt" -in "$CM_DIR/doc.txt.tst" -token_in \
+  -CAfile "$CM_DIR/ca.pem" -untrusted "$CM_DIR/doc.txt.postmark.pem" | tee "$PCSC_RUN/ts-verify.out"
+grep -q "Verification: OK" "$PCSC_RUN/ts-verify.out"
+"$OPENPSD" postmark verify "$CM_DIR/doc.txt" "$CM_DIR/doc.txt.tst" --ca "$CM_DIR/ca.pem"
+echo "certificate meter through PC/SC: certificate 5.00 and postmark 0.10 paid once, token verified by openssl"
 stop_pid backoffice "backoffice"
 card_stop card
 pcsc_wait 10 pcsc_card_absent 0

@@ -86,6 +86,29 @@ pub async fn run(o: DemoOptions) -> Result<()> {
         .use_preconfigured_tls(tls::client_config(&pki, Some(Role::Operator))?)
         .build()?;
 
+    // The certificate meter (seed 004): the vendor publishes a rate table and vouches for
+    // the CA's key (the same again on a rerun); the mailer's host loads both at its next
+    // refill or inspection (docs/certmeter.md).
+    post(
+        &http,
+        &format!("{}/v1/rates", h.vendor.url),
+        &json!({"version": 1, "effective": "2000-01-01",
+                "fees": {"postmark": 10, "certificate": 500}}),
+    )
+    .await?;
+    let ca_key = std::fs::read_to_string(o.data.join("ca").join(openpsd_ca::PUBLIC_KEY_FILE))
+        .context("the CA's public key")?;
+    post(
+        &http,
+        &format!("{}/v1/anchors", h.vendor.url),
+        &json!({"kind": "ca", "public_key": ca_key.trim()}),
+    )
+    .await?;
+    println!(
+        "certificate authority {} (CRL and OCSP at {}); rate table 1 published: postmark 0.10, certificate 5.00",
+        h.ca.url, h.ca_public.url
+    );
+
     // The vendor's personalization station makes the PSD and registers it with the KMS.
     let card_dir = o.data.join("card");
     let secrets_path = o.data.join("card.secrets.json");
@@ -183,6 +206,15 @@ pub async fn run(o: DemoOptions) -> Result<()> {
     println!("  cargo run -p openpsd-host -- --card tcp:{card_addr} refill --amount 10.00");
     println!(
         "  cargo run -p openpsd-host -- --card tcp:{card_addr} indicium --postage 0.85 --to 20095"
+    );
+    println!(
+        "  cargo run -p openpsd-host -- --card tcp:{card_addr} inspect    (loads the rate table and the CA's key)"
+    );
+    println!(
+        "  cargo run -p openpsd-host -- --card tcp:{card_addr} cert request --purpose postmark"
+    );
+    println!(
+        "  cargo run -p openpsd-host -- --card tcp:{card_addr} postmark README.md --ca ca.pem   (then the openssl command it prints)"
     );
     println!(
         "Ctrl-C stops the demo; run it again with --data {} to continue.",

@@ -146,12 +146,35 @@ pub fn cert_request(
     meter: &crate::account_commands::MeterArgs,
     purpose: Purpose,
     set: u8,
-    replace: bool,
+    (replace, rotate): (bool, bool),
     out_dir: &Path,
     json_out: bool,
 ) -> Result<()> {
     let client = crate::account_commands::meter_client(meter)?;
     let (mut psd, info) = open_psd(spec)?;
+    // An active key and none pending: a request that finished (perhaps with its reply
+    // lost). A new key needs --rotate, so a rerun never pays a second certificate.
+    let held = psd.certmeter_info()?;
+    let pending = held
+        .slots
+        .iter()
+        .any(|s| s.purpose == purpose && s.state == SlotState::Pending);
+    if let (Some(active), false, false) = (held.active(purpose), pending, rotate) {
+        fs::create_dir_all(out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
+        let cert_path = out_dir.join(format!("{}-{}.pem", info.device, purpose.name()));
+        write_synced(
+            &cert_path,
+            pem("CERTIFICATE", &active.certificate).as_bytes(),
+        )?;
+        bail!(
+            "slot {} already has an active {} key (certificate written to {}, fee {} paid at \
+             its install); use --rotate for a new key and a new certificate",
+            active.slot,
+            purpose.name(),
+            cert_path.display(),
+            active.fee_paid
+        );
+    }
     progress(
         json_out,
         "1/3 GENERATE KEY: the key is made inside the PSD and attested",
@@ -260,6 +283,14 @@ pub fn postmark(spec: Option<CardSpec>, a: &PostmarkArgs<'_>, json_out: bool) ->
         }
     };
     let txn = new_txn(a.txn.as_deref())?;
+    progress(
+        json_out,
+        &format!(
+            "postmark {} (if interrupted, run again with --txn {}: not charged twice)",
+            hex::encode(txn),
+            hex::encode(txn)
+        ),
+    );
     let (mut psd, _) = open_psd(spec)?;
     let set = RegisterSetIndex(a.set);
     let req = PostmarkRequest {
@@ -272,10 +303,31 @@ pub fn postmark(spec: Option<CardSpec>, a: &PostmarkArgs<'_>, json_out: bool) ->
         .map_err(|e| explain(e, "issuing the postmark"))?;
     let fields = tst::decode_tst_info(&compact.tst_info)
         .map_err(|_| anyhow!("the PSD answered a TSTInfo that does not decode"))?;
+    // The compact postmark first: it is the paid output, whatever happens next.
+    let compact_bytes = compact
+        .encode()
+        .map_err(|_| anyhow!("compact postmark too long"))?;
+    if let Some(c) = &a.compact {
+        write_synced(c, &compact_bytes)?;
+    }
+    // The key that signed it (a retry may answer a postmark made before a key rotation:
+    // its slot is retired, its certificate kept).
     let info = psd.certmeter_info()?;
     let slot = info
-        .active(Purpose::Postmark)
-        .ok_or_else(|| anyhow!("the PSD has no active postmark key any more"))?;
+        .slots
+        .iter()
+        .find(|s| {
+            s.purpose == Purpose::Postmark
+                && openpsd_core::crypto::key_id(&s.public_key) == compact.key_id
+                && !s.certificate.is_empty()
+        })
+        .ok_or_else(|| {
+            anyhow!(
+                "the PSD no longer holds the certificate of the key that signed this postmark \
+                 (compact postmark: {})",
+                hex::encode(&compact_bytes)
+            )
+        })?;
     let token = openpsd_pki::postmark::expand(&compact, &slot.certificate, &[])
         .context("expanding the postmark into an RFC 3161 token")?;
     let out = a
@@ -285,12 +337,6 @@ pub fn postmark(spec: Option<CardSpec>, a: &PostmarkArgs<'_>, json_out: bool) ->
     write_synced(&out, &token)?;
     let cert_pem = out.with_extension("postmark.pem");
     write_synced(&cert_pem, pem("CERTIFICATE", &slot.certificate).as_bytes())?;
-    let compact_bytes = compact
-        .encode()
-        .map_err(|_| anyhow!("compact postmark too long"))?;
-    if let Some(c) = &a.compact {
-        write_synced(c, &compact_bytes)?;
-    }
     let regs = psd.registers(set)?;
     let ca =
         a.ca.as_ref()

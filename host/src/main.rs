@@ -234,7 +234,7 @@ enum CertAction {
     /// your account's), the PSD checks the certificate and pays the certificate fee. Run
     /// again to finish an interrupted request. You must be logged in (`openpsd login`).
     Request {
-        /// postmark or sign.
+        /// postmark or sign (agent and payment keys are not issued yet).
         #[arg(long, default_value = "postmark", value_parser = parse_purpose)]
         purpose: openpsd_core::psd::certmeter::attestation::Purpose,
         /// Register set that pays the certificate fee.
@@ -243,6 +243,10 @@ enum CertAction {
         /// Replace a pending key of the purpose with a new one.
         #[arg(long)]
         replace: bool,
+        /// A new key and certificate although one is active (the old key is retired when
+        /// the new certificate is installed).
+        #[arg(long)]
+        rotate: bool,
         /// Where the certificate and the CA's are written.
         #[arg(long, default_value = ".")]
         out_dir: PathBuf,
@@ -254,10 +258,12 @@ enum CertAction {
 /// A key purpose by name.
 fn parse_purpose(s: &str) -> Result<openpsd_core::psd::certmeter::attestation::Purpose, String> {
     use openpsd_core::psd::certmeter::attestation::Purpose;
-    Purpose::ALL
+    [Purpose::Postmark, Purpose::Sign]
         .into_iter()
         .find(|p| p.name() == s)
-        .ok_or_else(|| format!("'{s}': postmark, sign, agent or payment"))
+        .ok_or_else(|| {
+            format!("'{s}': postmark or sign (agent and payment keys are not issued yet)")
+        })
 }
 
 #[derive(Subcommand, Debug)]
@@ -549,9 +555,18 @@ fn run(cli: Cli) -> Result<()> {
                 purpose,
                 set,
                 replace,
+                rotate,
                 out_dir,
                 meter,
-            } => cert_commands::cert_request(card, &meter, purpose, set, replace, &out_dir, json),
+            } => cert_commands::cert_request(
+                card,
+                &meter,
+                purpose,
+                set,
+                (replace, rotate),
+                &out_dir,
+                json,
+            ),
         },
     }
 }

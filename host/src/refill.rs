@@ -240,6 +240,9 @@ impl MeterClient {
         let u = self.device_updates(device)?;
         let known = |e: &ClientError| matches!(e, ClientError::Refused(_, _, Status::NotNewer));
         let before = psd.certmeter_info()?;
+        // The anchors are loaded even when a table is refused: the first refusal is
+        // answered after both loops.
+        let mut first_error = None;
         let mut tables = 0;
         for hex_table in &u.rate_tables {
             let bytes = hex_bytes(Some(hex_table), "rate table")?;
@@ -249,7 +252,9 @@ impl MeterClient {
             match psd.load_rate_table(&bytes) {
                 Ok(_) => tables += 1,
                 Err(e) if known(&e) => {}
-                Err(e) => return Err(e.into()),
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
             }
         }
         let mut anchors = 0;
@@ -261,10 +266,15 @@ impl MeterClient {
             match psd.load_trust_anchor(&bytes) {
                 Ok(()) => anchors += 1,
                 Err(e) if known(&e) => {}
-                Err(e) => return Err(e.into()),
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
             }
         }
-        Ok((tables, anchors))
+        match first_error {
+            Some(e) => Err(e.into()),
+            None => Ok((tables, anchors)),
+        }
     }
 
     /// Signs up at the meter (which opens a deposit account).

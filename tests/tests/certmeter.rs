@@ -840,3 +840,40 @@ fn keys_can_be_replaced_more_than_three_times() {
         )
     );
 }
+
+/// From review: a postmark is not sold outside its certificate's validity (no verifier
+/// would take it), keys of purposes not issued yet are not made (they would only fill a
+/// slot), and the clock's lower bound is the last accepted audit's day on every PSD.
+#[test]
+fn postmarks_outside_the_certificate_validity_and_unissued_purposes_refused() {
+    let ca = TestCa::standard();
+    let (mut card, device_pk) = certmeter_card(SEED, true);
+    load_table_and_anchor(&mut card, &ca);
+    let (_, a) = generate(&mut card, Purpose::Postmark, &device_pk);
+    // A certificate valid for one day from NOW's day on.
+    let day = NOW - NOW % 86_400;
+    let cert = ca.certify(
+        &a.public_key,
+        &CertProfile {
+            valid: (day, day + 86_399),
+            ..CertProfile::default()
+        },
+    );
+    expect_ok(&card.transmit(&psd_apdu::install_key_certificate(a.slot, SET0, &cert)));
+    postmark(&mut card, &postmark_request(1, b"doc", &[]));
+    // The next day the certificate has expired: refused, nothing charged.
+    set_clock(&mut card, Some(day + 86_400 + 60));
+    refused_unchanged(
+        &mut card,
+        &psd_apdu::issue_postmark(SET0, &postmark_request(2, b"doc", &[])),
+        Status::CertificateMismatch,
+    );
+    // Agent CA and payment keys: not issued yet, not made.
+    for purpose in [Purpose::AgentCa, Purpose::Payment] {
+        refused_unchanged(
+            &mut card,
+            &psd_apdu::generate_key(purpose, false),
+            Status::IncorrectP1P2,
+        );
+    }
+}

@@ -150,6 +150,14 @@ pub(crate) fn check_history(
     if a.fees < l.fees {
         return Err(format!("fees went down from {} to {}", l.fees, a.fees));
     }
+    // Fees are paid out of DR into AR: they cannot have grown by more than AR did.
+    if a.fees - l.fees > a.ar.saturating_sub(l.ar) {
+        return Err(format!(
+            "fees rose by {} while AR rose by {}",
+            a.fees - l.fees,
+            a.ar.saturating_sub(l.ar)
+        ));
+    }
     if a.services < l.services {
         return Err(format!(
             "service count went down from {} to {}",

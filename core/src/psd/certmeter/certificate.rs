@@ -29,15 +29,16 @@ const KP_EMAIL_PROTECTION: der::asn1::ObjectIdentifier =
     der::asn1::ObjectIdentifier::new_unwrap("1.3.6.1.5.5.7.3.4");
 
 /// Checks `cert` for the key `public_key` of `purpose` under the CA key `ca_key` on
-/// `today` (when the platform has a date). `6A80` if it is not a DER certificate at all,
-/// `9A44` for everything else that is wrong.
+/// `today`, and answers its validity (first and last day, which the PSD keeps: it signs
+/// nothing under the certificate outside them). `6A80` if it is not a DER certificate at
+/// all, `9A44` for everything else that is wrong.
 pub fn check(
     cert: &[u8],
     public_key: &[u8; PUBLIC_KEY_LEN],
     purpose: Purpose,
     ca_key: &[u8; PUBLIC_KEY_LEN],
-    today: Option<Date>,
-) -> Result<(), Status> {
+    today: Date,
+) -> Result<(Date, Date), Status> {
     if cert.len() > MAX_CERTIFICATE_LEN {
         return Err(Status::WrongLength);
     }
@@ -59,17 +60,15 @@ pub fn check(
     if tbs.subject_public_key_info().subject_public_key.as_bytes() != Some(&public_key[..]) {
         return Err(mismatch);
     }
-    if let Some(today) = today {
-        let date = |t: &x509_cert::time::Time| {
-            let dt = t.to_date_time();
-            Date::new(dt.year(), dt.month(), dt.day())
-        };
-        let v = tbs.validity();
-        let (from, to) = (date(&v.not_before), date(&v.not_after));
-        if from.is_none_or(|f| today < f) || to.is_none_or(|t| today > t) {
-            return Err(mismatch);
-        }
-    }
+    let date = |t: &x509_cert::time::Time| {
+        let dt = t.to_date_time();
+        Date::new(dt.year(), dt.month(), dt.day())
+    };
+    let v = tbs.validity();
+    let (from, to) = match (date(&v.not_before), date(&v.not_after)) {
+        (Some(f), Some(t)) if f <= today && today <= t => (f, t),
+        _ => return Err(mismatch),
+    };
     // An end-entity certificate: never a CA.
     if let Some((_, bc)) = tbs
         .get_extension::<BasicConstraints>()
@@ -92,7 +91,7 @@ pub fn check(
         _ => false,
     };
     if fits {
-        Ok(())
+        Ok((from, to))
     } else {
         Err(mismatch)
     }

@@ -32,7 +32,11 @@ impl crate::psd::PsdApplet {
         data: &[u8],
         reply: &mut Vec<u8>,
     ) -> Result<(), Status> {
-        let purpose = Purpose::from_code(purpose).ok_or(Status::IncorrectP1P2)?;
+        // Agent CA and payment keys wait for their services (docs/certmeter.md): a key no
+        // one can certify would only hold a slot.
+        let purpose = Purpose::from_code(purpose)
+            .filter(|p| matches!(p, Purpose::Postmark | Purpose::Sign))
+            .ok_or(Status::IncorrectP1P2)?;
         if !data.is_empty() {
             return Err(Status::WrongLength);
         }
@@ -74,6 +78,7 @@ impl crate::psd::PsdApplet {
             key: Some(key.clone()),
             certificate: Vec::new(),
             fee_paid: crate::types::Amount::ZERO,
+            valid: None,
         };
         let a = attestation(device.id, i, &slot)?;
         let mut next = cm.clone();
@@ -124,14 +129,14 @@ impl crate::psd::PsdApplet {
         let ca = cm
             .anchor(AnchorKind::CertificateCa)
             .ok_or(Status::CertificateMismatch)?;
-        super::certificate::check(
+        let today = today.ok_or(Status::ClockRefused)?;
+        let (not_before, not_after) = super::certificate::check(
             data,
             &key_slot.public_key,
             key_slot.purpose,
             &ca.public_key,
             today,
         )?;
-        let today = today.ok_or(Status::ClockRefused)?;
         let (fee, _) = cm.fee(Service::Certificate, today)?;
         let next_set = p.set(i)?.charge(fee)?;
         let mut next = cm.clone();
@@ -150,6 +155,7 @@ impl crate::psd::PsdApplet {
         installed.state = SlotState::Active;
         installed.certificate = data.to_vec();
         installed.fee_paid = fee;
+        installed.valid = Some((not_before, not_after));
         let mut txn = Transaction::begin(ctx.store);
         txn.write(rec::set(i), next_set.encode());
         txn.write(rec::CERTMETER, next.encode());

@@ -130,15 +130,15 @@ mod command {
                 return Err(Status::ClockRefused);
             }
             let date = Date::from_unix_seconds(now).ok_or(Status::ClockRefused)?;
+            // Before the day the back office last saw the device: the clock was set back.
+            if p.counters.last_inspection.is_some_and(|last| date < last) {
+                return Err(Status::ClockRefused);
+            }
             if device.inspection_days > 0 {
                 let last = p
                     .counters
                     .last_inspection
                     .ok_or(Status::InspectionOverdue)?;
-                // Before the day the back office last saw the device: the clock was set back.
-                if date < last {
-                    return Err(Status::ClockRefused);
-                }
                 if date.day_number()
                     > last
                         .day_number()
@@ -146,6 +146,11 @@ mod command {
                 {
                     return Err(Status::InspectionOverdue);
                 }
+            }
+            // Outside its certificate's validity a postmark would not verify: not sold.
+            let (_, slot) = cm.active(Purpose::Postmark)?;
+            if slot.valid.is_none_or(|(from, to)| date < from || date > to) {
+                return Err(Status::CertificateMismatch);
             }
             let (fee, table_version) = cm.fee(Service::Postmark, date)?;
             let set = p.set(i)?;

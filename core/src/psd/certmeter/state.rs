@@ -9,7 +9,8 @@
 //! 01 | generation u32 | postmark counter u32 | last postmark time u64 | fees due u64 |
 //! tables n × (len u16 ‖ signed table) | anchors n × (signed anchor) |
 //! slots n × (state 1 | purpose 1 | generation u32 | public key 65 | scalar 32 (active or
-//!            pending only) | fee paid u64 | certificate len u16 ‖ DER) |
+//!            pending only) | fee paid u64 | validity: 00, or 01 ‖ first day 4 ‖ last day 4 |
+//!            certificate len u16 ‖ DER) |
 //! last service: 00 | 01 ‖ txn 8 ‖ service 1 ‖ set 1 ‖ output len u16 ‖ output
 //! ```
 //! (each list is preceded by its count, one byte).
@@ -63,6 +64,9 @@ pub struct KeySlot {
     pub certificate: Vec<u8>,
     /// The certificate fee paid when it was installed.
     pub fee_paid: Amount,
+    /// The certificate's first and last day (set at install): the key signs nothing outside
+    /// them, so no fee is taken for an output no verifier would accept.
+    pub valid: Option<(crate::types::Date, crate::types::Date)>,
 }
 
 impl KeySlot {
@@ -193,6 +197,14 @@ impl CertMeterState {
                             w.extend_from_slice(k.secret_bytes().as_ref());
                         }
                         w.put_u64(s.fee_paid.0);
+                        match s.valid {
+                            None => w.put_u8(0),
+                            Some((from, to)) => {
+                                w.put_u8(1);
+                                from.write(&mut w);
+                                to.write(&mut w);
+                            }
+                        }
                         w.put_u16(s.certificate.len() as u16);
                         w.extend_from_slice(&s.certificate);
                     }
@@ -273,6 +285,14 @@ impl CertMeterState {
                 }
             };
             let fee_paid = Amount(r.u64()?);
+            let valid = match r.u8()? {
+                0 => None,
+                1 => Some((
+                    crate::types::Date::read(&mut r)?,
+                    crate::types::Date::read(&mut r)?,
+                )),
+                _ => return Err(Malformed::Value),
+            };
             let len = usize::from(r.u16()?);
             let certificate = r.take(len)?.to_vec();
             st.slots.push(Some(KeySlot {
@@ -283,6 +303,7 @@ impl CertMeterState {
                 key,
                 certificate,
                 fee_paid,
+                valid,
             }));
         }
         st.last = match r.u8()? {
@@ -341,6 +362,10 @@ mod tests {
                     key: Some(key.clone()),
                     certificate: alloc::vec![0x30, 0],
                     fee_paid: Amount(500),
+                    valid: Some((
+                        Date::new(2026, 1, 1).unwrap(),
+                        Date::new(2027, 1, 1).unwrap()
+                    )),
                 }),
                 None,
                 Some(KeySlot {
@@ -351,6 +376,7 @@ mod tests {
                     key: None,
                     certificate: alloc::vec![0x30, 1, 2],
                     fee_paid: Amount(0),
+                    valid: None,
                 }),
             ],
             last: Some(LastService {

@@ -877,3 +877,38 @@ fn postmarks_outside_the_certificate_validity_and_unissued_purposes_refused() {
         );
     }
 }
+
+/// A register set that paid fees leaves the PSD and comes back (seed 003's export, a
+/// version 2 file) with its fee registers: fees never turn into postage, and the set can
+/// be retired (refunded) like any other.
+#[test]
+fn a_set_that_paid_fees_exports_and_imports_with_its_fee_registers() {
+    use openpsd_core::psd::license::export::{Blob, BLOB_TAG_FEES};
+    let ca = TestCa::standard();
+    let (mut card, device_pk) = certmeter_card(SEED, true);
+    activate_postmark_key(&mut card, &device_pk, &ca);
+    postmark(&mut card, &postmark_request(1, b"doc", &[]));
+    let paid = fees_of(&mut card, 0);
+    assert_eq!(paid.0 .0, CERTIFICATE_FEE + POSTMARK_FEE);
+    let before = registers(&mut card, 0);
+    let blob = expect_ok(&card.transmit(&psd_apdu::export_prepare(SET0)));
+    assert!(
+        blob.starts_with(BLOB_TAG_FEES),
+        "a set that paid is a version 2 file"
+    );
+    let decoded = Blob::decode(&blob).unwrap();
+    assert_eq!((decoded.set.fees, decoded.set.services), paid);
+    let digest = Blob::digest_of(&blob);
+    expect_ok(&card.transmit(&psd_apdu::export_commit(SET0, &digest)));
+    let slot = expect_ok(&card.transmit(&psd_apdu::import_set(&blob)));
+    let back = registers(&mut card, slot[0]);
+    assert_eq!(
+        (back.ar, back.dr, back.control_sum),
+        (before.ar, before.dr, before.control_sum)
+    );
+    assert_eq!(
+        fees_of(&mut card, slot[0]),
+        paid,
+        "the fee registers came back"
+    );
+}

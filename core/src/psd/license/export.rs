@@ -34,6 +34,10 @@ use super::{ExportEntry, ExportState, MAX_OUTSTANDING};
 
 /// The blob's first bytes.
 pub const BLOB_TAG: &[u8] = b"openpsd register set v1";
+/// The first bytes of a blob whose set paid certificate-meter fees (seed 004): version 1
+/// with fees (8) ‖ services (4) after the last indicium. A set that never paid keeps
+/// version 1's bytes.
+pub const BLOB_TAG_FEES: &[u8] = b"openpsd register set v2";
 /// Label of the device key's signature over the blob.
 pub const BLOB_SIGNATURE_LABEL: &[u8] = b"openpsd register set signature v1";
 
@@ -81,6 +85,10 @@ pub struct ClearSet {
     /// so a host that lost that reply still gets the same indicium after an import, not a
     /// second debit.
     pub last_indicium: Option<(TransactionId, Vec<u8>)>,
+    /// The part of AR paid as certificate-meter fees (version 2 blobs).
+    pub fees: Amount,
+    /// Paid services counted (version 2 blobs).
+    pub services: PieceCount,
 }
 
 /// The public part of a set's grant.
@@ -115,7 +123,14 @@ impl ClearSet {
                 public_key: g.public_key(),
             }),
             last_indicium: set.last_indicium.clone(),
+            fees: set.fees,
+            services: set.services,
         }
+    }
+
+    /// Whether the blob needs version 2 (the set paid a fee or counted a service).
+    fn paid(&self) -> bool {
+        self.fees != Amount::ZERO || self.services != PieceCount(0)
     }
 
     fn write(&self, w: &mut Vec<u8>) {
@@ -139,10 +154,14 @@ impl ClearSet {
             }
         }
         write_last_indicium(w, &self.last_indicium);
+        if self.paid() {
+            w.put_u64(self.fees.0);
+            w.put_u32(self.services.0);
+        }
     }
 
-    fn read(r: &mut Reader<'_>) -> Result<ClearSet, Malformed> {
-        Ok(ClearSet {
+    fn read(r: &mut Reader<'_>, paid: bool) -> Result<ClearSet, Malformed> {
+        let mut set = ClearSet {
             license: LicenseId(r.u32()?),
             origin: PostalCode::read(r)?,
             ar: Amount(r.u64()?),
@@ -163,15 +182,26 @@ impl ClearSet {
                 _ => return Err(Malformed::Value),
             },
             last_indicium: read_last_indicium(r)?,
-        })
+            fees: Amount::ZERO,
+            services: PieceCount(0),
+        };
+        if paid {
+            set.fees = Amount(r.u64()?);
+            set.services = PieceCount(r.u32()?);
+            // One encoding per blob: version 2 only for a set that paid.
+            if !set.paid() {
+                return Err(Malformed::Value);
+            }
+        }
+        Ok(set)
     }
 }
 
 impl Blob {
     /// The clear part: tag ‖ device ‖ epoch ‖ set.
     fn clear_bytes(device: DeviceId, epoch: u64, set: &ClearSet) -> Vec<u8> {
-        let mut w = Vec::with_capacity(200);
-        w.extend_from_slice(BLOB_TAG);
+        let mut w = Vec::with_capacity(212);
+        w.extend_from_slice(if set.paid() { BLOB_TAG_FEES } else { BLOB_TAG });
         w.extend_from_slice(&device.0);
         w.put_u64(epoch);
         set.write(&mut w);
@@ -189,13 +219,16 @@ impl Blob {
     /// Parses the file's bytes (no check of the seal or the signature).
     pub fn decode(bytes: &[u8]) -> Result<Blob, Malformed> {
         let mut r = Reader::new(bytes);
-        if r.take(BLOB_TAG.len())? != BLOB_TAG {
-            return Err(Malformed::Value);
-        }
+        // Both tags have the same length: the version is the last byte.
+        let paid = match r.take(BLOB_TAG.len())? {
+            t if t == BLOB_TAG => false,
+            t if t == BLOB_TAG_FEES => true,
+            _ => return Err(Malformed::Value),
+        };
         let blob = Blob {
             device: DeviceId(r.array()?),
             epoch: r.u64()?,
-            set: ClearSet::read(&mut r)?,
+            set: ClearSet::read(&mut r, paid)?,
             sealed: r.short_bytes()?.to_vec(),
             signature: r.array()?,
         };
@@ -278,6 +311,8 @@ impl Blob {
         set.refills = c.refills;
         set.last_combination = c.last_combination;
         set.last_indicium = c.last_indicium.clone();
+        set.fees = c.fees;
+        set.services = c.services;
         set.grant = grant;
         set.is_consistent().then_some(set)
     }
@@ -337,11 +372,6 @@ impl crate::psd::PsdApplet {
             .is_some_and(|t| usize::from(t.set) == i);
         if set.pending != Amount::ZERO || pending_here {
             return Err(Status::TransferPending);
-        }
-        // The blob has no place for the certificate meter's fee registers yet: exporting
-        // would turn fees into postage in the importer's audits (docs/certmeter.md).
-        if set.fees != Amount::ZERO || set.services != PieceCount(0) {
-            return Err(Status::ConditionsNotSatisfied);
         }
         if licenses.exports.len() >= MAX_OUTSTANDING {
             return Err(Status::ExportTableFull);

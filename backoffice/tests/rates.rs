@@ -312,6 +312,10 @@ async fn an_anchor_opens_under_the_vendor_key_and_names_the_ca_key() {
     let pem = std::fs::read(dir.path().join("pa").join(openpsd_pa::CA_FILE)).unwrap();
     let pa_key = openpsd_vendor::rates::certificate_key(&pem).unwrap();
     assert_eq!(pa_key, h.postal_authority.public_key);
+    // A service's certificate (not a CA's) is refused: PSDs must not trust its key.
+    let service = std::fs::read(dir.path().join("pki").join("meter.crt")).unwrap();
+    let err = openpsd_vendor::rates::certificate_key(&service).unwrap_err();
+    assert!(err.to_string().contains("not a CA certificate"), "{err}");
     let a2: AnchorView = op.post("/v1/anchors", &ask("ca", &pa_key)).await.unwrap();
     assert_eq!(a2.version, 2);
     let creditor = IndiciumKey::generate(&mut OsRandom).public_key();

@@ -264,6 +264,14 @@ pub fn parse(der: &[u8]) -> Option<Parsed> {
         .unwrap_or_default()
         .into_iter()
         .find(|e| e.extn_id == nonce_oid);
+    // RFC 8954: a nonce of 1 to 32 octets (the extension's value is an OCTET STRING
+    // holding it: 2 bytes of header more). A longer one is a malformed request, not an echo.
+    if nonce
+        .as_ref()
+        .is_some_and(|e| !(3..=34).contains(&e.extn_value.as_bytes().len()))
+    {
+        return None;
+    }
     Some(Parsed {
         ids: tbs.request_list.into_iter().map(|r| r.req_cert).collect(),
         nonce,
@@ -369,5 +377,42 @@ mod tests {
         assert!(parse(b"GET / HTTP/1.1").is_none());
         // OCSPRequest { TBSRequest { requestList: empty } }: asks about nothing.
         assert!(parse(&[0x30, 0x04, 0x30, 0x02, 0x30, 0x00]).is_none());
+    }
+
+    #[test]
+    fn a_nonce_longer_than_32_octets_is_a_malformed_request() {
+        let id = CertId {
+            hash_algorithm: spki::AlgorithmIdentifierOwned {
+                oid: ObjectIdentifier::new_unwrap("1.3.14.3.2.26"),
+                parameters: None,
+            },
+            issuer_name_hash: der::asn1::OctetString::new(vec![1; 20]).unwrap(),
+            issuer_key_hash: der::asn1::OctetString::new(vec![2; 20]).unwrap(),
+            serial_number: x509_cert::serial_number::SerialNumber::new(&[5]).unwrap(),
+        };
+        let request = |nonce_len: usize| {
+            let inner = der::asn1::OctetString::new(vec![7; nonce_len]).unwrap();
+            let ext = x509_cert::ext::Extension {
+                extn_id: ObjectIdentifier::new(OID_NONCE).unwrap(),
+                critical: false,
+                extn_value: der::asn1::OctetString::new(inner.to_der().unwrap()).unwrap(),
+            };
+            OcspRequest {
+                tbs_request: TbsRequest {
+                    version: None,
+                    requestor_name: None,
+                    request_list: vec![Request {
+                        req_cert: id.clone(),
+                        single_request_extensions: None,
+                    }],
+                    request_extensions: Some(vec![ext]),
+                },
+                optional_signature: None,
+            }
+            .to_der()
+            .unwrap()
+        };
+        assert!(parse(&request(32)).is_some());
+        assert!(parse(&request(33)).is_none());
     }
 }

@@ -409,6 +409,15 @@ pub fn certificate_key(pem: &[u8]) -> anyhow::Result<[u8; PUBLIC_KEY_LEN]> {
         der::oid::ObjectIdentifier::new_unwrap("1.2.840.10045.3.1.7");
     let cert = x509_cert::Certificate::from_pem(pem)
         .map_err(|e| anyhow::anyhow!("not a PEM certificate: {e}"))?;
+    // A CA's certificate only: the back office's TLS root or a service's certificate
+    // would make PSDs trust a key that signs no certificates for them.
+    let ca = cert
+        .tbs_certificate()
+        .get_extension::<x509_cert::ext::pkix::BasicConstraints>()
+        .ok()
+        .flatten()
+        .is_some_and(|(_, bc)| bc.ca);
+    anyhow::ensure!(ca, "not a CA certificate (no basicConstraints CA:TRUE)");
     let spki = cert.tbs_certificate().subject_public_key_info();
     let curve = spki
         .algorithm

@@ -117,7 +117,17 @@ print("meter:", post("https://127.0.0.1:18700/v1/devices",
                      {"device_id": secrets["device_id"], "account_id": account, "baselines": baselines}))
 print("deposit:", post(f"https://127.0.0.1:18702/v1/accounts/{account}/deposits", {"amount": 10000, "reference": "pcsc-test"}))
 PY
-"$OPENPSD" --card "pcsc:Virtual PCD 00 00" refill --amount 25.00 --txn pcsc-refill-1
+# The manufacturer's desk publishes the certificate meter's rate table and vouches for the
+# back office's CA (seed 004); the meter hands both to the PSD's host at its next contact,
+# this refill.
+VENDOR_URL=$(grep -o 'vendor listening on [^ ]*' "$PCSC_RUN/backoffice.out" | cut -d' ' -f4)
+target/release/backoffice vendor --vendor "$VENDOR_URL" --pki "$PKI" rates publish \
+  --version 1 --effective 2000-01-01 --fee postmark=0.10 --fee certificate=5.00
+target/release/backoffice vendor --vendor "$VENDOR_URL" --pki "$PKI" trust --kind ca \
+  --cert "$PCSC_RUN/backoffice/ca/ca.pem"
+"$OPENPSD" --card "pcsc:Virtual PCD 00 00" refill --amount 25.00 --txn pcsc-refill-1 \
+  | tee "$PCSC_RUN/refill-1.out"
+grep -q "loaded 1 rate table(s) and 1 trust anchor(s)" "$PCSC_RUN/refill-1.out"
 "$OPENPSD" --card "pcsc:Virtual PCD 00 00" --json refill --amount 25.00 --txn pcsc-refill-1 \
   | tee "$PCSC_RUN/refill-again.json"
 grep -q '"state":"completed"' "$PCSC_RUN/refill-again.json"
@@ -192,19 +202,13 @@ grep -q "it can never be used" "$PCSC_RUN/import-retired.err"
 echo "license retire through PC/SC: license $LICENSE retired, 5.00 refunded once, its file dead"
 
 echo "== certificate meter through PC/SC (seed 004): rates and the CA from the vendor, a certificate, a postmark openssl verifies"
-# The operator publishes a rate table at the vendor and has it vouch for the CA's key; the
-# next contact (an inspection) loads both into the PSD; the PSD's postmark key is certified
-# by the CA for the customer's account; the postmark's token is checked by stock OpenSSL.
+# The rate table and the CA's anchor came with the first refill; the PSD's postmark key is
+# certified by the CA for the customer's account; the postmark's token is checked by stock
+# OpenSSL.
 CM_DIR="$PCSC_RUN/certmeter"
 rm -rf "$CM_DIR"; mkdir -p "$CM_DIR"
-VENDOR_URL=$(grep -o 'vendor listening on [^ ]*' "$PCSC_RUN/backoffice.out" | cut -d' ' -f4)
-target/release/backoffice vendor --vendor "$VENDOR_URL" --pki "$PKI" rates publish \
-  --version 1 --effective 2000-01-01 --fee postmark=0.10 --fee certificate=5.00
-target/release/backoffice vendor --vendor "$VENDOR_URL" --pki "$PKI" trust --kind ca \
-  --cert "$PCSC_RUN/backoffice/ca/ca.pem"
-"$OPENPSD" --card "pcsc:Virtual PCD 00 00" inspect | tee "$PCSC_RUN/inspect-cm.out"
-grep -q "loaded 1 rate table(s) and 1 trust anchor(s)" "$PCSC_RUN/inspect-cm.out"
-"$OPENPSD" --card "pcsc:Virtual PCD 00 00" rates
+"$OPENPSD" --card "pcsc:Virtual PCD 00 00" rates | tee "$PCSC_RUN/rates.out"
+grep -q "rate table version 1 (effective 2000-01-01, in effect)" "$PCSC_RUN/rates.out"
 "$OPENPSD" --card "pcsc:Virtual PCD 00 00" cert request --purpose postmark --out-dir "$CM_DIR" \
   | tee "$PCSC_RUN/cert.out"
 grep -q "fee 5.00" "$PCSC_RUN/cert.out"

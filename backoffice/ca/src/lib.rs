@@ -48,6 +48,7 @@ use openpsd_service_kit::access::{RateLimit, Routes, Who};
 use openpsd_service_kit::codec::{self, OsRandom};
 use openpsd_service_kit::db::{now_secs, Db};
 use openpsd_service_kit::error::{ApiError, StorageContext};
+use openpsd_service_kit::failpoint;
 use openpsd_service_kit::pki::Pki;
 use openpsd_service_kit::tls::{client_config, Role};
 use openpsd_service_kit::upstream::Upstream;
@@ -474,6 +475,8 @@ async fn issue(State(ca): State<Ca>, body: Bytes) -> Result<Json<CertificateAnsw
         req.account_id.clone(),
         req.username.clone(),
     );
+    // Signed, nothing stored yet (the transaction below not begun).
+    failpoint::pause("ca_issue_before_commit").await;
     let row = ca
         .db
         .run(step, move |c| {
@@ -525,6 +528,8 @@ async fn issue(State(ca): State<Ca>, body: Bytes) -> Result<Json<CertificateAnsw
             Ok(new)
         })
         .await?;
+    // The certificate is committed (or was found by its attestation); the meter has not heard.
+    failpoint::pause("ca_issue_after_commit").await;
     tracing::info!(
         device = %row.view.device_id,
         serial = %row.view.serial,
@@ -590,6 +595,8 @@ async fn revoke(
             Ok(updated.view)
         })
         .await?;
+    // The revocation is committed (or was found); the caller has not heard.
+    failpoint::pause("ca_revoke_after_commit").await;
     tracing::warn!(serial = %view.serial, device = %view.device_id, "certificate revoked");
     Ok(Json(view))
 }

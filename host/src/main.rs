@@ -177,11 +177,11 @@ enum Command {
     /// never leaves this computer), the PSD signs its SHA-256 with the time and a serial
     /// for the postmark fee, and the RFC 3161 time-stamp token is written next to it,
     /// with the command that checks it with stock openssl.
+    #[command(args_conflicts_with_subcommands = true)]
     Postmark {
         #[command(subcommand)]
         action: Option<PostmarkAction>,
         /// The file to postmark.
-        #[arg(required = true)]
         file: Option<PathBuf>,
         /// Where the RFC 3161 token goes (default: FILE.<ext>.tst).
         #[arg(short, long)]

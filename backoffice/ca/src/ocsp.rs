@@ -382,20 +382,20 @@ mod tests {
     #[test]
     fn a_nonce_longer_than_32_octets_is_a_malformed_request() {
         let id = CertId {
-            hash_algorithm: spki::AlgorithmIdentifierOwned {
+            hash_algorithm: AlgorithmIdentifierOwned {
                 oid: ObjectIdentifier::new_unwrap("1.3.14.3.2.26"),
                 parameters: None,
             },
-            issuer_name_hash: der::asn1::OctetString::new(vec![1; 20]).unwrap(),
-            issuer_key_hash: der::asn1::OctetString::new(vec![2; 20]).unwrap(),
-            serial_number: x509_cert::serial_number::SerialNumber::new(&[5]).unwrap(),
+            issuer_name_hash: OctetString::new(vec![1; 20]).unwrap(),
+            issuer_key_hash: OctetString::new(vec![2; 20]).unwrap(),
+            serial_number: SerialNumber::new(&[5]).unwrap(),
         };
         let request = |nonce_len: usize| {
-            let inner = der::asn1::OctetString::new(vec![7; nonce_len]).unwrap();
+            let inner = OctetString::new(vec![7; nonce_len]).unwrap();
             let ext = x509_cert::ext::Extension {
                 extn_id: ObjectIdentifier::new(OID_NONCE).unwrap(),
                 critical: false,
-                extn_value: der::asn1::OctetString::new(inner.to_der().unwrap()).unwrap(),
+                extn_value: OctetString::new(inner.to_der().unwrap()).unwrap(),
             };
             OcspRequest {
                 tbs_request: TbsRequest {

@@ -13,7 +13,7 @@
 macro_rules! status_table {
     ($(
         $(#[doc = $doc:literal])*
-        $name:ident = $sw:literal, $text:literal;
+        $name:ident = $sw:literal, $text:expr;
     )*) => {
         /// A command's outcome other than success, mapped once to an ISO 7816-4 status word.
         ///
@@ -54,6 +54,22 @@ macro_rules! status_table {
             pub const ALL: [Status; 1 + [$($sw),*].len()] =
                 [Status::VerificationFailed(0), $(Status::$name),*];
         }
+    };
+}
+
+/// The description of a certificate-meter status word. Without the `certmeter` feature no
+/// command can answer one, so one short text stands for all of them: the browser's module
+/// is built without the feature and its size budget is tight.
+#[cfg(feature = "certmeter")]
+macro_rules! certmeter_text {
+    ($text:literal) => {
+        $text
+    };
+}
+#[cfg(not(feature = "certmeter"))]
+macro_rules! certmeter_text {
+    ($text:literal) => {
+        "certificate meter refusal"
     };
 }
 
@@ -169,26 +185,26 @@ status_table! {
     NoPostalAuthority = 0x9A37, "personalized without the postal authority's key: no licenses can be added";
     /// Certificate meter: the rate table in effect has no fee for this service (or no
     /// table is in effect).
-    NoRate = 0x9A40, "no fee for this service in the rate table in effect: load a rate table (refill or inspection)";
+    NoRate = 0x9A40, certmeter_text!("no fee for this service in the rate table in effect: load a rate table (refill or inspection)");
     /// LOAD RATE TABLE / LOAD TRUST ANCHOR: not newer than the one held.
-    NotNewer = 0x9A41, "rate table or trust anchor not newer than the one held";
+    NotNewer = 0x9A41, certmeter_text!("rate table or trust anchor not newer than the one held");
     /// Certificate meter: fees are due (a revocation the DR could not pay); the next refill
     /// settles them.
-    FeesDue = 0x9A42, "fees due: refill first";
+    FeesDue = 0x9A42, certmeter_text!("fees due: refill first");
     /// Certificate meter: no key of this purpose (or no such slot, or not in that state).
-    NoKeyForPurpose = 0x9A43, "no key for this purpose in that state: generate one and install its certificate";
+    NoKeyForPurpose = 0x9A43, certmeter_text!("no key for this purpose in that state: generate one and install its certificate");
     /// INSTALL KEY CERTIFICATE: the certificate is not for the slot's key, not the CA's, or
     /// not for the key's purpose.
-    CertificateMismatch = 0x9A44, "certificate refused: not for this key, not signed by the trusted CA, outside its validity, or not for this purpose";
+    CertificateMismatch = 0x9A44, certmeter_text!("certificate refused: not for this key, not signed by the trusted CA, outside its validity, or not for this purpose");
     /// Certificate meter: the key was revoked.
-    KeyRevoked = 0x9A45, "key revoked";
+    KeyRevoked = 0x9A45, certmeter_text!("key revoked");
     /// PAY: the line of credit has not enough left.
-    CreditInsufficient = 0x9A46, "line of credit insufficient";
+    CreditInsufficient = 0x9A46, certmeter_text!("line of credit insufficient");
     /// Certificate meter: no clock, a clock moved back, or a time outside the window of the
     /// last back-office contact.
-    ClockRefused = 0x9A47, "clock missing, moved back, or outside the window of the last back-office contact";
+    ClockRefused = 0x9A47, certmeter_text!("clock missing, moved back, or outside the window of the last back-office contact");
     /// ISSUE AGENT CERTIFICATE: the name is outside the agent CA's constraints.
-    NameOutsideConstraints = 0x9A48, "name outside the agent CA's constraints";
+    NameOutsideConstraints = 0x9A48, certmeter_text!("name outside the agent CA's constraints");
 }
 
 impl Status {

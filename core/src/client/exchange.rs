@@ -79,8 +79,12 @@ fn with_le(apdu: &[u8], le: u8) -> Option<Vec<u8>> {
 /// Le) re-sends the command once with the length the card named. Any other status word is
 /// the card's refusal, as a [`Status`] when the contract defines it. `step` names the
 /// command in errors.
+///
+/// Why `dyn`: one copy of this loop serves every client and link type; generic, the browser
+/// module carried three (~1 KB gzip of its size budget), and a virtual call per APDU costs
+/// nothing next to the card's work.
 pub fn exchange(
-    link: &mut (impl Link + ?Sized),
+    link: &mut dyn Link,
     side: Side,
     step: &'static str,
     apdu: &[u8],

@@ -119,6 +119,8 @@ pub struct Verified {
     pub compact: CompactSignature,
     /// The signer's certificate (DER).
     pub certificate: Vec<u8>,
+    /// The signer's certificate's subject, as RFC 4514 text.
+    pub subject: String,
 }
 
 /// Verifies a detached `.p7s` of ours natively: the signed attributes are exactly the
@@ -231,6 +233,7 @@ pub fn verify(p7s_der: &[u8], content_digest: &[u8; 32], ca_cert_der: &[u8]) -> 
     Ok(Verified {
         compact,
         certificate: signer_der,
+        subject: tbs.subject().to_string(),
     })
 }
 

@@ -169,7 +169,11 @@ fn sign(spec: Option<CardSpec>, file: &Path, a: &SignArgs, json_out: bool) -> Re
         after.ar,
         after.dr
     );
-    println!("signature {} ({} bytes, {inform})", out.display(), bytes.len());
+    println!(
+        "signature {} ({} bytes, {inform})",
+        out.display(),
+        bytes.len()
+    );
     println!("check it: {check}");
     Ok(())
 }
@@ -327,13 +331,19 @@ pub fn verify_receipt(receipt: &Path, device_key: &str, json_out: bool) -> Resul
 /// The checks a receipt says failed, in words.
 fn failed_checks(passed: u8) -> Vec<&'static str> {
     [
-        (checks::CA_SIGNATURE, "certificate not signed by the trusted CA"),
+        (
+            checks::CA_SIGNATURE,
+            "certificate not signed by the trusted CA",
+        ),
         (checks::POSTMARK_CERTIFICATE, "not a postmark certificate"),
         (
             checks::VALID_AT_GEN_TIME,
             "certificate not valid at the postmark's time",
         ),
-        (checks::KEY_MATCHES, "postmark not made with the certificate's key"),
+        (
+            checks::KEY_MATCHES,
+            "postmark not made with the certificate's key",
+        ),
         (checks::SIGNATURE, "postmark signature does not verify"),
         (checks::DIGEST, "postmark is for another document"),
     ]

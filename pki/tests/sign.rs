@@ -194,7 +194,6 @@ fn pki(ca_seed: &[u8], key_seed: &[u8], cert_from: u64, cert_to: u64) -> Pki {
     }
 }
 
-
 /// What the card does in SIGN once the fee is committed.
 fn card_signs(pki: &Pki, content: &[u8], signing_time: u64) -> CompactSignature {
     let mut c = CompactSignature {
@@ -241,11 +240,19 @@ const LAST_UTC_TIME: u64 = 2_524_607_999;
 
 #[test]
 fn openssl_cms_verify_accepts_expanded_signatures_utc_and_generalized_time() {
-    let pki = pki(b"sign CA", b"sign key", now() - 86_400, LAST_UTC_TIME + 86_400 * 400);
+    let pki = pki(
+        b"sign CA",
+        b"sign key",
+        now() - 86_400,
+        LAST_UTC_TIME + 86_400 * 400,
+    );
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     std::fs::write(d.join("ca.pem"), pem("CERTIFICATE", &pki.ca_der)).unwrap();
-    for (i, t) in [now(), LAST_UTC_TIME, LAST_UTC_TIME + 1].into_iter().enumerate() {
+    for (i, t) in [now(), LAST_UTC_TIME, LAST_UTC_TIME + 1]
+        .into_iter()
+        .enumerate()
+    {
         let content = format!("document {i}\n").into_bytes();
         let c = card_signs(&pki, &content, t);
         let p7s = expand(&c, &pki.cert_der, &[]).unwrap();
@@ -256,7 +263,10 @@ fn openssl_cms_verify_accepts_expanded_signatures_utc_and_generalized_time() {
         std::fs::write(d.join("doc"), &content).unwrap();
         std::fs::write(d.join("sig.p7s"), &p7s).unwrap();
         let (ok, text) = cms_verify(d, "DER");
-        assert!(ok && text.contains("Verification successful"), "{t}: {text}");
+        assert!(
+            ok && text.contains("Verification successful"),
+            "{t}: {text}"
+        );
         assert_eq!(std::fs::read(d.join("out")).unwrap(), content);
         std::fs::write(d.join("sig.p7s"), pem("CMS", &p7s)).unwrap();
         let (ok, text) = cms_verify(d, "PEM");
@@ -274,24 +284,43 @@ fn openssl_cms_verify_accepts_expanded_signatures_utc_and_generalized_time() {
 
 #[test]
 fn forged_truncated_or_foreign_signatures_are_refused() {
-    let pki_a = pki(b"sign CA", b"sign key", now() - 86_400, now() + 86_400 * 400);
-    let pki_b = pki(b"other CA", b"other key", now() - 86_400, now() + 86_400 * 400);
+    let pki_a = pki(
+        b"sign CA",
+        b"sign key",
+        now() - 86_400,
+        now() + 86_400 * 400,
+    );
+    let pki_b = pki(
+        b"other CA",
+        b"other key",
+        now() - 86_400,
+        now() + 86_400 * 400,
+    );
     let content = b"content";
     let c = card_signs(&pki_a, content, now());
     // The other key's certificate: not the signature's key.
     assert!(expand(&c, &pki_b.cert_der, &[]).is_err());
     let mut forged = c.clone();
     forged.signing_time += 1;
-    assert!(expand(&forged, &pki_a.cert_der, &[]).is_err(), "time is signed");
+    assert!(
+        expand(&forged, &pki_a.cert_der, &[]).is_err(),
+        "time is signed"
+    );
     let p7s = expand(&c, &pki_a.cert_der, &[]).unwrap();
-    assert!(verify(&p7s, &sha256(content), &pki_b.ca_der).is_err(), "foreign CA");
+    assert!(
+        verify(&p7s, &sha256(content), &pki_b.ca_der).is_err(),
+        "foreign CA"
+    );
     for n in 0..p7s.len() {
         assert!(verify(&p7s[..n], &sha256(content), &pki_a.ca_der).is_err());
     }
     for n in (0..p7s.len()).step_by(7) {
         let mut b = p7s.clone();
         b[n] ^= 0x01;
-        assert!(verify(&b, &sha256(content), &pki_a.ca_der).is_err(), "byte {n}");
+        assert!(
+            verify(&b, &sha256(content), &pki_a.ca_der).is_err(),
+            "byte {n}"
+        );
     }
     // Signed outside the certificate's validity: refused natively.
     let late = card_signs(&pki_a, content, now() + 86_400 * 500);

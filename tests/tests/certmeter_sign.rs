@@ -55,7 +55,12 @@ fn sign(card: &mut TestCard, req: &SignRequest) -> Vec<u8> {
 }
 
 /// Runs `openssl cms -verify` on `content` and `p7s` under the test CA, in `dir`.
-fn openssl_cms_verify(dir: &std::path::Path, ca: &TestCa, content: &[u8], p7s: &[u8]) -> (bool, String) {
+fn openssl_cms_verify(
+    dir: &std::path::Path,
+    ca: &TestCa,
+    content: &[u8],
+    p7s: &[u8],
+) -> (bool, String) {
     std::fs::write(dir.join("ca.pem"), pem(&ca.cert_der)).unwrap();
     std::fs::write(dir.join("doc"), content).unwrap();
     std::fs::write(dir.join("sig.p7s"), p7s).unwrap();
@@ -105,10 +110,15 @@ fn sign_charges_the_fee_and_openssl_cms_verify_accepts_the_expanded_signature() 
     // What OpenSSL reads in it: our signed attributes, the UTCTime signingTime.
     let (ok, text) = openssl(
         dir.path(),
-        &["cms", "-cmsout", "-print", "-inform", "DER", "-in", "sig.p7s"],
+        &[
+            "cms", "-cmsout", "-print", "-inform", "DER", "-in", "sig.p7s",
+        ],
     );
     assert!(ok, "{text}");
-    assert!(text.contains("signingTime") && text.contains("UTCTIME:Nov 21 10:00:00 2026 GMT"), "{text}");
+    assert!(
+        text.contains("signingTime") && text.contains("UTCTIME:Nov 21 10:00:00 2026 GMT"),
+        "{text}"
+    );
     // Another content: refused by OpenSSL and natively.
     let (ok, text) = openssl_cms_verify(dir.path(), &ca, b"another contract\n", &p7s);
     assert!(!ok, "{text}");
@@ -209,7 +219,10 @@ fn sign_refusals_write_nothing() {
     let table = rate_table(
         1,
         Date::new(2026, 11, 1).unwrap(),
-        &[(openpsd_core::psd::certmeter::rates::Service::Certificate, CERTIFICATE_FEE)],
+        &[(
+            openpsd_core::psd::certmeter::rates::Service::Certificate,
+            CERTIFICATE_FEE,
+        )],
     );
     expect_ok(&card.transmit(&psd_apdu::load_rate_table(&table)));
     expect_ok(&card.transmit(&psd_apdu::load_trust_anchor(&ca_anchor(&ca, 1))));
@@ -277,7 +290,14 @@ fn validate(
     let r = ValidationReceipt::open(&bytes, device_pk).expect("receipt verifies");
     assert_eq!(registers(card, 0).dr.0, dr - VALIDATION_FEE, "charged");
     assert_eq!(
-        (r.validator, r.transaction, r.time, r.fee, r.table_version, r.set),
+        (
+            r.validator,
+            r.transaction,
+            r.time,
+            r.fee,
+            r.table_version,
+            r.set
+        ),
         (DEVICE, req.transaction, NOW, Amount(VALIDATION_FEE), 1, 0)
     );
     assert_eq!(
@@ -296,7 +316,10 @@ fn fig4_a_valid_postmark_gets_a_valid_receipt_charged_once() {
     let (bytes, r) = validate(&mut card, &device_pk, &req);
     assert!(r.valid, "{r:?}");
     assert_eq!(r.checks, checks::ALL);
-    assert_eq!((r.postmark_device, r.postmark_counter, r.gen_time), (DEVICE, 1, NOW));
+    assert_eq!(
+        (r.postmark_device, r.postmark_counter, r.gen_time),
+        (DEVICE, 1, NOW)
+    );
     assert_eq!(
         fees_of(&mut card, 0),
         (Amount(fees0.0 + VALIDATION_FEE), PieceCount(n0.0 + 1))
@@ -415,7 +438,12 @@ fn fig4_unreadable_bytes_are_refused_with_nothing_written() {
     );
     refused_unchanged(
         &mut card,
-        &v(&validate_req(1, &compact[..compact.len() - 1], &pm_cert, document)),
+        &v(&validate_req(
+            1,
+            &compact[..compact.len() - 1],
+            &pm_cert,
+            document,
+        )),
         Status::WrongLength,
     );
     refused_unchanged(
@@ -423,7 +451,9 @@ fn fig4_unreadable_bytes_are_refused_with_nothing_written() {
         &v(&validate_req(1, &compact, b"not a certificate", document)),
         Status::WrongData,
     );
-    let data = validate_req(1, &compact, &pm_cert, document).encode().unwrap();
+    let data = validate_req(1, &compact, &pm_cert, document)
+        .encode()
+        .unwrap();
     for cut in [0, 7, 9, 100, data.len() - 1] {
         let apdu = openpsd_core::client::command(0x80, 0x7E, 0, 0, &data[..cut], 256);
         let before = card.store().writes();

@@ -12,9 +12,9 @@ use openpsd_core::crypto::sha256;
 use openpsd_core::psd::certmeter::attestation::{KeyAttestation, Purpose};
 use openpsd_core::psd::certmeter::postmark::PostmarkRequest;
 use openpsd_core::psd::certmeter::sign::{CompactSignature, SignRequest};
-use openpsd_core::psd::certmeter::validate::{ValidateRequest, ValidationReceipt};
 use openpsd_core::psd::certmeter::state::{CertMeterState, SlotState};
 use openpsd_core::psd::certmeter::tst::{decode_tst_info, CompactPostmark};
+use openpsd_core::psd::certmeter::validate::{ValidateRequest, ValidationReceipt};
 use openpsd_core::psd::registers::Registers;
 use openpsd_core::store::{Nvm, PowerCut};
 use openpsd_core::types::*;
@@ -351,7 +351,11 @@ fn paid_service_tearing(base: &Nvm, apdu: &[u8], fee: u64, txn: TransactionId) -
         let mine = st.last.as_ref().filter(|l| l.transaction == txn);
         if now == after {
             // Charged: the output is kept, the very bytes.
-            assert_eq!(mine.map(|l| l.output.as_slice()), Some(reference.as_slice()), "{at}");
+            assert_eq!(
+                mine.map(|l| l.output.as_slice()),
+                Some(reference.as_slice()),
+                "{at}"
+            );
         } else {
             assert_eq!(now, before, "{at}: {now:?}");
             assert!(mine.is_none(), "{at}: not charged, not kept");
@@ -371,8 +375,12 @@ fn sign_tearing() -> usize {
         transaction: TransactionId(*b"signtorn"),
         digest: sha256(b"torn contract"),
     };
-    let (cuts, reference) =
-        paid_service_tearing(&base, &psd_apdu::sign(SET0, &req), SIGN_FEE, req.transaction);
+    let (cuts, reference) = paid_service_tearing(
+        &base,
+        &psd_apdu::sign(SET0, &req),
+        SIGN_FEE,
+        req.transaction,
+    );
     let c = CompactSignature::decode(&reference).unwrap();
     assert_eq!(c.digest, req.digest);
     cuts

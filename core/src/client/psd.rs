@@ -371,10 +371,7 @@ impl<L: Link> PsdClient<L> {
         req: &crate::psd::certmeter::validate::ValidateRequest,
         device_public_key: &[u8],
     ) -> Result<(Vec<u8>, crate::psd::certmeter::validate::ValidationReceipt), ClientError> {
-        let data = self.exchange(
-            "VALIDATE POSTMARK",
-            &psd_apdu::validate_postmark(set, req),
-        )?;
+        let data = self.exchange("VALIDATE POSTMARK", &psd_apdu::validate_postmark(set, req))?;
         let receipt =
             crate::psd::certmeter::validate::ValidationReceipt::open(&data, device_public_key)
                 .map_err(|_| ClientError::BadResponse(Side::Psd, "VALIDATE POSTMARK"))?;

@@ -19,7 +19,7 @@ pub mod info;
 mod keys;
 pub mod postmark;
 pub mod rates;
+pub mod sign;
 pub mod state;
 pub mod tst;
-pub mod sign;
 pub mod validate;

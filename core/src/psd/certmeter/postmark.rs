@@ -180,7 +180,10 @@ mod command {
         /// clock was set back), never after the inspection window that contact opened.
         /// Unix seconds and its day; `6985`-class refusals (`ClockRefused`,
         /// `InspectionOverdue`) otherwise.
-        pub(in crate::psd) fn service_time(&self, ctx: &mut Ctx<'_>) -> Result<(u64, Date), Status> {
+        pub(in crate::psd) fn service_time(
+            &self,
+            ctx: &mut Ctx<'_>,
+        ) -> Result<(u64, Date), Status> {
             let device = self.device()?;
             let p = &self.persistent;
             let now = ctx.platform.now().ok_or(Status::ClockRefused)?;

@@ -264,7 +264,10 @@ mod tests {
         let attrs = signed_attrs_der(&[0xAB; 32], 1_796_035_800, &[0xCC; 32]);
         let h = hex(&attrs);
         assert!(h.contains("06092a864886f70d0109033"), "contentType");
-        assert!(h.contains("060b2a864886f70d010910022f"), "signingCertificateV2");
+        assert!(
+            h.contains("060b2a864886f70d010910022f"),
+            "signingCertificateV2"
+        );
         assert!(
             h.contains("301c06092a864886f70d010905310f170d3236313133303130353030305a"),
             "signingTime as UTCTime: {h}"

@@ -209,8 +209,7 @@ impl ValidationReceipt {
             digest: r.array()?,
         };
         r.finish()?;
-        if receipt.checks & !checks::ALL != 0 || receipt.valid != (receipt.checks == checks::ALL)
-        {
+        if receipt.checks & !checks::ALL != 0 || receipt.valid != (receipt.checks == checks::ALL) {
             return Err(Malformed::Value);
         }
         Ok(receipt)
@@ -372,7 +371,11 @@ mod tests {
             fee: Amount(25),
             table_version: 3,
             valid,
-            checks: if valid { checks::ALL } else { checks::ALL & !checks::DIGEST },
+            checks: if valid {
+                checks::ALL
+            } else {
+                checks::ALL & !checks::DIGEST
+            },
             postmark_hash: [3; 32],
             postmark_device: DeviceId([4; 8]),
             postmark_counter: 7,

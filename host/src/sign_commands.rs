@@ -31,7 +31,7 @@ pub struct SignArgs {
     action: Option<SignAction>,
     /// The file to sign.
     file: Option<PathBuf>,
-    /// Where the detached CMS signature goes (default: FILE.<ext>.p7s, DER).
+    /// Where the detached CMS signature goes (default: FILE.p7s, DER).
     #[arg(short, long)]
     out: Option<PathBuf>,
     /// Write the signature as PEM instead of DER.

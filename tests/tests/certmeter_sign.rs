@@ -487,3 +487,39 @@ fn fig4_a_psd_without_keys_of_its_own_validates() {
     );
     assert!(r.valid);
 }
+
+/// A rough rate (run with `--release -- --ignored --nocapture`): SIGN through the full APDU
+/// path (parse, checks, fee, signed attributes, ECDSA, one commit, reply) against raw P-256
+/// signing of the same signed attributes with the same key. Not a criterion benchmark.
+#[test]
+#[ignore = "a measurement: run in release"]
+fn sign_rate_apdu_path_vs_raw() {
+    use openpsd_core::psd::certmeter::state::CertMeterState;
+    let (mut card, _, _, certs) = card_with(&[Purpose::Sign]);
+    let n = 1000u64;
+    let reqs: Vec<Vec<u8>> = (0..n)
+        .map(|i| psd_apdu::sign(SET0, &sign_req(1000 + i, &i.to_be_bytes())))
+        .collect();
+    let t = std::time::Instant::now();
+    for r in &reqs {
+        expect_ok(&card.transmit(r));
+    }
+    let apdu = t.elapsed();
+    let st = CertMeterState::decode(&certmeter_record(&card).unwrap()).unwrap();
+    let slot = st.active(Purpose::Sign).unwrap().1;
+    let key = slot.key.as_ref().unwrap();
+    let c = CompactSignature::decode(&st.last.unwrap().output).unwrap();
+    let attrs = c.signed_attrs(&sha256(&certs[0]));
+    let t = std::time::Instant::now();
+    for _ in 0..n {
+        std::hint::black_box(key.sign(std::hint::black_box(&attrs)));
+    }
+    let raw = t.elapsed();
+    let rate = |d: std::time::Duration| n as f64 / d.as_secs_f64();
+    println!(
+        "SIGN through the APDU path: {:.0}/s; raw P-256 sign of the same attributes: {:.0}/s; ratio {:.3}",
+        rate(apdu),
+        rate(raw),
+        raw.as_secs_f64() / apdu.as_secs_f64()
+    );
+}

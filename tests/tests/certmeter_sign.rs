@@ -508,7 +508,7 @@ fn sign_rate_apdu_path_vs_raw() {
     let st = CertMeterState::decode(&certmeter_record(&card).unwrap()).unwrap();
     let slot = st.active(Purpose::Sign).unwrap().1;
     let key = slot.key.as_ref().unwrap();
-    let c = CompactSignature::decode(&st.last.unwrap().output).unwrap();
+    let c = CompactSignature::decode(&st.last.as_ref().unwrap().output).unwrap();
     let attrs = c.signed_attrs(&sha256(&certs[0]));
     let t = std::time::Instant::now();
     for _ in 0..n {

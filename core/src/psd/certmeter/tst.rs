@@ -1,5 +1,6 @@
 //! The bytes of a postmark, written by hand: the RFC 3161 TSTInfo, the CMS signed
-//! attributes the card signs over it, and the compact postmark (ISSUE POSTMARK's reply).
+//! attributes the card signs over it (written by [`cms_signed_attrs_der`], which SIGN uses
+//! too), and the compact postmark (ISSUE POSTMARK's reply).
 //!
 //! Why by hand: the `der`/`cms` crates cost about 20 KB gzip of the browser module, which
 //! has about 6 KB left (design-certmeter §3), while the card only ever writes one fixed

@@ -461,7 +461,7 @@ pub fn pem(label: &str, der: &[u8]) -> String {
 }
 
 /// Writes and syncs a file.
-fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
+pub fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
     use std::io::Write as _;
     let mut f = fs::File::create(path).with_context(|| format!("writing {}", path.display()))?;
     f.write_all(bytes)?;
@@ -470,7 +470,7 @@ fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
 }
 
 /// `YYYY-MM-DD HH:MM:SS UTC`.
-fn utc(secs: u64) -> String {
+pub fn utc(secs: u64) -> String {
     let day = Date::from_unix_seconds(secs).map_or_else(|| "?".to_owned(), |d| d.to_string());
     let s = secs % 86_400;
     format!("{day} {:02}:{:02}:{:02} UTC", s / 3600, s / 60 % 60, s % 60)

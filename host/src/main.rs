@@ -14,6 +14,7 @@ mod cert_commands;
 mod commands;
 mod license_commands;
 mod psd_commands;
+mod sign_commands;
 
 use anyhow::{anyhow, Result};
 use clap::{Parser, Subcommand};
@@ -203,6 +204,10 @@ enum Command {
         #[arg(long)]
         ca: Option<PathBuf>,
     },
+    /// A document signature for the signature fee (seed 004): the file is hashed here, the
+    /// PSD signs with its sign key, and a detached CMS signature (.p7s) that
+    /// `openssl cms -verify` accepts is written next to it. `sign verify` checks one.
+    Sign(sign_commands::SignArgs),
     /// The PSD's keys and certificates (seed 004, Fig. 5).
     Cert {
         #[command(subcommand)]
@@ -222,6 +227,29 @@ enum PostmarkAction {
         /// The CA certificate (PEM or DER).
         #[arg(long)]
         ca: PathBuf,
+    },
+    /// Have the PSD validate a postmark token against its file, for the validation fee
+    /// (seed 004, Fig. 4): a verdict in a receipt signed by the PSD's device key, written
+    /// to TOKEN.receipt. Revocation is not checked (ask the CA's OCSP).
+    Validate {
+        /// The file.
+        file: PathBuf,
+        /// The token (.tst) as `openpsd postmark` writes it.
+        token: PathBuf,
+        /// Register set that pays the fee.
+        #[arg(long, default_value_t = 0)]
+        set: u8,
+        /// Transaction ID of an interrupted validation (16 hex; not charged twice).
+        #[arg(long)]
+        txn: Option<String>,
+    },
+    /// Check a validation receipt's device signature and show what it states.
+    VerifyReceipt {
+        /// The receipt (TOKEN.receipt).
+        receipt: PathBuf,
+        /// The validating PSD's device public key (hex, as `postmark validate` prints it).
+        #[arg(long)]
+        device_key: String,
     },
 }
 
@@ -524,6 +552,25 @@ fn run(cli: Cli) -> Result<()> {
             action: Some(PostmarkAction::Verify { file, token, ca }),
             ..
         } => cert_commands::postmark_verify(&file, &token, &ca, json),
+        Command::Postmark {
+            action:
+                Some(PostmarkAction::Validate {
+                    file,
+                    token,
+                    set,
+                    txn,
+                }),
+            ..
+        } => sign_commands::validate(card, &file, &token, set, txn.as_deref(), json),
+        Command::Postmark {
+            action:
+                Some(PostmarkAction::VerifyReceipt {
+                    receipt,
+                    device_key,
+                }),
+            ..
+        } => sign_commands::verify_receipt(&receipt, &device_key, json),
+        Command::Sign(a) => sign_commands::run(card, a, json),
         Command::Postmark {
             action: None,
             file,

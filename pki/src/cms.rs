@@ -1,4 +1,5 @@
-//! The CMS structures of an RFC 3161 TimeStampToken (RFC 5652), written with `der` derive.
+//! The CMS structures of an RFC 3161 TimeStampToken and of a detached document signature
+//! (RFC 5652), written with `der` derive.
 //!
 //! Why not the `cms` crate: for der 0.8 it exists only as a pre-release (0.3.0-rc.0), and a
 //! token needs five small SEQUENCEs. Only the shape a postmark uses is modelled: `sid` is
@@ -15,6 +16,8 @@ use x509_cert::Certificate;
 
 /// id-signedData, 1.2.840.113549.1.7.2.
 pub const ID_SIGNED_DATA: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.7.2");
+/// id-data, 1.2.840.113549.1.7.1 (the content type of a signed document).
+pub const ID_DATA: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.7.1");
 /// id-ct-TSTInfo, 1.2.840.113549.1.9.16.1.4.
 pub const ID_CT_TST_INFO: ObjectIdentifier =
     ObjectIdentifier::new_unwrap("1.2.840.113549.1.9.16.1.4");
@@ -36,7 +39,8 @@ pub struct ContentInfo {
 /// SignedData (RFC 5652 §5.1) without CRLs.
 #[derive(Clone, Debug, Eq, PartialEq, Sequence)]
 pub struct SignedData {
-    /// CMSVersion: 3, since the content type is not id-data (RFC 5652 §5.1).
+    /// CMSVersion: 3 for a time-stamp token (the content type is not id-data), 1 for a
+    /// document signature (RFC 5652 §5.1).
     pub version: u8,
     /// The digest algorithms of the signers: {sha256}.
     pub digest_algorithms: SetOfVec<AlgorithmIdentifierOwned>,
@@ -59,7 +63,7 @@ pub struct SignedData {
 pub struct EncapsulatedContentInfo {
     /// [`ID_CT_TST_INFO`].
     pub e_content_type: ObjectIdentifier,
-    /// The TSTInfo DER.
+    /// The TSTInfo DER; absent in a detached document signature.
     #[asn1(context_specific = "0", tag_mode = "EXPLICIT", optional = "true")]
     pub e_content: Option<OctetString>,
 }

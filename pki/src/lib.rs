@@ -5,10 +5,13 @@
 //! [`postmark`] turns the card's compact postmark
 //! ([`openpsd_core::psd::certmeter::tst::CompactPostmark`]) into an RFC 3161
 //! TimeStampToken that stock `openssl ts -verify` accepts, back again without loss, and
-//! verifies a token natively. [`cms`] holds the few CMS structures this needs.
+//! verifies a token natively. [`sign`] does the same for the card's document signatures
+//! (a detached CMS SignedData for `openssl cms -verify`). [`cms`] holds the few CMS
+//! structures both need.
 
 pub mod cms;
 pub mod postmark;
+pub mod sign;
 
 /// PEM of a DER object under `label` (e.g. `CERTIFICATE`), 64-column base64, LF endings.
 pub fn pem(label: &str, der_bytes: &[u8]) -> String {

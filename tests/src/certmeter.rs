@@ -416,3 +416,60 @@ pub fn openssl(dir: &Path, args: &[&str]) -> (bool, String) {
     );
     (out.status.success(), text)
 }
+
+/// The fee of a signature (SIGN) in [`sign_table`].
+pub const SIGN_FEE: u64 = 7;
+/// The fee of a validation (VALIDATE POSTMARK) in [`sign_table`].
+pub const VALIDATION_FEE: u64 = 4;
+
+/// The standard table plus signature and validation fees (version `version`, effective
+/// 2026-11-01).
+pub fn sign_table(version: u32) -> Vec<u8> {
+    rate_table(
+        version,
+        Date::new(2026, 11, 1).expect("date"),
+        &[
+            (Service::Postmark, POSTMARK_FEE),
+            (Service::Validation, VALIDATION_FEE),
+            (Service::Certificate, CERTIFICATE_FEE),
+            (Service::Signature, SIGN_FEE),
+        ],
+    )
+}
+
+impl TestCa {
+    /// A sign-profile certificate for `public_key`, as the back office's CA makes it:
+    /// key usage digitalSignature + nonRepudiation, EKU emailProtection (not critical).
+    pub fn sign_certificate(&self, public_key: &[u8; 65]) -> Vec<u8> {
+        self.certify(
+            public_key,
+            &CertProfile {
+                eku: vec![KP_EMAIL_PROTECTION],
+                eku_critical: false,
+                ..CertProfile::default()
+            },
+        )
+    }
+}
+
+/// GENERATE KEY for `purpose` and INSTALL KEY CERTIFICATE (paid by set 0) with the
+/// certificate of `ca`'s profile for it. Table and anchor must be loaded. Returns the slot
+/// and the certificate.
+pub fn activate_key(
+    card: &mut TestCard,
+    device_pk: &[u8; 65],
+    ca: &TestCa,
+    purpose: Purpose,
+) -> (u8, Vec<u8>) {
+    let (_, a) = generate(card, purpose, device_pk);
+    let cert = match purpose {
+        Purpose::Sign => ca.sign_certificate(&a.public_key),
+        _ => ca.postmark_certificate(&a.public_key),
+    };
+    expect_ok(&card.transmit(&psd_apdu::install_key_certificate(
+        a.slot,
+        RegisterSetIndex(0),
+        &cert,
+    )));
+    (a.slot, cert)
+}

@@ -1,6 +1,6 @@
 //! Tearing of the certificate meter's commands (seed 004): power is cut at every cell write
-//! *k* of LOAD RATE TABLE, LOAD TRUST ANCHOR, GENERATE KEY, INSTALL KEY CERTIFICATE and
-//! ISSUE POSTMARK, clean and torn; the card is re-opened and the money must still add up:
+//! *k* of LOAD RATE TABLE, LOAD TRUST ANCHOR, GENERATE KEY, INSTALL KEY CERTIFICATE,
+//! ISSUE POSTMARK, SIGN and VALIDATE POSTMARK, clean and torn; the card is re-opened and the money must still add up:
 //! AR + DR + pending = control sum, fees only rise, and a charge exists if and only if its
 //! output is retrievable (a retry with the same command returns it, charged once). Prints
 //! how many cut points it checked.
@@ -11,8 +11,10 @@ use openpsd_core::client::psd_apdu;
 use openpsd_core::crypto::sha256;
 use openpsd_core::psd::certmeter::attestation::{KeyAttestation, Purpose};
 use openpsd_core::psd::certmeter::postmark::PostmarkRequest;
+use openpsd_core::psd::certmeter::sign::{CompactSignature, SignRequest};
 use openpsd_core::psd::certmeter::state::{CertMeterState, SlotState};
 use openpsd_core::psd::certmeter::tst::{decode_tst_info, CompactPostmark};
+use openpsd_core::psd::certmeter::validate::{ValidateRequest, ValidationReceipt};
 use openpsd_core::psd::registers::Registers;
 use openpsd_core::store::{Nvm, PowerCut};
 use openpsd_core::types::*;
@@ -317,6 +319,92 @@ fn rotation_install_tearing() -> usize {
     cuts
 }
 
+/// A card with the sign table, the anchor, a postmark key, a sign key and one postmark:
+/// its memory, the compact postmark and the postmark certificate.
+fn sign_and_validate_base() -> (Nvm, Vec<u8>, Vec<u8>, [u8; 65]) {
+    let (mut card, device_pk) = certmeter_card(SEED, true);
+    let ca = TestCa::standard();
+    expect_ok(&card.transmit(&psd_apdu::load_rate_table(&sign_table(1))));
+    expect_ok(&card.transmit(&psd_apdu::load_trust_anchor(&ca_anchor(&ca, 1))));
+    let (_, pm_cert) = activate_key(&mut card, &device_pk, &ca, Purpose::Postmark);
+    activate_key(&mut card, &device_pk, &ca, Purpose::Sign);
+    let req = PostmarkRequest {
+        transaction: TransactionId(*b"postmark"),
+        digest: sha256(b"validated letter"),
+        nonce: Vec::new(),
+    };
+    let compact = expect_ok(&card.transmit(&psd_apdu::issue_postmark(SET0, &req)));
+    (card.store().nvm().clone(), compact, pm_cert, device_pk)
+}
+
+/// A paid service of fee `fee` swept: at every cut either nothing was charged and the
+/// last service is not this one, or it was charged once and the retry returns the uncut
+/// output; the retry always completes, charged once, the same bytes.
+fn paid_service_tearing(base: &Nvm, apdu: &[u8], fee: u64, txn: TransactionId) -> (usize, Vec<u8>) {
+    let before = books(&mut reopen_at(base, SEED));
+    let after = charged(&before, fee);
+    let reference = expect_ok(&reopen_at(base, SEED).transmit(apdu));
+    let (cuts, uncut) = sweep(base, apdu, |_, mut card, at| {
+        let now = books(&mut card);
+        assert!(now.1 >= before.1, "{at}: fees only rise");
+        let st = CertMeterState::decode(&certmeter_record(&card).unwrap()).unwrap();
+        let mine = st.last.as_ref().filter(|l| l.transaction == txn);
+        if now == after {
+            // Charged: the output is kept, the very bytes.
+            assert_eq!(
+                mine.map(|l| l.output.as_slice()),
+                Some(reference.as_slice()),
+                "{at}"
+            );
+        } else {
+            assert_eq!(now, before, "{at}: {now:?}");
+            assert!(mine.is_none(), "{at}: not charged, not kept");
+        }
+        assert_eq!(expect_ok(&card.transmit(apdu)), reference, "{at}");
+        assert_eq!(books(&mut card), after, "{at}: charged once");
+        assert_eq!(expect_ok(&card.transmit(apdu)), reference, "{at}");
+        assert_eq!(books(&mut card), after, "{at}");
+    });
+    assert_eq!(psd_apdu::data(&uncut).unwrap(), reference.as_slice());
+    (cuts, reference)
+}
+
+fn sign_tearing() -> usize {
+    let (base, _, _, _) = sign_and_validate_base();
+    let req = SignRequest {
+        transaction: TransactionId(*b"signtorn"),
+        digest: sha256(b"torn contract"),
+    };
+    let (cuts, reference) = paid_service_tearing(
+        &base,
+        &psd_apdu::sign(SET0, &req),
+        SIGN_FEE,
+        req.transaction,
+    );
+    let c = CompactSignature::decode(&reference).unwrap();
+    assert_eq!(c.digest, req.digest);
+    cuts
+}
+
+fn validate_tearing() -> usize {
+    let (base, compact, pm_cert, device_pk) = sign_and_validate_base();
+    let req = ValidateRequest {
+        transaction: TransactionId(*b"validate"),
+        postmark: compact,
+        certificate: pm_cert,
+        digest: sha256(b"validated letter"),
+    };
+    let (cuts, reference) = paid_service_tearing(
+        &base,
+        &psd_apdu::validate_postmark(SET0, &req),
+        VALIDATION_FEE,
+        req.transaction,
+    );
+    let r = ValidationReceipt::open(&reference, &device_pk).unwrap();
+    assert!(r.valid);
+    cuts
+}
+
 fn main() {
     let counts = [
         ("LOAD RATE TABLE", load_rate_table_tearing()),
@@ -328,6 +416,8 @@ fn main() {
             "INSTALL KEY CERTIFICATE retiring a key",
             rotation_install_tearing(),
         ),
+        ("SIGN", sign_tearing()),
+        ("VALIDATE POSTMARK", validate_tearing()),
     ];
     let mut total = 0;
     for (name, n) in counts {

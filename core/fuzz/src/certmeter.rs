@@ -12,7 +12,9 @@ use openpsd_core::psd::certmeter::info::CertMeterInfo;
 use openpsd_core::psd::certmeter::postmark::PostmarkRequest;
 use openpsd_core::psd::certmeter::rates::{RateTable, Service};
 use openpsd_core::psd::certmeter::state::{CertMeterState, SlotState};
+use openpsd_core::psd::certmeter::sign::{CompactSignature, SignRequest};
 use openpsd_core::psd::certmeter::tst::{self, CompactPostmark};
+use openpsd_core::psd::certmeter::validate::{ValidateRequest, ValidationReceipt};
 use openpsd_core::psd::psd_card;
 use openpsd_core::psd::registers::{RegisterSet, Registers};
 use openpsd_core::store::{MemStore, Nvm, Store};
@@ -29,14 +31,17 @@ pub fn ca_key() -> IndiciumKey {
         .clone()
 }
 
-/// The fixture rate table: version 1 from 2026-11-01, postmark 10, certificate 500.
+/// The fixture rate table: version 1 from 2026-11-01, postmark 10, validation 4,
+/// certificate 500, signature 7.
 pub fn rate_table(version: u32) -> Vec<u8> {
     RateTable {
         version,
         effective: Date::new(2026, 11, 1).expect("date"),
         fees: vec![
             (Service::Postmark, Amount(10)),
+            (Service::Validation, Amount(4)),
             (Service::Certificate, Amount(500)),
+            (Service::Signature, Amount(7)),
         ],
     }
     .sign(&vendor_key())
@@ -283,6 +288,52 @@ pub fn check_response(
                 assert_eq!(last.transaction, req.transaction);
             }
         }
+        0x78 => {
+            let c = CompactSignature::decode(data).expect("compact signature decodes");
+            // Signed by a sign key of this PSD, never a postmark key.
+            let slot = st
+                .slots
+                .iter()
+                .flatten()
+                .find(|s| c.key_id == crypto::key_id(&s.public_key))
+                .expect("the signing key is held");
+            assert_eq!(slot.purpose, Purpose::Sign, "only a sign key signs");
+            assert!(
+                crypto::verify_signature(
+                    &slot.public_key,
+                    &c.signed_attrs(&slot.certificate_hash()),
+                    &c.signature
+                ),
+                "signature verifies"
+            );
+            let last = st.last.as_ref().expect("a signature is the last service");
+            assert_eq!(last.output, data, "the stored signature is the reply");
+            assert!(c.signing_time <= st.last_time);
+            if let Some(cmd) = cmd_data {
+                let req = SignRequest::decode(cmd).expect("an accepted request decodes");
+                assert_eq!((c.digest, last.transaction), (req.digest, req.transaction));
+            }
+        }
+        0x7E => {
+            let pk = device.expect("VALIDATE POSTMARK on a blank card");
+            let r = ValidationReceipt::open(data, &pk).expect("receipt verifies");
+            let last = st.last.as_ref().expect("a validation is the last service");
+            assert_eq!(last.output, data, "the stored receipt is the reply");
+            assert_eq!(r.set, p2);
+            assert!(r.time <= st.last_time);
+            if let Some(cmd) = cmd_data {
+                let req = ValidateRequest::decode(cmd).expect("an accepted request decodes");
+                assert_eq!(
+                    (r.transaction, r.digest, r.postmark_hash, r.certificate_hash),
+                    (
+                        req.transaction,
+                        req.digest,
+                        crypto::sha256(&req.postmark),
+                        crypto::sha256(&req.certificate)
+                    )
+                );
+            }
+        }
         0xCA => {
             let info = CertMeterInfo::decode(data).expect("GET DATA 00 05 decodes");
             assert_eq!(info.encode(), data, "GET DATA 00 05 canonical");
@@ -325,4 +376,14 @@ pub fn decoders(data: &[u8]) {
     if let Ok(r) = PostmarkRequest::decode(data) {
         assert_eq!(r.encode(), data, "postmark request round trip");
     }
+    if let Ok(c) = CompactSignature::decode(data) {
+        assert_eq!(c.encode(), data, "compact signature round trip");
+    }
+    if let Ok(r) = SignRequest::decode(data) {
+        assert_eq!(r.encode(), data, "sign request round trip");
+    }
+    if let Ok(r) = ValidateRequest::decode(data) {
+        assert_eq!(r.encode().ok().as_deref(), Some(data), "validate request round trip");
+    }
+    let _ = ValidationReceipt::decode_unverified(data);
 }

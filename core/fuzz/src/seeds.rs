@@ -111,6 +111,53 @@ fn postmark(set: u8, txn: u8, digest: u8, nonce: &[u8]) -> Vec<u8> {
     )
 }
 
+/// VALIDATE POSTMARK of the postmark `postmark(0, 1, 0xB0, &[])` makes on the certmeter
+/// fixture (the platform is seeded), with the active key's certificate: the good request,
+/// and the ones with another digest and a flipped signature bit.
+fn certmeter_validate_apdus() -> Vec<Vec<u8>> {
+    use openpsd_core::psd::certmeter::info::CertMeterInfo;
+    use openpsd_core::psd::certmeter::validate::ValidateRequest;
+    let nvm = crate::certmeter::certmeter_nvm();
+    let store = MemStore::open(nvm.clone()).expect("fixture opens");
+    let mut card = psd_card(store, crate::harness::platform()).expect("fixture loads");
+    card.transmit(&psd_apdu::select());
+    let resp = card.transmit(&postmark(0, 1, 0xB0, &[]));
+    let compact = resp[..resp.len() - 2].to_vec();
+    let resp = card.transmit(&psd_apdu::get_certmeter_data());
+    let info = CertMeterInfo::decode(&resp[..resp.len() - 2]).expect("info");
+    let cert = info
+        .slots
+        .iter()
+        .find(|s| !s.certificate.is_empty())
+        .expect("certified key")
+        .certificate
+        .clone();
+    let req = |txn: u8, postmark: &[u8], digest: u8| {
+        psd_apdu::validate_postmark(
+            RegisterSetIndex(0),
+            &ValidateRequest {
+                transaction: TransactionId([txn; 8]),
+                postmark: postmark.to_vec(),
+                certificate: cert.clone(),
+                digest: [digest; 32],
+            },
+        )
+    };
+    let mut flipped = compact.clone();
+    if let Some(b) = flipped.last_mut() {
+        *b ^= 1;
+    }
+    // The seed reaches the paid path: the good request succeeds on this very card.
+    let good = req(0x11, &compact, 0xB0);
+    assert_eq!(psd_apdu::sw(&card.transmit(&good)), 0x9000, "validation seed");
+    vec![
+        good,
+        req(0x12, &compact, 0xB1),
+        req(0x13, &flipped, 0xB0),
+        req(0x14, &compact[1..], 0xB0),
+    ]
+}
+
 /// The certificate meter's seeds: setup from a funded card, postmarks, refusals, power
 /// cuts, key rotation.
 fn certmeter_seeds() -> Vec<(&'static str, Start, Vec<Op>)> {
@@ -209,6 +256,39 @@ fn certmeter_seeds() -> Vec<(&'static str, Start, Vec<Op>)> {
                 apdu(psd_apdu::load_rate_table(&rate_table(3))),
                 cm_data(),
             ],
+        ),
+        (
+            "certmeter-validate-sign",
+            Certmeter,
+            {
+                let v = certmeter_validate_apdus();
+                let sign = |txn: u8| {
+                    psd_apdu::sign(
+                        RegisterSetIndex(0),
+                        &openpsd_core::psd::certmeter::sign::SignRequest {
+                            transaction: TransactionId([txn; 8]),
+                            digest: [0x5E; 32],
+                        },
+                    )
+                };
+                vec![
+                    apdu(postmark(0, 1, 0xB0, &[])),
+                    apdu(v[0].clone()),
+                    apdu(v[0].clone()),
+                    apdu(v[1].clone()),
+                    apdu(v[2].clone()),
+                    apdu(v[3].clone()),
+                    Op::PowerCut {
+                        at_write: 2,
+                        torn: true,
+                        apdu: v[1].clone(),
+                    },
+                    apdu(sign(0x21)),
+                    apdu(sign(0x11)),
+                    cm_data(),
+                    read(0),
+                ]
+            },
         ),
         (
             "certmeter-rotate",

@@ -350,4 +350,31 @@ impl<L: Link> PsdClient<L> {
         self.exchange("RESET RECOGNITION", &psd_apdu::reset_recognition(data))
             .map(drop)
     }
+
+    /// SIGN (seed 004): the compact signature, decoded (its signature is checked by
+    /// whoever holds the sign certificate: `openpsd-pki`).
+    pub fn sign(
+        &mut self,
+        set: RegisterSetIndex,
+        req: &crate::psd::certmeter::sign::SignRequest,
+    ) -> Result<crate::psd::certmeter::sign::CompactSignature, ClientError> {
+        let data = self.exchange("SIGN", &psd_apdu::sign(set, req))?;
+        crate::psd::certmeter::sign::CompactSignature::decode(&data)
+            .map_err(|_| ClientError::BadResponse(Side::Psd, "SIGN"))
+    }
+
+    /// VALIDATE POSTMARK (seed 004, Fig. 4): the receipt's bytes, checked against
+    /// `device_public_key` (this PSD's device key) and decoded.
+    pub fn validate_postmark(
+        &mut self,
+        set: RegisterSetIndex,
+        req: &crate::psd::certmeter::validate::ValidateRequest,
+        device_public_key: &[u8],
+    ) -> Result<(Vec<u8>, crate::psd::certmeter::validate::ValidationReceipt), ClientError> {
+        let data = self.exchange("VALIDATE POSTMARK", &psd_apdu::validate_postmark(set, req))?;
+        let receipt =
+            crate::psd::certmeter::validate::ValidationReceipt::open(&data, device_public_key)
+                .map_err(|_| ClientError::BadResponse(Side::Psd, "VALIDATE POSTMARK"))?;
+        Ok((data, receipt))
+    }
 }

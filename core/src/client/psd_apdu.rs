@@ -215,3 +215,20 @@ pub fn data(response: &[u8]) -> Result<&[u8], Status> {
         Err(Status::from_sw(sw).unwrap_or(Status::Internal))
     }
 }
+
+/// SIGN, the fee paid by `set`.
+pub fn sign(set: RegisterSetIndex, req: &crate::psd::certmeter::sign::SignRequest) -> Vec<u8> {
+    command(CLA_PSD, ins::SIGN, 0, set.0, &req.encode(), 256)
+}
+
+/// VALIDATE POSTMARK, the fee paid by `set` (an extended APDU: the request carries a
+/// certificate). Empty if a part of the request exceeds a u16 length.
+pub fn validate_postmark(
+    set: RegisterSetIndex,
+    req: &crate::psd::certmeter::validate::ValidateRequest,
+) -> Vec<u8> {
+    match req.encode() {
+        Ok(data) => command(CLA_PSD, ins::VALIDATE_POSTMARK, 0, set.0, &data, 256),
+        Err(_) => Vec::new(),
+    }
+}

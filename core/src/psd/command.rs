@@ -111,6 +111,10 @@ pub enum PsdCommand<'a> {
     IssuePostmark(RegisterSetIndex, &'a [u8]),
     /// GET DATA (`80 CA 00 05`): the certificate meter's public state.
     GetCertMeterInfo,
+    /// SIGN (`80 78 00 set`): the sign request.
+    Sign(RegisterSetIndex, &'a [u8]),
+    /// VALIDATE POSTMARK (`80 7E 00 set`): the validation request.
+    ValidatePostmark(RegisterSetIndex, &'a [u8]),
 }
 
 /// Where the PSD is in its life: the one state a command's permission depends on.
@@ -204,6 +208,10 @@ impl<'a> PsdCommand<'a> {
             },
             #[cfg(feature = "certmeter")]
             ins::ISSUE_POSTMARK => |c| set_param(c).map(|s| IssuePostmark(s, c.data)),
+            #[cfg(feature = "certmeter")]
+            ins::SIGN => |c| set_param(c).map(|s| Sign(s, c.data)),
+            #[cfg(feature = "certmeter")]
+            ins::VALIDATE_POSTMARK => |c| set_param(c).map(|s| ValidatePostmark(s, c.data)),
             ins::GET_DATA => |c| {
                 let object = match (c.p1, c.p2) {
                     (0x00, 0x02) => GetTransferInfo,

@@ -94,6 +94,10 @@ pub mod ins {
     pub const INSTALL_KEY_CERTIFICATE: u8 = 0x76;
     /// ISSUE POSTMARK (seed 004, Fig. 3).
     pub const ISSUE_POSTMARK: u8 = 0x72;
+    /// SIGN (seed 004: a document signature as a CMS signer).
+    pub const SIGN: u8 = 0x78;
+    /// VALIDATE POSTMARK (seed 004, Fig. 4).
+    pub const VALIDATE_POSTMARK: u8 = 0x7E;
     /// GET DATA (device public data).
     pub const GET_DATA: u8 = 0xCA;
 }
@@ -278,13 +282,25 @@ impl Applet for PsdApplet {
                 self.certmeter_info(reply);
                 Ok(())
             }
+            #[cfg(feature = "certmeter")]
+            Sign(set, data) => {
+                let i = self.live_set_index(set)?;
+                self.sign(ctx, i, data, reply)
+            }
+            #[cfg(feature = "certmeter")]
+            ValidatePostmark(set, data) => {
+                let i = self.live_set_index(set)?;
+                self.validate_postmark(ctx, i, data, reply)
+            }
             #[cfg(not(feature = "certmeter"))]
             LoadRateTable(_)
             | LoadTrustAnchor(_)
             | GenerateKey { .. }
             | InstallKeyCertificate { .. }
             | IssuePostmark(..)
-            | GetCertMeterInfo => Err(Status::InstructionNotSupported),
+            | GetCertMeterInfo
+            | Sign(..)
+            | ValidatePostmark(..) => Err(Status::InstructionNotSupported),
             // Never parsed without the feature (their INS are unknown there).
             #[cfg(not(feature = "licenses"))]
             LicenseRequest { .. }

@@ -5,10 +5,12 @@
 //! timeStamping-only extended key usage OpenSSL demands of a time-stamping authority).
 //!
 //! The parser is `x509-cert`'s; the signature and the key are compared byte for byte.
+//! [`examine`] answers the same questions one by one for VALIDATE POSTMARK, which reports
+//! each rather than refusing.
 
 use der::asn1::UintRef;
 use der::{Decode as _, Encode as _, Reader as _, SliceReader};
-use x509_cert::ext::pkix::{BasicConstraints, ExtendedKeyUsage};
+use x509_cert::ext::pkix::{BasicConstraints, ExtendedKeyUsage, KeyUsage, KeyUsages};
 use x509_cert::Certificate;
 
 use crate::crypto::{self, PUBLIC_KEY_LEN, SIGNATURE_LEN};
@@ -39,22 +41,10 @@ pub fn check(
     ca_key: &[u8; PUBLIC_KEY_LEN],
     today: Date,
 ) -> Result<(Date, Date), Status> {
-    if cert.len() > MAX_CERTIFICATE_LEN {
-        return Err(Status::WrongLength);
-    }
-    let parsed = Certificate::from_der(cert).map_err(|_| Status::WrongData)?;
-    // One encoding only: what the CA signed is what the PSD keeps and hashes.
-    if parsed.to_der().ok().as_deref() != Some(cert) {
-        return Err(Status::WrongData);
-    }
+    let parsed = parse(cert)?;
     let mismatch = Status::CertificateMismatch;
     let tbs = parsed.tbs_certificate();
-    if parsed.signature_algorithm().oid != ECDSA_SHA256 || tbs.signature().oid != ECDSA_SHA256 {
-        return Err(mismatch);
-    }
-    let tbs_der = tbs.to_der().map_err(|_| mismatch)?;
-    let rs = ecdsa_rs(parsed.signature().as_bytes().ok_or(mismatch)?).ok_or(mismatch)?;
-    if !crypto::verify_signature(ca_key, &tbs_der, &rs) {
+    if !signed_by(&parsed, ca_key) {
         return Err(mismatch);
     }
     if tbs.subject_public_key_info().subject_public_key.as_bytes() != Some(&public_key[..]) {
@@ -69,31 +59,114 @@ pub fn check(
         (Some(f), Some(t)) if f <= today && today <= t => (f, t),
         _ => return Err(mismatch),
     };
-    // An end-entity certificate: never a CA.
-    if let Some((_, bc)) = tbs
-        .get_extension::<BasicConstraints>()
-        .map_err(|_| mismatch)?
-    {
-        if bc.ca {
-            return Err(mismatch);
-        }
-    }
-    let eku = tbs
-        .get_extension::<ExtendedKeyUsage>()
-        .map_err(|_| mismatch)?;
-    let fits = match (purpose, eku) {
-        // RFC 3161 §2.3: critical, and timeStamping alone.
-        (Purpose::Postmark, Some((true, e))) => e.0.as_slice() == [KP_TIME_STAMPING],
-        (Purpose::Sign, Some((_, e))) => {
-            e.0.contains(&KP_EMAIL_PROTECTION) && !e.0.contains(&KP_TIME_STAMPING)
-        }
-        // Agent CA and payment certificates are not issued yet (docs/certmeter.md).
-        _ => false,
-    };
-    if fits {
+    if fits(tbs, purpose) {
         Ok((from, to))
     } else {
         Err(mismatch)
+    }
+}
+
+/// What VALIDATE POSTMARK learns of a certificate it is shown (seed 004, Fig. 4 step 408):
+/// each check on its own, so the receipt can say which failed.
+#[derive(Clone, Copy, Debug)]
+pub struct Examined {
+    /// The subject's key, if it is an uncompressed SEC1 point of the right length.
+    pub public_key: Option<[u8; PUBLIC_KEY_LEN]>,
+    /// Signed (ecdsa-with-SHA256) by the CA key given.
+    pub ca_signed: bool,
+    /// A postmark certificate: end entity, critical EKU timeStamping alone, key usage (if
+    /// present) digitalSignature and/or nonRepudiation only.
+    pub postmark: bool,
+    /// notBefore and notAfter, Unix seconds.
+    pub valid: (u64, u64),
+}
+
+/// Examines `cert` under `ca_key`: `6A80` if it is not one canonical DER certificate (bad
+/// bytes, refused), otherwise the facts, whatever they are.
+pub fn examine(cert: &[u8], ca_key: &[u8; PUBLIC_KEY_LEN]) -> Result<Examined, Status> {
+    let parsed = parse(cert)?;
+    let tbs = parsed.tbs_certificate();
+    let public_key = tbs
+        .subject_public_key_info()
+        .subject_public_key
+        .as_bytes()
+        .and_then(|k| <[u8; PUBLIC_KEY_LEN]>::try_from(k).ok());
+    let v = tbs.validity();
+    Ok(Examined {
+        public_key,
+        ca_signed: signed_by(&parsed, ca_key),
+        postmark: fits(tbs, Purpose::Postmark),
+        valid: (
+            v.not_before.to_unix_duration().as_secs(),
+            v.not_after.to_unix_duration().as_secs(),
+        ),
+    })
+}
+
+/// A certificate in canonical DER of at most [`MAX_CERTIFICATE_LEN`] bytes (`6700`,
+/// `6A80` otherwise): what the CA signed is what the PSD keeps and hashes.
+fn parse(cert: &[u8]) -> Result<Certificate, Status> {
+    if cert.len() > MAX_CERTIFICATE_LEN {
+        return Err(Status::WrongLength);
+    }
+    let parsed = Certificate::from_der(cert).map_err(|_| Status::WrongData)?;
+    if parsed.to_der().ok().as_deref() != Some(cert) {
+        return Err(Status::WrongData);
+    }
+    Ok(parsed)
+}
+
+/// Whether `ca_key` signed the certificate with ecdsa-with-SHA256.
+fn signed_by(parsed: &Certificate, ca_key: &[u8; PUBLIC_KEY_LEN]) -> bool {
+    let tbs = parsed.tbs_certificate();
+    if parsed.signature_algorithm().oid != ECDSA_SHA256 || tbs.signature().oid != ECDSA_SHA256 {
+        return false;
+    }
+    let (Ok(tbs_der), Some(rs)) = (
+        tbs.to_der(),
+        parsed.signature().as_bytes().and_then(ecdsa_rs),
+    ) else {
+        return false;
+    };
+    crypto::verify_signature(ca_key, &tbs_der, &rs)
+}
+
+/// Whether the certificate is an end entity's made for `purpose`, with the uses OpenSSL
+/// demands of it: a postmark certificate `openssl ts -verify` accepts (RFC 3161 §2.3: EKU
+/// critical, timeStamping alone; key usage, if present, digitalSignature and/or
+/// nonRepudiation and nothing else), a sign certificate `openssl cms -verify` accepts with
+/// its default purpose smimesign (EKU with emailProtection, never timeStamping; key usage,
+/// if present, with digitalSignature or nonRepudiation).
+fn fits(tbs: &x509_cert::TbsCertificate, purpose: Purpose) -> bool {
+    // An end-entity certificate: never a CA.
+    match tbs.get_extension::<BasicConstraints>() {
+        Ok(Some((_, bc))) if bc.ca => return false,
+        Ok(_) => {}
+        Err(_) => return false,
+    }
+    let Ok(ku) = tbs.get_extension::<KeyUsage>() else {
+        return false;
+    };
+    let signing = KeyUsages::DigitalSignature | KeyUsages::NonRepudiation;
+    let (ku_signs, ku_only_signs) = match ku {
+        None => (true, true),
+        Some((_, ku)) => (
+            !(ku.0 & signing).is_empty(),
+            (ku.0 - signing).is_empty() && !(ku.0 & signing).is_empty(),
+        ),
+    };
+    let Ok(eku) = tbs.get_extension::<ExtendedKeyUsage>() else {
+        return false;
+    };
+    match (purpose, eku) {
+        (Purpose::Postmark, Some((true, e))) => {
+            e.0.as_slice() == [KP_TIME_STAMPING] && ku_only_signs
+        }
+        (Purpose::Sign, Some((_, e))) => {
+            e.0.contains(&KP_EMAIL_PROTECTION) && !e.0.contains(&KP_TIME_STAMPING) && ku_signs
+        }
+        // Agent CA and payment certificates are not issued yet (docs/certmeter.md).
+        _ => false,
     }
 }
 

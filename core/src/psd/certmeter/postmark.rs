@@ -125,28 +125,7 @@ mod command {
             }
 
             cm.active(Purpose::Postmark)?;
-            let now = ctx.platform.now().ok_or(Status::ClockRefused)?;
-            if now < cm.last_time {
-                return Err(Status::ClockRefused);
-            }
-            let date = Date::from_unix_seconds(now).ok_or(Status::ClockRefused)?;
-            // Before the day the back office last saw the device: the clock was set back.
-            if p.counters.last_inspection.is_some_and(|last| date < last) {
-                return Err(Status::ClockRefused);
-            }
-            if device.inspection_days > 0 {
-                let last = p
-                    .counters
-                    .last_inspection
-                    .ok_or(Status::InspectionOverdue)?;
-                if date.day_number()
-                    > last
-                        .day_number()
-                        .saturating_add(u32::from(device.inspection_days))
-                {
-                    return Err(Status::InspectionOverdue);
-                }
-            }
+            let (now, date) = self.service_time(ctx)?;
             // Outside its certificate's validity a postmark would not verify: not sold.
             let (_, slot) = cm.active(Purpose::Postmark)?;
             if slot.valid.is_none_or(|(from, to)| date < from || date > to) {
@@ -191,6 +170,44 @@ mod command {
             self.persistent.certmeter = next;
             reply.extend_from_slice(&compact);
             Ok(())
+        }
+    }
+
+    impl crate::psd::PsdApplet {
+        /// The time of a timed paid service (a postmark, a signature, a validation): the
+        /// host's clock, bounded by the PSD. Never before the last timed service, never
+        /// before the day of the last back-office contact (the last accepted audit: the
+        /// clock was set back), never after the inspection window that contact opened.
+        /// Unix seconds and its day; `6985`-class refusals (`ClockRefused`,
+        /// `InspectionOverdue`) otherwise.
+        pub(in crate::psd) fn service_time(
+            &self,
+            ctx: &mut Ctx<'_>,
+        ) -> Result<(u64, Date), Status> {
+            let device = self.device()?;
+            let p = &self.persistent;
+            let now = ctx.platform.now().ok_or(Status::ClockRefused)?;
+            if now < p.certmeter.last_time {
+                return Err(Status::ClockRefused);
+            }
+            let date = Date::from_unix_seconds(now).ok_or(Status::ClockRefused)?;
+            if p.counters.last_inspection.is_some_and(|last| date < last) {
+                return Err(Status::ClockRefused);
+            }
+            if device.inspection_days > 0 {
+                let last = p
+                    .counters
+                    .last_inspection
+                    .ok_or(Status::InspectionOverdue)?;
+                if date.day_number()
+                    > last
+                        .day_number()
+                        .saturating_add(u32::from(device.inspection_days))
+                {
+                    return Err(Status::InspectionOverdue);
+                }
+            }
+            Ok((now, date))
         }
     }
 

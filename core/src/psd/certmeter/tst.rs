@@ -1,5 +1,6 @@
 //! The bytes of a postmark, written by hand: the RFC 3161 TSTInfo, the CMS signed
-//! attributes the card signs over it, and the compact postmark (ISSUE POSTMARK's reply).
+//! attributes the card signs over it (written by [`cms_signed_attrs_der`], which SIGN uses
+//! too), and the compact postmark (ISSUE POSTMARK's reply).
 //!
 //! Why by hand: the `der`/`cms` crates cost about 20 KB gzip of the browser module, which
 //! has about 6 KB left (design-certmeter §3), while the card only ever writes one fixed
@@ -49,6 +50,11 @@ pub const ID_SHA256: &[u8] = &[0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0
 const ID_CONTENT_TYPE: &[u8] = &[0x2A, 0x86, 0x48, 0x86, 0xF7, 0x0D, 0x01, 0x09, 0x03];
 /// id-messageDigest, 1.2.840.113549.1.9.4.
 const ID_MESSAGE_DIGEST: &[u8] = &[0x2A, 0x86, 0x48, 0x86, 0xF7, 0x0D, 0x01, 0x09, 0x04];
+/// id-signingTime, 1.2.840.113549.1.9.5.
+const ID_SIGNING_TIME: &[u8] = &[0x2A, 0x86, 0x48, 0x86, 0xF7, 0x0D, 0x01, 0x09, 0x05];
+/// id-data, 1.2.840.113549.1.7.1 (OID content octets): the content type of a signed
+/// document.
+pub const ID_DATA: &[u8] = &[0x2A, 0x86, 0x48, 0x86, 0xF7, 0x0D, 0x01, 0x07, 0x01];
 /// id-aa-signingCertificateV2, 1.2.840.113549.1.9.16.2.47 (RFC 5035).
 const ID_SIGNING_CERTIFICATE_V2: &[u8] = &[
     0x2A, 0x86, 0x48, 0x86, 0xF7, 0x0D, 0x01, 0x09, 0x10, 0x02, 0x2F,
@@ -71,6 +77,7 @@ const INTEGER: u8 = 0x02;
 const OCTETS: u8 = 0x04;
 const OID: u8 = 0x06;
 const GENERALIZED_TIME: u8 = 0x18;
+const UTC_TIME: u8 = 0x17;
 const SEQ: u8 = 0x30;
 const SET: u8 = 0x31;
 /// `[1]` constructed: TSTInfo's `extensions [1] IMPLICIT`.
@@ -238,21 +245,50 @@ pub fn decode_tst_info(der: &[u8]) -> Result<PostmarkFields, Malformed> {
 ///
 /// [`IndiciumKey::sign`]: crate::crypto::IndiciumKey::sign
 pub fn signed_attrs_der(tst_info: &[u8], cert_der_hash: &[u8; 32]) -> Vec<u8> {
-    let content_type = attribute(ID_CONTENT_TYPE, &wrap(OID, ID_CT_TST_INFO));
-    let message_digest = attribute(ID_MESSAGE_DIGEST, &wrap(OCTETS, &sha256(tst_info)));
+    cms_signed_attrs_der(ID_CT_TST_INFO, &sha256(tst_info), None, cert_der_hash)
+}
+
+/// The CMS signed attributes of any signature the card makes (a postmark's, through
+/// [`signed_attrs_der`], and SIGN's, `super::sign`): contentType = `content_type` (OID
+/// content octets), signingTime when given (RFC 5652 §11.3: UTCTime before 2050,
+/// GeneralizedTime from 2050; clamped like [`tst_info_der`]'s genTime), messageDigest =
+/// `content_digest`, signingCertificateV2 naming `cert_der_hash`, in DER SET OF order.
+pub fn cms_signed_attrs_der(
+    content_type: &[u8],
+    content_digest: &[u8; 32],
+    signing_time: Option<u64>,
+    cert_der_hash: &[u8; 32],
+) -> Vec<u8> {
+    let content_type = attribute(ID_CONTENT_TYPE, &wrap(OID, content_type));
+    let message_digest = attribute(ID_MESSAGE_DIGEST, &wrap(OCTETS, content_digest));
     let ess_cert_id = wrap(SEQ, &wrap(OCTETS, cert_der_hash));
     let signing_certificate = wrap(SEQ, &wrap(SEQ, &ess_cert_id));
     let signing_certificate = attribute(ID_SIGNING_CERTIFICATE_V2, &signing_certificate);
 
+    let mut attributes = Vec::with_capacity(4);
+    attributes.extend([content_type, message_digest, signing_certificate]);
+    if let Some(t) = signing_time {
+        attributes.push(attribute(ID_SIGNING_TIME, &signing_time_der(t)));
+    }
     // DER orders a SET OF by the elements' encodings (X.690 §11.6); verifiers re-encode
     // the attributes to check the signature, so the order must be exactly this.
-    let mut attributes = [content_type, message_digest, signing_certificate];
     attributes.sort();
     let mut content = Vec::with_capacity(attributes.iter().map(Vec::len).sum());
     for a in &attributes {
         content.extend_from_slice(a);
     }
     wrap(SET, &content)
+}
+
+/// RFC 5652 §11.3's Time of `secs` (clamped into 2000..=9999): UTCTime `YYMMDDHHMMSSZ`
+/// through 2049, GeneralizedTime from 2050.
+fn signing_time_der(secs: u64) -> Vec<u8> {
+    let g = generalized_time(secs);
+    if &g[..2] == b"20" && g[2] < b'5' {
+        wrap(UTC_TIME, &g[2..])
+    } else {
+        wrap(GENERALIZED_TIME, &g)
+    }
 }
 
 /// A compact postmark: `50 | 01 | key ID 4 | TSTInfo length u16 | TSTInfo | r‖s 64`.

@@ -215,3 +215,18 @@ pub fn data(response: &[u8]) -> Result<&[u8], Status> {
         Err(Status::from_sw(sw).unwrap_or(Status::Internal))
     }
 }
+
+/// ISSUE AGENT CERTIFICATE from a PKCS#10 request (mode 00), the fee paid by `set`.
+pub fn issue_agent_certificate(
+    set: RegisterSetIndex,
+    req: &crate::psd::certmeter::agent::AgentRequest,
+) -> Vec<u8> {
+    command(
+        CLA_PSD,
+        ins::ISSUE_AGENT_CERTIFICATE,
+        crate::psd::certmeter::agent::MODE_CSR,
+        set.0,
+        &req.encode(),
+        u16::MAX,
+    )
+}

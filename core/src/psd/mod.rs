@@ -96,6 +96,8 @@ pub mod ins {
     pub const ISSUE_POSTMARK: u8 = 0x72;
     /// GET DATA (device public data).
     pub const GET_DATA: u8 = 0xCA;
+    /// ISSUE AGENT CERTIFICATE (seed 004, Fig. 3A).
+    pub const ISSUE_AGENT_CERTIFICATE: u8 = 0x56;
 }
 
 /// Days a date of mailing may lie ahead of the platform's clock (when it has one).
@@ -278,13 +280,19 @@ impl Applet for PsdApplet {
                 self.certmeter_info(reply);
                 Ok(())
             }
+            #[cfg(feature = "certmeter")]
+            IssueAgentCertificate { mode, set, data } => {
+                let i = self.live_set_index(set)?;
+                self.issue_agent_certificate(ctx, mode, i, data, reply)
+            }
             #[cfg(not(feature = "certmeter"))]
             LoadRateTable(_)
             | LoadTrustAnchor(_)
             | GenerateKey { .. }
             | InstallKeyCertificate { .. }
             | IssuePostmark(..)
-            | GetCertMeterInfo => Err(Status::InstructionNotSupported),
+            | GetCertMeterInfo
+            | IssueAgentCertificate { .. } => Err(Status::InstructionNotSupported),
             // Never parsed without the feature (their INS are unknown there).
             #[cfg(not(feature = "licenses"))]
             LicenseRequest { .. }

@@ -251,7 +251,11 @@ fn names_outside_the_constraints_are_refused_with_nothing_written() {
     .unwrap();
     let csr = openssl_csr(d, "printable", BOB, "P-256", &["-config", "printable.cnf"]);
     let (_, text) = openssl(d, &["asn1parse", "-inform", "DER", "-in", "printable.csr"]);
-    assert!(text.contains("PRINTABLESTRING    :openpsd customer 42"), "{text}");
+    assert!(
+        text.lines()
+            .any(|l| l.contains("PRINTABLESTRING") && l.ends_with(":openpsd customer 42")),
+        "{text}"
+    );
     issue(&mut card, &request(b"inside!!", 0, &csr));
 }
 

@@ -1,9 +1,9 @@
 //! Tearing of the certificate meter's commands (seed 004): power is cut at every cell write
 //! *k* of LOAD RATE TABLE, LOAD TRUST ANCHOR, GENERATE KEY, INSTALL KEY CERTIFICATE, ISSUE
 //! POSTMARK and ISSUE AGENT CERTIFICATE, clean and torn; the card is re-opened and the
-//! money must still add up: AR + DR + pending = control sum, fees only rise, and a charge exists if and only if its
-//! output is retrievable (a retry with the same command returns it, charged once). Prints
-//! how many cut points it checked.
+//! money must still add up: AR + DR + pending = control sum, fees only rise, and a charge
+//! exists if and only if its output is retrievable (a retry with the same command returns
+//! it, charged once). Prints how many cut points it checked.
 // Test code: a failed unwrap or expect is a failed test, with its message.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 

@@ -363,7 +363,11 @@ async fn an_agent_key_gets_an_agent_ca_certificate_constrained_to_the_account() 
         &sec1_private_key(&agent_key),
     );
     for (name, subj, good) in [
-        ("inside", format!("/O=openpsd customer {account}/CN=bob"), true),
+        (
+            "inside",
+            format!("/O=openpsd customer {account}/CN=bob"),
+            true,
+        ),
         ("outside", "/O=somebody else/CN=mallory".to_owned(), false),
     ] {
         let csr = format!("{name}.csr");
@@ -371,22 +375,51 @@ async fn an_agent_key_gets_an_agent_ca_certificate_constrained_to_the_account() 
         let key = format!("{name}.key");
         let (ok, out) = openssl(
             &[
-                "req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
-                "-nodes", "-keyout", &key, "-subj", &subj, "-out", &csr,
+                "req",
+                "-new",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+                "-nodes",
+                "-keyout",
+                &key,
+                "-subj",
+                &subj,
+                "-out",
+                &csr,
             ],
             &work,
         );
         assert!(ok, "{out}");
         let (ok, out) = openssl(
             &[
-                "x509", "-req", "-in", &csr, "-CA", "agent.pem", "-CAkey", "agent.key",
-                "-CAcreateserial", "-days", "30", "-out", &pem,
+                "x509",
+                "-req",
+                "-in",
+                &csr,
+                "-CA",
+                "agent.pem",
+                "-CAkey",
+                "agent.key",
+                "-CAcreateserial",
+                "-days",
+                "30",
+                "-out",
+                &pem,
             ],
             &work,
         );
         assert!(ok, "{out}");
         let (ok, out) = openssl(
-            &["verify", "-CAfile", "ca.pem", "-untrusted", "agent.pem", &pem],
+            &[
+                "verify",
+                "-CAfile",
+                "ca.pem",
+                "-untrusted",
+                "agent.pem",
+                &pem,
+            ],
             &work,
         );
         if good {

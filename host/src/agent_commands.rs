@@ -80,7 +80,8 @@ fn issue(
     json_out: bool,
 ) -> Result<()> {
     let raw = fs::read(csr_path).with_context(|| format!("reading {}", csr_path.display()))?;
-    let csr = openpsd_pki::der_of(&raw).with_context(|| format!("reading {}", csr_path.display()))?;
+    let csr =
+        openpsd_pki::der_of(&raw).with_context(|| format!("reading {}", csr_path.display()))?;
     if csr.len() > MAX_CSR_LEN {
         return Err(anyhow!(
             "{}: {} bytes, the PSD reads requests up to {MAX_CSR_LEN}",
@@ -105,7 +106,7 @@ fn issue(
     };
     let issued = psd
         .issue_agent_certificate(set_index, &req)
-        .map_err(|e| agent_explain(e))?;
+        .map_err(agent_explain)?;
     // The certificate first: it is the paid output, whatever happens next.
     let out = out.unwrap_or_else(|| csr_path.with_extension("pem"));
     write(&out, pem("CERTIFICATE", &issued.certificate).as_bytes())?;
@@ -117,7 +118,10 @@ fn issue(
         .parent()
         .unwrap_or_else(|| Path::new("."))
         .join(format!("{}-agent.pem", info.device));
-    write(&agent_path, pem("CERTIFICATE", &agent.certificate).as_bytes())?;
+    write(
+        &agent_path,
+        pem("CERTIFICATE", &agent.certificate).as_bytes(),
+    )?;
     let regs = psd.registers(set_index)?;
     let check = format!(
         "openssl verify -CAfile {} -untrusted {} {}",
@@ -142,7 +146,10 @@ fn issue(
         issued.certificate.len(),
         agent_path.display()
     );
-    println!("fee {}; set {set}: AR {} DR {}", issued.fee, regs.ar, regs.dr);
+    println!(
+        "fee {}; set {set}: AR {} DR {}",
+        issued.fee, regs.ar, regs.dr
+    );
     println!("check it: {check}");
     Ok(())
 }

@@ -595,8 +595,8 @@ pub fn openssl_csr(dir: &Path, stem: &str, subj: &str, curve: &str, extra: &[&st
     let csr = format!("{stem}.csr");
     let pkeyopt = format!("ec_paramgen_curve:{curve}");
     let mut args = vec![
-        "req", "-new", "-newkey", "ec", "-pkeyopt", &pkeyopt, "-nodes", "-keyout", &key,
-        "-subj", subj, "-outform", "DER", "-out", &csr,
+        "req", "-new", "-newkey", "ec", "-pkeyopt", &pkeyopt, "-nodes", "-keyout", &key, "-subj",
+        subj, "-outform", "DER", "-out", &csr,
     ];
     args.extend_from_slice(extra);
     let (ok, text) = openssl(dir, &args);

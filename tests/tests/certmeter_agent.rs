@@ -87,7 +87,10 @@ fn fig3a_an_employee_certificate_from_an_openssl_csr_is_verified_by_openssl() {
     );
     assert_eq!(
         fees_of(&mut card, 0),
-        (Amount(fees0.0 + AGENT_CERTIFICATE_FEE), PieceCount(n0.0 + 1))
+        (
+            Amount(fees0.0 + AGENT_CERTIFICATE_FEE),
+            PieceCount(n0.0 + 1)
+        )
     );
 
     // Stock OpenSSL: the path CA → agent → employee, name constraints included.
@@ -111,7 +114,9 @@ fn fig3a_an_employee_certificate_from_an_openssl_csr_is_verified_by_openssl() {
     std::fs::write(d.join("msg"), b"from bob").unwrap();
     let (ok, text) = openssl(
         d,
-        &["dgst", "-sha256", "-sign", "bob.key", "-out", "msg.sig", "msg"],
+        &[
+            "dgst", "-sha256", "-sign", "bob.key", "-out", "msg.sig", "msg",
+        ],
     );
     assert!(ok, "{text}");
     let (ok, text) = openssl(d, &["x509", "-in", "bob.pem", "-pubkey", "-noout"]);
@@ -120,7 +125,13 @@ fn fig3a_an_employee_certificate_from_an_openssl_csr_is_verified_by_openssl() {
     let (ok, text) = openssl(
         d,
         &[
-            "dgst", "-sha256", "-verify", "bob.pub", "-signature", "msg.sig", "msg",
+            "dgst",
+            "-sha256",
+            "-verify",
+            "bob.pub",
+            "-signature",
+            "msg.sig",
+            "msg",
         ],
     );
     assert!(ok && text.contains("Verified OK"), "{text}");
@@ -159,7 +170,10 @@ fn fig3a_an_employee_certificate_from_an_openssl_csr_is_verified_by_openssl() {
     let c2 = Certificate::from_der(&second.certificate).unwrap();
     serial.truncate(9);
     serial.extend_from_slice(&2u32.to_be_bytes());
-    assert_eq!(c2.tbs_certificate().serial_number().as_bytes(), serial.as_slice());
+    assert_eq!(
+        c2.tbs_certificate().serial_number().as_bytes(),
+        serial.as_slice()
+    );
     // The retry of the first now is another transaction's: refused.
     refused_unchanged(
         &mut card,
@@ -186,7 +200,13 @@ fn a_retry_gets_the_same_bytes_charged_once() {
     let mut card = reopen_at(card.store().nvm(), SEED);
     assert_eq!(issue(&mut card, &req), first);
     // The same transaction ID with another request, or another set: refused.
-    let other = openssl_csr(dir.path(), "eve", "/O=openpsd customer 42/CN=eve", "P-256", &[]);
+    let other = openssl_csr(
+        dir.path(),
+        "eve",
+        "/O=openpsd customer 42/CN=eve",
+        "P-256",
+        &[],
+    );
     refused_unchanged(
         &mut card,
         &psd_apdu::issue_agent_certificate(SET0, &request(b"retry-me", 0, &other)),
@@ -225,7 +245,12 @@ fn names_outside_the_constraints_are_refused_with_nothing_written() {
         (
             "dirsan",
             BOB,
-            &["-addext", "subjectAltName=dirName:dir_sect", "-config", "dir.cnf"][..],
+            &[
+                "-addext",
+                "subjectAltName=dirName:dir_sect",
+                "-config",
+                "dir.cnf",
+            ][..],
         ),
     ] {
         if stem == "dirsan" {
@@ -305,7 +330,10 @@ fn an_email_subtree_admits_its_mailboxes_only() {
         ],
     );
     assert!(ok && text.contains("bob.pem: OK"), "{text}");
-    let (_, text) = openssl(d, &["x509", "-in", "bob.pem", "-noout", "-ext", "subjectAltName"]);
+    let (_, text) = openssl(
+        d,
+        &["x509", "-in", "bob.pem", "-noout", "-ext", "subjectAltName"],
+    );
     assert!(text.contains("email:bob@example.com"), "{text}");
 }
 

@@ -20,6 +20,7 @@ use x509_cert::builder::profile::BuilderProfile;
 use x509_cert::builder::{Builder as _, CertificateBuilder, CrlBuilder};
 use x509_cert::certificate::TbsCertificate;
 use x509_cert::crl::RevokedCert;
+use x509_cert::ext::pkix::constraints::name::GeneralSubtree;
 use x509_cert::ext::pkix::crl::dp::DistributionPoint;
 use x509_cert::ext::pkix::name::{DistributionPointName, GeneralName};
 use x509_cert::ext::pkix::{
@@ -27,7 +28,6 @@ use x509_cert::ext::pkix::{
     CrlDistributionPoints, CrlNumber, ExtendedKeyUsage, KeyUsage, KeyUsages, NameConstraints,
     SubjectKeyIdentifier,
 };
-use x509_cert::ext::pkix::constraints::name::GeneralSubtree;
 use x509_cert::ext::{Extension, ToExtension as _};
 use x509_cert::name::{Name, RdnSequence, RelativeDistinguishedName};
 use x509_cert::serial_number::SerialNumber;
@@ -284,11 +284,12 @@ impl LeafProfile {
         v.push((true, &bc).to_extension(subject, v)?);
         let ku = KeyUsage(KeyUsages::KeyCertSign.into());
         v.push((true, &ku).to_extension(subject, v)?);
-        let permitted = self.permitted.clone().ok_or(der::Error::from(
-            der::ErrorKind::Value {
+        let permitted = self
+            .permitted
+            .clone()
+            .ok_or(der::Error::from(der::ErrorKind::Value {
                 tag: der::Tag::Sequence,
-            },
-        ))?;
+            }))?;
         let nc = NameConstraints {
             permitted_subtrees: Some(vec![GeneralSubtree {
                 base: GeneralName::DirectoryName(permitted),

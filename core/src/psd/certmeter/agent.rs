@@ -203,11 +203,10 @@ mod command {
                 Ok(Some((_, nc))) => nc,
                 _ => return Err(Status::Internal),
             };
-            if !within(&constraints, &GeneralName::DirectoryName(csr.subject.clone()))
-                || !csr
-                    .alt_names
-                    .iter()
-                    .all(|n| within(&constraints, n))
+            if !within(
+                &constraints,
+                &GeneralName::DirectoryName(csr.subject.clone()),
+            ) || !csr.alt_names.iter().all(|n| within(&constraints, n))
             {
                 return Err(Status::NameOutsideConstraints);
             }
@@ -369,8 +368,8 @@ mod command {
                         if alt_names_der.is_some() {
                             return Err(bad);
                         }
-                        let san = SubjectAltName::from_der(e.extn_value.as_bytes())
-                            .map_err(|_| bad)?;
+                        let san =
+                            SubjectAltName::from_der(e.extn_value.as_bytes()).map_err(|_| bad)?;
                         alt_names = san.0;
                         alt_names_der = Some(e.extn_value.as_bytes().to_vec());
                     }

@@ -107,10 +107,13 @@ pub(super) fn check(
 fn agent_ca_fits(tbs: &x509_cert::TbsCertificate, bc: Option<(bool, BasicConstraints)>) -> bool {
     let ca = matches!(
         bc,
-        Some((true, BasicConstraints {
-            ca: true,
-            path_len_constraint: Some(0)
-        }))
+        Some((
+            true,
+            BasicConstraints {
+                ca: true,
+                path_len_constraint: Some(0)
+            }
+        ))
     );
     let ku = matches!(
         tbs.get_extension::<KeyUsage>(),

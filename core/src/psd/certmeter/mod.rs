@@ -9,6 +9,7 @@
 //! The message formats compile always (the back office and the host read them); the
 //! commands answer only with the `certmeter` feature.
 
+pub mod agent;
 pub mod anchor;
 pub mod attestation;
 #[cfg(feature = "certmeter")]
@@ -20,4 +21,3 @@ pub mod postmark;
 pub mod rates;
 pub mod state;
 pub mod tst;
-pub mod agent;

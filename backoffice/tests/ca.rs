@@ -287,6 +287,149 @@ async fn attested_key_becomes_a_certificate_openssl_accepts_and_revocation_shows
     h.stop().await;
 }
 
+/// SEC1 `EC PRIVATE KEY` DER of a P-256 key (what `openssl x509 -CAkey` reads).
+fn sec1_private_key(key: &IndiciumKey) -> Vec<u8> {
+    let mut der = vec![0x30, 0x77, 0x02, 0x01, 0x01, 0x04, 0x20];
+    der.extend_from_slice(key.secret_bytes().as_ref());
+    der.extend_from_slice(&[
+        0xA0, 0x0A, 0x06, 0x08, 0x2A, 0x86, 0x48, 0xCE, 0x3D, 0x03, 0x01, 0x07, 0xA1, 0x44, 0x03,
+        0x42, 0x00,
+    ]);
+    der.extend_from_slice(&key.public_key());
+    der
+}
+
+/// Seed 004 Fig. 3A: an agent key's attestation becomes an agent CA certificate (CA,
+/// path length 0, keyCertSign, critical name constraints permitting the account's
+/// organisation), and the constraints hold: stock OpenSSL accepts a certificate the agent
+/// key signs inside them and refuses one outside.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_agent_key_gets_an_agent_ca_certificate_constrained_to_the_account() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let h = openpsd_backoffice::spawn_all(dir).await.unwrap();
+    let (host, admin) = parties(&h.meter.url, &h.kms.url, &h.recharge.url, &h.pki);
+    let psd = Psd::new(4, 0, &h.kms_public_key);
+    admin.register_to(&psd, "alice").await;
+    let alice = host.as_customer("alice");
+    let account = host.customers.account("alice");
+    let (att, agent_key) = attest(&psd, &psd.dumped_key(), Purpose::AgentCa, 1);
+    let a: CertificateAnswer = alice
+        .post("/v1/certificates", &body(&psd, &att))
+        .await
+        .unwrap();
+    let work = dir.join("agent");
+    std::fs::create_dir_all(&work).unwrap();
+    write_pem(
+        &work.join("ca.pem"),
+        "CERTIFICATE",
+        &hex::decode(&a.ca_certificate).unwrap(),
+    );
+    write_pem(
+        &work.join("agent.pem"),
+        "CERTIFICATE",
+        &hex::decode(&a.certificate).unwrap(),
+    );
+    let (ok, out) = openssl(&["verify", "-CAfile", "ca.pem", "agent.pem"], &work);
+    assert!(ok && out.contains("agent.pem: OK"), "{out}");
+    let (ok, text) = openssl(&["x509", "-in", "agent.pem", "-noout", "-text"], &work);
+    assert!(ok, "{text}");
+    let subject = format!(
+        "Subject: O = openpsd customer {account}, serialNumber = {}, CN = alice",
+        psd.device_id()
+    );
+    assert!(text.contains(&subject), "{subject} in\n{text}");
+    for want in [
+        "X509v3 Basic Constraints: critical",
+        "CA:TRUE, pathlen:0",
+        "X509v3 Key Usage: critical",
+        "Certificate Sign",
+        "X509v3 Name Constraints: critical",
+        "Permitted:",
+        &format!("DirName:O = openpsd customer {account}"),
+        "X509v3 Subject Key Identifier",
+        "X509v3 Authority Key Identifier",
+    ] {
+        assert!(text.contains(want), "{want} in\n{text}");
+    }
+    assert!(!text.contains("Extended Key Usage"), "{text}");
+    assert!(!text.contains("Digital Signature"), "{text}");
+
+    // The constraints bite: the agent key signs (with openssl) one certificate inside the
+    // account's organisation and one outside; openssl verify takes only the first.
+    write_pem(
+        &work.join("agent.key"),
+        "EC PRIVATE KEY",
+        &sec1_private_key(&agent_key),
+    );
+    for (name, subj, good) in [
+        (
+            "inside",
+            format!("/O=openpsd customer {account}/CN=bob"),
+            true,
+        ),
+        ("outside", "/O=somebody else/CN=mallory".to_owned(), false),
+    ] {
+        let csr = format!("{name}.csr");
+        let pem = format!("{name}.pem");
+        let key = format!("{name}.key");
+        let (ok, out) = openssl(
+            &[
+                "req",
+                "-new",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+                "-nodes",
+                "-keyout",
+                &key,
+                "-subj",
+                &subj,
+                "-out",
+                &csr,
+            ],
+            &work,
+        );
+        assert!(ok, "{out}");
+        let (ok, out) = openssl(
+            &[
+                "x509",
+                "-req",
+                "-in",
+                &csr,
+                "-CA",
+                "agent.pem",
+                "-CAkey",
+                "agent.key",
+                "-CAcreateserial",
+                "-days",
+                "30",
+                "-out",
+                &pem,
+            ],
+            &work,
+        );
+        assert!(ok, "{out}");
+        let (ok, out) = openssl(
+            &[
+                "verify",
+                "-CAfile",
+                "ca.pem",
+                "-untrusted",
+                "agent.pem",
+                &pem,
+            ],
+            &work,
+        );
+        if good {
+            assert!(ok && out.contains(&format!("{pem}: OK")), "{out}");
+        } else {
+            assert!(!ok && out.contains("permitted subtree violation"), "{out}");
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn forgeries_other_devices_and_other_callers_are_refused_with_nothing_issued() {
     let tmp = tempfile::tempdir().unwrap();
@@ -381,7 +524,7 @@ async fn forgeries_other_devices_and_other_callers_are_refused_with_nothing_issu
         "unknown_device",
     );
     // Purposes without a profile yet.
-    let (agent, _) = attest(&psd, &device_key, Purpose::AgentCa, 7);
+    let (agent, _) = attest(&psd, &device_key, Purpose::Payment, 7);
     expect_refused(
         alice
             .post::<_, CertificateAnswer>("/v1/certificates", &body(&psd, &agent))

@@ -10,6 +10,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 mod account_commands;
+mod agent_commands;
 mod cert_commands;
 mod commands;
 mod license_commands;
@@ -213,6 +214,11 @@ enum Command {
         #[command(subcommand)]
         action: CertAction,
     },
+    /// The PSD as your agent CA (seed 004, Fig. 3A): certificates for your employees.
+    Agent {
+        #[command(subcommand)]
+        action: agent_commands::AgentAction,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -262,7 +268,7 @@ enum CertAction {
     /// your account's), the PSD checks the certificate and pays the certificate fee. Run
     /// again to finish an interrupted request. You must be logged in (`openpsd login`).
     Request {
-        /// postmark or sign (agent and payment keys are not issued yet).
+        /// postmark, sign or agent (payment keys are not issued yet).
         #[arg(long, default_value = "postmark", value_parser = parse_purpose)]
         purpose: openpsd_core::psd::certmeter::attestation::Purpose,
         /// Register set that pays the certificate fee.
@@ -286,12 +292,10 @@ enum CertAction {
 /// A key purpose by name.
 fn parse_purpose(s: &str) -> Result<openpsd_core::psd::certmeter::attestation::Purpose, String> {
     use openpsd_core::psd::certmeter::attestation::Purpose;
-    [Purpose::Postmark, Purpose::Sign]
+    [Purpose::Postmark, Purpose::Sign, Purpose::AgentCa]
         .into_iter()
         .find(|p| p.name() == s)
-        .ok_or_else(|| {
-            format!("'{s}': postmark or sign (agent and payment keys are not issued yet)")
-        })
+        .ok_or_else(|| format!("'{s}': postmark, sign or agent (payment keys are not issued yet)"))
 }
 
 #[derive(Subcommand, Debug)]
@@ -615,5 +619,6 @@ fn run(cli: Cli) -> Result<()> {
                 json,
             ),
         },
+        Command::Agent { action } => agent_commands::run(card, action, json),
     }
 }

@@ -269,9 +269,11 @@ impl BuilderProfile for Profile {
             ..Default::default()
         };
         let Some(leaf) = &self.leaf else {
+            // Path length 1, as the back office's CA: an agent CA (Fig. 3A) may sit
+            // between it and the employees' certificates.
             let bc = BasicConstraints {
                 ca: true,
-                path_len_constraint: Some(0),
+                path_len_constraint: Some(1),
             };
             v.push((true, &bc).to_extension(subject, &v)?);
             let ku = KeyUsage(KeyUsages::KeyCertSign | KeyUsages::CRLSign);
@@ -472,4 +474,189 @@ pub fn activate_key(
         &cert,
     )));
     (a.slot, cert)
+}
+
+/// The agent-certificate fee of [`agent_table`].
+pub const AGENT_CERTIFICATE_FEE: u64 = 50;
+
+/// The standard table with an agent-certificate fee (Fig. 3A): postmark 10, certificate
+/// 500, agent certificate 50.
+pub fn agent_table(version: u32) -> Vec<u8> {
+    rate_table(
+        version,
+        Date::new(2026, 11, 1).expect("date"),
+        &[
+            (Service::Postmark, POSTMARK_FEE),
+            (Service::Certificate, CERTIFICATE_FEE),
+            (Service::AgentCertificate, AGENT_CERTIFICATE_FEE),
+        ],
+    )
+}
+
+/// The test customer's subject (every certificate [`TestCa`] issues names it).
+pub const CUSTOMER_SUBJECT: &str = "CN=alice,serialNumber=5053443030303031,O=openpsd customer 42";
+/// The test customer's organisation: the agent CA's permitted subtree.
+pub const CUSTOMER_SUBTREE: &str = "O=openpsd customer 42";
+
+/// What an agent CA certificate of [`TestCa::agent_certificate`] holds.
+#[derive(Clone, Debug)]
+pub struct AgentProfile {
+    /// Permitted directoryName subtrees (RFC 4514); empty: no nameConstraints at all.
+    pub permitted: Vec<String>,
+    /// Permitted rfc822Name subtrees.
+    pub permitted_email: Vec<String>,
+    /// Whether nameConstraints is critical.
+    pub nc_critical: bool,
+    /// pathLenConstraint.
+    pub path_len: Option<u8>,
+    /// BasicConstraints cA.
+    pub ca: bool,
+    /// Validity, Unix seconds.
+    pub valid: (u64, u64),
+}
+
+impl Default for AgentProfile {
+    fn default() -> Self {
+        Self {
+            permitted: vec![CUSTOMER_SUBTREE.to_owned()],
+            permitted_email: Vec::new(),
+            nc_critical: true,
+            path_len: Some(0),
+            ca: true,
+            valid: (VALID_FROM, VALID_TO),
+        }
+    }
+}
+
+struct AgentBuilderProfile {
+    issuer: Name,
+    subject: Name,
+    ski: [u8; 20],
+    aki: [u8; 20],
+    p: AgentProfile,
+}
+
+impl BuilderProfile for AgentBuilderProfile {
+    fn get_issuer(&self, _subject: &Name) -> Name {
+        self.issuer.clone()
+    }
+
+    fn get_subject(&self) -> Name {
+        self.subject.clone()
+    }
+
+    fn build_extensions(
+        &self,
+        _spk: spki::SubjectPublicKeyInfoRef<'_>,
+        _issuer_spk: spki::SubjectPublicKeyInfoRef<'_>,
+        tbs: &TbsCertificate,
+    ) -> x509_cert::builder::Result<Vec<Extension>> {
+        use x509_cert::ext::pkix::constraints::name::GeneralSubtree;
+        use x509_cert::ext::pkix::name::GeneralName;
+        use x509_cert::ext::pkix::NameConstraints;
+        let subject = tbs.subject();
+        let mut v: Vec<Extension> = Vec::new();
+        let bc = BasicConstraints {
+            ca: self.p.ca,
+            path_len_constraint: self.p.path_len,
+        };
+        v.push((true, &bc).to_extension(subject, &v)?);
+        let ku = KeyUsage(KeyUsages::KeyCertSign | KeyUsages::CRLSign);
+        v.push((true, &ku).to_extension(subject, &v)?);
+        let mut permitted: Vec<GeneralSubtree> = Vec::new();
+        for dn in &self.p.permitted {
+            permitted.push(GeneralSubtree {
+                base: GeneralName::DirectoryName(Name::from_str(dn).expect("subtree")),
+                minimum: 0,
+                maximum: None,
+            });
+        }
+        for mail in &self.p.permitted_email {
+            permitted.push(GeneralSubtree {
+                base: GeneralName::Rfc822Name(der::asn1::Ia5String::new(mail)?),
+                minimum: 0,
+                maximum: None,
+            });
+        }
+        if !permitted.is_empty() {
+            let nc = NameConstraints {
+                permitted_subtrees: Some(permitted),
+                excluded_subtrees: None,
+            };
+            v.push((self.p.nc_critical, &nc).to_extension(subject, &v)?);
+        }
+        let ski = SubjectKeyIdentifier(OctetString::new(self.ski.to_vec())?);
+        v.push((&ski).to_extension(subject, &v)?);
+        let aki = AuthorityKeyIdentifier {
+            key_identifier: Some(OctetString::new(self.aki.to_vec())?),
+            ..Default::default()
+        };
+        v.push((&aki).to_extension(subject, &v)?);
+        Ok(v)
+    }
+}
+
+impl TestCa {
+    /// An agent CA certificate (Fig. 3A) for `public_key` with `profile`, subject the test
+    /// customer.
+    pub fn agent_certificate(&self, public_key: &[u8; 65], profile: &AgentProfile) -> Vec<u8> {
+        let mut serial = sha256(&[&public_key[..], b" agent serial"].concat())[..16].to_vec();
+        serial[0] &= 0x7F;
+        serial[0] |= 0x01;
+        CertificateBuilder::new(
+            AgentBuilderProfile {
+                issuer: self.name.clone(),
+                subject: Name::from_str(CUSTOMER_SUBJECT).expect("name"),
+                ski: certificate_key_id(public_key),
+                aki: certificate_key_id(&self.public_key),
+                p: profile.clone(),
+            },
+            SerialNumber::new(&serial).expect("serial"),
+            validity(profile.valid.0, profile.valid.1),
+            spki_of(public_key),
+        )
+        .expect("builder")
+        .build::<_, DerSignature>(&self.key)
+        .expect("certificate")
+        .to_der()
+        .expect("DER")
+    }
+}
+
+/// The agent table, the standard CA's anchor, GENERATE KEY (agent), an agent CA
+/// certificate with `profile`, INSTALL KEY CERTIFICATE paid by set 0. Returns the
+/// certificate.
+pub fn activate_agent_key(
+    card: &mut TestCard,
+    device_pk: &[u8; 65],
+    ca: &TestCa,
+    profile: &AgentProfile,
+) -> Vec<u8> {
+    expect_ok(&card.transmit(&psd_apdu::load_rate_table(&agent_table(1))));
+    expect_ok(&card.transmit(&psd_apdu::load_trust_anchor(&ca_anchor(ca, 1))));
+    let (_, a) = generate(card, Purpose::AgentCa, device_pk);
+    let cert = ca.agent_certificate(&a.public_key, profile);
+    expect_ok(&card.transmit(&psd_apdu::install_key_certificate(
+        a.slot,
+        RegisterSetIndex(0),
+        &cert,
+    )));
+    cert
+}
+
+/// A P-256 key and PKCS#10 request made by stock `openssl req` in `dir` (`<stem>.key`,
+/// `<stem>.csr` in DER), for `subj` (OpenSSL's `/O=.../CN=...` form) and `extra` arguments
+/// (e.g. `-addext subjectAltName=...`). Returns the request's DER.
+pub fn openssl_csr(dir: &Path, stem: &str, subj: &str, curve: &str, extra: &[&str]) -> Vec<u8> {
+    let key = format!("{stem}.key");
+    let csr = format!("{stem}.csr");
+    let pkeyopt = format!("ec_paramgen_curve:{curve}");
+    let mut args = vec![
+        "req", "-new", "-newkey", "ec", "-pkeyopt", &pkeyopt, "-nodes", "-keyout", &key, "-subj",
+        subj, "-outform", "DER", "-out", &csr,
+    ];
+    args.extend_from_slice(extra);
+    let (ok, text) = openssl(dir, &args);
+    assert!(ok, "openssl req: {text}");
+    std::fs::read(dir.join(csr)).expect("CSR written")
 }

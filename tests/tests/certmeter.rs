@@ -868,14 +868,12 @@ fn postmarks_outside_the_certificate_validity_and_unissued_purposes_refused() {
         &psd_apdu::issue_postmark(SET0, &postmark_request(2, b"doc", &[])),
         Status::CertificateMismatch,
     );
-    // Agent CA and payment keys: not issued yet, not made.
-    for purpose in [Purpose::AgentCa, Purpose::Payment] {
-        refused_unchanged(
-            &mut card,
-            &psd_apdu::generate_key(purpose, false),
-            Status::IncorrectP1P2,
-        );
-    }
+    // Payment keys: not issued yet, not made (agent keys are: certmeter_agent.rs).
+    refused_unchanged(
+        &mut card,
+        &psd_apdu::generate_key(Purpose::Payment, false),
+        Status::IncorrectP1P2,
+    );
 }
 
 /// A register set that paid fees leaves the PSD and comes back (seed 003's export, a

@@ -1,9 +1,9 @@
 //! Tearing of the certificate meter's commands (seed 004): power is cut at every cell write
-//! *k* of LOAD RATE TABLE, LOAD TRUST ANCHOR, GENERATE KEY, INSTALL KEY CERTIFICATE,
-//! ISSUE POSTMARK, SIGN and VALIDATE POSTMARK, clean and torn; the card is re-opened and the money must still add up:
-//! AR + DR + pending = control sum, fees only rise, and a charge exists if and only if its
-//! output is retrievable (a retry with the same command returns it, charged once). Prints
-//! how many cut points it checked.
+//! *k* of LOAD RATE TABLE, LOAD TRUST ANCHOR, GENERATE KEY, INSTALL KEY CERTIFICATE, ISSUE
+//! POSTMARK, SIGN, VALIDATE POSTMARK and ISSUE AGENT CERTIFICATE, clean and torn; the card
+//! is re-opened and the money must still add up: AR + DR + pending = control sum, fees only
+//! rise, and a charge exists if and only if its output is retrievable (a retry with the same
+//! command returns it, charged once). Prints how many cut points it checked.
 // Test code: a failed unwrap or expect is a failed test, with its message.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -264,6 +264,53 @@ fn issue_postmark_tearing() -> usize {
     cuts
 }
 
+/// ISSUE AGENT CERTIFICATE (Fig. 3A) from an `openssl req` request: charged if and only if
+/// the employee's certificate is retrievable (the same bytes on every retry), once.
+fn issue_agent_certificate_tearing() -> usize {
+    use openpsd_core::psd::certmeter::agent::{AgentIssued, AgentRequest};
+    let (mut card, device_pk) = certmeter_card(SEED, true);
+    let ca = TestCa::standard();
+    activate_agent_key(&mut card, &device_pk, &ca, &AgentProfile::default());
+    let base = card.store().nvm().clone();
+    let before = books(&mut reopen_at(&base, SEED));
+    let after = charged(&before, AGENT_CERTIFICATE_FEE);
+    let dir = tempfile::tempdir().unwrap();
+    let csr = openssl_csr(
+        dir.path(),
+        "bob",
+        "/O=openpsd customer 42/CN=bob",
+        "P-256",
+        &[],
+    );
+    let req = AgentRequest {
+        transaction: TransactionId(*b"agent-tx"),
+        days: 0,
+        csr,
+    };
+    let apdu = psd_apdu::issue_agent_certificate(SET0, &req);
+    let reference = expect_ok(&reopen_at(&base, SEED).transmit(&apdu));
+    let (cuts, uncut) = sweep(&base, &apdu, |_, mut card, at| {
+        let now = books(&mut card);
+        assert!(now.1 >= before.1, "{at}: fees only rise");
+        let counter = cm_info(&mut card).postmarks;
+        if now == after {
+            assert_eq!(counter, 1, "{at}: paid, so counted");
+        } else {
+            assert_eq!(now, before, "{at}: {now:?}");
+            assert_eq!(counter, 0, "{at}: not paid, not counted");
+        }
+        // Either way the retry returns the one certificate, and it is paid once.
+        assert_eq!(expect_ok(&card.transmit(&apdu)), reference, "{at}");
+        assert_eq!(books(&mut card), after, "{at}: charged once");
+        assert_eq!(expect_ok(&card.transmit(&apdu)), reference, "{at}");
+        assert_eq!(books(&mut card), after, "{at}");
+    });
+    assert_eq!(psd_apdu::data(&uncut).unwrap(), reference.as_slice());
+    let issued = AgentIssued::decode(&reference).unwrap();
+    assert_eq!(issued.fee, Amount(AGENT_CERTIFICATE_FEE));
+    cuts
+}
+
 /// INSTALL KEY CERTIFICATE for a second postmark key, which retires the first in the same
 /// commit: at every cut, either the old key is active with its scalar and the new one is
 /// pending (nothing charged), or the new key is active, charged once, and the old scalar
@@ -412,6 +459,7 @@ fn main() {
         ("GENERATE KEY", generate_key_tearing()),
         ("INSTALL KEY CERTIFICATE", install_key_certificate_tearing()),
         ("ISSUE POSTMARK", issue_postmark_tearing()),
+        ("ISSUE AGENT CERTIFICATE", issue_agent_certificate_tearing()),
         (
             "INSTALL KEY CERTIFICATE retiring a key",
             rotation_install_tearing(),

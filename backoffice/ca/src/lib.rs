@@ -433,7 +433,10 @@ async fn issue(State(ca): State<Ca>, body: Bytes) -> Result<Json<CertificateAnsw
              {device_id}, and the new key's proof of possession)"
         ))
     })?;
-    if !matches!(att.purpose, Purpose::Postmark | Purpose::Sign) {
+    if !matches!(
+        att.purpose,
+        Purpose::Postmark | Purpose::Sign | Purpose::AgentCa
+    ) {
         return Err(err(
             StatusCode::UNPROCESSABLE_ENTITY,
             code::PURPOSE_NOT_ISSUED,
@@ -448,6 +451,11 @@ async fn issue(State(ca): State<Ca>, body: Bytes) -> Result<Json<CertificateAnsw
     // The subject from the account the meter authenticated, nothing from the device.
     let subject = x509::customer_name(&req.username, &device_id, &req.account_id)
         .map_err(|e| ApiError::bad_request(step, format!("subject: {e}")))?;
+    // An agent CA's name constraints come from the account too (docs/ca.md § Agent CA).
+    let permitted = (att.purpose == Purpose::AgentCa)
+        .then(|| x509::customer_subtree(&req.account_id))
+        .transpose()
+        .map_err(|e| ApiError::bad_request(step, format!("name constraints: {e}")))?;
     let issued_at = now();
     let days = u64::from(ca.config.validity_days.max(1));
     let serial = new_serial();
@@ -465,6 +473,7 @@ async fn issue(State(ca): State<Ca>, body: Bytes) -> Result<Json<CertificateAnsw
             public_key: &att.public_key,
             crl_url: &format!("{}/v1/ca/crl.der", ca.config.public_url),
             ocsp_url: &format!("{}/ocsp", ca.config.public_url),
+            permitted,
         },
     )
     .and_then(|c| Ok(c.to_der()?))

@@ -20,11 +20,13 @@ use x509_cert::builder::profile::BuilderProfile;
 use x509_cert::builder::{Builder as _, CertificateBuilder, CrlBuilder};
 use x509_cert::certificate::TbsCertificate;
 use x509_cert::crl::RevokedCert;
+use x509_cert::ext::pkix::constraints::name::GeneralSubtree;
 use x509_cert::ext::pkix::crl::dp::DistributionPoint;
 use x509_cert::ext::pkix::name::{DistributionPointName, GeneralName};
 use x509_cert::ext::pkix::{
     AccessDescription, AuthorityInfoAccessSyntax, AuthorityKeyIdentifier, BasicConstraints,
-    CrlDistributionPoints, CrlNumber, ExtendedKeyUsage, KeyUsage, KeyUsages, SubjectKeyIdentifier,
+    CrlDistributionPoints, CrlNumber, ExtendedKeyUsage, KeyUsage, KeyUsages, NameConstraints,
+    SubjectKeyIdentifier,
 };
 use x509_cert::ext::{Extension, ToExtension as _};
 use x509_cert::name::{Name, RdnSequence, RelativeDistinguishedName};
@@ -101,6 +103,18 @@ pub fn ca_name() -> anyhow::Result<Name> {
         rdn(OID_O, utf8("openpsd")?)?,
         rdn(OID_CN, utf8("openpsd certificate authority")?)?,
     ])
+}
+
+/// The names a customer's agent CA may certify (Fig. 3A): the subtree of their
+/// organisation, `O=openpsd customer <account>` — the first RDN of every subject the CA
+/// gives the account's keys. An employee's certificate must name the same organisation
+/// first (then any OU, CN, emailAddress the customer likes). Accounts hold no e-mail
+/// domain, so there is no rfc822Name or dNSName subtree.
+pub fn customer_subtree(account_id: &str) -> anyhow::Result<Name> {
+    name_of(vec![rdn(
+        OID_O,
+        utf8(&format!("openpsd customer {account_id}"))?,
+    )?])
 }
 
 /// A customer's subject, from their account only (RFC 4514: `CN=<username>,
@@ -193,6 +207,9 @@ pub struct Leaf<'a> {
     pub public_key: &'a [u8; 65],
     /// The CRL's URL (`http://…/v1/ca/crl.der`).
     pub crl_url: &'a str,
+    /// The agent profile's permitted directoryName subtree ([`customer_subtree`]); the
+    /// other profiles ignore it.
+    pub permitted: Option<Name>,
     /// The OCSP responder's URL (`http://…/ocsp`).
     pub ocsp_url: &'a str,
 }
@@ -205,6 +222,7 @@ struct LeafProfile {
     ca_key_id: [u8; 20],
     crl_url: Ia5String,
     ocsp_url: Ia5String,
+    permitted: Option<Name>,
 }
 
 impl BuilderProfile for LeafProfile {
@@ -224,23 +242,11 @@ impl BuilderProfile for LeafProfile {
     ) -> x509_cert::builder::Result<Vec<Extension>> {
         let subject = tbs.subject();
         let mut v: Vec<Extension> = Vec::new();
-        let bc = BasicConstraints {
-            ca: false,
-            path_len_constraint: None,
-        };
-        v.push((true, &bc).to_extension(subject, &v)?);
-        let ku = KeyUsage(KeyUsages::DigitalSignature | KeyUsages::NonRepudiation);
-        v.push((true, &ku).to_extension(subject, &v)?);
-        // A TSA certificate's EKU is timeStamping alone and critical (RFC 3161 §2.3):
-        // `openssl ts -verify` refuses anything else. The sign profile's is not critical.
-        let (eku_oid, critical) = match self.purpose {
-            Purpose::Postmark => (OID_TIME_STAMPING, true),
-            _ => (OID_EMAIL_PROTECTION, false),
-        };
-        let eku = ExtendedKeyUsage(vec![
-            ObjectIdentifier::new(eku_oid).map_err(der::Error::from)?
-        ]);
-        v.push((critical, &eku).to_extension(subject, &v)?);
+        if self.purpose == Purpose::AgentCa {
+            self.agent_extensions(subject, &mut v)?;
+        } else {
+            self.end_entity_extensions(subject, &mut v)?;
+        }
         let ski = SubjectKeyIdentifier(OctetString::new(self.key_id.to_vec())?);
         v.push((&ski).to_extension(subject, &v)?);
         let aki = AuthorityKeyIdentifier {
@@ -265,11 +271,68 @@ impl BuilderProfile for LeafProfile {
     }
 }
 
-/// A certificate for `leaf`, signed by the CA (`ca`, `ca_key`). Only the postmark and sign
-/// profiles exist; the caller refuses the other purposes before.
+impl LeafProfile {
+    /// An agent CA (Fig. 3A): certifies end entities only (pathLenConstraint 0), signs
+    /// certificates and nothing else (the PSD publishes no CRL of its own), and only for
+    /// names in the customer's subtree (critical nameConstraints, which OpenSSL enforces on
+    /// the path and the PSD before it signs).
+    fn agent_extensions(&self, subject: &Name, v: &mut Vec<Extension>) -> der::Result<()> {
+        let bc = BasicConstraints {
+            ca: true,
+            path_len_constraint: Some(0),
+        };
+        v.push((true, &bc).to_extension(subject, v)?);
+        let ku = KeyUsage(KeyUsages::KeyCertSign.into());
+        v.push((true, &ku).to_extension(subject, v)?);
+        let permitted = self
+            .permitted
+            .clone()
+            .ok_or(der::Error::from(der::ErrorKind::Value {
+                tag: der::Tag::Sequence,
+            }))?;
+        let nc = NameConstraints {
+            permitted_subtrees: Some(vec![GeneralSubtree {
+                base: GeneralName::DirectoryName(permitted),
+                minimum: 0,
+                maximum: None,
+            }]),
+            excluded_subtrees: None,
+        };
+        v.push((true, &nc).to_extension(subject, v)?);
+        Ok(())
+    }
+
+    /// The postmark and sign profiles.
+    fn end_entity_extensions(&self, subject: &Name, v: &mut Vec<Extension>) -> der::Result<()> {
+        let bc = BasicConstraints {
+            ca: false,
+            path_len_constraint: None,
+        };
+        v.push((true, &bc).to_extension(subject, v)?);
+        let ku = KeyUsage(KeyUsages::DigitalSignature | KeyUsages::NonRepudiation);
+        v.push((true, &ku).to_extension(subject, v)?);
+        // A TSA certificate's EKU is timeStamping alone and critical (RFC 3161 §2.3):
+        // `openssl ts -verify` refuses anything else. The sign profile's is not critical.
+        let (eku_oid, critical) = match self.purpose {
+            Purpose::Postmark => (OID_TIME_STAMPING, true),
+            _ => (OID_EMAIL_PROTECTION, false),
+        };
+        let eku = ExtendedKeyUsage(vec![
+            ObjectIdentifier::new(eku_oid).map_err(der::Error::from)?
+        ]);
+        v.push((critical, &eku).to_extension(subject, v)?);
+        Ok(())
+    }
+}
+
+/// A certificate for `leaf`, signed by the CA (`ca`, `ca_key`). The postmark, sign and
+/// agent profiles exist; the caller refuses payment keys before.
 pub fn issue(ca: &Certificate, ca_key: &SigningKey, leaf: Leaf<'_>) -> anyhow::Result<Certificate> {
     anyhow::ensure!(
-        matches!(leaf.purpose, Purpose::Postmark | Purpose::Sign),
+        matches!(
+            leaf.purpose,
+            Purpose::Postmark | Purpose::Sign | Purpose::AgentCa
+        ),
         "no profile for purpose {}",
         leaf.purpose.name()
     );
@@ -288,6 +351,7 @@ pub fn issue(ca: &Certificate, ca_key: &SigningKey, leaf: Leaf<'_>) -> anyhow::R
         ca_key_id: certificate_key_id(&ca_sec1),
         crl_url: Ia5String::new(leaf.crl_url)?,
         ocsp_url: Ia5String::new(leaf.ocsp_url)?,
+        permitted: leaf.permitted,
     };
     let b = CertificateBuilder::new(
         profile,

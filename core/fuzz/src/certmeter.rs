@@ -1,11 +1,13 @@
 //! The certificate meter (seed 004) in the fuzz harness: the `Certmeter` start state (a
 //! rate table, the fixture CA's trust anchor and an active postmark key), the checks of
-//! its commands' responses and of its record, and its decoders run on raw bytes.
+//! its commands' responses and of its record, and its decoders run on raw bytes; for agent
+//! certificates (Fig. 3A) an agent CA certificate template and a fixed PKCS#10 request.
 
 use std::sync::OnceLock;
 
 use openpsd_core::client::psd_apdu;
 use openpsd_core::crypto::{self, IndiciumKey};
+use openpsd_core::psd::certmeter::agent::{AgentIssued, AgentRequest};
 use openpsd_core::psd::certmeter::anchor::{Anchor, AnchorKind};
 use openpsd_core::psd::certmeter::attestation::{KeyAttestation, Purpose};
 use openpsd_core::psd::certmeter::info::CertMeterInfo;
@@ -95,10 +97,72 @@ fn der_uint(v: &[u8]) -> Vec<u8> {
     out
 }
 
+/// The fixture table with an agent-certificate fee (50): postmark 10, certificate 500.
+pub fn agent_rate_table(version: u32) -> Vec<u8> {
+    RateTable {
+        version,
+        effective: Date::new(2026, 11, 1).expect("date"),
+        fees: vec![
+            (Service::Postmark, Amount(10)),
+            (Service::Certificate, Amount(500)),
+            (Service::AgentCertificate, Amount(50)),
+        ],
+    }
+    .sign(&vendor_key())
+    .expect("well-formed table")
+}
+
+/// The TBSCertificate of an agent CA certificate (made with Python `cryptography`: issuer
+/// `CN=openpsd fuzz CA`, subject `O=openpsd fuzz customer, CN=fuzz agent`, 2026-01-01 to
+/// 2035-01-01, BasicConstraints CA:TRUE pathLen 0, KeyUsage keyCertSign, nameConstraints
+/// permitted `O=openpsd fuzz customer`, all critical; SKI 11…, AKI 22…). The subject key (65
+/// bytes at [`AGENT_TBS_KEY_AT`]) is replaced by the card's key.
+const AGENT_TBS_TEMPLATE: &str = concat!(
+    "30820183a00302010202020103300a06082a8648ce3d040302301a3118301606035504030c0f6f70656e707364",
+    "2066757a7a204341301e170d3236303130313030303030305a170d3335303130313030303030305a3035311e30",
+    "1c060355040a0c156f70656e7073642066757a7a20637573746f6d65723113301106035504030c0a66757a7a20",
+    "6167656e743059301306072a8648ce3d020106082a8648ce3d030107034200047a1d102f592c3b4340fa7a7da5",
+    "93ce45d8fc1be107952de489676556f4c9ed428e981a4d0b606cc455ae2e710e37f0deb73e5968101658db84b2",
+    "3a2cc93a6020a3819d30819a30120603551d130101ff040830060101ff020100300e0603551d0f0101ff040403",
+    "02020430340603551d1e0101ff042a3028a0263024a4223020311e301c060355040a0c156f70656e7073642066",
+    "757a7a20637573746f6d6572301d0603551d0e041604141111111111111111111111111111111111111111301f",
+    "0603551d230418301680142222222222222222222222222222222222222222",
+);
+/// Where the subject key sits in [`AGENT_TBS_TEMPLATE`].
+const AGENT_TBS_KEY_AT: usize = 166;
+
+/// An agent CA certificate for `public_key`, signed by the fixture CA.
+pub fn agent_certificate(public_key: &[u8; 65]) -> Vec<u8> {
+    let mut tbs = unhex(AGENT_TBS_TEMPLATE);
+    tbs[AGENT_TBS_KEY_AT..AGENT_TBS_KEY_AT + 65].copy_from_slice(public_key);
+    sign_tbs(tbs)
+}
+
+/// A PKCS#10 request (Python `cryptography`, P-256, ECDSA-SHA256) for `O=openpsd fuzz
+/// customer, CN=fuzz employee`: inside the agent template's constraints.
+const AGENT_CSR: &str = concat!(
+    "3081f330819a0201003038311e301c060355040a0c156f70656e7073642066757a7a20637573746f6d65723116",
+    "301406035504030c0d66757a7a20656d706c6f7965653059301306072a8648ce3d020106082a8648ce3d030107",
+    "034200045e370abe5d3f56af435c4d9d41d2cf81b0d7ab70cdb6b6b097af8b4935ce257cc921201cc39dd2199d",
+    "364896433932dc797a91ba66d7b1bc90654d10d0f9ddb7a000300a06082a8648ce3d040302034800304502200a",
+    "2496a5d720a7b8d42cd2cd9d5ecdf85f25c191831de5372eafb07ada848700022100c84456844d05de895a28fb",
+    "5b3170ad1b0b7493704e48da1ec462464bbbe051bc",
+);
+
+/// The fixed employee request.
+pub fn agent_csr() -> Vec<u8> {
+    unhex(AGENT_CSR)
+}
+
 /// A postmark certificate for `public_key`, signed by the fixture CA.
 pub fn postmark_certificate(public_key: &[u8; 65]) -> Vec<u8> {
     let mut tbs = unhex(TBS_TEMPLATE);
     tbs[TBS_KEY_AT..TBS_KEY_AT + 65].copy_from_slice(public_key);
+    sign_tbs(tbs)
+}
+
+/// The certificate of `tbs` signed by the fixture CA.
+fn sign_tbs(tbs: Vec<u8>) -> Vec<u8> {
     let rs = ca_key().sign(&tbs);
     let mut sig = der_uint(&rs[..32]);
     sig.extend(der_uint(&rs[32..]));
@@ -334,6 +398,26 @@ pub fn check_response(
                 );
             }
         }
+        0x56 => {
+            let issued = AgentIssued::decode(data).expect("ISSUE AGENT CERTIFICATE reply decodes");
+            let last = st.last.as_ref().expect("the certificate is the last service");
+            assert_eq!(last.service, Service::AgentCertificate);
+            assert_eq!(last.output, data, "the stored certificate is the reply");
+            assert_eq!(last.set, p2);
+            // Issued under an agent key of this PSD: its certificate's subject is the issuer
+            // (a DER SEQUENCE the reply contains), and the serial carries the counter.
+            assert!(st
+                .slots
+                .iter()
+                .flatten()
+                .any(|s| s.purpose == Purpose::AgentCa && !s.certificate.is_empty()));
+            assert!(issued.certificate.len() > 100 && issued.certificate[0] == 0x30);
+            let _ = issued.fee;
+            if let Some(cmd) = cmd_data {
+                let req = AgentRequest::decode(cmd).expect("an accepted request decodes");
+                assert_eq!(last.transaction, req.transaction);
+            }
+        }
         0xCA => {
             let info = CertMeterInfo::decode(data).expect("GET DATA 00 05 decodes");
             assert_eq!(info.encode(), data, "GET DATA 00 05 canonical");
@@ -386,4 +470,10 @@ pub fn decoders(data: &[u8]) {
         assert_eq!(r.encode().ok().as_deref(), Some(data), "validate request round trip");
     }
     let _ = ValidationReceipt::decode_unverified(data);
+    if let Ok(r) = AgentRequest::decode(data) {
+        assert_eq!(r.encode(), data, "agent request round trip");
+    }
+    if let Ok(r) = AgentIssued::decode(data) {
+        assert_eq!(r.encode(), data, "agent reply round trip");
+    }
 }

@@ -99,6 +99,47 @@ fn certmeter_key_apdus(nvm: &openpsd_core::store::Nvm) -> (Vec<u8>, Vec<u8>) {
     (generate, install)
 }
 
+/// On the certmeter fixture: LOAD RATE TABLE (v2, with the agent fee), GENERATE KEY (agent)
+/// and the INSTALL KEY CERTIFICATE for the key it makes, as a run produces them (the
+/// platform is seeded), and ISSUE AGENT CERTIFICATE of the fixed request; each checked to
+/// succeed here, so the seed reaches the command's paid path.
+fn certmeter_agent_apdus() -> [Vec<u8>; 4] {
+    use openpsd_core::psd::certmeter::attestation::{KeyAttestation, Purpose};
+    let store = MemStore::open(crate::certmeter::certmeter_nvm().clone()).expect("fixture");
+    let mut card = psd_card(store, crate::harness::platform()).expect("fixture loads");
+    card.transmit(&psd_apdu::select());
+    let ok = |resp: Vec<u8>, what: &str| {
+        assert_eq!(psd_apdu::sw(&resp), 0x9000, "agent seed: {what}: {resp:02X?}");
+        resp[..resp.len() - 2].to_vec()
+    };
+    let table = psd_apdu::load_rate_table(&crate::certmeter::agent_rate_table(2));
+    ok(card.transmit(&table), "rate table");
+    let generate = psd_apdu::generate_key(Purpose::AgentCa, false);
+    let a = ok(card.transmit(&generate), "generate");
+    let a = KeyAttestation::decode_unverified(&a).expect("attestation");
+    let install = psd_apdu::install_key_certificate(
+        a.slot,
+        RegisterSetIndex(0),
+        &crate::certmeter::agent_certificate(&a.public_key),
+    );
+    ok(card.transmit(&install), "install");
+    let issue = agent_issue(0, 1, &crate::certmeter::agent_csr());
+    ok(card.transmit(&issue), "issue");
+    [table, generate, install, issue]
+}
+
+/// ISSUE AGENT CERTIFICATE on set `set`.
+fn agent_issue(set: u8, txn: u8, csr: &[u8]) -> Vec<u8> {
+    psd_apdu::issue_agent_certificate(
+        RegisterSetIndex(set),
+        &openpsd_core::psd::certmeter::agent::AgentRequest {
+            transaction: TransactionId([txn; 8]),
+            days: 30,
+            csr: csr.to_vec(),
+        },
+    )
+}
+
 /// ISSUE POSTMARK on set `set`.
 fn postmark(set: u8, txn: u8, digest: u8, nonce: &[u8]) -> Vec<u8> {
     psd_apdu::issue_postmark(
@@ -176,7 +217,48 @@ fn certmeter_seeds() -> Vec<(&'static str, Start, Vec<Op>)> {
     let (generate, install) = certmeter_key_apdus(&with_table);
     let (_, rotate_install) = certmeter_key_apdus(crate::certmeter::certmeter_nvm());
     let cm_data = || apdu(psd_apdu::get_certmeter_data());
+    let [agent_table, agent_generate, agent_install, agent_first] = certmeter_agent_apdus();
+    let csr = crate::certmeter::agent_csr();
+    let mut bad_sig = csr.clone();
+    let last = bad_sig.len() - 1;
+    bad_sig[last] ^= 1;
+    let mut outside = csr.clone();
+    // "fuzz customer" → "fuzz custoMer" in the subject: outside the constraints, but its
+    // signature no longer verifies, which the PSD checks first (6A80).
+    let at = outside
+        .windows(8)
+        .position(|w| w == b"customer")
+        .expect("subject in the request");
+    outside[at + 6] ^= 0x20;
+    let mut mode_01 = agent_first.clone();
+    mode_01[2] = 1;
     vec![
+        (
+            "certmeter-agent",
+            Certmeter,
+            vec![
+                apdu(agent_issue(0, 9, &csr)),
+                apdu(agent_table),
+                apdu(agent_generate),
+                apdu(agent_install),
+                apdu(agent_first.clone()),
+                apdu(agent_first.clone()),
+                apdu(agent_issue(0, 1, &bad_sig)),
+                apdu(agent_issue(1, 1, &csr)),
+                apdu(agent_issue(0, 2, &outside)),
+                apdu(mode_01),
+                Op::PowerCut {
+                    at_write: 1,
+                    torn: true,
+                    apdu: agent_issue(1, 3, &csr),
+                },
+                apdu(agent_issue(1, 3, &csr)),
+                apdu(postmark(0, 4, 0xB0, &[])),
+                apdu(agent_issue(0, 5, &csr[..csr.len() / 2])),
+                cm_data(),
+                read(0),
+            ],
+        ),
         (
             "certmeter-setup",
             Funded,

@@ -377,4 +377,18 @@ impl<L: Link> PsdClient<L> {
                 .map_err(|_| ClientError::BadResponse(Side::Psd, "VALIDATE POSTMARK"))?;
         Ok((data, receipt))
     }
+
+    /// ISSUE AGENT CERTIFICATE (mode 00): the fee and the employee's certificate.
+    pub fn issue_agent_certificate(
+        &mut self,
+        set: RegisterSetIndex,
+        req: &crate::psd::certmeter::agent::AgentRequest,
+    ) -> Result<crate::psd::certmeter::agent::AgentIssued, ClientError> {
+        let data = self.exchange(
+            "ISSUE AGENT CERTIFICATE",
+            &psd_apdu::issue_agent_certificate(set, req),
+        )?;
+        crate::psd::certmeter::agent::AgentIssued::decode(&data)
+            .map_err(|_| ClientError::BadResponse(Side::Psd, "ISSUE AGENT CERTIFICATE"))
+    }
 }

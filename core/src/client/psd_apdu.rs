@@ -232,3 +232,18 @@ pub fn validate_postmark(
         Err(_) => Vec::new(),
     }
 }
+
+/// ISSUE AGENT CERTIFICATE from a PKCS#10 request (mode 00), the fee paid by `set`.
+pub fn issue_agent_certificate(
+    set: RegisterSetIndex,
+    req: &crate::psd::certmeter::agent::AgentRequest,
+) -> Vec<u8> {
+    command(
+        CLA_PSD,
+        ins::ISSUE_AGENT_CERTIFICATE,
+        crate::psd::certmeter::agent::MODE_CSR,
+        set.0,
+        &req.encode(),
+        u16::MAX,
+    )
+}

@@ -115,6 +115,15 @@ pub enum PsdCommand<'a> {
     Sign(RegisterSetIndex, &'a [u8]),
     /// VALIDATE POSTMARK (`80 7E 00 set`): the validation request.
     ValidatePostmark(RegisterSetIndex, &'a [u8]),
+    /// ISSUE AGENT CERTIFICATE (`80 56 mode set`): the request.
+    IssueAgentCertificate {
+        /// P1: `00` from a PKCS#10 request, `01` the card generates the key (not built).
+        mode: u8,
+        /// P2: the register set that pays the fee.
+        set: RegisterSetIndex,
+        /// The request.
+        data: &'a [u8],
+    },
 }
 
 /// Where the PSD is in its life: the one state a command's permission depends on.
@@ -212,6 +221,14 @@ impl<'a> PsdCommand<'a> {
             ins::SIGN => |c| set_param(c).map(|s| Sign(s, c.data)),
             #[cfg(feature = "certmeter")]
             ins::VALIDATE_POSTMARK => |c| set_param(c).map(|s| ValidatePostmark(s, c.data)),
+            #[cfg(feature = "certmeter")]
+            ins::ISSUE_AGENT_CERTIFICATE => |c| {
+                Ok(IssueAgentCertificate {
+                    mode: c.p1,
+                    set: RegisterSetIndex(c.p2),
+                    data: c.data,
+                })
+            },
             ins::GET_DATA => |c| {
                 let object = match (c.p1, c.p2) {
                     (0x00, 0x02) => GetTransferInfo,

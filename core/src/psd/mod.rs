@@ -100,6 +100,8 @@ pub mod ins {
     pub const VALIDATE_POSTMARK: u8 = 0x7E;
     /// GET DATA (device public data).
     pub const GET_DATA: u8 = 0xCA;
+    /// ISSUE AGENT CERTIFICATE (seed 004, Fig. 3A).
+    pub const ISSUE_AGENT_CERTIFICATE: u8 = 0x56;
 }
 
 /// Days a date of mailing may lie ahead of the platform's clock (when it has one).
@@ -292,6 +294,11 @@ impl Applet for PsdApplet {
                 let i = self.live_set_index(set)?;
                 self.validate_postmark(ctx, i, data, reply)
             }
+            #[cfg(feature = "certmeter")]
+            IssueAgentCertificate { mode, set, data } => {
+                let i = self.live_set_index(set)?;
+                self.issue_agent_certificate(ctx, mode, i, data, reply)
+            }
             #[cfg(not(feature = "certmeter"))]
             LoadRateTable(_)
             | LoadTrustAnchor(_)
@@ -300,7 +307,8 @@ impl Applet for PsdApplet {
             | IssuePostmark(..)
             | GetCertMeterInfo
             | Sign(..)
-            | ValidatePostmark(..) => Err(Status::InstructionNotSupported),
+            | ValidatePostmark(..)
+            | IssueAgentCertificate { .. } => Err(Status::InstructionNotSupported),
             // Never parsed without the feature (their INS are unknown there).
             #[cfg(not(feature = "licenses"))]
             LicenseRequest { .. }

@@ -2,7 +2,9 @@
 //! activates its key (seed 004, Fig. 5 step 520): that it is DER, for the slot's key,
 //! signed with ECDSA P-256/SHA-256 by the CA the vendor told the PSD to trust, valid today,
 //! and made for the key's purpose (a postmark certificate carries the critical
-//! timeStamping-only extended key usage OpenSSL demands of a time-stamping authority).
+//! timeStamping-only extended key usage OpenSSL demands of a time-stamping authority; an
+//! agent CA certificate is the one CA certificate accepted: path length 0, keyCertSign and
+//! critical name constraints, Fig. 3A).
 //!
 //! The parser is `x509-cert`'s; the signature and the key are compared byte for byte.
 //! [`examine`] answers the same questions one by one for VALIDATE POSTMARK, which reports
@@ -10,7 +12,9 @@
 
 use der::asn1::UintRef;
 use der::{Decode as _, Encode as _, Reader as _, SliceReader};
-use x509_cert::ext::pkix::{BasicConstraints, ExtendedKeyUsage, KeyUsage, KeyUsages};
+use x509_cert::ext::pkix::{
+    BasicConstraints, ExtendedKeyUsage, KeyUsage, KeyUsages, NameConstraints,
+};
 use x509_cert::Certificate;
 
 use crate::crypto::{self, PUBLIC_KEY_LEN, SIGNATURE_LEN};
@@ -34,7 +38,7 @@ const KP_EMAIL_PROTECTION: der::asn1::ObjectIdentifier =
 /// `today`, and answers its validity (first and last day, which the PSD keeps: it signs
 /// nothing under the certificate outside them). `6A80` if it is not a DER certificate at
 /// all, `9A44` for everything else that is wrong.
-pub fn check(
+pub(super) fn check(
     cert: &[u8],
     public_key: &[u8; PUBLIC_KEY_LEN],
     purpose: Purpose,
@@ -59,6 +63,12 @@ pub fn check(
         (Some(f), Some(t)) if f <= today && today <= t => (f, t),
         _ => return Err(mismatch),
     };
+    if purpose == Purpose::AgentCa {
+        let bc = tbs
+            .get_extension::<BasicConstraints>()
+            .map_err(|_| mismatch)?;
+        return agent_ca_fits(tbs, bc).then_some((from, to)).ok_or(mismatch);
+    }
     if fits(tbs, purpose) {
         Ok((from, to))
     } else {
@@ -165,13 +175,40 @@ fn fits(tbs: &x509_cert::TbsCertificate, purpose: Purpose) -> bool {
         (Purpose::Sign, Some((_, e))) => {
             e.0.contains(&KP_EMAIL_PROTECTION) && !e.0.contains(&KP_TIME_STAMPING) && ku_signs
         }
-        // Agent CA and payment certificates are not issued yet (docs/certmeter.md).
+        // Agent CA certificates are checked by `agent_ca_fits`; payment certificates by
+        // the credit line's own check.
         _ => false,
     }
 }
 
+/// An agent CA certificate (Fig. 3A): a CA that certifies end entities only (critical
+/// basicConstraints, cA, pathLenConstraint 0), may sign certificates (keyUsage
+/// keyCertSign), and is held to the customer's names (a critical nameConstraints with
+/// permitted subtrees, which ISSUE AGENT CERTIFICATE enforces before it signs).
+fn agent_ca_fits(tbs: &x509_cert::TbsCertificate, bc: Option<(bool, BasicConstraints)>) -> bool {
+    let ca = matches!(
+        bc,
+        Some((
+            true,
+            BasicConstraints {
+                ca: true,
+                path_len_constraint: Some(0)
+            }
+        ))
+    );
+    let ku = matches!(
+        tbs.get_extension::<KeyUsage>(),
+        Ok(Some((_, ku))) if ku.key_cert_sign()
+    );
+    let nc = matches!(
+        tbs.get_extension::<NameConstraints>(),
+        Ok(Some((true, nc))) if nc.permitted_subtrees.as_ref().is_some_and(|p| !p.is_empty())
+    );
+    ca && ku && nc
+}
+
 /// The `r ‖ s` of a DER `ECDSA-Sig-Value`, each left-padded to 32 bytes.
-fn ecdsa_rs(der_sig: &[u8]) -> Option<[u8; SIGNATURE_LEN]> {
+pub(super) fn ecdsa_rs(der_sig: &[u8]) -> Option<[u8; SIGNATURE_LEN]> {
     let mut reader = SliceReader::new(der_sig).ok()?;
     let (r, s) = reader
         .sequence(|seq| Ok::<_, der::Error>((UintRef::decode(seq)?, UintRef::decode(seq)?)))

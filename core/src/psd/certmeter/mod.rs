@@ -10,6 +10,7 @@
 //! The message formats compile always (the back office and the host read them); the
 //! commands answer only with the `certmeter` feature.
 
+pub mod agent;
 pub mod anchor;
 pub mod attestation;
 #[cfg(feature = "certmeter")]

@@ -1,0 +1,609 @@
+//! ISSUE AGENT CERTIFICATE (seed 004, Fig. 3A): the PSD, holding an agent CA certificate
+//! the back office's CA issued under name constraints taken from the customer's account,
+//! certifies the keys of the customer's employees, for the agent-certificate fee.
+//!
+//! Mode `00` (built): the employee made the key and a PKCS#10 request. The card checks the
+//! request's self-signature (ECDSA P-256 / SHA-256 only), checks that every name in it (the
+//! subject, and any subjectAltName requested) lies within the agent certificate's permitted
+//! subtrees, and writes the TBSCertificate itself: its own serial, the agent certificate's
+//! subject as the issuer, a validity inside the agent certificate's, an end-entity profile
+//! (basicConstraints CA:FALSE, keyUsage digitalSignature, key identifiers) — nothing else is
+//! copied from the request. Then the order of every paid service (`postmark.rs`): every
+//! check → one commit (the debit, the service counter, the certificate kept as the last
+//! service) → the reply; a retry with the same transaction ID gets the same bytes.
+//!
+//! Mode `01` (the seed's step 354, the card generating the employee's key and handing it
+//! out encrypted) is not built: `6A86` (`docs/certmeter.md` § Agent certificates).
+//!
+//! Command data (mode 00): `txn 8 | validity days u16 (0: 365) | CSR DER`.
+//! Reply: `fee u64 | certificate DER`.
+
+use alloc::vec::Vec;
+
+use crate::types::{Amount, TransactionId};
+use crate::wire::{Malformed, Reader};
+
+/// Longest PKCS#10 request the card reads.
+pub const MAX_CSR_LEN: usize = 1024;
+/// Validity of an employee certificate when the host asks for none (days), before the
+/// agent certificate's end caps it.
+pub const DEFAULT_DAYS: u16 = 365;
+/// P1: from a PKCS#10 request.
+pub const MODE_CSR: u8 = 0x00;
+/// P1: the card generates the employee's key (not built).
+pub const MODE_GENERATE: u8 = 0x01;
+/// First octet of the serial numbers the card assigns (then device ID 8 ‖ counter u32):
+/// positive, and never equal to a serial the back office's CA assigns to this device's
+/// own certificates, which start with random octets.
+pub const SERIAL_TAG: u8 = 0x41;
+
+/// What a host asks for (mode 00).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AgentRequest {
+    /// The host's ID for this request; a retry with the same ID gets the same certificate.
+    pub transaction: TransactionId,
+    /// Days of validity asked for (0: [`DEFAULT_DAYS`]); capped by the agent certificate.
+    pub days: u16,
+    /// The PKCS#10 request (DER).
+    pub csr: Vec<u8>,
+}
+
+impl AgentRequest {
+    /// Command data.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut w = Vec::with_capacity(10 + self.csr.len());
+        w.extend_from_slice(&self.transaction.0);
+        w.extend_from_slice(&self.days.to_be_bytes());
+        w.extend_from_slice(&self.csr);
+        w
+    }
+
+    /// Parses command data.
+    pub fn decode(bytes: &[u8]) -> Result<AgentRequest, Malformed> {
+        let mut r = Reader::new(bytes);
+        let transaction = TransactionId(r.array()?);
+        let days = r.u16()?;
+        let csr = r.remaining().to_vec();
+        if csr.is_empty() || csr.len() > MAX_CSR_LEN {
+            return Err(Malformed::Length);
+        }
+        Ok(AgentRequest {
+            transaction,
+            days,
+            csr,
+        })
+    }
+}
+
+/// The reply: the fee charged and the employee's certificate.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AgentIssued {
+    /// The fee debited.
+    pub fee: Amount,
+    /// The certificate (DER).
+    pub certificate: Vec<u8>,
+}
+
+impl AgentIssued {
+    /// The reply's bytes.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut w = Vec::with_capacity(8 + self.certificate.len());
+        w.extend_from_slice(&self.fee.0.to_be_bytes());
+        w.extend_from_slice(&self.certificate);
+        w
+    }
+
+    /// Parses a reply.
+    pub fn decode(bytes: &[u8]) -> Result<AgentIssued, Malformed> {
+        let mut r = Reader::new(bytes);
+        let fee = Amount(r.u64()?);
+        let certificate = r.remaining().to_vec();
+        if certificate.is_empty() {
+            return Err(Malformed::Length);
+        }
+        Ok(AgentIssued { fee, certificate })
+    }
+}
+
+/// The command and the certificate it writes (with the `certmeter` feature).
+#[cfg(feature = "certmeter")]
+mod command {
+    use alloc::vec::Vec;
+    use core::time::Duration;
+
+    use der::asn1::{ObjectIdentifier, OctetString};
+    use der::{Decode as _, Encode as _, Tagged as _};
+    use x509_cert::attr::AttributeTypeAndValue;
+    use x509_cert::ext::pkix::name::GeneralName;
+    use x509_cert::ext::pkix::{
+        AuthorityKeyIdentifier, BasicConstraints, KeyUsage, KeyUsages, NameConstraints,
+        SubjectAltName, SubjectKeyIdentifier,
+    };
+    use x509_cert::ext::Extension;
+    use x509_cert::name::{Name, RelativeDistinguishedName};
+    use x509_cert::request::{CertReq, ExtensionReq};
+    use x509_cert::time::Time;
+    use x509_cert::Certificate;
+
+    use super::{AgentIssued, AgentRequest, DEFAULT_DAYS, SERIAL_TAG};
+    use crate::card::Ctx;
+    use crate::crypto::{self, PUBLIC_KEY_LEN};
+    use crate::psd::certmeter::attestation::Purpose;
+    use crate::psd::certmeter::rates::Service;
+    use crate::psd::certmeter::state::{LastService, MAX_CERTIFICATE_LEN};
+    use crate::psd::license::grant::certificate_key_id;
+    use crate::records::psd as rec;
+    use crate::status::Status;
+    use crate::store::Transaction;
+    use crate::types::Date;
+
+    /// ecdsa-with-SHA256.
+    const ECDSA_SHA256: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.4.3.2");
+    /// id-ecPublicKey.
+    const EC_PUBLIC_KEY: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.2.1");
+    /// prime256v1.
+    const P256: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.3.1.7");
+    /// AlgorithmIdentifier ecdsa-with-SHA256, parameters absent (RFC 5758 §3.2).
+    const ECDSA_SHA256_ALG: [u8; 12] = [
+        0x30, 0x0A, 0x06, 0x08, 0x2A, 0x86, 0x48, 0xCE, 0x3D, 0x04, 0x03, 0x02,
+    ];
+    /// `[0] EXPLICIT Version v3`.
+    const VERSION_V3: [u8; 5] = [0xA0, 0x03, 0x02, 0x01, 0x02];
+    /// A day in seconds.
+    const DAY: u64 = 86_400;
+
+    impl crate::psd::PsdApplet {
+        /// ISSUE AGENT CERTIFICATE (80 56 mode set).
+        pub(in crate::psd) fn issue_agent_certificate(
+            &mut self,
+            ctx: &mut Ctx<'_>,
+            mode: u8,
+            i: usize,
+            data: &[u8],
+            reply: &mut Vec<u8>,
+        ) -> Result<(), Status> {
+            if mode != super::MODE_CSR {
+                return Err(Status::IncorrectP1P2);
+            }
+            let req = AgentRequest::decode(data)?;
+            let device = self.device()?;
+            let p = &self.persistent;
+            let cm = &p.certmeter;
+            let set_byte = u8::try_from(i).map_err(|_| Status::Internal)?;
+            let csr = Csr::parse(&req.csr)?;
+
+            // A retry of the last service: the same bytes, charged once, if it was this
+            // request (the same set, subject and key).
+            if let Some(last) = cm
+                .last
+                .as_ref()
+                .filter(|l| l.transaction == req.transaction)
+            {
+                if last.service != Service::AgentCertificate || last.set != set_byte {
+                    return Err(Status::TransactionIdReused);
+                }
+                let stored = AgentIssued::decode(&last.output).map_err(|_| Status::Internal)?;
+                let cert =
+                    Certificate::from_der(&stored.certificate).map_err(|_| Status::Internal)?;
+                let tbs = cert.tbs_certificate();
+                let same_key = tbs.subject_public_key_info().subject_public_key.as_bytes()
+                    == Some(&csr.public_key[..]);
+                if !same_key || tbs.subject() != &csr.subject {
+                    return Err(Status::TransactionIdReused);
+                }
+                reply.extend_from_slice(&last.output);
+                return Ok(());
+            }
+
+            let (_, slot) = cm.active(Purpose::AgentCa)?;
+            let key = slot.key.as_ref().ok_or(Status::KeyRevoked)?;
+            let agent = Certificate::from_der(&slot.certificate).map_err(|_| Status::Internal)?;
+            let agent_tbs = agent.tbs_certificate();
+            let constraints = match agent_tbs.get_extension::<NameConstraints>() {
+                Ok(Some((_, nc))) => nc,
+                _ => return Err(Status::Internal),
+            };
+            if !within(
+                &constraints,
+                &GeneralName::DirectoryName(csr.subject.clone()),
+            ) || !csr.alt_names.iter().all(|n| within(&constraints, n))
+            {
+                return Err(Status::NameOutsideConstraints);
+            }
+
+            // The clock: as for a postmark, bounded by the last back-office contact.
+            let now = ctx.platform.now().ok_or(Status::ClockRefused)?;
+            let date = Date::from_unix_seconds(now).ok_or(Status::ClockRefused)?;
+            if p.counters.last_inspection.is_some_and(|last| date < last) {
+                return Err(Status::ClockRefused);
+            }
+            if device.inspection_days > 0 {
+                let last = p
+                    .counters
+                    .last_inspection
+                    .ok_or(Status::InspectionOverdue)?;
+                if date.day_number()
+                    > last
+                        .day_number()
+                        .saturating_add(u32::from(device.inspection_days))
+                {
+                    return Err(Status::InspectionOverdue);
+                }
+            }
+            // Outside the agent certificate's validity no verifier would accept the
+            // employee's: not sold.
+            let agent_from = agent_tbs.validity().not_before.to_unix_duration().as_secs();
+            let agent_to = agent_tbs.validity().not_after.to_unix_duration().as_secs();
+            if now < agent_from || now > agent_to {
+                return Err(Status::CertificateMismatch);
+            }
+            let days = if req.days == 0 {
+                DEFAULT_DAYS
+            } else {
+                req.days
+            };
+            let not_after = now
+                .checked_add(u64::from(days).checked_mul(DAY).ok_or(Status::WrongData)?)
+                .ok_or(Status::WrongData)?
+                .min(agent_to);
+
+            let (fee, _) = cm.fee(Service::AgentCertificate, date)?;
+            let next_set = p.set(i)?.charge(fee)?;
+            let counter = cm.postmarks.checked_add(1).ok_or(Status::CounterOverflow)?;
+            let mut serial = Vec::with_capacity(13);
+            serial.push(SERIAL_TAG);
+            serial.extend_from_slice(&device.id.0);
+            serial.extend_from_slice(&counter.to_be_bytes());
+
+            let agent_key_id = agent_key_id(agent_tbs, &slot.public_key)?;
+            let tbs = tbs_der(&Tbs {
+                serial: &serial,
+                issuer: agent_tbs.subject(),
+                not_before: now,
+                not_after,
+                subject: &csr.subject,
+                public_key: &csr.public_key,
+                authority_key_id: &agent_key_id,
+                alt_names: csr.alt_names_der.as_deref(),
+            })
+            .map_err(|_| Status::WrongData)?;
+            // Signed before the commit, which keeps the certificate: a retry is the same
+            // bytes, whatever happens to the agent key after.
+            let signature = ecdsa_der(&key.sign(&tbs));
+            let mut body = tbs;
+            body.extend_from_slice(&ECDSA_SHA256_ALG);
+            let mut bits = Vec::with_capacity(signature.len() + 1);
+            bits.push(0);
+            bits.extend_from_slice(&signature);
+            body.extend_from_slice(&tlv(0x03, &bits));
+            let certificate = tlv(0x30, &body);
+            if certificate.len() > MAX_CERTIFICATE_LEN {
+                return Err(Status::WrongLength);
+            }
+            let output = AgentIssued { fee, certificate }.encode();
+            let mut next = cm.clone();
+            next.postmarks = counter;
+            next.last = Some(LastService {
+                transaction: req.transaction,
+                service: Service::AgentCertificate,
+                set: set_byte,
+                output: output.clone(),
+            });
+
+            // Commit first: no certificate leaves the card for a fee that is not durable.
+            let mut txn = Transaction::begin(ctx.store);
+            txn.write(rec::set(i), next_set.encode());
+            txn.write(rec::CERTMETER, next.encode());
+            txn.commit()?;
+            self.persistent.put_set(i, next_set);
+            self.persistent.certmeter = next;
+            reply.extend_from_slice(&output);
+            Ok(())
+        }
+    }
+
+    /// What the card takes from a PKCS#10 request whose self-signature verified.
+    struct Csr {
+        subject: Name,
+        public_key: [u8; PUBLIC_KEY_LEN],
+        /// The requested subjectAltName, decoded, and its extension value's DER.
+        alt_names: Vec<GeneralName>,
+        alt_names_der: Option<Vec<u8>>,
+    }
+
+    impl Csr {
+        /// Parses and checks `der`: `6A80` for anything but a DER request with a P-256 key
+        /// that signed it with ECDSA-SHA256.
+        fn parse(der: &[u8]) -> Result<Csr, Status> {
+            let bad = Status::WrongData;
+            let req = CertReq::from_der(der).map_err(|_| bad)?;
+            // One encoding: the bytes signed are the bytes the parser saw.
+            if req.to_der().ok().as_deref() != Some(der) {
+                return Err(bad);
+            }
+            let spki = &req.info.public_key;
+            let curve = spki
+                .algorithm
+                .parameters
+                .as_ref()
+                .and_then(|p| p.decode_as::<ObjectIdentifier>().ok());
+            if spki.algorithm.oid != EC_PUBLIC_KEY
+                || curve != Some(P256)
+                || req.algorithm.oid != ECDSA_SHA256
+                || req.algorithm.parameters.is_some()
+            {
+                return Err(bad);
+            }
+            let public_key: [u8; PUBLIC_KEY_LEN] = spki
+                .subject_public_key
+                .as_bytes()
+                .and_then(|b| b.try_into().ok())
+                .ok_or(bad)?;
+            if !crypto::is_valid_public_key(&public_key) {
+                return Err(bad);
+            }
+            let info = req.info.to_der().map_err(|_| bad)?;
+            let rs = req
+                .signature
+                .as_bytes()
+                .and_then(super::super::certificate::ecdsa_rs)
+                .ok_or(bad)?;
+            if !crypto::verify_signature(&public_key, &info, &rs) {
+                return Err(bad);
+            }
+            // Of the extensions requested, only the subjectAltName is honoured (and
+            // checked against the constraints); the profile is the card's.
+            let mut alt_names = Vec::new();
+            let mut alt_names_der = None;
+            for attr in req.info.attributes.iter() {
+                if attr.oid != <ExtensionReq as der::oid::AssociatedOid>::OID {
+                    continue;
+                }
+                for value in attr.values.iter() {
+                    let ext = value.decode_as::<Vec<Extension>>().map_err(|_| bad)?;
+                    for e in ext {
+                        if e.extn_id != <SubjectAltName as der::oid::AssociatedOid>::OID {
+                            continue;
+                        }
+                        if alt_names_der.is_some() {
+                            return Err(bad);
+                        }
+                        let san =
+                            SubjectAltName::from_der(e.extn_value.as_bytes()).map_err(|_| bad)?;
+                        alt_names = san.0;
+                        alt_names_der = Some(e.extn_value.as_bytes().to_vec());
+                    }
+                }
+            }
+            Ok(Csr {
+                subject: req.info.subject,
+                public_key,
+                alt_names,
+                alt_names_der,
+            })
+        }
+    }
+
+    /// Whether `name` is within `nc`, by the card's rule (stricter than RFC 5280 §4.2.1.10,
+    /// which lets through a name of a type no subtree mentions): the name must lie within
+    /// a permitted subtree of its own type and within no excluded one. Types: directoryName
+    /// (the subtree's RDNs are the name's first RDNs), rfc822Name and dNSName (RFC 5280
+    /// forms); any other type is refused.
+    fn within(nc: &NameConstraints, name: &GeneralName) -> bool {
+        let permitted = nc
+            .permitted_subtrees
+            .iter()
+            .flatten()
+            .any(|t| t.minimum == 0 && t.maximum.is_none() && matches(&t.base, name));
+        let excluded = nc
+            .excluded_subtrees
+            .iter()
+            .flatten()
+            .any(|t| matches(&t.base, name));
+        permitted && !excluded
+    }
+
+    fn matches(base: &GeneralName, name: &GeneralName) -> bool {
+        match (base, name) {
+            (GeneralName::DirectoryName(base), GeneralName::DirectoryName(name)) => {
+                let base: Vec<_> = base.iter_rdn().collect();
+                let name: Vec<_> = name.iter_rdn().collect();
+                !name.is_empty()
+                    && base.len() <= name.len()
+                    && base.iter().zip(&name).all(|(b, n)| same_rdn(b, n))
+            }
+            (GeneralName::Rfc822Name(base), GeneralName::Rfc822Name(name)) => {
+                let (base, name) = (base.as_str(), name.as_str());
+                let Some((_, host)) = name.rsplit_once('@') else {
+                    return false;
+                };
+                if base.contains('@') {
+                    base.eq_ignore_ascii_case(name)
+                } else if base.starts_with('.') {
+                    ends_with_ignore_case(host, base)
+                } else {
+                    base.eq_ignore_ascii_case(host)
+                }
+            }
+            (GeneralName::DnsName(base), GeneralName::DnsName(name)) => {
+                let (base, name) = (base.as_str(), name.as_str());
+                base.is_empty()
+                    || base.eq_ignore_ascii_case(name)
+                    || (name.len() > base.len()
+                        && ends_with_ignore_case(name, base)
+                        && (base.starts_with('.')
+                            || name.as_bytes()[name.len() - base.len() - 1] == b'.'))
+            }
+            _ => false,
+        }
+    }
+
+    fn ends_with_ignore_case(s: &str, suffix: &str) -> bool {
+        s.len() >= suffix.len()
+            && s.as_bytes()[s.len() - suffix.len()..].eq_ignore_ascii_case(suffix.as_bytes())
+    }
+
+    /// Two RDNs name the same thing: the same attributes, each value the same string
+    /// (UTF8String, PrintableString and IA5String compared by their characters, as a
+    /// request's PrintableString should match the account's UTF8String), else the same
+    /// DER. Case matters: stricter than X.520's caseIgnoreMatch, never looser.
+    fn same_rdn(a: &RelativeDistinguishedName, b: &RelativeDistinguishedName) -> bool {
+        let a: Vec<&AttributeTypeAndValue> = a.iter().collect();
+        let b: Vec<&AttributeTypeAndValue> = b.iter().collect();
+        a.len() == b.len()
+            && a.iter().zip(&b).all(|(x, y)| {
+                let string = |t: der::Tag| {
+                    matches!(
+                        t,
+                        der::Tag::Utf8String | der::Tag::PrintableString | der::Tag::Ia5String
+                    )
+                };
+                x.oid == y.oid
+                    && (x.value == y.value
+                        || (string(x.value.tag())
+                            && string(y.value.tag())
+                            && x.value.value() == y.value.value()))
+            })
+    }
+
+    /// The agent key's identifier as its certificate states it (OpenSSL matches the
+    /// employee certificate's AKI against it), else RFC 7093 method 1 as the CA computes.
+    fn agent_key_id(
+        tbs: &x509_cert::TbsCertificate,
+        public_key: &[u8; PUBLIC_KEY_LEN],
+    ) -> Result<Vec<u8>, Status> {
+        match tbs.get_extension::<SubjectKeyIdentifier>() {
+            Ok(Some((_, ski))) => Ok(ski.0.as_bytes().to_vec()),
+            Ok(None) => Ok(certificate_key_id(public_key).to_vec()),
+            Err(_) => Err(Status::Internal),
+        }
+    }
+
+    /// What goes into an employee's TBSCertificate.
+    struct Tbs<'a> {
+        serial: &'a [u8],
+        issuer: &'a Name,
+        not_before: u64,
+        not_after: u64,
+        subject: &'a Name,
+        public_key: &'a [u8; PUBLIC_KEY_LEN],
+        authority_key_id: &'a [u8],
+        alt_names: Option<&'a [u8]>,
+    }
+
+    /// The TBSCertificate's DER. `TbsCertificate`'s fields are private to x509-cert
+    /// without its builder (which needs std here), so the SEQUENCE is assembled from the
+    /// DER of its parts, each encoded by `der` / `x509-cert`.
+    fn tbs_der(t: &Tbs<'_>) -> der::Result<Vec<u8>> {
+        let ext = |id: ObjectIdentifier, critical: bool, value: Vec<u8>| {
+            Ok::<_, der::Error>(Extension {
+                extn_id: id,
+                critical,
+                extn_value: OctetString::new(value)?,
+            })
+        };
+        let mut exts = Vec::with_capacity(5);
+        exts.push(ext(
+            <BasicConstraints as der::oid::AssociatedOid>::OID,
+            true,
+            BasicConstraints {
+                ca: false,
+                path_len_constraint: None,
+            }
+            .to_der()?,
+        )?);
+        exts.push(ext(
+            <KeyUsage as der::oid::AssociatedOid>::OID,
+            true,
+            KeyUsage(KeyUsages::DigitalSignature.into()).to_der()?,
+        )?);
+        exts.push(ext(
+            <SubjectKeyIdentifier as der::oid::AssociatedOid>::OID,
+            false,
+            OctetString::new(certificate_key_id(t.public_key).to_vec())?.to_der()?,
+        )?);
+        exts.push(ext(
+            <AuthorityKeyIdentifier as der::oid::AssociatedOid>::OID,
+            false,
+            AuthorityKeyIdentifier {
+                key_identifier: Some(OctetString::new(t.authority_key_id.to_vec())?),
+                ..Default::default()
+            }
+            .to_der()?,
+        )?);
+        if let Some(san) = t.alt_names {
+            exts.push(ext(
+                <SubjectAltName as der::oid::AssociatedOid>::OID,
+                false,
+                san.to_vec(),
+            )?);
+        }
+        let mut spki = Vec::with_capacity(91);
+        spki.extend_from_slice(&[
+            0x30, 0x13, 0x06, 0x07, 0x2A, 0x86, 0x48, 0xCE, 0x3D, 0x02, 0x01, 0x06, 0x08, 0x2A,
+            0x86, 0x48, 0xCE, 0x3D, 0x03, 0x01, 0x07,
+        ]);
+        let mut bits = Vec::with_capacity(PUBLIC_KEY_LEN + 1);
+        bits.push(0);
+        bits.extend_from_slice(t.public_key);
+        spki.extend_from_slice(&tlv(0x03, &bits));
+
+        let mut body = Vec::with_capacity(512);
+        body.extend_from_slice(&VERSION_V3);
+        body.extend_from_slice(&der::asn1::UintRef::new(t.serial)?.to_der()?);
+        body.extend_from_slice(&ECDSA_SHA256_ALG);
+        body.extend_from_slice(&t.issuer.to_der()?);
+        let mut validity = time(t.not_before)?.to_der()?;
+        validity.extend_from_slice(&time(t.not_after)?.to_der()?);
+        body.extend_from_slice(&tlv(0x30, &validity));
+        body.extend_from_slice(&t.subject.to_der()?);
+        body.extend_from_slice(&tlv(0x30, &spki));
+        body.extend_from_slice(&tlv(0xA3, &exts.to_der()?));
+        Ok(tlv(0x30, &body))
+    }
+
+    /// RFC 5280 §4.1.2.5: UTCTime through 2049, GeneralizedTime from 2050.
+    fn time(secs: u64) -> der::Result<Time> {
+        let dt = der::DateTime::from_unix_duration(Duration::from_secs(secs))?;
+        Ok(if dt.year() <= 2049 {
+            Time::UtcTime(der::asn1::UtcTime::from_date_time(dt)?)
+        } else {
+            Time::GeneralTime(der::asn1::GeneralizedTime::from_date_time(dt))
+        })
+    }
+
+    /// A DER TLV with a definite length.
+    fn tlv(tag: u8, content: &[u8]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(content.len() + 4);
+        out.push(tag);
+        let len = content.len();
+        let bytes = len.to_be_bytes();
+        let skip = bytes.iter().take_while(|b| **b == 0).count();
+        if len < 0x80 {
+            out.push(bytes[bytes.len() - 1]);
+        } else {
+            // why: at most size_of::<usize>() length octets, far below 0x7F.
+            #[allow(clippy::cast_possible_truncation)]
+            out.push(0x80 | (bytes.len() - skip) as u8);
+            out.extend_from_slice(&bytes[skip..]);
+        }
+        out.extend_from_slice(content);
+        out
+    }
+
+    /// `ECDSA-Sig-Value` of `r ‖ s`.
+    fn ecdsa_der(rs: &[u8; 64]) -> Vec<u8> {
+        let int = |half: &[u8]| {
+            let trimmed = &half[half.iter().take_while(|b| **b == 0).count()..];
+            let mut v = Vec::with_capacity(33);
+            if trimmed.first().is_none_or(|b| b & 0x80 != 0) {
+                v.push(0);
+            }
+            v.extend_from_slice(trimmed);
+            tlv(0x02, &v)
+        };
+        let mut seq = int(&rs[..32]);
+        seq.extend_from_slice(&int(&rs[32..]));
+        tlv(0x30, &seq)
+    }
+}

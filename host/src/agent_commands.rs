@@ -45,7 +45,7 @@ pub enum AgentAction {
         #[arg(long)]
         txn: Option<String>,
         /// Where the employee's certificate goes (PEM; default: the request's name with
-        /// .pem). The agent certificate is written beside it (`<device>-agent.pem`).
+        /// .cert.pem). The agent certificate is written beside it (`<device>-agent.pem`).
         #[arg(short, long)]
         out: Option<PathBuf>,
         /// The CA certificate, for the openssl command printed.
@@ -108,7 +108,10 @@ fn issue(
         .issue_agent_certificate(set_index, &req)
         .map_err(agent_explain)?;
     // The certificate first: it is the paid output, whatever happens next.
-    let out = out.unwrap_or_else(|| csr_path.with_extension("pem"));
+    let out = out.unwrap_or_else(|| csr_path.with_extension("cert.pem"));
+    if out == csr_path {
+        return Err(anyhow!("-o {}: that is the request", out.display()));
+    }
     write(&out, pem("CERTIFICATE", &issued.certificate).as_bytes())?;
     let held = psd.certmeter_info()?;
     let agent = held

@@ -683,3 +683,104 @@ fn license_retire_writes_off_a_lost_file_and_asks_for_a_login_first() {
         "the same receipt"
     );
 }
+
+/// `openpsd agent issue` (seed 004, Fig. 3A) on a card whose agent key the test CA
+/// certified: the employee's certificate written, the fee and registers printed, and the
+/// printed openssl command accepting it; the same --txn again is the same certificate,
+/// charged once.
+#[test]
+fn agent_issue_writes_a_certificate_openssl_verifies_and_a_retry_is_free() {
+    use openpsd_core::psd::certmeter::attestation::{KeyAttestation, Purpose};
+    use openpsd_tests::certmeter::{
+        agent_table, ca_anchor, openssl, openssl_csr, pem, AgentProfile, TestCa,
+        AGENT_CERTIFICATE_FEE,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let state = d.join("card");
+    let mut card = sim::create_file_card(&state, Clock::System).unwrap();
+    let kms = IndiciumKey::from_bytes(&[0x11; 32]).unwrap();
+    let req = Request {
+        device: Some(DeviceId(*b"PSDAGENT")),
+        kms_public_key: kms.public_key(),
+        vendor_public_key: Some(openpsd_tests::licenses::vendor_key().public_key()),
+        max_postage: Amount(10_000),
+        max_dr: Amount(1_000_000),
+        inspection_days: 0,
+        licenses: vec![personalize::parse_license("4711:10115").unwrap()],
+        postal_authority: None,
+    };
+    let (_, secrets) =
+        personalize::personalize(&mut card, &mut OsPlatform::default(), &req).unwrap();
+    let device_pk = hex::decode(&secrets.public_key).unwrap();
+    let ca = TestCa::standard();
+    {
+        let mut psd = PsdClient::new(&mut card);
+        psd.select().unwrap();
+        let set = RegisterSetIndex(0);
+        let audit = AuditData::open(&psd.audit(set, &[3; 16]).unwrap(), &device_pk).unwrap();
+        let msg = RefillCombination {
+            device: audit.device,
+            license: audit.license,
+            amount: Amount(5_000),
+            control_sum: audit.control_sum,
+            refills: audit.refills,
+            combination_id: [3; 8],
+        }
+        .sign(&kms);
+        psd.refill(set, &msg).unwrap();
+        psd.load_rate_table(&agent_table(1)).unwrap();
+        psd.load_trust_anchor(&ca_anchor(&ca, 1)).unwrap();
+        let (bytes, _) = psd.generate_key(Purpose::AgentCa, false).unwrap();
+        let a = KeyAttestation::open(&bytes, &device_pk).unwrap();
+        let cert = ca.agent_certificate(&a.public_key, &AgentProfile::default());
+        psd.install_key_certificate(a.slot, set, &cert).unwrap();
+    }
+    drop(card);
+    std::fs::write(d.join("ca.pem"), pem(&ca.cert_der)).unwrap();
+    openssl_csr(d, "bob", "/O=openpsd customer 42/CN=bob", "P-256", &[]);
+    let card = format!("state:{}", state.display());
+    let csr = d.join("bob.csr");
+    let out = d.join("bob.pem");
+    let ca_pem = d.join("ca.pem");
+    let args = [
+        "agent",
+        "issue",
+        "--csr",
+        csr.to_str().unwrap(),
+        "--txn",
+        "00000000000000a1",
+        "-o",
+        out.to_str().unwrap(),
+        "--ca",
+        ca_pem.to_str().unwrap(),
+    ];
+    let first = openpsd(&card, &args);
+    assert_eq!(first["fee"], AGENT_CERTIFICATE_FEE);
+    let dr = first["registers"]["dr"].as_u64().unwrap();
+    let issued = std::fs::read(&out).unwrap();
+    let check = first["openssl"].as_str().unwrap();
+    let words: Vec<&str> = check.split(' ').collect();
+    assert_eq!(words[0], "openssl");
+    let (ok, text) = openssl(d, &words[1..]);
+    assert!(ok && text.contains(": OK"), "{check}: {text}");
+    // The same --txn: the same certificate, the same DR.
+    let again = openpsd(&card, &args);
+    assert_eq!(again["registers"]["dr"].as_u64().unwrap(), dr);
+    assert_eq!(std::fs::read(&out).unwrap(), issued);
+    // The agent CA key is requested like any other: `--purpose agent` parses (the request
+    // then stops at the missing login), `payment` does not.
+    let request = |purpose: &str| {
+        let out = Command::new(env!("CARGO_BIN_EXE_openpsd"))
+            .env("HOME", d)
+            .args(["--card", &card, "cert", "request", "--purpose", purpose])
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let agent = request("agent");
+    assert!(!agent.contains("invalid value"), "{agent}");
+    let payment = request("payment");
+    assert!(payment.contains("invalid value"), "{payment}");
+}

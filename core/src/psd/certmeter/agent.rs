@@ -606,4 +606,92 @@ mod command {
         seq.extend_from_slice(&int(&rs[32..]));
         tlv(0x30, &seq)
     }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+        use alloc::vec;
+        use core::str::FromStr as _;
+        use der::asn1::Ia5String;
+        use x509_cert::ext::pkix::constraints::name::GeneralSubtree;
+
+        fn nc(permitted: Vec<GeneralName>, excluded: Vec<GeneralName>) -> NameConstraints {
+            let subtrees = |v: Vec<GeneralName>| {
+                (!v.is_empty()).then(|| {
+                    v.into_iter()
+                        .map(|base| GeneralSubtree {
+                            base,
+                            minimum: 0,
+                            maximum: None,
+                        })
+                        .collect()
+                })
+            };
+            NameConstraints {
+                permitted_subtrees: subtrees(permitted),
+                excluded_subtrees: subtrees(excluded),
+            }
+        }
+        fn dns(s: &str) -> GeneralName {
+            GeneralName::DnsName(Ia5String::new(s).unwrap())
+        }
+        fn mail(s: &str) -> GeneralName {
+            GeneralName::Rfc822Name(Ia5String::new(s).unwrap())
+        }
+        fn dn(s: &str) -> GeneralName {
+            GeneralName::DirectoryName(Name::from_str(s).unwrap())
+        }
+
+        #[test]
+        fn names_match_their_subtrees_only() {
+            let c = nc(
+                vec![dns("example.com"), mail(".example.org"), dn("O=acme")],
+                vec![dns("secret.example.com"), dn("OU=x,O=acme")],
+            );
+            for (name, inside) in [
+                (dns("example.com"), true),
+                (dns("WWW.Example.com"), true),
+                (dns("badexample.com"), false),
+                (dns("secret.example.com"), false),
+                (dns("a.secret.example.com"), false),
+                (mail("bob@a.example.org"), true),
+                (mail("bob@example.org"), false),
+                (mail("bob"), false),
+                (dn("CN=bob,O=acme"), true),
+                (dn("CN=bob,OU=y,O=acme"), true),
+                (dn("CN=bob,OU=x,O=acme"), false),
+                (dn("CN=bob,O=acme2"), false),
+                (dn("O=acme,C=DE"), false),
+                (GeneralName::DirectoryName(Name::default()), false),
+                (
+                    GeneralName::UniformResourceIdentifier(
+                        Ia5String::new("http://example.com").unwrap(),
+                    ),
+                    false,
+                ),
+            ] {
+                assert_eq!(within(&c, &name), inside, "{name:?}");
+            }
+            // A mailbox subtree takes that mailbox, a host subtree its mailboxes.
+            let c = nc(vec![mail("bob@example.com"), mail("example.net")], vec![]);
+            assert!(within(&c, &mail("bob@example.com")));
+            assert!(!within(&c, &mail("eve@example.com")));
+            assert!(within(&c, &mail("eve@EXAMPLE.net")));
+            assert!(!within(&c, &mail("eve@a.example.net")));
+            // No subtree of the name's type: refused (stricter than RFC 5280).
+            assert!(!within(&c, &dns("example.net")));
+        }
+
+        #[test]
+        fn signatures_and_lengths_encode_as_der() {
+            let mut rs = [0u8; 64];
+            rs[0] = 0x80;
+            rs[63] = 1;
+            let sig = ecdsa_der(&rs);
+            assert_eq!(&sig[..5], &[0x30, 0x26, 0x02, 0x21, 0x00]);
+            assert_eq!(&sig[sig.len() - 3..], &[0x02, 0x01, 0x01]);
+            assert_eq!(tlv(0x04, &[0; 200])[..3], [0x04, 0x81, 200]);
+            assert_eq!(tlv(0x04, &[0; 300])[..4], [0x04, 0x82, 0x01, 0x2C]);
+        }
+    }
 }

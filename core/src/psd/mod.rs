@@ -94,6 +94,10 @@ pub mod ins {
     pub const INSTALL_KEY_CERTIFICATE: u8 = 0x76;
     /// ISSUE POSTMARK (seed 004, Fig. 3).
     pub const ISSUE_POSTMARK: u8 = 0x72;
+    /// LOAD CREDIT LINE (seed 004, Fig. 8).
+    pub const LOAD_CREDIT_LINE: u8 = 0x58;
+    /// PAY (seed 004, Fig. 9).
+    pub const PAY: u8 = 0x5A;
     /// GET DATA (device public data).
     pub const GET_DATA: u8 = 0xCA;
 }
@@ -274,6 +278,16 @@ impl Applet for PsdApplet {
                 self.issue_postmark(ctx, i, data, reply)
             }
             #[cfg(feature = "certmeter")]
+            LoadCreditLine(set, data) => {
+                let i = self.live_set_index(set)?;
+                self.load_credit_line(ctx, i, data, reply)
+            }
+            #[cfg(feature = "certmeter")]
+            Pay(set, data) => {
+                let i = self.live_set_index(set)?;
+                self.pay(ctx, i, data, reply)
+            }
+            #[cfg(feature = "certmeter")]
             GetCertMeterInfo => {
                 self.certmeter_info(reply);
                 Ok(())
@@ -284,7 +298,9 @@ impl Applet for PsdApplet {
             | GenerateKey { .. }
             | InstallKeyCertificate { .. }
             | IssuePostmark(..)
-            | GetCertMeterInfo => Err(Status::InstructionNotSupported),
+            | GetCertMeterInfo
+            | LoadCreditLine(..)
+            | Pay(..) => Err(Status::InstructionNotSupported),
             // Never parsed without the feature (their INS are unknown there).
             #[cfg(not(feature = "licenses"))]
             LicenseRequest { .. }

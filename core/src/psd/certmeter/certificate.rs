@@ -98,7 +98,7 @@ pub fn check(
 }
 
 /// The `r ‖ s` of a DER `ECDSA-Sig-Value`, each left-padded to 32 bytes.
-fn ecdsa_rs(der_sig: &[u8]) -> Option<[u8; SIGNATURE_LEN]> {
+pub(super) fn ecdsa_rs(der_sig: &[u8]) -> Option<[u8; SIGNATURE_LEN]> {
     let mut reader = SliceReader::new(der_sig).ok()?;
     let (r, s) = reader
         .sequence(|seq| Ok::<_, der::Error>((UintRef::decode(seq)?, UintRef::decode(seq)?)))

@@ -32,10 +32,10 @@ impl crate::psd::PsdApplet {
         data: &[u8],
         reply: &mut Vec<u8>,
     ) -> Result<(), Status> {
-        // Agent CA and payment keys wait for their services (docs/certmeter.md): a key no
-        // one can certify would only hold a slot.
+        // Agent CA keys wait for their service (docs/certmeter.md): a key no one can
+        // certify would only hold a slot. A payment key is certified by its line of credit.
         let purpose = Purpose::from_code(purpose)
-            .filter(|p| matches!(p, Purpose::Postmark | Purpose::Sign))
+            .filter(|p| matches!(p, Purpose::Postmark | Purpose::Sign | Purpose::Payment))
             .ok_or(Status::IncorrectP1P2)?;
         if !data.is_empty() {
             return Err(Status::WrongLength);

@@ -20,3 +20,4 @@ pub mod postmark;
 pub mod rates;
 pub mod state;
 pub mod tst;
+pub mod credit;

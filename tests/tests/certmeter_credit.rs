@@ -158,8 +158,9 @@ impl Creditor {
 
     /// A line of credit certificate (Fig. 7A) on `payment_key`.
     fn line(&self, payment_key: &[u8; 65], number: u32, amount: u64, to: u64) -> Vec<u8> {
-        let subject = Name::from_str("CN=alice,serialNumber=5053443030303031,O=openpsd customer 42")
-            .expect("name");
+        let subject =
+            Name::from_str("CN=alice,serialNumber=5053443030303031,O=openpsd customer 42")
+                .expect("name");
         let cert = CertificateBuilder::new(
             Profile {
                 issuer: self.name.clone(),
@@ -285,7 +286,9 @@ fn seed004_fig8_fig9_line_loaded_payments_drawn_retried_and_checked_by_openssl()
     let bytes = expect_ok(&card.transmit(&psd_apdu::pay(SET0, &req)));
     let (fee, cert) = split_pay_reply(&bytes).unwrap();
     assert_eq!(fee, Amount(PAYMENT_FEE));
-    let p = cert.verify(&a.public_key).expect("signed by the payment key");
+    let p = cert
+        .verify(&a.public_key)
+        .expect("signed by the payment key");
     assert_eq!(
         p,
         PaymentInfo {
@@ -304,7 +307,12 @@ fn seed004_fig8_fig9_line_loaded_payments_drawn_retried_and_checked_by_openssl()
     let (r2, fees2) = books(&mut card);
     assert_eq!(
         (r2.ar.0, r2.dr.0, r2.control_sum, r2.pieces),
-        (r1.ar.0 + PAYMENT_FEE, r1.dr.0 - PAYMENT_FEE, r1.control_sum, r1.pieces)
+        (
+            r1.ar.0 + PAYMENT_FEE,
+            r1.dr.0 - PAYMENT_FEE,
+            r1.control_sum,
+            r1.pieces
+        )
     );
     assert_eq!(fees2, Amount(fees1.0 + PAYMENT_FEE));
     // A retry: the same bytes, charged and drawn once.
@@ -334,7 +342,9 @@ fn seed004_fig8_fig9_line_loaded_payments_drawn_retried_and_checked_by_openssl()
     assert!(ok && text.contains(CREDIT_LINE_OID_TEXT), "{text}");
     let (ok, text) = openssl(
         d,
-        &["x509", "-in", "line.pem", "-noout", "-pubkey", "-out", "pub.pem"],
+        &[
+            "x509", "-in", "line.pem", "-noout", "-pubkey", "-out", "pub.pem",
+        ],
     );
     assert!(ok, "{text}");
     let verify = [
@@ -451,7 +461,10 @@ fn forged_foreign_expired_or_replayed_lines_and_bad_payments_refused_with_nothin
     // Expired before today.
     refused_unchanged(
         &mut card,
-        &psd_apdu::load_credit_line(SET0, &creditor.line(&a.public_key, 1, LINE, NOW - 86_400 * 2)),
+        &psd_apdu::load_credit_line(
+            SET0,
+            &creditor.line(&a.public_key, 1, LINE, NOW - 86_400 * 2),
+        ),
         Status::CertificateMismatch,
     );
     // Not a certificate at all.
@@ -575,7 +588,11 @@ fn tearing_at_every_write_of_load_credit_line_and_pay_keeps_credit_and_fees_whol
             }
         }
         expect_ok(&card.transmit(&load));
-        assert_eq!(books(&mut card).1 .0, fees0.0 + LINE_FEE, "{at}: charged once");
+        assert_eq!(
+            books(&mut card).1 .0,
+            fees0.0 + LINE_FEE,
+            "{at}: charged once"
+        );
         assert_eq!(credit(&card).unwrap().remaining, Amount(LINE), "{at}");
     });
 
@@ -592,14 +609,20 @@ fn tearing_at_every_write_of_load_credit_line_and_pay_keeps_credit_and_fees_whol
         let c = credit(&card).unwrap();
         assert!(fees >= fees1, "{at}: fees only rise");
         let paid = if c.counter == 2 { 350 } else { 100 };
-        assert_eq!(c.remaining.0 + paid, LINE, "{at}: remaining + Σ paid = line");
+        assert_eq!(
+            c.remaining.0 + paid,
+            LINE,
+            "{at}: remaining + Σ paid = line"
+        );
         // Charged if and only if the payment is kept for a retry.
         let charged = fees.0 == fees1.0 + PAYMENT_FEE;
         assert!(charged || fees == fees1, "{at}: {fees:?}");
         assert_eq!(charged, c.counter == 2, "{at}: a charge ⇔ a payment");
         assert_eq!(
             charged,
-            c.last.as_ref().is_some_and(|l| l.transaction == req.transaction),
+            c.last
+                .as_ref()
+                .is_some_and(|l| l.transaction == req.transaction),
             "{at}: a charge ⇔ its output retrievable"
         );
         let bytes = expect_ok(&card.transmit(&pay));

@@ -529,15 +529,13 @@ mod command {
         }
         let mismatch = Status::CertificateMismatch;
         let tbs = parsed.tbs_certificate();
-        if parsed.signature_algorithm().oid != ECDSA_SHA256 || tbs.signature().oid != ECDSA_SHA256
-        {
+        if parsed.signature_algorithm().oid != ECDSA_SHA256 || tbs.signature().oid != ECDSA_SHA256 {
             return Err(mismatch);
         }
         let tbs_der = tbs.to_der().map_err(|_| mismatch)?;
-        let rs = super::super::certificate::ecdsa_rs(
-            parsed.signature().as_bytes().ok_or(mismatch)?,
-        )
-        .ok_or(mismatch)?;
+        let rs =
+            super::super::certificate::ecdsa_rs(parsed.signature().as_bytes().ok_or(mismatch)?)
+                .ok_or(mismatch)?;
         if !crypto::verify_signature(creditor, &tbs_der, &rs) {
             return Err(mismatch);
         }
@@ -642,8 +640,7 @@ mod command {
             let mut next = cm.clone();
             for (n, other) in next.slots.iter_mut().enumerate() {
                 let Some(other) = other else { continue };
-                if n != s && other.purpose == Purpose::Payment && other.state == SlotState::Active
-                {
+                if n != s && other.purpose == Purpose::Payment && other.state == SlotState::Active {
                     other.state = SlotState::Retired;
                     other.key = None;
                 }
@@ -1018,7 +1015,10 @@ mod tests {
             line,
             line_hash: [3; 32],
             slot: 1,
-            valid: (Date::new(2026, 1, 1).unwrap(), Date::new(2027, 1, 1).unwrap()),
+            valid: (
+                Date::new(2026, 1, 1).unwrap(),
+                Date::new(2027, 1, 1).unwrap(),
+            ),
             remaining: Amount(99_000),
             counter: 4,
             last_time: 5,

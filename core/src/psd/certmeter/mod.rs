@@ -13,6 +13,7 @@ pub mod anchor;
 pub mod attestation;
 #[cfg(feature = "certmeter")]
 mod certificate;
+pub mod credit;
 pub mod info;
 #[cfg(feature = "certmeter")]
 mod keys;
@@ -20,4 +21,3 @@ pub mod postmark;
 pub mod rates;
 pub mod state;
 pub mod tst;
-pub mod credit;

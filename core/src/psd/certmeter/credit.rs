@@ -466,6 +466,82 @@ impl LineReply {
     }
 }
 
+/// Why a creditor refuses a payment certificate presented for settlement.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SettleRefusal {
+    /// Not a payment certificate, or not signed by the line's payment key.
+    Unauthentic,
+    /// Drawn on another line.
+    OtherLine,
+    /// Presented by another merchant than the one it names.
+    OtherMerchant,
+    /// Its counter was settled already (double presentment).
+    AlreadySettled,
+    /// An earlier payment of the line was not settled yet (a gap): settle in order.
+    OutOfOrder,
+    /// Its remaining is not the line less every amount settled and its own (or its
+    /// currency is not the line's).
+    Inconsistent,
+}
+
+/// A creditor's settlement book of one line (Fig. 9's last step): each (line, counter)
+/// is accepted once and in order, and the remaining it states must be the line less the
+/// amounts settled before and its own, which a missing, repeated or altered payment breaks.
+/// The creditor service keeps one per line it issued (`settled` and `drawn` are what it
+/// stores); this is the rule, without the storage.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SettlementBook {
+    /// SHA-256 of the line certificate.
+    pub line_hash: [u8; 32],
+    /// The payment key the line certifies.
+    pub payment_key: [u8; PUBLIC_KEY_LEN],
+    /// The line.
+    pub line: CreditLine,
+    /// The last counter settled (0: none).
+    pub settled: u32,
+    /// Σ amounts settled.
+    pub drawn: Amount,
+}
+
+impl SettlementBook {
+    /// Checks `payment` (DER) presented by `merchant` and, if it is the next one, books it.
+    /// Nothing changes on a refusal.
+    pub fn settle(
+        &mut self,
+        payment: &[u8],
+        merchant: &[u8],
+    ) -> Result<PaymentInfo, SettleRefusal> {
+        let cert = PaymentCertificate::from_der(payment).map_err(|_| SettleRefusal::Unauthentic)?;
+        let info = cert
+            .verify(&self.payment_key)
+            .ok_or(SettleRefusal::Unauthentic)?;
+        if info.line != self.line_hash {
+            return Err(SettleRefusal::OtherLine);
+        }
+        if info.merchant != merchant {
+            return Err(SettleRefusal::OtherMerchant);
+        }
+        if info.counter <= self.settled {
+            return Err(SettleRefusal::AlreadySettled);
+        }
+        if Some(info.counter) != self.settled.checked_add(1) {
+            return Err(SettleRefusal::OutOfOrder);
+        }
+        let drawn = self
+            .drawn
+            .checked_add(info.amount)
+            .ok_or(SettleRefusal::Inconsistent)?;
+        if info.currency != self.line.currency
+            || self.line.amount.checked_sub(drawn) != Some(info.remaining)
+        {
+            return Err(SettleRefusal::Inconsistent);
+        }
+        self.settled = info.counter;
+        self.drawn = drawn;
+        Ok(info)
+    }
+}
+
 /// The commands (with the `certmeter` feature).
 #[cfg(feature = "certmeter")]
 mod command {
@@ -985,6 +1061,90 @@ mod tests {
             }
             let _ = PaymentCertificate::from_der(&der[..n]);
         }
+    }
+
+    #[test]
+    fn settlement_once_in_order_by_the_merchant_named_with_remaining_consistent() {
+        let key = IndiciumKey::from_bytes(&[5; 32]).unwrap();
+        let line = CreditLine {
+            number: 1,
+            amount: Amount(1_000),
+            currency: *b"EUR",
+        };
+        let pay = |counter: u32, amount: u64, remaining: u64, merchant: &[u8]| {
+            let info_der = PaymentInfo {
+                counter,
+                amount: Amount(amount),
+                remaining: Amount(remaining),
+                merchant: merchant.to_vec(),
+                line: [7; 32],
+                ..info()
+            }
+            .to_der();
+            PaymentCertificate {
+                signature: key.sign(&info_der),
+                info_der,
+            }
+            .to_der()
+        };
+        let mut book = SettlementBook {
+            line_hash: [7; 32],
+            payment_key: key.public_key(),
+            line,
+            settled: 0,
+            drawn: Amount::ZERO,
+        };
+        let p1 = pay(1, 300, 700, b"shop-1");
+        let p2 = pay(2, 200, 500, b"shop-2");
+        let p3 = pay(3, 100, 400, b"shop-1");
+        // A gap: 2 before 1.
+        assert_eq!(book.settle(&p2, b"shop-2"), Err(SettleRefusal::OutOfOrder));
+        // Another merchant presents 1.
+        assert_eq!(
+            book.settle(&p1, b"shop-2"),
+            Err(SettleRefusal::OtherMerchant)
+        );
+        let before = book.clone();
+        assert_eq!(book.settle(&p1, b"shop-1").unwrap().counter, 1);
+        // Double presentment.
+        assert_eq!(
+            book.settle(&p1, b"shop-1"),
+            Err(SettleRefusal::AlreadySettled)
+        );
+        assert_ne!(book, before);
+        assert_eq!(book.settle(&p3, b"shop-1"), Err(SettleRefusal::OutOfOrder));
+        assert_eq!(book.settle(&p2, b"shop-2").unwrap().counter, 2);
+        assert_eq!(book.settle(&p3, b"shop-1").unwrap().counter, 3);
+        assert_eq!((book.settled, book.drawn), (3, Amount(600)));
+        // A remaining that does not add up (a payment the book never saw, signed anyway).
+        assert_eq!(
+            book.settle(&pay(4, 50, 999, b"shop-1"), b"shop-1"),
+            Err(SettleRefusal::Inconsistent)
+        );
+        // Signed by another key, or for another line.
+        let other = IndiciumKey::from_bytes(&[6; 32]).unwrap();
+        let info_der = PaymentInfo {
+            counter: 4,
+            line: [7; 32],
+            ..info()
+        }
+        .to_der();
+        let forged = PaymentCertificate {
+            signature: other.sign(&info_der),
+            info_der,
+        }
+        .to_der();
+        assert_eq!(
+            book.settle(&forged, b"shop-1"),
+            Err(SettleRefusal::Unauthentic)
+        );
+        let mut other_line = book.clone();
+        other_line.line_hash = [8; 32];
+        assert_eq!(
+            other_line.settle(&pay(4, 50, 350, b"shop-1"), b"shop-1"),
+            Err(SettleRefusal::OtherLine)
+        );
+        assert_eq!((book.settled, book.drawn), (3, Amount(600)));
     }
 
     #[test]

@@ -868,8 +868,8 @@ fn postmarks_outside_the_certificate_validity_and_unissued_purposes_refused() {
         &psd_apdu::issue_postmark(SET0, &postmark_request(2, b"doc", &[])),
         Status::CertificateMismatch,
     );
-    // Agent CA and payment keys: not issued yet, not made.
-    for purpose in [Purpose::AgentCa, Purpose::Payment] {
+    // Agent CA keys: not issued yet, not made (payment keys are: certmeter_credit.rs).
+    for purpose in [Purpose::AgentCa] {
         refused_unchanged(
             &mut card,
             &psd_apdu::generate_key(purpose, false),

@@ -33,6 +33,10 @@ pub mod psd {
     /// paid service ([`crate::psd::certmeter::state::CertMeterState`]; absent until the
     /// first rate table, anchor or key).
     pub const CERTMETER: RecordId = 0x0105;
+    /// Credit: the line of credit held, the credit remaining, the payment counter and the
+    /// last payment ([`crate::psd::certmeter::credit::CreditState`]; absent until the first
+    /// LOAD CREDIT LINE).
+    pub const CREDIT: RecordId = 0x0106;
     /// Register set 0 ([`crate::psd::registers::RegisterSet`]); set `i` is `SET_BASE + i`,
     /// up to [`crate::psd::device::MAX_REGISTER_SETS`]. A slot without its record is free
     /// (never used, or its set exported).

@@ -13,6 +13,7 @@ mod account_commands;
 mod agent_commands;
 mod cert_commands;
 mod commands;
+mod credit_commands;
 mod license_commands;
 mod psd_commands;
 mod sign_commands;
@@ -218,6 +219,44 @@ enum Command {
     Agent {
         #[command(subcommand)]
         action: agent_commands::AgentAction,
+    },
+    /// Credit (seed 004, Figs. 7-9): load a creditor's line of credit, pay from it.
+    Credit {
+        #[command(subcommand)]
+        action: CreditAction,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum CreditAction {
+    /// Load a line of credit certificate (PEM or DER) on the PSD's payment key.
+    Line {
+        /// The line certificate.
+        file: PathBuf,
+        /// Register set that pays the credit-line fee (if the rate table prices it).
+        #[arg(long, default_value_t = 0)]
+        set: u8,
+    },
+    /// A payment certificate for a merchant's order, drawn on the line.
+    Pay {
+        /// Amount, in the line's minor units.
+        #[arg(long)]
+        amount: u64,
+        /// The merchant paid (1-32 printable characters).
+        #[arg(long)]
+        merchant: String,
+        /// The merchant's order (1-32 printable characters).
+        #[arg(long)]
+        order: String,
+        /// Register set that pays the payment fee.
+        #[arg(long, default_value_t = 0)]
+        set: u8,
+        /// Transaction ID of an interrupted payment to fetch again (16 hex).
+        #[arg(long)]
+        txn: Option<String>,
+        /// Where the payment certificate goes (default: payment-<txn>.der).
+        #[arg(short, long)]
+        out: Option<PathBuf>,
     },
 }
 
@@ -552,6 +591,31 @@ fn run(cli: Cli) -> Result<()> {
             } => license_commands::retire(card, &meter, license, &dir, json),
         },
         Command::Rates { load } => cert_commands::rates(card, load.as_deref(), json),
+        Command::Credit {
+            action: CreditAction::Line { file, set },
+        } => credit_commands::line(card, &file, set, json),
+        Command::Credit {
+            action:
+                CreditAction::Pay {
+                    amount,
+                    merchant,
+                    order,
+                    set,
+                    txn,
+                    out,
+                },
+        } => credit_commands::pay(
+            card,
+            &credit_commands::PayArgs {
+                amount,
+                merchant: &merchant,
+                order: &order,
+                set,
+                txn: txn.as_deref(),
+                out: out.as_deref(),
+            },
+            json,
+        ),
         Command::Postmark {
             action: Some(PostmarkAction::Verify { file, token, ca }),
             ..

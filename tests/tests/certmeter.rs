@@ -868,12 +868,13 @@ fn postmarks_outside_the_certificate_validity_and_unissued_purposes_refused() {
         &psd_apdu::issue_postmark(SET0, &postmark_request(2, b"doc", &[])),
         Status::CertificateMismatch,
     );
-    // Payment keys: not issued yet, not made (agent keys are: certmeter_agent.rs).
-    refused_unchanged(
-        &mut card,
-        &psd_apdu::generate_key(Purpose::Payment, false),
-        Status::IncorrectP1P2,
-    );
+    // Every purpose is made now (agent keys: certmeter_agent.rs, payment keys:
+    // certmeter_credit.rs); a purpose code the PSD does not know is refused.
+    for code in [0x00, 0x05, 0xFF] {
+        let mut apdu = psd_apdu::generate_key(Purpose::Postmark, false);
+        apdu[2] = code;
+        refused_unchanged(&mut card, &apdu, Status::IncorrectP1P2);
+    }
 }
 
 /// A register set that paid fees leaves the PSD and comes back (seed 003's export, a

@@ -62,6 +62,7 @@ fn sign_certificates_are_for_smime_signing_and_postmark_ones_for_time_stamping()
                 not_after: now + 30 * 86_400,
                 public_key: &key,
                 crl_url: "http://127.0.0.1:1/v1/ca/crl.der",
+                permitted: None,
                 ocsp_url: "http://127.0.0.1:1/ocsp",
             },
         )

@@ -476,4 +476,20 @@ pub fn decoders(data: &[u8]) {
     if let Ok(r) = AgentIssued::decode(data) {
         assert_eq!(r.encode(), data, "agent reply round trip");
     }
+    use openpsd_core::psd::certmeter::credit;
+    if let Ok(c) = credit::PaymentCertificate::from_der(data) {
+        assert_eq!(c.to_der(), data, "payment certificate round trip");
+    }
+    if let Ok(i) = credit::PaymentInfo::from_der(data) {
+        assert_eq!(i.to_der(), data, "PaymentInfo round trip");
+    }
+    if let Ok(l) = credit::CreditLine::from_der(data) {
+        assert_eq!(l.to_der(), data, "credit line round trip");
+    }
+    if let Ok(r) = credit::PayRequest::decode(data) {
+        assert_eq!(r.encode(), data, "pay request round trip");
+    }
+    if let Ok(st) = credit::CreditState::decode(data) {
+        assert_eq!(st.encode(), data, "CREDIT record round trip");
+    }
 }

@@ -391,4 +391,37 @@ impl<L: Link> PsdClient<L> {
         crate::psd::certmeter::agent::AgentIssued::decode(&data)
             .map_err(|_| ClientError::BadResponse(Side::Psd, "ISSUE AGENT CERTIFICATE"))
     }
+
+    /// LOAD CREDIT LINE (seed 004, Fig. 8): the creditor's line of credit certificate;
+    /// `set` pays the credit-line fee if the rate table prices it.
+    pub fn load_credit_line(
+        &mut self,
+        set: RegisterSetIndex,
+        certificate: &[u8],
+    ) -> Result<crate::psd::certmeter::credit::LineReply, ClientError> {
+        let data = self.exchange(
+            "LOAD CREDIT LINE",
+            &psd_apdu::load_credit_line(set, certificate),
+        )?;
+        crate::psd::certmeter::credit::LineReply::decode(&data)
+            .map_err(|_| ClientError::BadResponse(Side::Psd, "LOAD CREDIT LINE"))
+    }
+
+    /// PAY (seed 004, Fig. 9): the fee and the payment certificate, decoded (its signature
+    /// is checked by whoever holds the line certificate).
+    pub fn pay(
+        &mut self,
+        set: RegisterSetIndex,
+        req: &crate::psd::certmeter::credit::PayRequest,
+    ) -> Result<
+        (
+            crate::types::Amount,
+            crate::psd::certmeter::credit::PaymentCertificate,
+        ),
+        ClientError,
+    > {
+        let data = self.exchange("PAY", &psd_apdu::pay(set, req))?;
+        crate::psd::certmeter::credit::split_pay_reply(&data)
+            .map_err(|_| ClientError::BadResponse(Side::Psd, "PAY"))
+    }
 }

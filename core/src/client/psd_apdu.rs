@@ -247,3 +247,14 @@ pub fn issue_agent_certificate(
         u16::MAX,
     )
 }
+
+/// LOAD CREDIT LINE with the creditor's line of credit certificate (DER); `set` pays the
+/// credit-line fee, if the rate table prices it.
+pub fn load_credit_line(set: RegisterSetIndex, certificate: &[u8]) -> Vec<u8> {
+    command(CLA_PSD, ins::LOAD_CREDIT_LINE, 0, set.0, certificate, 256)
+}
+
+/// PAY: a payment certificate drawn on the line held; `set` pays the payment fee.
+pub fn pay(set: RegisterSetIndex, req: &crate::psd::certmeter::credit::PayRequest) -> Vec<u8> {
+    command(CLA_PSD, ins::PAY, 0, set.0, &req.encode(), u16::MAX)
+}

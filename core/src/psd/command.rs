@@ -109,6 +109,10 @@ pub enum PsdCommand<'a> {
     },
     /// ISSUE POSTMARK (`80 72 00 set`): the postmark request.
     IssuePostmark(RegisterSetIndex, &'a [u8]),
+    /// LOAD CREDIT LINE (`80 58 00 set`): the line of credit certificate (DER).
+    LoadCreditLine(RegisterSetIndex, &'a [u8]),
+    /// PAY (`80 5A 00 set`): the payment request.
+    Pay(RegisterSetIndex, &'a [u8]),
     /// GET DATA (`80 CA 00 05`): the certificate meter's public state.
     GetCertMeterInfo,
     /// SIGN (`80 78 00 set`): the sign request.
@@ -229,6 +233,10 @@ impl<'a> PsdCommand<'a> {
                     data: c.data,
                 })
             },
+            #[cfg(feature = "certmeter")]
+            ins::LOAD_CREDIT_LINE => |c| set_param(c).map(|s| LoadCreditLine(s, c.data)),
+            #[cfg(feature = "certmeter")]
+            ins::PAY => |c| set_param(c).map(|s| Pay(s, c.data)),
             ins::GET_DATA => |c| {
                 let object = match (c.p1, c.p2) {
                     (0x00, 0x02) => GetTransferInfo,

@@ -98,6 +98,10 @@ pub mod ins {
     pub const SIGN: u8 = 0x78;
     /// VALIDATE POSTMARK (seed 004, Fig. 4).
     pub const VALIDATE_POSTMARK: u8 = 0x7E;
+    /// LOAD CREDIT LINE (seed 004, Fig. 8).
+    pub const LOAD_CREDIT_LINE: u8 = 0x58;
+    /// PAY (seed 004, Fig. 9).
+    pub const PAY: u8 = 0x5A;
     /// GET DATA (device public data).
     pub const GET_DATA: u8 = 0xCA;
     /// ISSUE AGENT CERTIFICATE (seed 004, Fig. 3A).
@@ -280,6 +284,16 @@ impl Applet for PsdApplet {
                 self.issue_postmark(ctx, i, data, reply)
             }
             #[cfg(feature = "certmeter")]
+            LoadCreditLine(set, data) => {
+                let i = self.live_set_index(set)?;
+                self.load_credit_line(ctx, i, data, reply)
+            }
+            #[cfg(feature = "certmeter")]
+            Pay(set, data) => {
+                let i = self.live_set_index(set)?;
+                self.pay(ctx, i, data, reply)
+            }
+            #[cfg(feature = "certmeter")]
             GetCertMeterInfo => {
                 self.certmeter_info(reply);
                 Ok(())
@@ -308,7 +322,9 @@ impl Applet for PsdApplet {
             | GetCertMeterInfo
             | Sign(..)
             | ValidatePostmark(..)
-            | IssueAgentCertificate { .. } => Err(Status::InstructionNotSupported),
+            | IssueAgentCertificate { .. }
+            | LoadCreditLine(..)
+            | Pay(..) => Err(Status::InstructionNotSupported),
             // Never parsed without the feature (their INS are unknown there).
             #[cfg(not(feature = "licenses"))]
             LicenseRequest { .. }

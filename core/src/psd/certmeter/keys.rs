@@ -32,11 +32,9 @@ impl crate::psd::PsdApplet {
         data: &[u8],
         reply: &mut Vec<u8>,
     ) -> Result<(), Status> {
-        // Payment keys wait for their service (docs/certmeter.md): a key no one can
-        // certify would only hold a slot.
-        let purpose = Purpose::from_code(purpose)
-            .filter(|p| matches!(p, Purpose::Postmark | Purpose::Sign | Purpose::AgentCa))
-            .ok_or(Status::IncorrectP1P2)?;
+        // Every purpose has its service: postmark and sign keys are certified by the CA,
+        // agent CA keys too (Fig. 3A), payment keys by their line of credit (Figs. 7-8).
+        let purpose = Purpose::from_code(purpose).ok_or(Status::IncorrectP1P2)?;
         if !data.is_empty() {
             return Err(Status::WrongLength);
         }

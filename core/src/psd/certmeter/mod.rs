@@ -15,6 +15,7 @@ pub mod anchor;
 pub mod attestation;
 #[cfg(feature = "certmeter")]
 mod certificate;
+pub mod credit;
 pub mod info;
 #[cfg(feature = "certmeter")]
 mod keys;

@@ -400,7 +400,10 @@ pub fn check_response(
         }
         0x56 => {
             let issued = AgentIssued::decode(data).expect("ISSUE AGENT CERTIFICATE reply decodes");
-            let last = st.last.as_ref().expect("the certificate is the last service");
+            let last = st
+                .last
+                .as_ref()
+                .expect("the certificate is the last service");
             assert_eq!(last.service, Service::AgentCertificate);
             assert_eq!(last.output, data, "the stored certificate is the reply");
             assert_eq!(last.set, p2);
@@ -412,7 +415,6 @@ pub fn check_response(
                 .flatten()
                 .any(|s| s.purpose == Purpose::AgentCa && !s.certificate.is_empty()));
             assert!(issued.certificate.len() > 100 && issued.certificate[0] == 0x30);
-            let _ = issued.fee;
             if let Some(cmd) = cmd_data {
                 let req = AgentRequest::decode(cmd).expect("an accepted request decodes");
                 assert_eq!(last.transaction, req.transaction);

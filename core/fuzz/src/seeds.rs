@@ -109,7 +109,11 @@ fn certmeter_agent_apdus() -> [Vec<u8>; 4] {
     let mut card = psd_card(store, crate::harness::platform()).expect("fixture loads");
     card.transmit(&psd_apdu::select());
     let ok = |resp: Vec<u8>, what: &str| {
-        assert_eq!(psd_apdu::sw(&resp), 0x9000, "agent seed: {what}: {resp:02X?}");
+        assert_eq!(
+            psd_apdu::sw(&resp),
+            0x9000,
+            "agent seed: {what}: {resp:02X?}"
+        );
         resp[..resp.len() - 2].to_vec()
     };
     let table = psd_apdu::load_rate_table(&crate::certmeter::agent_rate_table(2));

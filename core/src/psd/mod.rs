@@ -94,6 +94,10 @@ pub mod ins {
     pub const INSTALL_KEY_CERTIFICATE: u8 = 0x76;
     /// ISSUE POSTMARK (seed 004, Fig. 3).
     pub const ISSUE_POSTMARK: u8 = 0x72;
+    /// REVOCATION REQUEST (seed 004, Fig. 6 step 604).
+    pub const REVOCATION_REQUEST: u8 = 0x7A;
+    /// REVOKE KEY (seed 004, Fig. 6 steps 612-620).
+    pub const REVOKE_KEY: u8 = 0x7C;
     /// GET DATA (device public data).
     pub const GET_DATA: u8 = 0xCA;
 }
@@ -278,13 +282,19 @@ impl Applet for PsdApplet {
                 self.certmeter_info(reply);
                 Ok(())
             }
+            #[cfg(feature = "certmeter")]
+            RevocationRequest { slot, data } => self.revocation_request(slot, data, reply),
+            #[cfg(feature = "certmeter")]
+            RevokeKey(set, data) => self.revoke_key(ctx, set, data, reply),
             #[cfg(not(feature = "certmeter"))]
             LoadRateTable(_)
             | LoadTrustAnchor(_)
             | GenerateKey { .. }
             | InstallKeyCertificate { .. }
             | IssuePostmark(..)
-            | GetCertMeterInfo => Err(Status::InstructionNotSupported),
+            | GetCertMeterInfo
+            | RevocationRequest { .. }
+            | RevokeKey(..) => Err(Status::InstructionNotSupported),
             // Never parsed without the feature (their INS are unknown there).
             #[cfg(not(feature = "licenses"))]
             LicenseRequest { .. }

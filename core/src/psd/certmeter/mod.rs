@@ -4,7 +4,8 @@
 //! inside ([`keys`], attested by [`attestation`]) and certified by the back office's CA,
 //! whose key the vendor vouches for ([`anchor`]); postmarks ([`postmark`]) are RFC 3161
 //! time-stamp tokens in a compact form ([`tst`]). [`state`] is the record, [`info`] its
-//! public view (GET DATA `00 05`).
+//! public view (GET DATA `00 05`). [`revoke`] is revocation (Fig. 6): the request to the
+//! CA, its order and the PSD's confirmation.
 //!
 //! The message formats compile always (the back office and the host read them); the
 //! commands answer only with the `certmeter` feature.
@@ -18,5 +19,6 @@ pub mod info;
 mod keys;
 pub mod postmark;
 pub mod rates;
+pub mod revoke;
 pub mod state;
 pub mod tst;

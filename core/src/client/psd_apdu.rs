@@ -215,3 +215,20 @@ pub fn data(response: &[u8]) -> Result<&[u8], Status> {
         Err(Status::from_sw(sw).unwrap_or(Status::Internal))
     }
 }
+
+/// REVOCATION REQUEST for the key in `slot`: reason ‖ the CA's challenge.
+pub fn revocation_request(
+    slot: u8,
+    reason: crate::psd::certmeter::revoke::Reason,
+    challenge: &[u8; crate::psd::certmeter::revoke::CHALLENGE_LEN],
+) -> Vec<u8> {
+    let mut data = Vec::with_capacity(1 + challenge.len());
+    data.push(reason.code());
+    data.extend_from_slice(challenge);
+    command(CLA_PSD, ins::REVOCATION_REQUEST, slot, 0, &data, 256)
+}
+
+/// REVOKE KEY with the CA's signed order, the fee paid (or owed) by `set`.
+pub fn revoke_key(set: RegisterSetIndex, order: &[u8]) -> Vec<u8> {
+    command(CLA_PSD, ins::REVOKE_KEY, 0, set.0, order, 256)
+}

@@ -167,7 +167,10 @@ impl crate::psd::PsdApplet {
         // The replaced key's scalar is out of the record: no older copy may keep it (the
         // commit stands whatever this answers; see REVOKE KEY).
         if replaced {
-            let _ = ctx.store.forget_history();
+            // Power lost while rewriting: no reply, as on a chip; the retry answers.
+            if let Err(e @ crate::store::StoreError::PowerLost) = ctx.store.forget_history() {
+                return Err(e.into());
+            }
         }
         self.install_reply(slot, fee, i, reply)
     }

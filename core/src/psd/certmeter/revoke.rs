@@ -503,7 +503,10 @@ mod command {
             // The scalar is out of the record; no older copy of the record may keep it.
             // The commit stands whatever this does (a store that could not rewrite itself
             // tries again at its next compaction), and the reply is the committed one.
-            let _ = ctx.store.forget_history();
+            // Power lost while rewriting: no reply, as on a chip; the retry answers.
+            if let Err(e @ crate::store::StoreError::PowerLost) = ctx.store.forget_history() {
+                return Err(e.into());
+            }
             reply.extend_from_slice(&confirmation);
             Ok(())
         }

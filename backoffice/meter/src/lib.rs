@@ -45,6 +45,7 @@ mod alarms;
 mod calls;
 mod cancel;
 mod certificates;
+mod revocations;
 mod customers;
 mod history;
 mod inspection;
@@ -452,6 +453,18 @@ impl Meter {
                 Method::POST,
                 "/v1/certificates",
                 post(certificates::request),
+                CUSTOMER,
+            )
+            .route(
+                Method::POST,
+                "/v1/revocations",
+                post(revocations::request),
+                CUSTOMER,
+            )
+            .route(
+                Method::POST,
+                "/v1/revocations/confirmations",
+                post(revocations::confirm),
                 CUSTOMER,
             )
             .route(

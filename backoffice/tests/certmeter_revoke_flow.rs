@@ -82,7 +82,9 @@ async fn fig6_request_order_revoke_key_confirmation_and_the_crl_says_revoked() {
         .await
         .unwrap();
     for t in &updates.rate_tables {
-        psd.client.load_rate_table(&hex::decode(t).unwrap()).unwrap();
+        psd.client
+            .load_rate_table(&hex::decode(t).unwrap())
+            .unwrap();
     }
     for a in &updates.anchors {
         psd.client
@@ -140,7 +142,11 @@ async fn fig6_request_order_revoke_key_confirmation_and_the_crl_says_revoked() {
     let refused = bob
         .post::<_, RevocationOrderAnswer>("/v1/revocations", &request)
         .await;
-    assert_eq!(refused.unwrap_err().status, 404, "another customer's device");
+    assert_eq!(
+        refused.unwrap_err().status,
+        404,
+        "another customer's device"
+    );
     let mut forged = bytes.clone();
     let last = forged.len() - 1;
     forged[last] ^= 1;
@@ -162,7 +168,10 @@ async fn fig6_request_order_revoke_key_confirmation_and_the_crl_says_revoked() {
     let order_bytes = hex::decode(&order.order).unwrap();
     let ca_pk = hex::decode(ca_key.trim()).unwrap();
     let o = RevocationOrder::open(&order_bytes, &ca_pk).expect("signed by the CA key");
-    assert_eq!((o.slot, o.counter, o.reason), (a.slot, 1, Reason::KeyCompromise));
+    assert_eq!(
+        (o.slot, o.counter, o.reason),
+        (a.slot, 1, Reason::KeyCompromise)
+    );
     // Asked again: the same order.
     let again: RevocationOrderAnswer = acme.post("/v1/revocations", &request).await.unwrap();
     assert_eq!(again.order, order.order);
@@ -191,7 +200,10 @@ async fn fig6_request_order_revoke_key_confirmation_and_the_crl_says_revoked() {
         .client
         .revoke_key(RegisterSetIndex(0), &order_bytes)
         .unwrap();
-    assert_eq!((c.outcome, c.fee, c.counter), (Outcome::Paid, Amount(25), 1));
+    assert_eq!(
+        (c.outcome, c.fee, c.counter),
+        (Outcome::Paid, Amount(25), 1)
+    );
     assert_eq!(psd.registers(0).dr.0, before.dr.0 - 25);
     let refused = psd.client.issue_postmark(
         RegisterSetIndex(0),

@@ -11,10 +11,10 @@ use std::process::ExitCode;
 
 mod account_commands;
 mod cert_commands;
-mod revoke_commands;
 mod commands;
 mod license_commands;
 mod psd_commands;
+mod revoke_commands;
 
 use anyhow::{anyhow, Result};
 use clap::{Parser, Subcommand};

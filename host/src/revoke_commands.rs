@@ -19,12 +19,8 @@ use crate::psd_commands::open_psd;
 
 /// A reason by its RFC 5280 name.
 pub fn parse_reason(s: &str) -> Result<Reason, String> {
-    Reason::from_name(s).ok_or_else(|| {
-        format!(
-            "'{s}': one of {}",
-            Reason::ALL.map(Reason::name).join(", ")
-        )
-    })
+    Reason::from_name(s)
+        .ok_or_else(|| format!("'{s}': one of {}", Reason::ALL.map(Reason::name).join(", ")))
 }
 
 /// `openpsd cert revoke --slot N [--reason R] [--set S]`.

@@ -59,7 +59,11 @@ fn decode_records(bytes: &[u8]) -> Vec<(u16, Vec<u8>)> {
 #[ignore = "writes the fixture once; refuses to overwrite it"]
 fn generate_certmeter_v1() {
     let path = fixture();
-    assert!(!path.exists(), "{} exists: never regenerate a fixture", path.display());
+    assert!(
+        !path.exists(),
+        "{} exists: never regenerate a fixture",
+        path.display()
+    );
     let (mut card, device_pk) = certmeter_card(SEED, true);
     activate_postmark_key(&mut card, &device_pk, &TestCa::standard());
     expect_ok(&card.transmit(&postmark(1)));

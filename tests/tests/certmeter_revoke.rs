@@ -145,7 +145,15 @@ fn fig6_request_order_paid_key_retired_scalar_gone_postmark_refused_replay_ident
     let reply = expect_ok(&card.transmit(&psd_apdu::revoke_key(SET0, &o)));
     let c = RevocationConfirmation::open(&reply, &device_pk).expect("confirmation verifies");
     assert_eq!(
-        (c.device, c.slot, c.certificate_hash, c.counter, c.outcome, c.fee, c.set),
+        (
+            c.device,
+            c.slot,
+            c.certificate_hash,
+            c.counter,
+            c.outcome,
+            c.fee,
+            c.set
+        ),
         (
             DEVICE,
             slot,
@@ -341,15 +349,16 @@ fn fig6_fees_due_block_paid_services_until_a_refill_settles_them() {
     let (fees0, services0) = fees_of(&mut card, 0);
     assert!(before.dr.0 < BIG);
 
-    let reply = expect_ok(&card.transmit(&psd_apdu::revoke_key(
-        SET0,
-        &order(&ca, a.slot, &cert, 1),
-    )));
+    let reply =
+        expect_ok(&card.transmit(&psd_apdu::revoke_key(SET0, &order(&ca, a.slot, &cert, 1))));
     let c = RevocationConfirmation::open(&reply, &device_pk).unwrap();
     assert_eq!((c.outcome, c.fee), (Outcome::Due, Amount(BIG)));
     // No money moved; the service counted; the fee owed.
     let r = registers(&mut card, 0);
-    assert_eq!((r.ar, r.dr, r.control_sum), (before.ar, before.dr, before.control_sum));
+    assert_eq!(
+        (r.ar, r.dr, r.control_sum),
+        (before.ar, before.dr, before.control_sum)
+    );
     assert_eq!(fees_of(&mut card, 0), (fees0, PieceCount(services0.0 + 1)));
     assert_eq!(cm_info(&mut card).fees_due, Amount(BIG));
     assert!(!nvm_contains(card.store().nvm(), &scalar));
@@ -418,10 +427,7 @@ fn fig6_an_order_for_a_key_already_replaced_still_confirms_and_is_charged() {
         (c.slot, c.outcome, c.fee),
         (old_slot, Outcome::Paid, Amount(REVOCATION_FEE))
     );
-    assert_eq!(
-        registers(&mut card, 0).dr.0,
-        before.dr.0 - REVOCATION_FEE
-    );
+    assert_eq!(registers(&mut card, 0).dr.0, before.dr.0 - REVOCATION_FEE);
     // The newer key is untouched and postmarks.
     assert_eq!(
         cm_info(&mut card).active(Purpose::Postmark).unwrap().slot,
@@ -437,10 +443,7 @@ fn fig6_no_price_no_table_makes_a_revocation_free_never_refused() {
     // The standard table does not price revocation.
     let (slot, cert) = activate_postmark_key(&mut card, &device_pk, &ca);
     let before = registers(&mut card, 0);
-    let reply = expect_ok(&card.transmit(&psd_apdu::revoke_key(
-        SET0,
-        &order(&ca, slot, &cert, 7),
-    )));
+    let reply = expect_ok(&card.transmit(&psd_apdu::revoke_key(SET0, &order(&ca, slot, &cert, 7))));
     let c = RevocationConfirmation::open(&reply, &device_pk).unwrap();
     assert_eq!((c.outcome, c.fee, c.counter), (Outcome::Paid, Amount(0), 7));
     assert_eq!(registers(&mut card, 0).dr, before.dr);
@@ -448,10 +451,7 @@ fn fig6_no_price_no_table_makes_a_revocation_free_never_refused() {
     let (_, b) = generate(&mut card, Purpose::Postmark, &device_pk);
     let cert_b = ca.postmark_certificate(&b.public_key);
     expect_ok(&card.transmit(&psd_apdu::install_key_certificate(b.slot, SET0, &cert_b)));
-    expect_ok(&card.transmit(&psd_apdu::revoke_key(
-        SET0,
-        &order(&ca, b.slot, &cert_b, 9),
-    )));
+    expect_ok(&card.transmit(&psd_apdu::revoke_key(SET0, &order(&ca, b.slot, &cert_b, 9))));
     // ...and the older one is refused now.
     refused_unchanged(
         &mut card,
@@ -492,8 +492,12 @@ fn fig6_the_file_store_keeps_no_copy_of_the_revoked_scalar() {
     // The state re-opens from the rewritten log, the key retired.
     drop(sim);
     let fs = card_sim::file_store::FileStore::open(&dir).unwrap();
-    let st = CertMeterState::decode(&fs.read(openpsd_core::records::psd::CERTMETER).unwrap().unwrap())
-        .unwrap();
+    let st = CertMeterState::decode(
+        &fs.read(openpsd_core::records::psd::CERTMETER)
+            .unwrap()
+            .unwrap(),
+    )
+    .unwrap();
     assert_eq!(
         st.slots[usize::from(slot)].as_ref().unwrap().state,
         SlotState::Retired

@@ -376,7 +376,10 @@ fn revoke_key_tearing(revocation: u64, paid: bool) -> usize {
     let (cuts, uncut) = sweep(&base, &apdu, |_, mut card, at| {
         let now = books(&mut card);
         let due = cm_info(&mut card).fees_due;
-        assert!(now.1 >= before.1 && due >= due_before, "{at}: fees only rise");
+        assert!(
+            now.1 >= before.1 && due >= due_before,
+            "{at}: fees only rise"
+        );
         let st = CertMeterState::decode(&certmeter_record(&card).unwrap()).unwrap();
         let s = st.slots[usize::from(a.slot)].as_ref().unwrap();
         if now == after && due == due_after {

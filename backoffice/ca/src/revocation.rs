@@ -51,7 +51,14 @@ pub(super) async fn request(
     let req: RevocationRequestBody = codec::json(&body, step)?;
     codec::ident("account_id", &req.account_id, step)?;
     let bytes = codec::hex_vec("request", &req.request, REQUEST_LEN, step)?;
-    let invalid = |m: String| err(StatusCode::UNPROCESSABLE_ENTITY, code::REVOCATION_INVALID, step, m);
+    let invalid = |m: String| {
+        err(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            code::REVOCATION_INVALID,
+            step,
+            m,
+        )
+    };
     let claimed = RevocationRequest::decode_unverified(&bytes)
         .map_err(|_| invalid("the request is not a REVOCATION REQUEST answer".to_owned()))?;
     let device_id = codec::device_hex(&claimed.device);
@@ -70,7 +77,8 @@ pub(super) async fn request(
         .db
         .run(step, move |c| {
             let tx = c.transaction().storage(step)?;
-            let conflict = |m: String| err(StatusCode::CONFLICT, code::REVOCATION_CONFLICT, step, m);
+            let conflict =
+                |m: String| err(StatusCode::CONFLICT, code::REVOCATION_CONFLICT, step, m);
             let sql = format!(
                 "SELECT {COLUMNS} FROM certificates WHERE device_id = ?1 AND generation = ?2"
             );
@@ -152,7 +160,9 @@ pub(super) async fn request(
             )
             .storage(step)?;
             let sql = format!("SELECT {COLUMNS} FROM certificates WHERE serial = ?1");
-            let updated = tx.query_row(&sql, [&found.view.serial], row).storage(step)?;
+            let updated = tx
+                .query_row(&sql, [&found.view.serial], row)
+                .storage(step)?;
             tx.commit().storage(step)?;
             Ok((order, counter, updated.view))
         })
@@ -178,7 +188,14 @@ pub(super) async fn confirm(
     let step = STEP_CONFIRM;
     let req: RevocationConfirmationBody = codec::json(&body, step)?;
     let bytes = codec::hex_vec("confirmation", &req.confirmation, CONFIRMATION_LEN, step)?;
-    let invalid = |m: String| err(StatusCode::UNPROCESSABLE_ENTITY, code::REVOCATION_INVALID, step, m);
+    let invalid = |m: String| {
+        err(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            code::REVOCATION_INVALID,
+            step,
+            m,
+        )
+    };
     let claimed = RevocationConfirmation::decode_unverified(&bytes)
         .map_err(|_| invalid("the confirmation is not a REVOKE KEY answer".to_owned()))?;
     let device_id = codec::device_hex(&claimed.device);
@@ -195,7 +212,8 @@ pub(super) async fn confirm(
         .db
         .run(step, move |conn| {
             let tx = conn.transaction().storage(step)?;
-            let conflict = |m: String| err(StatusCode::CONFLICT, code::REVOCATION_CONFLICT, step, m);
+            let conflict =
+                |m: String| err(StatusCode::CONFLICT, code::REVOCATION_CONFLICT, step, m);
             let found: Option<(String, u8, Vec<u8>, Option<Vec<u8>>, Option<i64>)> = tx
                 .query_row(
                     "SELECT serial, slot, ord, confirmation, confirmed_at FROM revocation_orders

@@ -45,7 +45,6 @@ mod alarms;
 mod calls;
 mod cancel;
 mod certificates;
-mod revocations;
 mod customers;
 mod history;
 mod inspection;
@@ -54,6 +53,7 @@ mod post_office;
 mod refill;
 mod registry;
 pub mod retire;
+mod revocations;
 mod store;
 #[cfg(test)]
 mod tests;

@@ -374,8 +374,13 @@ impl<L: Link> PsdClient<L> {
         &mut self,
         set: RegisterSetIndex,
         order: &[u8],
-    ) -> Result<(Vec<u8>, crate::psd::certmeter::revoke::RevocationConfirmation), ClientError>
-    {
+    ) -> Result<
+        (
+            Vec<u8>,
+            crate::psd::certmeter::revoke::RevocationConfirmation,
+        ),
+        ClientError,
+    > {
         let data = self.exchange("REVOKE KEY", &psd_apdu::revoke_key(set, order))?;
         let c = crate::psd::certmeter::revoke::RevocationConfirmation::decode_unverified(&data)
             .map_err(|_| ClientError::BadResponse(Side::Psd, "REVOKE KEY"))?;

@@ -181,9 +181,15 @@ impl RegisterSet {
         if !self.is_consistent() {
             return Err(Status::Internal);
         }
-        let dr = self.dr.checked_sub(amount).ok_or(Status::InsufficientFunds)?;
+        let dr = self
+            .dr
+            .checked_sub(amount)
+            .ok_or(Status::InsufficientFunds)?;
         let ar = self.ar.checked_add(amount).ok_or(Status::CounterOverflow)?;
-        let fees = self.fees.checked_add(amount).ok_or(Status::CounterOverflow)?;
+        let fees = self
+            .fees
+            .checked_add(amount)
+            .ok_or(Status::CounterOverflow)?;
         Ok(RegisterSet {
             ar,
             dr,

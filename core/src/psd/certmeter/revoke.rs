@@ -335,10 +335,7 @@ impl RevocationConfirmation {
     }
 
     /// Decodes and checks the device's signature.
-    pub fn open(
-        msg: &[u8],
-        device_public_key: &[u8],
-    ) -> Result<RevocationConfirmation, OpenError> {
+    pub fn open(msg: &[u8], device_public_key: &[u8]) -> Result<RevocationConfirmation, OpenError> {
         open_signed(msg, CONFIRMATION_LEN, device_public_key, CONFIRMATION_LABEL)?;
         Ok(Self::decode_unverified(msg)?)
     }
@@ -350,8 +347,8 @@ mod command {
     use alloc::vec::Vec;
 
     use super::{
-        Outcome, Reason, RevocationConfirmation, RevocationOrder, RevocationRequest,
-        CHALLENGE_LEN, REQUEST_COMMAND_LEN,
+        Outcome, Reason, RevocationConfirmation, RevocationOrder, RevocationRequest, CHALLENGE_LEN,
+        REQUEST_COMMAND_LEN,
     };
     use crate::card::Ctx;
     use crate::crypto;
@@ -431,9 +428,11 @@ mod command {
             let digest = crypto::sha256(data);
             if order.counter <= cm.orders {
                 // The same order again: the same confirmation, nothing written.
-                if let Some(last) = cm.last_revocation.as_ref().filter(|l| {
-                    order.counter == cm.orders && l.order == digest
-                }) {
+                if let Some(last) = cm
+                    .last_revocation
+                    .as_ref()
+                    .filter(|l| order.counter == cm.orders && l.order == digest)
+                {
                     reply.extend_from_slice(&last.confirmation);
                     return Ok(());
                 }

@@ -39,6 +39,9 @@ use sha2::Digest as _;
 
 use super::{err, mark_revoked, row, Ca, COLUMNS};
 
+/// A stored order: serial, slot, the signed order, the confirmation and its time.
+type StoredOrder = (String, u8, Vec<u8>, Option<Vec<u8>>, Option<i64>);
+
 const STEP_REQUEST: &str = "ca_revocation_request";
 const STEP_CONFIRM: &str = "ca_revocation_confirm";
 
@@ -214,7 +217,7 @@ pub(super) async fn confirm(
             let tx = conn.transaction().storage(step)?;
             let conflict =
                 |m: String| err(StatusCode::CONFLICT, code::REVOCATION_CONFLICT, step, m);
-            let found: Option<(String, u8, Vec<u8>, Option<Vec<u8>>, Option<i64>)> = tx
+            let found: Option<StoredOrder> = tx
                 .query_row(
                     "SELECT serial, slot, ord, confirmation, confirmed_at FROM revocation_orders
                      WHERE device_id = ?1 AND counter = ?2",

@@ -23,7 +23,8 @@
 //! ```
 //!
 //! The oldest version that holds the state is written (version 1 until the first
-//! revocation), so records of PSDs that never revoked keep their bytes; both are read.
+//! revocation), so records of PSDs that never revoked keep their bytes; both are read, and
+//! a version 2 with nothing revoked is refused (one encoding per state).
 
 use alloc::vec::Vec;
 
@@ -371,6 +372,10 @@ impl CertMeterState {
                 }),
                 _ => return Err(Malformed::Value),
             };
+            // One encoding: a state without revocation is written as version 1.
+            if st.orders == 0 && st.last_revocation.is_none() {
+                return Err(Malformed::Value);
+            }
         }
         r.finish()?;
         Ok(st)
@@ -442,6 +447,11 @@ mod tests {
         let v1 = st.encode();
         assert_eq!(v1[0], 1);
         assert_eq!(CertMeterState::decode(&v1).unwrap().encode(), v1);
+        // The same state as version 2 is not canonical: refused.
+        let mut v2 = v1.clone();
+        v2[0] = 2;
+        v2.extend_from_slice(&[0, 0, 0, 0, 0]);
+        assert!(CertMeterState::decode(&v2).is_err());
         let st = CertMeterState {
             orders: 3,
             last_revocation: Some(LastRevocation {

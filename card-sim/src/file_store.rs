@@ -329,6 +329,26 @@ impl Store for FileStore {
         }
         Ok(())
     }
+
+    /// Compacts now, whatever the log's size: afterwards the file holds the current records
+    /// only, not the earlier frames (a revoked key's scalar among them). If the rewrite
+    /// fails the old log stays, and with it the old frames, until a later compaction.
+    fn forget_history(&mut self) -> Result<(), StoreError> {
+        if self.failed {
+            return Err(StoreError::Io(format!(
+                "an earlier write to {} failed; re-open the card",
+                self.log_path().display()
+            )));
+        }
+        self.compact();
+        if self.failed || self.log_len != self.snapshot_len() {
+            return Err(StoreError::Io(format!(
+                "cannot rewrite {} without its earlier frames",
+                self.log_path().display()
+            )));
+        }
+        Ok(())
+    }
 }
 
 fn io_error(what: &str, path: &Path, e: &io::Error) -> StoreError {
@@ -985,5 +1005,33 @@ mod tests {
         );
         drop(reopened);
         FileStore::open(&dir).unwrap();
+    }
+
+    #[test]
+    fn forget_history_leaves_no_earlier_value_in_the_file() {
+        let (_tmp, dir) = card_dir();
+        let mut s = FileStore::create(&dir).unwrap();
+        let secret = [0x5Au8; 32];
+        s.commit(&[set(1, &secret), set(2, b"other")]).unwrap();
+        s.commit(&[set(1, b"erased")]).unwrap();
+        let has = |dir: &Path| {
+            fs::read(dir.join(LOG))
+                .unwrap()
+                .windows(secret.len())
+                .any(|w| w == secret)
+        };
+        // An append-only log keeps the old frame...
+        assert!(has(&dir));
+        s.forget_history().unwrap();
+        // ...until it is rewritten: the current records only, and they read back.
+        assert!(!has(&dir));
+        assert!(!dir.join(LOG_TMP).exists());
+        let before = state(&s);
+        drop(s);
+        let mut s = FileStore::open(&dir).unwrap();
+        assert_eq!(state(&s), before);
+        s.commit(&[set(3, b"after")]).unwrap();
+        drop(s);
+        assert_eq!(state(&FileStore::open(&dir).unwrap()).len(), 3);
     }
 }

@@ -16,6 +16,7 @@ mod commands;
 mod credit_commands;
 mod license_commands;
 mod psd_commands;
+mod revoke_commands;
 mod sign_commands;
 
 use anyhow::{anyhow, Result};
@@ -323,6 +324,24 @@ enum CertAction {
         /// Where the certificate and the CA's are written.
         #[arg(long, default_value = ".")]
         out_dir: PathBuf,
+        #[command(flatten)]
+        meter: account_commands::MeterArgs,
+    },
+    /// Revoke a key's certificate (seed 004, Fig. 6): the PSD signs the request, the CA
+    /// revokes the certificate (CRL, OCSP) and signs an order, the PSD retires the key and
+    /// pays the revocation fee (or owes it until the next refill), the CA records the PSD's
+    /// confirmation. Run again to finish an interrupted revocation.
+    Revoke {
+        /// The key slot (`openpsd cert list`).
+        #[arg(long)]
+        slot: u8,
+        /// RFC 5280 reason: unspecified, keyCompromise, affiliationChanged, superseded,
+        /// cessationOfOperation.
+        #[arg(long, default_value = "unspecified", value_parser = revoke_commands::parse_reason)]
+        reason: openpsd_core::psd::certmeter::revoke::Reason,
+        /// Register set that pays the revocation fee.
+        #[arg(long, default_value_t = 0)]
+        set: u8,
         #[command(flatten)]
         meter: account_commands::MeterArgs,
     },
@@ -682,6 +701,12 @@ fn run(cli: Cli) -> Result<()> {
                 &out_dir,
                 json,
             ),
+            CertAction::Revoke {
+                slot,
+                reason,
+                set,
+                meter,
+            } => revoke_commands::cert_revoke(card, &meter, slot, reason, set, json),
         },
         Command::Agent { action } => agent_commands::run(card, action, json),
     }

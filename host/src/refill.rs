@@ -200,6 +200,39 @@ impl MeterClient {
         )
     }
 
+    /// Passes the PSD's signed revocation request (REVOCATION REQUEST) to the CA through
+    /// the meter (seed 004 Fig. 6 step 604): the certificate is revoked at once and the
+    /// answer carries the CA's signed order for REVOKE KEY. The same request again answers
+    /// the same order.
+    pub fn request_revocation(
+        &self,
+        device: &str,
+        request: &[u8],
+    ) -> Result<openpsd_protocol::ca::RevocationOrderAnswer, RefillError> {
+        self.post(
+            "/v1/revocations",
+            &openpsd_protocol::ca::MeterRevocationRequest {
+                device_id: device.to_owned(),
+                request: hex::encode(request),
+            },
+        )
+    }
+
+    /// Records the PSD's signed confirmation (REVOKE KEY's answer) at the CA (step 622).
+    pub fn confirm_revocation(
+        &self,
+        device: &str,
+        confirmation: &[u8],
+    ) -> Result<openpsd_protocol::ca::RevocationRecord, RefillError> {
+        self.post(
+            "/v1/revocations/confirmations",
+            &openpsd_protocol::ca::MeterRevocationConfirmation {
+                device_id: device.to_owned(),
+                confirmation: hex::encode(confirmation),
+            },
+        )
+    }
+
     /// The grant of the customer's license order `client_txn_id`, if the meter has it.
     pub fn license_order(
         &self,

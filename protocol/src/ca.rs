@@ -22,6 +22,13 @@ pub mod code {
     pub const PURPOSE_NOT_ISSUED: &str = "purpose_not_issued";
     /// No certificate with this serial (404).
     pub const UNKNOWN_CERTIFICATE: &str = "unknown_certificate";
+    /// A revocation request or confirmation does not decode or its device signature does
+    /// not verify (422).
+    pub const REVOCATION_INVALID: &str = "revocation_invalid";
+    /// A revocation request names a certificate the CA did not issue to that account and
+    /// key, or a confirmation does not match its order (409: a policy refusal, which the
+    /// meter passes on).
+    pub const REVOCATION_CONFLICT: &str = "revocation_conflict";
 }
 
 /// `POST /v1/certificates` at the meter (customer → meter).
@@ -85,4 +92,71 @@ pub struct CertificateView {
     /// Why.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+}
+
+/// `POST /v1/revocations` at the meter (customer → meter, seed 004 Fig. 6 step 604).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct MeterRevocationRequest {
+    /// The device (16 hex): one of the customer's.
+    pub device_id: String,
+    /// REVOCATION REQUEST's answer (194 bytes), hex.
+    pub request: String,
+}
+
+/// `POST /v1/revocations` at the CA (meter → CA).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RevocationRequestBody {
+    /// The device-signed revocation request, hex.
+    pub request: String,
+    /// The account of the customer who owns the device (the meter's session): it must be
+    /// the certificate's.
+    pub account_id: String,
+}
+
+/// The answer to `POST /v1/revocations` (CA and meter alike): the certificate is revoked
+/// (CRL and OCSP), and the order carries it to the PSD (REVOKE KEY).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RevocationOrderAnswer {
+    /// The CA-signed order (112 bytes), hex: REVOKE KEY's data.
+    pub order: String,
+    /// Its number for the device (1, 2, ...).
+    pub counter: u32,
+    /// The revoked certificate.
+    pub certificate: CertificateView,
+}
+
+/// `POST /v1/revocations/confirmations` at the meter (customer → meter, step 622).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct MeterRevocationConfirmation {
+    /// The device (16 hex): one of the customer's.
+    pub device_id: String,
+    /// REVOKE KEY's answer (121 bytes), hex.
+    pub confirmation: String,
+}
+
+/// `POST /v1/revocations/confirmations` at the CA (meter → CA).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RevocationConfirmationBody {
+    /// The device-signed confirmation, hex.
+    pub confirmation: String,
+}
+
+/// A revocation order as the CA keeps it (the confirmation's answer).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RevocationRecord {
+    /// The device, 16 upper-case hex.
+    pub device_id: String,
+    /// The order's number.
+    pub counter: u32,
+    /// The revoked certificate's serial.
+    pub serial: String,
+    /// When the PSD's confirmation was recorded (Unix seconds), if it was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub confirmed_at: Option<u64>,
+    /// `paid` or `due`, from the confirmation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<String>,
+    /// The Revocation fee the PSD charged or owes (minor units).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fee: Option<u64>,
 }

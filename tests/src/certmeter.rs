@@ -373,6 +373,12 @@ impl TestCa {
     pub fn postmark_certificate(&self, public_key: &[u8; 65]) -> Vec<u8> {
         self.certify(public_key, &CertProfile::default())
     }
+
+    /// The CA's key as the PSD checks its revocation orders with (the same scalar).
+    pub fn order_key(&self) -> openpsd_core::crypto::IndiciumKey {
+        openpsd_core::crypto::IndiciumKey::from_bytes(&self.key.to_bytes())
+            .expect("the CA's scalar")
+    }
 }
 
 /// Loads the standard table (version 1) and the standard CA's anchor (version 1).

@@ -1,9 +1,10 @@
 //! Tearing of the certificate meter's commands (seed 004): power is cut at every cell write
 //! *k* of LOAD RATE TABLE, LOAD TRUST ANCHOR, GENERATE KEY, INSTALL KEY CERTIFICATE, ISSUE
-//! POSTMARK, SIGN, VALIDATE POSTMARK and ISSUE AGENT CERTIFICATE, clean and torn; the card
-//! is re-opened and the money must still add up: AR + DR + pending = control sum, fees only
-//! rise, and a charge exists if and only if its output is retrievable (a retry with the same
-//! command returns it, charged once). Prints how many cut points it checked.
+//! POSTMARK, SIGN, VALIDATE POSTMARK, ISSUE AGENT CERTIFICATE and REVOKE KEY (paid and due,
+//! Fig. 6), clean and torn; the card is re-opened and the money must still add up: AR + DR +
+//! pending = control sum, fees only rise, and a charge exists if and only if its output is
+//! retrievable (a retry with the same command returns it, charged once). Prints how many cut
+//! points it checked.
 // Test code: a failed unwrap or expect is a failed test, with its message.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -452,6 +453,97 @@ fn validate_tearing() -> usize {
     cuts
 }
 
+/// REVOKE KEY at every cut, the fee `revocation` paid from DR (`paid`) or owed: either
+/// nothing happened (the key active with its scalar, books and fees due as before) or the
+/// commit did (the key retired, its scalar in no cell, the fee charged or owed once, the
+/// confirmation retrievable: the same order again answers the uncut bytes). Fees (the
+/// register and the fees due) only rise.
+fn revoke_key_tearing(revocation: u64, paid: bool) -> usize {
+    use openpsd_core::psd::certmeter::rates::Service;
+    use openpsd_core::psd::certmeter::revoke::{Reason, RevocationOrder};
+    let (mut card, device_pk) = certmeter_card(SEED, true);
+    let ca = TestCa::standard();
+    let table = rate_table(
+        1,
+        Date::new(2026, 11, 1).unwrap(),
+        &[
+            (Service::Postmark, POSTMARK_FEE),
+            (Service::Certificate, CERTIFICATE_FEE),
+            (Service::Revocation, revocation),
+        ],
+    );
+    expect_ok(&card.transmit(&psd_apdu::load_rate_table(&table)));
+    expect_ok(&card.transmit(&psd_apdu::load_trust_anchor(&ca_anchor(&ca, 1))));
+    let (_, a) = generate(&mut card, Purpose::Postmark, &device_pk);
+    let cert = ca.postmark_certificate(&a.public_key);
+    expect_ok(&card.transmit(&psd_apdu::install_key_certificate(a.slot, SET0, &cert)));
+    let st = CertMeterState::decode(&certmeter_record(&card).unwrap()).unwrap();
+    let scalar = st.slots[usize::from(a.slot)]
+        .as_ref()
+        .unwrap()
+        .key
+        .as_ref()
+        .unwrap()
+        .secret_bytes()
+        .as_ref()
+        .to_vec();
+    let base = card.store().nvm().clone();
+    let before = books(&mut reopen_at(&base, SEED));
+    let due_before = cm_info(&mut reopen_at(&base, SEED)).fees_due;
+    let (after, due_after) = if paid {
+        (charged(&before, revocation), due_before)
+    } else {
+        let (r, fees, services) = &before;
+        (
+            (*r, *fees, PieceCount(services.0 + 1)),
+            Amount(due_before.0 + revocation),
+        )
+    };
+    let order = RevocationOrder {
+        device: DEVICE,
+        slot: a.slot,
+        certificate_hash: sha256(&cert),
+        reason: Reason::KeyCompromise,
+        counter: 1,
+    }
+    .sign(&ca.order_key());
+    let apdu = psd_apdu::revoke_key(SET0, &order);
+    let reference = expect_ok(&reopen_at(&base, SEED).transmit(&apdu));
+    let (cuts, uncut) = sweep(&base, &apdu, |_, mut card, at| {
+        let now = books(&mut card);
+        let due = cm_info(&mut card).fees_due;
+        assert!(
+            now.1 >= before.1 && due >= due_before,
+            "{at}: fees only rise"
+        );
+        let st = CertMeterState::decode(&certmeter_record(&card).unwrap()).unwrap();
+        let s = st.slots[usize::from(a.slot)].as_ref().unwrap();
+        if now == after && due == due_after {
+            // Committed: retired, the scalar gone, the confirmation retrievable.
+            assert_eq!((s.state, st.orders), (SlotState::Retired, 1), "{at}");
+            assert!(s.key.is_none(), "{at}");
+            assert!(
+                !nvm_contains(card.store().nvm(), &scalar),
+                "{at}: scalar in a cell"
+            );
+        } else {
+            assert_eq!((now, due), (before, due_before), "{at}: {now:?} {due:?}");
+            assert_eq!((s.state, st.orders), (SlotState::Active, 0), "{at}");
+            assert!(s.key.is_some(), "{at}");
+        }
+        // The order again: the uncut confirmation, charged (or owed) once.
+        assert_eq!(expect_ok(&card.transmit(&apdu)), reference, "{at}");
+        assert_eq!(books(&mut card), after, "{at}: once");
+        assert_eq!(cm_info(&mut card).fees_due, due_after, "{at}");
+        assert!(!nvm_contains(card.store().nvm(), &scalar), "{at}");
+        assert_eq!(expect_ok(&card.transmit(&apdu)), reference, "{at}");
+        let mut re = reopen_at(card.store().nvm(), SEED);
+        assert_eq!(books(&mut re), after, "{at}");
+    });
+    assert_eq!(psd_apdu::data(&uncut).unwrap(), reference.as_slice());
+    cuts
+}
+
 fn main() {
     let counts = [
         ("LOAD RATE TABLE", load_rate_table_tearing()),
@@ -466,6 +558,8 @@ fn main() {
         ),
         ("SIGN", sign_tearing()),
         ("VALIDATE POSTMARK", validate_tearing()),
+        ("REVOKE KEY paid", revoke_key_tearing(25, true)),
+        ("REVOKE KEY due", revoke_key_tearing(50_000, false)),
     ];
     let mut total = 0;
     for (name, n) in counts {

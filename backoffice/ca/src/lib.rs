@@ -15,7 +15,9 @@
 //!
 //! Revocation (`POST /v1/certificates/{serial}/revoke`, meter or operator) is committed
 //! before the answer and marks the cached CRL stale, so the next CRL and every OCSP answer
-//! after it say revoked.
+//! after it say revoked. A PSD's own revocation (Fig. 6, `POST /v1/revocations` and
+//! `/v1/revocations/confirmations`, the meter only) does the same and answers the signed
+//! order REVOKE KEY applies (`revocation.rs`).
 //!
 //! Keys: the CA's P-256 key is `ca-signing.key` in its data directory (hex, 0600, made at
 //! first start, exactly as the postal authority's), refused when missing or replaced once
@@ -26,6 +28,7 @@
 //! certificates (see `docs/ca.md` § Why a second listener).
 
 pub mod ocsp;
+mod revocation;
 pub mod x509;
 
 use std::path::PathBuf;
@@ -107,6 +110,19 @@ CREATE TABLE IF NOT EXISTS crl (
     der         BLOB,
     issued_at   INTEGER NOT NULL,
     stale       INTEGER NOT NULL            -- 1: a revocation since
+);
+-- Revocation orders (seed 004 Fig. 6): one per certificate a PSD asked to revoke, numbered
+-- per device; the PSD's confirmation once recorded (step 622).
+CREATE TABLE IF NOT EXISTS revocation_orders (
+    device_id     TEXT NOT NULL,
+    counter       INTEGER NOT NULL,
+    serial        TEXT NOT NULL UNIQUE REFERENCES certificates (serial),
+    slot          INTEGER NOT NULL,
+    ord           BLOB NOT NULL,             -- the signed order
+    created_at    INTEGER NOT NULL,
+    confirmation  BLOB,                      -- the PSD's signed confirmation
+    confirmed_at  INTEGER,
+    PRIMARY KEY (device_id, counter)
 );
 ";
 
@@ -282,6 +298,18 @@ impl Ca {
             .route(Method::GET, "/v1/ca/crl.der", get(crl), ANY_ROLE)
             .route(Method::POST, "/ocsp", post(ocsp_answer), ANY_ROLE)
             .route(Method::GET, "/health", get(|| async { "ok" }), ANY_ROLE)
+            .route(
+                Method::POST,
+                "/v1/revocations",
+                post(revocation::request),
+                METER,
+            )
+            .route(
+                Method::POST,
+                "/v1/revocations/confirmations",
+                post(revocation::confirm),
+                METER,
+            )
     }
 
     /// The routes of the public listener (plain HTTP, loopback): the CA certificate, the
@@ -593,12 +621,7 @@ async fn revoke(
             if found.view.revoked_at.is_some() {
                 return Ok(found.view);
             }
-            tx.execute(
-                "UPDATE certificates SET revoked_at = ?2, reason = ?3 WHERE serial = ?1",
-                params![serial, now_secs(), req.reason],
-            )
-            .storage(step)?;
-            tx.execute("UPDATE crl SET stale = 1", []).storage(step)?;
+            mark_revoked(&tx, &serial, &req.reason, step)?;
             let updated = tx.query_row(&sql, [&serial], row).storage(step)?;
             tx.commit().storage(step)?;
             Ok(updated.view)
@@ -608,6 +631,24 @@ async fn revoke(
     failpoint::pause("ca_revoke_after_commit").await;
     tracing::warn!(serial = %view.serial, device = %view.device_id, "certificate revoked");
     Ok(Json(view))
+}
+
+/// Marks `serial` revoked now for `reason` and the cached CRL stale, inside the caller's
+/// transaction: the next CRL and every OCSP answer after the commit say revoked. Shared by
+/// the operator's revocation and the PSD's (`revocation.rs`).
+fn mark_revoked(
+    tx: &rusqlite::Transaction<'_>,
+    serial: &str,
+    reason: &str,
+    step: &str,
+) -> Result<(), ApiError> {
+    tx.execute(
+        "UPDATE certificates SET revoked_at = ?2, reason = ?3 WHERE serial = ?1",
+        params![serial, now_secs(), reason],
+    )
+    .storage(step)?;
+    tx.execute("UPDATE crl SET stale = 1", []).storage(step)?;
+    Ok(())
 }
 
 /// `GET /v1/ca/crl.der`: the cached CRL while no revocation came since and it is younger

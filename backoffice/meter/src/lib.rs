@@ -53,6 +53,7 @@ mod post_office;
 mod refill;
 mod registry;
 pub mod retire;
+mod revocations;
 mod store;
 #[cfg(test)]
 mod tests;
@@ -452,6 +453,18 @@ impl Meter {
                 Method::POST,
                 "/v1/certificates",
                 post(certificates::request),
+                CUSTOMER,
+            )
+            .route(
+                Method::POST,
+                "/v1/revocations",
+                post(revocations::request),
+                CUSTOMER,
+            )
+            .route(
+                Method::POST,
+                "/v1/revocations/confirmations",
+                post(revocations::confirm),
                 CUSTOMER,
             )
             .route(

@@ -420,6 +420,30 @@ pub fn check_response(
                 assert_eq!(last.transaction, req.transaction);
             }
         }
+        0x7A => {
+            let pk = device.expect("REVOCATION REQUEST on a blank card");
+            let r = openpsd_core::psd::certmeter::revoke::RevocationRequest::open(data, &pk)
+                .expect("revocation request verifies under the device key");
+            assert_eq!(r.slot, p1);
+            let slot = st.slots[usize::from(p1)].as_ref().expect("requested slot");
+            assert_eq!(r.certificate_hash, slot.certificate_hash());
+        }
+        0x7C => {
+            let pk = device.expect("REVOKE KEY on a blank card");
+            let c = openpsd_core::psd::certmeter::revoke::RevocationConfirmation::open(data, &pk)
+                .expect("confirmation verifies under the device key");
+            let last = st.last_revocation.as_ref().expect("a revocation is kept");
+            assert_eq!(
+                last.confirmation, data,
+                "the stored confirmation is the reply"
+            );
+            assert_eq!(c.counter, st.orders);
+            if let Some(slot) = st.slots[usize::from(c.slot)].as_ref() {
+                if slot.certificate_hash() == c.certificate_hash {
+                    assert_eq!(slot.state, SlotState::Retired, "revoked key retired");
+                }
+            }
+        }
         0xCA => {
             let info = CertMeterInfo::decode(data).expect("GET DATA 00 05 decodes");
             assert_eq!(info.encode(), data, "GET DATA 00 05 canonical");
@@ -493,5 +517,13 @@ pub fn decoders(data: &[u8]) {
     }
     if let Ok(st) = credit::CreditState::decode(data) {
         assert_eq!(st.encode(), data, "CREDIT record round trip");
+    }
+    {
+        use openpsd_core::psd::certmeter::revoke::{
+            RevocationConfirmation, RevocationOrder, RevocationRequest,
+        };
+        let _ = RevocationRequest::decode_unverified(data);
+        let _ = RevocationConfirmation::decode_unverified(data);
+        let _ = RevocationOrder::open(data, &ca_key().public_key());
     }
 }

@@ -692,7 +692,11 @@ impl Harness {
     /// Checks the complete response of a successful command against the persisted state
     /// it is about.
     fn check_response(&mut self, ins: u8, p1: u8, p2: u8, data: &[u8], cmd_data: Option<&[u8]>) {
-        if matches!(ins, 0x70 | 0x5C | 0x74 | 0x76 | 0x72 | 0x78 | 0x7E | 0x56) || (ins == 0xCA && p2 == 0x05) {
+        if matches!(
+            ins,
+            0x70 | 0x5C | 0x74 | 0x76 | 0x72 | 0x78 | 0x7E | 0x56 | 0x58 | 0x5A | 0x7A | 0x7C
+        ) || (ins == 0xCA && p2 == 0x05)
+        {
             let device = self.keys().map(|k| k.public_key);
             let sets = self.persisted_sets();
             crate::certmeter::check_response(

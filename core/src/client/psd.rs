@@ -424,4 +424,40 @@ impl<L: Link> PsdClient<L> {
         crate::psd::certmeter::credit::split_pay_reply(&data)
             .map_err(|_| ClientError::BadResponse(Side::Psd, "PAY"))
     }
+
+    /// REVOCATION REQUEST (seed 004, Fig. 6 step 604): the device-signed request to revoke
+    /// the certificate of the key in `slot`, for the CA.
+    pub fn revocation_request(
+        &mut self,
+        slot: u8,
+        reason: crate::psd::certmeter::revoke::Reason,
+        challenge: &[u8; crate::psd::certmeter::revoke::CHALLENGE_LEN],
+    ) -> Result<Vec<u8>, ClientError> {
+        let data = self.exchange(
+            "REVOCATION REQUEST",
+            &psd_apdu::revocation_request(slot, reason, challenge),
+        )?;
+        crate::psd::certmeter::revoke::RevocationRequest::decode_unverified(&data)
+            .map_err(|_| ClientError::BadResponse(Side::Psd, "REVOCATION REQUEST"))?;
+        Ok(data)
+    }
+
+    /// REVOKE KEY (seed 004, Fig. 6 steps 612-620): applies the CA's order; the signed
+    /// confirmation (bytes, and decoded) for the CA.
+    pub fn revoke_key(
+        &mut self,
+        set: RegisterSetIndex,
+        order: &[u8],
+    ) -> Result<
+        (
+            Vec<u8>,
+            crate::psd::certmeter::revoke::RevocationConfirmation,
+        ),
+        ClientError,
+    > {
+        let data = self.exchange("REVOKE KEY", &psd_apdu::revoke_key(set, order))?;
+        let c = crate::psd::certmeter::revoke::RevocationConfirmation::decode_unverified(&data)
+            .map_err(|_| ClientError::BadResponse(Side::Psd, "REVOKE KEY"))?;
+        Ok((data, c))
+    }
 }

@@ -258,3 +258,20 @@ pub fn load_credit_line(set: RegisterSetIndex, certificate: &[u8]) -> Vec<u8> {
 pub fn pay(set: RegisterSetIndex, req: &crate::psd::certmeter::credit::PayRequest) -> Vec<u8> {
     command(CLA_PSD, ins::PAY, 0, set.0, &req.encode(), u16::MAX)
 }
+
+/// REVOCATION REQUEST for the key in `slot`: reason ‖ the CA's challenge.
+pub fn revocation_request(
+    slot: u8,
+    reason: crate::psd::certmeter::revoke::Reason,
+    challenge: &[u8; crate::psd::certmeter::revoke::CHALLENGE_LEN],
+) -> Vec<u8> {
+    let mut data = Vec::with_capacity(1 + challenge.len());
+    data.push(reason.code());
+    data.extend_from_slice(challenge);
+    command(CLA_PSD, ins::REVOCATION_REQUEST, slot, 0, &data, 256)
+}
+
+/// REVOKE KEY with the CA's signed order, the fee paid (or owed) by `set`.
+pub fn revoke_key(set: RegisterSetIndex, order: &[u8]) -> Vec<u8> {
+    command(CLA_PSD, ins::REVOKE_KEY, 0, set.0, order, 256)
+}

@@ -128,6 +128,15 @@ pub enum PsdCommand<'a> {
         /// The request.
         data: &'a [u8],
     },
+    /// REVOCATION REQUEST (`80 7A slot 00`): reason ‖ the CA's challenge.
+    RevocationRequest {
+        /// P1: the key slot.
+        slot: u8,
+        /// Reason 1 ‖ challenge 16.
+        data: &'a [u8],
+    },
+    /// REVOKE KEY (`80 7C 00 set`): the CA's signed order.
+    RevokeKey(RegisterSetIndex, &'a [u8]),
 }
 
 /// Where the PSD is in its life: the one state a command's permission depends on.
@@ -237,6 +246,16 @@ impl<'a> PsdCommand<'a> {
             ins::LOAD_CREDIT_LINE => |c| set_param(c).map(|s| LoadCreditLine(s, c.data)),
             #[cfg(feature = "certmeter")]
             ins::PAY => |c| set_param(c).map(|s| Pay(s, c.data)),
+            #[cfg(feature = "certmeter")]
+            ins::REVOCATION_REQUEST => |c| match c.p2 {
+                0 => Ok(RevocationRequest {
+                    slot: c.p1,
+                    data: c.data,
+                }),
+                _ => Err(Status::IncorrectP1P2),
+            },
+            #[cfg(feature = "certmeter")]
+            ins::REVOKE_KEY => |c| set_param(c).map(|s| RevokeKey(s, c.data)),
             ins::GET_DATA => |c| {
                 let object = match (c.p1, c.p2) {
                     (0x00, 0x02) => GetTransferInfo,

@@ -102,6 +102,10 @@ pub mod ins {
     pub const LOAD_CREDIT_LINE: u8 = 0x58;
     /// PAY (seed 004, Fig. 9).
     pub const PAY: u8 = 0x5A;
+    /// REVOCATION REQUEST (seed 004, Fig. 6 step 604).
+    pub const REVOCATION_REQUEST: u8 = 0x7A;
+    /// REVOKE KEY (seed 004, Fig. 6 steps 612-620).
+    pub const REVOKE_KEY: u8 = 0x7C;
     /// GET DATA (device public data).
     pub const GET_DATA: u8 = 0xCA;
     /// ISSUE AGENT CERTIFICATE (seed 004, Fig. 3A).
@@ -313,6 +317,10 @@ impl Applet for PsdApplet {
                 let i = self.live_set_index(set)?;
                 self.issue_agent_certificate(ctx, mode, i, data, reply)
             }
+            #[cfg(feature = "certmeter")]
+            RevocationRequest { slot, data } => self.revocation_request(slot, data, reply),
+            #[cfg(feature = "certmeter")]
+            RevokeKey(set, data) => self.revoke_key(ctx, set, data, reply),
             #[cfg(not(feature = "certmeter"))]
             LoadRateTable(_)
             | LoadTrustAnchor(_)
@@ -324,7 +332,9 @@ impl Applet for PsdApplet {
             | ValidatePostmark(..)
             | IssueAgentCertificate { .. }
             | LoadCreditLine(..)
-            | Pay(..) => Err(Status::InstructionNotSupported),
+            | Pay(..)
+            | RevocationRequest { .. }
+            | RevokeKey(..) => Err(Status::InstructionNotSupported),
             // Never parsed without the feature (their INS are unknown there).
             #[cfg(not(feature = "licenses"))]
             LicenseRequest { .. }

@@ -139,16 +139,42 @@ impl super::PsdApplet {
         // void (docs/refill.md § Cancel): it consumes the same precondition as the refill it
         // cancels, so at most one of the two ever applies, and records its own combination ID
         // so the next audit says which one did.
-        let next = if c.amount == Amount::ZERO {
+        let credited = if c.amount == Amount::ZERO {
             set.void(c.combination_id)?
         } else {
             set.credit(c.amount, device.max_dr, c.combination_id)?
         };
+        // Fees due (a revocation DR could not pay, seed 004 Fig. 6) are settled from the
+        // refilled DR in the same commit: DR → AR and the set's fee register, as if charged
+        // then; the control sum does not move. A refill smaller than the fees due settles
+        // what it can (all of DR) and the rest stays due. A void credits nothing and
+        // settles nothing.
+        let due = self.persistent.certmeter.fees_due;
+        // Without the `certmeter` feature the record is only partly loaded (its fees due),
+        // so such a build never rewrites it: it settles nothing, and the fees stay due for a
+        // build that has the certificate meter.
+        let settled = if c.amount == Amount::ZERO || !cfg!(feature = "certmeter") {
+            Amount::ZERO
+        } else {
+            due.min(credited.dr)
+        };
+        let next = credited.settle_fees(settled)?;
         let mut txn = Transaction::begin(ctx.store);
         txn.write(rec::set(i), next.encode());
+        let certmeter = if settled == Amount::ZERO {
+            None
+        } else {
+            let mut cm = self.persistent.certmeter.clone();
+            cm.fees_due = due.checked_sub(settled).ok_or(Status::Internal)?;
+            txn.write(rec::CERTMETER, cm.encode());
+            Some(cm)
+        };
         txn.commit()?;
         next.readout().write(reply);
         self.persistent.put_set(i, next);
+        if let Some(cm) = certmeter {
+            self.persistent.certmeter = cm;
+        }
         Ok(())
     }
 }

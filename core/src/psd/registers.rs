@@ -158,6 +158,46 @@ impl RegisterSet {
         })
     }
 
+    /// The set after a revocation whose fee DR could not pay (seed 004, Fig. 6): the
+    /// service counted, no money moved (the fee is owed, `fees_due`).
+    pub fn count_service(&self) -> Result<RegisterSet, Status> {
+        if !self.is_consistent() {
+            return Err(Status::Internal);
+        }
+        let services = self
+            .services
+            .checked_next()
+            .ok_or(Status::CounterOverflow)?;
+        Ok(RegisterSet {
+            services,
+            ..self.clone()
+        })
+    }
+
+    /// The set after settling `amount` of owed fees (at a refill): DR debited, AR and the
+    /// fee register credited, no service counted (it was counted when owed). The control
+    /// sum does not move. Refused if DR is short or on overflow.
+    pub fn settle_fees(&self, amount: Amount) -> Result<RegisterSet, Status> {
+        if !self.is_consistent() {
+            return Err(Status::Internal);
+        }
+        let dr = self
+            .dr
+            .checked_sub(amount)
+            .ok_or(Status::InsufficientFunds)?;
+        let ar = self.ar.checked_add(amount).ok_or(Status::CounterOverflow)?;
+        let fees = self
+            .fees
+            .checked_add(amount)
+            .ok_or(Status::CounterOverflow)?;
+        Ok(RegisterSet {
+            ar,
+            dr,
+            fees,
+            ..self.clone()
+        })
+    }
+
     /// The set after debiting `amount` for a transfer to a purse: DR down, pending up.
     pub fn transfer_out(&self, amount: Amount) -> Result<RegisterSet, Status> {
         if !self.is_consistent() {

@@ -292,6 +292,22 @@ impl Store for MemStore {
         }
         self.cell_write(MARKER, None)
     }
+
+    /// Erases the journal: once the marker is gone its cells are dead copies, and an older
+    /// commit's may still hold a record's earlier value (a key erased since).
+    fn forget_history(&mut self) -> Result<(), StoreError> {
+        let journal: Vec<u32> = self
+            .nvm
+            .cells
+            .keys()
+            .copied()
+            .filter(|k| *k & 0xFFFF_0000 == JOURNAL)
+            .collect();
+        for key in journal {
+            self.cell_write(key, None)?;
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]

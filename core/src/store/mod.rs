@@ -62,6 +62,14 @@ pub trait Store {
     /// happened *yet*: after a power loss, re-opening the store shows either all the
     /// writes or none.
     fn commit(&mut self, writes: &[Write]) -> Result<(), StoreError>;
+
+    /// Makes sure no earlier value of any record survives on the medium (after a commit
+    /// that erased a secret, such as a revoked key's scalar). A store that overwrites in
+    /// place has nothing to do; an append-only one rewrites itself. The commits stand
+    /// whatever this answers.
+    fn forget_history(&mut self) -> Result<(), StoreError> {
+        Ok(())
+    }
 }
 
 impl<S: Store + ?Sized> Store for &mut S {
@@ -74,6 +82,9 @@ impl<S: Store + ?Sized> Store for &mut S {
     fn commit(&mut self, writes: &[Write]) -> Result<(), StoreError> {
         (**self).commit(writes)
     }
+    fn forget_history(&mut self) -> Result<(), StoreError> {
+        (**self).forget_history()
+    }
 }
 
 impl<S: Store + ?Sized> Store for alloc::boxed::Box<S> {
@@ -85,6 +96,9 @@ impl<S: Store + ?Sized> Store for alloc::boxed::Box<S> {
     }
     fn commit(&mut self, writes: &[Write]) -> Result<(), StoreError> {
         (**self).commit(writes)
+    }
+    fn forget_history(&mut self) -> Result<(), StoreError> {
+        (**self).forget_history()
     }
 }
 

@@ -96,6 +96,10 @@ impl<S: Store> Store for SealedStore<S> {
         }
         self.inner.commit(&sealed)
     }
+
+    fn forget_history(&mut self) -> Result<(), StoreError> {
+        self.inner.forget_history()
+    }
 }
 
 #[cfg(test)]

@@ -139,10 +139,12 @@ impl crate::psd::PsdApplet {
         let next_set = p.set(i)?.charge(fee)?;
         let mut next = cm.clone();
         let purpose = key_slot.purpose;
+        let mut replaced = false;
         for other in next.slots.iter_mut().flatten() {
             if other.purpose == purpose && other.state == SlotState::Active {
                 other.state = SlotState::Retired;
                 other.key = None;
+                replaced = true;
             }
         }
         let installed = next
@@ -160,6 +162,14 @@ impl crate::psd::PsdApplet {
         txn.commit()?;
         self.persistent.put_set(i, next_set);
         self.persistent.certmeter = next;
+        // The replaced key's scalar is out of the record: no older copy may keep it (the
+        // commit stands whatever this answers; see REVOKE KEY).
+        if replaced {
+            // Power lost while rewriting: no reply, as on a chip; the retry answers.
+            if let Err(e @ crate::store::StoreError::PowerLost) = ctx.store.forget_history() {
+                return Err(e.into());
+            }
+        }
         self.install_reply(slot, fee, i, reply)
     }
 

@@ -5,7 +5,10 @@
 //! whose key the vendor vouches for ([`anchor`]); postmarks ([`postmark`]) are RFC 3161
 //! time-stamp tokens in a compact form ([`tst`]). [`state`] is the record, [`info`] its
 //! public view (GET DATA `00 05`). [`sign`] signs documents as CMS signers; [`validate`]
-//! checks a postmark for a fee and answers a device-signed receipt (Fig. 4).
+//! checks a postmark for a fee and answers a device-signed receipt (Fig. 4); [`agent`] makes
+//! the PSD the customer's agent CA (Fig. 3A); [`credit`] holds a creditor's line of credit
+//! and draws payment certificates on it (Figs. 7-9); [`revoke`] is revocation (Fig. 6): the
+//! request to the CA, its order and the PSD's confirmation.
 //!
 //! The message formats compile always (the back office and the host read them); the
 //! commands answer only with the `certmeter` feature.
@@ -21,6 +24,7 @@ pub mod info;
 mod keys;
 pub mod postmark;
 pub mod rates;
+pub mod revoke;
 pub mod sign;
 pub mod state;
 pub mod tst;

@@ -14,6 +14,17 @@
 //! last service: 00 | 01 ‖ txn 8 ‖ service 1 ‖ set 1 ‖ output len u16 ‖ output
 //! ```
 //! (each list is preceded by its count, one byte).
+//!
+//! Version 2 (revocation, seed 004 Fig. 6) is version 1 with `02` first and, at the end:
+//!
+//! ```text
+//! last order counter u32 | last revocation: 00 | 01 ‖ SHA-256 of the order 32 ‖
+//!                          confirmation (revoke.rs, fixed length)
+//! ```
+//!
+//! The oldest version that holds the state is written (version 1 until the first
+//! revocation), so records of PSDs that never revoked keep their bytes; both are read, and
+//! a version 2 with nothing revoked is refused (one encoding per state).
 
 use alloc::vec::Vec;
 
@@ -26,8 +37,10 @@ use super::anchor::{Anchor, AnchorKind, ANCHOR_LEN};
 use super::attestation::Purpose;
 use super::rates::{RateTable, Service};
 
-/// Record layout version.
-const STATE_VERSION: u8 = 1;
+/// Record layout version before revocation.
+const STATE_VERSION_1: u8 = 1;
+/// Record layout version with the revocation order counter and confirmation.
+const STATE_VERSION_2: u8 = 2;
 /// Key slots a PSD has.
 pub const MAX_KEY_SLOTS: usize = 4;
 /// Rate tables a PSD keeps: the one in effect and up to three published for later dates.
@@ -89,6 +102,16 @@ pub struct LastService {
     pub output: Vec<u8>,
 }
 
+/// The last revocation order applied and the PSD's confirmation of it: what the same order
+/// again gets.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LastRevocation {
+    /// SHA-256 of the signed order.
+    pub order: [u8; 32],
+    /// The signed confirmation (REVOKE KEY's reply).
+    pub confirmation: Vec<u8>,
+}
+
 /// The certificate meter's state.
 #[derive(Clone, Debug, Default)]
 pub struct CertMeterState {
@@ -108,6 +131,10 @@ pub struct CertMeterState {
     pub slots: Vec<Option<KeySlot>>,
     /// The last paid service.
     pub last: Option<LastService>,
+    /// The counter of the last revocation order applied (0: none): only higher ones apply.
+    pub orders: u32,
+    /// The last revocation order applied and its confirmation.
+    pub last_revocation: Option<LastRevocation>,
 }
 
 impl CertMeterState {
@@ -133,10 +160,11 @@ impl CertMeterState {
         };
         let mut r = Reader::new(&b);
         let fees_due = (|| {
-            if r.u8()? != STATE_VERSION {
+            if !matches!(r.u8()?, STATE_VERSION_1 | STATE_VERSION_2) {
                 return Err(Malformed::Value);
             }
-            // generation u32, postmarks u32, last time u64, then the fees due.
+            // Both versions begin alike: generation u32, postmarks u32, last time u64, then
+            // the fees due.
             r.take(16)?;
             r.u64()
         })()
@@ -193,7 +221,8 @@ impl CertMeterState {
     /// The record's bytes.
     pub fn encode(&self) -> Vec<u8> {
         let mut w = Vec::with_capacity(256);
-        w.put_u8(STATE_VERSION);
+        let v2 = self.orders != 0 || self.last_revocation.is_some();
+        w.put_u8(if v2 { STATE_VERSION_2 } else { STATE_VERSION_1 });
         w.put_u32(self.generation);
         w.put_u32(self.postmarks);
         w.put_u64(self.last_time);
@@ -248,13 +277,25 @@ impl CertMeterState {
                 }
             }
         }
+        if v2 {
+            w.put_u32(self.orders);
+            match &self.last_revocation {
+                None => w.put_u8(0),
+                Some(l) => {
+                    w.put_u8(1);
+                    w.extend_from_slice(&l.order);
+                    w.extend_from_slice(&l.confirmation);
+                }
+            }
+        }
         w
     }
 
     /// Parses the record; anything that does not fit the layout is an error.
     pub fn decode(bytes: &[u8]) -> Result<CertMeterState, Malformed> {
         let mut r = Reader::new(bytes);
-        if r.u8()? != STATE_VERSION {
+        let version = r.u8()?;
+        if version != STATE_VERSION_1 && version != STATE_VERSION_2 {
             return Err(Malformed::Value);
         }
         let mut st = CertMeterState {
@@ -348,6 +389,21 @@ impl CertMeterState {
             }
             _ => return Err(Malformed::Value),
         };
+        if version == STATE_VERSION_2 {
+            st.orders = r.u32()?;
+            st.last_revocation = match r.u8()? {
+                0 => None,
+                1 => Some(LastRevocation {
+                    order: r.array()?,
+                    confirmation: r.take(super::revoke::CONFIRMATION_LEN)?.to_vec(),
+                }),
+                _ => return Err(Malformed::Value),
+            };
+            // One encoding: a state without revocation is written as version 1.
+            if st.orders == 0 && st.last_revocation.is_none() {
+                return Err(Malformed::Value);
+            }
+        }
         r.finish()?;
         Ok(st)
     }
@@ -432,10 +488,32 @@ mod tests {
                 set: 0,
                 output: alloc::vec![1, 2, 3],
             }),
+            orders: 0,
+            last_revocation: None,
+        };
+        // Nothing revoked: version 1, the bytes a PSD before revocation wrote.
+        let v1 = st.encode();
+        assert_eq!(v1[0], 1);
+        assert_eq!(CertMeterState::decode(&v1).unwrap().encode(), v1);
+        // The same state as version 2 is not canonical: refused.
+        let mut v2 = v1.clone();
+        v2[0] = 2;
+        v2.extend_from_slice(&[0, 0, 0, 0, 0]);
+        assert!(CertMeterState::decode(&v2).is_err());
+        let st = CertMeterState {
+            orders: 3,
+            last_revocation: Some(LastRevocation {
+                order: [4; 32],
+                confirmation: alloc::vec![0xE3; super::super::revoke::CONFIRMATION_LEN],
+            }),
+            ..st
         };
         let bytes = st.encode();
+        assert_eq!(bytes[0], 2);
         let back = CertMeterState::decode(&bytes).unwrap();
         assert_eq!(back.encode(), bytes);
+        assert_eq!(back.orders, 3);
+        assert_eq!(back.last_revocation, st.last_revocation);
         assert!(back.slots[2].as_ref().unwrap().key.is_none());
         let secret = vendor.secret_bytes();
         assert!(!bytes.windows(32).any(|w| w == secret.as_ref()));

@@ -1,0 +1,288 @@
+//! A PSD's own revocation (seed 004, Fig. 6): the PSD signs a request (REVOCATION REQUEST)
+//! with its device key, the meter relays it with the customer's account, and the CA
+//!
+//! 1. checks the device signature with the key the KMS registered (as for attestations),
+//!    and that the request names a certificate the CA issued for that device's key of that
+//!    generation, to that account, whose DER hashes as the request says (else `409`);
+//! 2. revokes it at once, in the same transaction as the order (CRL and OCSP say revoked
+//!    from the commit on: the operator's revocation path, `mark_revoked`);
+//! 3. answers the order REVOKE KEY applies, signed with the CA key the PSD holds as a trust
+//!    anchor, numbered per device (1, 2, ...; the PSD applies rising numbers only).
+//!
+//! The same certificate asked again answers the same order (a host that lost the answer
+//! asks again; the order is stored). The PSD's confirmation is recorded by
+//! `POST /v1/revocations/confirmations` (step 622): checked with the device key, matched
+//! with its order; the same confirmation again answers the same record.
+//!
+//! The challenge in the request is the host's: the CA does not issue challenges yet, so a
+//! captured request can be replayed — which only asks again for the revocation it asked
+//! for, and answers the stored order (`docs/ca.md`).
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::Json;
+use openpsd_core::crypto::IndiciumKey;
+use openpsd_core::psd::certmeter::revoke::{
+    Outcome, RevocationConfirmation, RevocationOrder, RevocationRequest, CONFIRMATION_LEN,
+    REQUEST_LEN,
+};
+use openpsd_protocol::ca::{
+    code, RevocationConfirmationBody, RevocationOrderAnswer, RevocationRecord,
+    RevocationRequestBody,
+};
+use openpsd_service_kit::codec;
+use openpsd_service_kit::db::now_secs;
+use openpsd_service_kit::error::{ApiError, StorageContext};
+use rusqlite::{params, OptionalExtension};
+use sha2::Digest as _;
+
+use super::{err, mark_revoked, row, Ca, COLUMNS};
+
+/// A stored order: serial, slot, the signed order, the confirmation and its time.
+type StoredOrder = (String, u8, Vec<u8>, Option<Vec<u8>>, Option<i64>);
+
+const STEP_REQUEST: &str = "ca_revocation_request";
+const STEP_CONFIRM: &str = "ca_revocation_confirm";
+
+/// `POST /v1/revocations` (meter).
+pub(super) async fn request(
+    State(ca): State<Ca>,
+    body: Bytes,
+) -> Result<Json<RevocationOrderAnswer>, ApiError> {
+    let step = STEP_REQUEST;
+    let req: RevocationRequestBody = codec::json(&body, step)?;
+    codec::ident("account_id", &req.account_id, step)?;
+    let bytes = codec::hex_vec("request", &req.request, REQUEST_LEN, step)?;
+    let invalid = |m: String| {
+        err(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            code::REVOCATION_INVALID,
+            step,
+            m,
+        )
+    };
+    let claimed = RevocationRequest::decode_unverified(&bytes)
+        .map_err(|_| invalid("the request is not a REVOCATION REQUEST answer".to_owned()))?;
+    let device_id = codec::device_hex(&claimed.device);
+    let device_pk = ca.device_key(&device_id, step).await?;
+    let r = RevocationRequest::open(&bytes, &device_pk).map_err(|_| {
+        invalid(format!(
+            "the request's signature does not verify with the key registered for device \
+             {device_id}"
+        ))
+    })?;
+    let ca_key = IndiciumKey::from_bytes(ca.key.to_bytes().as_slice())
+        .ok_or_else(|| ApiError::internal(step, "the CA key is not a P-256 scalar"))?;
+    let account = req.account_id.clone();
+    let (dev, reason) = (device_id.clone(), r.reason.name());
+    let (order, counter, view) = ca
+        .db
+        .run(step, move |c| {
+            let tx = c.transaction().storage(step)?;
+            let conflict =
+                |m: String| err(StatusCode::CONFLICT, code::REVOCATION_CONFLICT, step, m);
+            let sql = format!(
+                "SELECT {COLUMNS} FROM certificates WHERE device_id = ?1 AND generation = ?2"
+            );
+            let found = tx
+                .query_row(&sql, params![dev, r.generation], row)
+                .optional()
+                .storage(step)?
+                .ok_or_else(|| {
+                    err(
+                        StatusCode::NOT_FOUND,
+                        code::UNKNOWN_CERTIFICATE,
+                        step,
+                        format!(
+                            "no certificate for device {dev}'s key of generation {}",
+                            r.generation
+                        ),
+                    )
+                })?;
+            let public_key: String = tx
+                .query_row(
+                    "SELECT public_key FROM certificates WHERE serial = ?1",
+                    [&found.view.serial],
+                    |q| q.get(0),
+                )
+                .storage(step)?;
+            if public_key != hex::encode(r.public_key)
+                || found.view.slot != r.slot
+                || sha2::Sha256::digest(&found.certificate).as_slice() != r.certificate_hash
+            {
+                return Err(conflict(format!(
+                    "the request names another key, slot or certificate than the CA issued \
+                     for device {dev}'s generation {} (serial {})",
+                    r.generation, found.view.serial
+                )));
+            }
+            if found.view.account_id != account {
+                return Err(conflict(format!(
+                    "certificate {} belongs to another account",
+                    found.view.serial
+                )));
+            }
+            // Asked again: the stored order.
+            if let Some((order, counter)) = tx
+                .query_row(
+                    "SELECT ord, counter FROM revocation_orders WHERE serial = ?1",
+                    [&found.view.serial],
+                    |q| Ok((q.get::<_, Vec<u8>>(0)?, q.get::<_, u32>(1)?)),
+                )
+                .optional()
+                .storage(step)?
+            {
+                return Ok((order, counter, found.view));
+            }
+            let last: u32 = tx
+                .query_row(
+                    "SELECT COALESCE(MAX(counter), 0) FROM revocation_orders WHERE device_id = ?1",
+                    [&dev],
+                    |q| q.get(0),
+                )
+                .storage(step)?;
+            let counter = last
+                .checked_add(1)
+                .ok_or_else(|| conflict(format!("device {dev} has no order numbers left")))?;
+            let order = RevocationOrder {
+                device: r.device,
+                slot: r.slot,
+                certificate_hash: r.certificate_hash,
+                reason: r.reason,
+                counter,
+            }
+            .sign(&ca_key);
+            if found.view.revoked_at.is_none() {
+                mark_revoked(&tx, &found.view.serial, reason, step)?;
+            }
+            tx.execute(
+                "INSERT INTO revocation_orders (device_id, counter, serial, slot, ord, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![dev, counter, found.view.serial, r.slot, order, now_secs()],
+            )
+            .storage(step)?;
+            let sql = format!("SELECT {COLUMNS} FROM certificates WHERE serial = ?1");
+            let updated = tx
+                .query_row(&sql, [&found.view.serial], row)
+                .storage(step)?;
+            tx.commit().storage(step)?;
+            Ok((order, counter, updated.view))
+        })
+        .await?;
+    tracing::warn!(
+        device = %device_id,
+        serial = %view.serial,
+        counter,
+        "certificate revoked at the PSD's request; order issued"
+    );
+    Ok(Json(RevocationOrderAnswer {
+        order: hex::encode(order),
+        counter,
+        certificate: view,
+    }))
+}
+
+/// `POST /v1/revocations/confirmations` (meter): the PSD's confirmation (step 622).
+pub(super) async fn confirm(
+    State(ca): State<Ca>,
+    body: Bytes,
+) -> Result<Json<RevocationRecord>, ApiError> {
+    let step = STEP_CONFIRM;
+    let req: RevocationConfirmationBody = codec::json(&body, step)?;
+    let bytes = codec::hex_vec("confirmation", &req.confirmation, CONFIRMATION_LEN, step)?;
+    let invalid = |m: String| {
+        err(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            code::REVOCATION_INVALID,
+            step,
+            m,
+        )
+    };
+    let claimed = RevocationConfirmation::decode_unverified(&bytes)
+        .map_err(|_| invalid("the confirmation is not a REVOKE KEY answer".to_owned()))?;
+    let device_id = codec::device_hex(&claimed.device);
+    let device_pk = ca.device_key(&device_id, step).await?;
+    let c = RevocationConfirmation::open(&bytes, &device_pk).map_err(|_| {
+        invalid(format!(
+            "the confirmation's signature does not verify with the key registered for device \
+             {device_id}"
+        ))
+    })?;
+    let dev = device_id.clone();
+    let ca_pk = ca.public_key();
+    let record = ca
+        .db
+        .run(step, move |conn| {
+            let tx = conn.transaction().storage(step)?;
+            let conflict =
+                |m: String| err(StatusCode::CONFLICT, code::REVOCATION_CONFLICT, step, m);
+            let found: Option<StoredOrder> = tx
+                .query_row(
+                    "SELECT serial, slot, ord, confirmation, confirmed_at FROM revocation_orders
+                     WHERE device_id = ?1 AND counter = ?2",
+                    params![dev, c.counter],
+                    |q| Ok((q.get(0)?, q.get(1)?, q.get(2)?, q.get(3)?, q.get(4)?)),
+                )
+                .optional()
+                .storage(step)?;
+            let Some((serial, slot, order, stored, at)) = found else {
+                return Err(err(
+                    StatusCode::NOT_FOUND,
+                    code::UNKNOWN_CERTIFICATE,
+                    step,
+                    format!("no revocation order {} for device {dev}", c.counter),
+                ));
+            };
+            let o = RevocationOrder::open(&order, &ca_pk)
+                .map_err(|_| ApiError::internal(step, "a stored order does not open"))?;
+            if slot != c.slot || o.slot != c.slot || o.certificate_hash != c.certificate_hash {
+                return Err(conflict(format!(
+                    "the confirmation does not match order {} of device {dev}",
+                    c.counter
+                )));
+            }
+            let confirmed_at = match (stored, at) {
+                (Some(s), Some(at)) if s == bytes => at,
+                (Some(_), _) => {
+                    return Err(conflict(format!(
+                        "order {} of device {dev} was confirmed with other bytes",
+                        c.counter
+                    )))
+                }
+                _ => {
+                    let t = now_secs();
+                    tx.execute(
+                        "UPDATE revocation_orders SET confirmation = ?3, confirmed_at = ?4
+                         WHERE device_id = ?1 AND counter = ?2",
+                        params![dev, c.counter, bytes, t],
+                    )
+                    .storage(step)?;
+                    t
+                }
+            };
+            tx.commit().storage(step)?;
+            Ok(RevocationRecord {
+                device_id: dev,
+                counter: c.counter,
+                serial,
+                confirmed_at: u64::try_from(confirmed_at).ok(),
+                outcome: Some(
+                    match c.outcome {
+                        Outcome::Paid => "paid",
+                        Outcome::Due => "due",
+                    }
+                    .to_owned(),
+                ),
+                fee: Some(c.fee.0),
+            })
+        })
+        .await?;
+    tracing::info!(
+        device = %device_id,
+        counter = record.counter,
+        serial = %record.serial,
+        "revocation confirmed by the PSD"
+    );
+    Ok(Json(record))
+}

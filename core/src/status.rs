@@ -130,7 +130,7 @@ status_table! {
     /// `9A08` the last accepted audit (inspection) is older than the device allows.
     InspectionOverdue = 0x9A08, "inspection overdue: have the back office accept an audit (refill or inspection)";
     /// `9A10` refill message or audit receipt made for another device.
-    WrongDevice = 0x9A10, "refill message or receipt for another device";
+    WrongDevice = 0x9A10, "refill message, receipt, export file or revocation order for another device";
     /// `9A11` refill message made for another license / register set.
     RefillWrongLicense = 0x9A11, "refill message for another license";
     /// `9A12` refill message already applied (refill count behind the device's).
@@ -187,7 +187,7 @@ status_table! {
     /// table is in effect).
     NoRate = 0x9A40, certmeter_text!("no fee for this service in the rate table in effect: load a rate table (refill or inspection)");
     /// LOAD RATE TABLE / LOAD TRUST ANCHOR: not newer than the one held.
-    NotNewer = 0x9A41, certmeter_text!("rate table or trust anchor not newer than the one held");
+    NotNewer = 0x9A41, certmeter_text!("rate table, trust anchor, revocation order or credit line not newer than the one held");
     /// Certificate meter: fees are due (a revocation the DR could not pay); the next refill
     /// settles them.
     FeesDue = 0x9A42, certmeter_text!("fees due: refill first");

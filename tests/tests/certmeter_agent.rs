@@ -212,6 +212,32 @@ fn a_retry_gets_the_same_bytes_charged_once() {
         &psd_apdu::issue_agent_certificate(SET0, &request(b"retry-me", 0, &other)),
         Status::TransactionIdReused,
     );
+    // The same key and subject asking for a subjectAltName the first request did not ask
+    // for: refused, never the certificate issued for other names.
+    let (ok, text) = openssl(
+        dir.path(),
+        &[
+            "req",
+            "-new",
+            "-key",
+            "bob.key",
+            "-subj",
+            BOB,
+            "-addext",
+            "subjectAltName=email:bob@example.com",
+            "-outform",
+            "DER",
+            "-out",
+            "bob-san.csr",
+        ],
+    );
+    assert!(ok, "openssl req: {text}");
+    let with_san = std::fs::read(dir.path().join("bob-san.csr")).unwrap();
+    refused_unchanged(
+        &mut card,
+        &psd_apdu::issue_agent_certificate(SET0, &request(b"retry-me", 0, &with_san)),
+        Status::TransactionIdReused,
+    );
     let st = CertMeterState::decode(&certmeter_record(&card).unwrap()).unwrap();
     assert_eq!(st.last.unwrap().service, Service::AgentCertificate);
 }

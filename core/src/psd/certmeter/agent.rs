@@ -135,7 +135,6 @@ mod command {
     use crate::records::psd as rec;
     use crate::status::Status;
     use crate::store::Transaction;
-    use crate::types::Date;
 
     /// ecdsa-with-SHA256.
     const ECDSA_SHA256: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.4.3.2");
@@ -188,7 +187,17 @@ mod command {
                 let tbs = cert.tbs_certificate();
                 let same_key = tbs.subject_public_key_info().subject_public_key.as_bytes()
                     == Some(&csr.public_key[..]);
-                if !same_key || tbs.subject() != &csr.subject {
+                // The subjectAltName asked for must be the one issued: a retry never hands
+                // out a certificate for names this request did not ask for.
+                let stored_alt_names = tbs.extensions().and_then(|exts| {
+                    exts.iter()
+                        .find(|e| e.extn_id == <SubjectAltName as der::oid::AssociatedOid>::OID)
+                        .map(|e| e.extn_value.as_bytes())
+                });
+                if !same_key
+                    || tbs.subject() != &csr.subject
+                    || stored_alt_names != csr.alt_names_der.as_deref()
+                {
                     return Err(Status::TransactionIdReused);
                 }
                 reply.extend_from_slice(&last.output);
@@ -211,25 +220,9 @@ mod command {
                 return Err(Status::NameOutsideConstraints);
             }
 
-            // The clock: as for a postmark, bounded by the last back-office contact.
-            let now = ctx.platform.now().ok_or(Status::ClockRefused)?;
-            let date = Date::from_unix_seconds(now).ok_or(Status::ClockRefused)?;
-            if p.counters.last_inspection.is_some_and(|last| date < last) {
-                return Err(Status::ClockRefused);
-            }
-            if device.inspection_days > 0 {
-                let last = p
-                    .counters
-                    .last_inspection
-                    .ok_or(Status::InspectionOverdue)?;
-                if date.day_number()
-                    > last
-                        .day_number()
-                        .saturating_add(u32::from(device.inspection_days))
-                {
-                    return Err(Status::InspectionOverdue);
-                }
-            }
+            // The clock: the postmark's rules (never back from the last timed service, never
+            // before the last accepted audit's day, never past the inspection window).
+            let (now, date) = self.service_time(ctx)?;
             // Outside the agent certificate's validity no verifier would accept the
             // employee's: not sold.
             let agent_from = agent_tbs.validity().not_before.to_unix_duration().as_secs();
@@ -283,6 +276,8 @@ mod command {
             let output = AgentIssued { fee, certificate }.encode();
             let mut next = cm.clone();
             next.postmarks = counter;
+            // The times of one PSD's timed services rise together.
+            next.last_time = now;
             next.last = Some(LastService {
                 transaction: req.transaction,
                 service: Service::AgentCertificate,

@@ -682,7 +682,9 @@ mod command {
             let creditor = cm
                 .anchor(AnchorKind::Creditor)
                 .ok_or(Status::CertificateMismatch)?;
-            let today = ctx.platform.today().ok_or(Status::ClockRefused)?;
+            // The date under the postmark's clock rules: a host cannot pick a day on which
+            // a line would be in date, or a dearer table not yet in effect.
+            let (_, today) = self.service_time(ctx)?;
             let checked = check_line(data, &creditor.public_key, today)?;
             // The payment key the line names, pending or active, of this PSD only.
             let s = cm
@@ -805,11 +807,13 @@ mod command {
             if usize::from(credit.slot) != s {
                 return Err(Status::CertificateMismatch);
             }
-            let now = ctx.platform.now().ok_or(Status::ClockRefused)?;
+            // The postmark's clock rules (never back from the last timed service, never
+            // before the last accepted audit's day, never past the inspection window), and
+            // never back from the last payment.
+            let (now, date) = self.service_time(ctx)?;
             if now < credit.last_time {
                 return Err(Status::ClockRefused);
             }
-            let date = Date::from_unix_seconds(now).ok_or(Status::ClockRefused)?;
             // Outside the line's dates the creditor would not honour it: not signed.
             if date < credit.valid.0 || date > credit.valid.1 {
                 return Err(Status::CertificateMismatch);

@@ -156,20 +156,8 @@ impl crate::psd::PsdApplet {
         installed.certificate = data.to_vec();
         installed.fee_paid = fee;
         installed.valid = Some((not_before, not_after));
-        let mut txn = Transaction::begin(ctx.store);
-        txn.write(rec::set(i), next_set.encode());
-        txn.write(rec::CERTMETER, next.encode());
-        txn.commit()?;
-        self.persistent.put_set(i, next_set);
-        self.persistent.certmeter = next;
-        // The replaced key's scalar is out of the record: no older copy may keep it (the
-        // commit stands whatever this answers; see REVOKE KEY).
-        if replaced {
-            // Power lost while rewriting: no reply, as on a chip; the retry answers.
-            if let Err(e @ crate::store::StoreError::PowerLost) = ctx.store.forget_history() {
-                return Err(e.into());
-            }
-        }
+        // The replaced key's scalar is out of the record: no older copy may keep it.
+        self.commit_service(ctx, i, next_set, next, replaced)?;
         self.install_reply(slot, fee, i, reply)
     }
 

@@ -8,7 +8,8 @@
 //! checks a postmark for a fee and answers a device-signed receipt (Fig. 4); [`agent`] makes
 //! the PSD the customer's agent CA (Fig. 3A); [`credit`] holds a creditor's line of credit
 //! and draws payment certificates on it (Figs. 7-9); [`revoke`] is revocation (Fig. 6): the
-//! request to the CA, its order and the PSD's confirmation.
+//! request to the CA, its order and the PSD's confirmation. [`service`] holds what every
+//! paid service shares: its time, its retry and its one commit.
 //!
 //! The message formats compile always (the back office and the host read them); the
 //! commands answer only with the `certmeter` feature.
@@ -25,6 +26,8 @@ mod keys;
 pub mod postmark;
 pub mod rates;
 pub mod revoke;
+#[cfg(feature = "certmeter")]
+mod service;
 pub mod sign;
 pub mod state;
 pub mod tst;

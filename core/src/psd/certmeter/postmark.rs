@@ -78,10 +78,7 @@ mod command {
     use crate::psd::certmeter::rates::Service;
     use crate::psd::certmeter::state::LastService;
     use crate::psd::certmeter::tst::{self, CompactPostmark, PostmarkFields};
-    use crate::records::psd as rec;
     use crate::status::Status;
-    use crate::store::Transaction;
-    use crate::types::Date;
 
     impl crate::psd::PsdApplet {
         /// ISSUE POSTMARK (80 72 00 set).
@@ -99,23 +96,11 @@ mod command {
             let set_byte = u8::try_from(i).map_err(|_| Status::Internal)?;
 
             // A retry of the last postmark: the same bytes, charged once.
-            if let Some(last) = cm
-                .last
-                .as_ref()
-                .filter(|l| l.transaction == req.transaction)
-            {
-                let stored = match last.service {
-                    Service::Postmark => {
-                        CompactPostmark::decode(&last.output).map_err(|_| Status::Internal)?
-                    }
-                    _ => return Err(Status::TransactionIdReused),
-                };
+            if let Some(last) = cm.retry(&req.transaction, Service::Postmark, set_byte)? {
+                let stored = CompactPostmark::decode(&last.output).map_err(|_| Status::Internal)?;
                 let fields =
                     tst::decode_tst_info(&stored.tst_info).map_err(|_| Status::Internal)?;
-                if last.set != set_byte
-                    || fields.digest != req.digest
-                    || fields.nonce != req.nonce()
-                {
+                if fields.digest != req.digest || fields.nonce != req.nonce() {
                     return Err(Status::TransactionIdReused);
                 }
                 // The stored bytes, signature included: the same reply even after the key
@@ -162,52 +147,9 @@ mod command {
             });
 
             // Commit first: no postmark leaves the card for a fee that is not durable.
-            let mut txn = Transaction::begin(ctx.store);
-            txn.write(rec::set(i), next_set.encode());
-            txn.write(rec::CERTMETER, next.encode());
-            txn.commit()?;
-            self.persistent.put_set(i, next_set);
-            self.persistent.certmeter = next;
+            self.commit_service(ctx, i, next_set, next, false)?;
             reply.extend_from_slice(&compact);
             Ok(())
-        }
-    }
-
-    impl crate::psd::PsdApplet {
-        /// The time of a timed paid service (a postmark, a signature, a validation): the
-        /// host's clock, bounded by the PSD. Never before the last timed service, never
-        /// before the day of the last back-office contact (the last accepted audit: the
-        /// clock was set back), never after the inspection window that contact opened.
-        /// Unix seconds and its day; `6985`-class refusals (`ClockRefused`,
-        /// `InspectionOverdue`) otherwise.
-        pub(in crate::psd) fn service_time(
-            &self,
-            ctx: &mut Ctx<'_>,
-        ) -> Result<(u64, Date), Status> {
-            let device = self.device()?;
-            let p = &self.persistent;
-            let now = ctx.platform.now().ok_or(Status::ClockRefused)?;
-            if now < p.certmeter.last_time {
-                return Err(Status::ClockRefused);
-            }
-            let date = Date::from_unix_seconds(now).ok_or(Status::ClockRefused)?;
-            if p.counters.last_inspection.is_some_and(|last| date < last) {
-                return Err(Status::ClockRefused);
-            }
-            if device.inspection_days > 0 {
-                let last = p
-                    .counters
-                    .last_inspection
-                    .ok_or(Status::InspectionOverdue)?;
-                if date.day_number()
-                    > last
-                        .day_number()
-                        .saturating_add(u32::from(device.inspection_days))
-                {
-                    return Err(Status::InspectionOverdue);
-                }
-            }
-            Ok((now, date))
         }
     }
 

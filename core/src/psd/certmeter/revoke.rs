@@ -355,9 +355,7 @@ mod command {
     use crate::psd::certmeter::anchor::AnchorKind;
     use crate::psd::certmeter::rates::{self, Service};
     use crate::psd::certmeter::state::{LastRevocation, SlotState};
-    use crate::records::psd as rec;
     use crate::status::Status;
-    use crate::store::Transaction;
     use crate::types::{Amount, RegisterSetIndex};
 
     impl crate::psd::PsdApplet {
@@ -493,19 +491,8 @@ mod command {
                 order: digest,
                 confirmation: confirmation.clone(),
             });
-            let mut txn = Transaction::begin(ctx.store);
-            txn.write(rec::set(i), next_set.encode());
-            txn.write(rec::CERTMETER, next.encode());
-            txn.commit()?;
-            self.persistent.put_set(i, next_set);
-            self.persistent.certmeter = next;
             // The scalar is out of the record; no older copy of the record may keep it.
-            // The commit stands whatever this does (a store that could not rewrite itself
-            // tries again at its next compaction), and the reply is the committed one.
-            // Power lost while rewriting: no reply, as on a chip; the retry answers.
-            if let Err(e @ crate::store::StoreError::PowerLost) = ctx.store.forget_history() {
-                return Err(e.into());
-            }
+            self.commit_service(ctx, i, next_set, next, true)?;
             reply.extend_from_slice(&confirmation);
             Ok(())
         }

@@ -139,9 +139,7 @@ mod command {
     use crate::psd::certmeter::rates::Service;
     use crate::psd::certmeter::state::LastService;
     use crate::psd::certmeter::tst::{MAX_GEN_TIME, MIN_GEN_TIME};
-    use crate::records::psd as rec;
     use crate::status::Status;
-    use crate::store::Transaction;
 
     impl crate::psd::PsdApplet {
         /// SIGN (80 78 00 set).
@@ -159,17 +157,10 @@ mod command {
             let set_byte = u8::try_from(i).map_err(|_| Status::Internal)?;
 
             // A retry of the last signature: the same bytes, charged once.
-            if let Some(last) = cm
-                .last
-                .as_ref()
-                .filter(|l| l.transaction == req.transaction)
-            {
-                if last.service != Service::Signature {
-                    return Err(Status::TransactionIdReused);
-                }
+            if let Some(last) = cm.retry(&req.transaction, Service::Signature, set_byte)? {
                 let stored =
                     CompactSignature::decode(&last.output).map_err(|_| Status::Internal)?;
-                if last.set != set_byte || stored.digest != req.digest {
+                if stored.digest != req.digest {
                     return Err(Status::TransactionIdReused);
                 }
                 reply.extend_from_slice(&last.output);
@@ -209,12 +200,7 @@ mod command {
                 output: output.clone(),
             });
 
-            let mut txn = Transaction::begin(ctx.store);
-            txn.write(rec::set(i), next_set.encode());
-            txn.write(rec::CERTMETER, next.encode());
-            txn.commit()?;
-            self.persistent.put_set(i, next_set);
-            self.persistent.certmeter = next;
+            self.commit_service(ctx, i, next_set, next, false)?;
             reply.extend_from_slice(&output);
             Ok(())
         }

@@ -138,6 +138,24 @@ pub struct CertMeterState {
 }
 
 impl CertMeterState {
+    /// The stored last service if `transaction` names it: a retry, answered with the stored
+    /// output once the caller has checked that the request is the same. The same ID for
+    /// another service or another register set is `TransactionIdReused`; `None`: a new
+    /// transaction.
+    #[cfg(feature = "certmeter")]
+    pub(crate) fn retry(
+        &self,
+        transaction: &TransactionId,
+        service: Service,
+        set: u8,
+    ) -> Result<Option<&LastService>, crate::status::Status> {
+        match self.last.as_ref().filter(|l| &l.transaction == transaction) {
+            None => Ok(None),
+            Some(l) if l.service == service && l.set == set => Ok(Some(l)),
+            Some(_) => Err(crate::status::Status::TransactionIdReused),
+        }
+    }
+
     /// Loads the record (`None`: nothing yet).
     #[cfg(feature = "certmeter")]
     pub fn load(bytes: Option<Vec<u8>>) -> Result<CertMeterState, StoreError> {

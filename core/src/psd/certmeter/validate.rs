@@ -240,9 +240,7 @@ mod command {
     use crate::psd::certmeter::rates::Service;
     use crate::psd::certmeter::state::LastService;
     use crate::psd::certmeter::tst::{self, CompactPostmark};
-    use crate::records::psd as rec;
     use crate::status::Status;
-    use crate::store::Transaction;
 
     impl crate::psd::PsdApplet {
         /// VALIDATE POSTMARK (80 7E 00 set).
@@ -265,18 +263,10 @@ mod command {
             let certificate_hash = sha256(&req.certificate);
 
             // A retry of the last validation: the same receipt, charged once.
-            if let Some(last) = cm
-                .last
-                .as_ref()
-                .filter(|l| l.transaction == req.transaction)
-            {
-                if last.service != Service::Validation {
-                    return Err(Status::TransactionIdReused);
-                }
+            if let Some(last) = cm.retry(&req.transaction, Service::Validation, set_byte)? {
                 let stored = ValidationReceipt::decode_unverified(&last.output)
                     .map_err(|_| Status::Internal)?;
-                if last.set != set_byte
-                    || stored.postmark_hash != postmark_hash
+                if stored.postmark_hash != postmark_hash
                     || stored.certificate_hash != certificate_hash
                     || stored.digest != req.digest
                 {
@@ -346,12 +336,7 @@ mod command {
                 output: output.clone(),
             });
 
-            let mut txn = Transaction::begin(ctx.store);
-            txn.write(rec::set(i), next_set.encode());
-            txn.write(rec::CERTMETER, next.encode());
-            txn.commit()?;
-            self.persistent.put_set(i, next_set);
-            self.persistent.certmeter = next;
+            self.commit_service(ctx, i, next_set, next, false)?;
             reply.extend_from_slice(&output);
             Ok(())
         }

@@ -122,7 +122,8 @@ PY
 # this refill.
 VENDOR_URL=$(grep -o 'vendor listening on [^ ]*' "$PCSC_RUN/backoffice.out" | cut -d' ' -f4)
 target/release/backoffice vendor --vendor "$VENDOR_URL" --pki "$PKI" rates publish \
-  --version 1 --effective 2000-01-01 --fee postmark=0.10 --fee certificate=5.00
+  --version 1 --effective 2000-01-01 --fee postmark=0.10 --fee certificate=5.00 \
+  --fee signature=0.07 --fee validation=0.04
 target/release/backoffice vendor --vendor "$VENDOR_URL" --pki "$PKI" trust --kind ca \
   --cert "$PCSC_RUN/backoffice/ca/ca.pem"
 "$OPENPSD" --card "pcsc:Virtual PCD 00 00" refill --amount 25.00 --txn pcsc-refill-1 \
@@ -227,6 +228,40 @@ openssl ts -verify -data "$CM_DIR/doc.txt" -in "$CM_DIR/doc.txt.tst" -token_in \
 grep -q "Verification: OK" "$PCSC_RUN/ts-verify.out"
 "$OPENPSD" postmark verify "$CM_DIR/doc.txt" "$CM_DIR/doc.txt.tst" --ca "$CM_DIR/ca.pem"
 echo "certificate meter through PC/SC: certificate 5.00 and postmark 0.10 paid once, token verified by openssl"
+
+echo "== SIGN and VALIDATE POSTMARK through PC/SC (seed 004, Fig. 4): a CMS signature openssl verifies, a receipt the device signed"
+# A sign key certified for the account (smimesign), a document signed once (the retry is the
+# same bytes), the detached .p7s checked by stock OpenSSL; then the PSD validates the
+# postmark above for the validation fee and its receipt opens under the device key.
+"$OPENPSD" --card "pcsc:Virtual PCD 00 00" cert request --purpose sign --out-dir "$CM_DIR" \
+  | tee "$PCSC_RUN/cert-sign.out"
+grep -q "fee 5.00" "$PCSC_RUN/cert-sign.out"
+openssl verify -purpose smimesign -CAfile "$CM_DIR/ca.pem" "$CM_DIR"/*-sign.pem
+echo "a contract the PSD signs" > "$CM_DIR/contract.txt"
+"$OPENPSD" --card "pcsc:Virtual PCD 00 00" sign "$CM_DIR/contract.txt" --ca "$CM_DIR/ca.pem" \
+  --txn 00000000000000C2 | tee "$PCSC_RUN/sign.out"
+grep -q "fee 0.07;" "$PCSC_RUN/sign.out"
+cp "$CM_DIR/contract.txt.p7s" "$CM_DIR/first.p7s"
+"$OPENPSD" --card "pcsc:Virtual PCD 00 00" sign "$CM_DIR/contract.txt" --ca "$CM_DIR/ca.pem" \
+  --txn 00000000000000C2 | tee "$PCSC_RUN/sign-again.out"
+grep -q "fee 0.00 (already paid)" "$PCSC_RUN/sign-again.out"
+cmp "$CM_DIR/first.p7s" "$CM_DIR/contract.txt.p7s"
+openssl cms -verify -binary -inform DER -in "$CM_DIR/contract.txt.p7s" \
+  -content "$CM_DIR/contract.txt" -CAfile "$CM_DIR/ca.pem" -out /dev/null
+"$OPENPSD" sign verify "$CM_DIR/contract.txt" "$CM_DIR/contract.txt.p7s" --ca "$CM_DIR/ca.pem"
+"$OPENPSD" --card "pcsc:Virtual PCD 00 00" --json postmark validate "$CM_DIR/doc.txt" \
+  "$CM_DIR/doc.txt.tst" --txn 00000000000000C3 | tee "$PCSC_RUN/validate.json"
+/usr/bin/python3 - "$PCSC_RUN/validate.json" <<'PY'
+import json, sys
+v = json.loads(open(sys.argv[1]).read().strip().splitlines()[-1])
+assert v["valid"] is True and v["fee"] == 4, v
+open(sys.argv[1] + ".key", "w").write(v["device_key"])
+print("validation through PC/SC: valid, fee 0.04")
+PY
+"$OPENPSD" postmark verify-receipt "$CM_DIR/doc.txt.tst.receipt" \
+  --device-key "$(cat "$PCSC_RUN/validate.json.key")" | tee "$PCSC_RUN/receipt.out"
+grep -q "^authentic receipt of device .* VALID$" "$PCSC_RUN/receipt.out"
+echo "SIGN and VALIDATE POSTMARK through PC/SC: signature 0.07 paid once and verified by openssl, receipt authentic"
 stop_pid backoffice "backoffice"
 card_stop card
 pcsc_wait 10 pcsc_card_absent 0

@@ -877,6 +877,41 @@ fn postmarks_outside_the_certificate_validity_and_unissued_purposes_refused() {
     }
 }
 
+/// Validity to the second (record version 3): a certificate that begins at 11:00 and ends
+/// at 12:00 sells no postmark at 10:00 or at 12:00:01 of the same day, although the day is
+/// inside its first and last day.
+#[test]
+fn postmarks_outside_the_certificate_hours_refused() {
+    let ca = TestCa::standard();
+    let (mut card, device_pk) = certmeter_card(SEED, true);
+    load_table_and_anchor(&mut card, &ca);
+    let (_, a) = generate(&mut card, Purpose::Postmark, &device_pk);
+    assert_eq!(NOW % 86_400, 10 * 3_600, "NOW is 10:00 UTC");
+    let cert = ca.certify(
+        &a.public_key,
+        &CertProfile {
+            valid: (NOW + 3_600, NOW + 7_200),
+            ..CertProfile::default()
+        },
+    );
+    expect_ok(&card.transmit(&psd_apdu::install_key_certificate(a.slot, SET0, &cert)));
+    refused_unchanged(
+        &mut card,
+        &psd_apdu::issue_postmark(SET0, &postmark_request(1, b"doc", &[])),
+        Status::CertificateMismatch,
+    );
+    set_clock(&mut card, Some(NOW + 3_600));
+    postmark(&mut card, &postmark_request(1, b"doc", &[]));
+    set_clock(&mut card, Some(NOW + 7_200));
+    postmark(&mut card, &postmark_request(2, b"doc", &[]));
+    set_clock(&mut card, Some(NOW + 7_201));
+    refused_unchanged(
+        &mut card,
+        &psd_apdu::issue_postmark(SET0, &postmark_request(3, b"doc", &[])),
+        Status::CertificateMismatch,
+    );
+}
+
 /// A register set that paid fees leaves the PSD and comes back (seed 003's export, a
 /// version 2 file) with its fee registers: fees never turn into postage, and the set can
 /// be retired (refunded) like any other.

@@ -35,8 +35,8 @@ const KP_EMAIL_PROTECTION: der::asn1::ObjectIdentifier =
     der::asn1::ObjectIdentifier::new_unwrap("1.3.6.1.5.5.7.3.4");
 
 /// Checks `cert` for the key `public_key` of `purpose` under the CA key `ca_key` on
-/// `today`, and answers its validity (first and last day, which the PSD keeps: it signs
-/// nothing under the certificate outside them). `6A80` if it is not a DER certificate at
+/// `today`, and answers its validity (notBefore and notAfter in Unix seconds, which the
+/// PSD keeps: it signs nothing under the certificate outside them). `6A80` if it is not a DER certificate at
 /// all, `9A44` for everything else that is wrong.
 pub(super) fn check(
     cert: &[u8],
@@ -44,7 +44,7 @@ pub(super) fn check(
     purpose: Purpose,
     ca_key: &[u8; PUBLIC_KEY_LEN],
     today: Date,
-) -> Result<(Date, Date), Status> {
+) -> Result<(u64, u64), Status> {
     let parsed = parse(cert)?;
     let mismatch = Status::CertificateMismatch;
     let tbs = parsed.tbs_certificate();
@@ -59,10 +59,14 @@ pub(super) fn check(
         Date::new(dt.year(), dt.month(), dt.day())
     };
     let v = tbs.validity();
-    let (from, to) = match (date(&v.not_before), date(&v.not_after)) {
-        (Some(f), Some(t)) if f <= today && today <= t => (f, t),
+    match (date(&v.not_before), date(&v.not_after)) {
+        (Some(f), Some(t)) if f <= today && today <= t => {}
         _ => return Err(mismatch),
-    };
+    }
+    let (from, to) = (
+        v.not_before.to_unix_duration().as_secs(),
+        v.not_after.to_unix_duration().as_secs(),
+    );
     if purpose == Purpose::AgentCa {
         let bc = tbs
             .get_extension::<BasicConstraints>()

@@ -585,6 +585,8 @@ mod command {
     struct CheckedLine {
         public_key: [u8; PUBLIC_KEY_LEN],
         valid: (Date, Date),
+        /// The same, notBefore and notAfter in Unix seconds (the key slot keeps them).
+        valid_seconds: (u64, u64),
         line: CreditLine,
     }
 
@@ -648,6 +650,10 @@ mod command {
         Ok(CheckedLine {
             public_key,
             valid,
+            valid_seconds: (
+                v.not_before.to_unix_duration().as_secs(),
+                v.not_after.to_unix_duration().as_secs(),
+            ),
             line,
         })
     }
@@ -731,7 +737,7 @@ mod command {
             slot.state = SlotState::Active;
             slot.certificate = data.to_vec();
             slot.fee_paid = fee;
-            slot.valid = Some(checked.valid);
+            slot.valid = Some(checked.valid_seconds);
             let credit = CreditState {
                 line: checked.line,
                 line_hash: hash,
@@ -814,8 +820,9 @@ mod command {
             if now < credit.last_time {
                 return Err(Status::ClockRefused);
             }
-            // Outside the line's dates the creditor would not honour it: not signed.
-            if date < credit.valid.0 || date > credit.valid.1 {
+            // Outside the line's validity the creditor would not honour it: not signed (the
+            // slot keeps it to the second, the CREDIT record to the day).
+            if date < credit.valid.0 || date > credit.valid.1 || !slot.covers(now) {
                 return Err(Status::CertificateMismatch);
             }
             let remaining = credit

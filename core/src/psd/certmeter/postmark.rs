@@ -113,7 +113,7 @@ mod command {
             let (now, date) = self.service_time(ctx)?;
             // Outside its certificate's validity a postmark would not verify: not sold.
             let (_, slot) = cm.active(Purpose::Postmark)?;
-            if slot.valid.is_none_or(|(from, to)| date < from || date > to) {
+            if !slot.covers(now) {
                 return Err(Status::CertificateMismatch);
             }
             let (fee, table_version) = cm.fee(Service::Postmark, date)?;

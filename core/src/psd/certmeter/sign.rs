@@ -175,7 +175,7 @@ mod command {
             }
             // Outside its certificate's validity a signature would not verify: not sold.
             let (_, slot) = cm.active(Purpose::Sign)?;
-            if slot.valid.is_none_or(|(from, to)| date < from || date > to) {
+            if !slot.covers(now) {
                 return Err(Status::CertificateMismatch);
             }
             let (fee, _) = cm.fee(Service::Signature, date)?;

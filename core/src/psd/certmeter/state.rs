@@ -22,9 +22,16 @@
 //!                          confirmation (revoke.rs, fixed length)
 //! ```
 //!
+//! Version 3 is version 2 with `03` first and each slot's validity in seconds: `00`, or
+//! `01 ‖ notBefore u64 ‖ notAfter u64` (Unix seconds, the certificate's own), so no service
+//! is sold in the hours of a first or last day the certificate does not cover. Versions 1
+//! and 2 kept days; read, a day is taken whole (from 00:00:00 to 23:59:59 UTC), as those
+//! PSDs sold services.
+//!
 //! The oldest version that holds the state is written (version 1 until the first
-//! revocation), so records of PSDs that never revoked keep their bytes; both are read, and
-//! a version 2 with nothing revoked is refused (one encoding per state).
+//! revocation, version 3 once a slot's validity is not whole days), so records of PSDs that
+//! made no such change keep their bytes; all three are read, and a record written in a
+//! newer version than its state needs is refused (one encoding per state).
 
 use alloc::vec::Vec;
 
@@ -41,6 +48,10 @@ use super::rates::{RateTable, Service};
 const STATE_VERSION_1: u8 = 1;
 /// Record layout version with the revocation order counter and confirmation.
 const STATE_VERSION_2: u8 = 2;
+/// Record layout version with validity in seconds.
+const STATE_VERSION_3: u8 = 3;
+/// Seconds of a day.
+const DAY: u64 = 86_400;
 /// Key slots a PSD has.
 pub const MAX_KEY_SLOTS: usize = 4;
 /// Rate tables a PSD keeps: the one in effect and up to three published for later dates.
@@ -77,9 +88,10 @@ pub struct KeySlot {
     pub certificate: Vec<u8>,
     /// The certificate fee paid when it was installed.
     pub fee_paid: Amount,
-    /// The certificate's first and last day (set at install): the key signs nothing outside
-    /// them, so no fee is taken for an output no verifier would accept.
-    pub valid: Option<(crate::types::Date, crate::types::Date)>,
+    /// The certificate's notBefore and notAfter, Unix seconds (set at install): the key
+    /// signs nothing outside them, so no fee is taken for an output no verifier would
+    /// accept.
+    pub valid: Option<(u64, u64)>,
 }
 
 impl KeySlot {
@@ -87,6 +99,36 @@ impl KeySlot {
     pub fn certificate_hash(&self) -> [u8; 32] {
         crypto::sha256(&self.certificate)
     }
+
+    /// Whether the certificate covers `now` (Unix seconds).
+    pub fn covers(&self, now: u64) -> bool {
+        self.valid
+            .is_some_and(|(from, to)| from <= now && now <= to)
+    }
+}
+
+/// A validity as versions 1 and 2 kept it, whole days: `None` if it is not whole days.
+fn whole_days(valid: (u64, u64)) -> Option<(crate::types::Date, crate::types::Date)> {
+    let (from, to) = valid;
+    let to_end = to.checked_add(1)?;
+    if from % DAY != 0 || to_end % DAY != 0 || to_end <= from {
+        return None;
+    }
+    Some((
+        crate::types::Date::from_unix_seconds(from)?,
+        crate::types::Date::from_unix_seconds(to)?,
+    ))
+}
+
+/// A validity of whole days as Unix seconds, from the first day's start to the last's end.
+fn from_days(from: crate::types::Date, to: crate::types::Date) -> Result<(u64, u64), Malformed> {
+    let start = |d: crate::types::Date| {
+        (u64::from(d.day_number()) + crate::calendar::UNIX_DAYS_AT_EPOCH_2000) * DAY
+    };
+    if to < from {
+        return Err(Malformed::Value);
+    }
+    Ok((start(from), start(to) + DAY - 1))
 }
 
 /// The last paid service: what a retry with the same transaction ID gets again.
@@ -178,10 +220,10 @@ impl CertMeterState {
         };
         let mut r = Reader::new(&b);
         let fees_due = (|| {
-            if !matches!(r.u8()?, STATE_VERSION_1 | STATE_VERSION_2) {
+            if !matches!(r.u8()?, STATE_VERSION_1 | STATE_VERSION_2 | STATE_VERSION_3) {
                 return Err(Malformed::Value);
             }
-            // Both versions begin alike: generation u32, postmarks u32, last time u64, then
+            // All versions begin alike: generation u32, postmarks u32, last time u64, then
             // the fees due.
             r.take(16)?;
             r.u64()
@@ -236,11 +278,28 @@ impl CertMeterState {
         Ok((fee, table.version))
     }
 
-    /// The record's bytes.
+    /// The oldest record version that holds this state.
+    fn version(&self) -> u8 {
+        let seconds = self
+            .slots
+            .iter()
+            .flatten()
+            .filter_map(|s| s.valid)
+            .any(|v| whole_days(v).is_none());
+        if seconds {
+            STATE_VERSION_3
+        } else if self.orders != 0 || self.last_revocation.is_some() {
+            STATE_VERSION_2
+        } else {
+            STATE_VERSION_1
+        }
+    }
+
+    /// The record's bytes, in the oldest version that holds the state.
     pub fn encode(&self) -> Vec<u8> {
         let mut w = Vec::with_capacity(256);
-        let v2 = self.orders != 0 || self.last_revocation.is_some();
-        w.put_u8(if v2 { STATE_VERSION_2 } else { STATE_VERSION_1 });
+        let version = self.version();
+        w.put_u8(version);
         w.put_u32(self.generation);
         w.put_u32(self.postmarks);
         w.put_u64(self.last_time);
@@ -272,11 +331,20 @@ impl CertMeterState {
                         w.put_u64(s.fee_paid.0);
                         match s.valid {
                             None => w.put_u8(0),
-                            Some((from, to)) => {
+                            Some((from, to)) if version == STATE_VERSION_3 => {
                                 w.put_u8(1);
-                                from.write(&mut w);
-                                to.write(&mut w);
+                                w.put_u64(from);
+                                w.put_u64(to);
                             }
+                            Some(valid) => match whole_days(valid) {
+                                Some((from, to)) => {
+                                    w.put_u8(1);
+                                    from.write(&mut w);
+                                    to.write(&mut w);
+                                }
+                                // Not reached: a validity of part days makes the version 3.
+                                None => w.put_u8(0),
+                            },
                         }
                         w.put_u16(s.certificate.len() as u16);
                         w.extend_from_slice(&s.certificate);
@@ -295,7 +363,7 @@ impl CertMeterState {
                 }
             }
         }
-        if v2 {
+        if version != STATE_VERSION_1 {
             w.put_u32(self.orders);
             match &self.last_revocation {
                 None => w.put_u8(0),
@@ -313,7 +381,7 @@ impl CertMeterState {
     pub fn decode(bytes: &[u8]) -> Result<CertMeterState, Malformed> {
         let mut r = Reader::new(bytes);
         let version = r.u8()?;
-        if version != STATE_VERSION_1 && version != STATE_VERSION_2 {
+        if !matches!(version, STATE_VERSION_1 | STATE_VERSION_2 | STATE_VERSION_3) {
             return Err(Malformed::Value);
         }
         let mut st = CertMeterState {
@@ -370,12 +438,19 @@ impl CertMeterState {
                 }
             };
             let fee_paid = Amount(r.u64()?);
-            let valid = match r.u8()? {
-                0 => None,
-                1 => Some((
+            let valid = match (r.u8()?, version) {
+                (0, _) => None,
+                (1, STATE_VERSION_3) => {
+                    let (from, to) = (r.u64()?, r.u64()?);
+                    if to < from {
+                        return Err(Malformed::Value);
+                    }
+                    Some((from, to))
+                }
+                (1, _) => Some(from_days(
                     crate::types::Date::read(&mut r)?,
                     crate::types::Date::read(&mut r)?,
-                )),
+                )?),
                 _ => return Err(Malformed::Value),
             };
             let len = usize::from(r.u16()?);
@@ -407,7 +482,7 @@ impl CertMeterState {
             }
             _ => return Err(Malformed::Value),
         };
-        if version == STATE_VERSION_2 {
+        if version != STATE_VERSION_1 {
             st.orders = r.u32()?;
             st.last_revocation = match r.u8()? {
                 0 => None,
@@ -417,12 +492,12 @@ impl CertMeterState {
                 }),
                 _ => return Err(Malformed::Value),
             };
-            // One encoding: a state without revocation is written as version 1.
-            if st.orders == 0 && st.last_revocation.is_none() {
-                return Err(Malformed::Value);
-            }
         }
         r.finish()?;
+        // One encoding: a state is written in the oldest version that holds it.
+        if st.version() != version {
+            return Err(Malformed::Value);
+        }
         Ok(st)
     }
 }
@@ -483,10 +558,13 @@ mod tests {
                     key: Some(key.clone()),
                     certificate: alloc::vec![0x30, 0],
                     fee_paid: Amount(500),
-                    valid: Some((
-                        Date::new(2026, 1, 1).unwrap(),
-                        Date::new(2027, 1, 1).unwrap()
-                    )),
+                    valid: Some(
+                        from_days(
+                            Date::new(2026, 1, 1).unwrap(),
+                            Date::new(2027, 1, 1).unwrap(),
+                        )
+                        .unwrap()
+                    ),
                 }),
                 None,
                 Some(KeySlot {
@@ -537,6 +615,55 @@ mod tests {
         assert!(!bytes.windows(32).any(|w| w == secret.as_ref()));
         for n in 0..bytes.len() {
             let _ = CertMeterState::decode(&bytes[..n]);
+        }
+
+        // A certificate valid from 10:00:00 to 09:59:59: version 3, to the second.
+        let mut seconds = back.clone();
+        let from = 1_795_255_200 + 10 * 3_600;
+        if let Some(slot) = seconds.slots[0].as_mut() {
+            slot.valid = Some((from, from + 365 * DAY - 1));
+        }
+        let v3 = seconds.encode();
+        assert_eq!(v3[0], 3);
+        let back3 = CertMeterState::decode(&v3).unwrap();
+        assert_eq!(back3.encode(), v3);
+        let slot = back3.slots[0].as_ref().unwrap();
+        assert_eq!(slot.valid, Some((from, from + 365 * DAY - 1)));
+        assert!(!slot.covers(from - 1) && slot.covers(from));
+        assert!(slot.covers(from + 365 * DAY - 1) && !slot.covers(from + 365 * DAY));
+        // Version 3 for a state of whole days is not canonical: refused.
+        let mut whole = back.clone();
+        whole.slots.truncate(2);
+        let mut v3_of_days = seconds.clone();
+        v3_of_days.slots.truncate(2);
+        if let Some(slot) = v3_of_days.slots[0].as_mut() {
+            slot.valid = Some(
+                from_days(
+                    Date::new(2026, 1, 1).unwrap(),
+                    Date::new(2026, 6, 30).unwrap(),
+                )
+                .unwrap(),
+            );
+        }
+        let mut forged = v3_of_days.encode();
+        assert_eq!(forged[0], 2, "whole days: version 2 (a revocation is held)");
+        forged[0] = 3;
+        assert!(CertMeterState::decode(&forged).is_err());
+        // A version 1 record's days are read whole: the first day from 00:00:00, the last
+        // to 23:59:59.
+        let old = CertMeterState::decode(&v1).unwrap();
+        let (f, t) = old.slots[0].as_ref().unwrap().valid.unwrap();
+        assert_eq!((f % DAY, (t + 1) % DAY), (0, 0));
+        assert_eq!(
+            whole_days((f, t)),
+            Some((
+                Date::new(2026, 1, 1).unwrap(),
+                Date::new(2027, 1, 1).unwrap()
+            ))
+        );
+        assert!(whole.encode()[0] == 2);
+        for n in 0..v3.len() {
+            let _ = CertMeterState::decode(&v3[..n]);
         }
     }
 }

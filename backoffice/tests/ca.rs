@@ -650,3 +650,31 @@ async fn forgeries_other_devices_and_other_callers_are_refused_with_nothing_issu
     assert_eq!(issued(), 1);
     h.stop().await;
 }
+
+/// Identical requests at the same instant (a host retrying while its first request is in
+/// flight) all get the one certificate: the CA's transaction sees the first's row and
+/// answers it, never a 500.
+#[tokio::test(flavor = "multi_thread")]
+async fn identical_requests_at_once_get_the_same_certificate() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let h = openpsd_backoffice::spawn_all(dir).await.unwrap();
+    let (host, admin) = parties(&h.meter.url, &h.kms.url, &h.recharge.url, &h.pki);
+    let psd = Psd::new(4, 0, &h.kms_public_key);
+    admin.register_to(&psd, "alice").await;
+    let alice = host.as_customer("alice");
+    let (att, _key) = attest(&psd, &psd.dumped_key(), Purpose::Postmark, 1);
+    let req = body(&psd, &att);
+    let post = || alice.post::<_, CertificateAnswer>("/v1/certificates", &req);
+    let (a, b, c, d) = tokio::join!(post(), post(), post(), post());
+    let a = a.unwrap();
+    assert_eq!(
+        (b.unwrap(), c.unwrap(), d.unwrap()),
+        (a.clone(), a.clone(), a)
+    );
+    let db = rusqlite::Connection::open(dir.join("ca").join(openpsd_ca::DB_FILE)).unwrap();
+    let rows: i64 = db
+        .query_row("SELECT COUNT(*) FROM certificates", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(rows, 1, "one certificate issued");
+}

@@ -144,6 +144,15 @@ fn agent_issue(set: u8, txn: u8, csr: &[u8]) -> Vec<u8> {
     )
 }
 
+/// ISSUE AGENT CERTIFICATE mode 01 (the card generates the key) on set `set`.
+fn agent_keygen(set: u8, txn: u8, password: &[u8]) -> Vec<u8> {
+    psd_apdu::generate_agent_certificate(
+        RegisterSetIndex(set),
+        &crate::certmeter::agent_generate_request(txn, password),
+    )
+    .to_vec()
+}
+
 /// ISSUE POSTMARK on set `set`.
 fn postmark(set: u8, txn: u8, digest: u8, nonce: &[u8]) -> Vec<u8> {
     psd_apdu::issue_postmark(
@@ -194,7 +203,11 @@ fn certmeter_validate_apdus() -> Vec<Vec<u8>> {
     }
     // The seed reaches the paid path: the good request succeeds on this very card.
     let good = req(0x11, &compact, 0xB0);
-    assert_eq!(psd_apdu::sw(&card.transmit(&good)), 0x9000, "validation seed");
+    assert_eq!(
+        psd_apdu::sw(&card.transmit(&good)),
+        0x9000,
+        "validation seed"
+    );
     vec![
         good,
         req(0x12, &compact, 0xB1),
@@ -251,6 +264,18 @@ fn certmeter_seeds() -> Vec<(&'static str, Start, Vec<Op>)> {
                 apdu(agent_issue(1, 1, &csr)),
                 apdu(agent_issue(0, 2, &outside)),
                 apdu(mode_01),
+                // Mode 01: the card generates the key; the retry (same password) gets the
+                // same bytes, another password or a short one is refused.
+                apdu(agent_keygen(0, 6, b"fuzz password")),
+                apdu(agent_keygen(0, 6, b"fuzz password")),
+                apdu(agent_keygen(0, 6, b"other password")),
+                apdu(agent_keygen(0, 7, b"short")),
+                Op::PowerCut {
+                    at_write: 1,
+                    torn: false,
+                    apdu: agent_keygen(0, 8, b"fuzz password"),
+                },
+                apdu(agent_keygen(0, 8, b"fuzz password")),
                 Op::PowerCut {
                     at_write: 1,
                     torn: true,
@@ -343,39 +368,35 @@ fn certmeter_seeds() -> Vec<(&'static str, Start, Vec<Op>)> {
                 cm_data(),
             ],
         ),
-        (
-            "certmeter-validate-sign",
-            Certmeter,
-            {
-                let v = certmeter_validate_apdus();
-                let sign = |txn: u8| {
-                    psd_apdu::sign(
-                        RegisterSetIndex(0),
-                        &openpsd_core::psd::certmeter::sign::SignRequest {
-                            transaction: TransactionId([txn; 8]),
-                            digest: [0x5E; 32],
-                        },
-                    )
-                };
-                vec![
-                    apdu(postmark(0, 1, 0xB0, &[])),
-                    apdu(v[0].clone()),
-                    apdu(v[0].clone()),
-                    apdu(v[1].clone()),
-                    apdu(v[2].clone()),
-                    apdu(v[3].clone()),
-                    Op::PowerCut {
-                        at_write: 2,
-                        torn: true,
-                        apdu: v[1].clone(),
+        ("certmeter-validate-sign", Certmeter, {
+            let v = certmeter_validate_apdus();
+            let sign = |txn: u8| {
+                psd_apdu::sign(
+                    RegisterSetIndex(0),
+                    &openpsd_core::psd::certmeter::sign::SignRequest {
+                        transaction: TransactionId([txn; 8]),
+                        digest: [0x5E; 32],
                     },
-                    apdu(sign(0x21)),
-                    apdu(sign(0x11)),
-                    cm_data(),
-                    read(0),
-                ]
-            },
-        ),
+                )
+            };
+            vec![
+                apdu(postmark(0, 1, 0xB0, &[])),
+                apdu(v[0].clone()),
+                apdu(v[0].clone()),
+                apdu(v[1].clone()),
+                apdu(v[2].clone()),
+                apdu(v[3].clone()),
+                Op::PowerCut {
+                    at_write: 2,
+                    torn: true,
+                    apdu: v[1].clone(),
+                },
+                apdu(sign(0x21)),
+                apdu(sign(0x11)),
+                cm_data(),
+                read(0),
+            ]
+        }),
         (
             "certmeter-rotate",
             Certmeter,

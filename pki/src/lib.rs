@@ -10,6 +10,7 @@
 //! structures both need.
 
 pub mod cms;
+pub mod payment;
 pub mod postmark;
 pub mod sign;
 

@@ -392,7 +392,8 @@ fn seed004_fig8_fig9_line_loaded_payments_drawn_retried_and_checked_by_openssl()
     assert_eq!(signer, line);
     // With the creditor's certificate included it verifies the same.
     let with_chain =
-        openpsd_pki::payment::expand(&cert, &line, &[creditor.cert_der.clone()]).unwrap();
+        openpsd_pki::payment::expand(&cert, &line, std::slice::from_ref(&creditor.cert_der))
+            .unwrap();
     std::fs::write(d.join("pay.p7m"), &with_chain).unwrap();
     let (ok, text) = openssl(d, &cms_verify);
     assert!(ok && text.contains("Verification successful"), "{text}");

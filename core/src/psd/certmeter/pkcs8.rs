@@ -125,7 +125,10 @@ pub fn opens_to(encrypted: &[u8], password: &[u8], public_key: &[u8; PUBLIC_KEY_
         return false;
     }
     let scalar = &plain[PRIVATE_KEY_INFO_HEAD.len()..PRIVATE_KEY_INFO_HEAD.len() + 32];
-    IndiciumKey::from_bytes(scalar).is_some_and(|key| &key.public_key() == public_key)
+    // The whole plaintext must be what `encrypt` wrote for that key (its public key too).
+    IndiciumKey::from_bytes(scalar).is_some_and(|key| {
+        &key.public_key() == public_key && private_key_info(&key).as_slice() == plain
+    })
 }
 
 /// Salt, IV and ciphertext of an `EncryptedPrivateKeyInfo` [`encrypt`] wrote (its layout

@@ -395,8 +395,12 @@ fn bad_requests_are_refused_with_nothing_written() {
             Status::WrongData,
         );
     }
-    // Mode 01 (the card generating the key) is not built; unknown modes neither.
-    for p1 in [1u8, 2, 0xFF] {
+    // A request's data under mode 01 (the card generating the key) does not parse there
+    // (certmeter_agent_generate.rs tests mode 01); unknown modes are refused.
+    let mut apdu = psd_apdu::issue_agent_certificate(SET0, &request(b"mode-01!", 0, &csr));
+    apdu[2] = 1;
+    refused_unchanged(&mut card, &apdu, Status::WrongLength);
+    for p1 in [2u8, 0xFF] {
         let mut apdu = psd_apdu::issue_agent_certificate(SET0, &request(b"mode-01!", 0, &csr));
         apdu[2] = p1;
         refused_unchanged(&mut card, &apdu, Status::IncorrectP1P2);

@@ -181,7 +181,9 @@ fn openssl_opens_the_generated_key_and_it_is_the_certificates() {
 
     // A retry: the same bytes, nothing written, charged once.
     let writes = card.store().writes();
+    let t = std::time::Instant::now();
     assert_eq!(expect_ok(&card.transmit(&apdu(&req))), reply);
+    eprintln!("mode 01 retry (one PBKDF2 to check the password): {:?}", t.elapsed());
     assert_eq!(card.store().writes(), writes);
     assert_eq!(registers(&mut card, 0), r1);
     // Re-opened from memory: the same.

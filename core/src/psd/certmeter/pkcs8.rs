@@ -20,9 +20,9 @@ use zeroize::Zeroizing;
 use crate::crypto::{IndiciumKey, PUBLIC_KEY_LEN};
 
 /// PBKDF2 iterations: OpenSSL's default for `openssl pkcs8 -topk8` (`PKCS5_DEFAULT_ITER`)
-/// times ten. The whole mode-01 command takes ~130 ms through the card simulator's APDU
-/// path in a test build (docs/certmeter.md § Agent certificates); a retry derives once more
-/// to check the password.
+/// times ten. The whole mode-01 command takes 130-170 ms through the APDU path in a test
+/// build, a retry (one derivation to check the password) ~60 ms (docs/certmeter.md § Agent
+/// certificates).
 pub const ITERATIONS: u32 = 20_480;
 /// Salt length (RFC 8018 recommends at least 8 octets).
 pub const SALT_LEN: usize = 16;

@@ -183,7 +183,10 @@ fn openssl_opens_the_generated_key_and_it_is_the_certificates() {
     let writes = card.store().writes();
     let t = std::time::Instant::now();
     assert_eq!(expect_ok(&card.transmit(&apdu(&req))), reply);
-    eprintln!("mode 01 retry (one PBKDF2 to check the password): {:?}", t.elapsed());
+    eprintln!(
+        "mode 01 retry (one PBKDF2 to check the password): {:?}",
+        t.elapsed()
+    );
     assert_eq!(card.store().writes(), writes);
     assert_eq!(registers(&mut card, 0), r1);
     // Re-opened from memory: the same.
@@ -271,7 +274,7 @@ fn refusals_change_nothing() {
                 b"bad-0007",
                 0,
                 PASSWORD,
-                "CN=bob,O=openpsd customer 42,1.2.840.113549.1.9.1=#160F626F62406578616D706C652E636F6D",
+                "1.2.840.113549.1.9.1=#160F626F62406578616D706C652E636F6D,CN=bob,O=openpsd customer 42",
             )),
             Status::NameOutsideConstraints,
         ),

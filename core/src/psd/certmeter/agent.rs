@@ -1107,6 +1107,39 @@ mod command {
         }
 
         #[test]
+        fn every_name_of_a_certificate_is_checked() {
+            let c = nc(
+                vec![dns("example.com"), mail("example.com"), dn("O=acme")],
+                vec![],
+            );
+            let subject = Name::from_str("CN=bob,O=acme").unwrap();
+            assert!(names_within(&c, &subject, &[dns("www.example.com")]));
+            // A NUL, a space or a non-ASCII character in an IA5 name: refused even where
+            // the suffix fits.
+            for bad in [
+                "evil\0.example.com",
+                "a b.example.com",
+                "\u{7f}.example.com",
+            ] {
+                assert!(!names_within(&c, &subject, &[dns(bad)]), "{bad:?}");
+            }
+            assert!(!names_within(&c, &subject, &[dns("")]));
+            // The subject's emailAddress is an rfc822Name.
+            let with_mail = |m: &str| {
+                let hex: alloc::string::String =
+                    m.bytes().map(|b| alloc::format!("{b:02X}")).collect();
+                let len = m.len();
+                Name::from_str(&alloc::format!(
+                    "1.2.840.113549.1.9.1=#16{len:02X}{hex},CN=bob,O=acme"
+                ))
+                .unwrap()
+            };
+            assert!(names_within(&c, &with_mail("bob@example.com"), &[]));
+            assert!(!names_within(&c, &with_mail("bob@example.org"), &[]));
+            assert!(!names_within(&c, &with_mail("bob\0@example.com"), &[]));
+        }
+
+        #[test]
         fn signatures_and_lengths_encode_as_der() {
             let mut rs = [0u8; 64];
             rs[0] = 0x80;

@@ -96,12 +96,33 @@ pub fn pay(spec: Option<CardSpec>, a: &PayArgs<'_>, json_out: bool) -> Result<()
         Path::to_path_buf,
     );
     fs::write(&out, cert.to_der()).with_context(|| format!("writing {}", out.display()))?;
+    // The same payment as CMS SignedData (`openssl cms -verify`), signed by the line of
+    // credit certificate the PSD holds on its payment key.
+    let line = psd
+        .certmeter_info()?
+        .active(openpsd_core::psd::certmeter::attestation::Purpose::Payment)
+        .map(|s| s.certificate.clone())
+        .filter(|c| openpsd_core::crypto::sha256(c) == info.line)
+        .ok_or_else(|| {
+            anyhow!(
+                "{} written, but the PSD no longer holds the line it was drawn on: no .p7m",
+                out.display()
+            )
+        })?;
+    let p7m_path = out.with_extension("p7m");
+    let p7m = openpsd_pki::payment::expand(&cert, &line, &[])?;
+    fs::write(&p7m_path, &p7m).with_context(|| format!("writing {}", p7m_path.display()))?;
+    let cms_check = format!(
+        "openssl cms -verify -inform DER -in {} -CAfile CREDITOR.pem -out payment-info.der",
+        p7m_path.display()
+    );
     let r = psd.registers(set)?;
     if json_out {
         println!(
             "{}",
             json!({
-                "file": out.display().to_string(), "counter": info.counter,
+                "file": out.display().to_string(), "p7m": p7m_path.display().to_string(),
+                "openssl": cms_check, "counter": info.counter,
                 "amount": info.amount.0, "remaining": info.remaining.0, "fee": fee.0,
                 "ar": r.ar.0, "dr": r.dr.0, "control_sum": r.control_sum.0,
             })
@@ -109,7 +130,7 @@ pub fn pay(spec: Option<CardSpec>, a: &PayArgs<'_>, json_out: bool) -> Result<()
     } else {
         println!(
             "payment {} of {} {} to {} for order {}: credit remaining {}\nfee {}; set {}: AR {}  DR {}  control sum {}\nwritten to {}\ncheck: openssl x509 -in LINE.pem -noout -pubkey > pay.pub; \
-             openssl asn1parse -inform DER -in {} (the PaymentInfo is the first SEQUENCE, the signature the BIT STRING)",
+             openssl asn1parse -inform DER -in {} (the PaymentInfo is the first SEQUENCE, the signature the BIT STRING)\nas CMS: {}\ncheck: {}",
             info.counter,
             info.amount,
             String::from_utf8_lossy(&info.currency),
@@ -122,7 +143,9 @@ pub fn pay(spec: Option<CardSpec>, a: &PayArgs<'_>, json_out: bool) -> Result<()
             r.dr,
             r.control_sum,
             out.display(),
-            out.display()
+            out.display(),
+            p7m_path.display(),
+            cms_check
         );
     }
     Ok(())

@@ -768,6 +768,64 @@ fn agent_issue_writes_a_certificate_openssl_verifies_and_a_retry_is_free() {
     let again = openpsd(&card, &args);
     assert_eq!(again["registers"]["dr"].as_u64().unwrap(), dr);
     assert_eq!(std::fs::read(&out).unwrap(), issued);
+
+    // --generate: the PSD makes the key; the printed `openssl pkcs8` opens it with the
+    // password file, its public key is the certificate's, the printed verify accepts it.
+    std::fs::write(d.join("pw"), "a long enough password\n").unwrap();
+    let (key_p8, cert_pem, pw) = (d.join("carol.p8"), d.join("carol.pem"), d.join("pw"));
+    let gen_args = [
+        "agent",
+        "issue",
+        "--generate",
+        "--subject",
+        "/O=openpsd customer 42/CN=carol",
+        "--password-file",
+        pw.to_str().unwrap(),
+        "--txn",
+        "00000000000000a2",
+        "-o",
+        key_p8.to_str().unwrap(),
+        "-c",
+        cert_pem.to_str().unwrap(),
+        "--ca",
+        ca_pem.to_str().unwrap(),
+    ];
+    let generated = openpsd(&card, &gen_args);
+    assert_eq!(generated["fee"], AGENT_CERTIFICATE_FEE);
+    assert_eq!(
+        generated["registers"]["dr"].as_u64().unwrap(),
+        dr - AGENT_CERTIFICATE_FEE
+    );
+    let open = generated["openssl_pkcs8"].as_str().unwrap();
+    let words: Vec<&str> = open.split(' ').collect();
+    let (ok, text) = openssl(d, &words[1..]);
+    assert!(ok, "{open}: {text}");
+    let (ok, from_key) = openssl(d, &["pkey", "-in", "employee.key", "-pubout"]);
+    assert!(ok, "{from_key}");
+    let (ok, from_cert) = openssl(
+        d,
+        &[
+            "x509",
+            "-in",
+            cert_pem.to_str().unwrap(),
+            "-pubkey",
+            "-noout",
+        ],
+    );
+    assert!(ok, "{from_cert}");
+    assert_eq!(from_key, from_cert, "the key is the certificate's");
+    let check = generated["openssl"].as_str().unwrap();
+    let words: Vec<&str> = check.split(' ').collect();
+    let (ok, text) = openssl(d, &words[1..]);
+    assert!(ok && text.contains(": OK"), "{check}: {text}");
+    // The retry: the same encrypted key, charged once.
+    let p8 = std::fs::read(&key_p8).unwrap();
+    let again = openpsd(&card, &gen_args);
+    assert_eq!(
+        again["registers"]["dr"].as_u64().unwrap(),
+        dr - AGENT_CERTIFICATE_FEE
+    );
+    assert_eq!(std::fs::read(&key_p8).unwrap(), p8);
     // The agent CA key is requested like any other: `--purpose agent` parses (the request
     // then stops at the missing login), `payment` does not.
     let request = |purpose: &str| {

@@ -174,6 +174,18 @@ fn fig3a_an_employee_certificate_from_an_openssl_csr_is_verified_by_openssl() {
         c2.tbs_certificate().serial_number().as_bytes(),
         serial.as_slice()
     );
+    // Its retry asking for more days than the cap gave: the same certificate (the cap
+    // gave it all it could); asking for fewer than it got: refused, nothing written.
+    let second_bytes = second.encode();
+    assert_eq!(
+        issue(&mut card, &request(b"agent002", 400, &csr2)),
+        second_bytes
+    );
+    refused_unchanged(
+        &mut card,
+        &psd_apdu::issue_agent_certificate(SET0, &request(b"agent002", 10, &csr2)),
+        Status::TransactionIdReused,
+    );
     // The retry of the first now is another transaction's: refused.
     refused_unchanged(
         &mut card,
@@ -196,6 +208,13 @@ fn a_retry_gets_the_same_bytes_charged_once() {
     assert_eq!(card.store().writes(), writes, "a retry writes nothing");
     assert_eq!(registers(&mut card, 0), after, "charged once");
     assert_eq!(fees_of(&mut card, 0), fees);
+    // The days are part of the request: 365 is what 0 asked for; 364 is another request.
+    assert_eq!(issue(&mut card, &request(b"retry-me", 365, &csr)), first);
+    refused_unchanged(
+        &mut card,
+        &psd_apdu::issue_agent_certificate(SET0, &request(b"retry-me", 364, &csr)),
+        Status::TransactionIdReused,
+    );
     // Re-opened from memory: still the same bytes.
     let mut card = reopen_at(card.store().nvm(), SEED);
     assert_eq!(issue(&mut card, &req), first);
@@ -395,8 +414,12 @@ fn bad_requests_are_refused_with_nothing_written() {
             Status::WrongData,
         );
     }
-    // Mode 01 (the card generating the key) is not built; unknown modes neither.
-    for p1 in [1u8, 2, 0xFF] {
+    // A request's data under mode 01 (the card generating the key) does not parse there
+    // (certmeter_agent_generate.rs tests mode 01); unknown modes are refused.
+    let mut apdu = psd_apdu::issue_agent_certificate(SET0, &request(b"mode-01!", 0, &csr));
+    apdu[2] = 1;
+    refused_unchanged(&mut card, &apdu, Status::WrongLength);
+    for p1 in [2u8, 0xFF] {
         let mut apdu = psd_apdu::issue_agent_certificate(SET0, &request(b"mode-01!", 0, &csr));
         apdu[2] = p1;
         refused_unchanged(&mut card, &apdu, Status::IncorrectP1P2);

@@ -365,6 +365,49 @@ fn seed004_fig8_fig9_line_loaded_payments_drawn_retried_and_checked_by_openssl()
         ok && text.contains("shop-7") && text.contains("ecdsa-with-SHA256"),
         "{text}"
     );
+    // The lossless CMS expansion (pki/src/payment.rs): stock `openssl cms -verify` against
+    // the creditor's certificate, the content extracted is the PaymentInfo, and back.
+    let p7m = openpsd_pki::payment::expand(&cert, &line, &[]).unwrap();
+    std::fs::write(d.join("pay.p7m"), &p7m).unwrap();
+    let cms_verify = [
+        "cms",
+        "-verify",
+        "-inform",
+        "DER",
+        "-in",
+        "pay.p7m",
+        "-CAfile",
+        "creditor.pem",
+        "-attime",
+        &NOW.to_string(),
+        "-out",
+        "content.der",
+    ];
+    let (ok, text) = openssl(d, &cms_verify);
+    eprintln!("openssl {}\n{text}", cms_verify.join(" "));
+    assert!(ok && text.contains("Verification successful"), "{text}");
+    assert_eq!(std::fs::read(d.join("content.der")).unwrap(), cert.info_der);
+    let (back, signer) = openpsd_pki::payment::compact(&p7m).unwrap();
+    assert_eq!(back, cert, "lossless");
+    assert_eq!(signer, line);
+    // With the creditor's certificate included it verifies the same.
+    let with_chain =
+        openpsd_pki::payment::expand(&cert, &line, std::slice::from_ref(&creditor.cert_der))
+            .unwrap();
+    std::fs::write(d.join("pay.p7m"), &with_chain).unwrap();
+    let (ok, text) = openssl(d, &cms_verify);
+    assert!(ok && text.contains("Verification successful"), "{text}");
+    // Another line's certificate is refused, and a changed content fails openssl.
+    let other_line = creditor.line(&a.public_key, 2, LINE, LINE_TO);
+    assert!(openpsd_pki::payment::expand(&cert, &other_line, &[]).is_err());
+    let mut forged_p7m = p7m.clone();
+    let at = forged_p7m.windows(6).position(|w| w == b"shop-7").unwrap();
+    forged_p7m[at + 5] = b'8';
+    std::fs::write(d.join("pay.p7m"), &forged_p7m).unwrap();
+    let (ok, text) = openssl(d, &cms_verify);
+    assert!(!ok, "a changed PaymentInfo must fail: {text}");
+    assert!(openpsd_pki::payment::compact(&forged_p7m).is_err());
+
     // A changed PaymentInfo fails.
     let mut forged = cert.info_der.clone();
     let at = forged.windows(6).position(|w| w == b"shop-7").unwrap();

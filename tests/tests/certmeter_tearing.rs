@@ -1,6 +1,6 @@
 //! Tearing of the certificate meter's commands (seed 004): power is cut at every cell write
 //! *k* of LOAD RATE TABLE, LOAD TRUST ANCHOR, GENERATE KEY, INSTALL KEY CERTIFICATE, ISSUE
-//! POSTMARK, SIGN, VALIDATE POSTMARK, ISSUE AGENT CERTIFICATE and REVOKE KEY (paid and due,
+//! POSTMARK, SIGN, VALIDATE POSTMARK, ISSUE AGENT CERTIFICATE (both modes) and REVOKE KEY (paid and due,
 //! Fig. 6), clean and torn; the card is re-opened and the money must still add up: AR + DR +
 //! pending = control sum, fees only rise, and a charge exists if and only if its output is
 //! retrievable (a retry with the same command returns it, charged once). Prints how many cut
@@ -312,6 +312,51 @@ fn issue_agent_certificate_tearing() -> usize {
     cuts
 }
 
+/// ISSUE AGENT CERTIFICATE mode 01 (the PSD generates the key): charged if and only if the
+/// certificate and the encrypted key are retrievable (the same bytes on every retry, with
+/// the password), once.
+fn generate_agent_certificate_tearing() -> usize {
+    use openpsd_core::psd::certmeter::agent::{AgentGenerated, GenerateRequest};
+    use std::str::FromStr as _;
+    let (mut card, device_pk) = certmeter_card(SEED, true);
+    let ca = TestCa::standard();
+    activate_agent_key(&mut card, &device_pk, &ca, &AgentProfile::default());
+    let base = card.store().nvm().clone();
+    let before = books(&mut reopen_at(&base, SEED));
+    let after = charged(&before, AGENT_CERTIFICATE_FEE);
+    let req = GenerateRequest {
+        transaction: TransactionId(*b"agentgen"),
+        days: 0,
+        password: zeroize::Zeroizing::new(b"tearing password".to_vec()),
+        subject: der::Encode::to_der(
+            &x509_cert::name::Name::from_str("CN=bob,O=openpsd customer 42").unwrap(),
+        )
+        .unwrap(),
+        alt_names: None,
+    };
+    let apdu = psd_apdu::generate_agent_certificate(SET0, &req);
+    let reference = expect_ok(&reopen_at(&base, SEED).transmit(&apdu));
+    let (cuts, uncut) = sweep(&base, &apdu, |_, mut card, at| {
+        let now = books(&mut card);
+        assert!(now.1 >= before.1, "{at}: fees only rise");
+        let counter = cm_info(&mut card).postmarks;
+        if now == after {
+            assert_eq!(counter, 1, "{at}: paid, so counted");
+        } else {
+            assert_eq!(now, before, "{at}: {now:?}");
+            assert_eq!(counter, 0, "{at}: not paid, not counted");
+        }
+        assert_eq!(expect_ok(&card.transmit(&apdu)), reference, "{at}");
+        assert_eq!(books(&mut card), after, "{at}: charged once");
+        assert_eq!(expect_ok(&card.transmit(&apdu)), reference, "{at}");
+        assert_eq!(books(&mut card), after, "{at}");
+    });
+    assert_eq!(psd_apdu::data(&uncut).unwrap(), reference.as_slice());
+    let issued = AgentGenerated::decode(&reference).unwrap();
+    assert_eq!(issued.fee, Amount(AGENT_CERTIFICATE_FEE));
+    cuts
+}
+
 /// INSTALL KEY CERTIFICATE for a second postmark key, which retires the first in the same
 /// commit: at every cut, either the old key is active with its scalar and the new one is
 /// pending (nothing charged), or the new key is active, charged once, and the old scalar
@@ -552,6 +597,10 @@ fn main() {
         ("INSTALL KEY CERTIFICATE", install_key_certificate_tearing()),
         ("ISSUE POSTMARK", issue_postmark_tearing()),
         ("ISSUE AGENT CERTIFICATE", issue_agent_certificate_tearing()),
+        (
+            "ISSUE AGENT CERTIFICATE generating the key",
+            generate_agent_certificate_tearing(),
+        ),
         (
             "INSTALL KEY CERTIFICATE retiring a key",
             rotation_install_tearing(),

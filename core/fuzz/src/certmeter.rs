@@ -7,7 +7,9 @@ use std::sync::OnceLock;
 
 use openpsd_core::client::psd_apdu;
 use openpsd_core::crypto::{self, IndiciumKey};
-use openpsd_core::psd::certmeter::agent::{AgentIssued, AgentRequest};
+use openpsd_core::psd::certmeter::agent::{
+    AgentGenerated, AgentIssued, AgentRequest, GenerateRequest, MODE_GENERATE,
+};
 use openpsd_core::psd::certmeter::anchor::{Anchor, AnchorKind};
 use openpsd_core::psd::certmeter::attestation::{KeyAttestation, Purpose};
 use openpsd_core::psd::certmeter::info::CertMeterInfo;
@@ -148,6 +150,24 @@ const AGENT_CSR: &str = concat!(
     "2496a5d720a7b8d42cd2cd9d5ecdf85f25c191831de5372eafb07ada848700022100c84456844d05de895a28fb",
     "5b3170ad1b0b7493704e48da1ec462464bbbe051bc",
 );
+
+/// The subject of a generated employee key: `O=openpsd fuzz customer, CN=fuzz gen` (DER),
+/// inside the agent template's constraints.
+pub const AGENT_GENERATE_SUBJECT: &str = concat!(
+    "3033311e301c060355040a0c156f70656e7073642066757a7a20637573746f6d6572",
+    "3111300f06035504030c0866757a7a2067656e"
+);
+
+/// A mode-01 request for [`AGENT_GENERATE_SUBJECT`].
+pub fn agent_generate_request(txn: u8, password: &[u8]) -> GenerateRequest {
+    GenerateRequest {
+        transaction: openpsd_core::types::TransactionId([txn; 8]),
+        days: 30,
+        password: zeroize::Zeroizing::new(password.to_vec()),
+        subject: unhex(AGENT_GENERATE_SUBJECT),
+        alt_names: None,
+    }
+}
 
 /// The fixed employee request.
 pub fn agent_csr() -> Vec<u8> {
@@ -396,6 +416,26 @@ pub fn check_response(
                         crypto::sha256(&req.certificate)
                     )
                 );
+            }
+        }
+        0x56 if p1 == MODE_GENERATE => {
+            let g = AgentGenerated::decode(data).expect("mode 01 reply decodes");
+            let last = st
+                .last
+                .as_ref()
+                .expect("the certificate is the last service");
+            assert_eq!(last.service, Service::AgentCertificate);
+            assert_eq!(last.output, data, "the stored reply is the reply");
+            assert_eq!(last.set, p2);
+            assert!(g.certificate.len() > 100 && g.encrypted_key.len() > 150);
+            if let Some(cmd) = cmd_data {
+                let req = GenerateRequest::decode(cmd).expect("an accepted request decodes");
+                assert_eq!(last.transaction, req.transaction);
+                // Only the encryption of the key is kept: the password is not in the record.
+                let record = card.store().read(REC_CERTMETER).expect("record readable");
+                assert!(record.is_none_or(|r| !r
+                    .windows(req.password.len())
+                    .any(|w| w == &req.password[..])));
             }
         }
         0x56 => {

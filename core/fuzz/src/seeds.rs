@@ -144,6 +144,15 @@ fn agent_issue(set: u8, txn: u8, csr: &[u8]) -> Vec<u8> {
     )
 }
 
+/// ISSUE AGENT CERTIFICATE mode 01 (the card generates the key) on set `set`.
+fn agent_keygen(set: u8, txn: u8, password: &[u8]) -> Vec<u8> {
+    psd_apdu::generate_agent_certificate(
+        RegisterSetIndex(set),
+        &crate::certmeter::agent_generate_request(txn, password),
+    )
+    .to_vec()
+}
+
 /// ISSUE POSTMARK on set `set`.
 fn postmark(set: u8, txn: u8, digest: u8, nonce: &[u8]) -> Vec<u8> {
     psd_apdu::issue_postmark(
@@ -251,6 +260,18 @@ fn certmeter_seeds() -> Vec<(&'static str, Start, Vec<Op>)> {
                 apdu(agent_issue(1, 1, &csr)),
                 apdu(agent_issue(0, 2, &outside)),
                 apdu(mode_01),
+                // Mode 01: the card generates the key; the retry (same password) gets the
+                // same bytes, another password or a short one is refused.
+                apdu(agent_keygen(0, 6, b"fuzz password")),
+                apdu(agent_keygen(0, 6, b"fuzz password")),
+                apdu(agent_keygen(0, 6, b"other password")),
+                apdu(agent_keygen(0, 7, b"short")),
+                Op::PowerCut {
+                    at_write: 1,
+                    torn: false,
+                    apdu: agent_keygen(0, 8, b"fuzz password"),
+                },
+                apdu(agent_keygen(0, 8, b"fuzz password")),
                 Op::PowerCut {
                     at_write: 1,
                     torn: true,

@@ -392,6 +392,21 @@ impl<L: Link> PsdClient<L> {
             .map_err(|_| ClientError::BadResponse(Side::Psd, "ISSUE AGENT CERTIFICATE"))
     }
 
+    /// ISSUE AGENT CERTIFICATE (mode 01): the fee, the certificate and the generated key
+    /// encrypted under the request's password.
+    pub fn generate_agent_certificate(
+        &mut self,
+        set: RegisterSetIndex,
+        req: &crate::psd::certmeter::agent::GenerateRequest,
+    ) -> Result<crate::psd::certmeter::agent::AgentGenerated, ClientError> {
+        let data = self.exchange(
+            "ISSUE AGENT CERTIFICATE",
+            &psd_apdu::generate_agent_certificate(set, req),
+        )?;
+        crate::psd::certmeter::agent::AgentGenerated::decode(&data)
+            .map_err(|_| ClientError::BadResponse(Side::Psd, "ISSUE AGENT CERTIFICATE"))
+    }
+
     /// LOAD CREDIT LINE (seed 004, Fig. 8): the creditor's line of credit certificate;
     /// `set` pays the credit-line fee if the rate table prices it.
     pub fn load_credit_line(

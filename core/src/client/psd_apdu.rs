@@ -233,6 +233,22 @@ pub fn validate_postmark(
     }
 }
 
+/// ISSUE AGENT CERTIFICATE with a key the card generates (mode 01), the fee paid by `set`.
+/// The APDU holds the password: zeroized on drop.
+pub fn generate_agent_certificate(
+    set: RegisterSetIndex,
+    req: &crate::psd::certmeter::agent::GenerateRequest,
+) -> zeroize::Zeroizing<Vec<u8>> {
+    zeroize::Zeroizing::new(command(
+        CLA_PSD,
+        ins::ISSUE_AGENT_CERTIFICATE,
+        crate::psd::certmeter::agent::MODE_GENERATE,
+        set.0,
+        &req.encode(),
+        u16::MAX,
+    ))
+}
+
 /// ISSUE AGENT CERTIFICATE from a PKCS#10 request (mode 00), the fee paid by `set`.
 pub fn issue_agent_certificate(
     set: RegisterSetIndex,

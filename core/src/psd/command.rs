@@ -121,7 +121,7 @@ pub enum PsdCommand<'a> {
     ValidatePostmark(RegisterSetIndex, &'a [u8]),
     /// ISSUE AGENT CERTIFICATE (`80 56 mode set`): the request.
     IssueAgentCertificate {
-        /// P1: `00` from a PKCS#10 request, `01` the card generates the key (not built).
+        /// P1: `00` from a PKCS#10 request, `01` the card generates the key.
         mode: u8,
         /// P2: the register set that pays the fee.
         set: RegisterSetIndex,

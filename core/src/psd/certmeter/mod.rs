@@ -23,6 +23,8 @@ pub mod credit;
 pub mod info;
 #[cfg(feature = "certmeter")]
 mod keys;
+#[cfg(feature = "certmeter")]
+mod pkcs8;
 pub mod postmark;
 pub mod rates;
 pub mod revoke;

@@ -290,9 +290,7 @@ mod command {
     use crate::psd::certmeter::rates::Service;
     use crate::psd::certmeter::state::{LastService, MAX_CERTIFICATE_LEN};
     use crate::psd::license::grant::certificate_key_id;
-    use crate::records::psd as rec;
     use crate::status::Status;
-    use crate::store::Transaction;
 
     /// ecdsa-with-SHA256.
     const ECDSA_SHA256: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.4.3.2");
@@ -341,15 +339,9 @@ mod command {
             // A retry of the last service: the same bytes, charged once, if it was this
             // request (the same set, subject, key, names and days).
             let cm = &self.persistent.certmeter;
-            if let Some(last) = cm
-                .last
-                .as_ref()
-                .filter(|l| l.transaction == req.transaction)
-            {
-                if last.service != Service::AgentCertificate
-                    || last.set != set_byte
-                    || AgentGenerated::decode(&last.output).is_ok()
-                {
+            if let Some(last) = cm.retry(&req.transaction, Service::AgentCertificate, set_byte)? {
+                // A key the card generated (mode 01) is not this request's.
+                if AgentGenerated::decode(&last.output).is_ok() {
                     return Err(Status::TransactionIdReused);
                 }
                 let stored = AgentIssued::decode(&last.output).map_err(|_| Status::Internal)?;
@@ -424,14 +416,7 @@ mod command {
             };
 
             let cm = &self.persistent.certmeter;
-            if let Some(last) = cm
-                .last
-                .as_ref()
-                .filter(|l| l.transaction == req.transaction)
-            {
-                if last.service != Service::AgentCertificate || last.set != set_byte {
-                    return Err(Status::TransactionIdReused);
-                }
+            if let Some(last) = cm.retry(&req.transaction, Service::AgentCertificate, set_byte)? {
                 let stored = AgentGenerated::decode(&last.output)
                     .map_err(|_| Status::TransactionIdReused)?;
                 let cert =
@@ -560,12 +545,7 @@ mod command {
             });
 
             // Commit first: no certificate leaves the card for a fee that is not durable.
-            let mut txn = Transaction::begin(ctx.store);
-            txn.write(rec::set(i), issuance.next_set.encode());
-            txn.write(rec::CERTMETER, next.encode());
-            txn.commit()?;
-            self.persistent.put_set(i, issuance.next_set);
-            self.persistent.certmeter = next;
+            self.commit_service(ctx, i, issuance.next_set, next, false)?;
             reply.extend_from_slice(&output);
             Ok(())
         }

@@ -469,8 +469,16 @@ impl MeterClient {
     ) -> Result<RefillOutcome, RefillError> {
         let txn = &req.client_txn_id;
         // Forced revocation: pending orders first (the meter refuses a refill while one is
-        // overdue); fees they leave due are settled by this refill.
-        let revocations = self.apply_revocations(psd, device, req.set, progress)?;
+        // overdue); fees they leave due are settled by this refill. Not getting through
+        // them does not stop the refill here: the meter decides (a CA it cannot ask does
+        // not stop refills either).
+        let revocations = match self.apply_revocations(psd, device, req.set, progress) {
+            Ok(r) => r,
+            Err(e) => {
+                progress(&format!("pending revocation orders not applied: {e}"));
+                Vec::new()
+            }
+        };
         let mut r: RefillView = self.post(
             "/v1/refills",
             &openpsd_protocol::RefillRequest {

@@ -333,6 +333,11 @@ struct Serve {
     /// it the meter answers certificate requests with 503.
     #[arg(long, value_name = "URL")]
     ca: Option<String>,
+    /// With --role meter and --ca: days a revocation order the CA forced on a device (an
+    /// operator revoked one of its certificates) may stay unconfirmed before the meter
+    /// refuses the device's refills (`409 revocation_overdue`).
+    #[arg(long, value_name = "DAYS", default_value_t = 7)]
+    revocation_grace_days: u32,
     /// With --role ca: the public listener (plain HTTP, loopback only) serving the CA
     /// certificate, the CRL and OCSP to anyone. A second listener because relying parties
     /// (`openssl ocsp -url`, browsers) present no back-office client certificate, and the
@@ -511,14 +516,20 @@ async fn serve(s: Serve) -> Result<()> {
         )],
         Role::Meter => vec![(
             "meter",
-            server::start_meter(
-                &s.data,
+            server::serve_meter(
+                server::open_meter(
+                    &s.data,
+                    [&s.kms, &s.recharge],
+                    s.vendor.as_deref().map(|v| [v, s.pa.as_str()]),
+                    s.ca.as_deref(),
+                    &pki,
+                    rate,
+                )?
+                .with_revocation_grace(std::time::Duration::from_secs(
+                    u64::from(s.revocation_grace_days) * 86_400,
+                )),
                 &listen,
-                [&s.kms, &s.recharge],
-                s.vendor.as_deref().map(|v| [v, s.pa.as_str()]),
-                s.ca.as_deref(),
                 &pki,
-                rate,
             )
             .await?,
         )],

@@ -217,13 +217,27 @@ pub async fn start_recharge(
 pub async fn start_meter(
     dir: &Path,
     addr: &str,
-    [kms_url, recharge_url]: [&str; 2],
+    upstreams: [&str; 2],
     licensing: Option<[&str; 2]>,
     ca_url: Option<&str>,
     pki: &Pki,
     rate: u32,
 ) -> anyhow::Result<Service> {
-    let m = meter::Meter::open(&meter::Config {
+    let m = open_meter(dir, upstreams, licensing, ca_url, pki, rate)?;
+    serve_meter(m, addr, pki).await
+}
+
+/// The meter server [`start_meter`] starts, opened but not listening (to configure it
+/// further, e.g. [`meter::Meter::with_revocation_grace`]).
+pub fn open_meter(
+    dir: &Path,
+    [kms_url, recharge_url]: [&str; 2],
+    licensing: Option<[&str; 2]>,
+    ca_url: Option<&str>,
+    pki: &Pki,
+    rate: u32,
+) -> anyhow::Result<meter::Meter> {
+    meter::Meter::open(&meter::Config {
         data: dir.to_path_buf(),
         kms_url: kms_url.to_owned(),
         recharge_url: recharge_url.to_owned(),
@@ -232,7 +246,11 @@ pub async fn start_meter(
         vendor_url: licensing.map(|[v, _]| v.to_owned()),
         pa_url: licensing.map(|[_, p]| p.to_owned()),
         ca_url: ca_url.map(str::to_owned),
-    })?;
+    })
+}
+
+/// Serves meter server `m` on `addr`.
+pub async fn serve_meter(m: meter::Meter, addr: &str, pki: &Pki) -> anyhow::Result<Service> {
     let tls = server_config(pki, Role::Meter, ClientAuth::Optional)?;
     Ok(Service::spawn(
         "meter",

@@ -97,6 +97,20 @@ pub fn status(spec: Option<CardSpec>, json_out: bool) -> Result<()> {
 pub fn inspect(spec: Option<CardSpec>, meter: &MeterArgs, set: u8, json_out: bool) -> Result<()> {
     let client = meter_client(meter)?;
     let (mut psd, info) = open_psd(spec)?;
+    // Forced revocation: the meter's pending orders first (docs/certmeter.md).
+    let mut say = |line: &str| {
+        if !json_out {
+            println!("  {line}");
+        }
+    };
+    // Not getting through them does not stop the inspection (the meter refuses refills,
+    // not inspections, while an order is overdue).
+    let revocations = client
+        .apply_revocations(&mut psd, info.device, RegisterSetIndex(set), &mut say)
+        .unwrap_or_else(|e| {
+            say(&format!("pending revocation orders not applied: {e}"));
+            Vec::new()
+        });
     let date = client
         .inspect(&mut psd, info.device, RegisterSetIndex(set))
         .context("inspection")?;
@@ -104,7 +118,10 @@ pub fn inspect(spec: Option<CardSpec>, meter: &MeterArgs, set: u8, json_out: boo
     if json_out {
         println!(
             "{}",
-            json!({"inspected_on": date.to_string(), "updates": updates})
+            json!({
+                "inspected_on": date.to_string(), "updates": updates,
+                "revocations": revocations_json(&revocations),
+            })
         );
     } else {
         println!("inspection renewed: the PSD counts from {date}");
@@ -301,7 +318,7 @@ pub fn refill(
             json!({
                 "client_txn_id": client_txn_id, "state": out.state, "inspection_renewed": out.inspection_renewed,
                 "ar": r.ar.0, "dr": r.dr.0, "control_sum": r.control_sum.0, "refills": r.refills.0,
-                "updates": updates,
+                "updates": updates, "revocations": revocations_json(&out.revocations),
             })
         );
     } else {
@@ -312,6 +329,27 @@ pub fn refill(
         println!("{updates}");
     }
     Ok(())
+}
+
+/// The revocation orders applied at a contact, as JSON: counter, serial, slot, reason and
+/// either the fee paid or due (and its set) or the PSD's refusal.
+fn revocations_json(list: &[openpsd_host::refill::AppliedRevocation]) -> serde_json::Value {
+    list.iter()
+        .map(|a| {
+            let mut v = json!({
+                "counter": a.counter, "serial": a.serial, "slot": a.slot, "reason": a.reason,
+            });
+            match &a.result {
+                Ok(c) => {
+                    v["outcome"] = json!(openpsd_host::refill::outcome_name(c.outcome));
+                    v["fee"] = json!(c.fee.0);
+                    v["set"] = json!(c.set);
+                }
+                Err(e) => v["refused"] = json!(e),
+            }
+            v
+        })
+        .collect()
 }
 
 /// After a contact with the meter server: its rate tables and trust anchors loaded into the

@@ -11,6 +11,7 @@ use std::fmt;
 use std::path::Path;
 
 use openpsd_core::psd::audit::NONCE_LEN;
+use openpsd_core::psd::certmeter::revoke::RevocationConfirmation;
 use openpsd_core::psd::registers::Registers;
 use openpsd_core::types::{Amount, DeviceId, RegisterSetIndex};
 use openpsd_core::Status;
@@ -89,6 +90,26 @@ pub struct RefillOutcome {
     pub registers: Registers,
     /// Whether the PSD accepted the audit receipt (inspection renewed).
     pub inspection_renewed: bool,
+    /// The revocation orders the meter handed over before the refill (forced revocation),
+    /// as the PSD took them.
+    pub revocations: Vec<AppliedRevocation>,
+}
+
+/// A pending revocation order the meter handed over (forced revocation, `docs/certmeter.md`
+/// § Forced revocation) and what became of it.
+#[derive(Clone, Debug)]
+pub struct AppliedRevocation {
+    /// The order's counter.
+    pub counter: u32,
+    /// The revoked certificate's serial (hex).
+    pub serial: String,
+    /// The key slot.
+    pub slot: u8,
+    /// The reason (RFC 5280 name).
+    pub reason: String,
+    /// REVOKE KEY's confirmation (recorded at the CA), or why the PSD refused the order
+    /// (it stays pending: the meter refuses refills once it is older than its grace period).
+    pub result: Result<RevocationConfirmation, String>,
 }
 
 /// What a cancel left.
@@ -310,6 +331,72 @@ impl MeterClient {
         }
     }
 
+    /// The device's revocation orders not confirmed yet (`GET
+    /// /v1/devices/{device}/revocations`): orders the CA forced on it (an operator revoked a
+    /// certificate) and any the PSD asked for and did not confirm, by rising counter.
+    pub fn pending_revocations(
+        &self,
+        device: DeviceId,
+    ) -> Result<openpsd_protocol::ca::PendingRevocations, RefillError> {
+        self.get(&format!("/v1/devices/{device}/revocations"))
+    }
+
+    /// Forced revocation at contact: each pending order applied on the PSD (REVOKE KEY on
+    /// register set `set`: the key retired, its fee paid from the set's DR or owed until a
+    /// refill settles it), by rising counter, and its confirmation recorded at the CA
+    /// through the meter. An order the PSD refuses (an older counter than one it applied,
+    /// a slot that never held the certificate, a bad signature) is reported and skipped: it
+    /// changes nothing on the PSD and stays pending. The same order applied before answers
+    /// the same confirmation, so a run interrupted anywhere is finished by running again.
+    pub fn apply_revocations(
+        &self,
+        psd: &mut PsdClient,
+        device: DeviceId,
+        set: RegisterSetIndex,
+        progress: &mut dyn FnMut(&str),
+    ) -> Result<Vec<AppliedRevocation>, RefillError> {
+        let mut pending = self.pending_revocations(device)?.orders;
+        pending.sort_by_key(|o| o.counter);
+        let mut out = Vec::with_capacity(pending.len());
+        for o in pending {
+            let order = hex_bytes(Some(&o.order), "revocation order")?;
+            let result = match psd.revoke_key(set, &order) {
+                Ok((bytes, c)) => {
+                    self.confirm_revocation(&device.to_string(), &bytes)?;
+                    progress(&format!(
+                        "revocation order {}: key in slot {} retired (certificate {}, {}); \
+                         fee {} {} (set {}); confirmation recorded",
+                        o.counter,
+                        o.slot,
+                        o.serial,
+                        o.reason,
+                        c.fee,
+                        outcome_name(c.outcome),
+                        c.set
+                    ));
+                    Ok(c)
+                }
+                Err(ClientError::Refused(_, _, status)) => {
+                    progress(&format!(
+                        "revocation order {} (certificate {}, slot {}) refused by the PSD: \
+                         {status:?}; it stays pending",
+                        o.counter, o.serial, o.slot
+                    ));
+                    Err(format!("{status:?}"))
+                }
+                Err(e) => return Err(e.into()),
+            };
+            out.push(AppliedRevocation {
+                counter: o.counter,
+                serial: o.serial,
+                slot: o.slot,
+                reason: o.reason,
+                result,
+            });
+        }
+        Ok(out)
+    }
+
     /// Signs up at the meter (which opens a deposit account).
     pub fn sign_up(
         &self,
@@ -381,6 +468,17 @@ impl MeterClient {
         progress: &mut dyn FnMut(&str),
     ) -> Result<RefillOutcome, RefillError> {
         let txn = &req.client_txn_id;
+        // Forced revocation: pending orders first (the meter refuses a refill while one is
+        // overdue); fees they leave due are settled by this refill. Not getting through
+        // them does not stop the refill here: the meter decides (a CA it cannot ask does
+        // not stop refills either).
+        let revocations = match self.apply_revocations(psd, device, req.set, progress) {
+            Ok(r) => r,
+            Err(e) => {
+                progress(&format!("pending revocation orders not applied: {e}"));
+                Vec::new()
+            }
+        };
         let mut r: RefillView = self.post(
             "/v1/refills",
             &openpsd_protocol::RefillRequest {
@@ -437,6 +535,7 @@ impl MeterClient {
             state,
             registers: psd.registers(req.set)?,
             inspection_renewed,
+            revocations,
         })
     }
 }
@@ -525,6 +624,14 @@ impl MeterClient {
         let mut reader = openpsd_core::wire::Reader::new(&date);
         openpsd_core::types::Date::read(&mut reader)
             .map_err(|_| RefillError::Card(ClientError::BadResponse(Side::Psd, "RECEIPT")))
+    }
+}
+
+/// A confirmation's outcome as the CLI and the CA say it.
+pub fn outcome_name(o: openpsd_core::psd::certmeter::revoke::Outcome) -> &'static str {
+    match o {
+        openpsd_core::psd::certmeter::revoke::Outcome::Paid => "paid",
+        openpsd_core::psd::certmeter::revoke::Outcome::Due => "due",
     }
 }
 

@@ -40,6 +40,28 @@ pub fn cert_revoke(
             eprintln!("{line}");
         }
     };
+    // Orders the CA forced on the device first: they carry lower counters than the one
+    // asked for now, and the PSD applies rising counters only.
+    let forced = client
+        .apply_revocations(&mut psd, info.device, RegisterSetIndex(set), &mut |l| {
+            say(l)
+        })
+        .context("pending revocation orders")?;
+    if let Some(done) = forced.iter().find(|a| a.slot == slot && a.result.is_ok()) {
+        if json_out {
+            println!(
+                "{}",
+                json!({"slot": slot, "serial": done.serial, "counter": done.counter,
+                       "reason": done.reason, "forced": true})
+            );
+        } else {
+            println!(
+                "slot {slot} was revoked by the CA already (certificate {}, order {}): applied",
+                done.serial, done.counter
+            );
+        }
+        return Ok(());
+    }
     say("1/4 REVOCATION REQUEST: the PSD signs the request with its device key");
     let mut challenge = [0u8; 16];
     getrandom::fill(&mut challenge).map_err(|e| anyhow!("no randomness: {e}"))?;

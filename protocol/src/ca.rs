@@ -29,6 +29,9 @@ pub mod code {
     /// key, or a confirmation does not match its order (409: a policy refusal, which the
     /// meter passes on).
     pub const REVOCATION_CONFLICT: &str = "revocation_conflict";
+    /// The meter refuses a refill: a revocation order the CA forced on the device (an
+    /// operator's revocation) is older than the grace period and not confirmed yet (409).
+    pub const REVOCATION_OVERDUE: &str = "revocation_overdue";
 }
 
 /// `POST /v1/certificates` at the meter (customer → meter).
@@ -159,4 +162,37 @@ pub struct RevocationRecord {
     /// The Revocation fee the PSD charged or owes (minor units).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fee: Option<u64>,
+}
+
+/// A revocation order the PSD has not confirmed yet (forced revocation: the CA revoked the
+/// certificate without the PSD's request), as the CA keeps it and the meter hands it out.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PendingRevocation {
+    /// The order's number for the device (REVOKE KEY applies rising numbers only).
+    pub counter: u32,
+    /// The revoked certificate's serial (hex).
+    pub serial: String,
+    /// The key slot it certified.
+    pub slot: u8,
+    /// The revocation's reason (RFC 5280 name).
+    pub reason: String,
+    /// The signed order REVOKE KEY takes (hex).
+    pub order: String,
+    /// When the CA issued it (seconds since 1970, the CA's clock).
+    pub created_at: u64,
+    /// From when the meter refuses refills while it stays unconfirmed (`created_at` + the
+    /// meter's grace period); `None` from the CA itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refills_refused_from: Option<u64>,
+}
+
+/// `GET /v1/devices/{device_id}/revocation-orders` at the CA (meter) and
+/// `GET /v1/devices/{device_id}/revocations` at the meter (the device's owner): the
+/// device's unconfirmed orders, by rising counter.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PendingRevocations {
+    /// The device (16 hex).
+    pub device_id: String,
+    /// Its unconfirmed orders, oldest (lowest counter) first.
+    pub orders: Vec<PendingRevocation>,
 }

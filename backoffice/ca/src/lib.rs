@@ -17,7 +17,9 @@
 //! before the answer and marks the cached CRL stale, so the next CRL and every OCSP answer
 //! after it say revoked. A PSD's own revocation (Fig. 6, `POST /v1/revocations` and
 //! `/v1/revocations/confirmations`, the meter only) does the same and answers the signed
-//! order REVOKE KEY applies (`revocation.rs`).
+//! order REVOKE KEY applies (`revocation.rs`). A revocation without the PSD's request gets
+//! its order too, pending until the PSD confirms it (forced revocation: `GET
+//! /v1/devices/{device_id}/revocation-orders`, the meter only).
 //!
 //! Keys: the CA's P-256 key is `ca-signing.key` in its data directory (hex, 0600, made at
 //! first start, exactly as the postal authority's), refused when missing or replaced once
@@ -308,6 +310,12 @@ impl Ca {
                 Method::POST,
                 "/v1/revocations/confirmations",
                 post(revocation::confirm),
+                METER,
+            )
+            .route(
+                Method::GET,
+                "/v1/devices/{device_id}/revocation-orders",
+                get(revocation::pending),
                 METER,
             )
     }
@@ -601,7 +609,8 @@ async fn revoke(
             format!("reason: 1 to {MAX_REASON_CHARS} characters, not blank, no control characters"),
         ));
     }
-    let view = ca
+    let ca_key = ca.order_key(step)?;
+    let (view, forced) = ca
         .db
         .run(step, move |c| {
             let tx = c.transaction().storage(step)?;
@@ -619,17 +628,24 @@ async fn revoke(
                     )
                 })?;
             if found.view.revoked_at.is_some() {
-                return Ok(found.view);
+                return Ok((found.view, None));
             }
             mark_revoked(&tx, &serial, &req.reason, step)?;
+            // Forced revocation: the PSD gets the order at its next contact.
+            let forced = revocation::force_order(&tx, &found, &req.reason, &ca_key, step)?;
             let updated = tx.query_row(&sql, [&serial], row).storage(step)?;
             tx.commit().storage(step)?;
-            Ok(updated.view)
+            Ok((updated.view, forced))
         })
         .await?;
     // The revocation is committed (or was found); the caller has not heard.
     failpoint::pause("ca_revoke_after_commit").await;
-    tracing::warn!(serial = %view.serial, device = %view.device_id, "certificate revoked");
+    tracing::warn!(
+        serial = %view.serial,
+        device = %view.device_id,
+        order = ?forced,
+        "certificate revoked"
+    );
     Ok(Json(view))
 }
 

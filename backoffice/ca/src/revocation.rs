@@ -14,22 +14,31 @@
 //! `POST /v1/revocations/confirmations` (step 622): checked with the device key, matched
 //! with its order; the same confirmation again answers the same record.
 //!
+//! **Forced revocation**: a certificate the CA revokes without the PSD's request (the
+//! operator's or the meter's `POST /v1/certificates/{serial}/revoke`) gets its order all the
+//! same, in the revocation's own transaction ([`force_order`]: the same layout, the next
+//! counter of the device, the reason by its RFC 5280 name or `unspecified`). Every order
+//! not confirmed yet is pending: `GET /v1/devices/{device_id}/revocation-orders` (the
+//! meter) lists them, and the meter hands them to the host at the device's next refill or
+//! inspection (`docs/certmeter.md` § Forced revocation).
+//!
 //! The challenge in the request is the host's: the CA does not issue challenges yet, so a
 //! captured request can be replayed — which only asks again for the revocation it asked
 //! for, and answers the stored order (`docs/ca.md`).
 
 use axum::body::Bytes;
-use axum::extract::State;
+use axum::extract::{Path as UrlPath, State};
 use axum::http::StatusCode;
 use axum::Json;
 use openpsd_core::crypto::IndiciumKey;
 use openpsd_core::psd::certmeter::revoke::{
-    Outcome, RevocationConfirmation, RevocationOrder, RevocationRequest, CONFIRMATION_LEN,
+    Outcome, Reason, RevocationConfirmation, RevocationOrder, RevocationRequest, CONFIRMATION_LEN,
     REQUEST_LEN,
 };
+use openpsd_core::types::DeviceId;
 use openpsd_protocol::ca::{
-    code, RevocationConfirmationBody, RevocationOrderAnswer, RevocationRecord,
-    RevocationRequestBody,
+    code, PendingRevocation, PendingRevocations, RevocationConfirmationBody, RevocationOrderAnswer,
+    RevocationRecord, RevocationRequestBody,
 };
 use openpsd_service_kit::codec;
 use openpsd_service_kit::db::now_secs;
@@ -37,13 +46,144 @@ use openpsd_service_kit::error::{ApiError, StorageContext};
 use rusqlite::{params, OptionalExtension};
 use sha2::Digest as _;
 
-use super::{err, mark_revoked, row, Ca, COLUMNS};
+use super::{err, mark_revoked, row, Ca, Row, COLUMNS};
 
 /// A stored order: serial, slot, the signed order, the confirmation and its time.
 type StoredOrder = (String, u8, Vec<u8>, Option<Vec<u8>>, Option<i64>);
 
 const STEP_REQUEST: &str = "ca_revocation_request";
 const STEP_CONFIRM: &str = "ca_revocation_confirm";
+const STEP_PENDING: &str = "ca_revocation_pending";
+
+impl Ca {
+    /// The CA key as the core's signing key (orders are signed with it).
+    pub(super) fn order_key(&self, step: &str) -> Result<IndiciumKey, ApiError> {
+        IndiciumKey::from_bytes(self.key.to_bytes().as_slice())
+            .ok_or_else(|| ApiError::internal(step, "the CA key is not a P-256 scalar"))
+    }
+}
+
+/// The next order number of device `dev` (1, 2, ...), inside the caller's transaction.
+fn next_counter(tx: &rusqlite::Transaction<'_>, dev: &str, step: &str) -> Result<u32, ApiError> {
+    let last: u32 = tx
+        .query_row(
+            "SELECT COALESCE(MAX(counter), 0) FROM revocation_orders WHERE device_id = ?1",
+            [dev],
+            |q| q.get(0),
+        )
+        .storage(step)?;
+    last.checked_add(1).ok_or_else(|| {
+        err(
+            StatusCode::CONFLICT,
+            code::REVOCATION_CONFLICT,
+            step,
+            format!("device {dev} has no order numbers left"),
+        )
+    })
+}
+
+/// Forced revocation: the order for certificate `found`, which the CA is revoking in
+/// transaction `tx` without the PSD's request (`reason`: the operator's text; an RFC 5280
+/// name becomes the order's reason, anything else `unspecified`). Stored pending with the
+/// device's next counter; a certificate that has an order already keeps it. Answers the
+/// new order's counter.
+pub(super) fn force_order(
+    tx: &rusqlite::Transaction<'_>,
+    found: &Row,
+    reason: &str,
+    ca_key: &IndiciumKey,
+    step: &str,
+) -> Result<Option<u32>, ApiError> {
+    let serial = &found.view.serial;
+    let has: Option<u32> = tx
+        .query_row(
+            "SELECT counter FROM revocation_orders WHERE serial = ?1",
+            [serial],
+            |q| q.get(0),
+        )
+        .optional()
+        .storage(step)?;
+    if has.is_some() {
+        return Ok(None);
+    }
+    let dev = &found.view.device_id;
+    let device = hex::decode(dev)
+        .ok()
+        .and_then(|b| <[u8; 8]>::try_from(b).ok())
+        .ok_or_else(|| ApiError::internal(step, format!("stored device ID {dev} is not 16 hex")))?;
+    let counter = next_counter(tx, dev, step)?;
+    let order = RevocationOrder {
+        device: DeviceId(device),
+        slot: found.view.slot,
+        certificate_hash: sha2::Sha256::digest(&found.certificate).into(),
+        reason: Reason::from_name(reason.trim()).unwrap_or(Reason::Unspecified),
+        counter,
+    }
+    .sign(ca_key);
+    tx.execute(
+        "INSERT INTO revocation_orders (device_id, counter, serial, slot, ord, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![dev, counter, serial, found.view.slot, order, now_secs()],
+    )
+    .storage(step)?;
+    Ok(Some(counter))
+}
+
+/// `GET /v1/devices/{device_id}/revocation-orders` (meter): the device's orders not
+/// confirmed yet, by rising counter (the order REVOKE KEY must apply them in).
+pub(super) async fn pending(
+    State(ca): State<Ca>,
+    UrlPath(device_id): UrlPath<String>,
+) -> Result<Json<PendingRevocations>, ApiError> {
+    let step = STEP_PENDING;
+    let dev = codec::device_hex(&codec::device_id(&device_id, step)?);
+    let dev2 = dev.clone();
+    let ca_pk = ca.public_key();
+    let orders = ca
+        .db
+        .run(step, move |c| {
+            let mut stmt = c
+                .prepare(
+                    "SELECT counter, serial, slot, ord, created_at FROM revocation_orders
+                     WHERE device_id = ?1 AND confirmation IS NULL ORDER BY counter",
+                )
+                .storage(step)?;
+            let rows = stmt
+                .query_map([&dev2], |q| {
+                    Ok((
+                        q.get::<_, u32>(0)?,
+                        q.get::<_, String>(1)?,
+                        q.get::<_, u8>(2)?,
+                        q.get::<_, Vec<u8>>(3)?,
+                        q.get::<_, i64>(4)?,
+                    ))
+                })
+                .storage(step)?
+                .collect::<Result<Vec<_>, _>>()
+                .storage(step)?;
+            rows.into_iter()
+                .map(|(counter, serial, slot, ord, created_at)| {
+                    // The reason the order carries (the PSD's, or the operator's by name).
+                    let o = RevocationOrder::open(&ord, &ca_pk)
+                        .map_err(|_| ApiError::internal(step, "a stored order does not open"))?;
+                    Ok(PendingRevocation {
+                        counter,
+                        serial,
+                        slot,
+                        reason: o.reason.name().to_owned(),
+                        order: hex::encode(ord),
+                        created_at: u64::try_from(created_at).unwrap_or(0),
+                        refills_refused_from: None,
+                    })
+                })
+                .collect::<Result<Vec<_>, ApiError>>()
+        })
+        .await?;
+    Ok(Json(PendingRevocations {
+        device_id: dev,
+        orders,
+    }))
+}
 
 /// `POST /v1/revocations` (meter).
 pub(super) async fn request(
@@ -72,8 +212,7 @@ pub(super) async fn request(
              {device_id}"
         ))
     })?;
-    let ca_key = IndiciumKey::from_bytes(ca.key.to_bytes().as_slice())
-        .ok_or_else(|| ApiError::internal(step, "the CA key is not a P-256 scalar"))?;
+    let ca_key = ca.order_key(step)?;
     let account = req.account_id.clone();
     let (dev, reason) = (device_id.clone(), r.reason.name());
     let (order, counter, view) = ca
@@ -135,16 +274,7 @@ pub(super) async fn request(
             {
                 return Ok((order, counter, found.view));
             }
-            let last: u32 = tx
-                .query_row(
-                    "SELECT COALESCE(MAX(counter), 0) FROM revocation_orders WHERE device_id = ?1",
-                    [&dev],
-                    |q| q.get(0),
-                )
-                .storage(step)?;
-            let counter = last
-                .checked_add(1)
-                .ok_or_else(|| conflict(format!("device {dev} has no order numbers left")))?;
+            let counter = next_counter(&tx, &dev, step)?;
             let order = RevocationOrder {
                 device: r.device,
                 slot: r.slot,

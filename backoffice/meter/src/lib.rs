@@ -54,6 +54,7 @@ mod refill;
 mod registry;
 pub mod retire;
 mod revocations;
+pub use revocations::REVOCATION_GRACE;
 mod store;
 #[cfg(test)]
 mod tests;
@@ -309,6 +310,9 @@ pub struct Meter {
     pub(crate) credentials: Arc<customers::CredentialCache>,
     /// [`UNISSUED_TTL`] unless a test shortens it.
     pub(crate) unissued_ttl: Duration,
+    /// How long a revocation order may stay unconfirmed before refills are refused
+    /// ([`revocations::REVOCATION_GRACE`] unless configured).
+    pub(crate) revocation_grace: Duration,
 }
 
 impl Meter {
@@ -361,6 +365,7 @@ impl Meter {
             rate: config.rate,
             credentials: Arc::default(),
             unissued_ttl: UNISSUED_TTL,
+            revocation_grace: REVOCATION_GRACE,
         })
     }
 
@@ -369,6 +374,14 @@ impl Meter {
     #[must_use]
     pub fn with_unissued_ttl(mut self, ttl: Duration) -> Self {
         self.unissued_ttl = ttl;
+        self
+    }
+
+    /// The same meter with another grace period for unconfirmed revocation orders (refills
+    /// are refused once one is older: forced revocation).
+    #[must_use]
+    pub fn with_revocation_grace(mut self, grace: Duration) -> Self {
+        self.revocation_grace = grace;
         self
     }
 
@@ -525,6 +538,12 @@ impl Meter {
                 Method::GET,
                 "/v1/devices/{device_id}/updates",
                 get(updates::device_updates),
+                CUSTOMER,
+            )
+            .route(
+                Method::GET,
+                "/v1/devices/{device_id}/revocations",
+                get(revocations::pending),
                 CUSTOMER,
             )
             .route(Method::GET, "/health", get(|| async { "ok" }), ANYONE)

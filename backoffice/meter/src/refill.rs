@@ -109,6 +109,8 @@ pub(crate) async fn request_refill(
         };
     }
     meter.check_slot(&device_id, req.set, step).await?;
+    // Forced revocation: no new refill while an order is overdue (revocations.rs).
+    meter.refuse_if_revocation_overdue(&device_id, step).await?;
     // Another outstanding refill blocks the device, unless its message never left and its
     // time is up: then it is released and the request tried once more.
     let row = match insert_refill(&meter, &req, &device_id, &owner).await {

@@ -10,24 +10,135 @@
 //! same order for the same certificate, and the same record for the same confirmation).
 //! A revocation is never refused for money: the fee is the PSD's business (paid from DR or
 //! owed until the next refill).
+//!
+//! **Forced revocation** (`GET /v1/devices/{device_id}/revocations`, the owner): the orders
+//! the CA issued without the PSD's request (an operator revoked the certificate) and every
+//! other order the PSD has not confirmed, fetched from the CA at each call (the meter keeps
+//! none). The host calls it before a refill and an inspection, applies them (REVOKE KEY)
+//! and posts the confirmations as above. A refill is refused (`409 revocation_overdue`)
+//! while one of them is older than the meter's grace period ([`REVOCATION_GRACE`] unless
+//! configured); a CA that cannot be asked does not stop refills (the certificate is revoked
+//! for relying parties at the CA already: the gate only hurries the PSD), it is logged.
 
 use crate::Meter;
 use axum::body::Bytes;
-use axum::extract::State;
+use axum::extract::{Path as UrlPath, State};
+use axum::http::StatusCode;
 use axum::{Extension, Json};
 use openpsd_core::psd::certmeter::revoke::{
     RevocationConfirmation, RevocationRequest, CONFIRMATION_LEN, REQUEST_LEN,
 };
 use openpsd_protocol::ca::{
-    MeterRevocationConfirmation, MeterRevocationRequest, RevocationConfirmationBody,
-    RevocationOrderAnswer, RevocationRecord, RevocationRequestBody,
+    code, MeterRevocationConfirmation, MeterRevocationRequest, PendingRevocations,
+    RevocationConfirmationBody, RevocationOrderAnswer, RevocationRecord, RevocationRequestBody,
 };
 use openpsd_service_kit::access::Customer;
 use openpsd_service_kit::codec;
+use openpsd_service_kit::db::now_secs;
 use openpsd_service_kit::error::ApiError;
 use openpsd_service_kit::upstream::Upstream;
 
 const STEP: &str = "revocation";
+const STEP_PENDING: &str = "revocation_pending";
+
+/// How long a pending revocation order may stay unconfirmed before the meter refuses the
+/// device's refills (7 days; `backoffice --role meter --revocation-grace-days`).
+pub const REVOCATION_GRACE: std::time::Duration = std::time::Duration::from_secs(7 * 86_400);
+
+impl Meter {
+    /// The device's pending orders at the CA, each with the time refills are refused from;
+    /// none when this meter has no CA.
+    async fn pending_orders(
+        &self,
+        device_id: &str,
+        step: &'static str,
+    ) -> Result<PendingRevocations, ApiError> {
+        let Some(ca) = self.ca.as_ref() else {
+            return Ok(PendingRevocations {
+                device_id: device_id.to_owned(),
+                orders: Vec::new(),
+            });
+        };
+        let mut p: PendingRevocations = ca
+            .get(&format!("/v1/devices/{device_id}/revocation-orders"), step)
+            .await?;
+        if p.device_id != device_id {
+            return Err(ApiError::unavailable(
+                step,
+                "the certificate authority answered for another device",
+            ));
+        }
+        let grace = self.revocation_grace.as_secs();
+        for o in &mut p.orders {
+            o.refills_refused_from = Some(o.created_at.saturating_add(grace));
+        }
+        Ok(p)
+    }
+
+    /// Refuses a refill of `device_id` (`409 revocation_overdue`) while a revocation order
+    /// older than the grace period is unconfirmed. A CA that cannot be asked lets it pass
+    /// (logged).
+    pub(crate) async fn refuse_if_revocation_overdue(
+        &self,
+        device_id: &str,
+        step: &'static str,
+    ) -> Result<(), ApiError> {
+        let p = match self.pending_orders(device_id, step).await {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(
+                    device = %device_id,
+                    error = %e,
+                    "pending revocation orders not checked: the certificate authority did not answer"
+                );
+                return Ok(());
+            }
+        };
+        let now = u64::try_from(now_secs()).unwrap_or(0);
+        let Some(o) = p
+            .orders
+            .iter()
+            .find(|o| o.refills_refused_from.is_some_and(|t| now >= t))
+        else {
+            return Ok(());
+        };
+        tracing::warn!(
+            device = %device_id,
+            counter = o.counter,
+            serial = %o.serial,
+            "refill refused: revocation order overdue"
+        );
+        Err(ApiError {
+            status: StatusCode::CONFLICT,
+            code: code::REVOCATION_OVERDUE.to_owned(),
+            step: step.to_owned(),
+            message: format!(
+                "revocation order {} (certificate {}, slot {}) has waited more than {} s \
+                 unconfirmed: apply it (REVOKE KEY; GET /v1/devices/{device_id}/revocations, \
+                 `openpsd refill` does it) and post the confirmation first",
+                o.counter,
+                o.serial,
+                o.slot,
+                self.revocation_grace.as_secs()
+            ),
+        })
+    }
+}
+
+/// `GET /v1/devices/{device_id}/revocations` (customer, the device's owner; quarantined or
+/// not): the orders to apply before a refill or an inspection.
+pub(crate) async fn pending(
+    State(meter): State<Meter>,
+    Extension(customer): Extension<Customer>,
+    UrlPath(device_id): UrlPath<String>,
+) -> Result<Json<PendingRevocations>, ApiError> {
+    let step = STEP_PENDING;
+    let device_id = codec::device_hex(&codec::device_id(&device_id, step)?);
+    meter
+        .registered(&device_id, Some(&customer.account_id), step)
+        .await?;
+    Ok(Json(meter.pending_orders(&device_id, step).await?))
+}
 
 fn ca_of(meter: &Meter) -> Result<Upstream, ApiError> {
     meter.ca.clone().ok_or_else(|| {

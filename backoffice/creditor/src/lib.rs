@@ -686,12 +686,16 @@ struct LineRow {
     drawn: u64,
 }
 
+/// A `lines` row as read: account, key, number, amount, currency, not_before, not_after,
+/// settled, drawn.
+type LineColumns = (String, String, i64, i64, String, i64, i64, i64, i64);
+
 fn read_line(
     c: &rusqlite::Connection,
     line_hash: &str,
     step: &str,
 ) -> Result<Option<LineRow>, ApiError> {
-    let row: Option<(String, String, i64, i64, String, i64, i64, i64, i64)> = c
+    let row: Option<LineColumns> = c
         .query_row(
             "SELECT account_id, public_key, number, amount, currency, not_before, not_after,
                  settled, drawn FROM lines WHERE line_hash = ?1",

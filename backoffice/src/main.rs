@@ -19,6 +19,7 @@ use openpsd_service_kit::pki::Pki;
 use openpsd_service_kit::tls::Role as TlsRole;
 use openpsd_service_kit::Service;
 
+mod creditor_cli;
 mod pa_cli;
 mod post_cli;
 mod vendor_cli;
@@ -40,8 +41,8 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Make the back office's certificate authority and a key and certificate for every
-    /// service identity (meter, kms, recharge, operator, post, vendor, pa, ca) that has none;
-    /// or renew one.
+    /// service identity (meter, kms, recharge, operator, post, vendor, pa, ca, creditor,
+    /// merchant) that has none; or renew one; or certify a merchant (--merchant ID).
     Init(Init),
     /// Serve one service, or all of them in one process.
     Serve(Box<Serve>),
@@ -53,6 +54,9 @@ enum Command {
     /// The manufacturer's desk (seed 004): publish rate tables, sign trust anchors for the
     /// certificate authority and the creditor, list them.
     Vendor(VendorCmd),
+    /// The creditor's desk (seed 004 Figs. 7-9): grant an account a credit limit (operator),
+    /// present payment certificates for settlement (a merchant).
+    Creditor(creditor_cli::CreditorCmd),
     /// The demo: runs `backoffice-demo` (installed next to this program) with the same
     /// arguments; `backoffice-demo --help` lists them. The demo lives in its own program so
     /// the services' binary carries no card simulator.
@@ -83,8 +87,11 @@ enum Role {
     /// customers (default port 8706; its public listener for the CA certificate, the CRL
     /// and OCSP on 8707).
     Ca,
+    /// Creditor (seed 004 Figs. 7-9): grants lines of credit on PSDs' payment keys and
+    /// settles merchants' payment certificates (default port 8708).
+    Creditor,
     /// All of them; data in DIR/kms, DIR/recharge, DIR/meter, DIR/post, DIR/pa, DIR/vendor,
-    /// DIR/ca.
+    /// DIR/ca, DIR/creditor.
     All,
 }
 
@@ -279,6 +286,11 @@ struct Init {
     /// Issue a new key and certificate for this identity (the old pair is kept aside).
     #[arg(long, value_name = "ROLE")]
     renew: Option<String>,
+    /// Issue merchant ID a client certificate (merchant-ID.crt/.key: role merchant, naming
+    /// ID.merchant.openpsd), for presenting payment certificates to the creditor. ID: 1 to
+    /// 32 of a-z 0-9 -, as its customers' payments name it.
+    #[arg(long, value_name = "ID", conflicts_with = "renew")]
+    merchant: Option<String>,
     /// Print what was made as JSON.
     #[arg(long)]
     json: bool,
@@ -318,7 +330,7 @@ struct Serve {
     /// With --role post: the meter server's base URL.
     #[arg(long, value_name = "URL", default_value = "https://127.0.0.1:8700")]
     meter: String,
-    /// With --role meter, post, vendor or ca: the KMS's base URL.
+    /// With --role meter, post, vendor, ca or creditor: the KMS's base URL.
     #[arg(long, value_name = "URL", default_value = "https://127.0.0.1:8701")]
     kms: String,
     /// With --role meter: the recharging center's base URL.
@@ -338,6 +350,10 @@ struct Serve {
     /// refuses the device's refills (`409 revocation_overdue`).
     #[arg(long, value_name = "DAYS", default_value_t = 7)]
     revocation_grace_days: u32,
+    /// With --role meter: the creditor's base URL (`https://127.0.0.1:8708`), for lines of
+    /// credit (`POST /v1/credit-lines`); without it the meter answers those with 503.
+    #[arg(long, value_name = "URL")]
+    creditor: Option<String>,
     /// With --role ca: the public listener (plain HTTP, loopback only) serving the CA
     /// certificate, the CRL and OCSP to anyone. A second listener because relying parties
     /// (`openssl ocsp -url`, browsers) present no back-office client certificate, and the
@@ -404,6 +420,7 @@ fn main() -> Result<()> {
         Command::Post(p) => runtime.block_on(post_cmd(p)),
         Command::Pa(p) => runtime.block_on(pa_cmd(p)),
         Command::Vendor(v) => runtime.block_on(vendor_cmd(v)),
+        Command::Creditor(c) => runtime.block_on(creditor_cli::run(c)),
         Command::Demo { args } => run_demo(&args),
     }
 }
@@ -427,11 +444,29 @@ fn run_demo(args: &[std::ffi::OsString]) -> Result<()> {
 
 fn init(i: &Init) -> Result<()> {
     let pki = Pki::at(&i.pki);
+    if let Some(id) = &i.merchant {
+        pki.init(&TlsRole::ALL, &i.hosts)?;
+        pki.init_merchant(id)?;
+        if i.json {
+            println!(
+                "{}",
+                serde_json::json!({"pki": i.pki, "merchant": id,
+                    "certificate": pki.merchant_cert(id), "key": pki.merchant_key(id)})
+            );
+        } else {
+            println!(
+                "merchant {id}: {} and {}",
+                pki.merchant_cert(id).display(),
+                pki.merchant_key(id).display()
+            );
+        }
+        return Ok(());
+    }
     let made: Vec<&str> = match &i.renew {
         Some(name) => {
             let role = TlsRole::from_name(name).with_context(|| {
                 format!(
-                    "no identity '{name}': one of meter, kms, recharge, operator, post, vendor, pa, ca"
+                    "no identity '{name}': one of meter, kms, recharge, operator, post, vendor, pa, ca, creditor, merchant"
                 )
             })?;
             pki.renew(role, &i.hosts)?;
@@ -468,6 +503,7 @@ async fn serve(s: Serve) -> Result<()> {
         Role::Pa => 8704,
         Role::Vendor => 8705,
         Role::Ca => 8706,
+        Role::Creditor => 8708,
     };
     let listen = s
         .listen
@@ -521,7 +557,7 @@ async fn serve(s: Serve) -> Result<()> {
                     &s.data,
                     [&s.kms, &s.recharge],
                     s.vendor.as_deref().map(|v| [v, s.pa.as_str()]),
-                    s.ca.as_deref(),
+                    [s.ca.as_deref(), s.creditor.as_deref()],
                     &pki,
                     rate,
                 )?
@@ -563,6 +599,14 @@ async fn serve(s: Serve) -> Result<()> {
             let (ca, public) = server::start_ca(&config, &listen, &s.public_listen, rate).await?;
             vec![("ca", ca), ("ca-public", public)]
         }
+        Role::Creditor => {
+            let mut config = server::creditor_config(&s.data, &s.kms, &pki);
+            config.validity_days = s.validity_days;
+            vec![(
+                "creditor",
+                server::start_creditor(&config, &listen, rate).await?,
+            )]
+        }
         Role::Vendor => {
             let pa_ca = s
                 .pa_ca
@@ -600,6 +644,7 @@ async fn serve(s: Serve) -> Result<()> {
                 ("vendor", h.vendor),
                 ("ca", h.ca),
                 ("ca-public", h.ca_public),
+                ("creditor", h.creditor),
                 ("meter", h.meter),
                 ("post", post),
             ]

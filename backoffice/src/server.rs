@@ -48,12 +48,15 @@ pub struct Handles {
     pub ca: Service,
     /// Its public listener (plain HTTP, loopback): CA certificate, CRL, OCSP.
     pub ca_public: Service,
+    /// The creditor (seed 004 Figs. 7-9), on mutual TLS.
+    pub creditor: Service,
 }
 
 impl Handles {
     /// Stops them all.
     pub async fn stop(self) {
         self.meter.stop().await;
+        self.creditor.stop().await;
         self.ca.stop().await;
         self.ca_public.stop().await;
         self.vendor.stop().await;
@@ -118,17 +121,24 @@ pub async fn spawn_all_on(
         rate,
     )
     .await?;
+    let creditor = start_creditor(
+        &creditor_config(&dir.join("creditor"), &kms.url, pki),
+        "127.0.0.1:0",
+        rate,
+    )
+    .await?;
     let meter = start_meter(
         &dir.join("meter"),
         meter_addr,
         [&kms.url, &recharge.url],
         Some([&vendor.url, &pa.url]),
-        Some(&ca.url),
+        [Some(&ca.url), Some(&creditor.url)],
         pki,
         rate,
     )
     .await?;
     Ok(Handles {
+        creditor,
         ca,
         ca_public,
         pa,
@@ -212,18 +222,19 @@ pub async fn start_recharge(
 /// and, for licenses, the vendor and the postal authority at `[vendor_url, pa_url]` (the
 /// PA: revoking the grant of a retired set).
 /// With `ca_url`, customers' devices get their keys certified by the certificate
-/// authority there (`POST /v1/certificates`).
+/// authority there (`POST /v1/certificates`); with `creditor_url`, lines of credit on
+/// their payment keys from the creditor there (`POST /v1/credit-lines`).
 /// Customers connect without a certificate and log in; operators present theirs.
 pub async fn start_meter(
     dir: &Path,
     addr: &str,
     upstreams: [&str; 2],
     licensing: Option<[&str; 2]>,
-    ca_url: Option<&str>,
+    [ca_url, creditor_url]: [Option<&str>; 2],
     pki: &Pki,
     rate: u32,
 ) -> anyhow::Result<Service> {
-    let m = open_meter(dir, upstreams, licensing, ca_url, pki, rate)?;
+    let m = open_meter(dir, upstreams, licensing, [ca_url, creditor_url], pki, rate)?;
     serve_meter(m, addr, pki).await
 }
 
@@ -233,7 +244,7 @@ pub fn open_meter(
     dir: &Path,
     [kms_url, recharge_url]: [&str; 2],
     licensing: Option<[&str; 2]>,
-    ca_url: Option<&str>,
+    [ca_url, creditor_url]: [Option<&str>; 2],
     pki: &Pki,
     rate: u32,
 ) -> anyhow::Result<meter::Meter> {
@@ -246,6 +257,7 @@ pub fn open_meter(
         vendor_url: licensing.map(|[v, _]| v.to_owned()),
         pa_url: licensing.map(|[_, p]| p.to_owned()),
         ca_url: ca_url.map(str::to_owned),
+        creditor_url: creditor_url.map(str::to_owned),
     })
 }
 
@@ -374,4 +386,31 @@ pub async fn start_ca(
     let public_limit = RateLimit::new(rate, rate.saturating_mul(2));
     let ca_public = Service::spawn("ca-public", public, ca.public_router(&public_limit))?;
     Ok((ca_tls, ca_public))
+}
+
+/// A creditor's configuration with the defaults (lines valid 365 days), its data in `dir`,
+/// reading devices at the KMS at `kms_url`.
+pub fn creditor_config(dir: &Path, kms_url: &str, pki: &Pki) -> openpsd_creditor::Config {
+    openpsd_creditor::Config {
+        data: dir.to_path_buf(),
+        kms_url: kms_url.to_owned(),
+        pki: pki.clone(),
+        validity_days: 365,
+    }
+}
+
+/// Starts the creditor (seed 004 Figs. 7-9) on `addr`: only clients with a certificate get
+/// in (limits: the operator's; line requests: the meter's; presentments: merchants').
+pub async fn start_creditor(
+    config: &openpsd_creditor::Config,
+    addr: &str,
+    rate: u32,
+) -> anyhow::Result<Service> {
+    let creditor = openpsd_creditor::Creditor::open(config)?;
+    let tls = server_config(&config.pki, Role::Creditor, ClientAuth::Required)?;
+    Ok(Service::spawn(
+        "creditor",
+        bind(addr, Some(tls)).await?,
+        creditor.router(&service_limit(rate)),
+    )?)
 }

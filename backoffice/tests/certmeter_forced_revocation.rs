@@ -59,7 +59,7 @@ async fn operator_revocation_reaches_the_psd_at_its_next_refill_and_an_overdue_o
             &dir.path().join("meter"),
             [&h.kms.url, &h.recharge.url],
             Some([&h.vendor.url, &h.pa.url]),
-            Some(&h.ca.url),
+            [Some(&h.ca.url), Some(&h.creditor.url)],
             &h.pki,
             openpsd_backoffice::server::DEFAULT_RATE,
         )

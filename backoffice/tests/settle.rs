@@ -159,6 +159,7 @@ async fn unissued_refills_expire_and_issued_ones_wait_for_an_audit() {
         vendor_url: None,
         pa_url: None,
         ca_url: None,
+        creditor_url: None,
     })
     .unwrap()
     .with_unissued_ttl(Duration::from_secs(1));

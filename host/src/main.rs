@@ -238,6 +238,22 @@ enum CreditAction {
         #[arg(long, default_value_t = 0)]
         set: u8,
     },
+    /// Ask the creditor for a line of credit through the meter (seed 004 Fig. 8): a
+    /// payment key made inside the PSD and attested, the line certificate written to
+    /// OUT_DIR and loaded (as `credit line FILE` would).
+    Request {
+        /// The line asked for, in minor units (at most your account's credit limit).
+        #[arg(long)]
+        amount: u64,
+        /// Register set that pays the credit-line fee (if the rate table prices it).
+        #[arg(long, default_value_t = 0)]
+        set: u8,
+        /// Where the request, the line certificate and the creditor's certificate go.
+        #[arg(long, default_value = ".")]
+        out_dir: PathBuf,
+        #[command(flatten)]
+        meter: account_commands::MeterArgs,
+    },
     /// A payment certificate for a merchant's order, drawn on the line.
     Pay {
         /// Amount, in the line's minor units.
@@ -613,6 +629,15 @@ fn run(cli: Cli) -> Result<()> {
         Command::Credit {
             action: CreditAction::Line { file, set },
         } => credit_commands::line(card, &file, set, json),
+        Command::Credit {
+            action:
+                CreditAction::Request {
+                    amount,
+                    set,
+                    out_dir,
+                    meter,
+                },
+        } => credit_commands::request(card, &meter, amount, set, &out_dir, json),
         Command::Credit {
             action:
                 CreditAction::Pay {

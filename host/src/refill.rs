@@ -221,6 +221,27 @@ impl MeterClient {
         )
     }
 
+    /// Asks the creditor, through the meter, for a line of credit of `amount` on the
+    /// payment key `attestation` attests (seed 004 Fig. 8 steps 802-810). The same
+    /// `request_id` again answers the same line.
+    pub fn request_credit_line(
+        &self,
+        device: &str,
+        request_id: &str,
+        attestation: &[u8],
+        amount: u64,
+    ) -> Result<openpsd_protocol::creditor::LineAnswer, RefillError> {
+        self.post(
+            "/v1/credit-lines",
+            &openpsd_protocol::creditor::MeterLineRequest {
+                request_id: request_id.to_owned(),
+                device_id: device.to_owned(),
+                attestation: hex::encode(attestation),
+                amount,
+            },
+        )
+    }
+
     /// Passes the PSD's signed revocation request (REVOCATION REQUEST) to the CA through
     /// the meter (seed 004 Fig. 6 step 604): the certificate is revoked at once and the
     /// answer carries the CA's signed order for REVOKE KEY. The same request again answers

@@ -12,6 +12,7 @@
 
 pub mod ca;
 pub mod codec;
+pub mod creditor;
 pub mod customer;
 pub mod error;
 pub mod kms;

@@ -36,6 +36,9 @@ pub struct Peer {
     pub addr: SocketAddr,
     /// The service identity its certificate proves.
     pub role: Option<Role>,
+    /// With [`Role::Merchant`]: which merchant its certificate names
+    /// ([`crate::tls::merchant_of_certificate`]).
+    pub merchant: Option<String>,
 }
 
 /// A customer the meter authenticated for this request.

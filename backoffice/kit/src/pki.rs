@@ -135,6 +135,54 @@ impl Pki {
         self.issue(&issuer, role, hosts)
     }
 
+    /// A merchant's client certificate file (`merchant-<id>.crt`): role merchant, naming
+    /// the merchant `id` ([`crate::tls::merchant_of_certificate`]).
+    pub fn merchant_cert(&self, id: &str) -> PathBuf {
+        self.dir.join(format!("merchant-{id}.crt"))
+    }
+
+    /// Its key file.
+    pub fn merchant_key(&self, id: &str) -> PathBuf {
+        self.dir.join(format!("merchant-{id}.key"))
+    }
+
+    /// Issues merchant `id` a client certificate (`merchant-<id>.crt`/`.key`) unless it has
+    /// one. `id`: 1 to 32 of `a-z 0-9 -` ([`crate::tls::merchant_id_ok`]), exactly what its
+    /// customers' payment certificates name as merchant.
+    pub fn init_merchant(&self, id: &str) -> Result<()> {
+        if !crate::tls::merchant_id_ok(id) {
+            bail!("merchant {id:?}: 1 to 32 of a-z 0-9 -, not starting or ending with -");
+        }
+        if self.merchant_cert(id).exists() && self.merchant_key(id).exists() {
+            return Ok(());
+        }
+        let issuer = Issuer::new(ca_params()?, load_key(&self.ca_key())?);
+        let key = KeyPair::generate()?;
+        let mut params = CertificateParams::new(vec![
+            Role::Merchant.dns_name(),
+            format!("{id}{}", crate::tls::MERCHANT_SUFFIX),
+        ])?;
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::OrganizationName, "openpsd merchant");
+        dn.push(DnType::CommonName, id);
+        params.distinguished_name = dn;
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        validity(&mut params, CERT_DAYS);
+        let cert = params.signed_by(&key, &issuer)?;
+        let _ = fs::remove_file(self.merchant_key(id));
+        write_new_private(
+            &self.merchant_key(id),
+            Zeroizing::new(key.serialize_pem()).as_bytes(),
+        )?;
+        write_public(&self.merchant_cert(id), &cert.pem())?;
+        tracing::info!(
+            "issued {} for merchant {id}",
+            self.merchant_cert(id).display()
+        );
+        Ok(())
+    }
+
     fn issue(&self, issuer: &Issuer<'_, KeyPair>, role: Role, hosts: &[String]) -> Result<()> {
         let key = KeyPair::generate()?;
         if let Some(bad) = hosts
@@ -146,7 +194,7 @@ impl Pki {
         // The operator is a client only: its certificate must not serve as any server.
         // The extra host names go on the meter's certificate alone (the server customers
         // reach by name); the KMS and the RC are reached by their role names.
-        let server = role != Role::Operator;
+        let server = !matches!(role, Role::Operator | Role::Merchant);
         let mut names = vec![role.dns_name()];
         if server {
             names.push("localhost".to_owned());

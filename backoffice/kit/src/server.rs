@@ -240,7 +240,16 @@ struct Conn {
 impl Conn {
     async fn serve(self, stream: TcpStream, addr: SocketAddr, tls: Option<TlsAcceptor>) {
         let Some(acceptor) = tls else {
-            return self.http(stream, Peer { addr, role: None }).await;
+            return self
+                .http(
+                    stream,
+                    Peer {
+                        addr,
+                        role: None,
+                        merchant: None,
+                    },
+                )
+                .await;
         };
         let handshake = tokio::time::timeout(self.limits.handshake, acceptor.accept(stream));
         let stream = match handshake.await {
@@ -256,13 +265,24 @@ impl Conn {
                 return;
             }
         };
-        let role = stream
+        let leaf = stream
             .get_ref()
             .1
             .peer_certificates()
-            .and_then(|c| c.first())
-            .and_then(Role::of_certificate);
-        self.http(stream, Peer { addr, role }).await;
+            .and_then(|c| c.first());
+        let role = leaf.and_then(Role::of_certificate);
+        let merchant = leaf
+            .filter(|_| role == Some(Role::Merchant))
+            .and_then(crate::tls::merchant_of_certificate);
+        self.http(
+            stream,
+            Peer {
+                addr,
+                role,
+                merchant,
+            },
+        )
+        .await;
     }
 
     async fn http<S>(self, stream: S, peer: Peer)

@@ -50,11 +50,17 @@ pub enum Role {
     /// The certificate authority (seed 004): certifies keys PSDs generated, for the
     /// meter's customers; publishes a CRL and answers OCSP.
     Ca,
+    /// The creditor (seed 004 Figs. 7-9): grants lines of credit on PSDs' payment keys
+    /// and settles the payment certificates merchants present.
+    Creditor,
+    /// A merchant paid by payment certificates (seed 004 Fig. 9): presents them to the
+    /// creditor. Its certificate also names which merchant ([`merchant_of_certificate`]).
+    Merchant,
 }
 
 impl Role {
     /// Every role, in a fixed order.
-    pub const ALL: [Role; 8] = [
+    pub const ALL: [Role; 10] = [
         Role::Meter,
         Role::Kms,
         Role::Recharge,
@@ -63,10 +69,12 @@ impl Role {
         Role::Vendor,
         Role::Pa,
         Role::Ca,
+        Role::Creditor,
+        Role::Merchant,
     ];
 
     /// The role's name (`meter`, `kms`, `recharge`, `operator`, `post`, `vendor`, `pa`,
-    /// `ca`), as in file names.
+    /// `ca`, `creditor`, `merchant`), as in file names.
     pub fn name(self) -> &'static str {
         match self {
             Role::Meter => "meter",
@@ -77,6 +85,8 @@ impl Role {
             Role::Vendor => "vendor",
             Role::Pa => "pa",
             Role::Ca => "ca",
+            Role::Creditor => "creditor",
+            Role::Merchant => "merchant",
         }
     }
 
@@ -113,6 +123,46 @@ impl Role {
             (Some(role), None) => Some(role),
             _ => None,
         }
+    }
+}
+
+/// The DNS-name suffix of a merchant's identity: a merchant certificate names
+/// `merchant.openpsd` (the role) and `<id>.merchant.openpsd` (which merchant).
+pub const MERCHANT_SUFFIX: &str = ".merchant.openpsd";
+
+/// Whether `id` can name a merchant in a certificate: 1 to 32 of `a-z 0-9 -`, not starting
+/// or ending with `-` (a DNS label; the payment certificate's merchant field must equal it).
+pub fn merchant_id_ok(id: &str) -> bool {
+    (1..=32).contains(&id.len())
+        && !id.starts_with('-')
+        && !id.ends_with('-')
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+}
+
+/// The merchant a verified certificate of role [`Role::Merchant`] names: its one
+/// `<id>.merchant.openpsd` DNS name. None when it has none or more than one. Only call with
+/// a certificate the TLS layer has already verified against the CA.
+pub fn merchant_of_certificate(cert: &CertificateDer<'_>) -> Option<String> {
+    use der::Decode as _;
+    let parsed = x509_cert::Certificate::from_der(cert.as_ref()).ok()?;
+    let (_, san) = parsed
+        .tbs_certificate()
+        .get_extension::<x509_cert::ext::pkix::SubjectAltName>()
+        .ok()
+        .flatten()?;
+    let mut ids = san.0.iter().filter_map(|n| match n {
+        x509_cert::ext::pkix::name::GeneralName::DnsName(d) => d
+            .as_str()
+            .strip_suffix(MERCHANT_SUFFIX)
+            .filter(|id| merchant_id_ok(id))
+            .map(str::to_owned),
+        _ => None,
+    });
+    match (ids.next(), ids.next()) {
+        (Some(id), None) => Some(id),
+        _ => None,
     }
 }
 
@@ -178,6 +228,19 @@ pub fn server_config(pki: &Pki, role: Role, auth: ClientAuth) -> Result<Arc<Serv
         .with_context(|| format!("{}'s certificate and key", role.name()))?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Arc::new(config))
+}
+
+/// A merchant's client configuration: trusting the back-office CA only, presenting the
+/// merchant certificate `id` ([`Pki::init_merchant`]).
+pub fn merchant_client_config(pki: &Pki, id: &str) -> Result<ClientConfig> {
+    ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_root_certificates(roots(pki)?)
+        .with_client_auth_cert(
+            read_certs(&pki.merchant_cert(id))?,
+            read_key(&pki.merchant_key(id))?,
+        )
+        .with_context(|| format!("merchant {id}'s certificate and key"))
 }
 
 /// A client's TLS configuration trusting the back-office CA only, presenting `role`'s

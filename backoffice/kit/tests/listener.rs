@@ -305,3 +305,25 @@ async fn one_address_cannot_take_every_connection() {
     assert_eq!(ok.status(), 200);
     svc.stop().await;
 }
+
+#[test]
+fn a_merchant_certificate_proves_the_role_and_names_its_merchant() {
+    use openpsd_service_kit::tls::{merchant_of_certificate, read_certs};
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::at(dir.path());
+    pki.init(&Role::ALL, &[]).unwrap();
+    pki.init_merchant("shop-7").unwrap();
+    let shop = read_certs(&pki.merchant_cert("shop-7")).unwrap();
+    assert_eq!(Role::of_certificate(&shop[0]), Some(Role::Merchant));
+    assert_eq!(merchant_of_certificate(&shop[0]).as_deref(), Some("shop-7"));
+    // The role's plain certificate and another role's name no merchant.
+    let plain = read_certs(&pki.cert(Role::Merchant)).unwrap();
+    assert_eq!(Role::of_certificate(&plain[0]), Some(Role::Merchant));
+    assert_eq!(merchant_of_certificate(&plain[0]), None);
+    let meter = read_certs(&pki.cert(Role::Meter)).unwrap();
+    assert_eq!(merchant_of_certificate(&meter[0]), None);
+    // IDs that are no DNS label are refused before anything is issued.
+    for bad in ["", "Shop", "-a", "a-", "a.b", "shop 7", &"x".repeat(33)] {
+        assert!(pki.init_merchant(bad).is_err(), "{bad:?}");
+    }
+}

@@ -279,14 +279,15 @@ impl Kms {
         const METER: &[Who] = &[Who::Role(Role::Meter)];
         const OPERATOR: &[Who] = &[Who::Role(Role::Operator)];
         // The post office reads device keys and their revocation to verify indicia; the
-        // vendor, to check a PSD's license request (seed 003); the certificate authority,
-        // to check a PSD's key attestation (seed 004).
+        // vendor, to check a PSD's license request (seed 003); the certificate authority
+        // and the creditor, to check a PSD's key attestation (seed 004).
         const READERS: &[Who] = &[
             Who::Role(Role::Meter),
             Who::Role(Role::Operator),
             Who::Role(Role::Post),
             Who::Role(Role::Vendor),
             Who::Role(Role::Ca),
+            Who::Role(Role::Creditor),
         ];
         Routes::new()
             .route(Method::POST, "/v1/devices", post(register), OPERATOR)

@@ -63,6 +63,7 @@ async fn call(
         .extension(Peer {
             addr: SocketAddr::from(([127, 0, 0, 1], 40000)),
             role,
+            merchant: None,
         })
         .body(body.map_or_else(Body::empty, |b| Body::from(b.to_string())))
         .unwrap();

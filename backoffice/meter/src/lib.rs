@@ -45,6 +45,7 @@ mod alarms;
 mod calls;
 mod cancel;
 mod certificates;
+mod credit_lines;
 mod customers;
 mod history;
 mod inspection;
@@ -294,6 +295,9 @@ pub struct Config {
     /// The certificate authority's base URL (key certificates, seed 004); `None`:
     /// `/v1/certificates` answers `503`.
     pub ca_url: Option<String>,
+    /// The creditor's base URL (lines of credit, seed 004 Fig. 8); `None`:
+    /// `/v1/credit-lines` answers `503`.
+    pub creditor_url: Option<String>,
 }
 
 /// The meter server's shared state.
@@ -305,6 +309,7 @@ pub struct Meter {
     pub(crate) vendor: Option<Upstream>,
     pub(crate) pa: Option<Upstream>,
     pub(crate) ca: Option<Upstream>,
+    pub(crate) creditor: Option<Upstream>,
     pub(crate) locks: Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
     rate: u32,
     pub(crate) credentials: Arc<customers::CredentialCache>,
@@ -359,7 +364,12 @@ impl Meter {
             ca: config
                 .ca_url
                 .as_deref()
-                .map(|url| Upstream::new("certificate authority", url, Role::Ca, tls))
+                .map(|url| Upstream::new("certificate authority", url, Role::Ca, tls.clone()))
+                .transpose()?,
+            creditor: config
+                .creditor_url
+                .as_deref()
+                .map(|url| Upstream::new("creditor", url, Role::Creditor, tls))
                 .transpose()?,
             locks: Arc::default(),
             rate: config.rate,
@@ -466,6 +476,12 @@ impl Meter {
                 Method::POST,
                 "/v1/certificates",
                 post(certificates::request),
+                CUSTOMER,
+            )
+            .route(
+                Method::POST,
+                "/v1/credit-lines",
+                post(credit_lines::request),
                 CUSTOMER,
             )
             .route(

@@ -170,6 +170,7 @@ async fn setup() -> Setup {
         vendor_url: None,
         pa_url: None,
         ca_url: None,
+        creditor_url: None,
     })
     .unwrap();
     crate::registry::register(
@@ -341,6 +342,7 @@ fn an_old_database_is_migrated_to_history_per_license() {
         vendor_url: None,
         pa_url: None,
         ca_url: None,
+        creditor_url: None,
     };
     // Twice: the migration is idempotent.
     drop(Meter::open(&config).unwrap());

@@ -418,6 +418,22 @@ impl Client {
         }
     }
 
+    /// A client presenting merchant `id`'s certificate (issued on first use).
+    pub fn merchant(base: &str, pki: &Pki, id: &str) -> Self {
+        pki.init_merchant(id).expect("merchant certificate");
+        let tls = openpsd_service_kit::tls::merchant_client_config(pki, id).expect("TLS config");
+        Self {
+            http: reqwest::Client::builder()
+                .use_preconfigured_tls(tls)
+                .timeout(std::time::Duration::from_secs(60))
+                .pool_max_idle_per_host(0)
+                .build()
+                .expect("client"),
+            base: base.to_owned(),
+            bearer: None,
+        }
+    }
+
     /// The same client sending `token` as its bearer credential.
     pub fn with_bearer(&self, token: &str) -> Self {
         Self {

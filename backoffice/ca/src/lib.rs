@@ -48,7 +48,6 @@ use openpsd_core::psd::certmeter::attestation::{KeyAttestation, Purpose, ATTESTA
 use openpsd_protocol::ca::{
     code, CertificateAnswer, CertificateRequest, CertificateRevocation, CertificateView,
 };
-use openpsd_protocol::{DeviceInfo, ErrorCode};
 use openpsd_service_kit::access::{RateLimit, Routes, Who};
 use openpsd_service_kit::codec::{self, OsRandom};
 use openpsd_service_kit::db::{now_secs, Db};
@@ -354,29 +353,9 @@ impl Ca {
         Self::public_routes().into_router(limit).with_state(self)
     }
 
-    /// The device's public key from the KMS: `404 unknown_device` (the KMS's), `410
-    /// device_revoked`.
+    /// The device's public key from the KMS ([`Upstream::device_key`]).
     async fn device_key(&self, id: &str, step: &str) -> Result<[u8; PUBLIC_KEY_LEN], ApiError> {
-        let info: DeviceInfo = self.kms.get(&format!("/v1/devices/{id}"), step).await?;
-        if info.device_id != id {
-            return Err(ApiError::unavailable(
-                step,
-                "the KMS answered for another device",
-            ));
-        }
-        if info.revoked_at.is_some() {
-            return Err(ApiError::new(
-                StatusCode::GONE,
-                ErrorCode::DeviceRevoked,
-                step,
-                format!(
-                    "device {id} is revoked ({})",
-                    info.reason.as_deref().unwrap_or("no reason given")
-                ),
-            ));
-        }
-        codec::hex_array("public_key", &info.public_key, step)
-            .map_err(|_| ApiError::unavailable(step, "the KMS answered a malformed device key"))
+        self.kms.device_key(id, step).await
     }
 }
 

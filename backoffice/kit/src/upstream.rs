@@ -89,6 +89,38 @@ impl Upstream {
         self.send(req, path, step).await
     }
 
+    /// The public key the KMS (this upstream) registered for device `id` (hex): `404
+    /// unknown_device` (the KMS's), `410 device_revoked`. What every service that checks a
+    /// device's signature (the CA's attestations, the creditor's, the vendor's license
+    /// requests) asks the KMS.
+    pub async fn device_key(
+        &self,
+        id: &str,
+        step: &str,
+    ) -> Result<[u8; openpsd_core::crypto::PUBLIC_KEY_LEN], ApiError> {
+        let info: openpsd_protocol::DeviceInfo =
+            self.get(&format!("/v1/devices/{id}"), step).await?;
+        if info.device_id != id {
+            return Err(ApiError::unavailable(
+                step,
+                "the KMS answered for another device",
+            ));
+        }
+        if info.revoked_at.is_some() {
+            return Err(ApiError::new(
+                StatusCode::GONE,
+                openpsd_protocol::ErrorCode::DeviceRevoked,
+                step,
+                format!(
+                    "device {id} is revoked ({})",
+                    info.reason.as_deref().unwrap_or("no reason given")
+                ),
+            ));
+        }
+        crate::codec::hex_array("public_key", &info.public_key, step)
+            .map_err(|_| ApiError::unavailable(step, "the KMS answered a malformed device key"))
+    }
+
     async fn send<T: DeserializeOwned>(
         &self,
         req: reqwest::RequestBuilder,

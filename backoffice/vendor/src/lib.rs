@@ -39,7 +39,6 @@ use openpsd_protocol::license::{
     code, forward_message, GrantFieldsJson, GrantRequest, GrantResponse, LicenseGrant,
     LicenseOrder, VendorPublicKey,
 };
-use openpsd_protocol::{DeviceInfo, ErrorCode};
 use openpsd_service_kit::access::{RateLimit, Routes, Who};
 use openpsd_service_kit::codec::{self, OsRandom};
 use openpsd_service_kit::db::{now_secs, Db};
@@ -291,27 +290,7 @@ async fn device_key(
     device: DeviceId,
     step: &str,
 ) -> Result<[u8; PUBLIC_KEY_LEN], ApiError> {
-    let id = codec::device_hex(&device);
-    let info: DeviceInfo = v.kms.get(&format!("/v1/devices/{id}"), step).await?;
-    if info.device_id != id {
-        return Err(ApiError::unavailable(
-            step,
-            "the KMS answered for another device",
-        ));
-    }
-    if info.revoked_at.is_some() {
-        return Err(ApiError::new(
-            StatusCode::GONE,
-            ErrorCode::DeviceRevoked,
-            step,
-            format!(
-                "device {id} is revoked ({})",
-                info.reason.as_deref().unwrap_or("no reason given")
-            ),
-        ));
-    }
-    codec::hex_array("public_key", &info.public_key, step)
-        .map_err(|_| ApiError::unavailable(step, "the KMS answered a malformed device key"))
+    v.kms.device_key(&codec::device_hex(&device), step).await
 }
 
 /// Checks the PA's answer against the request and makes LICENSE INSTALL's data.

@@ -7,15 +7,14 @@
 //! certificate carries its own AKI because `CrlBuilder` copies the issuer's AKI into every
 //! CRL, and without one would compute a SHA-1 identifier that matches nothing here.
 
-use std::time::Duration;
-
-use der::asn1::{BitString, Ia5String, OctetString, PrintableStringRef, Utf8StringRef};
-use der::{Any, Decode as _, Encode as _};
+use der::asn1::{Ia5String, OctetString};
+use der::Encode as _;
 use openpsd_core::psd::certmeter::attestation::Purpose;
 use openpsd_core::psd::license::grant::certificate_key_id;
+pub use openpsd_service_kit::x509::{customer_name, pem, spki_of, x509_time};
+use openpsd_service_kit::x509::{name_of, printable, rdn, utf8, OID_C, OID_CN, OID_O};
 use p256::ecdsa::{DerSignature, SigningKey};
-use spki::{AlgorithmIdentifierOwned, ObjectIdentifier, SubjectPublicKeyInfoOwned};
-use x509_cert::attr::AttributeTypeAndValue;
+use spki::ObjectIdentifier;
 use x509_cert::builder::profile::BuilderProfile;
 use x509_cert::builder::{Builder as _, CertificateBuilder, CrlBuilder};
 use x509_cert::certificate::TbsCertificate;
@@ -29,72 +28,20 @@ use x509_cert::ext::pkix::{
     SubjectKeyIdentifier,
 };
 use x509_cert::ext::{Extension, ToExtension as _};
-use x509_cert::name::{Name, RdnSequence, RelativeDistinguishedName};
+use x509_cert::name::Name;
 use x509_cert::serial_number::SerialNumber;
-use x509_cert::time::{Time, Validity};
+use x509_cert::time::Validity;
 use x509_cert::Certificate;
 
 /// The CA's subject (RFC 4514 order: the DER holds C, O, CN).
 pub const CA_SUBJECT: &str = "CN=openpsd certificate authority,O=openpsd,C=DE";
 
-const OID_CN: &str = "2.5.4.3";
-const OID_SERIAL_NUMBER: &str = "2.5.4.5";
-const OID_O: &str = "2.5.4.10";
-const OID_C: &str = "2.5.4.6";
 /// id-kp-timeStamping (RFC 3161 §2.3: the only EKU of a TSA certificate, critical).
 const OID_TIME_STAMPING: &str = "1.3.6.1.5.5.7.3.8";
 /// id-kp-emailProtection.
 const OID_EMAIL_PROTECTION: &str = "1.3.6.1.5.5.7.3.4";
 /// id-ad-ocsp.
 const OID_AD_OCSP: &str = "1.3.6.1.5.5.7.48.1";
-
-fn oid(s: &str) -> anyhow::Result<ObjectIdentifier> {
-    ObjectIdentifier::new(s).map_err(|e| anyhow::anyhow!("OID {s}: {e}"))
-}
-
-/// A Unix time (seconds) as an X.509 time (RFC 5280 §4.1.2.5: UTCTime through 2049,
-/// GeneralizedTime from 2050).
-pub fn x509_time(secs: u64) -> anyhow::Result<Time> {
-    let dt = der::DateTime::from_unix_duration(Duration::from_secs(secs))?;
-    Ok(if dt.year() <= 2049 {
-        Time::UtcTime(der::asn1::UtcTime::from_date_time(dt)?)
-    } else {
-        Time::GeneralTime(der::asn1::GeneralizedTime::from_date_time(dt))
-    })
-}
-
-/// id-ecPublicKey on prime256v1 holding `sec1`.
-pub fn spki_of(sec1: &[u8; 65]) -> anyhow::Result<SubjectPublicKeyInfoOwned> {
-    Ok(SubjectPublicKeyInfoOwned {
-        algorithm: AlgorithmIdentifierOwned {
-            oid: oid("1.2.840.10045.2.1")?,
-            parameters: Some(Any::from(oid("1.2.840.10045.3.1.7")?)),
-        },
-        subject_public_key: BitString::from_bytes(sec1)?,
-    })
-}
-
-fn rdn(attr: &str, value: Any) -> anyhow::Result<RelativeDistinguishedName> {
-    Ok(RelativeDistinguishedName::try_from(vec![
-        AttributeTypeAndValue {
-            oid: oid(attr)?,
-            value,
-        },
-    ])?)
-}
-
-fn utf8(s: &str) -> anyhow::Result<Any> {
-    Ok(Any::encode_from(&Utf8StringRef::new(s)?)?)
-}
-
-fn printable(s: &str) -> anyhow::Result<Any> {
-    Ok(Any::encode_from(&PrintableStringRef::new(s)?)?)
-}
-
-fn name_of(rdns: Vec<RelativeDistinguishedName>) -> anyhow::Result<Name> {
-    // `Name` has no public constructor from RDNs without the `hazmat` feature: its DER.
-    Ok(Name::from_der(&RdnSequence::from(rdns).to_der()?)?)
-}
 
 /// The CA's subject name.
 pub fn ca_name() -> anyhow::Result<Name> {
@@ -115,17 +62,6 @@ pub fn customer_subtree(account_id: &str) -> anyhow::Result<Name> {
         OID_O,
         utf8(&format!("openpsd customer {account_id}"))?,
     )?])
-}
-
-/// A customer's subject, from their account only (RFC 4514: `CN=<username>,
-/// serialNumber=<device ID>,O=openpsd customer <account>`). serialNumber is a
-/// PrintableString (X.520); the device ID is 16 upper-case hex.
-pub fn customer_name(username: &str, device_hex: &str, account_id: &str) -> anyhow::Result<Name> {
-    name_of(vec![
-        rdn(OID_O, utf8(&format!("openpsd customer {account_id}"))?)?,
-        rdn(OID_SERIAL_NUMBER, printable(device_hex)?)?,
-        rdn(OID_CN, utf8(username)?)?,
-    ])
 }
 
 struct CaProfile {
@@ -388,13 +324,4 @@ pub fn crl(
     .with_next_update(Some(x509_time(next_update)?))
     .with_certificates(entries.into_iter());
     Ok(b.build::<_, DerSignature>(key)?.to_der()?)
-}
-
-/// PEM of a DER object (`CERTIFICATE`, `X509 CRL`).
-pub fn pem(label: &str, der: &[u8]) -> anyhow::Result<String> {
-    Ok(der::pem::encode_string(
-        label,
-        der::pem::LineEnding::LF,
-        der,
-    )?)
 }

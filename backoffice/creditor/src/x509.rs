@@ -3,15 +3,13 @@
 //! of credit certificates (Fig. 7A) on PSDs' payment keys, with the credit-line extension
 //! (1.3.6.1.4.1.32473.1.3, non-critical) LOAD CREDIT LINE reads.
 
-use std::time::Duration;
+pub use openpsd_service_kit::x509::{customer_name, pem, spki_of, x509_time};
 
-use der::asn1::{BitString, OctetString, PrintableStringRef, Utf8StringRef};
-use der::{Any, Decode as _, Encode as _};
+use der::asn1::OctetString;
 use openpsd_core::psd::certmeter::credit::{CreditLine, CREDIT_LINE_OID_TEXT};
 use openpsd_core::psd::license::grant::certificate_key_id;
 use p256::ecdsa::{DerSignature, SigningKey};
-use spki::{AlgorithmIdentifierOwned, ObjectIdentifier, SubjectPublicKeyInfoOwned};
-use x509_cert::attr::AttributeTypeAndValue;
+use spki::ObjectIdentifier;
 use x509_cert::builder::profile::BuilderProfile;
 use x509_cert::builder::{Builder as _, CertificateBuilder};
 use x509_cert::certificate::TbsCertificate;
@@ -19,75 +17,16 @@ use x509_cert::ext::pkix::{
     AuthorityKeyIdentifier, BasicConstraints, KeyUsage, KeyUsages, SubjectKeyIdentifier,
 };
 use x509_cert::ext::{Extension, ToExtension as _};
-use x509_cert::name::{Name, RdnSequence, RelativeDistinguishedName};
+use x509_cert::name::Name;
 use x509_cert::serial_number::SerialNumber;
-use x509_cert::time::{Time, Validity};
+use x509_cert::time::Validity;
 use x509_cert::Certificate;
 
 /// The creditor's subject.
 pub const CREDITOR_SUBJECT: &str = "CN=openpsd creditor,O=openpsd,C=DE";
 
-// The helpers below are the CA's (`backoffice/ca/src/x509.rs`), kept here rather than
-// shared because no service crate depends on another (docs/architecture.md); the subject
-// is the CA's customer name, so a customer's lines and key certificates name them alike.
-
-fn oid(s: &str) -> anyhow::Result<ObjectIdentifier> {
-    ObjectIdentifier::new(s).map_err(|e| anyhow::anyhow!("OID {s}: {e}"))
-}
-
-/// A Unix time (seconds) as an X.509 time (UTCTime through 2049, GeneralizedTime after).
-pub fn x509_time(secs: u64) -> anyhow::Result<Time> {
-    let dt = der::DateTime::from_unix_duration(Duration::from_secs(secs))?;
-    Ok(if dt.year() <= 2049 {
-        Time::UtcTime(der::asn1::UtcTime::from_date_time(dt)?)
-    } else {
-        Time::GeneralTime(der::asn1::GeneralizedTime::from_date_time(dt))
-    })
-}
-
-/// id-ecPublicKey on prime256v1 holding `sec1`.
-pub fn spki_of(sec1: &[u8; 65]) -> anyhow::Result<SubjectPublicKeyInfoOwned> {
-    Ok(SubjectPublicKeyInfoOwned {
-        algorithm: AlgorithmIdentifierOwned {
-            oid: oid("1.2.840.10045.2.1")?,
-            parameters: Some(Any::from(oid("1.2.840.10045.3.1.7")?)),
-        },
-        subject_public_key: BitString::from_bytes(sec1)?,
-    })
-}
-
-fn rdn(attr: &str, value: Any) -> anyhow::Result<RelativeDistinguishedName> {
-    Ok(RelativeDistinguishedName::try_from(vec![
-        AttributeTypeAndValue {
-            oid: oid(attr)?,
-            value,
-        },
-    ])?)
-}
-
-/// A customer's subject, from their account only (RFC 4514: `CN=<username>,
-/// serialNumber=<device ID>,O=openpsd customer <account>`), as the CA's.
-pub fn customer_name(username: &str, device_hex: &str, account_id: &str) -> anyhow::Result<Name> {
-    let utf8 = |s: &str| -> anyhow::Result<Any> { Ok(Any::encode_from(&Utf8StringRef::new(s)?)?) };
-    let rdns = vec![
-        rdn("2.5.4.10", utf8(&format!("openpsd customer {account_id}"))?)?,
-        rdn(
-            "2.5.4.5",
-            Any::encode_from(&PrintableStringRef::new(device_hex)?)?,
-        )?,
-        rdn("2.5.4.3", utf8(username)?)?,
-    ];
-    Ok(Name::from_der(&RdnSequence::from(rdns).to_der()?)?)
-}
-
-/// PEM of a DER object.
-pub fn pem(label: &str, der: &[u8]) -> anyhow::Result<String> {
-    Ok(der::pem::encode_string(
-        label,
-        der::pem::LineEnding::LF,
-        der,
-    )?)
-}
+// Times, keys, names and PEM are the kit's (`openpsd_service_kit::x509`), shared with the
+// CA: a customer's lines and key certificates name them alike.
 
 struct Profile {
     issuer: Name,

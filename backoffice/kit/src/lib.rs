@@ -18,6 +18,7 @@ pub mod pki;
 pub mod server;
 pub mod tls;
 pub mod upstream;
+pub mod x509;
 
 pub use error::ApiError;
 pub use server::Service;

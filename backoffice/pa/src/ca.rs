@@ -8,15 +8,14 @@
 //! them from the one template the card rebuilds; x509-cert 0.3 cannot even hold their
 //! extension's `2.25.<uuid>` OID, so the PA never parses them back either.
 
+pub use openpsd_service_kit::x509::{pem, spki_of, x509_time as x509_time_secs};
 use std::str::FromStr as _;
-use std::time::Duration;
 
-use der::asn1::{BitString, OctetString};
-use der::{Any, Encode as _};
+use der::asn1::OctetString;
+use der::Encode as _;
 use openpsd_core::psd::license::grant::certificate_key_id;
 use openpsd_core::types::Date;
 use p256::ecdsa::{DerSignature, SigningKey};
-use spki::{AlgorithmIdentifierOwned, ObjectIdentifier, SubjectPublicKeyInfoOwned};
 use x509_cert::builder::profile::BuilderProfile;
 use x509_cert::builder::{Builder as _, CertificateBuilder, CrlBuilder};
 use x509_cert::certificate::TbsCertificate;
@@ -41,29 +40,6 @@ pub fn x509_time(d: Date, end_of_day: bool) -> anyhow::Result<Time> {
         Time::UtcTime(der::asn1::UtcTime::from_date_time(dt)?)
     } else {
         Time::GeneralTime(der::asn1::GeneralizedTime::from_date_time(dt))
-    })
-}
-
-/// A Unix time (seconds) as an X.509 time (UTCTime until 2049).
-pub fn x509_time_secs(secs: u64) -> anyhow::Result<Time> {
-    let dt = der::DateTime::from_unix_duration(Duration::from_secs(secs))?;
-    Ok(if dt.year() <= 2049 {
-        Time::UtcTime(der::asn1::UtcTime::from_date_time(dt)?)
-    } else {
-        Time::GeneralTime(der::asn1::GeneralizedTime::from_date_time(dt))
-    })
-}
-
-/// id-ecPublicKey on prime256v1 holding `sec1`.
-pub fn spki_of(sec1: &[u8; 65]) -> anyhow::Result<SubjectPublicKeyInfoOwned> {
-    Ok(SubjectPublicKeyInfoOwned {
-        algorithm: AlgorithmIdentifierOwned {
-            oid: ObjectIdentifier::new_unwrap("1.2.840.10045.2.1"),
-            parameters: Some(Any::from(ObjectIdentifier::new_unwrap(
-                "1.2.840.10045.3.1.7",
-            ))),
-        },
-        subject_public_key: BitString::from_bytes(sec1)?,
     })
 }
 
@@ -161,13 +137,4 @@ pub fn crl(
     .with_next_update(Some(x509_time_secs(next_update)?))
     .with_certificates(entries.into_iter());
     Ok(b.build::<_, DerSignature>(key)?.to_der()?)
-}
-
-/// PEM of a DER object (`CERTIFICATE`, `X509 CRL`).
-pub fn pem(label: &str, der: &[u8]) -> anyhow::Result<String> {
-    Ok(der::pem::encode_string(
-        label,
-        der::pem::LineEnding::LF,
-        der,
-    )?)
 }

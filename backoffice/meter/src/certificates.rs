@@ -30,40 +30,14 @@ pub(crate) async fn request(
     body: Bytes,
 ) -> Result<Json<CertificateAnswer>, ApiError> {
     let req: MeterCertificateRequest = codec::json(&body, STEP)?;
-    let device = codec::device_id(&req.device_id, STEP)?;
-    let device_id = codec::device_hex(&device);
-    let bytes = codec::hex_vec("attestation", &req.attestation, ATTESTATION_LEN, STEP)?;
-    // Only decoded here, to see which device it names: the CA checks the signatures with
-    // the key the KMS registered.
-    let attestation = KeyAttestation::decode_unverified(&bytes)
-        .map_err(|_| ApiError::bad_request(STEP, "attestation: not a GENERATE KEY answer"))?;
-    if attestation.device != device {
-        return Err(ApiError::bad_request(
-            STEP,
-            "attestation: made by another device than device_id",
-        ));
-    }
+    let (device_id, bytes, attestation) = attested(&req.device_id, &req.attestation, STEP)?;
     let ca = meter.ca.clone().ok_or_else(|| {
         ApiError::unavailable(
             STEP,
             "this meter server has no certificate authority configured (--ca)",
         )
     })?;
-    meter
-        .serving(&device_id, Some(&customer.account_id), STEP)
-        .await?;
-    let id = customer.id.clone();
-    let username = meter
-        .db
-        .run(STEP, move |c| {
-            c.query_row(
-                "SELECT username FROM customers WHERE customer_id = ?1",
-                [id],
-                |r| r.get::<_, String>(0),
-            )
-            .storage(STEP)
-        })
-        .await?;
+    let username = owner_username(&meter, &customer, &device_id, STEP).await?;
     let answer: CertificateAnswer = ca
         .post(
             "/v1/certificates",
@@ -82,4 +56,52 @@ pub(crate) async fn request(
         "key certificate issued"
     );
     Ok(Json(answer))
+}
+
+/// A relayed key request's device (hex) and attestation, decoded only to see which device
+/// it names (the issuer checks the signatures with the key the KMS registered): `400` if
+/// it is not a GENERATE KEY answer or names another device than `device_id`. Shared with
+/// `credit_lines.rs`.
+pub(crate) fn attested(
+    device_id: &str,
+    attestation_hex: &str,
+    step: &'static str,
+) -> Result<(String, Vec<u8>, KeyAttestation), ApiError> {
+    let device = codec::device_id(device_id, step)?;
+    let bytes = codec::hex_vec("attestation", attestation_hex, ATTESTATION_LEN, step)?;
+    let attestation = KeyAttestation::decode_unverified(&bytes)
+        .map_err(|_| ApiError::bad_request(step, "attestation: not a GENERATE KEY answer"))?;
+    if attestation.device != device {
+        return Err(ApiError::bad_request(
+            step,
+            "attestation: made by another device than device_id",
+        ));
+    }
+    Ok((codec::device_hex(&device), bytes, attestation))
+}
+
+/// The customer's username, once the device is theirs and served (`404` for another's
+/// device, `409 device_quarantined`): the subject the issuer writes comes from it, never from the
+/// request.
+pub(crate) async fn owner_username(
+    meter: &Meter,
+    customer: &Customer,
+    device_id: &str,
+    step: &'static str,
+) -> Result<String, ApiError> {
+    meter
+        .serving(device_id, Some(&customer.account_id), step)
+        .await?;
+    let id = customer.id.clone();
+    meter
+        .db
+        .run(step, move |c| {
+            c.query_row(
+                "SELECT username FROM customers WHERE customer_id = ?1",
+                [id],
+                |r| r.get::<_, String>(0),
+            )
+            .storage(step)
+        })
+        .await
 }

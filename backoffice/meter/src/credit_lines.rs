@@ -8,15 +8,15 @@
 //! device is `404`), not a quarantined device; the request carries no subject, and the
 //! meter stores nothing: the creditor is idempotent by (account, request ID).
 
+use crate::certificates::{attested, owner_username};
 use crate::Meter;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::{Extension, Json};
-use openpsd_core::psd::certmeter::attestation::{KeyAttestation, ATTESTATION_LEN};
 use openpsd_protocol::creditor::{LineAnswer, LineRequest, MeterLineRequest};
 use openpsd_service_kit::access::Customer;
 use openpsd_service_kit::codec;
-use openpsd_service_kit::error::{ApiError, StorageContext};
+use openpsd_service_kit::error::ApiError;
 
 const STEP: &str = "credit_line";
 
@@ -27,41 +27,15 @@ pub(crate) async fn request(
     body: Bytes,
 ) -> Result<Json<LineAnswer>, ApiError> {
     let req: MeterLineRequest = codec::json(&body, STEP)?;
-    let device = codec::device_id(&req.device_id, STEP)?;
-    let device_id = codec::device_hex(&device);
     codec::hex_array::<8>("request_id", &req.request_id, STEP)?;
-    let bytes = codec::hex_vec("attestation", &req.attestation, ATTESTATION_LEN, STEP)?;
-    // Only decoded here, to see which device it names: the creditor checks the signatures
-    // with the key the KMS registered.
-    let attestation = KeyAttestation::decode_unverified(&bytes)
-        .map_err(|_| ApiError::bad_request(STEP, "attestation: not a GENERATE KEY answer"))?;
-    if attestation.device != device {
-        return Err(ApiError::bad_request(
-            STEP,
-            "attestation: made by another device than device_id",
-        ));
-    }
+    let (device_id, bytes, _) = attested(&req.device_id, &req.attestation, STEP)?;
     let creditor = meter.creditor.clone().ok_or_else(|| {
         ApiError::unavailable(
             STEP,
             "this meter server has no creditor configured (--creditor)",
         )
     })?;
-    meter
-        .serving(&device_id, Some(&customer.account_id), STEP)
-        .await?;
-    let id = customer.id.clone();
-    let username = meter
-        .db
-        .run(STEP, move |c| {
-            c.query_row(
-                "SELECT username FROM customers WHERE customer_id = ?1",
-                [id],
-                |r| r.get::<_, String>(0),
-            )
-            .storage(STEP)
-        })
-        .await?;
+    let username = owner_username(&meter, &customer, &device_id, STEP).await?;
     let answer: LineAnswer = creditor
         .post(
             "/v1/lines",

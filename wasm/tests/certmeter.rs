@@ -5,6 +5,9 @@
 //! certified by the test CA, a postmark over a document's SHA-256 expanded into the RFC 3161
 //! token, checked by stock `openssl ts -verify` and by `verify_postmark`; refusals.
 
+// Test code: a failed unwrap or expect is a failed test, with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use openpsd_core::crypto::sha256;
 use openpsd_core::psd::certmeter::attestation::KeyAttestation;
 use openpsd_tests::certmeter::{

@@ -7,6 +7,10 @@
 # second time (9A33), reload, tampered sealed record), then decodes the label's screenshot with
 # libdmtx's `dmtxread` and verifies the decoded bytes independently as an indicium of that
 # device (tests/web/verify-indicium.mjs: WebCrypto ECDSA over the docs/apdu.md layout).
+# Then the Certificates tab (tests/web/certificates.mjs, issue 15 item 9): the second wasm
+# module, the rate tables, a postmark key certified by the demo's CA, a file postmarked in
+# the page and its .tst checked with stock `openssl ts -verify`, verification in the page,
+# revocation.
 #
 #   bash scripts/web-test.sh     # output in target/web-test/ (label.png, print.png, ...)
 #
@@ -82,6 +86,14 @@ say "the mailer's journey in Chromium (tests/web/journey.mjs)"
 node tests/web/journey.mjs --url "$url/" --out "$OUT" &
 journey_pid=$!
 wait "$journey_pid" || die "the browser journey failed"
+journey_pid=
+
+say "the Certificates tab in Chromium (tests/web/certificates.mjs: postmark, openssl ts -verify, revoke)"
+command -v openssl >/dev/null || die "openssl missing"
+[ -f target/wasm-pkg/web/cert/openpsd.js ] || die "no target/wasm-pkg/web/cert/openpsd.js: run bash scripts/wasm-pkg.sh"
+node tests/web/certificates.mjs --url "$url/" --out "$OUT" &
+journey_pid=$!
+wait "$journey_pid" || die "the Certificates journey failed"
 journey_pid=
 
 say "decoding target/web-test/label.png with libdmtx (dmtxread $(dpkg-query -W -f='${Version}' dmtx-utils 2>/dev/null || echo '?'))"

@@ -5,6 +5,7 @@
 import { call, refill, inspect, BackOfficeError } from './meter.js';
 import { describe, isLegacyRefill, LEGACY_REFILL_TEXT } from './messages.js';
 import { bytesToHex, hexToBytes, randomBytes, today, minorUnits, amountText } from './util.js';
+import { initCertificates } from './certificates.js';
 
 const STATE_NAME = 'psd';
 const PURSE_STATE_NAME = 'purse';
@@ -637,7 +638,7 @@ async function doImport(file) {
 
 function showDevice() {
   $('create').hidden = true;
-  show('device', 'refill', 'frank', 'purse', 'licenses');
+  show('device', 'refill', 'frank', 'purse', 'licenses', 'certificates');
 }
 
 function fatal(text, err) {
@@ -786,3 +787,5 @@ start().catch((e) => {
   status(`Start-up failed: ${e.message}`, 'error');
   refusal(e);
 });
+
+initCertificates({ app, busy, notice, save });

@@ -93,6 +93,20 @@ export function cardText(swHex, fallback, ctx = {}) {
       return 'Export refused: 16 register sets are out in files already. Import one before exporting another.';
     case '9A37':
       return 'This PSD was personalized without the postal authority\'s key: it cannot take licenses. Create a new device to add licenses.';
+    case '9A40':
+      return 'No fee for this service in the rate table in effect (or no table is in effect yet): open the Certificates tab again to load the meter\'s tables, or wait for the new table\'s date.';
+    case '9A41':
+      return 'Not newer: the PSD holds this (or a newer) table, anchor or order already.';
+    case '9A42':
+      return 'Fees are due (a revocation the descending register could not pay): the next refill settles them; paid services wait until then.';
+    case '9A43':
+      return 'No key for this service: request a certificate for it first (Certificates: Request a postmark certificate).';
+    case '9A44':
+      return 'Certificate refused: not for this key, not from the CA the PSD trusts, not of the key\'s purpose, or outside its validity today.';
+    case '9A45':
+      return 'The key for this service was revoked: request a new certificate.';
+    case '9A47':
+      return 'Clock refused: the page\'s time is before the last postmark\'s, or outside the window of the last contact with the back office (refill or inspection first).';
     case '6A84':
       return 'No free slot: all four register set slots are in use. Export a set to a file first (the file stays valid).';
     case '6983':

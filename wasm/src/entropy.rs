@@ -16,6 +16,9 @@ pub struct HostEntropy {
     seed: [u8; ENTROPY_LEN],
     counter: u64,
     today: Option<Date>,
+    /// The time the host vouches for (Unix seconds): the certificate meter's clock.
+    #[cfg(feature = "certmeter")]
+    now: Option<u64>,
 }
 
 impl HostEntropy {
@@ -25,7 +28,15 @@ impl HostEntropy {
             seed,
             counter: 0,
             today,
+            #[cfg(feature = "certmeter")]
+            now: None,
         }
+    }
+
+    /// Sets (or clears) the time the host vouches for, Unix seconds.
+    #[cfg(feature = "certmeter")]
+    pub fn set_now(&mut self, now: Option<u64>) {
+        self.now = now;
     }
 
     /// Sets (or clears) the date the host vouches for.
@@ -54,6 +65,11 @@ impl Platform for HostEntropy {
 
     fn today(&self) -> Option<Date> {
         self.today
+    }
+
+    #[cfg(feature = "certmeter")]
+    fn now(&self) -> Option<u64> {
+        self.now
     }
 }
 

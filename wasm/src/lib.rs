@@ -9,6 +9,8 @@
 
 pub mod barcode;
 pub mod card;
+#[cfg(feature = "certmeter")]
+pub mod certmeter;
 pub mod device;
 pub mod entropy;
 pub mod error;

@@ -1,5 +1,9 @@
 //! The meter server's host API on the page's origin: `/v1/refills...`,
-//! `/v1/inspections...`, `/v1/licenses...` (license orders, seed 003) and `/v1/me` passed through, with the customer's session token
+//! `/v1/inspections...`, `/v1/licenses...` (license orders, seed 003), `/v1/me`, and the
+//! certificate meter's host routes (seed 004, the Certificates tab: `POST /v1/certificates`,
+//! `POST /v1/revocations` and `/v1/revocations/confirmations`, `GET
+//! /v1/devices/{id}/updates`), the routes `openpsd cert request | revoke` and the host's
+//! `load_updates` call, passed through, with the customer's session token
 //! taken from the page's HttpOnly cookie into the `Authorization` header (the page itself
 //! never holds it). The meter's operator routes (device registration, alarms, resolve)
 //! are not the page's: they are answered `404 not_found` here.
@@ -15,6 +19,34 @@ use openpsd_service_kit::error::ApiError;
 use super::files::no_store;
 use super::{Web, MAX_PROXY_BODY, STEP_PROXY};
 
+/// The meter's customer routes under these prefixes are the page's (each keeps the meter's
+/// own access rule: the meter checks the session token the proxy adds).
+const HOST_PREFIXES: [&str; 6] = [
+    "/v1/refills",
+    "/v1/inspections",
+    "/v1/licenses",
+    "/v1/me",
+    "/v1/certificates",
+    "/v1/revocations",
+];
+
+/// Whether `path` is one of the page's meter routes. Under `/v1/devices` only the
+/// device's updates (GET): registration, resolve, credit and findings are the operator's.
+fn host_route(method: &Method, path: &str) -> bool {
+    let under = |prefix: &str| {
+        path.strip_prefix(prefix)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+    };
+    if HOST_PREFIXES.iter().any(|p| under(p)) {
+        return true;
+    }
+    let updates = path
+        .strip_prefix("/v1/devices/")
+        .and_then(|rest| rest.strip_suffix("/updates"))
+        .is_some_and(|id| !id.is_empty() && !id.contains('/'));
+    updates && method == Method::GET
+}
+
 /// `/v1/...` to the meter server, unchanged: the page talks to the meter server's own API
 /// from the page's origin.
 pub(crate) async fn meter_proxy(
@@ -28,14 +60,7 @@ pub(crate) async fn meter_proxy(
     if body.len() > MAX_PROXY_BODY {
         return Err(ApiError::bad_request(step, "request body too large"));
     }
-    let host_route = ["/v1/refills", "/v1/inspections", "/v1/licenses", "/v1/me"]
-        .iter()
-        .any(|prefix| {
-            uri.path()
-                .strip_prefix(prefix)
-                .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
-        });
-    if !host_route {
+    if !host_route(&method, uri.path()) {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
             ErrorCode::NotFound,
@@ -83,4 +108,38 @@ pub(crate) async fn meter_proxy(
     }
     no_store(out.headers_mut());
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_pages_routes_only() {
+        let get = Method::GET;
+        let post = Method::POST;
+        for (m, p) in [
+            (&post, "/v1/refills"),
+            (&get, "/v1/me"),
+            (&post, "/v1/certificates"),
+            (&post, "/v1/revocations"),
+            (&post, "/v1/revocations/confirmations"),
+            (&get, "/v1/devices/5053440000000001/updates"),
+        ] {
+            assert!(host_route(m, p), "{m} {p}");
+        }
+        for (m, p) in [
+            (&post, "/v1/devices"),
+            (&get, "/v1/devices/5053440000000001"),
+            (&post, "/v1/devices/5053440000000001/resolve"),
+            (&post, "/v1/devices/5053440000000001/updates"),
+            (&get, "/v1/devices//updates"),
+            (&get, "/v1/devices/a/b/updates"),
+            (&get, "/v1/alarms"),
+            (&get, "/v1/certificatesx"),
+            (&post, "/v1/customers"),
+        ] {
+            assert!(!host_route(m, p), "{m} {p}");
+        }
+    }
 }

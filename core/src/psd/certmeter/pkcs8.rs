@@ -221,6 +221,18 @@ mod tests {
     use super::*;
     use crate::platform::SeededPlatform;
 
+    /// Compiles only while the ciphers wipe their key schedules on drop: the round keys
+    /// derived from the password must not stay in freed memory (the `zeroize` features of
+    /// `aes`, `cbc` and `hmac` in the manifests).
+    #[test]
+    fn key_schedules_are_wiped_on_drop() {
+        fn wiped<T: zeroize::ZeroizeOnDrop>() {}
+        wiped::<Aes256>();
+        wiped::<cbc::Encryptor<Aes256>>();
+        wiped::<cbc::Decryptor<Aes256>>();
+        wiped::<cmac::block_api::CmacCore<Aes256>>();
+    }
+
     #[test]
     fn encrypts_and_opens_only_under_its_password() {
         let mut p = SeededPlatform::new(7);

@@ -631,24 +631,39 @@ mod tests {
         assert_eq!(slot.valid, Some((from, from + 365 * DAY - 1)));
         assert!(!slot.covers(from - 1) && slot.covers(from));
         assert!(slot.covers(from + 365 * DAY - 1) && !slot.covers(from + 365 * DAY));
-        // Version 3 for a state of whole days is not canonical: refused.
+        // Version 3 for a state of whole days is not canonical: refused. The record below
+        // is real version 3 layout (validity in seconds) whose only validity happens to be
+        // whole days, so only the canonical rule can refuse it.
         let mut whole = back.clone();
         whole.slots.truncate(2);
-        let mut v3_of_days = seconds.clone();
-        v3_of_days.slots.truncate(2);
-        if let Some(slot) = v3_of_days.slots[0].as_mut() {
-            slot.valid = Some(
-                from_days(
-                    Date::new(2026, 1, 1).unwrap(),
-                    Date::new(2026, 6, 30).unwrap(),
-                )
-                .unwrap(),
-            );
-        }
-        let mut forged = v3_of_days.encode();
-        assert_eq!(forged[0], 2, "whole days: version 2 (a revocation is held)");
-        forged[0] = 3;
+        let field = |(f, t): (u64, u64)| {
+            let mut b = alloc::vec![1u8];
+            b.extend_from_slice(&f.to_be_bytes());
+            b.extend_from_slice(&t.to_be_bytes());
+            b
+        };
+        let at = v3
+            .windows(17)
+            .position(|w| w == field((from, from + 365 * DAY - 1)))
+            .unwrap();
+        let days = from_days(
+            Date::new(2026, 1, 1).unwrap(),
+            Date::new(2026, 6, 30).unwrap(),
+        )
+        .unwrap();
+        let mut forged = v3.clone();
+        forged[at..at + 17].copy_from_slice(&field(days));
+        assert_eq!(forged[0], 3);
         assert!(CertMeterState::decode(&forged).is_err());
+        // One second short of whole days, the same layout reads: the layout is sound.
+        let mut near = v3.clone();
+        near[at..at + 17].copy_from_slice(&field((days.0, days.1 - 1)));
+        let read = CertMeterState::decode(&near).unwrap();
+        assert_eq!(
+            read.slots[0].as_ref().unwrap().valid,
+            Some((days.0, days.1 - 1))
+        );
+        assert_eq!(read.encode(), near);
         // A version 1 record's days are read whole: the first day from 00:00:00, the last
         // to 23:59:59.
         let old = CertMeterState::decode(&v1).unwrap();

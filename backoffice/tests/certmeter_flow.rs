@@ -4,7 +4,7 @@
 //! generates a postmark key and attests it; the meter passes the attestation to the CA,
 //! which certifies it for the customer's account (Fig. 5); the PSD pays the certificate fee
 //! at install, then a postmark fee (Fig. 3); the postmark expands into an RFC 3161 token
-//! that stock `openssl ts -verify` accepts; the next inspection's audit (version 4, with the
+//! that stock `openssl ts -verify` accepts; the next inspection's audit (version 5, with the
 //! fees) is accepted by the KMS and the meter; a revoked certificate is "revoked" at the
 //! CA's OCSP responder for stock `openssl ocsp`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -169,9 +169,14 @@ async fn flow6_rates_certificate_postmark_audit_and_revocation_through_the_servi
     );
     assert!(ok, "{out}");
 
-    // The next inspection: the audit is version 4 (the fees), and the meter takes it.
+    // The next inspection: the audit is version 5 (the fees and the newest rate table
+    // held), and the meter takes it.
     let audit_hex = psd.audit(0, &"00".repeat(16));
-    assert_eq!(&audit_hex[2..4], "04", "an audit with fees is version 4");
+    assert_eq!(
+        &audit_hex[2..4],
+        "05",
+        "an audit of a PSD holding a rate table is version 5"
+    );
     host.inspect(&mut psd, 0).await.unwrap();
 
     // Revocation at the CA (the meter's or an operator's call): OCSP says so at once.

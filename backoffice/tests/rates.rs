@@ -588,3 +588,60 @@ async fn the_operator_cli_publishes_lists_and_trusts() {
     assert!(out.contains(&hex::encode(anchor.public_key)), "{out}");
     h.stop().await;
 }
+
+/// Seed 004, step 257, against a host that withholds a newer table: the PSD's audit
+/// (version 5) says which table it holds, and the meter refuses the refill's audit and the
+/// inspection of a PSD holding an older table than the vendor's in effect (`409
+/// rate_table_stale`), holding nothing and recording nothing; once the PSD holds the table
+/// in effect (a later, not yet effective table is not required) the same refill goes on.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_psd_withheld_a_newer_table_is_refused_until_it_holds_the_one_in_effect() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = openpsd_backoffice::spawn_all(dir.path()).await.unwrap();
+    let (host, admin) = parties(&h.meter.url, &h.kms.url, &h.recharge.url, &h.pki);
+    let mut psd = Psd::licensed(43, &h);
+    admin.register_to(&psd, "alice").await;
+    admin.fund("alice", 50_000).await;
+    let op = operator(&h);
+    let mut tables = Vec::new();
+    for (effective, fee) in [("2020-01-01", 10), ("2021-01-01", 25), ("2099-01-01", 40)] {
+        let t: RateTableView = op
+            .post("/v1/rates", &publication(None, effective, &[("postmark", fee)]))
+            .await
+            .unwrap();
+        tables.push(bytes(&t.table));
+    }
+    // The PSD holds table 1 only: its host never loaded table 2, in effect since 2021.
+    assert_eq!(psd.client.load_rate_table(&tables[0]).unwrap(), 1);
+
+    let before = admin.account("alice").await;
+    let v = host
+        .request("stale-1", &psd.device_id(), 0, "alice", 1_000)
+        .await
+        .unwrap();
+    let audit = psd.audit(0, &v.nonce);
+    assert_eq!(&audit[2..4], "05", "a PSD holding a table audits as version 5");
+    let refused = expect_refused(host.audit("stale-1", &audit).await, 409, "rate_table_stale");
+    assert!(refused.message.contains("version 1") && refused.message.contains("version 2"));
+    // Nothing held, the refill still waits for an audit, the PSD unchanged.
+    let after = admin.account("alice").await;
+    assert_eq!((after.available, after.held), (before.available, before.held));
+    assert_eq!(
+        host.status("stale-1").await.unwrap().state,
+        openpsd_protocol::RefillState::AwaitingAudit
+    );
+    let dr = psd.registers(0).dr;
+    // An inspection is refused the same way (the PSD's inspection is not renewed).
+    expect_refused(host.inspect(&mut psd, 0).await, 409, "rate_table_stale");
+
+    // The host loads the table in effect (not the one of 2099): the same refill goes on.
+    assert_eq!(psd.client.load_rate_table(&tables[1]).unwrap(), 2);
+    let audit = psd.audit(0, &v.nonce);
+    let v = host.audit("stale-1", &audit).await.unwrap();
+    let done = host.apply_and_confirm(&mut psd, &v).await.unwrap();
+    assert_eq!(done.state, openpsd_protocol::RefillState::Completed);
+    assert_eq!(psd.registers(0).dr.0, dr.0 + 1_000);
+    host.inspect(&mut psd, 0).await.unwrap();
+    admin.assert_reconciled(&mut [&mut psd]).await;
+    h.stop().await;
+}

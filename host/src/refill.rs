@@ -480,6 +480,20 @@ impl MeterClient {
         self.get(&format!("/v1/refills/{client_txn_id}"))
     }
 
+    /// Seed 004, step 257, before an audit: the meter's rate tables and trust anchors loaded,
+    /// since the meter refuses the audit of a PSD holding an older table than the one in
+    /// effect (`409 rate_table_stale`). Not getting them does not stop the contact (a meter
+    /// with no vendor has none to give; a PSD holding no table is not asked for one).
+    fn updates_first(&self, psd: &mut PsdClient, device: DeviceId, progress: &mut dyn FnMut(&str)) {
+        match self.load_updates(psd, device) {
+            Ok((0, 0)) => {}
+            Ok((t, a)) => progress(&format!(
+                "loaded {t} rate table(s) and {a} trust anchor(s) from the meter server"
+            )),
+            Err(e) => tracing::debug!("rate tables not loaded before the audit: {e}"),
+        }
+    }
+
     /// Runs (or finishes) a refill of the PSD behind `psd`, whose device is `device`.
     pub fn refill(
         &self,
@@ -513,6 +527,7 @@ impl MeterClient {
         progress(&format!("refill {txn}: {}", r.state));
         let mut inspection_renewed = false;
         if r.state == RefillState::AwaitingAudit {
+            self.updates_first(psd, device, progress);
             // Steps 210-220: the PSD signs its audit data with the server's nonce.
             let nonce = hex_array::<NONCE_LEN>(Some(&r.nonce), "nonce")?;
             let audit = psd.audit(req.set, &nonce)?;
@@ -632,6 +647,7 @@ impl MeterClient {
                 set: set.0,
             },
         )?;
+        self.updates_first(psd, device, &mut |_| {});
         let nonce = hex_array::<NONCE_LEN>(Some(&i.nonce), "nonce")?;
         let audit = psd.audit(set, &nonce)?;
         let r: InspectionView = self.post(

@@ -156,6 +156,9 @@ pub struct VerifiedAudit {
     /// Fees the device owes, device-wide.
     #[serde(default)]
     pub fees_due: u64,
+    /// The newest rate table version the PSD holds (0: none; a version 5 audit).
+    #[serde(default)]
+    pub rate_table: u32,
 }
 
 impl From<&AuditData> for VerifiedAudit {
@@ -176,6 +179,7 @@ impl From<&AuditData> for VerifiedAudit {
             fees: a.fees.0,
             services: a.services.0,
             fees_due: a.fees_due.0,
+            rate_table: a.rate_table,
         }
     }
 }

@@ -22,6 +22,9 @@ pub mod code {
     pub const EFFECTIVE_BACKWARDS: &str = "effective_date_backwards";
     /// The version given is not the next one, nor a retry of the table stored under it (409).
     pub const VERSION_TAKEN: &str = "rate_version_taken";
+    /// The meter refuses a refill or inspection: the PSD's audit says it holds a rate table
+    /// older than the one in effect (409; load the updates and audit again).
+    pub const RATE_TABLE_STALE: &str = "rate_table_stale";
 }
 
 /// A service's name in JSON and on the command line (snake_case of `Service::name`).

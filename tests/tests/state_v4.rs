@@ -141,7 +141,8 @@ fn psd_state_v4_keeps_its_fee_registers_key_and_last_postmark() {
     assert_eq!(after.dr.0, set0.dr.0 - POSTMARK_FEE);
     assert_eq!(info(&mut card).postmarks, 3);
 
-    // The audit reports the fees (version 4) under the device key.
+    // The audit reports the fees and the newest rate table held (version 5) under the
+    // device key.
     let device_key = DeviceInfo::decode(&expect_ok(&transmit(&mut card, &psd_apdu::get_data())))
         .expect("device info decodes")
         .expect("personalized")
@@ -153,6 +154,7 @@ fn psd_state_v4_keeps_its_fee_registers_key_and_last_postmark() {
     let a = AuditData::open(&msg, &device_key).expect("audit verifies");
     assert_eq!(a.fees, Amount(CERTIFICATE_FEE + 2 * POSTMARK_FEE));
     assert_eq!(a.services, PieceCount(3));
+    assert_eq!(a.rate_table, 1, "the fixture holds rate table version 1");
 }
 
 #[test]

@@ -124,6 +124,7 @@ fn audit_data(refills: u32) -> AuditData {
         fees: Amount(0),
         services: PieceCount(0),
         fees_due: Amount(0),
+        rate_table: 0,
     }
 }
 

@@ -32,6 +32,8 @@ pub(crate) struct Audited {
     pub(crate) fees: u64,
     /// Paid services counted.
     pub(crate) services: u32,
+    /// The newest rate table version the PSD holds (0: none).
+    pub(crate) rate_table: u32,
 }
 
 impl Audited {
@@ -68,6 +70,7 @@ impl Audited {
             nonce: hex::encode(nonce),
             fees: v.fees,
             services: v.services,
+            rate_table: v.rate_table,
         })
     }
 }
@@ -290,6 +293,7 @@ mod tests {
             nonce: "00".repeat(16),
             fees: 0,
             services: 0,
+            rate_table: 0,
         }
     }
 

@@ -119,6 +119,8 @@ pub(crate) async fn inspection_audit(
     let mut j = meter
         .judge(step, &v.device_id, v.set, &audit, &v.nonce)
         .await?;
+    // Seed 004, step 257: the fees the PSD charges are the table in effect's.
+    meter.refuse_if_rate_table_stale(&audit, step).await?;
     meter.settle(&mut j.settlements, &audit, step).await?;
     let receipt = meter.receipt(&audit.hex, step).await?;
     let id2 = id.clone();

@@ -228,6 +228,8 @@ pub(crate) async fn refill_audit(
         let mut j = meter
             .judge(step, &r.view.device_id, r.view.set, &audit, &r.view.nonce)
             .await?;
+        // Seed 004, step 257: the fees the PSD charges are the table in effect's.
+        meter.refuse_if_rate_table_stale(&audit, step).await?;
         meter.settle(&mut j.settlements, &audit, step).await?;
         let (id2, a2) = (id.clone(), audit.clone());
         r = meter

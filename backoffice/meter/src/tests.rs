@@ -88,6 +88,7 @@ fn kms_router(kms: Kms) -> Router {
                     fees: 0,
                     services: 0,
                     fees_due: 0,
+                    rate_table: 0,
                 }))
             }),
         )

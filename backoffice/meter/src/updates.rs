@@ -14,6 +14,12 @@
 //! at every contact and the answer changes when an operator publishes, so a table or an
 //! anchor reaches hosts within a minute of its publication. The vendor unreachable (and
 //! nothing cached) is `503`, as for any upstream.
+//!
+//! The same answer guards refills and inspections ([`Meter::refuse_if_rate_table_stale`]):
+//! a PSD whose audit (version 5) says it holds a rate table older than the vendor's table in
+//! effect today is refused (`409 rate_table_stale`) until its host loads these updates, so
+//! a host cannot keep the older, cheaper fees by never loading a newer table. A PSD that
+//! holds no table at all sells no paid service (`9A40`) and is not asked for one.
 
 use std::collections::HashMap;
 use std::sync::{Mutex, OnceLock};
@@ -23,12 +29,15 @@ use axum::extract::{Path as UrlPath, State};
 use axum::{Extension, Json};
 use openpsd_core::psd::certmeter::anchor::Anchor;
 use openpsd_core::psd::certmeter::rates::RateTable;
-use openpsd_protocol::vendor::{Anchors, DeviceUpdates, RateTables};
+use axum::http::StatusCode;
+use openpsd_core::types::Date;
+use openpsd_protocol::vendor::{code, Anchors, DeviceUpdates, RateTables};
 use openpsd_service_kit::access::Customer;
 use openpsd_service_kit::codec;
 use openpsd_service_kit::error::ApiError;
 use openpsd_service_kit::upstream::Upstream;
 
+use crate::history::Audited;
 use crate::Meter;
 
 const STEP: &str = "meter_updates";
@@ -96,6 +105,11 @@ pub(crate) async fn device_updates(
              anchors to give",
         )
     })?;
+    Ok(Json(vendor_updates(vendor).await?))
+}
+
+/// The vendor's tables and anchors, asked at most once a [`CACHE_TTL`].
+async fn vendor_updates(vendor: &Upstream) -> Result<DeviceUpdates, ApiError> {
     let key = vendor.base().to_owned();
     let fresh = {
         let map = cache().lock().unwrap_or_else(|p| p.into_inner());
@@ -104,12 +118,71 @@ pub(crate) async fn device_updates(
             .map(|(_, u)| u.clone())
     };
     if let Some(u) = fresh {
-        return Ok(Json(u));
+        return Ok(u);
     }
     let updates = from_vendor(vendor).await?;
     cache()
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .insert(key, (Instant::now(), updates.clone()));
-    Ok(Json(updates))
+    Ok(updates)
+}
+
+/// Of the vendor's tables, the version and effective date of the one in effect on `today`.
+fn in_effect(updates: &DeviceUpdates, today: Date) -> Option<(u32, Date)> {
+    updates
+        .rate_tables
+        .iter()
+        .filter_map(|t| RateTable::decode_unverified(&hex::decode(t).ok()?).ok())
+        .filter(|t| t.effective <= today)
+        .max_by_key(|t| t.version)
+        .map(|t| (t.version, t.effective))
+}
+
+impl Meter {
+    /// Refuses a refill or an inspection (`409 rate_table_stale`) whose audit says the PSD
+    /// holds a rate table older than the vendor's table in effect today. An audit of a PSD
+    /// holding no table passes; so does any audit when no vendor is configured or it cannot
+    /// be asked (logged): the fees then stay what the PSD holds until the next contact.
+    pub(crate) async fn refuse_if_rate_table_stale(
+        &self,
+        audit: &Audited,
+        step: &'static str,
+    ) -> Result<(), ApiError> {
+        let Some(vendor) = self.vendor.as_ref().filter(|_| audit.rate_table != 0) else {
+            return Ok(());
+        };
+        let updates = match vendor_updates(vendor).await {
+            Ok(u) => u,
+            Err(e) => {
+                tracing::warn!(
+                    device = %audit.device_id,
+                    error = %e,
+                    "rate table not checked: the vendor did not answer"
+                );
+                return Ok(());
+            }
+        };
+        let Some((version, effective)) = in_effect(&updates, codec::today_utc()) else {
+            return Ok(());
+        };
+        if audit.rate_table >= version {
+            return Ok(());
+        }
+        tracing::warn!(
+            device = %audit.device_id,
+            held = audit.rate_table,
+            in_effect = version,
+            "refused: the PSD holds an older rate table than the one in effect"
+        );
+        Err(ApiError {
+            status: StatusCode::CONFLICT,
+            code: code::RATE_TABLE_STALE.to_owned(),
+            step: step.to_owned(),
+            message: format!(
+                "the PSD holds rate table version {} and version {version} is in effect since                  {effective}: load the meter server's updates (LOAD RATE TABLE; GET                  /v1/devices/{}/updates, which `openpsd refill` and `openpsd inspect` load                  first) and send a new audit",
+                audit.rate_table, audit.device_id
+            ),
+        })
+    }
 }

@@ -508,6 +508,10 @@ pub fn check_response(
 /// Every certificate-meter decoder on `data`: none may panic, and what decodes
 /// re-encodes to the same bytes where the format has one encoding.
 pub fn decoders(data: &[u8]) {
+    // The audit (versions 3 to 5: version 5 carries the newest rate table held), as the
+    // KMS reads it from a host before checking the signature.
+    let _ = openpsd_core::psd::audit::AuditData::decode_unverified(data);
+    let _ = openpsd_core::psd::audit::AuditData::signed_parts(data);
     let _ = RateTable::decode_unverified(data);
     let _ = Anchor::decode_unverified(data);
     let _ = KeyAttestation::decode_unverified(data);

@@ -16,6 +16,12 @@
 //! set that never paid a fee on a device that owes none is audited as version 3, so
 //! devices that do not use the certificate meter keep their bytes.
 //!
+//! Version 5 adds, after the version 4 fields, the newest rate table version the PSD holds
+//! (u32; seed 004, step 257), signed over "openpsd audit v5" ‖ everything before: the meter
+//! refuses a refill or inspection of a PSD that holds a table older than the one in effect,
+//! so a host cannot keep cheaper fees by never loading a newer table. It is made only by a
+//! PSD holding a rate table; one holding none is audited as version 3 or 4, as before.
+//!
 //! Version 2 audits (CMAC under K1) are no longer made or accepted.
 
 use alloc::vec::Vec;
@@ -32,6 +38,8 @@ pub const AUDIT_TAG: u8 = 0xA1;
 pub const AUDIT_LABEL: &[u8] = b"openpsd audit v3";
 /// What it signs before a version 4 body.
 pub const AUDIT_LABEL_V4: &[u8] = b"openpsd audit v4";
+/// What it signs before a version 5 body.
+pub const AUDIT_LABEL_V5: &[u8] = b"openpsd audit v5";
 /// Length of the server's nonce.
 pub const NONCE_LEN: usize = 16;
 
@@ -39,6 +47,8 @@ pub const NONCE_LEN: usize = 16;
 const AUDIT_VERSION: u8 = 3;
 /// With the certificate meter's registers.
 const AUDIT_VERSION_FEES: u8 = 4;
+/// With the registers and the newest rate table held.
+const AUDIT_VERSION_RATES: u8 = 5;
 
 /// What an audit reports.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -75,6 +85,8 @@ pub struct AuditData {
     pub services: PieceCount,
     /// Fees the device owes (a revocation the DR could not pay), device-wide.
     pub fees_due: Amount,
+    /// The newest rate table version the PSD holds, device-wide (0: none).
+    pub rate_table: u32,
 }
 
 impl AuditData {
@@ -83,23 +95,27 @@ impl AuditData {
         self.fees != Amount::ZERO || self.services != PieceCount(0) || self.fees_due != Amount::ZERO
     }
 
+    /// The oldest layout version that holds this audit (one encoding per audit).
+    fn version(&self) -> u8 {
+        if self.rate_table != 0 {
+            AUDIT_VERSION_RATES
+        } else if self.has_fees() {
+            AUDIT_VERSION_FEES
+        } else {
+            AUDIT_VERSION
+        }
+    }
+
     /// The label the body of this version is signed under.
     fn label(&self) -> &'static [u8] {
-        if self.has_fees() {
-            AUDIT_LABEL_V4
-        } else {
-            AUDIT_LABEL
-        }
+        label_of(self.version())
     }
 
     fn body(&self) -> Vec<u8> {
         let mut w = Vec::with_capacity(100);
         w.put_u8(AUDIT_TAG);
-        w.put_u8(if self.has_fees() {
-            AUDIT_VERSION_FEES
-        } else {
-            AUDIT_VERSION
-        });
+        let version = self.version();
+        w.put_u8(version);
         w.extend_from_slice(&self.device.0);
         w.put_u32(self.license.0);
         w.put_u8(self.set.0);
@@ -110,10 +126,13 @@ impl AuditData {
         w.put_u32(self.refills.0);
         w.put_u64(self.transferred.0);
         w.put_u64(self.pending.0);
-        if self.has_fees() {
+        if version >= AUDIT_VERSION_FEES {
             w.put_u64(self.fees.0);
             w.put_u32(self.services.0);
             w.put_u64(self.fees_due.0);
+        }
+        if version >= AUDIT_VERSION_RATES {
+            w.put_u32(self.rate_table);
         }
         w.extend_from_slice(&self.last_combination);
         w.extend_from_slice(&self.nonce);
@@ -140,7 +159,10 @@ impl AuditData {
             return Err(Malformed::Value);
         }
         let version = r.u8()?;
-        if version != AUDIT_VERSION && version != AUDIT_VERSION_FEES {
+        if !matches!(
+            version,
+            AUDIT_VERSION | AUDIT_VERSION_FEES | AUDIT_VERSION_RATES
+        ) {
             return Err(Malformed::Value);
         }
         let mut data = AuditData {
@@ -159,15 +181,19 @@ impl AuditData {
             fees: Amount::ZERO,
             services: PieceCount(0),
             fees_due: Amount::ZERO,
+            rate_table: 0,
         };
-        if version == AUDIT_VERSION_FEES {
+        if version >= AUDIT_VERSION_FEES {
             data.fees = Amount(r.u64()?);
             data.services = PieceCount(r.u32()?);
             data.fees_due = Amount(r.u64()?);
-            // One encoding per audit: version 4 only when a register needs it.
-            if !data.has_fees() {
-                return Err(Malformed::Value);
-            }
+        }
+        if version >= AUDIT_VERSION_RATES {
+            data.rate_table = r.u32()?;
+        }
+        // One encoding per audit: the oldest version that holds it.
+        if data.version() != version {
+            return Err(Malformed::Value);
         }
         data.last_combination = r.array()?;
         data.nonce = r.array()?;
@@ -180,10 +206,7 @@ impl AuditData {
     pub fn signed_parts(msg: &[u8]) -> Option<(Vec<u8>, &[u8])> {
         let split = msg.len().checked_sub(SIGNATURE_LEN)?;
         let (body, sig) = msg.split_at(split);
-        let label = match body.get(1) {
-            Some(&AUDIT_VERSION_FEES) => AUDIT_LABEL_V4,
-            _ => AUDIT_LABEL,
-        };
+        let label = label_of(*body.get(1)?);
         Some(([label, body].concat(), sig))
     }
 
@@ -194,6 +217,16 @@ impl AuditData {
         let split = msg.len().checked_sub(SIGNATURE_LEN)?;
         let (body, sig) = msg.split_at(split);
         crypto::verify_labelled(device_public_key, data.label(), body, sig).then_some(data)
+    }
+}
+
+/// The label a body of layout `version` is signed under (an unknown version gets version
+/// 3's, and fails to decode anyway).
+fn label_of(version: u8) -> &'static [u8] {
+    match version {
+        AUDIT_VERSION_RATES => AUDIT_LABEL_V5,
+        AUDIT_VERSION_FEES => AUDIT_LABEL_V4,
+        _ => AUDIT_LABEL,
     }
 }
 
@@ -228,9 +261,127 @@ impl super::PsdApplet {
             fees: s.fees,
             services: s.services,
             fees_due: self.persistent.certmeter.fees_due,
+            rate_table: self
+                .persistent
+                .certmeter
+                .tables
+                .iter()
+                .map(|(t, _)| t.version)
+                .max()
+                .unwrap_or(0),
         };
         reply.extend_from_slice(&audit.sign(&device.key));
         self.volatile.last_audit_nonce = Some(nonce);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key() -> IndiciumKey {
+        IndiciumKey::from_bytes(&[9; 32]).unwrap()
+    }
+
+    fn plain() -> AuditData {
+        AuditData {
+            device: DeviceId([1; 8]),
+            license: LicenseId(7),
+            set: RegisterSetIndex(0),
+            ar: Amount(500),
+            dr: Amount(1_500),
+            control_sum: Amount(2_000),
+            pieces: PieceCount(3),
+            refills: RefillCount(1),
+            transferred: Amount(0),
+            pending: Amount(0),
+            last_combination: [2; 8],
+            nonce: [3; NONCE_LEN],
+            fees: Amount::ZERO,
+            services: PieceCount(0),
+            fees_due: Amount::ZERO,
+            rate_table: 0,
+        }
+    }
+
+    /// Each audit has one encoding, the oldest version that holds it; each decodes to
+    /// itself and verifies under its own label only.
+    #[test]
+    fn versions_3_4_5_one_encoding_each() {
+        let pk = key().public_key();
+        let v3 = plain();
+        let v4 = AuditData {
+            fees: Amount(40),
+            services: PieceCount(2),
+            ..v3
+        };
+        let v5 = AuditData {
+            rate_table: 2,
+            ..v3
+        };
+        let v5_fees = AuditData {
+            rate_table: 3,
+            ..v4
+        };
+        for (a, version) in [(v3, 3), (v4, 4), (v5, 5), (v5_fees, 5)] {
+            let msg = a.sign(&key());
+            assert_eq!(msg[1], version);
+            assert_eq!(AuditData::open(&msg, &pk), Some(a));
+            // Another label over the same body does not verify: the version is signed.
+            let (signed, sig) = AuditData::signed_parts(&msg).unwrap();
+            assert!(signed.starts_with(label_of(version)));
+            for other in [3u8, 4, 5].into_iter().filter(|v| *v != version) {
+                let body = &msg[..msg.len() - SIGNATURE_LEN];
+                assert!(!crypto::verify_labelled(&pk, label_of(other), body, sig));
+            }
+        }
+    }
+
+    /// A version 5 body whose rate table is 0, or a version 4 body with no fee, is not
+    /// canonical: refused even when signed.
+    #[test]
+    fn non_canonical_versions_refused() {
+        let pk = key().public_key();
+        // Version 5 layout with rate table 0: made by hand, signed under the v5 label.
+        let v4 = AuditData {
+            fees: Amount(40),
+            services: PieceCount(2),
+            ..plain()
+        };
+        let mut body = v4.body();
+        body[1] = AUDIT_VERSION_RATES;
+        let cut = body.len() - 8 - NONCE_LEN;
+        body.splice(cut..cut, 0u32.to_be_bytes());
+        let mut msg = body.clone();
+        msg.extend_from_slice(&key().sign_labelled(AUDIT_LABEL_V5, &body));
+        assert!(AuditData::decode_unverified(&msg).is_err());
+        assert!(AuditData::open(&msg, &pk).is_none());
+        // The same with rate table 1 is a valid version 5 audit: only the rule refused it.
+        let mut body1 = body.clone();
+        body1[cut..cut + 4].copy_from_slice(&1u32.to_be_bytes());
+        let mut msg1 = body1.clone();
+        msg1.extend_from_slice(&key().sign_labelled(AUDIT_LABEL_V5, &body1));
+        let read = AuditData::open(&msg1, &pk).expect("a real version 5 audit");
+        assert_eq!(read.rate_table, 1);
+        assert_eq!(read.sign(&key())[..body1.len()], body1[..]);
+        // Version 4 with every fee register zero.
+        let mut body = plain().body();
+        body[1] = AUDIT_VERSION_FEES;
+        let cut = body.len() - 8 - NONCE_LEN;
+        body.splice(cut..cut, [0u8; 20]);
+        let mut msg = body.clone();
+        msg.extend_from_slice(&key().sign_labelled(AUDIT_LABEL_V4, &body));
+        assert!(AuditData::decode_unverified(&msg).is_err());
+        // Truncations of a version 5 audit never decode (and never panic).
+        let full = AuditData {
+            rate_table: 1,
+            ..v4
+        }
+        .sign(&key());
+        assert_eq!(full[1], AUDIT_VERSION_RATES);
+        for n in 0..full.len() {
+            assert!(AuditData::decode_unverified(&full[..n]).is_err());
+        }
     }
 }

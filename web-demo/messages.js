@@ -68,7 +68,7 @@ export function cardText(swHex, fallback, ctx = {}) {
     case '9A22':
       return 'Transfer refused: the amount is above the purse\'s per-transfer maximum.';
     case '9A23':
-      return 'The pending transfer cannot be resolved with this purse; the value stays pending.';
+      return 'This purse has forgotten too many meters to show what became of the pending transfer; the value stays pending and the audit reports it.';
     case '9A24':
       return 'The pending transfer is for another purse.';
     case '9A25':

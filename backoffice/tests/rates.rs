@@ -606,7 +606,10 @@ async fn a_psd_withheld_a_newer_table_is_refused_until_it_holds_the_one_in_effec
     let mut tables = Vec::new();
     for (effective, fee) in [("2020-01-01", 10), ("2021-01-01", 25), ("2099-01-01", 40)] {
         let t: RateTableView = op
-            .post("/v1/rates", &publication(None, effective, &[("postmark", fee)]))
+            .post(
+                "/v1/rates",
+                &publication(None, effective, &[("postmark", fee)]),
+            )
             .await
             .unwrap();
         tables.push(bytes(&t.table));
@@ -620,12 +623,19 @@ async fn a_psd_withheld_a_newer_table_is_refused_until_it_holds_the_one_in_effec
         .await
         .unwrap();
     let audit = psd.audit(0, &v.nonce);
-    assert_eq!(&audit[2..4], "05", "a PSD holding a table audits as version 5");
+    assert_eq!(
+        &audit[2..4],
+        "05",
+        "a PSD holding a table audits as version 5"
+    );
     let refused = expect_refused(host.audit("stale-1", &audit).await, 409, "rate_table_stale");
     assert!(refused.message.contains("version 1") && refused.message.contains("version 2"));
     // Nothing held, the refill still waits for an audit, the PSD unchanged.
     let after = admin.account("alice").await;
-    assert_eq!((after.available, after.held), (before.available, before.held));
+    assert_eq!(
+        (after.available, after.held),
+        (before.available, before.held)
+    );
     assert_eq!(
         host.status("stale-1").await.unwrap().state,
         openpsd_protocol::RefillState::AwaitingAudit

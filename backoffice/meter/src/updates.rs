@@ -26,10 +26,10 @@ use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use axum::extract::{Path as UrlPath, State};
+use axum::http::StatusCode;
 use axum::{Extension, Json};
 use openpsd_core::psd::certmeter::anchor::Anchor;
 use openpsd_core::psd::certmeter::rates::RateTable;
-use axum::http::StatusCode;
 use openpsd_core::types::Date;
 use openpsd_protocol::vendor::{code, Anchors, DeviceUpdates, RateTables};
 use openpsd_service_kit::access::Customer;

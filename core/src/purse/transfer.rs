@@ -20,7 +20,7 @@ use crate::transfer::{Ack, CardHello, PsdHello, Request, Session, TransferStatus
 use crate::types::Amount;
 
 use super::balance::Limits;
-use super::state::{CardRecognition, LogEntry, LogKind, Persistent, PurseState};
+use super::state::{CardRecognition, LogEntry, LogKind, Persistent, PurseState, MAX_PAIRED};
 use super::{commit_state, PurseApplet, RESET_LABEL};
 
 /// Where the card is in a transfer session (volatile).
@@ -306,9 +306,13 @@ impl PurseApplet {
             _ => return Err(Status::ConditionsNotSatisfied),
         };
         let c = self.personalized()?;
+        let last_from_psd = c.paired.get(session.device).map(|p| p.last_transfer);
         let status = TransferStatus {
             card_transfers: c.state.transfers,
-            last_from_psd: c.paired.get(session.device).map(|p| p.last_transfer),
+            last_from_psd,
+            // The table loses an entry only to make way for a new PSD when full: one that
+            // was never full has forgotten no PSD.
+            never_forgot: last_from_psd.is_none() && c.paired.0.len() < MAX_PAIRED,
         };
         reply.extend_from_slice(&status.seal(session));
         Ok(())

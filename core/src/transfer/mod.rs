@@ -32,6 +32,7 @@ pub mod partners;
 use alloc::vec::Vec;
 
 use crate::crypto::{sha256, sha256_parts, IndiciumKey, MacKey, COMPRESSED_KEY_LEN, MAC_LEN};
+use crate::purse::state::MAX_PAIRED;
 use crate::types::{Amount, CardId, DeviceId, SchemeId, TransferCount};
 use crate::wire::{Malformed, OpenError, Reader, Writer};
 use cert::{DeviceCertificate, CERTIFICATE_LEN};
@@ -391,16 +392,20 @@ pub struct TransferStatus {
     /// The PSD's number of the last transfer from this PSD the card credited, if the card
     /// remembers this PSD.
     pub last_from_psd: Option<TransferCount>,
+    /// The card has never forgotten a PSD (its table of PSDs has never been full), so no
+    /// record of this PSD means it never credited it. Only with `last_from_psd` `None`.
+    pub never_forgot: bool,
 }
 
 impl TransferStatus {
-    /// card transfers ‖ 00 00000000 | 01 last ‖ MAC.
+    /// card transfers ‖ 00 00000000 (no record) | 02 00000000 (no record, and the card
+    /// never forgot a PSD) | 01 last ‖ MAC.
     pub fn seal(&self, s: &Session) -> Vec<u8> {
         let mut body = Vec::with_capacity(9);
         body.put_u32(self.card_transfers.0);
         match self.last_from_psd {
             None => {
-                body.put_u8(0);
+                body.put_u8(if self.never_forgot { 2 } else { 0 });
                 body.put_u32(0);
             }
             Some(t) => {
@@ -418,14 +423,15 @@ impl TransferStatus {
         let card_transfers = TransferCount(r.u32()?);
         let known = r.u8()?;
         let last = TransferCount(r.u32()?);
-        let last_from_psd = match known {
-            0 => None,
-            1 => Some(last),
+        let (last_from_psd, never_forgot) = match known {
+            0 | 2 if last.0 == 0 => (None, known == 2),
+            1 => (Some(last), false),
             _ => return Err(OpenError::Malformed(Malformed::Value)),
         };
         Ok(TransferStatus {
             card_transfers,
             last_from_psd,
+            never_forgot,
         })
     }
 }
@@ -441,14 +447,28 @@ pub enum Resolution {
     Unknown,
 }
 
+/// How many credits a purse makes after crediting a PSD, at the least, before it can have
+/// forgotten that PSD: it keeps the last [`MAX_PAIRED`] PSDs it credited and forgets the
+/// least recent first (`purse::state::PairedTable::credited`), so the PSD it credited must
+/// fall behind 15 other PSDs credited after it and then make way for a 16th, new one.
+/// A protocol rule every purse of a scheme keeps: a PSD's [`resolve`] counts on it.
+pub const CREDITS_BEFORE_FORGETTING: u32 = 16;
+const _: () = assert!(CREDITS_BEFORE_FORGETTING as usize == MAX_PAIRED);
+
 /// Decides a pending transfer `transfer`, made while the card's count was
 /// `card_transfers_then`, from the card's status in a later session.
 ///
 /// A value message is bound to the session it was made in, and a card holds one session:
 /// once the card has answered in a new session, an old value message can never be
-/// credited. The card credits a transfer by raising its count, so an unchanged count means
-/// "not credited"; and a PSD has one transfer pending at most, so the card's last transfer
-/// from this PSD being this one means "credited", and being an earlier one "not credited".
+/// credited, and if it was credited it was the card's very next credit (count
+/// `card_transfers_then + 1`). A PSD has one transfer pending at most, so the card's last
+/// transfer from this PSD being this one means "credited", and being an earlier one "not
+/// credited". A card with no record of this PSD did not credit it either unless it has
+/// forgotten it since: not if the card has never forgotten any PSD, nor if it has made no
+/// more than [`CREDITS_BEFORE_FORGETTING`] credits since the pending transfer's session
+/// (forgetting the PSD would take more), however many other PSDs it credited meanwhile.
+/// Only a card that has forgotten PSDs and made more credits since leaves the devices
+/// unable to tell (`Unknown`: the value stays pending, reported in audits).
 pub fn resolve(
     transfer: TransferCount,
     card_transfers_then: TransferCount,
@@ -461,7 +481,15 @@ pub fn resolve(
         Some(last) if last == transfer => Resolution::Complete,
         Some(last) if last < transfer => Resolution::Undo,
         Some(_) => Resolution::Unknown,
-        None if status.card_transfers == card_transfers_then => Resolution::Undo,
+        None if status.never_forgot => Resolution::Undo,
+        None if status
+            .card_transfers
+            .0
+            .checked_sub(card_transfers_then.0)
+            .is_some_and(|since| since <= CREDITS_BEFORE_FORGETTING) =>
+        {
+            Resolution::Undo
+        }
         None => Resolution::Unknown,
     }
 }

@@ -1,0 +1,278 @@
+//! Pending transfers with many PSDs paying into the same purses (seed 002, Fig. 8 blocks
+//! 118-121, and issue 18's "value that stays pending for ever"): a PSD whose value message
+//! was lost must get its value back at the next contact, however many other PSDs used the
+//! purse meanwhile, whenever the purse can show it never credited it. The purse keeps the
+//! last 16 PSDs it credited, least recent forgotten first; its TRANSFER STATUS says whether
+//! it has ever forgotten one, and a PSD counts the credits since its pending transfer's
+//! session (`core::transfer::resolve`). Only a purse that has forgotten PSDs *and* made more
+//! than 16 credits since leaves the value pending (`9A23`), for the back office.
+// Test code: a failed unwrap or expect is a failed test, with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use openpsd_core::client::psd_apdu;
+use openpsd_core::client::transfer::{self as driver, Resolved};
+use openpsd_core::purse::state::MAX_PAIRED;
+use openpsd_core::types::*;
+use openpsd_core::Status;
+use openpsd_tests::purse::*;
+use openpsd_tests::*;
+use proptest::prelude::*;
+
+const FUNDS: u64 = 100_000;
+const SET0: RegisterSetIndex = RegisterSetIndex(0);
+/// TRANSFER DEBIT is step 8: running 9 steps debits the PSD and loses the value message.
+const DEBITED_VAL_LOST: usize = 9;
+/// Running 10 steps credits the purse and loses its acknowledgement.
+const CREDITED_ACK_LOST: usize = 10;
+
+/// PSD number `n` of the test scheme (device ID `PSD` + n), funded.
+fn psd_n(n: u32) -> TestCard {
+    let mut p = psd_personalization(SCHEME);
+    p.device = DeviceId(*format!("PSD{n:05}").as_bytes().first_chunk().unwrap());
+    funded_psd_as(u64::from(n) + 100, p, FUNDS)
+}
+
+/// Purse number `n` (card ID `PURSE` + n).
+fn purse_n(n: u32) -> TestCard {
+    let card = CardId(*format!("PURSE{n:03}").as_bytes().first_chunk().unwrap());
+    purse_in(u64::from(n) + 900, card, SCHEME, &issuer_key())
+}
+
+fn dr(psd: &mut TestCard) -> u64 {
+    expect_ok(&psd.transmit(&psd_apdu::select()));
+    registers(psd, 0).dr.0
+}
+
+fn pending(psd: &mut TestCard) -> u64 {
+    expect_ok(&psd.transmit(&psd_apdu::select()));
+    registers(psd, 0).pending.0
+}
+
+fn pay(psd: &mut TestCard, purse: &mut TestCard, amount: u64) {
+    driver::transfer(psd, purse, SET0, Amount(amount), PIN).expect("transfer");
+}
+
+/// The issue's case: X's value message is lost, Y then pays the same purse; at X's next
+/// contact the purse shows it never credited X (it has forgotten no PSD), so X gets its
+/// value back and can transfer again.
+#[test]
+fn fig8_block_121_a_lost_value_message_then_another_psds_transfer_is_undone() {
+    let mut x = psd_n(1);
+    let mut y = psd_n(2);
+    let mut purse = purse_n(1);
+    let _ = run_until(&mut x, &mut purse, 1_000, DEBITED_VAL_LOST);
+    assert_eq!((dr(&mut x), pending(&mut x)), (FUNDS - 1_000, 1_000));
+    pay(&mut y, &mut purse, 500);
+    let r = driver::resolve_pending(&mut x, &mut purse).expect("resolves");
+    assert_eq!(r, Some((Resolved::Undone, Amount(1_000))));
+    assert_eq!((dr(&mut x), pending(&mut x)), (FUNDS, 0));
+    assert_eq!(purse_data(&mut purse).balance.0, 500);
+    pay(&mut x, &mut purse, 300);
+    assert_eq!(purse_data(&mut purse).balance.0, 800);
+}
+
+/// A credit whose acknowledgement was lost is completed at the next contact, after other
+/// PSDs' transfers too: the purse still lists X with that transfer.
+#[test]
+fn fig8_block_121_a_lost_acknowledgement_then_other_transfers_is_completed() {
+    let mut x = psd_n(1);
+    let mut y = psd_n(2);
+    let mut purse = purse_n(1);
+    let _ = run_until(&mut x, &mut purse, 1_000, CREDITED_ACK_LOST);
+    for _ in 0..20 {
+        pay(&mut y, &mut purse, 100);
+    }
+    let r = driver::resolve_pending(&mut x, &mut purse).expect("resolves");
+    assert_eq!(r, Some((Resolved::Completed, Amount(1_000))));
+    assert_eq!((dr(&mut x), pending(&mut x)), (FUNDS - 1_000, 0));
+    assert_eq!(purse_data(&mut purse).balance.0, 3_000);
+}
+
+/// A purse that has never forgotten a PSD proves "not credited" however many credits
+/// other PSDs made since (here 40, from one PSD).
+#[test]
+fn a_purse_that_never_forgot_a_psd_proves_not_credited_after_any_number_of_credits() {
+    let mut x = psd_n(1);
+    let mut y = psd_n(2);
+    let mut purse = purse_n(1);
+    let _ = run_until(&mut x, &mut purse, 1_000, DEBITED_VAL_LOST);
+    for _ in 0..40 {
+        pay(&mut y, &mut purse, 100);
+    }
+    let r = driver::resolve_pending(&mut x, &mut purse).expect("resolves");
+    assert_eq!(r, Some((Resolved::Undone, Amount(1_000))));
+    assert_eq!(dr(&mut x), FUNDS);
+}
+
+/// A purse whose table is full (it has forgotten PSDs): up to 16 credits since X's
+/// session, "no record of X" still proves "not credited" (forgetting X would take more);
+/// beyond 16 the devices cannot tell and the value stays pending (`9A23`), undone neither
+/// way; X can still make indicia.
+#[test]
+fn a_purse_that_forgot_psds_decides_up_to_sixteen_credits_since_and_no_further() {
+    let mut others: Vec<TestCard> = (10u32..).take(MAX_PAIRED + 1).map(psd_n).collect();
+    for (n, at_most, expect) in [(1, 16usize, Some(Resolved::Undone)), (2, 17, None)] {
+        let mut purse = purse_n(n);
+        // 17 distinct PSDs: the table is full and one PSD has been forgotten.
+        for o in others.iter_mut() {
+            pay(o, &mut purse, 10);
+        }
+        let mut x = psd_n(1);
+        let _ = run_until(&mut x, &mut purse, 1_000, DEBITED_VAL_LOST);
+        for o in others.iter_mut().take(at_most) {
+            pay(o, &mut purse, 10);
+        }
+        match expect {
+            Some(resolved) => {
+                let r = driver::resolve_pending(&mut x, &mut purse).expect("resolves");
+                assert_eq!(
+                    r,
+                    Some((resolved, Amount(1_000))),
+                    "{at_most} credits since"
+                );
+                assert_eq!((dr(&mut x), pending(&mut x)), (FUNDS, 0));
+            }
+            None => {
+                let e = driver::resolve_pending(&mut x, &mut purse).unwrap_err();
+                assert_eq!(e.status(), Some(Status::TransferUnresolved), "{e}");
+                assert_eq!((dr(&mut x), pending(&mut x)), (FUNDS - 1_000, 1_000));
+            }
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+enum Op {
+    /// A whole transfer from PSD `psd` to purse `purse`.
+    Transfer {
+        psd: usize,
+        purse: usize,
+        amount: u64,
+    },
+    /// A transfer whose host stops after `steps` steps (the value or the acknowledgement
+    /// lost on the way, or earlier).
+    Lost {
+        psd: usize,
+        purse: usize,
+        amount: u64,
+        steps: usize,
+    },
+    /// The PSD's host resolves its pending transfer with purse `purse` (another purse than
+    /// the pending one's is refused and changes nothing).
+    Resolve { psd: usize, purse: usize },
+}
+
+const PSDS: usize = 5;
+const PURSES: usize = 2;
+const PSD_NUMBERS: std::ops::Range<u32> = 1..6;
+const PURSE_NUMBERS: std::ops::Range<u32> = 1..3;
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        (0..PSDS, 0..PURSES, 1u64..3_000).prop_map(|(psd, purse, amount)| Op::Transfer {
+            psd,
+            purse,
+            amount
+        }),
+        (0..PSDS, 0..PURSES, 1u64..3_000, 8usize..=10).prop_map(|(psd, purse, amount, steps)| {
+            Op::Lost {
+                psd,
+                purse,
+                amount,
+                steps,
+            }
+        }),
+        (0..PSDS, 0..PURSES).prop_map(|(psd, purse)| Op::Resolve { psd, purse }),
+    ]
+}
+
+/// Σ DR + Σ balance + value in flight (pending, unless the purse lists the pending
+/// transfer as credited): what was refilled.
+fn conserved(psds: &mut [TestCard], purses: &mut [TestCard]) -> u64 {
+    let mut total = 0;
+    let mut balances = Vec::new();
+    let mut tables = Vec::new();
+    for p in purses.iter_mut() {
+        let info = purse_data(p);
+        balances.push(info.balance.0);
+        expect_ok(&p.transmit(&openpsd_core::client::purse_apdu::select()));
+        let t = expect_ok(&p.transmit(&openpsd_core::client::purse_apdu::get_data(2)));
+        tables.push((
+            info.card,
+            openpsd_core::purse::state::PairedTable::decode(&t).unwrap(),
+        ));
+    }
+    for psd in psds.iter_mut() {
+        let info = driver::psd_transfer_info(psd).unwrap();
+        let r = registers(psd, 0);
+        total += r.dr.0;
+        if let Some(p) = info.state.pending {
+            let device = openpsd_core::psd::device::DeviceInfo::decode(&expect_ok(
+                &psd.transmit(&psd_apdu::get_data()),
+            ))
+            .unwrap()
+            .unwrap()
+            .device;
+            let credited = tables.iter().any(|(card, t)| {
+                *card == p.card && t.get(device).is_some_and(|e| e.last_transfer == p.transfer)
+            });
+            if !credited {
+                total += r.pending.0;
+            }
+        }
+    }
+    total + balances.iter().sum::<u64>()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+    /// Every interleaving of lost messages with other PSDs using the same purses conserves
+    /// value after every step, and ends with nothing pending once each PSD's host meets
+    /// the purse its transfer waits for.
+    #[test]
+    fn lost_messages_among_many_psds_and_purses_all_end_and_conserve_value(
+        ops in proptest::collection::vec(op(), 1..40)
+    ) {
+        let mut psds: Vec<TestCard> = PSD_NUMBERS.map(psd_n).collect();
+        let mut purses: Vec<TestCard> = PURSE_NUMBERS.map(purse_n).collect();
+        let start = FUNDS * PSDS as u64;
+        for op in &ops {
+            match *op {
+                Op::Transfer { psd, purse, amount } => {
+                    if let Err(e) = driver::transfer(
+                        &mut psds[psd], &mut purses[purse], SET0, Amount(amount), PIN,
+                    ) {
+                        prop_assert!(
+                            matches!(
+                                e.status(),
+                                Some(Status::BalanceAboveLimit | Status::TransferPending)
+                            ) || matches!(e, driver::TransferError::PendingForOtherCard(_)),
+                            "transfer refused: {}", e
+                        );
+                    }
+                }
+                Op::Lost { psd, purse, amount, steps } => {
+                    let _ = try_run_until(&mut psds[psd], &mut purses[purse], amount, steps);
+                }
+                Op::Resolve { psd, purse } => {
+                    match driver::resolve_pending(&mut psds[psd], &mut purses[purse]) {
+                        Ok(_) | Err(driver::TransferError::PendingForOtherCard(_)) => {}
+                        Err(e) => prop_assert!(false, "resolve: {}", e),
+                    }
+                }
+            }
+            prop_assert_eq!(conserved(&mut psds, &mut purses), start, "after {:?}", op);
+        }
+        // The next contact of each PSD with the purse it waits for ends every transfer.
+        for (i, psd) in psds.iter_mut().enumerate() {
+            for (j, purse) in purses.iter_mut().enumerate() {
+                match driver::resolve_pending(psd, purse) {
+                    Ok(_) | Err(driver::TransferError::PendingForOtherCard(_)) => {}
+                    Err(e) => prop_assert!(false, "PSD {} purse {}: {}", i, j, e),
+                }
+            }
+            prop_assert_eq!(pending(psd), 0, "PSD {} still pending", i);
+        }
+        prop_assert_eq!(conserved(&mut psds, &mut purses), start);
+    }
+}

@@ -282,15 +282,17 @@ pub fn purse(spec: &CardSpec, json_out: bool) -> Result<()> {
     if json_out {
         let mut v = purse_json(&info);
         v["paired"] = paired
-            .0
+            .entries
             .iter()
             .map(|p| {
                 json!({
                     "psd": p.device.to_string(), "last_transfer": p.last_transfer.0, "count": p.count,
                     "total": p.total.0, "date": p.date.map(|d| d.to_string()),
+                    "credited_at": p.credited_at.0,
                 })
             })
             .collect();
+        v["forgotten_through"] = json!(paired.forgotten_through.0);
         v["log"] = log
             .0
             .iter()
@@ -335,8 +337,8 @@ pub fn purse(spec: &CardSpec, json_out: bool) -> Result<()> {
             "NOT certified"
         }
     );
-    println!("paired PSDs: {}", paired.0.len());
-    for p in &paired.0 {
+    println!("paired PSDs: {}", paired.entries.len());
+    for p in &paired.entries {
         println!(
             "  PSD {}: {} transfers, {} in all, last transfer #{}{}",
             p.device,

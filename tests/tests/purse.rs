@@ -751,7 +751,7 @@ fn a_purse_remembers_many_psds_and_hosts_read_long_answers() {
     expect_ok(&purse.transmit(&purse_apdu::select()));
     let table = PairedTable::decode(&expect_ok(&purse.transmit(&purse_apdu::get_data(2))))
         .expect("the whole table, over 256 bytes");
-    assert_eq!(table.0.len(), 12);
+    assert_eq!(table.entries.len(), 12);
     let log = Log::decode(&expect_ok(&purse.transmit(&purse_apdu::get_data(3)))).expect("log");
     assert_eq!(log.0.len(), 10, "the log keeps the last 10");
     assert_eq!(purse_data(&mut purse).balance, Amount(120));

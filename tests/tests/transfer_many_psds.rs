@@ -2,10 +2,12 @@
 //! 118-121, and issue 18's "value that stays pending for ever"): a PSD whose value message
 //! was lost must get its value back at the next contact, however many other PSDs used the
 //! purse meanwhile, whenever the purse can show it never credited it. The purse keeps the
-//! last 16 PSDs it credited, least recent forgotten first; its TRANSFER STATUS says whether
-//! it has ever forgotten one, and a PSD counts the credits since its pending transfer's
-//! session (`core::transfer::resolve`). Only a purse that has forgotten PSDs *and* made more
-//! than 16 credits since leaves the value pending (`9A23`), for the back office.
+//! last 16 PSDs it credited, least recent forgotten first; its TRANSFER STATUS says how
+//! late a credit it has forgotten (the card's count after the latest credit from a PSD it
+//! dropped), and a PSD also counts the credits since its pending transfer's session
+//! (`core::transfer::resolve`). Only a purse that forgot a PSD credited after the pending
+//! transfer's session — 17 distinct PSDs paying into it since — leaves the value pending
+//! (`9A23`), for the back office.
 // Test code: a failed unwrap or expect is a failed test, with its message.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -104,12 +106,30 @@ fn a_purse_that_never_forgot_a_psd_proves_not_credited_after_any_number_of_credi
     assert_eq!(dr(&mut x), FUNDS);
 }
 
-/// A purse whose table is full (it has forgotten PSDs): up to 16 credits since X's
-/// session, "no record of X" still proves "not credited" (forgetting X would take more);
-/// beyond 16 the devices cannot tell and the value stays pending (`9A23`), undone neither
-/// way; X can still make indicia.
+/// A purse that forgot PSDs long ago (17 distinct PSDs before X's session), then credited
+/// one busy PSD 40 times: every PSD it forgot was credited before X's session, so "no
+/// record of X" still proves "not credited".
 #[test]
-fn a_purse_that_forgot_psds_decides_up_to_sixteen_credits_since_and_no_further() {
+fn a_purse_that_forgot_psds_before_the_pending_session_still_proves_not_credited() {
+    let mut others: Vec<TestCard> = (10u32..).take(MAX_PAIRED + 1).map(psd_n).collect();
+    let mut purse = purse_n(1);
+    for o in others.iter_mut() {
+        pay(o, &mut purse, 10);
+    }
+    let mut x = psd_n(1);
+    let _ = run_until(&mut x, &mut purse, 1_000, DEBITED_VAL_LOST);
+    for _ in 0..40 {
+        pay(&mut others[3], &mut purse, 10);
+    }
+    let r = driver::resolve_pending(&mut x, &mut purse).expect("resolves");
+    assert_eq!(r, Some((Resolved::Undone, Amount(1_000))));
+}
+
+/// 17 distinct PSDs pay into a purse after X's session: the 17th makes the purse forget a
+/// PSD credited after that session (it could have been X), so the devices cannot tell and
+/// the value stays pending (`9A23`), undone neither way. With 16 of them it is decided.
+#[test]
+fn seventeen_distinct_psds_after_the_pending_session_leave_it_undecided() {
     let mut others: Vec<TestCard> = (10u32..).take(MAX_PAIRED + 1).map(psd_n).collect();
     for (n, at_most, expect) in [(1, 16usize, Some(Resolved::Undone)), (2, 17, None)] {
         let mut purse = purse_n(n);

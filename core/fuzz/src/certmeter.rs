@@ -512,6 +512,13 @@ pub fn decoders(data: &[u8]) {
     // KMS reads it from a host before checking the signature.
     let _ = openpsd_core::psd::audit::AuditData::decode_unverified(data);
     let _ = openpsd_core::psd::audit::AuditData::signed_parts(data);
+    // The purse's table of PSDs (versions 1 and 2), as GET DATA 00 02 returns it and the
+    // store holds it: what decodes as version 2 re-encodes to the same bytes.
+    if let Ok(t) = openpsd_core::purse::state::PairedTable::decode(data) {
+        if data.first() == Some(&0xF2) {
+            assert_eq!(t.encode(), data, "PairedTable v2 round trip");
+        }
+    }
     let _ = RateTable::decode_unverified(data);
     let _ = Anchor::decode_unverified(data);
     let _ = KeyAttestation::decode_unverified(data);

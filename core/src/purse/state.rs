@@ -306,28 +306,50 @@ pub struct Paired {
     pub total: Amount,
     /// Date of the last one, when known.
     pub date: Option<Date>,
+    /// The card's transfer count after the last credit from it (a version 1 record does not
+    /// say: the card's count when it was loaded, the latest it can be).
+    pub credited_at: TransferCount,
 }
 
-/// The PSDs the purse has been paired with, least recent first.
+/// First byte of a version 2 table (a version 1 table starts with its entry count, 0-16).
+const PAIRED_V2: u8 = 0xF2;
+
+/// The PSDs the purse has been paired with, least recent first, and how late a credit
+/// the purse has forgotten.
+///
+/// A PSD with a transfer pending asks the purse what it credited (TRANSFER STATUS): a PSD
+/// the purse does not list was not credited unless the purse forgot it. `forgotten_through`
+/// is the latest `credited_at` of any entry the table dropped (0: none), so a PSD whose
+/// transfer would have been credited after it was certainly not forgotten
+/// (`core::transfer::resolve`).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct PairedTable(pub Vec<Paired>);
+pub struct PairedTable {
+    /// The entries, least recent first.
+    pub entries: Vec<Paired>,
+    /// The card's transfer count after the latest credit from a PSD the table dropped
+    /// since (0: it has dropped none).
+    pub forgotten_through: TransferCount,
+}
 
 impl PairedTable {
     /// The entry for `device`.
     pub fn get(&self, device: DeviceId) -> Option<&Paired> {
-        self.0.iter().find(|p| p.device == device)
+        self.entries.iter().find(|p| p.device == device)
     }
 
-    /// The table after crediting `amount` from `device`'s transfer `transfer`: its entry
-    /// moves to the end; the least recent entry goes when the table is full.
+    /// The table after crediting `amount` from `device`'s transfer `transfer`, the card's
+    /// count becoming `card_count`: its entry moves to the end; the least recent entry
+    /// goes when the table is full, and `forgotten_through` moves up to its `credited_at`.
     pub fn credited(
         &self,
         device: DeviceId,
         transfer: TransferCount,
         amount: Amount,
         date: Option<Date>,
+        card_count: TransferCount,
     ) -> Option<PairedTable> {
-        let mut entries = self.0.clone();
+        let mut entries = self.entries.clone();
+        let mut forgotten_through = self.forgotten_through;
         let old = entries
             .iter()
             .position(|p| p.device == device)
@@ -342,49 +364,104 @@ impl PairedTable {
             count,
             total,
             date,
+            credited_at: card_count,
         });
         if entries.len() > MAX_PAIRED {
-            entries.remove(0);
+            let dropped = entries.remove(0);
+            forgotten_through = forgotten_through.max(dropped.credited_at);
         }
-        Some(PairedTable(entries))
+        Some(PairedTable {
+            entries,
+            forgotten_through,
+        })
     }
 
-    /// Record layout: count, then entries.
+    /// The table with no `credited_at` (nor `forgotten_through`) above `card_count`: what
+    /// a version 1 record, which does not say when, becomes once the card's count is known.
+    pub fn bounded_by(mut self, card_count: TransferCount) -> PairedTable {
+        for p in &mut self.entries {
+            p.credited_at = p.credited_at.min(card_count);
+        }
+        self.forgotten_through = self.forgotten_through.min(card_count);
+        self
+    }
+
+    /// Record layout (version 2): `F2` ‖ forgotten through u32 ‖ count u8 ‖ count ×
+    /// (device 8 ‖ last transfer u32 ‖ transfers u32 ‖ total u64 ‖ date ‖ credited at u32).
     pub fn encode(&self) -> Vec<u8> {
-        let mut w = Vec::with_capacity(1 + self.0.len() * 28);
-        // why: the applet's table holds at most MAX_PAIRED (16) entries: `with` drops the
-        // oldest and `decode` refuses more.
+        let mut w = Vec::with_capacity(6 + self.entries.len() * 32);
+        w.put_u8(PAIRED_V2);
+        w.put_u32(self.forgotten_through.0);
+        // why: the applet's table holds at most MAX_PAIRED (16) entries: `credited` drops
+        // the oldest and `decode` refuses more.
         #[allow(clippy::cast_possible_truncation)]
-        w.put_u8(self.0.len() as u8);
-        for p in &self.0 {
+        w.put_u8(self.entries.len() as u8);
+        for p in &self.entries {
             w.extend_from_slice(&p.device.0);
             w.put_u32(p.last_transfer.0);
             w.put_u32(p.count);
             w.put_u64(p.total.0);
             write_date(&mut w, p.date);
+            w.put_u32(p.credited_at.0);
         }
         w
     }
 
-    /// Parses the layout.
+    /// Parses version 2, or version 1 (count ‖ entries without `credited_at`), which says
+    /// neither when each PSD was last credited nor whether a full table forgot any: the
+    /// latest possible is assumed (`u32::MAX`, and whatever a full table may have dropped),
+    /// to be bounded by the card's count ([`PairedTable::bounded_by`]).
     pub fn decode(bytes: &[u8]) -> Result<PairedTable, Malformed> {
         let mut r = Reader::new(bytes);
-        let n = usize::from(r.u8()?);
+        let first = r.u8()?;
+        let v2 = first == PAIRED_V2;
+        let (forgotten, n) = if v2 {
+            (TransferCount(r.u32()?), usize::from(r.u8()?))
+        } else {
+            (TransferCount(0), usize::from(first))
+        };
         if n > MAX_PAIRED {
             return Err(Malformed::Value);
         }
         let mut entries = Vec::with_capacity(n);
         for _ in 0..n {
-            entries.push(Paired {
+            let mut p = Paired {
                 device: DeviceId(r.array()?),
                 last_transfer: TransferCount(r.u32()?),
                 count: r.u32()?,
                 total: Amount(r.u64()?),
                 date: read_date(&mut r)?,
-            });
+                credited_at: TransferCount(u32::MAX),
+            };
+            if v2 {
+                p.credited_at = TransferCount(r.u32()?);
+                // Entries stay only while credited no earlier than any dropped one (equal
+                // only in a table upgraded from version 1, where neither is known).
+                if p.credited_at < forgotten {
+                    return Err(Malformed::Value);
+                }
+            }
+            entries.push(p);
         }
         r.finish()?;
-        Ok(PairedTable(entries))
+        // Least recent first: credits in order (equal only as upgraded from version 1).
+        if v2
+            && entries
+                .windows(2)
+                .any(|w| w[0].credited_at > w[1].credited_at)
+        {
+            return Err(Malformed::Value);
+        }
+        let forgotten_through = match (v2, n == MAX_PAIRED) {
+            (true, _) => forgotten,
+            // A version 1 table that never filled has forgotten nothing.
+            (false, false) => TransferCount(0),
+            (false, true) => TransferCount(u32::MAX),
+        };
+        Ok(PairedTable {
+            entries,
+            forgotten_through,
+        })
     }
 }
 
@@ -524,7 +601,8 @@ impl Persistent {
         let state = PurseState::decode(&need(rec::STATE, "purse state missing")?)
             .map_err(corrupt("purse state"))?;
         let paired = PairedTable::decode(&need(rec::PAIRED, "paired table missing")?)
-            .map_err(corrupt("paired table"))?;
+            .map_err(corrupt("paired table"))?
+            .bounded_by(state.transfers);
         let log = Log::decode(&need(rec::LOG, "purse log missing")?).map_err(corrupt("log"))?;
         let last_purchase = match store.read(rec::LAST_PURCHASE)? {
             None => None,
@@ -543,5 +621,126 @@ impl Persistent {
             last_purchase,
             credentials,
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn device(n: u8) -> DeviceId {
+        DeviceId([b'P', b'S', b'D', 0, 0, 0, 0, n])
+    }
+
+    /// Credits from `psds` in order, the card's count rising by one each time.
+    fn credit_all(psds: &[u8]) -> PairedTable {
+        let mut t = PairedTable::default();
+        for (i, n) in psds.iter().enumerate() {
+            let count = TransferCount(u32::try_from(i).unwrap() + 1);
+            t = t
+                .credited(device(*n), TransferCount(1), Amount(10), None, count)
+                .unwrap();
+        }
+        t
+    }
+
+    #[test]
+    fn the_table_forgets_the_least_recent_and_remembers_how_late() {
+        // 16 distinct PSDs: nothing forgotten.
+        let t = credit_all(&(0..16).collect::<Vec<_>>());
+        assert_eq!(t.forgotten_through, TransferCount(0));
+        // A 17th: PSD 0 (credited at count 1) is forgotten.
+        let t = t
+            .credited(
+                device(16),
+                TransferCount(1),
+                Amount(10),
+                None,
+                TransferCount(17),
+            )
+            .unwrap();
+        assert!(t.get(device(0)).is_none());
+        assert_eq!(t.forgotten_through, TransferCount(1));
+        // PSD 1 credited again moves to the end: the next new PSD forgets PSD 2 (count 3).
+        let t = t
+            .credited(
+                device(1),
+                TransferCount(2),
+                Amount(10),
+                None,
+                TransferCount(18),
+            )
+            .unwrap();
+        let t = t
+            .credited(
+                device(17),
+                TransferCount(1),
+                Amount(10),
+                None,
+                TransferCount(19),
+            )
+            .unwrap();
+        assert!(t.get(device(1)).is_some() && t.get(device(2)).is_none());
+        assert_eq!(t.forgotten_through, TransferCount(3));
+        // Version 2 round trip.
+        let bytes = t.encode();
+        assert_eq!(bytes[0], PAIRED_V2);
+        assert_eq!(PairedTable::decode(&bytes).unwrap(), t);
+        for n in 0..bytes.len() {
+            assert!(PairedTable::decode(&bytes[..n]).is_err());
+        }
+    }
+
+    #[test]
+    fn a_version_1_table_is_read_as_late_as_possible() {
+        // Version 1: count ‖ entries without `credited_at`.
+        let v1 = |n: u8| {
+            let mut w = alloc::vec![n];
+            for i in 0..n {
+                w.extend_from_slice(&device(i).0);
+                w.put_u32(1);
+                w.put_u32(1);
+                w.put_u64(10);
+                write_date(&mut w, None);
+            }
+            w
+        };
+        let t = PairedTable::decode(&v1(3))
+            .unwrap()
+            .bounded_by(TransferCount(7));
+        assert_eq!(
+            t.forgotten_through,
+            TransferCount(0),
+            "never full: nothing forgotten"
+        );
+        assert!(t.entries.iter().all(|p| p.credited_at == TransferCount(7)));
+        let full = PairedTable::decode(&v1(16))
+            .unwrap()
+            .bounded_by(TransferCount(40));
+        assert_eq!(
+            full.forgotten_through,
+            TransferCount(40),
+            "full: may have forgotten"
+        );
+        // Written back as version 2, it reads the same.
+        assert_eq!(PairedTable::decode(&full.encode()).unwrap(), full);
+        assert!(PairedTable::decode(&v1(17)).is_err());
+    }
+
+    #[test]
+    fn inconsistent_version_2_tables_are_refused() {
+        let t = credit_all(&[1, 2, 3]);
+        let mut bytes = t.encode();
+        // forgotten through above an entry's credit.
+        bytes[1..5].copy_from_slice(&2u32.to_be_bytes());
+        assert!(PairedTable::decode(&bytes).is_err());
+        // Entries out of order.
+        let mut swapped = t.clone();
+        swapped.entries.swap(0, 2);
+        assert!(PairedTable::decode(&swapped.encode()).is_err());
+        // More than 16 entries.
+        let mut big = t.encode();
+        big[5] = 17;
+        assert!(PairedTable::decode(&big).is_err());
     }
 }

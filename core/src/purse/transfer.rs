@@ -20,7 +20,7 @@ use crate::transfer::{Ack, CardHello, PsdHello, Request, Session, TransferStatus
 use crate::types::Amount;
 
 use super::balance::Limits;
-use super::state::{CardRecognition, LogEntry, LogKind, Persistent, PurseState, MAX_PAIRED};
+use super::state::{CardRecognition, LogEntry, LogKind, Persistent, PurseState};
 use super::{commit_state, PurseApplet, RESET_LABEL};
 
 /// Where the card is in a transfer session (volatile).
@@ -270,7 +270,13 @@ impl PurseApplet {
         let state = c.state.credited(value.amount, c.id.max_balance, today)?;
         let paired = c
             .paired
-            .credited(session.device, value.transfer, value.amount, today)
+            .credited(
+                session.device,
+                value.transfer,
+                value.amount,
+                today,
+                state.transfers,
+            )
             .ok_or(Status::CounterOverflow)?;
         let log = c.log.with(LogEntry {
             kind: LogKind::Credit,
@@ -310,9 +316,9 @@ impl PurseApplet {
         let status = TransferStatus {
             card_transfers: c.state.transfers,
             last_from_psd,
-            // The table loses an entry only to make way for a new PSD when full: one that
-            // was never full has forgotten no PSD.
-            never_forgot: last_from_psd.is_none() && c.paired.0.len() < MAX_PAIRED,
+            forgotten_through: last_from_psd
+                .is_none()
+                .then_some(c.paired.forgotten_through),
         };
         reply.extend_from_slice(&status.seal(session));
         Ok(())

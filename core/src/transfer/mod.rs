@@ -392,22 +392,30 @@ pub struct TransferStatus {
     /// The PSD's number of the last transfer from this PSD the card credited, if the card
     /// remembers this PSD.
     pub last_from_psd: Option<TransferCount>,
-    /// The card has never forgotten a PSD (its table of PSDs has never been full), so no
-    /// record of this PSD means it never credited it. Only with `last_from_psd` `None`.
-    pub never_forgot: bool,
+    /// With no record of this PSD: the card's count after the latest credit from a PSD
+    /// it has forgotten (0: it has forgotten none), if the card says (`None`: a card that
+    /// does not, known byte `00`). Had the card credited this PSD's pending transfer after
+    /// that, it would still list the PSD.
+    pub forgotten_through: Option<TransferCount>,
 }
 
 impl TransferStatus {
-    /// card transfers ‖ 00 00000000 (no record) | 02 00000000 (no record, and the card
-    /// never forgot a PSD) | 01 last ‖ MAC.
+    /// card transfers ‖ 01 last (a record) | 02 forgotten through (no record) | 00
+    /// 00000000 (no record, nothing said) ‖ MAC.
     pub fn seal(&self, s: &Session) -> Vec<u8> {
         let mut body = Vec::with_capacity(9);
         body.put_u32(self.card_transfers.0);
         match self.last_from_psd {
-            None => {
-                body.put_u8(if self.never_forgot { 2 } else { 0 });
-                body.put_u32(0);
-            }
+            None => match self.forgotten_through {
+                Some(f) => {
+                    body.put_u8(2);
+                    body.put_u32(f.0);
+                }
+                None => {
+                    body.put_u8(0);
+                    body.put_u32(0);
+                }
+            },
             Some(t) => {
                 body.put_u8(1);
                 body.put_u32(t.0);
@@ -423,15 +431,16 @@ impl TransferStatus {
         let card_transfers = TransferCount(r.u32()?);
         let known = r.u8()?;
         let last = TransferCount(r.u32()?);
-        let (last_from_psd, never_forgot) = match known {
-            0 | 2 if last.0 == 0 => (None, known == 2),
-            1 => (Some(last), false),
+        let (last_from_psd, forgotten_through) = match known {
+            0 if last.0 == 0 => (None, None),
+            1 => (Some(last), None),
+            2 if last <= card_transfers => (None, Some(last)),
             _ => return Err(OpenError::Malformed(Malformed::Value)),
         };
         Ok(TransferStatus {
             card_transfers,
             last_from_psd,
-            never_forgot,
+            forgotten_through,
         })
     }
 }
@@ -464,11 +473,13 @@ const _: () = assert!(CREDITS_BEFORE_FORGETTING as usize == MAX_PAIRED);
 /// `card_transfers_then + 1`). A PSD has one transfer pending at most, so the card's last
 /// transfer from this PSD being this one means "credited", and being an earlier one "not
 /// credited". A card with no record of this PSD did not credit it either unless it has
-/// forgotten it since: not if the card has never forgotten any PSD, nor if it has made no
-/// more than [`CREDITS_BEFORE_FORGETTING`] credits since the pending transfer's session
-/// (forgetting the PSD would take more), however many other PSDs it credited meanwhile.
-/// Only a card that has forgotten PSDs and made more credits since leaves the devices
-/// unable to tell (`Unknown`: the value stays pending, reported in audits).
+/// forgotten it since: not if every PSD it has forgotten was last credited before the
+/// pending transfer could be (`forgotten_through` ≤ `card_transfers_then`: the pending
+/// transfer would have been credit `card_transfers_then + 1`), nor if it has made no more
+/// than [`CREDITS_BEFORE_FORGETTING`] credits since (forgetting the PSD would take more).
+/// Only a card that has forgotten a PSD credited after the pending transfer's session
+/// leaves the devices unable to tell — it takes 17 distinct PSDs paying into the card
+/// after it (`Unknown`: the value stays pending, reported in audits).
 pub fn resolve(
     transfer: TransferCount,
     card_transfers_then: TransferCount,
@@ -481,7 +492,12 @@ pub fn resolve(
         Some(last) if last == transfer => Resolution::Complete,
         Some(last) if last < transfer => Resolution::Undo,
         Some(_) => Resolution::Unknown,
-        None if status.never_forgot => Resolution::Undo,
+        None if status
+            .forgotten_through
+            .is_some_and(|f| f <= card_transfers_then) =>
+        {
+            Resolution::Undo
+        }
         None if status
             .card_transfers
             .0

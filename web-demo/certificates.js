@@ -264,7 +264,7 @@ export function initCertificates(ctx) {
       } catch (e) {
         if (e && e.name === 'CardError') {
           refused += 1;
-          say(`Revocation order ${o.counter} for ${what} could not be applied: ${describe(e).text} `
+          say(`Revocation order ${o.counter} for ${what} could not be applied: the PSD refused it (${e.swHex}: ${describe(e).text}). `
             + 'Nothing changed on the PSD; the order stays open at the back office (ask the operator to close it).', 'failed');
           continue;
         }

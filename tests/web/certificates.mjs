@@ -321,6 +321,34 @@ async function main() {
   n = await notice();
   check(n.kind === 'error' && /9A4[35]/.test(n.text), `postmark after the forced revocation refused: ${n.text.replace(/\n/g, ' ')}`);
 
+  // -- an order the PSD cannot apply (the certificate of a request whose answer was lost,
+  //    never installed, revoked by the operator): shown with the PSD's word, skipped, and
+  //    the refill goes on (one pass, no loop)
+  let issued = null;
+  await page.route('**/v1/certificates', async (route) => {
+    const resp = await route.fetch();
+    issued = await resp.json();
+    await route.abort('connectionreset');
+  }, { times: 1 });
+  await page.click('#cert-request');
+  await confirmFee(/Fee at install: 5\.00/, 'certificate request whose answer is lost');
+  n = await notice();
+  check(n.kind === 'error' && issued && issued.serial, `the CA issued ${issued && issued.serial}, the page never got it: ${n.text.split('\n')[0]}`);
+  check((await text('#reg-dr')) === '19.80', 'nothing charged for the uninstalled certificate');
+  await operatorRevoke(issued.serial, 'cessationOfOperation');
+  check((await pendingOrders()).orders.some((o) => o.serial === issued.serial), 'the meter hands the page an order for a certificate the PSD never installed');
+  await page.fill('#refill-amount', '5.00');
+  await page.click('#refill-button');
+  await settled();
+  const steps2 = await page.locator('#refill-steps li').allInnerTexts();
+  for (const s of steps2) log(`  refill step: ${s}`);
+  const refusedAt = steps2.findIndex((t) => new RegExp(`Revocation order \\d+ for certificate ${issued.serial}.*could not be applied: the PSD refused it \\(9A44`).test(t));
+  check(refusedAt >= 0 && (await page.locator('#refill-steps li').nth(refusedAt).getAttribute('data-state')) === 'failed',
+    'the refused order shown as such in the refill\'s steps (9A44)');
+  check(steps2.filter((t) => /could not be applied/.test(t)).length === 1, 'tried once (no loop)');
+  n = await notice();
+  check(n.kind === 'ok' && /Refilled 5\.00/.test(n.text) && (await text('#reg-dr')) === '24.80', `the refill went on: ${n.text.split('\n')[0]}`);
+
   check(leaks.length === 0, `the document was never uploaded (${leaks.length} requests carried it)`);
   writeFileSync(join(OUT, 'certificates.json'), JSON.stringify({ deviceId, postmarkMs: ms, module: moduleText }, null, 2));
   log(`postmark in Chromium: ${ms.toFixed(2)} ms (ISSUE POSTMARK + expansion + GET DATA + READ REGISTERS in the second module)`);

@@ -247,8 +247,14 @@ export function initCertificates(ctx) {
       .sort((a, b) => a.counter - b.counter);
     if (orders.length === 0) return { applied: 0, refused: 0 };
     await loadModule();
-    // A pending postmark first: its retry needs the certificate of the key it was signed with.
-    await finishPendingPostmark();
+    // A pending postmark first (it is shown before anything else changes in the PSD). If it
+    // cannot be finished now, the orders are applied all the same: REVOKE KEY keeps the
+    // PSD's last postmark for its retry and the retired slot's certificate its expansion needs.
+    try {
+      await finishPendingPostmark();
+    } catch (e) {
+      say(`The interrupted postmark could not be finished now (${describe(e).text}); it stays kept for later.`, 'failed');
+    }
     say(`The back office has revoked ${orders.length === 1 ? 'a certificate' : `${orders.length} certificates`} of this PSD: applying the order${orders.length === 1 ? '' : 's'} now.`);
     let applied = 0;
     let refused = 0;

@@ -10,7 +10,9 @@
 # Then the Certificates tab (tests/web/certificates.mjs, issue 15 item 9): the second wasm
 # module, the rate tables, a postmark key certified by the demo's CA, a file postmarked in
 # the page and its .tst checked with stock `openssl ts -verify`, verification in the page,
-# revocation.
+# revocation; a postmark whose output is lost after the charge, finished after a reload with
+# the same transaction ID (same bytes, charged once); a certificate revoked by the CA's
+# operator, whose order the page applies before the next refill.
 #
 #   bash scripts/web-test.sh     # output in target/web-test/ (label.png, print.png, ...)
 #
@@ -88,10 +90,13 @@ journey_pid=$!
 wait "$journey_pid" || die "the browser journey failed"
 journey_pid=
 
-say "the Certificates tab in Chromium (tests/web/certificates.mjs: postmark, openssl ts -verify, revoke)"
+say "the Certificates tab in Chromium (tests/web/certificates.mjs: postmark, openssl ts -verify, revoke, lost output, forced revocation)"
 command -v openssl >/dev/null || die "openssl missing"
 [ -f target/wasm-pkg/web/cert/openpsd.js ] || die "no target/wasm-pkg/web/cert/openpsd.js: run bash scripts/wasm-pkg.sh"
-node tests/web/certificates.mjs --url "$url/" --out "$OUT" &
+# The CA's operator (the demo's PKI, mutual TLS) revokes a certificate in the journey.
+ca_url=$(sed -n 's/^certificate authority \(https:[^ ]*\) .*$/\1/p' "$OUT/backoffice.log" | head -n1)
+[ -n "$ca_url" ] || die "no 'certificate authority' line from the back office"
+node tests/web/certificates.mjs --url "$url/" --out "$OUT" --ca "$ca_url" --pki "$DATA/pki" &
 journey_pid=$!
 wait "$journey_pid" || die "the Certificates journey failed"
 journey_pid=

@@ -10,6 +10,8 @@ import { initCertificates } from './certificates.js';
 const STATE_NAME = 'psd';
 const PURSE_STATE_NAME = 'purse';
 const SET = 0;
+/** The Certificates tab (certificates.js): applies forced revocation orders before a refill. */
+let certs = null;
 const $ = (id) => document.getElementById(id);
 
 const app = {
@@ -305,10 +307,10 @@ async function doRefill(amountInput) {
   let pending = loadJson(pendingRefillKey(id), null);
   const steps = $('refill-steps');
   steps.replaceChildren();
-  const progress = (text) => {
+  const progress = (text, state = 'done') => {
     const li = document.createElement('li');
     li.textContent = text;
-    li.dataset.state = 'done';
+    li.dataset.state = state;
     steps.append(li);
   };
   if (pending) {
@@ -319,11 +321,16 @@ async function doRefill(amountInput) {
     pending = { txn: bytesToHex(randomBytes(8)), amount };
     saveJson(pendingRefillKey(id), pending);
   }
+  // Forced revocation: the orders the CA issued for this PSD (an operator revoked one of its
+  // certificates) applied first, as `openpsd refill` does; the meter refuses refills while
+  // one stays unapplied past its grace period. Whatever cannot be applied is shown and the
+  // refill goes on (the meter decides).
+  const revoked = certs ? await certs.beforeContact(progress, SET) : { text: '' };
   try {
     const out = await refill(device(), pending, progress);
     saveJson(pendingRefillKey(id), null);
     progress(`done: DR ${out.registers.dr}, control sum ${out.registers.controlSum}, refills ${out.registers.refills}`);
-    notice(`Refilled ${amountText(pending.amount)}: the meter now holds ${out.registers.dr}.`, '', 'ok');
+    notice(`Refilled ${amountText(pending.amount)}: the meter now holds ${out.registers.dr}.${revoked.text ? ' ' + revoked.text : ''}`, '', 'ok');
   } catch (e) {
     // A refusal ends the refill (the meter server's refused state, or a card refusal that a
     // retry cannot change); a lost connection keeps it to resume with the same ID.
@@ -343,13 +350,15 @@ async function doInspect() {
   if (!app.meta.registered) await register();
   const steps = $('refill-steps');
   steps.replaceChildren();
-  const date = await inspect(device(), (text) => {
+  const progress = (text, state = 'done') => {
     const li = document.createElement('li');
     li.textContent = text;
-    li.dataset.state = 'done';
+    li.dataset.state = state;
     steps.append(li);
-  });
-  notice(`Inspection accepted on ${date}.`, '', 'ok');
+  };
+  const revoked = certs ? await certs.beforeContact(progress, SET) : { text: '' };
+  const date = await inspect(device(), progress);
+  notice(`Inspection accepted on ${date}.${revoked.text ? ' ' + revoked.text : ''}`, '', 'ok');
 }
 
 async function doFrank() {
@@ -788,4 +797,4 @@ start().catch((e) => {
   refusal(e);
 });
 
-initCertificates({ app, busy, notice, save });
+certs = initCertificates({ app, busy, notice, save });

@@ -15,6 +15,18 @@
 //   GENERATE KEY; POST /v1/certificates    -> certificate, CA certificate; INSTALL KEY CERTIFICATE
 //   ISSUE POSTMARK (the file's SHA-256)    -> compact postmark, expanded in the module to the .tst
 //   REVOCATION REQUEST; POST /v1/revocations -> order; REVOKE KEY; POST /v1/revocations/confirmations
+//   GET  /v1/devices/{id}/revocations      orders the CA forced (an operator revoked a
+//                                          certificate) -> REVOKE KEY; POST .../confirmations,
+//                                          before every refill and inspection and when the
+//                                          tab opens (host/src/refill.rs `apply_revocations`)
+//
+// A postmark's transaction ID is the page's (crypto.getRandomValues), kept in localStorage
+// with the document's SHA-256 before ISSUE POSTMARK and dropped only once the output is
+// shown: a postmark charged whose output was lost (an expansion or a read failing after the
+// PSD committed, the page closed or reloaded) is finished by re-issuing it with the same ID,
+// which the PSD answers with the same bytes, charged once. The PSD keeps only its last
+// paid service for such a retry, so an unfinished postmark is finished before anything else
+// this tab asks of the PSD.
 
 import { call } from './meter.js';
 import { describe } from './messages.js';
@@ -22,6 +34,7 @@ import { bytesToHex, hexToBytes, randomBytes, today } from './util.js';
 
 const $ = (id) => document.getElementById(id);
 const caKey = (id) => `openpsd.ca.${id}`;
+const pendingPostmarkKey = (id) => `openpsd.postmark.pending.${id}`;
 const CERT_MODULE = '/pkg/cert/openpsd.js';
 
 /** PEM of DER bytes. */
@@ -37,6 +50,25 @@ function fileLink(a, bytes, name, type) {
   a.href = URL.createObjectURL(new Blob([bytes], { type }));
   a.download = name;
 }
+
+function loadPending(id) {
+  try {
+    return JSON.parse(localStorage.getItem(pendingPostmarkKey(id)) || 'null');
+  } catch {
+    return null;
+  }
+}
+
+function savePending(id, pending) {
+  if (pending) localStorage.setItem(pendingPostmarkKey(id), JSON.stringify(pending));
+  else localStorage.removeItem(pendingPostmarkKey(id));
+}
+
+const REASONS = {
+  unspecified: 'no reason given', keyCompromise: 'the key may be compromised', cACompromise: 'the CA was compromised',
+  affiliationChanged: 'the account changed', superseded: 'replaced by a newer certificate',
+  cessationOfOperation: 'the device was taken out of service', privilegeWithdrawn: 'the right to postmark was withdrawn',
+};
 
 async function sha256(file) {
   return new Uint8Array(await crypto.subtle.digest('SHA-256', await file.arrayBuffer()));
@@ -155,7 +187,8 @@ export function initCertificates(ctx) {
     });
   }
 
-  async function open() {
+  /** The second module, loaded once (also by a refill that has revocation orders to apply). */
+  async function loadModule() {
     if (!tab.cert) {
       const t0 = performance.now();
       const mod = await import(CERT_MODULE);
@@ -168,6 +201,10 @@ export function initCertificates(ctx) {
       tab.loadMs = performance.now() - t0;
       $('cert-module').textContent = `certificate meter module loaded (${(tab.bytes / 1024).toFixed(0)} KB, ${tab.loadMs.toFixed(0)} ms)`;
     }
+  }
+
+  async function open() {
+    await loadModule();
     $('cert-steps').replaceChildren();
     await withCertPsd(async (psd) => {
       // The meter server's rate tables and trust anchors (what a refill or inspection
@@ -179,9 +216,186 @@ export function initCertificates(ctx) {
     });
     $('cert-body').hidden = false;
     $('cert-open').textContent = 'Reload from the meter server';
+    showPending();
+    await finishPendingPostmark();
+    const r = await applyRevocationOrders(steps);
+    if (r.applied) notice(revokedText(r.applied), '', 'ok');
+  }
+
+  // ---------------------------------------------------------------- forced revocation
+
+  const revokedText = (n) => `The back office revoked ${n === 1 ? 'a certificate' : `${n} certificates`} of this PSD: `
+    + `the key${n === 1 ? ' was' : 's were'} erased from the PSD and the certificate authority told (see the steps).`;
+
+  /**
+   * The device's pending revocation orders (`GET /v1/devices/{id}/revocations`), each
+   * applied on the PSD (REVOKE KEY, its fee paid from `set` or owed) and its confirmation
+   * posted, by rising counter, as the host library's `apply_revocations`. `say(text, state)`
+   * tells the customer what happened, in plain words. One pass: an order the PSD refuses
+   * (9A44, an older counter than one applied, a bad signature: nothing changes on the PSD)
+   * is shown and skipped; the meter decides whether a refill goes on. The same order
+   * applied again answers the same confirmation, so an interrupted pass is finished by the
+   * next. Only the order's existing fields are read (`counter`, `serial`, `slot`, `reason`,
+   * `order`); others are ignored. Returns {applied, refused}.
+   */
+  async function applyRevocationOrders(say, set = 0) {
+    const id = app.meta && app.meta.deviceId;
+    if (!id) return { applied: 0, refused: 0 };
+    const p = await call('GET', `/v1/devices/${id}/revocations`);
+    const orders = (Array.isArray(p.orders) ? p.orders : [])
+      .filter((o) => o && typeof o.order === 'string' && Number.isSafeInteger(o.counter))
+      .sort((a, b) => a.counter - b.counter);
+    if (orders.length === 0) return { applied: 0, refused: 0 };
+    await loadModule();
+    // A pending postmark first (it is shown before anything else changes in the PSD). If it
+    // cannot be finished now, the orders are applied all the same: REVOKE KEY keeps the
+    // PSD's last postmark for its retry and the retired slot's certificate its expansion needs.
+    try {
+      await finishPendingPostmark();
+    } catch (e) {
+      say(`The interrupted postmark could not be finished now (${describe(e).text}); it stays kept for later.`, 'failed');
+    }
+    say(`The back office has revoked ${orders.length === 1 ? 'a certificate' : `${orders.length} certificates`} of this PSD: applying the order${orders.length === 1 ? '' : 's'} now.`);
+    let applied = 0;
+    let refused = 0;
+    for (const o of orders) {
+      const what = `certificate ${o.serial} (key slot ${o.slot}; ${REASONS[o.reason] || o.reason})`;
+      let r;
+      try {
+        r = await withCertPsd(async (psd) => {
+          const out = psd.revokeKey(o.order, set);
+          refresh(psd);
+          return out;
+        });
+      } catch (e) {
+        if (e && e.name === 'CardError') {
+          refused += 1;
+          say(`Revocation order ${o.counter} for ${what} could not be applied: the PSD refused it (${e.swHex}: ${describe(e).text}). `
+            + 'Nothing changed on the PSD; the order stays open at the back office (ask the operator to close it).', 'failed');
+          continue;
+        }
+        throw e;
+      }
+      // Applied and sealed; the confirmation goes to the CA through the meter (sent again
+      // by the next pass if it is lost: the PSD answers the same confirmation).
+      await call('POST', '/v1/revocations/confirmations', { device_id: id, confirmation: r.confirmation });
+      applied += 1;
+      say(`Revocation order ${o.counter} applied: the back office revoked ${what}; the PSD erased that key `
+        + `(fee ${r.fee} ${r.outcome === 'paid' ? 'paid' : 'owed until the next refill'}), and the certificate authority has the PSD's confirmation.`);
+    }
+    return { applied, refused };
+  }
+
+  // ---------------------------------------------------------------- postmarks
+
+  /** Shows a postmark's output (after its charge is sealed), then drops the pending record. */
+  function showPostmark(out, base, ms) {
+    const ca = localStorage.getItem(caKey(app.meta.deviceId));
+    fileLink($('postmark-tst'), out.token, `${base}.tst`, 'application/timestamp-reply');
+    fileLink($('postmark-cert'), pem('CERTIFICATE', out.certificate), `${base}.postmark.pem`, 'application/x-pem-file');
+    if (ca) fileLink($('postmark-ca'), pem('CERTIFICATE', hexToBytes(ca)), 'ca.pem', 'application/x-pem-file');
+    $('postmark-ca').hidden = !ca;
+    $('postmark-openssl').textContent = `openssl ts -verify -data ${base} -in ${base}.tst -token_in -CAfile ca.pem -untrusted ${base}.postmark.pem`;
+    const when = new Date(out.fields.genTime * 1000).toISOString().replace('.000Z', 'Z');
+    $('postmark-text').textContent = `Postmark ${out.fields.serial} of device ${out.fields.deviceId} at ${when}; fee ${out.fields.fee} `
+      + `(rate table ${out.fields.tableVersion}); descending register ${out.registers.dr}. Token ${out.token.length} bytes, compact ${out.compact.length} bytes.`;
+    $('postmark-result').dataset.ms = ms.toFixed(2);
+    $('postmark-result').dataset.serial = out.fields.serial;
+    $('postmark-result').dataset.transaction = out.transactionId;
+    $('postmark-code').innerHTML = app.wasm.dataMatrixSvg(out.compact, 3);
+    $('postmark-serial').textContent = out.fields.serial;
+    $('postmark-time').textContent = when;
+    $('postmark-device').textContent = out.fields.deviceId;
+    $('postmark-digest').textContent = out.fields.digest;
+    $('postmark-result').hidden = false;
+    savePending(app.meta.deviceId, null);
+    showPending();
+  }
+
+  function showPending() {
+    const p = app.meta && loadPending(app.meta.deviceId);
+    $('postmark-pending').hidden = !p;
+    $('postmark-pending-text').textContent = p
+      ? `The postmark of "${p.name}" (transaction ${p.txn}) was charged but its token was not shown yet. `
+        + 'Finish it: the PSD gives the same postmark again, without charging again.'
+      : '';
+  }
+
+  /**
+   * ISSUE POSTMARK with the pending record's transaction ID, sealed, then shown. Throws on
+   * failure with the record kept when the PSD committed (its postmark counter rose past the
+   * one before), dropped when it did not (nothing was charged).
+   */
+  async function issueAndShow(pending) {
+    let out;
+    let ms = 0;
+    let charged = false;
+    try {
+      await withCertPsd(async (psd) => {
+        const t0 = performance.now();
+        try {
+          out = psd.issuePostmark(hexToBytes(pending.digest), pending.txn, pending.set);
+        } finally {
+          ms = performance.now() - t0;
+          refresh(psd);
+          charged = tab.info.postmarks > pending.postmarksBefore;
+        }
+      });
+    } catch (e) {
+      if (!charged) savePending(app.meta.deviceId, null);
+      else keptHint(e, pending);
+      showPending();
+      throw e;
+    }
+    // Sealed (withCertPsd) before the output is offered.
+    try {
+      showPostmark(out, pending.name, ms);
+    } catch (e) {
+      keptHint(e, pending);
+      showPending();
+      throw e;
+    }
+    return { out, ms };
+  }
+
+  function keptHint(e, pending) {
+    if (e && typeof e === 'object') {
+      e.hint = `Postmark ${pending.postmarksBefore + 1} of "${pending.name}" is paid but its token was not shown: `
+        + '"Finish the postmark" (or opening this tab again) makes it again with the same transaction ID, not charged again.';
+    }
+  }
+
+  /** A postmark charged and not shown (output lost, page reloaded) is finished first. */
+  async function finishPendingPostmark() {
+    const pending = app.meta && loadPending(app.meta.deviceId);
+    if (!pending) return false;
+    await loadModule();
+    const info = await withCertPsd(async (psd) => psd.certInfo());
+    if (!(info.postmarks > pending.postmarksBefore)) {
+      // The page stopped before the PSD's charge was sealed: nothing was charged.
+      savePending(app.meta.deviceId, null);
+      showPending();
+      steps(`the interrupted postmark of "${pending.name}" was never charged: postmark the file again if you still want it`);
+      return false;
+    }
+    steps(`finishing the postmark of "${pending.name}" (transaction ${pending.txn}): the PSD answers the same postmark, not charged again`);
+    const { out } = await issueAndShow(pending);
+    notice(`Postmark ${out.fields.serial} of "${pending.name}" finished: the same postmark as charged (${out.fields.fee}, once). Download the .tst below.`, '', 'ok');
+    return true;
+  }
+
+  /** An unfinished postmark is finished before anything else is asked of the PSD here. */
+  async function pendingFirst() {
+    if (!loadPending(app.meta.deviceId)) return false;
+    await busy('Finishing the interrupted postmark…', async () => {
+      $('cert-steps').replaceChildren();
+      await finishPendingPostmark();
+    });
+    return true;
   }
 
   async function requestCertificate() {
+    if (await pendingFirst()) return;
     const f = fee('certificate');
     const regs = app.psd.registers(0);
     const active = tab.info.slots.find((s) => s.purpose === 'postmark' && s.state === 'active');
@@ -208,6 +422,8 @@ export function initCertificates(ctx) {
   }
 
   async function postmark(file) {
+    // An unfinished postmark first (the PSD keeps only the last one for a retry).
+    if (await pendingFirst()) return;
     const digest = await sha256(file);
     const f = fee('postmark');
     const regs = app.psd.registers(0);
@@ -215,33 +431,14 @@ export function initCertificates(ctx) {
       + `Fee: ${f === null ? 'none listed (the PSD refuses: 9A40)' : f} from set 0 (descending register ${regs.dr}).`);
     if (!ok) return;
     await busy('Postmarking…', async () => {
-      let out;
-      let ms = 0;
-      await withCertPsd(async (psd) => {
-        const t0 = performance.now();
-        out = psd.issuePostmark(digest, undefined, 0);
-        ms = performance.now() - t0;
-        refresh(psd);
-      });
-      // Sealed (withCertPsd) before the output is offered.
-      const ca = localStorage.getItem(caKey(app.meta.deviceId));
-      const base = file.name;
-      fileLink($('postmark-tst'), out.token, `${base}.tst`, 'application/timestamp-reply');
-      fileLink($('postmark-cert'), pem('CERTIFICATE', out.certificate), `${base}.postmark.pem`, 'application/x-pem-file');
-      if (ca) fileLink($('postmark-ca'), pem('CERTIFICATE', hexToBytes(ca)), 'ca.pem', 'application/x-pem-file');
-      $('postmark-ca').hidden = !ca;
-      $('postmark-openssl').textContent = `openssl ts -verify -data ${base} -in ${base}.tst -token_in -CAfile ca.pem -untrusted ${base}.postmark.pem`;
-      const when = new Date(out.fields.genTime * 1000).toISOString().replace('.000Z', 'Z');
-      $('postmark-text').textContent = `Postmark ${out.fields.serial} of device ${out.fields.deviceId} at ${when}; fee ${out.fields.fee} `
-        + `(rate table ${out.fields.tableVersion}); descending register ${out.registers.dr}. Token ${out.token.length} bytes, compact ${out.compact.length} bytes.`;
-      $('postmark-result').dataset.ms = ms.toFixed(2);
-      $('postmark-result').dataset.serial = out.fields.serial;
-      $('postmark-code').innerHTML = app.wasm.dataMatrixSvg(out.compact, 3);
-      $('postmark-serial').textContent = out.fields.serial;
-      $('postmark-time').textContent = when;
-      $('postmark-device').textContent = out.fields.deviceId;
-      $('postmark-digest').textContent = out.fields.digest;
-      $('postmark-result').hidden = false;
+      // The page's transaction ID, kept with the digest before the PSD is asked: a postmark
+      // charged whose output is lost is made again with it, charged once.
+      const pending = {
+        txn: bytesToHex(randomBytes(8)), digest: bytesToHex(digest), name: file.name, set: 0,
+        postmarksBefore: tab.info.postmarks,
+      };
+      savePending(app.meta.deviceId, pending);
+      const { out, ms } = await issueAndShow(pending);
       notice(`Postmark ${out.fields.serial} issued for ${out.fields.fee} (${ms.toFixed(1)} ms in the page). Download the .tst below.`, '', 'ok');
     });
   }
@@ -263,12 +460,27 @@ export function initCertificates(ctx) {
   }
 
   async function revoke(slot) {
+    if (await pendingFirst()) return;
     const f = fee('revocation');
     const ok = await confirmFee(`Revoke the ${slot.purpose} key of slot ${slot.slot} (key ${slot.keyId}): the CA revokes its certificate at once `
       + `(CRL and OCSP), the PSD erases the key. Fee: ${f === null ? 'none' : f}, paid from set 0 or owed until the next refill.`);
     if (!ok) return;
-    await busy('Revoking…', () => withCertPsd(async (psd) => {
+    await busy('Revoking…', async () => {
       $('cert-steps').replaceChildren();
+      // Orders the CA forced on the device first (as `openpsd cert revoke`): they carry lower
+      // counters than the one asked for now, and the PSD applies rising counters only.
+      const forced = await applyRevocationOrders(steps);
+      const now = tab.info.slots.find((s) => s.slot === slot.slot);
+      if (forced.applied && !(now && now.state === 'active' && now.keyId === slot.keyId)) {
+        notice(`Slot ${slot.slot}'s key was revoked by the back office already: the order is applied.`, '', 'ok');
+        return;
+      }
+      await revokeOwn(slot);
+    });
+  }
+
+  async function revokeOwn(slot) {
+    await withCertPsd(async (psd) => {
       steps('1/4 REVOCATION REQUEST: the PSD signs the request with its device key');
       const request = psd.revocationRequest(slot.slot, 'superseded');
       steps('2/4 the CA checks it, revokes the certificate and signs the order');
@@ -280,7 +492,7 @@ export function initCertificates(ctx) {
       await call('POST', '/v1/revocations/confirmations', { device_id: app.meta.deviceId, confirmation: r.confirmation });
       steps(`certificate ${order.certificate.serial} revoked; fee ${r.fee} ${r.outcome}; fees due ${r.feesDue}`);
       notice(`Slot ${r.slot}'s certificate revoked (fee ${r.fee} ${r.outcome}).`, '', 'ok');
-    }));
+    });
   }
 
   $('cert-open').addEventListener('click', () => busy('Loading the certificate meter…', open));
@@ -290,9 +502,31 @@ export function initCertificates(ctx) {
     const file = $('postmark-file').files[0];
     if (file) postmark(file).catch((e) => notice(describe(e).text, describe(e).code));
   });
+  $('postmark-finish').addEventListener('click', () => busy('Finishing the interrupted postmark…', async () => {
+    $('cert-steps').replaceChildren();
+    await finishPendingPostmark();
+  }));
   $('pmverify-form').addEventListener('submit', (ev) => {
     ev.preventDefault();
     const [file, token] = [$('pmverify-file').files[0], $('pmverify-token').files[0]];
     if (file && token) verify(file, token);
   });
+
+  return {
+    /**
+     * Before a refill or an inspection: the orders the CA forced on this PSD applied
+     * (`say(text, state)` shows each step). Never throws: what could not be done is shown
+     * and the refill goes on (the meter decides, as for the CLI).
+     */
+    async beforeContact(say, set) {
+      try {
+        const r = await applyRevocationOrders(say, set);
+        if (tab.info && !$('cert-body').hidden) render();
+        return { ...r, text: r.applied ? revokedText(r.applied) : '' };
+      } catch (e) {
+        say(`pending revocation orders not applied: ${describe(e).text}`, 'failed');
+        return { applied: 0, refused: 0, text: '', error: e };
+      }
+    },
+  };
 }

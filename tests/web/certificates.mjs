@@ -6,14 +6,22 @@
 // request carries its bytes); the .tst, the postmark certificate and ca.pem downloaded and
 // checked with stock `openssl ts -verify` (and a changed file refused by it); the same
 // verified in the page; the key revoked through the meter and the CA, after which a postmark
-// is refused (9A45). Run by scripts/web-test.sh after the mailer's journey.
+// is refused (9A45). Then a new key, and a postmark whose output is lost after the PSD
+// charged it (the page's output step made to fail once): the page keeps its transaction ID,
+// and after a reload finishes it with the same ID, the same token bytes, charged once. Last,
+// the CA's operator revokes that key's certificate (mutual TLS with the demo's operator
+// certificate): the page fetches the order before the next refill, applies it (REVOKE KEY),
+// posts the confirmation, and the refill completes; the meter then lists no pending order
+// (it asks the CA). Run by scripts/web-test.sh after the mailer's journey.
 //
-//   node tests/web/certificates.mjs --url http://127.0.0.1:PORT/ --out target/web-test
+//   node tests/web/certificates.mjs --url http://127.0.0.1:PORT/ --out target/web-test \
+//     --ca https://127.0.0.1:CAPORT --pki DATA/pki
 //
 // Writes OUT/cert/* (document, .tst, PEMs, certificates.json); exits non-zero on a failure.
 
 import { createRequire } from 'node:module';
 import { execFileSync } from 'node:child_process';
+import https from 'node:https';
 import { mkdtempSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -24,6 +32,9 @@ const args = Object.fromEntries(
 const URL = args.url || 'http://127.0.0.1:8080/';
 const OUT = join(args.out || 'target/web-test', 'cert');
 const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
+const CA_URL = args.ca;
+const PKI = args.pki;
+if (!CA_URL || !PKI) throw new Error('--ca URL and --pki DIR are needed (the CA operator revokes a certificate)');
 mkdirSync(OUT, { recursive: true });
 
 function loadPlaywright() {
@@ -55,6 +66,26 @@ function tsVerify(data, tst, cert) {
   } catch (e) {
     return [false, `${e.stdout || ''}${e.stderr || ''}`];
   }
+}
+
+/** The CA's operator revokes a certificate (`POST /v1/certificates/{serial}/revoke`, mutual TLS). */
+function operatorRevoke(serial, reason) {
+  const body = JSON.stringify({ reason });
+  const u = new globalThis.URL(`/v1/certificates/${serial}/revoke`, CA_URL);
+  return new Promise((resolve, reject) => {
+    const req = https.request({
+      hostname: u.hostname, port: u.port, path: u.pathname, method: 'POST',
+      cert: readFileSync(join(PKI, 'operator.crt')), key: readFileSync(join(PKI, 'operator.key')),
+      ca: readFileSync(join(PKI, 'ca.crt')), minVersion: 'TLSv1.3',
+      headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) },
+    }, (resp) => {
+      let text = '';
+      resp.on('data', (c) => { text += c; });
+      resp.on('end', () => (resp.statusCode === 200 ? resolve(JSON.parse(text)) : reject(new Error(`CA revoke: HTTP ${resp.statusCode} ${text}`))));
+    });
+    req.on('error', reject);
+    req.end(body);
+  });
 }
 
 const { chromium } = loadPlaywright();
@@ -211,6 +242,112 @@ async function main() {
   await page.click('#cert-open');
   await settled();
   check((await page.locator(`#cert-slots tr[data-slot="${slot}"]`).getAttribute('data-state')) === 'retired', 'after a reload the slot is still retired');
+
+  // -- a new postmark key (the slot above retired)
+  await page.click('#cert-request');
+  await confirmFee(/Fee at install: 5\.00/, 'second certificate request');
+  n = await notice();
+  const serialB = (/Postmark certificate (\S+) installed/.exec(n.text) || [])[1];
+  check(n.kind === 'ok' && !!serialB, `second certificate ${serialB}: ${n.text.split('\n')[0]}`);
+  const slotB = await page.locator('#cert-slots tr[data-state="active"]').first().getAttribute('data-slot');
+  check((await text('#reg-dr')) === '14.90', 'certificate fee 5.00 paid from DR (14.90)');
+
+  // -- a postmark charged whose output is lost (the page's output step fails once after the
+  //    PSD committed and the page sealed it): kept, finished after a reload, charged once
+  const doc2 = Buffer.from(`${marker}\nA second document, its postmark interrupted.\n`);
+  await page.evaluate(() => {
+    const real = URL.createObjectURL;
+    URL.createObjectURL = (blob) => {
+      URL.createObjectURL = real;
+      window.lostToken = blob.arrayBuffer().then((b) => Array.from(new Uint8Array(b)));
+      throw new Error('test: the output was lost after the charge');
+    };
+  });
+  await page.setInputFiles('#postmark-file', { name: 'second.txt', mimeType: 'text/plain', buffer: doc2 });
+  await page.click('#postmark-button');
+  await confirmFee(/second\.txt.*Fee: 0\.10/, 'postmark to be interrupted');
+  n = await notice();
+  check(n.kind === 'error' && /lost after the charge/.test(n.text) && /is paid but its token was not shown/.test(n.text),
+    `interrupted postmark reported: ${n.text.replace(/\n/g, ' ')}`);
+  check((await text('#reg-dr')) === '14.80', 'the interrupted postmark charged 0.10 (14.80)');
+  check(await page.locator('#postmark-pending').isVisible(), 'the page offers to finish the postmark');
+  const lostToken = Buffer.from(await page.evaluate(() => window.lostToken));
+  const kept = await page.evaluate((id) => JSON.parse(localStorage.getItem(`openpsd.postmark.pending.${id}`)), deviceId);
+  check(kept && /^[0-9a-f]{16}$/.test(kept.txn) && kept.name === 'second.txt', `the page kept its transaction ID ${kept && kept.txn}`);
+  check(lostToken.length > 400, `the lost token (${lostToken.length} bytes) captured by the test`);
+  await page.reload();
+  await settled();
+  check((await text('#reg-dr')) === '14.80', 'after a reload still 14.80');
+  await page.click('#cert-open');
+  await settled();
+  n = await notice();
+  check(n.kind === 'ok' && /Postmark 2 of "second\.txt" finished/.test(n.text), `finished after the reload: ${n.text.split('\n')[0]}`);
+  check((await text('#reg-dr')) === '14.80', 'finishing it charged nothing more (14.80: debited once)');
+  check(/Postmarks issued by this PSD: 2\b/.test(await text('#cert-fees-due')), 'the PSD counts 2 postmarks');
+  check((await page.locator('#postmark-result').getAttribute('data-transaction')) === kept.txn, 'the same transaction ID re-issued');
+  check(!(await page.locator('#postmark-pending').isVisible()), 'nothing pending any more');
+  const tst2 = await save('#postmark-tst', 'second.txt.tst');
+  const cert2 = await save('#postmark-cert', 'second.txt.postmark.pem');
+  check(readFileSync(tst2).equals(lostToken), `the token shown is byte for byte the one lost (${lostToken.length} bytes)`);
+  const doc2Path = join(OUT, 'second.txt');
+  writeFileSync(doc2Path, doc2);
+  const [ok2, out2] = tsVerify(doc2Path, tst2, cert2);
+  check(ok2, `openssl ts -verify of the finished postmark: ${out2.trim().split('\n').pop()}`);
+
+  // -- the CA's operator revokes the key's certificate: a forced order, applied by the page
+  //    before the next refill, confirmed to the CA through the meter
+  const pendingOrders = () => page.evaluate(async (id) => (await (await fetch(`/v1/devices/${id}/revocations`)).json()), deviceId);
+  check((await pendingOrders()).orders.length === 0, 'no pending revocation order before the operator acts');
+  await operatorRevoke(serialB, 'keyCompromise');
+  const before = await pendingOrders();
+  check(before.orders.length === 1 && before.orders[0].serial === serialB && String(before.orders[0].slot) === slotB,
+    `the meter hands the page the forced order (through the demo's proxy): ${JSON.stringify(before.orders.map((o) => [o.counter, o.serial, o.slot, o.reason]))}`);
+  await page.fill('#refill-amount', '5.00');
+  await page.click('#refill-button');
+  await settled();
+  const refillSteps = await page.locator('#refill-steps li').allInnerTexts();
+  for (const s of refillSteps) log(`  refill step: ${s}`);
+  const appliedAt = refillSteps.findIndex((t) => /Revocation order \d+ applied: the back office revoked certificate/.test(t));
+  const refillAt = refillSteps.findIndex((t) => /meter server: refill/.test(t));
+  check(appliedAt >= 0 && refillAt > appliedAt, 'the order applied before the refill, in plain words');
+  n = await notice();
+  check(n.kind === 'ok' && /Refilled 5\.00/.test(n.text) && /revoked a certificate of this PSD/.test(n.text), `refill: ${n.text.split('\n')[0]}`);
+  check((await text('#reg-dr')) === '19.80', 'the refill completed (19.80)');
+  check((await pendingOrders()).orders.length === 0, 'the meter lists no pending order: the CA has the confirmation');
+  check((await page.locator(`#cert-slots tr[data-slot="${slotB}"]`).getAttribute('data-state')) === 'retired', `slot ${slotB} retired by the order`);
+  await page.setInputFiles('#postmark-file', { name: 'contract.txt', mimeType: 'text/plain', buffer: doc });
+  await page.click('#postmark-button');
+  await confirmFee(/Fee: 0\.10/, 'postmark after the forced revocation');
+  n = await notice();
+  check(n.kind === 'error' && /9A4[35]/.test(n.text), `postmark after the forced revocation refused: ${n.text.replace(/\n/g, ' ')}`);
+
+  // -- an order the PSD cannot apply (the certificate of a request whose answer was lost,
+  //    never installed, revoked by the operator): shown with the PSD's word, skipped, and
+  //    the refill goes on (one pass, no loop)
+  let issued = null;
+  await page.route('**/v1/certificates', async (route) => {
+    const resp = await route.fetch();
+    issued = await resp.json();
+    await route.abort('connectionreset');
+  }, { times: 1 });
+  await page.click('#cert-request');
+  await confirmFee(/Fee at install: 5\.00/, 'certificate request whose answer is lost');
+  n = await notice();
+  check(n.kind === 'error' && issued && issued.serial, `the CA issued ${issued && issued.serial}, the page never got it: ${n.text.split('\n')[0]}`);
+  check((await text('#reg-dr')) === '19.80', 'nothing charged for the uninstalled certificate');
+  await operatorRevoke(issued.serial, 'cessationOfOperation');
+  check((await pendingOrders()).orders.some((o) => o.serial === issued.serial), 'the meter hands the page an order for a certificate the PSD never installed');
+  await page.fill('#refill-amount', '5.00');
+  await page.click('#refill-button');
+  await settled();
+  const steps2 = await page.locator('#refill-steps li').allInnerTexts();
+  for (const s of steps2) log(`  refill step: ${s}`);
+  const refusedAt = steps2.findIndex((t) => new RegExp(`Revocation order \\d+ for certificate ${issued.serial}.*could not be applied: the PSD refused it \\(9A44`).test(t));
+  check(refusedAt >= 0 && (await page.locator('#refill-steps li').nth(refusedAt).getAttribute('data-state')) === 'failed',
+    'the refused order shown as such in the refill\'s steps (9A44)');
+  check(steps2.filter((t) => /could not be applied/.test(t)).length === 1, 'tried once (no loop)');
+  n = await notice();
+  check(n.kind === 'ok' && /Refilled 5\.00/.test(n.text) && (await text('#reg-dr')) === '24.80', `the refill went on: ${n.text.split('\n')[0]}`);
 
   check(leaks.length === 0, `the document was never uploaded (${leaks.length} requests carried it)`);
   writeFileSync(join(OUT, 'certificates.json'), JSON.stringify({ deviceId, postmarkMs: ms, module: moduleText }, null, 2));

@@ -2,8 +2,9 @@
 //! `/v1/inspections...`, `/v1/licenses...` (license orders, seed 003), `/v1/me`, and the
 //! certificate meter's host routes (seed 004, the Certificates tab: `POST /v1/certificates`,
 //! `POST /v1/revocations` and `/v1/revocations/confirmations`, `GET
-//! /v1/devices/{id}/updates`), the routes `openpsd cert request | revoke` and the host's
-//! `load_updates` call, passed through, with the customer's session token
+//! /v1/devices/{id}/updates` and `GET /v1/devices/{id}/revocations`), the routes `openpsd
+//! cert request | revoke` and the host's `load_updates` and `apply_revocations` call, passed
+//! through, with the customer's session token
 //! taken from the page's HttpOnly cookie into the `Authorization` header (the page itself
 //! never holds it). The meter's operator routes (device registration, alarms, resolve)
 //! are not the page's: they are answered `404 not_found` here.
@@ -31,7 +32,8 @@ const HOST_PREFIXES: [&str; 6] = [
 ];
 
 /// Whether `path` is one of the page's meter routes. Under `/v1/devices` only the
-/// device's updates (GET): registration, resolve, credit and findings are the operator's.
+/// device's updates and its pending revocation orders (GET; the meter answers the device's
+/// owner only): registration, resolve, credit and findings are the operator's.
 fn host_route(method: &Method, path: &str) -> bool {
     let under = |prefix: &str| {
         path.strip_prefix(prefix)
@@ -40,11 +42,12 @@ fn host_route(method: &Method, path: &str) -> bool {
     if HOST_PREFIXES.iter().any(|p| under(p)) {
         return true;
     }
-    let updates = path
-        .strip_prefix("/v1/devices/")
-        .and_then(|rest| rest.strip_suffix("/updates"))
-        .is_some_and(|id| !id.is_empty() && !id.contains('/'));
-    updates && method == Method::GET
+    let device_get = |suffix: &str| {
+        path.strip_prefix("/v1/devices/")
+            .and_then(|rest| rest.strip_suffix(suffix))
+            .is_some_and(|id| !id.is_empty() && !id.contains('/'))
+    };
+    method == Method::GET && (device_get("/updates") || device_get("/revocations"))
 }
 
 /// `/v1/...` to the meter server, unchanged: the page talks to the meter server's own API
@@ -125,6 +128,7 @@ mod tests {
             (&post, "/v1/revocations"),
             (&post, "/v1/revocations/confirmations"),
             (&get, "/v1/devices/5053440000000001/updates"),
+            (&get, "/v1/devices/5053440000000001/revocations"),
         ] {
             assert!(host_route(m, p), "{m} {p}");
         }
@@ -133,6 +137,10 @@ mod tests {
             (&get, "/v1/devices/5053440000000001"),
             (&post, "/v1/devices/5053440000000001/resolve"),
             (&post, "/v1/devices/5053440000000001/updates"),
+            (&post, "/v1/devices/5053440000000001/revocations"),
+            (&get, "/v1/devices//revocations"),
+            (&get, "/v1/devices/a/b/revocations"),
+            (&get, "/v1/devices/5053440000000001/revocation-orders"),
             (&get, "/v1/devices//updates"),
             (&get, "/v1/devices/a/b/updates"),
             (&get, "/v1/alarms"),

@@ -96,7 +96,10 @@ command -v openssl >/dev/null || die "openssl missing"
 # The CA's operator (the demo's PKI, mutual TLS) revokes a certificate in the journey.
 ca_url=$(sed -n 's/^certificate authority \(https:[^ ]*\) .*$/\1/p' "$OUT/backoffice.log" | head -n1)
 [ -n "$ca_url" ] || die "no 'certificate authority' line from the back office"
-node tests/web/certificates.mjs --url "$url/" --out "$OUT" --ca "$ca_url" --pki "$DATA/pki" &
+# The vendor's operator publishes a dearer rate table, which the page loads before a refill.
+vendor_url=$(sed -n 's/^vendor \(https:[^ ]*\) .*$/\1/p' "$OUT/backoffice.log" | head -n1)
+[ -n "$vendor_url" ] || die "no 'vendor' line from the back office"
+node tests/web/certificates.mjs --url "$url/" --out "$OUT" --ca "$ca_url" --vendor "$vendor_url" --pki "$DATA/pki" &
 journey_pid=$!
 wait "$journey_pid" || die "the Certificates journey failed"
 journey_pid=

@@ -214,12 +214,37 @@ export function initCertificates(ctx) {
       if (tables || anchors) steps(`loaded ${tables} rate table(s) and ${anchors} trust anchor(s) from the meter server`);
       refresh(psd);
     });
+    if (tab.info.tables.length) localStorage.setItem(tablesKey(app.meta.deviceId), '1');
     $('cert-body').hidden = false;
     $('cert-open').textContent = 'Reload from the meter server';
     showPending();
     await finishPendingPostmark();
     const r = await applyRevocationOrders(steps);
     if (r.applied) notice(revokedText(r.applied), '', 'ok');
+  }
+
+  // ---------------------------------------------------------------- rate tables at contact
+
+  /** Set once the PSD holds a rate table (the main module cannot read them). */
+  const tablesKey = (id) => `openpsd.cert.tables.${id}`;
+
+  /**
+   * Before a refill's or an inspection's audit: a PSD that holds a rate table gets the
+   * meter server's newer ones first, since the meter refuses the audit of a PSD holding an
+   * older table than the one in effect (`409 rate_table_stale`, docs/rates.md), as
+   * `openpsd refill` does. A PSD that never held one is not asked (it sells no paid service).
+   */
+  async function loadTablesBeforeContact(say) {
+    const id = app.meta && app.meta.deviceId;
+    if (!id || localStorage.getItem(tablesKey(id)) !== '1') return;
+    const u = await call('GET', `/v1/devices/${id}/updates`);
+    await loadModule();
+    const [tables, anchors] = await withCertPsd(async (psd) => {
+      const n = psd.loadUpdates(u.rate_tables || [], u.anchors || []);
+      refresh(psd);
+      return n;
+    });
+    if (tables || anchors) say(`The meter server's newer fees reached the PSD: ${tables} rate table(s) and ${anchors} trust anchor(s) loaded.`);
   }
 
   // ---------------------------------------------------------------- forced revocation
@@ -519,6 +544,11 @@ export function initCertificates(ctx) {
      * and the refill goes on (the meter decides, as for the CLI).
      */
     async beforeContact(say, set) {
+      try {
+        await loadTablesBeforeContact(say);
+      } catch (e) {
+        say(`rate tables not loaded: ${describe(e).text}`, 'failed');
+      }
       try {
         const r = await applyRevocationOrders(say, set);
         if (tab.info && !$('cert-body').hidden) render();

@@ -33,6 +33,8 @@ const URL = args.url || 'http://127.0.0.1:8080/';
 const OUT = join(args.out || 'target/web-test', 'cert');
 const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
 const CA_URL = args.ca;
+const VENDOR_URL = args.vendor;
+if (!VENDOR_URL) throw new Error('--vendor URL is needed (the vendor publishes a newer rate table)');
 const PKI = args.pki;
 if (!CA_URL || !PKI) throw new Error('--ca URL and --pki DIR are needed (the CA operator revokes a certificate)');
 mkdirSync(OUT, { recursive: true });
@@ -70,8 +72,13 @@ function tsVerify(data, tst, cert) {
 
 /** The CA's operator revokes a certificate (`POST /v1/certificates/{serial}/revoke`, mutual TLS). */
 function operatorRevoke(serial, reason) {
-  const body = JSON.stringify({ reason });
-  const u = new globalThis.URL(`/v1/certificates/${serial}/revoke`, CA_URL);
+  return operatorPost(CA_URL, `/v1/certificates/${serial}/revoke`, { reason });
+}
+
+/** An operator's POST to a back-office service (mutual TLS with the demo's operator certificate). */
+function operatorPost(base, path, json) {
+  const body = JSON.stringify(json);
+  const u = new globalThis.URL(path, base);
   return new Promise((resolve, reject) => {
     const req = https.request({
       hostname: u.hostname, port: u.port, path: u.pathname, method: 'POST',
@@ -81,7 +88,7 @@ function operatorRevoke(serial, reason) {
     }, (resp) => {
       let text = '';
       resp.on('data', (c) => { text += c; });
-      resp.on('end', () => (resp.statusCode === 200 ? resolve(JSON.parse(text)) : reject(new Error(`CA revoke: HTTP ${resp.statusCode} ${text}`))));
+      resp.on('end', () => (resp.statusCode === 200 || resp.statusCode === 201 ? resolve(JSON.parse(text)) : reject(new Error(`${path}: HTTP ${resp.statusCode} ${text}`))));
     });
     req.on('error', reject);
     req.end(body);
@@ -348,6 +355,25 @@ async function main() {
   check(steps2.filter((t) => /could not be applied/.test(t)).length === 1, 'tried once (no loop)');
   n = await notice();
   check(n.kind === 'ok' && /Refilled 5\.00/.test(n.text) && (await text('#reg-dr')) === '24.80', `the refill went on: ${n.text.split('\n')[0]}`);
+
+  // -- the vendor publishes a dearer table in effect today: the meter refuses the audit of a
+  //    PSD holding an older one (409 rate_table_stale), so the page loads it before the refill
+  const today = new Date().toISOString().slice(0, 10);
+  const t2 = await operatorPost(VENDOR_URL, '/v1/rates', { effective: today, fees: { postmark: 12, certificate: 500 } });
+  log(`vendor published rate table ${t2.version} (postmark 0.12) effective ${today}`);
+  await page.fill('#refill-amount', '5.00');
+  await page.click('#refill-button');
+  await settled();
+  const steps3 = await page.locator('#refill-steps li').allInnerTexts();
+  for (const s of steps3) log(`  refill step: ${s}`);
+  const loadedAt = steps3.findIndex((t) => /newer fees reached the PSD: 1 rate table/.test(t));
+  const auditAt = steps3.findIndex((t) => /audit made for the nonce/.test(t));
+  check(loadedAt >= 0 && auditAt > loadedAt, 'the newer rate table loaded before the refill\'s audit');
+  n = await notice();
+  check(n.kind === 'ok' && (await text('#reg-dr')) === '29.80', `the refill with the newer table held completed: ${n.text.split('\n')[0]}`);
+  const held = page.locator(`#cert-rates tr[data-version="${t2.version}"]`);
+  check((await held.count()) === 1 && (await held.getAttribute('data-in-effect')) === 'true'
+    && /postmark 0\.12/.test(await held.innerText()), `the PSD holds table ${t2.version}, in effect`);
 
   check(leaks.length === 0, `the document was never uploaded (${leaks.length} requests carried it)`);
   writeFileSync(join(OUT, 'certificates.json'), JSON.stringify({ deviceId, postmarkMs: ms, module: moduleText }, null, 2));

@@ -108,6 +108,7 @@ pub async fn run(o: DemoOptions) -> Result<()> {
         "certificate authority {} (CRL and OCSP at {}); rate table 1 published: postmark 0.10, certificate 5.00",
         h.ca.url, h.ca_public.url
     );
+    println!("vendor {} (rate tables and trust anchors)", h.vendor.url);
 
     // The vendor's personalization station makes the PSD and registers it with the KMS.
     let card_dir = o.data.join("card");

@@ -16,8 +16,10 @@ use openpsd_backoffice::server::Handles;
 use openpsd_core::crypto::IndiciumKey;
 use openpsd_core::psd::certmeter::anchor::{Anchor, AnchorKind};
 use openpsd_core::psd::certmeter::rates::{RateTable, Service};
+use openpsd_core::types::RegisterSetIndex;
 use openpsd_core::types::{Amount, Date};
 use openpsd_core::wire::OpenError;
+use openpsd_host::refill::{MeterClient, RefillRequest};
 use openpsd_protocol::vendor::{
     AnchorRequest, AnchorView, Anchors, DeviceUpdates, RatePublication, RateTableView, RateTables,
 };
@@ -644,13 +646,43 @@ async fn a_psd_withheld_a_newer_table_is_refused_until_it_holds_the_one_in_effec
     // An inspection is refused the same way (the PSD's inspection is not renewed).
     expect_refused(host.inspect(&mut psd, 0).await, 409, "rate_table_stale");
 
-    // The host loads the table in effect (not the one of 2099): the same refill goes on.
-    assert_eq!(psd.client.load_rate_table(&tables[1]).unwrap(), 2);
-    let audit = psd.audit(0, &v.nonce);
-    let v = host.audit("stale-1", &audit).await.unwrap();
-    let done = host.apply_and_confirm(&mut psd, &v).await.unwrap();
-    assert_eq!(done.state, openpsd_protocol::RefillState::Completed);
-    assert_eq!(psd.registers(0).dr.0, dr.0 + 1_000);
+    // The same refill as `openpsd refill` runs it (the host library): the meter's updates
+    // loaded before the audit (tables 2 and 3), and the refill goes on.
+    let ca_pem = h.pki.ca_cert();
+    let token = host.customers.get("alice").1;
+    let device = psd.client.info().unwrap().expect("personalized").device;
+    let meter_url = h.meter.url.clone();
+    let (out, lines) = tokio::task::block_in_place(|| {
+        let meter = MeterClient::new(&meter_url, Some(&ca_pem), Some(&token)).unwrap();
+        let mut lines = Vec::new();
+        let out = meter
+            .refill(
+                &mut psd.client,
+                device,
+                &RefillRequest {
+                    client_txn_id: "stale-1".into(),
+                    account_id: None,
+                    set: RegisterSetIndex(0),
+                    amount: Amount(1_000),
+                },
+                &mut |l| lines.push(l.to_owned()),
+            )
+            .unwrap();
+        (out, lines)
+    });
+    assert!(
+        lines.iter().any(|l| l.contains("loaded 2 rate table(s)")),
+        "{lines:?}"
+    );
+    assert_eq!(out.registers.dr.0, dr.0 + 1_000);
+    let held = psd.client.certmeter_info().unwrap();
+    let versions: Vec<u32> = held.tables.iter().map(|(t, _)| t.version).collect();
+    assert_eq!(
+        versions,
+        [2, 3],
+        "table 1 dropped once table 2 is in effect"
+    );
+    // Holding the table in effect is enough: an inspection passes.
     host.inspect(&mut psd, 0).await.unwrap();
     admin.assert_reconciled(&mut [&mut psd]).await;
     h.stop().await;

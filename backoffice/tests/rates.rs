@@ -453,7 +453,7 @@ async fn the_meter_gives_updates_to_the_devices_owner_only() {
         "forbidden",
     );
 
-    // Within a minute the meter answers from its cache: a table published meanwhile
+    // Within ten seconds the meter answers from its cache: a table published meanwhile
     // reaches hosts at their next contact after that.
     let _: RateTableView = op
         .post(

@@ -361,6 +361,8 @@ async function main() {
   const today = new Date().toISOString().slice(0, 10);
   const t2 = await operatorPost(VENDOR_URL, '/v1/rates', { effective: today, fees: { postmark: 12, certificate: 500 } });
   log(`vendor published rate table ${t2.version} (postmark 0.12) effective ${today}`);
+  // The meter keeps the vendor's answer 10 s (docs/rates.md): the table reaches it after that.
+  await page.waitForTimeout(11_000);
   await page.fill('#refill-amount', '5.00');
   await page.click('#refill-button');
   await settled();

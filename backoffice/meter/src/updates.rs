@@ -10,9 +10,9 @@
 //! device still gets them: they move no money, and a PSD with the right fees is what the
 //! operator resolving the alarm wants.
 //!
-//! The vendor is asked at most once a minute per vendor ([`CACHE_TTL`]): every host asks
+//! The vendor is asked at most once every ten seconds per vendor ([`CACHE_TTL`]): every host asks
 //! at every contact and the answer changes when an operator publishes, so a table or an
-//! anchor reaches hosts within a minute of its publication. The vendor unreachable (and
+//! anchor reaches hosts within ten seconds of its publication. The vendor unreachable (and
 //! nothing cached) is `503`, as for any upstream.
 //!
 //! The same answer guards refills and inspections ([`Meter::refuse_if_rate_table_stale`]):
@@ -43,7 +43,7 @@ use crate::Meter;
 const STEP: &str = "meter_updates";
 
 /// How long the vendor's answer is reused.
-pub(crate) const CACHE_TTL: Duration = Duration::from_secs(60);
+pub(crate) const CACHE_TTL: Duration = Duration::from_secs(10);
 
 /// The vendor's last answer per vendor base URL, and when it came.
 // why a static: the meter's state is built in lib.rs, which this feature does not touch;

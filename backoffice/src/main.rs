@@ -19,6 +19,7 @@ use openpsd_service_kit::pki::Pki;
 use openpsd_service_kit::tls::Role as TlsRole;
 use openpsd_service_kit::Service;
 
+mod ca_cli;
 mod creditor_cli;
 mod pa_cli;
 mod post_cli;
@@ -57,6 +58,9 @@ enum Command {
     /// The creditor's desk (seed 004 Figs. 7-9): grant an account a credit limit (operator),
     /// present payment certificates for settlement (a merchant).
     Creditor(creditor_cli::CreditorCmd),
+    /// The certificate authority's desk (seed 004 Fig. 6): close a revocation order its PSD
+    /// cannot apply (operator).
+    Ca(ca_cli::CaCmd),
     /// The demo: runs `backoffice-demo` (installed next to this program) with the same
     /// arguments; `backoffice-demo --help` lists them. The demo lives in its own program so
     /// the services' binary carries no card simulator.
@@ -421,6 +425,7 @@ fn main() -> Result<()> {
         Command::Pa(p) => runtime.block_on(pa_cmd(p)),
         Command::Vendor(v) => runtime.block_on(vendor_cmd(v)),
         Command::Creditor(c) => runtime.block_on(creditor_cli::run(c)),
+        Command::Ca(c) => runtime.block_on(ca_cli::run(c)),
         Command::Demo { args } => run_demo(&args),
     }
 }

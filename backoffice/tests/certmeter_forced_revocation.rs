@@ -7,6 +7,12 @@
 //! refills (`409 revocation_overdue`) until it is applied. A forged order or one for
 //! another device is refused by the PSD and changes nothing; the applied order again
 //! answers the same confirmation.
+//!
+//! The review's defects (issue 15), each shown blocking and then cleared: an order the PSD
+//! asked for never blocks; the grace period counts from the first hand-over; orders the
+//! PSD cannot apply (`9A41` after a later order, a certificate never installed, a lost
+//! confirmation) are closed by the operator (`backoffice ca close-order`, its route
+//! refused to the meter); one whose slot a later certified key took is closed by the CA.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -644,6 +650,98 @@ async fn the_ca_closes_an_order_whose_slot_holds_a_later_attested_key() {
     assert!(w.pending().await.orders.is_empty(), "closed by the CA");
     let applied = w.apply();
     assert!(applied.is_empty(), "{applied:?}");
+    w.try_refill("q1").await.expect("no longer blocked");
+    w.h.stop().await;
+}
+
+/// (d) and (c): a forced order for a certificate the PSD never installed (`9A44`) and one
+/// the PSD applied whose confirmation was lost before a later order was applied (`9A41`:
+/// the PSD keeps only the last confirmation) both block refills after the grace period,
+/// until the operator closes them.
+#[tokio::test(flavor = "multi_thread")]
+async fn orders_never_installed_or_with_a_lost_confirmation_are_closed_by_the_operator() {
+    let grace = 2;
+    let mut w = world(grace).await;
+    let (_, serial_a) = certified_key(&mut w.psd, &w.acme, Purpose::Postmark).await;
+    let (_, serial_c) = certified_key(&mut w.psd, &w.acme, Purpose::Sign).await;
+    // D: generated and certified, never installed (its slot stays pending).
+    let (attestation, _) = w.psd.client.generate_key(Purpose::Postmark, false).unwrap();
+    let d: CertificateAnswer = w
+        .acme
+        .post(
+            "/v1/certificates",
+            &MeterCertificateRequest {
+                device_id: w.psd.device_id(),
+                attestation: hex::encode(&attestation),
+            },
+        )
+        .await
+        .unwrap();
+    for serial in [&d.serial, &serial_a, &serial_c] {
+        w.operator_revokes(serial).await;
+    }
+    let pending = w.pending().await;
+    let order = |n: u32| hex::decode(&pending.orders[n as usize - 1].order).unwrap();
+    // D's order: the slot holds no certificate (9A44).
+    let no = w
+        .psd
+        .client
+        .revoke_key(RegisterSetIndex(0), &order(1))
+        .unwrap_err();
+    assert!(format!("{no:?}").contains("CertificateMismatch"), "{no:?}");
+    // Order 2 applied, its confirmation lost; order 3 applied and confirmed.
+    w.psd
+        .client
+        .revoke_key(RegisterSetIndex(0), &order(2))
+        .unwrap();
+    let (c3, _) = w
+        .psd
+        .client
+        .revoke_key(RegisterSetIndex(0), &order(3))
+        .unwrap();
+    let _: RevocationRecord = w
+        .acme
+        .post(
+            "/v1/revocations/confirmations",
+            &MeterRevocationConfirmation {
+                device_id: w.psd.device_id(),
+                confirmation: hex::encode(&c3),
+            },
+        )
+        .await
+        .unwrap();
+    let applied = w.apply();
+    let refused: Vec<(u32, String)> = applied
+        .iter()
+        .map(|a| (a.counter, a.result.clone().unwrap_err()))
+        .collect();
+    assert_eq!(refused.len(), 2, "{refused:?}");
+    // Both below the counter applied since: 9A41 (the counter is checked first).
+    assert_eq!(
+        refused,
+        [(1, "NotNewer".to_owned()), (2, "NotNewer".to_owned())]
+    );
+    tokio::time::sleep(Duration::from_secs(grace + 1)).await;
+    let blocked = w.try_refill("q1").await.unwrap_err();
+    assert_eq!(
+        (blocked.status, blocked.code.as_str()),
+        (409, "revocation_overdue")
+    );
+    for (serial, why) in [
+        (&d.serial, "never installed (9A44)"),
+        (&serial_a, "applied, confirmation lost (9A41)"),
+    ] {
+        let v: RevocationOrderView = w
+            .operator
+            .post(
+                &format!("/v1/certificates/{serial}/revocation-order/close"),
+                &serde_json::json!({ "reason": why }),
+            )
+            .await
+            .unwrap();
+        assert_eq!(v.close_reason.as_deref(), Some(why));
+    }
+    assert!(w.pending().await.orders.is_empty());
     w.try_refill("q1").await.expect("no longer blocked");
     w.h.stop().await;
 }

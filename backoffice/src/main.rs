@@ -350,8 +350,9 @@ struct Serve {
     #[arg(long, value_name = "URL")]
     ca: Option<String>,
     /// With --role meter and --ca: days a revocation order the CA forced on a device (an
-    /// operator revoked one of its certificates) may stay unconfirmed before the meter
-    /// refuses the device's refills (`409 revocation_overdue`).
+    /// operator revoked one of its certificates) may stay unconfirmed, counted from its
+    /// first hand-over to the meter, before the meter refuses the device's refills (`409
+    /// revocation_overdue`). Orders the PSD asked for itself never block.
     #[arg(long, value_name = "DAYS", default_value_t = 7)]
     revocation_grace_days: u32,
     /// With --role meter: the creditor's base URL (`https://127.0.0.1:8708`), for lines of

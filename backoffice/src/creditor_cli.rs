@@ -35,8 +35,9 @@ pub struct CreditorCmd {
 
 #[derive(clap::Subcommand)]
 enum CreditorWhat {
-    /// Grant ACCOUNT a credit limit (the operator's certificate): Σ of its devices' current
-    /// lines stays at or under it. 0 grants no new line.
+    /// Grant ACCOUNT a credit limit (the operator's certificate): the amounts of every line
+    /// it was ever granted (any device; superseded and expired lines too: nothing is repaid)
+    /// stay at or under it. A limit below them, or 0, grants no new line.
     Limit {
         /// The customer account (the recharging center's account ID).
         account: String,

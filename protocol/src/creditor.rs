@@ -12,7 +12,8 @@ pub mod code {
     /// The attestation does not decode or its signatures do not verify, or it is not a
     /// payment key's (422).
     pub const ATTESTATION_INVALID: &str = "attestation_invalid";
-    /// The account has no limit, or the amount asked is above it (409).
+    /// The account has no limit, or its lines so far and the amount asked are above it
+    /// (409).
     pub const OVER_LIMIT: &str = "over_limit";
     /// The same request ID came with another request, or the key has a line for another
     /// account (409).
@@ -29,7 +30,8 @@ pub mod code {
     pub const INCONSISTENT: &str = "inconsistent";
 }
 
-/// `POST /v1/limits` (operator): the most credit an account may hold on one line.
+/// `POST /v1/limits` (operator): the most an account may be made to owe: the amounts of
+/// every line it was ever granted (`docs/creditor.md` § The limit).
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct LimitRequest {
     /// The customer's account (the recharging center's account ID, as the meter's session).

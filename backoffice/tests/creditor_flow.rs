@@ -23,7 +23,9 @@ use openpsd_core::psd::certmeter::credit::{
     CreditState, PayRequest, PaymentCertificate, PaymentInfo,
 };
 use openpsd_core::types::*;
-use openpsd_protocol::creditor::{LimitView, LineAnswer, MeterLineRequest, Settlement};
+use openpsd_protocol::creditor::{
+    LimitView, LineAnswer, MeterLineRequest, RevokedLine, Settlement,
+};
 use openpsd_protocol::vendor::DeviceUpdates;
 use openpsd_service_kit::tls::Role;
 
@@ -574,5 +576,118 @@ async fn the_limit_bounds_what_an_account_owes() {
         )
         .unwrap();
     assert_eq!((n, amounts, drawn), (6, 2_200, 600));
+    h.stop().await;
+}
+
+/// The operator revokes a line: a payment the PSD made before is still settled (the
+/// merchant delivered while the line was good), one dated after is refused; the revoked
+/// line still counts its whole amount against the limit.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_revoked_line_settles_only_payments_made_before() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = spawn_all(dir.path()).await.unwrap();
+    let (host, admin) = parties(&h.meter.url, &h.kms.url, &h.recharge.url, &h.pki);
+    let mut psd = Psd::licensed(1, &h);
+    admin.register(&psd).await;
+    admin.fund("acme", 100_000).await;
+    let acme = host.as_customer("acme");
+    let account = host.customers.account("acme");
+    vendor_prices_and_trusts_the_creditor(&h, &dir.path().join("creditor")).await;
+    ready(&host, &acme, &mut psd, "r1").await;
+    let (att, _) = psd.client.generate_key(Purpose::Payment, false).unwrap();
+    let dev = psd.device_id();
+    let creditor_op = Client::new(&h.creditor.url, &h.pki, Some(Role::Operator));
+    let _: LimitView = creditor_op
+        .post(
+            "/v1/limits",
+            &serde_json::json!({ "account_id": account, "limit": 1_000, "currency": "EUR" }),
+        )
+        .await
+        .unwrap();
+    let line: LineAnswer = acme
+        .post(
+            "/v1/credit-lines",
+            &MeterLineRequest {
+                request_id: format!("{:016x}", 1),
+                device_id: dev.clone(),
+                attestation: hex::encode(&att),
+                amount: 500,
+            },
+        )
+        .await
+        .unwrap();
+    psd.client
+        .load_credit_line(
+            RegisterSetIndex(0),
+            &hex::decode(&line.certificate).unwrap(),
+        )
+        .unwrap();
+    let before = pay(&mut psd, 1, 100, "shop-7", "delivered before");
+
+    // The revocation a second later than the payment's date (the PSD's clock is seconds).
+    tokio::time::sleep(std::time::Duration::from_millis(1_100)).await;
+    // Only the operator revokes; an unknown line is 404; revoked again, the same answer.
+    let revoke = serde_json::json!({ "line_hash": line.line_hash });
+    let as_meter = Client::new(&h.creditor.url, &h.pki, Some(Role::Meter));
+    let e = as_meter
+        .post::<_, RevokedLine>("/v1/lines/revoke", &revoke)
+        .await
+        .unwrap_err();
+    assert_eq!(e.status, 403);
+    let e = creditor_op
+        .post::<_, RevokedLine>(
+            "/v1/lines/revoke",
+            &serde_json::json!({ "line_hash": "00".repeat(32) }),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.status, 404);
+    let revoked: RevokedLine = creditor_op.post("/v1/lines/revoke", &revoke).await.unwrap();
+    assert_eq!(
+        (revoked.number, revoked.account_id.as_str()),
+        (1, account.as_str())
+    );
+    let again: RevokedLine = creditor_op.post("/v1/lines/revoke", &revoke).await.unwrap();
+    assert_eq!(again, revoked);
+
+    // The PSD knows nothing of it: restarted (its clock now after the revocation), it
+    // still pays on the line.
+    tokio::time::sleep(std::time::Duration::from_millis(1_100)).await;
+    let nvm = psd.snapshot();
+    psd.roll_back(&nvm);
+    let after = pay(&mut psd, 2, 100, "shop-7", "after the revocation");
+    let dated = |der: &[u8]| {
+        PaymentInfo::from_der(&PaymentCertificate::from_der(der).unwrap().info_der)
+            .unwrap()
+            .time
+    };
+    assert!(dated(&before) < u64::try_from(revoked.revoked_at).unwrap());
+    assert!(dated(&after) >= u64::try_from(revoked.revoked_at).unwrap());
+
+    let shop = Client::merchant(&h.creditor.url, &h.pki, "shop-7");
+    let s: Settlement = shop
+        .post("/v1/settlements", &present(&before))
+        .await
+        .unwrap();
+    assert_eq!((s.counter, s.remaining), (1, 400));
+    let e = shop
+        .post::<_, Settlement>("/v1/settlements", &present(&after))
+        .await
+        .unwrap_err();
+    assert_eq!((e.status, e.code.as_str()), (409, "line_revoked"), "{e:?}");
+
+    // The revoked line still counts its 500: 501 more refused, 500 granted.
+    let ask = |id: u64, amount: u64| MeterLineRequest {
+        request_id: format!("{id:016x}"),
+        device_id: dev.clone(),
+        attestation: hex::encode(&att),
+        amount,
+    };
+    let e = acme
+        .post::<_, LineAnswer>("/v1/credit-lines", &ask(2, 501))
+        .await
+        .unwrap_err();
+    assert_eq!((e.status, e.code.as_str()), (409, "over_limit"), "{e:?}");
+    let _: LineAnswer = acme.post("/v1/credit-lines", &ask(3, 500)).await.unwrap();
     h.stop().await;
 }

@@ -49,7 +49,8 @@ use openpsd_core::psd::certmeter::credit::{
 };
 use openpsd_core::types::Amount;
 use openpsd_protocol::creditor::{
-    code, LimitRequest, LimitView, LineAnswer, LineRequest, Settlement, SettlementRequest,
+    code, LimitRequest, LimitView, LineAnswer, LineRequest, RevokeLineRequest, RevokedLine,
+    Settlement, SettlementRequest,
 };
 use openpsd_protocol::ErrorCode;
 use openpsd_service_kit::access::{Peer, RateLimit, Routes, Who};
@@ -79,6 +80,7 @@ const CERT_SECONDS: u64 = 30 * 366 * 86_400;
 const STEP_LIMIT: &str = "creditor_limit";
 const STEP_LINE: &str = "creditor_line";
 const STEP_SETTLE: &str = "creditor_settle";
+const STEP_REVOKE: &str = "creditor_revoke";
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS creditor (
@@ -111,6 +113,7 @@ CREATE TABLE IF NOT EXISTS lines (
     superseded     INTEGER NOT NULL DEFAULT 0, -- 1: a newer line for the same device
     settled        INTEGER NOT NULL DEFAULT 0, -- the last counter settled
     drawn          INTEGER NOT NULL DEFAULT 0 CHECK (drawn >= 0 AND drawn <= amount),
+    revoked_at     INTEGER,                   -- the operator's revocation (unix seconds)
     UNIQUE (account_id, number),
     UNIQUE (account_id, request_id)
 );
@@ -126,6 +129,9 @@ CREATE TABLE IF NOT EXISTS settlements (
     PRIMARY KEY (line_hash, counter)
 );
 ";
+
+/// `lines` columns added after the first stored format (`add_missing_columns`).
+const LINE_COLUMNS: &[(&str, &str)] = &[("revoked_at", "INTEGER")];
 
 /// How the creditor is set up.
 #[derive(Clone, Debug)]
@@ -177,6 +183,7 @@ impl Creditor {
         let db_path = config.data.join(DB_FILE);
         let db = Db::open(&db_path, SCHEMA)?;
         let conn = openpsd_service_kit::db::open_connection(&db_path)?;
+        openpsd_service_kit::db::add_missing_columns(&conn, "lines", LINE_COLUMNS)?;
         let recorded: Option<(String, Vec<u8>)> = conn
             .query_row(
                 "SELECT public_key, certificate FROM creditor WHERE id = 1",
@@ -276,6 +283,12 @@ impl Creditor {
         Routes::new()
             .route(Method::POST, "/v1/limits", post(set_limit), OPERATOR)
             .route(Method::POST, "/v1/lines", post(issue_line), METER)
+            .route(
+                Method::POST,
+                "/v1/lines/revoke",
+                post(revoke_line),
+                OPERATOR,
+            )
             .route(Method::POST, "/v1/settlements", post(settle), MERCHANT)
             .route(
                 Method::GET,
@@ -717,11 +730,24 @@ struct LineRow {
     not_after: u64,
     settled: u32,
     drawn: u64,
+    /// When the operator revoked it: payments dated from then on are refused.
+    revoked_at: Option<i64>,
 }
 
 /// A `lines` row as read: account, key, number, amount, currency, not_before, not_after,
-/// settled, drawn.
-type LineColumns = (String, String, i64, i64, String, i64, i64, i64, i64);
+/// settled, drawn, revoked_at.
+type LineColumns = (
+    String,
+    String,
+    i64,
+    i64,
+    String,
+    i64,
+    i64,
+    i64,
+    i64,
+    Option<i64>,
+);
 
 fn read_line(
     c: &rusqlite::Connection,
@@ -731,7 +757,7 @@ fn read_line(
     let row: Option<LineColumns> = c
         .query_row(
             "SELECT account_id, public_key, number, amount, currency, not_before, not_after,
-                 settled, drawn FROM lines WHERE line_hash = ?1",
+                 settled, drawn, revoked_at FROM lines WHERE line_hash = ?1",
             [line_hash],
             |r| {
                 Ok((
@@ -744,12 +770,14 @@ fn read_line(
                     r.get(6)?,
                     r.get(7)?,
                     r.get(8)?,
+                    r.get(9)?,
                 ))
             },
         )
         .optional()
         .storage(step)?;
-    let Some((account_id, pk, number, amount, currency, nb, na, settled, drawn)) = row else {
+    let Some((account_id, pk, number, amount, currency, nb, na, settled, drawn, revoked_at)) = row
+    else {
         return Ok(None);
     };
     let bad = || ApiError::internal(step, "a stored line does not read back");
@@ -768,7 +796,79 @@ fn read_line(
         not_after: from_sql_int(na, step)?,
         settled: u32::try_from(settled).map_err(|_| bad())?,
         drawn: from_sql_int(drawn, step)?,
+        revoked_at,
     }))
+}
+
+/// A payment dated at or after its line's revocation is refused (`409 line_revoked`); one
+/// dated before is settled: the merchant delivered while the line was good.
+fn revoked_check(revoked_at: Option<i64>, time: u64, step: &str) -> Result<(), ApiError> {
+    match revoked_at {
+        Some(at) if time >= u64::try_from(at).unwrap_or(0) => Err(err(
+            StatusCode::CONFLICT,
+            code::LINE_REVOKED,
+            step,
+            format!("the line was revoked at {at}, before this payment was made"),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// `POST /v1/lines/revoke` (operator): revokes a line. Payments dated from now on are not
+/// settled; earlier ones still are, and the line still counts its whole amount against the
+/// account's limit (`docs/creditor.md` § Revoking a line). Revoked again: the same answer.
+async fn revoke_line(
+    State(cr): State<Creditor>,
+    body: Bytes,
+) -> Result<Json<RevokedLine>, ApiError> {
+    let step = STEP_REVOKE;
+    let req: RevokeLineRequest = codec::json(&body, step)?;
+    codec::hex_array::<32>("line_hash", &req.line_hash, step)?;
+    let line_hash = req.line_hash.to_ascii_lowercase();
+    let at = now_secs();
+    let view = cr
+        .db
+        .run(step, move |c| {
+            let tx = c.transaction().storage(step)?;
+            let row: Option<(String, i64, Option<i64>)> = tx
+                .query_row(
+                    "SELECT account_id, number, revoked_at FROM lines WHERE line_hash = ?1",
+                    [&line_hash],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                )
+                .optional()
+                .storage(step)?;
+            let Some((account_id, number, revoked)) = row else {
+                return Err(ApiError::new(
+                    StatusCode::NOT_FOUND,
+                    ErrorCode::NotFound,
+                    step,
+                    "no line of this creditor has this hash",
+                ));
+            };
+            let revoked_at = match revoked {
+                Some(r) => r,
+                None => {
+                    tx.execute(
+                        "UPDATE lines SET revoked_at = ?2 WHERE line_hash = ?1",
+                        params![line_hash, at],
+                    )
+                    .storage(step)?;
+                    tx.commit().storage(step)?;
+                    at
+                }
+            };
+            Ok(RevokedLine {
+                line_hash,
+                account_id,
+                number: u32::try_from(number)
+                    .map_err(|_| ApiError::internal(step, "a stored line number"))?,
+                revoked_at,
+            })
+        })
+        .await?;
+    tracing::info!(line = %view.line_hash, at = view.revoked_at, "line of credit revoked");
+    Ok(Json(view))
 }
 
 /// `POST /v1/settlements` (merchant): one payment certificate presented.
@@ -832,6 +932,7 @@ async fn settle(
     if info.time < first || info.time >= end {
         return Err(invalid("the payment is dated outside the line's validity"));
     }
+    revoked_check(line.revoked_at, info.time, step)?;
     let payment_hash = hex::encode(sha2::Sha256::digest(&bytes));
     let mut record = Settlement {
         line_hash: line_hash.clone(),
@@ -885,6 +986,8 @@ async fn settle(
             }
             let now_line = read_line(&tx, &line_hash, step)?
                 .ok_or_else(|| ApiError::internal(step, "the line vanished"))?;
+            // Revoked since the first read.
+            revoked_check(now_line.revoked_at, info.time, step)?;
             let mut book = SettlementBook {
                 line_hash: info.line,
                 payment_key: line_row.0,
@@ -1071,6 +1174,27 @@ mod tests {
         // Lowered below the exposure: nothing.
         set_limit(&c, 900, "EUR");
         assert!(within_limit(&c, ACCOUNT, 1, "t").is_err());
+    }
+
+    #[test]
+    fn a_database_made_before_revocation_gets_the_column() {
+        let c = rusqlite::Connection::open_in_memory().unwrap();
+        let old = SCHEMA.replace(
+            "    revoked_at     INTEGER,                   -- the operator's revocation (unix seconds)\n",
+            "",
+        );
+        assert_ne!(old, SCHEMA);
+        c.execute_batch(&old).unwrap();
+        record(&c, 1, 0, 10, "EUR");
+        c.execute(
+            "UPDATE lines SET public_key = ?1",
+            [hex::encode([4u8; PUBLIC_KEY_LEN])],
+        )
+        .unwrap();
+        openpsd_service_kit::db::add_missing_columns(&c, "lines", LINE_COLUMNS).unwrap();
+        c.execute_batch(SCHEMA).unwrap();
+        let line = read_line(&c, "line1", "t").unwrap().unwrap();
+        assert_eq!((line.revoked_at, line.drawn), (None, 0));
     }
 
     #[test]

@@ -27,6 +27,7 @@ pub mod status;
 pub mod store;
 pub mod transfer;
 pub mod types;
+pub mod vbox;
 pub mod wire;
 
 pub use card::{Applet, Card, Ctx};

@@ -1,0 +1,260 @@
+//! ISSUE INDICIUM and RESUME: seed Fig. 4, steps 200–265, in one command.
+//!
+//! Command data: `slot 4 | mailer ID 16 | record length 2 | record | siblings (depth × 32) |
+//! indicium request` (the PSD's request layout, [`IndiciumRequest`]).
+//! Response: `new root 32 | record length 2 | the new sealed record | indicium` (the PSD's
+//! indicium v1: signed bytes ‖ ECDSA signature, device ID = meter ID, verified by
+//! [`crate::psd::indicium::verify`] with the meter's public key).
+//!
+//! Order (each refusal changes nothing): 205/210 the record's MAC (`9A60`), the record's
+//! own slot (`9A62`), 220–230 its path against the shard root (`9A61`), the mailer
+//! (`9A63`), the meter's status (`6985`); a retry of the record's last transaction ID
+//! answers the same indicium again, free; then the date against the platform's clock,
+//! 235 the meter's key unwrapped, 240 AR+, DR−, pieces+ and the update counter+ with
+//! checked arithmetic, 255 the indicium signed, 260 the record re-MACed, 245/250 the new
+//! root **committed** with the old root kept as the previous one, 265 the answer.
+//!
+//! RESUME (`80 46 40 00`) takes the same data after a crash between the box's commit and the
+//! database's: the old record proves the *previous* root, the request's hash is the shard's
+//! last, and the same computation (CMAC, RFC 6979 and the KDF are deterministic; the
+//! clock is not consulted) gives the same bytes, which must lead to the root committed.
+//! Nothing is written and nothing is debited a second time.
+
+use alloc::vec::Vec;
+
+use crate::card::Ctx;
+use crate::crypto::sha256;
+use crate::psd::indicium::{IndiciumData, IndiciumRequest};
+use crate::psd::{MAX_DAYS_AHEAD, MAX_DAYS_BEHIND};
+use crate::status::Status;
+use crate::types::Amount;
+use crate::wire::{Malformed, Reader, Writer};
+
+use super::merkle::{self, parse_siblings, Hash};
+use super::record::{LastIndicium, MeterRecord, MAILER_ID_LEN, STATUS_ACTIVE};
+use super::state::BoxConfig;
+use super::{ins, request_hash, VboxApplet};
+
+/// ISSUE INDICIUM command data.
+pub fn issue_data(
+    slot: u32,
+    mailer: &[u8; MAILER_ID_LEN],
+    record: &[u8],
+    proof: &[u8],
+    request: &IndiciumRequest,
+) -> Vec<u8> {
+    let mut d = Vec::with_capacity(22 + record.len() + proof.len() + 48);
+    d.put_u32(slot);
+    d.extend_from_slice(mailer);
+    d.put_u16(u16::try_from(record.len()).unwrap_or(u16::MAX));
+    d.extend_from_slice(record);
+    d.extend_from_slice(proof);
+    d.extend_from_slice(&request.encode());
+    d
+}
+
+/// A box answer that carries a record: CREATE METER (`root ‖ record`) or ISSUE INDICIUM
+/// (`root ‖ length ‖ record ‖ indicium`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IssueReply {
+    /// The shard's root after the command.
+    pub root: Hash,
+    /// The new sealed record (for the database).
+    pub record: Vec<u8>,
+    /// The indicium: signed bytes ‖ signature.
+    pub indicium: Vec<u8>,
+}
+
+impl IssueReply {
+    /// Parses ISSUE INDICIUM's response data.
+    pub fn decode(bytes: &[u8]) -> Result<Self, Malformed> {
+        let mut r = Reader::new(bytes);
+        let root = r.array()?;
+        let n = r.u16()?;
+        let record = r.take(usize::from(n))?.to_vec();
+        let indicium = r.remaining().to_vec();
+        if indicium.is_empty() {
+            return Err(Malformed::Length);
+        }
+        Ok(IssueReply {
+            root,
+            record,
+            indicium,
+        })
+    }
+}
+
+struct IssueCommand<'a> {
+    slot: u32,
+    mailer: [u8; MAILER_ID_LEN],
+    record: &'a [u8],
+    siblings: Vec<Hash>,
+    request: IndiciumRequest,
+}
+
+fn parse(data: &[u8], depth: u8) -> Result<IssueCommand<'_>, Status> {
+    let mut r = Reader::new(data);
+    let slot = r.u32()?;
+    let mailer = r.array()?;
+    let n = r.u16()?;
+    let record = r.take(usize::from(n))?;
+    let siblings =
+        parse_siblings(r.take(usize::from(depth) * 32)?, depth).ok_or(Status::WrongLength)?;
+    let request = IndiciumRequest::decode(r.remaining())?;
+    Ok(IssueCommand {
+        slot,
+        mailer,
+        record,
+        siblings,
+        request,
+    })
+}
+
+/// The indicium a record and a request give (after the debit: `rec` holds the registers
+/// the indicium shows).
+fn indicium_data(rec: &MeterRecord, req: &IndiciumRequest) -> IndiciumData {
+    IndiciumData {
+        key_id: crate::crypto::key_id(&rec.public_key),
+        device: rec.meter,
+        license: rec.license,
+        ar: rec.ar,
+        dr: rec.dr,
+        pieces: rec.pieces,
+        postage: req.postage,
+        date: req.date,
+        rate: req.rate,
+        origin: req.origin,
+        destination: req.destination,
+    }
+}
+
+/// 240: the accounting, a pure function of the record and the request (RESUME re-runs it).
+fn debit(rec: &MeterRecord, req: &IndiciumRequest) -> Result<MeterRecord, Status> {
+    if req.postage == Amount::ZERO {
+        return Err(Status::WrongData);
+    }
+    if req.origin != rec.origin {
+        return Err(Status::OriginMismatch);
+    }
+    if req.postage > rec.max_postage {
+        return Err(Status::PostageAboveLimit);
+    }
+    if rec.last_date.is_some_and(|last| req.date < last) {
+        return Err(Status::DateBeforeLastUsed);
+    }
+    let dr = rec
+        .dr
+        .checked_sub(req.postage)
+        .ok_or(Status::InsufficientFunds)?;
+    let ar = rec
+        .ar
+        .checked_add(req.postage)
+        .ok_or(Status::CounterOverflow)?;
+    let pieces = rec.pieces.checked_next().ok_or(Status::CounterOverflow)?;
+    let update_counter = rec
+        .update_counter
+        .checked_add(1)
+        .ok_or(Status::CounterOverflow)?;
+    let mut next = MeterRecord {
+        ar,
+        dr,
+        pieces,
+        update_counter,
+        last_date: Some(req.date),
+        ..rec.clone()
+    };
+    let payload = indicium_data(&next, req).encode();
+    next.last = Some(LastIndicium {
+        transaction: req.transaction,
+        digest: sha256(&payload),
+    });
+    Ok(next)
+}
+
+impl VboxApplet {
+    /// ISSUE INDICIUM (80 40 00 00), and its RESUME (80 46 40 00).
+    pub(super) fn issue_indicium(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        data: &[u8],
+        resume: bool,
+        reply: &mut Vec<u8>,
+    ) -> Result<(), Status> {
+        let cfg: BoxConfig = self.config()?.clone();
+        let cmd = parse(data, cfg.depth)?;
+        let (shard_index, index) = cfg.locate(cmd.slot)?;
+        // 205/210: the record's MAC.
+        let rec = match MeterRecord::open(cmd.record, &cfg.keys.rec) {
+            Ok(r) => r,
+            Err(None) => return Err(Status::RecordUnauthentic),
+            Err(Some(_)) => return Err(Status::Internal),
+        };
+        if rec.slot != cmd.slot {
+            return Err(Status::RecordWrongSlot);
+        }
+        // 220–230: freshness.
+        let shard = self.shard(ctx, shard_index)?;
+        let request = request_hash(ins::ISSUE_INDICIUM, data);
+        let leaf = merkle::leaf_hash(cmd.record);
+        let root = Self::check_path(
+            &shard,
+            &leaf,
+            index,
+            &cmd.siblings,
+            resume.then_some(&request),
+        )?;
+        if rec.mailer != cmd.mailer {
+            return Err(Status::RecordNotOwned);
+        }
+        if rec.status != STATUS_ACTIVE {
+            return Err(Status::ConditionsNotSatisfied);
+        }
+        let key = cfg
+            .keys
+            .unwrap_key(rec.meter, &rec.wrapped_key)
+            .ok_or(Status::Internal)?;
+        let req = cmd.request;
+
+        // A retry of the last transaction: the same indicium, free, nothing written.
+        if let Some(last) = rec
+            .last
+            .filter(|l| l.transaction == req.transaction && !resume)
+        {
+            let payload = indicium_data(&rec, &req).encode();
+            if sha256(&payload) != last.digest {
+                return Err(Status::TransactionIdReused);
+            }
+            reply.extend_from_slice(&root);
+            reply.put_u16(u16::try_from(cmd.record.len()).map_err(|_| Status::Internal)?);
+            reply.extend_from_slice(cmd.record);
+            reply.extend_from_slice(&payload);
+            reply.extend_from_slice(&key.sign(&payload));
+            return Ok(());
+        }
+
+        if !resume {
+            if let Some(today) = ctx.platform.today() {
+                let (day, today) = (req.date.day_number(), today.day_number());
+                if day > today.saturating_add(MAX_DAYS_AHEAD) {
+                    return Err(Status::DateTooFarAhead);
+                }
+                if day < today.saturating_sub(MAX_DAYS_BEHIND) {
+                    return Err(Status::DateBeforeLastUsed);
+                }
+            }
+        }
+        let next = debit(&rec, &req)?;
+        let payload = indicium_data(&next, &req).encode();
+        let signature = key.sign(&payload);
+        let sealed = next.seal(&cfg.keys.rec);
+        let new_root = merkle::root_from(&merkle::leaf_hash(&sealed), index, &cmd.siblings);
+        // Commit before a byte of the answer exists.
+        Self::finish_root(ctx, shard_index, &shard, new_root, request, resume)?;
+        reply.extend_from_slice(&new_root);
+        reply.put_u16(u16::try_from(sealed.len()).map_err(|_| Status::Internal)?);
+        reply.extend_from_slice(&sealed);
+        reply.extend_from_slice(&payload);
+        reply.extend_from_slice(&signature);
+        Ok(())
+    }
+}

@@ -32,7 +32,7 @@ use crate::wire::{Malformed, Reader, Writer};
 
 use super::merkle::{self, parse_siblings, Hash};
 use super::record::{LastIndicium, MeterRecord, MAILER_ID_LEN, STATUS_ACTIVE};
-use super::state::BoxConfig;
+use super::state::{BoxConfig, ShardState};
 use super::{ins, request_hash, VboxApplet};
 
 /// ISSUE INDICIUM command data.
@@ -84,15 +84,18 @@ impl IssueReply {
     }
 }
 
-struct IssueCommand<'a> {
-    slot: u32,
-    mailer: [u8; MAILER_ID_LEN],
-    record: &'a [u8],
-    siblings: Vec<Hash>,
-    request: IndiciumRequest,
+/// The part every record command starts with: `slot 4 | mailer ID 16 | record length 2 |
+/// record | siblings (depth × 32)`, followed by the command's own message.
+pub(super) struct RecordCommand<'a> {
+    pub(super) slot: u32,
+    pub(super) mailer: [u8; MAILER_ID_LEN],
+    pub(super) record: &'a [u8],
+    pub(super) siblings: Vec<Hash>,
+    /// The command's own message (indicium request, refill message).
+    pub(super) rest: &'a [u8],
 }
 
-fn parse(data: &[u8], depth: u8) -> Result<IssueCommand<'_>, Status> {
+pub(super) fn parse_record_command(data: &[u8], depth: u8) -> Result<RecordCommand<'_>, Status> {
     let mut r = Reader::new(data);
     let slot = r.u32()?;
     let mailer = r.array()?;
@@ -100,14 +103,73 @@ fn parse(data: &[u8], depth: u8) -> Result<IssueCommand<'_>, Status> {
     let record = r.take(usize::from(n))?;
     let siblings =
         parse_siblings(r.take(usize::from(depth) * 32)?, depth).ok_or(Status::WrongLength)?;
-    let request = IndiciumRequest::decode(r.remaining())?;
-    Ok(IssueCommand {
+    Ok(RecordCommand {
         slot,
         mailer,
         record,
         siblings,
-        request,
+        rest: r.remaining(),
     })
+}
+
+/// A record that passed the box's checks, with where it lives.
+pub(super) struct Checked {
+    pub(super) rec: MeterRecord,
+    pub(super) shard_index: u16,
+    pub(super) index: u32,
+    pub(super) shard: ShardState,
+    /// The root the record proved (the shard's, or for RESUME the previous one).
+    pub(super) root: Hash,
+    /// SHA-256(INS ‖ data).
+    pub(super) request: Hash,
+}
+
+impl VboxApplet {
+    /// Steps 205–230 for any record command: MAC (`9A60`), own slot (`9A62`), path
+    /// (`9A61`, or `9A64` for RESUME), mailer (`9A63`), status (`6985`).
+    pub(super) fn check_record(
+        &self,
+        ctx: &Ctx<'_>,
+        cfg: &BoxConfig,
+        cmd: &RecordCommand<'_>,
+        ins: u8,
+        data: &[u8],
+        resume: bool,
+    ) -> Result<Checked, Status> {
+        let (shard_index, index) = cfg.locate(cmd.slot)?;
+        let rec = match MeterRecord::open(cmd.record, &cfg.keys.rec) {
+            Ok(r) => r,
+            Err(None) => return Err(Status::RecordUnauthentic),
+            Err(Some(_)) => return Err(Status::Internal),
+        };
+        if rec.slot != cmd.slot {
+            return Err(Status::RecordWrongSlot);
+        }
+        let shard = self.shard(ctx, shard_index)?;
+        let request = request_hash(ins, data);
+        let leaf = merkle::leaf_hash(cmd.record);
+        let root = Self::check_path(
+            &shard,
+            &leaf,
+            index,
+            &cmd.siblings,
+            resume.then_some(&request),
+        )?;
+        if rec.mailer != cmd.mailer {
+            return Err(Status::RecordNotOwned);
+        }
+        if rec.status != STATUS_ACTIVE {
+            return Err(Status::ConditionsNotSatisfied);
+        }
+        Ok(Checked {
+            rec,
+            shard_index,
+            index,
+            shard,
+            root,
+            request,
+        })
+    }
 }
 
 /// The indicium a record and a request give (after the debit: `rec` holds the registers
@@ -181,39 +243,20 @@ impl VboxApplet {
         reply: &mut Vec<u8>,
     ) -> Result<(), Status> {
         let cfg: BoxConfig = self.config()?.clone();
-        let cmd = parse(data, cfg.depth)?;
-        let (shard_index, index) = cfg.locate(cmd.slot)?;
-        // 205/210: the record's MAC.
-        let rec = match MeterRecord::open(cmd.record, &cfg.keys.rec) {
-            Ok(r) => r,
-            Err(None) => return Err(Status::RecordUnauthentic),
-            Err(Some(_)) => return Err(Status::Internal),
-        };
-        if rec.slot != cmd.slot {
-            return Err(Status::RecordWrongSlot);
-        }
-        // 220–230: freshness.
-        let shard = self.shard(ctx, shard_index)?;
-        let request = request_hash(ins::ISSUE_INDICIUM, data);
-        let leaf = merkle::leaf_hash(cmd.record);
-        let root = Self::check_path(
-            &shard,
-            &leaf,
+        let cmd = parse_record_command(data, cfg.depth)?;
+        let req = IndiciumRequest::decode(cmd.rest)?;
+        let Checked {
+            rec,
+            shard_index,
             index,
-            &cmd.siblings,
-            resume.then_some(&request),
-        )?;
-        if rec.mailer != cmd.mailer {
-            return Err(Status::RecordNotOwned);
-        }
-        if rec.status != STATUS_ACTIVE {
-            return Err(Status::ConditionsNotSatisfied);
-        }
+            shard,
+            root,
+            request,
+        } = self.check_record(ctx, &cfg, &cmd, ins::ISSUE_INDICIUM, data, resume)?;
         let key = cfg
             .keys
             .unwrap_key(rec.meter, &rec.wrapped_key)
             .ok_or(Status::Internal)?;
-        let req = cmd.request;
 
         // A retry of the last transaction: the same indicium, free, nothing written.
         if let Some(last) = rec

@@ -10,7 +10,8 @@
 //!
 //! Layout as the PSD's: [`command`] parses each APDU once; [`VboxApplet::call`] checks the
 //! life-cycle and dispatches to the handler in the file of its family ([`meter`]: CREATE
-//! METER and its grant; [`issue`]: ISSUE INDICIUM and RESUME); [`state`] holds the
+//! METER and its grant; [`issue`]: ISSUE INDICIUM, the record checks every record command
+//! shares, and RESUME; [`refill`]: REFILL); [`state`] holds the
 //! persistent records, [`record`] the meter record, [`merkle`] the forest, [`keys`] the keys.
 
 pub mod command;
@@ -19,6 +20,7 @@ pub mod keys;
 pub mod merkle;
 pub mod meter;
 pub mod record;
+pub mod refill;
 pub mod state;
 
 use alloc::vec::Vec;
@@ -53,14 +55,17 @@ pub mod ins {
     pub const READ_SHARD: u8 = 0x34;
     /// ISSUE INDICIUM.
     pub const ISSUE_INDICIUM: u8 = 0x40;
+    /// REFILL.
+    pub const REFILL: u8 = 0x52;
     /// RESUME.
     pub const RESUME: u8 = 0x46;
     /// GET DATA.
     pub const GET_DATA: u8 = 0xCA;
 }
 
-/// Length of PERSONALIZE's data: box ID 8 ‖ shards 2 ‖ depth 1 ‖ vendor key 65.
-pub const PERSONALIZE_LEN: usize = 76;
+/// Length of PERSONALIZE's data: box ID 8 ‖ shards 2 ‖ depth 1 ‖ vendor key 65 ‖ refill
+/// key 65.
+pub const PERSONALIZE_LEN: usize = 141;
 
 /// The box applet.
 pub struct VboxApplet {
@@ -94,8 +99,12 @@ impl VboxApplet {
         let shards = r.u16()?;
         let depth = r.u8()?;
         let vendor_key: [u8; crypto::PUBLIC_KEY_LEN] = r.array()?;
+        let refill_key: [u8; crypto::PUBLIC_KEY_LEN] = r.array()?;
         r.finish()?;
-        if !geometry_ok(shards, depth) || !crypto::is_valid_public_key(&vendor_key) {
+        if !geometry_ok(shards, depth)
+            || !crypto::is_valid_public_key(&vendor_key)
+            || !crypto::is_valid_public_key(&refill_key)
+        {
             return Err(Status::WrongData);
         }
         let cfg = BoxConfig {
@@ -103,6 +112,7 @@ impl VboxApplet {
             shards,
             depth,
             vendor_key,
+            refill_key,
             keys: BoxKeys::generate(ctx.platform),
         };
         let mut txn = Transaction::begin(ctx.store);
@@ -205,8 +215,10 @@ impl Applet for VboxApplet {
             }
             VboxCommand::CreateMeter(data) => self.create_meter(ctx, data, false, reply),
             VboxCommand::IssueIndicium(data) => self.issue_indicium(ctx, data, false, reply),
+            VboxCommand::Refill(data) => self.refill(ctx, data, false, reply),
             VboxCommand::Resume { ins, data } => match ins {
                 ins::CREATE_METER => self.create_meter(ctx, data, true, reply),
+                ins::REFILL => self.refill(ctx, data, true, reply),
                 _ => self.issue_indicium(ctx, data, true, reply),
             },
         }

@@ -29,6 +29,8 @@ pub struct BoxConfig {
     pub depth: u8,
     /// The vendor's key that signs meter grants (CREATE METER).
     pub vendor_key: [u8; PUBLIC_KEY_LEN],
+    /// The key management system's refill key (REFILL messages, as the PSD's).
+    pub refill_key: [u8; PUBLIC_KEY_LEN],
     /// The secret keys.
     pub keys: BoxKeys,
 }
@@ -42,14 +44,15 @@ pub fn geometry_ok(shards: u16, depth: u8) -> bool {
 
 impl BoxConfig {
     /// Stored layout: version 1 | box ID 8 | shards 2 | depth 1 | vendor key 65 |
-    /// K_rec 32 | K_wrap 32 | K_gen 32.
+    /// refill key 65 | K_rec 32 | K_wrap 32 | K_gen 32.
     pub fn encode(&self) -> Vec<u8> {
-        let mut w = Vec::with_capacity(173);
+        let mut w = Vec::with_capacity(238);
         w.put_u8(CONFIG_VERSION);
         w.extend_from_slice(&self.box_id.0);
         w.put_u16(self.shards);
         w.put_u8(self.depth);
         w.extend_from_slice(&self.vendor_key);
+        w.extend_from_slice(&self.refill_key);
         w.extend_from_slice(self.keys.rec.expose());
         w.extend_from_slice(self.keys.wrap.expose());
         w.extend_from_slice(self.keys.gen.expose());
@@ -67,6 +70,7 @@ impl BoxConfig {
             shards: r.u16()?,
             depth: r.u8()?,
             vendor_key: r.array()?,
+            refill_key: r.array()?,
             keys: BoxKeys {
                 rec: Cmac256::new(r.array()?),
                 wrap: Cmac256::new(r.array()?),

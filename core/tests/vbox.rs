@@ -313,6 +313,12 @@ fn a_retry_with_the_same_transaction_id_returns_the_same_bytes_charged_once() {
     assert_eq!(again, first, "same root, record and indicium");
     assert_eq!(card.store().writes(), writes, "a reprint writes nothing");
     assert_eq!(dc.record(1).dr, Amount(9_700));
+    // A refill in between raises DR; the reprint still shows the DR the indicium had.
+    refill(&mut card, &mut dc, 1, ALICE, 1_000);
+    let after_refill = ok(&card.transmit(&issue_cmd(&dc, 1, ALICE, &request(7, 300))));
+    let after_refill = IssueReply::decode(&after_refill).unwrap();
+    assert_eq!(after_refill.indicium, first.indicium);
+    assert_eq!(dc.record(1).dr, Amount(10_700));
     // The same ID with other data: refused.
     refused_unchanged(
         &mut card,

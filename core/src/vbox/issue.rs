@@ -228,6 +228,7 @@ fn debit(rec: &MeterRecord, req: &IndiciumRequest) -> Result<MeterRecord, Status
     let payload = indicium_data(&next, req).encode();
     next.last = Some(LastIndicium {
         transaction: req.transaction,
+        dr: next.dr,
         digest: sha256(&payload),
     });
     Ok(next)
@@ -263,7 +264,11 @@ impl VboxApplet {
             .last
             .filter(|l| l.transaction == req.transaction && !resume)
         {
-            let payload = indicium_data(&rec, &req).encode();
+            let then = MeterRecord {
+                dr: last.dr,
+                ..rec.clone()
+            };
+            let payload = indicium_data(&then, &req).encode();
             if sha256(&payload) != last.digest {
                 return Err(Status::TransactionIdReused);
             }

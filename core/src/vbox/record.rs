@@ -6,7 +6,7 @@
 //! ```text
 //! kind 01 | version 01 | meter ID 8 | slot 4 | mailer ID 16 | license 4 | origin 1+n |
 //! AR 8 | DR 8 | control sum 8 | pieces 4 | refills 4 | update counter 8 |
-//! last: flag 1 [txn 8 | indicium digest 32] | last date: flag 1 [date 4] |
+//! last: flag 1 [txn 8 | DR then 8 | indicium digest 32] | last date: flag 1 [date 4] |
 //! max postage 8 | max DR 8 | public key 65 | wrapped key 48 | status 1 ‖ CMAC 16
 //! ```
 //!
@@ -39,7 +39,7 @@ pub const STATUS_SUSPENDED: u8 = 1;
 pub const MIN_LEN: usize =
     2 + 8 + 4 + 16 + 4 + 2 + 8 * 3 + 4 + 4 + 8 + 1 + 1 + 8 + 8 + 65 + 48 + 1 + 16;
 /// See [`MIN_LEN`].
-pub const MAX_LEN: usize = MIN_LEN + 9 + 40 + 4;
+pub const MAX_LEN: usize = MIN_LEN + 9 + 48 + 4;
 
 /// The last indicium a meter issued: the client's transaction ID and the SHA-256 of the
 /// signed indicium bytes (a retry with the same ID gets the same indicium, free).
@@ -47,6 +47,9 @@ pub const MAX_LEN: usize = MIN_LEN + 9 + 40 + 4;
 pub struct LastIndicium {
     /// Client transaction ID.
     pub transaction: TransactionId,
+    /// DR the indicium shows (a refill since raises the record's DR, not the indicium's;
+    /// AR and the piece count only move with the next indicium, which replaces this).
+    pub dr: Amount,
     /// SHA-256 of the indicium's signed bytes (without the signature).
     pub digest: [u8; 32],
 }
@@ -114,6 +117,7 @@ impl MeterRecord {
             Some(l) => {
                 w.put_u8(1);
                 w.extend_from_slice(&l.transaction.0);
+                w.put_u64(l.dr.0);
                 w.extend_from_slice(&l.digest);
             }
         }
@@ -167,6 +171,7 @@ impl MeterRecord {
             0 => None,
             1 => Some(LastIndicium {
                 transaction: TransactionId(r.array()?),
+                dr: Amount(r.u64()?),
                 digest: r.array()?,
             }),
             _ => return Err(Malformed::Value),
@@ -236,6 +241,7 @@ mod tests {
             update_counter: 3,
             last: Some(LastIndicium {
                 transaction: TransactionId([1; 8]),
+                dr: Amount(900),
                 digest: [2; 32],
             }),
             last_date: Date::new(2026, 11, 30),

@@ -75,17 +75,17 @@ pub mod purse {
     pub const CREDENTIALS: RecordId = 0x0206;
 }
 
-/// The virtual meter box's records ([`crate::vbox`]).
+/// The virtual meter box's records (`crate::vbox`, feature `vbox`).
 pub mod vbox {
     use super::*;
 
     /// The box's own records (its configuration and keys).
     pub const RANGE: RangeInclusive<RecordId> = 0x0300..=0x03FF;
     /// Identity, shard geometry, vendor key and secret keys
-    /// ([`crate::vbox::state::BoxConfig`]).
+    /// (`vbox::state::BoxConfig`, feature `vbox`).
     pub const CONFIG: RecordId = 0x0300;
     /// The shards' records: shard `i` is `SHARD_BASE + i`, up to
-    /// [`crate::vbox::state::MAX_SHARDS`]. A shard without its record was never written: its
+    /// `vbox::state::MAX_SHARDS`. A shard without its record was never written: its
     /// root is the empty tree's.
     pub const SHARDS: RangeInclusive<RecordId> = 0x2000..=0x2FFF;
 

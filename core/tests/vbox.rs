@@ -268,6 +268,14 @@ fn refused_unchanged(card: &mut BoxCard, cmd: &[u8], status: Status) {
 fn fig4_steps_200_to_265_issue_an_indicium_the_post_office_verifies() {
     let (mut card, mut dc) = funded();
     let before = dc.record(1);
+    // The sizes docs/apdu.md §11 and docs/virtual-meter.md §3 give (origin of 5 characters).
+    assert_eq!(
+        dc.records[&1].len(),
+        223 + 5,
+        "a record before its first indicium"
+    );
+    let cmd = issue_cmd(&dc, 1, ALICE, &request(1, 250));
+    assert_eq!(cmd.len() - 9, 22 + 228 + 32 * usize::from(DEPTH) + 34);
     assert_eq!(
         (before.dr, before.control_sum),
         (Amount(10_000), Amount(10_000))
@@ -275,6 +283,8 @@ fn fig4_steps_200_to_265_issue_an_indicium_the_post_office_verifies() {
     // 200 record in ... 265 record back: one command.
     let reply = issue(&mut card, &mut dc, 1, ALICE, &request(1, 250));
     let after = dc.record(1);
+    assert_eq!(dc.records[&1].len(), 275 + 5, "a record that has issued");
+    assert_eq!(reply.indicium.len(), 118 + 10);
     // 240: AR+, DR−, pieces+, the update counter+.
     assert_eq!(
         (after.ar, after.dr, after.pieces),

@@ -21,6 +21,7 @@ use openpsd_core::vbox::issue::{issue_data, IssueReply};
 use openpsd_core::vbox::merkle::ShardTree;
 use openpsd_core::vbox::meter::{create_meter_data, MeterGrant};
 use openpsd_core::vbox::record::MeterRecord;
+use openpsd_core::vbox::txn::{self, TransactionRecord};
 use openpsd_core::vbox::{ins, vbox_card, VBOX_AID};
 use openpsd_core::Card;
 
@@ -90,6 +91,10 @@ struct Dc {
     card_nvm: Nvm,
     records: BTreeMap<u32, Vec<u8>>,
     trees: Vec<ShardTree>,
+    /// The box's transaction public key (from PERSONALIZE).
+    txn_key: Vec<u8>,
+    /// The ledger: every transaction record the box answered and the database committed.
+    ledger: Vec<TransactionRecord>,
 }
 
 fn locate(slot: u32) -> (usize, u32) {
@@ -112,6 +117,30 @@ impl Dc {
     }
     fn record(&self, slot: u32) -> MeterRecord {
         MeterRecord::decode(&self.records[&slot]).unwrap()
+    }
+    /// The database commits a box answer: record, tree, and the transaction record (whose
+    /// signature and roots are checked).
+    fn commit(&mut self, out: &[u8]) -> IssueReply {
+        let reply = IssueReply::decode(out).unwrap_or_else(|e| {
+            panic!(
+                "{e:?}: {} bytes, head {:02X?}",
+                out.len(),
+                &out[..40.min(out.len())]
+            )
+        });
+        let rec = MeterRecord::decode(&reply.record).unwrap();
+        let t = TransactionRecord::verify(&reply.transaction, &self.txn_key).unwrap();
+        assert_eq!((t.meter, t.slot), (rec.meter, rec.slot));
+        assert_eq!((t.ar, t.dr, t.pieces), (rec.ar, rec.dr, rec.pieces));
+        assert_eq!(t.root_after, reply.root);
+        self.store(rec.slot, &reply.record);
+        assert_eq!(
+            reply.root,
+            self.root(rec.slot),
+            "the box's new root is the database's"
+        );
+        self.ledger.push(t);
+        reply
     }
 }
 
@@ -141,13 +170,17 @@ fn new_box() -> (BoxCard, Dc) {
     let mut card = vbox_card(MemStore::new(), SeededPlatform::new(SEED)).unwrap();
     card.platform_mut().today = Date::new(2026, 11, 30);
     select(&mut card);
-    let root = ok(&card.transmit(&apdu(ins::PERSONALIZE, 0, 0, &personalize_data())));
+    let out = ok(&card.transmit(&apdu(ins::PERSONALIZE, 0, 0, &personalize_data())));
+    let (root, txn_key) = out.split_at(32);
     let dc = Dc {
         card_nvm: card.store().nvm().clone(),
         records: BTreeMap::new(),
         trees: (0..SHARDS).map(|_| ShardTree::new(DEPTH)).collect(),
+        txn_key: txn_key.to_vec(),
+        ledger: Vec::new(),
     };
     assert_eq!(root, dc.root(0));
+    assert_eq!(txn_key.len(), 65);
     (card, dc)
 }
 
@@ -163,9 +196,8 @@ fn create_cmd(dc: &Dc, slot: u32, mailer: [u8; 16], meter: &[u8; 8]) -> Vec<u8> 
 
 fn create(card: &mut BoxCard, dc: &mut Dc, slot: u32, mailer: [u8; 16], meter: &[u8; 8]) {
     let out = ok(&card.transmit(&create_cmd(dc, slot, mailer, meter)));
-    let (root, record) = out.split_at(32);
-    dc.store(slot, record);
-    assert_eq!(root, dc.root(slot), "the box's new root is the database's");
+    let reply = dc.commit(&out);
+    assert_eq!(reply.indicium, b"");
 }
 
 fn refill_cmd(dc: &Dc, slot: u32, mailer: [u8; 16], amount: u64) -> Vec<u8> {
@@ -197,9 +229,7 @@ fn issue_prefix(dc: &Dc, slot: u32, mailer: [u8; 16]) -> Vec<u8> {
 
 fn refill(card: &mut BoxCard, dc: &mut Dc, slot: u32, mailer: [u8; 16], amount: u64) {
     let out = ok(&card.transmit(&refill_cmd(dc, slot, mailer, amount)));
-    let (root, record) = out.split_at(32);
-    dc.store(slot, record);
-    assert_eq!(root, dc.root(slot));
+    dc.commit(&out);
 }
 
 fn request(txn: u8, postage: u64) -> IndiciumRequest {
@@ -230,10 +260,7 @@ fn issue(
     req: &IndiciumRequest,
 ) -> IssueReply {
     let out = ok(&card.transmit(&issue_cmd(dc, slot, mailer, req)));
-    let reply = IssueReply::decode(&out).unwrap();
-    dc.store(slot, &reply.record);
-    assert_eq!(reply.root, dc.root(slot));
-    reply
+    dc.commit(&out)
 }
 
 /// Shard `s`'s state as READ SHARD answers it.
@@ -320,7 +347,13 @@ fn a_retry_with_the_same_transaction_id_returns_the_same_bytes_charged_once() {
     let writes = card.store().writes();
     let again = ok(&card.transmit(&issue_cmd(&dc, 1, ALICE, &request(7, 300))));
     let again = IssueReply::decode(&again).unwrap();
-    assert_eq!(again, first, "same root, record and indicium");
+    assert_eq!(
+        (&again.root, &again.record, &again.indicium),
+        (&first.root, &first.record, &first.indicium),
+        "same root, record and indicium"
+    );
+    let t = TransactionRecord::verify(&again.transaction, &dc.txn_key).unwrap();
+    assert_eq!((t.kind, t.amount), (txn::KIND_REPRINT, Amount(0)));
     assert_eq!(card.store().writes(), writes, "a reprint writes nothing");
     assert_eq!(dc.record(1).dr, Amount(9_700));
     // A refill in between raises DR; the reprint still shows the DR the indicium had.
@@ -361,8 +394,7 @@ fn resume_after_a_crash_between_the_box_commit_and_the_database() {
     other[2] = ins::ISSUE_INDICIUM;
     refused_unchanged(&mut card, &other, Status::NothingToResume);
     // The database commits the answer; the meter goes on with one debit.
-    let reply = IssueReply::decode(&lost).unwrap();
-    dc.store(1, &reply.record);
+    dc.commit(&lost);
     assert_eq!(dc.record(1).dr, Amount(9_600));
     issue(&mut card, &mut dc, 1, ALICE, &request(5, 100));
     assert_eq!(dc.record(1).dr, Amount(9_500));
@@ -380,14 +412,14 @@ fn resume_of_create_meter_and_refill_gives_the_same_bytes() {
     resume[2] = ins::CREATE_METER;
     assert_eq!(ok(&card.transmit(&resume)), lost, "same key, same record");
     refused_unchanged(&mut card, &cmd, Status::RecordStale); // the slot is no longer empty
-    dc.store(2, &lost[32..]);
+    dc.commit(&lost);
     let cmd = refill_cmd(&dc, 2, ALICE, 700);
     let lost = ok(&card.transmit(&cmd));
     let mut resume = cmd.clone();
     resume[1] = ins::RESUME;
     resume[2] = ins::REFILL;
     assert_eq!(ok(&card.transmit(&resume)), lost);
-    dc.store(2, &lost[32..]);
+    dc.commit(&lost);
     assert_eq!(dc.record(2).dr, Amount(700));
 }
 
@@ -502,7 +534,7 @@ fn money_rules_and_refills() {
     let cmd = refill_cmd(&dc, 17, BOB, 100);
     let out = ok(&card.transmit(&cmd));
     let old = dc.clone();
-    dc.store(17, &out[32..]);
+    dc.commit(&out);
     let rec = dc.record(17);
     assert_eq!(
         (rec.dr, rec.control_sum, rec.refills),
@@ -649,6 +681,7 @@ fn refusals_before_personalization_and_bad_apdus() {
     let (mut card, _) = new_box();
     let info = ok(&card.transmit(&[0x80, 0xCA, 0x00, 0x01, 0x00]));
     assert_eq!(&info[..9], b"\x01VBOX0001");
+    assert_eq!(info.len(), 81);
     refused(
         &card.transmit(&apdu(ins::PERSONALIZE, 0, 0, &personalize_data())),
         Status::ConditionsNotSatisfied,
@@ -742,8 +775,58 @@ fn tearing_at_every_write_of_every_command() {
         &apdu(ins::PERSONALIZE, 0, 0, &personalize_data()),
         |mut card, at| {
             let info = ok(&card.transmit(&[0x80, 0xCA, 0x00, 0x01, 0x00]));
-            assert!(info == [0] || info.len() == 16, "{at}");
+            assert!(info == [0] || info.len() == 81, "{at}");
         },
     );
     println!("vbox tearing: {cuts} cut points checked");
+}
+
+#[test]
+fn transaction_records_chain_per_shard_and_reprints_move_nothing() {
+    let (mut card, mut dc) = funded();
+    issue(&mut card, &mut dc, 1, ALICE, &request(1, 250));
+    issue(&mut card, &mut dc, 17, BOB, &request(1, 100));
+    let reprint = issue(&mut card, &mut dc, 1, ALICE, &request(1, 250));
+    issue(&mut card, &mut dc, 1, ALICE, &request(2, 50));
+    // Per shard: sequences 1, 2, 3, ... and each root before is the root after of the
+    // record before it; a reprint keeps the root and the sequence.
+    for shard in 0..SHARDS {
+        let mut seq = 0;
+        let mut root = ShardTree::new(DEPTH).root();
+        for t in dc.ledger.iter().filter(|t| t.shard == shard) {
+            assert_eq!(t.box_id, BOX_ID);
+            assert_eq!(t.root_before, root, "chain of roots in shard {shard}");
+            if t.kind == txn::KIND_REPRINT {
+                assert_eq!((t.sequence, t.root_after, t.amount), (seq, root, Amount(0)));
+            } else {
+                assert_eq!(t.sequence, seq + 1);
+            }
+            seq = t.sequence;
+            root = t.root_after;
+        }
+        assert_eq!(&shard_state(&mut card, shard)[..32], &root);
+    }
+    let kinds: Vec<u8> = dc.ledger.iter().map(|t| t.kind).collect();
+    assert_eq!(
+        kinds,
+        [
+            txn::KIND_CREATE,
+            txn::KIND_CREATE,
+            txn::KIND_REFILL,
+            txn::KIND_REFILL,
+            txn::KIND_ISSUE,
+            txn::KIND_ISSUE,
+            txn::KIND_REPRINT,
+            txn::KIND_ISSUE
+        ]
+    );
+    let t = TransactionRecord::verify(&reprint.transaction, &dc.txn_key).unwrap();
+    assert_eq!(
+        t.digest, dc.ledger[4].digest,
+        "the reprint names the same indicium"
+    );
+    // An edited transaction record does not verify.
+    let mut bad = reprint.transaction.clone();
+    bad[30] ^= 1;
+    assert!(TransactionRecord::verify(&bad, &dc.txn_key).is_err());
 }

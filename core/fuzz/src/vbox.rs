@@ -36,6 +36,7 @@ use openpsd_core::vbox::issue::{issue_data, IssueReply};
 use openpsd_core::vbox::merkle::ShardTree;
 use openpsd_core::vbox::meter::{create_meter_data, MeterGrant};
 use openpsd_core::vbox::record::MeterRecord;
+use openpsd_core::vbox::txn::TransactionRecord;
 use openpsd_core::vbox::{ins, vbox_card, VBOX_AID};
 use openpsd_core::Card;
 
@@ -81,6 +82,8 @@ struct Dc {
     records: BTreeMap<u32, Vec<u8>>,
     trees: Vec<ShardTree>,
     signed_value: u64,
+    /// The box's transaction public key.
+    txn_key: Vec<u8>,
     /// A reply the database lost: (the command, the reply bytes, its shard).
     lost: Option<(Vec<u8>, Vec<u8>, usize)>,
 }
@@ -128,11 +131,12 @@ fn start() -> (BoxCard, Dc) {
     pd.push(DEPTH);
     pd.extend_from_slice(&vendor().public_key());
     pd.extend_from_slice(&kms().public_key());
-    ok(&mut card, &apdu(ins::PERSONALIZE, 0, 0, &pd));
+    let out = ok(&mut card, &apdu(ins::PERSONALIZE, 0, 0, &pd));
     let mut dc = Dc {
         records: BTreeMap::new(),
         trees: (0..SHARDS).map(|_| ShardTree::new(DEPTH)).collect(),
         signed_value: 0,
+        txn_key: out.get(32..).expect("root ‖ transaction key").to_vec(),
         lost: None,
     };
     for (n, (slot, mailer)) in METERS.iter().enumerate() {
@@ -156,12 +160,12 @@ fn start() -> (BoxCard, Dc) {
                 &create_meter_data(&grant, &dc.proof(*slot)),
             ),
         );
-        dc.store(*slot, &out[32..]);
+        commit(&mut dc, ins::CREATE_METER, &out);
     }
     for (slot, mailer) in &METERS[..2] {
         let cmd = refill_cmd(&mut dc, *slot, mailer, 50_000);
         let out = ok(&mut card, &cmd);
-        dc.store(*slot, &out[32..]);
+        commit(&mut dc, ins::REFILL, &out);
     }
     (card, dc)
 }
@@ -337,11 +341,19 @@ pub fn run_vbox_bytes(data: &[u8]) -> Stats {
     stats
 }
 
-/// The database commits a box answer.
+/// The database commits a box answer: record, tree, and the transaction record, whose
+/// signature, registers and chain of roots are checked.
 fn commit(dc: &mut Dc, ins_byte: u8, body: &[u8]) {
-    let record = if ins_byte == ins::ISSUE_INDICIUM {
-        let reply = IssueReply::decode(body).expect("ISSUE answer decodes");
-        let r = MeterRecord::decode(&reply.record).expect("record decodes");
+    let reply = IssueReply::decode(body).expect("the answer decodes");
+    let r = MeterRecord::decode(&reply.record).expect("record decodes");
+    let t = TransactionRecord::verify(&reply.transaction, &dc.txn_key)
+        .expect("the transaction record verifies");
+    assert_eq!(
+        (t.meter, t.slot, t.ar, t.dr, t.pieces),
+        (r.meter, r.slot, r.ar, r.dr, r.pieces)
+    );
+    assert_eq!(t.root_after, reply.root);
+    if ins_byte == ins::ISSUE_INDICIUM {
         let data = indicium::verify(&reply.indicium, &r.public_key).expect("indicium verifies");
         // The indicium shows the record's AR and pieces, and the DR of its own time (a
         // reprint after a refill shows the DR before the refill).
@@ -353,16 +365,17 @@ fn commit(dc: &mut Dc, ins_byte: u8, body: &[u8]) {
             openpsd_core::crypto::sha256(&reply.indicium[..reply.indicium.len() - 64]),
             last.digest
         );
-        reply.record
+        assert_eq!(t.digest, last.digest);
     } else {
-        body.get(32..).expect("root ‖ record").to_vec()
-    };
-    let r = MeterRecord::decode(&record).expect("record decodes");
-    dc.store(r.slot, &record);
+        assert!(reply.indicium.is_empty());
+    }
     let (s, _) = Dc::locate(r.slot);
+    // The ledger's chain: each record starts from the root the shard's last one left.
+    assert_eq!(t.root_before, dc.trees[s].root(), "chain of roots");
+    dc.store(r.slot, &reply.record);
     assert_eq!(
-        &body[..32],
-        &dc.trees[s].root(),
+        reply.root,
+        dc.trees[s].root(),
         "the box's root is the database's"
     );
 }

@@ -2,7 +2,8 @@
 //!
 //! Command data: `slot 4 | mailer ID 16 | record length 2 | record | siblings (depth × 32) |
 //! indicium request` (the PSD's request layout, [`IndiciumRequest`]).
-//! Response: `new root 32 | record length 2 | the new sealed record | indicium` (the PSD's
+//! Response: `new root 32 | record length 2 | the new sealed record | transaction record
+//! 219 | indicium` (the PSD's
 //! indicium v1: signed bytes ‖ ECDSA signature, device ID = meter ID, verified by
 //! [`crate::psd::indicium::verify`] with the meter's public key).
 //!
@@ -33,7 +34,7 @@ use crate::wire::{Malformed, Reader, Writer};
 use super::merkle::{self, parse_siblings, Hash};
 use super::record::{LastIndicium, MeterRecord, MAILER_ID_LEN, STATUS_ACTIVE};
 use super::state::{BoxConfig, ShardState};
-use super::{ins, request_hash, VboxApplet};
+use super::{ins, request_hash, txn, VboxApplet};
 
 /// ISSUE INDICIUM command data.
 pub fn issue_data(
@@ -53,33 +54,33 @@ pub fn issue_data(
     d
 }
 
-/// A box answer that carries a record: CREATE METER (`root ‖ record`) or ISSUE INDICIUM
-/// (`root ‖ length ‖ record ‖ indicium`).
+/// The answer of every command that changes a shard: `new root 32 | record length 2 |
+/// record | transaction record 219 | indicium` (the indicium only for ISSUE INDICIUM).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct IssueReply {
     /// The shard's root after the command.
     pub root: Hash,
     /// The new sealed record (for the database).
     pub record: Vec<u8>,
-    /// The indicium: signed bytes ‖ signature.
+    /// The box-signed transaction record ([`txn::TransactionRecord::verify`]).
+    pub transaction: Vec<u8>,
+    /// The indicium: signed bytes ‖ signature (empty for CREATE METER and REFILL).
     pub indicium: Vec<u8>,
 }
 
 impl IssueReply {
-    /// Parses ISSUE INDICIUM's response data.
+    /// Parses the response data.
     pub fn decode(bytes: &[u8]) -> Result<Self, Malformed> {
         let mut r = Reader::new(bytes);
         let root = r.array()?;
         let n = r.u16()?;
         let record = r.take(usize::from(n))?.to_vec();
-        let indicium = r.remaining().to_vec();
-        if indicium.is_empty() {
-            return Err(Malformed::Length);
-        }
+        let transaction = r.take(txn::TXN_RECORD_LEN)?.to_vec();
         Ok(IssueReply {
             root,
             record,
-            indicium,
+            transaction,
+            indicium: r.remaining().to_vec(),
         })
     }
 }
@@ -272,9 +273,18 @@ impl VboxApplet {
             if sha256(&payload) != last.digest {
                 return Err(Status::TransactionIdReused);
             }
-            reply.extend_from_slice(&root);
-            reply.put_u16(u16::try_from(cmd.record.len()).map_err(|_| Status::Internal)?);
-            reply.extend_from_slice(cmd.record);
+            Self::answer(
+                &cfg,
+                shard_index,
+                shard.sequence,
+                txn::KIND_REPRINT,
+                &rec,
+                cmd.record,
+                Amount::ZERO,
+                last.digest,
+                (root, root),
+                reply,
+            )?;
             reply.extend_from_slice(&payload);
             reply.extend_from_slice(&key.sign(&payload));
             return Ok(());
@@ -297,10 +307,20 @@ impl VboxApplet {
         let sealed = next.seal(&cfg.keys.rec);
         let new_root = merkle::root_from(&merkle::leaf_hash(&sealed), index, &cmd.siblings);
         // Commit before a byte of the answer exists.
+        let sequence = Self::next_sequence(&shard, resume)?;
         Self::finish_root(ctx, shard_index, &shard, new_root, request, resume)?;
-        reply.extend_from_slice(&new_root);
-        reply.put_u16(u16::try_from(sealed.len()).map_err(|_| Status::Internal)?);
-        reply.extend_from_slice(&sealed);
+        Self::answer(
+            &cfg,
+            shard_index,
+            sequence,
+            txn::KIND_ISSUE,
+            &next,
+            &sealed,
+            req.postage,
+            sha256(&payload),
+            (root, new_root),
+            reply,
+        )?;
         reply.extend_from_slice(&payload);
         reply.extend_from_slice(&signature);
         Ok(())

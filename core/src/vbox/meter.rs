@@ -12,7 +12,8 @@
 //! longer empty (`9A61`), elsewhere the signature does not cover the slot (`6982`). The
 //! registers start at zero; the indicium key is made in the box
 //! ([`super::keys::BoxKeys::meter_indicium_key`]) and leaves it only wrapped.
-//! Response: new root 32 ‖ the sealed record.
+//! Response: new root 32 ‖ record length 2 ‖ the sealed record ‖ the transaction record
+//! ([`super::txn`]).
 
 use alloc::vec::Vec;
 
@@ -24,7 +25,7 @@ use crate::wire::{Malformed, Reader, Writer};
 
 use super::merkle::{self, parse_siblings};
 use super::record::{MeterRecord, MAILER_ID_LEN, STATUS_ACTIVE};
-use super::{ins, request_hash, VboxApplet};
+use super::{ins, request_hash, txn, VboxApplet};
 
 /// Domain label of a grant's signature.
 pub const GRANT_LABEL: &[u8] = b"openpsd vbox grant v1";
@@ -156,9 +157,19 @@ impl VboxApplet {
         };
         let sealed = record.seal(&cfg.keys.rec);
         let new_root = merkle::root_from(&merkle::leaf_hash(&sealed), index, &siblings);
+        let sequence = Self::next_sequence(&shard, resume)?;
         Self::finish_root(ctx, shard_index, &shard, new_root, request, resume)?;
-        reply.extend_from_slice(&new_root);
-        reply.extend_from_slice(&sealed);
-        Ok(())
+        Self::answer(
+            &cfg,
+            shard_index,
+            sequence,
+            txn::KIND_CREATE,
+            &record,
+            &sealed,
+            Amount::ZERO,
+            [0; 32],
+            (root_before, new_root),
+            reply,
+        )
     }
 }

@@ -22,6 +22,7 @@ pub mod meter;
 pub mod record;
 pub mod refill;
 pub mod state;
+pub mod txn;
 
 use alloc::vec::Vec;
 
@@ -87,7 +88,7 @@ impl VboxApplet {
     }
 
     /// PERSONALIZE: fixes identity and geometry, generates the keys inside. Answers the
-    /// empty shard root (every shard starts with it).
+    /// empty shard root (every shard starts with it) and the transaction public key.
     fn personalize(
         &mut self,
         ctx: &mut Ctx<'_>,
@@ -114,16 +115,19 @@ impl VboxApplet {
             vendor_key,
             refill_key,
             keys: BoxKeys::generate(ctx.platform),
+            txn_key: crypto::IndiciumKey::generate(ctx.platform),
         };
         let mut txn = Transaction::begin(ctx.store);
         txn.write(rec::CONFIG, cfg.encode());
         txn.commit()?;
         reply.extend_from_slice(&self.empty.at(depth));
+        reply.extend_from_slice(&cfg.txn_key.public_key());
         self.config = Some(cfg);
         Ok(())
     }
 
-    /// GET DATA 00 01: `00` blank, or `01` ‖ box ID 8 ‖ shards 2 ‖ depth 1 ‖ vendor key ID 4.
+    /// GET DATA 00 01: `00` blank, or `01` ‖ box ID 8 ‖ shards 2 ‖ depth 1 ‖ vendor key ID 4
+    /// ‖ transaction public key 65.
     fn box_info(&self, reply: &mut Vec<u8>) {
         match &self.config {
             None => reply.push(0),
@@ -133,6 +137,7 @@ impl VboxApplet {
                 reply.extend_from_slice(&c.shards.to_be_bytes());
                 reply.push(c.depth);
                 reply.extend_from_slice(&crypto::key_id(&c.vendor_key).0);
+                reply.extend_from_slice(&c.txn_key.public_key());
             }
         }
     }
@@ -260,6 +265,56 @@ impl VboxApplet {
             }
             Some(_) => Err(Status::NothingToResume),
         }
+    }
+
+    /// The shard's sequence after a command: the next one, or for RESUME the one committed.
+    fn next_sequence(shard: &ShardState, resume: bool) -> Result<u64, Status> {
+        if resume {
+            Ok(shard.sequence)
+        } else {
+            shard.sequence.checked_add(1).ok_or(Status::CounterOverflow)
+        }
+    }
+
+    /// The answer every command that changes a shard gives: new root 32 ‖ record length 2 ‖
+    /// the sealed record ‖ the signed transaction record ([`txn`]).
+    #[allow(clippy::too_many_arguments)]
+    fn answer(
+        cfg: &BoxConfig,
+        shard_index: u16,
+        sequence: u64,
+        kind: u8,
+        record: &record::MeterRecord,
+        sealed: &[u8],
+        amount: crate::types::Amount,
+        digest: Hash,
+        roots: (Hash, Hash),
+        reply: &mut Vec<u8>,
+    ) -> Result<(), Status> {
+        let t = txn::TransactionRecord {
+            box_id: cfg.box_id,
+            shard: shard_index,
+            sequence,
+            kind,
+            meter: record.meter,
+            slot: record.slot,
+            amount,
+            ar: record.ar,
+            dr: record.dr,
+            pieces: record.pieces,
+            digest,
+            root_before: roots.0,
+            root_after: roots.1,
+        };
+        reply.extend_from_slice(&roots.1);
+        reply.extend_from_slice(
+            &u16::try_from(sealed.len())
+                .map_err(|_| Status::Internal)?
+                .to_be_bytes(),
+        );
+        reply.extend_from_slice(sealed);
+        reply.extend_from_slice(&t.sign(&cfg.txn_key));
+        Ok(())
     }
 
     /// Makes the new root durable (a command), or checks that it is the one committed

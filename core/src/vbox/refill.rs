@@ -2,7 +2,8 @@
 //! ([`RefillCombination`], `docs/apdu.md` §4.6), applied to a meter record.
 //!
 //! Command data: `slot 4 | mailer ID 16 | record length 2 | record | siblings | refill
-//! message 106`. Response: `new root 32 | the new sealed record`.
+//! message 106`. Response: `new root 32 | record length 2 | the new sealed record |
+//! transaction record` ([`super::txn`]).
 //!
 //! After the record checks every record command shares (MAC, slot, path, mailer, status;
 //! [`super::issue`]), the message's signature (`6982`), its device = the meter (`9A10`),
@@ -21,7 +22,7 @@ use super::issue::{parse_record_command, Checked};
 use super::merkle;
 use super::record::MeterRecord;
 use super::state::BoxConfig;
-use super::{ins, VboxApplet};
+use super::{ins, txn, VboxApplet};
 
 /// The record a refill combination leaves (a pure function, re-run by RESUME).
 fn credit(rec: &MeterRecord, c: &RefillCombination) -> Result<MeterRecord, Status> {
@@ -75,16 +76,26 @@ impl VboxApplet {
             shard_index,
             index,
             shard,
+            root,
             request,
-            ..
         } = self.check_record(ctx, &cfg, &cmd, ins::REFILL, data, resume)?;
         let combination = RefillCombination::open(cmd.rest, &cfg.refill_key)?;
         let next = credit(&rec, &combination)?;
         let sealed = next.seal(&cfg.keys.rec);
         let new_root = merkle::root_from(&merkle::leaf_hash(&sealed), index, &cmd.siblings);
+        let sequence = Self::next_sequence(&shard, resume)?;
         Self::finish_root(ctx, shard_index, &shard, new_root, request, resume)?;
-        reply.extend_from_slice(&new_root);
-        reply.extend_from_slice(&sealed);
-        Ok(())
+        Self::answer(
+            &cfg,
+            shard_index,
+            sequence,
+            txn::KIND_REFILL,
+            &next,
+            &sealed,
+            combination.amount,
+            [0; 32],
+            (root, new_root),
+            reply,
+        )
     }
 }

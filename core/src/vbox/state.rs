@@ -3,7 +3,7 @@
 
 use alloc::vec::Vec;
 
-use crate::crypto::PUBLIC_KEY_LEN;
+use crate::crypto::{IndiciumKey, PUBLIC_KEY_LEN};
 use crate::records::vbox as rec;
 use crate::status::Status;
 use crate::store::{Store, StoreError};
@@ -33,6 +33,8 @@ pub struct BoxConfig {
     pub refill_key: [u8; PUBLIC_KEY_LEN],
     /// The secret keys.
     pub keys: BoxKeys,
+    /// The box's transaction key (ECDSA P-256): signs transaction records.
+    pub txn_key: IndiciumKey,
 }
 
 /// Whether a geometry is allowed: 1–4,096 shards, depth 1–24, and every slot fits a `u32`.
@@ -44,9 +46,9 @@ pub fn geometry_ok(shards: u16, depth: u8) -> bool {
 
 impl BoxConfig {
     /// Stored layout: version 1 | box ID 8 | shards 2 | depth 1 | vendor key 65 |
-    /// refill key 65 | K_rec 32 | K_wrap 32 | K_gen 32.
+    /// refill key 65 | K_rec 32 | K_wrap 32 | K_gen 32 | transaction key scalar 32.
     pub fn encode(&self) -> Vec<u8> {
-        let mut w = Vec::with_capacity(238);
+        let mut w = Vec::with_capacity(270);
         w.put_u8(CONFIG_VERSION);
         w.extend_from_slice(&self.box_id.0);
         w.put_u16(self.shards);
@@ -56,6 +58,7 @@ impl BoxConfig {
         w.extend_from_slice(self.keys.rec.expose());
         w.extend_from_slice(self.keys.wrap.expose());
         w.extend_from_slice(self.keys.gen.expose());
+        w.extend_from_slice(self.txn_key.secret_bytes().as_ref());
         w
     }
 
@@ -76,6 +79,7 @@ impl BoxConfig {
                 wrap: Cmac256::new(r.array()?),
                 gen: Cmac256::new(r.array()?),
             },
+            txn_key: IndiciumKey::from_bytes(r.take(32)?).ok_or(Malformed::Value)?,
         };
         r.finish()?;
         if !geometry_ok(cfg.shards, cfg.depth) {

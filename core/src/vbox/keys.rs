@@ -138,17 +138,14 @@ impl BoxKeys {
         }
     }
 
-    /// Seals a meter's indicium key under its wrap key.
-    pub fn wrap_key(&self, meter: DeviceId, key: &IndiciumKey) -> [u8; WRAPPED_KEY_LEN] {
+    /// Seals a meter's indicium key under its wrap key (`None` only if AES-SIV failed,
+    /// which it does not for a 32-byte key).
+    pub fn wrap_key(&self, meter: DeviceId, key: &IndiciumKey) -> Option<[u8; WRAPPED_KEY_LEN]> {
         let mut cipher = self.meter_wrap_cipher(meter);
         let sealed = cipher
             .encrypt([&meter.0[..]], key.secret_bytes().as_ref())
-            .unwrap_or_default();
-        let mut out = [0u8; WRAPPED_KEY_LEN];
-        if sealed.len() == WRAPPED_KEY_LEN {
-            out.copy_from_slice(&sealed);
-        }
-        out
+            .ok()?;
+        sealed.try_into().ok()
     }
 
     /// Opens a meter's wrapped indicium key; `None` if it was not sealed for this meter by
@@ -173,7 +170,7 @@ mod tests {
         }
     }
 
-    /// AES-256-CMAC, NIST SP 800-38B example (D.3, 64-byte message... the 16-byte one).
+    /// AES-256-CMAC: NIST SP 800-38B appendix D.3, example 2 (a 16-byte message).
     #[test]
     fn cmac_aes256_sp800_38b() {
         let key: [u8; 32] =
@@ -201,7 +198,7 @@ mod tests {
             key.public_key(),
             k.meter_indicium_key(a, 8, &[9; 32]).public_key()
         );
-        let w = k.wrap_key(a, &key);
+        let w = k.wrap_key(a, &key).unwrap();
         assert_eq!(k.unwrap_key(a, &w).unwrap().public_key(), key.public_key());
         assert!(k.unwrap_key(b, &w).is_none(), "another meter's wrapped key");
         let mut bad = w;

@@ -152,7 +152,10 @@ impl VboxApplet {
             max_postage: grant.max_postage,
             max_dr: grant.max_dr,
             public_key: key.public_key(),
-            wrapped_key: cfg.keys.wrap_key(grant.meter, &key),
+            wrapped_key: cfg
+                .keys
+                .wrap_key(grant.meter, &key)
+                .ok_or(Status::Internal)?,
             status: STATUS_ACTIVE,
         };
         let sealed = record.seal(&cfg.keys.rec);

@@ -203,11 +203,7 @@ fn certmeter_validate_apdus() -> Vec<Vec<u8>> {
     }
     // The seed reaches the paid path: the good request succeeds on this very card.
     let good = req(0x11, &compact, 0xB0);
-    assert_eq!(
-        psd_apdu::sw(&card.transmit(&good)),
-        0x9000,
-        "validation seed"
-    );
+    assert_eq!(psd_apdu::sw(&card.transmit(&good)), 0x9000, "validation seed");
     vec![
         good,
         req(0x12, &compact, 0xB1),
@@ -368,35 +364,39 @@ fn certmeter_seeds() -> Vec<(&'static str, Start, Vec<Op>)> {
                 cm_data(),
             ],
         ),
-        ("certmeter-validate-sign", Certmeter, {
-            let v = certmeter_validate_apdus();
-            let sign = |txn: u8| {
-                psd_apdu::sign(
-                    RegisterSetIndex(0),
-                    &openpsd_core::psd::certmeter::sign::SignRequest {
-                        transaction: TransactionId([txn; 8]),
-                        digest: [0x5E; 32],
+        (
+            "certmeter-validate-sign",
+            Certmeter,
+            {
+                let v = certmeter_validate_apdus();
+                let sign = |txn: u8| {
+                    psd_apdu::sign(
+                        RegisterSetIndex(0),
+                        &openpsd_core::psd::certmeter::sign::SignRequest {
+                            transaction: TransactionId([txn; 8]),
+                            digest: [0x5E; 32],
+                        },
+                    )
+                };
+                vec![
+                    apdu(postmark(0, 1, 0xB0, &[])),
+                    apdu(v[0].clone()),
+                    apdu(v[0].clone()),
+                    apdu(v[1].clone()),
+                    apdu(v[2].clone()),
+                    apdu(v[3].clone()),
+                    Op::PowerCut {
+                        at_write: 2,
+                        torn: true,
+                        apdu: v[1].clone(),
                     },
-                )
-            };
-            vec![
-                apdu(postmark(0, 1, 0xB0, &[])),
-                apdu(v[0].clone()),
-                apdu(v[0].clone()),
-                apdu(v[1].clone()),
-                apdu(v[2].clone()),
-                apdu(v[3].clone()),
-                Op::PowerCut {
-                    at_write: 2,
-                    torn: true,
-                    apdu: v[1].clone(),
-                },
-                apdu(sign(0x21)),
-                apdu(sign(0x11)),
-                cm_data(),
-                read(0),
-            ]
-        }),
+                    apdu(sign(0x21)),
+                    apdu(sign(0x11)),
+                    cm_data(),
+                    read(0),
+                ]
+            },
+        ),
         (
             "certmeter-rotate",
             Certmeter,

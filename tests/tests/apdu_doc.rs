@@ -219,6 +219,14 @@ fn every_instruction_is_documented() {
         (CLA_PURSE, &["VERIFY", "CHANGE_PIN"]),
         &[("CHANGE_PIN", "CHANGE REFERENCE DATA")],
     );
+    check_commands(
+        &doc,
+        "## 11. Virtual meter box commands",
+        "../core/src/vbox/mod.rs",
+        // CLA_VBOX (the tests crate builds core without the `vbox` feature).
+        (0x80, &[]),
+        &[],
+    );
 }
 
 /// Every `#...` link of the document points at a heading of the document (GitHub's

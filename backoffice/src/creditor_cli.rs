@@ -1,13 +1,15 @@
-//! `backoffice creditor limit|present`: the creditor's desk (seed 004 Figs. 7-9, `docs/
+//! `backoffice creditor limit|revoke|present`: the creditor's desk (seed 004 Figs. 7-9, `docs/
 //! creditor.md`). `limit` grants a customer account a credit limit with the operator's
-//! certificate; `present` presents payment certificates (DER files, as `openpsd credit pay`
+//! certificate; `revoke` revokes a line with it; `present` presents payment certificates (DER files, as `openpsd credit pay`
 //! writes them) for settlement with a merchant's certificate (`backoffice init --merchant
 //! ID`), in the order given, and prints each settlement record.
 
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
-use openpsd_protocol::creditor::{LimitRequest, LimitView, Settlement, SettlementRequest};
+use openpsd_protocol::creditor::{
+    LimitRequest, LimitView, RevokeLineRequest, RevokedLine, Settlement, SettlementRequest,
+};
 use openpsd_service_kit::pki::Pki;
 use openpsd_service_kit::tls::{client_config, merchant_client_config, Role};
 use openpsd_service_kit::upstream::Upstream;
@@ -35,8 +37,9 @@ pub struct CreditorCmd {
 
 #[derive(clap::Subcommand)]
 enum CreditorWhat {
-    /// Grant ACCOUNT a credit limit (the operator's certificate): Σ of its devices' current
-    /// lines stays at or under it. 0 grants no new line.
+    /// Grant ACCOUNT a credit limit (the operator's certificate): the amounts of every line
+    /// it was ever granted (any device; superseded and expired lines too: nothing is repaid)
+    /// stay at or under it. A limit below them, or 0, grants no new line.
     Limit {
         /// The customer account (the recharging center's account ID).
         account: String,
@@ -46,6 +49,13 @@ enum CreditorWhat {
         /// ISO 4217 currency of the lines.
         #[arg(long, default_value = "EUR")]
         currency: String,
+    },
+    /// Revoke a line of credit (the operator's certificate): payments dated from now on are
+    /// not settled, earlier ones still are; the line still counts against the limit.
+    Revoke {
+        /// The line's hash (SHA-256 of its certificate, hex: a settlement record's
+        /// line_hash).
+        line_hash: String,
     },
     /// Present payment certificates for settlement, as merchant ID (its certificate
     /// merchant-ID.crt in the PKI). Present a line's payments in counter order: a gap is
@@ -90,6 +100,22 @@ pub async fn run(c: CreditorCmd) -> Result<()> {
                 println!(
                     "account {}: credit limit {} {}",
                     view.account_id, view.limit, view.currency
+                );
+            }
+        }
+        CreditorWhat::Revoke { line_hash } => {
+            let tls = client_config(&pki, Some(Role::Operator))?;
+            let up = Upstream::new("creditor", &c.creditor, Role::Creditor, tls)?;
+            let view: RevokedLine = up
+                .post("/v1/lines/revoke", &RevokeLineRequest { line_hash }, "cli")
+                .await?;
+            if c.json {
+                println!("{}", serde_json::to_string_pretty(&view)?);
+            } else {
+                println!(
+                    "line {} of account {} (number {}) revoked at {}: payments dated from then \
+                     on are refused",
+                    view.line_hash, view.account_id, view.number, view.revoked_at
                 );
             }
         }

@@ -19,6 +19,7 @@ use openpsd_service_kit::pki::Pki;
 use openpsd_service_kit::tls::Role as TlsRole;
 use openpsd_service_kit::Service;
 
+mod ca_cli;
 mod creditor_cli;
 mod pa_cli;
 mod post_cli;
@@ -57,6 +58,9 @@ enum Command {
     /// The creditor's desk (seed 004 Figs. 7-9): grant an account a credit limit (operator),
     /// present payment certificates for settlement (a merchant).
     Creditor(creditor_cli::CreditorCmd),
+    /// The certificate authority's desk (seed 004 Fig. 6): close a revocation order its PSD
+    /// cannot apply (operator).
+    Ca(ca_cli::CaCmd),
     /// The demo: runs `backoffice-demo` (installed next to this program) with the same
     /// arguments; `backoffice-demo --help` lists them. The demo lives in its own program so
     /// the services' binary carries no card simulator.
@@ -346,8 +350,9 @@ struct Serve {
     #[arg(long, value_name = "URL")]
     ca: Option<String>,
     /// With --role meter and --ca: days a revocation order the CA forced on a device (an
-    /// operator revoked one of its certificates) may stay unconfirmed before the meter
-    /// refuses the device's refills (`409 revocation_overdue`).
+    /// operator revoked one of its certificates) may stay unconfirmed, counted from its
+    /// first hand-over to the meter, before the meter refuses the device's refills (`409
+    /// revocation_overdue`). Orders the PSD asked for itself never block.
     #[arg(long, value_name = "DAYS", default_value_t = 7)]
     revocation_grace_days: u32,
     /// With --role meter: the creditor's base URL (`https://127.0.0.1:8708`), for lines of
@@ -421,6 +426,7 @@ fn main() -> Result<()> {
         Command::Pa(p) => runtime.block_on(pa_cmd(p)),
         Command::Vendor(v) => runtime.block_on(vendor_cmd(v)),
         Command::Creditor(c) => runtime.block_on(creditor_cli::run(c)),
+        Command::Ca(c) => runtime.block_on(ca_cli::run(c)),
         Command::Demo { args } => run_demo(&args),
     }
 }

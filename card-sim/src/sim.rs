@@ -3,7 +3,8 @@
 //!
 //! Which applet a card runs follows from what its store holds ([`load_card`]): a
 //! personalized PSD runs the PSD applet, a personalized purse the purse applet, and a blank
-//! card both (personalizing one of them decides what the card is from its next power-up).
+//! card both (personalizing one of them decides what the card is from its next power-up:
+//! power off, power on or reset, a new TCP client, a new vpcd connection).
 //!
 //! A card kept in a directory has its records sealed (`SealedStore`) under a storage key
 //! kept beside the directory, in `<dir>.storage-key` (mode 0600): the state file never
@@ -16,8 +17,8 @@ use std::path::{Path, PathBuf};
 
 use openpsd_core::client::{Link, LinkError};
 use openpsd_core::platform::Platform;
-use openpsd_core::psd::PsdApplet;
-use openpsd_core::purse::PurseApplet;
+use openpsd_core::psd::{PsdApplet, PSD_AID};
+use openpsd_core::purse::{PurseApplet, PURSE_AID};
 use openpsd_core::store::{MemStore, SealedStore, StorageKey, Store, StoreError, STORAGE_KEY_LEN};
 use openpsd_core::Card;
 
@@ -91,12 +92,7 @@ pub fn load_card<S: Store, P: Platform>(
 ) -> Result<(Card<S, P>, CardKind), StoreError> {
     let psd = PsdApplet::load(&store)?;
     let purse = PurseApplet::load(&store)?;
-    let kind = match (psd.is_personalized(), purse.balance().is_some()) {
-        (false, false) => CardKind::Blank,
-        (true, false) => CardKind::Psd,
-        (false, true) => CardKind::Purse,
-        (true, true) => CardKind::Both,
-    };
+    let kind = kind_of(&psd, &purse);
     let mut card = Card::new(store, platform);
     if kind != CardKind::Purse {
         card.install(Box::new(psd));
@@ -105,6 +101,23 @@ pub fn load_card<S: Store, P: Platform>(
         card.install(Box::new(purse));
     }
     Ok((card, kind))
+}
+
+fn kind_of(psd: &PsdApplet, purse: &PurseApplet) -> CardKind {
+    match (psd.is_personalized(), purse.balance().is_some()) {
+        (false, false) => CardKind::Blank,
+        (true, false) => CardKind::Psd,
+        (false, true) => CardKind::Purse,
+        (true, true) => CardKind::Both,
+    }
+}
+
+/// What the records of `store` make of a card (as [`load_card`] decides).
+pub fn store_kind<S: Store>(store: &S) -> Result<CardKind, StoreError> {
+    Ok(kind_of(
+        &PsdApplet::load(store)?,
+        &PurseApplet::load(store)?,
+    ))
 }
 
 /// A card (PSD, purse, or blank with both applets) on any store.
@@ -143,8 +156,36 @@ impl<S: Store, P: Platform> SimulatedCard for SimCard<S, P> {
     fn atr(&self) -> &[u8] {
         &ATR
     }
+    /// A blank card personalized (by APDUs) since it was loaded becomes what it was
+    /// personalized as from this power-up on, as [`load_card`] would load it: the applet
+    /// it no longer needs is removed (`6A82` to its SELECT).
     fn reset(&mut self) {
         self.card.reset();
+        if self.kind != CardKind::Blank {
+            return;
+        }
+        let now = match store_kind(self.card.store()) {
+            Ok(k) => k,
+            Err(e) => {
+                // The applets read their records themselves and answer the error; the
+                // card stays as it was.
+                tracing::warn!(error = %e, "card kind not re-read at power-up");
+                return;
+            }
+        };
+        match now {
+            CardKind::Psd => {
+                self.card.uninstall(PURSE_AID);
+            }
+            CardKind::Purse => {
+                self.card.uninstall(PSD_AID);
+            }
+            CardKind::Blank | CardKind::Both => {}
+        }
+        if now != self.kind {
+            tracing::info!(kind = %now, "personalized: the card is now a {now}");
+            self.kind = now;
+        }
     }
     fn handle(&mut self, apdu: &[u8], reply: &mut Vec<u8>) {
         self.card.handle(apdu, reply);

@@ -87,6 +87,16 @@ impl<S: Store, P: Platform> Card<S, P> {
         self.applets.push(applet);
     }
 
+    /// Removes the applet whose AID is `aid`, after a reset (no applet stays selected).
+    /// Returns whether there was one. A simulator deciding at power-up which applets a card
+    /// runs uses it; a card never does it by itself.
+    pub fn uninstall(&mut self, aid: &[u8]) -> bool {
+        self.reset();
+        let before = self.applets.len();
+        self.applets.retain(|a| a.aid() != aid);
+        self.applets.len() != before
+    }
+
     /// The persistent store.
     pub fn store(&self) -> &S {
         &self.store

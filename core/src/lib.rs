@@ -27,6 +27,8 @@ pub mod status;
 pub mod store;
 pub mod transfer;
 pub mod types;
+#[cfg(feature = "vbox")]
+pub mod vbox;
 pub mod wire;
 
 pub use card::{Applet, Card, Ctx};

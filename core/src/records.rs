@@ -74,3 +74,23 @@ pub mod purse {
     /// ([`crate::transfer::cert::Credentials`]; absent until the issuer installs one).
     pub const CREDENTIALS: RecordId = 0x0206;
 }
+
+/// The virtual meter box's records (`crate::vbox`, feature `vbox`).
+pub mod vbox {
+    use super::*;
+
+    /// The box's own records (its configuration and keys).
+    pub const RANGE: RangeInclusive<RecordId> = 0x0300..=0x03FF;
+    /// Identity, shard geometry, vendor key and secret keys
+    /// (`vbox::state::BoxConfig`, feature `vbox`).
+    pub const CONFIG: RecordId = 0x0300;
+    /// The shards' records: shard `i` is `SHARD_BASE + i`, up to
+    /// `vbox::state::MAX_SHARDS`. A shard without its record was never written: its
+    /// root is the empty tree's.
+    pub const SHARDS: RangeInclusive<RecordId> = 0x2000..=0x2FFF;
+
+    /// The record of shard `index` (below `MAX_SHARDS`, so it stays in [`SHARDS`]).
+    pub fn shard(index: u16) -> RecordId {
+        0x2000 + (index & 0x0FFF)
+    }
+}

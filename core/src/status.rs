@@ -73,6 +73,21 @@ macro_rules! certmeter_text {
     };
 }
 
+/// The description of a virtual meter box status word: one short text without the `vbox`
+/// feature (no command can answer one there), as for the certificate meter.
+#[cfg(feature = "vbox")]
+macro_rules! vbox_text {
+    ($text:literal) => {
+        $text
+    };
+}
+#[cfg(not(feature = "vbox"))]
+macro_rules! vbox_text {
+    ($text:literal) => {
+        "virtual meter box refusal"
+    };
+}
+
 status_table! {
     /// `6581` the persistent store failed during a commit (power lost, I/O error). The
     /// commit may or may not have reached its commit point: after re-opening the card the
@@ -205,6 +220,18 @@ status_table! {
     ClockRefused = 0x9A47, certmeter_text!("clock missing, moved back, or outside the window of the last back-office contact");
     /// ISSUE AGENT CERTIFICATE: the name is outside the agent CA's constraints.
     NameOutsideConstraints = 0x9A48, certmeter_text!("name outside the agent CA's constraints");
+    /// Virtual meter box: the meter record's MAC does not hold under the box's record key
+    /// (an edited register, key or field, or another box's record). Seed Fig. 4, 215.
+    RecordUnauthentic = 0x9A60, vbox_text!("meter record MAC invalid: edited, or not this box's record");
+    /// Virtual meter box: the record's Merkle path does not prove the shard's root (an old
+    /// record put back, an edited inner node, or a slot that is not empty). Fig. 4, 230.
+    RecordStale = 0x9A61, vbox_text!("meter record not current: its path does not prove the shard root");
+    /// Virtual meter box: the record names another slot than the one it is presented at.
+    RecordWrongSlot = 0x9A62, vbox_text!("meter record presented at another slot than its own");
+    /// Virtual meter box: the record belongs to another mailer than the request's.
+    RecordNotOwned = 0x9A63, vbox_text!("meter record of another mailer");
+    /// Virtual meter box: RESUME of a command that is not the shard's last committed one.
+    NothingToResume = 0x9A64, vbox_text!("nothing to resume: not the shard's last committed command (send it anew)");
 }
 
 impl Status {

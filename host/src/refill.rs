@@ -367,7 +367,8 @@ impl MeterClient {
     /// refill settles it), by rising counter, and its confirmation recorded at the CA
     /// through the meter. An order the PSD refuses (an older counter than one it applied,
     /// a slot that never held the certificate, a bad signature) is reported and skipped: it
-    /// changes nothing on the PSD and stays pending. The same order applied before answers
+    /// changes nothing on the PSD and stays pending until the operator closes it (the
+    /// PSD's refusal is not signed, so the host's report of it closes nothing). The same order applied before answers
     /// the same confirmation, so a run interrupted anywhere is finished by running again.
     pub fn apply_revocations(
         &self,
@@ -400,8 +401,9 @@ impl MeterClient {
                 Err(ClientError::Refused(_, _, status)) => {
                     progress(&format!(
                         "revocation order {} (certificate {}, slot {}) refused by the PSD: \
-                         {status:?}; it stays pending",
-                        o.counter, o.serial, o.slot
+                         {status:?}; it stays pending (one the PSD can never apply, the \
+                         operator closes: `backoffice ca close-order {}`)",
+                        o.counter, o.serial, o.slot, o.serial
                     ));
                     Err(format!("{status:?}"))
                 }

@@ -32,6 +32,9 @@ pub mod code {
     /// The meter refuses a refill: a revocation order the CA forced on the device (an
     /// operator's revocation) is older than the grace period and not confirmed yet (409).
     pub const REVOCATION_OVERDUE: &str = "revocation_overdue";
+    /// An operator asked to close a revocation order the PSD has confirmed already: there
+    /// is nothing to close (409).
+    pub const REVOCATION_CONFIRMED: &str = "revocation_confirmed";
 }
 
 /// `POST /v1/certificates` at the meter (customer → meter).
@@ -180,10 +183,61 @@ pub struct PendingRevocation {
     pub order: String,
     /// When the CA issued it (seconds since 1970, the CA's clock).
     pub created_at: u64,
-    /// From when the meter refuses refills while it stays unconfirmed (`created_at` + the
-    /// meter's grace period); `None` from the CA itself.
+    /// From when the meter refuses refills while it stays unconfirmed (`handed_over_at` +
+    /// the meter's grace period); `None` from the CA itself, and for an order the PSD asked
+    /// for (`forced` false), which never blocks refills.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub refills_refused_from: Option<u64>,
+    /// True for an order the CA forced (an operator's revocation, without the PSD's
+    /// request): only these block refills. False for one the PSD asked for itself, and for
+    /// every order stored before the marker existed. (Added field: older readers ignore it.)
+    #[serde(default)]
+    pub forced: bool,
+    /// When the CA first handed the order to the meter (seconds since 1970, the CA's
+    /// clock): the grace period counts from here, not from `created_at`. (Added field.)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handed_over_at: Option<u64>,
+}
+
+/// `POST /v1/certificates/{serial}/revocation-order/close` at the CA (operator): withdraw
+/// the certificate's pending order (the PSD cannot apply it, or need not).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RevocationOrderClosing {
+    /// Why (1 to 200 characters, no control characters), kept with the order.
+    pub reason: String,
+}
+
+/// A revocation order's record at the CA: what closing one answers.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RevocationOrderView {
+    /// The device (16 hex).
+    pub device_id: String,
+    /// The order's number for the device.
+    pub counter: u32,
+    /// The revoked certificate's serial (hex).
+    pub serial: String,
+    /// The key slot it certified.
+    pub slot: u8,
+    /// Forced by the CA (true) or asked for by the PSD (false).
+    pub forced: bool,
+    /// When the CA issued it.
+    pub created_at: u64,
+    /// When the CA first handed it to the meter, if it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handed_over_at: Option<u64>,
+    /// When the PSD's confirmation was recorded, if it was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub confirmed_at: Option<u64>,
+    /// When it was closed without a confirmation, if it was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub closed_at: Option<u64>,
+    /// Who closed it: `operator`, or `ca` (the CA's own evidence: the slot holds a later
+    /// attested key).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub closed_by: Option<String>,
+    /// Why it was closed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub close_reason: Option<String>,
 }
 
 /// `GET /v1/devices/{device_id}/revocation-orders` at the CA (meter) and

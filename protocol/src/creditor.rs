@@ -12,7 +12,8 @@ pub mod code {
     /// The attestation does not decode or its signatures do not verify, or it is not a
     /// payment key's (422).
     pub const ATTESTATION_INVALID: &str = "attestation_invalid";
-    /// The account has no limit, or the amount asked is above it (409).
+    /// The account has no limit, or its lines so far and the amount asked are above it
+    /// (409).
     pub const OVER_LIMIT: &str = "over_limit";
     /// The same request ID came with another request, or the key has a line for another
     /// account (409).
@@ -24,12 +25,15 @@ pub mod code {
     pub const OTHER_MERCHANT: &str = "other_merchant";
     /// An earlier payment of the line is not settled yet (409): present in counter order.
     pub const OUT_OF_ORDER: &str = "out_of_order";
+    /// The payment is dated at or after the operator revoked its line (409): not settled.
+    pub const LINE_REVOKED: &str = "line_revoked";
     /// Its remaining does not add up to the line less the amounts settled (over the line,
     /// a payment altered or missing), or another payment has its counter (409).
     pub const INCONSISTENT: &str = "inconsistent";
 }
 
-/// `POST /v1/limits` (operator): the most credit an account may hold on one line.
+/// `POST /v1/limits` (operator): the most an account may be made to owe: the amounts of
+/// every line it was ever granted (`docs/creditor.md` § The limit).
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct LimitRequest {
     /// The customer's account (the recharging center's account ID, as the meter's session).
@@ -96,6 +100,28 @@ pub struct LineAnswer {
     pub line_hash: String,
     /// The creditor's certificate, DER, hex (the PSD's `Creditor` anchor names its key).
     pub creditor_certificate: String,
+}
+
+/// `POST /v1/lines/revoke` (operator): a line revoked (payments dated from then on are not
+/// settled).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RevokeLineRequest {
+    /// SHA-256 of the line certificate, hex (a payment certificate's line, a settlement
+    /// record's `line_hash`).
+    pub line_hash: String,
+}
+
+/// A revoked line (the answer to `POST /v1/lines/revoke`; revoked again, the same answer).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RevokedLine {
+    /// The line.
+    pub line_hash: String,
+    /// Its account.
+    pub account_id: String,
+    /// Its number.
+    pub number: u32,
+    /// Unix seconds of the (first) revocation: payments dated from then on are refused.
+    pub revoked_at: i64,
 }
 
 /// `POST /v1/settlements` (merchant): one payment certificate.

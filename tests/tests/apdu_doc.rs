@@ -1,7 +1,9 @@
 //! `docs/apdu.md` is the APDU contract: these checks keep it from falling behind the code.
 //! Every status word the card can send and every instruction byte of the PSD and the purse
 //! must be documented, the status word table must not list words the card does not have,
-//! and every example exchange must be what the card answers today.
+//! every example exchange must be what the card answers today (the examples are printed
+//! by `apdu_examples` from the real card code), and SELECT's response table (§3.4: tag per
+//! P2, offsets, lengths, values) must be what SELECT answers on the PSD and the purse.
 // Test code: a failed unwrap or expect is a failed test, with its message.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -219,6 +221,14 @@ fn every_instruction_is_documented() {
         (CLA_PURSE, &["VERIFY", "CHANGE_PIN"]),
         &[("CHANGE_PIN", "CHANGE REFERENCE DATA")],
     );
+    check_commands(
+        &doc,
+        "## 11. Virtual meter box commands",
+        "../core/src/vbox/mod.rs",
+        // CLA_VBOX (the tests crate builds core without the `vbox` feature).
+        (0x80, &[]),
+        &[],
+    );
 }
 
 /// Every `#...` link of the document points at a heading of the document (GitHub's
@@ -327,4 +337,98 @@ fn the_example_exchanges_are_what_the_card_answers_today() {
         "docs/apdu.md examples are stale (regenerate with `cargo run -p openpsd-tests --bin apdu_examples`): \
          in the doc only: {stale:#?}; printed only: {missing:#?}"
     );
+}
+
+/// The `### ` subsection of docs/apdu.md that starts with `heading`.
+fn subsection<'d>(doc: &'d str, heading: &str) -> &'d str {
+    let start = doc
+        .find(heading)
+        .unwrap_or_else(|| panic!("docs/apdu.md has no \"{heading}\" subsection"));
+    let rest = &doc[start..];
+    let end = rest[4..].find("\n### ").map_or(rest.len(), |i| i + 4);
+    &rest[..end]
+}
+
+/// The first backticked hex bytes of `text` (e.g. `F0 50 53`).
+fn first_hex(text: &str) -> Option<Vec<u8>> {
+    text.split('`')
+        .skip(1)
+        .step_by(2)
+        .find_map(|t| hex::decode(t.replace(' ', "")).ok())
+}
+
+#[test]
+fn the_select_response_table_is_what_select_answers() {
+    use openpsd_core::psd::PSD_AID;
+    use openpsd_core::purse::PURSE_AID;
+    let doc = doc();
+    let text = subsection(&doc, "### 3.4 SELECT");
+    // The P2 row names the template each P2 returns: "`00`: return FCI (template `6F`)".
+    let p2_row = text
+        .lines()
+        .find(|l| l.starts_with("| P2 |"))
+        .expect("a P2 row");
+    let p2s = [(0x00u8, "FCI"), (0x04, "FCP")];
+    let mut tags = Vec::new();
+    for (p2, word) in p2s {
+        let pattern = format!("`{p2:02X}`: return {word} (template `");
+        let at = p2_row
+            .find(&pattern)
+            .unwrap_or_else(|| panic!("the P2 row says what P2 {p2:02X} returns: {pattern}"))
+            + pattern.len();
+        tags.push(u8::from_str_radix(&p2_row[at..at + 2], 16).unwrap());
+    }
+    // The response table: offsets, lengths and values, alternatives split by " or ".
+    let rows: Vec<Vec<&str>> = text
+        .lines()
+        .skip_while(|l| !l.starts_with("| Offset |"))
+        .skip(2)
+        .take_while(|l| l.starts_with('|'))
+        .map(|l| l.trim_matches('|').split('|').map(str::trim).collect())
+        .collect();
+    assert!(rows.len() >= 4, "the SELECT response table");
+    let applets: [(&[u8], &str, openpsd_tests::TestCard); 2] = [
+        (PSD_AID, "(PSD)", openpsd_tests::blank_card(1)),
+        (PURSE_AID, "(purse)", {
+            let mut platform = openpsd_core::platform::SeededPlatform::new(2);
+            platform.today = openpsd_core::types::Date::new(2026, 11, 21);
+            openpsd_core::purse::purse_card(openpsd_core::store::MemStore::new(), platform).unwrap()
+        }),
+    ];
+    for (aid, name, mut card) in applets {
+        for (&(p2, word), &tag) in p2s.iter().zip(&tags) {
+            let mut expected = Vec::new();
+            for row in &rows {
+                assert_eq!(
+                    row[0].parse::<usize>().unwrap(),
+                    expected.len(),
+                    "offset of {row:?}"
+                );
+                let len: usize = row[1].parse().unwrap();
+                let alternatives: Vec<&str> = row[3].split(" or ").collect();
+                let chosen = alternatives
+                    .iter()
+                    .find(|a| alternatives.len() == 1 || a.contains(word) || a.contains(name))
+                    .unwrap_or_else(|| panic!("no value for {word} {name} in {row:?}"));
+                let value = first_hex(chosen).unwrap_or_else(|| panic!("hex in {chosen}"));
+                assert_eq!(value.len(), len, "length of {row:?}");
+                expected.extend_from_slice(&value);
+            }
+            assert_eq!(
+                expected[0], tag,
+                "the table's tag for P2 {p2:02X} is the P2 row's"
+            );
+            let mut apdu = vec![0x00, 0xA4, 0x04, p2, 0x07];
+            apdu.extend_from_slice(aid);
+            apdu.push(0x00);
+            let resp = card.transmit(&apdu);
+            let (data, sw) = resp.split_at(resp.len() - 2);
+            assert_eq!(sw, [0x90, 0x00], "SELECT {name} P2 {p2:02X}");
+            assert_eq!(
+                data,
+                &expected[..],
+                "SELECT {name} with P2 {p2:02X} answers what §3.4's table says"
+            );
+        }
+    }
 }

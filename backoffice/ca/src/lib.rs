@@ -113,7 +113,8 @@ CREATE TABLE IF NOT EXISTS crl (
     stale       INTEGER NOT NULL            -- 1: a revocation since
 );
 -- Revocation orders (seed 004 Fig. 6): one per certificate a PSD asked to revoke, numbered
--- per device; the PSD's confirmation once recorded (step 622).
+-- per device; the PSD's confirmation once recorded (step 622). The columns after
+-- confirmed_at came later (ORDER_COLUMNS_ADDED: an older database gets them at start).
 CREATE TABLE IF NOT EXISTS revocation_orders (
     device_id     TEXT NOT NULL,
     counter       INTEGER NOT NULL,
@@ -123,9 +124,24 @@ CREATE TABLE IF NOT EXISTS revocation_orders (
     created_at    INTEGER NOT NULL,
     confirmation  BLOB,                      -- the PSD's signed confirmation
     confirmed_at  INTEGER,
+    forced        INTEGER NOT NULL DEFAULT 0, -- 1: the CA forced it (blocks refills)
+    handed_at     INTEGER,                   -- first handed to the meter (the grace's start)
+    closed_at     INTEGER,                   -- closed without a confirmation
+    closed_by     TEXT,                      -- operator, ca
+    close_reason  TEXT,
     PRIMARY KEY (device_id, counter)
 );
 ";
+
+/// The columns `revocation_orders` gained after its first release: a database made before
+/// gets them at start, its orders not forced (the PSDs asked for them) and never handed over.
+const ORDER_COLUMNS_ADDED: &[(&str, &str)] = &[
+    ("forced", "INTEGER NOT NULL DEFAULT 0"),
+    ("handed_at", "INTEGER"),
+    ("closed_at", "INTEGER"),
+    ("closed_by", "TEXT"),
+    ("close_reason", "TEXT"),
+];
 
 /// How the CA is set up.
 #[derive(Clone, Debug)]
@@ -178,6 +194,11 @@ impl Ca {
         let db_path = config.data.join(DB_FILE);
         let db = Db::open(&db_path, SCHEMA)?;
         let conn = openpsd_service_kit::db::open_connection(&db_path)?;
+        openpsd_service_kit::db::add_missing_columns(
+            &conn,
+            "revocation_orders",
+            ORDER_COLUMNS_ADDED,
+        )?;
         let recorded: Option<(String, Vec<u8>)> = conn
             .query_row(
                 "SELECT public_key, certificate FROM ca WHERE id = 1",
@@ -274,6 +295,7 @@ impl Ca {
     /// of the back office reads the public objects too.
     pub fn routes() -> Routes<Ca> {
         const METER: &[Who] = &[Who::Role(Role::Meter)];
+        const OPERATOR: &[Who] = &[Who::Role(Role::Operator)];
         const REVOKERS: &[Who] = &[Who::Role(Role::Meter), Who::Role(Role::Operator)];
         const ANY_ROLE: &[Who] = &[Who::AnyRole];
         Routes::new()
@@ -316,6 +338,12 @@ impl Ca {
                 "/v1/devices/{device_id}/revocation-orders",
                 get(revocation::pending),
                 METER,
+            )
+            .route(
+                Method::POST,
+                "/v1/certificates/{serial}/revocation-order/close",
+                post(revocation::close),
+                OPERATOR,
             )
     }
 
@@ -568,6 +596,22 @@ async fn issue(State(ca): State<Ca>, body: Bytes) -> Result<Json<CertificateAnsw
     }))
 }
 
+/// A revocation's (or an order's closing) reason: 1 to [`MAX_REASON_CHARS`] characters,
+/// not blank, no control characters (else `400`).
+fn check_reason(reason: &str, step: &str) -> Result<(), ApiError> {
+    let chars = reason.chars().count();
+    if !(1..=MAX_REASON_CHARS).contains(&chars)
+        || reason.trim().is_empty()
+        || reason.chars().any(char::is_control)
+    {
+        return Err(ApiError::bad_request(
+            step,
+            format!("reason: 1 to {MAX_REASON_CHARS} characters, not blank, no control characters"),
+        ));
+    }
+    Ok(())
+}
+
 /// `POST /v1/certificates/{serial}/revoke` (meter, operator): revoked at once; a second
 /// revocation answers the first.
 async fn revoke(
@@ -578,16 +622,7 @@ async fn revoke(
     let step = STEP_REVOKE;
     let serial = hex::encode(codec::hex_vec("serial", &serial, 20, step)?);
     let req: CertificateRevocation = codec::json(&body, step)?;
-    let chars = req.reason.chars().count();
-    if !(1..=MAX_REASON_CHARS).contains(&chars)
-        || req.reason.trim().is_empty()
-        || req.reason.chars().any(char::is_control)
-    {
-        return Err(ApiError::bad_request(
-            step,
-            format!("reason: 1 to {MAX_REASON_CHARS} characters, not blank, no control characters"),
-        ));
-    }
+    check_reason(&req.reason, step)?;
     let ca_key = ca.order_key(step)?;
     let (view, forced) = ca
         .db
@@ -777,4 +812,55 @@ async fn ca_certificate_pem(State(ca): State<Ca>) -> impl IntoResponse {
         [(header::CONTENT_TYPE, "application/x-pem-file")],
         ca.ca_pem.as_str().to_owned(),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    /// A database made before the forced marker: its `revocation_orders` lacks the later
+    /// columns. Opening it as [`Ca::open`] does (the schema, then the missing columns) keeps
+    /// its orders, none of them forced, handed over or closed.
+    #[test]
+    fn an_old_database_gets_the_order_columns_and_its_orders_are_not_forced() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(DB_FILE);
+        {
+            let old = rusqlite::Connection::open(&path).unwrap();
+            old.execute_batch(
+                "CREATE TABLE revocation_orders (
+                    device_id TEXT NOT NULL, counter INTEGER NOT NULL,
+                    serial TEXT NOT NULL UNIQUE, slot INTEGER NOT NULL, ord BLOB NOT NULL,
+                    created_at INTEGER NOT NULL, confirmation BLOB, confirmed_at INTEGER,
+                    PRIMARY KEY (device_id, counter));
+                 INSERT INTO revocation_orders VALUES ('0011223344556677', 1, '0a', 0, x'00', 5,
+                    NULL, NULL);",
+            )
+            .unwrap();
+        }
+        let conn = openpsd_service_kit::db::open_connection(&path).unwrap();
+        conn.execute_batch(SCHEMA).unwrap();
+        openpsd_service_kit::db::add_missing_columns(
+            &conn,
+            "revocation_orders",
+            ORDER_COLUMNS_ADDED,
+        )
+        .unwrap();
+        // Twice is harmless (every start runs it).
+        openpsd_service_kit::db::add_missing_columns(
+            &conn,
+            "revocation_orders",
+            ORDER_COLUMNS_ADDED,
+        )
+        .unwrap();
+        let row: (String, bool, Option<i64>, Option<i64>) = conn
+            .query_row(
+                "SELECT serial, forced, handed_at, closed_at FROM revocation_orders",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+            )
+            .unwrap();
+        assert_eq!(row, ("0a".to_owned(), false, None, None));
+    }
 }

@@ -17,10 +17,19 @@
 //! **Forced revocation**: a certificate the CA revokes without the PSD's request (the
 //! operator's or the meter's `POST /v1/certificates/{serial}/revoke`) gets its order all the
 //! same, in the revocation's own transaction ([`force_order`]: the same layout, the next
-//! counter of the device, the reason by its RFC 5280 name or `unspecified`). Every order
-//! not confirmed yet is pending: `GET /v1/devices/{device_id}/revocation-orders` (the
-//! meter) lists them, and the meter hands them to the host at the device's next refill or
-//! inspection (`docs/certmeter.md` § Forced revocation).
+//! counter of the device, the reason by its RFC 5280 name or `unspecified`), marked
+//! **forced**: only these make the meter refuse refills; the PSD's own requests never do,
+//! nor orders stored before the marker existed. Every order neither confirmed nor closed is
+//! pending: `GET /v1/devices/{device_id}/revocation-orders` (the meter) lists them and
+//! records when each was first handed over (the meter's grace period counts from then);
+//! the meter hands them to the host at the device's next refill or inspection
+//! (`docs/certmeter.md` § Forced revocation).
+//!
+//! **Closing** an order without a confirmation: the CA closes one itself when its own
+//! evidence shows the revoked key is gone (a later key certified in the same slot, from the
+//! PSD's device-signed attestation); the operator closes any other
+//! (`POST /v1/certificates/{serial}/revocation-order/close`). The PSD's refusals (`9A41`,
+//! `9A44`) are not signed, so a host's word that the PSD refused closes nothing.
 //!
 //! The challenge in the request is the host's: the CA does not issue challenges yet, so a
 //! captured request can be replayed — which only asks again for the revocation it asked
@@ -38,7 +47,7 @@ use openpsd_core::psd::certmeter::revoke::{
 use openpsd_core::types::DeviceId;
 use openpsd_protocol::ca::{
     code, PendingRevocation, PendingRevocations, RevocationConfirmationBody, RevocationOrderAnswer,
-    RevocationRecord, RevocationRequestBody,
+    RevocationOrderClosing, RevocationOrderView, RevocationRecord, RevocationRequestBody,
 };
 use openpsd_service_kit::codec;
 use openpsd_service_kit::db::now_secs;
@@ -54,6 +63,7 @@ type StoredOrder = (String, u8, Vec<u8>, Option<Vec<u8>>, Option<i64>);
 const STEP_REQUEST: &str = "ca_revocation_request";
 const STEP_CONFIRM: &str = "ca_revocation_confirm";
 const STEP_PENDING: &str = "ca_revocation_pending";
+const STEP_CLOSE: &str = "ca_revocation_close";
 
 impl Ca {
     /// The CA key as the core's signing key (orders are signed with it).
@@ -121,16 +131,32 @@ pub(super) fn force_order(
     }
     .sign(ca_key);
     tx.execute(
-        "INSERT INTO revocation_orders (device_id, counter, serial, slot, ord, created_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        "INSERT INTO revocation_orders (device_id, counter, serial, slot, ord, created_at, forced)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, 1)",
         params![dev, counter, serial, found.view.slot, order, now_secs()],
     )
     .storage(step)?;
     Ok(Some(counter))
 }
 
-/// `GET /v1/devices/{device_id}/revocation-orders` (meter): the device's orders not
-/// confirmed yet, by rising counter (the order REVOKE KEY must apply them in).
+/// The certificates of the device's pending orders whose slot holds a later key: the CA
+/// certified a key of a higher generation in the same slot, from the PSD's device-signed
+/// attestation. GENERATE KEY takes a slot only when it is free or retired (its scalar
+/// erased), so the revoked key is gone from the PSD: nothing is left for the order to do.
+const SLOT_REUSED: &str = "
+    SELECT o.counter, o.slot, MIN(n.generation)
+    FROM revocation_orders o
+    JOIN certificates c ON c.serial = o.serial
+    JOIN certificates n ON n.device_id = c.device_id AND n.slot = c.slot
+                        AND n.generation > c.generation
+    WHERE o.device_id = ?1 AND o.confirmation IS NULL AND o.closed_at IS NULL
+    GROUP BY o.counter, o.slot";
+
+/// `GET /v1/devices/{device_id}/revocation-orders` (meter): the device's orders neither
+/// confirmed nor closed, by rising counter (the order REVOKE KEY must apply them in). In
+/// one transaction first: an order whose slot holds a later attested key is closed (by
+/// `ca`, [`SLOT_REUSED`]), and every order handed to the meter for the first time gets
+/// its hand-over time (the meter's grace period counts from it).
 pub(super) async fn pending(
     State(ca): State<Ca>,
     UrlPath(device_id): UrlPath<String>,
@@ -142,40 +168,96 @@ pub(super) async fn pending(
     let orders = ca
         .db
         .run(step, move |c| {
-            let mut stmt = c
-                .prepare(
-                    "SELECT counter, serial, slot, ord, created_at FROM revocation_orders
-                     WHERE device_id = ?1 AND confirmation IS NULL ORDER BY counter",
+            let tx = c.transaction().storage(step)?;
+            let now = now_secs();
+            let reused = {
+                let mut stmt = tx.prepare(SLOT_REUSED).storage(step)?;
+                let found = stmt
+                    .query_map([&dev2], |q| {
+                        Ok((q.get::<_, u32>(0)?, q.get::<_, u8>(1)?, q.get::<_, u32>(2)?))
+                    })
+                    .storage(step)?
+                    .collect::<Result<Vec<_>, _>>()
+                    .storage(step)?;
+                found
+            };
+            for (counter, slot, generation) in &reused {
+                tx.execute(
+                    "UPDATE revocation_orders SET closed_at = ?3, closed_by = 'ca',
+                     close_reason = ?4 WHERE device_id = ?1 AND counter = ?2",
+                    params![
+                        dev2,
+                        counter,
+                        now,
+                        format!(
+                            "slot {slot} holds a later key (generation {generation}, attested \
+                             by the PSD): the revoked key is erased"
+                        )
+                    ],
                 )
                 .storage(step)?;
-            let rows = stmt
-                .query_map([&dev2], |q| {
-                    Ok((
-                        q.get::<_, u32>(0)?,
-                        q.get::<_, String>(1)?,
-                        q.get::<_, u8>(2)?,
-                        q.get::<_, Vec<u8>>(3)?,
-                        q.get::<_, i64>(4)?,
-                    ))
-                })
-                .storage(step)?
-                .collect::<Result<Vec<_>, _>>()
-                .storage(step)?;
-            rows.into_iter()
-                .map(|(counter, serial, slot, ord, created_at)| {
-                    // The reason the order carries (the PSD's, or the operator's by name).
-                    let o = RevocationOrder::open(&ord, &ca_pk)
-                        .map_err(|_| ApiError::internal(step, "a stored order does not open"))?;
-                    Ok(PendingRevocation {
-                        counter,
-                        serial,
-                        slot,
-                        reason: o.reason.name().to_owned(),
-                        order: hex::encode(ord),
-                        created_at: u64::try_from(created_at).unwrap_or(0),
-                        refills_refused_from: None,
+                tracing::warn!(
+                    device = %dev2,
+                    counter,
+                    slot,
+                    generation,
+                    "revocation order closed: its slot holds a later attested key"
+                );
+            }
+            tx.execute(
+                "UPDATE revocation_orders SET handed_at = ?2
+                 WHERE device_id = ?1 AND confirmation IS NULL AND closed_at IS NULL
+                   AND handed_at IS NULL",
+                params![dev2, now],
+            )
+            .storage(step)?;
+            let rows = {
+                let mut stmt = tx
+                    .prepare(
+                        "SELECT counter, serial, slot, ord, created_at, forced, handed_at
+                         FROM revocation_orders
+                         WHERE device_id = ?1 AND confirmation IS NULL AND closed_at IS NULL
+                         ORDER BY counter",
+                    )
+                    .storage(step)?;
+                let found = stmt
+                    .query_map([&dev2], |q| {
+                        Ok((
+                            q.get::<_, u32>(0)?,
+                            q.get::<_, String>(1)?,
+                            q.get::<_, u8>(2)?,
+                            q.get::<_, Vec<u8>>(3)?,
+                            q.get::<_, i64>(4)?,
+                            q.get::<_, bool>(5)?,
+                            q.get::<_, Option<i64>>(6)?,
+                        ))
                     })
-                })
+                    .storage(step)?
+                    .collect::<Result<Vec<_>, _>>()
+                    .storage(step)?;
+                found
+            };
+            tx.commit().storage(step)?;
+            rows.into_iter()
+                .map(
+                    |(counter, serial, slot, ord, created_at, forced, handed_at)| {
+                        // The reason the order carries (the PSD's, or the operator's by name).
+                        let o = RevocationOrder::open(&ord, &ca_pk).map_err(|_| {
+                            ApiError::internal(step, "a stored order does not open")
+                        })?;
+                        Ok(PendingRevocation {
+                            counter,
+                            serial,
+                            slot,
+                            reason: o.reason.name().to_owned(),
+                            order: hex::encode(ord),
+                            created_at: u64::try_from(created_at).unwrap_or(0),
+                            refills_refused_from: None,
+                            forced,
+                            handed_over_at: handed_at.and_then(|t| u64::try_from(t).ok()),
+                        })
+                    },
+                )
                 .collect::<Result<Vec<_>, ApiError>>()
         })
         .await?;
@@ -183,6 +265,106 @@ pub(super) async fn pending(
         device_id: dev,
         orders,
     }))
+}
+
+/// `POST /v1/certificates/{serial}/revocation-order/close` (operator): withdraws the
+/// certificate's order without the PSD's confirmation — one the PSD cannot apply (an
+/// older counter than one it applied, a slot that no longer or never held the
+/// certificate) or need not. It stops being pending (and blocking refills); the
+/// certificate stays revoked for relying parties. Closing a closed order answers it as it
+/// is (the first reason kept); a confirmed one is `409 revocation_confirmed`; none for the
+/// serial, `404`. A confirmation that comes later is still recorded.
+pub(super) async fn close(
+    State(ca): State<Ca>,
+    UrlPath(serial): UrlPath<String>,
+    body: Bytes,
+) -> Result<Json<RevocationOrderView>, ApiError> {
+    let step = STEP_CLOSE;
+    let serial = hex::encode(codec::hex_vec("serial", &serial, 20, step)?);
+    let req: RevocationOrderClosing = codec::json(&body, step)?;
+    super::check_reason(&req.reason, step)?;
+    let view = ca
+        .db
+        .run(step, move |c| {
+            let tx = c.transaction().storage(step)?;
+            let found = order_view(&tx, &serial, step)?.ok_or_else(|| {
+                err(
+                    StatusCode::NOT_FOUND,
+                    code::UNKNOWN_CERTIFICATE,
+                    step,
+                    format!("no revocation order for certificate {serial}"),
+                )
+            })?;
+            if found.confirmed_at.is_some() {
+                return Err(err(
+                    StatusCode::CONFLICT,
+                    code::REVOCATION_CONFIRMED,
+                    step,
+                    format!(
+                        "revocation order {} of device {} is confirmed by the PSD: nothing to \
+                         close",
+                        found.counter, found.device_id
+                    ),
+                ));
+            }
+            if found.closed_at.is_some() {
+                return Ok((found, false));
+            }
+            tx.execute(
+                "UPDATE revocation_orders SET closed_at = ?2, closed_by = 'operator',
+                 close_reason = ?3 WHERE serial = ?1",
+                params![serial, now_secs(), req.reason],
+            )
+            .storage(step)?;
+            let closed = order_view(&tx, &serial, step)?
+                .ok_or_else(|| ApiError::internal(step, "the order vanished"))?;
+            tx.commit().storage(step)?;
+            Ok((closed, true))
+        })
+        .await?;
+    let (view, now) = view;
+    if now {
+        tracing::warn!(
+            device = %view.device_id,
+            counter = view.counter,
+            serial = %view.serial,
+            reason = view.close_reason.as_deref().unwrap_or(""),
+            "revocation order closed by the operator"
+        );
+    }
+    Ok(Json(view))
+}
+
+/// The order of certificate `serial`, if it has one.
+fn order_view(
+    tx: &rusqlite::Transaction<'_>,
+    serial: &str,
+    step: &str,
+) -> Result<Option<RevocationOrderView>, ApiError> {
+    let at = |t: Option<i64>| t.and_then(|t| u64::try_from(t).ok());
+    tx.query_row(
+        "SELECT device_id, counter, serial, slot, forced, created_at, handed_at, confirmed_at,
+                closed_at, closed_by, close_reason
+         FROM revocation_orders WHERE serial = ?1",
+        [serial],
+        |q| {
+            Ok(RevocationOrderView {
+                device_id: q.get(0)?,
+                counter: q.get(1)?,
+                serial: q.get(2)?,
+                slot: q.get(3)?,
+                forced: q.get(4)?,
+                created_at: at(Some(q.get(5)?)).unwrap_or(0),
+                handed_over_at: at(q.get(6)?),
+                confirmed_at: at(q.get(7)?),
+                closed_at: at(q.get(8)?),
+                closed_by: q.get(9)?,
+                close_reason: q.get(10)?,
+            })
+        },
+    )
+    .optional()
+    .storage(step)
 }
 
 /// `POST /v1/revocations` (meter).

@@ -2,8 +2,11 @@
 //! credit as X.509 certificates on PSDs' payment keys, and settles the payment
 //! certificates PSDs sign for merchants.
 //!
-//! Limits (`POST /v1/limits`, operator): the most credit a customer account may hold, Σ
-//! over its devices' current lines.
+//! Limits (`POST /v1/limits`, operator): the most a customer account may be made to owe.
+//! A line is granted only if the amounts of every line the account was ever granted (any
+//! device; current, superseded or expired: each can still be drawn or presented, and
+//! nothing is repaid) plus the new one stay within it, checked in the transaction that
+//! records the line.
 //!
 //! Lines (Fig. 8 steps 802-812; `POST /v1/lines`, the meter only, relaying its customer):
 //! the request carries the payment key's attestation (GENERATE KEY, purpose 4) and the
@@ -46,7 +49,8 @@ use openpsd_core::psd::certmeter::credit::{
 };
 use openpsd_core::types::Amount;
 use openpsd_protocol::creditor::{
-    code, LimitRequest, LimitView, LineAnswer, LineRequest, Settlement, SettlementRequest,
+    code, LimitRequest, LimitView, LineAnswer, LineRequest, RevokeLineRequest, RevokedLine,
+    Settlement, SettlementRequest,
 };
 use openpsd_protocol::ErrorCode;
 use openpsd_service_kit::access::{Peer, RateLimit, Routes, Who};
@@ -76,6 +80,7 @@ const CERT_SECONDS: u64 = 30 * 366 * 86_400;
 const STEP_LIMIT: &str = "creditor_limit";
 const STEP_LINE: &str = "creditor_line";
 const STEP_SETTLE: &str = "creditor_settle";
+const STEP_REVOKE: &str = "creditor_revoke";
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS creditor (
@@ -108,6 +113,7 @@ CREATE TABLE IF NOT EXISTS lines (
     superseded     INTEGER NOT NULL DEFAULT 0, -- 1: a newer line for the same device
     settled        INTEGER NOT NULL DEFAULT 0, -- the last counter settled
     drawn          INTEGER NOT NULL DEFAULT 0 CHECK (drawn >= 0 AND drawn <= amount),
+    revoked_at     INTEGER,                   -- the operator's revocation (unix seconds)
     UNIQUE (account_id, number),
     UNIQUE (account_id, request_id)
 );
@@ -123,6 +129,9 @@ CREATE TABLE IF NOT EXISTS settlements (
     PRIMARY KEY (line_hash, counter)
 );
 ";
+
+/// `lines` columns added after the first stored format (`add_missing_columns`).
+const LINE_COLUMNS: &[(&str, &str)] = &[("revoked_at", "INTEGER")];
 
 /// How the creditor is set up.
 #[derive(Clone, Debug)]
@@ -174,6 +183,7 @@ impl Creditor {
         let db_path = config.data.join(DB_FILE);
         let db = Db::open(&db_path, SCHEMA)?;
         let conn = openpsd_service_kit::db::open_connection(&db_path)?;
+        openpsd_service_kit::db::add_missing_columns(&conn, "lines", LINE_COLUMNS)?;
         let recorded: Option<(String, Vec<u8>)> = conn
             .query_row(
                 "SELECT public_key, certificate FROM creditor WHERE id = 1",
@@ -273,6 +283,12 @@ impl Creditor {
         Routes::new()
             .route(Method::POST, "/v1/limits", post(set_limit), OPERATOR)
             .route(Method::POST, "/v1/lines", post(issue_line), METER)
+            .route(
+                Method::POST,
+                "/v1/lines/revoke",
+                post(revoke_line),
+                OPERATOR,
+            )
             .route(Method::POST, "/v1/settlements", post(settle), MERCHANT)
             .route(
                 Method::GET,
@@ -368,6 +384,103 @@ fn answer_of(cr: &Creditor, cert: &[u8], number: u32, amount: u64, currency: &st
     }
 }
 
+/// The account's exposure: everything it can still be made to owe, in the limit's
+/// currency. For every line ever granted to it (every device; current, superseded or
+/// expired): what was settled on it (nothing is repaid: repayment is not built) plus the
+/// undrawn remainder of a line that can still be drawn. Every line can: the PSD draws on a
+/// superseded line until the host loads the newer one, and a payment dated inside the
+/// line's validity is settled whenever it is presented (no presentment deadline), so an
+/// expired line's payments may still come. Settled + undrawn is then the line's amount
+/// (`drawn ≤ amount` is a `CHECK`): the exposure is the sum of the amounts of every line
+/// the account was granted. A line in another currency than the limit's (a limit re-granted
+/// in another currency) is refused rather than summed (`409 over_limit`).
+fn exposure(
+    tx: &rusqlite::Connection,
+    account: &str,
+    currency: &str,
+    step: &str,
+) -> Result<u64, ApiError> {
+    let mut stmt = tx
+        .prepare_cached("SELECT amount, drawn, currency FROM lines WHERE account_id = ?1")
+        .storage(step)?;
+    let rows = stmt
+        .query_map([account], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, String>(2)?,
+            ))
+        })
+        .storage(step)?;
+    let mut total: u64 = 0;
+    for row in rows {
+        let (amount, drawn, cur) = row.storage(step)?;
+        let (amount, drawn) = (from_sql_int(amount, step)?, from_sql_int(drawn, step)?);
+        if cur != currency {
+            return Err(err(
+                StatusCode::CONFLICT,
+                code::OVER_LIMIT,
+                step,
+                format!(
+                    "account {account} holds lines in {cur}, its limit is in {currency}:                      limits across currencies are not built"
+                ),
+            ));
+        }
+        // Settled on it, plus what can still be drawn (every line can, see above).
+        let undrawn = amount
+            .checked_sub(drawn)
+            .ok_or_else(|| ApiError::internal(step, "a line drawn over its amount"))?;
+        total = drawn
+            .checked_add(undrawn)
+            .and_then(|owed| total.checked_add(owed))
+            .ok_or_else(|| ApiError::internal(step, "the account's exposure overflows"))?;
+    }
+    Ok(total)
+}
+
+/// Inside the transaction that records the line: the account's limit must cover its
+/// exposure ([`exposure`]) plus the new line's `amount` (`409 over_limit` otherwise, also
+/// when the limit was lowered below the exposure). Answers the limit's currency.
+fn within_limit(
+    tx: &rusqlite::Connection,
+    account: &str,
+    amount: u64,
+    step: &str,
+) -> Result<String, ApiError> {
+    let limit: Option<(i64, String)> = tx
+        .query_row(
+            "SELECT amount, currency FROM limits WHERE account_id = ?1",
+            [account],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()
+        .storage(step)?;
+    let Some((limit, currency)) = limit else {
+        return Err(err(
+            StatusCode::CONFLICT,
+            code::OVER_LIMIT,
+            step,
+            format!("account {account} has no credit limit"),
+        ));
+    };
+    let limit = from_sql_int(limit, step)?;
+    let owed = exposure(tx, account, &currency, step)?;
+    let total = owed
+        .checked_add(amount)
+        .ok_or_else(|| ApiError::amount_invalid(step, "amount too large"))?;
+    if total > limit {
+        return Err(err(
+            StatusCode::CONFLICT,
+            code::OVER_LIMIT,
+            step,
+            format!(
+                "account {account}: a line of {amount} with the {owed} its lines can still                  make it owe (settled, or drawable) is above its limit of {limit}"
+            ),
+        ));
+    }
+    Ok(currency)
+}
+
 /// Inside a transaction: the replay of `(account, request_id)` if any (`409` when it asked
 /// something else), else the checks of a new line (limit, key of another account) and its
 /// number.
@@ -378,7 +491,6 @@ fn check_line(
     account: &str,
     request_id: &str,
     digest: &str,
-    device: &str,
     key_hex: &str,
     amount: u64,
     step: &str,
@@ -423,48 +535,7 @@ fn check_line(
             "this payment key holds a line of another account",
         ));
     }
-    let limit: Option<(i64, String)> = tx
-        .query_row(
-            "SELECT amount, currency FROM limits WHERE account_id = ?1",
-            [account],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .optional()
-        .storage(step)?;
-    let Some((limit, currency)) = limit else {
-        return Err(err(
-            StatusCode::CONFLICT,
-            code::OVER_LIMIT,
-            step,
-            format!("account {account} has no credit limit"),
-        ));
-    };
-    let limit = from_sql_int(limit, step)?;
-    // The account's other devices' current lines count against the limit too; this
-    // device's current line is replaced by the new one.
-    let others: i64 = tx
-        .query_row(
-            "SELECT COALESCE(SUM(amount), 0) FROM lines
-             WHERE account_id = ?1 AND device_id != ?2 AND superseded = 0 AND not_after >= ?3",
-            params![account, device, now_secs()],
-            |r| r.get(0),
-        )
-        .storage(step)?;
-    let total = from_sql_int(others, step)?
-        .checked_add(amount)
-        .ok_or_else(|| ApiError::amount_invalid(step, "amount too large"))?;
-    if total > limit {
-        return Err(err(
-            StatusCode::CONFLICT,
-            code::OVER_LIMIT,
-            step,
-            format!(
-                "account {account}: a line of {amount} with {} on its other devices is above \
-                 its limit of {limit}",
-                total - amount
-            ),
-        ));
-    }
+    let currency = within_limit(tx, account, amount, step)?;
     let last: Option<i64> = tx
         .query_row(
             "SELECT MAX(number) FROM lines WHERE account_id = ?1",
@@ -532,12 +603,11 @@ async fn issue_line(State(cr): State<Creditor>, body: Bytes) -> Result<Json<Line
         .map_err(|e| ApiError::bad_request(step, format!("subject: {e}")))?;
 
     // First read: a replay answers at once; otherwise the number and currency to sign.
-    let (c2, acc, rid, dig, dev, kh) = (
+    let (c2, acc, rid, dig, kh) = (
         cr.clone(),
         req.account_id.clone(),
         request_id.clone(),
         digest.clone(),
-        device_id.clone(),
         key_hex.clone(),
     );
     let amount = req.amount;
@@ -545,7 +615,7 @@ async fn issue_line(State(cr): State<Creditor>, body: Bytes) -> Result<Json<Line
         .db
         .run(step, move |c| {
             let tx = c.transaction().storage(step)?;
-            check_line(&tx, &c2, &acc, &rid, &dig, &dev, &kh, amount, step)
+            check_line(&tx, &c2, &acc, &rid, &dig, &kh, amount, step)
         })
         .await?;
     let (number, currency) = match found {
@@ -554,6 +624,12 @@ async fn issue_line(State(cr): State<Creditor>, body: Bytes) -> Result<Json<Line
     };
     let issued_at = now();
     let not_after = issued_at + u64::from(cr.config.validity_days.max(1)) * 86_400;
+    // Valid from the start of the issuing UTC day: settlement and LOAD CREDIT LINE count
+    // the line's days, but the PSD also checks the payment key's certificate slot to the
+    // second, and a PSD whose clock is a little behind the creditor's would refuse to pay
+    // on a line issued "in its future" (the CA backdates key certificates for the same
+    // reason).
+    let not_before = issued_at / 86_400 * 86_400;
     let mut serial = codec::random_array::<16>().to_vec();
     serial[0] = serial[0] % 0x7F + 1;
     let mut cur = [0u8; 3];
@@ -565,7 +641,7 @@ async fn issue_line(State(cr): State<Creditor>, body: Bytes) -> Result<Json<Line
         x509::Line {
             subject,
             serial: &serial,
-            not_before: issued_at,
+            not_before,
             not_after,
             public_key: &att.public_key,
             line: CreditLine {
@@ -587,17 +663,7 @@ async fn issue_line(State(cr): State<Creditor>, body: Bytes) -> Result<Json<Line
         .run(step, move |c| {
             let tx = c.transaction().storage(step)?;
             // Again inside the writing transaction: a request that raced this one.
-            match check_line(
-                &tx,
-                &c2,
-                &acc,
-                &request_id,
-                &digest,
-                &device_id,
-                &key_hex,
-                amount,
-                step,
-            )? {
+            match check_line(&tx, &c2, &acc, &request_id, &digest, &key_hex, amount, step)? {
                 Found::Replay(a) => return Ok(a),
                 Found::New {
                     number: n,
@@ -632,7 +698,7 @@ async fn issue_line(State(cr): State<Creditor>, body: Bytes) -> Result<Json<Line
                     key_hex,
                     to_sql_int(amount, step)?,
                     currency,
-                    to_sql_int(issued_at, step)?,
+                    to_sql_int(not_before, step)?,
                     to_sql_int(not_after, step)?,
                     cert,
                     now_secs(),
@@ -664,11 +730,24 @@ struct LineRow {
     not_after: u64,
     settled: u32,
     drawn: u64,
+    /// When the operator revoked it: payments dated from then on are refused.
+    revoked_at: Option<i64>,
 }
 
 /// A `lines` row as read: account, key, number, amount, currency, not_before, not_after,
-/// settled, drawn.
-type LineColumns = (String, String, i64, i64, String, i64, i64, i64, i64);
+/// settled, drawn, revoked_at.
+type LineColumns = (
+    String,
+    String,
+    i64,
+    i64,
+    String,
+    i64,
+    i64,
+    i64,
+    i64,
+    Option<i64>,
+);
 
 fn read_line(
     c: &rusqlite::Connection,
@@ -678,7 +757,7 @@ fn read_line(
     let row: Option<LineColumns> = c
         .query_row(
             "SELECT account_id, public_key, number, amount, currency, not_before, not_after,
-                 settled, drawn FROM lines WHERE line_hash = ?1",
+                 settled, drawn, revoked_at FROM lines WHERE line_hash = ?1",
             [line_hash],
             |r| {
                 Ok((
@@ -691,12 +770,14 @@ fn read_line(
                     r.get(6)?,
                     r.get(7)?,
                     r.get(8)?,
+                    r.get(9)?,
                 ))
             },
         )
         .optional()
         .storage(step)?;
-    let Some((account_id, pk, number, amount, currency, nb, na, settled, drawn)) = row else {
+    let Some((account_id, pk, number, amount, currency, nb, na, settled, drawn, revoked_at)) = row
+    else {
         return Ok(None);
     };
     let bad = || ApiError::internal(step, "a stored line does not read back");
@@ -715,7 +796,79 @@ fn read_line(
         not_after: from_sql_int(na, step)?,
         settled: u32::try_from(settled).map_err(|_| bad())?,
         drawn: from_sql_int(drawn, step)?,
+        revoked_at,
     }))
+}
+
+/// A payment dated at or after its line's revocation is refused (`409 line_revoked`); one
+/// dated before is settled: the merchant delivered while the line was good.
+fn revoked_check(revoked_at: Option<i64>, time: u64, step: &str) -> Result<(), ApiError> {
+    match revoked_at {
+        Some(at) if time >= u64::try_from(at).unwrap_or(0) => Err(err(
+            StatusCode::CONFLICT,
+            code::LINE_REVOKED,
+            step,
+            format!("the line was revoked at {at}, before this payment was made"),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// `POST /v1/lines/revoke` (operator): revokes a line. Payments dated from now on are not
+/// settled; earlier ones still are, and the line still counts its whole amount against the
+/// account's limit (`docs/creditor.md` § Revoking a line). Revoked again: the same answer.
+async fn revoke_line(
+    State(cr): State<Creditor>,
+    body: Bytes,
+) -> Result<Json<RevokedLine>, ApiError> {
+    let step = STEP_REVOKE;
+    let req: RevokeLineRequest = codec::json(&body, step)?;
+    codec::hex_array::<32>("line_hash", &req.line_hash, step)?;
+    let line_hash = req.line_hash.to_ascii_lowercase();
+    let at = now_secs();
+    let view = cr
+        .db
+        .run(step, move |c| {
+            let tx = c.transaction().storage(step)?;
+            let row: Option<(String, i64, Option<i64>)> = tx
+                .query_row(
+                    "SELECT account_id, number, revoked_at FROM lines WHERE line_hash = ?1",
+                    [&line_hash],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                )
+                .optional()
+                .storage(step)?;
+            let Some((account_id, number, revoked)) = row else {
+                return Err(ApiError::new(
+                    StatusCode::NOT_FOUND,
+                    ErrorCode::NotFound,
+                    step,
+                    "no line of this creditor has this hash",
+                ));
+            };
+            let revoked_at = match revoked {
+                Some(r) => r,
+                None => {
+                    tx.execute(
+                        "UPDATE lines SET revoked_at = ?2 WHERE line_hash = ?1",
+                        params![line_hash, at],
+                    )
+                    .storage(step)?;
+                    tx.commit().storage(step)?;
+                    at
+                }
+            };
+            Ok(RevokedLine {
+                line_hash,
+                account_id,
+                number: u32::try_from(number)
+                    .map_err(|_| ApiError::internal(step, "a stored line number"))?,
+                revoked_at,
+            })
+        })
+        .await?;
+    tracing::info!(line = %view.line_hash, at = view.revoked_at, "line of credit revoked");
+    Ok(Json(view))
 }
 
 /// `POST /v1/settlements` (merchant): one payment certificate presented.
@@ -779,6 +932,7 @@ async fn settle(
     if info.time < first || info.time >= end {
         return Err(invalid("the payment is dated outside the line's validity"));
     }
+    revoked_check(line.revoked_at, info.time, step)?;
     let payment_hash = hex::encode(sha2::Sha256::digest(&bytes));
     let mut record = Settlement {
         line_hash: line_hash.clone(),
@@ -832,6 +986,8 @@ async fn settle(
             }
             let now_line = read_line(&tx, &line_hash, step)?
                 .ok_or_else(|| ApiError::internal(step, "the line vanished"))?;
+            // Revoked since the first read.
+            revoked_check(now_line.revoked_at, info.time, step)?;
             let mut book = SettlementBook {
                 line_hash: info.line,
                 payment_key: line_row.0,
@@ -931,4 +1087,184 @@ async fn certificate_pem(State(cr): State<Creditor>) -> impl IntoResponse {
         [(header::CONTENT_TYPE, "application/x-pem-file")],
         cr.cert_pem.as_str().to_owned(),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+    use proptest::prelude::*;
+
+    const ACCOUNT: &str = "acct";
+
+    fn db() -> rusqlite::Connection {
+        let c = rusqlite::Connection::open_in_memory().unwrap();
+        c.execute_batch(SCHEMA).unwrap();
+        c
+    }
+
+    fn set_limit(c: &rusqlite::Connection, limit: u64, currency: &str) {
+        c.execute(
+            "INSERT INTO limits (account_id, amount, currency, granted_at) VALUES (?1, ?2, ?3, 0)
+             ON CONFLICT(account_id) DO UPDATE SET amount = ?2, currency = ?3",
+            params![ACCOUNT, i64::try_from(limit).unwrap(), currency],
+        )
+        .unwrap();
+    }
+
+    /// What `issue_line` writes once the check passed: the device's earlier lines
+    /// superseded, the new line.
+    fn record(c: &rusqlite::Connection, number: u32, device: u8, amount: u64, currency: &str) {
+        c.execute(
+            "UPDATE lines SET superseded = 1 WHERE account_id = ?1 AND device_id = ?2",
+            params![ACCOUNT, device.to_string()],
+        )
+        .unwrap();
+        c.execute(
+            "INSERT INTO lines (line_hash, account_id, number, request_id, request_digest,
+                 device_id, public_key, amount, currency, not_before, not_after, certificate,
+                 issued_at)
+             VALUES (?1, ?2, ?3, ?1, '', ?4, '', ?5, ?6, 0, 0, x'', 0)",
+            params![
+                format!("line{number}"),
+                ACCOUNT,
+                number,
+                device.to_string(),
+                i64::try_from(amount).unwrap(),
+                currency
+            ],
+        )
+        .unwrap();
+    }
+
+    fn draw(c: &rusqlite::Connection, number: u32, drawn: u64) {
+        c.execute(
+            "UPDATE lines SET drawn = ?2 WHERE line_hash = ?1",
+            params![format!("line{number}"), i64::try_from(drawn).unwrap()],
+        )
+        .unwrap();
+    }
+
+    fn refusal(r: Result<String, ApiError>) -> (StatusCode, String) {
+        let e = r.unwrap_err();
+        (e.status, e.code)
+    }
+
+    #[test]
+    fn a_spent_line_superseded_still_counts() {
+        let c = db();
+        assert_eq!(
+            refusal(within_limit(&c, ACCOUNT, 1, "t")),
+            (StatusCode::CONFLICT, code::OVER_LIMIT.to_owned())
+        );
+        set_limit(&c, 1_000, "EUR");
+        assert_eq!(within_limit(&c, ACCOUNT, 1_000, "t").unwrap(), "EUR");
+        record(&c, 1, 0, 1_000, "EUR");
+        draw(&c, 1, 1_000);
+        // The same device again, line 1 spent and superseded by the new one: refused.
+        assert_eq!(
+            refusal(within_limit(&c, ACCOUNT, 1, "t")),
+            (StatusCode::CONFLICT, code::OVER_LIMIT.to_owned())
+        );
+        // Raised: the rest only.
+        set_limit(&c, 1_500, "EUR");
+        assert!(within_limit(&c, ACCOUNT, 501, "t").is_err());
+        assert!(within_limit(&c, ACCOUNT, 500, "t").is_ok());
+        // Lowered below the exposure: nothing.
+        set_limit(&c, 900, "EUR");
+        assert!(within_limit(&c, ACCOUNT, 1, "t").is_err());
+    }
+
+    #[test]
+    fn a_database_made_before_revocation_gets_the_column() {
+        let c = rusqlite::Connection::open_in_memory().unwrap();
+        let old = SCHEMA.replace(
+            "    revoked_at     INTEGER,                   -- the operator's revocation (unix seconds)\n",
+            "",
+        );
+        assert_ne!(old, SCHEMA);
+        c.execute_batch(&old).unwrap();
+        record(&c, 1, 0, 10, "EUR");
+        c.execute(
+            "UPDATE lines SET public_key = ?1",
+            [hex::encode([4u8; PUBLIC_KEY_LEN])],
+        )
+        .unwrap();
+        openpsd_service_kit::db::add_missing_columns(&c, "lines", LINE_COLUMNS).unwrap();
+        c.execute_batch(SCHEMA).unwrap();
+        let line = read_line(&c, "line1", "t").unwrap().unwrap();
+        assert_eq!((line.revoked_at, line.drawn), (None, 0));
+    }
+
+    #[test]
+    fn a_limit_in_another_currency_than_the_lines_grants_nothing() {
+        let c = db();
+        set_limit(&c, 1_000, "EUR");
+        record(&c, 1, 0, 10, "EUR");
+        set_limit(&c, 1_000_000, "USD");
+        assert_eq!(
+            refusal(within_limit(&c, ACCOUNT, 1, "t")),
+            (StatusCode::CONFLICT, code::OVER_LIMIT.to_owned())
+        );
+    }
+
+    #[derive(Clone, Debug)]
+    enum Op {
+        Limit(u64),
+        Grant { device: u8, amount: u64 },
+        Settle { line: usize, amount: u64 },
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            (0u64..3_000).prop_map(Op::Limit),
+            (0u8..3, 1u64..1_200).prop_map(|(device, amount)| Op::Grant { device, amount }),
+            (0usize..16, 1u64..1_200).prop_map(|(line, amount)| Op::Settle { line, amount }),
+        ]
+    }
+
+    proptest! {
+        /// Whatever the order of limits, grants on any device (superseding) and
+        /// settlements on any line (superseded ones included): a line is granted exactly
+        /// when the amounts of every line so far plus it fit the limit in effect, and the
+        /// account never owes (Σ settled) more than the highest limit it was ever given.
+        #[test]
+        fn the_limit_bounds_what_the_account_owes(ops in proptest::collection::vec(op(), 1..40)) {
+            let c = db();
+            let mut limit: Option<u64> = None;
+            let mut highest = 0u64;
+            let mut lines: Vec<(u64, u64)> = Vec::new(); // (amount, drawn)
+            for op in ops {
+                match op {
+                    Op::Limit(l) => {
+                        set_limit(&c, l, "EUR");
+                        limit = Some(l);
+                        highest = highest.max(l);
+                    }
+                    Op::Grant { device, amount } => {
+                        let granted: u64 = lines.iter().map(|l| l.0).sum();
+                        let expect = limit.is_some_and(|l| granted + amount <= l);
+                        let got = within_limit(&c, ACCOUNT, amount, "t");
+                        prop_assert_eq!(got.is_ok(), expect, "{:?}", got.err());
+                        if expect {
+                            let number = u32::try_from(lines.len() + 1).unwrap();
+                            record(&c, number, device, amount, "EUR");
+                            lines.push((amount, 0));
+                        }
+                    }
+                    Op::Settle { line, amount } => {
+                        if let Some(l) = lines.get_mut(line) {
+                            l.1 = (l.1 + amount).min(l.0);
+                            draw(&c, u32::try_from(line + 1).unwrap(), l.1);
+                        }
+                    }
+                }
+                let owed: u64 = lines.iter().map(|l| l.1).sum();
+                prop_assert!(owed <= highest);
+                let exp = exposure(&c, ACCOUNT, "EUR", "t").unwrap();
+                prop_assert_eq!(exp, lines.iter().map(|l| l.0).sum::<u64>());
+            }
+        }
+    }
 }

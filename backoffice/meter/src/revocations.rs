@@ -12,13 +12,15 @@
 //! owed until the next refill).
 //!
 //! **Forced revocation** (`GET /v1/devices/{device_id}/revocations`, the owner): the orders
-//! the CA issued without the PSD's request (an operator revoked the certificate) and every
-//! other order the PSD has not confirmed, fetched from the CA at each call (the meter keeps
-//! none). The host calls it before a refill and an inspection, applies them (REVOKE KEY)
-//! and posts the confirmations as above. A refill is refused (`409 revocation_overdue`)
-//! while one of them is older than the meter's grace period ([`REVOCATION_GRACE`] unless
-//! configured); a CA that cannot be asked does not stop refills (the certificate is revoked
-//! for relying parties at the CA already: the gate only hurries the PSD), it is logged.
+//! the CA issued without the PSD's request (an operator revoked the certificate: `forced`)
+//! and every other order the PSD has neither confirmed nor had closed, fetched from the CA
+//! at each call (the meter keeps none; the CA records each order's first hand-over). The
+//! host calls it before a refill and an inspection, applies them (REVOKE KEY) and posts the
+//! confirmations as above. A refill is refused (`409 revocation_overdue`) while a *forced*
+//! order has been pending longer than the meter's grace period ([`REVOCATION_GRACE`] unless
+//! configured) since its first hand-over; the PSD's own requests never block. A CA that
+//! cannot be asked does not stop refills (the certificate is revoked for relying parties at
+//! the CA already: the gate only hurries the PSD), it is logged.
 
 use crate::Meter;
 use axum::body::Bytes;
@@ -70,14 +72,20 @@ impl Meter {
         }
         let grace = self.revocation_grace.as_secs();
         for o in &mut p.orders {
-            o.refills_refused_from = Some(o.created_at.saturating_add(grace));
+            // Only an order the CA forced blocks refills, from its first hand-over on.
+            o.refills_refused_from = o.forced.then(|| {
+                o.handed_over_at
+                    .unwrap_or(o.created_at)
+                    .saturating_add(grace)
+            });
         }
         Ok(p)
     }
 
-    /// Refuses a refill of `device_id` (`409 revocation_overdue`) while a revocation order
-    /// older than the grace period is unconfirmed. A CA that cannot be asked lets it pass
-    /// (logged).
+    /// Refuses a refill of `device_id` (`409 revocation_overdue`) while an order the CA
+    /// forced has stayed pending (neither confirmed nor closed) longer than the grace
+    /// period since it was first handed to the meter. Orders the PSD asked for never block.
+    /// A CA that cannot be asked lets it pass (logged).
     pub(crate) async fn refuse_if_revocation_overdue(
         &self,
         device_id: &str,
@@ -113,9 +121,10 @@ impl Meter {
             code: code::REVOCATION_OVERDUE.to_owned(),
             step: step.to_owned(),
             message: format!(
-                "revocation order {} (certificate {}, slot {}) has waited more than {} s \
-                 unconfirmed: apply it (REVOKE KEY; GET /v1/devices/{device_id}/revocations, \
-                 `openpsd refill` does it) and post the confirmation first",
+                "revocation order {} (certificate {}, slot {}) was handed over more than {} \
+                 s ago and is still unconfirmed: apply it (REVOKE KEY; GET \
+                 /v1/devices/{device_id}/revocations, `openpsd refill` does it) and post the \
+                 confirmation first; if the PSD cannot apply it, ask the operator to close it",
                 o.counter,
                 o.serial,
                 o.slot,

@@ -10,12 +10,15 @@
 //!   run on raw bytes.
 //! * [`seeds`]: the seed corpus written by `cargo run --bin gen-corpus`.
 //! * [`purse`]: the purse applet's target: raw APDUs on a purse card, its invariants.
+//! * [`vbox`]: the virtual meter box's target: raw APDUs and record commands built from a
+//!   stand-in database (edited, lost, resumed), its invariants.
 
 pub mod certmeter;
 pub mod harness;
 pub mod input;
 pub mod purse;
 pub mod seeds;
+pub mod vbox;
 
 pub use harness::{run, run_bytes};
 pub use input::{Input, Op, Start};

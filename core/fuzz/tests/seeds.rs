@@ -67,3 +67,43 @@ fn purse_inputs_keep_the_purse_invariants() {
         openpsd_core_fuzz::purse::run_purse_bytes(data);
     }
 }
+
+#[test]
+fn vbox_inputs_keep_the_box_invariants() {
+    use openpsd_core_fuzz::vbox::run_vbox_bytes;
+    // Issue, issue with an edit, refill, a lost issue then RESUME, an issue by another
+    // mailer, a raw blank APDU, a lost refill then RESUME, then more on every meter.
+    let mut input = vec![];
+    input.extend_from_slice(&[1, 0, 1, 0x01, 0x00, 0, 0, 0]);
+    input.extend_from_slice(&[1, 0, 2, 0x00, 0x50, 0, 40, 0x10]);
+    input.extend_from_slice(&[2, 1, 0, 0x03, 0xE8, 0, 0, 0]);
+    input.extend_from_slice(&[5, 1, 3, 0x00, 0x20, 0, 0, 0]);
+    input.push(3);
+    input.extend_from_slice(&[1, 0, 0x84, 0x00, 0x20, 0, 0, 0]);
+    input.extend_from_slice(&[0, 0, 5, 0x80, 0xCA, 0x00, 0x01, 0x00]);
+    input.extend_from_slice(&[6, 0, 0, 0x00, 0x10, 0, 0, 0]);
+    input.push(3);
+    input.extend_from_slice(&[1, 2, 4, 0x00, 0x01, 0, 0, 0]);
+    input.extend_from_slice(&[1, 0, 1, 0x01, 0x00, 0, 0, 0]);
+    let stats = run_vbox_bytes(&input);
+    // Done: 2 issues (one a reprint after a refill), 1 refill, 1 lost issue, 1 lost refill;
+    // refused: the edited command, the other mailer, the unfunded meter.
+    assert_eq!(
+        stats,
+        openpsd_core_fuzz::vbox::Stats {
+            done: 5,
+            refused: 3,
+            resumed: 2
+        }
+    );
+    for seed in 0u8..24 {
+        let bytes: Vec<u8> = (0..120u32)
+            .map(|i| {
+                (i as u8)
+                    .wrapping_mul(31)
+                    .wrapping_add(seed.wrapping_mul(17))
+            })
+            .collect();
+        run_vbox_bytes(&bytes);
+    }
+}

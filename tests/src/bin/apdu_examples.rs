@@ -78,6 +78,11 @@ fn main() {
     x(&mut card, &psd_apdu::read_registers(SET0));
     title("SELECT by full AID, P2=00 (FCI returned)");
     x(&mut card, &psd_apdu::select());
+    title("SELECT by full AID, P2=04 (FCP returned)");
+    x(
+        &mut card,
+        &psd_apdu::command(0x00, 0xA4, 0x04, 0x04, openpsd_core::psd::PSD_AID, 256),
+    );
     title("SELECT by truncated AID (first 5 bytes), P2=0C (no response data)");
     x(
         &mut card,
@@ -131,6 +136,41 @@ fn main() {
     x(
         &mut card,
         &psd_apdu::command(0x80, 0xCA, 0x00, 0x01, &[], 10),
+    );
+    x(
+        &mut card,
+        &psd_apdu::command(0x00, 0xC0, 0x00, 0x00, &[], 256),
+    );
+    let get_data_short = psd_apdu::command(0x80, 0xCA, 0x00, 0x01, &[], 10);
+    title("GET DATA with Le=0A, then GET RESPONSE in parts (Le=10, then the rest)");
+    x(&mut card, &get_data_short);
+    x(
+        &mut card,
+        &psd_apdu::command(0x00, 0xC0, 0x00, 0x00, &[], 0x10),
+    );
+    x(&mut card, &[0x00, 0xC0, 0x00, 0x00]);
+    title("GET RESPONSE with P1 P2 not 00 00 -> 6B00, and the pending bytes are gone");
+    x(&mut card, &get_data_short);
+    x(
+        &mut card,
+        &psd_apdu::command(0x00, 0xC0, 0x00, 0x01, &[], 256),
+    );
+    x(
+        &mut card,
+        &psd_apdu::command(0x00, 0xC0, 0x00, 0x00, &[], 256),
+    );
+    title("a malformed APDU discards the pending bytes");
+    x(&mut card, &get_data_short);
+    x(&mut card, &[0x00, 0xC0, 0x00]);
+    x(
+        &mut card,
+        &psd_apdu::command(0x00, 0xC0, 0x00, 0x00, &[], 256),
+    );
+    title("a chained GET RESPONSE is a chain part: 9000, the pending bytes gone");
+    x(&mut card, &get_data_short);
+    x(
+        &mut card,
+        &psd_apdu::command(0x10, 0xC0, 0x00, 0x00, &[], 256),
     );
     x(
         &mut card,

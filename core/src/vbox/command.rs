@@ -1,0 +1,91 @@
+//! The box's commands, parsed once from CLA/INS/P1/P2 into a typed [`VboxCommand`], and
+//! the life-cycle state each may run in. Same order of checks as the PSD's
+//! (`psd/command.rs`): unknown INS `6D00`, then class `6E00`, then P1/P2 `6A86`, then the
+//! life-cycle `6985`, then the data in each handler.
+
+use crate::apdu::Command;
+use crate::status::Status;
+
+use super::{ins, CLA_VBOX};
+
+/// A box command whose class, instruction and parameters were checked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VboxCommand<'a> {
+    /// PERSONALIZE (`80 10 00 00`): box ID ‖ shards ‖ depth ‖ vendor key.
+    Personalize(&'a [u8]),
+    /// GET DATA (`80 CA 00 01`): the box's public data (or its blank state).
+    GetBoxInfo,
+    /// READ SHARD (`80 34 shard`): P1P2 is the shard number.
+    ReadShard(u16),
+    /// CREATE METER (`80 20 00 00`): the vendor's grant ‖ the empty slot's proof.
+    CreateMeter(&'a [u8]),
+    /// ISSUE INDICIUM (`80 40 00 00`): slot ‖ mailer ‖ record ‖ proof ‖ indicium request.
+    IssueIndicium(&'a [u8]),
+    /// REFILL (`80 52 00 00`): slot ‖ mailer ‖ record ‖ proof ‖ refill message.
+    Refill(&'a [u8]),
+    /// RESUME (`80 46 ins 00`): the data of the shard's last command, whose INS is P1.
+    Resume {
+        /// INS of the command resumed (CREATE METER, ISSUE INDICIUM or REFILL).
+        ins: u8,
+        /// Its data, byte for byte.
+        data: &'a [u8],
+    },
+}
+
+/// Where the box is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LifeCycle {
+    /// No keys, no shards.
+    Blank,
+    /// Personalized (once, for ever).
+    Personalized,
+}
+
+type Parser<'a> = fn(&Command<'a>) -> Result<VboxCommand<'a>, Status>;
+
+impl<'a> VboxCommand<'a> {
+    /// The typed command, or the status word the box answers to the APDU.
+    pub fn parse(cmd: &Command<'a>) -> Result<VboxCommand<'a>, Status> {
+        use VboxCommand::*;
+        let parser: Parser<'a> = match cmd.ins {
+            ins::PERSONALIZE => |c| no_params(c).map(|_| Personalize(c.data)),
+            ins::READ_SHARD => |c| {
+                c.expect_no_data()?;
+                Ok(ReadShard(u16::from_be_bytes([c.p1, c.p2])))
+            },
+            ins::CREATE_METER => |c| no_params(c).map(|_| CreateMeter(c.data)),
+            ins::ISSUE_INDICIUM => |c| no_params(c).map(|_| IssueIndicium(c.data)),
+            ins::REFILL => |c| no_params(c).map(|_| Refill(c.data)),
+            ins::RESUME => |c| match (c.p1, c.p2) {
+                (ins::CREATE_METER | ins::ISSUE_INDICIUM | ins::REFILL, 0) => Ok(Resume {
+                    ins: c.p1,
+                    data: c.data,
+                }),
+                _ => Err(Status::IncorrectP1P2),
+            },
+            ins::GET_DATA => |c| {
+                c.expect_p1p2(0x00, 0x01)?;
+                c.expect_no_data()?;
+                Ok(GetBoxInfo)
+            },
+            _ => return Err(Status::InstructionNotSupported),
+        };
+        if cmd.cla != CLA_VBOX {
+            return Err(Status::ClassNotSupported);
+        }
+        parser(cmd)
+    }
+
+    /// Whether the command may run in `state` (else `6985`).
+    pub fn allowed_in(&self, state: LifeCycle) -> bool {
+        match self {
+            VboxCommand::Personalize(_) => state == LifeCycle::Blank,
+            VboxCommand::GetBoxInfo => true,
+            _ => state == LifeCycle::Personalized,
+        }
+    }
+}
+
+fn no_params(cmd: &Command<'_>) -> Result<(), Status> {
+    cmd.expect_p1p2(0, 0)
+}

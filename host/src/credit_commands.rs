@@ -78,7 +78,8 @@ pub fn request(
                 .with_context(|| format!("{} does not read", saved_path.display()))?;
             if s.amount != amount {
                 anyhow::bail!(
-                    "{} holds an unfinished request for {} (run with --amount {}, or remove                      the file to ask anew)",
+                    "{} holds an unfinished request for {} (run with --amount {}, or remove \
+                    the file to ask anew)",
                     saved_path.display(),
                     s.amount,
                     s.amount

@@ -316,7 +316,8 @@ impl MeterClient {
         let known = |e: &ClientError| matches!(e, ClientError::Refused(_, _, Status::NotNewer));
         let before = psd.certmeter_info()?;
         // The anchors are loaded even when a table is refused: the first refusal is
-        // answered after both loops.
+        // answered after both loops. Tables stop at the first refusal: the PSD takes them
+        // in order only, so the later ones would be refused too.
         let mut first_error = None;
         let mut tables = 0;
         for hex_table in &u.rate_tables {
@@ -329,6 +330,7 @@ impl MeterClient {
                 Err(e) if known(&e) => {}
                 Err(e) => {
                     first_error.get_or_insert(e);
+                    break;
                 }
             }
         }

@@ -253,7 +253,7 @@ fn seed004_step257_fig5_fig3_table_anchor_key_certificate_postmark_verified_by_o
 }
 
 #[test]
-fn rate_tables_and_anchors_older_equal_or_forged_refused_with_nothing_written() {
+fn rate_tables_and_anchors_older_equal_skipping_or_forged_refused_with_nothing_written() {
     let (mut card, _) = certmeter_card(SEED, false);
     let ca = TestCa::standard();
     let forger = IndiciumKey::from_bytes(&[0x66; 32]).unwrap();
@@ -275,6 +275,14 @@ fn rate_tables_and_anchors_older_equal_or_forged_refused_with_nothing_written() 
         &mut card,
         &psd_apdu::load_rate_table(&equal),
         Status::NotNewer,
+    );
+    // A later table skipping the next (a host keeping a dearer table 3 out by loading 4):
+    // refused, so the newest held that the audit reports is never past a table skipped.
+    let later = rate_table(4, today(), &[(Service::Postmark, 1)]);
+    refused_unchanged(
+        &mut card,
+        &psd_apdu::load_rate_table(&later),
+        Status::ConditionsNotSatisfied,
     );
     // Forged: signed by another key, or a fee changed after signing.
     let forged = openpsd_core::psd::certmeter::rates::RateTable {

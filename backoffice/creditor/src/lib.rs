@@ -422,7 +422,8 @@ fn exposure(
                 code::OVER_LIMIT,
                 step,
                 format!(
-                    "account {account} holds lines in {cur}, its limit is in {currency}:                      limits across currencies are not built"
+                    "account {account} holds lines in {cur}, its limit is in {currency}: \
+                    limits across currencies are not built"
                 ),
             ));
         }
@@ -474,7 +475,8 @@ fn within_limit(
             code::OVER_LIMIT,
             step,
             format!(
-                "account {account}: a line of {amount} with the {owed} its lines can still                  make it owe (settled, or drawable) is above its limit of {limit}"
+                "account {account}: a line of {amount} with the {owed} its lines can still \
+                make it owe (settled, or drawable) is above its limit of {limit}"
             ),
         ));
     }
@@ -1180,7 +1182,8 @@ mod tests {
     fn a_database_made_before_revocation_gets_the_column() {
         let c = rusqlite::Connection::open_in_memory().unwrap();
         let old = SCHEMA.replace(
-            "    revoked_at     INTEGER,                   -- the operator's revocation (unix seconds)\n",
+            "    revoked_at     INTEGER, \
+            -- the operator's revocation (unix seconds)\n",
             "",
         );
         assert_ne!(old, SCHEMA);

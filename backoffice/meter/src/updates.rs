@@ -180,7 +180,10 @@ impl Meter {
             code: code::RATE_TABLE_STALE.to_owned(),
             step: step.to_owned(),
             message: format!(
-                "the PSD holds rate table version {} and version {version} is in effect since                  {effective}: load the meter server's updates (LOAD RATE TABLE; GET                  /v1/devices/{}/updates, which `openpsd refill` and `openpsd inspect` load                  first) and send a new audit",
+                "the PSD holds rate table version {} and version {version} is in effect since \
+                {effective}: load the meter server's updates (LOAD RATE TABLE; GET \
+                /v1/devices/{}/updates, which `openpsd refill` and `openpsd inspect` load \
+                first) and send a new audit",
                 audit.rate_table, audit.device_id
             ),
         })

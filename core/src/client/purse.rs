@@ -100,8 +100,11 @@ impl<L: Link> PurseClient<L> {
             Status::ConditionsNotSatisfied,
         ))?;
         let data = self.exchange("GET DATA", &purse_apdu::get_data(2))?;
+        // A purse of the version before answers a version 1 table: read as late as
+        // possible, bounded by the card's count, as that purse would load it.
         let paired = PairedTable::decode(&data)
-            .map_err(|_| ClientError::BadResponse(Side::Purse, "GET DATA 02"))?;
+            .map_err(|_| ClientError::BadResponse(Side::Purse, "GET DATA 02"))?
+            .bounded_by(info.transfers);
         let data = self.exchange("GET DATA", &purse_apdu::get_data(3))?;
         let log =
             Log::decode(&data).map_err(|_| ClientError::BadResponse(Side::Purse, "GET DATA 03"))?;

@@ -475,8 +475,9 @@ const _: () = assert!(CREDITS_BEFORE_FORGETTING as usize == MAX_PAIRED);
 /// credited". A card with no record of this PSD did not credit it either unless it has
 /// forgotten it since: not if every PSD it has forgotten was last credited before the
 /// pending transfer could be (`forgotten_through` ≤ `card_transfers_then`: the pending
-/// transfer would have been credit `card_transfers_then + 1`), nor if it has made no more
-/// than [`CREDITS_BEFORE_FORGETTING`] credits since (forgetting the PSD would take more).
+/// transfer would have been credit `card_transfers_then + 1`), nor, for a card that does
+/// not say how late it has forgotten (an older purse), if it has made no more than
+/// [`CREDITS_BEFORE_FORGETTING`] credits since (forgetting the PSD would take more).
 /// Only a card that has forgotten a PSD credited after the pending transfer's session
 /// leaves the devices unable to tell — it takes 17 distinct PSDs paying into the card
 /// after it (`Unknown`: the value stays pending, reported in audits).
@@ -498,14 +499,94 @@ pub fn resolve(
         {
             Resolution::Undo
         }
-        None if status
-            .card_transfers
-            .0
-            .checked_sub(card_transfers_then.0)
-            .is_some_and(|since| since <= CREDITS_BEFORE_FORGETTING) =>
+        // A card that does not say how late it has forgotten (an older purse, known `00`):
+        // the count since. Not for one that says (it would add nothing, and would tie the
+        // decision to every such card keeping 16 PSDs).
+        None if status.forgotten_through.is_none()
+            && status
+                .card_transfers
+                .0
+                .checked_sub(card_transfers_then.0)
+                .is_some_and(|since| since <= CREDITS_BEFORE_FORGETTING) =>
         {
             Resolution::Undo
         }
         None => Resolution::Unknown,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::purse::state::PairedTable;
+    use proptest::prelude::*;
+
+    fn device(n: u8) -> DeviceId {
+        DeviceId([b'P', b'S', b'D', 0, 0, 0, 0, n])
+    }
+
+    /// The purse's table and count after one more credit.
+    fn credit(t: &mut PairedTable, count: &mut u32, d: DeviceId, transfer: u32) {
+        *count += 1;
+        *t = t
+            .credited(
+                d,
+                TransferCount(transfer),
+                Amount(1),
+                None,
+                TransferCount(*count),
+            )
+            .unwrap();
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2_000))]
+        /// A model of the purse's table (the applet's own `PairedTable::credited`) and of
+        /// PSD X (device 0) with one transfer pending, made at count `then`: credited as
+        /// the purse's very next credit or not, then any credits from 40 other PSDs (X
+        /// makes none while pending). Whatever the purse answers, `resolve` never undoes
+        /// a transfer the purse credited (value created) nor completes one it did not
+        /// (value lost); a purse of the older kind (known `00`) too.
+        #[test]
+        fn resolve_never_undoes_a_credit_nor_completes_what_was_not(
+            before in proptest::collection::vec(0u8..40, 0..60),
+            credited in any::<bool>(),
+            after in proptest::collection::vec(1u8..41, 0..80),
+            older_purse in any::<bool>(),
+        ) {
+            let x = device(0);
+            let mut t = PairedTable::default();
+            let mut count = 0u32;
+            let mut x_transfers = 0u32;
+            for d in before {
+                if d == 0 {
+                    x_transfers += 1;
+                    credit(&mut t, &mut count, x, x_transfers);
+                } else {
+                    credit(&mut t, &mut count, device(d), 1);
+                }
+            }
+            let then = count;
+            let pending = x_transfers + 1;
+            if credited {
+                credit(&mut t, &mut count, x, pending);
+            }
+            for d in after {
+                credit(&mut t, &mut count, device(d), 1);
+            }
+            let last_from_psd = t.get(x).map(|p| p.last_transfer);
+            let forgotten_through = (!older_purse && last_from_psd.is_none())
+                .then_some(t.forgotten_through);
+            let status = TransferStatus {
+                card_transfers: TransferCount(count),
+                last_from_psd,
+                forgotten_through,
+            };
+            match resolve(TransferCount(pending), TransferCount(then), &status) {
+                Resolution::Undo => prop_assert!(!credited, "undid a credited transfer"),
+                Resolution::Complete => prop_assert!(credited, "completed what was not credited"),
+                Resolution::Unknown => {}
+            }
+        }
     }
 }

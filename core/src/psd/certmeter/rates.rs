@@ -198,8 +198,8 @@ pub fn in_effect(tables: &[(RateTable, Vec<u8>)], date: Date) -> Option<&RateTab
 
 #[cfg(feature = "certmeter")]
 impl crate::psd::PsdApplet {
-    /// LOAD RATE TABLE (80 70 00 00): a vendor-signed table whose version is above every
-    /// table held. The PSD keeps it with every held table that can still be in effect
+    /// LOAD RATE TABLE (80 70 00 00): a vendor-signed table whose version is the next after
+    /// every table held (any version on a PSD holding none). The PSD keeps it with every held table that can still be in effect
     /// (the one in effect today, and later ones a newer table does not replace from their
     /// date), at most four (`6A84` beyond). The same table again answers its version and
     /// writes nothing.
@@ -220,6 +220,13 @@ impl crate::psd::PsdApplet {
         }
         if cm.tables.iter().any(|(t, _)| t.version >= table.version) {
             return Err(Status::NotNewer);
+        }
+        // The vendor numbers its tables one after the other: a PSD holding tables takes the
+        // next only, so a host cannot skip a dearer table by loading a later-dated one (the
+        // meter checks the newest held against the one in effect, docs/rates.md).
+        let newest = cm.tables.iter().map(|(t, _)| t.version).max();
+        if newest.is_some_and(|n| n.checked_add(1) != Some(table.version)) {
+            return Err(Status::ConditionsNotSatisfied);
         }
         let mut next = cm.clone();
         next.tables.push((table.clone(), data.to_vec()));

@@ -59,69 +59,20 @@ async fn certified_key(psd: &mut Psd, acme: &Client, purpose: Purpose) -> (u8, S
 #[tokio::test(flavor = "multi_thread")]
 async fn operator_revocation_reaches_the_psd_at_its_next_refill_and_an_overdue_one_blocks_refills()
 {
-    let dir = tempfile::tempdir().unwrap();
-    let h = spawn_all(dir.path()).await.unwrap();
-    // The meter again, on the same data, with a grace period of 3 s.
+    // A meter with a grace period of 3 s.
     let grace = 3;
-    h.meter.stop().await;
-    let short = serve_meter(
-        open_meter(
-            &dir.path().join("meter"),
-            [&h.kms.url, &h.recharge.url],
-            Some([&h.vendor.url, &h.pa.url]),
-            [Some(&h.ca.url), Some(&h.creditor.url)],
-            &h.pki,
-            openpsd_backoffice::server::DEFAULT_RATE,
-        )
-        .unwrap()
-        .with_revocation_grace(Duration::from_secs(grace)),
-        "127.0.0.1:0",
-        &h.pki,
-    )
-    .await
-    .unwrap();
-    let h = Handles { meter: short, ..h };
-    let (host, admin) = parties(&h.meter.url, &h.kms.url, &h.recharge.url, &h.pki);
-    let mut psd = Psd::licensed(1, &h);
-    admin.register(&psd).await;
-    admin.fund("acme", 100_000).await;
-    let acme = host.as_customer("acme");
-    let vendor = Client::new(&h.vendor.url, &h.pki, Some(Role::Operator));
-    let _: serde_json::Value = vendor
-        .post(
-            "/v1/rates",
-            &serde_json::json!({
-                "version": 1, "effective": "2000-01-01",
-                "fees": { "postmark": 10, "certificate": 500, "revocation": 25 },
-            }),
-        )
-        .await
-        .unwrap();
+    let World {
+        _dir: dir,
+        h,
+        host,
+        admin,
+        mut psd,
+        acme,
+        operator,
+    } = world(grace).await;
     let ca_dir = dir.path().join("ca");
     let ca_key = std::fs::read_to_string(ca_dir.join(openpsd_ca::PUBLIC_KEY_FILE)).unwrap();
     let ca_pk = hex::decode(ca_key.trim()).unwrap();
-    let _: serde_json::Value = vendor
-        .post(
-            "/v1/anchors",
-            &serde_json::json!({ "kind": "ca", "public_key": ca_key.trim() }),
-        )
-        .await
-        .unwrap();
-    host.refill(&mut psd, "r1", "acme", 10_000).await.unwrap();
-    let updates: DeviceUpdates = acme
-        .get(&format!("/v1/devices/{}/updates", psd.device_id()))
-        .await
-        .unwrap();
-    for t in &updates.rate_tables {
-        psd.client
-            .load_rate_table(&hex::decode(t).unwrap())
-            .unwrap();
-    }
-    for a in &updates.anchors {
-        psd.client
-            .load_trust_anchor(&hex::decode(a).unwrap())
-            .unwrap();
-    }
     let (slot_a, serial_a) = certified_key(&mut psd, &acme, Purpose::Postmark).await;
     let pending_path = format!("/v1/devices/{}/revocations", psd.device_id());
     let none: PendingRevocations = acme.get(&pending_path).await.unwrap();
@@ -129,7 +80,6 @@ async fn operator_revocation_reaches_the_psd_at_its_next_refill_and_an_overdue_o
 
     // The operator revokes the certificate at the CA: revoked for relying parties at once,
     // and an order pending for the PSD.
-    let operator = Client::new(&h.ca.url, &h.pki, Some(Role::Operator));
     let _: serde_json::Value = operator
         .post(
             &format!("/v1/certificates/{serial_a}/revoke"),
@@ -303,6 +253,7 @@ struct World {
     _dir: tempfile::TempDir,
     h: Handles,
     host: common::Host,
+    admin: common::Admin,
     psd: Psd,
     acme: Client,
     operator: Client,
@@ -374,6 +325,7 @@ async fn world(grace: u64) -> World {
         _dir: dir,
         h,
         host,
+        admin,
         psd,
         acme,
         operator,

@@ -161,6 +161,32 @@ pub fn fees_of(card: &mut TestCard, set: u8) -> (Amount, PieceCount) {
         .expect("set listed")
 }
 
+/// Every record of `card`'s store as a frozen fixture holds them: `id u16 ‖ length u32 ‖
+/// bytes`, one after the other.
+pub fn store_records(card: &TestCard) -> Vec<u8> {
+    let mut out = Vec::new();
+    for id in card.store().ids().expect("store lists") {
+        let v = card.store().read(id).expect("store reads").expect("listed");
+        out.extend_from_slice(&id.to_be_bytes());
+        out.extend_from_slice(&u32::try_from(v.len()).expect("record fits").to_be_bytes());
+        out.extend_from_slice(&v);
+    }
+    out
+}
+
+/// The records of a fixture [`store_records`] wrote.
+pub fn decode_records(bytes: &[u8]) -> Vec<(u16, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut rest = bytes;
+    while !rest.is_empty() {
+        let id = u16::from_be_bytes(rest[..2].try_into().expect("id"));
+        let len = u32::from_be_bytes(rest[2..6].try_into().expect("length")) as usize;
+        out.push((id, rest[6..6 + len].to_vec()));
+        rest = &rest[6 + len..];
+    }
+    out
+}
+
 /// The raw CERTMETER record (0x0105) as the store holds it.
 pub fn certmeter_record(card: &TestCard) -> Option<Vec<u8>> {
     card.store()

@@ -43,18 +43,6 @@ fn postmark(txn: u64) -> Vec<u8> {
     )
 }
 
-fn decode_records(bytes: &[u8]) -> Vec<(u16, Vec<u8>)> {
-    let mut out = Vec::new();
-    let mut rest = bytes;
-    while !rest.is_empty() {
-        let id = u16::from_be_bytes(rest[..2].try_into().unwrap());
-        let len = u32::from_be_bytes(rest[2..6].try_into().unwrap()) as usize;
-        out.push((id, rest[6..6 + len].to_vec()));
-        rest = &rest[6 + len..];
-    }
-    out
-}
-
 #[test]
 #[ignore = "writes the fixture once; refuses to overwrite it"]
 fn generate_certmeter_v1() {
@@ -67,14 +55,7 @@ fn generate_certmeter_v1() {
     let (mut card, device_pk) = certmeter_card(SEED, true);
     activate_postmark_key(&mut card, &device_pk, &TestCa::standard());
     expect_ok(&card.transmit(&postmark(1)));
-    let mut out = Vec::new();
-    for id in card.store().ids().unwrap() {
-        let v = card.store().read(id).unwrap().unwrap();
-        out.extend_from_slice(&id.to_be_bytes());
-        out.extend_from_slice(&u32::try_from(v.len()).unwrap().to_be_bytes());
-        out.extend_from_slice(&v);
-    }
-    std::fs::write(&path, out).unwrap();
+    std::fs::write(&path, store_records(&card)).unwrap();
 }
 
 #[test]

@@ -32,7 +32,6 @@ use openpsd_protocol::ca::{
     MeterRevocationRequest, PendingRevocations, RevocationOrderAnswer, RevocationOrderView,
     RevocationRecord,
 };
-use openpsd_protocol::vendor::DeviceUpdates;
 use openpsd_service_kit::tls::Role;
 
 /// A key of `purpose` generated, certified through the meter and installed: its slot,
@@ -306,20 +305,7 @@ async fn world(grace: u64) -> World {
         .await
         .unwrap();
     host.refill(&mut psd, "r1", "acme", 10_000).await.unwrap();
-    let updates: DeviceUpdates = acme
-        .get(&format!("/v1/devices/{}/updates", psd.device_id()))
-        .await
-        .unwrap();
-    for t in &updates.rate_tables {
-        psd.client
-            .load_rate_table(&hex::decode(t).unwrap())
-            .unwrap();
-    }
-    for a in &updates.anchors {
-        psd.client
-            .load_trust_anchor(&hex::decode(a).unwrap())
-            .unwrap();
-    }
+    psd.load_updates(&acme).await;
     let operator = Client::new(&h.ca.url, &h.pki, Some(Role::Operator));
     World {
         _dir: dir,

@@ -23,7 +23,6 @@ use openpsd_protocol::ca::{
     CertificateAnswer, MeterCertificateRequest, MeterRevocationConfirmation,
     MeterRevocationRequest, RevocationOrderAnswer, RevocationRecord,
 };
-use openpsd_protocol::vendor::DeviceUpdates;
 use openpsd_service_kit::tls::Role;
 
 fn openssl(dir: &Path, args: &[&str]) -> (bool, String) {
@@ -77,20 +76,7 @@ async fn fig6_request_order_revoke_key_confirmation_and_the_crl_says_revoked() {
         .await
         .unwrap();
     host.refill(&mut psd, "r1", "acme", 10_000).await.unwrap();
-    let updates: DeviceUpdates = acme
-        .get(&format!("/v1/devices/{}/updates", psd.device_id()))
-        .await
-        .unwrap();
-    for t in &updates.rate_tables {
-        psd.client
-            .load_rate_table(&hex::decode(t).unwrap())
-            .unwrap();
-    }
-    for a in &updates.anchors {
-        psd.client
-            .load_trust_anchor(&hex::decode(a).unwrap())
-            .unwrap();
-    }
+    psd.load_updates(&acme).await;
     let (attestation, a) = psd.client.generate_key(Purpose::Postmark, false).unwrap();
     let answer: CertificateAnswer = acme
         .post(

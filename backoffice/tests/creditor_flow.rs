@@ -26,7 +26,6 @@ use openpsd_core::types::*;
 use openpsd_protocol::creditor::{
     LimitView, LineAnswer, MeterLineRequest, RevokedLine, Settlement,
 };
-use openpsd_protocol::vendor::DeviceUpdates;
 use openpsd_service_kit::tls::Role;
 
 fn openssl(dir: &Path, args: &[&str]) -> (bool, String) {
@@ -126,20 +125,7 @@ async fn seed004_limit_line_pay_and_settle_through_the_services() {
         .await
         .unwrap();
     host.refill(&mut psd, "r1", "acme", 10_000).await.unwrap();
-    let updates: DeviceUpdates = acme
-        .get(&format!("/v1/devices/{}/updates", psd.device_id()))
-        .await
-        .unwrap();
-    for t in &updates.rate_tables {
-        psd.client
-            .load_rate_table(&hex::decode(t).unwrap())
-            .unwrap();
-    }
-    for a in &updates.anchors {
-        psd.client
-            .load_trust_anchor(&hex::decode(a).unwrap())
-            .unwrap();
-    }
+    psd.load_updates(&acme).await;
 
     // Fig. 8: the payment key made inside and attested; no limit yet: refused.
     let (attestation, _) = psd.client.generate_key(Purpose::Payment, false).unwrap();
@@ -407,20 +393,7 @@ async fn vendor_prices_and_trusts_the_creditor(
 /// creditor's anchor).
 async fn ready(host: &common::Host, acme: &Client, psd: &mut Psd, txn: &str) {
     host.refill(psd, txn, "acme", 10_000).await.unwrap();
-    let updates: DeviceUpdates = acme
-        .get(&format!("/v1/devices/{}/updates", psd.device_id()))
-        .await
-        .unwrap();
-    for t in &updates.rate_tables {
-        psd.client
-            .load_rate_table(&hex::decode(t).unwrap())
-            .unwrap();
-    }
-    for a in &updates.anchors {
-        psd.client
-            .load_trust_anchor(&hex::decode(a).unwrap())
-            .unwrap();
-    }
+    psd.load_updates(acme).await;
 }
 
 /// Asks the meter for a line until it answers something else than `line_conflict` (a

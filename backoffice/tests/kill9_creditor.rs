@@ -26,7 +26,6 @@ use openpsd_core::psd::certmeter::attestation::Purpose;
 use openpsd_core::psd::certmeter::credit::PayRequest;
 use openpsd_core::types::*;
 use openpsd_protocol::creditor::{LineAnswer, LineRequest, Settlement};
-use openpsd_protocol::vendor::DeviceUpdates;
 use openpsd_service_kit::tls::Role;
 use proc::Proc;
 
@@ -85,20 +84,7 @@ async fn kill9_mid_issuance_and_mid_settlement_loses_nothing_and_settles_once() 
         .await
         .unwrap();
     host.refill(&mut psd, "r1", "acme", 10_000).await.unwrap();
-    let updates: DeviceUpdates = acme
-        .get(&format!("/v1/devices/{}/updates", psd.device_id()))
-        .await
-        .unwrap();
-    for t in &updates.rate_tables {
-        psd.client
-            .load_rate_table(&hex::decode(t).unwrap())
-            .unwrap();
-    }
-    for a in &updates.anchors {
-        psd.client
-            .load_trust_anchor(&hex::decode(a).unwrap())
-            .unwrap();
-    }
+    psd.load_updates(&acme).await;
     let operator = Client::new(&creditor.url, &h.pki, Some(Role::Operator));
     let _: serde_json::Value = operator
         .post(

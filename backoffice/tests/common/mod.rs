@@ -179,6 +179,25 @@ impl Psd {
         self.client.receipt(&msg).map_err(card_status)
     }
 
+    /// Seed 004, step 257: the meter's rate tables and trust anchors for this device, as
+    /// its owner `owner` gets them, loaded into the PSD (each must load).
+    pub async fn load_updates(&mut self, owner: &Client) {
+        let updates: openpsd_protocol::vendor::DeviceUpdates = owner
+            .get(&format!("/v1/devices/{}/updates", self.device_id()))
+            .await
+            .expect("updates");
+        for t in &updates.rate_tables {
+            self.client
+                .load_rate_table(&hex::decode(t).expect("hex"))
+                .expect("LOAD RATE TABLE");
+        }
+        for a in &updates.anchors {
+            self.client
+                .load_trust_anchor(&hex::decode(a).expect("hex"))
+                .expect("LOAD TRUST ANCHOR");
+        }
+    }
+
     /// An indicium of `postage` on set 0 dated today.
     pub fn frank(&mut self, txn: u64, postage: u64) -> Result<(), Status> {
         let req = openpsd_core::psd::indicium::IndiciumRequest {

@@ -88,7 +88,10 @@ async fn flow6_rates_certificate_postmark_audit_and_revocation_through_the_servi
             .unwrap();
     }
 
-    // Fig. 5: the key made inside, attested; the CA certifies it for acme's account.
+    // Fig. 5: the key made inside, attested; the CA certifies it for acme's account. The
+    // PSD's clock (its host's) stays where it was set, a second and more behind the CA's
+    // when it issues: the certificate must still cover the PSD's next postmark.
+    tokio::time::sleep(std::time::Duration::from_millis(1_100)).await;
     let (attestation, a) = psd.client.generate_key(Purpose::Postmark, false).unwrap();
     let request = MeterCertificateRequest {
         device_id: psd.device_id(),

@@ -60,6 +60,9 @@ use rusqlite::{params, OptionalExtension};
 use sha2::Digest as _;
 use x509_cert::Certificate;
 
+/// How long before issuance a device certificate is valid from (seconds).
+pub const CLOCK_SKEW_SECS: u64 = 3_600;
+
 /// The CA's signing key file (hex P-256 scalar, 0600) in its data directory.
 pub const SIGNING_KEY_FILE: &str = "ca-signing.key";
 /// Its public half (SEC1 uncompressed, hex): what a vendor-signed trust anchor (kind 01,
@@ -511,7 +514,10 @@ async fn issue(State(ca): State<Ca>, body: Bytes) -> Result<Json<CertificateAnsw
             purpose: att.purpose,
             subject,
             serial: &serial,
-            not_before: issued_at,
+            // Valid from an hour before issuance, as public CAs backdate: a PSD's clock is
+            // its host's, and one a little behind the CA's must still use the key it was
+            // just given (a postmark before notBefore is refused, `9A44`).
+            not_before: issued_at.saturating_sub(CLOCK_SKEW_SECS),
             not_after: issued_at + days * 86_400,
             public_key: &att.public_key,
             crl_url: &format!("{}/v1/ca/crl.der", ca.config.public_url),

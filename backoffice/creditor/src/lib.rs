@@ -1182,8 +1182,7 @@ mod tests {
     fn a_database_made_before_revocation_gets_the_column() {
         let c = rusqlite::Connection::open_in_memory().unwrap();
         let old = SCHEMA.replace(
-            "    revoked_at     INTEGER, \
-            -- the operator's revocation (unix seconds)\n",
+            "    revoked_at     INTEGER,                   -- the operator's revocation (unix seconds)\n",
             "",
         );
         assert_ne!(old, SCHEMA);

@@ -20,6 +20,7 @@ use openpsd_service_kit::tls::Role as TlsRole;
 use openpsd_service_kit::Service;
 
 mod ca_cli;
+mod datacenter_cli;
 mod creditor_cli;
 mod pa_cli;
 mod post_cli;
@@ -61,6 +62,8 @@ enum Command {
     /// The certificate authority's desk (seed 004 Fig. 6): close a revocation order its PSD
     /// cannot apply (operator).
     Ca(ca_cli::CaCmd),
+    /// The virtual meter's data center (seed 001): audit its ledger.
+    Datacenter(datacenter_cli::DatacenterCmd),
     /// The demo: runs `backoffice-demo` (installed next to this program) with the same
     /// arguments; `backoffice-demo --help` lists them. The demo lives in its own program so
     /// the services' binary carries no card simulator.
@@ -94,6 +97,9 @@ enum Role {
     /// Creditor (seed 004 Figs. 7-9): grants lines of credit on PSDs' payment keys and
     /// settles merchants' payment certificates (default port 8708).
     Creditor,
+    /// Virtual meter data center (seed 001): mailers' meters in a database, checked by the
+    /// secure box in DIR/box (default port 8709; needs --vendor and --kms).
+    Datacenter,
     /// All of them; data in DIR/kms, DIR/recharge, DIR/meter, DIR/post, DIR/pa, DIR/vendor,
     /// DIR/ca, DIR/creditor.
     All,
@@ -427,6 +433,13 @@ fn main() -> Result<()> {
         Command::Vendor(v) => runtime.block_on(vendor_cmd(v)),
         Command::Creditor(c) => runtime.block_on(creditor_cli::run(c)),
         Command::Ca(c) => runtime.block_on(ca_cli::run(c)),
+        Command::Datacenter(c) => {
+            if runtime.block_on(datacenter_cli::run(c))? {
+                Ok(())
+            } else {
+                std::process::exit(1)
+            }
+        }
         Command::Demo { args } => run_demo(&args),
     }
 }
@@ -510,6 +523,7 @@ async fn serve(s: Serve) -> Result<()> {
         Role::Vendor => 8705,
         Role::Ca => 8706,
         Role::Creditor => 8708,
+        Role::Datacenter => 8709,
     };
     let listen = s
         .listen
@@ -612,6 +626,25 @@ async fn serve(s: Serve) -> Result<()> {
                 "creditor",
                 server::start_creditor(&config, &listen, rate).await?,
             )]
+        }
+        Role::Datacenter => {
+            let vendor = s
+                .vendor
+                .as_deref()
+                .context("--role datacenter needs --vendor URL (the vendor grants its meters)")?;
+            let config = openpsd_datacenter::Config::new(
+                s.data.clone(),
+                [vendor, &s.kms, &s.recharge],
+                pki.clone(),
+            );
+            let (svc, info) = server::start_datacenter(&config, &listen, rate).await?;
+            tracing::info!(
+                box_id = %openpsd_service_kit::codec::device_hex(&info.box_id),
+                "the box's transaction key must be registered at the KMS once, by an operator: \
+                 backoffice datacenter register-box --data {} --pki DIR",
+                s.data.display()
+            );
+            vec![("datacenter", svc)]
         }
         Role::Vendor => {
             let pa_ca = s

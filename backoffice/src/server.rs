@@ -414,3 +414,21 @@ pub async fn start_creditor(
         creditor.router(&service_limit(rate)),
     )?)
 }
+
+/// Starts the virtual meter's data center (seed 001): customers (mailers, no certificate)
+/// and services share its listener; `rate` requests per second per caller.
+pub async fn start_datacenter(
+    config: &openpsd_datacenter::Config,
+    addr: &str,
+    rate: u32,
+) -> anyhow::Result<(Service, openpsd_datacenter::boxhost::BoxInfo)> {
+    let dc = openpsd_datacenter::Datacenter::open(config).await?;
+    let info = dc.box_info().clone();
+    let tls = server_config(&config.pki, Role::Datacenter, ClientAuth::Optional)?;
+    let svc = Service::spawn(
+        "datacenter",
+        bind(addr, Some(tls)).await?,
+        dc.router(&RateLimit::new(rate, rate.saturating_mul(2))),
+    )?;
+    Ok((svc, info))
+}

@@ -14,6 +14,7 @@ pub mod ca;
 pub mod codec;
 pub mod creditor;
 pub mod customer;
+pub mod datacenter;
 pub mod error;
 pub mod kms;
 pub mod license;

@@ -38,3 +38,14 @@ fn announce(name: &str) {
     let _ = writeln!(out, "failpoint {name} reached");
     let _ = out.flush();
 }
+
+/// [`pause`] for code on a blocking thread (inside a database transaction's closure): the
+/// thread parks for ever if `name` is armed.
+pub fn pause_blocking(name: &str) {
+    if armed().iter().any(|a| a == name) {
+        announce(name);
+        loop {
+            std::thread::park();
+        }
+    }
+}

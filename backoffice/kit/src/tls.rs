@@ -56,11 +56,14 @@ pub enum Role {
     /// A merchant paid by payment certificates (seed 004 Fig. 9): presents them to the
     /// creditor. Its certificate also names which merchant ([`merchant_of_certificate`]).
     Merchant,
+    /// The virtual meter's data center (seed 001): keeps mailers' meter records, asks the
+    /// vendor for the grants that create meters in its secure box.
+    Datacenter,
 }
 
 impl Role {
     /// Every role, in a fixed order.
-    pub const ALL: [Role; 10] = [
+    pub const ALL: [Role; 11] = [
         Role::Meter,
         Role::Kms,
         Role::Recharge,
@@ -71,10 +74,11 @@ impl Role {
         Role::Ca,
         Role::Creditor,
         Role::Merchant,
+        Role::Datacenter,
     ];
 
     /// The role's name (`meter`, `kms`, `recharge`, `operator`, `post`, `vendor`, `pa`,
-    /// `ca`, `creditor`, `merchant`), as in file names.
+    /// `ca`, `creditor`, `merchant`, `datacenter`), as in file names.
     pub fn name(self) -> &'static str {
         match self {
             Role::Meter => "meter",
@@ -87,6 +91,7 @@ impl Role {
             Role::Ca => "ca",
             Role::Creditor => "creditor",
             Role::Merchant => "merchant",
+            Role::Datacenter => "datacenter",
         }
     }
 

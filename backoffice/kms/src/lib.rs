@@ -24,7 +24,7 @@ use axum::extract::{Path as UrlPath, State};
 use axum::http::{Method, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use openpsd_core::crypto::{self, IndiciumKey};
 use openpsd_core::psd::audit::{AuditData, AUDIT_TAG};
 use openpsd_core::psd::device::MAX_REGISTER_SETS;
@@ -37,7 +37,7 @@ use openpsd_protocol::{
     AuditBody, DeviceInfo, DeviceRegistration, KmsPublicKey, ReceiptRequest, ReceiptResponse,
     RefillMessage, Revocation, SignedCombination, VerifiedAudit,
 };
-use openpsd_service_kit::access::{RateLimit, Routes, Who};
+use openpsd_service_kit::access::{Peer, RateLimit, Routes, Who};
 use openpsd_service_kit::codec::{self, OsRandom};
 use openpsd_service_kit::db::{now_secs, to_sql_int, Db};
 use openpsd_service_kit::error::{ApiError, StorageContext};
@@ -46,6 +46,7 @@ use openpsd_service_kit::tls::Role;
 
 #[cfg(test)]
 mod tests;
+mod vbox;
 
 /// The KMS's signing key file (hex P-256 scalar, 0600) in its data directory, unless
 /// [`Config::signing_key`] puts it elsewhere.
@@ -191,7 +192,7 @@ impl Kms {
             "the recharging center's public key is not a P-256 point"
         );
         let db_path = config.data.join(DB_FILE);
-        let db = Db::open(&db_path, SCHEMA)?;
+        let db = Db::open(&db_path, &format!("{SCHEMA}{}", vbox::SCHEMA))?;
         let mut conn = openpsd_service_kit::db::open_connection(&db_path)?;
         retire_k1(&mut conn)?;
 
@@ -305,7 +306,19 @@ impl Kms {
                 &[Who::AnyRole],
             )
             .route(Method::POST, "/v1/audits/verify", post(verify_audit), METER)
-            .route(Method::POST, "/v1/refill-messages", post(seal), METER)
+            .route(
+                Method::POST,
+                "/v1/refill-messages",
+                post(seal),
+                &[Who::Role(Role::Meter), Who::Role(Role::Datacenter)],
+            )
+            .route(Method::POST, "/v1/vbox/boxes", post(vbox::register_box), OPERATOR)
+            .route(
+                Method::POST,
+                "/v1/vbox/meters",
+                post(vbox::register_meter),
+                &[Who::Role(Role::Datacenter)],
+            )
             .route(Method::POST, "/v1/receipts", post(receipt), METER)
             .route(
                 Method::GET,
@@ -735,7 +748,11 @@ async fn verify_audit(
 
 /// `POST /v1/refill-messages` (steps 270-280): signs a combination the RC signed (a
 /// refill, or a void of amount zero) into the refill message the device accepts.
-async fn seal(State(kms): State<Kms>, body: Bytes) -> Result<Json<RefillMessage>, ApiError> {
+async fn seal(
+    State(kms): State<Kms>,
+    Extension(peer): Extension<Peer>,
+    body: Bytes,
+) -> Result<Json<RefillMessage>, ApiError> {
     let step = STEP_SEAL;
     let req: SignedCombination = codec::json(&body, step)?;
     let c = req.combination.to_core(step)?;
@@ -780,6 +797,10 @@ async fn seal(State(kms): State<Kms>, body: Bytes) -> Result<Json<RefillMessage>
             read_row(&tx, &device, step)?
                 .ok_or_else(|| ApiError::unknown_device(step, &device))?
                 .serving(step)?;
+            // The data center's refills are for the virtual meters its boxes created only.
+            if peer.role == Some(Role::Datacenter) && !vbox::is_vbox_meter(&tx, &device, step)? {
+                return Err(ApiError::unknown_device(step, &device));
+            }
             let existing: Option<(String, i64, i64, i64, i64)> = tx
                 .query_row(
                     "SELECT device_id, license, amount, control_sum, refills

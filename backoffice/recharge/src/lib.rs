@@ -10,7 +10,7 @@
 //! request ID, settlements by combination ID.
 
 use axum::http::Method;
-use openpsd_service_kit::access::{RateLimit, Routes, Who};
+use openpsd_service_kit::access::{Peer, RateLimit, Routes, Who};
 use openpsd_service_kit::tls::Role;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -20,7 +20,7 @@ use axum::extract::{Path as UrlPath, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use openpsd_core::crypto::IndiciumKey;
 use openpsd_core::psd::refill::RefillCombination;
 use openpsd_core::types::{Amount, LicenseId, RefillCount};
@@ -98,6 +98,46 @@ const STEP_VOID: &str = "rc_void";
 const VOID_COLUMNS: &[(&str, &str)] =
     &[("void_combination_id", "TEXT"), ("void_signature", "TEXT")];
 
+/// Columns `accounts` got with the virtual meter: which service opened the account.
+const ACCOUNT_COLUMNS: &[(&str, &str)] = &[("opened_by", "TEXT NOT NULL DEFAULT 'meter'")];
+
+/// The side of the back office a caller holds and settles for: the data center (virtual
+/// meters, seed 001) or the meter server (PSDs). Each holds, settles and voids only on
+/// accounts it opened, so neither can spend the other's customers' deposits; an operator
+/// reads every account.
+fn side(peer: &Peer) -> &'static str {
+    if peer.role == Some(Role::Datacenter) {
+        "datacenter"
+    } else {
+        "meter"
+    }
+}
+
+/// Whether `peer` may act on an account `opened_by` that side.
+fn owns(peer: &Peer, opened_by: &str) -> bool {
+    peer.role == Some(Role::Operator) || side(peer) == opened_by
+}
+
+fn opened_by(c: &Connection, id: &str, step: &str) -> Result<Option<String>, ApiError> {
+    c.query_row(
+        "SELECT opened_by FROM accounts WHERE account_id = ?1",
+        [id],
+        |r| r.get(0),
+    )
+    .optional()
+    .storage(step)
+}
+
+/// The account `id` if `peer` may act on it; `404` otherwise, as for an unknown one (IDs
+/// cannot be probed).
+fn account_for(c: &Connection, peer: &Peer, id: &str, step: &str) -> Result<Account, ApiError> {
+    match opened_by(c, id, step)? {
+        Some(o) if owns(peer, &o) => {}
+        _ => return Err(unknown_account(step, id)),
+    }
+    read_account(c, id, step)?.ok_or_else(|| unknown_account(step, id))
+}
+
 /// The recharging center's shared state.
 #[derive(Clone)]
 pub struct Recharge {
@@ -129,6 +169,7 @@ impl Recharge {
         // Databases from before voids: the two columns added, and their index.
         let conn = openpsd_service_kit::db::open_connection(&data.join(DB_FILE))?;
         openpsd_service_kit::db::add_missing_columns(&conn, "combinations", VOID_COLUMNS)?;
+        openpsd_service_kit::db::add_missing_columns(&conn, "accounts", ACCOUNT_COLUMNS)?;
         conn.execute_batch(
             "CREATE UNIQUE INDEX IF NOT EXISTS combinations_void ON combinations(void_combination_id)",
         )?;
@@ -154,8 +195,15 @@ impl Recharge {
     /// booked, only by the meter server (`docs/security.md`).
     pub fn routes() -> Routes<Recharge> {
         const METER: &[Who] = &[Who::Role(Role::Meter)];
+        // Holds and settlements: the meter server for PSDs, the data center for virtual
+        // meters, each on the accounts it opened only (`side`).
+        const SPENDERS: &[Who] = &[Who::Role(Role::Meter), Who::Role(Role::Datacenter)];
         const OPERATOR: &[Who] = &[Who::Role(Role::Operator)];
-        const BOTH: &[Who] = &[Who::Role(Role::Meter), Who::Role(Role::Operator)];
+        const BOTH: &[Who] = &[
+            Who::Role(Role::Meter),
+            Who::Role(Role::Operator),
+            Who::Role(Role::Datacenter),
+        ];
         Routes::new()
             .route(Method::POST, "/v1/accounts", post(create_account), BOTH)
             .route(
@@ -176,7 +224,7 @@ impl Recharge {
                 post(refund),
                 METER,
             )
-            .route(Method::POST, "/v1/combinations", post(hold), METER)
+            .route(Method::POST, "/v1/combinations", post(hold), SPENDERS)
             .route(
                 Method::GET,
                 "/v1/combinations/{combination_id}",
@@ -187,13 +235,13 @@ impl Recharge {
                 Method::POST,
                 "/v1/combinations/{combination_id}/settle",
                 post(settle),
-                METER,
+                SPENDERS,
             )
             .route(
                 Method::POST,
                 "/v1/combinations/{combination_id}/void",
                 post(void),
-                METER,
+                SPENDERS,
             )
             .route(Method::GET, "/v1/ledger", get(ledger), OPERATOR)
             .route(
@@ -243,6 +291,7 @@ fn read_account(c: &Connection, id: &str, step: &str) -> Result<Option<Account>,
 /// `POST /v1/accounts`: `201` new, `200` exists already.
 async fn create_account(
     State(rc): State<Recharge>,
+    Extension(peer): Extension<Peer>,
     body: Bytes,
 ) -> Result<impl IntoResponse, ApiError> {
     let step = STEP_ACCOUNT;
@@ -255,11 +304,17 @@ async fn create_account(
             let n = tx
                 .execute(
                     "INSERT OR IGNORE INTO accounts
-                     (account_id, available, held, debited, deposited, created_at)
-                     VALUES (?1, 0, 0, 0, 0, ?2)",
-                    params![req.account_id, now_secs()],
+                     (account_id, available, held, debited, deposited, created_at, opened_by)
+                     VALUES (?1, 0, 0, 0, 0, ?2, ?3)",
+                    params![req.account_id, now_secs(), side(&peer)],
                 )
                 .storage(step)?;
+            if !opened_by(&tx, &req.account_id, step)?.is_some_and(|o| owns(&peer, &o)) {
+                return Err(ApiError::wrong_state(
+                    step,
+                    format!("account '{}' belongs to another service", req.account_id),
+                ));
+            }
             let account = read_account(&tx, &req.account_id, step)?
                 .ok_or_else(|| ApiError::internal(step, "account vanished"))?;
             tx.commit().storage(step)?;
@@ -277,14 +332,13 @@ async fn create_account(
 /// `GET /v1/accounts/{id}`.
 async fn get_account(
     State(rc): State<Recharge>,
+    Extension(peer): Extension<Peer>,
     UrlPath(id): UrlPath<String>,
 ) -> Result<Json<Account>, ApiError> {
     let step = STEP_ACCOUNT;
     let account = rc
         .db
-        .run(step, move |c| {
-            read_account(c, &id, step)?.ok_or_else(|| unknown_account(step, &id))
-        })
+        .run(step, move |c| account_for(c, &peer, &id, step))
         .await?;
     Ok(Json(account))
 }
@@ -514,6 +568,7 @@ fn read_combination(
 /// combination bound to the audited state. The same request ID returns the same hold.
 async fn hold(
     State(rc): State<Recharge>,
+    Extension(peer): Extension<Peer>,
     body: Bytes,
 ) -> Result<Json<SignedCombination>, ApiError> {
     let step = STEP_COMBINATION;
@@ -547,6 +602,7 @@ async fn hold(
         .run(step, move |c| {
             let tx = c.transaction().storage(step)?;
             if let Some(row) = read_combination(&tx, "request_id", &req.request_id, step)? {
+                account_for(&tx, &peer, &row.account_id, step)?;
                 let same = row.account_id == req.account_id
                     && row.combination.device_id == codec::device_hex(&device)
                     && row.combination.license == req.license
@@ -567,8 +623,7 @@ async fn hold(
                     signature: row.signature,
                 });
             }
-            let account = read_account(&tx, &req.account_id, step)?
-                .ok_or_else(|| unknown_account(step, &req.account_id))?;
+            let account = account_for(&tx, &peer, &req.account_id, step)?;
             let available = account.available.checked_sub(req.amount).ok_or_else(|| {
                 ApiError::new(
                     StatusCode::PAYMENT_REQUIRED,
@@ -666,9 +721,18 @@ fn unknown_combination(step: &str, id: &str) -> ApiError {
     )
 }
 
+/// Whether `peer` may act on a combination held on `account` (else it answers as unknown).
+fn combination_owned(c: &Connection, peer: &Peer, account: &str, id: &str, step: &str) -> Result<(), ApiError> {
+    match opened_by(c, account, step)? {
+        Some(o) if owns(peer, &o) => Ok(()),
+        _ => Err(unknown_combination(step, id)),
+    }
+}
+
 /// `GET /v1/combinations/{id}`: what the RC made, for the meter's audit check.
 async fn get_combination(
     State(rc): State<Recharge>,
+    Extension(peer): Extension<Peer>,
     UrlPath(id): UrlPath<String>,
 ) -> Result<Json<CombinationRecord>, ApiError> {
     let step = STEP_COMBINATION;
@@ -676,8 +740,10 @@ async fn get_combination(
     let row = rc
         .db
         .run(step, move |c| {
-            read_combination(c, "combination_id", &id, step)?
-                .ok_or_else(|| unknown_combination(step, &id))
+            let row = read_combination(c, "combination_id", &id, step)?
+                .ok_or_else(|| unknown_combination(step, &id))?;
+            combination_owned(c, &peer, &row.account_id, &id, step)?;
+            Ok(row)
         })
         .await?;
     Ok(Json(CombinationRecord {
@@ -697,6 +763,7 @@ async fn get_combination(
 /// Nothing moves in the ledger: the hold stays until an audit shows which of the two applied.
 async fn void(
     State(rc): State<Recharge>,
+    Extension(peer): Extension<Peer>,
     UrlPath(id): UrlPath<String>,
 ) -> Result<Json<SignedCombination>, ApiError> {
     let step = STEP_VOID;
@@ -708,6 +775,7 @@ async fn void(
             let tx = c.transaction().storage(step)?;
             let row = read_combination(&tx, "combination_id", &id, step)?
                 .ok_or_else(|| unknown_combination(step, &id))?;
+            combination_owned(&tx, &peer, &row.account_id, &id, step)?;
             let original = row
                 .combination
                 .to_core(step)
@@ -758,6 +826,7 @@ async fn void(
 /// `POST /v1/combinations/{id}/settle`: debit (applied) or release the hold, once.
 async fn settle(
     State(rc): State<Recharge>,
+    Extension(peer): Extension<Peer>,
     UrlPath(id): UrlPath<String>,
     body: Bytes,
 ) -> Result<Json<Settled>, ApiError> {
@@ -771,6 +840,7 @@ async fn settle(
             let tx = c.transaction().storage(step)?;
             let row = read_combination(&tx, "combination_id", &id, step)?
                 .ok_or_else(|| unknown_combination(step, &id))?;
+            combination_owned(&tx, &peer, &row.account_id, &id, step)?;
             if row.state == outcome.as_str() {
                 return Ok(Settled {
                     combination_id: id,

@@ -50,6 +50,7 @@ use openpsd_service_kit::upstream::Upstream;
 use rusqlite::{params, OptionalExtension};
 
 pub mod rates;
+mod vbox_grants;
 
 /// The vendor's signing key file (hex P-256 scalar, 0600) in its data directory.
 pub const SIGNING_KEY_FILE: &str = "vendor-signing.key";
@@ -192,7 +193,10 @@ impl Vendor {
             )
         })?;
         let db_path = config.data.join(DB_FILE);
-        let db = Db::open(&db_path, &format!("{SCHEMA}{}", rates::SCHEMA))?;
+        let db = Db::open(
+            &db_path,
+            &format!("{SCHEMA}{}{}", rates::SCHEMA, vbox_grants::SCHEMA),
+        )?;
         let conn = openpsd_service_kit::db::open_connection(&db_path)?;
         let public_hex = hex::encode(key.public_key());
         let recorded: Option<String> = conn
@@ -244,6 +248,12 @@ impl Vendor {
         const METER_OR_OPERATOR: &[Who] = &[Who::Role(Role::Meter), Who::Role(Role::Operator)];
         Routes::new()
             .route(Method::POST, "/v1/licenses", post(license), METER)
+            .route(
+                Method::POST,
+                "/v1/vbox/grants",
+                post(vbox_grants::grant),
+                &[Who::Role(Role::Datacenter)],
+            )
             .route(Method::POST, "/v1/rates", post(rates::publish), OPERATOR)
             .route(
                 Method::GET,

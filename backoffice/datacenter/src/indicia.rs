@@ -1,0 +1,425 @@
+//! The meter's commands through the box (seed 001 Fig. 4): CREATE METER at sign-up, ISSUE
+//! INDICIUM for `POST /v1/indicia`, the intent before each and RESUME after a crash, and the
+//! mailer's views (meter, history).
+//!
+//! Idempotence: an indicium is kept by (mailer, client transaction ID) with the request's
+//! digest. The same request again answers the stored indicium (a double click, a retry, a
+//! reprint: free); another request under the same ID is `409 box_refused`.
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::{Extension, Json};
+use openpsd_core::psd::indicium::IndiciumRequest;
+use openpsd_core::types::{Amount, PostalCode, RateCategory, TransactionId};
+use openpsd_core::vbox::issue::{issue_data, IssueReply};
+use openpsd_core::vbox::meter::create_meter_data;
+use openpsd_core::vbox::record::MeterRecord;
+use openpsd_core::vbox::txn::{self, TransactionRecord};
+use openpsd_core::vbox::ins;
+use openpsd_protocol::datacenter::{code, History, HistoryEntry, IndiciumIssued, IndiciumOrder, MeterView};
+use openpsd_service_kit::access::Customer;
+use openpsd_service_kit::codec;
+use openpsd_service_kit::db::{from_sql_int, now_secs, to_sql_int};
+use openpsd_service_kit::error::{ApiError, StorageContext};
+use rusqlite::{params, Connection, OptionalExtension};
+use sha2::{Digest as _, Sha256};
+
+use crate::boxhost::Refused;
+use crate::store::{self, locate};
+use crate::Datacenter;
+
+const STEP_ISSUE: &str = "datacenter_issue";
+const STEP_CREATE: &str = "datacenter_create";
+const STEP_VIEW: &str = "datacenter_view";
+const STEP_RESUME: &str = "datacenter_resume";
+
+/// A box command about to be sent: what the database keeps until its answer is committed.
+pub(crate) struct Intent {
+    pub(crate) shard: u16,
+    pub(crate) ins: u8,
+    pub(crate) data: Vec<u8>,
+    pub(crate) mailer: Option<String>,
+    pub(crate) client_txn: Option<String>,
+    pub(crate) digest: Option<String>,
+    pub(crate) postage: Option<u64>,
+}
+
+pub(crate) fn err(status: StatusCode, code: &str, step: &str, message: impl Into<String>) -> ApiError {
+    ApiError {
+        status,
+        code: code.to_owned(),
+        step: step.to_owned(),
+        message: message.into(),
+    }
+}
+
+/// What a box refusal means to the caller. The record refusals are alarms: the database
+/// holds a record the box did not make last (edited, restored, moved, swapped).
+fn refusal(r: Refused, step: &str) -> ApiError {
+    match r.0 {
+        0x9A60..=0x9A63 => {
+            tracing::error!(status = %r.meaning(), step, "ALARM: the box refused a meter record");
+            err(StatusCode::CONFLICT, code::RECORD_REFUSED, step, format!("the box refused the meter record: {}", r.meaning()))
+        }
+        0x9A01 => err(StatusCode::CONFLICT, code::INSUFFICIENT_FUNDS, step, "the meter's balance does not cover the postage"),
+        _ => err(StatusCode::CONFLICT, code::BOX_REFUSED, step, format!("the box refused: {}", r.meaning())),
+    }
+}
+
+/// Records `intent`, sends it, and commits the answer (or drops the intent on a refusal).
+pub(crate) fn run_box(dc: &Datacenter, c: &mut Connection, intent: Intent, step: &str) -> Result<Committed, ApiError> {
+    c.execute(
+        "INSERT INTO intents (shard, ins, data, mailer_id, client_txn_id, request_digest, postage)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        params![
+            intent.shard,
+            intent.ins,
+            intent.data,
+            intent.mailer,
+            intent.client_txn,
+            intent.digest,
+            intent.postage.map(|p| to_sql_int(p, step)).transpose()?
+        ],
+    )
+    .storage(step)?;
+    let answer = dc.boxh.send(intent.ins, 0, &intent.data);
+    match answer {
+        Ok(a) => {
+            // The box has committed; the database has not: the crash RESUME heals.
+            openpsd_service_kit::failpoint::pause_blocking("datacenter_after_box");
+            commit_answer(dc, c, &intent, &a, step)
+        }
+        Err(r) => {
+            c.execute("DELETE FROM intents WHERE shard = ?1", [intent.shard])
+                .storage(step)?;
+            Err(refusal(r, step))
+        }
+    }
+}
+
+/// What one committed box answer left.
+pub(crate) struct Committed {
+    pub(crate) record: MeterRecord,
+    pub(crate) indicium: Vec<u8>,
+}
+
+/// Commits a box answer in one transaction: the record, its Merkle path (whose new root must
+/// be the box's), the transaction record (signature checked), the indicium; drops the intent.
+fn commit_answer(dc: &Datacenter, c: &mut Connection, intent: &Intent, answer: &[u8], step: &str) -> Result<Committed, ApiError> {
+    let internal = |m: &str| ApiError::internal(step, m.to_owned());
+    let reply = IssueReply::decode(answer).map_err(|_| internal("the box's answer does not parse"))?;
+    let t = TransactionRecord::verify(&reply.transaction, &dc.info.txn_key)
+        .map_err(|_| internal("the box's transaction record does not verify"))?;
+    let rec = MeterRecord::decode(&reply.record).map_err(|_| internal("the box's record does not parse"))?;
+    let meter = codec::device_hex(&rec.meter);
+    let (shard, idx) = locate(rec.slot, dc.info.depth);
+    let tx = c.transaction().storage(step)?;
+    if t.kind == txn::KIND_CREATE {
+        let mailer = intent.mailer.clone().ok_or_else(|| internal("CREATE METER without its mailer"))?;
+        let n = usize::from(dc.info.depth) * 32;
+        let proof = intent
+            .data
+            .get(intent.data.len().saturating_sub(n)..)
+            .ok_or_else(|| internal("CREATE METER without its proof"))?;
+        tx.execute(
+            "INSERT INTO meters (meter_id, mailer_id, slot, record, created_record, create_proof)
+             VALUES (?1, ?2, ?3, ?4, ?4, ?5)",
+            params![meter, mailer, rec.slot, reply.record, proof],
+        )
+        .storage(step)?;
+    } else {
+        let n = tx
+            .execute("UPDATE meters SET record = ?2 WHERE slot = ?1", params![rec.slot, reply.record])
+            .storage(step)?;
+        if n != 1 {
+            return Err(internal("the box answered for a slot the database has no meter at"));
+        }
+    }
+    let root = store::set_leaf(&tx, shard, idx, &reply.record, dc.info.depth, &dc.empty, step)?;
+    if root != reply.root {
+        tracing::error!(shard, "ALARM: the database's new root is not the box's");
+        return Err(internal("the database's tree disagrees with the box's new root"));
+    }
+    tx.execute(
+        "INSERT INTO txns (shard, sequence, meter_id, kind, record) VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![t.shard, to_sql_int(t.sequence, step)?, meter, t.kind, reply.transaction],
+    )
+    .storage(step)?;
+    if !reply.indicium.is_empty() {
+        let (Some(m), Some(id), Some(d), Some(p)) = (&intent.mailer, &intent.client_txn, &intent.digest, intent.postage) else {
+            return Err(internal("an indicium without its order"));
+        };
+        tx.execute(
+            "INSERT INTO indicia (mailer_id, client_txn_id, request_digest, postage, indicium, balance, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![m, id, d, to_sql_int(p, step)?, reply.indicium, to_sql_int(rec.dr.0, step)?, now_secs()],
+        )
+        .storage(step)?;
+    }
+    tx.execute("DELETE FROM intents WHERE shard = ?1", [intent.shard])
+        .storage(step)?;
+    tx.commit().storage(step)?;
+    Ok(Committed {
+        record: rec,
+        indicium: reply.indicium,
+    })
+}
+
+/// Finishes the intents a crash left (of `shard`, or all): RESUME answers the committed
+/// command's bytes again, which are committed now; `9A64` means the box never committed it,
+/// so it is dropped (nothing was charged).
+pub(crate) fn finish_intents(dc: &Datacenter, c: &mut Connection, shard: Option<u16>) -> Result<(), ApiError> {
+    let step = STEP_RESUME;
+    let rows: Vec<Intent> = {
+        let mut q = c
+            .prepare(
+                "SELECT shard, ins, data, mailer_id, client_txn_id, request_digest, postage FROM intents
+                 WHERE ?1 IS NULL OR shard = ?1 ORDER BY shard",
+            )
+            .storage(step)?;
+        let it = q
+            .query_map([shard], |r| {
+                Ok((r.get::<_, u16>(0)?, r.get::<_, u8>(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get::<_, Option<i64>>(6)?))
+            })
+            .storage(step)?;
+        let mut v = Vec::new();
+        for row in it {
+            let (shard, ins, data, mailer, client_txn, digest, postage) = row.storage(step)?;
+            v.push(Intent {
+                shard,
+                ins,
+                data,
+                mailer,
+                client_txn,
+                digest,
+                postage: postage.map(|p| from_sql_int(p, step)).transpose()?,
+            });
+        }
+        v
+    };
+    for intent in rows {
+        let answer = dc.boxh.resume(intent.ins, &intent.data);
+        match answer {
+            Ok(a) => {
+                commit_answer(dc, c, &intent, &a, step)?;
+                tracing::info!(shard = intent.shard, "resumed a box command a crash left uncommitted");
+            }
+            Err(Refused(0x9A64)) => {
+                c.execute("DELETE FROM intents WHERE shard = ?1", [intent.shard])
+                    .storage(step)?;
+                tracing::info!(shard = intent.shard, "dropped a box command the box never committed");
+            }
+            Err(r) => {
+                return Err(ApiError::internal(step, format!("RESUME of shard {}: {}", intent.shard, r.meaning())));
+            }
+        }
+    }
+    Ok(())
+}
+
+pub(crate) fn mailer_bytes(id: &str, step: &str) -> Result<[u8; 16], ApiError> {
+    Ok(codec::hex_array::<16>("mailer_id", id, step)?)
+}
+
+/// CREATE METER for `mailer` at `slot` with the vendor's `grant`.
+pub(crate) async fn create_meter(dc: &Datacenter, mailer: &str, slot: u32, grant: Vec<u8>) -> Result<(), ApiError> {
+    let step = STEP_CREATE;
+    let (dc2, m) = (dc.clone(), mailer.to_owned());
+    dc.db
+        .run(step, move |c| {
+            let (shard, idx) = locate(slot, dc2.info.depth);
+            finish_intents(&dc2, c, Some(shard))?;
+            if c.query_row("SELECT 1 FROM meters WHERE mailer_id = ?1", [&m], |_| Ok(()))
+                .optional()
+                .storage(step)?
+                .is_some()
+            {
+                return Ok(());
+            }
+            let proof = store::proof(c, shard, idx, dc2.info.depth, &dc2.empty, step)?;
+            let intent = Intent {
+                shard,
+                ins: ins::CREATE_METER,
+                data: create_meter_data(&grant, &proof),
+                mailer: Some(m),
+                client_txn: None,
+                digest: None,
+                postage: None,
+            };
+            run_box(&dc2, c, intent, step).map(drop)
+        })
+        .await
+}
+
+/// The mailer's meter row: meter ID, slot, record.
+pub(crate) fn meter_row(c: &Connection, mailer: &str, step: &str) -> Result<(String, u32, Vec<u8>), ApiError> {
+    c.query_row(
+        "SELECT meter_id, slot, record FROM meters WHERE mailer_id = ?1",
+        [mailer],
+        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+    )
+    .optional()
+    .storage(step)?
+    .ok_or_else(|| err(StatusCode::CONFLICT, "wrong_state", step, "the meter is not created yet: log in again"))
+}
+
+fn view(meter: String, rec: &MeterRecord) -> MeterView {
+    MeterView {
+        meter_id: meter,
+        slot: rec.slot,
+        balance: rec.dr.0,
+        used: rec.ar.0,
+        pieces: rec.pieces.0,
+        refills: rec.refills.0,
+        max_postage: rec.max_postage.0,
+        license: rec.license.0,
+        origin: String::from_utf8_lossy(rec.origin.as_bytes()).into_owned(),
+        public_key: hex::encode(rec.public_key),
+    }
+}
+
+/// `GET /v1/meter`.
+pub(crate) async fn meter(State(dc): State<Datacenter>, Extension(who): Extension<Customer>) -> Result<Json<MeterView>, ApiError> {
+    let step = STEP_VIEW;
+    dc.ensure_meter(&who.id).await?;
+    crate::refill::finish_refills(&dc, Some(&who.id)).await?;
+    let (meter, _, record) = dc.db.run(step, move |c| meter_row(c, &who.id, step)).await?;
+    let rec = MeterRecord::decode(&record).map_err(|_| ApiError::internal(step, "a stored record does not parse"))?;
+    Ok(Json(view(meter, &rec)))
+}
+
+/// `POST /v1/indicia`.
+pub(crate) async fn issue(
+    State(dc): State<Datacenter>,
+    Extension(who): Extension<Customer>,
+    body: Bytes,
+) -> Result<Json<IndiciumIssued>, ApiError> {
+    let step = STEP_ISSUE;
+    let order: IndiciumOrder = codec::json(&body, step)?;
+    let txn_id = codec::hex_array::<8>("client_txn_id", &order.client_txn_id, step)?;
+    let destination = PostalCode::new(order.destination.as_bytes())
+        .ok_or_else(|| ApiError::bad_request(step, "destination: 1 to 9 ASCII digits or capitals"))?;
+    if order.postage == 0 || order.postage > i64::MAX as u64 {
+        return Err(ApiError::amount_invalid(step, "postage: a positive amount"));
+    }
+    let digest = hex::encode(Sha256::digest(format!(
+        "{}|{}|{}|{}",
+        order.client_txn_id.to_ascii_lowercase(),
+        order.postage,
+        order.rate,
+        order.destination
+    )));
+    let mailer = mailer_bytes(&who.id, step)?;
+    let today = codec::today_utc();
+    let dc2 = dc.clone();
+    let out = dc
+        .db
+        .run(step, move |c| {
+            let (_, slot, _) = meter_row(c, &who.id, step)?;
+            let (shard, idx) = locate(slot, dc2.info.depth);
+            finish_intents(&dc2, c, Some(shard))?;
+            let id = order.client_txn_id.to_ascii_lowercase();
+            let stored: Option<(String, i64, Vec<u8>, i64)> = c
+                .query_row(
+                    "SELECT request_digest, postage, indicium, balance FROM indicia
+                     WHERE mailer_id = ?1 AND client_txn_id = ?2",
+                    params![who.id, id],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+                )
+                .optional()
+                .storage(step)?;
+            if let Some((d, postage, indicium, balance)) = stored {
+                if d != digest {
+                    return Err(err(
+                        StatusCode::CONFLICT,
+                        code::BOX_REFUSED,
+                        step,
+                        "another indicium was issued under this client_txn_id",
+                    ));
+                }
+                return Ok(IndiciumIssued {
+                    client_txn_id: id,
+                    indicium: hex::encode(indicium),
+                    postage: from_sql_int(postage, step)?,
+                    balance: from_sql_int(balance, step)?,
+                    reprint: true,
+                });
+            }
+            let (_, _, record) = meter_row(c, &who.id, step)?;
+            let rec = MeterRecord::decode(&record).map_err(|_| ApiError::internal(step, "a stored record does not parse"))?;
+            let proof = store::proof(c, shard, idx, dc2.info.depth, &dc2.empty, step)?;
+            let request = IndiciumRequest {
+                transaction: TransactionId(txn_id),
+                postage: Amount(order.postage),
+                date: today,
+                rate: RateCategory(order.rate.into()),
+                origin: rec.origin.clone(),
+                destination,
+            };
+            let intent = Intent {
+                shard,
+                ins: ins::ISSUE_INDICIUM,
+                data: issue_data(slot, &mailer, &record, &proof, &request),
+                mailer: Some(who.id.clone()),
+                client_txn: Some(id.clone()),
+                digest: Some(digest),
+                postage: Some(order.postage),
+            };
+            let done = run_box(&dc2, c, intent, step)?;
+            Ok(IndiciumIssued {
+                client_txn_id: id,
+                indicium: hex::encode(&done.indicium),
+                postage: order.postage,
+                balance: done.record.dr.0,
+                reprint: false,
+            })
+        })
+        .await?;
+    tracing::info!(client_txn_id = %out.client_txn_id, postage = out.postage, reprint = out.reprint, "indicium");
+    Ok(Json(out))
+}
+
+fn kind_name(kind: u8) -> &'static str {
+    match kind {
+        txn::KIND_CREATE => "create",
+        txn::KIND_ISSUE => "issue",
+        txn::KIND_REFILL => "refill",
+        _ => "reprint",
+    }
+}
+
+/// `GET /v1/history`: the meter's transaction records, each signed by the box.
+pub(crate) async fn history(State(dc): State<Datacenter>, Extension(who): Extension<Customer>) -> Result<Json<History>, ApiError> {
+    let step = STEP_VIEW;
+    let key = dc.info.txn_key;
+    let records: Vec<Vec<u8>> = dc
+        .db
+        .run(step, move |c| {
+            let (meter, _, _) = meter_row(c, &who.id, step)?;
+            let mut q = c
+                .prepare("SELECT record FROM txns WHERE meter_id = ?1 ORDER BY shard, sequence")
+                .storage(step)?;
+            let rows = q.query_map([meter], |r| r.get(0)).storage(step)?;
+            rows.collect::<Result<Vec<_>, _>>().storage(step)
+        })
+        .await?;
+    let mut entries = Vec::with_capacity(records.len());
+    for r in records {
+        let t = TransactionRecord::verify(&r, &key)
+            .map_err(|_| ApiError::internal(step, "a stored transaction record does not verify"))?;
+        entries.push(HistoryEntry {
+            kind: kind_name(t.kind).to_owned(),
+            sequence: t.sequence,
+            amount: t.amount.0,
+            used: t.ar.0,
+            balance: t.dr.0,
+            pieces: t.pieces.0,
+            record: hex::encode(&r),
+        });
+    }
+    Ok(Json(History {
+        box_key: hex::encode(key),
+        entries,
+    }))
+}

@@ -1,0 +1,439 @@
+//! The virtual meter's data center (seed 001, WO 98/57304 Fig. 1; `docs/virtual-meter.md`
+//! §9): communication, function and database server in one service. Mailers sign up and
+//! log in from a browser ([`mailers`]); each has one meter whose record lives in the
+//! database ([`store`]) and whose every change goes through the secure box ([`boxhost`]):
+//! the box checks the record's MAC and its Merkle path to the shard root (an old, edited,
+//! moved or another mailer's record is refused before anything is printed), does the
+//! accounting, signs the indicium and a transaction record, and commits its new root before
+//! it answers.
+//!
+//! **Commit order.** For each box command the data center (1) records an intent (the
+//! command's bytes) and commits it, (2) sends the command, (3) commits the answer (record,
+//! Merkle path, transaction record, indicium) and drops the intent in one transaction. A
+//! crash between (2) and (3) leaves the intent: at start-up, and before any later command of
+//! the same shard, RESUME re-sends it and the box answers the identical bytes (or `9A64`:
+//! it never committed; the intent is dropped and nothing was charged). At start-up every
+//! shard's root in the database must equal the box's: a database restored from a backup is
+//! refused, loudly ([`Datacenter::open`]).
+//!
+//! **Serialization.** One box command at a time, inside the database's single connection
+//! (`Db::run`): simple and exact. Parallel shards are the scale-out step
+//! (`docs/virtual-meter.md` §8).
+//!
+//! **Not built yet**: adding funds (the refill through the recharging center and the KMS),
+//! batches, PostgreSQL, the box as a separate process (§8).
+
+pub mod audit;
+pub mod boxhost;
+mod indicia;
+mod mailers;
+mod refill;
+pub mod store;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use axum::http::{Method, StatusCode};
+use axum::routing::{delete, get, post};
+use axum::Router;
+use openpsd_core::crypto::PUBLIC_KEY_LEN;
+use openpsd_core::vbox::merkle::EmptyHashes;
+use openpsd_protocol::datacenter::{
+    code, BoxRegistration, GrantAnswer, GrantRequest, MeterRegistration,
+};
+use openpsd_protocol::kms::DeviceInfo;
+use openpsd_protocol::kms::KmsPublicKey;
+use openpsd_protocol::license::VendorPublicKey;
+use openpsd_service_kit::access::{RateLimit, Routes, Who};
+use openpsd_service_kit::codec;
+use openpsd_service_kit::db::Db;
+use openpsd_service_kit::error::{ApiError, StorageContext};
+use openpsd_service_kit::pki::Pki;
+use openpsd_service_kit::tls::{client_config, Role};
+use openpsd_service_kit::upstream::Upstream;
+use rusqlite::{params, OptionalExtension};
+use zeroize::Zeroizing;
+
+use boxhost::{BoxHandle, BoxInfo};
+
+/// Database file name.
+pub const DB_FILE: &str = "datacenter.sqlite";
+/// The secret every password hash is computed with (hex, 0600).
+pub const PEPPER_FILE: &str = "datacenter-pepper.key";
+/// The box's card memory (a card-sim file store).
+pub const BOX_DIR: &str = "box";
+
+const STEP_OPEN: &str = "datacenter_open";
+const STEP_METER: &str = "datacenter_meter";
+
+/// How the data center is set up.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Data directory: the database, the pepper, the box.
+    pub data: PathBuf,
+    /// The vendor's base URL (grants).
+    pub vendor_url: String,
+    /// The KMS's base URL (its public key: the box's refill key; meter registration,
+    /// refill messages).
+    pub kms_url: String,
+    /// The recharging center's base URL (the mailers' deposits).
+    pub rc_url: String,
+    /// The back office's PKI.
+    pub pki: Pki,
+    /// The box's geometry, used when it is personalized (first start).
+    pub shards: u16,
+    /// Depth of each shard's tree.
+    pub depth: u8,
+    /// The postal license the meters are granted under.
+    pub license: u32,
+    /// Their origin postal code.
+    pub origin: String,
+    /// Largest postage per piece.
+    pub max_postage: u64,
+    /// Largest balance a meter may hold.
+    pub max_dr: u64,
+}
+
+impl Config {
+    /// Defaults: 16 shards of depth 10 (16,384 meters), license 4711, origin 10115, 100.00
+    /// per piece, 10,000.00 per meter.
+    pub fn new(data: PathBuf, [vendor_url, kms_url, rc_url]: [&str; 3], pki: Pki) -> Self {
+        Self {
+            data,
+            vendor_url: vendor_url.to_owned(),
+            kms_url: kms_url.to_owned(),
+            rc_url: rc_url.to_owned(),
+            pki,
+            shards: 16,
+            depth: 10,
+            license: 4711,
+            origin: "10115".to_owned(),
+            max_postage: 10_000,
+            max_dr: 1_000_000,
+        }
+    }
+}
+
+/// The box a data center's database belongs to, as the KMS registers it
+/// (`backoffice datacenter register-box`). Reads the database only.
+pub fn box_registration(db: &std::path::Path) -> anyhow::Result<BoxRegistration> {
+    let c = rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+    let (box_id, txn_key, depth) = c.query_row(
+        "SELECT box_id, txn_key, depth FROM box WHERE id = 1",
+        [],
+        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+    )?;
+    Ok(BoxRegistration {
+        box_id,
+        txn_key,
+        depth,
+    })
+}
+
+/// The data center's shared state.
+#[derive(Clone)]
+pub struct Datacenter {
+    db: Db,
+    boxh: BoxHandle,
+    info: Arc<BoxInfo>,
+    empty: Arc<EmptyHashes>,
+    vendor: Upstream,
+    rc: Upstream,
+    kms: Upstream,
+    pepper: Arc<Zeroizing<[u8; 32]>>,
+    dummy_hash: Arc<String>,
+    config: Arc<Config>,
+}
+
+fn public_key(hex_text: &str, what: &str) -> anyhow::Result<[u8; PUBLIC_KEY_LEN]> {
+    let b = hex::decode(hex_text)?;
+    b.try_into()
+        .map_err(|_| anyhow::anyhow!("{what}: not a 65-byte public key"))
+}
+
+impl Datacenter {
+    /// Opens the database and the box (personalizing it at first start with the vendor's
+    /// and the KMS's public keys, read from them), finishes any command a crash left
+    /// uncommitted (RESUME), and checks every shard's root against the box's.
+    pub async fn open(config: &Config) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(&config.data)?;
+        let db_path = config.data.join(DB_FILE);
+        let pepper_path = config.data.join(PEPPER_FILE);
+        openpsd_service_kit::keys::ensure_key_kept(&pepper_path, &db_path)?;
+        let pepper = openpsd_service_kit::keys::load_or_create(
+            &pepper_path,
+            openpsd_service_kit::keys::random_key,
+            |_| true,
+        )?;
+        let db = Db::open(&db_path, store::SCHEMA)?;
+        let tls = client_config(&config.pki, Some(Role::Datacenter))?;
+        let vendor = Upstream::new("vendor", &config.vendor_url, Role::Vendor, tls.clone())?;
+        let rc = Upstream::new("recharging center", &config.rc_url, Role::Recharge, tls.clone())?;
+        let kms = Upstream::new("KMS", &config.kms_url, Role::Kms, tls)?;
+        let box_dir = config.data.join(BOX_DIR);
+        let keys = if box_dir.join("state.log").exists() {
+            None
+        } else {
+            let v: VendorPublicKey = vendor
+                .get("/v1/public-key", STEP_OPEN)
+                .await
+                .map_err(|e| anyhow::anyhow!("the vendor's public key: {}", e.message))?;
+            let k: KmsPublicKey = kms
+                .get("/v1/public-key", STEP_OPEN)
+                .await
+                .map_err(|e| anyhow::anyhow!("the KMS's public key: {}", e.message))?;
+            Some((public_key(&v.public_key, "vendor")?, public_key(&k.public_key, "KMS")?))
+        };
+        let (shards, depth) = (config.shards, config.depth);
+        // Without keys the box is personalized already (its store exists): they are unused.
+        let (v, k) = keys.unwrap_or(([0; PUBLIC_KEY_LEN], [0; PUBLIC_KEY_LEN]));
+        let (boxh, info) = tokio::task::spawn_blocking(move || {
+            BoxHandle::spawn(&box_dir, shards, depth, v, k)
+        })
+        .await??;
+        let dummy_hash = mailers::dummy_hash(pepper.as_ref())?;
+        let dc = Self {
+            db,
+            boxh,
+            info: Arc::new(info),
+            empty: Arc::new(EmptyHashes::new()),
+            vendor,
+            rc,
+            kms,
+            pepper: Arc::new(pepper),
+            dummy_hash: Arc::new(dummy_hash),
+            config: Arc::new(config.clone()),
+        };
+        dc.bind_box().await?;
+        dc.recover_and_check().await?;
+        // Refills a crash left between their steps: finished now if the recharging center
+        // and the KMS answer, else at the mailer's next request.
+        if let Err(e) = refill::finish_refills(&dc, None).await {
+            tracing::warn!(error = %e.message, "unfinished refills stay for the mailers' next requests");
+        }
+        Ok(dc)
+    }
+
+    /// Records the box this database belongs to, or refuses another one.
+    async fn bind_box(&self) -> anyhow::Result<()> {
+        let info = self.info.clone();
+        let (id, key) = (codec::device_hex(&info.box_id), hex::encode(info.txn_key));
+        let (shards, depth) = (info.shards, info.depth);
+        let recorded: Option<(String, String)> = self
+            .db
+            .run(STEP_OPEN, move |c| {
+                let r = c
+                    .query_row("SELECT box_id, txn_key FROM box WHERE id = 1", [], |r| {
+                        Ok((r.get(0)?, r.get(1)?))
+                    })
+                    .optional()
+                    .storage(STEP_OPEN)?;
+                if r.is_none() {
+                    c.execute(
+                        "INSERT INTO box (id, box_id, shards, depth, txn_key) VALUES (1, ?1, ?2, ?3, ?4)",
+                        params![id, shards, depth, key],
+                    )
+                    .storage(STEP_OPEN)?;
+                }
+                Ok(r)
+            })
+            .await
+            .map_err(|e| anyhow::anyhow!("{}", e.message))?;
+        if let Some((id, key)) = recorded {
+            anyhow::ensure!(
+                id == codec::device_hex(&self.info.box_id) && key == hex::encode(self.info.txn_key),
+                "{} belongs to box {id}, but {} holds box {}: refusing to start",
+                DB_FILE,
+                BOX_DIR,
+                codec::device_hex(&self.info.box_id)
+            );
+        }
+        Ok(())
+    }
+
+    /// Finishes every intent a crash left (RESUME), then compares every shard's root in the
+    /// database with the box's: a mismatch (a database restored from a backup, an edited
+    /// node) refuses the start, since every command of that shard would be refused anyway.
+    async fn recover_and_check(&self) -> anyhow::Result<()> {
+        let dc = self.clone();
+        let mismatched = self
+            .db
+            .run(STEP_OPEN, move |c| {
+                indicia::finish_intents(&dc, c, None)?;
+                let mut bad = Vec::new();
+                for s in 0..dc.info.shards {
+                    let ours = store::root(c, s, dc.info.depth, &dc.empty, STEP_OPEN)?;
+                    let theirs = dc
+                        .boxh
+                        .shard_root(s)
+                        .map_err(|r| ApiError::internal(STEP_OPEN, format!("READ SHARD: {}", r.meaning())))?;
+                    if ours != theirs {
+                        bad.push(s);
+                    }
+                }
+                Ok(bad)
+            })
+            .await
+            .map_err(|e| anyhow::anyhow!("{}", e.message))?;
+        if !mismatched.is_empty() {
+            tracing::error!(shards = ?mismatched, "ALARM: the database's roots are not the box's");
+            anyhow::bail!(
+                "the database's Merkle roots of shard(s) {mismatched:?} are not the box's: the \
+                 database is older than the box (restored from a backup?) or was edited. \
+                 Refusing to start: restore the latest database."
+            );
+        }
+        Ok(())
+    }
+
+    /// The box's description.
+    pub fn box_info(&self) -> &BoxInfo {
+        &self.info
+    }
+
+    /// The routes: sign-up, log-in and the health check are anyone's; the meter, indicia,
+    /// history and log-out a logged-in mailer's (whose meter the handler looks up by the
+    /// session, never by an ID in the request).
+    pub fn routes() -> Routes<Datacenter> {
+        const ANYONE: &[Who] = &[Who::Anyone];
+        const MAILER: &[Who] = &[Who::Customer];
+        Routes::new()
+            .route(Method::POST, "/v1/mailers", post(mailers::sign_up), ANYONE)
+            .route(Method::POST, "/v1/sessions", post(mailers::log_in), ANYONE)
+            .route(Method::DELETE, "/v1/sessions/current", delete(mailers::log_out), MAILER)
+            .route(Method::GET, "/v1/meter", get(indicia::meter), MAILER)
+            .route(Method::POST, "/v1/indicia", post(indicia::issue), MAILER)
+            .route(Method::GET, "/v1/history", get(indicia::history), MAILER)
+            .route(Method::POST, "/v1/refills", post(refill::refill), MAILER)
+            .route(Method::GET, "/v1/deposit", get(refill::deposit), MAILER)
+            .route(Method::GET, "/health", get(|| async { "ok" }), ANYONE)
+    }
+
+    /// The router, `limit` per caller, with the mailers' session check outside the routes'.
+    pub fn router(self, limit: &RateLimit) -> Router {
+        Self::routes()
+            .into_router(limit)
+            .layer(axum::middleware::from_fn_with_state(self.clone(), mailers::authenticate))
+            .with_state(self)
+    }
+
+    /// Makes `mailer`'s meter if it has none yet: reserves a slot and a meter ID (kept, so a
+    /// retry asks the vendor for the same grant), asks the vendor for the grant, and has the
+    /// box create the meter (CREATE METER).
+    pub(crate) async fn ensure_meter(&self, mailer: &str) -> Result<(), ApiError> {
+        let step = STEP_METER;
+        let m = mailer.to_owned();
+        let depth = self.info.depth;
+        let capacity = u64::from(self.info.shards) << depth;
+        let reserved: Option<(String, u32)> = self
+            .db
+            .run(step, move |c| {
+                if c.query_row("SELECT 1 FROM meters WHERE mailer_id = ?1", [&m], |_| Ok(()))
+                    .optional()
+                    .storage(step)?
+                    .is_some()
+                {
+                    return Ok(None);
+                }
+                let tx = c.transaction().storage(step)?;
+                let got: Option<(String, u32)> = tx
+                    .query_row(
+                        "SELECT meter_id, slot FROM reservations WHERE mailer_id = ?1",
+                        [&m],
+                        |r| Ok((r.get(0)?, r.get(1)?)),
+                    )
+                    .optional()
+                    .storage(step)?;
+                let got = match got {
+                    Some(g) => g,
+                    None => {
+                        let next: i64 = tx
+                            .query_row(
+                                "SELECT COALESCE(MAX(slot) + 1, 0) FROM reservations",
+                                [],
+                                |r| r.get(0),
+                            )
+                            .storage(step)?;
+                        let slot = u64::try_from(next).unwrap_or(u64::MAX);
+                        if slot >= capacity {
+                            return Err(ApiError {
+                                status: StatusCode::SERVICE_UNAVAILABLE,
+                                code: code::NO_SLOT.to_owned(),
+                                step: step.to_owned(),
+                                message: "the data center's box is full".to_owned(),
+                            });
+                        }
+                        let slot = u32::try_from(slot).map_err(|_| ApiError::internal(step, "slot"))?;
+                        let mut id = *b"VM\0\0\0\0\0\0";
+                        codec::random_bytes(&mut id[2..]);
+                        let meter = hex::encode_upper(id);
+                        tx.execute(
+                            "INSERT INTO reservations (mailer_id, meter_id, slot) VALUES (?1, ?2, ?3)",
+                            params![m, meter, slot],
+                        )
+                        .storage(step)?;
+                        (meter, slot)
+                    }
+                };
+                tx.commit().storage(step)?;
+                Ok(Some(got))
+            })
+            .await?;
+        let Some((meter, slot)) = reserved else {
+            return self.register_meter(mailer).await;
+        };
+        let req = GrantRequest {
+            box_id: codec::device_hex(&self.info.box_id),
+            meter_id: meter.clone(),
+            slot,
+            mailer_id: mailer.to_owned(),
+            license: self.config.license,
+            origin: self.config.origin.clone(),
+            max_postage: self.config.max_postage,
+            max_dr: self.config.max_dr,
+        };
+        let answer: GrantAnswer = self.vendor.post("/v1/vbox/grants", &req, step).await?;
+        let grant = hex::decode(&answer.grant)
+            .map_err(|_| ApiError::unavailable(step, "the vendor's grant is not hex"))?;
+        indicia::create_meter(self, mailer, slot, grant).await?;
+        tracing::info!(mailer = %mailer, meter = %meter, slot, "meter created in the box");
+        self.register_meter(mailer).await
+    }
+
+    /// Registers `mailer`'s meter at the KMS (once; the KMS checks the box made it), so the
+    /// KMS seals its refills and the post office verifies its indicia with its key.
+    async fn register_meter(&self, mailer: &str) -> Result<(), ApiError> {
+        let step = STEP_METER;
+        let m = mailer.to_owned();
+        let pending: Option<(String, Vec<u8>, Vec<u8>, Vec<u8>)> = self
+            .db
+            .run(step, move |c| {
+                c.query_row(
+                    "SELECT m.meter_id, m.created_record, m.create_proof, t.record
+                     FROM meters m JOIN txns t ON t.meter_id = m.meter_id AND t.kind = 1
+                     WHERE m.mailer_id = ?1 AND m.kms_registered = 0",
+                    [&m],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+                )
+                .optional()
+                .storage(step)
+            })
+            .await?;
+        let Some((meter, record, proof, transaction)) = pending else {
+            return Ok(());
+        };
+        let reg = MeterRegistration {
+            record: hex::encode(record),
+            proof: hex::encode(proof),
+            transaction: hex::encode(transaction),
+        };
+        let _: DeviceInfo = self.kms.post("/v1/vbox/meters", &reg, step).await?;
+        self.db
+            .run(step, move |c| {
+                c.execute("UPDATE meters SET kms_registered = 1 WHERE meter_id = ?1", [meter])
+                    .storage(step)
+                    .map(drop)
+            })
+            .await
+    }
+}

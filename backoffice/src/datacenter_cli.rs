@@ -1,0 +1,92 @@
+//! `backoffice datacenter audit`: the virtual meter's auditor (seed 001; issue 16 §4). Walks
+//! every transaction record the box signed in the data center's database, recomputes every
+//! meter from them alone and reports each inconsistency (a record changed, deleted or
+//! reordered, a register edited, a tree root that is not the ledger's). Exit status 1 when
+//! anything is reported. Reads the database only; it may run beside the service.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use openpsd_service_kit::pki::Pki;
+use openpsd_service_kit::tls::{client_config, Role};
+use openpsd_service_kit::upstream::Upstream;
+
+/// `backoffice datacenter …`.
+#[derive(clap::Args)]
+pub struct DatacenterCmd {
+    #[command(subcommand)]
+    what: DatacenterWhat,
+    /// Print JSON.
+    #[arg(long, global = true)]
+    json: bool,
+    /// With register-box: the KMS's base URL.
+    #[arg(long, value_name = "URL", default_value = "https://127.0.0.1:8701", global = true)]
+    kms: String,
+    /// With register-box: the PKI directory (the operator's certificate).
+    #[arg(long, value_name = "DIR", env = "OPENPSD_PKI", global = true)]
+    pki: Option<PathBuf>,
+}
+
+#[derive(clap::Subcommand)]
+enum DatacenterWhat {
+    /// Recompute every meter from the box's signed transaction records.
+    Audit {
+        /// The data center's data directory (holding datacenter.sqlite).
+        #[arg(long, value_name = "DIR")]
+        data: PathBuf,
+    },
+    /// Register the data center's box (its ID and transaction key, read from its database)
+    /// at the KMS, as an operator: the KMS then registers the meters the box proves it
+    /// created, seals their refills, and the post office verifies their indicia.
+    RegisterBox {
+        /// The data center's data directory (holding datacenter.sqlite).
+        #[arg(long, value_name = "DIR")]
+        data: PathBuf,
+    },
+}
+
+/// Runs the subcommand; `Ok(false)` when the audit found problems.
+pub async fn run(c: DatacenterCmd) -> Result<bool> {
+    match c.what {
+        DatacenterWhat::RegisterBox { data } => {
+            let db = data.join(openpsd_datacenter::DB_FILE);
+            anyhow::ensure!(db.exists(), "{}: no data center database there", db.display());
+            let reg = openpsd_datacenter::box_registration(&db)?;
+            let pki = Pki::at(c.pki.as_ref().context(
+                "--pki DIR (or OPENPSD_PKI): the PKI `backoffice init` made, for the operator's certificate",
+            )?);
+            let tls = client_config(&pki, Some(Role::Operator))?;
+            let kms = Upstream::new("KMS", &c.kms, Role::Kms, tls)?;
+            let _: openpsd_protocol::datacenter::BoxRegistration = kms
+                .post("/v1/vbox/boxes", &reg, "register_box")
+                .await
+                .map_err(|e| anyhow::anyhow!("the KMS refused: {} ({})", e.message, e.code))?;
+            if c.json {
+                println!("{}", serde_json::to_string_pretty(&reg)?);
+            } else {
+                println!("box {} registered at the KMS", reg.box_id);
+            }
+            Ok(true)
+        }
+        DatacenterWhat::Audit { data } => {
+            let db = data.join(openpsd_datacenter::DB_FILE);
+            anyhow::ensure!(db.exists(), "{}: no data center database there", db.display());
+            let r = openpsd_datacenter::audit::audit(&db)?;
+            if c.json {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            } else {
+                println!(
+                    "{} transaction records, {} meters: credited {}, used {}, held {}",
+                    r.records, r.meters, r.credited, r.used, r.held
+                );
+                for p in &r.problems {
+                    println!("PROBLEM: {p}");
+                }
+                if r.problems.is_empty() {
+                    println!("the ledger balances; every meter is its records' replay");
+                }
+            }
+            Ok(r.problems.is_empty())
+        }
+    }
+}

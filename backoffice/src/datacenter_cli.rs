@@ -20,7 +20,12 @@ pub struct DatacenterCmd {
     #[arg(long, global = true)]
     json: bool,
     /// With register-box: the KMS's base URL.
-    #[arg(long, value_name = "URL", default_value = "https://127.0.0.1:8701", global = true)]
+    #[arg(
+        long,
+        value_name = "URL",
+        default_value = "https://127.0.0.1:8701",
+        global = true
+    )]
     kms: String,
     /// With register-box: the PKI directory (the operator's certificate).
     #[arg(long, value_name = "DIR", env = "OPENPSD_PKI", global = true)]
@@ -50,7 +55,11 @@ pub async fn run(c: DatacenterCmd) -> Result<bool> {
     match c.what {
         DatacenterWhat::RegisterBox { data } => {
             let db = data.join(openpsd_datacenter::DB_FILE);
-            anyhow::ensure!(db.exists(), "{}: no data center database there", db.display());
+            anyhow::ensure!(
+                db.exists(),
+                "{}: no data center database there",
+                db.display()
+            );
             let reg = openpsd_datacenter::box_registration(&db)?;
             let pki = Pki::at(c.pki.as_ref().context(
                 "--pki DIR (or OPENPSD_PKI): the PKI `backoffice init` made, for the operator's certificate",
@@ -70,7 +79,11 @@ pub async fn run(c: DatacenterCmd) -> Result<bool> {
         }
         DatacenterWhat::Audit { data } => {
             let db = data.join(openpsd_datacenter::DB_FILE);
-            anyhow::ensure!(db.exists(), "{}: no data center database there", db.display());
+            anyhow::ensure!(
+                db.exists(),
+                "{}: no data center database there",
+                db.display()
+            );
             let r = openpsd_datacenter::audit::audit(&db)?;
             if c.json {
                 println!("{}", serde_json::to_string_pretty(&r)?);

@@ -20,8 +20,8 @@ use openpsd_service_kit::tls::Role as TlsRole;
 use openpsd_service_kit::Service;
 
 mod ca_cli;
-mod datacenter_cli;
 mod creditor_cli;
+mod datacenter_cli;
 mod pa_cli;
 mod post_cli;
 mod vendor_cli;

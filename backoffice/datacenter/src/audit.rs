@@ -60,19 +60,31 @@ pub fn audit(path: &Path) -> anyhow::Result<AuditReport> {
     let mut rep = AuditReport::default();
     let mut regs: BTreeMap<String, Regs> = BTreeMap::new();
     let mut last: BTreeMap<u16, (u64, [u8; 32])> = BTreeMap::new();
-    let mut q = c.prepare("SELECT shard, sequence, meter_id, record FROM txns ORDER BY shard, sequence")?;
+    let mut q =
+        c.prepare("SELECT shard, sequence, meter_id, record FROM txns ORDER BY shard, sequence")?;
     let rows = q.query_map([], |r| {
-        Ok((r.get::<_, u16>(0)?, r.get::<_, i64>(1)?, r.get::<_, String>(2)?, r.get::<_, Vec<u8>>(3)?))
+        Ok((
+            r.get::<_, u16>(0)?,
+            r.get::<_, i64>(1)?,
+            r.get::<_, String>(2)?,
+            r.get::<_, Vec<u8>>(3)?,
+        ))
     })?;
     for row in rows {
         let (shard, seq, meter, bytes) = row?;
         rep.records += 1;
         let Ok(t) = TransactionRecord::verify(&bytes, &key) else {
-            rep.problems.push(format!("shard {shard} sequence {seq}: the record's signature does not verify (changed)"));
+            rep.problems.push(format!(
+                "shard {shard} sequence {seq}: the record's signature does not verify (changed)"
+            ));
             continue;
         };
-        if (t.shard, i64::try_from(t.sequence).unwrap_or(-1)) != (shard, seq) || codec::device_hex(&t.meter) != meter {
-            rep.problems.push(format!("shard {shard} sequence {seq}: the row's keys are not the record's"));
+        if (t.shard, i64::try_from(t.sequence).unwrap_or(-1)) != (shard, seq)
+            || codec::device_hex(&t.meter) != meter
+        {
+            rep.problems.push(format!(
+                "shard {shard} sequence {seq}: the row's keys are not the record's"
+            ));
         }
         let (prev_seq, prev_root) = last.get(&shard).copied().unwrap_or((0, empty.at(depth)));
         if t.sequence != prev_seq + 1 {
@@ -82,7 +94,10 @@ pub fn audit(path: &Path) -> anyhow::Result<AuditReport> {
             ));
         }
         if t.root_before != prev_root {
-            rep.problems.push(format!("shard {shard} sequence {}: the chain of roots is broken", t.sequence));
+            rep.problems.push(format!(
+                "shard {shard} sequence {}: the chain of roots is broken",
+                t.sequence
+            ));
         }
         last.insert(shard, (t.sequence, t.root_after));
         let r = regs.entry(meter.clone()).or_default();
@@ -122,19 +137,25 @@ pub fn audit(path: &Path) -> anyhow::Result<AuditReport> {
     }
     drop(q);
     for s in 0..shards {
-        let db_root = store::root(&c, s, depth, &empty, "audit").map_err(|e| anyhow::anyhow!("{}", e.message))?;
+        let db_root = store::root(&c, s, depth, &empty, "audit")
+            .map_err(|e| anyhow::anyhow!("{}", e.message))?;
         let ledger_root = last.get(&s).map_or(empty.at(depth), |l| l.1);
         if db_root != ledger_root {
-            rep.problems.push(format!("shard {s}: the database's tree root is not the last record's root after"));
+            rep.problems.push(format!(
+                "shard {s}: the database's tree root is not the last record's root after"
+            ));
         }
     }
     let mut q = c.prepare("SELECT meter_id, record FROM meters ORDER BY meter_id")?;
-    let rows = q.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?)))?;
+    let rows = q.query_map([], |r| {
+        Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?))
+    })?;
     for row in rows {
         let (meter, record) = row?;
         rep.meters += 1;
         let Some(r) = regs.get(&meter) else {
-            rep.problems.push(format!("meter {meter}: no transaction record creates it"));
+            rep.problems
+                .push(format!("meter {meter}: no transaction record creates it"));
             continue;
         };
         match MeterRecord::decode(&record) {

@@ -125,8 +125,11 @@ impl BoxHost {
     }
 
     fn read_info(&mut self) -> anyhow::Result<Option<BoxInfo>> {
-        let d = split(self.card.transmit(&[CLA_VBOX, ins::GET_DATA, 0x00, 0x01, 0x00]))
-            .map_err(|r| anyhow::anyhow!("GET DATA: {}", r.meaning()))?;
+        let d = split(
+            self.card
+                .transmit(&[CLA_VBOX, ins::GET_DATA, 0x00, 0x01, 0x00]),
+        )
+        .map_err(|r| anyhow::anyhow!("GET DATA: {}", r.meaning()))?;
         match d.first() {
             Some(0) => Ok(None),
             Some(1) if d.len() == 1 + 8 + 2 + 1 + 4 + PUBLIC_KEY_LEN => {
@@ -164,7 +167,10 @@ impl BoxHost {
     /// The box's root of `shard` (READ SHARD).
     pub fn shard_root(&mut self, shard: u16) -> Result<Hash, Refused> {
         let [p1, p2] = shard.to_be_bytes();
-        let d = split(self.card.transmit(&[CLA_VBOX, ins::READ_SHARD, p1, p2, 0x00]))?;
+        let d = split(
+            self.card
+                .transmit(&[CLA_VBOX, ins::READ_SHARD, p1, p2, 0x00]),
+        )?;
         d.get(..32)
             .and_then(|r| r.try_into().ok())
             .ok_or(Refused(0x6F00))

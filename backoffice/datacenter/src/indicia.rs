@@ -12,12 +12,14 @@ use axum::http::StatusCode;
 use axum::{Extension, Json};
 use openpsd_core::psd::indicium::IndiciumRequest;
 use openpsd_core::types::{Amount, PostalCode, RateCategory, TransactionId};
+use openpsd_core::vbox::ins;
 use openpsd_core::vbox::issue::{issue_data, IssueReply};
 use openpsd_core::vbox::meter::create_meter_data;
 use openpsd_core::vbox::record::MeterRecord;
 use openpsd_core::vbox::txn::{self, TransactionRecord};
-use openpsd_core::vbox::ins;
-use openpsd_protocol::datacenter::{code, History, HistoryEntry, IndiciumIssued, IndiciumOrder, MeterView};
+use openpsd_protocol::datacenter::{
+    code, History, HistoryEntry, IndiciumIssued, IndiciumOrder, MeterView,
+};
 use openpsd_service_kit::access::Customer;
 use openpsd_service_kit::codec;
 use openpsd_service_kit::db::{from_sql_int, now_secs, to_sql_int};
@@ -45,7 +47,12 @@ pub(crate) struct Intent {
     pub(crate) postage: Option<u64>,
 }
 
-pub(crate) fn err(status: StatusCode, code: &str, step: &str, message: impl Into<String>) -> ApiError {
+pub(crate) fn err(
+    status: StatusCode,
+    code: &str,
+    step: &str,
+    message: impl Into<String>,
+) -> ApiError {
     ApiError {
         status,
         code: code.to_owned(),
@@ -60,15 +67,35 @@ fn refusal(r: Refused, step: &str) -> ApiError {
     match r.0 {
         0x9A60..=0x9A63 => {
             tracing::error!(status = %r.meaning(), step, "ALARM: the box refused a meter record");
-            err(StatusCode::CONFLICT, code::RECORD_REFUSED, step, format!("the box refused the meter record: {}", r.meaning()))
+            err(
+                StatusCode::CONFLICT,
+                code::RECORD_REFUSED,
+                step,
+                format!("the box refused the meter record: {}", r.meaning()),
+            )
         }
-        0x9A01 => err(StatusCode::CONFLICT, code::INSUFFICIENT_FUNDS, step, "the meter's balance does not cover the postage"),
-        _ => err(StatusCode::CONFLICT, code::BOX_REFUSED, step, format!("the box refused: {}", r.meaning())),
+        0x9A01 => err(
+            StatusCode::CONFLICT,
+            code::INSUFFICIENT_FUNDS,
+            step,
+            "the meter's balance does not cover the postage",
+        ),
+        _ => err(
+            StatusCode::CONFLICT,
+            code::BOX_REFUSED,
+            step,
+            format!("the box refused: {}", r.meaning()),
+        ),
     }
 }
 
 /// Records `intent`, sends it, and commits the answer (or drops the intent on a refusal).
-pub(crate) fn run_box(dc: &Datacenter, c: &mut Connection, intent: Intent, step: &str) -> Result<Committed, ApiError> {
+pub(crate) fn run_box(
+    dc: &Datacenter,
+    c: &mut Connection,
+    intent: Intent,
+    step: &str,
+) -> Result<Committed, ApiError> {
     c.execute(
         "INSERT INTO intents (shard, ins, data, mailer_id, client_txn_id, request_digest, postage)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
@@ -106,17 +133,28 @@ pub(crate) struct Committed {
 
 /// Commits a box answer in one transaction: the record, its Merkle path (whose new root must
 /// be the box's), the transaction record (signature checked), the indicium; drops the intent.
-fn commit_answer(dc: &Datacenter, c: &mut Connection, intent: &Intent, answer: &[u8], step: &str) -> Result<Committed, ApiError> {
+fn commit_answer(
+    dc: &Datacenter,
+    c: &mut Connection,
+    intent: &Intent,
+    answer: &[u8],
+    step: &str,
+) -> Result<Committed, ApiError> {
     let internal = |m: &str| ApiError::internal(step, m.to_owned());
-    let reply = IssueReply::decode(answer).map_err(|_| internal("the box's answer does not parse"))?;
+    let reply =
+        IssueReply::decode(answer).map_err(|_| internal("the box's answer does not parse"))?;
     let t = TransactionRecord::verify(&reply.transaction, &dc.info.txn_key)
         .map_err(|_| internal("the box's transaction record does not verify"))?;
-    let rec = MeterRecord::decode(&reply.record).map_err(|_| internal("the box's record does not parse"))?;
+    let rec = MeterRecord::decode(&reply.record)
+        .map_err(|_| internal("the box's record does not parse"))?;
     let meter = codec::device_hex(&rec.meter);
     let (shard, idx) = locate(rec.slot, dc.info.depth);
     let tx = c.transaction().storage(step)?;
     if t.kind == txn::KIND_CREATE {
-        let mailer = intent.mailer.clone().ok_or_else(|| internal("CREATE METER without its mailer"))?;
+        let mailer = intent
+            .mailer
+            .clone()
+            .ok_or_else(|| internal("CREATE METER without its mailer"))?;
         let n = usize::from(dc.info.depth) * 32;
         let proof = intent
             .data
@@ -130,24 +168,50 @@ fn commit_answer(dc: &Datacenter, c: &mut Connection, intent: &Intent, answer: &
         .storage(step)?;
     } else {
         let n = tx
-            .execute("UPDATE meters SET record = ?2 WHERE slot = ?1", params![rec.slot, reply.record])
+            .execute(
+                "UPDATE meters SET record = ?2 WHERE slot = ?1",
+                params![rec.slot, reply.record],
+            )
             .storage(step)?;
         if n != 1 {
-            return Err(internal("the box answered for a slot the database has no meter at"));
+            return Err(internal(
+                "the box answered for a slot the database has no meter at",
+            ));
         }
     }
-    let root = store::set_leaf(&tx, shard, idx, &reply.record, dc.info.depth, &dc.empty, step)?;
+    let root = store::set_leaf(
+        &tx,
+        shard,
+        idx,
+        &reply.record,
+        dc.info.depth,
+        &dc.empty,
+        step,
+    )?;
     if root != reply.root {
         tracing::error!(shard, "ALARM: the database's new root is not the box's");
-        return Err(internal("the database's tree disagrees with the box's new root"));
+        return Err(internal(
+            "the database's tree disagrees with the box's new root",
+        ));
     }
     tx.execute(
         "INSERT INTO txns (shard, sequence, meter_id, kind, record) VALUES (?1, ?2, ?3, ?4, ?5)",
-        params![t.shard, to_sql_int(t.sequence, step)?, meter, t.kind, reply.transaction],
+        params![
+            t.shard,
+            to_sql_int(t.sequence, step)?,
+            meter,
+            t.kind,
+            reply.transaction
+        ],
     )
     .storage(step)?;
     if !reply.indicium.is_empty() {
-        let (Some(m), Some(id), Some(d), Some(p)) = (&intent.mailer, &intent.client_txn, &intent.digest, intent.postage) else {
+        let (Some(m), Some(id), Some(d), Some(p)) = (
+            &intent.mailer,
+            &intent.client_txn,
+            &intent.digest,
+            intent.postage,
+        ) else {
             return Err(internal("an indicium without its order"));
         };
         tx.execute(
@@ -169,7 +233,11 @@ fn commit_answer(dc: &Datacenter, c: &mut Connection, intent: &Intent, answer: &
 /// Finishes the intents a crash left (of `shard`, or all): RESUME answers the committed
 /// command's bytes again, which are committed now; `9A64` means the box never committed it,
 /// so it is dropped (nothing was charged).
-pub(crate) fn finish_intents(dc: &Datacenter, c: &mut Connection, shard: Option<u16>) -> Result<(), ApiError> {
+pub(crate) fn finish_intents(
+    dc: &Datacenter,
+    c: &mut Connection,
+    shard: Option<u16>,
+) -> Result<(), ApiError> {
     let step = STEP_RESUME;
     let rows: Vec<Intent> = {
         let mut q = c
@@ -180,7 +248,15 @@ pub(crate) fn finish_intents(dc: &Datacenter, c: &mut Connection, shard: Option<
             .storage(step)?;
         let it = q
             .query_map([shard], |r| {
-                Ok((r.get::<_, u16>(0)?, r.get::<_, u8>(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get::<_, Option<i64>>(6)?))
+                Ok((
+                    r.get::<_, u16>(0)?,
+                    r.get::<_, u8>(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    r.get(5)?,
+                    r.get::<_, Option<i64>>(6)?,
+                ))
             })
             .storage(step)?;
         let mut v = Vec::new();
@@ -203,15 +279,24 @@ pub(crate) fn finish_intents(dc: &Datacenter, c: &mut Connection, shard: Option<
         match answer {
             Ok(a) => {
                 commit_answer(dc, c, &intent, &a, step)?;
-                tracing::info!(shard = intent.shard, "resumed a box command a crash left uncommitted");
+                tracing::info!(
+                    shard = intent.shard,
+                    "resumed a box command a crash left uncommitted"
+                );
             }
             Err(Refused(0x9A64)) => {
                 c.execute("DELETE FROM intents WHERE shard = ?1", [intent.shard])
                     .storage(step)?;
-                tracing::info!(shard = intent.shard, "dropped a box command the box never committed");
+                tracing::info!(
+                    shard = intent.shard,
+                    "dropped a box command the box never committed"
+                );
             }
             Err(r) => {
-                return Err(ApiError::internal(step, format!("RESUME of shard {}: {}", intent.shard, r.meaning())));
+                return Err(ApiError::internal(
+                    step,
+                    format!("RESUME of shard {}: {}", intent.shard, r.meaning()),
+                ));
             }
         }
     }
@@ -223,17 +308,26 @@ pub(crate) fn mailer_bytes(id: &str, step: &str) -> Result<[u8; 16], ApiError> {
 }
 
 /// CREATE METER for `mailer` at `slot` with the vendor's `grant`.
-pub(crate) async fn create_meter(dc: &Datacenter, mailer: &str, slot: u32, grant: Vec<u8>) -> Result<(), ApiError> {
+pub(crate) async fn create_meter(
+    dc: &Datacenter,
+    mailer: &str,
+    slot: u32,
+    grant: Vec<u8>,
+) -> Result<(), ApiError> {
     let step = STEP_CREATE;
     let (dc2, m) = (dc.clone(), mailer.to_owned());
     dc.db
         .run(step, move |c| {
             let (shard, idx) = locate(slot, dc2.info.depth);
             finish_intents(&dc2, c, Some(shard))?;
-            if c.query_row("SELECT 1 FROM meters WHERE mailer_id = ?1", [&m], |_| Ok(()))
-                .optional()
-                .storage(step)?
-                .is_some()
+            if c.query_row(
+                "SELECT 1 FROM meters WHERE mailer_id = ?1",
+                [&m],
+                |_| Ok(()),
+            )
+            .optional()
+            .storage(step)?
+            .is_some()
             {
                 return Ok(());
             }
@@ -253,7 +347,11 @@ pub(crate) async fn create_meter(dc: &Datacenter, mailer: &str, slot: u32, grant
 }
 
 /// The mailer's meter row: meter ID, slot, record.
-pub(crate) fn meter_row(c: &Connection, mailer: &str, step: &str) -> Result<(String, u32, Vec<u8>), ApiError> {
+pub(crate) fn meter_row(
+    c: &Connection,
+    mailer: &str,
+    step: &str,
+) -> Result<(String, u32, Vec<u8>), ApiError> {
     c.query_row(
         "SELECT meter_id, slot, record FROM meters WHERE mailer_id = ?1",
         [mailer],
@@ -261,7 +359,14 @@ pub(crate) fn meter_row(c: &Connection, mailer: &str, step: &str) -> Result<(Str
     )
     .optional()
     .storage(step)?
-    .ok_or_else(|| err(StatusCode::CONFLICT, "wrong_state", step, "the meter is not created yet: log in again"))
+    .ok_or_else(|| {
+        err(
+            StatusCode::CONFLICT,
+            "wrong_state",
+            step,
+            "the meter is not created yet: log in again",
+        )
+    })
 }
 
 fn view(meter: String, rec: &MeterRecord) -> MeterView {
@@ -279,13 +384,31 @@ fn view(meter: String, rec: &MeterRecord) -> MeterView {
     }
 }
 
+/// A stored record that does not even parse was edited (the box only writes well-formed
+/// ones): the same alarm as a record the box refuses.
+pub(crate) fn unparsable(step: &str) -> ApiError {
+    tracing::error!(step, "ALARM: a stored meter record does not parse");
+    err(
+        StatusCode::CONFLICT,
+        code::RECORD_REFUSED,
+        step,
+        "the stored meter record does not parse: it was edited",
+    )
+}
+
 /// `GET /v1/meter`.
-pub(crate) async fn meter(State(dc): State<Datacenter>, Extension(who): Extension<Customer>) -> Result<Json<MeterView>, ApiError> {
+pub(crate) async fn meter(
+    State(dc): State<Datacenter>,
+    Extension(who): Extension<Customer>,
+) -> Result<Json<MeterView>, ApiError> {
     let step = STEP_VIEW;
     dc.ensure_meter(&who.id).await?;
     crate::refill::finish_refills(&dc, Some(&who.id)).await?;
-    let (meter, _, record) = dc.db.run(step, move |c| meter_row(c, &who.id, step)).await?;
-    let rec = MeterRecord::decode(&record).map_err(|_| ApiError::internal(step, "a stored record does not parse"))?;
+    let (meter, _, record) = dc
+        .db
+        .run(step, move |c| meter_row(c, &who.id, step))
+        .await?;
+    let rec = MeterRecord::decode(&record).map_err(|_| unparsable(step))?;
     Ok(Json(view(meter, &rec)))
 }
 
@@ -298,8 +421,9 @@ pub(crate) async fn issue(
     let step = STEP_ISSUE;
     let order: IndiciumOrder = codec::json(&body, step)?;
     let txn_id = codec::hex_array::<8>("client_txn_id", &order.client_txn_id, step)?;
-    let destination = PostalCode::new(order.destination.as_bytes())
-        .ok_or_else(|| ApiError::bad_request(step, "destination: 1 to 9 ASCII digits or capitals"))?;
+    let destination = PostalCode::new(order.destination.as_bytes()).ok_or_else(|| {
+        ApiError::bad_request(step, "destination: 1 to 9 ASCII digits or capitals")
+    })?;
     if order.postage == 0 || order.postage > i64::MAX as u64 {
         return Err(ApiError::amount_invalid(step, "postage: a positive amount"));
     }
@@ -347,14 +471,14 @@ pub(crate) async fn issue(
                 });
             }
             let (_, _, record) = meter_row(c, &who.id, step)?;
-            let rec = MeterRecord::decode(&record).map_err(|_| ApiError::internal(step, "a stored record does not parse"))?;
+            let rec = MeterRecord::decode(&record).map_err(|_| unparsable(step))?;
             let proof = store::proof(c, shard, idx, dc2.info.depth, &dc2.empty, step)?;
             let request = IndiciumRequest {
                 transaction: TransactionId(txn_id),
                 postage: Amount(order.postage),
                 date: today,
                 rate: RateCategory(order.rate.into()),
-                origin: rec.origin.clone(),
+                origin: rec.origin,
                 destination,
             };
             let intent = Intent {
@@ -390,7 +514,10 @@ fn kind_name(kind: u8) -> &'static str {
 }
 
 /// `GET /v1/history`: the meter's transaction records, each signed by the box.
-pub(crate) async fn history(State(dc): State<Datacenter>, Extension(who): Extension<Customer>) -> Result<Json<History>, ApiError> {
+pub(crate) async fn history(
+    State(dc): State<Datacenter>,
+    Extension(who): Extension<Customer>,
+) -> Result<Json<History>, ApiError> {
     let step = STEP_VIEW;
     let key = dc.info.txn_key;
     let records: Vec<Vec<u8>> = dc

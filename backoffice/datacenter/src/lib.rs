@@ -168,7 +168,12 @@ impl Datacenter {
         let db = Db::open(&db_path, store::SCHEMA)?;
         let tls = client_config(&config.pki, Some(Role::Datacenter))?;
         let vendor = Upstream::new("vendor", &config.vendor_url, Role::Vendor, tls.clone())?;
-        let rc = Upstream::new("recharging center", &config.rc_url, Role::Recharge, tls.clone())?;
+        let rc = Upstream::new(
+            "recharging center",
+            &config.rc_url,
+            Role::Recharge,
+            tls.clone(),
+        )?;
         let kms = Upstream::new("KMS", &config.kms_url, Role::Kms, tls)?;
         let box_dir = config.data.join(BOX_DIR);
         let keys = if box_dir.join("state.log").exists() {
@@ -182,15 +187,17 @@ impl Datacenter {
                 .get("/v1/public-key", STEP_OPEN)
                 .await
                 .map_err(|e| anyhow::anyhow!("the KMS's public key: {}", e.message))?;
-            Some((public_key(&v.public_key, "vendor")?, public_key(&k.public_key, "KMS")?))
+            Some((
+                public_key(&v.public_key, "vendor")?,
+                public_key(&k.public_key, "KMS")?,
+            ))
         };
         let (shards, depth) = (config.shards, config.depth);
         // Without keys the box is personalized already (its store exists): they are unused.
         let (v, k) = keys.unwrap_or(([0; PUBLIC_KEY_LEN], [0; PUBLIC_KEY_LEN]));
-        let (boxh, info) = tokio::task::spawn_blocking(move || {
-            BoxHandle::spawn(&box_dir, shards, depth, v, k)
-        })
-        .await??;
+        let (boxh, info) =
+            tokio::task::spawn_blocking(move || BoxHandle::spawn(&box_dir, shards, depth, v, k))
+                .await??;
         let dummy_hash = mailers::dummy_hash(pepper.as_ref())?;
         let dc = Self {
             db,
@@ -263,10 +270,9 @@ impl Datacenter {
                 let mut bad = Vec::new();
                 for s in 0..dc.info.shards {
                     let ours = store::root(c, s, dc.info.depth, &dc.empty, STEP_OPEN)?;
-                    let theirs = dc
-                        .boxh
-                        .shard_root(s)
-                        .map_err(|r| ApiError::internal(STEP_OPEN, format!("READ SHARD: {}", r.meaning())))?;
+                    let theirs = dc.boxh.shard_root(s).map_err(|r| {
+                        ApiError::internal(STEP_OPEN, format!("READ SHARD: {}", r.meaning()))
+                    })?;
                     if ours != theirs {
                         bad.push(s);
                     }
@@ -300,7 +306,12 @@ impl Datacenter {
         Routes::new()
             .route(Method::POST, "/v1/mailers", post(mailers::sign_up), ANYONE)
             .route(Method::POST, "/v1/sessions", post(mailers::log_in), ANYONE)
-            .route(Method::DELETE, "/v1/sessions/current", delete(mailers::log_out), MAILER)
+            .route(
+                Method::DELETE,
+                "/v1/sessions/current",
+                delete(mailers::log_out),
+                MAILER,
+            )
             .route(Method::GET, "/v1/meter", get(indicia::meter), MAILER)
             .route(Method::POST, "/v1/indicia", post(indicia::issue), MAILER)
             .route(Method::GET, "/v1/history", get(indicia::history), MAILER)
@@ -313,7 +324,10 @@ impl Datacenter {
     pub fn router(self, limit: &RateLimit) -> Router {
         Self::routes()
             .into_router(limit)
-            .layer(axum::middleware::from_fn_with_state(self.clone(), mailers::authenticate))
+            .layer(axum::middleware::from_fn_with_state(
+                self.clone(),
+                mailers::authenticate,
+            ))
             .with_state(self)
     }
 
@@ -405,7 +419,9 @@ impl Datacenter {
     async fn register_meter(&self, mailer: &str) -> Result<(), ApiError> {
         let step = STEP_METER;
         let m = mailer.to_owned();
-        let pending: Option<(String, Vec<u8>, Vec<u8>, Vec<u8>)> = self
+        // Meter ID, its record at creation, the siblings then, the CREATE transaction record.
+        type Pending = (String, Vec<u8>, Vec<u8>, Vec<u8>);
+        let pending: Option<Pending> = self
             .db
             .run(step, move |c| {
                 c.query_row(
@@ -430,9 +446,12 @@ impl Datacenter {
         let _: DeviceInfo = self.kms.post("/v1/vbox/meters", &reg, step).await?;
         self.db
             .run(step, move |c| {
-                c.execute("UPDATE meters SET kms_registered = 1 WHERE meter_id = ?1", [meter])
-                    .storage(step)
-                    .map(drop)
+                c.execute(
+                    "UPDATE meters SET kms_registered = 1 WHERE meter_id = ?1",
+                    [meter],
+                )
+                .storage(step)
+                .map(drop)
             })
             .await
     }

@@ -37,12 +37,22 @@ const FAILURE_WINDOW: i64 = 15 * 60;
 static ARGON2_SLOTS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
 
 fn argon2(pepper: &[u8]) -> Result<Argon2<'_>, ApiError> {
-    Argon2::new_with_secret(pepper, Algorithm::Argon2id, Version::V0x13, Params::default())
-        .map_err(|e| ApiError::internal(STEP, e.to_string()))
+    Argon2::new_with_secret(
+        pepper,
+        Algorithm::Argon2id,
+        Version::V0x13,
+        Params::default(),
+    )
+    .map_err(|e| ApiError::internal(STEP, e.to_string()))
 }
 
 fn unauthenticated(message: &str) -> ApiError {
-    ApiError::new(StatusCode::UNAUTHORIZED, ErrorCode::Unauthenticated, STEP, message)
+    ApiError::new(
+        StatusCode::UNAUTHORIZED,
+        ErrorCode::Unauthenticated,
+        STEP,
+        message,
+    )
 }
 
 fn token_hash(token: &str) -> String {
@@ -64,7 +74,10 @@ fn username_ok(name: &str) -> bool {
 
 fn check(c: &MailerCredentials) -> Result<(), ApiError> {
     if !username_ok(&c.username) {
-        return Err(ApiError::bad_request(STEP, "username: 3 to 64 of a-z 0-9 . _ @ -"));
+        return Err(ApiError::bad_request(
+            STEP,
+            "username: 3 to 64 of a-z 0-9 . _ @ -",
+        ));
     }
     if !(10..=256).contains(&c.password.len()) {
         return Err(ApiError::bad_request(STEP, "password: 10 to 256 bytes"));
@@ -81,7 +94,8 @@ async fn hash_password(dc: &Datacenter, password: Zeroizing<String>) -> Result<S
     tokio::task::spawn_blocking(move || {
         let mut salt = [0u8; 16];
         random_bytes(&mut salt);
-        let salt = SaltString::encode_b64(&salt).map_err(|e| ApiError::internal(STEP, e.to_string()))?;
+        let salt =
+            SaltString::encode_b64(&salt).map_err(|e| ApiError::internal(STEP, e.to_string()))?;
         argon2(&pepper[..])?
             .hash_password(password.as_bytes(), &salt)
             .map(|h| h.to_string())
@@ -108,7 +122,8 @@ async fn verify_password(
         let known = stored.is_some();
         let text = stored.unwrap_or_else(|| dummy.to_string());
         let a = argon2(&pepper[..])?;
-        let ok = PasswordHash::new(&text).is_ok_and(|h| a.verify_password(password.as_bytes(), &h).is_ok());
+        let ok = PasswordHash::new(&text)
+            .is_ok_and(|h| a.verify_password(password.as_bytes(), &h).is_ok());
         Ok(known && ok)
     })
     .await
@@ -120,9 +135,16 @@ pub(crate) fn dummy_hash(pepper: &[u8]) -> anyhow::Result<String> {
     let mut pw = [0u8; 16];
     random_bytes(&mut pw);
     let salt = SaltString::encode_b64(&[7u8; 16]).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let a = Argon2::new_with_secret(pepper, Algorithm::Argon2id, Version::V0x13, Params::default())
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-    Ok(a.hash_password(&pw, &salt).map_err(|e| anyhow::anyhow!("{e}"))?.to_string())
+    let a = Argon2::new_with_secret(
+        pepper,
+        Algorithm::Argon2id,
+        Version::V0x13,
+        Params::default(),
+    )
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(a.hash_password(&pw, &salt)
+        .map_err(|e| anyhow::anyhow!("{e}"))?
+        .to_string())
 }
 
 /// A new session for `mailer`, stored as its token's hash.
@@ -160,14 +182,21 @@ pub(crate) async fn sign_up(
     let taken = dc
         .db
         .run(STEP, move |c| {
-            c.query_row("SELECT 1 FROM mailers WHERE username = ?1", [&name], |_| Ok(()))
-                .optional()
-                .storage(STEP)
+            c.query_row("SELECT 1 FROM mailers WHERE username = ?1", [&name], |_| {
+                Ok(())
+            })
+            .optional()
+            .storage(STEP)
         })
         .await?
         .is_some();
     if taken {
-        return Err(ApiError::new(StatusCode::CONFLICT, ErrorCode::WrongState, STEP, "that username is taken"));
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            ErrorCode::WrongState,
+            STEP,
+            "that username is taken",
+        ));
     }
     let hash = hash_password(&dc, Zeroizing::new(req.password)).await?;
     let mut id = [0u8; 16];
@@ -184,7 +213,12 @@ pub(crate) async fn sign_up(
                 )
                 .storage(STEP)?;
             if n == 0 {
-                return Err(ApiError::new(StatusCode::CONFLICT, ErrorCode::WrongState, STEP, "that username is taken"));
+                return Err(ApiError::new(
+                    StatusCode::CONFLICT,
+                    ErrorCode::WrongState,
+                    STEP,
+                    "that username is taken",
+                ));
             }
             Ok(())
         })
@@ -192,7 +226,10 @@ pub(crate) async fn sign_up(
     tracing::info!(mailer = %mailer, "mailer signed up");
     crate::refill::open_account(&dc, &mailer).await?;
     dc.ensure_meter(&mailer).await?;
-    Ok((StatusCode::CREATED, axum::Json(new_session(&dc, &mailer).await?)))
+    Ok((
+        StatusCode::CREATED,
+        axum::Json(new_session(&dc, &mailer).await?),
+    ))
 }
 
 /// `POST /v1/sessions`: log-in.
@@ -242,9 +279,12 @@ pub(crate) async fn log_in(
         let name = req.username.clone();
         dc.db
             .run(STEP, move |c| {
-                c.execute("INSERT INTO login_failures (username, at) VALUES (?1, ?2)", params![name, now])
-                    .storage(STEP)
-                    .map(drop)
+                c.execute(
+                    "INSERT INTO login_failures (username, at) VALUES (?1, ?2)",
+                    params![name, now],
+                )
+                .storage(STEP)
+                .map(drop)
             })
             .await?;
         tracing::warn!(username = %req.username, "failed log-in");
@@ -256,7 +296,10 @@ pub(crate) async fn log_in(
 }
 
 /// `DELETE /v1/sessions/current`: the bearer token is forgotten.
-pub(crate) async fn log_out(State(dc): State<Datacenter>, req: Request) -> Result<StatusCode, ApiError> {
+pub(crate) async fn log_out(
+    State(dc): State<Datacenter>,
+    req: Request,
+) -> Result<StatusCode, ApiError> {
     let token = bearer(&req).unwrap_or_default();
     let h = token_hash(&token);
     dc.db
@@ -280,7 +323,11 @@ fn bearer(req: &Request) -> Option<String> {
 
 /// Checks the bearer token, if any, and marks the request as the mailer's ([`Customer`] with
 /// the mailer's ID). Without one the request goes on anonymous (the route decides).
-pub(crate) async fn authenticate(State(dc): State<Datacenter>, mut req: Request, next: Next) -> Response {
+pub(crate) async fn authenticate(
+    State(dc): State<Datacenter>,
+    mut req: Request,
+    next: Next,
+) -> Response {
     if req.headers().get(header::AUTHORIZATION).is_none() {
         return next.run(req).await;
     }

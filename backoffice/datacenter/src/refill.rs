@@ -75,7 +75,17 @@ struct Row {
     balance: Option<u64>,
 }
 
-type RowTuple = (String, String, i64, u32, i64, String, Option<String>, Option<Vec<u8>>, Option<i64>);
+type RowTuple = (
+    String,
+    String,
+    i64,
+    u32,
+    i64,
+    String,
+    Option<String>,
+    Option<Vec<u8>>,
+    Option<i64>,
+);
 
 fn row_of(t: RowTuple, step: &str) -> Result<Row, ApiError> {
     Ok(Row {
@@ -94,7 +104,12 @@ fn row_of(t: RowTuple, step: &str) -> Result<Row, ApiError> {
 const COLUMNS: &str =
     "mailer_id, client_txn_id, amount, bound_refills, bound_sum, state, combination, message, balance";
 
-async fn set_state(dc: &Datacenter, r: &Row, state: &str, extra: Option<(&str, rusqlite::types::Value)>) -> Result<(), ApiError> {
+async fn set_state(
+    dc: &Datacenter,
+    r: &Row,
+    state: &str,
+    extra: Option<(&str, rusqlite::types::Value)>,
+) -> Result<(), ApiError> {
     let (m, t, s) = (r.mailer.clone(), r.txn.clone(), state.to_owned());
     let extra = extra.map(|(c, v)| (c.to_owned(), v));
     dc.db
@@ -141,7 +156,8 @@ async fn drive(dc: &Datacenter, mut r: Row) -> Result<Row, ApiError> {
             }
             Err(e) => return Err(e),
         };
-        let json = serde_json::to_string(&signed).map_err(|e| ApiError::internal(STEP, e.to_string()))?;
+        let json =
+            serde_json::to_string(&signed).map_err(|e| ApiError::internal(STEP, e.to_string()))?;
         set_state(dc, &r, "held", Some(("combination", json.clone().into()))).await?;
         r.state = "held".into();
         r.combination = Some(json);
@@ -152,20 +168,32 @@ async fn drive(dc: &Datacenter, mut r: Row) -> Result<Row, ApiError> {
         .map(serde_json::from_str)
         .transpose()
         .map_err(|e| ApiError::internal(STEP, e.to_string()))?;
-    let combination_id = signed.as_ref().map(|s| s.combination.combination_id.clone());
+    let combination_id = signed
+        .as_ref()
+        .map(|s| s.combination.combination_id.clone());
     if r.state == "held" {
-        let s = signed.as_ref().ok_or_else(|| ApiError::internal(STEP, "held without its combination"))?;
+        let s = signed
+            .as_ref()
+            .ok_or_else(|| ApiError::internal(STEP, "held without its combination"))?;
         let sealed: RefillMessage = dc.kms.post("/v1/refill-messages", s, STEP).await?;
         let msg = hex::decode(&sealed.refill_message)
             .ok()
             .filter(|m| m.len() == REFILL_MESSAGE_LEN)
-            .ok_or_else(|| ApiError::unavailable(STEP, "the KMS answered something else than a refill message"))?;
+            .ok_or_else(|| {
+                ApiError::unavailable(
+                    STEP,
+                    "the KMS answered something else than a refill message",
+                )
+            })?;
         set_state(dc, &r, "sealed", Some(("message", msg.clone().into()))).await?;
         r.state = "sealed".into();
         r.message = Some(msg);
     }
     if r.state == "sealed" {
-        let msg = r.message.clone().ok_or_else(|| ApiError::internal(STEP, "sealed without its message"))?;
+        let msg = r
+            .message
+            .clone()
+            .ok_or_else(|| ApiError::internal(STEP, "sealed without its message"))?;
         let (dc2, r2) = (dc.clone(), r.clone());
         let applied: Result<u64, Refused> = dc
             .db
@@ -174,7 +202,8 @@ async fn drive(dc: &Datacenter, mut r: Row) -> Result<Row, ApiError> {
                 let (shard, idx) = locate(slot, dc2.info.depth);
                 crate::indicia::finish_intents(&dc2, c, Some(shard))?;
                 let (_, _, record) = meter_row(c, &r2.mailer, STEP)?;
-                let rec = MeterRecord::decode(&record).map_err(|_| ApiError::internal(STEP, "a stored record does not parse"))?;
+                let rec =
+                    MeterRecord::decode(&record).map_err(|_| crate::indicia::unparsable(STEP))?;
                 if rec.refills.0 > r2.bound_refills {
                     // Applied already (the box committed it; RESUME or an earlier call
                     // stored the answer): one refill in progress per meter, so it was this.
@@ -183,7 +212,11 @@ async fn drive(dc: &Datacenter, mut r: Row) -> Result<Row, ApiError> {
                 let proof = store::proof(c, shard, idx, dc2.info.depth, &dc2.empty, STEP)?;
                 let mut data = slot.to_be_bytes().to_vec();
                 data.extend_from_slice(&mailer_bytes(&r2.mailer, STEP)?);
-                data.extend_from_slice(&u16::try_from(record.len()).map_err(|_| ApiError::internal(STEP, "record length"))?.to_be_bytes());
+                data.extend_from_slice(
+                    &u16::try_from(record.len())
+                        .map_err(|_| ApiError::internal(STEP, "record length"))?
+                        .to_be_bytes(),
+                );
                 data.extend_from_slice(&record);
                 data.extend_from_slice(&proof);
                 data.extend_from_slice(&msg);
@@ -209,15 +242,29 @@ async fn drive(dc: &Datacenter, mut r: Row) -> Result<Row, ApiError> {
             .await?;
         match applied {
             Ok(balance) => {
-                set_state(dc, &r, "applied", Some(("balance", to_sql_int(balance, STEP)?.into()))).await?;
+                set_state(
+                    dc,
+                    &r,
+                    "applied",
+                    Some(("balance", to_sql_int(balance, STEP)?.into())),
+                )
+                .await?;
                 r.state = "applied".into();
                 r.balance = Some(balance);
             }
             Err(_) => {
-                let id = combination_id.clone().ok_or_else(|| ApiError::internal(STEP, "no combination"))?;
+                let id = combination_id
+                    .clone()
+                    .ok_or_else(|| ApiError::internal(STEP, "no combination"))?;
                 let _: Settled = dc
                     .rc
-                    .post(&format!("/v1/combinations/{id}/settle"), &Settle { outcome: Outcome::Released }, STEP)
+                    .post(
+                        &format!("/v1/combinations/{id}/settle"),
+                        &Settle {
+                            outcome: Outcome::Released,
+                        },
+                        STEP,
+                    )
                     .await?;
                 set_state(dc, &r, "released", None).await?;
                 r.state = "released".into();
@@ -229,7 +276,13 @@ async fn drive(dc: &Datacenter, mut r: Row) -> Result<Row, ApiError> {
         let id = combination_id.ok_or_else(|| ApiError::internal(STEP, "no combination"))?;
         let _: Settled = dc
             .rc
-            .post(&format!("/v1/combinations/{id}/settle"), &Settle { outcome: Outcome::Applied }, STEP)
+            .post(
+                &format!("/v1/combinations/{id}/settle"),
+                &Settle {
+                    outcome: Outcome::Applied,
+                },
+                STEP,
+            )
             .await?;
         set_state(dc, &r, "settled", None).await?;
         r.state = "settled".into();
@@ -282,7 +335,9 @@ pub(crate) async fn refill(
         .db
         .run(STEP, move |c| {
             c.query_row(
-                &format!("SELECT {COLUMNS} FROM refills WHERE mailer_id = ?1 AND client_txn_id = ?2"),
+                &format!(
+                    "SELECT {COLUMNS} FROM refills WHERE mailer_id = ?1 AND client_txn_id = ?2"
+                ),
                 params![m, t],
                 |r| r.try_into(),
             )
@@ -294,7 +349,12 @@ pub(crate) async fn refill(
         .await?;
     let row = match existing {
         Some(r) if r.amount != amount => {
-            return Err(err(StatusCode::CONFLICT, "wrong_state", STEP, "another refill was made under this client_txn_id"))
+            return Err(err(
+                StatusCode::CONFLICT,
+                "wrong_state",
+                STEP,
+                "another refill was made under this client_txn_id",
+            ))
         }
         Some(r) => r,
         None => {
@@ -306,7 +366,7 @@ pub(crate) async fn refill(
                 .run(STEP, move |c| {
                     let tx = c.transaction().storage(STEP)?;
                     let (_, _, record) = meter_row(&tx, &m, STEP)?;
-                    let rec = MeterRecord::decode(&record).map_err(|_| ApiError::internal(STEP, "a stored record does not parse"))?;
+                    let rec = MeterRecord::decode(&record).map_err(|_| crate::indicia::unparsable(STEP))?;
                     tx.execute(
                         "INSERT INTO refills (mailer_id, client_txn_id, amount, bound_refills, bound_sum, state, created_at)
                          VALUES (?1, ?2, ?3, ?4, ?5, 'requested', ?6)",
@@ -353,8 +413,14 @@ pub(crate) async fn refill(
 }
 
 /// `GET /v1/deposit`.
-pub(crate) async fn deposit(State(dc): State<Datacenter>, Extension(who): Extension<Customer>) -> Result<Json<DepositView>, ApiError> {
-    let a: Account = dc.rc.get(&format!("/v1/accounts/{}", account_id(&who.id)), STEP).await?;
+pub(crate) async fn deposit(
+    State(dc): State<Datacenter>,
+    Extension(who): Extension<Customer>,
+) -> Result<Json<DepositView>, ApiError> {
+    let a: Account = dc
+        .rc
+        .get(&format!("/v1/accounts/{}", account_id(&who.id)), STEP)
+        .await?;
     Ok(Json(DepositView {
         account_id: a.account_id,
         available: a.available,

@@ -119,7 +119,14 @@ pub(crate) fn locate(slot: u32, depth: u8) -> (u16, u32) {
     (shard, slot & ((1u32 << depth) - 1))
 }
 
-fn node(c: &Connection, shard: u16, height: u8, idx: u32, empty: &EmptyHashes, step: &str) -> Result<Hash, ApiError> {
+fn node(
+    c: &Connection,
+    shard: u16,
+    height: u8,
+    idx: u32,
+    empty: &EmptyHashes,
+    step: &str,
+) -> Result<Hash, ApiError> {
     let h: Option<Vec<u8>> = c
         .query_row(
             "SELECT hash FROM nodes WHERE shard = ?1 AND height = ?2 AND idx = ?3",
@@ -137,7 +144,14 @@ fn node(c: &Connection, shard: u16, height: u8, idx: u32, empty: &EmptyHashes, s
 }
 
 /// The siblings of leaf `idx` of `shard`, bottom up, as the box's commands carry them.
-pub(crate) fn proof(c: &Connection, shard: u16, idx: u32, depth: u8, empty: &EmptyHashes, step: &str) -> Result<Vec<u8>, ApiError> {
+pub(crate) fn proof(
+    c: &Connection,
+    shard: u16,
+    idx: u32,
+    depth: u8,
+    empty: &EmptyHashes,
+    step: &str,
+) -> Result<Vec<u8>, ApiError> {
     let mut out = Vec::with_capacity(usize::from(depth) * 32);
     for h in 0..depth {
         out.extend_from_slice(&node(c, shard, h, (idx >> h) ^ 1, empty, step)?);
@@ -146,7 +160,13 @@ pub(crate) fn proof(c: &Connection, shard: u16, idx: u32, depth: u8, empty: &Emp
 }
 
 /// The root of `shard` as the database has it.
-pub(crate) fn root(c: &Connection, shard: u16, depth: u8, empty: &EmptyHashes, step: &str) -> Result<Hash, ApiError> {
+pub(crate) fn root(
+    c: &Connection,
+    shard: u16,
+    depth: u8,
+    empty: &EmptyHashes,
+    step: &str,
+) -> Result<Hash, ApiError> {
     node(c, shard, depth, 0, empty, step)
 }
 

@@ -312,7 +312,12 @@ impl Kms {
                 post(seal),
                 &[Who::Role(Role::Meter), Who::Role(Role::Datacenter)],
             )
-            .route(Method::POST, "/v1/vbox/boxes", post(vbox::register_box), OPERATOR)
+            .route(
+                Method::POST,
+                "/v1/vbox/boxes",
+                post(vbox::register_box),
+                OPERATOR,
+            )
             .route(
                 Method::POST,
                 "/v1/vbox/meters",

@@ -51,7 +51,12 @@ CREATE TABLE IF NOT EXISTS vbox_meters (
 ";
 
 fn conflict(step: &str, message: String) -> ApiError {
-    ApiError::new(StatusCode::CONFLICT, ErrorCode::DeviceConflict, step, message)
+    ApiError::new(
+        StatusCode::CONFLICT,
+        ErrorCode::DeviceConflict,
+        step,
+        message,
+    )
 }
 
 /// `POST /v1/vbox/boxes` (operator).
@@ -104,7 +109,11 @@ pub(crate) async fn register_box(
         })
         .await?;
     Ok((
-        if created { StatusCode::CREATED } else { StatusCode::OK },
+        if created {
+            StatusCode::CREATED
+        } else {
+            StatusCode::OK
+        },
         Json(answer),
     ))
 }
@@ -117,12 +126,21 @@ pub(crate) async fn register_meter(
     let step = STEP_METER;
     let req: MeterRegistration = codec::json(&body, step)?;
     let record = codec::hex_vec("record", &req.record, 1024, step)?;
-    let proof = codec::hex_vec("proof", &req.proof, 32 * usize::from(merkle::MAX_DEPTH), step)?;
+    let proof = codec::hex_vec(
+        "proof",
+        &req.proof,
+        32 * usize::from(merkle::MAX_DEPTH),
+        step,
+    )?;
     let transaction = codec::hex_vec("transaction", &req.transaction, txn::TXN_RECORD_LEN, step)?;
     let bad = |m: &str| ApiError::bad_request(step, m);
     let box_id = transaction
         .get(..8)
-        .map(|b| codec::device_hex(&openpsd_core::types::DeviceId(b.try_into().unwrap_or([0; 8]))))
+        .map(|b| {
+            codec::device_hex(&openpsd_core::types::DeviceId(
+                b.try_into().unwrap_or([0; 8]),
+            ))
+        })
         .ok_or_else(|| bad("transaction: too short"))?;
     let b2 = box_id.clone();
     let known: Option<(String, u8)> = kms
@@ -137,12 +155,14 @@ pub(crate) async fn register_meter(
             .storage(step)
         })
         .await?;
-    let (key_hex, depth) = known.ok_or_else(|| bad("the transaction record names a box the KMS does not know"))?;
+    let (key_hex, depth) =
+        known.ok_or_else(|| bad("the transaction record names a box the KMS does not know"))?;
     let key = hex::decode(key_hex).map_err(|_| ApiError::internal(step, "stored box key"))?;
     let t = TransactionRecord::verify(&transaction, &key)
         .map_err(|_| bad("the transaction record is not the box's"))?;
     let rec = MeterRecord::decode(&record).map_err(|_| bad("record: not a meter record"))?;
-    let siblings = parse_siblings(&proof, depth).ok_or_else(|| bad("proof: not depth × 32 bytes"))?;
+    let siblings =
+        parse_siblings(&proof, depth).ok_or_else(|| bad("proof: not depth × 32 bytes"))?;
     let index = rec.slot & ((1u32 << depth) - 1);
     if t.kind != txn::KIND_CREATE
         || t.meter != rec.meter
@@ -150,18 +170,24 @@ pub(crate) async fn register_meter(
         || u32::from(t.shard) != rec.slot >> depth
         || merkle::root_from(&merkle::leaf_hash(&record), index, &siblings) != t.root_after
     {
-        return Err(bad("the record is not the one the box created at that slot"));
+        return Err(bad(
+            "the record is not the one the box created at that slot",
+        ));
     }
     let device = codec::device_hex(&rec.meter);
     let info = DeviceInfo {
         device_id: device.clone(),
         key_id: hex::encode(crypto::key_id(&rec.public_key).0),
         public_key: hex::encode(rec.public_key),
-        licenses: vec![(rec.license.0, String::from_utf8_lossy(rec.origin.as_bytes()).into_owned())],
+        licenses: vec![(
+            rec.license.0,
+            String::from_utf8_lossy(rec.origin.as_bytes()).into_owned(),
+        )],
         revoked_at: None,
         reason: None,
     };
-    let licenses = serde_json::to_string(&info.licenses).map_err(|e| ApiError::internal(step, e.to_string()))?;
+    let licenses = serde_json::to_string(&info.licenses)
+        .map_err(|e| ApiError::internal(step, e.to_string()))?;
     let (i2, slot) = (info.clone(), rec.slot);
     let created = kms
         .db
@@ -169,15 +195,22 @@ pub(crate) async fn register_meter(
             let tx = c.transaction().storage(step)?;
             if let Some(row) = read_row(&tx, &device, step)? {
                 let ours: Option<(String, u32)> = tx
-                    .query_row("SELECT box_id, slot FROM vbox_meters WHERE meter_id = ?1", [&device], |r| {
-                        Ok((r.get(0)?, r.get(1)?))
-                    })
+                    .query_row(
+                        "SELECT box_id, slot FROM vbox_meters WHERE meter_id = ?1",
+                        [&device],
+                        |r| Ok((r.get(0)?, r.get(1)?)),
+                    )
                     .optional()
                     .storage(step)?;
-                return if ours == Some((box_id.clone(), slot)) && row.info.public_key == i2.public_key {
+                return if ours == Some((box_id.clone(), slot))
+                    && row.info.public_key == i2.public_key
+                {
                     Ok(false)
                 } else {
-                    Err(conflict(step, format!("device {device} is registered already")))
+                    Err(conflict(
+                        step,
+                        format!("device {device} is registered already"),
+                    ))
                 };
             }
             tx.execute(
@@ -190,20 +223,39 @@ pub(crate) async fn register_meter(
                 "INSERT INTO vbox_meters (meter_id, box_id, slot) VALUES (?1, ?2, ?3)",
                 params![device, box_id, slot],
             )
-            .map_err(|_| conflict(step, format!("slot {slot} of box {box_id} has a meter registered")))?;
+            .map_err(|_| {
+                conflict(
+                    step,
+                    format!("slot {slot} of box {box_id} has a meter registered"),
+                )
+            })?;
             tx.commit().storage(step)?;
             tracing::info!(meter = %device, box_id = %box_id, slot, "virtual meter registered");
             Ok(true)
         })
         .await?;
-    Ok((if created { StatusCode::CREATED } else { StatusCode::OK }, Json(info)))
+    Ok((
+        if created {
+            StatusCode::CREATED
+        } else {
+            StatusCode::OK
+        },
+        Json(info),
+    ))
 }
 
 /// Whether `device` is a virtual meter (the data center seals refills for those only).
-pub(crate) fn is_vbox_meter(c: &rusqlite::Connection, device: &str, step: &str) -> Result<bool, ApiError> {
-    Ok(c
-        .query_row("SELECT 1 FROM vbox_meters WHERE meter_id = ?1", [device], |_| Ok(()))
-        .optional()
-        .storage(step)?
-        .is_some())
+pub(crate) fn is_vbox_meter(
+    c: &rusqlite::Connection,
+    device: &str,
+    step: &str,
+) -> Result<bool, ApiError> {
+    Ok(c.query_row(
+        "SELECT 1 FROM vbox_meters WHERE meter_id = ?1",
+        [device],
+        |_| Ok(()),
+    )
+    .optional()
+    .storage(step)?
+    .is_some())
 }

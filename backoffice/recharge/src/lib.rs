@@ -722,7 +722,13 @@ fn unknown_combination(step: &str, id: &str) -> ApiError {
 }
 
 /// Whether `peer` may act on a combination held on `account` (else it answers as unknown).
-fn combination_owned(c: &Connection, peer: &Peer, account: &str, id: &str, step: &str) -> Result<(), ApiError> {
+fn combination_owned(
+    c: &Connection,
+    peer: &Peer,
+    account: &str,
+    id: &str,
+    step: &str,
+) -> Result<(), ApiError> {
     match opened_by(c, account, step)? {
         Some(o) if owns(peer, &o) => Ok(()),
         _ => Err(unknown_combination(step, id)),

@@ -1,0 +1,477 @@
+//! The virtual meter (seed 001) through its data center as a mailer and an operator use it:
+//! sign up with no device (Fig. 1), fund the meter from the deposit at the recharging center
+//! (the KMS seals the refill message for the meter the box proved it created), print
+//! indicia the post office's verifier reads with the key the KMS registered (Fig. 4, steps
+//! 200-265), a double click charged once, the signed history, the auditor; refusals: a
+//! record edited in the database (the box's alarm), a database restored from a backup (the
+//! start refused), sessions forged or logged out, password guessing throttled, the wrong
+//! callers at the vendor, the KMS and the recharging center.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::path::Path;
+
+use common::{Client, Refused};
+use openpsd_backoffice::server::{spawn_all, start_datacenter, Handles};
+use openpsd_core::psd::indicium;
+use openpsd_core::vbox::txn::TransactionRecord;
+use openpsd_datacenter::boxhost::BoxInfo;
+use openpsd_protocol::datacenter::{
+    BoxRegistration, DepositView, GrantRequest, History, IndiciumIssued, IndiciumOrder,
+    MailerCredentials, MailerSession, MeterView, RefillDone, RefillOrder,
+};
+use openpsd_protocol::kms::DeviceInfo;
+use openpsd_protocol::recharge::{Account, Deposit};
+use openpsd_service_kit::codec::device_hex;
+use openpsd_service_kit::tls::Role;
+use openpsd_service_kit::Service;
+
+struct World {
+    h: Handles,
+    dc: Service,
+    info: BoxInfo,
+    dir: std::path::PathBuf,
+}
+
+fn config(h: &Handles, dir: &Path) -> openpsd_datacenter::Config {
+    let mut c = openpsd_datacenter::Config::new(
+        dir.join("datacenter"),
+        [&h.vendor.url, &h.kms.url, &h.recharge.url],
+        h.pki.clone(),
+    );
+    c.shards = 4;
+    c.depth = 4;
+    c
+}
+
+/// The back office, the data center beside it, and its box registered at the KMS by an
+/// operator.
+async fn world(dir: &Path) -> World {
+    let h = spawn_all(dir).await.unwrap();
+    let (dc, info) = start_datacenter(&config(&h, dir), "127.0.0.1:0", 1000)
+        .await
+        .unwrap();
+    let op = Client::new(&h.kms.url, &h.pki, Some(Role::Operator));
+    let reg = BoxRegistration {
+        box_id: device_hex(&info.box_id),
+        txn_key: hex::encode(info.txn_key),
+        depth: info.depth,
+    };
+    let back: BoxRegistration = op.post("/v1/vbox/boxes", &reg).await.unwrap();
+    assert_eq!(back, reg);
+    World {
+        h,
+        dc,
+        info,
+        dir: dir.to_path_buf(),
+    }
+}
+
+fn creds(name: &str) -> MailerCredentials {
+    MailerCredentials {
+        username: name.into(),
+        password: format!("{name}-correct-horse"),
+    }
+}
+
+/// A mailer with no device: signs up in a browser (no certificate).
+async fn sign_up(w: &World, name: &str) -> (Client, MailerSession) {
+    let anon = Client::new(&w.dc.url, &w.h.pki, None);
+    let s: MailerSession = anon.post("/v1/mailers", &creds(name)).await.unwrap();
+    (anon.with_bearer(&s.token), s)
+}
+
+/// The payments desk books `amount` to the mailer's deposit.
+async fn deposit(w: &World, mailer: &str, amount: u64, reference: &str) {
+    let op = Client::new(&w.h.recharge.url, &w.h.pki, Some(Role::Operator));
+    let _: Account = op
+        .post(
+            &format!("/v1/accounts/vm-{mailer}/deposits"),
+            &Deposit {
+                amount,
+                reference: reference.into(),
+            },
+        )
+        .await
+        .unwrap();
+}
+
+fn order(txn: u64, postage: u64) -> IndiciumOrder {
+    IndiciumOrder {
+        client_txn_id: format!("{txn:016x}"),
+        postage,
+        rate: 1,
+        destination: "80331".into(),
+    }
+}
+
+fn audit(w: &World) -> openpsd_datacenter::audit::AuditReport {
+    openpsd_datacenter::audit::audit(&w.dir.join("datacenter").join(openpsd_datacenter::DB_FILE))
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fig1_a_mailer_with_no_device_signs_up_adds_funds_and_prints() {
+    let tmp = tempfile::tempdir().unwrap();
+    let w = world(tmp.path()).await;
+    let (alice, s) = sign_up(&w, "alice").await;
+    let m: MeterView = alice.get("/v1/meter").await.unwrap();
+    assert_eq!((m.balance, m.used, m.pieces), (0, 0, 0));
+
+    // The KMS registered the meter with the key the box made (the post office's source).
+    let op_kms = Client::new(&w.h.kms.url, &w.h.pki, Some(Role::Operator));
+    let dev: DeviceInfo = op_kms
+        .get(&format!("/v1/devices/{}", m.meter_id))
+        .await
+        .unwrap();
+    assert_eq!(dev.public_key, m.public_key);
+
+    // Without a deposit the recharging center says no; nothing is held.
+    let r = alice
+        .post::<_, RefillDone>(
+            "/v1/refills",
+            &RefillOrder {
+                client_txn_id: "00000000000000a1".into(),
+                amount: 2_000,
+            },
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(r.status, 402, "{r:?}");
+
+    deposit(&w, &s.mailer_id, 5_000, "bank-1").await;
+    let refill = RefillOrder {
+        client_txn_id: "00000000000000a2".into(),
+        amount: 2_000,
+    };
+    let done: RefillDone = alice.post("/v1/refills", &refill).await.unwrap();
+    assert_eq!((done.amount, done.balance), (2_000, 2_000));
+    // The same refill again: the same answer, credited once.
+    let again: RefillDone = alice.post("/v1/refills", &refill).await.unwrap();
+    assert_eq!(again, done);
+    let d: DepositView = alice.get("/v1/deposit").await.unwrap();
+    assert_eq!((d.available, d.held, d.debited), (3_000, 0, 2_000));
+
+    // Fig. 4: an indicium the post office's verifier reads with the registered key.
+    let first: IndiciumIssued = alice.post("/v1/indicia", &order(1, 145)).await.unwrap();
+    assert!(!first.reprint);
+    assert_eq!(first.balance, 1_855);
+    let bytes = hex::decode(&first.indicium).unwrap();
+    let key = hex::decode(&dev.public_key).unwrap();
+    let data = indicium::verify(&bytes, &key).unwrap();
+    assert_eq!(device_hex(&data.device), m.meter_id);
+    assert_eq!((data.postage.0, data.ar.0, data.dr.0), (145, 145, 1_855));
+
+    // A double click: the same bytes, charged once.
+    let second: IndiciumIssued = alice.post("/v1/indicia", &order(1, 145)).await.unwrap();
+    assert!(second.reprint);
+    assert_eq!(second.indicium, first.indicium);
+    // Another request under the same ID is refused and changes nothing.
+    let e = alice
+        .post::<_, IndiciumIssued>("/v1/indicia", &order(1, 999))
+        .await
+        .unwrap_err();
+    assert_eq!((e.status, e.code.as_str()), (409, "box_refused"));
+    let _: IndiciumIssued = alice.post("/v1/indicia", &order(2, 55)).await.unwrap();
+    let m: MeterView = alice.get("/v1/meter").await.unwrap();
+    assert_eq!((m.balance, m.used, m.pieces), (1_800, 200, 2));
+    // More than the balance: refused, nothing charged.
+    let e = alice
+        .post::<_, IndiciumIssued>("/v1/indicia", &order(3, 1_801))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code, "insufficient_funds");
+
+    // The history: every line signed by the box.
+    let hist: History = alice.get("/v1/history").await.unwrap();
+    let kinds: Vec<_> = hist.entries.iter().map(|e| e.kind.as_str()).collect();
+    assert_eq!(kinds, ["create", "refill", "issue", "issue"]);
+    for e in &hist.entries {
+        TransactionRecord::verify(&hex::decode(&e.record).unwrap(), &w.info.txn_key).unwrap();
+    }
+    assert_eq!(hist.box_key, hex::encode(w.info.txn_key));
+
+    // Bob's meter is his own: his session sees his meter, not Alice's.
+    let (bob, _) = sign_up(&w, "bob").await;
+    let mb: MeterView = bob.get("/v1/meter").await.unwrap();
+    assert_ne!(mb.meter_id, m.meter_id);
+    assert_eq!(mb.balance, 0);
+
+    // The auditor recomputes every meter from the signed records.
+    let a = audit(&w);
+    assert!(a.problems.is_empty(), "{:?}", a.problems);
+    assert_eq!(
+        (a.meters, a.credited, a.used, a.held),
+        (2, 2_000, 200, 1_800)
+    );
+    w.dc.stop().await;
+    w.h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_and_passwords() {
+    let tmp = tempfile::tempdir().unwrap();
+    let w = world(tmp.path()).await;
+    let (alice, s) = sign_up(&w, "alice").await;
+    let anon = Client::new(&w.dc.url, &w.h.pki, None);
+    // Anonymous and forged sessions get nothing.
+    let status = |r: Result<MeterView, Refused>| r.unwrap_err().status;
+    assert_eq!(status(anon.get("/v1/meter").await), 401);
+    let forged = anon.with_bearer(&format!("dcs_{}", "ab".repeat(32)));
+    assert_eq!(status(forged.get("/v1/meter").await), 401);
+    // The same name again is refused.
+    let e = anon
+        .post::<_, MailerSession>("/v1/mailers", &creds("alice"))
+        .await
+        .unwrap_err();
+    assert_eq!(e.status, 409);
+    // Log in again: a second session; log out: that token is dead, the first lives.
+    let s2: MailerSession = anon.post("/v1/sessions", &creds("alice")).await.unwrap();
+    assert_eq!(s2.mailer_id, s.mailer_id);
+    let alice2 = anon.with_bearer(&s2.token);
+    assert_eq!(
+        alice2
+            .status(&reqwest::Method::DELETE, "/v1/sessions/current")
+            .await,
+        204
+    );
+    assert_eq!(status(alice2.get("/v1/meter").await), 401);
+    let _: MeterView = alice.get("/v1/meter").await.unwrap();
+    // Guessing: five wrong passwords are 401, the sixth try (even the right one) 429.
+    let wrong = MailerCredentials {
+        username: "alice".into(),
+        password: "not-her-password".into(),
+    };
+    for _ in 0..5 {
+        let e = anon
+            .post::<_, MailerSession>("/v1/sessions", &wrong)
+            .await
+            .unwrap_err();
+        assert_eq!(e.status, 401);
+    }
+    let e = anon
+        .post::<_, MailerSession>("/v1/sessions", &creds("alice"))
+        .await
+        .unwrap_err();
+    assert_eq!((e.status, e.code.as_str()), (429, "login_throttled"));
+    // The database alone does not log in: its hash is keyed by the data center's secret.
+    let db = tmp
+        .path()
+        .join("datacenter")
+        .join(openpsd_datacenter::DB_FILE);
+    let c = rusqlite::Connection::open(&db).unwrap();
+    let stored: String = c
+        .query_row(
+            "SELECT password_hash FROM mailers WHERE username = 'alice'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    let parsed = argon2::PasswordHash::new(&stored).unwrap();
+    use argon2::PasswordVerifier as _;
+    assert!(argon2::Argon2::default()
+        .verify_password(creds("alice").password.as_bytes(), &parsed)
+        .is_err());
+    w.dc.stop().await;
+    w.h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edited_record_is_refused_and_a_restored_database_does_not_start() {
+    let tmp = tempfile::tempdir().unwrap();
+    let w = world(tmp.path()).await;
+    let (alice, s) = sign_up(&w, "alice").await;
+    deposit(&w, &s.mailer_id, 5_000, "bank-1").await;
+    let _: RefillDone = alice
+        .post(
+            "/v1/refills",
+            &RefillOrder {
+                client_txn_id: "00000000000000b1".into(),
+                amount: 1_000,
+            },
+        )
+        .await
+        .unwrap();
+    let db = tmp
+        .path()
+        .join("datacenter")
+        .join(openpsd_datacenter::DB_FILE);
+    // A backup taken now, with 1,000 in the meter.
+    let backup = tmp.path().join("backup.sqlite");
+    {
+        let c = rusqlite::Connection::open(&db).unwrap();
+        c.execute("VACUUM INTO ?1", [backup.to_str().unwrap()])
+            .unwrap();
+    }
+    let _: IndiciumIssued = alice.post("/v1/indicia", &order(1, 400)).await.unwrap();
+
+    // A register raised in the database: the box refuses the record (MAC), nothing printed.
+    let original: Vec<u8> = {
+        let c = rusqlite::Connection::open(&db).unwrap();
+        let rec: Vec<u8> = c
+            .query_row("SELECT record FROM meters", [], |r| r.get(0))
+            .unwrap();
+        let mut edited = rec.clone();
+        // DR and control sum raised together, so the record still parses (kind 1,
+        // version 1, meter 8, slot 4, mailer 16, license 4, origin 1+5, AR 8, DR 8,
+        // control sum 8): only the MAC can tell.
+        for at in [
+            1 + 1 + 8 + 4 + 16 + 4 + 6 + 8,
+            1 + 1 + 8 + 4 + 16 + 4 + 6 + 16,
+        ] {
+            let v = u64::from_be_bytes(edited[at..at + 8].try_into().unwrap()) + 100_000;
+            edited[at..at + 8].copy_from_slice(&v.to_be_bytes());
+        }
+        c.execute("UPDATE meters SET record = ?1", [&edited])
+            .unwrap();
+        rec
+    };
+    let e = alice
+        .post::<_, IndiciumIssued>("/v1/indicia", &order(2, 100))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (e.status, e.code.as_str()),
+        (409, "record_refused"),
+        "{e:?}"
+    );
+    assert!(e.message.contains("9A60"), "{}", e.message);
+    assert!(
+        !audit(&w).problems.is_empty(),
+        "the auditor sees the edit too"
+    );
+    {
+        let c = rusqlite::Connection::open(&db).unwrap();
+        c.execute("UPDATE meters SET record = ?1", [&original])
+            .unwrap();
+    }
+    let _: IndiciumIssued = alice.post("/v1/indicia", &order(2, 100)).await.unwrap();
+    assert!(audit(&w).problems.is_empty());
+
+    // A deleted transaction record: the auditor reports the gap.
+    {
+        let c = rusqlite::Connection::open(&db).unwrap();
+        let (shard, seq, meter, saved): (i64, i64, String, Vec<u8>) = c
+            .query_row(
+                "SELECT shard, sequence, meter_id, record FROM txns WHERE kind = 2 LIMIT 1",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+            )
+            .unwrap();
+        c.execute(
+            "DELETE FROM txns WHERE shard = ?1 AND sequence = ?2",
+            rusqlite::params![shard, seq],
+        )
+        .unwrap();
+        let a = audit(&w);
+        assert!(
+            a.problems
+                .iter()
+                .any(|p| p.contains("deleted or reordered")),
+            "{:?}",
+            a.problems
+        );
+        c.execute(
+            "INSERT INTO txns (shard, sequence, meter_id, kind, record) VALUES (?1, ?2, ?3, 2, ?4)",
+            rusqlite::params![shard, seq, meter, saved],
+        )
+        .unwrap();
+        assert!(audit(&w).problems.is_empty(), "{:?}", audit(&w).problems);
+    }
+
+    // The whole database restored from the backup: the start is refused (its roots are
+    // older than the box's), so nothing is printed from the stale records.
+    w.dc.stop().await;
+    for ext in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{ext}", db.display()));
+    }
+    std::fs::copy(&backup, &db).unwrap();
+    let err = start_datacenter(&config(&w.h, tmp.path()), "127.0.0.1:0", 1000)
+        .await
+        .err()
+        .expect("a restored database is refused");
+    assert!(err.to_string().contains("restored from a backup"), "{err}");
+    w.h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_data_center_asks_for_grants_and_each_is_given_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let w = world(tmp.path()).await;
+    let (_alice, _) = sign_up(&w, "alice").await;
+    let grant = GrantRequest {
+        box_id: device_hex(&w.info.box_id),
+        meter_id: "564D000000000001".into(),
+        slot: 9,
+        mailer_id: "00".repeat(16),
+        license: 4711,
+        origin: "10115".into(),
+        max_postage: 100,
+        max_dr: 1_000,
+    };
+    // The meter server, an operator: forbidden at the vendor's grant route.
+    for role in [Role::Meter, Role::Operator] {
+        let c = Client::new(&w.h.vendor.url, &w.h.pki, Some(role));
+        assert_eq!(
+            c.status(&reqwest::Method::POST, "/v1/vbox/grants").await,
+            403
+        );
+    }
+    // The data center's identity: the same request twice is the same grant; the same
+    // meter ID or the same slot for anything else is refused.
+    let dcc = Client::new(&w.h.vendor.url, &w.h.pki, Some(Role::Datacenter));
+    let g1: openpsd_protocol::datacenter::GrantAnswer =
+        dcc.post("/v1/vbox/grants", &grant).await.unwrap();
+    let g2: openpsd_protocol::datacenter::GrantAnswer =
+        dcc.post("/v1/vbox/grants", &grant).await.unwrap();
+    assert_eq!(g1, g2);
+    let other_slot = GrantRequest {
+        slot: 10,
+        ..grant.clone()
+    };
+    let other_meter = GrantRequest {
+        meter_id: "564D000000000002".into(),
+        ..grant.clone()
+    };
+    for g in [other_slot, other_meter] {
+        let e = dcc
+            .post::<_, openpsd_protocol::datacenter::GrantAnswer>("/v1/vbox/grants", &g)
+            .await
+            .unwrap_err();
+        assert_eq!((e.status, e.code.as_str()), (409, "grant_conflict"));
+    }
+    // The KMS registers no meter without the box's proof.
+    let e = dcc_at(&w.h.kms.url, &w)
+        .post::<_, DeviceInfo>(
+            "/v1/vbox/meters",
+            &openpsd_protocol::datacenter::MeterRegistration {
+                record: "01".into(),
+                proof: String::new(),
+                transaction: "00".repeat(219),
+            },
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.status, 400);
+    // The data center cannot spend a meter-server customer's deposit.
+    let rc = dcc_at(&w.h.recharge.url, &w);
+    let op = Client::new(&w.h.recharge.url, &w.h.pki, Some(Role::Operator));
+    let _: Account = op
+        .post(
+            "/v1/accounts",
+            &openpsd_protocol::recharge::NewAccount {
+                account_id: "acme".into(),
+            },
+        )
+        .await
+        .unwrap();
+    let e = rc.get::<Account>("/v1/accounts/acme").await.unwrap_err();
+    assert_eq!(e.status, 404);
+    w.dc.stop().await;
+    w.h.stop().await;
+}
+
+fn dcc_at(url: &str, w: &World) -> Client {
+    Client::new(url, &w.h.pki, Some(Role::Datacenter))
+}

@@ -45,7 +45,7 @@ struct Caller {
     customer: Option<&'static str>,
 }
 
-const CALLERS: [Caller; 13] = [
+const CALLERS: [Caller; 14] = [
     Caller {
         name: "nobody",
         role: None,
@@ -114,6 +114,11 @@ const CALLERS: [Caller; 13] = [
         role: Some(Role::Merchant),
         customer: None,
     },
+    Caller {
+        name: "datacenter",
+        role: Some(Role::Datacenter),
+        customer: None,
+    },
 ];
 
 fn allowed(rule: &Rule, c: &Caller) -> bool {
@@ -154,8 +159,35 @@ async fn every_route_times_every_caller() {
 
     // The license services (seed 003) run with the others.
     let (pa, vendor) = (&h.pa, &h.vendor);
+    // The virtual meter's data center (seed 001): its customers are mailers with its own
+    // sessions; "alice" and "bob" sign up there too.
+    let (dc, _) = openpsd_backoffice::server::start_datacenter(
+        &openpsd_datacenter::Config::new(
+            dir.path().join("datacenter"),
+            [&h.vendor.url, &h.kms.url, &h.recharge.url],
+            h.pki.clone(),
+        ),
+        "127.0.0.1:0",
+        openpsd_backoffice::server::DEFAULT_RATE,
+    )
+    .await
+    .unwrap();
+    let mut mailers = std::collections::HashMap::new();
+    for name in ["alice", "bob"] {
+        let s: openpsd_protocol::datacenter::MailerSession = Client::new(&dc.url, &h.pki, None)
+            .post(
+                "/v1/mailers",
+                &openpsd_protocol::datacenter::MailerCredentials {
+                    username: name.into(),
+                    password: format!("{name}-long-password"),
+                },
+            )
+            .await
+            .unwrap();
+        mailers.insert(name, s.token);
+    }
 
-    let services: [(&str, &str, Vec<Rule>); 9] = [
+    let services: [(&str, &str, Vec<Rule>); 10] = [
         ("meter", &h.meter.url, Meter::routes(100).rules().to_vec()),
         ("kms", &h.kms.url, Kms::routes().rules().to_vec()),
         (
@@ -175,6 +207,11 @@ async fn every_route_times_every_caller() {
             "creditor",
             &h.creditor.url,
             openpsd_creditor::Creditor::routes().rules().to_vec(),
+        ),
+        (
+            "datacenter",
+            &dc.url,
+            openpsd_datacenter::Datacenter::routes().rules().to_vec(),
         ),
         // The CA's public listener: plain HTTP, so no caller's certificate reaches it, and
         // every route is for anyone.
@@ -202,7 +239,12 @@ async fn every_route_times_every_caller() {
             for caller in &CALLERS {
                 let mut client = Client::new(base, &h.pki, caller.role);
                 if let Some(name) = caller.customer {
-                    client = client.with_bearer(&host.customers.get(name).1);
+                    let token = if *service == "datacenter" {
+                        mailers[name].clone()
+                    } else {
+                        host.customers.get(name).1
+                    };
+                    client = client.with_bearer(&token);
                 }
                 let before = databases(dir.path());
                 let status = client.status(&rule.method, &path).await;
@@ -217,7 +259,9 @@ async fn every_route_times_every_caller() {
                 }
                 // KMS and RC take only callers with a certificate: without one, there is
                 // no TLS session at all (status 0).
-                let no_certificate = caller.role.is_none() && *service != "meter";
+                // (The meter and the data center serve customers, who have none.)
+                let no_certificate =
+                    caller.role.is_none() && !["meter", "datacenter"].contains(service);
                 let expected = if no_certificate {
                     0
                 } else if caller.role.is_none() && caller.customer.is_none() {
@@ -234,6 +278,7 @@ async fn every_route_times_every_caller() {
         }
     }
     assert!(tried > 100, "{tried} calls");
+    dc.stop().await;
     post.stop().await;
     h.stop().await;
 }

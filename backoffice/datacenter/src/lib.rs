@@ -394,7 +394,8 @@ impl Datacenter {
             })
             .await?;
         let Some((meter, slot)) = reserved else {
-            return self.register_meter(mailer).await;
+            self.try_register_meter(mailer).await;
+            return Ok(());
         };
         let req = GrantRequest {
             box_id: codec::device_hex(&self.info.box_id),
@@ -411,12 +412,21 @@ impl Datacenter {
             .map_err(|_| ApiError::unavailable(step, "the vendor's grant is not hex"))?;
         indicia::create_meter(self, mailer, slot, grant).await?;
         tracing::info!(mailer = %mailer, meter = %meter, slot, "meter created in the box");
-        self.register_meter(mailer).await
+        self.try_register_meter(mailer).await;
+        Ok(())
+    }
+
+    /// [`Self::register_meter`], its failure logged: the meter exists and prints; only its
+    /// refills wait for the registration, which every later request retries.
+    async fn try_register_meter(&self, mailer: &str) {
+        if let Err(e) = self.register_meter(mailer).await {
+            tracing::warn!(mailer = %mailer, error = %e.message, "the meter is not registered at the KMS yet");
+        }
     }
 
     /// Registers `mailer`'s meter at the KMS (once; the KMS checks the box made it), so the
     /// KMS seals its refills and the post office verifies its indicia with its key.
-    async fn register_meter(&self, mailer: &str) -> Result<(), ApiError> {
+    pub(crate) async fn register_meter(&self, mailer: &str) -> Result<(), ApiError> {
         let step = STEP_METER;
         let m = mailer.to_owned();
         // Meter ID, its record at creation, the siblings then, the CREATE transaction record.
@@ -443,7 +453,20 @@ impl Datacenter {
             proof: hex::encode(proof),
             transaction: hex::encode(transaction),
         };
-        let _: DeviceInfo = self.kms.post("/v1/vbox/meters", &reg, step).await?;
+        let _: DeviceInfo = self
+            .kms
+            .post("/v1/vbox/meters", &reg, step)
+            .await
+            .map_err(|e| {
+                ApiError::unavailable(
+                    step,
+                    format!(
+                        "the KMS does not register the meter yet ({}); is the box registered \
+                         (`backoffice datacenter register-box`)?",
+                        e.message
+                    ),
+                )
+            })?;
         self.db
             .run(step, move |c| {
                 c.execute(

@@ -329,6 +329,8 @@ pub(crate) async fn refill(
         return Err(ApiError::amount_invalid(STEP, "amount: a positive amount"));
     }
     dc.ensure_meter(&who.id).await?;
+    // The KMS seals refills only for a meter it registered.
+    dc.register_meter(&who.id).await?;
     let txn = order.client_txn_id.to_ascii_lowercase();
     let (m, t, amount) = (who.id.clone(), txn.clone(), order.amount);
     let existing: Option<Row> = dc

@@ -475,3 +475,59 @@ async fn only_the_data_center_asks_for_grants_and_each_is_given_once() {
 fn dcc_at(url: &str, w: &World) -> Client {
     Client::new(url, &w.h.pki, Some(Role::Datacenter))
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sixty_four_requests_at_once_on_one_meter() {
+    let tmp = tempfile::tempdir().unwrap();
+    let w = world(tmp.path()).await;
+    let (alice, s) = sign_up(&w, "alice").await;
+    deposit(&w, &s.mailer_id, 10_000, "bank-1").await;
+    let _: RefillDone = alice
+        .post(
+            "/v1/refills",
+            &RefillOrder {
+                client_txn_id: "00000000000000c1".into(),
+                amount: 5_000,
+            },
+        )
+        .await
+        .unwrap();
+    // 64 different pieces at once: exact registers.
+    let tasks: Vec<_> = (0..64u64)
+        .map(|i| {
+            let a = alice.clone();
+            tokio::spawn(async move {
+                a.post::<_, IndiciumIssued>("/v1/indicia", &order(100 + i, 10))
+                    .await
+            })
+        })
+        .collect();
+    for t in tasks {
+        assert!(!t.await.unwrap().unwrap().reprint);
+    }
+    let m: MeterView = alice.get("/v1/meter").await.unwrap();
+    assert_eq!((m.balance, m.used, m.pieces), (5_000 - 640, 640, 64));
+    // The same piece 64 times at once: one debit, one indicium.
+    let tasks: Vec<_> = (0..64)
+        .map(|_| {
+            let a = alice.clone();
+            tokio::spawn(async move {
+                a.post::<_, IndiciumIssued>("/v1/indicia", &order(7, 25))
+                    .await
+            })
+        })
+        .collect();
+    let mut answers = Vec::new();
+    for t in tasks {
+        answers.push(t.await.unwrap().unwrap());
+    }
+    assert_eq!(answers.iter().filter(|a| !a.reprint).count(), 1);
+    assert!(answers.iter().all(|a| a.indicium == answers[0].indicium));
+    let m: MeterView = alice.get("/v1/meter").await.unwrap();
+    assert_eq!((m.balance, m.pieces), (5_000 - 665, 65));
+    let a = audit(&w);
+    assert!(a.problems.is_empty(), "{:?}", a.problems);
+    assert_eq!((a.credited, a.used), (5_000, 665));
+    w.dc.stop().await;
+    w.h.stop().await;
+}

@@ -110,6 +110,8 @@ pub(crate) fn run_box(
         ],
     )
     .storage(step)?;
+    // The intent is committed; the box has seen nothing: RESUME answers 9A64, dropped.
+    openpsd_service_kit::failpoint::pause_blocking("datacenter_before_box");
     let answer = dc.boxh.send(intent.ins, 0, &intent.data);
     match answer {
         Ok(a) => {

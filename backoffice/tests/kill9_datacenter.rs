@@ -1,0 +1,185 @@
+//! The data center killed with SIGKILL between its two commits (docs/virtual-meter.md §5):
+//! after the box committed an indicium or a refill and before the database did, and after
+//! the database recorded the intent and before the box saw it. Restarted on the same data,
+//! it finishes what the box committed (RESUME: the same bytes) and drops what it did not:
+//! every indicium charged once, every refill credited once and its hold settled, the ledger
+//! audited clean by `backoffice datacenter audit`. The operator registers the box at the KMS
+//! with `backoffice datacenter register-box`.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+#[path = "common/proc.rs"]
+mod proc;
+
+use std::process::Command;
+
+use common::Client;
+use openpsd_backoffice::server::spawn_all;
+use openpsd_core::psd::indicium;
+use openpsd_protocol::datacenter::{
+    DepositView, IndiciumIssued, IndiciumOrder, MailerCredentials, MailerSession, MeterView,
+    RefillDone, RefillOrder,
+};
+use openpsd_protocol::recharge::{Account, Deposit};
+use openpsd_service_kit::tls::Role;
+use proc::Proc;
+
+fn order(txn: u64, postage: u64) -> IndiciumOrder {
+    IndiciumOrder {
+        client_txn_id: format!("{txn:016x}"),
+        postage,
+        rate: 1,
+        destination: "80331".into(),
+    }
+}
+
+fn refill(txn: u64, amount: u64) -> RefillOrder {
+    RefillOrder {
+        client_txn_id: format!("{txn:016x}"),
+        amount,
+    }
+}
+
+fn backoffice(args: &[&str]) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_backoffice"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_between_the_box_and_the_database_is_healed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let h = spawn_all(tmp.path()).await.unwrap();
+    let pki = h.pki.dir().to_str().unwrap().to_owned();
+    let data = tmp.path().join("dc");
+    let args: Vec<String> = [
+        "--pki",
+        &pki,
+        "--vendor",
+        &h.vendor.url,
+        "--kms",
+        &h.kms.url,
+        "--recharge",
+        &h.recharge.url,
+    ]
+    .iter()
+    .map(|s| (*s).to_owned())
+    .collect();
+    let mut dc = Proc::start("datacenter", &data, "127.0.0.1:0", &args, "");
+    let data_s = data.to_str().unwrap();
+    let (ok, out) = backoffice(&[
+        "datacenter",
+        "register-box",
+        "--data",
+        data_s,
+        "--pki",
+        &pki,
+        "--kms",
+        &h.kms.url,
+    ]);
+    assert!(ok, "{out}");
+
+    let anon = Client::new(&dc.url, &h.pki, None);
+    let s: MailerSession = anon
+        .post(
+            "/v1/mailers",
+            &MailerCredentials {
+                username: "alice".into(),
+                password: "alice-long-password".into(),
+            },
+        )
+        .await
+        .unwrap();
+    let alice = anon.with_bearer(&s.token);
+    let op = Client::new(&h.recharge.url, &h.pki, Some(Role::Operator));
+    let _: Account = op
+        .post(
+            &format!("/v1/accounts/vm-{}/deposits", s.mailer_id),
+            &Deposit {
+                amount: 5_000,
+                reference: "bank-1".into(),
+            },
+        )
+        .await
+        .unwrap();
+    let _: RefillDone = alice.post("/v1/refills", &refill(1, 3_000)).await.unwrap();
+
+    // 1. The box commits an indicium; the process dies before the database does.
+    dc.kill9_and_restart("datacenter_after_box");
+    let hung = {
+        let a = alice.clone();
+        tokio::spawn(async move { a.post_bytes("/v1/indicia", &order(1, 250)).await })
+    };
+    dc.wait_paused("datacenter_after_box");
+    dc.kill9_and_restart("");
+    let _ = hung.await;
+    let m: MeterView = alice.get("/v1/meter").await.unwrap();
+    assert_eq!(
+        (m.balance, m.used, m.pieces),
+        (2_750, 250, 1),
+        "resumed, charged once"
+    );
+    let again: IndiciumIssued = alice.post("/v1/indicia", &order(1, 250)).await.unwrap();
+    assert!(
+        again.reprint,
+        "the resumed indicium is the one the retry gets"
+    );
+    let key = hex::decode(&m.public_key).unwrap();
+    let data1 = indicium::verify(&hex::decode(&again.indicium).unwrap(), &key).unwrap();
+    assert_eq!((data1.postage.0, data1.dr.0), (250, 2_750));
+
+    // 2. The intent is recorded; the process dies before the box sees the command.
+    dc.kill9_and_restart("datacenter_before_box");
+    let hung = {
+        let a = alice.clone();
+        tokio::spawn(async move { a.post_bytes("/v1/indicia", &order(2, 100)).await })
+    };
+    dc.wait_paused("datacenter_before_box");
+    dc.kill9_and_restart("");
+    let _ = hung.await;
+    let m: MeterView = alice.get("/v1/meter").await.unwrap();
+    assert_eq!(
+        (m.balance, m.pieces),
+        (2_750, 1),
+        "dropped: nothing charged"
+    );
+    let fresh: IndiciumIssued = alice.post("/v1/indicia", &order(2, 100)).await.unwrap();
+    assert!(!fresh.reprint);
+    assert_eq!(fresh.balance, 2_650);
+
+    // 3. The box applies a refill; the process dies before the database commits it.
+    dc.kill9_and_restart("datacenter_after_box");
+    let hung = {
+        let a = alice.clone();
+        tokio::spawn(async move { a.post_bytes("/v1/refills", &refill(2, 1_000)).await })
+    };
+    dc.wait_paused("datacenter_after_box");
+    dc.kill9_and_restart("");
+    let _ = hung.await;
+    let m: MeterView = alice.get("/v1/meter").await.unwrap();
+    assert_eq!((m.balance, m.refills), (3_650, 2), "credited once");
+    let d: DepositView = alice.get("/v1/deposit").await.unwrap();
+    assert_eq!(
+        (d.available, d.held, d.debited),
+        (1_000, 0, 4_000),
+        "the hold settled"
+    );
+    let done: RefillDone = alice.post("/v1/refills", &refill(2, 1_000)).await.unwrap();
+    assert_eq!((done.amount, done.balance), (1_000, 3_650));
+
+    // The auditor: every meter is its signed records' replay.
+    let (ok, out) = backoffice(&["datacenter", "audit", "--data", data_s, "--json"]);
+    assert!(ok, "{out}");
+    let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(report["credited"], 4_000);
+    assert_eq!(report["used"], 350);
+    assert_eq!(report["held"], 3_650);
+    assert_eq!(report["problems"], serde_json::json!([]));
+    drop(dc);
+    h.stop().await;
+}

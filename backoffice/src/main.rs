@@ -43,7 +43,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Make the back office's certificate authority and a key and certificate for every
-    /// service identity (meter, kms, recharge, operator, post, vendor, pa, ca, creditor,
+    /// service identity (meter, kms, recharge, operator, post, vendor, pa, ca, creditor, datacenter,
     /// merchant) that has none; or renew one; or certify a merchant (--merchant ID).
     Init(Init),
     /// Serve one service, or all of them in one process.
@@ -485,7 +485,7 @@ fn init(i: &Init) -> Result<()> {
         Some(name) => {
             let role = TlsRole::from_name(name).with_context(|| {
                 format!(
-                    "no identity '{name}': one of meter, kms, recharge, operator, post, vendor, pa, ca, creditor, merchant"
+                    "no identity '{name}': one of meter, kms, recharge, operator, post, vendor, pa, ca, creditor, merchant, datacenter"
                 )
             })?;
             pki.renew(role, &i.hosts)?;

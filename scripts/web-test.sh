@@ -7,7 +7,9 @@
 # second time (9A33), reload, tampered sealed record), then decodes the label's screenshot with
 # libdmtx's `dmtxread` and verifies the decoded bytes independently as an indicium of that
 # device (tests/web/verify-indicium.mjs: WebCrypto ECDSA over the docs/apdu.md layout).
-# Then the Certificates tab (tests/web/certificates.mjs, issue 15 item 9): the second wasm
+# Then the online meter tab (tests/web/online.mjs, issue 16 item 6: a virtual meter's label,
+# decoded by dmtxread and verified by verify-indicium.mjs too), and the Certificates tab
+# (tests/web/certificates.mjs, issue 15 item 9): the second wasm
 # module, the rate tables, a postmark key certified by the demo's CA, a file postmarked in
 # the page and its .tst checked with stock `openssl ts -verify`, verification in the page,
 # revocation; a postmark whose output is lost after the charge, finished after a reload with
@@ -103,6 +105,14 @@ node tests/web/certificates.mjs --url "$url/" --out "$OUT" --ca "$ca_url" --vend
 journey_pid=$!
 wait "$journey_pid" || die "the Certificates journey failed"
 journey_pid=
+
+say "the online meter tab in Chromium (tests/web/online.mjs: sign up, deposit, funds, print, lost answer, post office, log out)"
+node tests/web/online.mjs --url "$url/" --out "$OUT" &
+journey_pid=$!
+wait "$journey_pid" || die "the online meter journey failed"
+journey_pid=
+dmtxread -N1 -m 60000 "$OUT/online/label.png" >"$OUT/online/decoded.bin" || die "dmtxread found no Data Matrix in the online meter's label"
+node tests/web/verify-indicium.mjs "$OUT/online/decoded.bin" "$OUT/online/online.json" || die "the online meter's decoded label is not a valid indicium of its meter"
 
 say "decoding target/web-test/label.png with libdmtx (dmtxread $(dpkg-query -W -f='${Version}' dmtx-utils 2>/dev/null || echo '?'))"
 dmtxread -N1 -m 60000 "$OUT/label.png" >"$OUT/decoded.bin" || die "dmtxread found no Data Matrix in the label"

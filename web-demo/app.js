@@ -6,6 +6,7 @@ import { call, refill, inspect, BackOfficeError } from './meter.js';
 import { describe, isLegacyRefill, LEGACY_REFILL_TEXT } from './messages.js';
 import { bytesToHex, hexToBytes, randomBytes, today, minorUnits, amountText } from './util.js';
 import { initCertificates } from './certificates.js';
+import { initOnline } from './online.js';
 
 const STATE_NAME = 'psd';
 const PURSE_STATE_NAME = 'purse';
@@ -798,3 +799,4 @@ start().catch((e) => {
 });
 
 certs = initCertificates({ app, busy, notice, save });
+initOnline({ app });

@@ -69,10 +69,23 @@ pub async fn run(o: DemoOptions) -> Result<()> {
     )
     .await?;
     println!("post office {}", post_office.url);
+    // The virtual meter (seed 001): the data center with its secure box, its box's key
+    // registered at the KMS by the operator (the same again on a rerun).
+    let (datacenter, dc_box) = server::start_datacenter(
+        &openpsd_datacenter::Config::new(
+            o.data.join("datacenter"),
+            [&h.vendor.url, &h.kms.url, &h.recharge.url],
+            pki.clone(),
+        ),
+        "127.0.0.1:0",
+        server::DEFAULT_RATE,
+    )
+    .await?;
     let web = match &o.web {
         Some(w) => {
             let w = crate::web::WebOptions {
                 post: Some(post_office.url.clone()),
+                datacenter: Some(datacenter.url.clone()),
                 ..w.clone()
             };
             let svc = crate::web::start_in(&w, &h, Some(&o.data)).await?;
@@ -85,6 +98,19 @@ pub async fn run(o: DemoOptions) -> Result<()> {
     let http = reqwest::Client::builder()
         .use_preconfigured_tls(tls::client_config(&pki, Some(Role::Operator))?)
         .build()?;
+
+    post(
+        &http,
+        &format!("{}/v1/vbox/boxes", h.kms.url),
+        &json!({"box_id": openpsd_service_kit::codec::device_hex(&dc_box.box_id),
+                "txn_key": hex::encode(dc_box.txn_key), "depth": dc_box.depth}),
+    )
+    .await?;
+    println!(
+        "data center (virtual meter) {}: box {} registered at the KMS",
+        datacenter.url,
+        openpsd_service_kit::codec::device_hex(&dc_box.box_id)
+    );
 
     // The certificate meter (seed 004): the vendor publishes a rate table and vouches for
     // the CA's key (the same again on a rerun); the mailer's host loads both at its next
@@ -184,6 +210,7 @@ pub async fn run(o: DemoOptions) -> Result<()> {
             web.stop().await;
         }
         post_office.stop().await;
+        datacenter.stop().await;
         h.stop().await;
         return Ok(());
     }
@@ -237,6 +264,7 @@ pub async fn run(o: DemoOptions) -> Result<()> {
         web.stop().await;
     }
     post_office.stop().await;
+    datacenter.stop().await;
     h.stop().await;
     Ok(())
 }

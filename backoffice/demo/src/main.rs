@@ -77,6 +77,7 @@ fn main() -> Result<()> {
             root: d.web_root,
             pkg: d.wasm_pkg,
             post: None,
+            datacenter: None,
         }),
     }))
 }

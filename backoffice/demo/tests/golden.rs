@@ -653,6 +653,7 @@ async fn room(r: &mut Recorder, dir: &std::path::Path, h: &openpsd_backoffice::H
             root,
             pkg,
             post: None,
+            datacenter: None,
         },
         h,
     )

@@ -292,6 +292,7 @@ async fn run() {
             root,
             pkg,
             post: None,
+            datacenter: None,
         },
         &h,
     )

@@ -66,6 +66,7 @@ use openpsd_service_kit::upstream::Upstream;
 
 mod files;
 mod labels;
+mod online;
 mod proxy;
 mod purses;
 mod room;
@@ -117,6 +118,8 @@ pub struct WebOptions {
     pub pkg: PathBuf,
     /// The post office's base URL, for the page's "verify a label" (none: that answers 503).
     pub post: Option<String>,
+    /// The virtual meter's data center, for the "online meter" tab (none: that answers 503).
+    pub datacenter: Option<String>,
 }
 
 /// The station's side of a browser PSD between its two personalization steps.
@@ -188,6 +191,8 @@ impl RoomKeys {
 
 #[derive(Clone)]
 pub(crate) struct Web {
+    /// The data center's base URL (the "online meter" tab), if the demo runs one.
+    pub(crate) datacenter: Option<String>,
     pub(crate) root: PathBuf,
     pub(crate) pkg: PathBuf,
     pub(crate) meter: String,
@@ -255,6 +260,7 @@ pub async fn start_in(o: &WebOptions, h: &Handles, data: Option<&Path>) -> anyho
     // and books deposits at the RC with the operator's certificate.
     let operator = client_config(&h.pki, Some(Role::Operator))?;
     let web = Web {
+        datacenter: o.datacenter.clone(),
         root: o.root.clone(),
         pkg: o.pkg.clone(),
         meter: h.meter.url.clone(),
@@ -440,6 +446,8 @@ fn router(web: Web, port: u16) -> Router {
         )
         .route("/demo/v1/labels", post(labels::verify_label))
         .route("/v1/{*rest}", any(meter_proxy))
+        .route("/dc/v1/{*rest}", any(online::dc_proxy))
+        .route("/demo/v1/online/deposits", post(online::pay_in))
         .route("/pkg/{*rest}", get(pkg_file))
         .route("/", get(index))
         .fallback(get(page_file))

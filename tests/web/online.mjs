@@ -1,0 +1,175 @@
+// The "online meter" tab in Chromium (seed 001, issue 16 item 6): a mailer with nothing
+// installed signs up, pays into the deposit (the demo's payments desk), adds funds to the
+// meter the data center keeps, prints a label (a double click charges once; an answer lost
+// on the way is finished by the retry with the same transaction ID, charged once), has the
+// post office verify the label's screenshot, reads the box-signed history and logs out.
+//
+//   node tests/web/online.mjs --url http://127.0.0.1:PORT/ --out target/web-test
+//
+// Writes OUT/online/label.png and OUT/online/online.json (the meter's public key, device ID
+// and the label's bytes, for dmtxread and verify-indicium.mjs); exits non-zero on a failure.
+
+import { createRequire } from 'node:module';
+import { mkdtempSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+const args = Object.fromEntries(
+  process.argv.slice(2).reduce((acc, a, i, all) => (a.startsWith('--') ? [...acc, [a.slice(2), all[i + 1]]] : acc), []),
+);
+const URL = args.url || 'http://127.0.0.1:8080/';
+const OUT = join(args.out || 'target/web-test', 'online');
+const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
+mkdirSync(OUT, { recursive: true });
+
+function loadPlaywright() {
+  const require = createRequire(import.meta.url);
+  const tools = process.env.WEB_TOOLS || join(process.env.HOME || '', '.cache/openpsd/web-tools');
+  for (const name of ['playwright-core', join(tools, 'js/node_modules/playwright-core')]) {
+    try {
+      return require(name);
+    } catch {
+      // next
+    }
+  }
+  throw new Error('playwright-core not found: run bash scripts/install-web-toolchain.sh');
+}
+
+const t0 = Date.now();
+const log = (msg) => console.log(`[online ${((Date.now() - t0) / 1000).toFixed(1).padStart(5)}s] ${msg}`);
+function check(cond, what) {
+  if (!cond) throw new Error(`check failed: ${what}`);
+  log(`ok: ${what}`);
+}
+
+const { chromium } = loadPlaywright();
+const profile = mkdtempSync(join(tmpdir(), 'openpsd-online-'));
+let context;
+const consoleLines = [];
+
+async function main() {
+  context = await chromium.launchPersistentContext(profile, {
+    executablePath: CHROMIUM,
+    headless: true,
+    args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+      '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+    viewport: { width: 1100, height: 1400 },
+  });
+  const page = context.pages()[0] || await context.newPage();
+  page.on('console', (m) => consoleLines.push(`${m.type()}: ${m.text()}`));
+  page.on('pageerror', (e) => consoleLines.push(`pageerror: ${e.message}`));
+  page.setDefaultTimeout(60_000);
+  const text = (sel) => page.locator(sel).innerText();
+  const idle = async () => {
+    await page.waitForFunction(() => !/…$/.test(document.getElementById('online-result').textContent));
+    return text('#online-result');
+  };
+
+  await page.goto(URL);
+  await page.locator('#online-login').waitFor({ state: 'visible' });
+  const user = `mailer-${Date.now()}`;
+  await page.fill('#online-user', user);
+  await page.fill('#online-pass', 'a long enough password');
+  await page.click('#online-signup');
+  let said = await idle();
+  check(/Signed up/.test(said) && await page.locator('#online-meter').isVisible(), `signed up with nothing installed: ${said}`);
+  const meterId = await text('#online-meter-id');
+  check(/^[0-9A-F]{16}$/.test(meterId) && (await text('#online-balance')) === '0.00', `meter ${meterId}, balance 0.00`);
+  // The session token stays in an HttpOnly cookie: no script of the page can read it.
+  const cookieSeen = await page.evaluate(() => document.cookie.includes('openpsd_dc_session'));
+  check(!cookieSeen, 'the session token is not visible to the page\'s scripts');
+
+  // Adding funds before paying in: the recharging center says no; nothing moves.
+  await page.fill('#online-refill', '20.00');
+  await page.click('#online-refill-form button');
+  said = await idle();
+  check((await page.locator('#online-result').getAttribute('data-kind')) === 'error' && (await text('#online-balance')) === '0.00',
+    `no funds without a deposit: ${said}`);
+
+  await page.fill('#online-pay', '50.00');
+  await page.click('#online-pay-form button');
+  said = await idle();
+  check((await text('#online-deposit')) === '50.00', `paid into the deposit: ${said}`);
+  await page.click('#online-refill-form button');
+  said = await idle();
+  check((await text('#online-balance')) === '20.00' && (await text('#online-deposit')) === '30.00', `funds added: ${said}`);
+
+  // A double click on Print: one label, charged once.
+  await page.fill('#online-postage', '1.45');
+  await page.fill('#online-dest', '80331');
+  await page.dblclick('#online-print-form button');
+  said = await idle();
+  check((await text('#online-balance')) === '18.55' && (await text('#online-pieces')) === '1', `a double click charged once: ${said}`);
+  check(/Signature verified/.test(await text('#label-verified')), 'the page verified the label under the meter\'s key');
+  const labelText = (await page.locator('#label').innerText()).replace(/\s+/g, ' ');
+  check(labelText.includes(meterId) && labelText.includes('80331'), `the label names the meter and the destination: ${labelText}`);
+  const barcode = await page.locator('#label').getAttribute('data-barcode');
+  await page.locator('#label').screenshot({ path: join(OUT, 'label.png') });
+  const publicKey = await page.evaluate(() => fetch('/dc/v1/meter').then((r) => r.json()).then((m) => m.public_key));
+  writeFileSync(join(OUT, 'online.json'), JSON.stringify({ deviceId: meterId, publicKey, barcode }, null, 2) + '\n');
+
+  // An answer lost on the way back (the data center charged): the retry with the same
+  // order reuses the transaction ID and gets the same indicium, charged once.
+  let lost = 0;
+  await page.route('**/dc/v1/indicia', async (route) => {
+    if (lost === 0) {
+      lost += 1;
+      await route.fetch();
+      await route.abort('connectionreset');
+    } else {
+      await route.continue();
+    }
+  });
+  await page.fill('#online-postage', '0.85');
+  await page.click('#online-print-form button');
+  said = await idle();
+  check((await page.locator('#online-result').getAttribute('data-kind')) === 'error', `the answer was lost: ${said}`);
+  await page.click('#online-print-form button');
+  said = await idle();
+  check(/not charged twice/.test(said) && (await text('#online-balance')) === '17.70' && (await text('#online-pieces')) === '2',
+    `the retry got the same indicium, charged once: ${said}`);
+  await page.unroute('**/dc/v1/indicia');
+
+  // The post office reads the first label's screenshot: the meter's key at the KMS verifies it.
+  await page.setInputFiles('#verify-file', join(OUT, 'label.png'));
+  await page.click('#verify-form button');
+  await page.waitForFunction(() => document.getElementById('verify-result').dataset.verdict);
+  const verdict = await page.locator('#verify-result').getAttribute('data-verdict');
+  said = await text('#verify-result');
+  check(verdict === 'accepted' && said.includes(meterId), `the post office accepts the online meter's label: ${said}`);
+
+  // The history the box signed: create, refill, two pieces.
+  const kinds = await page.locator('#online-history tr td:nth-child(2)').allInnerTexts();
+  check(JSON.stringify(kinds) === JSON.stringify(['issue', 'issue', 'refill', 'create']), `history ${kinds.join(', ')}`);
+
+  // Reload: still logged in (the cookie); log out: the session is gone.
+  await page.reload();
+  await page.locator('#online-meter').waitFor({ state: 'visible' });
+  check((await text('#online-balance')) === '17.70', 'a reload keeps the session');
+  await page.click('#online-logout');
+  said = await idle();
+  check(await page.locator('#online-login').isVisible(), `logged out: ${said}`);
+  const status = await page.evaluate(() => fetch('/dc/v1/meter').then((r) => r.status));
+  check(status === 401, `after log-out the meter answers ${status}`);
+  await page.screenshot({ path: join(OUT, 'page.png'), fullPage: true });
+}
+
+try {
+  await main();
+  await context.close();
+  rmSync(profile, { recursive: true, force: true });
+} catch (e) {
+  console.error(`[online] FAILED: ${e.stack || e}`);
+  if (consoleLines.length) console.error('[online] page console:\n  ' + consoleLines.join('\n  '));
+  if (context) {
+    try {
+      const page = context.pages()[0];
+      if (page) await page.screenshot({ path: join(OUT, 'failure.png'), fullPage: true });
+    } catch {
+      // ignore
+    }
+    await context.close().catch(() => {});
+  }
+  rmSync(profile, { recursive: true, force: true });
+  process.exit(1);
+}

@@ -1,0 +1,162 @@
+// The "online meter" tab (seed 001, issue 16 item 6): a meter kept by the data center, with
+// nothing installed in this browser. Sign up or log in (the session is an HttpOnly cookie the
+// demo server sets: no script here sees the token), pay into the deposit (the demo's payments
+// desk), add funds from it to the meter, print labels, read the history the box signed, log
+// out. Every call goes to this origin: /dc/v1/... (the data center) and
+// /demo/v1/online/deposits (the payments desk).
+
+import { call } from './meter.js';
+import { describe } from './messages.js';
+import { bytesToHex, hexToBytes, randomBytes, minorUnits, amountText } from './util.js';
+
+const $ = (id) => document.getElementById(id);
+/** A print whose answer was not shown yet: its transaction ID is reused by the retry. */
+const PENDING = 'openpsd.online.pending';
+
+function say(text, kind = 'info') {
+  const out = $('online-result');
+  out.textContent = text;
+  out.dataset.kind = kind;
+}
+
+function refused(e) {
+  const d = describe(e);
+  say(`${d.text} — ${d.code}`, 'error');
+}
+
+export function initOnline(ctx) {
+  const { app } = ctx;
+  let meter = null;
+
+  function txnId() {
+    return bytesToHex(randomBytes(8));
+  }
+
+  async function refresh() {
+    meter = await call('GET', '/dc/v1/meter');
+    const dep = await call('GET', '/dc/v1/deposit');
+    $('online-meter-id').textContent = meter.meter_id;
+    $('online-balance').textContent = amountText(meter.balance);
+    $('online-used').textContent = amountText(meter.used);
+    $('online-pieces').textContent = String(meter.pieces);
+    $('online-deposit').textContent = amountText(dep.available);
+    const hist = await call('GET', '/dc/v1/history');
+    const rows = $('online-history');
+    rows.textContent = '';
+    for (const e of hist.entries.slice().reverse()) {
+      const tr = document.createElement('tr');
+      for (const v of [String(e.sequence), e.kind, amountText(e.amount), amountText(e.balance), String(e.pieces)]) {
+        const td = document.createElement('td');
+        td.textContent = v;
+        tr.appendChild(td);
+      }
+      rows.appendChild(tr);
+    }
+    $('online-login').hidden = true;
+    $('online-meter').hidden = false;
+  }
+
+  function showLabel(indiciumHex) {
+    const bytes = hexToBytes(indiciumHex);
+    const v = app.wasm.verifyIndicium(bytes, hexToBytes(meter.public_key));
+    if (!v.fields) {
+      say(`The data center answered something that is not an indicium (${v.error}).`, 'error');
+      return;
+    }
+    const f = v.fields;
+    $('label-code').innerHTML = app.wasm.dataMatrixSvg(bytes, 4);
+    $('label-postage').textContent = f.postage;
+    $('label-date').textContent = f.date;
+    $('label-origin').textContent = f.origin;
+    $('label-destination').textContent = f.destination;
+    $('label-device').textContent = f.deviceId;
+    $('label-piece').textContent = f.pieces;
+    $('label-license').textContent = f.license;
+    $('label').dataset.barcode = indiciumHex;
+    $('label').dataset.deviceId = f.deviceId;
+    $('label-verified').textContent = v.valid
+      ? `Signature verified under the online meter's key ${f.keyId}.`
+      : `Signature NOT valid: ${v.error}`;
+    $('label-area').hidden = false;
+  }
+
+  async function session(path) {
+    const username = $('online-user').value.trim();
+    const password = $('online-pass').value;
+    await call('POST', path, { username, password });
+    $('online-pass').value = '';
+    await refresh();
+    say(path.endsWith('mailers') ? `Signed up as ${username}: your meter is ready.` : `Logged in as ${username}.`);
+  }
+
+  async function payIn() {
+    const amount = minorUnits($('online-pay').value);
+    if (amount === null) throw new Error('Enter an amount such as 50.00.');
+    const d = await call('POST', '/demo/v1/online/deposits', { amount });
+    await refresh();
+    say(`Paid ${amountText(amount)} into the deposit: ${amountText(d.available)} available.`);
+  }
+
+  async function addFunds() {
+    const amount = minorUnits($('online-refill').value);
+    if (amount === null) throw new Error('Enter an amount such as 20.00.');
+    const r = await call('POST', '/dc/v1/refills', { client_txn_id: txnId(), amount });
+    await refresh();
+    say(`Added ${amountText(r.amount)} to the meter: balance ${amountText(r.balance)}.`);
+  }
+
+  async function print() {
+    const postage = minorUnits($('online-postage').value);
+    if (postage === null) throw new Error('Enter the postage, such as 1.45.');
+    const destination = $('online-dest').value.trim();
+    let pending = null;
+    try { pending = JSON.parse(localStorage.getItem(PENDING)); } catch { pending = null; }
+    // The same order as one not shown yet: the same transaction ID, so a retry (or a
+    // double click) is answered with the same indicium, charged once.
+    const same = pending && pending.postage === postage && pending.destination === destination;
+    const order = same ? pending : { client_txn_id: txnId(), postage, rate: 1, destination };
+    localStorage.setItem(PENDING, JSON.stringify(order));
+    const r = await call('POST', '/dc/v1/indicia', order);
+    showLabel(r.indicium);
+    localStorage.removeItem(PENDING);
+    await refresh();
+    say(r.reprint
+      ? `The same label again (transaction ${r.client_txn_id}): not charged twice.`
+      : `Printed ${amountText(r.postage)}: balance ${amountText(r.balance)}.`);
+  }
+
+  async function logOut() {
+    await call('DELETE', '/dc/v1/sessions/current');
+    meter = null;
+    $('online-meter').hidden = true;
+    $('online-login').hidden = false;
+    say('Logged out.');
+  }
+
+  const guard = (what, fn) => async (ev) => {
+    if (ev) ev.preventDefault();
+    if (ctx.onlineBusy) return;
+    ctx.onlineBusy = true;
+    say(what);
+    try {
+      await fn(ev);
+    } catch (e) {
+      refused(e);
+    } finally {
+      ctx.onlineBusy = false;
+    }
+  };
+
+  $('online-signup').addEventListener('click', guard('Signing up…', () => session('/dc/v1/mailers')));
+  $('online-login-form').addEventListener('submit', guard('Logging in…', () => session('/dc/v1/sessions')));
+  $('online-pay-form').addEventListener('submit', guard('Paying in…', payIn));
+  $('online-refill-form').addEventListener('submit', guard('Adding funds…', addFunds));
+  $('online-print-form').addEventListener('submit', guard('Printing…', print));
+  $('online-logout').addEventListener('click', guard('Logging out…', logOut));
+
+  // Logged in already (the cookie lives 8 hours)?
+  refresh().catch(() => {
+    $('online-login').hidden = false;
+    $('online-meter').hidden = true;
+  });
+}

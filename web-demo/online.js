@@ -3,7 +3,7 @@
 // demo server sets: no script here sees the token), pay into the deposit (the demo's payments
 // desk), add funds from it to the meter, print labels, read the history the box signed, log
 // out. Every call goes to this origin: /dc/v1/... (the data center) and
-// /demo/v1/online/deposits (the payments desk).
+// /dc/demo/deposits (the payments desk).
 
 import { call } from './meter.js';
 import { describe } from './messages.js';
@@ -58,7 +58,7 @@ export function initOnline(ctx) {
 
   function showLabel(indiciumHex) {
     const bytes = hexToBytes(indiciumHex);
-    const v = app.wasm.verifyIndicium(bytes, hexToBytes(meter.public_key));
+    const v = app.wasm.verifyIndicium(bytes, meter.public_key);
     if (!v.fields) {
       say(`The data center answered something that is not an indicium (${v.error}).`, 'error');
       return;
@@ -92,7 +92,7 @@ export function initOnline(ctx) {
   async function payIn() {
     const amount = minorUnits($('online-pay').value);
     if (amount === null) throw new Error('Enter an amount such as 50.00.');
-    const d = await call('POST', '/demo/v1/online/deposits', { amount });
+    const d = await call('POST', '/dc/demo/deposits', { amount });
     await refresh();
     say(`Paid ${amountText(amount)} into the deposit: ${amountText(d.available)} available.`);
   }
@@ -126,7 +126,9 @@ export function initOnline(ctx) {
   }
 
   async function logOut() {
-    await call('DELETE', '/dc/v1/sessions/current');
+    // 204 and no body: not `call`, which reads JSON.
+    const r = await fetch('/dc/v1/sessions/current', { method: 'DELETE', headers: { 'content-type': 'application/json' } });
+    if (!r.ok && r.status !== 401) throw new Error(`log-out answered HTTP ${r.status}`);
     meter = null;
     $('online-meter').hidden = true;
     $('online-login').hidden = false;

@@ -346,6 +346,10 @@ struct Serve {
     /// With --role meter: the recharging center's base URL.
     #[arg(long, value_name = "URL", default_value = "https://127.0.0.1:8702")]
     recharge: String,
+    /// With --role post: the virtual meter's data center, whose meters' credit the post
+    /// office reconciles their pieces against (none: they are reconciled against nothing).
+    #[arg(long, value_name = "URL")]
+    datacenter: Option<String>,
     /// With --role meter: the vendor's base URL, for licenses (`POST /v1/licenses`);
     /// without it the meter answers license orders with 503.
     #[arg(long, value_name = "URL")]
@@ -591,11 +595,12 @@ async fn serve(s: Serve) -> Result<()> {
         )],
         Role::Post => vec![(
             "post",
-            server::start_post(
+            server::start_post_with(
                 &s.data,
                 s.database_url.as_deref(),
                 &listen,
                 [&s.kms, &s.meter, &s.pa],
+                s.datacenter.as_deref(),
                 &pki,
                 rate,
             )

@@ -280,7 +280,21 @@ pub async fn start_post(
     dir: &Path,
     database_url: Option<&str>,
     addr: &str,
+    urls: [&str; 3],
+    pki: &Pki,
+    rate: u32,
+) -> anyhow::Result<Service> {
+    start_post_with(dir, database_url, addr, urls, None, pki, rate).await
+}
+
+/// [`start_post`] that also asks the virtual meter's data center at `datacenter_url` for the
+/// credit of the meters it keeps (devices the meter server does not serve).
+pub async fn start_post_with(
+    dir: &Path,
+    database_url: Option<&str>,
+    addr: &str,
     [kms_url, meter_url, pa_url]: [&str; 3],
+    datacenter_url: Option<&str>,
     pki: &Pki,
     rate: u32,
 ) -> anyhow::Result<Service> {
@@ -290,6 +304,7 @@ pub async fn start_post(
         kms_url: kms_url.to_owned(),
         meter_url: meter_url.to_owned(),
         pa_url: pa_url.to_owned(),
+        datacenter_url: datacenter_url.map(str::to_owned),
         pki: pki.clone(),
         report_retry: openpsd_post::REPORT_RETRY,
     })

@@ -479,6 +479,7 @@ async fn findings_the_meter_missed_reach_it_without_another_scan() {
         kms_url: env.handles.kms.url.clone(),
         meter_url: meter_link,
         pa_url: env.handles.pa.url.clone(),
+        datacenter_url: None,
         pki: env.handles.pki.clone(),
         report_retry: std::time::Duration::from_millis(300),
     })

@@ -552,3 +552,62 @@ pub(crate) async fn history(
         entries,
     }))
 }
+
+/// `GET /v1/meters/{meter_id}/credit` (the post office): what the meter was credited, as the
+/// box signed it (the sum of its refill transaction records), for the post office's
+/// reconciliation of the pieces it scans. `404 unknown_device` for a meter this data center
+/// does not keep.
+pub(crate) async fn credit(
+    State(dc): State<Datacenter>,
+    axum::extract::Path(meter): axum::extract::Path<String>,
+) -> Result<Json<openpsd_protocol::post::DeviceCredit>, ApiError> {
+    let step = STEP_VIEW;
+    let id = codec::device_hex(&codec::device_id(&meter, step)?);
+    let key = dc.info.txn_key;
+    let (id2, found) = (id.clone(), id.clone());
+    let rows: Option<(Vec<u8>, Vec<Vec<u8>>)> = dc
+        .db
+        .run(step, move |c| {
+            let Some(record) = c
+                .query_row(
+                    "SELECT record FROM meters WHERE meter_id = ?1",
+                    [&id2],
+                    |r| r.get(0),
+                )
+                .optional()
+                .storage(step)?
+            else {
+                return Ok(None);
+            };
+            let mut q = c
+                .prepare("SELECT record FROM txns WHERE meter_id = ?1 AND kind = ?2")
+                .storage(step)?;
+            let txns = q
+                .query_map(params![id2, txn::KIND_REFILL], |r| r.get(0))
+                .storage(step)?
+                .collect::<Result<Vec<Vec<u8>>, _>>()
+                .storage(step)?;
+            Ok(Some((record, txns)))
+        })
+        .await?;
+    let (record, txns) = rows.ok_or_else(|| ApiError::unknown_device(step, &found))?;
+    let rec = MeterRecord::decode(&record).map_err(|_| unparsable(step))?;
+    let mut credited = 0u64;
+    for t in txns {
+        let t = TransactionRecord::verify(&t, &key)
+            .map_err(|_| ApiError::internal(step, "a stored transaction record does not verify"))?;
+        credited = credited
+            .checked_add(t.amount.0)
+            .ok_or_else(|| ApiError::internal(step, "credit overflow"))?;
+    }
+    Ok(Json(openpsd_protocol::post::DeviceCredit {
+        device_id: id,
+        sets: vec![openpsd_protocol::post::SetCredit {
+            set: 0,
+            license: rec.license.0,
+            credited,
+            last_audit: None,
+            retired_ar: None,
+        }],
+    }))
+}

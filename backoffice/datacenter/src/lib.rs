@@ -299,7 +299,7 @@ impl Datacenter {
 
     /// The routes: sign-up, log-in and the health check are anyone's; the meter, indicia,
     /// history and log-out a logged-in mailer's (whose meter the handler looks up by the
-    /// session, never by an ID in the request).
+    /// session, never by an ID in the request); a meter's credit the post office's.
     pub fn routes() -> Routes<Datacenter> {
         const ANYONE: &[Who] = &[Who::Anyone];
         const MAILER: &[Who] = &[Who::Customer];
@@ -317,6 +317,12 @@ impl Datacenter {
             .route(Method::GET, "/v1/history", get(indicia::history), MAILER)
             .route(Method::POST, "/v1/refills", post(refill::refill), MAILER)
             .route(Method::GET, "/v1/deposit", get(refill::deposit), MAILER)
+            .route(
+                Method::GET,
+                "/v1/meters/{meter_id}/credit",
+                get(indicia::credit),
+                &[Who::Role(Role::Post)],
+            )
             .route(Method::GET, "/health", get(|| async { "ok" }), ANYONE)
     }
 

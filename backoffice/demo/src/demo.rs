@@ -59,16 +59,6 @@ pub async fn run(o: DemoOptions) -> Result<()> {
         "back office: meter {}  KMS {}  recharging center {}",
         h.meter.url, h.kms.url, h.recharge.url
     );
-    let post_office = server::start_post(
-        &o.data.join("post"),
-        None,
-        &o.post_listen,
-        [&h.kms.url, &h.meter.url, &h.pa.url],
-        &pki,
-        server::DEFAULT_RATE,
-    )
-    .await?;
-    println!("post office {}", post_office.url);
     // The virtual meter (seed 001): the data center with its secure box, its box's key
     // registered at the KMS by the operator (the same again on a rerun).
     let (datacenter, dc_box) = server::start_datacenter(
@@ -81,6 +71,17 @@ pub async fn run(o: DemoOptions) -> Result<()> {
         server::DEFAULT_RATE,
     )
     .await?;
+    let post_office = server::start_post_with(
+        &o.data.join("post"),
+        None,
+        &o.post_listen,
+        [&h.kms.url, &h.meter.url, &h.pa.url],
+        Some(&datacenter.url),
+        &pki,
+        server::DEFAULT_RATE,
+    )
+    .await?;
+    println!("post office {}", post_office.url);
     let web = match &o.web {
         Some(w) => {
             let w = crate::web::WebOptions {

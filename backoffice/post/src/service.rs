@@ -60,6 +60,9 @@ pub struct Config {
     pub meter_url: String,
     /// Postal authority base URL (the license grants: the keys of sets added by a license).
     pub pa_url: String,
+    /// The virtual meter's data center (seed 001), if any: the credit of the meters it keeps
+    /// (devices the meter server does not serve).
+    pub datacenter_url: Option<String>,
     /// The back office's PKI: the post office's certificate for calling them.
     pub pki: Pki,
     /// How often findings the meter server was not told yet (it was unreachable) are sent
@@ -97,6 +100,8 @@ pub struct Core {
     pub(crate) db: Store,
     kms: Upstream,
     pub(crate) meter: Upstream,
+    /// The data center: virtual meters' credit.
+    pub(crate) datacenter: Option<Upstream>,
     pub(crate) pa: Upstream,
     keys: Arc<Mutex<HashMap<String, Arc<KeyEntry>>>>,
     /// The license keys of devices, by device (read at the PA when an indicium needs them).
@@ -145,6 +150,11 @@ impl PostOffice {
             db,
             kms: Upstream::new("KMS", &config.kms_url, Role::Kms, tls.clone())?,
             meter: Upstream::new("meter server", &config.meter_url, Role::Meter, tls.clone())?,
+            datacenter: config
+                .datacenter_url
+                .as_deref()
+                .map(|u| Upstream::new("data center", u, Role::Datacenter, tls.clone()))
+                .transpose()?,
             pa: Upstream::new("postal authority", &config.pa_url, Role::Pa, tls)?,
             keys: Arc::default(),
             grants: Arc::default(),
@@ -601,10 +611,27 @@ async fn scan(State(po): State<PostOffice>, body: Bytes) -> Result<Json<ScanResu
             .await
         {
             Ok(credit) => Some(credit),
-            Err(e) if e.code == ErrorCode::UnknownDevice.as_str() => Some(DeviceCredit {
-                device_id: device.clone(),
-                sets: Vec::new(),
-            }),
+            // Not a PSD of the meter server: a virtual meter's credit is the data center's.
+            Err(e) if e.code == ErrorCode::UnknownDevice.as_str() => match &po.datacenter {
+                Some(dc) => match dc
+                    .get::<DeviceCredit>(&format!("/v1/meters/{device}/credit"), step)
+                    .await
+                {
+                    Ok(c) => Some(c),
+                    Err(e) if e.code == ErrorCode::UnknownDevice.as_str() => Some(DeviceCredit {
+                        device_id: device.clone(),
+                        sets: Vec::new(),
+                    }),
+                    Err(e) => {
+                        tracing::warn!(device, error = %e.message, "credit not read; reconciled next time");
+                        None
+                    }
+                },
+                None => Some(DeviceCredit {
+                    device_id: device.clone(),
+                    sets: Vec::new(),
+                }),
+            },
             Err(e) => {
                 tracing::warn!(device, error = %e.message, "credit not read; reconciled next time");
                 None

@@ -322,7 +322,12 @@ pub(crate) fn session_cookie(token: &str, max_age: u64) -> String {
 
 /// The session token in a request's cookie.
 pub(crate) fn session_token(headers: &HeaderMap) -> Option<String> {
-    let prefix = format!("{SESSION_COOKIE}=");
+    cookie_value(headers, SESSION_COOKIE)
+}
+
+/// The value of cookie `name` in a request, if it comes exactly once.
+pub(crate) fn cookie_value(headers: &HeaderMap, name: &str) -> Option<String> {
+    let prefix = format!("{name}=");
     let mut found = headers
         .get_all(header::COOKIE)
         .iter()
@@ -447,7 +452,7 @@ fn router(web: Web, port: u16) -> Router {
         .route("/demo/v1/labels", post(labels::verify_label))
         .route("/v1/{*rest}", any(meter_proxy))
         .route("/dc/v1/{*rest}", any(online::dc_proxy))
-        .route("/demo/v1/online/deposits", post(online::pay_in))
+        .route("/dc/demo/deposits", post(online::pay_in))
         .route("/pkg/{*rest}", get(pkg_file))
         .route("/", get(index))
         .fallback(get(page_file))

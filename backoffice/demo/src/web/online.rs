@@ -1,7 +1,7 @@
 //! The page's "online meter" tab (seed 001, issue 16 item 6): the virtual meter's data center
 //! behind this origin. `/dc/v1/...` goes to the data center's mailer routes; its session token
 //! lives in an HttpOnly cookie of its own (`openpsd_dc_session`), set from the sign-up and
-//! log-in answers and never shown to the page's scripts. `POST /demo/v1/online/deposits` is
+//! log-in answers and never shown to the page's scripts. `POST /dc/demo/deposits` is
 //! the demo's payments desk: it books a payment into the logged-in mailer's deposit at the
 //! recharging center with the operator's certificate (a real back office books bank
 //! transfers there).
@@ -46,19 +46,10 @@ fn cookie(token: &str, max_age: u64) -> String {
     format!("{COOKIE}={token}; HttpOnly; SameSite=Strict; Path=/dc; Max-Age={max_age}")
 }
 
-/// The data center's session token in the request's cookie (exactly one such cookie).
+/// The data center's session token in the request's cookie (exactly one such cookie:
+/// [`super::cookie_value`] says why).
 fn token(headers: &HeaderMap) -> Option<String> {
-    let prefix = format!("{COOKIE}=");
-    let mut found = headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|kv| kv.trim().strip_prefix(&prefix).map(str::to_owned));
-    match (found.next(), found.next()) {
-        (Some(t), None) => Some(t),
-        _ => None,
-    }
+    super::cookie_value(headers, COOKIE)
 }
 
 fn unavailable(message: String) -> ApiError {
@@ -149,13 +140,13 @@ pub(crate) async fn dc_proxy(
     Ok(out)
 }
 
-/// `POST /demo/v1/online/deposits` body.
+/// `POST /dc/demo/deposits` body.
 #[derive(Deserialize)]
 pub(crate) struct Payment {
     amount: u64,
 }
 
-/// `POST /demo/v1/online/deposits`: the demo's payments desk books `amount` into the
+/// `POST /dc/demo/deposits`: the demo's payments desk books `amount` into the
 /// logged-in mailer's deposit.
 pub(crate) async fn pay_in(
     State(web): State<Web>,
@@ -212,4 +203,38 @@ pub(crate) async fn pay_in(
         held: a.held,
         debited: a.debited,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_mailers_routes_only() {
+        for (m, p) in [
+            (Method::POST, "/dc/v1/mailers"),
+            (Method::POST, "/dc/v1/sessions"),
+            (Method::DELETE, "/dc/v1/sessions/current"),
+            (Method::GET, "/dc/v1/meter"),
+            (Method::POST, "/dc/v1/indicia"),
+            (Method::POST, "/dc/v1/refills"),
+        ] {
+            assert!(mailer_route(&m, p), "{m} {p}");
+        }
+        for (m, p) in [
+            (Method::GET, "/dc/v1/mailers"),
+            (Method::POST, "/dc/v1/meter"),
+            (Method::GET, "/dc/health"),
+            (Method::POST, "/dc/v1/indicia/extra"),
+            (Method::DELETE, "/dc/v1/sessions/other"),
+        ] {
+            assert!(!mailer_route(&m, p), "{m} {p}");
+        }
+    }
+
+    #[test]
+    fn the_cookie_is_httponly_and_scoped_to_the_data_centers_routes() {
+        let c = cookie("dcs_x", 60);
+        assert!(c.contains("HttpOnly") && c.contains("SameSite=Strict") && c.contains("Path=/dc"));
+    }
 }

@@ -1,0 +1,230 @@
+//! Indicia per second through the virtual meter's data center (issue 16, Measure): mailers
+//! logged in over HTTPS, each piece a request that reads the record and its Merkle path from
+//! SQLite, has the box check, charge and sign (indicium and transaction record), and commits
+//! the answer (every commit fsynced). For each number of concurrent users it prints pieces/s
+//! and p50/p99, with distinct meters (one per user) and with one hot meter; then, in the same
+//! run, the in-process PSD (a card in memory, no HTTP, no database) as the reference ratio;
+//! and checks that the auditor finds the ledger exact.
+//!
+//! ```sh
+//! cargo bench -p openpsd-backoffice --bench datacenter -- --pieces 512 --users 1,64
+//! ```
+// Test code: a failed unwrap or expect is a failed test, with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{Client, Psd};
+use openpsd_backoffice::server::{spawn_all, start_datacenter};
+use openpsd_core::crypto::IndiciumKey;
+use openpsd_protocol::datacenter::{
+    BoxRegistration, IndiciumIssued, IndiciumOrder, MailerCredentials, MailerSession, RefillDone,
+    RefillOrder,
+};
+use openpsd_protocol::recharge::{Account, Deposit};
+use openpsd_service_kit::codec::device_hex;
+use openpsd_service_kit::tls::Role;
+
+struct Args {
+    pieces: usize,
+    users: Vec<usize>,
+}
+
+fn args() -> Args {
+    let mut a = Args {
+        pieces: 512,
+        users: vec![1, 64],
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(arg) = it.next() {
+        match arg.as_str() {
+            "--pieces" => a.pieces = it.next().and_then(|v| v.parse().ok()).expect("--pieces N"),
+            "--users" => {
+                a.users = it
+                    .next()
+                    .map(|v| v.split(',').filter_map(|x| x.parse().ok()).collect())
+                    .expect("--users 1,64")
+            }
+            "--help" | "-h" => {
+                println!(
+                    "datacenter benchmark: [--pieces N (per level, default 512)] [--users 1,64]"
+                );
+                std::process::exit(0);
+            }
+            _ => {}
+        }
+    }
+    a
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    #[allow(
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss,
+        clippy::cast_precision_loss
+    )]
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i]
+}
+
+/// `pieces` indicia by `tasks` concurrent clients, client `i` as `clients[i % len]`:
+/// (pieces/s, p50, p99).
+async fn run(
+    clients: &[Client],
+    tasks: usize,
+    pieces: usize,
+    first_txn: u64,
+) -> (f64, Duration, Duration) {
+    let per = pieces / tasks;
+    let start = Instant::now();
+    let handles: Vec<_> = (0..tasks)
+        .map(|t| {
+            let c = clients[t % clients.len()].clone();
+            tokio::spawn(async move {
+                let mut lat = Vec::with_capacity(per);
+                for k in 0..per {
+                    let txn = first_txn + (t * per + k) as u64;
+                    let t0 = Instant::now();
+                    let _: IndiciumIssued = c
+                        .post(
+                            "/v1/indicia",
+                            &IndiciumOrder {
+                                client_txn_id: format!("{txn:016x}"),
+                                postage: 1,
+                                rate: 1,
+                                destination: "80331".into(),
+                            },
+                        )
+                        .await
+                        .unwrap();
+                    lat.push(t0.elapsed());
+                }
+                lat
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    for h in handles {
+        all.extend(h.await.unwrap());
+    }
+    let secs = start.elapsed().as_secs_f64();
+    all.sort();
+    #[allow(clippy::cast_precision_loss)]
+    let rate = all.len() as f64 / secs;
+    (rate, percentile(&all, 0.5), percentile(&all, 0.99))
+}
+
+#[tokio::main(flavor = "multi_thread")]
+async fn main() {
+    let a = args();
+    let tmp = tempfile::tempdir().unwrap();
+    let h = spawn_all(tmp.path()).await.unwrap();
+    let config = openpsd_datacenter::Config::new(
+        tmp.path().join("datacenter"),
+        [&h.vendor.url, &h.kms.url, &h.recharge.url],
+        h.pki.clone(),
+    );
+    let (dc, info) = start_datacenter(&config, "127.0.0.1:0", 1_000_000)
+        .await
+        .unwrap();
+    let op_kms = Client::with_pool(&h.kms.url, &h.pki, Some(Role::Operator), 4);
+    let _: BoxRegistration = op_kms
+        .post(
+            "/v1/vbox/boxes",
+            &BoxRegistration {
+                box_id: device_hex(&info.box_id),
+                txn_key: hex::encode(info.txn_key),
+                depth: info.depth,
+            },
+        )
+        .await
+        .unwrap();
+    let op_rc = Client::with_pool(&h.recharge.url, &h.pki, Some(Role::Operator), 4);
+    let most = a.users.iter().copied().max().unwrap_or(1);
+    println!(
+        "datacenter bench: {} pieces per level, users {:?}, box {} shards × depth {}",
+        a.pieces, a.users, info.shards, info.depth
+    );
+    let anon = Client::with_pool(&dc.url, &h.pki, None, 64);
+    let mut clients = Vec::new();
+    for u in 0..most {
+        let s: MailerSession = anon
+            .post(
+                "/v1/mailers",
+                &MailerCredentials {
+                    username: format!("bench-{u}"),
+                    password: "a long bench password".into(),
+                },
+            )
+            .await
+            .unwrap();
+        let _: Account = op_rc
+            .post(
+                &format!("/v1/accounts/vm-{}/deposits", s.mailer_id),
+                &Deposit {
+                    amount: 1_000_000,
+                    reference: format!("bench-{u}"),
+                },
+            )
+            .await
+            .unwrap();
+        let c = anon.with_bearer(&s.token);
+        let _: RefillDone = c
+            .post(
+                "/v1/refills",
+                &RefillOrder {
+                    client_txn_id: format!("{:016x}", 0xF000_0000_u64 + u as u64),
+                    amount: 1_000_000,
+                },
+            )
+            .await
+            .unwrap();
+        clients.push(c);
+    }
+    let mut txn = 1u64;
+    let mut issued = 0u64;
+    for &u in &a.users {
+        let (rate, p50, p99) = run(&clients[..u], u, a.pieces, txn).await;
+        txn += a.pieces as u64;
+        issued += (a.pieces / u * u) as u64;
+        println!(
+            "  {u:>4} users, distinct meters: {rate:>8.1} pieces/s  p50 {:>7.2} ms  p99 {:>7.2} ms",
+            p50.as_secs_f64() * 1e3,
+            p99.as_secs_f64() * 1e3
+        );
+        let (rate_hot, p50, p99) = run(&clients[..1], u, a.pieces, txn).await;
+        txn += a.pieces as u64;
+        issued += (a.pieces / u * u) as u64;
+        println!("  {u:>4} users, one hot meter:   {rate_hot:>8.1} pieces/s  p50 {:>7.2} ms  p99 {:>7.2} ms", p50.as_secs_f64() * 1e3, p99.as_secs_f64() * 1e3);
+    }
+
+    // The reference: a PSD card in this process (no HTTP, no database), the same pieces.
+    let kms = IndiciumKey::from_bytes(&[0x42; 32]).unwrap();
+    let mut psd = Psd::new(1, 0, &kms.public_key());
+    psd.offline_refill(0, 1_000_000, [7; 8], &kms);
+    let start = Instant::now();
+    for k in 0..a.pieces as u64 {
+        psd.frank(k + 1, 1).unwrap();
+    }
+    #[allow(clippy::cast_precision_loss)]
+    let psd_rate = a.pieces as f64 / start.elapsed().as_secs_f64();
+    println!("  in-process PSD (reference):    {psd_rate:>8.1} pieces/s");
+
+    let report = openpsd_datacenter::audit::audit(
+        &tmp.path()
+            .join("datacenter")
+            .join(openpsd_datacenter::DB_FILE),
+    )
+    .unwrap();
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
+    assert_eq!(report.used, issued, "the ledger counts every piece once");
+    println!(
+        "  ledger: {} records, credited {}, used {}, held {}: exact",
+        report.records, report.credited, report.used, report.held
+    );
+    dc.stop().await;
+    h.stop().await;
+}

@@ -7,6 +7,7 @@ import { describe, isLegacyRefill, LEGACY_REFILL_TEXT } from './messages.js';
 import { bytesToHex, hexToBytes, randomBytes, today, minorUnits, amountText } from './util.js';
 import { initCertificates } from './certificates.js';
 import { initOnline } from './online.js';
+import { fillLabel } from './label.js';
 
 const STATE_NAME = 'psd';
 const PURSE_STATE_NAME = 'purse';
@@ -253,27 +254,12 @@ function renderHistory() {
 }
 
 function showLabel(entry) {
-  const barcode = hexToBytes(entry.barcode);
-  const v = app.wasm.verifyIndicium(barcode, app.info.publicKey);
-  if (!v.fields) {
-    notice('This history entry does not decode as an indicium.', v.error);
+  const v = fillLabel(app.wasm, hexToBytes(entry.barcode), app.info.publicKey, "the device's key");
+  if (!v) {
+    notice('This history entry does not decode as an indicium.', app.wasm.verifyIndicium(hexToBytes(entry.barcode), app.info.publicKey).error);
     return;
   }
-  const f = v.fields;
-  $('label-code').innerHTML = app.wasm.dataMatrixSvg(barcode, 4);
-  $('label-postage').textContent = f.postage;
-  $('label-date').textContent = f.date;
-  $('label-origin').textContent = f.origin;
-  $('label-destination').textContent = f.destination;
-  $('label-device').textContent = f.deviceId;
-  $('label-piece').textContent = f.pieces;
-  $('label-license').textContent = f.license;
   $('label').dataset.barcode = entry.barcode;
-  $('label').dataset.deviceId = f.deviceId;
-  $('label-verified').textContent = v.valid
-    ? `Signature verified under the device's key ${f.keyId}.`
-    : `Signature NOT valid: ${v.error}`;
-  show('label-area');
 }
 
 // ---------------------------------------------------------------- actions

@@ -8,6 +8,7 @@
 import { call } from './meter.js';
 import { describe } from './messages.js';
 import { bytesToHex, hexToBytes, randomBytes, minorUnits, amountText } from './util.js';
+import { fillLabel } from './label.js';
 
 const $ = (id) => document.getElementById(id);
 /** A print whose answer was not shown yet: its transaction ID is reused by the retry. */
@@ -57,27 +58,12 @@ export function initOnline(ctx) {
   }
 
   function showLabel(indiciumHex) {
-    const bytes = hexToBytes(indiciumHex);
-    const v = app.wasm.verifyIndicium(bytes, meter.public_key);
-    if (!v.fields) {
-      say(`The data center answered something that is not an indicium (${v.error}).`, 'error');
+    const v = fillLabel(app.wasm, hexToBytes(indiciumHex), meter.public_key, "the online meter's key");
+    if (!v) {
+      say('The data center answered something that is not an indicium.', 'error');
       return;
     }
-    const f = v.fields;
-    $('label-code').innerHTML = app.wasm.dataMatrixSvg(bytes, 4);
-    $('label-postage').textContent = f.postage;
-    $('label-date').textContent = f.date;
-    $('label-origin').textContent = f.origin;
-    $('label-destination').textContent = f.destination;
-    $('label-device').textContent = f.deviceId;
-    $('label-piece').textContent = f.pieces;
-    $('label-license').textContent = f.license;
     $('label').dataset.barcode = indiciumHex;
-    $('label').dataset.deviceId = f.deviceId;
-    $('label-verified').textContent = v.valid
-      ? `Signature verified under the online meter's key ${f.keyId}.`
-      : `Signature NOT valid: ${v.error}`;
-    $('label-area').hidden = false;
   }
 
   async function session(path) {

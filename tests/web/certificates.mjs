@@ -19,16 +19,14 @@
 //
 // Writes OUT/cert/* (document, .tst, PEMs, certificates.json); exits non-zero on a failure.
 
-import { createRequire } from 'node:module';
+import { parseArgs, loadPlaywright, logger } from './harness.mjs';
 import { execFileSync } from 'node:child_process';
 import https from 'node:https';
 import { mkdtempSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
-const args = Object.fromEntries(
-  process.argv.slice(2).reduce((acc, a, i, all) => (a.startsWith('--') ? [...acc, [a.slice(2), all[i + 1]]] : acc), []),
-);
+const args = parseArgs();
 const URL = args.url || 'http://127.0.0.1:8080/';
 const OUT = join(args.out || 'target/web-test', 'cert');
 const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
@@ -39,25 +37,8 @@ const PKI = args.pki;
 if (!CA_URL || !PKI) throw new Error('--ca URL and --pki DIR are needed (the CA operator revokes a certificate)');
 mkdirSync(OUT, { recursive: true });
 
-function loadPlaywright() {
-  const require = createRequire(import.meta.url);
-  const tools = process.env.WEB_TOOLS || join(process.env.HOME || '', '.cache/openpsd/web-tools');
-  for (const name of ['playwright-core', join(tools, 'js/node_modules/playwright-core')]) {
-    try {
-      return require(name);
-    } catch {
-      // next
-    }
-  }
-  throw new Error('playwright-core not found: run bash scripts/install-web-toolchain.sh');
-}
 
-const t0 = Date.now();
-const log = (msg) => console.log(`[certificates ${((Date.now() - t0) / 1000).toFixed(1).padStart(5)}s] ${msg}`);
-function check(cond, what) {
-  if (!cond) throw new Error(`check failed: ${what}`);
-  log(`ok: ${what}`);
-}
+const { log, check } = logger('certificates');
 
 /** `openssl ts -verify`: [passed, output]. */
 function tsVerify(data, tst, cert) {

@@ -9,38 +9,19 @@
 // Writes OUT/online/label.png and OUT/online/online.json (the meter's public key, device ID
 // and the label's bytes, for dmtxread and verify-indicium.mjs); exits non-zero on a failure.
 
-import { createRequire } from 'node:module';
+import { parseArgs, loadPlaywright, logger } from './harness.mjs';
 import { mkdtempSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
-const args = Object.fromEntries(
-  process.argv.slice(2).reduce((acc, a, i, all) => (a.startsWith('--') ? [...acc, [a.slice(2), all[i + 1]]] : acc), []),
-);
+const args = parseArgs();
 const URL = args.url || 'http://127.0.0.1:8080/';
 const OUT = join(args.out || 'target/web-test', 'online');
 const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
 mkdirSync(OUT, { recursive: true });
 
-function loadPlaywright() {
-  const require = createRequire(import.meta.url);
-  const tools = process.env.WEB_TOOLS || join(process.env.HOME || '', '.cache/openpsd/web-tools');
-  for (const name of ['playwright-core', join(tools, 'js/node_modules/playwright-core')]) {
-    try {
-      return require(name);
-    } catch {
-      // next
-    }
-  }
-  throw new Error('playwright-core not found: run bash scripts/install-web-toolchain.sh');
-}
 
-const t0 = Date.now();
-const log = (msg) => console.log(`[online ${((Date.now() - t0) / 1000).toFixed(1).padStart(5)}s] ${msg}`);
-function check(cond, what) {
-  if (!cond) throw new Error(`check failed: ${what}`);
-  log(`ok: ${what}`);
-}
+const { log, check } = logger('online');
 
 const { chromium } = loadPlaywright();
 const profile = mkdtempSync(join(tmpdir(), 'openpsd-online-'));

@@ -47,40 +47,26 @@ pub(crate) struct Intent {
     pub(crate) postage: Option<u64>,
 }
 
-pub(crate) fn err(
-    status: StatusCode,
-    code: &str,
-    step: &str,
-    message: impl Into<String>,
-) -> ApiError {
-    ApiError {
-        status,
-        code: code.to_owned(),
-        step: step.to_owned(),
-        message: message.into(),
-    }
-}
-
 /// What a box refusal means to the caller. The record refusals are alarms: the database
 /// holds a record the box did not make last (edited, restored, moved, swapped).
 fn refusal(r: Refused, step: &str) -> ApiError {
     match r.0 {
         0x9A60..=0x9A63 => {
             tracing::error!(status = %r.meaning(), step, "ALARM: the box refused a meter record");
-            err(
+            ApiError::coded(
                 StatusCode::CONFLICT,
                 code::RECORD_REFUSED,
                 step,
                 format!("the box refused the meter record: {}", r.meaning()),
             )
         }
-        0x9A01 => err(
+        0x9A01 => ApiError::coded(
             StatusCode::CONFLICT,
             code::INSUFFICIENT_FUNDS,
             step,
             "the meter's balance does not cover the postage",
         ),
-        _ => err(
+        _ => ApiError::coded(
             StatusCode::CONFLICT,
             code::BOX_REFUSED,
             step,
@@ -362,7 +348,7 @@ pub(crate) fn meter_row(
     .optional()
     .storage(step)?
     .ok_or_else(|| {
-        err(
+        ApiError::coded(
             StatusCode::CONFLICT,
             "wrong_state",
             step,
@@ -390,7 +376,7 @@ fn view(meter: String, rec: &MeterRecord) -> MeterView {
 /// ones): the same alarm as a record the box refuses.
 pub(crate) fn unparsable(step: &str) -> ApiError {
     tracing::error!(step, "ALARM: a stored meter record does not parse");
-    err(
+    ApiError::coded(
         StatusCode::CONFLICT,
         code::RECORD_REFUSED,
         step,
@@ -457,7 +443,7 @@ pub(crate) async fn issue(
                 .storage(step)?;
             if let Some((d, postage, indicium, balance)) = stored {
                 if d != digest {
-                    return Err(err(
+                    return Err(ApiError::coded(
                         StatusCode::CONFLICT,
                         code::BOX_REFUSED,
                         step,

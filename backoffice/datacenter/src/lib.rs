@@ -376,12 +376,7 @@ impl Datacenter {
                             .storage(step)?;
                         let slot = u64::try_from(next).unwrap_or(u64::MAX);
                         if slot >= capacity {
-                            return Err(ApiError {
-                                status: StatusCode::SERVICE_UNAVAILABLE,
-                                code: code::NO_SLOT.to_owned(),
-                                step: step.to_owned(),
-                                message: "the data center's box is full".to_owned(),
-                            });
+                            return Err(ApiError::coded(StatusCode::SERVICE_UNAVAILABLE, code::NO_SLOT, step, "the data center's box is full"));
                         }
                         let slot = u32::try_from(slot).map_err(|_| ApiError::internal(step, "slot"))?;
                         let mut id = *b"VM\0\0\0\0\0\0";

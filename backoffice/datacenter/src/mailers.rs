@@ -264,12 +264,12 @@ pub(crate) async fn log_in(
         .await?;
     if failures >= MAX_FAILURES {
         tracing::warn!(username = %req.username, failures, "log-in throttled: too many failures");
-        return Err(ApiError {
-            status: StatusCode::TOO_MANY_REQUESTS,
-            code: code::LOGIN_THROTTLED.to_owned(),
-            step: STEP.to_owned(),
-            message: "too many failed log-ins for this username: wait 15 minutes".to_owned(),
-        });
+        return Err(ApiError::coded(
+            StatusCode::TOO_MANY_REQUESTS,
+            code::LOGIN_THROTTLED,
+            STEP,
+            "too many failed log-ins for this username: wait 15 minutes",
+        ));
     }
     let (mailer, stored) = match row {
         Some((m, h)) => (Some(m), Some(h)),

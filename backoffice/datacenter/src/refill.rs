@@ -35,7 +35,7 @@ use openpsd_service_kit::error::{ApiError, StorageContext};
 use rusqlite::{params, OptionalExtension};
 
 use crate::boxhost::Refused;
-use crate::indicia::{err, mailer_bytes, meter_row, run_box, Intent};
+use crate::indicia::{mailer_bytes, meter_row, run_box, Intent};
 use crate::store::{self, locate};
 use crate::Datacenter;
 
@@ -351,7 +351,7 @@ pub(crate) async fn refill(
         .await?;
     let row = match existing {
         Some(r) if r.amount != amount => {
-            return Err(err(
+            return Err(ApiError::coded(
                 StatusCode::CONFLICT,
                 "wrong_state",
                 STEP,
@@ -404,13 +404,12 @@ pub(crate) async fn refill(
                 .map(|s| s.combination.combination_id)
                 .unwrap_or_default(),
         })),
-        "released" => Err(err(
-            StatusCode::CONFLICT,
+        "released" => Err(ApiError::coded(StatusCode::CONFLICT,
             openpsd_protocol::datacenter::code::BOX_REFUSED,
             STEP,
             "the box refused the refill message; the hold on the deposit was released, nothing was charged",
         )),
-        _ => Err(err(StatusCode::CONFLICT, "wrong_state", STEP, "this refill was refused (see the deposit)")),
+        _ => Err(ApiError::coded(StatusCode::CONFLICT, "wrong_state", STEP, "this refill was refused (see the deposit)")),
     }
 }
 

@@ -39,6 +39,16 @@ impl ApiError {
         }
     }
 
+    /// An error with a service's own code (its protocol module's `code::…` constants).
+    pub fn coded(status: StatusCode, code: &str, step: &str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code: code.to_owned(),
+            step: step.to_owned(),
+            message: message.into(),
+        }
+    }
+
     /// `400 bad_request`: malformed JSON, hex or field.
     pub fn bad_request(step: &str, message: impl Into<String>) -> Self {
         Self::new(

@@ -22,7 +22,7 @@ use openpsd_service_kit::error::{ApiError, StorageContext};
 use rusqlite::{params, OptionalExtension};
 use sha2::Digest as _;
 
-use crate::{err, Vendor};
+use crate::Vendor;
 
 const STEP: &str = "vendor_vbox_grant";
 
@@ -127,5 +127,5 @@ pub(crate) async fn grant(
 }
 
 fn conflict(message: &str) -> ApiError {
-    err(StatusCode::CONFLICT, code::GRANT_CONFLICT, STEP, message)
+    ApiError::coded(StatusCode::CONFLICT, code::GRANT_CONFLICT, STEP, message)
 }

@@ -13,6 +13,8 @@ import { fillLabel } from './label.js';
 const $ = (id) => document.getElementById(id);
 /** A print whose answer was not shown yet: its transaction ID is reused by the retry. */
 const PENDING = 'openpsd.online.pending';
+/** The same for a refill. */
+const PENDING_REFILL = 'openpsd.online.pending-refill';
 
 function say(text, kind = 'info') {
   const out = $('online-result');
@@ -86,7 +88,21 @@ export function initOnline(ctx) {
   async function addFunds() {
     const amount = minorUnits($('online-refill').value);
     if (amount === null) throw new Error('Enter an amount such as 20.00.');
-    const r = await call('POST', '/dc/v1/refills', { client_txn_id: txnId(), amount });
+    // As for printing: the same amount again after an answer that did not come is the
+    // same refill (its transaction ID kept until the answer is shown), credited once.
+    let pending = null;
+    try { pending = JSON.parse(localStorage.getItem(PENDING_REFILL)); } catch { pending = null; }
+    const order = pending && pending.amount === amount ? pending : { client_txn_id: txnId(), amount };
+    localStorage.setItem(PENDING_REFILL, JSON.stringify(order));
+    let r;
+    try {
+      r = await call('POST', '/dc/v1/refills', order);
+    } catch (e) {
+      // A refusal is final for this ID: the next click is a new refill.
+      if (e.name === 'BackOfficeError') localStorage.removeItem(PENDING_REFILL);
+      throw e;
+    }
+    localStorage.removeItem(PENDING_REFILL);
     await refresh();
     say(`Added ${amountText(r.amount)} to the meter: balance ${amountText(r.balance)}.`);
   }

@@ -440,10 +440,6 @@ pub async fn start_datacenter(
     let dc = openpsd_datacenter::Datacenter::open(config).await?;
     let info = dc.box_info().clone();
     let tls = server_config(&config.pki, Role::Datacenter, ClientAuth::Optional)?;
-    let svc = Service::spawn(
-        "datacenter",
-        bind(addr, Some(tls)).await?,
-        dc.router(&RateLimit::new(rate, rate.saturating_mul(2))),
-    )?;
+    let svc = Service::spawn("datacenter", bind(addr, Some(tls)).await?, dc.router(rate))?;
     Ok((svc, info))
 }

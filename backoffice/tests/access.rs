@@ -211,7 +211,7 @@ async fn every_route_times_every_caller() {
         (
             "datacenter",
             &dc.url,
-            openpsd_datacenter::Datacenter::routes().rules().to_vec(),
+            openpsd_datacenter::Datacenter::routes(100).rules().to_vec(),
         ),
         // The CA's public listener: plain HTTP, so no caller's certificate reaches it, and
         // every route is for anyone.

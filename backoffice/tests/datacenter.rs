@@ -42,6 +42,8 @@ fn config(h: &Handles, dir: &Path) -> openpsd_datacenter::Config {
     );
     c.shards = 4;
     c.depth = 4;
+    // A meter holds at most 100.00 here (the refused-refill test reaches it).
+    c.max_dr = 10_000;
     c
 }
 
@@ -238,6 +240,39 @@ async fn sessions_and_passwords() {
     );
     assert_eq!(status(alice2.get("/v1/meter").await), 401);
     let _: MeterView = alice.get("/v1/meter").await.unwrap();
+    // Guessing in parallel: each attempt counts before its hash is checked, so of 12 at
+    // once at most five are checked (401) and the rest refused (429).
+    let wrong_b = MailerCredentials {
+        username: "bob-guessed".into(),
+        password: "not-his-password".into(),
+    };
+    let _ = anon
+        .post::<_, MailerSession>("/v1/mailers", &creds("bob-guessed"))
+        .await
+        .unwrap();
+    let tasks: Vec<_> = (0..12)
+        .map(|_| {
+            let (a, c) = (anon.clone(), wrong_b.clone());
+            tokio::spawn(async move {
+                a.post::<_, MailerSession>("/v1/sessions", &c)
+                    .await
+                    .unwrap_err()
+                    .status
+            })
+        })
+        .collect();
+    let mut statuses = Vec::new();
+    for t in tasks {
+        statuses.push(t.await.unwrap());
+    }
+    assert!(
+        statuses.iter().filter(|s| **s == 401).count() <= 5,
+        "{statuses:?}"
+    );
+    assert!(
+        statuses.iter().all(|s| *s == 401 || *s == 429),
+        "{statuses:?}"
+    );
     // Guessing: five wrong passwords are 401, the sixth try (even the right one) 429.
     let wrong = MailerCredentials {
         username: "alice".into(),
@@ -482,12 +517,42 @@ async fn sixty_four_requests_at_once_on_one_meter() {
     let w = world(tmp.path()).await;
     let (alice, s) = sign_up(&w, "alice").await;
     deposit(&w, &s.mailer_id, 10_000, "bank-1").await;
+    // Refills at once under different IDs: one mailer's refills are driven one at a time
+    // (a refused one would say so, 409); what the deposit paid is exactly what the meter
+    // was credited.
+    let tasks: Vec<_> = (0..6u64)
+        .map(|i| {
+            let a = alice.clone();
+            tokio::spawn(async move {
+                a.post::<_, RefillDone>(
+                    "/v1/refills",
+                    &RefillOrder {
+                        client_txn_id: format!("{:016x}", 0xc1 + i),
+                        amount: 500,
+                    },
+                )
+                .await
+            })
+        })
+        .collect();
+    let mut credited = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(done) => credited += done.amount,
+            Err(e) => assert_eq!((e.status, e.code.as_str()), (409, "wrong_state"), "{e:?}"),
+        }
+    }
+    assert!(credited >= 500, "at least one refill went through");
+    let m: MeterView = alice.get("/v1/meter").await.unwrap();
+    let d: DepositView = alice.get("/v1/deposit").await.unwrap();
+    assert_eq!((m.balance, d.debited, d.held), (credited, credited, 0));
+    // Topped up to 5,000 in all.
     let _: RefillDone = alice
         .post(
             "/v1/refills",
             &RefillOrder {
-                client_txn_id: "00000000000000c1".into(),
-                amount: 5_000,
+                client_txn_id: "00000000000000d1".into(),
+                amount: 5_000 - credited,
             },
         )
         .await
@@ -528,6 +593,95 @@ async fn sixty_four_requests_at_once_on_one_meter() {
     let a = audit(&w);
     assert!(a.problems.is_empty(), "{:?}", a.problems);
     assert_eq!((a.credited, a.used), (5_000, 665));
+    w.dc.stop().await;
+    w.h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refill_the_box_refuses_is_voided_and_one_the_kms_refuses_released() {
+    let tmp = tempfile::tempdir().unwrap();
+    let w = world(tmp.path()).await;
+    let (alice, s) = sign_up(&w, "alice").await;
+    deposit(&w, &s.mailer_id, 20_000, "bank-1").await;
+    let refill = |id: &str, amount: u64| RefillOrder {
+        client_txn_id: id.into(),
+        amount,
+    };
+    let _: RefillDone = alice
+        .post("/v1/refills", &refill("00000000000000e1", 8_000))
+        .await
+        .unwrap();
+    // Above the meter's 100.00: the box refuses the message (9A14), which is then voided
+    // (a zero refill on the same counters, applied) and its hold released.
+    let e = alice
+        .post::<_, RefillDone>("/v1/refills", &refill("00000000000000e2", 5_000))
+        .await
+        .unwrap_err();
+    assert_eq!((e.status, e.code.as_str()), (409, "box_refused"), "{e:?}");
+    let m: MeterView = alice.get("/v1/meter").await.unwrap();
+    assert_eq!(
+        (m.balance, m.refills),
+        (8_000, 2),
+        "the void moved the counters on"
+    );
+    let d: DepositView = alice.get("/v1/deposit").await.unwrap();
+    assert_eq!((d.available, d.held, d.debited), (12_000, 0, 8_000));
+    // The database (untrusted) puts the refused refill back to `sealed` after the balance
+    // went down: its message is stale now, nothing is credited, the hold stays released.
+    let _: IndiciumIssued = alice.post("/v1/indicia", &order(1, 6_000)).await.unwrap();
+    let db = tmp
+        .path()
+        .join("datacenter")
+        .join(openpsd_datacenter::DB_FILE);
+    rusqlite::Connection::open(&db)
+        .unwrap()
+        .execute(
+            "UPDATE refills SET state = 'sealed' WHERE client_txn_id = '00000000000000e2'",
+            [],
+        )
+        .unwrap();
+    let m: MeterView = alice.get("/v1/meter").await.unwrap();
+    assert_eq!(m.balance, 2_000, "the refused message never credits");
+    let d: DepositView = alice.get("/v1/deposit").await.unwrap();
+    assert_eq!((d.available, d.held, d.debited), (12_000, 0, 8_000));
+
+    // The meter server cannot refund into (or read) a mailer's deposit.
+    let meter_rc = Client::new(&w.h.recharge.url, &w.h.pki, Some(Role::Meter));
+    let e = meter_rc
+        .post::<_, Account>(
+            &format!("/v1/accounts/vm-{}/refunds", s.mailer_id),
+            &Deposit {
+                amount: 1_000,
+                reference: "steal".into(),
+            },
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.status, 404, "{e:?}");
+
+    // The issuer revokes the meter at the KMS: a refill ends released, nothing held.
+    let m: MeterView = alice.get("/v1/meter").await.unwrap();
+    let op_kms = Client::new(&w.h.kms.url, &w.h.pki, Some(Role::Operator));
+    let _: DeviceInfo = op_kms
+        .post(
+            &format!("/v1/devices/{}/revoke", m.meter_id),
+            &openpsd_protocol::kms::Revocation {
+                reason: "test".into(),
+            },
+        )
+        .await
+        .unwrap();
+    let e = alice
+        .post::<_, RefillDone>("/v1/refills", &refill("00000000000000e3", 1_000))
+        .await
+        .unwrap_err();
+    assert_eq!(e.status, 410, "{e:?}");
+    let d: DepositView = alice.get("/v1/deposit").await.unwrap();
+    assert_eq!((d.available, d.held), (12_000, 0), "the hold went back");
+    let _: MeterView = alice.get("/v1/meter").await.unwrap();
+    let a = audit(&w);
+    assert!(a.problems.is_empty(), "{:?}", a.problems);
+    assert_eq!(a.credited, 8_000);
     w.dc.stop().await;
     w.h.stop().await;
 }

@@ -105,6 +105,12 @@ pub(crate) fn run_box(
             openpsd_service_kit::failpoint::pause_blocking("datacenter_after_box");
             commit_answer(dc, c, &intent, &a, step)
         }
+        // No answer from the box (its thread gone, `6Fxx`): whether it committed is not
+        // known, so the intent stays for RESUME and the caller retries.
+        Err(r) if r.0 & 0xFF00 == 0x6F00 => Err(ApiError::unavailable(
+            step,
+            format!("the secure box did not answer ({}); retry", r.meaning()),
+        )),
         Err(r) => {
             c.execute("DELETE FROM intents WHERE shard = ?1", [intent.shard])
                 .storage(step)?;
@@ -208,6 +214,31 @@ fn commit_answer(
             params![m, id, d, to_sql_int(p, step)?, reply.indicium, to_sql_int(rec.dr.0, step)?, now_secs()],
         )
         .storage(step)?;
+    }
+    if t.kind == txn::KIND_REFILL {
+        // The refill row moves on with the credit, in the same transaction: a later look at
+        // the row never has to guess whether the box applied it. A zero refill is the void
+        // of a message the box refused (refill.rs).
+        let (Some(m), Some(id)) = (&intent.mailer, &intent.client_txn) else {
+            return Err(internal("a refill without its row"));
+        };
+        let (to, from) = if t.amount.0 == 0 {
+            ("voided", "voiding")
+        } else {
+            ("applied", "sealed")
+        };
+        let n = tx
+            .execute(
+                "UPDATE refills SET state = ?3, balance = ?4
+                 WHERE mailer_id = ?1 AND client_txn_id = ?2 AND state = ?5",
+                params![m, id, to, to_sql_int(rec.dr.0, step)?, from],
+            )
+            .storage(step)?;
+        if n != 1 {
+            return Err(internal(
+                "the box applied a refill whose row is not waiting for it",
+            ));
+        }
     }
     tx.execute("DELETE FROM intents WHERE shard = ?1", [intent.shard])
         .storage(step)?;
@@ -391,7 +422,9 @@ pub(crate) async fn meter(
 ) -> Result<Json<MeterView>, ApiError> {
     let step = STEP_VIEW;
     dc.ensure_meter(&who.id).await?;
-    crate::refill::finish_refills(&dc, Some(&who.id)).await?;
+    if let Err(e) = crate::refill::finish_refills(&dc, Some(&who.id)).await {
+        tracing::warn!(error = %e.message, "the meter is shown; an unfinished refill waits");
+    }
     let (meter, _, record) = dc
         .db
         .run(step, move |c| meter_row(c, &who.id, step))

@@ -20,8 +20,7 @@
 //! (`Db::run`): simple and exact. Parallel shards are the scale-out step
 //! (`docs/virtual-meter.md` §8).
 //!
-//! **Not built yet**: adding funds (the refill through the recharging center and the KMS),
-//! batches, PostgreSQL, the box as a separate process (§8).
+//! **Not built yet**: batches, PostgreSQL, the box as a separate process (§8).
 
 pub mod audit;
 pub mod boxhost;
@@ -141,6 +140,9 @@ pub struct Datacenter {
     rc: Upstream,
     kms: Upstream,
     pepper: Arc<Zeroizing<[u8; 32]>>,
+    /// One lock per mailer, held while its refills are driven (refill.rs).
+    refill_locks:
+        Arc<std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
     dummy_hash: Arc<String>,
     config: Arc<Config>,
 }
@@ -208,6 +210,7 @@ impl Datacenter {
             rc,
             kms,
             pepper: Arc::new(pepper),
+            refill_locks: Arc::default(),
             dummy_hash: Arc::new(dummy_hash),
             config: Arc::new(config.clone()),
         };
@@ -292,6 +295,15 @@ impl Datacenter {
         Ok(())
     }
 
+    /// `mailer`'s refill lock.
+    pub(crate) async fn refill_lock(&self, mailer: &str) -> tokio::sync::OwnedMutexGuard<()> {
+        let lock = {
+            let mut map = self.refill_locks.lock().unwrap_or_else(|p| p.into_inner());
+            Arc::clone(map.entry(mailer.to_owned()).or_default())
+        };
+        lock.lock_owned().await
+    }
+
     /// The box's description.
     pub fn box_info(&self) -> &BoxInfo {
         &self.info
@@ -300,12 +312,26 @@ impl Datacenter {
     /// The routes: sign-up, log-in and the health check are anyone's; the meter, indicia,
     /// history and log-out a logged-in mailer's (whose meter the handler looks up by the
     /// session, never by an ID in the request); a meter's credit the post office's.
-    pub fn routes() -> Routes<Datacenter> {
+    ///
+    /// `rate` requests per second per caller; sign-up and log-in (Argon2, and a box slot
+    /// per sign-up) a twentieth of it per address.
+    pub fn routes(rate: u32) -> Routes<Datacenter> {
         const ANYONE: &[Who] = &[Who::Anyone];
         const MAILER: &[Who] = &[Who::Customer];
+        let slow = RateLimit::new((rate / 20).max(1), (rate / 5).max(1));
         Routes::new()
-            .route(Method::POST, "/v1/mailers", post(mailers::sign_up), ANYONE)
-            .route(Method::POST, "/v1/sessions", post(mailers::log_in), ANYONE)
+            .route(
+                Method::POST,
+                "/v1/mailers",
+                slow.on(post(mailers::sign_up)),
+                ANYONE,
+            )
+            .route(
+                Method::POST,
+                "/v1/sessions",
+                slow.on(post(mailers::log_in)),
+                ANYONE,
+            )
             .route(
                 Method::DELETE,
                 "/v1/sessions/current",
@@ -326,10 +352,11 @@ impl Datacenter {
             .route(Method::GET, "/health", get(|| async { "ok" }), ANYONE)
     }
 
-    /// The router, `limit` per caller, with the mailers' session check outside the routes'.
-    pub fn router(self, limit: &RateLimit) -> Router {
-        Self::routes()
-            .into_router(limit)
+    /// The router, `rate` requests per second per caller, with the mailers' session check
+    /// outside the routes'.
+    pub fn router(self, rate: u32) -> Router {
+        Self::routes(rate)
+            .into_router(&RateLimit::new(rate, rate.saturating_mul(2)))
             .layer(axum::middleware::from_fn_with_state(
                 self.clone(),
                 mailers::authenticate,
@@ -342,6 +369,9 @@ impl Datacenter {
     /// box create the meter (CREATE METER).
     pub(crate) async fn ensure_meter(&self, mailer: &str) -> Result<(), ApiError> {
         let step = STEP_METER;
+        // The deposit account too (idempotent): a sign-up that failed after the mailer's
+        // row was written gets it here, at its next log-in.
+        refill::open_account(self, mailer).await?;
         let m = mailer.to_owned();
         let depth = self.info.depth;
         let capacity = u64::from(self.info.shards) << depth;

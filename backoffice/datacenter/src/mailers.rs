@@ -5,8 +5,10 @@
 //! (`datacenter-pepper.key`, 0600, in the data directory, never in the database): a copy of
 //! the database alone neither logs anyone in (it holds no password-equivalent: sessions are
 //! kept as SHA-256 of their tokens) nor lets the hashes be guessed offline. Failed log-ins
-//! are counted per username: the sixth within 15 minutes is refused with `429` before any
-//! hash is computed, and logged.
+//! are counted per username, each attempt counted as a failure before its hash is checked
+//! (and uncounted when right): the sixth within 15 minutes is refused with `429` before any
+//! hash is computed, whatever runs in parallel, and logged. Sign-up and log-in are also
+//! bounded per address (the router's `slow` limit): each sign-up takes a slot of the box.
 
 use argon2::password_hash::{PasswordHash, PasswordHasher as _, PasswordVerifier as _, SaltString};
 use argon2::{Algorithm, Argon2, Params, Version};
@@ -224,7 +226,6 @@ pub(crate) async fn sign_up(
         })
         .await?;
     tracing::info!(mailer = %mailer, "mailer signed up");
-    crate::refill::open_account(&dc, &mailer).await?;
     dc.ensure_meter(&mailer).await?;
     Ok((
         StatusCode::CREATED,
@@ -241,17 +242,38 @@ pub(crate) async fn log_in(
     check(&req).map_err(|_| unauthenticated("wrong username or password"))?;
     let name = req.username.clone();
     let now = now_secs();
-    let (failures, row) = dc
+    // A failure is recorded before the password is checked (and removed when it was
+    // right), in the same step as the count: parallel guesses each count, so the sixth
+    // within the window is refused whatever the timing.
+    let (attempt, row) = dc
         .db
         .run(STEP, move |c| {
-            let failures: i64 = c
+            let tx = c.transaction().storage(STEP)?;
+            let failures: i64 = tx
                 .query_row(
                     "SELECT COUNT(*) FROM login_failures WHERE username = ?1 AND at > ?2",
                     params![name, now - FAILURE_WINDOW],
                     |r| r.get(0),
                 )
                 .storage(STEP)?;
-            let row: Option<(String, String)> = c
+            if failures >= MAX_FAILURES {
+                return Ok((None, None));
+            }
+            tx.execute(
+                "INSERT INTO login_failures (username, at) VALUES (?1, ?2)",
+                params![name, now],
+            )
+            .storage(STEP)?;
+            let attempt = tx.last_insert_rowid();
+            // Old failures and expired sessions go while we are here.
+            tx.execute(
+                "DELETE FROM login_failures WHERE at <= ?1",
+                [now - FAILURE_WINDOW],
+            )
+            .storage(STEP)?;
+            tx.execute("DELETE FROM sessions WHERE expires_at <= ?1", [now])
+                .storage(STEP)?;
+            let row: Option<(String, String)> = tx
                 .query_row(
                     "SELECT mailer_id, password_hash FROM mailers WHERE username = ?1",
                     [&name],
@@ -259,37 +281,34 @@ pub(crate) async fn log_in(
                 )
                 .optional()
                 .storage(STEP)?;
-            Ok((failures, row))
+            tx.commit().storage(STEP)?;
+            Ok((Some(attempt), row))
         })
         .await?;
-    if failures >= MAX_FAILURES {
-        tracing::warn!(username = %req.username, failures, "log-in throttled: too many failures");
+    let Some(attempt) = attempt else {
+        tracing::warn!(username = %req.username, "log-in throttled: too many failures");
         return Err(ApiError::coded(
             StatusCode::TOO_MANY_REQUESTS,
             code::LOGIN_THROTTLED,
             STEP,
             "too many failed log-ins for this username: wait 15 minutes",
         ));
-    }
+    };
     let (mailer, stored) = match row {
         Some((m, h)) => (Some(m), Some(h)),
         None => (None, None),
     };
     if !verify_password(&dc, Zeroizing::new(req.password), stored).await? {
-        let name = req.username.clone();
-        dc.db
-            .run(STEP, move |c| {
-                c.execute(
-                    "INSERT INTO login_failures (username, at) VALUES (?1, ?2)",
-                    params![name, now],
-                )
-                .storage(STEP)
-                .map(drop)
-            })
-            .await?;
         tracing::warn!(username = %req.username, "failed log-in");
         return Err(unauthenticated("wrong username or password"));
     }
+    dc.db
+        .run(STEP, move |c| {
+            c.execute("DELETE FROM login_failures WHERE rowid = ?1", [attempt])
+                .storage(STEP)
+                .map(drop)
+        })
+        .await?;
     let mailer = mailer.ok_or_else(|| unauthenticated("wrong username or password"))?;
     dc.ensure_meter(&mailer).await?;
     Ok(axum::Json(new_session(&dc, &mailer).await?))

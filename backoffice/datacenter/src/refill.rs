@@ -3,15 +3,22 @@
 //! the KMS signs the refill message exactly as for a PSD, the box applies it (REFILL).
 //!
 //! Each refill is a row moving through `requested → held → sealed → applied → settled` (or
-//! `released`), each step committed before the next is asked, each call idempotent:
+//! `sealed → voiding → released`, `released`, `refused`), each step committed before the
+//! next is asked, each call idempotent:
 //! 1. the row binds the record's refill count and control sum (the combination is made for
 //!    them; one refill in progress per meter, so they cannot move under it);
 //! 2. the recharging center holds the amount on the mailer's account and signs the
 //!    combination (its request ID is the row's, so a retry is the same hold);
 //! 3. the KMS seals it (the same combination gives the same message);
 //! 4. the box applies it, with an intent and RESUME like every box command;
-//! 5. the recharging center settles the hold as applied (or releases it when the box
-//!    refused the message: nothing was credited).
+//! 5. the recharging center settles the hold as applied.
+//!
+//! When the box refuses the message itself (above the meter's limit) its counters do not
+//! move, so the message would still apply later: it is voided first (the recharging center
+//! signs a zero refill on the same counters, the KMS seals it, the box applies it and the
+//! counters move on), then the hold is released. When the counters moved past the message
+//! (stale) or the KMS will not seal (a revoked meter), the hold is released at once:
+//! nothing can be credited from it.
 //!
 //! A crash anywhere leaves the row at its last committed step; the mailer's next request
 //! (any refill, `GET /v1/meter`) and every start finish it ([`finish_refills`]), so a hold
@@ -34,7 +41,6 @@ use openpsd_service_kit::db::{from_sql_int, now_secs, to_sql_int};
 use openpsd_service_kit::error::{ApiError, StorageContext};
 use rusqlite::{params, OptionalExtension};
 
-use crate::boxhost::Refused;
 use crate::indicia::{mailer_bytes, meter_row, run_box, Intent};
 use crate::store::{self, locate};
 use crate::Datacenter;
@@ -175,16 +181,18 @@ async fn drive(dc: &Datacenter, mut r: Row) -> Result<Row, ApiError> {
         let s = signed
             .as_ref()
             .ok_or_else(|| ApiError::internal(STEP, "held without its combination"))?;
-        let sealed: RefillMessage = dc.kms.post("/v1/refill-messages", s, STEP).await?;
-        let msg = hex::decode(&sealed.refill_message)
-            .ok()
-            .filter(|m| m.len() == REFILL_MESSAGE_LEN)
-            .ok_or_else(|| {
-                ApiError::unavailable(
-                    STEP,
-                    "the KMS answered something else than a refill message",
-                )
-            })?;
+        let sealed: RefillMessage = match dc.kms.post("/v1/refill-messages", s, STEP).await {
+            Ok(m) => m,
+            Err(e) if e.status.is_client_error() => {
+                // The KMS will not seal for this meter (revoked, unknown): nothing was
+                // sealed, so the hold goes back and the refill ends.
+                let id = combination_id.clone();
+                release(dc, r, id.as_deref()).await?;
+                return Err(e);
+            }
+            Err(e) => return Err(e),
+        };
+        let msg = message_bytes(&sealed)?;
         set_state(dc, &r, "sealed", Some(("message", msg.clone().into()))).await?;
         r.state = "sealed".into();
         r.message = Some(msg);
@@ -194,83 +202,42 @@ async fn drive(dc: &Datacenter, mut r: Row) -> Result<Row, ApiError> {
             .message
             .clone()
             .ok_or_else(|| ApiError::internal(STEP, "sealed without its message"))?;
-        let (dc2, r2) = (dc.clone(), r.clone());
-        let applied: Result<u64, Refused> = dc
-            .db
-            .run(STEP, move |c| {
-                let (_, slot, _) = meter_row(c, &r2.mailer, STEP)?;
-                let (shard, idx) = locate(slot, dc2.info.depth);
-                crate::indicia::finish_intents(&dc2, c, Some(shard))?;
-                let (_, _, record) = meter_row(c, &r2.mailer, STEP)?;
-                let rec =
-                    MeterRecord::decode(&record).map_err(|_| crate::indicia::unparsable(STEP))?;
-                if rec.refills.0 > r2.bound_refills {
-                    // Applied already (the box committed it; RESUME or an earlier call
-                    // stored the answer): one refill in progress per meter, so it was this.
-                    return Ok(Ok(rec.dr.0));
-                }
-                let proof = store::proof(c, shard, idx, dc2.info.depth, &dc2.empty, STEP)?;
-                let mut data = slot.to_be_bytes().to_vec();
-                data.extend_from_slice(&mailer_bytes(&r2.mailer, STEP)?);
-                data.extend_from_slice(
-                    &u16::try_from(record.len())
-                        .map_err(|_| ApiError::internal(STEP, "record length"))?
-                        .to_be_bytes(),
-                );
-                data.extend_from_slice(&record);
-                data.extend_from_slice(&proof);
-                data.extend_from_slice(&msg);
-                let intent = Intent {
-                    shard,
-                    ins: ins::REFILL,
-                    data,
-                    mailer: Some(r2.mailer.clone()),
-                    client_txn: None,
-                    digest: None,
-                    postage: None,
-                };
-                match run_box(&dc2, c, intent, STEP) {
-                    Ok(done) => Ok(Ok(done.record.dr.0)),
-                    Err(e) if e.code == openpsd_protocol::datacenter::code::BOX_REFUSED => {
-                        // The box refused the message itself (stale, above the limit):
-                        // nothing was credited.
-                        Ok(Err(Refused(0x6985)))
-                    }
-                    Err(e) => Err(e),
-                }
-            })
-            .await?;
-        match applied {
-            Ok(balance) => {
-                set_state(
-                    dc,
-                    &r,
-                    "applied",
-                    Some(("balance", to_sql_int(balance, STEP)?.into())),
-                )
-                .await?;
+        match apply(dc, &r, msg, "applied").await? {
+            Applied::Done(balance) => {
                 r.state = "applied".into();
                 r.balance = Some(balance);
             }
-            Err(_) => {
-                let id = combination_id
-                    .clone()
-                    .ok_or_else(|| ApiError::internal(STEP, "no combination"))?;
-                let _: Settled = dc
-                    .rc
-                    .post(
-                        &format!("/v1/combinations/{id}/settle"),
-                        &Settle {
-                            outcome: Outcome::Released,
-                        },
-                        STEP,
-                    )
-                    .await?;
-                set_state(dc, &r, "released", None).await?;
-                r.state = "released".into();
-                return Ok(r);
+            // The counters moved past the message: it can never apply; the hold goes back.
+            Applied::Stale => return release(dc, r, combination_id.as_deref()).await,
+            // The box refused the message itself (above the meter's limit, ...): the
+            // counters did not move, so the message would apply later (once the balance
+            // is lower). It is voided first: a zero refill on the same counters, which the
+            // box applies and which moves them on for good.
+            Applied::Refused => {
+                set_state(dc, &r, "voiding", None).await?;
+                r.state = "voiding".into();
             }
         }
+    }
+    if r.state == "voiding" {
+        let id = combination_id
+            .clone()
+            .ok_or_else(|| ApiError::internal(STEP, "no combination"))?;
+        let void: SignedCombination = dc
+            .rc
+            .post(
+                &format!("/v1/combinations/{id}/void"),
+                &serde_json::json!({}),
+                STEP,
+            )
+            .await?;
+        let sealed: RefillMessage = dc.kms.post("/v1/refill-messages", &void, STEP).await?;
+        let msg = message_bytes(&sealed)?;
+        // Applied or refused (a device or license the record does not have: the original
+        // can never apply either) or stale (moved past): in each case nothing can be
+        // credited from this combination any more.
+        let _ = apply(dc, &r, msg, "voided").await?;
+        return release(dc, r, Some(&id)).await;
     }
     if r.state == "applied" {
         let id = combination_id.ok_or_else(|| ApiError::internal(STEP, "no combination"))?;
@@ -291,30 +258,184 @@ async fn drive(dc: &Datacenter, mut r: Row) -> Result<Row, ApiError> {
     Ok(r)
 }
 
+/// The bytes of a refill message the KMS sealed.
+fn message_bytes(sealed: &RefillMessage) -> Result<Vec<u8>, ApiError> {
+    hex::decode(&sealed.refill_message)
+        .ok()
+        .filter(|m| m.len() == REFILL_MESSAGE_LEN)
+        .ok_or_else(|| {
+            ApiError::unavailable(
+                STEP,
+                "the KMS answered something else than a refill message",
+            )
+        })
+}
+
+/// What the box did with a refill message.
+enum Applied {
+    /// Credited (or, for a void, counted): the balance after it.
+    Done(u64),
+    /// The record's counters are past the ones the message was made for.
+    Stale,
+    /// The box refused it for another reason (nothing credited, counters unmoved).
+    Refused,
+}
+
+/// Has the box apply refill message `msg` of row `r` (REFILL, with an intent; RESUME of a
+/// crash first). The box's answer is committed with the row moved to `done_state` in one
+/// transaction ([`crate::indicia`]), so a later call sees it in the row, never guesses.
+async fn apply(
+    dc: &Datacenter,
+    r: &Row,
+    msg: Vec<u8>,
+    done_state: &'static str,
+) -> Result<Applied, ApiError> {
+    let (dc2, r2) = (dc.clone(), r.clone());
+    dc.db
+        .run(STEP, move |c| {
+            let (_, slot, _) = meter_row(c, &r2.mailer, STEP)?;
+            let (shard, idx) = locate(slot, dc2.info.depth);
+            crate::indicia::finish_intents(&dc2, c, Some(shard))?;
+            let (_, _, record) = meter_row(c, &r2.mailer, STEP)?;
+            let rec = MeterRecord::decode(&record).map_err(|_| crate::indicia::unparsable(STEP))?;
+            let state: String = c
+                .query_row(
+                    "SELECT state FROM refills WHERE mailer_id = ?1 AND client_txn_id = ?2",
+                    params![r2.mailer, r2.txn],
+                    |r| r.get(0),
+                )
+                .storage(STEP)?;
+            if state == done_state {
+                return Ok(Applied::Done(rec.dr.0));
+            }
+            if rec.refills.0 != r2.bound_refills || rec.control_sum.0 != r2.bound_sum {
+                return Ok(Applied::Stale);
+            }
+            let proof = store::proof(c, shard, idx, dc2.info.depth, &dc2.empty, STEP)?;
+            let mut data = slot.to_be_bytes().to_vec();
+            data.extend_from_slice(&mailer_bytes(&r2.mailer, STEP)?);
+            data.extend_from_slice(
+                &u16::try_from(record.len())
+                    .map_err(|_| ApiError::internal(STEP, "record length"))?
+                    .to_be_bytes(),
+            );
+            data.extend_from_slice(&record);
+            data.extend_from_slice(&proof);
+            data.extend_from_slice(&msg);
+            let intent = Intent {
+                shard,
+                ins: ins::REFILL,
+                data,
+                mailer: Some(r2.mailer.clone()),
+                client_txn: Some(r2.txn.clone()),
+                digest: None,
+                postage: None,
+            };
+            match run_box(&dc2, c, intent, STEP) {
+                Ok(done) => Ok(Applied::Done(done.record.dr.0)),
+                Err(e) if e.code == openpsd_protocol::datacenter::code::BOX_REFUSED => {
+                    Ok(Applied::Refused)
+                }
+                Err(e) => Err(e),
+            }
+        })
+        .await
+}
+
+/// Gives the hold of `combination` (if one was made) back to the deposit and ends the row
+/// as `released`.
+async fn release(dc: &Datacenter, mut r: Row, combination: Option<&str>) -> Result<Row, ApiError> {
+    if let Some(id) = combination {
+        let _: Settled = dc
+            .rc
+            .post(
+                &format!("/v1/combinations/{id}/settle"),
+                &Settle {
+                    outcome: Outcome::Released,
+                },
+                STEP,
+            )
+            .await?;
+    }
+    set_state(dc, &r, "released", None).await?;
+    r.state = "released".into();
+    tracing::info!(mailer = %r.mailer, client_txn_id = %r.txn, "refill released: nothing credited");
+    Ok(r)
+}
+
 /// Finishes every refill left unfinished (of `mailer`, or everyone's).
 pub(crate) async fn finish_refills(dc: &Datacenter, mailer: Option<&str>) -> Result<(), ApiError> {
+    finish(dc, mailer, true).await
+}
+
+/// The refills of `mailer` (or everyone's) not ended yet: (mailer, transaction ID).
+async fn unfinished(
+    dc: &Datacenter,
+    mailer: Option<&str>,
+) -> Result<Vec<(String, String)>, ApiError> {
     let m = mailer.map(str::to_owned);
-    let rows: Vec<Row> = dc
-        .db
+    dc.db
         .run(STEP, move |c| {
             let mut q = c
-                .prepare(&format!(
-                    "SELECT {COLUMNS} FROM refills WHERE state IN ('requested', 'held', 'sealed', 'applied')
-                     AND (?1 IS NULL OR mailer_id = ?1)"
-                ))
+                .prepare(
+                    "SELECT mailer_id, client_txn_id FROM refills
+                     WHERE state IN ('requested', 'held', 'sealed', 'voiding', 'applied')
+                     AND (?1 IS NULL OR mailer_id = ?1)",
+                )
                 .storage(STEP)?;
-            let it = q.query_map([m], |r| r.try_into()).storage(STEP)?;
-            let mut v = Vec::new();
-            for t in it {
-                v.push(row_of(t.storage(STEP)?, STEP)?);
-            }
-            Ok(v)
+            let it = q
+                .query_map([m], |r| Ok((r.get(0)?, r.get(1)?)))
+                .storage(STEP)?;
+            it.collect::<Result<Vec<_>, _>>().storage(STEP)
         })
-        .await?;
-    for r in rows {
-        drive(dc, r).await?;
+        .await
+}
+
+/// Refill (mailer, txn) as stored now.
+async fn load(dc: &Datacenter, mailer: &str, txn: &str) -> Result<Option<Row>, ApiError> {
+    let (m, t) = (mailer.to_owned(), txn.to_owned());
+    dc.db
+        .run(STEP, move |c| {
+            c.query_row(
+                &format!(
+                    "SELECT {COLUMNS} FROM refills WHERE mailer_id = ?1 AND client_txn_id = ?2"
+                ),
+                params![m, t],
+                |r| r.try_into(),
+            )
+            .optional()
+            .storage(STEP)?
+            .map(|t| row_of(t, STEP))
+            .transpose()
+        })
+        .await
+}
+
+/// Drives every unfinished refill (of `mailer`, or everyone's), each under its mailer's
+/// refill lock unless the caller holds it (`lock` false). One that cannot end now (a
+/// service down) does not hold up the others; the first error is answered.
+async fn finish(dc: &Datacenter, mailer: Option<&str>, lock: bool) -> Result<(), ApiError> {
+    let mut first = None;
+    for (m, t) in unfinished(dc, mailer).await? {
+        let _guard = if lock {
+            Some(dc.refill_lock(&m).await)
+        } else {
+            None
+        };
+        // Read again under the lock: another call may have ended it meanwhile.
+        let result = match load(dc, &m, &t).await {
+            Ok(Some(r)) if !matches!(r.state.as_str(), "settled" | "released" | "refused") => {
+                drive(dc, r).await.map(drop)
+            }
+            Ok(_) => Ok(()),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = result {
+            tracing::warn!(error = %e.message, "a refill could not be finished yet");
+            first.get_or_insert(e);
+        }
     }
-    Ok(())
+    first.map_or(Ok(()), Err)
 }
 
 /// `POST /v1/refills`.
@@ -332,23 +453,11 @@ pub(crate) async fn refill(
     // The KMS seals refills only for a meter it registered.
     dc.register_meter(&who.id).await?;
     let txn = order.client_txn_id.to_ascii_lowercase();
-    let (m, t, amount) = (who.id.clone(), txn.clone(), order.amount);
-    let existing: Option<Row> = dc
-        .db
-        .run(STEP, move |c| {
-            c.query_row(
-                &format!(
-                    "SELECT {COLUMNS} FROM refills WHERE mailer_id = ?1 AND client_txn_id = ?2"
-                ),
-                params![m, t],
-                |r| r.try_into(),
-            )
-            .optional()
-            .storage(STEP)?
-            .map(|t| row_of(t, STEP))
-            .transpose()
-        })
-        .await?;
+    let amount = order.amount;
+    // One drive of this mailer's refills at a time: two calls moving one row at once would
+    // each see the other's step as a surprise.
+    let _guard = dc.refill_lock(&who.id).await;
+    let existing = load(&dc, &who.id, &txn).await?;
     let row = match existing {
         Some(r) if r.amount != amount => {
             return Err(ApiError::coded(
@@ -362,11 +471,44 @@ pub(crate) async fn refill(
         None => {
             // Anything of this mailer's still under way ends first: one refill in progress
             // per meter, so the record's counters are the ones the new one binds.
-            finish_refills(&dc, Some(&who.id)).await?;
+            finish(&dc, Some(&who.id), false).await?;
             let (m, t) = (who.id.clone(), txn.clone());
             dc.db
                 .run(STEP, move |c| {
                     let tx = c.transaction().storage(STEP)?;
+                    // Checked again here (one connection: this closure is atomic): the same
+                    // request racing itself is one row; another refill of this meter under
+                    // way is refused, so the counters it bound cannot move under it.
+                    if let Some(row) = tx
+                        .query_row(
+                            &format!(
+                                "SELECT {COLUMNS} FROM refills WHERE mailer_id = ?1 AND client_txn_id = ?2"
+                            ),
+                            params![m, t],
+                            |r| r.try_into(),
+                        )
+                        .optional()
+                        .storage(STEP)?
+                    {
+                        return row_of(row, STEP);
+                    }
+                    let busy: Option<String> = tx
+                        .query_row(
+                            "SELECT client_txn_id FROM refills WHERE mailer_id = ?1
+                             AND state IN ('requested', 'held', 'sealed', 'voiding')",
+                            [&m],
+                            |r| r.get(0),
+                        )
+                        .optional()
+                        .storage(STEP)?;
+                    if let Some(other) = busy {
+                        return Err(ApiError::coded(
+                            StatusCode::CONFLICT,
+                            "wrong_state",
+                            STEP,
+                            format!("refill {other} of this meter is under way: retry it, or this one in a moment"),
+                        ));
+                    }
                     let (_, _, record) = meter_row(&tx, &m, STEP)?;
                     let rec = MeterRecord::decode(&record).map_err(|_| crate::indicia::unparsable(STEP))?;
                     tx.execute(

@@ -48,7 +48,8 @@ CREATE TABLE IF NOT EXISTS meters (
     kms_registered INTEGER NOT NULL DEFAULT 0
 );
 -- Refills from the mailer's deposit: one row per client transaction ID, moving through
--- requested -> held -> sealed -> applied -> settled, or released.
+-- requested -> held -> sealed -> applied -> settled, or sealed -> voiding -> (voided) ->
+-- released, or released, or refused (refill.rs).
 CREATE TABLE IF NOT EXISTS refills (
     mailer_id      TEXT NOT NULL,
     client_txn_id  TEXT NOT NULL,
@@ -62,6 +63,9 @@ CREATE TABLE IF NOT EXISTS refills (
     created_at     INTEGER NOT NULL,
     PRIMARY KEY (mailer_id, client_txn_id)
 );
+-- One refill under way per mailer (its meter): the counters it bound cannot move under it.
+CREATE UNIQUE INDEX IF NOT EXISTS refills_one_under_way ON refills (mailer_id)
+    WHERE state IN ('requested', 'held', 'sealed', 'voiding');
 -- The slot and meter ID a mailer's meter gets, kept from before the vendor's grant so a
 -- retry asks for the same grant.
 CREATE TABLE IF NOT EXISTS reservations (

@@ -419,6 +419,7 @@ async fn deposit(
 /// refunds more than the account has had debited (`409`): a refund can only undo refills.
 async fn refund(
     State(rc): State<Recharge>,
+    Extension(peer): Extension<Peer>,
     UrlPath(id): UrlPath<String>,
     body: Bytes,
 ) -> Result<impl IntoResponse, ApiError> {
@@ -443,8 +444,9 @@ async fn refund(
                 )
                 .optional()
                 .storage(step)?;
-            let account =
-                read_account(&tx, &id, step)?.ok_or_else(|| unknown_account(step, &id))?;
+            // Only on an account of the caller's side: the meter server never refunds
+            // into a mailer's deposit what the data center's box was credited.
+            let account = account_for(&tx, &peer, &id, step)?;
             if let Some((acc, amount)) = existing {
                 if acc != id || from_sql_int(amount, step)? != req.amount {
                     return Err(ApiError::wrong_state(

@@ -7,7 +7,9 @@
 //! meter ID and one per (box, slot)**, in one table with both as unique keys, checked and
 //! recorded in one transaction: the same request again answers the same grant (RFC 6979:
 //! the same bytes), any other request naming a granted meter ID or slot is
-//! `409 grant_conflict`.
+//! `409 grant_conflict`. The limits are capped by the vendor ([`MAX_GRANT_DR`],
+//! [`MAX_GRANT_POSTAGE`]). The license and origin are the data center's word: no postal
+//! authority grant stands behind a virtual meter's license yet (docs/virtual-meter.md §8).
 
 use axum::body::Bytes;
 use axum::extract::State;
@@ -25,6 +27,11 @@ use sha2::Digest as _;
 use crate::Vendor;
 
 const STEP: &str = "vendor_vbox_grant";
+/// The most a virtual meter may hold (100,000.00): the vendor's cap, whatever a data center
+/// asks for.
+const MAX_GRANT_DR: u64 = 10_000_000;
+/// The largest postage per piece it grants (1,000.00).
+const MAX_GRANT_POSTAGE: u64 = 100_000;
 
 /// The table the vendor's schema gets.
 pub(crate) const SCHEMA: &str = "
@@ -50,8 +57,13 @@ fn grant_fields(req: &GrantRequest) -> Result<MeterGrant, ApiError> {
     if req.max_postage == 0 || req.max_dr == 0 || req.max_postage > req.max_dr {
         return Err(bad("limits: 0 < max_postage <= max_dr"));
     }
-    if req.max_dr > i64::MAX as u64 {
-        return Err(bad("max_dr out of range"));
+    if req.max_dr > MAX_GRANT_DR || req.max_postage > MAX_GRANT_POSTAGE {
+        return Err(bad(&format!(
+            "limits: max_dr at most {MAX_GRANT_DR}, max_postage at most {MAX_GRANT_POSTAGE}"
+        )));
+    }
+    if req.license == 0 {
+        return Err(bad("license: not 0"));
     }
     Ok(MeterGrant {
         box_id,

@@ -1,0 +1,113 @@
+//! The table-based ECDSA (core/src/crypto/comb.rs) against p256 itself: the same
+//! signature byte for byte on random keys and messages (RFC 6979), and the same verdict on
+//! valid, corrupted and random signatures, one-off and with a prepared key.
+//!
+//! `cargo test -p openpsd-core --test ecdsa_tables` (PROPTEST_CASES raises the counts).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use openpsd_core::crypto::{self, comb, IndiciumKey, PreparedKey};
+use p256::ecdsa::signature::{Signer, Verifier};
+use p256::ecdsa::{Signature, SigningKey, VerifyingKey};
+use proptest::prelude::*;
+
+fn p256_verify(public_key: &[u8], msg: &[u8], signature: &[u8]) -> bool {
+    let Ok(vk) = VerifyingKey::from_sec1_bytes(public_key) else {
+        return false;
+    };
+    let Ok(sig) = Signature::from_slice(signature) else {
+        return false;
+    };
+    vk.verify(msg, &sig).is_ok()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(3000))]
+
+    /// The card's signature is p256's, byte for byte, for any key and message.
+    #[test]
+    fn signatures_are_p256s(secret in any::<[u8; 32]>(), msg in proptest::collection::vec(any::<u8>(), 0..200)) {
+        let Ok(reference) = SigningKey::from_slice(&secret) else {
+            // 0 or ≥ n: not a key (probability ~2^-32 per case).
+            prop_assert!(IndiciumKey::from_bytes(&secret).is_none());
+            return Ok(());
+        };
+        let expected: Signature = reference.sign(&msg);
+        let key = IndiciumKey::from_bytes(&secret).unwrap();
+        prop_assert_eq!(key.sign(&msg).to_vec(), expected.to_bytes().to_vec());
+    }
+
+    /// Valid, corrupted and random signatures get p256's verdict, one-off and prepared.
+    #[test]
+    fn verdicts_are_p256s(
+        secret in any::<[u8; 32]>(),
+        msg in proptest::collection::vec(any::<u8>(), 0..100),
+        flip in any::<(usize, u8)>(),
+        random_sig in any::<[u8; 64]>(),
+        edit in 0u8..6,
+    ) {
+        let Some(key) = IndiciumKey::from_bytes(&secret) else { return Ok(()) };
+        let pk = key.public_key();
+        let good = key.sign(&msg);
+        let mut sig = good.to_vec();
+        let mut m = msg.clone();
+        match edit {
+            0 => {}
+            1 => sig[flip.0 % 64] ^= flip.1 | 1,
+            2 => sig = random_sig.to_vec(),
+            3 => m.push(flip.1),
+            // r or s replaced by 0 or by n (out of range).
+            4 => sig[..32].fill(0),
+            _ => sig[32..].copy_from_slice(&hex::decode(
+                "ffffffff00000000ffffffffffffffffbce6faada7179e84f3b9cac2fc632551").unwrap()),
+        }
+        let expected = p256_verify(&pk, &m, &sig);
+        prop_assert_eq!(edit == 0, expected);
+        prop_assert_eq!(crypto::verify_signature(&pk, &m, &sig), expected);
+        let prepared = PreparedKey::from_sec1(&pk).unwrap();
+        prop_assert_eq!(prepared.verify(&m, &sig), expected);
+        prop_assert_eq!(prepared.public_key(), pk);
+    }
+}
+
+/// A prepared key checks labelled signatures like `verify_labelled`, and refuses another
+/// key's.
+#[test]
+fn prepared_key_labelled_and_wrong_key() {
+    let key = IndiciumKey::from_bytes(&[5; 32]).unwrap();
+    let other = IndiciumKey::from_bytes(&[6; 32]).unwrap();
+    let sig = key.sign_labelled(b"label", b"body");
+    let prepared = PreparedKey::from_sec1(&key.public_key()).unwrap();
+    let prepared_other = PreparedKey::from_sec1(&other.public_key_compressed()).unwrap();
+    assert!(prepared.verify_labelled(b"label", b"body", &sig));
+    assert!(crypto::verify_labelled(
+        &key.public_key(),
+        b"label",
+        b"body",
+        &sig
+    ));
+    // The label and body are concatenated (as in `verify_labelled`): only the bytes count.
+    assert!(prepared.verify_labelled(b"labe", b"lbody", &sig));
+    assert!(!prepared.verify_labelled(b"label", b"bodY", &sig));
+    assert!(!prepared_other.verify_labelled(b"label", b"body", &sig));
+    assert!(PreparedKey::from_sec1(&[4; 65]).is_none());
+    assert!(PreparedKey::from_sec1(&[]).is_none());
+}
+
+/// The generator's table against p256 on the scalars around the windows' edges and the
+/// order: n - 1, n - 2^k, 2^k ± 1.
+#[test]
+fn generator_table_at_the_edges() {
+    use p256::elliptic_curve::ops::Reduce;
+    use p256::{ProjectivePoint, Scalar, U256};
+    let table = comb::generator_table();
+    let mut scalars = vec![Scalar::ZERO, Scalar::ONE, -Scalar::ONE];
+    for bit in 0..256 {
+        let two_k = <Scalar as Reduce<U256>>::reduce(&(U256::ONE << bit));
+        scalars.extend([two_k, two_k + Scalar::ONE, two_k - Scalar::ONE, -two_k]);
+    }
+    for k in scalars {
+        let expected = (ProjectivePoint::GENERATOR * k).to_affine();
+        assert_eq!(table.mul(&k).to_affine(), expected);
+        assert_eq!(table.mul_vartime(&k).to_affine(), expected);
+    }
+}

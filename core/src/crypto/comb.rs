@@ -10,7 +10,7 @@
 //! * The generator's table is built once per process on first use (a lock-free
 //!   `once_cell::race::OnceBox`, which works in `no_std` + `alloc`; p256's
 //!   `precomputed-tables` needs `std` or a critical section) rather than embedded in the
-//!   binary: ~99 KB of heap, ~1 ms to build.
+//!   binary: ~170 KB of heap, ~2 ms to build.
 //! * Signing ([`sign_prehash`]) takes its nonce from RFC 6979 exactly as p256 does and
 //!   computes k·G with [`FixedBaseTable::mul`], which is constant time: every digit is
 //!   recoded without branches, every window reads *all* of its entries with
@@ -39,15 +39,18 @@ use sha2::Sha256;
 use subtle::{Choice, ConditionallyNegatable, ConditionallySelectable, ConstantTimeEq};
 use zeroize::{Zeroize, Zeroizing};
 
-/// The generator table's window width: 43 windows of 32 entries (~99 KB). Measured on
-/// 2026-12-01 (`cargo bench -p openpsd-core --bench indicium`): widths 4, 5, 6 and 7 gave
-/// k·G in 17.0, 15.4, 14.7 and 15.4 µs; wider windows spend on the constant-time scan
-/// what they save in additions.
-pub const G_WINDOW: usize = 6;
+/// The generator table's window width: 37 windows of 64 entries (~170 KB, ~2 ms to build).
+/// Measured on 2026-12-01 (`cargo bench -p openpsd-core --bench ecdsa`, k·G alone): widths
+/// 4, 5, 6 and 7 took 30.8, 25.8, 24.0 and 24.1 µs in constant time (signing; a wider
+/// window spends on its scan what it saves in additions) and 28.7, 23.3, 19.4 and 16.9 µs
+/// in variable time (verification, which reads one entry per window): 7 is as fast as 6
+/// for signing and the fastest for verification.
+pub const G_WINDOW: usize = 7;
 
-/// A public key's table (in [`PreparedKey`]): 52 windows of 16 entries (~60 KB, ~0.3 ms
-/// to build), a smaller table than the generator's because a verifier may hold many keys.
-pub const KEY_WINDOW: usize = 5;
+/// A public key's table (in [`PreparedKey`]): the same width as the generator's, for
+/// verification at OpenSSL's rate (~170 KB and ~2 ms per key; a verifier holding very
+/// many keys would want a narrower one).
+pub const KEY_WINDOW: usize = 7;
 
 /// The most windows any width here needs (width 4: ⌈257/4⌉ = 65).
 const MAX_WINDOWS: usize = 65;
@@ -120,9 +123,16 @@ impl<const W: usize> FixedBaseTable<W> {
 
     /// k·P in variable time, for public scalars only (verification).
     pub fn mul_vartime(&self, k: &Scalar) -> ProjectivePoint {
+        let mut acc = None;
+        self.add_mul_vartime(k, &mut acc);
+        acc.unwrap_or(ProjectivePoint::IDENTITY)
+    }
+
+    /// Adds k·P to `acc` (`None`: nothing yet, so the first entry is taken as it is
+    /// rather than added to the identity), in variable time, for public scalars only.
+    fn add_mul_vartime(&self, k: &Scalar, acc: &mut Option<ProjectivePoint>) {
         let mut digits = [0i8; MAX_WINDOWS];
         recode::<W>(k, &mut digits);
-        let mut acc = ProjectivePoint::IDENTITY;
         for (i, &digit) in digits.iter().take(Self::WINDOWS).enumerate() {
             let Some(entry) = usize::from(digit.unsigned_abs())
                 .checked_sub(1)
@@ -130,13 +140,12 @@ impl<const W: usize> FixedBaseTable<W> {
             else {
                 continue;
             };
-            if digit < 0 {
-                acc -= entry;
-            } else {
-                acc += entry;
-            }
+            let entry = if digit < 0 { -entry } else { *entry };
+            *acc = Some(match acc.take() {
+                Some(sum) => sum + &entry,
+                None => ProjectivePoint::from(entry),
+            });
         }
-        acc
     }
 }
 
@@ -214,10 +223,10 @@ pub fn sign_prehash(d: &NonZeroScalar, z: &[u8; 32]) -> Signature {
     }
 }
 
-/// ECDSA P-256 verification of (r ‖ s) over the digest `z`, with `u2_q` computing u2·Q:
+/// ECDSA P-256 verification of (r ‖ s) over the digest `z`, with `add_u2_q` adding u2·Q:
 /// p256's `verify_prehash` (r, s in [1, n); x(u1·G + u2·Q) mod n = r), in variable time.
 fn verify_with(
-    u2_q: impl FnOnce(&Scalar) -> ProjectivePoint,
+    add_u2_q: impl FnOnce(&Scalar, &mut Option<ProjectivePoint>),
     z: &[u8; 32],
     signature: &[u8],
 ) -> bool {
@@ -228,7 +237,10 @@ fn verify_with(
     let s_inv = *Invert::invert_vartime(&s).as_ref();
     let u1 = digest_scalar(z) * s_inv;
     let u2 = *r.as_ref() * s_inv;
-    let point = (generator_table().mul_vartime(&u1) + u2_q(&u2)).to_affine();
+    let mut sum = None;
+    generator_table().add_mul_vartime(&u1, &mut sum);
+    add_u2_q(&u2, &mut sum);
+    let point = sum.unwrap_or(ProjectivePoint::IDENTITY).to_affine();
     // The identity's x reads as 0, never a valid r.
     bool::from(!point.is_identity()) && x_scalar(&point) == *r.as_ref()
 }
@@ -236,11 +248,18 @@ fn verify_with(
 /// Verifies (r ‖ s) over the digest `z` under `q` (one-off: p256's wNAF for u2·Q).
 pub fn verify_prehash(q: &AffinePoint, z: &[u8; 32], signature: &[u8]) -> bool {
     let q = ProjectivePoint::from(q);
-    verify_with(|u2| q.mul_vartime(u2), z, signature)
+    verify_with(
+        |u2, sum| {
+            let u2_q = q.mul_vartime(u2);
+            *sum = Some(sum.map_or(u2_q, |s| s + u2_q));
+        },
+        z,
+        signature,
+    )
 }
 
 /// A public key with its own table, for verifying many signatures of one key (a device's
-/// indicia): each verification is then ~95 mixed additions and no doublings.
+/// indicia): each verification is then at most 74 mixed additions and no doublings.
 pub struct PreparedKey {
     table: FixedBaseTable<KEY_WINDOW>,
 }
@@ -252,7 +271,7 @@ impl core::fmt::Debug for PreparedKey {
 }
 
 impl PreparedKey {
-    /// Builds the table of `q` (~0.3 ms).
+    /// Builds the table of `q` (~2 ms).
     pub fn new(q: &AffinePoint) -> Self {
         Self {
             table: FixedBaseTable::new(&ProjectivePoint::from(q)),
@@ -261,7 +280,7 @@ impl PreparedKey {
 
     /// Verifies (r ‖ s) over the digest `z`.
     pub fn verify_prehash(&self, z: &[u8; 32], signature: &[u8]) -> bool {
-        verify_with(|u2| self.table.mul_vartime(u2), z, signature)
+        verify_with(|u2, sum| self.table.add_mul_vartime(u2, sum), z, signature)
     }
 }
 

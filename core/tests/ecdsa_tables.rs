@@ -111,3 +111,51 @@ fn generator_table_at_the_edges() {
         assert_eq!(table.mul_vartime(&k).to_affine(), expected);
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(300))]
+
+    /// `indicium::Verifier` (a prepared key) gives `indicium::verify`'s answer, error
+    /// included, on valid, corrupted, truncated and other-key indicia.
+    #[test]
+    fn indicium_verifier_is_verify(
+        seed in 1u8..=0xfd, // [0xff; 32] is above n, not a key
+        postage in any::<u64>(),
+        cut in 0usize..200,
+        flip in any::<(usize, u8)>(),
+        edit in 0u8..5,
+    ) {
+        use openpsd_core::psd::indicium::{self, IndiciumData, Verifier};
+        use openpsd_core::types::*;
+        let key = IndiciumKey::from_bytes(&[seed; 32]).unwrap();
+        let other = IndiciumKey::from_bytes(&[seed + 1; 32]).unwrap();
+        let data = IndiciumData {
+            key_id: key.key_id(),
+            device: DeviceId(*b"PROPTEST"),
+            license: LicenseId(1),
+            ar: Amount(1_000),
+            dr: Amount(2_000),
+            pieces: PieceCount(3),
+            postage: Amount(postage),
+            date: Date::new(2026, 12, 1).unwrap(),
+            rate: RateCategory(1),
+            origin: PostalCode::new(b"10115").unwrap(),
+            destination: PostalCode::new(b"20095").unwrap(),
+        };
+        let signed = data.encode();
+        let mut ind = signed.clone();
+        ind.extend_from_slice(&key.sign(&signed));
+        let mut pk = key.public_key().to_vec();
+        match edit {
+            0 => {}
+            1 => { let i = flip.0 % ind.len(); ind[i] ^= flip.1 | 1; }
+            2 => ind.truncate(cut % ind.len()),
+            3 => pk = other.public_key().to_vec(),
+            _ => pk = key.public_key_compressed().to_vec(),
+        }
+        let verifier = Verifier::new(&pk).unwrap();
+        let expected = indicium::verify(&ind, &pk);
+        prop_assert_eq!(edit == 0, expected.is_ok());
+        prop_assert_eq!(verifier.verify(&ind), expected);
+    }
+}

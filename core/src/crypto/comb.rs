@@ -142,7 +142,7 @@ impl<const W: usize> FixedBaseTable<W> {
             };
             let entry = if digit < 0 { -entry } else { *entry };
             *acc = Some(match acc.take() {
-                Some(sum) => sum + &entry,
+                Some(sum) => sum + entry,
                 None => ProjectivePoint::from(entry),
             });
         }

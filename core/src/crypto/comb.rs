@@ -289,14 +289,8 @@ mod tests {
     use super::*;
 
     fn scalar(seed: u64) -> Scalar {
-        let mut bytes = FieldBytes::default();
-        for (i, b) in bytes.iter_mut().enumerate() {
-            *b = (seed
-                .wrapping_mul(0x9E37_79B9_7F4A_7C15)
-                .rotate_left(i as u32 * 7)
-                >> 3) as u8;
-        }
-        <Scalar as Reduce<FieldBytes>>::reduce(&bytes)
+        let bytes = crate::crypto::sha256(&seed.to_le_bytes());
+        <Scalar as Reduce<FieldBytes>>::reduce(&bytes.into())
     }
 
     fn check_width<const W: usize>() {

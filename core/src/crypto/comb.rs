@@ -200,6 +200,8 @@ fn x_scalar(point: &AffinePoint) -> Scalar {
 
 /// ECDSA P-256 over the SHA-256 digest `z` with the RFC 6979 nonce: the same signature as
 /// p256's `SigningKey::sign_prehash`, with k·G from the generator's table (constant time).
+/// The key's bytes, k and k⁻¹ are zeroized here; the `rfc6979` crate's HMAC-DRBG state is
+/// not (it has no zeroize, in p256's signing either).
 pub fn sign_prehash(d: &NonZeroScalar, z: &[u8; 32]) -> Signature {
     let x = Zeroizing::new(d.as_ref().to_bytes());
     let order = NistP256::ORDER;
@@ -210,11 +212,12 @@ pub fn sign_prehash(d: &NonZeroScalar, z: &[u8; 32]) -> Signature {
         kgen.fill_next_k(&mut k_bytes);
         // RFC 6979 gives 0 < k < n; the checks below fail with probability ~2^-256 and
         // then the next candidate is taken, as p256 does.
-        let Some(k) = NonZeroScalar::from_repr(*k_bytes).into_option() else {
+        let Some(mut k) = NonZeroScalar::from_repr(*k_bytes).into_option() else {
             continue;
         };
         let k_inv = Zeroizing::new(*Invert::invert(&k).as_ref());
         let big_r = generator_table().mul(&k).to_affine();
+        k.zeroize();
         let r = x_scalar(&big_r);
         let s = *k_inv * (e + r * d.as_ref());
         if let Ok(signature) = Signature::from_scalars(r, s) {

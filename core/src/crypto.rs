@@ -234,7 +234,7 @@ fn verify_with_key(vk: &VerifyingKey, msg: &[u8], signature: &[u8]) -> bool {
 pub struct PreparedKey {
     key: VerifyingKey,
     #[cfg(not(target_arch = "wasm32"))]
-    table: comb::PreparedKey,
+    table: comb::KeyTable,
 }
 
 impl PreparedKey {
@@ -244,7 +244,7 @@ impl PreparedKey {
         let key = VerifyingKey::from_sec1_bytes(public_key).ok()?;
         Some(Self {
             #[cfg(not(target_arch = "wasm32"))]
-            table: comb::PreparedKey::new(key.as_affine()),
+            table: comb::KeyTable::new(key.as_affine()),
             key,
         })
     }

@@ -5,7 +5,7 @@
 //! affine points j·2^(W·i)·P for j = 1..2^(W-1). A scalar is recoded into signed digits in
 //! [-2^(W-1), 2^(W-1)] (no branches), and k·P is the sum of one table entry per window:
 //! ⌈257/W⌉ mixed additions and no doublings (p256's own base-point table, radix 16 in
-//! projective coordinates, spends 65 full additions and 4 doublings).
+//! projective coordinates, spends 66 full additions and 4 doublings).
 //!
 //! * The generator's table is built once per process on first use (a lock-free
 //!   `once_cell::race::OnceBox`, which works in `no_std` + `alloc`; p256's
@@ -19,11 +19,11 @@
 //!   byte for byte (the tests compare them on random keys and messages).
 //! * Verification is of public data only, so it is allowed to take variable time: the
 //!   table entry is read by index and zero digits are skipped ([`FixedBaseTable::mul_vartime`]).
-//!   A [`PreparedKey`] carries a table of the public key too, for a verifier that checks
-//!   many signatures of one key; a one-off verification ([`verify_prehash`]) uses the
+//!   A [`KeyTable`] (in `crypto::PreparedKey`) is a table of a public key, for a verifier
+//!   that checks many signatures of one key; a one-off verification ([`verify_prehash`]) uses the
 //!   generator's table for u1·G and p256's variable-time wNAF for u2·Q.
 //!
-//! Not in the browser's module (wasm32): its size budget has no room yet (docs/wasm.md).
+//! Not in the browser's module (wasm32): its size budget has no room yet (docs/ecdsa.md).
 
 use alloc::boxed::Box;
 use alloc::vec::Vec;
@@ -47,8 +47,8 @@ use zeroize::{Zeroize, Zeroizing};
 /// for signing and the fastest for verification.
 pub const G_WINDOW: usize = 7;
 
-/// A public key's table (in [`PreparedKey`]): the same width as the generator's, for
-/// verification at OpenSSL's rate (~170 KB and ~2 ms per key; a verifier holding very
+/// A public key's table ([`KeyTable`]): the same width as the generator's, for
+/// verification at OpenSSL's rate (~170 KB and ~1.5 ms per key; a verifier holding very
 /// many keys would want a narrower one).
 pub const KEY_WINDOW: usize = 7;
 
@@ -56,7 +56,7 @@ pub const KEY_WINDOW: usize = 7;
 const MAX_WINDOWS: usize = 65;
 
 /// Multiples of one point for fixed-base multiplication with `W`-bit signed windows
-/// (4 ≤ `W` ≤ 7: a digit of ±2^(W-1) fits an `i8`, the digits fit [`MAX_WINDOWS`]).
+/// (4 ≤ `W` ≤ 7: a digit of ±2^(W-1) fits an `i8`, and ⌈257/W⌉ digits fit the recoding buffer).
 pub struct FixedBaseTable<const W: usize> {
     /// Window i's entries at i·2^(W-1) .. (i+1)·2^(W-1): j·2^(W·i)·P for j = 1..=2^(W-1).
     points: Vec<AffinePoint>,
@@ -263,18 +263,18 @@ pub fn verify_prehash(q: &AffinePoint, z: &[u8; 32], signature: &[u8]) -> bool {
 
 /// A public key with its own table, for verifying many signatures of one key (a device's
 /// indicia): each verification is then at most 74 mixed additions and no doublings.
-pub struct PreparedKey {
+pub struct KeyTable {
     table: FixedBaseTable<KEY_WINDOW>,
 }
 
-impl core::fmt::Debug for PreparedKey {
+impl core::fmt::Debug for KeyTable {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.write_str("PreparedKey(..)")
+        f.write_str("KeyTable(..)")
     }
 }
 
-impl PreparedKey {
-    /// Builds the table of `q` (~2 ms).
+impl KeyTable {
+    /// Builds the table of `q` (~1.5 ms).
     pub fn new(q: &AffinePoint) -> Self {
         Self {
             table: FixedBaseTable::new(&ProjectivePoint::from(q)),

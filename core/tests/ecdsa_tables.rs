@@ -161,7 +161,7 @@ proptest! {
 }
 
 /// The generator's table against p256's k·G on 10^6 pseudo-random scalars (SHA-256 of a
-/// counter), constant-time and variable-time both (issue 17 asks for ≥ 10^6). ~2 min in
+/// counter), constant-time and variable-time both (issue 17 asks for ≥ 10^6). ~2-3 min in
 /// release: `cargo test --release -p openpsd-core --test ecdsa_tables -- --ignored`
 /// (`COMB_CHECKS=n` for another count).
 #[test]

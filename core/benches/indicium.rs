@@ -3,14 +3,11 @@
 //! run. Prints the rates and the ratio; the target is a ratio of at least 0.9.
 //!
 //! Raw signing is measured twice. `raw_sign` calls the card's own signing function
-//! (`IndiciumKey::sign`, a one-line wrapper of `p256::ecdsa::SigningKey::sign`), so both
-//! sides run the same machine code and the ratio is the cost of the APDU path.
-//! `p256_direct` calls `p256` from this crate, which makes the compiler emit a second copy
-//! of the signing code, inlined differently: on 2026-11-21 that copy ran ~11% fewer
-//! instructions per signature (2.06 M against 2.33 M, `valgrind --tool=callgrind` on
-//! `examples/profile_indicium.rs`) and ~25% less time. Which copy comes out faster is the
-//! compiler's choice, not the card's work (an `#[inline]` on the wrapper moved the
-//! difference around), so that ratio is printed for reference, not as the figure.
+//! (`IndiciumKey::sign`: off the browser, k·G from the generator's table of
+//! core/src/crypto/comb.rs, the same signature as p256's), so both sides run the same
+//! machine code and the ratio is the cost of the APDU path. `p256_direct` calls p256's
+//! own signing (what the card ran until 2026-12-01), printed for reference. The
+//! comparison with OpenSSL is `cargo bench -p openpsd-core --bench ecdsa` (docs/ecdsa.md).
 //!
 //! `cargo bench -p openpsd-core --bench indicium`
 // Test code: a failed unwrap or expect is a failed test, with its message.
@@ -154,14 +151,14 @@ fn main() {
     let (apdu, raw, direct) = (rate(&APDU), rate(&RAW), rate(&DIRECT));
     if apdu > 0.0 && raw > 0.0 && direct > 0.0 {
         println!("indicium via APDU path:         {apdu:.0} /s");
-        println!("raw p256 signing (card's code): {raw:.0} /s");
-        println!("raw p256 signing (second copy): {direct:.0} /s");
+        println!("raw signing (card's code):      {raw:.0} /s");
+        println!("raw signing (p256's own):       {direct:.0} /s");
         println!(
             "ratio APDU path / raw signing: {:.3} (target >= 0.9)",
             apdu / raw
         );
         println!(
-            "ratio APDU path / second copy: {:.3} (compiler's inlining, see the top of the file)",
+            "ratio APDU path / p256's own signing: {:.3} (for reference)",
             apdu / direct
         );
     }

@@ -4,16 +4,27 @@
 //! SHA-256 for digests.
 //!
 //! Keys are zeroized on drop; MACs are compared in constant time.
+//!
+//! Off the browser, ECDSA signing and verification compute their generator multiple from a
+//! precomputed table built once per process ([`comb`]; the signatures are p256's, byte for
+//! byte), and [`PreparedKey`] adds a table of a public key for a verifier that checks many
+//! signatures of one key. The browser's module (wasm32) uses p256 alone.
 
 use cmac::{Cmac, KeyInit, Mac};
+#[cfg(target_arch = "wasm32")]
 use p256::ecdsa::signature::{Signer, Verifier};
-use p256::ecdsa::{Signature, SigningKey, VerifyingKey};
+#[cfg(target_arch = "wasm32")]
+use p256::ecdsa::Signature;
+use p256::ecdsa::{SigningKey, VerifyingKey};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use zeroize::{Zeroize, ZeroizeOnDrop};
 
 use crate::platform::Platform;
 use crate::types::KeyId;
+
+#[cfg(not(target_arch = "wasm32"))]
+pub mod comb;
 
 /// Length of a SEC1 uncompressed P-256 public key.
 pub const PUBLIC_KEY_LEN: usize = 65;
@@ -146,6 +157,9 @@ impl IndiciumKey {
 
     /// ECDSA P-256 / SHA-256 signature over `msg` (deterministic, RFC 6979).
     pub fn sign(&self, msg: &[u8]) -> [u8; SIGNATURE_LEN] {
+        #[cfg(not(target_arch = "wasm32"))]
+        let sig = comb::sign_prehash(self.key.as_nonzero_scalar(), &sha256(msg));
+        #[cfg(target_arch = "wasm32")]
         let sig: Signature = self.key.sign(msg);
         let mut out = [0u8; SIGNATURE_LEN];
         out.copy_from_slice(&sig.to_bytes());
@@ -194,8 +208,83 @@ pub fn verify_signature(public_key: &[u8], msg: &[u8], signature: &[u8]) -> bool
     let Ok(vk) = VerifyingKey::from_sec1_bytes(public_key) else {
         return false;
     };
-    let Ok(sig) = Signature::from_slice(signature) else {
-        return false;
-    };
-    vk.verify(msg, &sig).is_ok()
+    verify_with_key(&vk, msg, signature)
+}
+
+/// Verifies (r ‖ s) over `msg` under a parsed key: with the generator's table off the
+/// browser, with p256 alone in it (same result).
+fn verify_with_key(vk: &VerifyingKey, msg: &[u8], signature: &[u8]) -> bool {
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        comb::verify_prehash(vk.as_affine(), &sha256(msg), signature)
+    }
+    #[cfg(target_arch = "wasm32")]
+    {
+        let Ok(sig) = Signature::from_slice(signature) else {
+            return false;
+        };
+        vk.verify(msg, &sig).is_ok()
+    }
+}
+
+/// A public key parsed once for many verifications (one device's indicia): off the browser
+/// it carries a precomputed table of the point (~170 KB, ~1.5 ms to build), which makes each
+/// verification about 4 times faster than [`verify_signature`]; in the browser's module
+/// it is the parsed key alone. Results are [`verify_signature`]'s.
+pub struct PreparedKey {
+    key: VerifyingKey,
+    #[cfg(not(target_arch = "wasm32"))]
+    table: comb::KeyTable,
+}
+
+impl PreparedKey {
+    /// Parses a SEC1 public key (compressed or not) and builds its table; `None` if it is
+    /// not a P-256 point.
+    pub fn from_sec1(public_key: &[u8]) -> Option<Self> {
+        let key = VerifyingKey::from_sec1_bytes(public_key).ok()?;
+        Some(Self {
+            #[cfg(not(target_arch = "wasm32"))]
+            table: comb::KeyTable::new(key.as_affine()),
+            key,
+        })
+    }
+
+    /// The key as an uncompressed SEC1 point.
+    pub fn public_key(&self) -> [u8; PUBLIC_KEY_LEN] {
+        let mut out = [0u8; PUBLIC_KEY_LEN];
+        out.copy_from_slice(self.key.to_sec1_point(false).as_bytes());
+        out
+    }
+
+    /// Verifies an ECDSA P-256 / SHA-256 signature (r ‖ s) over `msg`.
+    pub fn verify(&self, msg: &[u8], signature: &[u8]) -> bool {
+        self.verify_digest(&sha256(msg), signature)
+    }
+
+    /// Verifies a signature made by [`IndiciumKey::sign_labelled`].
+    pub fn verify_labelled(&self, label: &[u8], body: &[u8], signature: &[u8]) -> bool {
+        self.verify_digest(&sha256_parts(&[label, body]), signature)
+    }
+
+    /// Verifies (r ‖ s) over a SHA-256 digest.
+    fn verify_digest(&self, digest: &[u8; 32], signature: &[u8]) -> bool {
+        #[cfg(not(target_arch = "wasm32"))]
+        {
+            self.table.verify_prehash(digest, signature)
+        }
+        #[cfg(target_arch = "wasm32")]
+        {
+            use p256::ecdsa::signature::hazmat::PrehashVerifier;
+            let Ok(sig) = Signature::from_slice(signature) else {
+                return false;
+            };
+            self.key.verify_prehash(digest, &sig).is_ok()
+        }
+    }
+}
+
+impl core::fmt::Debug for PreparedKey {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "PreparedKey({:02x?})", key_id(&self.public_key()).0)
+    }
 }

@@ -198,6 +198,43 @@ pub fn verify(indicium: &[u8], public_key: &[u8]) -> Result<IndiciumData, Verify
 
 impl core::error::Error for VerifyError {}
 
+/// One device key prepared for checking many of its indicia ([`crypto::PreparedKey`]: off
+/// the browser, a table of the key that makes each check ~4 times faster than
+/// [`verify`]'s after ~1.5 ms to build it). Same checks, same order, same errors as [`verify`].
+#[derive(Debug)]
+pub struct Verifier {
+    key: crypto::PreparedKey,
+    key_id: KeyId,
+}
+
+impl Verifier {
+    /// Prepares a SEC1 public key (compressed or not); `None` if it is not a P-256 point.
+    /// The key ID is that of `public_key` as given, as in [`verify`].
+    pub fn new(public_key: &[u8]) -> Option<Self> {
+        Some(Self {
+            key: crypto::PreparedKey::from_sec1(public_key)?,
+            key_id: crypto::key_id(public_key),
+        })
+    }
+
+    /// Checks an indicium (signed bytes ‖ 64-byte signature) and returns every field.
+    pub fn verify(&self, indicium: &[u8]) -> Result<IndiciumData, VerifyError> {
+        let split = indicium
+            .len()
+            .checked_sub(SIGNATURE_LEN)
+            .ok_or(VerifyError::Malformed)?;
+        let (signed, signature) = indicium.split_at(split);
+        let data = IndiciumData::decode(signed).map_err(|_| VerifyError::Malformed)?;
+        if data.key_id != self.key_id {
+            return Err(VerifyError::WrongKey);
+        }
+        if !self.key.verify(signed, signature) {
+            return Err(VerifyError::BadSignature);
+        }
+        Ok(data)
+    }
+}
+
 impl super::PsdApplet {
     /// ISSUE INDICIUM (80 40 00 set): checks the request against the set, the device's
     /// limits and dates, commits the debit, then signs. A retry of the last request (same

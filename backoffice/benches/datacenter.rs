@@ -217,6 +217,7 @@ async fn main() {
         &tmp.path()
             .join("datacenter")
             .join(openpsd_datacenter::DB_FILE),
+        Some(&info.txn_key),
     )
     .unwrap();
     assert!(report.problems.is_empty(), "{:?}", report.problems);

@@ -39,6 +39,11 @@ enum DatacenterWhat {
         /// The data center's data directory (holding datacenter.sqlite).
         #[arg(long, value_name = "DIR")]
         data: PathBuf,
+        /// The box's transaction key (130 hex digits) as the KMS registered it
+        /// (`register-box --json` prints it): the records are checked under it rather than
+        /// the key the audited database stores.
+        #[arg(long, value_name = "HEX")]
+        box_key: Option<String>,
     },
     /// Register the data center's box (its ID and transaction key, read from its database)
     /// at the KMS, as an operator: the KMS then registers the meters the box proves it
@@ -77,14 +82,17 @@ pub async fn run(c: DatacenterCmd) -> Result<bool> {
             }
             Ok(true)
         }
-        DatacenterWhat::Audit { data } => {
+        DatacenterWhat::Audit { data, box_key } => {
             let db = data.join(openpsd_datacenter::DB_FILE);
             anyhow::ensure!(
                 db.exists(),
                 "{}: no data center database there",
                 db.display()
             );
-            let r = openpsd_datacenter::audit::audit(&db)?;
+            let key = box_key
+                .map(|k| hex::decode(k.trim()).context("--box-key: hex"))
+                .transpose()?;
+            let r = openpsd_datacenter::audit::audit(&db, key.as_deref())?;
             if c.json {
                 println!("{}", serde_json::to_string_pretty(&r)?);
             } else {

@@ -109,8 +109,11 @@ fn order(txn: u64, postage: u64) -> IndiciumOrder {
 }
 
 fn audit(w: &World) -> openpsd_datacenter::audit::AuditReport {
-    openpsd_datacenter::audit::audit(&w.dir.join("datacenter").join(openpsd_datacenter::DB_FILE))
-        .unwrap()
+    openpsd_datacenter::audit::audit(
+        &w.dir.join("datacenter").join(openpsd_datacenter::DB_FILE),
+        Some(&w.info.txn_key),
+    )
+    .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -22,3 +22,6 @@ pub mod vbox;
 
 pub use harness::{run, run_bytes};
 pub use input::{Input, Op, Start};
+
+/// A byte-string target's seed corpus: file names and inputs.
+pub type ByteSeeds = Vec<(&'static str, Vec<u8>)>;

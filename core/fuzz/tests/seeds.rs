@@ -165,3 +165,33 @@ fn vbox_inputs_keep_the_box_invariants() {
         run_vbox_bytes(&bytes);
     }
 }
+
+/// The transfer seeds with bytes changed at pseudo-random places (the same on every run):
+/// what a fuzzer's first mutations do, on stable.
+#[test]
+fn mutated_transfer_seeds_keep_the_invariants() {
+    let mut x: u64 = 0x2545_F491_4F6C_DD1D;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let mut runs = 0;
+    for (name, input) in seeds() {
+        if !name.starts_with("transfer") {
+            continue;
+        }
+        let bytes = input.encode();
+        for _ in 0..20 {
+            let mut m = bytes.clone();
+            for _ in 0..1 + next() % 4 {
+                let at = 1 + (next() as usize) % (m.len() - 1);
+                m[at] = next() as u8;
+            }
+            openpsd_core_fuzz::run_bytes(&m);
+            runs += 1;
+        }
+    }
+    assert!(runs >= 160, "{runs} runs");
+}

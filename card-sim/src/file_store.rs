@@ -559,6 +559,34 @@ fn later_frame_follows(buf: &[u8], bad: usize, expected: u64) -> bool {
     (bad + 1..buf.len()).any(|at| parse_frame(buf, at, plausible).is_some())
 }
 
+/// One commit's writes as a log frame carries them: `(id, Some(value))` sets a record,
+/// `(id, None)` deletes it.
+pub type LogCommit = Vec<(RecordId, Option<Vec<u8>>)>;
+
+/// The bytes of a `state.log` whose first frame is `first_seq` and which holds `commits`,
+/// exactly as [`FileStore`] appends them (its header, then one frame per commit). For
+/// tests and fuzzing of [`read_log`].
+pub fn write_log(first_seq: u64, commits: &[LogCommit]) -> Result<Vec<u8>, StoreError> {
+    let mut out = header(first_seq);
+    let mut seq = first_seq;
+    for c in commits {
+        let payload = encode_writes(c.iter().map(|(id, v)| (*id, v.as_deref())))?;
+        out.extend_from_slice(&frame(seq, &payload)?);
+        seq = seq
+            .checked_add(1)
+            .ok_or(StoreError::Corrupt("commit sequence number overflow"))?;
+    }
+    Ok(out)
+}
+
+/// What [`FileStore::open`] makes of a `state.log`'s bytes: the records, and the length
+/// of the header plus every complete frame (anything beyond is a torn append, which open
+/// cuts off). Damage a crash cannot cause is [`StoreError::Corrupt`].
+pub fn read_log(bytes: &[u8]) -> Result<(BTreeMap<RecordId, Vec<u8>>, usize), StoreError> {
+    let r = replay(bytes)?;
+    Ok((r.records, r.good_len))
+}
+
 /// Why [`replace_log`] failed, and whether `state.log` had already been replaced.
 struct ReplaceFailed {
     error: StoreError,
@@ -684,6 +712,40 @@ mod tests {
         s.commit(&[]).unwrap();
         assert_eq!(fs::metadata(dir.join(LOG)).unwrap().len(), len);
         assert_eq!(s.log_len, len);
+    }
+
+    #[test]
+    fn write_log_is_what_the_store_appends_and_read_log_reads_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = FileStore::create(dir.path()).unwrap();
+        s.commit(&[
+            Write {
+                id: 1,
+                value: Some(b"one".to_vec()),
+            },
+            Write {
+                id: 2,
+                value: Some(Vec::new()),
+            },
+        ])
+        .unwrap();
+        s.commit(&[Write { id: 1, value: None }]).unwrap();
+        let bytes = fs::read(dir.path().join(LOG)).unwrap();
+        let want = write_log(
+            1,
+            &[
+                vec![(1, Some(b"one".to_vec())), (2, Some(Vec::new()))],
+                vec![(1, None)],
+            ],
+        )
+        .unwrap();
+        assert_eq!(bytes, want);
+        let (records, good) = read_log(&bytes).unwrap();
+        assert_eq!(good, bytes.len());
+        assert_eq!(
+            records.into_iter().collect::<Vec<_>>(),
+            vec![(2, Vec::new())]
+        );
     }
 
     #[test]

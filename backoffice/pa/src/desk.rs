@@ -147,9 +147,13 @@ pub(crate) async fn allocate(
 /// `GET /v1/licenses/{license}` (operator, meter): who holds it (`404 unknown_license`).
 pub(crate) async fn get_holder(
     State(pa): State<Pa>,
-    UrlPath(license): UrlPath<u32>,
+    UrlPath(license): UrlPath<String>,
 ) -> Result<Json<LicenseHolder>, ApiError> {
     let step = STEP_HOLDER;
+    // Parsed here, not by the extractor: its refusal is plain text, not the error body.
+    let license: u32 = license
+        .parse()
+        .map_err(|_| ApiError::bad_request(step, format!("license {license:?} is not a number")))?;
     pa.db
         .run(step, move |c| holder(c, license, step))
         .await?

@@ -180,9 +180,13 @@ pub fn refused_by_grant(d: &IndiciumData, g: &LicenseKey) -> Option<String> {
 /// credited each (the meter server).
 pub(crate) async fn license_report(
     State(po): State<PostOffice>,
-    UrlPath(license): UrlPath<u32>,
+    UrlPath(license): UrlPath<String>,
 ) -> Result<Json<LicenseReport>, ApiError> {
     let step = STEP_REPORT;
+    // Parsed here, not by the extractor: its refusal is plain text, not the error body.
+    let license: u32 = license
+        .parse()
+        .map_err(|_| ApiError::bad_request(step, format!("license {license:?} is not a number")))?;
     let rows = po
         .db
         .run(step, Vec::new(), move |tx| tx.license_devices(license))

@@ -506,6 +506,35 @@ impl Client {
         }
     }
 
+    /// `method path` with `body` as it is (any bytes, any content type): the HTTP status
+    /// and the body, or status 0 when no answer came (the HTTP robustness test).
+    pub async fn raw(
+        &self,
+        method: &reqwest::Method,
+        path: &str,
+        content_type: &str,
+        body: Vec<u8>,
+    ) -> (u16, Vec<u8>) {
+        let mut req = self
+            .http
+            .request(method.clone(), format!("{}{path}", self.base));
+        if *method != reqwest::Method::GET {
+            req = req
+                .header(reqwest::header::CONTENT_TYPE, content_type)
+                .body(body);
+        }
+        match self.auth(req).send().await {
+            Ok(r) => {
+                let status = r.status().as_u16();
+                (
+                    status,
+                    r.bytes().await.map(|b| b.to_vec()).unwrap_or_default(),
+                )
+            }
+            Err(_) => (0, Vec::new()),
+        }
+    }
+
     pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, Refused> {
         Self::send(self.auth(self.http.get(format!("{}{path}", self.base)))).await
     }

@@ -5,5 +5,5 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    openpsd_core_fuzz::purse::run_purse_bytes(data);
+    let _ = openpsd_core_fuzz::purse::run_purse_bytes(data);
 });

@@ -15,8 +15,8 @@ use openpsd_core::psd::certmeter::attestation::{KeyAttestation, Purpose};
 use openpsd_core::psd::certmeter::info::CertMeterInfo;
 use openpsd_core::psd::certmeter::postmark::PostmarkRequest;
 use openpsd_core::psd::certmeter::rates::{RateTable, Service};
-use openpsd_core::psd::certmeter::state::{CertMeterState, SlotState};
 use openpsd_core::psd::certmeter::sign::{CompactSignature, SignRequest};
+use openpsd_core::psd::certmeter::state::{CertMeterState, SlotState};
 use openpsd_core::psd::certmeter::tst::{self, CompactPostmark};
 use openpsd_core::psd::certmeter::validate::{ValidateRequest, ValidationReceipt};
 use openpsd_core::psd::psd_card;
@@ -544,7 +544,11 @@ pub fn decoders(data: &[u8]) {
         assert_eq!(r.encode(), data, "sign request round trip");
     }
     if let Ok(r) = ValidateRequest::decode(data) {
-        assert_eq!(r.encode().ok().as_deref(), Some(data), "validate request round trip");
+        assert_eq!(
+            r.encode().ok().as_deref(),
+            Some(data),
+            "validate request round trip"
+        );
     }
     let _ = ValidationReceipt::decode_unverified(data);
     if let Ok(r) = AgentRequest::decode(data) {

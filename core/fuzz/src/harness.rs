@@ -10,7 +10,9 @@ use openpsd_core::client::psd_apdu;
 use openpsd_core::crypto::IndiciumKey;
 use openpsd_core::platform::SeededPlatform;
 use openpsd_core::psd::audit::AuditData;
-use openpsd_core::psd::device::{Device, LicenseSlot, Personalization, PostalAuthority};
+use openpsd_core::psd::device::{
+    Device, LicenseSlot, Personalization, PostalAuthority, SchemeSlot,
+};
 use openpsd_core::psd::indicium::{self, IndiciumRequest};
 use openpsd_core::psd::license::export::Blob;
 use openpsd_core::psd::license::grant::{self, CardFields, GrantFields};
@@ -21,6 +23,7 @@ use openpsd_core::psd::license::{ExportEntry, ExportState, LicenseInfo, LicenseS
 use openpsd_core::psd::psd_card;
 use openpsd_core::psd::refill::{RefillCombination, REFILL_MESSAGE_LEN};
 use openpsd_core::psd::registers::{RegisterSet, Registers};
+use openpsd_core::psd::transfer::TransferState;
 use openpsd_core::status::Status;
 use openpsd_core::store::{MemStore, Nvm, PowerCut, Store};
 use openpsd_core::types::*;
@@ -121,6 +124,22 @@ pub fn personalization() -> Personalization {
             public_key: pa_key().public_key(),
             subject: pa_subject(),
         }),
+    }
+}
+
+/// The transfer start's scheme: the purse fixture's (`crate::purse`).
+pub const SCHEME: SchemeId = crate::purse::SCHEME;
+
+/// The transfer start's personalization: [`personalization`] with a scheme block (the
+/// purse fixture's issuer, five failed recognitions allowed).
+pub fn transfer_personalization() -> Personalization {
+    Personalization {
+        scheme: Some(SchemeSlot {
+            scheme: SCHEME,
+            issuer_public_key: crate::purse::issuer().public_key(),
+            max_failures: 5,
+        }),
+        ..personalization()
     }
 }
 
@@ -306,6 +325,42 @@ pub fn funded_nvm() -> &'static Nvm {
     })
 }
 
+/// The memory of the transfer fixture: personalized with [`transfer_personalization`],
+/// its recognition key certified by the scheme issuer, sets 0 and 1 refilled with
+/// [`FUNDS`].
+pub fn transfer_nvm() -> &'static Nvm {
+    static NVM: OnceLock<Nvm> = OnceLock::new();
+    NVM.get_or_init(|| {
+        let mut card = psd_card(MemStore::new(), platform()).expect("blank store loads");
+        ok_data(&card.transmit(&psd_apdu::select()), "select");
+        ok_data(
+            &card.transmit(&psd_apdu::personalize(&transfer_personalization())),
+            "personalize",
+        );
+        let data = ok_data(
+            &card.transmit(&psd_apdu::get_recognition_data()),
+            "recognition data",
+        );
+        let cert = crate::purse::certificate(
+            openpsd_core::transfer::cert::DeviceKind::Psd,
+            DEVICE.0,
+            &data,
+        );
+        ok_data(
+            &card.transmit(&psd_apdu::install_certificate(&cert)),
+            "install certificate",
+        );
+        for (set, amount) in FUNDS.iter().enumerate() {
+            let msg = kms_refill_message(&mut card, set as u8, *amount, 0xE0 + set as u8);
+            ok_data(
+                &card.transmit(&psd_apdu::refill(RegisterSetIndex(set as u8), &msg)),
+                "refill",
+            );
+        }
+        card.store().nvm().clone()
+    })
+}
+
 /// Whether `OPENPSD_FUZZ_TRACE` is set: every APDU and response goes to stderr.
 fn trace() -> bool {
     static TRACE: OnceLock<bool> = OnceLock::new();
@@ -405,6 +460,10 @@ const REMEMBERED: usize = 32;
 
 struct Harness {
     card: Option<FuzzCard>,
+    /// The purse of the transfer start (`None` on the others).
+    purse: Option<crate::purse::PurseCard>,
+    /// The purse's total received and the PSD's total moved out, at start.
+    base_totals: (Amount, Amount),
     /// The PSD is selected (volatile).
     selected: bool,
     /// Response bytes wait for GET RESPONSE.
@@ -458,13 +517,17 @@ impl Harness {
             Start::Blank => MemStore::new(),
             Start::Personalized => MemStore::open(personalized_nvm().clone()).expect("opens"),
             Start::Funded => MemStore::open(funded_nvm().clone()).expect("opens"),
+            Start::Transfer => MemStore::open(transfer_nvm().clone()).expect("opens"),
             Start::Certmeter => {
                 MemStore::open(crate::certmeter::certmeter_nvm().clone()).expect("opens")
             }
         };
         let card = psd_card(store, platform()).expect("fixture loads");
+        let purse = (start == Start::Transfer).then(crate::purse::personalized_card);
         let mut h = Harness {
             card: Some(card),
+            purse,
+            base_totals: (Amount::ZERO, Amount::ZERO),
             selected: false,
             pending: false,
             chain: false,
@@ -490,16 +553,22 @@ impl Harness {
         if start != Start::Blank {
             // The fixture's keys, decoded once per process (a scalar multiplication saved
             // per execution).
+            fn keys_of(nvm: &Nvm) -> Keys {
+                let store = MemStore::open(nvm.clone()).expect("opens");
+                let rec = store.read(REC_DEVICE).expect("readable").expect("present");
+                Keys::from_device(&Device::decode(&rec).expect("device record decodes"))
+            }
             static KEYS: OnceLock<Keys> = OnceLock::new();
-            h.keys = Some(
-                KEYS.get_or_init(|| {
-                    let store = MemStore::open(personalized_nvm().clone()).expect("opens");
-                    let rec = store.read(REC_DEVICE).expect("readable").expect("present");
-                    Keys::from_device(&Device::decode(&rec).expect("device record decodes"))
-                })
-                .clone(),
-            );
+            static TRANSFER_KEYS: OnceLock<Keys> = OnceLock::new();
+            h.keys = Some(if start == Start::Transfer {
+                TRANSFER_KEYS
+                    .get_or_init(|| keys_of(transfer_nvm()))
+                    .clone()
+            } else {
+                KEYS.get_or_init(|| keys_of(personalized_nvm())).clone()
+            });
         }
+        h.base_totals = (h.purse_total_in(), h.transfer_state().total_out);
         h.sets = h.persisted_sets();
         h.lic = h.license_state();
         h.history = h
@@ -1153,6 +1222,12 @@ impl Harness {
                 corrupt,
             } => self.grant_license(*license, *flags, *corrupt),
             Op::Export { slot, mode } => self.export(slot % MAX_SETS, *mode),
+            Op::Transfer {
+                mode,
+                set,
+                amount,
+                fault,
+            } => self.transfer(*mode, *set, *amount, *fault),
             Op::Retire { which, forget } => {
                 let epochs: Vec<u64> = self
                     .license_state()
@@ -1192,6 +1267,180 @@ impl Harness {
                 card.store_mut().set_power_cut(None);
             }
             self.armed = false;
+        }
+    }
+
+    /// The PSD's persisted transfer state (the default before the first transfer).
+    fn transfer_state(&mut self) -> TransferState {
+        match self
+            .card()
+            .store()
+            .read(openpsd_core::records::psd::TRANSFER)
+        {
+            Ok(Some(b)) => TransferState::decode(&b)
+                .unwrap_or_else(|e| panic!("transfer record does not decode ({e:?}): {b:02X?}")),
+            Ok(None) => TransferState::default(),
+            Err(e) => panic!("transfer record unreadable in a live store: {e}"),
+        }
+    }
+
+    /// The purse's value received over its life (zero without a purse).
+    fn purse_total_in(&self) -> Amount {
+        let Some(purse) = &self.purse else {
+            return Amount::ZERO;
+        };
+        let rec = purse
+            .store()
+            .read(openpsd_core::records::purse::STATE)
+            .expect("purse state readable")
+            .expect("purse state present");
+        openpsd_core::purse::state::PurseState::decode(&rec)
+            .expect("purse state decodes")
+            .total_in
+    }
+
+    /// One APDU to the purse (none without one): its response's form checked, the purse
+    /// re-opened if a power cut hit it.
+    fn purse_exchange(&mut self, cmd: &[u8]) -> Option<Vec<u8>> {
+        let purse = self.purse.as_mut()?;
+        let resp = purse.transmit(cmd);
+        if trace() {
+            eprintln!("purse> {}\npurse< {}", hex(cmd), hex(&resp));
+        }
+        let sw = crate::purse::sw(&resp);
+        assert!(
+            sw == SW_OK || sw >> 8 == 0x61 || Status::from_sw(sw).is_some(),
+            "purse: undefined status word {sw:04X}"
+        );
+        if purse.store().is_dead() {
+            assert_eq!(
+                resp,
+                Status::MemoryFailure.sw().to_be_bytes(),
+                "purse: response to a command whose commit lost power"
+            );
+            let card = self.purse.take().expect("purse present");
+            let (store, platform) = card.into_parts();
+            let store = MemStore::open(store.nvm().clone())
+                .unwrap_or_else(|e| panic!("purse memory does not re-open: {e}"));
+            let card = openpsd_core::purse::purse_card(store, platform)
+                .unwrap_or_else(|e| panic!("purse state does not load after a power cut: {e}"));
+            self.purse = Some(card);
+        }
+        crate::purse::check(self.purse.as_ref().expect("purse present"));
+        Some(resp)
+    }
+
+    /// Op::Transfer: the harness is the host between the PSD and the purse; `fault`
+    /// spoils one step (see [`Op::Transfer`]).
+    fn transfer(&mut self, mode: u8, set: u8, amount: u16, fault: u8) {
+        use openpsd_core::client::purse_apdu;
+        use openpsd_core::transfer::PsdHello;
+        let (fault_step, fault_kind) = match fault {
+            0 => (usize::MAX, 0),
+            f => (usize::from((f - 1) % 16), (f - 1) / 16 % 4),
+        };
+        let flip = |cmd: &mut Vec<u8>| {
+            if cmd.len() > 5 {
+                let n = cmd.len() - 5;
+                let at = 5 + usize::from(mode >> 2) * 7 % n;
+                cmd[at] ^= 1 << (mode >> 2 & 7);
+            }
+        };
+        if mode % 4 >= 2 {
+            // RESET RECOGNITION, by the issuer or (mode 3) forged.
+            let forged = mode % 4 == 3;
+            let issuer = if forged {
+                other_key()
+            } else {
+                crate::purse::issuer()
+            };
+            let data = openpsd_core::psd::transfer::reset_recognition_data(
+                &issuer,
+                DEVICE,
+                u32::from(amount),
+            );
+            let mut cmd = psd_apdu::reset_recognition(&data);
+            if fault_step == 0 && fault_kind == 1 {
+                flip(&mut cmd);
+            }
+            let resp = self.exchange(&cmd);
+            if forged {
+                assert_ne!(sw(&resp), SW_OK, "a forged RESET RECOGNITION accepted");
+            }
+            return;
+        }
+        // Each step: (to the purse?, the command from the previous answer).
+        let resolve = mode % 4 == 1;
+        let mut prev: Vec<u8> = Vec::new();
+        for step in 0..16usize {
+            let to_purse = matches!(step, 1 | 3 | 5 | 6) || (!resolve && matches!(step, 7 | 9));
+            let cmd = match (step, resolve) {
+                (0, _) => psd_apdu::select(),
+                (1, _) => purse_apdu::select(),
+                (2, _) => psd_apdu::open_session(),
+                (3, _) => match PsdHello::decode(&prev) {
+                    Ok(h) => purse_apdu::recognize(&h),
+                    Err(_) => return,
+                },
+                (4, _) => psd_apdu::authenticate_card(&prev),
+                (5, _) => purse_apdu::authenticate_psd(&prev),
+                (6, false) => purse_apdu::verify(crate::purse::PIN),
+                (7, false) => purse_apdu::transfer_request(Amount(u64::from(amount))),
+                (8, false) => psd_apdu::transfer_debit(RegisterSetIndex(set), &prev),
+                (9, false) => purse_apdu::transfer_credit(&prev),
+                (10, false) => psd_apdu::transfer_confirm(&prev),
+                (6, true) => purse_apdu::transfer_status(),
+                (7, true) => psd_apdu::transfer_resolve(&prev),
+                _ => return,
+            };
+            let mut cmd = cmd;
+            let here = step == fault_step;
+            let mut armed_here = false;
+            if here && fault_kind == 0 {
+                return;
+            }
+            if here && fault_kind == 1 {
+                flip(&mut cmd);
+            }
+            if here && fault_kind == 2 {
+                if to_purse {
+                    if let Some(p) = self.purse.as_mut() {
+                        let at = p.store().writes();
+                        p.store_mut().set_power_cut(Some(PowerCut {
+                            at_write: at,
+                            torn: mode & 4 != 0,
+                        }));
+                    }
+                } else if !self.armed {
+                    self.arm(0, mode & 4 != 0);
+                    armed_here = true;
+                }
+            }
+            let times = if here && fault_kind == 3 { 2 } else { 1 };
+            let mut resp = Vec::new();
+            for _ in 0..times {
+                resp = if to_purse {
+                    match self.purse_exchange(&cmd) {
+                        Some(r) => r,
+                        None => return,
+                    }
+                } else {
+                    self.exchange(&cmd)
+                };
+            }
+            if let Some(p) = self.purse.as_mut() {
+                p.store_mut().set_power_cut(None);
+            }
+            if armed_here && self.armed {
+                if let Some(card) = self.card.as_mut() {
+                    card.store_mut().set_power_cut(None);
+                }
+                self.armed = false;
+            }
+            if sw(&resp) != SW_OK {
+                return;
+            }
+            prev = resp[..resp.len() - 2].to_vec();
         }
     }
 
@@ -1300,6 +1549,7 @@ impl Harness {
         } else {
             self.check_transitions(&before, &now, &lic_before, &lic_now);
         }
+        self.check_transfers(&now);
         self.credit_ok = [false; MAX_SETS as usize];
         self.vanish_ok = [false; MAX_SETS as usize];
         self.install_ok = false;
@@ -1317,7 +1567,12 @@ impl Harness {
                     assert_eq!(sw(&resp), SW_OK, "READ REGISTERS {i}");
                     let r = Registers::decode(&resp[..resp.len() - 2])
                         .expect("READ REGISTERS response decodes");
-                    assert_eq!(r.ar.checked_add(r.dr), Some(r.control_sum), "AR + DR = CS");
+                    assert_eq!(
+                        r.ar.checked_add(r.dr)
+                            .and_then(|s| s.checked_add(r.pending)),
+                        Some(r.control_sum),
+                        "AR + DR + pending = CS"
+                    );
                     assert_eq!(r, s.readout(), "card's registers differ from its memory");
                 }
                 None => {
@@ -1334,6 +1589,54 @@ impl Harness {
             // Checked against the memory in check_response.
             let resp = self.exchange(&psd_apdu::get_license_data());
             assert_eq!(sw(&resp), SW_OK, "GET DATA 00 04");
+        }
+    }
+
+    /// The pending transfer the transfer record names is the one pending register that is
+    /// not zero; with a purse beside the PSD, what the purse received since the start is
+    /// what the PSD counts as moved out, give or take the pending transfer.
+    fn check_transfers(&mut self, now: &Slots) {
+        let ts = self.transfer_state();
+        let pending: Vec<(usize, Amount)> = now
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| s.as_ref().map(|s| (i, s.pending)))
+            .filter(|(_, p)| *p != Amount::ZERO)
+            .collect();
+        match ts.pending {
+            None => assert!(
+                pending.is_empty(),
+                "pending registers {pending:?} without a pending transfer"
+            ),
+            Some(p) => assert_eq!(
+                pending,
+                vec![(usize::from(p.set), p.amount)],
+                "the pending transfer {p:?} is not the pending registers"
+            ),
+        }
+        if self.purse.is_none() {
+            return;
+        }
+        let got = self
+            .purse_total_in()
+            .0
+            .checked_sub(self.base_totals.0 .0)
+            .expect("the purse's total received fell");
+        let out = ts
+            .total_out
+            .0
+            .checked_sub(self.base_totals.1 .0)
+            .expect("the PSD's total moved out fell");
+        match ts.pending {
+            None => assert_eq!(
+                got, out,
+                "the purse received {got}, the PSD moved out {out}, nothing pending"
+            ),
+            Some(p) => assert!(
+                out <= got && got <= out + p.amount.0,
+                "the purse received {got}, the PSD moved out {out}, {} pending",
+                p.amount.0
+            ),
         }
     }
 
@@ -1590,7 +1893,41 @@ impl Harness {
             0
         } else {
             let pieces = n.pieces.0 - b.pieces.0;
-            let debit = n.ar.0.checked_sub(b.ar.0).expect("AR fell");
+            // A transfer to a purse: DR to pending (debit), pending to AR and transferred
+            // (confirmed or resolved as completed) or back to DR (undone). One operation
+            // completes the transfer that was pending, or makes a whole new one.
+            let moved = n
+                .transferred
+                .0
+                .checked_sub(b.transferred.0)
+                .unwrap_or_else(|| panic!("set {i}: transferred fell {b:?} -> {n:?}"));
+            assert!(
+                moved == 0
+                    || moved == b.pending.0
+                    || (b.pending == Amount::ZERO && n.pending == Amount::ZERO),
+                "set {i}: {moved} transferred with {:?} pending before, {:?} after",
+                b.pending,
+                n.pending
+            );
+            assert!(
+                b.pending == n.pending || b.pending == Amount::ZERO || n.pending == Amount::ZERO,
+                "set {i}: pending changed from {:?} to {:?}",
+                b.pending,
+                n.pending
+            );
+            if moved != 0 || b.pending != n.pending {
+                assert_eq!(
+                    (pieces, n.services, n.fees),
+                    (0, b.services, b.fees),
+                    "set {i}: a transfer counted a piece or a service"
+                );
+            }
+            let debit =
+                n.ar.0
+                    .checked_sub(b.ar.0)
+                    .expect("AR fell")
+                    .checked_sub(moved)
+                    .unwrap_or_else(|| panic!("set {i}: transferred rose more than AR"));
             // Fees (the certificate meter's services) are debited like postage but counted
             // apart: fees only rise, one service at a time, and never with a piece.
             let fee = n
@@ -1634,17 +1971,35 @@ impl Harness {
         }
     }
 }
-/// Runs one decoded input; panics if the card panics or a property breaks.
-pub fn run(input: &Input) {
+/// What a run moved to the purse of the transfer start.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Moved {
+    /// Value the purse received.
+    pub received: Amount,
+    /// Value the PSD counts as moved out (completed transfers).
+    pub moved_out: Amount,
+    /// Value still pending at the end.
+    pub pending: Amount,
+}
+
+/// Runs one decoded input; panics if the card panics or a property breaks. Returns what
+/// went to the purse.
+pub fn run(input: &Input) -> Moved {
     let mut h = Harness::new(input.start);
     for op in &input.ops {
         h.run_op(op);
         h.check_state();
+    }
+    let ts = h.transfer_state();
+    Moved {
+        received: Amount(h.purse_total_in().0 - h.base_totals.0 .0),
+        moved_out: Amount(ts.total_out.0 - h.base_totals.1 .0),
+        pending: ts.pending.map_or(Amount::ZERO, |p| p.amount),
     }
 }
 
 /// Decodes and runs raw fuzzer bytes.
 pub fn run_bytes(data: &[u8]) {
     crate::certmeter::decoders(data);
-    run(&Input::decode(data));
+    let _ = run(&Input::decode(data));
 }

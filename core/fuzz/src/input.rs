@@ -5,7 +5,8 @@
 //!
 //! ```text
 //! input  = start:u8 op*
-//! start  = 0..=2 funded | 3..=5 certmeter (funded, rate table, CA anchor, active
+//! start  = 0..=1 funded | 2 transfer (funded, a scheme, certified, and a purse of that
+//!          scheme beside it) | 3..=5 certmeter (funded, rate table, CA anchor, active
 //!          postmark key) | 6 personalized, no funds | 7 blank   (taken modulo 8)
 //! op     = 0x01                                   reset (volatile state lost, deselected)
 //!        | 0x02 at:u8 flags:u8 len:u16 apdu       power cut at write `at` of this APDU,
@@ -31,6 +32,13 @@
 //!                                                 operation, torn if flags & 1
 //!        | 0x0C which:u8 flags:u8                 RETIRE SET of the table's entry which % n
 //!                                                 (forget if flags & 1)
+//!        | 0x0D mode:u8 set:u8 amount:u16 fault:u8
+//!                                                 the harness carries a transfer between
+//!                                                 the PSD and the purse (mode % 4: transfer,
+//!                                                 resolve, RESET RECOGNITION signed by the
+//!                                                 issuer, one forged); fault (see
+//!                                                 [`Op::Transfer`]) loses, changes, cuts
+//!                                                 power at or repeats one message
 //!        | any other byte, len:u16 apdu           one raw command APDU
 //! ```
 //!
@@ -49,6 +57,10 @@ pub enum Start {
     /// 500), the fixture CA's trust anchor and an active postmark key whose certificate
     /// set 0 paid for.
     Certmeter,
+    /// Funded, personalized with a transfer scheme (issuer key, five failed recognitions
+    /// allowed) and certified by the scheme issuer; a personalized, certified purse of the
+    /// same scheme stands beside it for [`Op::Transfer`].
+    Transfer,
     /// Personalized and SELECTed, all registers zero.
     Personalized,
     /// Blank (not personalized), SELECTed.
@@ -153,6 +165,25 @@ pub enum Op {
         /// refused).
         corrupt: u8,
     },
+    /// The harness carries messages between the PSD and the purse of the transfer start
+    /// (on other starts the purse steps are skipped and the PSD refuses).
+    Transfer {
+        /// `mode % 4`: 0 a transfer (recognition, VERIFY, TRANSFER REQUEST, DEBIT, CREDIT,
+        /// CONFIRM); 1 a resolution (recognition, TRANSFER STATUS, TRANSFER RESOLVE); 2
+        /// RESET RECOGNITION signed by the scheme issuer with counter `amount`; 3 the same
+        /// signed by another key (must be refused). `mode >> 2` picks the bit a changed
+        /// message has flipped.
+        mode: u8,
+        /// Register set debited (P2).
+        set: u8,
+        /// Value asked for.
+        amount: u16,
+        /// 0: none; otherwise step `(fault - 1) % 16` of the exchange gets fault
+        /// `(fault - 1) / 16 % 4`: 0 the message is lost (the host stops), 1 one bit of
+        /// its data flipped, 2 power cut at the receiving device's first write, 3 sent
+        /// twice.
+        fault: u8,
+    },
     /// Arms a power cut for the next operation: at its write `at_write` (counted from the
     /// start of that operation), torn if `torn`.
     Arm {
@@ -207,6 +238,7 @@ impl Input {
     pub fn decode(data: &[u8]) -> Input {
         let mut b = Bytes(data);
         let start = match b.u8() % 8 {
+            2 => Start::Transfer,
             3..=5 => Start::Certmeter,
             6 => Start::Personalized,
             7 => Start::Blank,
@@ -260,6 +292,12 @@ impl Input {
                     which: b.u8(),
                     forget: b.u8() & 1 != 0,
                 },
+                0x0D => Op::Transfer {
+                    mode: b.u8(),
+                    set: b.u8(),
+                    amount: b.u16(),
+                    fault: b.u8(),
+                },
                 _ => Op::Apdu(b.apdu()),
             };
             ops.push(op);
@@ -277,6 +315,7 @@ impl Input {
         }
         let mut out = vec![match self.start {
             Start::Funded => 0,
+            Start::Transfer => 2,
             Start::Certmeter => 3,
             Start::Personalized => 6,
             Start::Blank => 7,
@@ -330,6 +369,16 @@ impl Input {
                 }
                 Op::Retire { which, forget } => {
                     out.extend_from_slice(&[0x0C, *which, u8::from(*forget)])
+                }
+                Op::Transfer {
+                    mode,
+                    set,
+                    amount,
+                    fault,
+                } => {
+                    out.extend_from_slice(&[0x0D, *mode, *set]);
+                    out.extend_from_slice(&amount.to_be_bytes());
+                    out.push(*fault);
                 }
             }
         }

@@ -10,6 +10,8 @@
 //!   run on raw bytes.
 //! * [`seeds`]: the seed corpus written by `cargo run --bin gen-corpus`.
 //! * [`purse`]: the purse applet's target: raw APDUs on a purse card, its invariants.
+//! * [`state`]: the state parsers' targets: card-sim's file store log, core's sealed
+//!   records and record decoders, the wasm module's saved state.
 //! * [`vbox`]: the virtual meter box's target: raw APDUs and record commands built from a
 //!   stand-in database (edited, lost, resumed), its invariants.
 
@@ -18,7 +20,11 @@ pub mod harness;
 pub mod input;
 pub mod purse;
 pub mod seeds;
+pub mod state;
 pub mod vbox;
 
 pub use harness::{run, run_bytes};
 pub use input::{Input, Op, Start};
+
+/// A byte-string target's seed corpus: file names and inputs.
+pub type ByteSeeds = Vec<(&'static str, Vec<u8>)>;

@@ -203,7 +203,11 @@ fn certmeter_validate_apdus() -> Vec<Vec<u8>> {
     }
     // The seed reaches the paid path: the good request succeeds on this very card.
     let good = req(0x11, &compact, 0xB0);
-    assert_eq!(psd_apdu::sw(&card.transmit(&good)), 0x9000, "validation seed");
+    assert_eq!(
+        psd_apdu::sw(&card.transmit(&good)),
+        0x9000,
+        "validation seed"
+    );
     vec![
         good,
         req(0x12, &compact, 0xB1),
@@ -364,39 +368,35 @@ fn certmeter_seeds() -> Vec<(&'static str, Start, Vec<Op>)> {
                 cm_data(),
             ],
         ),
-        (
-            "certmeter-validate-sign",
-            Certmeter,
-            {
-                let v = certmeter_validate_apdus();
-                let sign = |txn: u8| {
-                    psd_apdu::sign(
-                        RegisterSetIndex(0),
-                        &openpsd_core::psd::certmeter::sign::SignRequest {
-                            transaction: TransactionId([txn; 8]),
-                            digest: [0x5E; 32],
-                        },
-                    )
-                };
-                vec![
-                    apdu(postmark(0, 1, 0xB0, &[])),
-                    apdu(v[0].clone()),
-                    apdu(v[0].clone()),
-                    apdu(v[1].clone()),
-                    apdu(v[2].clone()),
-                    apdu(v[3].clone()),
-                    Op::PowerCut {
-                        at_write: 2,
-                        torn: true,
-                        apdu: v[1].clone(),
+        ("certmeter-validate-sign", Certmeter, {
+            let v = certmeter_validate_apdus();
+            let sign = |txn: u8| {
+                psd_apdu::sign(
+                    RegisterSetIndex(0),
+                    &openpsd_core::psd::certmeter::sign::SignRequest {
+                        transaction: TransactionId([txn; 8]),
+                        digest: [0x5E; 32],
                     },
-                    apdu(sign(0x21)),
-                    apdu(sign(0x11)),
-                    cm_data(),
-                    read(0),
-                ]
-            },
-        ),
+                )
+            };
+            vec![
+                apdu(postmark(0, 1, 0xB0, &[])),
+                apdu(v[0].clone()),
+                apdu(v[0].clone()),
+                apdu(v[1].clone()),
+                apdu(v[2].clone()),
+                apdu(v[3].clone()),
+                Op::PowerCut {
+                    at_write: 2,
+                    torn: true,
+                    apdu: v[1].clone(),
+                },
+                apdu(sign(0x21)),
+                apdu(sign(0x11)),
+                cm_data(),
+                read(0),
+            ]
+        }),
         (
             "certmeter-rotate",
             Certmeter,
@@ -462,6 +462,131 @@ fn retire(which: u8, forget: bool) -> Op {
 
 fn import(which: u8, corrupt: u8) -> Op {
     Op::Import { which, corrupt }
+}
+
+/// Op::Transfer: `mode` 0 transfer, 1 resolve, 2 issuer's reset, 3 forged reset; `fault`
+/// 0 none, else `step` gets `kind` (0 lost, 1 bit flipped, 2 power cut, 3 sent twice).
+fn transfer(mode: u8, set: u8, amount: u16, fault: Option<(u8, u8)>) -> Op {
+    Op::Transfer {
+        mode,
+        set,
+        amount,
+        fault: fault.map_or(0, |(step, kind)| 1 + step + 16 * kind),
+    }
+}
+
+/// Seeds of the transfer start: transfers whole, and with each message lost, changed, cut
+/// or repeated, resolutions, blocked recognition and the issuer's reset.
+fn transfer_seeds() -> Vec<(&'static str, Start, Vec<Op>)> {
+    use Start::Transfer as T;
+    let t = |amount, fault| transfer(0, 0, amount, fault);
+    let resolve = || transfer(1, 0, 0, None);
+    vec![
+        (
+            "transfer",
+            T,
+            vec![
+                t(1_000, None),
+                transfer(0, 1, 2_500, None),
+                read(0),
+                read(1),
+                apdu(psd_apdu::get_transfer_data()),
+            ],
+        ),
+        // The value message lost: the purse never credited; resolved as undone.
+        (
+            "transfer-lost-value",
+            T,
+            vec![t(700, Some((9, 0))), resolve(), t(700, None)],
+        ),
+        // The acknowledgement lost: the purse credited; resolved as completed.
+        (
+            "transfer-lost-ack",
+            T,
+            vec![
+                t(800, Some((10, 0))),
+                export(0, 1),
+                issue(0, 7, 100, 21),
+                resolve(),
+                t(900, None),
+            ],
+        ),
+        (
+            "transfer-changed-messages",
+            T,
+            (2..11u8)
+                .map(|step| t(100 + u16::from(step), Some((step, 1))))
+                .chain([resolve(), transfer(1, 0, 0, Some((6, 1))), resolve()])
+                .collect(),
+        ),
+        (
+            "transfer-power-cuts",
+            T,
+            (4..11u8)
+                .flat_map(|step| [t(300, Some((step, 2))), resolve()])
+                .chain([
+                    Op::Arm {
+                        at_write: 2,
+                        torn: true,
+                    },
+                    t(50, None),
+                    resolve(),
+                ])
+                .collect(),
+        ),
+        (
+            "transfer-repeated",
+            T,
+            (2..11u8)
+                .flat_map(|step| [t(200, Some((step, 3))), resolve()])
+                .collect(),
+        ),
+        (
+            "transfer-blocked-reset",
+            T,
+            vec![
+                t(10, Some((4, 1))),
+                t(10, Some((4, 1))),
+                t(10, Some((4, 1))),
+                t(10, Some((4, 1))),
+                t(10, Some((4, 1))),
+                t(10, None),
+                transfer(3, 0, 1, None),
+                transfer(2, 0, 1, None),
+                transfer(2, 0, 1, None),
+                t(10, None),
+            ],
+        ),
+        (
+            "transfer-limits",
+            T,
+            vec![
+                t(0, None),
+                t(20_000, None),
+                t(20_001, None),
+                t(20_000, None),
+                t(20_000, None),
+                transfer(0, 3, 10, None),
+                transfer(0, 1, 20_000, None),
+            ],
+        ),
+        (
+            "transfer-raw",
+            T,
+            vec![
+                apdu(psd_apdu::open_session()),
+                apdu(psd_apdu::authenticate_card(&[0; 64])),
+                apdu(psd_apdu::transfer_debit(RegisterSetIndex(0), &[0; 40])),
+                apdu(psd_apdu::transfer_confirm(&[0; 24])),
+                apdu(psd_apdu::transfer_resolve(&[0; 24])),
+                apdu(psd_apdu::get_recognition_data()),
+                apdu(psd_apdu::install_certificate(&[0x30, 0])),
+                apdu(psd_apdu::load_revocation(&[0; 8])),
+                t(10, Some((5, 0))),
+                apdu(psd_apdu::transfer_debit(RegisterSetIndex(0), &[0; 40])),
+            ],
+        ),
+    ]
 }
 
 /// Every seed: a file name and the input.
@@ -1181,6 +1306,7 @@ pub fn seeds() -> Vec<(&'static str, Input)> {
         }),
     ];
     s.extend(certmeter_seeds());
+    s.extend(transfer_seeds());
     s.drain(..)
         .map(|(name, start, ops)| (name, Input { start, ops }))
         .collect()

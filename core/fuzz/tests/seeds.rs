@@ -12,7 +12,65 @@ fn seeds_round_trip_and_pass() {
             input,
             "seed {name} does not round-trip"
         );
-        run(&input);
+        let _ = run(&input);
+    }
+}
+
+/// The transfer start reaches `psd/transfer.rs` through to the end: its seeds move value
+/// to the purse, and every transfer a fault interrupted is resolved by the next contact.
+#[test]
+fn transfer_seeds_move_value() {
+    let all = seeds();
+    let moved = |name: &str| {
+        let (_, input) = all
+            .iter()
+            .find(|(n, _)| *n == name)
+            .unwrap_or_else(|| panic!("seed {name}"));
+        run(input)
+    };
+    let m = moved("transfer");
+    assert_eq!(
+        (m.received.0, m.moved_out.0, m.pending.0),
+        (3_500, 3_500, 0)
+    );
+    // Value lost, undone, sent again; the acknowledgement lost, completed, then another.
+    assert_eq!(moved("transfer-lost-value").received.0, 700);
+    assert_eq!(moved("transfer-lost-ack").received.0, 1_700);
+    for name in [
+        "transfer-changed-messages",
+        "transfer-power-cuts",
+        "transfer-repeated",
+        "transfer-limits",
+    ] {
+        let m = moved(name);
+        assert_eq!(m.received, m.moved_out, "{name}: {m:?}");
+        assert_eq!(m.pending.0, 0, "{name}: {m:?}");
+        assert!(m.received.0 > 0, "{name}: nothing moved");
+    }
+    // Five failed recognitions block; the issuer's reset (not the forged one) unblocks.
+    assert_eq!(moved("transfer-blocked-reset").received.0, 10);
+}
+
+/// The purse target's seeds: each decodes and keeps the invariants, and between them every
+/// purse command the terminal or the issuer sends succeeds at least once (the transfer
+/// commands succeed in the card target's transfer seeds, above).
+#[test]
+fn purse_seeds_reach_every_command() {
+    let mut ok = std::collections::BTreeSet::new();
+    for (_, bytes) in openpsd_core_fuzz::purse::seeds() {
+        for (ins, sw) in openpsd_core_fuzz::purse::run_purse_bytes(&bytes) {
+            if sw == 0x9000 {
+                ok.insert(ins);
+            }
+        }
+    }
+    // VERIFY, CHANGE REFERENCE DATA, PERSONALIZE, UNBLOCK PIN, RESET RECOGNITION,
+    // PURCHASE, GET DATA.
+    for ins in [0x20, 0x24, 0x10, 0x2C, 0x6A, 0x7A, 0xCA] {
+        assert!(
+            ok.contains(&ins),
+            "no purse seed gets 9000 for INS {ins:02X}: {ok:02X?}"
+        );
     }
 }
 
@@ -54,7 +112,7 @@ fn purse_inputs_keep_the_purse_invariants() {
     ];
     let mut input = vec![0];
     input.extend(frame(&personalized));
-    openpsd_core_fuzz::purse::run_purse_bytes(&input);
+    let _ = openpsd_core_fuzz::purse::run_purse_bytes(&input);
     let blank = [
         purse_apdu::get_data(1),
         purse_apdu::verify(b"2468"),
@@ -62,9 +120,9 @@ fn purse_inputs_keep_the_purse_invariants() {
     ];
     let mut input = vec![1];
     input.extend(frame(&blank));
-    openpsd_core_fuzz::purse::run_purse_bytes(&input);
+    let _ = openpsd_core_fuzz::purse::run_purse_bytes(&input);
     for data in [&[][..], &[0], &[0, 200, 1, 2], &[2, 4, 0x80, 0xCA, 0, 1]] {
-        openpsd_core_fuzz::purse::run_purse_bytes(data);
+        let _ = openpsd_core_fuzz::purse::run_purse_bytes(data);
     }
 }
 
@@ -106,4 +164,34 @@ fn vbox_inputs_keep_the_box_invariants() {
             .collect();
         run_vbox_bytes(&bytes);
     }
+}
+
+/// The transfer seeds with bytes changed at pseudo-random places (the same on every run):
+/// what a fuzzer's first mutations do, on stable.
+#[test]
+fn mutated_transfer_seeds_keep_the_invariants() {
+    let mut x: u64 = 0x2545_F491_4F6C_DD1D;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let mut runs = 0;
+    for (name, input) in seeds() {
+        if !name.starts_with("transfer") {
+            continue;
+        }
+        let bytes = input.encode();
+        for _ in 0..20 {
+            let mut m = bytes.clone();
+            for _ in 0..1 + next() % 4 {
+                let at = 1 + (next() as usize) % (m.len() - 1);
+                m[at] = next() as u8;
+            }
+            openpsd_core_fuzz::run_bytes(&m);
+            runs += 1;
+        }
+    }
+    assert!(runs >= 160, "{runs} runs");
 }

@@ -32,5 +32,24 @@ fn main() -> std::io::Result<()> {
         );
     }
     println!("{} seeds in {}", seeds.len(), dir.display());
+    // The other targets' seeds, in corpus/<target> beside it.
+    let root = dir.parent().map(PathBuf::from).unwrap_or_default();
+    let mut others: Vec<(&str, openpsd_core_fuzz::ByteSeeds)> =
+        vec![("purse_handle", openpsd_core_fuzz::purse::seeds())];
+    others.extend(openpsd_core_fuzz::state::seeds());
+    for (target, seeds) in others {
+        let dir = root.join(target);
+        std::fs::create_dir_all(&dir)?;
+        for entry in std::fs::read_dir(&dir)? {
+            let entry = entry?;
+            if entry.file_name().to_string_lossy().starts_with("seed-") {
+                std::fs::remove_file(entry.path())?;
+            }
+        }
+        for (i, (name, bytes)) in seeds.iter().enumerate() {
+            std::fs::write(dir.join(format!("seed-{i:02}-{name}")), bytes)?;
+        }
+        println!("{} seeds in {}", seeds.len(), dir.display());
+    }
     Ok(())
 }

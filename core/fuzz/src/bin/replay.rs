@@ -12,7 +12,8 @@ fn main() -> std::io::Result<()> {
             input.start,
             input.ops.len()
         );
-        openpsd_core_fuzz::run(&input);
+        let moved = openpsd_core_fuzz::run(&input);
+        eprintln!("{moved:?}");
     }
     Ok(())
 }

@@ -1,0 +1,9 @@
+//! The state parsers: core's sealed records (AES-SIV), the PSD's and purse's record decoders and applet loads. Never a panic, refusals are
+//! "corrupt" errors, write -> read round-trips (see `core/fuzz/src/state.rs`).
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    let _ = openpsd_core_fuzz::state::run_sealed(data);
+});

@@ -187,7 +187,30 @@ async fn random_requests_get_no_5xx_and_the_books_balance() {
     .await
     .unwrap();
 
-    let services: [(&str, &str, Vec<Rule>); 9] = [
+    // The virtual meter's data center, a mailer signed up there (its customers' routes).
+    let (dc, _) = openpsd_backoffice::server::start_datacenter(
+        &openpsd_datacenter::Config::new(
+            dir.path().join("datacenter"),
+            [&h.vendor.url, &h.kms.url, &h.recharge.url],
+            h.pki.clone(),
+        ),
+        "127.0.0.1:0",
+        openpsd_backoffice::server::DEFAULT_RATE,
+    )
+    .await
+    .unwrap();
+    let mailer: openpsd_protocol::datacenter::MailerSession = Client::new(&dc.url, &h.pki, None)
+        .post(
+            "/v1/mailers",
+            &openpsd_protocol::datacenter::MailerCredentials {
+                username: "carol".into(),
+                password: "carol-long-password".into(),
+            },
+        )
+        .await
+        .unwrap();
+
+    let services: [(&str, &str, Vec<Rule>); 10] = [
         ("meter", &h.meter.url, Meter::routes(100).rules().to_vec()),
         ("kms", &h.kms.url, Kms::routes().rules().to_vec()),
         (
@@ -213,6 +236,11 @@ async fn random_requests_get_no_5xx_and_the_books_balance() {
             &h.ca_public.url,
             openpsd_ca::Ca::public_routes().rules().to_vec(),
         ),
+        (
+            "datacenter",
+            &dc.url,
+            openpsd_datacenter::Datacenter::routes(100).rules().to_vec(),
+        ),
     ];
     let mut sent = 0;
     let mut failures = Vec::new();
@@ -230,7 +258,12 @@ async fn random_requests_get_no_5xx_and_the_books_balance() {
             };
             let mut client = Client::new(base, &h.pki, role);
             if customer {
-                client = client.with_bearer(&host.customers.get("alice").1);
+                let token = if *service == "datacenter" {
+                    mailer.token.clone()
+                } else {
+                    host.customers.get("alice").1
+                };
+                client = client.with_bearer(&token);
             }
             for _ in 0..rounds * 3 {
                 let path = rule
@@ -242,7 +275,8 @@ async fn random_requests_get_no_5xx_and_the_books_balance() {
                     .replace("{inspection_id}", &param(&mut r, "nothing"))
                     .replace("{key_id}", &param(&mut r, "key-nothing"))
                     .replace("{serial}", &param(&mut r, "01"))
-                    .replace("{license}", &param(&mut r, "4711"));
+                    .replace("{license}", &param(&mut r, "4711"))
+                    .replace("{meter_id}", &param(&mut r, "564D000000000001"));
                 let (content_type, body) = random_body(&mut r);
                 let (status, answer) = client
                     .raw(&rule.method, &path, content_type, body.clone())
@@ -287,6 +321,7 @@ async fn random_requests_get_no_5xx_and_the_books_balance() {
         "the books do not balance: {a:?}"
     );
     assert_eq!(a.debited, 0, "debited without a PSD: {a:?}");
+    dc.stop().await;
     post.stop().await;
     h.stop().await;
 }

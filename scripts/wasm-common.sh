@@ -1,7 +1,7 @@
 # wasm-common.sh - sourced by the scripts/wasm-*.sh scripts: makes sure the web toolchain
 # is installed (scripts/install-web-toolchain.sh; seconds when it is) and sets up a shell
 # that builds for wasm32 with Debian's Rust into target/wasm32, with wasm-bindgen,
-# wasm-pack, wasm-opt and playwright-core at hand.
+# wasm-opt and playwright-core at hand.
 #
 # Debian's cargo/rustc (1.96, which has the wasm32 std) come first on PATH, ahead of
 # rustup's proxies (1.95, no wasm32 target); the separate target dir keeps the two
@@ -33,4 +33,18 @@ export CHROMIUM=${CHROMIUM:-/usr/bin/chromium}
 wasm_size() {
   printf '%s raw=%d B gzip=%d B (%.1f KB)\n' "$1" "$(stat -c %s "$1")" \
     "$(gzip -9c "$1" | wc -c)" "$(echo "$(gzip -9c "$1" | wc -c) / 1024" | bc -l)"
+}
+
+# Runs "$@"; while it runs, says every 30 s that LABEL is still going (a long link shows no
+# output of its own). Returns the command's status.
+with_progress() {
+  local label=$1 t pid rc=0
+  shift
+  t=$(date +%s)
+  ( while sleep 30; do printf '   ... still %s (%d s)\n' "$label" "$(( $(date +%s) - t ))" >&2; done ) &
+  pid=$!
+  "$@" || rc=$?
+  kill "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+  return "$rc"
 }

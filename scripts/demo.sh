@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # demo.sh - the README's main job, in the order a new user can use it:
-#   1. builds the back office, the card simulator and the `openpsd` CLI (release only; ~5 min
+#   1. builds the back office, the card simulator and the `openpsd` CLI (release only; ~4 min
 #      on a fresh 2-core machine, seconds when built) and starts the demo: the back office
 #      (meter server, KMS, recharging center, post office), the card simulator's PSD
 #      (refilled and franking through the meter server, then served over TCP for `openpsd`);
 #      it prints the exact `target/release/openpsd ...` commands to try, usable from then on;
-#   2. installs what the browser part needs (scripts/install-web-toolchain.sh; ~20 min on a
+#   2. installs what the browser part needs (scripts/install-web-toolchain.sh; ~12 min on a
 #      fresh machine, seconds when installed) and builds its wasm package (scripts/wasm-pkg.sh),
 #      each step saying what it does and showing cargo's own progress;
 #   3. prints the web demo's URL once it answers (until then the page says it is being built
@@ -29,7 +29,7 @@ t0=$(date +%s)
 say() { printf '== [%s s] %s\n' "$(( $(date +%s) - t0 ))" "$*"; }
 
 # ---------------------------------------------------------------- 1. back office, card, CLI
-say "1/3 building the back office, card simulator and CLI: cargo build --release (~5 min on a fresh machine; cargo shows each crate)"
+say "1/3 building the back office, card simulator and CLI: cargo build --release (~4 min on a fresh 2-core machine; cargo shows each crate)"
 cargo build --release -p openpsd-demo -p openpsd-backoffice -p openpsd-card-sim -p openpsd-host --bins
 bin=${CARGO_TARGET_DIR:-target}/release
 say "built: $bin/backoffice-demo, $bin/openpsd, $bin/card-sim, $bin/backoffice"
@@ -52,7 +52,7 @@ say "starting the demo: $bin/backoffice-demo --data $data --web $web (its output
 # below, when the page answers. Everything is in the log.
 "$bin/backoffice-demo" --data "$data" --web "$web" --web-root web-demo \
   --wasm-pkg target/wasm-pkg/web "$@" \
-  > >(tee "$log" | grep --line-buffered -vE '^web listening on |^the web demo \(.*in a browser$') 2>&1 &
+  > >(tee "$log" | grep --line-buffered -vE 'web listening on http|^the web demo \(.*in a browser$') 2>&1 &
 demo_pid=$!
 # Ready when it prints its Ctrl-C line (after the refill and the indicia); exited otherwise.
 for _ in $(seq 1200); do
@@ -79,7 +79,7 @@ fi
 # ---------------------------------------------------------------- 2. the browser part
 web_ok=1
 if [ "${OPENPSD_SKIP_INSTALL:-0}" != 1 ]; then
-  say "2/3 web toolchain (scripts/install-web-toolchain.sh; ~20 min on a fresh machine, seconds when installed)"
+  say "2/3 web toolchain (scripts/install-web-toolchain.sh; ~12 min on a fresh machine, most of it building wasm-bindgen-cli; seconds when installed)"
   bash scripts/install-web-toolchain.sh || web_ok=0
 fi
 if [ "$web_ok" = 1 ]; then

@@ -25,18 +25,8 @@ SUDO=
 [ "$(id -u)" -eq 0 ] || SUDO=sudo
 say() { printf '== %s\n' "$*"; }
 t0=$(date +%s)
-# Runs "$@"; while it runs, says every 30 s that LABEL is still going.
-with_progress() {
-  local label=$1 t pid rc=0
-  shift
-  t=$(date +%s)
-  ( while sleep 30; do printf '   ... still %s (%d s)\n' "$label" "$(( $(date +%s) - t ))" >&2; done ) &
-  pid=$!
-  "$@" || rc=$?
-  kill "$pid" 2>/dev/null || true
-  wait "$pid" 2>/dev/null || true
-  return "$rc"
-}
+# shellcheck source=with-progress.sh
+source "$REPO/scripts/with-progress.sh"
 
 # ---------------------------------------------------------------- Rust for wasm32
 bash scripts/install-wasm-toolchain.sh

@@ -35,16 +35,5 @@ wasm_size() {
     "$(gzip -9c "$1" | wc -c)" "$(echo "$(gzip -9c "$1" | wc -c) / 1024" | bc -l)"
 }
 
-# Runs "$@"; while it runs, says every 30 s that LABEL is still going (a long link shows no
-# output of its own). Returns the command's status.
-with_progress() {
-  local label=$1 t pid rc=0
-  shift
-  t=$(date +%s)
-  ( while sleep 30; do printf '   ... still %s (%d s)\n' "$label" "$(( $(date +%s) - t ))" >&2; done ) &
-  pid=$!
-  "$@" || rc=$?
-  kill "$pid" 2>/dev/null || true
-  wait "$pid" 2>/dev/null || true
-  return "$rc"
-}
+# shellcheck source=with-progress.sh
+source "$REPO/scripts/with-progress.sh"

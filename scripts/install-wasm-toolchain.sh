@@ -11,7 +11,7 @@
 # installed compiler, a run only does a few dpkg/rustc queries (seconds).
 # Needs root (or sudo) for apt and for writing into /usr/lib/rustlib.
 #
-# Deliberately NOT here: chromium, wasm-bindgen-cli, wasm-pack (browser tests come later).
+# Deliberately NOT here: chromium, wasm-bindgen-cli (scripts/install-web-toolchain.sh).
 set -euo pipefail
 
 TARGET=wasm32-unknown-unknown

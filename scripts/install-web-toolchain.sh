@@ -4,13 +4,18 @@
 #   * the wasm32 Rust toolchain (scripts/install-wasm-toolchain.sh: Debian rustc-web + std for wasm32)
 #   * chromium + chromium-driver (headless browser for wasm-bindgen-test and playwright-core)
 #   * dmtx-utils (`dmtxread`) and python3-pylibdmtx: a DataMatrix decoder nobody here wrote
-#   * wasm-bindgen-cli at exactly the version of the wasm-bindgen crate in Cargo.lock, and wasm-pack
-#     (cargo install into $WEB_TOOLS, default ${XDG_CACHE_HOME:-$HOME/.cache}/openpsd/web-tools)
+#   * wasm-bindgen-cli at exactly the version of the wasm-bindgen crate in Cargo.lock
+#     (cargo install into $WEB_TOOLS, default ${XDG_CACHE_HOME:-$HOME/.cache}/openpsd/web-tools),
+#     the one tool built from source: no registry reachable here ships it prebuilt at that
+#     version. wasm-pack is not needed (scripts/wasm-pkg.sh runs cargo, wasm-bindgen and
+#     wasm-opt itself), which saves building a second CLI (~8.5 min on a fresh machine).
 #   * binaryen (wasm-opt) and playwright-core from npm into $WEB_TOOLS/js
 #     (versions pinned by scripts/web-tools/package.json + package-lock.json)
 #
 # Idempotent and non-interactive: a second run only checks versions (seconds). Needs root or sudo
 # for apt. Afterwards `source scripts/web-env.sh` puts the tools on PATH.
+# On a fresh 2-core machine the long steps are the apt installs (Chromium) and building
+# wasm-bindgen-cli; each says what it does, and cargo prints every crate it compiles.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REPO=$PWD
@@ -20,6 +25,8 @@ SUDO=
 [ "$(id -u)" -eq 0 ] || SUDO=sudo
 say() { printf '== %s\n' "$*"; }
 t0=$(date +%s)
+# shellcheck source=with-progress.sh
+source "$REPO/scripts/with-progress.sh"
 
 # ---------------------------------------------------------------- Rust for wasm32
 bash scripts/install-wasm-toolchain.sh
@@ -45,17 +52,22 @@ if [ "${st:0:2}" != ii ]; then
   fi
 fi
 if [ ${#missing[@]} -gt 0 ]; then
-  say "apt: installing ${missing[*]}"
+  say "apt: installing ${missing[*]} (a minute or two)"
   $SUDO apt-get -o DPkg::Lock::Timeout=600 update -qq
-  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 \
-    install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  with_progress "installing ${missing[*]}" $SUDO env DEBIAN_FRONTEND=noninteractive \
+    apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 else
   say "apt: chromium, chromium-driver, dmtx-utils already installed"
 fi
 
-# ---------------------------------------------------------------- cargo-installed tools
-# Debian's cargo (1.96) builds them; rustup's proxies must not shadow it. No --locked:
+# ---------------------------------------------------------------- wasm-bindgen-cli
+# Debian's cargo (1.96) builds it; rustup's proxies must not shadow it. No --locked:
 # wasm-bindgen-cli's own lock file pins crates the reachable registry does not offer.
+# --no-default-features leaves out its TLS stack (11 of its 161 crates: rustls, ring with its C
+# and assembly, webpki-roots, ...):
+# the test runner only speaks plain HTTP to the local chromedriver, and nothing here fetches
+# anything over HTTPS. opt-level 1 instead of 3 builds it faster; what it does here (bind a
+# module, run the tests) takes seconds either way.
 export PATH=/usr/bin:/bin:/usr/sbin:/sbin
 unset RUSTUP_TOOLCHAIN RUSTC RUSTDOC RUSTC_WRAPPER RUSTC_WORKSPACE_WRAPPER CARGO CARGO_BUILD_RUSTC \
       CARGO_TARGET_DIR CARGO_BUILD_TARGET_DIR CARGO_BUILD_TARGET RUSTC_BOOTSTRAP RUSTFLAGS \
@@ -68,18 +80,13 @@ WBG=$(awk '/^name = "wasm-bindgen"$/ { getline; gsub(/version = |"/, ""); print;
 if [ "$("$WEB_TOOLS/bin/wasm-bindgen" --version 2>/dev/null)" = "wasm-bindgen $WBG" ]; then
   say "wasm-bindgen-cli $WBG already installed"
 else
-  say "cargo install wasm-bindgen-cli =$WBG (several minutes)"
+  say "cargo install wasm-bindgen-cli =$WBG (~10 min on a fresh 2-core machine; cargo lists each crate)"
   t=$(date +%s)
-  /usr/bin/cargo install -q --force --root "$WEB_TOOLS" wasm-bindgen-cli --version "=$WBG"
+  CARGO_PROFILE_RELEASE_OPT_LEVEL=1 \
+    with_progress "building wasm-bindgen-cli" \
+    /usr/bin/cargo install --force --root "$WEB_TOOLS" wasm-bindgen-cli --version "=$WBG" \
+    --no-default-features
   say "wasm-bindgen-cli $WBG installed in $(( $(date +%s) - t )) s"
-fi
-if "$WEB_TOOLS/bin/wasm-pack" --version >/dev/null 2>&1; then
-  say "wasm-pack already installed ($("$WEB_TOOLS/bin/wasm-pack" --version))"
-else
-  say "cargo install wasm-pack (several minutes)"
-  t=$(date +%s)
-  /usr/bin/cargo install -q --root "$WEB_TOOLS" wasm-pack
-  say "wasm-pack installed in $(( $(date +%s) - t )) s"
 fi
 
 # ---------------------------------------------------------------- npm tools
@@ -104,7 +111,6 @@ else
 fi
 
 "$WEB_TOOLS/bin/wasm-bindgen" --version
-"$WEB_TOOLS/bin/wasm-pack" --version
 "$js/node_modules/.bin/wasm-opt" --version
 command -v dmtxread >/dev/null && say "dmtxread: $(command -v dmtxread)"
 say "web toolchain ready in $(( $(date +%s) - t0 )) s; put it on PATH with:"

@@ -1,7 +1,7 @@
 # wasm-common.sh - sourced by the scripts/wasm-*.sh scripts: makes sure the web toolchain
 # is installed (scripts/install-web-toolchain.sh; seconds when it is) and sets up a shell
 # that builds for wasm32 with Debian's Rust into target/wasm32, with wasm-bindgen,
-# wasm-pack, wasm-opt and playwright-core at hand.
+# wasm-opt and playwright-core at hand.
 #
 # Debian's cargo/rustc (1.96, which has the wasm32 std) come first on PATH, ahead of
 # rustup's proxies (1.95, no wasm32 target); the separate target dir keeps the two
@@ -34,3 +34,6 @@ wasm_size() {
   printf '%s raw=%d B gzip=%d B (%.1f KB)\n' "$1" "$(stat -c %s "$1")" \
     "$(gzip -9c "$1" | wc -c)" "$(echo "$(gzip -9c "$1" | wc -c) / 1024" | bc -l)"
 }
+
+# shellcheck source=with-progress.sh
+source "$REPO/scripts/with-progress.sh"

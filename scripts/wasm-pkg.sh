@@ -1,9 +1,15 @@
 #!/usr/bin/env bash
 # wasm-pkg.sh - builds the npm package "openpsd" (wasm/) for browsers and for Node:
-#   target/wasm-pkg/web     ES module (wasm-pack --target web) + storage.js / storage.d.ts
-#   target/wasm-pkg/nodejs  CommonJS (wasm-pack --target nodejs)
-# with `wasm-pack build --mode no-install` (never downloads: wasm-bindgen and wasm-opt come
-# from scripts/install-web-toolchain.sh) and the [profile.wasm-release] of Cargo.toml.
+#   target/wasm-pkg/web     ES module (wasm-bindgen --target web) + storage.js / storage.d.ts
+#   target/wasm-pkg/nodejs  CommonJS (wasm-bindgen --target nodejs)
+# in the three steps wasm-pack used to run for us (it is no longer installed: one CLI fewer to
+# build, ~8.5 min of a fresh machine's set-up, issue 19), each printing what it does:
+#   1. cargo build --lib --target wasm32-unknown-unknown --profile wasm-release -p openpsd-wasm
+#      ([profile.wasm-release] of Cargo.toml; cargo's own "Compiling …" lines show progress),
+#   2. wasm-bindgen --target web|nodejs --typescript --out-name openpsd (the CLI of
+#      scripts/install-web-toolchain.sh, at the version of the crate in Cargo.lock),
+#   3. wasm-opt with the flags of wasm/Cargo.toml's [package.metadata.openpsd] wasm-opt,
+# then writes package.json (name "openpsd", the files it ships).
 # `wasm-pkg.sh demo` builds the same with openpsd-wasm's `demo` feature (buildPersonalization,
 # demoKmsRefill, demoKmsReceipt: for the tests, the benchmark and the Node example) into
 # target/wasm-pkg/demo/{web,nodejs}; the shipped packages and the measured size are without.
@@ -19,36 +25,98 @@ source "$(dirname "$0")/wasm-common.sh"
 MAIN_BUDGET=${MAIN_BUDGET:-153600}
 CERT_BUDGET=${CERT_BUDGET:-337920}
 dest=$PKG_DIR
-cargo_args=()
+features=
 case "${1:-}" in
   '') ;;
-  demo) dest=$PKG_DIR/demo; cargo_args=(-- --features demo) ;;
+  demo) dest=$PKG_DIR/demo; features=demo ;;
   *) echo "usage: $0 [demo]" >&2; exit 2 ;;
 esac
 
+# wasm-opt's flags, one TOML line in wasm/Cargo.toml: wasm-opt = ["-Os", "--converge", ...]
+read -r -a WASM_OPT_ARGS <<<"$(sed -n 's/^wasm-opt = \[\(.*\)\]$/\1/p' wasm/Cargo.toml | tr -d '",')"
+[ ${#WASM_OPT_ARGS[@]} -gt 0 ] || { echo "error: no wasm-opt = [...] line in wasm/Cargo.toml" >&2; exit 1; }
+module=$CARGO_TARGET_DIR/$WASM_TARGET/wasm-release/openpsd_wasm.wasm
+
+# Step 1: the module with the given features (empty: none).
+build() {
+  local t
+  t=$(date +%s)
+  echo "== cargo build --profile wasm-release -p openpsd-wasm${1:+ --features $1} (wasm32; first build takes minutes)"
+  with_progress "building the wasm module${1:+ ($1)}" \
+    cargo build --lib --target "$WASM_TARGET" --profile wasm-release -p openpsd-wasm ${1:+--features "$1"}
+  [ -f "$module" ] || { echo "error: cargo produced no $module" >&2; exit 1; }
+  echo "== built in $(( $(date +%s) - t )) s"
+}
+# Step 3 on one file, in place. wasm-opt is deterministic, and wasm-bindgen's module is the
+# same for the web and the nodejs target: its output is kept under the hash of its input,
+# flags and version (target/wasm32/wasm-opt-cache, the newest 20), so the second target and
+# a rerun on an unchanged module (wasm-test.sh and wasm-bench.sh each run this script) take
+# no time. The -Os --converge pass takes ~30-90 s per module with binaryen's npm build.
+OPT_CACHE=$CARGO_TARGET_DIR/wasm-opt-cache
+optimize() {
+  local f=$1 key
+  key=$({ sha256sum <"$f"; printf '%s\n' "${WASM_OPT_ARGS[@]}"; wasm-opt --version; } | sha256sum | cut -c1-32)
+  if [ -f "$OPT_CACHE/$key.wasm" ]; then
+    cp "$OPT_CACHE/$key.wasm" "$f"
+    return
+  fi
+  with_progress "optimizing ${f#"$REPO"/} (wasm-opt)" wasm-opt "$f" -o "$f.tmp" "${WASM_OPT_ARGS[@]}"
+  mkdir -p "$OPT_CACHE"
+  cp "$f.tmp" "$OPT_CACHE/$key.wasm.tmp" && mv "$OPT_CACHE/$key.wasm.tmp" "$OPT_CACHE/$key.wasm"
+  mv "$f.tmp" "$f"
+  # shellcheck disable=SC2012 # names are hex
+  ls -t "$OPT_CACHE"/*.wasm | tail -n +21 | xargs -r rm -f
+}
+# Steps 2 and 3: bindings for a JS target into a fresh directory, then wasm-opt.
+bind() {
+  local target=$1 out=$2 t f
+  t=$(date +%s)
+  rm -rf "$out"
+  echo "== wasm-bindgen --target $target -> ${out#"$REPO"/}; wasm-opt ${WASM_OPT_ARGS[*]}"
+  wasm-bindgen "$module" --out-dir "$out" --typescript --target "$target" --out-name openpsd
+  for f in "$out"/*.wasm; do
+    optimize "$f"
+  done
+  [ -f "$out/openpsd_bg.wasm" ] || { echo "error: wasm-bindgen produced no module" >&2; exit 1; }
+  echo "== bound and optimized in $(( $(date +%s) - t )) s"
+}
+# package.json as wasm-pack wrote it, under the npm name "openpsd" (the crate is openpsd-wasm),
+# listing the extra files given.
+package_json() {
+  local target=$1 out=$2
+  shift 2
+  node -e '
+    const fs = require("fs"), [target, out, version, license, ...extra] = process.argv.slice(1);
+    const p = { name: "openpsd" };
+    if (target === "web") p.type = "module";
+    p.description = "openpsd postal security device (PSD) in WebAssembly: indicia, audits, refills, DataMatrix";
+    p.version = version;
+    p.license = license;
+    p.files = ["openpsd_bg.wasm", "openpsd.js", "openpsd.d.ts"];
+    if (fs.existsSync(out + "/snippets")) p.files.push("snippets/");
+    p.files = [...new Set([...p.files, ...extra])];
+    p.main = "openpsd.js";
+    p.types = "openpsd.d.ts";
+    if (target === "web") p.sideEffects = ["./snippets/*"];
+    fs.writeFileSync(out + "/package.json", JSON.stringify(p, null, 2) + "\n");
+  ' "$target" "$out" "$VERSION" "$LICENSE" "$@"
+}
+VERSION=$(sed -n '/^\[workspace.package\]/,/^\[/s/^version = "\(.*\)"$/\1/p' Cargo.toml)
+LICENSE=$(sed -n '/^\[workspace.package\]/,/^\[/s/^license = "\(.*\)"$/\1/p' Cargo.toml)
+[ -n "$VERSION" ] && [ -n "$LICENSE" ] || { echo "error: no version/license in Cargo.toml's [workspace.package]" >&2; exit 1; }
+
 t0=$(date +%s)
+build "$features"
 for target in web nodejs; do
   out=$dest/$target
-  rm -rf "$out"
-  echo "== wasm-pack build --target $target -> ${out#"$REPO"/}"
-  wasm-pack --quiet build --mode no-install --profile wasm-release --target "$target" \
-    --out-dir "$out" --out-name openpsd --no-gitignore wasm "${cargo_args[@]}" 2>&1 |
-    grep -vE 'failed to get wasm-pack version|^\s*$' || true
-  [ -f "$out/openpsd_bg.wasm" ] || { echo "error: wasm-pack produced no module" >&2; exit 1; }
+  bind "$target" "$out"
   extra=()
   if [ "$target" = web ]; then
     cp wasm/js/storage.js wasm/js/storage.d.ts "$out/"
     extra=(storage.js storage.d.ts)
   fi
-  # The npm name is "openpsd" (the crate is openpsd-wasm); list the extra files.
-  node -e '
-    const fs = require("fs"), [file, ...extra] = process.argv.slice(1);
-    const p = JSON.parse(fs.readFileSync(file, "utf8"));
-    p.name = "openpsd";
-    p.description = "openpsd postal security device (PSD) in WebAssembly: indicia, audits, refills, DataMatrix";
-    p.files = [...new Set([...(p.files || []), ...extra])];
-    fs.writeFileSync(file, JSON.stringify(p, null, 2) + "\n");
-  ' "$out/package.json" "${extra[@]}"
+  if [ -z "$features" ] && [ "$target" = web ]; then extra+=(cert/); fi
+  package_json "$target" "$out" "${extra[@]}"
   wasm_size "$out/openpsd_bg.wasm"
 done
 
@@ -62,21 +130,11 @@ budget() {
   fi
   echo "== ${1#"$REPO"/}: $gz B gzip, within its budget of $2 B ($(( $2 - gz )) B left)"
 }
-if [ -z "${1:-}" ]; then
+if [ -z "$features" ]; then
   cert=$dest/web/cert
-  rm -rf "$cert"
-  echo "== wasm-pack build --target web --features certmeter -> ${cert#"$REPO"/}"
-  wasm-pack --quiet build --mode no-install --profile wasm-release --target web \
-    --out-dir "$cert" --out-name openpsd --no-gitignore wasm -- --features certmeter 2>&1 |
-    grep -vE 'failed to get wasm-pack version|^\s*$' || true
-  [ -f "$cert/openpsd_bg.wasm" ] || { echo "error: wasm-pack produced no certificate meter module" >&2; exit 1; }
+  build certmeter
+  bind web "$cert"
   rm -f "$cert/package.json" "$cert/README.md" "$cert/.gitignore"
-  node -e '
-    const fs = require("fs"), file = process.argv[1];
-    const p = JSON.parse(fs.readFileSync(file, "utf8"));
-    p.files = [...new Set([...(p.files || []), "cert/"])];
-    fs.writeFileSync(file, JSON.stringify(p, null, 2) + "\n");
-  ' "$dest/web/package.json"
   wasm_size "$cert/openpsd_bg.wasm"
   budget "$dest/web/openpsd_bg.wasm" "$MAIN_BUDGET"
   budget "$cert/openpsd_bg.wasm" "$CERT_BUDGET"

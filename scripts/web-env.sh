@@ -1,5 +1,5 @@
 # web-env.sh - source me: puts the web toolchain of scripts/install-web-toolchain.sh on PATH
-# (wasm-bindgen, wasm-bindgen-test-runner, wasm-pack, wasm-opt) and lets node find
+# (wasm-bindgen, wasm-bindgen-test-runner, wasm-opt) and lets node find
 # playwright-core. It leaves cargo alone: the wasm scripts pick Debian's /usr/bin/cargo themselves.
 WEB_TOOLS=${WEB_TOOLS:-${XDG_CACHE_HOME:-$HOME/.cache}/openpsd/web-tools}
 export WEB_TOOLS

@@ -268,8 +268,7 @@ pub struct PostmarkArgs<'a> {
 /// `openpsd postmark FILE`: the document hashed here, ISSUE POSTMARK, the token expanded
 /// and written with the postmark certificate next to it.
 pub fn postmark(spec: Option<CardSpec>, a: &PostmarkArgs<'_>, json_out: bool) -> Result<()> {
-    let doc = fs::read(a.file).with_context(|| format!("reading {}", a.file.display()))?;
-    let digest = openpsd_core::crypto::sha256(&doc);
+    let digest = crate::progress::hash_file(a.file, json_out)?;
     let nonce = match &a.nonce {
         None => Vec::new(),
         Some(h) => {
@@ -387,10 +386,9 @@ pub fn postmark(spec: Option<CardSpec>, a: &PostmarkArgs<'_>, json_out: bool) ->
 /// `openpsd postmark verify FILE TOKEN --ca CA`: the token checked here (imprint, signed
 /// attributes, signature, certificate under the CA, its timeStamping use at genTime).
 pub fn postmark_verify(file: &Path, token: &Path, ca: &Path, json_out: bool) -> Result<()> {
-    let doc = fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+    let digest = crate::progress::hash_file(file, json_out)?;
     let token_der = fs::read(token).with_context(|| format!("reading {}", token.display()))?;
     let ca_der = read_certificate(ca)?;
-    let digest = openpsd_core::crypto::sha256(&doc);
     let fields = openpsd_pki::postmark::verify(&token_der, &digest, &ca_der)
         .context("the postmark does not verify")?;
     if json_out {

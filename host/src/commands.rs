@@ -163,10 +163,17 @@ pub fn transfer(
     let mut times = Vec::with_capacity(repeat as usize);
     let mut last: Option<TransferOutcome> = None;
     let mut resolved_first = None;
+    // A bar for a run of transfers (a benchmark through pcscd takes seconds to minutes).
+    let pb = if repeat > 1 {
+        crate::progress::bar(u64::from(repeat), "transfers", json_out, false)
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
     for i in 0..repeat {
         let t0 = Instant::now();
         let out = driver::transfer(&mut psd, &mut purse, RegisterSetIndex(set), amount, &pin)
             .map_err(|e| {
+                pb.finish_and_clear();
                 let done = if i > 0 {
                     format!(" (after {i} transfers)")
                 } else {
@@ -179,7 +186,9 @@ pub fn transfer(
             resolved_first = out.resolved_first;
         }
         last = Some(out);
+        pb.inc(1);
     }
+    pb.finish_and_clear();
     let out = last.ok_or_else(|| anyhow!("no transfer made"))?;
     let info = driver::psd_transfer_info(&mut psd).map_err(|e| anyhow!(explain(&e)))?;
     let mut sorted = times.clone();

@@ -6,6 +6,7 @@
 //! through the meter server (`--meter`, `OPENPSD_METER`) as the customer logged in with
 //! `openpsd login` (or `OPENPSD_API_KEY`).
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -15,11 +16,12 @@ mod cert_commands;
 mod commands;
 mod credit_commands;
 mod license_commands;
+mod progress;
 mod psd_commands;
 mod revoke_commands;
 mod sign_commands;
 
-use anyhow::{anyhow, Result};
+use anyhow::{anyhow, Context, Result};
 use clap::{Parser, Subcommand};
 use openpsd_core::types::*;
 use openpsd_host::CardSpec;
@@ -225,6 +227,19 @@ enum Command {
     Credit {
         #[command(subcommand)]
         action: CreditAction,
+    },
+    /// Print a shell completion script: `openpsd completions bash > /etc/bash_completion.d/openpsd`
+    /// (or zsh: into a directory of $fpath as `_openpsd`; fish: ~/.config/fish/completions/openpsd.fish).
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff) of `openpsd`: `openpsd man | man -l -`; with --out-dir,
+    /// write openpsd.1 and one page per subcommand (openpsd-license-request.1, ...) there.
+    Man {
+        /// Directory for openpsd.1 and the subcommands' pages (made if missing).
+        #[arg(long, value_name = "DIR")]
+        out_dir: Option<PathBuf>,
     },
 }
 
@@ -508,13 +523,116 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    match run(Cli::parse()) {
+    // `--json` anywhere on the line: errors too are one JSON line (on stderr), for scripts.
+    let json = std::env::args_os().skip(1).any(|a| a == "--json");
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if !json || !e.use_stderr() => e.exit(),
+        Err(e) => {
+            let message = e.kind().to_string();
+            let detail = e.render().to_string();
+            print_json_error("usage", &message, detail.trim_end(), 2);
+            return ExitCode::from(2);
+        }
+    };
+    match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) if json => {
+            print_json_error("failed", &format!("{e:#}"), "", 1);
+            ExitCode::FAILURE
+        }
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
     }
+}
+
+/// An error under `--json`: one line `{"error": {"kind", "message", "detail"?, "exit_code"}}`
+/// on stderr (stdout stays empty or holds what the command printed before it failed).
+fn print_json_error(kind: &str, message: &str, detail: &str, exit_code: u8) {
+    let mut e = serde_json::json!({"kind": kind, "message": message, "exit_code": exit_code});
+    if !detail.is_empty() {
+        e["detail"] = detail.into();
+    }
+    eprintln!("{}", serde_json::json!({ "error": e }));
+}
+
+/// `openpsd completions SHELL`: the script on stdout; with --json, `{"shell", "script"}`.
+fn completions(shell: clap_complete::Shell, json: bool) -> Result<()> {
+    let mut cmd = <Cli as clap::CommandFactory>::command();
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut cmd, "openpsd", &mut script);
+    if json {
+        let script = String::from_utf8(script)?;
+        let v = serde_json::json!({"shell": shell.to_string(), "script": script});
+        writeln!(std::io::stdout(), "{v}")?;
+    } else {
+        std::io::stdout().write_all(&script)?;
+    }
+    Ok(())
+}
+
+/// Every manual page: `openpsd.1`, then one per subcommand at any depth
+/// (`openpsd-license-request.1`), as (file name, roff).
+fn man_pages() -> Result<Vec<(String, Vec<u8>)>> {
+    fn walk(cmd: clap::Command, name: String, out: &mut Vec<(String, Vec<u8>)>) -> Result<()> {
+        let cmd = cmd.display_name(name.clone());
+        let mut roff = Vec::new();
+        clap_mangen::Man::new(cmd.clone()).render(&mut roff)?;
+        out.push((format!("{name}.1"), roff));
+        // clap's own `help` subcommand has no page: `openpsd help X` is `openpsd X --help`.
+        for sub in cmd
+            .get_subcommands()
+            .filter(|s| !s.is_hide_set() && s.get_name() != "help")
+        {
+            walk(sub.clone(), format!("{name}-{}", sub.get_name()), out)?;
+        }
+        Ok(())
+    }
+    let mut cmd = <Cli as clap::CommandFactory>::command();
+    cmd.build();
+    let mut out = Vec::new();
+    walk(cmd, "openpsd".into(), &mut out)?;
+    Ok(out)
+}
+
+/// `openpsd man [--out-dir DIR]`.
+fn man(out_dir: Option<&std::path::Path>, json: bool) -> Result<()> {
+    let pages = man_pages()?;
+    match out_dir {
+        None => {
+            let (_, roff) = &pages[0];
+            if json {
+                let v =
+                    serde_json::json!({"page": "openpsd.1", "roff": String::from_utf8_lossy(roff)});
+                writeln!(std::io::stdout(), "{v}")?;
+            } else {
+                std::io::stdout().write_all(roff)?;
+            }
+        }
+        Some(dir) => {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+            let mut written = Vec::new();
+            for (name, roff) in &pages {
+                let path = dir.join(name);
+                std::fs::write(&path, roff)
+                    .with_context(|| format!("writing {}", path.display()))?;
+                written.push(path.display().to_string());
+            }
+            if json {
+                println!("{}", serde_json::json!({"written": written}));
+            } else {
+                println!(
+                    "{} manual pages in {} (man -l {}/openpsd.1)",
+                    written.len(),
+                    dir.display(),
+                    dir.display()
+                );
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The one dispatch: every subcommand to the function that runs it.
@@ -734,5 +852,80 @@ fn run(cli: Cli) -> Result<()> {
             } => revoke_commands::cert_revoke(card, &meter, slot, reason, set, json),
         },
         Command::Agent { action } => agent_commands::run(card, action, json),
+        Command::Completions { shell } => completions(shell, json),
+        Command::Man { out_dir } => man(out_dir.as_deref(), json),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    /// Every command a user can run (each leaf of the tree, and each command that runs on
+    /// its own although it has subcommands, like `postmark FILE` and `batch`) takes
+    /// `--json`, so scripts can drive all of them.
+    #[test]
+    fn every_command_takes_json() {
+        fn walk(cmd: &clap::Command, path: &str, seen: &mut Vec<String>) {
+            let runs_alone = !cmd.is_subcommand_required_set();
+            if cmd.get_subcommands().next().is_none() || runs_alone {
+                assert!(
+                    cmd.get_arguments()
+                        .any(|a| a.get_id() == "json" && a.get_long() == Some("json")),
+                    "`{path}` has no --json"
+                );
+                seen.push(path.to_owned());
+            }
+            for sub in cmd.get_subcommands().filter(|s| s.get_name() != "help") {
+                walk(sub, &format!("{path} {}", sub.get_name()), seen);
+            }
+        }
+        let mut cmd = Cli::command();
+        cmd.build();
+        let mut seen = Vec::new();
+        for sub in cmd.get_subcommands().filter(|s| s.get_name() != "help") {
+            walk(sub, &format!("openpsd {}", sub.get_name()), &mut seen);
+        }
+        // The tree is walked, not listed: a sanity floor on its size and a few known leaves.
+        assert!(seen.len() > 30, "{seen:?}");
+        for leaf in [
+            "openpsd status",
+            "openpsd license request",
+            "openpsd postmark",
+            "openpsd man",
+        ] {
+            assert!(
+                seen.iter().any(|s| s == leaf),
+                "{leaf} not walked: {seen:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn clap_definitions_are_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn a_man_page_for_every_subcommand() {
+        let pages = man_pages().unwrap();
+        let names: Vec<&str> = pages.iter().map(|(n, _)| n.as_str()).collect();
+        for want in [
+            "openpsd.1",
+            "openpsd-status.1",
+            "openpsd-license-request.1",
+            "openpsd-completions.1",
+        ] {
+            assert!(names.contains(&want), "{want} missing: {names:?}");
+        }
+        let (_, root) = &pages[0];
+        let root = String::from_utf8_lossy(root);
+        assert!(
+            root.starts_with(".ie \\n(.g .ds Aq") || root.contains(".TH openpsd"),
+            "{root}"
+        );
+        assert!(root.contains(".TH openpsd 1"), "{root}");
+        assert!(root.contains("indicium"), "the subcommands are listed");
     }
 }

@@ -12,7 +12,6 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, Context, Result};
 use clap::{Args, Subcommand};
-use openpsd_core::crypto::sha256;
 use openpsd_core::psd::certmeter::attestation::Purpose;
 use openpsd_core::psd::certmeter::sign::SignRequest;
 use openpsd_core::psd::certmeter::validate::{checks, ValidateRequest, ValidationReceipt};
@@ -79,8 +78,7 @@ pub fn run(spec: Option<CardSpec>, a: SignArgs, json_out: bool) -> Result<()> {
 }
 
 fn sign(spec: Option<CardSpec>, file: &Path, a: &SignArgs, json_out: bool) -> Result<()> {
-    let doc = fs::read(file).with_context(|| format!("reading {}", file.display()))?;
-    let digest = sha256(&doc);
+    let digest = crate::progress::hash_file(file, json_out)?;
     let txn = new_txn(a.txn.as_deref())?;
     if !json_out {
         eprintln!(
@@ -179,11 +177,11 @@ fn sign(spec: Option<CardSpec>, file: &Path, a: &SignArgs, json_out: bool) -> Re
 }
 
 fn verify(file: &Path, sig: &Path, ca: &Path, json_out: bool) -> Result<()> {
-    let doc = fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+    let digest = crate::progress::hash_file(file, json_out)?;
     let raw = fs::read(sig).with_context(|| format!("reading {}", sig.display()))?;
     let p7s = openpsd_pki::der_of(&raw)?;
     let ca_der = read_certificate(ca)?;
-    let v = openpsd_pki::sign::verify(&p7s, &sha256(&doc), &ca_der)
+    let v = openpsd_pki::sign::verify(&p7s, &digest, &ca_der)
         .context("the signature does not verify")?;
     let subject = &v.subject;
     if json_out {
@@ -211,7 +209,7 @@ pub fn validate(
     txn: Option<&str>,
     json_out: bool,
 ) -> Result<()> {
-    let doc = fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+    let digest = crate::progress::hash_file(file, json_out)?;
     let token_der = fs::read(token).with_context(|| format!("reading {}", token.display()))?;
     let compact = openpsd_pki::postmark::compact_of(&token_der)
         .context("the token is not an openpsd postmark")?;
@@ -228,7 +226,7 @@ pub fn validate(
             .encode()
             .map_err(|_| anyhow!("compact postmark too long"))?,
         certificate: cert,
-        digest: sha256(&doc),
+        digest,
     };
     let (bytes, r) = psd
         .validate_postmark(set_index, &req, &device.public_key)

@@ -54,20 +54,34 @@ impl fmt::Display for CardSpec {
 pub fn open(spec: &CardSpec) -> Result<Box<dyn Link>, LinkError> {
     match spec {
         CardSpec::State(dir) => {
-            let card = sim::open_file_card(dir, Clock::System)
-                .map_err(|e| LinkError(format!("card in {}: {e}", dir.display())))?;
+            let card = sim::open_file_card(dir, Clock::System).map_err(|e| {
+                // What to do next, when the directory holds no card at all.
+                let hint = if dir.join("state.log").exists() {
+                    ""
+                } else {
+                    ": check --card, or make a card there with `card-sim personalize --state DIR`"
+                };
+                LinkError(format!("card in {}: {e}{hint}", dir.display()))
+            })?;
             Ok(Box::new(card))
         }
         CardSpec::Tcp(addr) => {
-            let client = TcpCardClient::connect(addr.as_str())
-                .map_err(|e| LinkError(format!("connecting to card-sim at {addr}: {e}")))?;
+            let client = TcpCardClient::connect(addr.as_str()).map_err(|e| {
+                LinkError(format!(
+                    "connecting to card-sim at {addr}: {e}: is a card served there? \
+                     (`card-sim serve --state DIR --tcp {addr}`; `bash scripts/demo.sh` serves \
+                     its card at tcp:127.0.0.1:35990)"
+                ))
+            })?;
             Ok(Box::new(client))
         }
         #[cfg(feature = "pcsc")]
         CardSpec::Pcsc(reader) => Ok(Box::new(pcsc_reader::PcscReader::connect(reader)?)),
         #[cfg(not(feature = "pcsc"))]
         CardSpec::Pcsc(_) => Err(LinkError(
-            "this openpsd was built without PC/SC support (cargo feature `pcsc`)".into(),
+            "this openpsd was built without PC/SC support (cargo feature `pcsc`): name another \
+             card with --card state:DIR or tcp:HOST:PORT, or build with `--features pcsc`"
+                .into(),
         )),
     }
 }

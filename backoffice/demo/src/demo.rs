@@ -226,24 +226,29 @@ pub async fn run(o: DemoOptions) -> Result<()> {
         Ok(())
     });
     println!("\nthe card is served at tcp:{card_addr}; the back office keeps running. Try:");
-    println!("  cargo run -p openpsd-host -- --card tcp:{card_addr} status");
+    let cli = sibling_binary("openpsd");
+    println!("  {cli} --card tcp:{card_addr} status");
     println!(
-        "  cargo run -p openpsd-host -- login --meter {} --ca {} --username {CUSTOMER}   (password: {PASSWORD})",
+        "  {cli} login --meter {} --ca {} --username {CUSTOMER}   (password: {PASSWORD})",
         h.meter.url,
         pki.ca_cert().display()
     );
-    println!("  cargo run -p openpsd-host -- --card tcp:{card_addr} refill --amount 10.00");
+    println!("  {cli} --card tcp:{card_addr} refill --amount 10.00");
+    println!("  {cli} --card tcp:{card_addr} indicium --postage 0.85 --to 20095");
+    println!("  {cli} --card tcp:{card_addr} inspect    (loads the rate table and the CA's key)");
+    println!("  {cli} --card tcp:{card_addr} cert request --purpose postmark");
     println!(
-        "  cargo run -p openpsd-host -- --card tcp:{card_addr} indicium --postage 0.85 --to 20095"
+        "  {cli} --card tcp:{card_addr} postmark README.md --ca ca.pem   (then the openssl command it prints)"
     );
     println!(
-        "  cargo run -p openpsd-host -- --card tcp:{card_addr} inspect    (loads the rate table and the CA's key)"
+        "  {} run --clock none tests/scripts/*.apdu   (the card simulator: the APDU scripts in process)",
+        sibling_binary("card-sim")
     );
     println!(
-        "  cargo run -p openpsd-host -- --card tcp:{card_addr} cert request --purpose postmark"
-    );
-    println!(
-        "  cargo run -p openpsd-host -- --card tcp:{card_addr} postmark README.md --ca ca.pem   (then the openssl command it prints)"
+        "  {} post scan --pki {} --post {} LABELS...   (the post office)",
+        sibling_binary("backoffice"),
+        pki.dir().display(),
+        post_office.url
     );
     println!(
         "Ctrl-C stops the demo; run it again with --data {} to continue.",
@@ -255,11 +260,6 @@ pub async fn run(o: DemoOptions) -> Result<()> {
             web.url
         );
     }
-    println!(
-        "  backoffice post scan --pki {} --post {} LABELS...   (the post office)",
-        pki.dir().display(),
-        post_office.url
-    );
     let _ = tokio::signal::ctrl_c().await;
     if let Some(web) = web {
         web.stop().await;
@@ -395,6 +395,25 @@ fn mailer(card_dir: &Path, session: &Session, amount: Amount, indicia: u32) -> R
         r.ar, r.dr, r.control_sum, r.pieces.0, r.refills.0
     );
     Ok(())
+}
+
+/// How to call the workspace's binary `name` built next to this one (`target/release/openpsd`
+/// beside `target/release/backoffice-demo`): relative to the working directory when it lies
+/// below it, so the printed commands are the ones to paste; never `cargo run`, which would
+/// compile a debug build first.
+fn sibling_binary(name: &str) -> String {
+    let Some(dir) = std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(Path::to_path_buf))
+    else {
+        return name.to_owned();
+    };
+    let path = dir.join(name);
+    let shown = std::env::current_dir()
+        .ok()
+        .and_then(|cwd| path.strip_prefix(&cwd).ok().map(Path::to_path_buf))
+        .unwrap_or_else(|| path.clone());
+    shown.display().to_string()
 }
 
 /// Signs the demo customer up (once) and logs in; the session is also saved where the

@@ -283,6 +283,7 @@ async fn run() {
     std::fs::create_dir_all(&pkg).unwrap();
     std::fs::write(root.join("index.html"), "<!doctype html><title>t</title>").unwrap();
     std::fs::write(pkg.join("openpsd_bg.wasm"), b"\0asm\x01\0\0\0").unwrap();
+    let w_pkg = pkg.clone();
     let h = openpsd_backoffice::spawn_all(&dir.path().join("bo"))
         .await
         .unwrap();
@@ -301,7 +302,14 @@ async fn run() {
     let http = reqwest::Client::new();
     let url = |p: &str| format!("{}{p}", w.url);
 
-    // Static files.
+    // Static files. Before the wasm package is built (scripts/demo.sh builds it after the
+    // back office is up) the page says so and asks to be retried; then the page itself.
+    let resp = http.get(url("/")).send().await.unwrap();
+    assert_eq!(resp.status().as_u16(), 503);
+    assert_eq!(resp.headers()["retry-after"], "5");
+    let body = resp.text().await.unwrap();
+    assert!(body.contains("being built"), "{body}");
+    std::fs::write(w_pkg.join("openpsd.js"), "export default 1;").unwrap();
     let (s, _, ct) = send(http.get(url("/"))).await;
     assert_eq!((s, ct.as_str()), (200, "text/html; charset=utf-8"));
     let (s, _, ct) = send(http.get(url("/pkg/openpsd_bg.wasm"))).await;

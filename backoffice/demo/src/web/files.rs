@@ -13,7 +13,35 @@ use openpsd_service_kit::error::ApiError;
 use super::{Web, STEP_STATIC};
 
 pub(crate) async fn index(State(web): State<Web>) -> Result<Response, ApiError> {
+    if !web.pkg.join("openpsd.js").is_file() {
+        return Ok(building_page());
+    }
     serve_file(&web.root, "index.html").await
+}
+
+/// The page while the wasm package is not there yet: `scripts/demo.sh` starts the back office
+/// first and builds the browser part next (minutes on a fresh machine). 503 with
+/// `Retry-After` (the script polls `/` and prints the URL once it answers 200); the page says
+/// so and reloads itself every five seconds until the real page is served.
+fn building_page() -> Response {
+    const PAGE: &str = "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
+        <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+        <meta http-equiv=\"refresh\" content=\"5\"><title>openpsd: the web demo is being built</title>\
+        </head><body style=\"font-family: system-ui, sans-serif; max-width: 36rem; margin: 3rem auto; padding: 0 1rem\">\
+        <h1>The web demo is being built</h1>\
+        <p>The back office and the command line are running already; the browser part (its \
+        WebAssembly package) is still being built by <code>scripts/demo.sh</code>, whose \
+        terminal shows the progress. This page reloads itself every five seconds and shows \
+        the web demo as soon as it is ready.</p></body></html>\n";
+    let mut resp = (StatusCode::SERVICE_UNAVAILABLE, PAGE).into_response();
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    h.insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+    no_store(h);
+    resp
 }
 
 pub(crate) async fn page_file(State(web): State<Web>, uri: Uri) -> Result<Response, ApiError> {

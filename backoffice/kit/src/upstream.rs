@@ -28,6 +28,8 @@ pub struct Upstream {
     http: reqwest::Client,
     base: String,
     name: &'static str,
+    /// Unique per [`Upstream::new`] in this process (clones share it).
+    instance: u64,
 }
 
 impl Upstream {
@@ -60,16 +62,25 @@ impl Upstream {
             .connect_timeout(Duration::from_secs(2))
             .timeout(Duration::from_secs(15))
             .build()?;
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         Ok(Self {
             http,
             base: format!("https://{name_host}:{port}"),
             name,
+            instance: NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
         })
     }
 
     /// The base URL.
     pub fn base(&self) -> &str {
         &self.base
+    }
+
+    /// A number unique to this client (and its clones) in this process: a cache keyed by it
+    /// never serves one service's answers to a client of another that later took the same
+    /// address (a port reused between two tests).
+    pub fn instance(&self) -> u64 {
+        self.instance
     }
 
     /// `POST path` with a JSON body.

@@ -45,7 +45,7 @@ const STEP: &str = "meter_updates";
 /// How long the vendor's answer is reused.
 pub(crate) const CACHE_TTL: Duration = Duration::from_secs(10);
 
-/// The vendor's last answer per vendor base URL, and when it came.
+/// The vendor's last answer per vendor client (its base URL and instance), and when it came.
 // why a static: the meter's state is built in lib.rs, which this feature does not touch;
 // keyed by the vendor's URL, so meters of different back offices in one process (the
 // tests) never see each other's records.
@@ -110,7 +110,9 @@ pub(crate) async fn device_updates(
 
 /// The vendor's tables and anchors, asked at most once a [`CACHE_TTL`].
 async fn vendor_updates(vendor: &Upstream) -> Result<DeviceUpdates, ApiError> {
-    let key = vendor.base().to_owned();
+    // The client's instance too: a port reused by another back office (two tests one after
+    // the other) must not be answered from the first one's cache.
+    let key = format!("{}#{}", vendor.base(), vendor.instance());
     let fresh = {
         let map = cache().lock().unwrap_or_else(|p| p.into_inner());
         map.get(&key)

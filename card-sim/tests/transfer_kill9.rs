@@ -8,13 +8,11 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use card_sim::transport::TcpCardClient;
-use common::{card_sim, funded_psd};
+use common::{card_sim, funded_psd, serve};
 use openpsd_core::client::psd_apdu;
 use openpsd_core::client::transfer::{self as driver, Resolved};
 use openpsd_core::client::Link;
@@ -26,46 +24,6 @@ use openpsd_core::types::*;
 
 const FUNDED: u64 = 100_000;
 const PIN: &[u8] = b"1357";
-
-/// A `card-sim serve` process, killed when the test ends (even by a failed assertion: a
-/// leftover server would hold the test's output open).
-struct Server(Child);
-
-impl Server {
-    fn id(&self) -> u32 {
-        self.0.id()
-    }
-    fn wait(&mut self) {
-        let _ = self.0.wait();
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// `card-sim serve --tcp 127.0.0.1:0` for the card in `state`; the port it chose.
-fn serve(state: &Path) -> (Server, u16) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_card-sim"))
-        .args(["serve", "--tcp", "127.0.0.1:0", "--state"])
-        .arg(state)
-        .env("RUST_LOG", "info")
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let port = loop {
-        let line = lines.next().expect("card-sim logs its address").unwrap();
-        if let Some(rest) = line.split("addr=127.0.0.1:").nth(1) {
-            break rest.split_whitespace().next().unwrap().parse().unwrap();
-        }
-    };
-    std::thread::spawn(move || for _ in lines {});
-    (Server(child), port)
-}
 
 /// A TCP card as a transfer link; optionally kills a process right after the card answered
 /// a given instruction (the next message to that process is then lost).

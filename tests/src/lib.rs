@@ -21,6 +21,7 @@ use openpsd_core::{Card, Status};
 
 pub mod certmeter;
 pub mod licenses;
+pub mod markdown;
 pub mod purse;
 pub mod scripts;
 

@@ -3,8 +3,9 @@
 //! pair, and a PSD personalized for both and refilled.
 #![allow(dead_code)] // each test binary uses a different part
 
+use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::Command;
+use std::process::{Child, Command, Stdio};
 
 /// Runs `card-sim ARGS` in `dir`; fails the test with its stderr unless it succeeds;
 /// answers its stdout.
@@ -54,4 +55,44 @@ pub fn funded_psd(dir: &Path, funds: &str) {
         ],
         dir,
     );
+}
+
+/// A `card-sim serve` process, killed when the test ends (even by a failed assertion: a
+/// leftover server would hold the test's output open).
+pub struct Server(Child);
+
+impl Server {
+    pub fn id(&self) -> u32 {
+        self.0.id()
+    }
+    pub fn wait(&mut self) {
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `card-sim serve --tcp 127.0.0.1:0` for the card in `state`; the port it chose.
+pub fn serve(state: &Path) -> (Server, u16) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_card-sim"))
+        .args(["serve", "--tcp", "127.0.0.1:0", "--state"])
+        .arg(state)
+        .env("RUST_LOG", "info")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let port = loop {
+        let line = lines.next().expect("card-sim logs its address").unwrap();
+        if let Some(rest) = line.split("addr=127.0.0.1:").nth(1) {
+            break rest.split_whitespace().next().unwrap().parse().unwrap();
+        }
+    };
+    std::thread::spawn(move || for _ in lines {});
+    (Server(child), port)
 }

@@ -2,9 +2,11 @@
 //! the TCP *client*), and as a TCP server for clients without pcscd.
 //!
 //! Every message is a 2-byte big-endian length and that many bytes. A 1-byte message is a
-//! control code — `00` power off, `01` power on, `02` reset (none answered), `04` get ATR
-//! (answered with the ATR) — anything longer is a command APDU, answered with one frame of
-//! response data and status word.
+//! control code — `00` power off, `01` power on, `02` reset (none answered; each a power-up
+//! of the card), `04` get ATR (answered with the ATR), any other ignored — anything longer
+//! is a command APDU, answered with one frame of response data and status word. An empty
+//! message is ignored and not answered. docs/card-sim.md § The framing is this contract
+//! (checked against `card-sim serve --tcp` by card-sim/tests/doc.rs).
 //!
 //! Latency: Debian 12's vpcd writes the length and the body of a frame in two writes, so a
 //! card with delayed ACKs holds the body ~40 ms. Setting `TCP_QUICKACK` before every read

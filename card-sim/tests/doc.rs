@@ -1,21 +1,28 @@
 //! docs/card-sim.md is what an outsider writes a client or a back-office tool from: these
 //! checks keep it from drifting away from the code.
 //!
-//! * The framing table: every frame the table lists is sent to a card served over TCP and
-//!   answered (or not) as the table says; its control codes and names are exactly
-//!   `transport::control`'s; the ATR written in the doc is [`ATR`].
+//! * The framing table: its control codes and names are exactly `transport::control`'s;
+//!   the ATR written in the doc is [`ATR`].
 //! * The file tables (scheme, public scheme, PSD and purse secrets, baselines): the fields of
 //!   each table are exactly the keys the code writes (files made here by the real code, on
 //!   in-memory cards), each field's JSON type and hex length and case are what the table
 //!   says, and the JSON example under each table has the same fields and is read by the
 //!   code that reads such files.
+//! * Each documented example is read by card-sim's reader and written back unchanged (in
+//!   the hex case the doc says card-sim writes), also from the other hex case, and the
+//!   legacy fields the doc says are still read are.
+//! * The framing table and the TCP client rules, against a real `card-sim serve --tcp`:
+//!   answered frames, power events clearing volatile state, ignored frames not, one client
+//!   at a time, a fresh power-up per connection, the idle bound.
+//! * Card kinds: `create --kind`, and personalization deciding the kind at the next
+//!   power-up (a script's `reset`) and for the next process.
 //! * Every in-document link of card-sim.md names a heading.
 // Test code: a failed unwrap or expect is a failed test, with its message.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeSet;
 use std::io::{ErrorKind, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::time::Duration;
 
 use card_sim::issuer::{self, PurseRecord, PurseRequest};
@@ -23,13 +30,18 @@ use card_sim::os_platform::OsPlatform;
 use card_sim::personalize::{self, Request, Secrets};
 use card_sim::scheme::{Scheme, SchemePublic};
 use card_sim::sim::{SimCard, ATR};
-use card_sim::transport::{control, run_tcp_server_with};
+use card_sim::transport::{control, CLIENT_IDLE};
 use openpsd_core::client::psd_apdu;
 use openpsd_core::crypto::IndiciumKey;
 use openpsd_core::psd::device::LicenseSlot;
 use openpsd_core::store::MemStore;
 use openpsd_core::types::{Amount, LicenseId, PostalCode};
 use serde_json::Value;
+
+mod common;
+
+#[path = "../../tests/src/markdown.rs"]
+mod markdown;
 
 fn doc() -> String {
     let path = format!("{}/../docs/card-sim.md", env!("CARGO_MANIFEST_DIR"));
@@ -226,6 +238,48 @@ fn scheme() -> Scheme {
     Scheme::generate(Some(4711), &mut platform())
 }
 
+/// `value` with the case of every hex string's letters swapped (strings of 8 hex digits
+/// or more): what a file written by another tool, in the other case, may hold.
+fn swap_hex_case(value: &Value) -> Value {
+    match value {
+        Value::String(t) if t.len() >= 8 && t.chars().all(|c| c.is_ascii_hexdigit()) => {
+            Value::String(
+                t.chars()
+                    .map(|c| {
+                        if c.is_ascii_uppercase() {
+                            c.to_ascii_lowercase()
+                        } else {
+                            c.to_ascii_uppercase()
+                        }
+                    })
+                    .collect(),
+            )
+        }
+        Value::Array(items) => Value::Array(items.iter().map(swap_hex_case).collect()),
+        Value::Object(map) => Value::Object(
+            map.iter()
+                .map(|(k, v)| (k.clone(), swap_hex_case(v)))
+                .collect(),
+        ),
+        other => other.clone(),
+    }
+}
+
+/// Reads the scheme file `json` with card-sim's reader and writes it back with its writer.
+fn scheme_round_trip(dir: &std::path::Path, name: &str, json: &Value) -> Value {
+    let src = dir.join(format!("{name}.json"));
+    std::fs::write(&src, json.to_string()).unwrap();
+    let read = Scheme::read(&src).unwrap_or_else(|e| panic!("{name}: card-sim reads it: {e:#}"));
+    let out = dir.join(format!("{name}.out.json"));
+    read.write(&out).unwrap();
+    serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap()
+}
+
+/// The scheme file tables against `scheme create`'s writer, and each documented example
+/// read by card-sim's reader: written back it is the example itself (every field, in the
+/// case the doc says card-sim writes), also when given with the hex in the other case
+/// ("reads either case") and as a version 1 file with `scheme_key` ("still read", "never
+/// written"). A file whose public key is not the signing key's is refused, as documented.
 #[test]
 fn the_scheme_file_tables_are_what_card_sim_writes_and_reads() {
     let dir = tempfile::tempdir().unwrap();
@@ -234,17 +288,33 @@ fn the_scheme_file_tables_are_what_card_sim_writes_and_reads() {
     s.write(&path).unwrap();
     let written: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
     let example = check_file_table("### The scheme file", &written);
-    let ex_path = dir.path().join("example.json");
-    std::fs::write(&ex_path, example.to_string()).unwrap();
-    let read = Scheme::read(&ex_path).expect("card-sim reads the documented example");
-    assert_eq!(Some(u64::from(read.id.0)), example["scheme"].as_u64());
+    assert_eq!(scheme_round_trip(dir.path(), "example", &example), example);
+    let swapped = swap_hex_case(&example);
+    assert_ne!(swapped, example);
+    assert_eq!(scheme_round_trip(dir.path(), "upper", &swapped), example);
+    let mut v1 = example.clone();
+    v1["version"] = 1.into();
+    v1["scheme_key"] = "00112233445566778899aabbccddeeff".into();
+    assert_eq!(scheme_round_trip(dir.path(), "v1", &v1), example);
+    let mut wrong = example.clone();
+    wrong["issuer_public_key"] = written["issuer_public_key"].clone();
+    let bad = dir.path().join("wrong.json");
+    std::fs::write(&bad, wrong.to_string()).unwrap();
+    assert!(
+        Scheme::read(&bad).is_err(),
+        "a public key not the signing key's"
+    );
 
     let public = serde_json::to_value(s.public()).unwrap();
     let example = check_file_table("### The public scheme file", &public);
-    SchemePublic::parse(&example.to_string())
-        .unwrap()
-        .checked()
-        .expect("the documented public file is read");
+    let read = SchemePublic::parse(&example.to_string()).unwrap();
+    assert_eq!(serde_json::to_value(&read).unwrap(), example);
+    let key = read.checked().expect("the documented public file is read");
+    let swapped = SchemePublic::parse(&swap_hex_case(&example).to_string()).unwrap();
+    assert_eq!(swapped.checked().unwrap(), key, "hex in either case");
+    // "any others ignored": the whole scheme file is a public scheme file too.
+    let whole = SchemePublic::parse(&written.to_string()).unwrap();
+    assert_eq!(whole.checked().unwrap().1, s.public().checked().unwrap().1);
 }
 
 #[test]
@@ -263,14 +333,28 @@ fn the_secrets_and_baselines_tables_are_what_card_sim_writes() {
     assert!(secrets.certificate_serial.is_some());
     let written = serde_json::to_value(&secrets).unwrap();
     let example = check_file_table("### The PSD's secrets file", &written);
-    let read: Secrets = serde_json::from_value(example).expect("the example is a secrets file");
+    let read: Secrets =
+        serde_json::from_value(example.clone()).expect("the example is a secrets file");
     assert!(!read.licenses.is_empty());
+    assert_eq!(
+        serde_json::to_value(&read).unwrap(),
+        example,
+        "every field read"
+    );
+    // A file written before issue 12 has `k1`: ignored (read, never written back).
+    let mut old = example.clone();
+    old["k1"] = "00112233445566778899aabbccddeeff".into();
+    let read_old: Secrets = serde_json::from_value(old).expect("a file with k1 is read");
+    assert_eq!(read_old, read);
 
-    // The baselines of a funded PSD.
+    // The baselines of a funded PSD; the secrets file given in the other hex case ("every
+    // reader takes either case"): `card-sim refill` reads it.
+    let other_case: Secrets = serde_json::from_value(swap_hex_case(&written)).unwrap();
+    assert_ne!(other_case, secrets);
     issuer::refill_psd(
         &mut psd,
         &mut platform(),
-        &secrets,
+        &other_case,
         &kms,
         openpsd_core::types::RegisterSetIndex(0),
         Amount(10_000),
@@ -280,8 +364,13 @@ fn the_secrets_and_baselines_tables_are_what_card_sim_writes() {
     let written = serde_json::to_value(&baselines).unwrap();
     assert_eq!(written.as_array().unwrap().len(), req.licenses.len());
     let example = check_file_table("### The baselines file", &written[0]);
-    let _: Vec<openpsd_protocol::Baseline> =
-        serde_json::from_value(example).expect("the example is a baselines file");
+    let read: Vec<openpsd_protocol::Baseline> =
+        serde_json::from_value(example.clone()).expect("the example is a baselines file");
+    assert_eq!(
+        serde_json::to_value(&read).unwrap(),
+        example,
+        "every field read"
+    );
 
     let mut purse = blank();
     let preq = PurseRequest {
@@ -295,7 +384,13 @@ fn the_secrets_and_baselines_tables_are_what_card_sim_writes() {
     let (_, record) = issuer::personalize_purse(&mut purse, &mut platform(), &s, &preq).unwrap();
     let written = serde_json::to_value(&record).unwrap();
     let example = check_file_table("### The purse's secrets file", &written);
-    let _: PurseRecord = serde_json::from_value(example).expect("the example is a purse record");
+    let read: PurseRecord =
+        serde_json::from_value(example.clone()).expect("the example is a purse record");
+    assert_eq!(
+        serde_json::to_value(&read).unwrap(),
+        example,
+        "every field read"
+    );
 }
 
 /// Whether the card answers `body` (a frame) within a short wait; the answer if so.
@@ -317,17 +412,52 @@ fn answer(stream: &mut TcpStream, body: &[u8]) -> Option<Vec<u8>> {
     Some(out)
 }
 
+/// The card's state after a frame: kept (the bytes a short SELECT left pending are still
+/// there for GET RESPONSE) or cleared as by a power-up (nothing pending, nothing selected).
+fn leave_bytes_pending(stream: &mut TcpStream) {
+    // SELECT with Le = 1: the FCI's first byte and 61xx.
+    let mut select = psd_apdu::select();
+    *select.last_mut().unwrap() = 0x01;
+    let r = answer(stream, &select).expect("SELECT answered");
+    assert_eq!(r[r.len() - 2], 0x61, "bytes pending: {r:02X?}");
+}
+
+fn state_kept(stream: &mut TcpStream) -> bool {
+    let r = answer(stream, &[0x00, 0xC0, 0x00, 0x00, 0x00]).expect("GET RESPONSE answered");
+    match r[r.len() - 2..] {
+        [0x90, 0x00] => true,
+        [0x6B, 0x00] => {
+            // Nothing pending: and nothing selected either, as after a power-up.
+            let r = answer(stream, &[0x80, 0xCA, 0x00, 0x01, 0x00]).unwrap();
+            assert_eq!(r, [0x69, 0x85], "no applet selected after a power-up");
+            false
+        }
+        _ => panic!("GET RESPONSE answered {r:02X?}"),
+    }
+}
+
+/// `card-sim create` in a temporary directory, served by `card-sim serve --tcp`.
+fn served_blank_card() -> (tempfile::TempDir, common::Server, u16) {
+    let dir = tempfile::tempdir().unwrap();
+    common::card_sim(&["create", "--state", "card"], dir.path());
+    let (server, port) = common::serve(&dir.path().join("card"));
+    (dir, server, port)
+}
+
+/// Every row of the framing table, sent to a real `card-sim serve --tcp` process: answered
+/// or not as the table says, with what it says; power off, power on and reset clearing the
+/// card's volatile state as the paragraph under the table says, the frames it calls ignored
+/// leaving it as it was.
 #[test]
-fn the_framing_table_is_what_the_transport_does() {
+fn the_framing_table_is_what_card_sim_serve_tcp_does() {
     let doc = doc();
     let text = section(&doc, "### The framing");
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    std::thread::spawn(move || {
-        let mut card = blank();
-        let _ = run_tcp_server_with(listener, &mut card, Duration::from_secs(10));
-    });
-    let mut stream = TcpStream::connect(addr).unwrap();
+    assert!(
+        text.contains("Power off, power on and reset each act as a power-up of the card"),
+        "the paragraph on power events"
+    );
+    let (_dir, _server, port) = served_blank_card();
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
     let known = [
         (control::POWER_OFF, "power off"),
         (control::POWER_ON, "power on"),
@@ -338,15 +468,18 @@ fn the_framing_table_is_what_the_transport_does() {
     let rows = table(text);
     for row in &rows {
         let (body, what, answered) = (&row[0], &row[1], &row[2]);
-        let frame: Vec<u8> = if body.starts_with("empty") {
-            Vec::new()
+        let frames: Vec<Vec<u8>> = if body.starts_with("empty") {
+            vec![Vec::new()]
         } else if body.starts_with("any other single byte") {
-            let unknown = (0..=255u8)
-                .find(|b| known.iter().all(|(k, _)| k != b))
-                .unwrap();
-            vec![unknown]
+            // A few: each unanswered frame costs the wait for an answer that does not come.
+            [0x03u8, 0x05, 0x80, 0xFF]
+                .into_iter()
+                .inspect(|b| assert!(known.iter().all(|(k, _)| k != b)))
+                .map(|b| vec![b])
+                .collect()
         } else if body.starts_with("2 bytes or more") {
-            psd_apdu::select()
+            // The shortest (no APDU: 6700) and a SELECT.
+            vec![vec![0x00, 0xA4], psd_apdu::select()]
         } else {
             let code = u8::from_str_radix(backticked(body), 16)
                 .unwrap_or_else(|_| panic!("a control code: {body}"));
@@ -357,19 +490,41 @@ fn the_framing_table_is_what_the_transport_does() {
                 .1;
             assert_eq!(what, name, "the name of control code {code:02X}");
             codes.push(code);
-            vec![code]
+            vec![vec![code]]
         };
-        let got = answer(&mut stream, &frame);
-        if answered == "nothing" {
-            assert_eq!(got, None, "frame {frame:02X?} ({what}) is answered");
-        } else {
-            let got = got.unwrap_or_else(|| panic!("frame {frame:02X?} ({what}) unanswered"));
-            assert!(answered.starts_with("one frame"), "{answered}");
-            if frame == [control::GET_ATR] {
-                assert!(answered.contains(&format!("{}-byte ATR", ATR.len())));
-                assert_eq!(got, ATR);
+        for frame in frames {
+            let apdu = frame.len() >= 2;
+            if !apdu {
+                leave_bytes_pending(&mut stream);
+            }
+            let got = answer(&mut stream, &frame);
+            if answered == "nothing" {
+                assert_eq!(got, None, "frame {frame:02X?} ({what}) is answered");
             } else {
-                assert_eq!(got[got.len() - 2..], [0x90, 0x00], "SELECT answered");
+                let got = got.unwrap_or_else(|| panic!("frame {frame:02X?} ({what}) unanswered"));
+                assert!(answered.starts_with("one frame"), "{answered}");
+                if frame == [control::GET_ATR] {
+                    assert!(answered.contains(&format!("{}-byte ATR", ATR.len())));
+                    assert_eq!(got, ATR);
+                } else if frame.len() == 2 {
+                    assert_eq!(got, [0x67, 0x00], "a 2-byte APDU is too short");
+                } else {
+                    assert_eq!(got[got.len() - 2..], [0x90, 0x00], "SELECT answered");
+                }
+            }
+            if !apdu {
+                let power = known[..3].iter().any(|(k, _)| [*k] == frame[..]);
+                assert_eq!(
+                    state_kept(&mut stream),
+                    !power,
+                    "frame {frame:02X?} ({what}): state {}",
+                    if power { "cleared" } else { "kept" }
+                );
+                if power {
+                    assert!(!what.contains("ignored"), "{what}");
+                } else if frame.len() != 1 || frame[0] != control::GET_ATR {
+                    assert!(what.contains("ignored"), "{what}");
+                }
             }
         }
     }
@@ -389,43 +544,132 @@ fn the_framing_table_is_what_the_transport_does() {
     assert_eq!(hex::decode(hex).unwrap(), ATR);
 }
 
+/// "TCP clients": one client at a time (a second client's frames wait, unanswered, until
+/// the first has gone), each connection a fresh power-up (nothing pending, nothing
+/// selected), and the idle bound the doc gives is the transport's.
+#[test]
+fn the_tcp_client_rules_are_what_card_sim_serve_tcp_does() {
+    let doc = doc();
+    let text = section(&doc, "### TCP clients (`serve --tcp`)");
+    assert!(text.contains("**One client at a time.**"));
+    assert!(text.contains("**Each connection is a fresh power-up**"));
+    let at = text
+        .find("a client that sends no frame for ")
+        .expect("the idle bound")
+        + 33;
+    let secs: u64 = text[at..]
+        .split(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .expect("the idle bound in seconds");
+    assert_eq!(
+        Duration::from_secs(secs),
+        CLIENT_IDLE,
+        "the documented idle bound"
+    );
+    let table = doc
+        .lines()
+        .find(|l| l.starts_with("| `card-sim serve --state DIR --tcp ADDR`"));
+    let table = table.expect("the serve --tcp row of the commands table");
+    assert!(
+        table.contains("one client at a time") && table.contains(&format!("silent for {secs} s"))
+    );
+
+    let (_dir, _server, port) = served_blank_card();
+    let mut first = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    leave_bytes_pending(&mut first);
+    let mut second = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    // Not answered while the first client is there.
+    assert_eq!(answer(&mut second, &[0x00, 0xC0, 0x00, 0x00, 0x00]), None);
+    assert!(state_kept(&mut first), "the first client keeps the card");
+    drop(first);
+    // Then answered, on a freshly powered-up card: the first client's pending bytes and
+    // selection are gone.
+    second
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut len = [0u8; 2];
+    second.read_exact(&mut len).unwrap();
+    let mut r = vec![0u8; usize::from(u16::from_be_bytes(len))];
+    second.read_exact(&mut r).unwrap();
+    assert_eq!(r, [0x6B, 0x00], "nothing pending for the next client");
+    assert_eq!(
+        answer(&mut second, &[0x80, 0xCA, 0x00, 0x01, 0x00]).unwrap(),
+        [0x69, 0x85],
+        "nothing selected for the next client"
+    );
+}
+
+/// "Card kinds" and `create --kind`: a card made by `card-sim create --kind purse` is
+/// blank with both applets (the option changes only the message); personalized as a PSD by
+/// APDUs it still answers the purse's AID until its next power-up — here a `reset` line of
+/// a script run on it — and from then on answers `6A82`, also to the next process that
+/// opens it (`serve --tcp`).
+#[test]
+fn the_card_kinds_section_is_what_card_sim_does() {
+    let doc = doc();
+    let row = doc
+        .lines()
+        .find(|l| l.starts_with("| `card-sim create --state DIR"))
+        .expect("the create row");
+    assert!(
+        row.contains("`--kind` changes only the message printed"),
+        "{row}"
+    );
+    let kinds = section(&doc, "## Card kinds");
+    assert!(kinds.contains("a `reset` line of a script"));
+    assert!(kinds.contains("SELECT of its AID answers `6A82`"));
+
+    let dir = tempfile::tempdir().unwrap();
+    common::card_sim(
+        &["create", "--kind", "purse", "--state", "card"],
+        dir.path(),
+    );
+    // The blank card answers both AIDs, whatever --kind said.
+    {
+        let (_server, port) = common::serve(&dir.path().join("card"));
+        let mut tcp = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        for select in [
+            psd_apdu::select(),
+            openpsd_core::client::purse_apdu::select(),
+        ] {
+            let r = answer(&mut tcp, &select).unwrap();
+            assert_eq!(r[r.len() - 2..], [0x90, 0x00], "{select:02X?}");
+        }
+    }
+    // The PSD's PERSONALIZE of a generated script, then the purse's SELECT before and after
+    // a reset.
+    let script = std::fs::read_to_string(format!(
+        "{}/../tests/scripts/indicium.apdu",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap();
+    let personalize_end = script
+        .match_indices("# expect 9000\n")
+        .nth(1)
+        .map(|(i, m)| i + m.len())
+        .expect("SELECT and PERSONALIZE");
+    assert!(script[..personalize_end].contains("\n80 10 00 00 "));
+    let purse_select = "00 A4 04 00 07 F0 50 53 44 00 00 02 00\n";
+    let script = format!(
+        "{}{purse_select}# expect 9000\nreset\n{purse_select}# expect 6A82\n",
+        &script[..personalize_end]
+    );
+    std::fs::write(dir.path().join("kind.apdu"), script).unwrap();
+    common::card_sim(
+        &["run", "--clock", "none", "--state", "card", "kind.apdu"],
+        dir.path(),
+    );
+    let (_server, port) = common::serve(&dir.path().join("card"));
+    let mut tcp = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let select = openpsd_core::client::purse_apdu::select();
+    assert_eq!(answer(&mut tcp, &select).unwrap(), [0x6A, 0x82]);
+    let r = answer(&mut tcp, &psd_apdu::select()).unwrap();
+    assert_eq!(r[r.len() - 2..], [0x90, 0x00]);
+}
+
 #[test]
 fn in_document_links_resolve() {
-    let doc = doc();
-    let mut in_code = false;
-    let anchors: BTreeSet<String> = doc
-        .lines()
-        .filter(|l| {
-            if l.starts_with("```") {
-                in_code = !in_code;
-            }
-            !in_code && l.starts_with('#')
-        })
-        .map(|l| {
-            l.trim_start_matches('#')
-                .trim()
-                .to_lowercase()
-                .chars()
-                .filter_map(|c| match c {
-                    ' ' => Some('-'),
-                    c if c.is_alphanumeric() || c == '-' || c == '_' => Some(c),
-                    _ => None,
-                })
-                .collect()
-        })
-        .collect();
-    let mut rest = doc.as_str();
-    let mut links = 0;
-    while let Some(i) = rest.find("](#") {
-        let tail = &rest[i + 3..];
-        let end = tail.find(')').expect("a link ends");
-        let anchor = &tail[..end];
-        assert!(
-            anchors.contains(anchor),
-            "docs/card-sim.md links to #{anchor}, which is no heading"
-        );
-        links += 1;
-        rest = &tail[end..];
-    }
-    assert!(links >= 8, "docs/card-sim.md has its cross references");
+    markdown::check_in_page_links(&doc(), "docs/card-sim.md", 8);
 }

@@ -2,8 +2,10 @@
 //! Every status word the card can send and every instruction byte of the PSD and the purse
 //! must be documented, the status word table must not list words the card does not have,
 //! every example exchange must be what the card answers today (the examples are printed
-//! by `apdu_examples` from the real card code), and SELECT's response table (§3.4: tag per
-//! P2, offsets, lengths, values) must be what SELECT answers on the PSD and the purse.
+//! by `apdu_examples` from the real card code), SELECT's response table (§3.4: tag per
+//! P2, offsets, lengths, values) must be what SELECT answers on the PSD and the purse, the
+//! commands §3.1 says discard pending response bytes must be the ones that do, and
+//! `9A14`'s rule (§4.6, §6) must be the card's.
 // Test code: a failed unwrap or expect is a failed test, with its message.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -12,6 +14,7 @@ use std::collections::BTreeSet;
 use openpsd_core::psd::CLA_PSD;
 use openpsd_core::purse::CLA_PURSE;
 use openpsd_core::status::{Status, SW_OK};
+use openpsd_tests::{expect_ok, expect_refused};
 
 fn read(relative: &str) -> String {
     let path = format!("{}/{relative}", env!("CARGO_MANIFEST_DIR"));
@@ -231,41 +234,10 @@ fn every_instruction_is_documented() {
     );
 }
 
-/// Every `#...` link of the document points at a heading of the document (GitHub's
-/// anchors: lower case, punctuation dropped, spaces to hyphens).
+/// Every `#...` link of the document points at a heading of the document.
 #[test]
 fn in_document_links_resolve() {
-    let doc = doc();
-    let anchors: BTreeSet<String> = doc
-        .lines()
-        .filter(|l| l.starts_with('#'))
-        .map(|l| {
-            l.trim_start_matches('#')
-                .trim()
-                .to_lowercase()
-                .chars()
-                .filter_map(|c| match c {
-                    ' ' => Some('-'),
-                    c if c.is_alphanumeric() || c == '-' || c == '_' => Some(c),
-                    _ => None,
-                })
-                .collect()
-        })
-        .collect();
-    let mut rest = doc.as_str();
-    let mut links = 0;
-    while let Some(i) = rest.find("](#") {
-        let tail = &rest[i + 3..];
-        let end = tail.find(')').expect("a link ends");
-        let anchor = &tail[..end];
-        assert!(
-            anchors.contains(anchor),
-            "docs/apdu.md links to #{anchor}, which is no heading"
-        );
-        links += 1;
-        rest = &tail[end..];
-    }
-    assert!(links > 20, "docs/apdu.md has its cross references");
+    openpsd_tests::markdown::check_in_page_links(&doc(), "docs/apdu.md", 21);
 }
 
 /// The example exchanges of a text: each `> command` entry with the `< response` entry
@@ -431,4 +403,133 @@ fn the_select_response_table_is_what_select_answers() {
             );
         }
     }
+}
+
+/// The backticked status words (four hex digits, e.g. `6B00`) of `text`, in order.
+fn status_words(text: &str) -> Vec<u16> {
+    text.split('`')
+        .skip(1)
+        .step_by(2)
+        .filter(|t| t.len() == 4 && t.chars().all(|c| c.is_ascii_hexdigit()))
+        .map(|t| u16::from_str_radix(t, 16).unwrap())
+        .collect()
+}
+
+/// §3.1 step 1 lists, by the status word they get, the commands that discard pending
+/// response bytes: each is sent to a PSD with bytes pending, must get that status word,
+/// and must leave nothing for the next GET RESPONSE. The list and the commands tried here
+/// must be the same set, so a word added to (or dropped from) the doc fails until the
+/// test knows a command for it. A refused SELECT and an applet command, which step 1 names
+/// without a status word, are tried too; and a proper GET RESPONSE does get the bytes.
+#[test]
+fn the_commands_that_discard_pending_bytes_are_the_ones_section_3_1_lists() {
+    use openpsd_core::client::psd_apdu;
+    let doc = doc();
+    let text = subsection(&doc, "### 3.1 Order of processing");
+    let start = text.find("1. **Pending").expect("step 1 of §3.1");
+    let end = start + text[start..].find("\n2. ").expect("step 2 of §3.1");
+    let listed: BTreeSet<u16> = status_words(&text[start..end]).into_iter().collect();
+    // A command that gets each word with the PSD selected and bytes pending.
+    let known: [(u16, &[u8]); 7] = [
+        (0x6700, &[0x00, 0xC0, 0x00]),             // too short
+        (0x6881, &[0x81, 0xCA, 0x00, 0x01, 0x00]), // logical channel
+        (0x6882, &[0x84, 0xCA, 0x00, 0x01, 0x00]), // secure messaging
+        (0x6E00, &[0xA0, 0xC0, 0x00, 0x00, 0x00]), // class
+        (0x6B00, &[0x00, 0xC0, 0x00, 0x01, 0x00]), // GET RESPONSE, other P1 P2
+        (0x6D00, &[0x80, 0xC0, 0x00, 0x00, 0x00]), // GET RESPONSE, CLA 80
+        (0x9000, &[0x10, 0xC0, 0x00, 0x00, 0x00]), // GET RESPONSE, chained
+    ];
+    let tried: BTreeSet<u16> = known.iter().map(|(sw, _)| *sw).collect();
+    assert_eq!(
+        listed, tried,
+        "§3.1 step 1's status words (left) are not the ones this test tries (right)"
+    );
+    let unlisted: [(u16, &[u8]); 2] = [
+        (
+            0x6A82,
+            &[0x00, 0xA4, 0x04, 0x00, 0x05, 0xA0, 0x00, 0x00, 0x00, 0x03],
+        ), // SELECT, refused
+        (0x9000, &[0x80, 0x32, 0x00, 0x00, 0x00]), // READ REGISTERS
+    ];
+    let (mut card, _) = openpsd_tests::personalized_card(1);
+    let get_data_short = [0x80, 0xCA, 0x00, 0x01, 0x0A];
+    let get_response = [0x00, 0xC0, 0x00, 0x00, 0x00];
+    for (sw, apdu) in known.iter().chain(&unlisted) {
+        expect_ok(&card.transmit(&psd_apdu::select()));
+        let first = card.transmit(&get_data_short);
+        assert_eq!(first[first.len() - 2], 0x61, "bytes pending: {first:02X?}");
+        let resp = card.transmit(apdu);
+        assert_eq!(
+            psd_apdu::sw(&resp),
+            *sw,
+            "{apdu:02X?} with bytes pending answers {sw:04X}"
+        );
+        let after = card.transmit(&get_response);
+        assert_eq!(
+            after,
+            [0x6B, 0x00],
+            "{apdu:02X?} ({sw:04X}) discards the pending bytes"
+        );
+    }
+    // The control: a GET RESPONSE as §3.1 says (CLA 00, P1 P2 00 00, no chain) gets them.
+    expect_ok(&card.transmit(&psd_apdu::select()));
+    let first = card.transmit(&get_data_short);
+    let left = usize::from(first[first.len() - 1]);
+    let rest = expect_ok(&card.transmit(&get_response));
+    assert_eq!(rest.len(), left);
+}
+
+/// §4.6's checks table, the paragraph under it and §6 say the same of `9A14` (DR +
+/// pending + amount above max DR), and the card does that: with value pending, a refill
+/// that brings DR + pending to exactly max DR is taken, one a cent more is `9A14`.
+#[test]
+fn refill_9a14_counts_pending_as_section_4_6_says() {
+    use openpsd_core::client::psd_apdu;
+    use openpsd_core::types::{Amount, RegisterSetIndex};
+    use openpsd_tests::purse::{funded_psd, purse, run_until};
+    let doc = doc();
+    let text = subsection(&doc, "### 4.6 REFILL (80 52)");
+    let rule = "DR + pending + amount > max DR";
+    let row = text
+        .lines()
+        .find(|l| l.starts_with("| `9A14` |"))
+        .expect("a 9A14 row in §4.6's checks");
+    assert!(row.contains(rule), "the 9A14 row states {rule:?}: {row}");
+    assert!(
+        text.contains("`9A14`\ncounts pending") || text.contains("`9A14` counts pending"),
+        "the paragraph under the table says 9A14 counts pending"
+    );
+    assert!(text.contains("(DR + pending + amount ≤ max DR)"));
+    let status_row = status_rows(&doc)
+        .into_iter()
+        .find(|(sw, _)| sw == "9A14")
+        .expect("9A14 in the status word table")
+        .1;
+    assert!(
+        status_row.contains(rule),
+        "§6 states {rule:?}: {status_row}"
+    );
+
+    let max = openpsd_tests::MAX_DR.0;
+    let funded = 10_000;
+    let pending = 700;
+    let mut psd = funded_psd(1, funded);
+    let mut card = purse(2);
+    // Steps 0..9: up to and including TRANSFER DEBIT, so `pending` stays pending.
+    run_until(&mut psd, &mut card, pending, 9);
+    let regs = openpsd_tests::registers(&mut psd, 0);
+    assert_eq!(regs.pending, Amount(pending));
+    let room = max - regs.dr.0 - regs.pending.0;
+    let kms = openpsd_tests::Kms::new();
+    let set = RegisterSetIndex(0);
+    let over = kms.refill_for(&mut psd, set, Amount(room + 1), [3; 8]);
+    expect_refused(
+        &psd.transmit(&psd_apdu::refill(set, &over)),
+        Status::RefillAboveLimit,
+    );
+    assert!(regs.dr.0 + room < max, "DR alone would have had room");
+    let exact = kms.refill_for(&mut psd, set, Amount(room), [4; 8]);
+    expect_ok(&psd.transmit(&psd_apdu::refill(set, &exact)));
+    let regs = openpsd_tests::registers(&mut psd, 0);
+    assert_eq!(regs.dr.0 + regs.pending.0, max);
 }

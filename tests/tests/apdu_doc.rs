@@ -440,43 +440,86 @@ fn the_commands_that_discard_pending_bytes_are_the_ones_section_3_1_lists() {
         (0x9000, &[0x10, 0xC0, 0x00, 0x00, 0x00]), // GET RESPONSE, chained
     ];
     let tried: BTreeSet<u16> = known.iter().map(|(sw, _)| *sw).collect();
+    let hex = |set: &BTreeSet<u16>| set.iter().map(|sw| format!("{sw:04X}")).collect::<Vec<_>>();
     assert_eq!(
-        listed, tried,
+        hex(&listed),
+        hex(&tried),
         "§3.1 step 1's status words (left) are not the ones this test tries (right)"
     );
-    let unlisted: [(u16, &[u8]); 2] = [
-        (
-            0x6A82,
-            &[0x00, 0xA4, 0x04, 0x00, 0x05, 0xA0, 0x00, 0x00, 0x00, 0x03],
-        ), // SELECT, refused
-        (0x9000, &[0x80, 0x32, 0x00, 0x00, 0x00]), // READ REGISTERS
-    ];
-    let (mut card, _) = openpsd_tests::personalized_card(1);
-    let get_data_short = [0x80, 0xCA, 0x00, 0x01, 0x0A];
+    // A refused SELECT, and an applet command (READ REGISTERS, the purse's GET DATA).
+    let refused_select: &[u8] = &[0x00, 0xA4, 0x04, 0x00, 0x05, 0xA0, 0x00, 0x00, 0x00, 0x03];
     let get_response = [0x00, 0xC0, 0x00, 0x00, 0x00];
-    for (sw, apdu) in known.iter().chain(&unlisted) {
-        expect_ok(&card.transmit(&psd_apdu::select()));
-        let first = card.transmit(&get_data_short);
-        assert_eq!(first[first.len() - 2], 0x61, "bytes pending: {first:02X?}");
-        let resp = card.transmit(apdu);
-        assert_eq!(
-            psd_apdu::sw(&resp),
-            *sw,
-            "{apdu:02X?} with bytes pending answers {sw:04X}"
-        );
-        let after = card.transmit(&get_response);
-        assert_eq!(
-            after,
-            [0x6B, 0x00],
-            "{apdu:02X?} ({sw:04X}) discards the pending bytes"
-        );
+    // On the PSD and on the purse: bytes are left pending by a SELECT with Le = 1.
+    let (psd, _) = openpsd_tests::personalized_card(1);
+    let purse = openpsd_tests::purse::purse(2);
+    let cards: [(_, _, _, &[u8]); 2] = [
+        (
+            "PSD",
+            psd,
+            psd_apdu::select(),
+            &[0x80, 0x32, 0x00, 0x00, 0x00],
+        ),
+        (
+            "purse",
+            purse,
+            openpsd_core::client::purse_apdu::select(),
+            &[0x80, 0xCA, 0x00, 0x01, 0x00],
+        ),
+    ];
+    for (name, mut card, mut select, applet_command) in cards {
+        let unlisted = [(0x6A82, refused_select), (0x9000, applet_command)];
+        *select.last_mut().unwrap() = 0x01;
+        let leave_pending = |card: &mut openpsd_tests::TestCard| {
+            let first = card.transmit(&select);
+            assert_eq!(first.len(), 3, "{name}: FCI cut to 1 byte: {first:02X?}");
+            assert_eq!(first[1], 0x61, "{name}: bytes pending: {first:02X?}");
+            usize::from(first[2])
+        };
+        for (sw, apdu) in known.iter().chain(&unlisted) {
+            leave_pending(&mut card);
+            let resp = card.transmit(apdu);
+            assert_eq!(
+                psd_apdu::sw(&resp),
+                *sw,
+                "{name}: {apdu:02X?} with bytes pending answers {sw:04X}"
+            );
+            let after = card.transmit(&get_response);
+            assert_eq!(
+                after,
+                [0x6B, 0x00],
+                "{name}: {apdu:02X?} ({sw:04X}) discards the pending bytes"
+            );
+        }
+        // The control: a GET RESPONSE as §3.1 says (CLA 00, P1 P2 00 00, no chain) gets them.
+        let left = leave_pending(&mut card);
+        let rest = expect_ok(&card.transmit(&get_response));
+        assert_eq!(rest.len(), left, "{name}");
     }
-    // The control: a GET RESPONSE as §3.1 says (CLA 00, P1 P2 00 00, no chain) gets them.
-    expect_ok(&card.transmit(&psd_apdu::select()));
-    let first = card.transmit(&get_data_short);
-    let left = usize::from(first[first.len() - 1]);
-    let rest = expect_ok(&card.transmit(&get_response));
-    assert_eq!(rest.len(), left);
+}
+
+/// §3.2's worked examples ("For example `81` → `6881`, ...") are what GET DATA with that
+/// class byte gets, on a PSD.
+#[test]
+fn the_class_byte_examples_of_section_3_2_are_what_the_card_answers() {
+    use openpsd_core::client::psd_apdu;
+    let doc = doc();
+    let text = subsection(&doc, "### 3.2 Class byte");
+    let at = text.find("For example ").expect("§3.2's examples");
+    let sentence = &text[at..at + text[at..].find(".\n").unwrap_or(text.len() - at)];
+    let sentence = sentence.replace('\n', " ");
+    let mut checked = 0;
+    let (mut card, _) = openpsd_tests::personalized_card(1);
+    for pair in sentence.split(", ") {
+        let codes: Vec<&str> = pair.split('`').skip(1).step_by(2).collect();
+        if let [cla, sw] = codes[..] {
+            let cla = u8::from_str_radix(cla, 16).unwrap();
+            let sw = u16::from_str_radix(sw, 16).unwrap();
+            let resp = card.transmit(&[cla, 0xCA, 0x00, 0x01, 0x00]);
+            assert_eq!(psd_apdu::sw(&resp), sw, "CLA {cla:02X}: §3.2 says {sw:04X}");
+            checked += 1;
+        }
+    }
+    assert!(checked >= 5, "§3.2's examples read: {sentence}");
 }
 
 /// §4.6's checks table, the paragraph under it and §6 say the same of `9A14` (DR +

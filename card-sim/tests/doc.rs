@@ -23,6 +23,7 @@
 use std::collections::BTreeSet;
 use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
+use std::process::Command;
 use std::time::Duration;
 
 use card_sim::issuer::{self, PurseRecord, PurseRequest};
@@ -391,6 +392,154 @@ fn the_secrets_and_baselines_tables_are_what_card_sim_writes() {
         example,
         "every field read"
     );
+}
+
+/// The file at `dir/name` as JSON, after checking its permission bits.
+fn json_file(dir: &std::path::Path, name: &str, mode: u32) -> Value {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.join(name);
+    let meta = std::fs::metadata(&path).unwrap_or_else(|e| panic!("{name}: {e}"));
+    assert_eq!(meta.permissions().mode() & 0o777, mode, "{name}: mode");
+    serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
+}
+
+/// The files the `card-sim` binary itself writes (scheme, public scheme, bench-KMS keys,
+/// the PSD's and the purse's secrets, baselines) have the documented names beside the
+/// card's directory, modes, fields and encodings; neither a secrets file nor a KMS key is
+/// ever overwritten.
+#[test]
+fn the_files_the_cli_writes_are_as_documented() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let run = |args: &[&str]| common::card_sim(args, d);
+    run(&["scheme", "create", "--out", "scheme.json", "--id", "4711"]);
+    check_file_table("### The scheme file", &json_file(d, "scheme.json", 0o600));
+    run(&[
+        "scheme",
+        "public",
+        "--scheme",
+        "scheme.json",
+        "--out",
+        "public.json",
+    ]);
+    let public: Value =
+        serde_json::from_str(&std::fs::read_to_string(d.join("public.json")).unwrap()).unwrap();
+    check_file_table("### The public scheme file", &public);
+
+    run(&["bench-kms", "--dir", "kms"]);
+    for (name, digits, private) in [
+        ("kms/kms-signing.key", 64, true),
+        ("kms/kms-public.key", 130, false),
+    ] {
+        use std::os::unix::fs::PermissionsExt;
+        let text = std::fs::read_to_string(d.join(name)).unwrap();
+        let text = text.trim();
+        assert_eq!(text.len(), digits, "{name}");
+        assert!(hex::decode(text).is_ok(), "{name} is hex");
+        if private {
+            let m = std::fs::metadata(d.join(name))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(m & 0o777, 0o600, "{name}: mode");
+        }
+    }
+    let doc = doc();
+    let row = doc
+        .lines()
+        .find(|l| l.starts_with("| `card-sim bench-kms --dir DIR`"))
+        .expect("the bench-kms row");
+    assert!(row.contains("`DIR/kms-signing.key` (64 hex digits, mode 0600)"));
+    assert!(row.contains("`DIR/kms-public.key` (130 hex digits)"));
+    assert!(row.contains("refuses to overwrite a key"));
+    let signing = std::fs::read(d.join("kms/kms-signing.key")).unwrap();
+    let again = Command::new(env!("CARGO_BIN_EXE_card-sim"))
+        .args(["bench-kms", "--dir", "kms"])
+        .current_dir(d)
+        .output()
+        .unwrap();
+    assert!(!again.status.success(), "bench-kms over an existing key");
+    assert_eq!(
+        std::fs::read(d.join("kms/kms-signing.key")).unwrap(),
+        signing
+    );
+
+    run(&[
+        "personalize",
+        "--state",
+        "psd",
+        "--scheme",
+        "scheme.json",
+        "--kms-public-key",
+        "kms/kms-public.key",
+        "--license",
+        "4711:10115",
+        "--license",
+        "4712:20095",
+    ]);
+    let secrets = json_file(d, "psd.secrets.json", 0o600);
+    check_file_table("### The PSD's secrets file", &secrets);
+    assert_eq!(
+        secrets["licenses"],
+        serde_json::json!([[4711, "10115"], [4712, "20095"]]),
+        "one [license, origin] pair per set, in set order"
+    );
+    run(&[
+        "refill",
+        "--state",
+        "psd",
+        "--amount",
+        "100.00",
+        "--kms-signing-key",
+        "kms/kms-signing.key",
+    ]);
+    let baselines: Value =
+        serde_json::from_str(&std::fs::read_to_string(d.join("psd.baselines.json")).unwrap())
+            .unwrap();
+    assert_eq!(
+        baselines,
+        serde_json::json!([{"control_sum": 10000, "refills": 1}, {"control_sum": 0, "refills": 0}]),
+        "one object per set of the secrets file, in minor units"
+    );
+    check_file_table("### The baselines file", &baselines[0]);
+
+    run(&[
+        "personalize",
+        "--kind",
+        "purse",
+        "--state",
+        "purse",
+        "--scheme",
+        "scheme.json",
+        "--pin",
+        "1234",
+    ]);
+    check_file_table(
+        "### The purse's secrets file",
+        &json_file(d, "purse.secrets.json", 0o600),
+    );
+
+    // A secrets file is written once: another card's personalization is refused rather
+    // than overwrite it.
+    let before = std::fs::read(d.join("psd.secrets.json")).unwrap();
+    let again = Command::new(env!("CARGO_BIN_EXE_card-sim"))
+        .args([
+            "personalize",
+            "--state",
+            "psd2",
+            "--kms-public-key",
+            "kms/kms-public.key",
+            "--secrets",
+            "psd.secrets.json",
+        ])
+        .current_dir(d)
+        .output()
+        .unwrap();
+    assert!(
+        !again.status.success(),
+        "an existing secrets file overwritten"
+    );
+    assert_eq!(std::fs::read(d.join("psd.secrets.json")).unwrap(), before);
 }
 
 /// Whether the card answers `body` (a frame) within a short wait; the answer if so.

@@ -429,6 +429,8 @@ fn the_commands_that_discard_pending_bytes_are_the_ones_section_3_1_lists() {
     let start = text.find("1. **Pending").expect("step 1 of §3.1");
     let end = start + text[start..].find("\n2. ").expect("step 2 of §3.1");
     let listed: BTreeSet<u16> = status_words(&text[start..end]).into_iter().collect();
+    let get_response_table = subsection(&doc, "### 3.5 Response length, Le, 61xx and GET RESPONSE");
+    assert!(get_response_table.contains("| Lc / data | none (any data is ignored) |"));
     // A command that gets each word with the PSD selected and bytes pending.
     let known: [(u16, &[u8]); 7] = [
         (0x6700, &[0x00, 0xC0, 0x00]),             // too short
@@ -490,10 +492,17 @@ fn the_commands_that_discard_pending_bytes_are_the_ones_section_3_1_lists() {
                 "{name}: {apdu:02X?} ({sw:04X}) discards the pending bytes"
             );
         }
-        // The control: a GET RESPONSE as §3.1 says (CLA 00, P1 P2 00 00, no chain) gets them.
-        let left = leave_pending(&mut card);
-        let rest = expect_ok(&card.transmit(&get_response));
-        assert_eq!(rest.len(), left, "{name}");
+        // The control: a GET RESPONSE as §3.1 says (CLA 00, P1 P2 00 00, no chain) gets them,
+        // with or without Le, and with data, which §3.5 says is ignored.
+        for apdu in [
+            &get_response[..],
+            &[0x00, 0xC0, 0x00, 0x00],
+            &[0x00, 0xC0, 0x00, 0x00, 0x01, 0xFF, 0x00],
+        ] {
+            let left = leave_pending(&mut card);
+            let rest = expect_ok(&card.transmit(apdu));
+            assert_eq!(rest.len(), left, "{name}: {apdu:02X?}");
+        }
     }
 }
 

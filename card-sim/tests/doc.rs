@@ -822,3 +822,10 @@ fn the_card_kinds_section_is_what_card_sim_does() {
 fn in_document_links_resolve() {
     markdown::check_in_page_links(&doc(), "docs/card-sim.md", 8);
 }
+
+#[test]
+fn links_to_other_docs_resolve() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs");
+    let links = markdown::check_links_to_other_docs(&doc(), "docs/card-sim.md", &dir);
+    assert!(links >= 2, "docs/card-sim.md links to other docs");
+}

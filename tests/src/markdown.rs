@@ -1,7 +1,7 @@
-//! Reading the project's Markdown docs in doc-drift tests: heading anchors and in-page
-//! links. Shared, std only, by `tests/tests/apdu_doc.rs` (as `openpsd_tests::markdown`)
-//! and `card-sim/tests/doc.rs` (which includes this file by path: card-sim's tests do not
-//! depend on this crate).
+//! Reading the project's Markdown docs in doc-drift tests: heading anchors, in-page links
+//! and links to other docs. Shared, std only, by `tests/tests/apdu_doc.rs` (as
+//! `openpsd_tests::markdown`) and `card-sim/tests/doc.rs` (which includes this file by
+//! path: card-sim's tests do not depend on this crate).
 
 use std::collections::BTreeSet;
 
@@ -58,4 +58,37 @@ pub fn check_in_page_links(doc: &str, name: &str, at_least: usize) {
         links >= at_least,
         "{name} has {links} in-page links, expected at least {at_least}"
     );
+}
+
+/// Checks that every link of `doc` (named `name`) to another Markdown file of `dir`
+/// (`](other.md)` or `](other.md#anchor)`) names a file there and, with an anchor, one of
+/// its headings. Returns how many such links there are.
+pub fn check_links_to_other_docs(doc: &str, name: &str, dir: &std::path::Path) -> usize {
+    let mut rest = doc;
+    let mut links = 0;
+    while let Some(i) = rest.find("](") {
+        let tail = &rest[i + 2..];
+        let end = tail
+            .find(')')
+            .unwrap_or_else(|| panic!("{name}: a link that does not end"));
+        let target = &tail[..end];
+        rest = &tail[end..];
+        let (file, anchor) = target.split_once('#').unwrap_or((target, ""));
+        let local = file.ends_with(".md")
+            && file
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+        if !local {
+            continue;
+        }
+        let path = dir.join(file);
+        let other = std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("{name} links to {file}: {}: {e}", path.display()));
+        assert!(
+            anchor.is_empty() || anchors(&other).contains(anchor),
+            "{name} links to {file}#{anchor}, which is no heading of {file}"
+        );
+        links += 1;
+    }
+    links
 }

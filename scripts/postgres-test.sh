@@ -2,10 +2,12 @@
 # postgres-test.sh - the post office's registry on a real PostgreSQL server (issue 13
 # item 5): installs PostgreSQL from Debian if missing, starts a private cluster of its own
 # (a temporary directory, a Unix socket only, no TCP port, stopped and removed on exit),
-# then runs the same post office suite as `cargo test --workspace` runs on SQLite —
-# the registry's own tests and the services' end-to-end tests (backoffice/tests/post.rs,
-# post_browser.rs) — with OPENPSD_TEST_POSTGRES pointing at it, and measures registry
-# inserts/s at N stored pieces on both stores.
+# then runs the same post office and data center suites as `cargo test --workspace` runs
+# on SQLite — the registry's own tests and the services' end-to-end tests
+# (backoffice/tests/post.rs, post_browser.rs, datacenter.rs) — with OPENPSD_TEST_POSTGRES
+# pointing at it; starts a second cluster, a primary with a synchronous standby, for the
+# data center's failover test (tests/datacenter_failover.rs: the primary killed mid-load,
+# the standby promoted); and measures registry inserts/s at N stored pieces on both stores.
 #
 #   bash scripts/postgres-test.sh [--stored N] [--measure M] [--keep]
 #
@@ -83,6 +85,47 @@ say "PostgreSQL cluster at $DIR (Unix socket only): OPENPSD_TEST_POSTGRES='$CONN
 say "the post office suite on PostgreSQL"
 cargo test -p openpsd-post
 cargo test -p openpsd-backoffice --test post --test post_browser
+say "the data center suite on PostgreSQL"
+cargo test -p openpsd-backoffice --test datacenter
+
+# The data center's failover: a second cluster, a primary with a synchronous standby
+# (streaming replication over Unix sockets: every commit waits until the standby has
+# flushed it), the test kills the primary (`-m immediate`: no shutdown checkpoint, like a
+# power cut of the server) mid-load and promotes the standby.
+FO="$DIR/failover"
+mkdir -p "$FO/p" "$FO/s"
+[ "$(id -u)" -ne 0 ] || chown -R postgres: "$FO"
+stop_failover() {
+  "${AS[@]}" "$BIN/pg_ctl" -D "$FO/standby" -m immediate stop >/dev/null 2>&1 || true
+  "${AS[@]}" "$BIN/pg_ctl" -D "$FO/primary" -m immediate stop >/dev/null 2>&1 || true
+}
+[ "$KEEP" = 1 ] || trap 'stop_failover; stop' EXIT INT TERM
+say "failover pair: primary and synchronous standby at $FO"
+"${AS[@]}" "$BIN/initdb" -D "$FO/primary" -A trust -U postgres --no-sync -E UTF8 >/dev/null
+"${AS[@]}" "$BIN/pg_ctl" -D "$FO/primary" -l "$FO/primary.log" -w -o "-k $FO/p \
+  -c listen_addresses='' -c wal_level=replica -c max_wal_senders=4 \
+  -c synchronous_standby_names=standby1 -c synchronous_commit=on" start >/dev/null ||
+  { cat "$FO/primary.log" >&2; die "the failover primary did not start"; }
+"${AS[@]}" "$BIN/pg_basebackup" -h "$FO/p" -U postgres -D "$FO/standby" -X stream -R \
+  -d "host=$FO/p user=postgres application_name=standby1" >/dev/null ||
+  die "pg_basebackup of the failover primary failed"
+"${AS[@]}" "$BIN/pg_ctl" -D "$FO/standby" -l "$FO/standby.log" -w -o "-k $FO/s \
+  -c listen_addresses=''" start >/dev/null ||
+  { cat "$FO/standby.log" >&2; die "the failover standby did not start"; }
+for _ in $(seq 50); do
+  state=$("${AS[@]}" "$BIN/psql" -h "$FO/p" -U postgres -Atc \
+    "SELECT sync_state FROM pg_stat_replication WHERE application_name = 'standby1'" 2>/dev/null || true)
+  [ "$state" = sync ] && break
+  sleep 0.2
+done
+[ "$state" = sync ] || die "the standby is not a synchronous standby (state: '$state')"
+say "standby streaming, synchronous; the data center follows the primary with target_session_attrs=read-write"
+export OPENPSD_TEST_PG_FAILOVER_URL="host=$FO/p,$FO/s user=postgres target_session_attrs=read-write"
+export OPENPSD_TEST_PG_FAILOVER_PRIMARY="host=$FO/p user=postgres"
+export OPENPSD_TEST_PG_KILL_PRIMARY="${AS[*]} $BIN/pg_ctl -D $FO/primary -m immediate stop"
+export OPENPSD_TEST_PG_PROMOTE="${AS[*]} $BIN/pg_ctl -D $FO/standby -w promote"
+cargo test -p openpsd-backoffice --test datacenter_failover -- --nocapture
+stop_failover
 
 say "registry inserts with the duplicate check at $STORED stored pieces (release build)"
 cargo build -q --release -p openpsd-post --example registry_bench

@@ -214,9 +214,11 @@ async fn main() {
     println!("  in-process PSD (reference):    {psd_rate:>8.1} pieces/s");
 
     let report = openpsd_datacenter::audit::audit(
-        &tmp.path()
-            .join("datacenter")
-            .join(openpsd_datacenter::DB_FILE),
+        &openpsd_datacenter::Database::Sqlite(
+            tmp.path()
+                .join("datacenter")
+                .join(openpsd_datacenter::DB_FILE),
+        ),
         Some(&info.txn_key),
     )
     .unwrap();

@@ -30,6 +30,10 @@ pub struct DatacenterCmd {
     /// With register-box: the PKI directory (the operator's certificate).
     #[arg(long, value_name = "DIR", env = "OPENPSD_PKI", global = true)]
     pki: Option<PathBuf>,
+    /// The data center's PostgreSQL database (as its `serve --database-url`), instead of
+    /// DATA/datacenter.sqlite. Read only.
+    #[arg(long, value_name = "URL", global = true, hide_env_values = true)]
+    database_url: Option<String>,
 }
 
 #[derive(clap::Subcommand)]
@@ -59,13 +63,11 @@ enum DatacenterWhat {
 pub async fn run(c: DatacenterCmd) -> Result<bool> {
     match c.what {
         DatacenterWhat::RegisterBox { data } => {
-            let db = data.join(openpsd_datacenter::DB_FILE);
-            anyhow::ensure!(
-                db.exists(),
-                "{}: no data center database there",
-                db.display()
-            );
-            let reg = openpsd_datacenter::box_registration(&db)?;
+            let db = openpsd_datacenter::Database::new(&data, c.database_url.as_deref());
+            // Blocking reads (rust-postgres's client runs a runtime of its own).
+            let reg =
+                tokio::task::spawn_blocking(move || openpsd_datacenter::box_registration(&db))
+                    .await??;
             let pki = Pki::at(c.pki.as_ref().context(
                 "--pki DIR (or OPENPSD_PKI): the PKI `backoffice init` made, for the operator's certificate",
             )?);
@@ -83,16 +85,14 @@ pub async fn run(c: DatacenterCmd) -> Result<bool> {
             Ok(true)
         }
         DatacenterWhat::Audit { data, box_key } => {
-            let db = data.join(openpsd_datacenter::DB_FILE);
-            anyhow::ensure!(
-                db.exists(),
-                "{}: no data center database there",
-                db.display()
-            );
+            let db = openpsd_datacenter::Database::new(&data, c.database_url.as_deref());
             let key = box_key
                 .map(|k| hex::decode(k.trim()).context("--box-key: hex"))
                 .transpose()?;
-            let r = openpsd_datacenter::audit::audit(&db, key.as_deref())?;
+            let r = tokio::task::spawn_blocking(move || {
+                openpsd_datacenter::audit::audit(&db, key.as_deref())
+            })
+            .await??;
             if c.json {
                 println!("{}", serde_json::to_string_pretty(&r)?);
             } else {

@@ -329,7 +329,10 @@ struct Serve {
     post_listen: String,
     /// With --role post or all: keep the post office's registry in this PostgreSQL
     /// database (`postgres://user@host/db` or `host=/run/postgresql dbname=post`) instead
-    /// of DATA/post.sqlite. Tables and month partitions are made on start.
+    /// of DATA/post.sqlite. Tables and month partitions are made on start. With --role
+    /// datacenter: the data center's database instead of DATA/datacenter.sqlite; name the
+    /// primary and its standby (`host=/a,/b … target_session_attrs=read-write`) to follow
+    /// a failover.
     #[arg(
         long,
         value_name = "URL",
@@ -637,11 +640,12 @@ async fn serve(s: Serve) -> Result<()> {
                 .vendor
                 .as_deref()
                 .context("--role datacenter needs --vendor URL (the vendor grants its meters)")?;
-            let config = openpsd_datacenter::Config::new(
+            let mut config = openpsd_datacenter::Config::new(
                 s.data.clone(),
                 [vendor, &s.kms, &s.recharge],
                 pki.clone(),
             );
+            config.database_url = s.database_url.clone();
             let (svc, info) = server::start_datacenter(&config, &listen, rate).await?;
             tracing::info!(
                 box_id = %openpsd_service_kit::codec::device_hex(&info.box_id),

@@ -6,6 +6,11 @@
 //! record edited in the database (the box's alarm), a database restored from a backup (the
 //! start refused), sessions forged or logged out, password guessing throttled, the wrong
 //! callers at the vendor, the KMS and the recharging center.
+//!
+//! The data center's database is `datacenter.sqlite`, or — with `OPENPSD_TEST_POSTGRES` set
+//! (`scripts/postgres-test.sh`) — a fresh database on that PostgreSQL server: the same suite
+//! runs on both. The tests that play the untrusted database edit it through
+//! [`Database::write`] on either.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -17,6 +22,8 @@ use openpsd_backoffice::server::{spawn_all, start_datacenter, Handles};
 use openpsd_core::psd::indicium;
 use openpsd_core::vbox::txn::TransactionRecord;
 use openpsd_datacenter::boxhost::BoxInfo;
+use openpsd_datacenter::sql::{args, Conn, Sql};
+use openpsd_datacenter::Database;
 use openpsd_protocol::datacenter::{
     BoxRegistration, DepositView, GrantRequest, History, IndiciumIssued, IndiciumOrder,
     MailerCredentials, MailerSession, MeterView, RefillDone, RefillOrder,
@@ -32,14 +39,17 @@ struct World {
     dc: Service,
     info: BoxInfo,
     dir: std::path::PathBuf,
+    /// The PostgreSQL database, if the suite runs on one.
+    url: Option<String>,
 }
 
-fn config(h: &Handles, dir: &Path) -> openpsd_datacenter::Config {
+fn config(h: &Handles, dir: &Path, url: Option<&str>) -> openpsd_datacenter::Config {
     let mut c = openpsd_datacenter::Config::new(
         dir.join("datacenter"),
         [&h.vendor.url, &h.kms.url, &h.recharge.url],
         h.pki.clone(),
     );
+    c.database_url = url.map(str::to_owned);
     c.shards = 4;
     c.depth = 4;
     // A meter holds at most 100.00 here (the refused-refill test reaches it).
@@ -51,7 +61,8 @@ fn config(h: &Handles, dir: &Path) -> openpsd_datacenter::Config {
 /// operator.
 async fn world(dir: &Path) -> World {
     let h = spawn_all(dir).await.unwrap();
-    let (dc, info) = start_datacenter(&config(&h, dir), "127.0.0.1:0", 1000)
+    let url = common::post_database().await;
+    let (dc, info) = start_datacenter(&config(&h, dir, url.as_deref()), "127.0.0.1:0", 1000)
         .await
         .unwrap();
     let op = Client::new(&h.kms.url, &h.pki, Some(Role::Operator));
@@ -67,8 +78,47 @@ async fn world(dir: &Path) -> World {
         dc,
         info,
         dir: dir.to_path_buf(),
+        url,
     }
 }
+
+impl World {
+    fn database(&self) -> Database {
+        Database::new(&self.dir.join("datacenter"), self.url.as_deref())
+    }
+
+    /// Runs `f` on the data center's database directly, as whoever holds the database
+    /// (untrusted) could.
+    fn raw<T: Send>(&self, f: impl FnOnce(&mut Conn<'_>) -> anyhow::Result<T> + Send) -> T {
+        raw(&self.database(), f)
+    }
+}
+
+/// [`World::raw`] on `db`, on a thread of its own (rust-postgres's client blocks).
+fn raw<T: Send>(db: &Database, f: impl FnOnce(&mut Conn<'_>) -> anyhow::Result<T> + Send) -> T {
+    std::thread::scope(|s| s.spawn(move || db.write(f)).join())
+        .expect("the database thread")
+        .expect("the direct database access")
+}
+
+fn api(e: openpsd_service_kit::error::ApiError) -> anyhow::Error {
+    anyhow::anyhow!("{}", e.message)
+}
+
+/// Every table of the data center's database (a PostgreSQL backup copies them all).
+const TABLES: [&str; 11] = [
+    "box",
+    "mailers",
+    "sessions",
+    "login_failures",
+    "meters",
+    "refills",
+    "reservations",
+    "nodes",
+    "txns",
+    "indicia",
+    "intents",
+];
 
 fn creds(name: &str) -> MailerCredentials {
     MailerCredentials {
@@ -109,10 +159,12 @@ fn order(txn: u64, postage: u64) -> IndiciumOrder {
 }
 
 fn audit(w: &World) -> openpsd_datacenter::audit::AuditReport {
-    openpsd_datacenter::audit::audit(
-        &w.dir.join("datacenter").join(openpsd_datacenter::DB_FILE),
-        Some(&w.info.txn_key),
-    )
+    let (db, key) = (w.database(), w.info.txn_key);
+    std::thread::scope(|s| {
+        s.spawn(move || openpsd_datacenter::audit::audit(&db, Some(&key)))
+            .join()
+    })
+    .expect("the auditor's thread")
     .unwrap()
 }
 
@@ -294,18 +346,15 @@ async fn sessions_and_passwords() {
         .unwrap_err();
     assert_eq!((e.status, e.code.as_str()), (429, "login_throttled"));
     // The database alone does not log in: its hash is keyed by the data center's secret.
-    let db = tmp
-        .path()
-        .join("datacenter")
-        .join(openpsd_datacenter::DB_FILE);
-    let c = rusqlite::Connection::open(&db).unwrap();
-    let stored: String = c
-        .query_row(
+    let stored = w.raw(|c| {
+        c.one(
+            "t",
             "SELECT password_hash FROM mailers WHERE username = 'alice'",
-            [],
-            |r| r.get(0),
+            args![],
         )
-        .unwrap();
+        .and_then(|r| r.text(0))
+        .map_err(api)
+    });
     let parsed = argon2::PasswordHash::new(&stored).unwrap();
     use argon2::PasswordVerifier as _;
     assert!(argon2::Argon2::default()
@@ -331,25 +380,37 @@ async fn an_edited_record_is_refused_and_a_restored_database_does_not_start() {
         )
         .await
         .unwrap();
+    // A backup taken now, with 1,000 in the meter.
+    let backup = tmp.path().join("backup.sqlite");
     let db = tmp
         .path()
         .join("datacenter")
         .join(openpsd_datacenter::DB_FILE);
-    // A backup taken now, with 1,000 in the meter.
-    let backup = tmp.path().join("backup.sqlite");
-    {
-        let c = rusqlite::Connection::open(&db).unwrap();
-        c.execute("VACUUM INTO ?1", [backup.to_str().unwrap()])
-            .unwrap();
-    }
+    w.raw(|c| {
+        if c.is_postgres() {
+            for t in TABLES {
+                c.exec(
+                    "t",
+                    &format!("CREATE TABLE backup_{t} AS SELECT * FROM {t}"),
+                    args![],
+                )
+                .map_err(api)?;
+            }
+        } else {
+            c.exec("t", "VACUUM INTO ?1", args![backup.to_str().unwrap()])
+                .map_err(api)?;
+        }
+        Ok(())
+    });
     let _: IndiciumIssued = alice.post("/v1/indicia", &order(1, 400)).await.unwrap();
 
     // A register raised in the database: the box refuses the record (MAC), nothing printed.
     let original: Vec<u8> = {
-        let c = rusqlite::Connection::open(&db).unwrap();
-        let rec: Vec<u8> = c
-            .query_row("SELECT record FROM meters", [], |r| r.get(0))
-            .unwrap();
+        let rec = w.raw(|c| {
+            c.one("t", "SELECT record FROM meters", args![])
+                .and_then(|r| r.blob(0))
+                .map_err(api)
+        });
         let mut edited = rec.clone();
         // DR and control sum raised together, so the record still parses (kind 1,
         // version 1, meter 8, slot 4, mailer 16, license 4, origin 1+5, AR 8, DR 8,
@@ -361,8 +422,10 @@ async fn an_edited_record_is_refused_and_a_restored_database_does_not_start() {
             let v = u64::from_be_bytes(edited[at..at + 8].try_into().unwrap()) + 100_000;
             edited[at..at + 8].copy_from_slice(&v.to_be_bytes());
         }
-        c.execute("UPDATE meters SET record = ?1", [&edited])
-            .unwrap();
+        w.raw(|c| {
+            c.exec("t", "UPDATE meters SET record = ?1", args![&edited])
+                .map_err(api)
+        });
         rec
     };
     let e = alice
@@ -379,29 +442,37 @@ async fn an_edited_record_is_refused_and_a_restored_database_does_not_start() {
         !audit(&w).problems.is_empty(),
         "the auditor sees the edit too"
     );
-    {
-        let c = rusqlite::Connection::open(&db).unwrap();
-        c.execute("UPDATE meters SET record = ?1", [&original])
-            .unwrap();
-    }
+    w.raw(|c| {
+        c.exec("t", "UPDATE meters SET record = ?1", args![&original])
+            .map_err(api)
+    });
     let _: IndiciumIssued = alice.post("/v1/indicia", &order(2, 100)).await.unwrap();
     assert!(audit(&w).problems.is_empty());
 
     // A deleted transaction record: the auditor reports the gap.
     {
-        let c = rusqlite::Connection::open(&db).unwrap();
-        let (shard, seq, meter, saved): (i64, i64, String, Vec<u8>) = c
-            .query_row(
-                "SELECT shard, sequence, meter_id, record FROM txns WHERE kind = 2 LIMIT 1",
-                [],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+        let (shard, seq, meter, saved) = w.raw(|c| {
+            let r = c
+                .one(
+                    "t",
+                    "SELECT shard, sequence, meter_id, record FROM txns WHERE kind = 2 LIMIT 1",
+                    args![],
+                )
+                .map_err(api)?;
+            let got = (
+                r.int(0).map_err(api)?,
+                r.int(1).map_err(api)?,
+                r.text(2).map_err(api)?,
+                r.blob(3).map_err(api)?,
+            );
+            c.exec(
+                "t",
+                "DELETE FROM txns WHERE shard = ?1 AND sequence = ?2",
+                args![got.0, got.1],
             )
-            .unwrap();
-        c.execute(
-            "DELETE FROM txns WHERE shard = ?1 AND sequence = ?2",
-            rusqlite::params![shard, seq],
-        )
-        .unwrap();
+            .map_err(api)?;
+            Ok(got)
+        });
         let a = audit(&w);
         assert!(
             a.problems
@@ -410,25 +481,49 @@ async fn an_edited_record_is_refused_and_a_restored_database_does_not_start() {
             "{:?}",
             a.problems
         );
-        c.execute(
-            "INSERT INTO txns (shard, sequence, meter_id, kind, record) VALUES (?1, ?2, ?3, 2, ?4)",
-            rusqlite::params![shard, seq, meter, saved],
-        )
-        .unwrap();
+        w.raw(|c| {
+            c.exec(
+                "t",
+                "INSERT INTO txns (shard, sequence, meter_id, kind, record) VALUES (?1, ?2, ?3, 2, ?4)",
+                args![shard, seq, meter, saved],
+            )
+            .map_err(api)
+        });
         assert!(audit(&w).problems.is_empty(), "{:?}", audit(&w).problems);
     }
 
     // The whole database restored from the backup: the start is refused (its roots are
     // older than the box's), so nothing is printed from the stale records.
+    let database = w.database();
     w.dc.stop().await;
-    for ext in ["", "-wal", "-shm"] {
-        let _ = std::fs::remove_file(format!("{}{ext}", db.display()));
+    if w.url.is_some() {
+        raw(&database, |c| {
+            for t in TABLES {
+                c.exec("t", &format!("DELETE FROM {t}"), args![])
+                    .map_err(api)?;
+                c.exec(
+                    "t",
+                    &format!("INSERT INTO {t} SELECT * FROM backup_{t}"),
+                    args![],
+                )
+                .map_err(api)?;
+            }
+            Ok(())
+        });
+    } else {
+        for ext in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{ext}", db.display()));
+        }
+        std::fs::copy(&backup, &db).unwrap();
     }
-    std::fs::copy(&backup, &db).unwrap();
-    let err = start_datacenter(&config(&w.h, tmp.path()), "127.0.0.1:0", 1000)
-        .await
-        .err()
-        .expect("a restored database is refused");
+    let err = start_datacenter(
+        &config(&w.h, tmp.path(), w.url.as_deref()),
+        "127.0.0.1:0",
+        1000,
+    )
+    .await
+    .err()
+    .expect("a restored database is refused");
     assert!(err.to_string().contains("restored from a backup"), "{err}");
     w.h.stop().await;
 }
@@ -632,17 +727,14 @@ async fn a_refill_the_box_refuses_is_voided_and_one_the_kms_refuses_released() {
     // The database (untrusted) puts the refused refill back to `sealed` after the balance
     // went down: its message is stale now, nothing is credited, the hold stays released.
     let _: IndiciumIssued = alice.post("/v1/indicia", &order(1, 6_000)).await.unwrap();
-    let db = tmp
-        .path()
-        .join("datacenter")
-        .join(openpsd_datacenter::DB_FILE);
-    rusqlite::Connection::open(&db)
-        .unwrap()
-        .execute(
+    w.raw(|c| {
+        c.exec(
+            "t",
             "UPDATE refills SET state = 'sealed' WHERE client_txn_id = '00000000000000e2'",
-            [],
+            args![],
         )
-        .unwrap();
+        .map_err(api)
+    });
     let m: MeterView = alice.get("/v1/meter").await.unwrap();
     assert_eq!(m.balance, 2_000, "the refused message never credits");
     let d: DepositView = alice.get("/v1/deposit").await.unwrap();

@@ -238,6 +238,9 @@ fn every_instruction_is_documented() {
 #[test]
 fn in_document_links_resolve() {
     openpsd_tests::markdown::check_in_page_links(&doc(), "docs/apdu.md", 21);
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs");
+    let n = openpsd_tests::markdown::check_links_to_other_docs(&doc(), "docs/apdu.md", &dir);
+    assert!(n >= 5, "apdu.md links to the other docs ({n} links found)");
 }
 
 /// The example exchanges of a text: each `> command` entry with the `< response` entry

@@ -15,14 +15,14 @@
 //! data center's refill rows tie them (refill.rs), the auditor does not read the RC yet.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 
 use openpsd_core::vbox::merkle::EmptyHashes;
 use openpsd_core::vbox::record::MeterRecord;
 use openpsd_core::vbox::txn::{self, TransactionRecord};
 use openpsd_service_kit::codec;
-use rusqlite::{Connection, OpenFlags};
 
+use crate::db::Database;
+use crate::sql::{args, Conn, Sql};
 use crate::store;
 
 /// What the auditor found.
@@ -49,16 +49,30 @@ struct Regs {
     pieces: u32,
 }
 
-/// Audits the data center's database at `path`, its records checked under `box_key` (the
+/// Audits the data center's database `db`, its records checked under `box_key` (the
 /// box's transaction key as the KMS registered it); `None` takes the key the database
-/// stores, which whoever rewrote the database could have replaced.
-pub fn audit(path: &Path, box_key: Option<&[u8]>) -> anyhow::Result<AuditReport> {
-    let c = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
-    let (key_hex, depth, shards): (String, u8, u16) = c.query_row(
-        "SELECT txn_key, depth, shards FROM box WHERE id = 1",
-        [],
-        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-    )?;
+/// stores, which whoever rewrote the database could have replaced. Blocking.
+pub fn audit(db: &Database, box_key: Option<&[u8]>) -> anyhow::Result<AuditReport> {
+    db.read(|c| walk(c, box_key))
+}
+
+fn api(e: openpsd_service_kit::error::ApiError) -> anyhow::Error {
+    anyhow::anyhow!("{}", e.message)
+}
+
+fn walk(c: &mut Conn<'_>, box_key: Option<&[u8]>) -> anyhow::Result<AuditReport> {
+    let b = c
+        .one(
+            "audit",
+            "SELECT txn_key, depth, shards FROM box WHERE id = 1",
+            args![],
+        )
+        .map_err(api)?;
+    let (key_hex, depth, shards): (String, u8, u16) = (
+        b.text(0).map_err(api)?,
+        b.num(1).map_err(api)?,
+        b.num(2).map_err(api)?,
+    );
     let stored = hex::decode(key_hex)?;
     let empty = EmptyHashes::new();
     let mut rep = AuditReport::default();
@@ -76,18 +90,20 @@ pub fn audit(path: &Path, box_key: Option<&[u8]>) -> anyhow::Result<AuditReport>
     };
     let mut regs: BTreeMap<String, Regs> = BTreeMap::new();
     let mut last: BTreeMap<u16, (u64, [u8; 32])> = BTreeMap::new();
-    let mut q =
-        c.prepare("SELECT shard, sequence, meter_id, record FROM txns ORDER BY shard, sequence")?;
-    let rows = q.query_map([], |r| {
-        Ok((
-            r.get::<_, u16>(0)?,
-            r.get::<_, i64>(1)?,
-            r.get::<_, String>(2)?,
-            r.get::<_, Vec<u8>>(3)?,
-        ))
-    })?;
+    let rows = c
+        .rows(
+            "audit",
+            "SELECT shard, sequence, meter_id, record FROM txns ORDER BY shard, sequence",
+            args![],
+        )
+        .map_err(api)?;
     for row in rows {
-        let (shard, seq, meter, bytes) = row?;
+        let (shard, seq, meter, bytes): (u16, i64, String, Vec<u8>) = (
+            row.num(0).map_err(api)?,
+            row.int(1).map_err(api)?,
+            row.text(2).map_err(api)?,
+            row.blob(3).map_err(api)?,
+        );
         rep.records += 1;
         let Ok(t) = TransactionRecord::verify(&bytes, &key) else {
             rep.problems.push(format!(
@@ -151,10 +167,8 @@ pub fn audit(path: &Path, box_key: Option<&[u8]>) -> anyhow::Result<AuditReport>
             }
         }
     }
-    drop(q);
     for s in 0..shards {
-        let db_root = store::root(&c, s, depth, &empty, "audit")
-            .map_err(|e| anyhow::anyhow!("{}", e.message))?;
+        let db_root = store::root(c, s, depth, &empty, "audit").map_err(api)?;
         let ledger_root = last.get(&s).map_or(empty.at(depth), |l| l.1);
         if db_root != ledger_root {
             rep.problems.push(format!(
@@ -162,12 +176,15 @@ pub fn audit(path: &Path, box_key: Option<&[u8]>) -> anyhow::Result<AuditReport>
             ));
         }
     }
-    let mut q = c.prepare("SELECT meter_id, record FROM meters ORDER BY meter_id")?;
-    let rows = q.query_map([], |r| {
-        Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?))
-    })?;
+    let rows = c
+        .rows(
+            "audit",
+            "SELECT meter_id, record FROM meters ORDER BY meter_id",
+            args![],
+        )
+        .map_err(api)?;
     for row in rows {
-        let (meter, record) = row?;
+        let (meter, record) = (row.text(0).map_err(api)?, row.blob(1).map_err(api)?);
         rep.meters += 1;
         let Some(r) = regs.get(&meter) else {
             rep.problems

@@ -23,11 +23,11 @@ use openpsd_protocol::datacenter::{
 use openpsd_service_kit::access::Customer;
 use openpsd_service_kit::codec;
 use openpsd_service_kit::db::{from_sql_int, now_secs, to_sql_int};
-use openpsd_service_kit::error::{ApiError, StorageContext};
-use rusqlite::{params, Connection, OptionalExtension};
+use openpsd_service_kit::error::ApiError;
 use sha2::{Digest as _, Sha256};
 
 use crate::boxhost::Refused;
+use crate::sql::{args, Conn, Sql};
 use crate::store::{self, locate};
 use crate::Datacenter;
 
@@ -78,24 +78,24 @@ fn refusal(r: Refused, step: &str) -> ApiError {
 /// Records `intent`, sends it, and commits the answer (or drops the intent on a refusal).
 pub(crate) fn run_box(
     dc: &Datacenter,
-    c: &mut Connection,
+    c: &mut Conn<'_>,
     intent: Intent,
     step: &str,
 ) -> Result<Committed, ApiError> {
-    c.execute(
+    c.exec(
+        step,
         "INSERT INTO intents (shard, ins, data, mailer_id, client_txn_id, request_digest, postage)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-        params![
+        args![
             intent.shard,
             intent.ins,
-            intent.data,
-            intent.mailer,
-            intent.client_txn,
-            intent.digest,
+            &intent.data,
+            intent.mailer.clone(),
+            intent.client_txn.clone(),
+            intent.digest.clone(),
             intent.postage.map(|p| to_sql_int(p, step)).transpose()?
         ],
-    )
-    .storage(step)?;
+    )?;
     // The intent is committed; the box has seen nothing: RESUME answers 9A64, dropped.
     openpsd_service_kit::failpoint::pause_blocking("datacenter_before_box");
     let answer = dc.boxh.send(intent.ins, 0, &intent.data);
@@ -112,8 +112,11 @@ pub(crate) fn run_box(
             format!("the secure box did not answer ({}); retry", r.meaning()),
         )),
         Err(r) => {
-            c.execute("DELETE FROM intents WHERE shard = ?1", [intent.shard])
-                .storage(step)?;
+            c.exec(
+                step,
+                "DELETE FROM intents WHERE shard = ?1",
+                args![intent.shard],
+            )?;
             Err(refusal(r, step))
         }
     }
@@ -129,7 +132,7 @@ pub(crate) struct Committed {
 /// be the box's), the transaction record (signature checked), the indicium; drops the intent.
 fn commit_answer(
     dc: &Datacenter,
-    c: &mut Connection,
+    c: &mut Conn<'_>,
     intent: &Intent,
     answer: &[u8],
     step: &str,
@@ -143,7 +146,7 @@ fn commit_answer(
         .map_err(|_| internal("the box's record does not parse"))?;
     let meter = codec::device_hex(&rec.meter);
     let (shard, idx) = locate(rec.slot, dc.info.depth);
-    let tx = c.transaction().storage(step)?;
+    let mut tx = c.transaction(step)?;
     if t.kind == txn::KIND_CREATE {
         let mailer = intent
             .mailer
@@ -154,19 +157,18 @@ fn commit_answer(
             .data
             .get(intent.data.len().saturating_sub(n)..)
             .ok_or_else(|| internal("CREATE METER without its proof"))?;
-        tx.execute(
+        tx.exec(
+            step,
             "INSERT INTO meters (meter_id, mailer_id, slot, record, created_record, create_proof)
              VALUES (?1, ?2, ?3, ?4, ?4, ?5)",
-            params![meter, mailer, rec.slot, reply.record, proof],
-        )
-        .storage(step)?;
+            args![&meter, mailer, rec.slot, &reply.record, proof],
+        )?;
     } else {
-        let n = tx
-            .execute(
-                "UPDATE meters SET record = ?2 WHERE slot = ?1",
-                params![rec.slot, reply.record],
-            )
-            .storage(step)?;
+        let n = tx.exec(
+            step,
+            "UPDATE meters SET record = ?2 WHERE slot = ?1",
+            args![rec.slot, &reply.record],
+        )?;
         if n != 1 {
             return Err(internal(
                 "the box answered for a slot the database has no meter at",
@@ -174,7 +176,7 @@ fn commit_answer(
         }
     }
     let root = store::set_leaf(
-        &tx,
+        &mut tx,
         shard,
         idx,
         &reply.record,
@@ -188,17 +190,17 @@ fn commit_answer(
             "the database's tree disagrees with the box's new root",
         ));
     }
-    tx.execute(
+    tx.exec(
+        step,
         "INSERT INTO txns (shard, sequence, meter_id, kind, record) VALUES (?1, ?2, ?3, ?4, ?5)",
-        params![
+        args![
             t.shard,
             to_sql_int(t.sequence, step)?,
-            meter,
+            &meter,
             t.kind,
-            reply.transaction
+            &reply.transaction
         ],
-    )
-    .storage(step)?;
+    )?;
     if !reply.indicium.is_empty() {
         let (Some(m), Some(id), Some(d), Some(p)) = (
             &intent.mailer,
@@ -208,12 +210,12 @@ fn commit_answer(
         ) else {
             return Err(internal("an indicium without its order"));
         };
-        tx.execute(
+        tx.exec(
+            step,
             "INSERT INTO indicia (mailer_id, client_txn_id, request_digest, postage, indicium, balance, created_at)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            params![m, id, d, to_sql_int(p, step)?, reply.indicium, to_sql_int(rec.dr.0, step)?, now_secs()],
-        )
-        .storage(step)?;
+            args![m, id, d, to_sql_int(p, step)?, &reply.indicium, to_sql_int(rec.dr.0, step)?, now_secs()],
+        )?;
     }
     if t.kind == txn::KIND_REFILL {
         // The refill row moves on with the credit, in the same transaction: a later look at
@@ -227,22 +229,24 @@ fn commit_answer(
         } else {
             ("applied", "sealed")
         };
-        let n = tx
-            .execute(
-                "UPDATE refills SET state = ?3, balance = ?4
-                 WHERE mailer_id = ?1 AND client_txn_id = ?2 AND state = ?5",
-                params![m, id, to, to_sql_int(rec.dr.0, step)?, from],
-            )
-            .storage(step)?;
+        let n = tx.exec(
+            step,
+            "UPDATE refills SET state = ?3, balance = ?4
+             WHERE mailer_id = ?1 AND client_txn_id = ?2 AND state = ?5",
+            args![m, id, to, to_sql_int(rec.dr.0, step)?, from],
+        )?;
         if n != 1 {
             return Err(internal(
                 "the box applied a refill whose row is not waiting for it",
             ));
         }
     }
-    tx.execute("DELETE FROM intents WHERE shard = ?1", [intent.shard])
-        .storage(step)?;
-    tx.commit().storage(step)?;
+    tx.exec(
+        step,
+        "DELETE FROM intents WHERE shard = ?1",
+        args![intent.shard],
+    )?;
+    tx.commit(step)?;
     Ok(Committed {
         record: rec,
         indicium: reply.indicium,
@@ -254,45 +258,38 @@ fn commit_answer(
 /// so it is dropped (nothing was charged).
 pub(crate) fn finish_intents(
     dc: &Datacenter,
-    c: &mut Connection,
+    c: &mut Conn<'_>,
     shard: Option<u16>,
 ) -> Result<(), ApiError> {
     let step = STEP_RESUME;
-    let rows: Vec<Intent> = {
-        let mut q = c
-            .prepare(
-                "SELECT shard, ins, data, mailer_id, client_txn_id, request_digest, postage FROM intents
-                 WHERE ?1 IS NULL OR shard = ?1 ORDER BY shard",
-            )
-            .storage(step)?;
-        let it = q
-            .query_map([shard], |r| {
-                Ok((
-                    r.get::<_, u16>(0)?,
-                    r.get::<_, u8>(1)?,
-                    r.get(2)?,
-                    r.get(3)?,
-                    r.get(4)?,
-                    r.get(5)?,
-                    r.get::<_, Option<i64>>(6)?,
-                ))
-            })
-            .storage(step)?;
-        let mut v = Vec::new();
-        for row in it {
-            let (shard, ins, data, mailer, client_txn, digest, postage) = row.storage(step)?;
-            v.push(Intent {
-                shard,
-                ins,
-                data,
-                mailer,
-                client_txn,
-                digest,
-                postage: postage.map(|p| from_sql_int(p, step)).transpose()?,
-            });
-        }
-        v
+    // All shards' intents, or one shard's: two statements rather than `?1 IS NULL`, whose
+    // parameter PostgreSQL cannot type.
+    let found = match shard {
+        None => c.rows(
+            step,
+            "SELECT shard, ins, data, mailer_id, client_txn_id, request_digest, postage
+             FROM intents ORDER BY shard",
+            args![],
+        )?,
+        Some(s) => c.rows(
+            step,
+            "SELECT shard, ins, data, mailer_id, client_txn_id, request_digest, postage
+             FROM intents WHERE shard = ?1",
+            args![s],
+        )?,
     };
+    let mut rows = Vec::with_capacity(found.len());
+    for r in found {
+        rows.push(Intent {
+            shard: r.num(0)?,
+            ins: r.num(1)?,
+            data: r.blob(2)?,
+            mailer: r.opt_text(3)?,
+            client_txn: r.opt_text(4)?,
+            digest: r.opt_text(5)?,
+            postage: r.opt_int(6)?.map(|p| from_sql_int(p, step)).transpose()?,
+        });
+    }
     for intent in rows {
         let answer = dc.boxh.resume(intent.ins, &intent.data);
         match answer {
@@ -304,8 +301,11 @@ pub(crate) fn finish_intents(
                 );
             }
             Err(Refused(0x9A64)) => {
-                c.execute("DELETE FROM intents WHERE shard = ?1", [intent.shard])
-                    .storage(step)?;
+                c.exec(
+                    step,
+                    "DELETE FROM intents WHERE shard = ?1",
+                    args![intent.shard],
+                )?;
                 tracing::info!(
                     shard = intent.shard,
                     "dropped a box command the box never committed"
@@ -339,14 +339,8 @@ pub(crate) async fn create_meter(
         .run(step, move |c| {
             let (shard, idx) = locate(slot, dc2.info.depth);
             finish_intents(&dc2, c, Some(shard))?;
-            if c.query_row(
-                "SELECT 1 FROM meters WHERE mailer_id = ?1",
-                [&m],
-                |_| Ok(()),
-            )
-            .optional()
-            .storage(step)?
-            .is_some()
+            if c.opt(step, "SELECT 1 FROM meters WHERE mailer_id = ?1", args![&m])?
+                .is_some()
             {
                 return Ok(());
             }
@@ -367,17 +361,17 @@ pub(crate) async fn create_meter(
 
 /// The mailer's meter row: meter ID, slot, record.
 pub(crate) fn meter_row(
-    c: &Connection,
+    c: &mut impl Sql,
     mailer: &str,
     step: &str,
 ) -> Result<(String, u32, Vec<u8>), ApiError> {
-    c.query_row(
+    c.opt(
+        step,
         "SELECT meter_id, slot, record FROM meters WHERE mailer_id = ?1",
-        [mailer],
-        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-    )
-    .optional()
-    .storage(step)?
+        args![mailer],
+    )?
+    .map(|r| Ok::<_, ApiError>((r.text(0)?, r.num(1)?, r.blob(2)?)))
+    .transpose()?
     .ok_or_else(|| {
         ApiError::coded(
             StatusCode::CONFLICT,
@@ -465,15 +459,15 @@ pub(crate) async fn issue(
             let (shard, idx) = locate(slot, dc2.info.depth);
             finish_intents(&dc2, c, Some(shard))?;
             let id = order.client_txn_id.to_ascii_lowercase();
-            let stored: Option<(String, i64, Vec<u8>, i64)> = c
-                .query_row(
+            let stored = c
+                .opt(
+                    step,
                     "SELECT request_digest, postage, indicium, balance FROM indicia
                      WHERE mailer_id = ?1 AND client_txn_id = ?2",
-                    params![who.id, id],
-                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
-                )
-                .optional()
-                .storage(step)?;
+                    args![&who.id, &id],
+                )?
+                .map(|r| Ok::<_, ApiError>((r.text(0)?, r.int(1)?, r.blob(2)?, r.int(3)?)))
+                .transpose()?;
             if let Some((d, postage, indicium, balance)) = stored {
                 if d != digest {
                     return Err(ApiError::coded(
@@ -545,11 +539,14 @@ pub(crate) async fn history(
         .db
         .run(step, move |c| {
             let (meter, _, _) = meter_row(c, &who.id, step)?;
-            let mut q = c
-                .prepare("SELECT record FROM txns WHERE meter_id = ?1 ORDER BY shard, sequence")
-                .storage(step)?;
-            let rows = q.query_map([meter], |r| r.get(0)).storage(step)?;
-            rows.collect::<Result<Vec<_>, _>>().storage(step)
+            c.rows(
+                step,
+                "SELECT record FROM txns WHERE meter_id = ?1 ORDER BY shard, sequence",
+                args![meter],
+            )?
+            .iter()
+            .map(|r| r.blob(0))
+            .collect()
         })
         .await?;
     let mut entries = Vec::with_capacity(records.len());
@@ -588,24 +585,25 @@ pub(crate) async fn credit(
         .db
         .run(step, move |c| {
             let Some(record) = c
-                .query_row(
+                .opt(
+                    step,
                     "SELECT record FROM meters WHERE meter_id = ?1",
-                    [&id2],
-                    |r| r.get(0),
-                )
-                .optional()
-                .storage(step)?
+                    args![&id2],
+                )?
+                .map(|r| r.blob(0))
+                .transpose()?
             else {
                 return Ok(None);
             };
-            let mut q = c
-                .prepare("SELECT record FROM txns WHERE meter_id = ?1 AND kind = ?2")
-                .storage(step)?;
-            let txns = q
-                .query_map(params![id2, txn::KIND_REFILL], |r| r.get(0))
-                .storage(step)?
-                .collect::<Result<Vec<Vec<u8>>, _>>()
-                .storage(step)?;
+            let txns = c
+                .rows(
+                    step,
+                    "SELECT record FROM txns WHERE meter_id = ?1 AND kind = ?2",
+                    args![&id2, txn::KIND_REFILL],
+                )?
+                .iter()
+                .map(|r| r.blob(0))
+                .collect::<Result<Vec<_>, _>>()?;
             Ok(Some((record, txns)))
         })
         .await?;

@@ -17,17 +17,26 @@
 //! refused, loudly ([`Datacenter::open`]).
 //!
 //! **Serialization.** One box command at a time, inside the database's single connection
-//! (`Db::run`): simple and exact. Parallel shards are the scale-out step
+//! (`db::Db::run`): simple and exact. Parallel shards are the scale-out step
 //! (`docs/virtual-meter.md` §8).
 //!
-//! **Not built yet**: batches, PostgreSQL, the box as a separate process (§8).
+//! **Storage**: SQLite in the data directory by default; PostgreSQL with `database_url`
+//! (a primary with a synchronous standby; a failover costs the requests under way a 503,
+//! never value: [`db`]).
+//!
+//! **Not built yet**: batches, several function servers in front of one database (the box
+//! would have to be a process of its own first), the box as a separate process (§8).
 
 pub mod audit;
 pub mod boxhost;
+pub mod db;
 mod indicia;
 mod mailers;
 mod refill;
+pub mod sql;
 pub mod store;
+
+pub use db::Database;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -45,15 +54,15 @@ use openpsd_protocol::kms::KmsPublicKey;
 use openpsd_protocol::license::VendorPublicKey;
 use openpsd_service_kit::access::{RateLimit, Routes, Who};
 use openpsd_service_kit::codec;
-use openpsd_service_kit::db::Db;
-use openpsd_service_kit::error::{ApiError, StorageContext};
+use openpsd_service_kit::error::ApiError;
 use openpsd_service_kit::pki::Pki;
 use openpsd_service_kit::tls::{client_config, Role};
 use openpsd_service_kit::upstream::Upstream;
-use rusqlite::{params, OptionalExtension};
 use zeroize::Zeroizing;
 
 use boxhost::{BoxHandle, BoxInfo};
+use db::Db;
+use sql::Sql;
 
 /// Database file name.
 pub const DB_FILE: &str = "datacenter.sqlite";
@@ -91,6 +100,10 @@ pub struct Config {
     pub max_postage: u64,
     /// Largest balance a meter may hold.
     pub max_dr: u64,
+    /// A PostgreSQL connection string (key=value; several `host`s with
+    /// `target_session_attrs=read-write` follow a failover); `None`: `datacenter.sqlite` in
+    /// the data directory.
+    pub database_url: Option<String>,
 }
 
 impl Config {
@@ -109,23 +122,30 @@ impl Config {
             origin: "10115".to_owned(),
             max_postage: 10_000,
             max_dr: 1_000_000,
+            database_url: None,
         }
     }
 }
 
 /// The box a data center's database belongs to, as the KMS registers it
-/// (`backoffice datacenter register-box`). Reads the database only.
-pub fn box_registration(db: &std::path::Path) -> anyhow::Result<BoxRegistration> {
-    let c = rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
-    let (box_id, txn_key, depth) = c.query_row(
-        "SELECT box_id, txn_key, depth FROM box WHERE id = 1",
-        [],
-        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-    )?;
-    Ok(BoxRegistration {
-        box_id,
-        txn_key,
-        depth,
+/// (`backoffice datacenter register-box`). Reads the database only. Blocking.
+pub fn box_registration(db: &Database) -> anyhow::Result<BoxRegistration> {
+    db.read(|c| {
+        let r = c
+            .one(
+                "register_box",
+                "SELECT box_id, txn_key, depth FROM box WHERE id = 1",
+                args![],
+            )
+            .map_err(|e| anyhow::anyhow!("{}", e.message))?;
+        let get = || -> Result<BoxRegistration, ApiError> {
+            Ok(BoxRegistration {
+                box_id: r.text(0)?,
+                txn_key: r.text(1)?,
+                depth: r.num(2)?,
+            })
+        };
+        get().map_err(|e| anyhow::anyhow!("{}", e.message))
     })
 }
 
@@ -161,13 +181,34 @@ impl Datacenter {
         std::fs::create_dir_all(&config.data)?;
         let db_path = config.data.join(DB_FILE);
         let pepper_path = config.data.join(PEPPER_FILE);
-        openpsd_service_kit::keys::ensure_key_kept(&pepper_path, &db_path)?;
+        let db = match &config.database_url {
+            None => {
+                openpsd_service_kit::keys::ensure_key_kept(&pepper_path, &db_path)?;
+                Db::sqlite(&db_path, store::SCHEMA)?
+            }
+            Some(url) => {
+                let db = Db::postgres(url, store::SCHEMA).await?;
+                let mailers = db
+                    .run(STEP_OPEN, |c| {
+                        c.one(STEP_OPEN, "SELECT COUNT(*) FROM mailers", args![])?
+                            .int(0)
+                    })
+                    .await
+                    .map_err(|e| anyhow::anyhow!("{}", e.message))?;
+                let depends = format!("the PostgreSQL database holds {mailers} mailers");
+                openpsd_service_kit::keys::ensure_key_kept_for(
+                    &pepper_path,
+                    (mailers > 0).then_some(depends.as_str()),
+                )?;
+                db
+            }
+        };
+        tracing::info!(database = db.kind(), "data center database open");
         let pepper = openpsd_service_kit::keys::load_or_create(
             &pepper_path,
             openpsd_service_kit::keys::random_key,
             |_| true,
         )?;
-        let db = Db::open(&db_path, store::SCHEMA)?;
         let tls = client_config(&config.pki, Some(Role::Datacenter))?;
         let vendor = Upstream::new("vendor", &config.vendor_url, Role::Vendor, tls.clone())?;
         let rc = Upstream::new(
@@ -233,17 +274,15 @@ impl Datacenter {
             .db
             .run(STEP_OPEN, move |c| {
                 let r = c
-                    .query_row("SELECT box_id, txn_key FROM box WHERE id = 1", [], |r| {
-                        Ok((r.get(0)?, r.get(1)?))
-                    })
-                    .optional()
-                    .storage(STEP_OPEN)?;
+                    .opt(STEP_OPEN, "SELECT box_id, txn_key FROM box WHERE id = 1", args![])?
+                    .map(|r| Ok::<_, ApiError>((r.text(0)?, r.text(1)?)))
+                    .transpose()?;
                 if r.is_none() {
-                    c.execute(
+                    c.exec(
+                        STEP_OPEN,
                         "INSERT INTO box (id, box_id, shards, depth, txn_key) VALUES (1, ?1, ?2, ?3, ?4)",
-                        params![id, shards, depth, key],
-                    )
-                    .storage(STEP_OPEN)?;
+                        args![id, shards, depth, key],
+                    )?;
                 }
                 Ok(r)
             })
@@ -378,32 +417,30 @@ impl Datacenter {
         let reserved: Option<(String, u32)> = self
             .db
             .run(step, move |c| {
-                if c.query_row("SELECT 1 FROM meters WHERE mailer_id = ?1", [&m], |_| Ok(()))
-                    .optional()
-                    .storage(step)?
+                if c.opt(step, "SELECT 1 FROM meters WHERE mailer_id = ?1", args![&m])?
                     .is_some()
                 {
                     return Ok(None);
                 }
-                let tx = c.transaction().storage(step)?;
-                let got: Option<(String, u32)> = tx
-                    .query_row(
+                let mut tx = c.transaction(step)?;
+                let got = tx
+                    .opt(
+                        step,
                         "SELECT meter_id, slot FROM reservations WHERE mailer_id = ?1",
-                        [&m],
-                        |r| Ok((r.get(0)?, r.get(1)?)),
-                    )
-                    .optional()
-                    .storage(step)?;
+                        args![&m],
+                    )?
+                    .map(|r| Ok::<_, ApiError>((r.text(0)?, r.num::<u32>(1)?)))
+                    .transpose()?;
                 let got = match got {
                     Some(g) => g,
                     None => {
-                        let next: i64 = tx
-                            .query_row(
+                        let next = tx
+                            .one(
+                                step,
                                 "SELECT COALESCE(MAX(slot) + 1, 0) FROM reservations",
-                                [],
-                                |r| r.get(0),
-                            )
-                            .storage(step)?;
+                                args![],
+                            )?
+                            .int(0)?;
                         let slot = u64::try_from(next).unwrap_or(u64::MAX);
                         if slot >= capacity {
                             return Err(ApiError::coded(StatusCode::SERVICE_UNAVAILABLE, code::NO_SLOT, step, "the data center's box is full"));
@@ -412,15 +449,15 @@ impl Datacenter {
                         let mut id = *b"VM\0\0\0\0\0\0";
                         codec::random_bytes(&mut id[2..]);
                         let meter = hex::encode_upper(id);
-                        tx.execute(
+                        tx.exec(
+                            step,
                             "INSERT INTO reservations (mailer_id, meter_id, slot) VALUES (?1, ?2, ?3)",
-                            params![m, meter, slot],
-                        )
-                        .storage(step)?;
+                            args![&m, &meter, slot],
+                        )?;
                         (meter, slot)
                     }
                 };
-                tx.commit().storage(step)?;
+                tx.commit(step)?;
                 Ok(Some(got))
             })
             .await?;
@@ -465,15 +502,15 @@ impl Datacenter {
         let pending: Option<Pending> = self
             .db
             .run(step, move |c| {
-                c.query_row(
+                c.opt(
+                    step,
                     "SELECT m.meter_id, m.created_record, m.create_proof, t.record
                      FROM meters m JOIN txns t ON t.meter_id = m.meter_id AND t.kind = 1
                      WHERE m.mailer_id = ?1 AND m.kms_registered = 0",
-                    [&m],
-                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
-                )
-                .optional()
-                .storage(step)
+                    args![&m],
+                )?
+                .map(|r| Ok::<_, ApiError>((r.text(0)?, r.blob(1)?, r.blob(2)?, r.blob(3)?)))
+                .transpose()
             })
             .await?;
         let Some((meter, record, proof, transaction)) = pending else {
@@ -500,11 +537,11 @@ impl Datacenter {
             })?;
         self.db
             .run(step, move |c| {
-                c.execute(
+                c.exec(
+                    step,
                     "UPDATE meters SET kms_registered = 1 WHERE meter_id = ?1",
-                    [meter],
+                    args![meter],
                 )
-                .storage(step)
                 .map(drop)
             })
             .await

@@ -21,11 +21,11 @@ use openpsd_protocol::ErrorCode;
 use openpsd_service_kit::access::Customer;
 use openpsd_service_kit::codec::random_bytes;
 use openpsd_service_kit::db::now_secs;
-use openpsd_service_kit::error::{ApiError, StorageContext};
-use rusqlite::{params, OptionalExtension};
+use openpsd_service_kit::error::ApiError;
 use sha2::{Digest as _, Sha256};
 use zeroize::Zeroizing;
 
+use crate::sql::{args, Sql};
 use crate::Datacenter;
 
 const STEP: &str = "datacenter_mailer";
@@ -158,11 +158,11 @@ async fn new_session(dc: &Datacenter, mailer: &str) -> Result<MailerSession, Api
     let (h, m) = (token_hash(&token), mailer.to_owned());
     dc.db
         .run(STEP, move |c| {
-            c.execute(
+            c.exec(
+                STEP,
                 "INSERT INTO sessions (token_hash, mailer_id, expires_at) VALUES (?1, ?2, ?3)",
-                params![h, m, expires_at],
+                args![h, m, expires_at],
             )
-            .storage(STEP)
             .map(drop)
         })
         .await?;
@@ -184,11 +184,11 @@ pub(crate) async fn sign_up(
     let taken = dc
         .db
         .run(STEP, move |c| {
-            c.query_row("SELECT 1 FROM mailers WHERE username = ?1", [&name], |_| {
-                Ok(())
-            })
-            .optional()
-            .storage(STEP)
+            c.opt(
+                STEP,
+                "SELECT 1 FROM mailers WHERE username = ?1",
+                args![&name],
+            )
         })
         .await?
         .is_some();
@@ -207,13 +207,12 @@ pub(crate) async fn sign_up(
     let (m, name) = (mailer.clone(), req.username.clone());
     dc.db
         .run(STEP, move |c| {
-            let n = c
-                .execute(
-                    "INSERT OR IGNORE INTO mailers (mailer_id, username, password_hash, created_at)
-                     VALUES (?1, ?2, ?3, ?4)",
-                    params![m, name, hash, now_secs()],
-                )
-                .storage(STEP)?;
+            let n = c.exec(
+                STEP,
+                "INSERT INTO mailers (mailer_id, username, password_hash, created_at)
+                 VALUES (?1, ?2, ?3, ?4) ON CONFLICT DO NOTHING",
+                args![m, name, hash, now_secs()],
+            )?;
             if n == 0 {
                 return Err(ApiError::new(
                     StatusCode::CONFLICT,
@@ -248,40 +247,44 @@ pub(crate) async fn log_in(
     let (attempt, row) = dc
         .db
         .run(STEP, move |c| {
-            let tx = c.transaction().storage(STEP)?;
-            let failures: i64 = tx
-                .query_row(
+            let mut tx = c.transaction(STEP)?;
+            let failures = tx
+                .one(
+                    STEP,
                     "SELECT COUNT(*) FROM login_failures WHERE username = ?1 AND at > ?2",
-                    params![name, now - FAILURE_WINDOW],
-                    |r| r.get(0),
-                )
-                .storage(STEP)?;
+                    args![&name, now - FAILURE_WINDOW],
+                )?
+                .int(0)?;
             if failures >= MAX_FAILURES {
                 return Ok((None, None));
             }
-            tx.execute(
-                "INSERT INTO login_failures (username, at) VALUES (?1, ?2)",
-                params![name, now],
-            )
-            .storage(STEP)?;
-            let attempt = tx.last_insert_rowid();
+            // The failure's own ID: SQLite's rowid, PostgreSQL's `id` column.
+            let returning = if tx.is_postgres() { "id" } else { "rowid" };
+            let attempt = tx
+                .one(
+                    STEP,
+                    &format!(
+                        "INSERT INTO login_failures (username, at) VALUES (?1, ?2) RETURNING {returning}"
+                    ),
+                    args![&name, now],
+                )?
+                .int(0)?;
             // Old failures and expired sessions go while we are here.
-            tx.execute(
+            tx.exec(
+                STEP,
                 "DELETE FROM login_failures WHERE at <= ?1",
-                [now - FAILURE_WINDOW],
-            )
-            .storage(STEP)?;
-            tx.execute("DELETE FROM sessions WHERE expires_at <= ?1", [now])
-                .storage(STEP)?;
-            let row: Option<(String, String)> = tx
-                .query_row(
+                args![now - FAILURE_WINDOW],
+            )?;
+            tx.exec(STEP, "DELETE FROM sessions WHERE expires_at <= ?1", args![now])?;
+            let row = tx
+                .opt(
+                    STEP,
                     "SELECT mailer_id, password_hash FROM mailers WHERE username = ?1",
-                    [&name],
-                    |r| Ok((r.get(0)?, r.get(1)?)),
-                )
-                .optional()
-                .storage(STEP)?;
-            tx.commit().storage(STEP)?;
+                    args![&name],
+                )?
+                .map(|r| Ok::<_, ApiError>((r.text(0)?, r.text(1)?)))
+                .transpose()?;
+            tx.commit(STEP)?;
             Ok((Some(attempt), row))
         })
         .await?;
@@ -304,9 +307,13 @@ pub(crate) async fn log_in(
     }
     dc.db
         .run(STEP, move |c| {
-            c.execute("DELETE FROM login_failures WHERE rowid = ?1", [attempt])
-                .storage(STEP)
-                .map(drop)
+            let key = if c.is_postgres() { "id" } else { "rowid" };
+            c.exec(
+                STEP,
+                &format!("DELETE FROM login_failures WHERE {key} = ?1"),
+                args![attempt],
+            )
+            .map(drop)
         })
         .await?;
     let mailer = mailer.ok_or_else(|| unauthenticated("wrong username or password"))?;
@@ -323,8 +330,7 @@ pub(crate) async fn log_out(
     let h = token_hash(&token);
     dc.db
         .run(STEP, move |c| {
-            c.execute("DELETE FROM sessions WHERE token_hash = ?1", [h])
-                .storage(STEP)
+            c.exec(STEP, "DELETE FROM sessions WHERE token_hash = ?1", args![h])
                 .map(drop)
         })
         .await?;
@@ -358,13 +364,13 @@ pub(crate) async fn authenticate(
     let found = dc
         .db
         .run(STEP, move |c| {
-            c.query_row(
+            c.opt(
+                STEP,
                 "SELECT mailer_id FROM sessions WHERE token_hash = ?1 AND expires_at > ?2",
-                params![h, now],
-                |r| r.get::<_, String>(0),
-            )
-            .optional()
-            .storage(STEP)
+                args![h, now],
+            )?
+            .map(|r| r.text(0))
+            .transpose()
         })
         .await;
     match found {

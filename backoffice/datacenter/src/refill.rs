@@ -38,10 +38,10 @@ use openpsd_protocol::state::Outcome;
 use openpsd_service_kit::access::Customer;
 use openpsd_service_kit::codec;
 use openpsd_service_kit::db::{from_sql_int, now_secs, to_sql_int};
-use openpsd_service_kit::error::{ApiError, StorageContext};
-use rusqlite::{params, OptionalExtension};
+use openpsd_service_kit::error::ApiError;
 
 use crate::indicia::{mailer_bytes, meter_row, run_box, Intent};
+use crate::sql::{args, Sql, Val};
 use crate::store::{self, locate};
 use crate::Datacenter;
 
@@ -81,29 +81,17 @@ struct Row {
     balance: Option<u64>,
 }
 
-type RowTuple = (
-    String,
-    String,
-    i64,
-    u32,
-    i64,
-    String,
-    Option<String>,
-    Option<Vec<u8>>,
-    Option<i64>,
-);
-
-fn row_of(t: RowTuple, step: &str) -> Result<Row, ApiError> {
+fn row_of(r: &crate::sql::Row, step: &str) -> Result<Row, ApiError> {
     Ok(Row {
-        mailer: t.0,
-        txn: t.1,
-        amount: from_sql_int(t.2, step)?,
-        bound_refills: t.3,
-        bound_sum: from_sql_int(t.4, step)?,
-        state: t.5,
-        combination: t.6,
-        message: t.7,
-        balance: t.8.map(|b| from_sql_int(b, step)).transpose()?,
+        mailer: r.text(0)?,
+        txn: r.text(1)?,
+        amount: from_sql_int(r.int(2)?, step)?,
+        bound_refills: r.num(3)?,
+        bound_sum: from_sql_int(r.int(4)?, step)?,
+        state: r.text(5)?,
+        combination: r.opt_text(6)?,
+        message: r.opt_blob(7)?,
+        balance: r.opt_int(8)?.map(|b| from_sql_int(b, step)).transpose()?,
     })
 }
 
@@ -114,23 +102,24 @@ async fn set_state(
     dc: &Datacenter,
     r: &Row,
     state: &str,
-    extra: Option<(&str, rusqlite::types::Value)>,
+    extra: Option<(&str, Val)>,
 ) -> Result<(), ApiError> {
     let (m, t, s) = (r.mailer.clone(), r.txn.clone(), state.to_owned());
     let extra = extra.map(|(c, v)| (c.to_owned(), v));
     dc.db
         .run(STEP, move |c| {
             match extra {
-                Some((col, v)) => c.execute(
+                Some((col, v)) => c.exec(
+                    STEP,
                     &format!("UPDATE refills SET state = ?3, {col} = ?4 WHERE mailer_id = ?1 AND client_txn_id = ?2"),
-                    params![m, t, s, v],
+                    args![m, t, s, v],
                 ),
-                None => c.execute(
+                None => c.exec(
+                    STEP,
                     "UPDATE refills SET state = ?3 WHERE mailer_id = ?1 AND client_txn_id = ?2",
-                    params![m, t, s],
+                    args![m, t, s],
                 ),
             }
-            .storage(STEP)
             .map(drop)
         })
         .await
@@ -298,13 +287,13 @@ async fn apply(
             crate::indicia::finish_intents(&dc2, c, Some(shard))?;
             let (_, _, record) = meter_row(c, &r2.mailer, STEP)?;
             let rec = MeterRecord::decode(&record).map_err(|_| crate::indicia::unparsable(STEP))?;
-            let state: String = c
-                .query_row(
+            let state = c
+                .one(
+                    STEP,
                     "SELECT state FROM refills WHERE mailer_id = ?1 AND client_txn_id = ?2",
-                    params![r2.mailer, r2.txn],
-                    |r| r.get(0),
-                )
-                .storage(STEP)?;
+                    args![&r2.mailer, &r2.txn],
+                )?
+                .text(0)?;
             if state == done_state {
                 return Ok(Applied::Done(rec.dr.0));
             }
@@ -376,17 +365,16 @@ async fn unfinished(
     let m = mailer.map(str::to_owned);
     dc.db
         .run(STEP, move |c| {
-            let mut q = c
-                .prepare(
-                    "SELECT mailer_id, client_txn_id FROM refills
-                     WHERE state IN ('requested', 'held', 'sealed', 'voiding', 'applied')
-                     AND (?1 IS NULL OR mailer_id = ?1)",
-                )
-                .storage(STEP)?;
-            let it = q
-                .query_map([m], |r| Ok((r.get(0)?, r.get(1)?)))
-                .storage(STEP)?;
-            it.collect::<Result<Vec<_>, _>>().storage(STEP)
+            const UNDER_WAY: &str = "SELECT mailer_id, client_txn_id FROM refills
+                 WHERE state IN ('requested', 'held', 'sealed', 'voiding', 'applied')";
+            // Two statements rather than `?1 IS NULL`, whose parameter PostgreSQL cannot type.
+            let rows = match m {
+                None => c.rows(STEP, UNDER_WAY, args![])?,
+                Some(m) => c.rows(STEP, &format!("{UNDER_WAY} AND mailer_id = ?1"), args![m])?,
+            };
+            rows.iter()
+                .map(|r| Ok::<_, ApiError>((r.text(0)?, r.text(1)?)))
+                .collect()
         })
         .await
 }
@@ -396,16 +384,14 @@ async fn load(dc: &Datacenter, mailer: &str, txn: &str) -> Result<Option<Row>, A
     let (m, t) = (mailer.to_owned(), txn.to_owned());
     dc.db
         .run(STEP, move |c| {
-            c.query_row(
+            c.opt(
+                STEP,
                 &format!(
                     "SELECT {COLUMNS} FROM refills WHERE mailer_id = ?1 AND client_txn_id = ?2"
                 ),
-                params![m, t],
-                |r| r.try_into(),
-            )
-            .optional()
-            .storage(STEP)?
-            .map(|t| row_of(t, STEP))
+                args![m, t],
+            )?
+            .map(|r| row_of(&r, STEP))
             .transpose()
         })
         .await
@@ -475,32 +461,28 @@ pub(crate) async fn refill(
             let (m, t) = (who.id.clone(), txn.clone());
             dc.db
                 .run(STEP, move |c| {
-                    let tx = c.transaction().storage(STEP)?;
+                    let mut tx = c.transaction(STEP)?;
                     // Checked again here (one connection: this closure is atomic): the same
                     // request racing itself is one row; another refill of this meter under
                     // way is refused, so the counters it bound cannot move under it.
-                    if let Some(row) = tx
-                        .query_row(
-                            &format!(
-                                "SELECT {COLUMNS} FROM refills WHERE mailer_id = ?1 AND client_txn_id = ?2"
-                            ),
-                            params![m, t],
-                            |r| r.try_into(),
-                        )
-                        .optional()
-                        .storage(STEP)?
-                    {
-                        return row_of(row, STEP);
+                    if let Some(row) = tx.opt(
+                        STEP,
+                        &format!(
+                            "SELECT {COLUMNS} FROM refills WHERE mailer_id = ?1 AND client_txn_id = ?2"
+                        ),
+                        args![&m, &t],
+                    )? {
+                        return row_of(&row, STEP);
                     }
-                    let busy: Option<String> = tx
-                        .query_row(
+                    let busy = tx
+                        .opt(
+                            STEP,
                             "SELECT client_txn_id FROM refills WHERE mailer_id = ?1
                              AND state IN ('requested', 'held', 'sealed', 'voiding')",
-                            [&m],
-                            |r| r.get(0),
-                        )
-                        .optional()
-                        .storage(STEP)?;
+                            args![&m],
+                        )?
+                        .map(|r| r.text(0))
+                        .transpose()?;
                     if let Some(other) = busy {
                         return Err(ApiError::coded(
                             StatusCode::CONFLICT,
@@ -509,15 +491,15 @@ pub(crate) async fn refill(
                             format!("refill {other} of this meter is under way: retry it, or this one in a moment"),
                         ));
                     }
-                    let (_, _, record) = meter_row(&tx, &m, STEP)?;
+                    let (_, _, record) = meter_row(&mut tx, &m, STEP)?;
                     let rec = MeterRecord::decode(&record).map_err(|_| crate::indicia::unparsable(STEP))?;
-                    tx.execute(
+                    tx.exec(
+                        STEP,
                         "INSERT INTO refills (mailer_id, client_txn_id, amount, bound_refills, bound_sum, state, created_at)
                          VALUES (?1, ?2, ?3, ?4, ?5, 'requested', ?6)",
-                        params![m, t, to_sql_int(amount, STEP)?, rec.refills.0, to_sql_int(rec.control_sum.0, STEP)?, now_secs()],
-                    )
-                    .storage(STEP)?;
-                    tx.commit().storage(STEP)?;
+                        args![&m, &t, to_sql_int(amount, STEP)?, rec.refills.0, to_sql_int(rec.control_sum.0, STEP)?, now_secs()],
+                    )?;
+                    tx.commit(STEP)?;
                     Ok(Row {
                         mailer: m,
                         txn: t,

@@ -7,8 +7,9 @@
 //! hold. The database's duty is to keep what the box answered, in one transaction per answer.
 
 use openpsd_core::vbox::merkle::{self, EmptyHashes, Hash};
-use openpsd_service_kit::error::{ApiError, StorageContext};
-use rusqlite::{params, Connection, OptionalExtension};
+use openpsd_service_kit::error::ApiError;
+
+use crate::sql::{args, Sql};
 
 pub(crate) const SCHEMA: &str = "
 -- The box this database belongs to, and its transaction key (for the history and the auditor).
@@ -124,21 +125,21 @@ pub(crate) fn locate(slot: u32, depth: u8) -> (u16, u32) {
 }
 
 fn node(
-    c: &Connection,
+    c: &mut impl Sql,
     shard: u16,
     height: u8,
     idx: u32,
     empty: &EmptyHashes,
     step: &str,
 ) -> Result<Hash, ApiError> {
-    let h: Option<Vec<u8>> = c
-        .query_row(
+    let h = c
+        .opt(
+            step,
             "SELECT hash FROM nodes WHERE shard = ?1 AND height = ?2 AND idx = ?3",
-            params![shard, height, idx],
-            |r| r.get(0),
-        )
-        .optional()
-        .storage(step)?;
+            args![shard, height, idx],
+        )?
+        .map(|r| r.blob(0))
+        .transpose()?;
     match h {
         None => Ok(empty.at(height)),
         Some(b) => b
@@ -149,7 +150,7 @@ fn node(
 
 /// The siblings of leaf `idx` of `shard`, bottom up, as the box's commands carry them.
 pub(crate) fn proof(
-    c: &Connection,
+    c: &mut impl Sql,
     shard: u16,
     idx: u32,
     depth: u8,
@@ -165,7 +166,7 @@ pub(crate) fn proof(
 
 /// The root of `shard` as the database has it.
 pub(crate) fn root(
-    c: &Connection,
+    c: &mut impl Sql,
     shard: u16,
     depth: u8,
     empty: &EmptyHashes,
@@ -176,7 +177,7 @@ pub(crate) fn root(
 
 /// Sets leaf `idx` of `shard` to `record`'s hash and rewrites its path; answers the new root.
 pub(crate) fn set_leaf(
-    c: &Connection,
+    c: &mut impl Sql,
     shard: u16,
     idx: u32,
     record: &[u8],
@@ -187,12 +188,12 @@ pub(crate) fn set_leaf(
     let mut hash = merkle::leaf_hash(record);
     let mut i = idx;
     for h in 0..=depth {
-        c.execute(
+        c.exec(
+            step,
             "INSERT INTO nodes (shard, height, idx, hash) VALUES (?1, ?2, ?3, ?4)
              ON CONFLICT (shard, height, idx) DO UPDATE SET hash = excluded.hash",
-            params![shard, h, i, hash.to_vec()],
-        )
-        .storage(step)?;
+            args![shard, h, i, hash.to_vec()],
+        )?;
         if h == depth {
             break;
         }

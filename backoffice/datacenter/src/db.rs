@@ -1,0 +1,223 @@
+//! Where the data center keeps its database: one SQLite file in its data directory (the
+//! default), or a PostgreSQL server (`--database-url`), typically a primary with a
+//! synchronous standby (`docs/virtual-meter.md` §9.6).
+//!
+//! Either way one connection, behind a mutex, runs one closure at a time on tokio's
+//! blocking pool: the box is one device and its commands are serialized anyway, and one
+//! connection makes each read-check-write sequence race-free.
+//!
+//! **PostgreSQL and failover.** The connection string may name several servers
+//! (`host=/a,/b … target_session_attrs=read-write`): the client takes the one that accepts
+//! writes. When the primary dies the call under way fails with 503 and the connection is
+//! dropped; the next call connects again, to the standby once it is promoted. Nothing is
+//! lost by that: every commit waits for the synchronous standby, and a box command whose
+//! answer was not committed left its intent (committed before the command was sent), which
+//! RESUME finishes before the shard's next command (`crate::indicia`). Only one data center
+//! may use a database (its box is one device): a session-level advisory lock, taken at every
+//! connect, refuses a second.
+
+use std::sync::{Arc, Mutex, PoisonError};
+
+use openpsd_service_kit::error::ApiError;
+
+use crate::sql::{pg_schema, Conn};
+
+/// The advisory lock key a data center holds on its PostgreSQL database ("VM" 0001).
+const INSTANCE_LOCK: i64 = 0x564D_0001;
+
+/// The data center's database.
+#[derive(Clone)]
+pub(crate) enum Db {
+    /// The embedded SQLite file (locked against a second instance).
+    Lite(openpsd_service_kit::db::Db),
+    /// A PostgreSQL server.
+    Pg(Arc<PgSlot>),
+}
+
+/// The PostgreSQL connection string and the connection, if one is open.
+pub(crate) struct PgSlot {
+    url: String,
+    client: Mutex<Option<postgres::Client>>,
+}
+
+impl Drop for PgSlot {
+    fn drop(&mut self) {
+        // rust-postgres's client closes by blocking on a runtime of its own, which panics on
+        // tokio's async threads, where the last clone may well be dropped.
+        let client = self
+            .client
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(c) = client {
+            if tokio::runtime::Handle::try_current().is_ok() {
+                let _ = std::thread::spawn(move || drop(c)).join();
+            }
+        }
+    }
+}
+
+/// Connects, takes the instance lock, and applies the schema. Blocking.
+fn connect(url: &str, schema: &str) -> anyhow::Result<postgres::Client> {
+    let mut c = postgres::Client::connect(url, postgres::NoTls)
+        .map_err(|e| anyhow::anyhow!("PostgreSQL ({}): {e}", redact(url)))?;
+    let locked: bool = c
+        .query_one("SELECT pg_try_advisory_lock($1)", &[&INSTANCE_LOCK])?
+        .get(0);
+    anyhow::ensure!(
+        locked,
+        "another data center is connected to this PostgreSQL database: one box, one data \
+         center; refusing to start a second one on the same data"
+    );
+    c.batch_execute(&pg_schema(schema))?;
+    Ok(c)
+}
+
+/// A connection string without its password, for messages.
+fn redact(url: &str) -> String {
+    url.split_whitespace()
+        .map(|kv| {
+            if kv.starts_with("password=") {
+                "password=…"
+            } else {
+                kv
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+impl Db {
+    /// The SQLite file at `path`.
+    pub(crate) fn sqlite(path: &std::path::Path, schema: &str) -> anyhow::Result<Self> {
+        Ok(Db::Lite(openpsd_service_kit::db::Db::open(path, schema)?))
+    }
+
+    /// The PostgreSQL database at `url` (key=value connection string).
+    pub(crate) async fn postgres(url: &str, schema: &'static str) -> anyhow::Result<Self> {
+        let u = url.to_owned();
+        let client = tokio::task::spawn_blocking(move || connect(&u, schema)).await??;
+        Ok(Db::Pg(Arc::new(PgSlot {
+            url: url.to_owned(),
+            client: Mutex::new(Some(client)),
+        })))
+    }
+
+    /// Which server, for logs.
+    pub(crate) fn kind(&self) -> &'static str {
+        match self {
+            Db::Lite(_) => "SQLite",
+            Db::Pg(_) => "PostgreSQL",
+        }
+    }
+
+    /// Runs `f` with the connection on the blocking pool. `f` opens its own transaction
+    /// when it writes; an error drops (rolls back) an uncommitted one.
+    pub(crate) async fn run<T, F>(&self, step: &'static str, f: F) -> Result<T, ApiError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Conn<'_>) -> Result<T, ApiError> + Send + 'static,
+    {
+        match self {
+            Db::Lite(db) => db.run(step, move |c| f(&mut Conn::Lite(c))).await,
+            Db::Pg(slot) => {
+                let slot = Arc::clone(slot);
+                tokio::task::spawn_blocking(move || {
+                    let mut guard = slot.client.lock().unwrap_or_else(PoisonError::into_inner);
+                    if guard.as_ref().is_none_or(postgres::Client::is_closed) {
+                        *guard = None;
+                        let c = connect(&slot.url, crate::store::SCHEMA).map_err(|e| {
+                            ApiError::unavailable(step, format!("the database: {e}"))
+                        })?;
+                        tracing::info!("connected to the PostgreSQL primary again");
+                        *guard = Some(c);
+                    }
+                    let client = guard
+                        .as_mut()
+                        .ok_or_else(|| ApiError::internal(step, "no PostgreSQL connection"))?;
+                    let out = f(&mut Conn::Pg(client));
+                    // A connection that broke mid-call (the call answered 503) is dropped
+                    // here, whether or not the client noticed yet: the next call connects
+                    // afresh, to whichever server accepts writes then.
+                    let unavailable = out
+                        .as_ref()
+                        .is_err_and(|e| e.status == axum::http::StatusCode::SERVICE_UNAVAILABLE);
+                    if unavailable || guard.as_ref().is_some_and(postgres::Client::is_closed) {
+                        *guard = None;
+                    }
+                    out
+                })
+                .await
+                .map_err(|e| ApiError::internal(step, format!("storage task: {e}")))?
+            }
+        }
+    }
+}
+
+/// Where a data center's database is, for the commands that read it beside the service
+/// (`backoffice datacenter audit`, `register-box`).
+#[derive(Clone, Debug)]
+pub enum Database {
+    /// `datacenter.sqlite` at this path.
+    Sqlite(std::path::PathBuf),
+    /// A PostgreSQL connection string.
+    Postgres(String),
+}
+
+impl Database {
+    /// The database of the data center whose data directory is `data`: `url` if given (the
+    /// service's `--database-url`), else the SQLite file there.
+    pub fn new(data: &std::path::Path, url: Option<&str>) -> Self {
+        match url {
+            Some(u) => Database::Postgres(u.to_owned()),
+            None => Database::Sqlite(data.join(crate::DB_FILE)),
+        }
+    }
+
+    /// Runs `f` on a read-write connection, outside the service (tests that play the
+    /// untrusted database, an operator's repair). Blocking: call it off the async threads.
+    pub fn write<T>(
+        &self,
+        f: impl FnOnce(&mut Conn<'_>) -> anyhow::Result<T>,
+    ) -> anyhow::Result<T> {
+        match self {
+            Database::Sqlite(path) => {
+                let mut c = openpsd_service_kit::db::open_connection(path)?;
+                f(&mut Conn::Lite(&mut c))
+            }
+            Database::Postgres(url) => {
+                let mut c = postgres::Client::connect(url, postgres::NoTls)
+                    .map_err(|e| anyhow::anyhow!("PostgreSQL ({}): {e}", redact(url)))?;
+                f(&mut Conn::Pg(&mut c))
+            }
+        }
+    }
+
+    /// Runs `f` on a read-only connection. Blocking: call it off the async threads.
+    pub(crate) fn read<T>(
+        &self,
+        f: impl FnOnce(&mut Conn<'_>) -> anyhow::Result<T>,
+    ) -> anyhow::Result<T> {
+        match self {
+            Database::Sqlite(path) => {
+                anyhow::ensure!(
+                    path.exists(),
+                    "{}: no data center database there",
+                    path.display()
+                );
+                let mut c = rusqlite::Connection::open_with_flags(
+                    path,
+                    rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+                )?;
+                f(&mut Conn::Lite(&mut c))
+            }
+            Database::Postgres(url) => {
+                let mut c = postgres::Client::connect(url, postgres::NoTls)
+                    .map_err(|e| anyhow::anyhow!("PostgreSQL ({}): {e}", redact(url)))?;
+                // One snapshot for the whole walk, and no write possible.
+                c.batch_execute("BEGIN TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")?;
+                f(&mut Conn::Pg(&mut c))
+            }
+        }
+    }
+}

@@ -8,7 +8,12 @@
 //!
 //! ```sh
 //! cargo bench -p openpsd-backoffice --bench datacenter -- --pieces 512 --users 1,64
+//! cargo bench -p openpsd-backoffice --bench datacenter -- --users 1000 --pieces 4000
+//! cargo bench -p openpsd-backoffice --bench datacenter -- --postgres 'host=/tmp/pg user=postgres'
 //! ```
+//!
+//! `--postgres BASE` runs the data center on a fresh database of that PostgreSQL server
+//! (`scripts/postgres-test.sh` does, on its cluster) instead of SQLite.
 // Test code: a failed unwrap or expect is a failed test, with its message.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -31,12 +36,14 @@ use openpsd_service_kit::tls::Role;
 struct Args {
     pieces: usize,
     users: Vec<usize>,
+    postgres: Option<String>,
 }
 
 fn args() -> Args {
     let mut a = Args {
         pieces: 512,
         users: vec![1, 64],
+        postgres: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -48,9 +55,11 @@ fn args() -> Args {
                     .map(|v| v.split(',').filter_map(|x| x.parse().ok()).collect())
                     .expect("--users 1,64")
             }
+            "--postgres" => a.postgres = Some(it.next().expect("--postgres BASE")),
             "--help" | "-h" => {
                 println!(
-                    "datacenter benchmark: [--pieces N (per level, default 512)] [--users 1,64]"
+                    "datacenter benchmark: [--pieces N (per level, default 512)] [--users 1,64] \
+                     [--postgres BASE (key=value connection string of a PostgreSQL server)]"
                 );
                 std::process::exit(0);
             }
@@ -122,10 +131,24 @@ async fn main() {
     let a = args();
     let tmp = tempfile::tempdir().unwrap();
     let h = spawn_all(tmp.path()).await.unwrap();
-    let config = openpsd_datacenter::Config::new(
+    let mut config = openpsd_datacenter::Config::new(
         tmp.path().join("datacenter"),
         [&h.vendor.url, &h.kms.url, &h.recharge.url],
         h.pki.clone(),
+    );
+    if let Some(base) = a.postgres.clone() {
+        let name = format!("dc_bench_{}", std::process::id());
+        let url = tokio::task::spawn_blocking(move || {
+            openpsd_post::postgres::create_database(&base, &name)
+        })
+        .await
+        .unwrap()
+        .unwrap();
+        config.database_url = Some(url);
+    }
+    let database = openpsd_datacenter::Database::new(
+        &tmp.path().join("datacenter"),
+        config.database_url.as_deref(),
     );
     let (dc, info) = start_datacenter(&config, "127.0.0.1:0", 1_000_000)
         .await
@@ -145,12 +168,27 @@ async fn main() {
     let op_rc = Client::with_pool(&h.recharge.url, &h.pki, Some(Role::Operator), 4);
     let most = a.users.iter().copied().max().unwrap_or(1);
     println!(
-        "datacenter bench: {} pieces per level, users {:?}, box {} shards × depth {}",
-        a.pieces, a.users, info.shards, info.depth
+        "datacenter bench: {} pieces per level, users {:?}, box {} shards × depth {}, {}",
+        a.pieces,
+        a.users,
+        info.shards,
+        info.depth,
+        if a.postgres.is_some() {
+            "PostgreSQL"
+        } else {
+            "SQLite"
+        }
     );
     let anon = Client::with_pool(&dc.url, &h.pki, None, 64);
     let mut clients = Vec::new();
+    let signing_up = Instant::now();
     for u in 0..most {
+        if u > 0 && u % 100 == 0 {
+            eprintln!(
+                "  {u} of {most} mailers signed up and funded ({:.0} s)",
+                signing_up.elapsed().as_secs_f64()
+            );
+        }
         let s: MailerSession = anon
             .post(
                 "/v1/mailers",
@@ -213,14 +251,12 @@ async fn main() {
     let psd_rate = a.pieces as f64 / start.elapsed().as_secs_f64();
     println!("  in-process PSD (reference):    {psd_rate:>8.1} pieces/s");
 
-    let report = openpsd_datacenter::audit::audit(
-        &openpsd_datacenter::Database::Sqlite(
-            tmp.path()
-                .join("datacenter")
-                .join(openpsd_datacenter::DB_FILE),
-        ),
-        Some(&info.txn_key),
-    )
+    let key = info.txn_key;
+    let report = tokio::task::spawn_blocking(move || {
+        openpsd_datacenter::audit::audit(&database, Some(&key))
+    })
+    .await
+    .unwrap()
     .unwrap();
     assert!(report.problems.is_empty(), "{:?}", report.problems);
     assert_eq!(report.used, issued, "the ledger counts every piece once");

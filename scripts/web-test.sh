@@ -15,6 +15,9 @@
 # revocation; a postmark whose output is lost after the charge, finished after a reload with
 # the same transaction ID (same bytes, charged once); a certificate revoked by the CA's
 # operator, whose order the page applies before the next refill.
+# Last, scripts/npm-test.sh (issue 19, part 4): the packed npm package's file list, a Vite
+# app that imports it (tests/npm-app, type-checked by tsc --strict) issuing an indicium in
+# Chromium (tests/web/npm-app.mjs).
 #
 #   bash scripts/web-test.sh     # output in target/web-test/ (label.png, print.png, ...)
 #
@@ -122,4 +125,9 @@ say "dmtxread decoded $(stat -c %s "$OUT/decoded.bin") bytes: $(od -An -tx1 -v "
 say "independent verification (tests/web/verify-indicium.mjs: WebCrypto, docs/apdu.md layout)"
 node tests/web/verify-indicium.mjs "$OUT/decoded.bin" "$OUT/journey.json" || die "the decoded label is not a valid indicium of the page's device"
 
-say "passed in $(( $(date +%s) - t0 )) s (artifacts in target/web-test/)"
+say "the npm package as JS developers use it (scripts/npm-test.sh: npm pack, tsc --strict, vite build, the app in Chromium)"
+t_npm=$(date +%s)
+bash scripts/npm-test.sh || die "the npm package test failed"
+say "npm package test took $(( $(date +%s) - t_npm )) s"
+
+say "passed in $(( $(date +%s) - t0 )) s (artifacts in target/web-test/, target/npm-test/)"

@@ -27,7 +27,9 @@ for tool in vite tsc; do
 done
 
 say "npm pack (scripts/npm-pkg.sh)"
-tgz=$(bash scripts/npm-pkg.sh | tee /dev/stderr | tail -n1)
+packed=$(bash scripts/npm-pkg.sh) || die "scripts/npm-pkg.sh"
+echo "$packed"
+tgz=$(tail -n1 <<<"$packed")
 [ -f "$tgz" ] || die "no tarball"
 
 # 1. Exactly these files, nothing else (npm adds package/ in front).

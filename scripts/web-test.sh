@@ -4,7 +4,8 @@
 # through the mailer's whole journey (tests/web/journey.mjs: create the PSD in the page,
 # refusals, refill through the meter server, an indicium and its label, print CSS, history,
 # the purse section, a license requested, exported to a file, imported once and refused the
-# second time (9A33), reload, tampered sealed record), then decodes the label's screenshot with
+# second time (9A33), reload, desktop and phone size with screenshots, an axe-core audit and
+# no console error, tampered sealed record), then decodes the label's screenshot with
 # libdmtx's `dmtxread` and verifies the decoded bytes independently as an indicium of that
 # device (tests/web/verify-indicium.mjs: WebCrypto ECDSA over the docs/apdu.md layout).
 # Then the online meter tab (tests/web/online.mjs, issue 16 item 6: a virtual meter's label,

@@ -1,6 +1,6 @@
 // What the browser journeys (journey.mjs, certificates.mjs, online.mjs) share: their
-// `--name value` arguments, playwright-core from the web toolchain, and a logger whose
-// `check` throws on a failed expectation.
+// `--name value` arguments, playwright-core from the web toolchain, a logger whose
+// `check` throws on a failed expectation, and the axe-core accessibility audit.
 
 import { createRequire } from 'node:module';
 import { readFileSync } from 'node:fs';

@@ -4,13 +4,16 @@
 // then a duplicate), print CSS, history, a purse card and a transfer
 // to it (and a wrong PIN), a license requested, exported to a file, imported once and refused
 // the second time (9A33), reload
-// (the device, its registers and the purse are still there), tamper with the sealed record (a clear
+// (the device, its registers and the purse are still there), desktop and phone size (no
+// sideways scroll at 390 px, screenshots, an axe-core audit: no serious or critical
+// violation), no console error but the API answers the journey causes, tamper with the sealed record (a clear
 // error, the record kept). Run by scripts/web-test.sh, which starts the back office and then
 // decodes the label with libdmtx and verifies it independently (verify-indicium.mjs).
 //
 //   node tests/web/journey.mjs --url http://127.0.0.1:PORT/ --out target/web-test
 //
-// Writes OUT/label.png, OUT/print.png, OUT/label.pdf, OUT/page.png, OUT/journey.json; exits non-zero on the first failure.
+// Writes OUT/label.png, OUT/print.png, OUT/label.pdf, OUT/page.png, OUT/desktop.png, OUT/phone.png,
+// OUT/journey.json; exits non-zero on the first failure.
 
 import { parseArgs, loadPlaywright, logger, axeAudit } from './harness.mjs';
 import { mkdtempSync, mkdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';

@@ -9,7 +9,8 @@
 #     the one tool built from source: no registry reachable here ships it prebuilt at that
 #     version. wasm-pack is not needed (scripts/wasm-pkg.sh runs cargo, wasm-bindgen and
 #     wasm-opt itself), which saves building a second CLI (~8.5 min on a fresh machine).
-#   * binaryen (wasm-opt) and playwright-core from npm into $WEB_TOOLS/js
+#   * binaryen (wasm-opt), playwright-core, and for scripts/npm-test.sh and the journey's
+#     accessibility audit Vite, TypeScript and axe-core, from npm into $WEB_TOOLS/js
 #     (versions pinned by scripts/web-tools/package.json + package-lock.json)
 #
 # Idempotent and non-interactive: a second run only checks versions (seconds). Needs root or sudo
@@ -96,9 +97,9 @@ js=$WEB_TOOLS/js
 src=$REPO/scripts/web-tools
 stamp=$(cat "$src/package.json" "$src/package-lock.json" 2>/dev/null | md5sum)
 if [ "$(cat "$js/.installed" 2>/dev/null)" = "$stamp" ] && [ -x "$js/node_modules/.bin/wasm-opt" ]; then
-  say "npm tools already installed (binaryen $("$js/node_modules/.bin/wasm-opt" --version | awk '{print $3}'), playwright-core)"
+  say "npm tools already installed (binaryen $("$js/node_modules/.bin/wasm-opt" --version | awk '{print $3}'), playwright-core, vite, typescript, axe-core)"
 else
-  say "npm install binaryen playwright-core into $js"
+  say "npm install binaryen playwright-core vite typescript axe-core into $js"
   cp "$src/package.json" "$js/"
   if [ -f "$src/package-lock.json" ]; then
     cp "$src/package-lock.json" "$js/"

@@ -9,7 +9,8 @@
 #   2. wasm-bindgen --target web|nodejs --typescript --out-name openpsd (the CLI of
 #      scripts/install-web-toolchain.sh, at the version of the crate in Cargo.lock),
 #   3. wasm-opt with the flags of wasm/Cargo.toml's [package.metadata.openpsd] wasm-opt,
-# then writes package.json (name "openpsd", the files it ships).
+# then writes package.json (name "openpsd", the files it ships), and at the end packs both
+# targets into the npm package target/wasm-pkg/openpsd-<version>.tgz (scripts/npm-pkg.sh).
 # `wasm-pkg.sh demo` builds the same with openpsd-wasm's `demo` feature (buildPersonalization,
 # demoKmsRefill, demoKmsReceipt: for the tests, the benchmark and the Node example) into
 # target/wasm-pkg/demo/{web,nodejs}; the shipped packages and the measured size are without.
@@ -138,5 +139,9 @@ if [ -z "$features" ]; then
   wasm_size "$cert/openpsd_bg.wasm"
   budget "$dest/web/openpsd_bg.wasm" "$MAIN_BUDGET"
   budget "$cert/openpsd_bg.wasm" "$CERT_BUDGET"
+fi
+if [ -z "$features" ]; then
+  # Both targets in the one npm package a JS developer installs (target/wasm-pkg/openpsd-*.tgz).
+  bash scripts/npm-pkg.sh | sed -n 1p
 fi
 echo "== packages in ${dest#"$REPO"/}/{web,nodejs} ($(( $(date +%s) - t0 )) s)"

@@ -4,7 +4,8 @@
 # through the mailer's whole journey (tests/web/journey.mjs: create the PSD in the page,
 # refusals, refill through the meter server, an indicium and its label, print CSS, history,
 # the purse section, a license requested, exported to a file, imported once and refused the
-# second time (9A33), reload, tampered sealed record), then decodes the label's screenshot with
+# second time (9A33), reload, desktop and phone size with screenshots, an axe-core audit and
+# no console error, tampered sealed record), then decodes the label's screenshot with
 # libdmtx's `dmtxread` and verifies the decoded bytes independently as an indicium of that
 # device (tests/web/verify-indicium.mjs: WebCrypto ECDSA over the docs/apdu.md layout).
 # Then the online meter tab (tests/web/online.mjs, issue 16 item 6: a virtual meter's label,
@@ -15,6 +16,9 @@
 # revocation; a postmark whose output is lost after the charge, finished after a reload with
 # the same transaction ID (same bytes, charged once); a certificate revoked by the CA's
 # operator, whose order the page applies before the next refill.
+# Last, scripts/npm-test.sh (issue 19, part 4): the packed npm package's file list, a Vite
+# app that imports it (tests/npm-app, type-checked by tsc --strict) issuing an indicium in
+# Chromium (tests/web/npm-app.mjs).
 #
 #   bash scripts/web-test.sh     # output in target/web-test/ (label.png, print.png, ...)
 #
@@ -122,4 +126,9 @@ say "dmtxread decoded $(stat -c %s "$OUT/decoded.bin") bytes: $(od -An -tx1 -v "
 say "independent verification (tests/web/verify-indicium.mjs: WebCrypto, docs/apdu.md layout)"
 node tests/web/verify-indicium.mjs "$OUT/decoded.bin" "$OUT/journey.json" || die "the decoded label is not a valid indicium of the page's device"
 
-say "passed in $(( $(date +%s) - t0 )) s (artifacts in target/web-test/)"
+say "the npm package as JS developers use it (scripts/npm-test.sh: npm pack, tsc --strict, vite build, the app in Chromium)"
+t_npm=$(date +%s)
+bash scripts/npm-test.sh || die "the npm package test failed"
+say "npm package test took $(( $(date +%s) - t_npm )) s"
+
+say "passed in $(( $(date +%s) - t0 )) s (artifacts in target/web-test/, target/npm-test/)"

@@ -37,8 +37,32 @@ function status(text, state) {
   el.dataset.state = state;
 }
 
+// Feedback next to the action that caused it: the notice moves to just after the form (or
+// the block) of the last button the mailer used, while that is on screen; otherwise it
+// stays at the top of the page.
+// (A button in a table row: after the table, whose rows are redrawn.)
+let actionAt = null;
+const noticeEl = $('notice');
+for (const type of ['click', 'submit']) {
+  document.addEventListener(type, (ev) => {
+    const t = ev.target instanceof Element ? ev.target : null;
+    if (t && t.closest('main') && (type === 'submit' || t.closest('button'))) {
+      actionAt = t.closest('form') || t.closest('table') || t.closest('button').parentElement;
+    }
+  }, true);
+}
+
+function placeNotice(el) {
+  if (actionAt && actionAt.isConnected && actionAt.checkVisibility()) {
+    if (actionAt.nextElementSibling !== el) actionAt.after(el);
+  } else if (document.querySelector('header').nextElementSibling !== el) {
+    document.querySelector('header').after(el);
+  }
+}
+
 function notice(text, code, kind = 'error') {
-  const el = $('notice');
+  const el = noticeEl;
+  placeNotice(el);
   el.replaceChildren();
   const p = document.createElement('p');
   p.textContent = text;
@@ -51,10 +75,11 @@ function notice(text, code, kind = 'error') {
   }
   el.dataset.kind = kind;
   el.hidden = false;
+  if (el.scrollIntoView) el.scrollIntoView({ block: 'nearest' });
 }
 
 function clearNotice() {
-  $('notice').hidden = true;
+  noticeEl.hidden = true;
 }
 
 function refusal(err) {
@@ -79,11 +104,13 @@ async function busy(what, fn) {
     status('Ready.', 'ready');
   } catch (e) {
     refusal(e);
-    status('Refused — see the message above.', 'ready');
+    status('Refused — see the message next to the action.', 'ready');
   } finally {
     document.querySelectorAll('main button').forEach((b) => { b.disabled = b.dataset.was === 'true'; });
     app.busy = false;
     if (app.psd) render();
+    // The form may be gone now (the device created): then the notice goes back to the top.
+    if (!noticeEl.hidden) placeNotice(noticeEl);
   }
 }
 
@@ -94,6 +121,9 @@ const historyKey = (id) => `openpsd.history.${id}`;
 const pendingRefillKey = (id) => `openpsd.pendingRefill.${id}`;
 const pendingLicenseKey = (id) => `openpsd.pendingLicense.${id}`;
 const exportsKey = (id) => `openpsd.exports.${id}`;
+// Value moved to purse cards, as this page did it: [{amount, purse, date}] (the ascending
+// register counts it with the postage printed; the page shows the two apart).
+const transfersKey = (id) => `openpsd.transfers.${id}`;
 
 function loadJson(key, dflt) {
   try {
@@ -174,6 +204,7 @@ async function render() {
   $('reg-ar').textContent = r.ar;
   $('reg-dr').textContent = r.dr;
   $('reg-cs').textContent = r.controlSum;
+  renderUsed(r);
   $('reg-pieces').textContent = r.pieces;
   $('reg-refills').textContent = r.refills;
   $('reg-inspection').textContent = inspectionText(i);
@@ -196,6 +227,23 @@ async function render() {
   } catch (e) {
     $('dev-account').textContent = `${app.meta.accountId} (${describe(e).text})`;
   }
+}
+
+// The ascending register apart: postage printed (this device's verified labels in the
+// history) and value moved to purses (this page's transfers); what neither explains (records
+// of another browser, fees) gets its own row.
+function renderUsed(r) {
+  let printed = 0;
+  for (const entry of loadJson(historyKey(app.meta.deviceId), [])) {
+    const v = app.wasm.verifyIndicium(hexToBytes(entry.barcode), app.info.publicKey);
+    if (v.valid) printed += minorUnits(v.fields.postage);
+  }
+  const moved = loadJson(transfersKey(app.meta.deviceId), []).reduce((sum, t) => sum + (minorUnits(t.amount) || 0), 0);
+  const other = minorUnits(r.ar) - printed - moved;
+  $('reg-printed').textContent = amountText(printed);
+  $('reg-moved').textContent = amountText(moved);
+  $('reg-other-row').hidden = other === 0;
+  $('reg-other').textContent = other < 0 ? `-${amountText(-other)}` : amountText(other);
 }
 
 function renderPurse() {
@@ -426,6 +474,10 @@ async function doTransfer() {
     await save();
     await savePurse();
   }
+  const moved = loadJson(transfersKey(app.meta.deviceId), []);
+  if (out.resolvedFirst?.outcome === 'completed') moved.push({ amount: out.resolvedFirst.amount, purse: out.purse.cardId, date: today() });
+  moved.push({ amount: out.amount, purse: out.purse.cardId, date: today() });
+  saveJson(transfersKey(app.meta.deviceId), moved);
   const first = out.resolvedFirst
     ? ` (an interrupted transfer of ${out.resolvedFirst.amount} was ${out.resolvedFirst.outcome} first)`
     : '';

@@ -22,6 +22,7 @@ cd "$(dirname "$0")/.."
 STORED=1000000
 MEASURE=20000
 KEEP=0
+DC_PIECES=${DC_PIECES:-128}
 while [ $# -gt 0 ]; do
   case "$1" in
     --stored) STORED="$2"; shift 2 ;;
@@ -126,6 +127,9 @@ export OPENPSD_TEST_PG_KILL_PRIMARY="${AS[*]} $BIN/pg_ctl -D $FO/primary -m imme
 export OPENPSD_TEST_PG_PROMOTE="${AS[*]} $BIN/pg_ctl -D $FO/standby -w promote"
 cargo test -p openpsd-backoffice --test datacenter_failover -- --nocapture
 stop_failover
+
+say "the data center's bench on PostgreSQL (release build; DC_PIECES=$DC_PIECES per level)"
+cargo bench -p openpsd-backoffice --bench datacenter -- --pieces "$DC_PIECES" --users 1,64 --postgres "$CONN"
 
 say "registry inserts with the duplicate check at $STORED stored pieces (release build)"
 cargo build -q --release -p openpsd-post --example registry_bench

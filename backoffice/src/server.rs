@@ -440,6 +440,12 @@ pub async fn start_datacenter(
     let dc = openpsd_datacenter::Datacenter::open(config).await?;
     let info = dc.box_info().clone();
     let tls = server_config(&config.pki, Role::Datacenter, ClientAuth::Optional)?;
-    let svc = Service::spawn("datacenter", bind(addr, Some(tls)).await?, dc.router(rate))?;
+    let mut listener = bind(addr, Some(tls)).await?;
+    // Thousands of mailers' browsers, many of a firm's behind one address (its NAT or
+    // proxy): more connections than a service the back office alone calls. Each still
+    // costs one task and a few kilobytes; the rate limits hold per caller.
+    listener.limits.connections = 4096;
+    listener.limits.per_address = 1024;
+    let svc = Service::spawn("datacenter", listener, dc.router(rate))?;
     Ok((svc, info))
 }

@@ -408,7 +408,20 @@ impl Datacenter {
     /// box create the meter (CREATE METER).
     pub(crate) async fn ensure_meter(&self, mailer: &str) -> Result<(), ApiError> {
         let step = STEP_METER;
-        // The deposit account too (idempotent): a sign-up that failed after the mailer's
+        let m = mailer.to_owned();
+        let exists = self
+            .db
+            .run(step, move |c| {
+                Ok(c.opt(step, "SELECT 1 FROM meters WHERE mailer_id = ?1", args![&m])?
+                    .is_some())
+            })
+            .await?;
+        if exists {
+            // Its deposit account was opened before it (below).
+            self.try_register_meter(mailer).await;
+            return Ok(());
+        }
+        // The deposit account first (idempotent): a sign-up that failed after the mailer's
         // row was written gets it here, at its next log-in.
         refill::open_account(self, mailer).await?;
         let m = mailer.to_owned();

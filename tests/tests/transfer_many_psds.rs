@@ -125,39 +125,54 @@ fn a_purse_that_forgot_psds_before_the_pending_session_still_proves_not_credited
     assert_eq!(r, Some((Resolved::Undone, Amount(1_000))));
 }
 
-/// 17 distinct PSDs pay into a purse after X's session: the 17th makes the purse forget a
-/// PSD credited after that session (it could have been X), so the devices cannot tell and
-/// the value stays pending (`9A23`), undone neither way. With 16 of them it is decided.
+/// 17 distinct PSDs pay into a purse after X's session (which before the purse's closed
+/// entries left X undecided, `9A23`): each closed its transfer, so the purse forgets them
+/// without a trace and X's lost value message is undone; X's lost acknowledgement is
+/// completed just the same, its open entry never forgotten.
 #[test]
-fn seventeen_distinct_psds_after_the_pending_session_leave_it_undecided() {
+fn fig8_block_121_seventeen_distinct_psds_after_the_pending_session_no_longer_leave_it_undecided() {
     let mut others: Vec<TestCard> = (10u32..).take(MAX_PAIRED + 1).map(psd_n).collect();
-    for (n, at_most, expect) in [(1, 16usize, Some(Resolved::Undone)), (2, 17, None)] {
+    for (n, steps, expect) in [
+        (1, DEBITED_VAL_LOST, Resolved::Undone),
+        (2, CREDITED_ACK_LOST, Resolved::Completed),
+    ] {
         let mut purse = purse_n(n);
-        // 17 distinct PSDs: the table is full and one PSD has been forgotten.
         for o in others.iter_mut() {
             pay(o, &mut purse, 10);
         }
         let mut x = psd_n(1);
-        let _ = run_until(&mut x, &mut purse, 1_000, DEBITED_VAL_LOST);
-        for o in others.iter_mut().take(at_most) {
+        let _ = run_until(&mut x, &mut purse, 1_000, steps);
+        for o in others.iter_mut() {
             pay(o, &mut purse, 10);
         }
-        match expect {
-            Some(resolved) => {
-                let r = driver::resolve_pending(&mut x, &mut purse).expect("resolves");
-                assert_eq!(
-                    r,
-                    Some((resolved, Amount(1_000))),
-                    "{at_most} credits since"
-                );
-                assert_eq!((dr(&mut x), pending(&mut x)), (FUNDS, 0));
-            }
-            None => {
-                let e = driver::resolve_pending(&mut x, &mut purse).unwrap_err();
-                assert_eq!(e.status(), Some(Status::TransferUnresolved), "{e}");
-                assert_eq!((dr(&mut x), pending(&mut x)), (FUNDS - 1_000, 1_000));
-            }
-        }
+        let r = driver::resolve_pending(&mut x, &mut purse).expect("resolves");
+        assert_eq!(r, Some((expect, Amount(1_000))));
+        assert_eq!(pending(&mut x), 0);
+    }
+}
+
+/// TRANSFER REQUEST `9A2C`: a purse whose 16 places all hold credits not closed (16 PSDs
+/// whose acknowledgements were lost) refuses a 17th PSD before it debits anything; once
+/// one of the 16 meets the purse again (resolve, then TRANSFER CLOSE) the 17th pays.
+#[test]
+fn transfer_request_refused_while_sixteen_credits_are_not_closed() {
+    let mut open: Vec<TestCard> = (10u32..).take(MAX_PAIRED).map(psd_n).collect();
+    let mut purse = purse_n(1);
+    for o in open.iter_mut() {
+        let _ = run_until(o, &mut purse, 10, CREDITED_ACK_LOST);
+    }
+    let mut x = psd_n(1);
+    let e = driver::transfer(&mut x, &mut purse, SET0, Amount(500), PIN).unwrap_err();
+    assert_eq!(e.status(), Some(Status::PartnersOpen), "{e}");
+    assert_eq!((dr(&mut x), pending(&mut x)), (FUNDS, 0), "nothing debited");
+    let r = driver::resolve_pending(&mut open[4], &mut purse).expect("resolves");
+    assert_eq!(r, Some((Resolved::Completed, Amount(10))));
+    pay(&mut x, &mut purse, 500);
+    assert_eq!(purse_data(&mut purse).balance.0, 16 * 10 + 500);
+    // The other 15 still complete.
+    for o in open.iter_mut() {
+        let _ = driver::resolve_pending(o, &mut purse).expect("resolves");
+        assert_eq!(pending(o), 0);
     }
 }
 
@@ -182,9 +197,9 @@ enum Op {
     Resolve { psd: usize, purse: usize },
 }
 
-const PSDS: usize = 5;
+const PSDS: usize = 20;
 const PURSES: usize = 2;
-const PSD_NUMBERS: std::ops::Range<u32> = 1..6;
+const PSD_NUMBERS: std::ops::Range<u32> = 1..21;
 const PURSE_NUMBERS: std::ops::Range<u32> = 1..3;
 
 fn op() -> impl Strategy<Value = Op> {
@@ -194,7 +209,7 @@ fn op() -> impl Strategy<Value = Op> {
             purse,
             amount
         }),
-        (0..PSDS, 0..PURSES, 1u64..3_000, 8usize..=10).prop_map(|(psd, purse, amount, steps)| {
+        (0..PSDS, 0..PURSES, 1u64..3_000, 8usize..=11).prop_map(|(psd, purse, amount, steps)| {
             Op::Lost {
                 psd,
                 purse,
@@ -251,7 +266,7 @@ proptest! {
     /// the purse its transfer waits for.
     #[test]
     fn lost_messages_among_many_psds_and_purses_all_end_and_conserve_value(
-        ops in proptest::collection::vec(op(), 1..40)
+        ops in proptest::collection::vec(op(), 1..80)
     ) {
         let mut psds: Vec<TestCard> = PSD_NUMBERS.map(psd_n).collect();
         let mut purses: Vec<TestCard> = PURSE_NUMBERS.map(purse_n).collect();
@@ -265,7 +280,7 @@ proptest! {
                         prop_assert!(
                             matches!(
                                 e.status(),
-                                Some(Status::BalanceAboveLimit | Status::TransferPending)
+                                Some(Status::BalanceAboveLimit | Status::TransferPending | Status::PartnersOpen)
                             ) || matches!(e, driver::TransferError::PendingForOtherCard(_)),
                             "transfer refused: {}", e
                         );

@@ -311,3 +311,27 @@ proptest! {
         prop_assert_eq!(conserved(&mut psds, &mut purses), start);
     }
 }
+
+/// TRANSFER CLOSE binds the PSD's transfers-started count: a CLS the PSD made in the
+/// session before its debit cannot close the credit that followed (`6985` on the purse),
+/// so the lost acknowledgement is still completed; and a PSD with a transfer pending for
+/// the card refuses to say it has none (`9A20`).
+#[test]
+fn transfer_close_made_before_the_credit_is_refused_and_a_pending_psd_makes_none() {
+    use openpsd_core::client::purse_apdu;
+    let mut x = psd_n(1);
+    let mut purse = purse_n(1);
+    // Through TRANSFER REQUEST: the REQ in hand.
+    let c = run_until(&mut x, &mut purse, 1_000, 8);
+    let early = expect_ok(&x.transmit(&psd_apdu::transfer_close()));
+    let val = expect_ok(&x.transmit(&psd_apdu::transfer_debit(SET0, &c.last)));
+    let _ack_lost = expect_ok(&purse.transmit(&purse_apdu::transfer_credit(&val)));
+    let r = purse.transmit(&purse_apdu::transfer_close(&early));
+    assert_eq!(psd_apdu::sw(&r), 0x6985, "a CLS older than the credit");
+    // A new session: the PSD, pending for this card, makes no CLS.
+    let _ = run_until(&mut x, &mut purse, 1, 6);
+    let r = x.transmit(&psd_apdu::transfer_close());
+    assert_eq!(psd_apdu::sw(&r), 0x9A20);
+    let r = driver::resolve_pending(&mut x, &mut purse).expect("resolves");
+    assert_eq!(r, Some((Resolved::Completed, Amount(1_000))));
+}

@@ -1,13 +1,11 @@
 //! Pending transfers with many PSDs paying into the same purses (seed 002, Fig. 8 blocks
 //! 118-121, and issue 18's "value that stays pending for ever"): a PSD whose value message
-//! was lost must get its value back at the next contact, however many other PSDs used the
-//! purse meanwhile, whenever the purse can show it never credited it. The purse keeps the
-//! last 16 PSDs it credited, least recent forgotten first; its TRANSFER STATUS says how
-//! late a credit it has forgotten (the card's count after the latest credit from a PSD it
-//! dropped), and a PSD also counts the credits since its pending transfer's session
-//! (`core::transfer::resolve`). Only a purse that forgot a PSD credited after the pending
-//! transfer's session — 17 distinct PSDs paying into it since — leaves the value pending
-//! (`9A23`), for the back office.
+//! or acknowledgement was lost must have its transfer undone or completed at the next
+//! contact, however many other PSDs used the purse meanwhile. The purse keeps 16 PSDs and
+//! never forgets one whose last credit is open (the PSD has not yet said, by TRANSFER
+//! CLOSE, that it has nothing pending with the card), so a PSD it does not list was not
+//! credited (`core::transfer::resolve`); with 16 open credits it refuses a 17th PSD
+//! (`9A2C`) before anything is debited.
 // Test code: a failed unwrap or expect is a failed test, with its message.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 

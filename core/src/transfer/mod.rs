@@ -507,9 +507,11 @@ const _: () = assert!(CREDITS_BEFORE_FORGETTING as usize == MAX_PAIRED);
 /// transfer would have been credit `card_transfers_then + 1`), nor, for a card that does
 /// not say how late it has forgotten (an older purse), if it has made no more than
 /// [`CREDITS_BEFORE_FORGETTING`] credits since (forgetting the PSD would take more).
-/// Only a card that has forgotten a PSD credited after the pending transfer's session
-/// leaves the devices unable to tell — it takes 17 distinct PSDs paying into the card
-/// after it (`Unknown`: the value stays pending, reported in audits).
+/// A purse of this version never forgets a PSD whose last credit is open (not closed by
+/// the PSD's TRANSFER CLOSE), so `forgotten_through` only counts entries of unknown
+/// closure read from an older table: only a transfer pending since then, with a card
+/// that has forgotten such an entry credited after its session, leaves the devices unable
+/// to tell (`Unknown`: the value stays pending, reported in audits).
 pub fn resolve(
     transfer: TransferCount,
     card_transfers_then: TransferCount,

@@ -182,6 +182,10 @@ status_table! {
     /// `9A27` the partner's certificate is not the issuer's, is for another kind, scheme or
     /// device, is outside its validity, or is revoked.
     CertificateRefused = 0x9A27, "partner certificate refused: not the issuer's, another scheme or device, expired or revoked";
+    /// `9A2C` the purse lists 16 PSDs whose last credited transfer may still be pending in
+    /// them (not closed): it cannot take value from another PSD until one of them closes
+    /// (TRANSFER CLOSE at its next contact).
+    PartnersOpen = 0x9A2C, "the purse holds 16 PSDs whose transfers are not closed: one of them must meet it first";
     /// LICENSE INSTALL: the license is already in this PSD, resident or exported.
     LicenseExists = 0x9A30, "license already in this PSD (resident or exported)";
     /// LICENSE INSTALL: no license request pending with that counter.

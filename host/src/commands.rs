@@ -298,6 +298,11 @@ pub fn purse(spec: &CardSpec, json_out: bool) -> Result<()> {
                     "psd": p.device.to_string(), "last_transfer": p.last_transfer.0, "count": p.count,
                     "total": p.total.0, "date": p.date.map(|d| d.to_string()),
                     "credited_at": p.credited_at.0,
+                    "closure": match p.closure {
+                        openpsd_core::purse::state::Closure::Open => "open",
+                        openpsd_core::purse::state::Closure::Closed => "closed",
+                        openpsd_core::purse::state::Closure::Unknown => "unknown",
+                    },
                 })
             })
             .collect();

@@ -204,7 +204,7 @@ pub enum Dev {
 
 /// A transfer's steps as the host drives them (seed 002 Fig. 8), and which device runs
 /// each; tests cut power or drop replies at any of them.
-pub const STEPS: [(&str, Dev); 11] = [
+pub const STEPS: [(&str, Dev); 13] = [
     ("SELECT PSD", Dev::Psd),
     ("SELECT purse", Dev::Purse),
     ("OPEN SESSION", Dev::Psd),
@@ -216,6 +216,8 @@ pub const STEPS: [(&str, Dev); 11] = [
     ("TRANSFER DEBIT", Dev::Psd),
     ("TRANSFER CREDIT", Dev::Purse),
     ("TRANSFER CONFIRM", Dev::Psd),
+    ("TRANSFER CLOSE (PSD)", Dev::Psd),
+    ("TRANSFER CLOSE (purse)", Dev::Purse),
 ];
 
 /// The response carried from one step to the next.
@@ -242,7 +244,9 @@ pub fn step_apdu(i: usize, c: &Carry, amount: u64) -> Vec<u8> {
         7 => purse_apdu::transfer_request(Amount(amount)),
         8 => psd(psd_ins::TRANSFER_DEBIT, 0, &c.last),
         9 => purse_apdu::transfer_credit(&c.last),
-        _ => psd(psd_ins::TRANSFER_CONFIRM, 0, &c.last),
+        10 => psd(psd_ins::TRANSFER_CONFIRM, 0, &c.last),
+        11 => psd_apdu::transfer_close(),
+        _ => purse_apdu::transfer_close(&c.last),
     }
 }
 

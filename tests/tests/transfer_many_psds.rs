@@ -1,13 +1,11 @@
 //! Pending transfers with many PSDs paying into the same purses (seed 002, Fig. 8 blocks
 //! 118-121, and issue 18's "value that stays pending for ever"): a PSD whose value message
-//! was lost must get its value back at the next contact, however many other PSDs used the
-//! purse meanwhile, whenever the purse can show it never credited it. The purse keeps the
-//! last 16 PSDs it credited, least recent forgotten first; its TRANSFER STATUS says how
-//! late a credit it has forgotten (the card's count after the latest credit from a PSD it
-//! dropped), and a PSD also counts the credits since its pending transfer's session
-//! (`core::transfer::resolve`). Only a purse that forgot a PSD credited after the pending
-//! transfer's session — 17 distinct PSDs paying into it since — leaves the value pending
-//! (`9A23`), for the back office.
+//! or acknowledgement was lost must have its transfer undone or completed at the next
+//! contact, however many other PSDs used the purse meanwhile. The purse keeps 16 PSDs and
+//! never forgets one whose last credit is open (the PSD has not yet said, by TRANSFER
+//! CLOSE, that it has nothing pending with the card), so a PSD it does not list was not
+//! credited (`core::transfer::resolve`); with 16 open credits it refuses a 17th PSD
+//! (`9A2C`) before anything is debited.
 // Test code: a failed unwrap or expect is a failed test, with its message.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -125,39 +123,54 @@ fn a_purse_that_forgot_psds_before_the_pending_session_still_proves_not_credited
     assert_eq!(r, Some((Resolved::Undone, Amount(1_000))));
 }
 
-/// 17 distinct PSDs pay into a purse after X's session: the 17th makes the purse forget a
-/// PSD credited after that session (it could have been X), so the devices cannot tell and
-/// the value stays pending (`9A23`), undone neither way. With 16 of them it is decided.
+/// 17 distinct PSDs pay into a purse after X's session (which before the purse's closed
+/// entries left X undecided, `9A23`): each closed its transfer, so the purse forgets them
+/// without a trace and X's lost value message is undone; X's lost acknowledgement is
+/// completed just the same, its open entry never forgotten.
 #[test]
-fn seventeen_distinct_psds_after_the_pending_session_leave_it_undecided() {
+fn fig8_block_121_seventeen_distinct_psds_after_the_pending_session_no_longer_leave_it_undecided() {
     let mut others: Vec<TestCard> = (10u32..).take(MAX_PAIRED + 1).map(psd_n).collect();
-    for (n, at_most, expect) in [(1, 16usize, Some(Resolved::Undone)), (2, 17, None)] {
+    for (n, steps, expect) in [
+        (1, DEBITED_VAL_LOST, Resolved::Undone),
+        (2, CREDITED_ACK_LOST, Resolved::Completed),
+    ] {
         let mut purse = purse_n(n);
-        // 17 distinct PSDs: the table is full and one PSD has been forgotten.
         for o in others.iter_mut() {
             pay(o, &mut purse, 10);
         }
         let mut x = psd_n(1);
-        let _ = run_until(&mut x, &mut purse, 1_000, DEBITED_VAL_LOST);
-        for o in others.iter_mut().take(at_most) {
+        let _ = run_until(&mut x, &mut purse, 1_000, steps);
+        for o in others.iter_mut() {
             pay(o, &mut purse, 10);
         }
-        match expect {
-            Some(resolved) => {
-                let r = driver::resolve_pending(&mut x, &mut purse).expect("resolves");
-                assert_eq!(
-                    r,
-                    Some((resolved, Amount(1_000))),
-                    "{at_most} credits since"
-                );
-                assert_eq!((dr(&mut x), pending(&mut x)), (FUNDS, 0));
-            }
-            None => {
-                let e = driver::resolve_pending(&mut x, &mut purse).unwrap_err();
-                assert_eq!(e.status(), Some(Status::TransferUnresolved), "{e}");
-                assert_eq!((dr(&mut x), pending(&mut x)), (FUNDS - 1_000, 1_000));
-            }
-        }
+        let r = driver::resolve_pending(&mut x, &mut purse).expect("resolves");
+        assert_eq!(r, Some((expect, Amount(1_000))));
+        assert_eq!(pending(&mut x), 0);
+    }
+}
+
+/// TRANSFER REQUEST `9A2C`: a purse whose 16 places all hold credits not closed (16 PSDs
+/// whose acknowledgements were lost) refuses a 17th PSD before it debits anything; once
+/// one of the 16 meets the purse again (resolve, then TRANSFER CLOSE) the 17th pays.
+#[test]
+fn transfer_request_refused_while_sixteen_credits_are_not_closed() {
+    let mut open: Vec<TestCard> = (10u32..).take(MAX_PAIRED).map(psd_n).collect();
+    let mut purse = purse_n(1);
+    for o in open.iter_mut() {
+        let _ = run_until(o, &mut purse, 10, CREDITED_ACK_LOST);
+    }
+    let mut x = psd_n(1);
+    let e = driver::transfer(&mut x, &mut purse, SET0, Amount(500), PIN).unwrap_err();
+    assert_eq!(e.status(), Some(Status::PartnersOpen), "{e}");
+    assert_eq!((dr(&mut x), pending(&mut x)), (FUNDS, 0), "nothing debited");
+    let r = driver::resolve_pending(&mut open[4], &mut purse).expect("resolves");
+    assert_eq!(r, Some((Resolved::Completed, Amount(10))));
+    pay(&mut x, &mut purse, 500);
+    assert_eq!(purse_data(&mut purse).balance.0, 16 * 10 + 500);
+    // The other 15 still complete.
+    for o in open.iter_mut() {
+        let _ = driver::resolve_pending(o, &mut purse).expect("resolves");
+        assert_eq!(pending(o), 0);
     }
 }
 
@@ -182,9 +195,9 @@ enum Op {
     Resolve { psd: usize, purse: usize },
 }
 
-const PSDS: usize = 5;
+const PSDS: usize = 20;
 const PURSES: usize = 2;
-const PSD_NUMBERS: std::ops::Range<u32> = 1..6;
+const PSD_NUMBERS: std::ops::Range<u32> = 1..21;
 const PURSE_NUMBERS: std::ops::Range<u32> = 1..3;
 
 fn op() -> impl Strategy<Value = Op> {
@@ -194,7 +207,7 @@ fn op() -> impl Strategy<Value = Op> {
             purse,
             amount
         }),
-        (0..PSDS, 0..PURSES, 1u64..3_000, 8usize..=10).prop_map(|(psd, purse, amount, steps)| {
+        (0..PSDS, 0..PURSES, 1u64..3_000, 8usize..=11).prop_map(|(psd, purse, amount, steps)| {
             Op::Lost {
                 psd,
                 purse,
@@ -251,7 +264,7 @@ proptest! {
     /// the purse its transfer waits for.
     #[test]
     fn lost_messages_among_many_psds_and_purses_all_end_and_conserve_value(
-        ops in proptest::collection::vec(op(), 1..40)
+        ops in proptest::collection::vec(op(), 1..80)
     ) {
         let mut psds: Vec<TestCard> = PSD_NUMBERS.map(psd_n).collect();
         let mut purses: Vec<TestCard> = PURSE_NUMBERS.map(purse_n).collect();
@@ -265,7 +278,7 @@ proptest! {
                         prop_assert!(
                             matches!(
                                 e.status(),
-                                Some(Status::BalanceAboveLimit | Status::TransferPending)
+                                Some(Status::BalanceAboveLimit | Status::TransferPending | Status::PartnersOpen)
                             ) || matches!(e, driver::TransferError::PendingForOtherCard(_)),
                             "transfer refused: {}", e
                         );
@@ -295,4 +308,28 @@ proptest! {
         }
         prop_assert_eq!(conserved(&mut psds, &mut purses), start);
     }
+}
+
+/// TRANSFER CLOSE binds the PSD's transfers-started count: a CLS the PSD made in the
+/// session before its debit cannot close the credit that followed (`6985` on the purse),
+/// so the lost acknowledgement is still completed; and a PSD with a transfer pending for
+/// the card refuses to say it has none (`9A20`).
+#[test]
+fn transfer_close_made_before_the_credit_is_refused_and_a_pending_psd_makes_none() {
+    use openpsd_core::client::purse_apdu;
+    let mut x = psd_n(1);
+    let mut purse = purse_n(1);
+    // Through TRANSFER REQUEST: the REQ in hand.
+    let c = run_until(&mut x, &mut purse, 1_000, 8);
+    let early = expect_ok(&x.transmit(&psd_apdu::transfer_close()));
+    let val = expect_ok(&x.transmit(&psd_apdu::transfer_debit(SET0, &c.last)));
+    let _ack_lost = expect_ok(&purse.transmit(&purse_apdu::transfer_credit(&val)));
+    let r = purse.transmit(&purse_apdu::transfer_close(&early));
+    assert_eq!(psd_apdu::sw(&r), 0x6985, "a CLS older than the credit");
+    // A new session: the PSD, pending for this card, makes no CLS.
+    let _ = run_until(&mut x, &mut purse, 1, 6);
+    let r = x.transmit(&psd_apdu::transfer_close());
+    assert_eq!(psd_apdu::sw(&r), 0x9A20);
+    let r = driver::resolve_pending(&mut x, &mut purse).expect("resolves");
+    assert_eq!(r, Some((Resolved::Completed, Amount(1_000))));
 }

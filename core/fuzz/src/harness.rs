@@ -1373,7 +1373,9 @@ impl Harness {
         let resolve = mode % 4 == 1;
         let mut prev: Vec<u8> = Vec::new();
         for step in 0..16usize {
-            let to_purse = matches!(step, 1 | 3 | 5 | 6) || (!resolve && matches!(step, 7 | 9));
+            let to_purse = matches!(step, 1 | 3 | 5 | 6)
+                || (!resolve && matches!(step, 7 | 9 | 12))
+                || (resolve && step == 9);
             let cmd = match (step, resolve) {
                 (0, _) => psd_apdu::select(),
                 (1, _) => purse_apdu::select(),
@@ -1389,6 +1391,8 @@ impl Harness {
                 (8, false) => psd_apdu::transfer_debit(RegisterSetIndex(set), &prev),
                 (9, false) => purse_apdu::transfer_credit(&prev),
                 (10, false) => psd_apdu::transfer_confirm(&prev),
+                (11, false) | (8, true) => psd_apdu::transfer_close(),
+                (12, false) | (9, true) => purse_apdu::transfer_close(&prev),
                 (6, true) => purse_apdu::transfer_status(),
                 (7, true) => psd_apdu::transfer_resolve(&prev),
                 _ => return,

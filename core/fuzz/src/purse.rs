@@ -271,6 +271,7 @@ pub fn seeds() -> crate::ByteSeeds {
                     purse_apdu::certify(&[0; 64]),
                     purse_apdu::get_data(4),
                     purse_apdu::transfer_status(),
+                    purse_apdu::transfer_close(&[0; 20]),
                     purse_apdu::transfer_credit(&[0; 28]),
                     purse_apdu::authenticate_psd(&[0; 16]),
                 ],

@@ -579,6 +579,7 @@ fn transfer_seeds() -> Vec<(&'static str, Start, Vec<Op>)> {
                 apdu(psd_apdu::transfer_debit(RegisterSetIndex(0), &[0; 40])),
                 apdu(psd_apdu::transfer_confirm(&[0; 24])),
                 apdu(psd_apdu::transfer_resolve(&[0; 24])),
+                apdu(psd_apdu::transfer_close()),
                 apdu(psd_apdu::get_recognition_data()),
                 apdu(psd_apdu::install_certificate(&[0x30, 0])),
                 apdu(psd_apdu::load_revocation(&[0; 8])),

@@ -183,6 +183,11 @@ pub fn transfer_resolve(status: &[u8]) -> Vec<u8> {
     command(CLA_PSD, ins::TRANSFER_RESOLVE, 0, 0, status, 256)
 }
 
+/// TRANSFER CLOSE: the PSD's statement that nothing is pending with the session's card.
+pub fn transfer_close() -> Vec<u8> {
+    command(CLA_PSD, ins::TRANSFER_CLOSE, 0, 0, &[], 256)
+}
+
 /// RESET RECOGNITION with the issuer's data (counter ‖ MAC under K1; see
 /// [`crate::psd::transfer::reset_recognition_data`]).
 pub fn reset_recognition(data: &[u8]) -> Vec<u8> {

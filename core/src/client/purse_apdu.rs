@@ -90,6 +90,11 @@ pub fn transfer_status() -> Vec<u8> {
     command(CLA_PURSE, ins::TRANSFER_STATUS, 0, 0, &[], 256)
 }
 
+/// TRANSFER CLOSE with the PSD's statement (CLS).
+pub fn transfer_close(close: &[u8]) -> Vec<u8> {
+    command(CLA_PURSE, ins::TRANSFER_CLOSE, 0, 0, close, 0)
+}
+
 /// PURCHASE.
 pub fn purchase(req: &PurchaseRequest) -> Vec<u8> {
     command(CLA_PURSE, ins::PURCHASE, 0, 0, &req.encode(), 256)

@@ -69,6 +69,26 @@ fn recognize(psd: &mut dyn Link, purse: &mut dyn Link) -> Result<CardHello, Tran
     Ok(card_hello)
 }
 
+/// In a recognised session in which the PSD has nothing pending with the card (left, or
+/// ended by CONFIRM or RESOLVE), carries the PSD's TRANSFER CLOSE to the card, so the card
+/// may forget its last credit from this PSD. Until a card hears it, it keeps that credit
+/// (and takes value from at most 16 PSDs with credits not closed).
+fn close(psd: &mut dyn Link, purse: &mut dyn Link) -> Result<(), TransferError> {
+    let cls = exchange(
+        psd,
+        Side::Psd,
+        "TRANSFER CLOSE",
+        &psd_apdu::transfer_close(),
+    )?;
+    exchange(
+        purse,
+        Side::Purse,
+        "TRANSFER CLOSE",
+        &purse_apdu::transfer_close(&cls),
+    )?;
+    Ok(())
+}
+
 /// In a recognised session, asks the card for its status and has the PSD resolve.
 fn resolve_in_session(
     psd: &mut dyn Link,
@@ -94,6 +114,7 @@ fn resolve_in_session(
         RESOLVED_UNDONE => Resolved::Undone,
         _ => return Err(bad()),
     };
+    close(psd, purse)?;
     Ok((resolved, regs))
 }
 
@@ -168,6 +189,7 @@ pub fn transfer(
     )?;
     let registers = Registers::decode(&regs)
         .map_err(|_| TransferError::BadResponse(Side::Psd, "TRANSFER CONFIRM"))?;
+    close(psd, purse)?;
     let purse_after =
         purse_info(purse)?.ok_or(TransferError::BadResponse(Side::Purse, "GET DATA"))?;
     Ok(TransferOutcome {

@@ -54,6 +54,8 @@ pub enum PsdCommand<'a> {
     TransferConfirm(&'a [u8]),
     /// TRANSFER RESOLVE (`80 68 00 00`): the purse's transfer status.
     TransferResolve(&'a [u8]),
+    /// TRANSFER CLOSE (`80 6E 00 00`): the PSD's statement that nothing is pending.
+    TransferClose,
     /// RESET RECOGNITION (`80 6A 00 00`): counter ‖ MAC.
     ResetRecognition(&'a [u8]),
     /// LICENSE REQUEST (`80 42 P1 00`): P1 `01` replaces a pending request.
@@ -175,6 +177,11 @@ impl<'a> PsdCommand<'a> {
             ins::TRANSFER_DEBIT => |c| set_param(c).map(|s| TransferDebit(s, c.data)),
             ins::TRANSFER_CONFIRM => |c| no_params(c).map(|_| TransferConfirm(c.data)),
             ins::TRANSFER_RESOLVE => |c| no_params(c).map(|_| TransferResolve(c.data)),
+            ins::TRANSFER_CLOSE => |c| {
+                no_params(c)?;
+                c.expect_no_data()?;
+                Ok(TransferClose)
+            },
             ins::RESET_RECOGNITION => |c| no_params(c).map(|_| ResetRecognition(c.data)),
             ins::INSTALL_CERTIFICATE => |c| no_params(c).map(|_| InstallCertificate(c.data)),
             ins::LOAD_REVOCATION => |c| no_params(c).map(|_| LoadRevocation(c.data)),

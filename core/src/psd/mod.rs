@@ -70,6 +70,8 @@ pub mod ins {
     pub const TRANSFER_CONFIRM: u8 = 0x66;
     /// TRANSFER RESOLVE (the purse's status, for a pending transfer).
     pub const TRANSFER_RESOLVE: u8 = 0x68;
+    /// TRANSFER CLOSE (the PSD's statement that nothing is pending with the card).
+    pub const TRANSFER_CLOSE: u8 = 0x6E;
     /// RESET RECOGNITION (issuer-authenticated).
     pub const RESET_RECOGNITION: u8 = 0x6A;
     /// LOAD REVOCATION (the issuer's signed list of revoked certificates).
@@ -248,6 +250,7 @@ impl Applet for PsdApplet {
             }
             TransferConfirm(data) => self.transfer_confirm(ctx, data, reply),
             TransferResolve(data) => self.transfer_resolve(ctx, data, reply),
+            TransferClose => self.transfer_close(reply),
             ResetRecognition(data) => self.reset_recognition(ctx, data),
             #[cfg(feature = "licenses")]
             LicenseRequest { replace, data } => self.license_request(ctx, replace, data, reply),

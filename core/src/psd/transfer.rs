@@ -150,6 +150,8 @@ pub(super) enum PsdSession {
     Recognized(Session),
     /// DEBIT committed this value; CONFIRM expected.
     Debited(Session, Value),
+    /// The pending transfer ended (CONFIRM or RESOLVE): only TRANSFER CLOSE is left.
+    Ended(Session),
 }
 
 /// The public transfer data (GET DATA `00 02`).
@@ -491,7 +493,7 @@ impl PsdApplet {
             return Err(Status::WrongData);
         }
         let i = self.finish_pending(ctx, Resolution::Complete)?;
-        self.volatile.session = None;
+        self.volatile.session = Some(PsdSession::Ended(session));
         self.persistent.set(i)?.readout().write(reply);
         Ok(())
     }
@@ -522,9 +524,33 @@ impl PsdApplet {
             Resolution::Unknown => return Err(Status::TransferUnresolved),
         };
         let i = self.finish_pending(ctx, resolution)?;
-        self.volatile.session = None;
+        self.volatile.session = Some(PsdSession::Ended(session));
         reply.put_u8(outcome);
         self.persistent.set(i)?.readout().write(reply);
+        Ok(())
+    }
+
+    /// TRANSFER CLOSE (80 6E 00 00): in a recognised session, or after this session's
+    /// CONFIRM or RESOLVE, the CLS — transfers started, MACed — saying the PSD has nothing
+    /// pending with this session's card, so the card may forget its last credit from it
+    /// (`9A20` while a transfer for this card is pending). Writes nothing.
+    pub(super) fn transfer_close(&mut self, reply: &mut Vec<u8>) -> Result<(), Status> {
+        let session = match &self.volatile.session {
+            Some(PsdSession::Recognized(s) | PsdSession::Ended(s)) => s,
+            _ => return Err(Status::ConditionsNotSatisfied),
+        };
+        if self
+            .persistent
+            .transfer
+            .pending
+            .is_some_and(|p| p.card == session.card)
+        {
+            return Err(Status::TransferPending);
+        }
+        let close = transfer::Close {
+            started: self.persistent.transfer.started,
+        };
+        reply.extend_from_slice(&close.seal(session));
         Ok(())
     }
 

@@ -60,6 +60,8 @@ pub enum PurseCommand<'a> {
     TransferCredit(&'a [u8]),
     /// TRANSFER STATUS (`80 78 00 00`).
     TransferStatus,
+    /// TRANSFER CLOSE (`80 7C 00 00`): the PSD's statement that nothing is pending.
+    TransferClose(&'a [u8]),
     /// PURCHASE (`80 7A 00 00`): the terminal's request.
     Purchase(PurchaseRequest),
 }
@@ -106,6 +108,7 @@ impl<'a> PurseCommand<'a> {
                 c.expect_no_data()?;
                 Ok(TransferStatus)
             }),
+            ins::TRANSFER_CLOSE => (CLA_PURSE, |c| no_params(c).map(|_| TransferClose(c.data))),
             ins::PURCHASE => (CLA_PURSE, |c| {
                 no_params(c)?;
                 Ok(Purchase(PurchaseRequest::decode(c.data)?))

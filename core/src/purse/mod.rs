@@ -68,6 +68,8 @@ pub mod ins {
     pub const TRANSFER_CREDIT: u8 = 0x76;
     /// TRANSFER STATUS.
     pub const TRANSFER_STATUS: u8 = 0x78;
+    /// TRANSFER CLOSE.
+    pub const TRANSFER_CLOSE: u8 = 0x7C;
     /// PURCHASE.
     pub const PURCHASE: u8 = 0x7A;
     /// GET DATA.
@@ -206,6 +208,7 @@ impl Applet for PurseApplet {
             TransferRequest(data) => self.transfer_request(data, reply),
             TransferCredit(data) => self.transfer_credit(ctx, data, reply),
             TransferStatus => self.transfer_status(reply),
+            TransferClose(data) => self.transfer_close(ctx, data),
             Purchase(req) => self.purchase(ctx, req, reply),
         }
     }

@@ -16,6 +16,7 @@ use super::transfer::CardSession;
 use crate::transfer::cert::Credentials;
 
 use crate::crypto::{IndiciumKey, MacKey, MAC_KEY_LEN, PUBLIC_KEY_LEN, SIGNATURE_LEN};
+use crate::status::Status;
 use crate::types::{Amount, CardId, Date, DeviceId, SchemeId, TransferCount};
 use crate::wire::{Malformed, Reader, Writer};
 
@@ -293,6 +294,21 @@ impl PurseState {
     }
 }
 
+/// Whether a PSD's last credited transfer may still be pending in the PSD.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Closure {
+    /// Credited, and the PSD has not shown since that it has nothing pending with this
+    /// card: its acknowledgement may have been lost, so the PSD may still need this entry
+    /// to complete. Never forgotten.
+    Open = 1,
+    /// The PSD showed, in a later message of its own (TRANSFER CLOSE), that it has nothing
+    /// pending with this card: the entry may be forgotten without a trace.
+    Closed = 2,
+    /// Read from a version 1 or 2 table, which did not say: forgotten like an entry of
+    /// those versions (raising `forgotten_through`).
+    Unknown = 3,
+}
+
 /// A PSD the purse has received value from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Paired {
@@ -309,25 +325,33 @@ pub struct Paired {
     /// The card's transfer count after the last credit from it (a version 1 record does not
     /// say: the card's count when it was loaded, the latest it can be).
     pub credited_at: TransferCount,
+    /// Whether that transfer may still be pending in the PSD.
+    pub closure: Closure,
 }
 
 /// First byte of a version 2 table (a version 1 table starts with its entry count, 0-16).
 const PAIRED_V2: u8 = 0xF2;
+/// First byte of a version 3 table (each entry says whether it is closed).
+const PAIRED_V3: u8 = 0xF3;
 
 /// The PSDs the purse has been paired with, least recent first, and how late a credit
-/// the purse has forgotten.
+/// the purse has forgotten without knowing it closed.
 ///
 /// A PSD with a transfer pending asks the purse what it credited (TRANSFER STATUS): a PSD
-/// the purse does not list was not credited unless the purse forgot it. `forgotten_through`
-/// is the latest `credited_at` of any entry the table dropped (0: none), so a PSD whose
-/// transfer would have been credited after it was certainly not forgotten
-/// (`core::transfer::resolve`).
+/// the purse does not list was not credited unless the purse forgot it while it could
+/// still be pending. Since version 3 the table never forgets an [`Closure::Open`] entry —
+/// a credit the PSD has not shown closed — so a PSD not listed was not credited, whatever
+/// happened since; `forgotten_through` is the latest `credited_at` of any entry of unknown
+/// closure (from a version 1 or 2 table) the table dropped (0: none), so only a transfer
+/// pending since before the upgrade can be left undecided (`core::transfer::resolve`).
+/// The price: a purse whose 16 places all hold open entries refuses a 17th PSD (`9A2C`)
+/// until one of them closes.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PairedTable {
     /// The entries, least recent first.
     pub entries: Vec<Paired>,
     /// The card's transfer count after the latest credit from a PSD the table dropped
-    /// since (0: it has dropped none).
+    /// while its closure was unknown (0: it has dropped none).
     pub forgotten_through: TransferCount,
 }
 
@@ -337,9 +361,24 @@ impl PairedTable {
         self.entries.iter().find(|p| p.device == device)
     }
 
+    /// Whether a credit from `device` has a place: it is listed, or a place is free, or an
+    /// entry that is not open can be forgotten.
+    pub fn has_room_for(&self, device: DeviceId) -> bool {
+        self.has_room_within(MAX_PAIRED, device)
+    }
+
+    /// [`PairedTable::has_room_for`] with `capacity` places.
+    pub fn has_room_within(&self, capacity: usize, device: DeviceId) -> bool {
+        self.get(device).is_some()
+            || self.entries.len() < capacity
+            || self.entries.iter().any(|p| p.closure != Closure::Open)
+    }
+
     /// The table after crediting `amount` from `device`'s transfer `transfer`, the card's
-    /// count becoming `card_count`: its entry moves to the end; the least recent entry
-    /// goes when the table is full, and `forgotten_through` moves up to its `credited_at`.
+    /// count becoming `card_count`: its entry moves to the end, open; when the table is
+    /// full the least recent entry that is not open goes (`forgotten_through` moves up to
+    /// its `credited_at` if its closure was unknown). `9A2C` if every entry is open,
+    /// `9A06` if a count would wrap.
     pub fn credited(
         &self,
         device: DeviceId,
@@ -347,7 +386,21 @@ impl PairedTable {
         amount: Amount,
         date: Option<Date>,
         card_count: TransferCount,
-    ) -> Option<PairedTable> {
+    ) -> Result<PairedTable, Status> {
+        self.credited_within(MAX_PAIRED, device, transfer, amount, date, card_count)
+    }
+
+    /// [`PairedTable::credited`] with `capacity` places (the applet's is [`MAX_PAIRED`]; a
+    /// smaller one lets a model test reach a full table in few steps).
+    pub fn credited_within(
+        &self,
+        capacity: usize,
+        device: DeviceId,
+        transfer: TransferCount,
+        amount: Amount,
+        date: Option<Date>,
+        card_count: TransferCount,
+    ) -> Result<PairedTable, Status> {
         let mut entries = self.entries.clone();
         let mut forgotten_through = self.forgotten_through;
         let old = entries
@@ -356,8 +409,21 @@ impl PairedTable {
             .map(|i| entries.remove(i));
         let (count, total) = match old {
             None => (1, amount),
-            Some(o) => (o.count.checked_add(1)?, o.total.checked_add(amount)?),
+            Some(o) => (
+                o.count.checked_add(1).ok_or(Status::CounterOverflow)?,
+                o.total.checked_add(amount).ok_or(Status::CounterOverflow)?,
+            ),
         };
+        if entries.len() >= capacity {
+            let i = entries
+                .iter()
+                .position(|p| p.closure != Closure::Open)
+                .ok_or(Status::PartnersOpen)?;
+            let dropped = entries.remove(i);
+            if dropped.closure == Closure::Unknown {
+                forgotten_through = forgotten_through.max(dropped.credited_at);
+            }
+        }
         entries.push(Paired {
             device,
             last_transfer: transfer,
@@ -365,15 +431,37 @@ impl PairedTable {
             total,
             date,
             credited_at: card_count,
+            closure: Closure::Open,
         });
-        if entries.len() > MAX_PAIRED {
-            let dropped = entries.remove(0);
-            forgotten_through = forgotten_through.max(dropped.credited_at);
-        }
-        Some(PairedTable {
+        Ok(PairedTable {
             entries,
             forgotten_through,
         })
+    }
+
+    /// The table after `device` showed, in a TRANSFER CLOSE, that it has started `started`
+    /// transfers and has nothing pending with this card: its entry is closed. `Ok(None)`:
+    /// nothing to change (not listed, or closed already). `6985` for a statement older
+    /// than the last credit from it (`started` not above its last transfer's number): it
+    /// was made before that credit, so it says nothing about it.
+    pub fn closed(
+        &self,
+        device: DeviceId,
+        started: TransferCount,
+    ) -> Result<Option<PairedTable>, Status> {
+        let Some(i) = self.entries.iter().position(|p| p.device == device) else {
+            return Ok(None);
+        };
+        let entry = self.entries[i];
+        if started <= entry.last_transfer {
+            return Err(Status::ConditionsNotSatisfied);
+        }
+        if entry.closure == Closure::Closed {
+            return Ok(None);
+        }
+        let mut next = self.clone();
+        next.entries[i].closure = Closure::Closed;
+        Ok(Some(next))
     }
 
     /// The table with no `credited_at` (nor `forgotten_through`) above `card_count`: what
@@ -386,14 +474,15 @@ impl PairedTable {
         self
     }
 
-    /// Record layout (version 2): `F2` ‖ forgotten through u32 ‖ count u8 ‖ count ×
-    /// (device 8 ‖ last transfer u32 ‖ transfers u32 ‖ total u64 ‖ date ‖ credited at u32).
+    /// Record layout (version 3): `F3` ‖ forgotten through u32 ‖ count u8 ‖ count ×
+    /// (device 8 ‖ last transfer u32 ‖ transfers u32 ‖ total u64 ‖ date ‖ credited at u32 ‖
+    /// closure u8: `01` open, `02` closed, `03` unknown).
     pub fn encode(&self) -> Vec<u8> {
-        let mut w = Vec::with_capacity(6 + self.entries.len() * 32);
-        w.put_u8(PAIRED_V2);
+        let mut w = Vec::with_capacity(6 + self.entries.len() * 33);
+        w.put_u8(PAIRED_V3);
         w.put_u32(self.forgotten_through.0);
         // why: the applet's table holds at most MAX_PAIRED (16) entries: `credited` drops
-        // the oldest and `decode` refuses more.
+        // one before adding a 17th and `decode` refuses more.
         #[allow(clippy::cast_possible_truncation)]
         w.put_u8(self.entries.len() as u8);
         for p in &self.entries {
@@ -403,19 +492,25 @@ impl PairedTable {
             w.put_u64(p.total.0);
             write_date(&mut w, p.date);
             w.put_u32(p.credited_at.0);
+            w.put_u8(p.closure as u8);
         }
         w
     }
 
-    /// Parses version 2, or version 1 (count ‖ entries without `credited_at`), which says
-    /// neither when each PSD was last credited nor whether a full table forgot any: the
-    /// latest possible is assumed (`u32::MAX`, and whatever a full table may have dropped),
-    /// to be bounded by the card's count ([`PairedTable::bounded_by`]).
+    /// Parses version 3, 2 (no closure: each entry's is unknown) or 1 (count ‖ entries
+    /// without `credited_at` nor closure), which says neither when each PSD was last
+    /// credited nor whether a full table forgot any: the latest possible is assumed
+    /// (`u32::MAX`, and whatever a full table may have dropped), to be bounded by the
+    /// card's count ([`PairedTable::bounded_by`]). Any other first byte above 16 is refused.
     pub fn decode(bytes: &[u8]) -> Result<PairedTable, Malformed> {
         let mut r = Reader::new(bytes);
         let first = r.u8()?;
-        let v2 = first == PAIRED_V2;
-        let (forgotten, n) = if v2 {
+        let version = match first {
+            PAIRED_V3 => 3,
+            PAIRED_V2 => 2,
+            _ => 1,
+        };
+        let (forgotten, n) = if version >= 2 {
             (TransferCount(r.u32()?), usize::from(r.u8()?))
         } else {
             (TransferCount(0), usize::from(first))
@@ -432,31 +527,41 @@ impl PairedTable {
                 total: Amount(r.u64()?),
                 date: read_date(&mut r)?,
                 credited_at: TransferCount(u32::MAX),
+                closure: Closure::Unknown,
             };
-            if v2 {
+            if version >= 2 {
                 p.credited_at = TransferCount(r.u32()?);
-                // Entries stay only while credited no earlier than any dropped one (equal
-                // only in a table upgraded from version 1, where neither is known).
+                // Entries stay only while credited no earlier than any dropped one of
+                // unknown closure (equal only in a table upgraded from version 1, where
+                // neither is known).
                 if p.credited_at < forgotten {
                     return Err(Malformed::Value);
                 }
+            }
+            if version == 3 {
+                p.closure = match r.u8()? {
+                    1 => Closure::Open,
+                    2 => Closure::Closed,
+                    3 => Closure::Unknown,
+                    _ => return Err(Malformed::Value),
+                };
             }
             entries.push(p);
         }
         r.finish()?;
         // Least recent first: credits in order (equal only as upgraded from version 1).
-        if v2
+        if version >= 2
             && entries
                 .windows(2)
                 .any(|w| w[0].credited_at > w[1].credited_at)
         {
             return Err(Malformed::Value);
         }
-        let forgotten_through = match (v2, n == MAX_PAIRED) {
-            (true, _) => forgotten,
+        let forgotten_through = match (version, n == MAX_PAIRED) {
+            (2 | 3, _) => forgotten,
             // A version 1 table that never filled has forgotten nothing.
-            (false, false) => TransferCount(0),
-            (false, true) => TransferCount(u32::MAX),
+            (_, false) => TransferCount(0),
+            (_, true) => TransferCount(u32::MAX),
         };
         Ok(PairedTable {
             entries,
@@ -644,10 +749,18 @@ mod tests {
         t
     }
 
+    /// Every entry's closure made unknown (as read from a version 2 table).
+    fn unknown(mut t: PairedTable) -> PairedTable {
+        for p in &mut t.entries {
+            p.closure = Closure::Unknown;
+        }
+        t
+    }
+
     #[test]
-    fn the_table_forgets_the_least_recent_and_remembers_how_late() {
+    fn a_table_of_unknown_closure_forgets_the_least_recent_and_remembers_how_late() {
         // 16 distinct PSDs: nothing forgotten.
-        let t = credit_all(&(0..16).collect::<Vec<_>>());
+        let t = unknown(credit_all(&(0..16).collect::<Vec<_>>()));
         assert_eq!(t.forgotten_through, TransferCount(0));
         // A 17th: PSD 0 (credited at count 1) is forgotten.
         let t = t
@@ -671,7 +784,7 @@ mod tests {
                 TransferCount(18),
             )
             .unwrap();
-        let t = t
+        let t = unknown(t)
             .credited(
                 device(17),
                 TransferCount(1),
@@ -682,9 +795,9 @@ mod tests {
             .unwrap();
         assert!(t.get(device(1)).is_some() && t.get(device(2)).is_none());
         assert_eq!(t.forgotten_through, TransferCount(3));
-        // Version 2 round trip.
+        // Version 3 round trip.
         let bytes = t.encode();
-        assert_eq!(bytes[0], PAIRED_V2);
+        assert_eq!(bytes[0], PAIRED_V3);
         assert_eq!(PairedTable::decode(&bytes).unwrap(), t);
         for n in 0..bytes.len() {
             assert!(PairedTable::decode(&bytes[..n]).is_err());
@@ -722,7 +835,8 @@ mod tests {
             TransferCount(40),
             "full: may have forgotten"
         );
-        // Written back as version 2, it reads the same.
+        assert!(full.entries.iter().all(|p| p.closure == Closure::Unknown));
+        // Written back as version 3, it reads the same.
         assert_eq!(PairedTable::decode(&full.encode()).unwrap(), full);
         assert!(PairedTable::decode(&v1(17)).is_err());
     }
@@ -742,5 +856,76 @@ mod tests {
         let mut big = t.encode();
         big[5] = 17;
         assert!(PairedTable::decode(&big).is_err());
+        // A closure byte that is none of 01, 02, 03.
+        let mut bad = t.encode();
+        let last = bad.len() - 1;
+        bad[last] = 4;
+        assert!(PairedTable::decode(&bad).is_err());
+    }
+
+    /// A version 2 table (the frozen fixtures' layout) reads with every closure unknown,
+    /// and is forgotten as before.
+    #[test]
+    fn a_version_2_table_reads_with_closure_unknown() {
+        let t = credit_all(&[1, 2, 3]);
+        let mut v2 = alloc::vec![PAIRED_V2];
+        v2.put_u32(0);
+        v2.put_u8(3);
+        for p in &t.entries {
+            v2.extend_from_slice(&p.device.0);
+            v2.put_u32(p.last_transfer.0);
+            v2.put_u32(p.count);
+            v2.put_u64(p.total.0);
+            write_date(&mut v2, p.date);
+            v2.put_u32(p.credited_at.0);
+        }
+        assert_eq!(PairedTable::decode(&v2).unwrap(), unknown(t));
+    }
+
+    /// Open entries are never forgotten: a full table of them refuses a new PSD (`9A2C`)
+    /// until one closes; a closed one goes without raising `forgotten_through`; a closing
+    /// statement older than the last credit is refused.
+    #[test]
+    fn open_entries_are_never_forgotten_and_closed_ones_leave_no_trace() {
+        let t = credit_all(&(0..16).collect::<Vec<_>>());
+        assert!(!t.has_room_for(device(16)) && t.has_room_for(device(3)));
+        assert_eq!(
+            t.credited(
+                device(16),
+                TransferCount(1),
+                Amount(1),
+                None,
+                TransferCount(17)
+            ),
+            Err(Status::PartnersOpen)
+        );
+        // PSD 5 says it has started 1 transfer: not after its credited transfer number 1.
+        assert_eq!(
+            t.closed(device(5), TransferCount(1)),
+            Err(Status::ConditionsNotSatisfied)
+        );
+        let t = t.closed(device(5), TransferCount(2)).unwrap().unwrap();
+        assert_eq!(
+            t.closed(device(5), TransferCount(2)),
+            Ok(None),
+            "closed already"
+        );
+        assert_eq!(
+            t.closed(device(40), TransferCount(9)),
+            Ok(None),
+            "not listed"
+        );
+        let t = t
+            .credited(
+                device(16),
+                TransferCount(1),
+                Amount(1),
+                None,
+                TransferCount(17),
+            )
+            .unwrap();
+        assert!(t.get(device(5)).is_none() && t.get(device(0)).is_some());
+        assert_eq!(t.forgotten_through, TransferCount(0));
+        assert_eq!(PairedTable::decode(&t.encode()).unwrap(), t);
     }
 }

@@ -16,7 +16,7 @@ use crate::records::purse as rec;
 use crate::status::Status;
 use crate::store::Transaction;
 use crate::transfer::cert::{DeviceCertificate, DeviceKind, RecognitionInfo};
-use crate::transfer::{Ack, CardHello, PsdHello, Request, Session, TransferStatus, Value};
+use crate::transfer::{Ack, CardHello, Close, PsdHello, Request, Session, TransferStatus, Value};
 use crate::types::Amount;
 
 use super::balance::Limits;
@@ -243,6 +243,11 @@ impl PurseApplet {
             max_transfer: c.id.max_transfer,
         };
         c.state.check_request(amount, limits)?;
+        // A place for this PSD in the paired table, or the PSD would debit what the card
+        // cannot credit.
+        if !c.paired.has_room_for(session.device) {
+            return Err(Status::PartnersOpen);
+        }
         let session = session.clone();
         reply.extend_from_slice(&Request { amount }.seal(&session));
         self.volatile.session = Some(CardSession::Requested(session, amount));
@@ -268,16 +273,13 @@ impl PurseApplet {
         let today = ctx.platform.today();
         let c = self.personalized_mut()?;
         let state = c.state.credited(value.amount, c.id.max_balance, today)?;
-        let paired = c
-            .paired
-            .credited(
-                session.device,
-                value.transfer,
-                value.amount,
-                today,
-                state.transfers,
-            )
-            .ok_or(Status::CounterOverflow)?;
+        let paired = c.paired.credited(
+            session.device,
+            value.transfer,
+            value.amount,
+            today,
+            state.transfers,
+        )?;
         let log = c.log.with(LogEntry {
             kind: LogKind::Credit,
             counterpart: session.device.0,
@@ -321,6 +323,26 @@ impl PurseApplet {
                 .then_some(c.paired.forgotten_through),
         };
         reply.extend_from_slice(&status.seal(session));
+        Ok(())
+    }
+
+    /// TRANSFER CLOSE (80 7C 00 00): the PSD's CLS, MACed in this session: it has nothing
+    /// pending with this card, so the card's record of its last credit may be forgotten
+    /// (closed, committed). A statement older than that credit is refused (`6985`).
+    pub(super) fn transfer_close(&mut self, ctx: &mut Ctx<'_>, data: &[u8]) -> Result<(), Status> {
+        let session = match &self.volatile.session {
+            Some(CardSession::Recognized(s) | CardSession::Credited(s)) => s.clone(),
+            _ => return Err(Status::ConditionsNotSatisfied),
+        };
+        let close = Close::open(data, &session)?;
+        let c = self.personalized_mut()?;
+        let Some(paired) = c.paired.closed(session.device, close.started)? else {
+            return Ok(());
+        };
+        let mut txn = Transaction::begin(ctx.store);
+        txn.write(rec::PAIRED, paired.encode());
+        txn.commit()?;
+        c.paired = paired;
         Ok(())
     }
 }

@@ -546,3 +546,58 @@ impl super::PsdApplet {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set_with_indicium(signature: Option<[u8; SIGNATURE_LEN]>) -> RegisterSet {
+        let mut set = RegisterSet::new(LicenseId(9), PostalCode::new(b"10115").unwrap());
+        set.last_indicium = Some((TransactionId([3; 8]), alloc::vec![0xAB; 40]));
+        set.last_signature = signature;
+        set
+    }
+
+    #[test]
+    fn version_5_keeps_the_last_signature() {
+        let set = set_with_indicium(Some([0x5A; SIGNATURE_LEN]));
+        let bytes = set.encode();
+        assert_eq!(bytes.first(), Some(&5));
+        assert_eq!(
+            bytes.get(bytes.len() - SIGNATURE_LEN..),
+            Some(&[0x5A; SIGNATURE_LEN][..])
+        );
+        assert_eq!(RegisterSet::decode(&bytes).unwrap(), set);
+        // One byte short, or one more: refused.
+        assert!(RegisterSet::decode(&bytes[..bytes.len() - 1]).is_err());
+        let mut longer = bytes.clone();
+        longer.push(0);
+        assert!(RegisterSet::decode(&longer).is_err());
+    }
+
+    #[test]
+    fn without_a_signature_the_old_versions_are_written_and_read() {
+        // A last indicium without its signature (as records before version 5 hold it).
+        let set = set_with_indicium(None);
+        let bytes = set.encode();
+        assert_eq!(bytes.first(), Some(&2));
+        let back = RegisterSet::decode(&bytes).unwrap();
+        assert_eq!(back.last_signature, None);
+        assert_eq!(back, set);
+    }
+
+    #[test]
+    fn version_5_without_a_last_indicium_is_refused() {
+        let mut bytes = set_with_indicium(Some([1; SIGNATURE_LEN])).encode();
+        // Rewrite the last-indicium field as absent, keeping the version and signature.
+        let set = RegisterSet::new(LicenseId(9), PostalCode::new(b"10115").unwrap());
+        let mut v4 = set.encode();
+        v4[0] = 5;
+        // v4 layout: version 2 plus fees, services, grant flag (the set has none: v2 bytes).
+        v4.extend_from_slice(&[0; 8 + 4 + 1]);
+        v4.extend_from_slice(&[1; SIGNATURE_LEN]);
+        assert_eq!(RegisterSet::decode(&v4), Err(Malformed::Value));
+        bytes[0] = 6;
+        assert!(RegisterSet::decode(&bytes).is_err(), "no version 6");
+    }
+}

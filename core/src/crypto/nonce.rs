@@ -107,7 +107,7 @@ impl NoncePool {
     }
 
     /// Computes one batch of up to [`BATCH`] pairs for `key` (fewer when the pool is nearly
-    /// full) with 32 fresh bytes from `platform`; returns how many were added (0 when full).
+    /// full) with 32 fresh bytes from `platform`; returns how many were computed (0 when full).
     pub fn fill_batch(&mut self, key: &super::IndiciumKey, platform: &mut dyn Platform) -> usize {
         let n = BATCH.min(CAPACITY.saturating_sub(self.pairs.len()));
         if n == 0 {
@@ -136,9 +136,13 @@ impl NoncePool {
         }
         // R = k·G for each k (constant time), then one field inversion for all of them.
         let table = generator_table();
-        let projective: Vec<ProjectivePoint> = ks.iter().map(|k| table.mul(k)).collect();
+        let mut projective: Vec<ProjectivePoint> = ks.iter().map(|k| table.mul(k)).collect();
         let mut affine = alloc::vec![AffinePoint::IDENTITY; n];
         ProjectivePoint::batch_normalize(&projective, &mut affine);
+        // The projective coordinates of k·G can tell about k (the affine x is public):
+        // overwritten (p256's points have no zeroize; `black_box` keeps the stores).
+        projective.fill(ProjectivePoint::IDENTITY);
+        core::hint::black_box(&projective);
         // Montgomery's trick: prefix[i] = k_0·…·k_i, one inversion of the product, then
         // k_i⁻¹ = (k_0·…·k_i)⁻¹ · (k_0·…·k_(i-1)) walking back.
         let mut prefix: Zeroizing<Vec<Scalar>> = Zeroizing::new(Vec::with_capacity(n));
@@ -163,6 +167,9 @@ impl NoncePool {
                 self.pairs.push((*k_inv, r));
             }
         }
+        // k·G's y-coordinates are never published.
+        affine.fill(AffinePoint::IDENTITY);
+        core::hint::black_box(&affine);
         n
     }
 

@@ -43,6 +43,13 @@ pub trait Applet {
         cmd: &Command<'_>,
         reply: &mut Vec<u8>,
     ) -> Result<(), Status>;
+
+    /// One step of background work while the card is idle and this applet selected (the
+    /// PSD fills its nonce pool one batch at a time). Returns whether it did any: a host
+    /// with time to spare calls it until `false`. Nothing persistent may change here.
+    fn idle(&mut self, _ctx: &mut Ctx<'_>) -> bool {
+        false
+    }
 }
 
 /// Longest command a chain may assemble (bytes of data).
@@ -125,6 +132,20 @@ impl<S: Store, P: Platform> Card<S, P> {
             }
         }
         self.volatile = Volatile::default();
+    }
+
+    /// Lets the selected applet work while no command is pending ([`Applet::idle`]: the
+    /// PSD precomputes one batch of signature nonces). Returns whether it did any work; a
+    /// host calls it between commands, or in a loop until `false` to fill up.
+    pub fn idle(&mut self) -> bool {
+        let Some(applet) = self.volatile.selected.and_then(|i| self.applets.get_mut(i)) else {
+            return false;
+        };
+        let mut ctx = Ctx {
+            store: &mut self.store,
+            platform: &mut self.platform,
+        };
+        applet.idle(&mut ctx)
     }
 
     /// Processes one command APDU and writes the response APDU (data ‖ SW1 SW2) into

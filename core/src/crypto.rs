@@ -25,6 +25,8 @@ use crate::types::KeyId;
 
 #[cfg(not(target_arch = "wasm32"))]
 pub mod comb;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod nonce;
 
 /// Length of a SEC1 uncompressed P-256 public key.
 pub const PUBLIC_KEY_LEN: usize = 65;
@@ -164,6 +166,24 @@ impl IndiciumKey {
         let mut out = [0u8; SIGNATURE_LEN];
         out.copy_from_slice(&sig.to_bytes());
         out
+    }
+
+    /// ECDSA P-256 / SHA-256 signature over `msg` with a precomputed nonce from `pool`
+    /// (random, so not reproducible: the caller keeps the signature if it must answer
+    /// again), or [`IndiciumKey::sign`]'s deterministic one when the pool is empty.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn sign_pooled(&self, msg: &[u8], pool: &mut nonce::NoncePool) -> [u8; SIGNATURE_LEN] {
+        let pooled = pool
+            .take()
+            .and_then(|pair| pair.sign_prehash(self.key.as_nonzero_scalar(), &sha256(msg)));
+        match pooled {
+            Some(sig) => {
+                let mut out = [0u8; SIGNATURE_LEN];
+                out.copy_from_slice(&sig.to_bytes());
+                out
+            }
+            None => self.sign(msg),
+        }
     }
 }
 

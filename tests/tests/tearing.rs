@@ -78,6 +78,43 @@ fn indicium_tearing() -> usize {
     })
 }
 
+/// [`indicium_tearing`] with the nonce pool filled before the command (the signature's
+/// nonce is random, so the record must carry it): every retry, on the card the cut left
+/// and on it re-opened (pool gone), answers the same bytes, debited once.
+fn pooled_indicium_tearing() -> usize {
+    let (card, pk) = funded_card(SEED, 10_000);
+    let base = card.store().nvm().clone();
+    let before = registers(&mut reopen(&base, SEED), 0);
+    let apdu = psd_apdu::issue_indicium(SET0, &request(78, 123, 21));
+    // One batch (32 pairs) is enough for the command and its retries.
+    let fill = |card: &mut TestCard| assert!(card.idle(), "the pool fills");
+    sweep_after(&base, fill, &apdu, |resp, mut card, at| {
+        assert_eq!(resp, Status::MemoryFailure.sw().to_be_bytes(), "{at}");
+        let after = registers(&mut card, 0);
+        consistent(&after);
+        assert_eq!(after.control_sum, before.control_sum, "{at}");
+        fill(&mut card);
+        let ind = expect_ok(&card.transmit(&apdu));
+        indicium::verify(&ind, &pk).expect("retried indicium verifies");
+        assert_eq!(
+            expect_ok(&card.transmit(&apdu)),
+            ind,
+            "{at}: the same bytes again"
+        );
+        let mut again = reopen(card.store().nvm(), SEED);
+        assert_eq!(
+            expect_ok(&again.transmit(&apdu)),
+            ind,
+            "{at}: the same bytes re-opened"
+        );
+        assert_eq!(
+            registers(&mut again, 0).pieces.0,
+            before.pieces.0 + 1,
+            "{at}: debited once"
+        );
+    })
+}
+
 fn refill_tearing() -> usize {
     let (mut card, _) = funded_card(SEED, 10_000);
     expect_ok(&card.transmit(&psd_apdu::issue_indicium(SET0, &request(1, 250, 21))));
@@ -204,6 +241,9 @@ fn receipt_tearing() -> usize {
 
 fn main() {
     let i = indicium_tearing();
+    let pooled = pooled_indicium_tearing();
+    println!("tearing: issue indicium from the nonce pool {pooled} cut points");
+    assert!(pooled >= 8, "the pooled indicium was cut at several writes");
     let r = refill_tearing();
     let v = void_tearing();
     let p = personalization_tearing();

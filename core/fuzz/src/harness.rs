@@ -809,6 +809,11 @@ impl Harness {
                     "indicium is not the one the set remembers"
                 );
                 assert_eq!(
+                    s.last_signature.as_ref().map(|sig| sig.as_slice()),
+                    Some(&data[data.len() - 64..]),
+                    "the signature is not the one the set remembers (record version 5)"
+                );
+                assert_eq!(
                     (d.license, d.ar, d.pieces),
                     (s.license, s.ar, s.pieces),
                     "indicium registers differ from the persisted set"

@@ -246,7 +246,9 @@ impl super::PsdApplet {
         data: &[u8],
         reply: &mut Vec<u8>,
     ) -> Result<(), Status> {
-        let device = self.device()?;
+        // The device through its field, not `self.device()`: the nonce pool is borrowed
+        // mutably beside it.
+        let device = self.persistent.device()?;
         let req = IndiciumRequest::decode(data)?;
         let counters = self.persistent.counters;
         let set = self.persistent.set(i)?;
@@ -259,7 +261,12 @@ impl super::PsdApplet {
                     return Err(Status::TransactionIdReused);
                 }
                 reply.extend_from_slice(payload);
-                reply.extend_from_slice(&set.signing_key(&device.key).sign(payload));
+                match &set.last_signature {
+                    Some(signature) => reply.extend_from_slice(signature),
+                    // A record from before version 5: its indicium was signed with RFC
+                    // 6979's nonce, so signing again gives the bytes it answered.
+                    None => reply.extend_from_slice(&set.signing_key(&device.key).sign(payload)),
+                }
                 return Ok(());
             }
         }
@@ -319,7 +326,16 @@ impl super::PsdApplet {
             destination: req.destination,
         };
         let payload = data.encode();
+        // Signed before the commit, and the signature committed with the debit: its nonce
+        // may come from the pool (random), and a retry must answer these very bytes.
+        #[cfg(not(target_arch = "wasm32"))]
+        let signature = next
+            .signing_key(&device.key)
+            .sign_pooled(&payload, &mut self.nonces);
+        #[cfg(target_arch = "wasm32")]
+        let signature = next.signing_key(&device.key).sign(&payload);
         next.last_indicium = Some((req.transaction, payload.clone()));
+        next.last_signature = Some(signature);
 
         // Commit first: no indicium leaves the card for a debit that is not durable.
         let next_counters = Counters {
@@ -333,7 +349,6 @@ impl super::PsdApplet {
         }
         txn.commit()?;
 
-        let signature = next.signing_key(&device.key).sign(&payload);
         self.persistent.put_set(i, next);
         self.persistent.counters = next_counters;
         reply.extend_from_slice(&payload);

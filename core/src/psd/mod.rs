@@ -140,6 +140,10 @@ pub struct PsdApplet {
     volatile: Volatile,
     /// Purses recognised since power-on (checked certificates, static-static secrets).
     partners: crate::transfer::partners::Partners,
+    /// Precomputed signature nonces for indicia (RAM only; filled by [`Applet::idle`],
+    /// zeroized at deselect, reset and power-off; docs/ecdsa.md).
+    #[cfg(not(target_arch = "wasm32"))]
+    nonces: crate::crypto::nonce::NoncePool,
 }
 
 impl PsdApplet {
@@ -150,7 +154,17 @@ impl PsdApplet {
             persistent: Persistent::load(store)?,
             volatile: Volatile::default(),
             partners: Default::default(),
+            #[cfg(not(target_arch = "wasm32"))]
+            nonces: Default::default(),
         })
+    }
+
+    /// Precomputed nonces ready for indicia (0 in the browser's module, which has no pool).
+    pub fn nonce_pool_len(&self) -> usize {
+        #[cfg(not(target_arch = "wasm32"))]
+        return self.nonces.len();
+        #[cfg(target_arch = "wasm32")]
+        0
     }
 
     /// Whether the PSD is personalized (it may hold no register set: every set of a PSD
@@ -202,6 +216,17 @@ impl Applet for PsdApplet {
 
     fn deselect(&mut self) {
         self.volatile = Volatile::default();
+        #[cfg(not(target_arch = "wasm32"))]
+        self.nonces.clear();
+    }
+
+    /// Fills the nonce pool by one batch (a personalized PSD whose pool is not full).
+    #[cfg(not(target_arch = "wasm32"))]
+    fn idle(&mut self, ctx: &mut Ctx<'_>) -> bool {
+        match self.persistent.device() {
+            Ok(device) => self.nonces.fill_batch(&device.key, ctx.platform) > 0,
+            Err(_) => false,
+        }
     }
 
     fn call(

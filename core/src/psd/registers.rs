@@ -9,7 +9,7 @@
 
 use alloc::vec::Vec;
 
-use crate::crypto::{IndiciumKey, PUBLIC_KEY_LEN};
+use crate::crypto::{IndiciumKey, PUBLIC_KEY_LEN, SIGNATURE_LEN};
 use crate::status::Status;
 use crate::types::{
     Amount, Date, KeyId, LicenseId, PieceCount, PostalCode, RefillCount, TransactionId,
@@ -43,6 +43,11 @@ pub struct RegisterSet {
     /// The last indicium issued on this set and the host transaction that asked for it,
     /// kept so a host that lost the reply gets the same indicium, not a second debit.
     pub last_indicium: Option<(TransactionId, Vec<u8>)>,
+    /// The last indicium's signature, as it was answered (record version 5). Its nonce may
+    /// have been random (the nonce pool), so a retry answers these bytes rather than
+    /// signing again. `None` in records written before version 5, whose indicia were
+    /// signed with RFC 6979's deterministic nonce: a retry re-signs them to the same bytes.
+    pub last_signature: Option<[u8; SIGNATURE_LEN]>,
     /// The postal authority's grant, for a set added by LICENSE INSTALL: the license's own
     /// key and the certificate's serial and validity. Sets made at PERSONALIZE have none
     /// and sign with the device key.
@@ -106,6 +111,7 @@ impl RegisterSet {
             refills: RefillCount(0),
             last_combination: [0; 8],
             last_indicium: None,
+            last_signature: None,
             grant: None,
             fees: Amount::ZERO,
             services: PieceCount(0),
@@ -343,18 +349,21 @@ impl RegisterSet {
         }
     }
 
-    /// Persistent encoding (record layout, version 4: version 2 plus fees, services and an
+    /// Persistent encoding (record layout, version 5: version 4 plus the last indicium's
+    /// 64-byte signature at the end; version 4: version 2 plus fees, services and an
     /// optional grant; version 3 is version 2 plus the grant at the end; version 2 is
     /// version 1 plus transferred and pending). The oldest version that holds the set is
-    /// written, so records of PSDs that never use licenses or paid services keep their
-    /// bytes.
+    /// written, so records of PSDs that never use licenses or paid services, or never
+    /// issued an indicium since version 5, keep their bytes.
     pub fn encode(&self) -> Vec<u8> {
-        let mut w = Vec::with_capacity(176);
-        let paid = self.fees != Amount::ZERO || self.services != PieceCount(0);
-        w.put_u8(match (paid, self.grant.is_some()) {
-            (true, _) => 4,
-            (false, true) => 3,
-            (false, false) => 2,
+        let mut w = Vec::with_capacity(240);
+        let signed = self.last_indicium.is_some() && self.last_signature.is_some();
+        let paid = signed || self.fees != Amount::ZERO || self.services != PieceCount(0);
+        w.put_u8(match (signed, paid, self.grant.is_some()) {
+            (true, _, _) => 5,
+            (false, true, _) => 4,
+            (false, false, true) => 3,
+            (false, false, false) => 2,
         });
         w.put_u32(self.license.0);
         self.origin.write(&mut w);
@@ -378,15 +387,18 @@ impl RegisterSet {
             g.not_before.write(&mut w);
             g.not_after.write(&mut w);
         }
+        if let (true, Some(signature)) = (signed, &self.last_signature) {
+            w.extend_from_slice(signature);
+        }
         w
     }
 
-    /// Decodes a persistent record (version 1 to 4); a set whose AR + DR + pending is
+    /// Decodes a persistent record (version 1 to 5); a set whose AR + DR + pending is
     /// not its control sum is refused.
     pub fn decode(bytes: &[u8]) -> Result<RegisterSet, Malformed> {
         let mut r = Reader::new(bytes);
         let version = r.u8()?;
-        if !(1..=4).contains(&version) {
+        if !(1..=5).contains(&version) {
             return Err(Malformed::Value);
         }
         let mut set = RegisterSet::new(LicenseId(r.u32()?), PostalCode::read(&mut r)?);
@@ -403,7 +415,7 @@ impl RegisterSet {
         }
         let granted = match version {
             3 => true,
-            4 => {
+            4 | 5 => {
                 set.fees = Amount(r.u64()?);
                 set.services = PieceCount(r.u32()?);
                 match r.u8()? {
@@ -423,6 +435,13 @@ impl RegisterSet {
                 not_before: Date::read(&mut r)?,
                 not_after: Date::read(&mut r)?,
             });
+        }
+        if version == 5 {
+            // Version 5 is written only for a set with a last indicium.
+            if set.last_indicium.is_none() {
+                return Err(Malformed::Value);
+            }
+            set.last_signature = Some(r.array()?);
         }
         r.finish()?;
         if !set.is_consistent() {
@@ -525,5 +544,60 @@ impl super::PsdApplet {
     pub(super) fn read_registers(&self, i: usize, reply: &mut Vec<u8>) -> Result<(), Status> {
         self.persistent.set(i)?.readout().write(reply);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set_with_indicium(signature: Option<[u8; SIGNATURE_LEN]>) -> RegisterSet {
+        let mut set = RegisterSet::new(LicenseId(9), PostalCode::new(b"10115").unwrap());
+        set.last_indicium = Some((TransactionId([3; 8]), alloc::vec![0xAB; 40]));
+        set.last_signature = signature;
+        set
+    }
+
+    #[test]
+    fn version_5_keeps_the_last_signature() {
+        let set = set_with_indicium(Some([0x5A; SIGNATURE_LEN]));
+        let bytes = set.encode();
+        assert_eq!(bytes.first(), Some(&5));
+        assert_eq!(
+            bytes.get(bytes.len() - SIGNATURE_LEN..),
+            Some(&[0x5A; SIGNATURE_LEN][..])
+        );
+        assert_eq!(RegisterSet::decode(&bytes).unwrap(), set);
+        // One byte short, or one more: refused.
+        assert!(RegisterSet::decode(&bytes[..bytes.len() - 1]).is_err());
+        let mut longer = bytes.clone();
+        longer.push(0);
+        assert!(RegisterSet::decode(&longer).is_err());
+    }
+
+    #[test]
+    fn without_a_signature_the_old_versions_are_written_and_read() {
+        // A last indicium without its signature (as records before version 5 hold it).
+        let set = set_with_indicium(None);
+        let bytes = set.encode();
+        assert_eq!(bytes.first(), Some(&2));
+        let back = RegisterSet::decode(&bytes).unwrap();
+        assert_eq!(back.last_signature, None);
+        assert_eq!(back, set);
+    }
+
+    #[test]
+    fn version_5_without_a_last_indicium_is_refused() {
+        let mut bytes = set_with_indicium(Some([1; SIGNATURE_LEN])).encode();
+        // Rewrite the last-indicium field as absent, keeping the version and signature.
+        let set = RegisterSet::new(LicenseId(9), PostalCode::new(b"10115").unwrap());
+        let mut v4 = set.encode();
+        v4[0] = 5;
+        // v4 layout: version 2 plus fees, services, grant flag (the set has none: v2 bytes).
+        v4.extend_from_slice(&[0; 8 + 4 + 1]);
+        v4.extend_from_slice(&[1; SIGNATURE_LEN]);
+        assert_eq!(RegisterSet::decode(&v4), Err(Malformed::Value));
+        bytes[0] = 6;
+        assert!(RegisterSet::decode(&bytes).is_err(), "no version 6");
     }
 }

@@ -412,8 +412,10 @@ impl Datacenter {
         let exists = self
             .db
             .run(step, move |c| {
-                Ok(c.opt(step, "SELECT 1 FROM meters WHERE mailer_id = ?1", args![&m])?
-                    .is_some())
+                Ok(
+                    c.opt(step, "SELECT 1 FROM meters WHERE mailer_id = ?1", args![&m])?
+                        .is_some(),
+                )
             })
             .await?;
         if exists {

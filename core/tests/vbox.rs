@@ -159,7 +159,10 @@ impl Dc {
             .map_or(0, |t| t.sequence);
         for p in &reply.pieces {
             let t = TransactionRecord::verify(&p.transaction, &self.txn_key).unwrap();
-            assert_eq!((t.kind, t.meter, t.slot), (txn::KIND_ISSUE, rec.meter, rec.slot));
+            assert_eq!(
+                (t.kind, t.meter, t.slot),
+                (txn::KIND_ISSUE, rec.meter, rec.slot)
+            );
             assert_eq!((t.root_before, t.sequence), (root, seq + 1), "chained");
             let ind = indicium::verify(&p.indicium, &rec.public_key).unwrap();
             assert_eq!((ind.ar, ind.dr, ind.pieces), (t.ar, t.dr, t.pieces));
@@ -173,10 +176,17 @@ impl Dc {
             self.ledger.push(t);
         }
         let last = self.ledger.last().unwrap().clone();
-        assert_eq!((last.ar, last.dr, last.pieces), (rec.ar, rec.dr, rec.pieces));
+        assert_eq!(
+            (last.ar, last.dr, last.pieces),
+            (rec.ar, rec.dr, rec.pieces)
+        );
         assert_eq!(root, reply.root);
         self.store(rec.slot, &reply.record);
-        assert_eq!(reply.root, self.root(rec.slot), "the box's root is the database's");
+        assert_eq!(
+            reply.root,
+            self.root(rec.slot),
+            "the box's root is the database's"
+        );
         reply
     }
 }
@@ -937,15 +947,27 @@ fn a_batch_is_refused_whole_and_nothing_is_charged() {
     // One piece above the per-piece limit.
     let mut reqs = requests(1, 3, 100);
     reqs[2].postage = Amount(10_001);
-    refused_unchanged(&mut card, &batch_cmd(&dc, 1, ALICE, &reqs), Status::PostageAboveLimit);
+    refused_unchanged(
+        &mut card,
+        &batch_cmd(&dc, 1, ALICE, &reqs),
+        Status::PostageAboveLimit,
+    );
     // A piece dated before the one before it.
     let mut reqs = requests(1, 3, 100);
     reqs[1].date = Date::new(2026, 11, 29).unwrap();
-    refused_unchanged(&mut card, &batch_cmd(&dc, 1, ALICE, &reqs), Status::DateBeforeLastUsed);
+    refused_unchanged(
+        &mut card,
+        &batch_cmd(&dc, 1, ALICE, &reqs),
+        Status::DateBeforeLastUsed,
+    );
     // One transaction ID twice, or the record's last one.
     let mut reqs = requests(1, 3, 100);
     reqs[2].transaction = reqs[0].transaction;
-    refused_unchanged(&mut card, &batch_cmd(&dc, 1, ALICE, &reqs), Status::TransactionIdReused);
+    refused_unchanged(
+        &mut card,
+        &batch_cmd(&dc, 1, ALICE, &reqs),
+        Status::TransactionIdReused,
+    );
     issue(&mut card, &mut dc, 1, ALICE, &request(9, 100));
     refused_unchanged(
         &mut card,
@@ -960,9 +982,19 @@ fn a_batch_is_refused_whole_and_nothing_is_charged() {
         Status::WrongData,
     );
     // Truncated or trailing bytes.
-    let mut short = batch_data(1, &ALICE, &dc.records[&1], &dc.proof(1), &requests(20, 2, 1));
+    let mut short = batch_data(
+        1,
+        &ALICE,
+        &dc.records[&1],
+        &dc.proof(1),
+        &requests(20, 2, 1),
+    );
     short.pop();
-    refused_unchanged(&mut card, &apdu(ins::ISSUE_BATCH, 0, 0, &short), Status::WrongLength);
+    refused_unchanged(
+        &mut card,
+        &apdu(ins::ISSUE_BATCH, 0, 0, &short),
+        Status::WrongLength,
+    );
     // Another mailer's record, an edited record, an old record.
     refused_unchanged(
         &mut card,

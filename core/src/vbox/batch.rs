@@ -121,6 +121,12 @@ fn parse_requests(rest: &[u8]) -> Result<Vec<IndiciumRequest>, Status> {
     Ok(out)
 }
 
+/// The indicium requests of ISSUE BATCH data (for the data center, which books each piece
+/// under its request), or `None` if the data does not parse for a box of `depth`.
+pub fn batch_requests(data: &[u8], depth: u8) -> Option<Vec<IndiciumRequest>> {
+    parse_requests(parse_record_command(data, depth).ok()?.rest).ok()
+}
+
 impl VboxApplet {
     /// ISSUE BATCH (80 42 00 00), and its RESUME (80 46 42 00).
     pub(super) fn issue_batch(
@@ -166,7 +172,10 @@ impl VboxApplet {
         let n = u64::try_from(reqs.len()).map_err(|_| Status::Internal)?;
         // The first piece's sequence: the next one, or for RESUME the one committed then.
         let base = if resume {
-            shard.sequence.checked_sub(n).ok_or(Status::NothingToResume)?
+            shard
+                .sequence
+                .checked_sub(n)
+                .ok_or(Status::NothingToResume)?
         } else {
             shard.sequence
         };

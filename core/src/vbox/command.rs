@@ -60,10 +60,12 @@ impl<'a> VboxCommand<'a> {
             ins::ISSUE_BATCH => |c| no_params(c).map(|_| IssueBatch(c.data)),
             ins::REFILL => |c| no_params(c).map(|_| Refill(c.data)),
             ins::RESUME => |c| match (c.p1, c.p2) {
-                (ins::CREATE_METER | ins::ISSUE_INDICIUM | ins::ISSUE_BATCH | ins::REFILL, 0) => Ok(Resume {
-                    ins: c.p1,
-                    data: c.data,
-                }),
+                (ins::CREATE_METER | ins::ISSUE_INDICIUM | ins::ISSUE_BATCH | ins::REFILL, 0) => {
+                    Ok(Resume {
+                        ins: c.p1,
+                        data: c.data,
+                    })
+                }
                 _ => Err(Status::IncorrectP1P2),
             },
             ins::GET_DATA => |c| {

@@ -321,7 +321,9 @@ fn batch_cmd(dc: &Dc, slot: u32, mailer: [u8; 16], reqs: &[IndiciumRequest]) -> 
 
 /// Requests with transaction IDs `first`, `first + 1`, ... of `postage` each.
 fn requests(first: u8, n: usize, postage: u64) -> Vec<IndiciumRequest> {
-    (0..n).map(|k| request(first + k as u8, postage)).collect()
+    (0..n)
+        .map(|k| request(first + u8::try_from(k).unwrap(), postage))
+        .collect()
 }
 
 /// Shard `s`'s state as READ SHARD answers it.
@@ -906,7 +908,7 @@ fn a_batch_issues_its_pieces_with_one_commit_and_one_chained_record_each() {
     let per_command = writes - w0;
     let before = dc.record(1);
     let reqs: Vec<_> = (0..MAX_BATCH)
-        .map(|k| request(10 + k as u8, 10 * (k as u64 + 1)))
+        .map(|k| request(10 + u8::try_from(k).unwrap(), 10 * (k as u64 + 1)))
         .collect();
     let sum: u64 = reqs.iter().map(|r| r.postage.0).sum();
     let cmd = batch_cmd(&dc, 1, ALICE, &reqs);
@@ -922,7 +924,10 @@ fn a_batch_issues_its_pieces_with_one_commit_and_one_chained_record_each() {
     let after = dc.record(1);
     assert_eq!(after.dr.0, before.dr.0 - sum);
     assert_eq!(after.ar.0, before.ar.0 + sum);
-    assert_eq!(after.pieces.0, before.pieces.0 + MAX_BATCH as u32);
+    assert_eq!(
+        after.pieces.0,
+        before.pieces.0 + u32::try_from(MAX_BATCH).unwrap()
+    );
     // READ SHARD names the batch's last record: its sequence and root.
     let state = shard_state(&mut card, 0);
     let last = dc.ledger.last().unwrap();

@@ -260,7 +260,7 @@ pub fn run_vbox_bytes(data: &[u8]) -> Stats {
                         let reqs: Vec<IndiciumRequest> = (0..(op >> 4) % 4 + 1)
                             .map(|k| IndiciumRequest {
                                 transaction: TransactionId([(x & 0x0F) + k; 8]),
-                                ..req.clone()
+                                ..req
                             })
                             .collect();
                         let d =
@@ -428,7 +428,11 @@ fn commit_batch(dc: &mut Dc, body: &[u8]) {
     );
     assert_eq!(root, reply.root);
     dc.store(r.slot, &reply.record);
-    assert_eq!(reply.root, dc.trees[s].root(), "the box's root is the database's");
+    assert_eq!(
+        reply.root,
+        dc.trees[s].root(),
+        "the box's root is the database's"
+    );
 }
 
 fn check_books(dc: &Dc) {

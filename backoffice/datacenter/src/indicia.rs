@@ -716,15 +716,17 @@ pub(crate) async fn issue_batch(
                     .map(|r| Ok::<_, ApiError>((r.text(0)?, r.int(1)?, r.blob(2)?, r.int(3)?)))
                     .transpose()?;
                 answers.push(match stored {
-                    Some((d, _, _, _)) if d != o.digest => return Err(ApiError::coded(
-                        StatusCode::CONFLICT,
-                        code::BOX_REFUSED,
-                        step,
-                        format!(
+                    Some((d, _, _, _)) if d != o.digest => {
+                        return Err(ApiError::coded(
+                            StatusCode::CONFLICT,
+                            code::BOX_REFUSED,
+                            step,
+                            format!(
                             "another indicium was issued under client_txn_id {}: nothing issued",
                             o.id
                         ),
-                    )),
+                        ))
+                    }
                     Some((_, postage, indicium, balance)) => Some(IndiciumIssued {
                         client_txn_id: o.id.clone(),
                         indicium: hex::encode(indicium),

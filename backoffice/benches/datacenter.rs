@@ -8,12 +8,15 @@
 //!
 //! ```sh
 //! cargo bench -p openpsd-backoffice --bench datacenter -- --pieces 512 --users 1,64
+//! cargo bench -p openpsd-backoffice --bench datacenter -- --pieces 512 --users 1,64 --batch 16
 //! cargo bench -p openpsd-backoffice --bench datacenter -- --users 1000 --pieces 4000
 //! cargo bench -p openpsd-backoffice --bench datacenter -- --postgres 'host=/tmp/pg user=postgres'
 //! ```
 //!
-//! `--postgres BASE` runs the data center on a fresh database of that PostgreSQL server
-//! (`scripts/postgres-test.sh` does, on its cluster) instead of SQLite.
+//! `--batch N` sends N pieces per request (`POST /v1/indicia/batch`, one box command, one
+//! commit); pieces/s counts pieces, p50/p99 are per request. `--postgres BASE` runs the data
+//! center on a fresh database of that PostgreSQL server (`scripts/postgres-test.sh` does, on
+//! its cluster) instead of SQLite.
 // Test code: a failed unwrap or expect is a failed test, with its message.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -26,8 +29,8 @@ use common::{Client, Psd};
 use openpsd_backoffice::server::{spawn_all, start_datacenter};
 use openpsd_core::crypto::IndiciumKey;
 use openpsd_protocol::datacenter::{
-    BoxRegistration, IndiciumIssued, IndiciumOrder, MailerCredentials, MailerSession, RefillDone,
-    RefillOrder,
+    BoxRegistration, IndiciumBatch, IndiciumBatchIssued, IndiciumIssued, IndiciumOrder,
+    MailerCredentials, MailerSession, RefillDone, RefillOrder,
 };
 use openpsd_protocol::recharge::{Account, Deposit};
 use openpsd_service_kit::codec::device_hex;
@@ -37,6 +40,8 @@ struct Args {
     pieces: usize,
     users: Vec<usize>,
     postgres: Option<String>,
+    /// Pieces per request (1: `POST /v1/indicia`; more: `POST /v1/indicia/batch`).
+    batch: usize,
 }
 
 fn args() -> Args {
@@ -44,6 +49,7 @@ fn args() -> Args {
         pieces: 512,
         users: vec![1, 64],
         postgres: None,
+        batch: 1,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -56,9 +62,17 @@ fn args() -> Args {
                     .expect("--users 1,64")
             }
             "--postgres" => a.postgres = Some(it.next().expect("--postgres BASE")),
+            "--batch" => {
+                a.batch = it
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .filter(|n| (1..=16).contains(n))
+                    .expect("--batch N (1 to 16)")
+            }
             "--help" | "-h" => {
                 println!(
                     "datacenter benchmark: [--pieces N (per level, default 512)] [--users 1,64] \
+                     [--batch N (pieces per request, 1-16)] \
                      [--postgres BASE (key=value connection string of a PostgreSQL server)]"
                 );
                 std::process::exit(0);
@@ -79,36 +93,40 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[i]
 }
 
-/// `pieces` indicia by `tasks` concurrent clients, client `i` as `clients[i % len]`:
-/// (pieces/s, p50, p99).
+/// `pieces` indicia by `tasks` concurrent clients, client `i` as `clients[i % len]`, `batch`
+/// pieces per request (each task's share rounded down to whole requests): (pieces/s, p50,
+/// p99 per request).
 async fn run(
     clients: &[Client],
     tasks: usize,
     pieces: usize,
     first_txn: u64,
+    batch: usize,
 ) -> (f64, Duration, Duration) {
-    let per = pieces / tasks;
+    let per = pieces / tasks / batch * batch;
     let start = Instant::now();
     let handles: Vec<_> = (0..tasks)
         .map(|t| {
             let c = clients[t % clients.len()].clone();
             tokio::spawn(async move {
                 let mut lat = Vec::with_capacity(per);
-                for k in 0..per {
-                    let txn = first_txn + (t * per + k) as u64;
+                for k in (0..per).step_by(batch) {
+                    let order = |j: usize| IndiciumOrder {
+                        client_txn_id: format!("{:016x}", first_txn + (t * per + k + j) as u64),
+                        postage: 1,
+                        rate: 1,
+                        destination: "80331".into(),
+                    };
                     let t0 = Instant::now();
-                    let _: IndiciumIssued = c
-                        .post(
-                            "/v1/indicia",
-                            &IndiciumOrder {
-                                client_txn_id: format!("{txn:016x}"),
-                                postage: 1,
-                                rate: 1,
-                                destination: "80331".into(),
-                            },
-                        )
-                        .await
-                        .unwrap();
+                    if batch == 1 {
+                        let _: IndiciumIssued = c.post("/v1/indicia", &order(0)).await.unwrap();
+                    } else {
+                        let b = IndiciumBatch {
+                            orders: (0..batch).map(order).collect(),
+                        };
+                        let r: IndiciumBatchIssued = c.post("/v1/indicia/batch", &b).await.unwrap();
+                        assert_eq!(r.indicia.len(), batch);
+                    }
                     lat.push(t0.elapsed());
                 }
                 lat
@@ -122,7 +140,7 @@ async fn run(
     let secs = start.elapsed().as_secs_f64();
     all.sort();
     #[allow(clippy::cast_precision_loss)]
-    let rate = all.len() as f64 / secs;
+    let rate = (all.len() * batch) as f64 / secs;
     (rate, percentile(&all, 0.5), percentile(&all, 0.99))
 }
 
@@ -168,9 +186,10 @@ async fn main() {
     let op_rc = Client::with_pool(&h.recharge.url, &h.pki, Some(Role::Operator), 4);
     let most = a.users.iter().copied().max().unwrap_or(1);
     println!(
-        "datacenter bench: {} pieces per level, users {:?}, box {} shards × depth {}, {}",
+        "datacenter bench: {} pieces per level, users {:?}, {} per request, box {} shards × depth {}, {}",
         a.pieces,
         a.users,
+        a.batch,
         info.shards,
         info.depth,
         if a.postgres.is_some() {
@@ -225,17 +244,17 @@ async fn main() {
     let mut txn = 1u64;
     let mut issued = 0u64;
     for &u in &a.users {
-        let (rate, p50, p99) = run(&clients[..u], u, a.pieces, txn).await;
+        let (rate, p50, p99) = run(&clients[..u], u, a.pieces, txn, a.batch).await;
         txn += a.pieces as u64;
-        issued += (a.pieces / u * u) as u64;
+        issued += (a.pieces / u / a.batch * a.batch * u) as u64;
         println!(
             "  {u:>4} users, distinct meters: {rate:>8.1} pieces/s  p50 {:>7.2} ms  p99 {:>7.2} ms",
             p50.as_secs_f64() * 1e3,
             p99.as_secs_f64() * 1e3
         );
-        let (rate_hot, p50, p99) = run(&clients[..1], u, a.pieces, txn).await;
+        let (rate_hot, p50, p99) = run(&clients[..1], u, a.pieces, txn, a.batch).await;
         txn += a.pieces as u64;
-        issued += (a.pieces / u * u) as u64;
+        issued += (a.pieces / u / a.batch * a.batch * u) as u64;
         println!("  {u:>4} users, one hot meter:   {rate_hot:>8.1} pieces/s  p50 {:>7.2} ms  p99 {:>7.2} ms", p50.as_secs_f64() * 1e3, p99.as_secs_f64() * 1e3);
     }
 

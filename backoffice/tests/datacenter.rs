@@ -25,8 +25,9 @@ use openpsd_datacenter::boxhost::BoxInfo;
 use openpsd_datacenter::sql::{args, Conn, Sql};
 use openpsd_datacenter::Database;
 use openpsd_protocol::datacenter::{
-    BoxRegistration, DepositView, GrantRequest, History, IndiciumIssued, IndiciumOrder,
-    MailerCredentials, MailerSession, MeterView, RefillDone, RefillOrder,
+    BoxRegistration, DepositView, GrantRequest, History, IndiciumBatch, IndiciumBatchIssued,
+    IndiciumIssued, IndiciumOrder, MailerCredentials, MailerSession, MeterView, RefillDone,
+    RefillOrder,
 };
 use openpsd_protocol::kms::DeviceInfo;
 use openpsd_protocol::recharge::{Account, Deposit};
@@ -777,6 +778,159 @@ async fn a_refill_the_box_refuses_is_voided_and_one_the_kms_refuses_released() {
     let a = audit(&w);
     assert!(a.problems.is_empty(), "{:?}", a.problems);
     assert_eq!(a.credited, 8_000);
+    w.dc.stop().await;
+    w.h.stop().await;
+}
+
+fn batch(orders: impl IntoIterator<Item = IndiciumOrder>) -> IndiciumBatch {
+    IndiciumBatch {
+        orders: orders.into_iter().collect(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_is_one_box_command_idempotent_per_order_and_refused_whole() {
+    let tmp = tempfile::tempdir().unwrap();
+    let w = world(tmp.path()).await;
+    let (alice, s) = sign_up(&w, "alice").await;
+    deposit(&w, &s.mailer_id, 5_000, "bank-1").await;
+    let _: RefillDone = alice
+        .post(
+            "/v1/refills",
+            &RefillOrder {
+                client_txn_id: "00000000000000a1".into(),
+                amount: 3_000,
+            },
+        )
+        .await
+        .unwrap();
+    let m: MeterView = alice.get("/v1/meter").await.unwrap();
+    let key = hex::decode(&m.public_key).unwrap();
+
+    // 16 pieces in one request: each indicium verifies as the post office reads it, each
+    // shows the registers after its own piece.
+    let first = batch((1..=16u64).map(|i| order(0x100 + i, 10 * i)));
+    let done: IndiciumBatchIssued = alice.post("/v1/indicia/batch", &first).await.unwrap();
+    assert_eq!(done.indicia.len(), 16);
+    let mut balance = 3_000;
+    for (i, got) in (1..=16u64).zip(&done.indicia) {
+        balance -= 10 * i;
+        assert!(!got.reprint);
+        assert_eq!(got.client_txn_id, format!("{:016x}", 0x100 + i));
+        assert_eq!((got.postage, got.balance), (10 * i, balance));
+        let data = indicium::verify(&hex::decode(&got.indicium).unwrap(), &key).unwrap();
+        assert_eq!((data.postage.0, data.dr.0), (10 * i, balance));
+        assert_eq!(device_hex(&data.device), m.meter_id);
+    }
+    // The same batch again: the same bytes, charged once; one of its orders alone too.
+    let again: IndiciumBatchIssued = alice.post("/v1/indicia/batch", &first).await.unwrap();
+    assert!(again.indicia.iter().all(|i| i.reprint));
+    let strip = |v: &[IndiciumIssued]| -> Vec<(String, String, u64)> {
+        v.iter()
+            .map(|i| (i.client_txn_id.clone(), i.indicium.clone(), i.balance))
+            .collect()
+    };
+    assert_eq!(strip(&again.indicia), strip(&done.indicia));
+    let one: IndiciumIssued = alice.post("/v1/indicia", &order(0x105, 50)).await.unwrap();
+    assert!(one.reprint);
+    assert_eq!(one.indicium, done.indicia[4].indicium);
+    let m: MeterView = alice.get("/v1/meter").await.unwrap();
+    assert_eq!((m.balance, m.used, m.pieces), (3_000 - 1_360, 1_360, 16));
+
+    // Refused whole, nothing charged: an ID used for another request; the sum above the
+    // balance; a piece above the per-piece limit; an ID twice; too many or no orders.
+    let refused = [
+        (
+            batch([order(0x201, 10), order(0x101, 11)]),
+            409,
+            "box_refused",
+        ),
+        (
+            batch([order(0x202, 1_000), order(0x203, 1_000)]),
+            409,
+            "insufficient_funds",
+        ),
+        (
+            batch([order(0x204, 10), order(0x205, 10_001)]),
+            409,
+            "box_refused",
+        ),
+        (
+            batch([order(0x206, 10), order(0x206, 10)]),
+            400,
+            "bad_request",
+        ),
+        (
+            batch((0..17u64).map(|i| order(0x300 + i, 1))),
+            400,
+            "bad_request",
+        ),
+        (batch([]), 400, "bad_request"),
+    ];
+    for (b, status, code) in &refused {
+        let e = alice
+            .post::<_, IndiciumBatchIssued>("/v1/indicia/batch", b)
+            .await
+            .unwrap_err();
+        assert_eq!((e.status, e.code.as_str()), (*status, *code), "{e:?}");
+    }
+    let m: MeterView = alice.get("/v1/meter").await.unwrap();
+    assert_eq!(
+        (m.balance, m.pieces),
+        (3_000 - 1_360, 16),
+        "nothing charged"
+    );
+
+    // Old and new orders together: the old answered from the database, the new issued.
+    let mixed: IndiciumBatchIssued = alice
+        .post(
+            "/v1/indicia/batch",
+            &batch([order(0x110, 160), order(0x207, 40)]),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        mixed.indicia.iter().map(|i| i.reprint).collect::<Vec<_>>(),
+        [true, false]
+    );
+    assert_eq!(mixed.indicia[0].indicium, done.indicia[15].indicium);
+    assert_eq!(mixed.indicia[1].balance, 3_000 - 1_400);
+
+    // Batches at once on one meter, some of them the same: exact registers.
+    let tasks: Vec<_> = (0..8u64)
+        .map(|i| {
+            let a = alice.clone();
+            let b = batch((0..4u64).map(|k| order(0x400 + 4 * (i % 4) + k, 5)));
+            tokio::spawn(async move {
+                a.post::<_, IndiciumBatchIssued>("/v1/indicia/batch", &b)
+                    .await
+            })
+        })
+        .collect();
+    let mut fresh = 0;
+    for t in tasks {
+        fresh += t
+            .await
+            .unwrap()
+            .unwrap()
+            .indicia
+            .iter()
+            .filter(|i| !i.reprint)
+            .count();
+    }
+    assert_eq!(fresh, 16, "each order issued once");
+    let m: MeterView = alice.get("/v1/meter").await.unwrap();
+    assert_eq!((m.balance, m.used, m.pieces), (3_000 - 1_480, 1_480, 33));
+
+    // The history and the auditor: one issue record per piece, the ledger exact.
+    let hist: History = alice.get("/v1/history").await.unwrap();
+    assert_eq!(
+        hist.entries.iter().filter(|e| e.kind == "issue").count(),
+        33
+    );
+    let a = audit(&w);
+    assert!(a.problems.is_empty(), "{:?}", a.problems);
+    assert_eq!((a.credited, a.used), (3_000, 1_480));
     w.dc.stop().await;
     w.h.stop().await;
 }

@@ -17,8 +17,8 @@ use common::Client;
 use openpsd_backoffice::server::spawn_all;
 use openpsd_core::psd::indicium;
 use openpsd_protocol::datacenter::{
-    DepositView, IndiciumIssued, IndiciumOrder, MailerCredentials, MailerSession, MeterView,
-    RefillDone, RefillOrder,
+    DepositView, IndiciumBatch, IndiciumBatchIssued, IndiciumIssued, IndiciumOrder,
+    MailerCredentials, MailerSession, MeterView, RefillDone, RefillOrder,
 };
 use openpsd_protocol::recharge::{Account, Deposit};
 use openpsd_service_kit::tls::Role;
@@ -177,6 +177,30 @@ async fn a_crash_between_the_box_and_the_database_is_healed() {
     let done: RefillDone = alice.post("/v1/refills", &refill(2, 1_000)).await.unwrap();
     assert_eq!((done.amount, done.balance), (1_000, 3_650));
 
+    // 4. The box commits a batch; the process dies before the database does: RESUME books
+    // every piece under its order, charged once; the batch again is all reprints.
+    let batch = IndiciumBatch {
+        orders: vec![order(10, 100), order(11, 50), order(12, 25)],
+    };
+    dc.kill9_and_restart("datacenter_after_box");
+    let hung = {
+        let (a, b) = (alice.clone(), batch.clone());
+        tokio::spawn(async move { a.post_bytes("/v1/indicia/batch", &b).await })
+    };
+    dc.wait_paused("datacenter_after_box");
+    dc.kill9_and_restart("");
+    let _ = hung.await;
+    let m: MeterView = alice.get("/v1/meter").await.unwrap();
+    assert_eq!(
+        (m.balance, m.used, m.pieces),
+        (3_475, 525, 5),
+        "the batch resumed, charged once"
+    );
+    let again: IndiciumBatchIssued = alice.post("/v1/indicia/batch", &batch).await.unwrap();
+    assert!(again.indicia.iter().all(|i| i.reprint));
+    let last = indicium::verify(&hex::decode(&again.indicia[2].indicium).unwrap(), &key).unwrap();
+    assert_eq!((last.postage.0, last.dr.0, last.pieces.0), (25, 3_475, 5));
+
     // The auditor: every meter is its signed records' replay.
     // Under the key the KMS registered (register-box --json printed it), not the one the
     // audited database stores.
@@ -194,8 +218,8 @@ async fn a_crash_between_the_box_and_the_database_is_healed() {
     assert!(ok, "{out}");
     let report: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(report["credited"], 4_000);
-    assert_eq!(report["used"], 350);
-    assert_eq!(report["held"], 3_650);
+    assert_eq!(report["used"], 525);
+    assert_eq!(report["held"], 3_475);
     assert_eq!(report["problems"], serde_json::json!([]));
     drop(dc);
     h.stop().await;

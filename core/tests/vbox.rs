@@ -17,6 +17,7 @@ use openpsd_core::psd::refill::RefillCombination;
 use openpsd_core::status::Status;
 use openpsd_core::store::{MemStore, Nvm, PowerCut};
 use openpsd_core::types::*;
+use openpsd_core::vbox::batch::{batch_data, BatchReply, MAX_BATCH};
 use openpsd_core::vbox::issue::{issue_data, IssueReply};
 use openpsd_core::vbox::merkle::ShardTree;
 use openpsd_core::vbox::meter::{create_meter_data, MeterGrant};
@@ -142,6 +143,52 @@ impl Dc {
         self.ledger.push(t);
         reply
     }
+    /// The database commits an ISSUE BATCH answer: each piece's transaction record (signed,
+    /// chained from the shard's root through the intermediate roots to the box's new one,
+    /// sequences one by one) and indicium (verified as the post office does), then the last
+    /// record.
+    fn commit_batch(&mut self, out: &[u8]) -> BatchReply {
+        let reply = BatchReply::decode(out).unwrap();
+        let rec = MeterRecord::decode(&reply.record).unwrap();
+        let mut root = self.root(rec.slot);
+        let mut seq = self
+            .ledger
+            .iter()
+            .rev()
+            .find(|t| usize::from(t.shard) == locate(rec.slot).0)
+            .map_or(0, |t| t.sequence);
+        for p in &reply.pieces {
+            let t = TransactionRecord::verify(&p.transaction, &self.txn_key).unwrap();
+            assert_eq!(
+                (t.kind, t.meter, t.slot),
+                (txn::KIND_ISSUE, rec.meter, rec.slot)
+            );
+            assert_eq!((t.root_before, t.sequence), (root, seq + 1), "chained");
+            let ind = indicium::verify(&p.indicium, &rec.public_key).unwrap();
+            assert_eq!((ind.ar, ind.dr, ind.pieces), (t.ar, t.dr, t.pieces));
+            assert_eq!((ind.postage, ind.device), (t.amount, rec.meter));
+            assert_eq!(
+                openpsd_core::crypto::sha256(&p.indicium[..p.indicium.len() - 64]),
+                t.digest
+            );
+            root = t.root_after;
+            seq = t.sequence;
+            self.ledger.push(t);
+        }
+        let last = self.ledger.last().unwrap().clone();
+        assert_eq!(
+            (last.ar, last.dr, last.pieces),
+            (rec.ar, rec.dr, rec.pieces)
+        );
+        assert_eq!(root, reply.root);
+        self.store(rec.slot, &reply.record);
+        assert_eq!(
+            reply.root,
+            self.root(rec.slot),
+            "the box's root is the database's"
+        );
+        reply
+    }
 }
 
 fn personalize_data() -> Vec<u8> {
@@ -261,6 +308,22 @@ fn issue(
 ) -> IssueReply {
     let out = ok(&card.transmit(&issue_cmd(dc, slot, mailer, req)));
     dc.commit(&out)
+}
+
+fn batch_cmd(dc: &Dc, slot: u32, mailer: [u8; 16], reqs: &[IndiciumRequest]) -> Vec<u8> {
+    apdu(
+        ins::ISSUE_BATCH,
+        0,
+        0,
+        &batch_data(slot, &mailer, &dc.records[&slot], &dc.proof(slot), reqs),
+    )
+}
+
+/// Requests with transaction IDs `first`, `first + 1`, ... of `postage` each.
+fn requests(first: u8, n: usize, postage: u64) -> Vec<IndiciumRequest> {
+    (0..n)
+        .map(|k| request(first + u8::try_from(k).unwrap(), postage))
+        .collect()
 }
 
 /// Shard `s`'s state as READ SHARD answers it.
@@ -766,6 +829,11 @@ fn tearing_at_every_write_of_every_command() {
         ins::ISSUE_INDICIUM,
         &base,
     );
+    cuts += before_or_after(
+        &batch_cmd(&dc, 1, ALICE, &requests(1, 4, 10)),
+        ins::ISSUE_BATCH,
+        &base,
+    );
     // PERSONALIZE: blank or personalized, never half.
     let mut blank = vbox_card(MemStore::new(), SeededPlatform::new(SEED)).unwrap();
     select(&mut blank);
@@ -829,4 +897,159 @@ fn transaction_records_chain_per_shard_and_reprints_move_nothing() {
     let mut bad = reprint.transaction.clone();
     bad[30] ^= 1;
     assert!(TransactionRecord::verify(&bad, &dc.txn_key).is_err());
+}
+
+#[test]
+fn a_batch_issues_its_pieces_with_one_commit_and_one_chained_record_each() {
+    let (mut card, mut dc) = funded();
+    let w0 = card.store().writes();
+    issue(&mut card, &mut dc, 1, ALICE, &request(1, 100));
+    let writes = card.store().writes();
+    let per_command = writes - w0;
+    let before = dc.record(1);
+    let reqs: Vec<_> = (0..MAX_BATCH)
+        .map(|k| request(10 + u8::try_from(k).unwrap(), 10 * (k as u64 + 1)))
+        .collect();
+    let sum: u64 = reqs.iter().map(|r| r.postage.0).sum();
+    let cmd = batch_cmd(&dc, 1, ALICE, &reqs);
+    let out = ok(&card.transmit(&cmd));
+    assert!(out.len() <= 8192, "within the chain limit: {}", out.len());
+    assert_eq!(
+        card.store().writes(),
+        writes + per_command,
+        "one commit for the batch, as for one piece"
+    );
+    let reply = dc.commit_batch(&out);
+    assert_eq!(reply.pieces.len(), MAX_BATCH);
+    let after = dc.record(1);
+    assert_eq!(after.dr.0, before.dr.0 - sum);
+    assert_eq!(after.ar.0, before.ar.0 + sum);
+    assert_eq!(
+        after.pieces.0,
+        before.pieces.0 + u32::try_from(MAX_BATCH).unwrap()
+    );
+    // READ SHARD names the batch's last record: its sequence and root.
+    let state = shard_state(&mut card, 0);
+    let last = dc.ledger.last().unwrap();
+    assert_eq!(&state[..32], &last.root_after);
+    assert_eq!(state[96..104], last.sequence.to_be_bytes());
+    // The last piece's ID through ISSUE INDICIUM is a reprint of the batch's last indicium.
+    let reprint = issue(&mut card, &mut dc, 1, ALICE, &reqs[MAX_BATCH - 1]);
+    assert_eq!(reprint.indicium, reply.pieces[MAX_BATCH - 1].indicium);
+    // The meter goes on, single pieces and batches.
+    issue(&mut card, &mut dc, 1, ALICE, &request(40, 5));
+    let out = ok(&card.transmit(&batch_cmd(&dc, 1, ALICE, &requests(50, 2, 7))));
+    dc.commit_batch(&out);
+    assert_eq!(dc.record(1).dr.0, before.dr.0 - sum - 5 - 14);
+}
+
+#[test]
+fn a_batch_is_refused_whole_and_nothing_is_charged() {
+    let (mut card, mut dc) = funded();
+    // Alice has 10,000; each piece is within the 10,000 limit, the sum is not covered.
+    let cmd = batch_cmd(&dc, 1, ALICE, &requests(1, 3, 4_000));
+    refused_unchanged(&mut card, &cmd, Status::InsufficientFunds);
+    // One piece above the per-piece limit.
+    let mut reqs = requests(1, 3, 100);
+    reqs[2].postage = Amount(10_001);
+    refused_unchanged(
+        &mut card,
+        &batch_cmd(&dc, 1, ALICE, &reqs),
+        Status::PostageAboveLimit,
+    );
+    // A piece dated before the one before it.
+    let mut reqs = requests(1, 3, 100);
+    reqs[1].date = Date::new(2026, 11, 29).unwrap();
+    refused_unchanged(
+        &mut card,
+        &batch_cmd(&dc, 1, ALICE, &reqs),
+        Status::DateBeforeLastUsed,
+    );
+    // One transaction ID twice, or the record's last one.
+    let mut reqs = requests(1, 3, 100);
+    reqs[2].transaction = reqs[0].transaction;
+    refused_unchanged(
+        &mut card,
+        &batch_cmd(&dc, 1, ALICE, &reqs),
+        Status::TransactionIdReused,
+    );
+    issue(&mut card, &mut dc, 1, ALICE, &request(9, 100));
+    refused_unchanged(
+        &mut card,
+        &batch_cmd(&dc, 1, ALICE, &requests(8, 2, 100)),
+        Status::TransactionIdReused,
+    );
+    // No piece, or more than the bound.
+    refused_unchanged(&mut card, &batch_cmd(&dc, 1, ALICE, &[]), Status::WrongData);
+    refused_unchanged(
+        &mut card,
+        &batch_cmd(&dc, 1, ALICE, &requests(20, MAX_BATCH + 1, 1)),
+        Status::WrongData,
+    );
+    // Truncated or trailing bytes.
+    let mut short = batch_data(
+        1,
+        &ALICE,
+        &dc.records[&1],
+        &dc.proof(1),
+        &requests(20, 2, 1),
+    );
+    short.pop();
+    refused_unchanged(
+        &mut card,
+        &apdu(ins::ISSUE_BATCH, 0, 0, &short),
+        Status::WrongLength,
+    );
+    // Another mailer's record, an edited record, an old record.
+    refused_unchanged(
+        &mut card,
+        &batch_cmd(&dc, 1, BOB, &requests(20, 2, 1)),
+        Status::RecordNotOwned,
+    );
+    let mut edited = dc.clone();
+    let r = edited.records.get_mut(&1).unwrap();
+    r[40] ^= 1;
+    refused_unchanged(
+        &mut card,
+        &batch_cmd(&edited, 1, ALICE, &requests(20, 2, 1)),
+        Status::RecordUnauthentic,
+    );
+    let old = dc.clone();
+    let out = ok(&card.transmit(&batch_cmd(&dc, 1, ALICE, &requests(20, 2, 1))));
+    dc.commit_batch(&out);
+    refused_unchanged(
+        &mut card,
+        &batch_cmd(&old, 1, ALICE, &requests(30, 2, 1)),
+        Status::RecordStale,
+    );
+    assert_eq!(dc.record(1).dr, Amount(10_000 - 100 - 2));
+}
+
+#[test]
+fn resume_of_a_batch_gives_the_same_bytes_charged_once() {
+    let (mut card, mut dc) = funded();
+    let cmd = batch_cmd(&dc, 1, ALICE, &requests(1, 5, 300));
+    let lost = ok(&card.transmit(&cmd));
+    let writes = card.store().writes();
+    refused_unchanged(&mut card, &cmd, Status::RecordStale);
+    let mut resume = cmd.clone();
+    resume[1] = ins::RESUME;
+    resume[2] = ins::ISSUE_BATCH;
+    assert_eq!(ok(&card.transmit(&resume)), lost);
+    assert_eq!(card.store().writes(), writes, "RESUME writes nothing");
+    let mut card = reopen(card.store().nvm());
+    assert_eq!(ok(&card.transmit(&resume)), lost, "after a power cycle too");
+    // RESUME of the batch as a single ISSUE (its data does not parse as one), or of another
+    // batch (nothing to resume).
+    let mut as_issue = resume.clone();
+    as_issue[2] = ins::ISSUE_INDICIUM;
+    refused_unchanged(&mut card, &as_issue, Status::WrongData);
+    let mut other = batch_cmd(&dc, 1, ALICE, &requests(1, 4, 300));
+    other[1] = ins::RESUME;
+    other[2] = ins::ISSUE_BATCH;
+    refused_unchanged(&mut card, &other, Status::NothingToResume);
+    dc.commit_batch(&lost);
+    assert_eq!(dc.record(1).dr, Amount(10_000 - 1_500));
+    issue(&mut card, &mut dc, 1, ALICE, &request(9, 100));
+    refused_unchanged(&mut card, &resume, Status::NothingToResume);
 }

@@ -129,6 +129,24 @@ pub struct IndiciumIssued {
     pub reprint: bool,
 }
 
+/// `POST /v1/indicia/batch`: several pieces for the session's meter in one box command
+/// (at most 16). Each order has its own client transaction ID: an order whose ID was issued
+/// before with the same request is answered from the database (`reprint: true`), charged
+/// then; an ID issued before for another request refuses the whole batch (409, nothing
+/// charged); the others are issued together, charged once.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IndiciumBatch {
+    /// The orders, in the order their indicia are made.
+    pub orders: Vec<IndiciumOrder>,
+}
+
+/// The answer of `POST /v1/indicia/batch`: one indicium per order, in the orders' order.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IndiciumBatchIssued {
+    /// The indicia.
+    pub indicia: Vec<IndiciumIssued>,
+}
+
 /// One line of `GET /v1/history`: a transaction record the box signed.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HistoryEntry {

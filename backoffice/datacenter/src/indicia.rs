@@ -12,13 +12,15 @@ use axum::http::StatusCode;
 use axum::{Extension, Json};
 use openpsd_core::psd::indicium::IndiciumRequest;
 use openpsd_core::types::{Amount, PostalCode, RateCategory, TransactionId};
+use openpsd_core::vbox::batch::{batch_data, batch_requests, BatchReply, MAX_BATCH};
 use openpsd_core::vbox::ins;
 use openpsd_core::vbox::issue::{issue_data, IssueReply};
 use openpsd_core::vbox::meter::create_meter_data;
 use openpsd_core::vbox::record::MeterRecord;
 use openpsd_core::vbox::txn::{self, TransactionRecord};
 use openpsd_protocol::datacenter::{
-    code, History, HistoryEntry, IndiciumIssued, IndiciumOrder, MeterView,
+    code, History, HistoryEntry, IndiciumBatch, IndiciumBatchIssued, IndiciumIssued, IndiciumOrder,
+    MeterView,
 };
 use openpsd_service_kit::access::Customer;
 use openpsd_service_kit::codec;
@@ -32,6 +34,7 @@ use crate::store::{self, locate};
 use crate::Datacenter;
 
 const STEP_ISSUE: &str = "datacenter_issue";
+const STEP_BATCH: &str = "datacenter_issue_batch";
 const STEP_CREATE: &str = "datacenter_create";
 const STEP_VIEW: &str = "datacenter_view";
 const STEP_RESUME: &str = "datacenter_resume";
@@ -126,6 +129,8 @@ pub(crate) fn run_box(
 pub(crate) struct Committed {
     pub(crate) record: MeterRecord,
     pub(crate) indicium: Vec<u8>,
+    /// ISSUE BATCH: each piece's indicium and the balance after it, in the requests' order.
+    pub(crate) pieces: Vec<(Vec<u8>, u64)>,
 }
 
 /// Commits a box answer in one transaction: the record, its Merkle path (whose new root must
@@ -137,6 +142,9 @@ fn commit_answer(
     answer: &[u8],
     step: &str,
 ) -> Result<Committed, ApiError> {
+    if intent.ins == ins::ISSUE_BATCH {
+        return commit_batch(dc, c, intent, answer, step);
+    }
     let internal = |m: &str| ApiError::internal(step, m.to_owned());
     let reply =
         IssueReply::decode(answer).map_err(|_| internal("the box's answer does not parse"))?;
@@ -250,6 +258,122 @@ fn commit_answer(
     Ok(Committed {
         record: rec,
         indicium: reply.indicium,
+        pieces: Vec::new(),
+    })
+}
+
+/// The digest an order is kept under (a retry must match it to get its indicium back).
+fn order_digest(id: &str, postage: u64, rate: u16, destination: &str) -> String {
+    hex::encode(Sha256::digest(format!(
+        "{}|{}|{}|{}",
+        id.to_ascii_lowercase(),
+        postage,
+        rate,
+        destination
+    )))
+}
+
+/// Commits an ISSUE BATCH answer in one transaction: the meter's last record and its path
+/// (the new root must be the box's), each piece's transaction record (signature checked)
+/// and indicium, booked under the order its request came from; drops the intent. The
+/// orders are read back from the command's data, so RESUME after a crash books them too.
+fn commit_batch(
+    dc: &Datacenter,
+    c: &mut Conn<'_>,
+    intent: &Intent,
+    answer: &[u8],
+    step: &str,
+) -> Result<Committed, ApiError> {
+    let internal = |m: &str| ApiError::internal(step, m.to_owned());
+    let reply =
+        BatchReply::decode(answer).map_err(|_| internal("the box's answer does not parse"))?;
+    let requests = batch_requests(&intent.data, dc.info.depth)
+        .ok_or_else(|| internal("a batch intent whose data does not parse"))?;
+    if requests.len() != reply.pieces.len() {
+        return Err(internal("the box answered another number of pieces"));
+    }
+    let mailer = intent
+        .mailer
+        .clone()
+        .ok_or_else(|| internal("a batch without its mailer"))?;
+    let rec = MeterRecord::decode(&reply.record)
+        .map_err(|_| internal("the box's record does not parse"))?;
+    let meter = codec::device_hex(&rec.meter);
+    let (shard, idx) = locate(rec.slot, dc.info.depth);
+    let mut tx = c.transaction(step)?;
+    let n = tx.exec(
+        step,
+        "UPDATE meters SET record = ?2 WHERE slot = ?1 AND mailer_id = ?3",
+        args![rec.slot, &reply.record, &mailer],
+    )?;
+    if n != 1 {
+        return Err(internal(
+            "the box answered for a slot the database has no such meter at",
+        ));
+    }
+    let root = store::set_leaf(
+        &mut tx,
+        shard,
+        idx,
+        &reply.record,
+        dc.info.depth,
+        &dc.empty,
+        step,
+    )?;
+    if root != reply.root {
+        tracing::error!(shard, "ALARM: the database's new root is not the box's");
+        return Err(internal(
+            "the database's tree disagrees with the box's new root",
+        ));
+    }
+    let mut pieces = Vec::with_capacity(requests.len());
+    for (piece, req) in reply.pieces.iter().zip(&requests) {
+        let t = TransactionRecord::verify(&piece.transaction, &dc.info.txn_key)
+            .map_err(|_| internal("the box's transaction record does not verify"))?;
+        if t.kind != txn::KIND_ISSUE || t.meter != rec.meter || t.amount != req.postage {
+            return Err(internal(
+                "a batch piece's transaction record is not its own",
+            ));
+        }
+        tx.exec(
+            step,
+            "INSERT INTO txns (shard, sequence, meter_id, kind, record) VALUES (?1, ?2, ?3, ?4, ?5)",
+            args![
+                t.shard,
+                to_sql_int(t.sequence, step)?,
+                &meter,
+                t.kind,
+                &piece.transaction
+            ],
+        )?;
+        let id = hex::encode(req.transaction.0);
+        let destination = String::from_utf8_lossy(req.destination.as_bytes());
+        tx.exec(
+            step,
+            "INSERT INTO indicia (mailer_id, client_txn_id, request_digest, postage, indicium, balance, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            args![
+                &mailer,
+                &id,
+                order_digest(&id, req.postage.0, req.rate.0, &destination),
+                to_sql_int(req.postage.0, step)?,
+                &piece.indicium,
+                to_sql_int(t.dr.0, step)?,
+                now_secs()
+            ],
+        )?;
+        pieces.push((piece.indicium.clone(), t.dr.0));
+    }
+    tx.exec(
+        step,
+        "DELETE FROM intents WHERE shard = ?1",
+        args![intent.shard],
+    )?;
+    tx.commit(step)?;
+    Ok(Committed {
+        record: rec,
+        indicium: Vec::new(),
+        pieces,
     })
 }
 
@@ -442,13 +566,12 @@ pub(crate) async fn issue(
     if order.postage == 0 || order.postage > i64::MAX as u64 {
         return Err(ApiError::amount_invalid(step, "postage: a positive amount"));
     }
-    let digest = hex::encode(Sha256::digest(format!(
-        "{}|{}|{}|{}",
-        order.client_txn_id.to_ascii_lowercase(),
+    let digest = order_digest(
+        &order.client_txn_id,
         order.postage,
-        order.rate,
-        order.destination
-    )));
+        order.rate.into(),
+        &order.destination,
+    );
     let mailer = mailer_bytes(&who.id, step)?;
     let today = codec::today_utc();
     let dc2 = dc.clone();
@@ -516,6 +639,161 @@ pub(crate) async fn issue(
         })
         .await?;
     tracing::info!(client_txn_id = %out.client_txn_id, postage = out.postage, reprint = out.reprint, "indicium");
+    Ok(Json(out))
+}
+
+/// One order of a batch, checked.
+struct Order {
+    id: String,
+    txn: [u8; 8],
+    postage: u64,
+    rate: u8,
+    destination: PostalCode,
+    digest: String,
+}
+
+/// `POST /v1/indicia/batch`: up to [`MAX_BATCH`] orders in one box command (ISSUE BATCH),
+/// one intent, one database commit. Orders already issued under their ID with the same
+/// request are answered from the database (reprints, free); one issued under its ID for
+/// another request refuses the whole batch before anything is sent to the box.
+pub(crate) async fn issue_batch(
+    State(dc): State<Datacenter>,
+    Extension(who): Extension<Customer>,
+    body: Bytes,
+) -> Result<Json<IndiciumBatchIssued>, ApiError> {
+    let step = STEP_BATCH;
+    let batch: IndiciumBatch = codec::json(&body, step)?;
+    if batch.orders.is_empty() || batch.orders.len() > MAX_BATCH {
+        return Err(ApiError::bad_request(
+            step,
+            format!("orders: 1 to {MAX_BATCH}"),
+        ));
+    }
+    let mut orders: Vec<Order> = Vec::with_capacity(batch.orders.len());
+    for o in &batch.orders {
+        let txn = codec::hex_array::<8>("client_txn_id", &o.client_txn_id, step)?;
+        let destination = PostalCode::new(o.destination.as_bytes()).ok_or_else(|| {
+            ApiError::bad_request(step, "destination: 1 to 9 ASCII digits or capitals")
+        })?;
+        if o.postage == 0 || o.postage > i64::MAX as u64 {
+            return Err(ApiError::amount_invalid(step, "postage: a positive amount"));
+        }
+        let id = o.client_txn_id.to_ascii_lowercase();
+        if orders.iter().any(|p| p.id == id) {
+            return Err(ApiError::bad_request(
+                step,
+                format!("client_txn_id {id} is twice in the batch"),
+            ));
+        }
+        orders.push(Order {
+            digest: order_digest(&id, o.postage, o.rate.into(), &o.destination),
+            id,
+            txn,
+            postage: o.postage,
+            rate: o.rate,
+            destination,
+        });
+    }
+    let mailer = mailer_bytes(&who.id, step)?;
+    let today = codec::today_utc();
+    let dc2 = dc.clone();
+    let out = dc
+        .db
+        .run(step, move |c| {
+            let (_, slot, _) = meter_row(c, &who.id, step)?;
+            let (shard, idx) = locate(slot, dc2.info.depth);
+            finish_intents(&dc2, c, Some(shard))?;
+            // Every order's ID looked up before anything is sent: a conflict refuses all.
+            let mut answers: Vec<Option<IndiciumIssued>> = Vec::with_capacity(orders.len());
+            for o in &orders {
+                let stored = c
+                    .opt(
+                        step,
+                        "SELECT request_digest, postage, indicium, balance FROM indicia
+                         WHERE mailer_id = ?1 AND client_txn_id = ?2",
+                        args![&who.id, &o.id],
+                    )?
+                    .map(|r| Ok::<_, ApiError>((r.text(0)?, r.int(1)?, r.blob(2)?, r.int(3)?)))
+                    .transpose()?;
+                answers.push(match stored {
+                    Some((d, _, _, _)) if d != o.digest => {
+                        return Err(ApiError::coded(
+                            StatusCode::CONFLICT,
+                            code::BOX_REFUSED,
+                            step,
+                            format!(
+                            "another indicium was issued under client_txn_id {}: nothing issued",
+                            o.id
+                        ),
+                        ))
+                    }
+                    Some((_, postage, indicium, balance)) => Some(IndiciumIssued {
+                        client_txn_id: o.id.clone(),
+                        indicium: hex::encode(indicium),
+                        postage: from_sql_int(postage, step)?,
+                        balance: from_sql_int(balance, step)?,
+                        reprint: true,
+                    }),
+                    None => None,
+                });
+            }
+            let new: Vec<&Order> = orders
+                .iter()
+                .zip(&answers)
+                .filter(|(_, a)| a.is_none())
+                .map(|(o, _)| o)
+                .collect();
+            if !new.is_empty() {
+                let (_, _, record) = meter_row(c, &who.id, step)?;
+                let rec = MeterRecord::decode(&record).map_err(|_| unparsable(step))?;
+                let proof = store::proof(c, shard, idx, dc2.info.depth, &dc2.empty, step)?;
+                let requests: Vec<IndiciumRequest> = new
+                    .iter()
+                    .map(|o| IndiciumRequest {
+                        transaction: TransactionId(o.txn),
+                        postage: Amount(o.postage),
+                        date: today,
+                        rate: RateCategory(o.rate.into()),
+                        origin: rec.origin,
+                        destination: o.destination,
+                    })
+                    .collect();
+                let intent = Intent {
+                    shard,
+                    ins: ins::ISSUE_BATCH,
+                    data: batch_data(slot, &mailer, &record, &proof, &requests),
+                    mailer: Some(who.id.clone()),
+                    client_txn: None,
+                    digest: None,
+                    postage: None,
+                };
+                let done = run_box(&dc2, c, intent, step)?;
+                if done.pieces.len() != new.len() {
+                    return Err(ApiError::internal(step, "the batch's pieces went missing"));
+                }
+                let mut pieces = done.pieces.into_iter();
+                for (o, a) in orders.iter().zip(answers.iter_mut()) {
+                    if a.is_none() {
+                        let (indicium, balance) = pieces
+                            .next()
+                            .ok_or_else(|| ApiError::internal(step, "a piece went missing"))?;
+                        *a = Some(IndiciumIssued {
+                            client_txn_id: o.id.clone(),
+                            indicium: hex::encode(indicium),
+                            postage: o.postage,
+                            balance,
+                            reprint: false,
+                        });
+                    }
+                }
+            }
+            Ok(IndiciumBatchIssued {
+                indicia: answers.into_iter().flatten().collect(),
+            })
+        })
+        .await?;
+    let fresh = out.indicia.iter().filter(|i| !i.reprint).count();
+    tracing::info!(orders = out.indicia.len(), issued = fresh, "indicia batch");
     Ok(Json(out))
 }
 

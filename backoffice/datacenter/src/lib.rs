@@ -379,6 +379,12 @@ impl Datacenter {
             )
             .route(Method::GET, "/v1/meter", get(indicia::meter), MAILER)
             .route(Method::POST, "/v1/indicia", post(indicia::issue), MAILER)
+            .route(
+                Method::POST,
+                "/v1/indicia/batch",
+                post(indicia::issue_batch),
+                MAILER,
+            )
             .route(Method::GET, "/v1/history", get(indicia::history), MAILER)
             .route(Method::POST, "/v1/refills", post(refill::refill), MAILER)
             .route(Method::GET, "/v1/deposit", get(refill::deposit), MAILER)

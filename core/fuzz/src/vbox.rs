@@ -15,6 +15,7 @@
 //! input = { op:u8 ... }*
 //!   op % 4 = 0: raw APDU          len:u16 apdu
 //!   op % 4 = 1: ISSUE INDICIUM    meter:u8 x:u8 postage:u16 edit:u16 xor:u8
+//!               (bit 3 of op: ISSUE BATCH of (op >> 4) % 4 + 1 pieces, IDs x, x+1, ...)
 //!   op % 4 = 2: REFILL            meter:u8 x:u8 amount:u16 edit:u16 xor:u8
 //!   (x: bit 7 presents the record for another mailer; bits 0-3 the transaction ID;
 //!    xor ≠ 0 flips those bits of the command's byte at edit mod its length)
@@ -32,6 +33,7 @@ use openpsd_core::psd::refill::RefillCombination;
 use openpsd_core::records::vbox as rec;
 use openpsd_core::store::{MemStore, Store};
 use openpsd_core::types::*;
+use openpsd_core::vbox::batch::{batch_data, BatchReply};
 use openpsd_core::vbox::issue::{issue_data, IssueReply};
 use openpsd_core::vbox::merkle::ShardTree;
 use openpsd_core::vbox::meter::{create_meter_data, MeterGrant};
@@ -254,8 +256,21 @@ pub fn run_vbox_bytes(data: &[u8]) -> Stats {
                         origin: PostalCode::new(b"10115").expect("code"),
                         destination: PostalCode::new(b"80331").expect("code"),
                     };
-                    let d = issue_data(slot, &mailer, &dc.records[&slot], &dc.proof(slot), &req);
-                    apdu(ins::ISSUE_INDICIUM, 0, 0, &d)
+                    if op & 8 != 0 {
+                        let reqs: Vec<IndiciumRequest> = (0..(op >> 4) % 4 + 1)
+                            .map(|k| IndiciumRequest {
+                                transaction: TransactionId([(x & 0x0F) + k; 8]),
+                                ..req
+                            })
+                            .collect();
+                        let d =
+                            batch_data(slot, &mailer, &dc.records[&slot], &dc.proof(slot), &reqs);
+                        apdu(ins::ISSUE_BATCH, 0, 0, &d)
+                    } else {
+                        let d =
+                            issue_data(slot, &mailer, &dc.records[&slot], &dc.proof(slot), &req);
+                        apdu(ins::ISSUE_INDICIUM, 0, 0, &d)
+                    }
                 } else {
                     refill_cmd(&mut dc, slot, &mailer, u64::from(amount))
                 };
@@ -344,6 +359,9 @@ pub fn run_vbox_bytes(data: &[u8]) -> Stats {
 /// The database commits a box answer: record, tree, and the transaction record, whose
 /// signature, registers and chain of roots are checked.
 fn commit(dc: &mut Dc, ins_byte: u8, body: &[u8]) {
+    if ins_byte == ins::ISSUE_BATCH {
+        return commit_batch(dc, body);
+    }
     let reply = IssueReply::decode(body).expect("the answer decodes");
     let r = MeterRecord::decode(&reply.record).expect("record decodes");
     let t = TransactionRecord::verify(&reply.transaction, &dc.txn_key)
@@ -372,6 +390,43 @@ fn commit(dc: &mut Dc, ins_byte: u8, body: &[u8]) {
     let (s, _) = Dc::locate(r.slot);
     // The ledger's chain: each record starts from the root the shard's last one left.
     assert_eq!(t.root_before, dc.trees[s].root(), "chain of roots");
+    dc.store(r.slot, &reply.record);
+    assert_eq!(
+        reply.root,
+        dc.trees[s].root(),
+        "the box's root is the database's"
+    );
+}
+
+/// A batch's answer: each piece's transaction record chained from the database's root, its
+/// indicium verifying under the meter's key and showing that record's registers; the last
+/// record's registers are the new record's.
+fn commit_batch(dc: &mut Dc, body: &[u8]) {
+    let reply = BatchReply::decode(body).expect("the batch answer decodes");
+    let r = MeterRecord::decode(&reply.record).expect("record decodes");
+    let (s, _) = Dc::locate(r.slot);
+    let mut root = dc.trees[s].root();
+    assert!(!reply.pieces.is_empty());
+    let mut last = None;
+    for p in &reply.pieces {
+        let t = TransactionRecord::verify(&p.transaction, &dc.txn_key)
+            .expect("the transaction record verifies");
+        let data = indicium::verify(&p.indicium, &r.public_key).expect("indicium verifies");
+        assert_eq!((data.ar, data.dr, data.pieces), (t.ar, t.dr, t.pieces));
+        assert_eq!(t.root_before, root, "chain of roots");
+        assert_eq!(
+            openpsd_core::crypto::sha256(&p.indicium[..p.indicium.len() - 64]),
+            t.digest
+        );
+        root = t.root_after;
+        last = Some(t);
+    }
+    let t = last.expect("a piece");
+    assert_eq!(
+        (t.meter, t.slot, t.ar, t.dr, t.pieces),
+        (r.meter, r.slot, r.ar, r.dr, r.pieces)
+    );
+    assert_eq!(root, reply.root);
     dc.store(r.slot, &reply.record);
     assert_eq!(
         reply.root,

@@ -154,6 +154,22 @@ fn vbox_inputs_keep_the_box_invariants() {
             resumed: 2
         }
     );
+    // ISSUE BATCH: 4 pieces; 2 pieces whose answer is lost, then RESUME; 4 pieces on the
+    // unfunded meter (refused whole); 2 pieces, the first under the record's last ID (refused).
+    let mut input = vec![];
+    input.extend_from_slice(&[0x39, 0, 1, 0x00, 0x64, 0, 0, 0]);
+    input.extend_from_slice(&[0x1D, 0, 8, 0x00, 0x64, 0, 0, 0]);
+    input.push(3);
+    input.extend_from_slice(&[0x39, 2, 0, 0x00, 0x01, 0, 0, 0]);
+    input.extend_from_slice(&[0x19, 0, 9, 0x00, 0x01, 0, 0, 0]);
+    assert_eq!(
+        run_vbox_bytes(&input),
+        openpsd_core_fuzz::vbox::Stats {
+            done: 2,
+            refused: 2,
+            resumed: 1
+        }
+    );
     for seed in 0u8..24 {
         let bytes: Vec<u8> = (0..120u32)
             .map(|i| {

@@ -21,11 +21,13 @@ pub enum VboxCommand<'a> {
     CreateMeter(&'a [u8]),
     /// ISSUE INDICIUM (`80 40 00 00`): slot ‖ mailer ‖ record ‖ proof ‖ indicium request.
     IssueIndicium(&'a [u8]),
+    /// ISSUE BATCH (`80 42 00 00`): slot ‖ mailer ‖ record ‖ proof ‖ count ‖ requests.
+    IssueBatch(&'a [u8]),
     /// REFILL (`80 52 00 00`): slot ‖ mailer ‖ record ‖ proof ‖ refill message.
     Refill(&'a [u8]),
     /// RESUME (`80 46 ins 00`): the data of the shard's last command, whose INS is P1.
     Resume {
-        /// INS of the command resumed (CREATE METER, ISSUE INDICIUM or REFILL).
+        /// INS of the command resumed (CREATE METER, ISSUE INDICIUM, ISSUE BATCH or REFILL).
         ins: u8,
         /// Its data, byte for byte.
         data: &'a [u8],
@@ -55,12 +57,15 @@ impl<'a> VboxCommand<'a> {
             },
             ins::CREATE_METER => |c| no_params(c).map(|_| CreateMeter(c.data)),
             ins::ISSUE_INDICIUM => |c| no_params(c).map(|_| IssueIndicium(c.data)),
+            ins::ISSUE_BATCH => |c| no_params(c).map(|_| IssueBatch(c.data)),
             ins::REFILL => |c| no_params(c).map(|_| Refill(c.data)),
             ins::RESUME => |c| match (c.p1, c.p2) {
-                (ins::CREATE_METER | ins::ISSUE_INDICIUM | ins::REFILL, 0) => Ok(Resume {
-                    ins: c.p1,
-                    data: c.data,
-                }),
+                (ins::CREATE_METER | ins::ISSUE_INDICIUM | ins::ISSUE_BATCH | ins::REFILL, 0) => {
+                    Ok(Resume {
+                        ins: c.p1,
+                        data: c.data,
+                    })
+                }
                 _ => Err(Status::IncorrectP1P2),
             },
             ins::GET_DATA => |c| {

@@ -175,7 +175,7 @@ impl VboxApplet {
 
 /// The indicium a record and a request give (after the debit: `rec` holds the registers
 /// the indicium shows).
-fn indicium_data(rec: &MeterRecord, req: &IndiciumRequest) -> IndiciumData {
+pub(super) fn indicium_data(rec: &MeterRecord, req: &IndiciumRequest) -> IndiciumData {
     IndiciumData {
         key_id: crate::crypto::key_id(&rec.public_key),
         device: rec.meter,
@@ -191,8 +191,23 @@ fn indicium_data(rec: &MeterRecord, req: &IndiciumRequest) -> IndiciumData {
     }
 }
 
+/// The request's date against the platform's clock (not consulted by RESUME, whose re-run
+/// must not depend on the day it runs).
+pub(super) fn check_date(ctx: &Ctx<'_>, req: &IndiciumRequest) -> Result<(), Status> {
+    if let Some(today) = ctx.platform.today() {
+        let (day, today) = (req.date.day_number(), today.day_number());
+        if day > today.saturating_add(MAX_DAYS_AHEAD) {
+            return Err(Status::DateTooFarAhead);
+        }
+        if day < today.saturating_sub(MAX_DAYS_BEHIND) {
+            return Err(Status::DateBeforeLastUsed);
+        }
+    }
+    Ok(())
+}
+
 /// 240: the accounting, a pure function of the record and the request (RESUME re-runs it).
-fn debit(rec: &MeterRecord, req: &IndiciumRequest) -> Result<MeterRecord, Status> {
+pub(super) fn debit(rec: &MeterRecord, req: &IndiciumRequest) -> Result<MeterRecord, Status> {
     if req.postage == Amount::ZERO {
         return Err(Status::WrongData);
     }
@@ -291,15 +306,7 @@ impl VboxApplet {
         }
 
         if !resume {
-            if let Some(today) = ctx.platform.today() {
-                let (day, today) = (req.date.day_number(), today.day_number());
-                if day > today.saturating_add(MAX_DAYS_AHEAD) {
-                    return Err(Status::DateTooFarAhead);
-                }
-                if day < today.saturating_sub(MAX_DAYS_BEHIND) {
-                    return Err(Status::DateBeforeLastUsed);
-                }
-            }
+            check_date(ctx, &req)?;
         }
         let next = debit(&rec, &req)?;
         let payload = indicium_data(&next, &req).encode();

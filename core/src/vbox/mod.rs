@@ -11,9 +11,10 @@
 //! Layout as the PSD's: [`command`] parses each APDU once; [`VboxApplet::call`] checks the
 //! life-cycle and dispatches to the handler in the file of its family ([`meter`]: CREATE
 //! METER and its grant; [`issue`]: ISSUE INDICIUM, the record checks every record command
-//! shares, and RESUME; [`refill`]: REFILL); [`state`] holds the
+//! shares, and RESUME; [`batch`]: ISSUE BATCH; [`refill`]: REFILL); [`state`] holds the
 //! persistent records, [`record`] the meter record, [`merkle`] the forest, [`keys`] the keys.
 
+pub mod batch;
 pub mod command;
 pub mod issue;
 pub mod keys;
@@ -56,6 +57,8 @@ pub mod ins {
     pub const READ_SHARD: u8 = 0x34;
     /// ISSUE INDICIUM.
     pub const ISSUE_INDICIUM: u8 = 0x40;
+    /// ISSUE BATCH.
+    pub const ISSUE_BATCH: u8 = 0x42;
     /// REFILL.
     pub const REFILL: u8 = 0x52;
     /// RESUME.
@@ -151,13 +154,15 @@ impl VboxApplet {
     }
 
     /// Commits a shard's new root: the old root becomes the previous one, and the request's
-    /// hash is kept for RESUME.
+    /// hash is kept for RESUME. The sequence moves on by `records`, the transaction records
+    /// the command signs (one, or a batch's pieces).
     fn commit_root(
         ctx: &mut Ctx<'_>,
         shard: u16,
         before: &ShardState,
         new_root: Hash,
         request: Hash,
+        records: u64,
     ) -> Result<(), Status> {
         let next = ShardState {
             root: new_root,
@@ -165,7 +170,7 @@ impl VboxApplet {
             last_request: request,
             sequence: before
                 .sequence
-                .checked_add(1)
+                .checked_add(records)
                 .ok_or(Status::CounterOverflow)?,
         };
         let mut txn = Transaction::begin(ctx.store);
@@ -220,10 +225,12 @@ impl Applet for VboxApplet {
             }
             VboxCommand::CreateMeter(data) => self.create_meter(ctx, data, false, reply),
             VboxCommand::IssueIndicium(data) => self.issue_indicium(ctx, data, false, reply),
+            VboxCommand::IssueBatch(data) => self.issue_batch(ctx, data, false, reply),
             VboxCommand::Refill(data) => self.refill(ctx, data, false, reply),
             VboxCommand::Resume { ins, data } => match ins {
                 ins::CREATE_METER => self.create_meter(ctx, data, true, reply),
                 ins::REFILL => self.refill(ctx, data, true, reply),
+                ins::ISSUE_BATCH => self.issue_batch(ctx, data, true, reply),
                 _ => self.issue_indicium(ctx, data, true, reply),
             },
         }
@@ -336,7 +343,7 @@ impl VboxApplet {
                 Err(Status::NothingToResume)
             }
         } else {
-            Self::commit_root(ctx, index, shard, new_root, request)
+            Self::commit_root(ctx, index, shard, new_root, request, 1)
         }
     }
 }

@@ -34,10 +34,16 @@ pub(crate) enum Db {
     Pg(Arc<PgSlot>),
 }
 
+/// What a reconnect must find true before the connection serves again (the data center's
+/// roots against the box's, [`Db::check_after_reconnect`]).
+pub(crate) type ReconnectCheck = dyn Fn(&mut Conn<'_>) -> Result<(), ApiError> + Send + Sync;
+
 /// The PostgreSQL connection string and the connection, if one is open.
 pub(crate) struct PgSlot {
     url: String,
+    schema: &'static str,
     client: Mutex<Option<postgres::Client>>,
+    check: std::sync::OnceLock<Box<ReconnectCheck>>,
 }
 
 impl Drop for PgSlot {
@@ -57,10 +63,33 @@ impl Drop for PgSlot {
     }
 }
 
+/// The connection settings of `url`, with bounds where it names none: a primary whose host
+/// vanished (no reset ever arrives) is given up within seconds, not after the kernel's
+/// two-hour keepalive, so requests answer 503 instead of queueing behind a dead statement.
+fn config(url: &str) -> anyhow::Result<postgres::Config> {
+    use std::time::Duration;
+    let mut c: postgres::Config = url
+        .parse()
+        .map_err(|e| anyhow::anyhow!("PostgreSQL ({}): {e}", redact(url)))?;
+    if c.get_connect_timeout().is_none() {
+        c.connect_timeout(Duration::from_secs(5));
+    }
+    if c.get_keepalives_idle() == Duration::from_secs(2 * 60 * 60) {
+        c.keepalives_idle(Duration::from_secs(10));
+        c.keepalives_interval(Duration::from_secs(5));
+        c.keepalives_retries(3);
+    }
+    Ok(c)
+}
+
 /// Connects, takes the instance lock, and applies the schema. Blocking.
 fn connect(url: &str, schema: &str) -> anyhow::Result<postgres::Client> {
-    let mut c = postgres::Client::connect(url, postgres::NoTls)
+    let mut c = config(url)?
+        .connect(postgres::NoTls)
         .map_err(|e| anyhow::anyhow!("PostgreSQL ({}): {e}", redact(url)))?;
+    // Every commit waits for the synchronous standby (if the server names one): a session
+    // setting cannot weaken what the operator configured.
+    c.batch_execute("SET synchronous_commit = on")?;
     let locked: bool = c
         .query_one("SELECT pg_try_advisory_lock($1)", &[&INSTANCE_LOCK])?
         .get(0);
@@ -99,8 +128,19 @@ impl Db {
         let client = tokio::task::spawn_blocking(move || connect(&u, schema)).await??;
         Ok(Db::Pg(Arc::new(PgSlot {
             url: url.to_owned(),
+            schema,
             client: Mutex::new(Some(client)),
+            check: std::sync::OnceLock::new(),
         })))
+    }
+
+    /// Sets what a reconnect must check before it serves (PostgreSQL; SQLite never
+    /// reconnects): the data center compares the roots with the box's, so a promoted standby
+    /// that misses commits is refused at once, as at start, not found later by the box.
+    pub(crate) fn check_after_reconnect(&self, check: Box<ReconnectCheck>) {
+        if let Db::Pg(slot) = self {
+            let _ = slot.check.set(check);
+        }
     }
 
     /// Which server, for logs.
@@ -126,9 +166,13 @@ impl Db {
                     let mut guard = slot.client.lock().unwrap_or_else(PoisonError::into_inner);
                     if guard.as_ref().is_none_or(postgres::Client::is_closed) {
                         *guard = None;
-                        let c = connect(&slot.url, crate::store::SCHEMA).map_err(|e| {
+                        let mut c = connect(&slot.url, slot.schema).map_err(|e| {
                             ApiError::unavailable(step, format!("the database: {e}"))
                         })?;
+                        if let Some(check) = slot.check.get() {
+                            // Not kept unless the check passes: every call tries again.
+                            check(&mut Conn::Pg(&mut c))?;
+                        }
                         tracing::info!("connected to the PostgreSQL primary again");
                         *guard = Some(c);
                     }
@@ -136,13 +180,13 @@ impl Db {
                         .as_mut()
                         .ok_or_else(|| ApiError::internal(step, "no PostgreSQL connection"))?;
                     let out = f(&mut Conn::Pg(client));
-                    // A connection that broke mid-call (the call answered 503) is dropped
-                    // here, whether or not the client noticed yet: the next call connects
-                    // afresh, to whichever server accepts writes then.
-                    let unavailable = out
+                    // A connection that broke mid-call is dropped here, whether or not the
+                    // client noticed yet: the next call connects afresh, to whichever server
+                    // accepts writes then. Other errors keep it (and its instance lock).
+                    let lost = out
                         .as_ref()
-                        .is_err_and(|e| e.status == axum::http::StatusCode::SERVICE_UNAVAILABLE);
-                    if unavailable || guard.as_ref().is_some_and(postgres::Client::is_closed) {
+                        .is_err_and(|e| e.code == crate::sql::UNREACHABLE);
+                    if lost || guard.as_ref().is_some_and(postgres::Client::is_closed) {
                         *guard = None;
                     }
                     out
@@ -209,10 +253,13 @@ impl Database {
                     path,
                     rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
                 )?;
+                // One snapshot for the whole walk (WAL: the service goes on committing).
+                c.execute_batch("BEGIN")?;
                 f(&mut Conn::Lite(&mut c))
             }
             Database::Postgres(url) => {
-                let mut c = postgres::Client::connect(url, postgres::NoTls)
+                let mut c = config(url)?
+                    .connect(postgres::NoTls)
                     .map_err(|e| anyhow::anyhow!("PostgreSQL ({}): {e}", redact(url)))?;
                 // One snapshot for the whole walk, and no write possible.
                 c.batch_execute("BEGIN TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")?;

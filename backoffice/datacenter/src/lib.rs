@@ -167,6 +167,48 @@ pub struct Datacenter {
     config: Arc<Config>,
 }
 
+/// The check a PostgreSQL reconnect runs before it serves (`db::Db::check_after_reconnect`):
+/// every shard's root in the database is the box's, except on a shard with an intent, which
+/// RESUME finishes before the shard's next command. A promoted standby that misses commits
+/// (an asynchronous one, the wrong member of a quorum) is refused here with the start's
+/// alarm: 503 to every request until the latest database is back, never a refill bound to
+/// stale counters.
+fn roots_check(
+    boxh: BoxHandle,
+    info: Arc<BoxInfo>,
+    empty: Arc<EmptyHashes>,
+) -> Box<db::ReconnectCheck> {
+    Box::new(move |c| {
+        let step = "datacenter_reconnect";
+        let pending: Vec<u16> = c
+            .rows(step, "SELECT shard FROM intents", args![])?
+            .iter()
+            .map(|r| r.num(0))
+            .collect::<Result<_, _>>()?;
+        for s in (0..info.shards).filter(|s| !pending.contains(s)) {
+            let ours = store::root(c, s, info.depth, &empty, step)?;
+            let theirs = boxh
+                .shard_root(s)
+                .map_err(|r| ApiError::unavailable(step, format!("READ SHARD: {}", r.meaning())))?;
+            if ours != theirs {
+                tracing::error!(
+                    shard = s,
+                    "ALARM: the database reconnected to is older than the box"
+                );
+                return Err(ApiError::unavailable(
+                    step,
+                    format!(
+                        "the database now answering holds shard {s} older than the box (a \
+                         standby that missed commits was promoted?): refusing to serve from \
+                         it; restore the latest database"
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    })
+}
+
 fn public_key(hex_text: &str, what: &str) -> anyhow::Result<[u8; PUBLIC_KEY_LEN]> {
     let b = hex::decode(hex_text)?;
     b.try_into()
@@ -257,6 +299,11 @@ impl Datacenter {
         };
         dc.bind_box().await?;
         dc.recover_and_check().await?;
+        dc.db.check_after_reconnect(roots_check(
+            dc.boxh.clone(),
+            Arc::clone(&dc.info),
+            Arc::clone(&dc.empty),
+        ));
         // Refills a crash left between their steps: finished now if the recharging center
         // and the KMS answer, else at the mailer's next request.
         if let Err(e) = refill::finish_refills(&dc, None).await {

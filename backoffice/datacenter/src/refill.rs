@@ -134,7 +134,7 @@ async fn drive(dc: &Datacenter, mut r: Row) -> Result<Row, ApiError> {
     };
     if r.state == "requested" {
         let hold = HoldRequest {
-            request_id: format!("vm:{}:{}", &r.mailer[..16], r.txn),
+            request_id: format!("vm:{}:{}", r.mailer.get(..16).unwrap_or(&r.mailer), r.txn),
             account_id: account_id(&r.mailer),
             device_id: meter.clone(),
             license: dc.config.license,

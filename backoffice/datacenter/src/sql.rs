@@ -261,11 +261,27 @@ fn pg_sql(sql: &str) -> String {
     sql.replace('?', "$")
 }
 
-/// A PostgreSQL error: a lost connection (a failover, a restart) is the caller's to retry
-/// (503: the next request reconnects); anything else is ours (500).
+/// The error code of a lost database connection: [`crate::db::Db::run`] drops the
+/// connection on it and the next call connects again.
+pub const UNREACHABLE: &str = "database_unreachable";
+
+/// A PostgreSQL error: a lost connection (a failover, a restart: the connection closed, an
+/// I/O error, SQLSTATE class 08 or an administrator's shutdown 57P0x) is the caller's to
+/// retry (503: the next request reconnects); anything else — a statement or a parameter the
+/// data center got wrong, a constraint — is ours (500), so a bug never answers "retry"
+/// for ever.
 fn pg_err(step: &str, e: postgres::Error) -> ApiError {
-    if e.is_closed() || e.code().is_none() {
-        ApiError::unavailable(step, format!("the database is unreachable ({e}); retry"))
+    let io = std::error::Error::source(&e).is_some_and(|s| s.is::<std::io::Error>());
+    let state = e.code().map(postgres::error::SqlState::code);
+    let lost =
+        e.is_closed() || io || state.is_some_and(|c| c.starts_with("08") || c.starts_with("57P0"));
+    if lost {
+        ApiError::coded(
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            UNREACHABLE,
+            step,
+            format!("the database is unreachable ({e}); retry"),
+        )
     } else {
         ApiError::internal(step, format!("storage: {e}"))
     }

@@ -31,8 +31,15 @@ pub struct DatacenterCmd {
     #[arg(long, value_name = "DIR", env = "OPENPSD_PKI", global = true)]
     pki: Option<PathBuf>,
     /// The data center's PostgreSQL database (as its `serve --database-url`), instead of
-    /// DATA/datacenter.sqlite. Read only.
-    #[arg(long, value_name = "URL", global = true, hide_env_values = true)]
+    /// DATA/datacenter.sqlite. Read only. An environment variable keeps a password off the
+    /// command line.
+    #[arg(
+        long,
+        value_name = "URL",
+        global = true,
+        env = "OPENPSD_DATACENTER_DATABASE_URL",
+        hide_env_values = true
+    )]
     database_url: Option<String>,
 }
 

@@ -332,13 +332,12 @@ struct Serve {
     /// of DATA/post.sqlite. Tables and month partitions are made on start. With --role
     /// datacenter: the data center's database instead of DATA/datacenter.sqlite; name the
     /// primary and its standby (`host=/a,/b … target_session_attrs=read-write`) to follow
-    /// a failover.
-    #[arg(
-        long,
-        value_name = "URL",
-        env = "OPENPSD_POST_DATABASE_URL",
-        hide_env_values = true
-    )]
+    /// a failover. Without the flag: the environment variable OPENPSD_POST_DATABASE_URL
+    /// (post, all) or OPENPSD_DATACENTER_DATABASE_URL (datacenter).
+    // One variable per role, read in `role_database_url`: with one shared variable, an
+    // environment set for the post office would put a new data center's tables into the
+    // post office's database.
+    #[arg(long, value_name = "URL")]
     database_url: Option<String>,
     /// With --role post: the meter server's base URL.
     #[arg(long, value_name = "URL", default_value = "https://127.0.0.1:8700")]
@@ -520,6 +519,17 @@ fn init(i: &Init) -> Result<()> {
     Ok(())
 }
 
+/// The post office's database URL when `--database-url` is not given.
+const POST_DATABASE_ENV: &str = "OPENPSD_POST_DATABASE_URL";
+/// The data center's (also read by `backoffice datacenter audit|register-box`).
+const DATACENTER_DATABASE_ENV: &str = "OPENPSD_DATACENTER_DATABASE_URL";
+
+/// `--database-url`, or the role's own environment variable (an empty one counts as unset).
+fn role_database_url(flag: &Option<String>, env: &str) -> Option<String> {
+    flag.clone()
+        .or_else(|| std::env::var(env).ok().filter(|v| !v.is_empty()))
+}
+
 async fn serve(s: Serve) -> Result<()> {
     let default_port = match s.role {
         Role::Meter | Role::All => 8700,
@@ -600,7 +610,7 @@ async fn serve(s: Serve) -> Result<()> {
             "post",
             server::start_post_with(
                 &s.data,
-                s.database_url.as_deref(),
+                role_database_url(&s.database_url, POST_DATABASE_ENV).as_deref(),
                 &listen,
                 [&s.kms, &s.meter, &s.pa],
                 s.datacenter.as_deref(),
@@ -645,7 +655,7 @@ async fn serve(s: Serve) -> Result<()> {
                 [vendor, &s.kms, &s.recharge],
                 pki.clone(),
             );
-            config.database_url = s.database_url.clone();
+            config.database_url = role_database_url(&s.database_url, DATACENTER_DATABASE_ENV);
             let (svc, info) = server::start_datacenter(&config, &listen, rate).await?;
             tracing::info!(
                 box_id = %openpsd_service_kit::codec::device_hex(&info.box_id),
@@ -678,7 +688,7 @@ async fn serve(s: Serve) -> Result<()> {
             );
             let post = server::start_post(
                 &s.data.join("post"),
-                s.database_url.as_deref(),
+                role_database_url(&s.database_url, POST_DATABASE_ENV).as_deref(),
                 &s.post_listen,
                 [&h.kms.url, &h.meter.url, &h.pa.url],
                 &pki,

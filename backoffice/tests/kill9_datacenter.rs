@@ -224,3 +224,58 @@ async fn a_crash_between_the_box_and_the_database_is_healed() {
     drop(dc);
     h.stop().await;
 }
+
+/// Each role reads its own database variable: an environment set for the post office
+/// (`OPENPSD_POST_DATABASE_URL`) leaves a data center on its SQLite file, and the data
+/// center's own variable is the one it follows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_data_center_reads_its_own_database_variable() {
+    let tmp = tempfile::tempdir().unwrap();
+    let h = spawn_all(tmp.path()).await.unwrap();
+    let pki = h.pki.dir().to_str().unwrap().to_owned();
+    let args: Vec<String> = [
+        "--pki",
+        &pki,
+        "--vendor",
+        &h.vendor.url,
+        "--kms",
+        &h.kms.url,
+        "--recharge",
+        &h.recharge.url,
+    ]
+    .iter()
+    .map(|s| (*s).to_owned())
+    .collect();
+    // The post office's variable names a server that does not exist: not followed.
+    let data = tmp.path().join("dc");
+    let dc = Proc::start_env(
+        "datacenter",
+        &data,
+        "127.0.0.1:0",
+        &args,
+        "",
+        &[("OPENPSD_POST_DATABASE_URL", "host=/nonexistent dbname=post")],
+    );
+    assert!(data.join("datacenter.sqlite").is_file(), "on SQLite");
+    drop(dc);
+
+    // Its own variable is followed: the same unreachable server refuses the start.
+    let out = Command::new(env!("CARGO_BIN_EXE_backoffice"))
+        .args(["serve", "--role", "datacenter", "--data"])
+        .arg(tmp.path().join("dc2"))
+        .args(["--listen", "127.0.0.1:0"])
+        .args(&args)
+        .env(
+            "OPENPSD_DATACENTER_DATABASE_URL",
+            "host=/nonexistent dbname=dc",
+        )
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "refused: {err}");
+    assert!(
+        err.contains("/nonexistent") || err.contains("database"),
+        "{err}"
+    );
+    assert!(!tmp.path().join("dc2").join("datacenter.sqlite").exists());
+}

@@ -30,11 +30,24 @@ impl Proc {
         args: &[String],
         pause: &str,
     ) -> Proc {
+        Proc::start_env(role, data, listen, args, pause, &[])
+    }
+
+    /// [`Proc::start`] with these environment variables set for the child.
+    pub fn start_env(
+        role: &'static str,
+        data: &Path,
+        listen: &str,
+        args: &[String],
+        pause: &str,
+        env: &[(&str, &str)],
+    ) -> Proc {
         let mut child = Command::new(env!("CARGO_BIN_EXE_backoffice"))
             .args(["serve", "--role", role, "--data"])
             .arg(data)
             .args(["--listen", listen])
             .args(args)
+            .envs(env.iter().copied())
             .env("BACKOFFICE_PAUSE_AT", pause)
             .env("RUST_LOG", "error")
             .stdout(Stdio::piped())

@@ -87,6 +87,7 @@ say "the post office suite on PostgreSQL"
 cargo test -p openpsd-post
 cargo test -p openpsd-backoffice --test post --test post_browser
 say "the data center suite on PostgreSQL"
+cargo test -p openpsd-datacenter --lib
 cargo test -p openpsd-backoffice --test datacenter
 
 # The data center's failover: a second cluster, a primary with a synchronous standby

@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use openpsd_service_kit::error::ApiError;
 
-use crate::sql::{pg_schema, Conn};
+use crate::sql::{pg_schema, Conn, PgConn};
 
 /// The advisory lock key a data center holds on its PostgreSQL database ("VM" 0001).
 const INSTANCE_LOCK: i64 = 0x564D_0001;
@@ -42,7 +42,7 @@ pub(crate) type ReconnectCheck = dyn Fn(&mut Conn<'_>) -> Result<(), ApiError> +
 pub(crate) struct PgSlot {
     url: String,
     schema: &'static str,
-    client: Mutex<Option<postgres::Client>>,
+    client: Mutex<Option<PgConn>>,
     check: std::sync::OnceLock<Box<ReconnectCheck>>,
 }
 
@@ -83,7 +83,7 @@ fn config(url: &str) -> anyhow::Result<postgres::Config> {
 }
 
 /// Connects, takes the instance lock, and applies the schema. Blocking.
-fn connect(url: &str, schema: &str) -> anyhow::Result<postgres::Client> {
+fn connect(url: &str, schema: &str) -> anyhow::Result<PgConn> {
     let mut c = config(url)?
         .connect(postgres::NoTls)
         .map_err(|e| anyhow::anyhow!("PostgreSQL ({}): {e}", redact(url)))?;
@@ -99,7 +99,7 @@ fn connect(url: &str, schema: &str) -> anyhow::Result<postgres::Client> {
          center; refusing to start a second one on the same data"
     );
     c.batch_execute(&pg_schema(schema))?;
-    Ok(c)
+    Ok(PgConn::new(c))
 }
 
 /// A connection string without its password, for messages.
@@ -164,7 +164,7 @@ impl Db {
                 let slot = Arc::clone(slot);
                 tokio::task::spawn_blocking(move || {
                     let mut guard = slot.client.lock().unwrap_or_else(PoisonError::into_inner);
-                    if guard.as_ref().is_none_or(postgres::Client::is_closed) {
+                    if guard.as_ref().is_none_or(PgConn::is_closed) {
                         *guard = None;
                         let mut c = connect(&slot.url, slot.schema).map_err(|e| {
                             ApiError::unavailable(step, format!("the database: {e}"))
@@ -186,7 +186,7 @@ impl Db {
                     let lost = out
                         .as_ref()
                         .is_err_and(|e| e.code == crate::sql::UNREACHABLE);
-                    if lost || guard.as_ref().is_some_and(postgres::Client::is_closed) {
+                    if lost || guard.as_ref().is_some_and(PgConn::is_closed) {
                         *guard = None;
                     }
                     out
@@ -230,9 +230,9 @@ impl Database {
                 f(&mut Conn::Lite(&mut c))
             }
             Database::Postgres(url) => {
-                let mut c = postgres::Client::connect(url, postgres::NoTls)
+                let c = postgres::Client::connect(url, postgres::NoTls)
                     .map_err(|e| anyhow::anyhow!("PostgreSQL ({}): {e}", redact(url)))?;
-                f(&mut Conn::Pg(&mut c))
+                f(&mut Conn::Pg(&mut PgConn::new(c)))
             }
         }
     }
@@ -263,7 +263,7 @@ impl Database {
                     .map_err(|e| anyhow::anyhow!("PostgreSQL ({}): {e}", redact(url)))?;
                 // One snapshot for the whole walk, and no write possible.
                 c.batch_execute("BEGIN TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")?;
-                f(&mut Conn::Pg(&mut c))
+                f(&mut Conn::Pg(&mut PgConn::new(c)))
             }
         }
     }

@@ -341,34 +341,108 @@ fn pg_row(r: &postgres::Row) -> Result<Row, ApiError> {
     Ok(Row(vals))
 }
 
-macro_rules! pg_impl {
-    ($t:ty) => {
-        impl Sql for $t {
-            fn exec(&mut self, step: &str, sql: &str, args: &[Val]) -> Result<u64, ApiError> {
-                let p = pg_params(args);
-                let refs: Vec<&(dyn postgres::types::ToSql + Sync)> =
-                    p.iter().map(|b| b.as_ref() as _).collect();
-                self.execute(pg_sql(sql).as_str(), &refs)
-                    .map_err(|e| pg_err(step, e))
-            }
-            fn rows(&mut self, step: &str, sql: &str, args: &[Val]) -> Result<Vec<Row>, ApiError> {
-                let p = pg_params(args);
-                let refs: Vec<&(dyn postgres::types::ToSql + Sync)> =
-                    p.iter().map(|b| b.as_ref() as _).collect();
-                self.query(pg_sql(sql).as_str(), &refs)
-                    .map_err(|e| pg_err(step, e))?
-                    .iter()
-                    .map(pg_row)
-                    .collect()
-            }
-            fn is_postgres(&self) -> bool {
-                true
-            }
-        }
-    };
+/// A PostgreSQL connection and the statements prepared on it.
+///
+/// Each statement text is prepared once per connection and kept: a piece runs some 40
+/// statements, and an unprepared one costs a second round trip (parse, then bind). The
+/// statements are the data center's own constant texts, so the cache stays small; it is
+/// emptied if it ever passes [`STATEMENTS_KEPT`], and it goes with the connection (a
+/// reconnect, a failover: prepared statements live in a server session).
+pub struct PgConn {
+    client: postgres::Client,
+    statements: Statements,
 }
-pg_impl!(postgres::Client);
-pg_impl!(postgres::Transaction<'_>);
+
+/// Prepared statements by their text (`?N` spelling).
+#[derive(Default)]
+pub struct Statements(std::collections::HashMap<String, postgres::Statement>);
+
+/// Bound on [`Statements`]: far above the data center's own statement count.
+pub const STATEMENTS_KEPT: usize = 1024;
+
+impl PgConn {
+    /// Wraps a new connection (no statement prepared yet).
+    pub fn new(client: postgres::Client) -> Self {
+        PgConn {
+            client,
+            statements: Statements::default(),
+        }
+    }
+    /// The connection, for what is not a data-center statement (session settings).
+    pub fn client(&mut self) -> &mut postgres::Client {
+        &mut self.client
+    }
+    /// Whether the server closed it.
+    pub fn is_closed(&self) -> bool {
+        self.client.is_closed()
+    }
+    /// How many statements are prepared.
+    pub fn prepared(&self) -> usize {
+        self.statements.0.len()
+    }
+}
+
+/// The prepared statement for `sql` on `c`, preparing it on first use.
+fn pg_statement<C: postgres::GenericClient>(
+    c: &mut C,
+    kept: &mut Statements,
+    step: &str,
+    sql: &str,
+) -> Result<postgres::Statement, ApiError> {
+    if let Some(s) = kept.0.get(sql) {
+        return Ok(s.clone());
+    }
+    let s = c.prepare(&pg_sql(sql)).map_err(|e| pg_err(step, e))?;
+    if kept.0.len() >= STATEMENTS_KEPT {
+        kept.0.clear();
+    }
+    kept.0.insert(sql.to_owned(), s.clone());
+    Ok(s)
+}
+
+fn pg_exec<C: postgres::GenericClient>(
+    c: &mut C,
+    kept: &mut Statements,
+    step: &str,
+    sql: &str,
+    args: &[Val],
+) -> Result<u64, ApiError> {
+    let st = pg_statement(c, kept, step, sql)?;
+    let p = pg_params(args);
+    let refs: Vec<&(dyn postgres::types::ToSql + Sync)> =
+        p.iter().map(|b| b.as_ref() as _).collect();
+    c.execute(&st, &refs).map_err(|e| pg_err(step, e))
+}
+
+fn pg_rows<C: postgres::GenericClient>(
+    c: &mut C,
+    kept: &mut Statements,
+    step: &str,
+    sql: &str,
+    args: &[Val],
+) -> Result<Vec<Row>, ApiError> {
+    let st = pg_statement(c, kept, step, sql)?;
+    let p = pg_params(args);
+    let refs: Vec<&(dyn postgres::types::ToSql + Sync)> =
+        p.iter().map(|b| b.as_ref() as _).collect();
+    c.query(&st, &refs)
+        .map_err(|e| pg_err(step, e))?
+        .iter()
+        .map(pg_row)
+        .collect()
+}
+
+impl Sql for PgConn {
+    fn exec(&mut self, step: &str, sql: &str, args: &[Val]) -> Result<u64, ApiError> {
+        pg_exec(&mut self.client, &mut self.statements, step, sql, args)
+    }
+    fn rows(&mut self, step: &str, sql: &str, args: &[Val]) -> Result<Vec<Row>, ApiError> {
+        pg_rows(&mut self.client, &mut self.statements, step, sql, args)
+    }
+    fn is_postgres(&self) -> bool {
+        true
+    }
+}
 
 // ---- One connection, either kind ----
 
@@ -377,15 +451,15 @@ pub enum Conn<'a> {
     /// SQLite.
     Lite(&'a mut rusqlite::Connection),
     /// PostgreSQL.
-    Pg(&'a mut postgres::Client),
+    Pg(&'a mut PgConn),
 }
 
 /// A transaction on a [`Conn`]: dropped without [`Tx::commit`], it rolls back.
 pub enum Tx<'a> {
     /// SQLite.
     Lite(rusqlite::Transaction<'a>),
-    /// PostgreSQL.
-    Pg(postgres::Transaction<'a>),
+    /// PostgreSQL: the transaction and its connection's prepared statements.
+    Pg(postgres::Transaction<'a>, &'a mut Statements),
 }
 
 impl Conn<'_> {
@@ -393,7 +467,13 @@ impl Conn<'_> {
     pub fn transaction(&mut self, step: &str) -> Result<Tx<'_>, ApiError> {
         Ok(match self {
             Conn::Lite(c) => Tx::Lite(c.transaction().map_err(|e| lite_err(step, e))?),
-            Conn::Pg(c) => Tx::Pg(c.transaction().map_err(|e| pg_err(step, e))?),
+            Conn::Pg(c) => {
+                let PgConn { client, statements } = &mut **c;
+                Tx::Pg(
+                    client.transaction().map_err(|e| pg_err(step, e))?,
+                    statements,
+                )
+            }
         })
     }
 }
@@ -403,7 +483,7 @@ impl Tx<'_> {
     pub fn commit(self, step: &str) -> Result<(), ApiError> {
         match self {
             Tx::Lite(t) => t.commit().map_err(|e| lite_err(step, e)),
-            Tx::Pg(t) => t.commit().map_err(|e| pg_err(step, e)),
+            Tx::Pg(t, _) => t.commit().map_err(|e| pg_err(step, e)),
         }
     }
 }
@@ -430,17 +510,17 @@ impl Sql for Tx<'_> {
     fn exec(&mut self, step: &str, sql: &str, args: &[Val]) -> Result<u64, ApiError> {
         match self {
             Tx::Lite(c) => c.exec(step, sql, args),
-            Tx::Pg(c) => c.exec(step, sql, args),
+            Tx::Pg(t, kept) => pg_exec(t, kept, step, sql, args),
         }
     }
     fn rows(&mut self, step: &str, sql: &str, args: &[Val]) -> Result<Vec<Row>, ApiError> {
         match self {
             Tx::Lite(c) => c.rows(step, sql, args),
-            Tx::Pg(c) => c.rows(step, sql, args),
+            Tx::Pg(t, kept) => pg_rows(t, kept, step, sql, args),
         }
     }
     fn is_postgres(&self) -> bool {
-        matches!(self, Tx::Pg(_))
+        matches!(self, Tx::Pg(..))
     }
 }
 
@@ -460,6 +540,52 @@ pub fn pg_schema(sqlite: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// On PostgreSQL (`scripts/postgres-test.sh` sets `OPENPSD_TEST_POSTGRES`): a statement
+    /// is prepared once per connection and serves inside and outside transactions, also
+    /// after a rollback (prepared statements are not transactional), and the cache is
+    /// bounded. Without a server it has nothing to run on and says so.
+    #[test]
+    fn statements_are_prepared_once_per_connection() {
+        let Ok(url) = std::env::var("OPENPSD_TEST_POSTGRES") else {
+            eprintln!("OPENPSD_TEST_POSTGRES unset: the PostgreSQL statement cache is not tested");
+            return;
+        };
+        let client = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+        let mut c = PgConn::new(client);
+        c.client()
+            .batch_execute("CREATE TEMP TABLE t (a BIGINT, b BYTEA)")
+            .unwrap();
+        let insert = "INSERT INTO t (a, b) VALUES (?1, ?2)";
+        c.exec("t", insert, &[1i64.into(), Val::Null]).unwrap();
+        c.exec("t", insert, &[2i64.into(), vec![7u8].into()])
+            .unwrap();
+        assert_eq!(c.prepared(), 1);
+        {
+            let mut conn = Conn::Pg(&mut c);
+            let mut tx = conn.transaction("t").unwrap();
+            tx.exec("t", insert, &[3i64.into(), Val::Null]).unwrap();
+            let n = tx.one("t", "SELECT count(*) FROM t", &[]).unwrap().int(0);
+            assert_eq!(n.unwrap(), 3);
+            // Dropped: rolled back.
+        }
+        assert_eq!(
+            c.prepared(),
+            2,
+            "the count, prepared in the transaction, is kept"
+        );
+        let rows = c.rows("t", "SELECT a, b FROM t ORDER BY a", &[]).unwrap();
+        assert_eq!(rows.len(), 2, "the rolled-back row is gone");
+        assert_eq!(rows[1].blob(1).unwrap(), vec![7u8]);
+        assert_eq!(c.prepared(), 3);
+        for i in 0..STATEMENTS_KEPT {
+            c.rows("t", &format!("SELECT {i}"), &[]).unwrap();
+        }
+        assert!(c.prepared() <= STATEMENTS_KEPT, "bounded: {}", c.prepared());
+        c.exec("t", insert, &[4i64.into(), Val::Null]).unwrap();
+        let n = c.one("t", "SELECT count(*) FROM t", &[]).unwrap().int(0);
+        assert_eq!(n.unwrap(), 3);
+    }
 
     #[test]
     fn placeholders_become_postgres_ones() {

@@ -218,8 +218,10 @@ impl Database {
         }
     }
 
-    /// Runs `f` on a read-write connection, outside the service (tests that play the
-    /// untrusted database, an operator's repair). Blocking: call it off the async threads.
+    /// Runs `f` on a read-write connection, outside the service and without its locks
+    /// (tests that play the untrusted database; feature `test-util`, never in a release
+    /// binary). Blocking: call it off the async threads.
+    #[cfg(feature = "test-util")]
     pub fn write<T>(
         &self,
         f: impl FnOnce(&mut Conn<'_>) -> anyhow::Result<T>,

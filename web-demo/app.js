@@ -459,7 +459,7 @@ async function doInspect() {
   notice(`Inspection accepted on ${date}.${revoked.text ? ' ' + revoked.text : ''}`, '', 'ok');
 }
 
-/ An address from its text area: non-empty lines, trimmed, at most 6 of at most 60 characters.
+// An address from its text area: non-empty lines, trimmed, at most 6 of at most 60 characters.
 function addressLines(id, what) {
   const lines = $(id).value.split('\n').map((l) => l.trim()).filter((l) => l);
   if (lines.length === 0) throw new Error(`Enter ${what}.`);

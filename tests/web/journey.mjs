@@ -292,6 +292,7 @@ async function main() {
   check(n.kind === 'ok' && /Purse card [0-9A-F]{16} created and certified/.test(n.text), `purse created: ${n.text.split('\n')[0]}`);
   const purseId = await text('#purse-id');
   check(await text('#purse-balance') === '0.00' && await text('#purse-certified') === 'installed', `purse ${purseId}: empty and certified`);
+  check(await page.locator('#purse-create-form').isHidden(), '"Create purse card" is gone once the purse exists');
   await page.fill('#purse-amount', '5.00');
   await page.fill('#purse-pin', '2468');
   await page.click('#purse-button');

@@ -831,6 +831,7 @@ async function downloadBackup() {
     history: loadJson(historyKey(id), []),
     transfers: loadJson(transfersKey(id), []),
     license_files: loadJson(exportsKey(id), []),
+    pending: { refill: loadJson(pendingRefillKey(id), null), license: loadJson(pendingLicenseKey(id), null) },
     sealed: { psd: await rawSealed(STATE_NAME), purse: await rawSealed(PURSE_STATE_NAME) },
   };
   const name = `openpsd-backup-${id}-${today()}.json`;
@@ -843,7 +844,9 @@ async function downloadBackup() {
 function askStartOver() {
   const r = app.psd.registers(SET);
   const purse = app.purse ? ` The purse card ${app.purse.info().cardId} (balance ${CURRENCY} ${app.purse.info().balance}) is deleted with it.` : '';
-  $('reset-confirm-text').textContent = `Delete meter ${app.meta.deviceId} from this browser? It still holds ${CURRENCY} ${r.dr} of postage, which is lost unless the back office refunds it.${purse} This cannot be undone.`;
+  const pending = loadJson(pendingRefillKey(app.meta.deviceId), null);
+  const unfinished = pending ? ` An interrupted refill of ${CURRENCY} ${amountText(pending.amount)} (transaction ${pending.txn}) is not finished: Refill first to finish it.` : '';
+  $('reset-confirm-text').textContent = `Delete meter ${app.meta.deviceId} from this browser? It still holds ${CURRENCY} ${r.dr} of postage, which is lost unless the back office refunds it.${purse}${unfinished} This cannot be undone.`;
   $('reset-confirm').hidden = false;
   $('reset-start').hidden = true;
   $('reset-no').focus();

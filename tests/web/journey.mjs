@@ -12,8 +12,14 @@
 //
 //   node tests/web/journey.mjs --url http://127.0.0.1:PORT/ --out target/web-test
 //
+// Issue 19 part 2 on top: the label's addresses; each label format's print preview, its PDF
+// download (pdfinfo, pdftotext, pdftoppm + dmtxread: poppler-utils and libdmtx) and
+// Chromium's print of it (@page); the post office reading the PDF's code; the rates picker;
+// the history's search and CSV; start over (backup, cancel changes nothing, confirm resets).
+//
 // Writes OUT/label.png, OUT/print.png, OUT/label.pdf, OUT/page.png, OUT/desktop.png, OUT/phone.png,
-// OUT/journey.json; exits non-zero on the first failure.
+// OUT/pdf/ (each format's PDF, preview, rendering and decoded bytes), OUT/history.csv, the
+// backup, OUT/journey.json; exits non-zero on the first failure.
 
 import { parseArgs, loadPlaywright, logger, axeAudit } from './harness.mjs';
 import { mkdtempSync, mkdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';

@@ -5,7 +5,9 @@
 # refusals, refill through the meter server, an indicium and its label, print CSS, history,
 # the purse section, a license requested, exported to a file, imported once and refused the
 # second time (9A33), reload, desktop and phone size with screenshots, an axe-core audit and
-# no console error, tampered sealed record), then decodes the label's screenshot with
+# no console error, tampered sealed record; issue 19 part 2: addresses on the label, the label
+# formats' print preview, PDFs checked with poppler-utils and libdmtx, the rates picker, the
+# history's search and CSV, a safe start over), then decodes the label's screenshot with
 # libdmtx's `dmtxread` and verifies the decoded bytes independently as an indicium of that
 # device (tests/web/verify-indicium.mjs: WebCrypto ECDSA over the docs/apdu.md layout).
 # Then the online meter tab (tests/web/online.mjs, issue 16 item 6: a virtual meter's label,
@@ -40,7 +42,15 @@ if [ "${WEB_TEST_SKIP_BUILD:-0}" != 1 ]; then
 fi
 # shellcheck source=scripts/web-env.sh
 source scripts/web-env.sh
-for tool in /usr/bin/chromium dmtxread node; do
+# poppler-utils (pdfinfo, pdftotext, pdftoppm) checks the label PDFs the page downloads.
+if ! command -v pdftoppm >/dev/null; then
+  say "apt: installing poppler-utils (the label PDFs' checks)"
+  SUDO=; [ "$(id -u)" = 0 ] || SUDO=sudo
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends poppler-utils >/dev/null \
+    || { $SUDO apt-get -o DPkg::Lock::Timeout=600 update -qq &&
+         $SUDO env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends poppler-utils >/dev/null; }
+fi
+for tool in /usr/bin/chromium dmtxread node pdfinfo pdftotext pdftoppm; do
   command -v "$tool" >/dev/null || die "$tool missing: run bash scripts/install-web-toolchain.sh"
 done
 [ -f target/wasm-pkg/web/openpsd.js ] || die "no target/wasm-pkg/web/openpsd.js: run bash scripts/wasm-pkg.sh"
@@ -125,6 +135,10 @@ say "dmtxread decoded $(stat -c %s "$OUT/decoded.bin") bytes: $(od -An -tx1 -v "
 
 say "independent verification (tests/web/verify-indicium.mjs: WebCrypto, docs/apdu.md layout)"
 node tests/web/verify-indicium.mjs "$OUT/decoded.bin" "$OUT/journey.json" || die "the decoded label is not a valid indicium of the page's device"
+for fmt in thermal a4 letter env10; do
+  say "the $fmt PDF's Data Matrix (pdftoppm → dmtxread, target/web-test/pdf/$fmt.bin)"
+  node tests/web/verify-indicium.mjs "$OUT/pdf/$fmt.bin" "$OUT/journey.json" >/dev/null || die "the $fmt PDF's Data Matrix is not a valid indicium of the page's device"
+done
 
 say "the npm package as JS developers use it (scripts/npm-test.sh: npm pack, tsc --strict, vite build, the app in Chromium)"
 t_npm=$(date +%s)

@@ -7,7 +7,8 @@ import { describe, isLegacyRefill, LEGACY_REFILL_TEXT } from './messages.js';
 import { bytesToHex, hexToBytes, randomBytes, today, minorUnits, amountText } from './util.js';
 import { initCertificates } from './certificates.js';
 import { initOnline } from './online.js';
-import { fillLabel } from './label.js';
+import { fillLabel, initLabelTools } from './label.js';
+import { RATES, CURRENCY, rateByCode, rateText, rateLabel } from './rates.js';
 
 const STATE_NAME = 'psd';
 const PURSE_STATE_NAME = 'purse';
@@ -124,6 +125,8 @@ const exportsKey = (id) => `openpsd.exports.${id}`;
 // Value moved to purse cards, as this page did it: [{amount, purse, date}] (the ascending
 // register counts it with the postage printed; the page shows the two apart).
 const transfersKey = (id) => `openpsd.transfers.${id}`;
+// The sender's address last used with this device (the form's default).
+const senderKey = (id) => `openpsd.sender.${id}`;
 
 function loadJson(key, dflt) {
   try {
@@ -268,17 +271,44 @@ function inspectionText(i) {
   return `last ${i.lastInspection}, franking allowed through ${dueText}`;
 }
 
-function renderHistory() {
-  const rows = $('history-rows');
-  rows.replaceChildren();
-  const list = loadJson(historyKey(app.meta.deviceId), []);
-  for (const entry of list.slice().reverse()) {
+// The history's entries as shown: verified, newest first, with the search applied.
+function historyView() {
+  const all = loadJson(historyKey(app.meta.deviceId), []);
+  const q = $('history-q').value.trim().toLowerCase();
+  const from = $('history-from').value;
+  const to = $('history-to').value;
+  const min = $('history-min').value.trim() ? minorUnits($('history-min').value) : null;
+  const max = $('history-max').value.trim() ? minorUnits($('history-max').value) : null;
+  const rows = [];
+  for (const entry of all.slice().reverse()) {
     const v = app.wasm.verifyIndicium(hexToBytes(entry.barcode), app.info.publicKey);
     const f = v.fields;
+    const row = { entry, v, f };
+    if (q) {
+      const hay = [...(entry.from || []), ...(entry.to || []), entry.transactionId,
+        f ? f.origin : '', f ? f.destination : '', f ? rateLabel(f.rate) : '', f ? f.postage : ''].join('\n').toLowerCase();
+      if (!hay.includes(q)) continue;
+    }
+    if ((from || to) && (!f || (from && f.date < from) || (to && f.date > to))) continue;
+    if (min !== null || max !== null) {
+      const p = f ? minorUnits(f.postage) : null;
+      if (p === null || (min !== null && p < min) || (max !== null && p > max)) continue;
+    }
+    rows.push(row);
+  }
+  return { all: all.length, rows };
+}
+
+function renderHistory() {
+  const tbody = $('history-rows');
+  tbody.replaceChildren();
+  const view = historyView();
+  for (const { entry, v, f } of view.rows) {
     const tr = document.createElement('tr');
+    const to = entry.to && entry.to.length ? entry.to[0] : '';
     const cells = f
-      ? [f.pieces, f.date, f.postage, `${f.origin} → ${f.destination}`, entry.transactionId]
-      : ['?', '?', '?', '?', entry.transactionId];
+      ? [f.pieces, f.date, `${CURRENCY} ${f.postage}`, rateLabel(f.rate), to, `${f.origin} → ${f.destination}`, entry.transactionId]
+      : ['?', '?', '?', '?', to, '?', entry.transactionId];
     for (const c of cells) {
       const td = document.createElement('td');
       td.textContent = c;
@@ -293,16 +323,49 @@ function renderHistory() {
     b.type = 'button';
     b.className = 'secondary';
     b.textContent = 'Label';
+    b.setAttribute('aria-label', `Label of piece ${f ? f.pieces : '?'}`);
     b.addEventListener('click', () => showLabel(entry));
     btn.append(b);
     tr.append(btn);
-    rows.append(tr);
+    tbody.append(tr);
   }
-  $('history').hidden = list.length === 0;
+  $('history-count').textContent = view.rows.length === view.all
+    ? `${view.all} label${view.all === 1 ? '' : 's'}.`
+    : `Showing ${view.rows.length} of ${view.all} labels.`;
+  $('history').hidden = view.all === 0;
+}
+
+// RFC 4180: fields with a comma, a quote or a line break quoted, quotes doubled; CRLF.
+function csvField(x) {
+  const t = String(x ?? '');
+  return /[",\r\n]/.test(t) ? `"${t.replace(/"/g, '""')}"` : t;
+}
+
+/** The rows the history shows (the search applied) as a CSV download. */
+function downloadHistoryCsv() {
+  const head = ['piece', 'date', 'postage', 'currency', 'product', 'rate', 'origin', 'destination',
+    'from', 'to', 'transaction', 'signature', 'issued_at'];
+  const lines = [head.join(',')];
+  for (const { entry, v, f } of historyView().rows) {
+    lines.push([f ? f.pieces : '', f ? f.date : '', f ? f.postage : '', CURRENCY, f ? rateLabel(f.rate) : '',
+      f ? f.rate : '', f ? f.origin : '', f ? f.destination : '', (entry.from || []).join(', '),
+      (entry.to || []).join(', '), entry.transactionId, v.valid ? 'verified' : `INVALID: ${v.error}`,
+      entry.issuedAt || ''].map(csvField).join(','));
+  }
+  const bytes = new TextEncoder().encode(lines.join('\r\n') + '\r\n');
+  const url = URL.createObjectURL(new Blob([bytes], { type: 'text/csv' }));
+  const a = document.createElement('a');
+  a.href = url;
+  a.download = `labels-${app.meta.deviceId}-${today()}.csv`;
+  document.body.append(a);
+  a.click();
+  a.remove();
+  setTimeout(() => URL.revokeObjectURL(url), 60_000);
 }
 
 function showLabel(entry) {
-  const v = fillLabel(app.wasm, hexToBytes(entry.barcode), app.info.publicKey, "the device's key");
+  const v = fillLabel(app.wasm, hexToBytes(entry.barcode), app.info.publicKey, "the device's key",
+    { from: entry.from, to: entry.to });
   if (!v) {
     notice('This history entry does not decode as an indicium.', app.wasm.verifyIndicium(hexToBytes(entry.barcode), app.info.publicKey).error);
     return;
@@ -396,12 +459,57 @@ async function doInspect() {
   notice(`Inspection accepted on ${date}.${revoked.text ? ' ' + revoked.text : ''}`, '', 'ok');
 }
 
+// An address from its text area: non-empty lines, trimmed, at most 6 of at most 60 characters.
+function addressLines(id, what) {
+  const lines = $(id).value.split('\n').map((l) => l.trim()).filter((l) => l);
+  if (lines.length === 0) throw new Error(`Enter ${what}.`);
+  if (lines.length > 6 || lines.some((l) => l.length > 60)) throw new Error(`${what[0].toUpperCase()}${what.slice(1)}: at most 6 lines of at most 60 characters.`);
+  return lines;
+}
+
+// The rates picker: the weight rules products out; a product fixes the postage (read-only),
+// "Other amount" (rate 9) leaves it to the mailer.
+function fillRates() {
+  const sel = $('frank-rate');
+  if (!sel.options.length) {
+    for (const r of RATES) {
+      const o = document.createElement('option');
+      o.value = String(r.code);
+      o.textContent = rateText(r);
+      sel.append(o);
+    }
+  }
+  const grams = Number($('frank-weight').value);
+  for (const o of sel.options) {
+    const r = rateByCode(o.value);
+    o.disabled = r.maxGrams !== null && grams > r.maxGrams;
+  }
+  if (sel.selectedOptions[0]?.disabled) {
+    const fit = [...sel.options].find((o) => !o.disabled);
+    if (fit) sel.value = fit.value;
+  }
+  const r = rateByCode(sel.value);
+  const fixed = r && r.postage !== null;
+  $('frank-postage').readOnly = fixed;
+  if (fixed) $('frank-postage').value = r.postage;
+  $('frank-postage-hint').textContent = fixed
+    ? `${r.name}: the rate fixes the postage at ${CURRENCY} ${r.postage}.`
+    : `Enter the postage, up to the meter's limit of ${CURRENCY} ${app.info ? app.info.maxPostage : '…'} per piece.`;
+}
+
 async function doFrank() {
   const regs = app.psd.registers(SET);
+  const rate = rateByCode($('frank-rate').value);
+  if (!rate) throw new Error('Choose a product.');
+  const grams = Number($('frank-weight').value);
+  if (!(grams > 0)) throw new Error('Enter the weight in grams.');
+  if (rate.maxGrams !== null && grams > rate.maxGrams) throw new Error(`${rate.name} is for up to ${rate.maxGrams} g: choose another product.`);
+  const from = addressLines('frank-from', 'your address (From)');
+  const to = addressLines('frank-to', "the recipient's address (To)");
   const req = {
-    postage: $('frank-postage').value.trim(),
+    postage: rate.postage !== null ? rate.postage : $('frank-postage').value.trim(),
     date: $('frank-date').value,
-    rate: Number($('frank-rate').value),
+    rate: rate.code,
     origin: regs.origin,
     destination: $('frank-destination').value.trim().toUpperCase(),
     set: SET,
@@ -413,13 +521,17 @@ async function doFrank() {
     transactionId: out.transactionId,
     barcode: bytesToHex(out.barcode),
     issuedAt: new Date().toISOString(),
+    from,
+    to,
+    grams,
   };
   const list = loadJson(historyKey(app.meta.deviceId), []);
   list.push(entry);
   saveJson(historyKey(app.meta.deviceId), list);
+  saveJson(senderKey(app.meta.deviceId), from);
   showLabel(entry);
   $('label-area').scrollIntoView({ block: 'nearest' });
-  notice(`Indicium #${out.fields.pieces} issued: ${out.fields.postage} to ${out.fields.destination}. DR now ${out.registers.dr}.`, '', 'ok');
+  notice(`Indicium #${out.fields.pieces} issued: ${out.fields.postage} to ${out.fields.destination} (${to[0]}). DR now ${out.registers.dr}.`, '', 'ok');
 }
 
 async function createPurse(pin) {
@@ -682,11 +794,94 @@ async function doImport(file) {
   notice(`License ${r.license} is back in slot ${slot} (DR ${r.dr}). ${file.name} is spent now: it can never be imported again.`, '', 'ok');
 }
 
+// ---------------------------------------------------------------- start over
+
+// The sealed record `name` as stored (ciphertext and IV, base64), read from the storage
+// module's IndexedDB without opening it; null when there is none.
+async function rawSealed(name) {
+  const p = (req) => new Promise((res, rej) => { req.onsuccess = () => res(req.result); req.onerror = () => rej(req.error); });
+  const db = await p(indexedDB.open('openpsd'));
+  try {
+    for (const storeName of db.objectStoreNames) {
+      const rec = await p(db.transaction(storeName, 'readonly').objectStore(storeName).get(name));
+      if (rec && rec.ct && rec.iv) {
+        const b64 = (u8) => btoa(String.fromCharCode(...u8));
+        return { store: storeName, version: rec.v, iv: b64(new Uint8Array(rec.iv)), ct: b64(new Uint8Array(rec.ct)) };
+      }
+    }
+    return null;
+  } finally {
+    db.close();
+  }
+}
+
+// Step 1: everything this page holds for the device, as one JSON file.
+async function downloadBackup() {
+  await app.saving;
+  const id = app.meta.deviceId;
+  const r = app.psd.registers(SET);
+  const backup = {
+    kind: 'openpsd web demo backup',
+    version: 1,
+    made_at: new Date().toISOString(),
+    device: { id, account: app.meta.accountId, key_id: app.info.keyId, public_key: app.info.publicKey },
+    registers: { currency: CURRENCY, dr: r.dr, ar: r.ar, control_sum: r.controlSum, pieces: r.pieces, refills: r.refills, license: r.license, origin: r.origin },
+    licenses: app.psd.licenses(),
+    purse: app.purse ? app.purse.info() : null,
+    history: loadJson(historyKey(id), []),
+    transfers: loadJson(transfersKey(id), []),
+    license_files: loadJson(exportsKey(id), []),
+    pending: { refill: loadJson(pendingRefillKey(id), null), license: loadJson(pendingLicenseKey(id), null) },
+    sealed: { psd: await rawSealed(STATE_NAME), purse: await rawSealed(PURSE_STATE_NAME) },
+  };
+  const name = `openpsd-backup-${id}-${today()}.json`;
+  download(new TextEncoder().encode(JSON.stringify(backup, null, 2) + '\n'), name);
+  $('reset-backup-done').textContent = `Saved as ${name}.`;
+  $('reset-start').disabled = false;
+}
+
+// Step 2: what will be lost, said before it is.
+function askStartOver() {
+  const r = app.psd.registers(SET);
+  const purse = app.purse ? ` The purse card ${app.purse.info().cardId} (balance ${CURRENCY} ${app.purse.info().balance}) is deleted with it.` : '';
+  const pending = loadJson(pendingRefillKey(app.meta.deviceId), null);
+  const unfinished = pending ? ` An interrupted refill of ${CURRENCY} ${amountText(pending.amount)} (transaction ${pending.txn}) is not finished: Refill first to finish it.` : '';
+  $('reset-confirm-text').textContent = `Delete meter ${app.meta.deviceId} from this browser? It still holds ${CURRENCY} ${r.dr} of postage, which is lost unless the back office refunds it.${purse}${unfinished} This cannot be undone.`;
+  $('reset-confirm').hidden = false;
+  $('reset-start').hidden = true;
+  $('reset-no').focus();
+}
+
+function cancelStartOver() {
+  $('reset-confirm').hidden = true;
+  $('reset-start').hidden = false;
+  actionAt = $('reset-start').parentElement;
+  notice('Cancelled: nothing was deleted.', '', 'ok');
+}
+
+// Step 3: the sealed records and this device's page records gone; the page reloads to a
+// clean start (the create form).
+async function startOver() {
+  await app.saving;
+  const id = app.meta.deviceId;
+  await app.store.remove(STATE_NAME);
+  await app.store.remove(PURSE_STATE_NAME);
+  for (const k of [historyKey(id), pendingRefillKey(id), pendingLicenseKey(id), exportsKey(id), transfersKey(id), senderKey(id),
+    `openpsd.ca.${id}`, `openpsd.postmark.pending.${id}`, `openpsd.cert.tables.${id}`]) {
+    localStorage.removeItem(k);
+  }
+  saveJson(metaKey, null);
+  location.reload();
+}
+
 // ---------------------------------------------------------------- start-up
 
 function showDevice() {
   $('create').hidden = true;
-  show('device', 'refill', 'frank', 'purse', 'licenses', 'certificates');
+  show('device', 'refill', 'frank', 'purse', 'licenses', 'certificates', 'reset');
+  const sender = loadJson(senderKey(app.meta.deviceId), null);
+  if (sender && !$('frank-from').value) $('frank-from').value = sender.join('\n');
+  fillRates();
 }
 
 function fatal(text, err) {
@@ -698,6 +893,8 @@ function fatal(text, err) {
 
 async function start() {
   $('frank-date').value = today();
+  fillRates();
+  initLabelTools();
   try {
     app.wasm = await import('/pkg/openpsd.js');
     await app.wasm.default();
@@ -768,7 +965,14 @@ const VERDICT_TEXT = {
   unreadable: 'Unreadable: no label code could be read in this image.',
 };
 
+// The demo's web listener takes request bodies up to 64 KiB and the image travels in hex:
+// a larger file would get a bare 413, so the page says it in words first.
+const MAX_SCAN_FILE = 32_000;
+
 async function doVerifyLabel(file) {
+  if (file.size > MAX_SCAN_FILE) {
+    throw new Error(`This image is ${Math.ceil(file.size / 1000)} KB; the demo's post office takes images up to ${MAX_SCAN_FILE / 1000} KB. Crop it to the label's code, or save it in grey or at a lower resolution.`);
+  }
   const bytes = new Uint8Array(await file.arrayBuffer());
   const v = await call('POST', '/demo/v1/labels', { image: bytesToHex(bytes) });
   const what = VERDICT_TEXT[v.verdict] || v.verdict;
@@ -796,11 +1000,18 @@ $('frank-form').addEventListener('submit', (ev) => {
   ev.preventDefault();
   busy('Issuing the indicium…', doFrank);
 });
-$('frank-rate').addEventListener('change', () => {
-  const p = $('frank-rate').selectedOptions[0].dataset.postage;
-  if (p) $('frank-postage').value = p;
-});
-$('print-button').addEventListener('click', () => window.print());
+$('frank-rate').addEventListener('change', fillRates);
+$('frank-weight').addEventListener('input', fillRates);
+for (const id of ['history-q', 'history-from', 'history-to', 'history-min', 'history-max']) {
+  $(id).addEventListener('input', () => { if (app.psd) renderHistory(); });
+}
+$('history-search').addEventListener('submit', (ev) => ev.preventDefault());
+$('history-search').addEventListener('reset', () => setTimeout(() => { if (app.psd) renderHistory(); }));
+$('history-csv').addEventListener('click', downloadHistoryCsv);
+$('reset-backup').addEventListener('click', () => downloadBackup().catch(refusal));
+$('reset-start').addEventListener('click', askStartOver);
+$('reset-no').addEventListener('click', cancelStartOver);
+$('reset-yes').addEventListener('click', () => busy('Deleting this meter…', startOver));
 $('verify-form').addEventListener('submit', (ev) => {
   ev.preventDefault();
   const file = $('verify-file').files[0];

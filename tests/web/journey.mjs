@@ -12,11 +12,18 @@
 //
 //   node tests/web/journey.mjs --url http://127.0.0.1:PORT/ --out target/web-test
 //
+// Issue 19 part 2 on top: the label's addresses; each label format's print preview, its PDF
+// download (pdfinfo, pdftotext, pdftoppm + dmtxread: poppler-utils and libdmtx) and
+// Chromium's print of it (@page); the post office reading the PDF's code; the rates picker;
+// the history's search and CSV; start over (backup, cancel changes nothing, confirm resets).
+//
 // Writes OUT/label.png, OUT/print.png, OUT/label.pdf, OUT/page.png, OUT/desktop.png, OUT/phone.png,
-// OUT/journey.json; exits non-zero on the first failure.
+// OUT/pdf/ (each format's PDF, preview, rendering and decoded bytes), OUT/history.csv, the
+// backup, OUT/journey.json; exits non-zero on the first failure.
 
 import { parseArgs, loadPlaywright, logger, axeAudit } from './harness.mjs';
 import { mkdtempSync, mkdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
@@ -28,6 +35,10 @@ mkdirSync(OUT, { recursive: true });
 
 
 const { log, check } = logger('journey');
+// The addresses the mailer enters (Latin-1 on purpose: the PDF's WinAnsi text).
+const SENDER = ['Erika Müller', 'Invalidenstraße 1', '10115 Berlin'];
+const RECIPIENT = ['Max Mustermann', 'Große Bleichen 5, Hof', '20095 Hamburg'];
+const pdfTool = (tool, ...a) => execFileSync(tool, a, { encoding: 'utf8' });
 
 const { chromium } = loadPlaywright();
 const profile = mkdtempSync(join(tmpdir(), 'openpsd-journey-'));
@@ -77,9 +88,20 @@ async function main() {
     const [msg, code] = n.text.split('\n').filter((l) => l.trim());
     check(!n.hidden && n.kind === 'error' && pattern.test(msg), `${what} refused with a clear message: "${msg}" [${code || ''}]`);
   };
-  const frank = async (postage, destination) => {
-    await page.selectOption('#frank-rate', postage === '0.85' ? '1' : '9');
-    await page.fill('#frank-postage', postage);
+  // A piece of mail: the product (rate 1, a letter at 0.85, or rate 2 at 1.60, fixed by the
+  // rate card: the postage field is read-only; any other amount: rate 9, free entry), the
+  // addresses, the recipient's postal code.
+  const frank = async (postage, destination, to = RECIPIENT) => {
+    const rate = { '0.85': '1', '1.60': '2' }[postage] || '9';
+    await page.selectOption('#frank-rate', rate);
+    if (rate === '9') {
+      await page.fill('#frank-postage', postage);
+    } else {
+      check(await page.locator('#frank-postage').getAttribute('readonly') !== null
+        && await page.inputValue('#frank-postage') === postage, `rate ${rate} fixes the postage at ${postage} (read-only)`);
+    }
+    if (!(await page.inputValue('#frank-from'))) await page.fill('#frank-from', SENDER.join('\n'));
+    await page.fill('#frank-to', to.join('\n'));
     await page.fill('#frank-destination', destination);
     await page.click('#frank-button');
   };
@@ -181,28 +203,81 @@ async function main() {
   log(`  label text: ${labelText.replace(/\s+/g, ' ')}`);
   check(labelText.includes('0.85') && labelText.includes('10115') && labelText.includes('20095') && labelText.includes(deviceId),
     'the label shows postage, origin, destination and device ID');
+  check([...SENDER, ...RECIPIENT].every((l) => labelText.includes(l)) && /Letter \(rate 1\)/.test(labelText),
+    'the label shows the sender\'s and the recipient\'s address beside the code, and the product');
   await label.screenshot({ path: join(OUT, 'label.png') });
   log(`  saved ${join(OUT, 'label.png')}`);
 
-  // -- 6b. the post office reads the label's screenshot: accepted once, then a duplicate
-  for (const want of ['accepted', 'duplicate']) {
-    await page.setInputFiles('#verify-file', join(OUT, 'label.png'));
+  // -- 6a. the label formats: for each, the print preview, Download PDF (our own writer:
+  //        pdfinfo's page size, pdftotext's addresses, the Data Matrix rendered by pdftoppm
+  //        and decoded by libdmtx: the indicium's bytes), and Chromium's print of the page
+  //        (@page: one page of the format's size)
+  const FORMATS = { thermal: [288, 432], a4: [595.28, 841.89], letter: [612, 792], env10: [684, 297] };
+  mkdirSync(join(OUT, 'pdf'), { recursive: true });
+  const pageSize = (file) => {
+    const info = pdfTool('pdfinfo', file);
+    const m = /Page size:\s+([\d.]+) x ([\d.]+) pts/.exec(info);
+    return { w: Number(m[1]), h: Number(m[2]), pages: Number(/Pages:\s+(\d+)/.exec(info)[1]) };
+  };
+  for (const [fmt, [w, h]] of Object.entries(FORMATS)) {
+    await page.selectOption('#label-format', fmt);
+    check(await page.locator(`#sheet[data-format="${fmt}"] svg`).isVisible(), `${fmt}: the print preview is shown`);
+    await page.locator('#sheet').screenshot({ path: join(OUT, 'pdf', `preview-${fmt}.png`) });
+    const [dl] = await Promise.all([page.waitForEvent('download'), page.click('#pdf-button')]);
+    const file = join(OUT, 'pdf', dl.suggestedFilename());
+    await dl.saveAs(file);
+    check(dl.suggestedFilename() === `label-${deviceId}-1-${fmt}.pdf`, `${fmt}: downloaded ${dl.suggestedFilename()} (${statSync(file).size} bytes)`);
+    const size = pageSize(file);
+    check(size.pages === 1 && Math.abs(size.w - w) < 0.5 && Math.abs(size.h - h) < 0.5, `${fmt}: pdfinfo says 1 page of ${size.w} x ${size.h} pt`);
+    const txt = pdfTool('pdftotext', '-enc', 'UTF-8', file, '-');
+    check([...SENDER, ...RECIPIENT].every((l) => txt.includes(l)) && txt.includes('EUR 0.85') && txt.includes(deviceId),
+      `${fmt}: pdftotext finds both addresses, the postage and the device`);
+    pdfTool('pdftoppm', '-r', '150', '-png', '-singlefile', file, join(OUT, 'pdf', fmt));
+    const decoded = execFileSync('dmtxread', ['-N1', '-m', '60000', join(OUT, 'pdf', `${fmt}.png`)]);
+    writeFileSync(join(OUT, 'pdf', `${fmt}.bin`), decoded);
+    check(decoded.toString('hex') === barcode, `${fmt}: dmtxread decodes the PDF's Data Matrix (pdftoppm, 150 dpi) to the indicium's ${decoded.length} bytes`);
+    await page.emulateMedia({ media: 'print' });
+    const printFile = join(OUT, 'pdf', `print-${fmt}.pdf`);
+    await page.pdf({ path: printFile, preferCSSPageSize: true, printBackground: true });
+    await page.emulateMedia({ media: 'screen' });
+    const ps = pageSize(printFile);
+    check(ps.pages === 1 && Math.abs(ps.w - w) < 1 && Math.abs(ps.h - h) < 1, `${fmt}: Chromium prints the page on 1 page of ${ps.w} x ${ps.h} pt (@page)`);
+    const ptxt = pdfTool('pdftotext', '-enc', 'UTF-8', printFile, '-');
+    check(ptxt.includes(RECIPIENT[0]) && ptxt.includes(SENDER[0]), `${fmt}: the printed page carries both addresses`);
+  }
+  await page.selectOption('#label-format', 'thermal');
+
+  // -- 6b. the post office reads the labels: the thermal PDF rendered by pdftoppm (its code) is
+  //        accepted, a screenshot of the same label's code is then a duplicate; an image
+  //        above what the demo's listener takes is refused in words, before any upload
+  await page.setInputFiles('#verify-file', join(OUT, 'label.png'));
+  await page.click('#verify-form button');
+  await expectRefusal(`an image of ${statSync(join(OUT, 'label.png')).size} bytes`, /takes images up to 32 KB/);
+  // A scan of the thermal label's top right corner (its code, 200 dpi, grey), as a mailer
+  // would crop a photo: the demo's listener takes images up to 32 KB.
+  pdfTool('pdftoppm', '-r', '200', '-png', '-gray', '-singlefile', '-x', '470', '-y', '0', '-W', '330', '-H', '330',
+    join(OUT, 'pdf', `label-${deviceId}-1-thermal.pdf`), join(OUT, 'pdf', 'thermal-scan'));
+  await page.locator('#label-code').screenshot({ path: join(OUT, 'label-code.png') });
+  for (const [want, image] of [['accepted', join(OUT, 'pdf', 'thermal-scan.png')], ['duplicate', join(OUT, 'label-code.png')]]) {
+    log(`  uploading ${image} (${statSync(image).size} bytes)`);
+    await page.setInputFiles('#verify-file', image);
     await page.click('#verify-form button');
     await settled();
     const verdict = await page.locator('#verify-result').getAttribute('data-verdict');
     const said = await text('#verify-result');
     log(`  post office: ${said}`);
     check(verdict === want && said.includes(deviceId) && said.includes('piece 1'),
-      `the post office's verdict on the scanned label is ${want}: ${said}`);
+      `the post office's verdict on the scanned label is ${want}: ${said || (await notice()).text}`);
   }
 
   // -- 7. print CSS: only the label prints
   await page.emulateMedia({ media: 'print' });
   const printed = await page.evaluate(() => {
     const vis = (sel) => document.querySelector(sel).checkVisibility();
-    return { main: vis('main'), header: vis('header'), label: vis('#label'), labelArea: vis('#label-area'), printButton: vis('#print-button') };
+    return { main: vis('main'), header: vis('header'), label: vis('#label'), sheet: vis('#sheet svg'), labelArea: vis('#label-area'), printButton: vis('#print-button') };
   });
-  check(!printed.main && !printed.header && !printed.printButton && printed.label && printed.labelArea, `print media shows only the label ${JSON.stringify(printed)}`);
+  check(!printed.main && !printed.header && !printed.printButton && !printed.label && printed.sheet && printed.labelArea,
+    `print media shows only the label in its format ${JSON.stringify(printed)}`);
   await page.screenshot({ path: join(OUT, 'print.png') });
   await page.pdf({ path: join(OUT, 'label.pdf'), preferCSSPageSize: true });
   log(`  printed to ${join(OUT, 'label.pdf')}`);
@@ -223,6 +298,7 @@ async function main() {
   check(n.kind === 'ok' && /Purse card [0-9A-F]{16} created and certified/.test(n.text), `purse created: ${n.text.split('\n')[0]}`);
   const purseId = await text('#purse-id');
   check(await text('#purse-balance') === '0.00' && await text('#purse-certified') === 'installed', `purse ${purseId}: empty and certified`);
+  check(await page.locator('#purse-create-form').isHidden(), '"Create purse card" is gone once the purse exists');
   await page.fill('#purse-amount', '5.00');
   await page.fill('#purse-pin', '2468');
   await page.click('#purse-button');
@@ -333,6 +409,55 @@ async function main() {
   rows = await page.locator('#history-rows tr').allInnerTexts();
   check(/verified/.test(rows[0]) && !/INVALID/.test(rows[0]), 'the original entry verifies again');
 
+  // -- 10d. the history's search and its CSV: two more pieces (a large letter at 1.60, rate 2,
+  //         and another amount, 3.00), searched by text, date and amount; the CSV of the rows
+  //         shown parses and has exactly those rows
+  await frank('1.60', '80331', ['Anna Schmidt', 'Marienplatz 8', '80331 München']);
+  await settled();
+  check((await notice()).kind === 'ok', 'a large letter at 1.60 issued');
+  await frank('3.00', '75001', ['Jean "JD" Dupont', '1 rue de Rivoli', '75001 Paris']);
+  await settled();
+  check((await notice()).kind === 'ok', 'another amount, 3.00, issued');
+  const historyRows = async () => (await page.locator('#history-rows tr').allInnerTexts()).map((r) => r.split('\t')[0].trim());
+  check(JSON.stringify(await historyRows()) === '["3","2","1"]', `history lists pieces 3, 2, 1: ${await text('#history-count')}`);
+  const search = async (fields) => {
+    await page.click('#history-clear');
+    for (const [id, v] of Object.entries(fields)) await page.fill(`#history-${id}`, v);
+    await page.waitForTimeout(50);
+    return historyRows();
+  };
+  check(JSON.stringify(await search({ q: 'schmidt' })) === '["2"]', 'search "schmidt" (the recipient) finds piece 2');
+  check(JSON.stringify(await search({ q: '20095' })) === '["1"]', 'search "20095" (a postal code) finds piece 1');
+  check(JSON.stringify(await search({ min: '1.00' })) === '["3","2"]', 'postage at least 1.00: pieces 3 and 2');
+  check(JSON.stringify(await search({ min: '1.00', max: '2' })) === '["2"]', 'postage 1.00 to 2.00: piece 2');
+  const day = await page.inputValue('#frank-date');
+  check(JSON.stringify(await search({ from: day, to: day })) === '["3","2","1"]', `date ${day} to ${day}: all three`);
+  check(JSON.stringify(await search({ from: '2099-01-01' })) === '[]' && /Showing 0 of 3/.test(await text('#history-count')),
+    `a date after them: none (${await text('#history-count')})`);
+  const csvOf = async () => {
+    const [dl] = await Promise.all([page.waitForEvent('download'), page.click('#history-csv')]);
+    const file = join(OUT, `history-${Date.now()}.csv`);
+    await dl.saveAs(file);
+    return { name: dl.suggestedFilename(), rows: parseCsv(readFileSync(file, 'utf8')), file };
+  };
+  await search({ min: '1.00' });
+  let csv = await csvOf();
+  check(csv.rows.length === 3 && csv.rows[0].join(',') === 'piece,date,postage,currency,product,rate,origin,destination,from,to,transaction,signature,issued_at'
+    && JSON.stringify(csv.rows.slice(1).map((r) => r[0])) === JSON.stringify(await historyRows()),
+    `the CSV of the search (${csv.name}) parses: a header and the 2 rows shown (pieces ${csv.rows.slice(1).map((r) => r[0])})`);
+  await search({});
+  csv = await csvOf();
+  const byPiece = Object.fromEntries(csv.rows.slice(1).map((r) => [r[0], Object.fromEntries(csv.rows[0].map((k, i) => [k, r[i]]))]));
+  check(csv.rows.length === 4 && byPiece['3'].to === 'Jean "JD" Dupont, 1 rue de Rivoli, 75001 Paris' && byPiece['3'].postage === '3.00'
+    && byPiece['3'].rate === '9' && byPiece['2'].to.startsWith('Anna Schmidt') && byPiece['2'].product === 'Large letter (rate 2)'
+    && byPiece['1'].from === SENDER.join(', ') && byPiece['1'].currency === 'EUR'
+    && Object.values(byPiece).every((r) => r.signature === 'verified' && r.origin === '10115'),
+    'the whole CSV: 3 rows, quotes and commas in addresses kept, product, rate, currency, verified');
+  writeFileSync(join(OUT, 'history.csv'), readFileSync(csv.file));
+  const csvTxt = readFileSync(csv.file, 'utf8');
+  check(csvTxt.includes('"Jean ""JD"" Dupont, 1 rue de Rivoli, 75001 Paris"'), 'RFC 4180 quoting in the file');
+  regs = await registers();
+
   // -- 10c. desktop and phone size (issue 19, part 2): screenshots of both, no sideways
   //         scroll at 390 px, an axe-core audit at each size with no serious or critical
   //         violation, and no console error in the whole journey so far (a favicon, no 404)
@@ -345,6 +470,9 @@ async function main() {
       view: document.documentElement.clientWidth,
       wide: [...document.querySelectorAll('body *')]
         .filter((e) => e.checkVisibility() && e.getBoundingClientRect().right > document.documentElement.clientWidth + 0.5)
+        // not the content of a box that scrolls (or clips) sideways itself, unless positioned
+        // out of it (an absolute element escapes a box that is not its containing block)
+        .filter((e) => { if (/absolute|fixed/.test(getComputedStyle(e).position)) return true; for (let a = e.parentElement; a && a !== document.body; a = a.parentElement) if (getComputedStyle(a).overflowX !== 'visible') return false; return true; })
         .slice(0, 5).map((e) => `${e.tagName.toLowerCase()}${e.id ? '#' + e.id : ''}${e.className && typeof e.className === 'string' ? '.' + e.className.split(' ')[0] : ''}`),
     }));
     check(w.scroll <= w.view, `${name} (${size.width} px): no sideways scroll (document ${w.scroll} px wide, viewport ${w.view} px)${w.scroll > w.view ? `; wider than the screen: ${w.wide.join(' ')}` : ''}`);
@@ -355,6 +483,46 @@ async function main() {
   await page.setViewportSize({ width: 1100, height: 1400 });
   const consoleErrors = consoleLines.filter((l) => /^(error|pageerror):/.test(l) && !expectedConsole.some((re) => re.test(l)));
   check(consoleErrors.length === 0, `no console errors (a favicon, no 404)${consoleErrors.length ? `:\n  ${consoleErrors.join('\n  ')}` : ''}`);
+
+  // -- 10e. start over, safely: the backup first (a JSON download), then a confirm step;
+  //         Cancel changes nothing, Confirm leaves a clean page and a new device can be made
+  check(await page.locator('#reset-start').isDisabled(), '"Start over…" is disabled until a backup is downloaded');
+  const [bk] = await Promise.all([page.waitForEvent('download'), page.click('#reset-backup')]);
+  const backupFile = join(OUT, bk.suggestedFilename());
+  await bk.saveAs(backupFile);
+  const backup = JSON.parse(readFileSync(backupFile, 'utf8'));
+  check(backup.device.id === deviceId && backup.history.length === 3 && backup.registers.dr === regs.dr
+    && backup.sealed.psd && backup.sealed.psd.ct.length > 100 && backup.purse && backup.transfers.length === 1,
+    `backup ${bk.suggestedFilename()}: the device, DR ${backup.registers.dr}, 3 labels, the purse, the transfer, the sealed record`);
+  check(await page.locator('#reset-start').isEnabled(), '"Start over…" enabled after the backup');
+  const sealedBefore = await page.evaluate(readSealedRecord);
+  const historyBefore = await page.evaluate((k) => localStorage.getItem(k), historyKey);
+  await page.click('#reset-start');
+  check(await page.locator('#reset-confirm').isVisible() && new RegExp(`Delete meter ${deviceId}.*EUR ${regs.dr.replace('.', '\\.')}`).test(await text('#reset-confirm-text')),
+    `the confirm step says what is lost: ${await text('#reset-confirm-text')}`);
+  await page.click('#reset-no');
+  n = await notice();
+  check(n.kind === 'ok' && /nothing was deleted/.test(n.text) && await page.locator('#reset-confirm').isHidden(), `cancel: ${n.text}`);
+  const afterCancel = await registers();
+  check(await page.evaluate(readSealedRecord) === sealedBefore && await page.evaluate((k) => localStorage.getItem(k), historyKey) === historyBefore
+    && afterCancel.dr === regs.dr && afterCancel.pieces === regs.pieces && await text('#dev-id') === deviceId,
+    'cancel changed nothing: the same sealed record, history and registers');
+  await page.reload();
+  check(await settled() === 'ready' && await text('#dev-id') === deviceId, 'after a reload the device is still there');
+  await page.click('#reset-backup');
+  await page.click('#reset-start');
+  await Promise.all([page.waitForEvent('load'), page.click('#reset-yes')]);
+  check(await settled() === 'ready' && await page.locator('#create').isVisible() && await page.locator('#device').isHidden(),
+    'confirm: the page starts over with the create form');
+  check(await page.evaluate(readSealedRecord) === null && await page.evaluate((k) => localStorage.getItem(k), historyKey) === null
+    && await page.evaluate(() => localStorage.getItem('openpsd.device')) === null, 'no sealed record, history or device left in the browser');
+  await page.fill('#create-origin', '10115');
+  await page.click('#create-button');
+  await settled();
+  const newId = await text('#dev-id');
+  const fresh = await registers();
+  check(newId !== deviceId && fresh.dr === '0.00' && fresh.pieces === '0' && await page.locator('#history').isHidden()
+    && await page.locator('#purse-create-form').isVisible(), `a clean PSD: device ${newId}, DR 0.00, no history, no purse`);
 
   // -- 11. tamper with the sealed record: a clear error, never a silent reset
   const tampered = await page.evaluate(tamperSealedRecord);
@@ -370,6 +538,23 @@ async function main() {
   const result = { url: URL, deviceId, keyId, publicKey, barcode, registers: regs };
   writeFileSync(join(OUT, 'journey.json'), JSON.stringify(result, null, 2) + '\n');
   log(`journey passed; ${join(OUT, 'journey.json')} written`);
+}
+
+// RFC 4180: quoted fields may hold commas, doubled quotes and line breaks; CRLF rows.
+function parseCsv(t) {
+  const rows = [];
+  let row = [];
+  let f = '';
+  let q = false;
+  for (let i = 0; i < t.length; i++) {
+    const c = t[i];
+    if (q) {
+      if (c === '"' && t[i + 1] === '"') { f += '"'; i++; } else if (c === '"') q = false; else f += c;
+    } else if (c === '"') q = true;
+    else if (c === ',') { row.push(f); f = ''; } else if (c === '\r' && t[i + 1] === '\n') { row.push(f); rows.push(row); row = []; f = ''; i++; } else f += c;
+  }
+  if (f || row.length) { row.push(f); rows.push(row); }
+  return rows;
 }
 
 // In the page: find the sealed record of "psd" in the storage module's IndexedDB and flip

@@ -156,6 +156,12 @@ impl World {
                     .await
                 {
                     Ok(v) => v,
+                    Err(e) if e.code == "device_quarantined" => {
+                        return Err(format!(
+                            "refill {}: an honest card was quarantined: {e:?}",
+                            job.txn
+                        ))
+                    }
                     Err(e) => {
                         errors += 1;
                         last_err = Some(e);
@@ -205,6 +211,11 @@ impl World {
                 Ok(v2) => {
                     errors = 0;
                     view = Some(v2);
+                }
+                Err(e) if e.code == "device_quarantined" => {
+                    return Err(format!(
+                        "refill {txn}: an honest card was quarantined: {e:?}"
+                    ))
                 }
                 Err(e) => {
                     // Retryable or not, the host asks where the refill stands and goes on
@@ -299,7 +310,7 @@ const RATES: Rates = Rates {
 };
 
 /// One schedule of seed `seed`: the hosts' refills under faults, then recovery and checks.
-async fn schedule(w: &Rc<World>, seed: u64) -> Result<(), String> {
+async fn schedule(w: &Rc<World>, seed: u64, prefix: &str) -> Result<(), String> {
     let mut r = Rng(seed);
     // Deposits (faults off): some customers topped up, some not (refusals happen).
     for c in 0..HOSTS {
@@ -392,8 +403,10 @@ async fn schedule(w: &Rc<World>, seed: u64) -> Result<(), String> {
     }
     let replay = || {
         format!(
-            "OPENPSD_FAULT_SEED={seed:#x} cargo test -p openpsd-backoffice --test fault_schedules \
-             random_fault_schedules -- --nocapture\nfaults injected: {faults:?}"
+            "{prefix} cargo test -p openpsd-backoffice --test fault_schedules \
+             random_fault_schedules -- --nocapture\n(the schedules before it ran on the same \
+             devices; OPENPSD_FAULT_SEED={seed:#x} runs this one alone on fresh ones)\n\
+             faults injected: {faults:?}"
         )
     };
     if let Some(e) = failure {
@@ -462,17 +475,22 @@ async fn random_fault_schedules() {
     tokio::task::LocalSet::new()
         .run_until(async {
             let w = World::new(CARDS, HOSTS).await;
-            let seeds: Vec<u64> = match env_u64("OPENPSD_FAULT_SEED") {
-                Some(s) => vec![s],
-                None => {
-                    let n = env_u64("OPENPSD_FAULT_SCHEDULES").unwrap_or(1000);
-                    let base = env_u64("OPENPSD_FAULT_BASE").unwrap_or(0x5EED_0000);
-                    (0..n).map(|i| base.wrapping_add(i)).collect()
-                }
+            let (base, n) = match env_u64("OPENPSD_FAULT_SEED") {
+                Some(s) => (s, 1),
+                None => (
+                    env_u64("OPENPSD_FAULT_BASE").unwrap_or(0x5EED_0000),
+                    env_u64("OPENPSD_FAULT_SCHEDULES").unwrap_or(1000),
+                ),
             };
+            let seeds: Vec<u64> = (0..n).map(|i| base.wrapping_add(i)).collect();
             let started = Instant::now();
             for (i, &seed) in seeds.iter().enumerate() {
-                if let Err(e) = schedule(&w, seed).await {
+                // What replays this run up to this schedule.
+                let prefix = format!(
+                    "OPENPSD_FAULT_BASE={base:#x} OPENPSD_FAULT_SCHEDULES={}",
+                    i + 1
+                );
+                if let Err(e) = schedule(&w, seed, &prefix).await {
                     panic!("schedule {seed:#x} failed: {e}");
                 }
                 if (i + 1) % 50 == 0 || i + 1 == seeds.len() {
@@ -944,10 +962,16 @@ async fn confirm_races_cancel_and_inspection() {
                     w.host.confirm(&job.txn, &a3),
                     w.host.cancel(&job.txn),
                 );
+                // A confirmation may lose: not applied yet, or the cancel came first and
+                // named a new confirm nonce (the audit after the void), which the audit
+                // taken before does not answer. The drive below goes on from there.
                 for r in [&c1, &c2, &x] {
                     if let Err(e) = r {
                         assert!(
-                            matches!(e.code.as_str(), "not_applied" | "wrong_state"),
+                            matches!(
+                                e.code.as_str(),
+                                "not_applied" | "wrong_state" | "audit_nonce_mismatch"
+                            ),
                             "round {round}: {e:?}"
                         );
                     }

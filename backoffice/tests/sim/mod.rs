@@ -48,10 +48,12 @@
 //! # Determinism
 //!
 //! Each fault decision is a hash of the schedule's seed, the service, the request's path
-//! and how many times that path was seen before: with one host the same seed gives the
-//! same faults at the same messages. With several hosts at once the order in which their
-//! messages reach a shared path (`/v1/combinations`, `/v1/audits/verify`) is the
-//! scheduler's, so a replay gets the same plan but not always the same interleaving.
+//! (the IDs the services draw at random replaced by `*`; the hosts' transaction IDs kept)
+//! and how many times that path was seen before in the schedule, and each failpoint crash
+//! likewise of its name: the same messages in the same order get the same faults. With
+//! several hosts at once the order in which their messages reach a shared path
+//! (`/v1/combinations`, `/v1/audits/verify`) is the scheduler's, so a replay gets the same
+//! plan but not always the same interleaving.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -434,7 +436,7 @@ impl Net {
                     return pass(inner, req).await;
                 };
                 let plan = net.current();
-                let key = format!("{} {}", req.method(), req.uri().path());
+                let key = format!("{} {}", req.method(), template(req.uri().path()));
                 let Some(fault) = plan.decide(svc, &key) else {
                     return pass(inner, req).await;
                 };
@@ -597,6 +599,22 @@ fn install_crash_hook() {
             false
         })));
     });
+}
+
+/// A path with the IDs the services make at random (combination IDs, inspection IDs: hex
+/// of 16 characters or more) replaced by `*`, so that fault decisions do not depend on
+/// them; the hosts' transaction IDs, which the schedule makes, stay.
+fn template(path: &str) -> String {
+    path.split('/')
+        .map(|seg| {
+            if seg.len() >= 16 && seg.bytes().all(|b| b.is_ascii_hexdigit()) {
+                "*"
+            } else {
+                seg
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("/")
 }
 
 fn open_ro(path: &Path) -> rusqlite::Connection {

@@ -157,10 +157,11 @@ impl World {
                 {
                     Ok(v) => v,
                     Err(e) if e.code == "device_quarantined" => {
+                        let alarms = self.admin.alarms().await;
                         return Err(format!(
-                            "refill {}: an honest card was quarantined: {e:?}",
+                            "refill {}: an honest card was quarantined: {e:?}\n{alarms:?}",
                             job.txn
-                        ))
+                        ));
                     }
                     Err(e) => {
                         errors += 1;
@@ -213,9 +214,10 @@ impl World {
                     view = Some(v2);
                 }
                 Err(e) if e.code == "device_quarantined" => {
+                    let alarms = self.admin.alarms().await;
                     return Err(format!(
-                        "refill {txn}: an honest card was quarantined: {e:?}"
-                    ))
+                        "refill {txn}: an honest card was quarantined: {e:?}\n{alarms:?}"
+                    ));
                 }
                 Err(e) => {
                     // Retryable or not, the host asks where the refill stands and goes on
@@ -410,7 +412,7 @@ async fn schedule(w: &Rc<World>, seed: u64, prefix: &str) -> Result<(), String> 
         )
     };
     if let Some(e) = failure {
-        return Err(format!("{e}\nreplay: {}", replay()));
+        return Err(format!("{e}\nreplay: {}\n{}", replay(), w.net.dump()));
     }
     // Recovery: the hosts that crashed run again and finish their refills.
     for job in &left {
@@ -997,6 +999,65 @@ async fn confirm_races_cancel_and_inspection() {
                 jobs.push(job);
                 w.check(&jobs, &format!("round {round}")).await;
             }
+            w.net.stop().await;
+        })
+        .await;
+}
+
+// ---------------------------------------------------------------------------------------
+// What the schedules found, pinned with scripted faults.
+// ---------------------------------------------------------------------------------------
+
+/// Found by schedule 0x5eed0280: the KMS's receipt answer is lost (the refill stays
+/// `audit_accepted`, its hold held); the owner cancels and the RC releases the hold, but
+/// that answer is lost too; the host posts the audit again. The meter asked the RC for the
+/// hold of the same request, got the released combination back as if it were held, had it
+/// sealed and issued the message: the card took 11.09 that no hold paid for (and the
+/// confirmation raised `settle_refused`). The RC now refuses a settled hold (`409
+/// wrong_state`), so the refill ends with nothing on the card and nothing charged.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_released_hold_is_never_sealed_into_a_message() {
+    use sim::{Fault, Svc};
+    tokio::task::LocalSet::new()
+        .run_until(async {
+            let w = World::new(1, 1).await;
+            let customer = w.owners[0].clone();
+            let dev = w.cards[0].borrow().device_id();
+            let job = Job {
+                txn: "released-1".into(),
+                card: 0,
+                set: 1,
+                amount: 1_109,
+                customer: customer.clone(),
+            };
+            w.net.script(&[
+                (Svc::Kms, "POST /v1/receipts", Fault::LoseReply),
+                (Svc::Rc, "POST /v1/combinations/*/settle", Fault::LoseReply),
+            ]);
+            let v = w
+                .host
+                .request(&job.txn, &dev, 1, &customer, job.amount)
+                .await
+                .unwrap();
+            let audit = w.cards[0].borrow_mut().audit(1, &v.nonce);
+            let e = w.host.audit(&job.txn, &audit).await.unwrap_err();
+            assert_eq!(e.status, 503, "{e:?}");
+            assert_eq!(w.admin.ledger().await.held, 1_109);
+            let e = w.host.cancel(&job.txn).await.unwrap_err();
+            assert_eq!(e.status, 503, "{e:?}");
+            // The RC released the hold; the meter does not know it yet.
+            assert_eq!(w.admin.ledger().await.held, 0);
+            drop(w.net.quiesce().await);
+            // The audit again: no message for a hold that is no longer held.
+            let r = w.host.audit(&job.txn, &audit).await;
+            assert!(
+                r.as_ref().map_or(true, |v| v.refill_message.is_none()),
+                "a message was issued for a released hold: {r:?}"
+            );
+            let end = w.drive(&job, Whims::default()).await.unwrap().unwrap();
+            assert_ne!(end, Ending::Completed);
+            assert_eq!(w.cards[0].borrow_mut().credited(), 0);
+            w.check(&[job], "released hold").await;
             w.net.stop().await;
         })
         .await;

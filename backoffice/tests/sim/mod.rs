@@ -167,6 +167,8 @@ pub struct Plan {
     crashes: AtomicU32,
     seen: Mutex<HashMap<(Svc, String), u64>>,
     log: Mutex<Vec<String>>,
+    /// Faults a test scripted: the next request at that service and path gets it.
+    script: Mutex<Vec<(Svc, String, Fault)>>,
 }
 
 impl Plan {
@@ -183,6 +185,7 @@ impl Plan {
             crashes: AtomicU32::new(0),
             seen: Mutex::default(),
             log: Mutex::default(),
+            script: Mutex::default(),
         }
     }
 
@@ -211,6 +214,12 @@ impl Plan {
     fn decide(&self, svc: Svc, key: &str) -> Option<Fault> {
         if !self.on.load(Ordering::SeqCst) {
             return None;
+        }
+        {
+            let mut script = self.script.lock().unwrap();
+            if let Some(i) = script.iter().position(|(s, k, _)| *s == svc && k == key) {
+                return Some(script.remove(i).2);
+            }
         }
         let mut r = self.rng(svc, key);
         if r.chance(self.rates.crash) && self.take_crash() {
@@ -326,6 +335,22 @@ impl Net {
             seed,
             rates,
             on: AtomicBool::new(true),
+            ..Plan::new()
+        };
+        *self.plan.lock().unwrap() = Arc::new(plan);
+    }
+
+    /// Begins a scripted run: no random fault, only these, each once, at the next request
+    /// to that service and path (`"POST /v1/receipts"`; random IDs written `*`).
+    pub fn script(&self, faults: &[(Svc, &str, Fault)]) {
+        let plan = Plan {
+            on: AtomicBool::new(true),
+            script: Mutex::new(
+                faults
+                    .iter()
+                    .map(|(s, k, f)| (*s, (*k).to_owned(), *f))
+                    .collect(),
+            ),
             ..Plan::new()
         };
         *self.plan.lock().unwrap() = Arc::new(plan);
@@ -615,6 +640,69 @@ fn template(path: &str) -> String {
         })
         .collect::<Vec<_>>()
         .join("/")
+}
+
+impl Net {
+    /// The meter's refills and the RC's combinations, one line each, for a failure report.
+    pub fn dump(&self) -> String {
+        let mut out = String::new();
+        let meter = open_ro(&self.data(Svc::Meter).join("meter.sqlite"));
+        let mut st = meter
+            .prepare(
+                "SELECT client_txn_id, device_id, set_index, amount, state, bound_control_sum,
+                        bound_refills, combination_id, void_combination_id, updated_at
+                 FROM refills ORDER BY created_at, client_txn_id",
+            )
+            .expect("refills");
+        let rows = st
+            .query_map([], |r| {
+                Ok(format!(
+                    "refill {:?} dev {:?} set {:?} amount {:?} {:?} bound ({:?}, {:?}) comb {:?} void {:?}",
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, i64>(2)?,
+                    r.get::<_, i64>(3)?,
+                    r.get::<_, String>(4)?,
+                    r.get::<_, Option<i64>>(5)?,
+                    r.get::<_, Option<i64>>(6)?,
+                    r.get::<_, Option<String>>(7)?,
+                    r.get::<_, Option<String>>(8)?,
+                ))
+            })
+            .expect("query");
+        for row in rows {
+            out.push_str(&row.expect("row"));
+            out.push('\n');
+        }
+        let rc = open_ro(&self.data(Svc::Rc).join("recharge.sqlite"));
+        let mut st = rc
+            .prepare(
+                "SELECT combination_id, request_id, device_id, amount, control_sum, refills, state,
+                        void_combination_id
+                 FROM combinations ORDER BY created_at, combination_id",
+            )
+            .expect("combinations");
+        let rows = st
+            .query_map([], |r| {
+                Ok(format!(
+                    "combination {:?} request {:?} dev {:?} amount {:?} precondition ({:?}, {:?}) {:?} void {:?}",
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, i64>(3)?,
+                    r.get::<_, i64>(4)?,
+                    r.get::<_, i64>(5)?,
+                    r.get::<_, String>(6)?,
+                    r.get::<_, Option<String>>(7)?,
+                ))
+            })
+            .expect("query");
+        for row in rows {
+            out.push_str(&row.expect("row"));
+            out.push('\n');
+        }
+        out
+    }
 }
 
 fn open_ro(path: &Path) -> rusqlite::Connection {

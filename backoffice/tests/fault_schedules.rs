@@ -190,20 +190,20 @@ impl World {
                             order.insert(0, void);
                         }
                     }
-                    let mut c = card.borrow_mut();
-                    // The first that applies wins; the other is refused by the card.
-                    for m in &order {
-                        match c.refill(v.set, m) {
-                            Ok(_) => break,
-                            Err(Status::RefillReplayed) => break,
-                            Err(_) => {}
+                    let audit = {
+                        let mut c = card.borrow_mut();
+                        // The first that applies wins; the other is refused by the card.
+                        for m in &order {
+                            match c.refill(v.set, m) {
+                                Ok(_) | Err(Status::RefillReplayed) => break,
+                                Err(_) => {}
+                            }
                         }
-                    }
-                    if let Some(r) = &v.receipt {
-                        let _ = c.receipt(r);
-                    }
-                    let audit = c.audit(v.set, v.confirm_nonce.as_deref().expect("nonce"));
-                    drop(c);
+                        if let Some(r) = &v.receipt {
+                            let _ = c.receipt(r);
+                        }
+                        c.audit(v.set, v.confirm_nonce.as_deref().expect("nonce"))
+                    };
                     self.host.confirm(txn, &audit).await
                 }
                 other => return Err(format!("refill {txn} in unknown state {other}")),
@@ -674,12 +674,13 @@ async fn random_step(w: &World, r: &mut Rng, seen: &mut Seen, seq: u64, n: u64) 
             let Some(nonce) = v.confirm_nonce.clone() else {
                 return "-".into();
             };
-            let mut c = w.cards[seen.jobs[i].card].borrow_mut();
-            if let Some(rc) = &v.receipt {
-                let _ = c.receipt(rc);
-            }
-            let audit = c.audit(v.set, &nonce);
-            drop(c);
+            let audit = {
+                let mut c = w.cards[seen.jobs[i].card].borrow_mut();
+                if let Some(rc) = &v.receipt {
+                    let _ = c.receipt(rc);
+                }
+                c.audit(v.set, &nonce)
+            };
             seen.audits.push(audit.clone());
             let a = w.host.confirm(&v.client_txn_id, &audit).await;
             if let Ok(v) = &a {

@@ -82,3 +82,23 @@ pub fn pause_blocking(name: &str) {
     }
     crash_if_asked(name);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_crash_hook_crashes_only_where_it_says() {
+        set_crash_hook(Some(Arc::new(|name: &str| name == "test_crash_here")));
+        // Another point passes.
+        pause_blocking("test_not_here");
+        let crashed = std::panic::catch_unwind(|| pause_blocking("test_crash_here"));
+        let msg = crashed
+            .err()
+            .and_then(|p| p.downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        assert_eq!(msg, format!("{CRASH_PANIC} test_crash_here"));
+        set_crash_hook(None);
+        pause_blocking("test_crash_here");
+    }
+}

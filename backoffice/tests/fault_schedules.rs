@@ -615,6 +615,9 @@ async fn random_step(w: &World, r: &mut Rng, seen: &mut Seen, seq: u64, n: u64) 
                 .request(&j.txn, &dev, j.set, &j.customer, amount)
                 .await;
             if let Ok(v) = &a {
+                // The first request may have been refused (another was outstanding): then
+                // this one made the refill, for its amount.
+                seen.jobs[i].amount = v.amount;
                 seen.learn(i, v);
             }
             format!("request again {} {a:?}", j.txn)

@@ -5,9 +5,40 @@
 //!
 //! Without the variable every point is a no-op. The points sit between a commit and the
 //! next external effect, where a crash is the most interesting.
+//!
+//! In process (the fault schedules of `backoffice/tests/fault_schedules.rs`, where every
+//! service runs in the test's own process), a test installs a crash hook instead
+//! ([`set_crash_hook`]): asked at every point reached, it answers whether the service
+//! crashes there. A crash unwinds the request's task with a panic whose message starts
+//! with [`CRASH_PANIC`]: the reply is never sent (the caller sees its connection close),
+//! what was committed stays, and the test then restarts the service from its database.
+//! The environment variable, when set, is obeyed first, so the `kill -9` tests are
+//! unchanged; without a hook and without the variable every point is still a no-op.
 
 use std::io::Write as _;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock, RwLock};
+
+/// The start of the panic message of a crash the hook asked for.
+pub const CRASH_PANIC: &str = "simulated crash at failpoint";
+
+/// Asked with a point's name at every point reached: `true` crashes the service there.
+pub type CrashHook = Arc<dyn Fn(&str) -> bool + Send + Sync>;
+
+static HOOK: RwLock<Option<CrashHook>> = RwLock::new(None);
+
+/// Installs (or with `None` removes) the process's crash hook. For tests only: a service
+/// program never installs one.
+pub fn set_crash_hook(hook: Option<CrashHook>) {
+    *HOOK.write().unwrap_or_else(|p| p.into_inner()) = hook;
+}
+
+/// Panics (a simulated crash) if the hook asks for one at `name`.
+fn crash_if_asked(name: &str) {
+    let hook = HOOK.read().unwrap_or_else(|p| p.into_inner()).clone();
+    if hook.is_some_and(|h| h(name)) {
+        panic!("{CRASH_PANIC} {name}");
+    }
+}
 
 fn armed() -> &'static [String] {
     static ARMED: OnceLock<Vec<String>> = OnceLock::new();
@@ -24,12 +55,13 @@ fn armed() -> &'static [String] {
     })
 }
 
-/// Stops here forever if `name` is armed.
+/// Stops here forever if `name` is armed; crashes here if the crash hook asks.
 pub async fn pause(name: &str) {
     if armed().iter().any(|a| a == name) {
         announce(name);
         std::future::pending::<()>().await;
     }
+    crash_if_asked(name);
 }
 
 // Kept out of the async fn: the stdout lock is not `Send` and must not live in its future.
@@ -40,12 +72,33 @@ fn announce(name: &str) {
 }
 
 /// [`pause`] for code on a blocking thread (inside a database transaction's closure): the
-/// thread parks for ever if `name` is armed.
+/// thread parks for ever if `name` is armed; crashes (panics) if the crash hook asks.
 pub fn pause_blocking(name: &str) {
     if armed().iter().any(|a| a == name) {
         announce(name);
         loop {
             std::thread::park();
         }
+    }
+    crash_if_asked(name);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_crash_hook_crashes_only_where_it_says() {
+        set_crash_hook(Some(Arc::new(|name: &str| name == "test_crash_here")));
+        // Another point passes.
+        pause_blocking("test_not_here");
+        let crashed = std::panic::catch_unwind(|| pause_blocking("test_crash_here"));
+        let msg = crashed
+            .err()
+            .and_then(|p| p.downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        assert_eq!(msg, format!("{CRASH_PANIC} test_crash_here"));
+        set_crash_hook(None);
+        pause_blocking("test_crash_here");
     }
 }

@@ -567,7 +567,8 @@ fn read_combination(
 }
 
 /// `POST /v1/combinations` (steps 260-265): hold the amount, make and sign the
-/// combination bound to the audited state. The same request ID returns the same hold.
+/// combination bound to the audited state. The same request ID returns the same hold
+/// while it is held; once settled, `409 wrong_state`.
 async fn hold(
     State(rc): State<Recharge>,
     Extension(peer): Extension<Peer>,
@@ -617,6 +618,18 @@ async fn hold(
                         format!(
                             "request ID '{}' was used for another combination",
                             req.request_id
+                        ),
+                    ));
+                }
+                // A settled hold is never handed out again: a meter that released it (a
+                // cancel whose answer it lost) and then asked again must not get it signed
+                // into a refill message while no money is held for it any more.
+                if row.state != "held" {
+                    return Err(ApiError::wrong_state(
+                        step,
+                        format!(
+                            "the hold of request ID '{}' (combination {}) is {} already",
+                            req.request_id, row.combination.combination_id, row.state
                         ),
                     ));
                 }

@@ -241,6 +241,16 @@ fn make_storage_key(dir: &Path) -> Result<StorageKey, StoreError> {
     f.write_all(hex::encode(key).as_bytes())
         .and_then(|_| f.sync_all())
         .map_err(|e| StoreError::Io(format!("writing storage key {}: {e}", path.display())))?;
+    // The new file's name must survive power loss too: without the key the card's state
+    // cannot be read. (FileStore::create syncs this directory only when it makes the card's
+    // directory, not when the directory existed already.)
+    let parent = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    fs::File::open(parent)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| StoreError::Io(format!("syncing directory {}: {e}", parent.display())))?;
     let k = StorageKey::new(key);
     zeroize::Zeroize::zeroize(&mut key);
     Ok(k)

@@ -9,6 +9,9 @@
 use std::path::Path;
 use std::time::Duration;
 
+#[cfg(any(test, feature = "crash-test"))]
+pub mod crash_vfs;
+
 pub use rusqlite;
 use rusqlite::Connection;
 

@@ -114,13 +114,26 @@ pub fn write_public(path: &Path, text: &str) -> Result<()> {
 
 /// Creates a service's data directory (and parents) readable by its owner only: it holds
 /// the key files and the database.
+///
+/// Each directory it makes is made durable in its parent (fsync of the parent): a data
+/// directory whose name a power cut forgot would take the keys in it along, and the service
+/// would start again with new ones.
 pub fn private_dir(path: &Path) -> Result<()> {
     use std::os::unix::fs::DirBuilderExt;
+    let missing: Vec<&Path> = path
+        .ancestors()
+        .take_while(|p| !p.as_os_str().is_empty() && !p.exists())
+        .collect();
     fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
         .create(path)
-        .with_context(|| format!("creating {}", path.display()))
+        .with_context(|| format!("creating {}", path.display()))?;
+    // Deepest first: each new name is durable before the one holding it is.
+    for dir in missing {
+        sync_dir(dir).with_context(|| format!("syncing the directory of {}", dir.display()))?;
+    }
+    Ok(())
 }
 
 /// fsyncs the directory holding `path`, so a new file's name is durable too.

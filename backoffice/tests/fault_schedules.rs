@@ -513,6 +513,35 @@ async fn random_fault_schedules() {
                 }
             }
             eprintln!("tally: {:?}", w.tally.borrow());
+            // A run of many schedules must have injected every kind of fault: were the
+            // fronts or the crash hook to stop firing, the schedules would pass as plain
+            // runs and prove nothing.
+            if seeds.len() >= 100 {
+                let tally = w.tally.borrow();
+                for kind in [
+                    "LoseRequest",
+                    "LoseReply",
+                    "Duplicate",
+                    "DuplicateAtOnce",
+                    "Delay",
+                    "CrashBefore",
+                    "CrashAfter",
+                    "CrashAtFailpoint",
+                    "host crashes",
+                ] {
+                    assert!(
+                        tally.get(kind).copied().unwrap_or(0) > 0,
+                        "no {kind} in {} schedules: {tally:?}",
+                        seeds.len()
+                    );
+                }
+                assert!(
+                    w.net
+                        .restarts_done
+                        .load(std::sync::atomic::Ordering::SeqCst)
+                        > 0
+                );
+            }
             w.net.stop().await;
         })
         .await;

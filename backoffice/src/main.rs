@@ -340,6 +340,18 @@ struct Serve {
         hide_env_values = true
     )]
     database_url: Option<String>,
+    /// With --role datacenter: where the secure box is. `in-process` (the default): in
+    /// this process, its memory in DATA/box. `tcp:HOST:PORT`: a separate card-sim process
+    /// serving a virtual meter box card (`card-sim create --kind vbox --state DIR`, then
+    /// `card-sim serve --state DIR --tcp HOST:PORT`; loopback only). A blank box is
+    /// personalized at the first start; the link is one connection, made again when lost
+    /// (a command cut off is settled by RESUME, docs/virtual-meter.md §9).
+    #[arg(
+        long = "box",
+        value_name = "in-process|tcp:HOST:PORT",
+        default_value = "in-process"
+    )]
+    box_at: String,
     /// With --role post: the meter server's base URL.
     #[arg(long, value_name = "URL", default_value = "https://127.0.0.1:8700")]
     meter: String,
@@ -646,6 +658,10 @@ async fn serve(s: Serve) -> Result<()> {
                 pki.clone(),
             );
             config.database_url = s.database_url.clone();
+            config.box_at = openpsd_datacenter::boxhost::BoxAt::parse(
+                &s.box_at,
+                &s.data.join(openpsd_datacenter::BOX_DIR),
+            )?;
             let (svc, info) = server::start_datacenter(&config, &listen, rate).await?;
             tracing::info!(
                 box_id = %openpsd_service_kit::codec::device_hex(&info.box_id),

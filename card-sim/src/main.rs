@@ -327,7 +327,9 @@ fn dispatch(command: Command) -> Result<ExitCode> {
             let what = match kind {
                 Kind::Psd => "PSD",
                 Kind::Purse => "purse",
-                Kind::Vbox => "virtual meter box: serve it and let the data center send PERSONALIZE",
+                Kind::Vbox => {
+                    "virtual meter box: serve it and let the data center send PERSONALIZE"
+                }
             };
             println!(
                 "blank card created in {} (personalize it as a {what})",

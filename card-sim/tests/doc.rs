@@ -871,14 +871,26 @@ fn a_vbox_card_is_made_blank_and_personalized_by_its_host() {
         let (_server, port) = common::serve(&dir.path().join("box"));
         let mut tcp = TcpStream::connect(("127.0.0.1", port)).unwrap();
         let r = answer(&mut tcp, &select).unwrap();
-        assert_eq!(r[r.len() - 2..], [0x90, 0x00], "the blank card's box applet");
-        assert_eq!(answer(&mut tcp, &get_data).unwrap(), [0x00, 0x90, 0x00], "blank");
+        assert_eq!(
+            r[r.len() - 2..],
+            [0x90, 0x00],
+            "the blank card's box applet"
+        );
+        assert_eq!(
+            answer(&mut tcp, &get_data).unwrap(),
+            [0x00, 0x90, 0x00],
+            "blank"
+        );
         let r = answer(&mut tcp, &apdu).unwrap();
         assert_eq!(r[r.len() - 2..], [0x90, 0x00], "PERSONALIZE");
         drop(tcp);
         // The next client: a fresh power-up, nothing selected; the card is a box now.
         let mut tcp = TcpStream::connect(("127.0.0.1", port)).unwrap();
-        assert_eq!(answer(&mut tcp, &get_data).unwrap()[..], [0x69, 0x85][..], "nothing selected");
+        assert_eq!(
+            answer(&mut tcp, &get_data).unwrap()[..],
+            [0x69, 0x85][..],
+            "nothing selected"
+        );
         assert_eq!(answer(&mut tcp, &psd_apdu::select()).unwrap(), [0x6A, 0x82]);
     }
     let (_server, port) = common::serve(&dir.path().join("box"));

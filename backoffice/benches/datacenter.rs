@@ -138,7 +138,7 @@ fn start_card_sim(dir: &std::path::Path) -> (std::process::Child, String) {
         .unwrap()
         .port();
     let addr = format!("127.0.0.1:{port}");
-    let child = std::process::Command::new(&bin)
+    let mut child = std::process::Command::new(&bin)
         .args(["serve", "--state"])
         .arg(&card)
         .args(["--tcp", &addr])
@@ -157,6 +157,8 @@ fn start_card_sim(dir: &std::path::Path) -> (std::process::Child, String) {
         }
         std::thread::sleep(Duration::from_millis(25));
     }
+    let _ = child.kill();
+    let _ = child.wait();
     panic!("card-sim does not listen on {addr}");
 }
 

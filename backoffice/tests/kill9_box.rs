@@ -65,7 +65,7 @@ struct CardSim {
 
 impl CardSim {
     fn start(state: &Path, addr: &str) -> Self {
-        let child = Command::new(card_sim_bin())
+        let mut child = Command::new(card_sim_bin())
             .args(["serve", "--state"])
             .arg(state)
             .args(["--tcp", addr])
@@ -89,6 +89,8 @@ impl CardSim {
             }
             std::thread::sleep(Duration::from_millis(25));
         }
+        let _ = child.kill();
+        let _ = child.wait();
         panic!("card-sim does not listen on {addr}");
     }
 

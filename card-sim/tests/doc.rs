@@ -855,9 +855,7 @@ fn a_vbox_card_is_made_blank_and_personalized_by_its_host() {
     let mut select = vec![0x00, 0xA4, 0x04, 0x00, 7];
     select.extend_from_slice(VBOX_AID);
     let get_data = [CLA_VBOX, ins::GET_DATA, 0x00, 0x01, 0x00];
-    let key = openpsd_core::crypto::IndiciumKey::from_bytes(&[0x42; 32])
-        .unwrap()
-        .public_key();
+    let key = IndiciumKey::from_bytes(&[0x42; 32]).unwrap().public_key();
     let mut personalize = b"VBtest01".to_vec();
     personalize.extend_from_slice(&4u16.to_be_bytes());
     personalize.push(3);

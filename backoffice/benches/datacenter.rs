@@ -11,12 +11,18 @@
 //! cargo bench -p openpsd-backoffice --bench datacenter -- --pieces 512 --users 1,64 --batch 16
 //! cargo bench -p openpsd-backoffice --bench datacenter -- --users 1000 --pieces 4000
 //! cargo bench -p openpsd-backoffice --bench datacenter -- --postgres 'host=/tmp/pg user=postgres'
+//! cargo build --release -p openpsd-card-sim && \
+//!   cargo bench -p openpsd-backoffice --bench datacenter -- --box tcp --batch 16
 //! ```
 //!
 //! `--batch N` sends N pieces per request (`POST /v1/indicia/batch`, one box command, one
 //! commit); pieces/s counts pieces, p50/p99 are per request. `--postgres BASE` runs the data
 //! center on a fresh database of that PostgreSQL server (`scripts/postgres-test.sh` does, on
-//! its cluster) instead of SQLite.
+//! its cluster) instead of SQLite. `--box tcp` runs the box as a separate process: a blank
+//! virtual meter box card made and served by `card-sim serve --tcp` (the `card-sim` binary
+//! of this profile, `target/release/card-sim`, or `$OPENPSD_CARD_SIM`), which the data
+//! center personalizes and reaches over one TCP connection; `--box tcp:ADDR` uses a box
+//! already served there. Default: the box in the data center's process.
 // Test code: a failed unwrap or expect is a failed test, with its message.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -42,6 +48,8 @@ struct Args {
     postgres: Option<String>,
     /// Pieces per request (1: `POST /v1/indicia`; more: `POST /v1/indicia/batch`).
     batch: usize,
+    /// `tcp` or `tcp:ADDR`: the box as a card-sim process; `None`: in-process.
+    box_at: Option<String>,
 }
 
 fn args() -> Args {
@@ -50,6 +58,7 @@ fn args() -> Args {
         users: vec![1, 64],
         postgres: None,
         batch: 1,
+        box_at: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -69,11 +78,20 @@ fn args() -> Args {
                     .filter(|n| (1..=16).contains(n))
                     .expect("--batch N (1 to 16)")
             }
+            "--box" => {
+                let v = it.next().expect("--box tcp|tcp:HOST:PORT");
+                assert!(
+                    v == "tcp" || v.starts_with("tcp:"),
+                    "--box tcp|tcp:HOST:PORT"
+                );
+                a.box_at = Some(v);
+            }
             "--help" | "-h" => {
                 println!(
                     "datacenter benchmark: [--pieces N (per level, default 512)] [--users 1,64] \
                      [--batch N (pieces per request, 1-16)] \
-                     [--postgres BASE (key=value connection string of a PostgreSQL server)]"
+                     [--postgres BASE (key=value connection string of a PostgreSQL server)] \
+                     [--box tcp|tcp:HOST:PORT (the box as a card-sim process; default in-process)]"
                 );
                 std::process::exit(0);
             }
@@ -81,6 +99,67 @@ fn args() -> Args {
         }
     }
     a
+}
+
+/// The `card-sim` binary: `$OPENPSD_CARD_SIM`, or `card-sim` in this bench's profile
+/// directory (`target/release/deps/datacenter-…` → `target/release/card-sim`).
+fn card_sim_bin() -> std::path::PathBuf {
+    if let Some(p) = std::env::var_os("OPENPSD_CARD_SIM") {
+        return p.into();
+    }
+    let exe = std::env::current_exe().unwrap();
+    let bin = exe
+        .parent()
+        .and_then(std::path::Path::parent)
+        .map(|d| d.join("card-sim"))
+        .unwrap();
+    assert!(
+        bin.exists(),
+        "{} is missing: cargo build --release -p openpsd-card-sim (or set OPENPSD_CARD_SIM)",
+        bin.display()
+    );
+    bin
+}
+
+/// A blank box card in `dir`, served by a `card-sim serve --tcp` process on a free
+/// loopback port: the process and its address.
+fn start_card_sim(dir: &std::path::Path) -> (std::process::Child, String) {
+    let bin = card_sim_bin();
+    let card = dir.join("box-card");
+    let out = std::process::Command::new(&bin)
+        .args(["create", "--kind", "vbox", "--state"])
+        .arg(&card)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "card-sim create: {out:?}");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let mut child = std::process::Command::new(&bin)
+        .args(["serve", "--state"])
+        .arg(&card)
+        .args(["--tcp", &addr])
+        .env("RUST_LOG", "error")
+        .spawn()
+        .unwrap();
+    // Listening once /proc/net/tcp shows the port in LISTEN (a probe connection would be a
+    // client, and a power-up, of its own).
+    let needle = format!(":{port:04X} 00000000:0000 0A");
+    for _ in 0..400 {
+        if std::fs::read_to_string("/proc/net/tcp")
+            .unwrap_or_default()
+            .contains(&needle)
+        {
+            return (child, addr);
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    panic!("card-sim does not listen on {addr}");
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -164,6 +243,18 @@ async fn main() {
         .unwrap();
         config.database_url = Some(url);
     }
+    let mut card_sim = None;
+    match a.box_at.as_deref() {
+        None => {}
+        Some("tcp") => {
+            let (child, addr) = start_card_sim(tmp.path());
+            config.box_at = openpsd_datacenter::boxhost::BoxAt::Tcp(addr);
+            card_sim = Some(child);
+        }
+        Some(other) => {
+            config.box_at = openpsd_datacenter::boxhost::BoxAt::parse(other, tmp.path()).unwrap();
+        }
+    }
     let database = openpsd_datacenter::Database::new(
         &tmp.path().join("datacenter"),
         config.database_url.as_deref(),
@@ -186,12 +277,16 @@ async fn main() {
     let op_rc = Client::with_pool(&h.recharge.url, &h.pki, Some(Role::Operator), 4);
     let most = a.users.iter().copied().max().unwrap_or(1);
     println!(
-        "datacenter bench: {} pieces per level, users {:?}, {} per request, box {} shards × depth {}, {}",
+        "datacenter bench: {} pieces per level, users {:?}, {} per request, box {} shards × depth {} {}, {}",
         a.pieces,
         a.users,
         a.batch,
         info.shards,
         info.depth,
+        match &config.box_at {
+            openpsd_datacenter::boxhost::BoxAt::InProcess(_) => "in-process".to_owned(),
+            openpsd_datacenter::boxhost::BoxAt::Tcp(a) => format!("in a card-sim process (tcp:{a})"),
+        },
         if a.postgres.is_some() {
             "PostgreSQL"
         } else {
@@ -284,5 +379,9 @@ async fn main() {
         report.records, report.credited, report.used, report.held
     );
     dc.stop().await;
+    if let Some(mut c) = card_sim {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
     h.stop().await;
 }

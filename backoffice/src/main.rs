@@ -339,6 +339,18 @@ struct Serve {
     // post office's database.
     #[arg(long, value_name = "URL")]
     database_url: Option<String>,
+    /// With --role datacenter: where the secure box is. `in-process` (the default): in
+    /// this process, its memory in DATA/box. `tcp:HOST:PORT`: a separate card-sim process
+    /// serving a virtual meter box card (`card-sim create --kind vbox --state DIR`, then
+    /// `card-sim serve --state DIR --tcp HOST:PORT`; loopback only). A blank box is
+    /// personalized at the first start; the link is one connection, made again when lost
+    /// (a command cut off is settled by RESUME, docs/virtual-meter.md §9).
+    #[arg(
+        long = "box",
+        value_name = "in-process|tcp:HOST:PORT",
+        default_value = "in-process"
+    )]
+    box_at: String,
     /// With --role post: the meter server's base URL.
     #[arg(long, value_name = "URL", default_value = "https://127.0.0.1:8700")]
     meter: String,
@@ -656,6 +668,10 @@ async fn serve(s: Serve) -> Result<()> {
                 pki.clone(),
             );
             config.database_url = role_database_url(&s.database_url, DATACENTER_DATABASE_ENV);
+            config.box_at = openpsd_datacenter::boxhost::BoxAt::parse(
+                &s.box_at,
+                &s.data.join(openpsd_datacenter::BOX_DIR),
+            )?;
             let (svc, info) = server::start_datacenter(&config, &listen, rate).await?;
             tracing::info!(
                 box_id = %openpsd_service_kit::codec::device_hex(&info.box_id),

@@ -34,7 +34,17 @@ enum Kind {
     Psd,
     /// Purse card (stored value, paid into from a PSD, pays merchant terminals).
     Purse,
+    /// The virtual meter's secure box (seed 001): `create` only; its host (the data
+    /// center, `backoffice serve --role datacenter --box tcp:ADDR`) personalizes it with
+    /// PERSONALIZE at its first connection, and the box generates its keys inside then.
+    Vbox,
 }
+
+/// Why `personalize --kind vbox` is refused.
+const VBOX_PERSONALIZE: &str = "a virtual meter box is personalized by its host: create it \
+     blank (`card-sim create --kind vbox`), serve it (`card-sim serve --tcp ADDR`), and the data \
+     center (`backoffice serve --role datacenter --box tcp:ADDR`) sends PERSONALIZE at its first \
+     connection; the box generates its keys inside then";
 
 // why: the command line is parsed once per process; boxing the personalization options
 // would only make their clap declarations harder to read.
@@ -42,13 +52,13 @@ enum Kind {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Create a blank card (personalize it later with PERSONALIZE APDUs or `personalize`).
-    /// A blank card answers both applets, the PSD's and the purse's; personalizing one
-    /// decides what it is.
+    /// A blank card answers every applet, the PSD's, the purse's and the virtual meter
+    /// box's; personalizing one decides what it is.
     Create {
         /// Directory for the card's state (must not hold a card yet).
         #[arg(long)]
         state: PathBuf,
-        /// Kind of card (only the message differs: a blank card has both applets).
+        /// Kind of card (only the message differs: a blank card has every applet).
         #[arg(long, value_enum, default_value = "psd")]
         kind: Kind,
     },
@@ -317,6 +327,9 @@ fn dispatch(command: Command) -> Result<ExitCode> {
             let what = match kind {
                 Kind::Psd => "PSD",
                 Kind::Purse => "purse",
+                Kind::Vbox => {
+                    "virtual meter box: serve it and let the data center send PERSONALIZE"
+                }
             };
             println!(
                 "blank card created in {} (personalize it as a {what})",
@@ -364,6 +377,7 @@ fn dispatch(command: Command) -> Result<ExitCode> {
             let (wrong, other) = match kind {
                 Kind::Psd => (&purse_only[..], "purse"),
                 Kind::Purse => (&psd_only[..], "psd"),
+                Kind::Vbox => bail!("{VBOX_PERSONALIZE}"),
             };
             if let Some((flag, _)) = wrong.iter().find(|(_, given)| *given) {
                 bail!("{flag} is for --kind {other}");
@@ -433,6 +447,7 @@ fn dispatch(command: Command) -> Result<ExitCode> {
                         Ok(out)
                     })
                 }
+                Kind::Vbox => bail!("{VBOX_PERSONALIZE}"),
                 Kind::Purse => {
                     let scheme = scheme.ok_or_else(|| anyhow!("--kind purse needs --scheme"))?;
                     let pin = pin.ok_or_else(|| anyhow!("--kind purse needs --pin"))?;

@@ -20,6 +20,7 @@ use openpsd_core::platform::Platform;
 use openpsd_core::psd::{PsdApplet, PSD_AID};
 use openpsd_core::purse::{PurseApplet, PURSE_AID};
 use openpsd_core::store::{MemStore, SealedStore, StorageKey, Store, StoreError, STORAGE_KEY_LEN};
+use openpsd_core::vbox::{VboxApplet, VBOX_AID};
 use openpsd_core::Card;
 
 use crate::file_store::FileStore;
@@ -62,7 +63,7 @@ pub trait SimulatedCard {
 /// What a card's store makes of it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CardKind {
-    /// Not personalized: both applets answer.
+    /// Not personalized: every applet answers (PSD, purse, box).
     Blank,
     /// A personalized PSD.
     Psd,
@@ -70,6 +71,10 @@ pub enum CardKind {
     Purse,
     /// Both applets personalized on one card (made by hand with APDUs).
     Both,
+    /// A personalized virtual meter box (seed 001, `docs/virtual-meter.md`).
+    Vbox,
+    /// A box and a PSD or purse personalized on one card (made by hand with APDUs).
+    Mixed,
 }
 
 impl std::fmt::Display for CardKind {
@@ -79,45 +84,87 @@ impl std::fmt::Display for CardKind {
             CardKind::Psd => "PSD",
             CardKind::Purse => "purse",
             CardKind::Both => "PSD and purse",
+            CardKind::Vbox => "virtual meter box",
+            CardKind::Mixed => "virtual meter box with a PSD or purse",
         })
     }
 }
 
 /// The card on `store`, with the applets its records call for: the PSD applet for PSD
-/// records, the purse applet for purse records, both on a blank store. Records that do
-/// not decode are an error, as for each applet alone.
+/// records, the purse applet for purse records, the box applet for box records, all three
+/// on a blank store. Records that do not decode are an error, as for each applet alone.
 pub fn load_card<S: Store, P: Platform>(
     store: S,
     platform: P,
 ) -> Result<(Card<S, P>, CardKind), StoreError> {
     let psd = PsdApplet::load(&store)?;
     let purse = PurseApplet::load(&store)?;
-    let kind = kind_of(&psd, &purse);
+    let vbox = VboxApplet::load(&store)?;
+    let made = Made::of(&psd, &purse, &vbox);
     let mut card = Card::new(store, platform);
-    if kind != CardKind::Purse {
+    if made.wants_psd() {
         card.install(Box::new(psd));
     }
-    if kind != CardKind::Psd {
+    if made.wants_purse() {
         card.install(Box::new(purse));
     }
-    Ok((card, kind))
+    if made.wants_vbox() {
+        card.install(Box::new(vbox));
+    }
+    Ok((card, made.kind()))
 }
 
-fn kind_of(psd: &PsdApplet, purse: &PurseApplet) -> CardKind {
-    match (psd.is_personalized(), purse.balance().is_some()) {
-        (false, false) => CardKind::Blank,
-        (true, false) => CardKind::Psd,
-        (false, true) => CardKind::Purse,
-        (true, true) => CardKind::Both,
+/// Which applets a store's records personalized.
+#[derive(Clone, Copy)]
+struct Made {
+    psd: bool,
+    purse: bool,
+    vbox: bool,
+}
+
+impl Made {
+    fn of(psd: &PsdApplet, purse: &PurseApplet, vbox: &VboxApplet) -> Self {
+        Self {
+            psd: psd.is_personalized(),
+            purse: purse.balance().is_some(),
+            vbox: vbox.is_personalized(),
+        }
     }
+    fn blank(self) -> bool {
+        !(self.psd || self.purse || self.vbox)
+    }
+    fn wants_psd(self) -> bool {
+        self.psd || self.blank()
+    }
+    fn wants_purse(self) -> bool {
+        self.purse || self.blank()
+    }
+    fn wants_vbox(self) -> bool {
+        self.vbox || self.blank()
+    }
+    fn kind(self) -> CardKind {
+        match (self.psd, self.purse, self.vbox) {
+            (false, false, false) => CardKind::Blank,
+            (true, false, false) => CardKind::Psd,
+            (false, true, false) => CardKind::Purse,
+            (true, true, false) => CardKind::Both,
+            (false, false, true) => CardKind::Vbox,
+            (_, _, true) => CardKind::Mixed,
+        }
+    }
+}
+
+fn made_of<S: Store>(store: &S) -> Result<Made, StoreError> {
+    Ok(Made::of(
+        &PsdApplet::load(store)?,
+        &PurseApplet::load(store)?,
+        &VboxApplet::load(store)?,
+    ))
 }
 
 /// What the records of `store` make of a card (as [`load_card`] decides).
 pub fn store_kind<S: Store>(store: &S) -> Result<CardKind, StoreError> {
-    Ok(kind_of(
-        &PsdApplet::load(store)?,
-        &PurseApplet::load(store)?,
-    ))
+    Ok(made_of(store)?.kind())
 }
 
 /// A card (PSD, purse, or blank with both applets) on any store.
@@ -164,8 +211,8 @@ impl<S: Store, P: Platform> SimulatedCard for SimCard<S, P> {
         if self.kind != CardKind::Blank {
             return;
         }
-        let now = match store_kind(self.card.store()) {
-            Ok(k) => k,
+        let made = match made_of(self.card.store()) {
+            Ok(m) => m,
             Err(e) => {
                 // The applets read their records themselves and answer the error; the
                 // card stays as it was.
@@ -173,15 +220,19 @@ impl<S: Store, P: Platform> SimulatedCard for SimCard<S, P> {
                 return;
             }
         };
-        match now {
-            CardKind::Psd => {
-                self.card.uninstall(PURSE_AID);
-            }
-            CardKind::Purse => {
-                self.card.uninstall(PSD_AID);
-            }
-            CardKind::Blank | CardKind::Both => {}
+        if made.blank() {
+            return;
         }
+        for (wanted, aid) in [
+            (made.wants_psd(), PSD_AID),
+            (made.wants_purse(), PURSE_AID),
+            (made.wants_vbox(), VBOX_AID),
+        ] {
+            if !wanted {
+                self.card.uninstall(aid);
+            }
+        }
+        let now = made.kind();
         if now != self.kind {
             tracing::info!(kind = %now, "personalized: the card is now a {now}");
             self.kind = now;

@@ -14,7 +14,7 @@
 //! one `write_all`, takes that away.
 
 use std::io::{self, Read, Write};
-use std::net::{TcpListener, TcpStream, ToSocketAddrs};
+use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
 use std::time::Duration;
 
 use openpsd_core::client::{Link, LinkError};
@@ -207,6 +207,37 @@ impl TcpCardClient {
             stream,
             out: Vec::new(),
         })
+    }
+
+    /// Connects to `addr` within `timeout`, and bounds every later exchange by it too: a
+    /// card that does not answer within `timeout` is an I/O error (`TimedOut` or
+    /// `WouldBlock`), not a hang. For hosts that keep one connection for a long time (the
+    /// data center's box link).
+    pub fn connect_timeout(addr: &SocketAddr, timeout: Duration) -> io::Result<Self> {
+        let stream = TcpStream::connect_timeout(addr, timeout)?;
+        stream.set_nodelay(true)?;
+        stream.set_read_timeout(Some(timeout))?;
+        stream.set_write_timeout(Some(timeout))?;
+        Ok(Self {
+            stream,
+            out: Vec::new(),
+        })
+    }
+
+    /// Whether the connection is known to be gone without waiting for anything: the card
+    /// closed it (its process ended, or its idle bound dropped us), an error is pending,
+    /// or bytes nobody asked for wait (the framing is out of step). `false` means only
+    /// that nothing says it is gone yet.
+    pub fn is_closed(&self) -> bool {
+        if self.stream.set_nonblocking(true).is_err() {
+            return true;
+        }
+        let mut b = [0u8; 1];
+        let gone = match self.stream.peek(&mut b) {
+            Err(e) => e.kind() != io::ErrorKind::WouldBlock,
+            Ok(_) => true,
+        };
+        self.stream.set_nonblocking(false).is_err() || gone
     }
 
     fn exchange(&mut self, body: &[u8], answered: bool) -> io::Result<Vec<u8>> {

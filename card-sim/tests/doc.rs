@@ -834,6 +834,74 @@ fn the_card_kinds_section_is_what_card_sim_does() {
     assert_eq!(r[r.len() - 2..], [0x90, 0x00]);
 }
 
+/// "Card kinds", the virtual meter box: `create --kind vbox` makes a blank card whose box
+/// applet answers (GET DATA: blank); PERSONALIZE sent by a TCP client (as the data center
+/// does) makes it a box from the next connection on: the PSD's AID answers `6A82`, the
+/// box's answers and holds what it was given, also in the next process (`serve --tcp`).
+#[test]
+fn a_vbox_card_is_made_blank_and_personalized_by_its_host() {
+    use openpsd_core::vbox::{ins, CLA_VBOX, VBOX_AID};
+    let doc = doc();
+    let row = doc
+        .lines()
+        .find(|l| l.starts_with("| `card-sim create --state DIR"))
+        .expect("the create row");
+    assert!(row.contains("psd\\|purse\\|vbox"), "{row}");
+    let kinds = section(&doc, "## Card kinds");
+    assert!(kinds.contains("`kind=virtual meter box`"), "{kinds}");
+
+    let dir = tempfile::tempdir().unwrap();
+    common::card_sim(&["create", "--kind", "vbox", "--state", "box"], dir.path());
+    let mut select = vec![0x00, 0xA4, 0x04, 0x00, 7];
+    select.extend_from_slice(VBOX_AID);
+    let get_data = [CLA_VBOX, ins::GET_DATA, 0x00, 0x01, 0x00];
+    let key = IndiciumKey::from_bytes(&[0x42; 32]).unwrap().public_key();
+    let mut personalize = b"VBtest01".to_vec();
+    personalize.extend_from_slice(&4u16.to_be_bytes());
+    personalize.push(3);
+    personalize.extend_from_slice(&key);
+    personalize.extend_from_slice(&key);
+    let mut apdu = vec![CLA_VBOX, ins::PERSONALIZE, 0, 0, 0];
+    apdu.extend_from_slice(&u16::try_from(personalize.len()).unwrap().to_be_bytes());
+    apdu.extend_from_slice(&personalize);
+    apdu.extend_from_slice(&[0, 0]);
+    {
+        let (_server, port) = common::serve(&dir.path().join("box"));
+        let mut tcp = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        let r = answer(&mut tcp, &select).unwrap();
+        assert_eq!(
+            r[r.len() - 2..],
+            [0x90, 0x00],
+            "the blank card's box applet"
+        );
+        assert_eq!(
+            answer(&mut tcp, &get_data).unwrap(),
+            [0x00, 0x90, 0x00],
+            "blank"
+        );
+        let r = answer(&mut tcp, &apdu).unwrap();
+        assert_eq!(r[r.len() - 2..], [0x90, 0x00], "PERSONALIZE");
+        drop(tcp);
+        // The next client: a fresh power-up, nothing selected; the card is a box now.
+        let mut tcp = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        assert_eq!(
+            answer(&mut tcp, &get_data).unwrap()[..],
+            [0x69, 0x85][..],
+            "nothing selected"
+        );
+        assert_eq!(answer(&mut tcp, &psd_apdu::select()).unwrap(), [0x6A, 0x82]);
+    }
+    let (_server, port) = common::serve(&dir.path().join("box"));
+    let mut tcp = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    assert_eq!(answer(&mut tcp, &psd_apdu::select()).unwrap(), [0x6A, 0x82]);
+    let r = answer(&mut tcp, &select).unwrap();
+    assert_eq!(r[r.len() - 2..], [0x90, 0x00]);
+    let info = answer(&mut tcp, &get_data).unwrap();
+    assert_eq!(info[0], 1, "personalized");
+    assert_eq!(&info[1..9], b"VBtest01");
+    assert_eq!(info[info.len() - 2..], [0x90, 0x00]);
+}
+
 #[test]
 fn in_document_links_resolve() {
     markdown::check_in_page_links(&doc(), "docs/card-sim.md", 8);

@@ -435,6 +435,18 @@ pub(crate) fn finish_intents(
                     "dropped a box command the box never committed"
                 );
             }
+            // No answer (the box's link lost, its process down): the intent stays for the
+            // next try.
+            Err(r) if r.0 & 0xFF00 == 0x6F00 => {
+                return Err(ApiError::unavailable(
+                    step,
+                    format!(
+                        "RESUME of shard {}: the secure box did not answer ({}); retry",
+                        intent.shard,
+                        r.meaning()
+                    ),
+                ));
+            }
             Err(r) => {
                 return Err(ApiError::internal(
                     step,

@@ -24,8 +24,11 @@
 //! (a primary with a synchronous standby; a failover costs the requests under way a 503,
 //! never value: [`db`]).
 //!
-//! **Not built yet**: batches, several function servers in front of one database (the box
-//! would have to be a process of its own first), the box as a separate process (§8).
+//! **The box** runs in this process (its own thread) or as a separate `card-sim serve
+//! --tcp` process ([`boxhost::BoxAt`]); a link lost mid-command is healed by RESUME like a
+//! crash between the two commits.
+//!
+//! **Not built yet**: several function servers in front of one database (§8).
 
 pub mod audit;
 pub mod boxhost;
@@ -60,7 +63,7 @@ use openpsd_service_kit::tls::{client_config, Role};
 use openpsd_service_kit::upstream::Upstream;
 use zeroize::Zeroizing;
 
-use boxhost::{BoxHandle, BoxInfo};
+use boxhost::{BoxAt, BoxHandle, BoxInfo};
 use db::Db;
 use sql::Sql;
 
@@ -104,6 +107,9 @@ pub struct Config {
     /// `target_session_attrs=read-write` follow a failover); `None`: `datacenter.sqlite` in
     /// the data directory.
     pub database_url: Option<String>,
+    /// Where the box is: in this process on `DATA/box` (the default), or a
+    /// `card-sim serve --tcp` process.
+    pub box_at: BoxAt,
 }
 
 impl Config {
@@ -111,7 +117,6 @@ impl Config {
     /// per piece, 10,000.00 per meter.
     pub fn new(data: PathBuf, [vendor_url, kms_url, rc_url]: [&str; 3], pki: Pki) -> Self {
         Self {
-            data,
             vendor_url: vendor_url.to_owned(),
             kms_url: kms_url.to_owned(),
             rc_url: rc_url.to_owned(),
@@ -123,6 +128,8 @@ impl Config {
             max_postage: 10_000,
             max_dr: 1_000_000,
             database_url: None,
+            box_at: BoxAt::InProcess(data.join(BOX_DIR)),
+            data,
         }
     }
 }
@@ -260,29 +267,34 @@ impl Datacenter {
             tls.clone(),
         )?;
         let kms = Upstream::new("KMS", &config.kms_url, Role::Kms, tls)?;
-        let box_dir = config.data.join(BOX_DIR);
-        let keys = if box_dir.join("state.log").exists() {
-            None
-        } else {
-            let v: VendorPublicKey = vendor
-                .get("/v1/public-key", STEP_OPEN)
-                .await
-                .map_err(|e| anyhow::anyhow!("the vendor's public key: {}", e.message))?;
-            let k: KmsPublicKey = kms
-                .get("/v1/public-key", STEP_OPEN)
-                .await
-                .map_err(|e| anyhow::anyhow!("the KMS's public key: {}", e.message))?;
-            Some((
-                public_key(&v.public_key, "vendor")?,
-                public_key(&k.public_key, "KMS")?,
-            ))
+        let at = config.box_at.clone();
+        let (boxh, info) = tokio::task::spawn_blocking(move || BoxHandle::connect(&at)).await??;
+        let info = match info {
+            Some(info) => info,
+            None => {
+                // A blank box: personalized now with the vendor's and the KMS's keys.
+                let v: VendorPublicKey = vendor
+                    .get("/v1/public-key", STEP_OPEN)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("the vendor's public key: {}", e.message))?;
+                let k: KmsPublicKey = kms
+                    .get("/v1/public-key", STEP_OPEN)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("the KMS's public key: {}", e.message))?;
+                let (v, k) = (
+                    public_key(&v.public_key, "vendor")?,
+                    public_key(&k.public_key, "KMS")?,
+                );
+                let (shards, depth) = (config.shards, config.depth);
+                let h = boxh.clone();
+                tokio::task::spawn_blocking(move || h.personalize(shards, depth, v, k)).await??
+            }
         };
-        let (shards, depth) = (config.shards, config.depth);
-        // Without keys the box is personalized already (its store exists): they are unused.
-        let (v, k) = keys.unwrap_or(([0; PUBLIC_KEY_LEN], [0; PUBLIC_KEY_LEN]));
-        let (boxh, info) =
-            tokio::task::spawn_blocking(move || BoxHandle::spawn(&box_dir, shards, depth, v, k))
-                .await??;
+        tracing::info!(
+            box_id = %codec::device_hex(&info.box_id),
+            at = %config.box_at,
+            "the secure box is open"
+        );
         let dummy_hash = mailers::dummy_hash(pepper.as_ref())?;
         let dc = Self {
             db,
@@ -338,9 +350,8 @@ impl Datacenter {
         if let Some((id, key)) = recorded {
             anyhow::ensure!(
                 id == codec::device_hex(&self.info.box_id) && key == hex::encode(self.info.txn_key),
-                "{} belongs to box {id}, but {} holds box {}: refusing to start",
-                DB_FILE,
-                BOX_DIR,
+                "the database belongs to box {id}, but the box at {} is box {}: refusing to start",
+                self.config.box_at,
                 codec::device_hex(&self.info.box_id)
             );
         }

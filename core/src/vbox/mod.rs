@@ -86,6 +86,11 @@ impl VboxApplet {
         })
     }
 
+    /// Whether the box was personalized (its configuration record exists).
+    pub fn is_personalized(&self) -> bool {
+        self.config.is_some()
+    }
+
     fn config(&self) -> Result<&BoxConfig, Status> {
         self.config.as_ref().ok_or(Status::ConditionsNotSatisfied)
     }

@@ -55,15 +55,11 @@ fn backoffice(args: &[&str]) -> (bool, String) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_crash_between_the_box_and_the_database_is_healed() {
-    let tmp = tempfile::tempdir().unwrap();
-    let h = spawn_all(tmp.path()).await.unwrap();
-    let pki = h.pki.dir().to_str().unwrap().to_owned();
-    let data = tmp.path().join("dc");
-    let args: Vec<String> = [
+/// `serve --role datacenter`'s arguments beside the services `h`, under the PKI `pki`.
+fn serve_args(pki: &str, h: &openpsd_backoffice::server::Handles) -> Vec<String> {
+    [
         "--pki",
-        &pki,
+        pki,
         "--vendor",
         &h.vendor.url,
         "--kms",
@@ -73,7 +69,16 @@ async fn a_crash_between_the_box_and_the_database_is_healed() {
     ]
     .iter()
     .map(|s| (*s).to_owned())
-    .collect();
+    .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_between_the_box_and_the_database_is_healed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let h = spawn_all(tmp.path()).await.unwrap();
+    let pki = h.pki.dir().to_str().unwrap().to_owned();
+    let data = tmp.path().join("dc");
+    let args = serve_args(&pki, &h);
     let mut dc = Proc::start("datacenter", &data, "127.0.0.1:0", &args, "");
     let data_s = data.to_str().unwrap();
     let (ok, register_out) = backoffice(&[
@@ -233,19 +238,7 @@ async fn the_data_center_reads_its_own_database_variable() {
     let tmp = tempfile::tempdir().unwrap();
     let h = spawn_all(tmp.path()).await.unwrap();
     let pki = h.pki.dir().to_str().unwrap().to_owned();
-    let args: Vec<String> = [
-        "--pki",
-        &pki,
-        "--vendor",
-        &h.vendor.url,
-        "--kms",
-        &h.kms.url,
-        "--recharge",
-        &h.recharge.url,
-    ]
-    .iter()
-    .map(|s| (*s).to_owned())
-    .collect();
+    let args = serve_args(&pki, &h);
     // The post office's variable names a server that does not exist: not followed.
     let data = tmp.path().join("dc");
     let dc = Proc::start_env(

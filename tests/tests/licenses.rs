@@ -677,6 +677,49 @@ fn a_lost_indicium_reply_is_answered_again_after_an_export_and_import() {
     assert_eq!(registers(&mut card, slot).dr, Amount(4_850), "debited once");
 }
 
+/// The same with the nonce pool filled: the indicium was signed with a random nonce, so only
+/// the signature the blob carries (version 3) lets the importing PSD answer the same bytes
+/// (found by the 1-hour run of the `card_handle` fuzz target).
+#[test]
+fn a_lost_indicium_reply_signed_from_the_nonce_pool_is_answered_again_after_an_import() {
+    use openpsd_core::psd::license::export::BLOB_TAG_SIGNED;
+    let mut card = licensing_card(SEED, 0);
+    let slot = add_license(&mut card, 9001, b"10115");
+    fund(&mut card, slot, 5_000, 1);
+    assert!(card.idle(), "the idle PSD fills its nonce pool");
+    let req = request_at(41, 150, 22, b"10115");
+    let first = expect_ok(&card.transmit(&psd_apdu::issue_indicium(RegisterSetIndex(slot), &req)));
+    let blob = export(&mut card, slot);
+    assert!(
+        blob.starts_with(BLOB_TAG_SIGNED),
+        "the blob carries the signature"
+    );
+    let carried = Blob::decode(&blob).unwrap().set.last_signature;
+    assert_eq!(
+        carried.as_ref().map(|s| &s[..]),
+        first.get(first.len() - 64..)
+    );
+    let slot = expect_ok(&card.transmit(&psd_apdu::import_set(&blob)))[0];
+    // An empty pool would sign again with RFC 6979's nonce: other bytes than the first.
+    let again = expect_ok(&card.transmit(&psd_apdu::issue_indicium(RegisterSetIndex(slot), &req)));
+    assert_eq!(again, first, "the same indicium, signature and all");
+    assert_eq!(registers(&mut card, slot).dr, Amount(4_850), "debited once");
+    // A version 3 file whose carried signature was edited fails its seal: refused.
+    let blob = export(&mut card, slot);
+    let carried = Blob::decode(&blob).unwrap().set.last_signature.unwrap();
+    let at = blob.windows(64).position(|w| w == carried).unwrap();
+    let mut edited = blob.clone();
+    edited[at + 10] ^= 1;
+    assert!(Blob::decode(&edited).is_ok(), "still a well-formed file");
+    let refused = card.transmit(&psd_apdu::import_set(&edited));
+    assert_ne!(
+        refused[refused.len() - 2..],
+        [0x90, 0x00],
+        "an edited file is refused"
+    );
+    expect_ok(&card.transmit(&psd_apdu::import_set(&blob)));
+}
+
 /// RETIRE SET (the write-off of a lost file, the withdrawal of a replaced PSD's set): an
 /// outstanding export is given up once, with a receipt the device key signed; no copy of
 /// its file is ever imported again; forget frees the entry.

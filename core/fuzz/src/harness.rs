@@ -400,8 +400,8 @@ impl Keys {
     }
 }
 
-/// The registers an export carries (everything but the last indicium), compared by value
-/// (the grant by its secret scalar).
+/// What an export carries (registers, grant, last indicium and its signature), compared by
+/// value (the grant by its secret scalar).
 fn same_exported(a: &RegisterSet, b: &RegisterSet) -> bool {
     let grant = |s: &RegisterSet| {
         s.grant.as_ref().map(|g| {
@@ -436,6 +436,8 @@ fn same_exported(a: &RegisterSet, b: &RegisterSet) -> bool {
         b.refills,
         b.last_combination,
     ) && grant(a) == grant(b)
+        && a.last_indicium == b.last_indicium
+        && a.last_signature == b.last_signature
 }
 
 /// Σ control sums of the resident sets + Σ those of the outstanding and retired exports:

@@ -38,6 +38,11 @@ pub const BLOB_TAG: &[u8] = b"openpsd register set v1";
 /// with fees (8) ‖ services (4) after the last indicium. A set that never paid keeps
 /// version 1's bytes.
 pub const BLOB_TAG_FEES: &[u8] = b"openpsd register set v2";
+/// The first bytes of a blob whose last indicium carries its signature: version 2's layout
+/// with fees (8) ‖ services (4) always present, then the signature (64). Written for every
+/// set whose last indicium was signed by a PSD that keeps signatures (record version 5):
+/// with a random nonce from the pool, signing the same bytes again would give other bytes.
+pub const BLOB_TAG_SIGNED: &[u8] = b"openpsd register set v3";
 /// Label of the device key's signature over the blob.
 pub const BLOB_SIGNATURE_LABEL: &[u8] = b"openpsd register set signature v1";
 
@@ -48,8 +53,8 @@ pub struct Blob {
     pub device: DeviceId,
     /// The export epoch.
     pub epoch: u64,
-    /// The set's registers and grant, in clear ([`RegisterSet::last_indicium`] is not
-    /// exported, and no transfer is pending in an exported set).
+    /// The set's registers, grant and last indicium, in clear (no transfer is pending in
+    /// an exported set).
     pub set: ClearSet,
     /// AES-SIV of the license key (empty plaintext for a set without a grant) with the
     /// clear part as associated data.
@@ -89,6 +94,20 @@ pub struct ClearSet {
     pub fees: Amount,
     /// Paid services counted (version 2 blobs).
     pub services: PieceCount,
+    /// The last indicium's signature (version 3 blobs), so an import answers a retry with
+    /// the very bytes the exporting PSD answered.
+    pub last_signature: Option<[u8; SIGNATURE_LEN]>,
+}
+
+/// A blob's layout version, decided by what the set holds (one encoding per set).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Layout {
+    /// Registers, grant, last indicium.
+    V1,
+    /// And fees ‖ services (a set that paid).
+    V2,
+    /// And fees ‖ services ‖ the last indicium's signature.
+    V3,
 }
 
 /// The public part of a set's grant.
@@ -125,12 +144,30 @@ impl ClearSet {
             last_indicium: set.last_indicium.clone(),
             fees: set.fees,
             services: set.services,
+            // A signature without its indicium is never written (registers.rs, version 5).
+            last_signature: set.last_indicium.as_ref().and(set.last_signature),
         }
     }
 
-    /// Whether the blob needs version 2 (the set paid a fee or counted a service).
+    /// Whether the set paid a fee or counted a service.
     fn paid(&self) -> bool {
         self.fees != Amount::ZERO || self.services != PieceCount(0)
+    }
+
+    fn layout(&self) -> Layout {
+        match (self.last_signature.is_some(), self.paid()) {
+            (true, _) => Layout::V3,
+            (false, true) => Layout::V2,
+            (false, false) => Layout::V1,
+        }
+    }
+
+    fn tag(&self) -> &'static [u8] {
+        match self.layout() {
+            Layout::V1 => BLOB_TAG,
+            Layout::V2 => BLOB_TAG_FEES,
+            Layout::V3 => BLOB_TAG_SIGNED,
+        }
     }
 
     fn write(&self, w: &mut Vec<u8>) {
@@ -154,13 +191,16 @@ impl ClearSet {
             }
         }
         write_last_indicium(w, &self.last_indicium);
-        if self.paid() {
+        if self.layout() != Layout::V1 {
             w.put_u64(self.fees.0);
             w.put_u32(self.services.0);
         }
+        if let Some(signature) = &self.last_signature {
+            w.extend_from_slice(signature);
+        }
     }
 
-    fn read(r: &mut Reader<'_>, paid: bool) -> Result<ClearSet, Malformed> {
+    fn read(r: &mut Reader<'_>, layout: Layout) -> Result<ClearSet, Malformed> {
         let mut set = ClearSet {
             license: LicenseId(r.u32()?),
             origin: PostalCode::read(r)?,
@@ -184,14 +224,23 @@ impl ClearSet {
             last_indicium: read_last_indicium(r)?,
             fees: Amount::ZERO,
             services: PieceCount(0),
+            last_signature: None,
         };
-        if paid {
+        if layout != Layout::V1 {
             set.fees = Amount(r.u64()?);
             set.services = PieceCount(r.u32()?);
-            // One encoding per blob: version 2 only for a set that paid.
-            if !set.paid() {
+        }
+        if layout == Layout::V3 {
+            // A signature needs the indicium it signs.
+            if set.last_indicium.is_none() {
                 return Err(Malformed::Value);
             }
+            set.last_signature = Some(r.array()?);
+        }
+        // One encoding per blob: version 2 only for a set that paid, version 3 only with a
+        // signature.
+        if set.layout() != layout {
+            return Err(Malformed::Value);
         }
         Ok(set)
     }
@@ -201,7 +250,7 @@ impl Blob {
     /// The clear part: tag ‖ device ‖ epoch ‖ set.
     fn clear_bytes(device: DeviceId, epoch: u64, set: &ClearSet) -> Vec<u8> {
         let mut w = Vec::with_capacity(212);
-        w.extend_from_slice(if set.paid() { BLOB_TAG_FEES } else { BLOB_TAG });
+        w.extend_from_slice(set.tag());
         w.extend_from_slice(&device.0);
         w.put_u64(epoch);
         set.write(&mut w);
@@ -219,16 +268,17 @@ impl Blob {
     /// Parses the file's bytes (no check of the seal or the signature).
     pub fn decode(bytes: &[u8]) -> Result<Blob, Malformed> {
         let mut r = Reader::new(bytes);
-        // Both tags have the same length: the version is the last byte.
-        let paid = match r.take(BLOB_TAG.len())? {
-            t if t == BLOB_TAG => false,
-            t if t == BLOB_TAG_FEES => true,
+        // The tags have the same length: the version is the last byte.
+        let layout = match r.take(BLOB_TAG.len())? {
+            t if t == BLOB_TAG => Layout::V1,
+            t if t == BLOB_TAG_FEES => Layout::V2,
+            t if t == BLOB_TAG_SIGNED => Layout::V3,
             _ => return Err(Malformed::Value),
         };
         let blob = Blob {
             device: DeviceId(r.array()?),
             epoch: r.u64()?,
-            set: ClearSet::read(&mut r, paid)?,
+            set: ClearSet::read(&mut r, layout)?,
             sealed: r.short_bytes()?.to_vec(),
             signature: r.array()?,
         };
@@ -311,6 +361,7 @@ impl Blob {
         set.refills = c.refills;
         set.last_combination = c.last_combination;
         set.last_indicium = c.last_indicium.clone();
+        set.last_signature = c.last_signature;
         set.fees = c.fees;
         set.services = c.services;
         set.grant = grant;

@@ -561,11 +561,102 @@ fn replay(buf: &[u8]) -> Result<Replayed, StoreError> {
 /// was committed. The damaged frame's length may be wrong too, so every offset is tried;
 /// only sequence numbers that could follow `expected` within the remaining bytes are
 /// hashed.
+///
+/// Offsets inside the record values of the bad frame's writes are not tried: a torn
+/// append whose value holds the image of a frame (a card stores bytes a host sent it) is
+/// still a torn append, not damage (found by the `state_file_log` fuzz target). A damaged
+/// length field could then make the tag's bytes read as one more write whose value hides
+/// the next frame; that case is caught by [`damaged_length_then_frame`].
 fn later_frame_follows(buf: &[u8], bad: usize, expected: u64) -> bool {
     let remaining = (buf.len() - bad) as u64;
     let max_seq = expected.saturating_add(remaining / FRAME_OVERHEAD as u64 + 1);
     let plausible = |seq: u64| (expected..=max_seq).contains(&seq);
-    (bad + 1..buf.len()).any(|at| parse_frame(buf, at, plausible).is_some())
+    let chain = write_chain(buf, bad);
+    let in_a_value = |at: usize| chain.values.iter().any(|r| r.contains(&at));
+    (bad + 1..buf.len()).any(|at| !in_a_value(at) && parse_frame(buf, at, plausible).is_some())
+        || damaged_length_then_frame(buf, bad, &chain.ends, plausible)
+}
+
+/// Whether the frame at `bad` is a whole committed frame whose length field alone was
+/// damaged (its tag holds for the length that ends it at one of its write boundaries),
+/// with a valid frame right after it.
+fn damaged_length_then_frame(
+    buf: &[u8],
+    bad: usize,
+    ends: &[usize],
+    plausible: impl Fn(u64) -> bool + Copy,
+) -> bool {
+    ends.iter().any(|&end| {
+        let Some(len) = end
+            .checked_sub(bad + FRAME_HEAD_LEN)
+            .and_then(|n| u32::try_from(n).ok())
+        else {
+            return false;
+        };
+        let (Some(rest), Some(stored)) = (
+            buf.get(bad + 4..end),
+            buf.get(end..end.saturating_add(TAG_LEN)),
+        ) else {
+            return false;
+        };
+        // The later frame first: it is cheap to refuse (its sequence number), and a zero
+        // tail has a write boundary every 7 bytes.
+        if parse_frame(buf, end + TAG_LEN, plausible).is_none() {
+            return false;
+        }
+        let mut signed = len.to_be_bytes().to_vec();
+        signed.extend_from_slice(rest);
+        tag(&signed) == stored
+    })
+}
+
+/// The writes of the frame at `at`, as far as their heads decode.
+struct WriteChain {
+    /// Byte ranges of the record values, within the frame's own length (a damaged value
+    /// length then hides no later frame) and the file.
+    values: Vec<core::ops::Range<usize>>,
+    /// Where each whole write ends, up to the end of the file whatever the frame's length
+    /// field says: the places the payload may really end.
+    ends: Vec<usize>,
+}
+
+fn write_chain(buf: &[u8], at: usize) -> WriteChain {
+    let payload = at + FRAME_HEAD_LEN;
+    let frame_end = be_u32(buf, at)
+        .and_then(|len| usize::try_from(len).ok())
+        .and_then(|len| payload.checked_add(len))
+        .map_or(buf.len(), |end| end.min(buf.len()));
+    let mut chain = WriteChain {
+        values: Vec::new(),
+        ends: Vec::new(),
+    };
+    let mut p = payload;
+    while let Some(&[_, _, flag, l0, l1, l2, l3]) = buf
+        .get(p..)
+        .and_then(|rest| rest.first_chunk::<WRITE_HEAD_LEN>())
+    {
+        let Ok(len) = usize::try_from(u32::from_be_bytes([l0, l1, l2, l3])) else {
+            break;
+        };
+        let start = p + WRITE_HEAD_LEN;
+        let Some(end) = start.checked_add(len).filter(|&e| e <= buf.len()) else {
+            // A value cut off by the end of the file: the tear itself.
+            if flag == 1 && start < frame_end {
+                chain.values.push(start..frame_end);
+            }
+            break;
+        };
+        match (flag, len) {
+            (0, 0) | (1, _) => {}
+            _ => break,
+        }
+        if flag == 1 && start < frame_end {
+            chain.values.push(start..end.min(frame_end));
+        }
+        chain.ends.push(end);
+        p = end;
+    }
+    chain
 }
 
 /// One commit's writes as a log frame carries them: `(id, Some(value))` sets a record,
@@ -886,6 +977,64 @@ mod tests {
             let s = FileStore::open(&dir).unwrap();
             assert_eq!(state(&s), expected, "commit after cut at {cut}");
         }
+    }
+
+    /// A record value may hold any bytes a host sent the card, the image of a log frame
+    /// among them: an append torn inside such a value is still a torn append (found by the
+    /// 1-hour run of the `state_file_log` fuzz target), not damage followed by later commits.
+    #[test]
+    fn torn_append_whose_value_holds_a_frame_image_is_discarded() {
+        let (_tmp, dir) = card_dir();
+        let mut s = FileStore::create(&dir).unwrap();
+        s.commit(&[set(1, b"a")]).unwrap();
+        let before_len = s.log_len;
+        let before = state(&s);
+        let next = s.next_seq;
+        // Images of the frames that could follow, inside one value, with padding after.
+        let mut value = Vec::new();
+        for seq in next..next + 3 {
+            value.extend(
+                frame(
+                    seq,
+                    &encode_writes([(7, Some(&b"x"[..]))].into_iter()).unwrap(),
+                )
+                .unwrap(),
+            );
+        }
+        value.extend_from_slice(&[0x55; 16]);
+        s.commit(&[set(2, &value)]).unwrap();
+        let after_len = s.log_len;
+        drop(s);
+        let full = fs::read(dir.join(LOG)).unwrap();
+        for cut in before_len..after_len {
+            fs::write(dir.join(LOG), &full[..usize::try_from(cut).unwrap()]).unwrap();
+            let s = FileStore::open(&dir).unwrap_or_else(|e| panic!("cut at {cut}: {e}"));
+            assert_eq!(state(&s), before, "cut at {cut}");
+        }
+    }
+
+    /// A damaged length field whose frame's tag then reads as one more write (flag `01`)
+    /// must not hide the commits after it behind that write's "value".
+    #[test]
+    fn a_damaged_length_whose_tag_reads_as_a_write_is_still_damage() {
+        let tag_at = HEADER_LEN + FRAME_HEAD_LEN + WRITE_HEAD_LEN + 2;
+        let (image, _) = (0u16..4096)
+            .map(|v| {
+                let commits = vec![
+                    vec![(1, Some(v.to_be_bytes().to_vec()))],
+                    vec![(2, Some(b"later".to_vec()))],
+                ];
+                let mut image = write_log(1, &commits).unwrap();
+                // The length's top byte: the frame now runs past the end of the file.
+                image[HEADER_LEN] ^= 0x01;
+                (image, v)
+            })
+            .find(|(image, _)| image[tag_at + 2] == 1)
+            .expect("a value whose frame's tag has 01 as its third byte");
+        assert!(
+            matches!(read_log(&image), Err(StoreError::Corrupt(_))),
+            "damage before a later commit must be refused"
+        );
     }
 
     /// Power loss can also leave the file at its full new length with the tail never

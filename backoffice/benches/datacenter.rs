@@ -98,6 +98,21 @@ fn args() -> Args {
             _ => {}
         }
     }
+    // Each user sends whole requests of `batch` pieces: fewer pieces than that per level
+    // would leave a user with nothing to send and no latency to report.
+    if let Some(&most) = a.users.iter().max() {
+        if a.pieces < most * a.batch {
+            eprintln!(
+                "datacenter bench: --pieces {} is fewer than users × batch = {} × {} at the \
+                 largest level; give at least {}",
+                a.pieces,
+                most,
+                a.batch,
+                most * a.batch
+            );
+            std::process::exit(2);
+        }
+    }
     a
 }
 

@@ -615,8 +615,8 @@ struct WriteChain {
     /// Byte ranges of the record values, within the frame's own length (a damaged value
     /// length then hides no later frame) and the file.
     values: Vec<core::ops::Range<usize>>,
-    /// Where each whole write ends, up to the end of the file whatever the frame's length
-    /// field says: the places the payload may really end.
+    /// The payload's start and where each whole write ends, up to the end of the file
+    /// whatever the frame's length field says: the places the payload may really end.
     ends: Vec<usize>,
 }
 
@@ -626,9 +626,10 @@ fn write_chain(buf: &[u8], at: usize) -> WriteChain {
         .and_then(|len| usize::try_from(len).ok())
         .and_then(|len| payload.checked_add(len))
         .map_or(buf.len(), |end| end.min(buf.len()));
+    // A frame without writes ends where its payload starts.
     let mut chain = WriteChain {
         values: Vec::new(),
-        ends: Vec::new(),
+        ends: vec![payload],
     };
     let mut p = payload;
     while let Some(&[_, _, flag, l0, l1, l2, l3]) = buf
@@ -1034,6 +1035,17 @@ mod tests {
         assert!(
             matches!(read_log(&image), Err(StoreError::Corrupt(_))),
             "damage before a later commit must be refused"
+        );
+        // The same for a frame without writes (its payload ends where it starts): its tag,
+        // which depends on the sequence number alone, read as a write.
+        let mut image = (1u64..100_000)
+            .map(|first| write_log(first, &[vec![], vec![(2, Some(b"later".to_vec()))]]).unwrap())
+            .find(|image| image[HEADER_LEN + FRAME_HEAD_LEN + 2] == 1)
+            .expect("a sequence number whose empty frame's tag has 01 as its third byte");
+        image[HEADER_LEN] ^= 0x01;
+        assert!(
+            matches!(read_log(&image), Err(StoreError::Corrupt(_))),
+            "damage to an empty commit before a later one must be refused"
         );
     }
 

@@ -128,46 +128,39 @@ fn purse_inputs_keep_the_purse_invariants() {
 
 #[test]
 fn vbox_inputs_keep_the_box_invariants() {
-    use openpsd_core_fuzz::vbox::run_vbox_bytes;
-    // Issue, issue with an edit, refill, a lost issue then RESUME, an issue by another
-    // mailer, a raw blank APDU, a lost refill then RESUME, then more on every meter.
-    let mut input = vec![];
-    input.extend_from_slice(&[1, 0, 1, 0x01, 0x00, 0, 0, 0]);
-    input.extend_from_slice(&[1, 0, 2, 0x00, 0x50, 0, 40, 0x10]);
-    input.extend_from_slice(&[2, 1, 0, 0x03, 0xE8, 0, 0, 0]);
-    input.extend_from_slice(&[5, 1, 3, 0x00, 0x20, 0, 0, 0]);
-    input.push(3);
-    input.extend_from_slice(&[1, 0, 0x84, 0x00, 0x20, 0, 0, 0]);
-    input.extend_from_slice(&[0, 0, 5, 0x80, 0xCA, 0x00, 0x01, 0x00]);
-    input.extend_from_slice(&[6, 0, 0, 0x00, 0x10, 0, 0, 0]);
-    input.push(3);
-    input.extend_from_slice(&[1, 2, 4, 0x00, 0x01, 0, 0, 0]);
-    input.extend_from_slice(&[1, 0, 1, 0x01, 0x00, 0, 0, 0]);
-    let stats = run_vbox_bytes(&input);
+    use openpsd_core_fuzz::vbox::{run_vbox_bytes, seeds, Stats};
+    let seeds = seeds();
+    let stats = |name: &str| {
+        let (_, bytes) = seeds.iter().find(|(n, _)| *n == name).expect("a seed");
+        run_vbox_bytes(bytes)
+    };
     // Done: 2 issues (one a reprint after a refill), 1 refill, 1 lost issue, 1 lost refill;
     // refused: the edited command, the other mailer, the unfunded meter.
     assert_eq!(
-        stats,
-        openpsd_core_fuzz::vbox::Stats {
+        stats("singles-lost-resume"),
+        Stats {
             done: 5,
             refused: 3,
             resumed: 2
         }
     );
-    // ISSUE BATCH: 4 pieces; 2 pieces whose answer is lost, then RESUME; 4 pieces on the
-    // unfunded meter (refused whole); 2 pieces, the first under the record's last ID (refused).
-    let mut input = vec![];
-    input.extend_from_slice(&[0x39, 0, 1, 0x00, 0x64, 0, 0, 0]);
-    input.extend_from_slice(&[0x1D, 0, 8, 0x00, 0x64, 0, 0, 0]);
-    input.push(3);
-    input.extend_from_slice(&[0x39, 2, 0, 0x00, 0x01, 0, 0, 0]);
-    input.extend_from_slice(&[0x19, 0, 9, 0x00, 0x01, 0, 0, 0]);
+    // Batches: 4 pieces, 2 lost then resumed; the unfunded meter's and the stale ID's refused.
     assert_eq!(
-        run_vbox_bytes(&input),
-        openpsd_core_fuzz::vbox::Stats {
+        stats("batches"),
+        Stats {
             done: 2,
             refused: 2,
             resumed: 1
+        }
+    );
+    // The chain part is neither done nor refused; the joined command is refused; the last
+    // issue goes through.
+    assert_eq!(
+        stats("chained-part"),
+        Stats {
+            done: 1,
+            refused: 1,
+            resumed: 0
         }
     );
     for seed in 0u8..24 {

@@ -34,8 +34,10 @@ fn main() -> std::io::Result<()> {
     println!("{} seeds in {}", seeds.len(), dir.display());
     // The other targets' seeds, in corpus/<target> beside it.
     let root = dir.parent().map(PathBuf::from).unwrap_or_default();
-    let mut others: Vec<(&str, openpsd_core_fuzz::ByteSeeds)> =
-        vec![("purse_handle", openpsd_core_fuzz::purse::seeds())];
+    let mut others: Vec<(&str, openpsd_core_fuzz::ByteSeeds)> = vec![
+        ("purse_handle", openpsd_core_fuzz::purse::seeds()),
+        ("vbox_handle", openpsd_core_fuzz::vbox::seeds()),
+    ];
     others.extend(openpsd_core_fuzz::state::seeds());
     for (target, seeds) in others {
         let dir = root.join(target);

@@ -283,28 +283,44 @@ fn make_storage_key(dir: &Path) -> Result<StorageKey, StoreError> {
     let path = storage_key_path(dir);
     let mut key = [0u8; STORAGE_KEY_LEN];
     OsPlatform::default().fill_random(&mut key);
-    let mut f = fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&path)
+    let text = zeroize::Zeroizing::new(hex::encode(key));
+    write_new_durably(&path, text.as_bytes())
         .map_err(|e| StoreError::Io(format!("creating storage key {}: {e}", path.display())))?;
-    f.write_all(hex::encode(key).as_bytes())
-        .and_then(|_| f.sync_all())
-        .map_err(|e| StoreError::Io(format!("writing storage key {}: {e}", path.display())))?;
-    // The new file's name must survive power loss too: without the key the card's state
-    // cannot be read. (FileStore::create syncs this directory only when it makes the card's
-    // directory, not when the directory existed already.)
+    let k = StorageKey::new(key);
+    zeroize::Zeroize::zeroize(&mut key);
+    Ok(k)
+}
+
+/// Creates `path` (mode 0600; an error if it exists) holding `bytes`, durably: written to
+/// `<path>.new` and fsynced, then hard-linked under `path` and the directory fsynced. A
+/// power cut leaves a stray `.new` file (removed on the next try), never a key file that
+/// exists empty or half-written: without its key the card's state cannot be read.
+/// (FileStore::create syncs this directory only when it makes the card's directory.)
+fn write_new_durably(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".new");
+    let tmp = PathBuf::from(tmp);
+    match fs::remove_file(&tmp) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
+    {
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+    }
+    let linked = fs::hard_link(&tmp, path);
+    let _ = fs::remove_file(&tmp);
+    linked?;
     let parent = path
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    fs::File::open(parent)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| StoreError::Io(format!("syncing directory {}: {e}", parent.display())))?;
-    let k = StorageKey::new(key);
-    zeroize::Zeroize::zeroize(&mut key);
-    Ok(k)
+    fs::File::open(parent)?.sync_all()
 }
 
 fn load(

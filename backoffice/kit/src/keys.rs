@@ -77,18 +77,36 @@ pub fn ensure_key_kept_for(key: &Path, depends: Option<&str>) -> Result<()> {
     Ok(())
 }
 
-/// Creates `path` exclusively, mode 0600, writes `bytes` and makes file and name durable
-/// (fsync of the file and its directory). Fails if the file exists: a key is never
-/// overwritten by accident.
+/// Creates `path` exclusively, mode 0600, with `bytes`, and makes file and name durable.
+/// Fails if the file exists: a key is never overwritten by accident.
+///
+/// The bytes go to a temporary file first (fsynced), which is then linked under `path`
+/// (a hard link fails if `path` exists, as `create_new` would): a power cut can leave a
+/// stray `.new` file, never a key file that exists empty or half-written, which the
+/// service would refuse (or worse, take for a key) at its next start.
 pub fn write_new_private(path: &Path, bytes: &[u8]) -> Result<()> {
-    let mut f = fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("creating {}", path.display()))?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".new");
+    let tmp = std::path::PathBuf::from(tmp);
+    // A temporary file left by a power cut holds nothing anyone relies on.
+    match fs::remove_file(&tmp) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("removing {}", tmp.display())),
+    }
+    {
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)
+            .with_context(|| format!("creating {}", tmp.display()))?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+    }
+    let linked = fs::hard_link(&tmp, path).with_context(|| format!("creating {}", path.display()));
+    let _ = fs::remove_file(&tmp);
+    linked?;
     sync_dir(path)
 }
 
@@ -147,4 +165,30 @@ fn sync_dir(path: &Path) -> Result<()> {
         fs::File::open(dir)?.sync_all()?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn a_new_private_file_is_whole_private_and_never_overwritten() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("service.key");
+        // A stray temporary file, as a power cut before the link leaves it.
+        fs::write(dir.path().join("service.key.new"), b"half a ke").expect("stray file");
+        write_new_private(&path, b"secret key bytes").expect("written");
+        assert_eq!(fs::read(&path).expect("read"), b"secret key bytes");
+        let mode = fs::metadata(&path).expect("metadata").permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "owner only");
+        assert!(
+            !dir.path().join("service.key.new").exists(),
+            "no temporary file left"
+        );
+        let again = write_new_private(&path, b"another key");
+        assert!(again.is_err(), "an existing key is never overwritten");
+        assert_eq!(fs::read(&path).expect("read"), b"secret key bytes");
+        assert!(!dir.path().join("service.key.new").exists());
+    }
 }

@@ -58,6 +58,11 @@ pub trait SimulatedCard {
     fn reset(&mut self);
     /// One command APDU in, one response APDU out (core's `Card::handle`).
     fn handle(&mut self, apdu: &[u8], reply: &mut Vec<u8>);
+    /// Work the card does while no command is pending (core's `Card::idle`: the PSD fills
+    /// its nonce pool one batch at a time). Returns whether there was any to do.
+    fn idle(&mut self) -> bool {
+        false
+    }
 }
 
 /// What a card's store makes of it.
@@ -240,6 +245,9 @@ impl<S: Store, P: Platform> SimulatedCard for SimCard<S, P> {
     }
     fn handle(&mut self, apdu: &[u8], reply: &mut Vec<u8>) {
         self.card.handle(apdu, reply);
+    }
+    fn idle(&mut self) -> bool {
+        self.card.idle()
     }
 }
 
@@ -427,6 +435,10 @@ impl SimulatedCard for FileCard {
                 reply.extend_from_slice(&openpsd_core::Status::MemoryFailure.sw().to_be_bytes());
             }
         }
+    }
+
+    fn idle(&mut self) -> bool {
+        self.card.as_mut().is_some_and(SimulatedCard::idle)
     }
 }
 

@@ -43,6 +43,8 @@ pub struct Stats {
     pub apdus: u64,
     /// Power-off, power-on and reset events.
     pub power_events: u64,
+    /// Units of idle work the card did between commands (a PSD's nonce batches).
+    pub idle_units: u64,
 }
 
 fn read_frame(stream: &mut TcpStream, buf: &mut Vec<u8>) -> io::Result<bool> {
@@ -84,12 +86,42 @@ fn quickack(stream: &TcpStream) {
 #[cfg(not(target_os = "linux"))]
 fn quickack(_stream: &TcpStream) {}
 
-/// Serves one connection until the peer closes it (card removed) or an I/O error.
+/// Lets the card work ([`SimulatedCard::idle`]) while nothing is waiting on `stream`, one
+/// unit at a time (a PSD's batch of 32 nonces, under a millisecond), so a command that
+/// arrives meanwhile waits for one unit at most. Returns how many units it did.
+fn idle_until_input(stream: &TcpStream, card: &mut dyn SimulatedCard) -> io::Result<u64> {
+    let mut units = 0;
+    let mut probe = [0u8; 1];
+    stream.set_nonblocking(true)?;
+    let result = loop {
+        match stream.peek(&mut probe) {
+            // Bytes are waiting, or the peer closed (0): back to reading.
+            Ok(_) => break Ok(units),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                if !card.idle() {
+                    break Ok(units);
+                }
+                units += 1;
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => break Err(e),
+        }
+    };
+    stream.set_nonblocking(false)?;
+    result
+}
+
+/// Serves one connection until the peer closes it (card removed) or an I/O error. Between
+/// commands the card works while it has work ([`idle_until_input`]).
 pub fn serve_connection(stream: &mut TcpStream, card: &mut dyn SimulatedCard) -> io::Result<Stats> {
     stream.set_nodelay(true)?;
     let mut stats = Stats::default();
     let (mut frame, mut reply, mut out) = (Vec::new(), Vec::new(), Vec::new());
-    while read_frame(stream, &mut frame)? {
+    loop {
+        stats.idle_units += idle_until_input(stream, card)?;
+        if !read_frame(stream, &mut frame)? {
+            break;
+        }
         match frame.as_slice() {
             [] => {}
             [code] => match *code {

@@ -68,3 +68,62 @@ fn serve_tcp_refuses_an_address_off_loopback() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("loopback only"), "{err}");
 }
+
+/// A card whose idle work never ends (as a PSD's would if its pool never filled): every
+/// unit takes a millisecond and is counted.
+struct BusyCard {
+    units: u64,
+    answered: u64,
+}
+
+impl card_sim::sim::SimulatedCard for BusyCard {
+    fn atr(&self) -> &[u8] {
+        &[0x3B, 0x00]
+    }
+    fn reset(&mut self) {}
+    fn handle(&mut self, _apdu: &[u8], reply: &mut Vec<u8>) {
+        self.answered += 1;
+        reply.clear();
+        reply.extend_from_slice(&[0x90, 0x00]);
+    }
+    fn idle(&mut self) -> bool {
+        std::thread::sleep(Duration::from_millis(1));
+        self.units += 1;
+        true
+    }
+}
+
+/// Between commands the card works (`Card::idle`: a PSD fills its nonce pool), and a
+/// command that arrives meanwhile is still answered: the work stops at the next unit.
+#[test]
+fn the_card_works_between_commands_and_answers_when_asked() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = std::thread::spawn(move || {
+        let (mut stream, _) = listener.accept().unwrap();
+        let mut card = BusyCard {
+            units: 0,
+            answered: 0,
+        };
+        let stats = card_sim::transport::serve_connection(&mut stream, &mut card).unwrap();
+        (stats, card.units, card.answered)
+    });
+    let mut client = TcpCardClient::connect(addr).unwrap();
+    for _ in 0..3 {
+        std::thread::sleep(Duration::from_millis(30));
+        let reply = client.transmit(&[0x00, 0xA4, 0x04, 0x00]).unwrap();
+        assert_eq!(reply, [0x90, 0x00]);
+    }
+    drop(client);
+    let (stats, units, answered) = server.join().unwrap();
+    assert_eq!((stats.apdus, answered), (3, 3), "every command answered");
+    assert_eq!(
+        stats.idle_units, units,
+        "the transport counted the card's work"
+    );
+    // 90 ms of pauses at ~1 ms a unit (however slow the machine, some work was done).
+    assert!(
+        units >= 3,
+        "the card worked between commands: {units} units"
+    );
+}

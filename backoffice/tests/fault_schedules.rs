@@ -526,6 +526,8 @@ async fn random_fault_schedules() {
                     "Delay",
                     "CrashBefore",
                     "CrashAfter",
+                    "CrashMidway",
+                    "CrashMidwayDropped",
                     "CrashAtFailpoint",
                     "host crashes",
                 ] {

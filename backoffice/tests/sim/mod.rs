@@ -39,11 +39,13 @@
 //! (`meter_audit_after_accept`, `meter_audit_after_hold`, `meter_audit_before_reply`,
 //! `meter_confirm_after_settle`, `meter_cancel_before_reply`, `kms_seal_before_reply`,
 //! `rc_hold_before_reply`, `rc_void_before_reply`, `rc_settle_before_reply`), armed in
-//! process through [`openpsd_service_kit::failpoint::set_crash_hook`]. Not covered: a
-//! crash at an arbitrary await point (the request would have to be dropped mid-future,
-//! which in-process tasks cannot be from outside), and a crash that also kills the other
-//! requests in flight at that instant (the graceful stop lets them finish). Power loss
-//! (unsynced writes lost) is another layer's.
+//! process through [`openpsd_service_kit::failpoint::set_crash_hook`], and **at an
+//! arbitrary await point** of a request ([`Fault::CrashMidway`]: the front drops the
+//! request's handler future after a random 0-4 ms, wherever it is, then restarts the
+//! service; a database step already on a blocking thread still ends, as if the crash came
+//! just after it). Not covered: a crash that also kills the other requests in flight at
+//! that instant (the graceful stop lets them finish). Power loss (unsynced writes lost) is
+//! another layer's.
 //!
 //! # Determinism
 //!
@@ -144,6 +146,10 @@ pub enum Fault {
     Delay(u64),
     CrashBefore,
     CrashAfter,
+    /// A crash while the request is being handled: its handler is dropped at whatever
+    /// await point it has reached after this many microseconds (if it has not answered
+    /// yet), then the service restarts.
+    CrashMidway(u64),
 }
 
 /// How often faults happen in a schedule (per mille of requests or points reached).
@@ -223,10 +229,12 @@ impl Plan {
         }
         let mut r = self.rng(svc, key);
         if r.chance(self.rates.crash) && self.take_crash() {
-            return Some(if r.chance(500) {
-                Fault::CrashBefore
-            } else {
-                Fault::CrashAfter
+            return Some(match r.below(3) {
+                0 => Fault::CrashBefore,
+                1 => Fault::CrashAfter,
+                // Up to 4 ms: a refill's handler awaits its database and its upstream
+                // services within that (a few hundred µs to a few ms each).
+                _ => Fault::CrashMidway(r.below(4_000)),
             });
         }
         if !r.chance(self.rates.message) {
@@ -493,6 +501,21 @@ impl Net {
                     }
                     Fault::CrashAfter => {
                         drop(pass(inner, req).await);
+                        net.restart_later(svc);
+                        cut()
+                    }
+                    Fault::CrashMidway(us) => {
+                        // The handler's future is dropped where it stands: a transaction
+                        // not committed is rolled back with its connection; work already
+                        // handed to a blocking thread (one database step) still ends, as
+                        // if the process had died just after it.
+                        let handled =
+                            tokio::time::timeout(Duration::from_micros(us), pass(inner, req)).await;
+                        if handled.is_err() {
+                            // Counted apart: the crash came before the handler answered.
+                            plan.note(format!("CrashMidwayDropped {svc:?} {key}"));
+                        }
+                        drop(handled);
                         net.restart_later(svc);
                         cut()
                     }

@@ -528,6 +528,7 @@ async fn random_fault_schedules() {
                     "CrashAfter",
                     "CrashMidway",
                     "CrashMidwayDropped",
+                    "KilledInFlight",
                     "CrashAtFailpoint",
                     "host crashes",
                 ] {

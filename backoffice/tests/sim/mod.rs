@@ -31,8 +31,8 @@
 //!
 //! # Crashes
 //!
-//! A crash restarts the service: its listener stops (requests in flight on it finish: the
-//! kit's graceful stop), its state (the meter's per-device locks, upstream connection pools,
+//! A crash restarts the service: the requests in flight in it are dropped, its listener
+//! stops, its state (the meter's per-device locks, upstream connection pools,
 //! credential cache) is dropped, and it is opened again from its data directory on the same
 //! port, as `backoffice serve` would after a `kill -9`. Crashes happen between messages
 //! (the fronts' crash faults) and **inside** a request at the kit's named failpoints
@@ -43,9 +43,9 @@
 //! arbitrary await point** of a request ([`Fault::CrashMidway`]: the front drops the
 //! request's handler future after a random 0-4 ms, wherever it is, then restarts the
 //! service; a database step already on a blocking thread still ends, as if the crash came
-//! just after it). Not covered: a crash that also kills the other requests in flight at
-//! that instant (the graceful stop lets them finish). Power loss (unsynced writes lost) is
-//! another layer's.
+//! just after it). Every crash also kills the other requests in flight in that service:
+//! its front drops them where they stand (the instance's "died" signal) before the
+//! listener stops. Power loss (unsynced writes lost) is another layer's.
 //!
 //! # Determinism
 //!
@@ -268,6 +268,10 @@ pub struct Net {
     restarts: Mutex<Vec<tokio::task::JoinHandle<()>>>,
     /// Restarts done since the start.
     pub restarts_done: AtomicU32,
+    /// Per service, the running instance's "process died" signal: every request in flight
+    /// in its front is dropped when it is set (a crash kills them all, not only the one
+    /// that met the fault).
+    killed: [Mutex<tokio::sync::watch::Sender<bool>>; 3],
 }
 
 /// Rate limits out of the way: the schedules make thousands of requests a second.
@@ -314,6 +318,7 @@ impl Net {
             plan: Mutex::new(Arc::new(Plan::new())),
             restarts: Mutex::default(),
             restarts_done: AtomicU32::new(0),
+            killed: std::array::from_fn(|_| Mutex::new(tokio::sync::watch::channel(false).0)),
         });
         for svc in [Svc::Rc, Svc::Kms, Svc::Meter] {
             let s = net.open(svc).await;
@@ -392,6 +397,8 @@ impl Net {
     pub async fn restart(self: &Arc<Self>, svc: Svc) {
         let mut slot = self.services[svc.index()].lock().await;
         if let Some(old) = slot.take() {
+            // The process dies: every request in flight in it dies with it.
+            self.killed[svc.index()].lock().unwrap().send_replace(true);
             old.stop().await;
         }
         *slot = Some(self.open(svc).await);
@@ -454,17 +461,26 @@ impl Net {
             Svc::Kms => "kms",
             Svc::Rc => "recharge",
         };
-        Service::spawn(name, listener, self.front(svc, router)).expect("serve")
+        let (kill, killed) = tokio::sync::watch::channel(false);
+        *self.killed[svc.index()].lock().unwrap() = kill;
+        Service::spawn(name, listener, self.front(svc, router, killed)).expect("serve")
     }
 
     /// The fault-injecting front around `inner`.
-    fn front(self: &Arc<Self>, svc: Svc, inner: Router) -> Router {
+    fn front(
+        self: &Arc<Self>,
+        svc: Svc,
+        inner: Router,
+        killed: tokio::sync::watch::Receiver<bool>,
+    ) -> Router {
         let net = Arc::downgrade(self);
         Router::new().fallback(move |req: Request| {
             let inner = inner.clone();
             let net = net.clone();
             let scope = (net.clone(), svc);
-            FRONT.scope(scope, async move {
+            let mut killed = killed.clone();
+            let witness = net.clone();
+            let request = async move {
                 let Some(net) = net.upgrade() else {
                     return pass(inner, req).await;
                 };
@@ -517,6 +533,18 @@ impl Net {
                         }
                         drop(handled);
                         net.restart_later(svc);
+                        cut()
+                    }
+                }
+            };
+            FRONT.scope(scope, async move {
+                tokio::select! {
+                    response = request => response,
+                    // The instance crashed while this request was in it.
+                    _ = killed.wait_for(|dead| *dead) => {
+                        if let Some(net) = witness.upgrade() {
+                            net.current().note(format!("KilledInFlight {svc:?}"));
+                        }
                         cut()
                     }
                 }

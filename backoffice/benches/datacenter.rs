@@ -3,7 +3,8 @@
 //! SQLite, has the box check, charge and sign (indicium and transaction record), and commits
 //! the answer (every commit fsynced). For each number of concurrent users it prints pieces/s
 //! and p50/p99, with distinct meters (one per user) and with one hot meter; then, in the same
-//! run, the in-process PSD (a card in memory, no HTTP, no database) as the reference ratio;
+//! run, the in-process PSD (a card in memory, no HTTP, no database) and a card-sim PSD on
+//! its file store (every commit fsynced) as the reference ratios;
 //! and checks that the auditor finds the ledger exact.
 //!
 //! ```sh
@@ -134,6 +135,47 @@ fn card_sim_bin() -> std::path::PathBuf {
         bin.display()
     );
     bin
+}
+
+/// The second reference: a card-sim PSD on its file store (card-sim's own personalization
+/// and funding, every commit appended and fsynced as `card-sim serve` does), driven in this
+/// process through the same host library: pieces/s for `pieces` indicia.
+fn card_sim_psd_rate(pieces: usize) -> f64 {
+    use card_sim::os_platform::{Clock, OsPlatform};
+    use openpsd_core::client::PsdClient;
+    use openpsd_core::psd::indicium::IndiciumRequest;
+    use openpsd_core::types::{Amount, PostalCode, RateCategory, RegisterSetIndex, TransactionId};
+    let dir = tempfile::tempdir().unwrap();
+    let mut card = card_sim::sim::create_file_card(&dir.path().join("psd"), Clock::System).unwrap();
+    let kms = IndiciumKey::from_bytes(&[0x43; 32]).unwrap();
+    let req = card_sim::personalize::Request::new(kms.public_key());
+    card_sim::issuer::personalize_and_fund(
+        &mut card,
+        &mut OsPlatform::default(),
+        &req,
+        &kms,
+        None,
+        Amount(1_000_000),
+    )
+    .unwrap();
+    let mut psd = PsdClient::new(&mut card);
+    psd.select().unwrap();
+    let today = openpsd_service_kit::codec::today_utc();
+    let start = Instant::now();
+    for k in 0..pieces as u64 {
+        let r = IndiciumRequest {
+            transaction: TransactionId((k + 1).to_be_bytes()),
+            postage: Amount(1),
+            date: today,
+            rate: RateCategory(1),
+            origin: PostalCode::new(b"10115").unwrap(),
+            destination: PostalCode::new(b"20095").unwrap(),
+        };
+        psd.issue_indicium(RegisterSetIndex(0), &r).unwrap();
+    }
+    #[allow(clippy::cast_precision_loss)]
+    let rate = pieces as f64 / start.elapsed().as_secs_f64();
+    rate
 }
 
 /// A blank box card in `dir`, served by a `card-sim serve --tcp` process on a free
@@ -353,6 +395,7 @@ async fn main() {
     }
     let mut txn = 1u64;
     let mut issued = 0u64;
+    let mut rates: Vec<(String, f64)> = Vec::new();
     for &u in &a.users {
         let (rate, p50, p99) = run(&clients[..u], u, a.pieces, txn, a.batch).await;
         txn += a.pieces as u64;
@@ -366,6 +409,8 @@ async fn main() {
         txn += a.pieces as u64;
         issued += (a.pieces / u / a.batch * a.batch * u) as u64;
         println!("  {u:>4} users, one hot meter:   {rate_hot:>8.1} pieces/s  p50 {:>7.2} ms  p99 {:>7.2} ms", p50.as_secs_f64() * 1e3, p99.as_secs_f64() * 1e3);
+        rates.push((format!("{u} users, distinct meters"), rate));
+        rates.push((format!("{u} users, one hot meter"), rate_hot));
     }
 
     // The reference: a PSD card in this process (no HTTP, no database), the same pieces.
@@ -379,6 +424,17 @@ async fn main() {
     #[allow(clippy::cast_precision_loss)]
     let psd_rate = a.pieces as f64 / start.elapsed().as_secs_f64();
     println!("  in-process PSD (reference):    {psd_rate:>8.1} pieces/s");
+    let file_rate = card_sim_psd_rate(a.pieces);
+    println!(
+        "  card-sim PSD, file store:      {file_rate:>8.1} pieces/s (reference; every commit fsynced)"
+    );
+    for (what, rate) in &rates {
+        println!(
+            "  ratio {what}: {:.2} of the in-process PSD, {:.2} of the card-sim PSD",
+            rate / psd_rate,
+            rate / file_rate
+        );
+    }
 
     let key = info.txn_key;
     let report = tokio::task::spawn_blocking(move || {

@@ -782,6 +782,69 @@ async fn a_refill_the_box_refuses_is_voided_and_one_the_kms_refuses_released() {
     w.h.stop().await;
 }
 
+/// A crash after the void of a refused message was committed (the row `voided`) and
+/// before its hold was released: the mailer's next request finishes the refill, and the
+/// hold goes back to the deposit (before, a `voided` row was left as it was, the money
+/// held for ever).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_crash_after_the_void_still_releases_the_hold() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let tmp = tempfile::tempdir().unwrap();
+    let w = world(tmp.path()).await;
+    let (alice, s) = sign_up(&w, "alice").await;
+    deposit(&w, &s.mailer_id, 20_000, "bank-1").await;
+    let refill = |id: &str, amount: u64| RefillOrder {
+        client_txn_id: id.into(),
+        amount,
+    };
+    let _: RefillDone = alice
+        .post("/v1/refills", &refill("00000000000000f1", 8_000))
+        .await
+        .unwrap();
+    // The next refill is above the meter's limit: refused by the box, voided, and then the
+    // data center crashes (once) before the release.
+    static FIRED: AtomicBool = AtomicBool::new(false);
+    openpsd_service_kit::failpoint::set_crash_hook(Some(std::sync::Arc::new(|name: &str| {
+        name == "datacenter_refill_after_void" && !FIRED.swap(true, Ordering::SeqCst)
+    })));
+    let e = alice
+        .post::<_, RefillDone>("/v1/refills", &refill("00000000000000f2", 5_000))
+        .await
+        .unwrap_err();
+    openpsd_service_kit::failpoint::set_crash_hook(None);
+    assert!(FIRED.load(Ordering::SeqCst), "the crash came: {e:?}");
+    let state = w.raw(|c| {
+        c.one(
+            "t",
+            "SELECT state FROM refills WHERE client_txn_id = '00000000000000f2'",
+            args![],
+        )
+        .and_then(|r| r.text(0))
+        .map_err(api)
+    });
+    assert_eq!(
+        state, "voided",
+        "the crash left the row after the void's commit"
+    );
+    // The mailer's next request finishes it: nothing credited, the hold released.
+    let m: MeterView = alice.get("/v1/meter").await.unwrap();
+    assert_eq!(
+        (m.balance, m.refills),
+        (8_000, 2),
+        "the void moved the counters on"
+    );
+    let d: DepositView = alice.get("/v1/deposit").await.unwrap();
+    assert_eq!(
+        (d.available, d.held, d.debited),
+        (12_000, 0, 8_000),
+        "the refused refill's hold went back"
+    );
+    let a = audit(&w);
+    assert!(a.problems.is_empty(), "{:?}", a.problems);
+    w.dc.stop().await;
+    w.h.stop().await;
+}
+
 fn batch(orders: impl IntoIterator<Item = IndiciumOrder>) -> IndiciumBatch {
     IndiciumBatch {
         orders: orders.into_iter().collect(),

@@ -3,7 +3,7 @@
 //! the KMS signs the refill message exactly as for a PSD, the box applies it (REFILL).
 //!
 //! Each refill is a row moving through `requested → held → sealed → applied → settled` (or
-//! `sealed → voiding → released`, `released`, `refused`), each step committed before the
+//! `sealed → voiding → voided → released`, `released`, `refused`), each step committed before the
 //! next is asked, each call idempotent:
 //! 1. the row binds the record's refill count and control sum (the combination is made for
 //!    them; one refill in progress per meter, so they cannot move under it);
@@ -98,31 +98,51 @@ fn row_of(r: &crate::sql::Row, step: &str) -> Result<Row, ApiError> {
 const COLUMNS: &str =
     "mailer_id, client_txn_id, amount, bound_refills, bound_sum, state, combination, message, balance";
 
+/// Moves row `r` from the state it was read in (`r.state`) to `state`, writing `extra` with
+/// it. A compare-and-set: a row that moved on meanwhile (which the per-mailer refill lock
+/// should make impossible) is not overwritten, and the caller gets `409 wrong_state`.
 async fn set_state(
     dc: &Datacenter,
     r: &Row,
     state: &str,
     extra: Option<(&str, Val)>,
 ) -> Result<(), ApiError> {
-    let (m, t, s) = (r.mailer.clone(), r.txn.clone(), state.to_owned());
+    let (m, t, s, was) = (
+        r.mailer.clone(),
+        r.txn.clone(),
+        state.to_owned(),
+        r.state.clone(),
+    );
     let extra = extra.map(|(c, v)| (c.to_owned(), v));
-    dc.db
-        .run(STEP, move |c| {
-            match extra {
-                Some((col, v)) => c.exec(
-                    STEP,
-                    &format!("UPDATE refills SET state = ?3, {col} = ?4 WHERE mailer_id = ?1 AND client_txn_id = ?2"),
-                    args![m, t, s, v],
+    let changed = dc
+        .db
+        .run(STEP, move |c| match extra {
+            Some((col, v)) => c.exec(
+                STEP,
+                &format!(
+                    "UPDATE refills SET state = ?3, {col} = ?5 \
+                     WHERE mailer_id = ?1 AND client_txn_id = ?2 AND state = ?4"
                 ),
-                None => c.exec(
-                    STEP,
-                    "UPDATE refills SET state = ?3 WHERE mailer_id = ?1 AND client_txn_id = ?2",
-                    args![m, t, s],
-                ),
-            }
-            .map(drop)
+                args![m, t, s, was, v],
+            ),
+            None => c.exec(
+                STEP,
+                "UPDATE refills SET state = ?3 \
+                 WHERE mailer_id = ?1 AND client_txn_id = ?2 AND state = ?4",
+                args![m, t, s, was],
+            ),
         })
-        .await
+        .await?;
+    if changed != 1 {
+        return Err(ApiError::wrong_state(
+            STEP,
+            format!(
+                "refill '{}' is no longer {} (it cannot become {state})",
+                r.txn, r.state
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// Moves refill `r` on to its end: settled (credited and paid) or released (nothing
@@ -225,7 +245,19 @@ async fn drive(dc: &Datacenter, mut r: Row) -> Result<Row, ApiError> {
         // Applied or refused (a device or license the record does not have: the original
         // can never apply either) or stale (moved past): in each case nothing can be
         // credited from this combination any more.
-        let _ = apply(dc, &r, msg, "voided").await?;
+        if let Applied::Done(_) = apply(dc, &r, msg, "voided").await? {
+            // The void's commit moved the row on (crate::indicia).
+            r.state = "voided".into();
+        }
+        openpsd_service_kit::failpoint::pause("datacenter_refill_after_void").await;
+        return release(dc, r, Some(&id)).await;
+    }
+    // A crash after the void's commit and before the release: the hold is still open at
+    // the recharging center and nothing can be credited from it.
+    if r.state == "voided" {
+        let id = combination_id
+            .clone()
+            .ok_or_else(|| ApiError::internal(STEP, "no combination"))?;
         return release(dc, r, Some(&id)).await;
     }
     if r.state == "applied" {
@@ -366,7 +398,7 @@ async fn unfinished(
     dc.db
         .run(STEP, move |c| {
             const UNDER_WAY: &str = "SELECT mailer_id, client_txn_id FROM refills
-                 WHERE state IN ('requested', 'held', 'sealed', 'voiding', 'applied')";
+                 WHERE state IN ('requested', 'held', 'sealed', 'voiding', 'voided', 'applied')";
             // Two statements rather than `?1 IS NULL`, whose parameter PostgreSQL cannot type.
             let rows = match m {
                 None => c.rows(STEP, UNDER_WAY, args![])?,

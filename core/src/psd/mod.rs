@@ -23,6 +23,7 @@ pub mod license;
 pub mod receipt;
 pub mod refill;
 pub mod registers;
+pub mod settle;
 mod state;
 pub mod transfer;
 
@@ -275,6 +276,7 @@ impl Applet for PsdApplet {
             }
             TransferConfirm(data) => self.transfer_confirm(ctx, data, reply),
             TransferResolve(data) => self.transfer_resolve(ctx, data, reply),
+            TransferSettle(data) => self.transfer_settle(ctx, data, reply),
             TransferClose => self.transfer_close(reply),
             ResetRecognition(data) => self.reset_recognition(ctx, data),
             #[cfg(feature = "licenses")]

@@ -2,19 +2,26 @@
 //! PSD's pending transfer is completed or undone by the scheme issuer's signed decision
 //! (TRANSFER RESOLVE P1 `01`), for this PSD and this transfer only, with a counter that
 //! goes up. A forged, misdirected or replayed decision is refused with nothing changed, and
-//! a power cut at any write of the command leaves the old state or the new one.
+//! a power cut at any write of the command leaves the old state or the new one. On the
+//! purse, the issuer's RELEASE PARTNER frees the place of a PSD that never comes back and
+//! answers, MACed, what the card credited from it: the evidence for the PSD's settlement.
 // Test code: a failed unwrap or expect is a failed test, with its message.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use openpsd_core::client::psd_apdu;
+use openpsd_core::client::purse_apdu;
 use openpsd_core::client::transfer::{self as driver, TransferError};
 use openpsd_core::client::PsdClient;
-use openpsd_core::crypto::IndiciumKey;
+use openpsd_core::crypto::{IndiciumKey, MacKey};
 use openpsd_core::psd::registers::Registers;
 use openpsd_core::psd::settle::{settle_transfer_data, Decision, SETTLE_DATA_LEN};
 use openpsd_core::psd::transfer::{reset_recognition_data, Pending, TransferInfo, TransferState};
 use openpsd_core::psd::{ins as psd_ins, CLA_PSD};
+use openpsd_core::purse::release::Released;
+use openpsd_core::purse::state::{Closure, PairedTable, MAX_PAIRED};
+use openpsd_core::purse::{ins as purse_ins, CLA_PURSE};
 use openpsd_core::store::PowerCut;
+use openpsd_core::transfer::card_admin_key;
 use openpsd_core::types::*;
 use openpsd_core::Status;
 use openpsd_tests::purse::*;
@@ -441,4 +448,225 @@ fn power_cut_at_every_write_of_a_settlement_leaves_the_old_state_or_the_new() {
     }
     eprintln!("settlement tearing: {cuts} cut points");
     assert!(cuts >= 4, "too few cut points: {cuts}");
+}
+
+// The purse side: RELEASE PARTNER.
+
+/// Running 10 steps credits the purse and loses its acknowledgement.
+const CREDITED_ACK_LOST: usize = 10;
+
+/// PSD number `n` of the test scheme (device ID `PSD` + n), funded.
+fn psd_n(n: u32) -> (DeviceId, TestCard) {
+    let mut p = psd_personalization(SCHEME);
+    p.device = DeviceId(*format!("PSD{n:05}").as_bytes().first_chunk().unwrap());
+    (p.device, funded_psd_as(u64::from(n) + 100, p, FUNDS))
+}
+
+fn admin() -> MacKey {
+    card_admin_key(&MacKey::new(ADMIN_KEY), CARD)
+}
+
+fn paired(purse: &mut TestCard) -> PairedTable {
+    expect_ok(&purse.transmit(&purse_apdu::select()));
+    PairedTable::decode(&expect_ok(&purse.transmit(&purse_apdu::get_data(2)))).unwrap()
+}
+
+/// The issuer releases `device` on the test purse with `counter` and opens the answer.
+fn release(purse: &mut TestCard, counter: u32, device: DeviceId) -> Released {
+    expect_ok(&purse.transmit(&purse_apdu::select()));
+    let answer = expect_ok(&purse.transmit(&purse_apdu::release_partner(
+        &admin(),
+        CARD,
+        counter,
+        device,
+    )));
+    Released::open(&answer, &admin(), CARD, counter, device).expect("the card's MAC")
+}
+
+#[test]
+fn a_purse_full_of_psds_that_never_come_back_is_released_and_its_evidence_settles_the_psd() {
+    let mut purse = purse(2);
+    let mut open: Vec<(DeviceId, TestCard)> = (10u32..).take(MAX_PAIRED).map(psd_n).collect();
+    for (_, o) in open.iter_mut() {
+        let _ = run_until(o, &mut purse, 10, CREDITED_ACK_LOST);
+    }
+    let (_, mut x) = psd_n(1);
+    let e = driver::transfer(&mut x, &mut purse, SET0, Amount(500), PIN).unwrap_err();
+    assert_eq!(e.status(), Some(Status::PartnersOpen), "{e}");
+
+    // The issuer releases the first PSD's entry: the card tells what it credited from it,
+    // MACed under its admin key.
+    let (gone, ref mut gone_psd) = open[0];
+    let pending = pending_of(gone_psd);
+    let released = release(&mut purse, 1, gone);
+    let entry = released.entry.expect("listed");
+    assert_eq!(
+        released.card_transfers,
+        TransferCount(u32::try_from(MAX_PAIRED).unwrap())
+    );
+    assert_eq!(
+        (entry.last_transfer, entry.total, entry.closure),
+        (pending.transfer, Amount(10), Closure::Open),
+        "credited: the pending transfer is the card's last credit from it"
+    );
+    assert_eq!(
+        paired(&mut purse).get(gone).unwrap().closure,
+        Closure::Unknown,
+        "released, not forgotten yet"
+    );
+
+    // The purse takes a 17th PSD; the released entry makes room.
+    driver::transfer(&mut x, &mut purse, SET0, Amount(500), PIN).expect("room again");
+    let table = paired(&mut purse);
+    assert!(table.get(gone).is_none());
+    assert_eq!(table.forgotten_through, entry.credited_at);
+
+    // Should the released PSD come back after all, the card cannot decide it any more
+    // (9A23) — never a wrong "undone", which would create value.
+    let err = driver::resolve_pending(gone_psd, &mut purse).unwrap_err();
+    assert_eq!(err.status(), Some(Status::TransferUnresolved), "{err}");
+    assert_eq!(registers(gone_psd, 0).pending, Amount(10));
+
+    // The issuer signs complete from the card's evidence; the PSD settles.
+    expect_ok(&gone_psd.transmit(&psd_apdu::select()));
+    let apdu = psd_apdu::transfer_settle(&settle_transfer_data(
+        &issuer_key(),
+        gone,
+        &pending,
+        1,
+        Decision::Complete,
+    ));
+    let (outcome, r) = settle_ok(gone_psd, &apdu);
+    assert_eq!(
+        (outcome, r.dr, r.transferred),
+        (0x01, Amount(FUNDS - 10), Amount(10))
+    );
+    // Value: every PSD's DR + pending, and the purse, add up to what was refilled; the 15
+    // others still complete at their next contact.
+    for (_, o) in open.iter_mut().skip(1) {
+        driver::resolve_pending(o, &mut purse).expect("resolves");
+    }
+    let psds: u64 = open
+        .iter_mut()
+        .map(|(_, o)| {
+            let r = registers(o, 0);
+            r.dr.0 + r.pending.0
+        })
+        .sum::<u64>()
+        + registers(&mut x, 0).dr.0;
+    let on_purse = purse_data(&mut purse).balance.0;
+    assert_eq!(on_purse, 16 * 10 + 500);
+    assert_eq!(psds + on_purse, 17 * FUNDS);
+}
+
+#[test]
+fn release_partner_refusals_change_nothing_and_its_counter_must_go_up() {
+    let mut purse = purse(2);
+    let mut psd = funded_psd(PSD_SEED, FUNDS);
+    // A whole transfer: the PSD's entry is credited and closed.
+    driver::transfer(&mut psd, &mut purse, SET0, Amount(100), PIN).expect("moves");
+    expect_ok(&purse.transmit(&purse_apdu::select()));
+    let cmd = |key: &MacKey, counter| purse_apdu::release_partner(key, CARD, counter, DEVICE);
+
+    // Not the card's admin key (another card's).
+    let other = card_admin_key(&MacKey::new(ADMIN_KEY), NEW_CARD);
+    refused_unchanged(
+        &mut purse,
+        &cmd(&other, 1),
+        Status::SecurityStatusNotSatisfied,
+    );
+    // Another PSD than the MAC names.
+    let mut forged = cmd(&admin(), 1);
+    forged[5 + 4] ^= 1;
+    refused_unchanged(&mut purse, &forged, Status::SecurityStatusNotSatisfied);
+    // Lengths and parameters.
+    let good = cmd(&admin(), 1);
+    let body = &good[5..good.len() - 1];
+    let with = |data: &[u8], p1: u8| {
+        psd_apdu::command(CLA_PURSE, purse_ins::RELEASE_PARTNER, p1, 0, data, 256)
+    };
+    refused_unchanged(&mut purse, &with(&body[1..], 0), Status::WrongLength);
+    refused_unchanged(
+        &mut purse,
+        &with(&[body, &[0]].concat(), 0),
+        Status::WrongLength,
+    );
+    refused_unchanged(&mut purse, &with(body, 1), Status::IncorrectP1P2);
+
+    // The counter is the card's admin counter (UNBLOCK PIN, RESET RECOGNITION): after a
+    // reset with 5, a release with 5 is refused; 6 goes, once.
+    expect_ok(&purse.transmit(&purse_apdu::reset_recognition(&admin(), CARD, 5)));
+    refused_unchanged(
+        &mut purse,
+        &cmd(&admin(), 5),
+        Status::SecurityStatusNotSatisfied,
+    );
+    let before = paired(&mut purse);
+    let released = release(&mut purse, 6, DEVICE);
+    let entry = released.entry.expect("listed");
+    assert_eq!((entry.total, entry.closure), (Amount(100), Closure::Closed));
+    assert_eq!(paired(&mut purse), before, "a closed entry stays closed");
+    refused_unchanged(
+        &mut purse,
+        &cmd(&admin(), 6),
+        Status::SecurityStatusNotSatisfied,
+    );
+
+    // A PSD the card does not list: nothing to release, the card says so.
+    let stranger = DeviceId(*b"PSD99999");
+    let released = release(&mut purse, 7, stranger);
+    assert_eq!(released.entry, None);
+    assert_eq!(paired(&mut purse), before);
+    // The answer is the card's: a forged or altered one does not open.
+    let answer =
+        expect_ok(&purse.transmit(&purse_apdu::release_partner(&admin(), CARD, 8, stranger)));
+    let mut altered = answer.clone();
+    altered[0] ^= 1;
+    assert!(Released::open(&altered, &admin(), CARD, 8, stranger).is_err());
+    assert!(Released::open(&answer, &admin(), CARD, 8, DEVICE).is_err());
+    assert!(Released::open(&answer, &other, CARD, 8, stranger).is_err());
+}
+
+#[test]
+fn power_cut_at_every_write_of_a_release_leaves_the_old_table_and_counter_or_the_new() {
+    let mut purse = purse(2);
+    let (device, mut psd) = psd_n(10);
+    let _ = run_until(&mut psd, &mut purse, 10, CREDITED_ACK_LOST);
+    purse.reset();
+    let old = paired(&mut purse);
+    let apdu = purse_apdu::release_partner(&admin(), CARD, 1, device);
+    let base = purse.store().nvm().clone();
+    let mut clean = reopen_purse(&base, 2);
+    expect_ok(&clean.transmit(&apdu));
+    let new = paired(&mut clean);
+    assert_ne!(old, new);
+    let mut cuts = 0;
+    for torn in [false, true] {
+        for k in 0.. {
+            let mut card = reopen_purse(&base, 2);
+            let start = card.store().writes();
+            card.store_mut().set_power_cut(Some(PowerCut {
+                at_write: start + k,
+                torn,
+            }));
+            let resp = card.transmit(&apdu);
+            if !card.store().is_dead() {
+                assert_eq!(psd_apdu::sw(&resp), 0x9000, "uncut");
+                break;
+            }
+            cuts += 1;
+            let at = format!("cut at write {k} torn {torn}");
+            assert_eq!(psd_apdu::sw(&resp), 0x6581, "{at}");
+            let mut card = reopen_purse(&card.store().nvm().clone(), 2);
+            let table = paired(&mut card);
+            assert!(table == old || table == new, "{at}: {table:?}");
+            // The counter moved with the table: the retry goes through only if it did not.
+            let again = card.transmit(&apdu);
+            let want = if table == old { 0x9000 } else { 0x6982 };
+            assert_eq!(psd_apdu::sw(&again), want, "{at}");
+            assert_eq!(paired(&mut card), new, "{at}");
+        }
+    }
+    eprintln!("release tearing: {cuts} cut points");
+    assert!(cuts >= 2, "too few cut points: {cuts}");
 }

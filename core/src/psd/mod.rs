@@ -5,7 +5,8 @@
 //! permission); [`PsdApplet`]'s `call` checks the life-cycle and the register set once and
 //! dispatches to the handler, which lives in the file of its command family next to its
 //! message format ([`device`], [`registers`], [`indicium`], [`audit`], [`refill`],
-//! [`receipt`], [`transfer`], [`license`]); `state.rs` holds the persistent and volatile state.
+//! [`receipt`], [`transfer`], [`settle`], [`license`]); `state.rs` holds the persistent and
+//! volatile state.
 //!
 //! Every command that changes money commits its new registers through a
 //! [`Transaction`](crate::store::Transaction) before it writes a byte of response that

@@ -41,6 +41,11 @@ fn card_id() -> CardId {
     CardId(*b"PURSE001")
 }
 
+/// The card target's transfer PSD, which the funded fixture received from.
+fn transfer_psd() -> openpsd_core::types::DeviceId {
+    openpsd_core::types::DeviceId(*b"PSD00001")
+}
+
 /// The fixture's personalization (as `openpsd-tests` has it).
 pub fn personalization() -> PursePersonalization {
     let card = card_id();
@@ -279,6 +284,16 @@ pub fn seeds() -> crate::ByteSeeds {
                     purse_apdu::reset_recognition(&admin, card_id(), 5),
                     purse_apdu::reset_recognition(&admin, card_id(), 5),
                     purse_apdu::reset_recognition(&MacKey::new([1; 16]), card_id(), 6),
+                    // The issuer releases the PSD the fixture received from; replayed and
+                    // forged releases are refused.
+                    purse_apdu::release_partner(&admin, card_id(), 6, transfer_psd()),
+                    purse_apdu::release_partner(&admin, card_id(), 6, transfer_psd()),
+                    purse_apdu::release_partner(
+                        &MacKey::new([1; 16]),
+                        card_id(),
+                        7,
+                        transfer_psd(),
+                    ),
                     purse_apdu::load_revocation(&[0; 16]),
                     purse_apdu::install_certificate(&[0x30, 0x00]),
                     purse_apdu::certify(&[0; 64]),

@@ -4,6 +4,8 @@
 
 use openpsd_core::client::psd_apdu;
 use openpsd_core::psd::indicium::IndiciumRequest;
+use openpsd_core::psd::settle::{settle_transfer_data, Decision};
+use openpsd_core::psd::transfer::Pending;
 use openpsd_core::psd::{psd_card, PSD_AID};
 use openpsd_core::store::MemStore;
 use openpsd_core::types::*;
@@ -475,6 +477,31 @@ fn transfer(mode: u8, set: u8, amount: u16, fault: Option<(u8, u8)>) -> Op {
     }
 }
 
+/// The issuer's settlement of the transfer start's pending transfer number `transfer` of
+/// `amount` on set 0 for the fixture's purse (its count 0), with counter 1; `forged`:
+/// signed by another key.
+fn settlement(transfer: u32, amount: u64, d: Decision, forged: bool) -> Vec<u8> {
+    let pending = Pending {
+        card: CardId(*b"PURSE001"),
+        set: 0,
+        transfer: TransferCount(transfer),
+        card_transfers: TransferCount(0),
+        amount: Amount(amount),
+    };
+    let issuer = if forged {
+        openpsd_core::crypto::IndiciumKey::from_bytes(&[0x5A; 32]).expect("valid scalar")
+    } else {
+        crate::purse::issuer()
+    };
+    psd_apdu::transfer_settle(&settle_transfer_data(
+        &issuer,
+        crate::harness::DEVICE,
+        &pending,
+        1,
+        d,
+    ))
+}
+
 /// Seeds of the transfer start: transfers whole, and with each message lost, changed, cut
 /// or repeated, resolutions, blocked recognition and the issuer's reset.
 fn transfer_seeds() -> Vec<(&'static str, Start, Vec<Op>)> {
@@ -568,6 +595,29 @@ fn transfer_seeds() -> Vec<(&'static str, Start, Vec<Op>)> {
                 t(20_000, None),
                 transfer(0, 3, 10, None),
                 transfer(0, 1, 20_000, None),
+            ],
+        ),
+        // The purse is never seen again: the issuer settles the pending transfer (the
+        // fixture's first: number 0, the card's count 0, set 0) and the next transfer
+        // goes; a replayed settlement (nothing pending) and a forged one are refused.
+        (
+            "transfer-lost-value-settled",
+            T,
+            vec![
+                t(700, Some((9, 0))),
+                apdu(settlement(0, 700, Decision::Undo, false)),
+                apdu(settlement(0, 700, Decision::Undo, false)),
+                t(700, None),
+            ],
+        ),
+        (
+            "transfer-lost-ack-settled",
+            T,
+            vec![
+                t(800, Some((10, 0))),
+                apdu(settlement(0, 800, Decision::Complete, true)),
+                apdu(settlement(0, 800, Decision::Complete, false)),
+                t(900, None),
             ],
         ),
         (

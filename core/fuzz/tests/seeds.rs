@@ -49,6 +49,15 @@ fn transfer_seeds_move_value() {
     }
     // Five failed recognitions block; the issuer's reset (not the forged one) unblocks.
     assert_eq!(moved("transfer-blocked-reset").received.0, 10);
+    // The purse never comes back: the issuer's settlement (undo after a lost value, complete
+    // after a lost acknowledgement) lets the next transfer go.
+    let m = moved("transfer-lost-value-settled");
+    assert_eq!((m.received.0, m.moved_out.0, m.pending.0), (700, 700, 0));
+    let m = moved("transfer-lost-ack-settled");
+    assert_eq!(
+        (m.received.0, m.moved_out.0, m.pending.0),
+        (1_700, 1_700, 0)
+    );
 }
 
 /// The purse target's seeds: each decodes and keeps the invariants, and between them every
@@ -65,8 +74,8 @@ fn purse_seeds_reach_every_command() {
         }
     }
     // VERIFY, CHANGE REFERENCE DATA, PERSONALIZE, UNBLOCK PIN, RESET RECOGNITION,
-    // PURCHASE, GET DATA.
-    for ins in [0x20, 0x24, 0x10, 0x2C, 0x6A, 0x7A, 0xCA] {
+    // PURCHASE, GET DATA, RELEASE PARTNER.
+    for ins in [0x20, 0x24, 0x10, 0x2C, 0x6A, 0x7A, 0xCA, 0x7E] {
         assert!(
             ok.contains(&ins),
             "no purse seed gets 9000 for INS {ins:02X}: {ok:02X?}"

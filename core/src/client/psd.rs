@@ -351,6 +351,21 @@ impl<L: Link> PsdClient<L> {
             .map(drop)
     }
 
+    /// TRANSFER RESOLVE P1 `01`: the issuer's settlement of the pending transfer (counter ‖
+    /// decision ‖ signature, [`crate::psd::settle::settle_transfer_data`]); the decision the
+    /// PSD applied and the register set after.
+    pub fn settle_transfer(
+        &mut self,
+        data: &[u8],
+    ) -> Result<(crate::psd::settle::Decision, Registers), ClientError> {
+        let bad = || ClientError::BadResponse(Side::Psd, "TRANSFER RESOLVE");
+        let out = self.exchange("TRANSFER RESOLVE", &psd_apdu::transfer_settle(data))?;
+        let (&code, rest) = out.split_first().ok_or_else(bad)?;
+        let decision = crate::psd::settle::Decision::from_code(code).ok_or_else(bad)?;
+        let registers = Registers::decode(rest).map_err(|_| bad())?;
+        Ok((decision, registers))
+    }
+
     /// SIGN (seed 004): the compact signature, decoded (its signature is checked by
     /// whoever holds the sign certificate: `openpsd-pki`).
     pub fn sign(

@@ -183,6 +183,12 @@ pub fn transfer_resolve(status: &[u8]) -> Vec<u8> {
     command(CLA_PSD, ins::TRANSFER_RESOLVE, 0, 0, status, 256)
 }
 
+/// TRANSFER RESOLVE P1 `01` with the issuer's settlement of the pending transfer (counter
+/// ‖ decision ‖ signature; see [`crate::psd::settle::settle_transfer_data`]).
+pub fn transfer_settle(data: &[u8]) -> Vec<u8> {
+    command(CLA_PSD, ins::TRANSFER_RESOLVE, 1, 0, data, 256)
+}
+
 /// TRANSFER CLOSE: the PSD's statement that nothing is pending with the session's card.
 pub fn transfer_close() -> Vec<u8> {
     command(CLA_PSD, ins::TRANSFER_CLOSE, 0, 0, &[], 256)

@@ -112,6 +112,19 @@ pub fn unblock_pin(admin_key: &MacKey, card: CardId, counter: u32, new_pin: &[u8
     apdu
 }
 
+/// RELEASE PARTNER APDU, made by the issuer with the card's admin key: releases `device`'s
+/// entry (see [`crate::purse::release`]; its answer opens with
+/// [`crate::purse::release::Released::open`]).
+pub fn release_partner(
+    admin_key: &MacKey,
+    card: CardId,
+    counter: u32,
+    device: crate::types::DeviceId,
+) -> Vec<u8> {
+    let body = crate::purse::release::release_partner_data(admin_key, card, counter, device);
+    command(CLA_PURSE, ins::RELEASE_PARTNER, 0, 0, &body, 256)
+}
+
 /// RESET RECOGNITION data and APDU, made by the issuer with the card's admin key.
 pub fn reset_recognition(admin_key: &MacKey, card: CardId, counter: u32) -> Vec<u8> {
     let c = counter.to_be_bytes();

@@ -54,6 +54,8 @@ pub enum PsdCommand<'a> {
     TransferConfirm(&'a [u8]),
     /// TRANSFER RESOLVE (`80 68 00 00`): the purse's transfer status.
     TransferResolve(&'a [u8]),
+    /// TRANSFER RESOLVE (`80 68 01 00`): the issuer's signed settlement.
+    TransferSettle(&'a [u8]),
     /// TRANSFER CLOSE (`80 6E 00 00`): the PSD's statement that nothing is pending.
     TransferClose,
     /// RESET RECOGNITION (`80 6A 00 00`): counter ‖ MAC.
@@ -176,7 +178,11 @@ impl<'a> PsdCommand<'a> {
             ins::AUTHENTICATE_CARD => |c| no_params(c).map(|_| AuthenticateCard(c.data)),
             ins::TRANSFER_DEBIT => |c| set_param(c).map(|s| TransferDebit(s, c.data)),
             ins::TRANSFER_CONFIRM => |c| no_params(c).map(|_| TransferConfirm(c.data)),
-            ins::TRANSFER_RESOLVE => |c| no_params(c).map(|_| TransferResolve(c.data)),
+            ins::TRANSFER_RESOLVE => |c| match (c.p1, c.p2) {
+                (0, 0) => Ok(TransferResolve(c.data)),
+                (1, 0) => Ok(TransferSettle(c.data)),
+                _ => Err(Status::IncorrectP1P2),
+            },
             ins::TRANSFER_CLOSE => |c| {
                 no_params(c)?;
                 c.expect_no_data()?;

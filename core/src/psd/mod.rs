@@ -5,7 +5,8 @@
 //! permission); [`PsdApplet`]'s `call` checks the life-cycle and the register set once and
 //! dispatches to the handler, which lives in the file of its command family next to its
 //! message format ([`device`], [`registers`], [`indicium`], [`audit`], [`refill`],
-//! [`receipt`], [`transfer`], [`license`]); `state.rs` holds the persistent and volatile state.
+//! [`receipt`], [`transfer`], [`settle`], [`license`]); `state.rs` holds the persistent and
+//! volatile state.
 //!
 //! Every command that changes money commits its new registers through a
 //! [`Transaction`](crate::store::Transaction) before it writes a byte of response that
@@ -23,6 +24,7 @@ pub mod license;
 pub mod receipt;
 pub mod refill;
 pub mod registers;
+pub mod settle;
 mod state;
 pub mod transfer;
 
@@ -275,6 +277,7 @@ impl Applet for PsdApplet {
             }
             TransferConfirm(data) => self.transfer_confirm(ctx, data, reply),
             TransferResolve(data) => self.transfer_resolve(ctx, data, reply),
+            TransferSettle(data) => self.transfer_settle(ctx, data, reply),
             TransferClose => self.transfer_close(reply),
             ResetRecognition(data) => self.reset_recognition(ctx, data),
             #[cfg(feature = "licenses")]

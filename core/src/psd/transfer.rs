@@ -1,6 +1,7 @@
 //! The PSD's side of value transfer to a purse card (seed 002, Fig. 8): recognition,
 //! debit into pending, confirmation, resolution of an interrupted transfer at the next
-//! contact, and the authenticated reset of the failed-recognition counter.
+//! contact, and the authenticated reset of the failed-recognition counter. The issuer's
+//! settlement of a transfer whose purse never comes back is in [`super::settle`].
 //!
 //! The persistent [`TransferState`] is the PSD's transfer *personality* (transfers started,
 //! completed, totalizer, last date), its failed-recognition counter, and the pending
@@ -55,7 +56,8 @@ pub struct TransferState {
     pub last_date: Option<Date>,
     /// Failed recognitions in a row.
     pub failures: u8,
-    /// Highest issuer reset counter used (resets must go up).
+    /// Highest issuer counter used, by RESET RECOGNITION and by the issuer's settlement of
+    /// a pending transfer (each must go up).
     pub reset_counter: u32,
     /// The transfer in flight, if any.
     pub pending: Option<Pending>,
@@ -560,7 +562,18 @@ impl PsdApplet {
         ctx: &mut Ctx<'_>,
         resolution: Resolution,
     ) -> Result<usize, Status> {
-        let pending = self.persistent.transfer.pending.ok_or(Status::Internal)?;
+        self.finish_pending_from(ctx, self.persistent.transfer, resolution)
+    }
+
+    /// Commits the end of the pending transfer on top of `base` (the transfer state, with
+    /// whatever else the command changes in the same commit); returns its register set.
+    pub(super) fn finish_pending_from(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        base: TransferState,
+        resolution: Resolution,
+    ) -> Result<usize, Status> {
+        let pending = base.pending.ok_or(Status::Internal)?;
         let i = usize::from(pending.set);
         let set = self.persistent.set(i)?;
         if set.pending != pending.amount {
@@ -570,28 +583,24 @@ impl PsdApplet {
             Resolution::Complete => (
                 set.transfer_completed()?,
                 TransferState {
-                    completed: self
-                        .persistent
-                        .transfer
+                    completed: base
                         .completed
                         .checked_next()
                         .ok_or(Status::CounterOverflow)?,
-                    total_out: self
-                        .persistent
-                        .transfer
+                    total_out: base
                         .total_out
                         .checked_add(pending.amount)
                         .ok_or(Status::CounterOverflow)?,
-                    last_date: ctx.platform.today().or(self.persistent.transfer.last_date),
+                    last_date: ctx.platform.today().or(base.last_date),
                     pending: None,
-                    ..self.persistent.transfer
+                    ..base
                 },
             ),
             Resolution::Undo => (
                 set.transfer_undone()?,
                 TransferState {
                     pending: None,
-                    ..self.persistent.transfer
+                    ..base
                 },
             ),
             Resolution::Unknown => return Err(Status::TransferUnresolved),
@@ -648,7 +657,7 @@ impl PsdApplet {
 }
 
 /// The issuer's public key of a certified-scheme PSD, certificate installed or not.
-fn certified_issuer(device: &super::device::Device) -> Result<&[u8], Status> {
+pub(super) fn certified_issuer(device: &super::device::Device) -> Result<&[u8], Status> {
     match device.scheme.as_ref().map(|s| &s.recognition) {
         Some(Recognition::Certified {
             issuer_public_key, ..

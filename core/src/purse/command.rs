@@ -4,7 +4,7 @@
 //! The order of the checks is part of the contract (a host sees the first refusal): an
 //! unknown INS is `6D00` whatever the class; VERIFY and CHANGE REFERENCE DATA want the ISO
 //! class `00`, the rest `80` (`6E00`); then P1/P2 (`6A86`) and the checks of the data that
-//! come before the card's state (RESET RECOGNITION's length, PURCHASE's request); then the
+//! come before the card's state (RESET RECOGNITION's and RELEASE PARTNER's length, PURCHASE's request); then the
 //! life-cycle ([`PurseCommand::allowed_in`], `6985`); then each handler. A new command is
 //! one variant, one line in [`PurseCommand::parse`]'s table, one line in
 //! [`PurseCommand::allowed_in`] if it runs on a blank card, and one handler.
@@ -62,6 +62,8 @@ pub enum PurseCommand<'a> {
     TransferStatus,
     /// TRANSFER CLOSE (`80 7C 00 00`): the PSD's statement that nothing is pending.
     TransferClose(&'a [u8]),
+    /// RELEASE PARTNER (`80 7E 00 00`): counter ‖ device ID ‖ MAC (length checked).
+    ReleasePartner(&'a [u8]),
     /// PURCHASE (`80 7A 00 00`): the terminal's request.
     Purchase(PurchaseRequest),
 }
@@ -109,6 +111,13 @@ impl<'a> PurseCommand<'a> {
                 Ok(TransferStatus)
             }),
             ins::TRANSFER_CLOSE => (CLA_PURSE, |c| no_params(c).map(|_| TransferClose(c.data))),
+            ins::RELEASE_PARTNER => (CLA_PURSE, |c| {
+                no_params(c)?;
+                if c.data.len() != super::release::RELEASE_DATA_LEN {
+                    return Err(Status::WrongLength);
+                }
+                Ok(ReleasePartner(c.data))
+            }),
             ins::PURCHASE => (CLA_PURSE, |c| {
                 no_params(c)?;
                 Ok(Purchase(PurchaseRequest::decode(c.data)?))

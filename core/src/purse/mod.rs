@@ -9,7 +9,7 @@
 //!
 //! Layout: [`command`] parses each APDU once into a [`PurseCommand`]; [`PurseApplet`]'s
 //! `call` checks the life-cycle once and dispatches to the handler in the file of its
-//! family (`personal.rs`, `pin.rs`, `transfer.rs`, `purchase.rs`); the money is
+//! family (`personal.rs`, `pin.rs`, `transfer.rs`, `release.rs`, `purchase.rs`); the money is
 //! [`balance`]'s, the records and the persistent/volatile state [`state`]'s.
 
 pub mod balance;
@@ -17,6 +17,7 @@ pub mod command;
 pub mod personal;
 mod pin;
 pub mod purchase;
+pub mod release;
 pub mod state;
 mod transfer;
 
@@ -72,6 +73,8 @@ pub mod ins {
     pub const TRANSFER_CLOSE: u8 = 0x7C;
     /// PURCHASE.
     pub const PURCHASE: u8 = 0x7A;
+    /// RELEASE PARTNER (issuer-authenticated).
+    pub const RELEASE_PARTNER: u8 = 0x7E;
     /// GET DATA.
     pub const GET_DATA: u8 = 0xCA;
 }
@@ -209,6 +212,7 @@ impl Applet for PurseApplet {
             TransferCredit(data) => self.transfer_credit(ctx, data, reply),
             TransferStatus => self.transfer_status(reply),
             TransferClose(data) => self.transfer_close(ctx, data),
+            ReleasePartner(data) => self.release_partner(ctx, data, reply),
             Purchase(req) => self.purchase(ctx, req, reply),
         }
     }

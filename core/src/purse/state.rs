@@ -304,8 +304,9 @@ pub enum Closure {
     /// The PSD showed, in a later message of its own (TRANSFER CLOSE), that it has nothing
     /// pending with this card: the entry may be forgotten without a trace.
     Closed = 2,
-    /// Read from a version 1 or 2 table, which did not say: forgotten like an entry of
-    /// those versions (raising `forgotten_through`).
+    /// Read from a version 1 or 2 table, which did not say, or released by the issuer
+    /// (RELEASE PARTNER, [`super::release`]): forgotten like an entry of those versions
+    /// (raising `forgotten_through`).
     Unknown = 3,
 }
 

@@ -277,7 +277,12 @@ impl Applet for PsdApplet {
             }
             TransferConfirm(data) => self.transfer_confirm(ctx, data, reply),
             TransferResolve(data) => self.transfer_resolve(ctx, data, reply),
+            // Off the browser's module (its 150 KB gzip budget): a browser PSD answers
+            // `6D00`, its pending transfer is settled by the next contact only.
+            #[cfg(not(target_arch = "wasm32"))]
             TransferSettle(data) => self.transfer_settle(ctx, data, reply),
+            #[cfg(target_arch = "wasm32")]
+            TransferSettle(_) => Err(Status::InstructionNotSupported),
             TransferClose => self.transfer_close(reply),
             ResetRecognition(data) => self.reset_recognition(ctx, data),
             #[cfg(feature = "licenses")]

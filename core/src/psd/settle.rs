@@ -13,6 +13,10 @@
 //! same transfer (say, undo, then complete on better evidence) has only the newer one
 //! accepted while the transfer is pending.
 
+// The applet's command is compiled out of the browser's module (its 150 KB gzip budget):
+// there, only the message builders and readers below are used.
+#![cfg_attr(target_arch = "wasm32", allow(unused_imports))]
+
 use alloc::vec::Vec;
 
 use super::transfer::{
@@ -102,6 +106,7 @@ pub fn settle_transfer_data(
 }
 
 impl PsdApplet {
+    #[cfg(not(target_arch = "wasm32"))]
     /// TRANSFER RESOLVE (80 68 01 00): counter ‖ decision ‖ the scheme issuer's signature;
     /// completes or undoes the pending transfer it names, committed before the answer
     /// (outcome ‖ the register set after, as TRANSFER RESOLVE answers). Needs no session:

@@ -11,6 +11,10 @@
 //! (undecided, settled by the issuer), never a wrong "undone". The rule that decides is
 //! the model-checked one of `crate::transfer::resolve`; nothing new is trusted.
 
+// The applet's command is compiled out of the browser's module (its 150 KB gzip budget):
+// there, only the message builders and readers below are used.
+#![cfg_attr(target_arch = "wasm32", allow(unused_imports))]
+
 use alloc::vec::Vec;
 
 use super::state::{Closure, Paired, PurseState};
@@ -142,6 +146,7 @@ pub fn release_partner_data(
 }
 
 impl PurseApplet {
+    #[cfg(not(target_arch = "wasm32"))]
     /// RELEASE PARTNER (80 7E 00 00): counter ‖ device ID ‖ MAC under the admin key (length
     /// checked at parsing). The PSD's entry, if open, becomes of unknown closure; the
     /// counter is recorded with it in one commit; the answer is the entry as it stood,

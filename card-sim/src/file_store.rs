@@ -562,18 +562,19 @@ fn replay(buf: &[u8]) -> Result<Replayed, StoreError> {
 /// only sequence numbers that could follow `expected` within the remaining bytes are
 /// hashed.
 ///
-/// Offsets inside the record values of the bad frame's writes are not tried: a torn
-/// append whose value holds the image of a frame (a card stores bytes a host sent it) is
-/// still a torn append, not damage (found by the `state_file_log` fuzz target). A damaged
-/// length field could then make the tag's bytes read as one more write whose value hides
-/// the next frame; that case is caught by [`damaged_length_then_frame`].
+/// Offsets inside the bad frame's own writes (heads and values, as far as they decode
+/// within its length field) are not tried: a torn append whose values hold the image of a
+/// frame (a card stores bytes a host sent it, and the tag is an unkeyed hash a host can
+/// compute), even one starting in a write head and running on into the next value, is
+/// still a torn append, not damage (found by the `state_file_log` fuzz target and a
+/// review). A damaged length field could then make the tag's bytes read as one more write
+/// that hides the next frame; that case is caught by [`damaged_length_then_frame`].
 fn later_frame_follows(buf: &[u8], bad: usize, expected: u64) -> bool {
     let remaining = (buf.len() - bad) as u64;
     let max_seq = expected.saturating_add(remaining / FRAME_OVERHEAD as u64 + 1);
     let plausible = |seq: u64| (expected..=max_seq).contains(&seq);
     let chain = write_chain(buf, bad);
-    let in_a_value = |at: usize| chain.values.iter().any(|r| r.contains(&at));
-    (bad + 1..buf.len()).any(|at| !in_a_value(at) && parse_frame(buf, at, plausible).is_some())
+    (chain.covered.end.max(bad + 1)..buf.len()).any(|at| parse_frame(buf, at, plausible).is_some())
         || damaged_length_then_frame(buf, bad, &chain.ends, plausible)
 }
 
@@ -612,9 +613,10 @@ fn damaged_length_then_frame(
 
 /// The writes of the frame at `at`, as far as their heads decode.
 struct WriteChain {
-    /// Byte ranges of the record values, within the frame's own length (a damaged value
-    /// length then hides no later frame) and the file.
-    values: Vec<core::ops::Range<usize>>,
+    /// The bytes the frame's writes cover (from the frame's start to the end of its last
+    /// write that decodes, or of a value the file's end cuts off), within the frame's own
+    /// length (a damaged write length then hides no later frame) and the file.
+    covered: core::ops::Range<usize>,
     /// The payload's start and where each whole write ends, up to the end of the file
     /// whatever the frame's length field says: the places the payload may really end.
     ends: Vec<usize>,
@@ -627,10 +629,8 @@ fn write_chain(buf: &[u8], at: usize) -> WriteChain {
         .and_then(|len| payload.checked_add(len))
         .map_or(buf.len(), |end| end.min(buf.len()));
     // A frame without writes ends where its payload starts.
-    let mut chain = WriteChain {
-        values: Vec::new(),
-        ends: vec![payload],
-    };
+    let mut ends = vec![payload];
+    let mut reach = payload.min(frame_end);
     let mut p = payload;
     while let Some(&[_, _, flag, l0, l1, l2, l3]) = buf
         .get(p..)
@@ -642,8 +642,8 @@ fn write_chain(buf: &[u8], at: usize) -> WriteChain {
         let start = p + WRITE_HEAD_LEN;
         let Some(end) = start.checked_add(len).filter(|&e| e <= buf.len()) else {
             // A value cut off by the end of the file: the tear itself.
-            if flag == 1 && start < frame_end {
-                chain.values.push(start..frame_end);
+            if flag == 1 && p < frame_end {
+                reach = frame_end;
             }
             break;
         };
@@ -651,13 +651,16 @@ fn write_chain(buf: &[u8], at: usize) -> WriteChain {
             (0, 0) | (1, _) => {}
             _ => break,
         }
-        if flag == 1 && start < frame_end {
-            chain.values.push(start..end.min(frame_end));
+        if p < frame_end {
+            reach = end.min(frame_end);
         }
-        chain.ends.push(end);
+        ends.push(end);
         p = end;
     }
-    chain
+    WriteChain {
+        covered: at..reach,
+        ends,
+    }
 }
 
 /// One commit's writes as a log frame carries them: `(id, Some(value))` sets a record,
@@ -1007,6 +1010,53 @@ mod tests {
         let after_len = s.log_len;
         drop(s);
         let full = fs::read(dir.join(LOG)).unwrap();
+        for cut in before_len..after_len {
+            fs::write(dir.join(LOG), &full[..usize::try_from(cut).unwrap()]).unwrap();
+            let s = FileStore::open(&dir).unwrap_or_else(|e| panic!("cut at {cut}: {e}"));
+            assert_eq!(state(&s), before, "cut at {cut}");
+        }
+    }
+
+    /// The image may also start in a write's head (its length field read as the frame's
+    /// length) and run on through the next write's head into its value, where a host put
+    /// the tag it computed (the tag is an unkeyed hash): still a torn append (found by a
+    /// review).
+    #[test]
+    fn torn_append_with_a_frame_image_across_write_heads_is_discarded() {
+        let (_tmp, dir) = card_dir();
+        let mut s = FileStore::create(&dir).unwrap();
+        s.commit(&[set(1, b"a")]).unwrap();
+        let before_len = s.log_len;
+        let before = state(&s);
+        let next = s.next_seq;
+        // w1's value starts with the next sequence number; w2's carries the tag of
+        // len(w1) ‖ value1 ‖ w2's head ‖ value2[0].
+        let mut value1 = next.to_be_bytes().to_vec();
+        value1.extend_from_slice(&[0xAA; 4]);
+        let w1_len = u32::try_from(value1.len()).unwrap();
+        let w2_len: u32 = 40;
+        let mut signed = w1_len.to_be_bytes().to_vec();
+        signed.extend_from_slice(&value1);
+        signed.extend_from_slice(&2u16.to_be_bytes());
+        signed.push(1);
+        signed.extend_from_slice(&w2_len.to_be_bytes());
+        signed.push(0x55);
+        let mut value2 = vec![0x55];
+        value2.extend_from_slice(&tag(&signed));
+        value2.resize(40, 0x77);
+        s.commit(&[set(1, &value1), set(2, &value2)]).unwrap();
+        let after_len = s.log_len;
+        drop(s);
+        let full = fs::read(dir.join(LOG)).unwrap();
+        // The image is whole once value2's 17th byte is written.
+        let image_at = full
+            .windows(signed.len())
+            .position(|w| w == signed)
+            .expect("the image is in the log");
+        assert!(
+            parse_frame(&full, image_at, |_| true).is_some(),
+            "a valid frame image"
+        );
         for cut in before_len..after_len {
             fs::write(dir.join(LOG), &full[..usize::try_from(cut).unwrap()]).unwrap();
             let s = FileStore::open(&dir).unwrap_or_else(|e| panic!("cut at {cut}: {e}"));

@@ -100,7 +100,10 @@ const COLUMNS: &str =
 
 /// Moves row `r` from the state it was read in (`r.state`) to `state`, writing `extra` with
 /// it. A compare-and-set: a row that moved on meanwhile (which the per-mailer refill lock
-/// should make impossible) is not overwritten, and the caller gets `409 wrong_state`.
+/// should make impossible: another process on the same database, or a crashed instance's
+/// last step) is not overwritten, and the caller gets `503 service_unavailable`. Not
+/// `409 wrong_state`, which tells a client its refill was refused for good: here the row
+/// moved on, and the same request again reads it where it is and carries on.
 async fn set_state(
     dc: &Datacenter,
     r: &Row,
@@ -134,10 +137,11 @@ async fn set_state(
         })
         .await?;
     if changed != 1 {
-        return Err(ApiError::wrong_state(
+        return Err(ApiError::unavailable(
             STEP,
             format!(
-                "refill '{}' is no longer {} (it cannot become {state})",
+                "refill '{}' moved on from {} while this request made it {state}: \
+                 send the same request again",
                 r.txn, r.state
             ),
         ));

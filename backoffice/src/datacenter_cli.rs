@@ -2,7 +2,9 @@
 //! every transaction record the box signed in the data center's database, recomputes every
 //! meter from them alone and reports each inconsistency (a record changed, deleted or
 //! reordered, a register edited, a tree root that is not the ledger's). Exit status 1 when
-//! anything is reported. Reads the database only; it may run beside the service.
+//! anything is reported. Reads the database only; it may run beside the service. With
+//! `--rc URL` it also reads each mailer's deposit account at the recharging center (as an
+//! operator) and checks that what was debited is what the records credited.
 
 use std::path::PathBuf;
 
@@ -27,7 +29,7 @@ pub struct DatacenterCmd {
         global = true
     )]
     kms: String,
-    /// With register-box: the PKI directory (the operator's certificate).
+    /// With register-box, and audit --rc: the PKI directory (the operator's certificate).
     #[arg(long, value_name = "DIR", env = "OPENPSD_PKI", global = true)]
     pki: Option<PathBuf>,
     /// The data center's PostgreSQL database (as its `serve --database-url`), instead of
@@ -55,6 +57,10 @@ enum DatacenterWhat {
         /// the key the audited database stores.
         #[arg(long, value_name = "HEX")]
         box_key: Option<String>,
+        /// The recharging center's base URL: also compare each mailer's deposit account
+        /// (debited, held) with what the records credited its meter (needs --pki).
+        #[arg(long, value_name = "URL")]
+        rc: Option<String>,
     },
     /// Register the data center's box (its ID and transaction key, read from its database)
     /// at the KMS, as an operator: the KMS then registers the meters the box proves it
@@ -91,15 +97,55 @@ pub async fn run(c: DatacenterCmd) -> Result<bool> {
             }
             Ok(true)
         }
-        DatacenterWhat::Audit { data, box_key } => {
+        DatacenterWhat::Audit { data, box_key, rc } => {
             let db = openpsd_datacenter::Database::new(&data, c.database_url.as_deref());
             let key = box_key
                 .map(|k| hex::decode(k.trim()).context("--box-key: hex"))
                 .transpose()?;
-            let r = tokio::task::spawn_blocking(move || {
+            let rc = match rc {
+                Some(url) => {
+                    let pki = Pki::at(c.pki.as_ref().context(
+                        "--rc needs --pki DIR (or OPENPSD_PKI): the operator's certificate",
+                    )?);
+                    let tls = client_config(&pki, Some(Role::Operator))?;
+                    Some(Upstream::new(
+                        "recharging center",
+                        &url,
+                        Role::Recharge,
+                        tls,
+                    )?)
+                }
+                None => None,
+            };
+            let mut r = tokio::task::spawn_blocking(move || {
                 openpsd_datacenter::audit::audit(&db, key.as_deref())
             })
             .await??;
+            if let Some(rc) = rc {
+                let mut accounts = std::collections::HashMap::new();
+                for m in &r.credits {
+                    let id = format!("vm-{}", m.mailer_id);
+                    match rc
+                        .get::<openpsd_datacenter::audit::Deposit>(
+                            &format!("/v1/accounts/{id}"),
+                            "datacenter_audit",
+                        )
+                        .await
+                    {
+                        Ok(a) => {
+                            accounts.insert(id, a);
+                        }
+                        // Reported by the reconciliation as a missing account.
+                        Err(e) if e.status.as_u16() == 404 => {}
+                        Err(e) => anyhow::bail!(
+                            "the recharging center did not answer for {id}: {} ({})",
+                            e.message,
+                            e.code
+                        ),
+                    }
+                }
+                openpsd_datacenter::audit::reconcile_deposits(&mut r, &accounts);
+            }
             if c.json {
                 println!("{}", serde_json::to_string_pretty(&r)?);
             } else {
@@ -107,6 +153,12 @@ pub async fn run(c: DatacenterCmd) -> Result<bool> {
                     "{} transaction records, {} meters: credited {}, used {}, held {}",
                     r.records, r.meters, r.credited, r.used, r.held
                 );
+                if r.deposits_checked > 0 {
+                    println!(
+                        "{} deposit accounts at the recharging center compared with the records",
+                        r.deposits_checked
+                    );
+                }
                 for p in &r.problems {
                     println!("PROBLEM: {p}");
                 }

@@ -351,6 +351,11 @@ struct Serve {
         default_value = "in-process"
     )]
     box_at: String,
+    /// With --role datacenter: how many seconds old the KMS's word that a meter is in
+    /// service (registered, not revoked) may be for a new indicium; a revocation stops
+    /// printing within this time. 0 asks the KMS before every request.
+    #[arg(long, value_name = "SECONDS", default_value_t = 60)]
+    standing_recheck: u64,
     /// With --role post: the meter server's base URL.
     #[arg(long, value_name = "URL", default_value = "https://127.0.0.1:8700")]
     meter: String,
@@ -672,6 +677,7 @@ async fn serve(s: Serve) -> Result<()> {
                 &s.box_at,
                 &s.data.join(openpsd_datacenter::BOX_DIR),
             )?;
+            config.standing_recheck = std::time::Duration::from_secs(s.standing_recheck);
             let (svc, info) = server::start_datacenter(&config, &listen, rate).await?;
             tracing::info!(
                 box_id = %openpsd_service_kit::codec::device_hex(&info.box_id),

@@ -55,6 +55,8 @@ fn config(h: &Handles, dir: &Path, url: Option<&str>) -> openpsd_datacenter::Con
     c.depth = 4;
     // A meter holds at most 100.00 here (the refused-refill test reaches it).
     c.max_dr = 10_000;
+    // Ask the KMS before every print (the revocation test revokes a meter that printed).
+    c.standing_recheck = std::time::Duration::ZERO;
     c
 }
 
@@ -774,7 +776,32 @@ async fn a_refill_the_box_refuses_is_voided_and_one_the_kms_refuses_released() {
     assert_eq!(e.status, 410, "{e:?}");
     let d: DepositView = alice.get("/v1/deposit").await.unwrap();
     assert_eq!((d.available, d.held), (12_000, 0), "the hold went back");
-    let _: MeterView = alice.get("/v1/meter").await.unwrap();
+    // And it prints no more: one piece or a batch, refused before the box, nothing charged.
+    let before: MeterView = alice.get("/v1/meter").await.unwrap();
+    let e = alice
+        .post::<_, IndiciumIssued>("/v1/indicia", &order(0xe4, 100))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (e.status, e.code.as_str()),
+        (410, "device_revoked"),
+        "{e:?}"
+    );
+    let e = alice
+        .post::<_, IndiciumBatchIssued>("/v1/indicia/batch", &batch([order(0xe5, 100)]))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (e.status, e.code.as_str()),
+        (410, "device_revoked"),
+        "{e:?}"
+    );
+    let after: MeterView = alice.get("/v1/meter").await.unwrap();
+    assert_eq!(
+        (after.balance, after.pieces),
+        (before.balance, before.pieces),
+        "nothing charged for a revoked meter"
+    );
     let a = audit(&w);
     assert!(a.problems.is_empty(), "{:?}", a.problems);
     assert_eq!(a.credited, 8_000);
@@ -782,15 +809,26 @@ async fn a_refill_the_box_refuses_is_voided_and_one_the_kms_refuses_released() {
     w.h.stop().await;
 }
 
+/// Which request finishes a refill a crash left unfinished.
+#[derive(Clone, Copy, PartialEq)]
+enum FinishedBy {
+    /// The mailer's next `GET /v1/meter`.
+    NextRequest,
+    /// The data center's next start.
+    Restart,
+}
+
 /// A crash after the void of a refused message was committed (the row `voided`) and
-/// before its hold was released: the mailer's next request finishes the refill, and the
-/// hold goes back to the deposit (before, a `voided` row was left as it was, the money
-/// held for ever).
-#[tokio::test(flavor = "multi_thread")]
-async fn a_crash_after_the_void_still_releases_the_hold() {
+/// before its hold was released: the hold is still held after the crash, and the mailer's
+/// next request (or the next start) finishes the refill, the hold going back to the
+/// deposit (before, a `voided` row was left as it was, the money held for ever).
+async fn a_crash_after_the_void_is_finished_by(by: FinishedBy) {
     use std::sync::atomic::{AtomicBool, Ordering};
+    // The crash hook is the process's: the two variants take turns.
+    static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    let _turn = ONE_AT_A_TIME.lock().await;
     let tmp = tempfile::tempdir().unwrap();
-    let w = world(tmp.path()).await;
+    let mut w = world(tmp.path()).await;
     let (alice, s) = sign_up(&w, "alice").await;
     deposit(&w, &s.mailer_id, 20_000, "bank-1").await;
     let refill = |id: &str, amount: u64| RefillOrder {
@@ -804,6 +842,7 @@ async fn a_crash_after_the_void_still_releases_the_hold() {
     // The next refill is above the meter's limit: refused by the box, voided, and then the
     // data center crashes (once) before the release.
     static FIRED: AtomicBool = AtomicBool::new(false);
+    FIRED.store(false, Ordering::SeqCst);
     openpsd_service_kit::failpoint::set_crash_hook(Some(std::sync::Arc::new(|name: &str| {
         name == "datacenter_refill_after_void" && !FIRED.swap(true, Ordering::SeqCst)
     })));
@@ -826,7 +865,38 @@ async fn a_crash_after_the_void_still_releases_the_hold() {
         state, "voided",
         "the crash left the row after the void's commit"
     );
-    // The mailer's next request finishes it: nothing credited, the hold released.
+    // Reading the deposit finishes nothing: the refused refill's 50.00 is still held.
+    let d: DepositView = alice.get("/v1/deposit").await.unwrap();
+    assert_eq!(
+        (d.available, d.held, d.debited),
+        (7_000, 5_000, 8_000),
+        "held until the refill is finished"
+    );
+    let alice = match by {
+        FinishedBy::NextRequest => alice,
+        FinishedBy::Restart => {
+            w.dc.stop().await;
+            let url = w.url.clone();
+            let (dc, _) =
+                start_datacenter(&config(&w.h, &w.dir, url.as_deref()), "127.0.0.1:0", 1000)
+                    .await
+                    .unwrap();
+            w.dc = dc;
+            // The start finished it, before any request of the mailer's.
+            let d: DepositView = Client::new(&w.dc.url, &w.h.pki, None)
+                .with_bearer(&s.token)
+                .get("/v1/deposit")
+                .await
+                .unwrap();
+            assert_eq!(
+                (d.available, d.held, d.debited),
+                (12_000, 0, 8_000),
+                "the start released the refused refill's hold"
+            );
+            Client::new(&w.dc.url, &w.h.pki, None).with_bearer(&s.token)
+        }
+    };
+    // Nothing credited; the void moved the counters on.
     let m: MeterView = alice.get("/v1/meter").await.unwrap();
     assert_eq!(
         (m.balance, m.refills),
@@ -843,6 +913,16 @@ async fn a_crash_after_the_void_still_releases_the_hold() {
     assert!(a.problems.is_empty(), "{:?}", a.problems);
     w.dc.stop().await;
     w.h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_crash_after_the_void_is_finished_by_the_mailers_next_request() {
+    a_crash_after_the_void_is_finished_by(FinishedBy::NextRequest).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_crash_after_the_void_is_finished_by_the_next_start() {
+    a_crash_after_the_void_is_finished_by(FinishedBy::Restart).await;
 }
 
 fn batch(orders: impl IntoIterator<Item = IndiciumOrder>) -> IndiciumBatch {
@@ -994,6 +1074,85 @@ async fn a_batch_is_one_box_command_idempotent_per_order_and_refused_whole() {
     let a = audit(&w);
     assert!(a.problems.is_empty(), "{:?}", a.problems);
     assert_eq!((a.credited, a.used), (3_000, 1_480));
+    w.dc.stop().await;
+    w.h.stop().await;
+}
+
+/// The auditor reads the recharging center (`datacenter audit --rc`): what it debited each
+/// mailer must be what the box's records credited the mailer's meter. A payment that no
+/// refill credited (here: the recharging center's database edited to debit 1.00 more) is
+/// reported.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_auditor_reconciles_each_deposit_with_the_records() {
+    use openpsd_datacenter::audit::{reconcile_deposits, MeterCredit};
+    let tmp = tempfile::tempdir().unwrap();
+    let w = world(tmp.path()).await;
+    let (alice, s) = sign_up(&w, "alice").await;
+    let (_bob, b) = sign_up(&w, "bob").await;
+    deposit(&w, &s.mailer_id, 20_000, "bank-1").await;
+    let _: RefillDone = alice
+        .post(
+            "/v1/refills",
+            &RefillOrder {
+                client_txn_id: "00000000000000c1".into(),
+                amount: 8_000,
+            },
+        )
+        .await
+        .unwrap();
+    let _: IndiciumIssued = alice.post("/v1/indicia", &order(0xc2, 100)).await.unwrap();
+    let op = Client::new(&w.h.recharge.url, &w.h.pki, Some(Role::Operator));
+    let reconciled = || async {
+        let mut rep = audit(&w);
+        let mut accounts = std::collections::HashMap::new();
+        for c in &rep.credits {
+            let id = format!("vm-{}", c.mailer_id);
+            let a: Account = op.get(&format!("/v1/accounts/{id}")).await.unwrap();
+            accounts.insert(id, a);
+        }
+        reconcile_deposits(&mut rep, &accounts);
+        rep
+    };
+    let rep = reconciled().await;
+    assert!(rep.problems.is_empty(), "{:?}", rep.problems);
+    assert_eq!(rep.deposits_checked, 2);
+    let alice_credit = rep
+        .credits
+        .iter()
+        .find(|c| c.mailer_id == s.mailer_id)
+        .cloned();
+    assert_eq!(
+        alice_credit.map(|c| (c.credited, c.refill_under_way)),
+        Some((8_000, false))
+    );
+    assert!(rep
+        .credits
+        .iter()
+        .any(|c: &MeterCredit| c.mailer_id == b.mailer_id && c.credited == 0));
+
+    // The recharging center's books edited: 1.00 more debited from Alice than any refill
+    // credited (its own invariant deposited = available + held + debited still holds).
+    let rc_db =
+        rusqlite::Connection::open(w.dir.join("recharge").join(openpsd_recharge::DB_FILE)).unwrap();
+    rc_db
+        .busy_timeout(std::time::Duration::from_secs(5))
+        .unwrap();
+    let n = rc_db
+        .execute(
+            "UPDATE accounts SET available = available - 100, debited = debited + 100
+             WHERE account_id = ?1",
+            [format!("vm-{}", s.mailer_id)],
+        )
+        .unwrap();
+    assert_eq!(n, 1);
+    drop(rc_db);
+    let rep = reconciled().await;
+    assert_eq!(rep.problems.len(), 1, "{:?}", rep.problems);
+    assert!(
+        rep.problems[0].contains("debited") && rep.problems[0].contains("8100"),
+        "{:?}",
+        rep.problems
+    );
     w.dc.stop().await;
     w.h.stop().await;
 }

@@ -361,7 +361,8 @@ async fn the_box_process_killed_mid_load_loses_and_creates_nothing() {
         assert_eq!(v.pieces, u32::try_from(printed.len()).unwrap());
     }
 
-    // The auditor, under the key the KMS registered.
+    // The auditor, under the key the KMS registered, the deposits read at the recharging
+    // center: what each mailer paid is what the records credited its meter.
     let reg: serde_json::Value = serde_json::from_str(&register_out).unwrap();
     let key = reg["txn_key"].as_str().unwrap().to_owned();
     let (ok, out) = backoffice(&[
@@ -371,6 +372,10 @@ async fn the_box_process_killed_mid_load_loses_and_creates_nothing() {
         data_s,
         "--box-key",
         &key,
+        "--rc",
+        &h.recharge.url,
+        "--pki",
+        &pki,
         "--json",
     ]);
     assert!(ok, "{out}");
@@ -379,6 +384,10 @@ async fn the_box_process_killed_mid_load_loses_and_creates_nothing() {
     assert_eq!(report["used"], used_all);
     assert_eq!(report["held"], 12_000 - used_all);
     assert_eq!(report["problems"], serde_json::json!([]));
+    assert_eq!(
+        report["deposits_checked"], 4,
+        "each mailer's account compared"
+    );
     drop(dc);
     drop(sim);
     h.stop().await;

@@ -10,9 +10,13 @@
 //! (gap, broken chain), or a register edited in the database is reported.
 //!
 //! Reads the database only (read-only, alongside a running service). The box's own roots
-//! are compared by the service at every start ([`crate::Datacenter::open`]). Not checked
-//! here: the recharging center's side (that each settled hold is one refill record); the
-//! data center's refill rows tie them (refill.rs), the auditor does not read the RC yet.
+//! are compared by the service at every start ([`crate::Datacenter::open`]).
+//!
+//! The recharging center's side is [`reconcile_deposits`]: given each mailer's deposit
+//! account as the recharging center reports it, what it debited must be exactly what the
+//! box's records credited that mailer's meter (a refill credited that nobody paid for, or a
+//! payment no refill credited, is reported), and nothing may stay held unless a refill of
+//! that mailer is under way. `backoffice datacenter audit --rc URL` reads the accounts.
 
 use std::collections::BTreeMap;
 
@@ -40,6 +44,60 @@ pub struct AuditReport {
     pub held: u64,
     /// Every inconsistency, one line each; empty when the ledger balances.
     pub problems: Vec<String>,
+    /// What each meter was credited by its records, with its mailer: what the recharging
+    /// center must have debited ([`reconcile_deposits`]).
+    pub credits: Vec<MeterCredit>,
+    /// Deposit accounts compared with the records (0 until [`reconcile_deposits`] ran).
+    pub deposits_checked: u64,
+}
+
+/// One meter's credit by its records, and its mailer.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct MeterCredit {
+    /// The mailer (32 hex digits), as the meter's record names it.
+    pub mailer_id: String,
+    /// The meter.
+    pub meter_id: String,
+    /// Σ of its refill records.
+    pub credited: u64,
+    /// A refill of this mailer's is not finished yet (a hold may be open).
+    pub refill_under_way: bool,
+}
+
+/// A mailer's deposit account at the recharging center, as the auditor read it.
+pub type Deposit = openpsd_protocol::recharge::Account;
+
+/// Compares what the recharging center debited each mailer (`accounts`, by account ID
+/// `vm-<mailer>`) with what the box's records credited the mailer's meter, and reports each
+/// difference in `rep.problems`: debited ≠ credited, a hold open with no refill under way,
+/// an account missing.
+pub fn reconcile_deposits(
+    rep: &mut AuditReport,
+    accounts: &std::collections::HashMap<String, Deposit>,
+) {
+    for c in &rep.credits {
+        let id = format!("vm-{}", c.mailer_id);
+        let Some(a) = accounts.get(&id) else {
+            rep.problems.push(format!(
+                "meter {}: the recharging center has no account {id}",
+                c.meter_id
+            ));
+            continue;
+        };
+        rep.deposits_checked += 1;
+        if a.debited != c.credited {
+            rep.problems.push(format!(
+                "meter {}: the recharging center debited {id} {}, the box's records credited the meter {}",
+                c.meter_id, a.debited, c.credited
+            ));
+        }
+        if a.held != 0 && !c.refill_under_way {
+            rep.problems.push(format!(
+                "account {id}: {} held with no refill of the mailer under way (a stranded hold)",
+                a.held
+            ));
+        }
+    }
 }
 
 #[derive(Clone, Copy, Default)]
@@ -89,6 +147,7 @@ fn walk(c: &mut Conn<'_>, box_key: Option<&[u8]>) -> anyhow::Result<AuditReport>
         None => stored,
     };
     let mut regs: BTreeMap<String, Regs> = BTreeMap::new();
+    let mut credited: BTreeMap<String, u64> = BTreeMap::new();
     let mut last: BTreeMap<u16, (u64, [u8; 32])> = BTreeMap::new();
     let rows = c
         .rows(
@@ -132,6 +191,10 @@ fn walk(c: &mut Conn<'_>, box_key: Option<&[u8]>) -> anyhow::Result<AuditReport>
             ));
         }
         last.insert(shard, (t.sequence, t.root_after));
+        if t.kind == txn::KIND_REFILL {
+            let c = credited.entry(meter.clone()).or_insert(0u64);
+            *c = c.saturating_add(t.amount.0);
+        }
         let r = regs.entry(meter.clone()).or_default();
         let expect = match t.kind {
             txn::KIND_CREATE => Some(Regs::default()),
@@ -179,13 +242,33 @@ fn walk(c: &mut Conn<'_>, box_key: Option<&[u8]>) -> anyhow::Result<AuditReport>
     let rows = c
         .rows(
             "audit",
-            "SELECT meter_id, record FROM meters ORDER BY meter_id",
+            "SELECT meter_id, record, mailer_id,
+                    (SELECT COUNT(*) FROM refills f WHERE f.mailer_id = meters.mailer_id
+                     AND f.state IN ('requested', 'held', 'sealed', 'voiding', 'voided', 'applied'))
+             FROM meters ORDER BY meter_id",
             args![],
         )
         .map_err(api)?;
     for row in rows {
         let (meter, record) = (row.text(0).map_err(api)?, row.blob(1).map_err(api)?);
+        let (mailer, under_way) = (row.text(2).map_err(api)?, row.int(3).map_err(api)? != 0);
         rep.meters += 1;
+        // The mailer whose deposit pays: the one the record names (the box checks it at
+        // every command), which must be the row's.
+        let named = MeterRecord::decode(&record)
+            .ok()
+            .map(|m| hex::encode(m.mailer));
+        if named.as_deref() != Some(mailer.as_str()) {
+            rep.problems.push(format!(
+                "meter {meter}: the row's mailer is not the one its record names"
+            ));
+        }
+        rep.credits.push(MeterCredit {
+            mailer_id: named.unwrap_or(mailer),
+            meter_id: meter.clone(),
+            credited: credited.get(&meter).copied().unwrap_or(0),
+            refill_under_way: under_way,
+        });
         let Some(r) = regs.get(&meter) else {
             rep.problems
                 .push(format!("meter {meter}: no transaction record creates it"));

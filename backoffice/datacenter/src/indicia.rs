@@ -585,6 +585,7 @@ pub(crate) async fn issue(
         &order.destination,
     );
     let mailer = mailer_bytes(&who.id, step)?;
+    dc.ensure_in_service(&who.id, step).await?;
     let today = codec::today_utc();
     let dc2 = dc.clone();
     let out = dc
@@ -707,6 +708,7 @@ pub(crate) async fn issue_batch(
         });
     }
     let mailer = mailer_bytes(&who.id, step)?;
+    dc.ensure_in_service(&who.id, step).await?;
     let today = codec::today_utc();
     let dc2 = dc.clone();
     let out = dc

@@ -37,6 +37,7 @@ mod indicia;
 mod mailers;
 mod refill;
 pub mod sql;
+mod standing;
 pub mod store;
 
 pub use db::Database;
@@ -110,6 +111,9 @@ pub struct Config {
     /// Where the box is: in this process on `DATA/box` (the default), or a
     /// `card-sim serve --tcp` process.
     pub box_at: BoxAt,
+    /// How old the KMS's word that a meter is in service (registered, not revoked) may be
+    /// for a new indicium (standing.rs); zero asks before every request.
+    pub standing_recheck: std::time::Duration,
 }
 
 impl Config {
@@ -129,6 +133,7 @@ impl Config {
             max_dr: 1_000_000,
             database_url: None,
             box_at: BoxAt::InProcess(data.join(BOX_DIR)),
+            standing_recheck: std::time::Duration::from_secs(60),
             data,
         }
     }
@@ -172,6 +177,8 @@ pub struct Datacenter {
         Arc<std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
     dummy_hash: Arc<String>,
     config: Arc<Config>,
+    /// The meters' standing at the KMS, asked before printing (standing.rs).
+    standing: Arc<std::sync::Mutex<standing::Standing>>,
 }
 
 /// The check a PostgreSQL reconnect runs before it serves (`db::Db::check_after_reconnect`):
@@ -308,6 +315,7 @@ impl Datacenter {
             refill_locks: Arc::default(),
             dummy_hash: Arc::new(dummy_hash),
             config: Arc::new(config.clone()),
+            standing: Arc::default(),
         };
         dc.bind_box().await?;
         dc.recover_and_check().await?;

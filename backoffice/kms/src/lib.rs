@@ -281,9 +281,11 @@ impl Kms {
         const OPERATOR: &[Who] = &[Who::Role(Role::Operator)];
         // The post office reads device keys and their revocation to verify indicia; the
         // vendor, to check a PSD's license request (seed 003); the certificate authority
-        // and the creditor, to check a PSD's key attestation (seed 004).
+        // and the creditor, to check a PSD's key attestation (seed 004); the data center,
+        // that a virtual meter is not revoked before it prints (seed 001).
         const READERS: &[Who] = &[
             Who::Role(Role::Meter),
+            Who::Role(Role::Datacenter),
             Who::Role(Role::Operator),
             Who::Role(Role::Post),
             Who::Role(Role::Vendor),

@@ -20,7 +20,6 @@ use card_sim::sim::{open_file_card, FileCard};
 use common::{card_sim, funded_psd};
 use openpsd_core::client::transfer::{self as driver};
 use openpsd_core::client::{Link, LinkError, PsdClient};
-use openpsd_core::psd::ins as psd_ins;
 use openpsd_core::psd::registers::Registers;
 use openpsd_core::purse::ins as purse_ins;
 use openpsd_core::types::{Amount, RegisterSetIndex};
@@ -49,22 +48,26 @@ fn json(text: &str) -> Value {
     serde_json::from_str(text.trim()).unwrap_or_else(|e| panic!("{e}: {text}"))
 }
 
-/// A card that answers until it has answered `ins` with `9000`, then is gone: the
-/// message after it is lost.
-struct CutAfter<'a> {
+/// The purse, gone from the moment it is sent `ins` (`before`: the message is lost) or has
+/// answered it with `9000` (that answer is lost).
+struct CutAt<'a> {
     card: &'a mut FileCard,
     ins: u8,
+    before: bool,
     gone: bool,
 }
 
-impl Link for CutAfter<'_> {
+impl Link for CutAt<'_> {
     fn transmit(&mut self, apdu: &[u8]) -> Result<Vec<u8>, LinkError> {
-        if self.gone {
+        let at = apdu.get(1) == Some(&self.ins);
+        if self.gone || (at && self.before) {
+            self.gone = true;
             return Err(LinkError("the card is gone".into()));
         }
         let resp = self.card.transmit(apdu)?;
-        if apdu.get(1) == Some(&self.ins) && resp.ends_with(&[0x90, 0x00]) {
+        if at && resp.ends_with(&[0x90, 0x00]) {
             self.gone = true;
+            return Err(LinkError("the answer is lost".into()));
         }
         Ok(resp)
     }
@@ -93,25 +96,17 @@ fn devices(dir: &Path) {
     );
 }
 
-/// A transfer of `amount` from `psd` to `purse`, the VAL lost (`val_lost`: cut after the
-/// PSD's debit) or the ACK lost (cut after the purse's credit).
+/// A transfer of `amount` from `psd` to `purse`, the VAL lost (`val_lost`: it never reaches
+/// the purse) or the ACK lost (the purse's answer to TRANSFER CREDIT).
 fn cut_transfer(dir: &Path, amount: u64, val_lost: bool) {
     let (mut psd, mut purse) = (open(dir, "psd"), open(dir, "purse"));
-    let e = if val_lost {
-        let mut psd = CutAfter {
-            card: &mut psd,
-            ins: psd_ins::TRANSFER_DEBIT,
-            gone: false,
-        };
-        driver::transfer(&mut psd, &mut purse, SET0, Amount(amount), PIN).unwrap_err()
-    } else {
-        let mut purse = CutAfter {
-            card: &mut purse,
-            ins: purse_ins::TRANSFER_CREDIT,
-            gone: false,
-        };
-        driver::transfer(&mut psd, &mut purse, SET0, Amount(amount), PIN).unwrap_err()
+    let mut purse = CutAt {
+        card: &mut purse,
+        ins: purse_ins::TRANSFER_CREDIT,
+        before: val_lost,
+        gone: false,
     };
+    let e = driver::transfer(&mut psd, &mut purse, SET0, Amount(amount), PIN).unwrap_err();
     assert!(matches!(e, driver::TransferError::Link(..)), "{e}");
 }
 

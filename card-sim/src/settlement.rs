@@ -399,13 +399,19 @@ pub fn decide_from_evidence(
             scheme.id.0
         )
     })?;
-    if evidence.released_at < report.read_at {
+    // Evidence whose count is above the transfer's was taken after the transfer's session
+    // began, and RELEASE PARTNER ends any session: the purse can no longer credit that VAL.
+    // At the same count it may be older than the session (the purse then met the PSD and
+    // may have credited it): only the two clocks tell.
+    if released.card_transfers <= pending.card_transfers && evidence.released_at < report.read_at {
         bail!(
-            "the evidence was taken (at {}) before the pending report was read (at {}): a \
+            "the evidence was taken (at {}) before the pending report was read (at {}), and \
+             the purse's count ({}) does not show it came after the transfer's session: a \
              purse released before the transfer may have credited it since; release the PSD \
              on the purse again",
             evidence.released_at,
-            report.read_at
+            report.read_at,
+            released.card_transfers.0
         );
     }
     let status = TransferStatus {
@@ -656,6 +662,14 @@ mod tests {
         assert_eq!(ok(6, 0, Some(3)).unwrap(), Decision::Complete);
         assert_eq!(ok(9, 0, Some(2)).unwrap(), Decision::Undo);
         assert_eq!(ok(9, 5, None).unwrap(), Decision::Undo);
+        // Older than the report: refused at the transfer's count, decided above it.
+        let mut stale = evidence(&scheme, 5, 0, None);
+        stale.released_at = 99;
+        let e = decide(&scheme, &stale).unwrap_err().to_string();
+        assert!(e.contains("before the pending report was read"), "{e}");
+        let mut later = evidence(&scheme, 6, 0, Some(3));
+        later.released_at = 99;
+        assert_eq!(decide(&scheme, &later).unwrap(), Decision::Complete);
         for (count, forgotten, last, why) in [
             (9, 6, None, "forgotten PSDs credited up to its count 6"),
             (4, 0, None, "below the count the transfer was made at"),

@@ -450,6 +450,26 @@ fn a_lost_val_is_undone_from_the_purses_release_evidence() {
         text.contains("undo transfer 0") && text.contains("never credited"),
         "{text}"
     );
+    // The same evidence dated before the pending report was read does not decide: at the
+    // transfer's count, the purse may have been released before the transfer's session.
+    std::fs::copy(d.join("evidence.json"), d.join("stale.json")).unwrap();
+    set_field(&d.join("stale.json"), "/released_at", Value::from(1));
+    let e = card_sim_fails(
+        &[
+            "settle",
+            "--scheme",
+            "scheme.json",
+            "--pending",
+            "pending.json",
+            "--evidence",
+            "stale.json",
+            "--out",
+            "x.json",
+        ],
+        d,
+    );
+    assert!(e.contains("before the pending report was read"), "{e}");
+    assert!(!d.join("x.json").exists());
     card_sim(
         &[
             "apply-settlement",
@@ -535,11 +555,11 @@ fn a_lost_ack_with_the_psd_released_from_the_purse_is_completed_from_the_evidenc
     assert_eq!(evidence["entry"]["total"], 700);
     assert_eq!(evidence["entry"]["closure"], "open");
 
-    // Evidence that does not decide, or is not the purse's, is refused: altered, from
-    // another scheme's admin key, or taken before the pending report was read.
+    // Evidence that is not the purse's is refused: altered, or checked under another
+    // scheme's admin key.
     for (name, pointer, value) in [
         ("altered", "/counter", Value::from(1)),
-        ("stale", "/released_at", Value::from(1)),
+        ("altered-entry", "/answer", Value::from("00")),
     ] {
         let path = d.join(format!("{name}.json"));
         std::fs::copy(d.join("evidence.json"), &path).unwrap();
@@ -558,13 +578,27 @@ fn a_lost_ack_with_the_psd_released_from_the_purse_is_completed_from_the_evidenc
             ],
             d,
         );
-        let want = if name == "stale" {
-            "before the pending report"
-        } else {
-            "does not verify"
-        };
-        assert!(e.contains(want), "{name}: {e}");
+        assert!(e.contains("does not verify"), "{name}: {e}");
     }
+    // Dated before the pending report, it still decides: the purse's count (1, above the
+    // transfer's 0) shows it was taken after the transfer's session began.
+    std::fs::copy(d.join("evidence.json"), d.join("early.json")).unwrap();
+    set_field(&d.join("early.json"), "/released_at", Value::from(1));
+    let text = card_sim(
+        &[
+            "settle",
+            "--scheme",
+            "scheme.json",
+            "--pending",
+            "pending.json",
+            "--evidence",
+            "early.json",
+            "--out",
+            "early-decision.json",
+        ],
+        d,
+    );
+    assert!(text.contains("complete transfer 0"), "{text}");
     card_sim(
         &["scheme", "create", "--out", "impostor.json", "--id", "9"],
         d,

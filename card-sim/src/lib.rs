@@ -5,7 +5,9 @@
 //! pcscd's vpcd or over TCP (and is a TCP client, a core `Link`); [`script`] runs and checks
 //! APDU scripts; [`personalize`], [`scheme`] and [`issuer`] are the personalization and
 //! issuer tools behind `card-sim personalize`, `scheme`, `refill`, `unblock-pin` and
-//! `reset-recognition`, built on core's client layer.
+//! `reset-recognition`, built on core's client layer; [`settlement`] is the issuer's
+//! settlement of a transfer that cannot end by itself (`pending`, `release-partner`,
+//! `settle`, `apply-settlement`).
 
 pub mod file_store;
 pub mod issuer;
@@ -14,5 +16,6 @@ pub mod os_platform;
 pub mod personalize;
 pub mod scheme;
 pub mod script;
+pub mod settlement;
 pub mod sim;
 pub mod transport;

@@ -13,10 +13,12 @@ use card_sim::personalize::{
     self, parse_amount, parse_license, read_postal_authority, write_secrets, Request,
 };
 use card_sim::script::{self, hex_spaced};
+use card_sim::settlement;
 use card_sim::sim::{self, SimulatedCard};
 use card_sim::transport::{self, VPCD_DEFAULT};
 use clap::{Parser, Subcommand, ValueEnum};
 use openpsd_core::psd::device::LicenseSlot;
+use openpsd_core::psd::settle::Decision;
 use openpsd_core::types::{Amount, CardId, DeviceId, RegisterSetIndex};
 
 /// openpsd card simulator: persistent virtual cards for pcscd (vpcd), TCP clients and APDU
@@ -185,6 +187,94 @@ enum Command {
         #[arg(long)]
         counter: Option<u32>,
     },
+    /// Mailer or issuer: the PSD's pending transfer (GET DATA 00 02), as the issuer needs it
+    /// to settle a transfer whose purse is lost or no longer remembers the PSD. Reading
+    /// changes nothing. The card must not be served meanwhile (`openpsd pending` reads a
+    /// served one).
+    Pending {
+        /// The PSD's state directory.
+        #[arg(long)]
+        state: PathBuf,
+        /// Also write the report (JSON) to this new file, for `card-sim settle --pending`.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Issuer: RELEASE PARTNER on a purse it holds — frees the place of a PSD that never
+    /// comes back and gets the purse's MACed account of what it credited from that PSD (the
+    /// evidence for `card-sim settle --evidence`), checked under the card's admin key.
+    ReleasePartner {
+        /// The purse's state directory.
+        #[arg(long)]
+        state: PathBuf,
+        /// The scheme file.
+        #[arg(long)]
+        scheme: PathBuf,
+        /// The PSD to release: its device ID, 16 hex digits.
+        #[arg(long)]
+        psd: String,
+        /// Admin counter; must exceed the last one the card accepted (UNBLOCK PIN, RESET
+        /// RECOGNITION, RELEASE PARTNER; default: seconds since 1970).
+        #[arg(long)]
+        counter: Option<u32>,
+        /// Also write the evidence (JSON) to this new file.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Print the evidence as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Issuer: decide a PSD's pending transfer (complete or undo) and sign the decision for
+    /// that PSD and that transfer only. From the purse's evidence (`release-partner`): complete
+    /// if the purse credited the transfer, undo if it provably did not, refused otherwise.
+    /// The decision file holds nothing secret; the mailer applies it (`apply-settlement`,
+    /// `openpsd settle`). No card is touched.
+    Settle {
+        /// The scheme file (the issuer's signing key; the admin key checks the evidence).
+        #[arg(long)]
+        scheme: PathBuf,
+        /// The PSD's pending report (`card-sim pending --json` / `openpsd pending --json`).
+        #[arg(long)]
+        pending: PathBuf,
+        /// The issuer's own decision, when the purse is gone and gives no evidence.
+        #[arg(
+            long,
+            value_enum,
+            conflicts_with = "evidence",
+            required_unless_present = "evidence"
+        )]
+        decision: Option<DecisionArg>,
+        /// The purse's release evidence (`card-sim release-partner --json`).
+        #[arg(long)]
+        evidence: Option<PathBuf>,
+        /// Issuer counter; must exceed the PSD's (shown in the report; shared with RESET
+        /// RECOGNITION). Default: seconds since 1970, or the PSD's counter + 1 if higher.
+        #[arg(long)]
+        counter: Option<u32>,
+        /// The decision file to write (must not exist).
+        #[arg(long)]
+        out: PathBuf,
+        /// Print the decision as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Mailer: apply the issuer's decision (`card-sim settle`) to the PSD: its pending
+    /// transfer completed or undone. A decision for another PSD or transfer, or an old one,
+    /// is refused with nothing changed. The card must not be served meanwhile (`openpsd
+    /// settle` applies to a served one).
+    ApplySettlement {
+        /// The PSD's state directory.
+        #[arg(long)]
+        state: PathBuf,
+        /// The decision file.
+        #[arg(long)]
+        decision: PathBuf,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Test bench: make a KMS key pair in the KMS's own file format (DIR/kms-signing.key,
     /// mode 0600, and DIR/kms-public.key), to personalize and fund PSDs without a back
     /// office. Keep it outside every card's directory.
@@ -256,6 +346,15 @@ enum Command {
         #[arg(long)]
         output: PathBuf,
     },
+}
+
+/// The issuer's decision on a pending transfer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum DecisionArg {
+    /// The purse credited the value: pending moves to AR.
+    Complete,
+    /// The purse did not and never will: pending goes back to DR.
+    Undo,
 }
 
 #[derive(Subcommand, Debug)]
@@ -595,6 +694,119 @@ fn dispatch(command: Command) -> Result<ExitCode> {
                 println!("card {}: failed recognitions reset", info.card);
             }
         }
+        Command::Pending { state, out, json } => {
+            let report = settlement::read_pending(&mut open_card(&state)?)?;
+            write_json_new(out.as_deref(), &report)?;
+            if json {
+                println!("{}", serde_json::to_string(&report)?);
+            } else {
+                print_pending(&report);
+            }
+        }
+        Command::ReleasePartner {
+            state,
+            scheme,
+            psd,
+            counter,
+            out,
+            json,
+        } => {
+            let scheme = card_sim::scheme::Scheme::read(&scheme)?;
+            let device = DeviceId(parse_fixed_hex::<8>(&psd, "--psd")?);
+            if let Some(out) = out.as_deref().filter(|o| o.exists()) {
+                bail!("{} exists already", out.display());
+            }
+            let mut card = open_card(&state)?;
+            let evidence = with_counter(counter, |c| {
+                settlement::release_partner(&mut card, &scheme, device, c)
+            })?;
+            write_json_new(out.as_deref(), &evidence)?;
+            if json {
+                println!("{}", serde_json::to_string(&evidence)?);
+            } else {
+                print_evidence(&evidence);
+            }
+        }
+        Command::Settle {
+            scheme,
+            pending,
+            decision,
+            evidence,
+            counter,
+            out,
+            json,
+        } => {
+            let scheme = card_sim::scheme::Scheme::read(&scheme)?;
+            let report = settlement::PendingReport::read(&pending)?;
+            let basis = match (decision, evidence) {
+                (Some(DecisionArg::Complete), None) => {
+                    settlement::Basis::Issuer(Decision::Complete)
+                }
+                (Some(DecisionArg::Undo), None) => settlement::Basis::Issuer(Decision::Undo),
+                (None, Some(path)) => {
+                    settlement::Basis::Evidence(settlement::Evidence::read(&path)?)
+                }
+                _ => bail!("give --decision or --evidence"),
+            };
+            if out.exists() {
+                bail!("{} exists already", out.display());
+            }
+            let counter = settlement::settle_counter(&report, counter);
+            let d = settlement::settle(&scheme, &report, &basis, counter)?;
+            write_json_new(Some(out.as_path()), &d)?;
+            if json {
+                println!("{}", serde_json::to_string(&d)?);
+            } else {
+                println!(
+                    "PSD {}: {} transfer {} of {} to purse {}, counter {}",
+                    DeviceId(d.device),
+                    d.decision,
+                    d.pending.transfer,
+                    Amount(d.pending.amount),
+                    CardId(d.pending.card),
+                    d.counter
+                );
+                println!("reason: {}", d.reason);
+                println!("decision written to {}", out.display());
+            }
+        }
+        Command::ApplySettlement {
+            state,
+            decision,
+            json,
+        } => {
+            let d = settlement::DecisionFile::read(&decision)?;
+            let (applied, r) = settlement::apply(&mut open_card(&state)?, &d)?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({
+                        "device": hex::encode_upper(d.device),
+                        "transfer": d.pending.transfer,
+                        "amount": d.pending.amount,
+                        "decision": settlement::decision_word(applied),
+                        "set": d.pending.set,
+                        "dr": r.dr.0, "ar": r.ar.0, "pending": r.pending.0,
+                        "transferred": r.transferred.0, "control_sum": r.control_sum.0,
+                    })
+                );
+            } else {
+                println!(
+                    "PSD {}: transfer {} of {} {}",
+                    DeviceId(d.device),
+                    d.pending.transfer,
+                    Amount(d.pending.amount),
+                    match applied {
+                        Decision::Complete => "completed",
+                        Decision::Undo => "undone",
+                    }
+                );
+                println!(
+                    "set {}: DR {} AR {} pending {} transferred {}",
+                    d.pending.set, r.dr, r.ar, r.pending, r.transferred
+                );
+            }
+        }
         Command::BenchKms { dir } => {
             let (signing, public) = card_sim::kms_key::create(&dir, &mut OsPlatform::default())?;
             println!("signing_key {}", signing.display());
@@ -730,6 +942,54 @@ fn with_counter<T>(counter: Option<u32>, mut f: impl FnMut(u32) -> Result<T>) ->
         }
         other => other,
     }
+}
+
+/// Writes `value` as JSON to `path` (a new file) when given.
+fn write_json_new<T: serde::Serialize>(path: Option<&Path>, value: &T) -> Result<()> {
+    let Some(path) = path else { return Ok(()) };
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    let json = serde_json::to_string_pretty(value)? + "\n";
+    std::io::Write::write_all(&mut f, json.as_bytes())
+        .with_context(|| format!("writing {}", path.display()))
+}
+
+fn print_pending(r: &settlement::PendingReport) {
+    let device = DeviceId(r.device);
+    match &r.pending {
+        None => println!("PSD {device}: nothing pending"),
+        Some(p) => println!(
+            "PSD {device}: transfer {} of {} to purse {} pending (set {}, purse count {})",
+            p.transfer,
+            Amount(p.amount),
+            CardId(p.card),
+            p.set,
+            p.card_transfers
+        ),
+    }
+    println!("scheme {}, issuer counter {}", r.scheme, r.issuer_counter);
+}
+
+fn print_evidence(e: &settlement::Evidence) {
+    let (card, device) = (CardId(e.card), DeviceId(e.device));
+    match &e.entry {
+        None => println!("purse {card} does not list PSD {device}"),
+        Some(p) => println!(
+            "purse {card}: last credit from PSD {device} is its transfer {} ({} credits, {} in \
+             all, closure {})",
+            p.last_transfer,
+            p.count,
+            Amount(p.total),
+            p.closure
+        ),
+    }
+    println!(
+        "purse count {}, forgotten through {}, released with counter {}",
+        e.card_transfers, e.forgotten_through, e.counter
+    );
 }
 
 fn open_card(state: &Path) -> Result<sim::FileCard> {

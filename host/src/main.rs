@@ -19,6 +19,7 @@ mod license_commands;
 mod progress;
 mod psd_commands;
 mod revoke_commands;
+mod settle_commands;
 mod sign_commands;
 
 use anyhow::{anyhow, Context, Result};
@@ -31,7 +32,8 @@ use openpsd_host::CardSpec;
 #[command(name = "openpsd", version, about, long_about = None)]
 struct Cli {
     /// The card: state:DIR, tcp:HOST:PORT or pcsc:READER. The PSD for status, indicium,
-    /// inspect and refill (default pcsc:0); the purse for transfer, resolve, purse and pay.
+    /// inspect, refill, pending and settle (default pcsc:0); the purse for transfer,
+    /// resolve, purse and pay.
     #[arg(long, env = "OPENPSD_CARD", global = true)]
     card: Option<CardSpec>,
     /// Print JSON instead of text.
@@ -122,6 +124,20 @@ enum Command {
         /// Register set to show afterwards.
         #[arg(long, default_value_t = 0)]
         set: u8,
+    },
+    /// The PSD's (--card) pending transfer, for the scheme issuer when its purse is lost or
+    /// no longer remembers the PSD: the report `card-sim settle --pending` reads.
+    Pending {
+        /// Also write the report (JSON) to this new file.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Apply the scheme issuer's signed decision (`card-sim settle`) to the PSD (--card): its
+    /// pending transfer completed or undone. A decision for another PSD or transfer, or an
+    /// old one, is refused with nothing changed.
+    Settle {
+        /// The decision file.
+        decision: PathBuf,
     },
     /// A purse card's status (--card): balance, limits, PIN tries left, personality, the
     /// PSDs it was paired with, its log.
@@ -674,6 +690,8 @@ fn run(cli: Cli) -> Result<()> {
             repeat,
         } => commands::transfer(&psd, &purse_spec()?, set, amount, pin, repeat, json),
         Command::Resolve { psd, set } => commands::resolve(&psd, &purse_spec()?, set, json),
+        Command::Pending { out } => settle_commands::pending(card, out.as_deref(), json),
+        Command::Settle { decision } => settle_commands::settle(card, &decision, json),
         Command::Purse => commands::purse(&purse_spec()?, json),
         Command::Pay {
             amount,

@@ -36,6 +36,12 @@ pub fn explain(e: &TransferError) -> String {
         TransferError::Refused(side, "SELECT", s @ Status::NotFound) => {
             format!("the {side} refused SELECT: {s} — is this card a {side}?")
         }
+        TransferError::Refused(side, step, s @ Status::TransferUnresolved) => format!(
+            "the {side} refused {step}: {s} — the purse no longer knows what became of the PSD's pending transfer; the scheme issuer settles it: give the issuer `openpsd pending --out pending.json`, then apply its decision with `openpsd settle DECISION`"
+        ),
+        TransferError::PendingForOtherCard(_) => format!(
+            "{e}; if that card is lost or destroyed, the scheme issuer settles the transfer (`openpsd pending`, then `openpsd settle DECISION`)"
+        ),
         other => other.to_string(),
     }
 }

@@ -1,0 +1,682 @@
+//! The issuer's settlement of a transfer that cannot end by itself, through the real
+//! `card-sim` binary: `pending` (the mailer's report), `release-partner` (the purse's
+//! evidence), `settle` (the issuer's signed decision) and `apply-settlement` (the PSD).
+//! Cards and transfers are made by the same binary; the transfer is cut in this process
+//! (the VAL or the ACK lost) on the cards' state directories.
+//!
+//! Value is counted throughout: the PSD's DR + pending + the purse's balance is what the
+//! PSD was funded with, and every refusal leaves the PSD's report and registers as they
+//! were.
+// Test code: a failed unwrap or expect is a failed test, with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+use card_sim::os_platform::Clock;
+use card_sim::sim::{open_file_card, FileCard};
+use common::{card_sim, funded_psd};
+use openpsd_core::client::transfer::{self as driver};
+use openpsd_core::client::{Link, LinkError, PsdClient};
+use openpsd_core::psd::registers::Registers;
+use openpsd_core::purse::ins as purse_ins;
+use openpsd_core::types::{Amount, RegisterSetIndex};
+use serde_json::Value;
+
+const FUNDED: u64 = 10_000;
+const PIN: &[u8] = b"1357";
+const SET0: RegisterSetIndex = RegisterSetIndex(0);
+
+/// Runs `card-sim ARGS` in `dir`, which must fail; answers its stderr.
+fn card_sim_fails(args: &[&str], dir: &Path) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_card-sim"))
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("card-sim runs");
+    assert!(
+        !out.status.success(),
+        "card-sim {args:?} should fail: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn json(text: &str) -> Value {
+    serde_json::from_str(text.trim()).unwrap_or_else(|e| panic!("{e}: {text}"))
+}
+
+/// The purse, gone from the moment it is sent `ins` (`before`: the message is lost) or has
+/// answered it with `9000` (that answer is lost).
+struct CutAt<'a> {
+    card: &'a mut FileCard,
+    ins: u8,
+    before: bool,
+    gone: bool,
+}
+
+impl Link for CutAt<'_> {
+    fn transmit(&mut self, apdu: &[u8]) -> Result<Vec<u8>, LinkError> {
+        let at = apdu.get(1) == Some(&self.ins);
+        if self.gone || (at && self.before) {
+            self.gone = true;
+            return Err(LinkError("the card is gone".into()));
+        }
+        let resp = self.card.transmit(apdu)?;
+        if at && resp.ends_with(&[0x90, 0x00]) {
+            self.gone = true;
+            return Err(LinkError("the answer is lost".into()));
+        }
+        Ok(resp)
+    }
+}
+
+fn open(dir: &Path, name: &str) -> FileCard {
+    open_file_card(&dir.join(name), Clock::System).unwrap()
+}
+
+/// A PSD `psd` funded with 100.00 and a purse `purse` of scheme 9 in `dir`.
+fn devices(dir: &Path) {
+    funded_psd(dir, "100.00");
+    card_sim(
+        &[
+            "personalize",
+            "--kind",
+            "purse",
+            "--state",
+            "purse",
+            "--scheme",
+            "scheme.json",
+            "--pin",
+            "1357",
+        ],
+        dir,
+    );
+}
+
+/// A transfer of `amount` from `psd` to `purse`, the VAL lost (`val_lost`: it never reaches
+/// the purse) or the ACK lost (the purse's answer to TRANSFER CREDIT).
+fn cut_transfer(dir: &Path, amount: u64, val_lost: bool) {
+    let (mut psd, mut purse) = (open(dir, "psd"), open(dir, "purse"));
+    let mut purse = CutAt {
+        card: &mut purse,
+        ins: purse_ins::TRANSFER_CREDIT,
+        before: val_lost,
+        gone: false,
+    };
+    let e = driver::transfer(&mut psd, &mut purse, SET0, Amount(amount), PIN).unwrap_err();
+    assert!(matches!(e, driver::TransferError::Link(..)), "{e}");
+}
+
+fn registers(dir: &Path) -> Registers {
+    let mut card = open(dir, "psd");
+    let mut psd = PsdClient::new(&mut card);
+    psd.select().unwrap();
+    psd.registers(SET0).unwrap()
+}
+
+fn balance(dir: &Path) -> u64 {
+    driver::purse_info(&mut open(dir, "purse"))
+        .unwrap()
+        .unwrap()
+        .balance
+        .0
+}
+
+/// DR + pending + the purse's balance is the funding; the registers' own sum holds.
+fn conserved(dir: &Path) -> Registers {
+    let r = registers(dir);
+    assert_eq!(r.ar.0 + r.dr.0 + r.pending.0, r.control_sum.0);
+    assert_eq!(r.dr.0 + r.pending.0 + balance(dir), FUNDED, "value: {r:?}");
+    r
+}
+
+/// The PSD's report (without the time it was read) and registers: what a refusal must
+/// leave unchanged.
+fn psd_now(dir: &Path) -> (Value, Registers) {
+    let mut report = json(&card_sim(&["pending", "--state", "psd", "--json"], dir));
+    report.as_object_mut().unwrap().remove("read_at");
+    (report, registers(dir))
+}
+
+fn set_field(path: &Path, pointer: &str, value: Value) {
+    let mut v = json(&std::fs::read_to_string(path).unwrap());
+    *v.pointer_mut(pointer).unwrap() = value;
+    std::fs::write(path, v.to_string()).unwrap();
+}
+
+#[test]
+fn a_lost_val_with_the_purse_lost_is_undone_by_the_issuers_decision() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    devices(d);
+    cut_transfer(d, 700, true);
+    assert_eq!(registers(d).pending, Amount(700));
+    assert_eq!(balance(d), 0, "the VAL never arrived");
+
+    // The mailer's report.
+    let text = card_sim(&["pending", "--state", "psd", "--out", "pending.json"], d);
+    assert!(text.contains("transfer 0 of 7.00 to purse"), "{text}");
+    let report = json(&std::fs::read_to_string(d.join("pending.json")).unwrap());
+    assert_eq!(report["pending"]["amount"], 700);
+    assert_eq!(report["scheme"], 9);
+    let before = psd_now(d);
+
+    // Refusals of `settle`: another scheme; a counter the PSD would refuse.
+    card_sim(
+        &["scheme", "create", "--out", "other.json", "--id", "10"],
+        d,
+    );
+    let e = card_sim_fails(
+        &[
+            "settle",
+            "--scheme",
+            "other.json",
+            "--pending",
+            "pending.json",
+            "--decision",
+            "undo",
+            "--out",
+            "x.json",
+        ],
+        d,
+    );
+    assert!(e.contains("belongs to scheme 9"), "{e}");
+    let issuer_counter = report["issuer_counter"].as_u64().unwrap().to_string();
+    let e = card_sim_fails(
+        &[
+            "settle",
+            "--scheme",
+            "scheme.json",
+            "--pending",
+            "pending.json",
+            "--decision",
+            "undo",
+            "--counter",
+            &issuer_counter,
+            "--out",
+            "x.json",
+        ],
+        d,
+    );
+    assert!(e.contains("not above"), "{e}");
+    assert!(!d.join("x.json").exists());
+
+    // Decisions the PSD must refuse, with nothing changed: signed by an impostor issuer
+    // (same scheme ID, other keys: the card's 6982), for another PSD, for another transfer.
+    card_sim(
+        &["scheme", "create", "--out", "impostor.json", "--id", "9"],
+        d,
+    );
+    card_sim(
+        &[
+            "settle",
+            "--scheme",
+            "impostor.json",
+            "--pending",
+            "pending.json",
+            "--decision",
+            "undo",
+            "--out",
+            "forged.json",
+        ],
+        d,
+    );
+    let e = card_sim_fails(
+        &[
+            "apply-settlement",
+            "--state",
+            "psd",
+            "--decision",
+            "forged.json",
+        ],
+        d,
+    );
+    assert!(e.contains("6982") && e.contains("not signed by"), "{e}");
+    assert_eq!(psd_now(d), before);
+    for (name, pointer, value) in [
+        ("other-psd", "/device", Value::from("5053443939393939")),
+        ("other-transfer", "/pending/transfer", Value::from(1)),
+        ("other-amount", "/pending/amount", Value::from(701)),
+    ] {
+        let report = d.join(format!("{name}.pending.json"));
+        std::fs::copy(d.join("pending.json"), &report).unwrap();
+        set_field(&report, pointer, value);
+        let out = format!("{name}.json");
+        card_sim(
+            &[
+                "settle",
+                "--scheme",
+                "scheme.json",
+                "--pending",
+                report.to_str().unwrap(),
+                "--decision",
+                "undo",
+                "--out",
+                &out,
+            ],
+            d,
+        );
+        let e = card_sim_fails(
+            &["apply-settlement", "--state", "psd", "--decision", &out],
+            d,
+        );
+        assert!(e.contains("the decision is for"), "{name}: {e}");
+        assert_eq!(psd_now(d), before, "{name}");
+    }
+
+    // The genuine decision: undo, applied once.
+    let text = card_sim(
+        &[
+            "settle",
+            "--scheme",
+            "scheme.json",
+            "--pending",
+            "pending.json",
+            "--decision",
+            "undo",
+            "--out",
+            "undo.json",
+        ],
+        d,
+    );
+    assert!(text.contains("undo transfer 0 of 7.00"), "{text}");
+    let file = std::fs::read_to_string(d.join("undo.json")).unwrap();
+    assert!(
+        !file.contains("signing") && !file.contains("admin"),
+        "nothing secret: {file}"
+    );
+    let out = json(&card_sim(
+        &[
+            "apply-settlement",
+            "--state",
+            "psd",
+            "--decision",
+            "undo.json",
+            "--json",
+        ],
+        d,
+    ));
+    assert_eq!(out["decision"], "undo");
+    assert_eq!(
+        (out["dr"].clone(), out["pending"].clone()),
+        (FUNDED.into(), 0.into())
+    );
+    let r = conserved(d);
+    assert_eq!((r.dr, r.pending), (Amount(FUNDED), Amount::ZERO));
+    let e = card_sim_fails(
+        &[
+            "apply-settlement",
+            "--state",
+            "psd",
+            "--decision",
+            "undo.json",
+        ],
+        d,
+    );
+    assert!(e.contains("nothing pending"), "replayed: {e}");
+
+    // The PSD transfers again (to the purse, found again).
+    driver::transfer(
+        &mut open(d, "psd"),
+        &mut open(d, "purse"),
+        SET0,
+        Amount(100),
+        PIN,
+    )
+    .unwrap();
+    assert_eq!(balance(d), 100);
+    conserved(d);
+
+    // A decision superseded by a newer issuer command (RESET RECOGNITION with a higher
+    // counter) is refused before it reaches the card.
+    cut_transfer(d, 300, true);
+    card_sim(&["pending", "--state", "psd", "--out", "pending2.json"], d);
+    card_sim(
+        &[
+            "settle",
+            "--scheme",
+            "scheme.json",
+            "--pending",
+            "pending2.json",
+            "--decision",
+            "undo",
+            "--out",
+            "undo2.json",
+        ],
+        d,
+    );
+    card_sim(
+        &[
+            "reset-recognition",
+            "--state",
+            "psd",
+            "--scheme",
+            "scheme.json",
+            "--counter",
+            "4000000000",
+        ],
+        d,
+    );
+    let before = psd_now(d);
+    let e = card_sim_fails(
+        &[
+            "apply-settlement",
+            "--state",
+            "psd",
+            "--decision",
+            "undo2.json",
+        ],
+        d,
+    );
+    assert!(e.contains("not above") && e.contains("4000000000"), "{e}");
+    assert_eq!(psd_now(d), before);
+    // Re-signed above it, it goes through.
+    std::fs::remove_file(d.join("pending2.json")).unwrap();
+    card_sim(&["pending", "--state", "psd", "--out", "pending2.json"], d);
+    let text = card_sim(
+        &[
+            "settle",
+            "--scheme",
+            "scheme.json",
+            "--pending",
+            "pending2.json",
+            "--decision",
+            "undo",
+            "--out",
+            "undo3.json",
+        ],
+        d,
+    );
+    assert!(text.contains("counter 4000000001"), "{text}");
+    card_sim(
+        &[
+            "apply-settlement",
+            "--state",
+            "psd",
+            "--decision",
+            "undo3.json",
+        ],
+        d,
+    );
+    assert_eq!(conserved(d).pending, Amount::ZERO);
+}
+
+#[test]
+fn a_lost_val_is_undone_from_the_purses_release_evidence() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    devices(d);
+    cut_transfer(d, 700, true);
+    card_sim(&["pending", "--state", "psd", "--out", "pending.json"], d);
+    let device = json(&std::fs::read_to_string(d.join("pending.json")).unwrap())["device"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    // The purse comes back to the issuer: it never credited that PSD.
+    let text = card_sim(
+        &[
+            "release-partner",
+            "--state",
+            "purse",
+            "--scheme",
+            "scheme.json",
+            "--psd",
+            &device,
+            "--out",
+            "evidence.json",
+        ],
+        d,
+    );
+    assert!(text.contains("does not list PSD"), "{text}");
+    let text = card_sim(
+        &[
+            "settle",
+            "--scheme",
+            "scheme.json",
+            "--pending",
+            "pending.json",
+            "--evidence",
+            "evidence.json",
+            "--out",
+            "undo.json",
+        ],
+        d,
+    );
+    assert!(
+        text.contains("undo transfer 0") && text.contains("never credited"),
+        "{text}"
+    );
+    // The same evidence dated before the pending report was read does not decide: at the
+    // transfer's count, the purse may have been released before the transfer's session.
+    std::fs::copy(d.join("evidence.json"), d.join("stale.json")).unwrap();
+    set_field(&d.join("stale.json"), "/released_at", Value::from(1));
+    let e = card_sim_fails(
+        &[
+            "settle",
+            "--scheme",
+            "scheme.json",
+            "--pending",
+            "pending.json",
+            "--evidence",
+            "stale.json",
+            "--out",
+            "x.json",
+        ],
+        d,
+    );
+    assert!(e.contains("before the pending report was read"), "{e}");
+    assert!(!d.join("x.json").exists());
+    card_sim(
+        &[
+            "apply-settlement",
+            "--state",
+            "psd",
+            "--decision",
+            "undo.json",
+        ],
+        d,
+    );
+    let r = conserved(d);
+    assert_eq!(
+        (r.dr, r.pending, r.ar),
+        (Amount(FUNDED), Amount::ZERO, Amount::ZERO)
+    );
+}
+
+#[test]
+fn a_lost_ack_with_the_psd_released_from_the_purse_is_completed_from_the_evidence() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    devices(d);
+    cut_transfer(d, 700, false);
+    assert_eq!(balance(d), 700, "credited");
+    assert_eq!(registers(d).pending, Amount(700), "the ACK never came");
+    card_sim(&["pending", "--state", "psd", "--out", "pending.json"], d);
+    let device = json(&std::fs::read_to_string(d.join("pending.json")).unwrap())["device"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    // Evidence about another PSD does not decide this one's transfer.
+    card_sim(
+        &[
+            "release-partner",
+            "--state",
+            "purse",
+            "--scheme",
+            "scheme.json",
+            "--psd",
+            "5053443939393939",
+            "--out",
+            "stranger.json",
+        ],
+        d,
+    );
+    let e = card_sim_fails(
+        &[
+            "settle",
+            "--scheme",
+            "scheme.json",
+            "--pending",
+            "pending.json",
+            "--evidence",
+            "stranger.json",
+            "--out",
+            "x.json",
+        ],
+        d,
+    );
+    assert!(
+        e.contains("the evidence is about PSD 5053443939393939"),
+        "{e}"
+    );
+
+    // The issuer releases the PSD on the purse; the purse shows the transfer credited.
+    let evidence = json(&card_sim(
+        &[
+            "release-partner",
+            "--state",
+            "purse",
+            "--scheme",
+            "scheme.json",
+            "--psd",
+            &device,
+            "--out",
+            "evidence.json",
+            "--json",
+        ],
+        d,
+    ));
+    assert_eq!(evidence["entry"]["last_transfer"], 0);
+    assert_eq!(evidence["entry"]["total"], 700);
+    assert_eq!(evidence["entry"]["closure"], "open");
+
+    // Evidence that is not the purse's is refused: altered, or checked under another
+    // scheme's admin key.
+    for (name, pointer, value) in [
+        ("altered", "/counter", Value::from(1)),
+        ("altered-entry", "/answer", Value::from("00")),
+    ] {
+        let path = d.join(format!("{name}.json"));
+        std::fs::copy(d.join("evidence.json"), &path).unwrap();
+        set_field(&path, pointer, value);
+        let e = card_sim_fails(
+            &[
+                "settle",
+                "--scheme",
+                "scheme.json",
+                "--pending",
+                "pending.json",
+                "--evidence",
+                path.to_str().unwrap(),
+                "--out",
+                "x.json",
+            ],
+            d,
+        );
+        assert!(e.contains("does not verify"), "{name}: {e}");
+    }
+    // Dated before the pending report, it still decides: the purse's count (1, above the
+    // transfer's 0) shows it was taken after the transfer's session began.
+    std::fs::copy(d.join("evidence.json"), d.join("early.json")).unwrap();
+    set_field(&d.join("early.json"), "/released_at", Value::from(1));
+    let text = card_sim(
+        &[
+            "settle",
+            "--scheme",
+            "scheme.json",
+            "--pending",
+            "pending.json",
+            "--evidence",
+            "early.json",
+            "--out",
+            "early-decision.json",
+        ],
+        d,
+    );
+    assert!(text.contains("complete transfer 0"), "{text}");
+    card_sim(
+        &["scheme", "create", "--out", "impostor.json", "--id", "9"],
+        d,
+    );
+    let e = card_sim_fails(
+        &[
+            "settle",
+            "--scheme",
+            "impostor.json",
+            "--pending",
+            "pending.json",
+            "--evidence",
+            "evidence.json",
+            "--out",
+            "x.json",
+        ],
+        d,
+    );
+    assert!(e.contains("does not verify"), "{e}");
+    assert!(!d.join("x.json").exists());
+
+    let decision = json(&card_sim(
+        &[
+            "settle",
+            "--scheme",
+            "scheme.json",
+            "--pending",
+            "pending.json",
+            "--evidence",
+            "evidence.json",
+            "--out",
+            "complete.json",
+            "--json",
+        ],
+        d,
+    ));
+    assert_eq!(decision["decision"], "complete");
+    let out = card_sim(
+        &[
+            "apply-settlement",
+            "--state",
+            "psd",
+            "--decision",
+            "complete.json",
+        ],
+        d,
+    );
+    assert!(out.contains("transfer 0 of 7.00 completed"), "{out}");
+    let r = conserved(d);
+    assert_eq!(
+        (r.dr, r.ar, r.pending, r.transferred),
+        (Amount(FUNDED - 700), Amount(700), Amount::ZERO, Amount(700))
+    );
+    // Counted once: the decision is not applied again.
+    let e = card_sim_fails(
+        &[
+            "apply-settlement",
+            "--state",
+            "psd",
+            "--decision",
+            "complete.json",
+        ],
+        d,
+    );
+    assert!(e.contains("nothing pending"), "{e}");
+    conserved(d);
+}
+
+#[test]
+fn the_new_commands_have_help() {
+    let dir = tempfile::tempdir().unwrap();
+    for cmd in ["pending", "release-partner", "settle", "apply-settlement"] {
+        let out = card_sim(&[cmd, "--help"], dir.path());
+        assert!(out.contains("Usage: card-sim"), "{cmd}: {out}");
+    }
+    let e = card_sim_fails(
+        &["settle", "--scheme", "s", "--pending", "p", "--out", "o"],
+        dir.path(),
+    );
+    assert!(e.contains("--decision") || e.contains("--evidence"), "{e}");
+}

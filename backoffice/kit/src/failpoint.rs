@@ -16,7 +16,9 @@
 //! unchanged; without a hook and without the variable every point is still a no-op.
 
 use std::io::Write as _;
-use std::sync::{Arc, OnceLock, RwLock};
+use std::sync::{Arc, OnceLock};
+#[cfg(any(test, feature = "test-util"))]
+use std::sync::RwLock;
 
 /// The start of the panic message of a crash the hook asked for.
 pub const CRASH_PANIC: &str = "simulated crash at failpoint";
@@ -24,21 +26,29 @@ pub const CRASH_PANIC: &str = "simulated crash at failpoint";
 /// Asked with a point's name at every point reached: `true` crashes the service there.
 pub type CrashHook = Arc<dyn Fn(&str) -> bool + Send + Sync>;
 
+#[cfg(any(test, feature = "test-util"))]
 static HOOK: RwLock<Option<CrashHook>> = RwLock::new(None);
 
-/// Installs (or with `None` removes) the process's crash hook. For tests only: a service
-/// program never installs one.
+/// Installs (or with `None` removes) the process's crash hook. For tests only: it exists
+/// only with the kit's feature `test-util`, which the back office's dev-dependencies
+/// enable, so no service binary can install one.
+#[cfg(any(test, feature = "test-util"))]
 pub fn set_crash_hook(hook: Option<CrashHook>) {
     *HOOK.write().unwrap_or_else(|p| p.into_inner()) = hook;
 }
 
 /// Panics (a simulated crash) if the hook asks for one at `name`.
+#[cfg(any(test, feature = "test-util"))]
 fn crash_if_asked(name: &str) {
     let hook = HOOK.read().unwrap_or_else(|p| p.into_inner()).clone();
     if hook.is_some_and(|h| h(name)) {
         panic!("{CRASH_PANIC} {name}");
     }
 }
+
+/// Without `test-util` there is no hook to ask.
+#[cfg(not(any(test, feature = "test-util")))]
+fn crash_if_asked(_name: &str) {}
 
 fn armed() -> &'static [String] {
     static ARMED: OnceLock<Vec<String>> = OnceLock::new();

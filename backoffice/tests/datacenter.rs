@@ -63,11 +63,16 @@ fn config(h: &Handles, dir: &Path, url: Option<&str>) -> openpsd_datacenter::Con
 /// The back office, the data center beside it, and its box registered at the KMS by an
 /// operator.
 async fn world(dir: &Path) -> World {
+    world_with(dir, |_| {}).await
+}
+
+/// [`world`] with the data center's configuration changed by `f`.
+async fn world_with(dir: &Path, f: impl FnOnce(&mut openpsd_datacenter::Config)) -> World {
     let h = spawn_all(dir).await.unwrap();
     let url = common::post_database().await;
-    let (dc, info) = start_datacenter(&config(&h, dir, url.as_deref()), "127.0.0.1:0", 1000)
-        .await
-        .unwrap();
+    let mut c = config(&h, dir, url.as_deref());
+    f(&mut c);
+    let (dc, info) = start_datacenter(&c, "127.0.0.1:0", 1000).await.unwrap();
     let op = Client::new(&h.kms.url, &h.pki, Some(Role::Operator));
     let reg = BoxRegistration {
         box_id: device_hex(&info.box_id),
@@ -1110,7 +1115,8 @@ async fn the_auditor_reconciles_each_deposit_with_the_records() {
             let a: Account = op.get(&format!("/v1/accounts/{id}")).await.unwrap();
             accounts.insert(id, a);
         }
-        reconcile_deposits(&mut rep, &accounts);
+        let again = audit(&w).credits;
+        reconcile_deposits(&mut rep, &accounts, &again);
         rep
     };
     let rep = reconciled().await;
@@ -1122,8 +1128,8 @@ async fn the_auditor_reconciles_each_deposit_with_the_records() {
         .find(|c| c.mailer_id == s.mailer_id)
         .cloned();
     assert_eq!(
-        alice_credit.map(|c| (c.credited, c.refill_under_way)),
-        Some((8_000, false))
+        alice_credit.map(|c| (c.credited, c.under_way.is_empty())),
+        Some((8_000, true))
     );
     assert!(rep
         .credits
@@ -1155,4 +1161,52 @@ async fn the_auditor_reconciles_each_deposit_with_the_records() {
     );
     w.dc.stop().await;
     w.h.stop().await;
+}
+
+/// The KMS's word that a meter is in service is kept for `standing_recheck`: within it the
+/// meter prints with the KMS down; a meter the data center has no fresh word for does not
+/// (503, nothing charged) until the KMS answers again.
+#[tokio::test(flavor = "multi_thread")]
+async fn printing_needs_a_fresh_word_from_the_kms() {
+    let tmp = tempfile::tempdir().unwrap();
+    let w = world_with(tmp.path(), |c| {
+        c.standing_recheck = std::time::Duration::from_secs(3600);
+    })
+    .await;
+    let (alice, s) = sign_up(&w, "alice").await;
+    let (bob, b) = sign_up(&w, "bob").await;
+    for (who, m, r) in [(&alice, &s, "bank-a"), (&bob, &b, "bank-b")] {
+        deposit(&w, &m.mailer_id, 5_000, r).await;
+        let _: RefillDone = who
+            .post(
+                "/v1/refills",
+                &RefillOrder {
+                    client_txn_id: "00000000000000d1".into(),
+                    amount: 1_000,
+                },
+            )
+            .await
+            .unwrap();
+    }
+    // Alice prints once: the KMS's word on her meter is fresh for an hour.
+    let _: IndiciumIssued = alice.post("/v1/indicia", &order(0xd2, 100)).await.unwrap();
+    let World { h, dc, .. } = w;
+    h.kms.stop().await;
+    // Alice prints on her fresh word; Bob, never asked about, is refused with 503.
+    let _: IndiciumIssued = alice.post("/v1/indicia", &order(0xd3, 100)).await.unwrap();
+    let e = bob
+        .post::<_, IndiciumIssued>("/v1/indicia", &order(0xd4, 100))
+        .await
+        .unwrap_err();
+    assert_eq!(e.status, 503, "{e:?}");
+    let v: MeterView = bob.get("/v1/meter").await.unwrap();
+    assert_eq!((v.balance, v.pieces), (1_000, 0), "nothing charged");
+    dc.stop().await;
+    h.meter.stop().await;
+    h.creditor.stop().await;
+    h.ca.stop().await;
+    h.ca_public.stop().await;
+    h.vendor.stop().await;
+    h.pa.stop().await;
+    h.recharge.stop().await;
 }

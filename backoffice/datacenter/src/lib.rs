@@ -571,8 +571,9 @@ impl Datacenter {
         Ok(())
     }
 
-    /// [`Self::register_meter`], its failure logged: the meter exists and prints; only its
-    /// refills wait for the registration, which every later request retries.
+    /// [`Self::register_meter`], its failure logged: the meter exists, but neither prints
+    /// nor is refilled until it is registered, which every later request retries (a new
+    /// indicium registers it first: standing.rs).
     async fn try_register_meter(&self, mailer: &str) {
         if let Err(e) = self.register_meter(mailer).await {
             tracing::warn!(mailer = %mailer, error = %e.message, "the meter is not registered at the KMS yet");

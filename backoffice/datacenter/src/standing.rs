@@ -59,19 +59,32 @@ impl Datacenter {
                 crate::indicia::meter_row(c, &m, step).map(|(meter, _, _)| meter)
             })
             .await?;
+        // The word's age counts from the question, not the answer: an answer that took
+        // the upstream's whole timeout must not extend the window a revocation waits.
+        let asked = Instant::now();
         let answer = match self.kms.device_key(&meter, step).await {
             Err(e) if e.status == axum::http::StatusCode::NOT_FOUND => {
                 // Created but never registered (a crash in between): register it now.
                 self.register_meter(mailer).await?;
-                self.kms.device_key(&meter, step).await
+                match self.kms.device_key(&meter, step).await {
+                    // Registered before (or just now) and still unknown: the KMS lost it
+                    // (a database restored from a backup). Not the mailer's doing.
+                    Err(e) if e.status == axum::http::StatusCode::NOT_FOUND => {
+                        tracing::error!(mailer, meter = %meter, "ALARM: the KMS does not know a registered meter");
+                        Err(ApiError::unavailable(
+                            step,
+                            "the KMS does not know this meter: printing waits until it does",
+                        ))
+                    }
+                    other => other,
+                }
             }
             other => other,
         };
         let mut s = self.standing.lock().unwrap_or_else(|p| p.into_inner());
         match answer {
             Ok(_) => {
-                s.in_service
-                    .insert(mailer.to_owned(), (meter, Instant::now()));
+                s.in_service.insert(mailer.to_owned(), (meter, asked));
                 Ok(())
             }
             Err(e) if e.status == axum::http::StatusCode::GONE => {

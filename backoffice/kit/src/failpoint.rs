@@ -16,9 +16,9 @@
 //! unchanged; without a hook and without the variable every point is still a no-op.
 
 use std::io::Write as _;
-use std::sync::{Arc, OnceLock};
 #[cfg(any(test, feature = "test-util"))]
 use std::sync::RwLock;
+use std::sync::{Arc, OnceLock};
 
 /// The start of the panic message of a crash the hook asked for.
 pub const CRASH_PANIC: &str = "simulated crash at failpoint";

@@ -249,6 +249,12 @@ enum Command {
         /// The purse's release evidence (`card-sim release-partner --json`).
         #[arg(long)]
         evidence: Option<PathBuf>,
+        /// The issuer's word, recorded in the decision: the purse has stayed in its hands
+        /// since the release and stays there until the decision is applied (or is
+        /// destroyed). Without it, evidence whose count is not above the transfer's does not
+        /// decide (the transfer may not be made yet).
+        #[arg(long, requires = "evidence")]
+        purse_retained: bool,
         /// Issuer counter; must exceed the PSD's (shown in the report; shared with RESET
         /// RECOGNITION). Default: seconds since 1970, or the PSD's counter + 1 if higher.
         #[arg(long)]
@@ -732,6 +738,7 @@ fn dispatch(command: Command) -> Result<ExitCode> {
             pending,
             decision,
             evidence,
+            purse_retained,
             counter,
             out,
             json,
@@ -743,9 +750,10 @@ fn dispatch(command: Command) -> Result<ExitCode> {
                     settlement::Basis::Issuer(Decision::Complete)
                 }
                 (Some(DecisionArg::Undo), None) => settlement::Basis::Issuer(Decision::Undo),
-                (None, Some(path)) => {
-                    settlement::Basis::Evidence(settlement::Evidence::read(&path)?)
-                }
+                (None, Some(path)) => settlement::Basis::Evidence {
+                    evidence: settlement::Evidence::read(&path)?,
+                    purse_retained,
+                },
                 _ => bail!("give --decision or --evidence"),
             };
             if out.exists() {

@@ -259,6 +259,11 @@ enum Command {
         /// RECOGNITION). Default: seconds since 1970, or the PSD's counter + 1 if higher.
         #[arg(long)]
         counter: Option<u32>,
+        /// Sign with a counter more than a day ahead of the clock (the report's issuer
+        /// counter, or --counter): refused without it, since the PSD would then refuse
+        /// every issuer command up to that counter.
+        #[arg(long)]
+        force_counter: bool,
         /// The decision file to write (must not exist).
         #[arg(long)]
         out: PathBuf,
@@ -740,6 +745,7 @@ fn dispatch(command: Command) -> Result<ExitCode> {
             evidence,
             purse_retained,
             counter,
+            force_counter,
             out,
             json,
         } => {
@@ -759,7 +765,7 @@ fn dispatch(command: Command) -> Result<ExitCode> {
             if out.exists() {
                 bail!("{} exists already", out.display());
             }
-            let counter = settlement::settle_counter(&report, counter);
+            let counter = settlement::settle_counter(&report, counter, force_counter)?;
             let d = settlement::settle(&scheme, &report, &basis, counter)?;
             write_json_new(Some(out.as_path()), &d)?;
             if json {

@@ -541,11 +541,39 @@ pub fn settle(
     })
 }
 
+/// How far ahead of the clock, in seconds, a decision's counter (and the report's issuer
+/// counter) may be without `force`: a day.
+pub const COUNTER_AHEAD_MAX: u64 = 86_400;
+
 /// The counter of a decision: `wanted`, or the time in seconds, but above the PSD's.
-pub fn settle_counter(report: &PendingReport, wanted: Option<u32>) -> u32 {
-    wanted.unwrap_or_else(|| {
-        crate::issuer::admin_counter_now().max(report.issuer_counter.saturating_add(1))
-    })
+///
+/// The report's issuer counter is the mailer's to write: near `u32::MAX` it would make the
+/// default counter `u32::MAX`, and the PSD, once it applied that decision, would take no
+/// RESET RECOGNITION or settlement again. Unless `force`, a report's counter or a `wanted`
+/// one more than [`COUNTER_AHEAD_MAX`] ahead of the clock is refused.
+pub fn settle_counter(report: &PendingReport, wanted: Option<u32>, force: bool) -> Result<u32> {
+    let now = crate::issuer::admin_counter_now();
+    let limit = u64::from(now) + COUNTER_AHEAD_MAX;
+    let device = DeviceId(report.device);
+    if !force && u64::from(report.issuer_counter) >= limit {
+        bail!(
+            "PSD {device}'s issuer counter in the report, {}, is a day or more ahead of the \
+             clock ({now}): an altered report, or an issuer command signed far ahead; a \
+             decision above it would leave the PSD few issuer commands (RESET RECOGNITION, \
+             settlement) or none, for good. Check the PSD's counter; --force-counter signs \
+             anyway",
+            report.issuer_counter
+        );
+    }
+    let counter = wanted.unwrap_or_else(|| now.max(report.issuer_counter.saturating_add(1)));
+    if !force && u64::from(counter) > limit {
+        bail!(
+            "counter {counter} is more than a day ahead of the clock ({now}): once the PSD \
+             applied it, it would refuse every issuer command (RESET RECOGNITION, settlement) \
+             with a counter up to it; --force-counter signs anyway"
+        );
+    }
+    Ok(counter)
 }
 
 /// Applies the issuer's decision to the PSD: checked first against what the PSD has
@@ -767,5 +795,46 @@ mod tests {
         other.card = *b"PUR00002";
         let e = decide(&scheme, &other).unwrap_err();
         assert!(e.to_string().contains("the evidence is from purse"), "{e}");
+    }
+
+    #[test]
+    fn a_counter_more_than_a_day_ahead_of_the_clock_needs_force() {
+        let now = crate::issuer::admin_counter_now();
+        let day = u32::try_from(COUNTER_AHEAD_MAX).unwrap();
+        // The default: the clock, or the report's counter + 1.
+        assert!(settle_counter(&report(), None, false).unwrap() >= now);
+        let near = PendingReport {
+            issuer_counter: now + 3_600,
+            ..report()
+        };
+        assert_eq!(settle_counter(&near, None, false).unwrap(), now + 3_601);
+        assert_eq!(
+            settle_counter(&report(), Some(now + 3_600), false).unwrap(),
+            now + 3_600
+        );
+        // A report near u32::MAX would make the default u32::MAX.
+        let inflated = PendingReport {
+            issuer_counter: u32::MAX - 1,
+            ..report()
+        };
+        let e = settle_counter(&inflated, None, false)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("4294967294") && e.contains("--force-counter"),
+            "{e}"
+        );
+        let e = settle_counter(&inflated, Some(u32::MAX), false).unwrap_err();
+        assert!(e.to_string().contains("--force-counter"), "{e}");
+        assert_eq!(settle_counter(&inflated, None, true).unwrap(), u32::MAX);
+        // Far ahead, asked for.
+        for wanted in [now + 2 * day, u32::MAX] {
+            let e = settle_counter(&report(), Some(wanted), false).unwrap_err();
+            assert!(e.to_string().contains("ahead of the clock"), "{e}");
+            assert_eq!(
+                settle_counter(&report(), Some(wanted), true).unwrap(),
+                wanted
+            );
+        }
     }
 }

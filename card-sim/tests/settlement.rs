@@ -373,9 +373,25 @@ fn a_lost_val_with_the_purse_lost_is_undone_by_the_issuers_decision() {
     );
     assert!(e.contains("not above") && e.contains("4000000000"), "{e}");
     assert_eq!(psd_now(d), before);
-    // Re-signed above it, it goes through.
+    // Re-signed above it, it goes through (that counter is decades ahead of the clock:
+    // the issuer insists).
     std::fs::remove_file(d.join("pending2.json")).unwrap();
     card_sim(&["pending", "--state", "psd", "--out", "pending2.json"], d);
+    let e = card_sim_fails(
+        &[
+            "settle",
+            "--scheme",
+            "scheme.json",
+            "--pending",
+            "pending2.json",
+            "--decision",
+            "undo",
+            "--out",
+            "undo3.json",
+        ],
+        d,
+    );
+    assert!(e.contains("--force-counter"), "{e}");
     let text = card_sim(
         &[
             "settle",
@@ -385,6 +401,7 @@ fn a_lost_val_with_the_purse_lost_is_undone_by_the_issuers_decision() {
             "pending2.json",
             "--decision",
             "undo",
+            "--force-counter",
             "--out",
             "undo3.json",
         ],
@@ -764,6 +781,86 @@ fn a_lost_ack_with_the_psd_released_from_the_purse_is_completed_from_the_evidenc
     );
     assert!(e.contains("nothing pending"), "{e}");
     conserved(d);
+}
+
+/// The report's issuer counter is the mailer's to write: one near `u32::MAX` would make the
+/// default counter `u32::MAX`, and the PSD, once it applied that decision, would take no
+/// RESET RECOGNITION or settlement ever again. A counter more than a day ahead of the clock
+/// is refused unless the issuer insists (`--force-counter`).
+#[test]
+fn a_counter_far_ahead_of_the_clock_is_refused_without_force_counter() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    devices(d);
+    cut_transfer(d, 700, true);
+    card_sim(&["pending", "--state", "psd", "--out", "pending.json"], d);
+    std::fs::copy(d.join("pending.json"), d.join("inflated.json")).unwrap();
+    set_field(
+        &d.join("inflated.json"),
+        "/issuer_counter",
+        Value::from(u32::MAX - 1),
+    );
+    let settle = |report: &str, extra: &[&str], out: &str| {
+        let mut args = vec![
+            "settle",
+            "--scheme",
+            "scheme.json",
+            "--pending",
+            report,
+            "--decision",
+            "undo",
+            "--out",
+            out,
+        ];
+        args.extend_from_slice(extra);
+        args.into_iter().map(String::from).collect::<Vec<_>>()
+    };
+    let run_fails = |args: Vec<String>| {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        card_sim_fails(&args, d)
+    };
+    // The report's counter, and a counter asked for, far ahead: refused, nothing written.
+    let e = run_fails(settle("inflated.json", &[], "x.json"));
+    assert!(
+        e.contains("4294967294") && e.contains("ahead") && e.contains("--force-counter"),
+        "{e}"
+    );
+    let e = run_fails(settle(
+        "pending.json",
+        &["--counter", "4294967295"],
+        "x.json",
+    ));
+    assert!(
+        e.contains("4294967295") && e.contains("ahead") && e.contains("--force-counter"),
+        "{e}"
+    );
+    assert!(!d.join("x.json").exists());
+    // Within a day of the clock: signed as before.
+    let soon = (settlement_now() + 3_600).to_string();
+    let text = card_sim(
+        &settle("pending.json", &["--counter", &soon], "soon.json")
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+        d,
+    );
+    assert!(text.contains(&format!("counter {soon}")), "{text}");
+    // The issuer insists: signed.
+    let text = card_sim(
+        &settle("inflated.json", &["--force-counter"], "forced.json")
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+        d,
+    );
+    assert!(text.contains("counter 4294967295"), "{text}");
+}
+
+fn settlement_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
 }
 
 #[test]

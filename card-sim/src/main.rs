@@ -249,10 +249,21 @@ enum Command {
         /// The purse's release evidence (`card-sim release-partner --json`).
         #[arg(long)]
         evidence: Option<PathBuf>,
+        /// The issuer's word, recorded in the decision: the purse has stayed in its hands
+        /// since the release and stays there until the decision is applied (or is
+        /// destroyed). Without it, evidence whose count is not above the transfer's does not
+        /// decide (the transfer may not be made yet).
+        #[arg(long, requires = "evidence")]
+        purse_retained: bool,
         /// Issuer counter; must exceed the PSD's (shown in the report; shared with RESET
         /// RECOGNITION). Default: seconds since 1970, or the PSD's counter + 1 if higher.
         #[arg(long)]
         counter: Option<u32>,
+        /// Sign with a counter more than a day ahead of the clock (the report's issuer
+        /// counter, or --counter): refused without it, since the PSD would then refuse
+        /// every issuer command up to that counter.
+        #[arg(long)]
+        force_counter: bool,
         /// The decision file to write (must not exist).
         #[arg(long)]
         out: PathBuf,
@@ -732,7 +743,9 @@ fn dispatch(command: Command) -> Result<ExitCode> {
             pending,
             decision,
             evidence,
+            purse_retained,
             counter,
+            force_counter,
             out,
             json,
         } => {
@@ -743,15 +756,16 @@ fn dispatch(command: Command) -> Result<ExitCode> {
                     settlement::Basis::Issuer(Decision::Complete)
                 }
                 (Some(DecisionArg::Undo), None) => settlement::Basis::Issuer(Decision::Undo),
-                (None, Some(path)) => {
-                    settlement::Basis::Evidence(settlement::Evidence::read(&path)?)
-                }
+                (None, Some(path)) => settlement::Basis::Evidence {
+                    evidence: settlement::Evidence::read(&path)?,
+                    purse_retained,
+                },
                 _ => bail!("give --decision or --evidence"),
             };
             if out.exists() {
                 bail!("{} exists already", out.display());
             }
-            let counter = settlement::settle_counter(&report, counter);
+            let counter = settlement::settle_counter(&report, counter, force_counter)?;
             let d = settlement::settle(&scheme, &report, &basis, counter)?;
             write_json_new(Some(out.as_path()), &d)?;
             if json {

@@ -13,7 +13,10 @@
 //!
 //! From evidence the issuer decides with the devices' own model-checked rule
 //! ([`openpsd_core::transfer::resolve`]), fed with what the purse answered RELEASE PARTNER
-//! instead of TRANSFER STATUS; when that rule cannot decide, neither does the tool.
+//! instead of TRANSFER STATUS; when that rule cannot decide, neither does the tool. Nor
+//! does evidence at the transfer's own count (nothing shows the release came after the
+//! transfer's session: the unsigned report may name a transfer not made yet), unless the
+//! issuer states it kept the purse since the release (`--purse-retained`).
 
 use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -101,8 +104,8 @@ pub struct PendingReport {
 }
 
 /// The purse's MACed answer to RELEASE PARTNER, kept whole so that `settle` checks it
-/// again under the scheme's admin key: the decoded fields are for people; only `answer`
-/// is trusted.
+/// again under the scheme's admin key: the decoded fields and `released_at` are for people;
+/// only `answer` is trusted.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Evidence {
     /// Always [`EVIDENCE_KIND`].
@@ -117,7 +120,8 @@ pub struct Evidence {
     pub device: [u8; 8],
     /// The admin counter of the RELEASE PARTNER.
     pub counter: u32,
-    /// When the issuer released (seconds since 1970, the issuer's clock).
+    /// When the issuer released (seconds since 1970, the issuer's clock): for people, not
+    /// for the decision.
     pub released_at: u64,
     /// The card's answer (body ‖ MAC), hex.
     pub answer: String,
@@ -358,16 +362,26 @@ pub enum Basis {
     /// The issuer's decision on other grounds (the purse is gone).
     Issuer(Decision),
     /// The purse's release evidence.
-    Evidence(Evidence),
+    Evidence {
+        /// The evidence.
+        evidence: Evidence,
+        /// The issuer's word that the purse has stayed in its hands since the release and
+        /// stays there until the decision is applied (or is destroyed): it never meets the
+        /// PSD again. Needed for evidence whose count is not above the transfer's.
+        purse_retained: bool,
+    },
 }
 
 /// Decides from `evidence` (checked under `scheme`) on `report`'s pending transfer, with
-/// the devices' own rule; an error says why it does not decide.
+/// the devices' own rule; an error says why it does not decide. `purse_retained`: the
+/// issuer's word that the purse has not left its hands since the release (see
+/// [`Basis::Evidence`]).
 pub fn decide_from_evidence(
     scheme: &Scheme,
     report: &PendingReport,
     pending: &Pending,
     evidence: &Evidence,
+    purse_retained: bool,
 ) -> Result<(Decision, String)> {
     let card = CardId(evidence.card);
     let device = DeviceId(report.device);
@@ -401,16 +415,22 @@ pub fn decide_from_evidence(
     })?;
     // Evidence whose count is above the transfer's was taken after the transfer's session
     // began, and RELEASE PARTNER ends any session: the purse can no longer credit that VAL.
-    // At the same count it may be older than the session (the purse then met the PSD and
-    // may have credited it): only the two clocks tell.
-    if released.card_transfers <= pending.card_transfers && evidence.released_at < report.read_at {
+    // At the transfer's own count nothing the purse signed dates the release against the
+    // session: the session may come after it (a report of a transfer not made yet — the
+    // report is the mailer's, unsigned, and so is its `read_at`), and the purse, back in
+    // the mailer's hands, would credit it. Only the issuer's word that the purse never
+    // left its hands since the release settles that.
+    let then = pending.card_transfers;
+    let n = pending.transfer.0;
+    if released.card_transfers == then && !purse_retained {
         bail!(
-            "the evidence was taken (at {}) before the pending report was read (at {}), and \
-             the purse's count ({}) does not show it came after the transfer's session: a \
-             purse released before the transfer may have credited it since; release the PSD \
-             on the purse again",
-            evidence.released_at,
-            report.read_at,
+            "the evidence does not decide transfer {n}: the purse's count {} is not above the \
+             count the transfer was made at, so nothing shows the release came after the \
+             transfer's session (the report is the mailer's and unsigned: it may name a \
+             transfer not made yet, which the purse, handed back, would credit); give \
+             --purse-retained if the purse has stayed in the issuer's hands since the \
+             release and stays there until the decision is applied (or is destroyed), \
+             decide with --decision on other grounds, or not at all",
             released.card_transfers.0
         );
     }
@@ -422,14 +442,19 @@ pub fn decide_from_evidence(
             .is_none()
             .then_some(released.forgotten_through),
     };
-    let then = pending.card_transfers;
-    let n = pending.transfer.0;
-    match resolve(pending.transfer, then, &status) {
-        Resolution::Complete => Ok((
+    let retained = if released.card_transfers == then {
+        "; the purse's count is the transfer's, and the issuer states the purse has stayed \
+         in its hands since the release and stays there until this decision is applied, or \
+         is destroyed (--purse-retained)"
+    } else {
+        ""
+    };
+    let (decision, reason) = match resolve(pending.transfer, then, &status) {
+        Resolution::Complete => (
             Decision::Complete,
             format!("purse {card} credited transfer {n} of PSD {device} (its last from it)"),
-        )),
-        Resolution::Undo => Ok((
+        ),
+        Resolution::Undo => (
             Decision::Undo,
             match status.last_from_psd {
                 Some(last) => format!(
@@ -443,7 +468,7 @@ pub fn decide_from_evidence(
                     then.0, released.forgotten_through.0
                 ),
             },
-        )),
+        ),
         Resolution::Unknown => bail!(
             "the evidence does not decide transfer {n}: {}; decide with --decision on other \
              grounds, or not at all",
@@ -465,7 +490,8 @@ pub fn decide_from_evidence(
                 )
             }
         ),
-    }
+    };
+    Ok((decision, reason + retained))
 }
 
 /// The issuer's decision on `report`'s pending transfer, signed with `scheme`'s issuer key
@@ -497,7 +523,10 @@ pub fn settle(
     }
     let (decision, reason) = match basis {
         Basis::Issuer(d) => (*d, "the issuer's decision (no purse evidence)".to_string()),
-        Basis::Evidence(e) => decide_from_evidence(scheme, report, &pending, e)?,
+        Basis::Evidence {
+            evidence,
+            purse_retained,
+        } => decide_from_evidence(scheme, report, &pending, evidence, *purse_retained)?,
     };
     let data = settle_transfer_data(&scheme.issuer_key, device, &pending, counter, decision);
     Ok(DecisionFile {
@@ -512,11 +541,39 @@ pub fn settle(
     })
 }
 
+/// How far ahead of the clock, in seconds, a decision's counter (and the report's issuer
+/// counter) may be without `force`: a day.
+pub const COUNTER_AHEAD_MAX: u64 = 86_400;
+
 /// The counter of a decision: `wanted`, or the time in seconds, but above the PSD's.
-pub fn settle_counter(report: &PendingReport, wanted: Option<u32>) -> u32 {
-    wanted.unwrap_or_else(|| {
-        crate::issuer::admin_counter_now().max(report.issuer_counter.saturating_add(1))
-    })
+///
+/// The report's issuer counter is the mailer's to write: near `u32::MAX` it would make the
+/// default counter `u32::MAX`, and the PSD, once it applied that decision, would take no
+/// RESET RECOGNITION or settlement again. Unless `force`, a report's counter or a `wanted`
+/// one more than [`COUNTER_AHEAD_MAX`] ahead of the clock is refused.
+pub fn settle_counter(report: &PendingReport, wanted: Option<u32>, force: bool) -> Result<u32> {
+    let now = crate::issuer::admin_counter_now();
+    let limit = u64::from(now) + COUNTER_AHEAD_MAX;
+    let device = DeviceId(report.device);
+    if !force && u64::from(report.issuer_counter) >= limit {
+        bail!(
+            "PSD {device}'s issuer counter in the report, {}, is a day or more ahead of the \
+             clock ({now}): an altered report, or an issuer command signed far ahead; a \
+             decision above it would leave the PSD few issuer commands (RESET RECOGNITION, \
+             settlement) or none, for good. Check the PSD's counter; --force-counter signs \
+             anyway",
+            report.issuer_counter
+        );
+    }
+    let counter = wanted.unwrap_or_else(|| now.max(report.issuer_counter.saturating_add(1)));
+    if !force && u64::from(counter) > limit {
+        bail!(
+            "counter {counter} is more than a day ahead of the clock ({now}): once the PSD \
+             applied it, it would refuse every issuer command (RESET RECOGNITION, settlement) \
+             with a counter up to it; --force-counter signs anyway"
+        );
+    }
+    Ok(counter)
 }
 
 /// Applies the issuer's decision to the PSD: checked first against what the PSD has
@@ -648,10 +705,15 @@ mod tests {
     }
 
     fn decide(scheme: &Scheme, e: &Evidence) -> Result<Decision> {
-        settle(scheme, &report(), &Basis::Evidence(e.clone()), 8).map(|d| {
-            assert_eq!(d.counter, 8);
-            parse_decision(&d.decision).unwrap()
-        })
+        decide_with(scheme, e, false).map(|d| parse_decision(&d.decision).unwrap())
+    }
+
+    fn decide_with(scheme: &Scheme, e: &Evidence, purse_retained: bool) -> Result<DecisionFile> {
+        let basis = Basis::Evidence {
+            evidence: e.clone(),
+            purse_retained,
+        };
+        settle(scheme, &report(), &basis, 8).inspect(|d| assert_eq!(d.counter, 8))
     }
 
     #[test]
@@ -662,20 +724,41 @@ mod tests {
         assert_eq!(ok(6, 0, Some(3)).unwrap(), Decision::Complete);
         assert_eq!(ok(9, 0, Some(2)).unwrap(), Decision::Undo);
         assert_eq!(ok(9, 5, None).unwrap(), Decision::Undo);
-        // Older than the report: refused at the transfer's count, decided above it.
-        let mut stale = evidence(&scheme, 5, 0, None);
-        stale.released_at = 99;
-        let e = decide(&scheme, &stale).unwrap_err().to_string();
-        assert!(e.contains("before the pending report was read"), "{e}");
+        // At the transfer's own count (5) nothing dates the release against the transfer's
+        // session (the report may name a transfer not made yet): no decision, whatever the
+        // files' clocks say, unless the issuer states it kept the purse — recorded.
+        for (forgotten, last) in [(0, None), (0, Some(2))] {
+            let mut at_count = evidence(&scheme, 5, forgotten, last);
+            for released_at in [99, 100, 200] {
+                at_count.released_at = released_at;
+                let e = decide(&scheme, &at_count).unwrap_err().to_string();
+                assert!(
+                    e.contains("does not decide") && e.contains("--purse-retained"),
+                    "{e}"
+                );
+                let d = decide_with(&scheme, &at_count, true).unwrap();
+                assert_eq!(d.decision, "undo");
+                assert!(d.reason.contains("--purse-retained"), "{}", d.reason);
+            }
+        }
+        // Above it, the count shows the release came after the session: decided, whatever
+        // the clocks; the issuer's word is not needed and not recorded.
         let mut later = evidence(&scheme, 6, 0, Some(3));
         later.released_at = 99;
         assert_eq!(decide(&scheme, &later).unwrap(), Decision::Complete);
+        let d = decide_with(&scheme, &later, true).unwrap();
+        assert!(!d.reason.contains("--purse-retained"), "{}", d.reason);
         for (count, forgotten, last, why) in [
             (9, 6, None, "forgotten PSDs credited up to its count 6"),
             (4, 0, None, "below the count the transfer was made at"),
             (9, 0, Some(4), "transfer 4, after it"),
         ] {
             let e = ok(count, forgotten, last).unwrap_err().to_string();
+            assert!(e.contains("does not decide") && e.contains(why), "{e}");
+            // The issuer's word on the purse does not make undecidable evidence decide.
+            let e = decide_with(&scheme, &evidence(&scheme, count, forgotten, last), true)
+                .unwrap_err()
+                .to_string();
             assert!(e.contains("does not decide") && e.contains(why), "{e}");
         }
     }
@@ -712,5 +795,46 @@ mod tests {
         other.card = *b"PUR00002";
         let e = decide(&scheme, &other).unwrap_err();
         assert!(e.to_string().contains("the evidence is from purse"), "{e}");
+    }
+
+    #[test]
+    fn a_counter_more_than_a_day_ahead_of_the_clock_needs_force() {
+        let now = crate::issuer::admin_counter_now();
+        let day = u32::try_from(COUNTER_AHEAD_MAX).unwrap();
+        // The default: the clock, or the report's counter + 1.
+        assert!(settle_counter(&report(), None, false).unwrap() >= now);
+        let near = PendingReport {
+            issuer_counter: now + 3_600,
+            ..report()
+        };
+        assert_eq!(settle_counter(&near, None, false).unwrap(), now + 3_601);
+        assert_eq!(
+            settle_counter(&report(), Some(now + 3_600), false).unwrap(),
+            now + 3_600
+        );
+        // A report near u32::MAX would make the default u32::MAX.
+        let inflated = PendingReport {
+            issuer_counter: u32::MAX - 1,
+            ..report()
+        };
+        let e = settle_counter(&inflated, None, false)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("4294967294") && e.contains("--force-counter"),
+            "{e}"
+        );
+        let e = settle_counter(&inflated, Some(u32::MAX), false).unwrap_err();
+        assert!(e.to_string().contains("--force-counter"), "{e}");
+        assert_eq!(settle_counter(&inflated, None, true).unwrap(), u32::MAX);
+        // Far ahead, asked for.
+        for wanted in [now + 2 * day, u32::MAX] {
+            let e = settle_counter(&report(), Some(wanted), false).unwrap_err();
+            assert!(e.to_string().contains("ahead of the clock"), "{e}");
+            assert_eq!(
+                settle_counter(&report(), Some(wanted), true).unwrap(),
+                wanted
+            );
+        }
     }
 }

@@ -373,9 +373,25 @@ fn a_lost_val_with_the_purse_lost_is_undone_by_the_issuers_decision() {
     );
     assert!(e.contains("not above") && e.contains("4000000000"), "{e}");
     assert_eq!(psd_now(d), before);
-    // Re-signed above it, it goes through.
+    // Re-signed above it, it goes through (that counter is decades ahead of the clock:
+    // the issuer insists).
     std::fs::remove_file(d.join("pending2.json")).unwrap();
     card_sim(&["pending", "--state", "psd", "--out", "pending2.json"], d);
+    let e = card_sim_fails(
+        &[
+            "settle",
+            "--scheme",
+            "scheme.json",
+            "--pending",
+            "pending2.json",
+            "--decision",
+            "undo",
+            "--out",
+            "undo3.json",
+        ],
+        d,
+    );
+    assert!(e.contains("--force-counter"), "{e}");
     let text = card_sim(
         &[
             "settle",
@@ -385,6 +401,7 @@ fn a_lost_val_with_the_purse_lost_is_undone_by_the_issuers_decision() {
             "pending2.json",
             "--decision",
             "undo",
+            "--force-counter",
             "--out",
             "undo3.json",
         ],
@@ -432,7 +449,9 @@ fn a_lost_val_is_undone_from_the_purses_release_evidence() {
         d,
     );
     assert!(text.contains("does not list PSD"), "{text}");
-    let text = card_sim(
+    // The purse's count is still the transfer's (0): the evidence alone does not show the
+    // release came after the transfer's session.
+    let e = card_sim_fails(
         &[
             "settle",
             "--scheme",
@@ -447,14 +466,14 @@ fn a_lost_val_is_undone_from_the_purses_release_evidence() {
         d,
     );
     assert!(
-        text.contains("undo transfer 0") && text.contains("never credited"),
-        "{text}"
+        e.contains("does not decide") && e.contains("--purse-retained"),
+        "{e}"
     );
-    // The same evidence dated before the pending report was read does not decide: at the
-    // transfer's count, the purse may have been released before the transfer's session.
-    std::fs::copy(d.join("evidence.json"), d.join("stale.json")).unwrap();
-    set_field(&d.join("stale.json"), "/released_at", Value::from(1));
-    let e = card_sim_fails(
+    assert!(!d.join("undo.json").exists());
+    // The issuer keeps the purse until the decision is applied, and says so; the files'
+    // clocks do not matter (the evidence's date is not the purse's word).
+    set_field(&d.join("evidence.json"), "/released_at", Value::from(1));
+    let decision = json(&card_sim(
         &[
             "settle",
             "--scheme",
@@ -462,14 +481,20 @@ fn a_lost_val_is_undone_from_the_purses_release_evidence() {
             "--pending",
             "pending.json",
             "--evidence",
-            "stale.json",
+            "evidence.json",
+            "--purse-retained",
             "--out",
-            "x.json",
+            "undo.json",
+            "--json",
         ],
         d,
+    ));
+    assert_eq!(decision["decision"], "undo");
+    let reason = decision["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("never credited") && reason.contains("--purse-retained"),
+        "{reason}"
     );
-    assert!(e.contains("before the pending report was read"), "{e}");
-    assert!(!d.join("x.json").exists());
     card_sim(
         &[
             "apply-settlement",
@@ -485,6 +510,97 @@ fn a_lost_val_is_undone_from_the_purses_release_evidence() {
         (r.dr, r.pending, r.ar),
         (Amount(FUNDED), Amount::ZERO, Amount::ZERO)
     );
+}
+
+/// The attack on evidence at the transfer's own count: the mailer reports a transfer it
+/// has not made yet (its PSD's next number, the purse's count now), the issuer releases the
+/// PSD on the purse and hands the purse back; an undo signed then would let the mailer make
+/// that very transfer, cut it after the purse's credit, and undo it on the PSD: the value
+/// twice. At the transfer's count the evidence cannot show the purse will not credit it
+/// later, so it does not decide.
+#[test]
+fn a_report_of_a_transfer_not_yet_made_gets_no_undo_from_evidence_at_its_count() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    devices(d);
+    // Transfer 0, credited and acknowledged: the purse's count is 1.
+    driver::transfer(
+        &mut open(d, "psd"),
+        &mut open(d, "purse"),
+        SET0,
+        Amount(100),
+        PIN,
+    )
+    .unwrap();
+
+    // The mailer's made-up report: nothing is pending, it names the next transfer.
+    let mut report = json(&card_sim(&["pending", "--state", "psd", "--json"], d));
+    assert_eq!(report["pending"], Value::Null);
+    let next = {
+        let mut card = open(d, "psd");
+        let mut psd = PsdClient::new(&mut card);
+        psd.select().unwrap();
+        psd.transfer_info().unwrap().state.started.0
+    };
+    let purse = driver::purse_info(&mut open(d, "purse")).unwrap().unwrap();
+    report["pending"] = serde_json::json!({
+        "card": hex::encode_upper(purse.card.0),
+        "set": 0,
+        "transfer": next,
+        "card_transfers": purse.transfers.0,
+        "amount": 700,
+    });
+    std::fs::write(d.join("made-up.json"), report.to_string()).unwrap();
+    let device = report["device"].as_str().unwrap().to_string();
+
+    // The issuer releases the PSD on the purse (its last credit from it: transfer 0, count
+    // 1) and the purse goes back to the mailer.
+    let evidence = json(&card_sim(
+        &[
+            "release-partner",
+            "--state",
+            "purse",
+            "--scheme",
+            "scheme.json",
+            "--psd",
+            &device,
+            "--out",
+            "evidence.json",
+            "--json",
+        ],
+        d,
+    ));
+    assert_eq!(evidence["entry"]["last_transfer"], 0);
+    assert_eq!(evidence["card_transfers"], purse.transfers.0);
+    let e = card_sim_fails(
+        &[
+            "settle",
+            "--scheme",
+            "scheme.json",
+            "--pending",
+            "made-up.json",
+            "--evidence",
+            "evidence.json",
+            "--out",
+            "undo.json",
+        ],
+        d,
+    );
+    assert!(
+        e.contains("does not decide") && e.contains("--purse-retained"),
+        "{e}"
+    );
+    assert!(!d.join("undo.json").exists());
+
+    // What an undo would have undone: the mailer makes that very transfer, the purse
+    // credits it, the ACK is lost; the made-up report now names the PSD's pending transfer.
+    cut_transfer(d, 700, false);
+    assert_eq!(balance(d), 800, "credited");
+    assert_eq!(psd_now(d).0["pending"], report["pending"]);
+    // The value is the purse's; an undo would have put the 700 back in DR as well.
+    let r = registers(d);
+    assert_eq!((r.dr, r.pending), (Amount(FUNDED - 800), Amount(700)));
+    assert_eq!(r.dr.0 + balance(d), FUNDED);
 }
 
 #[test]
@@ -665,6 +781,86 @@ fn a_lost_ack_with_the_psd_released_from_the_purse_is_completed_from_the_evidenc
     );
     assert!(e.contains("nothing pending"), "{e}");
     conserved(d);
+}
+
+/// The report's issuer counter is the mailer's to write: one near `u32::MAX` would make the
+/// default counter `u32::MAX`, and the PSD, once it applied that decision, would take no
+/// RESET RECOGNITION or settlement ever again. A counter more than a day ahead of the clock
+/// is refused unless the issuer insists (`--force-counter`).
+#[test]
+fn a_counter_far_ahead_of_the_clock_is_refused_without_force_counter() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    devices(d);
+    cut_transfer(d, 700, true);
+    card_sim(&["pending", "--state", "psd", "--out", "pending.json"], d);
+    std::fs::copy(d.join("pending.json"), d.join("inflated.json")).unwrap();
+    set_field(
+        &d.join("inflated.json"),
+        "/issuer_counter",
+        Value::from(u32::MAX - 1),
+    );
+    let settle = |report: &str, extra: &[&str], out: &str| {
+        let mut args = vec![
+            "settle",
+            "--scheme",
+            "scheme.json",
+            "--pending",
+            report,
+            "--decision",
+            "undo",
+            "--out",
+            out,
+        ];
+        args.extend_from_slice(extra);
+        args.into_iter().map(String::from).collect::<Vec<_>>()
+    };
+    let run_fails = |args: Vec<String>| {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        card_sim_fails(&args, d)
+    };
+    // The report's counter, and a counter asked for, far ahead: refused, nothing written.
+    let e = run_fails(settle("inflated.json", &[], "x.json"));
+    assert!(
+        e.contains("4294967294") && e.contains("ahead") && e.contains("--force-counter"),
+        "{e}"
+    );
+    let e = run_fails(settle(
+        "pending.json",
+        &["--counter", "4294967295"],
+        "x.json",
+    ));
+    assert!(
+        e.contains("4294967295") && e.contains("ahead") && e.contains("--force-counter"),
+        "{e}"
+    );
+    assert!(!d.join("x.json").exists());
+    // Within a day of the clock: signed as before.
+    let soon = (settlement_now() + 3_600).to_string();
+    let text = card_sim(
+        &settle("pending.json", &["--counter", &soon], "soon.json")
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+        d,
+    );
+    assert!(text.contains(&format!("counter {soon}")), "{text}");
+    // The issuer insists: signed.
+    let text = card_sim(
+        &settle("inflated.json", &["--force-counter"], "forced.json")
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+        d,
+    );
+    assert!(text.contains("counter 4294967295"), "{text}");
+}
+
+fn settlement_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
 }
 
 #[test]

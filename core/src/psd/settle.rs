@@ -9,9 +9,12 @@
 //! the card's count, the amount), and the PSD rebuilds it from its own pending record, so a
 //! decision can only settle the transfer it was made for: once settled, that transfer number
 //! never comes back (transfers started only goes up). The issuer counter, shared with
-//! RESET RECOGNITION, must still go up, so that an issuer that signed two decisions for the
-//! same transfer (say, undo, then complete on better evidence) has only the newer one
-//! accepted while the transfer is pending.
+//! RESET RECOGNITION, must go up, so that a decision is applied once and not after a newer
+//! issuer command. It does not let the issuer withdraw a decision: the PSD knows only the
+//! highest counter it accepted, so of two decisions signed for the same pending transfer
+//! (say, undo, then complete on better evidence) whichever reaches it first is applied,
+//! and the other is then refused. A decision handed out stands while the transfer is
+//! pending; the issuer hands one out only once it is final.
 
 // The applet's command is compiled out of the browser's module (its 150 KB gzip budget):
 // there, only the message builders and readers below are used.

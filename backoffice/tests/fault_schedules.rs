@@ -469,12 +469,18 @@ fn power_share() -> u64 {
     env_u64("OPENPSD_FAULT_POWER").unwrap_or(POWER_SCHEDULES)
 }
 
-/// A request path without its IDs (`/v1/refills/*/audit`): the third segment is the one
-/// the services and hosts name things by.
+/// A request path without its IDs (`/v1/refills/*/audit`): the third segment, where the
+/// services and hosts name things, when it holds a digit (`/v1/audits/verify` stays).
 fn route(path: &str) -> String {
     path.split('/')
         .enumerate()
-        .map(|(i, seg)| if i == 3 { "*" } else { seg })
+        .map(|(i, seg)| {
+            if i == 3 && seg.bytes().any(|b| b.is_ascii_digit()) {
+                "*"
+            } else {
+                seg
+            }
+        })
         .collect::<Vec<_>>()
         .join("/")
 }

@@ -270,7 +270,9 @@ impl Plan {
         }
         let mut r = self.rng(svc, key);
         if r.chance(self.rates.crash) && self.take_crash() {
-            let power = r.chance(self.rates.power);
+            // Drawn only when the schedule has power cuts: without, the draws (and so the
+            // faults) of a seed are those it had before power cuts existed.
+            let power = self.rates.power > 0 && r.chance(self.rates.power);
             return Some(match (power, r.below(3)) {
                 (false, 0) => Fault::CrashBefore,
                 (false, 1) => Fault::CrashAfter,
@@ -860,7 +862,7 @@ fn install_crash_hook() {
             }
             let mut r = plan.rng(svc, name);
             if r.chance(plan.rates.failpoint) && plan.take_crash() {
-                if r.chance(plan.rates.power) {
+                if plan.rates.power > 0 && r.chance(plan.rates.power) {
                     plan.note(format!("PowerCutAtFailpoint {svc:?} {name}"));
                     net.power_cut(svc);
                 } else {

@@ -444,8 +444,9 @@ async fn schedule(w: &Rc<World>, seed: u64, prefix: &str) -> Result<(), String> 
         format!(
             "{prefix} cargo test -p openpsd-backoffice --test fault_schedules \
              random_fault_schedules -- --nocapture\n(the schedules before it ran on the same \
-             devices; OPENPSD_FAULT_SEED={seed:#x} runs this one alone on fresh ones)\n\
-             faults injected: {faults:?}"
+             devices; OPENPSD_FAULT_SEED={seed:#x}{} runs this one alone on fresh ones)\n\
+             faults injected: {faults:?}",
+            power_env()
         )
     };
     if let Some(e) = failure {
@@ -467,6 +468,16 @@ async fn schedule(w: &Rc<World>, seed: u64, prefix: &str) -> Result<(), String> 
 /// The per mille of schedules with power cuts.
 fn power_share() -> u64 {
     env_u64("OPENPSD_FAULT_POWER").unwrap_or(POWER_SCHEDULES)
+}
+
+/// ` OPENPSD_FAULT_POWER=n` when the run's share of schedules with power cuts is not the
+/// default, for the replay commands (a schedule's plan depends on it).
+fn power_env() -> String {
+    if power_share() == POWER_SCHEDULES {
+        String::new()
+    } else {
+        format!(" OPENPSD_FAULT_POWER={}", power_share())
+    }
 }
 
 /// A request path without its IDs (`/v1/refills/*/audit`): the third segment, where the
@@ -547,8 +558,9 @@ async fn random_fault_schedules() {
             for (i, &seed) in seeds.iter().enumerate() {
                 // What replays this run up to this schedule.
                 let prefix = format!(
-                    "OPENPSD_FAULT_BASE={base:#x} OPENPSD_FAULT_SCHEDULES={}",
-                    i + 1
+                    "OPENPSD_FAULT_BASE={base:#x} OPENPSD_FAULT_SCHEDULES={}{}",
+                    i + 1,
+                    power_env()
                 );
                 if let Err(e) = schedule(&w, seed, &prefix).await {
                     panic!("schedule {seed:#x} failed: {e}");

@@ -14,7 +14,9 @@
 //!
 //! `OPENPSD_FAULT_SCHEDULES=<n>` sets the number of schedules (default 1000),
 //! `OPENPSD_FAULT_SEED=<seed>` runs the one schedule of that seed (the replay command a
-//! failure prints), `OPENPSD_FAULT_BASE=<seed>` starts the sequence elsewhere.
+//! failure prints), `OPENPSD_FAULT_BASE=<seed>` starts the sequence elsewhere,
+//! `OPENPSD_FAULT_POWER=<per mille>` sets the share of schedules in which services also lose
+//! their power (default 250; `sim/mod.rs`, § Power cuts).
 // Test code: a failed unwrap or expect is a failed test, with its message.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 

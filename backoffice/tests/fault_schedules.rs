@@ -14,7 +14,9 @@
 //!
 //! `OPENPSD_FAULT_SCHEDULES=<n>` sets the number of schedules (default 1000),
 //! `OPENPSD_FAULT_SEED=<seed>` runs the one schedule of that seed (the replay command a
-//! failure prints), `OPENPSD_FAULT_BASE=<seed>` starts the sequence elsewhere.
+//! failure prints), `OPENPSD_FAULT_BASE=<seed>` starts the sequence elsewhere,
+//! `OPENPSD_FAULT_POWER=<per mille>` sets the share of schedules in which services also lose
+//! their power (default 250; `sim/mod.rs`, § Power cuts).
 // Test code: a failed unwrap or expect is a failed test, with its message.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -309,7 +311,14 @@ const RATES: Rates = Rates {
     crash: 15,
     failpoint: 60,
     max_crashes: 2,
+    power: 0,
 };
+
+/// Per mille of the random schedules where services also lose power, not only their
+/// process (`OPENPSD_FAULT_POWER` sets it): in those, this share of the crashes
+/// ([`POWER_CRASHES`]) are power cuts of one service's machine while the others run.
+const POWER_SCHEDULES: u64 = 250;
+const POWER_CRASHES: u64 = 600;
 
 /// One schedule of seed `seed`: the hosts' refills under faults, then recovery and checks.
 async fn schedule(w: &Rc<World>, seed: u64, prefix: &str) -> Result<(), String> {
@@ -353,7 +362,18 @@ async fn schedule(w: &Rc<World>, seed: u64, prefix: &str) -> Result<(), String> 
         }
     }
     let all: Vec<Job> = plans.iter().flatten().map(|(j, _)| j.clone()).collect();
-    w.net.begin(seed, RATES);
+    // Drawn apart, so that the schedules without power cuts keep their plans.
+    let power = Rng(seed ^ 0x0050_5745_5243_5554).chance(power_share());
+    w.net.begin(
+        seed,
+        Rates {
+            power: if power { POWER_CRASHES } else { 0 },
+            ..RATES
+        },
+    );
+    if power {
+        w.count("schedules with power cuts");
+    }
     let mut tasks = Vec::new();
     for plan in plans {
         let w = Rc::clone(w);
@@ -396,19 +416,39 @@ async fn schedule(w: &Rc<World>, seed: u64, prefix: &str) -> Result<(), String> 
     let faults = w.net.quiesce().await;
     for f in &faults {
         let kind: String = f.split([' ', '(']).next().unwrap_or("").into();
-        let kind = if f.contains("failpoint") {
+        let kind = if f.starts_with("crash ") && f.contains("failpoint") {
             "CrashAtFailpoint".into()
         } else {
             kind
         };
         w.count(&kind);
+        let words: Vec<&str> = f.split(' ').collect();
+        match words.as_slice() {
+            // "PowerRecovered Meter kept 1 dropped 2 torn 0": what the disk did with the
+            // writes not synced at the cut.
+            ["PowerRecovered", _, "kept", k, "dropped", d, "torn", t] => {
+                for (what, n) in [("kept", k), ("dropped", d), ("torn", t)] {
+                    let n: u64 = n.parse().unwrap_or(0);
+                    *w.tally
+                        .borrow_mut()
+                        .entry(format!("unsynced writes {what}"))
+                        .or_default() += n;
+                }
+            }
+            // Which requests the crashes killed in flight (by route).
+            ["KilledInFlight", svc, method, path] => {
+                w.count(&format!("KilledInFlight {svc} {method} {}", route(path)));
+            }
+            _ => {}
+        }
     }
     let replay = || {
         format!(
             "{prefix} cargo test -p openpsd-backoffice --test fault_schedules \
              random_fault_schedules -- --nocapture\n(the schedules before it ran on the same \
-             devices; OPENPSD_FAULT_SEED={seed:#x} runs this one alone on fresh ones)\n\
-             faults injected: {faults:?}"
+             devices; OPENPSD_FAULT_SEED={seed:#x}{} runs this one alone on fresh ones)\n\
+             faults injected: {faults:?}",
+            power_env()
         )
     };
     if let Some(e) = failure {
@@ -425,6 +465,37 @@ async fn schedule(w: &Rc<World>, seed: u64, prefix: &str) -> Result<(), String> 
     let ctx = format!("schedule {seed:#x}");
     let checked = futures_catch(w.check(&all, &ctx)).await;
     checked.map_err(|e| format!("{e}\nreplay: {}", replay()))
+}
+
+/// The per mille of schedules with power cuts.
+fn power_share() -> u64 {
+    env_u64("OPENPSD_FAULT_POWER").unwrap_or(POWER_SCHEDULES)
+}
+
+/// ` OPENPSD_FAULT_POWER=n` when the run's share of schedules with power cuts is not the
+/// default, for the replay commands (a schedule's plan depends on it).
+fn power_env() -> String {
+    if power_share() == POWER_SCHEDULES {
+        String::new()
+    } else {
+        format!(" OPENPSD_FAULT_POWER={}", power_share())
+    }
+}
+
+/// A request path without its IDs (`/v1/refills/*/audit`): the third segment, where the
+/// services and hosts name things, when it holds a digit (`/v1/audits/verify` stays).
+fn route(path: &str) -> String {
+    path.split('/')
+        .enumerate()
+        .map(|(i, seg)| {
+            if i == 3 && seg.bytes().any(|b| b.is_ascii_digit()) {
+                "*"
+            } else {
+                seg
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("/")
 }
 
 impl World {
@@ -489,8 +560,9 @@ async fn random_fault_schedules() {
             for (i, &seed) in seeds.iter().enumerate() {
                 // What replays this run up to this schedule.
                 let prefix = format!(
-                    "OPENPSD_FAULT_BASE={base:#x} OPENPSD_FAULT_SCHEDULES={}",
-                    i + 1
+                    "OPENPSD_FAULT_BASE={base:#x} OPENPSD_FAULT_SCHEDULES={}{}",
+                    i + 1,
+                    power_env()
                 );
                 if let Err(e) = schedule(&w, seed, &prefix).await {
                     panic!("schedule {seed:#x} failed: {e}");
@@ -498,9 +570,11 @@ async fn random_fault_schedules() {
                 if (i + 1) % 50 == 0 || i + 1 == seeds.len() {
                     let sealed = w.net.assert_kms_sealed_only_rc_combinations();
                     let l = w.admin.ledger().await;
+                    let power = *w.net.recovered.lock().unwrap();
                     eprintln!(
                         "{} schedules in {:.1} s: {} restarts, {sealed} messages sealed, \
-                         {} applied ({}), {} released",
+                         {} applied ({}), {} released; power cuts recovered: {} unsynced \
+                         writes kept, {} dropped, {} torn",
                         i + 1,
                         started.elapsed().as_secs_f64(),
                         w.net
@@ -508,7 +582,10 @@ async fn random_fault_schedules() {
                             .load(std::sync::atomic::Ordering::SeqCst),
                         l.combinations_applied,
                         l.applied_amount,
-                        l.combinations_released
+                        l.combinations_released,
+                        power.kept,
+                        power.dropped,
+                        power.torn
                     );
                 }
             }
@@ -537,6 +614,27 @@ async fn random_fault_schedules() {
                         "no {kind} in {} schedules: {tally:?}",
                         seeds.len()
                     );
+                }
+                // The power cuts too, when the run has them: every way the power goes, a
+                // disk recovered after it, and writes that were not synced at the cut
+                // lost or torn (a disk that kept everything would test nothing).
+                if power_share() > 0 {
+                    for kind in [
+                        "schedules with power cuts",
+                        "PowerCutBefore",
+                        "PowerCutMidway",
+                        "PowerCutAtSyncReached",
+                        "PowerCutAtFailpoint",
+                        "PowerRecovered",
+                        "unsynced writes dropped",
+                        "unsynced writes torn",
+                    ] {
+                        assert!(
+                            tally.get(kind).copied().unwrap_or(0) > 0,
+                            "no {kind} in {} schedules: {tally:?}",
+                            seeds.len()
+                        );
+                    }
                 }
                 assert!(
                     w.net

@@ -125,6 +125,15 @@ impl Disk {
         s.cut_at = Some(s.syncs.saturating_add(n));
     }
 
+    /// Takes back a cut armed by [`Disk::cut_at_sync`] that has not happened yet; answers
+    /// whether one was pending (a test that armed a cut its run did not reach).
+    pub fn disarm(&self) -> bool {
+        let mut s = self.state();
+        let pending = !s.off && s.cut_at.is_some_and(|at| at >= s.syncs);
+        s.cut_at = None;
+        pending
+    }
+
     /// Cuts the power now, between two syncs.
     pub fn cut_now(&self) {
         self.state().off = true;
@@ -801,6 +810,31 @@ mod tests {
                 assert_eq!(ok, "ok");
             }
         }
+        forget(&disk);
+    }
+
+    /// A cut taken back before its sync does not happen; one already past is not taken back.
+    #[test]
+    fn a_disarmed_cut_does_not_happen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.sqlite");
+        let disk = Disk::new(dir.path()).unwrap();
+        let c = open(&path);
+        disk.cut_at_sync(0);
+        assert!(disk.disarm());
+        assert!(!disk.disarm());
+        for i in 0..5 {
+            c.execute("INSERT INTO t VALUES (?1, NULL)", [i]).unwrap();
+        }
+        assert!(!disk.is_off());
+        disk.cut_at_sync(0);
+        assert!(c.execute("INSERT INTO t VALUES (5, NULL)", []).is_err());
+        assert!(disk.is_off());
+        assert!(!disk.disarm(), "the cut happened: nothing to take back");
+        assert!(disk.is_off());
+        drop(c);
+        disk.recover(0).unwrap();
+        assert!((5..=6).contains(&count(&path)));
         forget(&disk);
     }
 

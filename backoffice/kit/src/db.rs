@@ -18,7 +18,7 @@ use crate::error::ApiError;
 pub struct Db {
     conn: Arc<Mutex<Connection>>,
     /// The exclusive lock on `<database>.lock`, held as long as any clone lives.
-    _lock: Arc<std::fs::File>,
+    lock: Arc<std::fs::File>,
 }
 
 /// How long [`Db::open`] waits for a lock that is only briefly held (a killed instance
@@ -35,7 +35,7 @@ impl Db {
         let conn = openpsd_sqlite::open(path, schema)?;
         Ok(Self {
             conn: Arc::new(Mutex::new(conn)),
-            _lock: Arc::new(lock),
+            lock: Arc::new(lock),
         })
     }
 
@@ -47,7 +47,15 @@ impl Db {
         F: FnOnce(&mut Connection) -> Result<T, ApiError> + Send + 'static,
     {
         let conn = Arc::clone(&self.conn);
+        // The step holds the instance's file lock until it ends. If the task that awaits
+        // it is dropped (the request's future dropped at a crash, or the instance stopped),
+        // the step still runs to its end on the blocking thread; without this clone the
+        // last `Db` could be dropped meanwhile, releasing the lock, and a new instance could
+        // open the same database and write while the dead one's step still does: two
+        // instances at once, which the lock exists to prevent.
+        let lock = Arc::clone(&self.lock);
         tokio::task::spawn_blocking(move || {
+            let _held = lock;
             // A panic while holding the lock poisons it; the connection itself is still
             // consistent (SQLite rolled back the open transaction), so carry on with it.
             let mut guard = conn.lock().unwrap_or_else(|p| p.into_inner());

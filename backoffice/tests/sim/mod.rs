@@ -44,8 +44,27 @@
 //! request's handler future after a random 0-4 ms, wherever it is, then restarts the
 //! service; a database step already on a blocking thread still ends, as if the crash came
 //! just after it). Every crash also kills the other requests in flight in that service:
-//! its front drops them where they stand (the instance's "died" signal) before the
-//! listener stops. Power loss (unsynced writes lost) is another layer's.
+//! its front drops them where they stand (the instance's "died" signal, sent when the
+//! crash is decided) before the listener stops.
+//!
+//! # Power cuts
+//!
+//! Each service's data directory is one machine's disk on the crash VFS
+//! (`openpsd_sqlite::crash_vfs`, as in `power_loss.rs`): what was not synced is lost when
+//! that machine's power goes. With [`Rates::power`], that share of the crashes decided above
+//! are power cuts of the service's machine instead of its process's death, while the other
+//! two services keep running and their messages keep being faulted: before a request
+//! reaches it ([`Fault::PowerCutBefore`]), at a random point of a request
+//! ([`Fault::PowerCutMidway`]: the disk goes off first, so a database step still running
+//! on a blocking thread fails at its next write or sync), at one of its next syncs,
+//! whichever request makes it ([`Fault::PowerCutAtSync`]: that fsync fails, a watcher sees
+//! the disk off and restarts the service), and at a named failpoint. A machine without
+//! power answers nothing (an answer made after the cut is cut). The service restarts once
+//! its dead instance's connections have closed, from its files at their last synced content
+//! plus a seeded part of the writes since (kept, dropped or torn at 512-byte sectors).
+//! Not modelled: the key files and PKI the services write with plain `std::fs` at setup
+//! (never during a schedule), directory entries, and PostgreSQL (the post office's
+//! registry, not in the refill flow).
 //!
 //! # Determinism
 //!
@@ -55,7 +74,13 @@
 //! likewise of its name: the same messages in the same order get the same faults. With
 //! several hosts at once the order in which their messages reach a shared path
 //! (`/v1/combinations`, `/v1/audits/verify`) is the scheduler's, so a replay gets the same
-//! plan but not always the same interleaving.
+//! plan but not always the same interleaving. Crashes midway (a timer racing the handler)
+//! and the kill of the requests in flight at a crash depend on timing too: a replay has
+//! the same plan, but which requests were in flight when a service died (the
+//! `KilledInFlight <service> <request>` notes), how far a handler got before a midway crash
+//! or power cut, and which sync an armed cut meets may differ; so may then the writes a
+//! recovery keeps, which are seeded by the schedule, the service and the recovery's rank,
+//! but drawn over whatever writes were pending.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -73,6 +98,7 @@ use openpsd_service_kit::failpoint;
 use openpsd_service_kit::pki::Pki;
 use openpsd_service_kit::server::{bind, Service};
 use openpsd_service_kit::tls::{server_config, ClientAuth, Role};
+use openpsd_sqlite::crash_vfs::{self, Disk};
 use tower::ServiceExt as _;
 
 /// The panic message that cuts a connection (a lost message).
@@ -150,6 +176,17 @@ pub enum Fault {
     /// await point it has reached after this many microseconds (if it has not answered
     /// yet), then the service restarts.
     CrashMidway(u64),
+    /// The service's machine loses its power before the request reaches it: as
+    /// [`Fault::CrashBefore`], and its disk keeps only what was synced (plus a seeded part
+    /// of the rest) when it restarts.
+    PowerCutBefore,
+    /// The power goes while the request is being handled, after this many microseconds
+    /// (if it has not answered yet): every write after that fails, the handler is dropped.
+    PowerCutMidway(u64),
+    /// The power goes at this many syncs from now of the service's disk (0: the next one),
+    /// whichever request of the service makes it (this one, or one of those after it):
+    /// that sync fails, its writes are left to the seeded recovery.
+    PowerCutAtSync(u64),
 }
 
 /// How often faults happen in a schedule (per mille of requests or points reached).
@@ -163,6 +200,9 @@ pub struct Rates {
     pub failpoint: u64,
     /// Crashes (restarts) allowed per schedule.
     pub max_crashes: u32,
+    /// Of the crashes (between messages, midway or at a failpoint), those that are power
+    /// cuts of the service's machine rather than the death of its process.
+    pub power: u64,
 }
 
 /// The current schedule's plan, shared by the fronts and the failpoint hook.
@@ -186,6 +226,7 @@ impl Plan {
                 crash: 0,
                 failpoint: 0,
                 max_crashes: 0,
+                power: 0,
             },
             on: AtomicBool::new(false),
             crashes: AtomicU32::new(0),
@@ -229,12 +270,20 @@ impl Plan {
         }
         let mut r = self.rng(svc, key);
         if r.chance(self.rates.crash) && self.take_crash() {
-            return Some(match r.below(3) {
-                0 => Fault::CrashBefore,
-                1 => Fault::CrashAfter,
+            // Drawn only when the schedule has power cuts: without, the draws (and so the
+            // faults) of a seed are those it had before power cuts existed.
+            let power = self.rates.power > 0 && r.chance(self.rates.power);
+            return Some(match (power, r.below(3)) {
+                (false, 0) => Fault::CrashBefore,
+                (false, 1) => Fault::CrashAfter,
                 // Up to 4 ms: a refill's handler awaits its database and its upstream
                 // services within that (a few hundred µs to a few ms each).
-                _ => Fault::CrashMidway(r.below(4_000)),
+                (false, _) => Fault::CrashMidway(r.below(4_000)),
+                (true, 0) => Fault::PowerCutBefore,
+                // A refill step syncs once or twice per commit (WAL frames, then a
+                // checkpoint now and then): within the next few of the service's syncs.
+                (true, 1) => Fault::PowerCutAtSync(r.below(4)),
+                (true, _) => Fault::PowerCutMidway(r.below(4_000)),
             });
         }
         if !r.chance(self.rates.message) {
@@ -272,6 +321,11 @@ pub struct Net {
     /// in its front is dropped when it is set (a crash kills them all, not only the one
     /// that met the fault).
     killed: [Mutex<tokio::sync::watch::Sender<bool>>; 3],
+    /// Per service, its machine's disk: every SQLite file in its data directory is on the
+    /// crash VFS, which forgets what was not synced when the power is cut.
+    disks: [Arc<Disk>; 3],
+    /// What the recoveries after power cuts did with the unsynced writes, summed.
+    pub recovered: Mutex<crash_vfs::Recovered>,
 }
 
 /// Rate limits out of the way: the schedules make thousands of requests a second.
@@ -293,6 +347,13 @@ impl Net {
             .collect();
         drop(listeners);
         let addrs: [SocketAddr; 3] = addrs.try_into().expect("3");
+        // Each service's machine has its own disk (and power supply), made before any of
+        // its databases is opened so that every connection's files are tracked.
+        let disks = [Svc::Meter, Svc::Kms, Svc::Rc].map(|svc| {
+            let d = dir.path().join(data_dir(svc));
+            std::fs::create_dir_all(&d).expect("data directory");
+            Disk::new(&d).expect("the crash VFS")
+        });
         let rc_dir = dir.path().join("recharge");
         // Opening the RC makes its key; the KMS is configured with its public half.
         drop(openpsd_recharge::Recharge::open(&rc_dir).expect("RC opens"));
@@ -319,6 +380,8 @@ impl Net {
             restarts: Mutex::default(),
             restarts_done: AtomicU32::new(0),
             killed: std::array::from_fn(|_| Mutex::new(tokio::sync::watch::channel(false).0)),
+            disks,
+            recovered: Mutex::default(),
         });
         for svc in [Svc::Rc, Svc::Kms, Svc::Meter] {
             let s = net.open(svc).await;
@@ -331,11 +394,7 @@ impl Net {
 
     /// The data directory of a service (its SQLite file is inside).
     pub fn data(&self, svc: Svc) -> PathBuf {
-        self.dir.path().join(match svc {
-            Svc::Meter => "meter",
-            Svc::Kms => "kms",
-            Svc::Rc => "recharge",
-        })
+        self.dir.path().join(data_dir(svc))
     }
 
     fn current(&self) -> Arc<Plan> {
@@ -387,22 +446,116 @@ impl Net {
         log
     }
 
+    /// The running instance of `svc` dies now and is restarted in the background.
     fn restart_later(self: &Arc<Self>, svc: Svc) {
+        // The requests in flight in it die now, with the crash decision, not when the
+        // restart task first runs: none of them may take another step (or answer) after.
+        self.die(svc);
         let net = Arc::clone(self);
         let h = tokio::spawn(async move { net.restart(svc).await });
         self.restarts.lock().unwrap().push(h);
     }
 
+    /// The running instance's "died" signal: every request in flight in it is dropped.
+    fn die(&self, svc: Svc) {
+        self.killed[svc.index()].lock().unwrap().send_replace(true);
+    }
+
+    /// The power of `svc`'s machine goes now: nothing more reaches its disk, and the
+    /// service restarts from what the disk kept. The other services keep running.
+    fn power_cut(self: &Arc<Self>, svc: Svc) {
+        self.disks[svc.index()].cut_now();
+        self.restart_later(svc);
+    }
+
+    /// The power of `svc`'s machine goes at its `n`-th sync from now: a watcher restarts
+    /// the service once it has (or takes the cut back when the schedule ends first).
+    fn power_cut_at_sync(self: &Arc<Self>, svc: Svc, n: u64, plan: Arc<Plan>) {
+        let disk = Arc::clone(&self.disks[svc.index()]);
+        disk.cut_at_sync(n);
+        let net = Arc::clone(self);
+        let h = tokio::spawn(async move {
+            loop {
+                let quiet = !plan.on.load(Ordering::SeqCst);
+                if quiet {
+                    // The schedule ended before the cut: taken back, unless it just came.
+                    disk.disarm();
+                }
+                if disk.is_off() {
+                    net.die(svc);
+                    plan.note(format!("PowerCutAtSyncReached {svc:?}"));
+                    net.restart_after_cut(svc).await;
+                    return;
+                }
+                if quiet {
+                    plan.note(format!("PowerCutAtSyncNotReached {svc:?}"));
+                    return;
+                }
+                tokio::time::sleep(Duration::from_micros(300)).await;
+            }
+        });
+        self.restarts.lock().unwrap().push(h);
+    }
+
     /// Stops `svc` and opens it again from its data directory on the same address.
     pub async fn restart(self: &Arc<Self>, svc: Svc) {
-        let mut slot = self.services[svc.index()].lock().await;
+        let slot = self.services[svc.index()].lock().await;
+        self.restart_in(svc, slot).await;
+    }
+
+    /// [`Net::restart`] after a cut at a sync, unless the cut came while another restart
+    /// was opening the service (which then recovered the disk itself).
+    async fn restart_after_cut(self: &Arc<Self>, svc: Svc) {
+        let slot = self.services[svc.index()].lock().await;
+        if self.disks[svc.index()].is_off() {
+            self.restart_in(svc, slot).await;
+        }
+    }
+
+    async fn restart_in(
+        self: &Arc<Self>,
+        svc: Svc,
+        mut slot: tokio::sync::MutexGuard<'_, Option<Service>>,
+    ) {
         if let Some(old) = slot.take() {
             // The process dies: every request in flight in it dies with it.
-            self.killed[svc.index()].lock().unwrap().send_replace(true);
+            self.die(svc);
             old.stop().await;
         }
         *slot = Some(self.open(svc).await);
         self.restarts_done.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// After a power cut, once every connection of the dead instance has closed: the disk
+    /// of `svc` keeps its synced content and a seeded part of the rest, and powers on.
+    async fn recover_if_off(&self, svc: Svc) {
+        let disk = &self.disks[svc.index()];
+        if !disk.is_off() {
+            return;
+        }
+        let plan = self.current();
+        // Which unsynced writes survive: the schedule's seed, the service, the how-many-th.
+        let seed = plan.rng(svc, "power recovery").next();
+        let mut last = None;
+        // The dead instance's last steps end on blocking threads, its connections with them.
+        for _ in 0..500 {
+            match disk.recover(seed) {
+                Ok(r) => {
+                    plan.note(format!(
+                        "PowerRecovered {svc:?} kept {} dropped {} torn {}",
+                        r.kept, r.dropped, r.torn
+                    ));
+                    let mut sum = self.recovered.lock().unwrap();
+                    sum.kept += r.kept;
+                    sum.dropped += r.dropped;
+                    sum.torn += r.torn;
+                    return;
+                }
+                Err(e) => last = Some(e),
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("{svc:?}: the disk does not recover after a power cut: {last:?}");
     }
 
     /// Opens `svc` from its data directory and serves it behind its front.
@@ -412,6 +565,8 @@ impl Net {
         // moment (the kit's `Db::open` waits a little too): try again briefly.
         let mut tries = 0;
         let (router, role, auth) = loop {
+            // After a power cut (or one that came while this instance was opening).
+            self.recover_if_off(svc).await;
             let opened = match svc {
                 Svc::Rc => openpsd_recharge::Recharge::open(&self.data(svc))
                     .map(|rc| (rc.router(&limit), Role::Recharge, ClientAuth::Required)),
@@ -480,12 +635,13 @@ impl Net {
             let scope = (net.clone(), svc);
             let mut killed = killed.clone();
             let witness = net.clone();
+            let key = format!("{} {}", req.method(), template(req.uri().path()));
+            let killed_key = key.clone();
             let request = async move {
                 let Some(net) = net.upgrade() else {
                     return pass(inner, req).await;
                 };
                 let plan = net.current();
-                let key = format!("{} {}", req.method(), template(req.uri().path()));
                 let Some(fault) = plan.decide(svc, &key) else {
                     return pass(inner, req).await;
                 };
@@ -535,15 +691,53 @@ impl Net {
                         net.restart_later(svc);
                         cut()
                     }
+                    Fault::PowerCutBefore => {
+                        net.power_cut(svc);
+                        cut()
+                    }
+                    Fault::PowerCutMidway(us) => {
+                        // As `CrashMidway`, but a database step still running on a
+                        // blocking thread fails at its next write or sync: the power is
+                        // off before the handler is dropped.
+                        let handler = pass(inner, req);
+                        tokio::pin!(handler);
+                        let answered = tokio::select! {
+                            biased;
+                            _ = &mut handler => true,
+                            () = tokio::time::sleep(Duration::from_micros(us)) => false,
+                        };
+                        if !answered {
+                            plan.note(format!("PowerCutMidwayDropped {svc:?} {key}"));
+                        }
+                        // The power goes while the handler (if it has not answered) still
+                        // stands where it was; it is dropped with this task.
+                        net.power_cut(svc);
+                        cut()
+                    }
+                    Fault::PowerCutAtSync(n) => {
+                        net.power_cut_at_sync(svc, n, Arc::clone(&plan));
+                        pass(inner, req).await
+                    }
                 }
             };
             FRONT.scope(scope, async move {
                 tokio::select! {
-                    response = request => response,
+                    response = request => {
+                        // A machine without power answers nothing: an answer made after
+                        // the cut (a storage error, most likely) is never sent.
+                        if let Some(net) = witness.upgrade() {
+                            if net.disks[svc.index()].is_off() {
+                                net.current()
+                                    .note(format!("AnswerLostToPowerCut {svc:?} {killed_key}"));
+                                cut();
+                            }
+                        }
+                        response
+                    }
                     // The instance crashed while this request was in it.
                     _ = killed.wait_for(|dead| *dead) => {
                         if let Some(net) = witness.upgrade() {
-                            net.current().note(format!("KilledInFlight {svc:?}"));
+                            net.current().note(format!("KilledInFlight {svc:?} {killed_key}"));
                         }
                         cut()
                     }
@@ -668,13 +862,35 @@ fn install_crash_hook() {
             }
             let mut r = plan.rng(svc, name);
             if r.chance(plan.rates.failpoint) && plan.take_crash() {
-                plan.note(format!("crash {svc:?} at failpoint {name}"));
-                net.restart_later(svc);
+                if plan.rates.power > 0 && r.chance(plan.rates.power) {
+                    plan.note(format!("PowerCutAtFailpoint {svc:?} {name}"));
+                    net.power_cut(svc);
+                } else {
+                    plan.note(format!("crash {svc:?} at failpoint {name}"));
+                    net.restart_later(svc);
+                }
                 return true;
             }
             false
         })));
     });
+}
+
+/// The data directory of a service, under the network's directory.
+fn data_dir(svc: Svc) -> &'static str {
+    match svc {
+        Svc::Meter => "meter",
+        Svc::Kms => "kms",
+        Svc::Rc => "recharge",
+    }
+}
+
+impl Drop for Net {
+    fn drop(&mut self) {
+        for d in &self.disks {
+            crash_vfs::forget(d);
+        }
+    }
 }
 
 /// A path with the IDs the services make at random (combination IDs, inspection IDs: hex

@@ -147,6 +147,87 @@ fn set_field(path: &Path, pointer: &str, value: Value) {
     std::fs::write(path, v.to_string()).unwrap();
 }
 
+/// `--decision undo`: the issuer's own decision, as `settle`'s basis.
+const UNDO: &[&str] = &["--decision", "undo"];
+
+/// `card-sim settle` signed with the scheme file `scheme` for the report `pending`, on
+/// `basis` (`UNDO`, `--evidence FILE`, with any more flags), to `out`.
+fn settle<'a>(scheme: &'a str, pending: &'a str, basis: &[&'a str], out: &'a str) -> Vec<&'a str> {
+    let mut args = vec!["settle", "--scheme", scheme, "--pending", pending];
+    args.extend_from_slice(basis);
+    args.extend(["--out", out]);
+    args
+}
+
+/// `card-sim apply-settlement` of the decision file `decision` to the PSD `psd`.
+fn apply_settlement(decision: &str) -> [&str; 5] {
+    ["apply-settlement", "--state", "psd", "--decision", decision]
+}
+
+/// `card-sim release-partner`: the issuer releases the PSD `device` on the purse `purse`,
+/// the evidence to `out`.
+fn release_partner<'a>(device: &'a str, out: &'a str) -> [&'a str; 9] {
+    [
+        "release-partner",
+        "--state",
+        "purse",
+        "--scheme",
+        "scheme.json",
+        "--psd",
+        device,
+        "--out",
+        out,
+    ]
+}
+
+/// `args` and `--json`.
+fn with_json<'a>(args: &[&'a str]) -> Vec<&'a str> {
+    [args, &["--json"][..]].concat()
+}
+
+/// The mailer's report of the PSD's pending transfer, written to `out` in `dir`; answers
+/// the command's text.
+fn report_pending(dir: &Path, out: &str) -> String {
+    card_sim(&["pending", "--state", "psd", "--out", out], dir)
+}
+
+/// The PSD named by the mailer's report `pending.json` in `dir`.
+fn reported_device(dir: &Path) -> String {
+    read_json(dir, "pending.json")["device"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+/// The JSON file `name` in `dir`.
+fn read_json(dir: &Path, name: &str) -> Value {
+    json(&std::fs::read_to_string(dir.join(name)).unwrap())
+}
+
+/// A new scheme file `out` with the ID `id`: another scheme, or (with 9) an impostor
+/// issuer's keys for scheme 9.
+fn new_scheme(dir: &Path, out: &str, id: &str) {
+    card_sim(&["scheme", "create", "--out", out, "--id", id], dir);
+}
+
+/// A copy of the JSON file `from` in `dir` as `to`, with the value at `pointer` replaced.
+fn altered_copy(dir: &Path, from: &str, to: &str, pointer: &str, value: Value) {
+    std::fs::copy(dir.join(from), dir.join(to)).unwrap();
+    set_field(&dir.join(to), pointer, value);
+}
+
+/// A transfer of `amount` from `psd` to `purse` that runs to its end.
+fn transfer(dir: &Path, amount: u64) {
+    driver::transfer(
+        &mut open(dir, "psd"),
+        &mut open(dir, "purse"),
+        SET0,
+        Amount(amount),
+        PIN,
+    )
+    .unwrap();
+}
+
 #[test]
 fn a_lost_val_with_the_purse_lost_is_undone_by_the_issuers_decision() {
     let dir = tempfile::tempdir().unwrap();
@@ -157,83 +238,31 @@ fn a_lost_val_with_the_purse_lost_is_undone_by_the_issuers_decision() {
     assert_eq!(balance(d), 0, "the VAL never arrived");
 
     // The mailer's report.
-    let text = card_sim(&["pending", "--state", "psd", "--out", "pending.json"], d);
+    let text = report_pending(d, "pending.json");
     assert!(text.contains("transfer 0 of 7.00 to purse"), "{text}");
-    let report = json(&std::fs::read_to_string(d.join("pending.json")).unwrap());
+    let report = read_json(d, "pending.json");
     assert_eq!(report["pending"]["amount"], 700);
     assert_eq!(report["scheme"], 9);
     let before = psd_now(d);
 
     // Refusals of `settle`: another scheme; a counter the PSD would refuse.
-    card_sim(
-        &["scheme", "create", "--out", "other.json", "--id", "10"],
-        d,
-    );
-    let e = card_sim_fails(
-        &[
-            "settle",
-            "--scheme",
-            "other.json",
-            "--pending",
-            "pending.json",
-            "--decision",
-            "undo",
-            "--out",
-            "x.json",
-        ],
-        d,
-    );
+    new_scheme(d, "other.json", "10");
+    let e = card_sim_fails(&settle("other.json", "pending.json", UNDO, "x.json"), d);
     assert!(e.contains("belongs to scheme 9"), "{e}");
     let issuer_counter = report["issuer_counter"].as_u64().unwrap().to_string();
-    let e = card_sim_fails(
-        &[
-            "settle",
-            "--scheme",
-            "scheme.json",
-            "--pending",
-            "pending.json",
-            "--decision",
-            "undo",
-            "--counter",
-            &issuer_counter,
-            "--out",
-            "x.json",
-        ],
-        d,
-    );
+    let stale = ["--decision", "undo", "--counter", &issuer_counter];
+    let e = card_sim_fails(&settle("scheme.json", "pending.json", &stale, "x.json"), d);
     assert!(e.contains("not above"), "{e}");
     assert!(!d.join("x.json").exists());
 
     // Decisions the PSD must refuse, with nothing changed: signed by an impostor issuer
     // (same scheme ID, other keys: the card's 6982), for another PSD, for another transfer.
+    new_scheme(d, "impostor.json", "9");
     card_sim(
-        &["scheme", "create", "--out", "impostor.json", "--id", "9"],
+        &settle("impostor.json", "pending.json", UNDO, "forged.json"),
         d,
     );
-    card_sim(
-        &[
-            "settle",
-            "--scheme",
-            "impostor.json",
-            "--pending",
-            "pending.json",
-            "--decision",
-            "undo",
-            "--out",
-            "forged.json",
-        ],
-        d,
-    );
-    let e = card_sim_fails(
-        &[
-            "apply-settlement",
-            "--state",
-            "psd",
-            "--decision",
-            "forged.json",
-        ],
-        d,
-    );
+    let e = card_sim_fails(&apply_settlement("forged.json"), d);
     assert!(e.contains("6982") && e.contains("not signed by"), "{e}");
     assert_eq!(psd_now(d), before);
     for (name, pointer, value) in [
@@ -241,64 +270,24 @@ fn a_lost_val_with_the_purse_lost_is_undone_by_the_issuers_decision() {
         ("other-transfer", "/pending/transfer", Value::from(1)),
         ("other-amount", "/pending/amount", Value::from(701)),
     ] {
-        let report = d.join(format!("{name}.pending.json"));
-        std::fs::copy(d.join("pending.json"), &report).unwrap();
-        set_field(&report, pointer, value);
+        let report = format!("{name}.pending.json");
+        altered_copy(d, "pending.json", &report, pointer, value);
         let out = format!("{name}.json");
-        card_sim(
-            &[
-                "settle",
-                "--scheme",
-                "scheme.json",
-                "--pending",
-                report.to_str().unwrap(),
-                "--decision",
-                "undo",
-                "--out",
-                &out,
-            ],
-            d,
-        );
-        let e = card_sim_fails(
-            &["apply-settlement", "--state", "psd", "--decision", &out],
-            d,
-        );
+        card_sim(&settle("scheme.json", &report, UNDO, &out), d);
+        let e = card_sim_fails(&apply_settlement(&out), d);
         assert!(e.contains("the decision is for"), "{name}: {e}");
         assert_eq!(psd_now(d), before, "{name}");
     }
 
     // The genuine decision: undo, applied once.
-    let text = card_sim(
-        &[
-            "settle",
-            "--scheme",
-            "scheme.json",
-            "--pending",
-            "pending.json",
-            "--decision",
-            "undo",
-            "--out",
-            "undo.json",
-        ],
-        d,
-    );
+    let text = card_sim(&settle("scheme.json", "pending.json", UNDO, "undo.json"), d);
     assert!(text.contains("undo transfer 0 of 7.00"), "{text}");
     let file = std::fs::read_to_string(d.join("undo.json")).unwrap();
     assert!(
         !file.contains("signing") && !file.contains("admin"),
         "nothing secret: {file}"
     );
-    let out = json(&card_sim(
-        &[
-            "apply-settlement",
-            "--state",
-            "psd",
-            "--decision",
-            "undo.json",
-            "--json",
-        ],
-        d,
-    ));
+    let out = json(&card_sim(&with_json(&apply_settlement("undo.json")), d));
     assert_eq!(out["decision"], "undo");
     assert_eq!(
         (out["dr"].clone(), out["pending"].clone()),
@@ -306,46 +295,20 @@ fn a_lost_val_with_the_purse_lost_is_undone_by_the_issuers_decision() {
     );
     let r = conserved(d);
     assert_eq!((r.dr, r.pending), (Amount(FUNDED), Amount::ZERO));
-    let e = card_sim_fails(
-        &[
-            "apply-settlement",
-            "--state",
-            "psd",
-            "--decision",
-            "undo.json",
-        ],
-        d,
-    );
+    let e = card_sim_fails(&apply_settlement("undo.json"), d);
     assert!(e.contains("nothing pending"), "replayed: {e}");
 
     // The PSD transfers again (to the purse, found again).
-    driver::transfer(
-        &mut open(d, "psd"),
-        &mut open(d, "purse"),
-        SET0,
-        Amount(100),
-        PIN,
-    )
-    .unwrap();
+    transfer(d, 100);
     assert_eq!(balance(d), 100);
     conserved(d);
 
     // A decision superseded by a newer issuer command (RESET RECOGNITION with a higher
     // counter) is refused before it reaches the card.
     cut_transfer(d, 300, true);
-    card_sim(&["pending", "--state", "psd", "--out", "pending2.json"], d);
+    report_pending(d, "pending2.json");
     card_sim(
-        &[
-            "settle",
-            "--scheme",
-            "scheme.json",
-            "--pending",
-            "pending2.json",
-            "--decision",
-            "undo",
-            "--out",
-            "undo2.json",
-        ],
+        &settle("scheme.json", "pending2.json", UNDO, "undo2.json"),
         d,
     );
     card_sim(
@@ -361,63 +324,25 @@ fn a_lost_val_with_the_purse_lost_is_undone_by_the_issuers_decision() {
         d,
     );
     let before = psd_now(d);
-    let e = card_sim_fails(
-        &[
-            "apply-settlement",
-            "--state",
-            "psd",
-            "--decision",
-            "undo2.json",
-        ],
-        d,
-    );
+    let e = card_sim_fails(&apply_settlement("undo2.json"), d);
     assert!(e.contains("not above") && e.contains("4000000000"), "{e}");
     assert_eq!(psd_now(d), before);
     // Re-signed above it, it goes through (that counter is decades ahead of the clock:
     // the issuer insists).
     std::fs::remove_file(d.join("pending2.json")).unwrap();
-    card_sim(&["pending", "--state", "psd", "--out", "pending2.json"], d);
+    report_pending(d, "pending2.json");
     let e = card_sim_fails(
-        &[
-            "settle",
-            "--scheme",
-            "scheme.json",
-            "--pending",
-            "pending2.json",
-            "--decision",
-            "undo",
-            "--out",
-            "undo3.json",
-        ],
+        &settle("scheme.json", "pending2.json", UNDO, "undo3.json"),
         d,
     );
     assert!(e.contains("--force-counter"), "{e}");
+    let forced = ["--decision", "undo", "--force-counter"];
     let text = card_sim(
-        &[
-            "settle",
-            "--scheme",
-            "scheme.json",
-            "--pending",
-            "pending2.json",
-            "--decision",
-            "undo",
-            "--force-counter",
-            "--out",
-            "undo3.json",
-        ],
+        &settle("scheme.json", "pending2.json", &forced, "undo3.json"),
         d,
     );
     assert!(text.contains("counter 4000000001"), "{text}");
-    card_sim(
-        &[
-            "apply-settlement",
-            "--state",
-            "psd",
-            "--decision",
-            "undo3.json",
-        ],
-        d,
-    );
+    card_sim(&apply_settlement("undo3.json"), d);
     assert_eq!(conserved(d).pending, Amount::ZERO);
 }
 
@@ -427,42 +352,17 @@ fn a_lost_val_is_undone_from_the_purses_release_evidence() {
     let d = dir.path();
     devices(d);
     cut_transfer(d, 700, true);
-    card_sim(&["pending", "--state", "psd", "--out", "pending.json"], d);
-    let device = json(&std::fs::read_to_string(d.join("pending.json")).unwrap())["device"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    report_pending(d, "pending.json");
+    let device = reported_device(d);
 
     // The purse comes back to the issuer: it never credited that PSD.
-    let text = card_sim(
-        &[
-            "release-partner",
-            "--state",
-            "purse",
-            "--scheme",
-            "scheme.json",
-            "--psd",
-            &device,
-            "--out",
-            "evidence.json",
-        ],
-        d,
-    );
+    let text = card_sim(&release_partner(&device, "evidence.json"), d);
     assert!(text.contains("does not list PSD"), "{text}");
     // The purse's count is still the transfer's (0): the evidence alone does not show the
     // release came after the transfer's session.
+    let evidence = ["--evidence", "evidence.json"];
     let e = card_sim_fails(
-        &[
-            "settle",
-            "--scheme",
-            "scheme.json",
-            "--pending",
-            "pending.json",
-            "--evidence",
-            "evidence.json",
-            "--out",
-            "undo.json",
-        ],
+        &settle("scheme.json", "pending.json", &evidence, "undo.json"),
         d,
     );
     assert!(
@@ -473,20 +373,14 @@ fn a_lost_val_is_undone_from_the_purses_release_evidence() {
     // The issuer keeps the purse until the decision is applied, and says so; the files'
     // clocks do not matter (the evidence's date is not the purse's word).
     set_field(&d.join("evidence.json"), "/released_at", Value::from(1));
+    let retained = ["--evidence", "evidence.json", "--purse-retained"];
     let decision = json(&card_sim(
-        &[
-            "settle",
-            "--scheme",
+        &with_json(&settle(
             "scheme.json",
-            "--pending",
             "pending.json",
-            "--evidence",
-            "evidence.json",
-            "--purse-retained",
-            "--out",
+            &retained,
             "undo.json",
-            "--json",
-        ],
+        )),
         d,
     ));
     assert_eq!(decision["decision"], "undo");
@@ -495,16 +389,7 @@ fn a_lost_val_is_undone_from_the_purses_release_evidence() {
         reason.contains("never credited") && reason.contains("--purse-retained"),
         "{reason}"
     );
-    card_sim(
-        &[
-            "apply-settlement",
-            "--state",
-            "psd",
-            "--decision",
-            "undo.json",
-        ],
-        d,
-    );
+    card_sim(&apply_settlement("undo.json"), d);
     let r = conserved(d);
     assert_eq!(
         (r.dr, r.pending, r.ar),
@@ -524,14 +409,7 @@ fn a_report_of_a_transfer_not_yet_made_gets_no_undo_from_evidence_at_its_count()
     let d = dir.path();
     devices(d);
     // Transfer 0, credited and acknowledged: the purse's count is 1.
-    driver::transfer(
-        &mut open(d, "psd"),
-        &mut open(d, "purse"),
-        SET0,
-        Amount(100),
-        PIN,
-    )
-    .unwrap();
+    transfer(d, 100);
 
     // The mailer's made-up report: nothing is pending, it names the next transfer.
     let mut report = json(&card_sim(&["pending", "--state", "psd", "--json"], d));
@@ -556,34 +434,14 @@ fn a_report_of_a_transfer_not_yet_made_gets_no_undo_from_evidence_at_its_count()
     // The issuer releases the PSD on the purse (its last credit from it: transfer 0, count
     // 1) and the purse goes back to the mailer.
     let evidence = json(&card_sim(
-        &[
-            "release-partner",
-            "--state",
-            "purse",
-            "--scheme",
-            "scheme.json",
-            "--psd",
-            &device,
-            "--out",
-            "evidence.json",
-            "--json",
-        ],
+        &with_json(&release_partner(&device, "evidence.json")),
         d,
     ));
     assert_eq!(evidence["entry"]["last_transfer"], 0);
     assert_eq!(evidence["card_transfers"], purse.transfers.0);
+    let basis = ["--evidence", "evidence.json"];
     let e = card_sim_fails(
-        &[
-            "settle",
-            "--scheme",
-            "scheme.json",
-            "--pending",
-            "made-up.json",
-            "--evidence",
-            "evidence.json",
-            "--out",
-            "undo.json",
-        ],
+        &settle("scheme.json", "made-up.json", &basis, "undo.json"),
         d,
     );
     assert!(
@@ -611,39 +469,14 @@ fn a_lost_ack_with_the_psd_released_from_the_purse_is_completed_from_the_evidenc
     cut_transfer(d, 700, false);
     assert_eq!(balance(d), 700, "credited");
     assert_eq!(registers(d).pending, Amount(700), "the ACK never came");
-    card_sim(&["pending", "--state", "psd", "--out", "pending.json"], d);
-    let device = json(&std::fs::read_to_string(d.join("pending.json")).unwrap())["device"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    report_pending(d, "pending.json");
+    let device = reported_device(d);
 
     // Evidence about another PSD does not decide this one's transfer.
-    card_sim(
-        &[
-            "release-partner",
-            "--state",
-            "purse",
-            "--scheme",
-            "scheme.json",
-            "--psd",
-            "5053443939393939",
-            "--out",
-            "stranger.json",
-        ],
-        d,
-    );
+    card_sim(&release_partner("5053443939393939", "stranger.json"), d);
+    let stranger = ["--evidence", "stranger.json"];
     let e = card_sim_fails(
-        &[
-            "settle",
-            "--scheme",
-            "scheme.json",
-            "--pending",
-            "pending.json",
-            "--evidence",
-            "stranger.json",
-            "--out",
-            "x.json",
-        ],
+        &settle("scheme.json", "pending.json", &stranger, "x.json"),
         d,
     );
     assert!(
@@ -653,18 +486,7 @@ fn a_lost_ack_with_the_psd_released_from_the_purse_is_completed_from_the_evidenc
 
     // The issuer releases the PSD on the purse; the purse shows the transfer credited.
     let evidence = json(&card_sim(
-        &[
-            "release-partner",
-            "--state",
-            "purse",
-            "--scheme",
-            "scheme.json",
-            "--psd",
-            &device,
-            "--out",
-            "evidence.json",
-            "--json",
-        ],
+        &with_json(&release_partner(&device, "evidence.json")),
         d,
     ));
     assert_eq!(evidence["entry"]["last_transfer"], 0);
@@ -677,91 +499,47 @@ fn a_lost_ack_with_the_psd_released_from_the_purse_is_completed_from_the_evidenc
         ("altered", "/counter", Value::from(1)),
         ("altered-entry", "/answer", Value::from("00")),
     ] {
-        let path = d.join(format!("{name}.json"));
-        std::fs::copy(d.join("evidence.json"), &path).unwrap();
-        set_field(&path, pointer, value);
-        let e = card_sim_fails(
-            &[
-                "settle",
-                "--scheme",
-                "scheme.json",
-                "--pending",
-                "pending.json",
-                "--evidence",
-                path.to_str().unwrap(),
-                "--out",
-                "x.json",
-            ],
-            d,
-        );
+        let altered = format!("{name}.json");
+        altered_copy(d, "evidence.json", &altered, pointer, value);
+        let basis = ["--evidence", &altered];
+        let e = card_sim_fails(&settle("scheme.json", "pending.json", &basis, "x.json"), d);
         assert!(e.contains("does not verify"), "{name}: {e}");
     }
     // Dated before the pending report, it still decides: the purse's count (1, above the
     // transfer's 0) shows it was taken after the transfer's session began.
-    std::fs::copy(d.join("evidence.json"), d.join("early.json")).unwrap();
-    set_field(&d.join("early.json"), "/released_at", Value::from(1));
+    altered_copy(
+        d,
+        "evidence.json",
+        "early.json",
+        "/released_at",
+        Value::from(1),
+    );
+    let early = ["--evidence", "early.json"];
     let text = card_sim(
-        &[
-            "settle",
-            "--scheme",
-            "scheme.json",
-            "--pending",
-            "pending.json",
-            "--evidence",
-            "early.json",
-            "--out",
-            "early-decision.json",
-        ],
+        &settle("scheme.json", "pending.json", &early, "early-decision.json"),
         d,
     );
     assert!(text.contains("complete transfer 0"), "{text}");
-    card_sim(
-        &["scheme", "create", "--out", "impostor.json", "--id", "9"],
-        d,
-    );
+    new_scheme(d, "impostor.json", "9");
+    let evidence = ["--evidence", "evidence.json"];
     let e = card_sim_fails(
-        &[
-            "settle",
-            "--scheme",
-            "impostor.json",
-            "--pending",
-            "pending.json",
-            "--evidence",
-            "evidence.json",
-            "--out",
-            "x.json",
-        ],
+        &settle("impostor.json", "pending.json", &evidence, "x.json"),
         d,
     );
     assert!(e.contains("does not verify"), "{e}");
     assert!(!d.join("x.json").exists());
 
     let decision = json(&card_sim(
-        &[
-            "settle",
-            "--scheme",
+        &with_json(&settle(
             "scheme.json",
-            "--pending",
             "pending.json",
-            "--evidence",
-            "evidence.json",
-            "--out",
+            &evidence,
             "complete.json",
-            "--json",
-        ],
+        )),
         d,
     ));
     assert_eq!(decision["decision"], "complete");
-    let out = card_sim(
-        &[
-            "apply-settlement",
-            "--state",
-            "psd",
-            "--decision",
-            "complete.json",
-        ],
-        d,
-    );
+    let out = card_sim(&apply_settlement("complete.json"), d);
     assert!(out.contains("transfer 0 of 7.00 completed"), "{out}");
     let r = conserved(d);
     assert_eq!(
@@ -769,16 +547,7 @@ fn a_lost_ack_with_the_psd_released_from_the_purse_is_completed_from_the_evidenc
         (Amount(FUNDED - 700), Amount(700), Amount::ZERO, Amount(700))
     );
     // Counted once: the decision is not applied again.
-    let e = card_sim_fails(
-        &[
-            "apply-settlement",
-            "--state",
-            "psd",
-            "--decision",
-            "complete.json",
-        ],
-        d,
-    );
+    let e = card_sim_fails(&apply_settlement("complete.json"), d);
     assert!(e.contains("nothing pending"), "{e}");
     conserved(d);
 }
@@ -793,43 +562,23 @@ fn a_counter_far_ahead_of_the_clock_is_refused_without_force_counter() {
     let d = dir.path();
     devices(d);
     cut_transfer(d, 700, true);
-    card_sim(&["pending", "--state", "psd", "--out", "pending.json"], d);
-    std::fs::copy(d.join("pending.json"), d.join("inflated.json")).unwrap();
-    set_field(
-        &d.join("inflated.json"),
+    report_pending(d, "pending.json");
+    let inflated = Value::from(u32::MAX - 1);
+    altered_copy(
+        d,
+        "pending.json",
+        "inflated.json",
         "/issuer_counter",
-        Value::from(u32::MAX - 1),
+        inflated,
     );
-    let settle = |report: &str, extra: &[&str], out: &str| {
-        let mut args = vec![
-            "settle",
-            "--scheme",
-            "scheme.json",
-            "--pending",
-            report,
-            "--decision",
-            "undo",
-            "--out",
-            out,
-        ];
-        args.extend_from_slice(extra);
-        args.into_iter().map(String::from).collect::<Vec<_>>()
-    };
-    let run_fails = |args: Vec<String>| {
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        card_sim_fails(&args, d)
-    };
     // The report's counter, and a counter asked for, far ahead: refused, nothing written.
-    let e = run_fails(settle("inflated.json", &[], "x.json"));
+    let e = card_sim_fails(&settle("scheme.json", "inflated.json", UNDO, "x.json"), d);
     assert!(
         e.contains("4294967294") && e.contains("ahead") && e.contains("--force-counter"),
         "{e}"
     );
-    let e = run_fails(settle(
-        "pending.json",
-        &["--counter", "4294967295"],
-        "x.json",
-    ));
+    let far = ["--decision", "undo", "--counter", "4294967295"];
+    let e = card_sim_fails(&settle("scheme.json", "pending.json", &far, "x.json"), d);
     assert!(
         e.contains("4294967295") && e.contains("ahead") && e.contains("--force-counter"),
         "{e}"
@@ -837,20 +586,16 @@ fn a_counter_far_ahead_of_the_clock_is_refused_without_force_counter() {
     assert!(!d.join("x.json").exists());
     // Within a day of the clock: signed as before.
     let soon = (settlement_now() + 3_600).to_string();
+    let near = ["--decision", "undo", "--counter", &soon];
     let text = card_sim(
-        &settle("pending.json", &["--counter", &soon], "soon.json")
-            .iter()
-            .map(String::as_str)
-            .collect::<Vec<_>>(),
+        &settle("scheme.json", "pending.json", &near, "soon.json"),
         d,
     );
     assert!(text.contains(&format!("counter {soon}")), "{text}");
     // The issuer insists: signed.
+    let forced = ["--decision", "undo", "--force-counter"];
     let text = card_sim(
-        &settle("inflated.json", &["--force-counter"], "forced.json")
-            .iter()
-            .map(String::as_str)
-            .collect::<Vec<_>>(),
+        &settle("scheme.json", "inflated.json", &forced, "forced.json"),
         d,
     );
     assert!(text.contains("counter 4294967295"), "{text}");

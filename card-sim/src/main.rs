@@ -791,35 +791,9 @@ fn dispatch(command: Command) -> Result<ExitCode> {
         } => {
             let d = settlement::DecisionFile::read(&decision)?;
             let (applied, r) = settlement::apply(&mut open_card(&state)?, &d)?;
-            if json {
-                println!(
-                    "{}",
-                    serde_json::json!({
-                        "device": hex::encode_upper(d.device),
-                        "transfer": d.pending.transfer,
-                        "amount": d.pending.amount,
-                        "decision": settlement::decision_word(applied),
-                        "set": d.pending.set,
-                        "dr": r.dr.0, "ar": r.ar.0, "pending": r.pending.0,
-                        "transferred": r.transferred.0, "control_sum": r.control_sum.0,
-                    })
-                );
-            } else {
-                println!(
-                    "PSD {}: transfer {} of {} {}",
-                    DeviceId(d.device),
-                    d.pending.transfer,
-                    Amount(d.pending.amount),
-                    match applied {
-                        Decision::Complete => "completed",
-                        Decision::Undo => "undone",
-                    }
-                );
-                println!(
-                    "set {}: DR {} AR {} pending {} transferred {}",
-                    d.pending.set, r.dr, r.ar, r.pending, r.transferred
-                );
-            }
+            let wording = settlement::AppliedWording::CardSim;
+            let report = settlement::applied_report(&d, applied, &r, wording, json);
+            println!("{report}");
         }
         Command::BenchKms { dir } => {
             let (signing, public) = card_sim::kms_key::create(&dir, &mut OsPlatform::default())?;

@@ -636,6 +636,59 @@ pub fn apply(card: &mut dyn Link, decision: &DecisionFile) -> Result<(Decision, 
     Ok((applied, registers))
 }
 
+/// Whose words [`applied_report`] prints: the two commands that apply a decision word it
+/// differently, and scripts and docs parse both, so each keeps its own.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AppliedWording {
+    /// `card-sim apply-settlement`: JSON `"decision": "complete"|"undo"`; the text line
+    /// ends with the outcome.
+    CardSim,
+    /// `openpsd settle`: JSON `"outcome": "completed"|"undone"`; the text line goes on "by
+    /// the issuer's decision".
+    Openpsd,
+}
+
+/// What [`apply`] did (the decision `d`, which the PSD `applied`, and its register set `r`
+/// after), as the command printing it shows it: one JSON object (`json`), or two lines of
+/// text. Without the final newline.
+pub fn applied_report(
+    d: &DecisionFile,
+    applied: Decision,
+    r: &Registers,
+    wording: AppliedWording,
+    json: bool,
+) -> String {
+    let outcome = match applied {
+        Decision::Complete => "completed",
+        Decision::Undo => "undone",
+    };
+    let (key, word, tail) = match wording {
+        AppliedWording::CardSim => ("decision", decision_word(applied), ""),
+        AppliedWording::Openpsd => ("outcome", outcome, " by the issuer's decision"),
+    };
+    let p = &d.pending;
+    if json {
+        return serde_json::json!({
+            "device": DeviceId(d.device).to_string(), "transfer": p.transfer,
+            "amount": p.amount, (key): word, "set": p.set,
+            "dr": r.dr.0, "ar": r.ar.0, "pending": r.pending.0,
+            "transferred": r.transferred.0, "control_sum": r.control_sum.0,
+        })
+        .to_string();
+    }
+    format!(
+        "PSD {}: transfer {} of {} {outcome}{tail}\nset {}: DR {} AR {} pending {} transferred {}",
+        DeviceId(d.device),
+        p.transfer,
+        Amount(p.amount),
+        p.set,
+        r.dr,
+        r.ar,
+        r.pending,
+        r.transferred
+    )
+}
+
 #[cfg(test)]
 mod tests {
     // Test code: a failed unwrap or expect is a failed test, with its message.
@@ -656,6 +709,57 @@ mod tests {
         card_transfers: 5,
         amount: 700,
     };
+
+    /// `card-sim apply-settlement` and `openpsd settle` print an applied decision as they
+    /// did before they shared [`applied_report`], byte for byte.
+    #[test]
+    fn an_applied_decision_is_printed_in_each_commands_words() {
+        use openpsd_core::types::{LicenseId, PieceCount, PostalCode, RefillCount};
+        let d = DecisionFile {
+            kind: DECISION_KIND.into(),
+            scheme: 9,
+            device: DEVICE.0,
+            pending: PENDING,
+            decision: "undo".into(),
+            counter: 8,
+            reason: String::new(),
+            data: String::new(),
+        };
+        let r = Registers {
+            license: LicenseId(1),
+            origin: PostalCode::new(b"75001").unwrap(),
+            ar: Amount(200),
+            dr: Amount(9_800),
+            control_sum: Amount(10_000),
+            pieces: PieceCount(0),
+            refills: RefillCount(1),
+            transferred: Amount(150),
+            pending: Amount(0),
+        };
+        let report = |applied, wording, json| applied_report(&d, applied, &r, wording, json);
+        assert_eq!(
+            report(Decision::Undo, AppliedWording::CardSim, false),
+            "PSD 5053443030303031: transfer 3 of 7.00 undone\n\
+             set 0: DR 98.00 AR 2.00 pending 0.00 transferred 1.50"
+        );
+        assert_eq!(
+            report(Decision::Complete, AppliedWording::Openpsd, false),
+            "PSD 5053443030303031: transfer 3 of 7.00 completed by the issuer's decision\n\
+             set 0: DR 98.00 AR 2.00 pending 0.00 transferred 1.50"
+        );
+        assert_eq!(
+            report(Decision::Complete, AppliedWording::CardSim, true),
+            r#"{"amount":700,"ar":200,"control_sum":10000,"decision":"complete","#.to_owned()
+                + r#""device":"5053443030303031","dr":9800,"pending":0,"set":0,"transfer":3,"#
+                + r#""transferred":150}"#
+        );
+        assert_eq!(
+            report(Decision::Undo, AppliedWording::Openpsd, true),
+            r#"{"amount":700,"ar":200,"control_sum":10000,"device":"5053443030303031","#.to_owned()
+                + r#""dr":9800,"outcome":"undone","pending":0,"set":0,"transfer":3,"#
+                + r#""transferred":150}"#
+        );
+    }
 
     fn report() -> PendingReport {
         PendingReport {

@@ -8,10 +8,8 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 use card_sim::settlement::{self, DecisionFile};
-use openpsd_core::psd::settle::Decision;
 use openpsd_core::types::{Amount, CardId, DeviceId};
 use openpsd_host::{open, CardSpec};
-use serde_json::json;
 
 fn psd_link(spec: Option<CardSpec>) -> Result<Box<dyn openpsd_core::client::Link>> {
     let spec = spec.unwrap_or(CardSpec::Pcsc("0".into()));
@@ -54,31 +52,8 @@ pub fn pending(spec: Option<CardSpec>, out: Option<&Path>, json_out: bool) -> Re
 pub fn settle(spec: Option<CardSpec>, decision: &Path, json_out: bool) -> Result<()> {
     let d = DecisionFile::read(decision)?;
     let (applied, r) = settlement::apply(&mut *psd_link(spec)?, &d)?;
-    let word = match applied {
-        Decision::Complete => "completed",
-        Decision::Undo => "undone",
-    };
-    if json_out {
-        println!(
-            "{}",
-            json!({
-                "device": DeviceId(d.device).to_string(), "transfer": d.pending.transfer,
-                "amount": d.pending.amount, "outcome": word, "set": d.pending.set,
-                "dr": r.dr.0, "ar": r.ar.0, "pending": r.pending.0,
-                "transferred": r.transferred.0, "control_sum": r.control_sum.0,
-            })
-        );
-    } else {
-        println!(
-            "PSD {}: transfer {} of {} {word} by the issuer's decision",
-            DeviceId(d.device),
-            d.pending.transfer,
-            Amount(d.pending.amount)
-        );
-        println!(
-            "set {}: DR {} AR {} pending {} transferred {}",
-            d.pending.set, r.dr, r.ar, r.pending, r.transferred
-        );
-    }
+    let wording = settlement::AppliedWording::Openpsd;
+    let report = settlement::applied_report(&d, applied, &r, wording, json_out);
+    println!("{report}");
     Ok(())
 }

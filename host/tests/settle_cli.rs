@@ -6,46 +6,22 @@
 // Test code: a failed unwrap or expect is a failed test, with its message.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::net::TcpListener;
 use std::path::Path;
-use std::process::{Command, Output};
 
-use card_sim::issuer::{self, PurseRequest};
-use card_sim::os_platform::{Clock, OsPlatform};
-use card_sim::personalize::Request;
+use card_sim::os_platform::Clock;
 use card_sim::scheme::Scheme;
 use card_sim::settlement::{self, Basis, PendingReport};
 use card_sim::sim::{self, FileCard};
+use common::{fails, ok_json};
 use openpsd_core::client::transfer as driver;
 use openpsd_core::client::{Link, LinkError};
 use openpsd_core::psd::settle::Decision;
 use openpsd_core::purse::ins as purse_ins;
 use openpsd_core::types::*;
 use serde_json::Value;
-
-fn openpsd(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_openpsd"))
-        .args(args)
-        .env_remove("OPENPSD_CARD")
-        .output()
-        .unwrap()
-}
-
-fn ok_json(args: &[&str]) -> Value {
-    let out = openpsd(args);
-    assert!(
-        out.status.success(),
-        "openpsd {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("JSON")
-}
-
-fn fails(args: &[&str]) -> String {
-    let out = openpsd(args);
-    assert!(!out.status.success(), "openpsd {args:?} succeeded");
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
 
 /// The purse, gone when it is sent TRANSFER CREDIT: the VAL is lost.
 struct ValLost<'a>(&'a mut FileCard);
@@ -61,26 +37,9 @@ impl Link for ValLost<'_> {
 
 /// A funded PSD of scheme 31 with 30.00 pending for a purse that is then lost.
 fn psd_with_a_lost_val(dir: &Path) -> Scheme {
-    let s = Scheme::generate(Some(31), &mut OsPlatform::default());
-    let mut psd = sim::create_file_card(&dir.join("psd"), Clock::System).unwrap();
-    let kms = openpsd_core::crypto::IndiciumKey::from_bytes(&[0x11; 32]).unwrap();
-    let req = Request {
-        device: Some(DeviceId(*b"PSDSET01")),
-        ..Request::new(kms.public_key())
-    };
-    let mut p = OsPlatform::default();
-    issuer::personalize_and_fund(&mut psd, &mut p, &req, &kms, Some((&s, 5)), Amount(5_000))
-        .unwrap();
-    let mut purse = sim::create_file_card(&dir.join("purse"), Clock::System).unwrap();
-    let req = PurseRequest {
-        card: Some(CardId(*b"PURSESET")),
-        pin: zeroize::Zeroizing::new(b"1234".to_vec()),
-        max_balance: Amount(50_000),
-        max_transfer: Amount(10_000),
-        pin_tries: 3,
-        max_failures: 5,
-    };
-    issuer::personalize_purse(&mut purse, &mut p, &s, &req).unwrap();
+    let s = common::cards(dir, *b"PSDSET01", *b"PURSESET");
+    let mut psd = sim::open_file_card(&dir.join("psd"), Clock::System).unwrap();
+    let mut purse = sim::open_file_card(&dir.join("purse"), Clock::System).unwrap();
     let e = driver::transfer(
         &mut psd,
         &mut ValLost(&mut purse),

@@ -4,71 +4,21 @@
 // Test code: a failed unwrap or expect is a failed test, with its message.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::path::Path;
-use std::process::{Command, Output};
+mod common;
 
-use card_sim::issuer::{self, PurseRequest};
-use card_sim::os_platform::{Clock, OsPlatform};
-use card_sim::personalize::Request;
+use std::path::Path;
+
+use card_sim::os_platform::OsPlatform;
 use card_sim::scheme::{self, Scheme};
-use card_sim::sim;
-use openpsd_core::types::*;
+use common::{fails, ok_json, openpsd};
 use serde_json::Value;
 
-fn openpsd(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_openpsd"))
-        .args(args)
-        .env_remove("OPENPSD_CARD")
-        .env_remove("OPENPSD_PIN")
-        .output()
-        .unwrap()
-}
-
-fn ok_json(args: &[&str]) -> Value {
-    let out = openpsd(args);
-    assert!(
-        out.status.success(),
-        "openpsd {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("JSON")
-}
-
-fn fails(args: &[&str]) -> String {
-    let out = openpsd(args);
-    assert!(!out.status.success(), "openpsd {args:?} succeeded");
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
+/// The cards (see [`common::cards`]), and the scheme's files: `scheme.json`, and the issuer
+/// key `issuer.json` a terminal checks purses with.
 fn cards(dir: &Path) {
-    let s = Scheme::generate(Some(31), &mut OsPlatform::default());
+    let s = common::cards(dir, *b"PSDCLI01", *b"PURSECLI");
     s.write(&dir.join("scheme.json")).unwrap();
     scheme::write_public(&dir.join("issuer.json"), &s.public()).unwrap();
-    let mut psd = sim::create_file_card(&dir.join("psd"), Clock::System).unwrap();
-    let kms = openpsd_core::crypto::IndiciumKey::from_bytes(&[0x11; 32]).unwrap();
-    let req = Request {
-        device: Some(DeviceId(*b"PSDCLI01")),
-        ..Request::new(kms.public_key())
-    };
-    issuer::personalize_and_fund(
-        &mut psd,
-        &mut OsPlatform::default(),
-        &req,
-        &kms,
-        Some((&s, 5)),
-        Amount(5_000),
-    )
-    .unwrap();
-    let mut purse = sim::create_file_card(&dir.join("purse"), Clock::System).unwrap();
-    let req = PurseRequest {
-        card: Some(CardId(*b"PURSECLI")),
-        pin: zeroize::Zeroizing::new(b"1234".to_vec()),
-        max_balance: Amount(50_000),
-        max_transfer: Amount(10_000),
-        pin_tries: 3,
-        max_failures: 5,
-    };
-    issuer::personalize_purse(&mut purse, &mut OsPlatform::default(), &s, &req).unwrap();
 }
 
 #[test]

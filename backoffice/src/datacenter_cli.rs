@@ -4,7 +4,8 @@
 //! reordered, a register edited, a tree root that is not the ledger's). Exit status 1 when
 //! anything is reported. Reads the database only; it may run beside the service. With
 //! `--rc URL` it also reads each mailer's deposit account at the recharging center (as an
-//! operator) and checks that what was debited is what the records credited.
+//! operator) and checks that what was debited is what the records credited, then reads the
+//! refill rows again (not the records) to leave out a mailer whose refill moved meanwhile.
 
 use std::path::PathBuf;
 
@@ -118,7 +119,6 @@ pub async fn run(c: DatacenterCmd) -> Result<bool> {
                 None => None,
             };
             let db2 = db.clone();
-            let key2 = key.clone();
             let mut r = tokio::task::spawn_blocking(move || {
                 openpsd_datacenter::audit::audit(&db, key.as_deref())
             })
@@ -146,12 +146,14 @@ pub async fn run(c: DatacenterCmd) -> Result<bool> {
                         ),
                     }
                 }
-                // Read again: a mailer whose refill moved meanwhile is not compared.
+                // The refill rows again: a mailer whose refill moved meanwhile is not
+                // compared. A light read (two queries on the refill rows), not a second walk
+                // of every record: only whether a refill moved is asked.
                 let again = tokio::task::spawn_blocking(move || {
-                    openpsd_datacenter::audit::audit(&db2, key2.as_deref())
+                    openpsd_datacenter::audit::read_refills(&db2)
                 })
                 .await??;
-                openpsd_datacenter::audit::reconcile_deposits(&mut r, &accounts, &again.credits);
+                openpsd_datacenter::audit::reconcile_deposits(&mut r, &accounts, &again);
             }
             if c.json {
                 println!("{}", serde_json::to_string_pretty(&r)?);

@@ -157,6 +157,29 @@ async fn deposit(w: &World, mailer: &str, amount: u64, reference: &str) {
         .unwrap();
 }
 
+/// The client transaction ID of [`funded`]'s refill (no test uses it for another).
+const FUNDING_REFILL: &str = "00000000000000f0";
+
+/// A mailer signed up, `deposit` booked to its deposit (reference `bank-<name>`) and
+/// `refill` of it credited to its meter (one refill, settled, under [`FUNDING_REFILL`]):
+/// the set-up of the tests past the first, which walks it step by step.
+async fn funded(w: &World, name: &str, deposit: u64, refill: u64) -> (Client, MailerSession) {
+    let (c, s) = sign_up(w, name).await;
+    self::deposit(w, &s.mailer_id, deposit, &format!("bank-{name}")).await;
+    let done: RefillDone = c
+        .post(
+            "/v1/refills",
+            &RefillOrder {
+                client_txn_id: FUNDING_REFILL.into(),
+                amount: refill,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(done.amount, refill);
+    (c, s)
+}
+
 fn order(txn: u64, postage: u64) -> IndiciumOrder {
     IndiciumOrder {
         client_txn_id: format!("{txn:016x}"),
@@ -170,6 +193,19 @@ fn audit(w: &World) -> openpsd_datacenter::audit::AuditReport {
     let (db, key) = (w.database(), w.info.txn_key);
     std::thread::scope(|s| {
         s.spawn(move || openpsd_datacenter::audit::audit(&db, Some(&key)))
+            .join()
+    })
+    .expect("the auditor's thread")
+    .unwrap()
+}
+
+/// The auditor's light second read (`datacenter audit --rc`): the refill rows.
+fn read_refills(
+    w: &World,
+) -> std::collections::BTreeMap<String, openpsd_datacenter::audit::MailerRefills> {
+    let db = w.database();
+    std::thread::scope(|s| {
+        s.spawn(move || openpsd_datacenter::audit::read_refills(&db))
             .join()
     })
     .expect("the auditor's thread")
@@ -376,18 +412,7 @@ async fn sessions_and_passwords() {
 async fn an_edited_record_is_refused_and_a_restored_database_does_not_start() {
     let tmp = tempfile::tempdir().unwrap();
     let w = world(tmp.path()).await;
-    let (alice, s) = sign_up(&w, "alice").await;
-    deposit(&w, &s.mailer_id, 5_000, "bank-1").await;
-    let _: RefillDone = alice
-        .post(
-            "/v1/refills",
-            &RefillOrder {
-                client_txn_id: "00000000000000b1".into(),
-                amount: 1_000,
-            },
-        )
-        .await
-        .unwrap();
+    let (alice, _) = funded(&w, "alice", 5_000, 1_000).await;
     // A backup taken now, with 1,000 in the meter.
     let backup = tmp.path().join("backup.sqlite");
     let db = tmp
@@ -707,16 +732,11 @@ async fn sixty_four_requests_at_once_on_one_meter() {
 async fn a_refill_the_box_refuses_is_voided_and_one_the_kms_refuses_released() {
     let tmp = tempfile::tempdir().unwrap();
     let w = world(tmp.path()).await;
-    let (alice, s) = sign_up(&w, "alice").await;
-    deposit(&w, &s.mailer_id, 20_000, "bank-1").await;
+    let (alice, s) = funded(&w, "alice", 20_000, 8_000).await;
     let refill = |id: &str, amount: u64| RefillOrder {
         client_txn_id: id.into(),
         amount,
     };
-    let _: RefillDone = alice
-        .post("/v1/refills", &refill("00000000000000e1", 8_000))
-        .await
-        .unwrap();
     // Above the meter's 100.00: the box refuses the message (9A14), which is then voided
     // (a zero refill on the same counters, applied) and its hold released.
     let e = alice
@@ -834,16 +854,11 @@ async fn a_crash_after_the_void_is_finished_by(by: FinishedBy) {
     let _turn = ONE_AT_A_TIME.lock().await;
     let tmp = tempfile::tempdir().unwrap();
     let mut w = world(tmp.path()).await;
-    let (alice, s) = sign_up(&w, "alice").await;
-    deposit(&w, &s.mailer_id, 20_000, "bank-1").await;
+    let (alice, s) = funded(&w, "alice", 20_000, 8_000).await;
     let refill = |id: &str, amount: u64| RefillOrder {
         client_txn_id: id.into(),
         amount,
     };
-    let _: RefillDone = alice
-        .post("/v1/refills", &refill("00000000000000f1", 8_000))
-        .await
-        .unwrap();
     // The next refill is above the meter's limit: refused by the box, voided, and then the
     // data center crashes (once) before the release.
     static FIRED: AtomicBool = AtomicBool::new(false);
@@ -940,18 +955,7 @@ fn batch(orders: impl IntoIterator<Item = IndiciumOrder>) -> IndiciumBatch {
 async fn a_batch_is_one_box_command_idempotent_per_order_and_refused_whole() {
     let tmp = tempfile::tempdir().unwrap();
     let w = world(tmp.path()).await;
-    let (alice, s) = sign_up(&w, "alice").await;
-    deposit(&w, &s.mailer_id, 5_000, "bank-1").await;
-    let _: RefillDone = alice
-        .post(
-            "/v1/refills",
-            &RefillOrder {
-                client_txn_id: "00000000000000a1".into(),
-                amount: 3_000,
-            },
-        )
-        .await
-        .unwrap();
+    let (alice, _) = funded(&w, "alice", 5_000, 3_000).await;
     let m: MeterView = alice.get("/v1/meter").await.unwrap();
     let key = hex::decode(&m.public_key).unwrap();
 
@@ -1092,19 +1096,8 @@ async fn the_auditor_reconciles_each_deposit_with_the_records() {
     use openpsd_datacenter::audit::{reconcile_deposits, MeterCredit};
     let tmp = tempfile::tempdir().unwrap();
     let w = world(tmp.path()).await;
-    let (alice, s) = sign_up(&w, "alice").await;
+    let (alice, s) = funded(&w, "alice", 20_000, 8_000).await;
     let (_bob, b) = sign_up(&w, "bob").await;
-    deposit(&w, &s.mailer_id, 20_000, "bank-1").await;
-    let _: RefillDone = alice
-        .post(
-            "/v1/refills",
-            &RefillOrder {
-                client_txn_id: "00000000000000c1".into(),
-                amount: 8_000,
-            },
-        )
-        .await
-        .unwrap();
     let _: IndiciumIssued = alice.post("/v1/indicia", &order(0xc2, 100)).await.unwrap();
     let op = Client::new(&w.h.recharge.url, &w.h.pki, Some(Role::Operator));
     let reconciled = || async {
@@ -1115,7 +1108,8 @@ async fn the_auditor_reconciles_each_deposit_with_the_records() {
             let a: Account = op.get(&format!("/v1/accounts/{id}")).await.unwrap();
             accounts.insert(id, a);
         }
-        let again = audit(&w).credits;
+        // As `datacenter audit --rc`: the refill rows again, not a second walk.
+        let again = read_refills(&w);
         reconcile_deposits(&mut rep, &accounts, &again);
         rep
     };
@@ -1173,21 +1167,8 @@ async fn printing_needs_a_fresh_word_from_the_kms() {
         c.standing_recheck = std::time::Duration::from_secs(3600);
     })
     .await;
-    let (alice, s) = sign_up(&w, "alice").await;
-    let (bob, b) = sign_up(&w, "bob").await;
-    for (who, m, r) in [(&alice, &s, "bank-a"), (&bob, &b, "bank-b")] {
-        deposit(&w, &m.mailer_id, 5_000, r).await;
-        let _: RefillDone = who
-            .post(
-                "/v1/refills",
-                &RefillOrder {
-                    client_txn_id: "00000000000000d1".into(),
-                    amount: 1_000,
-                },
-            )
-            .await
-            .unwrap();
-    }
+    let (alice, _) = funded(&w, "alice", 5_000, 1_000).await;
+    let (bob, _) = funded(&w, "bob", 5_000, 1_000).await;
     // Alice prints once: the KMS's word on her meter is fresh for an hour.
     let _: IndiciumIssued = alice.post("/v1/indicia", &order(0xd2, 100)).await.unwrap();
     let World { h, dc, .. } = w;

@@ -16,7 +16,9 @@
 //! account as the recharging center reports it, what it debited must be exactly what the
 //! box's records credited that mailer's meter (a refill credited that nobody paid for, or a
 //! payment no refill credited, is reported), and nothing may stay held unless a refill of
-//! that mailer is under way. `backoffice datacenter audit --rc URL` reads the accounts.
+//! that mailer is under way. `backoffice datacenter audit --rc URL` reads the accounts, then
+//! the refills again ([`read_refills`], a light read: two queries on the refill rows, no
+//! record walked or verified) to leave out a mailer whose refill moved meanwhile.
 
 use std::collections::BTreeMap;
 
@@ -51,6 +53,24 @@ pub struct AuditReport {
     pub deposits_checked: u64,
     /// Deposit accounts not compared: the mailer's refill moved while they were read.
     pub deposits_skipped: u64,
+    /// Each mailer's refills as the walk's snapshot saw them ([`read_refills`]'s figures
+    /// from the same snapshot as `credits`): what [`reconcile_deposits`] compares the light
+    /// second read with. Not printed: `credits` holds what they mean.
+    #[serde(skip)]
+    pub refills: BTreeMap<String, MailerRefills>,
+}
+
+/// A mailer's refills, as the refill rows show them: the figures that move whenever a
+/// refill of the mailer moves, read without walking a record ([`read_refills`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MailerRefills {
+    /// Σ amounts of its refill rows `applied` or `settled`: the box credited exactly these
+    /// (a row reaches `applied` in the transaction that commits the refill's record,
+    /// `crate::indicia`), so this moves whenever the meter's credit by its records does.
+    /// Not the credit itself: the rows are not signed, the records are.
+    pub credited: u64,
+    /// Its refills under way (as [`MeterCredit::under_way`]).
+    pub under_way: Vec<UnderWay>,
 }
 
 /// One meter's credit by its records, and its mailer.
@@ -85,10 +105,12 @@ pub type Deposit = openpsd_protocol::recharge::Account;
 /// account ID `vm-<mailer>`, read after [`audit`] gave `rep`) with what the box's records
 /// credited the mailer's meter, and reports each difference in `rep.problems`.
 ///
-/// `again` is [`AuditReport::credits`] of a second audit made after the accounts were read:
-/// a mailer whose credit or refill under way moved between the two reads was caught
-/// mid-refill and is not compared (counted in `deposits_skipped`); for the others, the
-/// recharging center was read while the mailer's refills stood still, so:
+/// `again` is [`read_refills`] made after the accounts were read: a mailer whose refills
+/// there differ from `rep.refills` (the walk's snapshot) was caught mid-refill and is not
+/// compared (counted in `deposits_skipped`). Its credit by the records moves only with a
+/// row reaching `applied` (committed together), so the rows' figures move whenever the
+/// credit or a refill under way does, and the records need not be walked again. For the
+/// others, the recharging center was read while the mailer's refills stood still, so:
 /// - credited − (Σ refills `applied`) ≤ debited ≤ credited: a refill `applied` is credited
 ///   by the box and its hold settled a moment before its row moves on;
 /// - held ≤ Σ refills under way (a hold is made or released a moment before its row
@@ -99,10 +121,12 @@ pub type Deposit = openpsd_protocol::recharge::Account;
 pub fn reconcile_deposits(
     rep: &mut AuditReport,
     accounts: &std::collections::HashMap<String, Deposit>,
-    again: &[MeterCredit],
+    again: &BTreeMap<String, MailerRefills>,
 ) {
     for c in &rep.credits {
-        if again.iter().find(|a| a.meter_id == c.meter_id) != Some(c) {
+        // Both reads keyed alike (the mailer the record names): a mailer with no refill row
+        // in either read is unmoved.
+        if rep.refills.get(&c.mailer_id) != again.get(&c.mailer_id) {
             rep.deposits_skipped += 1;
             continue;
         }
@@ -151,6 +175,58 @@ struct Regs {
 /// stores, which whoever rewrote the database could have replaced. Blocking.
 pub fn audit(db: &Database, box_key: Option<&[u8]>) -> anyhow::Result<AuditReport> {
     db.read(|c| walk(c, box_key))
+}
+
+/// The light second read of `backoffice datacenter audit --rc`: each mailer's refills
+/// ([`MailerRefills`]), by mailer, from the refill rows alone, for [`reconcile_deposits`]
+/// to find the mailers whose refill moved since [`audit`]. Two queries in one snapshot, no
+/// transaction record read: the first sums the rows `applied` or `settled` per mailer (one
+/// row per refill ever made, far fewer than the records, and nothing to verify), the second
+/// reads the rows under way (a few). Blocking.
+pub fn read_refills(db: &Database) -> anyhow::Result<BTreeMap<String, MailerRefills>> {
+    db.read(refills_in)
+}
+
+/// The states of a refill not finished yet ([`UnderWay`]).
+const UNDER_WAY: &str = "('requested', 'held', 'sealed', 'voiding', 'voided', 'applied')";
+
+/// [`read_refills`] on connection `c` (in its snapshot).
+fn refills_in(c: &mut Conn<'_>) -> anyhow::Result<BTreeMap<String, MailerRefills>> {
+    let mut out: BTreeMap<String, MailerRefills> = BTreeMap::new();
+    // CAST: PostgreSQL widens SUM(BIGINT) to NUMERIC (crate::sql).
+    for row in c
+        .rows(
+            "audit",
+            "SELECT mailer_id, CAST(SUM(amount) AS BIGINT) FROM refills
+             WHERE state IN ('applied', 'settled') GROUP BY mailer_id",
+            args![],
+        )
+        .map_err(api)?
+    {
+        out.entry(row.text(0).map_err(api)?).or_default().credited =
+            u64::try_from(row.int(1).map_err(api)?).unwrap_or(0);
+    }
+    for row in c
+        .rows(
+            "audit",
+            &format!(
+                "SELECT mailer_id, client_txn_id, state, amount FROM refills
+                 WHERE state IN {UNDER_WAY} ORDER BY mailer_id, client_txn_id"
+            ),
+            args![],
+        )
+        .map_err(api)?
+    {
+        out.entry(row.text(0).map_err(api)?)
+            .or_default()
+            .under_way
+            .push(UnderWay {
+                client_txn_id: row.text(1).map_err(api)?,
+                state: row.text(2).map_err(api)?,
+                amount: u64::try_from(row.int(3).map_err(api)?).unwrap_or(0),
+            });
+    }
+    Ok(out)
 }
 
 fn api(e: openpsd_service_kit::error::ApiError) -> anyhow::Error {
@@ -278,26 +354,9 @@ fn walk(c: &mut Conn<'_>, box_key: Option<&[u8]>) -> anyhow::Result<AuditReport>
             ));
         }
     }
-    let mut under_way: BTreeMap<String, Vec<UnderWay>> = BTreeMap::new();
-    for row in c
-        .rows(
-            "audit",
-            "SELECT mailer_id, client_txn_id, state, amount FROM refills
-             WHERE state IN ('requested', 'held', 'sealed', 'voiding', 'voided', 'applied')
-             ORDER BY mailer_id, client_txn_id",
-            args![],
-        )
-        .map_err(api)?
-    {
-        under_way
-            .entry(row.text(0).map_err(api)?)
-            .or_default()
-            .push(UnderWay {
-                client_txn_id: row.text(1).map_err(api)?,
-                state: row.text(2).map_err(api)?,
-                amount: u64::try_from(row.int(3).map_err(api)?).unwrap_or(0),
-            });
-    }
+    // The refills in the walk's snapshot: the meters' refills under way, and what the
+    // light second read of `--rc` is compared with.
+    rep.refills = refills_in(c)?;
     let rows = c
         .rows(
             "audit",
@@ -309,7 +368,11 @@ fn walk(c: &mut Conn<'_>, box_key: Option<&[u8]>) -> anyhow::Result<AuditReport>
     for row in rows {
         let (meter, record) = (row.text(0).map_err(api)?, row.blob(1).map_err(api)?);
         let mailer = row.text(2).map_err(api)?;
-        let under_way = under_way.remove(&mailer).unwrap_or_default();
+        let under_way = rep
+            .refills
+            .get(&mailer)
+            .map(|r| r.under_way.clone())
+            .unwrap_or_default();
         rep.meters += 1;
         // The mailer whose deposit pays: the one the record names (the box checks it at
         // every command), which must be the row's.
@@ -385,15 +448,31 @@ mod tests {
         (id, a)
     }
 
-    /// The problems `reconcile_deposits` reports for `credits` against `accounts`, read
-    /// twice alike.
+    /// The refill rows' figures matching `credits` (as a consistent database holds them).
+    fn rows_of(credits: &[MeterCredit]) -> BTreeMap<String, MailerRefills> {
+        credits
+            .iter()
+            .map(|c| {
+                let r = MailerRefills {
+                    credited: c.credited,
+                    under_way: c.under_way.clone(),
+                };
+                (c.mailer_id.clone(), r)
+            })
+            .collect()
+    }
+
+    /// The problems `reconcile_deposits` reports for `credits` against `accounts`, the
+    /// refills read twice alike.
     fn problems(credits: Vec<MeterCredit>, accounts: &[(String, Deposit)]) -> Vec<String> {
         let mut rep = AuditReport {
-            credits: credits.clone(),
+            refills: rows_of(&credits),
+            credits,
             ..AuditReport::default()
         };
+        let again = rep.refills.clone();
         let accounts: HashMap<_, _> = accounts.iter().cloned().collect();
-        reconcile_deposits(&mut rep, &accounts, &credits);
+        reconcile_deposits(&mut rep, &accounts, &again);
         rep.problems
     }
 
@@ -443,8 +522,9 @@ mod tests {
     #[test]
     fn a_mailer_whose_refill_moved_between_the_reads_is_not_compared() {
         let before = vec![credit("a", 500, &[("held", 300)])];
-        let after = vec![credit("a", 800, &[])];
+        let after = rows_of(&[credit("a", 800, &[])]);
         let mut rep = AuditReport {
+            refills: rows_of(&before),
             credits: before,
             ..AuditReport::default()
         };
@@ -452,5 +532,107 @@ mod tests {
         reconcile_deposits(&mut rep, &accounts, &after);
         assert!(rep.problems.is_empty(), "{:?}", rep.problems);
         assert_eq!((rep.deposits_checked, rep.deposits_skipped), (0, 1));
+    }
+
+    /// A data center database in memory, with mailers `a` and `b`'s refill rows: `a` has
+    /// 500 settled and 300 sealed (held at the recharging center), `b` 200 settled.
+    fn ledger() -> rusqlite::Connection {
+        let c = rusqlite::Connection::open_in_memory().unwrap();
+        c.execute_batch(store::SCHEMA).unwrap();
+        for (mailer, txn, amount, state) in [
+            ("a", "00000000000000a1", 500, "settled"),
+            ("a", "00000000000000aa", 300, "sealed"),
+            ("b", "00000000000000b1", 200, "settled"),
+        ] {
+            add_refill(&c, mailer, txn, amount, state);
+        }
+        c
+    }
+
+    fn add_refill(c: &rusqlite::Connection, mailer: &str, txn: &str, amount: i64, state: &str) {
+        c.execute(
+            "INSERT INTO refills (mailer_id, client_txn_id, amount, bound_refills, bound_sum, state, created_at)
+             VALUES (?1, ?2, ?3, 0, 0, ?4, 0)",
+            rusqlite::params![mailer, txn, amount, state],
+        )
+        .unwrap();
+    }
+
+    /// What the walk gives for [`ledger`]'s mailers (their records credited 500 and 200),
+    /// with the refill rows read in the same snapshot.
+    fn first_read(c: &mut rusqlite::Connection) -> AuditReport {
+        AuditReport {
+            credits: vec![credit("a", 500, &[("sealed", 300)]), credit("b", 200, &[])],
+            refills: refills_in(&mut Conn::Lite(c)).unwrap(),
+            ..AuditReport::default()
+        }
+    }
+
+    #[test]
+    fn the_light_read_sees_the_refills_as_the_walk_does() {
+        let mut c = ledger();
+        let rep = first_read(&mut c);
+        // The rows' figures are the credits' (the database is consistent).
+        assert_eq!(rep.refills, rows_of(&rep.credits));
+    }
+
+    #[test]
+    fn an_unchanged_ledger_compares_every_mailer() {
+        let mut c = ledger();
+        let mut rep = first_read(&mut c);
+        let again = refills_in(&mut Conn::Lite(&mut c)).unwrap();
+        // `b` debited 50 more than its records credited: compared, so reported.
+        let accounts: HashMap<_, _> = [account("a", 300, 500), account("b", 0, 250)]
+            .into_iter()
+            .collect();
+        reconcile_deposits(&mut rep, &accounts, &again);
+        assert_eq!((rep.deposits_checked, rep.deposits_skipped), (2, 0));
+        assert!(
+            rep.problems.len() == 1 && rep.problems[0].contains("vm-b"),
+            "{:?}",
+            rep.problems
+        );
+    }
+
+    #[test]
+    fn the_light_read_finds_a_refill_that_moved_between_the_reads() {
+        let mut c = ledger();
+        let mut rep = first_read(&mut c);
+        // After the walk: `a`'s sealed refill is applied by the box, and the recharging
+        // center, read then, settled it already (debited 800): the records the walk read
+        // credited 500.
+        c.execute(
+            "UPDATE refills SET state = 'applied' WHERE client_txn_id = '00000000000000aa'",
+            [],
+        )
+        .unwrap();
+        let accounts: HashMap<_, _> = [account("a", 0, 800), account("b", 0, 200)]
+            .into_iter()
+            .collect();
+        let again = refills_in(&mut Conn::Lite(&mut c)).unwrap();
+        reconcile_deposits(&mut rep, &accounts, &again);
+        assert!(
+            rep.problems.is_empty(),
+            "no false alarm: {:?}",
+            rep.problems
+        );
+        assert_eq!((rep.deposits_checked, rep.deposits_skipped), (1, 1));
+
+        // A refill of `b` made from start to end between the reads: never under way in
+        // either, but its credit moved the rows' sum.
+        let mut c = ledger();
+        let mut rep = first_read(&mut c);
+        add_refill(&c, "b", "00000000000000b2", 100, "settled");
+        let accounts: HashMap<_, _> = [account("a", 300, 500), account("b", 0, 300)]
+            .into_iter()
+            .collect();
+        let again = refills_in(&mut Conn::Lite(&mut c)).unwrap();
+        reconcile_deposits(&mut rep, &accounts, &again);
+        assert!(
+            rep.problems.is_empty(),
+            "no false alarm: {:?}",
+            rep.problems
+        );
+        assert_eq!((rep.deposits_checked, rep.deposits_skipped), (1, 1));
     }
 }

@@ -69,6 +69,9 @@ pub struct MailerRefills {
     /// `crate::indicia`), so this moves whenever the meter's credit by its records does.
     /// Not the credit itself: the rows are not signed, the records are.
     pub credited: u64,
+    /// Its refill rows in every state: moves with a refill begun, even one that ended
+    /// (released, refused) before the next read, under way in neither.
+    pub rows: u64,
     /// Its refills under way (as [`MeterCredit::under_way`]).
     pub under_way: Vec<UnderWay>,
 }
@@ -180,9 +183,9 @@ pub fn audit(db: &Database, box_key: Option<&[u8]>) -> anyhow::Result<AuditRepor
 /// The light second read of `backoffice datacenter audit --rc`: each mailer's refills
 /// ([`MailerRefills`]), by mailer, from the refill rows alone, for [`reconcile_deposits`]
 /// to find the mailers whose refill moved since [`audit`]. Two queries in one snapshot, no
-/// transaction record read: the first sums the rows `applied` or `settled` per mailer (one
-/// row per refill ever made, far fewer than the records, and nothing to verify), the second
-/// reads the rows under way (a few). Blocking.
+/// transaction record read: the first counts the rows per mailer and sums those `applied` or
+/// `settled` (one row per refill ever made, far fewer than the records, and nothing to
+/// verify), the second reads the rows under way (a few). Blocking.
 pub fn read_refills(db: &Database) -> anyhow::Result<BTreeMap<String, MailerRefills>> {
     db.read(refills_in)
 }
@@ -193,18 +196,21 @@ const UNDER_WAY: &str = "('requested', 'held', 'sealed', 'voiding', 'voided', 'a
 /// [`read_refills`] on connection `c` (in its snapshot).
 fn refills_in(c: &mut Conn<'_>) -> anyhow::Result<BTreeMap<String, MailerRefills>> {
     let mut out: BTreeMap<String, MailerRefills> = BTreeMap::new();
-    // CAST: PostgreSQL widens SUM(BIGINT) to NUMERIC (crate::sql).
+    // CAST: PostgreSQL widens SUM(BIGINT) to NUMERIC (crate::sql). Every row counted: a
+    // refill begun and released between two reads leaves only its row behind.
     for row in c
         .rows(
             "audit",
-            "SELECT mailer_id, CAST(SUM(amount) AS BIGINT) FROM refills
-             WHERE state IN ('applied', 'settled') GROUP BY mailer_id",
+            "SELECT mailer_id, COUNT(*),
+                    CAST(SUM(CASE WHEN state IN ('applied', 'settled') THEN amount ELSE 0 END) AS BIGINT)
+             FROM refills GROUP BY mailer_id",
             args![],
         )
         .map_err(api)?
     {
-        out.entry(row.text(0).map_err(api)?).or_default().credited =
-            u64::try_from(row.int(1).map_err(api)?).unwrap_or(0);
+        let r = out.entry(row.text(0).map_err(api)?).or_default();
+        r.rows = u64::try_from(row.int(1).map_err(api)?).unwrap_or(0);
+        r.credited = u64::try_from(row.int(2).map_err(api)?).unwrap_or(0);
     }
     for row in c
         .rows(
@@ -456,6 +462,7 @@ mod tests {
                 let r = MailerRefills {
                     credited: c.credited,
                     under_way: c.under_way.clone(),
+                    ..MailerRefills::default()
                 };
                 (c.mailer_id.clone(), r)
             })
@@ -572,8 +579,20 @@ mod tests {
     fn the_light_read_sees_the_refills_as_the_walk_does() {
         let mut c = ledger();
         let rep = first_read(&mut c);
-        // The rows' figures are the credits' (the database is consistent).
-        assert_eq!(rep.refills, rows_of(&rep.credits));
+        // The rows' figures are the credits' (the database is consistent), and every row
+        // is counted.
+        let rows: BTreeMap<_, _> = rep
+            .refills
+            .iter()
+            .map(|(m, r)| (m.clone(), r.rows))
+            .collect();
+        assert_eq!(rows, [("a".to_owned(), 2), ("b".to_owned(), 1)].into());
+        let refills = rep
+            .refills
+            .into_iter()
+            .map(|(m, r)| (m, MailerRefills { rows: 0, ..r }))
+            .collect::<BTreeMap<_, _>>();
+        assert_eq!(refills, rows_of(&rep.credits));
     }
 
     #[test]
@@ -624,6 +643,27 @@ mod tests {
         let mut rep = first_read(&mut c);
         add_refill(&c, "b", "00000000000000b2", 100, "settled");
         let accounts: HashMap<_, _> = [account("a", 300, 500), account("b", 0, 300)]
+            .into_iter()
+            .collect();
+        let again = refills_in(&mut Conn::Lite(&mut c)).unwrap();
+        reconcile_deposits(&mut rep, &accounts, &again);
+        assert!(
+            rep.problems.is_empty(),
+            "no false alarm: {:?}",
+            rep.problems
+        );
+        assert_eq!((rep.deposits_checked, rep.deposits_skipped), (1, 1));
+    }
+
+    #[test]
+    fn the_light_read_finds_a_refill_begun_and_released_between_the_reads() {
+        // A refill of `b` begun after the walk, held at the recharging center when it was
+        // read, then released (the KMS refused it) before the second read: under way in
+        // neither read, nothing credited, but the hold was real when the account was read.
+        let mut c = ledger();
+        let mut rep = first_read(&mut c);
+        add_refill(&c, "b", "00000000000000b2", 100, "released");
+        let accounts: HashMap<_, _> = [account("a", 300, 500), account("b", 100, 200)]
             .into_iter()
             .collect();
         let again = refills_in(&mut Conn::Lite(&mut c)).unwrap();

@@ -37,7 +37,9 @@ mkdir -p "$OUT/ca"
 T=$(cd "$OUT/ca" && pwd)
 
 echo "== building the benchmark"
-cargo bench -q -p openpsd-backoffice --bench ca_crl --no-run
+# shellcheck source=scripts/opt-build.sh
+. scripts/opt-build.sh
+opt_bench ca_crl -q --no-run
 echo "== $(openssl version); load average: $(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo '?')"
 
 echo "== throwaway OpenSSL CA in $T with $ENTRIES revoked certificates"
@@ -114,7 +116,7 @@ got=$(openssl crl -in "$T/crl.pem" -noout -text | grep -c 'Serial Number:' || tr
 ossl_bytes=$(stat -c %s "$T/crl.der")
 
 echo "== cargo bench -p openpsd-backoffice --bench ca_crl -- --entries $ENTRIES --runs $RUNS"
-cargo bench -q -p openpsd-backoffice --bench ca_crl -- --entries "$ENTRIES" --runs "$RUNS" | tee "$OUT/rust.txt"
+opt_bench ca_crl -q -- --entries "$ENTRIES" --runs "$RUNS" | tee "$OUT/rust.txt"
 echo "== load average after: $(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo '?')"
 
 python3 - "$OUT/rust.txt" "$ENTRIES" "$best_ossl" "$ossl_bytes" <<'PY'

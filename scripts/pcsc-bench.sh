@@ -116,19 +116,13 @@ if [ "$TRANSFERS_ONLY" = 1 ]; then LICENSES=0; fi
 if [ "$LICENSES_ONLY" = 1 ]; then TRANSFERS=0; fi
 
 pcsc_install
-cargo build --release -q -p openpsd-card-sim
+start=$SECONDS
+pcsc_build
+echo "(build: $((SECONDS - start)) s)"
 CARD_SIM=$(pwd)/target/release/card-sim
 export CARD_SIM
-if [ "$TRANSFERS" -gt 0 ]; then
-  cargo build --release -q -p openpsd-host --features pcsc
-  OPENPSD=$(pwd)/target/release/openpsd
-fi
-if [ "$LICENSES" -gt 0 ]; then
-  start=$SECONDS
-  cargo build --release -q -p openpsd-host --features pcsc --example license_pcsc_bench
-  echo "(license bench build: $((SECONDS - start)) s)"
-  LICENSE_BENCH=$(pwd)/target/release/examples/license_pcsc_bench
-fi
+OPENPSD=$(pwd)/target/release/openpsd
+LICENSE_BENCH=$(pwd)/target/release/examples/license_pcsc_bench
 pcsc_start
 
 if [ "$LICENSES_ONLY" = 1 ]; then

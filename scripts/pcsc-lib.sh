@@ -11,6 +11,16 @@ mkdir -p "$PCSC_RUN"
 
 pcsc_log() { echo "[pcsc] $*"; }
 
+# shellcheck source=scripts/opt-build.sh
+. scripts/opt-build.sh
+# The optimized binaries the PC/SC scripts run (card-sim, the openpsd host with PC/SC, the back
+# office, the license bench example), built in opt-build.sh's one shape: after the first
+# script, the others find them built. Needs pcsc_install first (libpcsclite-dev).
+pcsc_build() {
+  opt_need_feature openpsd-host/pcsc
+  opt_build -q
+}
+
 pcsc_install() {
   local missing="" p
   for p in $PCSC_PKGS; do

@@ -18,9 +18,7 @@ cd "$(dirname "$0")/.."
 trap pcsc_stop_all EXIT
 
 pcsc_install
-cargo build --release -q -p openpsd-card-sim
-cargo build --release -q -p openpsd-host --features pcsc
-cargo build --release -q -p openpsd-backoffice
+pcsc_build
 CARD_SIM=$(pwd)/target/release/card-sim
 OPENPSD=$(pwd)/target/release/openpsd
 export CARD_SIM

@@ -20,11 +20,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=2
-FEATURES=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --rounds) ROUNDS="$2"; shift 2 ;;
-    --aws-lc) FEATURES=(--features bench-aws-lc); shift ;;
+    --aws-lc) AWS_LC=1; shift ;;
     *) echo "usage: $0 [--rounds N] [--aws-lc]" >&2; exit 2 ;;
   esac
 done
@@ -35,13 +34,16 @@ mkdir -p "$OUT"
 rm -f "$OUT"/*.txt
 
 echo "== building the benchmark"
-cargo bench -p openpsd-post --bench verify "${FEATURES[@]}" --no-run
+# shellcheck source=scripts/opt-build.sh
+. scripts/opt-build.sh
+[ "${AWS_LC:-0}" = 1 ] && opt_need_feature openpsd-post/bench-aws-lc
+opt_bench verify --no-run
 echo "== $(openssl version); load average: $(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo '?')"
 for round in $(seq 1 "$ROUNDS"); do
   echo "== round $round: openssl speed -seconds 2 ecdsap256"
   openssl speed -seconds 2 ecdsap256 2>/dev/null | tee "$OUT/openssl$round.txt" | tail -n 2
   echo "== round $round: cargo bench -p openpsd-post --bench verify (short)"
-  cargo bench -q -p openpsd-post --bench verify "${FEATURES[@]}" -- \
+  opt_bench verify -q -- \
     --warm-up-time 0.5 --measurement-time 1.5 --noplot --nresamples 1000 | tee "$OUT/rust$round.txt" | grep -E '^rate |time:'
 done
 # OpenSSL's own scaling from one process to two, per wall second, now: the machine's

@@ -35,7 +35,7 @@ rm -rf "$out"
 mkdir -p "$out"
 out=$(cd "$out" && pwd)
 say "label scans and expected bytes -> $out (our decoder must read each)"
-OPENPSD_LABELS_DIR="$out" cargo test -p openpsd-post --test label -- --ignored --exact write_label_files
+OPENPSD_LABELS_DIR="$out" cargo test --workspace --test label -- --ignored --exact write_label_files
 
 say "decoding with libdmtx (dmtxread $(dpkg-query -W -f='${Version}' dmtx-utils 2>/dev/null || echo '?'))"
 n=0

@@ -18,6 +18,8 @@
 # creates (PostgreSQL refuses to run as root); otherwise as the caller.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=scripts/opt-build.sh
+. scripts/opt-build.sh
 
 STORED=1000000
 MEASURE=20000
@@ -83,12 +85,15 @@ CONN="host=$DIR user=postgres"
 export OPENPSD_TEST_POSTGRES="$CONN"
 say "PostgreSQL cluster at $DIR (Unix socket only): OPENPSD_TEST_POSTGRES='$CONN'"
 
+# The suites by target name in the workspace's test build (opt-build.sh: `cargo test -p`
+# would resolve features anew and rebuild half the workspace).
 say "the post office suite on PostgreSQL"
-cargo test -p openpsd-post
-cargo test -p openpsd-backoffice --test post --test post_browser
+ws_lib_test openpsd-post
+cargo test --workspace --test registry --test label --test label_limits --test verify
+cargo test --workspace --test post --test post_browser
 say "the data center suite on PostgreSQL"
-cargo test -p openpsd-datacenter --lib
-cargo test -p openpsd-backoffice --test datacenter
+ws_lib_test openpsd-datacenter
+cargo test --workspace --test datacenter
 
 # The data center's failover: a second cluster, a primary with a synchronous standby
 # (streaming replication over Unix sockets: every commit waits until the standby has
@@ -126,14 +131,14 @@ export OPENPSD_TEST_PG_FAILOVER_URL="host=$FO/p,$FO/s user=postgres target_sessi
 export OPENPSD_TEST_PG_FAILOVER_PRIMARY="host=$FO/p user=postgres"
 export OPENPSD_TEST_PG_KILL_PRIMARY="${AS[*]} $BIN/pg_ctl -D $FO/primary -m immediate stop"
 export OPENPSD_TEST_PG_PROMOTE="${AS[*]} $BIN/pg_ctl -D $FO/standby -w promote"
-cargo test -p openpsd-backoffice --test datacenter_failover -- --nocapture
+cargo test --workspace --test datacenter_failover -- --nocapture
 stop_failover
 
 say "the data center's bench on PostgreSQL (release build; DC_PIECES=$DC_PIECES per level)"
-cargo bench -p openpsd-backoffice --bench datacenter -- --pieces "$DC_PIECES" --users 1,64 --postgres "$CONN"
+opt_bench datacenter -- --pieces "$DC_PIECES" --users 1,64 --postgres "$CONN"
 
 say "registry inserts with the duplicate check at $STORED stored pieces (release build)"
-cargo build -q --release -p openpsd-post --example registry_bench
+opt_build -q
 TARGET=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
 BENCH="$TARGET/release/examples/registry_bench"
 "$BENCH" --stored "$STORED" --measure "$MEASURE" 2>&1 | tee "$TARGET/registry-sqlite.txt"

@@ -29,12 +29,14 @@ rm -rf "$OUT"
 mkdir -p "$OUT/tsa"
 
 echo "== building the benchmark"
-cargo bench -q -p openpsd-tests --bench postmark --no-run
+# shellcheck source=scripts/opt-build.sh
+. scripts/opt-build.sh
+opt_bench postmark -q --no-run
 echo "== $(openssl version); load average: $(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo '?')"
 echo "== cargo bench -p openpsd-tests --bench postmark (short)"
 # 1000 bootstrap resamples instead of 100000: criterion's analysis, not the measurement,
 # took half of the 40 s this step used to need; the ratios come from the raw totals anyway.
-cargo bench -q -p openpsd-tests --bench postmark -- \
+opt_bench postmark -q -- \
   --warm-up-time 1 --measurement-time 2 --noplot --nresamples 1000 | tee "$OUT/rust.txt" | grep -E '^postmark/|time:|^ratio|^store'
 
 # A throwaway TSA: P-256 CA and a TSA certificate with the critical timeStamping EKU

@@ -3,24 +3,37 @@
 # commit before them (plain HTTP, no authentication) built and run in the same run: the
 # cost of being safe, as a ratio per level (issue 11: aim >= 0.8).
 #
-#   bash scripts/refill-bench.sh [--refills N]      # default 128 per level (CI); 512 for a real run
+#   bash scripts/refill-bench.sh [--refills N] [--no-base]
+#       --refills N   per level: default 128 (CI); 512 for a real run
+#       --no-base     this tree only (CI): building the base is a second full release build
+#                     of the workspace from another source tree (~6 min on 2 cores), which
+#                     shares nothing with this tree's build; the ratio is then not measured
 #
 # The base is built from git history into target/refill-base (its own target directory, so
 # it never overwrites this tree's binaries).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REFILLS=128
+NO_BASE=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --refills) REFILLS="$2"; shift 2 ;;
-    *) echo "usage: $0 [--refills N]" >&2; exit 2 ;;
+    --no-base) NO_BASE=1; shift ;;
+    *) echo "usage: $0 [--refills N] [--no-base]" >&2; exit 2 ;;
   esac
 done
 # 59fc6ca: the back office as it was before issue 11's identities (plain HTTP on loopback).
 BASE="${REFILL_BENCH_BASE:-59fc6ca}"
+# shellcheck source=scripts/opt-build.sh
+. scripts/opt-build.sh
+if [ "$NO_BASE" = 1 ]; then
+  echo "== --no-base: this tree only, no same-run ratio (bash scripts/refill-bench.sh measures it)"
+  opt_bench refill -- --refills "$REFILLS"
+  exit 0
+fi
 if ! git cat-file -e "$BASE^{commit}" 2>/dev/null; then
   echo "== $BASE is not in this clone's history (shallow?): the same-run comparison is skipped"
-  cargo bench -p openpsd-backoffice --bench refill -- --refills "$REFILLS"
+  opt_bench refill -- --refills "$REFILLS"
   exit 0
 fi
 SRC=target/refill-base/src
@@ -36,7 +49,7 @@ echo "== building the base benchmark ($BASE; first time: several minutes, progre
 CARGO_TARGET_DIR=target/refill-base/target cargo bench --manifest-path "$SRC/Cargo.toml" \
   -p openpsd-backoffice --bench refill --no-run
 echo "== building this tree's benchmark"
-cargo bench -p openpsd-backoffice --bench refill --no-run
+opt_bench refill --no-run
 
 run() { # $1 label, $2.. command
   local label="$1"; shift
@@ -48,7 +61,7 @@ for round in 1 2; do
   CARGO_TARGET_DIR=target/refill-base/target run "base$round" \
     cargo bench -q --manifest-path "$SRC/Cargo.toml" -p openpsd-backoffice --bench refill
   echo "== round $round: now (mutual TLS, customers, access lists)"
-  run "now$round" cargo bench -q -p openpsd-backoffice --bench refill
+  run "now$round" opt_bench refill -q
 done
 python3 - "$OUT" <<'PY'
 import sys, re, pathlib

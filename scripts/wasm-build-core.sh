@@ -1,28 +1,26 @@
 #!/usr/bin/env bash
-# wasm-build-core.sh - prove openpsd-core (no_std + alloc) builds for wasm32-unknown-unknown.
+# wasm-build-core.sh - prove openpsd-core (no_std + alloc) builds for wasm32-unknown-unknown,
+# early in CI and without the web toolchain: the wasm module of the npm package
+# (openpsd-wasm's lib, profile wasm-release), which links core and everything it needs.
 #
 # Uses Debian's Rust (see install-wasm-toolchain.sh) because rustup here cannot add the
-# wasm32 target. Builds into its own target dir: the Debian rustc (1.96) and rustup's
-# (1.95) would otherwise keep invalidating each other's artifacts in ./target.
+# wasm32 target. It builds exactly what scripts/wasm-pkg.sh builds first, with the same
+# target directory and flags (scripts/wasm-common.sh), so that build later finds it done
+# instead of building core for wasm32 a second time.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-TARGET=wasm32-unknown-unknown
-TARGET_DIR=target/wasm32
-
 bash scripts/install-wasm-toolchain.sh
+# wasm-common.sh without installing the rest of the web toolchain (Chromium, wasm-bindgen-cli):
+# only its compiler, target directory and flags are wanted here.
+OPENPSD_SKIP_WEB_INSTALL=1 source scripts/wasm-common.sh
 
-# rustup's proxies in ~/.cargo/bin shadow /usr/bin/{cargo,rustc} and would route through
-# rustup's 1.95 (no wasm32 std); make sure nothing points cargo back at them.
-unset RUSTUP_TOOLCHAIN RUSTC RUSTDOC RUSTC_WRAPPER RUSTC_WORKSPACE_WRAPPER CARGO \
-      CARGO_BUILD_RUSTC CARGO_BUILD_TARGET CARGO_TARGET_DIR CARGO_BUILD_TARGET_DIR RUSTC_BOOTSTRAP
-export PATH=/usr/bin:/bin:/usr/sbin:/sbin:$PATH
-export RUSTC=/usr/bin/rustc RUSTDOC=/usr/bin/rustdoc
-
-echo "== cargo build -p openpsd-core -p openpsd-wasm --release --target $TARGET ($(rustc -V))"
+echo "== cargo build --lib --target $WASM_TARGET --profile wasm-release -p openpsd-wasm ($(rustc -V))"
 t0=$(date +%s)
-/usr/bin/cargo build -p openpsd-core -p openpsd-wasm --release --target "$TARGET" --target-dir "$TARGET_DIR"
+cargo build --lib --target "$WASM_TARGET" --profile wasm-release -p openpsd-wasm
 
-rlib=$TARGET_DIR/$TARGET/release/libopenpsd_core.rlib
-[ -f "$rlib" ] || { echo "error: $rlib was not produced" >&2; exit 1; }
-echo "== built $rlib: $(stat -c %s "$rlib") bytes ($(du -h "$rlib" | cut -f1)) in $(( $(date +%s) - t0 )) s"
+rlib=$CARGO_TARGET_DIR/$WASM_TARGET/wasm-release/deps
+module=$CARGO_TARGET_DIR/$WASM_TARGET/wasm-release/openpsd_wasm.wasm
+ls "$rlib"/libopenpsd_core-*.rlib >/dev/null 2>&1 || { echo "error: no libopenpsd_core rlib in $rlib" >&2; exit 1; }
+[ -f "$module" ] || { echo "error: $module was not produced" >&2; exit 1; }
+echo "== built openpsd-core for $WASM_TARGET and the module ${module#"$PWD"/}: $(stat -c %s "$module") bytes in $(( $(date +%s) - t0 )) s"

@@ -4,18 +4,21 @@
 # first one built instead of building the workspace again.
 #
 # Why: cargo resolves the features of shared crates (tokio, p256, serde_json, ...) from the
-# packages a command selects and from whether it needs dev-dependencies. `cargo build
-# --release -p openpsd-backoffice` and `cargo bench -p openpsd-core --bench indicium` each
-# resolved differently, so each step of CI rebuilt 60-190 crates with fat LTO (one step, the
-# refill bench's, took 341 s to build what the PC/SC step had just built). With the whole
-# workspace selected and an example or bench among the targets, every build resolves alike:
+# packages a command selects and from which of them need their dev-dependencies (a bench, an
+# example). `cargo build --release -p openpsd-backoffice`, `cargo bench -p openpsd-core
+# --bench indicium` and even `cargo bench --workspace --bench indicium` each resolved
+# differently, so the steps of CI rebuilt 20-190 crates each with fat LTO (the refill bench's
+# step took 341 s to build what the PC/SC step had just built). So every optimized build
+# here is the same command, whatever a script needs from it:
 #
-#   opt_build            cargo build --release --workspace --bins --examples   (all binaries)
-#   opt_bench NAME ARGS  cargo bench --workspace --bench NAME ARGS             (one benchmark)
+#   opt_build            cargo build --release --workspace --bins --examples --bench <each>
+#   opt_bench NAME [-q] [--no-run] [-- ARGS]
+#                        opt_build, then the bench binary NAME it built, run as `cargo bench`
+#                        runs it: from its package's directory, `--bench` last
 #
-# opt_build builds every binary and example of the workspace: the first script run by hand
-# pays for all of them once, and every other script then finds them built. The bench profile
-# has the release profile's settings, so their artifacts are shared.
+# The first script run by hand pays for every binary, example and benchmark once; every
+# other script then finds them built. (The bench profile has the release profile's settings;
+# the binaries are the ones `cargo bench` would build.)
 # OPENPSD_OPT_FEATURES adds features to every build (CI sets openpsd-host/pcsc once for all
 # scripts, so the PC/SC host is not rebuilt without it by the next script).
 
@@ -30,13 +33,50 @@ opt_need_feature() {
 }
 
 opt_build() {
-  cargo build --release --workspace --bins --examples ${OPT_FEATURES:+--features "$OPT_FEATURES"} "$@"
+  local benches
+  benches=$(cargo metadata --format-version 1 --no-deps | python3 -c '
+import json, sys
+for p in json.load(sys.stdin)["packages"]:
+    for t in p["targets"]:
+        if "bench" in t["kind"]:
+            print("--bench", t["name"])
+') || return 1
+  # shellcheck disable=SC2086 # bench names are plain words
+  cargo build --release --workspace --bins --examples $benches \
+    ${OPT_FEATURES:+--features "$OPT_FEATURES"} "$@"
 }
 
-opt_bench() { # NAME [cargo options] [-- bench arguments]
-  local name=$1
+opt_bench() { # NAME [-q] [--no-run] [-- bench arguments]
+  local name=$1 quiet=() norun=0 found exe dir
   shift
-  cargo bench --workspace --bench "$name" ${OPT_FEATURES:+--features "$OPT_FEATURES"} "$@"
+  while [ $# -gt 0 ]; do
+    case "$1" in
+      -q) quiet=(-q); shift ;;
+      --no-run) norun=1; shift ;;
+      --) shift; break ;;
+      *) echo "opt_bench: unknown option $1" >&2; return 2 ;;
+    esac
+  done
+  found=$(opt_build "${quiet[@]}" --message-format=json-render-diagnostics | python3 -c '
+import json, os, sys
+name = sys.argv[1]
+for line in sys.stdin:
+    m = json.loads(line)
+    if m.get("reason") == "compiler-artifact" and m.get("executable") \
+       and "bench" in m["target"]["kind"] and m["target"]["name"] == name:
+        print(m["executable"] + "\t" + os.path.dirname(m["manifest_path"]))
+' "$name"; echo "build:${PIPESTATUS[0]}")
+  case "$found" in
+    *build:0) ;;
+    *) echo "opt_bench: the optimized build failed" >&2; return 1 ;;
+  esac
+  found=${found%build:0}
+  exe=${found%%$'\t'*}
+  dir=${found#*$'\t'}
+  dir=${dir%$'\n'}
+  [ -n "$exe" ] && [ -x "$exe" ] || { echo "opt_bench: no bench target named $name" >&2; return 1; }
+  [ "$norun" = 1 ] && return 0
+  (cd "$dir" && "$exe" "$@" --bench)
 }
 
 # The same holds for the debug build of `cargo test --workspace` (the README's test command):

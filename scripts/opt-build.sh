@@ -11,13 +11,15 @@
 # step took 341 s to build what the PC/SC step had just built). So every optimized build
 # here is the same command, whatever a script needs from it:
 #
-#   opt_build            cargo build --release --workspace --bins --examples --bench <each>
+#   opt_build            cargo build --release --workspace, the binaries and examples the
+#                        scripts run (backoffice, card-sim, openpsd, registry_bench, with the
+#                        host's PC/SC feature license_pcsc_bench) and every bench
 #   opt_bench NAME [-q] [--no-run] [-- ARGS]
 #                        opt_build, then the bench binary NAME it built, run as `cargo bench`
 #                        runs it: from its package's directory, `--bench` last
 #
-# The first script run by hand pays for every binary, example and benchmark once; every
-# other script then finds them built. (The bench profile has the release profile's settings;
+# The first script run by hand pays for all of them once; every other script then finds
+# them built. (The bench profile has the release profile's settings;
 # the binaries are the ones `cargo bench` would build.)
 # OPENPSD_OPT_FEATURES adds features to every build (CI sets openpsd-host/pcsc once for all
 # scripts, so the PC/SC host is not rebuilt without it by the next script).
@@ -41,8 +43,14 @@ for p in json.load(sys.stdin)["packages"]:
         if "bench" in t["kind"]:
             print("--bench", t["name"])
 ') || return 1
-  # shellcheck disable=SC2086 # bench names are plain words
-  cargo build --release --workspace --bins --examples $benches \
+  # The binaries and examples the scripts run, not every one: each is a fat-LTO link of a
+  # minute or so. (cargo adds the bins of a package whose bench it builds.)
+  local extra="--example registry_bench"
+  case ",$OPT_FEATURES," in
+    *,openpsd-host/pcsc,*) extra="$extra --example license_pcsc_bench" ;;
+  esac
+  # shellcheck disable=SC2086 # bench and target names are plain words
+  cargo build --release --workspace --bin backoffice --bin card-sim --bin openpsd $extra $benches \
     ${OPT_FEATURES:+--features "$OPT_FEATURES"} "$@"
 }
 

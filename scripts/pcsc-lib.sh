@@ -18,7 +18,7 @@ pcsc_log() { echo "[pcsc] $*"; }
 # script, the others find them built. Needs pcsc_install first (libpcsclite-dev).
 pcsc_build() {
   opt_need_feature openpsd-host/pcsc
-  opt_build -q
+  opt_build
 }
 
 pcsc_install() {

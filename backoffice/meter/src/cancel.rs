@@ -96,7 +96,10 @@ impl Meter {
             })
             .await?;
         let ttl = i64::try_from(self.unissued_ttl.as_secs()).unwrap_or(i64::MAX);
-        Ok(created.saturating_add(ttl) <= now_secs())
+        // `created_at` holds whole seconds: strictly later, so a refill lives at least its
+        // whole time-to-live. With `<=` one made at the end of a second expired up to a
+        // second early: with settle.rs's 1 s, milliseconds after it was made (a flaky test).
+        Ok(created.saturating_add(ttl) < now_secs())
     }
 
     /// Releases the device's outstanding refill if its message never left and its

@@ -120,7 +120,7 @@ journey_pid=$!
 wait "$journey_pid" || die "the Certificates journey failed"
 journey_pid=
 
-say "the online meter tab in Chromium (tests/web/online.mjs: sign up, deposit, funds, print, lost answer, post office, log out)"
+say "the online meter tab in Chromium (tests/web/online.mjs: sign up, deposit, funds, print, batch, lost answers, post office, log out)"
 node tests/web/online.mjs --url "$url/" --out "$OUT" &
 journey_pid=$!
 wait "$journey_pid" || die "the online meter journey failed"

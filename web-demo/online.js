@@ -15,6 +15,10 @@ const $ = (id) => document.getElementById(id);
 const PENDING = 'openpsd.online.pending';
 /** The same for a refill. */
 const PENDING_REFILL = 'openpsd.online.pending-refill';
+/** The same for a batch: its orders, each with its own transaction ID. */
+const PENDING_BATCH = 'openpsd.online.pending-batch';
+/** The most pieces the data center makes in one box command (`POST /v1/indicia/batch`). */
+const MAX_COPIES = 16;
 
 function say(text, kind = 'info') {
   const out = $('online-result');
@@ -111,6 +115,11 @@ export function initOnline(ctx) {
     const postage = minorUnits($('online-postage').value);
     if (postage === null) throw new Error('Enter the postage, such as 1.45.');
     const destination = $('online-dest').value.trim();
+    const copies = Number($('online-copies').value);
+    if (!Number.isInteger(copies) || copies < 1 || copies > MAX_COPIES) {
+      throw new Error(`Enter 1 to ${MAX_COPIES} copies.`);
+    }
+    if (copies > 1) return printBatch(postage, destination, copies);
     let pending = null;
     try { pending = JSON.parse(localStorage.getItem(PENDING)); } catch { pending = null; }
     // The same order as one not shown yet: the same transaction ID, so a retry (or a
@@ -127,11 +136,74 @@ export function initOnline(ctx) {
       : `Printed ${amountText(r.postage)}: balance ${amountText(r.balance)}.`);
   }
 
+  // Several labels of one postage and destination in one request: the data center makes
+  // them in one box command. Each order has its own transaction ID, kept until the labels
+  // are shown, so a retry after a lost answer (or a 503 while the box restarts) is answered
+  // with the same indicia, charged once; a refusal (4xx) is final and the next click is a
+  // new batch.
+  async function printBatch(postage, destination, copies) {
+    let pending = null;
+    try { pending = JSON.parse(localStorage.getItem(PENDING_BATCH)); } catch { pending = null; }
+    const same = pending && pending.postage === postage && pending.destination === destination
+      && Array.isArray(pending.orders) && pending.orders.length === copies;
+    const orders = same ? pending.orders
+      : Array.from({ length: copies }, () => ({ client_txn_id: txnId(), postage, rate: 1, destination }));
+    localStorage.setItem(PENDING_BATCH, JSON.stringify({ postage, destination, orders }));
+    let r;
+    try {
+      r = await call('POST', '/dc/v1/indicia/batch', { orders });
+    } catch (e) {
+      if (e.name === 'BackOfficeError' && e.status >= 400 && e.status < 500) localStorage.removeItem(PENDING_BATCH);
+      throw e;
+    }
+    showBatch(r.indicia);
+    localStorage.removeItem(PENDING_BATCH);
+    await refresh();
+    const reprints = r.indicia.filter((i) => i.reprint).length;
+    const charged = r.indicia.filter((i) => !i.reprint).reduce((t, i) => t + i.postage, 0);
+    const last = r.indicia[r.indicia.length - 1];
+    say(reprints === r.indicia.length
+      ? `The same ${r.indicia.length} labels again: not charged twice.`
+      : `Printed ${r.indicia.length} labels, ${amountText(charged)} charged`
+        + `${reprints ? ` (${reprints} of them printed before, not charged again)` : ''}: balance ${amountText(last.balance)}.`);
+  }
+
+  // The batch's labels, each verified under the meter's key, in a list; the first one in
+  // the label area (and any other on a click).
+  function showBatch(indicia) {
+    const list = $('online-batch-list');
+    list.textContent = '';
+    for (const i of indicia) {
+      const bytes = hexToBytes(i.indicium);
+      const v = app.wasm.verifyIndicium(bytes, meter.public_key);
+      const li = document.createElement('li');
+      li.dataset.barcode = i.indicium;
+      li.dataset.valid = String(Boolean(v.valid));
+      li.tabIndex = 0;
+      const code = document.createElement('span');
+      code.className = 'code';
+      code.innerHTML = app.wasm.dataMatrixSvg(bytes, 2);
+      const text = document.createElement('span');
+      text.textContent = v.fields
+        ? `piece ${v.fields.pieces}, ${v.fields.postage} to ${v.fields.destination}: ${v.valid ? 'signature verified' : `NOT valid: ${v.error}`}`
+        : 'not an indicium';
+      li.append(code, text);
+      const open = () => showLabel(i.indicium);
+      li.addEventListener('click', open);
+      li.addEventListener('keydown', (ev) => { if (ev.key === 'Enter') open(); });
+      list.appendChild(li);
+    }
+    $('online-batch').hidden = indicia.length === 0;
+    if (indicia.length) showLabel(indicia[0].indicium);
+  }
+
   async function logOut() {
     // 204 and no body: not `call`, which reads JSON.
     const r = await fetch('/dc/v1/sessions/current', { method: 'DELETE', headers: { 'content-type': 'application/json' } });
     if (!r.ok && r.status !== 401) throw new Error(`log-out answered HTTP ${r.status}`);
     meter = null;
+    $('online-batch').hidden = true;
+    $('online-batch-list').textContent = '';
     $('online-meter').hidden = true;
     $('online-login').hidden = false;
     say('Logged out.');

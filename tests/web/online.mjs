@@ -1,7 +1,8 @@
 // The "online meter" tab in Chromium (seed 001, issue 16 item 6): a mailer with nothing
 // installed signs up, pays into the deposit (the demo's payments desk), adds funds to the
 // meter the data center keeps, prints a label (a double click charges once; an answer lost
-// on the way is finished by the retry with the same transaction ID, charged once), has the
+// on the way is finished by the retry with the same transaction ID, charged once) and a
+// batch of labels (the same for a lost answer: the same transaction IDs, charged once), has the
 // post office verify the label's screenshot, reads the box-signed history and logs out.
 //
 //   node tests/web/online.mjs --url http://127.0.0.1:PORT/ --out target/web-test
@@ -111,6 +112,49 @@ async function main() {
     `the retry got the same indicium, charged once: ${said}`);
   await page.unroute('**/dc/v1/indicia');
 
+  // A batch: three labels in one request (one box command), each verified under the
+  // meter's key, charged once each; its answer lost on the way is finished by the retry
+  // with the same transaction IDs, charged once.
+  // 17 copies: the form's own validation (max 16, one box command) stops the submission.
+  await page.fill('#online-copies', '17');
+  await page.click('#online-print-form button');
+  const overflow = await page.$eval('#online-copies', (el) => el.validity.rangeOverflow);
+  check(overflow && (await text('#online-pieces')) === '2' && (await text('#online-balance')) === '17.70',
+    '17 copies refused by the form, nothing printed');
+  await page.fill('#online-copies', '3');
+  await page.click('#online-print-form button');
+  said = await idle();
+  check(/Printed 3 labels, 2\.55 charged/.test(said) && (await text('#online-balance')) === '15.15' && (await text('#online-pieces')) === '5',
+    `a batch of three charged once each: ${said}`);
+  const batchItems = async () => page.locator('#online-batch-list li').evaluateAll(
+    (lis) => lis.map((li) => ({ barcode: li.dataset.barcode, valid: li.dataset.valid, text: li.textContent })));
+  let items = await batchItems();
+  check(items.length === 3 && items.every((i) => i.valid === 'true') && new Set(items.map((i) => i.barcode)).size === 3
+    && items.map((i) => /piece (\d+)/.exec(i.text)?.[1]).join() === '3,4,5',
+  `three distinct labels, pieces 3 to 5, each verified: ${items.map((i) => i.text).join(' | ')}`);
+  let lostBatch = 0;
+  await page.route('**/dc/v1/indicia/batch', async (route) => {
+    if (lostBatch === 0) {
+      lostBatch += 1;
+      await route.fetch();
+      await route.abort('connectionreset');
+    } else {
+      await route.continue();
+    }
+  });
+  await page.click('#online-print-form button');
+  said = await idle();
+  check((await page.locator('#online-result').getAttribute('data-kind')) === 'error', `the batch's answer was lost: ${said}`);
+  await page.click('#online-print-form button');
+  said = await idle();
+  check(/same 3 labels again: not charged twice/.test(said) && (await text('#online-balance')) === '12.60' && (await text('#online-pieces')) === '8',
+    `the retry got the same three indicia, charged once: ${said}`);
+  items = await batchItems();
+  check(items.length === 3 && items.every((i) => i.valid === 'true')
+    && items.map((i) => /piece (\d+)/.exec(i.text)?.[1]).join() === '6,7,8', `the retry's labels are pieces 6 to 8: ${items.map((i) => i.text).join(' | ')}`);
+  await page.unroute('**/dc/v1/indicia/batch');
+  await page.fill('#online-copies', '1');
+
   // The post office reads the first label's screenshot: the meter's key at the KMS verifies it.
   await page.setInputFiles('#verify-file', join(OUT, 'label.png'));
   await page.click('#verify-form button');
@@ -119,14 +163,14 @@ async function main() {
   said = await text('#verify-result');
   check(verdict === 'accepted' && said.includes(meterId), `the post office accepts the online meter's label: ${said}`);
 
-  // The history the box signed: create, refill, two pieces.
+  // The history the box signed: create, refill, two pieces, two batches of three.
   const kinds = await page.locator('#online-history tr td:nth-child(2)').allInnerTexts();
-  check(JSON.stringify(kinds) === JSON.stringify(['issue', 'issue', 'refill', 'create']), `history ${kinds.join(', ')}`);
+  check(JSON.stringify(kinds) === JSON.stringify([...Array(8).fill('issue'), 'refill', 'create']), `history ${kinds.join(', ')}`);
 
   // Reload: still logged in (the cookie); log out: the session is gone.
   await page.reload();
   await page.locator('#online-meter').waitFor({ state: 'visible' });
-  check((await text('#online-balance')) === '17.70', 'a reload keeps the session');
+  check((await text('#online-balance')) === '12.60', 'a reload keeps the session');
   await page.click('#online-logout');
   said = await idle();
   check(await page.locator('#online-login').isVisible(), `logged out: ${said}`);

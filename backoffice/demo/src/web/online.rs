@@ -38,6 +38,7 @@ fn mailer_route(method: &Method, path: &str) -> bool {
             | ("GET", "/dc/v1/deposit")
             | ("GET", "/dc/v1/history")
             | ("POST", "/dc/v1/indicia")
+            | ("POST", "/dc/v1/indicia/batch")
             | ("POST", "/dc/v1/refills")
     )
 }
@@ -217,6 +218,7 @@ mod tests {
             (Method::DELETE, "/dc/v1/sessions/current"),
             (Method::GET, "/dc/v1/meter"),
             (Method::POST, "/dc/v1/indicia"),
+            (Method::POST, "/dc/v1/indicia/batch"),
             (Method::POST, "/dc/v1/refills"),
         ] {
             assert!(mailer_route(&m, p), "{m} {p}");
@@ -226,6 +228,7 @@ mod tests {
             (Method::POST, "/dc/v1/meter"),
             (Method::GET, "/dc/health"),
             (Method::POST, "/dc/v1/indicia/extra"),
+            (Method::GET, "/dc/v1/indicia/batch"),
             (Method::DELETE, "/dc/v1/sessions/other"),
         ] {
             assert!(!mailer_route(&m, p), "{m} {p}");

@@ -242,15 +242,22 @@ fn compare_deposits(
             continue;
         };
         out.checked = out.checked.saturating_add(1);
-        let applied = c
-            .under_way
-            .iter()
-            .filter(|u| u.state == "applied")
-            .fold(0u64, |t, u| t.saturating_add(u.amount));
-        let under_way = c
-            .under_way
-            .iter()
-            .fold(0u64, |t, u| t.saturating_add(u.amount));
+        // Checked: the rows are not signed, and a saturated sum would cover any hold (a
+        // stranded one hidden). An overflow is reported by its row; the bounds then go on
+        // from the sum kept at its maximum, the meter reported either way.
+        let (mut applied, mut under_way) = (0u64, 0u64);
+        for u in &c.under_way {
+            let what = || {
+                format!(
+                    "mailer {}: refill {}'s row ({}) makes the sum of its refills under way overflow",
+                    c.mailer_id, u.client_txn_id, u.amount
+                )
+            };
+            if u.state == "applied" {
+                add_checked(&mut applied, u.amount, &mut out.problems, what);
+            }
+            add_checked(&mut under_way, u.amount, &mut out.problems, what);
+        }
         if a.debited > c.credited || a.debited < c.credited.saturating_sub(applied) {
             out.problems.push(format!(
                 "meter {}: the recharging center debited {id} {}, the box's records credited the meter {}",
@@ -791,6 +798,22 @@ mod tests {
         let accounts: HashMap<_, _> = accounts.iter().cloned().collect();
         reconcile_deposits(&mut rep, &accounts, &again);
         rep.problems
+    }
+
+    #[test]
+    fn an_overflowing_sum_of_refills_under_way_is_reported_not_saturated() {
+        // Two edited rows under way whose sum overflows: saturated, the sum would cover any
+        // hold (a stranded one hidden) and the lower bound on the debit would vanish.
+        let huge = u64::MAX / 2 + 1;
+        let p = problems(
+            vec![credit("a", 500, &[("held", huge), ("applied", huge)])],
+            &[account("a", 7, 0)],
+        );
+        assert!(
+            p.iter()
+                .any(|p| p.contains("overflow") && p.contains("00000000000000aa")),
+            "{p:?}"
+        );
     }
 
     #[test]

@@ -181,13 +181,51 @@ pub async fn run(c: DatacenterCmd) -> Result<u8> {
                     println!("the ledger balances; every meter is its records' replay");
                 }
             }
-            Ok(if !r.problems.is_empty() {
-                EXIT_PROBLEMS
-            } else if !r.skipped_mailers.is_empty() {
-                EXIT_NOT_COMPARED
-            } else {
-                0
-            })
+            Ok(exit_status(&r))
         }
+    }
+}
+
+/// `audit`'s exit status for report `r`: a problem outranks a mailer not compared (both
+/// may hold: 1, the finding), and only a report with neither is a clean bill (0).
+fn exit_status(r: &openpsd_datacenter::audit::AuditReport) -> u8 {
+    if !r.problems.is_empty() {
+        EXIT_PROBLEMS
+    } else if !r.skipped_mailers.is_empty() {
+        EXIT_NOT_COMPARED
+    } else {
+        0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use openpsd_datacenter::audit::AuditReport;
+
+    use super::*;
+
+    #[test]
+    fn the_exit_status_is_1_on_a_problem_3_on_a_mailer_not_compared_else_0() {
+        let clean = AuditReport::default();
+        assert_eq!(exit_status(&clean), 0);
+        let skipped = AuditReport {
+            skipped_mailers: vec!["aa".into()],
+            deposits_skipped: 1,
+            ..AuditReport::default()
+        };
+        assert_eq!(exit_status(&skipped), EXIT_NOT_COMPARED);
+        assert_eq!(EXIT_NOT_COMPARED, 3);
+        let found = AuditReport {
+            problems: vec!["meter x: edited".into()],
+            ..AuditReport::default()
+        };
+        assert_eq!(exit_status(&found), EXIT_PROBLEMS);
+        assert_eq!(EXIT_PROBLEMS, 1);
+        // Both: the finding wins, never hidden behind "not compared".
+        let both = AuditReport {
+            problems: vec!["meter x: edited".into()],
+            ..skipped
+        };
+        assert_eq!(exit_status(&both), EXIT_PROBLEMS);
     }
 }

@@ -19,8 +19,10 @@ use crate::db::Database;
 /// (committed together), so the rows' figures move whenever the credit or a refill under
 /// way does, and the records need not be walked again. For the others, the recharging
 /// center was read while the mailer's refills stood still, so:
-/// - credited − (Σ refills `applied`) ≤ debited ≤ credited: a refill `applied` is credited
-///   by the box and its hold settled a moment before its row moves on;
+/// - credited − min(Σ refills `applied`, held) ≤ debited ≤ credited: a refill `applied` is
+///   credited by the box and its hold settled a moment before its row moves on, so until
+///   then it is still held (an edited row `applied` excuses nothing the center does not
+///   hold);
 /// - held ≤ Σ refills under way (a hold is made or released a moment before its row
 ///   moves).
 ///
@@ -148,7 +150,11 @@ fn compare_deposits(
             }
             add_checked(&mut under_way, u.amount, &mut out.problems, what);
         }
-        if a.debited > c.credited || a.debited < c.credited.saturating_sub(applied) {
+        // A refill `applied` excuses only what the recharging center still holds: until its
+        // settle it is held there, after it debited. The rows are not signed; an edited row
+        // `applied` must not cover a credit that was neither paid nor held.
+        let excused = applied.min(a.held);
+        if a.debited > c.credited || a.debited < c.credited.saturating_sub(excused) {
             out.problems.push(format!(
                 "meter {}: the recharging center debited {id} {}, the box's records credited the meter {}",
                 c.meter_id, a.debited, c.credited

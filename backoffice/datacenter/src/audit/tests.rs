@@ -122,6 +122,24 @@ fn unpaid_credit_payment_without_credit_stranded_hold_and_missing_account_are_re
 }
 
 #[test]
+fn a_row_made_applied_does_not_excuse_credit_the_recharging_center_neither_debited_nor_holds() {
+    // The box credited 800, the recharging center debited 500 and holds nothing: 300 nobody
+    // paid for. An edited (unsigned) row in `applied` of 300 must not excuse it: a refill
+    // really in its last step is still held at the recharging center or already debited.
+    let p = problems(
+        vec![credit("a", 800, &[("applied", 300)])],
+        &[account("a", 0, 500)],
+    );
+    assert!(p.len() == 1 && p[0].contains("debited vm-a 500"), "{p:?}");
+    // Held only in part: only what is held excuses.
+    let p = problems(
+        vec![credit("a", 800, &[("applied", 300)])],
+        &[account("a", 100, 500)],
+    );
+    assert!(p.iter().any(|p| p.contains("debited vm-a 500")), "{p:?}");
+}
+
+#[test]
 fn a_mailer_whose_refill_moved_between_the_reads_is_not_compared() {
     let before = vec![credit("a", 500, &[("held", 300)])];
     let after = rows_of(&[credit("a", 800, &[])]);

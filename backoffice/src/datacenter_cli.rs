@@ -1,11 +1,16 @@
 //! `backoffice datacenter audit`: the virtual meter's auditor (seed 001; issue 16 §4). Walks
 //! every transaction record the box signed in the data center's database, recomputes every
 //! meter from them alone and reports each inconsistency (a record changed, deleted or
-//! reordered, a register edited, a tree root that is not the ledger's). Exit status 1 when
-//! anything is reported. Reads the database only; it may run beside the service. With
-//! `--rc URL` it also reads each mailer's deposit account at the recharging center (as an
-//! operator) and checks that what was debited is what the records credited, then reads the
-//! refill rows again (not the records) to leave out a mailer whose refill moved meanwhile.
+//! reordered, a register edited, a tree root that is not the ledger's, refill rows that are
+//! not what the records credited, an absurd amount). Reads the database only; it may run
+//! beside the service. With `--rc URL` it also reads each mailer's deposit account at the
+//! recharging center (as an operator) and checks that what was debited is what the records
+//! credited, then reads the refill rows again (not the records) to leave out a mailer whose
+//! refill moved meanwhile, and re-checks those mailers a few times
+//! (`openpsd_datacenter::audit::audit_with_rc`). Exit status: 0 when nothing was found and
+//! every account compared; 1 when anything is reported (or on an error); 3 when nothing
+//! was found but some mailer's account could not be compared (its refill moved at every
+//! read: `skipped_mailers` in `--json`).
 
 use std::path::PathBuf;
 
@@ -49,6 +54,12 @@ pub struct DatacenterCmd {
 #[derive(clap::Subcommand)]
 enum DatacenterWhat {
     /// Recompute every meter from the box's signed transaction records.
+    ///
+    /// Exit status: 0 when nothing was found (and, with --rc, every deposit account was
+    /// compared); 1 when a problem is reported (or on an error); 3 with --rc when nothing
+    /// was found but some mailer's deposit account could not be compared, its refill having
+    /// moved at every read (named on a NOT COMPARED line; with --json, `skipped_mailers`
+    /// and `deposits_skipped`).
     Audit {
         /// The data center's data directory (holding datacenter.sqlite).
         #[arg(long, value_name = "DIR")]
@@ -59,7 +70,9 @@ enum DatacenterWhat {
         #[arg(long, value_name = "HEX")]
         box_key: Option<String>,
         /// The recharging center's base URL: also compare each mailer's deposit account
-        /// (debited, held) with what the records credited its meter (needs --pki).
+        /// (debited, held) with what the records credited its meter (needs --pki). A
+        /// mailer whose refill moved while its account was read is re-checked (a fresh
+        /// walk, its account, the refill rows again), up to 3 times half a second apart.
         #[arg(long, value_name = "URL")]
         rc: Option<String>,
     },
@@ -73,8 +86,16 @@ enum DatacenterWhat {
     },
 }
 
-/// Runs the subcommand; `Ok(false)` when the audit found problems.
-pub async fn run(c: DatacenterCmd) -> Result<bool> {
+/// `audit`'s exit status when it found a problem (as for an error).
+pub const EXIT_PROBLEMS: u8 = 1;
+/// `audit --rc`'s exit status when it found no problem but could not compare some mailer's
+/// deposit account (its refill moved at every read): not a clean bill, not a finding.
+/// Not 2, which is a usage error's.
+pub const EXIT_NOT_COMPARED: u8 = 3;
+
+/// Runs the subcommand; answers the exit status (0: nothing found, every account compared;
+/// [`EXIT_PROBLEMS`]; [`EXIT_NOT_COMPARED`]).
+pub async fn run(c: DatacenterCmd) -> Result<u8> {
     match c.what {
         DatacenterWhat::RegisterBox { data } => {
             let db = openpsd_datacenter::Database::new(&data, c.database_url.as_deref());
@@ -96,7 +117,7 @@ pub async fn run(c: DatacenterCmd) -> Result<bool> {
             } else {
                 println!("box {} registered at the KMS", reg.box_id);
             }
-            Ok(true)
+            Ok(0)
         }
         DatacenterWhat::Audit { data, box_key, rc } => {
             let db = openpsd_datacenter::Database::new(&data, c.database_url.as_deref());
@@ -118,43 +139,18 @@ pub async fn run(c: DatacenterCmd) -> Result<bool> {
                 }
                 None => None,
             };
-            let db2 = db.clone();
-            let mut r = tokio::task::spawn_blocking(move || {
-                openpsd_datacenter::audit::audit(&db, key.as_deref())
-            })
-            .await??;
-            if let Some(rc) = rc {
-                let mut accounts = std::collections::HashMap::new();
-                for m in &r.credits {
-                    let id = format!("vm-{}", m.mailer_id);
-                    match rc
-                        .get::<openpsd_datacenter::audit::Deposit>(
-                            &format!("/v1/accounts/{id}"),
-                            "datacenter_audit",
-                        )
-                        .await
-                    {
-                        Ok(a) => {
-                            accounts.insert(id, a);
-                        }
-                        // Reported by the reconciliation as a missing account.
-                        Err(e) if e.status.as_u16() == 404 => {}
-                        Err(e) => anyhow::bail!(
-                            "the recharging center did not answer for {id}: {} ({})",
-                            e.message,
-                            e.code
-                        ),
-                    }
+            let r = match rc {
+                Some(rc) => {
+                    openpsd_datacenter::audit::audit_with_rc(&db, key.as_deref(), &rc).await?
                 }
-                // The refill rows again: a mailer whose refill moved meanwhile is not
-                // compared. A light read (two queries on the refill rows), not a second walk
-                // of every record: only whether a refill moved is asked.
-                let again = tokio::task::spawn_blocking(move || {
-                    openpsd_datacenter::audit::read_refills(&db2)
-                })
-                .await??;
-                openpsd_datacenter::audit::reconcile_deposits(&mut r, &accounts, &again);
-            }
+                // Blocking reads (rust-postgres's client runs a runtime of its own).
+                None => {
+                    tokio::task::spawn_blocking(move || {
+                        openpsd_datacenter::audit::audit(&db, key.as_deref())
+                    })
+                    .await??
+                }
+            };
             if c.json {
                 println!("{}", serde_json::to_string_pretty(&r)?);
             } else {
@@ -165,8 +161,17 @@ pub async fn run(c: DatacenterCmd) -> Result<bool> {
                 if r.deposits_checked + r.deposits_skipped > 0 {
                     println!(
                         "{} deposit accounts at the recharging center compared with the records \
-                         ({} not compared: a refill moved while they were read)",
-                        r.deposits_checked, r.deposits_skipped
+                         ({} of them at a re-check: a refill moved while they were first read)",
+                        r.deposits_checked, r.deposits_rechecked
+                    );
+                }
+                if !r.skipped_mailers.is_empty() {
+                    println!(
+                        "NOT COMPARED: the deposit account of {} mailer(s), whose refill moved at \
+                         every read ({} re-checks): {}",
+                        r.skipped_mailers.len(),
+                        r.deposit_rechecks,
+                        r.skipped_mailers.join(", ")
                     );
                 }
                 for p in &r.problems {
@@ -176,7 +181,51 @@ pub async fn run(c: DatacenterCmd) -> Result<bool> {
                     println!("the ledger balances; every meter is its records' replay");
                 }
             }
-            Ok(r.problems.is_empty())
+            Ok(exit_status(&r))
         }
+    }
+}
+
+/// `audit`'s exit status for report `r`: a problem outranks a mailer not compared (both
+/// may hold: 1, the finding), and only a report with neither is a clean bill (0).
+fn exit_status(r: &openpsd_datacenter::audit::AuditReport) -> u8 {
+    if !r.problems.is_empty() {
+        EXIT_PROBLEMS
+    } else if !r.skipped_mailers.is_empty() {
+        EXIT_NOT_COMPARED
+    } else {
+        0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use openpsd_datacenter::audit::AuditReport;
+
+    use super::*;
+
+    #[test]
+    fn the_exit_status_is_1_on_a_problem_3_on_a_mailer_not_compared_else_0() {
+        let clean = AuditReport::default();
+        assert_eq!(exit_status(&clean), 0);
+        let skipped = AuditReport {
+            skipped_mailers: vec!["aa".into()],
+            deposits_skipped: 1,
+            ..AuditReport::default()
+        };
+        assert_eq!(exit_status(&skipped), EXIT_NOT_COMPARED);
+        assert_eq!(EXIT_NOT_COMPARED, 3);
+        let found = AuditReport {
+            problems: vec!["meter x: edited".into()],
+            ..AuditReport::default()
+        };
+        assert_eq!(exit_status(&found), EXIT_PROBLEMS);
+        assert_eq!(EXIT_PROBLEMS, 1);
+        // Both: the finding wins, never hidden behind "not compared".
+        let both = AuditReport {
+            problems: vec!["meter x: edited".into()],
+            ..skipped
+        };
+        assert_eq!(exit_status(&both), EXIT_PROBLEMS);
     }
 }

@@ -456,13 +456,10 @@ fn main() -> Result<()> {
         Command::Vendor(v) => runtime.block_on(vendor_cmd(v)),
         Command::Creditor(c) => runtime.block_on(creditor_cli::run(c)),
         Command::Ca(c) => runtime.block_on(ca_cli::run(c)),
-        Command::Datacenter(c) => {
-            if runtime.block_on(datacenter_cli::run(c))? {
-                Ok(())
-            } else {
-                std::process::exit(1)
-            }
-        }
+        Command::Datacenter(c) => match runtime.block_on(datacenter_cli::run(c))? {
+            0 => Ok(()),
+            status => std::process::exit(i32::from(status)),
+        },
         Command::Demo { args } => run_demo(&args),
     }
 }

@@ -1158,6 +1158,28 @@ async fn the_auditor_reconciles_each_deposit_with_the_records() {
         "{:?}",
         rep.problems
     );
+
+    // The data center's refill row edited to 81.00 (unsigned; the recharging center debits
+    // by it): the walk alone finds it is not what the box's records credited.
+    let edited = w.raw(|c| {
+        c.exec(
+            "t",
+            "UPDATE refills SET amount = 8100 WHERE client_txn_id = ?1",
+            args![FUNDING_REFILL],
+        )
+        .map_err(api)
+    });
+    assert!(edited >= 1);
+    let a = audit(&w);
+    assert!(
+        a.problems
+            .iter()
+            .any(|p| p.contains(&format!("mailer {}", s.mailer_id))
+                && p.contains("8100")
+                && p.contains("8000")),
+        "{:?}",
+        a.problems
+    );
     w.dc.stop().await;
     w.h.stop().await;
 }
@@ -1195,4 +1217,157 @@ async fn printing_needs_a_fresh_word_from_the_kms() {
     h.vendor.stop().await;
     h.pa.stop().await;
     h.recharge.stop().await;
+}
+
+/// Removes the process's failpoint hook when dropped (a failed assertion included).
+struct HookGuard;
+
+impl Drop for HookGuard {
+    fn drop(&mut self) {
+        openpsd_service_kit::failpoint::set_crash_hook(None);
+    }
+}
+
+/// `datacenter audit --rc` as the CLI runs it ([`openpsd_datacenter::audit::audit_with_rc`]:
+/// the walk, the accounts at the real recharging center, the light second read, the
+/// re-checks), with `moves` refills of 1.00 by `mailer` (IDs from `first_txn` on), one each
+/// time the auditor reaches the failpoint between an account read and its light read:
+/// the mailer's refill moves after its account was read and before the rows are read again.
+async fn audit_while_refilling(
+    w: &World,
+    mailer: &Client,
+    moves: u64,
+    first_txn: u64,
+) -> openpsd_datacenter::audit::AuditReport {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::{mpsc, Arc, Mutex};
+    let (reached_tx, reached_rx) = mpsc::channel::<()>();
+    let (go_tx, go_rx) = mpsc::channel::<()>();
+    let (reached_tx, go_rx) = (Mutex::new(reached_tx), Mutex::new(go_rx));
+    let left = AtomicU64::new(moves);
+    // The hook answers "no crash" everywhere; at the auditor's point (the first `moves`
+    // times) it holds the auditor's thread until the test's refill is done.
+    openpsd_service_kit::failpoint::set_crash_hook(Some(Arc::new(move |name: &str| {
+        if name == "datacenter_audit_before_second_read"
+            && left
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok()
+        {
+            reached_tx.lock().unwrap().send(()).unwrap();
+            go_rx.lock().unwrap().recv().unwrap();
+        }
+        false
+    })));
+    let _guard = HookGuard;
+    let (db, key) = (w.database(), w.info.txn_key);
+    let tls = openpsd_service_kit::tls::client_config(&w.h.pki, Some(Role::Operator)).unwrap();
+    let rc = openpsd_service_kit::upstream::Upstream::new(
+        "recharging center",
+        &w.h.recharge.url,
+        Role::Recharge,
+        tls,
+    )
+    .unwrap();
+    // The auditor on a thread and runtime of its own, as the CLI's process: the hook blocks
+    // it, never one of the services' threads.
+    let auditor = std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(openpsd_datacenter::audit::audit_with_rc(
+                &db,
+                Some(&key),
+                &rc,
+            ))
+    });
+    let reached_rx = Arc::new(Mutex::new(reached_rx));
+    for i in 0..moves {
+        let r = reached_rx.clone();
+        tokio::task::spawn_blocking(move || {
+            r.lock()
+                .unwrap()
+                .recv_timeout(std::time::Duration::from_secs(60))
+        })
+        .await
+        .unwrap()
+        .expect("the auditor reached its second read");
+        let done: RefillDone = mailer
+            .post(
+                "/v1/refills",
+                &RefillOrder {
+                    client_txn_id: format!("{:016x}", first_txn + i),
+                    amount: 100,
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(done.amount, 100);
+        go_tx.send(()).unwrap();
+    }
+    tokio::task::spawn_blocking(move || auditor.join())
+        .await
+        .unwrap()
+        .expect("the auditor's thread")
+        .expect("the audit")
+}
+
+/// Finding: a mailer skipped by `audit --rc` (its refill moved while its account was read)
+/// was left unchecked with a clean exit. Now it is re-checked against a fresh walk, and
+/// compared once it stands still; one that refills at every read stays named as not
+/// compared (the CLI's exit status 3).
+#[tokio::test(flavor = "multi_thread")]
+async fn the_auditor_rechecks_a_mailer_whose_refill_moved_between_the_reads() {
+    use openpsd_datacenter::audit::RECHECKS;
+    // The failpoint hook is the process's (as the crash-after-void tests').
+    let _turn = REFILL_VOIDS.lock().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let w = world(tmp.path()).await;
+    let (alice, s) = funded(&w, "alice", 20_000, 8_000).await;
+    let (_bob, _) = funded(&w, "bob", 5_000, 1_000).await;
+
+    // Alice refills once, between the account read and the light read: skipped at first
+    // (the walk saw 80.00 credited, the account was read at 81.00 debited), then compared at
+    // the re-check, with the fresh walk's 81.00.
+    let rep = audit_while_refilling(&w, &alice, 1, 0xa0).await;
+    assert!(rep.problems.is_empty(), "{:?}", rep.problems);
+    assert_eq!(
+        (
+            rep.deposits_checked,
+            rep.deposits_rechecked,
+            rep.deposits_skipped,
+            rep.deposit_rechecks
+        ),
+        (2, 1, 0, 1),
+        "Alice skipped, then compared at the first re-check"
+    );
+    assert!(rep.skipped_mailers.is_empty());
+    // The report's totals are the first walk's (before the refill); a re-check only compares
+    // the accounts skipped.
+    assert_eq!(rep.credited, 8_000 + 1_000);
+
+    // Alice refills at every read, the re-checks' too: never compared, and said so.
+    let rep = audit_while_refilling(&w, &alice, 1 + u64::from(RECHECKS), 0xb0).await;
+    assert!(rep.problems.is_empty(), "{:?}", rep.problems);
+    assert_eq!(rep.skipped_mailers, std::slice::from_ref(&s.mailer_id));
+    assert_eq!(
+        (
+            rep.deposits_checked,
+            rep.deposits_rechecked,
+            rep.deposits_skipped,
+            rep.deposit_rechecks
+        ),
+        (1, 0, 1, RECHECKS),
+        "Bob compared, Alice at no read"
+    );
+    let json = serde_json::to_value(&rep).unwrap();
+    assert_eq!(json["skipped_mailers"], serde_json::json!([s.mailer_id]));
+    assert_eq!(json["deposits_skipped"], 1);
+
+    // Standing still again: every account compared, the ledger and the deposits agree.
+    let rep = audit_while_refilling(&w, &alice, 0, 0).await;
+    assert!(rep.problems.is_empty(), "{:?}", rep.problems);
+    assert_eq!((rep.deposits_checked, rep.deposit_rechecks), (2, 0));
+    w.dc.stop().await;
+    w.h.stop().await;
 }

@@ -44,7 +44,7 @@ struct Cli {
 enum Command {
     /// Make the back office's certificate authority and a key and certificate for every
     /// service identity (meter, kms, recharge, operator, post, vendor, pa, ca, creditor, datacenter,
-    /// merchant) that has none; or renew one; or certify a merchant (--merchant ID).
+    /// merchant, box) that has none; or renew one; or certify a merchant (--merchant ID).
     Init(Init),
     /// Serve one service, or all of them in one process.
     Serve(Box<Serve>),
@@ -508,7 +508,7 @@ fn init(i: &Init) -> Result<()> {
         Some(name) => {
             let role = TlsRole::from_name(name).with_context(|| {
                 format!(
-                    "no identity '{name}': one of meter, kms, recharge, operator, post, vendor, pa, ca, creditor, merchant, datacenter"
+                    "no identity '{name}': one of meter, kms, recharge, operator, post, vendor, pa, ca, creditor, merchant, datacenter, box"
                 )
             })?;
             pki.renew(role, &i.hosts)?;

@@ -343,6 +343,7 @@ async fn main() {
         match &config.box_at {
             openpsd_datacenter::boxhost::BoxAt::InProcess(_) => "in-process".to_owned(),
             openpsd_datacenter::boxhost::BoxAt::Tcp(a) => format!("in a card-sim process (tcp:{a})"),
+            openpsd_datacenter::boxhost::BoxAt::Tls(a) => format!("in a card-sim process (tls:{a})"),
         },
         if a.postgres.is_some() {
             "PostgreSQL"

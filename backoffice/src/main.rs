@@ -44,7 +44,7 @@ struct Cli {
 enum Command {
     /// Make the back office's certificate authority and a key and certificate for every
     /// service identity (meter, kms, recharge, operator, post, vendor, pa, ca, creditor, datacenter,
-    /// merchant) that has none; or renew one; or certify a merchant (--merchant ID).
+    /// merchant, box) that has none; or renew one; or certify a merchant (--merchant ID).
     Init(Init),
     /// Serve one service, or all of them in one process.
     Serve(Box<Serve>),
@@ -342,12 +342,15 @@ struct Serve {
     /// With --role datacenter: where the secure box is. `in-process` (the default): in
     /// this process, its memory in DATA/box. `tcp:HOST:PORT`: a separate card-sim process
     /// serving a virtual meter box card (`card-sim create --kind vbox --state DIR`, then
-    /// `card-sim serve --state DIR --tcp HOST:PORT`; loopback only). A blank box is
+    /// `card-sim serve --state DIR --tcp HOST:PORT`; loopback only). `tls:HOST:PORT`: the
+    /// same over mutual TLS, any host (card-sim serving with `--tls-cert box.crt --tls-key
+    /// box.key --client-ca ca.crt --client-name datacenter.openpsd`, files of this --pki):
+    /// this data center presents its certificate and accepts only the box's. A blank box is
     /// personalized at the first start; the link is one connection, made again when lost
     /// (a command cut off is settled by RESUME, docs/virtual-meter.md §9).
     #[arg(
         long = "box",
-        value_name = "in-process|tcp:HOST:PORT",
+        value_name = "in-process|tcp:HOST:PORT|tls:HOST:PORT",
         default_value = "in-process"
     )]
     box_at: String,
@@ -505,7 +508,7 @@ fn init(i: &Init) -> Result<()> {
         Some(name) => {
             let role = TlsRole::from_name(name).with_context(|| {
                 format!(
-                    "no identity '{name}': one of meter, kms, recharge, operator, post, vendor, pa, ca, creditor, merchant, datacenter"
+                    "no identity '{name}': one of meter, kms, recharge, operator, post, vendor, pa, ca, creditor, merchant, datacenter, box"
                 )
             })?;
             pki.renew(role, &i.hosts)?;

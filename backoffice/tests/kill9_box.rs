@@ -10,21 +10,24 @@
 //!
 //! card-sim is another package's binary: build it first (`cargo build -p
 //! openpsd-card-sim`; `cargo test --workspace` does). The test looks for it beside this
-//! test's own target directory, or at `$OPENPSD_CARD_SIM`.
+//! test's own target directory, or at `$OPENPSD_CARD_SIM` (common/box_process.rs).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "common/box_process.rs"]
+#[allow(dead_code)]
+mod box_process;
 mod common;
 #[path = "common/proc.rs"]
 #[allow(dead_code)]
 mod proc;
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use box_process::{create_box, free_port, CardSim};
 use common::Client;
 use openpsd_backoffice::server::spawn_all;
 use openpsd_core::psd::indicium;
@@ -35,79 +38,6 @@ use openpsd_protocol::datacenter::{
 use openpsd_protocol::recharge::{Account, Deposit};
 use openpsd_service_kit::tls::Role;
 use proc::Proc;
-
-/// The `card-sim` binary: `$OPENPSD_CARD_SIM`, or `card-sim` in this test's profile
-/// directory (`target/debug/deps/kill9_box-…` → `target/debug/card-sim`).
-fn card_sim_bin() -> PathBuf {
-    if let Some(p) = std::env::var_os("OPENPSD_CARD_SIM") {
-        return PathBuf::from(p);
-    }
-    let exe = std::env::current_exe().unwrap();
-    let bin = exe
-        .parent()
-        .and_then(Path::parent)
-        .map(|d| d.join("card-sim"))
-        .unwrap();
-    assert!(
-        bin.exists(),
-        "{} is missing: build it first (cargo build -p openpsd-card-sim) or set OPENPSD_CARD_SIM",
-        bin.display()
-    );
-    bin
-}
-
-/// A `card-sim serve --tcp` process on one card directory and address.
-struct CardSim {
-    child: Child,
-    state: PathBuf,
-    addr: String,
-}
-
-impl CardSim {
-    fn start(state: &Path, addr: &str) -> Self {
-        let mut child = Command::new(card_sim_bin())
-            .args(["serve", "--state"])
-            .arg(state)
-            .args(["--tcp", addr])
-            .env("RUST_LOG", "error")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("card-sim starts");
-        // Listening once /proc/net/tcp shows the port in LISTEN (a probe connection would
-        // be a client of its own, and a power-up).
-        let port: u16 = addr.rsplit(':').next().unwrap().parse().unwrap();
-        let needle = format!(":{port:04X} 00000000:0000 0A");
-        for _ in 0..400 {
-            let tcp = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
-            if tcp.contains(&needle) {
-                return Self {
-                    child,
-                    state: state.to_owned(),
-                    addr: addr.to_owned(),
-                };
-            }
-            std::thread::sleep(Duration::from_millis(25));
-        }
-        let _ = child.kill();
-        let _ = child.wait();
-        panic!("card-sim does not listen on {addr}");
-    }
-
-    fn kill9_and_restart(&mut self) {
-        self.child.kill().expect("kill -9");
-        let status = self.child.wait().expect("reaped");
-        assert!(!status.success(), "card-sim was killed");
-        *self = CardSim::start(&self.state, &self.addr);
-    }
-}
-
-impl Drop for CardSim {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn order(txn: u64, postage: u64) -> IndiciumOrder {
     IndiciumOrder {
@@ -192,18 +122,8 @@ async fn the_box_process_killed_mid_load_loses_and_creates_nothing() {
 
     // The box: a blank virtual meter box card, served over TCP.
     let card = tmp.path().join("cards").join("box");
-    let out = Command::new(card_sim_bin())
-        .args(["create", "--kind", "vbox", "--state"])
-        .arg(&card)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{out:?}");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let addr = format!("127.0.0.1:{port}");
+    create_box(&card);
+    let addr = format!("127.0.0.1:{}", free_port());
     let mut sim = CardSim::start(&card, &addr);
 
     let data = tmp.path().join("dc");

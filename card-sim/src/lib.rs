@@ -2,7 +2,8 @@
 //!
 //! [`sim`] makes a card (PSD or purse, chosen by what its store holds) on the tear-safe
 //! [`file_store`] with the [`os_platform`]'s randomness and date; [`transport`] serves it to
-//! pcscd's vpcd or over TCP (and is a TCP client, a core `Link`); [`script`] runs and checks
+//! pcscd's vpcd or over TCP (and is a TCP client, a core `Link`), with mutual TLS by
+//! [`tls`]; [`script`] runs and checks
 //! APDU scripts; [`personalize`], [`scheme`] and [`issuer`] are the personalization and
 //! issuer tools behind `card-sim personalize`, `scheme`, `refill`, `unblock-pin` and
 //! `reset-recognition`, built on core's client layer; [`settlement`] is the issuer's
@@ -18,4 +19,5 @@ pub mod scheme;
 pub mod script;
 pub mod settlement;
 pub mod sim;
+pub mod tls;
 pub mod transport;

@@ -15,6 +15,7 @@ use card_sim::personalize::{
 use card_sim::script::{self, hex_spaced};
 use card_sim::settlement;
 use card_sim::sim::{self, SimulatedCard};
+use card_sim::tls;
 use card_sim::transport::{self, VPCD_DEFAULT};
 use clap::{Parser, Subcommand, ValueEnum};
 use openpsd_core::psd::device::LicenseSlot;
@@ -327,10 +328,27 @@ enum Command {
         /// vpcd reader slot: port 35963 + SLOT on the vpcd host (slot 1 = "Virtual PCD 00 01").
         #[arg(long, conflicts_with = "tcp")]
         slot: Option<u16>,
-        /// Listen for clients of the same framing at ADDR (e.g. 127.0.0.1:35990): loopback
-        /// only (the framing has no TLS), one client at a time, dropped after 30 s silent.
+        /// Listen for clients of the same framing at ADDR (e.g. 127.0.0.1:35990), one client
+        /// at a time, dropped after 30 s silent. Without --tls-cert, loopback only (the
+        /// plain framing has no TLS and no authentication).
         #[arg(long)]
         tcp: Option<String>,
+        /// With --tcp: serve over TLS 1.3 with this certificate chain (PEM) and require a
+        /// client certificate (--client-ca, --client-name); then any address may be
+        /// listened on.
+        #[arg(long, value_name = "PEM", requires_all = ["tcp", "tls_key", "client_ca", "client_name"])]
+        tls_cert: Option<PathBuf>,
+        /// The private key of --tls-cert (PEM).
+        #[arg(long, value_name = "PEM", requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
+        /// The CA a client's certificate must chain to (PEM), e.g. the back office's ca.crt.
+        #[arg(long, value_name = "PEM", requires = "tls_cert")]
+        client_ca: Option<PathBuf>,
+        /// The DNS name a client's certificate must name (e.g. datacenter.openpsd): a client
+        /// without a certificate, with one of another CA or for another name is refused in
+        /// the handshake, before the card sees anything.
+        #[arg(long, value_name = "NAME", requires = "tls_cert")]
+        client_name: Option<String>,
         /// The card's clock: system, none, or a fixed date YYYY-MM-DD.
         #[arg(long, default_value = "system")]
         clock: Clock,
@@ -839,8 +857,21 @@ fn dispatch(command: Command) -> Result<ExitCode> {
             vpcd,
             slot,
             tcp,
+            tls_cert,
+            tls_key,
+            client_ca,
+            client_name,
             clock,
         } => {
+            // The TLS files are read before the card is opened or the port taken: a wrong
+            // path fails the start, not the first client.
+            let tls = match (&tls_cert, &tls_key, &client_ca, &client_name) {
+                (Some(cert), Some(key), Some(ca), Some(name)) => {
+                    Some(tls::server_config(cert, key, ca, name)?)
+                }
+                (None, None, None, None) => None,
+                _ => bail!("--tls-cert, --tls-key, --client-ca and --client-name go together"),
+            };
             let mut card = sim::open_file_card(&state, clock)
                 .map_err(|e| anyhow!("{e}"))
                 .with_context(|| format!("opening the card in {}", state.display()))?;
@@ -848,13 +879,21 @@ fn dispatch(command: Command) -> Result<ExitCode> {
                 let listener =
                     TcpListener::bind(&addr).with_context(|| format!("listening on {addr}"))?;
                 let local = listener.local_addr()?;
-                anyhow::ensure!(
-                    local.ip().is_loopback(),
-                    "refusing to serve the card on {local}: the TCP framing carries APDUs \
-                     without TLS or authentication, so it listens on loopback only"
-                );
-                tracing::info!(addr = %listener.local_addr()?, state = %state.display(), kind = %kind_of(&card), "serving the card over TCP");
-                transport::run_tcp_server(listener, &mut card)?;
+                let kind = kind_of(&card);
+                if let Some(config) = tls {
+                    tracing::info!(addr = %local, state = %state.display(), %kind, client = client_name.as_deref().unwrap_or_default(), "serving the card over TLS");
+                    tls::run_tls_server(listener, &mut card, config)?;
+                } else {
+                    anyhow::ensure!(
+                        local.ip().is_loopback(),
+                        "refusing to serve the card on {local}: the plain TCP framing carries \
+                         APDUs without TLS or authentication, so it listens on loopback only \
+                         (serve it with --tls-cert, --tls-key, --client-ca and --client-name \
+                         to listen elsewhere)"
+                    );
+                    tracing::info!(addr = %local, state = %state.display(), %kind, "serving the card over TCP");
+                    transport::run_tcp_server(listener, &mut card)?;
+                }
             } else {
                 let addr = vpcd_address(vpcd.as_deref().unwrap_or(VPCD_DEFAULT), slot)?;
                 tracing::info!(%addr, state = %state.display(), kind = %kind_of(&card), "serving the card to vpcd");

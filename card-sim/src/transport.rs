@@ -8,6 +8,9 @@
 //! message is ignored and not answered. docs/card-sim.md § The framing is this contract
 //! (checked against `card-sim serve --tcp` by card-sim/tests/doc.rs).
 //!
+//! The framing runs over a [`Wire`]: a plain TCP socket, or a TLS session over one
+//! ([`crate::tls`], `serve --tcp --tls-cert …`): the frames are the same bytes inside it.
+//!
 //! Latency: Debian 12's vpcd writes the length and the body of a frame in two writes, so a
 //! card with delayed ACKs holds the body ~40 ms. Setting `TCP_QUICKACK` before every read
 //! (Linux clears it again after each ACK) and `TCP_NODELAY`, and writing each reply with
@@ -47,8 +50,36 @@ pub struct Stats {
     pub idle_units: u64,
 }
 
-fn read_frame(stream: &mut TcpStream, buf: &mut Vec<u8>) -> io::Result<bool> {
-    quickack(stream);
+/// A connection the framing runs over: a TCP socket, or a TLS session on one.
+pub trait Wire: Read + Write {
+    /// The TCP socket under it (timeouts, `TCP_QUICKACK`, waiting for input).
+    fn socket(&self) -> &TcpStream;
+
+    /// Whether bytes of the peer's already wait above the socket (decrypted TLS records):
+    /// then input is there although the socket has nothing to read.
+    fn pending(&mut self) -> bool {
+        false
+    }
+}
+
+impl Wire for TcpStream {
+    fn socket(&self) -> &TcpStream {
+        self
+    }
+}
+
+impl<W: Wire + ?Sized> Wire for Box<W> {
+    fn socket(&self) -> &TcpStream {
+        (**self).socket()
+    }
+
+    fn pending(&mut self) -> bool {
+        (**self).pending()
+    }
+}
+
+fn read_frame(stream: &mut impl Wire, buf: &mut Vec<u8>) -> io::Result<bool> {
+    quickack(stream.socket());
     let mut len = [0u8; 2];
     match stream.read_exact(&mut len) {
         Ok(()) => {}
@@ -57,13 +88,13 @@ fn read_frame(stream: &mut TcpStream, buf: &mut Vec<u8>) -> io::Result<bool> {
     }
     buf.resize(usize::from(u16::from_be_bytes(len)), 0);
     if !buf.is_empty() {
-        quickack(stream);
+        quickack(stream.socket());
         stream.read_exact(buf)?;
     }
     Ok(true)
 }
 
-fn write_frame(stream: &mut TcpStream, out: &mut Vec<u8>, body: &[u8]) -> io::Result<()> {
+fn write_frame(stream: &mut impl Wire, out: &mut Vec<u8>, body: &[u8]) -> io::Result<()> {
     let len = u16::try_from(body.len()).map_err(|_| {
         io::Error::new(
             io::ErrorKind::InvalidData,
@@ -73,7 +104,9 @@ fn write_frame(stream: &mut TcpStream, out: &mut Vec<u8>, body: &[u8]) -> io::Re
     out.clear();
     out.extend_from_slice(&len.to_be_bytes());
     out.extend_from_slice(body);
-    stream.write_all(out)
+    stream.write_all(out)?;
+    // A TLS session may keep part of a record until flushed; a socket flushes nothing.
+    stream.flush()
 }
 
 #[cfg(target_os = "linux")]
@@ -89,7 +122,11 @@ fn quickack(_stream: &TcpStream) {}
 /// Lets the card work ([`SimulatedCard::idle`]) while nothing is waiting on `stream`, one
 /// unit at a time (a PSD's batch of 32 nonces, under a millisecond), so a command that
 /// arrives meanwhile waits for one unit at most. Returns how many units it did.
-fn idle_until_input(stream: &TcpStream, card: &mut dyn SimulatedCard) -> io::Result<u64> {
+fn idle_until_input(wire: &mut impl Wire, card: &mut dyn SimulatedCard) -> io::Result<u64> {
+    if wire.pending() {
+        return Ok(0);
+    }
+    let stream = wire.socket();
     let mut units = 0;
     let mut probe = [0u8; 1];
     stream.set_nonblocking(true)?;
@@ -113,8 +150,8 @@ fn idle_until_input(stream: &TcpStream, card: &mut dyn SimulatedCard) -> io::Res
 
 /// Serves one connection until the peer closes it (card removed) or an I/O error. Between
 /// commands the card works while it has work ([`idle_until_input`]).
-pub fn serve_connection(stream: &mut TcpStream, card: &mut dyn SimulatedCard) -> io::Result<Stats> {
-    stream.set_nodelay(true)?;
+pub fn serve_connection(stream: &mut impl Wire, card: &mut dyn SimulatedCard) -> io::Result<Stats> {
+    stream.socket().set_nodelay(true)?;
     let mut stats = Stats::default();
     let (mut frame, mut reply, mut out) = (Vec::new(), Vec::new(), Vec::new());
     loop {
@@ -200,14 +237,34 @@ pub fn run_tcp_server_with(
     card: &mut dyn SimulatedCard,
     idle: Duration,
 ) -> io::Result<()> {
+    serve_clients(listener, card, idle, Ok)
+}
+
+/// Accepts clients one at a time, for ever. `open` makes each accepted socket the wire the
+/// framing runs over (the socket itself, or a TLS session once its handshake is done); a
+/// client it refuses is logged and closed, and the card never hears of it: no reset, no
+/// frame.
+pub(crate) fn serve_clients<W: Wire>(
+    listener: TcpListener,
+    card: &mut dyn SimulatedCard,
+    idle: Duration,
+    mut open: impl FnMut(TcpStream) -> io::Result<W>,
+) -> io::Result<()> {
     loop {
-        let (mut stream, peer) = listener.accept()?;
-        stream.set_read_timeout(Some(idle))?;
+        let (stream, peer) = listener.accept()?;
+        let mut wire = match open(stream) {
+            Ok(w) => w,
+            Err(e) => {
+                tracing::warn!(%peer, error = %e, "client refused: the card saw nothing");
+                continue;
+            }
+        };
+        wire.socket().set_read_timeout(Some(idle))?;
         // A client that sends but never reads must not block the card on a full buffer.
-        stream.set_write_timeout(Some(idle))?;
+        wire.socket().set_write_timeout(Some(idle))?;
         tracing::info!(%peer, "client connected");
         card.reset();
-        match serve_connection(&mut stream, card) {
+        match serve_connection(&mut wire, card) {
             Ok(s) => tracing::info!(%peer, apdus = s.apdus, "client disconnected"),
             Err(e) => tracing::warn!(%peer, error = %e, "client connection failed"),
         }
@@ -216,9 +273,9 @@ pub fn run_tcp_server_with(
 }
 
 /// A client of the vpcd framing (used by the `openpsd` host tools and tests to talk to
-/// `card-sim serve --tcp`).
+/// `card-sim serve --tcp`), over plain TCP or TLS ([`TcpCardClient::connect_tls`]).
 pub struct TcpCardClient {
-    stream: TcpStream,
+    stream: Box<dyn Wire + Send>,
     out: Vec<u8>,
 }
 
@@ -235,10 +292,15 @@ impl TcpCardClient {
     pub fn connect(addr: impl ToSocketAddrs) -> io::Result<Self> {
         let stream = TcpStream::connect(addr)?;
         stream.set_nodelay(true)?;
-        Ok(Self {
+        Ok(Self::on(Box::new(stream)))
+    }
+
+    /// The client of a wire already connected (and, for TLS, through its handshake).
+    pub(crate) fn on(stream: Box<dyn Wire + Send>) -> Self {
+        Self {
             stream,
             out: Vec::new(),
-        })
+        }
     }
 
     /// Connects to `addr` within `timeout`, and bounds every later exchange by it too: a
@@ -250,26 +312,26 @@ impl TcpCardClient {
         stream.set_nodelay(true)?;
         stream.set_read_timeout(Some(timeout))?;
         stream.set_write_timeout(Some(timeout))?;
-        Ok(Self {
-            stream,
-            out: Vec::new(),
-        })
+        Ok(Self::on(Box::new(stream)))
     }
 
     /// Whether the connection is known to be gone without waiting for anything: the card
     /// closed it (its process ended, or its idle bound dropped us), an error is pending,
     /// or bytes nobody asked for wait (the framing is out of step). `false` means only
     /// that nothing says it is gone yet.
+    /// Over TLS, bytes waiting are a record nobody asked for: the card's close_notify alert
+    /// (it dropped us) or a framing out of step; gone either way.
     pub fn is_closed(&self) -> bool {
-        if self.stream.set_nonblocking(true).is_err() {
+        let socket = self.stream.socket();
+        if socket.set_nonblocking(true).is_err() {
             return true;
         }
         let mut b = [0u8; 1];
-        let gone = match self.stream.peek(&mut b) {
+        let gone = match socket.peek(&mut b) {
             Err(e) => e.kind() != io::ErrorKind::WouldBlock,
             Ok(_) => true,
         };
-        self.stream.set_nonblocking(false).is_err() || gone
+        socket.set_nonblocking(false).is_err() || gone
     }
 
     fn exchange(&mut self, body: &[u8], answered: bool) -> io::Result<Vec<u8>> {

@@ -1,6 +1,7 @@
 //! `card-sim serve --tcp` serves one client at a time: a client that connects and then
 //! says nothing is dropped after the idle bound, and the next client gets the card; a
-//! non-loopback address is refused.
+//! non-loopback address is refused without TLS, and the TLS flags go together (the TLS
+//! link itself is tried with the back office's certificates in backoffice/tests/box_tls.rs).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::net::TcpListener;
@@ -67,6 +68,73 @@ fn serve_tcp_refuses_an_address_off_loopback() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("loopback only"), "{err}");
+    assert!(
+        err.contains("--tls-cert"),
+        "says how to listen elsewhere: {err}"
+    );
+}
+
+#[test]
+fn serve_tls_flags_go_together() {
+    let serve = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_card-sim"))
+            .args(["serve", "--state", "no-such-card"])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{args:?}: refused");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    // A certificate without the client's CA and name would serve anyone: refused by the
+    // parser, before the card is opened.
+    let err = serve(&[
+        "--tcp",
+        "127.0.0.1:0",
+        "--tls-cert",
+        "box.crt",
+        "--tls-key",
+        "box.key",
+    ]);
+    assert!(
+        err.contains("--client-ca") && err.contains("--client-name"),
+        "{err}"
+    );
+    let err = serve(&[
+        "--tcp",
+        "127.0.0.1:0",
+        "--client-name",
+        "datacenter.openpsd",
+    ]);
+    assert!(err.contains("--tls-cert"), "{err}");
+    // TLS is for --tcp only.
+    let err = serve(&[
+        "--tls-cert",
+        "box.crt",
+        "--tls-key",
+        "box.key",
+        "--client-ca",
+        "ca.crt",
+        "--client-name",
+        "datacenter.openpsd",
+    ]);
+    assert!(err.contains("--tcp"), "{err}");
+    // Files that are not there fail the start, naming the file.
+    let err = serve(&[
+        "--tcp",
+        "127.0.0.1:0",
+        "--tls-cert",
+        "no-box.crt",
+        "--tls-key",
+        "box.key",
+        "--client-ca",
+        "ca.crt",
+        "--client-name",
+        "datacenter.openpsd",
+    ]);
+    assert!(
+        err.contains("no-box.crt") || err.contains("ca.crt"),
+        "{err}"
+    );
 }
 
 /// A card whose idle work never ends (as a PSD's would if its pool never filled): every

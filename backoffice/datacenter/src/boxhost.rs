@@ -5,7 +5,11 @@
 //!   memory card-sim's file store (`box/` in the data directory: an fsynced append log,
 //!   all-or-nothing per commit); or
 //! - **a separate `card-sim serve --tcp` process** (`--box tcp:HOST:PORT`): card-sim's
-//!   vpcd framing over one long-lived TCP connection. card-sim serves one client at a time
+//!   vpcd framing over one long-lived TCP connection; or the same framing inside mutual
+//!   TLS (`--box tls:HOST:PORT`, card-sim serving with `--tls-cert`): the data center
+//!   presents its `datacenter.openpsd` certificate and accepts only a server certificate of
+//!   the back-office CA naming `box.openpsd`, so the box may be on another machine.
+//!   card-sim serves one client at a time
 //!   and makes each connection a fresh power-up; the box applet's only volatile state is
 //!   its selection (no session, no authentication; RESUME's memory is in the shard records
 //!   it commits), so a new connection needs one SELECT and nothing else. A connection
@@ -20,7 +24,7 @@
 
 use std::net::ToSocketAddrs;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use card_sim::file_store::FileStore;
@@ -33,6 +37,9 @@ use openpsd_core::types::DeviceId;
 use openpsd_core::vbox::merkle::Hash;
 use openpsd_core::vbox::{ins, vbox_card, CLA_VBOX, VBOX_AID};
 use openpsd_service_kit::codec;
+use openpsd_service_kit::pki::Pki;
+use openpsd_service_kit::tls::{client_config, Role};
+use rustls::ClientConfig;
 
 /// Where the box is.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -40,26 +47,35 @@ pub enum BoxAt {
     /// In this process, its memory a card-sim file store in this directory (created the
     /// first time).
     InProcess(PathBuf),
-    /// A `card-sim serve --tcp` process at this address (`HOST:PORT`, loopback: the
+    /// A `card-sim serve --tcp` process at this address (`HOST:PORT`, loopback: the plain
     /// framing has no TLS).
     Tcp(String),
+    /// A `card-sim serve --tcp … --tls-cert …` process at this address (`HOST:PORT`, any
+    /// host): mutual TLS, the box's certificate naming `box.openpsd`.
+    Tls(String),
 }
 
 impl BoxAt {
-    /// `tcp:HOST:PORT`, or `in-process` with the store in `dir`.
+    /// `tcp:HOST:PORT`, `tls:HOST:PORT`, or `in-process` with the store in `dir`.
     pub fn parse(text: &str, dir: &Path) -> anyhow::Result<Self> {
         if text == "in-process" {
             return Ok(Self::InProcess(dir.to_owned()));
         }
-        let addr = text.strip_prefix("tcp:").ok_or_else(|| {
-            anyhow::anyhow!("--box {text:?}: expected in-process or tcp:HOST:PORT")
-        })?;
-        anyhow::ensure!(
-            addr.rsplit_once(':')
-                .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok()),
-            "--box {text:?}: expected tcp:HOST:PORT"
-        );
-        Ok(Self::Tcp(addr.to_owned()))
+        let expected = || {
+            anyhow::anyhow!("--box {text:?}: expected in-process, tcp:HOST:PORT or tls:HOST:PORT")
+        };
+        let (scheme, addr) = text.split_once(':').ok_or_else(expected)?;
+        let host_port = addr
+            .rsplit_once(':')
+            .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok());
+        if !host_port {
+            return Err(expected());
+        }
+        match scheme {
+            "tcp" => Ok(Self::Tcp(addr.to_owned())),
+            "tls" => Ok(Self::Tls(addr.to_owned())),
+            _ => Err(expected()),
+        }
     }
 }
 
@@ -68,11 +84,13 @@ impl std::fmt::Display for BoxAt {
         match self {
             Self::InProcess(d) => write!(f, "in-process ({})", d.display()),
             Self::Tcp(a) => write!(f, "tcp:{a}"),
+            Self::Tls(a) => write!(f, "tls:{a}"),
         }
     }
 }
 
-/// How long a TCP box may take to accept a connection or answer a command.
+/// How long a TCP box may take to accept a connection (and finish the TLS handshake) or
+/// answer a command.
 pub const TCP_TIMEOUT: Duration = Duration::from_secs(10);
 /// A connection idle this long is made again before the next command: card-sim drops a
 /// client silent for 30 s, and a command sent on a connection it is dropping would be lost
@@ -107,9 +125,12 @@ enum Link {
     Tcp(TcpBox),
 }
 
-/// A `card-sim serve --tcp` box: the address and, while it lasts, one selected connection.
+/// A `card-sim serve --tcp` box: the address, the TLS configuration when the link is
+/// TLS (the data center's certificate, the back-office CA), and, while it lasts, one
+/// selected connection.
 struct TcpBox {
     addr: String,
+    tls: Option<Arc<ClientConfig>>,
     conn: Option<(TcpCardClient, Instant)>,
 }
 
@@ -146,7 +167,15 @@ impl TcpBox {
             .to_socket_addrs()?
             .next()
             .ok_or_else(|| anyhow::anyhow!("{}: no address", self.addr))?;
-        let mut c = TcpCardClient::connect_timeout(&addr, TCP_TIMEOUT)?;
+        let mut c = match &self.tls {
+            None => TcpCardClient::connect_timeout(&addr, TCP_TIMEOUT)?,
+            Some(config) => TcpCardClient::connect_tls(
+                &addr,
+                TCP_TIMEOUT,
+                Arc::clone(config),
+                card_sim::tls::dns_name(&Role::Box.dns_name())?,
+            )?,
+        };
         // Each connection is a fresh power-up of the card: nothing is selected.
         split(c.transmit(&select_apdu())?)
             .map_err(|r| anyhow::anyhow!("SELECT: {}", r.meaning()))?;
@@ -227,8 +256,9 @@ fn split(resp: Vec<u8>) -> Result<Vec<u8>, Refused> {
 
 impl BoxHost {
     /// Opens the box at `at` (an in-process store is created the first time) and selects
-    /// it; the box may still be blank ([`BoxHost::info`] is `None` then).
-    pub fn connect(at: &BoxAt) -> anyhow::Result<Self> {
+    /// it; the box may still be blank ([`BoxHost::info`] is `None` then). `pki`: the data
+    /// center's, for a TLS box (its `datacenter` certificate and the CA).
+    pub fn connect(at: &BoxAt, pki: Option<&Pki>) -> anyhow::Result<Self> {
         let link = match at {
             BoxAt::InProcess(dir) => {
                 let store = if dir.join("state.log").exists() {
@@ -247,10 +277,34 @@ impl BoxHost {
             BoxAt::Tcp(addr) => {
                 let mut t = TcpBox {
                     addr: addr.clone(),
+                    tls: None,
                     conn: None,
                 };
                 t.connected()
                     .map_err(|_| anyhow::anyhow!("the box at tcp:{addr} is unreachable (is `card-sim serve --tcp {addr}` running?)"))?;
+                Link::Tcp(t)
+            }
+            BoxAt::Tls(addr) => {
+                let pki = pki.ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "the box at tls:{addr}: no PKI for the data center's certificate"
+                    )
+                })?;
+                let config = client_config(pki, Some(Role::Datacenter))?;
+                let mut t = TcpBox {
+                    addr: addr.clone(),
+                    tls: Some(Arc::new(config)),
+                    conn: None,
+                };
+                t.connected().map_err(|_| {
+                    anyhow::anyhow!(
+                        "the box at tls:{addr} is unreachable or refused the TLS session (is \
+                         `card-sim serve --tcp {addr} --tls-cert box.crt …` running, does its \
+                         certificate name {}, and does it take --client-name {}?)",
+                        Role::Box.dns_name(),
+                        Role::Datacenter.dns_name()
+                    )
+                })?;
                 Link::Tcp(t)
             }
         };
@@ -274,7 +328,7 @@ impl BoxHost {
         vendor_key: &[u8; PUBLIC_KEY_LEN],
         refill_key: &[u8; PUBLIC_KEY_LEN],
     ) -> anyhow::Result<Self> {
-        let mut host = Self::connect(&BoxAt::InProcess(dir.to_owned()))?;
+        let mut host = Self::connect(&BoxAt::InProcess(dir.to_owned()), None)?;
         match host.read_info()? {
             Some(info) => host.info = info,
             None => {
@@ -395,7 +449,7 @@ impl BoxHandle {
         vendor_key: [u8; PUBLIC_KEY_LEN],
         refill_key: [u8; PUBLIC_KEY_LEN],
     ) -> anyhow::Result<(Self, BoxInfo)> {
-        let (h, info) = Self::connect(&BoxAt::InProcess(dir.to_owned()))?;
+        let (h, info) = Self::connect(&BoxAt::InProcess(dir.to_owned()), None)?;
         let info = match info {
             Some(i) => i,
             None => h.personalize(shards, depth, vendor_key, refill_key)?,
@@ -403,17 +457,18 @@ impl BoxHandle {
         Ok((h, info))
     }
 
-    /// Opens the link to the box at `at` on its own thread ([`BoxHost::connect`]), and
-    /// reads what the box says of itself: `None` while it is blank
+    /// Opens the link to the box at `at` on its own thread ([`BoxHost::connect`]; `pki`
+    /// for a TLS box), and reads what the box says of itself: `None` while it is blank
     /// ([`BoxHandle::personalize`] it then).
-    pub fn connect(at: &BoxAt) -> anyhow::Result<(Self, Option<BoxInfo>)> {
+    pub fn connect(at: &BoxAt, pki: Option<&Pki>) -> anyhow::Result<(Self, Option<BoxInfo>)> {
         let (tx, rx) = mpsc::channel::<Request>();
         let (ready_tx, ready_rx) = mpsc::channel();
         let at = at.clone();
+        let pki = pki.cloned();
         std::thread::Builder::new()
             .name("vbox".into())
             .spawn(move || {
-                let mut host = match BoxHost::connect(&at).and_then(|mut h| {
+                let mut host = match BoxHost::connect(&at, pki.as_ref()).and_then(|mut h| {
                     let info = h.read_info()?;
                     Ok((h, info))
                 }) {
@@ -476,5 +531,46 @@ impl BoxHandle {
     /// The box's root of `shard` (READ SHARD).
     pub fn shard_root(&self, shard: u16) -> Result<Hash, Refused> {
         self.call(move |h| h.shard_root(shard)).ok_or(GONE)?
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn box_addresses_parse_by_scheme() {
+        let dir = Path::new("/data/box");
+        assert_eq!(
+            BoxAt::parse("in-process", dir).unwrap(),
+            BoxAt::InProcess(dir.to_owned())
+        );
+        assert_eq!(
+            BoxAt::parse("tcp:127.0.0.1:35990", dir).unwrap(),
+            BoxAt::Tcp("127.0.0.1:35990".into())
+        );
+        let tls = BoxAt::parse("tls:box.example:35990", dir).unwrap();
+        assert_eq!(tls, BoxAt::Tls("box.example:35990".into()));
+        assert_eq!(tls.to_string(), "tls:box.example:35990");
+        for bad in [
+            "tls:box.example",
+            "tls::35990",
+            "udp:h:1",
+            "tcp:h:99999",
+            "box",
+        ] {
+            let e = BoxAt::parse(bad, dir).unwrap_err().to_string();
+            assert!(e.contains("tls:HOST:PORT"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn a_tls_box_needs_the_data_centers_pki() {
+        let e = BoxHost::connect(&BoxAt::Tls("127.0.0.1:1".into()), None)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("no PKI"), "{e}");
     }
 }

@@ -25,7 +25,7 @@
 //! never value: [`db`]).
 //!
 //! **The box** runs in this process (its own thread) or as a separate `card-sim serve
-//! --tcp` process ([`boxhost::BoxAt`]); a link lost mid-command is healed by RESUME like a
+//! --tcp` process, over plain loopback TCP or mutual TLS ([`boxhost::BoxAt`]); a link lost mid-command is healed by RESUME like a
 //! crash between the two commits.
 //!
 //! **Not built yet**: several function servers in front of one database (§8).
@@ -109,7 +109,7 @@ pub struct Config {
     /// the data directory.
     pub database_url: Option<String>,
     /// Where the box is: in this process on `DATA/box` (the default), or a
-    /// `card-sim serve --tcp` process.
+    /// `card-sim serve --tcp` process (plain TCP or mutual TLS).
     pub box_at: BoxAt,
     /// How old the KMS's word that a meter is in service (registered, not revoked) may be
     /// for a new indicium (standing.rs); zero asks before every request.
@@ -275,7 +275,9 @@ impl Datacenter {
         )?;
         let kms = Upstream::new("KMS", &config.kms_url, Role::Kms, tls)?;
         let at = config.box_at.clone();
-        let (boxh, info) = tokio::task::spawn_blocking(move || BoxHandle::connect(&at)).await??;
+        let pki = config.pki.clone();
+        let (boxh, info) =
+            tokio::task::spawn_blocking(move || BoxHandle::connect(&at, Some(&pki))).await??;
         let info = match info {
             Some(info) => info,
             None => {

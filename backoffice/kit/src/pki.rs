@@ -228,13 +228,15 @@ impl Pki {
         dn.push(DnType::CommonName, role.name());
         params.distinguished_name = dn;
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        params.extended_key_usages = if server {
-            vec![
+        // The box is a server only (the data center calls it, it calls nobody): its
+        // certificate cannot open a TLS session to any service as a client.
+        params.extended_key_usages = match (server, role) {
+            (true, Role::Box) => vec![ExtendedKeyUsagePurpose::ServerAuth],
+            (true, _) => vec![
                 ExtendedKeyUsagePurpose::ServerAuth,
                 ExtendedKeyUsagePurpose::ClientAuth,
-            ]
-        } else {
-            vec![ExtendedKeyUsagePurpose::ClientAuth]
+            ],
+            (false, _) => vec![ExtendedKeyUsagePurpose::ClientAuth],
         };
         validity(&mut params, CERT_DAYS);
         let cert = params.signed_by(&key, issuer)?;

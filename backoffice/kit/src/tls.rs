@@ -59,11 +59,15 @@ pub enum Role {
     /// The virtual meter's data center (seed 001): keeps mailers' meter records, asks the
     /// vendor for the grants that create meters in its secure box.
     Datacenter,
+    /// The virtual meter's secure box served as a process of its own (`card-sim serve
+    /// --tcp … --tls-cert box.crt`): a server only the data center calls. Its certificate
+    /// is for serving only ([`crate::pki`]): no service accepts it from a client.
+    Box,
 }
 
 impl Role {
     /// Every role, in a fixed order.
-    pub const ALL: [Role; 11] = [
+    pub const ALL: [Role; 12] = [
         Role::Meter,
         Role::Kms,
         Role::Recharge,
@@ -75,10 +79,11 @@ impl Role {
         Role::Creditor,
         Role::Merchant,
         Role::Datacenter,
+        Role::Box,
     ];
 
     /// The role's name (`meter`, `kms`, `recharge`, `operator`, `post`, `vendor`, `pa`,
-    /// `ca`, `creditor`, `merchant`, `datacenter`), as in file names.
+    /// `ca`, `creditor`, `merchant`, `datacenter`, `box`), as in file names.
     pub fn name(self) -> &'static str {
         match self {
             Role::Meter => "meter",
@@ -92,6 +97,7 @@ impl Role {
             Role::Creditor => "creditor",
             Role::Merchant => "merchant",
             Role::Datacenter => "datacenter",
+            Role::Box => "box",
         }
     }
 

@@ -1,6 +1,7 @@
 //! The listener's bounds and its TLS, tried from outside as a client would: a body over
 //! the limit, a connection that says nothing, a client certificate of another CA, a
-//! server that is not the one the client meant.
+//! server that is not the one the client meant, the box's server-only certificate as a
+//! client.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::{Read as _, Write as _};
@@ -130,11 +131,15 @@ async fn mutual_tls_names_the_caller_and_refuses_certificates_of_another_ca() {
     )
     .unwrap();
     let url = format!("{}/who", svc.url);
-    // Each certificate of our CA is its role.
-    for role in Role::ALL {
+    // Each certificate of our CA is its role, but the box's: it is for serving only.
+    for role in Role::ALL.into_iter().filter(|r| *r != Role::Box) {
         let who = http(&pki, Some(role)).get(&url).send().await.unwrap();
         assert_eq!(who.text().await.unwrap(), role.name());
     }
+    assert!(
+        http(&pki, Some(Role::Box)).get(&url).send().await.is_err(),
+        "the box's certificate opens no session as a client"
+    );
     // No certificate, or a certificate of another CA (even one saying "meter"): no handshake.
     assert!(http(&pki, None).get(&url).send().await.is_err());
     let foreign = reqwest::Client::builder()

@@ -75,6 +75,48 @@ impl<L: Link> PsdClient<L> {
         self.exchange("PERSONALIZE", &psd_apdu::personalize(p))
     }
 
+    /// PERSONALIZE P1 `01` with the outside signer's public key (feature `webcrypto`);
+    /// the card's answer (the device key's ID and public key).
+    #[cfg(feature = "webcrypto")]
+    pub fn personalize_outside(
+        &mut self,
+        signer: &[u8; 65],
+        p: &Personalization,
+    ) -> Result<Vec<u8>, ClientError> {
+        self.exchange("PERSONALIZE", &psd_apdu::personalize_outside(signer, p))
+    }
+
+    /// ISSUE INDICIUM on a PSD with an outside signer (feature `webcrypto`): the debit is
+    /// committed and the answer is either the unsigned indicium, pending its signature
+    /// ([`indicium::IssueAnswer::Pending`]), or, for a transaction already signed, the
+    /// signed indicium verified under `signer`. Same transaction ID, same bytes, one debit.
+    #[cfg(feature = "webcrypto")]
+    pub fn issue_outside(
+        &mut self,
+        set: RegisterSetIndex,
+        req: &IndiciumRequest,
+        signer: &[u8; 65],
+    ) -> Result<indicium::IssueAnswer, ClientError> {
+        let ind = self.exchange("ISSUE INDICIUM", &psd_apdu::issue_indicium(set, req))?;
+        indicium::IssueAnswer::read(ind, signer).map_err(ClientError::Indicium)
+    }
+
+    /// STORE SIGNATURE (feature `webcrypto`): the signed indicium, verified under `signer`.
+    #[cfg(feature = "webcrypto")]
+    pub fn store_signature(
+        &mut self,
+        set: RegisterSetIndex,
+        signature: &[u8; 64],
+        signer: &[u8; 65],
+    ) -> Result<(Vec<u8>, IndiciumData), ClientError> {
+        let ind = self.exchange(
+            "STORE SIGNATURE",
+            &psd_apdu::store_signature(set, signature),
+        )?;
+        let data = indicium::verify(&ind, signer).map_err(ClientError::Indicium)?;
+        Ok((ind, data))
+    }
+
     /// The registers of a set.
     pub fn registers(&mut self, set: RegisterSetIndex) -> Result<Registers, ClientError> {
         let data = self.exchange("READ REGISTERS", &psd_apdu::read_registers(set))?;

@@ -87,6 +87,12 @@ impl PsdDevice {
         Ok(psd)
     }
 
+    /// A device around a card personalized elsewhere (the outside signer's PERSONALIZE).
+    #[cfg(feature = "webcrypto")]
+    pub(crate) fn from_card(card: Card<MemStore, HostEntropy>) -> Self {
+        PsdDevice { card }
+    }
+
     pub(crate) fn client(&mut self) -> PsdClient<&mut Card<MemStore, HostEntropy>> {
         PsdClient::new(&mut self.card)
     }

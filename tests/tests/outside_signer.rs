@@ -226,3 +226,34 @@ impl IndiciumKeyForTest {
         sig.to_bytes().into()
     }
 }
+
+/// The typed client's `issue_indicium` expects a signed answer. Over a link it cannot
+/// know beforehand (GET DATA does not show the outside signer), so it says what happened:
+/// `SignedOutside`, the debit committed once, and `issue_outside` with the same request
+/// answers that very indicium without a second debit. A host with the card's store
+/// (`signs_outside`) refuses before the debit: the wasm module does (its own test).
+#[test]
+fn the_typed_issue_says_signed_outside_and_the_same_request_completes_it() {
+    use openpsd_core::client::{ClientError, PsdClient};
+    use openpsd_core::psd::outside_signer::signs_outside;
+
+    let mut card = outside_card(37, 10_000);
+    assert!(signs_outside(card.store(), SET0), "known from the store");
+    let before = registers(&mut card, 0);
+    let req = request(1, 123, 21);
+    let mut client = PsdClient::new(&mut card);
+    client.select().unwrap();
+    let e = client.issue_indicium(SET0, &req).unwrap_err();
+    assert!(matches!(e, ClientError::SignedOutside), "{e:?}");
+    assert!(e.to_string().contains("issue_outside"), "{e}");
+    let answer = client
+        .issue_outside(SET0, &req, &signer_public_key())
+        .unwrap();
+    assert!(matches!(answer, IssueAnswer::Pending(..)), "{answer:?}");
+    let after = registers(&mut card, 0);
+    assert_eq!(
+        (after.dr.0, after.pieces.0),
+        (before.dr.0 - 123, before.pieces.0 + 1),
+        "debited once"
+    );
+}

@@ -108,3 +108,27 @@ fn a_bad_signer_key_is_an_input_error() {
     };
     assert_eq!(e.kind.name(), "InputError");
 }
+
+/// The typed `issueIndicium` expects a signed answer: on a set signed outside it is refused
+/// before ISSUE INDICIUM is sent (an input error naming `issueUnsigned`), nothing debited,
+/// before and after a save and restore; the same transaction then goes through
+/// `issueUnsigned` as the first debit.
+#[test]
+fn issue_indicium_refused_before_the_debit() {
+    let mut psd = outside_funded();
+    let before = psd.registers(0).unwrap();
+    let e = psd.issue_indicium(&piece("0000000000000001")).unwrap_err();
+    assert_eq!((e.kind.name(), e.sw), ("InputError", None));
+    assert!(e.message.contains("issueUnsigned"), "{}", e.message);
+    assert_eq!(psd.registers(0).unwrap(), before, "nothing debited");
+    let saved = psd.save_state().unwrap();
+    let mut psd = PsdDevice::restore(&saved, &[2; 32], Some(TODAY)).unwrap();
+    let e = psd.issue_indicium(&piece("0000000000000001")).unwrap_err();
+    assert_eq!(e.kind.name(), "InputError");
+    assert_eq!(psd.registers(0).unwrap(), before, "nothing debited");
+    let first = psd
+        .issue_unsigned(&piece("0000000000000001"), &signer_public_key())
+        .unwrap();
+    assert!(first.pending);
+    assert_eq!(first.registers.dr, "49.15", "one debit, by issueUnsigned");
+}

@@ -126,6 +126,13 @@ impl<L: Link> PsdClient<L> {
     /// Issues an indicium and verifies it against the device's public key. After a link
     /// error, calling again with the same request (same transaction ID) returns the same
     /// indicium without a second debit.
+    ///
+    /// On a set signed outside the PSD (feature `webcrypto`) the card answers unsigned and
+    /// GET DATA does not tell beforehand: the debit is committed and this returns
+    /// [`ClientError::SignedOutside`] (call [`PsdClient::issue_outside`] with the same
+    /// request). A host holding the card's store asks
+    /// [`crate::psd::outside_signer::signs_outside`] first and refuses before the debit, as
+    /// the wasm module does.
     pub fn issue_indicium(
         &mut self,
         set: RegisterSetIndex,
@@ -144,6 +151,11 @@ impl<L: Link> PsdClient<L> {
             }
         };
         let ind = self.exchange("ISSUE INDICIUM", &psd_apdu::issue_indicium(set, req))?;
+        // Unsigned bytes decode exactly; a signed indicium is 64 bytes longer.
+        #[cfg(feature = "webcrypto")]
+        if IndiciumData::decode(&ind).is_ok() {
+            return Err(ClientError::SignedOutside);
+        }
         let data =
             match indicium::verify(&ind, &public_key) {
                 // A set added by a license signs with its own key: the one GET DATA 00 04

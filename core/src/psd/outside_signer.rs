@@ -98,3 +98,18 @@ impl super::PsdApplet {
         Ok(())
     }
 }
+
+/// Whether ISSUE INDICIUM on `set` of the PSD kept in `store` answers an **unsigned**
+/// indicium (a set the outside signer signs). A host that wants a signed indicium asks this
+/// first and refuses before the debit: GET DATA does not show the outside signer. `false`
+/// for a blank PSD, a free slot or a store that does not load (ISSUE INDICIUM refuses those
+/// itself, before any debit).
+pub fn signs_outside(store: &dyn crate::store::Store, set: crate::types::RegisterSetIndex) -> bool {
+    let Ok(state) = super::state::Persistent::load(store) else {
+        return false;
+    };
+    match (state.device(), state.set(usize::from(set.0))) {
+        (Ok(device), Ok(set)) => signer_of(device, set).is_some(),
+        _ => false,
+    }
+}

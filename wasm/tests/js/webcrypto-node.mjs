@@ -69,7 +69,10 @@ assert.equal((await store.getPending('psd1')).transactionId, '00000000000000a2')
 psd.free();
 psd = wasm.Psd.restore(saved, random(32), today);
 assert.equal(psd.registers().dr, '23.30', 'the debit was saved before the signature');
-assert.throws(() => psd.issueIndicium(piece('00000000000000ff')), (e) => e.name === 'CardError');
+// The typed Psd.issueIndicium expects a signed answer: refused before the debit.
+assert.throws(() => psd.issueIndicium(piece('00000000000000ff')),
+  (e) => e.name === 'InputError' && /issueUnsigned/.test(e.message));
+assert.equal(psd.registers().dr, '23.30', 'issueIndicium debited nothing');
 w = new WebCryptoPsd({ psd, key, store, name: 'psd1', save, subtle });
 const resumed = await w.resumePending();
 assert.ok(wasm.verifyIndicium(resumed.barcode, hex(key.publicKeyRaw)).valid);
@@ -82,4 +85,4 @@ await assert.rejects(w.issueIndicium(piece('00000000000000a3', '99.00')),
   (e) => e.name === 'CardError' && e.swHex === '9A01');
 assert.equal(await store.getPending('psd1'), undefined);
 
-console.log('webcrypto-node: OK (key non-extractable, issue, retry, resume after a dead page, refusal)');
+console.log('webcrypto-node: OK (key non-extractable, issue, retry, resume after a dead page, issueIndicium refused, refusal)');

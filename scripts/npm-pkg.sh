@@ -8,6 +8,8 @@
 #   web/                  openpsd.js (ES module, --target web), openpsd.d.ts, openpsd_bg.wasm,
 #                         storage.js + storage.d.ts ("openpsd/storage")
 #   web/cert/             the certificate meter's module ("openpsd/cert"; wasm/API.md § Certificate meter)
+#   web/webcrypto/        the outside signer's module, its driver signer.js and index.js
+#                         re-exporting both ("openpsd/webcrypto"; wasm/API.md § WebCrypto signer)
 #   nodejs/               openpsd.js (CommonJS, --target nodejs), openpsd.d.ts, openpsd_bg.wasm,
 #                         package.json {"type": "commonjs"} (the root is "type": "module")
 #
@@ -20,7 +22,7 @@ cd "$(dirname "$0")/.."
 REPO=$PWD
 PKG=$REPO/target/wasm-pkg
 STAGE=$PKG/npm
-for f in web/openpsd.js web/storage.js web/cert/openpsd.js nodejs/openpsd.js; do
+for f in web/openpsd.js web/storage.js web/cert/openpsd.js web/webcrypto/index.js nodejs/openpsd.js; do
   [ -f "$PKG/$f" ] || { echo "error: no target/wasm-pkg/$f: run bash scripts/wasm-pkg.sh" >&2; exit 1; }
 done
 VERSION=$(sed -n '/^\[workspace.package\]/,/^\[/s/^version = "\(.*\)"$/\1/p' Cargo.toml)
@@ -28,9 +30,11 @@ LICENSE=$(sed -n '/^\[workspace.package\]/,/^\[/s/^license = "\(.*\)"$/\1/p' Car
 [ -n "$VERSION" ] && [ -n "$LICENSE" ] || { echo "error: no version/license in Cargo.toml's [workspace.package]" >&2; exit 1; }
 
 rm -rf "$STAGE"
-mkdir -p "$STAGE/web/cert" "$STAGE/nodejs"
+mkdir -p "$STAGE/web/cert" "$STAGE/web/webcrypto" "$STAGE/nodejs"
 cp "$PKG"/web/{openpsd.js,openpsd.d.ts,openpsd_bg.wasm,storage.js,storage.d.ts} "$STAGE/web/"
 cp "$PKG"/web/cert/{openpsd.js,openpsd.d.ts,openpsd_bg.wasm} "$STAGE/web/cert/"
+cp "$PKG"/web/webcrypto/{openpsd.js,openpsd.d.ts,openpsd_bg.wasm,signer.js,signer.d.ts,index.js,index.d.ts} \
+  "$STAGE/web/webcrypto/"
 cp "$PKG"/nodejs/{openpsd.js,openpsd.d.ts,openpsd_bg.wasm} "$STAGE/nodejs/"
 printf '{\n  "type": "commonjs"\n}\n' >"$STAGE/nodejs/package.json"
 cp wasm/README.md "$STAGE/README.md"
@@ -54,6 +58,7 @@ node -e '
       },
       "./storage": web("storage"),
       "./cert": web("cert/openpsd"),
+      "./webcrypto": web("webcrypto/index"),
       "./web": web("openpsd"),
       "./nodejs": { types: "./nodejs/openpsd.d.ts", default: "./nodejs/openpsd.js" },
       "./package.json": "./package.json",

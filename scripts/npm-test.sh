@@ -46,7 +46,14 @@ web/openpsd.d.ts
 web/openpsd.js
 web/openpsd_bg.wasm
 web/storage.d.ts
-web/storage.js"
+web/storage.js
+web/webcrypto/index.d.ts
+web/webcrypto/index.js
+web/webcrypto/openpsd.d.ts
+web/webcrypto/openpsd.js
+web/webcrypto/openpsd_bg.wasm
+web/webcrypto/signer.d.ts
+web/webcrypto/signer.js"
 actual=$(tar tzf "$tgz" | grep -v '/$' | sed 's|^package/||' | LC_ALL=C sort)
 want=$(LC_ALL=C sort <<<"$expected")
 if [ "$actual" != "$want" ]; then

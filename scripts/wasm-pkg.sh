@@ -17,14 +17,20 @@
 # The web package also gets the certificate meter's module (feature `certmeter`: core's
 # seed 004 commands and openpsd-pki's RFC 3161 expansion) in web/cert/, which the web demo's
 # Certificates tab imports lazily (/pkg/cert/openpsd.js); the main module never loads it.
+# And the outside signer's module (feature `webcrypto`: the indicium key a non-extractable
+# WebCrypto CryptoKey, issue 17 §5) in web/webcrypto/ with its driver signer.js
+# (wasm/js/webcrypto.js) and index.js, which re-exports both (npm "openpsd/webcrypto").
+# `demo` builds it too, with the demo functions, for the tests: demo/{web,nodejs}/webcrypto.
 # Each module has its own gzip -9 budget, checked here (exit 1 when over):
-#   web/openpsd_bg.wasm        MAIN_BUDGET (153,600 B = 150 KB)
-#   web/cert/openpsd_bg.wasm   CERT_BUDGET (337,920 B = 330 KB; wasm/API.md § Certificate meter)
+#   web/openpsd_bg.wasm            MAIN_BUDGET (153,600 B = 150 KB)
+#   web/cert/openpsd_bg.wasm       CERT_BUDGET (337,920 B = 330 KB; wasm/API.md § Certificate meter)
+#   web/webcrypto/openpsd_bg.wasm  WEBCRYPTO_BUDGET (158,720 B = 155 KB: 157,833 B measured + ~0.9 KB; wasm/API.md § WebCrypto signer)
 set -euo pipefail
 source "$(dirname "$0")/wasm-common.sh"
 
 MAIN_BUDGET=${MAIN_BUDGET:-153600}
 CERT_BUDGET=${CERT_BUDGET:-337920}
+WEBCRYPTO_BUDGET=${WEBCRYPTO_BUDGET:-158720}
 dest=$PKG_DIR
 features=
 case "${1:-}" in
@@ -116,7 +122,7 @@ for target in web nodejs; do
     cp wasm/js/storage.js wasm/js/storage.d.ts "$out/"
     extra=(storage.js storage.d.ts)
   fi
-  if [ -z "$features" ] && [ "$target" = web ]; then extra+=(cert/); fi
+  if [ -z "$features" ] && [ "$target" = web ]; then extra+=(cert/ webcrypto/); fi
   package_json "$target" "$out" "${extra[@]}"
   wasm_size "$out/openpsd_bg.wasm"
 done
@@ -139,6 +145,32 @@ if [ -z "$features" ]; then
   wasm_size "$cert/openpsd_bg.wasm"
   budget "$dest/web/openpsd_bg.wasm" "$MAIN_BUDGET"
   budget "$cert/openpsd_bg.wasm" "$CERT_BUDGET"
+fi
+# The outside signer's module for `target` into `out`, with signer.js and index.js.
+webcrypto_module() {
+  local target=$1 out=$2
+  bind "$target" "$out"
+  rm -f "$out/package.json" "$out/README.md" "$out/.gitignore"
+  if [ "$target" = nodejs ]; then
+    # The CommonJS build beside an ES module driver: .mjs, so Node reads it as one.
+    cp wasm/js/webcrypto.js "$out/signer.mjs"
+  else
+    cp wasm/js/webcrypto.js "$out/signer.js"
+    cp wasm/js/webcrypto.d.ts "$out/signer.d.ts"
+    printf "export * from './openpsd.js';\nexport { default } from './openpsd.js';\nexport * from './signer.js';\n" >"$out/index.js"
+    printf "export * from './openpsd.js';\nexport { default } from './openpsd.js';\nexport * from './signer.js';\n" >"$out/index.d.ts"
+  fi
+  wasm_size "$out/openpsd_bg.wasm"
+}
+if [ -z "$features" ]; then
+  build webcrypto
+  webcrypto_module web "$dest/web/webcrypto"
+  budget "$dest/web/openpsd_bg.wasm" "$MAIN_BUDGET"
+  budget "$dest/web/webcrypto/openpsd_bg.wasm" "$WEBCRYPTO_BUDGET"
+else
+  build "$features,webcrypto"
+  webcrypto_module web "$dest/web/webcrypto"
+  webcrypto_module nodejs "$dest/nodejs/webcrypto"
 fi
 if [ -z "$features" ]; then
   # Both targets in the one npm package a JS developer installs (target/wasm-pkg/openpsd-*.tgz).

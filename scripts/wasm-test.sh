@@ -4,7 +4,9 @@
 #   2. the same under headless Chromium (WASM_BINDGEN_USE_BROWSER=1, Debian's chromedriver),
 #   3. the npm packages (scripts/wasm-pkg.sh, and `demo` with the demo functions the tests
 #      personalize and refill with): the Node example (issue + verify, also with Node's
-#      WebCrypto) and storage.js + the web package in Chromium (playwright-core).
+#      WebCrypto), the outside signer's module in Node (wasm/tests/js/webcrypto-node.mjs)
+#      and in Chromium with IndexedDB (tests/web/webcrypto.mjs),
+#      and storage.js + the web package in Chromium (playwright-core).
 # The native tests of the same crate run in `cargo test --workspace`.
 set -euo pipefail
 source "$(dirname "$0")/wasm-common.sh"
@@ -27,6 +29,10 @@ bash scripts/wasm-pkg.sh demo
 step "Node example: wasm/examples/node-indicium.mjs"
 node wasm/examples/node-indicium.mjs "$PKG_DIR/demo/nodejs"
 
+step "the outside signer's module in Node: wasm/tests/js/webcrypto-node.mjs"
+node wasm/tests/js/webcrypto-node.mjs "$PKG_DIR/demo/nodejs/webcrypto"
+step "the outside signer in Chromium with IndexedDB: tests/web/webcrypto.mjs (key kept across a reload)"
+node tests/web/webcrypto.mjs --pkg "$PKG_DIR/demo/web"
 step "web package + storage.js in Chromium (wasm/tests/js/browser.html)"
 www=$REPO/target/wasm-www/test
 rm -rf "$www" && mkdir -p "$www"

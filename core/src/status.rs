@@ -88,6 +88,21 @@ macro_rules! vbox_text {
     };
 }
 
+/// The description of an outside-signer status word (`webcrypto` feature): one short text
+/// without the feature (no command can answer one there), as for the certificate meter.
+#[cfg(feature = "webcrypto")]
+macro_rules! webcrypto_text {
+    ($text:literal) => {
+        $text
+    };
+}
+#[cfg(not(feature = "webcrypto"))]
+macro_rules! webcrypto_text {
+    ($text:literal) => {
+        "outside signer refusal"
+    };
+}
+
 status_table! {
     /// `6581` the persistent store failed during a commit (power lost, I/O error). The
     /// commit may or may not have reached its commit point: after re-opening the card the
@@ -144,6 +159,14 @@ status_table! {
     TransactionIdReused = 0x9A07, "transaction ID reused with different data";
     /// `9A08` the last accepted audit (inspection) is older than the device allows.
     InspectionOverdue = 0x9A08, "inspection overdue: have the back office accept an audit (refill or inspection)";
+    /// `9A09` the set's last indicium waits for its outside signature: STORE SIGNATURE, or
+    /// ISSUE INDICIUM again with its transaction ID, first.
+    SignaturePending = 0x9A09, webcrypto_text!("signature pending: store the last indicium's signature (or retry its transaction ID) first");
+    /// `9A0A` the signature given to STORE SIGNATURE does not verify under the outside
+    /// signer's key over the pending indicium; nothing changed.
+    SignatureInvalid = 0x9A0A, webcrypto_text!("signature does not verify over the pending indicium under the signer's key");
+    /// `9A0B` STORE SIGNATURE with no indicium waiting for a signature on that set.
+    NoSignaturePending = 0x9A0B, webcrypto_text!("no indicium waits for a signature on this register set");
     /// `9A10` refill message or audit receipt made for another device.
     WrongDevice = 0x9A10, "refill message, receipt, export file or revocation order for another device";
     /// `9A11` refill message made for another license / register set.

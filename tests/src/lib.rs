@@ -22,6 +22,7 @@ use openpsd_core::{Card, Status};
 pub mod certmeter;
 pub mod licenses;
 pub mod markdown;
+pub mod outside;
 pub mod purse;
 pub mod scripts;
 

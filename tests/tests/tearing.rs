@@ -239,6 +239,71 @@ fn receipt_tearing() -> usize {
     )
 }
 
+/// ISSUE INDICIUM on a PSD with an outside signer (issue 17 §5): cut at every write, the
+/// debit is either not there or committed with its pending indicium, and the retry answers
+/// the unsigned indicium, debited once.
+fn outside_issue_tearing() -> usize {
+    let card = outside::outside_card(SEED, 10_000);
+    let base = card.store().nvm().clone();
+    let before = registers(&mut reopen(&base, SEED), 0);
+    let apdu = psd_apdu::issue_indicium(SET0, &request(79, 123, 21));
+    let debited = Registers {
+        ar: Amount(before.ar.0 + 123),
+        dr: Amount(before.dr.0 - 123),
+        pieces: PieceCount(before.pieces.0 + 1),
+        ..before
+    };
+    sweep(&base, &apdu, |resp, mut card, at| {
+        assert_eq!(resp, Status::MemoryFailure.sw().to_be_bytes(), "{at}");
+        let after = registers(&mut card, 0);
+        consistent(&after);
+        assert!(after == before || after == debited, "{at}: {after:?}");
+        let payload = expect_ok(&card.transmit(&apdu));
+        let d = indicium::IndiciumData::decode(&payload).expect("the unsigned indicium");
+        assert_eq!(
+            (d.ar, d.dr, d.pieces),
+            (debited.ar, debited.dr, debited.pieces)
+        );
+        assert_eq!(
+            expect_ok(&card.transmit(&apdu)),
+            payload,
+            "{at}: same bytes"
+        );
+        assert_eq!(registers(&mut card, 0), debited);
+    })
+}
+
+/// STORE SIGNATURE cut at every write: the indicium is either still pending (the retry
+/// answers the unsigned bytes, and storing again completes it) or signed (the retry
+/// answers the signed bytes); registers never move.
+fn store_signature_tearing() -> usize {
+    let mut card = outside::outside_card(SEED, 10_000);
+    let issue = psd_apdu::issue_indicium(SET0, &request(80, 123, 21));
+    let payload = expect_ok(&card.transmit(&issue));
+    let signature = outside::sign(&payload);
+    let base = card.store().nvm().clone();
+    let debited = registers(&mut reopen(&base, SEED), 0);
+    let apdu = psd_apdu::store_signature(SET0, &signature);
+    let pk = outside::signer_public_key();
+    sweep(&base, &apdu, |resp, mut card, at| {
+        assert_eq!(resp, Status::MemoryFailure.sw().to_be_bytes(), "{at}");
+        let answer = expect_ok(&card.transmit(&issue));
+        let signed = if answer == payload {
+            expect_ok(&card.transmit(&apdu))
+        } else {
+            answer
+        };
+        indicium::verify(&signed, &pk).expect("the signed indicium verifies");
+        assert_eq!(&signed[..payload.len()], &payload[..], "{at}");
+        assert_eq!(
+            expect_ok(&card.transmit(&issue)),
+            signed,
+            "{at}: same bytes"
+        );
+        assert_eq!(registers(&mut card, 0), debited, "{at}: no second debit");
+    })
+}
+
 fn main() {
     let i = indicium_tearing();
     let pooled = pooled_indicium_tearing();
@@ -248,6 +313,13 @@ fn main() {
     let v = void_tearing();
     let p = personalization_tearing();
     let c = receipt_tearing();
+    let oi = outside_issue_tearing();
+    let os = store_signature_tearing();
+    println!("tearing: outside signer's issue indicium {oi} cut points, store signature {os}");
+    assert!(
+        oi >= 8 && os >= 4,
+        "the outside signer's commands were cut at several writes"
+    );
     println!(
         "tearing: issue indicium {i} cut points, refill {r}, void {v}, personalize {p}, receipt {c} (clean and torn writes)"
     );
@@ -257,6 +329,6 @@ fn main() {
     );
     println!(
         "tearing: all {} cut points kept AR + DR = control sum, no value created or lost",
-        i + r + v + p + c
+        i + r + v + p + c + oi + os
     );
 }

@@ -87,6 +87,12 @@ impl PsdDevice {
         Ok(psd)
     }
 
+    /// A device around a card personalized elsewhere (the outside signer's PERSONALIZE).
+    #[cfg(feature = "webcrypto")]
+    pub(crate) fn from_card(card: Card<MemStore, HostEntropy>) -> Self {
+        PsdDevice { card }
+    }
+
     pub(crate) fn client(&mut self) -> PsdClient<&mut Card<MemStore, HostEntropy>> {
         PsdClient::new(&mut self.card)
     }
@@ -183,6 +189,18 @@ impl PsdDevice {
     pub fn issue_indicium(&mut self, args: &IndiciumArgs) -> ApiResult<IssuedView> {
         let set = args.set.unwrap_or(0);
         let req = self.indicium_request(args)?;
+        // A set signed outside answers unsigned: refused here, before the debit (the main
+        // module has no outside signer: such a state does not load there).
+        #[cfg(feature = "webcrypto")]
+        if openpsd_core::psd::outside_signer::signs_outside(
+            self.card.store(),
+            RegisterSetIndex(set),
+        ) {
+            return Err(ApiError::input(
+                "issueIndicium: this PSD's indicia are signed outside it (WebCrypto signer); \
+                 use issueUnsigned and storeSignature, or WebCryptoPsd; nothing was debited",
+            ));
+        }
         // Decoded, not verified: the page verifies what it stores (verifyIndicium), and a
         // second signature check would halve the indicia per second.
         let indicium = self.client().exchange(

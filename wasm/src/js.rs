@@ -18,6 +18,8 @@ use crate::{barcode, indicium, views::Bytes};
 
 #[cfg(feature = "certmeter")]
 mod cert;
+#[cfg(feature = "webcrypto")]
+mod webcrypto;
 
 #[wasm_bindgen(typescript_custom_section)]
 const TS_TYPES: &'static str = r#"

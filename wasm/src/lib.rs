@@ -21,6 +21,8 @@ pub mod personalize;
 pub mod purse;
 pub mod state;
 pub mod views;
+#[cfg(feature = "webcrypto")]
+pub mod webcrypto;
 
 pub use device::PsdDevice;
 pub use entropy::HostEntropy;

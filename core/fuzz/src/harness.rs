@@ -239,7 +239,7 @@ pub fn today() -> Date {
 
 /// The platform every card of a run starts with (seeded: LICENSE REQUEST's key and nonce
 /// are the same on every run).
-pub(crate) fn platform() -> SeededPlatform {
+pub fn platform() -> SeededPlatform {
     let mut p = SeededPlatform::new(PLATFORM_SEED);
     p.today = Some(today());
     p.now = Some(NOW);
@@ -325,6 +325,37 @@ pub fn funded_nvm() -> &'static Nvm {
     })
 }
 
+/// The outside signer of [`Start::Outside`](crate::input::Start::Outside)'s PSD: a fixed
+/// key, so the seeds can carry its signatures.
+pub fn outside_signer() -> openpsd_core::crypto::IndiciumKey {
+    openpsd_core::crypto::IndiciumKey::from_bytes(&[0x0D; 32]).expect("scalar")
+}
+
+/// The memory of the outside signer's fixture: personalized with P1 `01` and
+/// [`outside_signer`]'s public key, sets 0 and 1 refilled with [`FUNDS`].
+pub fn outside_nvm() -> &'static Nvm {
+    static NVM: OnceLock<Nvm> = OnceLock::new();
+    NVM.get_or_init(|| {
+        let mut card = psd_card(MemStore::new(), platform()).expect("blank store loads");
+        ok_data(&card.transmit(&psd_apdu::select()), "select");
+        ok_data(
+            &card.transmit(&psd_apdu::personalize_outside(
+                &outside_signer().public_key(),
+                &personalization(),
+            )),
+            "personalize",
+        );
+        for (set, amount) in FUNDS.iter().enumerate() {
+            let msg = kms_refill_message(&mut card, set as u8, *amount, 0xF0 + set as u8);
+            ok_data(
+                &card.transmit(&psd_apdu::refill(RegisterSetIndex(set as u8), &msg)),
+                "refill",
+            );
+        }
+        card.store().nvm().clone()
+    })
+}
+
 /// The memory of the transfer fixture: personalized with [`transfer_personalization`],
 /// its recognition key certified by the scheme issuer, sets 0 and 1 refilled with
 /// [`FUNDS`].
@@ -388,6 +419,8 @@ struct Keys {
     id: DeviceId,
     public_key: [u8; 65],
     max_postage: Amount,
+    /// The outside signer's key, on a PSD personalized with one.
+    outside: Option<[u8; 65]>,
 }
 
 impl Keys {
@@ -396,6 +429,7 @@ impl Keys {
             id: d.id,
             public_key: d.public_key,
             max_postage: d.max_postage,
+            outside: d.outside_signer,
         }
     }
 }
@@ -519,6 +553,7 @@ impl Harness {
             Start::Blank => MemStore::new(),
             Start::Personalized => MemStore::open(personalized_nvm().clone()).expect("opens"),
             Start::Funded => MemStore::open(funded_nvm().clone()).expect("opens"),
+            Start::Outside => MemStore::open(outside_nvm().clone()).expect("opens"),
             Start::Transfer => MemStore::open(transfer_nvm().clone()).expect("opens"),
             Start::Certmeter => {
                 MemStore::open(crate::certmeter::certmeter_nvm().clone()).expect("opens")
@@ -562,10 +597,13 @@ impl Harness {
             }
             static KEYS: OnceLock<Keys> = OnceLock::new();
             static TRANSFER_KEYS: OnceLock<Keys> = OnceLock::new();
+            static OUTSIDE_KEYS: OnceLock<Keys> = OnceLock::new();
             h.keys = Some(if start == Start::Transfer {
                 TRANSFER_KEYS
                     .get_or_init(|| keys_of(transfer_nvm()))
                     .clone()
+            } else if start == Start::Outside {
+                OUTSIDE_KEYS.get_or_init(|| keys_of(outside_nvm())).clone()
             } else {
                 KEYS.get_or_init(|| keys_of(personalized_nvm())).clone()
             });
@@ -782,7 +820,7 @@ impl Harness {
             );
             return;
         }
-        if !matches!(ins, 0x40 | 0x50 | 0x52 | 0x42 | 0x44 | 0x48 | 0x4A | 0xCA) {
+        if !matches!(ins, 0x40 | 0x46 | 0x50 | 0x52 | 0x42 | 0x44 | 0x48 | 0x4A | 0xCA) {
             return;
         }
         let stored = self.persisted_sets();
@@ -799,9 +837,45 @@ impl Harness {
                 .unwrap_or_else(|| panic!("INS {ins:02X} succeeded on missing set {set}"))
         };
         match ins {
+            // The outside signer's commands: an unsigned indicium is the set's pending one;
+            // a signed one verifies under the outside key (below, and STORE SIGNATURE).
+            0x40 if keys.outside.is_some()
+                && resident(ins).grant.is_none()
+                && indicium::IndiciumData::decode(data).is_ok() =>
+            {
+                let s = resident(ins);
+                assert_eq!(
+                    s.last_indicium.as_ref().map(|(_, p)| p.as_slice()),
+                    Some(data),
+                    "the unsigned indicium is not the one the set remembers"
+                );
+                assert_eq!(s.last_signature, None, "answered unsigned, but signed");
+                let d = indicium::IndiciumData::decode(data).expect("decodes");
+                assert_eq!(
+                    (d.license, d.ar, d.pieces),
+                    (s.license, s.ar, s.pieces),
+                    "pending indicium registers differ from the persisted set"
+                );
+            }
+            0x46 => {
+                let s = resident(ins);
+                let key = keys.outside.expect("STORE SIGNATURE succeeded without a signer");
+                assert!(s.grant.is_none(), "STORE SIGNATURE on a licensed set");
+                indicium::verify(data, &key)
+                    .unwrap_or_else(|e| panic!("stored indicium does not verify: {e}"));
+                let (signed, signature) = data.split_at(data.len() - 64);
+                assert_eq!(
+                    s.last_indicium.as_ref().map(|(_, p)| p.as_slice()),
+                    Some(signed)
+                );
+                assert_eq!(s.last_signature.as_ref().map(|x| x.as_slice()), Some(signature));
+            }
             0x40 => {
                 let s = resident(ins);
-                let key = self.signing_public_key(&s, &keys.public_key);
+                let key = match keys.outside {
+                    Some(outside) if s.grant.is_none() => outside,
+                    _ => self.signing_public_key(&s, &keys.public_key),
+                };
                 let d = indicium::verify(data, &key)
                     .unwrap_or_else(|e| panic!("issued indicium does not verify: {e}"));
                 let signed = &data[..data.len() - 64];

@@ -65,6 +65,9 @@ pub enum Start {
     Personalized,
     /// Blank (not personalized), SELECTed.
     Blank,
+    /// Funded, but personalized with an outside signer (PERSONALIZE P1 `01` with
+    /// [`crate::harness::outside_signer`]'s key): its indicia wait for STORE SIGNATURE.
+    Outside,
 }
 
 /// One step.
@@ -238,6 +241,7 @@ impl Input {
     pub fn decode(data: &[u8]) -> Input {
         let mut b = Bytes(data);
         let start = match b.u8() % 8 {
+            1 => Start::Outside,
             2 => Start::Transfer,
             3..=5 => Start::Certmeter,
             6 => Start::Personalized,
@@ -315,6 +319,7 @@ impl Input {
         }
         let mut out = vec![match self.start {
             Start::Funded => 0,
+            Start::Outside => 1,
             Start::Transfer => 2,
             Start::Certmeter => 3,
             Start::Personalized => 6,

@@ -640,6 +640,78 @@ fn transfer_seeds() -> Vec<(&'static str, Start, Vec<Op>)> {
     ]
 }
 
+/// The outside signer's seeds (PERSONALIZE P1 `01`, STORE SIGNATURE): an indicium left
+/// pending, retried, refused for another transaction, wrong signatures, the right one
+/// (computed on the fixture, whose bytes are deterministic), power cuts around both.
+fn outside_seeds() -> Vec<(&'static str, Start, Vec<Op>)> {
+    use crate::harness::{outside_nvm, outside_signer};
+    use Start::*;
+    let payload = {
+        let store = MemStore::open(outside_nvm().clone()).expect("fixture opens");
+        let mut card = psd_card(store, crate::harness::platform()).expect("fixture loads");
+        card.transmit(&psd_apdu::select());
+        let resp = card.transmit(&psd_apdu::issue_indicium(
+            RegisterSetIndex(0),
+            &request(0, 1, 123, 21),
+        ));
+        resp[..resp.len() - 2].to_vec()
+    };
+    let signature = outside_signer().sign(&payload);
+    let mut bad = signature;
+    bad[10] ^= 1;
+    let store = |sig: &[u8; 64]| apdu(psd_apdu::store_signature(RegisterSetIndex(0), sig));
+    let signer = outside_signer().public_key();
+    let mut blank_outside = signer.to_vec();
+    blank_outside.extend_from_slice(&personalization().encode());
+    vec![
+        (
+            "outside-issue-store",
+            Outside,
+            vec![
+                issue(0, 1, 123, 21),
+                issue(0, 1, 123, 21),
+                issue(0, 2, 50, 21),
+                store(&bad),
+                apdu(short(0x80, 0x46, 0x00, 0x00, &signature[..60], Some(0))),
+                store(&signature),
+                store(&signature),
+                issue(0, 1, 123, 21),
+                issue(0, 2, 50, 21),
+                issue(1, 3, 70, 21),
+            ],
+        ),
+        (
+            "outside-power-cuts",
+            Outside,
+            vec![
+                Op::PowerCut {
+                    at_write: 1,
+                    torn: true,
+                    apdu: psd_apdu::issue_indicium(RegisterSetIndex(0), &request(0, 1, 123, 21)),
+                },
+                issue(0, 1, 123, 21),
+                Op::PowerCut {
+                    at_write: 0,
+                    torn: false,
+                    apdu: psd_apdu::store_signature(RegisterSetIndex(0), &signature),
+                },
+                issue(0, 1, 123, 21),
+                store(&signature),
+            ],
+        ),
+        (
+            "outside-personalize",
+            Blank,
+            vec![
+                apdu(psd_apdu::personalize_outside(&signer, &personalization())),
+                apdu(psd_apdu::get_data()),
+                apdu(short(0x80, 0x10, 0x01, 0x00, &blank_outside[..64], Some(0))),
+                store(&signature),
+            ],
+        ),
+    ]
+}
+
 /// Every seed: a file name and the input.
 pub fn seeds() -> Vec<(&'static str, Input)> {
     use Start::*;
@@ -1358,6 +1430,7 @@ pub fn seeds() -> Vec<(&'static str, Input)> {
     ];
     s.extend(certmeter_seeds());
     s.extend(transfer_seeds());
+    s.extend(outside_seeds());
     s.drain(..)
         .map(|(name, start, ops)| (name, Input { start, ops }))
         .collect()

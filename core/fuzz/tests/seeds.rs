@@ -213,3 +213,32 @@ fn mutated_transfer_seeds_keep_the_invariants() {
     }
     assert!(runs >= 160, "{runs} runs");
 }
+
+/// The outside signer's seed reaches STORE SIGNATURE's success, not only its refusals: its
+/// APDUs replayed on the fixture answer 9000 to the right signature and `9A0A` to the
+/// wrong one.
+#[test]
+fn outside_seed_stores_its_signature() {
+    use openpsd_core::psd::psd_card;
+    use openpsd_core::store::MemStore;
+    use openpsd_core_fuzz::harness::{outside_nvm, platform};
+    use openpsd_core_fuzz::Op;
+    let all = seeds();
+    let (_, input) = all
+        .iter()
+        .find(|(n, _)| *n == "outside-issue-store")
+        .expect("the seed");
+    let store = MemStore::open(outside_nvm().clone()).expect("opens");
+    let mut card = psd_card(store, platform()).expect("loads");
+    card.transmit(&openpsd_core::client::psd_apdu::select());
+    let mut sws = Vec::new();
+    for op in &input.ops {
+        let Op::Apdu(a) = op else { continue };
+        let resp = card.transmit(a);
+        sws.push(u16::from_be_bytes([resp[resp.len() - 2], resp[resp.len() - 1]]));
+    }
+    assert_eq!(
+        sws,
+        [0x9000, 0x9000, 0x9A09, 0x9A0A, 0x6700, 0x9000, 0x9A0B, 0x9000, 0x9000, 0x9000]
+    );
+}

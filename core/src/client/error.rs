@@ -43,6 +43,12 @@ pub enum ClientError {
     Indicium(VerifyError),
     /// The PSD has a transfer pending for another card; insert that card first.
     PendingForOtherCard(CardId),
+    /// ISSUE INDICIUM answered an **unsigned** indicium: the PSD's indicia are signed
+    /// outside it (feature `webcrypto`). The card does not show that before the command,
+    /// so the debit is committed; [`super::PsdClient::issue_outside`] with the same
+    /// transaction ID answers the same bytes, not debited again, to be signed and stored.
+    #[cfg(feature = "webcrypto")]
+    SignedOutside,
 }
 
 impl core::fmt::Display for ClientError {
@@ -60,6 +66,13 @@ impl core::fmt::Display for ClientError {
             ClientError::PendingForOtherCard(card) => write!(
                 f,
                 "the PSD has a transfer pending for card {card}: insert that card to complete or undo it"
+            ),
+            #[cfg(feature = "webcrypto")]
+            ClientError::SignedOutside => f.write_str(
+                "the PSD's indicia are signed outside it: ISSUE INDICIUM debited and answered \
+                 the unsigned indicium; issue again with the same transaction ID through the \
+                 outside signer's call (issue_outside; wasm: issueUnsigned, WebCryptoPsd) to \
+                 get it, not debited again, and store its signature",
             ),
         }
     }

@@ -75,6 +75,48 @@ impl<L: Link> PsdClient<L> {
         self.exchange("PERSONALIZE", &psd_apdu::personalize(p))
     }
 
+    /// PERSONALIZE P1 `01` with the outside signer's public key (feature `webcrypto`);
+    /// the card's answer (the device key's ID and public key).
+    #[cfg(feature = "webcrypto")]
+    pub fn personalize_outside(
+        &mut self,
+        signer: &[u8; 65],
+        p: &Personalization,
+    ) -> Result<Vec<u8>, ClientError> {
+        self.exchange("PERSONALIZE", &psd_apdu::personalize_outside(signer, p))
+    }
+
+    /// ISSUE INDICIUM on a PSD with an outside signer (feature `webcrypto`): the debit is
+    /// committed and the answer is either the unsigned indicium, pending its signature
+    /// ([`indicium::IssueAnswer::Pending`]), or, for a transaction already signed, the
+    /// signed indicium verified under `signer`. Same transaction ID, same bytes, one debit.
+    #[cfg(feature = "webcrypto")]
+    pub fn issue_outside(
+        &mut self,
+        set: RegisterSetIndex,
+        req: &IndiciumRequest,
+        signer: &[u8; 65],
+    ) -> Result<indicium::IssueAnswer, ClientError> {
+        let ind = self.exchange("ISSUE INDICIUM", &psd_apdu::issue_indicium(set, req))?;
+        indicium::IssueAnswer::read(ind, signer).map_err(ClientError::Indicium)
+    }
+
+    /// STORE SIGNATURE (feature `webcrypto`): the signed indicium, verified under `signer`.
+    #[cfg(feature = "webcrypto")]
+    pub fn store_signature(
+        &mut self,
+        set: RegisterSetIndex,
+        signature: &[u8; 64],
+        signer: &[u8; 65],
+    ) -> Result<(Vec<u8>, IndiciumData), ClientError> {
+        let ind = self.exchange(
+            "STORE SIGNATURE",
+            &psd_apdu::store_signature(set, signature),
+        )?;
+        let data = indicium::verify(&ind, signer).map_err(ClientError::Indicium)?;
+        Ok((ind, data))
+    }
+
     /// The registers of a set.
     pub fn registers(&mut self, set: RegisterSetIndex) -> Result<Registers, ClientError> {
         let data = self.exchange("READ REGISTERS", &psd_apdu::read_registers(set))?;
@@ -84,6 +126,13 @@ impl<L: Link> PsdClient<L> {
     /// Issues an indicium and verifies it against the device's public key. After a link
     /// error, calling again with the same request (same transaction ID) returns the same
     /// indicium without a second debit.
+    ///
+    /// On a set signed outside the PSD (feature `webcrypto`) the card answers unsigned and
+    /// GET DATA does not tell beforehand: the debit is committed and this returns
+    /// [`ClientError::SignedOutside`] (call [`PsdClient::issue_outside`] with the same
+    /// request). A host holding the card's store asks
+    /// [`crate::psd::outside_signer::signs_outside`] first and refuses before the debit, as
+    /// the wasm module does.
     pub fn issue_indicium(
         &mut self,
         set: RegisterSetIndex,
@@ -102,6 +151,11 @@ impl<L: Link> PsdClient<L> {
             }
         };
         let ind = self.exchange("ISSUE INDICIUM", &psd_apdu::issue_indicium(set, req))?;
+        // Unsigned bytes decode exactly; a signed indicium is 64 bytes longer.
+        #[cfg(feature = "webcrypto")]
+        if IndiciumData::decode(&ind).is_ok() {
+            return Err(ClientError::SignedOutside);
+        }
         let data =
             match indicium::verify(&ind, &public_key) {
                 // A set added by a license signs with its own key: the one GET DATA 00 04

@@ -123,6 +123,22 @@ pub fn personalize(p: &Personalization) -> Vec<u8> {
     command(CLA_PSD, ins::PERSONALIZE, 0, 0, &p.encode(), 256)
 }
 
+/// PERSONALIZE P1 `01`: a PSD whose indicia `signer` (SEC1 uncompressed) signs outside it
+/// (feature `webcrypto`).
+#[cfg(feature = "webcrypto")]
+pub fn personalize_outside(signer: &[u8; 65], p: &Personalization) -> Vec<u8> {
+    let mut data = signer.to_vec();
+    data.extend_from_slice(&p.encode());
+    command(CLA_PSD, ins::PERSONALIZE, 1, 0, &data, 256)
+}
+
+/// STORE SIGNATURE: the outside signature (r ‖ s) of a set's pending indicium (feature
+/// `webcrypto`).
+#[cfg(feature = "webcrypto")]
+pub fn store_signature(set: RegisterSetIndex, signature: &[u8; 64]) -> Vec<u8> {
+    command(CLA_PSD, ins::STORE_SIGNATURE, 0, set.0, signature, 256)
+}
+
 /// GET DATA (device public data).
 pub fn get_data() -> Vec<u8> {
     command(CLA_PSD, ins::GET_DATA, 0x00, 0x01, &[], 256)

@@ -18,12 +18,18 @@ use super::{ins, CLA_PSD};
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 // Without the `licenses` / `certmeter` features their variants are never parsed.
 #[cfg_attr(
-    not(all(feature = "licenses", feature = "certmeter")),
+    not(all(feature = "licenses", feature = "certmeter", feature = "webcrypto")),
     allow(dead_code)
 )]
 pub enum PsdCommand<'a> {
     /// PERSONALIZE (`80 10 00 00`): personalization data.
     Personalize(&'a [u8]),
+    /// PERSONALIZE (`80 10 01 00`): the outside signer's public key ‖ personalization data
+    /// (feature `webcrypto`).
+    PersonalizeOutside(&'a [u8]),
+    /// STORE SIGNATURE (`80 46 00 set`): the pending indicium's signature r ‖ s (feature
+    /// `webcrypto`).
+    StoreSignature(RegisterSetIndex, &'a [u8]),
     /// GET DATA (`80 CA 00 01`): the device's public data (or its blank state).
     GetDeviceInfo,
     /// GET DATA (`80 CA 00 02`): the transfer function's public data.
@@ -160,7 +166,16 @@ impl<'a> PsdCommand<'a> {
         use PsdCommand::*;
         // One table: INS → the parser of its P1/P2 (and data, where that check is first).
         let parser: Parser<'a> = match cmd.ins {
+            #[cfg(not(feature = "webcrypto"))]
             ins::PERSONALIZE => |c| no_params(c).map(|_| Personalize(c.data)),
+            #[cfg(feature = "webcrypto")]
+            ins::PERSONALIZE => |c| match (c.p1, c.p2) {
+                (0, 0) => Ok(Personalize(c.data)),
+                (1, 0) => Ok(PersonalizeOutside(c.data)),
+                _ => Err(Status::IncorrectP1P2),
+            },
+            #[cfg(feature = "webcrypto")]
+            ins::STORE_SIGNATURE => |c| set_param(c).map(|s| StoreSignature(s, c.data)),
             ins::READ_REGISTERS => |c| {
                 let set = set_param(c)?;
                 c.expect_no_data()?;
@@ -296,7 +311,9 @@ impl<'a> PsdCommand<'a> {
     /// Whether the command may run in `state` (else `6985`).
     pub fn allowed_in(&self, state: LifeCycle) -> bool {
         match self {
-            PsdCommand::Personalize(_) => state == LifeCycle::Blank,
+            PsdCommand::Personalize(_) | PsdCommand::PersonalizeOutside(_) => {
+                state == LifeCycle::Blank
+            }
             PsdCommand::GetDeviceInfo => true,
             _ => state == LifeCycle::Personalized,
         }

@@ -18,6 +18,11 @@ pub const FORMAT_VERSION: u8 = 2;
 /// read (the PSD keeps printing, and transfers if certified) and written back unchanged;
 /// audits, refills and receipts are refused with `9A16`.
 const LEGACY_FORMAT_VERSION: u8 = 1;
+/// Layout version of the device record of a PSD whose indicia are signed outside it
+/// (feature `webcrypto`): version 2 with the outside signer's public key (65) after the
+/// KMS's. Without the feature such a record does not load.
+#[cfg(feature = "webcrypto")]
+pub(super) const OUTSIDE_SIGNER_FORMAT_VERSION: u8 = 3;
 /// Layout version of GET DATA's answer (unchanged by the refill suite).
 pub const INFO_VERSION: u8 = 1;
 
@@ -254,6 +259,11 @@ pub struct Device {
     pub scheme: Option<Scheme>,
     /// The postal authority licenses come from, if any.
     pub postal_authority: Option<PostalAuthority>,
+    /// The public key (SEC1 uncompressed) of the signer outside the PSD that signs the
+    /// indicia of its personalized sets (PERSONALIZE P1 `01`; the device key still signs
+    /// audits, receipts and exports, and a licensed set's key its own indicia).
+    #[cfg(feature = "webcrypto")]
+    pub outside_signer: Option<[u8; PUBLIC_KEY_LEN]>,
 }
 
 /// What a PSD checks refill messages and audit receipts with, and signs audits with.
@@ -382,6 +392,8 @@ impl Device {
                     },
                 }),
             postal_authority: p.postal_authority.clone(),
+            #[cfg(feature = "webcrypto")]
+            outside_signer: None,
         }
     }
 
@@ -404,10 +416,23 @@ impl Device {
         let mut w = Zeroizing::new(Vec::with_capacity(224));
         match &self.refill_key {
             RefillKey::Kms(k) => {
+                #[cfg(feature = "webcrypto")]
+                let outside = self.outside_signer.as_ref();
+                #[cfg(not(feature = "webcrypto"))]
+                let outside: Option<&[u8; PUBLIC_KEY_LEN]> = None;
+                #[cfg(feature = "webcrypto")]
+                w.put_u8(match outside {
+                    Some(_) => OUTSIDE_SIGNER_FORMAT_VERSION,
+                    None => FORMAT_VERSION,
+                });
+                #[cfg(not(feature = "webcrypto"))]
                 w.put_u8(FORMAT_VERSION);
                 w.extend_from_slice(&self.id.0);
                 w.extend_from_slice(self.key.secret_bytes().as_ref());
                 w.extend_from_slice(k);
+                if let Some(outside) = outside {
+                    w.extend_from_slice(outside);
+                }
             }
             RefillKey::LegacyK1(k1) => {
                 w.put_u8(LEGACY_FORMAT_VERSION);
@@ -435,8 +460,20 @@ impl Device {
         let version = r.u8()?;
         let id = DeviceId(r.array()?);
         let key = IndiciumKey::from_bytes(r.take(32)?).ok_or(Malformed::Value)?;
+        #[cfg(feature = "webcrypto")]
+        let mut outside_signer = None;
         let refill_key = match version {
             FORMAT_VERSION => RefillKey::Kms(r.array()?),
+            #[cfg(feature = "webcrypto")]
+            OUTSIDE_SIGNER_FORMAT_VERSION => {
+                let kms = RefillKey::Kms(r.array()?);
+                let outside: [u8; PUBLIC_KEY_LEN] = r.array()?;
+                if !crypto::is_valid_public_key(&outside) {
+                    return Err(Malformed::Value);
+                }
+                outside_signer = Some(outside);
+                kms
+            }
             LEGACY_FORMAT_VERSION => RefillKey::LegacyK1(MacKey::new(r.array()?)),
             _ => return Err(Malformed::Value),
         };
@@ -458,6 +495,8 @@ impl Device {
             inspection_days,
             scheme,
             postal_authority,
+            #[cfg(feature = "webcrypto")]
+            outside_signer,
         })
     }
 }
@@ -573,18 +612,36 @@ impl super::PsdApplet {
         data: &[u8],
         reply: &mut Vec<u8>,
     ) -> Result<(), Status> {
-        use super::registers::RegisterSet;
-        use super::state::Counters;
-        use super::transfer::TransferState;
-        use crate::records::psd as rec;
-
         let p = Personalization::decode(data)?;
+        let device = Self::generate_device(ctx, &p);
+        self.commit_personalization(ctx, &p, device, reply)
+    }
+
+    /// The device of `p` with freshly generated keys: the device key and, with a scheme,
+    /// the recognition key.
+    pub(super) fn generate_device(ctx: &mut crate::card::Ctx<'_>, p: &Personalization) -> Device {
         let key = IndiciumKey::generate(ctx.platform);
         let recognition_key = p
             .scheme
             .as_ref()
             .map(|_| IndiciumKey::generate(ctx.platform));
-        let device = Device::new(&p, key, recognition_key);
+        Device::new(p, key, recognition_key)
+    }
+
+    /// Commits `device` and the register sets of `p` in one transaction; answers the key
+    /// ID and the device's public key.
+    pub(super) fn commit_personalization(
+        &mut self,
+        ctx: &mut crate::card::Ctx<'_>,
+        p: &Personalization,
+        device: Device,
+        reply: &mut Vec<u8>,
+    ) -> Result<(), Status> {
+        use super::registers::RegisterSet;
+        use super::state::Counters;
+        use super::transfer::TransferState;
+        use crate::records::psd as rec;
+
         let mut sets: Vec<Option<RegisterSet>> = p
             .licenses
             .iter()

@@ -198,6 +198,34 @@ pub fn verify(indicium: &[u8], public_key: &[u8]) -> Result<IndiciumData, Verify
 
 impl core::error::Error for VerifyError {}
 
+/// What ISSUE INDICIUM answers on a PSD with an outside signer (feature `webcrypto`): the
+/// unsigned indicium while its signature is pending, or the signed one. The two cannot be
+/// mistaken: the unsigned bytes decode exactly, the signed ones are 64 bytes longer.
+#[cfg(feature = "webcrypto")]
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum IssueAnswer {
+    /// The bytes to sign (the debit is committed); sign them and STORE SIGNATURE.
+    Pending(Vec<u8>, IndiciumData),
+    /// The signed indicium (a retry of a transaction already signed), verified.
+    Signed(Vec<u8>, IndiciumData),
+}
+
+#[cfg(feature = "webcrypto")]
+impl IssueAnswer {
+    /// Reads an answer; a signed one must verify under `signer`, an unsigned one must name
+    /// its key.
+    pub fn read(answer: Vec<u8>, signer: &[u8]) -> Result<Self, VerifyError> {
+        if let Ok(data) = IndiciumData::decode(&answer) {
+            if data.key_id != crypto::key_id(signer) {
+                return Err(VerifyError::WrongKey);
+            }
+            return Ok(IssueAnswer::Pending(answer, data));
+        }
+        let data = verify(&answer, signer)?;
+        Ok(IssueAnswer::Signed(answer, data))
+    }
+}
+
 /// One device key prepared for checking many of its indicia ([`crypto::PreparedKey`]: off
 /// the browser, a table of the key that makes each check ~4 times faster than
 /// [`verify`]'s after ~1.5 ms to build it). Same checks, same order, same errors as [`verify`].
@@ -263,6 +291,9 @@ impl super::PsdApplet {
                 reply.extend_from_slice(payload);
                 match &set.last_signature {
                     Some(signature) => reply.extend_from_slice(signature),
+                    // Waiting for its outside signature: the unsigned bytes again.
+                    #[cfg(feature = "webcrypto")]
+                    None if super::outside_signer::pending(device, set) => {}
                     // A record from before version 5: its indicium was signed with RFC
                     // 6979's nonce, so signing again gives the bytes it answered.
                     None => reply.extend_from_slice(&set.signing_key(&device.key).sign(payload)),
@@ -271,6 +302,10 @@ impl super::PsdApplet {
             }
         }
 
+        #[cfg(feature = "webcrypto")]
+        if super::outside_signer::pending(device, set) {
+            return Err(Status::SignaturePending);
+        }
         if req.postage == Amount::ZERO {
             return Err(Status::WrongData);
         }
@@ -312,8 +347,14 @@ impl super::PsdApplet {
             }
         }
         let mut next = set.debit(req.postage)?;
+        // Signed outside the PSD (feature `webcrypto`): the indicium carries that key's ID
+        // and leaves unsigned, pending until STORE SIGNATURE.
+        #[cfg(feature = "webcrypto")]
+        let outside = super::outside_signer::signer_of(device, set);
+        #[cfg(not(feature = "webcrypto"))]
+        let outside: Option<&[u8; crypto::PUBLIC_KEY_LEN]> = None;
         let data = IndiciumData {
-            key_id: set.key_id(&device.key),
+            key_id: outside.map_or_else(|| set.key_id(&device.key), |k| crypto::key_id(k)),
             device: device.id,
             license: next.license,
             ar: next.ar,
@@ -328,14 +369,18 @@ impl super::PsdApplet {
         let payload = data.encode();
         // Signed before the commit, and the signature committed with the debit: its nonce
         // may come from the pool (random), and a retry must answer these very bytes.
-        #[cfg(not(target_arch = "wasm32"))]
-        let signature = next
-            .signing_key(&device.key)
-            .sign_pooled(&payload, &mut self.nonces);
-        #[cfg(target_arch = "wasm32")]
-        let signature = next.signing_key(&device.key).sign(&payload);
+        let signature = match outside {
+            Some(_) => None,
+            #[cfg(not(target_arch = "wasm32"))]
+            None => Some(
+                next.signing_key(&device.key)
+                    .sign_pooled(&payload, &mut self.nonces),
+            ),
+            #[cfg(target_arch = "wasm32")]
+            None => Some(next.signing_key(&device.key).sign(&payload)),
+        };
         next.last_indicium = Some((req.transaction, payload.clone()));
-        next.last_signature = Some(signature);
+        next.last_signature = signature;
 
         // Commit first: no indicium leaves the card for a debit that is not durable.
         let next_counters = Counters {
@@ -352,7 +397,9 @@ impl super::PsdApplet {
         self.persistent.put_set(i, next);
         self.persistent.counters = next_counters;
         reply.extend_from_slice(&payload);
-        reply.extend_from_slice(&signature);
+        if let Some(signature) = signature {
+            reply.extend_from_slice(&signature);
+        }
         Ok(())
     }
 }

@@ -21,6 +21,8 @@ pub mod command;
 pub mod device;
 pub mod indicium;
 pub mod license;
+#[cfg(feature = "webcrypto")]
+pub mod outside_signer;
 pub mod receipt;
 pub mod refill;
 pub mod registers;
@@ -56,6 +58,8 @@ pub mod ins {
     pub const READ_REGISTERS: u8 = 0x32;
     /// ISSUE INDICIUM.
     pub const ISSUE_INDICIUM: u8 = 0x40;
+    /// STORE SIGNATURE (an indicium's outside signature; feature `webcrypto`).
+    pub const STORE_SIGNATURE: u8 = 0x46;
     /// AUDIT.
     pub const AUDIT: u8 = 0x50;
     /// REFILL.
@@ -244,6 +248,16 @@ impl Applet for PsdApplet {
         }
         match command {
             Personalize(data) => self.personalize(ctx, data, reply),
+            #[cfg(feature = "webcrypto")]
+            PersonalizeOutside(data) => self.personalize_outside(ctx, data, reply),
+            #[cfg(feature = "webcrypto")]
+            StoreSignature(set, data) => {
+                let i = self.set_index(set)?;
+                self.store_signature(ctx, i, data, reply)
+            }
+            // Never parsed without the feature (P1 `01` and its INS are refused there).
+            #[cfg(not(feature = "webcrypto"))]
+            PersonalizeOutside(_) | StoreSignature(..) => Err(Status::InstructionNotSupported),
             GetDeviceInfo => {
                 self.device_info(reply);
                 Ok(())

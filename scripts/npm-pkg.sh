@@ -8,6 +8,8 @@
 #   web/                  openpsd.js (ES module, --target web), openpsd.d.ts, openpsd_bg.wasm,
 #                         storage.js + storage.d.ts ("openpsd/storage")
 #   web/cert/             the certificate meter's module ("openpsd/cert"; wasm/API.md § Certificate meter)
+#   web/wide.js           + wide.d.ts: picks web/wide/openpsd_bg.wasm, the main module built with
+#                         wasm's wide-arithmetic instructions, where the engine has them ("openpsd/wide")
 #   web/webcrypto/        the outside signer's module, its driver signer.js and index.js
 #                         re-exporting both ("openpsd/webcrypto"; wasm/API.md § WebCrypto signer)
 #   nodejs/               openpsd.js (CommonJS, --target nodejs), openpsd.d.ts, openpsd_bg.wasm,
@@ -22,7 +24,7 @@ cd "$(dirname "$0")/.."
 REPO=$PWD
 PKG=$REPO/target/wasm-pkg
 STAGE=$PKG/npm
-for f in web/openpsd.js web/storage.js web/cert/openpsd.js web/webcrypto/index.js nodejs/openpsd.js; do
+for f in web/openpsd.js web/storage.js web/wide.js web/wide/openpsd_bg.wasm web/cert/openpsd.js web/webcrypto/index.js nodejs/openpsd.js; do
   [ -f "$PKG/$f" ] || { echo "error: no target/wasm-pkg/$f: run bash scripts/wasm-pkg.sh" >&2; exit 1; }
 done
 VERSION=$(sed -n '/^\[workspace.package\]/,/^\[/s/^version = "\(.*\)"$/\1/p' Cargo.toml)
@@ -30,8 +32,9 @@ LICENSE=$(sed -n '/^\[workspace.package\]/,/^\[/s/^license = "\(.*\)"$/\1/p' Car
 [ -n "$VERSION" ] && [ -n "$LICENSE" ] || { echo "error: no version/license in Cargo.toml's [workspace.package]" >&2; exit 1; }
 
 rm -rf "$STAGE"
-mkdir -p "$STAGE/web/cert" "$STAGE/web/webcrypto" "$STAGE/nodejs"
-cp "$PKG"/web/{openpsd.js,openpsd.d.ts,openpsd_bg.wasm,storage.js,storage.d.ts} "$STAGE/web/"
+mkdir -p "$STAGE/web/cert" "$STAGE/web/webcrypto" "$STAGE/web/wide" "$STAGE/nodejs"
+cp "$PKG"/web/{openpsd.js,openpsd.d.ts,openpsd_bg.wasm,storage.js,storage.d.ts,wide.js,wide.d.ts} "$STAGE/web/"
+cp "$PKG"/web/wide/openpsd_bg.wasm "$STAGE/web/wide/"
 cp "$PKG"/web/cert/{openpsd.js,openpsd.d.ts,openpsd_bg.wasm} "$STAGE/web/cert/"
 cp "$PKG"/web/webcrypto/{openpsd.js,openpsd.d.ts,openpsd_bg.wasm,signer.js,signer.d.ts,index.js,index.d.ts} \
   "$STAGE/web/webcrypto/"
@@ -57,6 +60,7 @@ node -e '
         ...web("openpsd"),
       },
       "./storage": web("storage"),
+      "./wide": web("wide"),
       "./cert": web("cert/openpsd"),
       "./webcrypto": web("webcrypto/index"),
       "./web": web("openpsd"),

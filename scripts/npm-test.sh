@@ -53,7 +53,10 @@ web/webcrypto/openpsd.d.ts
 web/webcrypto/openpsd.js
 web/webcrypto/openpsd_bg.wasm
 web/webcrypto/signer.d.ts
-web/webcrypto/signer.js"
+web/webcrypto/signer.js
+web/wide.d.ts
+web/wide.js
+web/wide/openpsd_bg.wasm"
 actual=$(tar tzf "$tgz" | grep -v '/$' | sed 's|^package/||' | LC_ALL=C sort)
 want=$(LC_ALL=C sort <<<"$expected")
 if [ "$actual" != "$want" ]; then
@@ -82,6 +85,9 @@ say "tsc --strict ($(tsc --version)) on tests/npm-app/src"
 say "vite build ($(vite --version | cut -d' ' -f1))"
 (cd "$OUT/app" && vite build --logLevel warn --outDir dist) || die "vite build"
 ls "$OUT/app/dist/assets/"*.wasm >/dev/null 2>&1 || die "vite emitted no .wasm asset"
+# The app loads through openpsd/wide: both builds of the main module must be in the bundle.
+[ "$(find "$OUT/app/dist/assets" -name '*.wasm' | wc -l)" -ge 2 ] ||
+  die "vite emitted one .wasm asset; openpsd/wide's two modules were not both bundled"
 say "bundle: $(cd "$OUT/app/dist/assets" && for f in *; do printf '%s %d B; ' "$f" "$(stat -c %s "$f")"; done)"
 
 # 4. In Chromium.

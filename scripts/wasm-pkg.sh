@@ -25,12 +25,14 @@
 #   web/openpsd_bg.wasm            MAIN_BUDGET (153,600 B = 150 KB)
 #   web/cert/openpsd_bg.wasm       CERT_BUDGET (337,920 B = 330 KB; wasm/API.md § Certificate meter)
 #   web/webcrypto/openpsd_bg.wasm  WEBCRYPTO_BUDGET (158,720 B = 155 KB: 157,833 B measured + ~0.9 KB; wasm/API.md § WebCrypto signer)
+#   web/wide/openpsd_bg.wasm       WIDE_BUDGET (153,600 B = 150 KB, as the main module; wasm/API.md § Wide arithmetic)
 set -euo pipefail
 source "$(dirname "$0")/wasm-common.sh"
 
 MAIN_BUDGET=${MAIN_BUDGET:-153600}
 CERT_BUDGET=${CERT_BUDGET:-337920}
 WEBCRYPTO_BUDGET=${WEBCRYPTO_BUDGET:-158720}
+WIDE_BUDGET=${WIDE_BUDGET:-153600}
 dest=$PKG_DIR
 features=
 case "${1:-}" in
@@ -54,7 +56,7 @@ build() {
   [ -f "$module" ] || { echo "error: cargo produced no $module" >&2; exit 1; }
   echo "== built in $(( $(date +%s) - t )) s"
 }
-# Step 3 on one file, in place. wasm-opt is deterministic, and wasm-bindgen's module is the
+# Step 3 on one file, in place (extra wasm-opt flags after the file). wasm-opt is deterministic, and wasm-bindgen's module is the
 # same for the web and the nodejs target: its output is kept under the hash of its input,
 # flags and version (target/wasm32/wasm-opt-cache, the newest 20), so the second target and
 # a rerun on an unchanged module (wasm-test.sh and wasm-bench.sh each run this script) take
@@ -62,12 +64,13 @@ build() {
 OPT_CACHE=$CARGO_TARGET_DIR/wasm-opt-cache
 optimize() {
   local f=$1 key
-  key=$({ sha256sum <"$f"; printf '%s\n' "${WASM_OPT_ARGS[@]}"; wasm-opt --version; } | sha256sum | cut -c1-32)
+  local args=("${WASM_OPT_ARGS[@]}" "${@:2}")
+  key=$({ sha256sum <"$f"; printf '%s\n' "${args[@]}"; wasm-opt --version; } | sha256sum | cut -c1-32)
   if [ -f "$OPT_CACHE/$key.wasm" ]; then
     cp "$OPT_CACHE/$key.wasm" "$f"
     return
   fi
-  with_progress "optimizing ${f#"$REPO"/} (wasm-opt)" wasm-opt "$f" -o "$f.tmp" "${WASM_OPT_ARGS[@]}"
+  with_progress "optimizing ${f#"$REPO"/} (wasm-opt)" wasm-opt "$f" -o "$f.tmp" "${args[@]}"
   mkdir -p "$OPT_CACHE"
   cp "$f.tmp" "$OPT_CACHE/$key.wasm.tmp" && mv "$OPT_CACHE/$key.wasm.tmp" "$OPT_CACHE/$key.wasm"
   mv "$f.tmp" "$f"
@@ -120,7 +123,7 @@ for target in web nodejs; do
   extra=()
   if [ "$target" = web ]; then
     cp wasm/js/storage.js wasm/js/storage.d.ts "$out/"
-    extra=(storage.js storage.d.ts)
+    extra=(storage.js storage.d.ts wide.js wide.d.ts wide/)
   fi
   if [ -z "$features" ] && [ "$target" = web ]; then extra+=(cert/ webcrypto/); fi
   package_json "$target" "$out" "${extra[@]}"
@@ -172,6 +175,46 @@ else
   webcrypto_module web "$dest/web/webcrypto"
   webcrypto_module nodejs "$dest/nodejs/webcrypto"
 fi
+# The same module again with wasm's wide-arithmetic instructions (`-C
+# target-feature=+wide-arithmetic`: i64.mul_wide_u instead of a __multi3 call per 64x64->128
+# product), for engines that have them (wasm/js/wide.js picks it by validating a probe;
+# wasm/API.md § Wide arithmetic). In its own target directory: other rustflags would make
+# cargo rebuild every crate of the plain build each time the two alternate. Its glue must be
+# the plain module's byte for byte, so only the .wasm is shipped, in web/wide/, with
+# wide.js beside openpsd.js. Engines without the instructions (Node 20, Chromium 156 unless
+# started with --js-flags=--wasm-wide-arithmetic) never load it.
+wide_module() {
+  local out=$1 plain_js=$2 t wide_module_file tmp n
+  t=$(date +%s)
+  echo "== cargo build --profile wasm-release -p openpsd-wasm${features:+ --features $features} with +wide-arithmetic"
+  CARGO_TARGET_DIR=$CARGO_TARGET_DIR-wide \
+    CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUSTFLAGS="$CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUSTFLAGS -C target-feature=+wide-arithmetic" \
+    with_progress "building the wide-arithmetic module" \
+    cargo build --lib --target "$WASM_TARGET" --profile wasm-release -p openpsd-wasm ${features:+--features "$features"}
+  wide_module_file=$CARGO_TARGET_DIR-wide/$WASM_TARGET/wasm-release/openpsd_wasm.wasm
+  [ -f "$wide_module_file" ] || { echo "error: cargo produced no $wide_module_file" >&2; exit 1; }
+  tmp=$(mktemp -d)
+  wasm-bindgen "$wide_module_file" --out-dir "$tmp" --target web --out-name openpsd
+  if ! cmp -s "$tmp/openpsd.js" "$plain_js"; then
+    echo "error: the wide-arithmetic module's glue differs from the plain module's ($plain_js)" >&2
+    exit 1
+  fi
+  optimize "$tmp/openpsd_bg.wasm" --enable-wide-arithmetic
+  rm -rf "$out" && mkdir -p "$out"
+  mv "$tmp/openpsd_bg.wasm" "$out/openpsd_bg.wasm"
+  rm -rf "$tmp"
+  n=$(wasm-dis --enable-wide-arithmetic "$out/openpsd_bg.wasm" | grep -c 'i64.mul_wide' || true)
+  [ "$n" -gt 0 ] || { echo "error: the wide-arithmetic module has no i64.mul_wide instruction" >&2; exit 1; }
+  echo "== ${out#"$REPO"/}/openpsd_bg.wasm: $n i64.mul_wide instructions"
+  wasm_size "$out/openpsd_bg.wasm"
+  echo "== wide-arithmetic module in $(( $(date +%s) - t )) s"
+}
+wide_module "$dest/web/wide" "$dest/web/openpsd.js"
+cp wasm/js/wide.js wasm/js/wide.d.ts "$dest/web/"
+if [ -z "$features" ]; then
+  budget "$dest/web/wide/openpsd_bg.wasm" "$WIDE_BUDGET"
+fi
+
 if [ -z "$features" ]; then
   # Both targets in the one npm package a JS developer installs (target/wasm-pkg/openpsd-*.tgz).
   bash scripts/npm-pkg.sh | sed -n 1p

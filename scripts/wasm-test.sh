@@ -6,7 +6,8 @@
 #      personalize and refill with): the Node example (issue + verify, also with Node's
 #      WebCrypto), the outside signer's module in Node (wasm/tests/js/webcrypto-node.mjs)
 #      and in Chromium with IndexedDB (tests/web/webcrypto.mjs),
-#      and storage.js + the web package in Chromium (playwright-core).
+#      and storage.js + the web package in Chromium (playwright-core),
+#   4. the wide-arithmetic module (wasm/js/wide.js) in Chromium with and without V8's flag.
 # The native tests of the same crate run in `cargo test --workspace`.
 set -euo pipefail
 source "$(dirname "$0")/wasm-common.sh"
@@ -39,5 +40,17 @@ rm -rf "$www" && mkdir -p "$www"
 cp wasm/tests/js/browser.html "$www/index.html"
 cp -r "$PKG_DIR/demo/web" "$www/pkg"
 node wasm/tests/js/chromium.mjs "$www" /index.html 120 2> >(grep -v 'favicon\|status of 404' >&2)
+
+step "the wide-arithmetic module in Chromium (wasm/tests/js/wide.html): picked only where V8 has the instructions, the same labels"
+www=$REPO/target/wasm-www/wide
+rm -rf "$www" && mkdir -p "$www"
+cp wasm/tests/js/wide.html "$www/index.html"
+cp -r "$PKG_DIR/demo/web" "$www/pkg"
+plain=$(node wasm/tests/js/chromium.mjs "$www" '/index.html?expect=0' 120)
+wide=$(CHROMIUM_JS_FLAGS=--wasm-wide-arithmetic node wasm/tests/js/chromium.mjs "$www" '/index.html?expect=1' 120)
+printf 'plain: %s\nwide:  %s\n' "$plain" "$wide"
+digest() { node -e 'console.log(JSON.parse(process.argv[1]).digest)' "$1"; }
+[ "$(digest "$plain")" = "$(digest "$wide")" ] ||
+  { echo "error: the wide-arithmetic module issued other labels than the plain one" >&2; exit 1; }
 
 printf '\n== wasm tests passed (%d s)\n' "$(( $(date +%s) - t0 ))"

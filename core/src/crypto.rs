@@ -5,16 +5,12 @@
 //!
 //! Keys are zeroized on drop; MACs are compared in constant time.
 //!
-//! Off the browser, ECDSA signing and verification compute their generator multiple from a
-//! precomputed table built once per process ([`comb`]; the signatures are p256's, byte for
-//! byte), and [`PreparedKey`] adds a table of a public key for a verifier that checks many
-//! signatures of one key. The browser's module (wasm32) uses p256 alone.
+//! ECDSA signing and verification compute their generator multiple from a precomputed table
+//! built once per process or wasm instance ([`comb`]; the signatures are p256's, byte for
+//! byte). Off the browser, [`PreparedKey`] adds a table of a public key for a verifier that
+//! checks many signatures of one key.
 
 use cmac::{Cmac, KeyInit, Mac};
-#[cfg(target_arch = "wasm32")]
-use p256::ecdsa::signature::{Signer, Verifier};
-#[cfg(target_arch = "wasm32")]
-use p256::ecdsa::Signature;
 use p256::ecdsa::{SigningKey, VerifyingKey};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
@@ -23,7 +19,6 @@ use zeroize::{Zeroize, ZeroizeOnDrop};
 use crate::platform::Platform;
 use crate::types::KeyId;
 
-#[cfg(not(target_arch = "wasm32"))]
 pub mod comb;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod nonce;
@@ -159,10 +154,7 @@ impl IndiciumKey {
 
     /// ECDSA P-256 / SHA-256 signature over `msg` (deterministic, RFC 6979).
     pub fn sign(&self, msg: &[u8]) -> [u8; SIGNATURE_LEN] {
-        #[cfg(not(target_arch = "wasm32"))]
         let sig = comb::sign_prehash(self.key.as_nonzero_scalar(), &sha256(msg));
-        #[cfg(target_arch = "wasm32")]
-        let sig: Signature = self.key.sign(msg);
         let mut out = [0u8; SIGNATURE_LEN];
         out.copy_from_slice(&sig.to_bytes());
         out
@@ -231,20 +223,9 @@ pub fn verify_signature(public_key: &[u8], msg: &[u8], signature: &[u8]) -> bool
     verify_with_key(&vk, msg, signature)
 }
 
-/// Verifies (r ‖ s) over `msg` under a parsed key: with the generator's table off the
-/// browser, with p256 alone in it (same result).
+/// Verifies (r ‖ s) over `msg` under a parsed key, with the generator's table.
 fn verify_with_key(vk: &VerifyingKey, msg: &[u8], signature: &[u8]) -> bool {
-    #[cfg(not(target_arch = "wasm32"))]
-    {
-        comb::verify_prehash(vk.as_affine(), &sha256(msg), signature)
-    }
-    #[cfg(target_arch = "wasm32")]
-    {
-        let Ok(sig) = Signature::from_slice(signature) else {
-            return false;
-        };
-        vk.verify(msg, &sig).is_ok()
-    }
+    comb::verify_prehash(vk.as_affine(), &sha256(msg), signature)
 }
 
 /// A public key parsed once for many verifications (one device's indicia): off the browser
@@ -294,11 +275,7 @@ impl PreparedKey {
         }
         #[cfg(target_arch = "wasm32")]
         {
-            use p256::ecdsa::signature::hazmat::PrehashVerifier;
-            let Ok(sig) = Signature::from_slice(signature) else {
-                return false;
-            };
-            self.key.verify_prehash(digest, &sig).is_ok()
+            comb::verify_prehash(self.key.as_affine(), digest, signature)
         }
     }
 }

@@ -510,3 +510,49 @@ fn a_transfer_to_a_purse_moves_value_in_wasm() {
     let mut back = Purse::restore(&saved, &[3; 32], None).ok().unwrap();
     assert_eq!(text(&back.info().unwrap(), "balance"), "5.00");
 }
+
+/// In wasm32 core signs with its own generator table (a 5-bit window, `comb.rs`) and
+/// verifies with it and p256's constant-time ladder: every signature must be p256's own,
+/// byte for byte (RFC 6979 makes both deterministic), verify with p256's verifier and with
+/// core's, and a signature or message changed by one bit must be refused by core's.
+#[wasm_bindgen_test]
+fn the_module_signs_like_p256_and_verifies_like_it() {
+    use openpsd_core::crypto::{sha256, verify_signature, PreparedKey};
+    use p256::ecdsa::signature::{Signer, Verifier};
+    use p256::ecdsa::{Signature, SigningKey};
+
+    for key_seed in 0u8..4 {
+        let secret = sha256(&[b'k', key_seed]);
+        let key = IndiciumKey::from_bytes(&secret).unwrap();
+        let reference = SigningKey::from_slice(&secret).unwrap();
+        let public = key.public_key();
+        assert_eq!(
+            reference.verifying_key().to_sec1_point(false).as_bytes(),
+            &public[..]
+        );
+        let prepared = PreparedKey::from_sec1(&public).unwrap();
+        for n in 0u8..8 {
+            let msg = [key_seed, n, 0x5a, 0xa5];
+            let ours = key.sign(&msg);
+            let theirs: Signature = reference.sign(&msg);
+            assert_eq!(
+                ours[..],
+                theirs.to_bytes()[..],
+                "key {key_seed} message {n}"
+            );
+            assert!(reference
+                .verifying_key()
+                .verify(&msg, &Signature::from_slice(&ours).unwrap())
+                .is_ok());
+            assert!(verify_signature(&public, &msg, &ours));
+            assert!(prepared.verify(&msg, &ours));
+            let mut bad = ours;
+            bad[usize::from(n) % 64] ^= 1;
+            assert!(!verify_signature(&public, &msg, &bad));
+            assert!(!prepared.verify(&msg, &bad));
+            let mut other = msg;
+            other[3] ^= 0x80;
+            assert!(!verify_signature(&public, &other, &ours));
+        }
+    }
+}

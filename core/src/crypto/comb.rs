@@ -23,7 +23,11 @@
 //!   that checks many signatures of one key; a one-off verification ([`verify_prehash`]) uses the
 //!   generator's table for u1·G and p256's variable-time wNAF for u2·Q.
 //!
-//! Not in the browser's module (wasm32): its size budget has no room yet (docs/ecdsa.md).
+//! The browser's module (wasm32) signs and verifies here too, with a narrower table
+//! ([`G_WINDOW`]) built on the instance's first signature (3–8 ms in Node). To stay within
+//! its size budget it verifies with code it already carries for signing and ECDH (a
+//! constant-time inversion of s and p256's constant-time ladder for u2·Q) instead of the
+//! variable-time ones; the results are the same. No [`KeyTable`] and no nonce pool there.
 
 use alloc::boxed::Box;
 use alloc::vec::Vec;
@@ -45,7 +49,14 @@ use zeroize::{Zeroize, Zeroizing};
 /// window spends on its scan what it saves in additions) and 28.7, 23.3, 19.4 and 16.9 µs
 /// in variable time (verification, which reads one entry per window): 7 is as fast as 6
 /// for signing and the fastest for verification.
+#[cfg(not(target_arch = "wasm32"))]
 pub const G_WINDOW: usize = 7;
+/// In the browser's module (wasm32) the scan costs more against an addition: measured on
+/// 2026-12-02 (`scripts/wasm-bench.sh`, typed indicia/s, Node / Chromium), widths 7, 6, 5
+/// and 4 gave 3,940 / 7,025, 4,675 / 8,126, 5,040 / 8,188 and 4,957 / 7,509: 5 is the
+/// fastest in both (52 windows of 16 entries: ~60 KB of the instance's heap).
+#[cfg(target_arch = "wasm32")]
+pub const G_WINDOW: usize = 5;
 
 /// A public key's table ([`KeyTable`]): the same width as the generator's, for
 /// verification at OpenSSL's rate (~170 KB and ~1.5 ms per key; a verifier holding very
@@ -237,7 +248,12 @@ fn verify_with(
         return false;
     };
     let (r, s) = signature.split_scalars();
+    // The browser's module inverts in constant time: the same inversion signing uses, so
+    // the module carries one inversion's code (its size budget; s is public either way).
+    #[cfg(not(target_arch = "wasm32"))]
     let s_inv = *Invert::invert_vartime(&s).as_ref();
+    #[cfg(target_arch = "wasm32")]
+    let s_inv = *Invert::invert(&s).as_ref();
     let u1 = digest_scalar(z) * s_inv;
     let u2 = *r.as_ref() * s_inv;
     let mut sum = None;
@@ -253,7 +269,12 @@ pub fn verify_prehash(q: &AffinePoint, z: &[u8; 32], signature: &[u8]) -> bool {
     let q = ProjectivePoint::from(q);
     verify_with(
         |u2, sum| {
+            // The browser's module multiplies with p256's constant-time ladder, which ECDH
+            // already needs, rather than carry the wNAF's code too (its size budget).
+            #[cfg(not(target_arch = "wasm32"))]
             let u2_q = q.mul_vartime(u2);
+            #[cfg(target_arch = "wasm32")]
+            let u2_q = q * u2;
             *sum = Some(sum.map_or(u2_q, |s| s + u2_q));
         },
         z,

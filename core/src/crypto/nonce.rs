@@ -18,7 +18,7 @@
 //! * A pair is used for one signature, under whichever key signs (a nonce must never sign
 //!   twice; which key it was derived with only hedges the RNG).
 //!
-//! Not in the browser's module (wasm32), like the tables it uses.
+//! Not in the browser's module (wasm32): it has no idle loop to fill the pool in.
 
 use alloc::vec::Vec;
 

@@ -6,6 +6,7 @@
 import init, { Psd, dataMatrixSvg, verifyIndicium } from 'openpsd';
 import type { IndiciumRequest, IssuedIndicium, OpenpsdError, Registers, Verification } from 'openpsd';
 import { openStorage } from 'openpsd/storage';
+import { moduleUrl } from 'openpsd/wide';
 import type { SealedStorage } from 'openpsd/storage';
 
 const STATE_NAME = 'npm-app-psd';
@@ -42,7 +43,8 @@ function describe(regs: Registers): string {
 }
 
 async function main(): Promise<void> {
-  await init();
+  // The wide-arithmetic build where the engine has the instructions (both are in the bundle).
+  await init({ module_or_path: moduleUrl() });
   const today = localDate();
   const storage = await openStorage('openpsd-npm-app');
   const { psd, from } = await loadPsd(storage, today);

@@ -5,7 +5,8 @@
 //   node wasm/tests/js/chromium.mjs <dir> <page path+query> [timeout seconds]
 //
 // Prints the result; exits 1 on "ERROR", a page error or a timeout. Needs NODE_PATH to
-// reach playwright-core (scripts/web-env.sh).
+// reach playwright-core (scripts/web-env.sh). CHROMIUM_JS_FLAGS, if set, is passed to V8 as
+// --js-flags (e.g. --wasm-wide-arithmetic, which Chromium 156 keeps behind a flag).
 import http from 'node:http';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -56,6 +57,7 @@ const browser = await chromium.launch({
     '--disable-component-update',
     '--disable-sync',
     '--no-first-run',
+    ...(process.env.CHROMIUM_JS_FLAGS ? [`--js-flags=${process.env.CHROMIUM_JS_FLAGS}`] : []),
   ],
 });
 let failed = false;

@@ -897,7 +897,10 @@ async function start() {
   initLabelTools();
   try {
     app.wasm = await import('/pkg/openpsd.js');
-    await app.wasm.default();
+    // The module's wide-arithmetic build where the browser has those instructions
+    // (wasm/API.md § Wide arithmetic), the plain one elsewhere.
+    const { moduleUrl } = await import('/pkg/wide.js');
+    await app.wasm.default({ module_or_path: moduleUrl() });
   } catch (e) {
     status('The PSD module (wasm package) did not load: build it with `bash scripts/demo.sh`.', 'error');
     notice('The wasm package is missing or failed to load.', String(e));

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # wasm-pkg.sh - builds the npm package "openpsd" (wasm/) for browsers and for Node:
-#   target/wasm-pkg/web     ES module (wasm-bindgen --target web) + storage.js / storage.d.ts
+#   target/wasm-pkg/web     ES module (wasm-bindgen --target web) + storage.js / storage.d.ts,
+#                           and wide/openpsd_bg.wasm + wide.js / wide.d.ts (the same module with
+#                           wasm's wide-arithmetic instructions, picked where the engine has them)
 #   target/wasm-pkg/nodejs  CommonJS (wasm-bindgen --target nodejs)
 # in the three steps wasm-pack used to run for us (it is no longer installed: one CLI fewer to
 # build, ~8.5 min of a fresh machine's set-up, issue 19), each printing what it does:
@@ -24,7 +26,7 @@
 # Each module has its own gzip -9 budget, checked here (exit 1 when over):
 #   web/openpsd_bg.wasm            MAIN_BUDGET (153,600 B = 150 KB)
 #   web/cert/openpsd_bg.wasm       CERT_BUDGET (337,920 B = 330 KB; wasm/API.md § Certificate meter)
-#   web/webcrypto/openpsd_bg.wasm  WEBCRYPTO_BUDGET (158,720 B = 155 KB: 157,833 B measured + ~0.9 KB; wasm/API.md § WebCrypto signer)
+#   web/webcrypto/openpsd_bg.wasm  WEBCRYPTO_BUDGET (158,720 B = 155 KB: 157,833 B measured + ~0.9 KB when set; 157,240 B on 2026-12-02; wasm/API.md § WebCrypto signer)
 #   web/wide/openpsd_bg.wasm       WIDE_BUDGET (153,600 B = 150 KB, as the main module; wasm/API.md § Wide arithmetic)
 set -euo pipefail
 source "$(dirname "$0")/wasm-common.sh"
@@ -194,6 +196,8 @@ wide_module() {
   wide_module_file=$CARGO_TARGET_DIR-wide/$WASM_TARGET/wasm-release/openpsd_wasm.wasm
   [ -f "$wide_module_file" ] || { echo "error: cargo produced no $wide_module_file" >&2; exit 1; }
   tmp=$(mktemp -d)
+  # shellcheck disable=SC2064 # the directory is known now
+  trap "rm -rf '$tmp'" EXIT
   wasm-bindgen "$wide_module_file" --out-dir "$tmp" --target web --out-name openpsd
   if ! cmp -s "$tmp/openpsd.js" "$plain_js"; then
     echo "error: the wide-arithmetic module's glue differs from the plain module's ($plain_js)" >&2
@@ -203,6 +207,7 @@ wide_module() {
   rm -rf "$out" && mkdir -p "$out"
   mv "$tmp/openpsd_bg.wasm" "$out/openpsd_bg.wasm"
   rm -rf "$tmp"
+  trap - EXIT
   n=$(wasm-dis --enable-wide-arithmetic "$out/openpsd_bg.wasm" | grep -c 'i64.mul_wide' || true)
   [ "$n" -gt 0 ] || { echo "error: the wide-arithmetic module has no i64.mul_wide instruction" >&2; exit 1; }
   echo "== ${out#"$REPO"/}/openpsd_bg.wasm: $n i64.mul_wide instructions"

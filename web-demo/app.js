@@ -898,9 +898,15 @@ async function start() {
   try {
     app.wasm = await import('/pkg/openpsd.js');
     // The module's wide-arithmetic build where the browser has those instructions
-    // (wasm/API.md § Wide arithmetic), the plain one elsewhere.
-    const { moduleUrl } = await import('/pkg/wide.js');
-    await app.wasm.default({ module_or_path: moduleUrl() });
+    // (wasm/API.md § Wide arithmetic); the plain one elsewhere, and whenever the wide one
+    // cannot be had (a package built without it, a failed fetch or compile).
+    try {
+      const { moduleUrl } = await import('/pkg/wide.js');
+      await app.wasm.default({ module_or_path: moduleUrl() });
+    } catch (e) {
+      console.warn('wide-arithmetic module not loaded; using the plain one', e);
+      await app.wasm.default();
+    }
   } catch (e) {
     status('The PSD module (wasm package) did not load: build it with `bash scripts/demo.sh`.', 'error');
     notice('The wasm package is missing or failed to load.', String(e));

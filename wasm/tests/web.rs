@@ -512,7 +512,7 @@ fn a_transfer_to_a_purse_moves_value_in_wasm() {
 }
 
 /// In wasm32 core signs with its own generator table (a 5-bit window, `comb.rs`) and
-/// verifies with it and p256's constant-time ladder: every signature must be p256's own,
+/// verifies with it and p256's constant-time multiplication: every signature must be p256's own,
 /// byte for byte (RFC 6979 makes both deterministic), verify with p256's verifier and with
 /// core's, and a signature or message changed by one bit must be refused by core's.
 #[wasm_bindgen_test]

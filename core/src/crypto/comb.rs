@@ -21,13 +21,14 @@
 //!   table entry is read by index and zero digits are skipped ([`FixedBaseTable::mul_vartime`]).
 //!   A [`KeyTable`] (in `crypto::PreparedKey`) is a table of a public key, for a verifier
 //!   that checks many signatures of one key; a one-off verification ([`verify_prehash`]) uses the
-//!   generator's table for u1·G and p256's variable-time wNAF for u2·Q.
+//!   generator's table for u1·G and (off the browser) p256's variable-time wNAF for u2·Q.
 //!
 //! The browser's module (wasm32) signs and verifies here too, with a narrower table
-//! ([`G_WINDOW`]) built on the instance's first signature (3–8 ms in Node). To stay within
-//! its size budget it verifies with code it already carries for signing and ECDH (a
-//! constant-time inversion of s and p256's constant-time ladder for u2·Q) instead of the
-//! variable-time ones; the results are the same. No [`KeyTable`] and no nonce pool there.
+//! ([`G_WINDOW`]) built on the instance's first signature or verification (3–8 ms in Node).
+//! To stay within its size budget it verifies with code it already carries for signing and
+//! ECDH (a constant-time inversion of s and p256's constant-time fixed-window multiplication
+//! for u2·Q) instead of the variable-time ones; the results are the same. No [`KeyTable`]
+//! and no nonce pool there.
 
 use alloc::boxed::Box;
 use alloc::vec::Vec;
@@ -58,7 +59,8 @@ pub const G_WINDOW: usize = 7;
 #[cfg(target_arch = "wasm32")]
 pub const G_WINDOW: usize = 5;
 
-/// A public key's table ([`KeyTable`]): the same width as the generator's, for
+/// A public key's table ([`KeyTable`]; not in the browser's module): the width of the
+/// native generator table, for
 /// verification at OpenSSL's rate (~170 KB and ~1.5 ms per key; a verifier holding very
 /// many keys would want a narrower one).
 pub const KEY_WINDOW: usize = 7;
@@ -264,12 +266,13 @@ fn verify_with(
     bool::from(!point.is_identity()) && x_scalar(&point) == *r.as_ref()
 }
 
-/// Verifies (r ‖ s) over the digest `z` under `q` (one-off: p256's wNAF for u2·Q).
+/// Verifies (r ‖ s) over the digest `z` under `q` (one-off: p256's wNAF for u2·Q; in the
+/// browser's module its constant-time multiplication).
 pub fn verify_prehash(q: &AffinePoint, z: &[u8; 32], signature: &[u8]) -> bool {
     let q = ProjectivePoint::from(q);
     verify_with(
         |u2, sum| {
-            // The browser's module multiplies with p256's constant-time ladder, which ECDH
+            // The browser's module multiplies with p256's constant-time multiplication, which ECDH
             // already needs, rather than carry the wNAF's code too (its size budget).
             #[cfg(not(target_arch = "wasm32"))]
             let u2_q = q.mul_vartime(u2);

@@ -45,7 +45,7 @@ for p in json.load(sys.stdin)["packages"]:
 ') || return 1
   # The binaries and examples the scripts run, not every one: each is a fat-LTO link of a
   # minute or so. (cargo adds the bins of a package whose bench it builds.)
-  local extra="--example registry_bench"
+  local extra="--example registry_bench --example ct_valgrind"
   case ",$OPT_FEATURES," in
     *,openpsd-host/pcsc,*) extra="$extra --example license_pcsc_bench" ;;
   esac

@@ -45,6 +45,7 @@ step "the wide-arithmetic module in Chromium (wasm/tests/js/wide.html): picked o
 www=$REPO/target/wasm-www/wide
 rm -rf "$www" && mkdir -p "$www"
 cp wasm/tests/js/wide.html "$www/index.html"
+cp wasm/bench/bench.mjs "$www/"
 cp -r "$PKG_DIR/demo/web" "$www/pkg"
 # Both ways explicitly, so the test holds whatever Chromium's default becomes.
 plain=$(CHROMIUM_JS_FLAGS=--no-wasm-wide-arithmetic node wasm/tests/js/chromium.mjs "$www" '/index.html?expect=0' 120)

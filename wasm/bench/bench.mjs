@@ -31,16 +31,27 @@ function rate(seconds, f) {
 const KMS_KEY = '11'.repeat(32);
 const KMS_PUBLIC_KEY = '040217e617f0b6443928278f96999e69a23a4f2c152bdf6d6cdf66e5b80282d4ed194a7debcb97712d2dda3ca85aa8765a56f45fc758599652f2897c65306e5794';
 
-/** Runs both loops for `seconds` each with the package `m`; returns {typed, raw}. */
-export function run(m, seconds = 3) {
+/** A PSD personalized from fixed inputs with the demo package `m` (license 4711, 10115;
+ * 1.00 per piece at most), not yet funded. Also used by first-use.mjs and
+ * wasm/tests/js/wide.html, which rely on its fixed inputs. */
+export function createPsd(m) {
   const built = m.buildPersonalization(
     { licenses: [{ license: 4711, origin: '10115' }], maxPostage: '1.00', maxDr: '99999999.00',
       kmsPublicKey: KMS_PUBLIC_KEY },
     new Uint8Array(32).fill(7),
   );
-  const psd = m.Psd.create(built.personalization, new Uint8Array(32).fill(8));
-  const audit = psd.audit(new Uint8Array(16).fill(1));
-  psd.applyRefill(m.demoKmsRefill(KMS_KEY, psd.info().publicKey, audit, '99999999.00'));
+  return m.Psd.create(built.personalization, new Uint8Array(32).fill(8));
+}
+
+/** Funds `psd` with `amount` from the demo KMS against its `audit` message. */
+export function fund(m, psd, audit, amount) {
+  psd.applyRefill(m.demoKmsRefill(KMS_KEY, psd.info().publicKey, audit, amount));
+}
+
+/** Runs both loops for `seconds` each with the package `m`; returns {typed, raw}. */
+export function run(m, seconds = 3) {
+  const psd = createPsd(m);
+  fund(m, psd, psd.audit(new Uint8Array(16).fill(1)), '99999999.00');
   const piece = { postage: '0.01', date: '2026-11-21', rate: 1, origin: '10115', destination: '20095' };
   const typed = rate(seconds, () => psd.issueIndicium(piece));
   let n = 0;

@@ -6,11 +6,9 @@
 //   verifyPerS    verifyIndicium over 200 labels of one device (all must verify)
 import { createRequire } from 'node:module';
 import path from 'node:path';
+import { createPsd, fund } from './bench.mjs';
 
 const m = createRequire(import.meta.url)(path.resolve(process.argv[2], 'openpsd.js'));
-// The demo KMS key pair of bench.mjs.
-const KMS_KEY = '11'.repeat(32);
-const KMS_PUBLIC_KEY = '040217e617f0b6443928278f96999e69a23a4f2c152bdf6d6cdf66e5b80282d4ed194a7debcb97712d2dda3ca85aa8765a56f45fc758599652f2897c65306e5794';
 const PIECES = 200;
 
 function timed(f) {
@@ -19,17 +17,10 @@ function timed(f) {
   return [value, performance.now() - t0];
 }
 
-const [psd, createMs] = timed(() => {
-  const built = m.buildPersonalization(
-    { licenses: [{ license: 4711, origin: '10115' }], maxPostage: '1.00', maxDr: '99999999.00',
-      kmsPublicKey: KMS_PUBLIC_KEY },
-    new Uint8Array(32).fill(7),
-  );
-  return m.Psd.create(built.personalization, new Uint8Array(32).fill(8));
-});
+const [psd, createMs] = timed(() => createPsd(m));
 const [audit, firstSignMs] = timed(() => psd.audit(new Uint8Array(16).fill(1)));
 const [, secondSignMs] = timed(() => psd.audit(new Uint8Array(16).fill(2)));
-psd.applyRefill(m.demoKmsRefill(KMS_KEY, psd.info().publicKey, audit, '99999999.00'));
+fund(m, psd, audit, '99999999.00');
 const piece = { postage: '0.01', date: '2026-11-21', rate: 1, origin: '10115', destination: '20095' };
 const labels = Array.from({ length: PIECES }, () => psd.issueIndicium(piece).barcode);
 const publicKey = psd.info().publicKey;

@@ -143,7 +143,9 @@ async fn a_crash_between_the_box_and_the_database_is_healed() {
     let data1 = indicium::verify(&hex::decode(&again.indicium).unwrap(), &key).unwrap();
     assert_eq!((data1.postage.0, data1.dr.0), (250, 2_750));
 
-    // 2. The intent is recorded; the process dies before the box sees the command.
+    // 2. The intent is recorded; the process dies before the box sees the command. The
+    // restart carries the committed intent out (the box had not committed it: RESUME 9A64,
+    // then the command itself), charged once; the retry gets that indicium, free.
     dc.kill9_and_restart("datacenter_before_box");
     let hung = {
         let a = alice.clone();
@@ -155,12 +157,17 @@ async fn a_crash_between_the_box_and_the_database_is_healed() {
     let m: MeterView = alice.get("/v1/meter").await.unwrap();
     assert_eq!(
         (m.balance, m.pieces),
-        (2_750, 1),
-        "dropped: nothing charged"
+        (2_650, 2),
+        "carried out at the restart: charged once"
     );
-    let fresh: IndiciumIssued = alice.post("/v1/indicia", &order(2, 100)).await.unwrap();
-    assert!(!fresh.reprint);
-    assert_eq!(fresh.balance, 2_650);
+    let again: IndiciumIssued = alice.post("/v1/indicia", &order(2, 100)).await.unwrap();
+    assert!(again.reprint, "the retry gets the indicium carried out");
+    assert_eq!(again.balance, 2_650);
+    let data2 = indicium::verify(&hex::decode(&again.indicium).unwrap(), &key).unwrap();
+    assert_eq!(
+        (data2.postage.0, data2.dr.0, data2.pieces.0),
+        (100, 2_650, 2)
+    );
 
     // 3. The box applies a refill; the process dies before the database commits it.
     dc.kill9_and_restart("datacenter_after_box");

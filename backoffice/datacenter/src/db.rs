@@ -2,9 +2,11 @@
 //! default), or a PostgreSQL server (`--database-url`), typically a primary with a
 //! synchronous standby (`docs/virtual-meter.md` §9.6).
 //!
-//! Either way one connection, behind a mutex, runs one closure at a time on tokio's
-//! blocking pool: the box is one device and its commands are serialized anyway, and one
-//! connection makes each read-check-write sequence race-free.
+//! Either way one connection per data center, behind a mutex, runs one closure at a time on
+//! tokio's blocking pool, so each read-check-write sequence of one process is race-free.
+//! On PostgreSQL several data centers (function servers) may share the database and the
+//! box: what one process's mutex cannot serialize across processes, PostgreSQL's advisory
+//! locks do ([`crate::locks`]); session locks a closure took are released when it returns.
 //!
 //! **PostgreSQL and failover.** The connection string may name several servers
 //! (`host=/a,/b … target_session_attrs=read-write`): the client takes the one that accepts
@@ -12,18 +14,15 @@
 //! dropped; the next call connects again, to the standby once it is promoted. Nothing is
 //! lost by that: every commit waits for the synchronous standby, and a box command whose
 //! answer was not committed left its intent (committed before the command was sent), which
-//! RESUME finishes before the shard's next command (`crate::indicia`). Only one data center
-//! may use a database (its box is one device): a session-level advisory lock, taken at every
-//! connect, refuses a second.
+//! RESUME finishes before the shard's next command (`crate::indicia`). Every data center on
+//! a database must use the same box: the `box` table names it and a data center with
+//! another box is refused at start (`Datacenter::bind_box`).
 
 use std::sync::{Arc, Mutex, PoisonError};
 
 use openpsd_service_kit::error::ApiError;
 
 use crate::sql::{pg_schema, Conn, PgConn};
-
-/// The advisory lock key a data center holds on its PostgreSQL database ("VM" 0001).
-const INSTANCE_LOCK: i64 = 0x564D_0001;
 
 /// The data center's database.
 #[derive(Clone)]
@@ -82,7 +81,7 @@ fn config(url: &str) -> anyhow::Result<postgres::Config> {
     Ok(c)
 }
 
-/// Connects, takes the instance lock, and applies the schema. Blocking.
+/// Connects and applies the schema. Blocking.
 fn connect(url: &str, schema: &str) -> anyhow::Result<PgConn> {
     let mut c = config(url)?
         .connect(postgres::NoTls)
@@ -90,15 +89,11 @@ fn connect(url: &str, schema: &str) -> anyhow::Result<PgConn> {
     // Every commit waits for the synchronous standby (if the server names one): a session
     // setting cannot weaken what the operator configured.
     c.batch_execute("SET synchronous_commit = on")?;
-    let locked: bool = c
-        .query_one("SELECT pg_try_advisory_lock($1)", &[&INSTANCE_LOCK])?
-        .get(0);
-    anyhow::ensure!(
-        locked,
-        "another data center is connected to this PostgreSQL database: one box, one data \
-         center; refusing to start a second one on the same data"
-    );
-    c.batch_execute(&pg_schema(schema))?;
+    // Several data centers may start at once: one applies the schema at a time.
+    let mut tx = c.transaction()?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&crate::locks::SCHEMA])?;
+    tx.batch_execute(&pg_schema(schema))?;
+    tx.commit()?;
     Ok(PgConn::new(c))
 }
 
@@ -180,13 +175,19 @@ impl Db {
                         .as_mut()
                         .ok_or_else(|| ApiError::internal(step, "no PostgreSQL connection"))?;
                     let out = f(&mut Conn::Pg(client));
+                    // The shard locks the closure took go with it (`crate::locks`); if they
+                    // cannot be released the connection goes, and its session's locks with it.
+                    let unlocked = Conn::Pg(client).release_session_locks(step);
+                    if let Err(e) = &unlocked {
+                        tracing::warn!(error = %e.message, "dropping the connection: its advisory locks could not be released");
+                    }
                     // A connection that broke mid-call is dropped here, whether or not the
                     // client noticed yet: the next call connects afresh, to whichever server
-                    // accepts writes then. Other errors keep it (and its instance lock).
+                    // accepts writes then. Other errors keep it.
                     let lost = out
                         .as_ref()
                         .is_err_and(|e| e.code == crate::sql::UNREACHABLE);
-                    if lost || guard.as_ref().is_some_and(PgConn::is_closed) {
+                    if lost || unlocked.is_err() || guard.as_ref().is_some_and(PgConn::is_closed) {
                         *guard = None;
                     }
                     out

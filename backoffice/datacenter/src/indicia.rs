@@ -249,11 +249,7 @@ fn commit_answer(
             ));
         }
     }
-    tx.exec(
-        step,
-        "DELETE FROM intents WHERE shard = ?1",
-        args![intent.shard],
-    )?;
+    drop_intent(&mut tx, intent, step)?;
     tx.commit(step)?;
     Ok(Committed {
         record: rec,
@@ -364,11 +360,7 @@ fn commit_batch(
         )?;
         pieces.push((piece.indicium.clone(), t.dr.0));
     }
-    tx.exec(
-        step,
-        "DELETE FROM intents WHERE shard = ?1",
-        args![intent.shard],
-    )?;
+    drop_intent(&mut tx, intent, step)?;
     tx.commit(step)?;
     Ok(Committed {
         record: rec,
@@ -377,85 +369,112 @@ fn commit_batch(
     })
 }
 
-/// Finishes the intents a crash left (of `shard`, or all): RESUME answers the committed
-/// command's bytes again, which are committed now; `9A64` means the box never committed it,
-/// so it is dropped (nothing was charged).
+/// Drops `intent` with its answer's commit: it must still be there, so an answer is
+/// committed once, by the server whose intent it is or by the one that finished it.
+fn drop_intent(tx: &mut impl Sql, intent: &Intent, step: &str) -> Result<(), ApiError> {
+    let n = tx.exec(
+        step,
+        "DELETE FROM intents WHERE shard = ?1 AND data = ?2",
+        args![intent.shard, &intent.data],
+    )?;
+    if n != 1 {
+        return Err(ApiError::unavailable(
+            step,
+            format!(
+                "shard {}'s command was finished by another server meanwhile; retry",
+                intent.shard
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Takes `shard`'s lock ([`crate::locks`]) for the rest of the caller's `Db::run` closure,
+/// then finishes the intent a crash (or another server's) left on it: every box command of
+/// a shard starts here.
+pub(crate) fn claim_shard(dc: &Datacenter, c: &mut Conn<'_>, shard: u16) -> Result<(), ApiError> {
+    crate::locks::lock_shard(c, shard, STEP_RESUME)?;
+    finish_intents(dc, c, shard)
+}
+
+/// Finishes the intent left on `shard` (by a crash, a lost link, or a server that lost its
+/// database connection): RESUME answers the committed command's bytes again, which are
+/// committed now. `9A64` means the box has not committed it: it is **carried out now**
+/// ([`carry_out`]), so a committed intent always ends as the box's answer or the box's
+/// refusal, never as a guess. Only a refusal drops it, with nothing charged.
 pub(crate) fn finish_intents(
     dc: &Datacenter,
     c: &mut Conn<'_>,
-    shard: Option<u16>,
+    shard: u16,
 ) -> Result<(), ApiError> {
     let step = STEP_RESUME;
-    // All shards' intents, or one shard's: two statements rather than `?1 IS NULL`, whose
-    // parameter PostgreSQL cannot type.
-    let found = match shard {
-        None => c.rows(
-            step,
-            "SELECT shard, ins, data, mailer_id, client_txn_id, request_digest, postage
-             FROM intents ORDER BY shard",
-            args![],
-        )?,
-        Some(s) => c.rows(
-            step,
-            "SELECT shard, ins, data, mailer_id, client_txn_id, request_digest, postage
-             FROM intents WHERE shard = ?1",
-            args![s],
-        )?,
+    let Some(r) = c.opt(
+        step,
+        "SELECT shard, ins, data, mailer_id, client_txn_id, request_digest, postage
+         FROM intents WHERE shard = ?1",
+        args![shard],
+    )?
+    else {
+        return Ok(());
     };
-    let mut rows = Vec::with_capacity(found.len());
-    for r in found {
-        rows.push(Intent {
-            shard: r.num(0)?,
-            ins: r.num(1)?,
-            data: r.blob(2)?,
-            mailer: r.opt_text(3)?,
-            client_txn: r.opt_text(4)?,
-            digest: r.opt_text(5)?,
-            postage: r.opt_int(6)?.map(|p| from_sql_int(p, step)).transpose()?,
-        });
-    }
-    for intent in rows {
-        let answer = dc.boxh.resume(intent.ins, &intent.data);
-        match answer {
-            Ok(a) => {
-                commit_answer(dc, c, &intent, &a, step)?;
-                tracing::info!(
-                    shard = intent.shard,
-                    "resumed a box command a crash left uncommitted"
-                );
-            }
-            Err(Refused(0x9A64)) => {
-                c.exec(
-                    step,
-                    "DELETE FROM intents WHERE shard = ?1",
-                    args![intent.shard],
-                )?;
-                tracing::info!(
-                    shard = intent.shard,
-                    "dropped a box command the box never committed"
-                );
-            }
-            // No answer (the box's link lost, its process down): the intent stays for the
-            // next try.
-            Err(r) if r.0 & 0xFF00 == 0x6F00 => {
-                return Err(ApiError::unavailable(
-                    step,
-                    format!(
-                        "RESUME of shard {}: the secure box did not answer ({}); retry",
-                        intent.shard,
-                        r.meaning()
-                    ),
-                ));
-            }
-            Err(r) => {
-                return Err(ApiError::internal(
-                    step,
-                    format!("RESUME of shard {}: {}", intent.shard, r.meaning()),
-                ));
-            }
+    let intent = Intent {
+        shard: r.num(0)?,
+        ins: r.num(1)?,
+        data: r.blob(2)?,
+        mailer: r.opt_text(3)?,
+        client_txn: r.opt_text(4)?,
+        digest: r.opt_text(5)?,
+        postage: r.opt_int(6)?.map(|p| from_sql_int(p, step)).transpose()?,
+    };
+    let answer = match dc.boxh.resume(intent.ins, &intent.data) {
+        Err(Refused(0x9A64)) => carry_out(dc, &intent),
+        other => other,
+    };
+    match answer {
+        Ok(a) => {
+            commit_answer(dc, c, &intent, &a, step)?;
+            tracing::info!(shard, "finished a box command left uncommitted");
+            Ok(())
+        }
+        // No answer (the box's link lost, its process down): the intent stays for the
+        // next try.
+        Err(r) if r.0 & 0xFF00 == 0x6F00 => Err(ApiError::unavailable(
+            step,
+            format!(
+                "finishing shard {shard}'s command: the secure box did not answer ({}); retry",
+                r.meaning()
+            ),
+        )),
+        Err(r) => {
+            // The box refused the command itself (a record alarm is logged by `refusal`):
+            // nothing was committed, nothing charged.
+            let e = refusal(r, step);
+            c.exec(step, "DELETE FROM intents WHERE shard = ?1", args![shard])?;
+            tracing::warn!(shard, refusal = %e.message, "dropped a box command the box refused");
+            Ok(())
         }
     }
-    Ok(())
+}
+
+/// Sends an intent's command the box has not committed (RESUME said `9A64`). Why not drop
+/// it, as a single server could: the server that wrote it may only have lost its database
+/// connection (and its shard lock with it) while its command is still on its way to the
+/// box. Dropped, that late command could commit after the next holder moved on, leaving the
+/// box ahead of a database with no intent to heal it. Carried out, the command commits at
+/// most once, whichever copy arrives first: the other finds the shard moved (a stale
+/// record, `9A61`), so on a record refusal RESUME is asked once more, and answers the
+/// copy that won. No fencing token or box-side state is needed for that.
+fn carry_out(dc: &Datacenter, intent: &Intent) -> Result<Vec<u8>, Refused> {
+    match dc.boxh.send(intent.ins, 0, &intent.data) {
+        Err(r) if (0x9A60..=0x9A63).contains(&r.0) => {
+            match dc.boxh.resume(intent.ins, &intent.data) {
+                Ok(a) => Ok(a),
+                Err(Refused(0x9A64)) => Err(r),
+                Err(other) => Err(other),
+            }
+        }
+        other => other,
+    }
 }
 
 pub(crate) fn mailer_bytes(id: &str, step: &str) -> Result<[u8; 16], ApiError> {
@@ -474,7 +493,7 @@ pub(crate) async fn create_meter(
     dc.db
         .run(step, move |c| {
             let (shard, idx) = locate(slot, dc2.info.depth);
-            finish_intents(&dc2, c, Some(shard))?;
+            claim_shard(&dc2, c, shard)?;
             if c.opt(step, "SELECT 1 FROM meters WHERE mailer_id = ?1", args![&m])?
                 .is_some()
             {
@@ -593,7 +612,7 @@ pub(crate) async fn issue(
         .run(step, move |c| {
             let (_, slot, _) = meter_row(c, &who.id, step)?;
             let (shard, idx) = locate(slot, dc2.info.depth);
-            finish_intents(&dc2, c, Some(shard))?;
+            claim_shard(&dc2, c, shard)?;
             let id = order.client_txn_id.to_ascii_lowercase();
             let stored = c
                 .opt(
@@ -716,7 +735,7 @@ pub(crate) async fn issue_batch(
         .run(step, move |c| {
             let (_, slot, _) = meter_row(c, &who.id, step)?;
             let (shard, idx) = locate(slot, dc2.info.depth);
-            finish_intents(&dc2, c, Some(shard))?;
+            claim_shard(&dc2, c, shard)?;
             // Every order's ID looked up before anything is sent: a conflict refuses all.
             let mut answers: Vec<Option<IndiciumIssued>> = Vec::with_capacity(orders.len());
             for o in &orders {

@@ -34,6 +34,7 @@ pub mod audit;
 pub mod boxhost;
 pub mod db;
 mod indicia;
+mod locks;
 mod mailers;
 mod refill;
 pub mod sql;
@@ -194,17 +195,24 @@ fn roots_check(
 ) -> Box<db::ReconnectCheck> {
     Box::new(move |c| {
         let step = "datacenter_reconnect";
-        let pending: Vec<u16> = c
-            .rows(step, "SELECT shard FROM intents", args![])?
-            .iter()
-            .map(|r| r.num(0))
-            .collect::<Result<_, _>>()?;
-        for s in (0..info.shards).filter(|s| !pending.contains(s)) {
-            let ours = store::root(c, s, info.depth, &empty, step)?;
-            let theirs = boxh
-                .shard_root(s)
-                .map_err(|r| ApiError::unavailable(step, format!("READ SHARD: {}", r.meaning())))?;
-            if ours != theirs {
+        for s in 0..info.shards {
+            // Under the shard's lock, so another data center's command in flight is not
+            // mistaken for a stale database.
+            locks::lock_shard(c, s, step)?;
+            let pending = c
+                .opt(step, "SELECT 1 FROM intents WHERE shard = ?1", args![s])?
+                .is_some();
+            let compared = if pending {
+                None
+            } else {
+                let ours = store::root(c, s, info.depth, &empty, step)?;
+                let theirs = boxh.shard_root(s).map_err(|r| {
+                    ApiError::unavailable(step, format!("READ SHARD: {}", r.meaning()))
+                })?;
+                Some((ours, theirs))
+            };
+            locks::unlock_shards(c, step)?;
+            if compared.is_some_and(|(ours, theirs)| ours != theirs) {
                 tracing::error!(
                     shard = s,
                     "ALARM: the database reconnected to is older than the box"
@@ -221,6 +229,14 @@ fn roots_check(
         }
         Ok(())
     })
+}
+
+/// The slot of the `n`-th meter: shard `n mod shards`, index `n / shards` (`None` past the
+/// box's capacity).
+fn spread_slot(n: u64, shards: u16, depth: u8) -> Option<u64> {
+    let shards = u64::from(shards.max(1));
+    let index = n / shards;
+    (index < 1u64 << depth).then(|| ((n % shards) << depth) | index)
 }
 
 fn public_key(hex_text: &str, what: &str) -> anyhow::Result<[u8; PUBLIC_KEY_LEN]> {
@@ -320,6 +336,7 @@ impl Datacenter {
             standing: Arc::default(),
         };
         dc.bind_box().await?;
+        dc.check_pepper().await?;
         dc.recover_and_check().await?;
         dc.db.check_after_reconnect(roots_check(
             dc.boxh.clone(),
@@ -342,18 +359,21 @@ impl Datacenter {
         let recorded: Option<(String, String)> = self
             .db
             .run(STEP_OPEN, move |c| {
-                let r = c
-                    .opt(STEP_OPEN, "SELECT box_id, txn_key FROM box WHERE id = 1", args![])?
-                    .map(|r| Ok::<_, ApiError>((r.text(0)?, r.text(1)?)))
-                    .transpose()?;
-                if r.is_none() {
-                    c.exec(
-                        STEP_OPEN,
-                        "INSERT INTO box (id, box_id, shards, depth, txn_key) VALUES (1, ?1, ?2, ?3, ?4)",
-                        args![id, shards, depth, key],
-                    )?;
-                }
-                Ok(r)
+                // The first data center to start records its box; every later one (or one
+                // starting at the same time) must have the same.
+                c.exec(
+                    STEP_OPEN,
+                    "INSERT INTO box (id, box_id, shards, depth, txn_key) VALUES (1, ?1, ?2, ?3, ?4)
+                     ON CONFLICT (id) DO NOTHING",
+                    args![id, shards, depth, key],
+                )?;
+                c.opt(
+                    STEP_OPEN,
+                    "SELECT box_id, txn_key FROM box WHERE id = 1",
+                    args![],
+                )?
+                .map(|r| Ok::<_, ApiError>((r.text(0)?, r.text(1)?)))
+                .transpose()
             })
             .await
             .map_err(|e| anyhow::anyhow!("{}", e.message))?;
@@ -368,6 +388,39 @@ impl Datacenter {
         Ok(())
     }
 
+    /// Records the pepper's fingerprint, or refuses a pepper that is not the one recorded:
+    /// a second data center on the database needs a copy of the first one's
+    /// `datacenter-pepper.key`, or every log-in it checked would fail.
+    async fn check_pepper(&self) -> anyhow::Result<()> {
+        use sha2::Digest as _;
+        use subtle::ConstantTimeEq as _;
+        let mut h = sha2::Sha256::new();
+        h.update(b"openpsd datacenter pepper fingerprint v1\0");
+        h.update(&self.pepper[..]);
+        let ours = hex::encode(h.finalize());
+        let mine = ours.clone();
+        let recorded: String = self
+            .db
+            .run(STEP_OPEN, move |c| {
+                c.exec(
+                    STEP_OPEN,
+                    "INSERT INTO pepper (id, fingerprint) VALUES (1, ?1) ON CONFLICT (id) DO NOTHING",
+                    args![mine],
+                )?;
+                c.one(STEP_OPEN, "SELECT fingerprint FROM pepper WHERE id = 1", args![])?
+                    .text(0)
+            })
+            .await
+            .map_err(|e| anyhow::anyhow!("{}", e.message))?;
+        anyhow::ensure!(
+            bool::from(recorded.as_bytes().ct_eq(ours.as_bytes())),
+            "{} is not the pepper this database's password hashes were made with: copy it \
+             from the data center that first used the database; refusing to start",
+            self.config.data.join(PEPPER_FILE).display()
+        );
+        Ok(())
+    }
+
     /// Finishes every intent a crash left (RESUME), then compares every shard's root in the
     /// database with the box's: a mismatch (a database restored from a backup, an edited
     /// node) refuses the start, since every command of that shard would be refused anyway.
@@ -376,13 +429,16 @@ impl Datacenter {
         let mismatched = self
             .db
             .run(STEP_OPEN, move |c| {
-                indicia::finish_intents(&dc, c, None)?;
                 let mut bad = Vec::new();
+                // Shard by shard under its lock: another data center's command in flight
+                // is finished or waited for, never mistaken for a restored database.
                 for s in 0..dc.info.shards {
+                    indicia::claim_shard(&dc, c, s)?;
                     let ours = store::root(c, s, dc.info.depth, &dc.empty, STEP_OPEN)?;
                     let theirs = dc.boxh.shard_root(s).map_err(|r| {
                         ApiError::internal(STEP_OPEN, format!("READ SHARD: {}", r.meaning()))
                     })?;
+                    locks::unlock_shards(c, STEP_OPEN)?;
                     if ours != theirs {
                         bad.push(s);
                     }
@@ -501,8 +557,8 @@ impl Datacenter {
         // row was written gets it here, at its next log-in.
         refill::open_account(self, mailer).await?;
         let m = mailer.to_owned();
-        let depth = self.info.depth;
-        let capacity = u64::from(self.info.shards) << depth;
+        let (shards, depth) = (self.info.shards, self.info.depth);
+        let capacity = u64::from(shards) << depth;
         let reserved: Option<(String, u32)> = self
             .db
             .run(step, move |c| {
@@ -512,6 +568,8 @@ impl Datacenter {
                     return Ok(None);
                 }
                 let mut tx = c.transaction(step)?;
+                // The next free slot, read and taken atomically across data centers.
+                tx.xact_lock(locks::RESERVATIONS, step)?;
                 let got = tx
                     .opt(
                         step,
@@ -523,18 +581,30 @@ impl Datacenter {
                 let got = match got {
                     Some(g) => g,
                     None => {
-                        let next = tx
-                            .one(
-                                step,
-                                "SELECT COALESCE(MAX(slot) + 1, 0) FROM reservations",
-                                args![],
-                            )?
+                        // The n-th meter goes to shard n mod shards, so meters spread over
+                        // the shards from the first ones on and several data centers work
+                        // in parallel (one command at a time per shard). A slot taken
+                        // already (a database from before the spread) is skipped.
+                        let mut n = tx
+                            .one(step, "SELECT COUNT(*) FROM reservations", args![])?
                             .int(0)?;
-                        let slot = u64::try_from(next).unwrap_or(u64::MAX);
-                        if slot >= capacity {
-                            return Err(ApiError::coded(StatusCode::SERVICE_UNAVAILABLE, code::NO_SLOT, step, "the data center's box is full"));
-                        }
-                        let slot = u32::try_from(slot).map_err(|_| ApiError::internal(step, "slot"))?;
+                        let slot = loop {
+                            let slot = u64::try_from(n)
+                                .ok()
+                                .and_then(|n| spread_slot(n, shards, depth))
+                                .filter(|s| *s < capacity);
+                            let Some(slot) = slot else {
+                                return Err(ApiError::coded(StatusCode::SERVICE_UNAVAILABLE, code::NO_SLOT, step, "the data center's box is full"));
+                            };
+                            let slot = u32::try_from(slot).map_err(|_| ApiError::internal(step, "slot"))?;
+                            if tx
+                                .opt(step, "SELECT 1 FROM reservations WHERE slot = ?1", args![slot])?
+                                .is_none()
+                            {
+                                break slot;
+                            }
+                            n += 1;
+                        };
                         let mut id = *b"VM\0\0\0\0\0\0";
                         codec::random_bytes(&mut id[2..]);
                         let meter = hex::encode_upper(id);
@@ -635,5 +705,21 @@ impl Datacenter {
                 .map(drop)
             })
             .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::spread_slot;
+
+    #[test]
+    fn meters_spread_over_the_shards_and_fill_the_box_once() {
+        let (shards, depth) = (4u16, 3u8);
+        let slots: Vec<u64> = (0..).map_while(|n| spread_slot(n, shards, depth)).collect();
+        assert_eq!(slots.len(), 32, "every slot of the box, then none");
+        assert_eq!(&slots[..5], &[0, 8, 16, 24, 1], "one per shard in turn");
+        let mut sorted = slots.clone();
+        sorted.sort_unstable();
+        assert_eq!(sorted, (0..32).collect::<Vec<u64>>(), "each slot once");
     }
 }

@@ -320,7 +320,7 @@ async fn apply(
         .run(STEP, move |c| {
             let (_, slot, _) = meter_row(c, &r2.mailer, STEP)?;
             let (shard, idx) = locate(slot, dc2.info.depth);
-            crate::indicia::finish_intents(&dc2, c, Some(shard))?;
+            crate::indicia::claim_shard(&dc2, c, shard)?;
             let (_, _, record) = meter_row(c, &r2.mailer, STEP)?;
             let rec = MeterRecord::decode(&record).map_err(|_| crate::indicia::unparsable(STEP))?;
             let state = c
@@ -498,9 +498,11 @@ pub(crate) async fn refill(
             dc.db
                 .run(STEP, move |c| {
                     let mut tx = c.transaction(STEP)?;
-                    // Checked again here (one connection: this closure is atomic): the same
+                    // Checked again here (one connection, and across data centers the
+                    // mailer's lock: this check and the insert are atomic): the same
                     // request racing itself is one row; another refill of this meter under
                     // way is refused, so the counters it bound cannot move under it.
+                    tx.xact_lock(crate::locks::mailer_key(&m), STEP)?;
                     if let Some(row) = tx.opt(
                         STEP,
                         &format!(

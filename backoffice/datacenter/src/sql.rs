@@ -351,6 +351,9 @@ fn pg_row(r: &postgres::Row) -> Result<Row, ApiError> {
 pub struct PgConn {
     client: postgres::Client,
     statements: Statements,
+    /// Whether a session advisory lock may be held ([`Conn::session_lock`]): released by
+    /// [`Conn::release_session_locks`] at the end of the call that took it.
+    locked: bool,
 }
 
 /// Prepared statements by their text (`?N` spelling).
@@ -366,6 +369,7 @@ impl PgConn {
         PgConn {
             client,
             statements: Statements::default(),
+            locked: false,
         }
     }
     /// The connection, for what is not a data-center statement (session settings).
@@ -463,12 +467,37 @@ pub enum Tx<'a> {
 }
 
 impl Conn<'_> {
+    /// Takes PostgreSQL's session advisory lock `key`, waiting for it: held past this
+    /// call's transactions until [`Conn::release_session_locks`] (which `Db::run` calls
+    /// when the closure that took it returns) or the session's end, so a server that dies
+    /// holding it lets the next one in. SQLite: nothing (one process, one connection).
+    pub fn session_lock(&mut self, key: i64, step: &str) -> Result<(), ApiError> {
+        if let Conn::Pg(c) = self {
+            c.locked = true;
+            c.exec(step, "SELECT pg_advisory_lock(?1)", &[Val::Int(key)])?;
+        }
+        Ok(())
+    }
+
+    /// Releases every session advisory lock this connection holds (PostgreSQL).
+    pub fn release_session_locks(&mut self, step: &str) -> Result<(), ApiError> {
+        if let Conn::Pg(c) = self {
+            if c.locked {
+                c.exec(step, "SELECT pg_advisory_unlock_all()", &[])?;
+                c.locked = false;
+            }
+        }
+        Ok(())
+    }
+
     /// Opens a transaction.
     pub fn transaction(&mut self, step: &str) -> Result<Tx<'_>, ApiError> {
         Ok(match self {
             Conn::Lite(c) => Tx::Lite(c.transaction().map_err(|e| lite_err(step, e))?),
             Conn::Pg(c) => {
-                let PgConn { client, statements } = &mut **c;
+                let PgConn {
+                    client, statements, ..
+                } = &mut **c;
                 Tx::Pg(
                     client.transaction().map_err(|e| pg_err(step, e))?,
                     statements,
@@ -479,6 +508,15 @@ impl Conn<'_> {
 }
 
 impl Tx<'_> {
+    /// Takes PostgreSQL's transaction advisory lock `key`, waiting for it; released at the
+    /// transaction's end. SQLite: nothing (its one writer is serialized already).
+    pub fn xact_lock(&mut self, key: i64, step: &str) -> Result<(), ApiError> {
+        if let Tx::Pg(..) = self {
+            self.exec(step, "SELECT pg_advisory_xact_lock(?1)", &[Val::Int(key)])?;
+        }
+        Ok(())
+    }
+
     /// Commits (on PostgreSQL with a synchronous standby: once the standby has it too).
     pub fn commit(self, step: &str) -> Result<(), ApiError> {
         match self {

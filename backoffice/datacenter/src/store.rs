@@ -20,6 +20,13 @@ CREATE TABLE IF NOT EXISTS box (
     depth       INTEGER NOT NULL,
     txn_key     TEXT NOT NULL
 );
+-- SHA-256 of a label and the password pepper: every data center on this database must
+-- hold the same pepper (datacenter-pepper.key), or the mailers' log-ins would fail on it.
+-- Says nothing of the pepper (32 random bytes).
+CREATE TABLE IF NOT EXISTS pepper (
+    id          INTEGER PRIMARY KEY CHECK (id = 1),
+    fingerprint TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS mailers (
     mailer_id     TEXT PRIMARY KEY,           -- 32 hex
     username      TEXT NOT NULL UNIQUE,

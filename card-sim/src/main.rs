@@ -329,10 +329,27 @@ enum Command {
         #[arg(long, conflicts_with = "tcp")]
         slot: Option<u16>,
         /// Listen for clients of the same framing at ADDR (e.g. 127.0.0.1:35990), one client
-        /// at a time, dropped after 30 s silent. Without --tls-cert, loopback only (the
-        /// plain framing has no TLS and no authentication).
+        /// at a time (unless --clients), dropped after 30 s silent. Without --tls-cert,
+        /// loopback only (the plain framing has no TLS and no authentication).
         #[arg(long)]
         tcp: Option<String>,
+        /// With --tcp (plain or TLS): serve up to N clients at once, each APDU run whole on
+        /// the one card, one at a time; a client beyond N is closed at once. N > 1 only for
+        /// a virtual meter box (or a blank card its data center personalizes as one), whose
+        /// only volatile state is its selection: the data center's function servers each
+        /// keep a connection to it. A PSD's or a purse's sessions live in volatile memory
+        /// that the clients would share, so such a card is refused. The card is reset when
+        /// a client arrives and none other is connected, and when the last one leaves; a
+        /// client's own power off, power on or reset is then ignored.
+        #[arg(
+            long,
+            value_name = "N",
+            default_value_t = 1,
+            requires = "tcp",
+            conflicts_with_all = ["vpcd", "slot"],
+            value_parser = clap::value_parser!(u16).range(1..)
+        )]
+        clients: u16,
         /// With --tcp: serve over TLS 1.3 with this certificate chain (PEM) and require a
         /// client certificate (--client-ca, --client-name); then any address may be
         /// listened on.
@@ -857,6 +874,7 @@ fn dispatch(command: Command) -> Result<ExitCode> {
             vpcd,
             slot,
             tcp,
+            clients,
             tls_cert,
             tls_key,
             client_ca,
@@ -875,14 +893,22 @@ fn dispatch(command: Command) -> Result<ExitCode> {
             let mut card = sim::open_file_card(&state, clock)
                 .map_err(|e| anyhow!("{e}"))
                 .with_context(|| format!("opening the card in {}", state.display()))?;
+            if clients > 1 {
+                // Before the port is taken: a card that must not be shared never listens.
+                shareable(&card, clients)?;
+            }
             if let Some(addr) = tcp {
                 let listener =
                     TcpListener::bind(&addr).with_context(|| format!("listening on {addr}"))?;
                 let local = listener.local_addr()?;
                 let kind = kind_of(&card);
                 if let Some(config) = tls {
-                    tracing::info!(addr = %local, state = %state.display(), %kind, client = client_name.as_deref().unwrap_or_default(), "serving the card over TLS");
-                    tls::run_tls_server(listener, &mut card, config)?;
+                    tracing::info!(addr = %local, state = %state.display(), %kind, clients, client = client_name.as_deref().unwrap_or_default(), "serving the card over TLS");
+                    if clients > 1 {
+                        tls::run_tls_server_shared(listener, &mut card, config, clients)?;
+                    } else {
+                        tls::run_tls_server(listener, &mut card, config)?;
+                    }
                 } else {
                     anyhow::ensure!(
                         local.ip().is_loopback(),
@@ -891,8 +917,12 @@ fn dispatch(command: Command) -> Result<ExitCode> {
                          (serve it with --tls-cert, --tls-key, --client-ca and --client-name \
                          to listen elsewhere)"
                     );
-                    tracing::info!(addr = %local, state = %state.display(), %kind, "serving the card over TCP");
-                    transport::run_tcp_server(listener, &mut card)?;
+                    tracing::info!(addr = %local, state = %state.display(), %kind, clients, "serving the card over TCP");
+                    if clients > 1 {
+                        transport::run_tcp_server_shared(listener, &mut card, clients)?;
+                    } else {
+                        transport::run_tcp_server(listener, &mut card)?;
+                    }
                 }
             } else {
                 let addr = vpcd_address(vpcd.as_deref().unwrap_or(VPCD_DEFAULT), slot)?;
@@ -1027,6 +1057,27 @@ fn open_card(state: &Path) -> Result<sim::FileCard> {
 
 fn kind_of(card: &sim::FileCard) -> String {
     card.kind().map_or("unreadable".into(), |k| k.to_string())
+}
+
+/// Whether `card` may be served to `clients` clients at once (`serve --clients`): only a
+/// virtual meter box, whose only volatile state is its selection, or a blank card (the data
+/// center personalizes it as a box at its first start). A PSD's or a purse's applet keeps
+/// its sessions and secure state in volatile memory, which every client would share: one
+/// client's session would run, or be torn down, under another's commands.
+fn shareable(card: &sim::FileCard, clients: u16) -> Result<()> {
+    let why = match card.kind() {
+        Some(sim::CardKind::Vbox | sim::CardKind::Blank) => return Ok(()),
+        Some(kind) => format!(
+            "it is a {kind}, whose applets keep sessions and secure state in volatile memory \
+             that {clients} clients would share and trample"
+        ),
+        None => "its memory cannot be read, so what it is cannot be told".to_string(),
+    };
+    bail!(
+        "refusing to serve the card to {clients} clients at once (--clients {clients}): {why}; \
+         only a virtual meter box (or a blank card to be personalized as one) may be shared \
+         (serve this card with --clients 1)"
+    )
 }
 
 fn run_scripts(state: Option<&Path>, clock: Clock, scripts: &[PathBuf]) -> Result<ExitCode> {

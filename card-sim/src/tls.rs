@@ -9,7 +9,10 @@
 //! Why a name and not only the CA: one CA certifies every service of a deployment (the
 //! back office's `pki init`), and only one of them may drive this card. Why a handshake
 //! deadline: the card serves one client at a time, and a client that connects and stays
-//! silent in the handshake would otherwise hold it for the whole idle bound.
+//! silent in the handshake would otherwise hold it for the whole idle bound. A box served
+//! to several clients (`--clients N`, [`run_tls_server_shared`]) runs each handshake on
+//! its connection's own thread; there the deadline bounds how long a silent client holds
+//! one of the N places.
 //!
 //! The frames inside the session are the plain framing's bytes. No session tickets: a
 //! client keeps one long-lived connection, and unsolicited ticket records would wait on
@@ -35,7 +38,7 @@ use rustls::{
 };
 
 use crate::sim::SimulatedCard;
-use crate::transport::{serve_clients, TcpCardClient, Wire, CLIENT_IDLE};
+use crate::transport::{serve_clients, serve_clients_shared, TcpCardClient, Wire, CLIENT_IDLE};
 
 /// How long a client has to finish the TLS handshake, from its connection's accept (the
 /// server) or connect (the client).
@@ -242,6 +245,33 @@ pub fn run_tls_server_with(
     idle: Duration,
 ) -> io::Result<()> {
     serve_clients(listener, card, idle, |sock| accept(sock, &config))
+}
+
+/// Serves the box to up to `max` TLS clients at once (`serve --tcp … --tls-cert …
+/// --clients N`), as [`crate::transport::run_tcp_server_shared`] does to plain ones: one
+/// whole APDU at a time on the one card, a connection beyond `max` closed at once, the
+/// card reset when the first connection arrives and when the last ends, clients' power
+/// events ignored. Each connection's handshake runs on its own thread, so a slow
+/// handshaker (up to [`HANDSHAKE_TIMEOUT`]) holds one of the `max` places but delays no
+/// other client; a client refused in the handshake never reaches the card.
+pub fn run_tls_server_shared(
+    listener: std::net::TcpListener,
+    card: &mut dyn SimulatedCard,
+    config: Arc<ServerConfig>,
+    max: u16,
+) -> io::Result<()> {
+    run_tls_server_shared_with(listener, card, config, max, CLIENT_IDLE)
+}
+
+/// [`run_tls_server_shared`] with another idle bound (tests).
+pub fn run_tls_server_shared_with(
+    listener: std::net::TcpListener,
+    card: &mut dyn SimulatedCard,
+    config: Arc<ServerConfig>,
+    max: u16,
+    idle: Duration,
+) -> io::Result<()> {
+    serve_clients_shared(listener, card, idle, max, move |sock| accept(sock, &config))
 }
 
 impl Wire for StreamOwned<ServerConnection, TcpStream> {

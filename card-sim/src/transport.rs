@@ -11,6 +11,16 @@
 //! The framing runs over a [`Wire`]: a plain TCP socket, or a TLS session over one
 //! ([`crate::tls`], `serve --tcp --tls-cert …`): the frames are the same bytes inside it.
 //!
+//! The TCP server serves one client at a time ([`run_tcp_server`]), or, for the virtual
+//! meter's box only, up to N at once ([`run_tcp_server_shared`], `serve --tcp --clients N`):
+//! the data center's function servers each keep a connection to the one box. That is safe
+//! for the box alone, whose only volatile state is its selection (every client selects the
+//! same applet; no session, no challenge): a PSD's or a purse's sessions live in volatile
+//! memory, which the clients would share. The card runtime's command chain and response
+//! bytes kept for GET RESPONSE are shared too, and another client's APDU in between drops
+//! them: shared, each command must travel and be answered whole (extended length, Le
+//! `00 00`, as the data center sends them).
+//!
 //! Latency: Debian 12's vpcd writes the length and the body of a frame in two writes, so a
 //! card with delayed ACKs holds the body ~40 ms. Setting `TCP_QUICKACK` before every read
 //! (Linux clears it again after each ACK) and `TCP_NODELAY`, and writing each reply with
@@ -18,9 +28,13 @@
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{self, Sender, SyncSender};
+use std::sync::Arc;
 use std::time::Duration;
 
 use openpsd_core::client::{Link, LinkError};
+use openpsd_core::Status;
 
 use crate::sim::SimulatedCard;
 
@@ -272,6 +286,282 @@ pub(crate) fn serve_clients<W: Wire>(
     }
 }
 
+/// Serves the card to up to `max` TCP clients at once, for ever: the box's several
+/// function servers (`serve --tcp ADDR --clients N`). Only for a card whose volatile state
+/// is nothing but its selection (the virtual meter box, or a blank card its host
+/// personalizes as one): every client's APDUs run on the one card, one whole APDU at a
+/// time, and a PSD's or a purse's sessions would be shared by all.
+///
+/// A connection beyond `max` is closed at once (the card sees nothing; `max` 0 serves
+/// nobody). The card is powered up (reset) when a connection arrives while no other is
+/// served, and reset when the last one ends, so a single client still gets a fresh power-up
+/// per connection; a client's own power events (`00`, `01`, `02`) are ignored, since it
+/// must not power-cycle the card under the others. A client silent for [`CLIENT_IDLE`] is
+/// dropped. The card stays on the calling thread and runs the clients' APDUs from a queue.
+pub fn run_tcp_server_shared(
+    listener: TcpListener,
+    card: &mut dyn SimulatedCard,
+    max: u16,
+) -> io::Result<()> {
+    run_tcp_server_shared_with(listener, card, max, CLIENT_IDLE)
+}
+
+/// [`run_tcp_server_shared`] with another idle bound (tests).
+pub fn run_tcp_server_shared_with(
+    listener: TcpListener,
+    card: &mut dyn SimulatedCard,
+    max: u16,
+    idle: Duration,
+) -> io::Result<()> {
+    serve_clients_shared(listener, card, idle, max, Ok)
+}
+
+/// What a connection of [`serve_clients_shared`] asks of the card's thread.
+enum ToCard {
+    /// The connection is served from now on (past `open`): the card is powered up if no
+    /// other connection is. Answered with the ATR and the number of connections served.
+    Attach(SyncSender<(Vec<u8>, usize)>),
+    /// One command APDU, run whole before any other: answered with its response.
+    Apdu(Vec<u8>, SyncSender<Vec<u8>>),
+    /// A served connection ended: the card is reset if it was the last. Answered with the
+    /// number of connections left.
+    Detach(SyncSender<usize>),
+    /// The accept loop failed: the server ends with its error.
+    Stop(io::Error),
+}
+
+/// Serves one card to up to `max` clients at once, for ever. The card stays on the calling
+/// thread (a card is not `Send`: its applets are plain trait objects) and runs one request
+/// at a time from a queue, so every APDU runs whole, in the order the clients' frames
+/// arrived. An accept thread takes the connections; each gets a thread of its own, where
+/// `open` runs (a TLS handshake: a slow one holds that connection only) and
+/// [`serve_connection`] serves it through a [`SharedCard`].
+///
+/// * A connection beyond `max` (counted from its accept, handshake included) is closed at
+///   once, logged at `warn`; the card sees nothing. `max` 0 serves nobody.
+/// * The card is powered up (reset) when a connection is served and no other is, and reset
+///   again when the last one ends: one client alone has today's fresh power-up per
+///   connection, and a card whose write failed re-reads its memory whenever it goes idle
+///   ([`crate::sim::FileCard`]). A client's own power events are ignored ([`SharedCard`]).
+/// * A client silent for `idle`, or not reading a reply within it, is dropped.
+pub(crate) fn serve_clients_shared<W, F>(
+    listener: TcpListener,
+    card: &mut dyn SimulatedCard,
+    idle: Duration,
+    max: u16,
+    open: F,
+) -> io::Result<()>
+where
+    W: Wire + 'static,
+    F: Fn(TcpStream) -> io::Result<W> + Send + Sync + 'static,
+{
+    // The accept thread and the connections' threads hold the senders; the accept loop
+    // ends by saying why (`Stop`), so the queue never runs dry unless it panicked.
+    let (tx, rx) = mpsc::channel();
+    std::thread::Builder::new()
+        .name("card-sim accept".into())
+        .spawn(move || {
+            let e = accept_shared(&listener, &tx, idle, max, Arc::new(open));
+            let _ = tx.send(ToCard::Stop(e));
+        })?;
+    let mut active = 0usize;
+    loop {
+        let Ok(request) = rx.recv() else {
+            return Err(io::Error::other("the accept loop ended"));
+        };
+        match request {
+            ToCard::Attach(ack) => {
+                if active == 0 {
+                    card.reset();
+                }
+                active += 1;
+                let _ = ack.send((card.atr().to_vec(), active));
+            }
+            ToCard::Apdu(apdu, ack) => {
+                let mut reply = Vec::new();
+                card.handle(&apdu, &mut reply);
+                let _ = ack.send(reply);
+            }
+            ToCard::Detach(ack) => {
+                active = active.saturating_sub(1);
+                if active == 0 {
+                    card.reset();
+                }
+                let _ = ack.send(active);
+            }
+            ToCard::Stop(e) => return Err(e),
+        }
+    }
+}
+
+/// The accept loop of [`serve_clients_shared`]: returns only with the error that ended it.
+fn accept_shared<W, F>(
+    listener: &TcpListener,
+    tx: &Sender<ToCard>,
+    idle: Duration,
+    max: u16,
+    open: Arc<F>,
+) -> io::Error
+where
+    W: Wire + 'static,
+    F: Fn(TcpStream) -> io::Result<W> + Send + Sync + 'static,
+{
+    let taken = Arc::new(AtomicUsize::new(0));
+    loop {
+        let (stream, peer) = match listener.accept() {
+            Ok(c) => c,
+            Err(e) => return e,
+        };
+        // Only this loop adds to `taken`: what it reads cannot grow meanwhile.
+        if taken.load(Ordering::SeqCst) >= usize::from(max) {
+            tracing::warn!(%peer, max, "client refused: {max} clients connected already; the card saw nothing");
+            drop(stream);
+            continue;
+        }
+        let slot = Slot::take(&taken);
+        let (tx, open) = (tx.clone(), Arc::clone(&open));
+        let spawned = std::thread::Builder::new()
+            .name(format!("card-sim client {peer}"))
+            .spawn(move || {
+                let _slot = slot;
+                serve_shared(stream, peer, &tx, idle, &*open);
+            });
+        if let Err(e) = spawned {
+            // The closure, its socket and its slot are dropped with the error.
+            tracing::warn!(%peer, error = %e, "client refused: no thread to serve it");
+        }
+    }
+}
+
+/// One of the `max` places of [`serve_clients_shared`], held by a connection from its
+/// accept to its end (given back when its thread ends, however it ends).
+struct Slot(Arc<AtomicUsize>);
+
+impl Slot {
+    fn take(taken: &Arc<AtomicUsize>) -> Self {
+        taken.fetch_add(1, Ordering::SeqCst);
+        Self(Arc::clone(taken))
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// One connection of [`serve_clients_shared`], on its own thread.
+fn serve_shared<W: Wire>(
+    stream: TcpStream,
+    peer: SocketAddr,
+    tx: &Sender<ToCard>,
+    idle: Duration,
+    open: &dyn Fn(TcpStream) -> io::Result<W>,
+) {
+    let mut wire = match open(stream) {
+        Ok(w) => w,
+        Err(e) => {
+            tracing::warn!(%peer, error = %e, "client refused: the card saw nothing");
+            return;
+        }
+    };
+    let timeouts = (wire.socket().set_read_timeout(Some(idle)))
+        // A client that sends but never reads must not keep its thread waiting.
+        .and_then(|()| wire.socket().set_write_timeout(Some(idle)));
+    if let Err(e) = timeouts {
+        tracing::warn!(%peer, error = %e, "client connection failed");
+        return;
+    }
+    let Some((mut card, active)) = SharedCard::attach(tx) else {
+        tracing::warn!(%peer, "client dropped: the server is ending");
+        return;
+    };
+    tracing::info!(%peer, active, "client connected");
+    let served = serve_connection(&mut wire, &mut card);
+    drop(wire);
+    let active = card.detach().unwrap_or(0);
+    match served {
+        Ok(s) => tracing::info!(%peer, apdus = s.apdus, active, "client disconnected"),
+        Err(e) => tracing::warn!(%peer, error = %e, active, "client connection failed"),
+    }
+}
+
+/// The card as one connection of [`serve_clients_shared`] sees it: each APDU goes to the
+/// card's thread and runs there whole; the ATR is this connection's copy. The client's
+/// power events (`00`, `01`, `02`) are ignored, logged at `debug`: one client must not
+/// power-cycle the card under the others (the card is reset when no client is served). No
+/// idle work: the card's thread has other clients to answer.
+struct SharedCard {
+    tx: Sender<ToCard>,
+    atr: Vec<u8>,
+    attached: bool,
+}
+
+impl SharedCard {
+    /// Counts this connection among those served (the card powered up if it is the first):
+    /// the card and the number served, or `None` if the card's thread is gone.
+    fn attach(tx: &Sender<ToCard>) -> Option<(Self, usize)> {
+        let (ack, answer) = mpsc::sync_channel(1);
+        tx.send(ToCard::Attach(ack)).ok()?;
+        let (atr, active) = answer.recv().ok()?;
+        let card = Self {
+            tx: tx.clone(),
+            atr,
+            attached: true,
+        };
+        Some((card, active))
+    }
+
+    /// Ends this connection's service (the card reset if it was the last): the number
+    /// still served, `None` if already detached or the card's thread is gone.
+    fn detach(&mut self) -> Option<usize> {
+        if !std::mem::replace(&mut self.attached, false) {
+            return None;
+        }
+        let (ack, answer) = mpsc::sync_channel(1);
+        self.tx.send(ToCard::Detach(ack)).ok()?;
+        answer.recv().ok()
+    }
+}
+
+/// A connection that ends by a panic still leaves: the last one out resets the card.
+impl Drop for SharedCard {
+    fn drop(&mut self) {
+        let _ = self.detach();
+    }
+}
+
+impl SimulatedCard for SharedCard {
+    fn atr(&self) -> &[u8] {
+        &self.atr
+    }
+
+    fn reset(&mut self) {
+        tracing::debug!("a client's power event ignored: the card is shared");
+    }
+
+    fn handle(&mut self, apdu: &[u8], reply: &mut Vec<u8>) {
+        let (ack, answer) = mpsc::sync_channel(1);
+        let answered = self
+            .tx
+            .send(ToCard::Apdu(apdu.to_vec(), ack))
+            .ok()
+            .and_then(|()| answer.recv().ok());
+        match answered {
+            Some(r) => *reply = r,
+            // The card's thread is gone (the server is ending): no card to answer.
+            None => {
+                reply.clear();
+                reply.extend_from_slice(&Status::Internal.sw().to_be_bytes());
+            }
+        }
+    }
+
+    fn idle(&mut self) -> bool {
+        false
+    }
+}
+
 /// A client of the vpcd framing (used by the `openpsd` host tools and tests to talk to
 /// `card-sim serve --tcp`), over plain TCP or TLS ([`TcpCardClient::connect_tls`]).
 pub struct TcpCardClient {
@@ -368,5 +658,55 @@ impl TcpCardClient {
     /// Resets the card (volatile state lost).
     pub fn reset(&mut self) -> io::Result<()> {
         self.exchange(&[control::RESET], false).map(|_| ())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use std::time::Instant;
+
+    /// A card that answers `9000` to everything.
+    struct Ok9000;
+
+    impl SimulatedCard for Ok9000 {
+        fn atr(&self) -> &[u8] {
+            &[0x3B, 0x00]
+        }
+        fn reset(&mut self) {}
+        fn handle(&mut self, _apdu: &[u8], reply: &mut Vec<u8>) {
+            reply.clear();
+            reply.extend_from_slice(&[0x90, 0x00]);
+        }
+    }
+
+    /// `open` (a TLS handshake) runs on the connection's thread: a client stuck in it
+    /// delays nobody else.
+    #[test]
+    fn a_slow_opening_holds_no_other_client() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        // The "handshake": one byte from the client, within 5 s.
+        let open = |mut s: TcpStream| {
+            s.set_read_timeout(Some(Duration::from_secs(5)))?;
+            let mut hello = [0u8; 1];
+            s.read_exact(&mut hello)?;
+            Ok(s)
+        };
+        std::thread::spawn(move || {
+            let _ = serve_clients_shared(listener, &mut Ok9000, Duration::from_secs(10), 2, open);
+        });
+        let _slow = TcpStream::connect(addr).unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+        let mut fast = TcpStream::connect(addr).unwrap();
+        fast.write_all(&[0x01]).unwrap();
+        let mut client = TcpCardClient::on(Box::new(fast));
+        let t = Instant::now();
+        assert_eq!(
+            client.transmit(&[0x00, 0xA4, 0x04, 0x00]).unwrap(),
+            [0x90, 0x00]
+        );
+        assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
     }
 }

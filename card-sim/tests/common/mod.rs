@@ -79,9 +79,15 @@ impl Drop for Server {
 
 /// `card-sim serve --tcp 127.0.0.1:0` for the card in `state`; the port it chose.
 pub fn serve(state: &Path) -> (Server, u16) {
+    serve_with(state, &[])
+}
+
+/// [`serve`] with more arguments (`--clients 2`).
+pub fn serve_with(state: &Path, more: &[&str]) -> (Server, u16) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_card-sim"))
         .args(["serve", "--tcp", "127.0.0.1:0", "--state"])
         .arg(state)
+        .args(more)
         .env("RUST_LOG", "info")
         .stderr(Stdio::piped())
         .spawn()

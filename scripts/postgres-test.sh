@@ -4,7 +4,8 @@
 # (a temporary directory, a Unix socket only, no TCP port, stopped and removed on exit),
 # then runs the same post office and data center suites as `cargo test --workspace` runs
 # on SQLite — the registry's own tests and the services' end-to-end tests
-# (backoffice/tests/post.rs, post_browser.rs, datacenter.rs) — with OPENPSD_TEST_POSTGRES
+# (backoffice/tests/post.rs, post_browser.rs, datacenter.rs), and datacenter_servers.rs
+# (several data centers on one database, PostgreSQL only) — with OPENPSD_TEST_POSTGRES
 # pointing at it; starts a second cluster, a primary with a synchronous standby, for the
 # data center's failover test (tests/datacenter_failover.rs: the primary killed mid-load,
 # the standby promoted); and measures registry inserts/s at N stored pieces on both stores.
@@ -94,6 +95,10 @@ cargo test --workspace --test post --test post_browser
 say "the data center suite on PostgreSQL"
 ws_lib_test openpsd-datacenter
 cargo test --workspace --test datacenter
+# Three data centers on one database and one box (card-sim serve --clients), one killed
+# mid-load: the card-sim binary comes from `cargo test --workspace` (the README's command).
+say "several data centers on one PostgreSQL database and one box"
+cargo test --workspace --test datacenter_servers -- --nocapture
 
 # The data center's failover: a second cluster, a primary with a synchronous standby
 # (streaming replication over Unix sockets: every commit waits until the standby has

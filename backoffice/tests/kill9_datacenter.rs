@@ -1,8 +1,8 @@
 //! The data center killed with SIGKILL between its two commits (docs/virtual-meter.md §5):
 //! after the box committed an indicium or a refill and before the database did, and after
 //! the database recorded the intent and before the box saw it. Restarted on the same data,
-//! it finishes what the box committed (RESUME: the same bytes) and drops what it did not:
-//! every indicium charged once, every refill credited once and its hold settled, the ledger
+//! it finishes what the box committed (RESUME: the same bytes) and carries out what it did
+//! not (the committed intent's command sent now): every indicium charged once, every refill credited once and its hold settled, the ledger
 //! audited clean by `backoffice datacenter audit`. The operator registers the box at the KMS
 //! with `backoffice datacenter register-box`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]

@@ -9,8 +9,9 @@
 //!   TLS (`--box tls:HOST:PORT`, card-sim serving with `--tls-cert`): the data center
 //!   presents its `datacenter.openpsd` certificate and accepts only a server certificate of
 //!   the back-office CA naming `box.openpsd`, so the box may be on another machine.
-//!   card-sim serves one client at a time
-//!   and makes each connection a fresh power-up; the box applet's only volatile state is
+//!   card-sim serves one client at a time (several, each command whole, with
+//!   `--clients N`: several data centers share one box) and makes each connection a fresh
+//!   power-up (with N, when no other client is connected); the box applet's only volatile state is
 //!   its selection (no session, no authentication; RESUME's memory is in the shard records
 //!   it commits), so a new connection needs one SELECT and nothing else. A connection
 //!   found closed, idle near card-sim's 30 s bound, or failing is dropped and made again.

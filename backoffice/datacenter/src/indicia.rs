@@ -99,7 +99,8 @@ pub(crate) fn run_box(
             intent.postage.map(|p| to_sql_int(p, step)).transpose()?
         ],
     )?;
-    // The intent is committed; the box has seen nothing: RESUME answers 9A64, dropped.
+    // The intent is committed; the box has seen nothing: RESUME answers 9A64, and the
+    // command is carried out then (`finish_intents`).
     openpsd_service_kit::failpoint::pause_blocking("datacenter_before_box");
     let answer = dc.boxh.send(intent.ins, 0, &intent.data);
     match answer {

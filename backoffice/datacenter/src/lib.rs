@@ -12,13 +12,16 @@
 //! Merkle path, transaction record, indicium) and drops the intent in one transaction. A
 //! crash between (2) and (3) leaves the intent: at start-up, and before any later command of
 //! the same shard, RESUME re-sends it and the box answers the identical bytes (or `9A64`:
-//! it never committed; the intent is dropped and nothing was charged). At start-up every
+//! it has not committed it, and the command itself is sent now; only a refusal drops the
+//! intent, nothing charged). At start-up every
 //! shard's root in the database must equal the box's: a database restored from a backup is
 //! refused, loudly ([`Datacenter::open`]).
 //!
-//! **Serialization.** One box command at a time, inside the database's single connection
-//! (`db::Db::run`): simple and exact. Parallel shards are the scale-out step
-//! (`docs/virtual-meter.md` §8).
+//! **Serialization.** Within one process, one database closure at a time (`db::Db::run`'s
+//! one connection). Across several data centers (function servers) sharing one PostgreSQL
+//! database and one box, PostgreSQL's advisory locks: one per shard, held from the intent
+//! to the answer's commit ([`locks`]); commands of different shards run in parallel on
+//! different servers (`docs/virtual-meter.md` §9, Several function servers).
 //!
 //! **Storage**: SQLite in the data directory by default; PostgreSQL with `database_url`
 //! (a primary with a synchronous standby; a failover costs the requests under way a 503,
@@ -28,13 +31,13 @@
 //! --tcp` process, over plain loopback TCP or mutual TLS ([`boxhost::BoxAt`]); a link lost mid-command is healed by RESUME like a
 //! crash between the two commits.
 //!
-//! **Not built yet**: several function servers in front of one database (§8).
+//! **Not built yet**: parallel shards within one process (one connection; §8).
 
 pub mod audit;
 pub mod boxhost;
 pub mod db;
 mod indicia;
-mod locks;
+pub(crate) mod locks;
 mod mailers;
 mod refill;
 pub mod sql;

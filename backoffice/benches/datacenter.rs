@@ -23,7 +23,15 @@
 //! virtual meter box card made and served by `card-sim serve --tcp` (the `card-sim` binary
 //! of this profile, `target/release/card-sim`, or `$OPENPSD_CARD_SIM`), which the data
 //! center personalizes and reaches over one TCP connection; `--box tcp:ADDR` uses a box
-//! already served there. Default: the box in the data center's process.
+//! already served there. Default: the box in the data center's process. `--servers N`
+//! (with `--postgres` and `--box tcp`) runs N data centers (function servers) in this process
+//! on the one database and the one box (`card-sim serve --clients N`), each with its own
+//! connection to either; mailer u talks to server u mod N, and the hot meter's tasks to
+//! every server in turn (docs/virtual-meter.md §9, Several function servers).
+//!
+//! ```sh
+//! cargo bench -p openpsd-backoffice --bench datacenter -- --postgres 'host=/tmp/pg user=postgres' --box tcp --servers 3
+//! ```
 // Test code: a failed unwrap or expect is a failed test, with its message.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -51,6 +59,8 @@ struct Args {
     batch: usize,
     /// `tcp` or `tcp:ADDR`: the box as a card-sim process; `None`: in-process.
     box_at: Option<String>,
+    /// Data centers on the one database and box.
+    servers: usize,
 }
 
 fn args() -> Args {
@@ -60,6 +70,7 @@ fn args() -> Args {
         postgres: None,
         batch: 1,
         box_at: None,
+        servers: 1,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -87,17 +98,33 @@ fn args() -> Args {
                 );
                 a.box_at = Some(v);
             }
+            "--servers" => {
+                a.servers = it
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .filter(|n| (1..=16).contains(n))
+                    .expect("--servers N (1 to 16)")
+            }
             "--help" | "-h" => {
                 println!(
                     "datacenter benchmark: [--pieces N (per level, default 512)] [--users 1,64] \
                      [--batch N (pieces per request, 1-16)] \
                      [--postgres BASE (key=value connection string of a PostgreSQL server)] \
-                     [--box tcp|tcp:HOST:PORT (the box as a card-sim process; default in-process)]"
+                     [--box tcp|tcp:HOST:PORT (the box as a card-sim process; default in-process)] \
+                     [--servers N (data centers on one database and box; needs --postgres and --box tcp)]"
                 );
                 std::process::exit(0);
             }
             _ => {}
         }
+    }
+    if a.servers > 1 && (a.postgres.is_none() || a.box_at.as_deref() != Some("tcp")) {
+        eprintln!(
+            "datacenter bench: --servers {} needs --postgres (one database for all) and --box tcp \
+             (one box for all)",
+            a.servers
+        );
+        std::process::exit(2);
     }
     // Each user sends whole requests of `batch` pieces: fewer pieces than that per level
     // would leave a user with nothing to send and no latency to report.
@@ -179,8 +206,8 @@ fn card_sim_psd_rate(pieces: usize) -> f64 {
 }
 
 /// A blank box card in `dir`, served by a `card-sim serve --tcp` process on a free
-/// loopback port: the process and its address.
-fn start_card_sim(dir: &std::path::Path) -> (std::process::Child, String) {
+/// loopback port to up to `clients` clients at once: the process and its address.
+fn start_card_sim(dir: &std::path::Path, clients: usize) -> (std::process::Child, String) {
     let bin = card_sim_bin();
     let card = dir.join("box-card");
     let out = std::process::Command::new(&bin)
@@ -198,7 +225,7 @@ fn start_card_sim(dir: &std::path::Path) -> (std::process::Child, String) {
     let mut child = std::process::Command::new(&bin)
         .args(["serve", "--state"])
         .arg(&card)
-        .args(["--tcp", &addr])
+        .args(["--tcp", &addr, "--clients", &clients.to_string()])
         .env("RUST_LOG", "error")
         .spawn()
         .unwrap();
@@ -304,7 +331,7 @@ async fn main() {
     match a.box_at.as_deref() {
         None => {}
         Some("tcp") => {
-            let (child, addr) = start_card_sim(tmp.path());
+            let (child, addr) = start_card_sim(tmp.path(), a.servers);
             config.box_at = openpsd_datacenter::boxhost::BoxAt::Tcp(addr);
             card_sim = Some(child);
         }
@@ -319,6 +346,19 @@ async fn main() {
     let (dc, info) = start_datacenter(&config, "127.0.0.1:0", 1_000_000)
         .await
         .unwrap();
+    // More data centers on the same database and box, each with the first one's pepper.
+    let mut dcs = vec![dc];
+    for i in 1..a.servers {
+        let mut c = config.clone();
+        c.data = tmp.path().join(format!("datacenter{i}"));
+        std::fs::create_dir_all(&c.data).unwrap();
+        let pepper = openpsd_datacenter::PEPPER_FILE;
+        std::fs::copy(config.data.join(pepper), c.data.join(pepper)).unwrap();
+        let (d, _) = start_datacenter(&c, "127.0.0.1:0", 1_000_000)
+            .await
+            .unwrap();
+        dcs.push(d);
+    }
     let op_kms = Client::with_pool(&h.kms.url, &h.pki, Some(Role::Operator), 4);
     let _: BoxRegistration = op_kms
         .post(
@@ -334,10 +374,11 @@ async fn main() {
     let op_rc = Client::with_pool(&h.recharge.url, &h.pki, Some(Role::Operator), 4);
     let most = a.users.iter().copied().max().unwrap_or(1);
     println!(
-        "datacenter bench: {} pieces per level, users {:?}, {} per request, box {} shards × depth {} {}, {}",
+        "datacenter bench: {} pieces per level, users {:?}, {} per request, {} data center(s), box {} shards × depth {} {}, {}",
         a.pieces,
         a.users,
         a.batch,
+        a.servers,
         info.shards,
         info.depth,
         match &config.box_at {
@@ -351,8 +392,13 @@ async fn main() {
             "SQLite"
         }
     );
-    let anon = Client::with_pool(&dc.url, &h.pki, None, 64);
+    let anons: Vec<Client> = dcs
+        .iter()
+        .map(|d| Client::with_pool(&d.url, &h.pki, None, 64))
+        .collect();
     let mut clients = Vec::new();
+    // The hot meter (the first mailer's) through every server in turn.
+    let mut hot = Vec::new();
     let signing_up = Instant::now();
     for u in 0..most {
         if u > 0 && u % 100 == 0 {
@@ -361,6 +407,7 @@ async fn main() {
                 signing_up.elapsed().as_secs_f64()
             );
         }
+        let anon = &anons[u % anons.len()];
         let s: MailerSession = anon
             .post(
                 "/v1/mailers",
@@ -382,6 +429,9 @@ async fn main() {
             .await
             .unwrap();
         let c = anon.with_bearer(&s.token);
+        if u == 0 {
+            hot = anons.iter().map(|a| a.with_bearer(&s.token)).collect();
+        }
         let _: RefillDone = c
             .post(
                 "/v1/refills",
@@ -406,7 +456,7 @@ async fn main() {
             p50.as_secs_f64() * 1e3,
             p99.as_secs_f64() * 1e3
         );
-        let (rate_hot, p50, p99) = run(&clients[..1], u, a.pieces, txn, a.batch).await;
+        let (rate_hot, p50, p99) = run(&hot, u, a.pieces, txn, a.batch).await;
         txn += a.pieces as u64;
         issued += (a.pieces / u / a.batch * a.batch * u) as u64;
         println!("  {u:>4} users, one hot meter:   {rate_hot:>8.1} pieces/s  p50 {:>7.2} ms  p99 {:>7.2} ms", p50.as_secs_f64() * 1e3, p99.as_secs_f64() * 1e3);
@@ -450,7 +500,9 @@ async fn main() {
         "  ledger: {} records, credited {}, used {}, held {}: exact",
         report.records, report.credited, report.used, report.held
     );
-    dc.stop().await;
+    for d in dcs {
+        d.stop().await;
+    }
     if let Some(mut c) = card_sim {
         let _ = c.kill();
         let _ = c.wait();

@@ -63,6 +63,11 @@ pub trait SimulatedCard {
     fn idle(&mut self) -> bool {
         false
     }
+    /// Whether the card's memory failed (a write whose outcome is unknown, `6581`): it
+    /// refuses every commit until powered up again ([`SimulatedCard::reset`]) re-reads it.
+    fn memory_failed(&mut self) -> bool {
+        false
+    }
 }
 
 /// What a card's store makes of it.
@@ -425,6 +430,12 @@ impl SimulatedCard for FileCard {
         if let Some(c) = self.card.as_mut() {
             c.reset();
         }
+    }
+
+    fn memory_failed(&mut self) -> bool {
+        self.card
+            .as_mut()
+            .is_none_or(|c| c.card().store().inner().has_failed())
     }
 
     fn handle(&mut self, apdu: &[u8], reply: &mut Vec<u8>) {

@@ -189,6 +189,14 @@ pub fn serve_connection(stream: &mut impl Wire, card: &mut dyn SimulatedCard) ->
             },
             apdu => {
                 card.handle(apdu, &mut reply);
+                // A card always answers at least a status word: no answer means the card
+                // is gone from under this connection (a shared card powered up again).
+                if reply.is_empty() {
+                    return Err(io::Error::new(
+                        io::ErrorKind::ConnectionAborted,
+                        "the card was powered up again under this connection",
+                    ));
+                }
                 tracing::debug!(apdu = %hex::encode_upper(apdu), response = %hex::encode_upper(&reply), "exchange");
                 write_frame(stream, &mut out, &reply)?;
                 stats.apdus += 1;
@@ -319,10 +327,13 @@ pub fn run_tcp_server_shared_with(
 /// What a connection of [`serve_clients_shared`] asks of the card's thread.
 enum ToCard {
     /// The connection is served from now on (past `open`): the card is powered up if no
-    /// other connection is. Answered with the ATR and the number of connections served.
-    Attach(SyncSender<(Vec<u8>, usize)>),
-    /// One command APDU, run whole before any other: answered with its response.
-    Apdu(Vec<u8>, SyncSender<Vec<u8>>),
+    /// other connection is. Answered with the ATR, the number of connections served and
+    /// the card's power-up the connection belongs to.
+    Attach(SyncSender<(Vec<u8>, usize, u64)>),
+    /// One command APDU of a connection of power-up `epoch`, run whole before any other:
+    /// answered with its response, or `None` if the card was powered up again since (the
+    /// connection's selection is gone with it: the connection must end).
+    Apdu(Vec<u8>, u64, SyncSender<Option<Vec<u8>>>),
     /// A served connection ended: the card is reset if it was the last. Answered with the
     /// number of connections left.
     Detach(SyncSender<usize>),
@@ -343,6 +354,12 @@ enum ToCard {
 ///   again when the last one ends: one client alone has today's fresh power-up per
 ///   connection, and a card whose write failed re-reads its memory whenever it goes idle
 ///   ([`crate::sim::FileCard`]). A client's own power events are ignored ([`SharedCard`]).
+/// * A card whose memory failed under a command (it answered `6581`, its store refuses
+///   commits until re-read) is powered up again at once, re-reading its memory, instead of
+///   refusing every client until all have left: every connection then served is closed at
+///   its next command, unanswered (the card's power-up took its selection, and a command
+///   sent to no applet would be refused, which a client would take for the card's word),
+///   and its client reconnects, as after a power cut.
 /// * A client silent for `idle`, or not reading a reply within it, is dropped.
 pub(crate) fn serve_clients_shared<W, F>(
     listener: TcpListener,
@@ -365,6 +382,9 @@ where
             let _ = tx.send(ToCard::Stop(e));
         })?;
     let mut active = 0usize;
+    // The card's power-ups while connections are served: a connection of an older one is
+    // closed at its next command.
+    let mut epoch = 0u64;
     loop {
         let Ok(request) = rx.recv() else {
             return Err(io::Error::other("the accept loop ended"));
@@ -373,14 +393,25 @@ where
             ToCard::Attach(ack) => {
                 if active == 0 {
                     card.reset();
+                    epoch += 1;
                 }
                 active += 1;
-                let _ = ack.send((card.atr().to_vec(), active));
+                let _ = ack.send((card.atr().to_vec(), active, epoch));
             }
-            ToCard::Apdu(apdu, ack) => {
+            ToCard::Apdu(_, from, ack) if from != epoch => {
+                let _ = ack.send(None);
+            }
+            ToCard::Apdu(apdu, _, ack) => {
                 let mut reply = Vec::new();
                 card.handle(&apdu, &mut reply);
-                let _ = ack.send(reply);
+                let _ = ack.send(Some(reply));
+                if card.memory_failed() {
+                    tracing::warn!(
+                        "the card's memory failed: powering it up again; its clients reconnect"
+                    );
+                    card.reset();
+                    epoch += 1;
+                }
             }
             ToCard::Detach(ack) => {
                 active = active.saturating_sub(1);
@@ -495,6 +526,8 @@ struct SharedCard {
     tx: Sender<ToCard>,
     atr: Vec<u8>,
     attached: bool,
+    /// The card's power-up this connection was served in.
+    epoch: u64,
 }
 
 impl SharedCard {
@@ -503,11 +536,12 @@ impl SharedCard {
     fn attach(tx: &Sender<ToCard>) -> Option<(Self, usize)> {
         let (ack, answer) = mpsc::sync_channel(1);
         tx.send(ToCard::Attach(ack)).ok()?;
-        let (atr, active) = answer.recv().ok()?;
+        let (atr, active, epoch) = answer.recv().ok()?;
         let card = Self {
             tx: tx.clone(),
             atr,
             attached: true,
+            epoch,
         };
         Some((card, active))
     }
@@ -544,11 +578,14 @@ impl SimulatedCard for SharedCard {
         let (ack, answer) = mpsc::sync_channel(1);
         let answered = self
             .tx
-            .send(ToCard::Apdu(apdu.to_vec(), ack))
+            .send(ToCard::Apdu(apdu.to_vec(), self.epoch, ack))
             .ok()
             .and_then(|()| answer.recv().ok());
         match answered {
-            Some(r) => *reply = r,
+            Some(Some(r)) => *reply = r,
+            // The card was powered up again under this connection: no answer, which ends
+            // the connection ([`serve_connection`]).
+            Some(None) => reply.clear(),
             // The card's thread is gone (the server is ending): no card to answer.
             None => {
                 reply.clear();
@@ -708,5 +745,69 @@ mod tests {
             [0x90, 0x00]
         );
         assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
+    }
+
+    /// A card whose memory fails on `FF` (answering `6581`) until powered up again; every
+    /// other command answers `9000`. Counts its power-ups.
+    struct Flaky {
+        failed: bool,
+        power_ups: Arc<AtomicUsize>,
+    }
+
+    impl SimulatedCard for Flaky {
+        fn atr(&self) -> &[u8] {
+            &[0x3B, 0x00]
+        }
+        fn reset(&mut self) {
+            self.failed = false;
+            self.power_ups.fetch_add(1, Ordering::SeqCst);
+        }
+        fn handle(&mut self, apdu: &[u8], reply: &mut Vec<u8>) {
+            reply.clear();
+            if self.failed || apdu == [0xFF, 0, 0, 0] {
+                self.failed = true;
+                reply.extend_from_slice(&[0x65, 0x81]);
+            } else {
+                reply.extend_from_slice(&[0x90, 0x00]);
+            }
+        }
+        fn memory_failed(&mut self) -> bool {
+            self.failed
+        }
+    }
+
+    /// A memory failure under one client powers the card up again at once (its memory
+    /// re-read) while others are connected: the client that saw `6581`, and the other, are
+    /// each closed at their next command, unanswered; a new connection is served by the
+    /// recovered card.
+    #[test]
+    fn a_failed_memory_is_re_read_at_once_and_its_clients_reconnect() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let power_ups = Arc::new(AtomicUsize::new(0));
+        let p = Arc::clone(&power_ups);
+        std::thread::spawn(move || {
+            let mut card = Flaky {
+                failed: false,
+                power_ups: p,
+            };
+            let _ = serve_clients_shared(listener, &mut card, Duration::from_secs(10), 3, Ok);
+        });
+        let select = [0x00, 0xA4, 0x04, 0x00];
+        let mut a = TcpCardClient::connect(addr).unwrap();
+        let mut b = TcpCardClient::connect(addr).unwrap();
+        assert_eq!(a.transmit(&select).unwrap(), [0x90, 0x00]);
+        assert_eq!(b.transmit(&select).unwrap(), [0x90, 0x00]);
+        assert_eq!(power_ups.load(Ordering::SeqCst), 1);
+        assert_eq!(b.transmit(&[0xFF, 0, 0, 0]).unwrap(), [0x65, 0x81]);
+        assert!(
+            a.transmit(&select).is_err(),
+            "a's selection went with the power-up"
+        );
+        assert!(b.transmit(&select).is_err(), "b's too");
+        // The power-up at the failure, and one more if both ends were seen already.
+        assert!(power_ups.load(Ordering::SeqCst) >= 2);
+        let mut c = TcpCardClient::connect(addr).unwrap();
+        assert_eq!(c.transmit(&select).unwrap(), [0x90, 0x00], "recovered");
     }
 }

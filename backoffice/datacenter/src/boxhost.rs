@@ -122,8 +122,25 @@ pub struct BoxHost {
 }
 
 enum Link {
-    Local(Box<Card<FileStore, OsPlatform>>),
+    /// The card in this process and its store's directory; `None` after its memory failed
+    /// and could not be re-read yet.
+    Local(Option<Box<Card<FileStore, OsPlatform>>>, PathBuf),
     Tcp(TcpBox),
+}
+
+/// The in-process box in `dir`, loaded from its store and selected.
+fn local_card(dir: &Path) -> anyhow::Result<Box<Card<FileStore, OsPlatform>>> {
+    let store = if dir.join("state.log").exists() {
+        FileStore::open(dir)
+    } else {
+        std::fs::create_dir_all(dir)?;
+        FileStore::create(dir)
+    }
+    .map_err(|e| anyhow::anyhow!("the box's store {}: {e:?}", dir.display()))?;
+    let mut card = vbox_card(store, OsPlatform::new(Clock::System))
+        .map_err(|e| anyhow::anyhow!("loading the box: {e:?}"))?;
+    split(card.transmit(&select_apdu())).map_err(|r| anyhow::anyhow!("SELECT: {}", r.meaning()))?;
+    Ok(Box::new(card))
 }
 
 /// A `card-sim serve --tcp` box: the address, the TLS configuration when the link is
@@ -204,7 +221,30 @@ impl TcpBox {
 impl Link {
     fn transmit(&mut self, apdu: &[u8], again: bool) -> Result<Vec<u8>, Refused> {
         match self {
-            Link::Local(card) => Ok(card.transmit(apdu)),
+            Link::Local(slot, dir) => {
+                if slot.is_none() {
+                    match local_card(dir) {
+                        Ok(c) => {
+                            tracing::info!(dir = %dir.display(), "the box's memory re-read after a failed write");
+                            *slot = Some(c);
+                        }
+                        Err(e) => {
+                            tracing::error!(dir = %dir.display(), error = %e, "the box's memory cannot be re-read");
+                            return Err(LOST);
+                        }
+                    }
+                }
+                let card = slot.as_mut().ok_or(LOST)?;
+                let answer = card.transmit(apdu);
+                // A write whose outcome is unknown (`6581`): the store refuses commits until
+                // re-opened, as a card re-reads its memory at power-up; the command's intent
+                // is kept (its outcome unknown) and RESUME settles it on the re-read card.
+                if card.store().has_failed() {
+                    tracing::warn!(dir = %dir.display(), "the box's memory failed: re-reading it");
+                    *slot = None;
+                }
+                Ok(answer)
+            }
             Link::Tcp(t) => t.transmit(apdu, again),
         }
     }
@@ -261,20 +301,7 @@ impl BoxHost {
     /// center's, for a TLS box (its `datacenter` certificate and the CA).
     pub fn connect(at: &BoxAt, pki: Option<&Pki>) -> anyhow::Result<Self> {
         let link = match at {
-            BoxAt::InProcess(dir) => {
-                let store = if dir.join("state.log").exists() {
-                    FileStore::open(dir)
-                } else {
-                    std::fs::create_dir_all(dir)?;
-                    FileStore::create(dir)
-                }
-                .map_err(|e| anyhow::anyhow!("the box's store {}: {e:?}", dir.display()))?;
-                let mut card = vbox_card(store, OsPlatform::new(Clock::System))
-                    .map_err(|e| anyhow::anyhow!("loading the box: {e:?}"))?;
-                split(card.transmit(&select_apdu()))
-                    .map_err(|r| anyhow::anyhow!("SELECT: {}", r.meaning()))?;
-                Link::Local(Box::new(card))
-            }
+            BoxAt::InProcess(dir) => Link::Local(Some(local_card(dir)?), dir.clone()),
             BoxAt::Tcp(addr) => {
                 let mut t = TcpBox {
                     addr: addr.clone(),

@@ -81,6 +81,9 @@ fn config(url: &str) -> anyhow::Result<postgres::Config> {
     Ok(c)
 }
 
+/// How long a statement waits for a lock (advisory or row) before it gives up with 503.
+pub(crate) const LOCK_TIMEOUT_MS: u32 = 10_000;
+
 /// Connects and applies the schema. Blocking.
 fn connect(url: &str, schema: &str) -> anyhow::Result<PgConn> {
     let mut c = config(url)?
@@ -89,6 +92,13 @@ fn connect(url: &str, schema: &str) -> anyhow::Result<PgConn> {
     // Every commit waits for the synchronous standby (if the server names one): a session
     // setting cannot weaken what the operator configured.
     c.batch_execute("SET synchronous_commit = on")?;
+    // A lock another server holds for longer than this (a shard's, a refill's) answers 503
+    // instead of holding this server's one connection, and every request behind it, for
+    // as long as the other takes. A shard's command holds its lock for milliseconds.
+    // The connection string may set its own (`options='-c lock_timeout=…'`).
+    if !url.contains("lock_timeout") {
+        c.batch_execute(&format!("SET lock_timeout = {LOCK_TIMEOUT_MS}"))?;
+    }
     // Several data centers may start at once: one applies the schema at a time.
     let mut tx = c.transaction()?;
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&crate::locks::SCHEMA])?;
@@ -174,7 +184,19 @@ impl Db {
                     let client = guard
                         .as_mut()
                         .ok_or_else(|| ApiError::internal(step, "no PostgreSQL connection"))?;
-                    let out = f(&mut Conn::Pg(client));
+                    // A panic in `f` must not leave its shard locks held by a connection that
+                    // lives on (other servers would wait for them until this one's next
+                    // call): it is caught here, and the connection dropped with its session.
+                    let out = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        f(&mut Conn::Pg(client))
+                    })) {
+                        Ok(out) => out,
+                        Err(_) => {
+                            tracing::error!(step, "a storage call panicked: dropping the connection and its locks");
+                            *guard = None;
+                            return Err(ApiError::internal(step, "the storage call failed"));
+                        }
+                    };
                     // The shard locks the closure took go with it (`crate::locks`); if they
                     // cannot be released the connection goes, and its session's locks with it.
                     let unlocked = Conn::Pg(client).release_session_locks(step);

@@ -109,9 +109,10 @@ pub(crate) fn run_box(
             openpsd_service_kit::failpoint::pause_blocking("datacenter_after_box");
             commit_answer(dc, c, &intent, &a, step)
         }
-        // No answer from the box (its thread gone, `6Fxx`): whether it committed is not
-        // known, so the intent stays for RESUME and the caller retries.
-        Err(r) if r.0 & 0xFF00 == 0x6F00 => Err(ApiError::unavailable(
+        // No answer from the box (its thread gone, `6Fxx`) or its memory failed under the
+        // command (`6581`): whether it committed is not known, so the intent stays for
+        // RESUME and the caller retries.
+        Err(r) if outcome_unknown(r) => Err(ApiError::unavailable(
             step,
             format!("the secure box did not answer ({}); retry", r.meaning()),
         )),
@@ -124,6 +125,15 @@ pub(crate) fn run_box(
             Err(refusal(r, step))
         }
     }
+}
+
+/// Whether the box's answer `r` leaves open whether it committed the command: no answer
+/// (`6Fxx`: the link lost, the box's thread or process gone) or a memory failure during its
+/// commit (`6581`: the write's outcome is unknown until the box re-reads its memory). Such a
+/// command's intent is kept; RESUME settles it. Every other status word is the box's
+/// refusal, nothing committed.
+fn outcome_unknown(r: Refused) -> bool {
+    r.0 & 0xFF00 == 0x6F00 || r.0 == 0x6581
 }
 
 /// What one committed box answer left.
@@ -437,9 +447,9 @@ pub(crate) fn finish_intents(
             tracing::info!(shard, "finished a box command left uncommitted");
             Ok(())
         }
-        // No answer (the box's link lost, its process down): the intent stays for the
-        // next try.
-        Err(r) if r.0 & 0xFF00 == 0x6F00 => Err(ApiError::unavailable(
+        // No answer (the box's link lost, its process down, its memory failing): the
+        // intent stays for the next try.
+        Err(r) if outcome_unknown(r) => Err(ApiError::unavailable(
             step,
             format!(
                 "finishing shard {shard}'s command: the secure box did not answer ({}); retry",

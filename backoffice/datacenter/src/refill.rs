@@ -225,9 +225,9 @@ async fn drive(dc: &Datacenter, mut r: Row) -> Result<Row, ApiError> {
             // The box refused the message itself (above the meter's limit, ...): the
             // counters did not move, so the message would apply later (once the balance
             // is lower). It is voided first: a zero refill on the same counters, which the
-            // box applies and which moves them on for good.
+            // box applies and which moves them on for good. `apply` moved the row to
+            // `voiding` under the shard's lock.
             Applied::Refused => {
-                set_state(dc, &r, "voiding", None).await?;
                 r.state = "voiding".into();
             }
         }
@@ -309,6 +309,14 @@ enum Applied {
 /// Has the box apply refill message `msg` of row `r` (REFILL, with an intent; RESUME of a
 /// crash first). The box's answer is committed with the row moved to `done_state` in one
 /// transaction ([`crate::indicia`]), so a later call sees it in the row, never guesses.
+///
+/// Under the shard's lock the row must still be where the message belongs (`sealed` for
+/// the message, `voiding` for its void), and a refusal of the message moves it on to
+/// `voiding` there too. So every move out of those states that races a box command is
+/// serialized with it: two function servers driving one refill (a client's retry that
+/// reached another server) cannot have the box credit a message whose row another server
+/// already moved on, an answer the database would then refuse to commit, leaving the
+/// shard's intent unfinishable. The loser answers 503 and the retry reads the row anew.
 async fn apply(
     dc: &Datacenter,
     r: &Row,
@@ -332,6 +340,21 @@ async fn apply(
                 .text(0)?;
             if state == done_state {
                 return Ok(Applied::Done(rec.dr.0));
+            }
+            let from = if done_state == "voided" {
+                "voiding"
+            } else {
+                "sealed"
+            };
+            if state != from {
+                return Err(ApiError::unavailable(
+                    STEP,
+                    format!(
+                        "refill '{}' moved on to {state} meanwhile (another server): \
+                         send the same request again",
+                        r2.txn
+                    ),
+                ));
             }
             if rec.refills.0 != r2.bound_refills || rec.control_sum.0 != r2.bound_sum {
                 return Ok(Applied::Stale);
@@ -359,6 +382,20 @@ async fn apply(
             match run_box(&dc2, c, intent, STEP) {
                 Ok(done) => Ok(Applied::Done(done.record.dr.0)),
                 Err(e) if e.code == openpsd_protocol::datacenter::code::BOX_REFUSED => {
+                    if from == "sealed" {
+                        let n = c.exec(
+                            STEP,
+                            "UPDATE refills SET state = 'voiding'
+                             WHERE mailer_id = ?1 AND client_txn_id = ?2 AND state = 'sealed'",
+                            args![&r2.mailer, &r2.txn],
+                        )?;
+                        if n != 1 {
+                            return Err(ApiError::internal(
+                                STEP,
+                                "a sealed refill moved on under its shard's lock",
+                            ));
+                        }
+                    }
                     Ok(Applied::Refused)
                 }
                 Err(e) => Err(e),

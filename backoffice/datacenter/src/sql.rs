@@ -282,6 +282,10 @@ fn pg_err(step: &str, e: postgres::Error) -> ApiError {
             step,
             format!("the database is unreachable ({e}); retry"),
         )
+    } else if state.is_some_and(|c| matches!(c, "55P03" | "40P01" | "40001")) {
+        // A lock not had within the session's lock_timeout (another server holds the
+        // shard), a deadlock or a serialization failure: nothing was done; try again.
+        ApiError::unavailable(step, format!("the database is busy ({e}); retry"))
     } else {
         ApiError::internal(step, format!("storage: {e}"))
     }

@@ -22,6 +22,18 @@ use serde::Serialize;
 use crate::error::{ApiError, ErrorBody};
 use crate::tls::Role;
 
+/// At most this many calls of one [`Upstream`] (and its clones) are in flight at once; the
+/// others wait their turn. Without a bound, a burst (a thousand mailers' first standing
+/// checks at once) opens a TLS connection per call, and the other service closes those
+/// past its per-address limit (`Limits::per_address`, 256: every data center on one host
+/// shares one address), so the burst failed as "unreachable". With it, the calls share at
+/// most this many connections, kept alive (HTTP/1.1, one call each at a time), and the
+/// burst is served in turn. Eight clients on one host stay within the server's limit.
+pub const IN_FLIGHT: usize = 32;
+
+/// How long a call may take, its wait for a turn included.
+const CALL_TIMEOUT: Duration = Duration::from_secs(15);
+
 /// Another service's base URL and an HTTP client.
 #[derive(Clone, Debug)]
 pub struct Upstream {
@@ -30,6 +42,8 @@ pub struct Upstream {
     name: &'static str,
     /// Unique per [`Upstream::new`] in this process (clones share it).
     instance: u64,
+    /// Turns for calls in flight ([`IN_FLIGHT`]), shared by clones.
+    turns: std::sync::Arc<tokio::sync::Semaphore>,
 }
 
 impl Upstream {
@@ -60,7 +74,7 @@ impl Upstream {
             .use_preconfigured_tls(tls)
             .resolve_to_addrs(&name_host, &addrs)
             .connect_timeout(Duration::from_secs(2))
-            .timeout(Duration::from_secs(15))
+            .timeout(CALL_TIMEOUT)
             .build()?;
         static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         Ok(Self {
@@ -68,6 +82,7 @@ impl Upstream {
             base: format!("https://{name_host}:{port}"),
             name,
             instance: NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            turns: std::sync::Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT)),
         })
     }
 
@@ -141,10 +156,25 @@ impl Upstream {
         let unavailable = |what: String| {
             ApiError::unavailable(step, format!("{} at {} {what}", self.name, self.base))
         };
-        let resp = req
-            .send()
+        // A turn first; the wait counts against the call's time, so a caller never waits
+        // longer than one call's bound for an answer.
+        let started = tokio::time::Instant::now();
+        let _turn = tokio::time::timeout(CALL_TIMEOUT, self.turns.acquire())
             .await
-            .map_err(|e| unavailable(format!("unreachable ({path}): {e}")))?;
+            .map_err(|_| unavailable(format!("busy ({path}): no turn within {CALL_TIMEOUT:?}")))?
+            .map_err(|_| unavailable(format!("closed ({path})")))?;
+        let req = req.timeout(CALL_TIMEOUT.saturating_sub(started.elapsed()));
+        let resp = req.send().await.map_err(|e| {
+            // reqwest's own message says only "error sending request": the cause (a
+            // connect timeout, a refused connection, a TLS failure) is in its sources.
+            let mut why = e.to_string();
+            let mut source = std::error::Error::source(&e);
+            while let Some(s) = source {
+                why.push_str(&format!(": {s}"));
+                source = s.source();
+            }
+            unavailable(format!("unreachable ({path}): {why}"))
+        })?;
         let status = resp.status();
         let bytes = resp
             .bytes()

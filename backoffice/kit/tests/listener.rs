@@ -332,3 +332,58 @@ fn a_merchant_certificate_proves_the_role_and_names_its_merchant() {
         assert!(pki.init_merchant(bad).is_err(), "{bad:?}");
     }
 }
+
+/// A burst of calls through one [`Upstream`] (a thousand mailers' first standing checks at
+/// once) takes at most `IN_FLIGHT` connections: a server that serves one address no more
+/// than 40 at once answers every one of 200 slow calls. Without the bound, each call
+/// opened its own connection, and those past the server's per-address limit were closed
+/// ("unreachable").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_calls_shares_a_bounded_number_of_connections() {
+    use openpsd_service_kit::upstream::IN_FLIGHT;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::at(dir.path());
+    pki.init(&Role::ALL, &[]).unwrap();
+    let (now, most) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let (n, m) = (Arc::clone(&now), Arc::clone(&most));
+    let router = Router::new().route(
+        "/slow",
+        get(move || {
+            let (n, m) = (Arc::clone(&n), Arc::clone(&m));
+            async move {
+                let at_once = n.fetch_add(1, Ordering::SeqCst) + 1;
+                m.fetch_max(at_once, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                n.fetch_sub(1, Ordering::SeqCst);
+                axum::Json(1u8)
+            }
+        }),
+    );
+    let tls = server_config(&pki, Role::Kms, ClientAuth::Required).unwrap();
+    let mut l = bind("127.0.0.1:0", Some(tls)).await.unwrap();
+    assert!(IN_FLIGHT < 40);
+    l.limits.per_address = 40;
+    let svc = Service::spawn("kms", l, router).unwrap();
+    let up = Upstream::new(
+        "KMS",
+        &svc.url,
+        Role::Kms,
+        client_config(&pki, Some(Role::Datacenter)).unwrap(),
+    )
+    .unwrap();
+    let calls: Vec<_> = (0..200)
+        .map(|_| {
+            let up = up.clone();
+            tokio::spawn(async move { up.get::<u8>("/slow", "t").await })
+        })
+        .collect();
+    for c in calls {
+        assert_eq!(c.await.unwrap().unwrap(), 1);
+    }
+    let most = most.load(Ordering::SeqCst);
+    assert!(most <= IN_FLIGHT, "{most} calls at once");
+    assert!(most > 1, "the calls ran side by side");
+    svc.stop().await;
+}

@@ -61,6 +61,8 @@ struct Args {
     box_at: Option<String>,
     /// Data centers on the one database and box.
     servers: usize,
+    /// PostgreSQL connections per data center (`None`: the service's default).
+    connections: Option<usize>,
 }
 
 fn args() -> Args {
@@ -71,6 +73,7 @@ fn args() -> Args {
         batch: 1,
         box_at: None,
         servers: 1,
+        connections: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -105,13 +108,22 @@ fn args() -> Args {
                     .filter(|n| (1..=16).contains(n))
                     .expect("--servers N (1 to 16)")
             }
+            "--connections" => {
+                a.connections = Some(
+                    it.next()
+                        .and_then(|v| v.parse().ok())
+                        .filter(|n| (1..=64).contains(n))
+                        .expect("--connections N (1 to 64)"),
+                )
+            }
             "--help" | "-h" => {
                 println!(
                     "datacenter benchmark: [--pieces N (per level, default 512)] [--users 1,64] \
                      [--batch N (pieces per request, 1-16)] \
                      [--postgres BASE (key=value connection string of a PostgreSQL server)] \
                      [--box tcp|tcp:HOST:PORT (the box as a card-sim process; default in-process)] \
-                     [--servers N (data centers on one database and box; needs --postgres and --box tcp)]"
+                     [--servers N (data centers on one database and box; needs --postgres and --box tcp)] \
+                     [--connections N (PostgreSQL connections per data center; default the service's)]"
                 );
                 std::process::exit(0);
             }
@@ -327,6 +339,9 @@ async fn main() {
         .unwrap();
         config.database_url = Some(url);
     }
+    if let Some(n) = a.connections {
+        config.database_connections = n;
+    }
     let mut card_sim = None;
     match a.box_at.as_deref() {
         None => {}
@@ -387,9 +402,12 @@ async fn main() {
             openpsd_datacenter::boxhost::BoxAt::Tls(a) => format!("in a card-sim process (tls:{a})"),
         },
         if a.postgres.is_some() {
-            "PostgreSQL"
+            format!(
+                "PostgreSQL ({} connection(s) per data center)",
+                config.database_connections
+            )
         } else {
-            "SQLite"
+            "SQLite".to_owned()
         }
     );
     let anons: Vec<Client> = dcs

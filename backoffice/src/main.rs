@@ -359,6 +359,11 @@ struct Serve {
     /// printing within this time. 0 asks the KMS before every request.
     #[arg(long, value_name = "SECONDS", default_value_t = 60)]
     standing_recheck: u64,
+    /// With --role datacenter and a PostgreSQL --database-url: connections to the
+    /// database. Each runs one call at a time, so this many requests on different shards
+    /// are served side by side (docs/virtual-meter.md §9). SQLite always has one.
+    #[arg(long, value_name = "N", default_value_t = openpsd_datacenter::db::DEFAULT_CONNECTIONS, value_parser = clap::value_parser!(u16).range(1..=64))]
+    database_connections: u16,
     /// With --role post: the meter server's base URL.
     #[arg(long, value_name = "URL", default_value = "https://127.0.0.1:8700")]
     meter: String,
@@ -678,6 +683,7 @@ async fn serve(s: Serve) -> Result<()> {
                 &s.data.join(openpsd_datacenter::BOX_DIR),
             )?;
             config.standing_recheck = std::time::Duration::from_secs(s.standing_recheck);
+            config.database_connections = usize::from(s.database_connections);
             let (svc, info) = server::start_datacenter(&config, &listen, rate).await?;
             tracing::info!(
                 box_id = %openpsd_service_kit::codec::device_hex(&info.box_id),

@@ -2,11 +2,15 @@
 //! default), or a PostgreSQL server (`--database-url`), typically a primary with a
 //! synchronous standby (`docs/virtual-meter.md` §9.6).
 //!
-//! Either way one connection per data center, behind a mutex, runs one closure at a time on
-//! tokio's blocking pool, so each read-check-write sequence of one process is race-free.
-//! On PostgreSQL several data centers (function servers) may share the database and the
-//! box: what one process's mutex cannot serialize across processes, PostgreSQL's advisory
-//! locks do ([`crate::locks`]); session locks a closure took are released when it returns.
+//! SQLite: one connection per data center, behind a mutex, runs one closure at a time on
+//! tokio's blocking pool, so each read-check-write sequence of the process is race-free.
+//! PostgreSQL: a few connections per data center (`--database-connections`, 4 by default),
+//! each behind its mutex, each running one closure at a time; several data centers
+//! (function servers) may share the database and the box as well. What the connections
+//! must not do at once — two commands of one shard, two slot reservations, two refills of
+//! one mailer — PostgreSQL's advisory locks keep apart ([`crate::locks`]), between the
+//! connections of one process as between processes; session locks a closure took are
+//! released when it returns.
 //!
 //! **PostgreSQL and failover.** The connection string may name several servers
 //! (`host=/a,/b … target_session_attrs=read-write`): the client takes the one that accepts
@@ -37,26 +41,32 @@ pub(crate) enum Db {
 /// roots against the box's, [`Db::check_after_reconnect`]).
 pub(crate) type ReconnectCheck = dyn Fn(&mut Conn<'_>) -> Result<(), ApiError> + Send + Sync;
 
-/// The PostgreSQL connection string and the connection, if one is open.
+/// The PostgreSQL connection string and the connections, each `None` while not open.
 pub(crate) struct PgSlot {
     url: String,
     schema: &'static str,
-    client: Mutex<Option<PgConn>>,
+    clients: Vec<Mutex<Option<PgConn>>>,
+    /// Where the next call starts looking for a free connection.
+    next: std::sync::atomic::AtomicUsize,
     check: std::sync::OnceLock<Box<ReconnectCheck>>,
 }
+
+/// Connections per data center on PostgreSQL unless `--database-connections` says
+/// otherwise: calls on different shards run side by side (docs/virtual-meter.md §9).
+pub const DEFAULT_CONNECTIONS: u16 = 4;
 
 impl Drop for PgSlot {
     fn drop(&mut self) {
         // rust-postgres's client closes by blocking on a runtime of its own, which panics on
         // tokio's async threads, where the last clone may well be dropped.
-        let client = self
-            .client
-            .get_mut()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
-        if let Some(c) = client {
+        let clients: Vec<PgConn> = self
+            .clients
+            .iter_mut()
+            .filter_map(|m| m.get_mut().unwrap_or_else(PoisonError::into_inner).take())
+            .collect();
+        if !clients.is_empty() {
             if tokio::runtime::Handle::try_current().is_ok() {
-                let _ = std::thread::spawn(move || drop(c)).join();
+                let _ = std::thread::spawn(move || drop(clients)).join();
             }
         }
     }
@@ -127,14 +137,25 @@ impl Db {
         Ok(Db::Lite(openpsd_service_kit::db::Db::open(path, schema)?))
     }
 
-    /// The PostgreSQL database at `url` (key=value connection string).
-    pub(crate) async fn postgres(url: &str, schema: &'static str) -> anyhow::Result<Self> {
+    /// The PostgreSQL database at `url` (key=value connection string), through
+    /// `connections` connections (at least one), all opened now.
+    pub(crate) async fn postgres(
+        url: &str,
+        schema: &'static str,
+        connections: usize,
+    ) -> anyhow::Result<Self> {
         let u = url.to_owned();
-        let client = tokio::task::spawn_blocking(move || connect(&u, schema)).await??;
+        let clients = tokio::task::spawn_blocking(move || {
+            (0..connections.max(1))
+                .map(|_| connect(&u, schema).map(|c| Mutex::new(Some(c))))
+                .collect::<anyhow::Result<Vec<_>>>()
+        })
+        .await??;
         Ok(Db::Pg(Arc::new(PgSlot {
             url: url.to_owned(),
             schema,
-            client: Mutex::new(Some(client)),
+            clients,
+            next: std::sync::atomic::AtomicUsize::new(0),
             check: std::sync::OnceLock::new(),
         })))
     }
@@ -168,7 +189,7 @@ impl Db {
             Db::Pg(slot) => {
                 let slot = Arc::clone(slot);
                 tokio::task::spawn_blocking(move || {
-                    let mut guard = slot.client.lock().unwrap_or_else(PoisonError::into_inner);
+                    let mut guard = slot.connection();
                     if guard.as_ref().is_none_or(PgConn::is_closed) {
                         *guard = None;
                         let mut c = connect(&slot.url, slot.schema).map_err(|e| {
@@ -218,6 +239,25 @@ impl Db {
                 .map_err(|e| ApiError::internal(step, format!("storage task: {e}")))?
             }
         }
+    }
+}
+
+impl PgSlot {
+    /// A connection no other call holds, or, if all are busy, the next one's turn: calls
+    /// start looking at successive connections, so the waits spread over them.
+    fn connection(&self) -> std::sync::MutexGuard<'_, Option<PgConn>> {
+        let n = self.clients.len();
+        let start = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        for i in 0..n {
+            match self.clients[(start + i) % n].try_lock() {
+                Ok(g) => return g,
+                Err(std::sync::TryLockError::Poisoned(p)) => return p.into_inner(),
+                Err(std::sync::TryLockError::WouldBlock) => {}
+            }
+        }
+        self.clients[start % n]
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 }
 

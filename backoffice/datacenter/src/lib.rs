@@ -17,11 +17,12 @@
 //! shard's root in the database must equal the box's: a database restored from a backup is
 //! refused, loudly ([`Datacenter::open`]).
 //!
-//! **Serialization.** Within one process, one database closure at a time (`db::Db::run`'s
-//! one connection). Across several data centers (function servers) sharing one PostgreSQL
-//! database and one box, PostgreSQL's advisory locks: one per shard, held from the intent
-//! to the answer's commit ([`locks`]); commands of different shards run in parallel on
-//! different servers (`docs/virtual-meter.md` §9, Several function servers).
+//! **Serialization.** On SQLite, one database closure at a time (`db::Db::run`'s one
+//! connection). On PostgreSQL, a few connections per process (`database_connections`) and
+//! possibly several data centers (function servers) on one database and one box:
+//! PostgreSQL's advisory locks keep them apart, one per shard held from the intent to the
+//! answer's commit ([`locks`]); commands of different shards run in parallel on different
+//! connections (`docs/virtual-meter.md` §9, Several function servers).
 //!
 //! **Storage**: SQLite in the data directory by default; PostgreSQL with `database_url`
 //! (a primary with a synchronous standby; a failover costs the requests under way a 503,
@@ -31,7 +32,7 @@
 //! --tcp` process, over plain loopback TCP or mutual TLS ([`boxhost::BoxAt`]); a link lost mid-command is healed by RESUME like a
 //! crash between the two commits.
 //!
-//! **Not built yet**: parallel shards within one process (one connection; §8).
+//! **Not built yet**: group commit across meters (§8).
 
 pub mod audit;
 pub mod boxhost;
@@ -69,7 +70,7 @@ use openpsd_service_kit::upstream::Upstream;
 use zeroize::Zeroizing;
 
 use boxhost::{BoxAt, BoxHandle, BoxInfo};
-use db::Db;
+use db::{Db, DEFAULT_CONNECTIONS};
 use sql::Sql;
 
 /// Database file name.
@@ -112,6 +113,9 @@ pub struct Config {
     /// `target_session_attrs=read-write` follow a failover); `None`: `datacenter.sqlite` in
     /// the data directory.
     pub database_url: Option<String>,
+    /// Connections to PostgreSQL (SQLite: always one): each runs one call at a time, so
+    /// this many calls on different shards run side by side.
+    pub database_connections: usize,
     /// Where the box is: in this process on `DATA/box` (the default), or a
     /// `card-sim serve --tcp` process (plain TCP or mutual TLS).
     pub box_at: BoxAt,
@@ -136,6 +140,7 @@ impl Config {
             max_postage: 10_000,
             max_dr: 1_000_000,
             database_url: None,
+            database_connections: usize::from(DEFAULT_CONNECTIONS),
             box_at: BoxAt::InProcess(data.join(BOX_DIR)),
             standing_recheck: std::time::Duration::from_secs(60),
             data,
@@ -262,7 +267,7 @@ impl Datacenter {
                 Db::sqlite(&db_path, store::SCHEMA)?
             }
             Some(url) => {
-                let db = Db::postgres(url, store::SCHEMA).await?;
+                let db = Db::postgres(url, store::SCHEMA, config.database_connections).await?;
                 let mailers = db
                     .run(STEP_OPEN, |c| {
                         c.one(STEP_OPEN, "SELECT COUNT(*) FROM mailers", args![])?

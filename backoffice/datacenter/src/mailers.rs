@@ -248,6 +248,8 @@ pub(crate) async fn log_in(
         .db
         .run(STEP, move |c| {
             let mut tx = c.transaction(STEP)?;
+            // The count and the insert are one step across connections and servers.
+            tx.xact_lock(crate::locks::login_key(&name), STEP)?;
             let failures = tx
                 .one(
                     STEP,

@@ -64,10 +64,8 @@ impl Drop for PgSlot {
             .iter_mut()
             .filter_map(|m| m.get_mut().unwrap_or_else(PoisonError::into_inner).take())
             .collect();
-        if !clients.is_empty() {
-            if tokio::runtime::Handle::try_current().is_ok() {
-                let _ = std::thread::spawn(move || drop(clients)).join();
-            }
+        if !clients.is_empty() && tokio::runtime::Handle::try_current().is_ok() {
+            let _ = std::thread::spawn(move || drop(clients)).join();
         }
     }
 }

@@ -128,10 +128,13 @@ enum Link {
     Tcp(TcpBox),
 }
 
-/// The in-process box in `dir`, loaded from its store and selected.
-fn local_card(dir: &Path) -> anyhow::Result<Box<Card<FileStore, OsPlatform>>> {
+/// The in-process box in `dir`, loaded from its store and selected; the store is created
+/// if there is none only when `create`.
+fn local_card(dir: &Path, create: bool) -> anyhow::Result<Box<Card<FileStore, OsPlatform>>> {
     let store = if dir.join("state.log").exists() {
         FileStore::open(dir)
+    } else if !create {
+        anyhow::bail!("no box store at {}", dir.display());
     } else {
         std::fs::create_dir_all(dir)?;
         FileStore::create(dir)
@@ -207,7 +210,15 @@ impl TcpBox {
         for _ in 0..tries {
             let c = self.connected()?;
             match c.transmit(apdu) {
-                Ok(r) => return Ok(r),
+                Ok(r) => {
+                    // The box's memory failed: card-sim powers it up again and ends this
+                    // connection at its next command, unanswered. Dropped now, the next
+                    // command goes on a new connection instead of failing first.
+                    if r.ends_with(&[0x65, 0x81]) {
+                        self.conn = None;
+                    }
+                    return Ok(r);
+                }
                 Err(e) => {
                     tracing::warn!(addr = %self.addr, error = %e, ins = apdu.get(1).copied().unwrap_or(0), "the box link failed during a command");
                     self.conn = None;
@@ -223,7 +234,11 @@ impl Link {
         match self {
             Link::Local(slot, dir) => {
                 if slot.is_none() {
-                    match local_card(dir) {
+                    // Only the store that failed is re-opened, never a new one: a volume
+                    // gone from under the box (its mount point left empty) must not turn
+                    // into a blank box whose refusals would drop intents the real one
+                    // may have committed. No store there: no answer (`LOST`), intents kept.
+                    match local_card(dir, false) {
                         Ok(c) => {
                             tracing::info!(dir = %dir.display(), "the box's memory re-read after a failed write");
                             *slot = Some(c);
@@ -301,7 +316,7 @@ impl BoxHost {
     /// center's, for a TLS box (its `datacenter` certificate and the CA).
     pub fn connect(at: &BoxAt, pki: Option<&Pki>) -> anyhow::Result<Self> {
         let link = match at {
-            BoxAt::InProcess(dir) => Link::Local(Some(local_card(dir)?), dir.clone()),
+            BoxAt::InProcess(dir) => Link::Local(Some(local_card(dir, true)?), dir.clone()),
             BoxAt::Tcp(addr) => {
                 let mut t = TcpBox {
                     addr: addr.clone(),

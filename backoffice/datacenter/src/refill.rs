@@ -3,8 +3,8 @@
 //! the KMS signs the refill message exactly as for a PSD, the box applies it (REFILL).
 //!
 //! Each refill is a row moving through `requested → held → sealed → applied → settled` (or
-//! `sealed → voiding → voided → released`, `released`, `refused`), each step committed before the
-//! next is asked, each call idempotent:
+//! `sealed → voiding → voided → releasing → released`, `releasing → released`, `refused`),
+//! each step committed before the next is asked, each call idempotent:
 //! 1. the row binds the record's refill count and control sum (the combination is made for
 //!    them; one refill in progress per meter, so they cannot move under it);
 //! 2. the recharging center holds the amount on the mailer's account and signs the
@@ -256,9 +256,9 @@ async fn drive(dc: &Datacenter, mut r: Row) -> Result<Row, ApiError> {
         openpsd_service_kit::failpoint::pause("datacenter_refill_after_void").await;
         return release(dc, r, Some(&id)).await;
     }
-    // A crash after the void's commit and before the release: the hold is still open at
-    // the recharging center and nothing can be credited from it.
-    if r.state == "voided" {
+    // A crash after the void's commit and before the release, or within the release: the
+    // hold is still open at the recharging center and nothing can be credited from it.
+    if r.state == "voided" || r.state == "releasing" {
         let id = combination_id
             .clone()
             .ok_or_else(|| ApiError::internal(STEP, "no combination"))?;
@@ -405,9 +405,17 @@ async fn apply(
 }
 
 /// Gives the hold of `combination` (if one was made) back to the deposit and ends the row
-/// as `released`.
+/// as `released`. The row moves to `releasing` first (compare-and-set), and only the server
+/// that moved it asks the recharging center: a server that released the hold while another
+/// still drove the row on (sealed, then applied by the box) would leave a meter credited
+/// from a hold given back, whose `applied` settlement the recharging center then refuses.
+/// A crash between the two leaves the row `releasing`, which the next drive finishes.
 async fn release(dc: &Datacenter, mut r: Row, combination: Option<&str>) -> Result<Row, ApiError> {
     if let Some(id) = combination {
+        if r.state != "releasing" {
+            set_state(dc, &r, "releasing", None).await?;
+            r.state = "releasing".into();
+        }
         let _: Settled = dc
             .rc
             .post(
@@ -439,7 +447,7 @@ async fn unfinished(
     dc.db
         .run(STEP, move |c| {
             const UNDER_WAY: &str = "SELECT mailer_id, client_txn_id FROM refills
-                 WHERE state IN ('requested', 'held', 'sealed', 'voiding', 'voided', 'applied')";
+                 WHERE state IN ('requested', 'held', 'sealed', 'voiding', 'voided', 'releasing', 'applied')";
             // Two statements rather than `?1 IS NULL`, whose parameter PostgreSQL cannot type.
             let rows = match m {
                 None => c.rows(STEP, UNDER_WAY, args![])?,

@@ -57,7 +57,7 @@ CREATE TABLE IF NOT EXISTS meters (
 );
 -- Refills from the mailer's deposit: one row per client transaction ID, moving through
 -- requested -> held -> sealed -> applied -> settled, or sealed -> voiding -> (voided) ->
--- released, or released, or refused (refill.rs).
+-- releasing -> released, or releasing -> released, or refused (refill.rs).
 CREATE TABLE IF NOT EXISTS refills (
     mailer_id      TEXT NOT NULL,
     client_txn_id  TEXT NOT NULL,

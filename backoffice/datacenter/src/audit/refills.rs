@@ -21,12 +21,13 @@ pub fn read_refills(db: &Database) -> anyhow::Result<BTreeMap<String, MailerRefi
 }
 
 /// The states of a refill not finished yet ([`UnderWay`]).
-const UNDER_WAY: [&str; 6] = [
+const UNDER_WAY: [&str; 7] = [
     "requested",
     "held",
     "sealed",
     "voiding",
     "voided",
+    "releasing",
     "applied",
 ];
 

@@ -259,6 +259,9 @@ status_table! {
     RecordNotOwned = 0x9A63, vbox_text!("meter record of another mailer");
     /// Virtual meter box: RESUME of a command that is not the shard's last committed one.
     NothingToResume = 0x9A64, vbox_text!("nothing to resume: not the shard's last committed command (send it anew)");
+    /// Virtual meter box (its authentication box, seed 001 box 40): the password hash does
+    /// not match the mailer's verifier.
+    MailerNotAuthenticated = 0x9A65, vbox_text!("mailer not authenticated: the password does not match the verifier");
 }
 
 impl Status {

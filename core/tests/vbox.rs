@@ -1053,3 +1053,159 @@ fn resume_of_a_batch_gives_the_same_bytes_charged_once() {
     issue(&mut card, &mut dc, 1, ALICE, &request(9, 100));
     refused_unchanged(&mut card, &resume, Status::NothingToResume);
 }
+
+// ---------------------------------------------------------------- the authentication box
+
+use openpsd_core::records::vbox as rec;
+use openpsd_core::store::{Store, Transaction};
+use openpsd_core::vbox::auth::{authenticate_data, enroll_data};
+
+fn enroll_cmd(mailer: &[u8; 16], hash: &[u8; 32]) -> Vec<u8> {
+    apdu(ins::ENROLL_MAILER, 0, 0, &enroll_data(mailer, hash))
+}
+
+fn authenticate_cmd(mailer: &[u8; 16], hash: &[u8; 32], verifier: &[u8; 16]) -> Vec<u8> {
+    apdu(
+        ins::AUTHENTICATE_MAILER,
+        0,
+        0,
+        &authenticate_data(mailer, hash, verifier),
+    )
+}
+
+fn enroll(card: &mut BoxCard, mailer: &[u8; 16], hash: &[u8; 32]) -> [u8; 16] {
+    ok(&card.transmit(&enroll_cmd(mailer, hash)))
+        .try_into()
+        .expect("a 16-byte verifier")
+}
+
+/// The box's configuration record rewritten as version 1 (no `K_auth`): a box
+/// personalized before the authentication box existed. The layout of version 1 is version
+/// 2 without its last 32 bytes (the fixture below pins it).
+fn as_version_1(card: &mut BoxCard) -> Nvm {
+    let v2 = card.store().read(rec::CONFIG).unwrap().unwrap();
+    assert_eq!(v2[0], 2);
+    let mut v1 = v2[..v2.len() - 32].to_vec();
+    v1[0] = 1;
+    let mut txn = Transaction::begin(card.store_mut());
+    txn.write(rec::CONFIG, v1);
+    txn.commit().unwrap();
+    card.store().nvm().clone()
+}
+
+/// Seed 001, Fig. 3, steps 115–120: the function server sends the mailer's information to
+/// the authentication box, which authenticates the mailer. The verifier is made inside
+/// under `K_auth` and checked there; neither command writes.
+#[test]
+fn fig3_steps_115_120_the_box_authenticates_the_mailer_by_its_verifier() {
+    let (mut card, _) = new_box();
+    let (right, wrong) = ([0x5A; 32], [0x5B; 32]);
+    let writes = card.store().writes();
+    let v = enroll(&mut card, &ALICE, &right);
+    assert_eq!(enroll(&mut card, &ALICE, &right), v, "deterministic");
+    assert_ne!(enroll(&mut card, &BOB, &right), v, "bound to the mailer");
+    ok(&card.transmit(&authenticate_cmd(&ALICE, &right, &v)));
+    assert_eq!(card.store().writes(), writes, "neither command writes");
+
+    let no = Status::MailerNotAuthenticated;
+    refused_unchanged(&mut card, &authenticate_cmd(&ALICE, &wrong, &v), no);
+    refused_unchanged(&mut card, &authenticate_cmd(&BOB, &right, &v), no);
+    let mut edited = v;
+    edited[15] ^= 0x80;
+    refused_unchanged(&mut card, &authenticate_cmd(&ALICE, &right, &edited), no);
+    // Another box (other keys) does not accept this box's verifier.
+    let mut other = vbox_card(MemStore::new(), SeededPlatform::new(SEED + 1)).unwrap();
+    select(&mut other);
+    ok(&other.transmit(&apdu(ins::PERSONALIZE, 0, 0, &personalize_data())));
+    refused(&other.transmit(&authenticate_cmd(&ALICE, &right, &v)), no);
+
+    // Bad APDUs: a clear status word, nothing written.
+    let mut short = authenticate_data(&ALICE, &right, &v);
+    short.pop();
+    refused_unchanged(
+        &mut card,
+        &apdu(ins::AUTHENTICATE_MAILER, 0, 0, &short),
+        Status::WrongLength,
+    );
+    let mut long = enroll_data(&ALICE, &right);
+    long.push(0);
+    refused_unchanged(
+        &mut card,
+        &apdu(ins::ENROLL_MAILER, 0, 0, &long),
+        Status::WrongLength,
+    );
+    refused_unchanged(
+        &mut card,
+        &apdu(ins::ENROLL_MAILER, 1, 0, &enroll_data(&ALICE, &right)),
+        Status::IncorrectP1P2,
+    );
+    let mut blank = vbox_card(MemStore::new(), SeededPlatform::new(SEED)).unwrap();
+    select(&mut blank);
+    refused(
+        &blank.transmit(&enroll_cmd(&ALICE, &right)),
+        Status::ConditionsNotSatisfied,
+    );
+}
+
+/// A box personalized before `K_auth` (configuration version 1) keeps its meters: it
+/// authenticates no one until its first ENROLL MAILER, which generates the key and
+/// commits the configuration as version 2 before the verifier leaves. Every record made
+/// before goes on working, and a power cut at every write of that upgrade leaves the box
+/// as it was or upgraded, never without its keys.
+#[test]
+fn a_box_of_configuration_1_gets_k_auth_at_its_first_enrollment_and_keeps_its_meters() {
+    let (mut card, mut dc) = funded();
+    let base = as_version_1(&mut card);
+    let mut card = reopen(&base);
+    let h = [0x42; 32];
+    refused_unchanged(
+        &mut card,
+        &authenticate_cmd(&ALICE, &h, &[0; 16]),
+        Status::MailerNotAuthenticated,
+    );
+    let cuts = sweep(&base, &enroll_cmd(&ALICE, &h), |mut card, at| {
+        let cfg = card.store().read(rec::CONFIG).unwrap().unwrap();
+        assert!(cfg[0] == 1 || cfg[0] == 2, "{at}: version {}", cfg[0]);
+        let v = enroll(&mut card, &ALICE, &h);
+        ok(&card.transmit(&authenticate_cmd(&ALICE, &h, &v)));
+    });
+    assert!(cuts > 0);
+    let v = enroll(&mut card, &ALICE, &h);
+    let cfg = card.store().read(rec::CONFIG).unwrap().unwrap();
+    assert_eq!(cfg[0], 2);
+    let before = base.clone();
+    let old = reopen(&before).store().read(rec::CONFIG).unwrap().unwrap();
+    assert_eq!(cfg.len(), old.len() + 32);
+    assert_eq!(cfg[1..old.len()], old[1..], "every key of version 1 kept");
+    let writes = card.store().writes();
+    assert_eq!(enroll(&mut card, &ALICE, &h), v, "K_auth is generated once");
+    assert_eq!(card.store().writes(), writes);
+    ok(&card.transmit(&authenticate_cmd(&ALICE, &h, &v)));
+    // A meter created and funded before the upgrade still issues.
+    dc.card_nvm = card.store().nvm().clone();
+    let dr = dc.record(1).dr;
+    issue(&mut card, &mut dc, 1, ALICE, &request(1, 10));
+    assert_eq!(dc.record(1).dr, Amount(dr.0 - 10));
+}
+
+/// The frozen version-1 configuration record (`tests/state/vbox/config-v1.hex`, layout 1 as
+/// every box personalized before stop 39 stores it): still read, and upgraded in place by
+/// ENROLL MAILER.
+#[test]
+fn the_frozen_version_1_configuration_is_read_and_upgraded() {
+    let hex_text = include_str!("../../tests/state/vbox/config-v1.hex");
+    let v1 = hex::decode(hex_text.trim()).unwrap();
+    assert_eq!(v1[0], 1);
+    let mut store = MemStore::new();
+    let mut txn = Transaction::begin(&mut store);
+    txn.write(rec::CONFIG, v1.clone());
+    txn.commit().unwrap();
+    let mut card = reopen(store.nvm());
+    let info = ok(&card.transmit(&[0x80, 0xCA, 0x00, 0x01, 0x00]));
+    assert_eq!(info[0], 1, "personalized");
+    assert_eq!(info[1..9], v1[1..9], "its box ID");
+    let v = enroll(&mut card, &BOB, &[9; 32]);
+    ok(&card.transmit(&authenticate_cmd(&BOB, &[9; 32], &v)));
+    let v2 = card.store().read(rec::CONFIG).unwrap().unwrap();
+    assert_eq!((v2[0], v2.len()), (2, v1.len() + 32));
+}

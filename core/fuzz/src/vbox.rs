@@ -334,6 +334,13 @@ pub fn run_vbox_bytes(data: &[u8]) -> Stats {
             if roots != shard_roots(&card) {
                 panic!("a raw APDU changed a shard (no MAC can be forged): {cmd:02X?}");
             }
+            if cmd
+                .get(1)
+                .is_some_and(|&i| i == ins::ENROLL_MAILER || i == ins::AUTHENTICATE_MAILER)
+            {
+                // The fixture's box has K_auth from PERSONALIZE: nothing to write.
+                assert_eq!(card.store().writes(), writes, "ENROLL/AUTHENTICATE wrote");
+            }
             continue;
         };
         let after = shard_roots(&card);
@@ -484,7 +491,27 @@ pub fn seeds() -> crate::ByteSeeds {
     chained.extend_from_slice(&[1, 0, 1, 0x00, 0x30, 0, 0, 0x10]);
     chained.extend_from_slice(&[1, 0, 1, 0x00, 0x30, 0, 0, 0]);
     chained.extend_from_slice(&[1, 0, 2, 0x00, 0x30, 0, 0, 0]);
+    // The authentication box: ENROLL MAILER (done, not counted: a raw APDU), AUTHENTICATE
+    // MAILER with a made-up verifier (9A65), ENROLL one byte short (6700).
+    let mut auth = vec![];
+    let raw = |v: &mut Vec<u8>, apdu: &[u8]| {
+        v.push(0);
+        v.extend_from_slice(&u16::try_from(apdu.len()).unwrap_or(0).to_be_bytes());
+        v.extend_from_slice(apdu);
+    };
+    let mut enroll = vec![0x80, ins::ENROLL_MAILER, 0, 0, 48];
+    enroll.extend_from_slice(&[0xA1; 16]);
+    enroll.extend_from_slice(&[0x5A; 32]);
+    raw(&mut auth, &enroll);
+    let mut authenticate = vec![0x80, ins::AUTHENTICATE_MAILER, 0, 0, 64];
+    authenticate.extend_from_slice(&enroll[5..]);
+    authenticate.extend_from_slice(&[0x33; 16]);
+    raw(&mut auth, &authenticate);
+    enroll.pop();
+    enroll[4] = 47;
+    raw(&mut auth, &enroll);
     vec![
+        ("mailer-auth", auth),
         ("singles-lost-resume", singles),
         ("batches", batches),
         ("chained-part", chained),

@@ -153,6 +153,16 @@ fn vbox_inputs_keep_the_box_invariants() {
             resumed: 2
         }
     );
+    // ENROLL MAILER goes through (a raw APDU: not counted); a made-up verifier and a short
+    // ENROLL are refused.
+    assert_eq!(
+        stats("mailer-auth"),
+        Stats {
+            done: 0,
+            refused: 2,
+            resumed: 0
+        }
+    );
     // Batches: 4 pieces, 2 lost then resumed; the unfunded meter's and the stale ID's refused.
     assert_eq!(
         stats("batches"),

@@ -25,6 +25,10 @@ pub enum VboxCommand<'a> {
     IssueBatch(&'a [u8]),
     /// REFILL (`80 52 00 00`): slot ‖ mailer ‖ record ‖ proof ‖ refill message.
     Refill(&'a [u8]),
+    /// ENROLL MAILER (`80 60 00 00`): mailer ID ‖ password hash.
+    EnrollMailer(&'a [u8]),
+    /// AUTHENTICATE MAILER (`80 62 00 00`): mailer ID ‖ password hash ‖ verifier.
+    AuthenticateMailer(&'a [u8]),
     /// RESUME (`80 46 ins 00`): the data of the shard's last command, whose INS is P1.
     Resume {
         /// INS of the command resumed (CREATE METER, ISSUE INDICIUM, ISSUE BATCH or REFILL).
@@ -59,6 +63,8 @@ impl<'a> VboxCommand<'a> {
             ins::ISSUE_INDICIUM => |c| no_params(c).map(|_| IssueIndicium(c.data)),
             ins::ISSUE_BATCH => |c| no_params(c).map(|_| IssueBatch(c.data)),
             ins::REFILL => |c| no_params(c).map(|_| Refill(c.data)),
+            ins::ENROLL_MAILER => |c| no_params(c).map(|_| EnrollMailer(c.data)),
+            ins::AUTHENTICATE_MAILER => |c| no_params(c).map(|_| AuthenticateMailer(c.data)),
             ins::RESUME => |c| match (c.p1, c.p2) {
                 (ins::CREATE_METER | ins::ISSUE_INDICIUM | ins::ISSUE_BATCH | ins::REFILL, 0) => {
                     Ok(Resume {

@@ -9,6 +9,9 @@
 //!   derived from the meter ID, its slot and the shard root before CREATE METER, so a
 //!   CREATE re-run by RESUME gives the same key and the same bytes, while no one without
 //!   `K_gen` can predict it.
+//! - `K_auth` (AES-256-CMAC): the mailers' password verifiers (the seed's authentication
+//!   box 40, [`super::auth`]). A box personalized before it existed gets it at its first
+//!   ENROLL MAILER.
 
 use aes_siv::aead::KeyInit;
 use aes_siv::siv::Aes256Siv;
@@ -28,6 +31,14 @@ pub const WRAPPED_KEY_LEN: usize = 48;
 
 const LABEL_WRAP: &[u8] = b"openpsd vbox wrap v1";
 const LABEL_GEN: &[u8] = b"openpsd vbox indicium key v1";
+const LABEL_AUTH: &[u8] = b"openpsd vbox mailer verifier v1";
+
+/// Length of a mailer ID (the data center's, as in the meter record).
+pub const MAILER_ID_LEN: usize = 16;
+/// Length of the password hash the data center sends (its Argon2id output).
+pub const PASSWORD_HASH_LEN: usize = 32;
+/// Length of a mailer's verifier (an AES-CMAC tag).
+pub const VERIFIER_LEN: usize = MAC_LEN;
 
 /// One AES-256 CMAC key.
 #[derive(Clone, Zeroize, ZeroizeOnDrop)]
@@ -103,16 +114,50 @@ pub struct BoxKeys {
     pub wrap: Cmac256,
     /// Per-meter indicium key generation.
     pub gen: Cmac256,
+    /// Mailers' password verifiers; `None` in a box personalized before they existed,
+    /// until its first ENROLL MAILER.
+    pub auth: Option<Cmac256>,
 }
 
 impl BoxKeys {
-    /// Three fresh keys from the platform.
+    /// Four fresh keys from the platform.
     pub fn generate(platform: &mut dyn Platform) -> Self {
         Self {
             rec: Cmac256::generate(platform),
             wrap: Cmac256::generate(platform),
             gen: Cmac256::generate(platform),
+            auth: Some(Cmac256::generate(platform)),
         }
+    }
+
+    /// A mailer's verifier: CMAC under `K_auth` of the label, the mailer ID and the
+    /// password hash (`None` without `K_auth`). Bound to the mailer, so a verifier copied
+    /// to another mailer's row does not log in as that mailer.
+    pub fn mailer_verifier(
+        &self,
+        mailer: &[u8; MAILER_ID_LEN],
+        password_hash: &[u8; PASSWORD_HASH_LEN],
+    ) -> Option<[u8; VERIFIER_LEN]> {
+        Some(
+            self.auth
+                .as_ref()?
+                .mac(&[LABEL_AUTH, mailer, password_hash]),
+        )
+    }
+
+    /// Whether `verifier` is the mailer's for `password_hash` (constant time; `None`
+    /// without `K_auth`).
+    pub fn check_mailer(
+        &self,
+        mailer: &[u8; MAILER_ID_LEN],
+        password_hash: &[u8; PASSWORD_HASH_LEN],
+        verifier: &[u8; VERIFIER_LEN],
+    ) -> Option<bool> {
+        Some(
+            self.auth
+                .as_ref()?
+                .verify(&[LABEL_AUTH, mailer, password_hash], verifier),
+        )
     }
 
     fn meter_wrap_cipher(&self, meter: DeviceId) -> Aes256Siv {
@@ -167,6 +212,7 @@ mod tests {
             rec: Cmac256::new([1; 32]),
             wrap: Cmac256::new([2; 32]),
             gen: Cmac256::new([3; 32]),
+            auth: Some(Cmac256::new([5; 32])),
         }
     }
 
@@ -209,5 +255,45 @@ mod tests {
             ..keys()
         };
         assert!(other.unwrap_key(a, &w).is_none(), "another box");
+    }
+
+    #[test]
+    fn a_verifier_holds_for_its_mailer_and_password_hash_only() {
+        let k = keys();
+        let (a, b) = ([0xA1; 16], [0xB2; 16]);
+        let v = k.mailer_verifier(&a, &[7; 32]).unwrap();
+        assert_eq!(k.check_mailer(&a, &[7; 32], &v), Some(true));
+        assert_eq!(
+            k.check_mailer(&a, &[8; 32], &v),
+            Some(false),
+            "another password"
+        );
+        assert_eq!(
+            k.check_mailer(&b, &[7; 32], &v),
+            Some(false),
+            "another mailer"
+        );
+        let mut bad = v;
+        bad[0] ^= 1;
+        assert_eq!(
+            k.check_mailer(&a, &[7; 32], &bad),
+            Some(false),
+            "an edited verifier"
+        );
+        let other = BoxKeys {
+            auth: Some(Cmac256::new([6; 32])),
+            ..keys()
+        };
+        assert_eq!(
+            other.check_mailer(&a, &[7; 32], &v),
+            Some(false),
+            "another box"
+        );
+        let old = BoxKeys {
+            auth: None,
+            ..keys()
+        };
+        assert_eq!(old.check_mailer(&a, &[7; 32], &v), None, "no K_auth yet");
+        assert_eq!(old.mailer_verifier(&a, &[7; 32]), None);
     }
 }

@@ -13,7 +13,10 @@
 //! METER and its grant; [`issue`]: ISSUE INDICIUM, the record checks every record command
 //! shares, and RESUME; [`batch`]: ISSUE BATCH; [`refill`]: REFILL); [`state`] holds the
 //! persistent records, [`record`] the meter record, [`merkle`] the forest, [`keys`] the keys.
+//! [`auth`] is the seed's authentication box 40 in the same applet: ENROLL and AUTHENTICATE
+//! MAILER, the password verifiers under `K_auth`.
 
+pub mod auth;
 pub mod batch;
 pub mod command;
 pub mod issue;
@@ -63,6 +66,10 @@ pub mod ins {
     pub const REFILL: u8 = 0x52;
     /// RESUME.
     pub const RESUME: u8 = 0x46;
+    /// ENROLL MAILER.
+    pub const ENROLL_MAILER: u8 = 0x60;
+    /// AUTHENTICATE MAILER.
+    pub const AUTHENTICATE_MAILER: u8 = 0x62;
     /// GET DATA.
     pub const GET_DATA: u8 = 0xCA;
 }
@@ -232,6 +239,8 @@ impl Applet for VboxApplet {
             VboxCommand::IssueIndicium(data) => self.issue_indicium(ctx, data, false, reply),
             VboxCommand::IssueBatch(data) => self.issue_batch(ctx, data, false, reply),
             VboxCommand::Refill(data) => self.refill(ctx, data, false, reply),
+            VboxCommand::EnrollMailer(data) => self.enroll_mailer(ctx, data, reply),
+            VboxCommand::AuthenticateMailer(data) => self.authenticate_mailer(data),
             VboxCommand::Resume { ins, data } => match ins {
                 ins::CREATE_METER => self.create_meter(ctx, data, true, reply),
                 ins::REFILL => self.refill(ctx, data, true, reply),

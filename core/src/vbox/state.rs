@@ -15,7 +15,11 @@ use super::merkle::{EmptyHashes, Hash, MAX_DEPTH};
 
 /// Most shards a box holds (its record range `0x2000–0x2FFF`).
 pub const MAX_SHARDS: u16 = 4096;
-const CONFIG_VERSION: u8 = 1;
+/// The configuration's layout: 1 without `K_auth` (boxes personalized before the
+/// authentication box existed; still read, and rewritten as 2 at their first ENROLL
+/// MAILER), 2 with it.
+const CONFIG_V1: u8 = 1;
+const CONFIG_VERSION: u8 = 2;
 const SHARD_VERSION: u8 = 1;
 
 /// What PERSONALIZE fixed for ever.
@@ -45,11 +49,17 @@ pub fn geometry_ok(shards: u16, depth: u8) -> bool {
 }
 
 impl BoxConfig {
-    /// Stored layout: version 1 | box ID 8 | shards 2 | depth 1 | vendor key 65 |
-    /// refill key 65 | K_rec 32 | K_wrap 32 | K_gen 32 | transaction key scalar 32.
+    /// Stored layout: version 2 | box ID 8 | shards 2 | depth 1 | vendor key 65 |
+    /// refill key 65 | K_rec 32 | K_wrap 32 | K_gen 32 | transaction key scalar 32 |
+    /// K_auth 32. Version 1 is the same without K_auth (written only for a box that has
+    /// none, so an old box's record is not changed by anything but its upgrade).
     pub fn encode(&self) -> Vec<u8> {
-        let mut w = Vec::with_capacity(270);
-        w.put_u8(CONFIG_VERSION);
+        let mut w = Vec::with_capacity(302);
+        w.put_u8(if self.keys.auth.is_some() {
+            CONFIG_VERSION
+        } else {
+            CONFIG_V1
+        });
         w.extend_from_slice(&self.box_id.0);
         w.put_u16(self.shards);
         w.put_u8(self.depth);
@@ -59,16 +69,20 @@ impl BoxConfig {
         w.extend_from_slice(self.keys.wrap.expose());
         w.extend_from_slice(self.keys.gen.expose());
         w.extend_from_slice(self.txn_key.secret_bytes().as_ref());
+        if let Some(auth) = &self.keys.auth {
+            w.extend_from_slice(auth.expose());
+        }
         w
     }
 
     /// Parses the stored layout.
     pub fn decode(bytes: &[u8]) -> Result<Self, Malformed> {
         let mut r = Reader::new(bytes);
-        if r.u8()? != CONFIG_VERSION {
+        let version = r.u8()?;
+        if version != CONFIG_V1 && version != CONFIG_VERSION {
             return Err(Malformed::Value);
         }
-        let cfg = BoxConfig {
+        let mut cfg = BoxConfig {
             box_id: DeviceId(r.array()?),
             shards: r.u16()?,
             depth: r.u8()?,
@@ -78,9 +92,13 @@ impl BoxConfig {
                 rec: Cmac256::new(r.array()?),
                 wrap: Cmac256::new(r.array()?),
                 gen: Cmac256::new(r.array()?),
+                auth: None,
             },
             txn_key: IndiciumKey::from_bytes(r.take(32)?).ok_or(Malformed::Value)?,
         };
+        if version == CONFIG_VERSION {
+            cfg.keys.auth = Some(Cmac256::new(r.array()?));
+        }
         r.finish()?;
         if !geometry_ok(cfg.shards, cfg.depth) {
             return Err(Malformed::Value);

@@ -395,21 +395,91 @@ async fn sessions_and_passwords() {
         .await
         .unwrap_err();
     assert_eq!((e.status, e.code.as_str()), (429, "login_throttled"));
-    // The database alone does not log in: its hash is keyed by the data center's secret.
-    let stored = w.raw(|c| {
-        c.one(
-            "t",
-            "SELECT password_hash FROM mailers WHERE username = 'alice'",
-            args![],
+    // The box checks passwords (seed 001, box 40): the row holds a salt and the box's
+    // verifier under K_auth, worth nothing without the box, not a hash that the database
+    // and the data center's files (its pepper) could check a guess against.
+    let row = |name: &str| -> String {
+        let q = format!("SELECT password_hash FROM mailers WHERE username = '{name}'");
+        w.raw(|c| c.one("t", &q, args![]).and_then(|r| r.text(0)).map_err(api))
+    };
+    let set_row = |name: &str, value: &str| {
+        let q = format!("UPDATE mailers SET password_hash = ?1 WHERE username = '{name}'");
+        let v = value.to_owned();
+        assert_eq!(w.raw(|c| c.exec("t", &q, args![v]).map_err(api)), 1);
+    };
+    let stored = row("alice");
+    assert!(
+        stored.starts_with("vbox1$") && stored.len() == 6 + 32 + 1 + 32,
+        "{stored}"
+    );
+    // Carol's row copied to Dave's does not let Carol's password in as Dave (the verifier
+    // is bound to the mailer); an edited verifier lets no one in; put back, it does.
+    sign_up(&w, "carol").await;
+    sign_up(&w, "dave").await;
+    let carol = row("carol");
+    set_row("dave", &carol);
+    let carol_as_dave = MailerCredentials {
+        username: "dave".into(),
+        password: creds("carol").password,
+    };
+    let e = anon
+        .post::<_, MailerSession>("/v1/sessions", &carol_as_dave)
+        .await
+        .unwrap_err();
+    assert_eq!(e.status, 401, "another mailer's verifier");
+    let mut edited = carol.clone().into_bytes();
+    let last = edited.len() - 1;
+    edited[last] = if edited[last] == b'0' { b'1' } else { b'0' };
+    set_row("carol", std::str::from_utf8(&edited).unwrap());
+    let e = anon
+        .post::<_, MailerSession>("/v1/sessions", &creds("carol"))
+        .await
+        .unwrap_err();
+    assert_eq!(e.status, 401, "an edited verifier");
+    set_row("carol", &carol);
+    let _: MailerSession = anon.post("/v1/sessions", &creds("carol")).await.unwrap();
+    // A row of the layout before the box (Argon2id with the pepper alone) still logs in,
+    // and is moved to the box then; the wrong password does not move it.
+    sign_up(&w, "erin").await;
+    let pepper = hex::decode(
+        std::fs::read_to_string(
+            tmp.path()
+                .join("datacenter")
+                .join(openpsd_datacenter::PEPPER_FILE),
         )
-        .and_then(|r| r.text(0))
-        .map_err(api)
-    });
-    let parsed = argon2::PasswordHash::new(&stored).unwrap();
-    use argon2::PasswordVerifier as _;
-    assert!(argon2::Argon2::default()
-        .verify_password(creds("alice").password.as_bytes(), &parsed)
-        .is_err());
+        .unwrap()
+        .trim(),
+    )
+    .unwrap();
+    let legacy = {
+        use argon2::password_hash::{PasswordHasher as _, SaltString};
+        let a = argon2::Argon2::new_with_secret(
+            &pepper,
+            argon2::Algorithm::Argon2id,
+            argon2::Version::V0x13,
+            argon2::Params::default(),
+        )
+        .unwrap();
+        let salt = SaltString::encode_b64(&[3; 16]).unwrap();
+        a.hash_password(creds("erin").password.as_bytes(), &salt)
+            .unwrap()
+            .to_string()
+    };
+    set_row("erin", &legacy);
+    let wrong_e = MailerCredentials {
+        username: "erin".into(),
+        password: "not-erins-password".into(),
+    };
+    let e = anon
+        .post::<_, MailerSession>("/v1/sessions", &wrong_e)
+        .await
+        .unwrap_err();
+    assert_eq!(e.status, 401);
+    assert_eq!(row("erin"), legacy);
+    let _: MailerSession = anon.post("/v1/sessions", &creds("erin")).await.unwrap();
+    let moved = row("erin");
+    assert!(moved.starts_with("vbox1$"), "{moved}");
+    let _: MailerSession = anon.post("/v1/sessions", &creds("erin")).await.unwrap();
     w.dc.stop().await;
     w.h.stop().await;
 }

@@ -5,7 +5,8 @@
 //! SQLite: one connection per data center, behind a mutex, runs one closure at a time on
 //! tokio's blocking pool, so each read-check-write sequence of the process is race-free.
 //! PostgreSQL: a few connections per data center (`--database-connections`, 4 by default),
-//! each behind its mutex, each running one closure at a time; several data centers
+//! each running one closure at a time; a call waits its turn for any free connection, first
+//! come first served, and answers 503 after 30 s ([`POOL_WAIT`]); several data centers
 //! (function servers) may share the database and the box as well. What the connections
 //! must not do at once — two commands of one shard, two slot reservations, two refills of
 //! one mailer — PostgreSQL's advisory locks keep apart ([`crate::locks`]), between the
@@ -42,13 +43,45 @@ pub(crate) enum Db {
 pub(crate) type ReconnectCheck = dyn Fn(&mut Conn<'_>) -> Result<(), ApiError> + Send + Sync;
 
 /// The PostgreSQL connection string and the connections, each `None` while not open.
+///
+/// A call waits for a connection on `turns` (tokio's semaphore: first come, first served,
+/// and the wait holds no thread), then takes any connection from `free`. A call that waited
+/// [`POOL_WAIT`] answers 503 instead of waiting on.
 pub(crate) struct PgSlot {
     url: String,
     schema: &'static str,
     clients: Vec<Mutex<Option<PgConn>>>,
-    /// Where the next call starts looking for a free connection.
-    next: std::sync::atomic::AtomicUsize,
+    /// One permit per connection.
+    turns: Arc<tokio::sync::Semaphore>,
+    /// The indices of the connections no call holds.
+    free: Mutex<Vec<usize>>,
+    /// How long a call waits for its turn ([`POOL_WAIT`]).
+    wait: std::time::Duration,
     check: std::sync::OnceLock<Box<ReconnectCheck>>,
+}
+
+/// How long a call waits for a free connection before it answers 503 ("busy, retry").
+/// Long enough for a queue of 1,000 requests on one hot meter (docs/virtual-meter.md §9,
+/// Measured: p99 22 s with one connection per server), short of a client's patience.
+pub(crate) const POOL_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// A connection taken from the pool; given back when dropped, whatever happened.
+struct Taken {
+    slot: Arc<PgSlot>,
+    index: usize,
+    _turn: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl Drop for Taken {
+    fn drop(&mut self) {
+        // The index goes back before the permit (a field, dropped after this body), so the
+        // next call given a turn finds a free connection.
+        self.slot
+            .free
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(self.index);
+    }
 }
 
 /// Connections per data center on PostgreSQL unless `--database-connections` says
@@ -107,12 +140,49 @@ fn connect(url: &str, schema: &str) -> anyhow::Result<PgConn> {
     if !url.contains("lock_timeout") {
         c.batch_execute(&format!("SET lock_timeout = {LOCK_TIMEOUT_MS}"))?;
     }
-    // Several data centers may start at once: one applies the schema at a time.
+    apply_schema(&mut c, &pg_schema(schema))?;
+    Ok(PgConn::new(c))
+}
+
+/// Applies `schema` unless the database records that it was, by its SHA-256: every
+/// connection of every server comes here (a pool, reconnects after a failover), and
+/// `CREATE INDEX IF NOT EXISTS` takes a lock on its table even when the index exists.
+/// Several data centers may start at once: one applies the schema at a time.
+fn apply_schema(c: &mut postgres::Client, schema: &str) -> anyhow::Result<()> {
+    use sha2::{Digest as _, Sha256};
+    let digest = hex::encode(Sha256::digest(schema.as_bytes()));
+    let applied = |c: &mut postgres::Client| -> anyhow::Result<bool> {
+        let row = c.query_one("SELECT to_regclass('schema_applied') IS NOT NULL", &[])?;
+        if !row.get::<_, bool>(0) {
+            return Ok(false);
+        }
+        Ok(
+            c.query_opt("SELECT 1 FROM schema_applied WHERE digest = $1", &[&digest])?
+                .is_some(),
+        )
+    };
+    if applied(c)? {
+        return Ok(());
+    }
     let mut tx = c.transaction()?;
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&crate::locks::SCHEMA])?;
-    tx.batch_execute(&pg_schema(schema))?;
+    tx.batch_execute(schema)?;
+    tx.batch_execute(
+        "CREATE TABLE IF NOT EXISTS schema_applied (
+             digest     TEXT PRIMARY KEY,
+             applied_at TIMESTAMPTZ NOT NULL DEFAULT now()
+         )",
+    )?;
+    tx.execute(
+        "INSERT INTO schema_applied (digest) VALUES ($1) ON CONFLICT (digest) DO NOTHING",
+        &[&digest],
+    )?;
     tx.commit()?;
-    Ok(PgConn::new(c))
+    tracing::info!(
+        digest = &digest[..16],
+        "the data center's schema applied to PostgreSQL"
+    );
+    Ok(())
 }
 
 /// A connection string without its password, for messages.
@@ -149,11 +219,14 @@ impl Db {
                 .collect::<anyhow::Result<Vec<_>>>()
         })
         .await??;
+        let n = clients.len();
         Ok(Db::Pg(Arc::new(PgSlot {
             url: url.to_owned(),
             schema,
             clients,
-            next: std::sync::atomic::AtomicUsize::new(0),
+            turns: Arc::new(tokio::sync::Semaphore::new(n)),
+            free: Mutex::new((0..n).rev().collect()),
+            wait: POOL_WAIT,
             check: std::sync::OnceLock::new(),
         })))
     }
@@ -185,9 +258,14 @@ impl Db {
         match self {
             Db::Lite(db) => db.run(step, move |c| f(&mut Conn::Lite(c))).await,
             Db::Pg(slot) => {
-                let slot = Arc::clone(slot);
+                let taken = PgSlot::take(slot, step).await?;
                 tokio::task::spawn_blocking(move || {
-                    let mut guard = slot.connection();
+                    // The whole of it moves here, and gives the connection back at the end.
+                    let taken = taken;
+                    let slot = Arc::clone(&taken.slot);
+                    let mut guard = slot.clients[taken.index]
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner);
                     if guard.as_ref().is_none_or(PgConn::is_closed) {
                         *guard = None;
                         let mut c = connect(&slot.url, slot.schema).map_err(|e| {
@@ -241,21 +319,36 @@ impl Db {
 }
 
 impl PgSlot {
-    /// A connection no other call holds, or, if all are busy, the next one's turn: calls
-    /// start looking at successive connections, so the waits spread over them.
-    fn connection(&self) -> std::sync::MutexGuard<'_, Option<PgConn>> {
-        let n = self.clients.len();
-        let start = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        for i in 0..n {
-            match self.clients[(start + i) % n].try_lock() {
-                Ok(g) => return g,
-                Err(std::sync::TryLockError::Poisoned(p)) => return p.into_inner(),
-                Err(std::sync::TryLockError::WouldBlock) => {}
-            }
-        }
-        self.clients[start % n]
+    /// A free connection, after the calls that asked before this one: 503 after
+    /// [`POOL_WAIT`]. The turn is held until the returned value is dropped, on the blocking
+    /// thread that uses the connection, so a caller that goes away (a client that hung up)
+    /// does not give the connection to another call while its closure still runs.
+    async fn take(slot: &Arc<PgSlot>, step: &'static str) -> Result<Taken, ApiError> {
+        let turn = tokio::time::timeout(slot.wait, Arc::clone(&slot.turns).acquire_owned())
+            .await
+            .map_err(|_| {
+                ApiError::unavailable(
+                    step,
+                    format!(
+                        "the database is busy: no connection free within {} s, retry",
+                        slot.wait.as_secs_f32()
+                    ),
+                )
+            })?
+            .map_err(|e| ApiError::internal(step, e.to_string()))?;
+        // A turn means a free index: one permit per connection, and an index goes back
+        // before its permit.
+        let index = slot
+            .free
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
+            .pop()
+            .ok_or_else(|| ApiError::internal(step, "a turn without a free connection"))?;
+        Ok(Taken {
+            slot: Arc::clone(slot),
+            index,
+            _turn: turn,
+        })
     }
 }
 
@@ -329,5 +422,87 @@ impl Database {
                 f(&mut Conn::Pg(&mut PgConn::new(c)))
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, Instant};
+
+    /// A pool of `n` connections to `OPENPSD_TEST_POSTGRES` whose calls wait `wait`.
+    async fn pool(n: usize, wait: Duration) -> Option<Db> {
+        let Ok(url) = std::env::var("OPENPSD_TEST_POSTGRES") else {
+            eprintln!("OPENPSD_TEST_POSTGRES unset: the connection pool is not tested");
+            return None;
+        };
+        let db = Db::postgres(&url, "CREATE TABLE IF NOT EXISTS pool_test (x BIGINT);", n)
+            .await
+            .unwrap();
+        let Db::Pg(slot) = db else { unreachable!() };
+        let mut slot = Arc::into_inner(slot).unwrap();
+        slot.wait = wait;
+        Some(Db::Pg(Arc::new(slot)))
+    }
+
+    async fn hold(db: &Db, for_: Duration) -> Result<(), ApiError> {
+        db.run("pool_test", move |_| {
+            std::thread::sleep(for_);
+            Ok(())
+        })
+        .await
+    }
+
+    /// On PostgreSQL (`scripts/postgres-test.sh`): a call takes whichever connection frees
+    /// first (not one picked in advance, which may be the slow call's), and a call that
+    /// gets none within the pool's wait answers 503 without running.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn the_pool_gives_the_first_free_connection_and_answers_busy_after_its_wait() {
+        let Some(db) = pool(2, Duration::from_secs(1)).await else {
+            return;
+        };
+        // Both busy: one for 4 s, one for 0.3 s; then three quick calls one after the other.
+        let slow = tokio::spawn({
+            let db = db.clone();
+            async move { hold(&db, Duration::from_secs(4)).await }
+        });
+        let short = tokio::spawn({
+            let db = db.clone();
+            async move { hold(&db, Duration::from_millis(300)).await }
+        });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let t0 = Instant::now();
+        for _ in 0..3 {
+            hold(&db, Duration::ZERO).await.unwrap();
+        }
+        assert!(
+            t0.elapsed() < Duration::from_millis(900),
+            "the quick calls waited {:?}: one of them queued behind the slow call",
+            t0.elapsed()
+        );
+        short.await.unwrap().unwrap();
+        // Now the one free connection is taken too: the next call waits 1 s and gives up.
+        let second_slow = tokio::spawn({
+            let db = db.clone();
+            async move { hold(&db, Duration::from_secs(3)).await }
+        });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let ran = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let r = {
+            let ran = Arc::clone(&ran);
+            db.run("pool_test", move |_| {
+                ran.store(true, std::sync::atomic::Ordering::SeqCst);
+                Ok(())
+            })
+            .await
+        };
+        let e = r.expect_err("both connections were busy for longer than the wait");
+        assert_eq!(e.status, axum::http::StatusCode::SERVICE_UNAVAILABLE);
+        assert!(e.message.contains("busy"), "{}", e.message);
+        assert!(!ran.load(std::sync::atomic::Ordering::SeqCst));
+        slow.await.unwrap().unwrap();
+        second_slow.await.unwrap().unwrap();
+        // Both back: a call runs at once.
+        hold(&db, Duration::ZERO).await.unwrap();
     }
 }

@@ -82,6 +82,9 @@ pub const BOX_DIR: &str = "box";
 
 const STEP_OPEN: &str = "datacenter_open";
 const STEP_METER: &str = "datacenter_meter";
+/// How many times a start waits again for a shard another server holds past the lock
+/// timeout (10 s each, `db::LOCK_TIMEOUT_MS`): about a minute, then the start fails.
+const START_RETRIES: u32 = 5;
 
 /// How the data center is set up.
 #[derive(Clone, Debug)]
@@ -184,7 +187,6 @@ pub struct Datacenter {
     /// One lock per mailer, held while its refills are driven (refill.rs).
     refill_locks:
         Arc<std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
-    dummy_hash: Arc<String>,
     config: Arc<Config>,
     /// The meters' standing at the KMS, asked before printing (standing.rs).
     standing: Arc<std::sync::Mutex<standing::Standing>>,
@@ -328,7 +330,6 @@ impl Datacenter {
             at = %config.box_at,
             "the secure box is open"
         );
-        let dummy_hash = mailers::dummy_hash(pepper.as_ref())?;
         let dc = Self {
             db,
             boxh,
@@ -339,7 +340,6 @@ impl Datacenter {
             kms,
             pepper: Arc::new(pepper),
             refill_locks: Arc::default(),
-            dummy_hash: Arc::new(dummy_hash),
             config: Arc::new(config.clone()),
             standing: Arc::default(),
         };
@@ -441,13 +441,25 @@ impl Datacenter {
                 // Shard by shard under its lock: another data center's command in flight
                 // is finished or waited for, never mistaken for a restored database.
                 for s in 0..dc.info.shards {
-                    indicia::claim_shard(&dc, c, s)?;
-                    let ours = store::root(c, s, dc.info.depth, &dc.empty, STEP_OPEN)?;
-                    let theirs = dc.boxh.shard_root(s).map_err(|r| {
-                        ApiError::internal(STEP_OPEN, format!("READ SHARD: {}", r.meaning()))
-                    })?;
-                    locks::unlock_shards(c, STEP_OPEN)?;
-                    if ours != theirs {
+                    let mut tries = 0;
+                    let same = loop {
+                        match dc.root_is_the_box(c, s) {
+                            // Another server holds the shard past the lock timeout (its
+                            // box link stalled, say): a running server answers its
+                            // request 503; a starting one waits, about a minute.
+                            Err(e)
+                                if e.status == StatusCode::SERVICE_UNAVAILABLE
+                                    && e.code != sql::UNREACHABLE
+                                    && tries < START_RETRIES =>
+                            {
+                                tries += 1;
+                                tracing::warn!(shard = s, tries, error = %e.message, "the shard is busy at start: trying again");
+                                std::thread::sleep(std::time::Duration::from_secs(1));
+                            }
+                            r => break r?,
+                        }
+                    };
+                    if !same {
                         bad.push(s);
                     }
                 }
@@ -464,6 +476,19 @@ impl Datacenter {
             );
         }
         Ok(())
+    }
+
+    /// Whether the database's root of `shard` is the box's, once the shard's intents are
+    /// finished (under the shard's lock).
+    fn root_is_the_box(&self, c: &mut sql::Conn<'_>, shard: u16) -> Result<bool, ApiError> {
+        indicia::claim_shard(self, c, shard)?;
+        let ours = store::root(c, shard, self.info.depth, &self.empty, STEP_OPEN);
+        let theirs = self
+            .boxh
+            .shard_root(shard)
+            .map_err(|r| ApiError::internal(STEP_OPEN, format!("READ SHARD: {}", r.meaning())));
+        locks::unlock_shards(c, STEP_OPEN)?;
+        Ok(ours? == theirs?)
     }
 
     /// `mailer`'s refill lock.

@@ -1,21 +1,33 @@
 //! Mailers (seed 001 Fig. 1: the user logs in to the communication server from any
 //! computer): sign-up, log-in, sessions, log-out.
 //!
-//! Passwords are kept as Argon2id hashes computed with the data center's **secret**
-//! (`datacenter-pepper.key`, 0600, in the data directory, never in the database): a copy of
-//! the database alone neither logs anyone in (it holds no password-equivalent: sessions are
-//! kept as SHA-256 of their tokens) nor lets the hashes be guessed offline. Failed log-ins
-//! are counted per username, each attempt counted as a failure before its hash is checked
-//! (and uncounted when right): the sixth within 15 minutes is refused with `429` before any
-//! hash is computed, whatever runs in parallel, and logged. Sign-up and log-in are also
-//! bounded per address (the router's `slow` limit): each sign-up takes a slot of the box.
+//! **Passwords are checked by the box** (the seed's authentication box 40, Fig. 3 steps
+//! 115–120; `openpsd_core::vbox::auth`). The data center computes the memory-hard part,
+//! Argon2id of the password with the mailer's salt and the data center's **secret**
+//! (`datacenter-pepper.key`, 0600, in the data directory, never in the database); the box
+//! keeps the mailer's verifier under `K_auth`, a key made inside it that never leaves. The
+//! row holds `vbox1$<salt>$<verifier>`: without the box it is worth nothing, so neither a
+//! copy of the database nor the data center's files (pepper included) log anyone in or let
+//! a password be guessed offline, and a verifier copied to another mailer's row does not
+//! log in as that mailer. Rows of the layout before (`$argon2id$…`, checked with the pepper
+//! alone) are still accepted and moved to the box's at their next right log-in.
+//!
+//! Sessions are kept as SHA-256 of their tokens. Failed log-ins are counted per username,
+//! each attempt counted as a failure before its hash is checked (and uncounted when
+//! right): the sixth within 15 minutes is refused with `429` before any hash is computed,
+//! whatever runs in parallel, and logged. Sign-up and log-in are also bounded per address
+//! (the router's `slow` limit): each sign-up takes a slot of the box.
 
-use argon2::password_hash::{PasswordHash, PasswordHasher as _, PasswordVerifier as _, SaltString};
+use argon2::password_hash::{PasswordHash, PasswordVerifier as _};
 use argon2::{Algorithm, Argon2, Params, Version};
 use axum::extract::{Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use openpsd_core::status::Status;
+use openpsd_core::vbox;
+use openpsd_core::vbox::auth::{authenticate_data, enroll_data};
+use openpsd_core::vbox::keys::{PASSWORD_HASH_LEN, VERIFIER_LEN};
 use openpsd_protocol::datacenter::{code, MailerCredentials, MailerSession};
 use openpsd_protocol::ErrorCode;
 use openpsd_service_kit::access::Customer;
@@ -87,66 +99,129 @@ fn check(c: &MailerCredentials) -> Result<(), ApiError> {
     Ok(())
 }
 
-async fn hash_password(dc: &Datacenter, password: Zeroizing<String>) -> Result<String, ApiError> {
+/// The layout of a row checked by the box: `vbox1$` ‖ salt (32 hex) ‖ `$` ‖ verifier (32 hex).
+const BOX_PREFIX: &str = "vbox1$";
+
+/// Argon2id (with the pepper) of `password` and `salt`: what the box's verifier is made of.
+fn password_hash(
+    pepper: &[u8],
+    password: &[u8],
+    salt: &[u8; 16],
+) -> Result<Zeroizing<[u8; PASSWORD_HASH_LEN]>, ApiError> {
+    let mut out = Zeroizing::new([0u8; PASSWORD_HASH_LEN]);
+    argon2(pepper)?
+        .hash_password_into(password, salt, &mut out[..])
+        .map_err(|e| ApiError::internal(STEP, e.to_string()))?;
+    Ok(out)
+}
+
+/// Runs `f` with an Argon2 slot on the blocking pool.
+async fn with_argon2<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
     let _slot = ARGON2_SLOTS
         .acquire()
         .await
         .map_err(|e| ApiError::internal(STEP, e.to_string()))?;
-    let pepper = dc.pepper.clone();
-    tokio::task::spawn_blocking(move || {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ApiError::internal(STEP, e.to_string()))?
+}
+
+/// A box command of this module: its answer, `Ok(None)` for `9A65` (not authenticated),
+/// 503 for anything else (the box is needed to log in; nothing was changed).
+fn box_auth(dc: &Datacenter, ins: u8, data: &[u8]) -> Result<Option<Vec<u8>>, ApiError> {
+    match dc.boxh.send(ins, 0, data) {
+        Ok(v) => Ok(Some(v)),
+        Err(r) if r.0 == Status::MailerNotAuthenticated.sw() => Ok(None),
+        Err(r) => Err(ApiError::unavailable(
+            STEP,
+            format!("the box could not check the password: {}", r.meaning()),
+        )),
+    }
+}
+
+/// The stored form of `password` for `mailer`: a fresh salt, the box's verifier.
+async fn enroll(
+    dc: &Datacenter,
+    mailer: [u8; 16],
+    password: Zeroizing<String>,
+) -> Result<String, ApiError> {
+    let dc = dc.clone();
+    with_argon2(move || {
         let mut salt = [0u8; 16];
         random_bytes(&mut salt);
-        let salt =
-            SaltString::encode_b64(&salt).map_err(|e| ApiError::internal(STEP, e.to_string()))?;
-        argon2(&pepper[..])?
-            .hash_password(password.as_bytes(), &salt)
-            .map(|h| h.to_string())
-            .map_err(|e| ApiError::internal(STEP, e.to_string()))
+        let h = password_hash(&dc.pepper[..], password.as_bytes(), &salt)?;
+        let v = box_auth(&dc, vbox::ins::ENROLL_MAILER, &enroll_data(&mailer, &h))?
+            .ok_or_else(|| ApiError::internal(STEP, "ENROLL MAILER answered 9A65"))?;
+        if v.len() != VERIFIER_LEN {
+            return Err(ApiError::internal(STEP, "ENROLL MAILER: not a verifier"));
+        }
+        Ok(format!(
+            "{BOX_PREFIX}{}${}",
+            hex::encode(salt),
+            hex::encode(v)
+        ))
     })
     .await
-    .map_err(|e| ApiError::internal(STEP, e.to_string()))?
 }
 
-/// Whether `password` matches `stored`; with none, a dummy hash is checked all the same so
-/// an unknown username takes as long as a wrong password.
+/// A stored `vbox1$…` row: its salt and verifier.
+fn parse_box_row(stored: &str) -> Option<([u8; 16], [u8; VERIFIER_LEN])> {
+    let (salt, verifier) = stored.strip_prefix(BOX_PREFIX)?.split_once('$')?;
+    let salt = hex::decode(salt).ok()?.try_into().ok()?;
+    let verifier = hex::decode(verifier).ok()?.try_into().ok()?;
+    Some((salt, verifier))
+}
+
+/// How a log-in's password checked out.
+enum Checked {
+    /// Wrong (or an unknown username, or a row the data center cannot read).
+    No,
+    /// Right, by the box.
+    Yes,
+    /// Right, by a row of the layout before the box: to be enrolled now.
+    YesLegacy,
+}
+
+/// Checks `password` against `stored` (the mailer's row). With no row, the same work is
+/// done all the same (an Argon2id and a box command that fails), so an unknown username
+/// takes as long as a wrong password.
 async fn verify_password(
     dc: &Datacenter,
+    mailer: Option<String>,
     password: Zeroizing<String>,
     stored: Option<String>,
-) -> Result<bool, ApiError> {
-    let _slot = ARGON2_SLOTS
-        .acquire()
-        .await
-        .map_err(|e| ApiError::internal(STEP, e.to_string()))?;
-    let pepper = dc.pepper.clone();
-    let dummy = dc.dummy_hash.clone();
-    tokio::task::spawn_blocking(move || {
-        let known = stored.is_some();
-        let text = stored.unwrap_or_else(|| dummy.to_string());
-        let a = argon2(&pepper[..])?;
-        let ok = PasswordHash::new(&text)
-            .is_ok_and(|h| a.verify_password(password.as_bytes(), &h).is_ok());
-        Ok(known && ok)
+) -> Result<Checked, ApiError> {
+    let dc = dc.clone();
+    with_argon2(move || {
+        let id = mailer
+            .as_deref()
+            .and_then(|m| crate::indicia::mailer_bytes(m, STEP).ok());
+        let text = stored.as_deref().unwrap_or("");
+        if text.starts_with("$argon2") {
+            let ok = PasswordHash::new(text).is_ok_and(|h| {
+                argon2(&dc.pepper[..])
+                    .is_ok_and(|a| a.verify_password(password.as_bytes(), &h).is_ok())
+            });
+            return Ok(if ok && id.is_some() {
+                Checked::YesLegacy
+            } else {
+                Checked::No
+            });
+        }
+        // Unknown username or unreadable row: a dummy salt and verifier, for the timing.
+        let (salt, verifier) = parse_box_row(text).unwrap_or(([7; 16], [0; VERIFIER_LEN]));
+        let h = password_hash(&dc.pepper[..], password.as_bytes(), &salt)?;
+        let data = authenticate_data(&id.unwrap_or([0; 16]), &h, &verifier);
+        let right = box_auth(&dc, vbox::ins::AUTHENTICATE_MAILER, &data)?.is_some();
+        Ok(if right && id.is_some() {
+            Checked::Yes
+        } else {
+            Checked::No
+        })
     })
     .await
-    .map_err(|e| ApiError::internal(STEP, e.to_string()))?
-}
-
-/// A hash of a random password, checked when the username is unknown.
-pub(crate) fn dummy_hash(pepper: &[u8]) -> anyhow::Result<String> {
-    let mut pw = [0u8; 16];
-    random_bytes(&mut pw);
-    let salt = SaltString::encode_b64(&[7u8; 16]).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let a = Argon2::new_with_secret(
-        pepper,
-        Algorithm::Argon2id,
-        Version::V0x13,
-        Params::default(),
-    )
-    .map_err(|e| anyhow::anyhow!("{e}"))?;
-    Ok(a.hash_password(&pw, &salt)
-        .map_err(|e| anyhow::anyhow!("{e}"))?
-        .to_string())
 }
 
 /// A new session for `mailer`, stored as its token's hash.
@@ -200,10 +275,10 @@ pub(crate) async fn sign_up(
             "that username is taken",
         ));
     }
-    let hash = hash_password(&dc, Zeroizing::new(req.password)).await?;
     let mut id = [0u8; 16];
     random_bytes(&mut id);
     let mailer = hex::encode(id);
+    let hash = enroll(&dc, id, Zeroizing::new(req.password)).await?;
     let (m, name) = (mailer.clone(), req.username.clone());
     dc.db
         .run(STEP, move |c| {
@@ -303,7 +378,9 @@ pub(crate) async fn log_in(
         Some((m, h)) => (Some(m), Some(h)),
         None => (None, None),
     };
-    if !verify_password(&dc, Zeroizing::new(req.password), stored).await? {
+    let password = Zeroizing::new(req.password);
+    let checked = verify_password(&dc, mailer.clone(), password.clone(), stored.clone()).await?;
+    if matches!(checked, Checked::No) {
         tracing::warn!(username = %req.username, "failed log-in");
         return Err(unauthenticated("wrong username or password"));
     }
@@ -319,8 +396,42 @@ pub(crate) async fn log_in(
         })
         .await?;
     let mailer = mailer.ok_or_else(|| unauthenticated("wrong username or password"))?;
+    if matches!(checked, Checked::YesLegacy) {
+        move_to_the_box(&dc, &mailer, password, stored).await;
+    }
     dc.ensure_meter(&mailer).await?;
     Ok(axum::Json(new_session(&dc, &mailer).await?))
+}
+
+/// A right log-in on a row of the layout before the box: the row is enrolled with the box
+/// now (compare-and-set on the old row, so a password changed meanwhile is not undone).
+/// Best effort: on failure the old row stays, and the next log-in tries again.
+async fn move_to_the_box(
+    dc: &Datacenter,
+    mailer: &str,
+    password: Zeroizing<String>,
+    old: Option<String>,
+) {
+    let moved = async {
+        let id = crate::indicia::mailer_bytes(mailer, STEP)?;
+        let new = enroll(dc, id, password).await?;
+        let m = mailer.to_owned();
+        dc.db
+            .run(STEP, move |c| {
+                c.exec(
+                    STEP,
+                    "UPDATE mailers SET password_hash = ?1 WHERE mailer_id = ?2 AND password_hash = ?3",
+                    args![new, m, old.unwrap_or_default()],
+                )
+            })
+            .await
+    };
+    match moved.await {
+        Ok(_) => tracing::info!(mailer, "password verifier moved to the box"),
+        Err(e) => {
+            tracing::warn!(mailer, error = %e.message, "password verifier not moved to the box: next log-in")
+        }
+    }
 }
 
 /// `DELETE /v1/sessions/current`: the bearer token is forgotten.

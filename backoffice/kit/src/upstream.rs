@@ -33,6 +33,10 @@ pub const IN_FLIGHT: usize = 32;
 
 /// How long a call may take, its wait for a turn included.
 const CALL_TIMEOUT: Duration = Duration::from_secs(15);
+/// The least time a call is sent with: a turn not had by `CALL_TIMEOUT - MIN_SEND` answers
+/// busy without sending, rather than a request sent with a moment left, which would time
+/// out on the way and leave its outcome unknown (a hold placed or not) for nothing.
+const MIN_SEND: Duration = Duration::from_secs(3);
 
 /// Another service's base URL and an HTTP client.
 #[derive(Clone, Debug)]
@@ -157,11 +161,12 @@ impl Upstream {
             ApiError::unavailable(step, format!("{} at {} {what}", self.name, self.base))
         };
         // A turn first; the wait counts against the call's time, so a caller never waits
-        // longer than one call's bound for an answer.
+        // longer than one call's bound for an answer, and leaves the call `MIN_SEND` at least.
         let started = tokio::time::Instant::now();
-        let _turn = tokio::time::timeout(CALL_TIMEOUT, self.turns.acquire())
+        let wait = CALL_TIMEOUT.saturating_sub(MIN_SEND);
+        let _turn = tokio::time::timeout(wait, self.turns.acquire())
             .await
-            .map_err(|_| unavailable(format!("busy ({path}): no turn within {CALL_TIMEOUT:?}")))?
+            .map_err(|_| unavailable(format!("busy ({path}): no turn within {wait:?}")))?
             .map_err(|_| unavailable(format!("closed ({path})")))?;
         let req = req.timeout(CALL_TIMEOUT.saturating_sub(started.elapsed()));
         let resp = req.send().await.map_err(|e| {

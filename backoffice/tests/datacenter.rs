@@ -319,7 +319,7 @@ async fn fig1_a_mailer_with_no_device_signs_up_adds_funds_and_prints() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sessions_and_passwords() {
     let tmp = tempfile::tempdir().unwrap();
-    let w = world(tmp.path()).await;
+    let mut w = world(tmp.path()).await;
     let (alice, s) = sign_up(&w, "alice").await;
     let anon = Client::new(&w.dc.url, &w.h.pki, None);
     // Anonymous and forged sessions get nothing.
@@ -398,14 +398,17 @@ async fn sessions_and_passwords() {
     // The box checks passwords (seed 001, box 40): the row holds a salt and the box's
     // verifier under K_auth, worth nothing without the box, not a hash that the database
     // and the data center's files (its pepper) could check a guess against.
+    let db = w.database();
     let row = |name: &str| -> String {
         let q = format!("SELECT password_hash FROM mailers WHERE username = '{name}'");
-        w.raw(|c| c.one("t", &q, args![]).and_then(|r| r.text(0)).map_err(api))
+        raw(&db, |c| {
+            c.one("t", &q, args![]).and_then(|r| r.text(0)).map_err(api)
+        })
     };
     let set_row = |name: &str, value: &str| {
         let q = format!("UPDATE mailers SET password_hash = ?1 WHERE username = '{name}'");
         let v = value.to_owned();
-        assert_eq!(w.raw(|c| c.exec("t", &q, args![v]).map_err(api)), 1);
+        assert_eq!(raw(&db, |c| c.exec("t", &q, args![v]).map_err(api)), 1);
     };
     let stored = row("alice");
     assert!(
@@ -438,8 +441,10 @@ async fn sessions_and_passwords() {
     assert_eq!(e.status, 401, "an edited verifier");
     set_row("carol", &carol);
     let _: MailerSession = anon.post("/v1/sessions", &creds("carol")).await.unwrap();
-    // A row of the layout before the box (Argon2id with the pepper alone) still logs in,
-    // and is moved to the box then; the wrong password does not move it.
+    // A row of the layout before the box (Argon2id with the pepper alone), as a data center
+    // of stop 38 wrote it: written into a running data center's database (by whoever can
+    // edit it, with the pepper), it logs no one in; the next start moves it to the box
+    // without the password, and it then logs its mailer in, by the box.
     sign_up(&w, "erin").await;
     let pepper = hex::decode(
         std::fs::read_to_string(
@@ -466,6 +471,26 @@ async fn sessions_and_passwords() {
             .to_string()
     };
     set_row("erin", &legacy);
+    let e = anon
+        .post::<_, MailerSession>("/v1/sessions", &creds("erin"))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        e.status, 401,
+        "a row of the old layout written after the start"
+    );
+    assert_eq!(row("erin"), legacy);
+    w.dc.stop().await;
+    let (dc, _) = start_datacenter(&config(&w.h, &w.dir, w.url.as_deref()), "127.0.0.1:0", 1000)
+        .await
+        .unwrap();
+    w.dc = dc;
+    let anon = Client::new(&w.dc.url, &w.h.pki, None);
+    let moved = row("erin");
+    assert!(
+        moved.starts_with("vbox0$") && !moved.contains(&legacy[legacy.len() - 20..]),
+        "moved, the old hash gone: {moved}"
+    );
     let wrong_e = MailerCredentials {
         username: "erin".into(),
         password: "not-erins-password".into(),
@@ -475,10 +500,6 @@ async fn sessions_and_passwords() {
         .await
         .unwrap_err();
     assert_eq!(e.status, 401);
-    assert_eq!(row("erin"), legacy);
-    let _: MailerSession = anon.post("/v1/sessions", &creds("erin")).await.unwrap();
-    let moved = row("erin");
-    assert!(moved.starts_with("vbox1$"), "{moved}");
     let _: MailerSession = anon.post("/v1/sessions", &creds("erin")).await.unwrap();
     w.dc.stop().await;
     w.h.stop().await;

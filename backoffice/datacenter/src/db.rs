@@ -140,6 +140,18 @@ fn connect(url: &str, schema: &str) -> anyhow::Result<PgConn> {
     if !url.contains("lock_timeout") {
         c.batch_execute(&format!("SET lock_timeout = {LOCK_TIMEOUT_MS}"))?;
     }
+    // A standby accepts the connection but no write; before the schema was skipped when
+    // applied, its DDL failing said so. Refused here, so the call answers 503 and the next
+    // one connects again (a URL without `target_session_attrs=read-write`).
+    if c.query_one("SELECT pg_is_in_recovery()", &[])?
+        .get::<_, bool>(0)
+    {
+        anyhow::bail!(
+            "PostgreSQL ({}): the server is a standby (read-only); name the primary, or \
+             add target_session_attrs=read-write",
+            redact(url)
+        );
+    }
     apply_schema(&mut c, &pg_schema(schema))?;
     Ok(PgConn::new(c))
 }

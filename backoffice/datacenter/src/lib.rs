@@ -82,9 +82,9 @@ pub const BOX_DIR: &str = "box";
 
 const STEP_OPEN: &str = "datacenter_open";
 const STEP_METER: &str = "datacenter_meter";
-/// How many times a start waits again for a shard another server holds past the lock
-/// timeout (10 s each, `db::LOCK_TIMEOUT_MS`): about a minute, then the start fails.
-const START_RETRIES: u32 = 5;
+/// How long a start waits, in all, for shards another server holds past the lock timeout
+/// (10 s a try, `db::LOCK_TIMEOUT_MS`) or a box that does not answer: then the start fails.
+const START_PATIENCE: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// How the data center is set up.
 #[derive(Clone, Debug)]
@@ -345,6 +345,7 @@ impl Datacenter {
         };
         dc.bind_box().await?;
         dc.check_pepper().await?;
+        mailers::move_rows_to_the_box(&dc).await?;
         dc.recover_and_check().await?;
         dc.db.check_after_reconnect(roots_check(
             dc.boxh.clone(),
@@ -438,22 +439,22 @@ impl Datacenter {
             .db
             .run(STEP_OPEN, move |c| {
                 let mut bad = Vec::new();
+                let deadline = std::time::Instant::now() + START_PATIENCE;
                 // Shard by shard under its lock: another data center's command in flight
                 // is finished or waited for, never mistaken for a restored database.
                 for s in 0..dc.info.shards {
-                    let mut tries = 0;
                     let same = loop {
                         match dc.root_is_the_box(c, s) {
                             // Another server holds the shard past the lock timeout (its
-                            // box link stalled, say): a running server answers its
-                            // request 503; a starting one waits, about a minute.
+                            // box link stalled, say), or the box did not answer: a running
+                            // server answers its request 503; a starting one tries again,
+                            // within a minute for all shards.
                             Err(e)
                                 if e.status == StatusCode::SERVICE_UNAVAILABLE
                                     && e.code != sql::UNREACHABLE
-                                    && tries < START_RETRIES =>
+                                    && std::time::Instant::now() < deadline =>
                             {
-                                tries += 1;
-                                tracing::warn!(shard = s, tries, error = %e.message, "the shard is busy at start: trying again");
+                                tracing::warn!(shard = s, error = %e.message, "the shard is busy at start: trying again");
                                 std::thread::sleep(std::time::Duration::from_secs(1));
                             }
                             r => break r?,
@@ -481,7 +482,11 @@ impl Datacenter {
     /// Whether the database's root of `shard` is the box's, once the shard's intents are
     /// finished (under the shard's lock).
     fn root_is_the_box(&self, c: &mut sql::Conn<'_>, shard: u16) -> Result<bool, ApiError> {
-        indicia::claim_shard(self, c, shard)?;
+        if let Err(e) = indicia::claim_shard(self, c, shard) {
+            // Not held while the caller waits to try again.
+            let _ = locks::unlock_shards(c, STEP_OPEN);
+            return Err(e);
+        }
         let ours = store::root(c, shard, self.info.depth, &self.empty, STEP_OPEN);
         let theirs = self
             .boxh

@@ -6,11 +6,13 @@
 //! Argon2id of the password with the mailer's salt and the data center's **secret**
 //! (`datacenter-pepper.key`, 0600, in the data directory, never in the database); the box
 //! keeps the mailer's verifier under `K_auth`, a key made inside it that never leaves. The
-//! row holds `vbox1$<salt>$<verifier>`: without the box it is worth nothing, so neither a
-//! copy of the database nor the data center's files (pepper included) log anyone in or let
-//! a password be guessed offline, and a verifier copied to another mailer's row does not
-//! log in as that mailer. Rows of the layout before (`$argon2id$…`, checked with the pepper
-//! alone) are still accepted and moved to the box's at their next right log-in.
+//! row holds `vbox1$<salt>$<verifier>`: without the box it is worth nothing, so a copy of
+//! the database (and of the data center's files, pepper included, when the box runs on its
+//! own machine) logs no one in and lets no password be guessed offline, and a verifier
+//! copied to another mailer's row does not log in as that mailer. (Whoever can edit the
+//! database, or send box commands, is not stopped by it: docs/virtual-meter.md §8.) Rows of the layout before (`$argon2id$…`, checked with the pepper
+//! alone) are moved to the box at start, without the passwords ([`move_rows_to_the_box`]);
+//! one written after is refused.
 //!
 //! Sessions are kept as SHA-256 of their tokens. Failed log-ins are counted per username,
 //! each attempt counted as a failure before its hash is checked (and uncounted when
@@ -18,7 +20,7 @@
 //! whatever runs in parallel, and logged. Sign-up and log-in are also bounded per address
 //! (the router's `slow` limit): each sign-up takes a slot of the box.
 
-use argon2::password_hash::{PasswordHash, PasswordVerifier as _};
+use argon2::password_hash::PasswordHash;
 use argon2::{Algorithm, Argon2, Params, Version};
 use axum::extract::{Request, State};
 use axum::http::{header, StatusCode};
@@ -101,6 +103,10 @@ fn check(c: &MailerCredentials) -> Result<(), ApiError> {
 
 /// The layout of a row checked by the box: `vbox1$` ‖ salt (32 hex) ‖ `$` ‖ verifier (32 hex).
 const BOX_PREFIX: &str = "vbox1$";
+/// A row moved to the box from the layout before it, at start and without the password:
+/// `vbox0$` ‖ verifier (32 hex) ‖ the old PHC string without its hash (`$argon2id$v=19$
+/// m=…,t=…,p=…$<salt>`), whose parameters and salt make the hash the verifier is of.
+const MOVED_PREFIX: &str = "vbox0$";
 
 /// Argon2id (with the pepper) of `password` and `salt`: what the box's verifier is made of.
 fn password_hash(
@@ -115,7 +121,38 @@ fn password_hash(
     Ok(out)
 }
 
-/// Runs `f` with an Argon2 slot on the blocking pool.
+/// The hash of a PHC string (its own algorithm, version, parameters and salt, with the
+/// pepper) of `password`; `None` for a string that is not one, or whose output is not
+/// 32 bytes.
+fn phc_hash(
+    pepper: &[u8],
+    password: &[u8],
+    phc: &str,
+) -> Result<Option<Zeroizing<[u8; PASSWORD_HASH_LEN]>>, ApiError> {
+    use argon2::password_hash::PasswordHasher as _;
+    let Ok(parsed) = PasswordHash::new(phc) else {
+        return Ok(None);
+    };
+    let (Ok(params), Some(salt)) = (Params::try_from(&parsed), parsed.salt) else {
+        return Ok(None);
+    };
+    let done = argon2(pepper)?
+        .hash_password_customized(
+            password,
+            Some(parsed.algorithm),
+            parsed.version,
+            params,
+            salt,
+        )
+        .ok();
+    Ok(done
+        .and_then(|h| h.hash)
+        .and_then(|o| <[u8; PASSWORD_HASH_LEN]>::try_from(o.as_bytes()).ok())
+        .map(Zeroizing::new))
+}
+
+/// Runs `f` with an Argon2 slot on the blocking pool (the slot is given back when `f`
+/// returns: box commands run after, so a slow box does not hold the slots).
 async fn with_argon2<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
 ) -> Result<T, ApiError> {
@@ -128,10 +165,19 @@ async fn with_argon2<T: Send + 'static>(
         .map_err(|e| ApiError::internal(STEP, e.to_string()))?
 }
 
-/// A box command of this module: its answer, `Ok(None)` for `9A65` (not authenticated),
-/// 503 for anything else (the box is needed to log in; nothing was changed).
-fn box_auth(dc: &Datacenter, ins: u8, data: &[u8]) -> Result<Option<Vec<u8>>, ApiError> {
-    match dc.boxh.send(ins, 0, data) {
+/// A box command of this module on the blocking pool: its answer, `Ok(None)` for `9A65`
+/// (not authenticated), 503 for anything else (the box is needed to log in; nothing was
+/// changed). The command data holds a password hash: zeroized after.
+async fn box_auth(
+    dc: &Datacenter,
+    ins: u8,
+    data: Zeroizing<Vec<u8>>,
+) -> Result<Option<Vec<u8>>, ApiError> {
+    let dc = dc.clone();
+    let answer = tokio::task::spawn_blocking(move || dc.boxh.send(ins, 0, &data))
+        .await
+        .map_err(|e| ApiError::internal(STEP, e.to_string()))?;
+    match answer {
         Ok(v) => Ok(Some(v)),
         Err(r) if r.0 == Status::MailerNotAuthenticated.sw() => Ok(None),
         Err(r) => Err(ApiError::unavailable(
@@ -141,87 +187,181 @@ fn box_auth(dc: &Datacenter, ins: u8, data: &[u8]) -> Result<Option<Vec<u8>>, Ap
     }
 }
 
+/// ENROLL MAILER: the box's verifier of `hash` for `mailer`.
+async fn box_verifier(
+    dc: &Datacenter,
+    mailer: [u8; 16],
+    hash: &[u8; PASSWORD_HASH_LEN],
+) -> Result<[u8; VERIFIER_LEN], ApiError> {
+    let data = Zeroizing::new(enroll_data(&mailer, hash));
+    box_auth(dc, vbox::ins::ENROLL_MAILER, data)
+        .await?
+        .ok_or_else(|| ApiError::internal(STEP, "ENROLL MAILER answered 9A65"))?
+        .try_into()
+        .map_err(|_| ApiError::internal(STEP, "ENROLL MAILER: not a verifier"))
+}
+
 /// The stored form of `password` for `mailer`: a fresh salt, the box's verifier.
 async fn enroll(
     dc: &Datacenter,
     mailer: [u8; 16],
     password: Zeroizing<String>,
 ) -> Result<String, ApiError> {
-    let dc = dc.clone();
-    with_argon2(move || {
+    let pepper = dc.pepper.clone();
+    let (salt, h) = with_argon2(move || {
         let mut salt = [0u8; 16];
         random_bytes(&mut salt);
-        let h = password_hash(&dc.pepper[..], password.as_bytes(), &salt)?;
-        let v = box_auth(&dc, vbox::ins::ENROLL_MAILER, &enroll_data(&mailer, &h))?
-            .ok_or_else(|| ApiError::internal(STEP, "ENROLL MAILER answered 9A65"))?;
-        if v.len() != VERIFIER_LEN {
-            return Err(ApiError::internal(STEP, "ENROLL MAILER: not a verifier"));
-        }
-        Ok(format!(
-            "{BOX_PREFIX}{}${}",
-            hex::encode(salt),
-            hex::encode(v)
+        Ok((
+            salt,
+            password_hash(&pepper[..], password.as_bytes(), &salt)?,
         ))
     })
-    .await
+    .await?;
+    let v = box_verifier(dc, mailer, &h).await?;
+    Ok(format!(
+        "{BOX_PREFIX}{}${}",
+        hex::encode(salt),
+        hex::encode(v)
+    ))
 }
 
-/// A stored `vbox1$…` row: its salt and verifier.
-fn parse_box_row(stored: &str) -> Option<([u8; 16], [u8; VERIFIER_LEN])> {
-    let (salt, verifier) = stored.strip_prefix(BOX_PREFIX)?.split_once('$')?;
-    let salt = hex::decode(salt).ok()?.try_into().ok()?;
-    let verifier = hex::decode(verifier).ok()?.try_into().ok()?;
-    Some((salt, verifier))
+/// A stored row the box checks: how to make its hash, and its verifier.
+enum Stored<'a> {
+    /// `vbox1$`: Argon2id with this salt and the default parameters.
+    Salt([u8; 16], [u8; VERIFIER_LEN]),
+    /// `vbox0$`: a row moved from the layout before: its PHC string without the hash.
+    Phc(&'a str, [u8; VERIFIER_LEN]),
 }
 
-/// How a log-in's password checked out.
-enum Checked {
-    /// Wrong (or an unknown username, or a row the data center cannot read).
-    No,
-    /// Right, by the box.
-    Yes,
-    /// Right, by a row of the layout before the box: to be enrolled now.
-    YesLegacy,
+impl<'a> Stored<'a> {
+    fn parse(row: &'a str) -> Option<Self> {
+        if let Some(rest) = row.strip_prefix(BOX_PREFIX) {
+            let (salt, verifier) = rest.split_once('$')?;
+            return Some(Stored::Salt(
+                hex::decode(salt).ok()?.try_into().ok()?,
+                hex::decode(verifier).ok()?.try_into().ok()?,
+            ));
+        }
+        let rest = row.strip_prefix(MOVED_PREFIX)?;
+        let (verifier, phc) = (rest.get(..2 * VERIFIER_LEN)?, rest.get(2 * VERIFIER_LEN..)?);
+        Some(Stored::Phc(
+            phc,
+            hex::decode(verifier).ok()?.try_into().ok()?,
+        ))
+    }
 }
 
-/// Checks `password` against `stored` (the mailer's row). With no row, the same work is
-/// done all the same (an Argon2id and a box command that fails), so an unknown username
-/// takes as long as a wrong password.
+/// Checks `password` against `stored` (the mailer's row), by the box. An unknown username,
+/// a row of the layout before the box (moved at every start, so written since by someone
+/// else than the data center) or an unreadable row is refused after the same work (an
+/// Argon2id and a box command that fails), so none of them answers sooner than a wrong
+/// password.
 async fn verify_password(
     dc: &Datacenter,
     mailer: Option<String>,
     password: Zeroizing<String>,
     stored: Option<String>,
-) -> Result<Checked, ApiError> {
-    let dc = dc.clone();
-    with_argon2(move || {
+) -> Result<bool, ApiError> {
+    let pepper = dc.pepper.clone();
+    let (id, h, verifier) = with_argon2(move || {
         let id = mailer
             .as_deref()
             .and_then(|m| crate::indicia::mailer_bytes(m, STEP).ok());
-        let text = stored.as_deref().unwrap_or("");
-        if text.starts_with("$argon2") {
-            let ok = PasswordHash::new(text).is_ok_and(|h| {
-                argon2(&dc.pepper[..])
-                    .is_ok_and(|a| a.verify_password(password.as_bytes(), &h).is_ok())
-            });
-            return Ok(if ok && id.is_some() {
-                Checked::YesLegacy
-            } else {
-                Checked::No
-            });
+        let row = stored.as_deref().unwrap_or("");
+        let checked = match Stored::parse(row) {
+            Some(Stored::Salt(salt, v)) => {
+                Some((password_hash(&pepper[..], password.as_bytes(), &salt)?, v))
+            }
+            Some(Stored::Phc(phc, v)) => {
+                phc_hash(&pepper[..], password.as_bytes(), phc)?.map(|h| (h, v))
+            }
+            None => None,
+        };
+        if checked.is_none() && stored.is_some() {
+            tracing::warn!(
+                mailer = mailer.as_deref().unwrap_or(""),
+                "ALARM: a password row the box does not check (edited in the database?): refused"
+            );
         }
-        // Unknown username or unreadable row: a dummy salt and verifier, for the timing.
-        let (salt, verifier) = parse_box_row(text).unwrap_or(([7; 16], [0; VERIFIER_LEN]));
-        let h = password_hash(&dc.pepper[..], password.as_bytes(), &salt)?;
-        let data = authenticate_data(&id.unwrap_or([0; 16]), &h, &verifier);
-        let right = box_auth(&dc, vbox::ins::AUTHENTICATE_MAILER, &data)?.is_some();
-        Ok(if right && id.is_some() {
-            Checked::Yes
-        } else {
-            Checked::No
+        Ok(match checked {
+            Some((h, v)) => (id, h, v),
+            None => (
+                None,
+                password_hash(&pepper[..], password.as_bytes(), &[7; 16])?,
+                [0; VERIFIER_LEN],
+            ),
         })
     })
-    .await
+    .await?;
+    let data = Zeroizing::new(authenticate_data(&id.unwrap_or([0; 16]), &h, &verifier));
+    let right = box_auth(dc, vbox::ins::AUTHENTICATE_MAILER, data)
+        .await?
+        .is_some();
+    Ok(right && id.is_some())
+}
+
+/// Moves every row of the layout before the box (`$argon2id$…`, checked with the pepper
+/// alone) to the box, without the password: its hash is in the row, so the box makes the
+/// verifier of that hash, and the row keeps the PHC string without it (`vbox0$`). Run at
+/// start, before the service answers: afterwards no row a copy of the database could be
+/// guessed against is left, and a row of that layout written later is refused.
+pub(crate) async fn move_rows_to_the_box(dc: &Datacenter) -> anyhow::Result<()> {
+    let rows: Vec<(String, String)> = dc
+        .db
+        .run(STEP, |c| {
+            c.rows(
+                STEP,
+                "SELECT mailer_id, password_hash FROM mailers WHERE password_hash LIKE '$argon2%'",
+                args![],
+            )?
+            .into_iter()
+            .map(|r| Ok((r.text(0)?, r.text(1)?)))
+            .collect()
+        })
+        .await
+        .map_err(|e| anyhow::anyhow!("{}", e.message))?;
+    if rows.is_empty() {
+        return Ok(());
+    }
+    tracing::info!(rows = rows.len(), "moving password rows to the box");
+    for (i, (mailer, old)) in rows.into_iter().enumerate() {
+        let parsed = PasswordHash::new(&old).ok();
+        let hash = parsed
+            .as_ref()
+            .and_then(|p| p.hash)
+            .and_then(|o| <[u8; PASSWORD_HASH_LEN]>::try_from(o.as_bytes()).ok())
+            .map(Zeroizing::new);
+        let (Some(parsed), Some(hash), Ok(id)) =
+            (parsed, hash, crate::indicia::mailer_bytes(&mailer, STEP))
+        else {
+            tracing::warn!(mailer, "a password row of the layout before the box that cannot be read: left (it logs no one in)");
+            continue;
+        };
+        let phc = PasswordHash {
+            hash: None,
+            ..parsed
+        }
+        .to_string();
+        let v = box_verifier(dc, id, &hash)
+            .await
+            .map_err(|e| anyhow::anyhow!("moving password rows to the box: {}", e.message))?;
+        let new = format!("{MOVED_PREFIX}{}{phc}", hex::encode(v));
+        let m = mailer.clone();
+        dc.db
+            .run(STEP, move |c| {
+                c.exec(
+                    STEP,
+                    "UPDATE mailers SET password_hash = ?1 WHERE mailer_id = ?2 AND password_hash = ?3",
+                    args![new, m, old],
+                )
+            })
+            .await
+            .map_err(|e| anyhow::anyhow!("moving password rows to the box: {}", e.message))?;
+        if (i + 1) % 1000 == 0 {
+            tracing::info!(moved = i + 1, "moving password rows to the box");
+        }
+    }
+    Ok(())
 }
 
 /// A new session for `mailer`, stored as its token's hash.
@@ -378,60 +518,38 @@ pub(crate) async fn log_in(
         Some((m, h)) => (Some(m), Some(h)),
         None => (None, None),
     };
-    let password = Zeroizing::new(req.password);
-    let checked = verify_password(&dc, mailer.clone(), password.clone(), stored.clone()).await?;
-    if matches!(checked, Checked::No) {
-        tracing::warn!(username = %req.username, "failed log-in");
-        return Err(unauthenticated("wrong username or password"));
-    }
-    dc.db
-        .run(STEP, move |c| {
-            let key = if c.is_postgres() { "id" } else { "rowid" };
-            c.exec(
-                STEP,
-                &format!("DELETE FROM login_failures WHERE {key} = ?1"),
-                args![attempt],
-            )
-            .map(drop)
-        })
-        .await?;
-    let mailer = mailer.ok_or_else(|| unauthenticated("wrong username or password"))?;
-    if matches!(checked, Checked::YesLegacy) {
-        move_to_the_box(&dc, &mailer, password, stored).await;
-    }
-    dc.ensure_meter(&mailer).await?;
-    Ok(axum::Json(new_session(&dc, &mailer).await?))
-}
-
-/// A right log-in on a row of the layout before the box: the row is enrolled with the box
-/// now (compare-and-set on the old row, so a password changed meanwhile is not undone).
-/// Best effort: on failure the old row stays, and the next log-in tries again.
-async fn move_to_the_box(
-    dc: &Datacenter,
-    mailer: &str,
-    password: Zeroizing<String>,
-    old: Option<String>,
-) {
-    let moved = async {
-        let id = crate::indicia::mailer_bytes(mailer, STEP)?;
-        let new = enroll(dc, id, password).await?;
-        let m = mailer.to_owned();
+    // The attempt's failure row goes: a right password, or one not checked at all.
+    let uncount = |dc: Datacenter| async move {
         dc.db
             .run(STEP, move |c| {
+                let key = if c.is_postgres() { "id" } else { "rowid" };
                 c.exec(
                     STEP,
-                    "UPDATE mailers SET password_hash = ?1 WHERE mailer_id = ?2 AND password_hash = ?3",
-                    args![new, m, old.unwrap_or_default()],
+                    &format!("DELETE FROM login_failures WHERE {key} = ?1"),
+                    args![attempt],
                 )
+                .map(drop)
             })
             .await
     };
-    match moved.await {
-        Ok(_) => tracing::info!(mailer, "password verifier moved to the box"),
-        Err(e) => {
-            tracing::warn!(mailer, error = %e.message, "password verifier not moved to the box: next log-in")
-        }
+    let right =
+        match verify_password(&dc, mailer.clone(), Zeroizing::new(req.password), stored).await {
+            Ok(right) => right,
+            Err(e) => {
+                // Not checked (the box or the database unavailable): not a failure either, or
+                // an outage would lock the mailer out.
+                let _ = uncount(dc.clone()).await;
+                return Err(e);
+            }
+        };
+    if !right {
+        tracing::warn!(username = %req.username, "failed log-in");
+        return Err(unauthenticated("wrong username or password"));
     }
+    uncount(dc.clone()).await?;
+    let mailer = mailer.ok_or_else(|| unauthenticated("wrong username or password"))?;
+    dc.ensure_meter(&mailer).await?;
+    Ok(axum::Json(new_session(&dc, &mailer).await?))
 }
 
 /// `DELETE /v1/sessions/current`: the bearer token is forgotten.

@@ -2,8 +2,9 @@
 //! applet as the seed allows ("this function may be added to the steel box"): the mailers'
 //! password verifiers are made and checked under `K_auth`, a key generated inside the box
 //! that never leaves it. The database keeps each mailer's verifier; without the box it is
-//! worth nothing, so neither the database nor the data center's files (its pepper
-//! included) can be used to guess a password offline or to log in.
+//! worth nothing, so a copy of the database cannot be used to guess a password offline or
+//! to log in. The box authenticates no host: whoever can send it commands can enroll any
+//! mailer (docs/virtual-meter.md §8).
 //!
 //! The password hash is the data center's Argon2id of the password with the mailer's salt
 //! and its pepper: the memory-hard part stays on the data center's cores, the box adds one

@@ -121,9 +121,23 @@ fn password_hash(
     Ok(out)
 }
 
-/// The hash of a PHC string (its own algorithm, version, parameters and salt, with the
-/// pepper) of `password`; `None` for a string that is not one, or whose output is not
-/// 32 bytes.
+/// The parameters of an old PHC string if they are the ones every row of the layout before
+/// the box was made with (Argon2id, version 0x13, `Params::default()`), else `None`. The
+/// row is read from the database, so whoever edits it must not choose the work a log-in
+/// does: a memory cost of gigabytes would take the service down.
+fn old_layout_params(parsed: &PasswordHash<'_>) -> Option<Params> {
+    let params = Params::try_from(parsed).ok()?;
+    let d = Params::default();
+    let same = parsed.algorithm == Algorithm::Argon2id.ident()
+        && parsed.version == Some(Version::V0x13.into())
+        && (params.m_cost(), params.t_cost(), params.p_cost())
+            == (d.m_cost(), d.t_cost(), d.p_cost());
+    same.then_some(params)
+}
+
+/// The hash of a PHC string of the layout before the box (its salt, with the pepper and
+/// [`old_layout_params`]) of `password`; `None` for a string that is not one, has other
+/// parameters, or whose output is not 32 bytes.
 fn phc_hash(
     pepper: &[u8],
     password: &[u8],
@@ -133,7 +147,7 @@ fn phc_hash(
     let Ok(parsed) = PasswordHash::new(phc) else {
         return Ok(None);
     };
-    let (Ok(params), Some(salt)) = (Params::try_from(&parsed), parsed.salt) else {
+    let (Some(params), Some(salt)) = (old_layout_params(&parsed), parsed.salt) else {
         return Ok(None);
     };
     let done = argon2(pepper)?
@@ -331,10 +345,11 @@ pub(crate) async fn move_rows_to_the_box(dc: &Datacenter) -> anyhow::Result<()> 
             .and_then(|p| p.hash)
             .and_then(|o| <[u8; PASSWORD_HASH_LEN]>::try_from(o.as_bytes()).ok())
             .map(Zeroizing::new);
+        let parsed = parsed.filter(|p| old_layout_params(p).is_some());
         let (Some(parsed), Some(hash), Ok(id)) =
             (parsed, hash, crate::indicia::mailer_bytes(&mailer, STEP))
         else {
-            tracing::warn!(mailer, "a password row of the layout before the box that cannot be read: left (it logs no one in)");
+            tracing::warn!(mailer, "a password row of the layout before the box that cannot be read, or not of its parameters: left (it logs no one in)");
             continue;
         };
         let phc = PasswordHash {
@@ -615,5 +630,54 @@ pub(crate) async fn authenticate(
         }
         Ok(None) => unauthenticated("the session token is unknown or expired").into_response(),
         Err(e) => e.into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A PHC string of the layout before the box, as that layout made it.
+    fn old_row(password: &[u8]) -> String {
+        use argon2::password_hash::{PasswordHasher as _, SaltString};
+        let salt = SaltString::encode_b64(&[5; 16]).expect("salt");
+        argon2(b"pepper")
+            .expect("argon2")
+            .hash_password(password, &salt)
+            .expect("hash")
+            .to_string()
+    }
+
+    #[test]
+    fn an_old_row_is_checked_with_the_parameters_it_was_made_with_only() {
+        let row = old_row(b"secret");
+        let parsed = PasswordHash::new(&row).expect("phc");
+        assert!(old_layout_params(&parsed).is_some(), "{row}");
+        let hash = phc_hash(b"pepper", b"secret", &row)
+            .expect("no error")
+            .expect("a hash");
+        assert_eq!(&hash[..], parsed.hash.expect("hash").as_bytes());
+
+        // Edited parameters: a memory cost of 4 GiB, more passes, another variant or
+        // version. Each is refused before any Argon2 work is done.
+        let m = format!("m={}", Params::default().m_cost());
+        for (from, to) in [
+            (m.as_str(), "m=4194304"),
+            (",t=2,", ",t=1000,"),
+            (",p=1", ",p=16"),
+            ("$argon2id$", "$argon2i$"),
+            ("$v=19$", "$v=16$"),
+        ] {
+            assert!(row.contains(from), "{row} has {from}");
+            let edited = row.replacen(from, to, 1);
+            let parsed = PasswordHash::new(&edited).expect("still a PHC string");
+            assert!(old_layout_params(&parsed).is_none(), "{edited}");
+            assert!(
+                phc_hash(b"pepper", b"secret", &edited)
+                    .expect("no error")
+                    .is_none(),
+                "{edited}"
+            );
+        }
     }
 }

@@ -224,6 +224,17 @@ impl Db {
         schema: &'static str,
         connections: usize,
     ) -> anyhow::Result<Self> {
+        Self::postgres_waiting(url, schema, connections, POOL_WAIT).await
+    }
+
+    /// [`Db::postgres`] with a call's wait for a connection other than [`POOL_WAIT`] (the
+    /// pool's test waits 1 s).
+    async fn postgres_waiting(
+        url: &str,
+        schema: &'static str,
+        connections: usize,
+        wait: std::time::Duration,
+    ) -> anyhow::Result<Self> {
         let u = url.to_owned();
         let clients = tokio::task::spawn_blocking(move || {
             (0..connections.max(1))
@@ -238,7 +249,7 @@ impl Db {
             clients,
             turns: Arc::new(tokio::sync::Semaphore::new(n)),
             free: Mutex::new((0..n).rev().collect()),
-            wait: POOL_WAIT,
+            wait,
             check: std::sync::OnceLock::new(),
         })))
     }
@@ -448,13 +459,22 @@ mod tests {
             eprintln!("OPENPSD_TEST_POSTGRES unset: the connection pool is not tested");
             return None;
         };
-        let db = Db::postgres(&url, "CREATE TABLE IF NOT EXISTS pool_test (x BIGINT);", n)
-            .await
-            .unwrap();
+        let schema = "CREATE TABLE IF NOT EXISTS pool_test (x BIGINT);";
+        Some(Db::postgres_waiting(&url, schema, n, wait).await.unwrap())
+    }
+
+    /// Waits (up to 5 s) until every connection of the pool is taken: the calls spawned
+    /// before have begun, whatever the machine's load.
+    async fn all_taken(db: &Db) {
         let Db::Pg(slot) = db else { unreachable!() };
-        let mut slot = Arc::into_inner(slot).unwrap();
-        slot.wait = wait;
-        Some(Db::Pg(Arc::new(slot)))
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while slot.turns.available_permits() > 0 {
+            assert!(
+                Instant::now() < deadline,
+                "the spawned calls never took their connections"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
     }
 
     async fn hold(db: &Db, for_: Duration) -> Result<(), ApiError> {
@@ -482,7 +502,7 @@ mod tests {
             let db = db.clone();
             async move { hold(&db, Duration::from_millis(300)).await }
         });
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        all_taken(&db).await;
         let t0 = Instant::now();
         for _ in 0..3 {
             hold(&db, Duration::ZERO).await.unwrap();
@@ -498,7 +518,7 @@ mod tests {
             let db = db.clone();
             async move { hold(&db, Duration::from_secs(3)).await }
         });
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        all_taken(&db).await;
         let ran = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let r = {
             let ran = Arc::clone(&ran);

@@ -212,17 +212,13 @@ fn roots_check(
             let pending = c
                 .opt(step, "SELECT 1 FROM intents WHERE shard = ?1", args![s])?
                 .is_some();
-            let compared = if pending {
-                None
+            let same = if pending {
+                Ok(true)
             } else {
-                let ours = store::root(c, s, info.depth, &empty, step)?;
-                let theirs = boxh.shard_root(s).map_err(|r| {
-                    ApiError::unavailable(step, format!("READ SHARD: {}", r.meaning()))
-                })?;
-                Some((ours, theirs))
+                same_root(c, &boxh, &info, &empty, s, step)
             };
             locks::unlock_shards(c, step)?;
-            if compared.is_some_and(|(ours, theirs)| ours != theirs) {
+            if !same? {
                 tracing::error!(
                     shard = s,
                     "ALARM: the database reconnected to is older than the box"
@@ -239,6 +235,24 @@ fn roots_check(
         }
         Ok(())
     })
+}
+
+/// Whether the database's root of `shard` is the box's (READ SHARD). The caller holds the
+/// shard's lock and has finished or skipped its intents. A box that does not answer is
+/// 503: a running server answers its request so, a starting one tries again.
+fn same_root(
+    c: &mut sql::Conn<'_>,
+    boxh: &BoxHandle,
+    info: &BoxInfo,
+    empty: &EmptyHashes,
+    shard: u16,
+    step: &'static str,
+) -> Result<bool, ApiError> {
+    let ours = store::root(c, shard, info.depth, empty, step)?;
+    let theirs = boxh
+        .shard_root(shard)
+        .map_err(|r| ApiError::unavailable(step, format!("READ SHARD: {}", r.meaning())))?;
+    Ok(ours == theirs)
 }
 
 /// The slot of the `n`-th meter: shard `n mod shards`, index `n / shards` (`None` past the
@@ -487,13 +501,9 @@ impl Datacenter {
             let _ = locks::unlock_shards(c, STEP_OPEN);
             return Err(e);
         }
-        let ours = store::root(c, shard, self.info.depth, &self.empty, STEP_OPEN);
-        let theirs = self
-            .boxh
-            .shard_root(shard)
-            .map_err(|r| ApiError::internal(STEP_OPEN, format!("READ SHARD: {}", r.meaning())));
+        let same = same_root(c, &self.boxh, &self.info, &self.empty, shard, STEP_OPEN);
         locks::unlock_shards(c, STEP_OPEN)?;
-        Ok(ours? == theirs?)
+        same
     }
 
     /// `mailer`'s refill lock.

@@ -357,9 +357,7 @@ pub(crate) async fn move_rows_to_the_box(dc: &Datacenter) -> anyhow::Result<()> 
             ..parsed
         }
         .to_string();
-        let v = box_verifier(dc, id, &hash)
-            .await
-            .map_err(|e| anyhow::anyhow!("moving password rows to the box: {}", e.message))?;
+        let v = box_verifier(dc, id, &hash).await.map_err(moving_failed)?;
         let new = format!("{MOVED_PREFIX}{}{phc}", hex::encode(v));
         let m = mailer.clone();
         dc.db
@@ -371,12 +369,17 @@ pub(crate) async fn move_rows_to_the_box(dc: &Datacenter) -> anyhow::Result<()> 
                 )
             })
             .await
-            .map_err(|e| anyhow::anyhow!("moving password rows to the box: {}", e.message))?;
+            .map_err(moving_failed)?;
         if (i + 1) % 1000 == 0 {
             tracing::info!(moved = i + 1, "moving password rows to the box");
         }
     }
     Ok(())
+}
+
+/// The start's error when a row could not be moved (the box or the database failed).
+fn moving_failed(e: ApiError) -> anyhow::Error {
+    anyhow::anyhow!("moving password rows to the box: {}", e.message)
 }
 
 /// A new session for `mailer`, stored as its token's hash.

@@ -6,7 +6,8 @@
 //! again on the same card directory: a command whose answer the kill cut off is the crash
 //! between the box's commit and the database's, and RESUME heals it. Afterwards every
 //! meter's registers are exactly its pieces, every retry of a transaction ID answers the
-//! first bytes, and the auditor finds the ledger whole.
+//! first bytes, and the auditor finds the ledger whole. With the box down, log-ins answer
+//! 503 and count as no failure (the box checks every password).
 //!
 //! card-sim is another package's binary: build it first (`cargo build -p
 //! openpsd-card-sim`; `cargo test --workspace` does). The test looks for it beside this
@@ -272,6 +273,45 @@ async fn the_box_process_killed_mid_load_loses_and_creates_nothing() {
         let after: MeterView = m.get("/v1/meter").await.unwrap();
         assert_eq!((after.used, after.pieces), (before.used, before.pieces));
     }
+
+    // Log-ins while the box is down: the box checks every password, so none can be checked,
+    // right or wrong: 503, and none counts as a failure. Seven attempts are more than the
+    // five failures that throttle a username; once the box is back, a wrong password is
+    // still refused and the right one logs in.
+    sim.kill9();
+    let log_in = |password: &str| {
+        let creds = MailerCredentials {
+            username: "mailer0".into(),
+            password: password.into(),
+        };
+        let anon = anon.clone();
+        async move { anon.post::<_, MailerSession>("/v1/sessions", &creds).await }
+    };
+    for n in 0..7 {
+        let password = if n % 2 == 0 {
+            "a-long-enough-password"
+        } else {
+            "a-wrong-guess-of-it"
+        };
+        let e = log_in(password).await.expect_err("the box is down");
+        assert_eq!(e.status, 503, "attempt {n}: {e:?}");
+    }
+    sim.restart();
+    // The data center's link finds the box again on its next command.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let e = loop {
+        let e = log_in("a-wrong-guess-of-it")
+            .await
+            .expect_err("wrong password");
+        if e.status != 503 || std::time::Instant::now() > deadline {
+            break e;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(e.status, 401, "{e:?}");
+    let s = log_in("a-long-enough-password").await.unwrap();
+    let v: MeterView = anon.with_bearer(&s.token).get("/v1/meter").await.unwrap();
+    assert_eq!(v.pieces, u32::try_from(all[0].len()).unwrap());
 
     // The data center killed too and started again on the box it finds personalized: its
     // roots are the box's, and it serves.

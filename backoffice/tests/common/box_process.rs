@@ -126,9 +126,19 @@ impl CardSim {
 
     /// SIGKILL, then the same command again on the same card and address.
     pub fn kill9_and_restart(&mut self) {
+        self.kill9();
+        self.restart();
+    }
+
+    /// SIGKILL: the box is down until [`CardSim::restart`].
+    pub fn kill9(&mut self) {
         self.child.kill().expect("kill -9");
         let status = self.child.wait().expect("reaped");
         assert!(!status.success(), "card-sim was killed");
+    }
+
+    /// The same command again on the same card and address.
+    pub fn restart(&mut self) {
         *self = CardSim::spawn(&self.state, &self.addr, &self.extra, self.log.clone());
     }
 }

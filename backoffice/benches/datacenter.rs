@@ -351,7 +351,11 @@ async fn main() {
             card_sim = Some(child);
         }
         Some(other) => {
-            config.box_at = openpsd_datacenter::boxhost::BoxAt::parse(other, tmp.path()).unwrap();
+            config.box_at = openpsd_datacenter::boxhost::BoxAt::parse(
+                other,
+                &openpsd_datacenter::boxhost::LocalBox::in_data(&tmp.path().join("datacenter")),
+            )
+            .unwrap();
         }
     }
     let database = openpsd_datacenter::Database::new(

@@ -354,6 +354,13 @@ struct Serve {
         default_value = "in-process"
     )]
     box_at: String,
+    /// With --role datacenter and --box in-process: the file of the key the box's store
+    /// (DATA/box) is sealed under, made at the first start. Default: beside the data
+    /// directory, `<DATA>.box-storage-key`, so a copy of DATA holds the box's keys sealed
+    /// without the key that opens them; keep it on another volume for more. Lost, the box
+    /// is lost (docs/virtual-meter.md §9).
+    #[arg(long, value_name = "FILE")]
+    box_storage_key: Option<PathBuf>,
     /// With --role datacenter: how many seconds old the KMS's word that a meter is in
     /// service (registered, not revoked) may be for a new indicium; a revocation stops
     /// printing within this time. 0 asks the KMS before every request.
@@ -680,7 +687,13 @@ async fn serve(s: Serve) -> Result<()> {
             config.database_url = role_database_url(&s.database_url, DATACENTER_DATABASE_ENV);
             config.box_at = openpsd_datacenter::boxhost::BoxAt::parse(
                 &s.box_at,
-                &s.data.join(openpsd_datacenter::BOX_DIR),
+                &openpsd_datacenter::boxhost::LocalBox {
+                    key: s
+                        .box_storage_key
+                        .clone()
+                        .unwrap_or(openpsd_datacenter::boxhost::LocalBox::in_data(&s.data).key),
+                    ..openpsd_datacenter::boxhost::LocalBox::in_data(&s.data)
+                },
             )?;
             config.standing_recheck = std::time::Duration::from_secs(s.standing_recheck);
             config.database_connections = usize::from(s.database_connections);

@@ -282,22 +282,36 @@ pub fn storage_key_path(dir: &Path) -> PathBuf {
 }
 
 fn read_storage_key(dir: &Path) -> Result<StorageKey, StoreError> {
-    let path = storage_key_path(dir);
-    let text = fs::read_to_string(&path)
-        .map_err(|e| StoreError::Io(format!("storage key {}: {e}", path.display())))?;
-    let bytes: [u8; STORAGE_KEY_LEN] = hex::decode(text.trim())
-        .ok()
-        .and_then(|b| b.try_into().ok())
-        .ok_or(StoreError::Corrupt("storage key file is not 32 hex bytes"))?;
-    Ok(StorageKey::new(bytes))
+    read_storage_key_at(&storage_key_path(dir))
+}
+
+/// The storage key in the file `path` (64 hex digits).
+pub fn read_storage_key_at(path: &Path) -> Result<StorageKey, StoreError> {
+    let text = zeroize::Zeroizing::new(
+        fs::read_to_string(path)
+            .map_err(|e| StoreError::Io(format!("storage key {}: {e}", path.display())))?,
+    );
+    let decoded = zeroize::Zeroizing::new(hex::decode(text.trim()).unwrap_or_default());
+    let mut bytes: [u8; STORAGE_KEY_LEN] = decoded
+        .as_slice()
+        .try_into()
+        .map_err(|_| StoreError::Corrupt("storage key file is not 32 hex bytes"))?;
+    let key = StorageKey::new(bytes);
+    zeroize::Zeroize::zeroize(&mut bytes);
+    Ok(key)
 }
 
 fn make_storage_key(dir: &Path) -> Result<StorageKey, StoreError> {
-    let path = storage_key_path(dir);
+    make_storage_key_at(&storage_key_path(dir))
+}
+
+/// A new random storage key, written durably to the new file `path` (mode 0600; an error
+/// if it exists).
+pub fn make_storage_key_at(path: &Path) -> Result<StorageKey, StoreError> {
     let mut key = [0u8; STORAGE_KEY_LEN];
     OsPlatform::default().fill_random(&mut key);
     let text = zeroize::Zeroizing::new(hex::encode(key));
-    write_new_durably(&path, text.as_bytes())
+    write_new_durably(path, text.as_bytes())
         .map_err(|e| StoreError::Io(format!("creating storage key {}: {e}", path.display())))?;
     let k = StorageKey::new(key);
     zeroize::Zeroize::zeroize(&mut key);

@@ -94,3 +94,16 @@ pub mod vbox {
         0x2000 + (index & 0x0FFF)
     }
 }
+
+/// Records a host keeps in a card's store beside the applets' (no applet reads them).
+pub mod host {
+    use super::*;
+
+    /// Every ID a host may use.
+    pub const RANGE: RangeInclusive<RecordId> = 0xF000..=0xF0FF;
+    /// Present in a store whose records are sealed under a storage key: the data center's
+    /// in-process box store (sealed since stop 40; a store without it is of the layout
+    /// before, sealed at its next start). Its value is a label, sealed like every record, so
+    /// opening it also tells a wrong key from a corrupt record.
+    pub const SEALED: RecordId = 0xF000;
+}

@@ -30,10 +30,13 @@ use std::time::{Duration, Instant};
 
 use card_sim::file_store::FileStore;
 use card_sim::os_platform::{Clock, OsPlatform};
+use card_sim::sim::{make_storage_key_at, read_storage_key_at};
 use card_sim::transport::TcpCardClient;
 use openpsd_core::card::Card;
 use openpsd_core::crypto::PUBLIC_KEY_LEN;
+use openpsd_core::records::host as rec;
 use openpsd_core::status::Status;
+use openpsd_core::store::{SealedStore, StorageKey, Store as _, StoreError, Write};
 use openpsd_core::types::DeviceId;
 use openpsd_core::vbox::merkle::Hash;
 use openpsd_core::vbox::{ins, vbox_card, CLA_VBOX, VBOX_AID};
@@ -41,13 +44,42 @@ use openpsd_service_kit::codec;
 use openpsd_service_kit::pki::Pki;
 use openpsd_service_kit::tls::{client_config, Role};
 use rustls::ClientConfig;
+use zeroize::Zeroize as _;
+
+/// The in-process box's memory: a card-sim file store in `dir`, its records sealed under
+/// the storage key in the file `key` (both created the first time).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LocalBox {
+    /// The store's directory (`DATA/box`).
+    pub dir: PathBuf,
+    /// The storage key's file, kept out of the data directory by default
+    /// ([`LocalBox::in_data`]).
+    pub key: PathBuf,
+}
+
+impl LocalBox {
+    /// The default for the data directory `data`: the store in `DATA/box`, its key beside
+    /// the data directory in `<DATA>.box-storage-key`, so that a copy of the data directory
+    /// (a backup, a stolen disk image of it) holds the box's records sealed and not the key
+    /// that opens them. A data directory with no name of its own (`/`) keeps it inside.
+    pub fn in_data(data: &Path) -> Self {
+        let dir = data.join(crate::BOX_DIR);
+        let absolute = std::path::absolute(data).unwrap_or_else(|_| data.to_owned());
+        let key = match absolute.file_name() {
+            Some(name) => {
+                absolute.with_file_name(format!("{}.box-storage-key", name.to_string_lossy()))
+            }
+            None => data.join("box.storage-key"),
+        };
+        Self { dir, key }
+    }
+}
 
 /// Where the box is.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum BoxAt {
-    /// In this process, its memory a card-sim file store in this directory (created the
-    /// first time).
-    InProcess(PathBuf),
+    /// In this process, its memory a sealed card-sim file store (created the first time).
+    InProcess(LocalBox),
     /// A `card-sim serve --tcp` process at this address (`HOST:PORT`, loopback: the plain
     /// framing has no TLS).
     Tcp(String),
@@ -57,10 +89,10 @@ pub enum BoxAt {
 }
 
 impl BoxAt {
-    /// `tcp:HOST:PORT`, `tls:HOST:PORT`, or `in-process` with the store in `dir`.
-    pub fn parse(text: &str, dir: &Path) -> anyhow::Result<Self> {
+    /// `tcp:HOST:PORT`, `tls:HOST:PORT`, or `in-process` with its memory at `local`.
+    pub fn parse(text: &str, local: &LocalBox) -> anyhow::Result<Self> {
         if text == "in-process" {
-            return Ok(Self::InProcess(dir.to_owned()));
+            return Ok(Self::InProcess(local.clone()));
         }
         let expected = || {
             anyhow::anyhow!("--box {text:?}: expected in-process, tcp:HOST:PORT or tls:HOST:PORT")
@@ -83,7 +115,7 @@ impl BoxAt {
 impl std::fmt::Display for BoxAt {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Self::InProcess(d) => write!(f, "in-process ({})", d.display()),
+            Self::InProcess(l) => write!(f, "in-process ({})", l.dir.display()),
             Self::Tcp(a) => write!(f, "tcp:{a}"),
             Self::Tls(a) => write!(f, "tls:{a}"),
         }
@@ -122,28 +154,132 @@ pub struct BoxHost {
 }
 
 enum Link {
-    /// The card in this process and its store's directory; `None` after its memory failed
+    /// The card in this process and where its memory is; `None` after its memory failed
     /// and could not be re-read yet.
-    Local(Option<Box<Card<FileStore, OsPlatform>>>, PathBuf),
+    Local(Option<Box<LocalCard>>, LocalBox),
     Tcp(TcpBox),
 }
 
-/// The in-process box in `dir`, loaded from its store and selected; the store is created
+/// The in-process box: the applet on a sealed file store.
+type LocalCard = Card<SealedStore<FileStore>, OsPlatform>;
+
+/// What the sealed marker record holds.
+const SEALED_LABEL: &[u8] = b"openpsd datacenter box store sealed v1";
+
+/// The in-process box at `at`, loaded from its store and selected; the store is created
 /// if there is none only when `create`.
-fn local_card(dir: &Path, create: bool) -> anyhow::Result<Box<Card<FileStore, OsPlatform>>> {
-    let store = if dir.join("state.log").exists() {
-        FileStore::open(dir)
-    } else if !create {
-        anyhow::bail!("no box store at {}", dir.display());
-    } else {
-        std::fs::create_dir_all(dir)?;
-        FileStore::create(dir)
-    }
-    .map_err(|e| anyhow::anyhow!("the box's store {}: {e:?}", dir.display()))?;
+fn local_card(at: &LocalBox, create: bool) -> anyhow::Result<Box<LocalCard>> {
+    let store = sealed_store(at, create)?;
     let mut card = vbox_card(store, OsPlatform::new(Clock::System))
         .map_err(|e| anyhow::anyhow!("loading the box: {e:?}"))?;
     split(card.transmit(&select_apdu())).map_err(|r| anyhow::anyhow!("SELECT: {}", r.meaning()))?;
     Ok(Box::new(card))
+}
+
+/// The box's store at `at`, sealed (AES-SIV, `core::store::SealedStore`, as card-sim seals
+/// a card's) under the key in `at.key`:
+/// - a sealed store (it holds the marker `records::host::SEALED`) opens under its key; a
+///   missing key or another key is an error, never a new key;
+/// - a store of the layout before (records in clear, before stop 40) is sealed in one
+///   commit with the marker, the key made first (durably) or taken from a sealing a crash
+///   cut short, and its log rewritten so the records in clear leave the file;
+/// - no store: a new one, sealed from its first record, only when `create`.
+fn sealed_store(at: &LocalBox, create: bool) -> anyhow::Result<SealedStore<FileStore>> {
+    let dir = &at.dir;
+    let failed = |what: &str, e: StoreError| {
+        anyhow::anyhow!("the box's store {}: {what}: {e:?}", dir.display())
+    };
+    if !dir.join("state.log").exists() {
+        if !create {
+            anyhow::bail!("no box store at {}", dir.display());
+        }
+        std::fs::create_dir_all(dir)?;
+        let store = FileStore::create(dir).map_err(|e| failed("creating", e))?;
+        let mut sealed = SealedStore::new(store, key_for_sealing(&at.key)?);
+        sealed
+            .commit(&[sealed_marker()])
+            .map_err(|e| failed("marking it sealed", e))?;
+        tracing::info!(dir = %dir.display(), key = %at.key.display(), "a new box store, sealed under a new storage key");
+        return Ok(sealed);
+    }
+    let store = FileStore::open(dir).map_err(|e| failed("opening", e))?;
+    if store
+        .read(rec::SEALED)
+        .map_err(|e| failed("reading", e))?
+        .is_some()
+    {
+        let key = read_storage_key_at(&at.key).map_err(|e| {
+            anyhow::anyhow!(
+                "the box's store {} is sealed, and its storage key {} cannot be read ({e:?}): \
+                 without it the box's keys and roots cannot be read; restore that file",
+                dir.display(),
+                at.key.display()
+            )
+        })?;
+        let sealed = SealedStore::new(store, key);
+        let opens = sealed
+            .read(rec::SEALED)
+            .ok()
+            .flatten()
+            .is_some_and(|v| v == SEALED_LABEL);
+        anyhow::ensure!(
+            opens,
+            "the box's store {} does not open under the storage key {}: that key is not this \
+             box's (restore the right file)",
+            dir.display(),
+            at.key.display()
+        );
+        return Ok(sealed);
+    }
+    // The layout before: every record in clear. All of them sealed in one commit.
+    let key = key_for_sealing(&at.key)?;
+    let mut writes = store
+        .ids()
+        .map_err(|e| failed("listing", e))?
+        .into_iter()
+        .map(|id| {
+            Ok(Write {
+                id,
+                value: store.read(id)?,
+            })
+        })
+        .collect::<Result<Vec<_>, StoreError>>()
+        .map_err(|e| failed("reading", e))?;
+    let records = writes.len();
+    writes.push(sealed_marker());
+    let mut sealed = SealedStore::new(store, key);
+    let done = sealed.commit(&writes);
+    for w in &mut writes {
+        if let Some(v) = w.value.as_mut() {
+            v.zeroize();
+        }
+    }
+    done.map_err(|e| failed("sealing", e))?;
+    // The records in clear are still earlier frames of the log: rewrite it without them
+    // (the sealing stands if this fails; the next compaction drops them then).
+    if let Err(e) = sealed.forget_history() {
+        tracing::warn!(dir = %dir.display(), error = ?e, "the box's store is sealed, but its log still holds the records in clear until its next compaction");
+    }
+    tracing::info!(dir = %dir.display(), key = %at.key.display(), records, "the box's store, of the layout before, sealed under a new storage key");
+    Ok(sealed)
+}
+
+/// The storage key to seal a store with: the one in `path` if a sealing a crash cut short
+/// (or a new store's) made it already, else a new one written there durably.
+fn key_for_sealing(path: &Path) -> anyhow::Result<StorageKey> {
+    let key = if path.exists() {
+        read_storage_key_at(path)
+    } else {
+        make_storage_key_at(path)
+    };
+    key.map_err(|e| anyhow::anyhow!("the box's storage key {}: {e:?}", path.display()))
+}
+
+fn sealed_marker() -> Write {
+    Write {
+        id: rec::SEALED,
+        value: Some(SEALED_LABEL.to_vec()),
+    }
 }
 
 /// A `card-sim serve --tcp` box: the address, the TLS configuration when the link is
@@ -232,13 +368,14 @@ impl TcpBox {
 impl Link {
     fn transmit(&mut self, apdu: &[u8], again: bool) -> Result<Vec<u8>, Refused> {
         match self {
-            Link::Local(slot, dir) => {
+            Link::Local(slot, at) => {
+                let dir = &at.dir;
                 if slot.is_none() {
                     // Only the store that failed is re-opened, never a new one: a volume
                     // gone from under the box (its mount point left empty) must not turn
                     // into a blank box whose refusals would drop intents the real one
                     // may have committed. No store there: no answer (`LOST`), intents kept.
-                    match local_card(dir, false) {
+                    match local_card(at, false) {
                         Ok(c) => {
                             tracing::info!(dir = %dir.display(), "the box's memory re-read after a failed write");
                             *slot = Some(c);
@@ -254,7 +391,7 @@ impl Link {
                 // A write whose outcome is unknown (`6581`): the store refuses commits until
                 // re-opened, as a card re-reads its memory at power-up; the command's intent
                 // is kept (its outcome unknown) and RESUME settles it on the re-read card.
-                if card.store().has_failed() {
+                if card.store().inner().has_failed() {
                     tracing::warn!(dir = %dir.display(), "the box's memory failed: re-reading it");
                     *slot = None;
                 }
@@ -316,7 +453,7 @@ impl BoxHost {
     /// center's, for a TLS box (its `datacenter` certificate and the CA).
     pub fn connect(at: &BoxAt, pki: Option<&Pki>) -> anyhow::Result<Self> {
         let link = match at {
-            BoxAt::InProcess(dir) => Link::Local(Some(local_card(dir, true)?), dir.clone()),
+            BoxAt::InProcess(at) => Link::Local(Some(local_card(at, true)?), at.clone()),
             BoxAt::Tcp(addr) => {
                 let mut t = TcpBox {
                     addr: addr.clone(),
@@ -360,25 +497,6 @@ impl BoxHost {
                 txn_key: [0; PUBLIC_KEY_LEN],
             },
         })
-    }
-
-    /// Opens the box in `dir` (creating and personalizing it the first time with a fresh
-    /// box ID, `shards` × `depth`, and the vendor's and the KMS's keys).
-    pub fn open(
-        dir: &Path,
-        shards: u16,
-        depth: u8,
-        vendor_key: &[u8; PUBLIC_KEY_LEN],
-        refill_key: &[u8; PUBLIC_KEY_LEN],
-    ) -> anyhow::Result<Self> {
-        let mut host = Self::connect(&BoxAt::InProcess(dir.to_owned()), None)?;
-        match host.read_info()? {
-            Some(info) => host.info = info,
-            None => {
-                host.personalize(shards, depth, vendor_key, refill_key)?;
-            }
-        }
-        Ok(host)
     }
 
     /// PERSONALIZE of a blank box: a fresh box ID, `shards` × `depth`, the vendor's and the
@@ -484,22 +602,6 @@ pub struct BoxHandle {
 const GONE: Refused = LOST;
 
 impl BoxHandle {
-    /// Opens the box ([`BoxHost::open`]) in `dir`, in this process, on its own thread.
-    pub fn spawn(
-        dir: &Path,
-        shards: u16,
-        depth: u8,
-        vendor_key: [u8; PUBLIC_KEY_LEN],
-        refill_key: [u8; PUBLIC_KEY_LEN],
-    ) -> anyhow::Result<(Self, BoxInfo)> {
-        let (h, info) = Self::connect(&BoxAt::InProcess(dir.to_owned()), None)?;
-        let info = match info {
-            Some(i) => i,
-            None => h.personalize(shards, depth, vendor_key, refill_key)?,
-        };
-        Ok((h, info))
-    }
-
     /// Opens the link to the box at `at` on its own thread ([`BoxHost::connect`]; `pki`
     /// for a TLS box), and reads what the box says of itself: `None` while it is blank
     /// ([`BoxHandle::personalize`] it then).
@@ -582,12 +684,142 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
 
+    /// P-256's generator, SEC1 uncompressed: a valid public key for PERSONALIZE.
+    const G: &str = "046b17d1f2e12c4247f8bce6e563a440f277037d812deb33a0f4a13945d898c2964fe342e2fe1a7f9b8ee7eb4a7c0f9e162bce33576b315ececbb6406837bf51f5";
+
+    fn g() -> [u8; PUBLIC_KEY_LEN] {
+        hex::decode(G).unwrap().try_into().unwrap()
+    }
+
+    fn log_of(local: &LocalBox) -> Vec<u8> {
+        std::fs::read(local.dir.join("state.log")).unwrap()
+    }
+
+    fn contains(hay: &[u8], needle: &[u8]) -> bool {
+        hay.windows(needle.len()).any(|w| w == needle)
+    }
+
+    /// The box's configuration record (its secret keys) as the store holds it.
+    fn config_record(local: &LocalBox) -> Vec<u8> {
+        FileStore::open(&local.dir)
+            .unwrap()
+            .read(openpsd_core::records::vbox::CONFIG)
+            .unwrap()
+            .unwrap()
+    }
+
+    #[test]
+    fn the_in_process_box_store_is_sealed_under_a_key_kept_beside_the_data_directory() {
+        let tmp = tempfile::tempdir().unwrap();
+        let local = LocalBox::in_data(&tmp.path().join("dc"));
+        let info = {
+            let mut h = BoxHost::connect(&BoxAt::InProcess(local.clone()), None).unwrap();
+            h.personalize(2, 4, &g(), &g()).unwrap()
+        };
+        assert!(local.key.exists() && !local.key.starts_with(tmp.path().join("dc")));
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(&local.key).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        // What the file holds does not open without the key: the configuration record
+        // is not the box's plain layout (its ID would be at its start, in clear).
+        let stored = config_record(&local);
+        assert!(!contains(&stored, &info.box_id.0), "the box ID in clear");
+        assert!(!contains(&log_of(&local), &info.box_id.0), "the box ID in the log");
+        // Opened again under its key: the same box.
+        let mut h = BoxHost::connect(&BoxAt::InProcess(local.clone()), None).unwrap();
+        assert_eq!(h.read_info().unwrap(), Some(info.clone()));
+        drop(h);
+
+        // Without its key, or under another: a clear error, nothing made or changed.
+        let key = std::fs::read(&local.key).unwrap();
+        let log = log_of(&local);
+        std::fs::remove_file(&local.key).unwrap();
+        let e = BoxHost::connect(&BoxAt::InProcess(local.clone()), None)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("is sealed") && e.contains("box-storage-key"), "{e}");
+        assert!(!local.key.exists(), "no new key made for a sealed store");
+        make_storage_key_at(&local.key).unwrap();
+        let e = BoxHost::connect(&BoxAt::InProcess(local.clone()), None)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("not this box's"), "{e}");
+        assert_eq!(log_of(&local), log, "the store untouched");
+        std::fs::write(&local.key, key).unwrap();
+        let mut h = BoxHost::connect(&BoxAt::InProcess(local), None).unwrap();
+        assert_eq!(h.read_info().unwrap(), Some(info));
+    }
+
+    /// A box store of the layout before stop 40 (records in clear, as the data center kept
+    /// it until then): personalized in clear here, then opened by this data center.
+    fn plain_box(local: &LocalBox) -> (Vec<u8>, [u8; 8]) {
+        std::fs::create_dir_all(&local.dir).unwrap();
+        let store = FileStore::create(&local.dir).unwrap();
+        let mut card = vbox_card(store, OsPlatform::new(Clock::System)).unwrap();
+        split(card.transmit(&select_apdu())).unwrap();
+        let id = *b"VBplain1";
+        let mut d = id.to_vec();
+        d.extend_from_slice(&2u16.to_be_bytes());
+        d.push(4);
+        d.extend_from_slice(&g());
+        d.extend_from_slice(&g());
+        split(card.transmit(&apdu(ins::PERSONALIZE, 0, 0, &d).unwrap())).unwrap();
+        drop(card);
+        let plain = config_record(local);
+        assert!(contains(&plain, &id), "the layout before holds the box in clear");
+        (plain, id)
+    }
+
+    #[test]
+    fn a_box_store_of_the_layout_before_is_sealed_at_its_next_start_and_keeps_its_box() {
+        let tmp = tempfile::tempdir().unwrap();
+        let local = LocalBox::in_data(&tmp.path().join("dc"));
+        let (plain, id) = plain_box(&local);
+        assert!(!local.key.exists());
+        let mut h = BoxHost::connect(&BoxAt::InProcess(local.clone()), None).unwrap();
+        let info = h.read_info().unwrap().unwrap();
+        assert_eq!(info.box_id.0, id, "the same box, keys and all");
+        drop(h);
+        assert!(local.key.exists());
+        let log = log_of(&local);
+        assert!(!contains(&log, &plain), "the record in clear left the log");
+        assert!(!contains(&log, &id), "no trace of the box ID in clear");
+        let mut h = BoxHost::connect(&BoxAt::InProcess(local), None).unwrap();
+        assert_eq!(h.read_info().unwrap(), Some(info));
+    }
+
+    #[test]
+    fn a_sealing_cut_short_after_its_key_was_made_is_done_again_with_that_key() {
+        let tmp = tempfile::tempdir().unwrap();
+        let local = LocalBox::in_data(&tmp.path().join("dc"));
+        let (_, id) = plain_box(&local);
+        // The crash: the key written, the store not yet sealed.
+        make_storage_key_at(&local.key).unwrap();
+        let key = std::fs::read(&local.key).unwrap();
+        let mut h = BoxHost::connect(&BoxAt::InProcess(local.clone()), None).unwrap();
+        assert_eq!(h.read_info().unwrap().unwrap().box_id.0, id);
+        drop(h);
+        assert_eq!(std::fs::read(&local.key).unwrap(), key, "that key, not another");
+        assert!(!contains(&log_of(&local), &id));
+    }
+
     #[test]
     fn box_addresses_parse_by_scheme() {
-        let dir = Path::new("/data/box");
+        let local = LocalBox::in_data(Path::new("/srv/dc"));
+        assert_eq!(
+            local,
+            LocalBox {
+                dir: "/srv/dc/box".into(),
+                key: "/srv/dc.box-storage-key".into()
+            },
+            "the key beside the data directory, not in it"
+        );
+        let dir = &local;
         assert_eq!(
             BoxAt::parse("in-process", dir).unwrap(),
-            BoxAt::InProcess(dir.to_owned())
+            BoxAt::InProcess(local.clone())
         );
         assert_eq!(
             BoxAt::parse("tcp:127.0.0.1:35990", dir).unwrap(),

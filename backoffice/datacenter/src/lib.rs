@@ -144,7 +144,7 @@ impl Config {
             max_dr: 1_000_000,
             database_url: None,
             database_connections: usize::from(DEFAULT_CONNECTIONS),
-            box_at: BoxAt::InProcess(data.join(BOX_DIR)),
+            box_at: BoxAt::InProcess(boxhost::LocalBox::in_data(&data)),
             standing_recheck: std::time::Duration::from_secs(60),
             data,
         }

@@ -231,23 +231,26 @@ fn sealed_store(at: &LocalBox, create: bool) -> anyhow::Result<SealedStore<FileS
         );
         return Ok(sealed);
     }
-    // The layout before: every record in clear. All of them sealed in one commit.
-    let key = key_for_sealing(&at.key)?;
-    let mut writes = store
-        .ids()
-        .map_err(|e| failed("listing", e))?
-        .into_iter()
-        .map(|id| {
-            Ok(Write {
-                id,
-                value: store.read(id)?,
-            })
-        })
-        .collect::<Result<Vec<_>, StoreError>>()
-        .map_err(|e| failed("reading", e))?;
+    // The layout before: every record in clear, which the box must read as such before
+    // anything is made or written (not a sealed store that lost its marker, whose key
+    // may be missing too).
+    let mut store = store;
+    if let Err(e) = vbox_card(&mut store, OsPlatform::new(Clock::System)) {
+        anyhow::bail!(
+            "the box's store {} is not marked sealed, and does not read as a store in clear \
+             either ({e:?}): refusing to open it; restore the store",
+            dir.display()
+        );
+    }
+    // All of them sealed in one commit.
+    let mut sealed = SealedStore::new(store, key_for_sealing(&at.key)?);
+    let mut writes = Vec::new();
+    for id in sealed.inner().ids().map_err(|e| failed("listing", e))? {
+        let value = sealed.inner().read(id).map_err(|e| failed("reading", e))?;
+        writes.push(Write { id, value });
+    }
     let records = writes.len();
     writes.push(sealed_marker());
-    let mut sealed = SealedStore::new(store, key);
     let done = sealed.commit(&writes);
     for w in &mut writes {
         if let Some(v) = w.value.as_mut() {
@@ -724,7 +727,10 @@ mod tests {
         // is not the box's plain layout (its ID would be at its start, in clear).
         let stored = config_record(&local);
         assert!(!contains(&stored, &info.box_id.0), "the box ID in clear");
-        assert!(!contains(&log_of(&local), &info.box_id.0), "the box ID in the log");
+        assert!(
+            !contains(&log_of(&local), &info.box_id.0),
+            "the box ID in the log"
+        );
         // Opened again under its key: the same box.
         let mut h = BoxHost::connect(&BoxAt::InProcess(local.clone()), None).unwrap();
         assert_eq!(h.read_info().unwrap(), Some(info.clone()));
@@ -738,7 +744,10 @@ mod tests {
             .err()
             .unwrap()
             .to_string();
-        assert!(e.contains("is sealed") && e.contains("box-storage-key"), "{e}");
+        assert!(
+            e.contains("is sealed") && e.contains("box-storage-key"),
+            "{e}"
+        );
         assert!(!local.key.exists(), "no new key made for a sealed store");
         make_storage_key_at(&local.key).unwrap();
         let e = BoxHost::connect(&BoxAt::InProcess(local.clone()), None)
@@ -768,7 +777,10 @@ mod tests {
         split(card.transmit(&apdu(ins::PERSONALIZE, 0, 0, &d).unwrap())).unwrap();
         drop(card);
         let plain = config_record(local);
-        assert!(contains(&plain, &id), "the layout before holds the box in clear");
+        assert!(
+            contains(&plain, &id),
+            "the layout before holds the box in clear"
+        );
         (plain, id)
     }
 
@@ -801,8 +813,57 @@ mod tests {
         let mut h = BoxHost::connect(&BoxAt::InProcess(local.clone()), None).unwrap();
         assert_eq!(h.read_info().unwrap().unwrap().box_id.0, id);
         drop(h);
-        assert_eq!(std::fs::read(&local.key).unwrap(), key, "that key, not another");
+        assert_eq!(
+            std::fs::read(&local.key).unwrap(),
+            key,
+            "that key, not another"
+        );
         assert!(!contains(&log_of(&local), &id));
+    }
+
+    #[test]
+    fn a_sealed_store_whose_marker_was_taken_out_is_refused_not_sealed_again() {
+        let tmp = tempfile::tempdir().unwrap();
+        let local = LocalBox::in_data(&tmp.path().join("dc"));
+        let info = BoxHost::connect(&BoxAt::InProcess(local.clone()), None)
+            .unwrap()
+            .personalize(2, 4, &g(), &g())
+            .unwrap();
+        let mut store = FileStore::open(&local.dir).unwrap();
+        store
+            .commit(&[Write {
+                id: rec::SEALED,
+                value: None,
+            }])
+            .unwrap();
+        drop(store);
+        let log = log_of(&local);
+        let e = BoxHost::connect(&BoxAt::InProcess(local.clone()), None)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("not marked sealed"), "{e}");
+        assert_eq!(log_of(&local), log, "nothing written");
+        // The same with its key gone too: refused, and no key made.
+        let key = std::fs::read(&local.key).unwrap();
+        std::fs::remove_file(&local.key).unwrap();
+        let e = BoxHost::connect(&BoxAt::InProcess(local.clone()), None)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("not marked sealed"), "{e}");
+        assert!(!local.key.exists(), "no new key");
+        assert_eq!(log_of(&local), log, "nothing written");
+        std::fs::write(&local.key, key).unwrap();
+        // The marker put back: the same box.
+        let mut sealed = SealedStore::new(
+            FileStore::open(&local.dir).unwrap(),
+            read_storage_key_at(&local.key).unwrap(),
+        );
+        sealed.commit(&[sealed_marker()]).unwrap();
+        drop(sealed);
+        let mut h = BoxHost::connect(&BoxAt::InProcess(local), None).unwrap();
+        assert_eq!(h.read_info().unwrap(), Some(info));
     }
 
     #[test]

@@ -84,6 +84,8 @@ pub mod vbox {
     /// Identity, shard geometry, vendor key and secret keys
     /// (`vbox::state::BoxConfig`, feature `vbox`).
     pub const CONFIG: RecordId = 0x0300;
+    /// The approved log-ins so far (`vbox::login`; absent until the first).
+    pub const LOGINS: RecordId = 0x0301;
     /// The shards' records: shard `i` is `SHARD_BASE + i`, up to
     /// `vbox::state::MAX_SHARDS`. A shard without its record was never written: its
     /// root is the empty tree's.

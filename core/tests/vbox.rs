@@ -1209,3 +1209,76 @@ fn the_frozen_version_1_configuration_is_read_and_upgraded() {
     let v2 = card.store().read(rec::CONFIG).unwrap().unwrap();
     assert_eq!((v2[0], v2.len()), (2, v1.len() + 32));
 }
+
+use openpsd_core::vbox::login::{LoginRecord, LOGIN_RECORD_LEN};
+
+fn log_in_cmd(mailer: &[u8; 16], hash: &[u8; 32], verifier: &[u8; 16], time: u64) -> Vec<u8> {
+    let mut d = authenticate_data(mailer, hash, verifier);
+    d.extend_from_slice(&time.to_be_bytes());
+    apdu(ins::AUTHENTICATE_MAILER, 1, 0, &d)
+}
+
+/// Seed 001, the transaction box 42's "logins and login history records": an approved
+/// log-in asked with P1 = 01 is counted, committed, and answered as a record the box signs
+/// (box ID, sequence, mailer, the data center's time); a refused one writes nothing. The
+/// sequence survives power-off, and a power cut at every write leaves the count as it was
+/// (nothing answered) or one more, never a record whose sequence the box could sign again.
+#[test]
+fn approved_log_ins_are_counted_and_signed_by_the_box() {
+    let (mut card, dc) = new_box();
+    let info = ok(&card.transmit(&[0x80, 0xCA, 0x00, 0x01, 0x00]));
+    let box_id = &info[1..9];
+    let h = [0x61; 32];
+    let v = enroll(&mut card, &ALICE, &h);
+    let first = ok(&card.transmit(&log_in_cmd(&ALICE, &h, &v, 1_780_000_000)));
+    assert_eq!(first.len(), LOGIN_RECORD_LEN);
+    let l = LoginRecord::verify(&first, &dc.txn_key).unwrap();
+    assert_eq!(
+        (&l.box_id.0[..], l.sequence, l.mailer, l.time),
+        (box_id, 1, ALICE, 1_780_000_000)
+    );
+    // Another key, or a changed byte: not the box's record.
+    let mut edited = first.clone();
+    edited[20] ^= 1;
+    assert!(LoginRecord::verify(&edited, &dc.txn_key).is_err());
+    assert!(LoginRecord::verify(&first, &vendor().public_key()).is_err());
+    // P1 = 00 still answers 9000 alone and counts nothing.
+    let writes = card.store().writes();
+    assert!(ok(&card.transmit(&authenticate_cmd(&ALICE, &h, &v))).is_empty());
+    assert_eq!(card.store().writes(), writes);
+    // Refused log-ins write nothing and answer no record.
+    let no = Status::MailerNotAuthenticated;
+    refused_unchanged(&mut card, &log_in_cmd(&ALICE, &[0x62; 32], &v, 5), no);
+    refused_unchanged(&mut card, &log_in_cmd(&BOB, &h, &v, 5), no);
+    // Bad APDUs: a clear status word, nothing written.
+    let mut no_time = authenticate_data(&ALICE, &h, &v);
+    refused_unchanged(
+        &mut card,
+        &apdu(ins::AUTHENTICATE_MAILER, 1, 0, &no_time),
+        Status::WrongLength,
+    );
+    no_time.extend_from_slice(&[0; 8]);
+    refused_unchanged(
+        &mut card,
+        &apdu(ins::AUTHENTICATE_MAILER, 2, 0, &no_time),
+        Status::IncorrectP1P2,
+    );
+    // The count goes on after power-off.
+    let mut card = reopen(card.store().nvm());
+    let second = ok(&card.transmit(&log_in_cmd(&ALICE, &h, &v, 7)));
+    assert_eq!(
+        LoginRecord::verify(&second, &dc.txn_key).unwrap().sequence,
+        2
+    );
+
+    // A power cut at every write of a recorded log-in: count 2 (nothing left the box) or 3
+    // (the record left it, or would have), so the next log-in signs 3 or 4: never 2 again.
+    let base = card.store().nvm().clone();
+    let cmd = log_in_cmd(&ALICE, &h, &v, 9);
+    let cuts = sweep(&base, &cmd, |mut card, at| {
+        let next = ok(&card.transmit(&cmd));
+        let seq = LoginRecord::verify(&next, &dc.txn_key).unwrap().sequence;
+        assert!(seq == 3 || seq == 4, "{at}: sequence {seq}");
+    });
+    assert!(cuts >= 2, "clean and torn cuts of the one commit");
+}

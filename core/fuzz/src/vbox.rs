@@ -35,6 +35,7 @@ use openpsd_core::store::{MemStore, Store};
 use openpsd_core::types::*;
 use openpsd_core::vbox::batch::{batch_data, BatchReply};
 use openpsd_core::vbox::issue::{issue_data, IssueReply};
+use openpsd_core::vbox::login::{self, LoginRecord};
 use openpsd_core::vbox::merkle::ShardTree;
 use openpsd_core::vbox::meter::{create_meter_data, MeterGrant};
 use openpsd_core::vbox::record::MeterRecord;
@@ -222,6 +223,8 @@ pub struct Stats {
     pub refused: usize,
     /// Lost replies given again by RESUME.
     pub resumed: usize,
+    /// The last sequence of a log-in record the box answered.
+    pub logins: u64,
 }
 
 /// Runs fuzzer bytes (see the module comment).
@@ -334,7 +337,22 @@ pub fn run_vbox_bytes(data: &[u8]) -> Stats {
             if roots != shard_roots(&card) {
                 panic!("a raw APDU changed a shard (no MAC can be forged): {cmd:02X?}");
             }
-            if cmd
+            let logins = |card: &BoxCard| {
+                let stored = card.store().read(rec::LOGINS).expect("readable");
+                login::decode_logins(stored.as_deref()).expect("the count decodes")
+            };
+            if cmd.get(1) == Some(&ins::AUTHENTICATE_MAILER) && cmd.get(2) == Some(&1) {
+                // An approved log-in asked to be recorded: counted once, and the signed
+                // record it answers carries that count.
+                let l = LoginRecord::verify(body, &dc.txn_key).expect("a signed log-in record");
+                assert_eq!(
+                    l.sequence,
+                    logins(&card),
+                    "the record's sequence is the count"
+                );
+                assert!(l.sequence > stats.logins, "a sequence signed twice");
+                stats.logins = l.sequence;
+            } else if cmd
                 .get(1)
                 .is_some_and(|&i| i == ins::ENROLL_MAILER || i == ins::AUTHENTICATE_MAILER)
             {
@@ -492,7 +510,8 @@ pub fn seeds() -> crate::ByteSeeds {
     chained.extend_from_slice(&[1, 0, 1, 0x00, 0x30, 0, 0, 0]);
     chained.extend_from_slice(&[1, 0, 2, 0x00, 0x30, 0, 0, 0]);
     // The authentication box: ENROLL MAILER (done, not counted: a raw APDU), AUTHENTICATE
-    // MAILER with a made-up verifier (9A65), ENROLL one byte short (6700).
+    // MAILER with a made-up verifier (9A65), a recorded log-in twice, ENROLL one byte short
+    // (6700).
     let mut auth = vec![];
     let raw = |v: &mut Vec<u8>, apdu: &[u8]| {
         v.push(0);
@@ -507,6 +526,16 @@ pub fn seeds() -> crate::ByteSeeds {
     authenticate.extend_from_slice(&enroll[5..]);
     authenticate.extend_from_slice(&[0x33; 16]);
     raw(&mut auth, &authenticate);
+    // A recorded log-in (P1 = 01) with the fixture box's real verifier, twice: two
+    // records, sequences 1 and 2.
+    let (mut fixture, _) = start();
+    let verifier = ok(&mut fixture, &enroll);
+    let mut log_in = vec![0x80, ins::AUTHENTICATE_MAILER, 1, 0, 72];
+    log_in.extend_from_slice(&enroll[5..]);
+    log_in.extend_from_slice(&verifier);
+    log_in.extend_from_slice(&1_780_000_000u64.to_be_bytes());
+    raw(&mut auth, &log_in);
+    raw(&mut auth, &log_in);
     enroll.pop();
     enroll[4] = 47;
     raw(&mut auth, &enroll);

@@ -150,17 +150,19 @@ fn vbox_inputs_keep_the_box_invariants() {
         Stats {
             done: 5,
             refused: 3,
-            resumed: 2
+            resumed: 2,
+            logins: 0
         }
     );
     // ENROLL MAILER goes through (a raw APDU: not counted); a made-up verifier and a short
-    // ENROLL are refused.
+    // ENROLL are refused; the two recorded log-ins are signed with sequences 1 and 2.
     assert_eq!(
         stats("mailer-auth"),
         Stats {
             done: 0,
             refused: 2,
-            resumed: 0
+            resumed: 0,
+            logins: 2
         }
     );
     // Batches: 4 pieces, 2 lost then resumed; the unfunded meter's and the stale ID's refused.
@@ -169,7 +171,8 @@ fn vbox_inputs_keep_the_box_invariants() {
         Stats {
             done: 2,
             refused: 2,
-            resumed: 1
+            resumed: 1,
+            logins: 0
         }
     );
     // The chain part is neither done nor refused; the joined command is refused; the last
@@ -179,7 +182,8 @@ fn vbox_inputs_keep_the_box_invariants() {
         Stats {
             done: 1,
             refused: 1,
-            resumed: 0
+            resumed: 0,
+            logins: 0
         }
     );
     for seed in 0u8..24 {
@@ -245,7 +249,10 @@ fn outside_seed_stores_its_signature() {
     for op in &input.ops {
         let Op::Apdu(a) = op else { continue };
         let resp = card.transmit(a);
-        sws.push(u16::from_be_bytes([resp[resp.len() - 2], resp[resp.len() - 1]]));
+        sws.push(u16::from_be_bytes([
+            resp[resp.len() - 2],
+            resp[resp.len() - 1],
+        ]));
     }
     assert_eq!(
         sws,

@@ -15,7 +15,12 @@
 //! ```text
 //! ENROLL MAILER        80 60 00 00  mailer ID 16 ‖ password hash 32             → verifier 16
 //! AUTHENTICATE MAILER  80 62 00 00  mailer ID 16 ‖ password hash 32 ‖ verifier 16 → 9000, or 9A65
+//! AUTHENTICATE MAILER  80 62 01 00  the same ‖ time 8                       → log-in record 104, or 9A65
 //! ```
+//!
+//! With P1 = `01` (the transaction box 42's "logins and login history records") an approved
+//! log-in is counted (record `LOGINS`, committed before the answer) and answered as a log-in
+//! record the box signs ([`super::login`]); a refused one writes nothing.
 //!
 //! What it does not do (docs/virtual-meter.md §8): issue a ticket that ISSUE and REFILL
 //! would then require, so the mailer ID of a record command stays the data center's
@@ -30,6 +35,7 @@ use crate::store::Transaction;
 use crate::wire::Reader;
 
 use super::keys::{Cmac256, MAILER_ID_LEN, PASSWORD_HASH_LEN, VERIFIER_LEN};
+use super::login::{self, LoginRecord};
 use super::VboxApplet;
 
 /// Length of ENROLL MAILER's data.
@@ -47,6 +53,9 @@ pub fn enroll_data(
     d.extend_from_slice(password_hash);
     d
 }
+
+/// Length of AUTHENTICATE MAILER's data with P1 = `01` (the time added).
+pub const AUTHENTICATE_RECORDED_LEN: usize = AUTHENTICATE_LEN + 8;
 
 /// AUTHENTICATE MAILER's data.
 pub fn authenticate_data(
@@ -92,16 +101,46 @@ impl VboxApplet {
     }
 
     /// AUTHENTICATE MAILER: `9000` if the verifier is the mailer's for this password hash,
-    /// `9A65` otherwise (also in a box that has no `K_auth` yet: it made no verifier).
-    pub(super) fn authenticate_mailer(&self, data: &[u8]) -> Result<(), Status> {
+    /// `9A65` otherwise (also in a box that has no `K_auth` yet: it made no verifier). With
+    /// `record` (P1 = `01`, the data center's time after the verifier) an approved log-in is
+    /// counted, committed, then answered signed ([`LoginRecord`]).
+    pub(super) fn authenticate_mailer(
+        &self,
+        ctx: &mut Ctx<'_>,
+        record: bool,
+        data: &[u8],
+        reply: &mut Vec<u8>,
+    ) -> Result<(), Status> {
         let mut r = Reader::new(data);
         let mailer: [u8; MAILER_ID_LEN] = r.array()?;
         let hash: [u8; PASSWORD_HASH_LEN] = r.array()?;
         let verifier: [u8; VERIFIER_LEN] = r.array()?;
+        let time = if record { Some(r.u64()?) } else { None };
         r.finish()?;
-        match self.config()?.keys.check_mailer(&mailer, &hash, &verifier) {
-            Some(true) => Ok(()),
-            _ => Err(Status::MailerNotAuthenticated),
+        let cfg = self.config()?;
+        if cfg.keys.check_mailer(&mailer, &hash, &verifier) != Some(true) {
+            return Err(Status::MailerNotAuthenticated);
         }
+        let Some(time) = time else {
+            return Ok(());
+        };
+        let stored = ctx.store.read(rec::LOGINS)?;
+        let sequence = login::decode_logins(stored.as_deref())
+            .map_err(|_| Status::Internal)?
+            .checked_add(1)
+            .ok_or(Status::Internal)?;
+        // Committed before the record leaves: no two records ever share a sequence.
+        let mut txn = Transaction::begin(ctx.store);
+        txn.write(rec::LOGINS, login::encode_logins(sequence));
+        txn.commit()?;
+        let signed = LoginRecord {
+            box_id: cfg.box_id,
+            sequence,
+            mailer,
+            time,
+        }
+        .sign(&cfg.txn_key);
+        reply.extend_from_slice(&signed);
+        Ok(())
     }
 }

@@ -27,8 +27,14 @@ pub enum VboxCommand<'a> {
     Refill(&'a [u8]),
     /// ENROLL MAILER (`80 60 00 00`): mailer ID ‖ password hash.
     EnrollMailer(&'a [u8]),
-    /// AUTHENTICATE MAILER (`80 62 00 00`): mailer ID ‖ password hash ‖ verifier.
-    AuthenticateMailer(&'a [u8]),
+    /// AUTHENTICATE MAILER (`80 62 P1 00`): mailer ID ‖ password hash ‖ verifier, and with
+    /// P1 = `01` the data center's time: the approved log-in is then counted and signed.
+    AuthenticateMailer {
+        /// P1 = `01`: answer a signed log-in record (`vbox::login`).
+        record: bool,
+        /// The command's data.
+        data: &'a [u8],
+    },
     /// RESUME (`80 46 ins 00`): the data of the shard's last command, whose INS is P1.
     Resume {
         /// INS of the command resumed (CREATE METER, ISSUE INDICIUM, ISSUE BATCH or REFILL).
@@ -64,7 +70,13 @@ impl<'a> VboxCommand<'a> {
             ins::ISSUE_BATCH => |c| no_params(c).map(|_| IssueBatch(c.data)),
             ins::REFILL => |c| no_params(c).map(|_| Refill(c.data)),
             ins::ENROLL_MAILER => |c| no_params(c).map(|_| EnrollMailer(c.data)),
-            ins::AUTHENTICATE_MAILER => |c| no_params(c).map(|_| AuthenticateMailer(c.data)),
+            ins::AUTHENTICATE_MAILER => |c| match (c.p1, c.p2) {
+                (0 | 1, 0) => Ok(AuthenticateMailer {
+                    record: c.p1 == 1,
+                    data: c.data,
+                }),
+                _ => Err(Status::IncorrectP1P2),
+            },
             ins::RESUME => |c| match (c.p1, c.p2) {
                 (ins::CREATE_METER | ins::ISSUE_INDICIUM | ins::ISSUE_BATCH | ins::REFILL, 0) => {
                     Ok(Resume {

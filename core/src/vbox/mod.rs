@@ -21,6 +21,7 @@ pub mod batch;
 pub mod command;
 pub mod issue;
 pub mod keys;
+pub mod login;
 pub mod merkle;
 pub mod meter;
 pub mod record;
@@ -240,7 +241,9 @@ impl Applet for VboxApplet {
             VboxCommand::IssueBatch(data) => self.issue_batch(ctx, data, false, reply),
             VboxCommand::Refill(data) => self.refill(ctx, data, false, reply),
             VboxCommand::EnrollMailer(data) => self.enroll_mailer(ctx, data, reply),
-            VboxCommand::AuthenticateMailer(data) => self.authenticate_mailer(data),
+            VboxCommand::AuthenticateMailer { record, data } => {
+                self.authenticate_mailer(ctx, record, data, reply)
+            }
             VboxCommand::Resume { ins, data } => match ins {
                 ins::CREATE_METER => self.create_meter(ctx, data, true, reply),
                 ins::REFILL => self.refill(ctx, data, true, reply),

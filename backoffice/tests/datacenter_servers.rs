@@ -954,3 +954,297 @@ async fn a_late_copy_of_a_box_command_after_the_lock_was_lost_charges_once() {
     drop((s0, s1));
     b.h.stop().await;
 }
+
+/// Sends refill `order` to `c` until it ends (503 is sent again; so is a cut-off, status 0,
+/// when `through_restarts`): the refill done, or its final refusal.
+async fn refill_until_done(
+    c: Client,
+    order: RefillOrder,
+    through_restarts: bool,
+    busy: Arc<AtomicU64>,
+) -> Result<RefillDone, common::Refused> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        match c.post::<_, RefillDone>("/v1/refills", &order).await {
+            Err(e)
+                if (e.status == 503 || (e.status == 0 && through_restarts))
+                    && Instant::now() < deadline =>
+            {
+                busy.fetch_add(1, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            other => return other,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn refills_of_one_mailer_raced_on_three_servers_one_killed_mid_refill_credit_once() {
+    const CREDIT: u64 = 4_000;
+    const MORE: u64 = 1_000;
+    // Above the meter's limit (max_dr, 10,000.00 by default) with the balance it has then:
+    // the box refuses it.
+    const TOO_MUCH: u64 = 1_000_000;
+    let started = Instant::now();
+    let Some(mut b) = Bench::new("dc_refills", 3).await else {
+        return;
+    };
+    let s0 = b.start(0, "127.0.0.1:0", "", &[]);
+    b.register();
+    let s1 = b.start(1, "127.0.0.1:0", "", &[]);
+    // Server 2 stops at its first box command: the refill's REFILL, its intent committed.
+    let mut s2 = b.start(2, "127.0.0.1:0", "datacenter_before_box", &[]);
+    let urls = vec![s0.url.clone(), s1.url.clone(), s2.url.clone()];
+    let listen2 = urls[2].trim_start_matches("https://").to_owned();
+    let (m, mailer) = b.mailer(&urls, "refiller", CREDIT).await;
+    let busy = Arc::new(AtomicU64::new(0));
+    let order = |id: u64, amount: u64| RefillOrder {
+        client_txn_id: format!("{id:016x}"),
+        amount,
+    };
+    let mut used = 0;
+    let mut pieces = 0;
+
+    // 1. Server 2 dies holding the shard with the REFILL's intent committed, while servers
+    //    0 and 1 drive the same refill (the client retrying elsewhere): one of them
+    //    carries the intent out, both answer the one refill.
+    b.deposit(&mailer, MORE, "bank-1").await;
+    let r1 = order(0xf001, MORE);
+    let on_2 = tokio::spawn(refill_until_done(
+        m[2].clone(),
+        r1.clone(),
+        false,
+        busy.clone(),
+    ));
+    tokio::task::block_in_place(|| s2.wait_paused("datacenter_before_box"));
+    let others: Vec<_> = m[..2]
+        .iter()
+        .map(|c| {
+            tokio::spawn(refill_until_done(
+                c.clone(),
+                r1.clone(),
+                false,
+                busy.clone(),
+            ))
+        })
+        .collect();
+    // They met server 2's lock (503 after the 2 s lock_timeout) before it dies.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while busy.load(Ordering::SeqCst) == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the other servers never met the lock"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    s2.kill9();
+    assert_eq!(on_2.await.unwrap().unwrap_err().status, 0, "cut off");
+    let mut first = None;
+    for t in others {
+        let done = t.await.unwrap().unwrap();
+        assert_eq!(done.amount, MORE);
+        let f = first.get_or_insert_with(|| done.clone());
+        assert_eq!(
+            (done.balance, &done.combination_id),
+            (f.balance, &f.combination_id)
+        );
+    }
+    let r1_done = first.unwrap();
+    assert_eq!(r1_done.balance, CREDIT + MORE, "credited once");
+
+    // 2. Server 2 again, stopped after the box applied a REFILL and before its commit, and
+    //    killed there; then started again (its start finishes the intent and the refill)
+    //    while servers 0 and 1 drive the same refill and print on the same meter.
+    s2 = b.start(2, &listen2, "datacenter_after_box", &[]);
+    b.deposit(&mailer, MORE, "bank-2").await;
+    let r2 = order(0xf002, MORE);
+    let on_2 = tokio::spawn(refill_until_done(
+        m[2].clone(),
+        r2.clone(),
+        false,
+        busy.clone(),
+    ));
+    tokio::task::block_in_place(|| s2.wait_paused("datacenter_after_box"));
+    s2.kill9();
+    assert_eq!(on_2.await.unwrap().unwrap_err().status, 0, "cut off");
+    let restart = {
+        let (args, dir, listen) = (b.args.clone(), b.dir(2), listen2.clone());
+        // Armed for step 3a: the REFILL of a refill the box refuses.
+        tokio::task::spawn_blocking(move || {
+            Proc::start("datacenter", &dir, &listen, &args, "datacenter_before_box")
+        })
+    };
+    let others: Vec<_> = m[..2]
+        .iter()
+        .map(|c| {
+            tokio::spawn(refill_until_done(
+                c.clone(),
+                r2.clone(),
+                false,
+                busy.clone(),
+            ))
+        })
+        .collect();
+    let prints: Vec<_> = m[..2]
+        .iter()
+        .enumerate()
+        .map(|(k, c)| {
+            let c = c.clone();
+            tokio::spawn(async move {
+                let o = piece(0x100 + k as u64, 20);
+                let deadline = Instant::now() + Duration::from_secs(60);
+                loop {
+                    match c.post::<_, IndiciumIssued>("/v1/indicia", &o).await {
+                        Err(e) if e.status == 503 && Instant::now() < deadline => {
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                        }
+                        other => break other.unwrap(),
+                    }
+                }
+            })
+        })
+        .collect();
+    s2 = restart.await.unwrap();
+    for p in prints {
+        let i = p.await.unwrap();
+        assert!(!i.reprint);
+        used += 20;
+        pieces += 1;
+    }
+    let mut answers = Vec::new();
+    for t in others {
+        answers.push(t.await.unwrap().unwrap());
+    }
+    answers.push(
+        refill_until_done(m[2].clone(), r2.clone(), false, busy.clone())
+            .await
+            .unwrap(),
+    );
+    for a in &answers {
+        assert_eq!(
+            (a.amount, &a.combination_id),
+            (MORE, &answers[0].combination_id),
+            "every server answers the one refill"
+        );
+    }
+    let v: MeterView = m[2].get("/v1/meter").await.unwrap();
+    assert_eq!(v.balance, CREDIT + 2 * MORE - used, "credited once");
+
+    // 3. Refills above the meter's limit, which the box refuses (the row then voided: a
+    //    zero refill on the same counters, and the hold released), each driven by servers
+    //    0 and 1 while server 2, which started it, is killed and started again:
+    //    a. server 2 dies holding the shard with the REFILL's intent committed: the next
+    //       server carries it out, the box refuses it, and the row moves to `voiding` while
+    //       the other server drives it too (a REFILL re-sent after the row moved on would
+    //       leave the shard's intent unfinishable);
+    //    b. server 2 dies after the void's commit, its hold still held.
+    //    Either way the hold goes back and nothing is credited.
+    let steps = [
+        ("datacenter_before_box", "datacenter_refill_after_void"),
+        ("datacenter_refill_after_void", ""),
+    ];
+    for (k, (at, then)) in steps.into_iter().enumerate() {
+        b.deposit(&mailer, TOO_MUCH, &format!("bank-too-much-{k}"))
+            .await;
+        let r = order(0xf003 + k as u64, TOO_MUCH);
+        let on_2 = tokio::spawn(refill_until_done(
+            m[2].clone(),
+            r.clone(),
+            false,
+            busy.clone(),
+        ));
+        tokio::task::block_in_place(|| s2.wait_paused(at));
+        let met = Arc::new(AtomicU64::new(0));
+        let others: Vec<_> = m[..2]
+            .iter()
+            .map(|c| tokio::spawn(refill_until_done(c.clone(), r.clone(), false, met.clone())))
+            .collect();
+        if at == "datacenter_before_box" {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while met.load(Ordering::SeqCst) == 0 {
+                assert!(
+                    Instant::now() < deadline,
+                    "the other servers never met the lock"
+                );
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+        s2.kill9();
+        assert_eq!(on_2.await.unwrap().unwrap_err().status, 0, "cut off");
+        s2 = {
+            let (args, dir, listen) = (b.args.clone(), b.dir(2), listen2.clone());
+            tokio::task::spawn_blocking(move || {
+                Proc::start("datacenter", &dir, &listen, &args, then)
+            })
+            .await
+            .unwrap()
+        };
+        for t in others {
+            let e = t.await.unwrap().unwrap_err();
+            assert_eq!((e.status, e.code.as_str()), (409, "box_refused"), "{e:?}");
+        }
+        let e = refill_until_done(m[2].clone(), r.clone(), false, busy.clone())
+            .await
+            .unwrap_err();
+        assert_eq!((e.status, e.code.as_str()), (409, "box_refused"), "{e:?}");
+        busy.fetch_add(met.load(Ordering::SeqCst), Ordering::SeqCst);
+    }
+
+    // Afterwards: the same refills again on every server answer the same; the meter prints
+    // on every server (no shard stuck); nothing held, every refill row ended, no intent
+    // left; the deposit debited is what the box's records credited.
+    for c in &m {
+        let again = refill_until_done(c.clone(), r1.clone(), false, busy.clone())
+            .await
+            .unwrap();
+        assert_eq!(
+            (again.balance, &again.combination_id),
+            (r1_done.balance, &r1_done.combination_id)
+        );
+        let again = refill_until_done(c.clone(), r2.clone(), false, busy.clone())
+            .await
+            .unwrap();
+        assert_eq!(again.combination_id, answers[0].combination_id);
+    }
+    for (k, c) in m.iter().enumerate() {
+        let i: IndiciumIssued = c
+            .post("/v1/indicia", &piece(0x200 + k as u64, 30))
+            .await
+            .unwrap();
+        assert!(!i.reprint);
+        used += 30;
+        pieces += 1;
+    }
+    let credited = CREDIT + 2 * MORE;
+    let v: MeterView = m[0].get("/v1/meter").await.unwrap();
+    assert_eq!(
+        (v.used, v.balance, v.pieces),
+        (used, credited - used, pieces)
+    );
+    let d: DepositView = m[1].get("/v1/deposit").await.unwrap();
+    assert_eq!(
+        (d.held, d.debited, d.available),
+        (0, credited, 2 * TOO_MUCH),
+        "nothing held, the refused refill's hold given back"
+    );
+    assert_eq!(b.count("SELECT count(*) FROM intents").await, 0);
+    assert_eq!(
+        b.count(
+            "SELECT count(*) FROM refills WHERE state NOT IN ('settled', 'released', 'refused')"
+        )
+        .await,
+        0,
+        "every refill ended"
+    );
+    let report = b.audit();
+    assert_eq!(report["problems"], serde_json::json!([]), "{report}");
+    assert_eq!(report["credited"].as_u64(), Some(credited));
+    assert_eq!(report["deposits_checked"].as_u64(), Some(1));
+    eprintln!(
+        "raced refills: {:.1} s, {} answers 503 or cut off",
+        started.elapsed().as_secs_f64(),
+        busy.load(Ordering::SeqCst)
+    );
+    drop((s0, s1, s2));
+    b.h.stop().await;
+}

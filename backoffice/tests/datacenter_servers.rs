@@ -19,6 +19,13 @@
 //! lock held elsewhere past the servers' `lock_timeout` answers 503, nothing charged, and
 //! the same request goes through once the lock is free.
 //!
+//! Two more tests, each on a database and a box of its own: a box command that reaches the
+//! box after its server lost its PostgreSQL session and the shard's lock with it (the next
+//! server carried the intent out, or the late copy committed first), charged once; and one
+//! mailer's refills driven by three servers at once while the one that started each is
+//! killed with SIGKILL mid-refill and started again, each credited once, refused ones
+//! voided and their holds released.
+//!
 //! Runs only with `OPENPSD_TEST_POSTGRES` (scripts/postgres-test.sh) and the card-sim
 //! binary (`cargo build -p openpsd-card-sim`); without PostgreSQL it says so and does
 //! nothing.

@@ -6,6 +6,13 @@
 //! Without the variable every point is a no-op. The points sit between a commit and the
 //! next external effect, where a crash is the most interesting.
 //!
+//! A pause can also be *released*, for tests of what happens when the paused request goes
+//! on late (`backoffice/tests/datacenter_servers.rs`: a box command that arrives after its
+//! server lost its database session): with `BACKOFFICE_PAUSE_RELEASE=FILE` as well, a
+//! paused point waits until FILE exists (looked for every 10 ms), then goes on; the file
+//! left in place lets every later pass through. Without `BACKOFFICE_PAUSE_AT` the release
+//! variable does nothing.
+//!
 //! In process (the fault schedules of `backoffice/tests/fault_schedules.rs`, where every
 //! service runs in the test's own process), a test installs a crash hook instead
 //! ([`set_crash_hook`]): asked at every point reached, it answers whether the service
@@ -65,11 +72,34 @@ fn armed() -> &'static [String] {
     })
 }
 
-/// Stops here forever if `name` is armed; crashes here if the crash hook asks.
+/// The file whose existence releases a paused point (`BACKOFFICE_PAUSE_RELEASE`), if any.
+fn release_file() -> Option<&'static std::path::Path> {
+    static RELEASE: OnceLock<Option<std::path::PathBuf>> = OnceLock::new();
+    RELEASE
+        .get_or_init(|| {
+            std::env::var_os("BACKOFFICE_PAUSE_RELEASE")
+                .filter(|v| !v.is_empty())
+                .map(std::path::PathBuf::from)
+        })
+        .as_deref()
+}
+
+/// How often a paused point looks for its release file.
+const RELEASE_POLL: std::time::Duration = std::time::Duration::from_millis(10);
+
+/// Stops here (forever, or until the release file exists) if `name` is armed; crashes here
+/// if the crash hook asks.
 pub async fn pause(name: &str) {
     if armed().iter().any(|a| a == name) {
         announce(name);
-        std::future::pending::<()>().await;
+        match release_file() {
+            Some(f) => {
+                while !f.exists() {
+                    tokio::time::sleep(RELEASE_POLL).await;
+                }
+            }
+            None => std::future::pending::<()>().await,
+        }
     }
     crash_if_asked(name);
 }
@@ -82,12 +112,20 @@ fn announce(name: &str) {
 }
 
 /// [`pause`] for code on a blocking thread (inside a database transaction's closure): the
-/// thread parks for ever if `name` is armed; crashes (panics) if the crash hook asks.
+/// thread parks for ever (or sleeps until the release file exists) if `name` is armed;
+/// crashes (panics) if the crash hook asks.
 pub fn pause_blocking(name: &str) {
     if armed().iter().any(|a| a == name) {
         announce(name);
-        loop {
-            std::thread::park();
+        match release_file() {
+            Some(f) => {
+                while !f.exists() {
+                    std::thread::sleep(RELEASE_POLL);
+                }
+            }
+            None => loop {
+                std::thread::park();
+            },
         }
     }
     crash_if_asked(name);

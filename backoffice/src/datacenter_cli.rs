@@ -158,6 +158,14 @@ pub async fn run(c: DatacenterCmd) -> Result<u8> {
                     "{} transaction records, {} meters: credited {}, used {}, held {}",
                     r.records, r.meters, r.credited, r.used, r.held
                 );
+                println!("{} log-in records the box signed", r.logins);
+                if !r.logins_missing.is_empty() {
+                    println!(
+                        "MISSING LOG-INS: sequence(s) {} the box counted are not in the database \
+                         (lost between the box and the database, under way, or deleted)",
+                        r.logins_missing.join(", ")
+                    );
+                }
                 if r.deposits_checked + r.deposits_skipped > 0 {
                     println!(
                         "{} deposit accounts at the recharging center compared with the records \

@@ -1462,3 +1462,102 @@ async fn the_auditor_rechecks_a_mailer_whose_refill_moved_between_the_reads() {
     w.dc.stop().await;
     w.h.stop().await;
 }
+
+/// Seed 001's transaction box 42 signs the log-ins: each log-in the box approves is counted
+/// and signed there (sequence, mailer, time), the mailer's history shows its own, and the
+/// auditor walks them all: a record changed or moved to another mailer is a problem, one
+/// missing is listed (the database alone cannot tell a deleted record from one lost in a
+/// crash between the box and the database).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_box_signs_every_log_in_and_the_auditor_walks_them() {
+    use openpsd_core::vbox::login::LoginRecord;
+    let tmp = tempfile::tempdir().unwrap();
+    let w = world(tmp.path()).await;
+    let anon = Client::new(&w.dc.url, &w.h.pki, None);
+    let (_, a) = sign_up(&w, "alice").await;
+    let (_, b) = sign_up(&w, "bob").await;
+    let log_in = |name: &'static str| {
+        let anon = anon.clone();
+        async move {
+            let s: MailerSession = anon.post("/v1/sessions", &creds(name)).await.unwrap();
+            anon.with_bearer(&s.token)
+        }
+    };
+    let alice = log_in("alice").await;
+    let bob = log_in("bob").await;
+    let _ = log_in("alice").await;
+    let alice3 = log_in("alice").await;
+    // A wrong password is not a log-in: nothing counted, nothing signed.
+    let wrong = MailerCredentials {
+        username: "alice".into(),
+        password: "not-her-password".into(),
+    };
+    let e = anon
+        .post::<_, MailerSession>("/v1/sessions", &wrong)
+        .await
+        .unwrap_err();
+    assert_eq!(e.status, 401);
+
+    let h: History = alice3.get("/v1/history").await.unwrap();
+    let key = hex::decode(&h.box_key).unwrap();
+    let seqs: Vec<u64> = h.logins.iter().map(|l| l.sequence).collect();
+    assert_eq!(seqs, [1, 3, 4], "alice's log-ins, oldest first");
+    let alice_id: [u8; 16] = hex::decode(&a.mailer_id).unwrap().try_into().unwrap();
+    for l in &h.logins {
+        let r = LoginRecord::verify(&hex::decode(&l.record).unwrap(), &key).unwrap();
+        assert_eq!((r.sequence, r.mailer, r.time), (l.sequence, alice_id, l.at));
+        assert_eq!(r.box_id, w.info.box_id);
+    }
+    let hb: History = bob.get("/v1/history").await.unwrap();
+    assert_eq!(
+        hb.logins.iter().map(|l| l.sequence).collect::<Vec<_>>(),
+        [2]
+    );
+    let r = audit(&w);
+    assert_eq!((r.logins, r.logins_missing.len()), (4, 0));
+    assert!(r.problems.is_empty(), "{:?}", r.problems);
+
+    // Alice's third log-in moved to Bob in the database: Bob's history refuses to show it,
+    // the auditor reports it.
+    w.raw(|c| {
+        c.exec(
+            "t",
+            "UPDATE logins SET mailer_id = ?1 WHERE sequence = 4",
+            args![&b.mailer_id],
+        )
+        .map_err(api)
+    });
+    assert_eq!(
+        bob.get::<History>("/v1/history").await.unwrap_err().status,
+        500
+    );
+    let r = audit(&w);
+    assert!(
+        r.problems.iter().any(|p| p.contains("log-in 4")),
+        "{:?}",
+        r.problems
+    );
+    // Put back, then the first deleted: listed as missing, not a problem.
+    w.raw(|c| {
+        c.exec(
+            "t",
+            "UPDATE logins SET mailer_id = ?1 WHERE sequence = 4",
+            args![&a.mailer_id],
+        )
+        .map_err(api)?;
+        c.exec("t", "DELETE FROM logins WHERE sequence = 1", args![])
+            .map_err(api)
+    });
+    let r = audit(&w);
+    assert_eq!(
+        (r.logins, r.logins_missing.clone()),
+        (3, vec!["1".to_owned()])
+    );
+    assert!(r.problems.is_empty(), "{:?}", r.problems);
+    let h: History = alice.get("/v1/history").await.unwrap();
+    assert_eq!(
+        h.logins.iter().map(|l| l.sequence).collect::<Vec<_>>(),
+        [3, 4]
+    );
+    w.h.stop().await;
+}

@@ -166,6 +166,18 @@ pub struct HistoryEntry {
     pub record: String,
 }
 
+/// One log-in of `GET /v1/history`: a log-in record the box signed (seed 001's transaction
+/// box 42).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LoginEntry {
+    /// The box's sequence of approved log-ins (over all mailers).
+    pub sequence: u64,
+    /// The data center's time of the log-in (Unix seconds), as the box signed it.
+    pub at: u64,
+    /// The log-in record the box signed, hex (`vbox::login`): check it with the box's key.
+    pub record: String,
+}
+
 /// `GET /v1/history`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct History {
@@ -173,7 +185,14 @@ pub struct History {
     pub box_key: String,
     /// Oldest first.
     pub entries: Vec<HistoryEntry>,
+    /// The mailer's last log-ins the box signed (at most [`LOGINS_SHOWN`]), oldest first.
+    /// Absent from a data center of before stop 40.
+    #[serde(default)]
+    pub logins: Vec<LoginEntry>,
 }
+
+/// How many of a mailer's log-ins `GET /v1/history` shows.
+pub const LOGINS_SHOWN: usize = 20;
 
 /// `POST /v1/vbox/boxes` at the KMS (an operator): a data center's box, whose transaction key
 /// proves which meters it created.

@@ -15,6 +15,7 @@ use openpsd_core::types::{Amount, PostalCode, RateCategory, TransactionId};
 use openpsd_core::vbox::batch::{batch_data, batch_requests, BatchReply, MAX_BATCH};
 use openpsd_core::vbox::ins;
 use openpsd_core::vbox::issue::{issue_data, IssueReply};
+use openpsd_core::vbox::login::LoginRecord;
 use openpsd_core::vbox::meter::create_meter_data;
 use openpsd_core::vbox::record::MeterRecord;
 use openpsd_core::vbox::txn::{self, TransactionRecord};
@@ -857,18 +858,32 @@ pub(crate) async fn history(
 ) -> Result<Json<History>, ApiError> {
     let step = STEP_VIEW;
     let key = dc.info.txn_key;
-    let records: Vec<Vec<u8>> = dc
+    let mailer = mailer_bytes(&who.id, step)?;
+    let (records, login_rows): (Vec<Vec<u8>>, Vec<Vec<u8>>) = dc
         .db
         .run(step, move |c| {
             let (meter, _, _) = meter_row(c, &who.id, step)?;
-            c.rows(
-                step,
-                "SELECT record FROM txns WHERE meter_id = ?1 ORDER BY shard, sequence",
-                args![meter],
-            )?
-            .iter()
-            .map(|r| r.blob(0))
-            .collect()
+            let records = c
+                .rows(
+                    step,
+                    "SELECT record FROM txns WHERE meter_id = ?1 ORDER BY shard, sequence",
+                    args![meter],
+                )?
+                .iter()
+                .map(|r| r.blob(0))
+                .collect::<Result<Vec<_>, _>>()?;
+            let shown = i64::try_from(openpsd_protocol::datacenter::LOGINS_SHOWN).unwrap_or(20);
+            let mut logins = c
+                .rows(
+                    step,
+                    "SELECT record FROM logins WHERE mailer_id = ?1 ORDER BY sequence DESC LIMIT ?2",
+                    args![&who.id, shown],
+                )?
+                .iter()
+                .map(|r| r.blob(0))
+                .collect::<Result<Vec<_>, _>>()?;
+            logins.reverse();
+            Ok((records, logins))
         })
         .await?;
     let mut entries = Vec::with_capacity(records.len());
@@ -885,9 +900,27 @@ pub(crate) async fn history(
             record: hex::encode(&r),
         });
     }
+    let mut logins = Vec::with_capacity(login_rows.len());
+    for r in login_rows {
+        let l = LoginRecord::verify(&r, &key)
+            .ok()
+            .filter(|l| l.mailer == mailer)
+            .ok_or_else(|| {
+                ApiError::internal(
+                    step,
+                    "a stored log-in record does not verify as this mailer's",
+                )
+            })?;
+        logins.push(openpsd_protocol::datacenter::LoginEntry {
+            sequence: l.sequence,
+            at: l.time,
+            record: hex::encode(&r),
+        });
+    }
     Ok(Json(History {
         box_key: hex::encode(key),
         entries,
+        logins,
     }))
 }
 

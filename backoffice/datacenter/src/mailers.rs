@@ -30,6 +30,7 @@ use openpsd_core::status::Status;
 use openpsd_core::vbox;
 use openpsd_core::vbox::auth::{authenticate_data, enroll_data};
 use openpsd_core::vbox::keys::{PASSWORD_HASH_LEN, VERIFIER_LEN};
+use openpsd_core::vbox::login::LoginRecord;
 use openpsd_protocol::datacenter::{code, MailerCredentials, MailerSession};
 use openpsd_protocol::ErrorCode;
 use openpsd_service_kit::access::Customer;
@@ -185,10 +186,11 @@ async fn with_argon2<T: Send + 'static>(
 async fn box_auth(
     dc: &Datacenter,
     ins: u8,
+    p1: u8,
     data: Zeroizing<Vec<u8>>,
 ) -> Result<Option<Vec<u8>>, ApiError> {
     let dc = dc.clone();
-    let answer = tokio::task::spawn_blocking(move || dc.boxh.send(ins, 0, &data))
+    let answer = tokio::task::spawn_blocking(move || dc.boxh.send(ins, p1, &data))
         .await
         .map_err(|e| ApiError::internal(STEP, e.to_string()))?;
     match answer {
@@ -208,7 +210,7 @@ async fn box_verifier(
     hash: &[u8; PASSWORD_HASH_LEN],
 ) -> Result<[u8; VERIFIER_LEN], ApiError> {
     let data = Zeroizing::new(enroll_data(&mailer, hash));
-    box_auth(dc, vbox::ins::ENROLL_MAILER, data)
+    box_auth(dc, vbox::ins::ENROLL_MAILER, 0, data)
         .await?
         .ok_or_else(|| ApiError::internal(STEP, "ENROLL MAILER answered 9A65"))?
         .try_into()
@@ -265,17 +267,19 @@ impl<'a> Stored<'a> {
     }
 }
 
-/// Checks `password` against `stored` (the mailer's row), by the box. An unknown username,
-/// a row of the layout before the box (moved at every start, so written since by someone
-/// else than the data center) or an unreadable row is refused after the same work (an
-/// Argon2id and a box command that fails), so none of them answers sooner than a wrong
-/// password.
+/// Checks `password` against `stored` (the mailer's row), by the box, which counts and signs
+/// the log-in it approves (AUTHENTICATE MAILER with P1 = 01 and `at`): the signed log-in
+/// record, or `None` for a refusal. An unknown username, a row of the layout before the box
+/// (moved at every start, so written since by someone else than the data center) or an
+/// unreadable row is refused after the same work (an Argon2id and a box command that
+/// fails), so none of them answers sooner than a wrong password.
 async fn verify_password(
     dc: &Datacenter,
     mailer: Option<String>,
     password: Zeroizing<String>,
     stored: Option<String>,
-) -> Result<bool, ApiError> {
+    at: u64,
+) -> Result<Option<Vec<u8>>, ApiError> {
     let pepper = dc.pepper.clone();
     let (id, h, verifier) = with_argon2(move || {
         let id = mailer
@@ -307,11 +311,10 @@ async fn verify_password(
         })
     })
     .await?;
-    let data = Zeroizing::new(authenticate_data(&id.unwrap_or([0; 16]), &h, &verifier));
-    let right = box_auth(dc, vbox::ins::AUTHENTICATE_MAILER, data)
-        .await?
-        .is_some();
-    Ok(right && id.is_some())
+    let mut data = Zeroizing::new(authenticate_data(&id.unwrap_or([0; 16]), &h, &verifier));
+    data.extend_from_slice(&at.to_be_bytes());
+    let record = box_auth(dc, vbox::ins::AUTHENTICATE_MAILER, 1, data).await?;
+    Ok(record.filter(|_| id.is_some()))
 }
 
 /// Moves every row of the layout before the box (`$argon2id$…`, checked with the pepper
@@ -550,24 +553,56 @@ pub(crate) async fn log_in(
             })
             .await
     };
-    let right =
-        match verify_password(&dc, mailer.clone(), Zeroizing::new(req.password), stored).await {
-            Ok(right) => right,
-            Err(e) => {
-                // Not checked (the box or the database unavailable): not a failure either, or
-                // an outage would lock the mailer out.
-                let _ = uncount(dc.clone()).await;
-                return Err(e);
-            }
-        };
-    if !right {
+    let at = u64::try_from(now).unwrap_or(0);
+    let password = Zeroizing::new(req.password);
+    let record = match verify_password(&dc, mailer.clone(), password, stored, at).await {
+        Ok(record) => record,
+        Err(e) => {
+            // Not checked (the box or the database unavailable): not a failure either, or
+            // an outage would lock the mailer out.
+            let _ = uncount(dc.clone()).await;
+            return Err(e);
+        }
+    };
+    let Some(record) = record else {
         tracing::warn!(username = %req.username, "failed log-in");
         return Err(unauthenticated("wrong username or password"));
-    }
+    };
     uncount(dc.clone()).await?;
     let mailer = mailer.ok_or_else(|| unauthenticated("wrong username or password"))?;
+    record_log_in(&dc, &mailer, record, at).await?;
     dc.ensure_meter(&mailer).await?;
     Ok(axum::Json(new_session(&dc, &mailer).await?))
+}
+
+/// Keeps the log-in record the box signed for `mailer` (`GET /v1/history` shows it, the
+/// auditor walks them all). The record must verify under the box's key and name this mailer
+/// and time: the box's answer is checked like any other before it is stored.
+async fn record_log_in(
+    dc: &Datacenter,
+    mailer: &str,
+    record: Vec<u8>,
+    at: u64,
+) -> Result<(), ApiError> {
+    let id = crate::indicia::mailer_bytes(mailer, STEP)?;
+    let l = LoginRecord::verify(&record, &dc.info.txn_key)
+        .ok()
+        .filter(|l| l.mailer == id && l.time == at && l.box_id == dc.info.box_id)
+        .ok_or_else(|| ApiError::internal(STEP, "the box's log-in record is not this log-in's"))?;
+    let sequence = i64::try_from(l.sequence)
+        .map_err(|_| ApiError::internal(STEP, "a log-in sequence beyond 2^63"))?;
+    let at = i64::try_from(at).unwrap_or(i64::MAX);
+    let mailer = mailer.to_owned();
+    dc.db
+        .run(STEP, move |c| {
+            c.exec(
+                STEP,
+                "INSERT INTO logins (sequence, mailer_id, at, record) VALUES (?1, ?2, ?3, ?4)",
+                args![sequence, mailer, at, record],
+            )
+            .map(drop)
+        })
+        .await
 }
 
 /// `DELETE /v1/sessions/current`: the bearer token is forgotten.

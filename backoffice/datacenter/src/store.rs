@@ -100,6 +100,15 @@ CREATE TABLE IF NOT EXISTS txns (
     PRIMARY KEY (shard, sequence)
 );
 CREATE INDEX IF NOT EXISTS txns_by_meter ON txns (meter_id, shard, sequence);
+-- Every log-in the box approved and signed (seed 001's transaction box 42), by the box's
+-- sequence: a gap is a record lost (a crash between the box and here) or deleted.
+CREATE TABLE IF NOT EXISTS logins (
+    sequence    INTEGER PRIMARY KEY,
+    mailer_id   TEXT NOT NULL,
+    at          INTEGER NOT NULL,
+    record      BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS logins_by_mailer ON logins (mailer_id, sequence);
 -- The indicia, by the client's transaction ID: a retry answers the stored bytes.
 CREATE TABLE IF NOT EXISTS indicia (
     mailer_id      TEXT NOT NULL,

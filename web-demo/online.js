@@ -59,6 +59,13 @@ export function initOnline(ctx) {
       }
       rows.appendChild(tr);
     }
+    // The log-ins the box counted and signed (seed 001's transaction box 42), newest first.
+    const logins = (hist.logins || []).slice().reverse();
+    $('online-logins').textContent = logins.length
+      ? `Your last log-ins, each signed by the box: ${logins
+        .map((l) => `#${l.sequence} at ${new Date(l.at * 1000).toISOString().slice(0, 16).replace('T', ' ')} UTC`)
+        .join('; ')}.`
+      : 'No log-in signed by the box yet (signing up opened this session).';
     $('online-login').hidden = true;
     $('online-meter').hidden = false;
   }

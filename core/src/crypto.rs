@@ -188,6 +188,25 @@ impl IndiciumKey {
         msg.extend_from_slice(body);
         self.sign(&msg)
     }
+
+    /// `body` ‖ [`IndiciumKey::sign_labelled`] of it: the layout of a record signed whole
+    /// (the box's transaction and log-in records).
+    pub fn sign_appended(
+        &self,
+        label: &[u8],
+        mut body: alloc::vec::Vec<u8>,
+    ) -> alloc::vec::Vec<u8> {
+        let sig = self.sign_labelled(label, &body);
+        body.extend_from_slice(&sig);
+        body
+    }
+}
+
+/// The body of a record made by [`IndiciumKey::sign_appended`], if its last
+/// [`SIGNATURE_LEN`] bytes verify over `label` ‖ the rest; `None` otherwise (too short too).
+pub fn open_appended<'a>(public_key: &[u8], label: &[u8], record: &'a [u8]) -> Option<&'a [u8]> {
+    let (body, sig) = record.split_at_checked(record.len().checked_sub(SIGNATURE_LEN)?)?;
+    verify_labelled(public_key, label, body, sig).then_some(body)
 }
 
 /// Verifies a signature made by [`IndiciumKey::sign_labelled`].

@@ -3,7 +3,8 @@
 // meter the data center keeps, prints a label (a double click charges once; an answer lost
 // on the way is finished by the retry with the same transaction ID, charged once) and a
 // batch of labels (the same for a lost answer: the same transaction IDs, charged once), has the
-// post office verify the label's screenshot, reads the box-signed history and logs out.
+// post office verify the label's screenshot, reads the box-signed history and logs out, then
+// logs in again and finds that log-in listed as the box signed it.
 //
 //   node tests/web/online.mjs --url http://127.0.0.1:PORT/ --out target/web-test
 //
@@ -176,6 +177,17 @@ async function main() {
   check(await page.locator('#online-login').isVisible(), `logged out: ${said}`);
   const status = await page.evaluate(() => fetch('/dc/v1/meter').then((r) => r.status));
   check(status === 401, `after log-out the meter answers ${status}`);
+  // Log in again: the box counts and signs the log-in, and the tab lists it.
+  await page.fill('#online-user', user);
+  await page.fill('#online-pass', 'a long enough password');
+  await page.click('#online-login-form button[type=submit]');
+  said = await idle();
+  await page.locator('#online-meter').waitFor({ state: 'visible' });
+  const logins = await text('#online-logins');
+  check(/signed by the box: #\d+ at \d{4}-\d{2}-\d{2} \d{2}:\d{2} UTC\.$/.test(logins), `the log-in signed by the box is listed: ${logins}`);
+  await page.click('#online-logout');
+  said = await idle();
+  check(await page.locator('#online-login').isVisible(), `logged out again: ${said}`);
   await page.screenshot({ path: join(OUT, 'page.png'), fullPage: true });
 }
 

@@ -59,10 +59,7 @@ impl LoginRecord {
 
     /// The record signed by the box's transaction key (deterministic: RFC 6979).
     pub fn sign(&self, key: &IndiciumKey) -> Vec<u8> {
-        let mut w = self.encode();
-        let sig = key.sign_labelled(LOGIN_LABEL, &w);
-        w.extend_from_slice(&sig);
-        w
+        key.sign_appended(LOGIN_LABEL, self.encode())
     }
 
     /// Checks the signature with the box's transaction public key and decodes.
@@ -70,10 +67,7 @@ impl LoginRecord {
         if bytes.len() != LOGIN_RECORD_LEN {
             return Err(Malformed::Length);
         }
-        let (body, sig) = bytes.split_at(LOGIN_RECORD_LEN - SIGNATURE_LEN);
-        if !crypto::verify_labelled(public_key, LOGIN_LABEL, body, sig) {
-            return Err(Malformed::Value);
-        }
+        let body = crypto::open_appended(public_key, LOGIN_LABEL, bytes).ok_or(Malformed::Value)?;
         let mut r = Reader::new(body);
         let l = LoginRecord {
             box_id: DeviceId(r.array()?),

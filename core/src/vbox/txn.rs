@@ -90,10 +90,7 @@ impl TransactionRecord {
 
     /// The record signed by the box's transaction key (deterministic: RFC 6979).
     pub fn sign(&self, key: &IndiciumKey) -> Vec<u8> {
-        let mut w = self.encode();
-        let sig = key.sign_labelled(TXN_LABEL, &w);
-        w.extend_from_slice(&sig);
-        w
+        key.sign_appended(TXN_LABEL, self.encode())
     }
 
     /// Checks the signature with the box's transaction public key and decodes.
@@ -101,10 +98,7 @@ impl TransactionRecord {
         if bytes.len() != TXN_RECORD_LEN {
             return Err(Malformed::Length);
         }
-        let (body, sig) = bytes.split_at(TXN_RECORD_LEN - SIGNATURE_LEN);
-        if !crypto::verify_labelled(public_key, TXN_LABEL, body, sig) {
-            return Err(Malformed::Value);
-        }
+        let body = crypto::open_appended(public_key, TXN_LABEL, bytes).ok_or(Malformed::Value)?;
         let mut r = Reader::new(body);
         let t = TransactionRecord {
             box_id: DeviceId(r.array()?),

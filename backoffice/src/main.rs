@@ -355,10 +355,10 @@ struct Serve {
     )]
     box_at: String,
     /// With --role datacenter and --box in-process: the file of the key the box's store
-    /// (DATA/box) is sealed under, made at the first start. Default: beside the data
-    /// directory, `<DATA>.box-storage-key`, so a copy of DATA holds the box's keys sealed
-    /// without the key that opens them; keep it on another volume for more. Lost, the box
-    /// is lost (docs/virtual-meter.md §9).
+    /// (DATA/box) is sealed under, made at the first start. Default: DATA/box.storage-key,
+    /// kept with the data so keeping DATA keeps the box. Put it on another volume (move
+    /// the file, then pass its path) and a copy of DATA no longer opens the box; lost, the
+    /// box and every meter's value are lost: back it up (docs/virtual-meter.md §9).
     #[arg(long, value_name = "FILE")]
     box_storage_key: Option<PathBuf>,
     /// With --role datacenter: how many seconds old the KMS's word that a meter is in

@@ -175,30 +175,20 @@ fn copy_pepper(from: &Path, to: &Path) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn three_servers_share_one_database_and_one_box_and_one_dies_mid_load() {
-    let Ok(base) = std::env::var("OPENPSD_TEST_POSTGRES") else {
-        eprintln!("skipped: no PostgreSQL (run scripts/postgres-test.sh)");
+    // One database (the servers wait 2 s for a lock another server holds, not the default
+    // 10 s) and one box, served to up to four clients at once.
+    let Some(Bench {
+        tmp,
+        h,
+        pki,
+        db,
+        args,
+        _box,
+        ..
+    }) = Bench::new("dc_servers", SERVERS).await
+    else {
         return;
     };
-    let tmp = tempfile::tempdir().unwrap();
-    let h = spawn_all(tmp.path()).await.unwrap();
-    let pki = h.pki.dir().to_str().unwrap().to_owned();
-    let name = format!("dc_servers_{}", std::process::id());
-    let (b2, n2) = (base.clone(), name.clone());
-    tokio::task::spawn_blocking(move || openpsd_post::postgres::create_database(&b2, &n2))
-        .await
-        .unwrap()
-        .unwrap();
-    let db = format!("{base} dbname={name}");
-    // The servers wait 2 s for a lock another server holds, not the default 10 s (the
-    // connection string's own setting wins).
-    let served_db = format!("{db} options='-c lock_timeout=2000'");
-
-    // One box, served to up to four clients at once.
-    let card = tmp.path().join("box");
-    create_box(&card);
-    let box_addr = format!("127.0.0.1:{}", free_port());
-    let _box = CardSim::start_with(&card, &box_addr, &["--clients".into(), "4".into()]);
-    let args = serve_args(&pki, &h, &served_db, &box_addr);
 
     // The first server personalizes the box and records it and its pepper; the others get
     // a copy of its pepper, as an operator would give them.

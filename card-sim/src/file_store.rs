@@ -159,7 +159,8 @@ impl FileStore {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(no_state()),
             Err(e) => return Err(io_error("cannot open", &log_path, &e)),
         };
-        let mut buf = Vec::new();
+        // The log may hold a card's records in clear (an unsealed store): wiped when dropped.
+        let mut buf = zeroize::Zeroizing::new(Vec::new());
         log.read_to_end(&mut buf)
             .map_err(|e| io_error("cannot read", &log_path, &e))?;
         let replayed = replay(&buf)?;
@@ -326,10 +327,14 @@ impl Store for FileStore {
         self.log_len += frame.len() as u64;
         self.next_seq = next_seq;
         for w in writes {
-            match &w.value {
+            let replaced = match &w.value {
                 Some(v) => self.records.insert(w.id, v.clone()),
                 None => self.records.remove(&w.id),
             };
+            // A value replaced may be a secret in clear (an unsealed store's keys).
+            if let Some(mut old) = replaced {
+                zeroize::Zeroize::zeroize(&mut old);
+            }
         }
         // The commit is durable whatever compaction does, so its failure is not the
         // commit's failure.

@@ -58,20 +58,17 @@ pub struct LocalBox {
 }
 
 impl LocalBox {
-    /// The default for the data directory `data`: the store in `DATA/box`, its key beside
-    /// the data directory in `<DATA>.box-storage-key`, so that a copy of the data directory
-    /// (a backup, a stolen disk image of it) holds the box's records sealed and not the key
-    /// that opens them. A data directory with no name of its own (`/`) keeps it inside.
+    /// The default for the data directory `data`: the store in `DATA/box`, its key in
+    /// `DATA/box.storage-key`. The default keeps the key with the data, so keeping `DATA`
+    /// (a volume, a backup) keeps the box: a key made outside it by default would be lost
+    /// with a container's file system, and every meter's value with it. What the sealing
+    /// protects then is a copy of the store alone; kept elsewhere (`--box-storage-key`), a
+    /// copy of the whole data directory does not open the box either.
     pub fn in_data(data: &Path) -> Self {
-        let dir = data.join(crate::BOX_DIR);
-        let absolute = std::path::absolute(data).unwrap_or_else(|_| data.to_owned());
-        let key = match absolute.file_name() {
-            Some(name) => {
-                absolute.with_file_name(format!("{}.box-storage-key", name.to_string_lossy()))
-            }
-            None => data.join("box.storage-key"),
-        };
-        Self { dir, key }
+        Self {
+            dir: data.join(crate::BOX_DIR),
+            key: data.join("box.storage-key"),
+        }
     }
 }
 
@@ -216,7 +213,7 @@ fn sealed_store(at: &LocalBox, create: bool) -> anyhow::Result<SealedStore<FileS
                 at.key.display()
             )
         })?;
-        let sealed = SealedStore::new(store, key);
+        let mut sealed = SealedStore::new(store, key);
         let opens = sealed
             .read(rec::SEALED)
             .ok()
@@ -229,23 +226,53 @@ fn sealed_store(at: &LocalBox, create: bool) -> anyhow::Result<SealedStore<FileS
             dir.display(),
             at.key.display()
         );
+        // A sealing a crash cut after its commit left the records in clear in the log's
+        // earlier frames: dropped at every start (a box store is small), not left to a
+        // compaction that a quiet box may never reach.
+        if create {
+            sealed
+                .forget_history()
+                .map_err(|e| failed("rewriting its log", e))?;
+        }
         return Ok(sealed);
     }
-    // The layout before: every record in clear, which the box must read as such before
-    // anything is made or written (not a sealed store that lost its marker, whose key
-    // may be missing too).
+    // Not marked sealed. Sealed now only at start (a re-open after a failed write opens the
+    // store that failed, as it was), and only a store the box reads in clear: empty, or a
+    // configuration that decodes in clear. A sealed store stripped of its marker (and of
+    // its configuration too, which would read as a blank box) is refused, changing nothing.
+    anyhow::ensure!(
+        create,
+        "the box's store {} is no longer marked sealed: not re-opened",
+        dir.display()
+    );
     let mut store = store;
-    if let Err(e) = vbox_card(&mut store, OsPlatform::new(Clock::System)) {
-        anyhow::bail!(
-            "the box's store {} is not marked sealed, and does not read as a store in clear \
-             either ({e:?}): refusing to open it; restore the store",
-            dir.display()
+    let ids = store.ids().map_err(|e| failed("listing", e))?;
+    let config = store
+        .read(openpsd_core::records::vbox::CONFIG)
+        .map_err(|e| failed("reading", e))?;
+    let in_clear = ids.is_empty()
+        || (config.is_some() && vbox_card(&mut store, OsPlatform::new(Clock::System)).is_ok());
+    anyhow::ensure!(
+        in_clear,
+        "the box's store {} is not marked sealed, and does not read as a store in clear \
+         either: refusing to open it; restore the store",
+        dir.display()
+    );
+    let mut sealed = SealedStore::new(store, key_for_sealing(&at.key)?);
+    // A key made by a sealing a crash cut short opens none of the records in clear; one that
+    // opens any means the records are sealed already under it.
+    for &id in &ids {
+        anyhow::ensure!(
+            sealed.read(id).is_err(),
+            "the box's store {} holds records sealed under {} but is not marked sealed \
+             (edited?): refusing to open it; restore the store",
+            dir.display(),
+            at.key.display()
         );
     }
     // All of them sealed in one commit.
-    let mut sealed = SealedStore::new(store, key_for_sealing(&at.key)?);
     let mut writes = Vec::new();
-    for id in sealed.inner().ids().map_err(|e| failed("listing", e))? {
+    for id in ids {
         let value = sealed.inner().read(id).map_err(|e| failed("reading", e))?;
         writes.push(Write { id, value });
     }
@@ -712,14 +739,20 @@ mod tests {
     }
 
     #[test]
-    fn the_in_process_box_store_is_sealed_under_a_key_kept_beside_the_data_directory() {
+    fn the_in_process_box_store_is_sealed_under_its_storage_key() {
         let tmp = tempfile::tempdir().unwrap();
-        let local = LocalBox::in_data(&tmp.path().join("dc"));
+        // The key kept out of the data directory (`--box-storage-key`).
+        std::fs::create_dir_all(tmp.path().join("secrets")).unwrap();
+        let local = LocalBox {
+            key: tmp.path().join("secrets").join("box.key"),
+            ..LocalBox::in_data(&tmp.path().join("dc"))
+        };
         let info = {
             let mut h = BoxHost::connect(&BoxAt::InProcess(local.clone()), None).unwrap();
             h.personalize(2, 4, &g(), &g()).unwrap()
         };
-        assert!(local.key.exists() && !local.key.starts_with(tmp.path().join("dc")));
+        assert!(local.key.exists());
+        assert!(!tmp.path().join("dc").join("box.storage-key").exists());
         use std::os::unix::fs::PermissionsExt as _;
         let mode = std::fs::metadata(&local.key).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
@@ -744,10 +777,7 @@ mod tests {
             .err()
             .unwrap()
             .to_string();
-        assert!(
-            e.contains("is sealed") && e.contains("box-storage-key"),
-            "{e}"
-        );
+        assert!(e.contains("is sealed") && e.contains("box.key"), "{e}");
         assert!(!local.key.exists(), "no new key made for a sealed store");
         make_storage_key_at(&local.key).unwrap();
         let e = BoxHost::connect(&BoxAt::InProcess(local.clone()), None)
@@ -821,6 +851,112 @@ mod tests {
         assert!(!contains(&log_of(&local), &id));
     }
 
+    /// The box's store seen as it is, without its key.
+    fn raw_store(local: &LocalBox) -> FileStore {
+        FileStore::open(&local.dir).unwrap()
+    }
+
+    #[test]
+    fn a_sealed_store_stripped_of_its_marker_and_configuration_is_refused_not_blank() {
+        let tmp = tempfile::tempdir().unwrap();
+        let local = LocalBox::in_data(&tmp.path().join("dc"));
+        let info = BoxHost::connect(&BoxAt::InProcess(local.clone()), None)
+            .unwrap()
+            .personalize(2, 4, &g(), &g())
+            .unwrap();
+        let saved = raw_store(&local)
+            .read(openpsd_core::records::vbox::CONFIG)
+            .unwrap();
+        let mut store = raw_store(&local);
+        store
+            .commit(&[
+                Write {
+                    id: rec::SEALED,
+                    value: None,
+                },
+                Write {
+                    id: openpsd_core::records::vbox::CONFIG,
+                    value: None,
+                },
+            ])
+            .unwrap();
+        // A shard record is still there (a box with meters): not an empty store.
+        store
+            .commit(&[Write {
+                id: openpsd_core::records::vbox::shard(0),
+                value: Some(vec![0xEE; 40]),
+            }])
+            .unwrap();
+        drop(store);
+        let log = log_of(&local);
+        let e = BoxHost::connect(&BoxAt::InProcess(local.clone()), None)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("not marked sealed"), "{e}");
+        assert_eq!(log_of(&local), log, "nothing written");
+        // Put back as it was: the same box.
+        raw_store(&local)
+            .commit(&[
+                Write {
+                    id: openpsd_core::records::vbox::CONFIG,
+                    value: saved,
+                },
+                Write {
+                    id: openpsd_core::records::vbox::shard(0),
+                    value: None,
+                },
+            ])
+            .unwrap();
+        let mut sealed =
+            SealedStore::new(raw_store(&local), read_storage_key_at(&local.key).unwrap());
+        sealed.commit(&[sealed_marker()]).unwrap();
+        drop(sealed);
+        let mut h = BoxHost::connect(&BoxAt::InProcess(local), None).unwrap();
+        assert_eq!(h.read_info().unwrap(), Some(info));
+    }
+
+    #[test]
+    fn a_sealing_cut_after_its_commit_drops_the_records_in_clear_at_the_next_start() {
+        let tmp = tempfile::tempdir().unwrap();
+        let local = LocalBox::in_data(&tmp.path().join("dc"));
+        let (plain, id) = plain_box(&local);
+        // The crash: sealed in one commit, the log not yet rewritten.
+        let store = raw_store(&local);
+        let ids = store.ids().unwrap();
+        let mut writes: Vec<Write> = ids
+            .iter()
+            .map(|&i| Write {
+                id: i,
+                value: store.read(i).unwrap(),
+            })
+            .collect();
+        writes.push(sealed_marker());
+        let mut sealed = SealedStore::new(store, make_storage_key_at(&local.key).unwrap());
+        sealed.commit(&writes).unwrap();
+        drop(sealed);
+        assert!(contains(&log_of(&local), &plain), "still in the log");
+        let mut h = BoxHost::connect(&BoxAt::InProcess(local.clone()), None).unwrap();
+        assert_eq!(h.read_info().unwrap().unwrap().box_id.0, id);
+        drop(h);
+        assert!(
+            !contains(&log_of(&local), &id),
+            "the records in clear dropped"
+        );
+    }
+
+    #[test]
+    fn a_store_re_read_after_a_failed_write_is_never_sealed_nor_keyed_then() {
+        let tmp = tempfile::tempdir().unwrap();
+        let local = LocalBox::in_data(&tmp.path().join("dc"));
+        let _ = plain_box(&local);
+        let log = log_of(&local);
+        let e = local_card(&local, false).err().unwrap().to_string();
+        assert!(e.contains("no longer marked sealed"), "{e}");
+        assert!(!local.key.exists(), "no key made");
+        assert_eq!(log_of(&local), log, "nothing written");
+    }
+
     #[test]
     fn a_sealed_store_whose_marker_was_taken_out_is_refused_not_sealed_again() {
         let tmp = tempfile::tempdir().unwrap();
@@ -873,9 +1009,9 @@ mod tests {
             local,
             LocalBox {
                 dir: "/srv/dc/box".into(),
-                key: "/srv/dc.box-storage-key".into()
+                key: "/srv/dc/box.storage-key".into()
             },
-            "the key beside the data directory, not in it"
+            "by default the key is kept with the data"
         );
         let dir = &local;
         assert_eq!(

@@ -114,7 +114,7 @@ fn api(e: openpsd_service_kit::error::ApiError) -> anyhow::Error {
 }
 
 /// Every table of the data center's database (a PostgreSQL backup copies them all).
-const TABLES: [&str; 11] = [
+const TABLES: [&str; 12] = [
     "box",
     "mailers",
     "sessions",
@@ -126,6 +126,7 @@ const TABLES: [&str; 11] = [
     "txns",
     "indicia",
     "intents",
+    "logins",
 ];
 
 fn creds(name: &str) -> MailerCredentials {
@@ -1497,11 +1498,26 @@ async fn the_box_signs_every_log_in_and_the_auditor_walks_them() {
         .await
         .unwrap_err();
     assert_eq!(e.status, 401);
+    // Nor is an unknown username (the same work, a box command that fails).
+    let nobody = MailerCredentials {
+        username: "nobody-here".into(),
+        password: "not-anyones-password".into(),
+    };
+    let e = anon
+        .post::<_, MailerSession>("/v1/sessions", &nobody)
+        .await
+        .unwrap_err();
+    assert_eq!(e.status, 401);
+    // The next log-in is the box's fifth: neither refusal was counted.
+    let alice3 = {
+        drop(alice3);
+        log_in("alice").await
+    };
 
     let h: History = alice3.get("/v1/history").await.unwrap();
     let key = hex::decode(&h.box_key).unwrap();
     let seqs: Vec<u64> = h.logins.iter().map(|l| l.sequence).collect();
-    assert_eq!(seqs, [1, 3, 4], "alice's log-ins, oldest first");
+    assert_eq!(seqs, [1, 3, 4, 5], "alice's log-ins, oldest first");
     let alice_id: [u8; 16] = hex::decode(&a.mailer_id).unwrap().try_into().unwrap();
     for l in &h.logins {
         let r = LoginRecord::verify(&hex::decode(&l.record).unwrap(), &key).unwrap();
@@ -1514,8 +1530,69 @@ async fn the_box_signs_every_log_in_and_the_auditor_walks_them() {
         [2]
     );
     let r = audit(&w);
-    assert_eq!((r.logins, r.logins_missing.len()), (4, 0));
+    assert_eq!((r.logins, r.logins_missing.len()), (5, 0));
     assert!(r.problems.is_empty(), "{:?}", r.problems);
+
+    // A record changed in the database: a problem, and not also missing.
+    let saved = w.raw(|c| {
+        c.one("t", "SELECT record FROM logins WHERE sequence = 3", args![])
+            .and_then(|r| r.blob(0))
+            .map_err(api)
+    });
+    let mut flipped = saved.clone();
+    flipped[30] ^= 1;
+    w.raw(|c| {
+        c.exec(
+            "t",
+            "UPDATE logins SET record = ?1 WHERE sequence = 3",
+            args![&flipped],
+        )
+        .map_err(api)
+    });
+    let r = audit(&w);
+    assert!(
+        r.problems.iter().any(|p| p.contains("log-in 3")),
+        "{:?}",
+        r.problems
+    );
+    assert!(r.logins_missing.is_empty(), "{:?}", r.logins_missing);
+    w.raw(|c| {
+        c.exec(
+            "t",
+            "UPDATE logins SET record = ?1 WHERE sequence = 3",
+            args![&saved],
+        )
+        .map_err(api)
+    });
+
+    // The box behind the database (its memory restored; played here by a row the box has
+    // not signed yet): the log-in it signs with a sequence the database holds is refused
+    // (503, an alarm); the next one goes through.
+    w.raw(|c| {
+        c.exec(
+            "t",
+            "INSERT INTO logins (sequence, mailer_id, at, record) SELECT 6, mailer_id, at, record FROM logins WHERE sequence = 5",
+            args![],
+        )
+        .map_err(api)
+    });
+    let e = anon
+        .post::<_, MailerSession>("/v1/sessions", &creds("bob"))
+        .await
+        .unwrap_err();
+    assert_eq!(e.status, 503, "{e:?}");
+    let bob = log_in("bob").await;
+    let hb: History = bob.get("/v1/history").await.unwrap();
+    assert_eq!(
+        hb.logins.iter().map(|l| l.sequence).collect::<Vec<_>>(),
+        [2, 7]
+    );
+    w.raw(|c| {
+        c.exec("t", "DELETE FROM logins WHERE sequence = 6", args![])
+            .map_err(api)
+    });
+    let r = audit(&w);
+    assert_eq!(r.logins_missing, ["6"], "the sequence the box signed twice");
 
     // Alice's third log-in moved to Bob in the database: Bob's history refuses to show it,
     // the auditor reports it.
@@ -1551,13 +1628,13 @@ async fn the_box_signs_every_log_in_and_the_auditor_walks_them() {
     let r = audit(&w);
     assert_eq!(
         (r.logins, r.logins_missing.clone()),
-        (3, vec!["1".to_owned()])
+        (5, vec!["1".to_owned(), "6".to_owned()])
     );
     assert!(r.problems.is_empty(), "{:?}", r.problems);
     let h: History = alice.get("/v1/history").await.unwrap();
     assert_eq!(
         h.logins.iter().map(|l| l.sequence).collect::<Vec<_>>(),
-        [3, 4]
+        [3, 4, 5]
     );
     w.h.stop().await;
 }

@@ -229,10 +229,12 @@ fn sealed_store(at: &LocalBox, create: bool) -> anyhow::Result<SealedStore<FileS
         // A sealing a crash cut after its commit left the records in clear in the log's
         // earlier frames: dropped at every start (a box store is small), not left to a
         // compaction that a quiet box may never reach.
+        // A rewrite that fails (a full disk) leaves the store as it was: a warning, not a
+        // refusal to start.
         if create {
-            sealed
-                .forget_history()
-                .map_err(|e| failed("rewriting its log", e))?;
+            if let Err(e) = sealed.forget_history() {
+                tracing::warn!(dir = %dir.display(), error = ?e, "the box's sealed store: its log could not be rewritten (earlier frames stay until its next compaction)");
+            }
         }
         return Ok(sealed);
     }

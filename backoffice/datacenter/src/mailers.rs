@@ -568,21 +568,26 @@ pub(crate) async fn log_in(
         tracing::warn!(username = %req.username, "failed log-in");
         return Err(unauthenticated("wrong username or password"));
     };
-    uncount(dc.clone()).await?;
     let mailer = mailer.ok_or_else(|| unauthenticated("wrong username or password"))?;
-    record_log_in(&dc, &mailer, record, at).await?;
+    record_log_in(&dc, &mailer, record, at, attempt).await?;
     dc.ensure_meter(&mailer).await?;
     Ok(axum::Json(new_session(&dc, &mailer).await?))
 }
 
 /// Keeps the log-in record the box signed for `mailer` (`GET /v1/history` shows it, the
-/// auditor walks them all). The record must verify under the box's key and name this mailer
-/// and time: the box's answer is checked like any other before it is stored.
+/// auditor walks them all), and uncounts the attempt's failure row (`attempt`), in one
+/// transaction: the record is not lost to a failed uncount. The record must verify under
+/// the box's key and name this mailer and time: the box's answer is checked like any other
+/// before it is stored. A sequence the database holds already means the box signed it again:
+/// its memory was rolled back (a restored store whose shards had not moved since). That
+/// log-in answers 503 with an alarm; the box's count passes the database's again after as
+/// many log-ins, each refused so.
 async fn record_log_in(
     dc: &Datacenter,
     mailer: &str,
     record: Vec<u8>,
     at: u64,
+    attempt: i64,
 ) -> Result<(), ApiError> {
     let id = crate::indicia::mailer_bytes(mailer, STEP)?;
     let l = LoginRecord::verify(&record, &dc.info.txn_key)
@@ -595,12 +600,39 @@ async fn record_log_in(
     let mailer = mailer.to_owned();
     dc.db
         .run(STEP, move |c| {
-            c.exec(
+            let mut tx = c.transaction(STEP)?;
+            let key = if tx.is_postgres() { "id" } else { "rowid" };
+            tx.exec(
+                STEP,
+                &format!("DELETE FROM login_failures WHERE {key} = ?1"),
+                args![attempt],
+            )?;
+            if tx
+                .opt(
+                    STEP,
+                    "SELECT 1 FROM logins WHERE sequence = ?1",
+                    args![sequence],
+                )?
+                .is_some()
+            {
+                tracing::error!(
+                    sequence,
+                    "ALARM: the box signed a log-in sequence the database holds already: its \
+                     memory was rolled back (restored from a backup?)"
+                );
+                // The password was right: not counted as a failure.
+                tx.commit(STEP)?;
+                return Err(ApiError::unavailable(
+                    STEP,
+                    "the box's log-in count is behind the database's (its memory restored?)",
+                ));
+            }
+            tx.exec(
                 STEP,
                 "INSERT INTO logins (sequence, mailer_id, at, record) VALUES (?1, ?2, ?3, ?4)",
                 args![sequence, mailer, at, record],
-            )
-            .map(drop)
+            )?;
+            tx.commit(STEP)
         })
         .await
 }

@@ -128,7 +128,7 @@ impl VboxApplet {
         let sequence = login::decode_logins(stored.as_deref())
             .map_err(|_| Status::Internal)?
             .checked_add(1)
-            .ok_or(Status::Internal)?;
+            .ok_or(Status::CounterOverflow)?;
         // Committed before the record leaves: no two records ever share a sequence.
         let mut txn = Transaction::begin(ctx.store);
         txn.write(rec::LOGINS, login::encode_logins(sequence));

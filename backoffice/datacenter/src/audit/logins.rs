@@ -39,6 +39,18 @@ pub(super) fn walk_logins(
             row.blob(3).map_err(api)?,
         );
         rep.logins += 1;
+        // The sequences the rows hold (a changed row is there, and reported below): a gap
+        // between them is a record missing.
+        let row_seq = u64::try_from(seq).unwrap_or(0);
+        if row_seq > expected {
+            let last = row_seq - 1;
+            rep.logins_missing.push(if last == expected {
+                expected.to_string()
+            } else {
+                format!("{expected}-{last}")
+            });
+        }
+        expected = expected.max(row_seq.saturating_add(1));
         let Ok(l) = LoginRecord::verify(&bytes, key) else {
             rep.problems.push(format!(
                 "log-in {seq}: the record's signature does not verify (changed)"
@@ -53,17 +65,7 @@ pub(super) fn walk_logins(
             rep.problems.push(format!(
                 "log-in {seq}: the row's sequence, mailer or time, or the box, is not the record's"
             ));
-            continue;
         }
-        if l.sequence > expected {
-            let last = l.sequence - 1;
-            rep.logins_missing.push(if last == expected {
-                expected.to_string()
-            } else {
-                format!("{expected}-{last}")
-            });
-        }
-        expected = l.sequence.saturating_add(1);
     }
     Ok(())
 }

@@ -496,8 +496,7 @@ pub(crate) async fn log_in(
             if failures >= MAX_FAILURES {
                 return Ok((None, None));
             }
-            // The failure's own ID: SQLite's rowid, PostgreSQL's `id` column.
-            let returning = if tx.is_postgres() { "id" } else { "rowid" };
+            let returning = failure_id(&tx);
             let attempt = tx
                 .one(
                     STEP,
@@ -540,19 +539,8 @@ pub(crate) async fn log_in(
         None => (None, None),
     };
     // The attempt's failure row goes: a right password, or one not checked at all.
-    let uncount = |dc: Datacenter| async move {
-        dc.db
-            .run(STEP, move |c| {
-                let key = if c.is_postgres() { "id" } else { "rowid" };
-                c.exec(
-                    STEP,
-                    &format!("DELETE FROM login_failures WHERE {key} = ?1"),
-                    args![attempt],
-                )
-                .map(drop)
-            })
-            .await
-    };
+    let uncount =
+        |dc: Datacenter| async move { dc.db.run(STEP, move |c| uncount_attempt(c, attempt)).await };
     let at = u64::try_from(now).unwrap_or(0);
     let password = Zeroizing::new(req.password);
     let record = match verify_password(&dc, mailer.clone(), password, stored, at).await {
@@ -572,6 +560,21 @@ pub(crate) async fn log_in(
     record_log_in(&dc, &mailer, record, at, attempt).await?;
     dc.ensure_meter(&mailer).await?;
     Ok(axum::Json(new_session(&dc, &mailer).await?))
+}
+
+/// The column of a log-in failure's own ID: SQLite's rowid, PostgreSQL's `id`.
+fn failure_id(c: &impl Sql) -> &'static str {
+    if c.is_postgres() {
+        "id"
+    } else {
+        "rowid"
+    }
+}
+
+/// Deletes the failure row a log-in attempt counted (`attempt`: its own ID).
+fn uncount_attempt(c: &mut impl Sql, attempt: i64) -> Result<(), ApiError> {
+    let sql = format!("DELETE FROM login_failures WHERE {} = ?1", failure_id(c));
+    c.exec(STEP, &sql, args![attempt]).map(drop)
 }
 
 /// Keeps the log-in record the box signed for `mailer` (`GET /v1/history` shows it, the
@@ -601,12 +604,7 @@ async fn record_log_in(
     dc.db
         .run(STEP, move |c| {
             let mut tx = c.transaction(STEP)?;
-            let key = if tx.is_postgres() { "id" } else { "rowid" };
-            tx.exec(
-                STEP,
-                &format!("DELETE FROM login_failures WHERE {key} = ?1"),
-                args![attempt],
-            )?;
+            uncount_attempt(&mut tx, attempt)?;
             if tx
                 .opt(
                     STEP,

@@ -65,7 +65,7 @@ export function initOnline(ctx) {
       ? `Your last log-ins, each signed by the box: ${logins
         .map((l) => `#${l.sequence} at ${new Date(l.at * 1000).toISOString().slice(0, 16).replace('T', ' ')} UTC`)
         .join('; ')}.`
-      : 'No log-in signed by the box yet (signing up opened this session).';
+      : 'No log-in signed by the box yet.';
     $('online-login').hidden = true;
     $('online-meter').hidden = false;
   }

@@ -1508,7 +1508,8 @@ async fn the_box_signs_every_log_in_and_the_auditor_walks_them() {
         .await
         .unwrap_err();
     assert_eq!(e.status, 401);
-    // The next log-in is the box's fifth: neither refusal was counted.
+    // The next log-in is the box's seventh (two sign-ups, four log-ins before): neither
+    // refusal was counted.
     let alice3 = {
         drop(alice3);
         log_in("alice").await
@@ -1517,7 +1518,11 @@ async fn the_box_signs_every_log_in_and_the_auditor_walks_them() {
     let h: History = alice3.get("/v1/history").await.unwrap();
     let key = hex::decode(&h.box_key).unwrap();
     let seqs: Vec<u64> = h.logins.iter().map(|l| l.sequence).collect();
-    assert_eq!(seqs, [1, 3, 4, 5], "alice's log-ins, oldest first");
+    assert_eq!(
+        seqs,
+        [1, 3, 5, 6, 7],
+        "alice's sign-up and log-ins, oldest first"
+    );
     let alice_id: [u8; 16] = hex::decode(&a.mailer_id).unwrap().try_into().unwrap();
     for l in &h.logins {
         let r = LoginRecord::verify(&hex::decode(&l.record).unwrap(), &key).unwrap();
@@ -1527,10 +1532,10 @@ async fn the_box_signs_every_log_in_and_the_auditor_walks_them() {
     let hb: History = bob.get("/v1/history").await.unwrap();
     assert_eq!(
         hb.logins.iter().map(|l| l.sequence).collect::<Vec<_>>(),
-        [2]
+        [2, 4]
     );
     let r = audit(&w);
-    assert_eq!((r.logins, r.logins_missing.len()), (5, 0));
+    assert_eq!((r.logins, r.logins_missing.len()), (7, 0));
     assert!(r.problems.is_empty(), "{:?}", r.problems);
 
     // A record changed in the database: a problem, and not also missing.
@@ -1571,7 +1576,7 @@ async fn the_box_signs_every_log_in_and_the_auditor_walks_them() {
     w.raw(|c| {
         c.exec(
             "t",
-            "INSERT INTO logins (sequence, mailer_id, at, record) SELECT 6, mailer_id, at, record FROM logins WHERE sequence = 5",
+            "INSERT INTO logins (sequence, mailer_id, at, record) SELECT 8, mailer_id, at, record FROM logins WHERE sequence = 7",
             args![],
         )
         .map_err(api)
@@ -1585,21 +1590,21 @@ async fn the_box_signs_every_log_in_and_the_auditor_walks_them() {
     let hb: History = bob.get("/v1/history").await.unwrap();
     assert_eq!(
         hb.logins.iter().map(|l| l.sequence).collect::<Vec<_>>(),
-        [2, 7]
+        [2, 4, 9]
     );
     w.raw(|c| {
-        c.exec("t", "DELETE FROM logins WHERE sequence = 6", args![])
+        c.exec("t", "DELETE FROM logins WHERE sequence = 8", args![])
             .map_err(api)
     });
     let r = audit(&w);
-    assert_eq!(r.logins_missing, ["6"], "the sequence the box signed twice");
+    assert_eq!(r.logins_missing, ["8"], "the sequence the box signed twice");
 
-    // Alice's third log-in moved to Bob in the database: Bob's history refuses to show it,
+    // Alice's second log-in moved to Bob in the database: Bob's history refuses to show it,
     // the auditor reports it.
     w.raw(|c| {
         c.exec(
             "t",
-            "UPDATE logins SET mailer_id = ?1 WHERE sequence = 4",
+            "UPDATE logins SET mailer_id = ?1 WHERE sequence = 5",
             args![&b.mailer_id],
         )
         .map_err(api)
@@ -1610,7 +1615,7 @@ async fn the_box_signs_every_log_in_and_the_auditor_walks_them() {
     );
     let r = audit(&w);
     assert!(
-        r.problems.iter().any(|p| p.contains("log-in 4")),
+        r.problems.iter().any(|p| p.contains("log-in 5")),
         "{:?}",
         r.problems
     );
@@ -1618,7 +1623,7 @@ async fn the_box_signs_every_log_in_and_the_auditor_walks_them() {
     w.raw(|c| {
         c.exec(
             "t",
-            "UPDATE logins SET mailer_id = ?1 WHERE sequence = 4",
+            "UPDATE logins SET mailer_id = ?1 WHERE sequence = 5",
             args![&a.mailer_id],
         )
         .map_err(api)?;
@@ -1628,13 +1633,67 @@ async fn the_box_signs_every_log_in_and_the_auditor_walks_them() {
     let r = audit(&w);
     assert_eq!(
         (r.logins, r.logins_missing.clone()),
-        (5, vec!["1".to_owned(), "6".to_owned()])
+        (7, vec!["1".to_owned(), "8".to_owned()])
     );
     assert!(r.problems.is_empty(), "{:?}", r.problems);
     let h: History = alice.get("/v1/history").await.unwrap();
     assert_eq!(
         h.logins.iter().map(|l| l.sequence).collect::<Vec<_>>(),
-        [3, 4, 5]
+        [3, 5, 6, 7]
     );
+
+    // At start the box's count (GET DATA 00 02) is compared with the database's records.
+    let restart = || async {
+        start_datacenter(
+            &config(&w.h, tmp.path(), w.url.as_deref()),
+            "127.0.0.1:0",
+            1000,
+        )
+        .await
+    };
+    let (database, key) = (w.database(), w.info.txn_key);
+    w.dc.stop().await;
+    // The box ahead (the last record lost between the box and the database): it starts.
+    raw(&database, |c| {
+        c.exec("t", "DELETE FROM logins WHERE sequence = 9", args![])
+            .map_err(api)
+    });
+    let (dc, _) = restart().await.expect("a box ahead of the database starts");
+    dc.stop().await;
+    // The box behind (played by a record ahead of its count): refused, nothing served.
+    raw(&database, |c| {
+        c.exec(
+            "t",
+            "INSERT INTO logins (sequence, mailer_id, at, record) SELECT 12, mailer_id, at, record FROM logins WHERE sequence = 7",
+            args![],
+        )
+        .map_err(api)
+    });
+    let err = restart().await.err().expect("a box behind the database");
+    assert!(
+        err.to_string().contains("restore the box's latest memory"),
+        "{err}"
+    );
+    // Taken out again: it starts, and the next log-in is the box's tenth.
+    raw(&database, |c| {
+        c.exec("t", "DELETE FROM logins WHERE sequence = 12", args![])
+            .map_err(api)
+    });
+    let (dc, _) = restart().await.expect("starts again");
+    let anon = Client::new(&dc.url, &w.h.pki, None);
+    let s: MailerSession = anon.post("/v1/sessions", &creds("bob")).await.unwrap();
+    let hb: History = anon.with_bearer(&s.token).get("/v1/history").await.unwrap();
+    assert_eq!(
+        hb.logins.iter().map(|l| l.sequence).collect::<Vec<_>>(),
+        [2, 4, 10]
+    );
+    let r = std::thread::scope(|s| {
+        s.spawn(|| openpsd_datacenter::audit::audit(&database, Some(&key)))
+            .join()
+    })
+    .unwrap()
+    .unwrap();
+    assert_eq!(r.logins_missing, ["1", "8-9"]);
+    dc.stop().await;
     w.h.stop().await;
 }

@@ -719,6 +719,10 @@ fn refusals_before_personalization_and_bad_apdus() {
     select(&mut card);
     assert_eq!(ok(&card.transmit(&[0x80, 0xCA, 0x00, 0x01, 0x00])), [0]);
     refused(
+        &card.transmit(&[0x80, 0xCA, 0x00, 0x02, 0x00]),
+        Status::ConditionsNotSatisfied,
+    );
+    refused(
         &card.transmit(&[0x80, ins::READ_SHARD, 0, 0, 0]),
         Status::ConditionsNotSatisfied,
     );
@@ -1223,6 +1227,12 @@ fn log_in_cmd(mailer: &[u8; 16], hash: &[u8; 32], verifier: &[u8; 16], time: u64
 /// (box ID, sequence, mailer, the data center's time); a refused one writes nothing. The
 /// sequence survives power-off, and a power cut at every write leaves the count as it was
 /// (nothing answered) or one more, never a record whose sequence the box could sign again.
+/// GET DATA 00 02: the box's count of approved log-ins.
+fn login_count(card: &mut BoxCard) -> u64 {
+    let d = ok(&card.transmit(&[0x80, 0xCA, 0x00, 0x02, 0x00]));
+    u64::from_be_bytes(d.try_into().unwrap())
+}
+
 #[test]
 fn approved_log_ins_are_counted_and_signed_by_the_box() {
     let (mut card, dc) = new_box();
@@ -1230,7 +1240,9 @@ fn approved_log_ins_are_counted_and_signed_by_the_box() {
     let box_id = &info[1..9];
     let h = [0x61; 32];
     let v = enroll(&mut card, &ALICE, &h);
+    assert_eq!(login_count(&mut card), 0, "no log-in yet");
     let first = ok(&card.transmit(&log_in_cmd(&ALICE, &h, &v, 1_780_000_000)));
+    assert_eq!(login_count(&mut card), 1);
     assert_eq!(first.len(), LOGIN_RECORD_LEN);
     let l = LoginRecord::verify(&first, &dc.txn_key).unwrap();
     assert_eq!(
@@ -1263,8 +1275,23 @@ fn approved_log_ins_are_counted_and_signed_by_the_box() {
         &apdu(ins::AUTHENTICATE_MAILER, 2, 0, &no_time),
         Status::IncorrectP1P2,
     );
+    // GET DATA 00 02 reads the count and writes nothing; other P2s or data are refused.
+    let writes = card.store().writes();
+    assert_eq!(login_count(&mut card), 1, "refusals counted nothing");
+    assert_eq!(card.store().writes(), writes);
+    refused_unchanged(
+        &mut card,
+        &[0x80, 0xCA, 0x00, 0x03, 0x00],
+        Status::IncorrectP1P2,
+    );
+    refused_unchanged(
+        &mut card,
+        &[0x80, 0xCA, 0x00, 0x02, 0x01, 0x00, 0x00],
+        Status::WrongLength,
+    );
     // The count goes on after power-off.
     let mut card = reopen(card.store().nvm());
+    assert_eq!(login_count(&mut card), 1);
     let second = ok(&card.transmit(&log_in_cmd(&ALICE, &h, &v, 7)));
     assert_eq!(
         LoginRecord::verify(&second, &dc.txn_key).unwrap().sequence,
@@ -1276,9 +1303,12 @@ fn approved_log_ins_are_counted_and_signed_by_the_box() {
     let base = card.store().nvm().clone();
     let cmd = log_in_cmd(&ALICE, &h, &v, 9);
     let cuts = sweep(&base, &cmd, |mut card, at| {
+        // What the box reports is what it will sign next, less one: never behind a record.
+        let counted = login_count(&mut card);
         let next = ok(&card.transmit(&cmd));
         let seq = LoginRecord::verify(&next, &dc.txn_key).unwrap().sequence;
         assert!(seq == 3 || seq == 4, "{at}: sequence {seq}");
+        assert_eq!(seq, counted + 1, "{at}");
     });
     assert!(cuts >= 2, "clean and torn cuts of the one commit");
 }

@@ -617,6 +617,16 @@ impl BoxHost {
             .and_then(|r| r.try_into().ok())
             .ok_or(Refused(0x6F00))
     }
+
+    /// The box's count of approved log-ins (GET DATA 00 02).
+    pub fn login_count(&mut self) -> Result<u64, Refused> {
+        let d = split(
+            self.link
+                .transmit(&[CLA_VBOX, ins::GET_DATA, 0x00, 0x02, 0x00], true)?,
+        )?;
+        let n: [u8; 8] = d.try_into().map_err(|_| Refused(0x6F00))?;
+        Ok(u64::from_be_bytes(n))
+    }
 }
 
 /// A request to the box's thread: a call on the host, its answer sent back by the call.
@@ -708,6 +718,11 @@ impl BoxHandle {
     /// The box's root of `shard` (READ SHARD).
     pub fn shard_root(&self, shard: u16) -> Result<Hash, Refused> {
         self.call(move |h| h.shard_root(shard)).ok_or(GONE)?
+    }
+
+    /// The box's count of approved log-ins (GET DATA 00 02).
+    pub fn login_count(&self) -> Result<u64, Refused> {
+        self.call(BoxHost::login_count).ok_or(GONE)?
     }
 }
 

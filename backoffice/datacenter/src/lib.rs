@@ -361,6 +361,7 @@ impl Datacenter {
         dc.check_pepper().await?;
         mailers::move_rows_to_the_box(&dc).await?;
         dc.recover_and_check().await?;
+        dc.check_log_ins().await?;
         dc.db.check_after_reconnect(roots_check(
             dc.boxh.clone(),
             Arc::clone(&dc.info),
@@ -488,6 +489,73 @@ impl Datacenter {
                 "the database's Merkle roots of shard(s) {mismatched:?} are not the box's: the \
                  database is older than the box (restored from a backup?) or was edited. \
                  Refusing to start: restore the latest database."
+            );
+        }
+        Ok(())
+    }
+
+    /// Compares the box's count of approved log-ins (GET DATA 00 02) with the log-in records
+    /// the database holds. The box counts a log-in before the database keeps its record, so
+    /// the box is never behind: if it is, its memory was rolled back (restored from a
+    /// backup) and it would sign sequences the database holds again. That refuses the start,
+    /// with an alarm, as a shard root does. A box ahead counted log-ins whose records the
+    /// database does not hold (lost between the two commits, deleted, or under way on
+    /// another data center): named in a warning, since the auditor, which reads the
+    /// database only, cannot see records lost after the last one stored. A box that does not
+    /// know GET DATA 00 02 (`6A86`: an older `card-sim`) is not compared, with a warning.
+    async fn check_log_ins(&self) -> anyhow::Result<()> {
+        let boxh = self.boxh.clone();
+        let counted = match tokio::task::spawn_blocking(move || boxh.login_count()).await? {
+            Ok(n) => n,
+            Err(r) if r.0 == openpsd_core::status::Status::IncorrectP1P2.sw() => {
+                tracing::warn!("the box does not report its log-in count (an older card-sim?): not compared with the database's");
+                return Ok(());
+            }
+            Err(r) => anyhow::bail!("GET DATA 00 02 (the box's log-in count): {}", r.meaning()),
+        };
+        let held = self
+            .db
+            .run(STEP_OPEN, |c| {
+                c.one(
+                    STEP_OPEN,
+                    "SELECT COALESCE(MAX(sequence), 0) FROM logins",
+                    args![],
+                )?
+                .int(0)
+            })
+            .await
+            .map_err(|e| anyhow::anyhow!("{}", e.message))?;
+        let held = u64::try_from(held).unwrap_or(0);
+        if counted < held {
+            tracing::error!(
+                box_count = counted,
+                database = held,
+                "ALARM: the box's log-in count is behind the database's"
+            );
+            anyhow::bail!(
+                "the box has counted {counted} log-ins but the database holds the record of \
+                 log-in {held}: the box's memory is older than the database (restored from a \
+                 backup?) and would sign those sequences again. Refusing to start: restore the \
+                 box's latest memory."
+            );
+        }
+        if counted > held {
+            let missing = if counted == held + 1 {
+                counted.to_string()
+            } else {
+                format!("{}-{counted}", held + 1)
+            };
+            tracing::warn!(
+                box_count = counted,
+                database = held,
+                missing = %missing,
+                "the box counted log-ins whose records the database does not hold (lost between \
+                 the box and the database, deleted, or under way on another data center)"
+            );
+        } else {
+            tracing::info!(
+                log_ins = counted,
+                "the box's log-in count is the database's"
             );
         }
         Ok(())

@@ -217,14 +217,24 @@ async fn box_verifier(
         .map_err(|_| ApiError::internal(STEP, "ENROLL MAILER: not a verifier"))
 }
 
+/// A mailer's password as enrolled: the stored row, and what the box checks it with.
+struct Enrolled {
+    /// The row: `vbox1$<salt>$<verifier>`.
+    row: String,
+    /// Argon2id of the password with the salt and the pepper.
+    hash: Zeroizing<[u8; PASSWORD_HASH_LEN]>,
+    /// The box's verifier of `hash`.
+    verifier: [u8; VERIFIER_LEN],
+}
+
 /// The stored form of `password` for `mailer`: a fresh salt, the box's verifier.
 async fn enroll(
     dc: &Datacenter,
     mailer: [u8; 16],
     password: Zeroizing<String>,
-) -> Result<String, ApiError> {
+) -> Result<Enrolled, ApiError> {
     let pepper = dc.pepper.clone();
-    let (salt, h) = with_argon2(move || {
+    let (salt, hash) = with_argon2(move || {
         let mut salt = [0u8; 16];
         random_bytes(&mut salt);
         Ok((
@@ -233,12 +243,30 @@ async fn enroll(
         ))
     })
     .await?;
-    let v = box_verifier(dc, mailer, &h).await?;
-    Ok(format!(
-        "{BOX_PREFIX}{}${}",
-        hex::encode(salt),
-        hex::encode(v)
-    ))
+    let verifier = box_verifier(dc, mailer, &hash).await?;
+    Ok(Enrolled {
+        row: format!(
+            "{BOX_PREFIX}{}${}",
+            hex::encode(salt),
+            hex::encode(verifier)
+        ),
+        hash,
+        verifier,
+    })
+}
+
+/// AUTHENTICATE MAILER with P1 = 01: the box checks `hash` against `verifier` and, if it
+/// approves, counts the log-in and answers its signed record (`None`: refused).
+async fn box_log_in(
+    dc: &Datacenter,
+    mailer: &[u8; 16],
+    hash: &[u8; PASSWORD_HASH_LEN],
+    verifier: &[u8; VERIFIER_LEN],
+    at: u64,
+) -> Result<Option<Vec<u8>>, ApiError> {
+    let mut data = Zeroizing::new(authenticate_data(mailer, hash, verifier));
+    data.extend_from_slice(&at.to_be_bytes());
+    box_auth(dc, vbox::ins::AUTHENTICATE_MAILER, 1, data).await
 }
 
 /// A stored row the box checks: how to make its hash, and its verifier.
@@ -311,9 +339,7 @@ async fn verify_password(
         })
     })
     .await?;
-    let mut data = Zeroizing::new(authenticate_data(&id.unwrap_or([0; 16]), &h, &verifier));
-    data.extend_from_slice(&at.to_be_bytes());
-    let record = box_auth(dc, vbox::ins::AUTHENTICATE_MAILER, 1, data).await?;
+    let record = box_log_in(dc, &id.unwrap_or([0; 16]), &h, &verifier, at).await?;
     Ok(record.filter(|_| id.is_some()))
 }
 
@@ -439,8 +465,8 @@ pub(crate) async fn sign_up(
     let mut id = [0u8; 16];
     random_bytes(&mut id);
     let mailer = hex::encode(id);
-    let hash = enroll(&dc, id, Zeroizing::new(req.password)).await?;
-    let (m, name) = (mailer.clone(), req.username.clone());
+    let enrolled = enroll(&dc, id, Zeroizing::new(req.password)).await?;
+    let (m, name, hash) = (mailer.clone(), req.username.clone(), enrolled.row.clone());
     dc.db
         .run(STEP, move |c| {
             let n = c.exec(
@@ -461,6 +487,13 @@ pub(crate) async fn sign_up(
         })
         .await?;
     tracing::info!(mailer = %mailer, "mailer signed up");
+    // The session sign-up opens is a log-in like any other: counted and signed by the box,
+    // kept in the history.
+    let at = u64::try_from(now_secs()).unwrap_or(0);
+    let record = box_log_in(&dc, &id, &enrolled.hash, &enrolled.verifier, at)
+        .await?
+        .ok_or_else(|| ApiError::internal(STEP, "the box refused the verifier it just made"))?;
+    record_log_in(&dc, &mailer, record, at, None).await?;
     dc.ensure_meter(&mailer).await?;
     Ok((
         StatusCode::CREATED,
@@ -557,7 +590,7 @@ pub(crate) async fn log_in(
         return Err(unauthenticated("wrong username or password"));
     };
     let mailer = mailer.ok_or_else(|| unauthenticated("wrong username or password"))?;
-    record_log_in(&dc, &mailer, record, at, attempt).await?;
+    record_log_in(&dc, &mailer, record, at, Some(attempt)).await?;
     dc.ensure_meter(&mailer).await?;
     Ok(axum::Json(new_session(&dc, &mailer).await?))
 }
@@ -578,8 +611,8 @@ fn uncount_attempt(c: &mut impl Sql, attempt: i64) -> Result<(), ApiError> {
 }
 
 /// Keeps the log-in record the box signed for `mailer` (`GET /v1/history` shows it, the
-/// auditor walks them all), and uncounts the attempt's failure row (`attempt`), in one
-/// transaction: the record is not lost to a failed uncount. The record must verify under
+/// auditor walks them all), and uncounts the attempt's failure row (`attempt`; none for
+/// sign-up's), in one transaction: the record is not lost to a failed uncount. The record must verify under
 /// the box's key and name this mailer and time: the box's answer is checked like any other
 /// before it is stored. A sequence the database holds already means the box signed it again:
 /// its memory was rolled back (a restored store whose shards had not moved since). That
@@ -590,7 +623,7 @@ async fn record_log_in(
     mailer: &str,
     record: Vec<u8>,
     at: u64,
-    attempt: i64,
+    attempt: Option<i64>,
 ) -> Result<(), ApiError> {
     let id = crate::indicia::mailer_bytes(mailer, STEP)?;
     let l = LoginRecord::verify(&record, &dc.info.txn_key)
@@ -604,7 +637,9 @@ async fn record_log_in(
     dc.db
         .run(STEP, move |c| {
             let mut tx = c.transaction(STEP)?;
-            uncount_attempt(&mut tx, attempt)?;
+            if let Some(attempt) = attempt {
+                uncount_attempt(&mut tx, attempt)?;
+            }
             if tx
                 .opt(
                     STEP,

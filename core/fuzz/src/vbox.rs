@@ -352,6 +352,11 @@ pub fn run_vbox_bytes(data: &[u8]) -> Stats {
                 );
                 assert!(l.sequence > stats.logins, "a sequence signed twice");
                 stats.logins = l.sequence;
+            } else if cmd.get(1) == Some(&ins::GET_DATA) && cmd.get(3) == Some(&2) {
+                // The count the box reports is the one it stores, and reading it writes
+                // nothing.
+                assert_eq!(body, &logins(&card).to_be_bytes()[..], "GET DATA 00 02");
+                assert_eq!(card.store().writes(), writes, "GET DATA wrote");
             } else if cmd
                 .get(1)
                 .is_some_and(|&i| i == ins::ENROLL_MAILER || i == ins::AUTHENTICATE_MAILER)
@@ -510,8 +515,8 @@ pub fn seeds() -> crate::ByteSeeds {
     chained.extend_from_slice(&[1, 0, 1, 0x00, 0x30, 0, 0, 0]);
     chained.extend_from_slice(&[1, 0, 2, 0x00, 0x30, 0, 0, 0]);
     // The authentication box: ENROLL MAILER (done, not counted: a raw APDU), AUTHENTICATE
-    // MAILER with a made-up verifier (9A65), a recorded log-in twice, ENROLL one byte short
-    // (6700).
+    // MAILER with a made-up verifier (9A65), a recorded log-in twice, the count read,
+    // ENROLL one byte short (6700).
     let mut auth = vec![];
     let raw = |v: &mut Vec<u8>, apdu: &[u8]| {
         v.push(0);
@@ -536,6 +541,8 @@ pub fn seeds() -> crate::ByteSeeds {
     log_in.extend_from_slice(&1_780_000_000u64.to_be_bytes());
     raw(&mut auth, &log_in);
     raw(&mut auth, &log_in);
+    // The count the box reports then (GET DATA 00 02): 2.
+    raw(&mut auth, &[0x80, ins::GET_DATA, 0x00, 0x02, 0x00]);
     enroll.pop();
     enroll[4] = 47;
     raw(&mut auth, &enroll);

@@ -16,11 +16,14 @@
 //! ENROLL MAILER        80 60 00 00  mailer ID 16 ‖ password hash 32             → verifier 16
 //! AUTHENTICATE MAILER  80 62 00 00  mailer ID 16 ‖ password hash 32 ‖ verifier 16 → 9000, or 9A65
 //! AUTHENTICATE MAILER  80 62 01 00  the same ‖ time 8                       → log-in record 104, or 9A65
+//! GET DATA             80 CA 00 02  none                                        → log-ins so far 8
 //! ```
 //!
 //! With P1 = `01` (the transaction box 42's "logins and login history records") an approved
 //! log-in is counted (record `LOGINS`, committed before the answer) and answered as a log-in
-//! record the box signs ([`super::login`]); a refused one writes nothing.
+//! record the box signs ([`super::login`]); a refused one writes nothing. GET DATA `00 02`
+//! answers the count, so the data center can compare it with the records it holds (a box
+//! behind the database was rolled back; one ahead counted log-ins whose records were lost).
 //!
 //! What it does not do (docs/virtual-meter.md §8): issue a ticket that ISSUE and REFILL
 //! would then require, so the mailer ID of a record command stays the data center's
@@ -141,6 +144,15 @@ impl VboxApplet {
         }
         .sign(&cfg.txn_key);
         reply.extend_from_slice(&signed);
+        Ok(())
+    }
+
+    /// GET DATA 00 02: the approved log-ins so far (u64; 0 before the first). Unsigned: the
+    /// data center reads it over its own link to the box, at start.
+    pub(super) fn login_count(ctx: &mut Ctx<'_>, reply: &mut Vec<u8>) -> Result<(), Status> {
+        let stored = ctx.store.read(rec::LOGINS)?;
+        let count = login::decode_logins(stored.as_deref()).map_err(|_| Status::Internal)?;
+        reply.extend_from_slice(&count.to_be_bytes());
         Ok(())
     }
 }

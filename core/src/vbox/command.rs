@@ -15,6 +15,8 @@ pub enum VboxCommand<'a> {
     Personalize(&'a [u8]),
     /// GET DATA (`80 CA 00 01`): the box's public data (or its blank state).
     GetBoxInfo,
+    /// GET DATA (`80 CA 00 02`): the box's count of approved log-ins (`vbox::login`).
+    GetLoginCount,
     /// READ SHARD (`80 34 shard`): P1P2 is the shard number.
     ReadShard(u16),
     /// CREATE METER (`80 20 00 00`): the vendor's grant ‖ the empty slot's proof.
@@ -87,9 +89,13 @@ impl<'a> VboxCommand<'a> {
                 _ => Err(Status::IncorrectP1P2),
             },
             ins::GET_DATA => |c| {
-                c.expect_p1p2(0x00, 0x01)?;
+                let what = match (c.p1, c.p2) {
+                    (0x00, 0x01) => GetBoxInfo,
+                    (0x00, 0x02) => GetLoginCount,
+                    _ => return Err(Status::IncorrectP1P2),
+                };
                 c.expect_no_data()?;
-                Ok(GetBoxInfo)
+                Ok(what)
             },
             _ => return Err(Status::InstructionNotSupported),
         };

@@ -232,6 +232,7 @@ impl Applet for VboxApplet {
                 self.box_info(reply);
                 Ok(())
             }
+            VboxCommand::GetLoginCount => Self::login_count(ctx, reply),
             VboxCommand::ReadShard(i) => {
                 reply.extend_from_slice(&self.shard(ctx, i)?.public());
                 Ok(())

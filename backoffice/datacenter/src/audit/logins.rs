@@ -7,7 +7,8 @@
 //! problem: the database alone cannot tell a record deleted from one lost between the box's
 //! commit and the database's (a crash; the box counts a log-in before it answers) or one
 //! still under way while the auditor reads beside a running service. Records lost after the
-//! last one stored are not seen at all: the auditor reads the database only.
+//! last one stored are not seen here: the auditor reads the database only (the data center's
+//! start compares the box's count with them and names those in a warning, `check_log_ins`).
 
 use openpsd_core::vbox::login::LoginRecord;
 use openpsd_service_kit::codec;

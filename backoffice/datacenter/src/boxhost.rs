@@ -849,6 +849,48 @@ mod tests {
         assert_eq!(h.read_info().unwrap(), Some(info));
     }
 
+    /// The frozen `DATA/box` of a data center before stop 40 (`tests/state/vbox/box-plain/`,
+    /// records in clear): its box, its transaction key and the verifier its `K_auth` made.
+    const FROZEN_TXN_KEY: &str = "0442f9e70c3ab4803d7d2b3a892b42098c2305e01baea85d446c27c86bbbf6d7b58bc22c21bfab69b6ef40722700323c4d3b60b63538564c6301c7b61eb504847a";
+    const FROZEN_VERIFIER: &str = "51142e81f3094202e8ca4c32481e3439";
+
+    #[test]
+    fn the_frozen_box_store_of_before_stop_40_is_sealed_and_keeps_its_keys() {
+        let frozen = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../tests/state/vbox/box-plain/state.log");
+        let tmp = tempfile::tempdir().unwrap();
+        let local = LocalBox::in_data(&tmp.path().join("dc"));
+        std::fs::create_dir_all(&local.dir).unwrap();
+        std::fs::copy(&frozen, local.dir.join("state.log")).unwrap();
+        let mut h = BoxHost::connect(&BoxAt::InProcess(local.clone()), None).unwrap();
+        let info = h.read_info().unwrap().unwrap();
+        assert_eq!(
+            (&info.box_id.0, info.shards, info.depth, hex::encode(info.txn_key)),
+            (b"VBfrozn1", 2, 4, FROZEN_TXN_KEY.to_owned())
+        );
+        // K_auth came through the sealing: the verifier made before it still checks, and
+        // only for its own password hash.
+        let (mailer, hash) = ([0xA1; 16], [0x5A; 32]);
+        let verifier: [u8; 16] = hex::decode(FROZEN_VERIFIER).unwrap().try_into().unwrap();
+        let auth = openpsd_core::vbox::auth::authenticate_data(&mailer, &hash, &verifier);
+        assert_eq!(h.send(ins::AUTHENTICATE_MAILER, 0, &auth), Ok(vec![]));
+        let wrong = openpsd_core::vbox::auth::authenticate_data(&mailer, &[0x5B; 32], &verifier);
+        assert_eq!(
+            h.send(ins::AUTHENTICATE_MAILER, 0, &wrong),
+            Err(Refused(Status::MailerNotAuthenticated.sw()))
+        );
+        // No log-in was counted before stop 40.
+        assert_eq!(h.login_count(), Ok(0));
+        drop(h);
+        assert!(local.key.exists());
+        assert!(
+            !contains(&log_of(&local), b"VBfrozn1"),
+            "the box ID in clear left the log"
+        );
+        let mut h = BoxHost::connect(&BoxAt::InProcess(local), None).unwrap();
+        assert_eq!(h.read_info().unwrap(), Some(info));
+    }
+
     #[test]
     fn a_sealing_cut_short_after_its_key_was_made_is_done_again_with_that_key() {
         let tmp = tempfile::tempdir().unwrap();

@@ -319,6 +319,7 @@ async fn fig1_a_mailer_with_no_device_signs_up_adds_funds_and_prints() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sessions_and_passwords() {
+    common::capture_logs();
     let tmp = tempfile::tempdir().unwrap();
     let mut w = world(tmp.path()).await;
     let (alice, s) = sign_up(&w, "alice").await;
@@ -345,6 +346,32 @@ async fn sessions_and_passwords() {
         204
     );
     assert_eq!(status(alice2.get("/v1/meter").await), 401);
+    let _: MeterView = alice.get("/v1/meter").await.unwrap();
+    // An expired session gets nothing: a third session, its expiry then moved into the past
+    // in the database (8 hours on); the first session still lives.
+    let s3: MailerSession = anon.post("/v1/sessions", &creds("alice")).await.unwrap();
+    let alice3 = anon.with_bearer(&s3.token);
+    let _: MeterView = alice3.get("/v1/meter").await.unwrap();
+    let h3 = hex::encode(openpsd_core::crypto::sha256(s3.token.as_bytes()));
+    let now = i64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs(),
+    )
+    .unwrap();
+    let n = w.raw(|c| {
+        c.exec(
+            "t",
+            "UPDATE sessions SET expires_at = ?1 WHERE token_hash = ?2",
+            args![now - 1, h3],
+        )
+        .map_err(api)
+    });
+    assert_eq!(n, 1, "the session's row");
+    let e = alice3.get::<MeterView>("/v1/meter").await.unwrap_err();
+    assert_eq!(e.status, 401);
+    assert!(e.message.contains("expired"), "{e:?}");
     let _: MeterView = alice.get("/v1/meter").await.unwrap();
     // Guessing in parallel: each attempt counts before its hash is checked, so of 12 at
     // once at most five are checked (401) and the rest refused (429).
@@ -378,6 +405,16 @@ async fn sessions_and_passwords() {
     assert!(
         statuses.iter().all(|s| *s == 401 || *s == 429),
         "{statuses:?}"
+    );
+    // Each guess is logged: a failed log-in for each 401, a throttled one for each 429.
+    let count = |s: u16| statuses.iter().filter(|x| **x == s).count();
+    assert_eq!(
+        common::logged(&["failed log-in", "username=bob-guessed"]).len(),
+        count(401)
+    );
+    assert_eq!(
+        common::logged(&["log-in throttled", "username=bob-guessed"]).len(),
+        count(429)
     );
     // Guessing: five wrong passwords are 401, the sixth try (even the right one) 429.
     let wrong = MailerCredentials {
@@ -508,9 +545,11 @@ async fn sessions_and_passwords() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_edited_record_is_refused_and_a_restored_database_does_not_start() {
+    common::capture_logs();
     let tmp = tempfile::tempdir().unwrap();
     let w = world(tmp.path()).await;
-    let (alice, _) = funded(&w, "alice", 5_000, 1_000).await;
+    let (alice, sa) = funded(&w, "alice", 5_000, 1_000).await;
+    let (bob, sb) = funded(&w, "bob", 5_000, 1_000).await;
     // A backup taken now, with 1,000 in the meter.
     let backup = tmp.path().join("backup.sqlite");
     let db = tmp
@@ -538,9 +577,13 @@ async fn an_edited_record_is_refused_and_a_restored_database_does_not_start() {
     // A register raised in the database: the box refuses the record (MAC), nothing printed.
     let original: Vec<u8> = {
         let rec = w.raw(|c| {
-            c.one("t", "SELECT record FROM meters", args![])
-                .and_then(|r| r.blob(0))
-                .map_err(api)
+            c.one(
+                "t",
+                "SELECT record FROM meters WHERE mailer_id = ?1",
+                args![&sa.mailer_id],
+            )
+            .and_then(|r| r.blob(0))
+            .map_err(api)
         });
         let mut edited = rec.clone();
         // DR and control sum raised together, so the record still parses (kind 1,
@@ -554,8 +597,12 @@ async fn an_edited_record_is_refused_and_a_restored_database_does_not_start() {
             edited[at..at + 8].copy_from_slice(&v.to_be_bytes());
         }
         w.raw(|c| {
-            c.exec("t", "UPDATE meters SET record = ?1", args![&edited])
-                .map_err(api)
+            c.exec(
+                "t",
+                "UPDATE meters SET record = ?1 WHERE mailer_id = ?2",
+                args![&edited, &sa.mailer_id],
+            )
+            .map_err(api)
         });
         rec
     };
@@ -569,16 +616,146 @@ async fn an_edited_record_is_refused_and_a_restored_database_does_not_start() {
         "{e:?}"
     );
     assert!(e.message.contains("9A60"), "{}", e.message);
+    assert_eq!(
+        common::logged(&["ALARM: the box refused a meter record", &sa.mailer_id]).len(),
+        1,
+        "the refusal is logged as an alarm naming the mailer"
+    );
     assert!(
         !audit(&w).problems.is_empty(),
         "the auditor sees the edit too"
     );
     w.raw(|c| {
-        c.exec("t", "UPDATE meters SET record = ?1", args![&original])
-            .map_err(api)
+        c.exec(
+            "t",
+            "UPDATE meters SET record = ?1 WHERE mailer_id = ?2",
+            args![&original, &sa.mailer_id],
+        )
+        .map_err(api)
     });
     let _: IndiciumIssued = alice.post("/v1/indicia", &order(2, 100)).await.unwrap();
     assert!(audit(&w).problems.is_empty());
+
+    // Edits the box's proofs catch (Fig. 4, 220-230) made in the database, each refused as
+    // a record alarm naming the mailer, nothing printed, and undone after:
+    let meter_row = |mailer: &str| {
+        let m = mailer.to_owned();
+        w.raw(move |c| {
+            let r = c
+                .one(
+                    "t",
+                    "SELECT slot, record FROM meters WHERE mailer_id = ?1",
+                    args![m],
+                )
+                .map_err(api)?;
+            Ok((r.int(0).map_err(api)?, r.blob(1).map_err(api)?))
+        })
+    };
+    let (slot_a, rec_a) = meter_row(&sa.mailer_id);
+    let (slot_b, rec_b) = meter_row(&sb.mailer_id);
+    let views = || async {
+        (
+            alice.get::<MeterView>("/v1/meter").await.unwrap(),
+            bob.get::<MeterView>("/v1/meter").await.unwrap(),
+        )
+    };
+    let before = views().await;
+    let refused_with_alarm = |who: &'static str, mailer: String, txn: u64| {
+        let client = if who == "alice" { &alice } else { &bob };
+        async move {
+            let alarms =
+                || common::logged(&["ALARM: the box refused a meter record", &mailer]).len();
+            let n = alarms();
+            let e = client
+                .post::<_, IndiciumIssued>("/v1/indicia", &order(txn, 100))
+                .await
+                .unwrap_err();
+            assert_eq!(
+                (e.status, e.code.as_str()),
+                (409, "record_refused"),
+                "{who}: {e:?}"
+            );
+            assert_eq!(alarms(), n + 1, "{who}: an alarm naming the mailer");
+        }
+    };
+    // - an inner node: a sibling on Alice's path (height 1) replaced;
+    let (shard, idx) = (slot_a >> 4, slot_a & 15);
+    let sibling = (idx >> 1) ^ 1;
+    let saved_node = w.raw(|c| {
+        let old = c
+            .opt(
+                "t",
+                "SELECT hash FROM nodes WHERE shard = ?1 AND height = 1 AND idx = ?2",
+                args![shard, sibling],
+            )
+            .map_err(api)?
+            .map(|r| r.blob(0))
+            .transpose()
+            .map_err(api)?;
+        c.exec(
+            "t",
+            "INSERT INTO nodes (shard, height, idx, hash) VALUES (?1, 1, ?2, ?3)
+             ON CONFLICT (shard, height, idx) DO UPDATE SET hash = excluded.hash",
+            args![shard, sibling, vec![0x77u8; 32]],
+        )
+        .map_err(api)?;
+        Ok(old)
+    });
+    refused_with_alarm("alice", sa.mailer_id.clone(), 3).await;
+    w.raw(|c| {
+        match &saved_node {
+            Some(h) => c.exec(
+                "t",
+                "UPDATE nodes SET hash = ?1 WHERE shard = ?2 AND height = 1 AND idx = ?3",
+                args![h, shard, sibling],
+            ),
+            None => c.exec(
+                "t",
+                "DELETE FROM nodes WHERE shard = ?1 AND height = 1 AND idx = ?2",
+                args![shard, sibling],
+            ),
+        }
+        .map_err(api)
+    });
+    // - the two mailers' records swapped;
+    let set_record = |mailer: &str, rec: &[u8]| {
+        let (m, r) = (mailer.to_owned(), rec.to_vec());
+        w.raw(move |c| {
+            c.exec(
+                "t",
+                "UPDATE meters SET record = ?1 WHERE mailer_id = ?2",
+                args![r, m],
+            )
+            .map_err(api)
+        })
+    };
+    set_record(&sa.mailer_id, &rec_b);
+    set_record(&sb.mailer_id, &rec_a);
+    refused_with_alarm("alice", sa.mailer_id.clone(), 3).await;
+    refused_with_alarm("bob", sb.mailer_id.clone(), 1).await;
+    set_record(&sa.mailer_id, &rec_a);
+    set_record(&sb.mailer_id, &rec_b);
+    // - Alice's row moved to a free slot of her shard.
+    let free = (shard << 4) | 15;
+    assert!(free != slot_a && free != slot_b);
+    let set_slot = |slot: i64| {
+        let m = sa.mailer_id.clone();
+        w.raw(move |c| {
+            c.exec(
+                "t",
+                "UPDATE meters SET slot = ?1 WHERE mailer_id = ?2",
+                args![slot, m],
+            )
+            .map_err(api)
+        })
+    };
+    set_slot(free);
+    refused_with_alarm("alice", sa.mailer_id.clone(), 3).await;
+    set_slot(slot_a);
+    assert_eq!(views().await, before, "nothing printed, nothing charged");
+    let _: IndiciumIssued = alice.post("/v1/indicia", &order(3, 100)).await.unwrap();
+    let _: IndiciumIssued = bob.post("/v1/indicia", &order(1, 100)).await.unwrap();
+    assert!(audit(&w).problems.is_empty(), "{:?}", audit(&w).problems);
 
     // A deleted transaction record: the auditor reports the gap.
     {
@@ -620,6 +797,67 @@ async fn an_edited_record_is_refused_and_a_restored_database_does_not_start() {
             )
             .map_err(api)
         });
+        assert!(audit(&w).problems.is_empty(), "{:?}", audit(&w).problems);
+    }
+
+    // A transaction record changed (a byte of its amount), then two of a shard reordered
+    // (each row given the other's record): the auditor reports each.
+    {
+        let (shard, first, second) = w.raw(|c| {
+            let shard = c
+                .one(
+                    "t",
+                    "SELECT shard FROM txns WHERE meter_id = (SELECT meter_id FROM meters WHERE mailer_id = ?1) LIMIT 1",
+                    args![&sa.mailer_id],
+                )
+                .and_then(|r| r.int(0))
+                .map_err(api)?;
+            let rec = |c: &mut Conn<'_>, seq: i64| {
+                c.one(
+                    "t",
+                    "SELECT record FROM txns WHERE shard = ?1 AND sequence = ?2",
+                    args![shard, seq],
+                )
+                .and_then(|r| r.blob(0))
+                .map_err(api)
+            };
+            Ok((shard, rec(c, 1)?, rec(c, 2)?))
+        });
+        let put = |seq: i64, rec: &[u8]| {
+            let r = rec.to_vec();
+            w.raw(move |c| {
+                c.exec(
+                    "t",
+                    "UPDATE txns SET record = ?1 WHERE shard = ?2 AND sequence = ?3",
+                    args![r, shard, seq],
+                )
+                .map_err(api)
+            })
+        };
+        // box ID 8, shard 2, sequence 8, kind 1, meter 8, slot 4: the amount's last byte.
+        let mut changed = second.clone();
+        changed[8 + 2 + 8 + 1 + 8 + 4 + 7] ^= 1;
+        put(2, &changed);
+        let a = audit(&w);
+        assert!(
+            a.problems
+                .iter()
+                .any(|p| p.contains("does not verify (changed)")),
+            "{:?}",
+            a.problems
+        );
+        put(1, &second);
+        put(2, &first);
+        let a = audit(&w);
+        assert!(
+            a.problems
+                .iter()
+                .any(|p| p.contains("deleted or reordered")),
+            "{:?}",
+            a.problems
+        );
+        put(1, &first);
+        put(2, &second);
         assert!(audit(&w).problems.is_empty(), "{:?}", audit(&w).problems);
     }
 

@@ -7,7 +7,9 @@
 //! between the box's commit and the database's, and RESUME heals it. Afterwards every
 //! meter's registers are exactly its pieces, every retry of a transaction ID answers the
 //! first bytes, and the auditor finds the ledger whole. With the box down, log-ins answer
-//! 503 and count as no failure (the box checks every password).
+//! 503 and count as no failure (the box checks every password). Then the window is forced:
+//! the data center paused right after the box's answer (its commit done, the database's
+//! not), both killed -9 there; the next start RESUMEs the piece, charged once.
 //!
 //! card-sim is another package's binary: build it first (`cargo build -p
 //! openpsd-card-sim`; `cargo test --workspace` does). The test looks for it beside this
@@ -320,6 +322,44 @@ async fn the_box_process_killed_mid_load_loses_and_creates_nothing() {
         let v: MeterView = m.get("/v1/meter").await.unwrap();
         assert_eq!(v.pieces, u32::try_from(printed.len()).unwrap());
     }
+
+    // Both killed between the two commits (issue 16: "kill -9 of the box and of the service
+    // between the two commits"): the data center stops right after the box answered a
+    // piece (the box's commit done, the database's not), and there the box and the data
+    // center are killed -9. At its next start the data center RESUMEs the command from
+    // its intent: the piece is charged once, and its retry answers the bytes the box
+    // committed, again and again.
+    dc.kill9_and_restart("datacenter_after_box");
+    let m0 = mailers[0].clone();
+    let before: MeterView = m0.get("/v1/meter").await.unwrap();
+    let cut = order(900, 9);
+    let pending = tokio::spawn({
+        let (m, o) = (m0.clone(), cut.clone());
+        async move { m.post_bytes("/v1/indicia", &o).await }
+    });
+    tokio::task::block_in_place(|| dc.wait_paused("datacenter_after_box"));
+    sim.kill9_and_restart();
+    dc.kill9_and_restart("");
+    assert!(
+        pending.await.unwrap().is_err(),
+        "the killed data center never answered"
+    );
+    let first: IndiciumIssued = m0.post("/v1/indicia", &cut).await.unwrap();
+    assert!(first.reprint, "committed at the start, by RESUME");
+    let again: IndiciumIssued = m0.post("/v1/indicia", &cut).await.unwrap();
+    assert_eq!(again.indicium, first.indicium, "the same bytes");
+    let after: MeterView = m0.get("/v1/meter").await.unwrap();
+    assert_eq!(
+        (after.used, after.pieces),
+        (before.used + 9, before.pieces + 1),
+        "charged once"
+    );
+    indicium::verify(
+        &hex::decode(&first.indicium).unwrap(),
+        &hex::decode(&after.public_key).unwrap(),
+    )
+    .unwrap();
+    used_all += 9;
 
     // The auditor, under the key the KMS registered, the deposits read at the recharging
     // center: what each mailer paid is what the records credited its meter.

@@ -865,7 +865,12 @@ mod tests {
         let mut h = BoxHost::connect(&BoxAt::InProcess(local.clone()), None).unwrap();
         let info = h.read_info().unwrap().unwrap();
         assert_eq!(
-            (&info.box_id.0, info.shards, info.depth, hex::encode(info.txn_key)),
+            (
+                &info.box_id.0,
+                info.shards,
+                info.depth,
+                hex::encode(info.txn_key)
+            ),
             (b"VBfrozn1", 2, 4, FROZEN_TXN_KEY.to_owned())
         );
         // K_auth came through the sealing: the verifier made before it still checks, and

@@ -51,12 +51,19 @@ pub(crate) struct Intent {
     pub(crate) postage: Option<u64>,
 }
 
-/// What a box refusal means to the caller. The record refusals are alarms: the database
-/// holds a record the box did not make last (edited, restored, moved, swapped).
-fn refusal(r: Refused, step: &str) -> ApiError {
+/// What a box refusal of `intent` means to the caller. The record refusals are alarms: the
+/// database holds a record the box did not make last (edited, restored, moved, swapped);
+/// the alarm names the shard and the mailer the command was for.
+fn refusal(r: Refused, intent: &Intent, step: &str) -> ApiError {
     match r.0 {
         0x9A60..=0x9A63 => {
-            tracing::error!(status = %r.meaning(), step, "ALARM: the box refused a meter record");
+            tracing::error!(
+                status = %r.meaning(),
+                step,
+                shard = intent.shard,
+                mailer = intent.mailer.as_deref().unwrap_or("-"),
+                "ALARM: the box refused a meter record"
+            );
             ApiError::coded(
                 StatusCode::CONFLICT,
                 code::RECORD_REFUSED,
@@ -123,7 +130,7 @@ pub(crate) fn run_box(
                 "DELETE FROM intents WHERE shard = ?1",
                 args![intent.shard],
             )?;
-            Err(refusal(r, step))
+            Err(refusal(r, &intent, step))
         }
     }
 }
@@ -460,7 +467,7 @@ pub(crate) fn finish_intents(
         Err(r) => {
             // The box refused the command itself (a record alarm is logged by `refusal`):
             // nothing was committed, nothing charged.
-            let e = refusal(r, step);
+            let e = refusal(r, &intent, step);
             c.exec(step, "DELETE FROM intents WHERE shard = ?1", args![shard])?;
             tracing::warn!(shard, refusal = %e.message, "dropped a box command the box refused");
             Ok(())

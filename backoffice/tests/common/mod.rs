@@ -1101,3 +1101,49 @@ pub async fn explain(post: &Client, device: &str) -> openpsd_protocol::post::Dev
         .await
         .unwrap()
 }
+
+/// The warnings and errors the services of this test process logged, kept from the first
+/// call of [`capture_logs`] on (a global subscriber: every test of the binary logs into it,
+/// so a test looks for lines that name what only it made, such as a mailer ID).
+static LOGS: std::sync::OnceLock<Arc<Mutex<Vec<u8>>>> = std::sync::OnceLock::new();
+
+/// A writer appending to the captured logs.
+struct LogWriter(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogWriter {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Installs the capture of warnings and errors (once per process; later calls do nothing).
+pub fn capture_logs() {
+    LOGS.get_or_init(|| {
+        let buf = Arc::new(Mutex::new(Vec::new()));
+        let b = Arc::clone(&buf);
+        tracing_subscriber::fmt()
+            .with_writer(move || LogWriter(Arc::clone(&b)))
+            .with_ansi(false)
+            .with_max_level(tracing::Level::WARN)
+            .try_init()
+            .expect("no other log subscriber in the test process");
+        buf
+    });
+}
+
+/// The captured lines that contain every one of `parts`.
+pub fn logged(parts: &[&str]) -> Vec<String> {
+    let buf = LOGS.get().expect("capture_logs() first");
+    let text = String::from_utf8_lossy(&buf.lock().unwrap_or_else(|p| p.into_inner())).into_owned();
+    text.lines()
+        .filter(|l| parts.iter().all(|p| l.contains(p)))
+        .map(str::to_owned)
+        .collect()
+}

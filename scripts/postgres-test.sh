@@ -95,6 +95,9 @@ cargo test --workspace --test post --test post_browser
 say "the data center suite on PostgreSQL"
 ws_lib_test openpsd-datacenter
 cargo test --workspace --test datacenter
+# The service as a process killed -9 between its two commits, its CLI (register-box, audit)
+# on the same database.
+cargo test --workspace --test kill9_datacenter
 # Three data centers on one database and one box (card-sim serve --clients), one killed
 # mid-load: the card-sim binary comes from `cargo test --workspace` (the README's command).
 say "several data centers on one PostgreSQL database and one box"

@@ -4,7 +4,9 @@
 //! it finishes what the box committed (RESUME: the same bytes) and carries out what it did
 //! not (the committed intent's command sent now): every indicium charged once, every refill credited once and its hold settled, the ledger
 //! audited clean by `backoffice datacenter audit`. The operator registers the box at the KMS
-//! with `backoffice datacenter register-box`.
+//! with `backoffice datacenter register-box`. With `OPENPSD_TEST_POSTGRES` set (as
+//! `scripts/postgres-test.sh` does) the crash test's data center, register-box and audit
+//! run on a fresh PostgreSQL database of that server instead of SQLite.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -78,10 +80,28 @@ async fn a_crash_between_the_box_and_the_database_is_healed() {
     let h = spawn_all(tmp.path()).await.unwrap();
     let pki = h.pki.dir().to_str().unwrap().to_owned();
     let data = tmp.path().join("dc");
-    let args = serve_args(&pki, &h);
+    let mut args = serve_args(&pki, &h);
+    // The database the service and the CLI share: SQLite in DATA, or PostgreSQL.
+    let db_args: Vec<String> = match common::post_database().await {
+        Some(url) => vec!["--database-url".into(), url],
+        None => vec![],
+    };
+    args.extend(db_args.iter().cloned());
+    let with_db = |a: &[&str]| -> Vec<String> {
+        a.iter()
+            .map(|s| (*s).to_owned())
+            .chain(db_args.iter().cloned())
+            .collect()
+    };
+    let run = |a: Vec<String>| backoffice(&a.iter().map(String::as_str).collect::<Vec<_>>());
     let mut dc = Proc::start("datacenter", &data, "127.0.0.1:0", &args, "");
+    assert_eq!(
+        data.join("datacenter.sqlite").is_file(),
+        db_args.is_empty(),
+        "the database asked for"
+    );
     let data_s = data.to_str().unwrap();
-    let (ok, register_out) = backoffice(&[
+    let (ok, register_out) = run(with_db(&[
         "datacenter",
         "register-box",
         "--data",
@@ -91,7 +111,7 @@ async fn a_crash_between_the_box_and_the_database_is_healed() {
         "--kms",
         &h.kms.url,
         "--json",
-    ]);
+    ]));
     assert!(ok, "{register_out}");
 
     let anon = Client::new(&dc.url, &h.pki, None);
@@ -218,7 +238,7 @@ async fn a_crash_between_the_box_and_the_database_is_healed() {
     // audited database stores.
     let reg: serde_json::Value = serde_json::from_str(&register_out).unwrap();
     let key = reg["txn_key"].as_str().unwrap().to_owned();
-    let (ok, out) = backoffice(&[
+    let (ok, out) = run(with_db(&[
         "datacenter",
         "audit",
         "--data",
@@ -226,7 +246,7 @@ async fn a_crash_between_the_box_and_the_database_is_healed() {
         "--box-key",
         &key,
         "--json",
-    ]);
+    ]));
     assert!(ok, "{out}");
     let report: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(report["credited"], 4_000);

@@ -9,6 +9,7 @@ import { call } from './meter.js';
 import { describe } from './messages.js';
 import { bytesToHex, hexToBytes, randomBytes, minorUnits, amountText } from './util.js';
 import { fillLabel } from './label.js';
+import { boxKey, openTransaction, openLogin } from './boxrecords.js';
 
 const $ = (id) => document.getElementById(id);
 /** A print whose answer was not shown yet: its transaction ID is reused by the retry. */
@@ -48,24 +49,52 @@ export function initOnline(ctx) {
     $('online-pieces').textContent = String(meter.pieces);
     $('online-deposit').textContent = amountText(dep.available);
     const hist = await call('GET', '/dc/v1/history');
+    // Every record is checked here under the box's key (boxrecords.js), and shown as the
+    // record says, not as the data center's row says: a row whose record does not verify,
+    // or says something else, is marked as not the box's.
+    const key = await boxKey(hist.box_key);
     const rows = $('online-history');
     rows.textContent = '';
+    let unverified = 0;
     for (const e of hist.entries.slice().reverse()) {
+      const r = await openTransaction(key, e.record);
+      const ok = r !== null && r.meterId === meter.meter_id.toLowerCase() && r.sequence === e.sequence
+        && r.kind === e.kind && r.amount === e.amount && r.balance === e.balance && r.pieces === e.pieces;
+      if (!ok) unverified++;
+      const shown = ok ? r : e;
       const tr = document.createElement('tr');
-      for (const v of [String(e.sequence), e.kind, amountText(e.amount), amountText(e.balance), String(e.pieces)]) {
+      tr.dataset.verified = String(ok);
+      const cells = [String(shown.sequence), shown.kind, amountText(shown.amount), amountText(shown.balance), String(shown.pieces),
+        ok ? '✓ the box' : '✗ not the box\'s record'];
+      for (const v of cells) {
         const td = document.createElement('td');
         td.textContent = v;
         tr.appendChild(td);
       }
+      if (!ok) tr.className = 'bad';
       rows.appendChild(tr);
     }
-    // The log-ins the box counted and signed (seed 001's transaction box 42), newest first.
-    const logins = (hist.logins || []).slice().reverse();
+    // The log-ins the box counted and signed (seed 001's transaction box 42), newest first,
+    // each checked the same way; all must name one mailer (this one: the data center picks
+    // them by the session).
+    const logins = [];
+    let mailer = null;
+    for (const l of (hist.logins || []).slice().reverse()) {
+      const r = await openLogin(key, l.record);
+      const ok = r !== null && r.sequence === l.sequence && r.at === l.at && (mailer === null || r.mailerId === mailer);
+      if (ok) mailer = r.mailerId;
+      else unverified++;
+      const when = new Date((ok ? r.at : l.at) * 1000).toISOString().slice(0, 16).replace('T', ' ');
+      logins.push(`#${ok ? r.sequence : l.sequence} at ${when} UTC${ok ? '' : ' (NOT the box\'s record)'}`);
+    }
     $('online-logins').textContent = logins.length
-      ? `Your last log-ins, each signed by the box: ${logins
-        .map((l) => `#${l.sequence} at ${new Date(l.at * 1000).toISOString().slice(0, 16).replace('T', ' ')} UTC`)
-        .join('; ')}.`
+      ? `Your last log-ins, each signed by the box: ${logins.join('; ')}.`
       : 'No log-in signed by the box yet.';
+    const check = $('online-verified');
+    check.textContent = unverified === 0
+      ? `Every record above verifies under the box's key (transactions: ${hist.entries.length}, log-ins: ${logins.length}).`
+      : `${unverified} record(s) do NOT verify under the box's key: the data center's copy was changed. Do not rely on them.`;
+    check.className = unverified === 0 ? 'hint ok' : 'bad';
     $('online-login').hidden = true;
     $('online-meter').hidden = false;
   }

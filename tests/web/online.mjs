@@ -167,6 +167,29 @@ async function main() {
   // The history the box signed: create, refill, two pieces, two batches of three.
   const kinds = await page.locator('#online-history tr td:nth-child(2)').allInnerTexts();
   check(JSON.stringify(kinds) === JSON.stringify([...Array(8).fill('issue'), 'refill', 'create']), `history ${kinds.join(', ')}`);
+  // Each record checked in the page under the box's key (WebCrypto, web-demo/boxrecords.js).
+  const verifiedRows = () => page.locator('#online-history tr').evaluateAll((trs) => trs.map((t) => t.dataset.verified));
+  let verified = await verifiedRows();
+  check(verified.length === 10 && verified.every((v) => v === 'true'), `every history record verifies under the box's key: ${verified.join(',')}`);
+  said = await text('#online-verified');
+  check(/^Every record above verifies under the box's key \(transactions: 10, log-ins: 1\)\.$/.test(said), said);
+  // A record changed on its way from the data center (a byte of the newest one's amount,
+  // as an edit in the database would): shown as not the box's, the rest still verified.
+  await page.route('**/dc/v1/history', async (route) => {
+    const resp = await route.fetch();
+    const h = await resp.json();
+    const last = h.entries[h.entries.length - 1];
+    const at = 2 * 38; // box ID 8, shard 2, sequence 8, kind 1, meter 8, slot 4, amount's last byte
+    last.record = last.record.slice(0, at) + (parseInt(last.record.slice(at, at + 2), 16) ^ 1).toString(16).padStart(2, '0') + last.record.slice(at + 2);
+    await route.fulfill({ response: resp, json: h });
+  });
+  await page.reload();
+  await page.locator('#online-meter').waitFor({ state: 'visible' });
+  verified = await verifiedRows();
+  said = await text('#online-verified');
+  check(verified[0] === 'false' && verified.slice(1).every((v) => v === 'true') && /^1 record\(s\) do NOT verify/.test(said),
+    `a changed record is shown as not the box's: ${verified.join(',')}; ${said}`);
+  await page.unroute('**/dc/v1/history');
 
   // Reload: still logged in (the cookie); log out: the session is gone.
   await page.reload();

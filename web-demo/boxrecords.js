@@ -6,9 +6,11 @@
 // left of its size budget (wasm/API.md).
 //
 // What it proves: a record that verifies was made by the key the data center names as its
-// box's (`GET /v1/history`'s `box_key`), so a record edited in the database, or made up,
-// shows as not the box's. It does not prove that key is the box's: the data center states it
-// (the KMS holds the registered one; the auditor's `--box-key` checks against that).
+// box's (`GET /v1/history`'s `box_key`). The data center checks every stored record before
+// it answers (one edited in its database is a 500, not a row), so what this check catches is
+// a record changed after that check: on the way (the demo server, a proxy) or by a data
+// center whose own check was taken out. It does not prove that key is the box's: the data
+// center states it (the KMS holds the registered one; the auditor's `--box-key` uses that).
 
 import { hexToBytes } from './util.js';
 

@@ -84,7 +84,12 @@ export function initOnline(ctx) {
       const ok = r !== null && r.sequence === l.sequence && r.at === l.at && (mailer === null || r.mailerId === mailer);
       if (ok) mailer = r.mailerId;
       else unverified++;
-      const when = new Date((ok ? r.at : l.at) * 1000).toISOString().slice(0, 16).replace('T', ' ');
+      let when;
+      try {
+        when = new Date((ok ? r.at : l.at) * 1000).toISOString().slice(0, 16).replace('T', ' ');
+      } catch {
+        when = `time ${ok ? r.at : l.at}`; // beyond the dates JavaScript can show
+      }
       logins.push(`#${ok ? r.sequence : l.sequence} at ${when} UTC${ok ? '' : ' (NOT the box\'s record)'}`);
     }
     $('online-logins').textContent = logins.length
@@ -93,7 +98,7 @@ export function initOnline(ctx) {
     const check = $('online-verified');
     check.textContent = unverified === 0
       ? `Every record above verifies under the box's key (transactions: ${hist.entries.length}, log-ins: ${logins.length}).`
-      : `${unverified} record(s) do NOT verify under the box's key: the data center's copy was changed. Do not rely on them.`;
+      : `${unverified} record(s) do NOT verify under the box's key: changed after the box signed them. Do not rely on them.`;
     check.className = unverified === 0 ? 'hint ok' : 'bad';
     $('online-login').hidden = true;
     $('online-meter').hidden = false;

@@ -1222,17 +1222,17 @@ fn log_in_cmd(mailer: &[u8; 16], hash: &[u8; 32], verifier: &[u8; 16], time: u64
     apdu(ins::AUTHENTICATE_MAILER, 1, 0, &d)
 }
 
-/// Seed 001, the transaction box 42's "logins and login history records": an approved
-/// log-in asked with P1 = 01 is counted, committed, and answered as a record the box signs
-/// (box ID, sequence, mailer, the data center's time); a refused one writes nothing. The
-/// sequence survives power-off, and a power cut at every write leaves the count as it was
-/// (nothing answered) or one more, never a record whose sequence the box could sign again.
 /// GET DATA 00 02: the box's count of approved log-ins.
 fn login_count(card: &mut BoxCard) -> u64 {
     let d = ok(&card.transmit(&[0x80, 0xCA, 0x00, 0x02, 0x00]));
     u64::from_be_bytes(d.try_into().unwrap())
 }
 
+/// Seed 001, the transaction box 42's "logins and login history records": an approved
+/// log-in asked with P1 = 01 is counted, committed, and answered as a record the box signs
+/// (box ID, sequence, mailer, the data center's time); a refused one writes nothing. The
+/// sequence survives power-off, and a power cut at every write leaves the count as it was
+/// (nothing answered) or one more, never a record whose sequence the box could sign again.
 #[test]
 fn approved_log_ins_are_counted_and_signed_by_the_box() {
     let (mut card, dc) = new_box();

@@ -17,7 +17,7 @@
 //!   found closed, idle near card-sim's 30 s bound, or failing is dropped and made again.
 //!
 //! A command whose connection is lost before its answer arrived may or may not have been
-//! committed by the box: it answers `6F00` ([`LOST`]), the data center keeps the command's
+//! committed by the box: it answers [`LOST`], the data center keeps the command's
 //! intent and RESUME settles it, exactly as after a crash between the box's commit and the
 //! database's (`docs/virtual-meter.md` §9, The box link). Only read-only commands
 //! (GET DATA, READ SHARD) are re-sent on a new connection by themselves. The box holds
@@ -128,8 +128,11 @@ pub const TCP_TIMEOUT: Duration = Duration::from_secs(10);
 pub const TCP_IDLE: Duration = Duration::from_secs(20);
 
 /// The answer to a command whose link was lost (or whose box thread is gone): whether the
-/// box committed it is not known. The data center keeps its intent for RESUME.
-pub const LOST: Refused = Refused(0x6F00);
+/// box committed it is not known. The data center keeps its intent for RESUME. `0000` is no
+/// status word a card can send (SW1 is `6X` or `9X`), so a lost link is never taken for
+/// the box's own `6F00` (an internal error, such as a stored record that does not decode),
+/// which trying again would not mend.
+pub const LOST: Refused = Refused(0x0000);
 
 /// What the box says of itself (GET DATA 00 01).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -441,6 +444,9 @@ pub struct Refused(pub u16);
 impl Refused {
     /// The status word's meaning.
     pub fn meaning(self) -> String {
+        if self == LOST {
+            return "no answer (the link to the box was lost)".to_owned();
+        }
         match Status::from_sw(self.0) {
             Some(s) => format!("{:04X} {s}", self.0),
             None => format!("{:04X}", self.0),
@@ -894,6 +900,32 @@ mod tests {
         );
         let mut h = BoxHost::connect(&BoxAt::InProcess(local), None).unwrap();
         assert_eq!(h.read_info().unwrap(), Some(info));
+    }
+
+    #[test]
+    fn a_shard_the_box_cannot_read_is_its_error_not_a_lost_link() {
+        let tmp = tempfile::tempdir().unwrap();
+        let local = LocalBox::in_data(&tmp.path().join("dc"));
+        BoxHost::connect(&BoxAt::InProcess(local.clone()), None)
+            .unwrap()
+            .personalize(2, 4, &g(), &g())
+            .unwrap();
+        // Shard 1's record replaced by bytes that do not decode.
+        let mut store = sealed_store(&local, false).unwrap();
+        store
+            .commit(&[Write {
+                id: openpsd_core::records::vbox::shard(1),
+                value: Some(vec![0xEE; 3]),
+            }])
+            .unwrap();
+        drop(store);
+        let mut h = BoxHost::connect(&BoxAt::InProcess(local), None).unwrap();
+        assert!(h.shard_root(0).is_ok());
+        let e = h.shard_root(1).unwrap_err();
+        assert_eq!(e, Refused(Status::Internal.sw()));
+        assert_ne!(e, LOST, "the box answered: a retry would not mend it");
+        assert!(!e.meaning().contains("link"), "{}", e.meaning());
+        assert!(LOST.meaning().contains("link to the box was lost"));
     }
 
     #[test]

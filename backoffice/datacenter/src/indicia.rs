@@ -29,7 +29,7 @@ use openpsd_service_kit::db::{from_sql_int, now_secs, to_sql_int};
 use openpsd_service_kit::error::ApiError;
 use sha2::{Digest as _, Sha256};
 
-use crate::boxhost::Refused;
+use crate::boxhost::{Refused, LOST};
 use crate::sql::{args, Conn, Sql};
 use crate::store::{self, locate};
 use crate::Datacenter;
@@ -117,9 +117,9 @@ pub(crate) fn run_box(
             openpsd_service_kit::failpoint::pause_blocking("datacenter_after_box");
             commit_answer(dc, c, &intent, &a, step)
         }
-        // No answer from the box (its thread gone, `6Fxx`) or its memory failed under the
-        // command (`6581`): whether it committed is not known, so the intent stays for
-        // RESUME and the caller retries.
+        // No answer from the box (the link lost, its thread gone: `LOST`), its internal
+        // error (`6Fxx`), or its memory failed under the command (`6581`): whether it
+        // committed is not known, so the intent stays for RESUME and the caller retries.
         Err(r) if outcome_unknown(r) => Err(ApiError::unavailable(
             step,
             format!("the secure box did not answer ({}); retry", r.meaning()),
@@ -136,12 +136,12 @@ pub(crate) fn run_box(
 }
 
 /// Whether the box's answer `r` leaves open whether it committed the command: no answer
-/// (`6Fxx`: the link lost, the box's thread or process gone) or a memory failure during its
-/// commit (`6581`: the write's outcome is unknown until the box re-reads its memory). Such a
-/// command's intent is kept; RESUME settles it. Every other status word is the box's
-/// refusal, nothing committed.
+/// ([`LOST`]: the link lost, the box's thread or process gone), the box's internal error
+/// (`6Fxx`), or a memory failure during its commit (`6581`: the write's outcome is unknown
+/// until the box re-reads its memory). Such a command's intent is kept; RESUME settles it.
+/// Every other status word is the box's refusal, nothing committed.
 fn outcome_unknown(r: Refused) -> bool {
-    r.0 & 0xFF00 == 0x6F00 || r.0 == 0x6581
+    r == LOST || r.0 & 0xFF00 == 0x6F00 || r.0 == 0x6581
 }
 
 /// What one committed box answer left.

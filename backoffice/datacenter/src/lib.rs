@@ -54,6 +54,7 @@ use axum::http::{Method, StatusCode};
 use axum::routing::{delete, get, post};
 use axum::Router;
 use openpsd_core::crypto::PUBLIC_KEY_LEN;
+use openpsd_core::vbox::login::LoginRecord;
 use openpsd_core::vbox::merkle::EmptyHashes;
 use openpsd_protocol::datacenter::{
     code, BoxRegistration, GrantAnswer, GrantRequest, MeterRegistration,
@@ -238,8 +239,10 @@ fn roots_check(
 }
 
 /// Whether the database's root of `shard` is the box's (READ SHARD). The caller holds the
-/// shard's lock and has finished or skipped its intents. A box that does not answer is
-/// 503: a running server answers its request so, a starting one tries again.
+/// shard's lock and has finished or skipped its intents. A box that does not answer
+/// ([`boxhost::LOST`]) is 503: a running server answers its request so, a starting one tries
+/// again. A box that answers with an error (a shard record it cannot read: `6F00`) is 500,
+/// which no retry mends: a start fails at once with it.
 fn same_root(
     c: &mut sql::Conn<'_>,
     boxh: &BoxHandle,
@@ -249,9 +252,14 @@ fn same_root(
     step: &'static str,
 ) -> Result<bool, ApiError> {
     let ours = store::root(c, shard, info.depth, empty, step)?;
-    let theirs = boxh
-        .shard_root(shard)
-        .map_err(|r| ApiError::unavailable(step, format!("READ SHARD: {}", r.meaning())))?;
+    let theirs = boxh.shard_root(shard).map_err(|r| {
+        let message = format!("READ SHARD {shard}: {}", r.meaning());
+        if r == boxhost::LOST {
+            ApiError::unavailable(step, message)
+        } else {
+            ApiError::internal(step, message)
+        }
+    })?;
     Ok(ours == theirs)
 }
 
@@ -498,12 +506,54 @@ impl Datacenter {
     /// the database holds. The box counts a log-in before the database keeps its record, so
     /// the box is never behind: if it is, its memory was rolled back (restored from a
     /// backup) and it would sign sequences the database holds again. That refuses the start,
-    /// with an alarm, as a shard root does. A box ahead counted log-ins whose records the
-    /// database does not hold (lost between the two commits, deleted, or under way on
-    /// another data center): named in a warning, since the auditor, which reads the
+    /// with an alarm, as a shard root does. The database's last row must be a record the box
+    /// signed, with that sequence: a row edited or inserted in the database refuses the start
+    /// with its own alarm, not taken for a rolled-back box. A box ahead counted log-ins whose
+    /// records the database does not hold (lost between the two commits, deleted, or under
+    /// way on another data center): named in a warning, since the auditor, which reads the
     /// database only, cannot see records lost after the last one stored. A box that does not
     /// know GET DATA 00 02 (`6A86`: an older `card-sim`) is not compared, with a warning.
     async fn check_log_ins(&self) -> anyhow::Result<()> {
+        // The database first, the box second: another data center on the same database
+        // may be logging mailers in meanwhile, and the box's count only grows and is
+        // committed before each record is stored, so a count read after the last stored
+        // record can only be at or past it, unless the box was rolled back.
+        let last = self
+            .db
+            .run(STEP_OPEN, |c| {
+                c.opt(
+                    STEP_OPEN,
+                    "SELECT sequence, record FROM logins ORDER BY sequence DESC LIMIT 1",
+                    args![],
+                )?
+                .map(|r| Ok::<_, ApiError>((r.int(0)?, r.blob(1)?)))
+                .transpose()
+            })
+            .await
+            .map_err(|e| anyhow::anyhow!("{}", e.message))?;
+        let held = match last {
+            None => 0,
+            Some((seq, record)) => {
+                let signed = LoginRecord::verify(&record, &self.info.txn_key)
+                    .ok()
+                    .filter(|l| {
+                        i64::try_from(l.sequence).ok() == Some(seq) && l.box_id == self.info.box_id
+                    });
+                if signed.is_none() {
+                    tracing::error!(
+                        sequence = seq,
+                        "ALARM: the database's last log-in row is not a record the box signed"
+                    );
+                    anyhow::bail!(
+                        "the database's log-in row {seq} is not a record the box signed with that \
+                         sequence (edited or inserted in the database?): `backoffice datacenter \
+                         audit` names it. Refusing to start: restore the latest database, or \
+                         remove the row."
+                    );
+                }
+                u64::try_from(seq).unwrap_or(0)
+            }
+        };
         let boxh = self.boxh.clone();
         let counted = match tokio::task::spawn_blocking(move || boxh.login_count()).await? {
             Ok(n) => n,
@@ -513,19 +563,6 @@ impl Datacenter {
             }
             Err(r) => anyhow::bail!("GET DATA 00 02 (the box's log-in count): {}", r.meaning()),
         };
-        let held = self
-            .db
-            .run(STEP_OPEN, |c| {
-                c.one(
-                    STEP_OPEN,
-                    "SELECT COALESCE(MAX(sequence), 0) FROM logins",
-                    args![],
-                )?
-                .int(0)
-            })
-            .await
-            .map_err(|e| anyhow::anyhow!("{}", e.message))?;
-        let held = u64::try_from(held).unwrap_or(0);
         if counted < held {
             tracing::error!(
                 box_count = counted,

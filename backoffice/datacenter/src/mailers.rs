@@ -488,13 +488,26 @@ pub(crate) async fn sign_up(
         .await?;
     tracing::info!(mailer = %mailer, "mailer signed up");
     // The session sign-up opens is a log-in like any other: counted and signed by the box,
-    // kept in the history.
+    // kept in the history. The mailer exists from here on: a step that fails now says so,
+    // since a retry of the sign-up would only hear that the name is taken.
+    let signed_up = |mut e: ApiError| {
+        e.message = format!(
+            "you are signed up, but your first session could not be opened ({}): log in with \
+             your username and password",
+            e.message
+        );
+        e
+    };
     let at = u64::try_from(now_secs()).unwrap_or(0);
     let record = box_log_in(&dc, &id, &enrolled.hash, &enrolled.verifier, at)
-        .await?
-        .ok_or_else(|| ApiError::internal(STEP, "the box refused the verifier it just made"))?;
-    record_log_in(&dc, &mailer, record, at, None).await?;
-    dc.ensure_meter(&mailer).await?;
+        .await
+        .map_err(signed_up)?
+        .ok_or_else(|| ApiError::internal(STEP, "the box refused the verifier it just made"))
+        .map_err(signed_up)?;
+    record_log_in(&dc, &mailer, record, at, None)
+        .await
+        .map_err(signed_up)?;
+    dc.ensure_meter(&mailer).await.map_err(signed_up)?;
     Ok((
         StatusCode::CREATED,
         axum::Json(new_session(&dc, &mailer).await?),

@@ -837,25 +837,19 @@ async fn an_edited_record_is_refused_and_a_restored_database_does_not_start() {
         // box ID 8, shard 2, sequence 8, kind 1, meter 8, slot 4: the amount's last byte.
         let mut changed = second.clone();
         changed[8 + 2 + 8 + 1 + 8 + 4 + 7] ^= 1;
+        let reports = |what: &str| {
+            let a = audit(&w);
+            assert!(
+                a.problems.iter().any(|p| p.contains(what)),
+                "{what}: {:?}",
+                a.problems
+            );
+        };
         put(2, &changed);
-        let a = audit(&w);
-        assert!(
-            a.problems
-                .iter()
-                .any(|p| p.contains("does not verify (changed)")),
-            "{:?}",
-            a.problems
-        );
+        reports("does not verify (changed)");
         put(1, &second);
         put(2, &first);
-        let a = audit(&w);
-        assert!(
-            a.problems
-                .iter()
-                .any(|p| p.contains("deleted or reordered")),
-            "{:?}",
-            a.problems
-        );
+        reports("deleted or reordered");
         put(1, &first);
         put(2, &second);
         assert!(audit(&w).problems.is_empty(), "{:?}", audit(&w).problems);

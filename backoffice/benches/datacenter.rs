@@ -27,7 +27,10 @@
 //! (with `--postgres` and `--box tcp`) runs N data centers (function servers) in this process
 //! on the one database and the one box (`card-sim serve --clients N`), each with its own
 //! connection to either; mailer u talks to server u mod N, and the hot meter's tasks to
-//! every server in turn (docs/virtual-meter.md §9, Several function servers).
+//! every server in turn (docs/virtual-meter.md §9, Several function servers). Each mailer
+//! is an HTTP client of its own that keeps its connection, as a browser does; the hot
+//! meter's tasks are the same clients. `RUST_LOG=warn` prints the services' warnings (a
+//! connection refused names its cause there).
 //!
 //! ```sh
 //! cargo bench -p openpsd-backoffice --bench datacenter -- --postgres 'host=/tmp/pg user=postgres' --box tcp --servers 3
@@ -322,6 +325,14 @@ async fn run(
 #[tokio::main(flavor = "multi_thread")]
 async fn main() {
     let a = args();
+    // The services' warnings (a connection refused, a timeout) on stderr when asked for
+    // with RUST_LOG: they name the cause of a transport error the bench reports.
+    if std::env::var_os("RUST_LOG").is_some() {
+        let _ = tracing_subscriber::fmt()
+            .with_writer(std::io::stderr)
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .try_init();
+    }
     let tmp = tempfile::tempdir().unwrap();
     let h = spawn_all(tmp.path()).await.unwrap();
     let mut config = openpsd_datacenter::Config::new(
@@ -329,6 +340,9 @@ async fn main() {
         [&h.vendor.url, &h.kms.url, &h.recharge.url],
         h.pki.clone(),
     );
+    // Every simulated mailer connects from 127.0.0.1: the cap per address (1,024 by
+    // default, for a firm behind one NAT) would refuse the thousandth mailer's browser.
+    config.connections_per_address = 4096;
     if let Some(base) = a.postgres.clone() {
         let name = format!("dc_bench_{}", std::process::id());
         let url = tokio::task::spawn_blocking(move || {
@@ -420,7 +434,7 @@ async fn main() {
         .collect();
     let mut clients = Vec::new();
     // The hot meter (the first mailer's) through every server in turn.
-    let mut hot = Vec::new();
+    let mut hot_token = String::new();
     let signing_up = Instant::now();
     for u in 0..most {
         if u > 0 && u % 100 == 0 {
@@ -450,9 +464,14 @@ async fn main() {
             )
             .await
             .unwrap();
-        let c = anon.with_bearer(&s.token);
+        // Each simulated mailer is a client of its own, keeping its one connection between
+        // its requests, as a browser does. One client shared by all of them (its pool racing
+        // a new connection against every busy one) churned connections past the data
+        // center's cap per address and was refused: transport errors at 1,000 users with
+        // single pieces, which no set of real mailers would see.
+        let c = Client::with_pool(&dcs[u % dcs.len()].url, &h.pki, None, 1).with_bearer(&s.token);
         if u == 0 {
-            hot = anons.iter().map(|a| a.with_bearer(&s.token)).collect();
+            hot_token = s.token.clone();
         }
         let _: RefillDone = c
             .post(
@@ -466,6 +485,8 @@ async fn main() {
             .unwrap();
         clients.push(c);
     }
+    // The hot meter's users: each of the same browsers, logged in as the first mailer.
+    let hot: Vec<Client> = clients.iter().map(|c| c.with_bearer(&hot_token)).collect();
     let mut txn = 1u64;
     let mut issued = 0u64;
     let mut rates: Vec<(String, f64)> = Vec::new();

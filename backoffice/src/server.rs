@@ -445,7 +445,7 @@ pub async fn start_datacenter(
     // proxy): more connections than a service the back office alone calls. Each still
     // costs one task and a few kilobytes; the rate limits hold per caller.
     listener.limits.connections = 4096;
-    listener.limits.per_address = 1024;
+    listener.limits.per_address = config.connections_per_address.clamp(1, 4096);
     let svc = Service::spawn("datacenter", listener, dc.router(rate))?;
     Ok((svc, info))
 }

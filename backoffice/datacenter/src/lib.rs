@@ -126,6 +126,10 @@ pub struct Config {
     /// How old the KMS's word that a meter is in service (registered, not revoked) may be
     /// for a new indicium (standing.rs); zero asks before every request.
     pub standing_recheck: std::time::Duration,
+    /// Connections served at once from one address (of 4,096 in all): a firm's mailers
+    /// behind one NAT share it. Default 1,024; the benchmark, whose thousand mailers are
+    /// all 127.0.0.1, raises it.
+    pub connections_per_address: usize,
 }
 
 impl Config {
@@ -147,6 +151,7 @@ impl Config {
             database_connections: usize::from(DEFAULT_CONNECTIONS),
             box_at: BoxAt::InProcess(boxhost::LocalBox::in_data(&data)),
             standing_recheck: std::time::Duration::from_secs(60),
+            connections_per_address: 1024,
             data,
         }
     }
